@@ -1,0 +1,51 @@
+# toolhost: build, tools, test, bench, run.
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+# Where cargo puts the guest builds (honours CARGO_TARGET_DIR).
+TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),target)
+TOOLS_BUILD := $(TARGET_DIR)/$(WASM_TARGET)/tools
+BUILD       := build
+
+# Tools deployed with a manifest into build/tools/.
+DEPLOY_TOOLS := echo text files writer fetch
+# Fixtures for the tests, deployed without a manifest (tests write their own).
+TEST_TOOLS   := hostile
+# Conformance fixtures, when their crate exists.
+CONFORMANCE  := $(if $(wildcard example-tools/conformance/Cargo.toml),conformance)
+
+ALL_TOOLS := $(DEPLOY_TOOLS) $(TEST_TOOLS) $(CONFORMANCE)
+
+.PHONY: setup tools
+
+## setup: install what the build needs beyond a Rust toolchain.
+setup:
+	rustup target add $(WASM_TARGET)
+
+# The first 8 bytes of a WebAssembly component (a core module has 01 00 00 00).
+COMPONENT_MAGIC := 0061736d0d000100
+
+# $(call install_wasm,NAME,DIR): check that the built NAME is a component and
+# copy it to DIR/NAME.wasm, atomically and only when its bytes changed.
+install_wasm = src=$(TOOLS_BUILD)/toolhost_tool_$(1).wasm dst=$(2)/$(1).wasm; \
+	test "$$(head -c 8 $$src | od -An -tx1 | tr -d ' \n')" = $(COMPONENT_MAGIC) \
+		|| { echo "$$src is not a WebAssembly component" >&2; exit 1; }; \
+	mkdir -p $(2); \
+	cmp -s $$src $$dst || { cp $$src $(2)/.$(1).wasm.tmp && mv -f $(2)/.$(1).wasm.tmp $$dst && echo "  installed $$dst"; }
+
+# $(call render_manifest,NAME,DIR): render example-tools/NAME/NAME.toml into
+# DIR/NAME.toml, @SHA256@ replaced by DIR/NAME.wasm's digest; rewritten
+# atomically and only when it changed.
+render_manifest = sha=$$(sha256sum $(2)/$(1).wasm | cut -d' ' -f1); test -n "$$sha"; \
+	sed "s/@SHA256@/$$sha/" example-tools/$(1)/$(1).toml > $(2)/.$(1).toml.tmp; \
+	if cmp -s $(2)/.$(1).toml.tmp $(2)/$(1).toml; then rm -f $(2)/.$(1).toml.tmp; \
+	else mv -f $(2)/.$(1).toml.tmp $(2)/$(1).toml && echo "  rendered $(2)/$(1).toml"; fi
+
+## tools: build every tool component and deploy it under build/.
+tools:
+	$(CARGO) build --profile tools --target $(WASM_TARGET) $(addprefix -p toolhost-tool-,$(ALL_TOOLS))
+	@set -e; $(foreach t,$(DEPLOY_TOOLS),$(call install_wasm,$(t),$(BUILD)/tools); $(call render_manifest,$(t),$(BUILD)/tools);)
+	@set -e; $(foreach t,$(TEST_TOOLS),$(call install_wasm,$(t),$(BUILD)/test-tools);)
+	@set -e; $(foreach t,$(CONFORMANCE),$(call install_wasm,$(t),$(BUILD)/conformance-tools); \
+		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
+	@mkdir -p $(BUILD)/out

@@ -1,0 +1,295 @@
+//! `hostile`: tools that misbehave on purpose, as test fixtures proving the
+//! sandbox's limits (deadlines, fuel, memory, stack, output size, grants,
+//! cancellation, output-schema checks).
+//!
+//! Never deploy it. Tests write its manifest themselves, granting whatever
+//! they mean to probe; with no grants, every file, variable and host it asks
+//! for must be refused.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
+
+// Shared with the `fetch` tool as source: depending on that crate would link
+// its component exports into this one too.
+#[allow(dead_code)]
+#[path = "../../fetch/src/http.rs"]
+mod http;
+
+/// The tools this component offers.
+pub fn tools() -> Toolbox {
+    Toolbox::new()
+        .tool("spin", "Loop forever, burning CPU, never checking for cancellation.", spin)
+        .tool("spin_checked", "Loop burning CPU until the call is cancelled, then return \"cancelled\".", spin_checked)
+        .tool("sleep", "Sleep `ms` milliseconds, then return \"slept\".", sleep)
+        .tool("alloc", "Allocate `mib` MiB and touch every page, then return \"allocated N MiB\".", alloc)
+        .tool("recurse", "Recurse `depth` calls deep (non-tail), then return \"recursed N\".", recurse)
+        .tool("panic", "Panic with `message` (a trap: the guest aborts).", panic)
+        .tool("exit", "Call `std::process::exit(code)` in the middle of a call.", exit)
+        .tool("flood", "Write `bytes` bytes to stdout and some to stderr, then return \"flooded\".", flood)
+        .tool("big_output", "Return a text of exactly `bytes` bytes.", big_output)
+        .tool("getenv", "Return environment variable `name`, or \"unset\".", getenv)
+        .tool("read_path", "Read any path as text.", read_path)
+        .tool("write_path", "Write `content` to any path.", write_path)
+        .tool("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output)
+        .output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes")))
+        .tool(
+            "log_and_progress",
+            "For each of `steps` steps: log at info level, report progress, sleep `ms` milliseconds.",
+            log_and_progress,
+        )
+        .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
+}
+
+// Component exports exist only in the wasm build: their symbol names break
+// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
+#[cfg(target_arch = "wasm32")]
+toolhost_guest::export!(tools);
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+fn spin(_: NoArgs) -> Result<String, ToolError> {
+    let mut n = 0u64;
+    loop {
+        n = black_box(n.wrapping_add(1));
+    }
+}
+
+fn spin_checked(_: NoArgs) -> Result<String, ToolError> {
+    let mut n = 0u64;
+    loop {
+        for _ in 0..10_000 {
+            n = black_box(n.wrapping_add(1));
+        }
+        if toolhost_guest::cancelled() {
+            return Ok("cancelled".into());
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SleepArgs {
+    /// Milliseconds to sleep.
+    pub ms: u64,
+}
+
+fn sleep(a: SleepArgs) -> Result<String, ToolError> {
+    std::thread::sleep(Duration::from_millis(a.ms));
+    Ok("slept".into())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocArgs {
+    /// MiB to allocate.
+    pub mib: u32,
+    /// Report a failed allocation as a tool error instead of aborting (a trap).
+    #[serde(default)]
+    pub graceful: bool,
+}
+
+fn alloc(a: AllocArgs) -> Result<String, ToolError> {
+    let bytes = (a.mib as usize).checked_mul(1 << 20).ok_or_else(|| {
+        ToolError::invalid(format!("{} MiB does not fit in the address space", a.mib))
+    })?;
+    let mut v: Vec<u8> = Vec::new();
+    if a.graceful {
+        v.try_reserve_exact(bytes)
+            .map_err(|e| ToolError::failed(format!("cannot allocate {} MiB: {e}", a.mib)))?;
+    } else {
+        v.reserve_exact(bytes); // aborts on failure
+    }
+    v.resize(bytes, 0);
+    for page in v.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    black_box(&v);
+    Ok(format!("allocated {} MiB", a.mib))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecurseArgs {
+    /// How deep to recurse.
+    pub depth: u64,
+}
+
+#[inline(never)]
+fn dive(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    // A frame the optimizer must keep: its contents are observed after the call.
+    let frame = black_box([depth; 8]);
+    let below = dive(black_box(depth - 1));
+    black_box(below + frame[(depth % 8) as usize] % 2 + 1)
+}
+
+fn recurse(a: RecurseArgs) -> Result<String, ToolError> {
+    dive(a.depth);
+    Ok(format!("recursed {}", a.depth))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PanicArgs {
+    /// The panic message.
+    pub message: String,
+}
+
+fn panic(a: PanicArgs) -> Result<String, ToolError> {
+    panic!("{}", a.message)
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExitArgs {
+    /// The exit code.
+    pub code: i32,
+}
+
+fn exit(a: ExitArgs) -> Result<String, ToolError> {
+    std::process::exit(a.code)
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BytesArgs {
+    /// How many bytes.
+    pub bytes: u64,
+}
+
+/// Write `n` bytes of numbered lines to `out`; how many were written before
+/// an error, if one stopped it.
+fn write_lines(out: &mut dyn Write, n: u64) -> Result<(), (u64, std::io::Error)> {
+    let line = b"flood flood flood flood flood flood flood flood flood flood flood flood flood flood flood.\n";
+    let mut written = 0u64;
+    while written < n {
+        let len = line.len().min((n - written) as usize);
+        out.write_all(&line[..len]).map_err(|e| (written, e))?;
+        written += len as u64;
+    }
+    out.flush().map_err(|e| (written, e))
+}
+
+/// Write errors (the host may cap captured output) stop the flood without
+/// failing the call; the result says so.
+fn flood(a: BytesArgs) -> Result<String, ToolError> {
+    let mut notes = Vec::new();
+    if let Err((n, e)) = write_lines(&mut std::io::stdout().lock(), a.bytes) {
+        notes.push(format!("stdout failed after {n} bytes: {e}"));
+    }
+    if let Err((n, e)) = write_lines(&mut std::io::stderr().lock(), a.bytes.min(64 * 1024)) {
+        notes.push(format!("stderr failed after {n} bytes: {e}"));
+    }
+    Ok(if notes.is_empty() {
+        "flooded".into()
+    } else {
+        format!("flooded ({})", notes.join("; "))
+    })
+}
+
+fn big_output(a: BytesArgs) -> Result<String, ToolError> {
+    let n = usize::try_from(a.bytes)
+        .map_err(|_| ToolError::invalid("`bytes` does not fit in the address space"))?;
+    let pattern = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    Ok(pattern.iter().cycle().take(n).map(|&b| b as char).collect())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameArgs {
+    /// The variable's name.
+    pub name: String,
+}
+
+fn getenv(a: NameArgs) -> Result<String, ToolError> {
+    Ok(match std::env::var(&a.name) {
+        Ok(v) => v,
+        Err(std::env::VarError::NotPresent) => "unset".into(),
+        Err(std::env::VarError::NotUnicode(v)) => format!("not unicode: {v:?}"),
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathArgs {
+    /// Any path.
+    pub path: String,
+}
+
+fn read_path(a: PathArgs) -> Result<String, ToolError> {
+    std::fs::read_to_string(&a.path)
+        .map_err(|e| ToolError::failed(format!("cannot read {}: {e}", a.path)))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteArgs {
+    /// Any path.
+    pub path: String,
+    /// What to write.
+    pub content: String,
+}
+
+fn write_path(a: WriteArgs) -> Result<String, ToolError> {
+    std::fs::write(&a.path, &a.content)
+        .map_err(|e| ToolError::failed(format!("cannot write {}: {e}", a.path)))?;
+    Ok(format!("wrote {} bytes to {}", a.content.len(), a.path))
+}
+
+/// The output `bad_output` declares.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Count {
+    pub count: u32,
+}
+
+fn bad_output(_: NoArgs) -> Result<Output, ToolError> {
+    let wrong = serde_json::json!({ "count": "many" });
+    Ok(Output::new()
+        .with(Content::text(wrong.to_string()))
+        .structured(wrong))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepsArgs {
+    /// How many steps.
+    pub steps: u32,
+    /// Milliseconds to sleep after each step.
+    pub ms: u64,
+}
+
+fn log_and_progress(a: StepsArgs) -> Result<String, ToolError> {
+    for i in 1..=a.steps {
+        toolhost_guest::log(Level::Info, format!("step {i} of {}", a.steps));
+        toolhost_guest::progress(i as f64, Some(a.steps as f64), Some(&format!("step {i}")));
+        std::thread::sleep(Duration::from_millis(a.ms));
+    }
+    Ok(format!("done {} steps", a.steps))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UrlArgs {
+    /// An absolute http:// or https:// URL.
+    pub url: String,
+}
+
+fn http_get(a: UrlArgs) -> Result<String, ToolError> {
+    let request = http::Request {
+        method: "GET",
+        url: &a.url,
+        headers: &[],
+        body: None,
+        max_bytes: 0,
+    };
+    let response = http::send(&request).map_err(|e| ToolError::failed(e.to_string()))?;
+    Ok(response.status.to_string())
+}

@@ -1,0 +1,346 @@
+//! Command-line front end: parse arguments, build the `Core`, print results.
+//! No tool logic lives here.
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use toolhost::{CallEvent, CallRequest, Content, Core, HostConfig, LoadEvent, Scope, ToolOutput};
+
+#[derive(Parser)]
+#[command(name = "toolhost", version, about = "Run untrusted AI-agent tools as sandboxed WASI components.", long_about = None)]
+#[command(
+    after_help = "Tools are WASI components (.wasm) with a TOML manifest beside each one.\nExamples:\n  toolhost list --tools build/tools\n  toolhost call echo '{\"text\":\"hi\"}' --tools build/tools\n  toolhost check build/tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct HostOpts {
+    /// Tools directory, manifest or .wasm for the default scope (repeatable).
+    #[arg(
+        long = "tools",
+        short = 't',
+        env = "TOOLHOST_TOOLS",
+        value_delimiter = ',',
+        default_value = "tools"
+    )]
+    tools: Vec<PathBuf>,
+    /// Tools for a named scope: NAME=PATH (repeatable).
+    #[arg(long = "scope-tools", value_name = "NAME=PATH")]
+    scope_tools: Vec<String>,
+    /// Host config (TOML): engine sizing, caps that narrow every manifest.
+    #[arg(long, env = "TOOLHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Append an audit record (JSON line) for every call to this file.
+    #[arg(long, env = "TOOLHOST_AUDIT")]
+    audit: Option<PathBuf>,
+    /// Print every tool as it loads.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the tools of a scope.
+    List {
+        #[command(flatten)]
+        host: HostOpts,
+        /// Which scope to list.
+        #[arg(long, default_value = "default")]
+        scope: String,
+        /// Print full definitions (schemas, annotations) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a tool once and print its result. Exits 1 if the tool fails.
+    Call {
+        /// The tool's name.
+        tool: String,
+        /// Arguments as a JSON object (default `{}`); `-` reads stdin.
+        arguments: Option<String>,
+        #[command(flatten)]
+        host: HostOpts,
+        #[arg(long, default_value = "default")]
+        scope: String,
+        /// Print the whole result (MCP shape) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate manifests and components; report every problem at once.
+    Check {
+        /// Directories, manifests or .wasm files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, env = "TOOLHOST_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOOLHOST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn host_config(path: &Option<PathBuf>) -> Result<HostConfig> {
+    match path {
+        Some(p) => HostConfig::load(p),
+        None => Ok(HostConfig::default()),
+    }
+}
+
+/// Progress printer for loading: compiles and failures, always; the rest
+/// with `--verbose`.
+fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Sync {
+    move |ev| match ev {
+        LoadEvent::Loading {
+            manifest,
+            index,
+            total,
+        } if verbose || (total > 1 && std::io::stderr().is_terminal()) => {
+            eprintln!("[{}/{}] loading {}", index + 1, total, manifest.display())
+        }
+        LoadEvent::Loaded {
+            manifest,
+            tools,
+            compiled: true,
+            millis,
+        } => {
+            eprintln!(
+                "compiled {} ({tools} tools) in {millis} ms; cached for next time",
+                manifest.display()
+            )
+        }
+        LoadEvent::Loaded {
+            manifest,
+            tools,
+            compiled: false,
+            millis,
+        } if verbose => {
+            eprintln!(
+                "loaded {} ({tools} tools) from cache in {millis} ms",
+                manifest.display()
+            )
+        }
+        LoadEvent::Failed { error } => eprintln!("error: {error}"),
+        _ => {}
+    }
+}
+
+async fn build_core(h: &HostOpts) -> Result<Core> {
+    let mut b = Core::builder().config(host_config(&h.config)?);
+    for t in &h.tools {
+        b = b.source(Scope::default(), t);
+    }
+    for s in &h.scope_tools {
+        let (name, path) = s
+            .split_once('=')
+            .with_context(|| format!("--scope-tools `{s}`: expected NAME=PATH"))?;
+        b = b.source(Scope::new(name), path);
+    }
+    if let Some(a) = &h.audit {
+        b = b.audit(
+            toolhost::audit::Audit::to_file(a)
+                .with_context(|| format!("audit log {}", a.display()))?,
+        );
+    }
+    b.build(&load_printer(h.verbose)).await
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::List { host, scope, json } => {
+            let core = build_core(&host).await?;
+            let tools = core.tools(&Scope::new(&scope));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tools)?);
+            } else if tools.is_empty() {
+                eprintln!(
+                    "no tools in scope `{scope}` (sources: {})",
+                    host.tools
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            } else {
+                let w = tools.iter().map(|t| t.name.len()).max().unwrap_or(0);
+                for t in &tools {
+                    let first = t.description.lines().next().unwrap_or("");
+                    println!("{:w$}  {first}", t.name);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            tool,
+            arguments,
+            host,
+            scope,
+            json,
+        } => {
+            let args = match arguments.as_deref() {
+                None => None,
+                Some("-") => Some(std::io::read_to_string(std::io::stdin())?),
+                Some(s) => Some(s.to_string()),
+            };
+            let args = match args {
+                None => None,
+                Some(text) => match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(m)) => Some(m),
+                    Ok(_) => bail!("arguments must be a JSON object, like '{{\"text\": \"hi\"}}'"),
+                    Err(e) => bail!("arguments are not valid JSON: {e}"),
+                },
+            };
+            let core = build_core(&host).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let printer = tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        CallEvent::Log { level, message } => eprintln!("[{level:?}] {message}"),
+                        CallEvent::Progress {
+                            progress,
+                            total,
+                            message,
+                        } => {
+                            let total = total.map(|t| format!("/{t}")).unwrap_or_default();
+                            eprintln!(
+                                "[progress {progress}{total}] {}",
+                                message.unwrap_or_default()
+                            )
+                        }
+                    }
+                }
+            });
+            let result = core
+                .call(
+                    CallRequest::new(Scope::new(&scope), &tool, args)
+                        .caller("cli")
+                        .events(tx),
+                )
+                .await;
+            let _ = printer.await;
+            match result {
+                Ok(out) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&output_json(&out, false))?
+                        );
+                    } else {
+                        print_output(&out);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(
+                                &json!({"content": [{"type": "text", "text": e.to_string()}], "isError": true})
+                            )?
+                        );
+                    } else {
+                        eprintln!("error: {e}");
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Check { paths, config } => {
+            let core = Core::builder().config(host_config(&config)?);
+            let core = paths
+                .iter()
+                .fold(core, |b, p| b.source(Scope::default(), p));
+            let core = core.build(&load_printer(true)).await?;
+            let errors = core.load_errors();
+            let tools = core.tools(&Scope::default());
+            if errors.is_empty() {
+                println!("ok: {} tools, no problems", tools.len());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "{} problem(s); {} tools loaded fine",
+                    errors.len(),
+                    tools.len()
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn print_output(out: &ToolOutput) {
+    for c in &out.content {
+        match c {
+            Content::Text(t) => println!("{t}"),
+            Content::Image { data, mime_type } => {
+                println!("[image {mime_type}, {} bytes]", data.len())
+            }
+            Content::Audio { data, mime_type } => {
+                println!("[audio {mime_type}, {} bytes]", data.len())
+            }
+            Content::Resource { uri, .. } => println!("[resource {uri}]"),
+        }
+    }
+}
+
+/// The result in MCP's `CallToolResult` shape.
+fn output_json(out: &ToolOutput, is_error: bool) -> Value {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let content: Vec<Value> = out
+        .content
+        .iter()
+        .map(|c| match c {
+            Content::Text(t) => json!({"type": "text", "text": t}),
+            Content::Image { data, mime_type } => {
+                json!({"type": "image", "data": b64(data), "mimeType": mime_type})
+            }
+            Content::Audio { data, mime_type } => {
+                json!({"type": "audio", "data": b64(data), "mimeType": mime_type})
+            }
+            Content::Resource {
+                uri,
+                mime_type,
+                contents,
+            } => {
+                let mut r = json!({"uri": uri});
+                if let Some(m) = mime_type {
+                    r["mimeType"] = json!(m);
+                }
+                match contents {
+                    toolhost::model::ResourceContents::Text(t) => r["text"] = json!(t),
+                    toolhost::model::ResourceContents::Blob(b) => r["blob"] = json!(b64(b)),
+                }
+                json!({"type": "resource", "resource": r})
+            }
+        })
+        .collect();
+    let mut v = json!({"content": content, "isError": is_error});
+    if let Some(s) = &out.structured {
+        v["structuredContent"] = s.clone();
+    }
+    v
+}

@@ -1,0 +1,8 @@
+//! The `toolhost` binary: argument parsing and printing only; every command
+//! goes through the library's `Core`.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

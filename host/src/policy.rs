@@ -1,0 +1,200 @@
+//! Policy: whether a call that names an existing tool may run. Declarative
+//! allow/deny rules (tool name globs, per scope, optionally matching an
+//! argument), evaluated in order; the first match decides. With no allow
+//! rule for a scope, every tool of that scope is allowed.
+//!
+//! Policy sees the scope, the tool name and the arguments; it never runs a
+//! tool and never widens what the catalog exposes.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// One rule, e.g. `{ effect = "deny", tool = "write_*", reason = "read-only session" }`
+/// or `{ effect = "deny", tool = "http_fetch", arg = "/url", contains = "internal", reason = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub effect: Effect,
+    /// Glob on the tool name (`*` matches any run of characters).
+    pub tool: String,
+    /// Glob on the scope; any scope when absent.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// JSON pointer into the arguments; with `contains`, the rule matches
+    /// only when that value's text contains the string.
+    #[serde(default)]
+    pub arg: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+}
+
+/// The verdict on one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(String),
+}
+
+/// `*`-only glob match.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first)
+        || !s[first.len()..].ends_with(last)
+        || s.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Rule {
+    fn matches(&self, scope: &str, tool: &str, args: &Value) -> bool {
+        if !glob(&self.tool, tool) || self.scope.as_deref().is_some_and(|s| !glob(s, scope)) {
+            return false;
+        }
+        match (&self.arg, &self.contains) {
+            (Some(ptr), needle) => match args.pointer(ptr) {
+                None => false,
+                Some(v) => {
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    needle.as_ref().is_none_or(|n| text.contains(n.as_str()))
+                }
+            },
+            (None, Some(n)) => args.to_string().contains(n.as_str()),
+            (None, None) => true,
+        }
+    }
+}
+
+impl Policy {
+    pub fn decide(&self, scope: &str, tool: &str, args: &Value) -> Decision {
+        for r in &self.rules {
+            if r.matches(scope, tool, args) {
+                return match r.effect {
+                    Effect::Allow => Decision::Allow,
+                    Effect::Deny => Decision::Deny(
+                        r.reason
+                            .clone()
+                            .unwrap_or_else(|| format!("policy rule denies `{}`", r.tool)),
+                    ),
+                };
+            }
+        }
+        let has_allow = self.rules.iter().any(|r| {
+            r.effect == Effect::Allow && r.scope.as_deref().is_none_or(|s| glob(s, scope))
+        });
+        if has_allow {
+            Decision::Deny("not on this scope's allow list".into())
+        } else {
+            Decision::Allow
+        }
+    }
+
+    /// Whether `tool` could ever be allowed in `scope` (argument rules aside):
+    /// tools that can't are left out of listings.
+    pub fn visible(&self, scope: &str, tool: &str) -> bool {
+        for r in &self.rules {
+            if r.arg.is_none()
+                && r.contains.is_none()
+                && glob(&r.tool, tool)
+                && r.scope.as_deref().is_none_or(|s| glob(s, scope))
+            {
+                return r.effect == Effect::Allow;
+            }
+        }
+        !self
+            .rules
+            .iter()
+            .any(|r| r.effect == Effect::Allow && r.scope.as_deref().is_none_or(|s| glob(s, scope)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "anything"));
+        assert!(glob("write_*", "write_file"));
+        assert!(!glob("write_*", "read_file"));
+        assert!(glob("*_file", "read_file"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxc"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn first_match_decides_and_allow_lists_close() {
+        let p = Policy {
+            rules: vec![
+                Rule {
+                    effect: Effect::Deny,
+                    tool: "http_fetch".into(),
+                    scope: None,
+                    arg: Some("/url".into()),
+                    contains: Some("169.254".into()),
+                    reason: Some("metadata".into()),
+                },
+                Rule {
+                    effect: Effect::Allow,
+                    tool: "http_*".into(),
+                    scope: None,
+                    arg: None,
+                    contains: None,
+                    reason: None,
+                },
+            ],
+        };
+        assert_eq!(
+            p.decide(
+                "s",
+                "http_fetch",
+                &serde_json::json!({"url": "http://169.254.169.254/"})
+            ),
+            Decision::Deny("metadata".into())
+        );
+        assert_eq!(
+            p.decide(
+                "s",
+                "http_fetch",
+                &serde_json::json!({"url": "http://example.com/"})
+            ),
+            Decision::Allow
+        );
+        assert!(matches!(
+            p.decide("s", "echo", &serde_json::json!({})),
+            Decision::Deny(_)
+        ));
+        assert!(!p.visible("s", "echo"));
+        assert!(p.visible("s", "http_fetch"));
+    }
+}
