@@ -1,0 +1,11 @@
+//! toolhost's integration tests: one binary, a module per concern. Every test
+//! runs real components built by `make tools` (from `example-tools/`) inside
+//! the real host; front-end tests drive real clients and real processes.
+
+mod support;
+
+mod limits;
+mod manifest;
+mod grants;
+mod mcp;
+mod agent;
