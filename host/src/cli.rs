@@ -72,6 +72,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the tools over MCP: stdio (default) or Streamable HTTP.
+    Serve {
+        #[command(flatten)]
+        host: HostOpts,
+        #[command(flatten)]
+        serve: ServeOpts,
+    },
     /// Validate manifests and components; report every problem at once.
     Check {
         /// Directories, manifests or .wasm files.
@@ -269,6 +276,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Serve { host, serve } => serve_mcp(&host, serve).await,
         Command::Check { paths, config } => {
             let core = Core::builder().config(host_config(&config)?);
             let core = paths
@@ -343,4 +351,87 @@ fn output_json(out: &ToolOutput, is_error: bool) -> Value {
         v["structuredContent"] = s.clone();
     }
     v
+}
+
+#[derive(Args)]
+struct ServeOpts {
+    /// Speak MCP on stdin/stdout (the default).
+    #[arg(long, conflicts_with = "http")]
+    stdio: bool,
+    /// Serve Streamable HTTP at http://ADDR/mcp (default 127.0.0.1:8750).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8750")]
+    http: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on HTTP (needed off loopback).
+    #[arg(long, env = "TOOLHOST_BEARER_TOKEN", hide_env_values = true)]
+    bearer_token: Option<String>,
+    /// Another accepted HTTP `Host` (name or name:port; repeatable).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Another accepted browser `Origin` (scheme://host[:port|:*]; repeatable).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// The scope whose tools are served.
+    #[arg(long, default_value = "default")]
+    scope: String,
+    /// Reload the tools when their files change (on by default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    watch: bool,
+}
+
+async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
+    use rmcp::ServiceExt as _;
+    use toolhost::mcp::{HttpOptions, HttpServer, McpServer};
+    let core = std::sync::Arc::new(build_core(host).await?);
+    let _watcher = if opts.watch {
+        let mut paths = host.tools.clone();
+        paths.extend(
+            host.scope_tools
+                .iter()
+                .filter_map(|s| s.split_once('=').map(|(_, p)| PathBuf::from(p))),
+        );
+        Some(
+            toolhost::watch::watch(core.clone(), &paths, std::time::Duration::from_millis(250))
+                .context("cannot watch the tools for changes (use --watch false)")?,
+        )
+    } else {
+        None
+    };
+    let scope = Scope::new(&opts.scope);
+    // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
+    match opts.http.filter(|_| !opts.stdio) {
+        Some(addr) => {
+            let server = McpServer::with_caller(core, scope, "mcp-http");
+            let mut http = HttpOptions::new(addr);
+            http.bearer_token = opts.bearer_token;
+            http.allowed_hosts = opts.allow_hosts;
+            http.allowed_origins = opts.allow_origins;
+            let http = HttpServer::bind(server, http).await?;
+            eprintln!("toolhost: serving MCP at http://{}/mcp", http.local_addr());
+            http.serve(shutdown_signal()).await?;
+        }
+        None => {
+            let server = McpServer::with_caller(core, scope, "mcp-stdio");
+            let running = server
+                .clone()
+                .serve(rmcp::transport::stdio())
+                .await
+                .context("MCP initialization over stdio failed")?;
+            tokio::select! {
+                r = running.waiting() => { r.context("MCP stdio session failed")?; }
+                _ = shutdown_signal() => {}
+            }
+            server.drain().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

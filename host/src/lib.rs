@@ -24,10 +24,12 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod manifest;
+pub mod mcp;
 pub mod model;
 pub mod policy;
 pub mod sandbox;
 pub mod schema;
+pub mod watch;
 
 pub use crate::catalog::{LoadEvent, Scope, Source};
 pub use crate::config::HostConfig;

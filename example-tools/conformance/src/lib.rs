@@ -1,12 +1,197 @@
-//! Placeholder for the conformance tools (written separately): an empty
-//! toolbox, so that the workspace resolves until the real crate lands.
+//! `conformance`: the tools the MCP conformance suite
+//! (`@modelcontextprotocol/conformance`) calls by name, written as ordinary
+//! guest-SDK tools so the suite exercises the whole path: MCP front end ->
+//! core -> sandbox -> component.
+//!
+//! Each tool returns exactly what the suite's scenario expects. Needs no
+//! grants. The suite's sampling and elicitation tools are absent: the
+//! `toolhost:tool` contract gives a tool no way to ask the client anything.
 
-/// The tools this component offers: none yet.
-pub fn tools() -> toolhost_guest::Toolbox {
-    toolhost_guest::Toolbox::new()
+use base64::Engine as _;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::time::Duration;
+use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
+
+/// A 1x1 PNG.
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+/// A WAV file with one silent sample.
+const WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
+
+/// The delay between the notifications of the logging and progress tools.
+const STEP: Duration = Duration::from_millis(50);
+
+/// The tools this component offers.
+pub fn tools() -> Toolbox {
+    Toolbox::new()
+        .tool("test_simple_text", "Return a fixed text.", simple_text)
+        .read_only()
+        .tool("test_image_content", "Return a 1x1 PNG image.", image)
+        .read_only()
+        .tool("test_audio_content", "Return a tiny WAV clip.", audio)
+        .read_only()
+        .tool(
+            "test_embedded_resource",
+            "Return an embedded text resource.",
+            embedded_resource,
+        )
+        .read_only()
+        .tool(
+            "test_multiple_content_types",
+            "Return text, an image and an embedded resource.",
+            multiple_content_types,
+        )
+        .read_only()
+        .tool(
+            "test_tool_with_logging",
+            "Send three info log messages ~50 ms apart while running.",
+            with_logging,
+        )
+        .read_only()
+        .tool(
+            "test_tool_with_progress",
+            "Report progress 0, 50 and 100 of 100, ~50 ms apart.",
+            with_progress,
+        )
+        .read_only()
+        .tool(
+            "test_error_handling",
+            "Always fail with a tool error.",
+            error_handling,
+        )
+        .read_only()
+        .tool(
+            "json_schema_2020_12_tool",
+            "Tool with JSON Schema 2020-12 features",
+            json_schema_2020_12,
+        )
+        .input_schema(serde_json::json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {
+                        "street": { "type": "string" },
+                        "city": { "type": "string" }
+                    }
+                }
+            },
+            "properties": {
+                "name": { "type": "string" },
+                "address": { "$ref": "#/$defs/address" }
+            },
+            "additionalProperties": false
+        }))
+        .read_only()
 }
 
 // Component exports exist only in the wasm build: their symbol names break
 // native cdylib linking, and native users (tests, benchmarks) call `tools()`.
 #[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
+
+/// No arguments (an absent `arguments` reaches the tool as `{}`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+fn decode(b64: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("constant is valid base64")
+}
+
+fn simple_text(_: NoArgs) -> Result<String, ToolError> {
+    Ok("This is a simple text response for testing.".into())
+}
+
+fn image(_: NoArgs) -> Result<Output, ToolError> {
+    Ok(Output::new().with(Content::image(decode(PNG), "image/png")))
+}
+
+fn audio(_: NoArgs) -> Result<Output, ToolError> {
+    Ok(Output::new().with(Content::audio(decode(WAV), "audio/wav")))
+}
+
+fn embedded_resource(_: NoArgs) -> Result<Output, ToolError> {
+    Ok(Output::new().with(Content::ResourceText {
+        uri: "test://embedded-resource".into(),
+        mime_type: Some("text/plain".into()),
+        text: "This is an embedded resource content.".into(),
+    }))
+}
+
+fn multiple_content_types(_: NoArgs) -> Result<Output, ToolError> {
+    Ok(Output::new()
+        .with(Content::text("Multiple content types test:"))
+        .with(Content::image(decode(PNG), "image/png"))
+        .with(Content::ResourceText {
+            uri: "test://mixed-content-resource".into(),
+            mime_type: Some("application/json".into()),
+            text: r#"{"test":"data","value":123}"#.into(),
+        }))
+}
+
+fn with_logging(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::log(Level::Info, "Tool execution started");
+    std::thread::sleep(STEP);
+    toolhost_guest::log(Level::Info, "Tool processing data");
+    std::thread::sleep(STEP);
+    toolhost_guest::log(Level::Info, "Tool execution completed");
+    Ok("Tool with logging executed successfully".into())
+}
+
+fn with_progress(_: NoArgs) -> Result<String, ToolError> {
+    for (i, p) in [0.0, 50.0, 100.0].into_iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(STEP);
+        }
+        toolhost_guest::progress(p, Some(100.0), None);
+    }
+    Ok("Tool with progress executed successfully".into())
+}
+
+fn error_handling(_: NoArgs) -> Result<String, ToolError> {
+    Err(ToolError::failed(
+        "This tool intentionally returns an error for testing",
+    ))
+}
+
+/// The arguments `json_schema_2020_12_tool`'s published schema describes.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaArgs {
+    pub name: Option<String>,
+    pub address: Option<serde_json::Value>,
+}
+
+fn json_schema_2020_12(a: SchemaArgs) -> Result<String, ToolError> {
+    Ok(format!(
+        "name: {}, address: {}",
+        a.name.as_deref().unwrap_or("(none)"),
+        a.address.unwrap_or_default()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_describes_an_object_schema_and_a_description() {
+        let defs = tools().__describe();
+        assert_eq!(defs.len(), 9);
+        for d in defs {
+            assert!(!d.description.is_empty(), "{}", d.name);
+            let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();
+            assert_eq!(s["type"], "object", "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn media_constants_decode() {
+        assert_eq!(&decode(PNG)[1..4], b"PNG");
+        assert_eq!(&decode(WAV)[..4], b"RIFF");
+    }
+}

@@ -1,0 +1,239 @@
+//! Streamable HTTP: the MCP endpoint at `/mcp`, hardened for a server that
+//! runs untrusted tools on someone's machine.
+//!
+//! - Host and Origin validation against DNS rebinding (rmcp checks both;
+//!   this module decides the allow-lists: loopback names, the bound address,
+//!   and what the operator adds);
+//! - an optional bearer token, required to bind a non-loopback address;
+//! - a request body limit and a timeout until the response starts;
+//! - graceful shutdown: stop taking calls, let running ones finish (within a
+//!   grace period), then close sessions and streams.
+
+use super::McpServer;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where and how to serve.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub addr: SocketAddr,
+    /// Clients must send `Authorization: Bearer TOKEN`.
+    pub bearer_token: Option<String>,
+    /// More `Host` values to accept (`name` or `name:port`), e.g. the DNS
+    /// name clients use for a non-loopback address.
+    pub allowed_hosts: Vec<String>,
+    /// More browser origins to accept (`scheme://host[:port|:*]`).
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    /// How long a request may take until its response starts (streamed
+    /// responses then run as long as their call).
+    pub request_timeout: Duration,
+    /// How long shutdown waits for running calls before it cancels them.
+    pub shutdown_grace: Duration,
+}
+
+impl HttpOptions {
+    pub fn new(addr: SocketAddr) -> HttpOptions {
+        HttpOptions {
+            addr,
+            bearer_token: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the HTTP server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "refusing to serve on non-loopback address {0} without a bearer token: anyone who can reach it could run your tools; set --bearer-token (or TOOLHOST_BEARER_TOKEN)"
+    )]
+    PublicWithoutToken(SocketAddr),
+    #[error("the bearer token is empty")]
+    EmptyToken,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, not yet serving, MCP HTTP endpoint.
+pub struct HttpServer {
+    listener: tokio::net::TcpListener,
+    server: McpServer,
+    opts: HttpOptions,
+}
+
+impl HttpServer {
+    /// Check the options and bind the address (port 0 picks a free port:
+    /// see [`HttpServer::local_addr`]).
+    pub async fn bind(server: McpServer, opts: HttpOptions) -> Result<HttpServer, HttpError> {
+        match opts.bearer_token.as_deref() {
+            Some("") => return Err(HttpError::EmptyToken),
+            None if !opts.addr.ip().is_loopback() => {
+                return Err(HttpError::PublicWithoutToken(opts.addr));
+            }
+            _ => {}
+        }
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: opts.addr,
+                source,
+            })?;
+        Ok(HttpServer {
+            listener,
+            server,
+            opts,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serve until `shutdown` resolves, then drain running calls and close.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), HttpError> {
+        let addr = self.local_addr();
+        let sessions = CancellationToken::new();
+        let config = StreamableHttpServerConfig::default()
+            .with_allowed_hosts(allowed_hosts(addr, &self.opts.allowed_hosts))
+            .with_allowed_origins(allowed_origins(&self.opts.allowed_origins))
+            .enforce_origin_validation()
+            .with_max_request_body_bytes(self.opts.max_body_bytes)
+            .with_cancellation_token(sessions.child_token());
+        let root = self.server.clone();
+        let mcp = StreamableHttpService::new(
+            // One handler per session (per request when stateless): each has
+            // its own log level and shares the server's client list.
+            move || Ok(root.new_session()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+        let timeout = self.opts.request_timeout;
+        let mut app = axum::Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(middleware::from_fn(move |req: Request, next: Next| {
+                respond_within(timeout, req, next)
+            }));
+        if let Some(token) = self.opts.bearer_token.clone() {
+            app = app.layer(middleware::from_fn_with_state(
+                Arc::<str>::from(token),
+                require_bearer,
+            ));
+        }
+        let server = self.server;
+        let grace = self.opts.shutdown_grace;
+        let stop = async move {
+            shutdown.await;
+            tracing::info!("shutting down: waiting for running calls");
+            if tokio::time::timeout(grace, server.drain()).await.is_err() {
+                tracing::warn!("calls still running after {grace:?}: cancelling them");
+            }
+            sessions.cancel();
+        };
+        tracing::info!("MCP over HTTP at http://{addr}/mcp");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(HttpError::Serve)
+    }
+}
+
+/// `Host` values to accept: loopback names and the bound address, with
+/// or without its port, plus the operator's.
+fn allowed_hosts(addr: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if !addr.ip().is_unspecified() {
+        hosts.push(addr.ip().to_string());
+    }
+    hosts.extend(extra.iter().cloned());
+    hosts
+}
+
+/// Browser origins to accept: pages served from this machine, plus the
+/// operator's. Clients that send no `Origin` (every non-browser one) pass.
+fn allowed_origins(extra: &[String]) -> Vec<String> {
+    let mut origins: Vec<String> = ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    origins.extend(extra.iter().cloned());
+    origins
+}
+
+/// 504 if the response has not started within `timeout` (a slow body upload
+/// or a handler that never answers).
+async fn respond_within(timeout: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (StatusCode::GATEWAY_TIMEOUT, "request timed out\n").into_response(),
+    }
+}
+
+/// 401 unless `Authorization: Bearer <token>` matches (in constant time).
+async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required\n",
+        )
+            .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_tokens_exactly() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn allows_the_bound_address_but_not_the_unspecified_one() {
+        let h = allowed_hosts("10.0.0.5:80".parse().unwrap(), &["mcp.example".into()]);
+        assert!(h.contains(&"10.0.0.5".to_string()));
+        assert!(h.contains(&"mcp.example".to_string()));
+        let h = allowed_hosts("0.0.0.0:80".parse().unwrap(), &[]);
+        assert!(!h.contains(&"0.0.0.0".to_string()));
+    }
+}

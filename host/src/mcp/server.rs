@@ -1,0 +1,413 @@
+//! `McpServer`: the MCP `ServerHandler`. Lists a scope's tools, runs calls
+//! through `Core::call`, forwards the running tool's log and progress events
+//! to the caller, and tells every connected client when the tool list
+//! changes. Transport-agnostic: stdio, Streamable HTTP and the agent's
+//! in-memory `mcp_message` channel all serve this same handler.
+
+#![allow(deprecated)] // rmcp marks MCP logging deprecated (SEP-2577); the spec still has it.
+
+use crate::catalog::Scope;
+use crate::core::{CallRequest, Core};
+use crate::error::CallError;
+use crate::model::{self, CallEvent, LogLevel, ToolDef, ToolOutput};
+use base64::Engine as _;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, ErrorCode, ErrorData, Implementation, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
+    ProgressToken, ResourceContents, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{Peer, RoleServer, ServerHandler};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+/// The MCP handler for one scope's tools. Cheap to clone; clones share the
+/// session (its log level). Use [`McpServer::new_session`] for a handler of
+/// another session of the same server (what the HTTP transport does per
+/// client).
+#[derive(Clone)]
+pub struct McpServer {
+    shared: Arc<Shared>,
+    session: Arc<Session>,
+}
+
+/// What every session of one server shares.
+struct Shared {
+    core: Arc<Core>,
+    scope: Scope,
+    /// Who is calling, for the audit log.
+    caller: Arc<str>,
+    /// Initialized clients, told when the tool list changes.
+    peers: Mutex<Vec<Peer<RoleServer>>>,
+    /// Running calls; closed once the server drains for shutdown.
+    calls: TaskTracker,
+}
+
+/// Per-client state.
+struct Session {
+    /// The minimum level of log messages this client wants (`logging/setLevel`).
+    log_level: Mutex<LogLevel>,
+}
+
+impl Session {
+    fn new() -> Arc<Session> {
+        Arc::new(Session {
+            log_level: Mutex::new(LogLevel::Info),
+        })
+    }
+    fn log_level(&self) -> LogLevel {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl McpServer {
+    /// A server for `scope`'s tools. When called inside a tokio runtime, it
+    /// also starts forwarding the core's tool-list changes to its clients
+    /// (as `notifications/tools/list_changed`) for as long as it lives.
+    pub fn new(core: Arc<Core>, scope: Scope) -> McpServer {
+        McpServer::with_caller(core, scope, "mcp")
+    }
+
+    /// Like [`McpServer::new`], naming the caller in the audit log (e.g.
+    /// `mcp-http`, `agent:NAME`).
+    pub fn with_caller(core: Arc<Core>, scope: Scope, caller: &str) -> McpServer {
+        let changes = core.subscribe();
+        let shared = Arc::new(Shared {
+            core,
+            scope,
+            caller: Arc::from(caller),
+            peers: Mutex::new(Vec::new()),
+            calls: TaskTracker::new(),
+        });
+        forward_list_changes(Arc::downgrade(&shared), changes);
+        McpServer {
+            shared,
+            session: Session::new(),
+        }
+    }
+
+    /// A handler for a new client session of this server: same tools and
+    /// change notifications, its own log level.
+    pub fn new_session(&self) -> McpServer {
+        McpServer {
+            shared: self.shared.clone(),
+            session: Session::new(),
+        }
+    }
+
+    /// Send `notifications/tools/list_changed` to every connected client.
+    pub async fn notify_tools_changed(&self) {
+        self.shared.notify_tools_changed().await;
+    }
+
+    /// Refuse new calls and wait until the running ones have finished.
+    pub async fn drain(&self) {
+        self.shared.calls.close();
+        self.shared.calls.wait().await;
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        self.shared
+            .core
+            .tools(&self.shared.scope)
+            .iter()
+            .map(mcp_tool)
+            .collect()
+    }
+}
+
+impl Shared {
+    async fn notify_tools_changed(&self) {
+        let peers: Vec<Peer<RoleServer>> = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.retain(|p| !p.is_transport_closed());
+            peers.clone()
+        };
+        for p in peers {
+            if let Err(e) = p.notify_tool_list_changed().await {
+                tracing::debug!("tools/list_changed not delivered: {e}");
+            }
+        }
+    }
+}
+
+/// Forward the core's change signal to the clients of `shared` while it
+/// lives. Needs a tokio runtime; without one there is nothing to forward to.
+fn forward_list_changes(shared: Weak<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            shared.notify_tools_changed().await;
+        }
+    });
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_logging()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("toolhost", env!("CARGO_PKG_VERSION"))
+                .with_title("toolhost: sandboxed WebAssembly tools"),
+        )
+    }
+
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.retain(|p| !p.is_transport_closed());
+        peers.push(ctx.peer);
+    }
+
+    async fn set_level(
+        &self,
+        req: SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self
+            .session
+            .log_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = log_level(req.level);
+        Ok(())
+    }
+
+    async fn list_tools(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.shared
+            .core
+            .tools(&self.shared.scope)
+            .iter()
+            .find(|t| &*t.name == name)
+            .map(mcp_tool)
+    }
+
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if self.shared.calls.is_closed() {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                "the server is shutting down; try again later",
+            )])
+            .into());
+        }
+        let tool: Arc<str> = Arc::from(req.name.as_ref());
+        let (events, rx) = mpsc::unbounded_channel();
+        let forwarder = tokio::spawn(forward_events(
+            rx,
+            EventTarget {
+                peer: ctx.peer.clone(),
+                progress: ctx.meta.get_progress_token(),
+                session: self.session.clone(),
+                tool: tool.clone(),
+            },
+        ));
+        let request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
+            .caller(&*self.shared.caller)
+            .events(events)
+            // Cancelled on notifications/cancelled, on shutdown and (stateless
+            // HTTP) when the client goes away: the guest is stopped.
+            .cancel(ctx.ct.child_token());
+        let result = self
+            .shared
+            .calls
+            .track_future(self.shared.core.call(request))
+            .await;
+        // The call dropped its event sender: every event it emitted reaches
+        // the client before the response does.
+        let _ = forwarder.await;
+        match result {
+            Ok(out) => Ok(call_result(out).into()),
+            Err(e) => call_error(e).map(Into::into),
+        }
+    }
+
+    async fn on_custom_request(
+        &self,
+        req: CustomRequest,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        Err(if req.method == "server/discover" {
+            // A 2026-07-28 discovery lands here only when it lacks the
+            // request `_meta` that protocol requires.
+            ErrorData::invalid_params(
+                "server/discover needs `_meta` with the 2026-07-28 request metadata \
+                 (protocolVersion, clientInfo, clientCapabilities); clients of older \
+                 protocols use `initialize`",
+                None,
+            )
+        } else {
+            ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("method not found: {}", req.method),
+                None,
+            )
+        })
+    }
+}
+
+/// Where a call's events go.
+struct EventTarget {
+    peer: Peer<RoleServer>,
+    progress: Option<ProgressToken>,
+    session: Arc<Session>,
+    tool: Arc<str>,
+}
+
+/// Send each event to the client until the call ends (its sender drops).
+/// Progress goes out only if the client asked for it (a progress token);
+/// log messages only at or above the session's level.
+async fn forward_events(mut rx: mpsc::UnboundedReceiver<CallEvent>, to: EventTarget) {
+    while let Some(ev) = rx.recv().await {
+        let sent = match ev {
+            CallEvent::Progress {
+                progress,
+                total,
+                message,
+            } => {
+                let Some(token) = &to.progress else { continue };
+                let mut p = ProgressNotificationParam::new(token.clone(), progress);
+                p.total = total;
+                p.message = message;
+                to.peer.notify_progress(p).await
+            }
+            CallEvent::Log { level, message } => {
+                if level < to.session.log_level() {
+                    continue;
+                }
+                to.peer
+                    .notify_logging_message(
+                        LoggingMessageNotificationParam::new(
+                            logging_level(level),
+                            serde_json::Value::String(message),
+                        )
+                        .with_logger(&*to.tool),
+                    )
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::debug!("event of `{}` not delivered: {e}", to.tool);
+        }
+    }
+}
+
+/// A tool definition as MCP lists it.
+fn mcp_tool(t: &ToolDef) -> Tool {
+    let a = &t.annotations;
+    let mut tool = Tool::new(
+        t.name.to_string(),
+        t.description.clone(),
+        t.input_schema.clone(),
+    );
+    if let Some(title) = &t.title {
+        tool = tool.with_title(title.clone());
+    }
+    if let Some(schema) = &t.output_schema {
+        tool = tool.with_raw_output_schema(schema.clone());
+    }
+    if *a != model::Annotations::default() {
+        tool = tool.with_annotations(ToolAnnotations::from_raw(
+            a.title.clone(),
+            a.read_only,
+            a.destructive,
+            a.idempotent,
+            a.open_world,
+        ));
+    }
+    tool
+}
+
+/// A successful call as an MCP result.
+fn call_result(out: ToolOutput) -> CallToolResult {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let content = out
+        .content
+        .into_iter()
+        .map(|c| match c {
+            model::Content::Text(t) => ContentBlock::text(t),
+            model::Content::Image { data, mime_type } => ContentBlock::image(b64(&data), mime_type),
+            model::Content::Audio { data, mime_type } => ContentBlock::audio(b64(&data), mime_type),
+            model::Content::Resource {
+                uri,
+                mime_type,
+                contents,
+            } => ContentBlock::resource(match contents {
+                model::ResourceContents::Text(text) => ResourceContents::TextResourceContents {
+                    uri,
+                    mime_type,
+                    text,
+                    meta: None,
+                },
+                model::ResourceContents::Blob(data) => ResourceContents::BlobResourceContents {
+                    uri,
+                    mime_type,
+                    blob: b64(&data),
+                    meta: None,
+                },
+            }),
+        })
+        .collect();
+    let mut r = CallToolResult::success(content);
+    r.structured_content = out.structured;
+    r
+}
+
+/// A failed call: an unknown tool is a protocol error (the client asked for
+/// something that does not exist); anything else is a tool error the model
+/// can read and act on.
+fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
+    match e {
+        CallError::UnknownTool { .. } => Err(ErrorData::invalid_params(e.to_string(), None)),
+        e => Ok(CallToolResult::error(vec![ContentBlock::text(
+            e.to_string(),
+        )])),
+    }
+}
+
+fn log_level(l: LoggingLevel) -> LogLevel {
+    match l {
+        LoggingLevel::Debug => LogLevel::Debug,
+        LoggingLevel::Info => LogLevel::Info,
+        LoggingLevel::Notice => LogLevel::Notice,
+        LoggingLevel::Warning => LogLevel::Warning,
+        LoggingLevel::Error => LogLevel::Error,
+        LoggingLevel::Critical => LogLevel::Critical,
+        LoggingLevel::Alert => LogLevel::Alert,
+        LoggingLevel::Emergency => LogLevel::Emergency,
+    }
+}
+
+fn logging_level(l: LogLevel) -> LoggingLevel {
+    match l {
+        LogLevel::Debug => LoggingLevel::Debug,
+        LogLevel::Info => LoggingLevel::Info,
+        LogLevel::Notice => LoggingLevel::Notice,
+        LogLevel::Warning => LoggingLevel::Warning,
+        LogLevel::Error => LoggingLevel::Error,
+        LogLevel::Critical => LoggingLevel::Critical,
+        LogLevel::Alert => LoggingLevel::Alert,
+        LogLevel::Emergency => LoggingLevel::Emergency,
+    }
+}
