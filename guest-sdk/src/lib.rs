@@ -35,7 +35,6 @@ pub mod bindings {
     });
 }
 
-use bindings::exports::toolhost::tool::tool as wit_tool;
 use bindings::toolhost::tool::host as wit_host;
 use bindings::toolhost::tool::types as wit;
 use schemars::JsonSchema;
@@ -195,9 +194,16 @@ impl IntoOutput for Output {
     }
 }
 
+/// The schema of what `T` *serializes* to (fields skipped when empty are
+/// not required), unlike `schema_for!`, which describes what it accepts.
+fn serialized_schema<T: JsonSchema>() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::default().for_serialize().into_generator();
+    serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schema serializes")
+}
+
 impl<T: Serialize + JsonSchema> IntoOutput for Json<T> {
     fn output_schema() -> Option<serde_json::Value> {
-        Some(serde_json::to_value(schemars::schema_for!(T)).expect("schema serializes"))
+        Some(serialized_schema::<T>())
     }
     fn into_output(self) -> Result<Output, ToolError> {
         let v = serde_json::to_value(&self.0)
@@ -222,12 +228,32 @@ pub struct Annotations {
 
 type Handler = Box<dyn Fn(serde_json::Value) -> Result<Output, ToolError>>;
 
+/// A schema, derived only when `describe` asks for it: a call (a fresh
+/// instance each time) never pays for schema generation.
+enum SchemaSource {
+    Derived(fn() -> Option<serde_json::Value>),
+    Fixed(Option<serde_json::Value>),
+}
+
+impl SchemaSource {
+    fn get(&self) -> Option<serde_json::Value> {
+        match self {
+            SchemaSource::Derived(f) => f(),
+            SchemaSource::Fixed(v) => v.clone(),
+        }
+    }
+}
+
+fn input_schema_of<A: JsonSchema>() -> Option<serde_json::Value> {
+    Some(serde_json::to_value(schemars::schema_for!(A)).expect("schema serializes"))
+}
+
 struct Entry {
     name: String,
     title: Option<String>,
     description: String,
-    input_schema: serde_json::Value,
-    output_schema: Option<serde_json::Value>,
+    input_schema: SchemaSource,
+    output_schema: SchemaSource,
     annotations: Annotations,
     handler: Handler,
 }
@@ -260,9 +286,8 @@ impl Toolbox {
             name: name.to_string(),
             title: None,
             description: description.to_string(),
-            input_schema: serde_json::to_value(schemars::schema_for!(A))
-                .expect("schema serializes"),
-            output_schema: O::output_schema(),
+            input_schema: SchemaSource::Derived(input_schema_of::<A>),
+            output_schema: SchemaSource::Derived(O::output_schema),
             annotations: Annotations::default(),
             handler,
         });
@@ -271,13 +296,13 @@ impl Toolbox {
 
     /// Replace the derived input schema of the last added tool.
     pub fn input_schema(mut self, schema: serde_json::Value) -> Self {
-        self.last().input_schema = schema;
+        self.last().input_schema = SchemaSource::Fixed(Some(schema));
         self
     }
 
     /// Replace (or remove) the output schema of the last added tool.
     pub fn output_schema(mut self, schema: Option<serde_json::Value>) -> Self {
-        self.last().output_schema = schema;
+        self.last().output_schema = SchemaSource::Fixed(schema);
         self
     }
 
@@ -300,6 +325,13 @@ impl Toolbox {
         let a = &mut self.last().annotations;
         a.read_only = Some(false);
         a.destructive = Some(true);
+        self
+    }
+
+    /// Set any annotations of the last added tool, e.g.
+    /// `.annotate(|a| a.destructive = Some(false))`.
+    pub fn annotate(mut self, f: impl FnOnce(&mut Annotations)) -> Self {
+        f(&mut self.last().annotations);
         self
     }
 
@@ -328,8 +360,8 @@ impl Toolbox {
                 name: e.name.clone(),
                 title: e.title.clone(),
                 description: e.description.clone(),
-                input_schema: e.input_schema.to_string(),
-                output_schema: e.output_schema.as_ref().map(|s| s.to_string()),
+                input_schema: e.input_schema.get().unwrap_or_else(|| serde_json::json!({"type": "object"})).to_string(),
+                output_schema: e.output_schema.get().map(|s| s.to_string()),
                 annotations: wit::Annotations {
                     title: e.annotations.title.clone(),
                     read_only: e.annotations.read_only,
@@ -378,10 +410,13 @@ pub fn cancelled() -> bool {
 }
 
 /// Export the tools returned by a `fn() -> Toolbox` as this component's
-/// `toolhost:tool` implementation.
+/// `toolhost:tool` implementation. Expands to nothing on non-wasm targets,
+/// so a tool crate can also be built natively (tests, benchmarks).
 #[macro_export]
 macro_rules! export {
     ($tools:path) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
         struct __ToolhostComponent;
         impl $crate::bindings::exports::toolhost::tool::tool::Guest for __ToolhostComponent {
             fn describe() -> ::std::vec::Vec<$crate::bindings::exports::toolhost::tool::tool::ToolDef> {
@@ -398,5 +433,6 @@ macro_rules! export {
             }
         }
         $crate::bindings::__export_world!(__ToolhostComponent with_types_in $crate::bindings);
+        };
     };
 }

@@ -322,7 +322,7 @@ impl Manifest {
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
-            let hint = if msg.contains("unknown field") {
+            let hint = if msg.contains("unknown field") && !msg.contains("expected") {
                 " (allowed: [component] path, sha256; [limits] timeout, memory, fuel, max-output, max-concurrency; [[fs]] guest, host, mode; [env] set, pass; [network] allow)"
             } else {
                 ""

@@ -37,9 +37,6 @@ pub fn tools() -> Toolbox {
         .open_world(false)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 /// Run tool `name` with `arguments` (JSON text) through the same

@@ -6,7 +6,7 @@
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+    ErrorCode, Fields, HeaderError, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use wasi::io::streams::{InputStream, StreamError};
 
@@ -137,14 +137,21 @@ pub fn send(req: &Request<'_>) -> Result<Response, Error> {
     let failed =
         |code: &ErrorCode| Error::Failed(format!("request to {host} failed: {}", describe(code)));
 
-    let entries: Vec<(String, Vec<u8>)> = req
+    let mut entries: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
         .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
         .collect();
-    let headers = Fields::from_list(&entries).map_err(|e| {
-        Error::Invalid(format!("headers are not acceptable ({e:?}): names must be tokens and values printable; hop-by-hop headers such as Host, Connection and Transfer-Encoding are set by the host"))
-    })?;
+    // Without a length the body goes out chunked, which some servers (and
+    // HTTP/1.0 ones) do not read.
+    if let Some(body) = req.body
+        && !entries
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        entries.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
+    let headers = Fields::from_list(&entries).map_err(|_| header_error(&entries))?;
     let request = OutgoingRequest::new(headers);
     let invalid = |what: String| move |()| Error::Invalid(what);
     request
@@ -172,23 +179,20 @@ pub fn send(req: &Request<'_>) -> Result<Response, Error> {
 
     let body = request.body().expect("a new request's body is taken once");
     let future = outgoing_handler::handle(request, None).map_err(|e| failed(&e))?;
-    if let Some(bytes) = req.body {
-        let stream = body.write().expect("a body's stream is taken once");
-        for chunk in bytes.chunks(WRITE_CHUNK) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| stream_error(host, "sending the body", e))?;
-        }
-    }
-    OutgoingBody::finish(body, None).map_err(|e| failed(&e))?;
-
+    let sent = send_body(body, req.body, host);
     let response = loop {
         match future.get() {
             Some(result) => break result.expect("the response is taken once"),
             None => future.subscribe().block(),
         }
     };
-    let response = response.map_err(|e| failed(&e))?;
+    // A server may answer before reading the whole body (e.g. 413): its
+    // answer beats our write error.
+    let response = match (response, sent) {
+        (Ok(response), _) => response,
+        (Err(_), Err(body_error)) => return Err(body_error),
+        (Err(e), Ok(())) => return Err(failed(&e)),
+    };
     let status = response.status();
     let headers = response.headers().entries();
     let incoming = response.consume().expect("a response's body is taken once");
@@ -204,6 +208,46 @@ pub fn send(req: &Request<'_>) -> Result<Response, Error> {
         headers,
         body,
         truncated,
+    })
+}
+
+/// Say which header `Fields::from_list` refused, and why.
+fn header_error(entries: &[(String, Vec<u8>)]) -> Error {
+    for entry in entries {
+        match Fields::from_list(std::slice::from_ref(entry)) {
+            Ok(_) => continue,
+            Err(HeaderError::Forbidden) => {
+                return Error::Invalid(format!(
+                    "header `{}` may not be set by a tool: the host manages it",
+                    entry.0
+                ));
+            }
+            Err(_) => {
+                return Error::Invalid(format!(
+                    "header `{}` is not valid: names are tokens (letters, digits, `-`), values printable text",
+                    entry.0
+                ));
+            }
+        }
+    }
+    Error::Invalid("the headers are not acceptable together (too large?)".into())
+}
+
+/// Write `bytes` (if any) to the request body and finish it.
+fn send_body(body: OutgoingBody, bytes: Option<&[u8]>, host: &str) -> Result<(), Error> {
+    if let Some(bytes) = bytes {
+        let stream = body.write().expect("a body's stream is taken once");
+        for chunk in bytes.chunks(WRITE_CHUNK) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| stream_error(host, "sending the body", e))?;
+        }
+    } // the stream is a child of `body`: dropped before finishing it
+    OutgoingBody::finish(body, None).map_err(|e| {
+        Error::Failed(format!(
+            "request to {host} failed sending the body: {}",
+            describe(&e)
+        ))
     })
 }
 

@@ -26,9 +26,6 @@ pub fn tools() -> Toolbox {
         .open_world(true)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 /// Arguments of `http_fetch`.

@@ -55,9 +55,6 @@ pub fn tools() -> Toolbox {
         .open_world(false)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 fn schema_of<T: JsonSchema>() -> serde_json::Value {
@@ -333,8 +330,7 @@ pub struct SearchArgs {
     /// A directory to search recursively, or a single file; relative paths are relative to /data.
     #[serde(default = "default_root")]
     pub path: String,
-    /// Only search files whose name matches this wildcard pattern (`*` any characters, `?` one
-    /// character), e.g. `*.rs` or `README*`.
+    /// Only search files whose name matches this wildcard pattern (`*` any characters, `?` one character), e.g. `*.rs` or `README*`.
     #[serde(default)]
     pub glob: Option<String>,
     /// Stop after this many matching lines.

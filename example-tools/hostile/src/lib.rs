@@ -9,9 +9,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
-use std::io::Write;
 use std::time::Duration;
 use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
+use wasi::io::streams::{OutputStream, StreamError};
 
 // Shared with the `fetch` tool as source: depending on that crate would link
 // its component exports into this one too.
@@ -28,7 +28,7 @@ pub fn tools() -> Toolbox {
         .tool("alloc", "Allocate `mib` MiB and touch every page, then return \"allocated N MiB\".", alloc)
         .tool("recurse", "Recurse `depth` calls deep (non-tail), then return \"recursed N\".", recurse)
         .tool("panic", "Panic with `message` (a trap: the guest aborts).", panic)
-        .tool("exit", "Call `std::process::exit(code)` in the middle of a call.", exit)
+        .tool("exit", "Call `std::process::exit(code)` in the middle of a call (WASI p2 reports any non-zero code as 1).", exit)
         .tool("flood", "Write `bytes` bytes to stdout and some to stderr, then return \"flooded\".", flood)
         .tool("big_output", "Return a text of exactly `bytes` bytes.", big_output)
         .tool("getenv", "Return environment variable `name`, or \"unset\".", getenv)
@@ -44,9 +44,6 @@ pub fn tools() -> Toolbox {
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -165,27 +162,41 @@ pub struct BytesArgs {
     pub bytes: u64,
 }
 
-/// Write `n` bytes of numbered lines to `out`; how many were written before
-/// an error, if one stopped it.
-fn write_lines(out: &mut dyn Write, n: u64) -> Result<(), (u64, std::io::Error)> {
-    let line = b"flood flood flood flood flood flood flood flood flood flood flood flood flood flood flood.\n";
+/// Write `n` bytes of text lines straight to a WASI output stream (no std
+/// buffering in between, so the count is exactly what the host accepted);
+/// on failure, how many bytes went through and why it stopped.
+fn write_lines(out: &OutputStream, n: u64) -> Result<(), (u64, String)> {
+    let line: &[u8] = b"flood flood flood flood flood flood flood flood flood flood flood flood flood flood flood.\n";
+    let chunk: Vec<u8> = line.iter().copied().cycle().take(4096).collect();
+    let why = |e: StreamError| match e {
+        StreamError::Closed => "stream closed".to_string(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    };
     let mut written = 0u64;
     while written < n {
-        let len = line.len().min((n - written) as usize);
-        out.write_all(&line[..len]).map_err(|e| (written, e))?;
+        let permit = match out.check_write() {
+            Ok(0) => {
+                out.subscribe().block();
+                continue;
+            }
+            Ok(permit) => permit,
+            Err(e) => return Err((written, why(e))),
+        };
+        let len = (chunk.len() as u64).min(permit).min(n - written) as usize;
+        out.write(&chunk[..len]).map_err(|e| (written, why(e)))?;
         written += len as u64;
     }
-    out.flush().map_err(|e| (written, e))
+    out.blocking_flush().map_err(|e| (written, why(e)))
 }
 
 /// Write errors (the host may cap captured output) stop the flood without
 /// failing the call; the result says so.
 fn flood(a: BytesArgs) -> Result<String, ToolError> {
     let mut notes = Vec::new();
-    if let Err((n, e)) = write_lines(&mut std::io::stdout().lock(), a.bytes) {
+    if let Err((n, e)) = write_lines(&wasi::cli::stdout::get_stdout(), a.bytes) {
         notes.push(format!("stdout failed after {n} bytes: {e}"));
     }
-    if let Err((n, e)) = write_lines(&mut std::io::stderr().lock(), a.bytes.min(64 * 1024)) {
+    if let Err((n, e)) = write_lines(&wasi::cli::stderr::get_stderr(), a.bytes.min(64 * 1024)) {
         notes.push(format!("stderr failed after {n} bytes: {e}"));
     }
     Ok(if notes.is_empty() {

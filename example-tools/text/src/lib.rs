@@ -41,9 +41,6 @@ pub fn tools() -> Toolbox {
         .open_world(false)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 // ---------------------------------------------------------------- json_query
@@ -54,9 +51,7 @@ toolhost_guest::export!(tools);
 pub struct JsonQueryArgs {
     /// The JSON document, as text.
     pub json: String,
-    /// Where to look: a JSON Pointer starting with `/` (RFC 6901, `~1` for `/` and `~0` for `~` in keys;
-    /// empty for the whole document) or a dotted path such as `a.b[0].c` (an optional leading `$` is
-    /// allowed; `["key"]` quotes keys containing `.` or `[`; `[-1]` is the last element).
+    /// Where to look: a JSON Pointer starting with `/` (RFC 6901, `~1` for `/` and `~0` for `~` in keys; empty for the whole document) or a dotted path such as `a.b[0].c` (an optional leading `$` is allowed; `["key"]` quotes keys containing `.` or `[`; `[-1]` is the last element).
     pub path: String,
 }
 
@@ -324,8 +319,7 @@ pub struct RegexExtractArgs {
     pub pattern: String,
     /// The text to search.
     pub text: String,
-    /// Return this capture group of each match instead of the whole match: a number (1 is the first
-    /// group) or the name of a `(?<name>...)` group. Matches in which the group took no part are skipped.
+    /// Return this capture group of each match instead of the whole match: a number (1 is the first group) or the name of a `(?<name>...)` group. Matches in which the group took no part are skipped.
     #[serde(default)]
     pub group: Option<Group>,
     /// Stop after this many matches.

@@ -31,9 +31,6 @@ pub fn tools() -> Toolbox {
         .open_world(false)
 }
 
-// Component exports exist only in the wasm build: their symbol names break
-// native cdylib linking, and native users (tests, benchmarks) call `tools()`.
-#[cfg(target_arch = "wasm32")]
 toolhost_guest::export!(tools);
 
 /// `path` as the tool opens it: absolute paths as given, relative ones joined
@@ -82,7 +79,10 @@ pub fn write_file(args: WriteFileArgs) -> Result<Json<WriteFileResult>, ToolErro
         )));
     }
     let fail = |e: std::io::Error| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound && !args.create_dirs {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound
+            && !args.create_dirs
+            && path.starts_with(ROOT)
+        {
             " (if its directory does not exist, set `create_dirs` to create it)"
         } else {
             ""

@@ -418,6 +418,16 @@ impl Sandbox {
         }
     }
 
+    /// An instance that is reused across calls. **Not a sandbox per call**:
+    /// state survives from one call to the next. It exists to measure what
+    /// the fresh sandbox costs (see `benches/sandbox.rs`).
+    #[doc(hidden)]
+    pub async fn warm_instance(&self, comp: &LoadedComponent) -> anyhow::Result<WarmInstance> {
+        let mut store = self.store(comp, CallContext { events: None, cancel: CancellationToken::new() }, true)?;
+        let bindings = comp.pre.instantiate_async(&mut store).await?;
+        Ok(WarmInstance { store, bindings })
+    }
+
     /// Turn a wasmtime error into the limit or fault that caused it.
     fn classify_trap(
         &self,
@@ -476,6 +486,20 @@ impl Sandbox {
             format!("{detail} ({trap})")
         };
         CallError::Trap { tool, message }
+    }
+}
+
+#[doc(hidden)]
+pub struct WarmInstance {
+    store: Store<CallState>,
+    bindings: bindings::Toolhost,
+}
+
+impl WarmInstance {
+    pub async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
+        let r = self.bindings.toolhost_tool_tool().call_call(&mut self.store, tool, arguments).await?;
+        let r = r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        convert_result(r).map_err(|e| anyhow::anyhow!(e))
     }
 }
 
