@@ -49,3 +49,10 @@ tools:
 	@set -e; $(foreach t,$(CONFORMANCE),$(call install_wasm,$(t),$(BUILD)/conformance-tools); \
 		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
 	@mkdir -p $(BUILD)/out
+
+## conformance: the MCP conformance suite against `toolhost serve --http`
+## (expected failures, each with its reason: tests/conformance/baseline.yml).
+.PHONY: conformance
+conformance: tools
+	$(CARGO) build -p toolhost
+	bash scripts/conformance.sh $(TARGET_DIR)/debug/toolhost

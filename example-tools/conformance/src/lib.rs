@@ -61,6 +61,13 @@ pub fn tools() -> Toolbox {
         )
         .read_only()
         .tool(
+            "test_reconnection",
+            "Answer after ~100 ms (the suite's SSE polling scenario: toolhost \
+             answers on the request's own stream and never closes it mid-call).",
+            reconnection,
+        )
+        .read_only()
+        .tool(
             "json_schema_2020_12_tool",
             "Tool with JSON Schema 2020-12 features",
             json_schema_2020_12,
@@ -158,6 +165,11 @@ fn error_handling(_: NoArgs) -> Result<String, ToolError> {
     ))
 }
 
+fn reconnection(_: NoArgs) -> Result<String, ToolError> {
+    std::thread::sleep(2 * STEP);
+    Ok("Reconnection test completed".into())
+}
+
 /// The arguments `json_schema_2020_12_tool`'s published schema describes.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -181,7 +193,7 @@ mod tests {
     #[test]
     fn every_tool_describes_an_object_schema_and_a_description() {
         let defs = tools().__describe();
-        assert_eq!(defs.len(), 9);
+        assert_eq!(defs.len(), 10);
         for d in defs {
             assert!(!d.description.is_empty(), "{}", d.name);
             let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();

@@ -1,0 +1,154 @@
+"""Drive `toolhost serve` with the official MCP Python SDK (PyPI `mcp`).
+
+    mcp_client.py SCENARIO [--mode auto|legacy|2026-07-28] --http URL
+    mcp_client.py SCENARIO [--mode ...] -- COMMAND [ARGS...]        (stdio)
+
+Scenarios (the tools directory must hold echo, text, hostile and conformance):
+  basic         list; call: text, structured output, progress and log
+                notifications, tool error, invalid arguments, unknown tool
+  cancel        cancel a call of a guest that never yields (`spin`), then call
+                the same component again (its only concurrency slot is free)
+  flood         a guest floods stdout/stderr; the protocol stream stays clean
+  list_changed  print READY after listing, wait for tools/list_changed, list
+                again and print the tool names as JSON
+
+Exit status 0 and a last line `ok SCENARIO` mean every check passed; anything
+else is a failure with the reason on stderr. Used by tests/integration/mcp.rs.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def text_of(result):
+    return "\n".join(c.text for c in result.content if getattr(c, "type", None) == "text")
+
+
+async def basic(client, mode):
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ["echo", "json_query", "log_and_progress", "test_error_handling"]:
+        check(name in tools, f"tool {name} is listed (got {sorted(tools)})")
+    echo = tools["echo"]
+    check(echo.input_schema.get("type") == "object", f"echo's input schema: {echo.input_schema}")
+    check(echo.description, "echo has a description")
+    check(echo.annotations and echo.annotations.read_only_hint is True, f"echo annotations: {echo.annotations}")
+    check(tools["json_query"].output_schema, "json_query declares an output schema")
+
+    r = await client.call_tool("echo", {"text": "héllo"})
+    check(not r.is_error and text_of(r) == "héllo", f"echo result: {r}")
+
+    r = await client.call_tool("json_query", {"json": '{"a": [1, 2]}', "path": "a[1]"})
+    check(not r.is_error, f"json_query failed: {r}")
+    check(r.structured_content and r.structured_content.get("value") == 2, f"structured: {r.structured_content}")
+
+    progress = []
+
+    async def on_progress(p, total, message):
+        progress.append((p, total))
+
+    r = await client.call_tool("log_and_progress", {"steps": 3, "ms": 20}, progress_callback=on_progress)
+    check(not r.is_error and text_of(r) == "done 3 steps", f"log_and_progress: {r}")
+    check([p for p, _ in progress] == [1, 2, 3] and progress[-1][1] == 3, f"progress: {progress}")
+    if mode == "legacy":
+        check(len(LOGS) >= 3, f"log messages at the default level (info): {LOGS}")
+        await client.set_logging_level("error")
+        LOGS.clear()
+        await client.call_tool("log_and_progress", {"steps": 2, "ms": 1})
+        check(not LOGS, f"no info messages at level error: {LOGS}")
+
+    r = await client.call_tool("test_error_handling", {})
+    check(r.is_error and "intentionally returns an error" in text_of(r), f"tool error: {r}")
+
+    r = await client.call_tool("echo", {"text": 5})
+    check(r.is_error and "invalid arguments" in text_of(r), f"invalid arguments: {r}")
+
+    try:
+        r = await client.call_tool("no_such_tool", {})
+        raise AssertionError(f"an unknown tool must be a JSON-RPC error, got {r}")
+    except MCPError as e:
+        check("unknown tool" in str(e), f"unknown tool error: {e}")
+
+
+async def cancel(client, mode):
+    started = time.monotonic()
+    with anyio.move_on_after(0.5):
+        await client.call_tool("spin", {})
+        raise AssertionError("spin returned")
+    # The guest must have been stopped: `hostile` allows one call at a time.
+    with anyio.fail_after(10):
+        r = await client.call_tool("sleep", {"ms": 1})
+    check(not r.is_error and text_of(r) == "slept", f"next call: {r}")
+    elapsed = time.monotonic() - started
+    check(elapsed < 5, f"the next call waited {elapsed:.1f}s for the cancelled guest")
+
+
+async def flood(client, mode):
+    r = await client.call_tool("flood", {"bytes": 2_000_000})
+    print("flood:", r.is_error, text_of(r)[:200], file=sys.stderr)
+    r = await client.call_tool("echo", {"text": "still here"})
+    check(not r.is_error and text_of(r) == "still here", f"echo after flood: {r}")
+
+
+async def list_changed(client, mode):
+    before = sorted(t.name for t in (await client.list_tools()).tools)
+    print("READY", json.dumps(before), flush=True)
+    with anyio.fail_after(30):
+        await CHANGED.wait()
+    after = sorted(t.name for t in (await client.list_tools()).tools)
+    print("TOOLS", json.dumps(after), flush=True)
+
+
+SCENARIOS = {"basic": basic, "cancel": cancel, "flood": flood, "list_changed": list_changed}
+LOGS = []
+CHANGED = None
+
+
+async def main():
+    global CHANGED
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--mode", default="auto")
+    ap.add_argument("--http")
+    argv = sys.argv[1:]
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    CHANGED = anyio.Event()
+
+    async def on_log(params):
+        LOGS.append(params.data)
+
+    async def on_message(message):
+        if getattr(message, "method", None) == "notifications/tools/list_changed" or "ToolListChanged" in type(
+            message
+        ).__name__:
+            CHANGED.set()
+        inner = getattr(message, "root", None)
+        if inner is not None and "ToolListChanged" in type(inner).__name__:
+            CHANGED.set()
+
+    if a.http:
+        server = a.http
+    else:
+        check(command, "a server command (after --) or --http URL")
+        server = StdioServerParameters(command=command[0], args=command[1:])
+    async with Client(
+        server, mode=a.mode, logging_callback=on_log, message_handler=on_message, read_timeout_seconds=60
+    ) as client:
+        print("protocol", client.protocol_version, file=sys.stderr)
+        await SCENARIOS[a.scenario](client, a.mode)
+    print("ok", a.scenario, flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main)
