@@ -56,3 +56,8 @@ tools:
 conformance: tools
 	$(CARGO) build -p toolhost
 	bash scripts/conformance.sh $(TARGET_DIR)/debug/toolhost
+
+## claude-cli: install the pinned claude CLI into .claude-cli/ (the agent tests use it).
+.PHONY: claude-cli
+claude-cli:
+	bash scripts/install-claude-cli.sh

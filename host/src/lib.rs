@@ -18,6 +18,7 @@
 //! `catalog`, `policy`, `schema`, `audit` -> `sandbox` -> `manifest`,
 //! `config`, `model`, `error`.
 
+pub mod agent;
 pub mod audit;
 pub mod catalog;
 pub mod config;

@@ -1,0 +1,724 @@
+//! The agent transport end to end: the REAL `claude` CLI (pinned, installed
+//! by `make claude-cli`) against a mock Messages API ([`mock_model`]) on
+//! 127.0.0.1, serving real WASM tools through `toolhost::agent`. Also the
+//! control protocol with this test playing the CLI's side, where the CLI
+//! cannot be made to misbehave on purpose.
+
+mod mock_model;
+
+use futures::StreamExt;
+use mock_model::{MockModel, rules};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use toolhost::agent::{
+    AgentDefinition, AgentOptions, AgentSession, ContentBlock, DenyRule, HookEvent, HookOutput,
+    Message, Permission, ResultMessage, can_use_tool, hook, query,
+};
+use toolhost::{Core, Scope};
+
+use crate::support::{ToolDir, test_config};
+
+/// The pinned CLI: `$TOOLHOST_CLAUDE_CLI`, else `.claude-cli/` in the repo.
+fn cli() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOOLHOST_CLAUDE_CLI") {
+        return PathBuf::from(p);
+    }
+    let p = crate::support::root().join(".claude-cli/node_modules/.bin/claude");
+    assert!(
+        p.exists(),
+        "the claude CLI is not installed at {}: run `make claude-cli` (scripts/install-claude-cli.sh), or set TOOLHOST_CLAUDE_CLI",
+        p.display()
+    );
+    p
+}
+
+const LIMITS: &str = "[limits]\ntimeout = \"2s\"\nmemory = \"64 MiB\"\n";
+
+/// A mock model, a scratch HOME and a core with `echo` and `hostile` in the
+/// default scope (served as SDK server `tools`).
+struct Env {
+    model: MockModel,
+    home: tempfile::TempDir,
+    _tools: ToolDir,
+    core: Arc<Core>,
+}
+
+impl Env {
+    async fn new() -> Env {
+        Self::with(rules()).await
+    }
+
+    async fn with(script: mock_model::Script) -> Env {
+        let tools = ToolDir::new();
+        tools.add("echo", "echo", LIMITS);
+        tools.add("hostile", "hostile", LIMITS);
+        let core = Core::builder()
+            .config(test_config())
+            .source(Scope::default(), tools.path())
+            .build(&|_| {})
+            .await
+            .unwrap();
+        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        Env {
+            model: MockModel::start(script).await,
+            home: tempfile::tempdir().unwrap(),
+            _tools: tools,
+            core: Arc::new(core),
+        }
+    }
+
+    /// Options every test starts from: the CLI pointed at the mock, offline.
+    fn options(&self) -> AgentOptions {
+        AgentOptions::default()
+            .cli(cli())
+            .env("ANTHROPIC_BASE_URL", self.model.base_url())
+            .env("ANTHROPIC_API_KEY", "test-key")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("ENABLE_TOOL_SEARCH", "false")
+            .env("HOME", self.home.path().display().to_string())
+            .cwd(self.home.path())
+            .system_prompt("You are a test agent.")
+            .max_turns(6)
+            .builtin_tools(["Read"])
+            .server("tools", Scope::default())
+    }
+
+    async fn run(&self, prompt: &str, options: AgentOptions) -> Vec<Message> {
+        let s = query(self.core.clone(), prompt, options);
+        let out: Vec<_> = tokio::time::timeout(Duration::from_secs(90), s.collect::<Vec<_>>())
+            .await
+            .expect("agent run timed out");
+        out.into_iter().map(|m| m.expect("agent message")).collect()
+    }
+}
+
+fn result(msgs: &[Message]) -> &ResultMessage {
+    msgs.iter()
+        .rev()
+        .find_map(|m| {
+            if let Message::Result(r) = m {
+                Some(r)
+            } else {
+                None
+            }
+        })
+        .unwrap_or_else(|| panic!("no result message in {msgs:#?}"))
+}
+
+/// Tool results the CLI reported back (text, is_error).
+fn tool_results(msgs: &[Message]) -> Vec<(String, bool)> {
+    msgs.iter()
+        .filter_map(|m| {
+            if let Message::User(u) = m {
+                Some(u)
+            } else {
+                None
+            }
+        })
+        .filter_map(|u| {
+            if let toolhost::agent::protocol::UserBody::Blocks(b) = &u.message.content {
+                Some(b.clone())
+            } else {
+                None
+            }
+        })
+        .flatten()
+        .filter_map(|b| match b {
+            ContentBlock::ToolResult {
+                content, is_error, ..
+            } => Some((ContentBlock::result_text(&content), is_error == Some(true))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn use_tool(name: &str, input: Value) -> String {
+    format!("USE_TOOL {name} {input}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_tool_round_trips_and_its_result_reaches_the_model() {
+    let env = Env::new().await;
+    let msgs = env
+        .run(
+            &use_tool("mcp__tools__echo", json!({"text": "hello wasm"})),
+            env.options().allow("mcp__tools__echo"),
+        )
+        .await;
+    let init = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::System(s) if s.subtype == "init" => Some(s),
+            _ => None,
+        })
+        .expect("init");
+    assert!(
+        init.tools().contains(&"mcp__tools__echo"),
+        "{:?}",
+        init.tools()
+    );
+    let r = result(&msgs);
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(r.result.as_deref(), Some("TOOL_RESULT_SEEN: hello wasm"));
+    assert!(r.total_cost_usd.is_some() && r.usage.is_some());
+    // The model's second request carries the sandboxed tool's output.
+    let reqs = env.model.requests();
+    let last = reqs.last().unwrap().to_string();
+    assert!(
+        last.contains("hello wasm") && last.contains("tool_result"),
+        "{last}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_tool_use_hook_denies_and_the_model_sees_why() {
+    let env = Env::new().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let opts = env.options().allow("mcp__tools__echo").hook(
+        HookEvent::PreToolUse,
+        Some("mcp__tools__echo"),
+        hook(move |i| {
+            s.lock().unwrap().push(i.tool_input.clone());
+            async {
+                HookOutput::Deny {
+                    reason: "echo is closed today".into(),
+                }
+            }
+        }),
+    );
+    let post = Arc::new(AtomicUsize::new(0));
+    let p = post.clone();
+    let opts = opts.hook(
+        HookEvent::PostToolUse,
+        None,
+        hook(move |_| {
+            p.fetch_add(1, Ordering::SeqCst);
+            async { HookOutput::Continue }
+        }),
+    );
+    let msgs = env
+        .run(&use_tool("mcp__tools__echo", json!({"text": "x"})), opts)
+        .await;
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[Some(json!({"text": "x"}))]
+    );
+    let r = result(&msgs);
+    assert!(
+        r.result
+            .as_deref()
+            .unwrap()
+            .contains("echo is closed today"),
+        "{r:?}"
+    );
+    assert_eq!(post.load(Ordering::SeqCst), 0, "a denied tool never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarative_rule_denies_an_argument_pattern_only() {
+    let env = Env::new().await;
+    let rule = DenyRule {
+        arg: Some("/text".into()),
+        contains: Some("secret".into()),
+        ..DenyRule::deny("mcp__tools__*", "no secrets through echo")
+    };
+    let prompt = format!(
+        "{}\n{}",
+        use_tool("mcp__tools__echo", json!({"text": "a secret"})),
+        use_tool("mcp__tools__echo", json!({"text": "public"}))
+    );
+    let msgs = env
+        .run(
+            &prompt,
+            env.options().allow("mcp__tools__echo").deny_rule(rule),
+        )
+        .await;
+    let mut results = tool_results(&msgs);
+    results.sort();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results[0].0.contains("no secrets through echo") && results[0].1,
+        "{results:?}"
+    );
+    assert_eq!(results[1], ("public".to_string(), false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_use_tool_denies_or_rewrites_the_input() {
+    let env = Env::new().await;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let a = asked.clone();
+    let opts = env.options().can_use_tool(can_use_tool(move |r| {
+        a.lock()
+            .unwrap()
+            .push((r.tool_name.clone(), r.input.clone()));
+        let text = r.input["text"].as_str().unwrap_or("").to_string();
+        async move {
+            match text.as_str() {
+                "forbidden" => Permission::deny("not this one"),
+                _ => {
+                    Permission::AllowWith(json!({"text": format!("{text}, rewritten by the host")}))
+                }
+            }
+        }
+    }));
+    let msgs = env
+        .run(
+            &use_tool("mcp__tools__echo", json!({"text": "forbidden"})),
+            opts.clone(),
+        )
+        .await;
+    assert!(
+        result(&msgs)
+            .result
+            .as_deref()
+            .unwrap()
+            .contains("not this one"),
+        "{:?}",
+        result(&msgs)
+    );
+    let msgs = env
+        .run(
+            &use_tool("mcp__tools__echo", json!({"text": "original"})),
+            opts,
+        )
+        .await;
+    assert_eq!(
+        result(&msgs).result.as_deref(),
+        Some("TOOL_RESULT_SEEN: original, rewritten by the host")
+    );
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    assert_eq!(
+        asked.lock().unwrap()[0],
+        ("mcp__tools__echo".to_string(), json!({"text": "forbidden"}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_tools_skip_the_prompt_and_disallowed_tools_are_not_listed() {
+    let env = Env::new().await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = asked.clone();
+    let opts = env
+        .options()
+        .allow("mcp__tools__echo")
+        .disallow("mcp__tools__spin")
+        .can_use_tool(can_use_tool(move |_| {
+            a.fetch_add(1, Ordering::SeqCst);
+            async { Permission::deny("should not be asked") }
+        }));
+    let msgs = env
+        .run(
+            &use_tool("mcp__tools__echo", json!({"text": "pre-approved"})),
+            opts,
+        )
+        .await;
+    assert_eq!(
+        result(&msgs).result.as_deref(),
+        Some("TOOL_RESULT_SEEN: pre-approved")
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "an allowed tool needs no permission prompt"
+    );
+    for tools in env.model.tool_lists() {
+        assert!(tools.contains(&"mcp__tools__echo".to_string()), "{tools:?}");
+        assert!(
+            tools.contains(&"mcp__tools__sleep".to_string()),
+            "{tools:?}"
+        );
+        assert!(
+            !tools.contains(&"mcp__tools__spin".to_string()),
+            "disallowed tool listed: {tools:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_and_a_timed_out_tool_end_their_call_and_the_session_goes_on() {
+    let env = Env::new().await;
+    let opts = env.options().allow("mcp__tools");
+    let mut s = AgentSession::connect(env.core.clone(), opts).await.unwrap();
+    for (prompt, expect) in [
+        (
+            use_tool("mcp__tools__panic", json!({"message": "boom"})),
+            "crashed",
+        ),
+        (use_tool("mcp__tools__spin", json!({})), "timed out"),
+        (
+            use_tool("mcp__tools__echo", json!({"text": "still alive"})),
+            "still alive",
+        ),
+    ] {
+        s.send(&prompt).unwrap();
+        let turn = tokio::time::timeout(Duration::from_secs(60), s.receive_turn())
+            .await
+            .unwrap()
+            .unwrap();
+        let r = result(&turn).result.clone().unwrap_or_default();
+        assert!(r.contains(expect), "{prompt}: {r}");
+        // This turn's tool result is the error (or the echo) itself.
+        let results = tool_results(&turn);
+        let (text, is_error) = results.last().expect("a tool result");
+        assert!(text.contains(expect), "{results:?}");
+        assert_eq!(*is_error, expect != "still alive", "{results:?}");
+    }
+    assert_eq!(s.close(Duration::from_secs(10)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_a_running_tool_and_the_session_goes_on() {
+    let env = Env::new().await;
+    let mut s = AgentSession::connect(env.core.clone(), env.options().allow("mcp__tools"))
+        .await
+        .unwrap();
+    s.send(&use_tool("mcp__tools__sleep", json!({"ms": 1900})))
+        .unwrap();
+    // Wait for the tool use, then interrupt while the guest sleeps.
+    loop {
+        let m = s.next().await.unwrap().unwrap();
+        if let Message::Assistant(a) = &m {
+            if a.message
+                .content
+                .iter()
+                .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
+            {
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    s.interrupt().await.unwrap();
+    let turn = tokio::time::timeout(Duration::from_secs(30), s.receive_turn())
+        .await
+        .unwrap()
+        .unwrap();
+    let r = result(&turn);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "interrupt took {:?}",
+        started.elapsed()
+    );
+    assert_ne!(
+        r.result.as_deref(),
+        Some("TOOL_RESULT_SEEN: slept"),
+        "{r:?}"
+    );
+    s.send("hello again").unwrap();
+    let turn = tokio::time::timeout(Duration::from_secs(30), s.receive_turn())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result(&turn).result.as_deref(), Some("Hello from mock"));
+    s.close(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_read_only_calls_in_one_turn() {
+    let env = Env::new().await;
+    let prompt: Vec<String> = (0..4)
+        .map(|i| use_tool("mcp__tools__echo", json!({"text": format!("r{i}")})))
+        .collect();
+    let msgs = env
+        .run(&prompt.join("\n"), env.options().allow("mcp__tools__echo"))
+        .await;
+    let seen = result(&msgs).result.clone().unwrap();
+    let mut parts: Vec<&str> = seen
+        .trim_start_matches("TOOL_RESULT_SEEN: ")
+        .split(" | ")
+        .collect();
+    parts.sort();
+    assert_eq!(parts, ["r0", "r1", "r2", "r3"], "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subagent_sees_and_calls_only_its_own_scope() {
+    let env = Env::new().await;
+    let beta = ToolDir::new();
+    beta.add("echo", "echo", LIMITS);
+    let core = Core::builder()
+        .config(test_config())
+        .source(Scope::new("alpha"), env._tools.path())
+        .source(Scope::new("beta"), beta.path())
+        .build(&|_| {})
+        .await
+        .unwrap();
+    let mut opts = env.options().allow("mcp__alpha").allow("mcp__beta");
+    opts.servers.clear();
+    let opts = opts
+        .server("alpha", Scope::new("alpha"))
+        .server("beta", Scope::new("beta"))
+        .agent(
+            "helper",
+            AgentDefinition::new("Helps with beta tools", "You are helper.")
+                .server("beta")
+                .model("haiku"),
+        );
+    let inner = use_tool("mcp__beta__echo", json!({"text": "from the subagent"}));
+    let prompt = use_tool(
+        "Agent",
+        json!({"subagent_type": "helper", "description": "help", "prompt": inner, "run_in_background": false}),
+    );
+    let s = query(Arc::new(core), prompt, opts);
+    let msgs: Vec<Message> = tokio::time::timeout(Duration::from_secs(90), s.collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let lists = env.model.tool_lists();
+    assert!(lists.len() >= 3, "{lists:?}");
+    let mcp = |l: &Vec<String>| {
+        l.iter()
+            .filter(|t| t.starts_with("mcp__"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let main = &lists[0];
+    assert!(main.contains(&"Agent".to_string()), "{main:?}");
+    assert!(
+        mcp(main).iter().all(|t| t.starts_with("mcp__alpha__"))
+            && mcp(main).contains(&"mcp__alpha__echo".into()),
+        "{main:?}"
+    );
+    let sub = &lists[1];
+    assert_eq!(mcp(sub), vec!["mcp__beta__echo".to_string()], "{sub:?}");
+    // The subagent's call ran in scope beta and its answer came back up.
+    assert!(
+        result(&msgs)
+            .result
+            .as_deref()
+            .unwrap_or("")
+            .contains("TOOL_RESULT_SEEN: from the subagent"),
+        "{:?}",
+        result(&msgs)
+    );
+}
+
+#[tokio::test]
+async fn missing_cli_is_a_clear_error() {
+    let env = Env::new().await;
+    let e = AgentSession::connect(env.core.clone(), env.options().cli("/nonexistent/claude"))
+        .await
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("/nonexistent/claude") && msg.contains("make claude-cli"),
+        "{msg}"
+    );
+}
+
+/// The control protocol with this test as the CLI: what the real CLI cannot
+/// be made to do on purpose.
+mod protocol {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    pub struct FakeCli {
+        pub to_host: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        pub from_host: tokio::io::Lines<BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+    }
+
+    impl FakeCli {
+        pub async fn send(&mut self, v: Value) {
+            let mut l = v.to_string();
+            l.push('\n');
+            self.to_host.write_all(l.as_bytes()).await.unwrap();
+        }
+        pub async fn recv(&mut self) -> Value {
+            let l = tokio::time::timeout(Duration::from_secs(20), self.from_host.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            serde_json::from_str(&l).unwrap()
+        }
+        /// Answer `initialize` and return it.
+        pub async fn accept_initialize(&mut self) -> Value {
+            let init = self.recv().await;
+            assert_eq!(init["request"]["subtype"], "initialize");
+            let id = init["request_id"].clone();
+            self.send(json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": {}}})).await;
+            init
+        }
+        pub async fn mcp(&mut self, rid: &str, server: &str, message: Value) {
+            self.send(json!({"type": "control_request", "request_id": rid, "request": {"subtype": "mcp_message", "server_name": server, "message": message}})).await;
+        }
+    }
+
+    /// A session over in-memory pipes, and the CLI's end of them.
+    pub async fn connect(core: Arc<Core>, options: AgentOptions) -> (AgentSession, FakeCli) {
+        let (host_end, cli_end) = tokio::io::duplex(1 << 20);
+        let (hr, hw) = tokio::io::split(host_end);
+        let (cr, cw) = tokio::io::split(cli_end);
+        let mut cli = FakeCli {
+            to_host: cw,
+            from_host: BufReader::new(cr).lines(),
+        };
+        let session = tokio::spawn(AgentSession::connect_io(
+            core,
+            options,
+            BufReader::new(hr),
+            hw,
+        ));
+        cli.accept_initialize().await;
+        (session.await.unwrap().unwrap(), cli)
+    }
+
+    pub async fn handshake(cli: &mut FakeCli, server: &str) {
+        cli.mcp("i0", server, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fake", "version": "0"}}})).await;
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["response"]["mcp_response"]["id"], 0, "{r}");
+        cli.mcp(
+            "i1",
+            server,
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+        let r = cli.recv().await;
+        assert_eq!(
+            r["response"]["response"]["mcp_response"],
+            json!({"jsonrpc": "2.0", "result": {}})
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_request_is_answered_concurrently_and_cancels_write_nothing() {
+        let env = Env::new().await;
+        let (_s, mut cli) = connect(
+            env.core.clone(),
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        // Four 400 ms sleeps at once finish in well under 4 x 400 ms.
+        let started = Instant::now();
+        for i in 0..4 {
+            cli.mcp(&format!("c{i}"), "tools", json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 400}}})).await;
+        }
+        // One that will be cancelled, and junk that must still get replies.
+        cli.mcp("cancel-me", "tools", json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 1500}}})).await;
+        cli.send(json!({"type": "control_request", "request_id": "u1", "request": {"subtype": "teleport"}})).await;
+        cli.mcp(
+            "u2",
+            "nope",
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+        )
+        .await;
+        cli.send(json!({"type": "control_request", "request_id": "u3", "request": {"subtype": "hook_callback", "callback_id": "hook_77", "input": {}}})).await;
+        cli.send(json!({"type": "control_cancel_request", "request_id": "cancel-me"}))
+            .await;
+        let mut replies = std::collections::HashMap::new();
+        for _ in 0..7 {
+            let r = cli.recv().await;
+            replies.insert(
+                r["response"]["request_id"].as_str().unwrap().to_string(),
+                r["response"].clone(),
+            );
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_millis(1400),
+            "calls ran one after another: {elapsed:?}"
+        );
+        for i in 0..4 {
+            let r = &replies[&format!("c{i}")]["response"]["mcp_response"];
+            assert_eq!(r["result"]["content"][0]["text"], "slept", "{r}");
+        }
+        assert_eq!(replies["u1"]["subtype"], "error");
+        assert_eq!(
+            replies["u2"]["response"]["mcp_response"]["error"]["code"],
+            -32601
+        );
+        assert_eq!(replies["u3"]["subtype"], "error");
+        assert!(!replies.contains_key("cancel-me"));
+        // Nothing more arrives for the cancelled request.
+        let more =
+            tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
+        assert!(more.is_err(), "unexpected line: {more:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_host_refuses_a_call_from_an_agent_not_entitled_to_the_scope() {
+        let env = Env::new().await;
+        let opts = AgentOptions::default()
+            .server("alpha", Scope::default())
+            .server("beta", Scope::default())
+            .agent("helper", AgentDefinition::new("h", "p").server("beta"));
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let hook = |rid: &str, agent: Option<&str>, tool: &str| {
+            let mut input =
+                json!({"hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": {}});
+            if let Some(a) = agent {
+                input["agent_id"] = json!("a1");
+                input["agent_type"] = json!(a);
+            }
+            json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": input}})
+        };
+        for (rid, agent, tool, denied) in [
+            ("h1", Some("helper"), "mcp__alpha__echo", true),
+            ("h2", Some("helper"), "mcp__beta__echo", false),
+            ("h3", None, "mcp__beta__echo", true),
+            ("h4", None, "mcp__alpha__echo", false),
+            ("h5", Some("general-purpose"), "mcp__alpha__echo", true),
+            ("h6", Some("helper"), "Read", false),
+        ] {
+            cli.send(hook(rid, agent, tool)).await;
+            let r = cli.recv().await;
+            let decision = &r["response"]["response"]["hookSpecificOutput"]["permissionDecision"];
+            assert_eq!(decision == "deny", denied, "{rid}: {r}");
+        }
+        // can_use_tool carries only agent_id: the host remembers its type.
+        cli.send(json!({"type": "control_request", "request_id": "p1", "request": {"subtype": "can_use_tool", "tool_name": "mcp__alpha__echo", "input": {}, "agent_id": "a1"}})).await;
+        assert_eq!(cli.recv().await["response"]["response"]["behavior"], "deny");
+        cli.send(json!({"type": "control_request", "request_id": "p2", "request": {"subtype": "can_use_tool", "tool_name": "mcp__beta__echo", "input": {}, "agent_id": "zzz"}})).await;
+        assert_eq!(
+            cli.recv().await["response"]["response"]["behavior"],
+            "deny",
+            "unknown agents are refused"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tool_list_changes_reach_the_cli() {
+        let env = Env::new().await;
+        let (_s, mut cli) = connect(
+            env.core.clone(),
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        cli.mcp(
+            "l1",
+            "tools",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+        let r = cli.recv().await;
+        assert!(
+            r["response"]["response"]["mcp_response"]["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 3
+        );
+        // Remove hostile from the catalog and reload: the CLI is told.
+        std::fs::remove_file(env._tools.path().join("hostile.toml")).unwrap();
+        env.core.reload().await;
+        let note = cli.recv().await;
+        assert_eq!(note["type"], "control_request", "{note}");
+        assert_eq!(note["request"]["subtype"], "mcp_message");
+        assert_eq!(note["request"]["server_name"], "tools");
+        assert_eq!(
+            note["request"]["message"]["method"],
+            "notifications/tools/list_changed"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The one-shot API: `query(core, prompt, options)` runs one prompt to its
+//! result and yields the conversation as a stream of typed messages. For
+//! more prompts, interrupts or mode changes use [`AgentSession`].
+
+use super::error::AgentError;
+use super::options::AgentOptions;
+use super::protocol::Message;
+use super::session::AgentSession;
+use crate::core::Core;
+use futures::Stream;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run `prompt` and stream every message up to and including the result.
+/// The CLI's input stays open until the result arrives (hooks, permission
+/// callbacks and tools need it), then the CLI is shut down. A CLI that
+/// exits abnormally ends the stream with `ProcessExited`.
+pub fn query(
+    core: Arc<Core>,
+    prompt: impl Into<String>,
+    options: AgentOptions,
+) -> impl Stream<Item = Result<Message, AgentError>> + Send {
+    enum State {
+        Start(Arc<Core>, String, AgentOptions),
+        Running(AgentSession),
+        Done,
+    }
+    futures::stream::unfold(
+        State::Start(core, prompt.into(), options),
+        |state| async move {
+            let mut s = match state {
+                State::Start(core, prompt, options) => {
+                    match AgentSession::connect(core, options).await {
+                        Ok(s) => match s.send(&prompt) {
+                            Ok(()) => s,
+                            Err(e) => return Some((Err(e), State::Done)),
+                        },
+                        Err(e) => return Some((Err(e), State::Done)),
+                    }
+                }
+                State::Running(s) => s,
+                State::Done => return None,
+            };
+            match s.next().await {
+                Some(Ok(m @ Message::Result(_))) => {
+                    // The turn is over: let the CLI exit, report a bad exit.
+                    s.end_input();
+                    Some((Ok(m), State::Running(s)))
+                }
+                Some(item) => Some((item, State::Running(s))),
+                None => {
+                    s.close(Duration::from_secs(5)).await;
+                    None
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,311 @@
+//! Hooks and permissions: Rust async closures the CLI calls back before and
+//! after tool uses (`hook_callback`), declarative deny rules from config,
+//! and the `can_use_tool` permission callback.
+//!
+//! Everything here decides; nothing here runs a tool.
+
+use crate::policy::glob;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub enum HookEvent {
+    PreToolUse,
+    PostToolUse,
+    PostToolUseFailure,
+    UserPromptSubmit,
+    Stop,
+    SubagentStart,
+    SubagentStop,
+    PreCompact,
+    Notification,
+}
+
+impl HookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::PreToolUse => "PreToolUse",
+            HookEvent::PostToolUse => "PostToolUse",
+            HookEvent::PostToolUseFailure => "PostToolUseFailure",
+            HookEvent::UserPromptSubmit => "UserPromptSubmit",
+            HookEvent::Stop => "Stop",
+            HookEvent::SubagentStart => "SubagentStart",
+            HookEvent::SubagentStop => "SubagentStop",
+            HookEvent::PreCompact => "PreCompact",
+            HookEvent::Notification => "Notification",
+        }
+    }
+}
+
+/// What a hook is told.
+#[derive(Debug, Clone)]
+pub struct HookInput {
+    /// `hook_event_name`, e.g. "PreToolUse".
+    pub event: String,
+    pub tool_name: Option<String>,
+    pub tool_input: Option<Value>,
+    pub tool_use_id: Option<String>,
+    /// The subagent making the call (`None`: the main thread).
+    pub agent_id: Option<String>,
+    /// The subagent's type, i.e. its name in the options' `agents`.
+    pub agent_type: Option<String>,
+    /// Everything the CLI sent (tool_response, error, session_id, cwd, ...).
+    pub raw: Value,
+}
+
+impl HookInput {
+    pub fn from_wire(raw: Value) -> HookInput {
+        let s = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
+        HookInput {
+            event: s("hook_event_name").unwrap_or_default(),
+            tool_name: s("tool_name"),
+            tool_input: raw.get("tool_input").cloned(),
+            tool_use_id: s("tool_use_id"),
+            agent_id: s("agent_id"),
+            agent_type: s("agent_type"),
+            raw,
+        }
+    }
+}
+
+/// A hook's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookOutput {
+    /// No opinion: carry on as without the hook.
+    Continue,
+    /// PreToolUse: refuse the call; the model sees `reason`.
+    Deny { reason: String },
+    /// PreToolUse: allow without asking for permission.
+    Allow { reason: Option<String> },
+    /// PreToolUse: allow, with these arguments instead.
+    AllowWith { input: Value },
+    /// Add context for the model (PostToolUse and others).
+    Context { text: String },
+    /// Stop the session after this.
+    Stop { reason: String },
+    /// A reply in the CLI's own hook-output shape, sent as is.
+    Raw(Value),
+}
+
+impl HookOutput {
+    /// The `hook_callback` reply for `event`.
+    pub fn to_wire(&self, event: &str) -> Value {
+        match self {
+            HookOutput::Continue => json!({}),
+            HookOutput::Deny { reason } => json!({"hookSpecificOutput": {
+                "hookEventName": event, "permissionDecision": "deny",
+                "permissionDecisionReason": reason}}),
+            HookOutput::Allow { reason } => {
+                let mut o = json!({"hookEventName": event, "permissionDecision": "allow"});
+                if let Some(r) = reason {
+                    o["permissionDecisionReason"] = json!(r);
+                }
+                json!({ "hookSpecificOutput": o })
+            }
+            HookOutput::AllowWith { input } => json!({"hookSpecificOutput": {
+                "hookEventName": event, "permissionDecision": "allow", "updatedInput": input}}),
+            HookOutput::Context { text } => json!({"hookSpecificOutput": {
+                "hookEventName": event, "additionalContext": text}}),
+            HookOutput::Stop { reason } => json!({"continue": false, "stopReason": reason}),
+            HookOutput::Raw(v) => v.clone(),
+        }
+    }
+}
+
+/// A hook callback.
+pub type HookFn = Arc<dyn Fn(HookInput) -> BoxFuture<'static, HookOutput> + Send + Sync>;
+
+/// Wrap an async closure as a [`HookFn`].
+pub fn hook<F, Fut>(f: F) -> HookFn
+where
+    F: Fn(HookInput) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = HookOutput> + Send + 'static,
+{
+    Arc::new(move |i| Box::pin(f(i)))
+}
+
+/// Hooks for one event and tool matcher.
+#[derive(Clone)]
+pub struct HookMatcher {
+    pub event: HookEvent,
+    /// Tool name or the CLI's matcher pattern (e.g. "mcp__.*"); `None`: all.
+    pub matcher: Option<String>,
+    pub hooks: Vec<HookFn>,
+    pub timeout: Option<Duration>,
+}
+
+/// A declarative rule, e.g. from config:
+/// `{ tool = "mcp__*__write_*", reason = "read-only session" }` or
+/// `{ tool = "mcp__*__fetch", arg = "/url", contains = "169.254", reason = "..." }`.
+/// Rules are checked in the host's own PreToolUse hook; a match denies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyRule {
+    /// Glob on the tool name as the model sees it (`*` any run of characters).
+    pub tool: String,
+    /// JSON pointer into the tool input; the rule then needs that value.
+    #[serde(default)]
+    pub arg: Option<String>,
+    /// The value (or, without `arg`, the whole input as JSON) contains this.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// The value (or whole input) matches this glob.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// What the model is told.
+    pub reason: String,
+}
+
+impl DenyRule {
+    pub fn deny(tool: impl Into<String>, reason: impl Into<String>) -> DenyRule {
+        DenyRule {
+            tool: tool.into(),
+            arg: None,
+            contains: None,
+            pattern: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the rule refuses `tool` with `input`.
+    pub fn matches(&self, tool: &str, input: &Value) -> bool {
+        if !glob(&self.tool, tool) {
+            return false;
+        }
+        let text = match &self.arg {
+            Some(ptr) => match input.pointer(ptr) {
+                None => return false,
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            },
+            None => input.to_string(),
+        };
+        self.contains
+            .as_ref()
+            .is_none_or(|c| text.contains(c.as_str()))
+            && self.pattern.as_ref().is_none_or(|p| glob(p, &text))
+    }
+}
+
+/// Rules as a config file: `[[deny]]` tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub deny: Vec<DenyRule>,
+}
+
+impl RuleFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<RuleFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+/// What `can_use_tool` is asked.
+#[derive(Debug, Clone)]
+pub struct PermissionRequest {
+    pub tool_name: String,
+    pub input: Value,
+    pub tool_use_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// The subagent's type when the session knows it.
+    pub agent_type: Option<String>,
+    /// Everything the CLI sent (permission_suggestions, mcp_server, ...).
+    pub raw: Value,
+}
+
+/// The answer to `can_use_tool`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Permission {
+    Allow,
+    /// Allow, running the tool with this input instead.
+    AllowWith(Value),
+    /// Refuse; the model sees `message`. With `interrupt`, the turn ends.
+    Deny {
+        message: String,
+        interrupt: bool,
+    },
+}
+
+impl Permission {
+    pub fn deny(message: impl Into<String>) -> Permission {
+        Permission::Deny {
+            message: message.into(),
+            interrupt: false,
+        }
+    }
+    /// The wire reply; `input` is the original input, sent back on a plain allow.
+    pub fn to_wire(&self, input: &Value) -> Value {
+        match self {
+            Permission::Allow => json!({"behavior": "allow", "updatedInput": input}),
+            Permission::AllowWith(v) => json!({"behavior": "allow", "updatedInput": v}),
+            Permission::Deny { message, interrupt } => {
+                json!({"behavior": "deny", "message": message, "interrupt": interrupt})
+            }
+        }
+    }
+}
+
+/// The permission callback.
+pub type CanUseTool =
+    Arc<dyn Fn(PermissionRequest) -> BoxFuture<'static, Permission> + Send + Sync>;
+
+/// Wrap an async closure as a [`CanUseTool`].
+pub fn can_use_tool<F, Fut>(f: F) -> CanUseTool
+where
+    F: Fn(PermissionRequest) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Permission> + Send + 'static,
+{
+    Arc::new(move |r| Box::pin(f(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_tool_and_argument() {
+        let r: RuleFile = toml::from_str(
+            r#"
+            [[deny]]
+            tool = "mcp__*__fetch"
+            arg = "/url"
+            contains = "169.254"
+            reason = "no metadata service"
+            [[deny]]
+            tool = "mcp__*__write_*"
+            reason = "read-only"
+            "#,
+        )
+        .unwrap();
+        let (a, b) = (&r.deny[0], &r.deny[1]);
+        assert!(a.matches("mcp__t__fetch", &json!({"url": "http://169.254.169.254/"})));
+        assert!(!a.matches("mcp__t__fetch", &json!({"url": "http://example.com/"})));
+        assert!(!a.matches("mcp__t__fetch", &json!({})));
+        assert!(b.matches("mcp__t__write_file", &json!({})));
+        assert!(!b.matches("mcp__t__read_file", &json!({})));
+        assert!(toml::from_str::<RuleFile>("[[deny]]\ntool='x'\nreason='r'\nbogus=1").is_err());
+    }
+
+    #[test]
+    fn wire_shapes() {
+        assert_eq!(
+            Permission::deny("no").to_wire(&json!({})),
+            json!({"behavior": "deny", "message": "no", "interrupt": false})
+        );
+        assert_eq!(
+            Permission::Allow.to_wire(&json!({"a": 1})),
+            json!({"behavior": "allow", "updatedInput": {"a": 1}})
+        );
+        assert_eq!(
+            HookOutput::Deny { reason: "r".into() }.to_wire("PreToolUse")["hookSpecificOutput"]["permissionDecision"],
+            "deny"
+        );
+    }
+}

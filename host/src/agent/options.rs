@@ -1,0 +1,379 @@
+//! Options of an agent session, recognisable to Claude Agent SDK users:
+//! model, prompts, turns, cwd, env, tool allow/deny lists, permission mode,
+//! subagents, hooks, `can_use_tool`, and which tool scope each in-process
+//! ("sdk") MCP server exposes.
+//!
+//! Also turns them into the CLI's command line.
+
+use super::hooks::{CanUseTool, DenyRule, HookEvent, HookFn, HookMatcher};
+use crate::catalog::Scope;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The CLI's permission modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionMode {
+    Default,
+    AcceptEdits,
+    Plan,
+    BypassPermissions,
+    DontAsk,
+}
+
+impl PermissionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionMode::Default => "default",
+            PermissionMode::AcceptEdits => "acceptEdits",
+            PermissionMode::Plan => "plan",
+            PermissionMode::BypassPermissions => "bypassPermissions",
+            PermissionMode::DontAsk => "dontAsk",
+        }
+    }
+}
+
+impl std::str::FromStr for PermissionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "default" => PermissionMode::Default,
+            "acceptEdits" => PermissionMode::AcceptEdits,
+            "plan" => PermissionMode::Plan,
+            "bypassPermissions" => PermissionMode::BypassPermissions,
+            "dontAsk" => PermissionMode::DontAsk,
+            _ => {
+                return Err(format!(
+                    "unknown permission mode `{s}` (default, acceptEdits, plan, bypassPermissions, dontAsk)"
+                ));
+            }
+        })
+    }
+}
+
+/// A subagent the model can delegate to (through the `Agent` tool).
+#[derive(Debug, Clone, Default)]
+pub struct AgentDefinition {
+    /// When the model should use it.
+    pub description: String,
+    /// Its system prompt.
+    pub prompt: String,
+    /// Other tools it may use, by name (built-ins such as "Read").
+    pub tools: Vec<String>,
+    /// The SDK servers (tool scopes) it may use. Their tools are listed to
+    /// this agent only, and the host refuses its calls to any other server.
+    pub servers: Vec<String>,
+    /// Model alias or id.
+    pub model: Option<String>,
+    pub max_turns: Option<u32>,
+}
+
+impl AgentDefinition {
+    pub fn new(description: impl Into<String>, prompt: impl Into<String>) -> Self {
+        AgentDefinition {
+            description: description.into(),
+            prompt: prompt.into(),
+            ..Default::default()
+        }
+    }
+    pub fn server(mut self, name: impl Into<String>) -> Self {
+        self.servers.push(name.into());
+        self
+    }
+    pub fn tool(mut self, name: impl Into<String>) -> Self {
+        self.tools.push(name.into());
+        self
+    }
+    pub fn model(mut self, m: impl Into<String>) -> Self {
+        self.model = Some(m.into());
+        self
+    }
+}
+
+/// An in-process MCP server: the tools of `scope`, named `name` to the CLI
+/// (the model sees them as `mcp__NAME__TOOL`).
+#[derive(Debug, Clone)]
+pub struct SdkServer {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// Everything about a session. Build with the chaining methods.
+#[derive(Clone)]
+pub struct AgentOptions {
+    /// The CLI (else `$TOOLHOST_CLAUDE_CLI`, else `claude` on PATH).
+    pub cli: Option<PathBuf>,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub append_system_prompt: Option<String>,
+    pub max_turns: Option<u32>,
+    pub cwd: Option<PathBuf>,
+    /// Added to the CLI's environment.
+    pub env: Vec<(String, String)>,
+    /// Tools that run without asking (`--allowedTools`).
+    pub allowed_tools: Vec<String>,
+    /// Tools removed from the model's context (`--disallowedTools`).
+    pub disallowed_tools: Vec<String>,
+    /// The built-in tools available at all (`--tools`); `Some(vec![])`
+    /// removes every built-in tool, `None` keeps the CLI's default set.
+    pub builtin_tools: Option<Vec<String>>,
+    pub permission_mode: Option<PermissionMode>,
+    /// The in-process MCP servers, each serving one scope.
+    pub servers: Vec<SdkServer>,
+    /// The servers the main thread may use; `None`: all of them, unless a
+    /// subagent owns a server (then the main thread gets the servers no
+    /// subagent names).
+    pub main_servers: Option<Vec<String>>,
+    pub agents: BTreeMap<String, AgentDefinition>,
+    pub hooks: Vec<HookMatcher>,
+    /// Declarative deny rules, checked before every tool use.
+    pub deny_rules: Vec<DenyRule>,
+    pub can_use_tool: Option<CanUseTool>,
+    /// Emit `StreamEvent`s for partial messages.
+    pub include_partial_messages: bool,
+    /// More CLI flags, passed as given.
+    pub extra_args: Vec<String>,
+    /// The longest stdout line accepted from the CLI.
+    pub max_line_bytes: usize,
+    /// How long control requests we send wait for their answer.
+    pub control_timeout: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            cli: None,
+            model: None,
+            system_prompt: None,
+            append_system_prompt: None,
+            max_turns: None,
+            cwd: None,
+            env: Vec::new(),
+            allowed_tools: Vec::new(),
+            disallowed_tools: Vec::new(),
+            builtin_tools: None,
+            permission_mode: None,
+            servers: Vec::new(),
+            main_servers: None,
+            agents: BTreeMap::new(),
+            hooks: Vec::new(),
+            deny_rules: Vec::new(),
+            can_use_tool: None,
+            include_partial_messages: false,
+            extra_args: Vec::new(),
+            max_line_bytes: 32 << 20,
+            control_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AgentOptions {
+    pub fn cli(mut self, p: impl Into<PathBuf>) -> Self {
+        self.cli = Some(p.into());
+        self
+    }
+    pub fn model(mut self, m: impl Into<String>) -> Self {
+        self.model = Some(m.into());
+        self
+    }
+    pub fn system_prompt(mut self, s: impl Into<String>) -> Self {
+        self.system_prompt = Some(s.into());
+        self
+    }
+    pub fn max_turns(mut self, n: u32) -> Self {
+        self.max_turns = Some(n);
+        self
+    }
+    pub fn cwd(mut self, d: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(d.into());
+        self
+    }
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn allow(mut self, tool: impl Into<String>) -> Self {
+        self.allowed_tools.push(tool.into());
+        self
+    }
+    pub fn disallow(mut self, tool: impl Into<String>) -> Self {
+        self.disallowed_tools.push(tool.into());
+        self
+    }
+    pub fn builtin_tools<I: IntoIterator<Item = S>, S: Into<String>>(mut self, t: I) -> Self {
+        self.builtin_tools = Some(t.into_iter().map(Into::into).collect());
+        self
+    }
+    pub fn permission_mode(mut self, m: PermissionMode) -> Self {
+        self.permission_mode = Some(m);
+        self
+    }
+    /// Serve `scope`'s tools as the SDK server `name`.
+    pub fn server(mut self, name: impl Into<String>, scope: Scope) -> Self {
+        self.servers.push(SdkServer {
+            name: name.into(),
+            scope,
+        });
+        self
+    }
+    pub fn main_servers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, s: I) -> Self {
+        self.main_servers = Some(s.into_iter().map(Into::into).collect());
+        self
+    }
+    pub fn agent(mut self, name: impl Into<String>, def: AgentDefinition) -> Self {
+        self.agents.insert(name.into(), def);
+        self
+    }
+    /// Run `f` on `event` for tools matching `matcher` (`None`: every tool).
+    pub fn hook(mut self, event: HookEvent, matcher: Option<&str>, f: HookFn) -> Self {
+        self.hooks.push(HookMatcher {
+            event,
+            matcher: matcher.map(str::to_string),
+            hooks: vec![f],
+            timeout: None,
+        });
+        self
+    }
+    pub fn deny_rule(mut self, r: DenyRule) -> Self {
+        self.deny_rules.push(r);
+        self
+    }
+    pub fn can_use_tool(mut self, f: CanUseTool) -> Self {
+        self.can_use_tool = Some(f);
+        self
+    }
+    pub fn include_partial_messages(mut self, yes: bool) -> Self {
+        self.include_partial_messages = yes;
+        self
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
+        self
+    }
+
+    /// Whether per-agent tool isolation is in force: some subagent owns a
+    /// server, or the main thread's servers are restricted.
+    pub fn isolated(&self) -> bool {
+        self.main_servers.is_some() || self.agents.values().any(|a| !a.servers.is_empty())
+    }
+
+    /// The servers the main thread may use.
+    pub fn main_thread_servers(&self) -> Vec<String> {
+        match &self.main_servers {
+            Some(s) => s.clone(),
+            None => self
+                .servers
+                .iter()
+                .filter(|s| !self.agents.values().any(|a| a.servers.contains(&s.name)))
+                .map(|s| s.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Check that every server an agent or the main thread names exists.
+    pub fn validate(&self) -> Result<(), String> {
+        let known = |n: &String| self.servers.iter().any(|s| &s.name == n);
+        let mut names = std::collections::HashSet::new();
+        for s in &self.servers {
+            if !names.insert(&s.name) {
+                return Err(format!("two SDK servers are named `{}`", s.name));
+            }
+            if s.name.is_empty() || s.name.contains("__") {
+                return Err(format!(
+                    "SDK server name `{}` must be non-empty and free of `__`",
+                    s.name
+                ));
+            }
+        }
+        for (agent, def) in &self.agents {
+            if let Some(n) = def.servers.iter().find(|n| !known(n)) {
+                return Err(format!("agent `{agent}` names unknown SDK server `{n}`"));
+            }
+        }
+        if let Some(n) = self.main_servers.iter().flatten().find(|n| !known(n)) {
+            return Err(format!("main_servers names unknown SDK server `{n}`"));
+        }
+        if self.agents.contains_key(MAIN_AGENT) {
+            return Err(format!("the agent name `{MAIN_AGENT}` is reserved"));
+        }
+        Ok(())
+    }
+}
+
+/// The agent that runs the main thread when isolation is in force.
+pub const MAIN_AGENT: &str = "toolhost-main";
+
+/// The command-line flags for `o` (the control protocol carries the rest).
+pub fn cli_args(o: &AgentOptions) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut flag = |k: &str, v: String| {
+        a.push(k.into());
+        a.push(v);
+    };
+    if let Some(s) = &o.system_prompt {
+        flag("--system-prompt", s.clone());
+    }
+    if let Some(s) = &o.append_system_prompt {
+        flag("--append-system-prompt", s.clone());
+    }
+    if let Some(m) = &o.model {
+        flag("--model", m.clone());
+    }
+    if let Some(n) = o.max_turns {
+        flag("--max-turns", n.to_string());
+    }
+    if let Some(m) = o.permission_mode {
+        flag("--permission-mode", m.as_str().into());
+    }
+    if let Some(t) = &o.builtin_tools {
+        // Subagents are reached through the built-in `Agent` tool.
+        let mut t = t.clone();
+        if !o.agents.is_empty() && !t.iter().any(|n| n == "Agent") {
+            t.push("Agent".into());
+        }
+        flag("--tools", t.join(","));
+    }
+    // Tools the host serves are pre-approved for the CLI's permission system
+    // only where the caller said so; the host's own checks run regardless.
+    if !o.allowed_tools.is_empty() {
+        flag("--allowedTools", o.allowed_tools.join(","));
+    }
+    if !o.disallowed_tools.is_empty() {
+        flag("--disallowedTools", o.disallowed_tools.join(","));
+    }
+    if o.can_use_tool.is_some() {
+        flag("--permission-prompt-tool", "stdio".into());
+    }
+    if !o.servers.is_empty() {
+        let servers: serde_json::Map<String, serde_json::Value> = o
+            .servers
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    serde_json::json!({"type": "sdk", "name": s.name}),
+                )
+            })
+            .collect();
+        flag(
+            "--mcp-config",
+            serde_json::json!({ "mcpServers": servers }).to_string(),
+        );
+    }
+    if o.isolated() {
+        flag("--agent", MAIN_AGENT.into());
+    }
+    if o.include_partial_messages {
+        a.push("--include-partial-messages".into());
+    }
+    a.extend(o.extra_args.iter().cloned());
+    a
+}

@@ -1,0 +1,257 @@
+//! The CLI process: find the `claude` executable, start it with the
+//! stream-json flags, read its stdout as bounded lines, keep the tail of its
+//! stderr for error messages, and shut it down cleanly.
+//!
+//! Knows nothing of the control protocol: `session` speaks that over the
+//! pipes this module hands out.
+
+use super::error::AgentError;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The environment variable naming the CLI executable.
+pub const CLI_ENV: &str = "TOOLHOST_CLAUDE_CLI";
+/// The CLI version this transport is tested against.
+pub const PINNED_CLI_VERSION: &str = "2.1.330";
+/// How much of the CLI's stderr is kept for error messages.
+const STDERR_TAIL: usize = 16 << 10;
+
+/// Find the CLI: `explicit` (e.g. `--cli PATH`), else `$TOOLHOST_CLAUDE_CLI`,
+/// else `claude` on `PATH`. A path given explicitly (flag or variable) is
+/// used or refused, never silently replaced by another; the error names
+/// everything that was tried.
+pub fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
+    let given = match explicit {
+        Some(p) => Some(("--cli", p.to_path_buf())),
+        None => std::env::var_os(CLI_ENV).map(|p| (CLI_ENV, PathBuf::from(p))),
+    };
+    if let Some((what, p)) = given {
+        return if is_executable(&p) {
+            Ok(p)
+        } else {
+            Err(AgentError::CliNotFound {
+                tried: vec![format!("{what} {} (not an executable file)", p.display())],
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for dir in &dirs {
+        let p = dir.join("claude");
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    Err(AgentError::CliNotFound {
+        tried: vec![
+            "--cli (not given)".into(),
+            format!("${CLI_ENV} (not set)"),
+            format!("`claude` in PATH ({} directories)", dirs.len()),
+        ],
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        p.is_file()
+    }
+}
+
+/// The last bytes the CLI wrote to stderr.
+#[derive(Clone, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        b.extend(line.as_bytes());
+        b.push_back(b'\n');
+        let excess = b.len().saturating_sub(STDERR_TAIL);
+        b.drain(..excess);
+    }
+    pub fn text(&self) -> String {
+        let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (a, c) = b.as_slices();
+        String::from_utf8_lossy(&[a, c].concat())
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// A running CLI. Dropping it kills the process.
+pub struct CliProcess {
+    child: Child,
+    pub stderr: StderrTail,
+}
+
+/// The pipes of a started CLI, for the session.
+pub struct Pipes {
+    pub stdin: ChildStdin,
+    pub stdout: tokio::io::BufReader<ChildStdout>,
+}
+
+impl CliProcess {
+    /// Start `cli` with `args`, in `cwd`, with `env` added to ours.
+    pub fn spawn(
+        cli: &Path,
+        args: &[String],
+        cwd: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<(CliProcess, Pipes), AgentError> {
+        let mut cmd = Command::new(cli);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .env("CLAUDE_CODE_ENTRYPOINT", "sdk-rust")
+            .env("CLAUDE_AGENT_SDK_VERSION", env!("CARGO_PKG_VERSION"));
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|source| AgentError::Spawn {
+            path: cli.to_path_buf(),
+            source,
+        })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let tail = StderrTail::default();
+        let t = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "toolhost::agent::cli", "{line}");
+                t.push(&line);
+            }
+        });
+        Ok((
+            CliProcess {
+                child,
+                stderr: tail,
+            },
+            Pipes {
+                stdin,
+                stdout: tokio::io::BufReader::with_capacity(64 << 10, stdout),
+            },
+        ))
+    }
+
+    /// Wait for the process to exit (after its stdin was closed), killing it
+    /// after `grace`. Returns the exit code (`None`: killed by a signal).
+    pub async fn shutdown(&mut self, grace: Duration) -> Option<i32> {
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => {
+                let _ = self.child.kill().await;
+                self.child.wait().await.ok().and_then(|s| s.code())
+            }
+        }
+    }
+
+    /// The exit code if the process has exited.
+    pub fn try_exit(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().ok().flatten().map(|s| s.code())
+    }
+
+    /// The exit status, waiting for it.
+    pub async fn wait(&mut self) -> Option<i32> {
+        self.child.wait().await.ok().and_then(|s| s.code())
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Read one `\n`-terminated line of at most `max` bytes into `buf` (without
+/// the newline). `Ok(false)` at end of input. A longer line is consumed up to
+/// its newline and reported as `LineTooLong`; the reader stays usable.
+pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<bool, AgentError> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return if too_long {
+                Err(AgentError::LineTooLong { limit: max })
+            } else {
+                Ok(!buf.is_empty())
+            };
+        }
+        let (part, done) = match memchr(chunk) {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !too_long {
+            if buf.len() + part.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return if too_long {
+                Err(AgentError::LineTooLong { limit: max })
+            } else {
+                Ok(true)
+            };
+        }
+    }
+}
+
+fn memchr(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let data = b"{\"a\":1}\nxxxxxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}\nlast".to_vec();
+        let mut r = tokio::io::BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
+        assert_eq!(buf, b"{\"a\":1}");
+        assert!(matches!(
+            read_line_bounded(&mut r, &mut buf, 10).await,
+            Err(AgentError::LineTooLong { limit: 10 })
+        ));
+        assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
+        assert_eq!(buf, b"last");
+        assert!(!read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
+    }
+
+    #[test]
+    fn not_found_names_what_was_tried() {
+        let e = find_cli(Some(Path::new("/nonexistent/claude"))).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("--cli /nonexistent/claude"), "{msg}");
+        assert!(msg.contains("npm install"), "{msg}");
+    }
+}

@@ -1,0 +1,369 @@
+//! The stream-json wire format of the `claude` CLI: the messages it prints
+//! (system, assistant, user, result, stream events) and the control
+//! protocol's requests and responses in both directions.
+//!
+//! Parsing is forward-compatible: unknown message types become
+//! [`Message::Other`], unknown fields are kept in `extra`, and a known type
+//! whose shape changed falls back to `Other` rather than failing the session.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// One message of the conversation, as the CLI prints it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    System(SystemMessage),
+    Assistant(AssistantMessage),
+    User(UserMessage),
+    Result(ResultMessage),
+    /// A partial-message event (`--include-partial-messages`).
+    StreamEvent(StreamEvent),
+    /// A message type this version does not know, kept as it came.
+    Other(Value),
+}
+
+impl Message {
+    /// Parse one line's JSON. Never fails: what does not fit a known shape
+    /// is kept as `Other`.
+    pub fn parse(v: Value) -> Message {
+        fn typed<T: for<'de> Deserialize<'de>>(v: &Value) -> Option<T> {
+            serde_json::from_value(v.clone()).ok()
+        }
+        let parsed = match v.get("type").and_then(Value::as_str) {
+            Some("system") => typed(&v).map(Message::System),
+            Some("assistant") => typed(&v).map(Message::Assistant),
+            Some("user") => typed(&v).map(Message::User),
+            Some("result") => typed(&v).map(Message::Result),
+            Some("stream_event") => typed(&v).map(Message::StreamEvent),
+            _ => None,
+        };
+        parsed.unwrap_or(Message::Other(v))
+    }
+
+    /// The message as JSON (what the CLI printed, modulo field order).
+    pub fn to_json(&self) -> Value {
+        let (ty, v) = match self {
+            Message::System(m) => ("system", serde_json::to_value(m)),
+            Message::Assistant(m) => ("assistant", serde_json::to_value(m)),
+            Message::User(m) => ("user", serde_json::to_value(m)),
+            Message::Result(m) => ("result", serde_json::to_value(m)),
+            Message::StreamEvent(m) => ("stream_event", serde_json::to_value(m)),
+            Message::Other(v) => return v.clone(),
+        };
+        let mut v = v.unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut v {
+            o.insert("type".into(), json!(ty));
+        }
+        v
+    }
+
+    /// The subagent this message belongs to (`None`: the main thread).
+    pub fn agent_id(&self) -> Option<&str> {
+        match self {
+            Message::Assistant(m) => m.agent_id.as_deref(),
+            Message::User(m) => m.agent_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// `system` messages: `init` (tools, MCP servers, model), status changes,
+/// task lifecycle and whatever else the CLI reports; all fields kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemMessage {
+    pub subtype: String,
+    #[serde(flatten)]
+    pub data: Map<String, Value>,
+}
+
+impl SystemMessage {
+    /// For `init`: the tools the main thread has.
+    pub fn tools(&self) -> Vec<&str> {
+        self.data
+            .get("tools")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One block of a message's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentBlock {
+    Text {
+        text: String,
+    },
+    Thinking {
+        thinking: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+    /// A block type this version does not know.
+    #[serde(untagged)]
+    Other(Value),
+}
+
+impl ContentBlock {
+    /// The text of a tool result's content (string or text blocks).
+    pub fn result_text(content: &Value) -> String {
+        match content {
+            Value::String(s) => s.clone(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The API message inside an assistant message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiMessage {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub content: Vec<ContentBlock>,
+    #[serde(default)]
+    pub usage: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    pub message: ApiMessage,
+    #[serde(default)]
+    pub parent_tool_use_id: Option<String>,
+    /// Set on a subagent's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_type: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The user side of the conversation: prompts and tool results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserMessage {
+    pub message: UserContent,
+    #[serde(default)]
+    pub parent_tool_use_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subagent_type: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserContent {
+    #[serde(default)]
+    pub role: Option<String>,
+    pub content: UserBody,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UserBody {
+    Text(String),
+    Blocks(Vec<ContentBlock>),
+}
+
+/// The end of a turn: outcome, usage and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMessage {
+    pub subtype: String,
+    #[serde(default)]
+    pub is_error: bool,
+    #[serde(default)]
+    pub num_turns: u32,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub duration_api_ms: u64,
+    #[serde(default)]
+    pub total_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub usage: Option<Value>,
+    /// The final answer (on success).
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub stop_reason: Option<String>,
+    /// Tool uses that were refused (by a hook, a rule or `can_use_tool`).
+    #[serde(default)]
+    pub permission_denials: Vec<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A raw API streaming event (`--include-partial-messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    pub event: Value,
+    #[serde(default)]
+    pub parent_tool_use_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A control request the CLI sent us.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    pub request_id: String,
+    pub request: Inbound,
+}
+
+/// What the CLI asks of us.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// May this tool run (`--permission-prompt-tool stdio`)?
+    CanUseTool {
+        tool_name: String,
+        input: Value,
+        tool_use_id: Option<String>,
+        agent_id: Option<String>,
+        raw: Value,
+    },
+    /// Run the hook callback registered under `callback_id`.
+    HookCallback {
+        callback_id: String,
+        input: Value,
+        tool_use_id: Option<String>,
+    },
+    /// A JSON-RPC message for the SDK MCP server `server_name`.
+    McpMessage { server_name: String, message: Value },
+    /// A subtype this version does not handle (answered with an error).
+    Unknown { subtype: String },
+}
+
+impl InboundRequest {
+    /// Parse a `control_request` line. `Err` names what is missing.
+    pub fn parse(v: &Value) -> Result<InboundRequest, String> {
+        let request_id = match v.get("request_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err("control_request without request_id".into()),
+        };
+        let r = v.get("request").cloned().unwrap_or(Value::Null);
+        let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
+        let subtype = s("subtype").unwrap_or_default();
+        let request = match subtype.as_str() {
+            "can_use_tool" => Inbound::CanUseTool {
+                tool_name: s("tool_name").ok_or("can_use_tool without tool_name")?,
+                input: r.get("input").cloned().unwrap_or_else(|| json!({})),
+                tool_use_id: s("tool_use_id"),
+                agent_id: s("agent_id"),
+                raw: r.clone(),
+            },
+            "hook_callback" => Inbound::HookCallback {
+                callback_id: s("callback_id").ok_or("hook_callback without callback_id")?,
+                input: r.get("input").cloned().unwrap_or(Value::Null),
+                tool_use_id: s("tool_use_id"),
+            },
+            "mcp_message" => Inbound::McpMessage {
+                server_name: s("server_name").ok_or("mcp_message without server_name")?,
+                message: r
+                    .get("message")
+                    .cloned()
+                    .ok_or("mcp_message without message")?,
+            },
+            _ => Inbound::Unknown { subtype },
+        };
+        Ok(InboundRequest {
+            request_id,
+            request,
+        })
+    }
+}
+
+/// A successful control response.
+pub fn success(request_id: &str, response: Value) -> Value {
+    json!({"type": "control_response", "response": {
+        "subtype": "success", "request_id": request_id, "response": response}})
+}
+
+/// An error control response.
+pub fn error(request_id: &str, message: &str) -> Value {
+    json!({"type": "control_response", "response": {
+        "subtype": "error", "request_id": request_id, "error": message}})
+}
+
+/// A control request from us to the CLI.
+pub fn request(request_id: &str, request: Value) -> Value {
+    json!({"type": "control_request", "request_id": request_id, "request": request})
+}
+
+/// A user prompt.
+pub fn user_prompt(text: &str) -> Value {
+    json!({"type": "user", "session_id": "", "parent_tool_use_id": null,
+           "message": {"role": "user", "content": text}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_and_fields_survive() {
+        let v = json!({"type": "brand_new", "x": 1});
+        assert_eq!(Message::parse(v.clone()), Message::Other(v));
+        let r = Message::parse(
+            json!({"type": "result", "subtype": "success", "is_error": false,
+            "num_turns": 2, "total_cost_usd": 0.5, "result": "hi", "future_field": [1]}),
+        );
+        let Message::Result(r) = r else { panic!() };
+        assert_eq!(r.num_turns, 2);
+        assert_eq!(r.result.as_deref(), Some("hi"));
+        assert_eq!(r.extra["future_field"], json!([1]));
+        let a = Message::parse(json!({"type": "assistant", "message": {"content": [
+            {"type": "text", "text": "t"}, {"type": "hologram", "z": 3},
+            {"type": "tool_use", "id": "1", "name": "n", "input": {"a": 1}}]}}));
+        let Message::Assistant(a) = a else { panic!() };
+        assert!(matches!(&a.message.content[1], ContentBlock::Other(v) if v["z"] == 3));
+        assert!(matches!(&a.message.content[2], ContentBlock::ToolUse { name, .. } if name == "n"));
+    }
+
+    #[test]
+    fn inbound_requests() {
+        let r = InboundRequest::parse(&json!({"type": "control_request", "request_id": "r1",
+            "request": {"subtype": "mcp_message", "server_name": "s", "message": {"jsonrpc": "2.0"}}}))
+        .unwrap();
+        assert!(
+            matches!(r.request, Inbound::McpMessage { ref server_name, .. } if server_name == "s")
+        );
+        let r = InboundRequest::parse(&json!({"request_id": "r2", "request": {"subtype": "zzz"}}))
+            .unwrap();
+        assert!(matches!(r.request, Inbound::Unknown { ref subtype } if subtype == "zzz"));
+        assert!(InboundRequest::parse(&json!({"request": {}})).is_err());
+    }
+}

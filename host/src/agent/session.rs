@@ -1,0 +1,637 @@
+//! The bidirectional client: one `claude` CLI process (or any pair of
+//! pipes speaking its protocol), the control protocol in both directions,
+//! and the conversation's messages as a stream.
+//!
+//! Every control request from the CLI is handled on its own task and always
+//! answered (an error reply if the handler fails or panics), except one the
+//! CLI cancels, which is aborted and answered by nobody. `mcp_message` goes
+//! to the scope's MCP handler through `bridge`; hook and permission
+//! callbacks through `hooks`; tool isolation between agents is enforced here
+//! as a second layer under the CLI's own per-agent tool lists.
+
+use super::bridge::{Bridge, Factory};
+use super::error::AgentError;
+use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
+use super::options::{AgentOptions, MAIN_AGENT, cli_args};
+use super::process::{CliProcess, find_cli, read_line_bounded};
+use super::protocol::{self, Inbound, InboundRequest, Message};
+use crate::catalog::Scope;
+use crate::core::Core;
+use crate::mcp::McpServer;
+use futures::FutureExt;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// The host's own PreToolUse hook: isolation and deny rules.
+const GUARD_HOOK: &str = "toolhost_guard";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Inner {
+    /// Lines to the CLI's stdin; `None` once input is closed.
+    out: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Our control requests awaiting the CLI's answer.
+    pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
+    /// The CLI's control requests being handled, by request id.
+    inflight: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    bridges: HashMap<String, Bridge<McpServer>>,
+    hooks: HashMap<String, (HookEvent, HookFn)>,
+    options: AgentOptions,
+    /// Which SDK servers each agent type may use (`None` key: main thread);
+    /// empty when isolation is off.
+    entitled: HashMap<Option<String>, Vec<String>>,
+    /// agent_id -> agent_type, learned from hook inputs and messages.
+    agent_types: Mutex<HashMap<String, String>>,
+    counter: AtomicU64,
+}
+
+impl Inner {
+    fn write(&self, v: &Value) -> Result<(), AgentError> {
+        let mut line = serde_json::to_vec(v).expect("JSON serializes");
+        line.push(b'\n');
+        lock(&self.out)
+            .as_ref()
+            .ok_or(AgentError::Closed)?
+            .send(line)
+            .map_err(|_| AgentError::Closed)
+    }
+
+    async fn control(&self, request: Value) -> Result<Value, AgentError> {
+        let subtype = request["subtype"].as_str().unwrap_or("").to_string();
+        let id = format!(
+            "req_{}_{:08x}",
+            self.counter.fetch_add(1, Ordering::Relaxed) + 1,
+            std::process::id()
+        );
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        if let Err(e) = self.write(&protocol::request(&id, request)) {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.options.control_timeout, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(message))) => Err(AgentError::ControlFailed { subtype, message }),
+            Ok(Err(_)) => Err(AgentError::Closed),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(AgentError::ControlTimeout {
+                    subtype,
+                    secs: self.options.control_timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    fn learn_agent(&self, id: Option<&str>, ty: Option<&str>) {
+        if let (Some(id), Some(ty)) = (id, ty) {
+            lock(&self.agent_types).insert(id.to_string(), ty.to_string());
+        }
+    }
+
+    /// The second isolation layer: may this agent call this tool? Tools of
+    /// servers we do not serve are not ours to judge.
+    fn isolation_check(
+        &self,
+        agent_id: Option<&str>,
+        agent_type: Option<&str>,
+        tool: &str,
+    ) -> Result<(), String> {
+        if self.entitled.is_empty() {
+            return Ok(());
+        }
+        let Some(server) = tool
+            .strip_prefix("mcp__")
+            .and_then(|r| r.split_once("__"))
+            .map(|(s, _)| s)
+            .filter(|s| self.bridges.contains_key(*s))
+        else {
+            return Ok(());
+        };
+        let agent_type = match (agent_id, agent_type) {
+            (None, _) => None,
+            (Some(_), Some(t)) => Some(t.to_string()),
+            (Some(id), None) => match lock(&self.agent_types).get(id) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    return Err(format!(
+                        "agent `{id}` is unknown to the host, so it may not use `{tool}`"
+                    ));
+                }
+            },
+        };
+        let ok = self
+            .entitled
+            .get(&agent_type)
+            .is_some_and(|servers| servers.iter().any(|s| s == server));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is not entitled to the tools of `{server}`",
+                agent_type.map_or("the main thread".to_string(), |t| format!("agent `{t}`"))
+            ))
+        }
+    }
+
+    fn rules_check(&self, tool: &str, input: &Value) -> Result<(), String> {
+        match self
+            .options
+            .deny_rules
+            .iter()
+            .find(|r| r.matches(tool, input))
+        {
+            Some(r) => Err(r.reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    async fn handle(&self, req: Inbound) -> Result<Value, String> {
+        match req {
+            Inbound::McpMessage {
+                server_name,
+                message,
+            } => {
+                let resp = match self.bridges.get(&server_name) {
+                    Some(b) => b.handle(message).await,
+                    None => {
+                        json!({"jsonrpc": "2.0", "id": message.get("id").cloned().unwrap_or(Value::Null),
+                        "error": {"code": -32601, "message": format!("Server '{server_name}' not found")}})
+                    }
+                };
+                Ok(json!({ "mcp_response": resp }))
+            }
+            Inbound::HookCallback {
+                callback_id, input, ..
+            } => {
+                let input = HookInput::from_wire(input);
+                self.learn_agent(input.agent_id.as_deref(), input.agent_type.as_deref());
+                if callback_id == GUARD_HOOK {
+                    let tool = input.tool_name.as_deref().unwrap_or("");
+                    let args = input.tool_input.clone().unwrap_or(Value::Null);
+                    let verdict = self
+                        .isolation_check(
+                            input.agent_id.as_deref(),
+                            input.agent_type.as_deref(),
+                            tool,
+                        )
+                        .and_then(|()| self.rules_check(tool, &args));
+                    return Ok(match verdict {
+                        Ok(()) => json!({}),
+                        Err(reason) => HookOutput::Deny { reason }.to_wire(&input.event),
+                    });
+                }
+                let (_, f) = self
+                    .hooks
+                    .get(&callback_id)
+                    .ok_or_else(|| format!("no hook callback registered as `{callback_id}`"))?;
+                let event = input.event.clone();
+                Ok(f(input).await.to_wire(&event))
+            }
+            Inbound::CanUseTool {
+                tool_name,
+                input,
+                tool_use_id,
+                agent_id,
+                raw,
+            } => {
+                let agent_type = agent_id
+                    .as_ref()
+                    .and_then(|id| lock(&self.agent_types).get(id).cloned());
+                if let Err(message) = self
+                    .isolation_check(agent_id.as_deref(), agent_type.as_deref(), &tool_name)
+                    .and_then(|()| self.rules_check(&tool_name, &input))
+                {
+                    return Ok(Permission::deny(message).to_wire(&input));
+                }
+                let verdict = match &self.options.can_use_tool {
+                    Some(f) => {
+                        f(PermissionRequest {
+                            tool_name,
+                            input: input.clone(),
+                            tool_use_id,
+                            agent_id,
+                            agent_type,
+                            raw,
+                        })
+                        .await
+                    }
+                    None => Permission::Allow,
+                };
+                Ok(verdict.to_wire(&input))
+            }
+            Inbound::Unknown { subtype } => {
+                Err(format!("unsupported control request subtype `{subtype}`"))
+            }
+        }
+    }
+}
+
+/// A connected agent session: send prompts, read messages, steer it.
+pub struct AgentSession {
+    inner: Arc<Inner>,
+    messages: mpsc::UnboundedReceiver<Result<Message, AgentError>>,
+    process: Arc<tokio::sync::Mutex<Option<CliProcess>>>,
+    stderr: Option<super::process::StderrTail>,
+    /// The CLI's answer to `initialize` (commands, models, account, ...).
+    pub server_info: Value,
+}
+
+impl AgentSession {
+    /// Start the CLI and initialize the session. Tools are served from
+    /// `core`: each SDK server in the options shows its scope's tools.
+    pub async fn connect(
+        core: Arc<Core>,
+        options: AgentOptions,
+    ) -> Result<AgentSession, AgentError> {
+        options.validate().map_err(AgentError::Options)?;
+        let cli = find_cli(options.cli.as_deref())?;
+        let args = cli_args(&options);
+        let (proc, pipes) = CliProcess::spawn(&cli, &args, options.cwd.as_deref(), &options.env)?;
+        let stderr = proc.stderr.clone();
+        let mut s = Self::start(core, options, pipes.stdout, pipes.stdin, Some(proc)).await?;
+        s.stderr = Some(stderr);
+        Ok(s)
+    }
+
+    /// Speak the protocol over any pipes (the peer plays the CLI). Used by
+    /// tests and benchmarks; `connect` is this plus a process.
+    pub async fn connect_io<R, W>(
+        core: Arc<Core>,
+        options: AgentOptions,
+        reader: R,
+        writer: W,
+    ) -> Result<AgentSession, AgentError>
+    where
+        R: AsyncBufRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        options.validate().map_err(AgentError::Options)?;
+        Self::start(core, options, reader, writer, None).await
+    }
+
+    async fn start<R, W>(
+        core: Arc<Core>,
+        options: AgentOptions,
+        reader: R,
+        writer: W,
+        proc: Option<CliProcess>,
+    ) -> Result<AgentSession, AgentError>
+    where
+        R: AsyncBufRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        // Hooks: ours first, then the caller's, each under its own id.
+        let mut hooks = HashMap::new();
+        let mut wire_hooks: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+        if options.isolated() || !options.deny_rules.is_empty() {
+            wire_hooks
+                .entry(HookEvent::PreToolUse.as_str())
+                .or_default()
+                .push(json!({"matcher": null, "hookCallbackIds": [GUARD_HOOK]}));
+        }
+        for (i, m) in options.hooks.iter().enumerate() {
+            let mut ids = Vec::new();
+            for (j, f) in m.hooks.iter().enumerate() {
+                let id = format!("hook_{i}_{j}");
+                hooks.insert(id.clone(), (m.event, f.clone()));
+                ids.push(id);
+            }
+            let mut entry = json!({"matcher": m.matcher, "hookCallbackIds": ids});
+            if let Some(t) = m.timeout {
+                entry["timeout"] = json!(t.as_secs_f64());
+            }
+            wire_hooks.entry(m.event.as_str()).or_default().push(entry);
+        }
+
+        // Agents, with each one's tools spelled out when isolation is on.
+        let scope_of: HashMap<&str, &Scope> = options
+            .servers
+            .iter()
+            .map(|s| (s.name.as_str(), &s.scope))
+            .collect();
+        let mcp_tools = |servers: &[String]| -> Vec<String> {
+            servers
+                .iter()
+                .flat_map(|s| {
+                    core.tools(scope_of[s.as_str()])
+                        .into_iter()
+                        .map(move |t| format!("mcp__{s}__{}", t.name))
+                })
+                .collect()
+        };
+        let mut agents = Map::new();
+        let mut entitled = HashMap::new();
+        for (name, def) in &options.agents {
+            let mut tools = def.tools.clone();
+            tools.extend(mcp_tools(&def.servers));
+            let mut a = json!({"description": def.description, "prompt": def.prompt});
+            if options.isolated() || !tools.is_empty() {
+                a["tools"] = json!(tools);
+            }
+            if let Some(m) = &def.model {
+                a["model"] = json!(m);
+            }
+            if let Some(n) = def.max_turns {
+                a["maxTurns"] = json!(n);
+            }
+            agents.insert(name.clone(), a);
+            entitled.insert(Some(name.clone()), def.servers.clone());
+        }
+        if options.isolated() {
+            let main = options.main_thread_servers();
+            let mut tools = options.builtin_tools.clone().unwrap_or_default();
+            if !options.agents.is_empty() {
+                tools.push("Agent".into());
+            }
+            tools.extend(mcp_tools(&main));
+            agents.insert(
+                MAIN_AGENT.into(),
+                json!({"description": "The main thread, as toolhost scopes it.",
+                       "prompt": options.system_prompt.clone().unwrap_or_default(), "tools": tools}),
+            );
+            entitled.insert(None, main);
+        } else {
+            entitled.clear();
+        }
+
+        // One bridge per SDK server, all forwarding notifications to the CLI.
+        let (note_tx, mut note_rx) = mpsc::unbounded_channel::<(Arc<str>, Value)>();
+        let bridges = options
+            .servers
+            .iter()
+            .map(|s| {
+                let (core, scope) = (core.clone(), s.scope.clone());
+                let caller = format!("agent:{}", s.name);
+                let factory: Factory<McpServer> =
+                    Arc::new(move || McpServer::with_caller(core.clone(), scope.clone(), &caller));
+                (
+                    s.name.clone(),
+                    Bridge::new(&s.name, factory, note_tx.clone()),
+                )
+            })
+            .collect();
+        drop(note_tx);
+
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let inner = Arc::new(Inner {
+            out: Mutex::new(Some(out_tx)),
+            pending: Mutex::default(),
+            inflight: Mutex::default(),
+            bridges,
+            hooks,
+            options,
+            entitled,
+            agent_types: Mutex::default(),
+            counter: AtomicU64::new(0),
+        });
+        tokio::spawn(writer_task(writer, out_rx));
+
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let process = Arc::new(tokio::sync::Mutex::new(proc));
+        let stderr = None;
+        tokio::spawn(reader_task(inner.clone(), reader, msg_tx, process.clone()));
+
+        // Server notifications -> `mcp_message` requests to the CLI (the CLI
+        // acknowledges them; nothing waits for that).
+        let w = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some((server, message)) = note_rx.recv().await {
+                let Some(inner) = w.upgrade() else { break };
+                let id = format!("note_{}", inner.counter.fetch_add(1, Ordering::Relaxed) + 1);
+                let _ = inner.write(&protocol::request(
+                    &id,
+                    json!({"subtype": "mcp_message", "server_name": &*server, "message": message}),
+                ));
+            }
+        });
+
+        let mut init = json!({"subtype": "initialize", "hooks": if wire_hooks.is_empty() { Value::Null } else { json!(wire_hooks) }});
+        if !agents.is_empty() {
+            init["agents"] = Value::Object(agents);
+        }
+        let server_info = inner.control(init).await?;
+        Ok(AgentSession {
+            inner,
+            messages: msg_rx,
+            process,
+            stderr,
+            server_info,
+        })
+    }
+
+    /// Send a user prompt.
+    pub fn send(&self, prompt: &str) -> Result<(), AgentError> {
+        self.inner.write(&protocol::user_prompt(prompt))
+    }
+
+    /// The next message; `None` when the CLI's output has ended.
+    pub async fn next(&mut self) -> Option<Result<Message, AgentError>> {
+        self.messages.recv().await
+    }
+
+    /// Messages up to and including the next `result`.
+    pub async fn receive_turn(&mut self) -> Result<Vec<Message>, AgentError> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            let m = m?;
+            let done = matches!(m, Message::Result(_));
+            out.push(m);
+            if done {
+                return Ok(out);
+            }
+        }
+        Err(AgentError::Closed)
+    }
+
+    /// Stop the current turn.
+    pub async fn interrupt(&self) -> Result<(), AgentError> {
+        self.inner
+            .control(json!({"subtype": "interrupt"}))
+            .await
+            .map(drop)
+    }
+
+    pub async fn set_permission_mode(
+        &self,
+        mode: super::options::PermissionMode,
+    ) -> Result<(), AgentError> {
+        self.inner
+            .control(json!({"subtype": "set_permission_mode", "mode": mode.as_str()}))
+            .await
+            .map(drop)
+    }
+
+    /// Switch model; `None` goes back to the default.
+    pub async fn set_model(&self, model: Option<&str>) -> Result<(), AgentError> {
+        self.inner
+            .control(json!({"subtype": "set_model", "model": model}))
+            .await
+            .map(drop)
+    }
+
+    /// The CLI's view of its MCP servers.
+    pub async fn mcp_status(&self) -> Result<Value, AgentError> {
+        self.inner.control(json!({"subtype": "mcp_status"})).await
+    }
+
+    /// Close the CLI's input: it finishes what it is doing and exits.
+    pub fn end_input(&self) {
+        lock(&self.inner.out).take();
+    }
+
+    /// The tail of the CLI's stderr.
+    pub fn stderr(&self) -> String {
+        self.stderr.as_ref().map(|s| s.text()).unwrap_or_default()
+    }
+
+    /// End the session: close input, drain messages, wait for the CLI to
+    /// exit (killing it after `grace`). Returns its exit code.
+    pub async fn close(mut self, grace: Duration) -> Option<i32> {
+        self.end_input();
+        let _ = tokio::time::timeout(grace, async {
+            while self.messages.recv().await.is_some() {}
+        })
+        .await;
+        match self.process.lock().await.as_mut() {
+            Some(p) => p.shutdown(grace).await,
+            None => Some(0),
+        }
+    }
+}
+
+async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(line) = rx.recv().await {
+        if w.write_all(&line).await.is_err() {
+            return;
+        }
+        // Batch what is already queued into one flush.
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+async fn reader_task<R: AsyncBufRead + Unpin>(
+    inner: Arc<Inner>,
+    mut reader: R,
+    messages: mpsc::UnboundedSender<Result<Message, AgentError>>,
+    process: Arc<tokio::sync::Mutex<Option<CliProcess>>>,
+) {
+    let max = inner.options.max_line_bytes;
+    let mut buf = Vec::with_capacity(4096);
+    let mut saw_result = false;
+    loop {
+        match read_line_bounded(&mut reader, &mut buf, max).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e @ AgentError::LineTooLong { .. }) => {
+                let _ = messages.send(Err(e));
+                continue;
+            }
+            Err(e) => {
+                let _ = messages.send(Err(e));
+                break;
+            }
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = match serde_json::from_slice(&buf) {
+            Ok(v) => v,
+            Err(source) => {
+                let line = String::from_utf8_lossy(&buf).chars().take(2000).collect();
+                let _ = messages.send(Err(AgentError::JsonDecode { line, source }));
+                continue;
+            }
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("control_response") => {
+                let r = &v["response"];
+                let id = r["request_id"].as_str().unwrap_or_default();
+                if let Some(tx) = lock(&inner.pending).remove(id) {
+                    let _ = tx.send(if r["subtype"] == "error" {
+                        Err(r["error"].as_str().unwrap_or("unknown error").to_string())
+                    } else {
+                        Ok(r.get("response").cloned().unwrap_or(Value::Null))
+                    });
+                }
+            }
+            Some("control_request") => dispatch(&inner, &v),
+            Some("control_cancel_request") => {
+                if let Some(id) = v["request_id"].as_str() {
+                    if let Some(h) = lock(&inner.inflight).remove(id) {
+                        h.abort();
+                    }
+                }
+            }
+            _ => {
+                let m = Message::parse(v);
+                if let Message::Assistant(a) = &m {
+                    inner.learn_agent(a.agent_id.as_deref(), a.subagent_type.as_deref());
+                }
+                if let Message::User(u) = &m {
+                    inner.learn_agent(u.agent_id.as_deref(), u.subagent_type.as_deref());
+                }
+                saw_result |= matches!(m, Message::Result(_));
+                let _ = messages.send(Ok(m));
+            }
+        }
+    }
+    // Output ended: nothing we asked will be answered.
+    lock(&inner.pending).clear();
+    lock(&inner.out).take();
+    if let Some(p) = process.lock().await.as_mut() {
+        let code = p.shutdown(Duration::from_secs(5)).await;
+        if code != Some(0) || !saw_result {
+            let _ = messages.send(Err(AgentError::ProcessExited {
+                code,
+                stderr: p.stderr.text(),
+            }));
+        }
+    }
+}
+
+/// Handle one control request from the CLI on its own task.
+fn dispatch(inner: &Arc<Inner>, v: &Value) {
+    let req = match InboundRequest::parse(v) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(id) = v["request_id"].as_str() {
+                let _ = inner.write(&protocol::error(id, &e));
+            }
+            return;
+        }
+    };
+    let id = req.request_id.clone();
+    let task_inner = inner.clone();
+    // Register before the task can finish, so its own removal wins.
+    let mut inflight = lock(&inner.inflight);
+    let handle = tokio::spawn(async move {
+        let inner = task_inner;
+        let result = std::panic::AssertUnwindSafe(inner.handle(req.request))
+            .catch_unwind()
+            .await;
+        let reply = match result {
+            Ok(Ok(v)) => protocol::success(&req.request_id, v),
+            Ok(Err(e)) => protocol::error(&req.request_id, &e),
+            Err(_) => protocol::error(&req.request_id, "the handler panicked"),
+        };
+        lock(&inner.inflight).remove(&req.request_id);
+        let _ = inner.write(&reply);
+    });
+    inflight.insert(id, handle.abort_handle());
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the pinned `claude` CLI (npm @anthropic-ai/claude-code) into a
+# project-local, gitignored directory, for the agent tests and `toolhost agent`.
+#   scripts/install-claude-cli.sh [DIR]      (default: .claude-cli)
+# The CLI is then DIR/node_modules/.bin/claude; the tests look there unless
+# TOOLHOST_CLAUDE_CLI names another executable. Idempotent.
+set -euo pipefail
+VERSION=2.1.330
+DIR=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.claude-cli"}
+BIN="$DIR/node_modules/.bin/claude"
+if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "^$VERSION"; then
+  echo "claude CLI $VERSION already installed at $BIN"
+  exit 0
+fi
+command -v npm >/dev/null || { echo "npm is required to install the claude CLI (apt-get install npm)" >&2; exit 1; }
+mkdir -p "$DIR"
+# The package's platform binary comes from its optional dependency
+# (@anthropic-ai/claude-code-linux-x64 on this platform).
+npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$VERSION"
+"$BIN" --version
