@@ -1,0 +1,509 @@
+//! The MCP front end, end to end: the real `toolhost serve` binary over stdio
+//! and Streamable HTTP, driven by the official Python (`mcp`) and TypeScript
+//! (`@modelcontextprotocol/sdk`) SDK clients (tests/clients/), plus raw
+//! requests for what no SDK client would send (bad hosts, missing tokens,
+//! methods the server does not serve).
+//!
+//! The clients come from `scripts/install-test-deps.sh`; without them these
+//! tests fail and say so.
+
+use crate::support::{ToolDir, root};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
+
+/// Where the pinned test clients are installed.
+fn deps_dir() -> PathBuf {
+    let d = std::env::var_os("TOOLHOST_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".test-deps"));
+    let python = d.join("venv/bin/python");
+    let sdk = d.join("node/node_modules/@modelcontextprotocol/sdk/package.json");
+    assert!(
+        python.is_file() && sdk.is_file(),
+        "the MCP SDK clients are not installed in {}: run `scripts/install-test-deps.sh` (or `make test-deps`)",
+        d.display()
+    );
+    d
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Sdk {
+    Python,
+    TypeScript,
+}
+
+/// How the client reaches the server.
+enum Via<'a> {
+    /// The client spawns `toolhost serve` over stdio with these arguments.
+    Stdio(&'a [&'a str]),
+    Http(&'a str),
+}
+
+/// The client command for `scenario`, ready to spawn.
+fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via) -> Command {
+    let deps = deps_dir();
+    let mut cmd = match sdk {
+        Sdk::Python => {
+            let mut c = Command::new(deps.join("venv/bin/python"));
+            c.arg(root().join("tests/clients/mcp_client.py"));
+            c
+        }
+        Sdk::TypeScript => {
+            let mut c = Command::new("node");
+            c.arg(root().join("tests/clients/mcp_client.mjs"));
+            c
+        }
+    };
+    cmd.env("TOOLHOST_TEST_DEPS", &deps).arg(scenario);
+    if let Some(m) = mode {
+        cmd.args(["--mode", m]);
+    }
+    match via {
+        Via::Http(url) => {
+            cmd.args(["--http", url]);
+        }
+        Via::Stdio(args) => {
+            cmd.args(["--", BIN, "serve"]).args(args);
+        }
+    }
+    cmd
+}
+
+/// Run a client to completion (at most `limit`) and require `ok SCENARIO`.
+fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the MCP client");
+    let out = wait_output(child, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.lines().last() == Some(&format!("ok {scenario}")),
+        "client scenario `{scenario}` failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// `wait_with_output`, killing the child after `limit`.
+fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut b);
+        }
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut b);
+        }
+        b
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait().unwrap();
+            eprintln!("killed after {limit:?}");
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A tools directory for the clients' scenarios: echo, text (unless
+/// `without_text`), the conformance tools and `hostile` (one call at a time,
+/// so a guest left running would block the next call).
+fn tools(without_text: bool) -> ToolDir {
+    let d = ToolDir::new();
+    let mut deployed = vec![("build/tools", "echo"), ("build/conformance-tools", "conformance")];
+    if !without_text {
+        deployed.push(("build/tools", "text"));
+    }
+    for (dir, name) in deployed {
+        copy_tool(&root().join(dir), name, d.path());
+    }
+    d.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 1\n",
+    );
+    d
+}
+
+/// Copy a deployed tool (its .wasm and rendered manifest) into `to`.
+fn copy_tool(from: &Path, name: &str, to: &Path) {
+    for ext in ["wasm", "toml"] {
+        let src = from.join(format!("{name}.{ext}"));
+        assert!(src.is_file(), "{} is missing: run `make tools`", src.display());
+        std::fs::copy(&src, to.join(format!("{name}.{ext}"))).unwrap();
+    }
+}
+
+/// `toolhost serve --http` on a free loopback port; killed on drop.
+struct HttpServe {
+    child: Child,
+    url: String,
+}
+
+impl HttpServe {
+    fn start(args: &[&str]) -> HttpServe {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let url = loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!("toolhost serve --http exited before serving:\n{seen}");
+            };
+            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                break u.to_string();
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        HttpServe { child, url }
+    }
+
+    fn addr(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_string()
+    }
+}
+
+impl Drop for HttpServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn serve_args(dir: &ToolDir) -> Vec<String> {
+    vec!["--tools".into(), dir.path().display().to_string()]
+}
+
+fn stdio_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>, dir: &ToolDir, extra: &[&str]) {
+    let args = serve_args(dir);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    run_client(client(sdk, scenario, mode, Via::Stdio(&all)), scenario, LIMIT);
+}
+
+fn http_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>) {
+    let dir = tools(false);
+    let args = serve_args(&dir);
+    let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run_client(client(sdk, scenario, mode, Via::Http(&server.url)), scenario, LIMIT);
+}
+
+// --- the SDK clients: list, call, structured output, progress, logging, errors
+
+#[test]
+fn python_over_stdio_2025_11_25() {
+    stdio_scenario(Sdk::Python, "basic", Some("legacy"), &tools(false), &[]);
+}
+
+#[test]
+fn python_over_stdio_2026_07_28_stateless() {
+    // `auto` probes `server/discover` first, then speaks 2026-07-28.
+    stdio_scenario(Sdk::Python, "basic", Some("auto"), &tools(false), &[]);
+}
+
+#[test]
+fn python_over_http_2025_11_25() {
+    http_scenario(Sdk::Python, "basic", Some("legacy"));
+}
+
+#[test]
+fn python_over_http_2026_07_28_stateless() {
+    http_scenario(Sdk::Python, "basic", Some("auto"));
+}
+
+#[test]
+fn typescript_over_stdio() {
+    stdio_scenario(Sdk::TypeScript, "basic", None, &tools(false), &[]);
+}
+
+#[test]
+fn typescript_over_http() {
+    http_scenario(Sdk::TypeScript, "basic", None);
+}
+
+// --- cancellation stops the guest, frees its slot and is audited
+
+fn cancel_with_audit(sdk: Sdk, http: bool) {
+    let dir = tools(false);
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.display().to_string();
+    if http {
+        let mut args = serve_args(&dir);
+        args.extend(["--audit".into(), audit_arg]);
+        let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        run_client(client(sdk, "cancel", None, Via::Http(&server.url)), "cancel", LIMIT);
+    } else {
+        stdio_scenario(sdk, "cancel", None, &dir, &["--audit", &audit_arg]);
+    }
+    let records = std::fs::read_to_string(&audit).unwrap();
+    let spin: serde_json::Value = records
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["tool"] == "spin")
+        .unwrap_or_else(|| panic!("no audit record of `spin`:\n{records}"));
+    assert_eq!(spin["outcome"], "cancelled", "{spin}");
+    assert!(
+        spin["duration_us"].as_u64().unwrap() < 5_000_000,
+        "the guest ran on after the cancellation: {spin}"
+    );
+}
+
+#[test]
+fn python_cancels_a_runaway_guest_over_stdio() {
+    cancel_with_audit(Sdk::Python, false);
+}
+
+#[test]
+fn python_cancels_a_runaway_guest_over_http() {
+    cancel_with_audit(Sdk::Python, true);
+}
+
+#[test]
+fn typescript_cancels_a_runaway_guest_over_stdio() {
+    cancel_with_audit(Sdk::TypeScript, false);
+}
+
+#[test]
+fn typescript_cancels_a_runaway_guest_over_http() {
+    cancel_with_audit(Sdk::TypeScript, true);
+}
+
+// --- guest output never reaches the protocol stream
+
+#[test]
+fn guest_stdout_flood_never_reaches_the_stdio_stream() {
+    let dir = tools(false);
+    stdio_scenario(Sdk::Python, "flood", Some("legacy"), &dir, &[]);
+    stdio_scenario(Sdk::TypeScript, "flood", None, &dir, &[]);
+}
+
+// --- hot reload: tools/list_changed
+
+/// Start the client, wait until it has listed the tools, add `text` to the
+/// watched directory, and require the client to see it after the
+/// notification.
+fn list_changed(sdk: Sdk, http: bool) {
+    let dir = tools(true);
+    let args = serve_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = http.then(|| HttpServe::start(&args));
+    let via = match &server {
+        Some(s) => Via::Http(&s.url),
+        None => Via::Stdio(&args),
+    };
+    let mode = matches!(sdk, Sdk::Python).then_some("legacy");
+    let mut child = client(sdk, "list_changed", mode, via)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    if !ready.starts_with("READY") {
+        let out = wait_output(child, Duration::from_secs(5));
+        panic!(
+            "client not ready: {ready}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!ready.contains("json_query"), "{ready}");
+    copy_tool(&root().join("build/tools"), "text", dir.path());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = wait_output(child, LIMIT);
+    let tools = rest.iter().find(|l| l.starts_with("TOOLS")).unwrap_or_else(|| {
+        panic!(
+            "no tool list after the change: {rest:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(tools.contains("json_query") && tools.contains("regex_extract"), "{tools}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn python_sees_tools_list_changed_over_stdio() {
+    list_changed(Sdk::Python, false);
+}
+
+#[test]
+fn typescript_sees_tools_list_changed_over_http() {
+    list_changed(Sdk::TypeScript, true);
+}
+
+// --- raw protocol: what no SDK client sends
+
+/// One JSON-RPC exchange over stdio: send `lines`, collect every reply line
+/// until stdin closes and the server exits.
+fn stdio_raw(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let dir = tools(true);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let mut replies = Vec::new();
+    let want = lines.iter().filter(|l| l.get("id").is_some()).count();
+    for line in reader.lines().map_while(Result::ok) {
+        replies.push(serde_json::from_str(&line).unwrap());
+        if replies.len() == want {
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = wait_output(child, Duration::from_secs(20));
+    replies
+}
+
+#[test]
+fn requests_it_cannot_serve_get_errors_not_silence() {
+    use serde_json::json;
+    let replies = stdio_raw(&[
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"server/discover"}),
+        json!({"jsonrpc":"2.0","id":3,"method":"no/such/method","params":{}}),
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}),
+        json!({"jsonrpc":"2.0","id":5,"method":"ping"}),
+    ]);
+    let by_id = |id: i64| {
+        replies
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no reply to request {id}: {replies:?}"))
+    };
+    assert_eq!(by_id(1)["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(by_id(2)["error"]["code"], -32602, "{:?}", by_id(2));
+    assert_eq!(by_id(3)["error"]["code"], -32601, "{:?}", by_id(3));
+    let unknown = by_id(4);
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown:?}");
+    assert!(unknown["error"]["message"].as_str().unwrap().contains("unknown tool"));
+    assert_eq!(by_id(5)["result"], json!({}));
+}
+
+/// A raw HTTP/1.1 POST of an `initialize` request; the status code and body.
+fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut resp = String::new();
+    // The server may answer (413) before reading the whole body.
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
+    (status, resp)
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+#[test]
+fn http_rejects_foreign_hosts_and_origins() {
+    let dir = tools(true);
+    let server = HttpServe::start(&serve_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = server.addr();
+    assert_eq!(http_post(&addr, &[], INIT).0, 200);
+    assert_eq!(http_post(&addr, &[("Host", "evil.example.com")], INIT).0, 403);
+    let evil = [("Origin", "http://evil.example.com")];
+    assert_eq!(http_post(&addr, &evil, INIT).0, 403);
+    let local = [("Origin", "http://localhost:3000")];
+    assert_eq!(http_post(&addr, &local, INIT).0, 200);
+}
+
+#[test]
+fn http_bearer_token_is_required_when_set() {
+    let dir = tools(true);
+    let mut args = serve_args(&dir);
+    args.extend(["--bearer-token".into(), "s3cret".into()]);
+    let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = server.addr();
+    let (status, resp) = http_post(&addr, &[], INIT);
+    assert_eq!(status, 401, "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("www-authenticate: bearer"), "{resp}");
+    assert_eq!(http_post(&addr, &[("Authorization", "Bearer wrong")], INIT).0, 401);
+    assert_eq!(http_post(&addr, &[("Authorization", "Bearer s3cret")], INIT).0, 200);
+}
+
+#[test]
+fn http_refuses_a_public_address_without_a_token() {
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "0.0.0.0:0", "--watch", "false", "--tools"])
+        .arg(tools(true).path())
+        .env_remove("TOOLHOST_BEARER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without a bearer token"), "{err}");
+}
+
+#[test]
+fn http_limits_the_request_body() {
+    let dir = tools(true);
+    let server = HttpServe::start(&serve_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(5 << 20)
+    );
+    assert_eq!(http_post(&server.addr(), &[], &big).0, 413);
+}
