@@ -50,14 +50,47 @@ tools:
 		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
 	@mkdir -p $(BUILD)/out
 
+## claude-cli: install the pinned claude CLI into .claude-cli/ (the agent tests use it).
+.PHONY: claude-cli
+claude-cli:
+	bash scripts/install-claude-cli.sh
+
+## build: the host binary (target/release/toolhost) and every tool.
+.PHONY: build demo test test-rust bench help
+build: setup tools
+	$(CARGO) build --release -p toolhost
+
+## demo: the main job: load the example tools, call them, watch the sandbox refuse.
+demo: build
+	bash scripts/demo.sh target/release/toolhost $(BUILD)/tools
+
+## test: everything CI runs: unit and integration tests (real components,
+## real MCP clients, the real claude CLI), then the MCP conformance suite.
+test: setup tools test-deps
+	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory conformance
+
+## test-rust: the Rust tests only (no conformance suite).
+test-rust: setup tools
+	$(CARGO) test --workspace --no-fail-fast
+
+## test-deps: the pinned real peers the tests drive (MCP SDK clients,
+## conformance suite, claude CLI), installed under the project.
+.PHONY: test-deps
+test-deps:
+	bash scripts/install-test-deps.sh
+	bash scripts/install-claude-cli.sh
+
+## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
+bench: setup tools
+	$(CARGO) bench --bench sandbox
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  /'
+
 ## conformance: the MCP conformance suite against `toolhost serve --http`
 ## (expected failures, each with its reason: tests/conformance/baseline.yml).
 .PHONY: conformance
 conformance: tools
 	$(CARGO) build -p toolhost
 	bash scripts/conformance.sh $(TARGET_DIR)/debug/toolhost
-
-## claude-cli: install the pinned claude CLI into .claude-cli/ (the agent tests use it).
-.PHONY: claude-cli
-claude-cli:
-	bash scripts/install-claude-cli.sh

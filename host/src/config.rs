@@ -29,6 +29,8 @@ pub struct HostConfig {
     pub max_wasm_stack: usize,
     /// Captured stdout/stderr per call (each), for diagnostics.
     pub max_stdio: usize,
+    /// Allow/deny rules (`[[rule]]` in the config file), see `policy`.
+    pub rules: Vec<crate::policy::Rule>,
 }
 
 impl Default for HostConfig {
@@ -48,6 +50,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
             max_stdio: 64 << 10,
+            rules: Vec::new(),
         }
     }
 }
@@ -91,6 +94,8 @@ impl HostConfig {
             max_concurrency: Option<u32>,
             network_allow: Option<Vec<String>>,
             allow_rw_fs: Option<bool>,
+            #[serde(default)]
+            rule: Vec<crate::policy::Rule>,
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -128,6 +133,7 @@ impl HostConfig {
         if let Some(b) = raw.allow_rw_fs {
             c.allow_rw_fs = b;
         }
+        c.rules = raw.rule;
         Ok(c)
     }
 }

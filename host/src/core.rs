@@ -92,7 +92,11 @@ impl CoreBuilder {
     }
     /// Create the sandbox and load every source; per-tool failures are in
     /// `Core::load_errors`.
-    pub async fn build(self, on_event: &(dyn Fn(LoadEvent<'_>) + Sync)) -> anyhow::Result<Core> {
+    pub async fn build(mut self, on_event: &(dyn Fn(LoadEvent<'_>) + Sync)) -> anyhow::Result<Core> {
+        // Rules from the host config come first: the operator's word wins.
+        let mut rules = std::mem::take(&mut self.config.rules);
+        rules.append(&mut self.policy.rules);
+        self.policy.rules = rules;
         let sandbox = Arc::new(Sandbox::new(self.config)?);
         let catalog = Catalog::load(&sandbox, &self.sources, on_event).await;
         let (changed, _) = tokio::sync::watch::channel(0);

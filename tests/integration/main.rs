@@ -7,5 +7,6 @@ mod support;
 mod limits;
 mod manifest;
 mod grants;
+mod policy;
 mod mcp;
 mod agent;
