@@ -100,6 +100,20 @@ fn main() {
         })
         .await;
 
+        // The pooling allocator's keep-resident size: what a fresh sandbox
+        // costs when the first N bytes of memory are reset in place.
+        let mut resident = Vec::new();
+        for keep in [0usize, 256 << 10, 1 << 20, 2 << 20, 4 << 20] {
+            let sb = Sandbox::new(HostConfig { memory_keep_resident: keep, ..config.clone() }).unwrap();
+            let comp = sb.load(manifest.clone()).await.unwrap();
+            let us = measure(3_000, || async {
+                let cx = CallContext { events: None, cancel: Default::default() };
+                std::hint::black_box(sb.call(&comp, "echo", args, cx).await.unwrap());
+            })
+            .await;
+            resident.push((keep, us));
+        }
+
         let core = Arc::new(Core::builder().config(config.clone()).source(Scope::default(), &echo_manifest).build(&|_| {}).await.unwrap());
         let argmap = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(args).unwrap();
         let full = measure(5_000, || async {
@@ -143,6 +157,12 @@ fn main() {
         println!("|---|---|");
         println!("| compile echo.wasm (no cache) | {:.1} ms |", median(compile));
         println!("| load echo from the on-disk cache | {:.3} ms |", median(cached));
+        println!();
+        println!("| fresh sandbox, by `memory_keep_resident` | per call | vs native |");
+        println!("|---|---|---|");
+        for (keep, us) in resident {
+            row(&format!("{} KiB", keep >> 10), us, native);
+        }
         println!();
         println!("| throughput, full call path | calls/s |");
         println!("|---|---|");

@@ -29,6 +29,11 @@ pub struct HostConfig {
     pub max_wasm_stack: usize,
     /// Captured stdout/stderr per call (each), for diagnostics.
     pub max_stdio: usize,
+    /// Bytes at the start of each linear-memory slot that are reset in place
+    /// (memset, or only the dirty pages where the kernel supports pagemap
+    /// scans) rather than unmapped between calls. A fresh sandbox per call
+    /// lives or dies by this: see BENCHMARKS.md for the trade-off.
+    pub memory_keep_resident: usize,
     /// Allow/deny rules (`[[rule]]` in the config file), see `policy`.
     pub rules: Vec<crate::policy::Rule>,
 }
@@ -50,6 +55,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
             max_stdio: 64 << 10,
+            memory_keep_resident: 256 << 10,
             rules: Vec::new(),
         }
     }

@@ -99,7 +99,7 @@ impl Sandbox {
             // Keep the first pages of each slot resident: resetting them with
             // memset is far cheaper than unmapping and faulting them back in,
             // and it roughly halves the cost of a fresh sandbox.
-            .linear_memory_keep_resident(1 << 20)
+            .linear_memory_keep_resident(config.memory_keep_resident)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
