@@ -92,7 +92,10 @@ impl CoreBuilder {
     }
     /// Create the sandbox and load every source; per-tool failures are in
     /// `Core::load_errors`.
-    pub async fn build(mut self, on_event: &(dyn Fn(LoadEvent<'_>) + Sync)) -> anyhow::Result<Core> {
+    pub async fn build(
+        mut self,
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) -> anyhow::Result<Core> {
         // Rules from the host config come first: the operator's word wins.
         let mut rules = std::mem::take(&mut self.config.rules);
         rules.append(&mut self.policy.rules);
@@ -212,9 +215,16 @@ impl Core {
         let started = Instant::now();
         let args = Value::Object(req.arguments.unwrap_or_default());
         let catalog = self.catalog.load_full();
+        let mut args_bytes = 0;
         let result = self
             .call_inner(
-                &catalog, &req.scope, &req.tool, &args, req.events, req.cancel,
+                &catalog,
+                &req.scope,
+                &req.tool,
+                &args,
+                &mut args_bytes,
+                req.events,
+                req.cancel,
             )
             .await;
         if self.audit.enabled() {
@@ -232,7 +242,7 @@ impl Core {
                 },
                 detail: result.as_ref().err().map(|e| e.to_string()),
                 duration_us: started.elapsed().as_micros() as u64,
-                args_bytes: args.as_object().map_or(0, |m| m.len()),
+                args_bytes,
             });
         }
         result
@@ -244,6 +254,7 @@ impl Core {
         scope: &Scope,
         name: &str,
         args: &Value,
+        args_bytes: &mut usize,
         events: Option<EventSink>,
         cancel: CancellationToken,
     ) -> Result<ToolOutput, CallError> {
@@ -266,6 +277,7 @@ impl Core {
                 details,
             })?;
         let text = args.to_string();
+        *args_bytes = text.len();
         let out = self
             .sandbox
             .call(&tool.component, name, &text, CallContext { events, cancel })

@@ -50,30 +50,6 @@ pub enum ResourceContents {
     Blob(Vec<u8>),
 }
 
-impl Content {
-    /// Bytes this block weighs against `max-output`.
-    pub fn size(&self) -> usize {
-        match self {
-            Content::Text(t) => t.len(),
-            Content::Image { data, mime_type } | Content::Audio { data, mime_type } => {
-                data.len() + mime_type.len()
-            }
-            Content::Resource {
-                uri,
-                mime_type,
-                contents,
-            } => {
-                uri.len()
-                    + mime_type.as_ref().map_or(0, String::len)
-                    + match contents {
-                        ResourceContents::Text(t) => t.len(),
-                        ResourceContents::Blob(b) => b.len(),
-                    }
-            }
-        }
-    }
-}
-
 /// A successful call's result.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ToolOutput {

@@ -388,12 +388,10 @@ impl Sandbox {
         let state = store.data();
         match result {
             Ok(Ok(r)) => {
-                let out = convert_result(r).map_err(|details| CallError::BadResult {
-                    tool: err_tool(),
-                    details,
-                })?;
-                let size: usize = out.content.iter().map(Content::size).sum::<usize>()
-                    + out.structured.as_ref().map_or(0, |s| s.to_string().len());
+                // Weigh the result as the guest sent it (structured JSON as
+                // text), before any of it is parsed.
+                let size: usize = r.content.iter().map(wit_content_size).sum::<usize>()
+                    + r.structured.as_ref().map_or(0, String::len);
                 if size as u64 > limits.max_output {
                     return Err(CallError::OutputTooLarge {
                         tool: err_tool(),
@@ -401,7 +399,10 @@ impl Sandbox {
                         limit: limits.max_output,
                     });
                 }
-                Ok(out)
+                convert_result(r).map_err(|details| CallError::BadResult {
+                    tool: err_tool(),
+                    details,
+                })
             }
             Ok(Err(e)) => Err(match e {
                 wit_tool::ToolError::InvalidArguments(m) => CallError::InvalidArguments {
@@ -423,7 +424,14 @@ impl Sandbox {
     /// the fresh sandbox costs (see `benches/sandbox.rs`).
     #[doc(hidden)]
     pub async fn warm_instance(&self, comp: &LoadedComponent) -> anyhow::Result<WarmInstance> {
-        let mut store = self.store(comp, CallContext { events: None, cancel: CancellationToken::new() }, true)?;
+        let mut store = self.store(
+            comp,
+            CallContext {
+                events: None,
+                cancel: CancellationToken::new(),
+            },
+            true,
+        )?;
         let bindings = comp.pre.instantiate_async(&mut store).await?;
         Ok(WarmInstance { store, bindings })
     }
@@ -497,7 +505,11 @@ pub struct WarmInstance {
 
 impl WarmInstance {
     pub async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
-        let r = self.bindings.toolhost_tool_tool().call_call(&mut self.store, tool, arguments).await?;
+        let r = self
+            .bindings
+            .toolhost_tool_tool()
+            .call_call(&mut self.store, tool, arguments)
+            .await?;
         let r = r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         convert_result(r).map_err(|e| anyhow::anyhow!(e))
     }
@@ -563,6 +575,22 @@ fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, (String, String)> {
             open_world: a.open_world,
         },
     })
+}
+
+fn wit_content_size(c: &bindings::toolhost::tool::types::Content) -> usize {
+    use bindings::toolhost::tool::types as wit;
+    match c {
+        wit::Content::Text(t) => t.len(),
+        wit::Content::Image(m) | wit::Content::Audio(m) => m.data.len() + m.mime_type.len(),
+        wit::Content::Resource(r) => {
+            r.uri.len()
+                + r.mime_type.as_ref().map_or(0, String::len)
+                + match &r.contents {
+                    wit::ResourceContents::Text(t) => t.len(),
+                    wit::ResourceContents::Blob(b) => b.len(),
+                }
+        }
+    }
 }
 
 fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
