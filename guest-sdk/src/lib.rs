@@ -197,7 +197,9 @@ impl IntoOutput for Output {
 /// The schema of what `T` *serializes* to (fields skipped when empty are
 /// not required), unlike `schema_for!`, which describes what it accepts.
 fn serialized_schema<T: JsonSchema>() -> serde_json::Value {
-    let generator = schemars::generate::SchemaSettings::default().for_serialize().into_generator();
+    let generator = schemars::generate::SchemaSettings::default()
+        .for_serialize()
+        .into_generator();
     serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schema serializes")
 }
 
@@ -360,7 +362,11 @@ impl Toolbox {
                 name: e.name.clone(),
                 title: e.title.clone(),
                 description: e.description.clone(),
-                input_schema: e.input_schema.get().unwrap_or_else(|| serde_json::json!({"type": "object"})).to_string(),
+                input_schema: e
+                    .input_schema
+                    .get()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"}))
+                    .to_string(),
                 output_schema: e.output_schema.get().map(|s| s.to_string()),
                 annotations: wit::Annotations {
                     title: e.annotations.title.clone(),
@@ -417,22 +423,24 @@ macro_rules! export {
     ($tools:path) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-        struct __ToolhostComponent;
-        impl $crate::bindings::exports::toolhost::tool::tool::Guest for __ToolhostComponent {
-            fn describe() -> ::std::vec::Vec<$crate::bindings::exports::toolhost::tool::tool::ToolDef> {
-                $tools().__describe()
-            }
-            fn call(
-                name: ::std::string::String,
-                arguments: ::std::string::String,
-            ) -> ::std::result::Result<
-                $crate::bindings::exports::toolhost::tool::tool::CallResult,
-                $crate::bindings::exports::toolhost::tool::tool::ToolError,
-            > {
-                $tools().__call(&name, &arguments)
-            }
+            struct __ToolhostComponent;
+            impl $crate::bindings::exports::toolhost::tool::tool::Guest for __ToolhostComponent {
+                fn describe()
+                -> ::std::vec::Vec<$crate::bindings::exports::toolhost::tool::tool::ToolDef>
+                {
+                    $tools().__describe()
+                }
+                fn call(
+                    name: ::std::string::String,
+                    arguments: ::std::string::String,
+                ) -> ::std::result::Result<
+                    $crate::bindings::exports::toolhost::tool::tool::CallResult,
+                    $crate::bindings::exports::toolhost::tool::tool::ToolError,
+                > {
+                    $tools().__call(&name, &arguments)
         }
-        $crate::bindings::__export_world!(__ToolhostComponent with_types_in $crate::bindings);
+            }
+            $crate::bindings::__export_world!(__ToolhostComponent with_types_in $crate::bindings);
         };
     };
 }

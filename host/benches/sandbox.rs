@@ -44,14 +44,24 @@ fn row(name: &str, us: f64, base: f64) {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let tools = root.join("build/tools");
     let echo_manifest = tools.join("echo.toml");
     assert!(echo_manifest.is_file(), "run `make tools` first");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let cache = tempfile::tempdir().unwrap();
-        let config = HostConfig { cache_dir: Some(cache.path().to_path_buf()), ..HostConfig::default() };
+        let config = HostConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..HostConfig::default()
+        };
         let sandbox = Sandbox::new(config.clone()).unwrap();
         let args = r#"{"text":"hello, sandbox"}"#;
 
@@ -66,7 +76,11 @@ fn main() {
         let manifest = Manifest::load(&echo_manifest).unwrap();
         let mut compile = Vec::new();
         for _ in 0..3 {
-            let nocache = Sandbox::new(HostConfig { cache_dir: None, ..config.clone() }).unwrap();
+            let nocache = Sandbox::new(HostConfig {
+                cache_dir: None,
+                ..config.clone()
+            })
+            .unwrap();
             let t = Instant::now();
             nocache.load(manifest.clone()).await.unwrap();
             compile.push(t.elapsed().as_secs_f64() * 1e3);
@@ -95,7 +109,10 @@ fn main() {
         };
 
         let fresh = measure(5_000, || async {
-            let cx = CallContext { events: None, cancel: Default::default() };
+            let cx = CallContext {
+                events: None,
+                cancel: Default::default(),
+            };
             std::hint::black_box(sandbox.call(&comp, "echo", args, cx).await.unwrap());
         })
         .await;
@@ -104,20 +121,42 @@ fn main() {
         // costs when the first N bytes of memory are reset in place.
         let mut resident = Vec::new();
         for keep in [0usize, 256 << 10, 1 << 20, 2 << 20, 4 << 20] {
-            let sb = Sandbox::new(HostConfig { memory_keep_resident: keep, ..config.clone() }).unwrap();
+            let sb = Sandbox::new(HostConfig {
+                memory_keep_resident: keep,
+                ..config.clone()
+            })
+            .unwrap();
             let comp = sb.load(manifest.clone()).await.unwrap();
             let us = measure(3_000, || async {
-                let cx = CallContext { events: None, cancel: Default::default() };
+                let cx = CallContext {
+                    events: None,
+                    cancel: Default::default(),
+                };
                 std::hint::black_box(sb.call(&comp, "echo", args, cx).await.unwrap());
             })
             .await;
             resident.push((keep, us));
         }
 
-        let core = Arc::new(Core::builder().config(config.clone()).source(Scope::default(), &echo_manifest).build(&|_| {}).await.unwrap());
-        let argmap = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(args).unwrap();
+        let core = Arc::new(
+            Core::builder()
+                .config(config.clone())
+                .source(Scope::default(), &echo_manifest)
+                .build(&|_| {})
+                .await
+                .unwrap(),
+        );
+        let argmap =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(args).unwrap();
         let full = measure(5_000, || async {
-            let r = core.call(CallRequest::new(Scope::default(), "echo", Some(argmap.clone()))).await.unwrap();
+            let r = core
+                .call(CallRequest::new(
+                    Scope::default(),
+                    "echo",
+                    Some(argmap.clone()),
+                ))
+                .await
+                .unwrap();
             std::hint::black_box(r);
         })
         .await;
@@ -133,7 +172,13 @@ fn main() {
                     let argmap = argmap.clone();
                     tokio::spawn(async move {
                         for _ in 0..n / 2 {
-                            core.call(CallRequest::new(Scope::default(), "echo", Some(argmap.clone()))).await.unwrap();
+                            core.call(CallRequest::new(
+                                Scope::default(),
+                                "echo",
+                                Some(argmap.clone()),
+                            ))
+                            .await
+                            .unwrap();
                         }
                     })
                 })
@@ -148,15 +193,37 @@ fn main() {
         println!("\n## Sandbox: echo tool, one run (median of {ROUNDS} rounds)\n");
         println!("| case | per call | vs native |");
         println!("|---|---|---|");
-        row("native Rust function (same Toolbox code, no sandbox)", native, native);
-        row("wasm, one reused instance (no isolation between calls)", warm_us, native);
-        row("wasm, fresh sandbox per call (all limits on), `Sandbox::call`", fresh, native);
-        row("full call path, `Core::call` (scope, policy, schema check, sandbox, audit)", full, native);
+        row(
+            "native Rust function (same Toolbox code, no sandbox)",
+            native,
+            native,
+        );
+        row(
+            "wasm, one reused instance (no isolation between calls)",
+            warm_us,
+            native,
+        );
+        row(
+            "wasm, fresh sandbox per call (all limits on), `Sandbox::call`",
+            fresh,
+            native,
+        );
+        row(
+            "full call path, `Core::call` (scope, policy, schema check, sandbox, audit)",
+            full,
+            native,
+        );
         println!();
         println!("| load | median |");
         println!("|---|---|");
-        println!("| compile echo.wasm (no cache) | {:.1} ms |", median(compile));
-        println!("| load echo from the on-disk cache | {:.3} ms |", median(cached));
+        println!(
+            "| compile echo.wasm (no cache) | {:.1} ms |",
+            median(compile)
+        );
+        println!(
+            "| load echo from the on-disk cache | {:.3} ms |",
+            median(cached)
+        );
         println!();
         println!("| fresh sandbox, by `memory_keep_resident` | per call | vs native |");
         println!("|---|---|---|");
@@ -167,6 +234,10 @@ fn main() {
         println!("| throughput, full call path | calls/s |");
         println!("|---|---|");
         println!("| 1 task (sequential) | {:.0} |", single);
-        println!("| 2 tasks on 2 threads | {:.0} ({:.2}x) |", median(tput.clone()), median(tput) / single);
+        println!(
+            "| 2 tasks on 2 threads | {:.0} ({:.2}x) |",
+            median(tput.clone()),
+            median(tput) / single
+        );
     });
 }

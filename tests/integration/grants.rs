@@ -22,11 +22,18 @@ fn tree() -> Tree {
     std::fs::write(granted.join("hello.txt"), "hello from inside\n").unwrap();
     let secret = root.path().join("secret.txt");
     std::fs::write(&secret, "TOP SECRET\n").unwrap();
-    Tree { granted: granted.canonicalize().unwrap(), secret: secret.canonicalize().unwrap(), _root: root }
+    Tree {
+        granted: granted.canonicalize().unwrap(),
+        secret: secret.canonicalize().unwrap(),
+        _root: root,
+    }
 }
 
 fn fs_grant(guest: &str, host: &std::path::Path, mode: &str) -> String {
-    format!("[[fs]]\nguest = \"{guest}\"\nhost = \"{}\"\nmode = \"{mode}\"\n", host.display())
+    format!(
+        "[[fs]]\nguest = \"{guest}\"\nhost = \"{}\"\nmode = \"{mode}\"\n",
+        host.display()
+    )
 }
 
 fn tool_error_text(r: Result<toolhost::ToolOutput, CallError>) -> String {
@@ -46,7 +53,9 @@ async fn reads_stay_inside_the_granted_directory() {
     std::os::unix::fs::symlink("../secret.txt", t.granted.join("planted_rel")).unwrap();
     let core = core(d.path()).await;
 
-    let ok = call(&core, "read_file", json!({"path": "/data/hello.txt"})).await.unwrap();
+    let ok = call(&core, "read_file", json!({"path": "/data/hello.txt"}))
+        .await
+        .unwrap();
     assert!(ok.text().contains("hello from inside"));
 
     for path in [
@@ -60,10 +69,15 @@ async fn reads_stay_inside_the_granted_directory() {
         let r = call(&core, "read_file", json!({"path": path})).await;
         let msg = tool_error_text(r);
         assert!(!msg.contains("TOP SECRET"), "{path}: {msg}");
-        assert!(msg.contains("cannot read"), "{path}: the tool reports the OS refusal: {msg}");
+        assert!(
+            msg.contains("cannot read"),
+            "{path}: the tool reports the OS refusal: {msg}"
+        );
     }
     // The search tool cannot be walked out through the symlinks either.
-    let found = call(&core, "search", json!({"pattern": "SECRET"})).await.unwrap();
+    let found = call(&core, "search", json!({"pattern": "SECRET"}))
+        .await
+        .unwrap();
     assert!(!found.text().contains("TOP SECRET"), "{}", found.text());
 }
 
@@ -72,22 +86,61 @@ async fn read_only_grants_refuse_writes_and_read_write_grants_allow_them() {
     let t = tree();
     let out = tempfile::tempdir().unwrap();
     let d = ToolDir::new();
-    d.add("hostile", "hostile", &format!("{}{}", fs_grant("/data", &t.granted, "ro"), fs_grant("/out", out.path(), "rw")));
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}{}",
+            fs_grant("/data", &t.granted, "ro"),
+            fs_grant("/out", out.path(), "rw")
+        ),
+    );
     let core = core(d.path()).await;
 
-    let msg = match call(&core, "write_path", json!({"path": "/data/new.txt", "content": "x"})).await {
+    let msg = match call(
+        &core,
+        "write_path",
+        json!({"path": "/data/new.txt", "content": "x"}),
+    )
+    .await
+    {
         Err(CallError::ToolFailed { message, .. }) => message,
         other => panic!("a write to a read-only grant must fail, got {other:?}"),
     };
     assert!(!t.granted.join("new.txt").exists(), "{msg}");
-    let overwrite = call(&core, "write_path", json!({"path": "/data/hello.txt", "content": "pwned"})).await;
+    let overwrite = call(
+        &core,
+        "write_path",
+        json!({"path": "/data/hello.txt", "content": "pwned"}),
+    )
+    .await;
     assert!(overwrite.is_err());
-    assert_eq!(std::fs::read_to_string(t.granted.join("hello.txt")).unwrap(), "hello from inside\n");
+    assert_eq!(
+        std::fs::read_to_string(t.granted.join("hello.txt")).unwrap(),
+        "hello from inside\n"
+    );
 
-    call(&core, "write_path", json!({"path": "/out/new.txt", "content": "written"})).await.unwrap();
-    assert_eq!(std::fs::read_to_string(out.path().join("new.txt")).unwrap(), "written");
+    call(
+        &core,
+        "write_path",
+        json!({"path": "/out/new.txt", "content": "written"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("new.txt")).unwrap(),
+        "written"
+    );
     // Nothing but the grants is visible: not even the root.
-    assert!(call(&core, "write_path", json!({"path": "/tmp/escape.txt", "content": "x"})).await.is_err());
+    assert!(
+        call(
+            &core,
+            "write_path",
+            json!({"path": "/tmp/escape.txt", "content": "x"})
+        )
+        .await
+        .is_err()
+    );
 }
 
 #[tokio::test]
@@ -95,12 +148,35 @@ async fn only_granted_environment_variables_are_visible() {
     // SAFETY: set before any host thread reads the environment in this test.
     unsafe { std::env::set_var("TOOLHOST_TEST_PASSED", "passed-through") };
     let d = ToolDir::new();
-    d.add("hostile", "hostile", "[env]\nset = { GREETING = \"hello\" }\npass = [\"TOOLHOST_TEST_PASSED\"]\n");
+    d.add(
+        "hostile",
+        "hostile",
+        "[env]\nset = { GREETING = \"hello\" }\npass = [\"TOOLHOST_TEST_PASSED\"]\n",
+    );
     let core = core(d.path()).await;
-    assert_eq!(call(&core, "getenv", json!({"name": "GREETING"})).await.unwrap().text(), "hello");
-    assert_eq!(call(&core, "getenv", json!({"name": "TOOLHOST_TEST_PASSED"})).await.unwrap().text(), "passed-through");
+    assert_eq!(
+        call(&core, "getenv", json!({"name": "GREETING"}))
+            .await
+            .unwrap()
+            .text(),
+        "hello"
+    );
+    assert_eq!(
+        call(&core, "getenv", json!({"name": "TOOLHOST_TEST_PASSED"}))
+            .await
+            .unwrap()
+            .text(),
+        "passed-through"
+    );
     for name in ["HOME", "PATH", "USER", "CARGO_MANIFEST_DIR"] {
-        assert_eq!(call(&core, "getenv", json!({"name": name})).await.unwrap().text(), "unset", "{name} leaked into the guest");
+        assert_eq!(
+            call(&core, "getenv", json!({"name": name}))
+                .await
+                .unwrap()
+                .text(),
+            "unset",
+            "{name} leaked into the guest"
+        );
     }
 }
 
@@ -117,7 +193,11 @@ async fn http_server() -> (u16, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
             });
         }
     });
@@ -129,18 +209,36 @@ async fn http_reaches_only_granted_hosts() {
     let (granted, granted_hits) = http_server().await;
     let (other, other_hits) = http_server().await;
     let d = ToolDir::new();
-    d.add("hostile", "hostile", &format!("[network]\nallow = [\"127.0.0.1:{granted}\"]\n"));
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{granted}\"]\n"),
+    );
     let core = core(d.path()).await;
 
-    let ok = call(&core, "http_get", json!({"url": format!("http://127.0.0.1:{granted}/")})).await.unwrap();
+    let ok = call(
+        &core,
+        "http_get",
+        json!({"url": format!("http://127.0.0.1:{granted}/")}),
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.text(), "200");
     assert_eq!(granted_hits.load(Ordering::SeqCst), 1);
 
-    for url in [format!("http://127.0.0.1:{other}/"), format!("http://localhost:{granted}/"), "http://example.com/".to_string()] {
+    for url in [
+        format!("http://127.0.0.1:{other}/"),
+        format!("http://localhost:{granted}/"),
+        "http://example.com/".to_string(),
+    ] {
         let msg = tool_error_text(call(&core, "http_get", json!({"url": url})).await);
         assert!(msg.to_lowercase().contains("denied"), "{url}: {msg}");
     }
-    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "a denied request must not even connect");
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "a denied request must not even connect"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +247,14 @@ async fn a_tool_with_no_network_grant_reaches_nothing() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", "");
     let core = core(d.path()).await;
-    let msg = tool_error_text(call(&core, "http_get", json!({"url": format!("http://127.0.0.1:{port}/")})).await);
+    let msg = tool_error_text(
+        call(
+            &core,
+            "http_get",
+            json!({"url": format!("http://127.0.0.1:{port}/")}),
+        )
+        .await,
+    );
     assert!(msg.to_lowercase().contains("denied"), "{msg}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
@@ -167,15 +272,43 @@ async fn scopes_cannot_see_or_call_each_others_tools() {
         .build(&|_| {})
         .await
         .unwrap();
-    let names = |s: &str| core.tools(&toolhost::Scope::new(s)).iter().map(|t| t.name.to_string()).collect::<Vec<_>>();
+    let names = |s: &str| {
+        core.tools(&toolhost::Scope::new(s))
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names("tenant-a"), ["echo"]);
     assert_eq!(names("tenant-b"), ["json_query", "regex_extract"]);
     assert!(names("tenant-c").is_empty());
 
-    let from_b = core.call(toolhost::CallRequest::new(toolhost::Scope::new("tenant-b"), "echo", args(json!({"text": "x"})))).await.unwrap_err();
-    let nowhere = core.call(toolhost::CallRequest::new(toolhost::Scope::new("tenant-b"), "nope", args(json!({})))).await.unwrap_err();
+    let from_b = core
+        .call(toolhost::CallRequest::new(
+            toolhost::Scope::new("tenant-b"),
+            "echo",
+            args(json!({"text": "x"})),
+        ))
+        .await
+        .unwrap_err();
+    let nowhere = core
+        .call(toolhost::CallRequest::new(
+            toolhost::Scope::new("tenant-b"),
+            "nope",
+            args(json!({})),
+        ))
+        .await
+        .unwrap_err();
     // Indistinguishable from a tool that does not exist.
-    assert_eq!(from_b.to_string().replace("echo", "X"), nowhere.to_string().replace("nope", "X"));
+    assert_eq!(
+        from_b.to_string().replace("echo", "X"),
+        nowhere.to_string().replace("nope", "X")
+    );
     assert!(matches!(from_b, CallError::UnknownTool { .. }));
-    core.call(toolhost::CallRequest::new(toolhost::Scope::new("tenant-a"), "echo", args(json!({"text": "x"})))).await.unwrap();
+    core.call(toolhost::CallRequest::new(
+        toolhost::Scope::new("tenant-a"),
+        "echo",
+        args(json!({"text": "x"})),
+    ))
+    .await
+    .unwrap();
 }

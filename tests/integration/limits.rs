@@ -4,8 +4,8 @@
 use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
-use toolhost::{CallError, CallRequest, Core, Scope};
 use tokio_util::sync::CancellationToken;
+use toolhost::{CallError, CallRequest, Core, Scope};
 
 /// A host with the hostile fixture (under `limits`) and echo.
 async fn host(limits: &str) -> (ToolDir, Core) {
@@ -18,7 +18,9 @@ async fn host(limits: &str) -> (ToolDir, Core) {
 
 /// The host still works: a normal call right after the failure succeeds.
 async fn still_serves(core: &Core) {
-    let out = call(core, "echo", json!({"text": "still here"})).await.expect("a normal call after a failure must succeed");
+    let out = call(core, "echo", json!({"text": "still here"}))
+        .await
+        .expect("a normal call after a failure must succeed");
     assert_eq!(out.text(), "still here");
 }
 
@@ -26,7 +28,10 @@ async fn still_serves(core: &Core) {
 async fn infinite_loop_is_stopped_by_the_deadline() {
     let (_d, core) = host("timeout = \"300ms\"").await;
     let err = call(&core, "spin", json!({})).await.unwrap_err();
-    assert!(matches!(err, CallError::Timeout { ref tool, after } if tool == "spin" && after == Duration::from_millis(300)), "{err:?}");
+    assert!(
+        matches!(err, CallError::Timeout { ref tool, after } if tool == "spin" && after == Duration::from_millis(300)),
+        "{err:?}"
+    );
     assert_eq!(err.to_string(), "tool `spin` timed out after 300ms");
     still_serves(&core).await;
 }
@@ -35,7 +40,16 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
 async fn infinite_loop_is_stopped_by_fuel() {
     let (_d, core) = host("timeout = \"30s\"\nfuel = 50_000_000").await;
     let err = call(&core, "spin", json!({})).await.unwrap_err();
-    assert!(matches!(err, CallError::FuelExhausted { fuel: 50_000_000, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CallError::FuelExhausted {
+                fuel: 50_000_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("ran out of fuel"), "{err}");
     // Fuel is per call, not per host: the next call starts with a full tank.
     let ok = call(&core, "sleep", json!({"ms": 0})).await.unwrap();
@@ -47,38 +61,65 @@ async fn infinite_loop_is_stopped_by_fuel() {
 async fn memory_bomb_is_stopped_at_the_limit() {
     let (_d, core) = host("memory = \"16 MiB\"").await;
     let err = call(&core, "alloc", json!({"mib": 64})).await.unwrap_err();
-    assert!(matches!(err, CallError::MemoryExhausted { limit, .. } if limit == 16 << 20), "{err:?}");
+    assert!(
+        matches!(err, CallError::MemoryExhausted { limit, .. } if limit == 16 << 20),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
     // A guest that handles the refusal itself reports a tool error instead.
-    let err = call(&core, "alloc", json!({"mib": 64, "graceful": true})).await.unwrap_err();
+    let err = call(&core, "alloc", json!({"mib": 64, "graceful": true}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::ToolFailed { .. }), "{err:?}");
     // Within the limit it works.
-    assert_eq!(call(&core, "alloc", json!({"mib": 4})).await.unwrap().text(), "allocated 4 MiB");
+    assert_eq!(
+        call(&core, "alloc", json!({"mib": 4}))
+            .await
+            .unwrap()
+            .text(),
+        "allocated 4 MiB"
+    );
     still_serves(&core).await;
 }
 
 #[tokio::test]
 async fn deep_recursion_overflows_the_stack_cleanly() {
     let (_d, core) = host("").await;
-    let err = call(&core, "recurse", json!({"depth": 10_000_000})).await.unwrap_err();
+    let err = call(&core, "recurse", json!({"depth": 10_000_000}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::StackOverflow { .. }), "{err:?}");
-    assert_eq!(call(&core, "recurse", json!({"depth": 100})).await.unwrap().text(), "recursed 100");
+    assert_eq!(
+        call(&core, "recurse", json!({"depth": 100}))
+            .await
+            .unwrap()
+            .text(),
+        "recursed 100"
+    );
     still_serves(&core).await;
 }
 
 #[tokio::test]
 async fn guest_panic_is_a_trap_with_its_message() {
     let (_d, core) = host("").await;
-    let err = call(&core, "panic", json!({"message": "boom at line 7"})).await.unwrap_err();
+    let err = call(&core, "panic", json!({"message": "boom at line 7"}))
+        .await
+        .unwrap_err();
     match &err {
         CallError::Trap { tool, message } => {
             assert_eq!(tool, "panic");
-            assert!(message.contains("boom at line 7"), "the panic message should reach the caller: {message}");
+            assert!(
+                message.contains("boom at line 7"),
+                "the panic message should reach the caller: {message}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }
     let err = call(&core, "exit", json!({"code": 3})).await.unwrap_err();
-    assert!(matches!(err, CallError::Trap { .. }), "exit mid-call is a trap: {err:?}");
+    assert!(
+        matches!(err, CallError::Trap { .. }),
+        "exit mid-call is a trap: {err:?}"
+    );
     still_serves(&core).await;
 }
 
@@ -87,18 +128,42 @@ async fn stdout_flood_is_capped_and_never_reaches_the_host() {
     let (_d, core) = host("").await;
     // 10 MiB to stdout: the capture stops at the host's cap (64 KiB); the
     // guest sees its writes fail and says so.
-    let out = call(&core, "flood", json!({"bytes": 10 << 20})).await.unwrap();
+    let out = call(&core, "flood", json!({"bytes": 10 << 20}))
+        .await
+        .unwrap();
     let text = out.text();
-    assert!(text.starts_with("flooded (stdout failed after 65536 bytes"), "{text}");
+    assert!(
+        text.starts_with("flooded (stdout failed after 65536 bytes"),
+        "{text}"
+    );
     still_serves(&core).await;
 }
 
 #[tokio::test]
 async fn oversized_result_is_refused() {
     let (_d, core) = host("max-output = \"64 KiB\"").await;
-    let err = call(&core, "big_output", json!({"bytes": 100_000})).await.unwrap_err();
-    assert!(matches!(err, CallError::OutputTooLarge { size: 100_000, limit: 65_536, .. }), "{err:?}");
-    assert_eq!(call(&core, "big_output", json!({"bytes": 60_000})).await.unwrap().text().len(), 60_000);
+    let err = call(&core, "big_output", json!({"bytes": 100_000}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::OutputTooLarge {
+                size: 100_000,
+                limit: 65_536,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        call(&core, "big_output", json!({"bytes": 60_000}))
+            .await
+            .unwrap()
+            .text()
+            .len(),
+        60_000
+    );
     still_serves(&core).await;
 }
 
@@ -110,7 +175,10 @@ async fn result_violating_the_output_schema_is_refused() {
         CallError::BadResult { tool, details } => {
             assert_eq!(tool, "bad_output");
             assert!(details.contains("violates the output schema"), "{details}");
-            assert!(details.contains("count"), "the offending field is named: {details}");
+            assert!(
+                details.contains("count"),
+                "the offending field is named: {details}"
+            );
         }
         other => panic!("expected BadResult, got {other:?}"),
     }
@@ -121,26 +189,57 @@ async fn result_violating_the_output_schema_is_refused() {
 async fn arguments_violating_the_input_schema_never_reach_the_guest() {
     let d = ToolDir::new();
     let out = tempfile::tempdir().unwrap();
-    d.add("hostile", "hostile", &format!("[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\n", out.path().display()));
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\n",
+            out.path().display()
+        ),
+    );
     d.add("echo", "echo", "");
     let core = core(d.path()).await;
     // `content` must be a string: the schema check refuses the call, so the
     // guest never runs and the file is never written.
-    let err = call(&core, "write_path", json!({"path": "/out/x.txt", "content": 5})).await.unwrap_err();
+    let err = call(
+        &core,
+        "write_path",
+        json!({"path": "/out/x.txt", "content": 5}),
+    )
+    .await
+    .unwrap_err();
     match &err {
         CallError::InvalidArguments { tool, details } => {
             assert_eq!(tool, "write_path");
-            assert!(details.contains("/content"), "the pointer to the bad value is given: {details}");
+            assert!(
+                details.contains("/content"),
+                "the pointer to the bad value is given: {details}"
+            );
         }
         other => panic!("expected InvalidArguments, got {other:?}"),
     }
-    assert!(!out.path().join("x.txt").exists(), "the guest must not have run");
+    assert!(
+        !out.path().join("x.txt").exists(),
+        "the guest must not have run"
+    );
     // Missing required argument, and unknown extra argument.
     let err = call(&core, "echo", json!({})).await.unwrap_err();
-    assert!(matches!(err, CallError::InvalidArguments { .. }) && err.to_string().contains("text"), "{err}");
+    assert!(
+        matches!(err, CallError::InvalidArguments { .. }) && err.to_string().contains("text"),
+        "{err}"
+    );
     // The same call with good arguments does run.
-    call(&core, "write_path", json!({"path": "/out/x.txt", "content": "five"})).await.unwrap();
-    assert_eq!(std::fs::read_to_string(out.path().join("x.txt")).unwrap(), "five");
+    call(
+        &core,
+        "write_path",
+        json!({"path": "/out/x.txt", "content": "five"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("x.txt")).unwrap(),
+        "five"
+    );
     still_serves(&core).await;
 }
 
@@ -162,11 +261,19 @@ async fn a_runaway_call_does_not_block_other_calls() {
     };
     // While one guest burns CPU, many short calls complete.
     for i in 0..50 {
-        let out = call(&core, "echo", json!({"text": format!("n{i}")})).await.unwrap();
+        let out = call(&core, "echo", json!({"text": format!("n{i}")}))
+            .await
+            .unwrap();
         assert_eq!(out.text(), format!("n{i}"));
     }
-    assert!(!spinning.is_finished(), "the echo calls finished while the runaway call was still running");
-    assert!(matches!(spinning.await.unwrap(), Err(CallError::Timeout { .. })));
+    assert!(
+        !spinning.is_finished(),
+        "the echo calls finished while the runaway call was still running"
+    );
+    assert!(matches!(
+        spinning.await.unwrap(),
+        Err(CallError::Timeout { .. })
+    ));
 }
 
 #[tokio::test]
@@ -183,7 +290,11 @@ async fn cancellation_stops_the_guest_and_frees_its_slot() {
     assert!(matches!(err, CallError::Cancelled { .. }), "{err:?}");
     // max-concurrency = 1: if the cancelled guest still held its slot this
     // would wait for the 60 s timeout.
-    let ok = tokio::time::timeout(Duration::from_secs(10), call(&core, "sleep", json!({"ms": 1}))).await;
+    let ok = tokio::time::timeout(
+        Duration::from_secs(10),
+        call(&core, "sleep", json!({"ms": 1})),
+    )
+    .await;
     assert_eq!(ok.expect("slot was freed").unwrap().text(), "slept");
 }
 
@@ -191,13 +302,25 @@ async fn cancellation_stops_the_guest_and_frees_its_slot() {
 async fn progress_and_logs_reach_the_caller_in_order() {
     let (_d, core) = host("").await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let out = core.call(CallRequest::new(Scope::default(), "log_and_progress", args(json!({"steps": 3, "ms": 1}))).events(tx)).await.unwrap();
+    let out = core
+        .call(
+            CallRequest::new(
+                Scope::default(),
+                "log_and_progress",
+                args(json!({"steps": 3, "ms": 1})),
+            )
+            .events(tx),
+        )
+        .await
+        .unwrap();
     assert!(!out.text().is_empty());
     let mut progress = Vec::new();
     let mut logs = 0;
     while let Ok(ev) = rx.try_recv() {
         match ev {
-            toolhost::CallEvent::Progress { progress: p, total, .. } => {
+            toolhost::CallEvent::Progress {
+                progress: p, total, ..
+            } => {
                 assert_eq!(total, Some(3.0));
                 progress.push(p);
             }

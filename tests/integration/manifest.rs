@@ -6,12 +6,24 @@ use serde_json::json;
 use toolhost::{Core, Scope};
 
 async fn load(dir: &ToolDir) -> Core {
-    Core::builder().config(test_config()).source(Scope::default(), dir.path()).build(&|_| {}).await.unwrap()
+    Core::builder()
+        .config(test_config())
+        .source(Scope::default(), dir.path())
+        .build(&|_| {})
+        .await
+        .unwrap()
 }
 
 /// The single load error of `core`, after checking echo still loaded.
 async fn only_error(core: &Core) -> String {
-    assert_eq!(call(core, "echo", json!({"text": "ok"})).await.unwrap().text(), "ok", "the good tool must still load");
+    assert_eq!(
+        call(core, "echo", json!({"text": "ok"}))
+            .await
+            .unwrap()
+            .text(),
+        "ok",
+        "the good tool must still load"
+    );
     let errors = core.load_errors();
     assert_eq!(errors.len(), 1, "{errors:#?}");
     errors.into_iter().next().unwrap()
@@ -21,7 +33,11 @@ async fn only_error(core: &Core) -> String {
 async fn unknown_key_names_the_file_the_line_and_the_allowed_keys() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
-    let m = d.add("bad", "text", "[limits]\ntimeout = \"1s\"\nmemroy = \"1 MiB\"\n");
+    let m = d.add(
+        "bad",
+        "text",
+        "[limits]\ntimeout = \"1s\"\nmemroy = \"1 MiB\"\n",
+    );
     let e = only_error(&load(&d).await).await;
     assert!(e.starts_with(&format!("{}:7:", m.display())), "{e}");
     assert!(e.contains("memroy"), "{e}");
@@ -33,11 +49,20 @@ async fn wrong_sha256_is_refused() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     std::fs::copy(component("text"), d.path().join("text.wasm")).unwrap();
-    let m = d.write("text.toml", &format!("[component]\npath = \"text.wasm\"\nsha256 = \"{}\"\n", "ab".repeat(32)));
+    let m = d.write(
+        "text.toml",
+        &format!(
+            "[component]\npath = \"text.wasm\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    );
     let e = only_error(&load(&d).await).await;
     assert!(e.starts_with(&m.display().to_string()), "{e}");
     assert!(e.contains("does not match its pinned sha256"), "{e}");
-    assert!(e.contains(&sha256_hex(&d.path().join("text.wasm"))), "says the actual digest: {e}");
+    assert!(
+        e.contains(&sha256_hex(&d.path().join("text.wasm"))),
+        "says the actual digest: {e}"
+    );
 }
 
 #[tokio::test]
@@ -45,7 +70,10 @@ async fn malformed_sha256_points_at_its_line() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     std::fs::copy(component("text"), d.path().join("text.wasm")).unwrap();
-    let m = d.write("text.toml", "[component]\npath = \"text.wasm\"\nsha256 = \"not-hex\"\n");
+    let m = d.write(
+        "text.toml",
+        "[component]\npath = \"text.wasm\"\nsha256 = \"not-hex\"\n",
+    );
     let e = only_error(&load(&d).await).await;
     assert!(e.starts_with(&format!("{}:3:", m.display())), "{e}");
     assert!(e.contains("64 hex digits"), "{e}");
@@ -55,9 +83,18 @@ async fn malformed_sha256_points_at_its_line() {
 async fn missing_component_is_named() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
-    d.write("ghost.toml", &format!("[component]\npath = \"ghost.wasm\"\nsha256 = \"{}\"\n", "00".repeat(32)));
+    d.write(
+        "ghost.toml",
+        &format!(
+            "[component]\npath = \"ghost.wasm\"\nsha256 = \"{}\"\n",
+            "00".repeat(32)
+        ),
+    );
     let e = only_error(&load(&d).await).await;
-    assert!(e.contains("ghost.toml:2:") && e.contains("component `ghost.wasm` not found"), "{e}");
+    assert!(
+        e.contains("ghost.toml:2:") && e.contains("component `ghost.wasm` not found"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -68,9 +105,18 @@ async fn corrupt_wasm_is_refused() {
     let mut bytes = std::fs::read(component("text")).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&wasm, &bytes).unwrap();
-    d.write("corrupt.toml", &format!("[component]\npath = \"corrupt.wasm\"\nsha256 = \"{}\"\n", sha256_hex(&wasm)));
+    d.write(
+        "corrupt.toml",
+        &format!(
+            "[component]\npath = \"corrupt.wasm\"\nsha256 = \"{}\"\n",
+            sha256_hex(&wasm)
+        ),
+    );
     let e = only_error(&load(&d).await).await;
-    assert!(e.contains("corrupt.toml") && e.contains("is not a valid WebAssembly component"), "{e}");
+    assert!(
+        e.contains("corrupt.toml") && e.contains("is not a valid WebAssembly component"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -80,32 +126,76 @@ async fn component_of_another_world_is_refused() {
     // The smallest valid component: it exports nothing.
     let wasm = d.path().join("empty.wasm");
     std::fs::write(&wasm, b"\0asm\x0d\x00\x01\x00").unwrap();
-    d.write("empty.toml", &format!("[component]\npath = \"empty.wasm\"\nsha256 = \"{}\"\n", sha256_hex(&wasm)));
+    d.write(
+        "empty.toml",
+        &format!(
+            "[component]\npath = \"empty.wasm\"\nsha256 = \"{}\"\n",
+            sha256_hex(&wasm)
+        ),
+    );
     let e = only_error(&load(&d).await).await;
-    assert!(e.contains("empty.toml") && e.contains("does not implement the toolhost:tool world"), "{e}");
+    assert!(
+        e.contains("empty.toml") && e.contains("does not implement the toolhost:tool world"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
 async fn bad_sizes_durations_and_grants_are_explained() {
     let cases = [
         ("[limits]\nmemory = \"lots\"\n", ":6:", "is not a size"),
-        ("[limits]\nmemory = \"12 parsecs\"\n", ":6:", "unknown size unit"),
+        (
+            "[limits]\nmemory = \"12 parsecs\"\n",
+            ":6:",
+            "unknown size unit",
+        ),
         ("[limits]\ntimeout = \"soon\"\n", ":6:", "is not a duration"),
         ("[limits]\nmax-concurrency = 0\n", ":6:", "at least 1"),
-        ("[[fs]]\nguest = \"data\"\nhost = \".\"\nmode = \"ro\"\n", ":6:", "must be absolute"),
-        ("[[fs]]\nguest = \"/data/../etc\"\nhost = \".\"\nmode = \"ro\"\n", ":6:", "normalized"),
-        ("[[fs]]\nguest = \"/data\"\nhost = \"./no-such-dir\"\nmode = \"ro\"\n", ":7:", "cannot be granted"),
-        ("[[fs]]\nguest = \"/data\"\nhost = \".\"\nmode = \"rwx\"\n", ":8:", "must be `ro` or `rw`"),
-        ("[[fs]]\nguest = \"/data\"\nhost = \".\"\nmode = \"ro\"\n[[fs]]\nguest = \"/data/sub\"\nhost = \".\"\nmode = \"ro\"\n", ":9:", "overlaps"),
-        ("[network]\nallow = [\"https://example.com/path\"]\n", ":6:", "drop the scheme"),
-        ("[env]\npass = [\"A=B\"]\n", ":6:", "not a valid environment variable"),
+        (
+            "[[fs]]\nguest = \"data\"\nhost = \".\"\nmode = \"ro\"\n",
+            ":6:",
+            "must be absolute",
+        ),
+        (
+            "[[fs]]\nguest = \"/data/../etc\"\nhost = \".\"\nmode = \"ro\"\n",
+            ":6:",
+            "normalized",
+        ),
+        (
+            "[[fs]]\nguest = \"/data\"\nhost = \"./no-such-dir\"\nmode = \"ro\"\n",
+            ":7:",
+            "cannot be granted",
+        ),
+        (
+            "[[fs]]\nguest = \"/data\"\nhost = \".\"\nmode = \"rwx\"\n",
+            ":8:",
+            "must be `ro` or `rw`",
+        ),
+        (
+            "[[fs]]\nguest = \"/data\"\nhost = \".\"\nmode = \"ro\"\n[[fs]]\nguest = \"/data/sub\"\nhost = \".\"\nmode = \"ro\"\n",
+            ":9:",
+            "overlaps",
+        ),
+        (
+            "[network]\nallow = [\"https://example.com/path\"]\n",
+            ":6:",
+            "drop the scheme",
+        ),
+        (
+            "[env]\npass = [\"A=B\"]\n",
+            ":6:",
+            "not a valid environment variable",
+        ),
     ];
     for (extra, line, needle) in cases {
         let d = ToolDir::new();
         d.add("echo", "echo", "");
         d.add("bad", "text", extra);
         let e = only_error(&load(&d).await).await;
-        assert!(e.contains(&format!("bad.toml{line}")) && e.contains(needle), "for\n{extra}\ngot: {e}");
+        assert!(
+            e.contains(&format!("bad.toml{line}")) && e.contains(needle),
+            "for\n{extra}\ngot: {e}"
+        );
     }
 }
 
@@ -115,7 +205,10 @@ async fn a_name_clash_keeps_the_first_and_names_both_files() {
     d.add("echo", "echo", "");
     d.add("zecho", "echo", "");
     let e = only_error(&load(&d).await).await;
-    assert!(e.contains("zecho.toml") && e.contains("echo.toml") && e.contains("already provided"), "{e}");
+    assert!(
+        e.contains("zecho.toml") && e.contains("echo.toml") && e.contains("already provided"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +216,10 @@ async fn a_second_start_loads_from_the_cache_without_compiling() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     let cache = tempfile::tempdir().unwrap();
-    let config = || toolhost::HostConfig { cache_dir: Some(cache.path().to_path_buf()), ..toolhost::HostConfig::default() };
+    let config = || toolhost::HostConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..toolhost::HostConfig::default()
+    };
     let compiled = |core_events: &std::sync::Mutex<Vec<bool>>| core_events.lock().unwrap().clone();
     for expect in [true, false] {
         let seen = std::sync::Mutex::new(Vec::new());
@@ -138,12 +234,29 @@ async fn a_second_start_loads_from_the_cache_without_compiling() {
             .await
             .unwrap();
         assert_eq!(compiled(&seen), vec![expect]);
-        assert_eq!(call(&core, "echo", json!({"text": "c"})).await.unwrap().text(), "c");
+        assert_eq!(
+            call(&core, "echo", json!({"text": "c"}))
+                .await
+                .unwrap()
+                .text(),
+            "c"
+        );
     }
     // A corrupted cache entry is discarded and recompiled, never trusted.
     for f in std::fs::read_dir(cache.path()).unwrap() {
         std::fs::write(f.unwrap().path(), b"garbage").unwrap();
     }
-    let core = Core::builder().config(config()).source(Scope::default(), d.path()).build(&|_| {}).await.unwrap();
-    assert_eq!(call(&core, "echo", json!({"text": "again"})).await.unwrap().text(), "again");
+    let core = Core::builder()
+        .config(config())
+        .source(Scope::default(), d.path())
+        .build(&|_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&core, "echo", json!({"text": "again"}))
+            .await
+            .unwrap()
+            .text(),
+        "again"
+    );
 }

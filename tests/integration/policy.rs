@@ -30,7 +30,10 @@ reason = "no secrets through echo"
 "#,
     )
     .unwrap();
-    let config = HostConfig { cache_dir: test_config().cache_dir, ..HostConfig::load(&cfg).unwrap() };
+    let config = HostConfig {
+        cache_dir: test_config().cache_dir,
+        ..HostConfig::load(&cfg).unwrap()
+    };
     assert_eq!(config.caps.timeout, std::time::Duration::from_secs(2));
     let audit_path = cfg_dir.path().join("audit.jsonl");
     let core = Core::builder()
@@ -41,28 +44,63 @@ reason = "no secrets through echo"
         .await
         .unwrap();
 
-    let names: Vec<String> = core.tools(&Scope::default()).iter().map(|t| t.name.to_string()).collect();
-    assert_eq!(names, ["echo", "json_query"], "an always-denied tool is not listed");
+    let names: Vec<String> = core
+        .tools(&Scope::default())
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["echo", "json_query"],
+        "an always-denied tool is not listed"
+    );
 
-    let err = call(&core, "regex_extract", json!({"pattern": "a", "text": "a"})).await.unwrap_err();
-    assert!(matches!(err, CallError::Denied { .. }) && err.to_string().contains("regexes are disabled"), "{err}");
-    let err = call(&core, "echo", json!({"text": "my password is hunter2"})).await.unwrap_err();
+    let err = call(&core, "regex_extract", json!({"pattern": "a", "text": "a"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::Denied { .. }) && err.to_string().contains("regexes are disabled"),
+        "{err}"
+    );
+    let err = call(&core, "echo", json!({"text": "my password is hunter2"}))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no secrets through echo"), "{err}");
     call(&core, "echo", json!({"text": "fine"})).await.unwrap();
-    let _ = core.call(CallRequest::new(Scope::default(), "ghost", None).caller("tester")).await;
+    let _ = core
+        .call(CallRequest::new(Scope::default(), "ghost", None).caller("tester"))
+        .await;
 
     // The audit writer flushes when its queue drains.
     let mut lines = Vec::new();
     for _ in 0..100 {
-        lines = std::fs::read_to_string(&audit_path).unwrap_or_default().lines().map(str::to_string).collect();
+        lines = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
         if lines.len() >= 4 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let recs: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let outcomes: Vec<(&str, &str)> = recs.iter().map(|r| (r["tool"].as_str().unwrap(), r["outcome"].as_str().unwrap())).collect();
-    assert_eq!(outcomes, [("regex_extract", "denied"), ("echo", "denied"), ("echo", "ok"), ("ghost", "unknown_tool")]);
+    let recs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|r| (r["tool"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("regex_extract", "denied"),
+            ("echo", "denied"),
+            ("echo", "ok"),
+            ("ghost", "unknown_tool")
+        ]
+    );
     assert_eq!(recs[3]["caller"], "tester");
     assert_eq!(recs[0]["scope"], "default");
 }

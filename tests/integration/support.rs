@@ -9,7 +9,10 @@ use toolhost::{CallRequest, Core, HostConfig, Scope, ToolOutput};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A component built by `make tools`: `build/tools/NAME.wasm`,
@@ -42,7 +45,9 @@ pub struct ToolDir {
 
 impl ToolDir {
     pub fn new() -> ToolDir {
-        ToolDir { dir: tempfile::tempdir().unwrap() }
+        ToolDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -57,7 +62,10 @@ impl ToolDir {
         let manifest = self.path().join(format!("{file}.toml"));
         std::fs::write(
             &manifest,
-            format!("[component]\npath = \"{file}.wasm\"\nsha256 = \"{}\"\n\n{extra}\n", sha256_hex(&wasm)),
+            format!(
+                "[component]\npath = \"{file}.wasm\"\nsha256 = \"{}\"\n\n{extra}\n",
+                sha256_hex(&wasm)
+            ),
         )
         .unwrap();
         manifest
@@ -73,14 +81,26 @@ impl ToolDir {
 
 /// Host config for tests: a shared compile cache under target/.
 pub fn test_config() -> HostConfig {
-    HostConfig { cache_dir: Some(root().join("target/test-cache")), ..HostConfig::default() }
+    HostConfig {
+        cache_dir: Some(root().join("target/test-cache")),
+        ..HostConfig::default()
+    }
 }
 
 /// A core over `path` in the default scope; panics on per-tool load errors
 /// unless `allow_errors`.
 pub async fn core(path: &Path) -> Core {
-    let core = Core::builder().config(test_config()).source(Scope::default(), path).build(&|_| {}).await.unwrap();
-    assert!(core.load_errors().is_empty(), "load errors: {:?}", core.load_errors());
+    let core = Core::builder()
+        .config(test_config())
+        .source(Scope::default(), path)
+        .build(&|_| {})
+        .await
+        .unwrap();
+    assert!(
+        core.load_errors().is_empty(),
+        "load errors: {:?}",
+        core.load_errors()
+    );
     core
 }
 
@@ -91,6 +111,11 @@ pub fn args(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::
     }
 }
 
-pub async fn call(core: &Core, tool: &str, a: serde_json::Value) -> Result<ToolOutput, toolhost::CallError> {
-    core.call(CallRequest::new(Scope::default(), tool, args(a))).await
+pub async fn call(
+    core: &Core,
+    tool: &str,
+    a: serde_json::Value,
+) -> Result<ToolOutput, toolhost::CallError> {
+    core.call(CallRequest::new(Scope::default(), tool, args(a)))
+        .await
 }
