@@ -79,6 +79,13 @@ enum Command {
         #[command(flatten)]
         serve: ServeOpts,
     },
+    /// Run a Claude agent (the `claude` CLI) with a scope's tools, sandboxed.
+    Agent {
+        #[command(flatten)]
+        host: HostOpts,
+        #[command(flatten)]
+        agent: crate::agent_cli::AgentArgs,
+    },
     /// Validate manifests and components; report every problem at once.
     Check {
         /// Directories, manifests or .wasm files.
@@ -277,6 +284,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { host, serve } => serve_mcp(&host, serve).await,
+        Command::Agent { host, agent } => {
+            crate::agent_cli::run(build_core(&host).await?, agent).await
+        }
         Command::Check { paths, config } => {
             let core = Core::builder().config(host_config(&config)?);
             let core = paths

@@ -1,6 +1,7 @@
 //! The `toolhost` binary: argument parsing and printing only; every command
 //! goes through the library's `Core`.
 
+mod agent_cli;
 mod cli;
 
 fn main() -> std::process::ExitCode {

@@ -382,14 +382,13 @@ async fn interrupt_stops_a_running_tool_and_the_session_goes_on() {
     // Wait for the tool use, then interrupt while the guest sleeps.
     loop {
         let m = s.next().await.unwrap().unwrap();
-        if let Message::Assistant(a) = &m {
-            if a.message
+        if let Message::Assistant(a) = &m
+            && a.message
                 .content
                 .iter()
                 .any(|b| matches!(b, ContentBlock::ToolUse { .. }))
-            {
-                break;
-            }
+        {
+            break;
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

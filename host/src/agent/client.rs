@@ -21,16 +21,16 @@ pub fn query(
     options: AgentOptions,
 ) -> impl Stream<Item = Result<Message, AgentError>> + Send {
     enum State {
-        Start(Arc<Core>, String, AgentOptions),
+        Start(Arc<Core>, String, Box<AgentOptions>),
         Running(AgentSession),
         Done,
     }
     futures::stream::unfold(
-        State::Start(core, prompt.into(), options),
+        State::Start(core, prompt.into(), Box::new(options)),
         |state| async move {
             let mut s = match state {
                 State::Start(core, prompt, options) => {
-                    match AgentSession::connect(core, options).await {
+                    match AgentSession::connect(core, *options).await {
                         Ok(s) => match s.send(&prompt) {
                             Ok(()) => s,
                             Err(e) => return Some((Err(e), State::Done)),

@@ -572,10 +572,10 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             }
             Some("control_request") => dispatch(&inner, &v),
             Some("control_cancel_request") => {
-                if let Some(id) = v["request_id"].as_str() {
-                    if let Some(h) = lock(&inner.inflight).remove(id) {
-                        h.abort();
-                    }
+                if let Some(id) = v["request_id"].as_str()
+                    && let Some(h) = lock(&inner.inflight).remove(id)
+                {
+                    h.abort();
                 }
             }
             _ => {

@@ -1,0 +1,187 @@
+//! `toolhost agent`: run the `claude` CLI with a scope's tools served as an
+//! in-process MCP server, and print a readable transcript (or raw JSON
+//! messages). Argument handling and printing only: the session is
+//! `toolhost::agent`, every tool call goes through `Core::call`.
+
+use anyhow::Result;
+use clap::Args;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use toolhost::agent::protocol::UserBody;
+use toolhost::agent::{AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, query};
+use toolhost::{Core, Scope};
+
+/// The SDK server name the catalog's tools are served under.
+const SERVER: &str = "tools";
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// What to ask the agent.
+    #[arg(long, short)]
+    prompt: String,
+    /// Which scope's tools to serve (as `mcp__tools__NAME`).
+    #[arg(long, default_value = "default")]
+    scope: String,
+    /// The claude CLI (else $TOOLHOST_CLAUDE_CLI, else `claude` on PATH).
+    #[arg(long)]
+    cli: Option<PathBuf>,
+    /// Tools the agent may use without asking (repeatable; a catalog tool
+    /// name or a full CLI tool name). Default: every tool of the scope.
+    #[arg(long, value_delimiter = ',')]
+    allow: Vec<String>,
+    /// Tools hidden from the model (repeatable, same names as --allow).
+    #[arg(long, value_delimiter = ',')]
+    deny: Vec<String>,
+    /// Deny rules (TOML `[[deny]]` tables: tool, arg, contains, pattern, reason).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The CLI's built-in tools to keep (e.g. Read,Grep); default none.
+    #[arg(long, value_delimiter = ',')]
+    builtin: Vec<String>,
+    #[arg(long)]
+    model: Option<String>,
+    #[arg(long)]
+    system_prompt: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    max_turns: u32,
+    /// default, acceptEdits, plan, bypassPermissions, dontAsk.
+    #[arg(long)]
+    permission_mode: Option<PermissionMode>,
+    /// Print every message as a JSON line instead of a transcript.
+    #[arg(long)]
+    json: bool,
+}
+
+fn tool_name(n: &str) -> String {
+    if n.contains("__") || n.chars().next().is_some_and(char::is_uppercase) {
+        n.to_string()
+    } else {
+        format!("mcp__{SERVER}__{n}")
+    }
+}
+
+pub async fn run(core: Core, a: AgentArgs) -> Result<ExitCode> {
+    let mut o = AgentOptions::default()
+        .server(SERVER, Scope::new(&a.scope))
+        .max_turns(a.max_turns)
+        .builtin_tools(a.builtin.clone());
+    o.cli = a.cli.clone();
+    o.model = a.model.clone();
+    o.system_prompt = a.system_prompt.clone();
+    o.permission_mode = a.permission_mode;
+    o.allowed_tools = if a.allow.is_empty() {
+        vec![format!("mcp__{SERVER}")]
+    } else {
+        a.allow.iter().map(|n| tool_name(n)).collect()
+    };
+    o.disallowed_tools = a.deny.iter().map(|n| tool_name(n)).collect();
+    if let Some(p) = &a.rules {
+        o.deny_rules = RuleFile::load(p)?.deny;
+    }
+    let mut stream = std::pin::pin!(query(Arc::new(core), a.prompt.clone(), o));
+    let mut ok = false;
+    while let Some(m) = stream.next().await {
+        let m = m?;
+        if a.json {
+            println!("{}", m.to_json());
+        } else {
+            print_message(&m);
+        }
+        if let Message::Result(r) = &m {
+            ok = !r.is_error;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn short(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ⏎ ");
+    if one_line.chars().count() > n {
+        format!("{}…", one_line.chars().take(n).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+fn print_message(m: &Message) {
+    let who = |agent: Option<&str>| agent.map(|a| format!("[{a}] ")).unwrap_or_default();
+    match m {
+        Message::System(s) if s.subtype == "init" => {
+            let tools: Vec<&str> = s
+                .tools()
+                .into_iter()
+                .filter(|t| t.starts_with("mcp__"))
+                .collect();
+            println!(
+                "· session started, model {}, {} tool(s): {}",
+                s.data.get("model").and_then(|v| v.as_str()).unwrap_or("?"),
+                tools.len(),
+                tools.join(", ")
+            );
+        }
+        Message::Assistant(am) => {
+            for b in &am.message.content {
+                match b {
+                    ContentBlock::Text { text } => {
+                        println!("{}assistant: {text}", who(am.agent_id.as_deref()))
+                    }
+                    ContentBlock::ToolUse { name, input, .. } => {
+                        println!(
+                            "{}→ {name} {}",
+                            who(am.agent_id.as_deref()),
+                            short(&input.to_string(), 200)
+                        )
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Message::User(u) => {
+            if let UserBody::Blocks(blocks) = &u.message.content {
+                for b in blocks {
+                    if let ContentBlock::ToolResult {
+                        content, is_error, ..
+                    } = b
+                    {
+                        let text = ContentBlock::result_text(content);
+                        let tag = if *is_error == Some(true) {
+                            "✗ error"
+                        } else {
+                            "← result"
+                        };
+                        println!("{}{tag}: {}", who(u.agent_id.as_deref()), short(&text, 300));
+                    }
+                }
+            }
+        }
+        Message::Result(r) => {
+            for d in &r.permission_denials {
+                println!(
+                    "✗ denied: {}",
+                    d.get("tool_name").and_then(|v| v.as_str()).unwrap_or("?")
+                );
+            }
+            println!(
+                "· {} after {} turn(s), {} ms, cost ${:.6}",
+                if r.is_error {
+                    format!("failed ({})", r.subtype)
+                } else {
+                    "done".into()
+                },
+                r.num_turns,
+                r.duration_ms,
+                r.total_cost_usd.unwrap_or(0.0)
+            );
+            if let Some(text) = &r.result {
+                println!("\n{text}");
+            }
+        }
+        _ => {}
+    }
+}
