@@ -84,6 +84,7 @@ test-deps:
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
 bench: setup tools
 	$(CARGO) bench --bench sandbox
+	$(CARGO) bench --bench mcp
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'

@@ -134,7 +134,10 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
 /// so a guest left running would block the next call).
 fn tools(without_text: bool) -> ToolDir {
     let d = ToolDir::new();
-    let mut deployed = vec![("build/tools", "echo"), ("build/conformance-tools", "conformance")];
+    let mut deployed = vec![
+        ("build/tools", "echo"),
+        ("build/conformance-tools", "conformance"),
+    ];
     if !without_text {
         deployed.push(("build/tools", "text"));
     }
@@ -153,7 +156,11 @@ fn tools(without_text: bool) -> ToolDir {
 fn copy_tool(from: &Path, name: &str, to: &Path) {
     for ext in ["wasm", "toml"] {
         let src = from.join(format!("{name}.{ext}"));
-        assert!(src.is_file(), "{} is missing: run `make tools`", src.display());
+        assert!(
+            src.is_file(),
+            "{} is missing: run `make tools`",
+            src.display()
+        );
         std::fs::copy(&src, to.join(format!("{name}.{ext}"))).unwrap();
     }
 }
@@ -216,14 +223,22 @@ fn stdio_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>, dir: &ToolDir, e
     let args = serve_args(dir);
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.extend_from_slice(extra);
-    run_client(client(sdk, scenario, mode, Via::Stdio(&all)), scenario, LIMIT);
+    run_client(
+        client(sdk, scenario, mode, Via::Stdio(&all)),
+        scenario,
+        LIMIT,
+    );
 }
 
 fn http_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>) {
     let dir = tools(false);
     let args = serve_args(&dir);
     let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    run_client(client(sdk, scenario, mode, Via::Http(&server.url)), scenario, LIMIT);
+    run_client(
+        client(sdk, scenario, mode, Via::Http(&server.url)),
+        scenario,
+        LIMIT,
+    );
 }
 
 // --- the SDK clients: list, call, structured output, progress, logging, errors
@@ -269,7 +284,11 @@ fn cancel_with_audit(sdk: Sdk, http: bool) {
         let mut args = serve_args(&dir);
         args.extend(["--audit".into(), audit_arg]);
         let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        run_client(client(sdk, "cancel", None, Via::Http(&server.url)), "cancel", LIMIT);
+        run_client(
+            client(sdk, "cancel", None, Via::Http(&server.url)),
+            "cancel",
+            LIMIT,
+        );
     } else {
         stdio_scenario(sdk, "cancel", None, &dir, &["--audit", &audit_arg]);
     }
@@ -349,14 +368,24 @@ fn list_changed(sdk: Sdk, http: bool) {
     copy_tool(&root().join("build/tools"), "text", dir.path());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let out = wait_output(child, LIMIT);
-    let tools = rest.iter().find(|l| l.starts_with("TOOLS")).unwrap_or_else(|| {
-        panic!(
-            "no tool list after the change: {rest:?}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(tools.contains("json_query") && tools.contains("regex_extract"), "{tools}");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tools = rest
+        .iter()
+        .find(|l| l.starts_with("TOOLS"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no tool list after the change: {rest:?}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        tools.contains("json_query") && tools.contains("regex_extract"),
+        "{tools}"
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -423,7 +452,12 @@ fn requests_it_cannot_serve_get_errors_not_silence() {
     assert_eq!(by_id(3)["error"]["code"], -32601, "{:?}", by_id(3));
     let unknown = by_id(4);
     assert_eq!(unknown["error"]["code"], -32602, "{unknown:?}");
-    assert!(unknown["error"]["message"].as_str().unwrap().contains("unknown tool"));
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool")
+    );
     assert_eq!(by_id(5)["result"], json!({}));
 }
 
@@ -460,10 +494,18 @@ const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"p
 #[test]
 fn http_rejects_foreign_hosts_and_origins() {
     let dir = tools(true);
-    let server = HttpServe::start(&serve_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     let addr = server.addr();
     assert_eq!(http_post(&addr, &[], INIT).0, 200);
-    assert_eq!(http_post(&addr, &[("Host", "evil.example.com")], INIT).0, 403);
+    assert_eq!(
+        http_post(&addr, &[("Host", "evil.example.com")], INIT).0,
+        403
+    );
     let evil = [("Origin", "http://evil.example.com")];
     assert_eq!(http_post(&addr, &evil, INIT).0, 403);
     let local = [("Origin", "http://localhost:3000")];
@@ -479,15 +521,32 @@ fn http_bearer_token_is_required_when_set() {
     let addr = server.addr();
     let (status, resp) = http_post(&addr, &[], INIT);
     assert_eq!(status, 401, "{resp}");
-    assert!(resp.to_ascii_lowercase().contains("www-authenticate: bearer"), "{resp}");
-    assert_eq!(http_post(&addr, &[("Authorization", "Bearer wrong")], INIT).0, 401);
-    assert_eq!(http_post(&addr, &[("Authorization", "Bearer s3cret")], INIT).0, 200);
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{resp}"
+    );
+    assert_eq!(
+        http_post(&addr, &[("Authorization", "Bearer wrong")], INIT).0,
+        401
+    );
+    assert_eq!(
+        http_post(&addr, &[("Authorization", "Bearer s3cret")], INIT).0,
+        200
+    );
 }
 
 #[test]
 fn http_refuses_a_public_address_without_a_token() {
     let out = Command::new(BIN)
-        .args(["serve", "--http", "0.0.0.0:0", "--watch", "false", "--tools"])
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+            "--watch",
+            "false",
+            "--tools",
+        ])
         .arg(tools(true).path())
         .env_remove("TOOLHOST_BEARER_TOKEN")
         .output()
@@ -500,7 +559,12 @@ fn http_refuses_a_public_address_without_a_token() {
 #[test]
 fn http_limits_the_request_body() {
     let dir = tools(true);
-    let server = HttpServe::start(&serve_args(&dir).iter().map(String::as_str).collect::<Vec<_>>());
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     let big = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
         "x".repeat(5 << 20)

@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
@@ -135,7 +136,8 @@ impl HttpServer {
             .nest_service("/mcp", mcp)
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 respond_within(timeout, req, next)
-            }));
+            }))
+            .layer(middleware::from_fn(session_closed_no_content));
         if let Some(token) = self.opts.bearer_token.clone() {
             app = app.layer(middleware::from_fn_with_state(
                 Arc::<str>::from(token),
@@ -153,7 +155,14 @@ impl HttpServer {
             sessions.cancel();
         };
         tracing::info!("MCP over HTTP at http://{addr}/mcp");
-        axum::serve(self.listener, app)
+        // No Nagle: a streamed response is several small writes, and Nagle
+        // plus the client's delayed ACK would add ~40 ms to each.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
             .map_err(HttpError::Serve)
@@ -192,6 +201,17 @@ async fn respond_within(timeout: Duration, req: Request, next: Next) -> Response
         Ok(r) => r,
         Err(_) => (StatusCode::GATEWAY_TIMEOUT, "request timed out\n").into_response(),
     }
+}
+
+/// rmcp answers a session `DELETE` with 202 Accepted, but the session is
+/// already closed and clients (the Python SDK) expect 200 or 204.
+async fn session_closed_no_content(req: Request, next: Next) -> Response {
+    let delete = req.method() == axum::http::Method::DELETE;
+    let mut resp = next.run(req).await;
+    if delete && resp.status() == StatusCode::ACCEPTED {
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+    }
+    resp
 }
 
 /// 401 unless `Authorization: Bearer <token>` matches (in constant time).

@@ -214,7 +214,7 @@ impl ServerHandler for McpServer {
         }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         let (events, rx) = mpsc::unbounded_channel();
-        let forwarder = tokio::spawn(forward_events(
+        let forwarder = forward_events(
             rx,
             EventTarget {
                 peer: ctx.peer.clone(),
@@ -222,21 +222,21 @@ impl ServerHandler for McpServer {
                 session: self.session.clone(),
                 tool: tool.clone(),
             },
-        ));
+        );
         let request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
             .caller(&*self.shared.caller)
             .events(events)
             // Cancelled on notifications/cancelled, on shutdown and (stateless
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token());
-        let result = self
+        // Both in this task (no spawn, no thread hop): the forwarder ends
+        // when the finished call drops its event sender, so every event
+        // reaches the client before the response does.
+        let call = self
             .shared
             .calls
-            .track_future(self.shared.core.call(request))
-            .await;
-        // The call dropped its event sender: every event it emitted reaches
-        // the client before the response does.
-        let _ = forwarder.await;
+            .track_future(self.shared.core.call(request));
+        let (result, ()) = tokio::join!(call, forwarder);
         match result {
             Ok(out) => Ok(call_result(out).into()),
             Err(e) => call_error(e).map(Into::into),

@@ -1,0 +1,515 @@
+//! `make bench` (MCP part): the whole MCP round trip of the `echo` tool through
+//! the real `toolhost serve` binary, over stdio and Streamable HTTP, with one
+//! client calling sequentially and with 64 concurrent callers, next to a null
+//! server that answers the same `tools/call` without running any tool (same
+//! rmcp transports, same process model), measured in the same run.
+//!
+//! The client is a minimal raw JSON-RPC client (so that it adds as little as
+//! possible of its own): over stdio, one connection (a stdio server has one
+//! client) with 1 or 64 requests in flight; over HTTP, 1 or 64 clients, each
+//! with its own keep-alive connection and session.
+//!
+//! Prints a Markdown table (see BENCHMARKS.md, "MCP round trip"). Each figure
+//! is the median over rounds; rounds alternate toolhost and the null server.
+//! Run with `cargo bench --bench mcp`; the null server is this same binary
+//! started with `--null-server stdio|http`.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorData,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+const ROUNDS: usize = 5;
+const SEQUENTIAL_CALLS: usize = 400;
+const CONCURRENT: usize = 64;
+const CONCURRENT_CALLS_EACH: usize = 40;
+
+// --- the null server: answers `echo` without running anything
+
+#[derive(Clone)]
+struct NullServer;
+
+fn echo_tool() -> Tool {
+    let schema =
+        json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]});
+    let Value::Object(schema) = schema else {
+        unreachable!()
+    };
+    Tool::new("echo", "Return `text` unchanged.", Arc::new(schema))
+}
+
+impl ServerHandler for NullServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(vec![echo_tool()]))
+    }
+    async fn call_tool(
+        &self,
+        req: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let text = req
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("text"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
+    }
+}
+
+async fn null_server(transport: &str) -> anyhow::Result<()> {
+    match transport {
+        "stdio" => {
+            NullServer
+                .serve(rmcp::transport::stdio())
+                .await?
+                .waiting()
+                .await?;
+        }
+        _ => {
+            use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+            use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+            let service = StreamableHttpService::new(
+                || Ok(NullServer),
+                Arc::new(LocalSessionManager::default()),
+                StreamableHttpServerConfig::default(),
+            );
+            let app = axum::Router::new().nest_service("/mcp", service);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            eprintln!("null server at http://{}/mcp", listener.local_addr()?);
+            // As toolhost does: no Nagle on streamed responses.
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await?;
+        }
+    }
+    Ok(())
+}
+
+// --- the servers under test
+
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    Toolhost,
+    Null,
+}
+
+#[derive(Clone, Copy)]
+enum Transport {
+    Stdio,
+    Http,
+}
+
+fn spawn(server: Server, transport: Transport) -> Child {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = match server {
+        Server::Toolhost => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_toolhost"));
+            c.args(["serve", "--watch", "false", "--tools"])
+                .arg(root.join("build/tools/echo.toml"));
+            match transport {
+                Transport::Stdio => c.arg("--stdio"),
+                Transport::Http => c.args(["--http", "127.0.0.1:0"]),
+            };
+            c
+        }
+        Server::Null => {
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.arg("--null-server").arg(match transport {
+                Transport::Stdio => "stdio",
+                Transport::Http => "http",
+            });
+            c
+        }
+    };
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("TOOLHOST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn server")
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+fn call(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"hello, sandbox"}}}}}}"#
+    )
+}
+
+fn check_reply(v: &Value) {
+    assert_eq!(
+        v["result"]["content"][0]["text"], "hello, sandbox",
+        "unexpected reply {v}"
+    );
+}
+
+/// Per-call latencies of one round.
+type Latencies = Vec<Duration>;
+
+// --- stdio: one connection, `inflight` requests outstanding
+
+struct StdioClient {
+    _child: Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    next_id: u64,
+}
+
+impl StdioClient {
+    async fn connect(server: Server) -> StdioClient {
+        let mut child = spawn(server, Transport::Stdio);
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        stdin
+            .write_all(format!("{INIT}\n{INITIALIZED}\n").as_bytes())
+            .await
+            .unwrap();
+        let init = lines.next_line().await.unwrap().expect("initialize reply");
+        assert!(init.contains("protocolVersion"), "{init}");
+        StdioClient {
+            _child: child,
+            stdin,
+            lines,
+            next_id: 1,
+        }
+    }
+
+    async fn round(&mut self, calls: usize, inflight: usize) -> Latencies {
+        let mut sent: HashMap<u64, Instant> = HashMap::new();
+        let mut lat = Vec::with_capacity(calls);
+        let mut issued = 0;
+        while issued < inflight.min(calls) {
+            self.send().await.map(|id| sent.insert(id, Instant::now()));
+            issued += 1;
+        }
+        while lat.len() < calls {
+            let line = self.lines.next_line().await.unwrap().expect("reply");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let Some(id) = v["id"].as_u64() else { continue };
+            check_reply(&v);
+            lat.push(
+                sent.remove(&id)
+                    .expect("a reply to a sent request")
+                    .elapsed(),
+            );
+            if issued < calls {
+                self.send().await.map(|id| sent.insert(id, Instant::now()));
+                issued += 1;
+            }
+        }
+        lat
+    }
+
+    async fn send(&mut self) -> Option<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stdin
+            .write_all(format!("{}\n", call(id)).as_bytes())
+            .await
+            .unwrap();
+        Some(id)
+    }
+}
+
+// --- HTTP: `clients` clients, each with its own connection and session
+
+struct HttpClient {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: String,
+    session: String,
+}
+
+impl HttpClient {
+    async fn connect(addr: &str) -> HttpClient {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut c = HttpClient {
+            send,
+            addr: addr.to_string(),
+            session: String::new(),
+        };
+        let (headers, body) = c.post(INIT).await;
+        c.session = headers
+            .get("mcp-session-id")
+            .expect("a session id")
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(body.contains("protocolVersion"), "{body}");
+        c.post(INITIALIZED).await;
+        c
+    }
+
+    async fn post(&mut self, body: &str) -> (hyper::HeaderMap, String) {
+        let mut req = hyper::Request::post("/mcp")
+            .header("host", &self.addr)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if !self.session.is_empty() {
+            req = req
+                .header("mcp-session-id", &self.session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .unwrap();
+        self.send.ready().await.unwrap();
+        let resp = self.send.send_request(req).await.unwrap();
+        assert!(resp.status().is_success(), "HTTP {}", resp.status());
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn call(&mut self, id: u64) -> Duration {
+        let t = Instant::now();
+        let (_, body) = self.post(&call(id)).await;
+        let elapsed = t.elapsed();
+        // An SSE stream (`data: {...}` events) or a plain JSON body.
+        let reply = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .chain(std::iter::once(body.as_str()))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|v| v.get("id").is_some())
+            .unwrap_or_else(|| panic!("no reply in {body:?}"));
+        check_reply(&reply);
+        elapsed
+    }
+}
+
+async fn http_addr(child: &mut Child) -> String {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server printed its address");
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return url
+                .trim_start_matches("http://")
+                .trim_end_matches("/mcp")
+                .to_string();
+        }
+    }
+}
+
+async fn http_round(clients: &mut [HttpClient], calls_each: usize) -> Latencies {
+    let tasks = clients.iter_mut().map(|c| async move {
+        let mut lat = Vec::with_capacity(calls_each);
+        for i in 0..calls_each {
+            lat.push(c.call(i as u64 + 1).await);
+        }
+        lat
+    });
+    futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+// --- measurement
+
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    p50_us: f64,
+    p99_us: f64,
+    calls_per_s: f64,
+}
+
+fn figures(mut lat: Latencies, wall: Duration) -> Figures {
+    lat.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Figures {
+        p50_us: us(lat[lat.len() / 2]),
+        p99_us: us(lat[lat.len() * 99 / 100]),
+        calls_per_s: lat.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+fn median_figures(mut rounds: Vec<Figures>) -> Figures {
+    let mid = rounds.len() / 2;
+    let pick = |rounds: &mut Vec<Figures>, f: fn(&Figures) -> f64| {
+        rounds.sort_by(|a, b| f(a).partial_cmp(&f(b)).unwrap());
+        f(&rounds[mid])
+    };
+    Figures {
+        p50_us: pick(&mut rounds, |f| f.p50_us),
+        p99_us: pick(&mut rounds, |f| f.p99_us),
+        calls_per_s: pick(&mut rounds, |f| f.calls_per_s),
+    }
+}
+
+/// Rounds of `transport` at `concurrency`, alternating toolhost and null.
+async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures) {
+    let (calls, inflight) = if concurrency == 1 {
+        (SEQUENTIAL_CALLS, 1)
+    } else {
+        (CONCURRENT * CONCURRENT_CALLS_EACH, CONCURRENT)
+    };
+    let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    match transport {
+        Transport::Stdio => {
+            let mut clients = [
+                StdioClient::connect(Server::Toolhost).await,
+                StdioClient::connect(Server::Null).await,
+            ];
+            for c in clients.iter_mut() {
+                c.round(calls / 4, inflight).await; // warm up
+            }
+            for _ in 0..ROUNDS {
+                for (i, c) in clients.iter_mut().enumerate() {
+                    let t = Instant::now();
+                    let lat = c.round(calls, inflight).await;
+                    results[i].push(figures(lat, t.elapsed()));
+                }
+            }
+        }
+        Transport::Http => {
+            let mut servers = [
+                spawn(Server::Toolhost, Transport::Http),
+                spawn(Server::Null, Transport::Http),
+            ];
+            let mut clients: Vec<Vec<HttpClient>> = Vec::new();
+            for s in servers.iter_mut() {
+                let addr = http_addr(s).await;
+                let mut cs = Vec::new();
+                for _ in 0..concurrency {
+                    cs.push(HttpClient::connect(&addr).await);
+                }
+                clients.push(cs);
+            }
+            let each = calls / concurrency;
+            for cs in clients.iter_mut() {
+                http_round(cs, each / 4).await; // warm up
+            }
+            for _ in 0..ROUNDS {
+                for (i, cs) in clients.iter_mut().enumerate() {
+                    let t = Instant::now();
+                    let lat = http_round(cs, each).await;
+                    results[i].push(figures(lat, t.elapsed()));
+                }
+            }
+        }
+    }
+    let [toolhost, null] = results;
+    (median_figures(toolhost), median_figures(null))
+}
+
+/// p50 of `Core::call(echo)` in process: the sandbox's share, no transport.
+async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
+    use toolhost::{CallRequest, Core, Scope};
+    let core = Core::builder()
+        .source(Scope::default(), root.join("build/tools/echo.toml"))
+        .build(&|_| {})
+        .await?;
+    let args = json!({"text": "hello, sandbox"}).as_object().cloned();
+    let mut rounds = Vec::new();
+    for round in 0..=ROUNDS {
+        let mut lat = Vec::with_capacity(SEQUENTIAL_CALLS);
+        let t = Instant::now();
+        for _ in 0..SEQUENTIAL_CALLS {
+            let started = Instant::now();
+            let out = core
+                .call(CallRequest::new(Scope::default(), "echo", args.clone()))
+                .await?;
+            assert_eq!(out.text(), "hello, sandbox");
+            lat.push(started.elapsed());
+        }
+        if round > 0 {
+            rounds.push(figures(lat, t.elapsed())); // round 0 warms up
+        }
+    }
+    Ok(median_figures(rounds).p50_us)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    if let Some(i) = args.iter().position(|a| a == "--null-server") {
+        let transport = args.get(i + 1).map(String::as_str).unwrap_or("stdio");
+        return rt.block_on(null_server(transport));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    anyhow::ensure!(
+        root.join("build/tools/echo.toml").is_file(),
+        "run `make tools` first"
+    );
+    rt.block_on(async {
+        println!("\n## MCP round trip: `echo` through `toolhost serve` vs a null server\n");
+        println!(
+            "| transport | callers | toolhost p50 | null p50 | p50 ratio | toolhost p99 | null p99 | toolhost calls/s | null calls/s | throughput ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        let mut toolhost_sequential = Vec::new();
+        for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
+            for concurrency in [1, CONCURRENT] {
+                let (t, n) = compare(transport, concurrency).await;
+                if concurrency == 1 {
+                    toolhost_sequential.push((name, t.p50_us));
+                }
+                let callers = if concurrency == 1 {
+                    "1 (sequential)".to_string()
+                } else {
+                    format!("{concurrency} concurrent")
+                };
+                println!(
+                    "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x |",
+                    t.p50_us,
+                    n.p50_us,
+                    t.p50_us / n.p50_us,
+                    t.p99_us,
+                    n.p99_us,
+                    t.calls_per_s,
+                    n.calls_per_s,
+                    t.calls_per_s / n.calls_per_s,
+                );
+            }
+        }
+        println!(
+            "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session)."
+        );
+        let core = core_call_p50(&root).await?;
+        let shares: Vec<String> = toolhost_sequential
+            .iter()
+            .map(|(name, p50)| format!("{:.0}% of the sequential {name} round trip", core / p50 * 100.0))
+            .collect();
+        println!(
+            "\nIn process, `Core::call(echo)` (fresh sandbox, schema check, no transport): {core:.0} µs p50, {}.",
+            shares.join(", ")
+        );
+        Ok(())
+    })
+}
