@@ -438,9 +438,11 @@ macro_rules! export {
                     $crate::bindings::exports::toolhost::tool::tool::ToolError,
                 > {
                     $tools().__call(&name, &arguments)
-        }
+                }
             }
-            $crate::bindings::__export_world!(__ToolhostComponent with_types_in $crate::bindings);
+            $crate::bindings::__export_world!(
+                __ToolhostComponent with_types_in $crate::bindings
+            );
         };
     };
 }

@@ -120,9 +120,19 @@ fn main() {
         // The pooling allocator's keep-resident size: what a fresh sandbox
         // costs when the first N bytes of memory are reset in place.
         let mut resident = Vec::new();
-        for keep in [0usize, 256 << 10, 1 << 20, 2 << 20, 4 << 20] {
+        let variants = [
+            (0usize, false),
+            (64 << 10, false),
+            (256 << 10, false),
+            (64 << 10, true),
+            (256 << 10, true),
+            (1 << 20, true),
+            (4 << 20, true),
+        ];
+        for (keep, pagemap_scan) in variants {
             let sb = Sandbox::new(HostConfig {
                 memory_keep_resident: keep,
+                pagemap_scan,
                 ..config.clone()
             })
             .unwrap();
@@ -135,7 +145,7 @@ fn main() {
                 std::hint::black_box(sb.call(&comp, "echo", args, cx).await.unwrap());
             })
             .await;
-            resident.push((keep, us));
+            resident.push((keep, pagemap_scan, us));
         }
 
         let core = Arc::new(
@@ -227,8 +237,13 @@ fn main() {
         println!();
         println!("| fresh sandbox, by `memory_keep_resident` | per call | vs native |");
         println!("|---|---|---|");
-        for (keep, us) in resident {
-            row(&format!("{} KiB", keep >> 10), us, native);
+        for (keep, scan, us) in resident {
+            let how = if scan {
+                "dirty pages only (pagemap scan)"
+            } else {
+                "memset"
+            };
+            row(&format!("{} KiB, {how}", keep >> 10), us, native);
         }
         println!();
         println!("| throughput, full call path | calls/s |");

@@ -34,6 +34,9 @@ pub struct HostConfig {
     /// scans) rather than unmapped between calls. A fresh sandbox per call
     /// lives or dies by this: see BENCHMARKS.md for the trade-off.
     pub memory_keep_resident: usize,
+    /// Reset only the pages a call dirtied (Linux `PAGEMAP_SCAN`, 6.7+),
+    /// where the kernel supports it; otherwise the resident part is memset.
+    pub pagemap_scan: bool,
     /// Allow/deny rules (`[[rule]]` in the config file), see `policy`.
     pub rules: Vec<crate::policy::Rule>,
 }
@@ -56,6 +59,7 @@ impl Default for HostConfig {
             max_wasm_stack: 512 << 10,
             max_stdio: 64 << 10,
             memory_keep_resident: 256 << 10,
+            pagemap_scan: true,
             rules: Vec::new(),
         }
     }

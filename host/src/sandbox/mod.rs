@@ -102,7 +102,11 @@ impl Sandbox {
             .linear_memory_keep_resident(config.memory_keep_resident)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+            .pagemap_scan(if config.pagemap_scan {
+                wasmtime::Enabled::Auto
+            } else {
+                wasmtime::Enabled::No
+            });
         wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wc)?;
 
