@@ -206,6 +206,31 @@ impl HttpServe {
     }
 }
 
+impl HttpServe {
+    /// SIGTERM, then the exit status (within `limit`).
+    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for HttpServe {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -570,4 +595,68 @@ fn http_limits_the_request_body() {
         "x".repeat(5 << 20)
     );
     assert_eq!(http_post(&server.addr(), &[], &big).0, 413);
+}
+
+/// The value of response header `name` in a raw HTTP response.
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+#[test]
+fn http_shutdown_lets_running_calls_finish() {
+    let dir = tools(false);
+    let mut server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let addr = server.addr();
+    let (status, resp) = http_post(&addr, &[], INIT);
+    assert_eq!(status, 200, "{resp}");
+    let session = header(&resp, "mcp-session-id")
+        .unwrap_or_else(|| panic!("no session id: {resp}"))
+        .to_string();
+    let in_session = |session: &str| {
+        vec![
+            ("mcp-session-id".to_string(), session.to_string()),
+            ("mcp-protocol-version".to_string(), "2025-11-25".to_string()),
+        ]
+    };
+    let headers = in_session(&session);
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http_post(&addr, &h, initialized).0, 202);
+    let call = std::thread::spawn({
+        let addr = addr.clone();
+        move || {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1500}}}"#;
+            http_post(&addr, &h, body)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let exit = server.terminate(Duration::from_secs(20));
+    let (status, resp) = call.join().unwrap();
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        resp.contains(r#""text":"slept""#) && !resp.contains("isError\":true"),
+        "the running call did not finish: {resp}"
+    );
+    assert!(exit.success(), "{exit}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the server exited before the call finished"
+    );
 }

@@ -10,17 +10,21 @@
 //!   grace period), then close sessions and streams.
 
 use super::McpServer;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
+use http_body_util::BodyExt as _;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -117,6 +121,9 @@ impl HttpServer {
     ) -> Result<(), HttpError> {
         let addr = self.local_addr();
         let sessions = CancellationToken::new();
+        // POST responses still streaming: a finished call's result must reach
+        // its client before shutdown closes the sessions.
+        let responses = TaskTracker::new();
         let config = StreamableHttpServerConfig::default()
             .with_allowed_hosts(allowed_hosts(addr, &self.opts.allowed_hosts))
             .with_allowed_origins(allowed_origins(&self.opts.allowed_origins))
@@ -137,7 +144,11 @@ impl HttpServer {
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 respond_within(timeout, req, next)
             }))
-            .layer(middleware::from_fn(session_closed_no_content));
+            .layer(middleware::from_fn(session_closed_no_content))
+            .layer(middleware::from_fn_with_state(
+                responses.clone(),
+                track_responses,
+            ));
         if let Some(token) = self.opts.bearer_token.clone() {
             app = app.layer(middleware::from_fn_with_state(
                 Arc::<str>::from(token),
@@ -149,7 +160,12 @@ impl HttpServer {
         let stop = async move {
             shutdown.await;
             tracing::info!("shutting down: waiting for running calls");
-            if tokio::time::timeout(grace, server.drain()).await.is_err() {
+            let drained = async {
+                server.drain().await;
+                responses.close();
+                responses.wait().await;
+            };
+            if tokio::time::timeout(grace, drained).await.is_err() {
                 tracing::warn!("calls still running after {grace:?}: cancelling them");
             }
             sessions.cancel();
@@ -200,6 +216,28 @@ async fn respond_within(timeout: Duration, req: Request, next: Next) -> Response
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (StatusCode::GATEWAY_TIMEOUT, "request timed out\n").into_response(),
+    }
+}
+
+/// Count a POST as in flight until its response body is done (or dropped).
+async fn track_responses(State(t): State<TaskTracker>, req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let in_flight = InFlight { _token: t.token() };
+    next.run(req)
+        .await
+        .map(|body| Body::new(body.map_frame(move |frame| in_flight.pass(frame))))
+}
+
+/// Held by a response body while it streams.
+struct InFlight {
+    _token: TaskTrackerToken,
+}
+
+impl InFlight {
+    fn pass<T>(&self, frame: T) -> T {
+        frame
     }
 }
 

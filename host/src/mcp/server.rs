@@ -15,8 +15,8 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
     CustomResult, ErrorCode, ErrorData, Implementation, ListToolsResult, LoggingLevel,
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ResourceContents, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
-    ToolAnnotations,
+    ProgressToken, ProtocolVersion, ResourceContents, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, Tool, ToolAnnotations,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
@@ -107,6 +107,19 @@ impl McpServer {
     pub async fn drain(&self) {
         self.shared.calls.close();
         self.shared.calls.wait().await;
+    }
+
+    /// Which log messages the client of this request wants: what the
+    /// request's `_meta` opts in to (2026-07-28, SEP-2575); without it, none
+    /// on 2026-07-28 and later, else the session's `logging/setLevel`.
+    fn log_level_for(&self, ctx: &RequestContext<RoleServer>) -> Option<LogLevel> {
+        if let Some(l) = ctx.meta.log_level() {
+            return Some(log_level(l));
+        }
+        let modern = ctx
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        (!modern).then(|| self.session.log_level())
     }
 
     fn tools(&self) -> Vec<Tool> {
@@ -219,7 +232,7 @@ impl ServerHandler for McpServer {
             EventTarget {
                 peer: ctx.peer.clone(),
                 progress: ctx.meta.get_progress_token(),
-                session: self.session.clone(),
+                log_level: self.log_level_for(&ctx),
                 tool: tool.clone(),
             },
         );
@@ -271,13 +284,14 @@ impl ServerHandler for McpServer {
 struct EventTarget {
     peer: Peer<RoleServer>,
     progress: Option<ProgressToken>,
-    session: Arc<Session>,
+    /// The least severe log level the client wants; `None`: no log messages.
+    log_level: Option<LogLevel>,
     tool: Arc<str>,
 }
 
 /// Send each event to the client until the call ends (its sender drops).
 /// Progress goes out only if the client asked for it (a progress token);
-/// log messages only at or above the session's level.
+/// log messages only at or above the level it asked for.
 async fn forward_events(mut rx: mpsc::UnboundedReceiver<CallEvent>, to: EventTarget) {
     while let Some(ev) = rx.recv().await {
         let sent = match ev {
@@ -293,7 +307,7 @@ async fn forward_events(mut rx: mpsc::UnboundedReceiver<CallEvent>, to: EventTar
                 to.peer.notify_progress(p).await
             }
             CallEvent::Log { level, message } => {
-                if level < to.session.log_level() {
+                if to.log_level.is_none_or(|min| level < min) {
                     continue;
                 }
                 to.peer
