@@ -103,9 +103,18 @@ async def flood(client, mode):
 
 async def list_changed(client, mode):
     before = sorted(t.name for t in (await client.list_tools()).tools)
-    print("READY", json.dumps(before), flush=True)
-    with anyio.fail_after(30):
-        await CHANGED.wait()
+    if client.protocol_version >= "2026-07-28":
+        # Stateless: change notifications come on a subscriptions/listen stream.
+        async with client.listen(tools_list_changed=True) as sub:
+            print("READY", json.dumps(before), flush=True)
+            with anyio.fail_after(30):
+                async for event in sub:
+                    print("event", event, file=sys.stderr)
+                    break
+    else:
+        print("READY", json.dumps(before), flush=True)
+        with anyio.fail_after(30):
+            await CHANGED.wait()
     after = sorted(t.name for t in (await client.list_tools()).tools)
     print("TOOLS", json.dumps(after), flush=True)
 

@@ -364,7 +364,7 @@ fn guest_stdout_flood_never_reaches_the_stdio_stream() {
 /// Start the client, wait until it has listed the tools, add `text` to the
 /// watched directory, and require the client to see it after the
 /// notification.
-fn list_changed(sdk: Sdk, http: bool) {
+fn list_changed(sdk: Sdk, http: bool, mode: Option<&str>) {
     let dir = tools(true);
     let args = serve_args(&dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -373,7 +373,6 @@ fn list_changed(sdk: Sdk, http: bool) {
         Some(s) => Via::Http(&s.url),
         None => Via::Stdio(&args),
     };
-    let mode = matches!(sdk, Sdk::Python).then_some("legacy");
     let mut child = client(sdk, "list_changed", mode, via)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -415,12 +414,22 @@ fn list_changed(sdk: Sdk, http: bool) {
 
 #[test]
 fn python_sees_tools_list_changed_over_stdio() {
-    list_changed(Sdk::Python, false);
+    list_changed(Sdk::Python, false, Some("legacy"));
 }
 
 #[test]
 fn typescript_sees_tools_list_changed_over_http() {
-    list_changed(Sdk::TypeScript, true);
+    list_changed(Sdk::TypeScript, true, None);
+}
+
+#[test]
+fn python_2026_07_28_listens_for_tools_list_changed_over_http() {
+    list_changed(Sdk::Python, true, Some("auto"));
+}
+
+#[test]
+fn python_2026_07_28_listens_for_tools_list_changed_over_stdio() {
+    list_changed(Sdk::Python, false, Some("auto"));
 }
 
 // --- raw protocol: what no SDK client sends

@@ -6,6 +6,13 @@
 //! (`server`); serving that handler over stdio and over hardened Streamable
 //! HTTP (`http`); telling connected clients when the tool list changes.
 //!
+//! Protocols: 2025-11-25 (sessions; `logging/setLevel`; list changes on the
+//! session) and 2026-07-28 (stateless; `server/discover`; per-request log
+//! level; list changes on `subscriptions/listen`). Cancellation: a
+//! `notifications/cancelled`, server shutdown, or (stateless HTTP) the client
+//! closing the request's stream stops the running guest; in a 2025-11-25 HTTP
+//! session a dropped connection is not a cancellation, as that spec says.
+//!
 //! Must not touch: tool logic, policy, limits or the catalog's contents. A
 //! front end stays thin: everything a tool call means is decided in `core`,
 //! and nothing a client sends can widen a tool's grants.

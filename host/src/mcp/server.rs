@@ -16,12 +16,13 @@ use rmcp::model::{
     CustomResult, ErrorCode, ErrorData, Implementation, ListToolsResult, LoggingLevel,
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ResourceContents, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, Tool, ToolAnnotations,
+    SetLevelRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The MCP handler for one scope's tools. Cheap to clone; clones share the
@@ -44,6 +45,9 @@ struct Shared {
     peers: Mutex<Vec<Peer<RoleServer>>>,
     /// Running calls; closed once the server drains for shutdown.
     calls: TaskTracker,
+    /// Cancelled when the server drains: open `subscriptions/listen`
+    /// streams end gracefully.
+    closing: CancellationToken,
 }
 
 /// Per-client state.
@@ -81,6 +85,7 @@ impl McpServer {
             caller: Arc::from(caller),
             peers: Mutex::new(Vec::new()),
             calls: TaskTracker::new(),
+            closing: CancellationToken::new(),
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
         McpServer {
@@ -105,6 +110,7 @@ impl McpServer {
 
     /// Refuse new calls and wait until the running ones have finished.
     pub async fn drain(&self) {
+        self.shared.closing.cancel();
         self.shared.calls.close();
         self.shared.calls.wait().await;
     }
@@ -253,6 +259,38 @@ impl ServerHandler for McpServer {
         match result {
             Ok(out) => Ok(call_result(out).into()),
             Err(e) => call_error(e).map(Into::into),
+        }
+    }
+
+    /// 2026-07-28 clients learn of tool-list changes on a
+    /// `subscriptions/listen` stream (older ones get them on the session).
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
+        if cx.accepted().tools_list_changed != Some(true) {
+            cx.cancelled().await;
+            return Ok(());
+        }
+        let mut changes = self.shared.core.subscribe();
+        loop {
+            tokio::select! {
+                _ = cx.cancelled() => return Ok(()),
+                _ = self.shared.closing.cancelled() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    if let Err(e) = cx.sink().notify_tool_list_changed().await {
+                        tracing::debug!("tools/list_changed not delivered to a listener: {e}");
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 
