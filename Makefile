@@ -85,6 +85,8 @@ test-deps:
 bench: setup tools
 	$(CARGO) bench --bench sandbox
 	$(CARGO) bench --bench mcp
+	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.187; }
+	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench --bench agent_control -- 3000
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'

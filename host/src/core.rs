@@ -170,34 +170,27 @@ impl Core {
     pub async fn reload(&self) -> Vec<String> {
         let new = Catalog::load(&self.sandbox, &self.sources, &|_| {}).await;
         let old = self.catalog.load_full();
+        // What a client sees of a scope's tools; a change means list_changed.
+        let fingerprint = |cat: &Catalog, s: &Scope| -> Vec<_> {
+            cat.tools(s)
+                .map(|t| {
+                    let d = &t.def;
+                    (
+                        d.name.clone(),
+                        t.component.manifest.sha256,
+                        d.description.clone(),
+                        d.input_schema.clone(),
+                    )
+                })
+                .collect()
+        };
         let differs = {
             let mut scopes: Vec<&Scope> = old.scopes().chain(new.scopes()).collect();
+            scopes.sort();
             scopes.dedup();
-            scopes.into_iter().any(|s| {
-                let a: Vec<_> = old
-                    .tools(s)
-                    .map(|t| {
-                        (
-                            t.def.name.clone(),
-                            t.component.manifest.sha256,
-                            t.def.description.clone(),
-                            t.def.input_schema.clone(),
-                        )
-                    })
-                    .collect();
-                let b: Vec<_> = new
-                    .tools(s)
-                    .map(|t| {
-                        (
-                            t.def.name.clone(),
-                            t.component.manifest.sha256,
-                            t.def.description.clone(),
-                            t.def.input_schema.clone(),
-                        )
-                    })
-                    .collect();
-                a != b
-            })
+            scopes
+                .into_iter()
+                .any(|s| fingerprint(&old, s) != fingerprint(&new, s))
         };
         let errors: Vec<String> = new.errors.iter().map(|e| e.to_string()).collect();
         self.catalog.store(Arc::new(new));

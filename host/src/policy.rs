@@ -33,6 +33,9 @@ pub struct Rule {
     pub arg: Option<String>,
     #[serde(default)]
     pub contains: Option<String>,
+    /// With `arg`, a glob the value must match (`*` any run of characters).
+    #[serde(default)]
+    pub pattern: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -77,21 +80,35 @@ impl Rule {
         if !glob(&self.tool, tool) || self.scope.as_deref().is_some_and(|s| !glob(s, scope)) {
             return false;
         }
-        match (&self.arg, &self.contains) {
-            (Some(ptr), needle) => match args.pointer(ptr) {
-                None => false,
-                Some(v) => {
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    needle.as_ref().is_none_or(|n| text.contains(n.as_str()))
-                }
-            },
-            (None, Some(n)) => args.to_string().contains(n.as_str()),
-            (None, None) => true,
-        }
+        args_match(
+            self.arg.as_deref(),
+            self.contains.as_deref(),
+            self.pattern.as_deref(),
+            args,
+        )
     }
+}
+
+/// The argument condition shared by every rule language (host policy, agent
+/// hooks): with `arg` (a JSON pointer) the value there must exist; its text
+/// (or, without `arg`, the whole arguments as JSON) must contain `contains`
+/// and match the glob `pattern`, each when given.
+pub fn args_match(
+    arg: Option<&str>,
+    contains: Option<&str>,
+    pattern: Option<&str>,
+    args: &Value,
+) -> bool {
+    let text = match arg {
+        Some(ptr) => match args.pointer(ptr) {
+            None => return false,
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+        },
+        None if contains.is_none() && pattern.is_none() => return true,
+        None => args.to_string(),
+    };
+    contains.is_none_or(|c| text.contains(c)) && pattern.is_none_or(|p| glob(p, &text))
 }
 
 impl Policy {
@@ -154,26 +171,30 @@ mod tests {
 
     #[test]
     fn first_match_decides_and_allow_lists_close() {
-        let p = Policy {
-            rules: vec![
-                Rule {
-                    effect: Effect::Deny,
-                    tool: "http_fetch".into(),
-                    scope: None,
-                    arg: Some("/url".into()),
-                    contains: Some("169.254".into()),
-                    reason: Some("metadata".into()),
-                },
-                Rule {
-                    effect: Effect::Allow,
-                    tool: "http_*".into(),
-                    scope: None,
-                    arg: None,
-                    contains: None,
-                    reason: None,
-                },
-            ],
-        };
+        #[derive(Deserialize)]
+        struct File {
+            rule: Vec<Rule>,
+        }
+        let f: File = toml::from_str(
+            r#"
+            [[rule]]
+            effect = "deny"
+            tool = "http_fetch"
+            arg = "/url"
+            contains = "169.254"
+            reason = "metadata"
+            [[rule]]
+            effect = "deny"
+            tool = "http_fetch"
+            arg = "/url"
+            pattern = "ftp://*"
+            [[rule]]
+            effect = "allow"
+            tool = "http_*"
+            "#,
+        )
+        .unwrap();
+        let p = Policy { rules: f.rule };
         assert_eq!(
             p.decide(
                 "s",
@@ -193,6 +214,10 @@ mod tests {
         assert!(matches!(
             p.decide("s", "echo", &serde_json::json!({})),
             Decision::Deny(_)
+        ));
+        assert!(matches!(
+            p.decide("s", "http_fetch", &serde_json::json!({"url": "ftp://x/"})),
+            Decision::Deny(r) if r.contains("http_fetch")
         ));
         assert!(!p.visible("s", "echo"));
         assert!(p.visible("s", "http_fetch"));

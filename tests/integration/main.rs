@@ -4,9 +4,9 @@
 
 mod support;
 
+mod agent;
+mod grants;
 mod limits;
 mod manifest;
-mod grants;
-mod policy;
 mod mcp;
-mod agent;
+mod policy;

@@ -4,7 +4,7 @@
 //!
 //! Everything here decides; nothing here runs a tool.
 
-use crate::policy::glob;
+use crate::policy::{args_match, glob};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -176,18 +176,12 @@ impl DenyRule {
         if !glob(&self.tool, tool) {
             return false;
         }
-        let text = match &self.arg {
-            Some(ptr) => match input.pointer(ptr) {
-                None => return false,
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => v.to_string(),
-            },
-            None => input.to_string(),
-        };
-        self.contains
-            .as_ref()
-            .is_none_or(|c| text.contains(c.as_str()))
-            && self.pattern.as_ref().is_none_or(|p| glob(p, &text))
+        args_match(
+            self.arg.as_deref(),
+            self.contains.as_deref(),
+            self.pattern.as_deref(),
+            input,
+        )
     }
 }
 
