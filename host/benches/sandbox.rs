@@ -122,11 +122,10 @@ fn main() {
         let mut resident = Vec::new();
         let variants = [
             (0usize, false),
-            (64 << 10, false),
-            (256 << 10, false),
-            (64 << 10, true),
+            (1 << 20, false),
             (256 << 10, true),
             (1 << 20, true),
+            (2 << 20, true),
             (4 << 20, true),
         ];
         for (keep, pagemap_scan) in variants {

@@ -58,7 +58,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
             max_stdio: 64 << 10,
-            memory_keep_resident: 256 << 10,
+            memory_keep_resident: 1 << 20,
             pagemap_scan: true,
             rules: Vec::new(),
         }
