@@ -410,6 +410,23 @@ pub fn progress(progress: f64, total: Option<f64>, message: Option<&str>) {
     wit_host::progress(progress, total, message);
 }
 
+/// Send the calling MCP client a request of its own and wait for its
+/// answer: `method` is `sampling/createMessage` or `elicitation/create`,
+/// `params` its MCP params. Works only if the tool's manifest grants it
+/// (`[client] requests = ["sampling", "elicitation"]`) and the caller can
+/// answer; otherwise the error says why.
+pub fn request_client(
+    method: &str,
+    params: &serde_json::Value,
+) -> Result<serde_json::Value, ToolError> {
+    let text = wit_host::request_client(method, &params.to_string()).map_err(ToolError::Failed)?;
+    serde_json::from_str(&text).map_err(|e| {
+        ToolError::failed(format!(
+            "the client's answer to `{method}` is not JSON: {e}"
+        ))
+    })
+}
+
 /// Whether the caller has cancelled this call.
 pub fn cancelled() -> bool {
     wit_host::cancelled()

@@ -109,10 +109,7 @@ fn main() {
         };
 
         let fresh = measure(5_000, || async {
-            let cx = CallContext {
-                events: None,
-                cancel: Default::default(),
-            };
+            let cx = CallContext::default();
             std::hint::black_box(sandbox.call(&comp, "echo", args, cx).await.unwrap());
         })
         .await;
@@ -137,10 +134,7 @@ fn main() {
             .unwrap();
             let comp = sb.load(manifest.clone()).await.unwrap();
             let us = measure(3_000, || async {
-                let cx = CallContext {
-                    events: None,
-                    cancel: Default::default(),
-                };
+                let cx = CallContext::default();
                 std::hint::black_box(sb.call(&comp, "echo", args, cx).await.unwrap());
             })
             .await;

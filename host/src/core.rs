@@ -10,7 +10,7 @@ use crate::audit::{Audit, AuditRecord};
 use crate::catalog::{Catalog, CatalogTool, LoadEvent, Scope, Source};
 use crate::config::HostConfig;
 use crate::error::CallError;
-use crate::model::{EventSink, ToolDef, ToolOutput};
+use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::sandbox::{CallContext, Sandbox};
 use arc_swap::ArcSwap;
@@ -32,6 +32,9 @@ pub struct CallRequest {
     pub cancel: CancellationToken,
     /// Who is calling (front end, session, agent), for the audit log.
     pub caller: Arc<str>,
+    /// The caller's client, for the requests a tool's manifest grants
+    /// (sampling, elicitation). `None`: such requests fail cleanly.
+    pub client: Option<Arc<dyn ClientRequests>>,
 }
 
 impl CallRequest {
@@ -47,6 +50,7 @@ impl CallRequest {
             events: None,
             cancel: CancellationToken::new(),
             caller: Arc::from("library"),
+            client: None,
         }
     }
     pub fn caller(mut self, caller: impl AsRef<str>) -> Self {
@@ -55,6 +59,10 @@ impl CallRequest {
     }
     pub fn events(mut self, events: EventSink) -> Self {
         self.events = Some(events);
+        self
+    }
+    pub fn client(mut self, client: Arc<dyn ClientRequests>) -> Self {
+        self.client = Some(client);
         self
     }
     pub fn cancel(mut self, cancel: CancellationToken) -> Self {
@@ -217,6 +225,7 @@ impl Core {
                 &args,
                 &mut args_bytes,
                 req.events,
+                req.client,
                 req.cancel,
             )
             .await;
@@ -249,6 +258,7 @@ impl Core {
         args: &Value,
         args_bytes: &mut usize,
         events: Option<EventSink>,
+        client: Option<Arc<dyn ClientRequests>>,
         cancel: CancellationToken,
     ) -> Result<ToolOutput, CallError> {
         let tool: &Arc<CatalogTool> =
@@ -273,7 +283,16 @@ impl Core {
         *args_bytes = text.len();
         let out = self
             .sandbox
-            .call(&tool.component, name, &text, CallContext { events, cancel })
+            .call(
+                &tool.component,
+                name,
+                &text,
+                CallContext {
+                    events,
+                    cancel,
+                    client,
+                },
+            )
             .await?;
         if let Some(schema) = &tool.output {
             let structured = out

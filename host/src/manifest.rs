@@ -176,6 +176,9 @@ pub struct Manifest {
     /// (resolved when the tool is loaded; unset host vars are left out).
     pub env: Vec<(String, String)>,
     pub network: Vec<HostPattern>,
+    /// MCP client requests the tool may make (`sampling/createMessage`,
+    /// `elicitation/create`), from `[client] requests`.
+    pub client_requests: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +193,15 @@ struct Raw {
     env: RawEnv,
     #[serde(default)]
     network: RawNetwork,
+    #[serde(default)]
+    client: RawClient,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    #[serde(default)]
+    requests: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -323,7 +335,7 @@ impl Manifest {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim().to_string();
             let hint = if msg.contains("unknown field") && !msg.contains("expected") {
-                " (allowed: [component] path, sha256; [limits] timeout, memory, fuel, max-output, max-concurrency; [[fs]] guest, host, mode; [env] set, pass; [network] allow)"
+                " (allowed: [component] path, sha256; [limits] timeout, memory, fuel, max-output, max-concurrency; [[fs]] guest, host, mode; [env] set, pass; [network] allow; [client] requests)"
             } else {
                 ""
             };
@@ -500,6 +512,24 @@ impl Manifest {
             network.push(HostPattern::parse(a.get_ref()).map_err(|m| err(Some(a.span()), m))?);
         }
 
+        // [client]
+        let mut client_requests = Vec::new();
+        for r in raw.client.requests {
+            let method = match r.get_ref().as_str() {
+                "sampling" => "sampling/createMessage",
+                "elicitation" => "elicitation/create",
+                other => {
+                    return Err(err(
+                        Some(r.span()),
+                        format!(
+                            "`{other}` is not a client request a tool may make (use `sampling` or `elicitation`)"
+                        ),
+                    ));
+                }
+            };
+            client_requests.push(method.to_string());
+        }
+
         Ok(Manifest {
             path: path.to_owned(),
             component,
@@ -508,6 +538,7 @@ impl Manifest {
             fs,
             env,
             network,
+            client_requests,
         })
     }
 }

@@ -104,3 +104,15 @@ pub enum CallEvent {
 /// Where a call's events go. Unbounded so a guest never blocks on a slow
 /// client; the number of events a call can emit is bounded by its limits.
 pub type EventSink = tokio::sync::mpsc::UnboundedSender<CallEvent>;
+
+/// The client behind a call, for the requests a tool may send it
+/// (`sampling/createMessage`, `elicitation/create`). Front ends that can
+/// reach their client (MCP) provide one; the manifest decides which methods a
+/// tool may use.
+pub trait ClientRequests: Send + Sync {
+    fn request(
+        &self,
+        method: String,
+        params: Value,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+}

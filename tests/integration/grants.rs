@@ -312,3 +312,29 @@ async fn scopes_cannot_see_or_call_each_others_tools() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn client_requests_need_a_grant_and_a_client() {
+    let d = ToolDir::new();
+    d.add("ungranted", "conformance", "");
+    let ungranted = core(d.path()).await;
+    let msg = tool_error_text(call(&ungranted, "test_sampling", json!({"prompt": "hi"})).await);
+    assert!(
+        msg.contains("not granted") && msg.contains("[client] requests"),
+        "{msg}"
+    );
+
+    let d = ToolDir::new();
+    d.add(
+        "granted",
+        "conformance",
+        "[client]\nrequests = [\"sampling\"]\n",
+    );
+    let core = core(d.path()).await;
+    // Granted, but this call has no client to ask (a library call).
+    let msg = tool_error_text(call(&core, "test_sampling", json!({"prompt": "hi"})).await);
+    assert!(msg.contains("not available"), "{msg}");
+    // Elicitation was not granted.
+    let msg = tool_error_text(call(&core, "test_elicitation", json!({"message": "hi"})).await);
+    assert!(msg.contains("not granted"), "{msg}");
+}

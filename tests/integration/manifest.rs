@@ -186,6 +186,11 @@ async fn bad_sizes_durations_and_grants_are_explained() {
             ":6:",
             "not a valid environment variable",
         ),
+        (
+            "[client]\nrequests = [\"roots\"]\n",
+            ":6:",
+            "not a client request",
+        ),
     ];
     for (extra, line, needle) in cases {
         let d = ToolDir::new();

@@ -91,6 +91,123 @@ pub fn tools() -> Toolbox {
             "additionalProperties": false
         }))
         .read_only()
+        .tool(
+            "test_sampling",
+            "Tests server-initiated sampling (LLM completion request)",
+            sampling,
+        )
+        .tool(
+            "test_elicitation",
+            "Tests server-initiated elicitation (user input request)",
+            elicitation,
+        )
+        .tool(
+            "test_elicitation_sep1034_defaults",
+            "Tests elicitation with default values per SEP-1034",
+            elicitation_sep1034,
+        )
+        .tool(
+            "test_elicitation_sep1330_enums",
+            "Tests elicitation with enum schema improvements per SEP-1330",
+            elicitation_sep1330,
+        )
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SamplingArgs {
+    /// The prompt to send to the LLM.
+    prompt: String,
+}
+
+fn sampling(a: SamplingArgs) -> Result<String, ToolError> {
+    let r = toolhost_guest::request_client(
+        "sampling/createMessage",
+        &serde_json::json!({
+            "messages": [{"role": "user", "content": {"type": "text", "text": a.prompt}}],
+            "maxTokens": 100
+        }),
+    )?;
+    let text = r["content"]["text"].as_str().unwrap_or_default();
+    Ok(format!("LLM response: {text}"))
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct ElicitationArgs {
+    /// The message to show the user.
+    message: String,
+}
+
+fn elicit(message: &str, schema: serde_json::Value) -> Result<String, ToolError> {
+    let r = toolhost_guest::request_client(
+        "elicitation/create",
+        &serde_json::json!({"mode": "form", "message": message, "requestedSchema": schema}),
+    )?;
+    Ok(format!(
+        "User response: action={}, content={}",
+        r["action"], r["content"]
+    ))
+}
+
+fn elicitation(a: ElicitationArgs) -> Result<String, ToolError> {
+    elicit(
+        &a.message,
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"}
+            },
+            "required": ["username", "email"]
+        }),
+    )
+}
+
+fn elicitation_sep1034(_: NoArgs) -> Result<String, ToolError> {
+    elicit(
+        "Please review and update the form fields with defaults",
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "User name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "User age", "default": 30},
+                "score": {"type": "number", "description": "User score", "default": 95.5},
+                "status": {
+                    "type": "string", "description": "User status",
+                    "enum": ["active", "inactive", "pending"], "default": "active"
+                },
+                "verified": {"type": "boolean", "description": "Verification status", "default": true}
+            },
+            "required": []
+        }),
+    )
+}
+
+fn elicitation_sep1330(_: NoArgs) -> Result<String, ToolError> {
+    elicit(
+        "Please choose options",
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                "titledSingle": {"type": "string", "oneOf": [
+                    {"const": "value1", "title": "First Option"},
+                    {"const": "value2", "title": "Second Option"},
+                    {"const": "value3", "title": "Third Option"}
+                ]},
+                "legacyEnum": {"type": "string", "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"]},
+                "untitledMulti": {"type": "array", "minItems": 1, "maxItems": 3,
+                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+                "titledMulti": {"type": "array", "minItems": 1, "maxItems": 3,
+                    "items": {"anyOf": [
+                        {"const": "value1", "title": "First Choice"},
+                        {"const": "value2", "title": "Second Choice"},
+                        {"const": "value3", "title": "Third Choice"}
+                    ]}}
+            },
+            "required": []
+        }),
+    )
 }
 
 // Component exports exist only in the wasm build: their symbol names break
@@ -193,7 +310,7 @@ mod tests {
     #[test]
     fn every_tool_describes_an_object_schema_and_a_description() {
         let defs = tools().__describe();
-        assert_eq!(defs.len(), 10);
+        assert_eq!(defs.len(), 14);
         for d in defs {
             assert!(!d.description.is_empty(), "{}", d.name);
             let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();

@@ -20,6 +20,32 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
+
+/// The calling client, for the requests a tool's manifest lets it make
+/// (sampling, elicitation). Params and results pass through as JSON: the
+/// client validates them, and the tool sees exactly what the client said.
+struct PeerClient(Peer<RoleServer>);
+
+impl model::ClientRequests for PeerClient {
+    fn request(
+        &self,
+        method: String,
+        params: serde_json::Value,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>> {
+        let peer = self.0.clone();
+        Box::pin(async move {
+            let req = rmcp::model::ServerRequest::CustomRequest(CustomRequest::new(
+                method.clone(),
+                Some(params),
+            ));
+            let result = peer
+                .send_request(req)
+                .await
+                .map_err(|e| format!("the client did not answer `{method}`: {e}"))?;
+            serde_json::to_value(result).map_err(|e| e.to_string())
+        })
+    }
+}
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -247,7 +273,8 @@ impl ServerHandler for McpServer {
             .events(events)
             // Cancelled on notifications/cancelled, on shutdown and (stateless
             // HTTP) when the client goes away: the guest is stopped.
-            .cancel(ctx.ct.child_token());
+            .cancel(ctx.ct.child_token())
+            .client(Arc::new(PeerClient(ctx.peer.clone())));
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event
         // reaches the client before the response does.

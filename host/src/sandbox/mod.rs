@@ -12,6 +12,7 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "toolhost",
+        imports: { "toolhost:tool/host.request-client": async },
         exports: { default: async },
     });
 }
@@ -19,7 +20,9 @@ pub(crate) mod bindings {
 use crate::config::HostConfig;
 use crate::error::{CallError, LoadError};
 use crate::manifest::{FsMode, HostPattern, Limits, Manifest};
-use crate::model::{Annotations, Content, EventSink, ResourceContents, ToolDef, ToolOutput};
+use crate::model::{
+    Annotations, ClientRequests, Content, EventSink, ResourceContents, ToolDef, ToolOutput,
+};
 use bindings::exports::toolhost::tool::tool as wit_tool;
 use sha2::{Digest, Sha256};
 use state::{CallState, Limiter, NetGate};
@@ -52,6 +55,8 @@ pub struct LoadedComponent {
     pub limits: Limits,
     pub tools: Vec<ToolDef>,
     pub network: Arc<[HostPattern]>,
+    /// MCP client requests the tool may make.
+    pub client_requests: Arc<[String]>,
     /// Whether this load compiled the component (false: came from the cache).
     pub compiled: bool,
     pre: bindings::ToolhostPre<CallState>,
@@ -59,9 +64,12 @@ pub struct LoadedComponent {
 }
 
 /// What a call carries into the sandbox besides its tool and arguments.
+#[derive(Default)]
 pub struct CallContext {
     pub events: Option<EventSink>,
     pub cancel: CancellationToken,
+    /// The caller's client, for the requests the manifest grants.
+    pub client: Option<Arc<dyn ClientRequests>>,
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
@@ -237,6 +245,7 @@ impl Sandbox {
         };
         let mut loaded = LoadedComponent {
             concurrency: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            client_requests: manifest.client_requests.clone().into(),
             manifest: Arc::new(manifest),
             limits,
             tools: Vec::new(),
@@ -251,14 +260,7 @@ impl Sandbox {
             reason,
         };
         let mut store = self
-            .store(
-                &loaded,
-                CallContext {
-                    events: None,
-                    cancel: CancellationToken::new(),
-                },
-                false,
-            )
+            .store(&loaded, CallContext::default(), false)
             .map_err(|e| describe_err(format!("{e:#}")))?;
         let fut = async {
             let inst = loaded.pre.instantiate_async(&mut store).await?;
@@ -333,6 +335,12 @@ impl Sandbox {
             cancel: cx.cancel,
             stdout,
             stderr,
+            client: cx.client,
+            client_grants: if grants {
+                comp.client_requests.clone()
+            } else {
+                Arc::from([])
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -428,14 +436,7 @@ impl Sandbox {
     /// the fresh sandbox costs (see `benches/sandbox.rs`).
     #[doc(hidden)]
     pub async fn warm_instance(&self, comp: &LoadedComponent) -> anyhow::Result<WarmInstance> {
-        let mut store = self.store(
-            comp,
-            CallContext {
-                events: None,
-                cancel: CancellationToken::new(),
-            },
-            true,
-        )?;
+        let mut store = self.store(comp, CallContext::default(), true)?;
         let bindings = comp.pre.instantiate_async(&mut store).await?;
         Ok(WarmInstance { store, bindings })
     }

@@ -4,7 +4,7 @@
 
 use super::bindings::toolhost::tool::host as wit_host;
 use crate::manifest::HostPattern;
-use crate::model::{CallEvent, EventSink, LogLevel};
+use crate::model::{CallEvent, ClientRequests, EventSink, LogLevel};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::ResourceTable;
@@ -25,6 +25,9 @@ pub struct CallState {
     pub cancel: CancellationToken,
     pub stdout: MemoryOutputPipe,
     pub stderr: MemoryOutputPipe,
+    /// The caller's client, for the requests the manifest grants.
+    pub client: Option<Arc<dyn ClientRequests>>,
+    pub client_grants: Arc<[String]>,
 }
 
 impl WasiView for CallState {
@@ -168,6 +171,28 @@ impl wit_host::Host for CallState {
 
     fn cancelled(&mut self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    fn request_client(
+        &mut self,
+        method: String,
+        params: String,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        let granted = self.client_grants.iter().any(|m| *m == method);
+        let client = self.client.clone();
+        async move {
+            if !granted {
+                return Err(format!(
+                    "`{method}` is not granted to this tool (its manifest needs `[client] requests`)"
+                ));
+            }
+            let client = client.ok_or_else(|| {
+                format!("`{method}` is not available: this call did not come from a client that can answer it")
+            })?;
+            let params: serde_json::Value = serde_json::from_str(&params)
+                .map_err(|e| format!("params of `{method}` are not JSON: {e}"))?;
+            client.request(method, params).await.map(|v| v.to_string())
+        }
     }
 }
 
