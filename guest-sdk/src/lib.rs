@@ -5,7 +5,7 @@
 //! [`Output`]). The SDK derives the JSON schemas, decodes arguments with
 //! precise errors, and generates the component's exports.
 //!
-//! ```ignore
+//! ```
 //! use toolhost_guest::{export, Toolbox, ToolError, Json};
 //! use schemars::JsonSchema;
 //! use serde::Deserialize;
