@@ -224,9 +224,11 @@ impl Core {
                 &req.tool,
                 &args,
                 &mut args_bytes,
-                req.events,
-                req.client,
-                req.cancel,
+                CallContext {
+                    events: req.events,
+                    cancel: req.cancel,
+                    client: req.client,
+                },
             )
             .await;
         if self.audit.enabled() {
@@ -257,9 +259,7 @@ impl Core {
         name: &str,
         args: &Value,
         args_bytes: &mut usize,
-        events: Option<EventSink>,
-        client: Option<Arc<dyn ClientRequests>>,
-        cancel: CancellationToken,
+        cx: CallContext,
     ) -> Result<ToolOutput, CallError> {
         let tool: &Arc<CatalogTool> =
             catalog
@@ -281,19 +281,7 @@ impl Core {
             })?;
         let text = args.to_string();
         *args_bytes = text.len();
-        let out = self
-            .sandbox
-            .call(
-                &tool.component,
-                name,
-                &text,
-                CallContext {
-                    events,
-                    cancel,
-                    client,
-                },
-            )
-            .await?;
+        let out = self.sandbox.call(&tool.component, name, &text, cx).await?;
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured

@@ -178,7 +178,7 @@ impl wit_host::Host for CallState {
         method: String,
         params: String,
     ) -> impl Future<Output = Result<String, String>> + Send {
-        let granted = self.client_grants.iter().any(|m| *m == method);
+        let granted = self.client_grants.contains(&method);
         let client = self.client.clone();
         async move {
             if !granted {
