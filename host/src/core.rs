@@ -136,10 +136,6 @@ impl Core {
         CoreBuilder::default()
     }
 
-    pub fn sandbox(&self) -> &Sandbox {
-        &self.sandbox
-    }
-
     /// Tools that failed to load in the current catalog.
     pub fn load_errors(&self) -> Vec<String> {
         self.catalog

@@ -159,14 +159,6 @@ impl Sandbox {
         })
     }
 
-    pub fn config(&self) -> &HostConfig {
-        &self.config
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Compile (or fetch from cache) and pre-link a component, then ask it
     /// what tools it offers.
     pub async fn load(&self, manifest: Manifest) -> Result<LoadedComponent, LoadError> {
