@@ -2,9 +2,11 @@
 
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip2
-# Where cargo puts the guest builds (honours CARGO_TARGET_DIR).
+# Where cargo puts the guest builds (honours CARGO_TARGET_DIR). The same
+# directory the `artifacts` crate's build script uses, so `make tools` and
+# `cargo test` compile each guest once.
 TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),target)
-TOOLS_BUILD := $(TARGET_DIR)/$(WASM_TARGET)/tools
+TOOLS_BUILD := target/artifacts/$(WASM_TARGET)/tools
 BUILD       := build
 
 # Tools deployed with a manifest into build/tools/.
@@ -43,7 +45,7 @@ render_manifest = sha=$$(sha256sum $(2)/$(1).wasm | cut -d' ' -f1); test -n "$$s
 
 ## tools: build every tool component and deploy it under build/.
 tools:
-	$(CARGO) build --profile tools --target $(WASM_TARGET) $(addprefix -p toolhost-tool-,$(ALL_TOOLS))
+	$(CARGO) build --profile tools --target $(WASM_TARGET) --target-dir target/artifacts $(addprefix -p toolhost-tool-,$(ALL_TOOLS))
 	@set -e; $(foreach t,$(DEPLOY_TOOLS),$(call install_wasm,$(t),$(BUILD)/tools); $(call render_manifest,$(t),$(BUILD)/tools);)
 	@set -e; $(foreach t,$(TEST_TOOLS),$(call install_wasm,$(t),$(BUILD)/test-tools);)
 	@set -e; $(foreach t,$(CONFORMANCE),$(call install_wasm,$(t),$(BUILD)/conformance-tools); \
@@ -83,10 +85,10 @@ test-deps:
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
 bench: setup tools
-	$(CARGO) bench --bench sandbox
-	$(CARGO) bench --bench mcp
+	$(CARGO) bench -p toolhost --features unstable-bench --bench sandbox
+	$(CARGO) bench -p toolhost-cli --bench mcp
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.187; }
-	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench --bench agent_control -- 3000
+	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'

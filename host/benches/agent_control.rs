@@ -29,7 +29,7 @@ async fn rust(calls: usize) -> Stats {
     assert!(tools.is_file(), "run `make tools` first");
     let core = Core::builder()
         .source(Scope::default(), tools)
-        .build(&|_| {})
+        .build()
         .await
         .unwrap();
     let (host_end, cli_end) = tokio::io::duplex(1 << 20);
@@ -37,12 +37,7 @@ async fn rust(calls: usize) -> Stats {
     let (cr, mut cw) = tokio::io::split(cli_end);
     let mut lines = BufReader::new(cr).lines();
     let opts = AgentOptions::default().server("tools", Scope::default());
-    let session = tokio::spawn(AgentSession::connect_io(
-        Arc::new(core),
-        opts,
-        BufReader::new(hr),
-        hw,
-    ));
+    let session = tokio::spawn(AgentSession::connect_io(core, opts, BufReader::new(hr), hw));
     let init: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
     let reply = json!({"type": "control_response", "response": {"subtype": "success", "request_id": init["request_id"], "response": {}}});
     cw.write_all(format!("{reply}\n").as_bytes()).await.unwrap();

@@ -7,10 +7,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use toolhost::manifest::Manifest;
-use toolhost::sandbox::{CallContext, Sandbox};
-use toolhost::{CallRequest, Core, HostConfig, Scope};
+use toolhost::{CallRequest, Core, EngineConfig, HostConfig, LoadEvent, Scope};
 
 const ROUNDS: usize = 15;
 
@@ -43,6 +42,28 @@ fn row(name: &str, us: f64, base: f64) {
     println!("| {name} | {us:.2} µs | {:.1}x |", us / base);
 }
 
+/// A core over the echo manifest with `engine`, and whether it compiled.
+async fn echo_core(engine: EngineConfig, manifest: &Path) -> (Core, bool) {
+    let compiled = Arc::new(AtomicBool::new(false));
+    let mut config = HostConfig::default();
+    config.engine = engine;
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), manifest)
+        .on_load({
+            let compiled = compiled.clone();
+            move |ev| {
+                if let LoadEvent::Loaded { compiled: c, .. } = ev {
+                    compiled.store(c, Ordering::Relaxed)
+                }
+            }
+        })
+        .build()
+        .await
+        .unwrap();
+    (core, compiled.load(Ordering::Relaxed))
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -57,13 +78,17 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let cache = tempfile::tempdir().unwrap();
-        let config = HostConfig {
-            cache_dir: Some(cache.path().to_path_buf()),
-            ..HostConfig::default()
+        let scratch = tempfile::tempdir().unwrap();
+        let mut engine = EngineConfig::default();
+        engine.cache_dir = Some(scratch.path().join("cache"));
+        // `engine` with some fields changed (the type is non-exhaustive).
+        let with = |f: &dyn Fn(&mut EngineConfig)| {
+            let mut e = engine.clone();
+            f(&mut e);
+            e
         };
-        let sandbox = Sandbox::new(config.clone()).unwrap();
         let args = r#"{"text":"hello, sandbox"}"#;
+        let scope = Scope::default();
 
         // Native: the same Toolbox code path, no sandbox, no schema check.
         let native = measure(20_000, || async {
@@ -72,29 +97,24 @@ fn main() {
         })
         .await;
 
-        // Compile vs cached load.
-        let manifest = Manifest::load(&echo_manifest).unwrap();
+        // Compile vs cached load (the whole load: manifest, grants, component).
         let mut compile = Vec::new();
         for _ in 0..3 {
-            let nocache = Sandbox::new(HostConfig {
-                cache_dir: None,
-                ..config.clone()
-            })
-            .unwrap();
             let t = Instant::now();
-            nocache.load(manifest.clone()).await.unwrap();
+            let (_, compiled) = echo_core(with(&|e| e.cache_dir = None), &echo_manifest).await;
+            assert!(compiled);
             compile.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        let comp = sandbox.load(manifest.clone()).await.unwrap(); // fills the cache
+        let (core, _) = echo_core(engine.clone(), &echo_manifest).await; // fills the cache
         let mut cached = Vec::new();
         for _ in 0..15 {
             let t = Instant::now();
-            let c = sandbox.load(manifest.clone()).await.unwrap();
-            assert!(!c.compiled);
+            let (_, compiled) = echo_core(engine.clone(), &echo_manifest).await;
+            assert!(!compiled);
             cached.push(t.elapsed().as_secs_f64() * 1e3);
         }
 
-        let mut warm = sandbox.warm_instance(&comp).await.unwrap();
+        let mut warm = core.bench_warm_instance(&scope, "echo").await.unwrap();
         let warm_us = {
             let warm = &mut warm;
             let mut rounds = Vec::new();
@@ -109,8 +129,7 @@ fn main() {
         };
 
         let fresh = measure(5_000, || async {
-            let cx = CallContext::default();
-            std::hint::black_box(sandbox.call(&comp, "echo", args, cx).await.unwrap());
+            std::hint::black_box(core.bench_sandbox_call(&scope, "echo", args).await.unwrap());
         })
         .await;
 
@@ -126,29 +145,18 @@ fn main() {
             (4 << 20, true),
         ];
         for (keep, pagemap_scan) in variants {
-            let sb = Sandbox::new(HostConfig {
-                memory_keep_resident: keep,
-                pagemap_scan,
-                ..config.clone()
-            })
-            .unwrap();
-            let comp = sb.load(manifest.clone()).await.unwrap();
+            let e = with(&|e| {
+                e.memory_keep_resident = keep;
+                e.pagemap_scan = pagemap_scan;
+            });
+            let (sb, _) = echo_core(e, &echo_manifest).await;
             let us = measure(3_000, || async {
-                let cx = CallContext::default();
-                std::hint::black_box(sb.call(&comp, "echo", args, cx).await.unwrap());
+                std::hint::black_box(sb.bench_sandbox_call(&scope, "echo", args).await.unwrap());
             })
             .await;
             resident.push((keep, pagemap_scan, us));
         }
 
-        let core = Arc::new(
-            Core::builder()
-                .config(config.clone())
-                .source(Scope::default(), &echo_manifest)
-                .build(&|_| {})
-                .await
-                .unwrap(),
-        );
         let argmap =
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(args).unwrap();
         let full = measure(5_000, || async {
@@ -207,7 +215,7 @@ fn main() {
             native,
         );
         row(
-            "wasm, fresh sandbox per call (all limits on), `Sandbox::call`",
+            "wasm, fresh sandbox per call (all limits on), `Core::bench_sandbox_call`",
             fresh,
             native,
         );

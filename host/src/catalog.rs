@@ -2,10 +2,15 @@
 //! session) sees only its own tools; the same name may exist in two scopes.
 //!
 //! Loading never stops at a bad tool: each failure is recorded with its file
-//! and the rest still load. The catalog is immutable once built; `core`
-//! swaps in a new one on reload, so in-flight calls finish on the old one.
+//! and the rest still load. Grants are checked across all components here
+//! (two tools may not share a host directory if either may write it). The
+//! catalog is immutable once built; `core` swaps in a new one on reload, so
+//! in-flight calls finish on the old one.
+//!
+//! Must not touch: calls (the sandbox runs them) or policy.
 
-use crate::error::LoadError;
+use crate::caps::{Caps, fs::HostState};
+use crate::error::{LoadError, LoadErrorKind};
 use crate::manifest::Manifest;
 use crate::model::ToolDef;
 use crate::sandbox::{LoadedComponent, Sandbox};
@@ -15,20 +20,24 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The set of tools a caller may see and call.
+/// The set of tools a caller may see and call: a tenant, an agent, a
+/// session. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope(Arc<str>);
 
 impl Scope {
+    /// The scope called `name`.
     pub fn new(name: impl AsRef<str>) -> Scope {
         Scope(Arc::from(name.as_ref()))
     }
+    /// Its name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 impl Default for Scope {
+    /// The scope called `default`.
     fn default() -> Self {
         Scope::new("default")
     }
@@ -42,28 +51,39 @@ impl fmt::Display for Scope {
 
 /// Where tools come from: a directory of manifests (every `*.toml` in it), a
 /// manifest file, or a `.wasm` whose manifest sits beside it (`x.wasm` ->
-/// `x.toml`).
+/// `x.toml`); and the scope they go into, with that scope's caps.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Source {
+    /// Whose tools these are.
     pub scope: Scope,
+    /// The directory, manifest or `.wasm`.
     pub path: PathBuf,
+    /// Caps for this source's tools on top of the host config's (a
+    /// tenant's overrides); intersected, so they only narrow.
+    pub caps: Option<Arc<Caps>>,
 }
 
 impl Source {
+    /// Tools from `path` into `scope`.
     pub fn new(scope: Scope, path: impl Into<PathBuf>) -> Source {
         Source {
             scope,
             path: path.into(),
+            caps: None,
         }
     }
 
+    /// Narrow this source's tools further by `caps`.
+    pub fn with_caps(mut self, caps: Caps) -> Source {
+        self.caps = Some(Arc::new(caps));
+        self
+    }
+
     /// Manifest files this source names, sorted.
-    pub fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
+    pub(crate) fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
         let p = &self.path;
-        let err = |reason: String| LoadError::Source {
-            path: p.clone(),
-            reason,
-        };
+        let err = |reason: String| LoadError::new(p, LoadErrorKind::Source { reason });
         if p.is_dir() {
             let mut out: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| err(format!("cannot read tools directory: {e}")))?
@@ -88,56 +108,91 @@ impl Source {
             Err(err("no such file or directory".into()))
         }
     }
+
+    /// Protect what this source is made of: no grant may reach it.
+    pub(crate) fn protect(&self, host: &mut HostState) {
+        if self.path.is_dir() {
+            host.protect(&self.path, "tools directory", false);
+        } else {
+            host.protect(&self.path, "tool file", false);
+            host.protect(&self.path.with_extension("toml"), "tool manifest", false);
+            host.protect(&self.path.with_extension("wasm"), "tool component", false);
+        }
+    }
 }
 
 /// A callable tool: its definition, compiled schemas and component.
-pub struct CatalogTool {
-    pub def: ToolDef,
-    pub component: Arc<LoadedComponent>,
-    pub input: Schema,
-    pub output: Option<Schema>,
+pub(crate) struct CatalogTool {
+    pub(crate) def: ToolDef,
+    pub(crate) component: Arc<LoadedComponent>,
+    pub(crate) input: Schema,
+    pub(crate) output: Option<Schema>,
 }
 
 /// What happened while loading, for progress output.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LoadEvent<'a> {
+    /// A manifest is about to load.
     Loading {
+        /// The manifest.
         manifest: &'a Path,
+        /// Its position (from 0).
         index: usize,
+        /// How many there are.
         total: usize,
     },
+    /// A manifest loaded.
     Loaded {
+        /// The manifest.
         manifest: &'a Path,
+        /// How many tools it added.
         tools: usize,
+        /// Whether it was compiled (false: from the cache).
         compiled: bool,
+        /// How long it took.
         millis: u128,
     },
+    /// A manifest failed to load.
     Failed {
+        /// Why.
         error: &'a LoadError,
     },
 }
 
 #[derive(Default)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     scopes: HashMap<Scope, BTreeMap<Arc<str>, Arc<CatalogTool>>>,
     /// Every tool that failed to load, and why.
-    pub errors: Vec<LoadError>,
+    pub(crate) errors: Vec<LoadError>,
 }
 
 impl Catalog {
     /// Load every source. Never fails as a whole: see `errors`.
-    pub async fn load(
+    /// Components of `previous` whose manifest and caps are unchanged are
+    /// reused as they are (no recompile, no `describe`): a reload under load
+    /// never loses a tool to a busy pool.
+    pub(crate) async fn load(
         sandbox: &Sandbox,
         sources: &[Source],
+        caps: &Caps,
+        host: &HostState,
+        previous: Option<&Catalog>,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> Catalog {
+        let reusable: HashMap<&Path, &Arc<LoadedComponent>> = previous
+            .into_iter()
+            .flat_map(|c| c.scopes.values())
+            .flat_map(|m| m.values())
+            .map(|t| (t.component.manifest.path.as_path(), &t.component))
+            .collect();
         let mut cat = Catalog::default();
         let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
         let mut work = Vec::new();
         for s in sources {
             cat.scopes.entry(s.scope.clone()).or_default();
             match s.manifests() {
-                Ok(ms) => work.extend(ms.into_iter().map(|m| (s.scope.clone(), m))),
+                Ok(ms) => work.extend(ms.into_iter().map(|m| (s, m))),
                 Err(e) => {
                     on_event(LoadEvent::Failed { error: &e });
                     cat.errors.push(e);
@@ -145,26 +200,45 @@ impl Catalog {
             }
         }
         let total = work.len();
-        for (index, (scope, mpath)) in work.into_iter().enumerate() {
+        // Every directory granted so far, for the cross-tool overlap check.
+        let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
+        for (index, (source, mpath)) in work.into_iter().enumerate() {
             on_event(LoadEvent::Loading {
                 manifest: &mpath,
                 index,
                 total,
             });
             let started = std::time::Instant::now();
-            match load_one(sandbox, &mpath).await {
+            let caps = match &source.caps {
+                Some(c) => std::borrow::Cow::Owned(caps.intersect(c)),
+                None => std::borrow::Cow::Borrowed(caps),
+            };
+            let reuse = reusable.get(mpath.as_path()).copied();
+            let loaded = match load_one(sandbox, &mpath, &caps, host, reuse).await {
+                Ok(tools) => check_overlaps(&mpath, &tools, &granted).map(|()| tools),
+                Err(e) => Err(e),
+            };
+            match loaded {
                 Ok(tools) => {
+                    if let Some(t) = tools.first() {
+                        for d in &t.component.grants.fs.dirs {
+                            granted.push((mpath.clone(), d.clone()));
+                        }
+                    }
                     let compiled = tools.first().is_some_and(|t| t.component.compiled);
+                    let scope = &source.scope;
                     let mut added = 0;
                     for t in tools {
                         let key = (scope.clone(), t.def.name.clone());
                         if let Some(other) = owners.get(&key) {
-                            let e = LoadError::NameClash {
-                                manifest: mpath.clone(),
-                                tool: t.def.name.to_string(),
-                                other: other.clone(),
-                                scope: scope.to_string(),
-                            };
+                            let e = LoadError::new(
+                                &mpath,
+                                LoadErrorKind::NameClash {
+                                    tool: t.def.name.to_string(),
+                                    other: other.clone(),
+                                    scope: scope.to_string(),
+                                },
+                            );
                             on_event(LoadEvent::Failed { error: &e });
                             cat.errors.push(e);
                             continue;
@@ -193,30 +267,101 @@ impl Catalog {
     }
 
     /// The tools of `scope`, by name. Empty for an unknown scope.
-    pub fn tools(&self, scope: &Scope) -> impl Iterator<Item = &Arc<CatalogTool>> {
+    pub(crate) fn tools(&self, scope: &Scope) -> impl Iterator<Item = &Arc<CatalogTool>> {
         self.scopes.get(scope).into_iter().flat_map(|m| m.values())
     }
 
     /// Tool `name` if, and only if, it is in `scope`.
-    pub fn get(&self, scope: &Scope, name: &str) -> Option<&Arc<CatalogTool>> {
+    pub(crate) fn get(&self, scope: &Scope, name: &str) -> Option<&Arc<CatalogTool>> {
         self.scopes.get(scope)?.get(name)
     }
 
-    pub fn scopes(&self) -> impl Iterator<Item = &Scope> {
+    pub(crate) fn scopes(&self) -> impl Iterator<Item = &Scope> {
         self.scopes.keys()
     }
 }
 
-async fn load_one(sandbox: &Sandbox, mpath: &Path) -> Result<Vec<CatalogTool>, LoadError> {
-    let manifest = Manifest::load(mpath)?;
-    let comp = Arc::new(sandbox.load(manifest).await?);
+/// What a component's load depends on besides caps: its manifest's text and
+/// the component's bytes as they are now (size and modification time; the
+/// digest is checked again whenever this changes).
+fn fingerprint(text: &str, mpath: &Path) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    if let Ok(m) = Manifest::parse(mpath, text)
+        && let Ok(meta) = std::fs::metadata(&m.component)
+    {
+        use std::os::unix::fs::MetadataExt;
+        h.update(meta.len().to_le_bytes());
+        h.update(meta.mtime_nsec().to_le_bytes());
+        h.update(meta.mtime().to_le_bytes());
+        h.update(meta.ino().to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// A component's directories against every directory granted before it.
+fn check_overlaps(
+    mpath: &Path,
+    tools: &[CatalogTool],
+    granted: &[(PathBuf, Arc<crate::caps::fs::PreparedDir>)],
+) -> Result<(), LoadError> {
+    let Some(t) = tools.first() else {
+        return Ok(());
+    };
+    for d in &t.component.grants.fs.dirs {
+        for (other, g) in granted {
+            if let Some(m) = crate::caps::fs::overlap(g, d) {
+                return Err(LoadError::new(
+                    mpath,
+                    LoadErrorKind::Overlap {
+                        message: format!("{m}; the other grant is {}'s", other.display()),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn load_one(
+    sandbox: &Sandbox,
+    mpath: &Path,
+    caps: &Caps,
+    host: &HostState,
+    previous: Option<&Arc<LoadedComponent>>,
+) -> Result<Vec<CatalogTool>, LoadError> {
+    let text = std::fs::read_to_string(mpath).map_err(|e| {
+        LoadError::new(
+            mpath,
+            LoadErrorKind::Source {
+                reason: format!("cannot read manifest: {e}"),
+            },
+        )
+    })?;
+    let fingerprint = fingerprint(&text, mpath);
+    let comp = match previous {
+        Some(p) if p.fingerprint == fingerprint && p.caps == *caps => p.clone(),
+        _ => {
+            let manifest = Manifest::parse(mpath, &text)
+                .map_err(|d| LoadError::new(mpath, LoadErrorKind::Manifest(d)))?;
+            let mut c = sandbox.load(manifest, caps, host).await?;
+            c.fingerprint = fingerprint;
+            c.caps = caps.clone();
+            Arc::new(c)
+        }
+    };
     comp.tools
         .iter()
         .map(|def| {
-            let bad = |reason: String| LoadError::BadToolDef {
-                manifest: mpath.to_owned(),
-                tool: def.name.to_string(),
-                reason,
+            let bad = |reason: String| {
+                LoadError::new(
+                    mpath,
+                    LoadErrorKind::BadToolDef {
+                        tool: def.name.to_string(),
+                        reason,
+                    },
+                )
             };
             let input =
                 Schema::compile(&def.input_schema).map_err(|e| bad(format!("input {e}")))?;
@@ -227,11 +372,29 @@ async fn load_one(sandbox: &Sandbox, mpath: &Path) -> Result<Vec<CatalogTool>, L
                 .transpose()
                 .map_err(|e| bad(format!("output {e}")))?;
             Ok(CatalogTool {
-                def: def.clone(),
+                def: honest(def.clone(), &comp),
                 component: comp.clone(),
                 input,
                 output,
             })
         })
         .collect()
+}
+
+/// A tool's annotations as its grants make them: a tool that may write a
+/// directory is not read-only, one that may reach a host is open-world,
+/// whatever it says of itself.
+fn honest(mut def: ToolDef, comp: &LoadedComponent) -> ToolDef {
+    let g = &comp.grants;
+    if g.fs
+        .dirs
+        .iter()
+        .any(|d| d.mode == crate::caps::FsMode::ReadWrite)
+    {
+        def.annotations.read_only = Some(false);
+    }
+    if g.net.any() {
+        def.annotations.open_world = Some(true);
+    }
+    def
 }

@@ -1,67 +1,209 @@
-//! The operator's host configuration: engine sizing and the caps that narrow
-//! every manifest. A tool can never widen what this allows.
+//! The operator's host configuration (`toolhost.toml`): engine sizing, the
+//! caps that narrow every manifest (one section per capability unit), and
+//! policy rules. A tool can never widen what this allows.
 //!
-//! Owns no runtime state; `sandbox` reads the engine settings and `catalog`
-//! applies the caps when it loads a tool.
+//! Read as strictly as manifests: every problem of the file at once, each
+//! with its line and column. Values are range-checked here, so nothing
+//! downstream overflows on a huge number.
+//!
+//! Owns no runtime state; the sandbox reads the engine settings and the
+//! capability units apply the caps when a tool loads.
 
-use crate::manifest::{HostPattern, Limits, parse_duration, parse_size};
+use crate::caps::{
+    AllowList, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
+    limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
+};
+use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
+use crate::policy::Rule;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
 
-/// Host-wide settings. Defaults suit a laptop or a small server.
+/// Host-wide settings. The defaults suit a laptop or a small server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HostConfig {
+    /// Engine and pool sizing.
+    pub engine: EngineConfig,
+    /// What any tool may be granted at most.
+    pub caps: Caps,
+    /// Allow/deny rules (`[[rule]]`), evaluated before an embedder's own.
+    pub rules: Vec<Rule>,
+    /// The file this was read from, if any: it is the host's own state, so
+    /// no tool may be granted it.
+    pub path: Option<PathBuf>,
+}
+
+/// How the engine and its pool are sized (`[engine]`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EngineConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
     /// Sandboxes that may exist at once (the pooling allocator's size).
     pub max_instances: u32,
-    /// Upper bound on any tool's limits.
-    pub caps: Limits,
-    /// If set, no tool may reach a host outside these patterns, whatever its
-    /// manifest says.
-    pub network_allow: Option<Vec<HostPattern>>,
-    /// Whether manifests may grant read-write directories at all.
-    pub allow_rw_fs: bool,
     /// Granularity of wall-clock deadlines and cancellation.
     pub epoch_tick: Duration,
     /// Maximum wasm stack per call.
     pub max_wasm_stack: usize,
-    /// Captured stdout/stderr per call (each), for diagnostics.
-    pub max_stdio: usize,
-    /// Bytes at the start of each linear-memory slot that are reset in place
-    /// (memset, or only the dirty pages where the kernel supports pagemap
-    /// scans) rather than unmapped between calls. A fresh sandbox per call
-    /// lives or dies by this: see BENCHMARKS.md for the trade-off.
+    /// Bytes at the start of each linear-memory slot that are reset in
+    /// place (memset, or only the dirty pages where the kernel supports
+    /// pagemap scans) rather than unmapped between calls.
     pub memory_keep_resident: usize,
-    /// Reset only the pages a call dirtied (Linux `PAGEMAP_SCAN`, 6.7+),
-    /// where the kernel supports it; otherwise the resident part is memset.
+    /// Reset only the pages a call dirtied (Linux `PAGEMAP_SCAN`, 6.7+).
+    /// Ignored where swap is active: a swapped-out dirty page would not be
+    /// reset (wasmtime PR #14357).
     pub pagemap_scan: bool,
-    /// Allow/deny rules (`[[rule]]` in the config file), see `policy`.
-    pub rules: Vec<crate::policy::Rule>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_dir: default_cache_dir(),
+            max_instances: 128,
+            epoch_tick: Duration::from_millis(1),
+            max_wasm_stack: 512 << 10,
+            memory_keep_resident: 1 << 20,
+            pagemap_scan: true,
+        }
+    }
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
-            cache_dir: default_cache_dir(),
-            max_instances: 128,
-            caps: Limits {
-                timeout: Duration::from_secs(300),
-                memory: 1 << 30,
-                fuel: None,
-                max_output: 64 << 20,
-                max_concurrency: 128,
-            },
-            network_allow: None,
-            allow_rw_fs: true,
-            epoch_tick: Duration::from_millis(1),
-            max_wasm_stack: 512 << 10,
-            max_stdio: 64 << 10,
-            memory_keep_resident: 1 << 20,
-            pagemap_scan: true,
+            engine: EngineConfig::default(),
+            caps: Caps::default(),
             rules: Vec::new(),
+            path: None,
         }
+    }
+}
+
+impl HostConfig {
+    /// Use `dir` for compiled components (`None`: no cache).
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.engine.cache_dir = dir;
+        self
+    }
+    /// Size the pool for `n` sandboxes at once.
+    pub fn with_max_instances(mut self, n: u32) -> Self {
+        self.engine.max_instances = n;
+        self
+    }
+    /// Replace the caps.
+    pub fn with_caps(mut self, caps: Caps) -> Self {
+        self.caps = caps;
+        self
+    }
+    /// Cap every tool's limits at `max`.
+    pub fn with_max_limits(mut self, max: Limits) -> Self {
+        self.caps.limits.max = max;
+        self
+    }
+    /// Add policy rules after those already here.
+    pub fn with_rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.rules.extend(rules);
+        self
+    }
+
+    /// Read a host config file (TOML), starting from the defaults. Every
+    /// problem of the file is returned, each with its line.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+            items: vec![Diagnostic::file(
+                path,
+                format!("cannot read host config: {e}"),
+            )],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Check host config `text` (read from `path`).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        let mut cx = Collector::new(path, text);
+        let doc = match toml::de::DeTable::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                cx.error(e.span(), e.message().trim().to_string(), None);
+                return Err(cx.into_diagnostics());
+            }
+        };
+        let mut c = HostConfig {
+            path: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
+            ..HostConfig::default()
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (key, value) in doc.get_ref() {
+            let k = key.get_ref().as_ref();
+            match k {
+                "engine" => {
+                    if let Some(raw) = section::<RawEngine>(&mut cx, value, ENGINE_KEYS) {
+                        raw.apply(&mut c.engine, dir, &mut cx);
+                    }
+                }
+                "limits" => {
+                    if let Some(raw) = section::<RawLimits>(&mut cx, value, LIMITS_KEYS) {
+                        raw.apply(&mut c.caps.limits, &mut cx);
+                    }
+                }
+                "fs" => {
+                    if let Some(raw) = section::<RawFs>(&mut cx, value, FS_KEYS) {
+                        raw.apply(&mut c.caps, dir, &mut cx);
+                    }
+                }
+                "env" => {
+                    if let Some(raw) = section::<RawEnv>(&mut cx, value, "pass") {
+                        c.caps.env.pass = AllowList::only(raw.pass);
+                    }
+                }
+                "network" => {
+                    if let Some(raw) = section::<RawNetwork>(&mut cx, value, "allow") {
+                        let mut ok = Vec::new();
+                        for a in raw.allow {
+                            match HostPattern::parse(a.get_ref()) {
+                                Ok(p) => ok.push(p),
+                                Err(e) => cx.error(Some(a.span()), e.to_string(), None),
+                            }
+                        }
+                        c.caps.net.allow = AllowList::only(ok);
+                    }
+                }
+                "client" => {
+                    if let Some(raw) = section::<RawClient>(&mut cx, value, CLIENT_KEYS) {
+                        raw.apply(&mut c.caps, &mut cx);
+                    }
+                }
+                "output" => {
+                    if let Some(raw) = section::<RawOutput>(&mut cx, value, OUTPUT_KEYS) {
+                        raw.apply(&mut c.caps, &mut cx);
+                    }
+                }
+                "rule" => match value.get_ref() {
+                    toml::de::DeValue::Array(items) => {
+                        for item in items.iter() {
+                            if let Some(r) =
+                                section::<Rule>(&mut cx, item, crate::policy::RULE_KEYS)
+                            {
+                                c.rules.push(r);
+                            }
+                        }
+                    }
+                    _ => cx.error(
+                        Some(value.span()),
+                        "`rule` must be an array of tables",
+                        Some("write each rule as `[[rule]]`".into()),
+                    ),
+                },
+                other => cx.error(
+                    Some(key.span()),
+                    format!("unknown key `{other}`"),
+                    Some(format!("allowed here: {TOP_KEYS}")),
+                ),
+            }
+        }
+        cx.finish(c)
     }
 }
 
@@ -75,75 +217,329 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-impl HostConfig {
-    /// Narrow a manifest's limits to this host's caps.
-    pub fn cap(&self, l: &Limits) -> Limits {
-        Limits {
-            timeout: l.timeout.min(self.caps.timeout),
-            memory: l.memory.min(self.caps.memory),
-            fuel: match (l.fuel, self.caps.fuel) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-            max_output: l.max_output.min(self.caps.max_output),
-            max_concurrency: l.max_concurrency.min(self.caps.max_concurrency),
+const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [[rule]]";
+const ENGINE_KEYS: &str =
+    "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
+const LIMITS_KEYS: &str = "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
+const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota";
+const CLIENT_KEYS: &str = "requests, max-tokens, max-requests";
+const OUTPUT_KEYS: &str = "max-stdio, event-budget, event-overhead";
+
+/// A number within `lo..=hi`, or a diagnostic.
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    v: &Spanned<T>,
+    lo: T,
+    hi: T,
+    what: &str,
+    cx: &mut Collector<'_>,
+) -> Option<T> {
+    let n = *v.get_ref();
+    if n < lo || n > hi {
+        cx.error(
+            Some(v.span()),
+            format!("{what} must be between {lo} and {hi}"),
+            None,
+        );
+        None
+    } else {
+        Some(n)
+    }
+}
+
+fn size(v: &Spanned<String>, lo: u64, hi: u64, cx: &mut Collector<'_>) -> Option<u64> {
+    match parse_size(v.get_ref()) {
+        Ok(n) if n < lo || n > hi => {
+            cx.error(
+                Some(v.span()),
+                format!("`{}` must be between {lo} and {hi} bytes", v.get_ref()),
+                None,
+            );
+            None
+        }
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.error(Some(v.span()), e, None);
+            None
         }
     }
+}
 
-    /// Read a host config file (TOML), starting from the defaults.
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-        struct Raw {
-            cache_dir: Option<PathBuf>,
-            max_instances: Option<u32>,
-            max_timeout: Option<String>,
-            max_memory: Option<String>,
-            max_fuel: Option<u64>,
-            max_output: Option<String>,
-            max_concurrency: Option<u32>,
-            network_allow: Option<Vec<String>>,
-            allow_rw_fs: Option<bool>,
-            #[serde(default)]
-            rule: Vec<crate::policy::Rule>,
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let raw: Raw =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let mut c = HostConfig::default();
-        let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
-        if let Some(d) = raw.cache_dir {
-            c.cache_dir = Some(d);
-        }
-        if let Some(n) = raw.max_instances {
-            c.max_instances = n.max(1);
-        }
-        if let Some(t) = raw.max_timeout {
-            c.caps.timeout = parse_duration(&t).map_err(bad)?;
-        }
-        if let Some(m) = raw.max_memory {
-            c.caps.memory = parse_size(&m).map_err(bad)?;
-        }
-        c.caps.fuel = raw.max_fuel.or(c.caps.fuel);
-        if let Some(o) = raw.max_output {
-            c.caps.max_output = parse_size(&o).map_err(bad)?;
-        }
-        if let Some(n) = raw.max_concurrency {
-            c.caps.max_concurrency = n.max(1);
-        }
-        if let Some(list) = raw.network_allow {
-            c.network_allow = Some(
-                list.iter()
-                    .map(|s| HostPattern::parse(s))
-                    .collect::<Result<_, _>>()
-                    .map_err(bad)?,
+fn duration(
+    v: &Spanned<String>,
+    lo: Duration,
+    hi: Duration,
+    cx: &mut Collector<'_>,
+) -> Option<Duration> {
+    match parse_duration(v.get_ref()) {
+        Ok(d) if d < lo || d > hi => {
+            cx.error(
+                Some(v.span()),
+                format!("`{}` must be between {lo:?} and {hi:?}", v.get_ref()),
+                None,
             );
+            None
         }
-        if let Some(b) = raw.allow_rw_fs {
-            c.allow_rw_fs = b;
+        Ok(d) => Some(d),
+        Err(e) => {
+            cx.error(Some(v.span()), e, None);
+            None
         }
-        c.rules = raw.rule;
-        Ok(c)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEngine {
+    cache_dir: Option<Spanned<String>>,
+    max_instances: Option<Spanned<u32>>,
+    epoch_tick: Option<Spanned<String>>,
+    max_wasm_stack: Option<Spanned<String>>,
+    memory_keep_resident: Option<Spanned<String>>,
+    pagemap_scan: Option<bool>,
+}
+
+impl RawEngine {
+    fn apply(self, e: &mut EngineConfig, dir: &Path, cx: &mut Collector<'_>) {
+        if let Some(d) = self.cache_dir {
+            e.cache_dir = Some(dir.join(d.get_ref()));
+        }
+        if let Some(n) = self
+            .max_instances
+            .and_then(|n| in_range(&n, 1, 1_000_000, "max-instances", cx))
+        {
+            e.max_instances = n;
+        }
+        if let Some(t) = self
+            .epoch_tick
+            .and_then(|t| duration(&t, Duration::from_micros(100), Duration::from_secs(1), cx))
+        {
+            e.epoch_tick = t;
+        }
+        if let Some(s) = self
+            .max_wasm_stack
+            .and_then(|s| size(&s, 64 << 10, 64 << 20, cx))
+        {
+            e.max_wasm_stack = s as usize;
+        }
+        if let Some(s) = self
+            .memory_keep_resident
+            .and_then(|s| size(&s, 0, 1 << 30, cx))
+        {
+            e.memory_keep_resident = s as usize;
+        }
+        if let Some(b) = self.pagemap_scan {
+            e.pagemap_scan = b;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    timeout: Option<Spanned<String>>,
+    memory: Option<Spanned<String>>,
+    fuel: Option<Spanned<u64>>,
+    max_output: Option<Spanned<String>>,
+    max_concurrency: Option<Spanned<u32>>,
+    handles: Option<Spanned<u32>>,
+    pool_share: Option<Spanned<f64>>,
+}
+
+impl RawLimits {
+    fn apply(self, l: &mut LimitCaps, cx: &mut Collector<'_>) {
+        if let Some(t) = self
+            .timeout
+            .and_then(|t| duration(&t, Duration::from_millis(1), MAX_DURATION, cx))
+        {
+            l.max.timeout = t;
+        }
+        if let Some(m) = self.memory.and_then(|m| size(&m, 1 << 16, MAX_MEMORY, cx)) {
+            l.max.memory = m;
+        }
+        if let Some(f) = self
+            .fuel
+            .and_then(|f| in_range(&f, 1, u64::MAX / 2, "fuel", cx))
+        {
+            l.max.fuel = Some(f);
+        }
+        if let Some(o) = self.max_output.and_then(|o| size(&o, 1, 1 << 32, cx)) {
+            l.max.max_output = o;
+        }
+        if let Some(n) = self
+            .max_concurrency
+            .and_then(|n| in_range(&n, 1, 1_000_000, "max-concurrency", cx))
+        {
+            l.max.max_concurrency = n;
+        }
+        if let Some(n) = self
+            .handles
+            .and_then(|n| in_range(&n, 16, 1_000_000, "handles", cx))
+        {
+            l.handles = n as usize;
+        }
+        if let Some(s) = self.pool_share.and_then(|s| {
+            if s.get_ref().is_finite() && *s.get_ref() > 0.0 && *s.get_ref() <= 1.0 {
+                Some(*s.get_ref())
+            } else {
+                cx.error(
+                    Some(s.span()),
+                    "pool-share must be above 0 and at most 1",
+                    None,
+                );
+                None
+            }
+        }) {
+            l.pool_share = s;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFs {
+    roots: Option<Vec<Spanned<String>>>,
+    deny_rw: Option<bool>,
+    default_quota: Option<Spanned<String>>,
+    max_quota: Option<Spanned<String>>,
+}
+
+impl RawFs {
+    fn apply(self, c: &mut Caps, dir: &Path, cx: &mut Collector<'_>) {
+        if let Some(roots) = self.roots {
+            let mut ok = Vec::new();
+            for r in roots {
+                let p = dir.join(r.get_ref());
+                match p.canonicalize() {
+                    Ok(p) => ok.push(p),
+                    Err(e) => cx.error(
+                        Some(r.span()),
+                        format!("root `{}` ({}): {e}", r.get_ref(), p.display()),
+                        None,
+                    ),
+                }
+            }
+            c.fs.roots = AllowList::only(ok);
+        }
+        if let Some(b) = self.deny_rw {
+            c.fs.deny_rw = b;
+        }
+        c.fs.default_quota = self.default_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
+        c.fs.max_quota = self.max_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    pass: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawClient {
+    requests: Option<Vec<Spanned<String>>>,
+    max_tokens: Option<Spanned<u64>>,
+    max_requests: Option<Spanned<u32>>,
+}
+
+impl RawClient {
+    fn apply(self, c: &mut Caps, cx: &mut Collector<'_>) {
+        if let Some(reqs) = self.requests {
+            let mut ok = Vec::new();
+            for r in reqs {
+                match ClientRequestKind::from_name(r.get_ref()) {
+                    Some(k) => ok.push(k),
+                    None => cx.error(
+                        Some(r.span()),
+                        format!("`{}` is not a client request kind", r.get_ref()),
+                        Some("use `sampling` or `elicitation`".into()),
+                    ),
+                }
+            }
+            c.client.requests = AllowList::only(ok);
+        }
+        if let Some(n) = self
+            .max_tokens
+            .and_then(|n| in_range(&n, 1, 10_000_000, "max-tokens", cx))
+        {
+            c.client.max_tokens = n;
+        }
+        if let Some(n) = self
+            .max_requests
+            .and_then(|n| in_range(&n, 0, 10_000, "max-requests", cx))
+        {
+            c.client.max_requests = n;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOutput {
+    max_stdio: Option<Spanned<String>>,
+    event_budget: Option<Spanned<String>>,
+    event_overhead: Option<Spanned<u32>>,
+}
+
+impl RawOutput {
+    fn apply(self, c: &mut Caps, cx: &mut Collector<'_>) {
+        if let Some(n) = self.max_stdio.and_then(|n| size(&n, 1 << 10, 64 << 20, cx)) {
+            c.stdio.max_stdio = n as usize;
+        }
+        if let Some(n) = self.event_budget.and_then(|n| size(&n, 0, 64 << 20, cx)) {
+            c.stdio.event_budget = n as usize;
+        }
+        if let Some(n) = self
+            .event_overhead
+            .and_then(|n| in_range(&n, 1, 1 << 20, "event-overhead", cx))
+        {
+            c.stdio.event_overhead = n as usize;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_reads_and_every_problem_is_reported() {
+        let ok = HostConfig::parse(
+            Path::new("/etc/toolhost.toml"),
+            "[engine]\nmax-instances = 64\n[limits]\nmemory = \"256 MiB\"\nhandles = 100\n[env]\npass = [\"LANG\"]\n[network]\nallow = [\"api.example.com\"]\n[client]\nrequests = [\"elicitation\"]\nmax-tokens = 10\n[output]\nevent-budget = \"1 KiB\"\n[[rule]]\neffect = \"deny\"\ntool = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.engine.max_instances, 64);
+        assert_eq!(ok.caps.limits.max.memory, 256 << 20);
+        assert_eq!(ok.caps.limits.handles, 100);
+        assert!(ok.caps.env.allows("LANG") && !ok.caps.env.allows("HOME"));
+        assert!(
+            ok.caps
+                .client
+                .requests
+                .allows(|k| *k == ClientRequestKind::Elicitation)
+        );
+        assert!(
+            !ok.caps
+                .client
+                .requests
+                .allows(|k| *k == ClientRequestKind::Sampling)
+        );
+        assert_eq!(ok.caps.stdio.event_budget, 1024);
+        assert_eq!(ok.rules.len(), 1);
+
+        let e = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nmax-instances = 4294967295\n[limits]\ntimeout = \"999999999999s\"\nmemmory = \"1 MiB\"\npool-share = 2.0\n[bogus]\n[[rule]]\neffect = \"maybe\"\ntool = \"x\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
+        assert_eq!(lines, vec![2, 4, 5, 6, 7, 9], "{}", e.render());
     }
 }

@@ -1,5 +1,5 @@
 //! The one call path. Every front end (CLI, MCP stdio/HTTP, the agent's
-//! `mcp_message`) builds a `CallRequest` and hands it to `Core::call`:
+//! `mcp_message`) builds a [`CallRequest`] and hands it to [`Core::call`]:
 //!
 //! scope -> policy -> schema check -> sandbox -> output check -> audit
 //!
@@ -7,22 +7,26 @@
 //! sandbox, the policy and the audit log. It knows no protocol.
 
 use crate::audit::{Audit, AuditRecord};
+use crate::caps::{Caps, fs::HostState};
 use crate::catalog::{Catalog, CatalogTool, LoadEvent, Scope, Source};
 use crate::config::HostConfig;
-use crate::error::CallError;
+use crate::error::{BuildError, CallError, CallErrorKind, LoadError};
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::sandbox::{CallContext, Sandbox};
 use arc_swap::ArcSwap;
 use serde_json::Value;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One tool call, as every front end expresses it.
+#[non_exhaustive]
 pub struct CallRequest {
     /// Whose tools: the call only sees this scope's catalog.
     pub scope: Scope,
+    /// The tool's name.
     pub tool: String,
     /// A JSON object; `None` is the same as `{}`.
     pub arguments: Option<serde_json::Map<String, Value>>,
@@ -38,6 +42,7 @@ pub struct CallRequest {
 }
 
 impl CallRequest {
+    /// A call of `tool` in `scope` with `arguments`.
     pub fn new(
         scope: Scope,
         tool: impl Into<String>,
@@ -53,127 +58,271 @@ impl CallRequest {
             client: None,
         }
     }
+    /// Name the caller in the audit log (`mcp-http`, `agent:NAME`, …).
     pub fn caller(mut self, caller: impl AsRef<str>) -> Self {
         self.caller = Arc::from(caller.as_ref());
         self
     }
+    /// Send the tool's log and progress events to `events`.
     pub fn events(mut self, events: EventSink) -> Self {
         self.events = Some(events);
         self
     }
+    /// Let the tool send requests to `client` (as its manifest grants).
     pub fn client(mut self, client: Arc<dyn ClientRequests>) -> Self {
         self.client = Some(client);
         self
     }
+    /// Cancel the call (and stop its guest) when `cancel` is cancelled.
     pub fn cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
     }
 }
 
-/// Builds a `Core`.
+/// Called for each step of loading (see [`LoadEvent`]).
+pub type OnLoad = Box<dyn Fn(LoadEvent<'_>) + Send + Sync>;
+
+/// Builds a [`Core`]: the host config, where tools come from, policy, audit.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), toolhost::BuildError> {
+/// use toolhost::{Core, HostConfig, Scope};
+/// let core = Core::builder()
+///     .config(HostConfig::default())
+///     .source(Scope::default(), "build/tools")
+///     .on_load(|ev| eprintln!("{ev:?}"))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
+#[must_use]
 pub struct CoreBuilder {
     config: HostConfig,
     sources: Vec<Source>,
     policy: Policy,
     audit: Audit,
+    protected: Vec<PathBuf>,
+    on_load: Option<OnLoad>,
 }
 
 impl CoreBuilder {
+    /// The operator's host config (default: [`HostConfig::default`]).
     pub fn config(mut self, c: HostConfig) -> Self {
         self.config = c;
         self
     }
     /// Tools from `path` (directory, manifest or .wasm) into `scope`.
-    pub fn source(mut self, scope: Scope, path: impl Into<std::path::PathBuf>) -> Self {
+    pub fn source(mut self, scope: Scope, path: impl Into<PathBuf>) -> Self {
         self.sources.push(Source::new(scope, path));
         self
     }
+    /// Tools from a [`Source`] (with its own caps, say).
+    pub fn add_source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+    /// Rules after the host config's own.
     pub fn policy(mut self, p: Policy) -> Self {
         self.policy = p;
         self
     }
+    /// Where audit records go.
     pub fn audit(mut self, a: Audit) -> Self {
         self.audit = a;
         self
     }
-    /// Create the sandbox and load every source; per-tool failures are in
-    /// `Core::load_errors`.
-    pub async fn build(
-        mut self,
-        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
-    ) -> anyhow::Result<Core> {
+    /// A path of the embedder's that no tool may ever be granted (its own
+    /// data, credentials, …). Tool sources, the compile cache, the config
+    /// file and the audit log are protected already.
+    pub fn protect(mut self, path: impl Into<PathBuf>) -> Self {
+        self.protected.push(path.into());
+        self
+    }
+    /// Be told of each step of loading.
+    pub fn on_load(mut self, f: impl Fn(LoadEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.on_load = Some(Box::new(f));
+        self
+    }
+
+    /// Create the sandbox and load every source. Tools that fail to load
+    /// are reported through `on_load` and [`Core::load_errors`]; the rest
+    /// are served.
+    pub async fn build(mut self) -> Result<Core, BuildError> {
         // Rules from the host config come first: the operator's word wins.
         let mut rules = std::mem::take(&mut self.config.rules);
         rules.append(&mut self.policy.rules);
         self.policy.rules = rules;
-        let sandbox = Arc::new(Sandbox::new(self.config)?);
-        let catalog = Catalog::load(&sandbox, &self.sources, on_event).await;
-        let (changed, _) = tokio::sync::watch::channel(0);
+        let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
+        let mut host = HostState::default();
+        for s in &self.sources {
+            s.protect(&mut host);
+        }
+        if let Some(d) = sandbox.cache_dir() {
+            host.protect(d, "compile cache", true);
+        }
+        if let Some(p) = &self.config.path {
+            host.protect(p, "host config", false);
+        }
+        if let Some(p) = self.audit.path() {
+            host.protect(p, "audit log", false);
+        }
+        for p in &self.protected {
+            host.protect(p, "protected path", true);
+        }
+        // The CLI's own settings and credentials: a tool that could write
+        // them could make the next agent session run commands.
+        if let Some(home) = std::env::var_os("HOME") {
+            host.protect(
+                &PathBuf::from(home).join(".claude"),
+                "claude CLI settings",
+                true,
+            );
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            host.protect(&cwd.join(".claude"), "claude CLI project settings", true);
+        }
+        let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
+        let caps = self.config.caps;
+        let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
+        let (changed, _) = tokio::sync::broadcast::channel(64);
         Ok(Core {
-            sandbox,
-            catalog: ArcSwap::from_pointee(catalog),
-            policy: self.policy,
-            audit: self.audit,
-            sources: self.sources,
-            changed,
+            inner: Arc::new(Inner {
+                sandbox,
+                catalog: ArcSwap::from_pointee(catalog),
+                policy: self.policy,
+                audit: self.audit,
+                sources: self.sources,
+                caps,
+                host,
+                changed,
+                reload: tokio::sync::Mutex::new(()),
+            }),
         })
     }
 }
 
+/// The host: a catalog of sandboxed tools and the one call path to them.
+///
+/// A cheap-clone handle (like wasmtime's `Engine`): clones share the same
+/// sandbox, catalog and audit log; never wrap it in an `Arc`.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use toolhost::{CallRequest, Core, Scope};
+/// let core = Core::builder().source(Scope::default(), "build/tools").build().await?;
+/// let args = serde_json::json!({"text": "hi"}).as_object().cloned();
+/// let out = core.call(CallRequest::new(Scope::default(), "echo", args)).await?;
+/// println!("{}", out.text());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
 pub struct Core {
-    sandbox: Arc<Sandbox>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sandbox: Sandbox,
     catalog: ArcSwap<Catalog>,
     policy: Policy,
     audit: Audit,
     sources: Vec<Source>,
-    changed: tokio::sync::watch::Sender<u64>,
+    caps: Caps,
+    host: HostState,
+    /// The scopes whose tool lists changed, one message per reload.
+    changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
+    /// One reload at a time.
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// Tells one scope's subscriber when that scope's tool list changes (see
+/// [`Core::watch_tools`]).
+pub struct ToolsWatch {
+    scope: Scope,
+    rx: tokio::sync::broadcast::Receiver<Arc<[Scope]>>,
+}
+
+impl ToolsWatch {
+    /// Wait until the scope's tools change; `None` once the core is gone.
+    pub async fn changed(&mut self) -> Option<()> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(scopes) if scopes.contains(&self.scope) => return Some(()),
+                Ok(_) => continue,
+                // Missed some: the scope may have changed among them.
+                Err(RecvError::Lagged(_)) => return Some(()),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 impl Core {
+    /// Start building a core.
     pub fn builder() -> CoreBuilder {
         CoreBuilder::default()
     }
 
     /// Tools that failed to load in the current catalog.
-    pub fn load_errors(&self) -> Vec<String> {
-        self.catalog
-            .load()
-            .errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect()
+    pub fn load_errors(&self) -> Vec<LoadError> {
+        self.inner.catalog.load().errors.clone()
     }
 
     /// The tools `scope` may see, sorted by name.
     pub fn tools(&self, scope: &Scope) -> Vec<ToolDef> {
-        self.catalog
+        self.inner
+            .catalog
             .load()
             .tools(scope)
-            .filter(|t| self.policy.visible(scope.as_str(), &t.def.name))
+            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
             .map(|t| t.def.clone())
             .collect()
     }
 
+    /// Tool `name`, if `scope` may see it.
+    pub fn tool(&self, scope: &Scope, name: &str) -> Option<ToolDef> {
+        self.inner
+            .catalog
+            .load()
+            .get(scope, name)
+            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
+            .map(|t| t.def.clone())
+    }
+
     /// Every scope with at least a source.
     pub fn scopes(&self) -> Vec<Scope> {
-        let mut s: Vec<Scope> = self.catalog.load().scopes().cloned().collect();
+        let mut s: Vec<Scope> = self.inner.catalog.load().scopes().cloned().collect();
         s.sort();
         s
     }
 
-    /// A receiver that changes whenever the tool set changes (reload).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changed.subscribe()
+    /// Be told when `scope`'s tool list changes (a reload changed what it
+    /// sees). Other scopes' changes are not reported to it.
+    pub fn watch_tools(&self, scope: &Scope) -> ToolsWatch {
+        ToolsWatch {
+            scope: scope.clone(),
+            rx: self.inner.changed.subscribe(),
+        }
     }
 
     /// Reload every source. Calls already running finish on the old
-    /// catalog. Subscribers are told if any scope's tool list changed.
-    /// Returns the load errors of the new catalog.
-    pub async fn reload(&self) -> Vec<String> {
-        let new = Catalog::load(&self.sandbox, &self.sources, &|_| {}).await;
-        let old = self.catalog.load_full();
+    /// catalog; unchanged components are kept as they are. Watchers of
+    /// each scope whose tool list changed are told. Returns the load errors
+    /// of the new catalog.
+    pub async fn reload(&self) -> Vec<LoadError> {
+        let _one = self.inner.reload.lock().await;
+        let old = self.inner.catalog.load_full();
+        let new = Catalog::load(
+            &self.inner.sandbox,
+            &self.inner.sources,
+            &self.inner.caps,
+            &self.inner.host,
+            Some(&old),
+            &|_| {},
+        )
+        .await;
         // What a client sees of a scope's tools; a change means list_changed.
         let fingerprint = |cat: &Catalog, s: &Scope| -> Vec<_> {
             cat.tools(s)
@@ -184,22 +333,23 @@ impl Core {
                         t.component.manifest.sha256,
                         d.description.clone(),
                         d.input_schema.clone(),
+                        serde_json::to_string(&d.annotations).unwrap_or_default(),
                     )
                 })
                 .collect()
         };
-        let differs = {
-            let mut scopes: Vec<&Scope> = old.scopes().chain(new.scopes()).collect();
-            scopes.sort();
-            scopes.dedup();
-            scopes
-                .into_iter()
-                .any(|s| fingerprint(&old, s) != fingerprint(&new, s))
-        };
-        let errors: Vec<String> = new.errors.iter().map(|e| e.to_string()).collect();
-        self.catalog.store(Arc::new(new));
-        if differs {
-            self.changed.send_modify(|n| *n += 1);
+        let mut scopes: Vec<&Scope> = old.scopes().chain(new.scopes()).collect();
+        scopes.sort();
+        scopes.dedup();
+        let changed: Arc<[Scope]> = scopes
+            .into_iter()
+            .filter(|s| fingerprint(&old, s) != fingerprint(&new, s))
+            .cloned()
+            .collect();
+        let errors = new.errors.clone();
+        self.inner.catalog.store(Arc::new(new));
+        if !changed.is_empty() {
+            let _ = self.inner.changed.send(changed);
         }
         for e in &errors {
             tracing::warn!("reload: {e}");
@@ -211,7 +361,7 @@ impl Core {
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         let started = Instant::now();
         let args = Value::Object(req.arguments.unwrap_or_default());
-        let catalog = self.catalog.load_full();
+        let catalog = self.inner.catalog.load_full();
         let mut args_bytes = 0;
         let result = self
             .call_inner(
@@ -226,9 +376,11 @@ impl Core {
                     client: req.client,
                 },
             )
-            .await;
-        if self.audit.enabled() {
-            self.audit.record(AuditRecord {
+            .await
+            .map_err(|kind| CallError::new(req.tool.as_str(), kind));
+        let audit = &self.inner.audit;
+        if audit.enabled() {
+            audit.record(AuditRecord {
                 ts_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis())
@@ -238,7 +390,7 @@ impl Core {
                 tool: req.tool.clone(),
                 outcome: match &result {
                     Ok(_) => "ok",
-                    Err(e) => e.kind(),
+                    Err(e) => e.code(),
                 },
                 detail: result.as_ref().err().map(|e| e.to_string()),
                 duration_us: started.elapsed().as_micros() as u64,
@@ -256,42 +408,93 @@ impl Core {
         args: &Value,
         args_bytes: &mut usize,
         cx: CallContext,
-    ) -> Result<ToolOutput, CallError> {
-        let tool: &Arc<CatalogTool> =
-            catalog
-                .get(scope, name)
-                .ok_or_else(|| CallError::UnknownTool {
-                    tool: name.to_string(),
-                })?;
-        if let Decision::Deny(reason) = self.policy.decide(scope.as_str(), name, args) {
-            return Err(CallError::Denied {
-                tool: name.to_string(),
-                reason,
-            });
+    ) -> Result<ToolOutput, CallErrorKind> {
+        let policy = &self.inner.policy;
+        // A tool of another scope, and one policy hides, are the same as a
+        // tool that does not exist.
+        let tool: &Arc<CatalogTool> = catalog
+            .get(scope, name)
+            .filter(|_| policy.visible(scope.as_str(), name))
+            .ok_or(CallErrorKind::UnknownTool)?;
+        if let Decision::Deny(reason) = policy.decide(scope.as_str(), name, args) {
+            return Err(CallErrorKind::Denied { reason });
         }
         tool.input
             .check(args)
-            .map_err(|details| CallError::InvalidArguments {
-                tool: name.to_string(),
-                details,
-            })?;
+            .map_err(|details| CallErrorKind::InvalidArguments { details })?;
         let text = args.to_string();
         *args_bytes = text.len();
-        let out = self.sandbox.call(&tool.component, name, &text, cx).await?;
+        let out = self
+            .inner
+            .sandbox
+            .call(&tool.component, name, &text, cx)
+            .await?;
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured
                 .as_ref()
-                .ok_or_else(|| CallError::BadResult {
-                    tool: name.to_string(),
+                .ok_or_else(|| CallErrorKind::BadResult {
                     details: "the tool declares an output schema but returned no structured result"
                         .into(),
                 })?;
-            schema.check(structured).map_err(|d| CallError::BadResult {
-                tool: name.to_string(),
-                details: format!("structured result violates the output schema: {d}"),
-            })?;
+            schema
+                .check(structured)
+                .map_err(|d| CallErrorKind::BadResult {
+                    details: format!("structured result violates the output schema: {d}"),
+                })?;
         }
         Ok(out)
+    }
+
+    /// A reused instance of `tool`'s component, for the benchmarks only
+    /// (not a sandbox per call).
+    #[cfg(feature = "unstable-bench")]
+    #[doc(hidden)]
+    pub async fn bench_warm_instance(
+        &self,
+        scope: &Scope,
+        tool: &str,
+    ) -> anyhow::Result<BenchWarm> {
+        let cat = self.inner.catalog.load_full();
+        let t = cat
+            .get(scope, tool)
+            .ok_or_else(|| anyhow::anyhow!("no tool `{tool}`"))?;
+        Ok(BenchWarm(
+            self.inner.sandbox.warm_instance(&t.component).await?,
+        ))
+    }
+
+    /// The sandbox alone (no scope, policy, schema or audit), for the
+    /// benchmarks only.
+    #[cfg(feature = "unstable-bench")]
+    #[doc(hidden)]
+    pub async fn bench_sandbox_call(
+        &self,
+        scope: &Scope,
+        tool: &str,
+        args: &str,
+    ) -> Result<ToolOutput, CallError> {
+        let cat = self.inner.catalog.load_full();
+        let t = cat
+            .get(scope, tool)
+            .ok_or_else(|| CallError::new(tool, CallErrorKind::UnknownTool))?;
+        self.inner
+            .sandbox
+            .call(&t.component, tool, args, CallContext::default())
+            .await
+            .map_err(|k| CallError::new(tool, k))
+    }
+}
+
+/// A reused instance, for the benchmarks only.
+#[cfg(feature = "unstable-bench")]
+#[doc(hidden)]
+pub struct BenchWarm(crate::sandbox::WarmInstance);
+
+#[cfg(feature = "unstable-bench")]
+impl BenchWarm {
+    /// Call a tool of the reused instance.
+    pub async fn call(&mut self, tool: &str, args: &str) -> anyhow::Result<ToolOutput> {
+        self.0.call(tool, args).await
     }
 }

@@ -1,173 +1,394 @@
-//! Typed errors of the library: what failed, on which tool, and what the
-//! user can do. Front ends map these to their protocol (MCP error vs
-//! `isError` result, CLI exit code); nothing here knows a front end.
+//! Typed errors of the library: what failed, on which tool or file, and
+//! what the user can do. Front ends map these to their protocol (an MCP
+//! error or `isError` result, a CLI exit code) and may add their own hints
+//! (a flag to pass); nothing here knows a front end.
 
-use std::path::PathBuf;
+use crate::caps::CapError;
+use crate::diagnostic::Diagnostics;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::manifest::ManifestError;
-
 /// Why a tool could not be loaded. Loading the other tools carries on.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LoadError {
+    /// The manifest (or source path) at fault.
+    pub manifest: PathBuf,
+    /// What went wrong.
+    pub kind: LoadErrorKind,
+}
+
+impl LoadError {
+    pub(crate) fn new(manifest: &Path, kind: LoadErrorKind) -> LoadError {
+        LoadError {
+            manifest: manifest.to_owned(),
+            kind,
+        }
+    }
+
+    /// Every problem as compiler-style text (manifest diagnostics with their
+    /// source lines), for `toolhost check`.
+    pub fn render(&self) -> String {
+        match &self.kind {
+            LoadErrorKind::Manifest(d) => d.render(),
+            _ => format!("error: {self}\n"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            LoadErrorKind::ReadComponent { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong loading a tool.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadErrorKind {
+    /// The manifest has problems (every one of them).
+    #[error("{0}")]
+    Manifest(Diagnostics),
+    /// The operator's caps refuse grants the manifest asks for.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Grants(Vec<CapError>),
+    /// The component's bytes are not the pinned ones.
     #[error(
-        "{manifest}: component {component} does not match its pinned sha256 (manifest says {expected}, file is {actual}); if the new build is trusted, update `sha256` in the manifest"
+        "component {} does not match its pinned sha256 (manifest says {expected}, file is {actual}); if the new build is trusted, update `sha256` in the manifest",
+        component.display()
     )]
     DigestMismatch {
-        manifest: PathBuf,
+        /// The component file.
         component: PathBuf,
+        /// The manifest's digest.
         expected: String,
+        /// The file's digest.
         actual: String,
     },
-    #[error("{manifest}: cannot read component {component}: {source}")]
+    /// The component file cannot be read.
+    #[error("cannot read component {}: {source}", component.display())]
     ReadComponent {
-        manifest: PathBuf,
+        /// The component file.
         component: PathBuf,
-        source: std::io::Error,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
     },
-    #[error("{manifest}: {component} is not a valid WebAssembly component: {reason}")]
+    /// Not a WebAssembly component, or it does not compile.
+    #[error("{} is not a valid WebAssembly component: {reason}", component.display())]
     InvalidComponent {
-        manifest: PathBuf,
+        /// The component file.
         component: PathBuf,
+        /// The compiler's words.
         reason: String,
     },
-    #[error("{manifest}: {component} does not implement the toolhost:tool world: {reason}")]
+    /// A component of another world, or with imports the host does not
+    /// offer.
+    #[error("{} does not implement the toolhost:tool world: {reason}", component.display())]
     WrongWorld {
-        manifest: PathBuf,
+        /// The component file.
         component: PathBuf,
+        /// The linker's words.
         reason: String,
     },
-    #[error("{manifest}: `describe` failed: {reason}")]
-    Describe { manifest: PathBuf, reason: String },
-    #[error("{manifest}: tool `{tool}`: {reason}")]
+    /// The component needs more of the sandbox than any call may have.
+    #[error("{} cannot run in this host's sandbox: {reason}", component.display())]
+    TooLarge {
+        /// The component file.
+        component: PathBuf,
+        /// What is too large.
+        reason: String,
+    },
+    /// `describe` failed or misbehaved.
+    #[error("`describe` failed: {reason}")]
+    Describe {
+        /// Why.
+        reason: String,
+    },
+    /// A tool definition is unusable.
+    #[error("tool `{tool}`: {reason}")]
     BadToolDef {
-        manifest: PathBuf,
+        /// The tool.
         tool: String,
+        /// Why.
         reason: String,
     },
-    #[error("{manifest}: the host config forbids this grant: {reason}")]
-    GrantRefused { manifest: PathBuf, reason: String },
+    /// Two components of one scope offer the same tool name.
     #[error(
-        "{manifest}: tool `{tool}` is already provided by {other} in scope `{scope}`; rename one of them or load them into different scopes"
+        "tool `{tool}` is already provided by {} in scope `{scope}`; rename one of them or load them into different scopes",
+        other.display()
     )]
     NameClash {
-        manifest: PathBuf,
+        /// The tool.
         tool: String,
+        /// The manifest that has it already.
         other: PathBuf,
+        /// The scope.
         scope: String,
     },
-    #[error("{path}: {reason}")]
-    Source { path: PathBuf, reason: String },
+    /// A grant overlaps another tool's, and one of them may write.
+    #[error("{message}")]
+    Overlap {
+        /// Which grants overlap.
+        message: String,
+    },
+    /// A source path that cannot be read.
+    #[error("{reason}")]
+    Source {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            // Diagnostics carry their file and line already.
+            LoadErrorKind::Manifest(d) => write!(f, "{d}"),
+            // One refusal a line, each at its manifest line.
+            LoadErrorKind::Grants(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{}", self.manifest.display())?;
+                    if let Some(l) = e.line {
+                        write!(f, ":{l}")?;
+                    }
+                    write!(f, ": {}: {}", e.unit, e.message)?;
+                    if let Some(h) = &e.hint {
+                        write!(f, " ({h})")?;
+                    }
+                }
+                Ok(())
+            }
+            k => write!(f, "{}: {k}", self.manifest.display()),
+        }
+    }
 }
 
 /// Which limit a call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Limit {
+    /// The wall-clock deadline.
     Timeout,
+    /// The fuel budget.
     Fuel,
+    /// Linear memory (and host memory held for the call).
     Memory,
+    /// The wasm stack.
     Stack,
+    /// The result size.
     Output,
+    /// Captured stdout/stderr.
     Stdio,
+    /// Resource handles or descriptors.
+    Resources,
 }
 
-/// Why a call produced no result. Every variant names the tool.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// The tool does not exist *in the caller's scope*. Deliberately the same
-    /// error for a tool of another scope: scopes cannot be probed.
-    #[error("unknown tool `{tool}`")]
-    UnknownTool { tool: String },
-    #[error("tool `{tool}` was denied: {reason}")]
-    Denied { tool: String, reason: String },
-    #[error("invalid arguments for tool `{tool}`: {details}")]
-    InvalidArguments { tool: String, details: String },
-    #[error("tool `{tool}` timed out after {}", humantime::format_duration(*.after))]
-    Timeout { tool: String, after: Duration },
-    #[error(
-        "tool `{tool}` ran out of fuel (its limit is {fuel} units); raise `limits.fuel` in its manifest if this input is legitimate"
-    )]
-    FuelExhausted { tool: String, fuel: u64 },
-    #[error("tool `{tool}` exceeded its memory limit of {} MiB; raise `limits.memory` in its manifest if this input is legitimate", .limit >> 20)]
-    MemoryExhausted { tool: String, limit: u64 },
-    #[error("tool `{tool}` overflowed its stack (deep recursion)")]
-    StackOverflow { tool: String },
-    #[error("tool `{tool}` returned {size} bytes, over its max-output limit of {limit} bytes")]
-    OutputTooLarge { tool: String, size: u64, limit: u64 },
-    #[error("tool `{tool}` wrote more than {limit} bytes to {stream}; the call was stopped")]
+/// Why a call produced no result: the tool, once, and what happened.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    tool: Arc<str>,
+    kind: CallErrorKind,
+}
+
+/// What ended a call.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CallErrorKind {
+    /// The tool does not exist *in the caller's scope*, or the caller may
+    /// not see it. Deliberately the same for a tool of another scope, or
+    /// one policy hides: scopes cannot be probed.
+    UnknownTool,
+    /// A policy rule or hook refused the call.
+    Denied {
+        /// Why, in the rule's words.
+        reason: String,
+    },
+    /// The arguments fail the tool's input schema (or the tool said so).
+    InvalidArguments {
+        /// Every violation, each with its JSON pointer.
+        details: String,
+    },
+    /// The wall-clock deadline passed.
+    Timeout {
+        /// The tool's timeout.
+        after: Duration,
+    },
+    /// The fuel budget ran out.
+    FuelExhausted {
+        /// The budget.
+        fuel: u64,
+    },
+    /// The memory limit was hit.
+    MemoryExhausted {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// The result is over `max-output`.
+    OutputTooLarge {
+        /// Its size, as serialized.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// stdout or stderr filled its capture buffer.
     StdioFlood {
-        tool: String,
+        /// `stdout` or `stderr`.
         stream: &'static str,
+        /// The buffer's size.
         limit: usize,
     },
-    #[error("tool `{tool}` crashed: {message}")]
-    Trap { tool: String, message: String },
-    #[error("tool `{tool}` returned a malformed result: {details}")]
-    BadResult { tool: String, details: String },
-    #[error("tool `{tool}` was cancelled")]
-    Cancelled { tool: String },
+    /// A per-call host resource ran out (handles, descriptors, disk).
+    ResourceExhausted {
+        /// Which resource.
+        what: &'static str,
+        /// The cap.
+        limit: u64,
+    },
+    /// The guest trapped (a panic, an abort, an unreachable).
+    Trap {
+        /// What the guest said, and the trap.
+        message: String,
+    },
+    /// The result breaks the contract (bad JSON, output schema violated).
+    BadResult {
+        /// How.
+        details: String,
+    },
+    /// The caller cancelled the call.
+    Cancelled,
     /// The tool ran and reported a failure of its own.
-    #[error("{message}")]
-    ToolFailed { tool: String, message: String },
-    #[error("tool `{tool}` could not start: {message}")]
-    Internal { tool: String, message: String },
+    ToolFailed {
+        /// The tool's message.
+        message: String,
+    },
+    /// The host could not start the call.
+    Internal {
+        /// Why.
+        message: String,
+    },
 }
 
 impl CallError {
-    pub fn tool(&self) -> &str {
-        use CallError::*;
-        match self {
-            UnknownTool { tool }
-            | Denied { tool, .. }
-            | InvalidArguments { tool, .. }
-            | Timeout { tool, .. }
-            | FuelExhausted { tool, .. }
-            | MemoryExhausted { tool, .. }
-            | StackOverflow { tool }
-            | OutputTooLarge { tool, .. }
-            | StdioFlood { tool, .. }
-            | Trap { tool, .. }
-            | BadResult { tool, .. }
-            | Cancelled { tool }
-            | ToolFailed { tool, .. }
-            | Internal { tool, .. } => tool,
+    /// An error of `tool`.
+    pub fn new(tool: impl Into<Arc<str>>, kind: CallErrorKind) -> CallError {
+        CallError {
+            tool: tool.into(),
+            kind,
         }
+    }
+
+    /// The tool the call named.
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> &CallErrorKind {
+        &self.kind
     }
 
     /// The limit this error is about, if any.
     pub fn limit(&self) -> Option<Limit> {
-        Some(match self {
-            CallError::Timeout { .. } => Limit::Timeout,
-            CallError::FuelExhausted { .. } => Limit::Fuel,
-            CallError::MemoryExhausted { .. } => Limit::Memory,
-            CallError::StackOverflow { .. } => Limit::Stack,
-            CallError::OutputTooLarge { .. } => Limit::Output,
-            CallError::StdioFlood { .. } => Limit::Stdio,
+        Some(match self.kind {
+            CallErrorKind::Timeout { .. } => Limit::Timeout,
+            CallErrorKind::FuelExhausted { .. } => Limit::Fuel,
+            CallErrorKind::MemoryExhausted { .. } => Limit::Memory,
+            CallErrorKind::StackOverflow => Limit::Stack,
+            CallErrorKind::OutputTooLarge { .. } => Limit::Output,
+            CallErrorKind::StdioFlood { .. } => Limit::Stdio,
+            CallErrorKind::ResourceExhausted { .. } => Limit::Resources,
             _ => return None,
         })
     }
 
     /// A short, stable name for audit logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        use CallError::*;
-        match self {
-            UnknownTool { .. } => "unknown_tool",
+    pub fn code(&self) -> &'static str {
+        use CallErrorKind::*;
+        match self.kind {
+            UnknownTool => "unknown_tool",
             Denied { .. } => "denied",
             InvalidArguments { .. } => "invalid_arguments",
             Timeout { .. } => "timeout",
             FuelExhausted { .. } => "fuel_exhausted",
             MemoryExhausted { .. } => "memory_exhausted",
-            StackOverflow { .. } => "stack_overflow",
+            StackOverflow => "stack_overflow",
             OutputTooLarge { .. } => "output_too_large",
             StdioFlood { .. } => "stdio_flood",
+            ResourceExhausted { .. } => "resource_exhausted",
             Trap { .. } => "trap",
             BadResult { .. } => "bad_result",
-            Cancelled { .. } => "cancelled",
+            Cancelled => "cancelled",
             ToolFailed { .. } => "tool_error",
             Internal { .. } => "internal",
         }
     }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use CallErrorKind::*;
+        let t = &self.tool;
+        match &self.kind {
+            UnknownTool => write!(f, "unknown tool `{t}`"),
+            Denied { reason } => write!(f, "tool `{t}` was denied: {reason}"),
+            InvalidArguments { details } => {
+                write!(f, "invalid arguments for tool `{t}`: {details}")
+            }
+            Timeout { after } => write!(
+                f,
+                "tool `{t}` timed out after {}",
+                humantime::format_duration(*after)
+            ),
+            FuelExhausted { fuel } => write!(
+                f,
+                "tool `{t}` ran out of fuel (its limit is {fuel} units); raise `limits.fuel` in its manifest if this input is legitimate"
+            ),
+            MemoryExhausted { limit } => write!(
+                f,
+                "tool `{t}` exceeded its memory limit of {} MiB; raise `limits.memory` in its manifest if this input is legitimate",
+                limit >> 20
+            ),
+            StackOverflow => write!(f, "tool `{t}` overflowed its stack (deep recursion)"),
+            OutputTooLarge { size, limit } => write!(
+                f,
+                "tool `{t}` returned {size} bytes, over its max-output limit of {limit} bytes"
+            ),
+            StdioFlood { stream, limit } => write!(
+                f,
+                "tool `{t}` wrote more than {limit} bytes to {stream}; the call was stopped"
+            ),
+            ResourceExhausted { what, limit } => write!(
+                f,
+                "tool `{t}` used more than the {limit} {what} a call may hold; the call was stopped"
+            ),
+            Trap { message } => write!(f, "tool `{t}` crashed: {message}"),
+            BadResult { details } => write!(f, "tool `{t}` returned a malformed result: {details}"),
+            Cancelled => write!(f, "tool `{t}` was cancelled"),
+            ToolFailed { message } => write!(f, "{message}"),
+            Internal { message } => write!(f, "tool `{t}` could not start: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Why a `Core` could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The wasmtime engine rejected its configuration (e.g. a pool too
+    /// large for this machine's address space).
+    #[error("cannot create the sandbox engine: {0:#}")]
+    Engine(anyhow::Error),
 }

@@ -1,39 +1,55 @@
-//! # toolhost
-//!
-//! Run untrusted AI-agent tools as WASI components, inside the host process,
-//! in a fresh sandbox per call, with fuel, memory and wall-clock limits, and
-//! with only the capabilities each tool's manifest grants.
-//!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! use toolhost::{Core, CallRequest, Scope};
-//! let core = Core::builder().source(Scope::default(), "build/tools").build(&|_| {}).await?;
-//! let args = serde_json::json!({"text": "hi"}).as_object().cloned();
-//! let out = core.call(CallRequest::new(Scope::default(), "echo", args)).await?;
-//! println!("{}", out.text());
-//! # Ok(()) }
-//! ```
-//!
-//! Layers, each using only those below it: `core` (the one call path) ->
-//! `catalog`, `policy`, `schema`, `audit` -> `sandbox` -> `manifest`,
-//! `config`, `model`, `error`.
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Layers, each using only those below it:
+//   front ends: mcp (server, http), agent, watch
+//   core (the one call path) -> catalog, policy, schema, audit -> sandbox
+//   -> caps (the capability units) -> manifest, config, model, error,
+//   diagnostic
+
+mod audit;
+pub mod caps;
+mod catalog;
+mod config;
+mod core;
+mod diagnostic;
+mod error;
+mod manifest;
+mod model;
+mod policy;
+mod sandbox;
+mod schema;
+
+#[cfg(feature = "agent")]
+#[allow(
+    missing_docs,
+    reason = "the agent API's curation (issue 11) documents every item; until then its wire types stay as they were"
+)]
 pub mod agent;
-pub mod audit;
-pub mod catalog;
-pub mod config;
-pub mod core;
-pub mod error;
-pub mod manifest;
+#[cfg(feature = "mcp")]
 pub mod mcp;
-pub mod model;
-pub mod policy;
-pub mod sandbox;
-pub mod schema;
-pub mod watch;
+#[cfg(feature = "watch")]
+mod watch;
 
+pub use crate::audit::{Audit, AuditRecord};
 pub use crate::catalog::{LoadEvent, Scope, Source};
-pub use crate::config::HostConfig;
-pub use crate::core::{CallRequest, Core, CoreBuilder};
-pub use crate::error::{CallError, LoadError};
-pub use crate::model::{CallEvent, Content, LogLevel, ToolDef, ToolOutput};
+pub use crate::config::{EngineConfig, HostConfig};
+pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
+pub use crate::diagnostic::{Diagnostic, Diagnostics};
+pub use crate::error::{BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind};
+pub use crate::manifest::Manifest;
+pub use crate::model::{
+    Annotations, CallEvent, ClientRequests, Content, EventSink, EventStream, LogLevel,
+    ResourceContents, ToolDef, ToolOutput,
+};
+pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+#[cfg(feature = "watch")]
+pub use crate::watch::{Watcher, watch};
+
+#[doc(no_inline)]
+pub use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "unstable-bench")]
+#[doc(hidden)]
+pub use crate::core::BenchWarm;

@@ -1,59 +1,96 @@
 //! The shapes that cross the core: tool definitions, results and the events a
 //! running tool emits. Protocol-neutral: front ends translate them.
+//!
+//! Must not touch: any protocol's wire format.
 
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Behaviour hints from the tool (MCP tool annotations).
+/// Behaviour hints (MCP tool annotations). The tool's own word, except
+/// where its grants contradict it: a tool with a read-write directory is
+/// never read-only, one with a network grant is always open-world.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Annotations {
+    /// A human-readable title.
     pub title: Option<String>,
+    /// The tool does not modify its environment.
     pub read_only: Option<bool>,
+    /// The tool may destroy data.
     pub destructive: Option<bool>,
+    /// Calling it twice with the same arguments has no further effect.
     pub idempotent: Option<bool>,
+    /// The tool reaches beyond the host (the network).
     pub open_world: Option<bool>,
 }
 
-/// A tool as the component describes it.
+/// A tool as its component describes it (annotations made honest by its
+/// grants).
 #[derive(Debug, Clone, serde::Serialize)]
+#[non_exhaustive]
 pub struct ToolDef {
+    /// Unique within a scope.
     pub name: Arc<str>,
+    /// A human-readable title.
     pub title: Option<String>,
+    /// What the tool does, for the model.
     pub description: String,
+    /// JSON Schema (an object schema) of the arguments.
     pub input_schema: Arc<serde_json::Map<String, Value>>,
+    /// JSON Schema of the structured result, if the tool declares one.
     pub output_schema: Option<Arc<serde_json::Map<String, Value>>>,
+    /// Behaviour hints.
     pub annotations: Annotations,
 }
 
 /// One block of a result.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Content {
+    /// Text.
     Text(String),
+    /// An image.
     Image {
+        /// The bytes.
         data: Vec<u8>,
+        /// E.g. `image/png`.
         mime_type: String,
     },
+    /// Audio.
     Audio {
+        /// The bytes.
         data: Vec<u8>,
+        /// E.g. `audio/wav`.
         mime_type: String,
     },
+    /// An embedded resource.
     Resource {
+        /// Its URI.
         uri: String,
+        /// Its MIME type, if known.
         mime_type: Option<String>,
+        /// Its contents.
         contents: ResourceContents,
     },
 }
 
+/// The contents of an embedded resource.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ResourceContents {
+    /// Text.
     Text(String),
+    /// Binary data.
     Blob(Vec<u8>),
 }
 
 /// A successful call's result.
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct ToolOutput {
+    /// The content blocks.
     pub content: Vec<Content>,
+    /// The structured result, checked against the tool's output schema.
     pub structured: Option<Value>,
 }
 
@@ -76,6 +113,7 @@ impl ToolOutput {
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[allow(missing_docs, reason = "the syslog severities")]
 pub enum LogLevel {
     Debug,
     Info,
@@ -89,27 +127,106 @@ pub enum LogLevel {
 
 /// Something a running tool told its caller.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum CallEvent {
+    /// A log message (MCP `notifications/message`).
     Log {
+        /// Its severity.
         level: LogLevel,
+        /// Its text.
         message: String,
     },
+    /// Progress (MCP `notifications/progress`).
     Progress {
+        /// How far.
         progress: f64,
+        /// Out of how much, if known.
         total: Option<f64>,
+        /// What is happening.
         message: Option<String>,
+    },
+    /// The last event of a call that lost some: `count` events were dropped
+    /// (the call's event budget ran out, or its caller was not reading).
+    Dropped {
+        /// How many.
+        count: u64,
     },
 }
 
-/// Where a call's events go. Unbounded so a guest never blocks on a slow
-/// client; the number of events a call can emit is bounded by its limits.
-pub type EventSink = tokio::sync::mpsc::UnboundedSender<CallEvent>;
+/// Where a call's events go: a bounded queue. A guest never waits for its
+/// caller: when the queue is full (the caller is not reading) or the call's
+/// event budget is spent, events are dropped and counted, and the
+/// [`EventStream`] ends with one [`CallEvent::Dropped`].
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: tokio::sync::mpsc::Sender<CallEvent>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving end of an [`EventSink`].
+#[derive(Debug)]
+pub struct EventStream {
+    rx: tokio::sync::mpsc::Receiver<CallEvent>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+    done: bool,
+}
+
+impl EventSink {
+    /// A sink holding at most `capacity` undelivered events, and its stream.
+    pub fn channel(capacity: usize) -> (EventSink, EventStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        (
+            EventSink {
+                tx,
+                dropped: dropped.clone(),
+            },
+            EventStream {
+                rx,
+                dropped,
+                done: false,
+            },
+        )
+    }
+
+    /// Queue `event`, or count it as dropped if the queue is full.
+    pub fn send(&self, event: CallEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.count_dropped();
+        }
+    }
+
+    pub(crate) fn count_dropped(&self) {
+        self.dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl EventStream {
+    /// The next event; after the last sink is gone, one
+    /// [`CallEvent::Dropped`] if any were dropped, then `None`.
+    pub async fn recv(&mut self) -> Option<CallEvent> {
+        if let Some(e) = self.rx.recv().await {
+            return Some(e);
+        }
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        match self.dropped.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            count => Some(CallEvent::Dropped { count }),
+        }
+    }
+}
 
 /// The client behind a call, for the requests a tool may send it
 /// (`sampling/createMessage`, `elicitation/create`). Front ends that can
 /// reach their client (MCP) provide one; the manifest decides which methods a
-/// tool may use.
+/// tool may use, and the operator's caps filter the params.
 pub trait ClientRequests: Send + Sync {
+    /// Send `method` with `params`; the client's result, or why there is
+    /// none.
     fn request(
         &self,
         method: String,

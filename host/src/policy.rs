@@ -9,18 +9,25 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+/// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
+    /// Let the call run.
     Allow,
+    /// Refuse it.
     Deny,
 }
+
+/// The keys a `[[rule]]` may have, for "unknown key" hints.
+pub(crate) const RULE_KEYS: &str = "effect, tool, scope, arg, contains, pattern, reason";
 
 /// One rule, e.g. `{ effect = "deny", tool = "write_*", reason = "read-only session" }`
 /// or `{ effect = "deny", tool = "http_fetch", arg = "/url", contains = "internal", reason = "..." }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// Allow or deny.
     pub effect: Effect,
     /// Glob on the tool name (`*` matches any run of characters).
     pub tool: String,
@@ -31,24 +38,30 @@ pub struct Rule {
     /// only when that value's text contains the string.
     #[serde(default)]
     pub arg: Option<String>,
+    /// See `arg`.
     #[serde(default)]
     pub contains: Option<String>,
     /// With `arg`, a glob the value must match (`*` any run of characters).
     #[serde(default)]
     pub pattern: Option<String>,
+    /// Said to the caller when the rule denies.
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+/// Rules, evaluated in order; the first that matches decides.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
+    /// The rules.
     pub rules: Vec<Rule>,
 }
 
 /// The verdict on one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// The call may run.
     Allow,
+    /// It may not, for this reason.
     Deny(String),
 }
 
@@ -112,6 +125,7 @@ pub fn args_match(
 }
 
 impl Policy {
+    /// The verdict on calling `tool` in `scope` with `args`.
     pub fn decide(&self, scope: &str, tool: &str, args: &Value) -> Decision {
         for r in &self.rules {
             if r.matches(scope, tool, args) {

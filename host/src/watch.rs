@@ -8,7 +8,7 @@
 use crate::core::Core;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -27,7 +27,7 @@ impl Drop for Watcher {
 /// Watch `paths` (tool directories, manifests or `.wasm` files; a file is
 /// watched through its directory) and reload `core` once no change has
 /// arrived for `debounce`. Must be called inside a tokio runtime.
-pub fn watch(core: Arc<Core>, paths: &[PathBuf], debounce: Duration) -> notify::Result<Watcher> {
+pub fn watch(core: Core, paths: &[PathBuf], debounce: Duration) -> notify::Result<Watcher> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher =
         notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
@@ -66,11 +66,7 @@ fn watched_dir(p: &Path) -> PathBuf {
     }
 }
 
-async fn reload_on_change(
-    core: Arc<Core>,
-    mut rx: mpsc::UnboundedReceiver<()>,
-    debounce: Duration,
-) {
+async fn reload_on_change(core: Core, mut rx: mpsc::UnboundedReceiver<()>, debounce: Duration) {
     while rx.recv().await.is_some() {
         // Quiet period: keep absorbing events until none arrives for `debounce`.
         loop {

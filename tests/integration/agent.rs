@@ -43,7 +43,7 @@ struct Env {
     model: MockModel,
     home: tempfile::TempDir,
     _tools: ToolDir,
-    core: Arc<Core>,
+    core: Core,
 }
 
 impl Env {
@@ -58,7 +58,7 @@ impl Env {
         let core = Core::builder()
             .config(test_config())
             .source(Scope::default(), tools.path())
-            .build(&|_| {})
+            .build()
             .await
             .unwrap();
         assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
@@ -66,7 +66,7 @@ impl Env {
             model: MockModel::start(script).await,
             home: tempfile::tempdir().unwrap(),
             _tools: tools,
-            core: Arc::new(core),
+            core,
         }
     }
 
@@ -445,7 +445,7 @@ async fn each_subagent_sees_and_calls_only_its_own_scope() {
         .config(test_config())
         .source(Scope::new("alpha"), env._tools.path())
         .source(Scope::new("beta"), beta.path())
-        .build(&|_| {})
+        .build()
         .await
         .unwrap();
     let mut opts = env.options().allow("mcp__alpha").allow("mcp__beta");
@@ -464,7 +464,7 @@ async fn each_subagent_sees_and_calls_only_its_own_scope() {
         "Agent",
         json!({"subagent_type": "helper", "description": "help", "prompt": inner, "run_in_background": false}),
     );
-    let s = query(Arc::new(core), prompt, opts);
+    let s = query(core, prompt, opts);
     let msgs: Vec<Message> = tokio::time::timeout(Duration::from_secs(90), s.collect::<Vec<_>>())
         .await
         .unwrap()
@@ -553,7 +553,7 @@ mod protocol {
     }
 
     /// A session over in-memory pipes, and the CLI's end of them.
-    pub async fn connect(core: Arc<Core>, options: AgentOptions) -> (AgentSession, FakeCli) {
+    pub async fn connect(core: Core, options: AgentOptions) -> (AgentSession, FakeCli) {
         let (host_end, cli_end) = tokio::io::duplex(1 << 20);
         let (hr, hw) = tokio::io::split(host_end);
         let (cr, cw) = tokio::io::split(cli_end);

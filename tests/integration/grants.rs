@@ -6,7 +6,7 @@ use crate::support::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use toolhost::CallError;
+use toolhost::{CallError, CallErrorKind};
 
 /// A granted directory with a file in it, and a secret next to it.
 struct Tree {
@@ -38,7 +38,10 @@ fn fs_grant(guest: &str, host: &std::path::Path, mode: &str) -> String {
 
 fn tool_error_text(r: Result<toolhost::ToolOutput, CallError>) -> String {
     match r {
-        Err(CallError::ToolFailed { message, .. }) => message,
+        Err(e) => match e.kind() {
+            CallErrorKind::ToolFailed { message } => message.clone(),
+            other => panic!("expected the tool to report a failure, got {other:?}"),
+        },
         other => panic!("expected the tool to report a failure, got {other:?}"),
     }
 }
@@ -104,7 +107,10 @@ async fn read_only_grants_refuse_writes_and_read_write_grants_allow_them() {
     )
     .await
     {
-        Err(CallError::ToolFailed { message, .. }) => message,
+        Err(e) => match e.kind() {
+            CallErrorKind::ToolFailed { message } => message.clone(),
+            other => panic!("expected the tool to report a failure, got {other:?}"),
+        },
         other => panic!("a write to a read-only grant must fail, got {other:?}"),
     };
     assert!(!t.granted.join("new.txt").exists(), "{msg}");
@@ -146,12 +152,12 @@ async fn read_only_grants_refuse_writes_and_read_write_grants_allow_them() {
 #[tokio::test]
 async fn only_granted_environment_variables_are_visible() {
     // SAFETY: set before any host thread reads the environment in this test.
-    unsafe { std::env::set_var("TOOLHOST_TEST_PASSED", "passed-through") };
+    unsafe { std::env::set_var("HOSTILE_TEST_PASSED", "passed-through") };
     let d = ToolDir::new();
     d.add(
         "hostile",
         "hostile",
-        "[env]\nset = { GREETING = \"hello\" }\npass = [\"TOOLHOST_TEST_PASSED\"]\n",
+        "[env]\nset = { GREETING = \"hello\" }\npass = [\"HOSTILE_TEST_PASSED\"]\n",
     );
     let core = core(d.path()).await;
     assert_eq!(
@@ -162,7 +168,7 @@ async fn only_granted_environment_variables_are_visible() {
         "hello"
     );
     assert_eq!(
-        call(&core, "getenv", json!({"name": "TOOLHOST_TEST_PASSED"}))
+        call(&core, "getenv", json!({"name": "HOSTILE_TEST_PASSED"}))
             .await
             .unwrap()
             .text(),
@@ -247,15 +253,21 @@ async fn a_tool_with_no_network_grant_reaches_nothing() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", "");
     let core = core(d.path()).await;
-    let msg = tool_error_text(
-        call(
-            &core,
-            "http_get",
-            json!({"url": format!("http://127.0.0.1:{port}/")}),
-        )
-        .await,
-    );
-    assert!(msg.to_lowercase().contains("denied"), "{msg}");
+    // Without a grant wasi:http is not even linked: the first outgoing
+    // request traps, and the call is reported as denied, not as a tool bug.
+    let r = call(
+        &core,
+        "http_get",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await;
+    match r {
+        Err(e) => match e.kind() {
+            CallErrorKind::Denied { reason } => assert!(reason.contains("[network]"), "{reason}"),
+            other => panic!("expected a denial, got {other:?}"),
+        },
+        Ok(o) => panic!("expected a denial, got {o:?}"),
+    }
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
@@ -269,7 +281,7 @@ async fn scopes_cannot_see_or_call_each_others_tools() {
         .config(test_config())
         .source(toolhost::Scope::new("tenant-a"), a.path())
         .source(toolhost::Scope::new("tenant-b"), b.path())
-        .build(&|_| {})
+        .build()
         .await
         .unwrap();
     let names = |s: &str| {
@@ -303,7 +315,7 @@ async fn scopes_cannot_see_or_call_each_others_tools() {
         from_b.to_string().replace("echo", "X"),
         nowhere.to_string().replace("nope", "X")
     );
-    assert!(matches!(from_b, CallError::UnknownTool { .. }));
+    assert!(matches!(from_b.kind(), CallErrorKind::UnknownTool { .. }));
     core.call(toolhost::CallRequest::new(
         toolhost::Scope::new("tenant-a"),
         "echo",

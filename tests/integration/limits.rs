@@ -4,8 +4,8 @@
 use crate::support::*;
 use serde_json::json;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use toolhost::{CallError, CallRequest, Core, Scope};
+use toolhost::CancellationToken;
+use toolhost::{CallErrorKind, CallRequest, Core, Scope};
 
 /// A host with the hostile fixture (under `limits`) and echo.
 async fn host(limits: &str) -> (ToolDir, Core) {
@@ -29,7 +29,7 @@ async fn infinite_loop_is_stopped_by_the_deadline() {
     let (_d, core) = host("timeout = \"300ms\"").await;
     let err = call(&core, "spin", json!({})).await.unwrap_err();
     assert!(
-        matches!(err, CallError::Timeout { ref tool, after } if tool == "spin" && after == Duration::from_millis(300)),
+        matches!(err.kind(), CallErrorKind::Timeout { after } if err.tool() == "spin" && *after == Duration::from_millis(300)),
         "{err:?}"
     );
     assert_eq!(err.to_string(), "tool `spin` timed out after 300ms");
@@ -42,11 +42,8 @@ async fn infinite_loop_is_stopped_by_fuel() {
     let err = call(&core, "spin", json!({})).await.unwrap_err();
     assert!(
         matches!(
-            err,
-            CallError::FuelExhausted {
-                fuel: 50_000_000,
-                ..
-            }
+            err.kind(),
+            CallErrorKind::FuelExhausted { fuel: 50_000_000 }
         ),
         "{err:?}"
     );
@@ -62,7 +59,7 @@ async fn memory_bomb_is_stopped_at_the_limit() {
     let (_d, core) = host("memory = \"16 MiB\"").await;
     let err = call(&core, "alloc", json!({"mib": 64})).await.unwrap_err();
     assert!(
-        matches!(err, CallError::MemoryExhausted { limit, .. } if limit == 16 << 20),
+        matches!(err.kind(), CallErrorKind::MemoryExhausted { limit } if *limit == 16 << 20),
         "{err:?}"
     );
     assert!(err.to_string().contains("memory limit of 16 MiB"), "{err}");
@@ -70,7 +67,10 @@ async fn memory_bomb_is_stopped_at_the_limit() {
     let err = call(&core, "alloc", json!({"mib": 64, "graceful": true}))
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::ToolFailed { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), CallErrorKind::ToolFailed { .. }),
+        "{err:?}"
+    );
     // Within the limit it works.
     assert_eq!(
         call(&core, "alloc", json!({"mib": 4}))
@@ -88,7 +88,10 @@ async fn deep_recursion_overflows_the_stack_cleanly() {
     let err = call(&core, "recurse", json!({"depth": 10_000_000}))
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::StackOverflow { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), CallErrorKind::StackOverflow { .. }),
+        "{err:?}"
+    );
     assert_eq!(
         call(&core, "recurse", json!({"depth": 100}))
             .await
@@ -105,9 +108,9 @@ async fn guest_panic_is_a_trap_with_its_message() {
     let err = call(&core, "panic", json!({"message": "boom at line 7"}))
         .await
         .unwrap_err();
-    match &err {
-        CallError::Trap { tool, message } => {
-            assert_eq!(tool, "panic");
+    match err.kind() {
+        CallErrorKind::Trap { message } => {
+            assert_eq!(err.tool(), "panic");
             assert!(
                 message.contains("boom at line 7"),
                 "the panic message should reach the caller: {message}"
@@ -117,7 +120,7 @@ async fn guest_panic_is_a_trap_with_its_message() {
     }
     let err = call(&core, "exit", json!({"code": 3})).await.unwrap_err();
     assert!(
-        matches!(err, CallError::Trap { .. }),
+        matches!(err.kind(), CallErrorKind::Trap { .. }),
         "exit mid-call is a trap: {err:?}"
     );
     still_serves(&core).await;
@@ -146,12 +149,12 @@ async fn oversized_result_is_refused() {
         .await
         .unwrap_err();
     assert!(
+        // The text, plus the fixed weight of one content block.
         matches!(
-            err,
-            CallError::OutputTooLarge {
-                size: 100_000,
+            err.kind(),
+            CallErrorKind::OutputTooLarge {
+                size: 100_048,
                 limit: 65_536,
-                ..
             }
         ),
         "{err:?}"
@@ -171,9 +174,9 @@ async fn oversized_result_is_refused() {
 async fn result_violating_the_output_schema_is_refused() {
     let (_d, core) = host("").await;
     let err = call(&core, "bad_output", json!({})).await.unwrap_err();
-    match &err {
-        CallError::BadResult { tool, details } => {
-            assert_eq!(tool, "bad_output");
+    match err.kind() {
+        CallErrorKind::BadResult { details } => {
+            assert_eq!(err.tool(), "bad_output");
             assert!(details.contains("violates the output schema"), "{details}");
             assert!(
                 details.contains("count"),
@@ -208,9 +211,9 @@ async fn arguments_violating_the_input_schema_never_reach_the_guest() {
     )
     .await
     .unwrap_err();
-    match &err {
-        CallError::InvalidArguments { tool, details } => {
-            assert_eq!(tool, "write_path");
+    match err.kind() {
+        CallErrorKind::InvalidArguments { details } => {
+            assert_eq!(err.tool(), "write_path");
             assert!(
                 details.contains("/content"),
                 "the pointer to the bad value is given: {details}"
@@ -225,7 +228,8 @@ async fn arguments_violating_the_input_schema_never_reach_the_guest() {
     // Missing required argument, and unknown extra argument.
     let err = call(&core, "echo", json!({})).await.unwrap_err();
     assert!(
-        matches!(err, CallError::InvalidArguments { .. }) && err.to_string().contains("text"),
+        matches!(err.kind(), CallErrorKind::InvalidArguments { .. })
+            && err.to_string().contains("text"),
         "{err}"
     );
     // The same call with good arguments does run.
@@ -247,14 +251,13 @@ async fn arguments_violating_the_input_schema_never_reach_the_guest() {
 async fn unknown_tool_is_reported_as_such() {
     let (_d, core) = host("").await;
     let err = call(&core, "no_such_tool", json!({})).await.unwrap_err();
-    assert!(matches!(err, CallError::UnknownTool { .. }));
+    assert!(matches!(err.kind(), CallErrorKind::UnknownTool { .. }));
     assert_eq!(err.to_string(), "unknown tool `no_such_tool`");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_call_does_not_block_other_calls() {
     let (_d, core) = host("timeout = \"3s\"\nmax-concurrency = 4").await;
-    let core = std::sync::Arc::new(core);
     let spinning = {
         let core = core.clone();
         tokio::spawn(async move { call(&core, "spin", json!({})).await })
@@ -272,7 +275,7 @@ async fn a_runaway_call_does_not_block_other_calls() {
     );
     assert!(matches!(
         spinning.await.unwrap(),
-        Err(CallError::Timeout { .. })
+        Err(e) if matches!(e.kind(), CallErrorKind::Timeout { .. })
     ));
 }
 
@@ -287,7 +290,10 @@ async fn cancellation_stops_the_guest_and_frees_its_slot() {
         c2.cancel();
     });
     let err = core.call(req).await.unwrap_err();
-    assert!(matches!(err, CallError::Cancelled { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), CallErrorKind::Cancelled { .. }),
+        "{err:?}"
+    );
     // max-concurrency = 1: if the cancelled guest still held its slot this
     // would wait for the 60 s timeout.
     let ok = tokio::time::timeout(
@@ -301,7 +307,7 @@ async fn cancellation_stops_the_guest_and_frees_its_slot() {
 #[tokio::test]
 async fn progress_and_logs_reach_the_caller_in_order() {
     let (_d, core) = host("").await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = toolhost::EventSink::channel(64);
     let out = core
         .call(
             CallRequest::new(
@@ -316,7 +322,7 @@ async fn progress_and_logs_reach_the_caller_in_order() {
     assert!(!out.text().is_empty());
     let mut progress = Vec::new();
     let mut logs = 0;
-    while let Ok(ev) = rx.try_recv() {
+    while let Some(ev) = rx.recv().await {
         match ev {
             toolhost::CallEvent::Progress {
                 progress: p, total, ..
@@ -325,6 +331,7 @@ async fn progress_and_logs_reach_the_caller_in_order() {
                 progress.push(p);
             }
             toolhost::CallEvent::Log { .. } => logs += 1,
+            other => panic!("unexpected event {other:?}"),
         }
     }
     assert_eq!(progress, vec![1.0, 2.0, 3.0]);

@@ -9,7 +9,7 @@ async fn load(dir: &ToolDir) -> Core {
     Core::builder()
         .config(test_config())
         .source(Scope::default(), dir.path())
-        .build(&|_| {})
+        .build()
         .await
         .unwrap()
 }
@@ -26,7 +26,7 @@ async fn only_error(core: &Core) -> String {
     );
     let errors = core.load_errors();
     assert_eq!(errors.len(), 1, "{errors:#?}");
-    errors.into_iter().next().unwrap()
+    errors.into_iter().next().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -220,22 +220,26 @@ async fn a_name_clash_keeps_the_first_and_names_both_files() {
 async fn a_second_start_loads_from_the_cache_without_compiling() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
-    let cache = tempfile::tempdir().unwrap();
-    let config = || toolhost::HostConfig {
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..toolhost::HostConfig::default()
-    };
+    init_logging();
+    let scratch = tempfile::tempdir().unwrap();
+    // The host creates the cache directory itself, private (0700).
+    let cache = scratch.path().join("cache");
+    let config = || toolhost::HostConfig::default().with_cache_dir(Some(cache.clone()));
     let compiled = |core_events: &std::sync::Mutex<Vec<bool>>| core_events.lock().unwrap().clone();
     for expect in [true, false] {
-        let seen = std::sync::Mutex::new(Vec::new());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let core = Core::builder()
             .config(config())
             .source(Scope::default(), d.path())
-            .build(&|ev| {
-                if let toolhost::LoadEvent::Loaded { compiled, .. } = ev {
-                    seen.lock().unwrap().push(compiled)
+            .on_load({
+                let seen = seen.clone();
+                move |ev| {
+                    if let toolhost::LoadEvent::Loaded { compiled, .. } = ev {
+                        seen.lock().unwrap().push(compiled)
+                    }
                 }
             })
+            .build()
             .await
             .unwrap();
         assert_eq!(compiled(&seen), vec![expect]);
@@ -248,13 +252,16 @@ async fn a_second_start_loads_from_the_cache_without_compiling() {
         );
     }
     // A corrupted cache entry is discarded and recompiled, never trusted.
-    for f in std::fs::read_dir(cache.path()).unwrap() {
-        std::fs::write(f.unwrap().path(), b"garbage").unwrap();
+    for f in std::fs::read_dir(&cache).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "cwasm") {
+            std::fs::write(f, b"garbage").unwrap();
+        }
     }
     let core = Core::builder()
         .config(config())
         .source(Scope::default(), d.path())
-        .build(&|_| {})
+        .build()
         .await
         .unwrap();
     assert_eq!(
@@ -264,4 +271,46 @@ async fn a_second_start_loads_from_the_cache_without_compiling() {
             .text(),
         "again"
     );
+}
+
+#[tokio::test]
+async fn a_cache_directory_open_to_other_users_is_never_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for _ in 0..2 {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let core = Core::builder()
+            .config(toolhost::HostConfig::default().with_cache_dir(Some(cache.clone())))
+            .source(Scope::default(), d.path())
+            .on_load({
+                let seen = seen.clone();
+                move |ev| {
+                    if let toolhost::LoadEvent::Loaded { compiled, .. } = ev {
+                        seen.lock().unwrap().push(compiled)
+                    }
+                }
+            })
+            .build()
+            .await
+            .unwrap();
+        // Another user could plant native code there: compile every time.
+        assert_eq!(*seen.lock().unwrap(), vec![true]);
+        assert_eq!(
+            call(&core, "echo", json!({"text": "x"}))
+                .await
+                .unwrap()
+                .text(),
+            "x"
+        );
+    }
+    // The host left the directory as it found it: no chmod behind the operator's back,
+    // and nothing written into it.
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o777);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }

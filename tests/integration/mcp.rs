@@ -7,7 +7,7 @@
 //! The clients come from `scripts/install-test-deps.sh`; without them these
 //! tests fail and say so.
 
-use crate::support::{ToolDir, root};
+use crate::support::{ToolDir, conformance_dir, root, tools_dir};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
@@ -44,7 +44,7 @@ enum Via<'a> {
 }
 
 /// The client command for `scenario`, ready to spawn.
-fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via) -> Command {
+fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command {
     let deps = deps_dir();
     let mut cmd = match sdk {
         Sdk::Python => {
@@ -134,15 +134,12 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
 /// so a guest left running would block the next call).
 fn tools(without_text: bool) -> ToolDir {
     let d = ToolDir::new();
-    let mut deployed = vec![
-        ("build/tools", "echo"),
-        ("build/conformance-tools", "conformance"),
-    ];
+    let mut deployed = vec![(tools_dir(), "echo"), (conformance_dir(), "conformance")];
     if !without_text {
-        deployed.push(("build/tools", "text"));
+        deployed.push((tools_dir(), "text"));
     }
-    for (dir, name) in deployed {
-        copy_tool(&root().join(dir), name, d.path());
+    for (dir, name) in &deployed {
+        copy_tool(dir, name, d.path());
     }
     d.add(
         "hostile",
@@ -156,11 +153,7 @@ fn tools(without_text: bool) -> ToolDir {
 fn copy_tool(from: &Path, name: &str, to: &Path) {
     for ext in ["wasm", "toml"] {
         let src = from.join(format!("{name}.{ext}"));
-        assert!(
-            src.is_file(),
-            "{} is missing: run `make tools`",
-            src.display()
-        );
+        assert!(src.is_file(), "{} is missing", src.display());
         std::fs::copy(&src, to.join(format!("{name}.{ext}"))).unwrap();
     }
 }
@@ -389,7 +382,7 @@ fn list_changed(sdk: Sdk, http: bool, mode: Option<&str>) {
         );
     }
     assert!(!ready.contains("json_query"), "{ready}");
-    copy_tool(&root().join("build/tools"), "text", dir.path());
+    copy_tool(&tools_dir(), "text", dir.path());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let out = wait_output(child, LIMIT);
     let tools = rest

@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use serde_json::json;
-use toolhost::{CallError, CallRequest, Core, HostConfig, Scope};
+use toolhost::{CallErrorKind, CallRequest, Core, HostConfig, Scope};
 
 #[tokio::test]
 async fn host_rules_deny_and_hide_tools_and_every_decision_is_audited() {
@@ -16,7 +16,8 @@ async fn host_rules_deny_and_hide_tools_and_every_decision_is_audited() {
     std::fs::write(
         &cfg,
         r#"
-max-timeout = "2s"
+[limits]
+timeout = "2s"
 [[rule]]
 effect = "deny"
 tool = "regex_*"
@@ -30,17 +31,19 @@ reason = "no secrets through echo"
 "#,
     )
     .unwrap();
-    let config = HostConfig {
-        cache_dir: test_config().cache_dir,
-        ..HostConfig::load(&cfg).unwrap()
-    };
-    assert_eq!(config.caps.timeout, std::time::Duration::from_secs(2));
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    assert_eq!(
+        config.caps.limits.max.timeout,
+        std::time::Duration::from_secs(2)
+    );
     let audit_path = cfg_dir.path().join("audit.jsonl");
     let core = Core::builder()
         .config(config)
         .source(Scope::default(), d.path())
-        .audit(toolhost::audit::Audit::to_file(&audit_path).unwrap())
-        .build(&|_| {})
+        .audit(toolhost::Audit::to_file(&audit_path).unwrap())
+        .build()
         .await
         .unwrap();
 
@@ -58,10 +61,10 @@ reason = "no secrets through echo"
     let err = call(&core, "regex_extract", json!({"pattern": "a", "text": "a"}))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, CallError::Denied { .. }) && err.to_string().contains("regexes are disabled"),
-        "{err}"
-    );
+    // A tool the rules always deny is hidden, and hidden is the same as
+    // absent: a caller cannot tell it exists.
+    assert!(matches!(err.kind(), CallErrorKind::UnknownTool), "{err}");
+    assert_eq!(err.to_string(), "unknown tool `regex_extract`");
     let err = call(&core, "echo", json!({"text": "my password is hunter2"}))
         .await
         .unwrap_err();
@@ -95,7 +98,7 @@ reason = "no secrets through echo"
     assert_eq!(
         outcomes,
         [
-            ("regex_extract", "denied"),
+            ("regex_extract", "unknown_tool"),
             ("echo", "denied"),
             ("echo", "ok"),
             ("ghost", "unknown_tool")

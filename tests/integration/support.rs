@@ -15,23 +15,56 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A component built by `make tools`: `build/tools/NAME.wasm`,
-/// `build/test-tools/NAME.wasm` or `build/conformance-tools/NAME.wasm`.
+/// A guest component, built by the `toolhost-artifacts` crate.
 pub fn component(name: &str) -> PathBuf {
-    for dir in ["build/tools", "build/test-tools", "build/conformance-tools"] {
-        let p = root().join(dir).join(format!("{name}.wasm"));
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("component `{name}` is not built: run `make tools` first");
+    PathBuf::from(match name {
+        "echo" => toolhost_artifacts::ECHO,
+        "text" => toolhost_artifacts::TEXT,
+        "files" => toolhost_artifacts::FILES,
+        "writer" => toolhost_artifacts::WRITER,
+        "fetch" => toolhost_artifacts::FETCH,
+        "conformance" => toolhost_artifacts::CONFORMANCE,
+        "hostile" => toolhost_artifacts::HOSTILE,
+        other => panic!("no component `{other}` among the artifacts"),
+    })
 }
 
-/// The deployed example tools directory (with manifests).
-pub fn tools_dir() -> PathBuf {
-    let d = root().join("build/tools");
-    assert!(d.join("echo.toml").is_file(), "run `make tools` first");
+/// A directory of example tools with their shipped manifests, as `make
+/// tools` deploys them under `build/` (here `target/test-tools/NAME`, with
+/// the writer's `../out` beside it).
+/// Built once per test run.
+fn deployed(dir: &str, tools: &[&str]) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = root().join("target/test-tools").join(dir);
+    std::fs::create_dir_all(&d).unwrap();
+    // The writer's read-write grant, `../out` from its manifest.
+    std::fs::create_dir_all(d.parent().unwrap().join("out")).unwrap();
+    for t in tools {
+        let wasm = d.join(format!("{t}.wasm"));
+        let src = component(t);
+        if std::fs::read(&wasm).ok() != std::fs::read(&src).ok() {
+            std::fs::copy(&src, &wasm).unwrap();
+        }
+        let template =
+            std::fs::read_to_string(root().join(format!("example-tools/{t}/{t}.toml"))).unwrap();
+        let text = template.replace("@SHA256@", &sha256_hex(&wasm));
+        let manifest = d.join(format!("{t}.toml"));
+        if std::fs::read_to_string(&manifest).ok().as_deref() != Some(&text) {
+            std::fs::write(&manifest, text).unwrap();
+        }
+    }
     d
+}
+
+/// The example tools with their manifests (what `build/tools` holds).
+pub fn tools_dir() -> PathBuf {
+    deployed("tools", &["echo", "text", "files", "writer", "fetch"])
+}
+
+/// The conformance suite's tools with their manifest.
+pub fn conformance_dir() -> PathBuf {
+    deployed("conformance", &["conformance"])
 }
 
 pub fn sha256_hex(path: &Path) -> String {
@@ -79,12 +112,23 @@ impl ToolDir {
     }
 }
 
+/// Log to stderr when `TOOLHOST_LOG` is set (e.g. `TOOLHOST_LOG=toolhost=debug`).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TOOLHOST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
 /// Host config for tests: a shared compile cache under target/.
 pub fn test_config() -> HostConfig {
-    HostConfig {
-        cache_dir: Some(root().join("target/test-cache")),
-        ..HostConfig::default()
-    }
+    init_logging();
+    HostConfig::default().with_cache_dir(Some(root().join("target/test-cache")))
 }
 
 /// A core over `path` in the default scope; panics on per-tool load errors
@@ -93,7 +137,7 @@ pub async fn core(path: &Path) -> Core {
     let core = Core::builder()
         .config(test_config())
         .source(Scope::default(), path)
-        .build(&|_| {})
+        .build()
         .await
         .unwrap();
     assert!(

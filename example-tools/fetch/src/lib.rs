@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toolhost_guest::{Json, ToolError, Toolbox};
 
-pub mod http;
+use toolhost_example_http as http;
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {

@@ -13,11 +13,7 @@ use std::time::Duration;
 use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
 use wasi::io::streams::{OutputStream, StreamError};
 
-// Shared with the `fetch` tool as source: depending on that crate would link
-// its component exports into this one too.
-#[allow(dead_code)]
-#[path = "../../fetch/src/http.rs"]
-mod http;
+use toolhost_example_http as http;
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {

@@ -8,7 +8,6 @@ use super::protocol::Message;
 use super::session::AgentSession;
 use crate::core::Core;
 use futures::Stream;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Run `prompt` and stream every message up to and including the result.
@@ -16,12 +15,12 @@ use std::time::Duration;
 /// callbacks and tools need it), then the CLI is shut down. A CLI that
 /// exits abnormally ends the stream with `ProcessExited`.
 pub fn query(
-    core: Arc<Core>,
+    core: Core,
     prompt: impl Into<String>,
     options: AgentOptions,
 ) -> impl Stream<Item = Result<Message, AgentError>> + Send {
     enum State {
-        Start(Arc<Core>, String, Box<AgentOptions>),
+        Start(Core, String, Box<AgentOptions>),
         Running(AgentSession),
         Done,
     }

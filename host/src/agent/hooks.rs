@@ -123,7 +123,7 @@ pub type HookFn = Arc<dyn Fn(HookInput) -> BoxFuture<'static, HookOutput> + Send
 pub fn hook<F, Fut>(f: F) -> HookFn
 where
     F: Fn(HookInput) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = HookOutput> + Send + 'static,
+    Fut: Future<Output = HookOutput> + Send + 'static,
 {
     Arc::new(move |i| Box::pin(f(i)))
 }
@@ -254,7 +254,7 @@ pub type CanUseTool =
 pub fn can_use_tool<F, Fut>(f: F) -> CanUseTool
 where
     F: Fn(PermissionRequest) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Permission> + Send + 'static,
+    Fut: Future<Output = Permission> + Send + 'static,
 {
     Arc::new(move |r| Box::pin(f(r)))
 }

@@ -247,10 +247,7 @@ pub struct AgentSession {
 impl AgentSession {
     /// Start the CLI and initialize the session. Tools are served from
     /// `core`: each SDK server in the options shows its scope's tools.
-    pub async fn connect(
-        core: Arc<Core>,
-        options: AgentOptions,
-    ) -> Result<AgentSession, AgentError> {
+    pub async fn connect(core: Core, options: AgentOptions) -> Result<AgentSession, AgentError> {
         options.validate().map_err(AgentError::Options)?;
         let cli = find_cli(options.cli.as_deref())?;
         let args = cli_args(&options);
@@ -264,7 +261,7 @@ impl AgentSession {
     /// Speak the protocol over any pipes (the peer plays the CLI). Used by
     /// tests and benchmarks; `connect` is this plus a process.
     pub async fn connect_io<R, W>(
-        core: Arc<Core>,
+        core: Core,
         options: AgentOptions,
         reader: R,
         writer: W,
@@ -278,7 +275,7 @@ impl AgentSession {
     }
 
     async fn start<R, W>(
-        core: Arc<Core>,
+        core: Core,
         options: AgentOptions,
         reader: R,
         writer: W,

@@ -12,7 +12,7 @@
 use super::McpServer;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
@@ -28,7 +28,9 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
+    /// Where to listen (port 0: any free port).
     pub addr: SocketAddr,
     /// Clients must send `Authorization: Bearer TOKEN`.
     pub bearer_token: Option<String>,
@@ -37,6 +39,7 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// More browser origins to accept (`scheme://host[:port|:*]`).
     pub allowed_origins: Vec<String>,
+    /// The largest request body accepted.
     pub max_body_bytes: usize,
     /// How long a request may take until its response starts (streamed
     /// responses then run as long as their call).
@@ -46,6 +49,8 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
+    /// Serve at `addr` with the defaults: no token (loopback only), 4 MiB
+    /// bodies, 120 s until a response starts, 10 s shutdown grace.
     pub fn new(addr: SocketAddr) -> HttpOptions {
         HttpOptions {
             addr,
@@ -61,18 +66,25 @@ impl HttpOptions {
 
 /// Why the HTTP server cannot start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HttpError {
+    /// A non-loopback address needs credentials.
     #[error(
-        "refusing to serve on non-loopback address {0} without a bearer token: anyone who can reach it could run your tools; set --bearer-token (or TOOLHOST_BEARER_TOKEN)"
+        "refusing to serve on non-loopback address {0} without a bearer token: anyone who can reach it could run your tools"
     )]
     PublicWithoutToken(SocketAddr),
+    /// An empty token would let anyone in.
     #[error("the bearer token is empty")]
     EmptyToken,
+    /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
+    /// The server stopped with an I/O error.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -108,6 +120,7 @@ impl HttpServer {
         })
     }
 
+    /// The bound address (with the port picked, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -221,7 +234,7 @@ async fn respond_within(timeout: Duration, req: Request, next: Next) -> Response
 
 /// Count a POST as in flight until its response body is done (or dropped).
 async fn track_responses(State(t): State<TaskTracker>, req: Request, next: Next) -> Response {
-    if req.method() != axum::http::Method::POST {
+    if req.method() != Method::POST {
         return next.run(req).await;
     }
     let in_flight = InFlight { _token: t.token() };
@@ -244,7 +257,7 @@ impl InFlight {
 /// rmcp answers a session `DELETE` with 202 Accepted, but the session is
 /// already closed and clients (the Python SDK) expect 200 or 204.
 async fn session_closed_no_content(req: Request, next: Next) -> Response {
-    let delete = req.method() == axum::http::Method::DELETE;
+    let delete = req.method() == Method::DELETE;
     let mut resp = next.run(req).await;
     if delete && resp.status() == StatusCode::ACCEPTED {
         *resp.status_mut() = StatusCode::NO_CONTENT;

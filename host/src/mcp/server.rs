@@ -8,7 +8,7 @@
 
 use crate::catalog::Scope;
 use crate::core::{CallRequest, Core};
-use crate::error::CallError;
+use crate::error::{CallError, CallErrorKind};
 use crate::model::{self, CallEvent, LogLevel, ToolDef, ToolOutput};
 use base64::Engine as _;
 use rmcp::model::{
@@ -47,7 +47,6 @@ impl model::ClientRequests for PeerClient {
     }
 }
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,7 +62,7 @@ pub struct McpServer {
 
 /// What every session of one server shares.
 struct Shared {
-    core: Arc<Core>,
+    core: Core,
     scope: Scope,
     /// Who is calling, for the audit log.
     caller: Arc<str>,
@@ -97,14 +96,14 @@ impl McpServer {
     /// A server for `scope`'s tools. When called inside a tokio runtime, it
     /// also starts forwarding the core's tool-list changes to its clients
     /// (as `notifications/tools/list_changed`) for as long as it lives.
-    pub fn new(core: Arc<Core>, scope: Scope) -> McpServer {
+    pub fn new(core: Core, scope: Scope) -> McpServer {
         McpServer::with_caller(core, scope, "mcp")
     }
 
     /// Like [`McpServer::new`], naming the caller in the audit log (e.g.
     /// `mcp-http`, `agent:NAME`).
-    pub fn with_caller(core: Arc<Core>, scope: Scope, caller: &str) -> McpServer {
-        let changes = core.subscribe();
+    pub fn with_caller(core: Core, scope: Scope, caller: &str) -> McpServer {
+        let changes = core.watch_tools(&scope);
         let shared = Arc::new(Shared {
             core,
             scope,
@@ -181,12 +180,12 @@ impl Shared {
 
 /// Forward the core's change signal to the clients of `shared` while it
 /// lives. Needs a tokio runtime; without one there is nothing to forward to.
-fn forward_list_changes(shared: Weak<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
+fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
     rt.spawn(async move {
-        while changes.changed().await.is_ok() {
+        while changes.changed().await.is_some() {
             let Some(shared) = shared.upgrade() else {
                 break;
             };
@@ -240,9 +239,8 @@ impl ServerHandler for McpServer {
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.shared
             .core
-            .tools(&self.shared.scope)
-            .iter()
-            .find(|t| &*t.name == name)
+            .tool(&self.shared.scope, name)
+            .as_ref()
             .map(mcp_tool)
     }
 
@@ -258,7 +256,7 @@ impl ServerHandler for McpServer {
             .into());
         }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = model::EventSink::channel(EVENT_QUEUE);
         let forwarder = forward_events(
             rx,
             EventTarget {
@@ -303,13 +301,13 @@ impl ServerHandler for McpServer {
             cx.cancelled().await;
             return Ok(());
         }
-        let mut changes = self.shared.core.subscribe();
+        let mut changes = self.shared.core.watch_tools(&self.shared.scope);
         loop {
             tokio::select! {
                 _ = cx.cancelled() => return Ok(()),
                 _ = self.shared.closing.cancelled() => return Ok(()),
                 changed = changes.changed() => {
-                    if changed.is_err() {
+                    if changed.is_none() {
                         return Ok(());
                     }
                     if let Err(e) = cx.sink().notify_tool_list_changed().await {
@@ -357,9 +355,25 @@ struct EventTarget {
 /// Send each event to the client until the call ends (its sender drops).
 /// Progress goes out only if the client asked for it (a progress token);
 /// log messages only at or above the level it asked for.
-async fn forward_events(mut rx: mpsc::UnboundedReceiver<CallEvent>, to: EventTarget) {
+async fn forward_events(mut rx: model::EventStream, to: EventTarget) {
     while let Some(ev) = rx.recv().await {
         let sent = match ev {
+            CallEvent::Dropped { count } => {
+                if to.log_level.is_none_or(|min| LogLevel::Warning < min) {
+                    continue;
+                }
+                to.peer
+                    .notify_logging_message(
+                        LoggingMessageNotificationParam::new(
+                            LoggingLevel::Warning,
+                            serde_json::Value::String(format!(
+                                "{count} log or progress messages of this call were dropped (over its event budget, or not read in time)"
+                            )),
+                        )
+                        .with_logger(&*to.tool),
+                    )
+                    .await
+            }
             CallEvent::Progress {
                 progress,
                 total,
@@ -457,13 +471,17 @@ fn call_result(out: ToolOutput) -> CallToolResult {
 /// something that does not exist); anything else is a tool error the model
 /// can read and act on.
 fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
-    match e {
-        CallError::UnknownTool { .. } => Err(ErrorData::invalid_params(e.to_string(), None)),
-        e => Ok(CallToolResult::error(vec![ContentBlock::text(
+    match e.kind() {
+        CallErrorKind::UnknownTool => Err(ErrorData::invalid_params(e.to_string(), None)),
+        _ => Ok(CallToolResult::error(vec![ContentBlock::text(
             e.to_string(),
         )])),
     }
 }
+
+/// Events of one call waiting for its client; past this, they are dropped
+/// and counted (a client that does not read never grows the server).
+const EVENT_QUEUE: usize = 256;
 
 fn log_level(l: LoggingLevel) -> LogLevel {
     match l {

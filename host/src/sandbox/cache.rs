@@ -1,29 +1,96 @@
-//! On-disk cache of compiled components, keyed by the wasm's sha256 and the
-//! engine's compatibility hash, so a second start does not recompile.
+//! On-disk cache of compiled components (native code), keyed by the wasm's
+//! sha256 and the engine's compatibility hash, so a second start does not
+//! recompile.
 //!
-//! Only artifacts this host wrote are ever deserialized: the directory is
-//! created private (0700), files are written to a temp name and renamed
-//! into place, and a file is only trusted under the exact key we computed.
+//! Deserializing an artifact runs its code, so only artifacts this host
+//! wrote are ever loaded:
+//! - the directory must be a real directory (not a symlink) owned by this
+//!   user and closed to everyone else (0700); one that is not is refused,
+//!   never silently `chmod`ed, and the cache is disabled with a warning;
+//! - each artifact carries an HMAC-SHA256 of its bytes under a key kept in
+//!   the directory (0600, created on first use); a file that fails the MAC,
+//!   or is a symlink, or has another owner, is never loaded;
+//! - files are written to a temporary name and renamed into place.
+//!
+//! The fs unit refuses any grant that reaches this directory.
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-pub struct Cache {
+type HmacSha256 = Hmac<Sha256>;
+
+pub(crate) struct Cache {
     dir: PathBuf,
     engine_key: String,
+    mac_key: [u8; 32],
+}
+
+/// Why the cache directory is not used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    #[error("{0} is a symbolic link")]
+    Symlink(PathBuf),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{path} is owned by uid {owner}, not by this user (uid {me})")]
+    Owner { path: PathBuf, owner: u32, me: u32 },
+    #[error("{path} is open to other users (mode {mode:o}); run `chmod 700 {path}`")]
+    Mode { path: PathBuf, mode: u32 },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn me() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Whether `meta` (of a file or directory) belongs to this user and no one
+/// else may write it.
+fn private(path: &Path, meta: &std::fs::Metadata, dir: bool) -> Result<(), CacheError> {
+    if meta.file_type().is_symlink() {
+        return Err(CacheError::Symlink(path.to_owned()));
+    }
+    if dir && !meta.is_dir() {
+        return Err(CacheError::NotADirectory(path.to_owned()));
+    }
+    if meta.uid() != me() {
+        return Err(CacheError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            me: me(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CacheError::Mode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 impl Cache {
-    pub fn new(dir: &Path, engine: &Engine) -> std::io::Result<Cache> {
-        std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    pub(crate) fn new(dir: &Path, engine: &Engine) -> Result<Cache, CacheError> {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) => private(dir, &meta, true)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = dir.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+                private(dir, &std::fs::symlink_metadata(dir)?, true)?;
+            }
+            Err(e) => return Err(e.into()),
         }
+        let mac_key = Self::mac_key(dir)?;
         // A stable digest of the engine's compatibility hash: wasmtime
         // version, target and every setting that affects compiled code.
         struct ShaHasher(Sha256);
@@ -41,7 +108,52 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_owned(),
             engine_key,
+            mac_key,
         })
+    }
+
+    /// The key that authenticates artifacts: created once, 0600.
+    fn mac_key(dir: &Path) -> Result<[u8; 32], CacheError> {
+        let path = dir.join("key");
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let mut file = match open() {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom(&mut key)?;
+                let tmp = dir.join(format!("key.tmp{}", std::process::id()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)?;
+                f.write_all(&key)?;
+                f.sync_all()?;
+                // Another process may have won the race: keep theirs.
+                if std::fs::hard_link(&tmp, &path).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                    open()?
+                } else {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Ok(key);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        private(&path, &file.metadata()?, false)?;
+        let mut key = [0u8; 32];
+        file.read_exact(&mut key)?;
+        Ok(key)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn path_for(&self, sha256: &[u8; 32]) -> PathBuf {
@@ -49,38 +161,144 @@ impl Cache {
             .join(format!("{}-{}.cwasm", hex::encode(sha256), self.engine_key))
     }
 
-    /// A previously compiled component, if this host cached one.
-    pub fn get(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
+    fn mac(&self, sha256: &[u8; 32], bytes: &[u8]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.mac_key).expect("any key length");
+        mac.update(sha256);
+        mac.update(self.engine_key.as_bytes());
+        mac.update(bytes);
+        mac
+    }
+
+    /// A previously compiled component, if this host cached one and it is
+    /// intact.
+    pub(crate) fn get(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
         let path = self.path_for(sha256);
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: the file was produced by `Component::serialize` of this
-        // host for exactly this wasm digest and engine configuration (both
-        // are in its name) in a directory only this user can write.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => Some(c),
+        let read = || -> Result<Option<Vec<u8>>, CacheError> {
+            let mut f = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            private(&path, &f.metadata()?, false)?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        };
+        let bytes = match read() {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(path = %path.display(), "discarding unusable cached component: {e:#}");
-                let _ = std::fs::remove_file(&path);
-                None
+                tracing::warn!(path = %path.display(), "not loading a cached component: {e}");
+                return None;
             }
+        };
+        let discard = |why: &str| {
+            tracing::warn!(path = %path.display(), "discarding cached component: {why}");
+            let _ = std::fs::remove_file(&path);
+            None
+        };
+        if bytes.len() < 32 {
+            return discard("truncated");
+        }
+        let (tag, body) = bytes.split_at(32);
+        if self.mac(sha256, body).verify_slice(tag).is_err() {
+            return discard("it was not written by this host (bad MAC)");
+        }
+        // SAFETY: the bytes were produced by `Component::serialize` of this
+        // host for exactly this wasm digest and engine configuration: the
+        // MAC under this cache's private key proves it.
+        match unsafe { Component::deserialize(engine, body) } {
+            Ok(c) => Some(c),
+            Err(e) => discard(&format!("{e:#}")),
         }
     }
 
     /// Store a freshly compiled component; failures only cost a recompile.
-    pub fn put(&self, sha256: &[u8; 32], component: &Component) {
+    pub(crate) fn put(&self, sha256: &[u8; 32], component: &Component) {
         let path = self.path_for(sha256);
         let result = component
             .serialize()
             .map_err(std::io::Error::other)
-            .and_then(|bytes| {
+            .and_then(|body| {
+                let tag = self.mac(sha256, &body).finalize().into_bytes();
                 let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, bytes)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)?;
+                f.write_all(&tag)?;
+                f.write_all(&body)?;
+                drop(f);
                 std::fs::rename(&tmp, &path)
             });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
         }
+    }
+}
+
+/// Fill `buf` from the kernel's random source.
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::open("/dev/urandom")?;
+    f.read_exact(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::default()
+    }
+
+    #[test]
+    fn an_open_directory_is_refused_not_chmodded() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            Cache::new(&d, &engine()),
+            Err(CacheError::Mode { .. })
+        ));
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777, "left as it was");
+        let link = t.path().join("l");
+        std::os::unix::fs::symlink(&d, &link).unwrap();
+        assert!(matches!(
+            Cache::new(&link, &engine()),
+            Err(CacheError::Symlink(_))
+        ));
+    }
+
+    #[test]
+    fn a_planted_artifact_is_never_loaded() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        let e = engine();
+        let cache = Cache::new(&d, &e).unwrap();
+        // The smallest component: the header alone.
+        let c = Component::from_binary(&e, b"\0asm\x0d\x00\x01\x00").unwrap();
+        let sha = [7u8; 32];
+        cache.put(&sha, &c);
+        assert!(cache.get(&e, &sha).is_some(), "our own artifact loads");
+        // Someone writes a valid artifact under that name, without the key.
+        let mut bytes = vec![0u8; 32];
+        bytes.extend(c.serialize().unwrap());
+        std::fs::write(cache.path_for(&sha), bytes).unwrap();
+        std::fs::set_permissions(cache.path_for(&sha), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        assert!(cache.get(&e, &sha).is_none(), "a bad MAC is refused");
+        assert!(!cache.path_for(&sha).exists(), "and removed");
+        // The key survives a restart.
+        let again = Cache::new(&d, &e).unwrap();
+        assert_eq!(again.mac_key, cache.mac_key);
     }
 }

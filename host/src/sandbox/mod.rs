@@ -1,9 +1,17 @@
 //! The sandbox: one wasmtime `Engine` per process, components compiled once
 //! (and cached on disk), an `InstancePre` per component, and a fresh `Store`
-//! per call whose WASI context is built from the tool's grants alone.
+//! per call whose WASI context is built from the component's prepared
+//! grants alone (see `caps`).
 //!
-//! This module enforces limits and grants; it does not decide *whether* a
-//! call may happen (that is `policy`/`core`) and knows no front end.
+//! Owns the engine and its pool (sized from the host config, with weighted
+//! permits so that a call waits for room rather than failing, and no
+//! component holds more than its share), the linkers (wasi:http is linked
+//! only for components granted a host; for the others its imports trap
+//! without allocating anything), the epoch ticker, deadlines and
+//! cancellation, and the classification of traps into limits.
+//!
+//! Must not touch: *whether* a call may happen (that is `core` and
+//! `policy`), or any front end. Reachable only through `Core`.
 
 mod cache;
 mod state;
@@ -17,59 +25,89 @@ pub(crate) mod bindings {
     });
 }
 
-use crate::config::HostConfig;
-use crate::error::{CallError, LoadError};
-use crate::manifest::{FsMode, HostPattern, Limits, Manifest};
+use crate::caps::{self, Caps, Grants, fs::HostState};
+use crate::config::EngineConfig;
+use crate::error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
+use crate::manifest::Manifest;
 use crate::model::{
     Annotations, ClientRequests, Content, EventSink, ResourceContents, ToolDef, ToolOutput,
 };
 use bindings::exports::toolhost::tool::tool as wit_tool;
 use sha2::{Digest, Sha256};
-use state::{CallState, Limiter, NetGate};
+pub(crate) use state::CallState;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceType, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
-use wasmtime_wasi_http::WasiHttpCtx;
 
-/// Owns the engine, the linker and the epoch ticker.
-pub struct Sandbox {
-    engine: Engine,
-    linker: Linker<CallState>,
-    cache: Option<cache::Cache>,
-    config: HostConfig,
-    /// Bounds live stores to the pool's size: a call waits for a slot
-    /// rather than failing when the pool is momentarily full.
+/// What one component may create per call: the pool's per-component limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PoolShape {
+    pub(crate) core_instances: usize,
+    pub(crate) memories: usize,
+    pub(crate) tables: usize,
+}
+
+impl Default for PoolShape {
+    fn default() -> Self {
+        PoolShape {
+            core_instances: 32,
+            memories: 4,
+            tables: 16,
+        }
+    }
+}
+
+/// The pool's totals as permits: a call takes one slot plus as many
+/// memory and table permits as its component has memories and tables, so
+/// the pool's sub-limits can never run out under a call (it waits instead).
+struct Pool {
     slots: Arc<Semaphore>,
+    memories: Arc<Semaphore>,
+    tables: Arc<Semaphore>,
+}
+
+/// Owns the engine, the linkers and the epoch ticker.
+pub(crate) struct Sandbox {
+    engine: Engine,
+    /// WASI (no sockets, no DNS) and the toolhost host interface.
+    linker: Linker<CallState>,
+    /// The same plus wasi:http, for components granted a host.
+    linker_http: Linker<CallState>,
+    cache: Option<cache::Cache>,
+    pool: Pool,
+    shape: PoolShape,
+    config: EngineConfig,
     _ticker: Ticker,
 }
 
-/// A loaded component: its pre-linked instance, its tools and the limits and
-/// grants every call of it gets.
-pub struct LoadedComponent {
-    pub manifest: Arc<Manifest>,
-    pub limits: Limits,
-    pub tools: Vec<ToolDef>,
-    pub network: Arc<[HostPattern]>,
-    /// MCP client requests the tool may make.
-    pub client_requests: Arc<[String]>,
-    /// Whether this load compiled the component (false: came from the cache).
-    pub compiled: bool,
+/// A loaded component: its pre-linked instance, its tools, and the grants
+/// every call of it gets.
+pub(crate) struct LoadedComponent {
+    pub(crate) manifest: Arc<Manifest>,
+    pub(crate) grants: Grants,
+    pub(crate) tools: Vec<ToolDef>,
+    /// Whether this load compiled the component (false: from the cache).
+    pub(crate) compiled: bool,
     pre: bindings::ToolhostPre<CallState>,
     concurrency: Arc<Semaphore>,
+    /// Memory and table permits one call of it takes from the pool.
+    weight: (u32, u32),
+    /// What it was loaded from (see `catalog`): a reload reuses it while
+    /// this and `caps` are unchanged.
+    pub(crate) fingerprint: [u8; 32],
+    pub(crate) caps: Caps,
 }
 
 /// What a call carries into the sandbox besides its tool and arguments.
 #[derive(Default)]
-pub struct CallContext {
-    pub events: Option<EventSink>,
-    pub cancel: CancellationToken,
+pub(crate) struct CallContext {
+    pub(crate) events: Option<EventSink>,
+    pub(crate) cancel: CancellationToken,
     /// The caller's client, for the requests the manifest grants.
-    pub client: Option<Arc<dyn ClientRequests>>,
+    pub(crate) client: Option<Arc<dyn ClientRequests>>,
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
@@ -84,8 +122,18 @@ impl Drop for Ticker {
     }
 }
 
+/// Whether the kernel may swap pages out: then a dirty page can be missed by
+/// a pagemap scan, so calls would not start from a clean memory.
+fn swap_active() -> bool {
+    match std::fs::read_to_string("/proc/swaps") {
+        Ok(s) => s.lines().skip(1).any(|l| !l.trim().is_empty()),
+        // Cannot tell: assume the worst.
+        Err(_) => true,
+    }
+}
+
 impl Sandbox {
-    pub fn new(config: HostConfig) -> anyhow::Result<Sandbox> {
+    pub(crate) fn new(config: EngineConfig) -> anyhow::Result<Sandbox> {
         let mut wc = Config::new();
         wc.wasm_component_model(true)
             .epoch_interruption(true)
@@ -94,23 +142,27 @@ impl Sandbox {
             .async_stack_size(config.max_wasm_stack + (1 << 20))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let n = config.max_instances;
+        let shape = PoolShape::default();
+        let pagemap = config.pagemap_scan && !swap_active();
+        if config.pagemap_scan && !pagemap {
+            tracing::info!("swap is active: resetting memory without pagemap scans");
+        }
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .max_core_instances_per_component(32)
-            .total_memories(n * 2)
-            .max_memories_per_component(4)
-            .total_tables(n * 8)
-            .max_tables_per_component(16)
+            .total_core_instances(n.saturating_mul(shape.core_instances as u32))
+            .max_core_instances_per_component(shape.core_instances as u32)
+            .total_memories(n.saturating_mul(2))
+            .max_memories_per_component(shape.memories as u32)
+            .total_tables(n.saturating_mul(8))
+            .max_tables_per_component(shape.tables as u32)
             .total_stacks(n)
-            .max_memory_size(config.caps.memory as usize)
-            // Keep the first pages of each slot resident: resetting them with
-            // memset is far cheaper than unmapping and faulting them back in,
-            // and it roughly halves the cost of a fresh sandbox.
+            .max_memory_size(caps::limits::MAX_MEMORY.min(1 << 32) as usize)
+            // Keep the first pages of each slot resident: resetting them in
+            // place is far cheaper than unmapping and faulting them back in.
             .linear_memory_keep_resident(config.memory_keep_resident)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10)
-            .pagemap_scan(if config.pagemap_scan {
+            .pagemap_scan(if pagemap {
                 wasmtime::Enabled::Auto
             } else {
                 wasmtime::Enabled::No
@@ -120,8 +172,9 @@ impl Sandbox {
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        let mut linker_http = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
 
         let cache = match &config.cache_dir {
             Some(dir) => match cache::Cache::new(dir, &engine) {
@@ -152,42 +205,51 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             linker,
+            linker_http,
             cache,
-            slots: Arc::new(Semaphore::new(n as usize)),
+            pool: Pool {
+                slots: Arc::new(Semaphore::new(n as usize)),
+                memories: Arc::new(Semaphore::new(n as usize * 2)),
+                tables: Arc::new(Semaphore::new(n as usize * 8)),
+            },
+            shape,
             config,
             _ticker: Ticker { stop },
         })
     }
 
-    /// Compile (or fetch from cache) and pre-link a component, then ask it
-    /// what tools it offers.
-    pub async fn load(&self, manifest: Manifest) -> Result<LoadedComponent, LoadError> {
+    /// The compile cache's directory, if caching: host state no grant may
+    /// reach.
+    pub(crate) fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.as_ref().map(|c| c.dir())
+    }
+
+    /// Compile (or fetch from cache) and pre-link a component, prepare its
+    /// grants, then ask it what tools it offers.
+    pub(crate) async fn load(
+        &self,
+        manifest: Manifest,
+        caps: &Caps,
+        host: &HostState,
+    ) -> Result<LoadedComponent, LoadError> {
         let mpath = manifest.path.clone();
+        let err = |kind: LoadErrorKind| LoadError::new(&mpath, kind);
+        let grants = caps::prepare(&manifest, caps, host, self.config.max_instances)
+            .map_err(|e| err(LoadErrorKind::Grants(e)))?;
         let cpath = manifest.component.clone();
-        let bytes = std::fs::read(&cpath).map_err(|source| LoadError::ReadComponent {
-            manifest: mpath.clone(),
-            component: cpath.clone(),
-            source,
+        let bytes = std::fs::read(&cpath).map_err(|source| {
+            err(LoadErrorKind::ReadComponent {
+                component: cpath.clone(),
+                source: Arc::new(source),
+            })
         })?;
         let actual: [u8; 32] = Sha256::digest(&bytes).into();
         if actual != manifest.sha256 {
-            return Err(LoadError::DigestMismatch {
-                manifest: mpath,
+            return Err(err(LoadErrorKind::DigestMismatch {
                 component: cpath,
                 expected: hex::encode(manifest.sha256),
                 actual: hex::encode(actual),
-            });
-        }
-        if !self.config.allow_rw_fs
-            && let Some(g) = manifest.fs.iter().find(|g| g.mode == FsMode::ReadWrite)
-        {
-            return Err(LoadError::GrantRefused {
-                manifest: mpath,
-                reason: format!(
-                    "read-write directory `{}` (this host allows read-only grants only)",
-                    g.guest
-                ),
-            });
+            }));
         }
 
         let (component, compiled) = match self
@@ -201,11 +263,17 @@ impl Sandbox {
                 let c =
                     tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
                         .await
-                        .expect("compile task panicked")
-                        .map_err(|e| LoadError::InvalidComponent {
-                            manifest: mpath.clone(),
-                            component: cpath.clone(),
-                            reason: format!("{e:#}"),
+                        .map_err(|e| {
+                            err(LoadErrorKind::InvalidComponent {
+                                component: cpath.clone(),
+                                reason: format!("the compiler failed: {e}"),
+                            })
+                        })?
+                        .map_err(|e| {
+                            err(LoadErrorKind::InvalidComponent {
+                                component: cpath.clone(),
+                                reason: format!("{e:#}"),
+                            })
                         })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&actual, &c);
@@ -213,130 +281,151 @@ impl Sandbox {
                 (c, true)
             }
         };
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            manifest: mpath.clone(),
-            component: cpath.clone(),
-            reason: format!("{e:#}"),
+        let weight = match component.resources_required() {
+            Some(r) => {
+                if r.num_memories as usize > self.shape.memories
+                    || r.num_tables as usize > self.shape.tables
+                {
+                    return Err(err(LoadErrorKind::TooLarge {
+                        component: cpath,
+                        reason: format!(
+                            "it defines {} memories and {} tables; a component may have at most {} and {}",
+                            r.num_memories, r.num_tables, self.shape.memories, self.shape.tables
+                        ),
+                    }));
+                }
+                if let Some(initial) = r.max_initial_memory_size
+                    && initial.saturating_mul(1 << 16) > grants.limits.memory
+                {
+                    return Err(err(LoadErrorKind::TooLarge {
+                        component: cpath,
+                        reason: format!(
+                            "its initial memory of {} MiB is over its memory limit of {} MiB; raise `limits.memory`",
+                            initial.saturating_mul(1 << 16) >> 20,
+                            grants.limits.memory >> 20
+                        ),
+                    }));
+                }
+                (r.num_memories.max(1), r.num_tables)
+            }
+            // Imports a module or component (not produced by our toolchains):
+            // charge the per-component maximum.
+            None => (self.shape.memories as u32, self.shape.tables as u32),
         };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
+        let wrong_world = |e: wasmtime::Error| {
+            err(LoadErrorKind::WrongWorld {
+                component: cpath.clone(),
+                reason: format!("{e:#}"),
+            })
+        };
+        let pre = if grants.net.any() {
+            self.linker_http.instantiate_pre(&component)
+        } else {
+            let mut linker = self.linker.clone();
+            stub_http_imports(&mut linker, &self.engine, &component).map_err(wrong_world)?;
+            linker.instantiate_pre(&component)
+        }
+        .map_err(wrong_world)?;
         let pre = bindings::ToolhostPre::new(pre).map_err(wrong_world)?;
 
-        let limits = self.config.cap(&manifest.limits);
-        let network: Arc<[HostPattern]> = match &self.config.network_allow {
-            None => manifest.network.clone().into(),
-            // Narrow: keep only manifest patterns the operator also allows.
-            Some(host) => manifest
-                .network
-                .iter()
-                .filter(|p| host.iter().any(|h| h.matches(&p.host, port_probe(p))))
-                .cloned()
-                .collect(),
-        };
         let mut loaded = LoadedComponent {
-            concurrency: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            client_requests: manifest.client_requests.clone().into(),
+            concurrency: Arc::new(Semaphore::new(grants.limits.max_concurrency as usize)),
             manifest: Arc::new(manifest),
-            limits,
+            grants,
             tools: Vec::new(),
-            network,
             compiled,
             pre,
+            weight,
+            fingerprint: [0; 32],
+            caps: caps.clone(),
         };
-
-        // `describe` runs under the same limits as a call, with no grants.
-        let describe_err = |reason: String| LoadError::Describe {
-            manifest: mpath.clone(),
-            reason,
-        };
-        let mut store = self
-            .store(&loaded, CallContext::default(), false)
-            .map_err(|e| describe_err(format!("{e:#}")))?;
-        let fut = async {
-            let inst = loaded.pre.instantiate_async(&mut store).await?;
-            inst.toolhost_tool_tool().call_describe(&mut store).await
-        };
-        let defs = tokio::time::timeout(loaded.limits.timeout, fut)
-            .await
-            .map_err(|_| {
-                describe_err(format!("did not answer within {:?}", loaded.limits.timeout))
-            })?
-            .map_err(|e| describe_err(format!("{e:#}")))?;
-        drop(store);
-        for d in defs {
-            let tool = convert_def(d).map_err(|reason| LoadError::BadToolDef {
-                manifest: mpath.clone(),
-                tool: reason.0,
-                reason: reason.1,
-            })?;
-            if loaded.tools.iter().any(|t| t.name == tool.name) {
-                return Err(LoadError::BadToolDef {
-                    manifest: mpath,
-                    tool: tool.name.to_string(),
-                    reason: "described twice".into(),
-                });
-            }
-            loaded.tools.push(tool);
-        }
+        loaded.tools = self.describe(&loaded).await.map_err(err)?;
         Ok(loaded)
     }
 
-    /// A fresh store for one call of `comp`, with its grants and limits.
+    /// Ask a loaded component for its tools: in a fresh sandbox with no
+    /// grants, under its limits, holding a pool slot like any call.
+    async fn describe(&self, comp: &LoadedComponent) -> Result<Vec<ToolDef>, LoadErrorKind> {
+        let describe_err = |reason: String| LoadErrorKind::Describe { reason };
+        let timeout = comp.grants.limits.timeout;
+        let run = async {
+            let _permits = self.acquire(comp).await;
+            let mut store = self
+                .store(comp, CallContext::default(), false)
+                .map_err(|e| describe_err(format!("{e:#}")))?;
+            let result = async {
+                let inst = comp.pre.instantiate_async(&mut store).await?;
+                inst.toolhost_tool_tool().call_describe(&mut store).await
+            }
+            .await;
+            match result {
+                Ok(defs) => Ok(defs),
+                Err(e) => Err(describe_err(
+                    CallError::new(
+                        "describe",
+                        self.classify_trap("describe", &comp.grants, store.data(), e),
+                    )
+                    .to_string(),
+                )),
+            }
+        };
+        let defs = tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| describe_err(format!("did not answer within {timeout:?}")))??;
+        convert_defs(defs)
+    }
+
+    /// Wait for room in the pool for one call of `comp`: its own concurrency
+    /// first (so a busy tool never holds pool slots while it queues), then a
+    /// slot and its memory and table permits.
+    async fn acquire(&self, comp: &LoadedComponent) -> Permits {
+        let own = comp
+            .concurrency
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let slot = self
+            .pool
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let mem = self
+            .pool
+            .memories
+            .clone()
+            .acquire_many_owned(comp.weight.0)
+            .await
+            .expect("never closed");
+        let tab = self
+            .pool
+            .tables
+            .clone()
+            .acquire_many_owned(comp.weight.1)
+            .await
+            .expect("never closed");
+        Permits {
+            _own: own,
+            _slot: slot,
+            _mem: mem,
+            _tab: tab,
+        }
+    }
+
+    /// A fresh store for one call of `comp`: with its grants, or (for
+    /// `describe`) with none.
     fn store(
         &self,
         comp: &LoadedComponent,
         cx: CallContext,
-        grants: bool,
+        with_grants: bool,
     ) -> anyhow::Result<Store<CallState>> {
-        let stdout = MemoryOutputPipe::new(self.config.max_stdio);
-        let stderr = MemoryOutputPipe::new(self.config.max_stdio);
-        let mut b = WasiCtxBuilder::new();
-        b.stdout(stdout.clone()).stderr(stderr.clone());
-        if grants {
-            let m = &comp.manifest;
-            for (k, v) in &m.env {
-                b.env(k, v);
-            }
-            for g in &m.fs {
-                let perms = match g.mode {
-                    FsMode::ReadOnly => FsPerms::ReadOnly,
-                    FsMode::ReadWrite => FsPerms::ReadWrite,
-                };
-                b.preopened_dir(&g.host, &g.guest, perms)?;
-            }
-        }
-        let state = CallState {
-            wasi: b.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            net: NetGate {
-                allow: if grants {
-                    comp.network.clone()
-                } else {
-                    Arc::from([])
-                },
-            },
-            limiter: Limiter {
-                memory: comp.limits.memory as usize,
-                denied_memory: false,
-            },
-            events: cx.events,
-            event_budget: self.config.max_stdio * 4,
-            cancel: cx.cancel,
-            stdout,
-            stderr,
-            client: cx.client,
-            client_grants: if grants {
-                comp.client_requests.clone()
-            } else {
-                Arc::from([])
-            },
-        };
+        let state = CallState::new(&comp.grants, cx, with_grants, self.shape)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_fuel(comp.limits.fuel.unwrap_or(u64::MAX))?;
+        store.set_fuel(comp.grants.limits.fuel.unwrap_or(u64::MAX))?;
         // Every tick, yield to the executor so a busy guest never starves
         // other calls; the deadline and cancellation are enforced around the
         // call future (see `call`).
@@ -346,30 +435,23 @@ impl Sandbox {
     }
 
     /// Run tool `tool` of `comp` with `arguments` (JSON text) in a fresh
-    /// sandbox. Waits for a concurrency slot within the tool's timeout.
-    pub async fn call(
+    /// sandbox. Waits for room within the tool's timeout.
+    pub(crate) async fn call(
         &self,
         comp: &LoadedComponent,
         tool: &str,
         arguments: &str,
         cx: CallContext,
-    ) -> Result<ToolOutput, CallError> {
-        let limits = &comp.limits;
+    ) -> Result<ToolOutput, CallErrorKind> {
+        let limits = &comp.grants.limits;
         let deadline = Instant::now() + limits.timeout;
         let cancel = cx.cancel.clone();
-        let err_tool = || tool.to_string();
 
         let run = async {
-            let _own = comp
-                .concurrency
-                .acquire()
-                .await
-                .expect("semaphore never closed");
-            let _slot = self.slots.acquire().await.expect("semaphore never closed");
+            let _permits = self.acquire(comp).await;
             let mut store = self
                 .store(comp, cx, true)
-                .map_err(|e| CallError::Internal {
-                    tool: err_tool(),
+                .map_err(|e| CallErrorKind::Internal {
                     message: format!("{e:#}"),
                 })?;
             let result = async {
@@ -379,102 +461,78 @@ impl Sandbox {
                     .await
             }
             .await;
-            Ok::<_, CallError>((result, store))
+            Ok::<_, CallErrorKind>((result, store))
         };
 
         let (result, store) = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(CallError::Cancelled { tool: err_tool() }),
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallError::Timeout { tool: err_tool(), after: limits.timeout }),
+            _ = cancel.cancelled() => return Err(CallErrorKind::Cancelled),
+            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
             r = run => r?,
         };
 
-        let state = store.data();
         match result {
             Ok(Ok(r)) => {
-                // Weigh the result as the guest sent it (structured JSON as
-                // text), before any of it is parsed.
-                let size: usize = r.content.iter().map(wit_content_size).sum::<usize>()
-                    + r.structured.as_ref().map_or(0, String::len);
-                if size as u64 > limits.max_output {
-                    return Err(CallError::OutputTooLarge {
-                        tool: err_tool(),
-                        size: size as u64,
+                let size = wit_result_size(&r);
+                if size > limits.max_output {
+                    return Err(CallErrorKind::OutputTooLarge {
+                        size,
                         limit: limits.max_output,
                     });
                 }
-                convert_result(r).map_err(|details| CallError::BadResult {
-                    tool: err_tool(),
-                    details,
-                })
+                convert_result(r).map_err(|details| CallErrorKind::BadResult { details })
             }
             Ok(Err(e)) => Err(match e {
-                wit_tool::ToolError::InvalidArguments(m) => CallError::InvalidArguments {
-                    tool: err_tool(),
-                    details: m,
-                },
-                wit_tool::ToolError::UnknownTool(_) => CallError::UnknownTool { tool: err_tool() },
-                wit_tool::ToolError::Failed(m) => CallError::ToolFailed {
-                    tool: err_tool(),
-                    message: m,
-                },
+                wit_tool::ToolError::InvalidArguments(m) => {
+                    CallErrorKind::InvalidArguments { details: m }
+                }
+                wit_tool::ToolError::UnknownTool(_) => CallErrorKind::UnknownTool,
+                wit_tool::ToolError::Failed(m) => CallErrorKind::ToolFailed { message: m },
             }),
-            Err(e) => Err(self.classify_trap(tool, limits, state, e)),
+            Err(e) => Err(self.classify_trap(tool, &comp.grants, store.data(), e)),
         }
-    }
-
-    /// An instance that is reused across calls. **Not a sandbox per call**:
-    /// state survives from one call to the next. It exists to measure what
-    /// the fresh sandbox costs (see `benches/sandbox.rs`).
-    #[doc(hidden)]
-    pub async fn warm_instance(&self, comp: &LoadedComponent) -> anyhow::Result<WarmInstance> {
-        let mut store = self.store(comp, CallContext::default(), true)?;
-        let bindings = comp.pre.instantiate_async(&mut store).await?;
-        Ok(WarmInstance { store, bindings })
     }
 
     /// Turn a wasmtime error into the limit or fault that caused it.
     fn classify_trap(
         &self,
-        tool: &str,
-        limits: &Limits,
+        _tool: &str,
+        grants: &Grants,
         state: &CallState,
         e: wasmtime::Error,
-    ) -> CallError {
-        let tool = tool.to_string();
-        let max = self.config.max_stdio;
-        if state.stdout.contents().len() >= max {
-            return CallError::StdioFlood {
-                tool,
-                stream: "stdout",
-                limit: max,
-            };
-        }
-        if state.stderr.contents().len() >= max {
-            return CallError::StdioFlood {
-                tool,
-                stream: "stderr",
-                limit: max,
-            };
+    ) -> CallErrorKind {
+        let max = grants.stdio.max_stdio;
+        if let Some(stream) = state.output.flooded(max) {
+            return CallErrorKind::StdioFlood { stream, limit: max };
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
-                return CallError::FuelExhausted {
-                    tool,
-                    fuel: limits.fuel.unwrap_or(u64::MAX),
+                return CallErrorKind::FuelExhausted {
+                    fuel: grants.limits.fuel.unwrap_or(u64::MAX),
                 };
             }
-            Some(Trap::StackOverflow) => return CallError::StackOverflow { tool },
+            Some(Trap::StackOverflow) => return CallErrorKind::StackOverflow,
             _ => {}
         }
         if state.limiter.denied_memory {
-            return CallError::MemoryExhausted {
-                tool,
-                limit: limits.memory,
+            return CallErrorKind::MemoryExhausted {
+                limit: grants.limits.memory,
+            };
+        }
+        let text = format!("{e:#}");
+        if text.contains("unknown import: `wasi:http/") {
+            return CallErrorKind::Denied {
+                reason: "the tool tried outbound HTTP, but its manifest grants no host (`[network] allow`)".into(),
+            };
+        }
+        if text.contains("resource table has no free keys") || text.contains("table capacity") {
+            return CallErrorKind::ResourceExhausted {
+                what: "resource handles",
+                limit: state.handle_limit as u64,
             };
         }
         // A Rust guest prints its panic message to stderr before aborting.
-        let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+        let stderr = String::from_utf8_lossy(&state.output.stderr.contents()).into_owned();
         let detail = stderr
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
@@ -483,25 +541,102 @@ impl Sandbox {
             .join(" | ");
         let trap = match e.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
-            None => format!("{e:#}"),
+            None => text,
         };
         let message = if detail.is_empty() {
             trap
         } else {
             format!("{detail} ({trap})")
         };
-        CallError::Trap { tool, message }
+        CallErrorKind::Trap { message }
+    }
+
+    /// An instance that is reused across calls. **Not a sandbox per call**:
+    /// state survives from one call to the next. It exists only to measure
+    /// what the fresh sandbox costs (`benches/sandbox.rs`).
+    #[cfg(feature = "unstable-bench")]
+    pub(crate) async fn warm_instance(
+        &self,
+        comp: &LoadedComponent,
+    ) -> anyhow::Result<WarmInstance> {
+        let mut store = self.store(comp, CallContext::default(), true)?;
+        let bindings = comp.pre.instantiate_async(&mut store).await?;
+        Ok(WarmInstance { store, bindings })
     }
 }
 
-#[doc(hidden)]
-pub struct WarmInstance {
+/// Pool permits held for one call.
+struct Permits {
+    _own: tokio::sync::OwnedSemaphorePermit,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _mem: tokio::sync::OwnedSemaphorePermit,
+    _tab: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Define every `wasi:http` import of `component` as a function that traps
+/// (and its resources as empty host resources): a component without a
+/// network grant can still load, but cannot make the host allocate anything
+/// on its behalf through wasi:http.
+fn stub_http_imports(
+    linker: &mut Linker<CallState>,
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<()> {
+    let ty = component.component_type();
+    for (name, item) in ty.imports(engine) {
+        if !name.starts_with("wasi:http/") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(inst) = item.ty else {
+            continue;
+        };
+        let mut li = linker.instance(name)?;
+        for (export, item) in inst.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let full = format!("{name}#{export}");
+                    li.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::Error::msg(format!(
+                            "unknown import: `{full}` has not been defined"
+                        )))
+                    })?;
+                }
+                ComponentItem::Resource(_) => {
+                    // Types wasi:http borrows from wasi:io are the real
+                    // ones (the component imports them from wasi:io too);
+                    // wasi:http's own resources become empty stand-ins.
+                    let ty = match export {
+                        "input-stream" => ResourceType::host::<wasmtime_wasi::p2::DynInputStream>(),
+                        "output-stream" => {
+                            ResourceType::host::<wasmtime_wasi::p2::DynOutputStream>()
+                        }
+                        "pollable" => ResourceType::host::<wasmtime_wasi::p2::DynPollable>(),
+                        "io-error" | "error" => ResourceType::host::<wasmtime::Error>(),
+                        _ => ResourceType::host::<HttpStub>(),
+                    };
+                    li.resource(export, ty, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host side of a wasi:http resource of a tool without a network
+/// grant: never created (every function that would create one traps).
+struct HttpStub;
+
+/// A reused instance, for the benchmarks only.
+#[cfg(feature = "unstable-bench")]
+pub(crate) struct WarmInstance {
     store: Store<CallState>,
     bindings: bindings::Toolhost,
 }
 
+#[cfg(feature = "unstable-bench")]
 impl WarmInstance {
-    pub async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
+    pub(crate) async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
         let r = self
             .bindings
             .toolhost_tool_tool()
@@ -512,13 +647,11 @@ impl WarmInstance {
     }
 }
 
-/// A port a pattern matches, to test it against the operator's patterns.
-fn port_probe(p: &HostPattern) -> u16 {
-    match p.port {
-        crate::manifest::PortPattern::Exactly(n) => n,
-        _ => 443,
-    }
-}
+/// Most tools one component may describe, and the largest schema (bytes of
+/// JSON) a tool may declare: `describe` cannot make the host parse or
+/// compile without bound.
+const MAX_TOOLS: usize = 256;
+const MAX_SCHEMA_BYTES: usize = 256 << 10;
 
 fn valid_tool_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
@@ -526,36 +659,66 @@ fn valid_tool_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
+fn convert_defs(defs: Vec<wit_tool::ToolDef>) -> Result<Vec<ToolDef>, LoadErrorKind> {
+    if defs.len() > MAX_TOOLS {
+        return Err(LoadErrorKind::Describe {
+            reason: format!(
+                "it describes {} tools; a component may offer at most {MAX_TOOLS}",
+                defs.len()
+            ),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(defs.len());
+    for d in defs {
+        let name = d.name.clone();
+        let tool = convert_def(d).map_err(|reason| LoadErrorKind::BadToolDef {
+            tool: name.clone(),
+            reason,
+        })?;
+        if !seen.insert(tool.name.clone()) {
+            return Err(LoadErrorKind::BadToolDef {
+                tool: name,
+                reason: "described twice".into(),
+            });
+        }
+        out.push(tool);
+    }
+    Ok(out)
+}
+
 fn parse_schema(
-    tool: &str,
     what: &str,
     s: &str,
-) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, (String, String)> {
+) -> Result<Arc<serde_json::Map<String, serde_json::Value>>, String> {
+    if s.len() > MAX_SCHEMA_BYTES {
+        return Err(format!(
+            "{what} is {} bytes; at most {MAX_SCHEMA_BYTES} are accepted",
+            s.len()
+        ));
+    }
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(serde_json::Value::Object(m)) => Ok(Arc::new(m)),
-        Ok(_) => Err((tool.into(), format!("{what} must be a JSON object"))),
-        Err(e) => Err((tool.into(), format!("{what} is not JSON: {e}"))),
+        Ok(_) => Err(format!("{what} must be a JSON object")),
+        Err(e) => Err(format!("{what} is not JSON: {e}")),
     }
 }
 
-fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, (String, String)> {
+fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
     if !valid_tool_name(&d.name) {
-        return Err((
-            d.name.clone(),
-            "tool names must be 1-64 characters of A-Z a-z 0-9 _ - .".into(),
-        ));
+        return Err("tool names must be 1-64 characters of A-Z a-z 0-9 _ - .".into());
     }
-    let input_schema = parse_schema(&d.name, "input schema", &d.input_schema)?;
+    if d.description.len() > 64 << 10 {
+        return Err("the description is over 64 KiB".into());
+    }
+    let input_schema = parse_schema("input schema", &d.input_schema)?;
     if input_schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-        return Err((
-            d.name.clone(),
-            "input schema must have \"type\": \"object\"".into(),
-        ));
+        return Err("input schema must have \"type\": \"object\"".into());
     }
     let output_schema = d
         .output_schema
         .as_deref()
-        .map(|s| parse_schema(&d.name, "output schema", s))
+        .map(|s| parse_schema("output schema", s))
         .transpose()?;
     let a = d.annotations;
     Ok(ToolDef {
@@ -574,20 +737,35 @@ fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, (String, String)> {
     })
 }
 
-fn wit_content_size(c: &bindings::toolhost::tool::types::Content) -> usize {
+/// A result's size as it will be serialized: the bytes of every block
+/// (binary data as base64) plus a fixed overhead per block, so a flood of
+/// empty blocks weighs what its JSON would.
+fn wit_result_size(r: &wit_tool::CallResult) -> u64 {
     use bindings::toolhost::tool::types as wit;
-    match c {
-        wit::Content::Text(t) => t.len(),
-        wit::Content::Image(m) | wit::Content::Audio(m) => m.data.len() + m.mime_type.len(),
-        wit::Content::Resource(r) => {
-            r.uri.len()
-                + r.mime_type.as_ref().map_or(0, String::len)
-                + match &r.contents {
-                    wit::ResourceContents::Text(t) => t.len(),
-                    wit::ResourceContents::Blob(b) => b.len(),
+    const PER_BLOCK: u64 = 48;
+    let b64 = |n: usize| (n as u64).div_ceil(3) * 4;
+    let blocks: u64 = r
+        .content
+        .iter()
+        .map(|c| {
+            PER_BLOCK
+                + match c {
+                    wit::Content::Text(t) => t.len() as u64,
+                    wit::Content::Image(m) | wit::Content::Audio(m) => {
+                        b64(m.data.len()) + m.mime_type.len() as u64
+                    }
+                    wit::Content::Resource(r) => {
+                        r.uri.len() as u64
+                            + r.mime_type.as_ref().map_or(0, |m| m.len() as u64)
+                            + match &r.contents {
+                                wit::ResourceContents::Text(t) => t.len() as u64,
+                                wit::ResourceContents::Blob(b) => b64(b.len()),
+                            }
+                    }
                 }
-        }
-    }
+        })
+        .sum();
+    blocks + r.structured.as_ref().map_or(0, |s| s.len() as u64)
 }
 
 fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
@@ -625,4 +803,61 @@ fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
         content,
         structured,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_blocks_weigh_what_their_json_would() {
+        use bindings::toolhost::tool::types as wit;
+        let r = wit_tool::CallResult {
+            content: (0..300_000)
+                .map(|_| wit::Content::Text(String::new()))
+                .collect(),
+            structured: None,
+        };
+        assert!(
+            wit_result_size(&r) > 1 << 20,
+            "300,000 empty blocks are not free"
+        );
+    }
+
+    #[test]
+    fn describe_is_bounded() {
+        let def = |name: String| wit_tool::ToolDef {
+            name,
+            title: None,
+            description: String::new(),
+            input_schema: r#"{"type":"object"}"#.into(),
+            output_schema: None,
+            annotations: bindings::toolhost::tool::types::Annotations {
+                title: None,
+                read_only: None,
+                destructive: None,
+                idempotent: None,
+                open_world: None,
+            },
+        };
+        let many: Vec<_> = (0..MAX_TOOLS + 1).map(|i| def(format!("t{i}"))).collect();
+        assert!(matches!(
+            convert_defs(many),
+            Err(LoadErrorKind::Describe { .. })
+        ));
+        let mut big = def("big".into());
+        big.input_schema = format!(
+            r#"{{"type":"object","description":"{}"}}"#,
+            "x".repeat(MAX_SCHEMA_BYTES)
+        );
+        assert!(matches!(
+            convert_defs(vec![big]),
+            Err(LoadErrorKind::BadToolDef { .. })
+        ));
+        let twice = vec![def("a".into()), def("a".into())];
+        assert!(matches!(
+            convert_defs(twice),
+            Err(LoadErrorKind::BadToolDef { .. })
+        ));
+    }
 }

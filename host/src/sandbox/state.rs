@@ -1,33 +1,83 @@
-//! The per-call store data: WASI and wasi:http contexts built from the
-//! tool's grants, the memory limiter, the outbound-host gate and the channel
-//! back to the caller. One `CallState` lives exactly as long as one call.
+//! The per-call store data: one `CallState` lives exactly as long as one
+//! call. It is assembled from the component's prepared grants by each
+//! capability unit's `apply` step, and implements the host interfaces the
+//! guest imports (WASI, wasi:http through the network gate, and
+//! `toolhost:tool/host`).
 
+use super::PoolShape;
 use super::bindings::toolhost::tool::host as wit_host;
-use crate::manifest::HostPattern;
-use crate::model::{CallEvent, ClientRequests, EventSink, LogLevel};
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use crate::caps::{Grants, client::CallClient, limits::Limiter, net::Gate, stdio::CallOutput};
+use crate::model::{CallEvent, LogLevel};
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-pub struct CallState {
-    pub wasi: WasiCtx,
-    pub http: WasiHttpCtx,
-    pub table: ResourceTable,
-    pub net: NetGate,
-    pub limiter: Limiter,
-    pub events: Option<EventSink>,
-    /// Bytes of log/progress text this call may still emit; past it, events
-    /// are dropped (a guest cannot flood the caller or the host's memory).
-    pub event_budget: usize,
-    pub cancel: CancellationToken,
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
-    /// The caller's client, for the requests the manifest grants.
-    pub client: Option<Arc<dyn ClientRequests>>,
-    pub client_grants: Arc<[String]>,
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    gate: Gate,
+    pub(crate) limiter: Limiter,
+    pub(crate) output: CallOutput,
+    client: CallClient,
+    cancel: tokio_util::sync::CancellationToken,
+    /// The handle cap of this call, for error messages.
+    pub(crate) handle_limit: usize,
+}
+
+/// Largest size of one wasi:http `fields` resource; with the handle cap
+/// derived from it (see `CallState::new`), the host memory wasi:http can
+/// hold for a call stays within a quarter of the call's memory limit.
+const HTTP_FIELD_LIMIT: usize = 16 << 10;
+
+impl CallState {
+    /// The state of one new call. `with_grants: false` (for `describe`)
+    /// grants nothing: no directories, variables, hosts or client.
+    pub(crate) fn new(
+        grants: &Grants,
+        cx: super::CallContext,
+        with_grants: bool,
+        shape: PoolShape,
+    ) -> anyhow::Result<CallState> {
+        let mut b = WasiCtxBuilder::new();
+        let output = grants.stdio.apply(&mut b, cx.events);
+        // No sockets and no DNS, ever: outbound traffic is wasi:http only.
+        b.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        if with_grants {
+            grants.env.apply(&mut b);
+            grants.fs.apply(&mut b)?;
+        }
+        let mut handle_limit = grants.handles;
+        if grants.net.any() {
+            let budget = (grants.limits.memory / 4) as usize;
+            handle_limit = handle_limit.min((budget / HTTP_FIELD_LIMIT).max(64));
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(handle_limit);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELD_LIMIT);
+        Ok(CallState {
+            wasi: b.build(),
+            table,
+            http,
+            gate: if with_grants {
+                grants.net.gate()
+            } else {
+                crate::caps::net::Prepared::default().gate()
+            },
+            limiter: Limiter::new(grants.limits.memory, shape),
+            output,
+            client: if with_grants {
+                grants.client.apply(cx.client)
+            } else {
+                CallClient::none()
+            },
+            cancel: cx.cancel,
+            handle_limit,
+        })
+    }
 }
 
 impl WasiView for CallState {
@@ -44,99 +94,7 @@ impl WasiHttpView for CallState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.net,
-        }
-    }
-}
-
-/// Lets outbound HTTP through only to the hosts the manifest grants (as
-/// narrowed by the host config). Everything else is `HTTP request denied`
-/// before any connection or DNS lookup is made.
-pub struct NetGate {
-    pub allow: Arc<[HostPattern]>,
-}
-
-impl NetGate {
-    pub fn permits(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else { return false };
-        let port = uri
-            .port_u16()
-            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-                443
-            } else {
-                80
-            });
-        self.allow.iter().any(|p| p.matches(host, port))
-    }
-}
-
-impl WasiHttpHooks for NetGate {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
-        if !self.permits(request.uri()) {
-            tracing::debug!(uri = %request.uri(), "outbound request denied: host not granted");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// Caps linear memory and tables, and remembers that it said no so a trap
-/// can be reported as "memory limit" rather than a bare crash.
-pub struct Limiter {
-    pub memory: usize,
-    pub denied_memory: bool,
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let ok = desired <= self.memory;
-        if !ok {
-            self.denied_memory = true;
-        }
-        Ok(ok)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
-}
-
-impl CallState {
-    fn emit(&mut self, size: usize, event: CallEvent) {
-        if let Some(tx) = &self.events
-            && size <= self.event_budget
-        {
-            self.event_budget -= size;
-            let _ = tx.send(event);
+            hooks: &mut self.gate,
         }
     }
 }
@@ -154,12 +112,13 @@ impl wit_host::Host for CallState {
             L::Alert => LogLevel::Alert,
             L::Emergency => LogLevel::Emergency,
         };
-        self.emit(message.len(), CallEvent::Log { level, message });
+        self.output
+            .emit(message.len(), CallEvent::Log { level, message });
     }
 
     fn progress(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
         let size = 16 + message.as_ref().map_or(0, String::len);
-        self.emit(
+        self.output.emit(
             size,
             CallEvent::Progress {
                 progress,
@@ -178,21 +137,7 @@ impl wit_host::Host for CallState {
         method: String,
         params: String,
     ) -> impl Future<Output = Result<String, String>> + Send {
-        let granted = self.client_grants.contains(&method);
-        let client = self.client.clone();
-        async move {
-            if !granted {
-                return Err(format!(
-                    "`{method}` is not granted to this tool (its manifest needs `[client] requests`)"
-                ));
-            }
-            let client = client.ok_or_else(|| {
-                format!("`{method}` is not available: this call did not come from a client that can answer it")
-            })?;
-            let params: serde_json::Value = serde_json::from_str(&params)
-                .map_err(|e| format!("params of `{method}` are not JSON: {e}"))?;
-            client.request(method, params).await.map(|v| v.to_string())
-        }
+        self.client.request(method, params)
     }
 }
 

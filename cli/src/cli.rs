@@ -120,14 +120,21 @@ pub fn main() -> ExitCode {
 
 fn host_config(path: &Option<PathBuf>) -> Result<HostConfig> {
     match path {
-        Some(p) => HostConfig::load(p),
+        Some(p) => HostConfig::load(p).map_err(|d| {
+            eprint!("{}", d.render());
+            anyhow::anyhow!(
+                "the host config {} has {} problem(s)",
+                p.display(),
+                d.items.len()
+            )
+        }),
         None => Ok(HostConfig::default()),
     }
 }
 
 /// Progress printer for loading: compiles and failures, always; the rest
 /// with `--verbose`.
-fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Sync {
+fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static {
     move |ev| match ev {
         LoadEvent::Loading {
             manifest,
@@ -158,7 +165,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Sync {
                 manifest.display()
             )
         }
-        LoadEvent::Failed { error } => eprintln!("error: {error}"),
+        LoadEvent::Failed { error } => eprint!("{}", error.render()),
         _ => {}
     }
 }
@@ -176,11 +183,10 @@ async fn build_core(h: &HostOpts) -> Result<Core> {
     }
     if let Some(a) = &h.audit {
         b = b.audit(
-            toolhost::audit::Audit::to_file(a)
-                .with_context(|| format!("audit log {}", a.display()))?,
+            toolhost::Audit::to_file(a).with_context(|| format!("audit log {}", a.display()))?,
         );
     }
-    b.build(&load_printer(h.verbose)).await
+    Ok(b.on_load(load_printer(h.verbose)).build().await?)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -229,11 +235,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 },
             };
             let core = build_core(&host).await?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, mut rx) = toolhost::EventSink::channel(1024);
             let printer = tokio::spawn(async move {
                 while let Some(ev) = rx.recv().await {
                     match ev {
                         CallEvent::Log { level, message } => eprintln!("[{level:?}] {message}"),
+                        CallEvent::Dropped { count } => {
+                            eprintln!("[warning] {count} log or progress messages were dropped")
+                        }
                         CallEvent::Progress {
                             progress,
                             total,
@@ -245,6 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                                 message.unwrap_or_default()
                             )
                         }
+                        _ => {}
                     }
                 }
             });
@@ -292,7 +302,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let core = paths
                 .iter()
                 .fold(core, |b, p| b.source(Scope::default(), p));
-            let core = core.build(&load_printer(true)).await?;
+            let core = core.on_load(load_printer(true)).build().await?;
             let errors = core.load_errors();
             let tools = core.tools(&Scope::default());
             if errors.is_empty() {
@@ -321,6 +331,7 @@ fn print_output(out: &ToolOutput) {
                 println!("[audio {mime_type}, {} bytes]", data.len())
             }
             Content::Resource { uri, .. } => println!("[resource {uri}]"),
+            _ => println!("[content of a kind this version cannot print]"),
         }
     }
 }
@@ -349,11 +360,13 @@ fn output_json(out: &ToolOutput, is_error: bool) -> Value {
                     r["mimeType"] = json!(m);
                 }
                 match contents {
-                    toolhost::model::ResourceContents::Text(t) => r["text"] = json!(t),
-                    toolhost::model::ResourceContents::Blob(b) => r["blob"] = json!(b64(b)),
+                    toolhost::ResourceContents::Text(t) => r["text"] = json!(t),
+                    toolhost::ResourceContents::Blob(b) => r["blob"] = json!(b64(b)),
+                    _ => {}
                 }
                 json!({"type": "resource", "resource": r})
             }
+            _ => json!({"type": "text", "text": "[content of a kind this version cannot print]"}),
         })
         .collect();
     let mut v = json!({"content": content, "isError": is_error});
@@ -391,7 +404,7 @@ struct ServeOpts {
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     use rmcp::ServiceExt as _;
     use toolhost::mcp::{HttpOptions, HttpServer, McpServer};
-    let core = std::sync::Arc::new(build_core(host).await?);
+    let core = build_core(host).await?;
     let _watcher = if opts.watch {
         let mut paths = host.tools.clone();
         paths.extend(
@@ -400,7 +413,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
                 .filter_map(|s| s.split_once('=').map(|(_, p)| PathBuf::from(p))),
         );
         Some(
-            toolhost::watch::watch(core.clone(), &paths, std::time::Duration::from_millis(250))
+            toolhost::watch(core.clone(), &paths, std::time::Duration::from_millis(250))
                 .context("cannot watch the tools for changes (use --watch false)")?,
         )
     } else {
@@ -415,7 +428,12 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.bearer_token = opts.bearer_token;
             http.allowed_hosts = opts.allow_hosts;
             http.allowed_origins = opts.allow_origins;
-            let http = HttpServer::bind(server, http).await?;
+            let http = HttpServer::bind(server, http).await.map_err(|e| match e {
+                toolhost::mcp::HttpError::PublicWithoutToken(_) => {
+                    anyhow::anyhow!("{e}; set --bearer-token (or TOOLHOST_BEARER_TOKEN)")
+                }
+                e => e.into(),
+            })?;
             eprintln!("toolhost: serving MCP at http://{}/mcp", http.local_addr());
             http.serve(shutdown_signal()).await?;
         }

@@ -433,7 +433,7 @@ async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
     use toolhost::{CallRequest, Core, Scope};
     let core = Core::builder()
         .source(Scope::default(), root.join("build/tools/echo.toml"))
-        .build(&|_| {})
+        .build()
         .await?;
     let args = json!({"text": "hello, sandbox"}).as_object().cloned();
     let mut rounds = Vec::new();

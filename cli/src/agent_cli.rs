@@ -8,7 +8,6 @@ use clap::Args;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use toolhost::agent::protocol::UserBody;
 use toolhost::agent::{AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, query};
 use toolhost::{Core, Scope};
@@ -80,7 +79,7 @@ pub async fn run(core: Core, a: AgentArgs) -> Result<ExitCode> {
     if let Some(p) = &a.rules {
         o.deny_rules = RuleFile::load(p)?.deny;
     }
-    let mut stream = std::pin::pin!(query(Arc::new(core), a.prompt.clone(), o));
+    let mut stream = std::pin::pin!(query(core, a.prompt.clone(), o));
     let mut ok = false;
     while let Some(m) = stream.next().await {
         let m = m?;

@@ -1,8 +1,6 @@
-//! A small blocking HTTP client over `wasi:http/outgoing-handler`.
-//!
-//! Self-contained (it knows nothing of toolhost) so that other tool crates
-//! can include it as a module: depending on a tool crate would link its
-//! component exports twice.
+//! A small blocking HTTP client over `wasi:http/outgoing-handler`, shared
+//! by the example tools (`fetch`, `hostile`). A library of its own, not a
+//! tool: depending on a tool crate would link its component exports twice.
 
 use wasi::http::outgoing_handler;
 use wasi::http::types::{

@@ -1,0 +1,618 @@
+//! The `fs` unit: host directories a tool may see.
+//!
+//! - parse: `[[fs]]` of the manifest (guest path, host path relative to the
+//!   manifest, `ro`/`rw`, an optional byte `quota` for `rw`);
+//! - narrow: the operator's caps (`[fs]` in the host config, a tenant's
+//!   roots): allowed host roots, whether `rw` is allowed at all, the default
+//!   and largest quota. A grant outside them fails to load, naming the
+//!   setting;
+//! - prepare, once at load: resolve the host path, refuse symlinks and
+//!   non-directories, refuse grants that cover the host's own state (tool
+//!   sources, the compile cache, the config, the audit log, the agent's
+//!   settings) and grants that overlap another grant unless both are
+//!   read-only, then **open the directory**; every call gets that open
+//!   directory, never the path, so nothing done to the path later (a rename,
+//!   a planted symlink) redirects a grant;
+//! - apply, per call: hand the open directories to the new WASI context;
+//! - enforce: wasmtime-wasi confines every path to its directory and
+//!   enforces read-only.
+//!
+//! Must not touch: anything but the directories granted here.
+
+use super::AllowList;
+use crate::diagnostic::Collector;
+use crate::manifest::schema;
+use std::fmt;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Read-only or read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsMode {
+    /// Read, list and stat only.
+    #[serde(rename = "ro")]
+    ReadOnly,
+    /// Also create, write, rename and delete.
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+impl fmt::Display for FsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsMode::ReadOnly => "ro",
+            FsMode::ReadWrite => "rw",
+        })
+    }
+}
+
+/// A directory a manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FsRequest {
+    /// Where the guest sees it: absolute, normalized, not `/`.
+    pub guest: String,
+    /// The host directory, resolved against the manifest's directory (not
+    /// yet checked: that happens at load).
+    pub host: PathBuf,
+    /// Read-only or read-write.
+    pub mode: FsMode,
+    /// Bytes the tool may add to a read-write directory; `None`: the
+    /// operator's default.
+    pub quota: Option<u64>,
+    pub(crate) span: Option<Range<usize>>,
+}
+
+/// The operator's caps on directory grants (`[fs]` in the host config).
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct FsCaps {
+    /// Host directories under which grants may lie; unrestricted: anywhere
+    /// (the host's own state is refused regardless).
+    pub roots: AllowList<PathBuf>,
+    /// Whether `rw` grants are allowed at all.
+    pub deny_rw: bool,
+    /// The quota of an `rw` grant that names none.
+    pub default_quota: Option<u64>,
+    /// The largest quota an `rw` grant may have.
+    pub max_quota: Option<u64>,
+}
+
+impl FsCaps {
+    /// Both caps at once.
+    pub fn intersect(&self, other: &FsCaps) -> FsCaps {
+        let roots = self.roots.intersect(&other.roots);
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        FsCaps {
+            roots,
+            deny_rw: self.deny_rw || other.deny_rw,
+            default_quota: min(self.default_quota, other.default_quota),
+            max_quota: min(self.max_quota, other.max_quota),
+        }
+    }
+}
+
+/// A path of the host's own that no grant may cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Protected {
+    pub(crate) path: PathBuf,
+    /// What it is, for the error message.
+    pub(crate) what: &'static str,
+    /// Whether grants *inside* it are refused too (the compile cache: its
+    /// files are native code) or only grants that contain it (a tools
+    /// directory, whose top-level manifests are what matters).
+    pub(crate) tree: bool,
+}
+
+/// The host's own state, which no grant may reach.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostState {
+    pub(crate) protected: Vec<Protected>,
+}
+
+impl HostState {
+    /// Protect `path` (resolved now; a path that does not exist yet is
+    /// protected as written, made absolute).
+    pub(crate) fn protect(&mut self, path: &Path, what: &'static str, tree: bool) {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let path = abs.canonicalize().unwrap_or(abs);
+        self.protected.push(Protected { path, what, tree });
+    }
+}
+
+/// Why a grant cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FsRefusal {
+    pub(crate) guest: String,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+}
+
+/// A granted, opened directory.
+#[derive(Debug)]
+pub(crate) struct PreparedDir {
+    pub(crate) guest: String,
+    /// The resolved host path, for messages and overlap checks only: calls
+    /// never open it again.
+    pub(crate) host: PathBuf,
+    pub(crate) mode: FsMode,
+    #[allow(dead_code, reason = "enforced by the fs quota accounting")]
+    pub(crate) quota: Option<u64>,
+    /// Opened once at load, without following symlinks.
+    dir: std::fs::File,
+    /// `/proc/self/fd/N` of `dir`: opening it reopens exactly this
+    /// directory, whatever has happened to its path since.
+    fd_path: PathBuf,
+}
+
+/// Every directory of one component, opened.
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    pub(crate) dirs: Vec<Arc<PreparedDir>>,
+}
+
+/// Read the `[[fs]]` entries; every problem is recorded.
+pub(crate) fn parse(
+    raw: &[schema::Spanned<schema::Fs>],
+    dir: &Path,
+    cx: &mut Collector<'_>,
+) -> Vec<FsRequest> {
+    let mut out: Vec<FsRequest> = Vec::new();
+    for g in raw {
+        let span = g.span();
+        let g = g.get_ref();
+        if let Err(m) = check_guest_path(g.guest.get_ref()) {
+            cx.error(Some(g.guest.span()), m, None);
+            continue;
+        }
+        let mode = match g.mode.get_ref().as_str() {
+            "ro" => FsMode::ReadOnly,
+            "rw" => FsMode::ReadWrite,
+            other => {
+                cx.error(
+                    Some(g.mode.span()),
+                    format!("mode `{other}` must be `ro` or `rw`"),
+                    None,
+                );
+                continue;
+            }
+        };
+        let quota = match &g.quota {
+            None => None,
+            Some(q) if mode == FsMode::ReadOnly => {
+                cx.error(
+                    Some(q.span()),
+                    "a quota only applies to `rw` grants",
+                    Some("remove `quota` or make the grant `rw`".into()),
+                );
+                None
+            }
+            Some(q) => match crate::caps::limits::parse_size(q.get_ref()) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    cx.error(Some(q.span()), e, None);
+                    None
+                }
+            },
+        };
+        if g.host.get_ref().is_empty() {
+            cx.error(Some(g.host.span()), "host path is empty", None);
+            continue;
+        }
+        if let Some(other) = out.iter().find(|o| {
+            is_prefix_dir(&o.guest, g.guest.get_ref()) || is_prefix_dir(g.guest.get_ref(), &o.guest)
+        }) {
+            cx.error(
+                Some(span.clone()),
+                format!(
+                    "guest path `{}` overlaps the grant at `{}`",
+                    g.guest.get_ref(),
+                    other.guest
+                ),
+                Some("give each grant its own directory".into()),
+            );
+            continue;
+        }
+        out.push(FsRequest {
+            guest: g.guest.get_ref().clone(),
+            host: dir.join(g.host.get_ref()),
+            mode,
+            quota,
+            span: Some(g.host.span()),
+        });
+    }
+    out
+}
+
+/// Narrow and open every directory a manifest asks for. Each refusal names
+/// the grant and, where the operator decides, the setting.
+pub(crate) fn prepare(
+    requests: &[FsRequest],
+    caps: &FsCaps,
+    host: &HostState,
+) -> Result<Prepared, Vec<FsRefusal>> {
+    let mut dirs = Vec::new();
+    let mut refused = Vec::new();
+    for r in requests {
+        match prepare_one(r, caps, host) {
+            Ok(d) => dirs.push(Arc::new(d)),
+            Err((message, hint)) => refused.push(FsRefusal {
+                guest: r.guest.clone(),
+                message,
+                hint,
+            }),
+        }
+    }
+    // Within one component, the same rule as across components.
+    for (i, a) in dirs.iter().enumerate() {
+        for b in &dirs[i + 1..] {
+            if let Some(m) = overlap(a, b) {
+                refused.push(FsRefusal {
+                    guest: b.guest.clone(),
+                    message: m,
+                    hint: Some("grant each host directory once, or make both grants `ro`".into()),
+                });
+            }
+        }
+    }
+    if refused.is_empty() {
+        Ok(Prepared { dirs })
+    } else {
+        Err(refused)
+    }
+}
+
+fn prepare_one(
+    r: &FsRequest,
+    caps: &FsCaps,
+    host: &HostState,
+) -> Result<PreparedDir, (String, Option<String>)> {
+    let shown = r.host.display();
+    if r.mode == FsMode::ReadWrite && caps.deny_rw {
+        return Err((
+            format!("`rw` grant of {shown}: this host allows read-only grants only"),
+            Some("set `[fs] deny-rw = false` in the host config, or make the grant `ro`".into()),
+        ));
+    }
+    // Resolve every symlink on the way once, here; the directory itself
+    // must not be one.
+    let meta = std::fs::symlink_metadata(&r.host).map_err(|e| {
+        (
+            format!("host directory {shown} cannot be granted: {e}"),
+            None,
+        )
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err((
+            format!("host path {shown} is a symbolic link"),
+            Some("grant the directory it points to".into()),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err((format!("host path {shown} is not a directory"), None));
+    }
+    let path = r.host.canonicalize().map_err(|e| {
+        (
+            format!("host directory {shown} cannot be granted: {e}"),
+            None,
+        )
+    })?;
+    if !caps.roots.allows(|root| path.starts_with(root)) {
+        return Err((
+            format!(
+                "host directory {} is outside the allowed roots",
+                path.display()
+            ),
+            Some(format!(
+                "the host config's `[fs] roots` allows {}",
+                caps.roots.describe(|p| p.display().to_string())
+            )),
+        ));
+    }
+    for p in &host.protected {
+        let covers = p.path.starts_with(&path);
+        let inside = p.tree && path.starts_with(&p.path);
+        if covers || inside {
+            return Err((
+                format!(
+                    "host directory {} {} the host's {} ({})",
+                    path.display(),
+                    if covers { "contains" } else { "is inside" },
+                    p.what,
+                    p.path.display()
+                ),
+                Some(
+                    "a tool may never reach toolhost's own files; grant a directory of its own"
+                        .into(),
+                ),
+            ));
+        }
+    }
+    let quota = match (r.mode, r.quota) {
+        (FsMode::ReadOnly, _) => None,
+        (FsMode::ReadWrite, q) => {
+            let q = q.or(caps.default_quota);
+            match (q, caps.max_quota) {
+                (Some(q), Some(max)) if q > max => {
+                    return Err((
+                        format!(
+                            "quota of {q} bytes for {} is over the largest allowed",
+                            path.display()
+                        ),
+                        Some(format!("the host config's `[fs] max-quota` is {max} bytes")),
+                    ));
+                }
+                (None, Some(max)) => Some(max),
+                (q, _) => q,
+            }
+        }
+    };
+    let dir = open_dir_nofollow(&path).map_err(|e| {
+        (
+            format!("cannot open host directory {}: {e}", path.display()),
+            None,
+        )
+    })?;
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    // The directory opened must be the one resolved: a symlink swapped in
+    // between the two is caught here.
+    match std::fs::read_link(&fd_path) {
+        Ok(actual) if actual == path => {}
+        Ok(actual) => {
+            return Err((
+                format!(
+                    "host directory {} changed while it was opened (now {})",
+                    path.display(),
+                    actual.display()
+                ),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err((
+                format!(
+                    "cannot verify host directory {}: {e} (is /proc mounted?)",
+                    path.display()
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(PreparedDir {
+        guest: r.guest.clone(),
+        host: path,
+        mode: r.mode,
+        quota,
+        dir,
+        fd_path,
+    })
+}
+
+/// Open a directory without following a symlink at its last component.
+fn open_dir_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether two prepared grants may coexist: host paths that overlap are
+/// refused unless both are read-only (a read-write grant containing another
+/// grant could rewrite what the other tool sees).
+pub(crate) fn overlap(a: &PreparedDir, b: &PreparedDir) -> Option<String> {
+    let over = a.host.starts_with(&b.host) || b.host.starts_with(&a.host);
+    (over && (a.mode == FsMode::ReadWrite || b.mode == FsMode::ReadWrite)).then(|| {
+        format!(
+            "host directory {} ({}) overlaps {} ({}), and one of them is read-write",
+            b.host.display(),
+            b.mode,
+            a.host.display(),
+            a.mode
+        )
+    })
+}
+
+impl Prepared {
+    /// Give a new call's WASI context the prepared directories.
+    pub(crate) fn apply(&self, b: &mut wasmtime_wasi::WasiCtxBuilder) -> anyhow::Result<()> {
+        for d in &self.dirs {
+            let perms = match d.mode {
+                FsMode::ReadOnly => wasmtime_wasi::FsPerms::ReadOnly,
+                FsMode::ReadWrite => wasmtime_wasi::FsPerms::ReadWrite,
+            };
+            // Reopens the already-open directory through procfs: the same
+            // directory object, never a lookup of the original path.
+            b.preopened_dir(&d.fd_path, &d.guest, perms)?;
+            debug_assert!(d.dir.as_raw_fd() >= 0);
+        }
+        Ok(())
+    }
+}
+
+/// A guest path: absolute, normalized, no `.`/`..`, not `/` itself.
+fn check_guest_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("guest path `{p}` must be absolute, e.g. `/data`"));
+    }
+    if p == "/" {
+        return Err(
+            "guest path `/` would shadow every other grant; mount at a named directory like `/data`"
+                .into(),
+        );
+    }
+    if p.split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+        || p.ends_with('/')
+    {
+        return Err(format!(
+            "guest path `{p}` must be normalized (no `.`, `..`, empty or trailing components)"
+        ));
+    }
+    Ok(())
+}
+
+fn is_prefix_dir(a: &str, b: &str) -> bool {
+    b == a || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: &Path, mode: FsMode) -> FsRequest {
+        FsRequest {
+            guest: "/data".into(),
+            host: host.to_owned(),
+            mode,
+            quota: None,
+            span: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_is_opened_once_and_renaming_its_path_changes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let granted = t.path().join("granted");
+        std::fs::create_dir(&granted).unwrap();
+        std::fs::write(granted.join("inside.txt"), "inside").unwrap();
+        let p = prepare(
+            &[req(&granted, FsMode::ReadOnly)],
+            &FsCaps::default(),
+            &HostState::default(),
+        )
+        .unwrap();
+        // An attacker moves the directory away and plants a symlink to `/`.
+        std::fs::rename(&granted, t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink("/", &granted).unwrap();
+        let reopened = std::fs::read_dir(&p.dirs[0].fd_path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>();
+        assert_eq!(reopened, vec![std::ffi::OsString::from("inside.txt")]);
+    }
+
+    #[test]
+    fn symlinks_files_and_missing_paths_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let file = t.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        for (p, needle) in [
+            (link, "symbolic link"),
+            (file, "not a directory"),
+            (t.path().join("missing"), "cannot be granted"),
+        ] {
+            let e = prepare(
+                &[req(&p, FsMode::ReadOnly)],
+                &FsCaps::default(),
+                &HostState::default(),
+            )
+            .unwrap_err();
+            assert!(e[0].message.contains(needle), "{:?}", e);
+        }
+    }
+
+    #[test]
+    fn roots_rw_and_quota_caps_narrow_with_the_setting_named() {
+        let t = tempfile::tempdir().unwrap();
+        let inside = t.path().join("allowed/tool");
+        let outside = t.path().join("elsewhere");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let caps = FsCaps {
+            roots: AllowList::only([t.path().canonicalize().unwrap().join("allowed")]),
+            deny_rw: false,
+            default_quota: Some(10),
+            max_quota: Some(100),
+        };
+        let hs = HostState::default();
+        assert!(prepare(&[req(&inside, FsMode::ReadOnly)], &caps, &hs).is_ok());
+        let e = prepare(&[req(&outside, FsMode::ReadOnly)], &caps, &hs).unwrap_err();
+        assert!(
+            e[0].hint.as_deref().unwrap().contains("[fs] roots"),
+            "{e:?}"
+        );
+        let p = prepare(&[req(&inside, FsMode::ReadWrite)], &caps, &hs).unwrap();
+        assert_eq!(p.dirs[0].quota, Some(10), "the default quota");
+        let mut big = req(&inside, FsMode::ReadWrite);
+        big.quota = Some(1000);
+        let e = prepare(&[big], &caps, &hs).unwrap_err();
+        assert!(e[0].hint.as_deref().unwrap().contains("max-quota"), "{e:?}");
+        let ro_only = FsCaps {
+            deny_rw: true,
+            ..FsCaps::default()
+        };
+        let e = prepare(&[req(&inside, FsMode::ReadWrite)], &ro_only, &hs).unwrap_err();
+        assert!(e[0].hint.as_deref().unwrap().contains("deny-rw"), "{e:?}");
+    }
+
+    #[test]
+    fn the_hosts_own_state_is_never_granted() {
+        let t = tempfile::tempdir().unwrap();
+        let tools = t.path().join("tools");
+        let cache = t.path().join("cache");
+        std::fs::create_dir_all(tools.join("data")).unwrap();
+        std::fs::create_dir_all(cache.join("x")).unwrap();
+        let mut hs = HostState::default();
+        hs.protect(&tools, "tools directory", false);
+        hs.protect(&cache, "compile cache", true);
+        let caps = FsCaps::default();
+        // Containing the tools directory: refused, ro or rw.
+        let e = prepare(&[req(t.path(), FsMode::ReadOnly)], &caps, &hs).unwrap_err();
+        assert!(
+            e[0].message.contains("contains the host's tools directory"),
+            "{e:?}"
+        );
+        // A data directory inside it: fine (manifests sit at its top).
+        assert!(prepare(&[req(&tools.join("data"), FsMode::ReadWrite)], &caps, &hs).is_ok());
+        // Anything inside the cache: refused.
+        let e = prepare(&[req(&cache.join("x"), FsMode::ReadOnly)], &caps, &hs).unwrap_err();
+        assert!(
+            e[0].message.contains("is inside the host's compile cache"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn overlapping_grants_need_both_read_only() {
+        let t = tempfile::tempdir().unwrap();
+        let outer = t.path().join("outer");
+        let inner = outer.join("inner");
+        std::fs::create_dir_all(&inner).unwrap();
+        let mut a = req(&outer, FsMode::ReadOnly);
+        let mut b = req(&inner, FsMode::ReadOnly);
+        b.guest = "/b".into();
+        let hs = HostState::default();
+        assert!(prepare(&[a.clone(), b.clone()], &FsCaps::default(), &hs).is_ok());
+        a.mode = FsMode::ReadWrite;
+        let e = prepare(&[a, b], &FsCaps::default(), &hs).unwrap_err();
+        assert!(e[0].message.contains("overlaps"), "{e:?}");
+    }
+
+    #[test]
+    fn root_caps_intersect() {
+        let a = FsCaps {
+            roots: AllowList::only([PathBuf::from("/srv")]),
+            ..FsCaps::default()
+        };
+        let b = FsCaps {
+            roots: AllowList::only([PathBuf::from("/srv/tenant-a"), PathBuf::from("/home")]),
+            ..FsCaps::default()
+        };
+        let both = a.intersect(&b).roots;
+        let ok = |p: &str| both.allows(|r| Path::new(p).starts_with(r));
+        assert!(ok("/srv/tenant-a/x"));
+        assert!(!ok("/srv/tenant-b"));
+        assert!(!ok("/home/x"));
+        assert_eq!(a.intersect(&FsCaps::default()).roots, a.roots);
+    }
+}

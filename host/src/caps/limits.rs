@@ -1,0 +1,409 @@
+//! The `limits` unit: how much of the machine one call may use.
+//!
+//! - parse: `[limits]` of the manifest (timeout, memory, fuel, max-output,
+//!   max-concurrency);
+//! - narrow: each limit is the minimum of the manifest's and every operator
+//!   cap (host config, tenant);
+//! - prepare: nothing to open; the narrowed `Limits` is kept on the
+//!   component;
+//! - apply: a [`Limiter`] per call, fuel, the table's handle cap;
+//! - enforce: the limiter refuses growth past the call's memory (all linear
+//!   memories of the call together) and table budget, and remembers that it
+//!   said no so the error can name the limit.
+//!
+//! Deadlines are enforced around the call (see `sandbox`), not here.
+
+use crate::diagnostic::Collector;
+use crate::manifest::schema;
+use std::time::Duration;
+
+/// Per-call limits. Every field has a default; the operator may lower any
+/// of them, never raise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Wall-clock deadline of one call, queueing for a slot included.
+    pub timeout: Duration,
+    /// Linear memory the call may use, all of its memories together, in
+    /// bytes. Host-side buffers held for the call (wasi:http fields) are
+    /// charged against it as well.
+    pub memory: u64,
+    /// Deterministic CPU budget (wasm fuel units); `None` means unmetered
+    /// (the timeout still applies).
+    pub fuel: Option<u64>,
+    /// Bytes of result a call may return, weighed as serialized.
+    pub max_output: u64,
+    /// Calls of this component that may run at once; later calls wait.
+    pub max_concurrency: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(10),
+            memory: 64 << 20,
+            fuel: None,
+            max_output: 1 << 20,
+            max_concurrency: 16,
+        }
+    }
+}
+
+impl Limits {
+    /// Set the timeout.
+    pub fn with_timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Set the memory limit in bytes.
+    pub fn with_memory(mut self, bytes: u64) -> Self {
+        self.memory = bytes;
+        self
+    }
+    /// Set (or clear) the fuel budget.
+    pub fn with_fuel(mut self, fuel: Option<u64>) -> Self {
+        self.fuel = fuel;
+        self
+    }
+    /// Set the result size limit in bytes.
+    pub fn with_max_output(mut self, bytes: u64) -> Self {
+        self.max_output = bytes;
+        self
+    }
+    /// Set how many calls of one component may run at once.
+    pub fn with_max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = n;
+        self
+    }
+
+    /// The intersection: each limit the smaller of the two.
+    pub fn min(&self, other: &Limits) -> Limits {
+        Limits {
+            timeout: self.timeout.min(other.timeout),
+            memory: self.memory.min(other.memory),
+            fuel: match (self.fuel, other.fuel) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            max_output: self.max_output.min(other.max_output),
+            max_concurrency: self.max_concurrency.min(other.max_concurrency),
+        }
+    }
+}
+
+/// The operator's caps on limits (host config `[limits]`, a tenant's
+/// overrides): the largest value any tool may have, plus per-call host
+/// resources no manifest can ask for.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LimitCaps {
+    /// The largest limits any tool may have.
+    pub max: Limits,
+    /// Resource handles (streams, descriptors, HTTP fields, pollables…) one
+    /// call may hold at once.
+    pub handles: usize,
+    /// The fraction of the sandbox pool one component may hold at once
+    /// (`0 < share <= 1`): no tool can starve the others of slots.
+    pub pool_share: f64,
+}
+
+impl Default for LimitCaps {
+    fn default() -> Self {
+        LimitCaps {
+            max: Limits {
+                timeout: Duration::from_secs(300),
+                memory: 1 << 30,
+                fuel: None,
+                max_output: 64 << 20,
+                max_concurrency: 128,
+            },
+            handles: 4096,
+            pool_share: 0.5,
+        }
+    }
+}
+
+impl LimitCaps {
+    /// Both caps at once: the smaller of each.
+    pub fn intersect(&self, other: &LimitCaps) -> LimitCaps {
+        LimitCaps {
+            max: self.max.min(&other.max),
+            handles: self.handles.min(other.handles),
+            pool_share: self.pool_share.min(other.pool_share),
+        }
+    }
+
+    /// A manifest's limits narrowed by these caps, with concurrency bounded
+    /// by this cap's share of a pool of `pool_slots`.
+    pub(crate) fn narrow(&self, requested: &Limits, pool_slots: u32) -> Limits {
+        let mut l = requested.min(&self.max);
+        let share = ((pool_slots as f64) * self.pool_share).floor() as u32;
+        l.max_concurrency = l.max_concurrency.min(share.max(1));
+        l
+    }
+}
+
+/// Read `[limits]`; every problem is recorded, the defaults stand in.
+pub(crate) fn parse(raw: &schema::Limits, cx: &mut Collector<'_>) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(t) = &raw.timeout {
+        match parse_duration(t.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                cx.error(Some(t.span()), "timeout must be greater than zero", None)
+            }
+            Ok(d) if d > MAX_DURATION => cx.error(
+                Some(t.span()),
+                format!("timeout `{}` is longer than a day", t.get_ref()),
+                Some("use a timeout of at most `24h`".into()),
+            ),
+            Ok(d) => limits.timeout = d,
+            Err(m) => cx.error(Some(t.span()), m, None),
+        }
+    }
+    if let Some(m) = &raw.memory {
+        match parse_size(m.get_ref()) {
+            Ok(n) if n < (1 << 16) => cx.error(
+                Some(m.span()),
+                format!("memory `{}` is below one wasm page (64 KiB)", m.get_ref()),
+                None,
+            ),
+            Ok(n) if n > MAX_MEMORY => cx.error(
+                Some(m.span()),
+                format!(
+                    "memory `{}` is over the 4 GiB a 32-bit memory can address",
+                    m.get_ref()
+                ),
+                None,
+            ),
+            Ok(n) => limits.memory = n,
+            Err(e) => cx.error(Some(m.span()), e, None),
+        }
+    }
+    if let Some(f) = &raw.fuel {
+        if *f.get_ref() == 0 {
+            cx.error(
+                Some(f.span()),
+                "fuel must be greater than zero",
+                Some("omit `fuel` for unmetered CPU (the timeout still applies)".into()),
+            );
+        } else {
+            limits.fuel = Some(*f.get_ref());
+        }
+    }
+    if let Some(o) = &raw.max_output {
+        match parse_size(o.get_ref()) {
+            Ok(n) => limits.max_output = n,
+            Err(e) => cx.error(Some(o.span()), e, None),
+        }
+    }
+    if let Some(c) = &raw.max_concurrency {
+        if *c.get_ref() == 0 {
+            cx.error(Some(c.span()), "max-concurrency must be at least 1", None);
+        } else {
+            limits.max_concurrency = *c.get_ref();
+        }
+    }
+    limits
+}
+
+/// The longest timeout a file may set: past it, deadline arithmetic could
+/// overflow and no call should hold a slot that long anyway.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The largest memory a 32-bit linear memory can address.
+pub(crate) const MAX_MEMORY: u64 = 4 << 30;
+
+/// Parse a size: `4096`, `512 KiB`, `64MiB`, `1 GB` (KB/MB/GB are powers of
+/// 1000). The error says what was wrong and what would work.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: u64 = num.replace('_', "").parse().map_err(|_| {
+        format!("`{s}` is not a size (try `64 MiB`, `512 KiB` or a number of bytes)")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    num.checked_mul(mult)
+        .filter(|n| *n <= 1 << 50)
+        .ok_or_else(|| format!("size `{s}` is too large"))
+}
+
+/// Parse a duration: `5s`, `250ms`, `1m 30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}; try `5s` or `250ms`)"))
+}
+
+/// Caps linear memory and tables of one call, all of its memories and
+/// tables together, and remembers that it said no so a trap can be reported
+/// as "memory limit" rather than a bare crash.
+pub(crate) struct Limiter {
+    /// Bytes all linear memories of the call may reach together.
+    memory: usize,
+    /// Bytes of linear memory the call holds now.
+    used: usize,
+    /// Elements all tables of the call may reach together.
+    table_elements: usize,
+    tables_used: usize,
+    pub(crate) denied_memory: bool,
+    /// Instances, memories and tables one call may create (the pool's
+    /// per-component shape): a component that wants more fails at load.
+    pub(crate) instances: usize,
+    pub(crate) memories: usize,
+    pub(crate) tables: usize,
+}
+
+impl Limiter {
+    pub(crate) fn new(memory: u64, shape: crate::sandbox::PoolShape) -> Limiter {
+        Limiter {
+            memory: usize::try_from(memory).unwrap_or(usize::MAX),
+            used: 0,
+            table_elements: 1_000_000,
+            tables_used: 0,
+            denied_memory: false,
+            instances: shape.core_instances,
+            memories: shape.memories,
+            tables: shape.tables,
+        }
+    }
+
+    /// Charge `bytes` of host-side memory held for the call (HTTP fields
+    /// and bodies): it counts against the same budget as linear memory.
+    /// False, and nothing charged, if it does not fit.
+    #[allow(dead_code, reason = "used by the net unit's HTTP accounting")]
+    pub(crate) fn charge_host(&mut self, bytes: usize) -> bool {
+        match self.used.checked_add(bytes) {
+            Some(n) if n <= self.memory => {
+                self.used = n;
+                true
+            }
+            _ => {
+                self.denied_memory = true;
+                false
+            }
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self
+            .used
+            .checked_add(desired.saturating_sub(current))
+            .filter(|n| *n <= self.memory);
+        match after {
+            Some(n) => {
+                self.used = n;
+                Ok(true)
+            }
+            None => {
+                self.denied_memory = true;
+                Ok(false)
+            }
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let after = self
+            .tables_used
+            .checked_add(desired.saturating_sub(current))
+            .filter(|n| *n <= self.table_elements);
+        match after {
+            Some(n) => {
+                self.tables_used = n;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+    fn memories(&self) -> usize {
+        self.memories
+    }
+    fn tables(&self) -> usize {
+        self.tables
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn narrowing_takes_the_smaller_of_each_and_a_pool_share() {
+        let caps = LimitCaps {
+            max: Limits::default()
+                .with_timeout(Duration::from_secs(5))
+                .with_fuel(Some(1_000)),
+            handles: 10,
+            pool_share: 0.25,
+        };
+        let asked = Limits::default()
+            .with_timeout(Duration::from_secs(60))
+            .with_memory(1 << 20)
+            .with_fuel(None)
+            .with_max_concurrency(100);
+        let l = caps.narrow(&asked, 16);
+        assert_eq!(l.timeout, Duration::from_secs(5));
+        assert_eq!(l.memory, 1 << 20);
+        assert_eq!(
+            l.fuel,
+            Some(1_000),
+            "an unmetered tool is metered by the cap"
+        );
+        assert_eq!(l.max_concurrency, 4, "a quarter of 16 slots");
+        assert_eq!(caps.narrow(&asked, 1).max_concurrency, 1);
+    }
+
+    #[test]
+    fn memory_is_one_budget_for_every_memory_of_the_call() {
+        let shape = crate::sandbox::PoolShape::default();
+        let mut l = Limiter::new(4 << 20, shape);
+        assert!(l.memory_growing(0, 3 << 20, None).unwrap());
+        // A second memory of the same call shares the budget.
+        assert!(!l.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(l.denied_memory);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!l.charge_host(1));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1_000"), Ok(1000));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert!(parse_size("64 MB/s").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(parse_size("18446744073709551615 GiB").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The `net` unit: outbound HTTP a tool may make (wasi:http only; no raw
+//! sockets, no DNS of its own).
+//!
+//! - parse: `[network] allow` of the manifest (`host[:port]` patterns);
+//! - narrow: the operator's `[network] allow` lists (host config, tenant).
+//!   Nothing is merged at load: every request must match the manifest **and**
+//!   every operator list, checked on the actual host and port of the request,
+//!   so an operator's `127.0.0.1` never becomes a manifest's `127.0.0.1:*`;
+//! - prepare: the patterns, once; wasi:http is linked only for components
+//!   that are granted a host at all;
+//! - apply: a [`Gate`] per call;
+//! - enforce: the gate refuses a request before any DNS lookup or
+//!   connection when its host is not granted.
+//!
+//! Must not touch: sockets (wasi:sockets is linked deny-all by `sandbox`).
+
+use super::AllowList;
+use crate::diagnostic::Collector;
+use crate::manifest::schema;
+use std::fmt;
+use std::sync::Arc;
+
+/// An outbound `host[:port]` pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct HostPattern {
+    /// Lower-case host name or IP; a leading `*.` matches any subdomain.
+    pub host: String,
+    /// Which ports.
+    pub port: PortPattern,
+}
+
+/// The ports a [`HostPattern`] matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortPattern {
+    /// The scheme's default ports (80 and 443).
+    Default,
+    /// `:*`, any port.
+    Any,
+    /// This port only.
+    Exactly(u16),
+}
+
+/// Why a host pattern does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(String);
+
+impl HostPattern {
+    /// Parse `host`, `host:port`, `host:*`, `*.domain[:port]`, `[v6]:port`.
+    pub fn parse(s: &str) -> Result<Self, PatternError> {
+        let s = s.trim();
+        let err = |m: String| Err(PatternError(m));
+        if s.is_empty() {
+            return err("empty host pattern".into());
+        }
+        if s.contains("://") || s.contains('/') {
+            return err(format!(
+                "`{s}` is not a host[:port] pattern: drop the scheme and path (e.g. `api.example.com` or `api.example.com:8443`)"
+            ));
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, "*")) => (h, PortPattern::Any),
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                let Ok(port) = p.parse::<u16>() else {
+                    return err(format!(
+                        "`{p}` in `{s}` is not a port (use a number or `*`)"
+                    ));
+                };
+                (h, PortPattern::Exactly(port))
+            }
+            _ => (s, PortPattern::Default),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        if bare.is_empty()
+            || bare.contains('*')
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c))
+        {
+            return err(format!(
+                "`{s}` is not a host name or IP (a `*.` prefix is the only wildcard)"
+            ));
+        }
+        Ok(HostPattern { host, port })
+    }
+
+    /// Whether a request to `host:port` (port as sent, defaulted by scheme)
+    /// matches.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host);
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len()
+                    && host.ends_with(suffix)
+                    && host[..host.len() - suffix.len()].ends_with('.')
+            }
+            None => host == self.host,
+        };
+        host_ok
+            && match self.port {
+                PortPattern::Any => true,
+                PortPattern::Default => port == 80 || port == 443,
+                PortPattern::Exactly(p) => p == port,
+            }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match self.port {
+            PortPattern::Default => write!(f, "{host}"),
+            PortPattern::Any => write!(f, "{host}:*"),
+            PortPattern::Exactly(p) => write!(f, "{host}:{p}"),
+        }
+    }
+}
+
+/// What a manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct NetRequest {
+    /// Hosts the tool may reach.
+    pub allow: Vec<HostPattern>,
+}
+
+/// The operator's caps (`[network] allow` in the host config).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct NetCaps {
+    /// Hosts any tool may reach at most; unrestricted: what manifests say.
+    pub allow: AllowList<HostPattern>,
+}
+
+impl NetCaps {
+    /// Only hosts matching one of `patterns` may be reached.
+    pub fn with_allow<I: IntoIterator<Item = HostPattern>>(mut self, patterns: I) -> Self {
+        self.allow = AllowList::only(patterns);
+        self
+    }
+
+    /// Both caps at once: a request must match each.
+    pub fn intersect(&self, other: &NetCaps) -> NetCaps {
+        NetCaps {
+            allow: self.allow.intersect(&other.allow),
+        }
+    }
+}
+
+/// Read `[network] allow`; every problem is recorded.
+pub(crate) fn parse(raw: &schema::Network, cx: &mut Collector<'_>) -> NetRequest {
+    let mut req = NetRequest::default();
+    for a in &raw.allow {
+        match HostPattern::parse(a.get_ref()) {
+            Ok(p) => req.allow.push(p),
+            Err(e) => cx.error(Some(a.span()), e.0, None),
+        }
+    }
+    req
+}
+
+/// The patterns of one component and the operator's lists, kept apart: a
+/// request must match both.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prepared {
+    manifest: Arc<[HostPattern]>,
+    operator: AllowList<HostPattern>,
+}
+
+impl Prepared {
+    /// Whether this component may make any outbound request at all (if not,
+    /// wasi:http is not even linked for it).
+    pub(crate) fn any(&self) -> bool {
+        !self.manifest.is_empty()
+    }
+
+    /// The gate for one call.
+    pub(crate) fn gate(&self) -> Gate {
+        Gate {
+            manifest: self.manifest.clone(),
+            operator: self.operator.clone(),
+        }
+    }
+}
+
+/// Keep the manifest's patterns and the operator's lists for checks at
+/// request time.
+pub(crate) fn prepare(req: &NetRequest, caps: &NetCaps) -> Prepared {
+    Prepared {
+        manifest: req.allow.clone().into(),
+        operator: caps.allow.clone(),
+    }
+}
+
+/// Lets outbound HTTP through only to hosts the manifest grants and every
+/// operator list allows. Everything else is `HTTP request denied` before any
+/// connection or DNS lookup is made.
+pub(crate) struct Gate {
+    manifest: Arc<[HostPattern]>,
+    operator: AllowList<HostPattern>,
+}
+
+impl Gate {
+    /// Whether a request to `uri` is granted.
+    pub(crate) fn permits(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                443
+            } else {
+                80
+            });
+        self.manifest.iter().any(|p| p.matches(host, port))
+            && self.operator.allows(|p| p.matches(host, port))
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for Gate {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        if !self.permits(request.uri()) {
+            tracing::debug!(uri = %request.uri(), "outbound request denied: host not granted");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> HostPattern {
+        HostPattern::parse(s).unwrap()
+    }
+
+    fn gate(manifest: &[&str], operator: &[&[&str]]) -> Gate {
+        let mut caps = NetCaps::default();
+        for list in operator {
+            caps = caps.intersect(&NetCaps::default().with_allow(list.iter().map(|s| p(s))));
+        }
+        let req = NetRequest {
+            allow: manifest.iter().map(|s| p(s)).collect(),
+        };
+        prepare(&req, &caps).gate()
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(p("api.example.com").matches("API.example.com", 443));
+        assert!(p("api.example.com").matches("api.example.com.", 80));
+        assert!(!p("api.example.com").matches("api.example.com", 8080));
+        assert!(p("*.example.org:*").matches("a.b.example.org", 1));
+        assert!(!p("*.example.org").matches("example.org", 443));
+        assert!(!p("*.example.org").matches("badexample.org", 443));
+        assert!(p("[::1]:8080").matches("[::1]", 8080));
+        assert_eq!(p("[::1]:8080").to_string(), "[::1]:8080");
+        for bad in ["", "http://x", "a/b", "*", "a*.b", "x:port", "a b"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Manifest pattern x operator pattern x request: the gate allows a
+    /// request only when both allow that very host and port.
+    #[test]
+    fn the_operator_list_is_an_intersection_checked_per_request() {
+        let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+        let cases: &[(&[&str], &[&[&str]], &str, bool)] = &[
+            // Row 5 of issue 7: `127.0.0.1` (default ports) must not widen
+            // to every port because the manifest says `:*`.
+            (
+                &["127.0.0.1:*"],
+                &[&["127.0.0.1"]],
+                "http://127.0.0.1:8750/mcp",
+                false,
+            ),
+            (
+                &["127.0.0.1:*"],
+                &[&["127.0.0.1"]],
+                "http://127.0.0.1/",
+                true,
+            ),
+            (&["127.0.0.1:*"], &[], "http://127.0.0.1:8750/", true),
+            (
+                &["api.example.com"],
+                &[&["*.example.com"]],
+                "https://api.example.com/",
+                true,
+            ),
+            (
+                &["*.example.com"],
+                &[&["api.example.com"]],
+                "https://evil.example.com/",
+                false,
+            ),
+            (
+                &["*.example.com"],
+                &[&["api.example.com"]],
+                "https://api.example.com/",
+                true,
+            ),
+            (
+                &["a.test:*"],
+                &[&["a.test:*"], &["a.test:443"]],
+                "http://a.test:80/",
+                false,
+            ),
+            (
+                &["a.test:*"],
+                &[&["a.test:*"], &["a.test:443"]],
+                "https://a.test/",
+                true,
+            ),
+            (&[], &[], "https://a.test/", false),
+            (&["a.test"], &[&[]], "https://a.test/", false),
+        ];
+        for (m, o, u, want) in cases {
+            assert_eq!(
+                gate(m, o).permits(&uri(u)),
+                *want,
+                "manifest {m:?} operator {o:?} {u}"
+            );
+        }
+    }
+}

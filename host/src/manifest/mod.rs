@@ -1,0 +1,265 @@
+//! Tool manifests: the TOML file shipped beside each `.wasm`.
+//!
+//! `schema` holds the serde shapes; `normalize` (here) reads a file into
+//! them section by section and checks every value, recording **every**
+//! problem with its line and column rather than stopping at the first; each
+//! capability unit (`caps::*::parse`) interprets its own section.
+//!
+//! This module owns the manifest *format*. It never opens the component,
+//! never applies the operator's caps (the units do, at load) and never
+//! decides anything at call time.
+
+pub(crate) mod schema;
+
+use crate::caps::{self, ClientRequestKind, EnvRequest, FsRequest, Limits, NetRequest};
+use crate::diagnostic::{Collector, Diagnostics, section};
+use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+
+/// A checked manifest with every path resolved against its directory.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Manifest {
+    /// The manifest file itself.
+    pub path: PathBuf,
+    /// The component, resolved against the manifest's directory.
+    pub component: PathBuf,
+    /// The pinned digest of the component's bytes.
+    pub sha256: [u8; 32],
+    /// `[limits]`, before the operator's caps.
+    pub limits: Limits,
+    /// `[[fs]]`: directories asked for.
+    pub fs: Vec<FsRequest>,
+    /// `[env]`: variables asked for.
+    pub env: EnvRequest,
+    /// `[network]`: hosts asked for.
+    pub network: NetRequest,
+    /// `[client]`: requests to the calling client asked for.
+    pub client: Vec<ClientRequestKind>,
+}
+
+impl Manifest {
+    /// Read and check the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+            items: vec![crate::diagnostic::Diagnostic::file(
+                path,
+                format!("cannot read manifest: {e}"),
+            )],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Check manifest `text`, resolving paths against `path`'s directory.
+    /// Returns every problem found, each with its line and column.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, Diagnostics> {
+        let mut cx = Collector::new(path, text);
+        let doc = match DeTable::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                cx.error(e.span(), e.message().trim().to_string(), None);
+                return Err(cx.into_diagnostics());
+            }
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut component: Option<schema::Component> = None;
+        let mut limits = schema::Limits::default();
+        let mut fs = Vec::new();
+        let mut env = schema::Env::default();
+        let mut network = schema::Network::default();
+        let mut client = schema::Client::default();
+        for (key, value) in doc.get_ref() {
+            match key.get_ref().as_ref() {
+                "component" => component = section(&mut cx, value, schema::COMPONENT_KEYS),
+                "limits" => {
+                    limits = section(&mut cx, value, schema::LIMITS_KEYS).unwrap_or_default()
+                }
+                "fs" => match value.get_ref() {
+                    DeValue::Array(items) => {
+                        for item in items.iter() {
+                            if let Some(g) = section::<schema::Fs>(&mut cx, item, schema::FS_KEYS) {
+                                fs.push(toml::Spanned::new(item.span(), g));
+                            }
+                        }
+                    }
+                    _ => cx.error(
+                        Some(value.span()),
+                        "`fs` must be an array of tables",
+                        Some("write each grant as `[[fs]]`".into()),
+                    ),
+                },
+                "env" => env = section(&mut cx, value, schema::ENV_KEYS).unwrap_or_default(),
+                "network" => {
+                    network = section(&mut cx, value, schema::NETWORK_KEYS).unwrap_or_default()
+                }
+                "client" => {
+                    client = section(&mut cx, value, schema::CLIENT_KEYS).unwrap_or_default()
+                }
+                other => cx.error(
+                    Some(key.span()),
+                    format!("unknown key `{other}`"),
+                    Some(format!("allowed here: {}", schema::TOP_KEYS)),
+                ),
+            }
+        }
+        let (component_path, sha256) = match &component {
+            None => {
+                if !doc.get_ref().keys().any(|k| k.get_ref() == "component") {
+                    cx.error(
+                        None,
+                        "missing `[component]`",
+                        Some("add `[component]` with `path` and `sha256`".into()),
+                    );
+                }
+                (PathBuf::new(), [0; 32])
+            }
+            Some(c) => normalize_component(c, &dir, &mut cx),
+        };
+        let m = Manifest {
+            path: path.to_owned(),
+            component: component_path,
+            sha256,
+            limits: caps::limits::parse(&limits, &mut cx),
+            fs: caps::fs::parse(&fs, &dir, &mut cx),
+            env: caps::env::parse(&env, &mut cx),
+            network: caps::net::parse(&network, &mut cx),
+            client: caps::client::parse(&client, &mut cx),
+        };
+        cx.finish(m)
+    }
+
+    /// A manifest granting nothing, for a component at `component` (used
+    /// for components given without a manifest, and in tests).
+    pub fn bare(path: &Path, component: &Path, sha256: [u8; 32]) -> Manifest {
+        Manifest {
+            path: path.to_owned(),
+            component: component.to_owned(),
+            sha256,
+            limits: Limits::default(),
+            fs: Vec::new(),
+            env: EnvRequest::default(),
+            network: NetRequest::default(),
+            client: Vec::new(),
+        }
+    }
+}
+
+fn normalize_component(
+    c: &schema::Component,
+    dir: &Path,
+    cx: &mut Collector<'_>,
+) -> (PathBuf, [u8; 32]) {
+    let component = dir.join(c.path.get_ref());
+    if !component.is_file() {
+        cx.error(
+            Some(c.path.span()),
+            format!(
+                "component `{}` not found (resolved to {})",
+                c.path.get_ref(),
+                component.display()
+            ),
+            None,
+        );
+    }
+    let digest = c.sha256.get_ref().trim().to_ascii_lowercase();
+    let digest = digest.strip_prefix("sha256:").unwrap_or(&digest);
+    let mut sha256 = [0u8; 32];
+    if hex::decode_to_slice(digest, &mut sha256).is_err() {
+        cx.error(
+            Some(c.sha256.span()),
+            format!("sha256 `{}` is not 64 hex digits", c.sha256.get_ref()),
+            Some(format!(
+                "pin the component with `sha256sum {}`",
+                c.path.get_ref()
+            )),
+        );
+    }
+    (component, sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.wasm"), b"").unwrap();
+        let p = dir.path().join("t.toml");
+        Manifest::parse(&p, text)
+    }
+
+    const HEAD: &str = "[component]\npath = \"t.wasm\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let text = format!(
+            "{HEAD}[limits]\nmemroy = \"1 MiB\"\nmemory = \"64 MB/s\"\ntimeout = \"0s\"\n\n[[fs]]\nguest = \"data\"\nhost = \".\"\nmode = \"ro\"\n\n[[fs]]\nguest = \"/x\"\nhost = \".\"\nmode = \"rwx\"\n\n[client]\nrequests = [\"roots\"]\n\n[bogus]\n"
+        );
+        let e = parse(&text).unwrap_err();
+        let msgs: Vec<String> = e
+            .items
+            .iter()
+            .map(|d| format!("{}:{}", d.line.unwrap_or(0), d.message))
+            .collect();
+        assert!(
+            msgs.iter().any(|m| m.starts_with("5:unknown key `memroy`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("6:") && m.contains("64 MB/s")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("7:timeout must be greater")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.starts_with("10:guest path `data`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.starts_with("17:mode `rwx`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.starts_with("20:`roots`")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.starts_with("22:unknown key `bogus`")),
+            "{msgs:#?}"
+        );
+        assert_eq!(msgs.len(), 7, "{msgs:#?}");
+        let rendered = e.render();
+        assert!(rendered.contains("^^^^^^"), "{rendered}");
+    }
+
+    #[test]
+    fn a_good_manifest_reads_every_unit() {
+        let text = format!(
+            "{HEAD}[limits]\nmemory = \"16 MiB\"\nfuel = 5\n[[fs]]\nguest = \"/out\"\nhost = \".\"\nmode = \"rw\"\nquota = \"1 MiB\"\n[env]\nset = {{ A = \"1\" }}\npass = [\"LANG\"]\n[network]\nallow = [\"example.com:8080\"]\n[client]\nrequests = [\"sampling\"]\n"
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(m.limits.memory, 16 << 20);
+        assert_eq!(m.limits.fuel, Some(5));
+        assert_eq!(m.fs[0].quota, Some(1 << 20));
+        assert_eq!(m.env.set, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(m.env.pass, vec!["LANG".to_string()]);
+        assert_eq!(m.network.allow[0].to_string(), "example.com:8080");
+        assert_eq!(m.client, vec![ClientRequestKind::Sampling]);
+    }
+
+    #[test]
+    fn syntax_errors_and_a_missing_component_table_are_reported() {
+        let e = parse("[limits\n").unwrap_err();
+        assert_eq!(e.items.len(), 1);
+        assert_eq!(e.items[0].line, Some(1));
+        let e = parse("[limits]\nfuel = 1\n").unwrap_err();
+        assert!(e.items[0].message.contains("missing `[component]`"), "{e}");
+    }
+}
