@@ -9,7 +9,9 @@ use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use toolhost::agent::protocol::UserBody;
-use toolhost::agent::{AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, query};
+use toolhost::agent::{
+    AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, SettingSource, query,
+};
 use toolhost::{Core, Scope};
 
 /// The SDK server name the catalog's tools are served under.
@@ -48,9 +50,37 @@ pub struct AgentArgs {
     /// default, acceptEdits, plan, bypassPermissions, dontAsk.
     #[arg(long)]
     permission_mode: Option<PermissionMode>,
+    /// Settings files the CLI may load (user,project,local); default none,
+    /// since a directory's settings can run shell-command hooks.
+    #[arg(long, value_delimiter = ',')]
+    setting_sources: Vec<SettingSourceArg>,
+    /// Also load MCP servers from `.mcp.json` and settings (off by default).
+    #[arg(long)]
+    project_mcp: bool,
+    /// More host environment variables the CLI inherits (repeatable),
+    /// beyond PATH, HOME, locale, proxies and ANTHROPIC_*/CLAUDE_*.
+    #[arg(long, value_delimiter = ',')]
+    inherit_env: Vec<String>,
     /// Print every message as a JSON line instead of a transcript.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SettingSourceArg {
+    User,
+    Project,
+    Local,
+}
+
+impl From<SettingSourceArg> for SettingSource {
+    fn from(s: SettingSourceArg) -> SettingSource {
+        match s {
+            SettingSourceArg::User => SettingSource::User,
+            SettingSourceArg::Project => SettingSource::Project,
+            SettingSourceArg::Local => SettingSource::Local,
+        }
+    }
 }
 
 fn tool_name(n: &str) -> String {
@@ -70,6 +100,9 @@ pub async fn run(core: Core, a: AgentArgs) -> Result<ExitCode> {
     o.model = a.model.clone();
     o.system_prompt = a.system_prompt.clone();
     o.permission_mode = a.permission_mode;
+    o.setting_sources = a.setting_sources.iter().map(|&s| s.into()).collect();
+    o.strict_mcp_config = !a.project_mcp;
+    o.inherit_env = a.inherit_env.clone();
     o.allowed_tools = if a.allow.is_empty() {
         vec![format!("mcp__{SERVER}")]
     } else {

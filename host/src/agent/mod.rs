@@ -11,7 +11,7 @@
 //!   `error`: what can fail.
 //!
 //! ```no_run
-//! # async fn demo(core: std::sync::Arc<toolhost::Core>) -> Result<(), toolhost::agent::AgentError> {
+//! # async fn demo(core: toolhost::Core) -> Result<(), toolhost::agent::AgentError> {
 //! use futures::StreamExt;
 //! use toolhost::agent::{AgentOptions, Message, query};
 //! let opts = AgentOptions::default().server("tools", toolhost::Scope::default());
@@ -37,6 +37,9 @@ pub use hooks::{
     CanUseTool, DenyRule, HookEvent, HookFn, HookInput, HookMatcher, HookOutput, Permission,
     PermissionRequest, RuleFile, can_use_tool, hook,
 };
-pub use options::{AgentDefinition, AgentOptions, MAIN_AGENT, PermissionMode, SdkServer};
+pub use options::{
+    AgentDefinition, AgentOptions, INHERITED_ENV, MAIN_AGENT, PermissionMode, SdkServer,
+    SettingSource,
+};
 pub use protocol::{ContentBlock, Message, ResultMessage};
 pub use session::AgentSession;

@@ -51,6 +51,68 @@ impl std::str::FromStr for PermissionMode {
     }
 }
 
+/// A settings file the CLI may load (`--setting-sources`). The host loads
+/// none by default: a working directory's `.claude/settings.json` can name
+/// shell-command hooks that would run as the host's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SettingSource {
+    /// `~/.claude/settings.json`.
+    User,
+    /// `.claude/settings.json` in the working directory.
+    Project,
+    /// `.claude/settings.local.json` in the working directory.
+    Local,
+}
+
+impl SettingSource {
+    /// The CLI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingSource::User => "user",
+            SettingSource::Project => "project",
+            SettingSource::Local => "local",
+        }
+    }
+}
+
+/// Environment variables the CLI inherits from the host by default: what a
+/// process needs to run, locale and proxies/certificates, nothing else.
+/// Names under the CLI's own prefixes (`ANTHROPIC_`, `CLAUDE_`) are
+/// inherited too; `TOOLHOST_` names never are (the host's secrets).
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+/// Prefixes of the CLI's own variables, inherited by default.
+const INHERITED_PREFIXES: &[&str] = &["ANTHROPIC_", "CLAUDE_"];
+
 /// A subagent the model can delegate to (through the `Agent` tool).
 #[derive(Debug, Clone, Default)]
 pub struct AgentDefinition {
@@ -98,6 +160,22 @@ pub struct SdkServer {
     pub scope: Scope,
 }
 
+/// The host environment the CLI inherits under `o`: name-value pairs.
+pub(crate) fn inherited_env(o: &AgentOptions) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let Some(k) = k.to_str() else { return false };
+            if k.starts_with("TOOLHOST_") {
+                return false;
+            }
+            o.inherit_all_env
+                || INHERITED_ENV.contains(&k)
+                || INHERITED_PREFIXES.iter().any(|p| k.starts_with(p))
+                || o.inherit_env.iter().any(|n| n == k)
+        })
+        .collect()
+}
+
 /// Everything about a session. Build with the chaining methods.
 #[derive(Clone)]
 pub struct AgentOptions {
@@ -108,8 +186,18 @@ pub struct AgentOptions {
     pub append_system_prompt: Option<String>,
     pub max_turns: Option<u32>,
     pub cwd: Option<PathBuf>,
-    /// Added to the CLI's environment.
+    /// Set in the CLI's environment (after the inherited names).
     pub env: Vec<(String, String)>,
+    /// More host variables the CLI inherits, beyond [`INHERITED_ENV`].
+    pub inherit_env: Vec<String>,
+    /// Pass the host's whole environment (bearer tokens, cloud
+    /// credentials, ...). Off by default; `TOOLHOST_` names stay out even then.
+    pub inherit_all_env: bool,
+    /// Settings files the CLI loads; none by default.
+    pub setting_sources: Vec<SettingSource>,
+    /// Ignore MCP servers from `.mcp.json` and settings
+    /// (`--strict-mcp-config`); on by default.
+    pub strict_mcp_config: bool,
     /// Tools that run without asking (`--allowedTools`).
     pub allowed_tools: Vec<String>,
     /// Tools removed from the model's context (`--disallowedTools`).
@@ -149,6 +237,10 @@ impl Default for AgentOptions {
             max_turns: None,
             cwd: None,
             env: Vec::new(),
+            inherit_env: Vec::new(),
+            inherit_all_env: false,
+            setting_sources: Vec::new(),
+            strict_mcp_config: true,
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             builtin_tools: None,
@@ -190,6 +282,29 @@ impl AgentOptions {
     }
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Let the CLI inherit the host's variable `name` (e.g. `AWS_PROFILE`
+    /// for Bedrock). `TOOLHOST_` names are never inherited.
+    pub fn inherit_env(mut self, name: impl Into<String>) -> Self {
+        self.inherit_env.push(name.into());
+        self
+    }
+    /// Pass the host's whole environment to the CLI (except `TOOLHOST_`
+    /// names). Only for hosts whose environment holds no secrets.
+    pub fn inherit_all_env(mut self, yes: bool) -> Self {
+        self.inherit_all_env = yes;
+        self
+    }
+    /// Load these settings files (the CLI's hooks in them run shell
+    /// commands as the host's user: only for trusted directories).
+    pub fn setting_sources<I: IntoIterator<Item = SettingSource>>(mut self, s: I) -> Self {
+        self.setting_sources = s.into_iter().collect();
+        self
+    }
+    /// Whether the CLI ignores `.mcp.json` and settings' MCP servers.
+    pub fn strict_mcp_config(mut self, yes: bool) -> Self {
+        self.strict_mcp_config = yes;
         self
     }
     pub fn allow(mut self, tool: impl Into<String>) -> Self {
@@ -278,9 +393,19 @@ impl AgentOptions {
             if !names.insert(&s.name) {
                 return Err(format!("two SDK servers are named `{}`", s.name));
             }
-            if s.name.is_empty() || s.name.contains("__") {
+            // The CLI names tools `mcp__SERVER__TOOL` after rewriting every
+            // character outside [A-Za-z0-9_-] to `_`; a name it would rewrite
+            // could collide with another server's, and the host's isolation
+            // check compares the rewritten name. Only names it keeps as they
+            // are are accepted.
+            let normal = !s.name.is_empty()
+                && !s.name.contains("__")
+                && s.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !normal {
                 return Err(format!(
-                    "SDK server name `{}` must be non-empty and free of `__`",
+                    "SDK server name `{}` must be non-empty, use only A-Z a-z 0-9 _ -, and not contain `__`",
                     s.name
                 ));
             }
@@ -318,6 +443,16 @@ pub fn cli_args(o: &AgentOptions) -> Vec<String> {
         a.push(k.into());
         a.push(v);
     };
+    // No settings file is read unless the embedder names it: project
+    // settings can hold shell-command hooks.
+    flag(
+        "--setting-sources",
+        o.setting_sources
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     if let Some(s) = &o.system_prompt {
         flag("--system-prompt", s.clone());
     }
@@ -370,6 +505,9 @@ pub fn cli_args(o: &AgentOptions) -> Vec<String> {
     }
     if o.isolated() {
         flag("--agent", MAIN_AGENT.into());
+    }
+    if o.strict_mcp_config {
+        a.push("--strict-mcp-config".into());
     }
     if o.include_partial_messages {
         a.push("--include-partial-messages".into());

@@ -102,15 +102,19 @@ pub struct Pipes {
 }
 
 impl CliProcess {
-    /// Start `cli` with `args`, in `cwd`, with `env` added to ours.
+    /// Start `cli` with `args`, in `cwd`, with only `inherited` of the
+    /// host's environment and then `env`.
     pub fn spawn(
         cli: &Path,
         args: &[String],
         cwd: Option<&Path>,
+        inherited: Vec<(std::ffi::OsString, std::ffi::OsString)>,
         env: &[(String, String)],
     ) -> Result<(CliProcess, Pipes), AgentError> {
         let mut cmd = Command::new(cli);
-        cmd.args(args)
+        cmd.env_clear()
+            .envs(inherited)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -12,7 +12,7 @@
 use super::bridge::{Bridge, Factory};
 use super::error::AgentError;
 use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
-use super::options::{AgentOptions, MAIN_AGENT, cli_args};
+use super::options::{AgentOptions, MAIN_AGENT, cli_args, inherited_env};
 use super::process::{CliProcess, find_cli, read_line_bounded};
 use super::protocol::{self, Inbound, InboundRequest, Message};
 use crate::catalog::Scope;
@@ -223,7 +223,11 @@ impl Inner {
                         })
                         .await
                     }
-                    None => Permission::Allow,
+                    // The CLI asks only when its own rules did not decide;
+                    // without a callback to ask, the answer is no.
+                    None => Permission::deny(format!(
+                        "`{tool_name}` needs permission and this session has no can_use_tool callback"
+                    )),
                 };
                 Ok(verdict.to_wire(&input))
             }
@@ -251,7 +255,13 @@ impl AgentSession {
         options.validate().map_err(AgentError::Options)?;
         let cli = find_cli(options.cli.as_deref())?;
         let args = cli_args(&options);
-        let (proc, pipes) = CliProcess::spawn(&cli, &args, options.cwd.as_deref(), &options.env)?;
+        let (proc, pipes) = CliProcess::spawn(
+            &cli,
+            &args,
+            options.cwd.as_deref(),
+            inherited_env(&options),
+            &options.env,
+        )?;
         let stderr = proc.stderr.clone();
         let mut s = Self::start(core, options, pipes.stdout, pipes.stdin, Some(proc)).await?;
         s.stderr = Some(stderr);
