@@ -21,7 +21,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Host-wide settings. The defaults suit a laptop or a small server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct HostConfig {
     /// Engine and pool sizing.
@@ -66,17 +66,6 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             memory_keep_resident: 1 << 20,
             pagemap_scan: true,
-        }
-    }
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            engine: EngineConfig::default(),
-            caps: Caps::default(),
-            rules: Vec::new(),
-            path: None,
         }
     }
 }
@@ -221,7 +210,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const ENGINE_KEYS: &str =
     "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
 const LIMITS_KEYS: &str = "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
-const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota";
+const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
 const CLIENT_KEYS: &str = "requests, max-tokens, max-requests";
 const OUTPUT_KEYS: &str = "max-stdio, event-budget, event-overhead";
 
@@ -401,6 +390,7 @@ struct RawFs {
     deny_rw: Option<bool>,
     default_quota: Option<Spanned<String>>,
     max_quota: Option<Spanned<String>>,
+    max_open: Option<Spanned<u64>>,
 }
 
 impl RawFs {
@@ -425,6 +415,16 @@ impl RawFs {
         }
         c.fs.default_quota = self.default_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
         c.fs.max_quota = self.max_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
+        if let Some(n) = self.max_open {
+            match *n.get_ref() {
+                v @ 1..=65_536 => c.fs.max_open = Some(v as usize),
+                v => cx.error(
+                    Some(n.span()),
+                    format!("`max-open = {v}` must be between 1 and 65536"),
+                    None,
+                ),
+            }
+        }
     }
 }
 

@@ -350,3 +350,201 @@ async fn client_requests_need_a_grant_and_a_client() {
     let msg = tool_error_text(call(&core, "test_elicitation", json!({"message": "hi"})).await);
     assert!(msg.contains("not granted"), "{msg}");
 }
+
+/// Warnings the call sent its caller, and its result.
+async fn call_with_events(
+    core: &toolhost::Core,
+    tool: &str,
+    a: serde_json::Value,
+) -> (Result<toolhost::ToolOutput, CallError>, Vec<String>) {
+    let (tx, mut rx) = toolhost::EventSink::channel(1024);
+    let r = core
+        .call(toolhost::CallRequest::new(toolhost::Scope::default(), tool, args(a)).events(tx))
+        .await;
+    let mut warnings = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        if let toolhost::CallEvent::Log {
+            level: toolhost::LogLevel::Warning,
+            message,
+        } = ev
+        {
+            warnings.push(message);
+        }
+    }
+    (r, warnings)
+}
+
+async fn core_with(path: &std::path::Path, config: toolhost::HostConfig) -> toolhost::Core {
+    let core = toolhost::Core::builder()
+        .config(config)
+        .source(toolhost::Scope::default(), path)
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    core
+}
+
+#[tokio::test]
+async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
+    let t = tree();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
+    let mut caps = toolhost::caps::Caps::default();
+    caps.fs.max_open = Some(16);
+    let core = core_with(d.path(), test_config().with_caps(caps)).await;
+
+    let (r, warnings) = call_with_events(
+        &core,
+        "hoard_files",
+        json!({"path": "/data/hello.txt", "count": 100_000}),
+    )
+    .await;
+    let text = r.unwrap().text();
+    let opened: usize = text
+        .strip_prefix("opened ")
+        .and_then(|t| t.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {text}"));
+    assert!(
+        (1..=16).contains(&opened) && text.contains("then:"),
+        "the call stops at its own cap of 16 open files: {text}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("max-open")),
+        "the caller is told which limit was hit: {warnings:?}"
+    );
+    assert_eq!(
+        warnings.len(),
+        1,
+        "told once, not per refusal: {warnings:?}"
+    );
+    // Descriptors die with the call: the next call has its whole share.
+    for _ in 0..3 {
+        let again = call(
+            &core,
+            "hoard_files",
+            json!({"path": "/data/hello.txt", "count": 10}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again.text(), "opened 10");
+    }
+}
+
+#[tokio::test]
+async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
+    let t = tree();
+    let out = tempfile::tempdir().unwrap();
+    for dir in [t.granted.as_path(), out.path()] {
+        let st = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}{}",
+            fs_grant("/data", &t.granted, "ro"),
+            fs_grant("/out", out.path(), "rw")
+        ),
+    );
+    let core = core(d.path()).await;
+    // Without the check each open blocks a host thread until a writer (or
+    // reader) appears, which never happens: the call would hang past its
+    // deadline with the thread still stuck.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        call(&core, "read_path", json!({"path": "/data/fifo"})),
+    )
+    .await
+    .expect("the open must not block");
+    assert!(tool_error_text(read).contains("cannot read"));
+    let write = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        call(
+            &core,
+            "write_path",
+            json!({"path": "/out/fifo", "content": "x"}),
+        ),
+    )
+    .await
+    .expect("the open must not block");
+    assert!(tool_error_text(write).contains("cannot write"));
+    let ok = call(&core, "read_path", json!({"path": "/data/hello.txt"}))
+        .await
+        .unwrap();
+    assert!(ok.text().contains("hello from inside"));
+}
+
+/// Bytes the files directly in `dir` take on disk.
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum()
+}
+
+#[tokio::test]
+async fn a_read_write_grant_cannot_write_past_its_quota_and_deleting_frees_it() {
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"4 MiB\"\n",
+            out.path().display()
+        ),
+    );
+    let core = core(d.path()).await;
+    let (r, warnings) = call_with_events(&core, "fill", json!({"path": "/out/a", "mib": 64})).await;
+    let text = r.unwrap().text();
+    assert!(text.contains("then:"), "the writes stop: {text}");
+    assert!(
+        disk_usage(out.path()) <= 4 << 20,
+        "at most the quota reaches the disk: {} bytes ({text})",
+        disk_usage(out.path())
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("quota")),
+        "the caller is told: {warnings:?}"
+    );
+    // The quota holds across calls, and for every way of growing a file.
+    let more = call(&core, "fill", json!({"path": "/out/b", "mib": 8}))
+        .await
+        .unwrap();
+    assert!(more.text().contains("then:"), "{}", more.text());
+    let big = call(
+        &core,
+        "write_path",
+        json!({"path": "/out/c", "content": "x".repeat(5 << 20)}),
+    )
+    .await;
+    assert!(tool_error_text(big).contains("cannot write"));
+    let grown = call(
+        &core,
+        "grow",
+        json!({"path": "/out/d", "bytes": 1u64 << 40}),
+    )
+    .await;
+    assert!(tool_error_text(grown).contains("cannot grow"));
+    let dirs = call(&core, "mkdirs", json!({"path": "/out", "count": 100_000}))
+        .await
+        .unwrap();
+    assert!(dirs.text().starts_with("made 0; then:"), "{}", dirs.text());
+    assert!(disk_usage(out.path()) <= 4 << 20);
+    // Deleting frees the quota: the host measures again before refusing.
+    for f in ["a", "b", "c", "d"] {
+        let _ = std::fs::remove_file(out.path().join(f));
+    }
+    let after = call(&core, "fill", json!({"path": "/out/e", "mib": 2}))
+        .await
+        .unwrap();
+    assert_eq!(after.text(), format!("wrote {} bytes", 2 << 20));
+}

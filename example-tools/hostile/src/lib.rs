@@ -30,6 +30,10 @@ pub fn tools() -> Toolbox {
         .tool("getenv", "Return environment variable `name`, or \"unset\".", getenv)
         .tool("read_path", "Read any path as text.", read_path)
         .tool("write_path", "Write `content` to any path.", write_path)
+        .tool("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files)
+        .tool("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill)
+        .tool("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs)
+        .tool("grow", "Set the size of `path` to `bytes` (a sparse file).", grow)
         .tool("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output)
         .output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes")))
         .tool(
@@ -249,6 +253,83 @@ fn write_path(a: WriteArgs) -> Result<String, ToolError> {
     std::fs::write(&a.path, &a.content)
         .map_err(|e| ToolError::failed(format!("cannot write {}: {e}", a.path)))?;
     Ok(format!("wrote {} bytes to {}", a.content.len(), a.path))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoardArgs {
+    /// Any path.
+    pub path: String,
+    /// How many times to open it.
+    pub count: u32,
+}
+
+fn hoard_files(a: HoardArgs) -> Result<String, ToolError> {
+    let mut held = Vec::new();
+    for _ in 0..a.count {
+        match std::fs::File::open(&a.path) {
+            Ok(f) => held.push(f),
+            Err(e) => return Ok(format!("opened {}; then: {e}", held.len())),
+        }
+    }
+    Ok(format!("opened {}", held.len()))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FillArgs {
+    /// Any path.
+    pub path: String,
+    /// MiB to append.
+    pub mib: u32,
+}
+
+fn fill(a: FillArgs) -> Result<String, ToolError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.path)
+        .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0u64;
+    for _ in 0..a.mib {
+        if let Err(e) = f.write_all(&chunk) {
+            return Ok(format!("wrote {written} bytes; then: {e}"));
+        }
+        written += chunk.len() as u64;
+    }
+    Ok(format!("wrote {written} bytes"))
+}
+
+fn mkdirs(a: HoardArgs) -> Result<String, ToolError> {
+    for i in 0..a.count {
+        if let Err(e) = std::fs::create_dir(format!("{}/{i}", a.path)) {
+            return Ok(format!("made {i}; then: {e}"));
+        }
+    }
+    Ok(format!("made {}", a.count))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrowArgs {
+    /// Any path.
+    pub path: String,
+    /// The new size.
+    pub bytes: u64,
+}
+
+fn grow(a: GrowArgs) -> Result<String, ToolError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&a.path)
+        .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
+    f.set_len(a.bytes)
+        .map_err(|e| ToolError::failed(format!("cannot grow {}: {e}", a.path)))?;
+    Ok(format!("{} is {} bytes", a.path, a.bytes))
 }
 
 /// The output `bad_output` declares.

@@ -172,6 +172,7 @@ impl Sandbox {
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        caps::fs::enforce::add_to_linker(&mut linker)?;
         bindings::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
@@ -470,6 +471,8 @@ impl Sandbox {
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
             r = run => r?,
         };
+        let mut store = store;
+        caps::fs::enforce::warn(store.data_mut());
 
         match result {
             Ok(Ok(r)) => {

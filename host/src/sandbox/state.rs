@@ -6,6 +6,7 @@
 
 use super::PoolShape;
 use super::bindings::toolhost::tool::host as wit_host;
+use crate::caps::fs::enforce::{FsCall, FsEnforced};
 use crate::caps::{Grants, client::CallClient, limits::Limiter, net::Gate, stdio::CallOutput};
 use crate::model::{CallEvent, LogLevel};
 use wasmtime::component::ResourceTable;
@@ -21,6 +22,8 @@ pub(crate) struct CallState {
     pub(crate) output: CallOutput,
     client: CallClient,
     cancel: tokio_util::sync::CancellationToken,
+    /// Open files, special files and quotas of the call's directories.
+    fs: FsCall,
     /// The handle cap of this call, for error messages.
     pub(crate) handle_limit: usize,
 }
@@ -75,6 +78,7 @@ impl CallState {
                 CallClient::none()
             },
             cancel: cx.cancel,
+            fs: FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open),
             handle_limit,
         })
     }
@@ -86,6 +90,33 @@ impl WasiView for CallState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl FsEnforced for CallState {
+    fn fs_parts(
+        &mut self,
+    ) -> (
+        &mut FsCall,
+        wasmtime_wasi::filesystem::WasiFilesystemCtxView<'_>,
+    ) {
+        (
+            &mut self.fs,
+            wasmtime_wasi::filesystem::WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+        )
+    }
+
+    fn fs_warn(&mut self, message: String) {
+        self.output.emit(
+            message.len(),
+            CallEvent::Log {
+                level: LogLevel::Warning,
+                message,
+            },
+        );
     }
 }
 

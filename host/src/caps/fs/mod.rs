@@ -19,6 +19,10 @@
 //!
 //! Must not touch: anything but the directories granted here.
 
+pub(crate) mod enforce;
+
+pub use enforce::DEFAULT_MAX_OPEN;
+
 use super::AllowList;
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
@@ -79,6 +83,9 @@ pub struct FsCaps {
     pub default_quota: Option<u64>,
     /// The largest quota an `rw` grant may have.
     pub max_quota: Option<u64>,
+    /// Files and directories one call may hold open at once; `None`:
+    /// [`DEFAULT_MAX_OPEN`].
+    pub max_open: Option<usize>,
 }
 
 impl FsCaps {
@@ -94,6 +101,10 @@ impl FsCaps {
             deny_rw: self.deny_rw || other.deny_rw,
             default_quota: min(self.default_quota, other.default_quota),
             max_quota: min(self.max_quota, other.max_quota),
+            max_open: match (self.max_open, other.max_open) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }
@@ -142,8 +153,8 @@ pub(crate) struct PreparedDir {
     /// never open it again.
     pub(crate) host: PathBuf,
     pub(crate) mode: FsMode,
-    #[allow(dead_code, reason = "enforced by the fs quota accounting")]
-    pub(crate) quota: Option<u64>,
+    /// What the grant holds against its quota, shared by every call.
+    pub(crate) usage: Option<Arc<enforce::Quota>>,
     /// Opened once at load, without following symlinks.
     dir: std::fs::File,
     /// `/proc/self/fd/N` of `dir`: opening it reopens exactly this
@@ -152,9 +163,20 @@ pub(crate) struct PreparedDir {
 }
 
 /// Every directory of one component, opened.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) dirs: Vec<Arc<PreparedDir>>,
+    /// Files one call may hold open.
+    pub(crate) max_open: usize,
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            dirs: Vec::new(),
+            max_open: DEFAULT_MAX_OPEN,
+        }
+    }
 }
 
 /// Read the `[[fs]]` entries; every problem is recorded.
@@ -262,7 +284,10 @@ pub(crate) fn prepare(
         }
     }
     if refused.is_empty() {
-        Ok(Prepared { dirs })
+        Ok(Prepared {
+            dirs,
+            max_open: enforce::max_open(caps),
+        })
     } else {
         Err(refused)
     }
@@ -388,7 +413,7 @@ fn prepare_one(
         guest: r.guest.clone(),
         host: path,
         mode: r.mode,
-        quota,
+        usage: enforce::usage(r.mode, quota, &fd_path, &r.guest),
         dir,
         fd_path,
     })
@@ -533,6 +558,7 @@ mod tests {
             deny_rw: false,
             default_quota: Some(10),
             max_quota: Some(100),
+            ..FsCaps::default()
         };
         let hs = HostState::default();
         assert!(prepare(&[req(&inside, FsMode::ReadOnly)], &caps, &hs).is_ok());
@@ -542,7 +568,11 @@ mod tests {
             "{e:?}"
         );
         let p = prepare(&[req(&inside, FsMode::ReadWrite)], &caps, &hs).unwrap();
-        assert_eq!(p.dirs[0].quota, Some(10), "the default quota");
+        assert_eq!(
+            p.dirs[0].usage.as_ref().map(|q| q.limit()),
+            Some(10),
+            "the default quota"
+        );
         let mut big = req(&inside, FsMode::ReadWrite);
         big.quota = Some(1000);
         let e = prepare(&[big], &caps, &hs).unwrap_err();

@@ -1,0 +1,576 @@
+//! The `fs` unit's run-time half: what wasmtime-wasi does not bound by
+//! itself, enforced per call.
+//!
+//! - **Open descriptors**: a call holds at most [`FsCaps::max_open`]
+//!   (default [`DEFAULT_MAX_OPEN`]) files and directories it opened, and all
+//!   calls together at most three quarters of the process's descriptor
+//!   limit, so no call can starve the host's own sockets, cache and log of
+//!   descriptors (`EMFILE` for everyone else).
+//! - **Special files**: FIFOs, sockets and devices are never opened: opening
+//!   a FIFO blocks a host thread until a writer appears.
+//! - **Quota**: bytes written to a read-write grant with a quota are charged
+//!   to that grant's usage, shared by all calls of the component and
+//!   measured from the directory at load; when a charge would pass the
+//!   quota, the directory is measured again (crediting deletions) before
+//!   the write is refused with `insufficient-space`.
+//!
+//! How: the few `wasi:filesystem` functions that create descriptors or
+//! write are shadowed in the linker, each checking and then delegating to
+//! wasmtime-wasi's own implementation; file output streams are wrapped so
+//! each write is charged. Written here because wasmtime-wasi 48 offers no
+//! hook for any of it.
+//!
+//! Must not touch: anything but descriptors and streams of granted
+//! directories.
+
+use super::{FsCaps, FsMode, Prepared};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::p2::bindings::filesystem::{preopens, types as t};
+use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
+
+/// Descriptors one call may hold open when the host config names no limit.
+pub const DEFAULT_MAX_OPEN: usize = 256;
+
+/// The descriptors all calls together may hold: a share of the process's
+/// limit, the rest kept for the host.
+struct ProcessBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+fn process_budget() -> &'static ProcessBudget {
+    static B: OnceLock<ProcessBudget> = OnceLock::new();
+    B.get_or_init(|| {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid pointer.
+        let soft = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+                // Raise the soft limit to the hard one, as servers do; keep
+                // the old one if that is refused.
+                let raised = libc::rlimit {
+                    rlim_cur: r.rlim_max,
+                    rlim_max: r.rlim_max,
+                };
+                if r.rlim_cur < r.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    r.rlim_max
+                } else {
+                    r.rlim_cur
+                }
+            } else {
+                1024
+            }
+        };
+        let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
+        ProcessBudget {
+            limit: soft / 4 * 3,
+            used: AtomicUsize::new(0),
+        }
+    })
+}
+
+/// The usage of one read-write grant with a quota, shared by every call.
+#[derive(Debug)]
+pub(crate) struct Quota {
+    limit: u64,
+    used: AtomicU64,
+    /// Serializes re-measuring.
+    measuring: Mutex<()>,
+    /// `/proc/self/fd/N` of the opened grant: measuring walks exactly it.
+    root: PathBuf,
+    /// The grant's guest path, for messages.
+    guest: String,
+}
+
+impl Quota {
+    pub(crate) fn new(limit: u64, root: PathBuf, guest: String) -> Quota {
+        let used = measure(&root);
+        Quota {
+            limit,
+            used: AtomicU64::new(used),
+            measuring: Mutex::new(()),
+            root,
+            guest,
+        }
+    }
+
+    /// What the caller is told when a write is refused.
+    fn used_up(&self) -> String {
+        format!(
+            "`{}` is full: its quota of {} bytes is used up (`quota` in the manifest's grant); delete files to free it",
+            self.guest, self.limit
+        )
+    }
+
+    /// The quota in bytes.
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Charge `n` bytes; `false` (nothing charged) if that passes the quota
+    /// even after measuring the directory again.
+    fn charge(&self, n: u64) -> bool {
+        let fits = |q: &Quota| {
+            q.used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    u.checked_add(n).filter(|t| *t <= q.limit)
+                })
+                .is_ok()
+        };
+        if fits(self) {
+            return true;
+        }
+        let _g = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
+        self.used.store(measure(&self.root), Ordering::Release);
+        fits(self)
+    }
+}
+
+/// Bytes the files under `root` take on disk (allocated blocks, so a
+/// sparse file counts what it uses). Symlinks are not followed.
+fn measure(root: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            total = total.saturating_add(m.blocks().saturating_mul(512));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Per-call enforcement state.
+pub(crate) struct FsCall {
+    max_open: usize,
+    /// Descriptors this call opened (resource reps), live or since dropped.
+    open: HashSet<u32>,
+    /// What this call holds of the process budget.
+    held: usize,
+    /// Guest path and quota of each granted directory.
+    grants: Vec<(String, Option<Arc<Quota>>)>,
+    /// The grant each descriptor is under (by resource rep).
+    grant_of: HashMap<u32, usize>,
+    /// The limit this call hit, shared with its charged streams.
+    notice: Arc<Notice>,
+}
+
+/// The first limit a call hit, until it is passed on to the caller (once
+/// per call is enough: a loop of refused writes sends one warning).
+#[derive(Default)]
+struct Notice(Mutex<(bool, Option<String>)>);
+
+impl Notice {
+    fn note(&self, m: String) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.0 {
+            *g = (true, Some(m));
+        }
+    }
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1.take()
+    }
+}
+
+impl Drop for FsCall {
+    fn drop(&mut self) {
+        process_budget().used.fetch_sub(self.held, Ordering::AcqRel);
+    }
+}
+
+impl FsCall {
+    /// A call with `prepared`'s grants (none for `describe`).
+    pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> FsCall {
+        FsCall {
+            max_open,
+            open: HashSet::new(),
+            held: 0,
+            grants: prepared
+                .map(|p| {
+                    p.dirs
+                        .iter()
+                        .map(|d| (d.guest.clone(), d.usage.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            grant_of: HashMap::new(),
+            notice: Arc::default(),
+        }
+    }
+
+    /// Forget dropped descriptors and give their share back.
+    fn reconcile(&mut self, table: &ResourceTable) {
+        self.open.retain(|rep| {
+            table
+                .get(&Resource::<t::Descriptor>::new_borrow(*rep))
+                .is_ok()
+        });
+        let live = self.open.len();
+        if live < self.held {
+            process_budget()
+                .used
+                .fetch_sub(self.held - live, Ordering::AcqRel);
+            self.held = live;
+        }
+    }
+
+    /// Take one descriptor from the call's and the process's budgets.
+    fn reserve(&mut self, table: &ResourceTable) -> Result<(), t::ErrorCode> {
+        self.reconcile(table);
+        if self.open.len() >= self.max_open {
+            self.note(format!(
+                "this call holds {} open files, the most one call may (`[fs] max-open` in the host config)",
+                self.max_open
+            ));
+            return Err(t::ErrorCode::InsufficientMemory);
+        }
+        let b = process_budget();
+        if b.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < b.limit).then_some(u + 1)
+            })
+            .is_err()
+        {
+            self.note(format!(
+                "all calls together hold {} open files, the host's share for tools",
+                b.limit
+            ));
+            return Err(t::ErrorCode::InsufficientMemory);
+        }
+        self.held += 1;
+        Ok(())
+    }
+
+    /// Give back a reservation that was not used.
+    fn unreserve(&mut self) {
+        self.held -= 1;
+        process_budget().used.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn note(&mut self, m: String) {
+        self.notice.note(m);
+    }
+
+    fn quota_of(&self, rep: u32) -> Option<Arc<Quota>> {
+        let i = *self.grant_of.get(&rep)?;
+        self.grants.get(i)?.1.clone()
+    }
+
+    fn charge(&mut self, rep: u32, n: u64) -> Result<(), t::ErrorCode> {
+        match self.quota_of(rep) {
+            Some(q) if !q.charge(n) => {
+                self.note(q.used_up());
+                Err(t::ErrorCode::InsufficientSpace)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Store data that carries an [`FsCall`] beside its WASI context.
+pub(crate) trait FsEnforced: Send + 'static {
+    /// The call's enforcement state and its filesystem view, together.
+    fn fs_parts(&mut self) -> (&mut FsCall, WasiFilesystemCtxView<'_>);
+    /// Tell the caller (a warning event) that the call hit a limit.
+    fn fs_warn(&mut self, message: String);
+}
+
+/// Pass a limit the call just hit on to the caller. The sandbox calls it
+/// once more when the call ends, for limits hit inside a stream write.
+pub(crate) fn warn<T: FsEnforced>(s: &mut T) {
+    let (call, _) = s.fs_parts();
+    if let Some(m) = call.notice.take() {
+        s.fs_warn(m);
+    }
+}
+
+/// A file output stream whose writes are charged to a quota.
+struct Charged {
+    inner: DynOutputStream,
+    quota: Arc<Quota>,
+    notice: Arc<Notice>,
+}
+
+impl Charged {
+    fn charge(&self, n: usize) -> StreamResult<()> {
+        if self.quota.charge(n as u64) {
+            Ok(())
+        } else {
+            let m = self.quota.used_up();
+            self.notice.note(m.clone());
+            Err(StreamError::LastOperationFailed(wasmtime::Error::msg(m)))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for Charged {
+    async fn ready(&mut self) {
+        self.inner.ready().await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for Charged {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.charge(bytes.len())?;
+        self.inner.write(bytes)
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        self.inner.flush()
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        self.inner.check_write()
+    }
+    fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
+        self.charge(n)?;
+        self.inner.write_zeroes(n)
+    }
+    async fn cancel(&mut self) {
+        self.inner.cancel().await
+    }
+}
+
+type R<T> = Result<T, t::ErrorCode>;
+
+/// Turn wasmtime-wasi's error into the guest's error code (or a trap).
+fn code(
+    view: &mut WasiFilesystemCtxView<'_>,
+    e: wasmtime_wasi::p2::FsError,
+) -> wasmtime::Result<t::ErrorCode> {
+    t::Host::convert_error_code(view, e)
+}
+
+/// What a new directory is charged to a quota: one block.
+const DIRECTORY_BYTES: u64 = 4096;
+
+const TYPES: &str = "wasi:filesystem/types@0.2.12";
+const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
+
+/// Shadow the descriptor-creating and writing functions of
+/// `wasi:filesystem` in `linker` (which already has wasmtime-wasi's).
+pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    {
+        let mut i = linker.instance(PREOPENS)?;
+        i.func_wrap("get-directories", |mut store, (): ()| {
+            let (call, mut view) = store.data_mut().fs_parts();
+            let dirs = preopens::Host::get_directories(&mut view)?;
+            for (d, guest) in &dirs {
+                if let Some(i) = call.grants.iter().position(|(g, _)| g == guest) {
+                    call.grant_of.insert(d.rep(), i);
+                }
+                call.open.remove(&d.rep());
+            }
+            Ok((dirs,))
+        })?;
+    }
+    let mut i = linker.instance(TYPES)?;
+    i.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store,
+         (fd, pf, path, of, fl): (
+            Resource<t::Descriptor>,
+            t::PathFlags,
+            String,
+            t::OpenFlags,
+            t::DescriptorFlags,
+        )| {
+            Box::new(async move {
+                let out = async {
+                let (call, mut view) = store.data_mut().fs_parts();
+                let parent = fd.rep();
+                let borrow = || Resource::<t::Descriptor>::new_borrow(parent);
+                // Never open what is not a file or directory.
+                if let Ok(st) =
+                    t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone()).await
+                {
+                    use t::DescriptorType as D;
+                    if !matches!(st.type_, D::RegularFile | D::Directory | D::SymbolicLink) {
+                        call.note(format!(
+                            "`{path}` is not a regular file or directory ({:?}); tools may not open it",
+                            st.type_
+                        ));
+                        return Ok((R::Err(t::ErrorCode::Access),));
+                    }
+                }
+                if let Err(e) = call.reserve(view.table) {
+                    return Ok((R::Err(e),));
+                }
+                match t::HostDescriptor::open_at(&mut view, borrow(), pf, path, of, fl).await {
+                    Ok(d) => {
+                        call.open.insert(d.rep());
+                        match call.grant_of.get(&parent).copied() {
+                            Some(g) => call.grant_of.insert(d.rep(), g),
+                            None => call.grant_of.remove(&d.rep()),
+                        };
+                        Ok((R::Ok(d),))
+                    }
+                    Err(e) => {
+                        call.unreserve();
+                        Ok((R::Err(code(&mut view, e)?),))
+                    }
+                }
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.write",
+        |mut store, (fd, buf, off): (Resource<t::Descriptor>, Vec<u8>, u64)| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    if let Err(e) = call.charge(fd.rep(), buf.len() as u64) {
+                        return Ok((R::<u64>::Err(e),));
+                    }
+                    Ok((
+                        match t::HostDescriptor::write(&mut view, fd, buf, off).await {
+                            Ok(n) => Ok(n),
+                            Err(e) => Err(code(&mut view, e)?),
+                        },
+                    ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.set-size",
+        |mut store, (fd, size): (Resource<t::Descriptor>, u64)| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    let rep = fd.rep();
+                    let now = t::HostDescriptor::stat(&mut view, Resource::new_borrow(rep))
+                        .await
+                        .map(|s| s.size)
+                        .unwrap_or(0);
+                    if let Err(e) = call.charge(rep, size.saturating_sub(now)) {
+                        return Ok((R::<()>::Err(e),));
+                    }
+                    Ok((
+                        match t::HostDescriptor::set_size(&mut view, fd, size).await {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(code(&mut view, e)?),
+                        },
+                    ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.create-directory-at",
+        |mut store, (fd, path): (Resource<t::Descriptor>, String)| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    // A directory takes a block on disk: charged, so a loop
+                    // of `mkdir` cannot fill the disk or its inodes.
+                    if let Err(e) = call.charge(fd.rep(), DIRECTORY_BYTES) {
+                        return Ok((R::<()>::Err(e),));
+                    }
+                    Ok((
+                        match t::HostDescriptor::create_directory_at(&mut view, fd, path).await {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(code(&mut view, e)?),
+                        },
+                    ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    for (name, append) in [
+        ("[method]descriptor.write-via-stream", false),
+        ("[method]descriptor.append-via-stream", true),
+    ] {
+        let wrap = move |store: &mut T, fd: Resource<t::Descriptor>, off: u64| {
+            let (call, mut view) = store.fs_parts();
+            let quota = call.quota_of(fd.rep());
+            let notice = call.notice.clone();
+            let r = if append {
+                t::HostDescriptor::append_via_stream(&mut view, fd)
+            } else {
+                t::HostDescriptor::write_via_stream(&mut view, fd, off)
+            };
+            let s = match r {
+                Ok(s) => s,
+                Err(e) => return Ok((R::Err(code(&mut view, e)?),)),
+            };
+            if let Some(quota) = quota {
+                let slot: &mut DynOutputStream = view.table.get_mut(&s)?;
+                let inner =
+                    std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::SinkOutputStream));
+                *slot = Box::new(Charged {
+                    inner,
+                    quota,
+                    notice,
+                });
+            }
+            Ok((R::Ok(s),))
+        };
+        if append {
+            i.func_wrap(name, move |mut store, (fd,): (Resource<t::Descriptor>,)| {
+                wrap(store.data_mut(), fd, 0)
+            })?;
+        } else {
+            i.func_wrap(
+                name,
+                move |mut store, (fd, off): (Resource<t::Descriptor>, u64)| {
+                    wrap(store.data_mut(), fd, off)
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-call open-files cap of `caps`.
+pub(crate) fn max_open(caps: &FsCaps) -> usize {
+    caps.max_open.unwrap_or(DEFAULT_MAX_OPEN)
+}
+
+/// The usage tracker of a prepared grant, if it has a quota.
+pub(crate) fn usage(
+    mode: FsMode,
+    quota: Option<u64>,
+    root: &std::path::Path,
+    guest: &str,
+) -> Option<Arc<Quota>> {
+    match (mode, quota) {
+        (FsMode::ReadWrite, Some(q)) => Some(Arc::new(Quota::new(
+            q,
+            root.to_path_buf(),
+            guest.to_owned(),
+        ))),
+        _ => None,
+    }
+}
