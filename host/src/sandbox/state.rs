@@ -19,7 +19,7 @@ pub(crate) struct CallState {
     gate: Gate,
     pub(crate) limiter: Limiter,
     pub(crate) output: CallOutput,
-    client: CallClient,
+    pub(crate) client: CallClient,
     cancel: tokio_util::sync::CancellationToken,
     /// The handle cap of this call, for error messages.
     pub(crate) handle_limit: usize,
@@ -129,7 +129,8 @@ impl wit_host::Host for CallState {
     }
 
     fn cancelled(&mut self) -> bool {
-        self.cancel.is_cancelled()
+        // Once the call waits for its client's answers, it should return.
+        self.cancel.is_cancelled() || self.client.waiting()
     }
 
     fn request_client(
