@@ -903,4 +903,21 @@ mod tests {
         let _ = r.answer(&elicit("k", "?"));
         assert!(matches!(r.finish(Ok(1)), Ok(Outcome::Complete(Ok(1)))));
     }
+
+    #[test]
+    fn a_shared_key_is_64_hex_digits_and_opens_the_others_state() {
+        assert_eq!(StateKey::from_hex("zz").unwrap_err(), StateKeyError::NotHex);
+        assert_eq!(
+            StateKey::from_hex("7f7f").unwrap_err(),
+            StateKeyError::Length(2)
+        );
+        let a = StateKey::from_hex(&"7f".repeat(32)).unwrap();
+        let b = StateKey::from_hex(&format!(" {} ", "7f".repeat(32))).unwrap();
+        let (_, s) = state_of(round(&a, None, BTreeMap::new(), &[elicit("k", "?")]).unwrap());
+        let r = BTreeMap::from([("k".to_string(), accept("x"))]);
+        assert!(matches!(
+            round(&b, Some(&s), r, &[elicit("k", "?")]).unwrap(),
+            Outcome::Complete(Ok(_))
+        ));
+    }
 }
