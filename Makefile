@@ -93,9 +93,10 @@ bench: setup tools
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'
 
-## conformance: the MCP conformance suite against `toolhost serve --http`
-## (expected failures, each with its reason: tests/conformance/baseline.yml).
+## conformance: the MCP conformance suites (0.2.0-alpha.12 --requirements
+## 2026-07-28, and 0.1.16 --suite all) against `toolhost serve --http`
+## (expected failures, each with its reason: tests/conformance/expected-failures-*.yml).
 .PHONY: conformance
 conformance: tools
-	$(CARGO) build -p toolhost
+	$(CARGO) build -p toolhost-cli
 	bash scripts/conformance.sh $(TARGET_DIR)/debug/toolhost

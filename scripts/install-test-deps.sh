@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # Install the pinned test dependencies of the MCP front end into a
 # project-local, gitignored directory (default: .test-deps/):
-#   - npm: the official TypeScript SDK client (@modelcontextprotocol/sdk), the
-#     MCP conformance suite (@modelcontextprotocol/conformance) and the Node 22
-#     it needs (npm package `node`; the system Node may be older);
+#   - npm prefix node/: the official TypeScript SDK clients, v1
+#     (@modelcontextprotocol/sdk) and v2 (@modelcontextprotocol/client), the
+#     MCP Inspector CLI (@modelcontextprotocol/inspector), the MCP conformance
+#     suite 0.1.x (@modelcontextprotocol/conformance) and the Node 22 they need
+#     (npm package `node`; the system Node may be older);
+#   - npm prefix conformance-next/: the conformance suite of the 2026-07-28
+#     revision (0.2.0 alphas). Its own prefix: both suites install the same
+#     `conformance` binary and depend on different SDK versions;
 #   - PyPI: the official Python SDK (`mcp`) in a virtualenv.
 #   scripts/install-test-deps.sh [DIR]
-# The tests (tests/integration/mcp.rs) and `make conformance` look in DIR
+# The tests (tests/integration/mcp*.rs) and `make conformance` look in DIR
 # (or $TOOLHOST_TEST_DEPS). Idempotent: a matching install is kept.
 set -euo pipefail
 SDK_TS=1.32.2
+CLIENT_TS=2.4.0
+INSPECTOR=2.12.0
 CONFORMANCE=0.1.16
+CONFORMANCE_NEXT=0.2.0-alpha.12
 NODE=22.23.3
 SDK_PY=2.3.0
 
 DIR=${1:-${TOOLHOST_TEST_DEPS:-"$(cd "$(dirname "$0")/.." && pwd)/.test-deps"}}
 mkdir -p "$DIR"
 STAMP="$DIR/installed"
-WANT="sdk-ts=$SDK_TS conformance=$CONFORMANCE node=$NODE sdk-py=$SDK_PY"
+WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "test deps already installed in $DIR ($WANT)"
   exit 0
@@ -28,17 +36,25 @@ command -v npm >/dev/null || { echo "npm is required (apt-get install npm)" >&2;
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 [ -n "$PYTHON" ] || { echo "python3 (>= 3.10) is required" >&2; exit 1; }
 
-# npm: `--yes` because a user npmrc may default to asking.
-mkdir -p "$DIR/node"
-[ -f "$DIR/node/package.json" ] || echo '{"name":"toolhost-test-deps","private":true}' > "$DIR/node/package.json"
-npm install --yes --prefix "$DIR/node" --no-audit --no-fund --loglevel=error \
+# $(npm_prefix NAME PACKAGES...): install exactly PACKAGES into $DIR/NAME.
+# `--yes` because a user npmrc may default to asking; `--save-exact` pins.
+npm_prefix() {
+  local name=$1; shift
+  mkdir -p "$DIR/$name"
+  [ -f "$DIR/$name/package.json" ] || echo "{\"name\":\"toolhost-test-deps-$name\",\"private\":true}" > "$DIR/$name/package.json"
+  npm install --yes --save-exact --prefix "$DIR/$name" --no-audit --no-fund --loglevel=error "$@"
+}
+npm_prefix node \
   "@modelcontextprotocol/sdk@$SDK_TS" \
+  "@modelcontextprotocol/client@$CLIENT_TS" \
+  "@modelcontextprotocol/inspector@$INSPECTOR" \
   "@modelcontextprotocol/conformance@$CONFORMANCE" \
   "node@$NODE"
+npm_prefix conformance-next "@modelcontextprotocol/conformance@$CONFORMANCE_NEXT"
 "$DIR/node/node_modules/.bin/node" --version
 
 "$PYTHON" -m venv "$DIR/venv"
-"$DIR/venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$SDK_PY"
+"$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$SDK_PY"
 "$DIR/venv/bin/python" -c 'import mcp, importlib.metadata as m; print("python mcp", m.version("mcp"))'
 
 echo "$WANT" > "$STAMP"

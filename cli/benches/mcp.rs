@@ -11,6 +11,10 @@
 //!
 //! Prints a Markdown table (see BENCHMARKS.md, "MCP round trip"). Each figure
 //! is the median over rounds; rounds alternate toolhost and the null server.
+//! A second table compares, on one `toolhost serve --http`, the 2025-11-25
+//! session wire (initialize, then each response an SSE stream) with the
+//! stateless 2026-07-28 wire (per-request `_meta` and headers, no session,
+//! each response plain `application/json`), rounds alternating.
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
 //! started with `--null-server stdio|http`.
 
@@ -161,6 +165,13 @@ fn call(id: u64) -> String {
     )
 }
 
+/// A 2026-07-28 `tools/call`: everything travels with the request.
+fn call_2026(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"hello, sandbox"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{{"name":"bench","version":"0"}},"io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+    )
+}
+
 fn check_reply(v: &Value) {
     assert_eq!(
         v["result"]["content"][0]["text"], "hello, sandbox",
@@ -236,16 +247,30 @@ impl StdioClient {
     }
 }
 
-// --- HTTP: `clients` clients, each with its own connection and session
+// --- HTTP: `clients` clients, each with its own connection (and session)
+
+/// Which MCP wire an HTTP client speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum Wire {
+    /// 2025-11-25: a session from `initialize`; responses are SSE streams.
+    Session,
+    /// 2026-07-28: no session; per-request metadata; JSON responses.
+    Stateless,
+}
 
 struct HttpClient {
     send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     addr: String,
     session: String,
+    wire: Wire,
 }
 
 impl HttpClient {
     async fn connect(addr: &str) -> HttpClient {
+        HttpClient::connect_wire(addr, Wire::Session).await
+    }
+
+    async fn connect_wire(addr: &str, wire: Wire) -> HttpClient {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -256,7 +281,11 @@ impl HttpClient {
             send,
             addr: addr.to_string(),
             session: String::new(),
+            wire,
         };
+        if wire == Wire::Stateless {
+            return c;
+        }
         let (headers, body) = c.post(INIT).await;
         c.session = headers
             .get("mcp-session-id")
@@ -279,6 +308,12 @@ impl HttpClient {
                 .header("mcp-session-id", &self.session)
                 .header("mcp-protocol-version", "2025-11-25");
         }
+        if self.wire == Wire::Stateless {
+            req = req
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "echo");
+        }
         let req = req
             .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
             .unwrap();
@@ -292,8 +327,18 @@ impl HttpClient {
 
     async fn call(&mut self, id: u64) -> Duration {
         let t = Instant::now();
-        let (_, body) = self.post(&call(id)).await;
+        let (headers, body) = match self.wire {
+            Wire::Session => self.post(&call(id)).await,
+            Wire::Stateless => self.post(&call_2026(id)).await,
+        };
         let elapsed = t.elapsed();
+        if self.wire == Wire::Stateless {
+            assert_eq!(
+                headers.get("content-type").and_then(|v| v.to_str().ok()),
+                Some("application/json"),
+                "a stateless call with nothing to stream is answered as plain JSON"
+            );
+        }
         // An SSE stream (`data: {...}` events) or a plain JSON body.
         let reply = body
             .lines()
@@ -428,6 +473,40 @@ async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures)
     (median_figures(toolhost), median_figures(null))
 }
 
+/// Rounds over one `toolhost serve --http` at `concurrency`, alternating the
+/// session wire and the stateless wire.
+async fn compare_wires(concurrency: usize) -> (Figures, Figures) {
+    let calls = if concurrency == 1 {
+        SEQUENTIAL_CALLS
+    } else {
+        CONCURRENT * CONCURRENT_CALLS_EACH
+    };
+    let mut server = spawn(Server::Toolhost, Transport::Http);
+    let addr = http_addr(&mut server).await;
+    let mut clients: Vec<Vec<HttpClient>> = Vec::new();
+    for wire in [Wire::Session, Wire::Stateless] {
+        let mut cs = Vec::new();
+        for _ in 0..concurrency {
+            cs.push(HttpClient::connect_wire(&addr, wire).await);
+        }
+        clients.push(cs);
+    }
+    let each = calls / concurrency;
+    let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    for cs in clients.iter_mut() {
+        http_round(cs, each / 4).await; // warm up
+    }
+    for _ in 0..ROUNDS {
+        for (i, cs) in clients.iter_mut().enumerate() {
+            let t = Instant::now();
+            let lat = http_round(cs, each).await;
+            results[i].push(figures(lat, t.elapsed()));
+        }
+    }
+    let [session, stateless] = results;
+    (median_figures(session), median_figures(stateless))
+}
+
 /// p50 of `Core::call(echo)` in process: the sandbox's share, no transport.
 async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
     use toolhost::{CallRequest, Core, Scope};
@@ -500,6 +579,33 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session)."
+        );
+        println!("\n## MCP over HTTP: 2025-11-25 session (SSE) vs 2026-07-28 stateless (JSON), `echo` through `toolhost serve`\n");
+        println!(
+            "| callers | session p50 | stateless p50 | p50 ratio | session p99 | stateless p99 | session calls/s | stateless calls/s | throughput ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for concurrency in [1, CONCURRENT] {
+            let (s, j) = compare_wires(concurrency).await;
+            let callers = if concurrency == 1 {
+                "1 (sequential)".to_string()
+            } else {
+                format!("{concurrency} concurrent")
+            };
+            println!(
+                "| {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x |",
+                s.p50_us,
+                j.p50_us,
+                j.p50_us / s.p50_us,
+                s.p99_us,
+                j.p99_us,
+                s.calls_per_s,
+                j.calls_per_s,
+                j.calls_per_s / s.calls_per_s,
+            );
+        }
+        println!(
+            "\nSame server, same `echo`; ratios are stateless / session. Session: one initialize per client, then each response an SSE stream; stateless: `_meta` and `Mcp-*` headers on every request, no session, plain JSON responses."
         );
         let core = core_call_p50(&root).await?;
         let shares: Vec<String> = toolhost_sequential

@@ -399,6 +399,16 @@ struct ServeOpts {
     /// Reload the tools when their files change (on by default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     watch: bool,
+    /// Key (64 hex digits) sealing the request state of 2026-07-28 calls
+    /// that wait for client input; replicas behind one load balancer must
+    /// share it. Default: a random key per process.
+    #[arg(
+        long,
+        env = "TOOLHOST_STATE_KEY",
+        hide_env_values = true,
+        value_name = "HEX"
+    )]
+    state_key: Option<String>,
 }
 
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
@@ -420,10 +430,14 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         None
     };
     let scope = Scope::new(&opts.scope);
+    let key = match &opts.state_key {
+        Some(hex) => toolhost::StateKey::from_hex(hex).context("--state-key")?,
+        None => toolhost::StateKey::random(),
+    };
     // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
     match opts.http.filter(|_| !opts.stdio) {
         Some(addr) => {
-            let server = McpServer::with_caller(core, scope, "mcp-http");
+            let server = McpServer::with_state_key(core, scope, "mcp-http", key);
             let mut http = HttpOptions::new(addr);
             http.bearer_token = opts.bearer_token;
             http.allowed_hosts = opts.allow_hosts;
@@ -438,7 +452,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.serve(shutdown_signal()).await?;
         }
         None => {
-            let server = McpServer::with_caller(core, scope, "mcp-stdio");
+            let server = McpServer::with_state_key(core, scope, "mcp-stdio", key);
             let running = server
                 .clone()
                 .serve(rmcp::transport::stdio())

@@ -35,6 +35,8 @@ pub mod bindings {
     });
 }
 
+pub mod client;
+
 use bindings::toolhost::tool::host as wit_host;
 use bindings::toolhost::tool::types as wit;
 use schemars::JsonSchema;
@@ -411,10 +413,12 @@ pub fn progress(progress: f64, total: Option<f64>, message: Option<&str>) {
 }
 
 /// Send the calling MCP client a request of its own and wait for its
-/// answer: `method` is `sampling/createMessage` or `elicitation/create`,
-/// `params` its MCP params. Works only if the tool's manifest grants it
-/// (`[client] requests = ["sampling", "elicitation"]`) and the caller can
-/// answer; otherwise the error says why.
+/// answer: `method` is `sampling/createMessage`, `elicitation/create` or
+/// `roots/list`, `params` its MCP params. Works only if the tool's manifest
+/// grants it (`[client] requests = ["sampling", "elicitation", "roots"]`)
+/// and the caller can answer; otherwise the error says why. See [`client`]
+/// for named questions, several in one round, and how stateless clients
+/// answer.
 pub fn request_client(
     method: &str,
     params: &serde_json::Value,

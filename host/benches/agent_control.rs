@@ -11,7 +11,6 @@
 
 use serde_json::{Value, json};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use toolhost::agent::{AgentOptions, AgentSession};

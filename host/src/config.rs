@@ -458,7 +458,7 @@ impl RawClient {
                     None => cx.error(
                         Some(r.span()),
                         format!("`{}` is not a client request kind", r.get_ref()),
-                        Some("use `sampling` or `elicitation`".into()),
+                        Some("use `sampling`, `elicitation` or `roots`".into()),
                     ),
                 }
             }

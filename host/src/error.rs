@@ -277,6 +277,14 @@ pub enum CallErrorKind {
         /// Why.
         message: String,
     },
+    /// The tool asked its client questions the client answers when it
+    /// retries the call (a stateless front end replays answers; see
+    /// [`ClientError::InputRequired`](crate::ClientError::InputRequired)).
+    /// Only a call whose client replays answers ends this way.
+    InputRequired {
+        /// The questions, in the order asked.
+        requests: Vec<crate::model::ClientRequest>,
+    },
 }
 
 impl CallError {
@@ -331,6 +339,7 @@ impl CallError {
             Cancelled => "cancelled",
             ToolFailed { .. } => "tool_error",
             Internal { .. } => "internal",
+            InputRequired { .. } => "input_required",
         }
     }
 }
@@ -377,6 +386,15 @@ impl fmt::Display for CallError {
             Cancelled => write!(f, "tool `{t}` was cancelled"),
             ToolFailed { message } => write!(f, "{message}"),
             Internal { message } => write!(f, "tool `{t}` could not start: {message}"),
+            InputRequired { requests } => write!(
+                f,
+                "tool `{t}` needs input from its client ({}); retry the call with the answers",
+                requests
+                    .iter()
+                    .map(|r| format!("`{}` as `{}`", r.method, r.key))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }

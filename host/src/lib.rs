@@ -17,6 +17,8 @@ mod diagnostic;
 mod error;
 mod manifest;
 mod model;
+#[cfg(feature = "mcp")]
+mod mrtr;
 mod policy;
 mod sandbox;
 mod schema;
@@ -40,9 +42,11 @@ pub use crate::diagnostic::{Diagnostic, Diagnostics};
 pub use crate::error::{BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind};
 pub use crate::manifest::Manifest;
 pub use crate::model::{
-    Annotations, CallEvent, ClientRequests, Content, EventSink, EventStream, LogLevel,
-    ResourceContents, ToolDef, ToolOutput,
+    Annotations, CallEvent, ClientError, ClientRequest, ClientRequests, Content, EventSink,
+    EventStream, LogLevel, ResourceContents, ToolDef, ToolOutput,
 };
+#[cfg(feature = "mcp")]
+pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};

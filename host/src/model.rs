@@ -220,16 +220,64 @@ impl EventStream {
     }
 }
 
-/// The client behind a call, for the requests a tool may send it
-/// (`sampling/createMessage`, `elicitation/create`). Front ends that can
-/// reach their client (MCP) provide one; the manifest decides which methods a
-/// tool may use, and the operator's caps filter the params.
+/// A question a running tool puts to the client behind its call: an MCP
+/// client request (`sampling/createMessage`, `elicitation/create`,
+/// `roots/list`) and its params, already checked and filtered by the
+/// tool's `[client]` grant.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClientRequest {
+    /// Names the question within its call (unique per call): chosen by the
+    /// tool, or numbered by the host (`input-1`, `input-2`, ...). Stateless
+    /// front ends send it to the client as the input request's key.
+    pub key: String,
+    /// The MCP method.
+    pub method: String,
+    /// Its params (a JSON object).
+    pub params: Value,
+}
+
+/// Why the client gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The client answers with the call's next round (a stateless front
+    /// end): the tool should return now; it is run again with the answer.
+    /// A call that got this ends with [`CallErrorKind::InputRequired`](crate::CallErrorKind::InputRequired)
+    /// whatever the guest returns.
+    #[error(
+        "input required: the client answers `{method}` (key `{key}`) when it retries the call; return now, the call will be run again with the answer"
+    )]
+    InputRequired {
+        /// The question's key.
+        key: String,
+        /// Its method.
+        method: String,
+    },
+    /// The client did not declare the capability this request needs.
+    #[error(
+        "the client cannot answer `{method}`: it did not declare the `{capability}` capability"
+    )]
+    Unsupported {
+        /// The method asked.
+        method: String,
+        /// The client capability it needs.
+        capability: String,
+    },
+    /// Anything else (the client refused, the transport failed, ...).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The client behind a call, for the requests a tool may send it. Front
+/// ends that can reach their client provide one: a session's peer (asks at
+/// once) or a replay of a stateless call's answers (the MCP front end's
+/// input-required results); the manifest decides which methods a tool may
+/// use, and the operator's caps filter the params.
 pub trait ClientRequests: Send + Sync {
-    /// Send `method` with `params`; the client's result, or why there is
-    /// none.
+    /// Ask `req`; the client's result, or why there is none.
     fn request(
         &self,
-        method: String,
-        params: Value,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+        req: ClientRequest,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, ClientError>> + Send>>;
 }

@@ -11,6 +11,11 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
   flood         a guest floods stdout/stderr; the protocol stream stays clean
   list_changed  print READY after listing, wait for tools/list_changed, list
                 again and print the tool names as JSON
+  elicit        tools that ask the client (elicitation over two rounds, roots):
+                on 2026-07-28 through input-required results (checked by
+                hand too: the sealed requestState, and a tampered one
+                refused with a clear error), on 2025-11-25 through
+                server-to-client requests on the session
 
 Exit status 0 and a last line `ok SCENARIO` mean every check passed; anything
 else is a failure with the reason on stderr. Used by tests/integration/mcp.rs.
@@ -22,6 +27,7 @@ import sys
 import time
 
 import anyio
+import mcp.types as types
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
@@ -119,7 +125,63 @@ async def list_changed(client, mode):
     print("TOOLS", json.dumps(after), flush=True)
 
 
-SCENARIOS = {"basic": basic, "cancel": cancel, "flood": flood, "list_changed": list_changed}
+ELICITED = []
+ANSWERS = {"What is your name?": {"name": "Alice"}, "Step 1: What is your name?": {"name": "Alice"},
+           "Step 2: What is your favorite color?": {"color": "blue"}}
+
+
+async def on_elicit(context, params):
+    ELICITED.append(params.message)
+    content = ANSWERS.get(params.message)
+    if content is None:
+        return types.ElicitResult(action="decline")
+    return types.ElicitResult(action="accept", content=content)
+
+
+async def on_roots(context):
+    return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+
+async def elicit(client, mode):
+    modern = client.protocol_version >= "2026-07-28"
+    r = await client.call_tool("test_input_required_result_elicitation", {})
+    check(not r.is_error and text_of(r) == "Hello, Alice!", f"elicitation: {r}")
+    check(ELICITED == ["What is your name?"], f"asked once: {ELICITED}")
+    ELICITED.clear()
+    r = await client.call_tool("test_input_required_result_multi_round", {})
+    check(not r.is_error and text_of(r) == '"Alice" likes "blue"', f"two rounds: {r}")
+    check(ELICITED == ["Step 1: What is your name?", "Step 2: What is your favorite color?"], f"{ELICITED}")
+    r = await client.call_tool("test_input_required_result_list_roots", {})
+    check(not r.is_error and text_of(r) == "roots: file:///work/project", f"roots: {r}")
+    if not modern:
+        return
+    # The same by hand: round one is an input-required result with sealed state.
+    s = client.session
+    r1 = await s.call_tool("test_input_required_result_elicitation", {}, allow_input_required=True)
+    check(isinstance(r1, types.InputRequiredResult), f"round one: {r1}")
+    check(list(r1.input_requests or {}) == ["user_name"] and r1.request_state, f"round one: {r1}")
+    check(r1.input_requests["user_name"].method == "elicitation/create", f"{r1.input_requests}")
+    answer = {"user_name": types.ElicitResult(action="accept", content={"name": "Eve"})}
+    state = r1.request_state
+    flipped = state[:-2] + ("A" if state[-2] != "A" else "B") + state[-1]
+    try:
+        r = await s.call_tool("test_input_required_result_elicitation", {}, input_responses=answer,
+                              request_state=flipped, allow_input_required=True)
+        raise AssertionError(f"a tampered requestState must be refused, got {r}")
+    except MCPError as e:
+        check("altered" in str(e) and "requestState" in str(e), f"tampered state error: {e}")
+    try:
+        r = await s.call_tool("test_input_required_result_request_state", {}, input_responses=answer,
+                              request_state=state, allow_input_required=True)
+        raise AssertionError(f"state of another tool must be refused, got {r}")
+    except MCPError as e:
+        check("another call" in str(e), f"state of another call: {e}")
+    r2 = await s.call_tool("test_input_required_result_elicitation", {}, input_responses=answer,
+                           request_state=state, allow_input_required=True)
+    check(isinstance(r2, types.CallToolResult) and text_of(r2) == "Hello, Eve!", f"round two: {r2}")
+
+
+SCENARIOS = {"basic": basic, "cancel": cancel, "flood": flood, "list_changed": list_changed, "elicit": elicit}
 LOGS = []
 CHANGED = None
 
@@ -158,6 +220,8 @@ async def main():
         log_level="info",
         logging_callback=on_log,
         message_handler=on_message,
+        elicitation_callback=on_elicit,
+        list_roots_callback=on_roots,
         read_timeout_seconds=60,
     ) as client:
         print("protocol", client.protocol_version, file=sys.stderr)

@@ -9,4 +9,6 @@ mod grants;
 mod limits;
 mod manifest;
 mod mcp;
+mod mcp_2026;
+mod mrtr;
 mod policy;

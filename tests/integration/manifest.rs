@@ -187,7 +187,7 @@ async fn bad_sizes_durations_and_grants_are_explained() {
             "not a valid environment variable",
         ),
         (
-            "[client]\nrequests = [\"roots\"]\n",
+            "[client]\nrequests = [\"telepathy\"]\n",
             ":6:",
             "not a client request",
         ),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
 
 /// Where the pinned test clients are installed.
-fn deps_dir() -> PathBuf {
+pub(crate) fn deps_dir() -> PathBuf {
     let d = std::env::var_os("TOOLHOST_TEST_DEPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".test-deps"));
@@ -31,20 +31,20 @@ fn deps_dir() -> PathBuf {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Sdk {
+pub(crate) enum Sdk {
     Python,
     TypeScript,
 }
 
 /// How the client reaches the server.
-enum Via<'a> {
+pub(crate) enum Via<'a> {
     /// The client spawns `toolhost serve` over stdio with these arguments.
     Stdio(&'a [&'a str]),
     Http(&'a str),
 }
 
 /// The client command for `scenario`, ready to spawn.
-fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command {
+pub(crate) fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command {
     let deps = deps_dir();
     let mut cmd = match sdk {
         Sdk::Python => {
@@ -74,7 +74,7 @@ fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command
 }
 
 /// Run a client to completion (at most `limit`) and require `ok SCENARIO`.
-fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
+pub(crate) fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -92,7 +92,7 @@ fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
 }
 
 /// `wait_with_output`, killing the child after `limit`.
-fn wait_output(mut child: Child, limit: Duration) -> Output {
+pub(crate) fn wait_output(mut child: Child, limit: Duration) -> Output {
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let out = std::thread::spawn(move || {
@@ -132,7 +132,7 @@ fn wait_output(mut child: Child, limit: Duration) -> Output {
 /// A tools directory for the clients' scenarios: echo, text (unless
 /// `without_text`), the conformance tools and `hostile` (one call at a time,
 /// so a guest left running would block the next call).
-fn tools(without_text: bool) -> ToolDir {
+pub(crate) fn tools(without_text: bool) -> ToolDir {
     let d = ToolDir::new();
     let mut deployed = vec![(tools_dir(), "echo"), (conformance_dir(), "conformance")];
     if !without_text {
@@ -150,7 +150,7 @@ fn tools(without_text: bool) -> ToolDir {
 }
 
 /// Copy a deployed tool (its .wasm and rendered manifest) into `to`.
-fn copy_tool(from: &Path, name: &str, to: &Path) {
+pub(crate) fn copy_tool(from: &Path, name: &str, to: &Path) {
     for ext in ["wasm", "toml"] {
         let src = from.join(format!("{name}.{ext}"));
         assert!(src.is_file(), "{} is missing", src.display());
@@ -159,16 +159,22 @@ fn copy_tool(from: &Path, name: &str, to: &Path) {
 }
 
 /// `toolhost serve --http` on a free loopback port; killed on drop.
-struct HttpServe {
+pub(crate) struct HttpServe {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl HttpServe {
-    fn start(args: &[&str]) -> HttpServe {
+    pub(crate) fn start(args: &[&str]) -> HttpServe {
+        HttpServe::start_env(args, &[])
+    }
+
+    /// Like `start`, with more environment variables.
+    pub(crate) fn start_env(args: &[&str], env: &[(&str, &str)]) -> HttpServe {
         let mut child = Command::new(BIN)
             .args(["serve", "--http", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -191,7 +197,7 @@ impl HttpServe {
         HttpServe { child, url }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.url
             .trim_start_matches("http://")
             .trim_end_matches("/mcp")
@@ -201,7 +207,7 @@ impl HttpServe {
 
 impl HttpServe {
     /// SIGTERM, then the exit status (within `limit`).
-    fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -231,13 +237,19 @@ impl Drop for HttpServe {
     }
 }
 
-const LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const LIMIT: Duration = Duration::from_secs(90);
 
-fn serve_args(dir: &ToolDir) -> Vec<String> {
+pub(crate) fn serve_args(dir: &ToolDir) -> Vec<String> {
     vec!["--tools".into(), dir.path().display().to_string()]
 }
 
-fn stdio_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>, dir: &ToolDir, extra: &[&str]) {
+pub(crate) fn stdio_scenario(
+    sdk: Sdk,
+    scenario: &str,
+    mode: Option<&str>,
+    dir: &ToolDir,
+    extra: &[&str],
+) {
     let args = serve_args(dir);
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.extend_from_slice(extra);
@@ -248,7 +260,7 @@ fn stdio_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>, dir: &ToolDir, e
     );
 }
 
-fn http_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>) {
+pub(crate) fn http_scenario(sdk: Sdk, scenario: &str, mode: Option<&str>) {
     let dir = tools(false);
     let args = serve_args(&dir);
     let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -489,7 +501,7 @@ fn requests_it_cannot_serve_get_errors_not_silence() {
 }
 
 /// A raw HTTP/1.1 POST of an `initialize` request; the status code and body.
-fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+pub(crate) fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!(
@@ -516,7 +528,7 @@ fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) 
     (status, resp)
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+pub(crate) const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
 #[test]
 fn http_rejects_foreign_hosts_and_origins() {
@@ -600,7 +612,7 @@ fn http_limits_the_request_body() {
 }
 
 /// The value of response header `name` in a raw HTTP response.
-fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
     resp.lines()
         .take_while(|l| !l.is_empty())
         .filter_map(|l| l.split_once(':'))

@@ -4,13 +4,18 @@
 //! core -> sandbox -> component.
 //!
 //! Each tool returns exactly what the suite's scenario expects. Needs no
-//! grants. The suite's sampling and elicitation tools are absent: the
-//! `toolhost:tool` contract gives a tool no way to ask the client anything.
+//! grants but `[client]`: the sampling, elicitation and roots tools ask the
+//! calling client (a server-to-client request on a 2025-11-25 session, an
+//! input-required result on 2026-07-28). The suite's diagnostic hooks that
+//! change the tool or prompt list (`test_trigger_*_change`) do nothing here:
+//! no tool can change what the host serves; scripts/conformance.sh makes
+//! the change, as an operator would, when the audit log shows the call.
 
 use base64::Engine as _;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
+use toolhost_guest::client::{Ask, ClientError, ask_all};
 use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
 
 /// A 1x1 PNG.
@@ -23,7 +28,7 @@ const STEP: Duration = Duration::from_millis(50);
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
-    Toolbox::new()
+    let toolbox = Toolbox::new()
         .tool("test_simple_text", "Return a fixed text.", simple_text)
         .read_only()
         .tool("test_image_content", "Return a 1x1 PNG image.", image)
@@ -72,24 +77,7 @@ pub fn tools() -> Toolbox {
             "Tool with JSON Schema 2020-12 features",
             json_schema_2020_12,
         )
-        .input_schema(serde_json::json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "$defs": {
-                "address": {
-                    "type": "object",
-                    "properties": {
-                        "street": { "type": "string" },
-                        "city": { "type": "string" }
-                    }
-                }
-            },
-            "properties": {
-                "name": { "type": "string" },
-                "address": { "$ref": "#/$defs/address" }
-            },
-            "additionalProperties": false
-        }))
+        .input_schema(json_schema_2020_12_fixture())
         .read_only()
         .tool(
             "test_sampling",
@@ -110,7 +98,259 @@ pub fn tools() -> Toolbox {
             "test_elicitation_sep1330_enums",
             "Tests elicitation with enum schema improvements per SEP-1330",
             elicitation_sep1330,
-        )
+        );
+    stateless_tools(mrtr_tools(toolbox))
+}
+
+/// The diagnostic tools of the suite's 2026-07-28 (stateless) scenarios.
+fn stateless_tools(t: Toolbox) -> Toolbox {
+    t.tool(
+        "test_missing_capability",
+        "Needs the client's sampling capability: a request that does not declare it is refused (-32021).",
+        missing_capability,
+    )
+    .tool(
+        "test_streaming_elicitation",
+        "Report progress, then ask the user a question (an input-required result on 2026-07-28, never a request on the response stream).",
+        streaming_elicitation,
+    )
+    .tool(
+        "test_logging_tool",
+        "Log at every level; the client sees only what its request's log level asks for.",
+        logging_tool,
+    )
+    .read_only()
+    .tool(
+        "test_trigger_tool_change",
+        "Diagnostic hook: the conformance harness changes the tool list when this is called.",
+        |_: NoArgs| -> Result<String, ToolError> { Ok("tool list change requested".into()) },
+    )
+    .read_only()
+    .tool(
+        "test_trigger_prompt_change",
+        "Diagnostic hook: the conformance harness changes the prompt list when this is called.",
+        |_: NoArgs| -> Result<String, ToolError> { Ok("prompt list change requested".into()) },
+    )
+    .read_only()
+    .tool(
+        "test_header_param",
+        "Echo a region that also travels as the Mcp-Param-Region header (SEP-2243).",
+        header_param,
+    )
+    .input_schema(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region", "description": "A region name."}
+        },
+        "required": ["region"]
+    }))
+    .read_only()
+}
+
+/// The tools of the suite's input-required-result (MRTR) scenarios.
+fn mrtr_tools(t: Toolbox) -> Toolbox {
+    t.tool(
+        "test_input_required_result_elicitation",
+        "Ask the user's name (key `user_name`), then greet them.",
+        mrtr_elicitation,
+    )
+    .tool(
+        "test_input_required_result_sampling",
+        "Ask the client's model a question (key `capital_question`).",
+        mrtr_sampling,
+    )
+    .tool(
+        "test_input_required_result_list_roots",
+        "Ask for the client's roots (key `client_roots`) and list them.",
+        mrtr_list_roots,
+    )
+    .tool(
+        "test_input_required_result_request_state",
+        "Ask for a confirmation (key `confirm`); the answer comes back with the host-sealed request state.",
+        mrtr_request_state,
+    )
+    .tool(
+        "test_input_required_result_multiple_inputs",
+        "Ask three questions in one round: elicitation, sampling and roots.",
+        mrtr_multiple,
+    )
+    .tool(
+        "test_input_required_result_multi_round",
+        "Ask two questions, the second only once the first is answered (two rounds).",
+        mrtr_multi_round,
+    )
+    .tool(
+        "test_input_required_result_tampered_state",
+        "Ask for a confirmation; a retry with altered request state is refused.",
+        mrtr_request_state,
+    )
+    .tool(
+        "test_input_required_result_capabilities",
+        "Ask for sampling and elicitation, whichever the client supports.",
+        mrtr_capabilities,
+    )
+}
+
+fn name_schema(field: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {field: {"type": "string"}},
+        "required": [field]
+    })
+}
+
+fn missing_capability(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::sample("Say hello.", 20).send()?;
+    Ok(format!("sampled: {}", r["content"]["text"]))
+}
+
+fn streaming_elicitation(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::progress(0.0, Some(1.0), Some("asking the user"));
+    let r = Ask::elicit("Continue?", name_schema("answer"))
+        .key("answer")
+        .send()?;
+    Ok(format!("answer: {}", r["content"]["answer"]))
+}
+
+fn logging_tool(_: NoArgs) -> Result<String, ToolError> {
+    for level in [Level::Debug, Level::Info, Level::Warning, Level::Error] {
+        toolhost_guest::log(level, format!("a {level:?} message"));
+    }
+    Ok("logged".into())
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct HeaderArgs {
+    region: String,
+}
+
+fn header_param(a: HeaderArgs) -> Result<String, ToolError> {
+    Ok(format!("region: {}", a.region))
+}
+
+fn mrtr_elicitation(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::elicit("What is your name?", name_schema("name"))
+        .key("user_name")
+        .send()?;
+    Ok(format!(
+        "Hello, {}!",
+        r["content"]["name"].as_str().unwrap_or("stranger")
+    ))
+}
+
+fn mrtr_sampling(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::sample("What is the capital of France?", 100)
+        .key("capital_question")
+        .send()?;
+    Ok(format!("LLM response: {}", r["content"]["text"]))
+}
+
+fn mrtr_list_roots(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::roots().key("client_roots").send()?;
+    let uris: Vec<&str> = r["roots"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["uri"].as_str()).collect())
+        .unwrap_or_default();
+    Ok(format!("roots: {}", uris.join(", ")))
+}
+
+fn mrtr_request_state(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::elicit(
+        "Please confirm",
+        serde_json::json!({
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}},
+            "required": ["ok"]
+        }),
+    )
+    .key("confirm")
+    .send()?;
+    Ok(format!("state-ok: confirmed={}", r["content"]["ok"]))
+}
+
+fn mrtr_multiple(_: NoArgs) -> Result<String, ToolError> {
+    let answers = ask_all([
+        Ask::elicit("What is your name?", name_schema("name")).key("user_name"),
+        Ask::sample("Generate a greeting", 50).key("greeting"),
+        Ask::roots().key("client_roots"),
+    ]);
+    let mut answers = answers
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter();
+    let (name, greeting, roots) = (
+        answers.next().unwrap_or_default(),
+        answers.next().unwrap_or_default(),
+        answers.next().unwrap_or_default(),
+    );
+    Ok(format!(
+        "name: {}, greeting: {}, roots: {}",
+        name["content"]["name"], greeting["content"]["text"], roots["roots"]
+    ))
+}
+
+fn mrtr_multi_round(_: NoArgs) -> Result<String, ToolError> {
+    let name = Ask::elicit("Step 1: What is your name?", name_schema("name"))
+        .key("step1")
+        .send()?;
+    let color = Ask::elicit("Step 2: What is your favorite color?", name_schema("color"))
+        .key("step2")
+        .send()?;
+    Ok(format!(
+        "{} likes {}",
+        name["content"]["name"], color["content"]["color"]
+    ))
+}
+
+/// Asks what the client can answer: a client without elicitation gets only
+/// the sampling question.
+fn mrtr_capabilities(_: NoArgs) -> Result<String, ToolError> {
+    let answers = ask_all([
+        Ask::sample("Pick a number.", 10).key("number"),
+        Ask::elicit("Pick a color.", name_schema("color")).key("color"),
+    ]);
+    let mut got = Vec::new();
+    for a in answers {
+        match a {
+            Ok(v) => got.push(v.to_string()),
+            Err(ClientError::Unsupported(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(format!("answers: {}", got.join(", ")))
+}
+
+/// The suite's canonical JSON Schema 2020-12 fixture (SEP-1613, SEP-2106).
+fn json_schema_2020_12_fixture() -> serde_json::Value {
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {
+            "address": {
+                "$anchor": "addressDef",
+                "type": "object",
+                "properties": {
+                    "street": {"type": "string"},
+                    "city": {"type": "string"}
+                }
+            }
+        },
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"}
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {
+            "properties": {"contactMethod": {"const": "phone"}},
+            "required": ["contactMethod"]
+        },
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
+        "additionalProperties": false
+    })
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -290,16 +530,22 @@ fn reconnection(_: NoArgs) -> Result<String, ToolError> {
 /// The arguments `json_schema_2020_12_tool`'s published schema describes.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SchemaArgs {
     pub name: Option<String>,
     pub address: Option<serde_json::Value>,
+    pub contact_method: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
 }
 
 fn json_schema_2020_12(a: SchemaArgs) -> Result<String, ToolError> {
     Ok(format!(
-        "name: {}, address: {}",
+        "name: {}, address: {}, contact: {} {}",
         a.name.as_deref().unwrap_or("(none)"),
-        a.address.unwrap_or_default()
+        a.address.unwrap_or_default(),
+        a.contact_method.as_deref().unwrap_or("(none)"),
+        a.phone.or(a.email).unwrap_or_default()
     ))
 }
 
@@ -310,7 +556,7 @@ mod tests {
     #[test]
     fn every_tool_describes_an_object_schema_and_a_description() {
         let defs = tools().__describe();
-        assert_eq!(defs.len(), 14);
+        assert_eq!(defs.len(), 29);
         for d in defs {
             assert!(!d.description.is_empty(), "{}", d.name);
             let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();

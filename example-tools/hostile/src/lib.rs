@@ -42,6 +42,9 @@ pub fn tools() -> Toolbox {
             log_and_progress,
         )
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
+        .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
+        .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
+        .tool("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring)
 }
 
 toolhost_guest::export!(tools);
@@ -380,4 +383,55 @@ fn http_get(a: UrlArgs) -> Result<String, ToolError> {
     };
     let response = http::send(&request).map_err(|e| ToolError::failed(e.to_string()))?;
     Ok(response.status.to_string())
+}
+
+fn elicit_params(message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "mode": "form",
+        "message": message,
+        "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    })
+}
+
+fn ask_random(_: NoArgs) -> Result<String, ToolError> {
+    use std::hash::{BuildHasher, Hasher};
+    // Seeded from the host's random source on every run.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    let n = h.finish();
+    let r = toolhost_guest::request_client(
+        "elicitation/create",
+        &elicit_params(&format!("Pick {n}?")),
+    )?;
+    Ok(r.to_string())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct AskFlood {
+    n: u32,
+}
+
+fn ask_flood(a: AskFlood) -> Result<String, ToolError> {
+    let mut refused = 0;
+    for i in 0..a.n {
+        let ask = toolhost_guest::client::Ask::new(
+            "elicitation/create",
+            elicit_params(&format!("Question {i}?")),
+        );
+        // Every other question reuses the key `same`.
+        let ask = if i % 2 == 0 {
+            ask.key(format!("q{i}"))
+        } else {
+            ask.key("same")
+        };
+        if ask.send().is_err() {
+            refused += 1;
+        }
+    }
+    Ok(format!("refused {refused}"))
+}
+
+fn ask_ignoring(_: NoArgs) -> Result<String, ToolError> {
+    let _ = toolhost_guest::request_client("elicitation/create", &elicit_params("Ignored?"));
+    Ok("done anyway".into())
 }

@@ -1,7 +1,9 @@
 //! The `client` unit: requests a tool may send back to the client that
-//! called it (MCP `sampling/createMessage`, `elicitation/create`).
+//! called it (MCP `sampling/createMessage`, `elicitation/create`,
+//! `roots/list`).
 //!
-//! - parse: `[client] requests` of the manifest (`sampling`, `elicitation`);
+//! - parse: `[client] requests` of the manifest (`sampling`, `elicitation`,
+//!   `roots`);
 //! - narrow: the operator's `[client] requests` list, a `max-tokens` cap on
 //!   sampling and a per-call request budget. A kind outside the list fails
 //!   to load, naming the setting;
@@ -9,9 +11,14 @@
 //! - apply: a [`CallClient`] per call, holding the caller's client (if any)
 //!   and the call's budget;
 //! - enforce: an ungranted method, a call with no client, or a call over
-//!   budget is refused; sampling params are filtered (`includeContext` is
-//!   forced to `"none"`: a tool never reads the client's other servers'
-//!   context; `maxTokens` is capped).
+//!   budget is refused; so is a question key that is malformed or used
+//!   twice in one call, and params over 256 KiB; sampling params are
+//!   filtered (`includeContext` is forced to `"none"`: a tool never reads
+//!   the client's other servers' context; `maxTokens` is capped);
+//! - wait: a question the client answers only when it retries the call (a
+//!   stateless front end) is noted; from then on the guest is told it is
+//!   cancelled, and the call ends with `CallErrorKind::InputRequired`
+//!   whatever the guest returns.
 //!
 //! Must not touch: what the client answers (it is the caller's business) or
 //! any front end.
@@ -19,9 +26,9 @@
 use super::AllowList;
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
-use crate::model::ClientRequests;
+use crate::model::{ClientError, ClientRequest, ClientRequests};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A kind of request a tool may send its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -32,6 +39,8 @@ pub enum ClientRequestKind {
     Sampling,
     /// `elicitation/create`: ask the client's user.
     Elicitation,
+    /// `roots/list`: ask for the client's roots.
+    Roots,
 }
 
 impl ClientRequestKind {
@@ -40,6 +49,7 @@ impl ClientRequestKind {
         match self {
             ClientRequestKind::Sampling => "sampling/createMessage",
             ClientRequestKind::Elicitation => "elicitation/create",
+            ClientRequestKind::Roots => "roots/list",
         }
     }
 
@@ -48,6 +58,7 @@ impl ClientRequestKind {
         match self {
             ClientRequestKind::Sampling => "sampling",
             ClientRequestKind::Elicitation => "elicitation",
+            ClientRequestKind::Roots => "roots",
         }
     }
 
@@ -56,14 +67,19 @@ impl ClientRequestKind {
         match s {
             "sampling" => Some(ClientRequestKind::Sampling),
             "elicitation" => Some(ClientRequestKind::Elicitation),
+            "roots" => Some(ClientRequestKind::Roots),
             _ => None,
         }
     }
 
     fn from_method(m: &str) -> Option<Self> {
-        [ClientRequestKind::Sampling, ClientRequestKind::Elicitation]
-            .into_iter()
-            .find(|k| k.method() == m)
+        [
+            ClientRequestKind::Sampling,
+            ClientRequestKind::Elicitation,
+            ClientRequestKind::Roots,
+        ]
+        .into_iter()
+        .find(|k| k.method() == m)
     }
 }
 
@@ -128,7 +144,7 @@ pub(crate) fn parse(raw: &schema::Client, cx: &mut Collector<'_>) -> Vec<ClientR
             None => cx.error(
                 Some(r.span()),
                 format!("`{}` is not a client request a tool may make", r.get_ref()),
-                Some("use `sampling` or `elicitation`".into()),
+                Some("use `sampling`, `elicitation` or `roots`".into()),
             ),
         }
     }
@@ -175,7 +191,14 @@ pub(crate) struct CallClient {
     max_tokens: u64,
     max_requests: u32,
     left: u32,
+    /// Keys of the questions this call asked, in order.
+    keys: Vec<String>,
+    /// Questions the client answers when it retries the call.
+    waiting: Arc<Mutex<Vec<ClientRequest>>>,
 }
+
+/// Params of one client request, as JSON text.
+const MAX_PARAMS: usize = 256 << 10;
 
 impl Prepared {
     pub(crate) fn apply(&self, client: Option<Arc<dyn ClientRequests>>) -> CallClient {
@@ -185,6 +208,8 @@ impl Prepared {
             max_tokens: self.max_tokens,
             max_requests: self.max_requests,
             left: self.max_requests,
+            keys: Vec::new(),
+            waiting: Arc::default(),
         }
     }
 }
@@ -198,11 +223,14 @@ impl CallClient {
             max_tokens: 0,
             max_requests: 0,
             left: 0,
+            keys: Vec::new(),
+            waiting: Arc::default(),
         }
     }
 
     /// Check and filter a request, then send it (the future owns all it
-    /// needs, so the store is free while the client answers).
+    /// needs, so the store is free while the client answers). `method` may
+    /// name the question as `METHOD#KEY`; unnamed ones are numbered.
     pub(crate) fn request(
         &mut self,
         method: String,
@@ -210,16 +238,42 @@ impl CallClient {
     ) -> impl Future<Output = Result<String, String>> + Send + use<> {
         let checked = self.check(&method, &params);
         let client = self.client.clone();
+        let waiting = self.waiting.clone();
         async move {
-            let params = checked?;
+            let req = checked?;
             let client = client.ok_or_else(|| {
-                format!("`{method}` is not available: this call did not come from a client that can answer it")
+                format!(
+                    "`{}` is not available: this call did not come from a client that can answer it",
+                    req.method
+                )
             })?;
-            client.request(method, params).await.map(|v| v.to_string())
+            match client.request(req.clone()).await {
+                Ok(v) => Ok(v.to_string()),
+                Err(e) => {
+                    if let ClientError::InputRequired { .. } = e {
+                        lock(&waiting).push(req);
+                    }
+                    Err(e.to_string())
+                }
+            }
         }
     }
 
-    fn check(&mut self, method: &str, params: &str) -> Result<Value, String> {
+    /// Whether the call waits for its client's answers (it should return).
+    pub(crate) fn waiting(&self) -> bool {
+        !lock(&self.waiting).is_empty()
+    }
+
+    /// The questions the call waits for, if any.
+    pub(crate) fn take_waiting(&self) -> Vec<ClientRequest> {
+        std::mem::take(&mut *lock(&self.waiting))
+    }
+
+    fn check(&mut self, method: &str, params: &str) -> Result<ClientRequest, String> {
+        let (method, key) = match method.split_once('#') {
+            Some((m, k)) => (m, Some(k)),
+            None => (method, None),
+        };
         let kind = ClientRequestKind::from_method(method)
             .filter(|k| self.granted.contains(k))
             .ok_or_else(|| {
@@ -227,6 +281,20 @@ impl CallClient {
                     "`{method}` is not granted to this tool (its manifest needs `[client] requests`)"
                 )
             })?;
+        let key = match key {
+            Some(k) => k.to_string(),
+            None => format!("input-{}", self.keys.len() + 1),
+        };
+        if !valid_key(&key) {
+            return Err(format!(
+                "`{key}` is not a valid request key (1-64 characters of A-Z a-z 0-9 _ - . : /)"
+            ));
+        }
+        if self.keys.contains(&key) {
+            return Err(format!(
+                "this call already asked its client a question with key `{key}`; each question needs its own key"
+            ));
+        }
         if self.left == 0 {
             return Err(format!(
                 "this call has used all its client requests; the host allows {} per call",
@@ -234,6 +302,12 @@ impl CallClient {
             ));
         }
         self.left -= 1;
+        if params.len() > MAX_PARAMS {
+            return Err(format!(
+                "params of `{method}` are {} bytes, over the limit of {MAX_PARAMS}",
+                params.len()
+            ));
+        }
         let mut params: Value = serde_json::from_str(params)
             .map_err(|e| format!("params of `{method}` are not JSON: {e}"))?;
         if !params.is_object() {
@@ -242,8 +316,26 @@ impl CallClient {
         if kind == ClientRequestKind::Sampling {
             filter_sampling(&mut params, self.max_tokens);
         }
-        Ok(params)
+        self.keys.push(key.clone());
+        Ok(ClientRequest {
+            key,
+            method: method.to_string(),
+            params,
+        })
     }
+}
+
+fn lock(m: &Mutex<Vec<ClientRequest>>) -> std::sync::MutexGuard<'_, Vec<ClientRequest>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keys a tool may give its questions: short and printable, so they travel
+/// as JSON object keys and read well in errors.
+fn valid_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
 }
 
 /// A tool never reads the client's other context, and never asks for more
@@ -280,8 +372,9 @@ mod tests {
                 r#"{"messages":[],"maxTokens":100000,"includeContext":"allServers"}"#,
             )
             .unwrap();
-        assert_eq!(p["includeContext"], "none");
-        assert_eq!(p["maxTokens"], 100);
+        assert_eq!(p.params["includeContext"], "none");
+        assert_eq!(p.params["maxTokens"], 100);
+        assert_eq!(p.key, "input-1");
         assert!(c.check("sampling/createMessage", "{}").is_ok());
         let e = c.check("sampling/createMessage", "{}").unwrap_err();
         assert!(e.contains("all its client requests"), "{e}");
@@ -300,11 +393,32 @@ mod tests {
                 .unwrap_err()
                 .contains("not granted")
         );
+        assert!(c.check("ping", "{}").unwrap_err().contains("not granted"));
         let only_elicit = ClientCaps {
             requests: AllowList::only([ClientRequestKind::Elicitation]),
             ..ClientCaps::default()
         };
         let e = prepare(&[ClientRequestKind::Sampling], &only_elicit).unwrap_err();
         assert!(e[0].hint.contains("[client] requests"), "{e:?}");
+    }
+
+    #[test]
+    fn keys_are_checked_and_unique_within_a_call() {
+        let mut c = call(&[ClientRequestKind::Elicitation], &ClientCaps::default());
+        let r = c.check("elicitation/create#name", "{}").unwrap();
+        assert_eq!(
+            (r.key.as_str(), r.method.as_str()),
+            ("name", "elicitation/create")
+        );
+        let e = c.check("elicitation/create#name", "{}").unwrap_err();
+        assert!(e.contains("already asked"), "{e}");
+        let e = c.check("elicitation/create#bad key", "{}").unwrap_err();
+        assert!(e.contains("not a valid request key"), "{e}");
+        let e = c.check("elicitation/create#", "{}").unwrap_err();
+        assert!(e.contains("not a valid request key"), "{e}");
+        assert_eq!(c.check("elicitation/create", "{}").unwrap().key, "input-2");
+        let big = format!(r#"{{"m":"{}"}}"#, "x".repeat(MAX_PARAMS));
+        let e = c.check("elicitation/create", &big).unwrap_err();
+        assert!(e.contains("over the limit"), "{e}");
     }
 }

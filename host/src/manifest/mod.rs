@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn every_problem_of_a_file_is_reported_at_once() {
         let text = format!(
-            "{HEAD}[limits]\nmemroy = \"1 MiB\"\nmemory = \"64 MB/s\"\ntimeout = \"0s\"\n\n[[fs]]\nguest = \"data\"\nhost = \".\"\nmode = \"ro\"\n\n[[fs]]\nguest = \"/x\"\nhost = \".\"\nmode = \"rwx\"\n\n[client]\nrequests = [\"roots\"]\n\n[bogus]\n"
+            "{HEAD}[limits]\nmemroy = \"1 MiB\"\nmemory = \"64 MB/s\"\ntimeout = \"0s\"\n\n[[fs]]\nguest = \"data\"\nhost = \".\"\nmode = \"ro\"\n\n[[fs]]\nguest = \"/x\"\nhost = \".\"\nmode = \"rwx\"\n\n[client]\nrequests = [\"telepathy\"]\n\n[bogus]\n"
         );
         let e = parse(&text).unwrap_err();
         let msgs: Vec<String> = e
@@ -227,7 +227,7 @@ mod tests {
             "{msgs:#?}"
         );
         assert!(
-            msgs.iter().any(|m| m.starts_with("20:`roots`")),
+            msgs.iter().any(|m| m.starts_with("20:`telepathy`")),
             "{msgs:#?}"
         );
         assert!(

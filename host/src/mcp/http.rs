@@ -6,6 +6,8 @@
 //!   and what the operator adds);
 //! - an optional bearer token, required to bind a non-loopback address;
 //! - a request body limit and a timeout until the response starts;
+//! - stateless (2026-07-28) requests answered as plain `application/json`
+//!   when they have nothing to stream;
 //! - graceful shutdown: stop taking calls, let running ones finish (within a
 //!   grace period), then close sessions and streams.
 
@@ -142,6 +144,10 @@ impl HttpServer {
             .with_allowed_origins(allowed_origins(&self.opts.allowed_origins))
             .enforce_origin_validation()
             .with_max_request_body_bytes(self.opts.max_body_bytes)
+            // A stateless (2026-07-28) request whose handler emits nothing
+            // before its response is answered as plain JSON: no SSE framing,
+            // no session. One that streams (progress, logs) still gets SSE.
+            .with_json_response(true)
             .with_cancellation_token(sessions.child_token());
         let root = self.server.clone();
         let mcp = StreamableHttpService::new(

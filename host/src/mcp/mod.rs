@@ -8,7 +8,9 @@
 //!
 //! Protocols: 2025-11-25 (sessions; `logging/setLevel`; list changes on the
 //! session) and 2026-07-28 (stateless; `server/discover`; per-request log
-//! level; list changes on `subscriptions/listen`). Cancellation: a
+//! level; list changes on `subscriptions/listen`; a tool's questions to
+//! its client end the round with an input-required result and sealed
+//! request state, see `input`). Cancellation: a
 //! `notifications/cancelled`, server shutdown, or (stateless HTTP) the client
 //! closing the request's stream stops the running guest; in a 2025-11-25 HTTP
 //! session a dropped connection is not a cancellation, as that spec says.
@@ -18,6 +20,7 @@
 //! and nothing a client sends can widen a tool's grants.
 
 mod http;
+mod input;
 mod server;
 
 pub use http::{HttpError, HttpOptions, HttpServer};

@@ -21,31 +21,8 @@ use rmcp::model::{
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
 
-/// The calling client, for the requests a tool's manifest lets it make
-/// (sampling, elicitation). Params and results pass through as JSON: the
-/// client validates them, and the tool sees exactly what the client said.
-struct PeerClient(Peer<RoleServer>);
-
-impl model::ClientRequests for PeerClient {
-    fn request(
-        &self,
-        method: String,
-        params: serde_json::Value,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send>> {
-        let peer = self.0.clone();
-        Box::pin(async move {
-            let req = rmcp::model::ServerRequest::CustomRequest(CustomRequest::new(
-                method.clone(),
-                Some(params),
-            ));
-            let result = peer
-                .send_request(req)
-                .await
-                .map_err(|e| format!("the client did not answer `{method}`: {e}"))?;
-            serde_json::to_value(result).map_err(|e| e.to_string())
-        })
-    }
-}
+use super::input::{self, PeerClient, Round, Stateless};
+use crate::mrtr;
 use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,6 +50,9 @@ struct Shared {
     /// Cancelled when the server drains: open `subscriptions/listen`
     /// streams end gracefully.
     closing: CancellationToken,
+    /// Seals the request state of stateless calls that need client input.
+    state_key: mrtr::StateKey,
+    mrtr_limits: mrtr::Limits,
 }
 
 /// Per-client state.
@@ -103,6 +83,18 @@ impl McpServer {
     /// Like [`McpServer::new`], naming the caller in the audit log (e.g.
     /// `mcp-http`, `agent:NAME`).
     pub fn with_caller(core: Core, scope: Scope, caller: &str) -> McpServer {
+        McpServer::with_state_key(core, scope, caller, mrtr::StateKey::random())
+    }
+
+    /// Like [`McpServer::with_caller`], sealing the request state of
+    /// stateless (2026-07-28) calls that wait for client input with `key`:
+    /// replicas behind one load balancer must share it.
+    pub fn with_state_key(
+        core: Core,
+        scope: Scope,
+        caller: &str,
+        key: mrtr::StateKey,
+    ) -> McpServer {
         let changes = core.watch_tools(&scope);
         let shared = Arc::new(Shared {
             core,
@@ -111,6 +103,8 @@ impl McpServer {
             peers: Mutex::new(Vec::new()),
             calls: TaskTracker::new(),
             closing: CancellationToken::new(),
+            state_key: key,
+            mrtr_limits: mrtr::Limits::default(),
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
         McpServer {
@@ -218,8 +212,14 @@ impl ServerHandler for McpServer {
     async fn set_level(
         &self,
         req: SetLevelRequestParams,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // 2026-07-28 removed logging/setLevel (the level travels per request).
+        if input::is_stateless(&ctx) {
+            return Err(ErrorData::method_not_found::<
+                rmcp::model::SetLevelRequestMethod,
+            >());
+        }
         *self
             .session
             .log_level
@@ -256,6 +256,26 @@ impl ServerHandler for McpServer {
             .into());
         }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
+        // 2026-07-28: questions to the client end the round with an
+        // input-required result; sessions ask the peer at once. The core's
+        // call path is the same for both: only the client differs.
+        let round = if input::is_stateless(&ctx) {
+            let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
+            Some(Stateless::open(
+                &self.shared.state_key,
+                self.shared.mrtr_limits,
+                mrtr::Binding::new(self.shared.scope.as_str(), "tool", &tool, &args),
+                &ctx,
+                req.request_state.as_deref(),
+                req.input_responses,
+            )?)
+        } else {
+            None
+        };
+        let client: Arc<dyn model::ClientRequests> = match &round {
+            Some(r) => r.client(),
+            None => Arc::new(PeerClient(ctx.peer.clone())),
+        };
         let (events, rx) = model::EventSink::channel(EVENT_QUEUE);
         let forwarder = forward_events(
             rx,
@@ -272,7 +292,7 @@ impl ServerHandler for McpServer {
             // Cancelled on notifications/cancelled, on shutdown and (stateless
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token())
-            .client(Arc::new(PeerClient(ctx.peer.clone())));
+            .client(client);
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event
         // reaches the client before the response does.
@@ -281,6 +301,16 @@ impl ServerHandler for McpServer {
             .calls
             .track_future(self.shared.core.call(request));
         let (result, ()) = tokio::join!(call, forwarder);
+        let result = match round {
+            None => result,
+            Some(round) => match round.finish(result)? {
+                Round::Complete(r) => r,
+                Round::InputRequired(ir) => return Ok(CallToolResponse::InputRequired(ir)),
+                Round::ToolError(message) => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
+                }
+            },
+        };
         match result {
             Ok(out) => Ok(call_result(out).into()),
             Err(e) => call_error(e).map(Into::into),

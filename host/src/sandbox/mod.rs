@@ -474,6 +474,12 @@ impl Sandbox {
         let mut store = store;
         caps::fs::enforce::warn(store.data_mut());
 
+        // A call that must wait for its client's answers ends here, whatever
+        // the guest made of being told so (it is run again with them).
+        let requests = store.data().client.take_waiting();
+        if !requests.is_empty() {
+            return Err(CallErrorKind::InputRequired { requests });
+        }
         match result {
             Ok(Ok(r)) => {
                 let size = wit_result_size(&r);

@@ -20,7 +20,7 @@ pub(crate) struct CallState {
     gate: Gate,
     pub(crate) limiter: Limiter,
     pub(crate) output: CallOutput,
-    client: CallClient,
+    pub(crate) client: CallClient,
     cancel: tokio_util::sync::CancellationToken,
     /// Open files, special files and quotas of the call's directories.
     fs: FsCall,
@@ -160,7 +160,8 @@ impl wit_host::Host for CallState {
     }
 
     fn cancelled(&mut self) -> bool {
-        self.cancel.is_cancelled()
+        // Once the call waits for its client's answers, it should return.
+        self.cancel.is_cancelled() || self.client.waiting()
     }
 
     fn request_client(

@@ -1,0 +1,338 @@
+//! MCP 2026-07-28 end to end: tools that ask their client (input-required
+//! results on the stateless protocol, server-to-client requests on
+//! 2025-11-25 sessions), driven by the official SDK clients
+//! (tests/clients/) against the real `toolhost serve`, plus raw HTTP for
+//! what the wire must look like.
+
+use crate::mcp::{
+    HttpServe, LIMIT, Sdk, Via, client, header, http_post, run_client, serve_args, stdio_scenario,
+    tools,
+};
+
+// --- a tool asks its client: MRTR on 2026-07-28, the session on 2025-11-25
+
+fn elicit_over_http(sdk: Sdk, mode: &str) {
+    let dir = tools(true);
+    let args = serve_args(&dir);
+    let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run_client(
+        client(sdk, "elicit", Some(mode), Via::Http(&server.url)),
+        "elicit",
+        LIMIT,
+    );
+}
+
+#[test]
+fn python_answers_a_tool_through_input_required_results_over_http() {
+    elicit_over_http(Sdk::Python, "2026-07-28");
+}
+
+#[test]
+fn python_auto_answers_a_tool_through_input_required_results_over_stdio() {
+    stdio_scenario(Sdk::Python, "elicit", Some("auto"), &tools(true), &[]);
+}
+
+#[test]
+fn python_answers_a_tool_through_session_requests_over_http() {
+    elicit_over_http(Sdk::Python, "legacy");
+}
+
+#[test]
+fn python_answers_a_tool_through_session_requests_over_stdio() {
+    stdio_scenario(Sdk::Python, "elicit", Some("legacy"), &tools(true), &[]);
+}
+
+// --- the wire
+
+/// The `_meta` every 2026-07-28 request carries.
+pub(crate) fn meta(caps: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    })
+}
+
+/// POST one 2026-07-28 `tools/call`; the status and the raw response.
+pub(crate) fn call_2026(addr: &str, tool: &str, params: serde_json::Value) -> (u16, String) {
+    let mut p = params;
+    p["name"] = tool.into();
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": p});
+    http_post(
+        addr,
+        &[
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ],
+        &body.to_string(),
+    )
+}
+
+/// The JSON body of a raw HTTP/1.1 response (chunked or not).
+pub(crate) fn body_json(resp: &str) -> serde_json::Value {
+    let (_, mut rest) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
+    let body = if header(resp, "transfer-encoding") == Some("chunked") {
+        let mut body = String::new();
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            body.push_str(&tail[..n]);
+            rest = tail[n..].trim_start_matches("\r\n");
+        }
+        body
+    } else {
+        rest.to_string()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("not a JSON body ({e}): {resp}"))
+}
+
+#[test]
+fn a_stateless_call_with_nothing_to_stream_is_plain_json_without_a_session() {
+    let dir = tools(true);
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let (status, resp) = call_2026(
+        &server.addr(),
+        "echo",
+        serde_json::json!({"arguments": {"text": "hi"}, "_meta": meta(serde_json::json!({}))}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(
+        header(&resp, "content-type"),
+        Some("application/json"),
+        "{resp}"
+    );
+    assert_eq!(header(&resp, "mcp-session-id"), None, "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
+}
+
+#[test]
+fn the_first_round_of_an_asking_tool_is_an_input_required_result_and_tampering_is_refused() {
+    let dir = tools(true);
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let addr = server.addr();
+    let caps = serde_json::json!({"elicitation": {}});
+    let tool = "test_input_required_result_elicitation";
+    let (status, resp) = call_2026(
+        &addr,
+        tool,
+        serde_json::json!({"arguments": {}, "_meta": meta(caps.clone())}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let r = body_json(&resp)["result"].clone();
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    assert_eq!(
+        r["inputRequests"]["user_name"]["method"], "elicitation/create",
+        "{r}"
+    );
+    let state = r["requestState"]
+        .as_str()
+        .expect("sealed state")
+        .to_string();
+    // The state is sealed, not signed: the question's text is not in it.
+    assert!(!state.contains("name"), "{state}");
+    let answers =
+        serde_json::json!({"user_name": {"action": "accept", "content": {"name": "Ada"}}});
+    // Flip one character: refused, and the error says what to do.
+    let mut tampered: Vec<char> = state.chars().collect();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == 'A' { 'B' } else { 'A' };
+    let tampered: String = tampered.into_iter().collect();
+    let (_, resp) = call_2026(
+        &addr,
+        tool,
+        serde_json::json!({"arguments": {}, "_meta": meta(caps.clone()),
+            "inputResponses": answers, "requestState": tampered}),
+    );
+    let e = body_json(&resp)["error"].clone();
+    assert_eq!(e["code"], -32602, "{e}");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("altered") && msg.contains("start the call again"),
+        "{msg}"
+    );
+    // Other arguments: the state is bound to the call it was issued for.
+    let (_, resp) = call_2026(
+        &addr,
+        tool,
+        serde_json::json!({"arguments": {"extra": 1}, "_meta": meta(caps.clone()),
+            "inputResponses": answers, "requestState": state}),
+    );
+    assert!(
+        body_json(&resp)["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("another call")),
+        "{resp}"
+    );
+    // The honest retry completes.
+    let (_, resp) = call_2026(
+        &addr,
+        tool,
+        serde_json::json!({"arguments": {}, "_meta": meta(caps),
+            "inputResponses": answers, "requestState": state}),
+    );
+    let r = body_json(&resp)["result"].clone();
+    assert_eq!(r["content"][0]["text"], "Hello, Ada!", "{r}");
+}
+
+#[test]
+fn a_tool_needing_an_undeclared_capability_is_refused_with_32021() {
+    let dir = tools(true);
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let (status, resp) = call_2026(
+        &server.addr(),
+        "test_missing_capability",
+        serde_json::json!({"arguments": {}, "_meta": meta(serde_json::json!({}))}),
+    );
+    assert_eq!(status, 400, "{resp}");
+    let e = body_json(&resp)["error"].clone();
+    assert_eq!(e["code"], -32021, "{e}");
+    assert_eq!(
+        e["data"]["requiredCapabilities"]["sampling"],
+        serde_json::json!({}),
+        "{e}"
+    );
+}
+
+#[test]
+fn replicas_sharing_a_state_key_serve_each_others_rounds() {
+    let dir = tools(true);
+    let args = serve_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let key = "7f".repeat(32);
+    let env = [("TOOLHOST_STATE_KEY", key.as_str())];
+    let a = HttpServe::start_env(&args, &env);
+    let b = HttpServe::start_env(&args, &env);
+    let stranger = HttpServe::start(&args);
+    let caps = serde_json::json!({"elicitation": {}});
+    let tool = "test_input_required_result_elicitation";
+    let (_, resp) = call_2026(
+        &a.addr(),
+        tool,
+        serde_json::json!({"arguments": {}, "_meta": meta(caps.clone())}),
+    );
+    let state = body_json(&resp)["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let retry = serde_json::json!({"arguments": {}, "_meta": meta(caps),
+        "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Bo"}}},
+        "requestState": state});
+    // Round two on the other replica.
+    let (_, resp) = call_2026(&b.addr(), tool, retry.clone());
+    assert_eq!(
+        body_json(&resp)["result"]["content"][0]["text"],
+        "Hello, Bo!",
+        "{resp}"
+    );
+    // A server with another key cannot open it.
+    let (_, resp) = call_2026(&stranger.addr(), tool, retry);
+    assert_eq!(body_json(&resp)["error"]["code"], -32602, "{resp}");
+}
+
+// --- the MCP Inspector CLI
+
+/// `inspector --cli TARGET... ARGS...`; its JSON output.
+fn inspector(target: &[&str], args: &[&str]) -> serde_json::Value {
+    let deps = crate::mcp::deps_dir();
+    let bin = deps.join("node/node_modules/.bin");
+    assert!(
+        bin.join("inspector").is_file(),
+        "the MCP Inspector is not installed: run `scripts/install-test-deps.sh`"
+    );
+    let catalog = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(bin.join("inspector"));
+    cmd.arg("--cli")
+        .args(target)
+        .args(args)
+        // Node 22 from the test deps; the Inspector's catalog in a scratch dir.
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MCP_CATALOG_PATH", catalog.path().join("mcp.json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = crate::mcp::wait_output(cmd.spawn().unwrap(), LIMIT);
+    assert!(
+        out.status.success(),
+        "inspector {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspector printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn the_inspector_cli_lists_and_calls_over_http_and_stdio() {
+    let dir = tools(true);
+    let args = serve_args(&dir);
+    let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let listed = inspector(&[&server.url], &["--method", "tools/list"]);
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"echo") && names.contains(&"test_simple_text"),
+        "{names:?}"
+    );
+    let called = inspector(
+        &[&server.url],
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "echo",
+            "--tool-arg",
+            "text=through the inspector",
+        ],
+    );
+    assert_eq!(
+        called["content"][0]["text"], "through the inspector",
+        "{called}"
+    );
+    let bin = env!("CARGO_BIN_EXE_toolhost");
+    let dir_arg = dir.path().display().to_string();
+    let called = inspector(
+        &[bin, "serve", "--watch", "false", "--tools", &dir_arg],
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "echo",
+            "--tool-arg",
+            "text=over stdio",
+        ],
+    );
+    assert_eq!(called["content"][0]["text"], "over stdio", "{called}");
+}
