@@ -52,6 +52,9 @@ tools:
 		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
 	@mkdir -p $(BUILD)/out
 
+# Tools in Python and JavaScript: `tools` depends on `lang-tools`.
+include scripts/languages.mk
+
 ## claude-cli: install the pinned claude CLI into .claude-cli/ (the agent tests use it).
 .PHONY: claude-cli
 claude-cli:
@@ -87,6 +90,7 @@ test-deps:
 bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench sandbox
 	$(CARGO) bench -p toolhost-cli --bench mcp
+	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.187; }
 	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 

@@ -132,7 +132,11 @@ fn rerun_if_changed(dir: &Path) {
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.file_name().is_some_and(|n| n == "target" || n == "data") {
+        if p.file_name().is_some_and(|n| {
+            ["target", "data", "__pycache__", "node_modules"]
+                .iter()
+                .any(|s| n == *s)
+        }) {
             continue;
         }
         if p.is_dir() {

@@ -6,6 +6,7 @@ mod support;
 
 mod agent;
 mod grants;
+mod languages;
 mod limits;
 mod manifest;
 mod mcp;

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
 
 /// Where the pinned test clients are installed.
-fn deps_dir() -> PathBuf {
+pub(crate) fn deps_dir() -> PathBuf {
     let d = std::env::var_os("TOOLHOST_TEST_DEPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".test-deps"));
@@ -31,20 +31,20 @@ fn deps_dir() -> PathBuf {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Sdk {
+pub(crate) enum Sdk {
     Python,
     TypeScript,
 }
 
 /// How the client reaches the server.
-enum Via<'a> {
+pub(crate) enum Via<'a> {
     /// The client spawns `toolhost serve` over stdio with these arguments.
     Stdio(&'a [&'a str]),
     Http(&'a str),
 }
 
 /// The client command for `scenario`, ready to spawn.
-fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command {
+pub(crate) fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command {
     let deps = deps_dir();
     let mut cmd = match sdk {
         Sdk::Python => {
@@ -74,7 +74,7 @@ fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>) -> Command
 }
 
 /// Run a client to completion (at most `limit`) and require `ok SCENARIO`.
-fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
+pub(crate) fn run_client(mut cmd: Command, scenario: &str, limit: Duration) -> String {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -150,7 +150,7 @@ fn tools(without_text: bool) -> ToolDir {
 }
 
 /// Copy a deployed tool (its .wasm and rendered manifest) into `to`.
-fn copy_tool(from: &Path, name: &str, to: &Path) {
+pub(crate) fn copy_tool(from: &Path, name: &str, to: &Path) {
     for ext in ["wasm", "toml"] {
         let src = from.join(format!("{name}.{ext}"));
         assert!(src.is_file(), "{} is missing", src.display());
@@ -231,7 +231,7 @@ impl Drop for HttpServe {
     }
 }
 
-const LIMIT: Duration = Duration::from_secs(90);
+pub(crate) const LIMIT: Duration = Duration::from_secs(90);
 
 fn serve_args(dir: &ToolDir) -> Vec<String> {
     vec!["--tools".into(), dir.path().display().to_string()]
