@@ -12,7 +12,7 @@ BUILD       := build
 # Tools deployed with a manifest into build/tools/.
 DEPLOY_TOOLS := echo text files writer fetch
 # Fixtures for the tests, deployed without a manifest (tests write their own).
-TEST_TOOLS   := hostile
+TEST_TOOLS   := hostile typed-kitchen-sink
 # Conformance fixtures, when their crate exists.
 CONFORMANCE  := $(if $(wildcard example-tools/conformance/Cargo.toml),conformance)
 
@@ -29,7 +29,7 @@ COMPONENT_MAGIC := 0061736d0d000100
 
 # $(call install_wasm,NAME,DIR): check that the built NAME is a component and
 # copy it to DIR/NAME.wasm, atomically and only when its bytes changed.
-install_wasm = src=$(TOOLS_BUILD)/toolhost_tool_$(1).wasm dst=$(2)/$(1).wasm; \
+install_wasm = src=$(TOOLS_BUILD)/toolhost_tool_$(subst -,_,$(1)).wasm dst=$(2)/$(1).wasm; \
 	test "$$(head -c 8 $$src | od -An -tx1 | tr -d ' \n')" = $(COMPONENT_MAGIC) \
 		|| { echo "$$src is not a WebAssembly component" >&2; exit 1; }; \
 	mkdir -p $(2); \

@@ -24,6 +24,11 @@ const TOOLS: &[(&str, &str, &str)] = &[
         "toolhost_tool_conformance",
     ),
     ("HOSTILE", "toolhost-tool-hostile", "toolhost_tool_hostile"),
+    (
+        "TYPED_KITCHEN_SINK",
+        "toolhost-tool-typed-kitchen-sink",
+        "toolhost_tool_typed_kitchen_sink",
+    ),
 ];
 
 fn main() {

@@ -11,3 +11,4 @@ mod limits;
 mod manifest;
 mod mcp;
 mod policy;
+mod typed;

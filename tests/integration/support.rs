@@ -37,6 +37,7 @@ pub fn component(name: &str) -> PathBuf {
         "fetch" => toolhost_artifacts::FETCH,
         "conformance" => toolhost_artifacts::CONFORMANCE,
         "hostile" => toolhost_artifacts::HOSTILE,
+        "typed-kitchen-sink" => toolhost_artifacts::TYPED_KITCHEN_SINK,
         other => panic!("no component `{other}` among the artifacts"),
     })
 }
