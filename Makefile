@@ -12,7 +12,7 @@ BUILD       := build
 # Tools deployed with a manifest into build/tools/.
 DEPLOY_TOOLS := echo text files writer fetch
 # Fixtures for the tests, deployed without a manifest (tests write their own).
-TEST_TOOLS   := hostile
+TEST_TOOLS   := hostile typed-kitchen-sink
 # Conformance fixtures, when their crate exists.
 CONFORMANCE  := $(if $(wildcard example-tools/conformance/Cargo.toml),conformance)
 
@@ -29,7 +29,7 @@ COMPONENT_MAGIC := 0061736d0d000100
 
 # $(call install_wasm,NAME,DIR): check that the built NAME is a component and
 # copy it to DIR/NAME.wasm, atomically and only when its bytes changed.
-install_wasm = src=$(TOOLS_BUILD)/toolhost_tool_$(1).wasm dst=$(2)/$(1).wasm; \
+install_wasm = src=$(TOOLS_BUILD)/toolhost_tool_$(subst -,_,$(1)).wasm dst=$(2)/$(1).wasm; \
 	test "$$(head -c 8 $$src | od -An -tx1 | tr -d ' \n')" = $(COMPONENT_MAGIC) \
 		|| { echo "$$src is not a WebAssembly component" >&2; exit 1; }; \
 	mkdir -p $(2); \
@@ -51,6 +51,9 @@ tools:
 	@set -e; $(foreach t,$(CONFORMANCE),$(call install_wasm,$(t),$(BUILD)/conformance-tools); \
 		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
 	@mkdir -p $(BUILD)/out
+
+# Tools in Python and JavaScript: `tools` depends on `lang-tools`.
+include scripts/languages.mk
 
 ## claude-cli: install the pinned claude CLI into .claude-cli/ (the agent tests use it).
 .PHONY: claude-cli
@@ -87,6 +90,7 @@ test-deps:
 bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench sandbox
 	$(CARGO) bench -p toolhost-cli --bench mcp
+	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.187; }
 	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 

@@ -24,6 +24,11 @@ const TOOLS: &[(&str, &str, &str)] = &[
         "toolhost_tool_conformance",
     ),
     ("HOSTILE", "toolhost-tool-hostile", "toolhost_tool_hostile"),
+    (
+        "TYPED_KITCHEN_SINK",
+        "toolhost-tool-typed-kitchen-sink",
+        "toolhost_tool_typed_kitchen_sink",
+    ),
 ];
 
 fn main() {
@@ -132,7 +137,11 @@ fn rerun_if_changed(dir: &Path) {
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.file_name().is_some_and(|n| n == "target" || n == "data") {
+        if p.file_name().is_some_and(|n| {
+            ["target", "data", "__pycache__", "node_modules"]
+                .iter()
+                .any(|s| n == *s)
+        }) {
             continue;
         }
         if p.is_dir() {

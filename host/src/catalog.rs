@@ -363,8 +363,12 @@ async fn load_one(
                     },
                 )
             };
-            let input =
+            let mut input =
                 Schema::compile(&def.input_schema).map_err(|e| bad(format!("input {e}")))?;
+            // Typed-WIT tools: the exact conversion is the argument check.
+            if let Some(check) = comp.argument_check(&def.name) {
+                input = input.with_check(check);
+            }
             let output = def
                 .output_schema
                 .as_ref()

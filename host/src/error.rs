@@ -95,6 +95,28 @@ pub enum LoadErrorKind {
         /// The linker's words.
         reason: String,
     },
+    /// A component that exports neither the toolhost:tool world nor any
+    /// plain WIT function (a typed-WIT component).
+    #[error("{} is not a tool component: {reason}", component.display())]
+    NotATool {
+        /// The component file.
+        component: PathBuf,
+        /// What it exports instead.
+        reason: String,
+    },
+    /// A typed-WIT component whose exported functions cannot all be tools
+    /// (resources, futures or streams in a signature, clashing or too long
+    /// names, types too deep), or that imports what the host lacks.
+    #[error(
+        "{} exports typed WIT functions toolhost cannot serve: {reason}",
+        component.display()
+    )]
+    TypedRefused {
+        /// The component file.
+        component: PathBuf,
+        /// Which function, and why.
+        reason: String,
+    },
     /// The component needs more of the sandbox than any call may have.
     #[error("{} cannot run in this host's sandbox: {reason}", component.display())]
     TooLarge {

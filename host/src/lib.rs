@@ -5,8 +5,8 @@
 // Layers, each using only those below it:
 //   front ends: mcp (server, http), agent, watch
 //   core (the one call path) -> catalog, policy, schema, audit -> sandbox
-//   -> caps (the capability units) -> manifest, config, model, error,
-//   diagnostic
+//   -> caps (the capability units), typed (typed-WIT schemas and values)
+//   -> manifest, config, model, error, diagnostic
 
 mod audit;
 pub mod caps;
@@ -22,6 +22,7 @@ mod mrtr;
 mod policy;
 mod sandbox;
 mod schema;
+mod typed;
 
 #[cfg(feature = "agent")]
 #[allow(

@@ -16,6 +16,10 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
                 hand too: the sealed requestState, and a tampered one
                 refused with a clear error), on 2025-11-25 through
                 server-to-client requests on the session
+  languages     (with --lang py|js, or TOOLHOST_CLIENT_LANG) the Python or JavaScript example tools
+                and their hostile fixture (tests/integration/languages.rs):
+                schemas listed, calls, precise argument errors, fuel and
+                memory limits each ending one call, the next call succeeding
 
 Exit status 0 and a last line `ok SCENARIO` mean every check passed; anything
 else is a failure with the reason on stderr. Used by tests/integration/mcp.rs.
@@ -23,6 +27,7 @@ else is a failure with the reason on stderr. Used by tests/integration/mcp.rs.
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -181,20 +186,126 @@ async def elicit(client, mode):
     check(isinstance(r2, types.CallToolResult) and text_of(r2) == "Hello, Eve!", f"round two: {r2}")
 
 
-SCENARIOS = {"basic": basic, "cancel": cancel, "flood": flood, "list_changed": list_changed, "elicit": elicit}
+# Per language: the tools of example-tools/{py,js}-{echo,text,hostile}.
+LANGS = {
+    "py": {
+        "echo": "py_echo",
+        "rich": "py_word_count",
+        "rich_args": {"text": "The cat saw the dog.\nA cat!", "top": 2, "options": {"case": "fold"}},
+        "rich_check": lambda s: s["words"] == 7 and s["lines"] == 2 and s["top"][0] == {"word": "the", "count": 2},
+        "rich_required": ["text"],
+        "rich_field": ("top", {"type": "integer", "minimum": 0, "maximum": 100}),
+        # A type error inside a list: the host's schema check names the element.
+        "bad": ("py_sum", {"items": [1, 2, "x"]}, "/items/2"),
+        # Checked by the tool itself (the SDK's InvalidArguments).
+        "guest_bad": ("py_sum", {"items": []}, "`items` must not be empty"),
+        "spin": "py_spin",
+        "alloc": "py_alloc",
+        "raise": ("py_raise", {"message": "on purpose"}, "ValueError: on purpose"),
+    },
+    "js": {
+        "echo": "js_echo",
+        "rich": "js_table",
+        "rich_args": {
+            "rows": [{"n": "a", "v": 3}, {"n": "b", "v": 1}, {"n": "c", "v": 2}],
+            "where": {"field": "v", "op": "gt", "value": 1},
+            "sort_by": "v",
+            "select": ["n"],
+        },
+        "rich_check": lambda s: s == {"rows": [{"n": "c"}, {"n": "a"}], "matched": 2},
+        "rich_required": ["rows"],
+        "rich_field": ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        "bad": ("js_table", {"rows": [{}, {}, 7]}, "/rows/2"),
+        "guest_bad": ("js_table", {"rows": [], "select": ["a", "a"]}, "`select` names a field twice"),
+        "spin": "js_spin",
+        "alloc": "js_alloc",
+        "raise": ("js_throw", {"message": "on purpose"}, "TypeError: on purpose"),
+    },
+}
+
+
+async def languages(client, mode):
+    L = LANGS[ARGS.lang]
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in [L["echo"], L["rich"], L["spin"], L["alloc"]]:
+        check(name in tools, f"tool {name} is listed (got {sorted(tools)})")
+    echo = tools[L["echo"]]
+    check(echo.input_schema.get("type") == "object", f"echo's input schema: {echo.input_schema}")
+    check(echo.input_schema.get("required") == ["text"], f"echo requires text: {echo.input_schema}")
+    check(
+        echo.input_schema["properties"]["text"] == {"type": "string", "description": "The text to return, unchanged."},
+        f"echo's text field: {echo.input_schema}",
+    )
+    check(echo.annotations and echo.annotations.read_only_hint is True, f"echo annotations: {echo.annotations}")
+    check(echo.annotations.idempotent_hint is True, f"echo annotations: {echo.annotations}")
+    rich = tools[L["rich"]]
+    check(rich.description, "the rich tool has a description")
+    check(rich.input_schema.get("required") == L["rich_required"], f"rich required: {rich.input_schema}")
+    field, want = L["rich_field"]
+    got = {k: v for k, v in rich.input_schema["properties"][field].items() if k in want}
+    check(got == want, f"rich field {field}: {rich.input_schema['properties'][field]}")
+    check(rich.input_schema["properties"][field].get("description"), f"{field} has a description")
+    check(rich.output_schema and rich.output_schema.get("type") == "object", f"output schema: {rich.output_schema}")
+
+    r = await client.call_tool(L["echo"], {"text": "héllo ✓"})
+    check(not r.is_error and text_of(r) == "héllo ✓", f"echo result: {r}")
+
+    r = await client.call_tool(L["rich"], L["rich_args"])
+    check(not r.is_error, f"rich call failed: {r}")
+    check(r.structured_content and L["rich_check"](r.structured_content), f"structured: {r.structured_content}")
+    check(json.loads(text_of(r)) == r.structured_content, f"text mirrors structured: {r}")
+
+    tool, args, where = L["bad"]
+    r = await client.call_tool(tool, args)
+    check(r.is_error and "invalid arguments" in text_of(r) and where in text_of(r), f"bad argument: {r}")
+    tool, args, message = L["guest_bad"]
+    r = await client.call_tool(tool, args)
+    check(r.is_error and message in text_of(r), f"the tool's own argument check: {r}")
+    tool, args, message = L["raise"]
+    r = await client.call_tool(tool, args)
+    check(r.is_error and message in text_of(r), f"an uncaught exception: {r}")
+
+    # Limits: each ends that call only; the next call of the same component runs.
+    async def still_works():
+        r = await client.call_tool(L["alloc"], {"mib": 1})
+        check(not r.is_error and text_of(r) == "allocated 1 MiB", f"the next call: {r}")
+
+    r = await client.call_tool(L["spin"], {})
+    check(r.is_error and "ran out of fuel" in text_of(r), f"fuel: {r}")
+    print("fuel:", text_of(r), file=sys.stderr)
+    await still_works()
+    r = await client.call_tool(L["alloc"], {"mib": 256})
+    check(r.is_error and "exceeded its memory limit of 64 MiB" in text_of(r), f"memory: {r}")
+    print("memory:", text_of(r), file=sys.stderr)
+    await still_works()
+    r = await client.call_tool(L["echo"], {"text": "still here"})
+    check(not r.is_error and text_of(r) == "still here", f"echo after the limits: {r}")
+
+
+SCENARIOS = {
+    "languages": languages,
+    "basic": basic,
+    "cancel": cancel,
+    "flood": flood,
+    "list_changed": list_changed,
+    "elicit": elicit,
+}
 LOGS = []
 CHANGED = None
+ARGS = None
 
 
 async def main():
-    global CHANGED
+    global CHANGED, ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--mode", default="auto")
     ap.add_argument("--http")
+    ap.add_argument("--lang", choices=sorted(LANGS), default=os.environ.get("TOOLHOST_CLIENT_LANG"), help="for `languages`")
     argv = sys.argv[1:]
     command = argv[argv.index("--") + 1 :] if "--" in argv else []
     a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    ARGS = a
     CHANGED = anyio.Event()
 
     async def on_log(params):

@@ -6,9 +6,11 @@ mod support;
 
 mod agent;
 mod grants;
+mod languages;
 mod limits;
 mod manifest;
 mod mcp;
 mod mcp_2026;
 mod mrtr;
 mod policy;
+mod typed;

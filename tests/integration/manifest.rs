@@ -135,7 +135,7 @@ async fn component_of_another_world_is_refused() {
     );
     let e = only_error(&load(&d).await).await;
     assert!(
-        e.contains("empty.toml") && e.contains("does not implement the toolhost:tool world"),
+        e.contains("empty.toml") && e.contains("empty.wasm is not a tool component"),
         "{e}"
     );
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
 
 /// Where the pinned test clients are installed.
 pub(crate) fn deps_dir() -> PathBuf {

@@ -15,8 +15,20 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A guest component, built by the `toolhost-artifacts` crate.
+/// A guest component: a Rust one built by the `toolhost-artifacts` crate, or
+/// a Python (`py-*`) or JavaScript (`js-*`) one built by `make tools`
+/// (scripts/languages.mk) into `target/lang-tools/`.
 pub fn component(name: &str) -> PathBuf {
+    if name.starts_with("py-") || name.starts_with("js-") {
+        let p = root().join(format!("target/lang-tools/{name}.wasm"));
+        assert!(
+            p.is_file(),
+            "{} is missing: `make tools` builds the Python and JavaScript tools \
+             (it installs their pinned toolchains under .toolchains/)",
+            p.display()
+        );
+        return p;
+    }
     PathBuf::from(match name {
         "echo" => toolhost_artifacts::ECHO,
         "text" => toolhost_artifacts::TEXT,
@@ -25,6 +37,7 @@ pub fn component(name: &str) -> PathBuf {
         "fetch" => toolhost_artifacts::FETCH,
         "conformance" => toolhost_artifacts::CONFORMANCE,
         "hostile" => toolhost_artifacts::HOSTILE,
+        "typed-kitchen-sink" => toolhost_artifacts::TYPED_KITCHEN_SINK,
         other => panic!("no component `{other}` among the artifacts"),
     })
 }
@@ -60,6 +73,15 @@ fn deployed(dir: &str, tools: &[&str]) -> PathBuf {
 /// The example tools with their manifests (what `build/tools` holds).
 pub fn tools_dir() -> PathBuf {
     deployed("tools", &["echo", "text", "files", "writer", "fetch"])
+}
+
+/// The Python or JavaScript (`lang` = `py` or `js`) example tools with their
+/// shipped manifests.
+pub fn lang_tools_dir(lang: &str) -> PathBuf {
+    deployed(
+        &format!("{lang}-tools"),
+        &[&format!("{lang}-echo"), &format!("{lang}-text")],
+    )
 }
 
 /// The conformance suite's tools with their manifest.

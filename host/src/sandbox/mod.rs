@@ -15,6 +15,7 @@
 
 mod cache;
 mod state;
+mod typed;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -91,7 +92,7 @@ pub(crate) struct LoadedComponent {
     pub(crate) tools: Vec<ToolDef>,
     /// Whether this load compiled the component (false: from the cache).
     pub(crate) compiled: bool,
-    pre: bindings::ToolhostPre<CallState>,
+    kind: Kind,
     concurrency: Arc<Semaphore>,
     /// Memory and table permits one call of it takes from the pool.
     weight: (u32, u32),
@@ -99,6 +100,34 @@ pub(crate) struct LoadedComponent {
     /// this and `caps` are unchanged.
     pub(crate) fingerprint: [u8; 32],
     pub(crate) caps: Caps,
+}
+
+/// How a component is called: through toolhost's world (`describe` and
+/// `call`), or one plain exported WIT function per tool (`crate::typed`).
+/// Either way each call gets a fresh store with the same grants and limits.
+enum Kind {
+    Toolhost(bindings::ToolhostPre<CallState>),
+    Typed(typed::TypedComponent),
+}
+
+impl LoadedComponent {
+    /// For a typed-WIT tool, a check of its arguments that converts them
+    /// exactly as the call will, naming the JSON pointer of any bad value
+    /// (`/items/2/id: expected u16 ≤ 65535`); `None` for other tools (their
+    /// input schema is the check).
+    pub(crate) fn argument_check(&self, tool: &str) -> Option<crate::schema::Check> {
+        let Kind::Typed(t) = &self.kind else {
+            return None;
+        };
+        let sig = t.signature(tool)?.clone();
+        Some(Arc::new(move |args: &serde_json::Value| {
+            let empty = serde_json::Map::new();
+            let obj = args.as_object().unwrap_or(&empty);
+            crate::typed::arguments(obj, &sig)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }))
+    }
 }
 
 /// What a call carries into the sandbox besides its tool and arguments.
@@ -245,6 +274,8 @@ impl Sandbox {
             })
         })?;
         let actual: [u8; 32] = Sha256::digest(&bytes).into();
+        // Kept for a typed component's docs (its `package-docs` section).
+        let bytes: Arc<[u8]> = bytes.into();
         if actual != manifest.sha256 {
             return Err(err(LoadErrorKind::DigestMismatch {
                 component: cpath,
@@ -261,21 +292,21 @@ impl Sandbox {
             Some(c) => (c, false),
             None => {
                 let engine = self.engine.clone();
-                let c =
-                    tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
-                        .await
-                        .map_err(|e| {
-                            err(LoadErrorKind::InvalidComponent {
-                                component: cpath.clone(),
-                                reason: format!("the compiler failed: {e}"),
-                            })
-                        })?
-                        .map_err(|e| {
-                            err(LoadErrorKind::InvalidComponent {
-                                component: cpath.clone(),
-                                reason: format!("{e:#}"),
-                            })
-                        })?;
+                let wasm = bytes.clone();
+                let c = tokio::task::spawn_blocking(move || Component::from_binary(&engine, &wasm))
+                    .await
+                    .map_err(|e| {
+                        err(LoadErrorKind::InvalidComponent {
+                            component: cpath.clone(),
+                            reason: format!("the compiler failed: {e}"),
+                        })
+                    })?
+                    .map_err(|e| {
+                        err(LoadErrorKind::InvalidComponent {
+                            component: cpath.clone(),
+                            reason: format!("{e:#}"),
+                        })
+                    })?;
                 if let Some(cache) = &self.cache {
                     cache.put(&actual, &c);
                 }
@@ -319,15 +350,44 @@ impl Sandbox {
                 reason: format!("{e:#}"),
             })
         };
-        let pre = if grants.net.any() {
-            self.linker_http.instantiate_pre(&component)
+        let stubbed;
+        let linker = if grants.net.any() {
+            &self.linker_http
         } else {
-            let mut linker = self.linker.clone();
-            stub_http_imports(&mut linker, &self.engine, &component).map_err(wrong_world)?;
-            linker.instantiate_pre(&component)
-        }
-        .map_err(wrong_world)?;
-        let pre = bindings::ToolhostPre::new(pre).map_err(wrong_world)?;
+            let mut l = self.linker.clone();
+            stub_http_imports(&mut l, &self.engine, &component).map_err(wrong_world)?;
+            stubbed = l;
+            &stubbed
+        };
+        // A component exporting toolhost's world is called through it; any
+        // other is served as typed WIT functions, or refused. Both are
+        // linked by the same linker, chosen by the grants.
+        let (kind, typed_tools) =
+            if crate::typed::exports_toolhost_world(&component.component_type(), &self.engine) {
+                let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+                let pre = bindings::ToolhostPre::new(pre).map_err(wrong_world)?;
+                (Kind::Toolhost(pre), None)
+            } else {
+                let (t, defs) = typed::TypedComponent::load(
+                    linker,
+                    &component,
+                    &self.engine,
+                    &bytes,
+                )
+                .map_err(|e| {
+                    err(match e {
+                        typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
+                            component: cpath.clone(),
+                            reason: reason.to_string(),
+                        },
+                        typed::TypedLoadError::Refused(reason) => LoadErrorKind::TypedRefused {
+                            component: cpath.clone(),
+                            reason,
+                        },
+                    })
+                })?;
+                (Kind::Typed(t), Some(defs))
+            };
 
         let mut loaded = LoadedComponent {
             concurrency: Arc::new(Semaphore::new(grants.limits.max_concurrency as usize)),
@@ -335,12 +395,16 @@ impl Sandbox {
             grants,
             tools: Vec::new(),
             compiled,
-            pre,
+            kind,
             weight,
             fingerprint: [0; 32],
             caps: caps.clone(),
         };
-        loaded.tools = self.describe(&loaded).await.map_err(err)?;
+        loaded.tools = match typed_tools {
+            // Typed tools are known from the component's type alone.
+            Some(defs) => defs,
+            None => self.describe(&loaded).await.map_err(err)?,
+        };
         Ok(loaded)
     }
 
@@ -348,6 +412,9 @@ impl Sandbox {
     /// grants, under its limits, holding a pool slot like any call.
     async fn describe(&self, comp: &LoadedComponent) -> Result<Vec<ToolDef>, LoadErrorKind> {
         let describe_err = |reason: String| LoadErrorKind::Describe { reason };
+        let Kind::Toolhost(pre) = &comp.kind else {
+            return Err(describe_err("not a toolhost-world component".into()));
+        };
         let timeout = comp.grants.limits.timeout;
         let run = async {
             let _permits = self.acquire(comp).await;
@@ -355,7 +422,7 @@ impl Sandbox {
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
             let result = async {
-                let inst = comp.pre.instantiate_async(&mut store).await?;
+                let inst = pre.instantiate_async(&mut store).await?;
                 inst.toolhost_tool_tool().call_describe(&mut store).await
             }
             .await;
@@ -447,6 +514,11 @@ impl Sandbox {
         let limits = &comp.grants.limits;
         let deadline = Instant::now() + limits.timeout;
         let cancel = cx.cancel.clone();
+        // Typed tools convert their arguments before taking a sandbox.
+        let call = match &comp.kind {
+            Kind::Toolhost(pre) => Call::Toolhost(pre),
+            Kind::Typed(t) => Call::Typed(t.prepare(tool, arguments)?),
+        };
 
         let run = async {
             let _permits = self.acquire(comp).await;
@@ -455,13 +527,17 @@ impl Sandbox {
                 .map_err(|e| CallErrorKind::Internal {
                     message: format!("{e:#}"),
                 })?;
-            let result = async {
-                let inst = comp.pre.instantiate_async(&mut store).await?;
-                inst.toolhost_tool_tool()
-                    .call_call(&mut store, tool, arguments)
-                    .await
-            }
-            .await;
+            let result = match &call {
+                Call::Typed(p) => p.run(&mut store, limits.max_output).await.map(Raw::Typed),
+                Call::Toolhost(pre) => async {
+                    let inst = pre.instantiate_async(&mut store).await?;
+                    inst.toolhost_tool_tool()
+                        .call_call(&mut store, tool, arguments)
+                        .await
+                }
+                .await
+                .map(Raw::Toolhost),
+            };
             Ok::<_, CallErrorKind>((result, store))
         };
 
@@ -481,7 +557,8 @@ impl Sandbox {
             return Err(CallErrorKind::InputRequired { requests });
         }
         match result {
-            Ok(Ok(r)) => {
+            Ok(Raw::Typed(output)) => output,
+            Ok(Raw::Toolhost(Ok(r))) => {
                 let size = wit_result_size(&r);
                 if size > limits.max_output {
                     return Err(CallErrorKind::OutputTooLarge {
@@ -491,7 +568,7 @@ impl Sandbox {
                 }
                 convert_result(r).map_err(|details| CallErrorKind::BadResult { details })
             }
-            Ok(Err(e)) => Err(match e {
+            Ok(Raw::Toolhost(Err(e))) => Err(match e {
                 wit_tool::ToolError::InvalidArguments(m) => {
                     CallErrorKind::InvalidArguments { details: m }
                 }
@@ -568,10 +645,27 @@ impl Sandbox {
         &self,
         comp: &LoadedComponent,
     ) -> anyhow::Result<WarmInstance> {
+        let Kind::Toolhost(pre) = &comp.kind else {
+            anyhow::bail!("warm instances exist for toolhost-world components only");
+        };
         let mut store = self.store(comp, CallContext::default(), true)?;
-        let bindings = comp.pre.instantiate_async(&mut store).await?;
+        let bindings = pre.instantiate_async(&mut store).await?;
         Ok(WarmInstance { store, bindings })
     }
+}
+
+/// A call, ready to run: the component's way in, plus, for typed tools,
+/// the converted arguments.
+enum Call<'a> {
+    Toolhost(&'a bindings::ToolhostPre<CallState>),
+    Typed(typed::Prepared<'a>),
+}
+
+/// What a call returned: the guest's own result for toolhost-world tools,
+/// the finished output for typed ones.
+enum Raw {
+    Toolhost(Result<wit_tool::CallResult, wit_tool::ToolError>),
+    Typed(Result<ToolOutput, CallErrorKind>),
 }
 
 /// Pool permits held for one call.

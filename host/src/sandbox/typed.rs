@@ -1,0 +1,218 @@
+//! Running typed-WIT components (see `crate::typed`): at load, the
+//! component's exported functions become tools and each gets the export
+//! index it is called through; per call, the JSON arguments become component
+//! values, the function runs in the call's fresh store, and its result
+//! becomes the tool's output.
+//!
+//! Instantiation, the store, limits, deadline and cancellation are the
+//! caller's (`Sandbox::call`): this file only knows how to find, feed and
+//! read a typed function. It must not build stores or touch grants.
+
+use super::state::CallState;
+use crate::error::CallErrorKind;
+use crate::model::{Annotations, Content, ToolDef, ToolOutput};
+use crate::typed::{self, DescribeError, PackageDocs, Signature, Ty, TypedFunction};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::Engine;
+use wasmtime::component::{Component, ComponentExportIndex, InstancePre, Linker, Val};
+
+/// Why a component that does not export toolhost's world cannot be served.
+#[derive(Debug)]
+pub(crate) enum TypedLoadError {
+    /// It exports no function at all.
+    NotATool(DescribeError),
+    /// It exports functions, but they cannot all be tools, or it cannot be
+    /// linked.
+    Refused(String),
+}
+
+/// A typed component, pre-linked, and how to call each of its tools.
+pub(crate) struct TypedComponent {
+    pub(super) pre: InstancePre<CallState>,
+    funcs: HashMap<Arc<str>, TypedTool>,
+}
+
+struct TypedTool {
+    func: TypedFunction,
+    index: ComponentExportIndex,
+}
+
+/// A call's arguments, converted and ready to run.
+pub(crate) struct Prepared<'a> {
+    component: &'a TypedComponent,
+    tool: &'a TypedTool,
+    params: Vec<Val>,
+}
+
+impl TypedComponent {
+    /// Describe the exported functions of `component` (compiled from `wasm`)
+    /// and link it with `linker` (the one its grants chose). Returns the
+    /// tools it offers, in export order.
+    pub(crate) fn load(
+        linker: &Linker<CallState>,
+        component: &Component,
+        engine: &Engine,
+        wasm: &[u8],
+    ) -> Result<(TypedComponent, Vec<ToolDef>), TypedLoadError> {
+        let docs = PackageDocs::from_component(wasm);
+        let funcs =
+            typed::functions(&component.component_type(), engine, &docs).map_err(|e| match e {
+                DescribeError::NoFunctions => TypedLoadError::NotATool(e),
+                other => TypedLoadError::Refused(other.to_string()),
+            })?;
+        if funcs.len() > super::MAX_TOOLS {
+            return Err(TypedLoadError::Refused(format!(
+                "it exports {} functions; a component may offer at most {} tools",
+                funcs.len(),
+                super::MAX_TOOLS
+            )));
+        }
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            TypedLoadError::Refused(format!(
+                "it cannot be linked (toolhost provides WASI 0.2, wasi:http and toolhost:tool/host): {e:#}"
+            ))
+        })?;
+        let mut defs = Vec::with_capacity(funcs.len());
+        let mut by_name = HashMap::with_capacity(funcs.len());
+        for func in funcs {
+            let index = export_index(component, &func).ok_or_else(|| {
+                TypedLoadError::Refused(format!(
+                    "function `{}` is in its type but cannot be found among its exports",
+                    func.wit_path()
+                ))
+            })?;
+            defs.push(ToolDef {
+                name: func.tool.as_str().into(),
+                title: None,
+                description: func.description.clone(),
+                input_schema: Arc::new(typed::input_schema(&func.sig)),
+                output_schema: Some(Arc::new(typed::output_schema(&func.sig))),
+                annotations: Annotations::default(),
+            });
+            by_name.insert(func.tool.as_str().into(), TypedTool { func, index });
+        }
+        Ok((
+            TypedComponent {
+                pre,
+                funcs: by_name,
+            },
+            defs,
+        ))
+    }
+
+    /// The signature of `tool`, for argument checks before a call.
+    pub(crate) fn signature(&self, tool: &str) -> Option<&Signature> {
+        self.funcs.get(tool).map(|t| &t.func.sig)
+    }
+
+    /// Convert a call's arguments (a JSON object as text) for `tool`.
+    pub(crate) fn prepare(
+        &self,
+        tool: &str,
+        arguments: &str,
+    ) -> Result<Prepared<'_>, CallErrorKind> {
+        let t = self.funcs.get(tool).ok_or(CallErrorKind::UnknownTool)?;
+        let invalid = |details: String| CallErrorKind::InvalidArguments { details };
+        let args: Map<String, Value> = serde_json::from_str(arguments)
+            .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
+        let params = typed::arguments(&args, &t.func.sig).map_err(|e| invalid(e.to_string()))?;
+        Ok(Prepared {
+            component: self,
+            tool: t,
+            params,
+        })
+    }
+}
+
+impl Prepared<'_> {
+    /// Instantiate in `store`, run the function, and turn its result into
+    /// the tool's output (or its `err` case into a tool error), no bigger
+    /// than `max_output`. The outer error is wasmtime's (traps, limits).
+    pub(crate) async fn run(
+        &self,
+        store: &mut wasmtime::Store<CallState>,
+        max_output: u64,
+    ) -> wasmtime::Result<Result<ToolOutput, CallErrorKind>> {
+        let instance = self.component.pre.instantiate_async(&mut *store).await?;
+        let func = instance
+            .get_func(&mut *store, self.tool.index)
+            .ok_or_else(|| {
+                wasmtime::format_err!("export `{}` vanished", self.tool.func.wit_path())
+            })?;
+        let mut results = vec![Val::Bool(false); usize::from(self.tool.func.sig.result.is_some())];
+        func.call_async(&mut *store, &self.params, &mut results)
+            .await?;
+        Ok(self.finish(results.pop(), max_output))
+    }
+
+    fn finish(&self, result: Option<Val>, max_output: u64) -> Result<ToolOutput, CallErrorKind> {
+        let call = self;
+        let bad = |details: String| CallErrorKind::BadResult { details };
+        let too_large = |size: usize| CallErrorKind::OutputTooLarge {
+            size: size as u64,
+            limit: max_output,
+        };
+        let (value, failed) = match (&call.tool.func.sig.result, result) {
+            (None, None) => (Value::Null, false),
+            // A top-level result: `ok` is the output, `err` a tool error.
+            (Some(Ty::Result { ok, err }), Some(Val::Result(r))) => {
+                let (ty, payload, failed) = match r {
+                    Ok(p) => (ok, p, false),
+                    Err(p) => (err, p, true),
+                };
+                let json = match (ty, payload) {
+                    (Some(t), Some(v)) => typed::to_json(&v, t).map_err(|e| bad(e.to_string()))?,
+                    (None, None) => Value::Null,
+                    _ => return Err(bad("result payload does not match its type".into())),
+                };
+                (json, failed)
+            }
+            (Some(t), Some(v)) => (
+                typed::to_json(&v, t).map_err(|e| bad(e.to_string()))?,
+                false,
+            ),
+            _ => {
+                return Err(bad(
+                    "the number of results does not match the signature".into()
+                ));
+            }
+        };
+        let text = typed::text(&value);
+        if failed {
+            let message = if value.is_null() {
+                format!(
+                    "`{}` returned an error (without details)",
+                    call.tool.func.wit_path()
+                )
+            } else {
+                text
+            };
+            if message.len() as u64 > max_output {
+                return Err(too_large(message.len()));
+            }
+            return Err(CallErrorKind::ToolFailed { message });
+        }
+        let structured = Value::Object(Map::from_iter([("result".to_string(), value)]));
+        let size = text.len() + structured.to_string().len();
+        if size as u64 > max_output {
+            return Err(too_large(size));
+        }
+        Ok(ToolOutput {
+            content: vec![Content::Text(text)],
+            structured: Some(structured),
+        })
+    }
+}
+
+/// Where `func` is among the component's exports.
+fn export_index(component: &Component, func: &TypedFunction) -> Option<ComponentExportIndex> {
+    match &func.interface {
+        None => component.get_export_index(None, &func.func),
+        Some(i) => {
+            let inst = component.get_export_index(None, i)?;
+            component.get_export_index(Some(&inst), &func.func)
+        }
+    }
+}
