@@ -20,6 +20,7 @@ mod model;
 mod policy;
 mod sandbox;
 mod schema;
+mod trust;
 
 #[cfg(feature = "agent")]
 #[allow(
@@ -44,6 +45,7 @@ pub use crate::model::{
     ResourceContents, ToolDef, ToolOutput,
 };
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};
 

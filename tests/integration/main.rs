@@ -9,4 +9,5 @@ mod grants;
 mod limits;
 mod manifest;
 mod mcp;
+mod package;
 mod policy;
