@@ -24,7 +24,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Host-wide settings. The defaults suit a laptop or a small server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct HostConfig {
     /// Engine and pool sizing.
@@ -72,18 +72,6 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             memory_keep_resident: 1 << 20,
             pagemap_scan: true,
-        }
-    }
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            engine: EngineConfig::default(),
-            caps: Caps::default(),
-            rules: Vec::new(),
-            path: None,
-            trust: Vec::new(),
         }
     }
 }

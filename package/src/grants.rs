@@ -412,7 +412,7 @@ pub fn pattern_covers(a: &HostPattern, b: &HostPattern) -> bool {
 /// `64 MiB`, `1 GiB`, or bytes.
 pub fn size(n: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{} {unit}", n >> shift);
         }
     }

@@ -18,6 +18,8 @@
 //! runs a component: installed tools are loaded by the host like any tools
 //! directory (`toolhost serve --tools <store>`).
 
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod grants;
 pub mod oci;

@@ -93,6 +93,7 @@ impl Digest {
         &self.0["sha256:".len()..]
     }
 
+    /// The digest as `sha256:<hex>`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -141,6 +142,7 @@ pub fn verify_blob(desc: &OciDescriptor, data: &[u8], what: &str) -> Result<()> 
 pub struct PackageConfig {
     /// The package's name: the file name its manifest is installed as.
     pub name: String,
+    /// The package version, if its author gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -166,9 +168,13 @@ pub fn check_name(name: &str) -> Result<()> {
 /// every blob it references, all verified against their digests.
 #[derive(Debug, Clone)]
 pub struct Package {
+    /// The digest of `manifest_raw`: the package's identity.
     pub digest: Digest,
+    /// The OCI manifest's exact bytes.
     pub manifest_raw: Bytes,
+    /// The OCI manifest, parsed and checked.
     pub manifest: OciImageManifest,
+    /// The config blob, parsed.
     pub config: PackageConfig,
     /// Every blob (config and layers) by digest.
     pub blobs: BTreeMap<Digest, Bytes>,
@@ -177,9 +183,13 @@ pub struct Package {
 /// The roles of a package's layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The tool's TOML manifest.
     ToolManifest,
+    /// The WebAssembly component.
     Component,
+    /// An optional README.
     Readme,
+    /// An optional icon (PNG or SVG).
     Icon,
 }
 
@@ -205,8 +215,11 @@ impl Role {
 
 /// A blob to include in a new package.
 pub struct NewLayer {
+    /// The layer's media type (one of this module's constants).
     pub media_type: String,
+    /// Its file name (the `org.opencontainers.image.title` annotation).
     pub title: String,
+    /// Its bytes.
     pub data: Bytes,
 }
 
@@ -306,10 +319,12 @@ impl Package {
             .expect("checked")
     }
 
+    /// The component's bytes.
     pub fn component(&self) -> &Bytes {
         self.layer_data(Role::Component).expect("verified")
     }
 
+    /// The component layer's digest.
     pub fn component_digest(&self) -> Digest {
         Digest::parse(&self.layer(Role::Component).expect("verified").digest).expect("verified")
     }
@@ -433,7 +448,9 @@ fn check_desc(d: &OciDescriptor, limit: u64, what: &str) -> std::result::Result<
 /// package and the cosign signature manifests that sign it.
 #[derive(Debug, Default, Clone)]
 pub struct Layout {
+    /// `index.json`'s entries: the package and its signature manifests.
     pub index: Vec<ImageIndexEntry>,
+    /// Every blob, by digest (manifests included).
     pub blobs: HashMap<Digest, Bytes>,
 }
 
@@ -672,9 +689,9 @@ impl Layout {
         self.blobs.insert(d.clone(), raw);
         for desc in std::iter::once(&m.config).chain(&m.layers) {
             let bd = Digest::parse(&desc.digest)?;
-            if !self.blobs.contains_key(&bd) {
-                let data = read(&bd, limits::COMPONENT)?;
-                self.blobs.insert(bd, data);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.blobs.entry(bd) {
+                let data = read(v.key(), limits::COMPONENT)?;
+                v.insert(data);
             }
         }
         Ok(())

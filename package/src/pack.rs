@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub struct PackOptions {
     /// The package name (default: the manifest's file stem).
     pub name: Option<String>,
+    /// The package version (config and `org.opencontainers.image.version`).
     pub version: Option<String>,
 }
 

@@ -26,10 +26,12 @@ use std::collections::HashMap;
 /// A registry reference (`registry/repository[:tag|@sha256:…]`), parsed.
 #[derive(Debug, Clone)]
 pub struct RegistryRef {
+    /// The parsed reference.
     pub reference: Reference,
 }
 
 impl RegistryRef {
+    /// Parse `REGISTRY/REPOSITORY[:TAG|@sha256:DIGEST]`; a digest must be sha256.
     pub fn parse(s: &str) -> Result<RegistryRef> {
         let reference: Reference = s.parse().map_err(|e| {
             Error::format(format!(
@@ -51,6 +53,7 @@ impl RegistryRef {
         )
     }
 
+    /// The digest the reference names, if any.
     pub fn digest(&self) -> Option<Digest> {
         self.reference.digest().and_then(|d| Digest::parse(d).ok())
     }

@@ -42,7 +42,9 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// Layer annotations of keyless signatures (a Fulcio certificate, its
 /// chain, a Rekor bundle).
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+/// Layer annotation holding a keyless signature's certificate chain.
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+/// Layer annotation holding a Rekor bundle.
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 /// `critical.type` of a cosign payload.
 pub const COSIGN_TYPE: &str = "cosign container image signature";
@@ -51,27 +53,37 @@ pub const COSIGN_TYPE: &str = "cosign container image signature";
 /// we sign look like the bytes cosign signs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimpleSigning {
+    /// What the signature vouches for.
     pub critical: Critical,
+    /// Free-form claims (cosign `-a` annotations); not interpreted.
     pub optional: Option<BTreeMap<String, serde_json::Value>>,
 }
 
+/// The part of a payload a verifier must check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Critical {
+    /// The repository the signer names.
     pub identity: Identity,
+    /// The manifest digest signed.
     pub image: Image,
+    /// Always [`COSIGN_TYPE`].
     #[serde(rename = "type")]
     pub kind: String,
 }
 
+/// `critical.identity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Identity {
+    /// `registry/repository`, no tag or digest.
     pub docker_reference: String,
 }
 
+/// `critical.image`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Image {
+    /// `sha256:<hex>` of the signed manifest.
     pub docker_manifest_digest: String,
 }
 
@@ -93,10 +105,12 @@ impl SimpleSigning {
         }
     }
 
+    /// The payload's JSON bytes, as signed.
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).expect("payload serializes"))
     }
 
+    /// Parse a payload; anything but a cosign container signature is refused.
     pub fn parse(data: &[u8]) -> Result<SimpleSigning> {
         let p: SimpleSigning = serde_json::from_slice(data)
             .map_err(|e| Error::format(format!("not a cosign simple-signing payload: {e}")))?;
@@ -132,6 +146,7 @@ impl PublicKey {
         PublicKey::from_pem(&pem, &path.display().to_string())
     }
 
+    /// Parse a PEM `PUBLIC KEY`; `origin` names it in errors.
     pub fn from_pem(pem: &[u8], origin: &str) -> Result<PublicKey> {
         let bad = |m: String| {
             Error::format(format!(
@@ -156,6 +171,7 @@ impl PublicKey {
         Digest::of(&self.der).to_string()
     }
 
+    /// The key as PEM `PUBLIC KEY` (what `keygen` writes as `.pub`).
     pub fn to_pem(&self) -> String {
         pem::encode(&pem::Pem::new("PUBLIC KEY", self.der.clone()))
     }
@@ -225,6 +241,7 @@ impl SigningKey {
         Ok(SigningKey { signer, public })
     }
 
+    /// The public half, to list in `[[trust]] keys`.
     pub fn public(&self) -> &PublicKey {
         &self.public
     }
@@ -266,11 +283,13 @@ impl SigningKey {
 /// One signature: a payload layer and its annotations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signature {
+    /// The simple-signing payload's bytes.
     pub payload: Bytes,
     /// base64 of the DER signature.
     pub signature: String,
     /// PEM certificate (keyless signatures).
     pub certificate: Option<String>,
+    /// PEM certificate chain (keyless signatures).
     pub chain: Option<String>,
     /// Rekor bundle (JSON), if the signer logged it.
     pub bundle: Option<String>,
@@ -280,6 +299,7 @@ pub struct Signature {
 /// signatures, as layers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SignatureManifest {
+    /// The signatures, one layer each.
     pub signatures: Vec<Signature>,
 }
 

@@ -18,8 +18,11 @@ use std::path::{Path, PathBuf};
 /// A package source, as the user names it.
 #[derive(Debug, Clone)]
 pub enum Source {
+    /// An OCI layout: a `.tar` or a directory.
     File(PathBuf),
+    /// An `https://` URL (or `http://` on loopback) to a layout `.tar`.
     Url(reqwest::Url),
+    /// A registry reference.
     Registry(RegistryRef),
 }
 
@@ -60,6 +63,7 @@ impl Source {
         Ok(Source::Registry(RegistryRef::parse(s)?))
     }
 
+    /// Where a package from this source comes from, for the trust decision.
     pub fn origin(&self) -> Origin {
         match self {
             Source::File(p) => Origin::File(p.display().to_string()),
@@ -90,8 +94,11 @@ fn url_is_loopback(u: &reqwest::Url) -> bool {
 
 /// A fetched package and the signatures found with it.
 pub struct Fetched {
+    /// The package, every digest verified.
     pub package: Package,
+    /// The signatures found with it, not yet judged.
     pub signatures: SignatureManifest,
+    /// Where it came from.
     pub origin: Origin,
 }
 

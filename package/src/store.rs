@@ -46,6 +46,7 @@ pub struct Store {
 pub struct Entry {
     /// The package (OCI manifest) digest.
     pub digest: String,
+    /// The package version, if any.
     #[serde(default)]
     pub version: Option<String>,
     /// Where it was installed from, as typed.
@@ -77,7 +78,9 @@ pub struct InstallOptions {
 /// The outcome of an install.
 #[derive(Debug, Clone)]
 pub struct Installed {
+    /// The package name (its manifest is `<name>.toml`).
     pub name: String,
+    /// What the index now records.
     pub entry: Entry,
     /// The grants review, as printed.
     pub review: String,
@@ -92,8 +95,11 @@ pub struct Installed {
 /// An installed package as listed.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// The package name.
     pub name: String,
+    /// What the index records.
     pub entry: Entry,
+    /// Its grants, or why they cannot be read.
     pub grants: Result<Grants, String>,
 }
 
@@ -119,6 +125,7 @@ impl Store {
         Some(base.join("toolhost/store"))
     }
 
+    /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -231,7 +238,7 @@ impl Store {
                 .map_err(|e| Error::io(staged.path(), e))?,
             &manifest_origin,
         )?;
-        let rev = review(&manifest, host, &[self.root.clone()]);
+        let rev = review(&manifest, host, std::slice::from_ref(&self.root));
         let review_text = format!(
             "grants requested by {name} ({}) and what this host does with them:\n{}",
             package.digest.short(),

@@ -49,6 +49,7 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// Whether the package came over the network (a registry or a URL).
     pub fn is_remote(&self) -> bool {
         !matches!(self, Origin::File(_))
     }

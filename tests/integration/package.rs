@@ -101,7 +101,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// Run `toolhost ARGS`; nothing inherited that could change its behaviour.
 fn toolhost(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
+    Command::new(BIN)
         .args(args)
         .env_remove("TOOLHOST_CONFIG")
         .env_remove("TOOLHOST_STORE")
@@ -109,8 +109,7 @@ fn toolhost(args: &[&str]) -> Output {
         .env("TOOLHOST_CACHE_DIR", root().join("target/test-cache"))
         .stdin(Stdio::null())
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
