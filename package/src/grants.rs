@@ -519,7 +519,7 @@ allow = ["*.example.com"]
         let store = tmp.path().join("store");
         std::fs::create_dir(&store).unwrap();
         let cfg = tmp.path().join("host.toml");
-        let cfg_text = "[fs]\ndeny-rw = true\n[limits]\nmemory = \"1 GiB\"\n[network]\nallow = [\"127.0.0.1:*\"]\n";
+        let cfg_text = "[fs]\ndeny-rw = true\n[limits]\nmemory = \"1 GiB\"\n[network]\nallow = [\"127.0.0.1:*\"]\n[env]\npass = [\"LANG\"]\n";
         std::fs::write(&cfg, cfg_text).unwrap();
         let host = HostConfig::parse(&cfg, cfg_text).unwrap();
         let text = format!(
@@ -527,6 +527,7 @@ allow = ["*.example.com"]
              [[fs]]\nguest = \"/a\"\nhost = \"{d}\"\nmode = \"rw\"\n\
              [[fs]]\nguest = \"/b\"\nhost = \"{s}\"\nmode = \"ro\"\n\
              [[fs]]\nguest = \"/c\"\nhost = \"/nonexistent/dir\"\nmode = \"ro\"\n\
+             [env]\npass = [\"LANG\", \"HOME\"]\n\
              [network]\nallow = [\"evil.org\", \"127.0.0.1:8080\"]\n",
             z = "0".repeat(64),
             d = data.display(),
@@ -536,7 +537,13 @@ allow = ["*.example.com"]
         let (_d, m) = parse(&text);
         let r = review(&m, &host, &[store]);
         let text = r.render();
-        assert_eq!(r.refused().len(), 3, "{text}");
+        assert_eq!(r.refused().len(), 4, "{text}");
+        assert!(
+            text.contains("pass HOME")
+                && text.contains("passing host variable `HOME` is not allowed"),
+            "{text}"
+        );
+        assert!(!text.contains("`LANG` is not allowed"), "{text}");
         assert!(text.contains("read-only grants only"), "{text}");
         assert!(text.contains("protected path"), "{text}");
         assert!(
