@@ -80,11 +80,14 @@ test-rust: setup tools
 	$(CARGO) test --workspace --no-fail-fast
 
 ## test-deps: the pinned real peers the tests drive (MCP SDK clients,
-## conformance suite, claude CLI), installed under the project.
+## conformance suite, claude CLI) installed under the project, and the OCI
+## registry and skopeo the package tests start (pinned Debian packages:
+## needs root or sudo).
 .PHONY: test-deps
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/install-claude-cli.sh
+	bash scripts/install-registry.sh
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
 bench: setup tools
@@ -93,6 +96,14 @@ bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.187; }
 	TOOLHOST_BENCH_PYTHON=.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
+
+## bench-install: install time from a real OCI registry vs a local file
+## (needs scripts/install-registry.sh).
+.PHONY: bench-install
+bench-install: tools
+	bash scripts/install-registry.sh
+	$(CARGO) build --release -p toolhost-cli
+	bash scripts/bench-install.sh $(TARGET_DIR)/release/toolhost
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  /'

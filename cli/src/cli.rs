@@ -86,6 +86,8 @@ enum Command {
         #[command(flatten)]
         agent: crate::agent_cli::AgentArgs,
     },
+    #[command(flatten)]
+    Package(crate::package_cli::PackageCommand),
     /// Validate manifests and components; report every problem at once.
     Check {
         /// Directories, manifests or .wasm files.
@@ -118,7 +120,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn host_config(path: &Option<PathBuf>) -> Result<HostConfig> {
+pub(crate) fn host_config(path: &Option<PathBuf>) -> Result<HostConfig> {
     match path {
         Some(p) => HostConfig::load(p).map_err(|d| {
             eprint!("{}", d.render());
@@ -294,6 +296,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Serve { host, serve } => serve_mcp(&host, serve).await,
+        Command::Package(cmd) => crate::package_cli::run(cmd).await,
         Command::Agent { host, agent } => {
             crate::agent_cli::run(build_core(&host).await?, agent).await
         }

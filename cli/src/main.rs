@@ -1,8 +1,9 @@
 //! The `toolhost` binary: argument parsing and printing only; every command
-//! goes through the library's `Core`.
+//! goes through the library's `Core` (packages: `toolhost-package`).
 
 mod agent_cli;
 mod cli;
+mod package_cli;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -9,12 +9,15 @@
 //! Owns no runtime state; the sandbox reads the engine settings and the
 //! capability units apply the caps when a tool loads.
 
+use crate::caps::fs::HostState;
 use crate::caps::{
-    AllowList, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
+    self, AllowList, CapError, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
     limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
 };
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
+use crate::manifest::Manifest;
 use crate::policy::Rule;
+use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +36,9 @@ pub struct HostConfig {
     /// The file this was read from, if any: it is the host's own state, so
     /// no tool may be granted it.
     pub path: Option<PathBuf>,
+    /// Which signed packages may be installed (`[[trust]]`). Read here so
+    /// the file is checked as one; only package installs consult it.
+    pub trust: Vec<TrustRule>,
 }
 
 /// How the engine and its pool are sized (`[engine]`).
@@ -95,6 +101,29 @@ impl HostConfig {
     pub fn with_rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
         self.rules.extend(rules);
         self
+    }
+
+    /// What loading `manifest` on this host would grant, without loading
+    /// it: every unit of the manifest narrowed by these caps and prepared
+    /// (directories opened and checked) exactly as at load, against the
+    /// host's own state (this config file, the compile cache) plus
+    /// `protect`, paths no grant may reach (e.g. a package store). Returns
+    /// the limits a call would run under, or every refusal.
+    ///
+    /// For reviewing a tool before it is installed; loading it later
+    /// decides again.
+    pub fn admit(&self, manifest: &Manifest, protect: &[PathBuf]) -> Result<Limits, Vec<CapError>> {
+        let mut host = HostState::default();
+        if let Some(d) = &self.engine.cache_dir {
+            host.protect(d, "compile cache", true);
+        }
+        if let Some(p) = &self.path {
+            host.protect(p, "host config", false);
+        }
+        for p in protect {
+            host.protect(p, "protected path", true);
+        }
+        caps::prepare(manifest, &self.caps, &host, self.engine.max_instances).map(|g| g.limits)
     }
 
     /// Read a host config file (TOML), starting from the defaults. Every
@@ -185,6 +214,22 @@ impl HostConfig {
                         Some("write each rule as `[[rule]]`".into()),
                     ),
                 },
+                "trust" => match value.get_ref() {
+                    toml::de::DeValue::Array(items) => {
+                        for item in items.iter() {
+                            if let Some(t) = section::<RawTrustRule>(&mut cx, item, TRUST_KEYS)
+                                .and_then(|t| t.resolve(dir, item.span(), &mut cx))
+                            {
+                                c.trust.push(t);
+                            }
+                        }
+                    }
+                    _ => cx.error(
+                        Some(value.span()),
+                        "`trust` must be an array of tables",
+                        Some("write each entry as `[[trust]]`".into()),
+                    ),
+                },
                 other => cx.error(
                     Some(key.span()),
                     format!("unknown key `{other}`"),
@@ -206,7 +251,8 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [[rule]]";
+const TOP_KEYS: &str =
+    "[engine], [limits], [fs], [env], [network], [client], [output], [[rule]], [[trust]]";
 const ENGINE_KEYS: &str =
     "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
 const LIMITS_KEYS: &str = "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";

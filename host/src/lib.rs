@@ -22,6 +22,7 @@ mod mrtr;
 mod policy;
 mod sandbox;
 mod schema;
+mod trust;
 mod typed;
 
 #[cfg(feature = "agent")]
@@ -49,6 +50,7 @@ pub use crate::model::{
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};
 

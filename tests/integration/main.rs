@@ -12,5 +12,6 @@ mod manifest;
 mod mcp;
 mod mcp_2026;
 mod mrtr;
+mod package;
 mod policy;
 mod typed;

@@ -1,0 +1,390 @@
+//! `toolhost pack | push | sign | keygen | install | tools | remove`:
+//! packages, registries, signatures and the local store. Argument handling
+//! and printing only: everything is `toolhost_package`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use toolhost_package::sign::SignatureManifest;
+use toolhost_package::store::summarize;
+use toolhost_package::{
+    InstallOptions, Layout, PackOptions, Registry, RegistryRef, SigningKey, Source, Store,
+    TrustPolicy,
+};
+
+#[derive(Subcommand)]
+pub enum PackageCommand {
+    /// Build a package (OCI artifact) from a tool directory: its manifest,
+    /// component, and optional README.md and icon.png/icon.svg.
+    Pack {
+        /// A tool directory (one *.toml manifest) or a manifest.
+        dir: PathBuf,
+        /// Output: a .tar file, or a directory (an OCI image layout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Package name (default: the manifest's file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Package version (also the layout's tag).
+        #[arg(long = "pkg-version", value_name = "VERSION")]
+        version: Option<String>,
+    },
+    /// Push a package (a packed layout, with its signatures, or a tool
+    /// directory packed on the fly) to a registry.
+    Push {
+        /// A .tar or layout directory from `toolhost pack`, or a tool directory.
+        package: PathBuf,
+        /// REGISTRY/REPOSITORY[:TAG], e.g. ghcr.io/acme/echo:1.0.
+        reference: String,
+    },
+    /// Sign a package: in a registry (pushes the cosign `sha256-<hex>.sig`
+    /// tag) or in a packed layout (added to the file).
+    Sign {
+        /// A registry reference, or a .tar/layout directory.
+        target: String,
+        /// Private key: PKCS#8 PEM, or cosign's encrypted key with
+        /// COSIGN_PASSWORD set.
+        #[arg(long)]
+        key: PathBuf,
+        /// For a file: the REGISTRY/REPOSITORY the signature names (the
+        /// identity `[[trust]] source` patterns are matched against).
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Generate an ECDSA P-256 signing key: PREFIX.key (private, mode 0600)
+    /// and PREFIX.pub (the public key to list in `[[trust]] keys`).
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(default_value = "toolhost")]
+        prefix: PathBuf,
+        /// Write the private key in cosign's encrypted format, with the
+        /// password in COSIGN_PASSWORD (usable by `cosign sign --key`).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Install a package into the store: from a file, an https:// URL, or a
+    /// registry (by tag or @sha256: digest). Verifies every digest, the
+    /// signature against the host config's [[trust]] policy, and reviews the
+    /// grants the package asks for against the host config.
+    Install {
+        source: String,
+        #[command(flatten)]
+        store: StoreOpts,
+        /// Host config (TOML): the caps grants are reviewed against, and [[trust]].
+        #[arg(long, env = "TOOLHOST_CONFIG")]
+        config: Option<PathBuf>,
+        /// Install even if no trusted signature verifies it (a loud warning
+        /// for remote sources).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Apply an upgrade that asks for grants the installed version
+        /// does not have.
+        #[arg(long)]
+        accept_new_grants: bool,
+    },
+    /// List installed packages with their grants and signer.
+    Tools {
+        #[command(flatten)]
+        store: StoreOpts,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Uninstall a package.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreOpts,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct StoreOpts {
+    /// The package store (a tools directory: serve it with --tools).
+    /// Default $TOOLHOST_STORE, else $XDG_DATA_HOME/toolhost/store.
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+impl StoreOpts {
+    fn open(&self) -> Result<Store> {
+        let root = match &self.store {
+            Some(p) => p.clone(),
+            None => Store::default_root()
+                .context("no store: pass --store DIR (or set TOOLHOST_STORE or HOME)")?,
+        };
+        Ok(Store::open(&root)?)
+    }
+}
+
+fn password() -> Option<Vec<u8>> {
+    std::env::var_os("COSIGN_PASSWORD").map(|p| p.into_encoded_bytes())
+}
+
+fn is_layout(p: &Path) -> bool {
+    p.is_file() || p.join("index.json").is_file()
+}
+
+pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
+    match cmd {
+        PackageCommand::Pack {
+            dir,
+            output,
+            name,
+            version,
+        } => {
+            let pkg = toolhost_package::pack(&dir, &PackOptions { name, version })?;
+            let out =
+                output.unwrap_or_else(|| PathBuf::from(format!("{}.oci.tar", pkg.config.name)));
+            Layout::with_package(&pkg).write(&out)?;
+            println!("{} {}", pkg.digest, out.display());
+            eprintln!(
+                "packed {} ({} layers, component {} bytes) into {}",
+                pkg.config.name,
+                pkg.manifest.layers.len(),
+                pkg.component().len(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Push { package, reference } => {
+            let r = RegistryRef::parse(&reference)?;
+            let (pkg, sigs) = if is_layout(&package) {
+                let layout = Layout::read(&package)?;
+                let what = package.display().to_string();
+                let f = toolhost_package::source::from_layout(
+                    &layout,
+                    &what,
+                    toolhost_package::Origin::File(what.clone()),
+                )?;
+                (f.package, f.signatures)
+            } else {
+                (
+                    toolhost_package::pack(&package, &PackOptions::default())?,
+                    SignatureManifest::default(),
+                )
+            };
+            let reg = Registry::for_ref(&r);
+            let digest = reg.push_package(&r, &pkg).await?;
+            let repo = r.repository();
+            let mut keep = SignatureManifest::default();
+            for s in sigs.signatures {
+                match toolhost_package::sign::SimpleSigning::parse(&s.payload) {
+                    Ok(p) if p.critical.identity.docker_reference == repo => {
+                        keep.signatures.push(s)
+                    }
+                    Ok(p) => eprintln!(
+                        "warning: not pushing a signature naming {} (this push goes to {repo}); sign the pushed package with `toolhost sign {repo}@{digest} --key KEY`",
+                        p.critical.identity.docker_reference
+                    ),
+                    Err(e) => eprintln!("warning: not pushing an unreadable signature: {e}"),
+                }
+            }
+            if !keep.signatures.is_empty() {
+                reg.push_signatures(&r, &digest, &keep).await?;
+                eprintln!("pushed {} signature(s)", keep.signatures.len());
+            }
+            println!("{repo}@{digest}");
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Sign {
+            target,
+            key,
+            identity,
+        } => {
+            let key = SigningKey::load(&key, password().as_deref())?;
+            let path = Path::new(&target);
+            if path.exists() {
+                let identity = identity.context(
+                    "signing a file needs --identity REGISTRY/REPOSITORY: the name the signature vouches for",
+                )?;
+                RegistryRef::parse(&identity)?;
+                let mut layout = Layout::read(path)?;
+                let (digest, _) = layout.package_entry(&target)?;
+                let mut sigs =
+                    toolhost_package::source::signatures_in_layout(&layout, &digest, &target)?;
+                sigs.add(key.sign(&identity, &digest)?, key.public());
+                let (raw, blobs) = sigs.to_oci();
+                for (d, b) in blobs {
+                    layout.blobs.insert(d, b);
+                }
+                layout.add_manifest(raw, None, &digest.signature_tag());
+                layout.write(path)?;
+                eprintln!(
+                    "signed {target} ({}) as {identity} with {} ({}); {} signature(s)",
+                    digest.short(),
+                    key.public().origin,
+                    key.public().fingerprint(),
+                    sigs.signatures.len()
+                );
+            } else {
+                let r = RegistryRef::parse(&target)?;
+                if let Some(i) = &identity
+                    && *i != r.repository()
+                {
+                    bail!(
+                        "--identity {i} differs from the repository {}: a registry signature names its own repository",
+                        r.repository()
+                    );
+                }
+                let reg = Registry::for_ref(&r);
+                let pkg = reg.pull_package(&r).await?;
+                let mut sigs = reg.pull_signatures(&r, &pkg.digest).await?;
+                sigs.add(key.sign(&r.repository(), &pkg.digest)?, key.public());
+                reg.push_signatures(&r, &pkg.digest, &sigs).await?;
+                eprintln!(
+                    "signed {}@{} with {} ({}); {} signature(s)",
+                    r.repository(),
+                    pkg.digest,
+                    key.public().origin,
+                    key.public().fingerprint(),
+                    sigs.signatures.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Keygen { prefix, encrypt } => {
+            let key = SigningKey::generate()?;
+            let private = PathBuf::from(format!("{}.key", prefix.display()));
+            let public = PathBuf::from(format!("{}.pub", prefix.display()));
+            for p in [&private, &public] {
+                if p.exists() {
+                    bail!("{} exists; not overwriting a key", p.display());
+                }
+            }
+            let pem = if encrypt {
+                let pw = password().context("--encrypt needs the password in COSIGN_PASSWORD")?;
+                key.to_encrypted_pem(&pw)?
+            } else {
+                key.to_pem()?
+            };
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&private)
+                    .with_context(|| private.display().to_string())?;
+                f.write_all(pem.as_bytes())?;
+            }
+            std::fs::write(&public, key.public().to_pem())?;
+            println!("{}", key.public().fingerprint());
+            eprintln!(
+                "wrote {} (private, keep it secret) and {} (trust it with [[trust]] keys = [\"{}\"])",
+                private.display(),
+                public.display(),
+                public.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Install {
+            source,
+            store,
+            config,
+            allow_unsigned,
+            accept_new_grants,
+        } => {
+            let store = store.open()?;
+            let host = crate::cli::host_config(&config)?;
+            let trust = TrustPolicy::load(&host.trust)?;
+            let src = Source::parse(&source)?;
+            let opts = InstallOptions {
+                allow_unsigned,
+                accept_new_grants,
+            };
+            let installed = match store.install(&src, &host, &trust, &opts).await {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            for w in &installed.warnings {
+                eprintln!("{w}");
+            }
+            eprint!("{}", installed.review);
+            if !installed.new_grants.is_empty() {
+                eprintln!("accepted new grants (--accept-new-grants):");
+                for g in &installed.new_grants {
+                    eprintln!("  + {g}");
+                }
+            }
+            let signer = match &installed.entry.signer {
+                Some(s) => format!("signed by {} ({}) as {}", s.key, s.fingerprint, s.identity),
+                None => "UNSIGNED".to_string(),
+            };
+            let (what, was) = match &installed.replaced {
+                Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
+                None => ("installed", String::new()),
+            };
+            eprintln!(
+                "{what} {} {}{was} into {}; {signer}",
+                installed.name,
+                installed.entry.digest,
+                store.root().display()
+            );
+            println!("{} {}", installed.name, installed.entry.digest);
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Tools { store, json } => {
+            let store = store.open()?;
+            let list = store.list()?;
+            if json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "name": l.name,
+                            "digest": l.entry.digest,
+                            "version": l.entry.version,
+                            "source": l.entry.source,
+                            "signer": l.entry.signer,
+                            "grants": l.grants.as_ref().map(summarize).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if list.is_empty() {
+                eprintln!("nothing installed in {}", store.root().display());
+            } else {
+                for l in &list {
+                    println!(
+                        "{} {} {}",
+                        l.name,
+                        l.entry.version.as_deref().unwrap_or("-"),
+                        l.entry.digest
+                    );
+                    println!("  source: {}", l.entry.source);
+                    match &l.entry.signer {
+                        Some(s) => {
+                            println!("  signer: {} ({}) as {}", s.key, s.fingerprint, s.identity)
+                        }
+                        None => println!("  signer: none (installed with --allow-unsigned)"),
+                    }
+                    match &l.grants {
+                        Ok(g) => {
+                            for line in summarize(g) {
+                                println!("  {line}");
+                            }
+                        }
+                        Err(e) => println!("  grants: unreadable: {e}"),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PackageCommand::Remove { name, store } => {
+            let store = store.open()?;
+            let e = store.remove(&name)?;
+            eprintln!(
+                "removed {name} ({}) from {}",
+                e.digest,
+                store.root().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

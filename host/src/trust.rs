@@ -1,0 +1,235 @@
+//! The operator's trust policy for installed packages: `[[trust]]` tables in
+//! the host config, each naming which package sources (a
+//! `registry/repository` pattern) are trusted when signed by which keys or
+//! keyless identities.
+//!
+//! This module owns the *shape* of the policy, its checks when the host
+//! config is read, and its pattern matching only. It reads no key, verifies
+//! no signature and knows nothing of OCI: the `toolhost-package` crate loads
+//! the keys it names and decides. Nothing here is consulted when a tool
+//! loads or runs.
+
+use crate::diagnostic::Collector;
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// One `[[trust]]` entry of the host config:
+///
+/// ```toml
+/// [[trust]]
+/// source = "ghcr.io/acme/*"          # which packages (registry/repository pattern)
+/// keys = ["keys/acme.pub", "keys/acme-2027.pub"]   # PEM public keys (cosign.pub format)
+/// keyless = [{ issuer = "https://token.actions.githubusercontent.com", subject = "https://github.com/acme/*" }]
+/// ```
+///
+/// `source` is matched against the package's signed identity, a
+/// `registry/repository` name (for a registry install it must also be where
+/// the package came from). In patterns `*` matches within one path segment
+/// (no `/`), `**` matches anything; every other character matches itself.
+/// Relative key paths are resolved against the config file's directory.
+/// Two keys in one entry are how a key rotation is done: both verify during
+/// the rollover, then the old one is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustRule {
+    /// The `source` pattern, as written.
+    pub source: String,
+    /// Public key files (PEM `PUBLIC KEY`), resolved.
+    pub keys: Vec<PathBuf>,
+    /// Keyless identities (Fulcio certificates): issuer and subject patterns.
+    pub keyless: Vec<KeylessIdentity>,
+}
+
+/// A keyless (certificate-based) signer: the OIDC issuer that vouched for the
+/// signer and the signer's identity (an e-mail or a workflow URL), both
+/// patterns with the same `*`/`**` syntax as [`TrustRule::source`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeylessIdentity {
+    /// The OIDC issuer pattern.
+    pub issuer: String,
+    /// The signer identity pattern.
+    pub subject: String,
+}
+
+impl TrustRule {
+    /// A rule trusting `keys` for packages matching `source` (no check of
+    /// the pattern: for embedders building a policy in code).
+    pub fn new(source: impl Into<String>, keys: Vec<PathBuf>) -> TrustRule {
+        TrustRule {
+            source: source.into(),
+            keys,
+            keyless: Vec::new(),
+        }
+    }
+
+    /// Whether this rule covers the package named `identity`
+    /// (`registry/repository`, no tag or digest).
+    pub fn covers(&self, identity: &str) -> bool {
+        glob_match(&self.source, identity)
+    }
+}
+
+impl KeylessIdentity {
+    /// Whether a certificate from `issuer` for `subject` matches.
+    pub fn matches(&self, issuer: &str, subject: &str) -> bool {
+        glob_match(&self.issuer, issuer) && glob_match(&self.subject, subject)
+    }
+}
+
+impl fmt::Display for TrustRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "source {:?}", self.source)
+    }
+}
+
+pub(crate) const TRUST_KEYS: &str = "source, keys, keyless";
+
+/// `[[trust]]` as written in the file, before paths are resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrustRule {
+    source: Spanned<String>,
+    #[serde(default)]
+    keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    keyless: Vec<Spanned<KeylessIdentity>>,
+}
+
+impl RawTrustRule {
+    /// Check the patterns and resolve relative key paths against `base`
+    /// (the config file's directory); every problem is recorded.
+    pub(crate) fn resolve(
+        self,
+        base: &Path,
+        span: std::ops::Range<usize>,
+        cx: &mut Collector<'_>,
+    ) -> Option<TrustRule> {
+        let mut ok = true;
+        if let Err(e) = check_pattern(self.source.get_ref()) {
+            cx.error(Some(self.source.span()), format!("source: {e}"), None);
+            ok = false;
+        }
+        if self.keys.is_empty() && self.keyless.is_empty() {
+            cx.error(
+                Some(span),
+                format!("[[trust]] for {:?} trusts nobody", self.source.get_ref()),
+                Some(
+                    "give `keys = [\"signer.pub\"]` and/or `keyless = [{ issuer = \"…\", subject = \"…\" }]`"
+                        .into(),
+                ),
+            );
+            ok = false;
+        }
+        for k in &self.keys {
+            if k.get_ref().trim().is_empty() {
+                cx.error(Some(k.span()), "empty key path", None);
+                ok = false;
+            }
+        }
+        for k in &self.keyless {
+            for (what, p) in [
+                ("issuer", &k.get_ref().issuer),
+                ("subject", &k.get_ref().subject),
+            ] {
+                if let Err(e) = check_pattern(p) {
+                    cx.error(Some(k.span()), format!("keyless {what}: {e}"), None);
+                    ok = false;
+                }
+            }
+        }
+        ok.then(|| TrustRule {
+            source: self.source.into_inner(),
+            keys: self
+                .keys
+                .into_iter()
+                .map(|k| base.join(k.into_inner()))
+                .collect(),
+            keyless: self.keyless.into_iter().map(Spanned::into_inner).collect(),
+        })
+    }
+}
+
+fn check_pattern(p: &str) -> Result<(), String> {
+    if p.trim().is_empty() {
+        return Err("empty pattern".into());
+    }
+    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{p}` contains whitespace"));
+    }
+    if p.contains("***") {
+        return Err(format!("`{p}`: use `*` (one segment) or `**` (anything)"));
+    }
+    Ok(())
+}
+
+/// Match `text` against `pattern`: `**` matches any run of characters, `*`
+/// any run without `/`, everything else itself (case-sensitive, as registry
+/// repositories are lower-case anyway).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            [b'*', rest @ ..] => {
+                let seg = t.iter().position(|&c| c == b'/').unwrap_or(t.len());
+                (0..=seg).any(|i| go(rest, &t[i..]))
+            }
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_stays_in_one_segment_and_double_star_crosses() {
+        assert!(glob_match("ghcr.io/acme/*", "ghcr.io/acme/echo"));
+        assert!(!glob_match("ghcr.io/acme/*", "ghcr.io/acme/team/echo"));
+        assert!(!glob_match("ghcr.io/acme/*", "ghcr.io/acmex/echo"));
+        assert!(glob_match("ghcr.io/acme/**", "ghcr.io/acme/team/echo"));
+        assert!(glob_match(
+            "127.0.0.1:*/tools/*",
+            "127.0.0.1:5000/tools/echo"
+        ));
+        assert!(!glob_match(
+            "127.0.0.1:*/tools/*",
+            "127.0.0.1:5000/evil/tools/echo"
+        ));
+        assert!(glob_match("**", "anything/at/all"));
+        assert!(glob_match("ghcr.io/acme/echo", "ghcr.io/acme/echo"));
+        assert!(!glob_match("ghcr.io/acme/echo", "ghcr.io/acme/echo2"));
+    }
+
+    #[test]
+    fn trust_tables_are_checked_and_key_paths_resolve_against_the_config() {
+        let c = crate::HostConfig::parse(
+            Path::new("/etc/toolhost/host.toml"),
+            "[[trust]]\nsource = \"ghcr.io/acme/*\"\nkeys = [\"k.pub\", \"/abs/k2.pub\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.trust[0].keys,
+            vec![
+                PathBuf::from("/etc/toolhost/k.pub"),
+                PathBuf::from("/abs/k2.pub")
+            ]
+        );
+        assert!(c.trust[0].covers("ghcr.io/acme/echo"));
+        let e = crate::HostConfig::parse(
+            Path::new("t.toml"),
+            "[[trust]]\nsource = \"x/*\"\n\n[[trust]]\nsource = \"a b\"\nkeys = [\"k\"]\nkeyz = 1\n",
+        )
+        .unwrap_err();
+        let text = e.render();
+        assert!(text.contains("trusts nobody"), "{text}");
+        assert!(text.contains("contains whitespace"), "{text}");
+        assert!(text.contains("unknown key `keyz`"), "{text}");
+    }
+}

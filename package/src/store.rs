@@ -1,0 +1,518 @@
+//! The local store of installed packages, itself a tools directory the host
+//! loads like any other (`toolhost serve --tools <store>`):
+//!
+//! ```text
+//! <store>/
+//!   <name>.toml                 the installed manifest of package <name>, its
+//!                               [component] rewritten to the stored layer
+//!   index.json                  name -> digest, source, signer, version
+//!   sha256/<manifest-hex>/      one directory per installed package digest:
+//!     manifest.json config.json tool.toml component.wasm [README.md] [icon.*]
+//!   .staging/  .lock            in-progress installs; the store's lock
+//! ```
+//!
+//! Installing is atomic for a running host: the package is written and
+//! validated in `.staging/`, renamed into `sha256/<hex>/`, and only then is
+//! `<name>.toml` renamed into place, so a watcher sees either the old tool
+//! or the new one, never half of one. One install or removal at a time
+//! (an exclusive lock on `.lock`).
+//!
+//! This module owns the store's layout and the order of an install: trust
+//! (`trust`), grants review (`grants`), upgrade comparison, then the files.
+
+use crate::error::{Error, Result};
+use crate::grants::{Grants, check_portable, new_grants, review};
+use crate::oci::{Digest, Package, Role};
+use crate::source::{Fetched, Source, fetch};
+use crate::trust::{Signer, TrustPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use toolhost::HostConfig;
+
+/// In each package directory: the package's manifest with `[component]`
+/// pointing at `component.wasm` beside it, what the host's parser reads.
+const CHECK_MANIFEST: &str = "check.toml";
+
+/// A store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// What the index records about an installed package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The package (OCI manifest) digest.
+    pub digest: String,
+    /// The package version, if any.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Where it was installed from, as typed.
+    pub source: String,
+    /// The component layer's digest.
+    pub component: String,
+    /// Who signed it; `None` if installed with `--allow-unsigned`.
+    pub signer: Option<Signer>,
+    /// Seconds since the epoch.
+    pub installed_at: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    version: u32,
+    packages: BTreeMap<String, Entry>,
+}
+
+/// How to install.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Install even if no trusted signature verifies (loudly, for remote
+    /// sources).
+    pub allow_unsigned: bool,
+    /// Apply an upgrade that asks for more grants than the installed version.
+    pub accept_new_grants: bool,
+}
+
+/// The outcome of an install.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// The package name (its manifest is `<name>.toml`).
+    pub name: String,
+    /// What the index now records.
+    pub entry: Entry,
+    /// The grants review, as printed.
+    pub review: String,
+    /// Grants the upgrade added (accepted with `--accept-new-grants`).
+    pub new_grants: Vec<String>,
+    /// The digest this install replaced, if it was an upgrade.
+    pub replaced: Option<String>,
+    /// Warnings to print (an unverified install).
+    pub warnings: Vec<String>,
+}
+
+/// An installed package as listed.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The package name.
+    pub name: String,
+    /// What the index records.
+    pub entry: Entry,
+    /// Its grants, or why they cannot be read.
+    pub grants: Result<Grants, String>,
+}
+
+impl Store {
+    /// Open (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root.join("sha256")).map_err(|e| Error::io(root, e))?;
+        std::fs::create_dir_all(root.join(".staging")).map_err(|e| Error::io(root, e))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// `$TOOLHOST_STORE`, else `$XDG_DATA_HOME/toolhost/store`, else
+    /// `~/.local/share/toolhost/store`.
+    pub fn default_root() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("TOOLHOST_STORE") {
+            return Some(PathBuf::from(d));
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+        Some(base.join("toolhost/store"))
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn lock(&self) -> Result<std::fs::File> {
+        let p = self.root.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
+        f.lock().map_err(|e| Error::io(&p, e))?;
+        Ok(f)
+    }
+
+    fn read_index(&self) -> Result<Index> {
+        let p = self.root.join("index.json");
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::format(format!("{}: corrupt store index: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index {
+                version: 1,
+                packages: BTreeMap::new(),
+            }),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn write_index(&self, idx: &Index) -> Result<()> {
+        let data = serde_json::to_vec_pretty(idx).expect("index serializes");
+        self.write_atomic(&self.root.join("index.json"), &data)
+    }
+
+    /// Write `data` to `path` via a temporary file in `.staging` + rename.
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
+        let staging = self.root.join(".staging");
+        let tmp = tempfile::NamedTempFile::new_in(&staging).map_err(|e| Error::io(&staging, e))?;
+        std::fs::write(tmp.path(), data).map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    }
+
+    fn package_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join("sha256").join(digest.hex())
+    }
+
+    /// Fetch `src` and install it. See [`Store::install_fetched`].
+    pub async fn install(
+        &self,
+        src: &Source,
+        host: &HostConfig,
+        trust: &TrustPolicy,
+        opts: &InstallOptions,
+    ) -> Result<Installed> {
+        let fetched = fetch(src).await?;
+        self.install_fetched(fetched, &src.to_string(), host, trust, opts)
+    }
+
+    /// Judge and install a fetched package: trust, then the grants review
+    /// against `host`, then (for an upgrade) the comparison with the
+    /// installed version; only then the files. Refusals change nothing.
+    pub fn install_fetched(
+        &self,
+        fetched: Fetched,
+        what: &str,
+        host: &HostConfig,
+        trust: &TrustPolicy,
+        opts: &InstallOptions,
+    ) -> Result<Installed> {
+        let Fetched {
+            package,
+            signatures,
+            origin,
+        } = fetched;
+        let mut warnings = Vec::new();
+        let signer = match trust.verify(what, &origin, &package.digest, &signatures.signatures) {
+            Ok(s) => Some(s),
+            Err(Error::Untrusted(msg)) if opts.allow_unsigned => {
+                let first = msg
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .replace("refusing ", "");
+                warnings.push(if origin.is_remote() {
+                    format!(
+                        "WARNING: installing {first} anyway, because of --allow-unsigned. It comes from a remote source and NO trusted signature vouches for it: anyone who could change it in transit or at the source chose what runs."
+                    )
+                } else {
+                    format!("note: installing {first} unverified (--allow-unsigned, a local file)")
+                });
+                None
+            }
+            Err(e) => return Err(e),
+        };
+
+        let name = package.config.name.clone();
+        let manifest_origin = format!("{what}: {name}.toml");
+        check_portable(package.tool_manifest(), &manifest_origin)?;
+        // Write the package's files into `.staging` first: the host's own
+        // parser and capability units judge the manifest there, beside its
+        // component, as they will once installed.
+        let staged = self.stage(&package)?;
+        let (manifest, grants) = Grants::load(
+            &staged.path().join(CHECK_MANIFEST),
+            &std::fs::read_to_string(staged.path().join(CHECK_MANIFEST))
+                .map_err(|e| Error::io(staged.path(), e))?,
+            &manifest_origin,
+        )?;
+        let rev = review(&manifest, host, std::slice::from_ref(&self.root));
+        let review_text = format!(
+            "grants requested by {name} ({}) and what this host does with them:\n{}",
+            package.digest.short(),
+            rev.render()
+        );
+        if !rev.refused().is_empty() {
+            return Err(Error::GrantsRefused(format!(
+                "refusing {what}: this host refuses {} of its grants.\n{review_text}Nothing was installed.",
+                rev.refused().len()
+            )));
+        }
+
+        let _lock = self.lock()?;
+        let mut idx = self.read_index()?;
+        let previous = idx.packages.get(&name).cloned();
+        let mut added = Vec::new();
+        if let Some(prev) = &previous
+            && prev.digest != package.digest.as_str()
+        {
+            let old = self.installed_grants(&Digest::parse(&prev.digest)?, &name)?;
+            added = new_grants(&old, &grants);
+            if !added.is_empty() && !opts.accept_new_grants {
+                let mut m = format!(
+                    "refusing to upgrade {name} from {} to {} ({what}): the new version asks for grants the installed one does not have:\n",
+                    Digest::parse(&prev.digest)?.short(),
+                    package.digest.short()
+                );
+                for g in &added {
+                    let _ = writeln!(m, "  + {g}");
+                }
+                let _ = write!(
+                    m,
+                    "Nothing was changed; {name} {} stays installed. To accept these grants, run the install again with --accept-new-grants.",
+                    Digest::parse(&prev.digest)?.short()
+                );
+                return Err(Error::NewGrants(m));
+            }
+        }
+
+        self.commit(staged, &package.digest)?;
+        let manifest = self.installed_manifest(&package, what)?;
+        self.write_atomic(&self.root.join(format!("{name}.toml")), manifest.as_bytes())?;
+        let entry = Entry {
+            digest: package.digest.to_string(),
+            version: package.version().map(str::to_string),
+            source: what.to_string(),
+            component: package.component_digest().to_string(),
+            signer,
+            installed_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        idx.version = 1;
+        idx.packages.insert(name.clone(), entry.clone());
+        self.write_index(&idx)?;
+        let replaced = previous
+            .filter(|p| p.digest != entry.digest)
+            .map(|p| p.digest);
+        if let Some(old) = &replaced {
+            self.collect(&idx, old);
+        }
+        Ok(Installed {
+            name,
+            entry,
+            review: review_text,
+            new_grants: added,
+            replaced,
+            warnings,
+        })
+    }
+
+    /// The grants of the installed package directory `digest`, read by the
+    /// host's parser.
+    fn installed_grants(&self, digest: &Digest, name: &str) -> Result<Grants> {
+        let dir = self.package_dir(digest);
+        let p = dir.join(CHECK_MANIFEST);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+        Ok(Grants::load(&p, &text, &format!("installed {name}"))?.1)
+    }
+
+    /// Write the package's files into a new directory of `.staging`,
+    /// with `check.toml`: its manifest pointing at the component beside it.
+    fn stage(&self, pkg: &Package) -> Result<tempfile::TempDir> {
+        let staging = self.root.join(".staging");
+        let tmp = tempfile::tempdir_in(&staging).map_err(|e| Error::io(&staging, e))?;
+        let w = |file: &str, data: &[u8]| {
+            let p = tmp.path().join(file);
+            std::fs::write(&p, data).map_err(|e| Error::io(&p, e))
+        };
+        w("manifest.json", &pkg.manifest_raw)?;
+        let cd = Digest::parse(&pkg.manifest.config.digest)?;
+        w("config.json", &pkg.blobs[&cd])?;
+        w("tool.toml", pkg.tool_manifest().as_bytes())?;
+        w("component.wasm", pkg.component())?;
+        if let Some(r) = pkg.layer_data(Role::Readme) {
+            w("README.md", r)?;
+        }
+        if let (Some(d), Some(data)) = (pkg.layer(Role::Icon), pkg.layer_data(Role::Icon)) {
+            let ext = if d.media_type == "image/png" {
+                "png"
+            } else {
+                "svg"
+            };
+            w(&format!("icon.{ext}"), data)?;
+        }
+        let check = rewrite_component(
+            pkg.tool_manifest(),
+            "component.wasm",
+            &pkg.component_digest(),
+            None,
+        )?;
+        w(CHECK_MANIFEST, check.as_bytes())?;
+        Ok(tmp)
+    }
+
+    /// Move a staged package into `sha256/<hex>/` (kept if already there:
+    /// same digest, same bytes).
+    fn commit(&self, staged: tempfile::TempDir, digest: &Digest) -> Result<()> {
+        let dest = self.package_dir(digest);
+        if dest.join("component.wasm").is_file() {
+            return Ok(());
+        }
+        let keep = staged.keep();
+        match std::fs::rename(&keep, &dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.join("component.wasm").is_file() => {
+                let _ = std::fs::remove_dir_all(&keep);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&keep);
+                Err(Error::io(&dest, e))
+            }
+        }
+    }
+
+    /// The manifest written as `<name>.toml`: the package's own, with
+    /// `[component]` pointing at the stored layer.
+    fn installed_manifest(&self, pkg: &Package, what: &str) -> Result<String> {
+        let rel = format!("sha256/{}/component.wasm", pkg.digest.hex());
+        let what = what.replace(|c: char| c.is_control(), "?");
+        let header = format!(
+            "# Installed by `toolhost install {what}` ({}). Do not edit: reinstall instead.\n",
+            pkg.digest
+        );
+        rewrite_component(
+            pkg.tool_manifest(),
+            &rel,
+            &pkg.component_digest(),
+            Some(&header),
+        )
+    }
+
+    /// Remove the package digest directory `digest` unless a name still
+    /// uses it.
+    fn collect(&self, idx: &Index, digest: &str) {
+        if idx.packages.values().any(|e| e.digest == digest) {
+            return;
+        }
+        if let Ok(d) = Digest::parse(digest) {
+            let _ = std::fs::remove_dir_all(self.package_dir(&d));
+        }
+    }
+
+    /// What is installed, with each package's grants.
+    pub fn list(&self) -> Result<Vec<Listed>> {
+        let idx = self.read_index()?;
+        Ok(idx
+            .packages
+            .into_iter()
+            .map(|(name, entry)| {
+                let grants = Digest::parse(&entry.digest)
+                    .and_then(|d| self.installed_grants(&d, &name))
+                    .map_err(|e| e.to_string());
+                Listed {
+                    name,
+                    entry,
+                    grants,
+                }
+            })
+            .collect())
+    }
+
+    /// Uninstall `name`: its manifest first (a running host unloads it),
+    /// then the index entry, then its files.
+    pub fn remove(&self, name: &str) -> Result<Entry> {
+        let _lock = self.lock()?;
+        let mut idx = self.read_index()?;
+        let Some(entry) = idx.packages.remove(name) else {
+            let names: Vec<&String> = idx.packages.keys().collect();
+            return Err(Error::NotInstalled(format!(
+                "`{name}` is not installed in {} (installed: {})",
+                self.root.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        };
+        let m = self.root.join(format!("{name}.toml"));
+        match std::fs::remove_file(&m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&m, e)),
+        }
+        self.write_index(&idx)?;
+        self.collect(&idx, &entry.digest);
+        Ok(entry)
+    }
+}
+
+/// `text` with `[component] path` and `sha256` replaced (comments and the
+/// rest kept as written), optionally behind a header comment.
+fn rewrite_component(text: &str, path: &str, sha: &Digest, header: Option<&str>) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Error::format(format!("the package's manifest is not TOML: {e}")))?;
+    let comp = doc
+        .get_mut("component")
+        .and_then(|c| c.as_table_like_mut())
+        .ok_or_else(|| Error::format("the package's manifest has no [component] table"))?;
+    comp.insert("path", toml_edit::value(path));
+    comp.insert("sha256", toml_edit::value(sha.hex()));
+    Ok(format!("{}{doc}", header.unwrap_or("")))
+}
+
+/// One line per grant, for `toolhost tools`.
+pub fn summarize(g: &Grants) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in &g.dirs {
+        out.push(format!("dir {d}"));
+    }
+    for (k, v) in &g.env_set {
+        out.push(format!("env set {k}={v}"));
+    }
+    for k in &g.env_pass {
+        out.push(format!("env pass {k}"));
+    }
+    for h in &g.hosts {
+        out.push(format!("net {h}"));
+    }
+    for c in &g.client {
+        out.push(format!("client {c}"));
+    }
+    let l = &g.limits;
+    out.push(format!(
+        "limits timeout {}, memory {}, fuel {}, max-output {}, max-concurrency {}",
+        humantime::format_duration(l.timeout),
+        crate::grants::size(l.memory),
+        l.fuel.map_or("unmetered".into(), |f| f.to_string()),
+        crate::grants::size(l.max_output),
+        l.max_concurrency
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_component_is_rewritten_and_the_rest_kept() {
+        let t = "# my tool\n[component]\npath = \"x.wasm\" # built by make\nsha256 = \"00\"\n\n[limits]\ntimeout = \"5s\"\n";
+        let d = Digest::of(b"c");
+        let out = rewrite_component(t, "sha256/ab/component.wasm", &d, Some("# hdr\n")).unwrap();
+        assert!(out.starts_with("# hdr\n# my tool\n"), "{out}");
+        assert!(out.contains("path = \"sha256/ab/component.wasm\""), "{out}");
+        assert!(out.contains(&format!("sha256 = \"{}\"", d.hex())), "{out}");
+        assert!(out.contains("[limits]\ntimeout = \"5s\""), "{out}");
+    }
+}

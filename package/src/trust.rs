@@ -1,0 +1,399 @@
+//! The trust decision: is this package signed by a key the operator trusts
+//! for its name?
+//!
+//! A package's *identity* is the `registry/repository` its signature names
+//! (`critical.identity.docker-reference`). A signature counts only if (1) it
+//! signs this exact manifest digest, (2) for a registry install, it names the
+//! repository the package was pulled from, and (3) it verifies with a key of
+//! a `[[trust]]` entry whose `source` pattern covers that identity. Any one
+//! such signature is enough; every other signature is ignored, so two keys
+//! trusted during a rollover both verify.
+//!
+//! Keyless (Fulcio certificate) signatures are recognised and reported but
+//! not accepted: verifying one offline needs the Fulcio root and the Rekor
+//! key of the Sigstore trust root, which this version does not configure.
+//! `keyless` identities in the policy are parsed and shown, and a package
+//! signed only keylessly is refused with a message saying exactly that.
+//!
+//! This module decides; it loads key files but fetches nothing.
+
+use crate::error::{Error, Result};
+use crate::oci::Digest;
+use crate::sign::{PublicKey, Signature, SimpleSigning};
+use std::fmt::Write as _;
+use toolhost::{KeylessIdentity, TrustRule};
+
+/// The operator's policy with its key files loaded.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    rules: Vec<LoadedRule>,
+}
+
+#[derive(Debug, Clone)]
+struct LoadedRule {
+    rule: TrustRule,
+    source: String,
+    keys: Vec<PublicKey>,
+    keyless: Vec<KeylessIdentity>,
+}
+
+/// Where a package came from, as far as trust is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Pulled from `registry/repository`.
+    Registry(String),
+    /// A local file: the operator chose it explicitly.
+    File(String),
+    /// Downloaded from a URL.
+    Url(String),
+}
+
+impl Origin {
+    /// Whether the package came over the network (a registry or a URL).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Origin::File(_))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Origin::Registry(r) => r.clone(),
+            Origin::File(f) => f.clone(),
+            Origin::Url(u) => u.clone(),
+        }
+    }
+}
+
+/// Who vouched for an accepted package.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signer {
+    /// The identity the signature names.
+    pub identity: String,
+    /// The key file that verified it.
+    pub key: String,
+    /// `sha256:` of the key.
+    pub fingerprint: String,
+    /// The `[[trust]]` source pattern that trusts the key for the identity.
+    pub rule: String,
+}
+
+impl TrustPolicy {
+    /// Load every key file the rules name; an unreadable or malformed key is
+    /// an error naming the file and the rule.
+    pub fn load(rules: &[TrustRule]) -> Result<TrustPolicy> {
+        let mut out = Vec::new();
+        for r in rules {
+            let keys = r
+                .keys
+                .iter()
+                .map(|k| {
+                    PublicKey::load(k).map_err(|e| {
+                        Error::format(format!("host config [[trust]] source {:?}: {e}", r.source))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(LoadedRule {
+                rule: r.clone(),
+                source: r.source.clone(),
+                keys,
+                keyless: r.keyless.clone(),
+            });
+        }
+        Ok(TrustPolicy { rules: out })
+    }
+
+    /// A policy from keys already loaded (tests, library users).
+    pub fn from_keys(source: &str, keys: Vec<PublicKey>) -> TrustPolicy {
+        TrustPolicy {
+            rules: vec![LoadedRule {
+                rule: TrustRule::new(source, Vec::new()),
+                source: source.to_string(),
+                keys,
+                keyless: Vec::new(),
+            }],
+        }
+    }
+
+    /// Decide on `digest` with `signatures`, fetched from `origin`. `what`
+    /// names the package in messages (the reference the user typed).
+    pub fn verify(
+        &self,
+        what: &str,
+        origin: &Origin,
+        digest: &Digest,
+        signatures: &[Signature],
+    ) -> Result<Signer> {
+        let mut notes: Vec<String> = Vec::new();
+        let mut identities: Vec<String> = Vec::new();
+        for s in signatures {
+            let p = match SimpleSigning::parse(&s.payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    notes.push(format!("a signature with an unreadable payload ({e})"));
+                    continue;
+                }
+            };
+            let identity = p.critical.identity.docker_reference.clone();
+            if p.critical.image.docker_manifest_digest != digest.as_str() {
+                notes.push(format!(
+                    "a signature of another artifact ({}) as {identity}",
+                    p.critical.image.docker_manifest_digest
+                ));
+                continue;
+            }
+            if let Origin::Registry(repo) = origin
+                && *repo != identity
+            {
+                notes.push(format!(
+                    "a signature naming {identity}, not {repo} where the package was pulled from"
+                ));
+                continue;
+            }
+            if !identities.contains(&identity) {
+                identities.push(identity.clone());
+            }
+            let rules: Vec<&LoadedRule> = self
+                .rules
+                .iter()
+                .filter(|r| r.rule.covers(&identity))
+                .collect();
+            if let Some(cert) = &s.certificate {
+                let _ = cert;
+                let keyless = rules.iter().any(|r| !r.keyless.is_empty());
+                notes.push(format!(
+                    "a keyless signature (Fulcio certificate) for {identity}{}: keyless signatures are not verified offline by this version (it needs the Sigstore trust root); trust the signer's public key instead",
+                    if keyless { ", which a [[trust]] keyless identity may cover" } else { "" }
+                ));
+                continue;
+            }
+            for r in &rules {
+                for k in &r.keys {
+                    if k.verifies(&s.payload, &s.signature) {
+                        return Ok(Signer {
+                            identity,
+                            key: k.origin.clone(),
+                            fingerprint: k.fingerprint(),
+                            rule: r.source.clone(),
+                        });
+                    }
+                }
+            }
+            if rules.is_empty() {
+                notes.push(format!(
+                    "a signature for {identity}, which no [[trust]] source in the host config covers"
+                ));
+            } else {
+                let keys: Vec<String> = rules
+                    .iter()
+                    .flat_map(|r| {
+                        r.keys
+                            .iter()
+                            .map(|k| format!("{} ({})", k.origin, &k.fingerprint()[..19]))
+                    })
+                    .collect();
+                notes.push(format!(
+                    "a signature for {identity} that none of the keys trusted for it verifies ({})",
+                    if keys.is_empty() {
+                        "no keys, only keyless identities".to_string()
+                    } else {
+                        keys.join(", ")
+                    }
+                ));
+            }
+        }
+        Err(Error::Untrusted(self.refusal(
+            what,
+            origin,
+            digest,
+            signatures.is_empty(),
+            &identities,
+            &notes,
+        )))
+    }
+
+    fn refusal(
+        &self,
+        what: &str,
+        origin: &Origin,
+        digest: &Digest,
+        unsigned: bool,
+        identities: &[String],
+        notes: &[String],
+    ) -> String {
+        let mut m = String::new();
+        if unsigned {
+            let _ = writeln!(m, "refusing {what} ({}): it is not signed.", digest.short());
+        } else {
+            let _ = writeln!(
+                m,
+                "refusing {what} ({}): it is signed, but by no key this host trusts for it. Found:",
+                digest.short()
+            );
+            for n in notes {
+                let _ = writeln!(m, "  - {n}");
+            }
+        }
+        let identity = identities.first().cloned().or(match origin {
+            Origin::Registry(r) => Some(r.clone()),
+            _ => None,
+        });
+        let source = identity
+            .as_deref()
+            .map(|i| match i.rsplit_once('/') {
+                Some((ns, _)) => format!("{ns}/*"),
+                None => i.to_string(),
+            })
+            .unwrap_or_else(|| "REGISTRY/NAMESPACE/*".to_string());
+        if unsigned {
+            let target = match origin {
+                Origin::Registry(r) => r.clone(),
+                _ => format!(
+                    "{} --identity {}",
+                    origin.describe(),
+                    identity.as_deref().unwrap_or("REGISTRY/REPOSITORY")
+                ),
+            };
+            let _ = writeln!(
+                m,
+                "Sign it with `toolhost sign {target} --key SIGNER.key`, then trust the signer."
+            );
+        }
+        let _ = writeln!(
+            m,
+            "To trust a signer's public key for it, add to the host config (--config):"
+        );
+        let _ = writeln!(m, "    [[trust]]");
+        let _ = writeln!(m, "    source = \"{source}\"");
+        let _ = writeln!(m, "    keys = [\"/path/to/signer.pub\"]");
+        let _ = write!(
+            m,
+            "To install it anyway, unverified, pass --allow-unsigned{}.",
+            if origin.is_remote() {
+                " (it comes from a remote source: only do this if you trust the transport and the publisher)"
+            } else {
+                ""
+            }
+        );
+        m
+    }
+
+    /// The rules, for display: source, key files, keyless identities.
+    pub fn describe(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut parts: Vec<String> = r
+                    .keys
+                    .iter()
+                    .map(|k| format!("key {} ({})", k.origin, &k.fingerprint()[..19]))
+                    .collect();
+                parts.extend(r.keyless.iter().map(|k| {
+                    format!(
+                        "keyless issuer {} subject {} (not verified offline)",
+                        k.issuer, k.subject
+                    )
+                }));
+                format!("{}: {}", r.source, parts.join(", "))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SigningKey;
+
+    const REPO: &str = "127.0.0.1:5000/tools/echo";
+
+    #[test]
+    fn a_trusted_key_for_the_identity_is_enough_and_others_are_ignored() {
+        let good = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().unwrap();
+        let d = Digest::of(b"pkg");
+        let p = TrustPolicy::from_keys("127.0.0.1:*/tools/*", vec![good.public().clone()]);
+        let sigs = vec![other.sign(REPO, &d).unwrap(), good.sign(REPO, &d).unwrap()];
+        let s = p
+            .verify(REPO, &Origin::Registry(REPO.into()), &d, &sigs)
+            .unwrap();
+        assert_eq!(s.fingerprint, good.public().fingerprint());
+        assert_eq!(s.identity, REPO);
+    }
+
+    #[test]
+    fn unsigned_untrusted_mismatched_and_misnamed_are_refused_with_the_reason() {
+        let k = SigningKey::generate().unwrap();
+        let d = Digest::of(b"pkg");
+        let p = TrustPolicy::from_keys("127.0.0.1:*/tools/*", vec![k.public().clone()]);
+        let o = Origin::Registry(REPO.into());
+        let e = p.verify(REPO, &o, &d, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("it is not signed")
+                && e.contains("[[trust]]")
+                && e.contains("--allow-unsigned"),
+            "{e}"
+        );
+        let e = p
+            .verify(
+                REPO,
+                &o,
+                &d,
+                &[SigningKey::generate().unwrap().sign(REPO, &d).unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("none of the keys trusted for it verifies"),
+            "{e}"
+        );
+        assert!(e.contains("source = \"127.0.0.1:5000/tools/*\""), "{e}");
+        let e = p
+            .verify(
+                REPO,
+                &o,
+                &d,
+                &[k.sign(REPO, &Digest::of(b"other")).unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("another artifact"), "{e}");
+        let e = p
+            .verify(
+                REPO,
+                &o,
+                &d,
+                &[k.sign("127.0.0.1:5000/tools/other", &d).unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not 127.0.0.1:5000/tools/echo where the package was pulled from"),
+            "{e}"
+        );
+        let e = p
+            .verify(
+                "x",
+                &Origin::File("x.tar".into()),
+                &d,
+                &[k.sign("evil.io/x/y", &d).unwrap()],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no [[trust]] source"), "{e}");
+    }
+
+    #[test]
+    fn a_tampered_signature_payload_does_not_verify() {
+        let k = SigningKey::generate().unwrap();
+        let d = Digest::of(b"pkg");
+        let p = TrustPolicy::from_keys("**", vec![k.public().clone()]);
+        let mut s = k.sign(REPO, &d).unwrap();
+        let forged = SimpleSigning::new(REPO, &d);
+        let mut v = serde_json::to_value(&forged).unwrap();
+        v["optional"] = serde_json::json!({"x": 1});
+        s.payload = serde_json::to_vec(&v).unwrap().into();
+        assert!(
+            p.verify(REPO, &Origin::Registry(REPO.into()), &d, &[s])
+                .is_err()
+        );
+    }
+}
