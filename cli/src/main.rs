@@ -2,6 +2,7 @@
 //! goes through the library's `Core`.
 
 mod agent_cli;
+mod audit_cli;
 mod cli;
 
 fn main() -> std::process::ExitCode {
