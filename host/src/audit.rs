@@ -156,7 +156,10 @@ pub struct AuditRecord {
     /// How long the call waited for room in the sandbox pool.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_wait_us: Option<u64>,
-    /// Fuel the guest consumed.
+    /// Fuel the guest consumed. Exact for a call that returns; for one
+    /// stopped by its deadline or cancellation inside a loop it counts the
+    /// fuel up to the guest's last call or return (compiled code flushes its
+    /// fuel count to the store only there), so it may be low.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel_used: Option<u64>,
     /// The most memory the call held at once (linear memories and the

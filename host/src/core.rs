@@ -139,7 +139,8 @@ impl CoreBuilder {
         self.policy = p;
         self
     }
-    /// Where audit records go.
+    /// Where audit records go (default: the host config's `[audit] path`,
+    /// if it names one).
     pub fn audit(mut self, a: Audit) -> Self {
         self.audit = a;
         self
@@ -172,6 +173,14 @@ impl CoreBuilder {
         let mut rules = std::mem::take(&mut self.config.rules);
         rules.append(&mut self.policy.rules);
         self.policy.rules = rules;
+        if !self.audit.enabled()
+            && let Some(path) = &self.config.audit.path
+        {
+            self.audit = Audit::open(&self.config.audit).map_err(|source| BuildError::Audit {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
         let mut host = HostState::default();
         for s in &self.sources {

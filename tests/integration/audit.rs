@@ -4,7 +4,7 @@
 //! `fsync = "always"`); rotation keeps every file under its cap; `/metrics`,
 //! `/healthz` and `/readyz` over HTTP on their own listener.
 
-use crate::mcp::http_post;
+use crate::mcp::{INIT, header, http_post};
 use crate::mcp_2026::{body_json, call_2026, meta};
 use crate::support::*;
 use serde_json::{Value, json};
@@ -65,10 +65,10 @@ tool = "recurse"
         .with_cache_dir(test_config().engine.cache_dir);
     let log = dir.path().join("audit.jsonl");
     assert_eq!(config.audit.path.as_deref(), Some(log.as_path()));
+    // The config's `[audit] path` is enough: no `.audit(...)` needed.
     let core = Core::builder()
-        .config(config.clone())
+        .config(config)
         .source(Scope::default(), d.path())
-        .audit(Audit::open(&config.audit).unwrap())
         .build()
         .await
         .unwrap();
@@ -529,4 +529,95 @@ fn metrics_health_and_readiness_over_http() {
 
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    // "never": nothing but the shutdown itself makes the lines durable.
+    std::fs::write(&cfg, "[audit]\npath = \"audit.jsonl\"\nfsync = \"never\"\n").unwrap();
+    let (mut child, addr, _) = serve(&[
+        "--tools",
+        d.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch",
+        "false",
+    ]);
+    let (status, resp) = http_post(&addr, &[], INIT);
+    assert_eq!(status, 200, "{resp}");
+    let session = header(&resp, "mcp-session-id")
+        .unwrap_or_else(|| panic!("no session id: {resp}"))
+        .to_string();
+    let h = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http_post(&addr, &h, initialized).0, 202);
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"in a session"}}}"#;
+    let (status, resp) = http_post(&addr, &h, body);
+    assert!(status == 200 && resp.contains("in a session"), "{resp}");
+    // SIGTERM: a clean shutdown.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let recs = records(&dir.path().join("audit.jsonl"));
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["session"], session.as_str(), "{}", recs[0]);
+    assert_eq!(recs[0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_makes_calls_wait_and_loses_none() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[audit]\npath = \"audit.jsonl\"\nqueue = 1\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let n = 32;
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let core = core.clone();
+            tokio::spawn(async move {
+                call(&core, "echo", json!({"text": format!("call {i}")}))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    let mut got: Vec<String> = records(&dir.path().join("audit.jsonl"))
+        .iter()
+        .map(|r| r["args_sha256"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<String> = (0..n)
+        .map(|i| sha256(&format!(r#"{{"text":"call {i}"}}"#)))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
 }
