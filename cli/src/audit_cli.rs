@@ -14,7 +14,8 @@ use std::time::SystemTime;
 pub struct AuditArgs {
     /// The audit log (default: `--audit`, or `[audit] path` of `--config`).
     file: Option<PathBuf>,
-    #[arg(long, env = "TOOLHOST_AUDIT", hide = true)]
+    /// The audit log, as `toolhost serve` was given it.
+    #[arg(long, env = "TOOLHOST_AUDIT")]
     audit: Option<PathBuf>,
     /// Host config whose `[audit] path` names the log.
     #[arg(long, env = "TOOLHOST_CONFIG")]

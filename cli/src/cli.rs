@@ -438,6 +438,11 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     // Up before the tools load: /healthz answers, /readyz says "loading".
     let metrics_task = match opts.metrics {
         Some(addr) => {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "toolhost: warning: metrics on {addr} show tool and tenant names to anyone who can reach it; keep it on an internal network"
+                );
+            }
             let server = toolhost::MetricsServer::bind(addr, metrics.clone())
                 .await
                 .with_context(|| format!("--metrics {addr}"))?;
