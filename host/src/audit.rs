@@ -664,6 +664,36 @@ mod tests {
     }
 
     #[test]
+    fn dropping_the_last_handle_writes_everything_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let audit = Audit::open(&AuditConfig {
+            path: Some(path.clone()),
+            fsync: FsyncPolicy::Never,
+            queue: 1000,
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        let clone = audit.clone();
+        for i in 0..500 {
+            clone.record(AuditRecord::new("s", "c", &format!("t{i}")));
+        }
+        drop(clone);
+        drop(audit);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tools: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["tool"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(tools, (0..500).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn redaction_reaches_nested_keys() {
         let a =
             serde_json::json!({"user": "u", "auth": {"password": "p", "list": [{"password": 1}]}});
