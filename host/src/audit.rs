@@ -157,9 +157,8 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_wait_us: Option<u64>,
     /// Fuel the guest consumed. Exact for a call that returns; for one
-    /// stopped by its deadline or cancellation inside a loop it counts the
-    /// fuel up to the guest's last call or return (compiled code flushes its
-    /// fuel count to the store only there), so it may be low.
+    /// stopped by its deadline or cancellation it may be low by up to ten
+    /// million units (compiled code writes its count back periodically).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fuel_used: Option<u64>,
     /// The most memory the call held at once (linear memories and the

@@ -215,6 +215,10 @@ tool = "recurse"
     assert!(r["duration_us"].as_u64().unwrap() >= 500_000, "{r}");
     assert!(r["detail"].as_str().unwrap().contains("timed out"), "{r}");
     sandboxed(r);
+    // The fuel of a loop stopped by its deadline is reported too, to within
+    // the host's write-back interval of ten million units (half a second
+    // of spinning burns far more).
+    assert!(r["fuel_used"].as_u64().unwrap() > 10_000_000, "{r}");
 
     let r = &recs[6];
     assert_eq!(

@@ -143,6 +143,11 @@ pub(crate) struct CallContext {
     pub(crate) usage: Arc<Usage>,
 }
 
+/// Fuel between two write-backs of a running guest's fuel count to its
+/// store (and a yield to the executor): the accuracy of `fuel_used` for a
+/// call stopped mid-loop.
+const FUEL_FLUSH: u64 = 10_000_000;
+
 /// What one call cost, for the audit log and the metrics: filled in as the
 /// call goes, so a call that times out or is cancelled still reports what
 /// it used up to then.
@@ -554,6 +559,11 @@ impl Sandbox {
         let state = CallState::new(&comp.grants, cx, with_grants, self.shape)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Compiled code keeps its fuel count in a register and writes it
+        // back only at calls, returns and when it runs out: refilling every
+        // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
+        // cancellation) report its fuel to within that many units.
+        store.fuel_async_yield_interval(Some(FUEL_FLUSH))?;
         store.set_fuel(comp.grants.limits.fuel.unwrap_or(u64::MAX))?;
         // Every tick, yield to the executor so a busy guest never starves
         // other calls; the deadline and cancellation are enforced around the
