@@ -37,7 +37,8 @@ struct HostOpts {
     /// Host config (TOML): engine sizing, caps that narrow every manifest.
     #[arg(long, env = "TOOLHOST_CONFIG")]
     config: Option<PathBuf>,
-    /// Append an audit record (JSON line) for every call to this file.
+    /// Append an audit record (JSON line) for every call to this file
+    /// (overrides `[audit] path` of the host config).
     #[arg(long, env = "TOOLHOST_AUDIT")]
     audit: Option<PathBuf>,
     /// Print every tool as it loads.
@@ -88,6 +89,9 @@ enum Command {
     },
     #[command(flatten)]
     Package(crate::package_cli::PackageCommand),
+    /// Who ran what: print the audit log's records that match (newest
+    /// last), from the rotated files too.
+    Audit(crate::audit_cli::AuditArgs),
     /// Validate manifests and components; report every problem at once.
     Check {
         /// Directories, manifests or .wasm files.
@@ -173,7 +177,16 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
 }
 
 async fn build_core(h: &HostOpts) -> Result<Core> {
-    let mut b = Core::builder().config(host_config(&h.config)?);
+    build_core_with(h, toolhost::Metrics::new()).await
+}
+
+async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Core> {
+    let config = host_config(&h.config)?;
+    let mut audit = config.audit.clone();
+    if let Some(a) = &h.audit {
+        audit.path = Some(a.clone());
+    }
+    let mut b = Core::builder().config(config).metrics(metrics);
     for t in &h.tools {
         b = b.source(Scope::default(), t);
     }
@@ -183,12 +196,13 @@ async fn build_core(h: &HostOpts) -> Result<Core> {
             .with_context(|| format!("--scope-tools `{s}`: expected NAME=PATH"))?;
         b = b.source(Scope::new(name), path);
     }
-    if let Some(a) = &h.audit {
+    if let Some(p) = &audit.path {
         b = b.audit(
-            toolhost::Audit::to_file(a).with_context(|| format!("audit log {}", a.display()))?,
+            toolhost::Audit::open(&audit).with_context(|| format!("audit log {}", p.display()))?,
         );
     }
-    Ok(b.on_load(load_printer(h.verbose)).build().await?)
+    let core = b.on_load(load_printer(h.verbose)).build().await?;
+    Ok(core)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -268,6 +282,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 )
                 .await;
             let _ = printer.await;
+            core.flush_audit().await;
             match result {
                 Ok(out) => {
                     if json {
@@ -297,6 +312,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Serve { host, serve } => serve_mcp(&host, serve).await,
         Command::Package(cmd) => crate::package_cli::run(cmd).await,
+        Command::Audit(args) => crate::audit_cli::run(args),
         Command::Agent { host, agent } => {
             crate::agent_cli::run(build_core(&host).await?, agent).await
         }
@@ -399,6 +415,10 @@ struct ServeOpts {
     /// The scope whose tools are served.
     #[arg(long, default_value = "default")]
     scope: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and
+    /// /readyz, on a listener of their own.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Reload the tools when their files change (on by default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     watch: bool,
@@ -417,7 +437,28 @@ struct ServeOpts {
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     use rmcp::ServiceExt as _;
     use toolhost::mcp::{HttpOptions, HttpServer, McpServer};
-    let core = build_core(host).await?;
+    let metrics = toolhost::Metrics::new();
+    // Up before the tools load: /healthz answers, /readyz says "loading".
+    let metrics_task = match opts.metrics {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "toolhost: warning: metrics on {addr} show tool and tenant names to anyone who can reach it; keep it on an internal network"
+                );
+            }
+            let server = toolhost::MetricsServer::bind(addr, metrics.clone())
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            eprintln!(
+                "toolhost: serving metrics at http://{}/metrics",
+                server.local_addr()?
+            );
+            Some(tokio::spawn(server.serve(shutdown_signal())))
+        }
+        None => None,
+    };
+    let core = build_core_with(host, metrics).await?;
+    let audit_core = core.clone();
     let _watcher = if opts.watch {
         let mut paths = host.tools.clone();
         paths.extend(
@@ -467,6 +508,11 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             }
             server.drain().await;
         }
+    }
+    // A clean shutdown: every call's record is on disk before we exit.
+    audit_core.flush_audit().await;
+    if let Some(t) = metrics_task {
+        t.abort();
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! goes through the library's `Core` (packages: `toolhost-package`).
 
 mod agent_cli;
+mod audit_cli;
 mod cli;
 mod package_cli;
 

@@ -1,42 +1,314 @@
-//! The audit log: one JSON line per call and per decision (allowed, denied,
-//! unknown tool, and how it ended). Written off the call path by a dedicated
-//! thread so a slow disk never slows a call.
+//! The audit log: one JSON line per call and per denied decision, saying
+//! who ran what (tenant, caller, session, tool and its sha256, a digest of
+//! the arguments), what the policy decided and by which rule, how the call
+//! ended, and what it cost (duration, queue wait, fuel, peak memory).
+//!
+//! Lines are written by a dedicated thread, never on the call path, through
+//! a bounded queue (`[audit] queue` lines): a call whose line finds the queue
+//! full waits for room, so no call is ever left out of the log (the wait is
+//! counted in `toolhost_audit_queue_full_total`). With `fsync = "always"` a
+//! call returns only once its line is on disk (lines of concurrent calls
+//! share one `fsync`); with `"interval"` the file is synced at most that
+//! long after a line is written; with `"never"` the kernel decides. The file
+//! is rotated by size (`audit.jsonl` → `audit.jsonl.1` … `.N`), and whatever
+//! is queued is written and synced on [`Audit::flush`] and when the last
+//! handle is dropped.
 //!
 //! Audit records what happened; it decides nothing.
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::io::Write;
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-/// One call, as the audit log records it.
+/// When the audit file is synced to disk (`[audit] fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// After every batch of lines; a call returns only once its line is on
+    /// disk. Survives a crash of the process or of the machine.
+    Always,
+    /// At most [`AuditConfig::fsync_interval`] after a line is written.
+    /// Survives a crash of the process (lines are written at once), not
+    /// always of the machine.
+    #[default]
+    Interval,
+    /// Never explicitly: the kernel writes the file back when it likes.
+    Never,
+}
+
+impl FsyncPolicy {
+    /// The policy named `s` (`always`, `interval`, `never`).
+    pub fn from_name(s: &str) -> Option<FsyncPolicy> {
+        match s {
+            "always" => Some(FsyncPolicy::Always),
+            "interval" => Some(FsyncPolicy::Interval),
+            "never" => Some(FsyncPolicy::Never),
+            _ => None,
+        }
+    }
+}
+
+/// How the audit log is written (`[audit]` in the host config).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AuditConfig {
+    /// The file; `None`: no audit log (unless the CLI's `--audit` names one).
+    pub path: Option<PathBuf>,
+    /// When the file is synced.
+    pub fsync: FsyncPolicy,
+    /// The longest a written line waits for a sync with
+    /// [`FsyncPolicy::Interval`].
+    pub fsync_interval: Duration,
+    /// The file is rotated before a line would take it past this size.
+    pub max_size: u64,
+    /// Rotated files kept (`audit.jsonl.1` is the newest); 0 keeps none.
+    pub keep: u32,
+    /// Lines that may wait for the writer; a call finding the queue full
+    /// waits for room.
+    pub queue: usize,
+    /// Record the arguments themselves (after redaction), not only their
+    /// digest.
+    pub raw_arguments: bool,
+    /// Object keys whose values are replaced by `"[redacted]"` (at any
+    /// depth) in recorded arguments.
+    pub redact: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            path: None,
+            fsync: FsyncPolicy::default(),
+            fsync_interval: Duration::from_secs(1),
+            max_size: 100 << 20,
+            keep: 5,
+            queue: 4096,
+            raw_arguments: false,
+            redact: Vec::new(),
+        }
+    }
+}
+
+/// Largest recorded arguments (JSON bytes, after redaction); larger ones
+/// are left out and `arguments_truncated` is set.
+const MAX_RAW_ARGUMENTS: usize = 64 << 10;
+/// Largest error text recorded.
+const MAX_DETAIL: usize = 4 << 10;
+
+/// One line of the audit log.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct AuditRecord {
-    /// Unix time in milliseconds.
-    pub ts_ms: u128,
-    /// Whose tools.
+    /// When the call ended (or the decision was made), RFC 3339 UTC.
+    pub time: String,
+    /// `call`, or `decision` for a refusal that is not a tool call (an
+    /// unauthenticated request, a quota).
+    pub event: &'static str,
+    /// Whose tools: the tenant (the call's scope for now).
+    pub tenant: String,
+    /// The call's scope.
     pub scope: String,
-    /// Which front end, session or agent called.
+    /// Which front end or agent called (`mcp-http`, `cli`, `agent:NAME`).
     pub caller: String,
+    /// The client's session, when the front end knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// The tool named.
     pub tool: String,
-    /// `ok`, or the `CallError::kind` that ended the call.
+    /// The sha256 of the tool's component, when the tool exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_sha256: Option<String>,
+    /// The sha256 of the arguments as canonical JSON (keys sorted, no
+    /// spaces): equal arguments have equal digests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
+    /// Size of the arguments as canonical JSON.
+    pub args_bytes: usize,
+    /// The arguments, redacted, when `[audit] raw-arguments` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// Set when the arguments were too large to record.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub arguments_truncated: bool,
+    /// `allow`, `deny`, or `none` (the tool does not exist for this
+    /// scope, so nothing was decided).
+    pub decision: &'static str,
+    /// The policy rule that decided (1-based, in evaluation order: the host
+    /// config's rules first); absent when no rule matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    /// Why the call was denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `ok`, or the error kind that ended the call (`CallError::code`).
     pub outcome: &'static str,
     /// The error, if the call failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     /// How long the call took, queueing included.
     pub duration_us: u64,
-    /// Size of the arguments as JSON.
-    pub args_bytes: usize,
+    /// How long the call waited for room in the sandbox pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_wait_us: Option<u64>,
+    /// Fuel the guest consumed. Exact for a call that returns; for one
+    /// stopped by its deadline or cancellation it may be low by up to ten
+    /// million units (compiled code writes its count back periodically).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
+    /// The most memory the call held at once (linear memories and the
+    /// host-side buffers charged to it), in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<u64>,
 }
 
-/// Where audit records go.
+impl AuditRecord {
+    /// A record of `tool` in `scope` by `caller`, timed now, with nothing
+    /// decided yet.
+    pub(crate) fn new(scope: &str, caller: &str, tool: &str) -> AuditRecord {
+        AuditRecord {
+            time: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            event: "call",
+            tenant: scope.to_string(),
+            scope: scope.to_string(),
+            caller: caller.to_string(),
+            session: None,
+            tool: tool.to_string(),
+            tool_sha256: None,
+            args_sha256: None,
+            args_bytes: 0,
+            arguments: None,
+            arguments_truncated: false,
+            decision: "none",
+            rule: None,
+            reason: None,
+            outcome: "ok",
+            detail: None,
+            duration_us: 0,
+            queue_wait_us: None,
+            fuel_used: None,
+            peak_memory: None,
+        }
+    }
+
+    /// Set the error text, bounded.
+    pub(crate) fn set_detail(&mut self, mut d: String) {
+        if d.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL;
+            while !d.is_char_boundary(end) {
+                end -= 1;
+            }
+            d.truncate(end);
+            d.push('…');
+        }
+        self.detail = Some(d);
+    }
+}
+
+/// `v` as canonical JSON: object keys sorted at every depth, no spaces.
+pub(crate) fn canonical_json(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// `v` with the value of every object key in `keys` replaced, at any depth.
+fn redact(v: &Value, keys: &[String]) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let x = if keys.iter().any(|r| r == k) {
+                        Value::String("[redacted]".into())
+                    } else {
+                        redact(x, keys)
+                    };
+                    (k.clone(), x)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact(x, keys)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What the writer thread is asked to do.
+enum Msg {
+    /// A line (with its newline); the sender is told once it is written
+    /// (and synced, with `fsync = "always"`).
+    Line(Vec<u8>, Option<oneshot::Sender<()>>, OwnedSemaphorePermit),
+    /// Write and sync everything before this, then say so.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The audit log's counters, shared with the metrics registry.
+#[derive(Clone, Default)]
+pub(crate) struct AuditCounters {
+    pub(crate) records: Counter,
+    pub(crate) queue_full: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) write_errors: Counter,
+}
+
+struct Writer {
+    tx: Mutex<Option<std::sync::mpsc::Sender<Msg>>>,
+    room: Arc<Semaphore>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    config: AuditConfig,
+    path: PathBuf,
+    counters: AuditCounters,
+}
+
+impl Drop for Writer {
+    /// Closing the queue makes the thread write, sync and exit; wait for it
+    /// so nothing queued is lost on a clean shutdown.
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where audit records go. A cheap-clone handle; the writer stops (after
+/// writing everything queued) when the last clone is dropped.
 #[derive(Clone, Default)]
 pub struct Audit {
-    tx: Option<mpsc::Sender<AuditRecord>>,
-    path: Option<std::path::PathBuf>,
+    w: Option<Arc<Writer>>,
 }
 
 impl Audit {
@@ -47,49 +319,387 @@ impl Audit {
 
     /// The file records go to, if any.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.w.as_ref().map(|w| w.path.as_path())
     }
 
-    /// Append JSON lines to `path` (created if missing).
+    /// The rotated files' names (`path.1` … `path.keep`), which are as
+    /// much the host's own as the log itself.
+    pub fn rotated_paths(&self) -> Vec<PathBuf> {
+        match &self.w {
+            Some(w) => (1..=w.config.keep).map(|i| rotated(&w.path, i)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Append JSON lines to `path` (created if missing) with the default
+    /// settings.
     pub fn to_file(path: &Path) -> std::io::Result<Audit> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        let (tx, rx) = mpsc::channel::<AuditRecord>();
-        std::thread::Builder::new()
+        Audit::open(&AuditConfig {
+            path: Some(path.to_owned()),
+            ..AuditConfig::default()
+        })
+    }
+
+    /// The audit log `config` describes (disabled if it names no file).
+    pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
+        let Some(path) = &config.path else {
+            return Ok(Audit::disabled());
+        };
+        let path = std::path::absolute(path)?;
+        let file = open_append(&path)?;
+        let size = file.metadata()?.len();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let counters = AuditCounters::default();
+        let mut state = WriterState {
+            file: std::io::BufWriter::with_capacity(64 << 10, file),
+            size,
+            path: path.clone(),
+            config: config.clone(),
+            dirty_since: None,
+            counters: counters.clone(),
+            error_logged: false,
+        };
+        let thread = std::thread::Builder::new()
             .name("toolhost-audit".into())
-            .spawn(move || {
-                let mut w = std::io::BufWriter::new(file);
-                while let Ok(rec) = rx.recv() {
-                    let _ = serde_json::to_writer(&mut w, &rec);
-                    let _ = w.write_all(b"\n");
-                    // Flush whenever the queue drains, so the file is current
-                    // while batching bursts.
-                    while let Ok(rec) = rx.try_recv() {
-                        let _ = serde_json::to_writer(&mut w, &rec);
-                        let _ = w.write_all(b"\n");
-                    }
-                    let _ = w.flush();
-                }
-            })?;
+            .spawn(move || state.run(rx))?;
         Ok(Audit {
-            tx: Some(tx),
-            path: Some(std::path::absolute(path)?),
+            w: Some(Arc::new(Writer {
+                tx: Mutex::new(Some(tx)),
+                room: Arc::new(Semaphore::new(config.queue.max(1))),
+                thread: Mutex::new(Some(thread)),
+                config: config.clone(),
+                path,
+                counters,
+            })),
         })
     }
 
     /// Whether records go anywhere.
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.w.is_some()
     }
 
-    /// Append a record (off the call path).
-    pub fn record(&self, rec: AuditRecord) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(rec);
+    pub(crate) fn counters(&self) -> Option<AuditCounters> {
+        self.w.as_ref().map(|w| w.counters.clone())
+    }
+
+    /// Record the arguments of `rec` as configured: their digest always,
+    /// the (redacted) arguments themselves if asked.
+    pub(crate) fn describe_arguments(&self, rec: &mut AuditRecord, args: &Value) {
+        let text = canonical_json(args);
+        rec.args_bytes = text.len();
+        rec.args_sha256 = Some(hex::encode(Sha256::digest(text.as_bytes())));
+        if let Some(w) = &self.w
+            && w.config.raw_arguments
+        {
+            let r = redact(args, &w.config.redact);
+            if canonical_json(&r).len() > MAX_RAW_ARGUMENTS {
+                rec.arguments_truncated = true;
+            } else {
+                rec.arguments = Some(r);
+            }
         }
+    }
+
+    fn line(rec: &AuditRecord) -> Vec<u8> {
+        let mut line = serde_json::to_vec(rec).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Append a record, waiting for room in the queue if it is full and,
+    /// with `fsync = "always"`, until it is on disk.
+    pub async fn write(&self, rec: AuditRecord) {
+        let Some(w) = &self.w else { return };
+        let permit = match w.room.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                w.counters.queue_full.inc();
+                match w.room.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
+        let line = Audit::line(&rec);
+        let (ack, done) = if w.config.fsync == FsyncPolicy::Always {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let sent = match &*w.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(Msg::Line(line, ack, permit)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            w.counters.dropped.inc();
+            return;
+        }
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+
+    /// Append a record without waiting (for code that cannot): if the
+    /// queue is full the record is dropped and counted in
+    /// `toolhost_audit_dropped_total`.
+    pub fn record(&self, rec: AuditRecord) {
+        let Some(w) = &self.w else { return };
+        let Ok(permit) = w.room.clone().try_acquire_owned() else {
+            w.counters.dropped.inc();
+            return;
+        };
+        if let Some(tx) = &*w.tx.lock().unwrap_or_else(|e| e.into_inner())
+            && tx.send(Msg::Line(Audit::line(&rec), None, permit)).is_ok()
+        {
+            return;
+        }
+        w.counters.dropped.inc();
+    }
+
+    /// Record a refusal that is not a tool call (an unauthenticated request,
+    /// a quota): `what` names what was asked for (a tool, a method), and
+    /// `reason` why it was refused.
+    pub async fn write_decision(
+        &self,
+        tenant: &str,
+        caller: &str,
+        what: &str,
+        outcome: &'static str,
+        reason: &str,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let mut rec = AuditRecord::new(tenant, caller, what);
+        rec.event = "decision";
+        rec.decision = "deny";
+        rec.outcome = outcome;
+        rec.reason = Some(reason.to_string());
+        self.write(rec).await;
+    }
+
+    /// Write and sync every record queued so far.
+    pub async fn flush(&self) {
+        let Some(w) = &self.w else { return };
+        let (tx, rx) = oneshot::channel();
+        let sent = match &*w.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(q) => q.send(Msg::Flush(tx)).is_ok(),
+            None => false,
+        };
+        if sent {
+            let _ = rx.await;
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+/// The writer thread's state.
+struct WriterState {
+    file: std::io::BufWriter<std::fs::File>,
+    size: u64,
+    path: PathBuf,
+    config: AuditConfig,
+    /// When the oldest line not yet synced was written.
+    dirty_since: Option<Instant>,
+    counters: AuditCounters,
+    error_logged: bool,
+}
+
+impl WriterState {
+    fn run(&mut self, rx: std::sync::mpsc::Receiver<Msg>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            let first = match self.dirty_since {
+                Some(t) if self.config.fsync == FsyncPolicy::Interval => {
+                    let left = self.config.fsync_interval.saturating_sub(t.elapsed());
+                    match rx.recv_timeout(left) {
+                        Ok(m) => m,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.sync();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
+            // Take whatever else is queued: one write and one sync for the
+            // lot (group commit).
+            let mut acks = Vec::new();
+            let mut flush_acks = Vec::new();
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Line(line, ack, permit) => {
+                        self.write_line(&line);
+                        drop(permit);
+                        acks.extend(ack);
+                    }
+                    Msg::Flush(ack) => flush_acks.push(ack),
+                }
+                n += 1;
+                if n < 1024 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Err(e) = self.file.flush() {
+                self.error(e);
+            }
+            let interval_due = self.config.fsync == FsyncPolicy::Interval
+                && self
+                    .dirty_since
+                    .is_some_and(|t| t.elapsed() >= self.config.fsync_interval);
+            if self.config.fsync == FsyncPolicy::Always || !flush_acks.is_empty() || interval_due {
+                self.sync();
+            }
+            for a in acks.into_iter().chain(flush_acks) {
+                let _ = a.send(());
+            }
+        }
+        // The queue is closed: a clean shutdown.
+        let _ = self.file.flush();
+        self.sync();
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        let len = line.len() as u64;
+        if self.size > 0 && self.size + len > self.config.max_size {
+            self.rotate();
+        }
+        match self.file.write_all(line) {
+            Ok(()) => {
+                self.size += len;
+                self.counters.records.inc();
+                self.dirty_since.get_or_insert_with(Instant::now);
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    fn sync(&mut self) {
+        if self.dirty_since.take().is_some()
+            && let Err(e) = self.file.get_ref().sync_data()
+        {
+            self.error(e);
+        }
+    }
+
+    /// `path` → `path.1` → … → `path.keep` (the oldest is removed), then a
+    /// new, empty `path`.
+    fn rotate(&mut self) {
+        let _ = self.file.flush();
+        self.sync();
+        let keep = self.config.keep;
+        let result = (|| -> std::io::Result<()> {
+            if keep == 0 {
+                std::fs::remove_file(&self.path)?;
+            } else {
+                let _ = std::fs::remove_file(rotated(&self.path, keep));
+                for i in (1..keep).rev() {
+                    let from = rotated(&self.path, i);
+                    if from.exists() {
+                        std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                    }
+                }
+                std::fs::rename(&self.path, rotated(&self.path, 1))?;
+            }
+            let file = open_append(&self.path)?;
+            if self.config.fsync == FsyncPolicy::Always
+                && let Some(dir) = self.path.parent()
+            {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            self.file = std::io::BufWriter::with_capacity(64 << 10, file);
+            self.size = 0;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.error(e);
+        }
+    }
+
+    fn error(&mut self, e: std::io::Error) {
+        self.counters.write_errors.inc();
+        if !self.error_logged {
+            self.error_logged = true;
+            tracing::error!(path = %self.path.display(), "cannot write the audit log: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": "s"}}"#)
+                .unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn dropping_the_last_handle_writes_everything_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        let audit = Audit::open(&AuditConfig {
+            path: Some(path.clone()),
+            fsync: FsyncPolicy::Never,
+            queue: 1000,
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        let clone = audit.clone();
+        for i in 0..500 {
+            clone.record(AuditRecord::new("s", "c", &format!("t{i}")));
+        }
+        drop(clone);
+        drop(audit);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tools: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["tool"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(tools, (0..500).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn redaction_reaches_nested_keys() {
+        let a =
+            serde_json::json!({"user": "u", "auth": {"password": "p", "list": [{"password": 1}]}});
+        let r = redact(&a, &["password".into()]);
+        assert_eq!(
+            r,
+            serde_json::json!({"user": "u", "auth": {"password": "[redacted]", "list": [{"password": "[redacted]"}]}})
+        );
     }
 }

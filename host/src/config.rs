@@ -10,6 +10,7 @@
 //! capability units apply the caps when a tool loads.
 
 use crate::caps::fs::HostState;
+use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::caps::{
     self, AllowList, CapError, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
     limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
@@ -33,6 +34,8 @@ pub struct HostConfig {
     pub caps: Caps,
     /// Allow/deny rules (`[[rule]]`), evaluated before an embedder's own.
     pub rules: Vec<Rule>,
+    /// The audit log (`[audit]`).
+    pub audit: AuditConfig,
     /// The file this was read from, if any: it is the host's own state, so
     /// no tool may be granted it.
     pub path: Option<PathBuf>,
@@ -198,6 +201,11 @@ impl HostConfig {
                         raw.apply(&mut c.caps, &mut cx);
                     }
                 }
+                "audit" => {
+                    if let Some(raw) = section::<RawAudit>(&mut cx, value, AUDIT_KEYS) {
+                        raw.apply(&mut c.audit, dir, &mut cx);
+                    }
+                }
                 "rule" => match value.get_ref() {
                     toml::de::DeValue::Array(items) => {
                         for item in items.iter() {
@@ -252,7 +260,9 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 const TOP_KEYS: &str =
-    "[engine], [limits], [fs], [env], [network], [client], [output], [[rule]], [[trust]]";
+    "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]]";
+const AUDIT_KEYS: &str =
+    "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =
     "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
 const LIMITS_KEYS: &str = "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
@@ -550,6 +560,65 @@ impl RawOutput {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAudit {
+    path: Option<Spanned<String>>,
+    fsync: Option<Spanned<String>>,
+    fsync_interval: Option<Spanned<String>>,
+    max_size: Option<Spanned<String>>,
+    keep: Option<Spanned<u32>>,
+    queue: Option<Spanned<u32>>,
+    raw_arguments: Option<bool>,
+    redact: Option<Vec<Spanned<String>>>,
+}
+
+impl RawAudit {
+    fn apply(self, a: &mut AuditConfig, dir: &Path, cx: &mut Collector<'_>) {
+        if let Some(p) = self.path {
+            if p.get_ref().is_empty() {
+                cx.error(Some(p.span()), "`path` must name a file", None);
+            } else {
+                a.path = Some(dir.join(p.get_ref()));
+            }
+        }
+        if let Some(f) = self.fsync {
+            match FsyncPolicy::from_name(f.get_ref()) {
+                Some(p) => a.fsync = p,
+                None => cx.error(
+                    Some(f.span()),
+                    format!("`{}` is not an fsync policy", f.get_ref()),
+                    Some("use `always`, `interval` or `never`".into()),
+                ),
+            }
+        }
+        if let Some(t) = self
+            .fsync_interval
+            .and_then(|t| duration(&t, Duration::from_millis(1), Duration::from_secs(3600), cx))
+        {
+            a.fsync_interval = t;
+        }
+        if let Some(n) = self.max_size.and_then(|n| size(&n, 4 << 10, 1 << 40, cx)) {
+            a.max_size = n;
+        }
+        if let Some(n) = self.keep.and_then(|n| in_range(&n, 0, 1000, "keep", cx)) {
+            a.keep = n;
+        }
+        if let Some(n) = self
+            .queue
+            .and_then(|n| in_range(&n, 1, 1_000_000, "queue", cx))
+        {
+            a.queue = n as usize;
+        }
+        if let Some(b) = self.raw_arguments {
+            a.raw_arguments = b;
+        }
+        if let Some(keys) = self.redact {
+            a.redact = keys.into_iter().map(Spanned::into_inner).collect();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,5 +656,43 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
         assert_eq!(lines, vec![2, 4, 5, 6, 7, 9], "{}", e.render());
+    }
+
+    #[test]
+    fn audit_section_reads_and_its_errors_have_lines() {
+        let ok = HostConfig::parse(
+            Path::new("/etc/toolhost/host.toml"),
+            "[audit]\npath = \"log/audit.jsonl\"\nfsync = \"always\"\nfsync-interval = \"250ms\"\nmax-size = \"10 MiB\"\nkeep = 3\nqueue = 64\nraw-arguments = true\nredact = [\"password\", \"token\"]\n",
+        )
+        .unwrap();
+        let a = &ok.audit;
+        assert_eq!(
+            a.path.as_deref(),
+            Some(Path::new("/etc/toolhost/log/audit.jsonl")),
+            "relative to the config file"
+        );
+        assert_eq!(a.fsync, FsyncPolicy::Always);
+        assert_eq!(a.fsync_interval, Duration::from_millis(250));
+        assert_eq!(a.max_size, 10 << 20);
+        assert_eq!((a.keep, a.queue), (3, 64));
+        assert!(a.raw_arguments);
+        assert_eq!(a.redact, ["password", "token"]);
+        // Nothing set: the defaults, and no audit log.
+        let d = HostConfig::parse(Path::new("h.toml"), "").unwrap();
+        assert_eq!(d.audit, AuditConfig::default());
+        assert!(d.audit.path.is_none());
+
+        let e = HostConfig::parse(
+            Path::new("h.toml"),
+            "[audit]\nfsync = \"sometimes\"\nmax-size = \"1 KiB\"\nkeep = 5000\nqueue = 0\nfsync-interval = \"soon\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5, 6], "{}", e.render());
+        assert!(e.items[0].message.contains("sometimes"), "{}", e.render());
+        let e = HostConfig::parse(Path::new("h.toml"), "[audit]\npath = \"a\"\nrotate = 1\n")
+            .unwrap_err();
+        assert_eq!(e.items[0].line, Some(3), "{}", e.render());
+        assert!(e.items[0].message.contains("rotate"), "{}", e.render());
     }
 }

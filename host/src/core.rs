@@ -11,15 +11,17 @@ use crate::caps::{Caps, fs::HostState};
 use crate::catalog::{Catalog, CatalogTool, LoadEvent, Scope, Source};
 use crate::config::HostConfig;
 use crate::error::{BuildError, CallError, CallErrorKind, LoadError};
+use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
-use crate::sandbox::{CallContext, Sandbox};
+use crate::sandbox::{CallContext, Sandbox, Usage};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// One tool call, as every front end expresses it.
 #[non_exhaustive]
@@ -36,6 +38,8 @@ pub struct CallRequest {
     pub cancel: CancellationToken,
     /// Who is calling (front end, session, agent), for the audit log.
     pub caller: Arc<str>,
+    /// The client's session, for the audit log, when the front end knows it.
+    pub session: Option<Arc<str>>,
     /// The caller's client, for the requests a tool's manifest grants
     /// (sampling, elicitation). `None`: such requests fail cleanly.
     pub client: Option<Arc<dyn ClientRequests>>,
@@ -55,12 +59,18 @@ impl CallRequest {
             events: None,
             cancel: CancellationToken::new(),
             caller: Arc::from("library"),
+            session: None,
             client: None,
         }
     }
     /// Name the caller in the audit log (`mcp-http`, `agent:NAME`, …).
     pub fn caller(mut self, caller: impl AsRef<str>) -> Self {
         self.caller = Arc::from(caller.as_ref());
+        self
+    }
+    /// Name the client's session in the audit log.
+    pub fn session(mut self, session: impl AsRef<str>) -> Self {
+        self.session = Some(Arc::from(session.as_ref()));
         self
     }
     /// Send the tool's log and progress events to `events`.
@@ -103,6 +113,7 @@ pub struct CoreBuilder {
     sources: Vec<Source>,
     policy: Policy,
     audit: Audit,
+    metrics: Option<Metrics>,
     protected: Vec<PathBuf>,
     on_load: Option<OnLoad>,
 }
@@ -128,9 +139,17 @@ impl CoreBuilder {
         self.policy = p;
         self
     }
-    /// Where audit records go.
+    /// Where audit records go (default: the host config's `[audit] path`,
+    /// if it names one).
     pub fn audit(mut self, a: Audit) -> Self {
         self.audit = a;
+        self
+    }
+    /// Where the call path's metrics go (default: a registry of its own,
+    /// see [`Core::metrics`]). The core marks it ready once the catalog is
+    /// loaded.
+    pub fn metrics(mut self, m: Metrics) -> Self {
+        self.metrics = Some(m);
         self
     }
     /// A path of the embedder's that no tool may ever be granted (its own
@@ -154,6 +173,14 @@ impl CoreBuilder {
         let mut rules = std::mem::take(&mut self.config.rules);
         rules.append(&mut self.policy.rules);
         self.policy.rules = rules;
+        if !self.audit.enabled()
+            && let Some(path) = &self.config.audit.path
+        {
+            self.audit = Audit::open(&self.config.audit).map_err(|source| BuildError::Audit {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
         let mut host = HostState::default();
         for s in &self.sources {
@@ -167,6 +194,9 @@ impl CoreBuilder {
         }
         if let Some(p) = self.audit.path() {
             host.protect(p, "audit log", false);
+            for r in self.audit.rotated_paths() {
+                host.protect(&r, "audit log", false);
+            }
         }
         for p in &self.protected {
             host.protect(p, "protected path", true);
@@ -187,12 +217,16 @@ impl CoreBuilder {
         let caps = self.config.caps;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);
+        let metrics = self.metrics.unwrap_or_default();
+        metrics.attach_audit(&self.audit);
+        metrics.set_ready(true);
         Ok(Core {
             inner: Arc::new(Inner {
                 sandbox,
                 catalog: ArcSwap::from_pointee(catalog),
                 policy: self.policy,
                 audit: self.audit,
+                metrics,
                 sources: self.sources,
                 caps,
                 host,
@@ -227,6 +261,7 @@ struct Inner {
     catalog: ArcSwap<Catalog>,
     policy: Policy,
     audit: Audit,
+    metrics: Metrics,
     sources: Vec<Source>,
     caps: Caps,
     host: HostState,
@@ -263,6 +298,22 @@ impl Core {
     /// Start building a core.
     pub fn builder() -> CoreBuilder {
         CoreBuilder::default()
+    }
+
+    /// The call path's metrics (what [`CoreBuilder::metrics`] was given).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
+    }
+
+    /// Write and sync every audit record queued so far: call it before a
+    /// clean shutdown (dropping the last handle does it too, blocking).
+    pub async fn flush_audit(&self) {
+        self.inner.audit.flush().await
     }
 
     /// Tools that failed to load in the current catalog.
@@ -359,43 +410,97 @@ impl Core {
 
     /// The one call path.
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
+        let span = tracing::info_span!(
+            "core.call",
+            tool = %req.tool,
+            scope = %req.scope,
+            caller = %req.caller,
+            outcome = tracing::field::Empty,
+        );
+        self.call_traced(req).instrument(span).await
+    }
+
+    async fn call_traced(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         let started = Instant::now();
+        let inner = &self.inner;
         let args = Value::Object(req.arguments.unwrap_or_default());
         let catalog = self.inner.catalog.load_full();
-        let mut args_bytes = 0;
+        let scope = req.scope.as_str();
+        let _in_flight = inner.metrics.started(scope);
+        // Filled in as the call goes; written by the guard if the call's
+        // future is dropped before it ends.
+        let mut pending = Pending {
+            core: self,
+            rec: inner.audit.enabled().then(|| {
+                let mut r = AuditRecord::new(scope, &req.caller, &req.tool);
+                r.session = req.session.as_deref().map(str::to_string);
+                r
+            }),
+            scope,
+            metric_tool: crate::metrics::OTHER,
+            started,
+            finished: false,
+        };
+        if let Some(rec) = &mut pending.rec {
+            inner.audit.describe_arguments(rec, &args);
+        }
+        let usage = Arc::new(Usage::default());
+        let mut trace = Trace::default();
         let result = self
             .call_inner(
                 &catalog,
                 &req.scope,
                 &req.tool,
                 &args,
-                &mut args_bytes,
+                &mut trace,
                 CallContext {
                     events: req.events,
                     cancel: req.cancel,
                     client: req.client,
+                    usage: usage.clone(),
                 },
             )
             .await
             .map_err(|kind| CallError::new(req.tool.as_str(), kind));
-        let audit = &self.inner.audit;
-        if audit.enabled() {
-            audit.record(AuditRecord {
-                ts_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0),
-                scope: req.scope.to_string(),
-                caller: req.caller.to_string(),
-                tool: req.tool.clone(),
-                outcome: match &result {
-                    Ok(_) => "ok",
-                    Err(e) => e.code(),
-                },
-                detail: result.as_ref().err().map(|e| e.to_string()),
-                duration_us: started.elapsed().as_micros() as u64,
-                args_bytes,
-            });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        tracing::Span::current().record("outcome", outcome);
+        let elapsed = started.elapsed();
+        let metric_tool = trace
+            .tool
+            .as_ref()
+            .map_or(crate::metrics::OTHER, |t| t.def.name.as_ref());
+        inner.metrics.finished(scope, metric_tool, outcome, elapsed);
+        pending.finished = true;
+        if let Some(wait) = usage.queue_wait() {
+            inner.metrics.queued(scope, wait);
+        }
+        if let Some(mut rec) = pending.rec.take() {
+            rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+            rec.tool_sha256 = trace
+                .tool
+                .as_ref()
+                .map(|t| hex::encode(t.component.manifest.sha256));
+            rec.decision = trace.decision;
+            rec.rule = trace.rule.map(|i| i + 1);
+            if let Err(e) = &result {
+                if let CallErrorKind::Denied { reason } = e.kind() {
+                    rec.reason = Some(reason.clone());
+                }
+                rec.set_detail(e.to_string());
+            }
+            rec.outcome = outcome;
+            rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+            rec.queue_wait_us = usage
+                .queue_wait()
+                .map(|d| d.as_micros().min(u64::MAX as u128) as u64);
+            if let Some((fuel, mem)) = usage.costs() {
+                rec.fuel_used = Some(fuel);
+                rec.peak_memory = Some(mem);
+            }
+            inner.audit.write(rec).await;
         }
         result
     }
@@ -406,28 +511,45 @@ impl Core {
         scope: &Scope,
         name: &str,
         args: &Value,
-        args_bytes: &mut usize,
+        trace: &mut Trace,
         cx: CallContext,
     ) -> Result<ToolOutput, CallErrorKind> {
         let policy = &self.inner.policy;
-        // A tool of another scope, and one policy hides, are the same as a
-        // tool that does not exist.
-        let tool: &Arc<CatalogTool> = catalog
-            .get(scope, name)
-            .filter(|_| policy.visible(scope.as_str(), name))
-            .ok_or(CallErrorKind::UnknownTool)?;
-        if let Decision::Deny(reason) = policy.decide(scope.as_str(), name, args) {
-            return Err(CallErrorKind::Denied { reason });
+        let tool = {
+            let _policy = tracing::debug_span!("policy").entered();
+            // A tool of another scope, and one policy hides, are the same
+            // as a tool that does not exist (to the caller; the audit log
+            // says which rule hid it).
+            let tool: &Arc<CatalogTool> =
+                catalog.get(scope, name).ok_or(CallErrorKind::UnknownTool)?;
+            let (visible, rule) = policy.visible_by(scope.as_str(), name);
+            if !visible {
+                trace.decision = "deny";
+                trace.rule = rule;
+                return Err(CallErrorKind::UnknownTool);
+            }
+            trace.tool = Some(tool.clone());
+            let (decision, rule) = policy.decide_by(scope.as_str(), name, args);
+            trace.rule = rule;
+            if let Decision::Deny(reason) = decision {
+                trace.decision = "deny";
+                return Err(CallErrorKind::Denied { reason });
+            }
+            trace.decision = "allow";
+            tool
+        };
+        {
+            let _schema = tracing::debug_span!("schema").entered();
+            tool.input
+                .check(args)
+                .map_err(|details| CallErrorKind::InvalidArguments { details })?;
         }
-        tool.input
-            .check(args)
-            .map_err(|details| CallErrorKind::InvalidArguments { details })?;
         let text = args.to_string();
-        *args_bytes = text.len();
         let out = self
             .inner
             .sandbox
             .call(&tool.component, name, &text, cx)
+            .instrument(tracing::debug_span!("sandbox"))
             .await?;
         if let Some(schema) = &tool.output {
             let structured = out
@@ -483,6 +605,57 @@ impl Core {
             .call(&t.component, tool, args, CallContext::default())
             .await
             .map_err(|k| CallError::new(tool, k))
+    }
+}
+
+/// What the call path learned about a call, for the audit log.
+struct Trace {
+    /// The tool, once found and visible.
+    tool: Option<Arc<CatalogTool>>,
+    /// `allow`, `deny`, or `none` (no such tool).
+    decision: &'static str,
+    /// The rule that decided (0-based), if one did.
+    rule: Option<usize>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace {
+            tool: None,
+            decision: "none",
+            rule: None,
+        }
+    }
+}
+
+/// A call's audit record until it is written: if the call's future is
+/// dropped first (its client went away without cancelling), the record is
+/// written as `abandoned` so that no call is missing from the log.
+struct Pending<'a> {
+    core: &'a Core,
+    rec: Option<AuditRecord>,
+    scope: &'a str,
+    metric_tool: &'static str,
+    started: Instant,
+    /// Whether the call ended (and was counted).
+    finished: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let inner = &self.core.inner;
+        inner
+            .metrics
+            .finished(self.scope, self.metric_tool, "abandoned", elapsed);
+        if let Some(mut rec) = self.rec.take() {
+            rec.outcome = "abandoned";
+            rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+            inner.audit.record(rec);
+        }
     }
 }
 

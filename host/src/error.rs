@@ -431,4 +431,12 @@ pub enum BuildError {
     /// large for this machine's address space).
     #[error("cannot create the sandbox engine: {0:#}")]
     Engine(anyhow::Error),
+    /// The audit log named by the host config cannot be opened.
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }

@@ -4,7 +4,8 @@
 
 // Layers, each using only those below it:
 //   front ends: mcp (server, http), agent, watch
-//   core (the one call path) -> catalog, policy, schema, audit -> sandbox
+//   core (the one call path) -> catalog, policy, schema, audit, metrics
+//   -> sandbox
 //   -> caps (the capability units), typed (typed-WIT schemas and values)
 //   -> manifest, config, model, error, diagnostic
 
@@ -16,6 +17,7 @@ mod core;
 mod diagnostic;
 mod error;
 mod manifest;
+mod metrics;
 mod model;
 #[cfg(feature = "mcp")]
 mod mrtr;
@@ -36,13 +38,16 @@ pub mod mcp;
 #[cfg(feature = "watch")]
 mod watch;
 
-pub use crate::audit::{Audit, AuditRecord};
+pub use crate::audit::{Audit, AuditConfig, AuditRecord, FsyncPolicy};
 pub use crate::catalog::{LoadEvent, Scope, Source};
 pub use crate::config::{EngineConfig, HostConfig};
 pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
 pub use crate::error::{BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind};
 pub use crate::manifest::Manifest;
+#[cfg(feature = "http")]
+pub use crate::metrics::MetricsServer;
+pub use crate::metrics::{MAX_LABEL_VALUES, Metrics};
 pub use crate::model::{
     Annotations, CallEvent, ClientError, ClientRequest, ClientRequests, Content, EventSink,
     EventStream, LogLevel, ResourceContents, ToolDef, ToolOutput,

@@ -127,9 +127,15 @@ pub fn args_match(
 impl Policy {
     /// The verdict on calling `tool` in `scope` with `args`.
     pub fn decide(&self, scope: &str, tool: &str, args: &Value) -> Decision {
-        for r in &self.rules {
+        self.decide_by(scope, tool, args).0
+    }
+
+    /// [`Policy::decide`], with the index (0-based, in `rules`) of the rule
+    /// that decided; `None` when no rule matched (the default decided).
+    pub fn decide_by(&self, scope: &str, tool: &str, args: &Value) -> (Decision, Option<usize>) {
+        for (i, r) in self.rules.iter().enumerate() {
             if r.matches(scope, tool, args) {
-                return match r.effect {
+                let d = match r.effect {
                     Effect::Allow => Decision::Allow,
                     Effect::Deny => Decision::Deny(
                         r.reason
@@ -137,8 +143,13 @@ impl Policy {
                             .unwrap_or_else(|| format!("policy rule denies `{}`", r.tool)),
                     ),
                 };
+                return (d, Some(i));
             }
         }
+        (self.default_decision(scope), None)
+    }
+
+    fn default_decision(&self, scope: &str) -> Decision {
         let has_allow = self.rules.iter().any(|r| {
             r.effect == Effect::Allow && r.scope.as_deref().is_none_or(|s| glob(s, scope))
         });
@@ -152,19 +163,24 @@ impl Policy {
     /// Whether `tool` could ever be allowed in `scope` (argument rules aside):
     /// tools that can't are left out of listings.
     pub fn visible(&self, scope: &str, tool: &str) -> bool {
-        for r in &self.rules {
+        self.visible_by(scope, tool).0
+    }
+
+    /// [`Policy::visible`], with the index of the rule that decided.
+    pub fn visible_by(&self, scope: &str, tool: &str) -> (bool, Option<usize>) {
+        for (i, r) in self.rules.iter().enumerate() {
             if r.arg.is_none()
                 && r.contains.is_none()
                 && glob(&r.tool, tool)
                 && r.scope.as_deref().is_none_or(|s| glob(s, scope))
             {
-                return r.effect == Effect::Allow;
+                return (r.effect == Effect::Allow, Some(i));
             }
         }
-        !self
-            .rules
-            .iter()
-            .any(|r| r.effect == Effect::Allow && r.scope.as_deref().is_none_or(|s| glob(s, scope)))
+        let open = !self.rules.iter().any(|r| {
+            r.effect == Effect::Allow && r.scope.as_deref().is_none_or(|s| glob(s, scope))
+        });
+        (open, None)
     }
 }
 

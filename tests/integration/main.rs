@@ -5,6 +5,7 @@
 mod support;
 
 mod agent;
+mod audit;
 mod grants;
 mod languages;
 mod limits;

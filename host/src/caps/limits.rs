@@ -259,6 +259,8 @@ pub(crate) struct Limiter {
     /// Elements all tables of the call may reach together.
     table_elements: usize,
     tables_used: usize,
+    /// The most `used` has been (for the audit log).
+    peak: usize,
     pub(crate) denied_memory: bool,
     /// Instances, memories and tables one call may create (the pool's
     /// per-component shape): a component that wants more fails at load.
@@ -274,11 +276,17 @@ impl Limiter {
             used: 0,
             table_elements: 1_000_000,
             tables_used: 0,
+            peak: 0,
             denied_memory: false,
             instances: shape.core_instances,
             memories: shape.memories,
             tables: shape.tables,
         }
+    }
+
+    /// The most memory (linear and host-side) the call has held at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak
     }
 
     /// Charge `bytes` of host-side memory held for the call (HTTP fields
@@ -289,6 +297,7 @@ impl Limiter {
         match self.used.checked_add(bytes) {
             Some(n) if n <= self.memory => {
                 self.used = n;
+                self.peak = self.peak.max(n);
                 true
             }
             _ => {
@@ -313,6 +322,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         match after {
             Some(n) => {
                 self.used = n;
+                self.peak = self.peak.max(n);
                 Ok(true)
             }
             None => {

@@ -286,13 +286,21 @@ impl ServerHandler for McpServer {
                 tool: tool.clone(),
             },
         );
-        let request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
+        let mut request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
             .caller(&*self.shared.caller)
             .events(events)
             // Cancelled on notifications/cancelled, on shutdown and (stateless
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token())
             .client(client);
+        // The HTTP session (2025-11-25 clients), for the audit log.
+        if let Some(id) = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
+        {
+            request = request.session(id);
+        }
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event
         // reaches the client before the response does.

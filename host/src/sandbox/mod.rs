@@ -37,9 +37,11 @@ use bindings::exports::toolhost::tool::tool as wit_tool;
 use sha2::{Digest, Sha256};
 pub(crate) use state::CallState;
 use std::sync::Arc;
+use std::sync::atomic as at;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceType, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
@@ -137,6 +139,70 @@ pub(crate) struct CallContext {
     pub(crate) cancel: CancellationToken,
     /// The caller's client, for the requests the manifest grants.
     pub(crate) client: Option<Arc<dyn ClientRequests>>,
+    /// Where the call's costs are recorded, however it ends.
+    pub(crate) usage: Arc<Usage>,
+}
+
+/// Fuel between two write-backs of a running guest's fuel count to its
+/// store (and a yield to the executor): the accuracy of `fuel_used` for a
+/// call stopped mid-loop.
+const FUEL_FLUSH: u64 = 10_000_000;
+
+/// What one call cost, for the audit log and the metrics: filled in as the
+/// call goes, so a call that times out or is cancelled still reports what
+/// it used up to then.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    /// Microseconds waited for room in the pool; `u64::MAX` until the call
+    /// got it.
+    queue_wait_us: at::AtomicU64,
+    /// Whether the call waited for the pool at all.
+    queued: at::AtomicBool,
+    fuel_used: at::AtomicU64,
+    peak_memory: at::AtomicU64,
+    /// Whether a store was created (so fuel and memory mean something).
+    ran: at::AtomicBool,
+}
+
+impl Usage {
+    /// Time waited for room in the pool, if the call got that far.
+    pub(crate) fn queue_wait(&self) -> Option<std::time::Duration> {
+        self.queued.load(at::Ordering::Acquire).then(|| {
+            std::time::Duration::from_micros(self.queue_wait_us.load(at::Ordering::Acquire))
+        })
+    }
+    /// Fuel consumed and the peak memory, if the guest ran.
+    pub(crate) fn costs(&self) -> Option<(u64, u64)> {
+        self.ran.load(at::Ordering::Acquire).then(|| {
+            (
+                self.fuel_used.load(at::Ordering::Acquire),
+                self.peak_memory.load(at::Ordering::Acquire),
+            )
+        })
+    }
+}
+
+/// A call's store, which records the fuel and memory it used when dropped:
+/// at the end of the call, or when a deadline or cancellation drops the
+/// call's future.
+struct Metered {
+    store: Store<CallState>,
+    usage: Arc<Usage>,
+    fuel: u64,
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let left = self.store.get_fuel().unwrap_or(self.fuel);
+        let u = &self.usage;
+        u.fuel_used
+            .store(self.fuel.saturating_sub(left), at::Ordering::Release);
+        u.peak_memory.store(
+            self.store.data().limiter.peak() as u64,
+            at::Ordering::Release,
+        );
+        u.ran.store(true, at::Ordering::Release);
+    }
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
@@ -493,6 +559,11 @@ impl Sandbox {
         let state = CallState::new(&comp.grants, cx, with_grants, self.shape)?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Compiled code keeps its fuel count in a register and writes it
+        // back only at calls, returns and when it runs out: refilling every
+        // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
+        // cancellation) report its fuel to within that many units.
+        store.fuel_async_yield_interval(Some(FUEL_FLUSH))?;
         store.set_fuel(comp.grants.limits.fuel.unwrap_or(u64::MAX))?;
         // Every tick, yield to the executor so a busy guest never starves
         // other calls; the deadline and cancellation are enforced around the
@@ -520,25 +591,45 @@ impl Sandbox {
             Kind::Typed(t) => Call::Typed(t.prepare(tool, arguments)?),
         };
 
+        let usage = cx.usage.clone();
         let run = async {
-            let _permits = self.acquire(comp).await;
-            let mut store = self
+            let waiting = Instant::now();
+            let _permits = self
+                .acquire(comp)
+                .instrument(tracing::debug_span!("sandbox.acquire"))
+                .await;
+            usage.queue_wait_us.store(
+                waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
+                at::Ordering::Release,
+            );
+            usage.queued.store(true, at::Ordering::Release);
+            let store = self
                 .store(comp, cx, true)
                 .map_err(|e| CallErrorKind::Internal {
                     message: format!("{e:#}"),
                 })?;
-            let result = match &call {
-                Call::Typed(p) => p.run(&mut store, limits.max_output).await.map(Raw::Typed),
-                Call::Toolhost(pre) => async {
-                    let inst = pre.instantiate_async(&mut store).await?;
-                    inst.toolhost_tool_tool()
-                        .call_call(&mut store, tool, arguments)
-                        .await
-                }
-                .await
-                .map(Raw::Toolhost),
+            let mut metered = Metered {
+                store,
+                usage: usage.clone(),
+                fuel: limits.fuel.unwrap_or(u64::MAX),
             };
-            Ok::<_, CallErrorKind>((result, store))
+            let store = &mut metered.store;
+            let result = async {
+                match &call {
+                    Call::Typed(p) => p.run(&mut *store, limits.max_output).await.map(Raw::Typed),
+                    Call::Toolhost(pre) => async {
+                        let inst = pre.instantiate_async(&mut *store).await?;
+                        inst.toolhost_tool_tool()
+                            .call_call(&mut *store, tool, arguments)
+                            .await
+                    }
+                    .await
+                    .map(Raw::Toolhost),
+                }
+            }
+            .instrument(tracing::debug_span!("sandbox.run"))
+            .await;
+            Ok::<_, CallErrorKind>((result, metered))
         };
 
         let (result, store) = tokio::select! {
@@ -547,7 +638,8 @@ impl Sandbox {
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
             r = run => r?,
         };
-        let mut store = store;
+        let mut metered = store;
+        let store = &mut metered.store;
         caps::fs::enforce::warn(store.data_mut());
 
         // A call that must wait for its client's answers ends here, whatever

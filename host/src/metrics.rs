@@ -1,0 +1,424 @@
+//! Prometheus metrics of the call path: calls by tool, scope and outcome,
+//! errors by kind, latency and pool-queue-wait histograms, calls in flight,
+//! quota rejections, and the audit log's own counters. Served (with
+//! `feature = "http"`) on a listener of its own by [`MetricsServer`], with
+//! `/healthz` and `/readyz`.
+//!
+//! Label values are bounded: a tool label is a tool of the catalog (the
+//! core maps any other name to `_other`), and each label keeps at most
+//! [`MAX_LABEL_VALUES`] distinct values, after which new ones become
+//! `_other` too. A caller can never grow the registry by inventing names.
+//!
+//! Metrics record what happened; they decide nothing.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Most distinct values one label keeps; later ones are reported as
+/// `_other`.
+pub const MAX_LABEL_VALUES: usize = 1000;
+
+/// The label value that stands for every name not worth a series of its own.
+pub const OTHER: &str = "_other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    tool: String,
+    scope: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    scope: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    scope: String,
+    quota: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+/// Distinct values seen for one label, capped.
+#[derive(Default)]
+struct Bounded(Mutex<HashSet<String>>);
+
+impl Bounded {
+    fn value(&self, v: &str) -> String {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(v) {
+            return v.to_string();
+        }
+        if seen.len() >= MAX_LABEL_VALUES {
+            return OTHER.to_string();
+        }
+        seen.insert(v.to_string());
+        v.to_string()
+    }
+}
+
+struct Inner {
+    registry: Mutex<Registry>,
+    calls: Family<CallLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    duration: HistogramFamily<ToolLabels>,
+    queue_wait: HistogramFamily<ScopeLabels>,
+    in_flight: Family<ScopeLabels, Gauge>,
+    quota: Family<QuotaLabels, Counter>,
+    tools: Bounded,
+    scopes: Bounded,
+    ready: AtomicBool,
+    audit_attached: AtomicBool,
+}
+
+/// The host's metrics registry. A cheap-clone handle: give the same one to
+/// [`CoreBuilder::metrics`](crate::CoreBuilder::metrics) and to a
+/// [`MetricsServer`].
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric of the call path, none observed yet.
+    pub fn new() -> Metrics {
+        let mut r = Registry::default();
+        let calls = Family::<CallLabels, Counter>::default();
+        r.register(
+            "toolhost_calls",
+            "Tool calls by tool, scope and outcome (ok or the error kind)",
+            calls.clone(),
+        );
+        let errors = Family::<KindLabels, Counter>::default();
+        r.register(
+            "toolhost_call_errors",
+            "Failed tool calls by error kind",
+            errors.clone(),
+        );
+        let duration: HistogramFamily<ToolLabels> = Family::new_with_constructor(latency_histogram);
+        r.register(
+            "toolhost_call_duration_seconds",
+            "Tool call latency, queueing included",
+            duration.clone(),
+        );
+        let queue_wait: HistogramFamily<ScopeLabels> =
+            Family::new_with_constructor(latency_histogram);
+        r.register(
+            "toolhost_queue_wait_seconds",
+            "Time calls waited for room in the sandbox pool",
+            queue_wait.clone(),
+        );
+        let in_flight = Family::<ScopeLabels, Gauge>::default();
+        r.register(
+            "toolhost_calls_in_flight",
+            "Tool calls running or queued now",
+            in_flight.clone(),
+        );
+        let quota = Family::<QuotaLabels, Counter>::default();
+        r.register(
+            "toolhost_quota_rejections",
+            "Calls refused because a quota was used up",
+            quota.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: Mutex::new(r),
+                calls,
+                errors,
+                duration,
+                queue_wait,
+                in_flight,
+                quota,
+                tools: Bounded::default(),
+                scopes: Bounded::default(),
+                ready: AtomicBool::new(false),
+                audit_attached: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Register the audit log's counters (once per registry).
+    pub(crate) fn attach_audit(&self, audit: &crate::audit::Audit) {
+        let Some(c) = audit.counters() else { return };
+        if self.inner.audit_attached.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut r = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.register("toolhost_audit_records", "Audit records written", c.records);
+        r.register(
+            "toolhost_audit_queue_full",
+            "Times a call waited because the audit queue was full",
+            c.queue_full,
+        );
+        r.register(
+            "toolhost_audit_dropped",
+            "Audit records dropped (only records that cannot wait)",
+            c.dropped,
+        );
+        r.register(
+            "toolhost_audit_write_errors",
+            "Failed writes, syncs or rotations of the audit log",
+            c.write_errors,
+        );
+    }
+
+    fn scope(&self, scope: &str) -> String {
+        self.inner.scopes.value(scope)
+    }
+
+    /// A call of `tool` in `scope` started (`tool` must be a catalog name or
+    /// [`OTHER`]); returns what ends it.
+    pub(crate) fn started(&self, scope: &str) -> InFlight {
+        let labels = ScopeLabels {
+            scope: self.scope(scope),
+        };
+        self.inner.in_flight.get_or_create(&labels).inc();
+        InFlight {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    /// A call ended: `outcome` is `ok` or its error kind.
+    pub(crate) fn finished(
+        &self,
+        scope: &str,
+        tool: &str,
+        outcome: &'static str,
+        duration: Duration,
+    ) {
+        let tool = self.inner.tools.value(tool);
+        let scope = self.scope(scope);
+        self.inner
+            .calls
+            .get_or_create(&CallLabels {
+                tool: tool.clone(),
+                scope: scope.clone(),
+                outcome,
+            })
+            .inc();
+        if outcome != "ok" {
+            self.inner
+                .errors
+                .get_or_create(&KindLabels { kind: outcome })
+                .inc();
+        }
+        self.inner
+            .duration
+            .get_or_create(&ToolLabels { tool, scope })
+            .observe(duration.as_secs_f64());
+    }
+
+    /// A call waited `wait` for room in the sandbox pool.
+    pub(crate) fn queued(&self, scope: &str, wait: Duration) {
+        self.inner
+            .queue_wait
+            .get_or_create(&ScopeLabels {
+                scope: self.scope(scope),
+            })
+            .observe(wait.as_secs_f64());
+    }
+
+    /// A call of `scope` was refused by its quota `quota` (a fixed name,
+    /// like `calls-per-minute`).
+    pub fn quota_rejected(&self, scope: &str, quota: &'static str) {
+        self.inner
+            .quota
+            .get_or_create(&QuotaLabels {
+                scope: self.scope(scope),
+                quota,
+            })
+            .inc();
+    }
+
+    /// Mark the host ready (its catalog is loaded) or not: `/readyz`.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the host is ready (see [`Metrics::set_ready`]).
+    pub fn ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self
+            .inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// A call in flight: the gauge goes down when this is dropped, however the
+/// call ends (even if its future is dropped).
+pub(crate) struct InFlight {
+    metrics: Metrics,
+    labels: ScopeLabels,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.metrics
+            .inner
+            .in_flight
+            .get_or_create(&self.labels)
+            .dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_rejections_are_counted_and_labels_are_capped() {
+        let m = Metrics::new();
+        m.quota_rejected("a", "calls-per-minute");
+        m.quota_rejected("a", "calls-per-minute");
+        for i in 0..MAX_LABEL_VALUES + 50 {
+            m.finished("s", &format!("t{i}"), "ok", Duration::from_millis(1));
+        }
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"toolhost_quota_rejections_total{scope="a",quota="calls-per-minute"} 2"#
+            ),
+            "{text}"
+        );
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("toolhost_calls_total{"))
+            .count();
+        assert_eq!(series, MAX_LABEL_VALUES + 1, "the cap, plus `_other`");
+        assert!(
+            text.contains(r#"toolhost_calls_total{tool="_other",scope="s",outcome="ok"} 50"#),
+            "the rest share `_other`"
+        );
+    }
+}
+
+#[cfg(feature = "http")]
+pub use serve::MetricsServer;
+
+#[cfg(feature = "http")]
+mod serve {
+    use super::Metrics;
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use std::net::SocketAddr;
+
+    /// The metrics listener: `/metrics` (OpenMetrics text), `/healthz`
+    /// (200 while the process serves) and `/readyz` (200 once the catalog
+    /// is loaded, see [`Metrics::set_ready`]; 503 before). Kept apart from
+    /// the MCP listener so that it can stay on loopback or an internal
+    /// network; it serves nothing but these three paths.
+    pub struct MetricsServer {
+        listener: tokio::net::TcpListener,
+        metrics: Metrics,
+    }
+
+    impl MetricsServer {
+        /// Bind `addr` for `metrics`.
+        pub async fn bind(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
+            Ok(MetricsServer {
+                listener: tokio::net::TcpListener::bind(addr).await?,
+                metrics,
+            })
+        }
+
+        /// The address bound (useful with port 0).
+        pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            self.listener.local_addr()
+        }
+
+        /// Serve until `shutdown` completes.
+        pub async fn serve(
+            self,
+            shutdown: impl Future<Output = ()> + Send + 'static,
+        ) -> std::io::Result<()> {
+            let m = self.metrics.clone();
+            let r = self.metrics.clone();
+            let app = axum::Router::new()
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let m = m.clone();
+                        async move {
+                            (
+                                [(
+                                    header::CONTENT_TYPE,
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )],
+                                m.encode(),
+                            )
+                        }
+                    }),
+                )
+                .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+                .route(
+                    "/readyz",
+                    axum::routing::get(move || {
+                        let r = r.clone();
+                        async move {
+                            if r.ready() {
+                                (StatusCode::OK, "ready\n").into_response()
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, "loading\n").into_response()
+                            }
+                        }
+                    }),
+                );
+            axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}

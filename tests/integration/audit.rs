@@ -1,0 +1,627 @@
+//! The audit log and the metrics: a line per call (allowed, denied, hidden,
+//! failed, timed out, cancelled, unknown) checked field by field; a server
+//! killed with SIGKILL has the line of every call it answered (with
+//! `fsync = "always"`); rotation keeps every file under its cap; `/metrics`,
+//! `/healthz` and `/readyz` over HTTP on their own listener.
+
+use crate::mcp::{INIT, header, http_post};
+use crate::mcp_2026::{body_json, call_2026, meta};
+use crate::support::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+use toolhost::{Audit, CallRequest, CancellationToken, Core, HostConfig, Scope};
+
+const BIN: &str = env!("CARGO_BIN_EXE_toolhost");
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn every_call_has_an_audit_line_checked_field_by_field() {
+    let d = ToolDir::new();
+    let hostile = d.add("hostile", "hostile", "[limits]\ntimeout = \"500ms\"\n");
+    let echo = d.add("echo", "echo", "");
+    let hostile_sha = sha256_hex(&hostile.with_extension("wasm"));
+    let echo_sha = sha256_hex(&echo.with_extension("wasm"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[audit]
+path = "audit.jsonl"
+fsync = "always"
+raw-arguments = true
+redact = ["text"]
+
+[[rule]]
+effect = "deny"
+tool = "echo"
+arg = "/text"
+contains = "secret"
+reason = "no secrets through echo"
+
+[[rule]]
+effect = "deny"
+tool = "recurse"
+"#,
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    let log = dir.path().join("audit.jsonl");
+    assert_eq!(config.audit.path.as_deref(), Some(log.as_path()));
+    // The config's `[audit] path` is enough: no `.audit(...)` needed.
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let before = SystemTime::now();
+    let run = |tool: &str, a: Value| {
+        let core = core.clone();
+        let req = CallRequest::new(Scope::default(), tool, args(a))
+            .caller("tester")
+            .session("s-1");
+        async move { core.call(req).await }
+    };
+
+    // 1. allowed, and it allocates 8 MiB.
+    run("alloc", json!({"mib": 8})).await.unwrap();
+    // 2. allowed, echo (its text redacted in the log).
+    run("echo", json!({"text": "hello"})).await.unwrap();
+    // 3. denied by rule 1.
+    run("echo", json!({"text": "a secret"})).await.unwrap_err();
+    // 4. hidden by rule 2: the caller sees an unknown tool.
+    run("recurse", json!({"depth": 1})).await.unwrap_err();
+    // 5. failed: the guest panics.
+    run("panic", json!({"message": "boom"})).await.unwrap_err();
+    // 6. timed out.
+    run("spin", json!({})).await.unwrap_err();
+    // 7. cancelled.
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c2.cancel();
+    });
+    core.call(
+        CallRequest::new(Scope::default(), "spin", None)
+            .caller("tester")
+            .cancel(cancel),
+    )
+    .await
+    .unwrap_err();
+    // 8. no such tool.
+    run("ghost", json!({})).await.unwrap_err();
+
+    // fsync = "always": each call returned only once its line was on disk.
+    let recs = records(&log);
+    assert_eq!(recs.len(), 8, "{recs:#?}");
+    for r in &recs {
+        let t = humantime::parse_rfc3339(r["time"].as_str().unwrap()).unwrap();
+        assert!(t >= before && t <= SystemTime::now(), "{r}");
+        assert_eq!(r["event"], "call");
+        assert_eq!(r["tenant"], "default");
+        assert_eq!(r["scope"], "default");
+        assert_eq!(r["caller"], "tester");
+        assert!(r["duration_us"].as_u64().is_some(), "{r}");
+    }
+    let sandboxed = |r: &Value| {
+        assert!(r["queue_wait_us"].as_u64().is_some(), "{r}");
+        assert!(r["fuel_used"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["peak_memory"].as_u64().unwrap() > 0, "{r}");
+    };
+    let not_sandboxed = |r: &Value| {
+        for k in ["queue_wait_us", "fuel_used", "peak_memory"] {
+            assert!(r.get(k).is_none(), "{k} in {r}");
+        }
+    };
+
+    let r = &recs[0];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("alloc"), Some("ok"))
+    );
+    assert_eq!(r["session"], "s-1");
+    assert_eq!(r["tool_sha256"], hostile_sha.as_str());
+    assert_eq!(r["decision"], "allow");
+    assert!(r.get("rule").is_none(), "no rule matched: {r}");
+    assert_eq!(r["args_sha256"], sha256(r#"{"mib":8}"#).as_str());
+    assert_eq!(r["args_bytes"], 9);
+    assert_eq!(r["arguments"], json!({"mib": 8}));
+    assert!(r.get("detail").is_none(), "{r}");
+    sandboxed(r);
+    assert!(
+        r["peak_memory"].as_u64().unwrap() >= 8 << 20,
+        "it allocated 8 MiB: {r}"
+    );
+
+    let r = &recs[1];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("echo"), Some("ok"))
+    );
+    assert_eq!(r["tool_sha256"], echo_sha.as_str());
+    assert_eq!(
+        r["args_sha256"],
+        sha256(r#"{"text":"hello"}"#).as_str(),
+        "the digest is of the arguments as given, not as redacted"
+    );
+    assert_eq!(r["arguments"], json!({"text": "[redacted]"}));
+    sandboxed(r);
+
+    let r = &recs[2];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("echo"), Some("denied"))
+    );
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["rule"], 1);
+    assert_eq!(r["reason"], "no secrets through echo");
+    assert_eq!(r["tool_sha256"], echo_sha.as_str());
+    assert_eq!(r["args_sha256"], sha256(r#"{"text":"a secret"}"#).as_str());
+    assert!(
+        !r.to_string().contains("a secret"),
+        "redacted everywhere: {r}"
+    );
+    not_sandboxed(r);
+
+    let r = &recs[3];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("recurse"), Some("unknown_tool"))
+    );
+    assert_eq!(r["decision"], "deny");
+    assert_eq!(r["rule"], 2, "the log says which rule hid it: {r}");
+    assert!(
+        r.get("tool_sha256").is_none(),
+        "nothing of a hidden tool: {r}"
+    );
+    not_sandboxed(r);
+
+    let r = &recs[4];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("panic"), Some("trap"))
+    );
+    assert_eq!(r["decision"], "allow");
+    assert!(
+        r["detail"].as_str().unwrap().contains("boom"),
+        "the error: {r}"
+    );
+    sandboxed(r);
+
+    let r = &recs[5];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("spin"), Some("timeout"))
+    );
+    assert!(r["duration_us"].as_u64().unwrap() >= 500_000, "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("timed out"), "{r}");
+    sandboxed(r);
+    // The fuel of a loop stopped by its deadline is reported too, to within
+    // the host's write-back interval of ten million units (half a second
+    // of spinning burns far more).
+    assert!(r["fuel_used"].as_u64().unwrap() > 10_000_000, "{r}");
+
+    let r = &recs[6];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("spin"), Some("cancelled"))
+    );
+    assert!(r.get("session").is_none(), "{r}");
+    assert_eq!(r["args_sha256"], sha256("{}").as_str());
+    sandboxed(r);
+
+    let r = &recs[7];
+    assert_eq!(
+        (r["tool"].as_str(), r["outcome"].as_str()),
+        (Some("ghost"), Some("unknown_tool"))
+    );
+    assert_eq!(r["decision"], "none");
+    assert!(r.get("rule").is_none() && r.get("tool_sha256").is_none());
+    not_sandboxed(r);
+}
+
+#[tokio::test]
+async fn rotation_keeps_every_file_under_its_cap() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[audit]\npath = \"audit.jsonl\"\nmax-size = \"4 KiB\"\nkeep = 2\nfsync = \"never\"\n",
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    let log = dir.path().join("audit.jsonl");
+    let core = Core::builder()
+        .config(config.clone())
+        .source(Scope::default(), d.path())
+        .audit(Audit::open(&config.audit).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let n = 60;
+    for i in 0..n {
+        call(&core, "echo", json!({"text": format!("call {i}")}))
+            .await
+            .unwrap();
+    }
+    core.flush_audit().await;
+    let file = |i: u32| {
+        if i == 0 {
+            log.clone()
+        } else {
+            dir.path().join(format!("audit.jsonl.{i}"))
+        }
+    };
+    let mut kept = Vec::new();
+    for i in [2, 1, 0] {
+        let f = file(i);
+        let size = std::fs::metadata(&f)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            .len();
+        assert!(size <= 4096, "{} is {size} bytes", f.display());
+        kept.extend(records(&f));
+    }
+    assert!(!file(3).exists(), "only `keep` rotated files are kept");
+    assert!(
+        kept.len() < n,
+        "the oldest records were rotated away ({} kept)",
+        kept.len()
+    );
+    // The kept records are the newest, in order, none missing.
+    let texts: Vec<String> = kept
+        .iter()
+        .map(|r| r["args_sha256"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (n - kept.len()..n)
+        .map(|i| sha256(&format!(r#"{{"text":"call {i}"}}"#)))
+        .collect();
+    assert_eq!(texts, want);
+}
+
+/// `toolhost serve --http` with `extra` args: the child, the MCP address and
+/// (with `--metrics`) the metrics address.
+fn serve(extra: &[&str]) -> (Child, String, Option<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let want_metrics = extra.contains(&"--metrics");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut mcp, mut metrics) = (None, None);
+    let mut seen = String::new();
+    while mcp.is_none() || (want_metrics && metrics.is_none()) {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("toolhost serve exited before serving:\n{seen}");
+        };
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            let addr = u
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            if line.contains("metrics") {
+                metrics = Some(addr);
+            } else {
+                mcp = Some(addr);
+            }
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, mcp.unwrap(), metrics)
+}
+
+fn echo_call(addr: &str, text: &str) -> Value {
+    let (status, resp) = call_2026(
+        addr,
+        "echo",
+        json!({"arguments": {"text": text}, "_meta": meta(json!({}))}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    body_json(&resp)
+}
+
+#[test]
+fn a_server_killed_right_after_answering_has_every_answered_calls_line() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[audit]\npath = \"audit.jsonl\"\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let (mut child, addr, _) = serve(&[
+        "--tools",
+        d.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch",
+        "false",
+    ]);
+    let n = 20;
+    for i in 0..n {
+        let v = echo_call(&addr, &format!("call {i}"));
+        assert_eq!(
+            v["result"]["content"][0]["text"],
+            format!("call {i}"),
+            "{v}"
+        );
+    }
+    // No clean shutdown: the process dies at once.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let recs = records(&log);
+    let got: Vec<&str> = recs
+        .iter()
+        .map(|r| r["args_sha256"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..n)
+        .map(|i| sha256(&format!(r#"{{"text":"call {i}"}}"#)))
+        .collect();
+    assert_eq!(got, want, "{recs:#?}");
+    assert!(
+        recs.iter()
+            .all(|r| r["caller"] == "mcp-http" && r["outcome"] == "ok")
+    );
+
+    // `toolhost audit` answers "who ran what" from that log.
+    let out = Command::new(BIN)
+        .args(["audit", "--config", cfg.to_str().unwrap()])
+        .args([
+            "--tool",
+            "echo",
+            "--outcome",
+            "ok",
+            "--since",
+            "1h",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), n);
+    let out = Command::new(BIN)
+        .args(["audit", log.to_str().unwrap(), "--outcome", "error"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// The value of the sample whose line starts with `series` (exactly).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[test]
+fn metrics_health_and_readiness_over_http() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[[rule]]\neffect = \"deny\"\ntool = \"echo\"\narg = \"/text\"\ncontains = \"secret\"\n",
+    )
+    .unwrap();
+    let (mut child, addr, metrics) = serve(&[
+        "--tools",
+        d.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch",
+        "false",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let m = metrics.unwrap();
+    assert_eq!(http_get(&m, "/healthz").0, 200);
+    assert_eq!(http_get(&m, "/readyz").0, 200, "the catalog is loaded");
+    assert_eq!(http_get(&m, "/nope").0, 404);
+
+    echo_call(&addr, "one");
+    echo_call(&addr, "two");
+    let v = echo_call(&addr, "a secret");
+    assert!(v.to_string().contains("denied"), "{v}");
+    // Names a caller invents share one series.
+    for i in 0..5 {
+        let (status, resp) = call_2026(
+            &addr,
+            &format!("ghost{i}"),
+            json!({"arguments": {}, "_meta": meta(json!({}))}),
+        );
+        assert!(resp.contains("ghost"), "{status} {resp}");
+    }
+    // A request the MCP endpoint refuses is not a call.
+    let (status, _) = http_post(&addr, &[], "not json");
+    assert_ne!(status, 200);
+
+    let (status, text) = http_get(&m, "/metrics");
+    assert_eq!(status, 200);
+    let get =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        get(r#"toolhost_calls_total{tool="echo",scope="default",outcome="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"toolhost_calls_total{tool="echo",scope="default",outcome="denied"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"toolhost_calls_total{tool="_other",scope="default",outcome="unknown_tool"}"#),
+        5.0
+    );
+    assert!(!text.contains("ghost"), "{text}");
+    assert_eq!(get(r#"toolhost_call_errors_total{kind="denied"}"#), 1.0);
+    assert_eq!(
+        get(r#"toolhost_call_errors_total{kind="unknown_tool"}"#),
+        5.0
+    );
+    assert_eq!(
+        get(r#"toolhost_call_duration_seconds_count{tool="echo",scope="default"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"toolhost_call_duration_seconds_bucket{le="+Inf",tool="echo",scope="default"}"#),
+        3.0
+    );
+    assert!(get(r#"toolhost_call_duration_seconds_sum{tool="echo",scope="default"}"#) > 0.0);
+    // Only the two allowed calls reached the pool.
+    assert_eq!(
+        get(r#"toolhost_queue_wait_seconds_count{scope="default"}"#),
+        2.0
+    );
+    assert_eq!(get(r#"toolhost_calls_in_flight{scope="default"}"#), 0.0);
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    // "never": nothing but the shutdown itself makes the lines durable.
+    std::fs::write(&cfg, "[audit]\npath = \"audit.jsonl\"\nfsync = \"never\"\n").unwrap();
+    let (mut child, addr, _) = serve(&[
+        "--tools",
+        d.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch",
+        "false",
+    ]);
+    let (status, resp) = http_post(&addr, &[], INIT);
+    assert_eq!(status, 200, "{resp}");
+    let session = header(&resp, "mcp-session-id")
+        .unwrap_or_else(|| panic!("no session id: {resp}"))
+        .to_string();
+    let h = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http_post(&addr, &h, initialized).0, 202);
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"in a session"}}}"#;
+    let (status, resp) = http_post(&addr, &h, body);
+    assert!(status == 200 && resp.contains("in a session"), "{resp}");
+    // SIGTERM: a clean shutdown.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let recs = records(&dir.path().join("audit.jsonl"));
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0]["session"], session.as_str(), "{}", recs[0]);
+    assert_eq!(recs[0]["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_makes_calls_wait_and_loses_none() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[audit]\npath = \"audit.jsonl\"\nqueue = 1\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let n = 32;
+    let calls: Vec<_> = (0..n)
+        .map(|i| {
+            let core = core.clone();
+            tokio::spawn(async move {
+                call(&core, "echo", json!({"text": format!("call {i}")}))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    let mut got: Vec<String> = records(&dir.path().join("audit.jsonl"))
+        .iter()
+        .map(|r| r["args_sha256"].as_str().unwrap().to_string())
+        .collect();
+    let mut want: Vec<String> = (0..n)
+        .map(|i| sha256(&format!(r#"{{"text":"call {i}"}}"#)))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
