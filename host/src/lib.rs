@@ -23,6 +23,7 @@ mod policy;
 mod sandbox;
 mod schema;
 mod typed;
+mod tenant;
 
 #[cfg(feature = "agent")]
 #[allow(
@@ -49,6 +50,7 @@ pub use crate::model::{
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};
 

@@ -14,3 +14,4 @@ mod mcp_2026;
 mod mrtr;
 mod policy;
 mod typed;
+mod tenants;
