@@ -22,8 +22,8 @@ mod mrtr;
 mod policy;
 mod sandbox;
 mod schema;
-mod typed;
 mod tenant;
+mod typed;
 
 #[cfg(feature = "agent")]
 #[allow(

@@ -43,7 +43,8 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TenantTools {
-    /// The tool of this name among the server's own tool sources
+    /// The tool of this name, or every tool of the manifest of this name
+    /// (`text` for `text.toml`), among the server's own tool sources
     /// (`--tools`).
     Named(String),
     /// Every tool of a directory, manifest or `.wasm` (relative to the
@@ -505,6 +506,27 @@ mod tests {
             &c.tenants[1].tools[0],
             super::TenantTools::Path(p) if p.ends_with("tools-b/")
         ));
+    }
+
+    #[test]
+    fn a_tenants_roots_narrow_the_hosts_and_never_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let text = format!(
+            "[fs]\nroots = [\"x\"]\n[network]\nallow = [\"a.example\"]\n[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n[tenant.fs]\nroots = [\"y\"]\n[tenant.network]\nallow = [\"b.example\"]\n",
+            digest("t")
+        );
+        let c = HostConfig::parse(&dir.path().join("h.toml"), &text).unwrap();
+        let t = &c.tenants[0];
+        let x = dir.path().join("x").canonicalize().unwrap();
+        let y = dir.path().join("y").canonicalize().unwrap();
+        // Under both the host's roots and the tenant's: here, nowhere.
+        assert!(!t.caps.fs.roots.allows(|r| *r == y));
+        assert!(!t.caps.fs.roots.allows(|r| *r == x));
+        assert_eq!(t.caps.fs.roots.lists()[0], vec![x]);
+        assert!(!t.caps.net.allow.allows(|p| p.to_string() == "b.example"));
     }
 
     #[test]

@@ -13,5 +13,5 @@ mod mcp;
 mod mcp_2026;
 mod mrtr;
 mod policy;
-mod typed;
 mod tenants;
+mod typed;

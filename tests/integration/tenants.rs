@@ -476,3 +476,26 @@ fn jwts_select_the_tenant_and_bad_ones_are_refused() {
         json!(["https://auth.example"])
     );
 }
+
+// --- the official Python MCP SDK client
+
+fn python_tenant(mode: &str) {
+    use crate::mcp::{LIMIT, Sdk, Via, client, run_client};
+    let s = Setup::new("");
+    let server = s.serve();
+    let mut cmd = client(Sdk::Python, "tenant", Some(mode), Via::Http(&server.url));
+    cmd.env("TOOLHOST_CLIENT_TOKEN", TOKEN_A)
+        .env("TOOLHOST_CLIENT_TOOLS", "echo,list_dir,read_file,search")
+        .env("TOOLHOST_CLIENT_FORBIDDEN", "json_query");
+    run_client(cmd, "tenant", LIMIT);
+}
+
+#[test]
+fn python_sdk_sees_only_its_tenants_tools_2025_11_25() {
+    python_tenant("legacy");
+}
+
+#[test]
+fn python_sdk_sees_only_its_tenants_tools_2026_07_28() {
+    python_tenant("2026-07-28");
+}

@@ -458,15 +458,25 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
             }
         };
-        let msg: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-        if let Some(m) = msg.filter(|m| m["method"] == "tools/call") {
+        // Parsed exactly as rmcp will parse it, so what is counted as a call
+        // is what runs as one (a duplicated `method` key cannot slip by).
+        use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+        let call_id = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
+            Ok(ClientJsonRpcMessage::Request(r))
+                if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
+            {
+                Some(serde_json::to_value(&r.id).unwrap_or_default())
+            }
+            _ => None,
+        };
+        if let Some(id) = call_id {
             match r.tenancy.admit(i) {
                 Ok(p) => permit = p,
                 Err(q) => {
                     let secs = q.retry_after.as_secs().max(1);
                     let body = serde_json::json!({
                         "jsonrpc": "2.0",
-                        "id": m["id"],
+                        "id": id,
                         "error": {"code": -32000, "message": q.message},
                     });
                     return (
