@@ -380,6 +380,42 @@ fn each_quota_is_a_429_with_retry_after() {
     assert_eq!(call(&addr, "delta-token", "sleep", json!({"ms": 1})).0, 200);
 }
 
+#[test]
+fn a_tenants_narrowed_limits_hold_and_do_not_touch_another_tenants() {
+    let s = Setup::new("");
+    let slow = s.dir.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    let td = ToolDir::new();
+    td.add("hostile", "hostile", "[limits]\ntimeout = \"30s\"\n");
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            td.path().join(format!("hostile.{ext}")),
+            slow.join(format!("hostile.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = s.dir.path().join("toolhost.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    // The same tool for two tenants; one of them may run it for 1 s only,
+    // and asking for more (1 h) does not raise the manifest's 30 s.
+    text.push_str(&format!(
+        "\n[[tenant]]\nname = \"tight\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1s\"\n\n[[tenant]]\nname = \"loose\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+        sha("tight-token"),
+        sha("loose-token")
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let server = s.serve();
+    let addr = server.addr();
+    let (st, resp) = call(&addr, "tight-token", "sleep", json!({"ms": 2500}));
+    assert_eq!(st, 200, "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(v.to_string().contains("timed out after 1"), "{v}");
+    let (st, resp) = call(&addr, "loose-token", "sleep", json!({"ms": 2500}));
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(body_json(&resp)["result"]["content"][0]["text"], "slept");
+}
+
 // --- JWTs
 
 fn b64(bytes: &[u8]) -> String {
