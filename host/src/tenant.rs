@@ -61,6 +61,10 @@ pub struct Quotas {
     /// Calls this tenant may start per minute (a burst of up to this many,
     /// then refilled evenly).
     pub calls_per_minute: Option<u32>,
+    /// Bytes of `tools/call` responses per minute (a budget of this many,
+    /// refilled evenly; a call that overdraws it completes, and the next
+    /// waits until the budget is positive again).
+    pub output_bytes_per_minute: Option<u64>,
 }
 
 /// How HTTP callers authenticate (`[auth]`).
@@ -131,7 +135,7 @@ impl Tenant {
     }
 }
 
-const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
 const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway";
 
@@ -144,6 +148,7 @@ struct RawTenant {
     token_sha256: Vec<Spanned<String>>,
     max_concurrent: Option<Spanned<u32>>,
     calls_per_minute: Option<Spanned<u32>>,
+    output_bytes_per_minute: Option<Spanned<String>>,
 }
 
 /// One `[[tenant]]` as read, applied once the host's caps are known.
@@ -309,6 +314,17 @@ impl RawTenants {
             }
             if let Some(n) = r.calls_per_minute {
                 quotas.calls_per_minute = range(&n, 1, 1_000_000, "calls-per-minute", cx);
+            }
+            if let Some(b) = r.output_bytes_per_minute {
+                match crate::caps::limits::parse_size(b.get_ref()) {
+                    Ok(n) if (1..=1 << 40).contains(&n) => quotas.output_bytes_per_minute = Some(n),
+                    Ok(_) => cx.error(
+                        Some(b.span()),
+                        "output-bytes-per-minute must be between 1 byte and 1 TiB",
+                        None,
+                    ),
+                    Err(e) => cx.error(Some(b.span()), e, None),
+                }
             }
             let mut c = caps.clone();
             if let Some(l) = p.limits {
@@ -479,7 +495,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tools-b")).unwrap();
         let cfg = dir.path().join("toolhost.toml");
         let text = format!(
-            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
             digest("ta"),
             digest("tb")
         );
@@ -496,6 +512,7 @@ mod tests {
         );
         assert_eq!(a.quotas.max_concurrent, Some(2));
         assert_eq!(a.quotas.calls_per_minute, Some(30));
+        assert_eq!(a.quotas.output_bytes_per_minute, Some(1 << 20));
         assert_eq!(a.caps.limits.max.timeout.as_secs(), 5);
         let root = dir.path().join("a").canonicalize().unwrap();
         assert!(a.caps.fs.roots.allows(|r| *r == root));

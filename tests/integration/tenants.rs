@@ -318,9 +318,10 @@ fn each_quota_is_a_429_with_retry_after() {
     let cfg = s.dir.path().join("toolhost.toml");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(&format!(
-        "\n[[tenant]]\nname = \"gamma\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 2\n\n[[tenant]]\nname = \"delta\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n",
+        "\n[[tenant]]\nname = \"gamma\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 2\n\n[[tenant]]\nname = \"delta\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n\n[[tenant]]\nname = \"omega\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"1 KiB\"\n",
         sha("gamma-token"),
-        sha("delta-token")
+        sha("delta-token"),
+        sha("omega-token")
     ));
     std::fs::write(&cfg, text).unwrap();
     let server = s.serve();
@@ -343,6 +344,22 @@ fn each_quota_is_a_429_with_retry_after() {
     // Listing is not a call; other tenants are not affected.
     assert_eq!(list(&addr, "gamma-token"), ["echo"]);
     assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
+
+    // Omega: a call may overdraw its output budget once; the next waits
+    // until the budget has refilled past what it overdrew.
+    let big = "x".repeat(2000);
+    let (st, resp) = call(&addr, "omega-token", "echo", json!({"text": big}));
+    assert_eq!(st, 200, "{resp}");
+    let (st, resp) = call(&addr, "omega-token", "echo", json!({"text": "x"}));
+    assert_eq!(st, 429, "{resp}");
+    let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    // About a minute per KiB overdrawn: over one minute, under three.
+    assert!((60..=180).contains(&retry), "{resp}");
+    let msg = body_json(&resp)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("output-bytes-per-minute = 1024"), "{msg}");
 
     // Delta: one call holds the only slot until its response is complete.
     let a2 = addr.clone();

@@ -8,8 +8,9 @@
 //!   `WWW-Authenticate: Bearer resource_metadata="…"`, pointing at the
 //!   protected-resource metadata (RFC 9728) served here.
 //! - Quotas, checked when a `tools/call` arrives: calls per minute (GCRA,
-//!   `governor`) and calls at once (a semaphore held until the response is
-//!   complete). Over quota: 429 with `Retry-After`, naming the quota.
+//!   `governor`), calls at once (a semaphore held until the response is
+//!   complete) and response bytes per minute (charged when the response
+//!   is complete). Over quota: 429 with `Retry-After`, naming the quota.
 //!
 //! Owns the credential checks and the quota state; the tenants' tool sets
 //! and caps are the catalog's (each tenant is a scope).
@@ -57,6 +58,77 @@ pub(crate) struct TenantGate {
     pub(crate) tenant: Tenant,
     rate: Option<(u32, DefaultDirectRateLimiter)>,
     concurrent: Option<(u32, Arc<Semaphore>)>,
+    output: Option<Arc<ByteBudget>>,
+}
+
+/// A budget of bytes per minute that may be overdrawn by the call that
+/// crosses it (its size is only known once it has run); while it is
+/// negative, calls wait.
+pub(crate) struct ByteBudget {
+    per_minute: u64,
+    /// The balance and when it was last refilled.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl ByteBudget {
+    fn new(per_minute: u64) -> ByteBudget {
+        ByteBudget {
+            per_minute,
+            state: std::sync::Mutex::new((per_minute as f64, std::time::Instant::now())),
+        }
+    }
+
+    /// The balance now, refilled evenly up to one minute's worth.
+    fn refill(&self, s: &mut (f64, std::time::Instant)) {
+        let now = std::time::Instant::now();
+        let rate = self.per_minute as f64 / 60.0;
+        s.0 = (s.0 + rate * now.duration_since(s.1).as_secs_f64()).min(self.per_minute as f64);
+        s.1 = now;
+    }
+
+    /// How long until the balance is positive again, if it is not now.
+    fn wait(&self) -> Option<Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut s);
+        (s.0 <= 0.0).then(|| {
+            let rate = self.per_minute as f64 / 60.0;
+            Duration::from_secs_f64((-s.0 + 1.0) / rate)
+        })
+    }
+
+    /// Take `bytes` off the balance.
+    pub(crate) fn charge(&self, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut s);
+        s.0 -= bytes as f64;
+    }
+}
+
+/// What an admitted call holds until its response is complete.
+#[derive(Default)]
+pub(crate) struct Admission {
+    _permit: Option<OwnedSemaphorePermit>,
+    output: Option<Arc<ByteBudget>>,
+    bytes: u64,
+}
+
+impl Admission {
+    /// Whether anything needs to follow the response.
+    pub(crate) fn is_empty(&self) -> bool {
+        self._permit.is_none() && self.output.is_none()
+    }
+    /// Count `n` bytes of the response.
+    pub(crate) fn count(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(b) = &self.output {
+            b.charge(self.bytes);
+        }
+    }
 }
 
 /// Why a request is refused for quota.
@@ -91,6 +163,10 @@ impl Tenancy {
                     .quotas
                     .max_concurrent
                     .map(|n| (n, Arc::new(Semaphore::new(n as usize)))),
+                output: t
+                    .quotas
+                    .output_bytes_per_minute
+                    .map(|n| Arc::new(ByteBudget::new(n))),
             })
             .collect();
         Ok(Tenancy {
@@ -132,10 +208,23 @@ impl Tenancy {
     /// Admit a `tools/call` of tenant `i` now, or say which quota it is
     /// over and when to retry. The permit is held until the call's
     /// response is complete.
-    pub(crate) fn admit(&self, i: usize) -> Result<Option<OwnedSemaphorePermit>, OverQuota> {
+    pub(crate) fn admit(&self, i: usize) -> Result<Admission, OverQuota> {
         let g = &self.tenants[i];
         let name = &g.tenant.name;
-        // Concurrency first: a refused call must not use up the rate.
+        let secs = |d: Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+        if let Some(b) = &g.output
+            && let Some(wait) = b.wait()
+        {
+            let n = b.per_minute;
+            return Err(OverQuota {
+                message: format!(
+                    "tenant `{name}` is over its quota `output-bytes-per-minute = {n}`; retry in {} s",
+                    secs(wait)
+                ),
+                retry_after: Duration::from_secs(secs(wait)),
+            });
+        }
+        // Concurrency before the rate: a refused call must not use it up.
         let permit = match &g.concurrent {
             Some((n, sem)) => Some(sem.clone().try_acquire_owned().map_err(|_| OverQuota {
                 message: format!(
@@ -150,15 +239,19 @@ impl Tenancy {
         {
             use governor::clock::Clock as _;
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(OverQuota {
                 message: format!(
-                    "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {secs} s"
+                    "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {} s",
+                    secs(wait)
                 ),
-                retry_after: Duration::from_secs(secs.max(1)),
+                retry_after: Duration::from_secs(secs(wait)),
             });
         }
-        Ok(permit)
+        Ok(Admission {
+            _permit: permit,
+            output: g.output.clone(),
+            bytes: 0,
+        })
     }
 }
 

@@ -447,7 +447,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         Some(Ok(i)) => i,
     };
     let (parts, body) = req.into_parts();
-    let mut permit = None;
+    let mut admission = None;
     let req = if parts.method == Method::POST {
         let bytes = match http_body_util::Limited::new(body, r.max_body)
             .collect()
@@ -471,7 +471,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         };
         if let Some(id) = call_id {
             match r.tenancy.admit(i) {
-                Ok(p) => permit = p,
+                Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
                 Err(q) => {
                     let secs = q.retry_after.as_secs().max(1);
                     let body = serde_json::json!({
@@ -496,16 +496,19 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         Request::from_parts(parts, body)
     };
     let resp = r.services[i].handle(req).await.map(Body::new);
-    match permit {
+    match admission {
         // The call counts against `max-concurrent` until its response is
-        // complete (or dropped).
-        Some(p) => resp.map(|b| Body::new(b.map_frame(move |f| hold(&p, f)))),
+        // complete (or dropped), and its bytes against its output quota.
+        Some(mut a) => resp.map(|b| {
+            Body::new(b.map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    a.count(d.len());
+                }
+                f
+            }))
+        }),
         None => resp,
     }
-}
-
-fn hold<P, T>(_permit: &P, frame: T) -> T {
-    frame
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
