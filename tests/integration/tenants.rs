@@ -238,6 +238,50 @@ fn each_tenant_lists_and_calls_only_its_own_tools() {
 }
 
 #[test]
+fn a_session_of_one_tenant_means_nothing_to_another() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (a, b) = (bearer(TOKEN_A), bearer(TOKEN_B));
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", &a)],
+        crate::mcp::INIT,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let session = |auth: &str, body: &str| {
+        http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", auth),
+                ("Mcp-Session-Id", &sid),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(session(&a, initialized).0, 202);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let (st, resp) = session(&a, list);
+    assert_eq!(st, 200, "{resp}");
+    assert!(resp.contains("\"echo\""), "{resp}");
+    // Beta presenting alpha's session id: no such session for beta.
+    let (st, resp) = session(&b, list);
+    assert_eq!(st, 404, "{resp}");
+    assert!(!resp.contains("echo"), "{resp}");
+    // And no session at all without a credential.
+    let (st, _) = http(&addr, "POST", "/mcp", &[("Mcp-Session-Id", &sid)], list);
+    assert_eq!(st, 401);
+}
+
+#[test]
 fn a_tenants_file_tool_sees_only_its_own_root() {
     let s = Setup::new("");
     let server = s.serve();
