@@ -550,6 +550,17 @@ fn jwts_select_the_tenant_and_bad_ones_are_refused() {
         ("signature", jwt(&other_key, good.clone())),
         ("not served here", jwt(&key, with("org", json!("nobody")))),
         ("names no tenant", jwt(&key, with("org", json!(7)))),
+        // Algorithm confusion: HMAC keyed with the public key, and `none`.
+        ("no key of the issuer", {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            h.kid = Some("k1".into());
+            let secret = jsonwebtoken::EncodingKey::from_secret(&public);
+            jsonwebtoken::encode(&h, &good, &secret).unwrap()
+        }),
+        ("malformed", {
+            let h = b64(br#"{"alg":"none","kid":"k1"}"#);
+            format!("{h}.{}.", b64(good.to_string().as_bytes()))
+        }),
     ];
     for (why, token) in refused {
         let (st, resp) = rpc(&addr, Some(&token), "tools/list", json!({}), None);
