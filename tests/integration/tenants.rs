@@ -437,8 +437,52 @@ fn each_quota_is_a_429_with_retry_after() {
     assert!(msg.contains("max-concurrent = 1"), "{msg}");
     let (st, resp) = slow.join().unwrap();
     assert_eq!(st, 200, "{resp}");
-    // The slot is free again.
     assert_eq!(call(&addr, "delta-token", "sleep", json!({"ms": 1})).0, 200);
+
+    // A 2025-11-25 session's call runs on when its client hangs up (that
+    // is not a cancellation there): it keeps its slot until it is over.
+    let bearer = "Bearer delta-token";
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", bearer)],
+        crate::mcp::INIT,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let in_session = [
+        ("Authorization", bearer),
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http(&addr, "POST", "/mcp", &in_session, initialized).0, 202);
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":4000}}}"#;
+    {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let mut req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in in_session {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        // Wait for the response to start (the call is running), then hang up.
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(
+            &first,
+            b"HTTP/1.1 200",
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
+    }
+    let (st, resp) = call(&addr, "delta-token", "sleep", json!({"ms": 1}));
+    assert_eq!(st, 429, "a hung-up session call still runs: {resp}");
 }
 
 #[test]

@@ -8,8 +8,9 @@
 //!   `WWW-Authenticate: Bearer resource_metadata="…"`, pointing at the
 //!   protected-resource metadata (RFC 9728) served here.
 //! - Quotas, checked when a `tools/call` arrives: calls per minute (GCRA,
-//!   `governor`), calls at once (a semaphore held until the response is
-//!   complete) and response bytes per minute (charged when the response
+//!   `governor`), calls at once (a semaphore whose slot the tenant's MCP
+//!   server holds for the whole call, whatever happens to the connection)
+//!   and response bytes per minute (charged when the response
 //!   is complete). Over quota: 429 with `Retry-After`, naming the quota.
 //!
 //! Owns the credential checks and the quota state; the tenants' tool sets
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Why tenant auth cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +105,9 @@ impl ByteBudget {
     }
 }
 
-/// What an admitted call holds until its response is complete.
+/// What follows an admitted call's response until it is complete.
 #[derive(Default)]
 pub(crate) struct Admission {
-    _permit: Option<OwnedSemaphorePermit>,
     output: Option<Arc<ByteBudget>>,
     bytes: u64,
 }
@@ -115,7 +115,7 @@ pub(crate) struct Admission {
 impl Admission {
     /// Whether anything needs to follow the response.
     pub(crate) fn is_empty(&self) -> bool {
-        self._permit.is_none() && self.output.is_none()
+        self.output.is_none()
     }
     /// Count `n` bytes of the response.
     pub(crate) fn count(&mut self, n: usize) {
@@ -128,6 +128,19 @@ impl Drop for Admission {
         if let Some(b) = &self.output {
             b.charge(self.bytes);
         }
+    }
+}
+
+impl TenantGate {
+    /// The gate its MCP server takes a slot of for each call.
+    pub(crate) fn call_gate(&self) -> Option<super::server::CallGate> {
+        self.concurrent
+            .as_ref()
+            .map(|(n, sem)| super::server::CallGate {
+                tenant: Arc::from(self.tenant.name.as_str()),
+                max: *n,
+                slots: sem.clone(),
+            })
     }
 }
 
@@ -206,8 +219,7 @@ impl Tenancy {
     }
 
     /// Admit a `tools/call` of tenant `i` now, or say which quota it is
-    /// over and when to retry. The permit is held until the call's
-    /// response is complete.
+    /// over and when to retry.
     pub(crate) fn admit(&self, i: usize) -> Result<Admission, OverQuota> {
         let g = &self.tenants[i];
         let name = &g.tenant.name;
@@ -225,15 +237,19 @@ impl Tenancy {
             });
         }
         // Concurrency before the rate: a refused call must not use it up.
-        let permit = match &g.concurrent {
-            Some((n, sem)) => Some(sem.clone().try_acquire_owned().map_err(|_| OverQuota {
+        // Only a look here: the slot itself is taken by the tenant's MCP
+        // server for the whole call (a dropped connection does not end a
+        // session's call, so a slot held by the response would).
+        if let Some((n, sem)) = &g.concurrent
+            && sem.available_permits() == 0
+        {
+            return Err(OverQuota {
                 message: format!(
                     "tenant `{name}` is over its quota `max-concurrent = {n}`: {n} calls are running; retry when one has finished"
                 ),
                 retry_after: Duration::from_secs(1),
-            })?),
-            None => None,
-        };
+            });
+        }
         if let Some((n, limiter)) = &g.rate
             && let Err(not_until) = limiter.check()
         {
@@ -248,7 +264,6 @@ impl Tenancy {
             });
         }
         Ok(Admission {
-            _permit: permit,
             output: g.output.clone(),
             bytes: 0,
         })

@@ -160,11 +160,12 @@ impl HttpServer {
             .tenants
             .iter()
             .map(|g| {
-                McpServer::with_state_key(
+                McpServer::with_gate(
                     core.clone(),
                     g.tenant.scope(),
                     &format!("mcp-http:{}", g.tenant.name),
                     key.clone(),
+                    g.call_gate(),
                 )
             })
             .collect();
@@ -497,8 +498,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     };
     let resp = r.services[i].handle(req).await.map(Body::new);
     match admission {
-        // The call counts against `max-concurrent` until its response is
-        // complete (or dropped), and its bytes against its output quota.
+        // The response's bytes count against the tenant's output quota.
         Some(mut a) => resp.map(|b| {
             Body::new(b.map_frame(move |f| {
                 if let Some(d) = f.data_ref() {
