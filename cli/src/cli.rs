@@ -186,9 +186,17 @@ async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Cor
     if let Some(a) = &h.audit {
         audit.path = Some(a.clone());
     }
+    let tenants = config.tenants.clone();
     let mut b = Core::builder().config(config).metrics(metrics);
     for t in &h.tools {
         b = b.source(Scope::default(), t);
+    }
+    // Each tenant is a scope: its named tools from `--tools`, its own paths,
+    // all under its (narrower) caps.
+    for t in &tenants {
+        for s in t.sources(&h.tools) {
+            b = b.add_source(s);
+        }
     }
     for s in &h.scope_tools {
         let (name, path) = s
@@ -459,8 +467,15 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     };
     let core = build_core_with(host, metrics).await?;
     let audit_core = core.clone();
+    let config = host_config(&host.config)?;
     let _watcher = if opts.watch {
         let mut paths = host.tools.clone();
+        for t in &config.tenants {
+            paths.extend(t.tools.iter().filter_map(|x| match x {
+                toolhost::TenantTools::Path(p) => Some(p.clone()),
+                _ => None,
+            }));
+        }
         paths.extend(
             host.scope_tools
                 .iter()
@@ -481,12 +496,19 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
     match opts.http.filter(|_| !opts.stdio) {
         Some(addr) => {
-            let server = McpServer::with_state_key(core, scope, "mcp-http", key);
             let mut http = HttpOptions::new(addr);
             http.bearer_token = opts.bearer_token;
             http.allowed_hosts = opts.allow_hosts;
             http.allowed_origins = opts.allow_origins;
-            let http = HttpServer::bind(server, http).await.map_err(|e| match e {
+            let bound = if config.tenants.is_empty() {
+                let server = McpServer::with_state_key(core, scope, "mcp-http", key);
+                HttpServer::bind(server, http).await
+            } else {
+                // Tenants: each credential selects its tenant's scope.
+                let tenancy = toolhost::mcp::Tenancy::new(&config.tenants, &config.auth)?;
+                HttpServer::bind_tenants(core, tenancy, key, http).await
+            };
+            let http = bound.map_err(|e| match e {
                 toolhost::mcp::HttpError::PublicWithoutToken(_) => {
                     anyhow::anyhow!("{e}; set --bearer-token (or TOOLHOST_BEARER_TOKEN)")
                 }

@@ -62,6 +62,9 @@ pub struct Source {
     /// Caps for this source's tools on top of the host config's (a
     /// tenant's overrides); intersected, so they only narrow.
     pub caps: Option<Arc<Caps>>,
+    /// Only the tools of these names, or of the manifests of these names
+    /// (a tenant's named tools); `None`: all.
+    pub only: Option<Arc<[String]>>,
 }
 
 impl Source {
@@ -71,7 +74,15 @@ impl Source {
             scope,
             path: path.into(),
             caps: None,
+            only: None,
         }
+    }
+
+    /// Take only the tools named `names`, or of manifests so named, from
+    /// this source.
+    pub fn only_tools(mut self, names: impl IntoIterator<Item = String>) -> Source {
+        self.only = Some(names.into_iter().collect());
+        self
     }
 
     /// Narrow this source's tools further by `caps`.
@@ -214,8 +225,28 @@ impl Catalog {
                 None => std::borrow::Cow::Borrowed(caps),
             };
             let reuse = reusable.get(mpath.as_path()).copied();
+            // A named selection takes a tool by its name, or every tool of
+            // the manifest of that name (`text` for text.toml's tools).
+            let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let wanted = |name: &str| {
+                source
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|n| n == name || n == stem))
+            };
             let loaded = match load_one(sandbox, &mpath, &caps, host, reuse).await {
-                Ok(tools) => check_overlaps(&mpath, &tools, &granted).map(|()| tools),
+                Ok(mut tools) => {
+                    // A named selection (a tenant's): the other tools of the
+                    // source are not its, and their grants are not made.
+                    tools.retain(|t| wanted(&t.def.name));
+                    check_overlaps(&mpath, &tools, &granted).map(|()| tools)
+                }
+                // Only a failure of a tool this source wants is its business
+                // (known by the manifest's name before the tool is).
+                Err(e) if !wanted(stem) => {
+                    tracing::debug!("{}: not loaded into {}: {e}", mpath.display(), source.scope);
+                    continue;
+                }
                 Err(e) => Err(e),
             };
             match loaded {

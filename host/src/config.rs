@@ -19,6 +19,7 @@ use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
 use crate::manifest::Manifest;
 use crate::policy::Rule;
 use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
+use crate::tenant::{AuthConfig, RawTenants, Tenant};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +43,11 @@ pub struct HostConfig {
     /// Which signed packages may be installed (`[[trust]]`). Read here so
     /// the file is checked as one; only package installs consult it.
     pub trust: Vec<TrustRule>,
+    /// Tenants (`[[tenant]]`): who may call which tools over HTTP, under
+    /// which narrower caps and quotas.
+    pub tenants: Vec<Tenant>,
+    /// How HTTP callers prove who they are (`[auth]`).
+    pub auth: AuthConfig,
 }
 
 /// How the engine and its pool are sized (`[engine]`).
@@ -156,6 +162,8 @@ impl HostConfig {
             ..HostConfig::default()
         };
         let dir = path.parent().unwrap_or(Path::new("."));
+        // Tenants narrow the host's caps, so they are read once those are.
+        let mut tenants = RawTenants::default();
         for (key, value) in doc.get_ref() {
             let k = key.get_ref().as_ref();
             match k {
@@ -238,6 +246,8 @@ impl HostConfig {
                         Some("write each entry as `[[trust]]`".into()),
                     ),
                 },
+                "tenant" => tenants.collect(value, &mut cx),
+                "auth" => c.auth = crate::tenant::parse_auth(value, dir, &mut cx),
                 other => cx.error(
                     Some(key.span()),
                     format!("unknown key `{other}`"),
@@ -245,6 +255,8 @@ impl HostConfig {
                 ),
             }
         }
+        let tenants = tenants.finish(&c.caps, &c.auth, dir, &mut cx);
+        c.tenants = tenants;
         cx.finish(c)
     }
 }
@@ -260,13 +272,14 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 const TOP_KEYS: &str =
-    "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]]";
+    "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =
     "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
-const LIMITS_KEYS: &str = "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
-const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
+pub(crate) const LIMITS_KEYS: &str =
+    "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
+pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
 const CLIENT_KEYS: &str = "requests, max-tokens, max-requests";
 const OUTPUT_KEYS: &str = "max-stdio, event-budget, event-overhead";
 
@@ -380,7 +393,7 @@ impl RawEngine {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawLimits {
+pub(crate) struct RawLimits {
     timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
     fuel: Option<Spanned<u64>>,
@@ -391,7 +404,7 @@ struct RawLimits {
 }
 
 impl RawLimits {
-    fn apply(self, l: &mut LimitCaps, cx: &mut Collector<'_>) {
+    pub(crate) fn apply(self, l: &mut LimitCaps, cx: &mut Collector<'_>) {
         if let Some(t) = self
             .timeout
             .and_then(|t| duration(&t, Duration::from_millis(1), MAX_DURATION, cx))
@@ -441,7 +454,7 @@ impl RawLimits {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawFs {
+pub(crate) struct RawFs {
     roots: Option<Vec<Spanned<String>>>,
     deny_rw: Option<bool>,
     default_quota: Option<Spanned<String>>,
@@ -450,7 +463,7 @@ struct RawFs {
 }
 
 impl RawFs {
-    fn apply(self, c: &mut Caps, dir: &Path, cx: &mut Collector<'_>) {
+    pub(crate) fn apply(self, c: &mut Caps, dir: &Path, cx: &mut Collector<'_>) {
         if let Some(roots) = self.roots {
             let mut ok = Vec::new();
             for r in roots {
@@ -486,14 +499,14 @@ impl RawFs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEnv {
-    pass: Vec<String>,
+pub(crate) struct RawEnv {
+    pub(crate) pass: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawNetwork {
-    allow: Vec<Spanned<String>>,
+pub(crate) struct RawNetwork {
+    pub(crate) allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

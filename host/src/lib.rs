@@ -25,6 +25,7 @@ mod policy;
 mod sandbox;
 mod schema;
 mod trust;
+mod tenant;
 mod typed;
 
 #[cfg(feature = "agent")]
@@ -56,6 +57,7 @@ pub use crate::model::{
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
 pub use crate::trust::{KeylessIdentity, TrustRule};
+pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};
 

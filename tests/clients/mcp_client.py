@@ -20,6 +20,10 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
                 and their hostile fixture (tests/integration/languages.rs):
                 schemas listed, calls, precise argument errors, fuel and
                 memory limits each ending one call, the next call succeeding
+  tenant        (HTTP, with TOOLHOST_CLIENT_TOKEN as the bearer token) list
+                exactly TOOLHOST_CLIENT_TOOLS (comma-separated); call echo;
+                calling TOOLHOST_CLIENT_FORBIDDEN (another tenant's tool)
+                fails exactly like calling a tool that exists nowhere
 
 Exit status 0 and a last line `ok SCENARIO` mean every check passed; anything
 else is a failure with the reason on stderr. Used by tests/integration/mcp.rs.
@@ -282,7 +286,28 @@ async def languages(client, mode):
     check(not r.is_error and text_of(r) == "still here", f"echo after the limits: {r}")
 
 
+async def tenant(client, mode):
+    want = sorted(os.environ["TOOLHOST_CLIENT_TOOLS"].split(","))
+    got = sorted(t.name for t in (await client.list_tools()).tools)
+    check(got == want, f"the tenant's tools: {got}, expected {want}")
+    r = await client.call_tool("echo", {"text": "mine"})
+    check(not r.is_error and text_of(r) == "mine", f"echo: {r}")
+
+    async def failure(name):
+        try:
+            r = await client.call_tool(name, {})
+        except MCPError as e:
+            return ("error", str(e).replace(name, "TOOL"))
+        check(r.is_error, f"{name} must fail: {r}")
+        return ("tool error", text_of(r).replace(name, "TOOL"))
+
+    forbidden = os.environ["TOOLHOST_CLIENT_FORBIDDEN"]
+    a, b = await failure(forbidden), await failure("no_such_tool_anywhere")
+    check(a == b, f"another tenant's tool: {a}; a missing tool: {b}")
+
+
 SCENARIOS = {
+    "tenant": tenant,
     "languages": languages,
     "basic": basic,
     "cancel": cancel,
@@ -322,6 +347,13 @@ async def main():
 
     if a.http:
         server = a.http
+        token = os.environ.get("TOOLHOST_CLIENT_TOKEN")
+        if token:
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+
+            client = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+            server = streamable_http_client(a.http, http_client=client)
     else:
         check(command, "a server command (after --) or --http URL")
         server = StdioServerParameters(command=command[0], args=command[1:])

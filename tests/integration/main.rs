@@ -15,4 +15,5 @@ mod mcp_2026;
 mod mrtr;
 mod package;
 mod policy;
+mod tenants;
 mod typed;

@@ -5,6 +5,8 @@
 //!   this module decides the allow-lists: loopback names, the bound address,
 //!   and what the operator adds);
 //! - an optional bearer token, required to bind a non-loopback address;
+//!   or, with tenants, each request's credential selects the tenant whose
+//!   tools it sees, within that tenant's quotas (see `auth`);
 //! - a request body limit and a timeout until the response starts;
 //! - stateless (2026-07-28) requests answered as plain `application/json`
 //!   when they have nothing to stream;
@@ -12,6 +14,7 @@
 //!   grace period), then close sessions and streams.
 
 use super::McpServer;
+use super::auth::Tenancy;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -86,6 +89,12 @@ pub enum HttpError {
         /// Why.
         source: std::io::Error,
     },
+    /// One static token for everyone, and tenants with their own: the
+    /// token would bypass the tenants.
+    #[error(
+        "--bearer-token cannot be combined with `[[tenant]]`s: give the token's holders a tenant (`token-sha256`) instead"
+    )]
+    TokenWithTenants,
     /// The server stopped with an I/O error.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -94,9 +103,14 @@ pub enum HttpError {
 /// A bound, not yet serving, MCP HTTP endpoint.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
-    server: McpServer,
+    /// One server, or one per tenant (in the tenancy's order).
+    servers: Vec<McpServer>,
+    tenancy: Option<Arc<Tenancy>>,
     opts: HttpOptions,
 }
+
+/// The MCP service of one server (tenant).
+type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
 
 impl HttpServer {
     /// Check the options and bind the address (port 0 picks a free port:
@@ -117,7 +131,48 @@ impl HttpServer {
             })?;
         Ok(HttpServer {
             listener,
-            server,
+            servers: vec![server],
+            tenancy: None,
+            opts,
+        })
+    }
+
+    /// Like [`HttpServer::bind`], serving each tenant of `tenancy` its own
+    /// scope of `core`: a request's bearer credential selects the tenant,
+    /// and its `tools/call`s are held to the tenant's quotas. Stateless
+    /// request state is sealed with `key`.
+    pub async fn bind_tenants(
+        core: crate::Core,
+        tenancy: Tenancy,
+        key: crate::StateKey,
+        opts: HttpOptions,
+    ) -> Result<HttpServer, HttpError> {
+        if opts.bearer_token.is_some() {
+            return Err(HttpError::TokenWithTenants);
+        }
+        let listener = tokio::net::TcpListener::bind(opts.addr)
+            .await
+            .map_err(|source| HttpError::Bind {
+                addr: opts.addr,
+                source,
+            })?;
+        let servers = tenancy
+            .tenants
+            .iter()
+            .map(|g| {
+                McpServer::with_gate(
+                    core.clone(),
+                    g.tenant.scope(),
+                    &format!("mcp-http:{}", g.tenant.name),
+                    key.clone(),
+                    g.call_gate(),
+                )
+            })
+            .collect();
+        Ok(HttpServer {
+            listener,
+            servers,
+            tenancy: Some(Arc::new(tenancy)),
             opts,
         })
     }
@@ -149,17 +204,53 @@ impl HttpServer {
             // no session. One that streams (progress, logs) still gets SSE.
             .with_json_response(true)
             .with_cancellation_token(sessions.child_token());
-        let root = self.server.clone();
-        let mcp = StreamableHttpService::new(
-            // One handler per session (per request when stateless): each has
-            // its own log level and shares the server's client list.
-            move || Ok(root.new_session()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
+        let service = |root: McpServer| -> McpService {
+            StreamableHttpService::new(
+                // One handler per session (per request when stateless): each
+                // has its own log level and shares the server's client list.
+                move || Ok(root.new_session()),
+                Arc::new(LocalSessionManager::default()),
+                config.clone(),
+            )
+        };
         let timeout = self.opts.request_timeout;
-        let mut app = axum::Router::new()
-            .nest_service("/mcp", mcp)
+        let mut app = match &self.tenancy {
+            None => axum::Router::new().nest_service("/mcp", service(self.servers[0].clone())),
+            Some(tenancy) => {
+                let resource = tenancy
+                    .resource
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}/mcp"));
+                let routes = TenantRoutes {
+                    tenancy: tenancy.clone(),
+                    // Each tenant has its own sessions: one tenant's session
+                    // id means nothing to another's.
+                    services: self.servers.iter().cloned().map(service).collect(),
+                    metadata_url: metadata_url(&resource).into(),
+                    metadata: serde_json::json!({
+                        "resource": resource,
+                        "authorization_servers": tenancy.authorization_servers,
+                        "bearer_methods_supported": ["header"],
+                        "resource_name": "toolhost",
+                    })
+                    .to_string()
+                    .into(),
+                    max_body: self.opts.max_body_bytes,
+                };
+                axum::Router::new()
+                    .route("/mcp", axum::routing::any(tenant_mcp))
+                    .route(
+                        "/.well-known/oauth-protected-resource",
+                        axum::routing::get(resource_metadata),
+                    )
+                    .route(
+                        "/.well-known/oauth-protected-resource/mcp",
+                        axum::routing::get(resource_metadata),
+                    )
+                    .with_state(routes)
+            }
+        };
+        app = app
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 respond_within(timeout, req, next)
             }))
@@ -174,13 +265,20 @@ impl HttpServer {
                 require_bearer,
             ));
         }
-        let server = self.server;
+        let servers = self.servers;
         let grace = self.opts.shutdown_grace;
         let stop = async move {
             shutdown.await;
             tracing::info!("shutting down: waiting for running calls");
             let drained = async {
-                server.drain().await;
+                // Every server stops taking calls at once, then all drain.
+                let each: Vec<_> = servers
+                    .into_iter()
+                    .map(|s| tokio::spawn(async move { s.drain().await }))
+                    .collect();
+                for d in each {
+                    let _ = d.await;
+                }
                 responses.close();
                 responses.wait().await;
             };
@@ -289,6 +387,130 @@ async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next)
     }
 }
 
+/// What the tenant routes share.
+#[derive(Clone)]
+struct TenantRoutes {
+    tenancy: Arc<Tenancy>,
+    services: Arc<[McpService]>,
+    /// Where the protected-resource metadata is, for `WWW-Authenticate`.
+    metadata_url: Arc<str>,
+    /// The protected-resource metadata document (RFC 9728).
+    metadata: Arc<str>,
+    max_body: usize,
+}
+
+/// The well-known URL of `resource`'s metadata (RFC 9728, section 3.1):
+/// `/.well-known/oauth-protected-resource` inserted before its path.
+fn metadata_url(resource: &str) -> String {
+    let (scheme, rest) = resource.split_once("://").unwrap_or(("http", resource));
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = path.trim_end_matches('/');
+    format!("{scheme}://{host}/.well-known/oauth-protected-resource{path}")
+}
+
+async fn resource_metadata(State(r): State<TenantRoutes>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r.metadata.to_string(),
+    )
+        .into_response()
+}
+
+/// 401 with the challenge the MCP authorization spec asks for.
+fn unauthorized(r: &TenantRoutes, why: Option<&str>) -> Response {
+    let challenge = match why {
+        None => format!("Bearer resource_metadata=\"{}\"", r.metadata_url),
+        Some(why) => format!(
+            "Bearer resource_metadata=\"{}\", error=\"invalid_token\", error_description=\"{why}\"",
+            r.metadata_url
+        ),
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        format!("{}\n", why.unwrap_or("a bearer token is required")),
+    )
+        .into_response()
+}
+
+/// Authenticate, hold `tools/call`s to the tenant's quotas, and hand the
+/// request to the tenant's own MCP service.
+async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let i = match token.map(|t| r.tenancy.authenticate(t)) {
+        None => return unauthorized(&r, None),
+        Some(Err(why)) => return unauthorized(&r, Some(why)),
+        Some(Ok(i)) => i,
+    };
+    let (parts, body) = req.into_parts();
+    let mut admission = None;
+    let req = if parts.method == Method::POST {
+        let bytes = match http_body_util::Limited::new(body, r.max_body)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+            }
+        };
+        // Parsed exactly as rmcp will parse it, so what is counted as a call
+        // is what runs as one (a duplicated `method` key cannot slip by).
+        use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+        let call_id = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
+            Ok(ClientJsonRpcMessage::Request(r))
+                if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
+            {
+                Some(serde_json::to_value(&r.id).unwrap_or_default())
+            }
+            _ => None,
+        };
+        if let Some(id) = call_id {
+            match r.tenancy.admit(i) {
+                Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
+                Err(q) => {
+                    let secs = q.retry_after.as_secs().max(1);
+                    let body = serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "id": id,
+                        "error": {"code": -32000, "message": q.message},
+                    });
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [
+                            (header::RETRY_AFTER, secs.to_string()),
+                            (header::CONTENT_TYPE, "application/json".into()),
+                        ],
+                        body.to_string(),
+                    )
+                        .into_response();
+                }
+            }
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        Request::from_parts(parts, body)
+    };
+    let resp = r.services[i].handle(req).await.map(Body::new);
+    match admission {
+        // The response's bytes count against the tenant's output quota.
+        Some(mut a) => resp.map(|b| {
+            Body::new(b.map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    a.count(d.len());
+                }
+                f
+            }))
+        }),
+        None => resp,
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -303,6 +525,18 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn metadata_urls_insert_the_well_known_path() {
+        assert_eq!(
+            metadata_url("https://mcp.example.com/mcp"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url("http://127.0.0.1:8750"),
+            "http://127.0.0.1:8750/.well-known/oauth-protected-resource"
+        );
     }
 
     #[test]

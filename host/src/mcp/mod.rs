@@ -19,9 +19,11 @@
 //! front end stays thin: everything a tool call means is decided in `core`,
 //! and nothing a client sends can widen a tool's grants.
 
+mod auth;
 mod http;
 mod input;
 mod server;
 
+pub use auth::{AuthError, Tenancy};
 pub use http::{HttpError, HttpOptions, HttpServer};
 pub use server::McpServer;

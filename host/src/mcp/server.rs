@@ -53,6 +53,17 @@ struct Shared {
     /// Seals the request state of stateless calls that need client input.
     state_key: mrtr::StateKey,
     mrtr_limits: mrtr::Limits,
+    /// A tenant's `max-concurrent`: a slot held for the whole call, however
+    /// the client's connection fares.
+    gate: Option<CallGate>,
+}
+
+/// The calls one tenant may run at once (its `max-concurrent`).
+#[derive(Clone)]
+pub(crate) struct CallGate {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) max: u32,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Per-client state.
@@ -95,6 +106,17 @@ impl McpServer {
         caller: &str,
         key: mrtr::StateKey,
     ) -> McpServer {
+        McpServer::with_gate(core, scope, caller, key, None)
+    }
+
+    /// Like [`McpServer::with_state_key`], with a tenant's concurrency gate.
+    pub(crate) fn with_gate(
+        core: Core,
+        scope: Scope,
+        caller: &str,
+        key: mrtr::StateKey,
+        gate: Option<CallGate>,
+    ) -> McpServer {
         let changes = core.watch_tools(&scope);
         let shared = Arc::new(Shared {
             core,
@@ -105,6 +127,7 @@ impl McpServer {
             closing: CancellationToken::new(),
             state_key: key,
             mrtr_limits: mrtr::Limits::default(),
+            gate,
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
         McpServer {
@@ -255,6 +278,21 @@ impl ServerHandler for McpServer {
             )])
             .into());
         }
+        // The tenant's slot, held until the call is over (the HTTP front end
+        // answers 429 before this when it can see there is none).
+        let _slot = match &self.shared.gate {
+            Some(g) => match g.slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "tenant `{}` is over its quota `max-concurrent = {}`: {} calls are running; retry when one has finished",
+                        g.tenant, g.max, g.max
+                    ))])
+                    .into());
+                }
+            },
+            None => None,
+        };
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's

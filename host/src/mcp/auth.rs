@@ -1,0 +1,394 @@
+//! Tenants on HTTP: who is calling, and whether they may call now.
+//!
+//! - A bearer credential selects the tenant: a static API token (its
+//!   SHA-256 compared in constant time with every tenant's digests) or an
+//!   OAuth 2.1 JWT (issuer, audience, expiry and signature against the keys
+//!   of a JWKS file; the tenant from a configured claim), as an MCP
+//!   resource server. A missing or bad credential gets 401 with
+//!   `WWW-Authenticate: Bearer resource_metadata="…"`, pointing at the
+//!   protected-resource metadata (RFC 9728) served here.
+//! - Quotas, checked when a `tools/call` arrives: calls per minute (GCRA,
+//!   `governor`), calls at once (a semaphore whose slot the tenant's MCP
+//!   server holds for the whole call, whatever happens to the connection)
+//!   and response bytes per minute (charged when the response
+//!   is complete). Over quota: 429 with `Retry-After`, naming the quota.
+//!
+//! Owns the credential checks and the quota state; the tenants' tool sets
+//! and caps are the catalog's (each tenant is a scope).
+
+use crate::tenant::{AuthConfig, Tenant};
+use governor::{DefaultDirectRateLimiter, Quota};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sha2::{Digest, Sha256};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// Why tenant auth cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The JWKS file cannot be read or holds no usable key.
+    #[error("JWKS file {path}: {reason}")]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No tenants are configured.
+    #[error("no `[[tenant]]` in the host config")]
+    NoTenants,
+}
+
+/// The tenants an HTTP server serves, with their credentials and quota
+/// state. Built once from the host config.
+pub struct Tenancy {
+    pub(crate) tenants: Vec<TenantGate>,
+    jwt: Option<JwtVerifier>,
+    pub(crate) resource: Option<String>,
+    pub(crate) authorization_servers: Vec<String>,
+}
+
+/// One tenant's credentials and quota state.
+pub(crate) struct TenantGate {
+    pub(crate) tenant: Tenant,
+    rate: Option<(u32, DefaultDirectRateLimiter)>,
+    concurrent: Option<(u32, Arc<Semaphore>)>,
+    output: Option<Arc<ByteBudget>>,
+}
+
+/// A budget of bytes per minute that may be overdrawn by the call that
+/// crosses it (its size is only known once it has run); while it is
+/// negative, calls wait.
+pub(crate) struct ByteBudget {
+    per_minute: u64,
+    /// The balance and when it was last refilled.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl ByteBudget {
+    fn new(per_minute: u64) -> ByteBudget {
+        ByteBudget {
+            per_minute,
+            state: std::sync::Mutex::new((per_minute as f64, std::time::Instant::now())),
+        }
+    }
+
+    /// The balance now, refilled evenly up to one minute's worth.
+    fn refill(&self, s: &mut (f64, std::time::Instant)) {
+        let now = std::time::Instant::now();
+        let rate = self.per_minute as f64 / 60.0;
+        s.0 = (s.0 + rate * now.duration_since(s.1).as_secs_f64()).min(self.per_minute as f64);
+        s.1 = now;
+    }
+
+    /// How long until the balance is positive again, if it is not now.
+    fn wait(&self) -> Option<Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut s);
+        (s.0 <= 0.0).then(|| {
+            let rate = self.per_minute as f64 / 60.0;
+            Duration::from_secs_f64((-s.0 + 1.0) / rate)
+        })
+    }
+
+    /// Take `bytes` off the balance.
+    pub(crate) fn charge(&self, bytes: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut s);
+        s.0 -= bytes as f64;
+    }
+}
+
+/// What follows an admitted call's response until it is complete.
+#[derive(Default)]
+pub(crate) struct Admission {
+    output: Option<Arc<ByteBudget>>,
+    bytes: u64,
+}
+
+impl Admission {
+    /// Whether anything needs to follow the response.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.output.is_none()
+    }
+    /// Count `n` bytes of the response.
+    pub(crate) fn count(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(b) = &self.output {
+            b.charge(self.bytes);
+        }
+    }
+}
+
+impl TenantGate {
+    /// The gate its MCP server takes a slot of for each call.
+    pub(crate) fn call_gate(&self) -> Option<super::server::CallGate> {
+        self.concurrent
+            .as_ref()
+            .map(|(n, sem)| super::server::CallGate {
+                tenant: Arc::from(self.tenant.name.as_str()),
+                max: *n,
+                slots: sem.clone(),
+            })
+    }
+}
+
+/// Why a request is refused for quota.
+pub(crate) struct OverQuota {
+    pub(crate) message: String,
+    pub(crate) retry_after: Duration,
+}
+
+impl Tenancy {
+    /// The tenants of `tenants`, authenticated as `auth` says (reads the
+    /// JWKS file, if any).
+    pub fn new(tenants: &[Tenant], auth: &AuthConfig) -> Result<Tenancy, AuthError> {
+        if tenants.is_empty() {
+            return Err(AuthError::NoTenants);
+        }
+        let jwt = auth.jwt.as_ref().map(JwtVerifier::load).transpose()?;
+        let tenants = tenants
+            .iter()
+            .map(|t| TenantGate {
+                tenant: t.clone(),
+                rate: t
+                    .quotas
+                    .calls_per_minute
+                    .and_then(NonZeroU32::new)
+                    .map(|n| {
+                        (
+                            n.get(),
+                            DefaultDirectRateLimiter::direct(Quota::per_minute(n)),
+                        )
+                    }),
+                concurrent: t
+                    .quotas
+                    .max_concurrent
+                    .map(|n| (n, Arc::new(Semaphore::new(n as usize)))),
+                output: t
+                    .quotas
+                    .output_bytes_per_minute
+                    .map(|n| Arc::new(ByteBudget::new(n))),
+            })
+            .collect();
+        Ok(Tenancy {
+            tenants,
+            jwt,
+            resource: auth.resource.clone(),
+            authorization_servers: auth.authorization_servers.clone(),
+        })
+    }
+
+    /// The tenant `token` belongs to (its index), or why not.
+    pub(crate) fn authenticate(&self, token: &str) -> Result<usize, &'static str> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // Every digest is compared, matched or not: how long this takes
+        // says nothing about which tenant, or whether any, matched.
+        let mut found = None;
+        for (i, g) in self.tenants.iter().enumerate() {
+            for d in &g.tenant.token_sha256 {
+                if bool::from(d.ct_eq(&digest)) {
+                    found = Some(i);
+                }
+            }
+        }
+        if let Some(i) = found {
+            return Ok(i);
+        }
+        match &self.jwt {
+            Some(v) if token.split('.').count() == 3 => {
+                let name = v.verify(token)?;
+                self.tenants
+                    .iter()
+                    .position(|g| g.tenant.name == name)
+                    .ok_or("the token's tenant is not served here")
+            }
+            _ => Err("the token is not valid here"),
+        }
+    }
+
+    /// Admit a `tools/call` of tenant `i` now, or say which quota it is
+    /// over and when to retry.
+    pub(crate) fn admit(&self, i: usize) -> Result<Admission, OverQuota> {
+        let g = &self.tenants[i];
+        let name = &g.tenant.name;
+        let secs = |d: Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+        if let Some(b) = &g.output
+            && let Some(wait) = b.wait()
+        {
+            let n = b.per_minute;
+            return Err(OverQuota {
+                message: format!(
+                    "tenant `{name}` is over its quota `output-bytes-per-minute = {n}`; retry in {} s",
+                    secs(wait)
+                ),
+                retry_after: Duration::from_secs(secs(wait)),
+            });
+        }
+        // Concurrency before the rate: a refused call must not use it up.
+        // Only a look here: the slot itself is taken by the tenant's MCP
+        // server for the whole call (a dropped connection does not end a
+        // session's call, so a slot held by the response would).
+        if let Some((n, sem)) = &g.concurrent
+            && sem.available_permits() == 0
+        {
+            return Err(OverQuota {
+                message: format!(
+                    "tenant `{name}` is over its quota `max-concurrent = {n}`: {n} calls are running; retry when one has finished"
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        if let Some((n, limiter)) = &g.rate
+            && let Err(not_until) = limiter.check()
+        {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(OverQuota {
+                message: format!(
+                    "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {} s",
+                    secs(wait)
+                ),
+                retry_after: Duration::from_secs(secs(wait)),
+            });
+        }
+        Ok(Admission {
+            output: g.output.clone(),
+            bytes: 0,
+        })
+    }
+}
+
+/// Checks bearer JWTs against one issuer's keys.
+struct JwtVerifier {
+    keys: Vec<VerifyKey>,
+    issuer: String,
+    audience: String,
+    claim: String,
+    leeway: Duration,
+}
+
+struct VerifyKey {
+    kid: Option<String>,
+    algs: Vec<Algorithm>,
+    key: DecodingKey,
+}
+
+impl JwtVerifier {
+    fn load(c: &crate::tenant::JwtConfig) -> Result<JwtVerifier, AuthError> {
+        let bad = |reason: String| AuthError::Jwks {
+            path: c.jwks_file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&c.jwks_file).map_err(|e| bad(e.to_string()))?;
+        let set: JwkSet = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            // Only asymmetric keys: a shared secret in a key set would let
+            // anyone who can read it mint tokens.
+            let mut algs = match &jwk.algorithm {
+                AlgorithmParameters::EllipticCurve(p) => match p.curve {
+                    EllipticCurve::P256 => vec![Algorithm::ES256],
+                    EllipticCurve::P384 => vec![Algorithm::ES384],
+                    _ => continue,
+                },
+                AlgorithmParameters::RSA(_) => vec![
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ],
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    vec![Algorithm::EdDSA]
+                }
+                _ => continue,
+            };
+            if let Some(a) = &jwk.common.key_algorithm {
+                let named: Option<Algorithm> = format!("{a:?}").parse().ok();
+                algs.retain(|x| Some(*x) == named);
+            }
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(e.to_string()))?;
+            keys.push(VerifyKey {
+                kid: jwk.common.key_id.clone(),
+                algs,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            return Err(bad(
+                "no usable key (EC P-256/P-384, RSA or Ed25519 expected)".into(),
+            ));
+        }
+        Ok(JwtVerifier {
+            keys,
+            issuer: c.issuer.clone(),
+            audience: c.audience.clone(),
+            claim: c.tenant_claim.clone(),
+            leeway: c.leeway,
+        })
+    }
+
+    /// The tenant a valid token names.
+    fn verify(&self, token: &str) -> Result<String, &'static str> {
+        use jsonwebtoken::errors::ErrorKind;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+        let mut last = "no key of the issuer verifies the token";
+        for k in &self.keys {
+            if !k.algs.contains(&header.alg) {
+                continue;
+            }
+            if let (Some(want), Some(have)) = (&header.kid, &k.kid)
+                && want != have
+            {
+                continue;
+            }
+            let mut v = Validation::new(header.alg);
+            v.set_issuer(&[&self.issuer]);
+            v.set_audience(&[&self.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            v.leeway = self.leeway.as_secs();
+            v.validate_nbf = true;
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                token, &k.key, &v,
+            ) {
+                Ok(data) => {
+                    return data
+                        .claims
+                        .get(&self.claim)
+                        .and_then(|t| t.as_str())
+                        .map(String::from)
+                        .ok_or("the token names no tenant");
+                }
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::ExpiredSignature => "the token has expired",
+                        ErrorKind::ImmatureSignature => "the token is not valid yet",
+                        ErrorKind::InvalidAudience => "the token is for another audience",
+                        ErrorKind::InvalidIssuer => "the token is from another issuer",
+                        ErrorKind::InvalidSignature => "the token's signature is not valid",
+                        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+                        _ => "the token is not valid",
+                    };
+                    // Only a bad signature may mean another key is the one.
+                    if !matches!(e.kind(), ErrorKind::InvalidSignature) {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,568 @@
+//! Tenants in the host config (`[[tenant]]`) and how HTTP callers prove
+//! which tenant they are (`[auth]`).
+//!
+//! A tenant is a [`Scope`] with its own tool set, caps that only narrow the
+//! host's, quotas and credentials. Its tools are loaded into its scope as
+//! [`Source`]s carrying its caps, so the catalog intersects them with the
+//! host config's like any other operator caps: a tenant's settings can
+//! never widen a grant.
+//!
+//! Read as strictly as the rest of the host config (every problem, with its
+//! line). Owns no runtime state: the HTTP front end (`mcp::auth`) turns
+//! this into credential checks and quota state.
+
+use crate::caps::{AllowList, Caps, HostPattern};
+use crate::catalog::{Scope, Source};
+use crate::config::{FS_KEYS, LIMITS_KEYS, RawEnv, RawFs, RawLimits, RawNetwork};
+use crate::diagnostic::{Collector, section};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// One tenant (`[[tenant]]`): a named set of tools, the caps they run
+/// under, quotas and credentials.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Tenant {
+    /// Its name; also the name of its scope.
+    pub name: String,
+    /// Its tools.
+    pub tools: Vec<TenantTools>,
+    /// The host's caps with the tenant's overrides applied. Intersected with
+    /// the host's again at load, so an override can only narrow.
+    pub caps: Caps,
+    /// How much it may run.
+    pub quotas: Quotas,
+    /// SHA-256 digests of its static API tokens (the tokens are never
+    /// stored).
+    pub token_sha256: Vec<[u8; 32]>,
+}
+
+/// Where a tenant's tools come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantTools {
+    /// The tool of this name, or every tool of the manifest of this name
+    /// (`text` for `text.toml`), among the server's own tool sources
+    /// (`--tools`).
+    Named(String),
+    /// Every tool of a directory, manifest or `.wasm` (relative to the
+    /// config file).
+    Path(PathBuf),
+}
+
+/// A tenant's quotas; `None`: unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quotas {
+    /// Calls of this tenant running at once.
+    pub max_concurrent: Option<u32>,
+    /// Calls this tenant may start per minute (a burst of up to this many,
+    /// then refilled evenly).
+    pub calls_per_minute: Option<u32>,
+    /// Bytes of `tools/call` responses per minute (a budget of this many,
+    /// refilled evenly; a call that overdraws it completes, and the next
+    /// waits until the budget is positive again).
+    pub output_bytes_per_minute: Option<u64>,
+}
+
+/// How HTTP callers authenticate (`[auth]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// This server's resource identifier (its canonical MCP URL), for the
+    /// protected-resource metadata; default `http://ADDR/mcp`.
+    pub resource: Option<String>,
+    /// Authorization servers that issue tokens for it, as advertised in the
+    /// protected-resource metadata.
+    pub authorization_servers: Vec<String>,
+    /// OAuth bearer JWTs (`[auth.jwt]`).
+    pub jwt: Option<JwtConfig>,
+}
+
+/// Bearer JWTs accepted as an OAuth 2.1 resource server (`[auth.jwt]`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JwtConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry (this server's resource).
+    pub audience: String,
+    /// A JWKS file (JSON) with the issuer's public keys.
+    pub jwks_file: PathBuf,
+    /// The claim naming the tenant (default `tenant`).
+    pub tenant_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Tenant {
+    /// The scope its tools go into.
+    pub fn scope(&self) -> Scope {
+        Scope::new(&self.name)
+    }
+
+    /// Its tool sources: path entries as they are, named tools from each of
+    /// the server's own sources `base` (only those names). Each carries the
+    /// tenant's caps.
+    pub fn sources(&self, base: &[PathBuf]) -> Vec<Source> {
+        let scope = self.scope();
+        let names: Vec<String> = self
+            .tools
+            .iter()
+            .filter_map(|t| match t {
+                TenantTools::Named(n) => Some(n.clone()),
+                TenantTools::Path(_) => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        if !names.is_empty() {
+            for b in base {
+                out.push(
+                    Source::new(scope.clone(), b)
+                        .with_caps(self.caps.clone())
+                        .only_tools(names.clone()),
+                );
+            }
+        }
+        for t in &self.tools {
+            if let TenantTools::Path(p) = t {
+                out.push(Source::new(scope.clone(), p).with_caps(self.caps.clone()));
+            }
+        }
+        out
+    }
+}
+
+const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
+const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTenant {
+    name: Spanned<String>,
+    tools: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    token_sha256: Vec<Spanned<String>>,
+    max_concurrent: Option<Spanned<u32>>,
+    calls_per_minute: Option<Spanned<u32>>,
+    output_bytes_per_minute: Option<Spanned<String>>,
+}
+
+/// One `[[tenant]]` as read, applied once the host's caps are known.
+struct Pending {
+    raw: RawTenant,
+    limits: Option<RawLimits>,
+    fs: Option<RawFs>,
+    network: Option<RawNetwork>,
+    env: Option<RawEnv>,
+}
+
+/// The `[[tenant]]` entries of a config file while it is read.
+#[derive(Default)]
+pub(crate) struct RawTenants {
+    pending: Vec<Pending>,
+}
+
+impl RawTenants {
+    /// Read the `tenant` key: an array of tables.
+    pub(crate) fn collect(
+        &mut self,
+        value: &Spanned<toml::de::DeValue<'_>>,
+        cx: &mut Collector<'_>,
+    ) {
+        let toml::de::DeValue::Array(items) = value.get_ref() else {
+            cx.error(
+                Some(value.span()),
+                "`tenant` must be an array of tables",
+                Some("write each tenant as `[[tenant]]`".into()),
+            );
+            return;
+        };
+        for item in items.iter() {
+            let toml::de::DeValue::Table(t) = item.get_ref() else {
+                cx.error(Some(item.span()), "a tenant must be a table", None);
+                continue;
+            };
+            // The nested sections are read on their own, so an unknown key
+            // in them is reported at its line like a top-level one.
+            let mut flat = item.clone();
+            let mut limits = None;
+            let mut fs = None;
+            let mut network = None;
+            let mut env = None;
+            for (k, v) in t.iter() {
+                match k.get_ref().as_ref() {
+                    "limits" => limits = section::<RawLimits>(cx, v, LIMITS_KEYS),
+                    "fs" => fs = section::<RawFs>(cx, v, FS_KEYS),
+                    "network" => network = section::<RawNetwork>(cx, v, "allow"),
+                    "env" => env = section::<RawEnv>(cx, v, "pass"),
+                    _ => continue,
+                }
+                if let toml::de::DeValue::Table(ft) = flat.get_mut() {
+                    ft.remove(k);
+                }
+            }
+            if let Some(raw) = section::<RawTenant>(cx, &flat, TENANT_KEYS) {
+                self.pending.push(Pending {
+                    raw,
+                    limits,
+                    fs,
+                    network,
+                    env,
+                });
+            }
+        }
+    }
+
+    /// Check every tenant against the host's `caps` and `auth`.
+    pub(crate) fn finish(
+        self,
+        caps: &Caps,
+        auth: &AuthConfig,
+        dir: &Path,
+        cx: &mut Collector<'_>,
+    ) -> Vec<Tenant> {
+        let mut out: Vec<Tenant> = Vec::new();
+        let mut digests: Vec<[u8; 32]> = Vec::new();
+        for p in self.pending {
+            let r = p.raw;
+            let name = r.name.get_ref().clone();
+            if !valid_name(&name) {
+                cx.error(
+                    Some(r.name.span()),
+                    format!("tenant name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"),
+                    None,
+                );
+            } else if name == "default" {
+                cx.error(
+                    Some(r.name.span()),
+                    "`default` is the scope of the server's own `--tools`",
+                    Some("give the tenant another name".into()),
+                );
+            } else if out.iter().any(|t| t.name == name) {
+                cx.error(
+                    Some(r.name.span()),
+                    format!("tenant `{name}` is defined twice"),
+                    None,
+                );
+            }
+            let mut tools = Vec::new();
+            if r.tools.get_ref().is_empty() {
+                cx.error(
+                    Some(r.tools.span()),
+                    format!("tenant `{name}` has no tools"),
+                    Some("list tool names, or tool directories and manifests".into()),
+                );
+            }
+            for t in r.tools.into_inner() {
+                let s = t.get_ref();
+                let is_path = s.contains('/') || s.ends_with(".toml") || s.ends_with(".wasm");
+                if is_path {
+                    let p = dir.join(s);
+                    if p.exists() {
+                        tools.push(TenantTools::Path(p));
+                    } else {
+                        cx.error(
+                            Some(t.span()),
+                            format!("tools `{s}` ({}): no such file or directory", p.display()),
+                            None,
+                        );
+                    }
+                } else if valid_tool_name(s) {
+                    tools.push(TenantTools::Named(s.clone()));
+                } else {
+                    cx.error(
+                        Some(t.span()),
+                        format!("`{s}` is neither a tool name nor a path"),
+                        Some("paths contain `/` or end in `.toml` or `.wasm`".into()),
+                    );
+                }
+            }
+            let mut token_sha256 = Vec::new();
+            for h in r.token_sha256 {
+                let mut d = [0u8; 32];
+                match hex::decode_to_slice(h.get_ref(), &mut d) {
+                    Ok(()) if digests.contains(&d) => cx.error(
+                        Some(h.span()),
+                        "this token digest is listed twice",
+                        Some("a token identifies one tenant: give each its own".into()),
+                    ),
+                    Ok(()) => {
+                        digests.push(d);
+                        token_sha256.push(d);
+                    }
+                    Err(_) => cx.error(
+                        Some(h.span()),
+                        "`token-sha256` entries must be 64 hex digits (the SHA-256 of the token)",
+                        Some("e.g. `printf %s \"$TOKEN\" | sha256sum`".into()),
+                    ),
+                }
+            }
+            if token_sha256.is_empty() && auth.jwt.is_none() {
+                cx.error(
+                    Some(r.name.span()),
+                    format!("tenant `{name}` has no credential: no one could call its tools"),
+                    Some("add `token-sha256 = [...]`, or configure `[auth.jwt]`".into()),
+                );
+            }
+            let mut quotas = Quotas::default();
+            if let Some(n) = r.max_concurrent {
+                quotas.max_concurrent = range(&n, 1, 100_000, "max-concurrent", cx);
+            }
+            if let Some(n) = r.calls_per_minute {
+                quotas.calls_per_minute = range(&n, 1, 1_000_000, "calls-per-minute", cx);
+            }
+            if let Some(b) = r.output_bytes_per_minute {
+                match crate::caps::limits::parse_size(b.get_ref()) {
+                    Ok(n) if (1..=1 << 40).contains(&n) => quotas.output_bytes_per_minute = Some(n),
+                    Ok(_) => cx.error(
+                        Some(b.span()),
+                        "output-bytes-per-minute must be between 1 byte and 1 TiB",
+                        None,
+                    ),
+                    Err(e) => cx.error(Some(b.span()), e, None),
+                }
+            }
+            let mut c = caps.clone();
+            if let Some(l) = p.limits {
+                l.apply(&mut c.limits, cx);
+            }
+            if let Some(f) = p.fs {
+                f.apply(&mut c, dir, cx);
+            }
+            if let Some(n) = p.network {
+                let mut ok = Vec::new();
+                for a in n.allow {
+                    match HostPattern::parse(a.get_ref()) {
+                        Ok(p) => ok.push(p),
+                        Err(e) => cx.error(Some(a.span()), e.to_string(), None),
+                    }
+                }
+                c.net.allow = AllowList::only(ok);
+            }
+            if let Some(e) = p.env {
+                c.env.pass = AllowList::only(e.pass);
+            }
+            // The host's caps first, then the tenant's: never wider than
+            // either, whatever the tenant's section says.
+            let c = caps.intersect(&c);
+            out.push(Tenant {
+                name,
+                tools,
+                caps: c,
+                quotas,
+                token_sha256,
+            });
+        }
+        out
+    }
+}
+
+fn range(v: &Spanned<u32>, lo: u32, hi: u32, what: &str, cx: &mut Collector<'_>) -> Option<u32> {
+    let n = *v.get_ref();
+    if (lo..=hi).contains(&n) {
+        Some(n)
+    } else {
+        cx.error(
+            Some(v.span()),
+            format!("{what} must be between {lo} and {hi}"),
+            None,
+        );
+        None
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn valid_tool_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAuth {
+    resource: Option<Spanned<String>>,
+    #[serde(default)]
+    authorization_servers: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawJwt {
+    issuer: Spanned<String>,
+    audience: Spanned<String>,
+    jwks_file: Spanned<String>,
+    tenant_claim: Option<Spanned<String>>,
+    leeway: Option<Spanned<String>>,
+}
+
+/// Read `[auth]` (and `[auth.jwt]` in it).
+pub(crate) fn parse_auth(
+    value: &Spanned<toml::de::DeValue<'_>>,
+    dir: &Path,
+    cx: &mut Collector<'_>,
+) -> AuthConfig {
+    let mut out = AuthConfig::default();
+    let toml::de::DeValue::Table(t) = value.get_ref() else {
+        cx.error(Some(value.span()), "`auth` must be a table", None);
+        return out;
+    };
+    let mut flat = value.clone();
+    for (k, v) in t.iter() {
+        if k.get_ref().as_ref() != "jwt" {
+            continue;
+        }
+        if let toml::de::DeValue::Table(ft) = flat.get_mut() {
+            ft.remove(k);
+        }
+        let Some(j) = section::<RawJwt>(cx, v, JWT_KEYS) else {
+            continue;
+        };
+        let jwks_file = dir.join(j.jwks_file.get_ref());
+        if let Err(e) = std::fs::metadata(&jwks_file) {
+            cx.error(
+                Some(j.jwks_file.span()),
+                format!("JWKS file {}: {e}", jwks_file.display()),
+                None,
+            );
+        }
+        for s in [&j.issuer, &j.audience] {
+            if s.get_ref().is_empty() {
+                cx.error(Some(s.span()), "must not be empty", None);
+            }
+        }
+        let leeway = match &j.leeway {
+            None => Duration::from_secs(30),
+            Some(l) => match crate::caps::limits::parse_duration(l.get_ref()) {
+                Ok(d) if d <= Duration::from_secs(600) => d,
+                Ok(_) => {
+                    cx.error(Some(l.span()), "leeway must be at most 10m", None);
+                    Duration::ZERO
+                }
+                Err(e) => {
+                    cx.error(Some(l.span()), e, None);
+                    Duration::ZERO
+                }
+            },
+        };
+        out.jwt = Some(JwtConfig {
+            issuer: j.issuer.into_inner(),
+            audience: j.audience.into_inner(),
+            jwks_file,
+            tenant_claim: j
+                .tenant_claim
+                .map(|c| c.into_inner())
+                .unwrap_or_else(|| "tenant".into()),
+            leeway,
+        });
+    }
+    if let Some(raw) = section::<RawAuth>(cx, &flat, AUTH_KEYS) {
+        out.resource = raw.resource.map(|r| r.into_inner());
+        out.authorization_servers = raw
+            .authorization_servers
+            .into_iter()
+            .map(|s| s.into_inner())
+            .collect();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::HostConfig;
+    use std::path::Path;
+
+    fn digest(token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(token.as_bytes()))
+    }
+
+    #[test]
+    fn tenants_read_with_narrowed_caps_quotas_and_hashed_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::create_dir(dir.path().join("tools-b")).unwrap();
+        let cfg = dir.path().join("toolhost.toml");
+        let text = format!(
+            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+            digest("ta"),
+            digest("tb")
+        );
+        let c = HostConfig::parse(&cfg, &text).unwrap_or_else(|e| panic!("{}", e.render()));
+        assert_eq!(c.tenants.len(), 2);
+        let a = &c.tenants[0];
+        assert_eq!(a.name, "alpha");
+        assert_eq!(
+            a.tools,
+            vec![
+                super::TenantTools::Named("echo".into()),
+                super::TenantTools::Named("files".into())
+            ]
+        );
+        assert_eq!(a.quotas.max_concurrent, Some(2));
+        assert_eq!(a.quotas.calls_per_minute, Some(30));
+        assert_eq!(a.quotas.output_bytes_per_minute, Some(1 << 20));
+        assert_eq!(a.caps.limits.max.timeout.as_secs(), 5);
+        let root = dir.path().join("a").canonicalize().unwrap();
+        assert!(a.caps.fs.roots.allows(|r| *r == root));
+        assert_eq!(hex::encode(a.token_sha256[0]), digest("ta"));
+        // A tenant cannot raise what the host allows.
+        assert_eq!(c.tenants[1].caps.limits.max.timeout.as_secs(), 20);
+        assert!(matches!(
+            &c.tenants[1].tools[0],
+            super::TenantTools::Path(p) if p.ends_with("tools-b/")
+        ));
+    }
+
+    #[test]
+    fn a_tenants_roots_narrow_the_hosts_and_never_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let text = format!(
+            "[fs]\nroots = [\"x\"]\n[network]\nallow = [\"a.example\"]\n[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n[tenant.fs]\nroots = [\"y\"]\n[tenant.network]\nallow = [\"b.example\"]\n",
+            digest("t")
+        );
+        let c = HostConfig::parse(&dir.path().join("h.toml"), &text).unwrap();
+        let t = &c.tenants[0];
+        let x = dir.path().join("x").canonicalize().unwrap();
+        let y = dir.path().join("y").canonicalize().unwrap();
+        // Under both the host's roots and the tenant's: here, nowhere.
+        assert!(!t.caps.fs.roots.allows(|r| *r == y));
+        assert!(!t.caps.fs.roots.allows(|r| *r == x));
+        assert_eq!(t.caps.fs.roots.lists()[0], vec![x]);
+        assert!(!t.caps.net.allow.allows(|p| p.to_string() == "b.example"));
+    }
+
+    #[test]
+    fn every_tenant_problem_is_reported_with_its_line() {
+        let text = format!(
+            "[[tenant]]\nname = \"a b\"\ntools = [\"echo\"]\ntoken-sha256 = [\"zz\"]\nmax-concurent = 3\n[tenant.limits]\ntimeout = \"1s\"\nfuel = 0\n[tenant.fs]\nrootz = []\n\n[[tenant]]\nname = \"c\"\ntools = []\ntoken-sha256 = [\"{d}\", \"{d}\"]\ncalls-per-minute = 0\n\n[[tenant]]\nname = \"nocred\"\ntools = [\"./missing\"]\n\n[auth]\nresourse = \"x\"\n",
+            d = digest("t")
+        );
+        let e = HostConfig::parse(Path::new("/nonexistent/t.toml"), &text).unwrap_err();
+        let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
+        assert_eq!(
+            lines,
+            vec![2, 2, 4, 5, 8, 10, 14, 15, 16, 19, 20, 23],
+            "{}",
+            e.render()
+        );
+        let all = e.render();
+        assert!(all.contains("unknown key `max-concurent`"), "{all}");
+        assert!(all.contains("listed twice"), "{all}");
+        assert!(all.contains("no credential"), "{all}");
+    }
+}

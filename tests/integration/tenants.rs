@@ -1,0 +1,653 @@
+//! Tenants over HTTP, end to end: the real `toolhost serve --http` with a
+//! host config of `[[tenant]]`s, driven by real HTTP requests on 127.0.0.1
+//! (2026-07-28 stateless requests, one POST each).
+//!
+//! Each tenant sees and calls only its own tools (another tenant's tool is
+//! the same error as a missing one), its file tools see only its root, a
+//! missing or bad credential is a 401 pointing at the protected-resource
+//! metadata, JWTs are checked (signature, expiry, audience, issuer), and
+//! each quota is a 429 with `Retry-After`.
+
+use crate::mcp::{HttpServe, copy_tool, header};
+use crate::mcp_2026::{body_json, meta};
+use crate::support::{ToolDir, tools_dir};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const TOKEN_A: &str = "alpha-token-7f3a9c";
+const TOKEN_B: &str = "beta-token-21be04";
+
+fn sha(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// One raw HTTP/1.1 request; the status and the whole response.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {resp:?}"));
+    (status, resp)
+}
+
+/// A 2026-07-28 request `method` with `params` as `token`'s holder.
+fn rpc(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    params: Value,
+    name: Option<&str>,
+) -> (u16, String) {
+    let mut p = params;
+    p["_meta"] = meta(json!({}));
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": p});
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", method),
+    ];
+    if let Some(n) = name {
+        headers.push(("Mcp-Name", n));
+    }
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    http(addr, "POST", "/mcp", &headers, &body.to_string())
+}
+
+fn list(addr: &str, token: &str) -> Vec<String> {
+    let (status, resp) = rpc(addr, Some(token), "tools/list", json!({}), None);
+    assert_eq!(status, 200, "{resp}");
+    let v = body_json(&resp);
+    let mut names: Vec<String> = v["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn call(addr: &str, token: &str, tool: &str, args: Value) -> (u16, String) {
+    rpc(
+        addr,
+        Some(token),
+        "tools/call",
+        json!({"name": tool, "arguments": args}),
+        Some(tool),
+    )
+}
+
+/// What a client sees of a call's failure: the JSON-RPC error or the tool
+/// error's text, with the tool's name replaced by `TOOL`.
+fn failure(resp: &str, tool: &str) -> String {
+    let v = body_json(resp);
+    let shown = if v.get("error").is_some() {
+        v["error"].to_string()
+    } else {
+        assert_eq!(v["result"]["isError"], true, "{v}");
+        v["result"]["content"].to_string()
+    };
+    shown.replace(tool, "TOOL")
+}
+
+/// Two tenants over one host: `alpha` gets echo (by name) and a files tool
+/// over `data-a`; `beta` gets text (by name) and a files tool over
+/// `data-b`. Alpha also names beta's tool directory, but its root keeps
+/// that grant from loading.
+struct Setup {
+    dir: ToolDir,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let dir = ToolDir::new();
+        let root = dir.path();
+        let base = root.join("base");
+        std::fs::create_dir(&base).unwrap();
+        copy_tool(&tools_dir(), "echo", &base);
+        copy_tool(&tools_dir(), "text", &base);
+        for t in ["a", "b"] {
+            let data = root.join(format!("data-{t}"));
+            std::fs::create_dir(&data).unwrap();
+            std::fs::write(
+                data.join(format!("secret-{t}.txt")),
+                format!("{t}'s secret"),
+            )
+            .unwrap();
+            let tools = root.join(format!("tools-{t}"));
+            std::fs::create_dir(&tools).unwrap();
+            copy_tool(&tools_dir(), "files", &tools);
+            let m = tools.join("files.toml");
+            let text = std::fs::read_to_string(&m).unwrap();
+            let text = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("host = ") {
+                        format!("host = \"../data-{t}\"")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(&m, text).unwrap();
+        }
+        std::fs::write(
+            root.join("toolhost.toml"),
+            format!(
+                r#"[engine]
+cache-dir = "{cache}"
+
+[[tenant]]
+name = "alpha"
+tools = ["echo", "tools-a/", "tools-b/"]
+token-sha256 = ["{a}"]
+[tenant.fs]
+roots = ["data-a"]
+
+[[tenant]]
+name = "beta"
+tools = ["text", "tools-b/"]
+token-sha256 = ["{b}"]
+[tenant.fs]
+roots = ["data-b"]
+{extra}"#,
+                cache = crate::support::root().join("target/test-cache").display(),
+                a = sha(TOKEN_A),
+                b = sha(TOKEN_B),
+            ),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn serve(&self) -> HttpServe {
+        let root = self.dir.path();
+        HttpServe::start_env(
+            &[
+                "--watch",
+                "false",
+                "--config",
+                &root.join("toolhost.toml").display().to_string(),
+                "--tools",
+                &root.join("base").display().to_string(),
+            ],
+            &[],
+        )
+    }
+}
+
+#[test]
+fn each_tenant_lists_and_calls_only_its_own_tools() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let a_tools = list(&addr, TOKEN_A);
+    assert!(a_tools.contains(&"echo".to_string()), "{a_tools:?}");
+    assert!(a_tools.contains(&"list_dir".to_string()), "{a_tools:?}");
+    assert!(!a_tools.contains(&"json_query".to_string()), "{a_tools:?}");
+    let b_tools = list(&addr, TOKEN_B);
+    assert!(!b_tools.contains(&"echo".to_string()), "{b_tools:?}");
+    assert!(b_tools.contains(&"json_query".to_string()), "{b_tools:?}");
+
+    let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": "hi"}));
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(body_json(&resp)["result"]["content"][0]["text"], "hi");
+
+    // Beta's tool, called by alpha, and a tool that exists nowhere: the
+    // same status and the same error, but for the name.
+    let (st_other, other) = call(&addr, TOKEN_A, "json_query", json!({}));
+    let (st_none, none) = call(&addr, TOKEN_A, "no_such_tool", json!({}));
+    assert_eq!(st_other, st_none);
+    assert_eq!(
+        failure(&other, "json_query"),
+        failure(&none, "no_such_tool"),
+        "{other}\n{none}"
+    );
+    // And the other way round.
+    let (st_other, other) = call(&addr, TOKEN_B, "echo", json!({"text": "x"}));
+    assert_eq!(st_other, st_none);
+    assert_eq!(failure(&other, "echo"), failure(&none, "no_such_tool"));
+}
+
+#[test]
+fn a_session_of_one_tenant_means_nothing_to_another() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (a, b) = (bearer(TOKEN_A), bearer(TOKEN_B));
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", &a)],
+        crate::mcp::INIT,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let session = |auth: &str, body: &str| {
+        http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", auth),
+                ("Mcp-Session-Id", &sid),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(session(&a, initialized).0, 202);
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let (st, resp) = session(&a, list);
+    assert_eq!(st, 200, "{resp}");
+    assert!(resp.contains("\"echo\""), "{resp}");
+    // Beta presenting alpha's session id: no such session for beta.
+    let (st, resp) = session(&b, list);
+    assert_eq!(st, 404, "{resp}");
+    assert!(!resp.contains("echo"), "{resp}");
+    // And no session at all without a credential.
+    let (st, _) = http(&addr, "POST", "/mcp", &[("Mcp-Session-Id", &sid)], list);
+    assert_eq!(st, 401);
+}
+
+#[test]
+fn a_tenants_file_tool_sees_only_its_own_root() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    for (token, mine, theirs) in [
+        (TOKEN_A, "secret-a.txt", "secret-b.txt"),
+        (TOKEN_B, "secret-b.txt", "secret-a.txt"),
+    ] {
+        let (st, resp) = call(&addr, token, "list_dir", json!({"path": "/data"}));
+        assert_eq!(st, 200, "{resp}");
+        let v = body_json(&resp);
+        let text = v["result"].to_string();
+        assert!(text.contains(mine), "{v}");
+        assert!(!text.contains(theirs), "{v}");
+    }
+    // Alpha names beta's tool directory too, but that grant lies outside
+    // alpha's root: it never loaded for alpha, so no read reaches data-b.
+    let (st, resp) = call(
+        &addr,
+        TOKEN_A,
+        "read_file",
+        json!({"path": "/data/secret-b.txt"}),
+    );
+    assert_eq!(st, 200, "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(!v.to_string().contains("b's secret"), "{v}");
+}
+
+#[test]
+fn no_or_a_wrong_token_is_401_pointing_at_the_resource_metadata() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let (st, resp) = rpc(&addr, None, "tools/list", json!({}), None);
+    assert_eq!(st, 401, "{resp}");
+    let challenge = header(&resp, "www-authenticate").unwrap_or_else(|| panic!("{resp}"));
+    let url = format!("http://{addr}/.well-known/oauth-protected-resource/mcp");
+    assert_eq!(challenge, format!("Bearer resource_metadata=\"{url}\""));
+
+    let (st, resp) = rpc(&addr, Some("not-a-token"), "tools/list", json!({}), None);
+    assert_eq!(st, 401, "{resp}");
+    let challenge = header(&resp, "www-authenticate").unwrap();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    // A token's digest is not a token.
+    let (st, _) = rpc(&addr, Some(&sha(TOKEN_A)), "tools/list", json!({}), None);
+    assert_eq!(st, 401);
+
+    // The metadata document (RFC 9728), without credentials.
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let (st, resp) = http(&addr, "GET", path, &[], "");
+        assert_eq!(st, 200, "{resp}");
+        let v = body_json(&resp);
+        assert_eq!(v["resource"], format!("http://{addr}/mcp"), "{v}");
+        assert_eq!(v["bearer_methods_supported"], json!(["header"]));
+    }
+}
+
+#[test]
+fn each_quota_is_a_429_with_retry_after() {
+    let s = Setup::new("");
+    // A tenant with one call a minute and one at a time; `sleep` holds
+    // its slot.
+    let hostile = s.dir.path().join("slow");
+    std::fs::create_dir(&hostile).unwrap();
+    let td = ToolDir::new();
+    td.add("hostile", "hostile", "[limits]\ntimeout = \"30s\"\n");
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            td.path().join(format!("hostile.{ext}")),
+            hostile.join(format!("hostile.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = s.dir.path().join("toolhost.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[[tenant]]\nname = \"gamma\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 2\n\n[[tenant]]\nname = \"delta\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n\n[[tenant]]\nname = \"omega\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"1 KiB\"\n",
+        sha("gamma-token"),
+        sha("delta-token"),
+        sha("omega-token")
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let server = s.serve();
+    let addr = server.addr();
+
+    for _ in 0..2 {
+        let (st, resp) = call(&addr, "gamma-token", "echo", json!({"text": "x"}));
+        assert_eq!(st, 200, "{resp}");
+    }
+    let (st, resp) = call(&addr, "gamma-token", "echo", json!({"text": "x"}));
+    assert_eq!(st, 429, "{resp}");
+    let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{resp}");
+    let v = body_json(&resp);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("calls-per-minute = 2") && msg.contains("retry in"),
+        "{msg}"
+    );
+    // Listing is not a call; other tenants are not affected.
+    assert_eq!(list(&addr, "gamma-token"), ["echo"]);
+    assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
+
+    // Omega: a call may overdraw its output budget once; the next waits
+    // until the budget has refilled past what it overdrew.
+    let big = "x".repeat(2000);
+    let (st, resp) = call(&addr, "omega-token", "echo", json!({"text": big}));
+    assert_eq!(st, 200, "{resp}");
+    let (st, resp) = call(&addr, "omega-token", "echo", json!({"text": "x"}));
+    assert_eq!(st, 429, "{resp}");
+    let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    // About a minute per KiB overdrawn: over one minute, under three.
+    assert!((60..=180).contains(&retry), "{resp}");
+    let msg = body_json(&resp)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("output-bytes-per-minute = 1024"), "{msg}");
+
+    // Delta: one call holds the only slot until its response is complete.
+    let a2 = addr.clone();
+    // (It retries while the probes below hold the slot.)
+    let slow = std::thread::spawn(move || {
+        loop {
+            let r = call(&a2, "delta-token", "sleep", json!({"ms": 3000}));
+            if r.0 != 429 {
+                return r;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let (st, resp) = call(&addr, "delta-token", "sleep", json!({"ms": 1}));
+        if st == 429 {
+            break resp;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {}",
+            &resp[resp.len().saturating_sub(600)..]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(header(&refused, "retry-after"), Some("1"), "{refused}");
+    let msg = body_json(&refused)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("max-concurrent = 1"), "{msg}");
+    let (st, resp) = slow.join().unwrap();
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(call(&addr, "delta-token", "sleep", json!({"ms": 1})).0, 200);
+
+    // A 2025-11-25 session's call runs on when its client hangs up (that
+    // is not a cancellation there): it keeps its slot until it is over.
+    let bearer = "Bearer delta-token";
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", bearer)],
+        crate::mcp::INIT,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let in_session = [
+        ("Authorization", bearer),
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http(&addr, "POST", "/mcp", &in_session, initialized).0, 202);
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":4000}}}"#;
+    {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let mut req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in in_session {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        // Wait for the response to start (the call is running), then hang up.
+        let mut first = [0u8; 12];
+        s.read_exact(&mut first).unwrap();
+        assert_eq!(
+            &first,
+            b"HTTP/1.1 200",
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
+    }
+    let (st, resp) = call(&addr, "delta-token", "sleep", json!({"ms": 1}));
+    assert_eq!(st, 429, "a hung-up session call still runs: {resp}");
+}
+
+#[test]
+fn a_tenants_narrowed_limits_hold_and_do_not_touch_another_tenants() {
+    let s = Setup::new("");
+    let slow = s.dir.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    let td = ToolDir::new();
+    td.add("hostile", "hostile", "[limits]\ntimeout = \"30s\"\n");
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            td.path().join(format!("hostile.{ext}")),
+            slow.join(format!("hostile.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = s.dir.path().join("toolhost.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    // The same tool for two tenants; one of them may run it for 1 s only,
+    // and asking for more (1 h) does not raise the manifest's 30 s.
+    text.push_str(&format!(
+        "\n[[tenant]]\nname = \"tight\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1s\"\n\n[[tenant]]\nname = \"loose\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+        sha("tight-token"),
+        sha("loose-token")
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let server = s.serve();
+    let addr = server.addr();
+    let (st, resp) = call(&addr, "tight-token", "sleep", json!({"ms": 2500}));
+    assert_eq!(st, 200, "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert!(v.to_string().contains("timed out after 1"), "{v}");
+    let (st, resp) = call(&addr, "loose-token", "sleep", json!({"ms": 2500}));
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(body_json(&resp)["result"]["content"][0]["text"], "slept");
+}
+
+// --- JWTs
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A fresh Ed25519 key: its PKCS#8 document and public key.
+fn ed25519() -> (Vec<u8>, Vec<u8>) {
+    use ring::signature::KeyPair as _;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    (pkcs8.as_ref().to_vec(), pair.public_key().as_ref().to_vec())
+}
+
+fn jwt(pkcs8: &[u8], claims: Value) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    h.kid = Some("k1".into());
+    jsonwebtoken::encode(&h, &claims, &jsonwebtoken::EncodingKey::from_ed_der(pkcs8)).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn write_jwks(path: &Path, public: &[u8]) {
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64(public), "kid": "k1", "alg": "EdDSA", "use": "sig"}]});
+    std::fs::write(path, jwks.to_string()).unwrap();
+}
+
+#[test]
+fn jwts_select_the_tenant_and_bad_ones_are_refused() {
+    let (key, public) = ed25519();
+    let (other_key, _) = ed25519();
+    let s = Setup::new(
+        "\n[auth]\nauthorization-servers = [\"https://auth.example\"]\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\ntenant-claim = \"org\"\nleeway = \"0s\"\n",
+    );
+    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    let server = s.serve();
+    let addr = server.addr();
+    let good = json!({
+        "iss": "https://auth.example",
+        "aud": "https://tools.example/mcp",
+        "exp": now() + 600,
+        "org": "beta",
+    });
+    let valid = jwt(&key, good.clone());
+    assert_eq!(list(&addr, &valid), list(&addr, TOKEN_B));
+    let (st, resp) = call(&addr, &valid, "echo", json!({"text": "x"}));
+    assert_eq!(st, 200);
+    assert!(failure(&resp, "echo").contains("TOOL"), "{resp}");
+
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let refused = [
+        ("expired", jwt(&key, with("exp", json!(now() - 120)))),
+        (
+            "another audience",
+            jwt(&key, with("aud", json!("https://elsewhere/mcp"))),
+        ),
+        (
+            "another issuer",
+            jwt(&key, with("iss", json!("https://evil.example"))),
+        ),
+        ("signature", jwt(&other_key, good.clone())),
+        ("not served here", jwt(&key, with("org", json!("nobody")))),
+        ("names no tenant", jwt(&key, with("org", json!(7)))),
+        // Algorithm confusion: HMAC keyed with the public key, and `none`.
+        ("no key of the issuer", {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            h.kid = Some("k1".into());
+            let secret = jsonwebtoken::EncodingKey::from_secret(&public);
+            jsonwebtoken::encode(&h, &good, &secret).unwrap()
+        }),
+        ("malformed", {
+            let h = b64(br#"{"alg":"none","kid":"k1"}"#);
+            format!("{h}.{}.", b64(good.to_string().as_bytes()))
+        }),
+    ];
+    for (why, token) in refused {
+        let (st, resp) = rpc(&addr, Some(&token), "tools/list", json!({}), None);
+        assert_eq!(st, 401, "{why}: {resp}");
+        let challenge = header(&resp, "www-authenticate").unwrap();
+        assert!(
+            challenge.contains("invalid_token") && challenge.contains(why),
+            "{why}: {challenge}"
+        );
+    }
+    // The metadata names the authorization server.
+    let (_, resp) = http(
+        &addr,
+        "GET",
+        "/.well-known/oauth-protected-resource",
+        &[],
+        "",
+    );
+    assert_eq!(
+        body_json(&resp)["authorization_servers"],
+        json!(["https://auth.example"])
+    );
+}
+
+// --- the official Python MCP SDK client
+
+fn python_tenant(mode: &str) {
+    use crate::mcp::{LIMIT, Sdk, Via, client, run_client};
+    let s = Setup::new("");
+    let server = s.serve();
+    let mut cmd = client(Sdk::Python, "tenant", Some(mode), Via::Http(&server.url));
+    cmd.env("TOOLHOST_CLIENT_TOKEN", TOKEN_A)
+        .env("TOOLHOST_CLIENT_TOOLS", "echo,list_dir,read_file,search")
+        .env("TOOLHOST_CLIENT_FORBIDDEN", "json_query");
+    run_client(cmd, "tenant", LIMIT);
+}
+
+#[test]
+fn python_sdk_sees_only_its_tenants_tools_2025_11_25() {
+    python_tenant("legacy");
+}
+
+#[test]
+fn python_sdk_sees_only_its_tenants_tools_2026_07_28() {
+    python_tenant("2026-07-28");
+}
