@@ -9,8 +9,8 @@
 //! Owns no runtime state; the sandbox reads the engine settings and the
 //! capability units apply the caps when a tool loads.
 
-use crate::caps::fs::HostState;
 use crate::audit::{AuditConfig, FsyncPolicy};
+use crate::caps::fs::HostState;
 use crate::caps::{
     self, AllowList, CapError, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
     limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
@@ -18,8 +18,8 @@ use crate::caps::{
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
 use crate::manifest::Manifest;
 use crate::policy::Rule;
-use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use crate::tenant::{AuthConfig, RawTenants, Tenant};
+use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,6 +112,24 @@ impl HostConfig {
         self
     }
 
+    /// Mark the files this config makes the host trust (the config itself,
+    /// the JWKS that verifies tenants' tokens, the `[[trust]]` keys that
+    /// admit packages) as host state: a tool granted `rw` over one could
+    /// forge a tenant or get a hostile package trusted.
+    pub(crate) fn protect_own_files(&self, host: &mut HostState) {
+        if let Some(p) = &self.path {
+            host.protect(p, "host config", false);
+        }
+        if let Some(j) = &self.auth.jwt {
+            host.protect(&j.jwks_file, "JWKS file ([auth.jwt])", false);
+        }
+        for t in &self.trust {
+            for k in &t.keys {
+                host.protect(k, "[[trust]] key", false);
+            }
+        }
+    }
+
     /// What loading `manifest` on this host would grant, without loading
     /// it: every unit of the manifest narrowed by these caps and prepared
     /// (directories opened and checked) exactly as at load, against the
@@ -126,9 +144,7 @@ impl HostConfig {
         if let Some(d) = &self.engine.cache_dir {
             host.protect(d, "compile cache", true);
         }
-        if let Some(p) = &self.path {
-            host.protect(p, "host config", false);
-        }
+        self.protect_own_files(&mut host);
         for p in protect {
             host.protect(p, "protected path", true);
         }
@@ -271,8 +287,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-const TOP_KEYS: &str =
-    "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
+const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =
@@ -669,6 +684,45 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
         assert_eq!(lines, vec![2, 4, 5, 6, 7, 9], "{}", e.render());
+    }
+
+    #[test]
+    fn no_tool_is_granted_the_keys_this_config_trusts() {
+        // rw over the JWKS would let a tool mint any tenant's token; rw over
+        // a [[trust]] key, get a hostile package trusted.
+        let d = tempfile::tempdir().unwrap();
+        for dir in ["keys", "auth", "data"] {
+            std::fs::create_dir(d.path().join(dir)).unwrap();
+        }
+        std::fs::write(d.path().join("keys/acme.pub"), "k").unwrap();
+        std::fs::write(d.path().join("auth/jwks.json"), "{}").unwrap();
+        std::fs::write(d.path().join("t.wasm"), "").unwrap();
+        let cfg = HostConfig::parse(
+            &d.path().join("host.toml"),
+            "[[trust]]\nsource = \"r.example/*\"\nkeys = [\"keys/acme.pub\"]\n[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks-file = \"auth/jwks.json\"\n",
+        )
+        .unwrap();
+        let manifest = |dir: &str| {
+            Manifest::parse(
+                &d.path().join("t.toml"),
+                &format!(
+                    "[component]\npath = \"t.wasm\"\nsha256 = \"{}\"\n[[fs]]\nhost = \"{}\"\nguest = \"/d\"\nmode = \"rw\"\n",
+                    "0".repeat(64),
+                    d.path().join(dir).display()
+                ),
+            )
+            .unwrap()
+        };
+        for (dir, what) in [("keys", "[[trust]] key"), ("auth", "JWKS")] {
+            let e = cfg.admit(&manifest(dir), &[]).unwrap_err();
+            let text = e
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            assert!(text.contains(what), "{dir}: {text}");
+        }
+        assert!(cfg.admit(&manifest("data"), &[]).is_ok());
     }
 
     #[test]

@@ -189,9 +189,7 @@ impl CoreBuilder {
         if let Some(d) = sandbox.cache_dir() {
             host.protect(d, "compile cache", true);
         }
-        if let Some(p) = &self.config.path {
-            host.protect(p, "host config", false);
-        }
+        self.config.protect_own_files(&mut host);
         if let Some(p) = self.audit.path() {
             host.protect(p, "audit log", false);
             for r in self.audit.rotated_paths() {

@@ -362,14 +362,18 @@ mod serve {
     /// network; it serves nothing but these three paths.
     pub struct MetricsServer {
         listener: tokio::net::TcpListener,
+        /// Keeps this address out of every tool's reach while it lives.
+        _own: crate::caps::net::OwnListener,
         metrics: Metrics,
     }
 
     impl MetricsServer {
         /// Bind `addr` for `metrics`.
         pub async fn bind(addr: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
             Ok(MetricsServer {
-                listener: tokio::net::TcpListener::bind(addr).await?,
+                _own: crate::caps::net::OwnListener::register(listener.local_addr()?),
+                listener,
                 metrics,
             })
         }

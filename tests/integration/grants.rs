@@ -247,6 +247,93 @@ async fn http_reaches_only_granted_hosts() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_that_resolves_to_this_machine_reaches_nothing() {
+    // The grant names `localhost`, and `localhost` is 127.0.0.1: an allowed
+    // name is not an allowed address. The same holds for any name an
+    // attacker points at 127.0.0.1, 169.254.169.254 or 10.x (DNS is asked
+    // once, the answer checked, and that address connected to).
+    let (port, hits) = http_server().await;
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"localhost:{port}\", \"*.0.1:{port}\"]\n"),
+    );
+    let core = core(d.path()).await;
+    let msg = tool_error_text(
+        call(
+            &core,
+            "http_get",
+            json!({"url": format!("http://localhost:{port}/")}),
+        )
+        .await,
+    );
+    assert!(msg.to_lowercase().contains("prohibited"), "{msg}");
+    // A wildcard never matches an IP literal.
+    let msg = tool_error_text(
+        call(
+            &core,
+            "http_get",
+            json!({"url": format!("http://127.0.0.1:{port}/")}),
+        )
+        .await,
+    );
+    assert!(msg.to_lowercase().contains("denied"), "{msg}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing may connect");
+    // The host carries on.
+    let slept = call(&core, "sleep", json!({"ms": 0})).await.unwrap();
+    assert_eq!(slept.text(), "slept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_granted_all_of_loopback_still_cannot_reach_toolhosts_own_endpoints() {
+    // The classic pivot: a tool granted `127.0.0.1:*` calls the host's own
+    // MCP endpoint (and there, another scope's tools) or its metrics.
+    let (port, hits) = http_server().await;
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[network]\nallow = [\"127.0.0.1:*\", \"[::1]:*\"]\n",
+    );
+    let core = core(d.path()).await;
+    let mcp = toolhost::mcp::HttpServer::bind(
+        toolhost::mcp::McpServer::new(core.clone(), toolhost::Scope::default()),
+        toolhost::mcp::HttpOptions::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let mcp_port = mcp.local_addr().port();
+    let metrics =
+        toolhost::MetricsServer::bind("127.0.0.1:0".parse().unwrap(), toolhost::Metrics::new())
+            .await
+            .unwrap();
+    let metrics_port = metrics.local_addr().unwrap().port();
+    tokio::spawn(mcp.serve(std::future::pending()));
+    tokio::spawn(metrics.serve(std::future::pending()));
+
+    for own in [mcp_port, metrics_port] {
+        for url in [
+            format!("http://127.0.0.1:{own}/mcp"),
+            format!("http://[::1]:{own}/"),
+        ] {
+            let msg = tool_error_text(call(&core, "http_get", json!({"url": url})).await);
+            assert!(msg.to_lowercase().contains("prohibited"), "{url}: {msg}");
+        }
+    }
+    // The grant itself still works for what it names.
+    let ok = call(
+        &core,
+        "http_get",
+        json!({"url": format!("http://127.0.0.1:{port}/")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.text(), "200");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_tool_with_no_network_grant_reaches_nothing() {
     let (port, hits) = http_server().await;

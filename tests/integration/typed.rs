@@ -567,6 +567,26 @@ async fn load_error(wat: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_component_with_gc_subtypes_is_refused_at_load_before_it_can_abort_the_host() {
+    // GHSA-rc4p-x33f-vpr2: a `call_indirect` through a non-final function
+    // type aborts a wasmtime 48.0.8 host built without the `gc` feature.
+    // The GC proposal is off, so such a module never compiles, never runs.
+    let e = load_error(
+        r#"(component
+            (core module $m
+              (type $t (sub (func)))
+              (table 1 funcref)
+              (func $f (type $t))
+              (elem (i32.const 0) func $f)
+              (func (export "run") i32.const 0 call_indirect (type $t)))
+            (core instance (instantiate $m)))"#,
+    )
+    .await;
+    assert!(e.contains("bad.toml"), "{e}");
+    assert!(e.to_lowercase().contains("gc"), "{e}");
+}
+
+#[tokio::test]
 async fn a_component_exporting_nothing_is_not_a_tool() {
     let e = load_error("(component)").await;
     assert!(

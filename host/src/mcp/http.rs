@@ -103,6 +103,8 @@ pub enum HttpError {
 /// A bound, not yet serving, MCP HTTP endpoint.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
+    /// Keeps this address out of every tool's reach while the server lives.
+    _own: crate::caps::net::OwnListener,
     /// One server, or one per tenant (in the tenancy's order).
     servers: Vec<McpServer>,
     tenancy: Option<Arc<Tenancy>>,
@@ -130,6 +132,7 @@ impl HttpServer {
                 source,
             })?;
         Ok(HttpServer {
+            _own: own_listener(&listener),
             listener,
             servers: vec![server],
             tenancy: None,
@@ -170,6 +173,7 @@ impl HttpServer {
             })
             .collect();
         Ok(HttpServer {
+            _own: own_listener(&listener),
             listener,
             servers,
             tenancy: Some(Arc::new(tenancy)),
@@ -397,6 +401,16 @@ struct TenantRoutes {
     /// The protected-resource metadata document (RFC 9728).
     metadata: Arc<str>,
     max_body: usize,
+}
+
+/// Register a bound listener as toolhost's own: no tool may connect to it.
+fn own_listener(l: &tokio::net::TcpListener) -> crate::caps::net::OwnListener {
+    // A bound TCP socket always has an address; were it ever unknown, the
+    // unspecified address on port 0 protects nothing but breaks nothing.
+    let addr = l
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    crate::caps::net::OwnListener::register(addr)
 }
 
 /// The well-known URL of `resource`'s metadata (RFC 9728, section 3.1):

@@ -233,6 +233,11 @@ impl Sandbox {
         wc.wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(true)
+            // GHSA-rc4p-x33f-vpr2: in a build without wasmtime's `gc`
+            // feature (ours), the GC proposal is still on for validation,
+            // and a `call_indirect` through a non-final function type aborts
+            // the host process. No tool needs GC types: refuse them at load.
+            .wasm_gc(false)
             .max_wasm_stack(config.max_wasm_stack)
             .async_stack_size(config.max_wasm_stack + (1 << 20))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);

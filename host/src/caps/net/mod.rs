@@ -10,13 +10,19 @@
 //!   that are granted a host at all;
 //! - apply: a [`Gate`] per call;
 //! - enforce: the gate refuses a request before any DNS lookup or
-//!   connection when its host is not granted.
+//!   connection when its host is not granted; a granted one is resolved
+//!   once, its address checked (no loopback, private or metadata address
+//!   behind a name, never toolhost's own listeners) and exactly that address
+//!   connected to ([`connect`]).
 //!
 //! Must not touch: sockets (wasi:sockets is linked deny-all by `sandbox`).
 
 use super::AllowList;
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
+mod connect;
+
+pub(crate) use connect::OwnListener;
 use std::fmt;
 use std::sync::Arc;
 
@@ -98,6 +104,9 @@ impl HostPattern {
             .to_ascii_lowercase();
         let host = host.strip_suffix('.').unwrap_or(&host);
         let host_ok = match self.host.strip_prefix("*.") {
+            // A wildcard names domains, never an IP literal (`*.0.1` is not
+            // a grant of 127.0.0.1).
+            Some(_) if host.parse::<std::net::IpAddr>().is_ok() => false,
             Some(suffix) => {
                 host.len() > suffix.len()
                     && host.ends_with(suffix)
@@ -249,9 +258,11 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
         }
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // Resolve, check the address, connect to that address: see
+            // `connect` for why not `default_send_request`.
+            let (res, io) = connect::send(request, options).await?;
             Ok((
-                res.map(BodyExt::boxed_unsync),
+                res.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })

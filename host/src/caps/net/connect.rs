@@ -1,0 +1,386 @@
+//! Sending a granted request: resolve the name once, check the address,
+//! connect to exactly that address.
+//!
+//! Owns DNS resolution and the address policy of outbound `wasi:http`, and
+//! the registry of toolhost's own listening addresses. Must not touch which
+//! hosts a tool is granted (that is [`super::Gate::permits`], decided on the
+//! name before anything here runs).
+//!
+//! Why not `wasmtime_wasi_http::default_send_request`: it hands the
+//! authority to `TcpStream::connect`, which resolves it itself, so the
+//! address actually reached is never seen, and a name may resolve to one
+//! address when checked and another when connected (DNS rebinding). Here the
+//! address that passed the check is the one connected to; the request, TLS
+//! (server name = the granted name) and HTTP/1.1 are otherwise the same as
+//! upstream's, on the same crates (hyper, tokio-rustls with webpki roots).
+//!
+//! The policy:
+//! - a request to an **IP literal** reaches it only if the grant names that
+//!   literal (host patterns never match a literal with a `*.` wildcard), so
+//!   an operator who grants `127.0.0.1:8080` gets exactly that;
+//! - a request to a **name** reaches only public addresses: loopback,
+//!   private, link-local (cloud metadata at 169.254.169.254), carrier-grade
+//!   NAT, unique-local, multicast, documentation and reserved ranges, and
+//!   IPv6 forms that embed such an IPv4 address, are refused with
+//!   `destination-ip-prohibited`, whatever the name;
+//! - toolhost's **own listeners** (`serve --http`, `--metrics`) are never
+//!   reachable, even when granted by literal address.
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body::Body;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use wasmtime_wasi_http::{Error, RequestOptions};
+
+/// How long a connect (DNS, TCP, TLS, HTTP handshake) may take when the
+/// guest sets no timeout: the call's own deadline usually ends it sooner.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Whether `ip` is an ordinary address on the public internet, the only
+/// kind a granted *name* may lead to.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0                                   // "this network", 0.0.0.0
+        || a == 10                             // private
+        || a == 127                            // loopback
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 169 && b == 254)              // link-local, cloud metadata
+        || (a == 172 && (16..32).contains(&b)) // private
+        || (a == 192 && b == 0 && c == 0)      // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2)      // documentation
+        || (a == 192 && b == 88 && c == 99)    // 6to4 relay anycast
+        || (a == 192 && b == 168)              // private
+        || (a == 198 && (b == 18 || b == 19))  // benchmarking
+        || (a == 198 && b == 51 && c == 100)   // documentation
+        || (a == 203 && b == 0 && c == 113)    // documentation
+        || a >= 224) // multicast, reserved, broadcast
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    // Forms that carry an IPv4 address are judged by that address.
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48).
+        return s[2] == 0
+            && s[3..6] == [0, 0, 0]
+            && is_public_v4(Ipv4Addr::new(
+                (s[6] >> 8) as u8,
+                s[6] as u8,
+                (s[7] >> 8) as u8,
+                s[7] as u8,
+            ));
+    }
+    if s[0] == 0x2002 {
+        // 6to4: the IPv4 address is in the next 32 bits.
+        return is_public_v4(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    !(s[..6] == [0, 0, 0, 0, 0, 0]            // ::, ::1, IPv4-compatible
+        || s[..4] == [0x100, 0, 0, 0]         // discard-only
+        || (s[0] == 0x2001 && s[1] == 0)      // Teredo (tunnels to anything)
+        || (s[0] == 0x2001 && s[1] == 0xdb8)  // documentation
+        || (s[0] & 0xfe00) == 0xfc00          // unique-local (incl. fd00:ec2::254)
+        || (s[0] & 0xffc0) == 0xfe80          // link-local
+        || (s[0] & 0xffc0) == 0xfec0          // site-local (deprecated)
+        || (s[0] & 0xff00) == 0xff00) // multicast
+}
+
+/// Addresses toolhost itself listens on.
+fn own_listeners() -> &'static Mutex<Vec<(u64, SocketAddr)>> {
+    static OWN: OnceLock<Mutex<Vec<(u64, SocketAddr)>>> = OnceLock::new();
+    OWN.get_or_init(Default::default)
+}
+
+/// Keeps a listening address unreachable from tools while it lives.
+#[derive(Debug)]
+pub(crate) struct OwnListener(u64);
+
+impl OwnListener {
+    /// Register `addr` (as bound: an unspecified IP stands for every local
+    /// address) until the returned guard drops.
+    pub(crate) fn register(addr: SocketAddr) -> OwnListener {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        own_listeners()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, addr));
+        OwnListener(id)
+    }
+}
+
+impl Drop for OwnListener {
+    fn drop(&mut self) {
+        own_listeners()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// Whether `to` would reach one of toolhost's own listeners. A listener on
+/// an unspecified address (`0.0.0.0`, `::`) is reachable on every local
+/// address; those cannot all be known, so every non-public address on its
+/// port counts as it (a public address of this machine is a residual risk
+/// SECURITY.md names).
+fn is_own(to: SocketAddr) -> bool {
+    let own = own_listeners().lock().unwrap_or_else(|e| e.into_inner());
+    own.iter().any(|(_, l)| {
+        l.port() == to.port()
+            && (l.ip() == to.ip()
+                || (l.ip().is_unspecified() && !is_public(to.ip()))
+                || (l.ip().is_loopback() && to.ip().is_loopback()))
+    })
+}
+
+/// The one address a request to `host:port` may connect to.
+pub(crate) async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, Error> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        // The grant named this literal (wildcards never match literals).
+        let to = SocketAddr::new(ip, port);
+        if is_own(to) {
+            tracing::debug!(%to, "outbound request denied: toolhost's own listener");
+            return Err(Error::DestinationIpProhibited);
+        }
+        return Ok(to);
+    }
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)))
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .map_err(|e| Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?;
+    let mut refused = None;
+    for to in found {
+        if is_public(to.ip()) && !is_own(to) {
+            return Ok(to);
+        }
+        refused = Some(to);
+    }
+    match refused {
+        Some(to) => {
+            tracing::debug!(host = bare, %to, "outbound request denied: the name resolves to a non-public address");
+            Err(Error::DestinationIpProhibited)
+        }
+        None => Err(Error::DestinationNotFound),
+    }
+}
+
+type Stream = Box<dyn TokioStream>;
+trait TokioStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> TokioStream for T {}
+
+/// Send `req` (already granted by name) to the address [`resolve`] checks,
+/// over TLS for `https`. Returns the response and a future that drives the
+/// connection to its end, as `WasiHttpHooks::send_request` wants.
+pub(crate) async fn send(
+    mut req: http::Request<impl Body<Data = Bytes, Error = Error> + Send + 'static>,
+    options: Option<RequestOptions>,
+) -> Result<
+    (
+        http::Response<hyper::body::Incoming>,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+> {
+    let uri = req.uri();
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_string();
+    let tls = uri.scheme() == Some(&Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+
+    let to = resolve(&host, port, connect_timeout).await?;
+    let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(to))
+        .await
+        .map_err(|_| Error::ConnectionTimeout)?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+            _ => Error::Connect(e),
+        })?;
+    let stream: Stream = if tls {
+        let name = match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => rustls::pki_types::ServerName::from(ip),
+            Err(_) => rustls::pki_types::ServerName::try_from(host.clone())?,
+        };
+        let tls = tokio::time::timeout(connect_timeout, tls_connector().connect(name, tcp))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new()
+            .handshake::<_, _>(hyper_util::rt::TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+    // Origin-form on the wire: scheme and authority go only to proxies.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    *req.uri_mut() = http::Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    // The connection is driven on its own task (it ends with the response
+    // body or when the sender drops); its result is the returned future's.
+    let conn = tokio::spawn(conn);
+    let res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    Ok((res, async move {
+        match conn.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.is_timeout() => Err(Error::HttpResponseTimeout),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::ConnectionTerminated),
+        }
+    }))
+}
+
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    });
+    tokio_rustls::TlsConnector::from(config.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ordinary_internet_addresses_are_public() {
+        for ip in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.254",
+            "192.0.0.170",
+            "198.18.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "2001::1",
+            "2001:db8::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            assert!(
+                !is_public(ip.parse().unwrap()),
+                "{ip} must not count as public"
+            );
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "172.32.0.1",
+            "100.128.0.1",
+            "169.253.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_this_machine_are_refused() {
+        let e = resolve("localhost", 8080, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn literals_are_reached_but_never_toolhosts_own_listeners() {
+        let l: SocketAddr = "127.0.0.1:45679".parse().unwrap();
+        assert_eq!(
+            resolve("127.0.0.1", 45679, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            l
+        );
+        let own = OwnListener::register("0.0.0.0:45679".parse().unwrap());
+        for host in ["127.0.0.1", "[::1]", "10.0.0.5"] {
+            let e = resolve(host, 45679, Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
+        }
+        // Another port of the same machine is the grant's business.
+        assert!(
+            resolve("127.0.0.1", 45680, Duration::from_secs(1))
+                .await
+                .is_ok()
+        );
+        drop(own);
+        assert!(
+            resolve("127.0.0.1", 45679, Duration::from_secs(1))
+                .await
+                .is_ok()
+        );
+    }
+}
