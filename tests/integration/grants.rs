@@ -589,6 +589,11 @@ async fn a_read_write_grant_cannot_write_past_its_quota_and_deleting_frees_it() 
             out.path().display()
         ),
     );
+    // b, c and d exist (empty) before the quota is first measured: growing
+    // them is what is tried below, not creating them.
+    for f in ["b", "c", "d"] {
+        std::fs::write(out.path().join(f), "").unwrap();
+    }
     let core = core(d.path()).await;
     let (r, warnings) = call_with_events(&core, "fill", json!({"path": "/out/a", "mib": 64})).await;
     let text = r.unwrap().text();
@@ -621,17 +626,50 @@ async fn a_read_write_grant_cannot_write_past_its_quota_and_deleting_frees_it() 
     )
     .await;
     assert!(tool_error_text(grown).contains("cannot grow"));
-    let dirs = call(&core, "mkdirs", json!({"path": "/out", "count": 100_000}))
+    // New entries are charged too: no directories, no empty files.
+    for tool in ["mkdirs", "touch_many"] {
+        let made = call(&core, tool, json!({"path": "/out", "count": 100_000}))
+            .await
+            .unwrap();
+        // (What the last refused chunk left free holds a few.)
+        assert!(
+            made_count(&made) < 32 && made.text().contains("then:"),
+            "{tool}: {}",
+            made.text()
+        );
+    }
+    assert!(disk_usage(out.path()) <= 4 << 20);
+    // Deleting through the sandbox frees the quota at once: the host
+    // measures again before the next refusal.
+    let removed = call(&core, "remove", json!({"path": "/out/a"}))
         .await
         .unwrap();
-    assert!(dirs.text().starts_with("made 0; then:"), "{}", dirs.text());
-    assert!(disk_usage(out.path()) <= 4 << 20);
-    // Deleting frees the quota: the host measures again before refusing.
-    for f in ["a", "b", "c", "d"] {
-        let _ = std::fs::remove_file(out.path().join(f));
-    }
+    assert_eq!(removed.text(), "removed");
     let after = call(&core, "fill", json!({"path": "/out/e", "mib": 2}))
         .await
         .unwrap();
     assert_eq!(after.text(), format!("wrote {} bytes", 2 << 20));
+    // What is left (under 2 MiB) holds a bounded number of empty files,
+    // each charged one block: a loop of creates cannot exhaust inodes.
+    let made = call(
+        &core,
+        "touch_many",
+        json!({"path": "/out", "count": 100_000}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        made_count(&made) <= 512 && made.text().contains("then:"),
+        "{}",
+        made.text()
+    );
+}
+
+/// N of a "made N; then: ..." answer.
+fn made_count(out: &toolhost::ToolOutput) -> u32 {
+    out.text()
+        .strip_prefix("made ")
+        .and_then(|t| t.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
 }

@@ -33,6 +33,8 @@ pub fn tools() -> Toolbox {
         .tool("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files)
         .tool("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill)
         .tool("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs)
+        .tool("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many)
+        .tool("remove", "Remove the file at `path`.", remove)
         .tool("grow", "Set the size of `path` to `bytes` (a sparse file).", grow)
         .tool("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output)
         .output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes")))
@@ -312,6 +314,20 @@ fn mkdirs(a: HoardArgs) -> Result<String, ToolError> {
         }
     }
     Ok(format!("made {}", a.count))
+}
+
+fn touch_many(a: HoardArgs) -> Result<String, ToolError> {
+    for i in 0..a.count {
+        if let Err(e) = std::fs::File::create(format!("{}/{i}", a.path)) {
+            return Ok(format!("made {i}; then: {e}"));
+        }
+    }
+    Ok(format!("made {}", a.count))
+}
+
+fn remove(a: PathArgs) -> Result<String, ToolError> {
+    std::fs::remove_file(&a.path).map_err(|e| ToolError::failed(e.to_string()))?;
+    Ok("removed".into())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -81,8 +81,11 @@ fn process_budget() -> &'static ProcessBudget {
 pub(crate) struct Quota {
     limit: u64,
     used: AtomicU64,
-    /// Serializes re-measuring.
-    measuring: Mutex<()>,
+    /// Serializes re-measuring; when the directory was last measured.
+    measuring: Mutex<std::time::Instant>,
+    /// Something was removed or renamed since the last measure: space may
+    /// have been freed.
+    freed: std::sync::atomic::AtomicBool,
     /// `/proc/self/fd/N` of the opened grant: measuring walks exactly it.
     root: PathBuf,
     /// The grant's guest path, for messages.
@@ -95,7 +98,8 @@ impl Quota {
         Quota {
             limit,
             used: AtomicU64::new(used),
-            measuring: Mutex::new(()),
+            measuring: Mutex::new(std::time::Instant::now()),
+            freed: std::sync::atomic::AtomicBool::new(false),
             root,
             guest,
         }
@@ -128,9 +132,24 @@ impl Quota {
         if fits(self) {
             return true;
         }
-        let _g = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
-        self.used.store(measure(&self.root), Ordering::Release);
+        // Measuring walks the directory on this thread, so it is not done
+        // for every refused write: only when something was deleted or
+        // renamed since (space may be free), or when the last measure is a
+        // while old (another process may have freed space). Every entry a
+        // tool creates is charged, so the walk stays as short as the quota
+        // allows.
+        let mut last = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
+        if self.freed.swap(false, Ordering::AcqRel) || last.elapsed() >= REMEASURE_AFTER {
+            self.used.store(measure(&self.root), Ordering::Release);
+            *last = std::time::Instant::now();
+        }
+        drop(last);
         fits(self)
+    }
+
+    /// Note that something under the grant was removed or renamed.
+    fn note_freed(&self) {
+        self.freed.store(true, Ordering::Release);
     }
 }
 
@@ -361,6 +380,14 @@ fn code(
 /// What a new directory is charged to a quota: one block.
 const DIRECTORY_BYTES: u64 = 4096;
 
+/// What a new file, symlink or hard link is charged: one block, so a loop
+/// creating empty entries cannot fill the inode table or make measuring slow.
+const ENTRY_BYTES: u64 = 4096;
+
+/// How old a measure may be before a refused write measures again even
+/// when nothing was deleted through the sandbox.
+const REMEASURE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 const TYPES: &str = "wasi:filesystem/types@0.2.12";
 const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 
@@ -399,8 +426,15 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                 let parent = fd.rep();
                 let borrow = || Resource::<t::Descriptor>::new_borrow(parent);
                 // Never open what is not a file or directory.
-                if let Ok(st) =
-                    t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone()).await
+                let exists =
+                    t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone()).await;
+                if exists.is_err() && of.contains(t::OpenFlags::CREATE) {
+                    // A new entry: charged like any write.
+                    if let Err(e) = call.charge(parent, ENTRY_BYTES) {
+                        return Ok((R::Err(e),));
+                    }
+                }
+                if let Ok(st) = exists
                 {
                     use t::DescriptorType as D;
                     if !matches!(st.type_, D::RegularFile | D::Directory | D::SymbolicLink) {
@@ -501,6 +535,146 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                             Err(e) => Err(code(&mut view, e)?),
                         },
                     ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.symlink-at",
+        |mut store, (fd, old, new): (Resource<t::Descriptor>, String, String)| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    if let Err(e) = call.charge(fd.rep(), ENTRY_BYTES) {
+                        return Ok((R::<()>::Err(e),));
+                    }
+                    Ok((
+                        match t::HostDescriptor::symlink_at(&mut view, fd, old, new).await {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(code(&mut view, e)?),
+                        },
+                    ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.link-at",
+        |mut store,
+         (fd, pf, old, to, new): (
+            Resource<t::Descriptor>,
+            t::PathFlags,
+            String,
+            Resource<t::Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    // The new name is charged to the directory it lands in.
+                    if let Err(e) = call.charge(to.rep(), ENTRY_BYTES) {
+                        return Ok((R::<()>::Err(e),));
+                    }
+                    Ok((
+                        match t::HostDescriptor::link_at(&mut view, fd, pf, old, to, new).await {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(code(&mut view, e)?),
+                        },
+                    ))
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    for name in [
+        "[method]descriptor.unlink-file-at",
+        "[method]descriptor.remove-directory-at",
+    ] {
+        i.func_wrap_async(
+            name,
+            move |mut store, (fd, path): (Resource<t::Descriptor>, String)| {
+                Box::new(async move {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    let quota = call.quota_of(fd.rep());
+                    let r = if name.ends_with("unlink-file-at") {
+                        t::HostDescriptor::unlink_file_at(&mut view, fd, path).await
+                    } else {
+                        t::HostDescriptor::remove_directory_at(&mut view, fd, path).await
+                    };
+                    Ok((match r {
+                        Ok(()) => {
+                            if let Some(q) = quota {
+                                q.note_freed();
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(code(&mut view, e)?),
+                    },))
+                })
+            },
+        )?;
+    }
+    i.func_wrap_async(
+        "[method]descriptor.rename-at",
+        |mut store,
+         (fd, old, to, new): (
+            Resource<t::Descriptor>,
+            String,
+            Resource<t::Descriptor>,
+            String,
+        )| {
+            Box::new(async move {
+                let out = async {
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    let from_q = call.quota_of(fd.rep());
+                    let to_q = call.quota_of(to.rep());
+                    let crosses = match (&from_q, &to_q) {
+                        (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                        (None, Some(_)) => true,
+                        _ => false,
+                    };
+                    if crosses {
+                        // Into another quota: a file is charged there first;
+                        // a whole directory is refused as across devices
+                        // (the tool copies it), so no tree slips in uncounted.
+                        let st = t::HostDescriptor::stat_at(
+                            &mut view,
+                            Resource::new_borrow(fd.rep()),
+                            t::PathFlags::empty(),
+                            old.clone(),
+                        )
+                        .await;
+                        match st {
+                            Ok(st) if st.type_ == t::DescriptorType::Directory => {
+                                return Ok((R::<()>::Err(t::ErrorCode::CrossDevice),));
+                            }
+                            Ok(st) => {
+                                let bytes = st.size.div_ceil(ENTRY_BYTES).max(1) * ENTRY_BYTES;
+                                if let Err(e) = call.charge(to.rep(), bytes) {
+                                    return Ok((R::<()>::Err(e),));
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    let r = t::HostDescriptor::rename_at(&mut view, fd, old, to, new).await;
+                    Ok((match r {
+                        Ok(()) => {
+                            if let Some(q) = from_q {
+                                q.note_freed();
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(code(&mut view, e)?),
+                    },))
                 }
                 .await;
                 warn(store.data_mut());
