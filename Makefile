@@ -81,13 +81,14 @@ test-rust: setup tools
 
 ## test-deps: the pinned real peers the tests drive (MCP SDK clients,
 ## conformance suite, claude CLI) installed under the project, and the OCI
-## registry and skopeo the package tests start (pinned Debian packages:
-## needs root or sudo).
+## registry, skopeo and nginx the package and scale-out tests start (pinned
+## Debian packages: needs root or sudo).
 .PHONY: test-deps
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/install-claude-cli.sh
 	bash scripts/install-registry.sh
+	bash scripts/install-nginx.sh
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
 bench: setup tools

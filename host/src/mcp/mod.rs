@@ -23,6 +23,7 @@ mod auth;
 mod http;
 mod input;
 mod server;
+mod session;
 
 pub use auth::{AuthError, Tenancy};
 pub use http::{HttpError, HttpOptions, HttpServer};
