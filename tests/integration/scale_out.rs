@@ -68,7 +68,7 @@ pid {d}/nginx.pid;
 error_log {d}/error.log notice;
 events {{ worker_connections 1024; }}
 http {{
-    log_format upstreams '$request_method $status $upstream_addr $upstream_status';
+    log_format upstreams '$request_method|$status|$upstream_addr|$upstream_status';
     access_log {d}/access.log upstreams;
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
@@ -129,16 +129,17 @@ http {{
         let mut counts = BTreeMap::new();
         let log = std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default();
         for line in log.lines() {
-            // "METHOD STATUS ADDR[, ADDR...] UPSTREAM_STATUS..."
-            let mut w = line.splitn(3, ' ');
-            let (Some(_), Some(_), Some(rest)) = (w.next(), w.next(), w.next()) else {
+            // METHOD|STATUS|ADDR[, ADDR...]|UPSTREAM_STATUS[, ...]: one
+            // address per upstream tried.
+            let Some(addrs) = line.split('|').nth(2) else {
                 continue;
             };
-            for addr in rest.split(" ").next().unwrap_or("").split(',') {
-                let a = addr.trim();
-                if !a.is_empty() {
-                    *counts.entry(a.to_string()).or_default() += 1;
-                }
+            for a in addrs
+                .split(", ")
+                .map(str::trim)
+                .filter(|a| a.starts_with("127."))
+            {
+                *counts.entry(a.to_string()).or_default() += 1;
             }
         }
         counts
