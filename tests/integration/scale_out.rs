@@ -366,3 +366,26 @@ fn three_replicas_behind_nginx_survive_a_sigkill_with_every_acknowledged_call_au
         nginx.upstream_counts()
     );
 }
+
+#[test]
+fn a_bad_state_key_file_stops_the_server_naming_the_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let keys = scratch.path().join("state-keys");
+    // The Secret's placeholder (deploy/kubernetes/secret.yaml): not a key.
+    std::fs::write(&keys, "REPLACE-WITH-64-HEX-DIGITS\n").unwrap();
+    let out = Command::new(crate::mcp::BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
+        .arg("--tools")
+        .arg(scratch.path())
+        .arg("--state-key-file")
+        .arg(&keys)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--state-key-file") && stderr.contains("not hex"),
+        "{stderr}"
+    );
+}
