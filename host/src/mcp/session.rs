@@ -155,6 +155,10 @@ impl SessionSeal {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(sealed)
             .map_err(|_| SealError::Malformed)?;
+        // Shorter than a nonce and a tag: nothing to authenticate.
+        if bytes.len() < 24 + 16 {
+            return Err(SealError::Malformed);
+        }
         let plain = self
             .key
             .open_bytes(&self.aad(sid), &bytes)
