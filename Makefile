@@ -52,6 +52,20 @@ tools:
 		$(if $(wildcard example-tools/$(t)/$(t).toml),$(call render_manifest,$(t),$(BUILD)/conformance-tools);))
 	@mkdir -p $(BUILD)/out
 
+## deploy-tools: the Rust example tools only, deployed into build/tools/
+## (what the container image ships: deploy/Containerfile).
+.PHONY: deploy-tools
+deploy-tools:
+	$(CARGO) build --profile tools --target $(WASM_TARGET) --target-dir target/artifacts $(addprefix -p toolhost-tool-,$(DEPLOY_TOOLS))
+	@set -e; $(foreach t,$(DEPLOY_TOOLS),$(call install_wasm,$(t),$(BUILD)/tools); $(call render_manifest,$(t),$(BUILD)/tools);)
+
+## check-deploy: validate deploy/kubernetes/ against the Kubernetes API
+## schemas (kubernetes-validate, pinned, from `make test-deps`) and
+## deploy/nginx/ with `nginx -t`.
+.PHONY: check-deploy
+check-deploy:
+	bash scripts/check-deploy.sh
+
 # Tools in Python and JavaScript: `tools` depends on `lang-tools`.
 include scripts/languages.mk
 
@@ -74,6 +88,7 @@ demo: build
 test: setup tools test-deps
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory check-deploy
 
 ## test-rust: the Rust tests only (no conformance suite).
 test-rust: setup tools
@@ -81,13 +96,14 @@ test-rust: setup tools
 
 ## test-deps: the pinned real peers the tests drive (MCP SDK clients,
 ## conformance suite, claude CLI) installed under the project, and the OCI
-## registry and skopeo the package tests start (pinned Debian packages:
-## needs root or sudo).
+## registry, skopeo and nginx the package and scale-out tests start (pinned
+## Debian packages: needs root or sudo).
 .PHONY: test-deps
 test-deps:
 	bash scripts/install-test-deps.sh
 	bash scripts/install-claude-cli.sh
 	bash scripts/install-registry.sh
+	bash scripts/install-nginx.sh
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
 bench: setup tools

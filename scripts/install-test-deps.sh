@@ -9,7 +9,9 @@
 #   - npm prefix conformance-next/: the conformance suite of the 2026-07-28
 #     revision (0.2.0 alphas). Its own prefix: both suites install the same
 #     `conformance` binary and depend on different SDK versions;
-#   - PyPI: the official Python SDK (`mcp`) in a virtualenv.
+#   - PyPI: the official Python SDK (`mcp`) in a virtualenv;
+#   - PyPI: kubernetes-validate (with the Kubernetes API schemas bundled) in
+#     a virtualenv of its own, kube/, for `make check-deploy`.
 #   scripts/install-test-deps.sh [DIR]
 # The tests (tests/integration/mcp*.rs) and `make conformance` look in DIR
 # (or $TOOLHOST_TEST_DEPS). Idempotent: a matching install is kept.
@@ -21,11 +23,12 @@ CONFORMANCE=0.1.16
 CONFORMANCE_NEXT=0.2.0-alpha.12
 NODE=22.23.3
 SDK_PY=2.3.0
+KUBE_VALIDATE=1.37.0
 
 DIR=${1:-${TOOLHOST_TEST_DEPS:-"$(cd "$(dirname "$0")/.." && pwd)/.test-deps"}}
 mkdir -p "$DIR"
 STAMP="$DIR/installed"
-WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY"
+WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY kubernetes-validate=$KUBE_VALIDATE"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "test deps already installed in $DIR ($WANT)"
   exit 0
@@ -56,6 +59,10 @@ npm_prefix conformance-next "@modelcontextprotocol/conformance@$CONFORMANCE_NEXT
 "$PYTHON" -m venv "$DIR/venv"
 "$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$SDK_PY"
 "$DIR/venv/bin/python" -c 'import mcp, importlib.metadata as m; print("python mcp", m.version("mcp"))'
+
+"$PYTHON" -m venv "$DIR/kube"
+"$DIR/kube/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBE_VALIDATE"
+"$DIR/kube/bin/kubernetes-validate" --version
 
 echo "$WANT" > "$STAMP"
 echo "test deps installed in $DIR"

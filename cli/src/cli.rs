@@ -430,16 +430,35 @@ struct ServeOpts {
     /// Reload the tools when their files change (on by default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     watch: bool,
-    /// Key (64 hex digits) sealing the request state of 2026-07-28 calls
-    /// that wait for client input; replicas behind one load balancer must
-    /// share it. Default: a random key per process.
-    #[arg(
-        long,
-        env = "TOOLHOST_STATE_KEY",
-        hide_env_values = true,
-        value_name = "HEX"
-    )]
-    state_key: Option<String>,
+    /// A file of keys (64 hex digits each, one per line, newest first; `#`
+    /// comments) sealing 2025-11-25 session ids and the request state of
+    /// 2026-07-28 calls: replicas behind one load balancer must share them.
+    /// The newest seals, every one opens (rotation). Without it, the keys in
+    /// the TOOLHOST_STATE_KEY variable (same format, commas or spaces
+    /// between keys); without either, a random key per process. Never on the
+    /// command line.
+    #[arg(long, value_name = "FILE")]
+    state_key_file: Option<PathBuf>,
+    /// How long a 2025-11-25 HTTP session stays valid (e.g. 24h, 30m); then
+    /// its client starts a new one.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
+    session_ttl: std::time::Duration,
+}
+
+/// The key ring sealing session ids and request state: `--state-key-file`,
+/// else `TOOLHOST_STATE_KEY`, else a random key.
+fn state_key(opts: &ServeOpts) -> Result<toolhost::StateKey> {
+    if let Some(path) = &opts.state_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--state-key-file {}", path.display()))?;
+        return toolhost::StateKey::from_hex_list(&text)
+            .with_context(|| format!("--state-key-file {}", path.display()));
+    }
+    match std::env::var("TOOLHOST_STATE_KEY") {
+        Ok(text) => toolhost::StateKey::from_hex_list(&text).context("TOOLHOST_STATE_KEY"),
+        Err(std::env::VarError::NotPresent) => Ok(toolhost::StateKey::random()),
+        Err(e) => Err(e).context("TOOLHOST_STATE_KEY"),
+    }
 }
 
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
@@ -489,10 +508,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         None
     };
     let scope = Scope::new(&opts.scope);
-    let key = match &opts.state_key {
-        Some(hex) => toolhost::StateKey::from_hex(hex).context("--state-key")?,
-        None => toolhost::StateKey::random(),
-    };
+    let key = state_key(&opts)?;
     // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
     match opts.http.filter(|_| !opts.stdio) {
         Some(addr) => {
@@ -500,6 +516,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.bearer_token = opts.bearer_token;
             http.allowed_hosts = opts.allow_hosts;
             http.allowed_origins = opts.allow_origins;
+            http.session_ttl = opts.session_ttl;
             let bound = if config.tenants.is_empty() {
                 let server = McpServer::with_state_key(core, scope, "mcp-http", key);
                 HttpServer::bind(server, http).await

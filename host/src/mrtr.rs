@@ -31,45 +31,114 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The host's key for request state. Replicas behind one load balancer must
-/// share it (see [`StateKey::from_bytes`]); by default each process makes
-/// its own, so a restart invalidates state in flight (the client starts the
-/// call again).
+/// The host's keys for sealed state: the request state of stateless
+/// (2026-07-28) calls, and the session ids of 2025-11-25 HTTP sessions.
+/// Replicas behind one load balancer must share them (see
+/// [`StateKey::from_hex_list`]); by default each process makes its own, so a
+/// restart invalidates state in flight (the client starts again).
+///
+/// A key ring, for rotation: the first (newest) key seals, every key opens.
+/// To rotate, put a new key first on every replica, wait until no replica
+/// seals with the old one and its sealed state has expired, then drop it.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct StateKey {
-    cipher: Arc<XChaCha20Poly1305>,
+    /// Newest first; never empty.
+    ciphers: Arc<[XChaCha20Poly1305]>,
 }
 
 impl std::fmt::Debug for StateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateKey(..)")
+        write!(f, "StateKey({} keys)", self.ciphers.len())
     }
 }
+
+/// The most keys a ring holds (each one is tried on every opening).
+pub const MAX_STATE_KEYS: usize = 8;
 
 impl StateKey {
     /// A fresh random key (from the OS's generator).
     pub fn random() -> StateKey {
         let key = chacha20poly1305::Key::generate();
         StateKey {
-            cipher: Arc::new(XChaCha20Poly1305::new(&key)),
+            ciphers: Arc::new([XChaCha20Poly1305::new(&key)]),
         }
     }
 
     /// A key shared with other replicas: 32 bytes from a secret store.
     pub fn from_bytes(bytes: [u8; 32]) -> StateKey {
         StateKey {
-            cipher: Arc::new(XChaCha20Poly1305::new(&bytes.into())),
+            ciphers: Arc::new([XChaCha20Poly1305::new(&bytes.into())]),
         }
     }
 
-    /// A key from 64 hex digits (e.g. the `TOOLHOST_STATE_KEY` variable).
+    /// A key from 64 hex digits.
     pub fn from_hex(hex_key: &str) -> Result<StateKey, StateKeyError> {
-        let bytes = hex::decode(hex_key.trim()).map_err(|_| StateKeyError::NotHex)?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| StateKeyError::Length(b.len()))?;
-        Ok(StateKey::from_bytes(bytes))
+        Ok(StateKey::from_bytes(parse_hex_key(hex_key.trim())?))
     }
+
+    /// A key ring from text (a key file, or the `TOOLHOST_STATE_KEY`
+    /// variable): keys of 64 hex digits separated by newlines, commas or
+    /// spaces, newest first; `#` starts a comment that runs to the end of
+    /// its line. At most [`MAX_STATE_KEYS`].
+    pub fn from_hex_list(text: &str) -> Result<StateKey, StateKeyError> {
+        let mut ciphers = Vec::new();
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("");
+            for word in line.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+                ciphers.push(XChaCha20Poly1305::new(&parse_hex_key(word)?.into()));
+            }
+        }
+        match ciphers.len() {
+            0 => Err(StateKeyError::Empty),
+            n if n > MAX_STATE_KEYS => Err(StateKeyError::TooMany(n)),
+            _ => Ok(StateKey {
+                ciphers: ciphers.into(),
+            }),
+        }
+    }
+
+    /// How many keys open state (the first one seals).
+    pub fn len(&self) -> usize {
+        self.ciphers.len()
+    }
+
+    /// Never true: a ring has at least one key.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `plain` encrypted and authenticated with the newest key, bound to
+    /// `aad`: a random 24-byte nonce, then the ciphertext and tag.
+    pub(crate) fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
+        let nonce = XNonce::generate();
+        let sealed = self.ciphers[0]
+            .encrypt(&nonce, Payload { msg: plain, aad })
+            .expect("encryption of a bounded message cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The plaintext of what [`StateKey::seal_bytes`] sealed with any key of
+    /// the ring and the same `aad`; `None` if no key authenticates it.
+    pub(crate) fn open_bytes(&self, aad: &[u8], bytes: &[u8]) -> Option<Vec<u8>> {
+        if bytes.len() < 24 + 16 {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(24);
+        let nonce = XNonce::try_from(nonce).ok()?;
+        self.ciphers
+            .iter()
+            .find_map(|c| c.decrypt(&nonce, Payload { msg: sealed, aad }).ok())
+    }
+}
+
+fn parse_hex_key(word: &str) -> Result<[u8; 32], StateKeyError> {
+    let bytes = hex::decode(word).map_err(|_| StateKeyError::NotHex)?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| StateKeyError::Length(b.len()))
 }
 
 /// Why a request-state key was refused.
@@ -77,11 +146,17 @@ impl StateKey {
 #[non_exhaustive]
 pub enum StateKeyError {
     /// Not hexadecimal.
-    #[error("the request-state key is not hex (it must be 64 hex digits)")]
+    #[error("the state key is not hex (each key must be 64 hex digits)")]
     NotHex,
     /// Not 32 bytes.
-    #[error("the request-state key must be 32 bytes (64 hex digits), got {0} bytes")]
+    #[error("a state key must be 32 bytes (64 hex digits), got {0} bytes")]
     Length(usize),
+    /// No key at all.
+    #[error("no state key given (expected 64 hex digits per key, newest first)")]
+    Empty,
+    /// More keys than are tried.
+    #[error("{0} state keys given; at most 8 (newest first): drop the retired ones")]
+    TooMany(usize),
 }
 
 /// Bounds on one call's input rounds.
@@ -268,20 +343,7 @@ fn now_secs() -> u64 {
 impl StateKey {
     fn seal(&self, state: &State) -> String {
         let plain = serde_json::to_vec(state).expect("state serializes");
-        let nonce = XNonce::generate();
-        let sealed = self
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plain,
-                    aad: AAD,
-                },
-            )
-            .expect("encryption of a bounded message cannot fail");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(out)
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.seal_bytes(AAD, &plain))
     }
 
     fn open(&self, text: &str) -> Result<State, MrtrError> {
@@ -295,22 +357,9 @@ impl StateKey {
                 reason: "too short",
             });
         }
-        let (nonce, sealed) = bytes.split_at(24);
-        let nonce = XNonce::try_from(nonce).map_err(|_| MrtrError::BadState {
-            reason: "bad nonce",
+        let plain = self.open_bytes(AAD, &bytes).ok_or(MrtrError::BadState {
+            reason: "authentication failed",
         })?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: sealed,
-                    aad: AAD,
-                },
-            )
-            .map_err(|_| MrtrError::BadState {
-                reason: "authentication failed",
-            })?;
         let state: State = serde_json::from_slice(&plain).map_err(|_| MrtrError::BadState {
             reason: "unreadable contents",
         })?;
@@ -919,5 +968,46 @@ mod tests {
             round(&b, Some(&s), r, &[elicit("k", "?")]).unwrap(),
             Outcome::Complete(Ok(_))
         ));
+    }
+
+    #[test]
+    fn a_key_ring_seals_with_its_newest_key_and_opens_with_any() {
+        let (old, new, other) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+        let before = StateKey::from_hex_list(&old).unwrap();
+        let during =
+            StateKey::from_hex_list(&format!("# rotated\n{new}\n{old} # retiring")).unwrap();
+        let after = StateKey::from_hex_list(&new).unwrap();
+        let stranger = StateKey::from_hex_list(&other).unwrap();
+        assert_eq!(during.len(), 2);
+        let by_old = before.seal_bytes(b"aad", b"x");
+        let by_new = during.seal_bytes(b"aad", b"y");
+        assert_eq!(
+            during.open_bytes(b"aad", &by_old).as_deref(),
+            Some(&b"x"[..])
+        );
+        assert_eq!(
+            after.open_bytes(b"aad", &by_new).as_deref(),
+            Some(&b"y"[..])
+        );
+        // Retired and unknown keys open nothing; nor does another purpose.
+        assert_eq!(after.open_bytes(b"aad", &by_old), None);
+        assert_eq!(stranger.open_bytes(b"aad", &by_new), None);
+        assert_eq!(during.open_bytes(b"other", &by_new), None);
+        let mut tampered = by_new.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(during.open_bytes(b"aad", &tampered), None);
+        assert_eq!(
+            StateKey::from_hex_list(" # nothing\n").unwrap_err(),
+            StateKeyError::Empty
+        );
+        let nine = vec![new.clone(); 9].join(",");
+        assert_eq!(
+            StateKey::from_hex_list(&nine).unwrap_err(),
+            StateKeyError::TooMany(9)
+        );
+        assert_eq!(
+            StateKey::from_hex_list(&format!("{new},abc")).unwrap_err(),
+            StateKeyError::NotHex
+        );
     }
 }

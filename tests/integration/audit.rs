@@ -576,7 +576,10 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     assert!(child.wait().unwrap().success());
     let recs = records(&dir.path().join("audit.jsonl"));
     assert_eq!(recs.len(), 1, "{recs:#?}");
-    assert_eq!(recs[0]["session"], session.as_str(), "{}", recs[0]);
+    // The session's SID: the part of its sealed id before the `.`.
+    let sid = session.split('.').next().unwrap();
+    assert_eq!(sid.len(), 32, "{session}");
+    assert_eq!(recs[0]["session"], sid, "{}", recs[0]);
     assert_eq!(recs[0]["outcome"], "ok");
 }
 

@@ -206,6 +206,12 @@ impl HttpServe {
 }
 
 impl HttpServe {
+    /// SIGKILL (no shutdown, no flush), and reap it.
+    pub(crate) fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, then the exit status (within `limit`).
     pub(crate) fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();

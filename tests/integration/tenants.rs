@@ -651,3 +651,91 @@ fn python_sdk_sees_only_its_tenants_tools_2025_11_25() {
 fn python_sdk_sees_only_its_tenants_tools_2026_07_28() {
     python_tenant("2026-07-28");
 }
+
+#[test]
+fn a_session_moves_between_replicas_sharing_the_key_but_never_to_another_tenant() {
+    let s = Setup::new("");
+    let root = s.dir.path();
+    // Two keys on the replicas (newest first), as mid-rotation; a third
+    // replica that has only an unrelated key.
+    let keys = root.join("state-keys");
+    std::fs::write(
+        &keys,
+        format!("# newest first\n{}\n{}\n", "5a".repeat(32), "a5".repeat(32)),
+    )
+    .unwrap();
+    let stranger_keys = root.join("stranger-keys");
+    std::fs::write(&stranger_keys, "c3".repeat(32)).unwrap();
+    let replica = |keys: &Path| {
+        HttpServe::start_env(
+            &[
+                "--watch",
+                "false",
+                "--config",
+                &root.join("toolhost.toml").display().to_string(),
+                "--tools",
+                &root.join("base").display().to_string(),
+                "--state-key-file",
+                &keys.display().to_string(),
+            ],
+            &[],
+        )
+    };
+    let (one, two, stranger) = (replica(&keys), replica(&keys), replica(&stranger_keys));
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (a, b) = (bearer(TOKEN_A), bearer(TOKEN_B));
+    let (st, resp) = http(
+        &one.addr(),
+        "POST",
+        "/mcp",
+        &[("Authorization", &a)],
+        crate::mcp::INIT,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let session = |addr: &str, auth: &str, sid: &str, body: &str| {
+        http(
+            addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", auth),
+                ("Mcp-Session-Id", sid),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(session(&one.addr(), &a, &sid, initialized).0, 202);
+    let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"on replica two"}}}"#;
+    // The other replica never saw the session: it opens the id and serves it.
+    let (st, resp) = session(&two.addr(), &a, &sid, call);
+    assert_eq!(st, 200, "{resp}");
+    assert!(resp.contains("on replica two"), "{resp}");
+    // Beta presenting alpha's session id, on either replica: no such session.
+    for r in [&one, &two] {
+        let (st, resp) = session(&r.addr(), &b, &sid, call);
+        assert_eq!(st, 404, "{resp}");
+        assert!(!resp.contains("on replica two"), "{resp}");
+    }
+    // A replica without the key cannot open it.
+    let (st, _) = session(&stranger.addr(), &a, &sid, call);
+    assert_eq!(st, 404);
+    // Forged and altered ids are sessions that do not exist.
+    let (head, sealed) = sid.split_once('.').unwrap();
+    let mut flipped = sealed.as_bytes().to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] = if flipped[mid] == b'A' { b'B' } else { b'A' };
+    let altered = format!("{head}.{}", String::from_utf8(flipped).unwrap());
+    let other_sid = format!("{}.{sealed}", "0".repeat(32));
+    for forged in [
+        altered.as_str(),
+        other_sid.as_str(),
+        "00000000000000000000000000000000.AAAA",
+        "not-a-session",
+    ] {
+        let (st, resp) = session(&two.addr(), &a, forged, call);
+        assert_eq!(st, 404, "{forged}: {resp}");
+    }
+}

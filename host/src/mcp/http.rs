@@ -10,11 +10,14 @@
 //! - a request body limit and a timeout until the response starts;
 //! - stateless (2026-07-28) requests answered as plain `application/json`
 //!   when they have nothing to stream;
+//! - 2025-11-25 sessions sealed into their ids (see `session`), so any
+//!   replica sharing the key serves any request of any session;
 //! - graceful shutdown: stop taking calls, let running ones finish (within a
 //!   grace period), then close sessions and streams.
 
 use super::McpServer;
 use super::auth::Tenancy;
+use super::session::{self, SealedSessions, SealedStore, SessionSeal};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -22,7 +25,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
 use http_body_util::BodyExt as _;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,11 +53,15 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// How long shutdown waits for running calls before it cancels them.
     pub shutdown_grace: Duration,
+    /// How long a 2025-11-25 session id stays valid after `initialize`
+    /// (then the client gets 404 and starts a new session).
+    pub session_ttl: Duration,
 }
 
 impl HttpOptions {
     /// Serve at `addr` with the defaults: no token (loopback only), 4 MiB
-    /// bodies, 120 s until a response starts, 10 s shutdown grace.
+    /// bodies, 120 s until a response starts, 10 s shutdown grace, sessions
+    /// valid for 24 hours.
     pub fn new(addr: SocketAddr) -> HttpOptions {
         HttpOptions {
             addr,
@@ -65,6 +71,7 @@ impl HttpOptions {
             max_body_bytes: 4 << 20,
             request_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -107,12 +114,17 @@ pub struct HttpServer {
     _own: crate::caps::net::OwnListener,
     /// One server, or one per tenant (in the tenancy's order).
     servers: Vec<McpServer>,
+    /// What each server's session ids are bound to (`scope:NAME`,
+    /// `tenant:NAME`), in the same order.
+    owners: Vec<String>,
+    /// Seals session ids (and stateless request state).
+    key: crate::StateKey,
     tenancy: Option<Arc<Tenancy>>,
     opts: HttpOptions,
 }
 
 /// The MCP service of one server (tenant).
-type McpService = StreamableHttpService<McpServer, LocalSessionManager>;
+type McpService = StreamableHttpService<McpServer, SealedSessions>;
 
 impl HttpServer {
     /// Check the options and bind the address (port 0 picks a free port:
@@ -134,6 +146,8 @@ impl HttpServer {
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
+            owners: vec![format!("scope:{}", server.scope().as_str())],
+            key: server.state_key().clone(),
             servers: vec![server],
             tenancy: None,
             opts,
@@ -172,10 +186,17 @@ impl HttpServer {
                 )
             })
             .collect();
+        let owners = tenancy
+            .tenants
+            .iter()
+            .map(|g| format!("tenant:{}", g.tenant.name))
+            .collect();
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
             servers,
+            owners,
+            key,
             tenancy: Some(Arc::new(tenancy)),
             opts,
         })
@@ -208,18 +229,36 @@ impl HttpServer {
             // no session. One that streams (progress, logs) still gets SSE.
             .with_json_response(true)
             .with_cancellation_token(sessions.child_token());
-        let service = |root: McpServer| -> McpService {
+        let (key, ttl) = (self.key.clone(), self.opts.session_ttl);
+        let service = |(root, owner): (McpServer, String)| -> McpService {
+            // Session ids sealed for this server's owner: a session restored
+            // on any replica, never on another tenant's service.
+            let seal = SessionSeal::new(key.clone(), owner, ttl);
+            let mut config = config.clone();
+            config.session_store = Some(Arc::new(SealedStore(seal.clone())));
             StreamableHttpService::new(
                 // One handler per session (per request when stateless): each
                 // has its own log level and shares the server's client list.
                 move || Ok(root.new_session()),
-                Arc::new(LocalSessionManager::default()),
-                config.clone(),
+                Arc::new(SealedSessions::new(seal)),
+                config,
             )
         };
+        let services: Arc<[McpService]> = self
+            .servers
+            .iter()
+            .cloned()
+            .zip(self.owners.iter().cloned())
+            .map(service)
+            .collect();
         let timeout = self.opts.request_timeout;
         let mut app = match &self.tenancy {
-            None => axum::Router::new().nest_service("/mcp", service(self.servers[0].clone())),
+            None => axum::Router::new()
+                .route("/mcp", axum::routing::any(single_mcp))
+                .with_state(SingleRoute {
+                    service: services[0].clone(),
+                    max_body: self.opts.max_body_bytes,
+                }),
             Some(tenancy) => {
                 let resource = tenancy
                     .resource
@@ -229,7 +268,7 @@ impl HttpServer {
                     tenancy: tenancy.clone(),
                     // Each tenant has its own sessions: one tenant's session
                     // id means nothing to another's.
-                    services: self.servers.iter().cloned().map(service).collect(),
+                    services,
                     metadata_url: metadata_url(&resource).into(),
                     metadata: serde_json::json!({
                         "resource": resource,
@@ -463,6 +502,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     };
     let (parts, body) = req.into_parts();
     let mut admission = None;
+    let mut initialize = None;
     let req = if parts.method == Method::POST {
         let bytes = match http_body_util::Limited::new(body, r.max_body)
             .collect()
@@ -476,14 +516,20 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         // Parsed exactly as rmcp will parse it, so what is counted as a call
         // is what runs as one (a duplicated `method` key cannot slip by).
         use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
-        let call_id = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
-            Ok(ClientJsonRpcMessage::Request(r))
+        let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
+        let call_id = match &message {
+            Some(ClientJsonRpcMessage::Request(r))
                 if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
             {
                 Some(serde_json::to_value(&r.id).unwrap_or_default())
             }
             _ => None,
         };
+        match message.as_ref().map(session::initialize_params) {
+            Some(Err(why)) => return too_large_to_seal(&why),
+            Some(Ok(p)) => initialize = p,
+            None => {}
+        }
         if let Some(id) = call_id {
             match r.tenancy.admit(i) {
                 Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
@@ -510,7 +556,9 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     } else {
         Request::from_parts(parts, body)
     };
-    let resp = r.services[i].handle(req).await.map(Body::new);
+    let resp = session::initializing(initialize, r.services[i].handle(req))
+        .await
+        .map(Body::new);
     match admission {
         // The response's bytes count against the tenant's output quota.
         Some(mut a) => resp.map(|b| {
@@ -523,6 +571,48 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         }),
         None => resp,
     }
+}
+
+/// The route of a tenantless server.
+#[derive(Clone)]
+struct SingleRoute {
+    service: McpService,
+    max_body: usize,
+}
+
+/// Hand the request to the server's MCP service; an `initialize` has its
+/// parameters sealed into the new session's id.
+async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
+    if req.method() != Method::POST {
+        return r.service.handle(req).await.map(Body::new);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, r.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+        }
+    };
+    let initialize = match serde_json::from_slice(&bytes)
+        .ok()
+        .map(|m| session::initialize_params(&m))
+    {
+        Some(Err(why)) => return too_large_to_seal(&why),
+        Some(Ok(p)) => p,
+        None => None,
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    session::initializing(initialize, r.service.handle(req))
+        .await
+        .map(Body::new)
+}
+
+/// 400 for an `initialize` too large to seal into a session id.
+fn too_large_to_seal(why: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

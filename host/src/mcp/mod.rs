@@ -6,7 +6,8 @@
 //! (`server`); serving that handler over stdio and over hardened Streamable
 //! HTTP (`http`); telling connected clients when the tool list changes.
 //!
-//! Protocols: 2025-11-25 (sessions; `logging/setLevel`; list changes on the
+//! Protocols: 2025-11-25 (sessions, sealed into their ids so any replica
+//! serves them, see `session`; `logging/setLevel`; list changes on the
 //! session) and 2026-07-28 (stateless; `server/discover`; per-request log
 //! level; list changes on `subscriptions/listen`; a tool's questions to
 //! its client end the round with an input-required result and sealed
@@ -23,6 +24,7 @@ mod auth;
 mod http;
 mod input;
 mod server;
+mod session;
 
 pub use auth::{AuthError, Tenancy};
 pub use http::{HttpError, HttpOptions, HttpServer};

@@ -150,6 +150,17 @@ impl McpServer {
         self.shared.notify_tools_changed().await;
     }
 
+    /// The scope whose tools this server serves.
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.shared.scope
+    }
+
+    /// The key that seals this server's stateless request state (and, over
+    /// HTTP, its session ids).
+    pub(crate) fn state_key(&self) -> &mrtr::StateKey {
+        &self.shared.state_key
+    }
+
     /// Refuse new calls and wait until the running ones have finished.
     pub async fn drain(&self) {
         self.shared.closing.cancel();
@@ -337,7 +348,8 @@ impl ServerHandler for McpServer {
             .get::<http::request::Parts>()
             .and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
         {
-            request = request.session(id);
+            // The session's `SID`, not the whole sealed id (see `session`).
+            request = request.session(super::session::audit_id(id));
         }
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event

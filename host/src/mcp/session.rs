@@ -1,0 +1,455 @@
+//! Sealed sessions: 2025-11-25 HTTP sessions that any replica can serve.
+//!
+//! A session's state (what its `initialize` said: protocol version, client
+//! capabilities, client info), the tenant it belongs to and when it expires
+//! travel in its `Mcp-Session-Id`, encrypted and authenticated with the
+//! host's [`StateKey`] ring (XChaCha20-Poly1305; the newest key seals, every
+//! key opens). The id is `SID.SEALED`: `SID` 32 random hex digits (what the
+//! audit log records), `SEALED` the base64url nonce, ciphertext and tag, with
+//! the tenant and `SID` bound as associated data.
+//!
+//! A replica that gets a request for a session it does not hold opens the id
+//! and, if it is genuine, unexpired and this tenant's, restores the session
+//! by replaying its `initialize` (rmcp's session-restore path) and serves the
+//! request: no shared store, no affinity. An id that does not open (forged,
+//! altered, sealed by an unknown key or for another tenant, expired) is a
+//! session that does not exist: 404, as the spec says, and the client starts
+//! a new session.
+//!
+//! What does not travel: the session's `logging/setLevel` (a restored
+//! session starts at `info`), and server-to-client streams (a GET stream or
+//! a call in flight on a replica that dies ends; the client reconnects or
+//! retries). `DELETE` ends the session on the replica that holds it; the id
+//! itself stays valid until it expires (nothing is shared to revoke it), so
+//! its holder, who could open a new session anyway, may use it again.
+//!
+//! Owns: sealing and opening session ids, and the session manager and store
+//! rmcp's Streamable HTTP service uses. Knows nothing of tools or calls.
+
+use crate::mrtr::StateKey;
+use base64::Engine as _;
+use futures::Stream;
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, InitializeRequestParams};
+use rmcp::transport::WorkerTransport;
+use rmcp::transport::streamable_http_server::session::local::{
+    LocalSessionManager, LocalSessionManagerError, LocalSessionWorker,
+};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, ServerSseMessage, SessionState, SessionStore, SessionStoreError,
+};
+use rmcp::transport::streamable_http_server::{RestoreOutcome, SessionId, SessionManager};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Associated data of every sealed session id (then the tenant and `SID`).
+const AAD: &[u8] = b"toolhost session id v1";
+const VERSION: u8 = 1;
+/// The largest `initialize` (as sealed JSON) a session id carries: ids
+/// travel in a header on every request, and proxies bound header sizes
+/// (nginx: 8 KiB per line by default).
+pub(crate) const MAX_SEALED_INITIALIZE: usize = 3 << 10;
+/// The longest id opened (longer ones are refused unread).
+const MAX_ID: usize = 8 << 10;
+/// Clock skew tolerated between replicas for an id's issue time.
+const SKEW: u64 = 300;
+
+/// Seals and opens the session ids of one tenant (or of the one scope a
+/// tenantless server serves). Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionSeal {
+    key: StateKey,
+    /// `tenant:NAME` or `scope:NAME`: what an id is bound to.
+    owner: Arc<str>,
+    ttl: Duration,
+}
+
+/// The plaintext of a sealed session id.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    v: u8,
+    /// The owner (tenant) the session belongs to.
+    o: String,
+    /// The `SID` part of the id.
+    s: String,
+    /// Issued and expires at, seconds since the epoch.
+    iat: u64,
+    exp: u64,
+    /// The client's `initialize` parameters (without `_meta`).
+    p: InitializeRequestParams,
+}
+
+/// Why a session id does not open. Never shown to the client (every case is
+/// a 404, so an attacker learns nothing from which), but logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SealError {
+    #[error("not a sealed session id")]
+    Malformed,
+    #[error("no key opens it, or it was sealed for another tenant or altered")]
+    Unauthentic,
+    #[error("expired")]
+    Expired,
+    #[error("issued in the future (clock skew between replicas?)")]
+    Future,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl SessionSeal {
+    pub(crate) fn new(key: StateKey, owner: String, ttl: Duration) -> SessionSeal {
+        SessionSeal {
+            key,
+            owner: owner.into(),
+            ttl,
+        }
+    }
+
+    fn aad(&self, sid: &str) -> Vec<u8> {
+        let mut aad = AAD.to_vec();
+        for part in [&*self.owner, sid] {
+            aad.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        aad
+    }
+
+    /// A new session id carrying `params`.
+    pub(crate) fn seal(&self, params: &InitializeRequestParams) -> SessionId {
+        self.seal_at(params, now_secs())
+    }
+
+    fn seal_at(&self, params: &InitializeRequestParams, iat: u64) -> SessionId {
+        let nonce = <chacha20poly1305::XNonce as chacha20poly1305::aead::Generate>::generate();
+        let sid = hex::encode(&nonce[..16]);
+        let mut p = params.clone();
+        p.meta = None;
+        let claims = Claims {
+            v: VERSION,
+            o: self.owner.to_string(),
+            s: sid.clone(),
+            iat,
+            exp: iat.saturating_add(self.ttl.as_secs()),
+            p,
+        };
+        let plain = serde_json::to_vec(&claims).expect("claims serialize");
+        let sealed = self.key.seal_bytes(&self.aad(&sid), &plain);
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed);
+        format!("{sid}.{b64}").into()
+    }
+
+    /// The `initialize` parameters sealed in `id`, if it is genuine, this
+    /// owner's and unexpired.
+    pub(crate) fn open(&self, id: &str) -> Result<InitializeRequestParams, SealError> {
+        if id.len() > MAX_ID {
+            return Err(SealError::Malformed);
+        }
+        let (sid, sealed) = id.split_once('.').ok_or(SealError::Malformed)?;
+        if sid.len() != 32 || !sid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SealError::Malformed);
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| SealError::Malformed)?;
+        // Shorter than a nonce and a tag: nothing to authenticate.
+        if bytes.len() < 24 + 16 {
+            return Err(SealError::Malformed);
+        }
+        let plain = self
+            .key
+            .open_bytes(&self.aad(sid), &bytes)
+            .ok_or(SealError::Unauthentic)?;
+        let c: Claims = serde_json::from_slice(&plain).map_err(|_| SealError::Malformed)?;
+        // Bound twice (associated data and claims): both must agree.
+        if c.v != VERSION || c.o != *self.owner || c.s != sid {
+            return Err(SealError::Unauthentic);
+        }
+        let now = now_secs();
+        if now >= c.exp {
+            return Err(SealError::Expired);
+        }
+        if c.iat > now + SKEW {
+            return Err(SealError::Future);
+        }
+        Ok(c.p)
+    }
+}
+
+/// The `SID` of a session id, for the audit log: the part before the `.`,
+/// bounded (a client can send anything in the header).
+pub(crate) fn audit_id(header: &str) -> &str {
+    let sid = header.split('.').next().unwrap_or(header);
+    match sid.char_indices().nth(64) {
+        Some((i, _)) => &sid[..i],
+        None => sid,
+    }
+}
+
+tokio::task_local! {
+    /// The parameters of the `initialize` being served in this task, for the
+    /// session manager to seal into the new session's id (rmcp creates the
+    /// session before it hands the `initialize` over).
+    static INITIALIZE: InitializeRequestParams;
+}
+
+/// The `initialize` parameters of `message`, if it opens a session, checked
+/// to fit in a session id.
+pub(crate) fn initialize_params(
+    message: &ClientJsonRpcMessage,
+) -> Result<Option<InitializeRequestParams>, String> {
+    let ClientJsonRpcMessage::Request(r) = message else {
+        return Ok(None);
+    };
+    let ClientRequest::InitializeRequest(init) = &r.request else {
+        return Ok(None);
+    };
+    let mut p = init.params.clone();
+    p.meta = None;
+    let size = serde_json::to_vec(&p)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_SEALED_INITIALIZE {
+        return Err(format!(
+            "the initialize parameters are {size} bytes; at most {MAX_SEALED_INITIALIZE} fit in a session id (send fewer capabilities or a shorter clientInfo)"
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// Run `f` (rmcp serving a request) with `params` as the `initialize` a new
+/// session seals.
+pub(crate) async fn initializing<F: Future>(
+    params: Option<InitializeRequestParams>,
+    f: F,
+) -> F::Output {
+    match params {
+        Some(p) => INITIALIZE.scope(p, f).await,
+        None => f.await,
+    }
+}
+
+/// Why the session manager failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+    #[error("a session was created outside an `initialize` request")]
+    NoInitialize,
+    #[error("a new session id collided with a live one")]
+    Collision,
+}
+
+/// rmcp's in-memory session manager, with sealed ids: sessions are created
+/// under an id that carries their `initialize`, and a held session whose id
+/// has expired is ended.
+pub(crate) struct SealedSessions {
+    local: LocalSessionManager,
+    seal: SessionSeal,
+}
+
+impl SealedSessions {
+    pub(crate) fn new(seal: SessionSeal) -> SealedSessions {
+        SealedSessions {
+            local: LocalSessionManager::default(),
+            seal,
+        }
+    }
+}
+
+impl SessionManager for SealedSessions {
+    type Error = SessionError;
+    type Transport = WorkerTransport<LocalSessionWorker>;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        let id = INITIALIZE
+            .try_with(|p| self.seal.seal(p))
+            .map_err(|_| SessionError::NoInitialize)?;
+        match self.local.restore_session(id.clone()).await? {
+            RestoreOutcome::Restored(t) => Ok((id, t)),
+            _ => Err(SessionError::Collision),
+        }
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<rmcp::model::ServerJsonRpcMessage, Self::Error> {
+        Ok(self.local.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        if !self.local.has_session(id).await? {
+            return Ok(false);
+        }
+        if let Err(e) = self.seal.open(id) {
+            tracing::debug!("ending held session: its id {e}");
+            self.local.close_session(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.local.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_stream(id, message).await?)
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.local.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.resume(id, last_event_id).await?)
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        Ok(self.local.restore_session(id).await?)
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        None
+    }
+}
+
+/// The "store" rmcp restores sessions from: the id itself. Nothing is stored
+/// or deleted; loading opens the id.
+pub(crate) struct SealedStore(pub(crate) SessionSeal);
+
+#[async_trait::async_trait]
+impl SessionStore for SealedStore {
+    async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
+        match self.0.open(session_id) {
+            Ok(p) => Ok(Some(SessionState::new(p))),
+            Err(e) => {
+                tracing::debug!("session id refused: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn store(&self, _: &str, _: &SessionState) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+
+    async fn delete(&self, _: &str) -> Result<(), SessionStoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{ClientCapabilities, Implementation};
+
+    fn params() -> InitializeRequestParams {
+        InitializeRequestParams::new(
+            ClientCapabilities::default(),
+            Implementation::new("client", "1.0"),
+        )
+    }
+
+    fn seal(key: &StateKey, owner: &str) -> SessionSeal {
+        SessionSeal::new(key.clone(), owner.into(), Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn an_id_opens_for_its_tenant_on_any_replica_sharing_the_key() {
+        let key = StateKey::from_hex_list(&"42".repeat(32)).unwrap();
+        let id = seal(&key, "tenant:a").seal(&params());
+        assert!(id.len() < 1024, "{} bytes", id.len());
+        assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{id}");
+        let other_replica = seal(&StateKey::from_hex(&"42".repeat(32)).unwrap(), "tenant:a");
+        assert_eq!(other_replica.open(&id).unwrap().client_info.name, "client");
+        assert_eq!(audit_id(&id).len(), 32);
+    }
+
+    #[test]
+    fn forged_altered_foreign_and_expired_ids_are_refused() {
+        let key = StateKey::random();
+        let a = seal(&key, "tenant:a");
+        let id = a.seal(&params());
+        // Another tenant, same key: the binding fails.
+        assert_eq!(
+            seal(&key, "tenant:b").open(&id).unwrap_err(),
+            SealError::Unauthentic
+        );
+        // Another key.
+        assert_eq!(
+            seal(&StateKey::random(), "tenant:a").open(&id).unwrap_err(),
+            SealError::Unauthentic
+        );
+        // The SID swapped for another session's: bound as associated data.
+        let other = a.seal(&params());
+        let spliced = format!("{}.{}", audit_id(&other), id.split_once('.').unwrap().1);
+        assert_eq!(a.open(&spliced).unwrap_err(), SealError::Unauthentic);
+        // Any flipped character.
+        for i in [40, id.len() / 2, id.len() - 1] {
+            let mut b = id.as_bytes().to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            assert!(a.open(std::str::from_utf8(&b).unwrap()).is_err(), "at {i}");
+        }
+        for junk in [
+            "",
+            "x",
+            "a.b",
+            &"0".repeat(32),
+            &format!("{}.", "0".repeat(32)),
+        ] {
+            assert_eq!(a.open(junk).unwrap_err(), SealError::Malformed, "{junk}");
+        }
+        assert_eq!(
+            a.open(&"A".repeat(MAX_ID + 1)).unwrap_err(),
+            SealError::Malformed
+        );
+        // Expired, and issued implausibly far in the future.
+        let old = a.seal_at(&params(), now_secs() - 3601);
+        assert_eq!(a.open(&old).unwrap_err(), SealError::Expired);
+        let future = a.seal_at(&params(), now_secs() + 3 * SKEW);
+        assert_eq!(a.open(&future).unwrap_err(), SealError::Future);
+    }
+
+    #[test]
+    fn a_rotated_ring_still_opens_ids_sealed_with_the_retiring_key() {
+        let (old, new) = ("01".repeat(32), "02".repeat(32));
+        let before = seal(&StateKey::from_hex_list(&old).unwrap(), "scope:default");
+        let during = seal(
+            &StateKey::from_hex_list(&format!("{new}\n{old}")).unwrap(),
+            "scope:default",
+        );
+        let after = seal(&StateKey::from_hex_list(&new).unwrap(), "scope:default");
+        let id = before.seal(&params());
+        assert!(during.open(&id).is_ok());
+        assert_eq!(after.open(&id).unwrap_err(), SealError::Unauthentic);
+        assert!(after.open(&during.seal(&params())).is_ok());
+    }
+}
