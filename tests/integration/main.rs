@@ -15,5 +15,6 @@ mod mcp_2026;
 mod mrtr;
 mod package;
 mod policy;
+mod prewarm;
 mod tenants;
 mod typed;
