@@ -72,7 +72,7 @@ pub struct EngineConfig {
     pub pagemap_scan: bool,
     /// Most sandboxes prepared ahead of demand per tool component (each
     /// used by exactly one call, then dropped), sized by the component's
-    /// recent call rate; 0 turns preparing ahead off.
+    /// recent call rate; 0 (the default) turns preparing ahead off.
     pub prewarm: u32,
     /// Most linear memory all prepared sandboxes may hold together.
     pub prewarm_memory: u64,
@@ -87,7 +87,9 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             memory_keep_resident: 1 << 20,
             pagemap_scan: true,
-            prewarm: 2,
+            // Off: on a host whose cores are busy, preparing on another
+            // thread costs more than it saves (BENCHMARKS.md, "Prewarm").
+            prewarm: 0,
             prewarm_memory: 64 << 20,
         }
     }

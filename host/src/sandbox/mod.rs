@@ -849,9 +849,16 @@ impl Sandbox {
         let Kind::Toolhost(pre) = &comp.kind else {
             anyhow::bail!("warm instances exist for toolhost-world components only");
         };
+        // It holds its pool permits like any sandbox, so the pool never
+        // has more instances than permits.
+        let permits = self.acquire_pool(comp.weight).await;
         let mut store = self.store(comp, CallContext::default(), true)?;
         let bindings = pre.instantiate_async(&mut store).await?;
-        Ok(WarmInstance { store, bindings })
+        Ok(WarmInstance {
+            store,
+            bindings,
+            _permits: permits,
+        })
     }
 }
 
@@ -970,6 +977,7 @@ struct HttpStub;
 pub(crate) struct WarmInstance {
     store: Store<CallState>,
     bindings: bindings::Toolhost,
+    _permits: PoolPermits,
 }
 
 #[cfg(feature = "unstable-bench")]
