@@ -75,22 +75,40 @@ async fn rust(calls: usize) -> Stats {
     }
 }
 
+/// The Python SDK's side, if `TOOLHOST_BENCH_PYTHON` names a Python. Once
+/// asked for, it is measured or the bench fails: a side silently skipped
+/// would leave a table without its comparison. A relative path is taken
+/// from the workspace root (cargo runs benches in `host/`).
 fn python(calls: usize) -> Option<Stats> {
-    let py = std::env::var_os("TOOLHOST_BENCH_PYTHON")?;
+    let py = std::path::PathBuf::from(std::env::var_os("TOOLHOST_BENCH_PYTHON")?);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let py = if py.is_relative() && py.components().count() > 1 {
+        root.join(py)
+    } else {
+        py
+    };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/agent_control.py");
-    let out = std::process::Command::new(py)
+    let out = std::process::Command::new(&py)
         .arg(script)
         .arg(calls.to_string())
         .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "python bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let v: Value = serde_json::from_slice(out.stdout.trim_ascii()).ok()?;
+        .unwrap_or_else(|e| panic!("TOOLHOST_BENCH_PYTHON={}: cannot run it: {e}", py.display()));
+    assert!(
+        out.status.success(),
+        "the Python bench failed ({}): {}",
+        py.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(parse_python(&out.stdout).unwrap_or_else(|| {
+        panic!(
+            "the Python bench printed no figures: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }))
+}
+
+fn parse_python(stdout: &[u8]) -> Option<Stats> {
+    let v: Value = serde_json::from_slice(stdout.trim_ascii()).ok()?;
     let us = |k: &str| -> Option<Duration> {
         Some(Duration::from_nanos((v[k].as_f64()? * 1000.0) as u64))
     };

@@ -13,6 +13,31 @@ use toolhost::{CallRequest, Core, EngineConfig, HostConfig, LoadEvent, Scope};
 
 const ROUNDS: usize = 15;
 
+/// CPU time of the whole process (every thread: the caller, the background
+/// refills and teardowns, the epoch ticker), in microseconds.
+fn cpu_us() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// One configuration of the prewarm table, measured round by round.
+struct Variant {
+    name: String,
+    core: Core,
+    /// Per round: mean wall time per call, CPU per call, p50 of single calls.
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    p50: Vec<f64>,
+    /// Per round: p50 of single calls spaced 0.5 ms apart (an agent's
+    /// pace, not a loop's: the refill has time to finish between calls).
+    paced: Vec<f64>,
+    /// Per round: calls/s with 2 callers on the 2 worker threads.
+    tput: Vec<f64>,
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -201,6 +226,98 @@ fn main() {
         }
         let single = 1e6 / full;
 
+        // Prewarm off vs on: the same `Core::call`, rounds interleaved so
+        // every variant sees the same machine.
+        let mut variants = Vec::new();
+        for (name, n) in [
+            ("`Core::call`, prewarm off (sandbox built on the call's path)", 0),
+            ("`Core::call`, prewarm = 2", 2),
+            ("`Core::call`, prewarm = 8", 8),
+        ] {
+            let (core, _) = echo_core(with(&|e| e.prewarm = n), &echo_manifest).await;
+            variants.push(Variant {
+                name: name.into(),
+                core,
+                wall: Vec::new(),
+                cpu: Vec::new(),
+                p50: Vec::new(),
+                paced: Vec::new(),
+                tput: Vec::new(),
+            });
+        }
+        let per_round = 3_000;
+        for round in 0..=ROUNDS {
+            for v in &mut variants {
+                let core = &v.core;
+                let mut single = Vec::with_capacity(per_round);
+                let (t, c) = (Instant::now(), cpu_us());
+                for _ in 0..per_round {
+                    let t1 = Instant::now();
+                    let r = core
+                        .call(CallRequest::new(
+                            Scope::default(),
+                            "echo",
+                            Some(argmap.clone()),
+                        ))
+                        .await
+                        .unwrap();
+                    single.push(t1.elapsed().as_secs_f64() * 1e6);
+                    std::hint::black_box(r);
+                }
+                let wall = t.elapsed().as_secs_f64() * 1e6 / per_round as f64;
+                let cpu = (cpu_us() - c) / per_round as f64;
+                let t = Instant::now();
+                let tasks: Vec<_> = (0..2)
+                    .map(|_| {
+                        let core = core.clone();
+                        let argmap = argmap.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_round / 2 {
+                                core.call(CallRequest::new(
+                                    Scope::default(),
+                                    "echo",
+                                    Some(argmap.clone()),
+                                ))
+                                .await
+                                .unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let tput = per_round as f64 / t.elapsed().as_secs_f64();
+                let mut paced = Vec::with_capacity(200);
+                for _ in 0..200 {
+                    // Spin on this (non-worker) thread: the workers stay free.
+                    let until = Instant::now() + std::time::Duration::from_micros(500);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    let t1 = Instant::now();
+                    let r = core
+                        .call(CallRequest::new(
+                            Scope::default(),
+                            "echo",
+                            Some(argmap.clone()),
+                        ))
+                        .await
+                        .unwrap();
+                    paced.push(t1.elapsed().as_secs_f64() * 1e6);
+                    std::hint::black_box(r);
+                }
+                // Round 0 warms up.
+                if round > 0 {
+                    v.wall.push(wall);
+                    v.cpu.push(cpu);
+                    v.p50.push(median(single));
+                    v.paced.push(median(paced));
+                    v.tput.push(tput);
+                }
+            }
+        }
+
         println!("\n## Sandbox: echo tool, one run (median of {ROUNDS} rounds)\n");
         println!("| case | per call | vs native |");
         println!("|---|---|---|");
@@ -255,5 +372,38 @@ fn main() {
             median(tput.clone()),
             median(tput) / single
         );
+        println!();
+        println!(
+            "## Prewarm: fresh sandbox per call, prepared ahead or not (echo, rounds of {per_round} calls interleaved, median of {ROUNDS})\n"
+        );
+        println!(
+            "| case | mean per call, back to back | vs native | p50 call, back to back | p50 call, 0.5 ms apart | vs native | calls/s, 1 caller | calls/s, 2 callers | CPU per call (all threads) | prepared sandboxes used |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| native Rust function (same Toolbox code, no sandbox) | {native:.2} µs | 1.0x | | | 1.0x | {:.0} | | {native:.2} µs | |",
+            1e6 / native
+        );
+        for v in variants {
+            let wall = median(v.wall);
+            let stats = v.core.prewarm_stats();
+            let used = stats.hits as f64 / (stats.hits + stats.misses).max(1) as f64;
+            println!(
+                "| {} | {wall:.2} µs | {:.1}x | {:.2} µs | {:.2} µs | {:.1}x | {:.0} | {:.0} | {:.2} µs | {} |",
+                v.name,
+                wall / native,
+                median(v.p50),
+                median(v.paced.clone()),
+                median(v.paced) / native,
+                1e6 / wall,
+                median(v.tput),
+                median(v.cpu),
+                if stats.hits + stats.misses == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.0}%", used * 100.0)
+                },
+            );
+        }
     });
 }

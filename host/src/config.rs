@@ -70,6 +70,12 @@ pub struct EngineConfig {
     /// Ignored where swap is active: a swapped-out dirty page would not be
     /// reset (wasmtime PR #14357).
     pub pagemap_scan: bool,
+    /// Most sandboxes prepared ahead of demand per tool component (each
+    /// used by exactly one call, then dropped), sized by the component's
+    /// recent call rate; 0 (the default) turns preparing ahead off.
+    pub prewarm: u32,
+    /// Most linear memory all prepared sandboxes may hold together.
+    pub prewarm_memory: u64,
 }
 
 impl Default for EngineConfig {
@@ -81,6 +87,10 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             memory_keep_resident: 1 << 20,
             pagemap_scan: true,
+            // Off: on a host whose cores are busy, preparing on another
+            // thread costs more than it saves (BENCHMARKS.md, "Prewarm").
+            prewarm: 0,
+            prewarm_memory: 64 << 20,
         }
     }
 }
@@ -94,6 +104,12 @@ impl HostConfig {
     /// Size the pool for `n` sandboxes at once.
     pub fn with_max_instances(mut self, n: u32) -> Self {
         self.engine.max_instances = n;
+        self
+    }
+    /// Prepare up to `n` sandboxes per tool component ahead of its calls
+    /// (0: off). See [`EngineConfig::prewarm`].
+    pub fn with_prewarm(mut self, n: u32) -> Self {
+        self.engine.prewarm = n;
         self
     }
     /// Replace the caps.
@@ -369,7 +385,12 @@ struct RawEngine {
     max_wasm_stack: Option<Spanned<String>>,
     memory_keep_resident: Option<Spanned<String>>,
     pagemap_scan: Option<bool>,
+    prewarm: Option<Spanned<u32>>,
+    prewarm_memory: Option<Spanned<String>>,
 }
+
+/// Most sandboxes prepared ahead per component (`[engine] prewarm`).
+const MAX_PREWARM: u32 = 64;
 
 impl RawEngine {
     fn apply(self, e: &mut EngineConfig, dir: &Path, cx: &mut Collector<'_>) {
@@ -402,6 +423,26 @@ impl RawEngine {
         }
         if let Some(b) = self.pagemap_scan {
             e.pagemap_scan = b;
+        }
+        if let Some(v) = self.prewarm
+            && let Some(n) = in_range(&v, 0, MAX_PREWARM, "prewarm", cx)
+        {
+            // Prepared sandboxes never take the last quarter of the pool.
+            if n > e.max_instances - e.max_instances.div_ceil(4) {
+                cx.error(
+                    Some(v.span()),
+                    format!(
+                        "prewarm = {n} does not fit a pool of max-instances = {}: prepared sandboxes may use at most three quarters of the pool; lower `prewarm` (0 turns it off) or raise `max-instances`",
+                        e.max_instances
+                    ),
+                    None,
+                );
+            } else {
+                e.prewarm = n;
+            }
+        }
+        if let Some(s) = self.prewarm_memory.and_then(|s| size(&s, 0, 1 << 40, cx)) {
+            e.prewarm_memory = s;
         }
     }
 }
@@ -723,6 +764,34 @@ mod tests {
             assert!(text.contains(what), "{dir}: {text}");
         }
         assert!(cfg.admit(&manifest("data"), &[]).is_ok());
+    }
+
+    #[test]
+    fn prewarm_reads_and_must_fit_the_pool() {
+        let ok = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nmax-instances = 16\nprewarm = 4\nprewarm-memory = \"8 MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!((ok.engine.prewarm, ok.engine.prewarm_memory), (4, 8 << 20));
+        let off = HostConfig::parse(Path::new("t.toml"), "[engine]\nprewarm = 0\n").unwrap();
+        assert_eq!(off.engine.prewarm, 0);
+        let e = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nmax-instances = 4\nprewarm = 4\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.render().contains("three quarters of the pool"),
+            "{}",
+            e.render()
+        );
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nprewarm = 1000\n").unwrap_err();
+        assert!(
+            e.render().contains("prewarm must be between 0 and 64"),
+            "{}",
+            e.render()
+        );
     }
 
     #[test]

@@ -396,6 +396,8 @@ impl Core {
             .cloned()
             .collect();
         let errors = new.errors.clone();
+        // No sandbox prepared before this reload is used after it.
+        self.inner.sandbox.invalidate_prepared();
         self.inner.catalog.store(Arc::new(new));
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);
@@ -404,6 +406,12 @@ impl Core {
             tracing::warn!("reload: {e}");
         }
         errors
+    }
+
+    /// How the sandboxes prepared ahead of calls (`[engine] prewarm`)
+    /// were used so far.
+    pub fn prewarm_stats(&self) -> crate::sandbox::PrewarmStats {
+        self.inner.sandbox.prewarm_stats()
     }
 
     /// The one call path.

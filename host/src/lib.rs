@@ -56,6 +56,7 @@ pub use crate::model::{
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+pub use crate::sandbox::PrewarmStats;
 pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]

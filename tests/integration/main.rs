@@ -15,6 +15,7 @@ mod mcp_2026;
 mod mrtr;
 mod package;
 mod policy;
+mod prewarm;
 mod scale_out;
 mod tenants;
 mod typed;

@@ -47,6 +47,11 @@ pub fn tools() -> Toolbox {
         .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
         .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
         .tool("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring)
+        .tool(
+            "remember",
+            "Keep `secret` in a global, count this call in another, and return both as they were before (`{calls, before}`): an instance that served an earlier call would show it.",
+            remember,
+        )
 }
 
 toolhost_guest::export!(tools);
@@ -216,6 +221,26 @@ fn big_output(a: BytesArgs) -> Result<String, ToolError> {
         .map_err(|_| ToolError::invalid("`bytes` does not fit in the address space"))?;
     let pattern = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
     Ok(pattern.iter().cycle().take(n).map(|&b| b as char).collect())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RememberArgs {
+    /// Kept for the next call this instance serves (there should be none).
+    pub secret: String,
+}
+
+/// Calls this instance served, and the secret of the latest one.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SECRET: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember(a: RememberArgs) -> Result<String, ToolError> {
+    let before_calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let before = SECRET
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .replace(a.secret);
+    Ok(serde_json::json!({ "calls": before_calls, "before": before }).to_string())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

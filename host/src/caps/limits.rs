@@ -289,6 +289,11 @@ impl Limiter {
         self.peak
     }
 
+    /// The memory (linear and host-side) the call holds now.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
     /// Charge `bytes` of host-side memory held for the call (HTTP fields
     /// and bodies): it counts against the same budget as linear memory.
     /// False, and nothing charged, if it does not fit.

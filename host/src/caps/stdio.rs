@@ -84,6 +84,14 @@ impl StdioCaps {
 }
 
 impl CallOutput {
+    /// Send the events from now on to `events`: a sandbox prepared ahead
+    /// of its call gets its call's sink at hand-out. Before that it had
+    /// none, so it spent nothing of its budget.
+    pub(crate) fn attach(&mut self, events: Option<EventSink>) {
+        debug_assert!(self.events.is_none(), "a sandbox serves one call");
+        self.events = events;
+    }
+
     /// Send an event of `size` bytes of text, if the budget allows; else
     /// drop it (counted by the sink).
     pub(crate) fn emit(&mut self, size: usize, event: CallEvent) {

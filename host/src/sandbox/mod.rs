@@ -8,7 +8,9 @@
 //! component holds more than its share), the linkers (wasi:http is linked
 //! only for components granted a host; for the others its imports trap
 //! without allocating anything), the epoch ticker, deadlines and
-//! cancellation, and the classification of traps into limits.
+//! cancellation, and the classification of traps into limits. Sandboxes
+//! may be prepared ahead of their calls (`warm`, `[engine] prewarm`), each
+//! still used by exactly one call.
 //!
 //! Must not touch: *whether* a call may happen (that is `core` and
 //! `policy`), or any front end. Reachable only through `Core`.
@@ -16,6 +18,7 @@
 mod cache;
 mod state;
 mod typed;
+mod warm;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -42,6 +45,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
+pub use warm::PrewarmStats;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceType, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
@@ -63,13 +67,43 @@ impl Default for PoolShape {
     }
 }
 
-/// The pool's totals as permits: a call takes one slot plus as many
-/// memory and table permits as its component has memories and tables, so
-/// the pool's sub-limits can never run out under a call (it waits instead).
-struct Pool {
+/// The pool's totals as permits: a call (or a sandbox prepared for one)
+/// takes one slot plus as many memory and table permits as its component
+/// has memories and tables, so the pool's sub-limits can never run out
+/// under a call (it waits instead).
+#[derive(Clone)]
+pub(crate) struct Pools {
     slots: Arc<Semaphore>,
     memories: Arc<Semaphore>,
     tables: Arc<Semaphore>,
+}
+
+impl Pools {
+    /// Permits for one sandbox of `weight` (memories, tables), if all are
+    /// free now.
+    fn try_acquire(&self, weight: (u32, u32)) -> Option<PoolPermits> {
+        Some(PoolPermits {
+            _slot: self.slots.clone().try_acquire_owned().ok()?,
+            _mem: self
+                .memories
+                .clone()
+                .try_acquire_many_owned(weight.0)
+                .ok()?,
+            _tab: self.tables.clone().try_acquire_many_owned(weight.1).ok()?,
+        })
+    }
+
+    /// Wait for permits for one sandbox of `weight`.
+    async fn acquire(&self, weight: (u32, u32)) -> PoolPermits {
+        let slot = self.slots.clone().acquire_owned().await;
+        let mem = self.memories.clone().acquire_many_owned(weight.0).await;
+        let tab = self.tables.clone().acquire_many_owned(weight.1).await;
+        PoolPermits {
+            _slot: slot.expect("never closed"),
+            _mem: mem.expect("never closed"),
+            _tab: tab.expect("never closed"),
+        }
+    }
 }
 
 /// Owns the engine, the linkers and the epoch ticker.
@@ -80,7 +114,9 @@ pub(crate) struct Sandbox {
     /// The same plus wasi:http, for components granted a host.
     linker_http: Linker<CallState>,
     cache: Option<cache::Cache>,
-    pool: Pool,
+    pool: Pools,
+    /// Sandboxes prepared ahead of their calls.
+    warm: Arc<warm::Shared>,
     shape: PoolShape,
     config: EngineConfig,
     _ticker: Ticker,
@@ -102,6 +138,8 @@ pub(crate) struct LoadedComponent {
     /// this and `caps` are unchanged.
     pub(crate) fingerprint: [u8; 32],
     pub(crate) caps: Caps,
+    /// Its sandboxes prepared ahead of calls (see `warm`).
+    warm: Arc<warm::WarmSet>,
 }
 
 /// How a component is called: through toolhost's world (`describe` and
@@ -113,6 +151,13 @@ enum Kind {
 }
 
 impl LoadedComponent {
+    /// Whether sandboxes of it can be prepared ahead: toolhost-world
+    /// components only (a typed tool's call instantiates its function's
+    /// component as part of running it).
+    fn prewarmable(&self) -> bool {
+        matches!(self.kind, Kind::Toolhost(_))
+    }
+
     /// For a typed-WIT tool, a check of its arguments that converts them
     /// exactly as the call will, naming the JSON pointer of any bad value
     /// (`/items/2/id: expected u16 ≤ 65535`); `None` for other tools (their
@@ -186,13 +231,24 @@ impl Usage {
 /// at the end of the call, or when a deadline or cancellation drops the
 /// call's future.
 struct Metered {
+    /// Dropped before the permits (field order): the pool slot is free
+    /// again only once the instance is gone.
     store: Store<CallState>,
     usage: Arc<Usage>,
     fuel: u64,
+    /// The component's concurrency, given back as soon as the call ends.
+    own: Option<tokio::sync::OwnedSemaphorePermit>,
+    _pool: PoolPermits,
 }
 
 impl Drop for Metered {
     fn drop(&mut self) {
+        self.record();
+    }
+}
+
+impl Metered {
+    fn record(&self) {
         let left = self.store.get_fuel().unwrap_or(self.fuel);
         let u = &self.usage;
         u.fuel_used
@@ -303,16 +359,26 @@ impl Sandbox {
                 })?;
         }
 
+        let pool = Pools {
+            slots: Arc::new(Semaphore::new(n as usize)),
+            memories: Arc::new(Semaphore::new(n as usize * 2)),
+            tables: Arc::new(Semaphore::new(n as usize * 8)),
+        };
+        let warm = warm::Shared::new(
+            engine.clone(),
+            pool.clone(),
+            shape,
+            config.prewarm as usize,
+            usize::try_from(config.prewarm_memory).unwrap_or(usize::MAX),
+            n as usize,
+        );
         Ok(Sandbox {
             engine,
             linker,
             linker_http,
             cache,
-            pool: Pool {
-                slots: Arc::new(Semaphore::new(n as usize)),
-                memories: Arc::new(Semaphore::new(n as usize * 2)),
-                tables: Arc::new(Semaphore::new(n as usize * 8)),
-            },
+            pool,
+            warm,
             shape,
             config,
             _ticker: Ticker { stop },
@@ -470,6 +536,7 @@ impl Sandbox {
             weight,
             fingerprint: [0; 32],
             caps: caps.clone(),
+            warm: self.warm.new_set(),
         };
         loaded.tools = match typed_tools {
             // Typed tools are known from the component's type alone.
@@ -524,33 +591,31 @@ impl Sandbox {
             .acquire_owned()
             .await
             .expect("never closed");
-        let slot = self
-            .pool
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let mem = self
-            .pool
-            .memories
-            .clone()
-            .acquire_many_owned(comp.weight.0)
-            .await
-            .expect("never closed");
-        let tab = self
-            .pool
-            .tables
-            .clone()
-            .acquire_many_owned(comp.weight.1)
-            .await
-            .expect("never closed");
         Permits {
             _own: own,
-            _slot: slot,
-            _mem: mem,
-            _tab: tab,
+            _pool: self.acquire_pool(comp.weight).await,
         }
+    }
+
+    /// Wait for pool permits; a call that cannot have them at once first
+    /// gives the pool back every prepared sandbox (calls come first).
+    async fn acquire_pool(&self, weight: (u32, u32)) -> PoolPermits {
+        if let Some(p) = self.pool.try_acquire(weight) {
+            return p;
+        }
+        let _pressure = self.warm.under_pressure();
+        self.pool.acquire(weight).await
+    }
+
+    /// Drop every sandbox prepared so far: called on reload, before the new
+    /// catalog is served, so none prepared before it is used after it.
+    pub(crate) fn invalidate_prepared(&self) {
+        self.warm.invalidate();
+    }
+
+    /// Counters of the prepared sandboxes.
+    pub(crate) fn prewarm_stats(&self) -> PrewarmStats {
+        self.warm.stats()
     }
 
     /// A fresh store for one call of `comp`: with its grants, or (for
@@ -561,28 +626,15 @@ impl Sandbox {
         cx: CallContext,
         with_grants: bool,
     ) -> anyhow::Result<Store<CallState>> {
-        let state = CallState::new(&comp.grants, cx, with_grants, self.shape)?;
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        // Compiled code keeps its fuel count in a register and writes it
-        // back only at calls, returns and when it runs out: refilling every
-        // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
-        // cancellation) report its fuel to within that many units.
-        store.fuel_async_yield_interval(Some(FUEL_FLUSH))?;
-        store.set_fuel(comp.grants.limits.fuel.unwrap_or(u64::MAX))?;
-        // Every tick, yield to the executor so a busy guest never starves
-        // other calls; the deadline and cancellation are enforced around the
-        // call future (see `call`).
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
-        Ok(store)
+        new_store(&self.engine, &comp.grants, cx, with_grants, self.shape)
     }
 
     /// Run tool `tool` of `comp` with `arguments` (JSON text) in a fresh
-    /// sandbox. Waits for room within the tool's timeout.
+    /// sandbox: one prepared ahead for this call if one is ready, else one
+    /// built now. Waits for room within the tool's timeout.
     pub(crate) async fn call(
         &self,
-        comp: &LoadedComponent,
+        comp: &Arc<LoadedComponent>,
         tool: &str,
         arguments: &str,
         cx: CallContext,
@@ -599,31 +651,63 @@ impl Sandbox {
         let usage = cx.usage.clone();
         let run = async {
             let waiting = Instant::now();
-            let _permits = self
-                .acquire(comp)
+            let own = comp
+                .concurrency
+                .clone()
+                .acquire_owned()
                 .instrument(tracing::debug_span!("sandbox.acquire"))
-                .await;
+                .await
+                .expect("never closed");
+            let (store, pool, instance) = match self.warm.take(comp) {
+                Some(prepared) => {
+                    // Dropping the rest of `prepared` gives its memory back
+                    // to the warm budget: from here on it is this call's.
+                    let warm::Prepared {
+                        mut store,
+                        instance,
+                        permits,
+                        ..
+                    } = prepared;
+                    store.data_mut().begin(&comp.grants, cx);
+                    // The deadline counts from now; instantiating it took
+                    // the same fuel a sandbox built now would.
+                    store.set_epoch_deadline(1);
+                    (store, permits, Some(instance))
+                }
+                None => {
+                    let pool = self
+                        .acquire_pool(comp.weight)
+                        .instrument(tracing::debug_span!("sandbox.acquire"))
+                        .await;
+                    let store =
+                        self.store(comp, cx, true)
+                            .map_err(|e| CallErrorKind::Internal {
+                                message: format!("{e:#}"),
+                            })?;
+                    (store, pool, None)
+                }
+            };
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
                 at::Ordering::Release,
             );
             usage.queued.store(true, at::Ordering::Release);
-            let store = self
-                .store(comp, cx, true)
-                .map_err(|e| CallErrorKind::Internal {
-                    message: format!("{e:#}"),
-                })?;
             let mut metered = Metered {
                 store,
                 usage: usage.clone(),
                 fuel: limits.fuel.unwrap_or(u64::MAX),
+                own: Some(own),
+                _pool: pool,
             };
             let store = &mut metered.store;
             let result = async {
                 match &call {
                     Call::Typed(p) => p.run(&mut *store, limits.max_output).await.map(Raw::Typed),
                     Call::Toolhost(pre) => async {
-                        let inst = pre.instantiate_async(&mut *store).await?;
+                        let inst = match instance {
+                            Some(inst) => inst,
+                            None => pre.instantiate_async(&mut *store).await?,
+                        };
                         inst.toolhost_tool_tool()
                             .call_call(&mut *store, tool, arguments)
                             .await
@@ -637,14 +721,27 @@ impl Sandbox {
             Ok::<_, CallErrorKind>((result, metered))
         };
 
-        let (result, store) = tokio::select! {
+        let (result, mut metered) = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(CallErrorKind::Cancelled),
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
             r = run => r?,
         };
-        let mut metered = store;
-        let store = &mut metered.store;
+        let out = self.finish(comp, tool, result, &mut metered.store);
+        self.retire(metered);
+        out
+    }
+
+    /// Turn what the guest returned into the call's output, or the limit
+    /// or fault that ended it.
+    fn finish(
+        &self,
+        comp: &LoadedComponent,
+        tool: &str,
+        result: wasmtime::Result<Raw>,
+        store: &mut Store<CallState>,
+    ) -> Result<ToolOutput, CallErrorKind> {
+        let limits = &comp.grants.limits;
         caps::fs::enforce::warn(store.data_mut());
 
         // A call that must wait for its client's answers ends here, whatever
@@ -673,6 +770,20 @@ impl Sandbox {
                 wit_tool::ToolError::Failed(m) => CallErrorKind::ToolFailed { message: m },
             }),
             Err(e) => Err(self.classify_trap(tool, &comp.grants, store.data(), e)),
+        }
+    }
+
+    /// End a finished call's sandbox: its costs are recorded and its
+    /// component's concurrency permit returned now; with prewarming on,
+    /// tearing the store down (resetting its memory) happens off the
+    /// caller's path, its pool permits held until that is done.
+    fn retire(&self, mut metered: Metered) {
+        metered.record();
+        drop(metered.own.take());
+        if self.warm.enabled()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move { drop(metered) });
         }
     }
 
@@ -745,9 +856,16 @@ impl Sandbox {
         let Kind::Toolhost(pre) = &comp.kind else {
             anyhow::bail!("warm instances exist for toolhost-world components only");
         };
+        // It holds its pool permits like any sandbox, so the pool never
+        // has more instances than permits.
+        let permits = self.acquire_pool(comp.weight).await;
         let mut store = self.store(comp, CallContext::default(), true)?;
         let bindings = pre.instantiate_async(&mut store).await?;
-        Ok(WarmInstance { store, bindings })
+        Ok(WarmInstance {
+            store,
+            bindings,
+            _permits: permits,
+        })
     }
 }
 
@@ -765,12 +883,46 @@ enum Raw {
     Typed(Result<ToolOutput, CallErrorKind>),
 }
 
-/// Pool permits held for one call.
+/// Permits held for one call: its component's concurrency and the pool.
 struct Permits {
     _own: tokio::sync::OwnedSemaphorePermit,
+    _pool: PoolPermits,
+}
+
+/// Pool permits held by one sandbox (a call's, or one prepared ahead).
+pub(crate) struct PoolPermits {
     _slot: tokio::sync::OwnedSemaphorePermit,
     _mem: tokio::sync::OwnedSemaphorePermit,
     _tab: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A fresh store with `grants` (or, for `describe`, none), its memory
+/// limiter, fuel and epoch deadline set.
+fn new_store(
+    engine: &Engine,
+    grants: &Grants,
+    cx: CallContext,
+    with_grants: bool,
+    shape: PoolShape,
+) -> anyhow::Result<Store<CallState>> {
+    let state = CallState::new(grants, cx, with_grants, shape)?;
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Compiled code keeps its fuel count in a register and writes it
+    // back only at calls, returns and when it runs out: refilling every
+    // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
+    // cancellation) report its fuel to within that many units.
+    store.fuel_async_yield_interval(Some(FUEL_FLUSH))?;
+    // A sandbox prepared ahead keeps what instantiating it left of this
+    // fuel: its call is charged for its instantiation exactly as a call
+    // that builds its own sandbox is.
+    store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX))?;
+    // Every tick, yield to the executor so a busy guest never starves
+    // other calls; the deadline and cancellation are enforced around the
+    // call future (see `Sandbox::call`).
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
 }
 
 /// Define every `wasi:http` import of `component` as a function that traps
@@ -832,6 +984,7 @@ struct HttpStub;
 pub(crate) struct WarmInstance {
     store: Store<CallState>,
     bindings: bindings::Toolhost,
+    _permits: PoolPermits,
 }
 
 #[cfg(feature = "unstable-bench")]

@@ -84,6 +84,19 @@ impl CallState {
     }
 }
 
+impl CallState {
+    /// Hand a sandbox prepared ahead (with no call's data: no client, no
+    /// event sink, a cancellation token nobody holds) to its one call:
+    /// everything that depends on the call is set here. The rest (WASI
+    /// context, pipes, resource table, fs budgets, memory) was built for
+    /// this sandbox alone and is charged to this call from now on.
+    pub(crate) fn begin(&mut self, grants: &Grants, cx: super::CallContext) {
+        self.output.attach(cx.events);
+        self.client = grants.client.apply(cx.client);
+        self.cancel = cx.cancel;
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {

@@ -1,0 +1,440 @@
+//! Pre-instantiated single-use sandboxes: per component, a few sandboxes
+//! (store, WASI context from its grants, instance) built ahead of demand,
+//! off the caller's critical path, so that a call finds its sandbox ready.
+//!
+//! The freshness guarantee does not weaken:
+//! - a prepared sandbox is built before any call's data exists, from the
+//!   component's grants alone (with no client, no event sink and a
+//!   cancellation token of its own);
+//! - it is handed to exactly one call and dropped with it, never put back;
+//! - what depends on the call is set at hand-out (`CallState::begin` and
+//!   the store's fuel and epoch deadline), so nothing charged to one call
+//!   is seen by another;
+//! - a reload bumps the generation before the new catalog is served: a
+//!   sandbox prepared before it is dropped, never used.
+//!
+//! Bounded: each prepared sandbox holds its pool permits (so the pool can
+//! never run out under a call because of it), at most `prewarm` per
+//! component, all of them within `prewarm-memory` of linear memory, and
+//! never the last quarter of the pool; a call that has to wait for the pool
+//! sheds every prepared sandbox, and none is prepared while one waits.
+//! Preparing runs under the component's own fuel, memory and time limits.
+//!
+//! Owns: the warm sets, their sizing (by each component's recent call
+//! rate), the background refill and the hand-out. Must not touch: whether a
+//! call may happen, or any front end.
+
+use super::{
+    CallContext, LoadedComponent, PoolPermits, PoolShape, Pools, bindings, new_store,
+    state::CallState,
+};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store};
+
+/// One sandbox, instantiated and waiting for its one call.
+pub(crate) struct Prepared {
+    /// Dropped before the permits (field order): the pool slot is free
+    /// again only once the instance is gone.
+    pub(crate) store: Store<CallState>,
+    pub(crate) instance: bindings::Toolhost,
+    pub(crate) permits: PoolPermits,
+    /// Linear memory this sandbox holds against `prewarm-memory`.
+    _memory: MemoryCharge,
+    generation: u64,
+}
+
+/// Linear memory charged to the warm budget, given back on drop (when the
+/// sandbox's call ends, or when it is shed).
+struct MemoryCharge {
+    shared: Arc<Shared>,
+    bytes: usize,
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.shared
+            .memory_used
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared.ready.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How many prepared sandboxes were used, missed and dropped unused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PrewarmStats {
+    /// Calls that ran in a prepared sandbox.
+    pub hits: u64,
+    /// Calls that found none ready (or prewarming is off) and built their
+    /// sandbox themselves.
+    pub misses: u64,
+    /// Prepared sandboxes dropped unused: stale after a reload, or shed
+    /// because a call waited for the pool.
+    pub discarded: u64,
+    /// Prepared sandboxes ready now, over all components.
+    pub ready: u64,
+}
+
+/// One component's prepared sandboxes and its recent call rate.
+#[derive(Default)]
+pub(crate) struct WarmSet {
+    ready: Mutex<VecDeque<Prepared>>,
+    refilling: AtomicBool,
+    /// Preparing failed (the component traps or runs out of a limit while
+    /// instantiating): calls build their own sandbox and report it.
+    broken: AtomicBool,
+    rate: Mutex<Rate>,
+}
+
+/// Exponentially weighted gaps between calls and cost of one preparation.
+#[derive(Default)]
+struct Rate {
+    last: Option<Instant>,
+    gap_ns: f64,
+    prep_ns: f64,
+}
+
+/// Weight of the newest sample in the moving averages.
+const ALPHA: f64 = 0.2;
+
+impl Rate {
+    fn note_call(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let gap = now.duration_since(last).as_nanos() as f64;
+            self.gap_ns = if self.gap_ns == 0.0 {
+                gap
+            } else {
+                self.gap_ns + ALPHA * (gap - self.gap_ns)
+            };
+        }
+        self.last = Some(now);
+    }
+
+    fn note_prep(&mut self, took: Duration) {
+        let t = took.as_nanos() as f64;
+        self.prep_ns = if self.prep_ns == 0.0 {
+            t
+        } else {
+            self.prep_ns + ALPHA * (t - self.prep_ns)
+        };
+    }
+
+    /// Sandboxes to keep ready: as many as calls arrive while one is being
+    /// prepared, within `1..=max`.
+    fn target(&self, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        if self.gap_ns <= 0.0 {
+            return 1;
+        }
+        let during = (self.prep_ns / self.gap_ns).ceil();
+        (during as usize).clamp(1, max)
+    }
+}
+
+impl WarmSet {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Prepared>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn rate(&self) -> std::sync::MutexGuard<'_, Rate> {
+        self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Prepared sandboxes ready now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What the warm sets of all components share: the engine, the pool, the
+/// budgets, the reload generation and the counters.
+pub(crate) struct Shared {
+    engine: Engine,
+    pools: Pools,
+    shape: PoolShape,
+    /// Most sandboxes prepared per component (`[engine] prewarm`); 0: off.
+    max_per_component: usize,
+    /// Most linear memory all prepared sandboxes may hold together.
+    memory_budget: usize,
+    memory_used: AtomicUsize,
+    /// Pool slots never taken by prepared sandboxes.
+    reserve: usize,
+    /// Calls waiting for the pool now: nothing is prepared meanwhile.
+    waiting: AtomicUsize,
+    generation: AtomicU64,
+    sets: Mutex<Vec<Weak<WarmSet>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    discarded: AtomicU64,
+    ready: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        engine: Engine,
+        pools: Pools,
+        shape: PoolShape,
+        max_per_component: usize,
+        memory_budget: usize,
+        max_instances: usize,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            engine,
+            pools,
+            shape,
+            max_per_component,
+            memory_budget,
+            memory_used: AtomicUsize::new(0),
+            reserve: max_instances.div_ceil(4),
+            waiting: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            sets: Mutex::new(Vec::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether components get prepared sandboxes at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.max_per_component > 0
+    }
+
+    /// A new, empty warm set for a component being loaded.
+    pub(crate) fn new_set(&self) -> Arc<WarmSet> {
+        let set = Arc::new(WarmSet::default());
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.retain(|w| w.strong_count() > 0);
+        sets.push(Arc::downgrade(&set));
+        set
+    }
+
+    pub(crate) fn stats(&self) -> PrewarmStats {
+        PrewarmStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
+            ready: self.ready.load(Ordering::Relaxed),
+        }
+    }
+
+    fn each_set(&self, mut f: impl FnMut(&WarmSet)) {
+        let sets: Vec<Arc<WarmSet>> = {
+            let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            sets.iter().filter_map(Weak::upgrade).collect()
+        };
+        for s in &sets {
+            f(s);
+        }
+    }
+
+    /// Drop every prepared sandbox (their permits go back to the pool).
+    fn shed(&self) {
+        self.each_set(|s| {
+            let gone = std::mem::take(&mut *s.lock());
+            self.discarded
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            drop(gone);
+        });
+    }
+
+    /// A reload: no sandbox prepared before now is used after it. Call
+    /// before the new catalog is served.
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.shed();
+    }
+
+    /// Called by a call that could not get pool permits at once: shed every
+    /// prepared sandbox and prepare none until the returned guard drops.
+    pub(crate) fn under_pressure(self: &Arc<Self>) -> Pressure {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.shed();
+        Pressure(self.clone())
+    }
+
+    /// Hand a prepared sandbox of `comp` to the calling call, if one is
+    /// ready and was prepared since the last reload; then, in the
+    /// background, prepare more for the calls to come.
+    pub(crate) fn take(self: &Arc<Self>, comp: &Arc<LoadedComponent>) -> Option<Prepared> {
+        if !self.enabled() || !comp.prewarmable() {
+            return None;
+        }
+        let set = &comp.warm;
+        set.rate().note_call(Instant::now());
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut got = None;
+        {
+            let mut ready = set.lock();
+            while let Some(p) = ready.pop_front() {
+                if p.generation == generation {
+                    got = Some(p);
+                    break;
+                }
+                self.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if got.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        self.refill_later(comp);
+        got
+    }
+
+    /// Start a background refill of `comp`'s warm set unless one runs.
+    fn refill_later(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
+        let set = &comp.warm;
+        if set.broken.load(Ordering::Relaxed)
+            || set.len() >= set.rate().target(self.max_per_component)
+            || set.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            set.refilling.store(false, Ordering::Release);
+            return;
+        };
+        let shared = self.clone();
+        let comp = comp.clone();
+        rt.spawn(async move {
+            shared.refill(&comp).await;
+            comp.warm.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Prepare sandboxes for `comp` until its target is met or a bound
+    /// says stop.
+    async fn refill(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
+        let set = &comp.warm;
+        loop {
+            let target = set.rate().target(self.max_per_component);
+            if set.len() >= target || self.waiting.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            let generation = self.generation.load(Ordering::Acquire);
+            let Some(permits) = self.try_permits(comp.weight) else {
+                return;
+            };
+            let started = Instant::now();
+            let prepared = match self.prepare(comp, permits, generation).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => {
+                    // The call path builds its own sandbox and reports
+                    // whatever stops this one.
+                    tracing::debug!(
+                        component = %comp.manifest.path.display(),
+                        "not preparing sandboxes: {e:#}"
+                    );
+                    set.broken.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            set.rate().note_prep(started.elapsed());
+            if self.generation.load(Ordering::Acquire) != generation
+                || self.waiting.load(Ordering::Acquire) > 0
+            {
+                self.discarded.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            set.lock().push_back(prepared);
+        }
+    }
+
+    /// Pool permits for one prepared sandbox, only if they are free now and
+    /// leave the reserve untouched.
+    fn try_permits(&self, weight: (u32, u32)) -> Option<PoolPermits> {
+        if self.pools.slots.available_permits() <= self.reserve {
+            return None;
+        }
+        let p = self.pools.try_acquire(weight)?;
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(p)
+    }
+
+    /// Build and instantiate one sandbox of `comp` under its limits. `None`
+    /// if the memory budget has no room for it.
+    async fn prepare(
+        self: &Arc<Self>,
+        comp: &LoadedComponent,
+        permits: PoolPermits,
+        generation: u64,
+    ) -> anyhow::Result<Option<Prepared>> {
+        let super::Kind::Toolhost(pre) = &comp.kind else {
+            anyhow::bail!("only toolhost-world components are prepared ahead");
+        };
+        let limits = &comp.grants.limits;
+        let mut store = new_store(
+            &self.engine,
+            &comp.grants,
+            CallContext::default(),
+            true,
+            self.shape,
+        )?;
+        let instance = tokio::time::timeout(limits.timeout, pre.instantiate_async(&mut store))
+            .await
+            .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
+        let bytes = store.data().limiter.used();
+        let used = self.memory_used.fetch_add(bytes, Ordering::AcqRel);
+        let charge = MemoryCharge {
+            shared: self.clone(),
+            bytes,
+        };
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        if used.saturating_add(bytes) > self.memory_budget {
+            self.discarded.fetch_add(1, Ordering::Relaxed);
+            drop((store, charge, permits));
+            return Ok(None);
+        }
+        Ok(Some(Prepared {
+            store,
+            instance,
+            permits,
+            _memory: charge,
+            generation,
+        }))
+    }
+}
+
+/// A call waiting for the pool (see [`Shared::under_pressure`]).
+pub(crate) struct Pressure(Arc<Shared>);
+
+impl Drop for Pressure {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_follows_the_call_rate_within_bounds() {
+        let mut r = Rate::default();
+        assert_eq!(r.target(0), 0, "off is off");
+        assert_eq!(r.target(4), 1, "before any call: one");
+        let t0 = Instant::now();
+        r.note_prep(Duration::from_micros(100));
+        // One call a second: one ready is plenty.
+        r.note_call(t0);
+        r.note_call(t0 + Duration::from_secs(1));
+        assert_eq!(r.target(4), 1);
+        // Calls every 10 µs, 100 µs to prepare: as many as allowed.
+        let mut r = Rate::default();
+        r.note_prep(Duration::from_micros(100));
+        for i in 0..50 {
+            r.note_call(t0 + Duration::from_micros(10 * i));
+        }
+        assert_eq!(r.target(4), 4);
+        assert_eq!(r.target(64), 10);
+    }
+}
