@@ -9,8 +9,8 @@
 //! Owns no runtime state; the sandbox reads the engine settings and the
 //! capability units apply the caps when a tool loads.
 
-use crate::caps::fs::HostState;
 use crate::audit::{AuditConfig, FsyncPolicy};
+use crate::caps::fs::HostState;
 use crate::caps::{
     self, AllowList, CapError, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
     limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
@@ -18,8 +18,8 @@ use crate::caps::{
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
 use crate::manifest::Manifest;
 use crate::policy::Rule;
-use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use crate::tenant::{AuthConfig, RawTenants, Tenant};
+use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -271,8 +271,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-const TOP_KEYS: &str =
-    "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
+const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =

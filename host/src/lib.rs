@@ -22,10 +22,13 @@ mod model;
 #[cfg(feature = "mcp")]
 mod mrtr;
 mod policy;
+#[cfg(feature = "mcp")]
+mod quota;
 mod sandbox;
+mod scheduler;
 mod schema;
-mod trust;
 mod tenant;
+mod trust;
 mod typed;
 
 #[cfg(feature = "agent")]
@@ -56,8 +59,8 @@ pub use crate::model::{
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
-pub use crate::trust::{KeylessIdentity, TrustRule};
 pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
+pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};
 

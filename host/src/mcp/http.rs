@@ -106,6 +106,8 @@ pub struct HttpServer {
     /// One server, or one per tenant (in the tenancy's order).
     servers: Vec<McpServer>,
     tenancy: Option<Arc<Tenancy>>,
+    /// With tenants: where quota refusals are counted and audited.
+    core: Option<crate::Core>,
     opts: HttpOptions,
 }
 
@@ -133,6 +135,7 @@ impl HttpServer {
             listener,
             servers: vec![server],
             tenancy: None,
+            core: None,
             opts,
         })
     }
@@ -173,6 +176,7 @@ impl HttpServer {
             listener,
             servers,
             tenancy: Some(Arc::new(tenancy)),
+            core: Some(core),
             opts,
         })
     }
@@ -223,6 +227,7 @@ impl HttpServer {
                     .unwrap_or_else(|| format!("http://{addr}/mcp"));
                 let routes = TenantRoutes {
                     tenancy: tenancy.clone(),
+                    core: self.core.clone().expect("tenants have a core"),
                     // Each tenant has its own sessions: one tenant's session
                     // id means nothing to another's.
                     services: self.servers.iter().cloned().map(service).collect(),
@@ -391,6 +396,7 @@ async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next)
 #[derive(Clone)]
 struct TenantRoutes {
     tenancy: Arc<Tenancy>,
+    core: crate::Core,
     services: Arc<[McpService]>,
     /// Where the protected-resource metadata is, for `WWW-Authenticate`.
     metadata_url: Arc<str>,
@@ -462,18 +468,32 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         // Parsed exactly as rmcp will parse it, so what is counted as a call
         // is what runs as one (a duplicated `method` key cannot slip by).
         use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
-        let call_id = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
-            Ok(ClientJsonRpcMessage::Request(r))
-                if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
-            {
-                Some(serde_json::to_value(&r.id).unwrap_or_default())
-            }
+        let call = match serde_json::from_slice::<ClientJsonRpcMessage>(&bytes) {
+            Ok(ClientJsonRpcMessage::Request(r)) => match &r.request {
+                ClientRequest::CallToolRequest(c) => Some((
+                    serde_json::to_value(&r.id).unwrap_or_default(),
+                    c.params.name.to_string(),
+                )),
+                _ => None,
+            },
             _ => None,
         };
-        if let Some(id) = call_id {
+        if let Some((id, tool)) = call {
             match r.tenancy.admit(i) {
                 Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
                 Err(q) => {
+                    let tenant = &r.tenancy.tenants[i].tenant.name;
+                    r.core.metrics().quota_rejected(tenant, q.quota);
+                    r.core
+                        .audit()
+                        .write_decision(
+                            tenant,
+                            &format!("mcp-http:{tenant}"),
+                            &tool,
+                            "over_quota",
+                            &q.message,
+                        )
+                        .await;
                     let secs = q.retry_after.as_secs().max(1);
                     let body = serde_json::json!({
                         "jsonrpc": "2.0",
