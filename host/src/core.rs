@@ -1,8 +1,8 @@
 //! The one call path. Every front end (CLI, MCP stdio/HTTP, the agent's
 //! `mcp_message`) builds a [`CallRequest`] and hands it to [`Core::call`]:
 //!
-//! scope -> policy -> schema check -> fair queue -> sandbox (on the guest
-//! executor) -> output check -> audit
+//! scope -> policy -> schema check -> sandbox (on the guest executor,
+//! reaching its pool in the scope's fair turn) -> output check -> audit
 //!
 //! The core owns the live catalog (swapped atomically on reload), the
 //! sandbox, the scheduler (see `scheduler`), the policy and the audit log.
@@ -198,10 +198,9 @@ impl CoreBuilder {
             })?;
         }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
-        let scheduler =
-            Scheduler::new(0, self.config.engine.max_instances as usize).map_err(|e| {
-                BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
-            })?;
+        let scheduler = Scheduler::new(0, 1).map_err(|e| {
+            BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
+        })?;
         let mut host = HostState::default();
         for s in &self.sources {
             s.protect(&mut host);
@@ -482,6 +481,7 @@ impl Core {
                     cancel: req.cancel,
                     client: req.client,
                     usage: usage.clone(),
+                    turn: None,
                 },
             )
             .await
@@ -570,24 +570,27 @@ impl Core {
                 .map_err(|details| CallErrorKind::InvalidArguments { details })?;
         }
         let text = args.to_string();
-        // A run slot first, in this scope's own queue (within the tool's
-        // timeout, and for as long as the caller still wants it).
-        let timeout = tool.component.grants.limits.timeout;
-        let slot = tokio::select! {
-            biased;
-            _ = cx.cancel.cancelled() => return Err(CallErrorKind::Cancelled),
-            r = tokio::time::timeout(timeout, self.inner.scheduler.slot(scope)) => match r {
-                Err(_) => return Err(CallErrorKind::Timeout { after: timeout }),
-                Ok(Err(ScheduleError::Busy(queued))) => return Err(CallErrorKind::Busy { queued }),
-                Ok(Ok(slot)) => slot,
-            },
-        };
-        trace.waited = slot.waited;
         // The guest runs on the guest executor; dropping this future (a
-        // caller that went away) stops it there.
+        // caller that went away) stops it there. It reaches the pool in its
+        // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
         let t = tool.clone();
         let name = name.to_string();
+        let fair = self.inner.scheduler.fair();
+        let turn_scope = scope.clone();
+        let waited = Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
+        let waited_in = waited.clone();
+        let turn: crate::sandbox::Turn = Box::pin(async move {
+            match crate::scheduler::Fair::acquire(&fair, &turn_scope).await {
+                Ok(turn) => {
+                    *waited_in.lock().unwrap_or_else(|e| e.into_inner()) = turn.waited;
+                    Ok(Box::new(turn) as Box<dyn Send>)
+                }
+                Err(ScheduleError::Busy(queued)) => Err(CallErrorKind::Busy { queued }),
+            }
+        });
+        let mut cx = cx;
+        cx.turn = Some(turn);
         let charge = Charge {
             usage: cx.usage.clone(),
             on_fuel,
@@ -596,18 +599,14 @@ impl Core {
             // Dropped last, after the guest's store has recorded its costs
             // (also when the task is aborted).
             let _charge = charge;
-            let _slot = slot;
             sandbox.call(&t.component, &name, &text, cx).await
         }
         .instrument(tracing::debug_span!("sandbox"));
-        let out =
-            self.inner
-                .scheduler
-                .spawn(run)
-                .await
-                .map_err(|e| CallErrorKind::Internal {
-                    message: format!("the guest's task failed: {e}"),
-                })??;
+        let out = self.inner.scheduler.spawn(run).await;
+        trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());
+        let out = out.map_err(|e| CallErrorKind::Internal {
+            message: format!("the guest's task failed: {e}"),
+        })??;
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured

@@ -7,12 +7,16 @@
 //!   refused, authenticated and answered. Its threads run at a lower OS
 //!   priority than the rest of the process: the kernel preempts a guest for
 //!   the front end, never the reverse.
-//! - **Fair admission.** A call takes a *run slot* (one sandbox of the
-//!   pool) before it runs. When none is free it waits in its scope's
-//!   (tenant's) own queue, and freed slots go to the scopes round robin, one
-//!   call each: a tenant that queues a thousand calls delays another's next
-//!   call by at most one slot's turn, not by a thousand. Each scope's queue
-//!   is bounded ([`MAX_QUEUED_PER_SCOPE`]); past it the call is refused.
+//! - **Fair admission.** A call reaches the sandbox pool through a
+//!   turnstile: after its tool's own concurrency permit (a tool at its
+//!   limit waits there, holding nothing shared), it waits for its turn in
+//!   its scope's (tenant's) own queue, takes the pool's permits (waiting
+//!   for room if the pool is full, the only call that does), and passes the
+//!   turn on. Turns go to the scopes round robin, one call each: a tenant
+//!   that queues a thousand calls delays another's next call by one pool
+//!   slot's turn, not by a thousand. Each scope's queue is bounded
+//!   ([`MAX_QUEUED_PER_SCOPE`]); past it the call is refused (`busy`). The
+//!   whole wait counts against the tool's timeout (the sandbox's deadline).
 //! - **Short calls are not stuck behind long ones**: a running guest yields
 //!   to the executor at every epoch tick and every few million units of
 //!   fuel (see `sandbox`), so a runaway holds a guest thread for a slice at
@@ -47,9 +51,9 @@ pub(crate) enum ScheduleError {
 }
 
 impl Scheduler {
-    /// An executor of `threads` threads (0: one per CPU) in front of a pool
-    /// of `slots` sandboxes.
-    pub(crate) fn new(threads: usize, slots: usize) -> std::io::Result<Scheduler> {
+    /// An executor of `threads` threads (0: one per CPU), and a turnstile
+    /// at the pool that lets `turns` calls at a time take its permits.
+    pub(crate) fn new(threads: usize, turns: usize) -> std::io::Result<Scheduler> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -62,13 +66,13 @@ impl Scheduler {
             .build()?;
         Ok(Scheduler {
             runtime: Some(runtime),
-            fair: Arc::new(Fair::new(slots)),
+            fair: Arc::new(Fair::new(turns)),
         })
     }
 
-    /// Wait (in `scope`'s queue) for a run slot.
-    pub(crate) async fn slot(&self, scope: &Scope) -> Result<RunSlot, ScheduleError> {
-        Fair::acquire(&self.fair, scope).await
+    /// The turnstile at the pool.
+    pub(crate) fn fair(&self) -> Arc<Fair> {
+        self.fair.clone()
     }
 
     /// Run `fut` on the guest executor. Dropping the returned future stops
@@ -123,8 +127,9 @@ impl<T> Drop for Spawned<T> {
     }
 }
 
-/// Run slots, handed out round robin among the scopes that wait for one.
-struct Fair {
+/// Turns at the pool, handed out round robin among the scopes that wait
+/// for one.
+pub(crate) struct Fair {
     state: Mutex<FairState>,
 }
 
@@ -142,7 +147,8 @@ struct Waiter {
     tx: oneshot::Sender<RunSlot>,
 }
 
-/// One run slot, held for a call's whole run; passed on when dropped.
+/// A turn at the pool, held until the call has its permits; passed on
+/// when dropped.
 pub(crate) struct RunSlot {
     fair: Option<Arc<Fair>>,
     /// How long the call waited for it.
@@ -194,7 +200,7 @@ impl Fair {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn acquire(this: &Arc<Fair>, scope: &Scope) -> Result<RunSlot, ScheduleError> {
+    pub(crate) async fn acquire(this: &Arc<Fair>, scope: &Scope) -> Result<RunSlot, ScheduleError> {
         let start = Instant::now();
         let (rx, id) = {
             let mut s = this.lock();
