@@ -280,7 +280,7 @@ mod tests {
     use super::*;
 
     /// The scopes in the order their waiters were served.
-    async fn order(fair: &Arc<Fair>, calls: &[&str]) -> Vec<String> {
+    async fn order(fair: &Arc<Fair>, calls: &[&'static str]) -> Vec<String> {
         let held = Fair::acquire(fair, &Scope::new("x")).await.unwrap();
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
