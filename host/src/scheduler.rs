@@ -284,7 +284,7 @@ mod tests {
         let held = Fair::acquire(fair, &Scope::new("x")).await.unwrap();
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (i, c) in calls.iter().enumerate() {
+        for (i, &c) in calls.iter().enumerate() {
             let fair = fair.clone();
             let served = served.clone();
             let scope = Scope::new(c);
