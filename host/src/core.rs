@@ -1,10 +1,12 @@
 //! The one call path. Every front end (CLI, MCP stdio/HTTP, the agent's
 //! `mcp_message`) builds a [`CallRequest`] and hands it to [`Core::call`]:
 //!
-//! scope -> policy -> schema check -> sandbox -> output check -> audit
+//! scope -> policy -> schema check -> sandbox (on the guest executor,
+//! reaching its pool in the scope's fair turn) -> output check -> audit
 //!
 //! The core owns the live catalog (swapped atomically on reload), the
-//! sandbox, the policy and the audit log. It knows no protocol.
+//! sandbox, the scheduler (see `scheduler`), the policy and the audit log.
+//! It knows no protocol.
 
 use crate::audit::{Audit, AuditRecord};
 use crate::caps::{Caps, fs::HostState};
@@ -15,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::sandbox::{CallContext, Sandbox, Usage};
+use crate::scheduler::{ScheduleError, Scheduler};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -43,7 +46,13 @@ pub struct CallRequest {
     /// The caller's client, for the requests a tool's manifest grants
     /// (sampling, elicitation). `None`: such requests fail cleanly.
     pub client: Option<Arc<dyn ClientRequests>>,
+    /// Told the fuel the guest burnt once it has stopped, however the call
+    /// ended (a tenant's `fuel-per-minute`).
+    pub(crate) on_fuel: Option<FuelMeter>,
 }
+
+/// Told how much fuel a call's guest burnt.
+pub(crate) type FuelMeter = Box<dyn FnOnce(u64) + Send>;
 
 impl CallRequest {
     /// A call of `tool` in `scope` with `arguments`.
@@ -61,6 +70,7 @@ impl CallRequest {
             caller: Arc::from("library"),
             session: None,
             client: None,
+            on_fuel: None,
         }
     }
     /// Name the caller in the audit log (`mcp-http`, `agent:NAME`, …).
@@ -81,6 +91,12 @@ impl CallRequest {
     /// Let the tool send requests to `client` (as its manifest grants).
     pub fn client(mut self, client: Arc<dyn ClientRequests>) -> Self {
         self.client = Some(client);
+        self
+    }
+    /// Be told the fuel the guest burnt once it has stopped (also when it
+    /// was stopped by a limit, a cancellation or its caller going away).
+    pub(crate) fn on_fuel(mut self, f: impl FnOnce(u64) + Send + 'static) -> Self {
+        self.on_fuel = Some(Box::new(f));
         self
     }
     /// Cancel the call (and stop its guest) when `cancel` is cancelled.
@@ -182,6 +198,9 @@ impl CoreBuilder {
             })?;
         }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
+        let scheduler = Scheduler::new(0, 1).map_err(|e| {
+            BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
+        })?;
         let mut host = HostState::default();
         for s in &self.sources {
             s.protect(&mut host);
@@ -220,7 +239,8 @@ impl CoreBuilder {
         metrics.set_ready(true);
         Ok(Core {
             inner: Arc::new(Inner {
-                sandbox,
+                sandbox: Arc::new(sandbox),
+                scheduler,
                 catalog: ArcSwap::from_pointee(catalog),
                 policy: self.policy,
                 audit: self.audit,
@@ -255,7 +275,9 @@ pub struct Core {
 }
 
 struct Inner {
-    sandbox: Sandbox,
+    /// Shared with the calls running on the guest executor.
+    sandbox: Arc<Sandbox>,
+    scheduler: Scheduler,
     catalog: ArcSwap<Catalog>,
     policy: Policy,
     audit: Audit,
@@ -459,11 +481,13 @@ impl Core {
                 &req.tool,
                 &args,
                 &mut trace,
+                req.on_fuel,
                 CallContext {
                     events: req.events,
                     cancel: req.cancel,
                     client: req.client,
                     usage: usage.clone(),
+                    turn: None,
                 },
             )
             .await
@@ -480,7 +504,9 @@ impl Core {
             .map_or(crate::metrics::OTHER, |t| t.def.name.as_ref());
         inner.metrics.finished(scope, metric_tool, outcome, elapsed);
         pending.finished = true;
-        if let Some(wait) = usage.queue_wait() {
+        // Waited in the fair queue, then for the pool's own permits.
+        let queue_wait = usage.queue_wait().map(|w| w + trace.waited);
+        if let Some(wait) = queue_wait {
             inner.metrics.queued(scope, wait);
         }
         if let Some(mut rec) = pending.rec.take() {
@@ -499,9 +525,7 @@ impl Core {
             }
             rec.outcome = outcome;
             rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-            rec.queue_wait_us = usage
-                .queue_wait()
-                .map(|d| d.as_micros().min(u64::MAX as u128) as u64);
+            rec.queue_wait_us = queue_wait.map(|d| d.as_micros().min(u64::MAX as u128) as u64);
             if let Some((fuel, mem)) = usage.costs() {
                 rec.fuel_used = Some(fuel);
                 rec.peak_memory = Some(mem);
@@ -518,6 +542,7 @@ impl Core {
         name: &str,
         args: &Value,
         trace: &mut Trace,
+        on_fuel: Option<FuelMeter>,
         cx: CallContext,
     ) -> Result<ToolOutput, CallErrorKind> {
         let policy = &self.inner.policy;
@@ -551,12 +576,43 @@ impl Core {
                 .map_err(|details| CallErrorKind::InvalidArguments { details })?;
         }
         let text = args.to_string();
-        let out = self
-            .inner
-            .sandbox
-            .call(&tool.component, name, &text, cx)
-            .instrument(tracing::debug_span!("sandbox"))
-            .await?;
+        // The guest runs on the guest executor; dropping this future (a
+        // caller that went away) stops it there. It reaches the pool in its
+        // scope's turn (see `scheduler`), within the tool's timeout.
+        let sandbox = self.inner.sandbox.clone();
+        let t = tool.clone();
+        let name = name.to_string();
+        let fair = self.inner.scheduler.fair();
+        let turn_scope = scope.clone();
+        let waited = Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
+        let waited_in = waited.clone();
+        let turn: crate::sandbox::Turn = Box::pin(async move {
+            match crate::scheduler::Fair::acquire(&fair, &turn_scope).await {
+                Ok(turn) => {
+                    *waited_in.lock().unwrap_or_else(|e| e.into_inner()) = turn.waited;
+                    Ok(Box::new(turn) as Box<dyn Send>)
+                }
+                Err(ScheduleError::Busy(queued)) => Err(CallErrorKind::Busy { queued }),
+            }
+        });
+        let mut cx = cx;
+        cx.turn = Some(turn);
+        let charge = Charge {
+            usage: cx.usage.clone(),
+            on_fuel,
+        };
+        let run = async move {
+            // Dropped last, after the guest's store has recorded its costs
+            // (also when the task is aborted).
+            let _charge = charge;
+            sandbox.call(&t.component, &name, &text, cx).await
+        }
+        .instrument(tracing::debug_span!("sandbox"));
+        let out = self.inner.scheduler.spawn(run).await;
+        trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());
+        let out = out.map_err(|e| CallErrorKind::Internal {
+            message: format!("the guest's task failed: {e}"),
+        })??;
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured
@@ -614,6 +670,22 @@ impl Core {
     }
 }
 
+/// Tells a call's fuel meter what its guest burnt, once the guest is gone.
+struct Charge {
+    usage: Arc<Usage>,
+    on_fuel: Option<FuelMeter>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_fuel.take()
+            && let Some((fuel, _)) = self.usage.costs()
+        {
+            f(fuel);
+        }
+    }
+}
+
 /// What the call path learned about a call, for the audit log.
 struct Trace {
     /// The tool, once found and visible.
@@ -622,6 +694,8 @@ struct Trace {
     decision: &'static str,
     /// The rule that decided (0-based), if one did.
     rule: Option<usize>,
+    /// Time waited in the scope's queue for a run slot.
+    waited: std::time::Duration,
 }
 
 impl Default for Trace {
@@ -630,6 +704,7 @@ impl Default for Trace {
             tool: None,
             decision: "none",
             rule: None,
+            waited: std::time::Duration::ZERO,
         }
     }
 }

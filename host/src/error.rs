@@ -294,6 +294,12 @@ pub enum CallErrorKind {
         /// The tool's message.
         message: String,
     },
+    /// Too many calls of the caller's scope are already waiting for a
+    /// sandbox; retry later.
+    Busy {
+        /// How many are waiting.
+        queued: usize,
+    },
     /// The host could not start the call.
     Internal {
         /// Why.
@@ -360,6 +366,7 @@ impl CallError {
             BadResult { .. } => "bad_result",
             Cancelled => "cancelled",
             ToolFailed { .. } => "tool_error",
+            Busy { .. } => "busy",
             Internal { .. } => "internal",
             InputRequired { .. } => "input_required",
         }
@@ -407,6 +414,10 @@ impl fmt::Display for CallError {
             BadResult { details } => write!(f, "tool `{t}` returned a malformed result: {details}"),
             Cancelled => write!(f, "tool `{t}` was cancelled"),
             ToolFailed { message } => write!(f, "{message}"),
+            Busy { queued } => write!(
+                f,
+                "tool `{t}` was not started: {queued} calls of this scope are already waiting for a sandbox; retry when some have finished"
+            ),
             Internal { message } => write!(f, "tool `{t}` could not start: {message}"),
             InputRequired { requests } => write!(
                 f,

@@ -65,6 +65,11 @@ pub struct Quotas {
     /// refilled evenly; a call that overdraws it completes, and the next
     /// waits until the budget is positive again).
     pub output_bytes_per_minute: Option<u64>,
+    /// Units of fuel (wasm CPU work, as `limits.fuel` counts it) this
+    /// tenant's calls may burn per minute (a budget of this many, refilled
+    /// evenly; the call that overdraws it completes or is stopped by its own
+    /// limits, and the next waits until the budget is positive again).
+    pub fuel_per_minute: Option<u64>,
 }
 
 /// How HTTP callers authenticate (`[auth]`).
@@ -135,7 +140,7 @@ impl Tenant {
     }
 }
 
-const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
 const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway";
 
@@ -149,6 +154,7 @@ struct RawTenant {
     max_concurrent: Option<Spanned<u32>>,
     calls_per_minute: Option<Spanned<u32>>,
     output_bytes_per_minute: Option<Spanned<String>>,
+    fuel_per_minute: Option<Spanned<u64>>,
 }
 
 /// One `[[tenant]]` as read, applied once the host's caps are known.
@@ -326,6 +332,18 @@ impl RawTenants {
                     Err(e) => cx.error(Some(b.span()), e, None),
                 }
             }
+            if let Some(f) = r.fuel_per_minute {
+                let n = *f.get_ref();
+                if (1_000..=FUEL_PER_MINUTE_MAX).contains(&n) {
+                    quotas.fuel_per_minute = Some(n);
+                } else {
+                    cx.error(
+                        Some(f.span()),
+                        format!("fuel-per-minute must be between 1000 and {FUEL_PER_MINUTE_MAX}"),
+                        Some("a second of a busy guest burns about 10^9 units".into()),
+                    );
+                }
+            }
             let mut c = caps.clone();
             if let Some(l) = p.limits {
                 l.apply(&mut c.limits, cx);
@@ -360,6 +378,9 @@ impl RawTenants {
         out
     }
 }
+
+/// The largest `fuel-per-minute`: about a day of one busy core.
+const FUEL_PER_MINUTE_MAX: u64 = 100_000_000_000_000;
 
 fn range(v: &Spanned<u32>, lo: u32, hi: u32, what: &str, cx: &mut Collector<'_>) -> Option<u32> {
     let n = *v.get_ref();
@@ -495,7 +516,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tools-b")).unwrap();
         let cfg = dir.path().join("toolhost.toml");
         let text = format!(
-            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\nfuel-per-minute = 5000000000\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
             digest("ta"),
             digest("tb")
         );
@@ -513,6 +534,7 @@ mod tests {
         assert_eq!(a.quotas.max_concurrent, Some(2));
         assert_eq!(a.quotas.calls_per_minute, Some(30));
         assert_eq!(a.quotas.output_bytes_per_minute, Some(1 << 20));
+        assert_eq!(a.quotas.fuel_per_minute, Some(5_000_000_000));
         assert_eq!(a.caps.limits.max.timeout.as_secs(), 5);
         let root = dir.path().join("a").canonicalize().unwrap();
         assert!(a.caps.fs.roots.allows(|r| *r == root));
@@ -549,14 +571,14 @@ mod tests {
     #[test]
     fn every_tenant_problem_is_reported_with_its_line() {
         let text = format!(
-            "[[tenant]]\nname = \"a b\"\ntools = [\"echo\"]\ntoken-sha256 = [\"zz\"]\nmax-concurent = 3\n[tenant.limits]\ntimeout = \"1s\"\nfuel = 0\n[tenant.fs]\nrootz = []\n\n[[tenant]]\nname = \"c\"\ntools = []\ntoken-sha256 = [\"{d}\", \"{d}\"]\ncalls-per-minute = 0\n\n[[tenant]]\nname = \"nocred\"\ntools = [\"./missing\"]\n\n[auth]\nresourse = \"x\"\n",
+            "[[tenant]]\nname = \"a b\"\ntools = [\"echo\"]\ntoken-sha256 = [\"zz\"]\nmax-concurent = 3\n[tenant.limits]\ntimeout = \"1s\"\nfuel = 0\n[tenant.fs]\nrootz = []\n\n[[tenant]]\nname = \"c\"\ntools = []\ntoken-sha256 = [\"{d}\", \"{d}\"]\ncalls-per-minute = 0\nfuel-per-minute = 10\n\n[[tenant]]\nname = \"nocred\"\ntools = [\"./missing\"]\n\n[auth]\nresourse = \"x\"\n",
             d = digest("t")
         );
         let e = HostConfig::parse(Path::new("/nonexistent/t.toml"), &text).unwrap_err();
         let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
         assert_eq!(
             lines,
-            vec![2, 2, 4, 5, 8, 10, 14, 15, 16, 19, 20, 23],
+            vec![2, 2, 4, 5, 8, 10, 14, 15, 16, 17, 20, 21, 24],
             "{}",
             e.render()
         );
@@ -564,5 +586,6 @@ mod tests {
         assert!(all.contains("unknown key `max-concurent`"), "{all}");
         assert!(all.contains("listed twice"), "{all}");
         assert!(all.contains("no credential"), "{all}");
+        assert!(all.contains("fuel-per-minute must be between"), "{all}");
     }
 }

@@ -197,6 +197,11 @@ impl HttpServe {
         HttpServe { child, url }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn addr(&self) -> String {
         self.url
             .trim_start_matches("http://")

@@ -123,10 +123,35 @@ fn failure(resp: &str, tool: &str) -> String {
 /// that grant from loading.
 struct Setup {
     dir: ToolDir,
+    _share: Share,
+}
+
+/// The thousand-call test has the machine to itself (its load would make
+/// other servers' calls miss their deadlines); the others share it.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+enum Share {
+    Shared(
+        #[expect(dead_code, reason = "held for its drop")] std::sync::RwLockReadGuard<'static, ()>,
+    ),
+    Alone(
+        #[expect(dead_code, reason = "held for its drop")] std::sync::RwLockWriteGuard<'static, ()>,
+    ),
 }
 
 impl Setup {
     fn new(extra: &str) -> Setup {
+        let share = Share::Shared(MACHINE.read().unwrap_or_else(|e| e.into_inner()));
+        Setup::with_share(extra, share)
+    }
+
+    /// Like `new`, with no other tenant test running meanwhile.
+    fn alone(extra: &str) -> Setup {
+        let share = Share::Alone(MACHINE.write().unwrap_or_else(|e| e.into_inner()));
+        Setup::with_share(extra, share)
+    }
+
+    fn with_share(extra: &str, share: Share) -> Setup {
         let dir = ToolDir::new();
         let root = dir.path();
         let base = root.join("base");
@@ -185,7 +210,7 @@ roots = ["data-b"]
             ),
         )
         .unwrap();
-        Setup { dir }
+        Setup { dir, _share: share }
     }
 
     fn serve(&self) -> HttpServe {
@@ -738,4 +763,247 @@ fn a_session_moves_between_replicas_sharing_the_key_but_never_to_another_tenant(
         let (st, resp) = session(&two.addr(), &a, forged, call);
         assert_eq!(st, 404, "{forged}: {resp}");
     }
+}
+// --- fair scheduling and scale
+
+impl Setup {
+    /// `hostile` (`spin`, `sleep`, …) in `slow/`, with `limits`.
+    fn slow_tool(&self, limits: &str) {
+        let slow = self.dir.path().join("slow");
+        std::fs::create_dir_all(&slow).unwrap();
+        let td = ToolDir::new();
+        td.add("hostile", "hostile", limits);
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(
+                td.path().join(format!("hostile.{ext}")),
+                slow.join(format!("hostile.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+
+    /// Append `tenants` to the host config, and set `[engine]` keys.
+    fn configure(&self, engine: &str, tenants: &str) {
+        let cfg = self.dir.path().join("toolhost.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[engine]\n",
+            &format!("[engine]\n{engine}"),
+            1,
+        );
+        std::fs::write(&cfg, format!("{text}\n{tenants}")).unwrap();
+    }
+}
+
+fn tenant_entry(name: &str, tools: &str, token: &str, extra: &str) -> String {
+    format!(
+        "\n[[tenant]]\nname = \"{name}\"\ntools = [\"{tools}\"]\ntoken-sha256 = [\"{}\"]\n{extra}\n",
+        sha(token)
+    )
+}
+
+#[test]
+fn the_fuel_quota_is_a_429_naming_it_counted_and_audited() {
+    let s = Setup::new("");
+    let log = s.dir.path().join("audit.jsonl");
+    s.configure(
+        "",
+        &format!(
+            "{}\n[audit]\npath = \"{}\"\nfsync = \"always\"\n",
+            tenant_entry("burner", "echo", "burner-token", "fuel-per-minute = 1000"),
+            log.display()
+        ),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    // The budget is positive: the call runs, and overdraws it (an echo
+    // burns far more than 1000 units).
+    let (st, resp) = call(&addr, "burner-token", "echo", json!({"text": "x"}));
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(body_json(&resp)["result"]["content"][0]["text"], "x");
+    let (st, resp) = call(&addr, "burner-token", "echo", json!({"text": "x"}));
+    assert_eq!(st, 429, "{resp}");
+    let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1, "{resp}");
+    let msg = body_json(&resp)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("tenant `burner` is over its quota `fuel-per-minute = 1000`")
+            && msg.contains(&format!("retry in {retry} s")),
+        "{msg}"
+    );
+    // Another tenant's calls are not affected.
+    assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
+    // The refusal is a decision in the audit log, naming the quota.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let decision = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["event"] == "decision")
+        {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no decision in {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(decision["tenant"], "burner", "{decision}");
+    assert_eq!(decision["tool"], "echo", "{decision}");
+    assert_eq!(decision["decision"], "deny", "{decision}");
+    assert_eq!(decision["outcome"], "over_quota", "{decision}");
+    assert!(
+        decision["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fuel-per-minute = 1000"),
+        "{decision}"
+    );
+}
+
+#[test]
+fn a_flooding_tenant_at_its_cap_does_not_stop_another_tenants_call() {
+    // Room for two guests at once; the flooder has six calls in: two run,
+    // four wait for a sandbox.
+    let s = Setup::new("");
+    s.slow_tool("[limits]\ntimeout = \"60s\"\nmax-concurrency = 16\n");
+    s.configure(
+        "max-instances = 2\n",
+        &tenant_entry("flood", "slow/", "flood-token", "max-concurrent = 6"),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    let done = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let flooders: Vec<_> = (0..6)
+        .map(|i| {
+            let (addr, done) = (addr.clone(), done.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let (st, resp) = call(&addr, "flood-token", "sleep", json!({"ms": 3000}));
+                    // Refused at the door (429), or just past it (a tool
+                    // error) when another call took the last slot first.
+                    if st == 429 || resp.contains("over its quota") {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    done.lock().unwrap().push(format!("flood{i}"));
+                    return (st, resp);
+                }
+            })
+        })
+        .collect();
+    // Wait until the flooder is at its cap: all six calls are in. (The
+    // probe names no tool, so when it is let in it ends at once.)
+    loop {
+        let (st, resp) = call(&addr, "flood-token", "no-such-tool", json!({}));
+        if st == 429 || resp.contains("over its quota") {
+            assert!(resp.contains("max-concurrent = 6"), "{resp}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another tenant's call waits in its own queue, not behind the
+    // flooder's four: it gets the next sandbox but one.
+    let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": "through"}));
+    done.lock().unwrap().push("victim".into());
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(
+        body_json(&resp)["result"]["content"][0]["text"],
+        "through",
+        "{resp}"
+    );
+    for f in flooders {
+        let (st, resp) = f.join().unwrap();
+        assert_eq!(st, 200, "{resp}");
+        assert_eq!(
+            body_json(&resp)["result"]["content"][0]["text"],
+            "slept",
+            "{resp}"
+        );
+    }
+    let order = done.lock().unwrap().clone();
+    let victim = order.iter().position(|o| o == "victim").unwrap();
+    // Served round robin: one flood call may take a freed sandbox before
+    // the victim's turn (its queue came first); at least three of the four
+    // that waited come after it. (One queue for all would serve the
+    // victim after all four.)
+    assert!(
+        order.len() - 1 - victim >= 3,
+        "the victim's call waited behind the flood: {order:?}"
+    );
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_calls_in_flight_across_ten_tenants_all_complete() {
+    const TENANTS: usize = 10;
+    const EACH: usize = 100;
+    let s = Setup::alone("");
+    s.slow_tool("[limits]\ntimeout = \"60s\"\nmax-concurrency = 200\n");
+    let tenants: String = (0..TENANTS)
+        .map(|t| tenant_entry(&format!("t{t}"), "slow/", &format!("token-{t}"), ""))
+        .collect();
+    s.configure("max-instances = 1100\n", &tenants);
+    let server = s.serve();
+    let addr = server.addr();
+    for t in 0..TENANTS {
+        let (st, resp) = call(&addr, &format!("token-{t}"), "sleep", json!({"ms": 1}));
+        assert_eq!(st, 200, "{resp}");
+    }
+    let base = rss_kib(server.pid());
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..TENANTS * EACH)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn(move || {
+                    let token = format!("token-{}", i % TENANTS);
+                    call(&addr, &token, "sleep", json!({"ms": 4000}))
+                })
+                .unwrap()
+        })
+        .collect();
+    // The peak while they sleep, sampled until the first has come back.
+    let mut peak = base;
+    while !calls.iter().any(|c| c.is_finished()) {
+        peak = peak.max(rss_kib(server.pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut failed = Vec::new();
+    for c in calls {
+        let (st, resp) = c.join().unwrap();
+        let ok = st == 200 && body_json(&resp)["result"]["content"][0]["text"] == "slept";
+        if !ok {
+            failed.push(resp);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed; the first: {}",
+        failed.len(),
+        TENANTS * EACH,
+        failed[0]
+    );
+    println!(
+        "{} calls in flight across {TENANTS} tenants completed in {:.1} s; server RSS {} MiB before, {} MiB at peak: {} KiB per in-flight call",
+        TENANTS * EACH,
+        started.elapsed().as_secs_f64(),
+        base >> 10,
+        peak >> 10,
+        (peak.saturating_sub(base)) / (TENANTS * EACH) as u64
+    );
 }

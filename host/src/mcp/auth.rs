@@ -11,11 +11,14 @@
 //!   `governor`), calls at once (a semaphore whose slot the tenant's MCP
 //!   server holds for the whole call, whatever happens to the connection)
 //!   and response bytes per minute (charged when the response
-//!   is complete). Over quota: 429 with `Retry-After`, naming the quota.
+//!   is complete) and fuel per minute (charged by the core when the guest
+//!   has stopped, however it stopped). Over quota: 429 with `Retry-After`,
+//!   naming the quota, counted in the metrics and written to the audit log.
 //!
 //! Owns the credential checks and the quota state; the tenants' tool sets
 //! and caps are the catalog's (each tenant is a scope).
 
+use crate::quota::{Budget, OverQuota, fuel_over_quota, retry_secs};
 use crate::tenant::{AuthConfig, Tenant};
 use governor::{DefaultDirectRateLimiter, Quota};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -59,56 +62,14 @@ pub(crate) struct TenantGate {
     pub(crate) tenant: Tenant,
     rate: Option<(u32, DefaultDirectRateLimiter)>,
     concurrent: Option<(u32, Arc<Semaphore>)>,
-    output: Option<Arc<ByteBudget>>,
-}
-
-/// A budget of bytes per minute that may be overdrawn by the call that
-/// crosses it (its size is only known once it has run); while it is
-/// negative, calls wait.
-pub(crate) struct ByteBudget {
-    per_minute: u64,
-    /// The balance and when it was last refilled.
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
-}
-
-impl ByteBudget {
-    fn new(per_minute: u64) -> ByteBudget {
-        ByteBudget {
-            per_minute,
-            state: std::sync::Mutex::new((per_minute as f64, std::time::Instant::now())),
-        }
-    }
-
-    /// The balance now, refilled evenly up to one minute's worth.
-    fn refill(&self, s: &mut (f64, std::time::Instant)) {
-        let now = std::time::Instant::now();
-        let rate = self.per_minute as f64 / 60.0;
-        s.0 = (s.0 + rate * now.duration_since(s.1).as_secs_f64()).min(self.per_minute as f64);
-        s.1 = now;
-    }
-
-    /// How long until the balance is positive again, if it is not now.
-    fn wait(&self) -> Option<Duration> {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refill(&mut s);
-        (s.0 <= 0.0).then(|| {
-            let rate = self.per_minute as f64 / 60.0;
-            Duration::from_secs_f64((-s.0 + 1.0) / rate)
-        })
-    }
-
-    /// Take `bytes` off the balance.
-    pub(crate) fn charge(&self, bytes: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        self.refill(&mut s);
-        s.0 -= bytes as f64;
-    }
+    output: Option<Arc<Budget>>,
+    fuel: Option<Arc<Budget>>,
 }
 
 /// What follows an admitted call's response until it is complete.
 #[derive(Default)]
 pub(crate) struct Admission {
-    output: Option<Arc<ByteBudget>>,
+    output: Option<Arc<Budget>>,
     bytes: u64,
 }
 
@@ -134,20 +95,12 @@ impl Drop for Admission {
 impl TenantGate {
     /// The gate its MCP server takes a slot of for each call.
     pub(crate) fn call_gate(&self) -> Option<super::server::CallGate> {
-        self.concurrent
-            .as_ref()
-            .map(|(n, sem)| super::server::CallGate {
-                tenant: Arc::from(self.tenant.name.as_str()),
-                max: *n,
-                slots: sem.clone(),
-            })
+        (self.concurrent.is_some() || self.fuel.is_some()).then(|| super::server::CallGate {
+            tenant: Arc::from(self.tenant.name.as_str()),
+            slots: self.concurrent.clone(),
+            fuel: self.fuel.clone(),
+        })
     }
-}
-
-/// Why a request is refused for quota.
-pub(crate) struct OverQuota {
-    pub(crate) message: String,
-    pub(crate) retry_after: Duration,
 }
 
 impl Tenancy {
@@ -179,7 +132,8 @@ impl Tenancy {
                 output: t
                     .quotas
                     .output_bytes_per_minute
-                    .map(|n| Arc::new(ByteBudget::new(n))),
+                    .map(|n| Arc::new(Budget::new(n))),
+                fuel: t.quotas.fuel_per_minute.map(|n| Arc::new(Budget::new(n))),
             })
             .collect();
         Ok(Tenancy {
@@ -223,18 +177,24 @@ impl Tenancy {
     pub(crate) fn admit(&self, i: usize) -> Result<Admission, OverQuota> {
         let g = &self.tenants[i];
         let name = &g.tenant.name;
-        let secs = |d: Duration| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1);
+        let secs = retry_secs;
         if let Some(b) = &g.output
             && let Some(wait) = b.wait()
         {
-            let n = b.per_minute;
+            let n = b.per_minute();
             return Err(OverQuota {
+                quota: "output-bytes-per-minute",
                 message: format!(
                     "tenant `{name}` is over its quota `output-bytes-per-minute = {n}`; retry in {} s",
                     secs(wait)
                 ),
                 retry_after: Duration::from_secs(secs(wait)),
             });
+        }
+        if let Some(b) = &g.fuel
+            && let Some(wait) = b.wait()
+        {
+            return Err(fuel_over_quota(name, b, wait));
         }
         // Concurrency before the rate: a refused call must not use it up.
         // Only a look here: the slot itself is taken by the tenant's MCP
@@ -244,6 +204,7 @@ impl Tenancy {
             && sem.available_permits() == 0
         {
             return Err(OverQuota {
+                quota: "max-concurrent",
                 message: format!(
                     "tenant `{name}` is over its quota `max-concurrent = {n}`: {n} calls are running; retry when one has finished"
                 ),
@@ -256,6 +217,7 @@ impl Tenancy {
             use governor::clock::Clock as _;
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
             return Err(OverQuota {
+                quota: "calls-per-minute",
                 message: format!(
                     "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {} s",
                     secs(wait)

@@ -120,6 +120,8 @@ pub struct HttpServer {
     /// Seals session ids (and stateless request state).
     key: crate::StateKey,
     tenancy: Option<Arc<Tenancy>>,
+    /// With tenants: where quota refusals are counted and audited.
+    core: Option<crate::Core>,
     opts: HttpOptions,
 }
 
@@ -150,6 +152,7 @@ impl HttpServer {
             key: server.state_key().clone(),
             servers: vec![server],
             tenancy: None,
+            core: None,
             opts,
         })
     }
@@ -198,6 +201,7 @@ impl HttpServer {
             owners,
             key,
             tenancy: Some(Arc::new(tenancy)),
+            core: Some(core),
             opts,
         })
     }
@@ -266,6 +270,7 @@ impl HttpServer {
                     .unwrap_or_else(|| format!("http://{addr}/mcp"));
                 let routes = TenantRoutes {
                     tenancy: tenancy.clone(),
+                    core: self.core.clone().expect("tenants have a core"),
                     // Each tenant has its own sessions: one tenant's session
                     // id means nothing to another's.
                     services,
@@ -434,6 +439,7 @@ async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next)
 #[derive(Clone)]
 struct TenantRoutes {
     tenancy: Arc<Tenancy>,
+    core: crate::Core,
     services: Arc<[McpService]>,
     /// Where the protected-resource metadata is, for `WWW-Authenticate`.
     metadata_url: Arc<str>,
@@ -517,12 +523,14 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         // is what runs as one (a duplicated `method` key cannot slip by).
         use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
         let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
-        let call_id = match &message {
-            Some(ClientJsonRpcMessage::Request(r))
-                if matches!(r.request, ClientRequest::CallToolRequest(_)) =>
-            {
-                Some(serde_json::to_value(&r.id).unwrap_or_default())
-            }
+        let call = match &message {
+            Some(ClientJsonRpcMessage::Request(r)) => match &r.request {
+                ClientRequest::CallToolRequest(c) => Some((
+                    serde_json::to_value(&r.id).unwrap_or_default(),
+                    c.params.name.to_string(),
+                )),
+                _ => None,
+            },
             _ => None,
         };
         match message.as_ref().map(session::initialize_params) {
@@ -530,10 +538,22 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             Some(Ok(p)) => initialize = p,
             None => {}
         }
-        if let Some(id) = call_id {
+        if let Some((id, tool)) = call {
             match r.tenancy.admit(i) {
                 Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
                 Err(q) => {
+                    let tenant = &r.tenancy.tenants[i].tenant.name;
+                    r.core.metrics().quota_rejected(tenant, q.quota);
+                    r.core
+                        .audit()
+                        .write_decision(
+                            tenant,
+                            &format!("mcp-http:{tenant}"),
+                            &tool,
+                            "over_quota",
+                            &q.message,
+                        )
+                        .await;
                     let secs = q.retry_after.as_secs().max(1);
                     let body = serde_json::json!({
                         "jsonrpc": "2.0",

@@ -58,12 +58,13 @@ struct Shared {
     gate: Option<CallGate>,
 }
 
-/// The calls one tenant may run at once (its `max-concurrent`).
+/// A tenant's quotas that hold for the whole call: the calls it may run at
+/// once (`max-concurrent`) and the fuel it may burn (`fuel-per-minute`).
 #[derive(Clone)]
 pub(crate) struct CallGate {
     pub(crate) tenant: Arc<str>,
-    pub(crate) max: u32,
-    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) slots: Option<(u32, Arc<tokio::sync::Semaphore>)>,
+    pub(crate) fuel: Option<Arc<crate::quota::Budget>>,
 }
 
 /// Per-client state.
@@ -181,6 +182,23 @@ impl McpServer {
         (!modern).then(|| self.session.log_level())
     }
 
+    /// A tool error for a call refused by quota `quota`, counted in the
+    /// metrics and written to the audit log.
+    async fn over_quota(
+        &self,
+        tool: &str,
+        quota: &'static str,
+        message: String,
+    ) -> CallToolResponse {
+        let core = &self.shared.core;
+        let scope = self.shared.scope.as_str();
+        core.metrics().quota_rejected(scope, quota);
+        core.audit()
+            .write_decision(scope, &self.shared.caller, tool, "over_quota", &message)
+            .await;
+        CallToolResult::error(vec![ContentBlock::text(message)]).into()
+    }
+
     fn tools(&self) -> Vec<Tool> {
         self.shared
             .core
@@ -291,19 +309,29 @@ impl ServerHandler for McpServer {
         }
         // The tenant's slot, held until the call is over (the HTTP front end
         // answers 429 before this when it can see there is none).
-        let _slot = match &self.shared.gate {
-            Some(g) => match g.slots.clone().try_acquire_owned() {
+        let gate = self.shared.gate.as_ref();
+        let _slot = match gate.and_then(|g| g.slots.as_ref().map(|s| (g, s))) {
+            Some((g, (max, slots))) => match slots.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                        "tenant `{}` is over its quota `max-concurrent = {}`: {} calls are running; retry when one has finished",
-                        g.tenant, g.max, g.max
-                    ))])
-                    .into());
+                    let message = format!(
+                        "tenant `{}` is over its quota `max-concurrent = {max}`: {max} calls are running; retry when one has finished",
+                        g.tenant
+                    );
+                    return Ok(self.over_quota(&req.name, "max-concurrent", message).await);
                 }
             },
             None => None,
         };
+        // The fuel its calls burnt: the HTTP front end answers 429 before
+        // this when it can; a call that got past it ends here.
+        let fuel = gate.and_then(|g| g.fuel.as_ref().map(|f| (g, f)));
+        if let Some((g, f)) = fuel
+            && let Some(wait) = f.wait()
+        {
+            let q = crate::quota::fuel_over_quota(&g.tenant, f, wait);
+            return Ok(self.over_quota(&req.name, q.quota, q.message).await);
+        }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
@@ -342,6 +370,10 @@ impl ServerHandler for McpServer {
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token())
             .client(client);
+        if let Some((_, f)) = fuel {
+            let f = f.clone();
+            request = request.on_fuel(move |used| f.charge(used));
+        }
         // The HTTP session (2025-11-25 clients), for the audit log.
         if let Some(id) = ctx
             .extensions

@@ -186,7 +186,16 @@ pub(crate) struct CallContext {
     pub(crate) client: Option<Arc<dyn ClientRequests>>,
     /// Where the call's costs are recorded, however it ends.
     pub(crate) usage: Arc<Usage>,
+    /// The caller's turn at the pool (see `scheduler`): awaited after the
+    /// tool's own concurrency permit and held until the pool's permits are
+    /// taken, so that tenants reach the pool in the scheduler's order.
+    pub(crate) turn: Option<Turn>,
 }
+
+/// A wait for the caller's turn at the pool; what it yields is held until
+/// the pool's permits are taken.
+pub(crate) type Turn =
+    std::pin::Pin<Box<dyn Future<Output = Result<Box<dyn Send>, CallErrorKind>> + Send>>;
 
 /// Fuel between two write-backs of a running guest's fuel count to its
 /// store (and a yield to the executor): the accuracy of `fuel_used` for a
@@ -555,7 +564,10 @@ impl Sandbox {
         };
         let timeout = comp.grants.limits.timeout;
         let run = async {
-            let _permits = self.acquire(comp).await;
+            let _permits = self
+                .acquire(comp, None)
+                .await
+                .map_err(|e| describe_err(format!("{e:?}")))?;
             let mut store = self
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
@@ -584,17 +596,25 @@ impl Sandbox {
     /// Wait for room in the pool for one call of `comp`: its own concurrency
     /// first (so a busy tool never holds pool slots while it queues), then a
     /// slot and its memory and table permits.
-    async fn acquire(&self, comp: &LoadedComponent) -> Permits {
+    async fn acquire(
+        &self,
+        comp: &LoadedComponent,
+        turn: Option<Turn>,
+    ) -> Result<Permits, CallErrorKind> {
         let own = comp
             .concurrency
             .clone()
             .acquire_owned()
             .await
             .expect("never closed");
-        Permits {
+        let _turn = match turn {
+            Some(t) => Some(t.await?),
+            None => None,
+        };
+        Ok(Permits {
             _own: own,
             _pool: self.acquire_pool(comp.weight).await,
-        }
+        })
     }
 
     /// Wait for pool permits; a call that cannot have them at once first
@@ -637,11 +657,12 @@ impl Sandbox {
         comp: &Arc<LoadedComponent>,
         tool: &str,
         arguments: &str,
-        cx: CallContext,
+        mut cx: CallContext,
     ) -> Result<ToolOutput, CallErrorKind> {
         let limits = &comp.grants.limits;
         let deadline = Instant::now() + limits.timeout;
         let cancel = cx.cancel.clone();
+        let turn = cx.turn.take();
         // Typed tools convert their arguments before taking a sandbox.
         let call = match &comp.kind {
             Kind::Toolhost(pre) => Call::Toolhost(pre),
@@ -658,6 +679,12 @@ impl Sandbox {
                 .instrument(tracing::debug_span!("sandbox.acquire"))
                 .await
                 .expect("never closed");
+            // The tenant's turn (round robin across tenants) before any pool
+            // room, prepared or not; passed on once this call has its room.
+            let turn = match turn {
+                Some(t) => Some(t.instrument(tracing::debug_span!("sandbox.turn")).await?),
+                None => None,
+            };
             let (store, pool, instance) = match self.warm.take(comp) {
                 Some(prepared) => {
                     // Dropping the rest of `prepared` gives its memory back
@@ -687,6 +714,7 @@ impl Sandbox {
                     (store, pool, None)
                 }
             };
+            drop(turn);
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
                 at::Ordering::Release,

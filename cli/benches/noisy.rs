@@ -1,0 +1,284 @@
+//! `make bench` (noisy neighbour): one `toolhost serve --http` with two
+//! tenants. The victim calls `echo` sequentially on its own session; the
+//! attacker keeps 4 runaway calls (`spin`, an endless loop) in flight on
+//! sessions of its own, each stopped by its 3 s deadline and started again
+//! at once. The victim's p50 and p99 alone and under attack, in one run on
+//! one server: rounds alternate alone and attacked, each figure is the
+//! median over rounds.
+//!
+//! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour").
+//! Run with `cargo bench -p toolhost-cli --bench noisy` after `make tools`.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const ROUNDS: usize = 5;
+const VICTIM_CALLS: usize = 400;
+const RUNAWAYS: usize = 4;
+const VICTIM_TOKEN: &str = "victim-token-5e1f";
+const ATTACKER_TOKEN: &str = "attacker-token-9c0d";
+
+fn sha(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The host config and tools: `victim` gets `echo`, `attacker` gets
+/// `hostile` (its `spin` loops forever) with a 3 s deadline.
+fn setup(root: &Path, dir: &Path) -> PathBuf {
+    let victim = dir.join("victim");
+    let attacker = dir.join("attacker");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::create_dir_all(&attacker).unwrap();
+    for f in ["echo.wasm", "echo.toml"] {
+        std::fs::copy(root.join("build/tools").join(f), victim.join(f)).unwrap();
+    }
+    let wasm = std::fs::read(root.join("build/test-tools/hostile.wasm")).unwrap();
+    std::fs::write(attacker.join("hostile.wasm"), &wasm).unwrap();
+    std::fs::write(
+        attacker.join("hostile.toml"),
+        format!(
+            "[component]\npath = \"hostile.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"3s\"\nmax-concurrency = 16\n",
+            sha(&wasm)
+        ),
+    )
+    .unwrap();
+    let cfg = dir.join("toolhost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\ncache-dir = \"{cache}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
+            cache = root.join("target/bench-cache").display(),
+            v = sha(VICTIM_TOKEN.as_bytes()),
+            a = sha(ATTACKER_TOKEN.as_bytes()),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn spawn(cfg: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["serve", "--watch", "false", "--config"])
+        .arg(cfg)
+        .args(["--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("TOOLHOST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn toolhost")
+}
+
+async fn http_addr(child: &mut Child) -> String {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server printed its address");
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return url
+                .trim_start_matches("http://")
+                .trim_end_matches("/mcp")
+                .to_string();
+        }
+    }
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
+const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// One session on its own keep-alive connection.
+struct Session {
+    send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: String,
+    token: &'static str,
+    id: String,
+}
+
+impl Session {
+    async fn open(addr: &str, token: &'static str) -> Session {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut s = Session {
+            send,
+            addr: addr.to_string(),
+            token,
+            id: String::new(),
+        };
+        let (headers, body) = s.post(INIT).await;
+        s.id = headers
+            .get("mcp-session-id")
+            .expect("a session id")
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(body.contains("protocolVersion"), "{body}");
+        s.post(INITIALIZED).await;
+        s
+    }
+
+    async fn post(&mut self, body: &str) -> (hyper::HeaderMap, String) {
+        let mut req = hyper::Request::post("/mcp")
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        if !self.id.is_empty() {
+            req = req
+                .header("mcp-session-id", &self.id)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .unwrap();
+        self.send.ready().await.unwrap();
+        let resp = self.send.send_request(req).await.unwrap();
+        assert!(resp.status().is_success(), "HTTP {}", resp.status());
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Call `tool`; the JSON-RPC reply.
+    async fn call(&mut self, id: u64, tool: &str, args: &str) -> Value {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
+        );
+        let (_, text) = self.post(&body).await;
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .chain(std::iter::once(text.as_str()))
+            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            .find(|v| v.get("id").is_some())
+            .unwrap_or_else(|| panic!("no reply in {text:?}"))
+    }
+}
+
+/// The victim's latencies over `n` sequential echo calls.
+async fn victim_round(s: &mut Session, n: usize) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let v = s
+            .call(i as u64 + 1, "echo", r#"{"text":"hello, sandbox"}"#)
+            .await;
+        lat.push(t.elapsed());
+        assert_eq!(
+            v["result"]["content"][0]["text"], "hello, sandbox",
+            "unexpected reply {v}"
+        );
+    }
+    lat
+}
+
+/// Runaway calls, each started again when its deadline ends it, until
+/// `stop`; returns how many ended (all by their deadline).
+async fn attacker(addr: String, stop: Arc<AtomicBool>, running: Arc<AtomicUsize>) -> usize {
+    let mut s = Session::open(&addr, ATTACKER_TOKEN).await;
+    let mut ended = 0;
+    let mut id = 1;
+    while !stop.load(Ordering::Relaxed) {
+        running.fetch_add(1, Ordering::Relaxed);
+        let v = s.call(id, "spin", "{}").await;
+        running.fetch_sub(1, Ordering::Relaxed);
+        id += 1;
+        let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+        assert!(
+            v["result"]["isError"] == true && text.contains("timed out"),
+            "a runaway call ends by its deadline: {v}"
+        );
+        ended += 1;
+    }
+    ended
+}
+
+fn pct(lat: &mut [Duration], p: usize) -> f64 {
+    lat.sort();
+    lat[(lat.len() * p / 100).min(lat.len() - 1)].as_secs_f64() * 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    anyhow::ensure!(
+        root.join("build/tools/echo.toml").is_file()
+            && root.join("build/test-tools/hostile.wasm").is_file(),
+        "run `make tools` first"
+    );
+    let dir = tempfile::tempdir()?;
+    let cfg = setup(&root, dir.path());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut child = spawn(&cfg);
+        let addr = http_addr(&mut child).await;
+        let mut victim = Session::open(&addr, VICTIM_TOKEN).await;
+        // Warm up: the first calls map the pool's memory.
+        victim_round(&mut victim, 100).await;
+        let (mut alone50, mut alone99, mut hit50, mut hit99) = (vec![], vec![], vec![], vec![]);
+        let mut runaways = 0;
+        for _ in 0..ROUNDS {
+            let mut lat = victim_round(&mut victim, VICTIM_CALLS).await;
+            alone50.push(pct(&mut lat, 50));
+            alone99.push(pct(&mut lat, 99));
+
+            let stop = Arc::new(AtomicBool::new(false));
+            let running = Arc::new(AtomicUsize::new(0));
+            let attackers: Vec<_> = (0..RUNAWAYS)
+                .map(|_| tokio::spawn(attacker(addr.clone(), stop.clone(), running.clone())))
+                .collect();
+            // All four runaways in flight, and spinning, before measuring.
+            while running.load(Ordering::Relaxed) < RUNAWAYS {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut lat = victim_round(&mut victim, VICTIM_CALLS).await;
+            hit50.push(pct(&mut lat, 50));
+            hit99.push(pct(&mut lat, 99));
+            stop.store(true, Ordering::Relaxed);
+            for a in attackers {
+                runaways += a.await?;
+            }
+        }
+        let (a50, a99, h50, h99) = (
+            median(alone50),
+            median(alone99),
+            median(hit50),
+            median(hit99),
+        );
+        println!("\n## Noisy neighbour: victim `echo` alone and while another tenant runs {RUNAWAYS} runaway calls\n");
+        println!("| victim | alone | under attack | ratio |");
+        println!("|---|---|---|---|");
+        println!("| p50 | {a50:.0} µs | {h50:.0} µs | {:.2}x |", h50 / a50);
+        println!("| p99 | {a99:.0} µs | {h99:.0} µs | {:.2}x |", h99 / a99);
+        println!(
+            "\nMedian of {ROUNDS} rounds on one `toolhost serve --http` (rounds alternate alone and attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
+        );
+        drop(child);
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,370 @@
+//! Where and in what order guests run: one tenant's flood or runaway tools
+//! must not starve another's calls, nor the front ends.
+//!
+//! - **A guest executor of its own.** Guests run on a multi-threaded tokio
+//!   runtime separate from the I/O runtime the front ends (HTTP, stdio, the
+//!   agent) run on, so however busy the guests are, requests are still read,
+//!   refused, authenticated and answered. Its threads run at a lower OS
+//!   priority than the rest of the process: the kernel preempts a guest for
+//!   the front end, never the reverse.
+//! - **Fair admission.** A call reaches the sandbox pool through a
+//!   turnstile: after its tool's own concurrency permit (a tool at its
+//!   limit waits there, holding nothing shared), it waits for its turn in
+//!   its scope's (tenant's) own queue, takes the pool's permits (waiting
+//!   for room if the pool is full, the only call that does), and passes the
+//!   turn on. Turns go to the scopes round robin, one call each: a tenant
+//!   that queues a thousand calls delays another's next call by one pool
+//!   slot's turn, not by a thousand. Each scope's queue is bounded
+//!   ([`MAX_QUEUED_PER_SCOPE`]); past it the call is refused (`busy`). The
+//!   whole wait counts against the tool's timeout (the sandbox's deadline).
+//! - **Short calls are not stuck behind long ones**: a running guest yields
+//!   to the executor at every epoch tick and every few million units of
+//!   fuel (see `sandbox`), so a runaway holds a guest thread for a slice at
+//!   most, and new calls find a thread.
+//!
+//! Owns no policy: *whether* a call may run (quotas, rules) is decided
+//! before it gets here.
+
+use crate::catalog::Scope;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Most calls one scope may have waiting for a run slot; more are refused
+/// (`busy`) instead of queued without bound.
+pub(crate) const MAX_QUEUED_PER_SCOPE: usize = 4096;
+
+/// The guest executor and the fair queue in front of it. Dropping it stops
+/// the executor's threads (without waiting for running guests).
+pub(crate) struct Scheduler {
+    runtime: Option<tokio::runtime::Runtime>,
+    fair: Arc<Fair>,
+}
+
+/// Why a call could not be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ScheduleError {
+    /// Its scope's queue is full.
+    #[error("{0} calls of this scope are already waiting for a sandbox")]
+    Busy(usize),
+}
+
+impl Scheduler {
+    /// An executor of `threads` threads (0: one per CPU), and a turnstile
+    /// at the pool that lets `turns` calls at a time take its permits.
+    pub(crate) fn new(threads: usize, turns: usize) -> std::io::Result<Scheduler> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("toolhost-guest")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        Ok(Scheduler {
+            runtime: Some(runtime),
+            fair: Arc::new(Fair::new(turns)),
+        })
+    }
+
+    /// The turnstile at the pool.
+    pub(crate) fn fair(&self) -> Arc<Fair> {
+        self.fair.clone()
+    }
+
+    /// Run `fut` on the guest executor. Dropping the returned future stops
+    /// it there (the guest is dropped with its task).
+    pub(crate) fn spawn<F>(&self, fut: F) -> Spawned<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let rt = self.runtime.as_ref().expect("present until dropped");
+        Spawned(rt.spawn(fut))
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // The last handle may go inside an async context, where a runtime
+        // may not block to shut down.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Lower the calling thread's scheduling priority (Linux: threads have
+/// their own nice value), so that the I/O runtime wins the CPU from guests.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// A call running on the guest executor; aborted when dropped.
+pub(crate) struct Spawned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for Spawned<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Turns at the pool, handed out round robin among the scopes that wait
+/// for one.
+pub(crate) struct Fair {
+    state: Mutex<FairState>,
+}
+
+struct FairState {
+    free: usize,
+    /// Each waiting scope's callers, oldest first.
+    queues: HashMap<Scope, VecDeque<Waiter>>,
+    /// Scopes with waiters, in the order they are served.
+    ring: VecDeque<Scope>,
+    next_id: u64,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<RunSlot>,
+}
+
+/// A turn at the pool, held until the call has its permits; passed on
+/// when dropped.
+pub(crate) struct RunSlot {
+    fair: Option<Arc<Fair>>,
+    /// How long the call waited for it.
+    pub(crate) waited: Duration,
+}
+
+impl Drop for RunSlot {
+    fn drop(&mut self) {
+        if let Some(f) = self.fair.take() {
+            f.release();
+        }
+    }
+}
+
+/// Takes a waiter out of its queue if its call goes away before it is
+/// served.
+struct Queued<'a> {
+    fair: &'a Arc<Fair>,
+    scope: &'a Scope,
+    id: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut s = self.fair.lock();
+        if let Some(q) = s.queues.get_mut(self.scope) {
+            q.retain(|w| w.id != self.id);
+            if q.is_empty() {
+                s.queues.remove(self.scope);
+                s.ring.retain(|r| r != self.scope);
+            }
+        }
+    }
+}
+
+impl Fair {
+    fn new(slots: usize) -> Fair {
+        Fair {
+            state: Mutex::new(FairState {
+                free: slots.max(1),
+                queues: HashMap::new(),
+                ring: VecDeque::new(),
+                next_id: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FairState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) async fn acquire(this: &Arc<Fair>, scope: &Scope) -> Result<RunSlot, ScheduleError> {
+        let start = Instant::now();
+        let (rx, id) = {
+            let mut s = this.lock();
+            // Nobody waits: take a free slot at once. Otherwise queue, even
+            // if a slot is free this instant, so that waiters keep their turn.
+            if s.free > 0 && s.ring.is_empty() {
+                s.free -= 1;
+                return Ok(RunSlot {
+                    fair: Some(this.clone()),
+                    waited: Duration::ZERO,
+                });
+            }
+            let n = s.queues.get(scope).map_or(0, VecDeque::len);
+            if n >= MAX_QUEUED_PER_SCOPE {
+                return Err(ScheduleError::Busy(n));
+            }
+            let id = s.next_id;
+            s.next_id += 1;
+            let (tx, rx) = oneshot::channel();
+            s.queues
+                .entry(scope.clone())
+                .or_default()
+                .push_back(Waiter { id, tx });
+            if n == 0 {
+                s.ring.push_back(scope.clone());
+            }
+            (rx, id)
+        };
+        let _queued = Queued {
+            fair: this,
+            scope,
+            id,
+        };
+        match rx.await {
+            Ok(mut slot) => {
+                slot.waited = start.elapsed();
+                Ok(slot)
+            }
+            // The sender is only dropped after a send or by `Queued`.
+            Err(_) => unreachable!("a queued waiter is served or removed by its own guard"),
+        }
+    }
+
+    /// A slot was freed: give it to the next scope in turn, or keep it.
+    fn release(self: Arc<Self>) {
+        let mut s = self.lock();
+        while let Some(scope) = s.ring.pop_front() {
+            let Some(q) = s.queues.get_mut(&scope) else {
+                continue;
+            };
+            let Some(w) = q.pop_front() else {
+                s.queues.remove(&scope);
+                continue;
+            };
+            if q.is_empty() {
+                s.queues.remove(&scope);
+            } else {
+                s.ring.push_back(scope);
+            }
+            let slot = RunSlot {
+                fair: Some(self.clone()),
+                waited: Duration::ZERO,
+            };
+            match w.tx.send(slot) {
+                Ok(()) => return,
+                // Its call went away: disarm (no recursive release) and
+                // serve the next.
+                Err(mut slot) => slot.fair = None,
+            }
+        }
+        s.free += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scopes in the order their waiters were served.
+    async fn order(fair: &Arc<Fair>, calls: &[&'static str]) -> Vec<String> {
+        let held = Fair::acquire(fair, &Scope::new("x")).await.unwrap();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, &c) in calls.iter().enumerate() {
+            let fair = fair.clone();
+            let served = served.clone();
+            let scope = Scope::new(c);
+            tasks.push(tokio::spawn(async move {
+                let _slot = Fair::acquire(&fair, &scope).await.unwrap();
+                served.lock().unwrap().push(format!("{c}{i}"));
+            }));
+            // Queue them in this order.
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        Arc::try_unwrap(served).unwrap().into_inner().unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn freed_slots_go_round_robin_across_scopes() {
+        let fair = Arc::new(Fair::new(1));
+        let got = order(&fair, &["a", "a", "a", "a", "b", "c", "b"]).await;
+        assert_eq!(got, ["a0", "b4", "c5", "a1", "b6", "a2", "a3"]);
+        assert_eq!(fair.lock().free, 1);
+        assert!(fair.lock().queues.is_empty() && fair.lock().ring.is_empty());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiter_that_goes_away_leaves_the_queue_and_its_turn() {
+        let fair = Arc::new(Fair::new(1));
+        let held = Fair::acquire(&fair, &Scope::new("a")).await.unwrap();
+        let gone = {
+            let fair = fair.clone();
+            tokio::spawn(async move { Fair::acquire(&fair, &Scope::new("b")).await.map(drop) })
+        };
+        while !fair.lock().queues.contains_key(&Scope::new("b")) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(fair.lock().queues[&Scope::new("b")].len(), 1);
+        gone.abort();
+        let _ = gone.await;
+        assert!(fair.lock().queues.is_empty() && fair.lock().ring.is_empty());
+        drop(held);
+        assert_eq!(fair.lock().free, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_scopes_queue_is_bounded() {
+        let fair = Arc::new(Fair::new(1));
+        let _held = Fair::acquire(&fair, &Scope::new("a")).await.unwrap();
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_QUEUED_PER_SCOPE {
+            let fair = fair.clone();
+            waiting.push(tokio::spawn(async move {
+                Fair::acquire(&fair, &Scope::new("a")).await.map(drop)
+            }));
+        }
+        // Let every waiter reach its queue before probing.
+        while fair
+            .lock()
+            .queues
+            .get(&Scope::new("a"))
+            .map_or(0, |q| q.len())
+            < MAX_QUEUED_PER_SCOPE
+        {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            Fair::acquire(&fair, &Scope::new("a")).await.err(),
+            Some(ScheduleError::Busy(MAX_QUEUED_PER_SCOPE))
+        );
+        // Another scope still queues.
+        let other = {
+            let fair = fair.clone();
+            tokio::spawn(async move { Fair::acquire(&fair, &Scope::new("b")).await.map(drop) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(fair.lock().queues[&Scope::new("b")].len(), 1);
+        other.abort();
+        for w in waiting {
+            w.abort();
+        }
+    }
+}
