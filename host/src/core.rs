@@ -535,6 +535,10 @@ impl Core {
         result
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the one call path's inputs, each named at its single call site"
+    )]
     async fn call_inner(
         &self,
         catalog: &Catalog,

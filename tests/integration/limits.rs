@@ -89,7 +89,7 @@ async fn deep_recursion_overflows_the_stack_cleanly() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.kind(), CallErrorKind::StackOverflow { .. }),
+        matches!(err.kind(), CallErrorKind::StackOverflow),
         "{err:?}"
     );
     assert_eq!(
@@ -251,7 +251,7 @@ async fn arguments_violating_the_input_schema_never_reach_the_guest() {
 async fn unknown_tool_is_reported_as_such() {
     let (_d, core) = host("").await;
     let err = call(&core, "no_such_tool", json!({})).await.unwrap_err();
-    assert!(matches!(err.kind(), CallErrorKind::UnknownTool { .. }));
+    assert!(matches!(err.kind(), CallErrorKind::UnknownTool));
     assert_eq!(err.to_string(), "unknown tool `no_such_tool`");
 }
 
@@ -290,10 +290,7 @@ async fn cancellation_stops_the_guest_and_frees_its_slot() {
         c2.cancel();
     });
     let err = core.call(req).await.unwrap_err();
-    assert!(
-        matches!(err.kind(), CallErrorKind::Cancelled { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err.kind(), CallErrorKind::Cancelled), "{err:?}");
     // max-concurrency = 1: if the cancelled guest still held its slot this
     // would wait for the 60 s timeout.
     let ok = tokio::time::timeout(

@@ -308,7 +308,9 @@ mod tests {
     #[test]
     fn the_operator_list_is_an_intersection_checked_per_request() {
         let uri = |s: &str| s.parse::<http::Uri>().unwrap();
-        let cases: &[(&[&str], &[&[&str]], &str, bool)] = &[
+        /// Manifest patterns, operator lists, request URI, allowed.
+        type Case<'a> = (&'a [&'a str], &'a [&'a [&'a str]], &'a str, bool);
+        let cases: &[Case<'_>] = &[
             // Row 5 of issue 7: `127.0.0.1` (default ports) must not widen
             // to every port because the manifest says `:*`.
             (
