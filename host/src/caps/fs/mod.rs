@@ -70,6 +70,10 @@ pub struct FsRequest {
     pub(crate) span: Option<Range<usize>>,
 }
 
+/// The quota of an `rw` grant when neither its manifest nor the host
+/// config (`[fs] default-quota` / `max-quota`) names one.
+pub const DEFAULT_QUOTA: u64 = 1 << 30;
+
 /// The operator's caps on directory grants (`[fs]` in the host config).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
@@ -374,6 +378,9 @@ fn prepare_one(
                     ));
                 }
                 (None, Some(max)) => Some(max),
+                // No quota anywhere: a built-in bound, so an `rw` grant is
+                // never an unbounded way to fill the host's disk.
+                (None, None) => Some(DEFAULT_QUOTA),
                 (q, _) => q,
             }
         }
@@ -577,6 +584,12 @@ mod tests {
         big.quota = Some(1000);
         let e = prepare(&[big], &caps, &hs).unwrap_err();
         assert!(e[0].hint.as_deref().unwrap().contains("max-quota"), "{e:?}");
+        // With no quota anywhere, an rw grant still has one.
+        let p = prepare(&[req(&inside, FsMode::ReadWrite)], &FsCaps::default(), &hs).unwrap();
+        assert_eq!(
+            p.dirs[0].usage.as_ref().map(|q| q.limit()),
+            Some(DEFAULT_QUOTA)
+        );
         let ro_only = FsCaps {
             deny_rw: true,
             ..FsCaps::default()
