@@ -432,11 +432,13 @@ fn each_quota_is_a_429_with_retry_after() {
 
     // Delta: one call holds the only slot until its response is complete.
     let a2 = addr.clone();
-    // (It retries while the probes below hold the slot.)
+    // (It retries while the probes below hold the slot: refused at the door
+    // with 429, or, when a probe took the slot between the door's look and
+    // the call, with the same quota as a tool error.)
     let slow = std::thread::spawn(move || {
         loop {
             let r = call(&a2, "delta-token", "sleep", json!({"ms": 3000}));
-            if r.0 != 429 {
+            if r.0 != 429 && !r.1.contains("max-concurrent") {
                 return r;
             }
         }
@@ -505,6 +507,9 @@ fn each_quota_is_a_429_with_retry_after() {
             "{}",
             String::from_utf8_lossy(&first)
         );
+        // The stream starts before the call reaches the tenant's gate: give
+        // it time to take its slot (the call runs 4 s) before hanging up.
+        std::thread::sleep(Duration::from_millis(500));
     }
     let (st, resp) = call(&addr, "delta-token", "sleep", json!({"ms": 1}));
     assert_eq!(st, 429, "a hung-up session call still runs: {resp}");
