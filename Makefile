@@ -89,6 +89,16 @@ test: setup tools test-deps
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory check-deploy
+	$(MAKE) --no-print-directory check-features
+
+## check-features: the library builds with each front end alone (an
+## embedder may turn the default features off).
+.PHONY: check-features
+check-features:
+	$(CARGO) check -p toolhost --no-default-features
+	$(CARGO) check -p toolhost --no-default-features --features mcp
+	$(CARGO) check -p toolhost --no-default-features --features agent
+	$(CARGO) check -p toolhost --no-default-features --features watch
 
 ## test-rust: the Rust tests only (no conformance suite).
 test-rust: setup tools

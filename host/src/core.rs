@@ -16,6 +16,7 @@ use crate::error::{BuildError, CallError, CallErrorKind, LoadError};
 use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
+use crate::quota::{Admission, OverQuota, QuotaBook};
 use crate::sandbox::{CallContext, Sandbox, Usage};
 use crate::scheduler::{ScheduleError, Scheduler};
 use arc_swap::ArcSwap;
@@ -46,13 +47,11 @@ pub struct CallRequest {
     /// The caller's client, for the requests a tool's manifest grants
     /// (sampling, elicitation). `None`: such requests fail cleanly.
     pub client: Option<Arc<dyn ClientRequests>>,
-    /// Told the fuel the guest burnt once it has stopped, however the call
-    /// ended (a tenant's `fuel-per-minute`).
-    pub(crate) on_fuel: Option<FuelMeter>,
+    /// The call's admission under its tenant's quotas, when a front end
+    /// admitted it early (to answer `429` before parsing it); otherwise
+    /// the core admits it.
+    pub(crate) admission: Option<Admission>,
 }
-
-/// Told how much fuel a call's guest burnt.
-pub(crate) type FuelMeter = Box<dyn FnOnce(u64) + Send>;
 
 impl CallRequest {
     /// A call of `tool` in `scope` with `arguments`.
@@ -70,7 +69,7 @@ impl CallRequest {
             caller: Arc::from("library"),
             session: None,
             client: None,
-            on_fuel: None,
+            admission: None,
         }
     }
     /// Name the caller in the audit log (`mcp-http`, `agent:NAME`, …).
@@ -93,10 +92,11 @@ impl CallRequest {
         self.client = Some(client);
         self
     }
-    /// Be told the fuel the guest burnt once it has stopped (also when it
-    /// was stopped by a limit, a cancellation or its caller going away).
-    pub(crate) fn on_fuel(mut self, f: impl FnOnce(u64) + Send + 'static) -> Self {
-        self.on_fuel = Some(Box::new(f));
+    /// The call was admitted under its tenant's quotas already (see
+    /// `quota`); the core holds the admission for the whole call.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn admitted(mut self, a: Admission) -> Self {
+        self.admission = Some(a);
         self
     }
     /// Cancel the call (and stop its guest) when `cancel` is cancelled.
@@ -231,6 +231,7 @@ impl CoreBuilder {
             host.protect(&cwd.join(".claude"), "claude CLI project settings", true);
         }
         let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
+        let quotas = QuotaBook::new(&self.config.tenants);
         let caps = self.config.caps;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);
@@ -243,6 +244,7 @@ impl CoreBuilder {
                 scheduler,
                 catalog: ArcSwap::from_pointee(catalog),
                 policy: self.policy,
+                quotas,
                 audit: self.audit,
                 metrics,
                 sources: self.sources,
@@ -280,6 +282,8 @@ struct Inner {
     scheduler: Scheduler,
     catalog: ArcSwap<Catalog>,
     policy: Policy,
+    /// Each tenant's quota state.
+    quotas: QuotaBook,
     audit: Audit,
     metrics: Metrics,
     sources: Vec<Source>,
@@ -436,6 +440,29 @@ impl Core {
         self.inner.sandbox.prewarm_stats()
     }
 
+    /// Admit a call of `tool` in `scope` under its tenant's quotas now, or
+    /// say which quota it is over (counted, and written to the audit log as
+    /// a decision, here: every front end's refusals alike).
+    pub(crate) async fn admit(
+        &self,
+        scope: &Scope,
+        caller: &str,
+        tool: &str,
+    ) -> Result<Admission, OverQuota> {
+        let refused = match self.inner.quotas.admit(scope) {
+            Ok(a) => return Ok(a),
+            Err(q) => q,
+        };
+        self.inner
+            .metrics
+            .quota_rejected(scope.as_str(), refused.quota);
+        self.inner
+            .audit
+            .write_decision(scope.as_str(), caller, tool, "over_quota", &refused.message)
+            .await;
+        Err(refused)
+    }
+
     /// The one call path.
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         let span = tracing::info_span!(
@@ -451,6 +478,25 @@ impl Core {
     async fn call_traced(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         let started = Instant::now();
         let inner = &self.inner;
+        // Quotas first: a refused call is a decision, not a call.
+        let admission = match req.admission.filter(|a| a.scope() == &req.scope) {
+            Some(a) => a,
+            None => self
+                .admit(&req.scope, &req.caller, &req.tool)
+                .await
+                .map_err(|q| {
+                    tracing::Span::current().record("outcome", "over_quota");
+                    CallError::new(
+                        req.tool.as_str(),
+                        CallErrorKind::OverQuota {
+                            quota: q.quota,
+                            message: q.message,
+                            retry_after: q.retry_after,
+                        },
+                    )
+                })?,
+        };
+        let admission = Arc::new(admission);
         let args = Value::Object(req.arguments.unwrap_or_default());
         let catalog = self.inner.catalog.load_full();
         let scope = req.scope.as_str();
@@ -481,7 +527,7 @@ impl Core {
                 &req.tool,
                 &args,
                 &mut trace,
-                req.on_fuel,
+                admission.clone(),
                 CallContext {
                     events: req.events,
                     cancel: req.cancel,
@@ -492,6 +538,10 @@ impl Core {
             )
             .await
             .map_err(|kind| CallError::new(req.tool.as_str(), kind));
+        if let Ok(out) = &result {
+            admission.charge_output(out.size());
+        }
+        drop(admission);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -546,7 +596,7 @@ impl Core {
         name: &str,
         args: &Value,
         trace: &mut Trace,
-        on_fuel: Option<FuelMeter>,
+        admission: Arc<Admission>,
         cx: CallContext,
     ) -> Result<ToolOutput, CallErrorKind> {
         let policy = &self.inner.policy;
@@ -603,7 +653,7 @@ impl Core {
         cx.turn = Some(turn);
         let charge = Charge {
             usage: cx.usage.clone(),
-            on_fuel,
+            admission,
         };
         let run = async move {
             // Dropped last, after the guest's store has recorded its costs
@@ -674,18 +724,19 @@ impl Core {
     }
 }
 
-/// Tells a call's fuel meter what its guest burnt, once the guest is gone.
+/// Charges a call's tenant the fuel its guest burnt, once the guest is
+/// gone (however the call ended), and holds the tenant's slot till then.
 struct Charge {
     usage: Arc<Usage>,
-    on_fuel: Option<FuelMeter>,
+    admission: Arc<Admission>,
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(f) = self.on_fuel.take()
+        if self.admission.meters_fuel()
             && let Some((fuel, _)) = self.usage.costs()
         {
-            f(fuel);
+            self.admission.charge_fuel(fuel);
         }
     }
 }

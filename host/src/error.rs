@@ -300,6 +300,16 @@ pub enum CallErrorKind {
         /// How many are waiting.
         queued: usize,
     },
+    /// The caller's tenant is over one of its quotas (`[[tenant]]`); the
+    /// call was not started.
+    OverQuota {
+        /// The quota's key in the host config (`calls-per-minute`, …).
+        quota: &'static str,
+        /// Which tenant, which quota and its value, and when to retry.
+        message: String,
+        /// When a retry may be admitted.
+        retry_after: Duration,
+    },
     /// The host could not start the call.
     Internal {
         /// Why.
@@ -367,6 +377,7 @@ impl CallError {
             Cancelled => "cancelled",
             ToolFailed { .. } => "tool_error",
             Busy { .. } => "busy",
+            OverQuota { .. } => "over_quota",
             Internal { .. } => "internal",
             InputRequired { .. } => "input_required",
         }
@@ -418,6 +429,7 @@ impl fmt::Display for CallError {
                 f,
                 "tool `{t}` was not started: {queued} calls of this scope are already waiting for a sandbox; retry when some have finished"
             ),
+            OverQuota { message, .. } => write!(f, "tool `{t}` was not started: {message}"),
             Internal { message } => write!(f, "tool `{t}` could not start: {message}"),
             InputRequired { requests } => write!(
                 f,

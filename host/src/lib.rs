@@ -22,7 +22,6 @@ mod model;
 #[cfg(feature = "mcp")]
 mod mrtr;
 mod policy;
-#[cfg(feature = "mcp")]
 mod quota;
 mod sandbox;
 mod scheduler;

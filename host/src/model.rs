@@ -74,6 +74,32 @@ pub enum Content {
     },
 }
 
+impl Content {
+    /// Its payload's size in bytes (text, data, URI and MIME type); binary
+    /// data counts as sent, base64-encoded.
+    pub fn size(&self) -> usize {
+        let b64 = |n: usize| n.div_ceil(3) * 4;
+        match self {
+            Content::Text(t) => t.len(),
+            Content::Image { data, mime_type } | Content::Audio { data, mime_type } => {
+                b64(data.len()) + mime_type.len()
+            }
+            Content::Resource {
+                uri,
+                mime_type,
+                contents,
+            } => {
+                uri.len()
+                    + mime_type.as_ref().map_or(0, String::len)
+                    + match contents {
+                        ResourceContents::Text(t) => t.len(),
+                        ResourceContents::Blob(b) => b64(b.len()),
+                    }
+            }
+        }
+    }
+}
+
 /// The contents of an embedded resource.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -95,6 +121,17 @@ pub struct ToolOutput {
 }
 
 impl ToolOutput {
+    /// Its size in bytes: every block's text or data and the structured
+    /// result as JSON (what a tenant's `output-bytes-per-minute` counts).
+    pub fn size(&self) -> u64 {
+        let blocks: usize = self.content.iter().map(Content::size).sum();
+        let structured = self
+            .structured
+            .as_ref()
+            .map_or(0, |v| serde_json::to_string(v).map_or(0, |s| s.len()));
+        (blocks + structured) as u64
+    }
+
     /// The text of all text blocks, joined by newlines.
     pub fn text(&self) -> String {
         self.content

@@ -1,13 +1,35 @@
-//! Budgets per minute that a call may overdraw: output bytes and fuel are
-//! known only once a call has run, so the call that crosses the budget
-//! completes, and the tenant's next calls wait until the balance is
-//! positive again (refilled evenly, at most one minute's worth).
+//! Tenant quotas, enforced on the one call path ([`Core::call`]).
 //!
-//! Owns only the arithmetic; who is charged and when is the front end's
-//! (`mcp::auth`) and the core's business.
+//! Each tenant's scope gets a [`ScopeQuota`] from its `[[tenant]]` entry:
+//! calls at once (a semaphore slot held for the whole call), calls per
+//! minute (GCRA, `governor`), and two budgets per minute that a call may
+//! overdraw: output bytes and fuel are known only once a call has run, so
+//! the call that crosses the budget completes, and the tenant's next calls
+//! wait until the balance is positive again (refilled evenly, at most one
+//! minute's worth).
+//!
+//! A call is admitted once: by the core when it starts, or earlier by a
+//! front end that wants to answer `429 Retry-After` before it parses the
+//! call (HTTP); the [`Admission`] then travels with the [`CallRequest`] and
+//! the core does not admit it again. Either way the core holds the slot
+//! and charges the budgets, so every front end and every embedder gets the
+//! same quotas.
+//!
+//! Owns the quota state and arithmetic; who the tenants are is `tenant`'s,
+//! turning a refusal into a status code is the front end's.
+//!
+//! [`Core::call`]: crate::Core::call
+//! [`CallRequest`]: crate::CallRequest
 
+use crate::catalog::Scope;
+use crate::tenant::Tenant;
+use governor::{DefaultDirectRateLimiter, Quota};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// So much per minute, refilled evenly; may go negative.
 #[derive(Debug)]
@@ -62,7 +84,8 @@ pub(crate) fn retry_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
-/// Why a request is refused for quota.
+/// Why a call is refused for quota.
+#[derive(Debug, Clone)]
 pub(crate) struct OverQuota {
     /// The quota's key in the host config (`calls-per-minute`, …).
     pub(crate) quota: &'static str,
@@ -70,17 +93,194 @@ pub(crate) struct OverQuota {
     pub(crate) retry_after: Duration,
 }
 
-/// Tenant `name` has burnt its `fuel-per-minute` budget `b`: retry after
-/// `wait`.
-pub(crate) fn fuel_over_quota(name: &str, b: &Budget, wait: Duration) -> OverQuota {
-    let secs = retry_secs(wait);
-    OverQuota {
-        quota: "fuel-per-minute",
-        message: format!(
-            "tenant `{name}` is over its quota `fuel-per-minute = {}`; retry in {secs} s",
-            b.per_minute()
-        ),
-        retry_after: Duration::from_secs(secs),
+impl OverQuota {
+    fn new(quota: &'static str, message: String, retry_after: Duration) -> OverQuota {
+        OverQuota {
+            quota,
+            message,
+            retry_after,
+        }
+    }
+}
+
+/// One tenant's quota state.
+pub(crate) struct ScopeQuota {
+    tenant: String,
+    rate: Option<(u32, DefaultDirectRateLimiter)>,
+    concurrent: Option<(u32, Arc<Semaphore>)>,
+    output: Option<Budget>,
+    fuel: Option<Budget>,
+}
+
+impl ScopeQuota {
+    /// `None` when the tenant has no quota at all.
+    fn new(t: &Tenant) -> Option<ScopeQuota> {
+        let q = &t.quotas;
+        let s = ScopeQuota {
+            tenant: t.name.clone(),
+            rate: q.calls_per_minute.and_then(NonZeroU32::new).map(|n| {
+                (
+                    n.get(),
+                    DefaultDirectRateLimiter::direct(Quota::per_minute(n)),
+                )
+            }),
+            concurrent: q
+                .max_concurrent
+                .map(|n| (n, Arc::new(Semaphore::new(n as usize)))),
+            output: q.output_bytes_per_minute.map(Budget::new),
+            fuel: q.fuel_per_minute.map(Budget::new),
+        };
+        (s.rate.is_some() || s.concurrent.is_some() || s.output.is_some() || s.fuel.is_some())
+            .then_some(s)
+    }
+
+    /// Admit one call now, or say which quota it is over and when to retry.
+    fn admit(self: &Arc<Self>, scope: &Scope) -> Result<Admission, OverQuota> {
+        let name = &self.tenant;
+        for (b, key) in [
+            (&self.output, "output-bytes-per-minute"),
+            (&self.fuel, "fuel-per-minute"),
+        ] {
+            if let Some(b) = b
+                && let Some(wait) = b.wait()
+            {
+                let secs = retry_secs(wait);
+                return Err(OverQuota::new(
+                    key,
+                    format!(
+                        "tenant `{name}` is over its quota `{key} = {}`; retry in {secs} s",
+                        b.per_minute()
+                    ),
+                    Duration::from_secs(secs),
+                ));
+            }
+        }
+        // The slot before the rate: a refused call must not use the rate up.
+        let slot = match &self.concurrent {
+            Some((n, sem)) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+                OverQuota::new(
+                    "max-concurrent",
+                    format!(
+                        "tenant `{name}` is over its quota `max-concurrent = {n}`: {n} calls are running; retry when one has finished"
+                    ),
+                    Duration::from_secs(1),
+                )
+            })?),
+            None => None,
+        };
+        if let Some((n, limiter)) = &self.rate
+            && let Err(not_until) = limiter.check()
+        {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            let secs = retry_secs(wait);
+            return Err(OverQuota::new(
+                "calls-per-minute",
+                format!(
+                    "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {secs} s"
+                ),
+                Duration::from_secs(secs),
+            ));
+        }
+        Ok(Admission {
+            scope: scope.clone(),
+            quota: Some(self.clone()),
+            _slot: slot,
+        })
+    }
+}
+
+/// Every tenant's quota state, by scope. Scopes without quotas are not in
+/// it, and their calls are admitted at no cost.
+#[derive(Default)]
+pub(crate) struct QuotaBook {
+    scopes: HashMap<Scope, Arc<ScopeQuota>>,
+}
+
+impl QuotaBook {
+    /// The quotas of `tenants`.
+    pub(crate) fn new(tenants: &[Tenant]) -> QuotaBook {
+        QuotaBook {
+            scopes: tenants
+                .iter()
+                .filter_map(|t| Some((t.scope(), Arc::new(ScopeQuota::new(t)?))))
+                .collect(),
+        }
+    }
+
+    /// Admit a call of `scope` now, or say which quota it is over.
+    pub(crate) fn admit(&self, scope: &Scope) -> Result<Admission, OverQuota> {
+        match self.scopes.get(scope) {
+            Some(q) => q.admit(scope),
+            None => Ok(Admission {
+                scope: scope.clone(),
+                quota: None,
+                _slot: None,
+            }),
+        }
+    }
+}
+
+/// An admitted call: holds its tenant's `max-concurrent` slot until it is
+/// dropped, and charges the tenant's budgets with what the call used.
+///
+/// Made only by the core; a front end that admits a call early hands it
+/// back with the call ([`CallRequest`](crate::CallRequest)).
+pub(crate) struct Admission {
+    scope: Scope,
+    quota: Option<Arc<ScopeQuota>>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An admission on its way from the HTTP door to the call, in the
+/// request's extensions (which must be `Clone`): taken once.
+#[cfg(feature = "http")]
+#[derive(Clone)]
+pub(crate) struct AdmittedCall(Arc<Mutex<Option<Admission>>>);
+
+#[cfg(feature = "http")]
+impl AdmittedCall {
+    pub(crate) fn new(a: Admission) -> AdmittedCall {
+        AdmittedCall(Arc::new(Mutex::new(Some(a))))
+    }
+    /// The admission, the first time.
+    pub(crate) fn take(&self) -> Option<Admission> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Admission {
+    /// The scope it admits a call of.
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Charge the fuel the call's guest burnt.
+    pub(crate) fn charge_fuel(&self, fuel: u64) {
+        if let Some(b) = self.quota.as_ref().and_then(|q| q.fuel.as_ref()) {
+            b.charge(fuel);
+        }
+    }
+
+    /// Charge the bytes of the call's result.
+    pub(crate) fn charge_output(&self, bytes: u64) {
+        if let Some(b) = self.quota.as_ref().and_then(|q| q.output.as_ref()) {
+            b.charge(bytes);
+        }
+    }
+
+    /// Whether the fuel the guest burns is charged (the core only meters
+    /// it then).
+    pub(crate) fn meters_fuel(&self) -> bool {
+        self.quota.as_ref().is_some_and(|q| q.fuel.is_some())
     }
 }
 

@@ -8,8 +8,9 @@
 //! never widen a grant.
 //!
 //! Read as strictly as the rest of the host config (every problem, with its
-//! line). Owns no runtime state: the HTTP front end (`mcp::auth`) turns
-//! this into credential checks and quota state.
+//! line). Owns no runtime state: the core turns the quotas into quota
+//! state on its call path (`quota`), the HTTP front end (`mcp::auth`) the
+//! credentials into credential checks.
 
 use crate::caps::{AllowList, Caps, HostPattern};
 use crate::catalog::{Scope, Source};
@@ -61,7 +62,9 @@ pub struct Quotas {
     /// Calls this tenant may start per minute (a burst of up to this many,
     /// then refilled evenly).
     pub calls_per_minute: Option<u32>,
-    /// Bytes of `tools/call` responses per minute (a budget of this many,
+    /// Bytes of call results per minute (text, data and structured
+    /// result, as [`ToolOutput::size`](crate::ToolOutput::size) counts
+    /// them; a budget of this many,
     /// refilled evenly; a call that overdraws it completes, and the next
     /// waits until the budget is positive again).
     pub output_bytes_per_minute: Option<u64>,

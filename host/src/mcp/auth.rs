@@ -7,29 +7,18 @@
 //!   resource server. A missing or bad credential gets 401 with
 //!   `WWW-Authenticate: Bearer resource_metadata="…"`, pointing at the
 //!   protected-resource metadata (RFC 9728) served here.
-//! - Quotas, checked when a `tools/call` arrives: calls per minute (GCRA,
-//!   `governor`), calls at once (a semaphore whose slot the tenant's MCP
-//!   server holds for the whole call, whatever happens to the connection)
-//!   and response bytes per minute (charged when the response
-//!   is complete) and fuel per minute (charged by the core when the guest
-//!   has stopped, however it stopped). Over quota: 429 with `Retry-After`,
-//!   naming the quota, counted in the metrics and written to the audit log.
 //!
-//! Owns the credential checks and the quota state; the tenants' tool sets
-//! and caps are the catalog's (each tenant is a scope).
+//! Owns the credential checks only: the tenants' tool sets and caps are the
+//! catalog's (each tenant is a scope), their quotas the core's (`quota`;
+//! the HTTP door admits a `tools/call` early to answer 429).
 
-use crate::quota::{Budget, OverQuota, fuel_over_quota, retry_secs};
 use crate::tenant::{AuthConfig, Tenant};
-use governor::{DefaultDirectRateLimiter, Quota};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
-use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 /// Why tenant auth cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +37,8 @@ pub enum AuthError {
     NoTenants,
 }
 
-/// The tenants an HTTP server serves, with their credentials and quota
-/// state. Built once from the host config.
+/// The tenants an HTTP server serves, with their credentials. Built once
+/// from the host config.
 pub struct Tenancy {
     pub(crate) tenants: Vec<TenantGate>,
     jwt: Option<JwtVerifier>,
@@ -57,50 +46,9 @@ pub struct Tenancy {
     pub(crate) authorization_servers: Vec<String>,
 }
 
-/// One tenant's credentials and quota state.
+/// One tenant and its credentials.
 pub(crate) struct TenantGate {
     pub(crate) tenant: Tenant,
-    rate: Option<(u32, DefaultDirectRateLimiter)>,
-    concurrent: Option<(u32, Arc<Semaphore>)>,
-    output: Option<Arc<Budget>>,
-    fuel: Option<Arc<Budget>>,
-}
-
-/// What follows an admitted call's response until it is complete.
-#[derive(Default)]
-pub(crate) struct Admission {
-    output: Option<Arc<Budget>>,
-    bytes: u64,
-}
-
-impl Admission {
-    /// Whether anything needs to follow the response.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.output.is_none()
-    }
-    /// Count `n` bytes of the response.
-    pub(crate) fn count(&mut self, n: usize) {
-        self.bytes += n as u64;
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        if let Some(b) = &self.output {
-            b.charge(self.bytes);
-        }
-    }
-}
-
-impl TenantGate {
-    /// The gate its MCP server takes a slot of for each call.
-    pub(crate) fn call_gate(&self) -> Option<super::server::CallGate> {
-        (self.concurrent.is_some() || self.fuel.is_some()).then(|| super::server::CallGate {
-            tenant: Arc::from(self.tenant.name.as_str()),
-            slots: self.concurrent.clone(),
-            fuel: self.fuel.clone(),
-        })
-    }
 }
 
 impl Tenancy {
@@ -113,28 +61,7 @@ impl Tenancy {
         let jwt = auth.jwt.as_ref().map(JwtVerifier::load).transpose()?;
         let tenants = tenants
             .iter()
-            .map(|t| TenantGate {
-                tenant: t.clone(),
-                rate: t
-                    .quotas
-                    .calls_per_minute
-                    .and_then(NonZeroU32::new)
-                    .map(|n| {
-                        (
-                            n.get(),
-                            DefaultDirectRateLimiter::direct(Quota::per_minute(n)),
-                        )
-                    }),
-                concurrent: t
-                    .quotas
-                    .max_concurrent
-                    .map(|n| (n, Arc::new(Semaphore::new(n as usize)))),
-                output: t
-                    .quotas
-                    .output_bytes_per_minute
-                    .map(|n| Arc::new(Budget::new(n))),
-                fuel: t.quotas.fuel_per_minute.map(|n| Arc::new(Budget::new(n))),
-            })
+            .map(|t| TenantGate { tenant: t.clone() })
             .collect();
         Ok(Tenancy {
             tenants,
@@ -170,65 +97,6 @@ impl Tenancy {
             }
             _ => Err("the token is not valid here"),
         }
-    }
-
-    /// Admit a `tools/call` of tenant `i` now, or say which quota it is
-    /// over and when to retry.
-    pub(crate) fn admit(&self, i: usize) -> Result<Admission, OverQuota> {
-        let g = &self.tenants[i];
-        let name = &g.tenant.name;
-        let secs = retry_secs;
-        if let Some(b) = &g.output
-            && let Some(wait) = b.wait()
-        {
-            let n = b.per_minute();
-            return Err(OverQuota {
-                quota: "output-bytes-per-minute",
-                message: format!(
-                    "tenant `{name}` is over its quota `output-bytes-per-minute = {n}`; retry in {} s",
-                    secs(wait)
-                ),
-                retry_after: Duration::from_secs(secs(wait)),
-            });
-        }
-        if let Some(b) = &g.fuel
-            && let Some(wait) = b.wait()
-        {
-            return Err(fuel_over_quota(name, b, wait));
-        }
-        // Concurrency before the rate: a refused call must not use it up.
-        // Only a look here: the slot itself is taken by the tenant's MCP
-        // server for the whole call (a dropped connection does not end a
-        // session's call, so a slot held by the response would).
-        if let Some((n, sem)) = &g.concurrent
-            && sem.available_permits() == 0
-        {
-            return Err(OverQuota {
-                quota: "max-concurrent",
-                message: format!(
-                    "tenant `{name}` is over its quota `max-concurrent = {n}`: {n} calls are running; retry when one has finished"
-                ),
-                retry_after: Duration::from_secs(1),
-            });
-        }
-        if let Some((n, limiter)) = &g.rate
-            && let Err(not_until) = limiter.check()
-        {
-            use governor::clock::Clock as _;
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            return Err(OverQuota {
-                quota: "calls-per-minute",
-                message: format!(
-                    "tenant `{name}` is over its quota `calls-per-minute = {n}`; retry in {} s",
-                    secs(wait)
-                ),
-                retry_after: Duration::from_secs(secs(wait)),
-            });
-        }
-        Ok(Admission {
-            output: g.output.clone(),
-            bytes: 0,
-        })
     }
 }
 

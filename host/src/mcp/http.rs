@@ -180,12 +180,11 @@ impl HttpServer {
             .tenants
             .iter()
             .map(|g| {
-                McpServer::with_gate(
+                McpServer::with_state_key(
                     core.clone(),
                     g.tenant.scope(),
                     &format!("mcp-http:{}", g.tenant.name),
                     key.clone(),
-                    g.call_gate(),
                 )
             })
             .collect();
@@ -506,8 +505,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         Some(Err(why)) => return unauthorized(&r, Some(why)),
         Some(Ok(i)) => i,
     };
-    let (parts, body) = req.into_parts();
-    let mut admission = None;
+    let (mut parts, body) = req.into_parts();
     let mut initialize = None;
     let req = if parts.method == Method::POST {
         let bytes = match http_body_util::Limited::new(body, r.max_body)
@@ -539,21 +537,16 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             None => {}
         }
         if let Some((id, tool)) = call {
-            match r.tenancy.admit(i) {
-                Ok(a) => admission = Some(a).filter(|a| !a.is_empty()),
+            // Admitted here, to answer 429 before the call is parsed again;
+            // the admission travels with the request, and the core holds
+            // it (and the tenant's slot) for the whole call.
+            let tenant = &r.tenancy.tenants[i].tenant;
+            let caller = format!("mcp-http:{}", tenant.name);
+            match r.core.admit(&tenant.scope(), &caller, &tool).await {
+                Ok(a) => {
+                    parts.extensions.insert(crate::quota::AdmittedCall::new(a));
+                }
                 Err(q) => {
-                    let tenant = &r.tenancy.tenants[i].tenant.name;
-                    r.core.metrics().quota_rejected(tenant, q.quota);
-                    r.core
-                        .audit()
-                        .write_decision(
-                            tenant,
-                            &format!("mcp-http:{tenant}"),
-                            &tool,
-                            "over_quota",
-                            &q.message,
-                        )
-                        .await;
                     let secs = q.retry_after.as_secs().max(1);
                     let body = serde_json::json!({
                         "jsonrpc": "2.0",
@@ -576,21 +569,9 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     } else {
         Request::from_parts(parts, body)
     };
-    let resp = session::initializing(initialize, r.services[i].handle(req))
+    session::initializing(initialize, r.services[i].handle(req))
         .await
-        .map(Body::new);
-    match admission {
-        // The response's bytes count against the tenant's output quota.
-        Some(mut a) => resp.map(|b| {
-            Body::new(b.map_frame(move |f| {
-                if let Some(d) = f.data_ref() {
-                    a.count(d.len());
-                }
-                f
-            }))
-        }),
-        None => resp,
-    }
+        .map(Body::new)
 }
 
 /// The route of a tenantless server.

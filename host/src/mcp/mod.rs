@@ -20,12 +20,17 @@
 //! front end stays thin: everything a tool call means is decided in `core`,
 //! and nothing a client sends can widen a tool's grants.
 
+#[cfg(feature = "http")]
 mod auth;
+#[cfg(feature = "http")]
 mod http;
 mod input;
 mod server;
+#[cfg(feature = "http")]
 mod session;
 
+#[cfg(feature = "http")]
 pub use auth::{AuthError, Tenancy};
+#[cfg(feature = "http")]
 pub use http::{HttpError, HttpOptions, HttpServer};
 pub use server::McpServer;

@@ -53,18 +53,6 @@ struct Shared {
     /// Seals the request state of stateless calls that need client input.
     state_key: mrtr::StateKey,
     mrtr_limits: mrtr::Limits,
-    /// A tenant's `max-concurrent`: a slot held for the whole call, however
-    /// the client's connection fares.
-    gate: Option<CallGate>,
-}
-
-/// A tenant's quotas that hold for the whole call: the calls it may run at
-/// once (`max-concurrent`) and the fuel it may burn (`fuel-per-minute`).
-#[derive(Clone)]
-pub(crate) struct CallGate {
-    pub(crate) tenant: Arc<str>,
-    pub(crate) slots: Option<(u32, Arc<tokio::sync::Semaphore>)>,
-    pub(crate) fuel: Option<Arc<crate::quota::Budget>>,
 }
 
 /// Per-client state.
@@ -107,17 +95,6 @@ impl McpServer {
         caller: &str,
         key: mrtr::StateKey,
     ) -> McpServer {
-        McpServer::with_gate(core, scope, caller, key, None)
-    }
-
-    /// Like [`McpServer::with_state_key`], with a tenant's concurrency gate.
-    pub(crate) fn with_gate(
-        core: Core,
-        scope: Scope,
-        caller: &str,
-        key: mrtr::StateKey,
-        gate: Option<CallGate>,
-    ) -> McpServer {
         let changes = core.watch_tools(&scope);
         let shared = Arc::new(Shared {
             core,
@@ -128,7 +105,6 @@ impl McpServer {
             closing: CancellationToken::new(),
             state_key: key,
             mrtr_limits: mrtr::Limits::default(),
-            gate,
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
         McpServer {
@@ -152,12 +128,14 @@ impl McpServer {
     }
 
     /// The scope whose tools this server serves.
+    #[cfg(feature = "http")]
     pub(crate) fn scope(&self) -> &Scope {
         &self.shared.scope
     }
 
     /// The key that seals this server's stateless request state (and, over
     /// HTTP, its session ids).
+    #[cfg(feature = "http")]
     pub(crate) fn state_key(&self) -> &mrtr::StateKey {
         &self.shared.state_key
     }
@@ -180,23 +158,6 @@ impl McpServer {
             .protocol_version()
             .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
         (!modern).then(|| self.session.log_level())
-    }
-
-    /// A tool error for a call refused by quota `quota`, counted in the
-    /// metrics and written to the audit log.
-    async fn over_quota(
-        &self,
-        tool: &str,
-        quota: &'static str,
-        message: String,
-    ) -> CallToolResponse {
-        let core = &self.shared.core;
-        let scope = self.shared.scope.as_str();
-        core.metrics().quota_rejected(scope, quota);
-        core.audit()
-            .write_decision(scope, &self.shared.caller, tool, "over_quota", &message)
-            .await;
-        CallToolResult::error(vec![ContentBlock::text(message)]).into()
     }
 
     fn tools(&self) -> Vec<Tool> {
@@ -307,31 +268,6 @@ impl ServerHandler for McpServer {
             )])
             .into());
         }
-        // The tenant's slot, held until the call is over (the HTTP front end
-        // answers 429 before this when it can see there is none).
-        let gate = self.shared.gate.as_ref();
-        let _slot = match gate.and_then(|g| g.slots.as_ref().map(|s| (g, s))) {
-            Some((g, (max, slots))) => match slots.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let message = format!(
-                        "tenant `{}` is over its quota `max-concurrent = {max}`: {max} calls are running; retry when one has finished",
-                        g.tenant
-                    );
-                    return Ok(self.over_quota(&req.name, "max-concurrent", message).await);
-                }
-            },
-            None => None,
-        };
-        // The fuel its calls burnt: the HTTP front end answers 429 before
-        // this when it can; a call that got past it ends here.
-        let fuel = gate.and_then(|g| g.fuel.as_ref().map(|f| (g, f)));
-        if let Some((g, f)) = fuel
-            && let Some(wait) = f.wait()
-        {
-            let q = crate::quota::fuel_over_quota(&g.tenant, f, wait);
-            return Ok(self.over_quota(&req.name, q.quota, q.message).await);
-        }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
@@ -363,6 +299,7 @@ impl ServerHandler for McpServer {
                 tool: tool.clone(),
             },
         );
+        #[cfg_attr(not(feature = "http"), allow(unused_mut))]
         let mut request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
             .caller(&*self.shared.caller)
             .events(events)
@@ -370,18 +307,22 @@ impl ServerHandler for McpServer {
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token())
             .client(client);
-        if let Some((_, f)) = fuel {
-            let f = f.clone();
-            request = request.on_fuel(move |used| f.charge(used));
-        }
-        // The HTTP session (2025-11-25 clients), for the audit log.
-        if let Some(id) = ctx
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
+        #[cfg(feature = "http")]
         {
-            // The session's `SID`, not the whole sealed id (see `session`).
-            request = request.session(super::session::audit_id(id));
+            let parts = ctx.extensions.get::<http::request::Parts>();
+            // Admitted under the tenant's quotas at the HTTP door (to answer
+            // 429 there): the core holds that admission for the call.
+            if let Some(a) = parts
+                .and_then(|p| p.extensions.get::<crate::quota::AdmittedCall>())
+                .and_then(|a| a.take())
+            {
+                request = request.admitted(a);
+            }
+            // The HTTP session (2025-11-25 clients), for the audit log.
+            if let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok()) {
+                // The session's `SID`, not the whole sealed id (see `session`).
+                request = request.session(super::session::audit_id(id));
+            }
         }
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event

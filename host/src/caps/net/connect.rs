@@ -109,8 +109,16 @@ fn own_listeners() -> &'static Mutex<Vec<(u64, SocketAddr)>> {
 
 /// Keeps a listening address unreachable from tools while it lives.
 #[derive(Debug)]
+#[cfg_attr(
+    not(feature = "http"),
+    allow(dead_code, reason = "only the HTTP listeners register")
+)]
 pub(crate) struct OwnListener(u64);
 
+#[cfg_attr(
+    not(feature = "http"),
+    allow(dead_code, reason = "only the HTTP listeners register")
+)]
 impl OwnListener {
     /// Register `addr` (as bound: an unspecified IP stands for every local
     /// address) until the returned guard drops.

@@ -22,6 +22,7 @@ use crate::diagnostic::Collector;
 use crate::manifest::schema;
 mod connect;
 
+#[cfg(feature = "http")]
 pub(crate) use connect::OwnListener;
 use std::fmt;
 use std::sync::Arc;
