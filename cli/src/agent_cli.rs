@@ -12,7 +12,7 @@ use toolhost::agent::protocol::UserBody;
 use toolhost::agent::{
     AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, SettingSource, query,
 };
-use toolhost::{Core, Scope};
+use toolhost::{Core, HostConfig, Scope};
 
 /// The SDK server name the catalog's tools are served under.
 const SERVER: &str = "tools";
@@ -23,8 +23,13 @@ pub struct AgentArgs {
     #[arg(long, short)]
     prompt: String,
     /// Which scope's tools to serve (as `mcp__tools__NAME`).
-    #[arg(long, default_value = "default")]
+    #[arg(long, default_value = "default", conflicts_with = "agent")]
     scope: String,
+    /// Run `[[agent]]` NAME of the host config (`--config`): its tools as
+    /// `mcp__tools__*`, its subagents each with their own agent's tools,
+    /// under the agents' caps and quotas.
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
     /// The claude CLI (else $TOOLHOST_CLAUDE_CLI, else `claude` on PATH).
     #[arg(long)]
     cli: Option<PathBuf>,
@@ -91,23 +96,29 @@ fn tool_name(n: &str) -> String {
     }
 }
 
-pub async fn run(core: Core, a: AgentArgs) -> Result<ExitCode> {
-    let mut o = AgentOptions::default()
-        .server(SERVER, Scope::new(&a.scope))
-        .max_turns(a.max_turns)
-        .builtin_tools(a.builtin.clone());
+pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCode> {
+    let mut o = match &a.agent {
+        Some(name) => AgentOptions::from_config(config, name)?,
+        None => AgentOptions::default().server(SERVER, Scope::new(&a.scope)),
+    }
+    .max_turns(a.max_turns)
+    .builtin_tools(a.builtin.clone());
+    if a.model.is_some() {
+        o.model = a.model.clone();
+    }
     o.cli = a.cli.clone();
-    o.model = a.model.clone();
     o.system_prompt = a.system_prompt.clone();
     o.permission_mode = a.permission_mode;
     o.setting_sources = a.setting_sources.iter().map(|&s| s.into()).collect();
     o.strict_mcp_config = !a.project_mcp;
     o.inherit_env = a.inherit_env.clone();
-    o.allowed_tools = if a.allow.is_empty() {
-        vec![format!("mcp__{SERVER}")]
-    } else {
-        a.allow.iter().map(|n| tool_name(n)).collect()
-    };
+    // Default: every tool of the served scopes (what `from_config` allowed,
+    // or the one scope's server).
+    if !a.allow.is_empty() {
+        o.allowed_tools = a.allow.iter().map(|n| tool_name(n)).collect();
+    } else if o.allowed_tools.is_empty() {
+        o.allowed_tools = vec![format!("mcp__{SERVER}")];
+    }
     o.disallowed_tools = a.deny.iter().map(|n| tool_name(n)).collect();
     if let Some(p) = &a.rules {
         o.deny_rules = RuleFile::load(p)?.deny;

@@ -186,17 +186,15 @@ async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Cor
     if let Some(a) = &h.audit {
         audit.path = Some(a.clone());
     }
-    let tenants = config.tenants.clone();
+    // Each tenant and agent is a scope: its named tools from `--tools`, its
+    // own paths, all under its (narrower) caps.
+    let sources = config.sources(&h.tools);
     let mut b = Core::builder().config(config).metrics(metrics);
     for t in &h.tools {
         b = b.source(Scope::default(), t);
     }
-    // Each tenant is a scope: its named tools from `--tools`, its own paths,
-    // all under its (narrower) caps.
-    for t in &tenants {
-        for s in t.sources(&h.tools) {
-            b = b.add_source(s);
-        }
+    for s in sources {
+        b = b.add_source(s);
     }
     for s in &h.scope_tools {
         let (name, path) = s
@@ -322,7 +320,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Package(cmd) => crate::package_cli::run(cmd).await,
         Command::Audit(args) => crate::audit_cli::run(args),
         Command::Agent { host, agent } => {
-            crate::agent_cli::run(build_core(&host).await?, agent).await
+            let config = host_config(&host.config)?;
+            crate::agent_cli::run(build_core(&host).await?, &config, agent).await
         }
         Command::Check { paths, config } => {
             let core = Core::builder().config(host_config(&config)?);
@@ -489,7 +488,11 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     let config = host_config(&host.config)?;
     let _watcher = if opts.watch {
         let mut paths = host.tools.clone();
-        for t in &config.tenants {
+        for t in config
+            .tenants
+            .iter()
+            .chain(config.agents.iter().map(|a| &a.tenant))
+        {
             paths.extend(t.tools.iter().filter_map(|x| match x {
                 toolhost::TenantTools::Path(p) => Some(p.clone()),
                 _ => None,

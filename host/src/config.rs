@@ -18,7 +18,7 @@ use crate::caps::{
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
 use crate::manifest::Manifest;
 use crate::policy::Rule;
-use crate::tenant::{AuthConfig, RawTenants, Tenant};
+use crate::tenant::{AgentEntry, AuthConfig, RawTenants, Tenant};
 use crate::trust::{RawTrustRule, TRUST_KEYS, TrustRule};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,9 @@ pub struct HostConfig {
     /// Tenants (`[[tenant]]`): who may call which tools over HTTP, under
     /// which narrower caps and quotas.
     pub tenants: Vec<Tenant>,
+    /// Agents (`[[agent]]`): tool sets for the agent transport, each under
+    /// its narrower caps and quotas, with subagents of their own.
+    pub agents: Vec<AgentEntry>,
     /// How HTTP callers prove who they are (`[auth]`).
     pub auth: AuthConfig,
 }
@@ -179,6 +182,18 @@ impl HostConfig {
         Self::parse(path, &text)
     }
 
+    /// The tool sources of every `[[tenant]]` and `[[agent]]`, each in its
+    /// own scope under its own (narrower) caps: path entries as they are,
+    /// named tools from each of the server's own sources `base` (e.g.
+    /// `--tools`).
+    pub fn sources(&self, base: &[PathBuf]) -> Vec<crate::Source> {
+        self.tenants
+            .iter()
+            .chain(self.agents.iter().map(|a| &a.tenant))
+            .flat_map(|t| t.sources(base))
+            .collect()
+    }
+
     /// Check host config `text` (read from `path`).
     pub fn parse(path: &Path, text: &str) -> Result<Self, Diagnostics> {
         let mut cx = Collector::new(path, text);
@@ -278,7 +293,8 @@ impl HostConfig {
                         Some("write each entry as `[[trust]]`".into()),
                     ),
                 },
-                "tenant" => tenants.collect(value, &mut cx),
+                "tenant" => tenants.collect(value, false, &mut cx),
+                "agent" => tenants.collect(value, true, &mut cx),
                 "auth" => c.auth = crate::tenant::parse_auth(value, dir, &mut cx),
                 other => cx.error(
                     Some(key.span()),
@@ -287,8 +303,7 @@ impl HostConfig {
                 ),
             }
         }
-        let tenants = tenants.finish(&c.caps, &c.auth, dir, &mut cx);
-        c.tenants = tenants;
+        (c.tenants, c.agents) = tenants.finish(&c.caps, &c.auth, dir, &mut cx);
         cx.finish(c)
     }
 }
@@ -303,7 +318,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [auth]";
+const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [[agent]], [auth]";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =

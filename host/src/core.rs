@@ -231,7 +231,12 @@ impl CoreBuilder {
             host.protect(&cwd.join(".claude"), "claude CLI project settings", true);
         }
         let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
-        let quotas = QuotaBook::new(&self.config.tenants);
+        let quotas = QuotaBook::new(
+            self.config
+                .tenants
+                .iter()
+                .chain(self.config.agents.iter().map(|a| &a.tenant)),
+        );
         let caps = self.config.caps;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);

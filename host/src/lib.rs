@@ -59,7 +59,7 @@ pub use crate::model::{
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
 pub use crate::sandbox::PrewarmStats;
-pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
+pub use crate::tenant::{AgentEntry, AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
 pub use crate::watch::{Watcher, watch};

@@ -199,10 +199,9 @@ pub(crate) struct QuotaBook {
 
 impl QuotaBook {
     /// The quotas of `tenants`.
-    pub(crate) fn new(tenants: &[Tenant]) -> QuotaBook {
+    pub(crate) fn new<'a>(tenants: impl Iterator<Item = &'a Tenant>) -> QuotaBook {
         QuotaBook {
             scopes: tenants
-                .iter()
                 .filter_map(|t| Some((t.scope(), Arc::new(ScopeQuota::new(t)?))))
                 .collect(),
         }

@@ -40,6 +40,30 @@ pub struct Tenant {
     pub token_sha256: Vec<[u8; 32]>,
 }
 
+/// One agent (`[[agent]]`): a tenant without credentials, for the agent
+/// transport (`toolhost agent --agent NAME`, [`AgentOptions::from_config`]):
+/// its tools, caps and quotas are read like a tenant's, and its subagents
+/// each get their own agent's tools, served to them alone.
+///
+/// Agents are not served over HTTP: nothing authenticates as one.
+///
+/// [`AgentOptions::from_config`]: crate::agent::AgentOptions::from_config
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AgentEntry {
+    /// Its name, tools, caps and quotas (no credentials); its scope is
+    /// named after it.
+    pub tenant: Tenant,
+    /// When a parent agent should hand work to it (as a subagent).
+    pub description: Option<String>,
+    /// Its system prompt as a subagent.
+    pub prompt: Option<String>,
+    /// Its model alias or id.
+    pub model: Option<String>,
+    /// The `[[agent]]`s it may hand work to, each with its own tools.
+    pub subagents: Vec<String>,
+}
+
 /// Where a tenant's tools come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -144,6 +168,7 @@ impl Tenant {
 }
 
 const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const AGENT_KEYS: &str = "name, tools, description, prompt, model, subagents, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [agent.limits], [agent.fs], [agent.network], [agent.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
 const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway";
 
@@ -158,41 +183,53 @@ struct RawTenant {
     calls_per_minute: Option<Spanned<u32>>,
     output_bytes_per_minute: Option<Spanned<String>>,
     fuel_per_minute: Option<Spanned<u64>>,
+    // `[[agent]]` only (refused in a `[[tenant]]`):
+    description: Option<Spanned<String>>,
+    prompt: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    subagents: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
-/// One `[[tenant]]` as read, applied once the host's caps are known.
+/// One `[[tenant]]` or `[[agent]]` as read, applied once the host's caps
+/// are known.
 struct Pending {
     raw: RawTenant,
+    /// An `[[agent]]`.
+    agent: bool,
     limits: Option<RawLimits>,
     fs: Option<RawFs>,
     network: Option<RawNetwork>,
     env: Option<RawEnv>,
 }
 
-/// The `[[tenant]]` entries of a config file while it is read.
+/// The `[[tenant]]` and `[[agent]]` entries of a config file while it is
+/// read.
 #[derive(Default)]
 pub(crate) struct RawTenants {
     pending: Vec<Pending>,
 }
 
 impl RawTenants {
-    /// Read the `tenant` key: an array of tables.
+    /// Read the `tenant` (or, `agent` true, the `agent`) key: an array of
+    /// tables.
     pub(crate) fn collect(
         &mut self,
         value: &Spanned<toml::de::DeValue<'_>>,
+        agent: bool,
         cx: &mut Collector<'_>,
     ) {
+        let what = if agent { "agent" } else { "tenant" };
         let toml::de::DeValue::Array(items) = value.get_ref() else {
             cx.error(
                 Some(value.span()),
-                "`tenant` must be an array of tables",
-                Some("write each tenant as `[[tenant]]`".into()),
+                format!("`{what}` must be an array of tables"),
+                Some(format!("write each {what} as `[[{what}]]`")),
             );
             return;
         };
         for item in items.iter() {
             let toml::de::DeValue::Table(t) = item.get_ref() else {
-                cx.error(Some(item.span()), "a tenant must be a table", None);
+                cx.error(Some(item.span()), format!("a {what} must be a table"), None);
                 continue;
             };
             // The nested sections are read on their own, so an unknown key
@@ -214,9 +251,12 @@ impl RawTenants {
                     ft.remove(k);
                 }
             }
-            if let Some(raw) = section::<RawTenant>(cx, &flat, TENANT_KEYS) {
+            let keys = if agent { AGENT_KEYS } else { TENANT_KEYS };
+            let read = section::<RawTenant>(cx, &flat, keys);
+            if let Some(raw) = read {
                 self.pending.push(Pending {
                     raw,
+                    agent,
                     limits,
                     fs,
                     network,
@@ -226,43 +266,66 @@ impl RawTenants {
         }
     }
 
-    /// Check every tenant against the host's `caps` and `auth`.
+    /// Check every tenant and agent against the host's `caps` and `auth`.
     pub(crate) fn finish(
         self,
         caps: &Caps,
         auth: &AuthConfig,
         dir: &Path,
         cx: &mut Collector<'_>,
-    ) -> Vec<Tenant> {
+    ) -> (Vec<Tenant>, Vec<AgentEntry>) {
         let mut out: Vec<Tenant> = Vec::new();
+        let mut agents: Vec<AgentEntry> = Vec::new();
         let mut digests: Vec<[u8; 32]> = Vec::new();
+        // Every name, tenant or agent: they share the scopes' namespace.
+        let mut names: Vec<String> = Vec::new();
+        let mut subagents: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
         for p in self.pending {
             let r = p.raw;
             let name = r.name.get_ref().clone();
+            let what = if p.agent { "agent" } else { "tenant" };
+            if !p.agent {
+                for (key, span) in [
+                    ("description", r.description.as_ref().map(|v| v.span())),
+                    ("prompt", r.prompt.as_ref().map(|v| v.span())),
+                    ("model", r.model.as_ref().map(|v| v.span())),
+                    ("subagents", r.subagents.as_ref().map(|v| v.span())),
+                ] {
+                    if let Some(span) = span {
+                        cx.error(
+                            Some(span),
+                            format!("`{key}` is a key of `[[agent]]`, not of `[[tenant]]`"),
+                            Some(format!("allowed here: {TENANT_KEYS}")),
+                        );
+                    }
+                }
+            }
+            let first_token = r.token_sha256.first().map(|h| h.span());
             if !valid_name(&name) {
                 cx.error(
                     Some(r.name.span()),
-                    format!("tenant name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"),
+                    format!("{what} name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"),
                     None,
                 );
             } else if name == "default" {
                 cx.error(
                     Some(r.name.span()),
                     "`default` is the scope of the server's own `--tools`",
-                    Some("give the tenant another name".into()),
+                    Some(format!("give the {what} another name")),
                 );
-            } else if out.iter().any(|t| t.name == name) {
+            } else if names.contains(&name) {
                 cx.error(
                     Some(r.name.span()),
-                    format!("tenant `{name}` is defined twice"),
+                    format!("`{name}` is defined twice (tenant and agent names share one namespace: each is a scope)"),
                     None,
                 );
             }
+            names.push(name.clone());
             let mut tools = Vec::new();
             if r.tools.get_ref().is_empty() {
                 cx.error(
                     Some(r.tools.span()),
-                    format!("tenant `{name}` has no tools"),
+                    format!("{what} `{name}` has no tools"),
                     Some("list tool names, or tool directories and manifests".into()),
                 );
             }
@@ -310,7 +373,17 @@ impl RawTenants {
                     ),
                 }
             }
-            if token_sha256.is_empty() && auth.jwt.is_none() {
+            if p.agent {
+                if let Some(h) = first_token {
+                    cx.error(
+                        Some(h),
+                        format!(
+                            "agent `{name}` has a credential, but agents are not served over HTTP"
+                        ),
+                        Some("make it a `[[tenant]]` to serve its tools over HTTP".into()),
+                    );
+                }
+            } else if token_sha256.is_empty() && auth.jwt.is_none() {
                 cx.error(
                     Some(r.name.span()),
                     format!("tenant `{name}` has no credential: no one could call its tools"),
@@ -370,17 +443,69 @@ impl RawTenants {
             // The host's caps first, then the tenant's: never wider than
             // either, whatever the tenant's section says.
             let c = caps.intersect(&c);
-            out.push(Tenant {
+            let tenant = Tenant {
                 name,
                 tools,
                 caps: c,
                 quotas,
                 token_sha256,
-            });
+            };
+            if p.agent {
+                let subs = r.subagents.map(|s| s.into_inner()).unwrap_or_default();
+                subagents.push((tenant.name.clone(), subs.clone()));
+                agents.push(AgentEntry {
+                    tenant,
+                    description: r.description.map(|v| v.into_inner()),
+                    prompt: r.prompt.map(|v| v.into_inner()),
+                    model: r.model.map(|v| v.into_inner()),
+                    subagents: subs.into_iter().map(|s| s.into_inner()).collect(),
+                });
+            } else {
+                out.push(tenant);
+            }
         }
-        out
+        // A subagent is another `[[agent]]`, named once.
+        for (parent, subs) in subagents {
+            let mut seen = Vec::new();
+            for s in subs {
+                let n = s.get_ref();
+                if *n == parent {
+                    cx.error(
+                        Some(s.span()),
+                        format!("agent `{parent}` names itself as a subagent"),
+                        None,
+                    );
+                } else if !agents.iter().any(|a| a.tenant.name == *n) {
+                    cx.error(
+                        Some(s.span()),
+                        format!(
+                            "subagent `{n}` of agent `{parent}` is not an `[[agent]]` of this file"
+                        ),
+                        Some("define it as an `[[agent]]` with its own tools".into()),
+                    );
+                } else if n == SDK_SERVER {
+                    cx.error(
+                        Some(s.span()),
+                        format!("a subagent cannot be named `{SDK_SERVER}`: that is the name its parent's tools are served under"),
+                        Some("rename the agent".into()),
+                    );
+                } else if seen.contains(n) {
+                    cx.error(
+                        Some(s.span()),
+                        format!("subagent `{n}` is listed twice"),
+                        None,
+                    );
+                }
+                seen.push(n.clone());
+            }
+        }
+        (out, agents)
     }
 }
+
+/// The SDK server name an agent's own tools are served under (each
+/// subagent's under the subagent's name).
+pub(crate) const SDK_SERVER: &str = "tools";
 
 /// The largest `fuel-per-minute`: about a day of one busy core.
 const FUEL_PER_MINUTE_MAX: u64 = 100_000_000_000_000;
@@ -590,5 +715,81 @@ mod tests {
         assert!(all.contains("listed twice"), "{all}");
         assert!(all.contains("no credential"), "{all}");
         assert!(all.contains("fuel-per-minute must be between"), "{all}");
+    }
+
+    #[test]
+    fn agents_read_like_tenants_without_credentials_and_name_real_subagents() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("research")).unwrap();
+        let cfg = dir.path().join("toolhost.toml");
+        let text = "[[agent]]\nname = \"main\"\ntools = [\"echo\"]\nsubagents = [\"researcher\"]\nmodel = \"sonnet\"\nmax-concurrent = 4\n[agent.limits]\ntimeout = \"5s\"\n\n[[agent]]\nname = \"researcher\"\ntools = [\"research/\"]\ndescription = \"Looks things up\"\nprompt = \"You research.\"\n";
+        let c = HostConfig::parse(&cfg, text).unwrap_or_else(|e| panic!("{}", e.render()));
+        assert!(c.tenants.is_empty());
+        assert_eq!(c.agents.len(), 2);
+        let main = &c.agents[0];
+        assert_eq!(main.tenant.name, "main");
+        assert_eq!(main.subagents, ["researcher"]);
+        assert_eq!(main.model.as_deref(), Some("sonnet"));
+        assert_eq!(main.tenant.quotas.max_concurrent, Some(4));
+        assert_eq!(main.tenant.caps.limits.max.timeout.as_secs(), 5);
+        assert_eq!(c.agents[1].description.as_deref(), Some("Looks things up"));
+        // Each agent's tools go into its own scope.
+        let scopes: Vec<String> = c
+            .sources(&[dir.path().to_path_buf()])
+            .iter()
+            .map(|s| s.scope.as_str().to_string())
+            .collect();
+        assert_eq!(scopes, ["main", "researcher"]);
+        // What the agent transport makes of it.
+        let o = crate::agent::AgentOptions::from_config(&c, "main").unwrap();
+        let servers: Vec<(&str, &str)> = o
+            .servers
+            .iter()
+            .map(|s| (s.name.as_str(), s.scope.as_str()))
+            .collect();
+        assert_eq!(servers, [("tools", "main"), ("researcher", "researcher")]);
+        assert_eq!(o.agents["researcher"].servers, ["researcher"]);
+        assert_eq!(o.agents["researcher"].prompt, "You research.");
+        assert_eq!(o.allowed_tools, ["mcp__tools", "mcp__researcher"]);
+        let Err(e) = crate::agent::AgentOptions::from_config(&c, "nobody") else {
+            panic!("an unknown agent was found");
+        };
+        assert!(
+            e.to_string().contains("its agents: main, researcher"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn agent_and_tenant_entries_refuse_each_others_keys_and_bad_subagents() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("toolhost.toml");
+        let text = format!(
+            "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nprompt = \"no\"\n\n[[agent]]\nname = \"a\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nsubagents = [\"a\", \"ghost\", \"t\"]\n\n[[agent]]\nname = \"t\"\ntools = [\"echo\"]\n",
+            digest("t1"),
+            digest("a1")
+        );
+        let e = HostConfig::parse(&cfg, &text).unwrap_err();
+        let msgs: Vec<(Option<usize>, String)> = e
+            .items
+            .iter()
+            .map(|d| (d.line, d.message.clone()))
+            .collect();
+        let has = |line: usize, what: &str| {
+            msgs.iter()
+                .any(|(l, m)| *l == Some(line) && m.contains(what))
+        };
+        assert!(has(5, "`prompt` is a key of `[[agent]]`"), "{msgs:?}");
+        assert!(has(10, "agents are not served over HTTP"), "{msgs:?}");
+        assert!(has(11, "names itself"), "{msgs:?}");
+        assert!(
+            has(11, "`ghost` of agent `a` is not an `[[agent]]`"),
+            "{msgs:?}"
+        );
+        // Whichever of the two comes second is the one reported.
+        assert!(
+            has(2, "`t` is defined twice") || has(14, "`t` is defined twice"),
+            "{msgs:?}"
+        );
     }
 }

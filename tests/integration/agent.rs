@@ -500,6 +500,102 @@ async fn each_subagent_sees_and_calls_only_its_own_scope() {
     );
 }
 
+/// `toolhost agent --agent NAME`, the binary, with agents from a host
+/// config: the main agent gets its `[[agent]]`'s tools as `mcp__tools__*`,
+/// its subagent only its own agent's tools, and a call by the subagent runs
+/// in the subagent's scope (the real CLI against the mock model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_from_the_host_config_each_get_only_their_own_tools() {
+    let env = Env::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let helper = dir.path().join("helper-tools");
+    std::fs::create_dir(&helper).unwrap();
+    let td = ToolDir::new();
+    td.add("echo", "echo", LIMITS);
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            td.path().join(format!("echo.{ext}")),
+            helper.join(format!("echo.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = dir.path().join("toolhost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engine]\ncache-dir = \"{}\"\n\n[[agent]]\nname = \"main\"\ntools = [\"hostile\"]\nsubagents = [\"helper\"]\n\n[[agent]]\nname = \"helper\"\ntools = [\"helper-tools/\"]\ndescription = \"Helps with echo\"\nprompt = \"You are helper.\"\nmodel = \"haiku\"\n",
+            crate::support::root().join("target/test-cache").display()
+        ),
+    )
+    .unwrap();
+    let inner = use_tool("mcp__helper__echo", json!({"text": "from the subagent"}));
+    let prompt = use_tool(
+        "Agent",
+        json!({"subagent_type": "helper", "description": "help", "prompt": inner, "run_in_background": false}),
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["agent", "--agent", "main", "--json", "--max-turns", "6"])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--tools")
+        .arg(env._tools.path())
+        .arg("--cli")
+        .arg(cli())
+        .args(["--inherit-env", "ENABLE_TOOL_SEARCH", "--builtin", "Read"])
+        .arg("--prompt")
+        .arg(&prompt)
+        .env("ANTHROPIC_BASE_URL", env.model.base_url())
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("ENABLE_TOOL_SEARCH", "false")
+        .env("HOME", env.home.path())
+        .current_dir(env.home.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .expect("toolhost agent timed out")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lists = env.model.tool_lists();
+    assert!(lists.len() >= 3, "{lists:?}");
+    let mcp = |l: &Vec<String>| {
+        l.iter()
+            .filter(|t| t.starts_with("mcp__"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The main agent: its own agent's tools (hostile's, by name from
+    // --tools), none of the helper's and not echo (not in its tool set).
+    let main = &lists[0];
+    assert!(main.contains(&"Agent".to_string()), "{main:?}");
+    assert!(
+        !mcp(main).is_empty() && mcp(main).iter().all(|t| t.starts_with("mcp__tools__")),
+        "{main:?}"
+    );
+    assert!(!main.contains(&"mcp__tools__echo".to_string()), "{main:?}");
+    let sub = &lists[1];
+    assert_eq!(mcp(sub), vec!["mcp__helper__echo".to_string()], "{sub:?}");
+    let result = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "result")
+        .unwrap_or_else(|| panic!("no result in {stdout}"));
+    assert!(
+        result["result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("TOOL_RESULT_SEEN: from the subagent"),
+        "{result}"
+    );
+}
+
 /// A working directory planted with `.claude/settings.json` (a shell hook on
 /// every tool use, all project MCP servers enabled) and `.mcp.json` (a
 /// server that is a shell command): by default the CLI loads neither, and

@@ -260,6 +260,61 @@ impl Default for AgentOptions {
 }
 
 impl AgentOptions {
+    /// The options of `[[agent]]` `name` of a host config: its tools served
+    /// as the SDK server `tools`, each of its subagents defined with its
+    /// own `[[agent]]`'s tools (served as an SDK server named after it, to
+    /// that subagent alone), and the agent's MCP tools allowed without
+    /// asking. The core serving them must load the config's sources
+    /// ([`HostConfig::sources`](crate::HostConfig::sources)); their quotas
+    /// are the core's.
+    pub fn from_config(
+        config: &crate::HostConfig,
+        name: &str,
+    ) -> Result<AgentOptions, super::AgentError> {
+        let find = |n: &str| config.agents.iter().find(|a| a.tenant.name == n);
+        let Some(agent) = find(name) else {
+            let known: Vec<&str> = config
+                .agents
+                .iter()
+                .map(|a| a.tenant.name.as_str())
+                .collect();
+            return Err(super::AgentError::Options(if known.is_empty() {
+                format!("no agent `{name}`: the host config defines no `[[agent]]`")
+            } else {
+                format!(
+                    "no agent `{name}` in the host config (its agents: {})",
+                    known.join(", ")
+                )
+            }));
+        };
+        let server = crate::tenant::SDK_SERVER;
+        let mut o = AgentOptions::default()
+            .server(server, agent.tenant.scope())
+            .allow(format!("mcp__{server}"));
+        if let Some(m) = &agent.model {
+            o = o.model(m);
+        }
+        for sub in &agent.subagents {
+            // Checked when the config was read: each is an `[[agent]]`.
+            let Some(s) = find(sub) else { continue };
+            let mut def = AgentDefinition::new(
+                s.description
+                    .clone()
+                    .unwrap_or_else(|| format!("The `{sub}` agent")),
+                s.prompt
+                    .clone()
+                    .unwrap_or_else(|| format!("You are the `{sub}` agent.")),
+            )
+            .server(sub.as_str());
+            def.model = s.model.clone();
+            o = o
+                .server(sub.as_str(), s.tenant.scope())
+                .allow(format!("mcp__{sub}"))
+                .agent(sub.as_str(), def);
+        }
+        Ok(o)
+    }
+
     pub fn cli(mut self, p: impl Into<PathBuf>) -> Self {
         self.cli = Some(p.into());
         self
