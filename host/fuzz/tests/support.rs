@@ -106,15 +106,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A core serving `echo` (from a fresh scratch directory) in the default
-/// scope, without a compile cache: what `toolhost serve` would build.
-pub async fn echo_core() -> (Core, Scratch) {
+/// scope, and `more` sources, without a compile cache: what `toolhost
+/// serve` would build.
+pub async fn echo_core(more: &[(Scope, PathBuf)]) -> (Core, Scratch) {
     let scratch = Scratch::new();
-    let core = Core::builder()
+    let mut b = Core::builder()
         .config(HostConfig::default().with_cache_dir(None))
-        .source(Scope::default(), scratch.path().join("tools"))
-        .build()
-        .await
-        .unwrap();
+        .source(Scope::default(), scratch.path().join("tools"));
+    for (scope, path) in more {
+        std::fs::create_dir_all(path).unwrap();
+        b = b.source(scope.clone(), path);
+    }
+    let core = b.build().await.unwrap();
     assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
     (core, scratch)
 }
