@@ -333,6 +333,56 @@ pub fn json_line(v: &Value, script: &mut Script<'_>) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// Edit a session of JSON lines (`seed`, one message a line) with
+/// `script`: messages mutated as JSON ([`mutate_json`]), dropped,
+/// duplicated, swapped, batched into an array, or replaced by one of
+/// `raw` (lines that need not be JSON at all).
+pub fn mutate_lines(
+    seed: &str,
+    script: &mut Script<'_>,
+    palette: &JsonPalette<'_>,
+    raw: &[&str],
+) -> Vec<String> {
+    let mut lines: Vec<String> = seed.lines().map(str::to_string).collect();
+    for _ in 0..script.count(6) {
+        let n = lines.len();
+        let i = script.below(n.max(1));
+        match script.byte() % 7 {
+            0 | 1 if n > 0 => {
+                if let Ok(mut v) = serde_json::from_str::<Value>(&lines[i]) {
+                    mutate_json(&mut v, script, palette);
+                    lines[i] = json_line(&v, script);
+                }
+            }
+            2 if n > 0 => {
+                lines.remove(i);
+            }
+            3 if n > 0 => {
+                let l = lines[i].clone();
+                lines.insert(i, l);
+            }
+            4 if n > 1 => {
+                let j = script.below(n);
+                lines.swap(i, j);
+            }
+            5 if n > 0 => {
+                // A batch of this message and the next.
+                let end = (i + 1 + script.below(3)).min(n);
+                let batch: Vec<Value> = lines[i..end]
+                    .iter()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                lines.splice(i..end, [Value::Array(batch).to_string()]);
+            }
+            _ => {
+                let l = script.pick(raw).copied().unwrap_or("");
+                lines.insert(i.min(n), l.to_string());
+            }
+        }
+    }
+    lines
+}
+
 /// Edit binary `seed` (a component) with `script`: bit flips, cuts,
 /// overwritten bytes, ranges spliced from `donors` or from the seed itself.
 pub fn mutate_bytes(seed: &[u8], script: &mut Script<'_>, donors: &[&[u8]]) -> Vec<u8> {
