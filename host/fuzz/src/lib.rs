@@ -238,7 +238,7 @@ pub fn mutate_json(v: &mut Value, script: &mut Script<'_>, palette: &JsonPalette
     // Walk down to a node: each step either stops or enters a child.
     let mut node = v;
     loop {
-        if script.byte() % 3 == 0 {
+        if script.byte().is_multiple_of(3) {
             break;
         }
         let len = match &*node {
@@ -321,7 +321,7 @@ pub fn mutate_json(v: &mut Value, script: &mut Script<'_>, palette: &JsonPalette
 /// byte flipped (so the line is no longer valid JSON).
 pub fn json_line(v: &Value, script: &mut Script<'_>) -> String {
     let mut bytes = serde_json::to_vec(v).expect("a Value serializes");
-    if script.byte() % 8 == 0 {
+    if script.byte().is_multiple_of(8) {
         byte_edit(&mut bytes, script, b"{}[]\",:\\0 ");
     }
     // A line must stay one line.
