@@ -104,6 +104,22 @@ check-features:
 test-rust: setup tools
 	$(CARGO) test --workspace --no-fail-fast
 
+## fuzz: each fuzz target (host/fuzz/) for FUZZ_SECONDS (default 120) in
+## turn, on stable: random inputs plus the committed corpus. `cargo test`
+## runs the same targets for a few seconds each. Coverage-guided, with
+## nightly and cargo-bolero: `cargo +nightly bolero test -p toolhost-fuzz
+## --test fuzz TARGET` (TARGET as listed in FUZZ_TARGETS).
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := manifest::manifest config::host_config mcp::mcp_jsonrpc agent::agent_control component::component_load
+.PHONY: fuzz
+fuzz: setup
+	$(CARGO) test -p toolhost-fuzz --test fuzz --no-run
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		BOLERO_RANDOM_TEST_TIME_MS=$$(( $(FUZZ_SECONDS) * 1000 )) \
+			$(CARGO) test -q -p toolhost-fuzz --test fuzz -- --exact $$t --nocapture; \
+	done
+
 ## test-deps: the pinned real peers the tests drive (MCP SDK clients,
 ## conformance suite, claude CLI) installed under the project, and the OCI
 ## registry, skopeo and nginx the package and scale-out tests start (pinned

@@ -149,24 +149,26 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
         conn
     }
 
-    /// Deliver one JSON-RPC message from the CLI; returns the
-    /// `mcp_response` (for a notification or a response, an empty result).
-    /// Dropping the future cancels the request in the server.
-    pub async fn handle(&self, message: Value) -> Value {
+    /// Deliver one JSON-RPC message from the CLI to the server now, in the
+    /// order the CLI sent it (an `initialize` starts a new connection that the
+    /// messages after it must reach, not the old one), and return what
+    /// waits for its reply. A request whose id is already in flight on the
+    /// connection is refused: its reply could not be told from the other's.
+    pub fn submit(&self, message: Value) -> Submitted {
         let id = message.get("id").filter(|i| !i.is_null()).cloned();
         let is_request = message.get("method").is_some() && id.is_some();
         let parsed: ClientJsonRpcMessage = match serde_json::from_value(message.clone()) {
             Ok(m) => m,
             Err(e) => {
                 let method = message.get("method").and_then(Value::as_str).unwrap_or("");
-                return match id {
+                return Submitted::Done(match id {
                     Some(_) => rpc_error(
                         id.as_ref(),
                         -32602,
                         &format!("invalid message for `{method}`: {e}"),
                     ),
                     None => json!({"jsonrpc": "2.0", "result": {}}),
-                };
+                });
             }
         };
         let conn = {
@@ -183,43 +185,81 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
         };
         if !is_request {
             let _ = conn.to_server.send(parsed);
-            return json!({"jsonrpc": "2.0", "result": {}});
+            return Submitted::Done(json!({"jsonrpc": "2.0", "result": {}}));
         }
         let id = id.expect("request has an id");
         let key = id_key(&id);
         let (tx, rx) = oneshot::channel();
-        lock(&conn.pending).insert(key.clone(), tx);
+        {
+            let mut pending = lock(&conn.pending);
+            if pending.contains_key(&key) {
+                return Submitted::Done(rpc_error(
+                    Some(&id),
+                    -32600,
+                    &format!("request id {key} is already in flight"),
+                ));
+            }
+            pending.insert(key.clone(), tx);
+        }
         if conn.to_server.send(parsed).is_err() {
             lock(&conn.pending).remove(&key);
-            return rpc_error(Some(&id), -32603, "SDK MCP server closed");
+            return Submitted::Done(rpc_error(Some(&id), -32603, "SDK MCP server closed"));
         }
-        let mut guard = CancelGuard {
-            conn: &conn,
-            id: &id,
-            key: &key,
-            armed: true,
-        };
-        let reply = rx.await;
-        guard.armed = false;
-        reply.unwrap_or_else(|_| rpc_error(Some(&id), -32603, "SDK MCP server closed"))
+        Submitted::Waiting(Waiting {
+            conn,
+            id,
+            key,
+            rx: Some(rx),
+        })
     }
+}
+
+/// A message [`Bridge::submit`] delivered; its `mcp_response` (for a
+/// notification or a response, an empty result) comes from
+/// [`Submitted::reply`].
+pub enum Submitted {
+    /// Answered already (a notification, or a message refused).
+    Done(Value),
+    /// A request in the server.
+    Waiting(Waiting),
+}
+
+impl Submitted {
+    /// The `mcp_response`. Dropping this future (or a `Submitted` never
+    /// awaited) cancels the request in the server.
+    pub async fn reply(self) -> Value {
+        match self {
+            Submitted::Done(v) => v,
+            Submitted::Waiting(mut w) => {
+                let rx = w.rx.take().expect("a reply is awaited once");
+                let reply = rx.await;
+                let id = w.id.clone();
+                // Answered (or the server is gone): nothing to cancel.
+                w.rx = None;
+                w.key.clear();
+                reply.unwrap_or_else(|_| rpc_error(Some(&id), -32603, "SDK MCP server closed"))
+            }
+        }
+    }
+}
+
+/// A request in the server, awaiting its reply.
+pub struct Waiting {
+    conn: Arc<Conn>,
+    id: Value,
+    /// Its key in the connection's pending map; empty once answered.
+    key: String,
+    rx: Option<oneshot::Receiver<Value>>,
 }
 
 /// Cancels a request in the server when its caller stops waiting
 /// (`control_cancel_request`): the running tool is stopped, not leaked.
-struct CancelGuard<'a> {
-    conn: &'a Conn,
-    id: &'a Value,
-    key: &'a str,
-    armed: bool,
-}
-
-impl Drop for CancelGuard<'_> {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        if !self.armed {
+        if self.key.is_empty() {
             return;
         }
-        lock(&self.conn.pending).remove(self.key);
+        lock(&self.conn.pending).remove(&self.key);
         let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                           "params": {"requestId": self.id, "reason": "cancelled by the CLI"}});
         if let Ok(m) = serde_json::from_value(note) {

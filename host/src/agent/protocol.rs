@@ -269,11 +269,8 @@ pub enum Inbound {
 impl InboundRequest {
     /// Parse a `control_request` line. `Err` names what is missing.
     pub fn parse(v: &Value) -> Result<InboundRequest, String> {
-        let request_id = match v.get("request_id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err("control_request without request_id".into()),
-        };
+        let request_id =
+            Self::request_id(v).ok_or_else(|| "control_request without request_id".to_string())?;
         let r = v.get("request").cloned().unwrap_or(Value::Null);
         let s = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_string);
         let subtype = s("subtype").unwrap_or_default();
@@ -303,6 +300,20 @@ impl InboundRequest {
             request_id,
             request,
         })
+    }
+}
+
+impl InboundRequest {
+    /// The `request_id` of a `control_request` line, as it is answered: a
+    /// string, or a number as text. `None` when there is none to answer.
+    /// [`InboundRequest::parse`] reads it the same way, so a request that
+    /// fails to parse is still answered under the id it would have had.
+    pub fn request_id(v: &Value) -> Option<String> {
+        match v.get("request_id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        }
     }
 }
 
@@ -365,5 +376,10 @@ mod tests {
             .unwrap();
         assert!(matches!(r.request, Inbound::Unknown { ref subtype } if subtype == "zzz"));
         assert!(InboundRequest::parse(&json!({"request": {}})).is_err());
+        // A numeric id is read as text, also when the request is malformed,
+        // so that its error reply carries it.
+        let bad = json!({"request_id": 42, "request": {"subtype": "can_use_tool"}});
+        assert!(InboundRequest::parse(&bad).is_err());
+        assert_eq!(InboundRequest::request_id(&bad).as_deref(), Some("42"));
     }
 }

@@ -9,7 +9,7 @@
 //! callbacks through `hooks`; tool isolation between agents is enforced here
 //! as a second layer under the CLI's own per-agent tool lists.
 
-use super::bridge::{Bridge, Factory};
+use super::bridge::{Bridge, Factory, Submitted};
 use super::error::AgentError;
 use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
 use super::options::{AgentOptions, MAIN_AGENT, cli_args, inherited_env};
@@ -153,14 +153,16 @@ impl Inner {
         }
     }
 
-    async fn handle(&self, req: Inbound) -> Result<Value, String> {
+    /// Answer one control request. An `mcp_message` was `submitted` to
+    /// its server already, in wire order (see `dispatch`).
+    async fn handle(&self, req: Inbound, submitted: Option<Submitted>) -> Result<Value, String> {
         match req {
             Inbound::McpMessage {
                 server_name,
                 message,
             } => {
-                let resp = match self.bridges.get(&server_name) {
-                    Some(b) => b.handle(message).await,
+                let resp = match submitted {
+                    Some(s) => s.reply().await,
                     None => {
                         json!({"jsonrpc": "2.0", "id": message.get("id").cloned().unwrap_or(Value::Null),
                         "error": {"code": -32601, "message": format!("Server '{server_name}' not found")}})
@@ -579,8 +581,8 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             }
             Some("control_request") => dispatch(&inner, &v),
             Some("control_cancel_request") => {
-                if let Some(id) = v["request_id"].as_str()
-                    && let Some(h) = lock(&inner.inflight).remove(id)
+                if let Some(id) = InboundRequest::request_id(&v)
+                    && let Some(h) = lock(&inner.inflight).remove(&id)
                 {
                     h.abort();
                 }
@@ -617,19 +619,35 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
     let req = match InboundRequest::parse(v) {
         Ok(r) => r,
         Err(e) => {
-            if let Some(id) = v["request_id"].as_str() {
-                let _ = inner.write(&protocol::error(id, &e));
+            // Answered under the id `parse` reads (a number too), or the
+            // CLI waits for this reply forever.
+            if let Some(id) = InboundRequest::request_id(v) {
+                let _ = inner.write(&protocol::error(&id, &e));
             }
             return;
         }
     };
     let id = req.request_id.clone();
+    // MCP messages reach their server here, in the order the CLI wrote
+    // them; only the replies are awaited concurrently. (Handled on the
+    // tasks, a request written before a re-`initialize` could reach the
+    // new connection after it, and be answered as another request.)
+    let submitted = match &req.request {
+        Inbound::McpMessage {
+            server_name,
+            message,
+        } => inner
+            .bridges
+            .get(server_name)
+            .map(|b| b.submit(message.clone())),
+        _ => None,
+    };
     let task_inner = inner.clone();
     // Register before the task can finish, so its own removal wins.
     let mut inflight = lock(&inner.inflight);
     let handle = tokio::spawn(async move {
         let inner = task_inner;
-        let result = std::panic::AssertUnwindSafe(inner.handle(req.request))
+        let result = std::panic::AssertUnwindSafe(inner.handle(req.request, submitted))
             .catch_unwind()
             .await;
         let reply = match result {
