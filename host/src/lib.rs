@@ -27,6 +27,7 @@ mod quota;
 mod sandbox;
 mod scheduler;
 mod schema;
+mod served;
 mod tenant;
 mod trust;
 mod typed;
@@ -60,6 +61,10 @@ pub use crate::model::{
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
 pub use crate::sandbox::PrewarmStats;
+pub use crate::served::{
+    Completion, CompletionRef, MAX_COMPLETION_VALUES, PromptArgument, PromptDef, PromptMessage,
+    PromptOutput, ResourceBody, ResourceDef, Role, TemplateDef,
+};
 pub use crate::tenant::{AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
