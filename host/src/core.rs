@@ -4,6 +4,12 @@
 //! scope -> policy -> schema check -> sandbox (on the guest executor,
 //! reaching its pool in the scope's fair turn) -> output check -> audit
 //!
+//! Resource reads, prompt gets, completions and run-time resource listings
+//! (`toolhost:tool@0.2.0`) take the same path, with the URI, prompt or
+//! reference in the tool's place: scope visibility, policy (rules match the
+//! URI or prompt name as they match tool names), a fresh sandbox under the
+//! component's grants and limits, `max-output`, metrics and audit.
+//!
 //! The core owns the live catalog (swapped atomically on reload), the
 //! sandbox, the scheduler (see `scheduler`), the policy and the audit log.
 //! It knows no protocol.
@@ -17,7 +23,11 @@ use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::sandbox::{CallContext, Sandbox, Usage};
+use crate::sandbox::{LoadedComponent, Op, Output};
 use crate::scheduler::{ScheduleError, Scheduler};
+use crate::served::{
+    Completion, CompletionRef, PromptDef, PromptOutput, ResourceBody, ResourceDef, TemplateDef,
+};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -438,17 +448,164 @@ impl Core {
 
     /// The one call path.
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
+        match self.run(req, Target::Call).await? {
+            Output::Tool(out) => Ok(out),
+            _ => unreachable!("a tool call answers with a tool's output"),
+        }
+    }
+
+    /// The static resources `scope` may see (those its components always
+    /// serve), in load order. Run-time ones: [`Core::list_resources`].
+    pub fn resources(&self, scope: &Scope) -> Vec<ResourceDef> {
+        let cat = self.inner.catalog.load();
+        let policy = &self.inner.policy;
+        cat.served(scope)
+            .into_iter()
+            .flat_map(|s| s.components.iter())
+            .flat_map(|c| c.served.resources.iter())
+            .filter(|r| policy.visible(scope.as_str(), &r.uri))
+            .cloned()
+            .collect()
+    }
+
+    /// The resource templates `scope` may see.
+    pub fn resource_templates(&self, scope: &Scope) -> Vec<TemplateDef> {
+        let cat = self.inner.catalog.load();
+        let policy = &self.inner.policy;
+        cat.served(scope)
+            .into_iter()
+            .flat_map(|s| s.components.iter())
+            .flat_map(|c| c.served.templates.iter().map(|(t, _)| t))
+            .filter(|t| policy.visible(scope.as_str(), &t.uri_template))
+            .cloned()
+            .collect()
+    }
+
+    /// The prompts `scope` may see, sorted by name.
+    pub fn prompts(&self, scope: &Scope) -> Vec<PromptDef> {
+        let cat = self.inner.catalog.load();
+        let Some(s) = cat.served(scope) else {
+            return Vec::new();
+        };
+        s.prompts
+            .iter()
+            .filter(|(name, _)| self.inner.policy.visible(scope.as_str(), name))
+            .filter_map(|(name, c)| c.served.prompts.iter().find(|p| p.name == *name))
+            .cloned()
+            .collect()
+    }
+
+    /// What `scope` is served besides tools: (resources, prompts,
+    /// completions), for the capabilities a front end declares.
+    pub fn serves(&self, scope: &Scope) -> (bool, bool, bool) {
+        let cat = self.inner.catalog.load();
+        let Some(s) = cat.served(scope) else {
+            return (false, false, false);
+        };
+        let resources = s.components.iter().any(|c| {
+            let d = &c.served;
+            !d.resources.is_empty() || !d.templates.is_empty() || d.dynamic
+        });
+        let prompts = !s.prompts.is_empty();
+        let completions = s.components.iter().any(|c| c.served.completions);
+        (resources, prompts, completions)
+    }
+
+    /// Every resource `scope` may see now: the static ones, and those its
+    /// components list at run time (each listing runs like a call, in a
+    /// fresh sandbox with the component's grants; `req`'s scope, caller,
+    /// session and cancellation apply to each). A component whose listing
+    /// fails is left out (and the failure is in the audit log).
+    pub async fn list_resources(&self, req: CallRequest) -> Vec<ResourceDef> {
+        let mut out = self.resources(&req.scope);
+        let dynamic: Vec<String> = {
+            let cat = self.inner.catalog.load();
+            cat.served(&req.scope)
+                .into_iter()
+                .flat_map(|s| s.components.iter())
+                .filter(|c| c.served.dynamic)
+                .map(|c| component_name(c))
+                .collect()
+        };
+        for name in dynamic {
+            let mut one = CallRequest::new(req.scope.clone(), name, None)
+                .caller(&*req.caller)
+                .cancel(req.cancel.clone());
+            one.session = req.session.clone();
+            match self.run(one, Target::List).await {
+                Ok(Output::Listed(list)) => {
+                    for r in list {
+                        if !out.iter().any(|o| o.uri == r.uri)
+                            && self.inner.policy.visible(req.scope.as_str(), &r.uri)
+                        {
+                            out.push(r);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("resources/list: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Read resource `req.tool` (its URI): found among the resources and
+    /// templates `req.scope`'s components declare, then read in a fresh
+    /// sandbox of the one that serves it. A URI no component of the scope
+    /// serves (or one policy hides) is [`CallErrorKind::UnknownTool`], as
+    /// for tools.
+    pub async fn read_resource(&self, req: CallRequest) -> Result<Vec<ResourceBody>, CallError> {
+        match self.run(req, Target::Read).await? {
+            Output::Read(b) => Ok(b),
+            _ => unreachable!("a read answers with bodies"),
+        }
+    }
+
+    /// Render prompt `req.tool` with `req.arguments` (an object of strings).
+    pub async fn get_prompt(&self, req: CallRequest) -> Result<PromptOutput, CallError> {
+        match self.run(req, Target::Get).await? {
+            Output::Prompt(p) => Ok(p),
+            _ => unreachable!("a get answers with a prompt"),
+        }
+    }
+
+    /// Suggest values for `argument` of `reference`, starting from `value`;
+    /// `req.arguments` holds the arguments already chosen (strings), and
+    /// `req.tool` is ignored.
+    pub async fn complete(
+        &self,
+        mut req: CallRequest,
+        reference: CompletionRef,
+        argument: &str,
+        value: &str,
+    ) -> Result<Completion, CallError> {
+        req.tool = match &reference {
+            CompletionRef::Prompt(n) | CompletionRef::ResourceTemplate(n) => n.clone(),
+        };
+        let target = Target::Complete {
+            reference,
+            argument: argument.to_string(),
+            value: value.to_string(),
+        };
+        match self.run(req, target).await? {
+            Output::Completion(c) => Ok(c),
+            _ => unreachable!("a completion answers with values"),
+        }
+    }
+
+    async fn run(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
         let span = tracing::info_span!(
             "core.call",
             tool = %req.tool,
+            method = target.method(),
             scope = %req.scope,
             caller = %req.caller,
             outcome = tracing::field::Empty,
         );
-        self.call_traced(req).instrument(span).await
+        self.call_traced(req, target).instrument(span).await
     }
 
-    async fn call_traced(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
+    async fn call_traced(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
         let started = Instant::now();
         let inner = &self.inner;
         let args = Value::Object(req.arguments.unwrap_or_default());
@@ -462,6 +619,9 @@ impl Core {
             rec: inner.audit.enabled().then(|| {
                 let mut r = AuditRecord::new(scope, &req.caller, &req.tool);
                 r.session = req.session.as_deref().map(str::to_string);
+                if !matches!(target, Target::Call) {
+                    r.event = target.method();
+                }
                 r
             }),
             scope,
@@ -479,6 +639,7 @@ impl Core {
                 &catalog,
                 &req.scope,
                 &req.tool,
+                &target,
                 &args,
                 &mut trace,
                 req.on_fuel,
@@ -491,7 +652,7 @@ impl Core {
                 },
             )
             .await
-            .map_err(|kind| CallError::new(req.tool.as_str(), kind));
+            .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -512,9 +673,9 @@ impl Core {
         if let Some(mut rec) = pending.rec.take() {
             rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
             rec.tool_sha256 = trace
-                .tool
+                .component
                 .as_ref()
-                .map(|t| hex::encode(t.component.manifest.sha256));
+                .map(|c| hex::encode(c.manifest.sha256));
             rec.decision = trace.decision;
             rec.rule = trace.rule.map(|i| i + 1);
             if let Err(e) = &result {
@@ -544,26 +705,28 @@ impl Core {
         catalog: &Catalog,
         scope: &Scope,
         name: &str,
+        target: &Target,
         args: &Value,
         trace: &mut Trace,
         on_fuel: Option<FuelMeter>,
         cx: CallContext,
-    ) -> Result<ToolOutput, CallErrorKind> {
+    ) -> Result<Output, CallErrorKind> {
         let policy = &self.inner.policy;
-        let tool = {
+        let (component, tool) = {
             let _policy = tracing::debug_span!("policy").entered();
-            // A tool of another scope, and one policy hides, are the same
-            // as a tool that does not exist (to the caller; the audit log
-            // says which rule hid it).
-            let tool: &Arc<CatalogTool> =
-                catalog.get(scope, name).ok_or(CallErrorKind::UnknownTool)?;
+            // A tool (resource, prompt) of another scope, and one policy
+            // hides, are the same as one that does not exist (to the
+            // caller; the audit log says which rule hid it).
+            let (component, tool) =
+                resolve(catalog, scope, name, target).ok_or(CallErrorKind::UnknownTool)?;
             let (visible, rule) = policy.visible_by(scope.as_str(), name);
             if !visible {
                 trace.decision = "deny";
                 trace.rule = rule;
                 return Err(CallErrorKind::UnknownTool);
             }
-            trace.tool = Some(tool.clone());
+            trace.tool = tool.clone();
+            trace.component = Some(component.clone());
             let (decision, rule) = policy.decide_by(scope.as_str(), name, args);
             trace.rule = rule;
             if let Decision::Deny(reason) = decision {
@@ -571,21 +734,28 @@ impl Core {
                 return Err(CallErrorKind::Denied { reason });
             }
             trace.decision = "allow";
-            tool
+            (component, tool)
         };
         {
             let _schema = tracing::debug_span!("schema").entered();
-            tool.input
-                .check(args)
-                .map_err(|details| CallErrorKind::InvalidArguments { details })?;
+            match (&tool, target) {
+                (Some(tool), _) => tool
+                    .input
+                    .check(args)
+                    .map_err(|details| CallErrorKind::InvalidArguments { details })?,
+                (None, Target::Get) => check_prompt_arguments(&component, name, args)?,
+                (None, Target::Complete { .. }) => strings_only("the context", args)?,
+                _ => {}
+            }
         }
         let text = args.to_string();
         // The guest runs on the guest executor; dropping this future (a
         // caller that went away) stops it there. It reaches the pool in its
         // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
-        let t = tool.clone();
+        let t = component;
         let name = name.to_string();
+        let target = target.clone();
         let fair = self.inner.scheduler.fair();
         let turn_scope = scope.clone();
         let waited = Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
@@ -609,7 +779,29 @@ impl Core {
             // Dropped last, after the guest's store has recorded its costs
             // (also when the task is aborted).
             let _charge = charge;
-            sandbox.call(&t.component, &name, &text, cx).await
+            let op = match &target {
+                Target::Call => Op::Call {
+                    tool: &name,
+                    arguments: &text,
+                },
+                Target::Read => Op::Read { uri: &name },
+                Target::Get => Op::Get {
+                    prompt: &name,
+                    arguments: &text,
+                },
+                Target::Complete {
+                    reference,
+                    argument,
+                    value,
+                } => Op::Complete {
+                    reference,
+                    argument,
+                    value,
+                    context: &text,
+                },
+                Target::List => Op::List,
+            };
+            sandbox.run(&t, op, cx).await
         }
         .instrument(tracing::debug_span!("sandbox"));
         let out = self.inner.scheduler.spawn(run).await;
@@ -617,6 +809,14 @@ impl Core {
         let out = out.map_err(|e| CallErrorKind::Internal {
             message: format!("the guest's task failed: {e}"),
         })??;
+        let Some(tool) = tool else {
+            return Ok(out);
+        };
+        let Output::Tool(out) = out else {
+            return Err(CallErrorKind::Internal {
+                message: "a tool call answered as something else".into(),
+            });
+        };
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured
@@ -631,7 +831,7 @@ impl Core {
                     details: format!("structured result violates the output schema: {d}"),
                 })?;
         }
-        Ok(out)
+        Ok(Output::Tool(out))
     }
 
     /// A reused instance of `tool`'s component, for the benchmarks only
@@ -690,10 +890,149 @@ impl Drop for Charge {
     }
 }
 
+/// What a request asks of its component.
+#[derive(Clone)]
+enum Target {
+    /// Call the tool named.
+    Call,
+    /// Read the resource at the URI named.
+    Read,
+    /// Render the prompt named.
+    Get,
+    /// Complete an argument of the prompt or template named.
+    Complete {
+        reference: CompletionRef,
+        argument: String,
+        value: String,
+    },
+    /// List the run-time resources of the component named (by manifest).
+    List,
+}
+
+impl Target {
+    /// The MCP method, for the audit log's `event` and traces.
+    fn method(&self) -> &'static str {
+        match self {
+            Target::Call => "call",
+            Target::Read => "resources/read",
+            Target::Get => "prompts/get",
+            Target::Complete { .. } => "completion/complete",
+            Target::List => "resources/list",
+        }
+    }
+
+    /// What errors call the thing named.
+    fn subject(&self) -> crate::error::Subject {
+        use crate::error::Subject;
+        match self {
+            Target::Call => Subject::Tool,
+            Target::Read | Target::List => Subject::Resource,
+            Target::Get => Subject::Prompt,
+            Target::Complete {
+                reference: CompletionRef::Prompt(_),
+                ..
+            } => Subject::Prompt,
+            Target::Complete { .. } => Subject::Template,
+        }
+    }
+}
+
+/// The component that serves `name` for `target` in `scope`, and for a
+/// tool call its catalog entry; `None` if there is none there.
+fn resolve(
+    catalog: &Catalog,
+    scope: &Scope,
+    name: &str,
+    target: &Target,
+) -> Option<(Arc<LoadedComponent>, Option<Arc<CatalogTool>>)> {
+    if let Target::Call = target {
+        let t = catalog.get(scope, name)?;
+        return Some((t.component.clone(), Some(t.clone())));
+    }
+    let served = catalog.served(scope)?;
+    let comp = match target {
+        Target::Call => return None,
+        Target::Read => served.owner(name)?,
+        Target::Get => served.prompts.get(name)?,
+        Target::Complete { reference, .. } => {
+            let c = match reference {
+                CompletionRef::Prompt(p) => served.prompts.get(p.as_str())?,
+                CompletionRef::ResourceTemplate(t) => served.template_owner(t)?,
+            };
+            if !c.served.completions {
+                return None;
+            }
+            c
+        }
+        Target::List => served
+            .components
+            .iter()
+            .find(|c| c.served.dynamic && component_name(c) == name)?,
+    };
+    Some((comp.clone(), None))
+}
+
+/// A component's name: its manifest's file stem.
+fn component_name(c: &LoadedComponent) -> String {
+    c.manifest
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A prompt's arguments: strings only, every required one given, none it
+/// does not declare.
+fn check_prompt_arguments(
+    comp: &LoadedComponent,
+    name: &str,
+    args: &Value,
+) -> Result<(), CallErrorKind> {
+    strings_only("prompt arguments", args)?;
+    let Some(def) = comp.served.prompts.iter().find(|p| &*p.name == name) else {
+        return Err(CallErrorKind::UnknownTool);
+    };
+    let given = args.as_object();
+    let missing: Vec<&str> = def
+        .arguments
+        .iter()
+        .filter(|a| a.required && given.is_none_or(|g| !g.contains_key(&a.name)))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("missing required argument(s): {}", missing.join(", ")),
+        });
+    }
+    if let Some(g) = given
+        && let Some(extra) = g
+            .keys()
+            .find(|k| !def.arguments.iter().any(|a| &a.name == *k))
+    {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("unknown argument `{extra}`"),
+        });
+    }
+    Ok(())
+}
+
+fn strings_only(what: &str, args: &Value) -> Result<(), CallErrorKind> {
+    if let Some(o) = args.as_object()
+        && let Some((k, _)) = o.iter().find(|(_, v)| !v.is_string())
+    {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("{what} are strings; `{k}` is not"),
+        });
+    }
+    Ok(())
+}
+
 /// What the call path learned about a call, for the audit log.
 struct Trace {
     /// The tool, once found and visible.
     tool: Option<Arc<CatalogTool>>,
+    /// The component that ran (or would have run) it.
+    component: Option<Arc<LoadedComponent>>,
     /// `allow`, `deny`, or `none` (no such tool).
     decision: &'static str,
     /// The rule that decided (0-based), if one did.
@@ -706,6 +1045,7 @@ impl Default for Trace {
     fn default() -> Self {
         Trace {
             tool: None,
+            component: None,
             decision: "none",
             rule: None,
             waited: std::time::Duration::ZERO,

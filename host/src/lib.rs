@@ -48,7 +48,9 @@ pub use crate::catalog::{LoadEvent, Scope, Source};
 pub use crate::config::{EngineConfig, HostConfig};
 pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
-pub use crate::error::{BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind};
+pub use crate::error::{
+    BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind, Subject,
+};
 pub use crate::manifest::Manifest;
 #[cfg(feature = "http")]
 pub use crate::metrics::MetricsServer;

@@ -1,7 +1,9 @@
 //! `McpServer`: the MCP `ServerHandler`. Lists a scope's tools, runs calls
 //! through `Core::call`, forwards the running tool's log and progress events
 //! to the caller, and tells every connected client when the tool list
-//! changes. Transport-agnostic: stdio, Streamable HTTP and the agent's
+//! changes. Serves the scope's resources, prompts and completions
+//! (`toolhost:tool@0.2.0` components) through the core's same path
+//! (`Core::read_resource`, `get_prompt`, `complete`). Transport-agnostic: stdio, Streamable HTTP and the agent's
 //! in-memory `mcp_message` channel all serve this same handler.
 
 #![allow(deprecated)] // rmcp marks MCP logging deprecated (SEP-2577); the spec still has it.
@@ -17,6 +19,13 @@ use rmcp::model::{
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ResourceContents, ServerCapabilities, ServerConfig,
     SetLevelRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
+};
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, Prompt, PromptArgument, PromptMessage, PromptsCapability,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+    ResourceTemplate, ResourcesCapability, Role,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
@@ -240,16 +249,61 @@ fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
     });
 }
 
+impl McpServer {
+    /// A request of the core's for `name` (a URI, prompt or reference) on
+    /// behalf of this request's client: its scope, caller, session and
+    /// cancellation, as a tool call has them.
+    fn request(
+        &self,
+        name: &str,
+        args: Option<rmcp::model::JsonObject>,
+        ctx: &RequestContext<RoleServer>,
+    ) -> CallRequest {
+        let mut request = CallRequest::new(self.shared.scope.clone(), name, args)
+            .caller(&*self.shared.caller)
+            .cancel(ctx.ct.child_token());
+        if let Some(id) = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
+        {
+            request = request.session(super::session::audit_id(id));
+        }
+        request
+    }
+
+    /// Refused like a call once the server drains.
+    fn closing(&self) -> Result<(), ErrorData> {
+        if self.shared.calls.is_closed() {
+            return Err(ErrorData::internal_error(
+                "the server is shutting down; try again later",
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_logging()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .build(),
-        )
-        .with_server_info(
+        let mut caps = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        // Declared only when the scope has them (`discover` says exactly
+        // what is served).
+        let (resources, prompts, completions) = self.shared.core.serves(&self.shared.scope);
+        if resources {
+            caps.resources = Some(ResourcesCapability::default());
+        }
+        if prompts {
+            caps.prompts = Some(PromptsCapability::default());
+        }
+        if completions {
+            caps.completions = Some(Default::default());
+        }
+        ServerConfig::new(caps).with_server_info(
             Implementation::new("toolhost", env!("CARGO_PKG_VERSION"))
                 .with_title("toolhost: sandboxed WebAssembly tools"),
         )
@@ -407,6 +461,175 @@ impl ServerHandler for McpServer {
         }
     }
 
+    async fn list_resources(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let req = self.request("resources/list", None, &ctx);
+        let list = self
+            .shared
+            .calls
+            .track_future(self.shared.core.list_resources(req))
+            .await;
+        Ok(ListResourcesResult::with_all_items(
+            list.into_iter().map(mcp_resource).collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.shared
+                .core
+                .resource_templates(&self.shared.scope)
+                .into_iter()
+                .map(|t| {
+                    let mut m = ResourceTemplate::new(t.uri_template, t.name);
+                    m.title = t.title;
+                    m.description = t.description;
+                    m.mime_type = t.mime_type;
+                    m
+                })
+                .collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.closing()?;
+        let request = self.request(&req.uri, None, &ctx);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.read_resource(request))
+            .await;
+        match r {
+            Ok(bodies) => Ok(ReadResourceResult::new(
+                bodies
+                    .into_iter()
+                    .map(|b| resource_contents(b.uri, b.mime_type, b.contents))
+                    .collect(),
+            )
+            .into()),
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            self.shared
+                .core
+                .prompts(&self.shared.scope)
+                .into_iter()
+                .map(|p| {
+                    let args = p
+                        .arguments
+                        .into_iter()
+                        .map(|a| {
+                            let mut m = PromptArgument::new(a.name).with_required(a.required);
+                            m.title = a.title;
+                            m.description = a.description;
+                            m
+                        })
+                        .collect::<Vec<_>>();
+                    let mut m = Prompt::new(
+                        p.name.to_string(),
+                        p.description,
+                        (!args.is_empty()).then_some(args),
+                    );
+                    m.title = p.title;
+                    m
+                })
+                .collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        req: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.closing()?;
+        let request = self.request(&req.name, req.arguments, &ctx);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.get_prompt(request))
+            .await;
+        match r {
+            Ok(p) => {
+                let messages = p
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let role = match m.role {
+                            crate::Role::Assistant => Role::Assistant,
+                            _ => Role::User,
+                        };
+                        PromptMessage::new(role, content_block(m.content))
+                    })
+                    .collect();
+                let mut out = GetPromptResult::new(messages);
+                out.description = p.description;
+                Ok(out.into())
+            }
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
+    async fn complete(
+        &self,
+        req: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.closing()?;
+        let reference = match &req.r#ref {
+            Reference::Prompt(p) => crate::CompletionRef::Prompt(p.name.clone()),
+            Reference::Resource(r) => crate::CompletionRef::ResourceTemplate(r.uri.clone()),
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unknown completion reference type",
+                    None,
+                ));
+            }
+        };
+        let context = req.context.and_then(|c| c.arguments).map(|a| {
+            a.into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect()
+        });
+        let request = self.request("", context, &ctx);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.complete(
+                request,
+                reference,
+                &req.argument.name,
+                &req.argument.value,
+            ))
+            .await;
+        match r {
+            Ok(c) => {
+                let info = CompletionInfo::with_pagination(c.values, c.total, c.has_more)
+                    .map_err(|e| ErrorData::internal_error(e, None))?;
+                Ok(CompleteResult::new(info))
+            }
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
     /// 2026-07-28 clients learn of tool-list changes on a
     /// `subscriptions/listen` stream (older ones get them on the session).
     fn accepted_subscription_filter(
@@ -552,36 +775,78 @@ fn mcp_tool(t: &ToolDef) -> Tool {
     tool
 }
 
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+/// A resource body as MCP carries it.
+fn resource_contents(
+    uri: String,
+    mime_type: Option<String>,
+    contents: model::ResourceContents,
+) -> ResourceContents {
+    match contents {
+        model::ResourceContents::Text(text) => ResourceContents::TextResourceContents {
+            uri,
+            mime_type,
+            text,
+            meta: None,
+        },
+        model::ResourceContents::Blob(data) => ResourceContents::BlobResourceContents {
+            uri,
+            mime_type,
+            blob: b64(&data),
+            meta: None,
+        },
+    }
+}
+
+/// One content block as MCP carries it.
+fn content_block(c: model::Content) -> ContentBlock {
+    match c {
+        model::Content::Text(t) => ContentBlock::text(t),
+        model::Content::Image { data, mime_type } => ContentBlock::image(b64(&data), mime_type),
+        model::Content::Audio { data, mime_type } => ContentBlock::audio(b64(&data), mime_type),
+        model::Content::Resource {
+            uri,
+            mime_type,
+            contents,
+        } => ContentBlock::resource(resource_contents(uri, mime_type, contents)),
+    }
+}
+
+/// A resource as MCP lists it.
+fn mcp_resource(r: crate::ResourceDef) -> Resource {
+    let mut m = Resource::new(r.uri, r.name);
+    m.title = r.title;
+    m.description = r.description;
+    m.mime_type = r.mime_type;
+    m.size = r.size;
+    m
+}
+
+/// A failed read, get or completion: a protocol error (these have no
+/// `isError` result). Not found is MCP's resource-not-found for a URI, an
+/// invalid-params error for a prompt or reference; the message names the
+/// URI or prompt, never a host path.
+fn served_error(e: CallError) -> ErrorData {
+    match e.kind() {
+        CallErrorKind::UnknownTool if e.subject() == crate::Subject::Resource => {
+            ErrorData::resource_not_found(
+                e.to_string(),
+                Some(serde_json::json!({ "uri": e.tool() })),
+            )
+        }
+        CallErrorKind::UnknownTool | CallErrorKind::InvalidArguments { .. } => {
+            ErrorData::invalid_params(e.to_string(), None)
+        }
+        _ => ErrorData::internal_error(e.to_string(), None),
+    }
+}
+
 /// A successful call as an MCP result.
 fn call_result(out: ToolOutput) -> CallToolResult {
-    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
-    let content = out
-        .content
-        .into_iter()
-        .map(|c| match c {
-            model::Content::Text(t) => ContentBlock::text(t),
-            model::Content::Image { data, mime_type } => ContentBlock::image(b64(&data), mime_type),
-            model::Content::Audio { data, mime_type } => ContentBlock::audio(b64(&data), mime_type),
-            model::Content::Resource {
-                uri,
-                mime_type,
-                contents,
-            } => ContentBlock::resource(match contents {
-                model::ResourceContents::Text(text) => ResourceContents::TextResourceContents {
-                    uri,
-                    mime_type,
-                    text,
-                    meta: None,
-                },
-                model::ResourceContents::Blob(data) => ResourceContents::BlobResourceContents {
-                    uri,
-                    mime_type,
-                    blob: b64(&data),
-                    meta: None,
-                },
-            }),
-        })
-        .collect();
+    let content = out.content.into_iter().map(content_block).collect();
     let mut r = CallToolResult::success(content);
     r.structured_content = out.structured;
     r

@@ -683,6 +683,7 @@ impl Sandbox {
     /// Run tool `tool` of `comp` with `arguments` (JSON text) in a fresh
     /// sandbox: one prepared ahead for this call if one is ready, else one
     /// built now. Waits for room within the tool's timeout.
+    #[cfg(feature = "unstable-bench")]
     pub(crate) async fn call(
         &self,
         comp: &Arc<LoadedComponent>,
