@@ -528,14 +528,22 @@ impl Core {
                 .collect()
         };
         for name in dynamic {
-            let mut one = CallRequest::new(req.scope.clone(), name, None)
+            let mut one = CallRequest::new(req.scope.clone(), name.clone(), None)
                 .caller(&*req.caller)
                 .cancel(req.cancel.clone());
             one.session = req.session.clone();
             match self.run(one, Target::List).await {
                 Ok(Output::Listed(list)) => {
+                    // Only URIs the listing component serves: a component
+                    // cannot list entries in another's URIs.
+                    let cat = self.inner.catalog.load();
+                    let served = cat.served(&req.scope);
                     for r in list {
-                        if !out.iter().any(|o| o.uri == r.uri)
+                        let own = served
+                            .and_then(|s| s.owner(&r.uri))
+                            .is_some_and(|c| component_name(c) == name);
+                        if own
+                            && !out.iter().any(|o| o.uri == r.uri)
                             && self.inner.policy.visible(req.scope.as_str(), &r.uri)
                         {
                             out.push(r);

@@ -177,6 +177,8 @@ pub(crate) const MAX_PROMPT_ARGUMENTS: usize = 32;
 /// Most resources a run-time `list` may return.
 pub(crate) const MAX_LISTED: usize = 1024;
 pub(crate) const MAX_URI: usize = 2048;
+/// Most expressions one URI template may have.
+pub(crate) const MAX_EXPRESSIONS: usize = 8;
 pub(crate) const MAX_NAME: usize = 256;
 pub(crate) const MAX_TEXT: usize = 64 << 10;
 /// Most bodies one read may return.
@@ -271,6 +273,16 @@ impl UriTemplate {
                 }
             }
         }
+        if parts
+            .iter()
+            .filter(|p| matches!(p, Part::Var { .. }))
+            .count()
+            > MAX_EXPRESSIONS
+        {
+            return Err(format!(
+                "URI template `{t}` has more than {MAX_EXPRESSIONS} expressions"
+            ));
+        }
         if rest.contains('}')
             || parts
                 .iter()
@@ -301,30 +313,52 @@ impl UriTemplate {
 
     /// Whether `uri` is one of this template's URIs: simple variables match
     /// one or more characters other than `/`, `?` and `#`; reserved ones
-    /// one or more of any.
+    /// one or more of any. A URI over [`MAX_URI`] bytes matches nothing.
+    /// Each (part, position) is tried once, so a hostile URI costs at most
+    /// parts × length² steps.
     pub(crate) fn matches(&self, uri: &str) -> bool {
-        fn go(parts: &[Part], s: &str) -> bool {
-            match parts.split_first() {
-                None => s.is_empty(),
-                Some((Part::Literal(l), rest)) => {
-                    s.strip_prefix(l.as_str()).is_some_and(|s| go(rest, s))
-                }
-                Some((Part::Var { reserved, .. }, rest)) => {
-                    // Candidate ends of the variable's value, shortest first.
-                    for (i, c) in s.char_indices() {
-                        if !*reserved && matches!(c, '/' | '?' | '#') {
-                            return false;
-                        }
-                        let end = i + c.len_utf8();
-                        if go(rest, &s[end..]) {
-                            return true;
-                        }
-                    }
-                    false
-                }
-            }
+        if uri.len() > MAX_URI {
+            return false;
         }
-        go(&self.parts, uri)
+        let mut failed = std::collections::HashSet::new();
+        self.go(0, uri, 0, &mut failed)
+    }
+
+    fn go(
+        &self,
+        i: usize,
+        uri: &str,
+        pos: usize,
+        failed: &mut std::collections::HashSet<(usize, usize)>,
+    ) -> bool {
+        if failed.contains(&(i, pos)) {
+            return false;
+        }
+        let s = &uri[pos..];
+        let ok = match self.parts.get(i) {
+            None => s.is_empty(),
+            Some(Part::Literal(l)) => {
+                s.starts_with(l.as_str()) && self.go(i + 1, uri, pos + l.len(), failed)
+            }
+            Some(Part::Var { reserved, .. }) => {
+                let mut found = false;
+                for (at, c) in s.char_indices() {
+                    if !*reserved && matches!(c, '/' | '?' | '#') {
+                        break;
+                    }
+                    let end = pos + at + c.len_utf8();
+                    if self.go(i + 1, uri, end, failed) {
+                        found = true;
+                        break;
+                    }
+                }
+                found
+            }
+        };
+        if !ok {
+            failed.insert((i, pos));
+        }
+        ok
     }
 }
 
@@ -346,6 +380,19 @@ mod tests {
         assert!(!s.matches("test://items//detail"));
         let e = UriTemplate::parse("test://template/{id}/data").unwrap();
         assert!(e.matches("test://template/123/data"));
+        let two = UriTemplate::parse("x://{+a}/mid/{+b}.txt").unwrap();
+        assert!(two.matches("x://p/q/mid/r/mid/s.txt"));
+        assert!(!two.matches("x://p/q/mid/s.md"));
+    }
+
+    #[test]
+    fn a_hostile_uri_costs_little() {
+        let t = UriTemplate::parse("x://{+a}-{+b}-{+c}-{+d}-{+e}-{+f}-{+g}!").unwrap();
+        let uri = format!("x://{}", "-".repeat(MAX_URI - 4));
+        let started = std::time::Instant::now();
+        assert!(!t.matches(&uri));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!t.matches(&format!("x://{}", "a-".repeat(MAX_URI))));
     }
 
     #[test]

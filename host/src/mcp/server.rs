@@ -76,6 +76,13 @@ pub(crate) struct CallGate {
     pub(crate) fuel: Option<Arc<crate::quota::Budget>>,
 }
 
+/// What a tenant's quotas let through: its concurrency slot (held until the
+/// request ends) and the fuel meter to charge.
+type Admitted = (
+    Option<tokio::sync::OwnedSemaphorePermit>,
+    Option<Arc<crate::quota::Budget>>,
+);
+
 /// Per-client state.
 struct Session {
     /// The minimum level of log messages this client wants (`logging/setLevel`).
@@ -191,21 +198,16 @@ impl McpServer {
         (!modern).then(|| self.session.log_level())
     }
 
-    /// A tool error for a call refused by quota `quota`, counted in the
-    /// metrics and written to the audit log.
-    async fn over_quota(
-        &self,
-        tool: &str,
-        quota: &'static str,
-        message: String,
-    ) -> CallToolResponse {
+    /// A call refused by quota `quota`, counted in the metrics and written
+    /// to the audit log; its message.
+    async fn over_quota(&self, tool: &str, quota: &'static str, message: String) -> String {
         let core = &self.shared.core;
         let scope = self.shared.scope.as_str();
         core.metrics().quota_rejected(scope, quota);
         core.audit()
             .write_decision(scope, &self.shared.caller, tool, "over_quota", &message)
             .await;
-        CallToolResult::error(vec![ContentBlock::text(message)]).into()
+        message
     }
 
     fn tools(&self) -> Vec<Tool> {
@@ -270,6 +272,74 @@ impl McpServer {
             request = request.session(super::session::audit_id(id));
         }
         request
+    }
+
+    /// A tenant's quotas, checked before a call (or read, get, completion)
+    /// runs: its `max-concurrent` slot, held until it ends, and its fuel
+    /// meter, charged with what the guest burns. Refused: why (counted and
+    /// audited).
+    async fn admit(&self, name: &str) -> Result<Admitted, String> {
+        // The tenant's slot, held until the call is over (the HTTP front end
+        // answers 429 before this when it can see there is none).
+        let gate = self.shared.gate.as_ref();
+        let slot = match gate.and_then(|g| g.slots.as_ref().map(|s| (g, s))) {
+            Some((g, (max, slots))) => match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let message = format!(
+                        "tenant `{}` is over its quota `max-concurrent = {max}`: {max} calls are running; retry when one has finished",
+                        g.tenant
+                    );
+                    return Err(self.over_quota(name, "max-concurrent", message).await);
+                }
+            },
+            None => None,
+        };
+        // The fuel its calls burnt: the HTTP front end answers 429 before
+        // this when it can; a call that got past it ends here.
+        let fuel = gate.and_then(|g| g.fuel.as_ref().map(|f| (g, f)));
+        if let Some((g, f)) = fuel
+            && let Some(wait) = f.wait()
+        {
+            let q = crate::quota::fuel_over_quota(&g.tenant, f, wait);
+            return Err(self.over_quota(name, q.quota, q.message).await);
+        }
+        Ok((slot, fuel.map(|(_, f)| f.clone())))
+    }
+
+    /// `admit` for a read, get or completion: a refusal is a protocol
+    /// error carrying the quota's message.
+    async fn admit_request(&self, name: &str) -> Result<Admitted, ErrorData> {
+        self.admit(name)
+            .await
+            .map_err(|message| ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None))
+    }
+
+    /// How a read or get asks its client, as a call does: on 2026-07-28
+    /// through an input-required round bound to (`kind`, `name`, `args`),
+    /// on a session through the peer.
+    fn open_round(
+        &self,
+        kind: &'static str,
+        name: &str,
+        args: &serde_json::Value,
+        ctx: &RequestContext<RoleServer>,
+        request_state: Option<&str>,
+        input_responses: Option<rmcp::model::InputResponses>,
+    ) -> Result<(Option<Stateless>, Arc<dyn model::ClientRequests>), ErrorData> {
+        if !input::is_stateless(ctx) {
+            return Ok((None, Arc::new(PeerClient(ctx.peer.clone()))));
+        }
+        let round = Stateless::open(
+            &self.shared.state_key,
+            self.shared.mrtr_limits,
+            mrtr::Binding::new(self.shared.scope.as_str(), kind, name, args),
+            ctx,
+            request_state,
+            input_responses,
+        )?;
+        let client = round.client();
+        Ok((Some(round), client))
     }
 
     /// Refused like a call once the server drains.
@@ -361,31 +431,12 @@ impl ServerHandler for McpServer {
             )])
             .into());
         }
-        // The tenant's slot, held until the call is over (the HTTP front end
-        // answers 429 before this when it can see there is none).
-        let gate = self.shared.gate.as_ref();
-        let _slot = match gate.and_then(|g| g.slots.as_ref().map(|s| (g, s))) {
-            Some((g, (max, slots))) => match slots.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let message = format!(
-                        "tenant `{}` is over its quota `max-concurrent = {max}`: {max} calls are running; retry when one has finished",
-                        g.tenant
-                    );
-                    return Ok(self.over_quota(&req.name, "max-concurrent", message).await);
-                }
-            },
-            None => None,
+        let (_slot, fuel) = match self.admit(&req.name).await {
+            Ok(a) => a,
+            Err(message) => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
+            }
         };
-        // The fuel its calls burnt: the HTTP front end answers 429 before
-        // this when it can; a call that got past it ends here.
-        let fuel = gate.and_then(|g| g.fuel.as_ref().map(|f| (g, f)));
-        if let Some((g, f)) = fuel
-            && let Some(wait) = f.wait()
-        {
-            let q = crate::quota::fuel_over_quota(&g.tenant, f, wait);
-            return Ok(self.over_quota(&req.name, q.quota, q.message).await);
-        }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
@@ -424,8 +475,7 @@ impl ServerHandler for McpServer {
             // HTTP) when the client goes away: the guest is stopped.
             .cancel(ctx.ct.child_token())
             .client(client);
-        if let Some((_, f)) = fuel {
-            let f = f.clone();
+        if let Some(f) = fuel {
             request = request.on_fuel(move |used| f.charge(used));
         }
         // The HTTP session (2025-11-25 clients), for the audit log.
@@ -504,12 +554,32 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.closing()?;
-        let request = self.request(&req.uri, None, &ctx);
+        let (_slot, fuel) = self.admit_request(&req.uri).await?;
+        let (round, client) = self.open_round(
+            "resource",
+            &req.uri,
+            &serde_json::Value::Null,
+            &ctx,
+            req.request_state.as_deref(),
+            req.input_responses,
+        )?;
+        let mut request = self.request(&req.uri, None, &ctx).client(client);
+        if let Some(f) = fuel {
+            request = request.on_fuel(move |used| f.charge(used));
+        }
         let r = self
             .shared
             .calls
             .track_future(self.shared.core.read_resource(request))
             .await;
+        let r = match round {
+            None => r,
+            Some(round) => match round.finish(r)? {
+                Round::Complete(r) => r,
+                Round::InputRequired(ir) => return Ok(ReadResourceResponse::InputRequired(ir)),
+                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
+            },
+        };
         match r {
             Ok(bodies) => Ok(ReadResourceResult::new(
                 bodies
@@ -561,12 +631,33 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.closing()?;
-        let request = self.request(&req.name, req.arguments, &ctx);
+        let (_slot, fuel) = self.admit_request(&req.name).await?;
+        let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
+        let (round, client) = self.open_round(
+            "prompt",
+            &req.name,
+            &args,
+            &ctx,
+            req.request_state.as_deref(),
+            req.input_responses,
+        )?;
+        let mut request = self.request(&req.name, req.arguments, &ctx).client(client);
+        if let Some(f) = fuel {
+            request = request.on_fuel(move |used| f.charge(used));
+        }
         let r = self
             .shared
             .calls
             .track_future(self.shared.core.get_prompt(request))
             .await;
+        let r = match round {
+            None => r,
+            Some(round) => match round.finish(r)? {
+                Round::Complete(r) => r,
+                Round::InputRequired(ir) => return Ok(GetPromptResponse::InputRequired(ir)),
+                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
+            },
+        };
         match r {
             Ok(p) => {
                 let messages = p
@@ -609,7 +700,11 @@ impl ServerHandler for McpServer {
                 .map(|(k, v)| (k, serde_json::Value::String(v)))
                 .collect()
         });
-        let request = self.request("", context, &ctx);
+        let (_slot, fuel) = self.admit_request("completion/complete").await?;
+        let mut request = self.request("", context, &ctx);
+        if let Some(f) = fuel {
+            request = request.on_fuel(move |used| f.charge(used));
+        }
         let r = self
             .shared
             .calls
