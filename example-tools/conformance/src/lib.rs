@@ -822,7 +822,7 @@ mod tests {
     #[test]
     fn every_tool_describes_an_object_schema_and_a_description() {
         let defs = tools().__describe();
-        assert_eq!(defs.len(), 36);
+        assert_eq!(defs.len(), 35);
         for d in defs {
             assert!(!d.description.is_empty(), "{}", d.name);
             let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();
