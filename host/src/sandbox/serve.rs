@@ -277,3 +277,115 @@ pub(super) fn finish(raw: Raw) -> Result<Output, CallErrorKind> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn described(resources: Vec<wr::ResourceDef>, templates: Vec<&str>) -> Described {
+        Described {
+            resources: Some(wr::Catalog {
+                resources,
+                templates: templates
+                    .into_iter()
+                    .map(|t| wr::TemplateDef {
+                        uri_template: t.into(),
+                        name: "t".into(),
+                        title: None,
+                        description: None,
+                        mime_type: None,
+                    })
+                    .collect(),
+                dynamic: false,
+            }),
+            prompts: Vec::new(),
+            completions: false,
+        }
+    }
+
+    fn res(uri: &str) -> wr::ResourceDef {
+        wr::ResourceDef {
+            uri: uri.into(),
+            name: "r".into(),
+            title: None,
+            description: None,
+            mime_type: None,
+            size: None,
+        }
+    }
+
+    fn prompt(name: &str, args: usize) -> wp::PromptDef {
+        wp::PromptDef {
+            name: name.into(),
+            title: None,
+            description: None,
+            arguments: (0..args)
+                .map(|i| wp::ArgumentDef {
+                    name: format!("a{i}"),
+                    title: None,
+                    description: None,
+                    required: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn refused(d: Described) -> String {
+        match convert(d) {
+            Err(LoadErrorKind::Describe { reason }) => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn declarations_are_bounded_and_named_in_errors() {
+        let ok = convert(described(vec![res("x://a")], vec!["x://t/{id}"])).unwrap();
+        assert!(ok.claims("x://a") && ok.claims("x://t/1") && !ok.claims("x://t/1/2"));
+        let many = (0..=s::MAX_RESOURCES)
+            .map(|i| res(&format!("x://{i}")))
+            .collect();
+        assert!(refused(described(many, vec![])).contains("at most"));
+        let e = refused(described(vec![res("x://a"), res("x://a")], vec![]));
+        assert!(e.contains("`x://a`") && e.contains("twice"), "{e}");
+        let e = refused(described(vec![res("no-scheme")], vec![]));
+        assert!(e.contains("no-scheme"), "{e}");
+        let e = refused(described(vec![], vec!["x://{a}{b}"]));
+        assert!(e.contains("x://{a}{b}"), "{e}");
+        let long = format!("x://{}", "a".repeat(s::MAX_URI));
+        assert!(refused(described(vec![res(&long)], vec![])).contains("bytes"));
+    }
+
+    #[test]
+    fn prompts_are_bounded_and_named_in_errors() {
+        let d = |prompts| Described {
+            resources: None,
+            prompts,
+            completions: true,
+        };
+        assert_eq!(convert(d(vec![prompt("p", 2)])).unwrap().prompts.len(), 1);
+        let e = refused(d(vec![prompt("p", 1), prompt("p", 0)]));
+        assert!(e.contains("`p`") && e.contains("twice"), "{e}");
+        assert!(refused(d(vec![prompt("bad name", 0)])).contains("bad name"));
+        assert!(refused(d(vec![prompt("p", s::MAX_PROMPT_ARGUMENTS + 1)])).contains("arguments"));
+        let many = (0..=s::MAX_PROMPTS)
+            .map(|i| prompt(&format!("p{i}"), 0))
+            .collect();
+        assert!(refused(d(many)).contains("at most"));
+    }
+
+    #[test]
+    fn completions_keep_at_most_a_hundred_values() {
+        let c = super::super::bindings::v2::exports::toolhost::tool::completions::Completion {
+            values: (0..150).map(|i| i.to_string()).collect(),
+            total: None,
+            has_more: false,
+        };
+        match finish(Raw::Completion(c)) {
+            Ok(Output::Completion(c)) => {
+                assert_eq!(c.values.len(), s::MAX_COMPLETION_VALUES);
+                assert!(c.has_more);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
