@@ -244,6 +244,7 @@ impl CoreBuilder {
         let caps = self.config.caps;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);
+        let (served_changed, _) = tokio::sync::broadcast::channel(64);
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&self.audit);
         metrics.set_ready(true);
@@ -259,6 +260,7 @@ impl CoreBuilder {
                 caps,
                 host,
                 changed,
+                served_changed,
                 reload: tokio::sync::Mutex::new(()),
             }),
         })
@@ -297,6 +299,8 @@ struct Inner {
     host: HostState,
     /// The scopes whose tool lists changed, one message per reload.
     changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
+    /// The scopes whose resource-serving components changed, likewise.
+    served_changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
     /// One reload at a time.
     reload: tokio::sync::Mutex<()>,
 }
@@ -388,6 +392,32 @@ impl Core {
         }
     }
 
+    /// Be told when the components serving `scope`'s resources change (a
+    /// reload replaced, added or removed one): what a resource
+    /// subscription can observe of a change.
+    pub fn watch_resources(&self, scope: &Scope) -> ToolsWatch {
+        ToolsWatch {
+            scope: scope.clone(),
+            rx: self.inner.served_changed.subscribe(),
+        }
+    }
+
+    /// Which version of its component serves resource `uri` in `scope`
+    /// (the component's digest and load fingerprint), if `scope` may read
+    /// it: a subscription notices a change when this does.
+    pub(crate) fn resource_version(&self, scope: &Scope, uri: &str) -> Option<[u8; 32]> {
+        if !self.inner.policy.visible(scope.as_str(), uri) {
+            return None;
+        }
+        let cat = self.inner.catalog.load();
+        let c = cat.served(scope)?.owner(uri)?;
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(c.manifest.sha256);
+        h.update(c.fingerprint);
+        Some(h.finalize().into())
+    }
+
     /// Reload every source. Calls already running finish on the old
     /// catalog; unchanged components are kept as they are. Watchers of
     /// each scope whose tool list changed are told. Returns the load errors
@@ -427,12 +457,30 @@ impl Core {
             .filter(|s| fingerprint(&old, s) != fingerprint(&new, s))
             .cloned()
             .collect();
+        // What serves a scope's resources: a change is a possible update of
+        // every resource it serves.
+        let served = |cat: &Catalog, s: &Scope| -> Vec<_> {
+            cat.served(s)
+                .into_iter()
+                .flat_map(|x| x.components.iter())
+                .map(|c| (c.manifest.sha256, c.fingerprint))
+                .collect()
+        };
+        let served_changed: Arc<[Scope]> = old
+            .scopes()
+            .chain(new.scopes())
+            .filter(|s| served(&old, s) != served(&new, s))
+            .cloned()
+            .collect();
         let errors = new.errors.clone();
         // No sandbox prepared before this reload is used after it.
         self.inner.sandbox.invalidate_prepared();
         self.inner.catalog.store(Arc::new(new));
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);
+        }
+        if !served_changed.is_empty() {
+            let _ = self.inner.served_changed.send(served_changed);
         }
         for e in &errors {
             tracing::warn!("reload: {e}");

@@ -27,6 +27,9 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
                 variable; with the hostile fixture loaded, a huge read
                 stopped by max-output and a runaway read by the timeout,
                 the server serving on
+  subscribe     (2025-11-25) subscribe to file:///data/notes.txt (a URI
+                nobody serves is refused), print READY, wait for
+                notifications/resources/updated, print UPDATED URI
   tenant        (HTTP, with TOOLHOST_CLIENT_TOKEN as the bearer token) list
                 exactly TOOLHOST_CLIENT_TOOLS (comma-separated); call echo;
                 calling TOOLHOST_CLIENT_FORBIDDEN (another tenant's tool)
@@ -366,7 +369,23 @@ async def served(client, mode):
         check(r.contents[0].text == notes, f"still serving: {r}")
 
 
+async def subscribe(client, mode):
+    uri = "file:///data/notes.txt"
+    try:
+        await client.subscribe_resource("file:///nowhere/x")
+        raise AssertionError("subscribing to a URI nobody serves must fail")
+    except MCPError as e:
+        check("not found" in str(e), f"subscribe to nothing: {e}")
+    await client.subscribe_resource(uri)
+    print("READY", flush=True)
+    with anyio.fail_after(30):
+        await UPDATED.wait()
+    print("UPDATED", UPDATED_URIS[0], flush=True)
+    await client.unsubscribe_resource(uri)
+
+
 SCENARIOS = {
+    "subscribe": subscribe,
     "served": served,
     "tenant": tenant,
     "languages": languages,
@@ -378,11 +397,13 @@ SCENARIOS = {
 }
 LOGS = []
 CHANGED = None
+UPDATED = None
+UPDATED_URIS = []
 ARGS = None
 
 
 async def main():
-    global CHANGED, ARGS
+    global CHANGED, ARGS, UPDATED
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--mode", default="auto")
@@ -393,6 +414,7 @@ async def main():
     a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     ARGS = a
     CHANGED = anyio.Event()
+    UPDATED = anyio.Event()
 
     async def on_log(params):
         LOGS.append(params.data)
@@ -405,6 +427,10 @@ async def main():
         inner = getattr(message, "root", None)
         if inner is not None and "ToolListChanged" in type(inner).__name__:
             CHANGED.set()
+        for m in (message, inner):
+            if m is not None and "ResourceUpdated" in type(m).__name__:
+                UPDATED_URIS.append(str(m.params.uri))
+                UPDATED.set()
 
     if a.http:
         server = a.http

@@ -77,6 +77,41 @@ fn python_reads_resources_gets_prompts_and_completes_over_http_2025_11_25() {
     served_scenario("legacy", true);
 }
 
+/// A 2025-11-25 session subscribed to a file resource is told when a reload
+/// replaces the component serving it (what the host can observe).
+#[test]
+fn a_subscribed_session_is_told_when_its_resources_component_is_replaced() {
+    use std::io::BufRead as _;
+    let served = files_and_prompts();
+    let tools = served.path().display().to_string();
+    let args = ["--tools", tools.as_str(), "--watch", "true"];
+    let mut child = client(Sdk::Python, "subscribe", Some("legacy"), Via::Stdio(&args))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    if ready != "READY" {
+        let out = crate::mcp::wait_output(child, std::time::Duration::from_secs(5));
+        panic!(
+            "client not ready: {ready}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A new version of the files tool's manifest: a reload replaces it.
+    let m = served.path().join("files.toml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, format!("{text}\n[limits]\ntimeout = \"9s\"\n")).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = crate::mcp::wait_output(child, LIMIT);
+    assert!(
+        rest.iter().any(|l| l == "UPDATED file:///data/notes.txt") && out.status.success(),
+        "{rest:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Scope `a` has the files and prompts tools; scope `b` only echo. The
 /// directories live as long as the core is used.
 async fn two_scopes(audit: Option<&std::path::Path>) -> (Core, ToolDir, ToolDir) {

@@ -65,7 +65,23 @@ struct Shared {
     /// A tenant's `max-concurrent`: a slot held for the whole call, however
     /// the client's connection fares.
     gate: Option<CallGate>,
+    /// Resource subscriptions of the sessions (2025-11-25 `resources/subscribe`).
+    subscriptions: Mutex<Vec<Subscription>>,
 }
+
+/// One session's subscription to one resource: it is told
+/// (`notifications/resources/updated`) when the version of the component
+/// serving the URI changes (a reload replaced, removed or added it).
+struct Subscription {
+    /// The session's identity (its `Session`'s address).
+    session: usize,
+    peer: Peer<RoleServer>,
+    uri: String,
+    version: Option<[u8; 32]>,
+}
+
+/// Most resources one session may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// A tenant's quotas that hold for the whole call: the calls it may run at
 /// once (`max-concurrent`) and the fuel it may burn (`fuel-per-minute`).
@@ -135,6 +151,7 @@ impl McpServer {
         gate: Option<CallGate>,
     ) -> McpServer {
         let changes = core.watch_tools(&scope);
+        let resource_changes = core.watch_resources(&scope);
         let shared = Arc::new(Shared {
             core,
             scope,
@@ -145,8 +162,10 @@ impl McpServer {
             state_key: key,
             mrtr_limits: mrtr::Limits::default(),
             gate,
+            subscriptions: Mutex::new(Vec::new()),
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
+        forward_resource_updates(Arc::downgrade(&shared), resource_changes);
         McpServer {
             shared,
             session: Session::new(),
@@ -233,6 +252,43 @@ impl Shared {
             }
         }
     }
+}
+
+/// Tell each subscribed session of each resource whose serving component
+/// changed, while `shared` lives.
+fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        while changes.changed().await.is_some() {
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            let due: Vec<(Peer<RoleServer>, String)> = {
+                let mut subs = shared
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                subs.retain(|s| !s.peer.is_transport_closed());
+                subs.iter_mut()
+                    .filter_map(|s| {
+                        let now = shared.core.resource_version(&shared.scope, &s.uri);
+                        (now != s.version).then(|| {
+                            s.version = now;
+                            (s.peer.clone(), s.uri.clone())
+                        })
+                    })
+                    .collect()
+            };
+            for (peer, uri) in due {
+                let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                if let Err(e) = peer.notify_resource_updated(note).await {
+                    tracing::debug!("resources/updated not delivered: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// Forward the core's change signal to the clients of `shared` while it
@@ -372,6 +428,9 @@ impl ServerHandler for McpServer {
         }
         if completions {
             caps.completions = Some(Default::default());
+        }
+        if let Some(r) = &mut caps.resources {
+            r.subscribe = Some(true);
         }
         ServerConfig::new(caps).with_server_info(
             Implementation::new("toolhost", env!("CARGO_PKG_VERSION"))
@@ -723,6 +782,68 @@ impl ServerHandler for McpServer {
             }
             Err(e) => Err(served_error(e)),
         }
+    }
+
+    /// A session's subscription to a resource its scope serves: it is told
+    /// when a reload changes the component serving it (the host observes
+    /// nothing finer; see `Subscription`).
+    async fn subscribe(
+        &self,
+        req: rmcp::model::SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let Some(version) = self
+            .shared
+            .core
+            .resource_version(&self.shared.scope, &req.uri)
+        else {
+            return Err(ErrorData::resource_not_found(
+                format!("resource `{}` not found", req.uri),
+                Some(serde_json::json!({ "uri": req.uri })),
+            ));
+        };
+        let session = Arc::as_ptr(&self.session) as usize;
+        let mut subs = self
+            .shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        subs.retain(|s| !s.peer.is_transport_closed());
+        if subs
+            .iter()
+            .any(|s| s.session == session && s.uri == req.uri)
+        {
+            return Ok(());
+        }
+        if subs.iter().filter(|s| s.session == session).count() >= MAX_SUBSCRIPTIONS {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources; unsubscribe from some first"
+                ),
+                None,
+            ));
+        }
+        subs.push(Subscription {
+            session,
+            peer: ctx.peer,
+            uri: req.uri,
+            version: Some(version),
+        });
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: rmcp::model::UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let session = Arc::as_ptr(&self.session) as usize;
+        self.shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| !(s.session == session && s.uri == req.uri));
+        Ok(())
     }
 
     /// 2026-07-28 clients learn of tool-list changes on a
