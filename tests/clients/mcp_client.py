@@ -30,6 +30,9 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
   subscribe     (2025-11-25) subscribe to file:///data/notes.txt (a URI
                 nobody serves is refused), print READY, wait for
                 notifications/resources/updated, print UPDATED URI
+  listen_served (2026-07-28) a subscriptions/listen stream for prompt and
+                resource list changes and file:///data/notes.txt: print
+                READY, wait for all three events, print UPDATED URI
   tenant        (HTTP, with TOOLHOST_CLIENT_TOKEN as the bearer token) list
                 exactly TOOLHOST_CLIENT_TOOLS (comma-separated); call echo;
                 calling TOOLHOST_CLIENT_FORBIDDEN (another tenant's tool)
@@ -384,7 +387,33 @@ async def subscribe(client, mode):
     await client.unsubscribe_resource(uri)
 
 
+async def listen_served(client, mode):
+    from mcp.client.subscriptions import PromptsListChanged, ResourcesListChanged, ResourceUpdated
+
+    uri = "file:///data/notes.txt"
+    async with client.listen(
+        prompts_list_changed=True, resources_list_changed=True, resource_subscriptions=[uri, "file:///nowhere/x"]
+    ) as sub:
+        h = sub.honored
+        check(h.prompts_list_changed and h.resources_list_changed, f"honored: {h}")
+        check(list(h.resource_subscriptions or []) == [uri], f"honored URIs (only what is served): {h}")
+        print("READY", flush=True)
+        seen = set()
+        updated = None
+        with anyio.fail_after(30):
+            async for event in sub:
+                print("event", event, file=sys.stderr)
+                seen.add(type(event).__name__)
+                if isinstance(event, ResourceUpdated):
+                    updated = str(event.uri)
+                want = {PromptsListChanged.__name__, ResourcesListChanged.__name__, ResourceUpdated.__name__}
+                if want <= seen:
+                    break
+    print("UPDATED", updated, flush=True)
+
+
 SCENARIOS = {
+    "listen_served": listen_served,
     "subscribe": subscribe,
     "served": served,
     "tenant": tenant,

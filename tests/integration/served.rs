@@ -81,11 +81,26 @@ fn python_reads_resources_gets_prompts_and_completes_over_http_2025_11_25() {
 /// replaces the component serving it (what the host can observe).
 #[test]
 fn a_subscribed_session_is_told_when_its_resources_component_is_replaced() {
+    updated_on_reload("subscribe", "legacy");
+}
+
+/// A 2026-07-28 `subscriptions/listen` stream for prompt and resource list
+/// changes and one resource gets all three when a reload replaces the
+/// component serving them.
+#[test]
+fn a_2026_07_28_listener_is_told_of_list_changes_and_its_resource_update() {
+    updated_on_reload("listen_served", "auto");
+}
+
+/// Start client `scenario`, wait until it is READY, replace the files
+/// tool's manifest, and require the client to report the update of
+/// `file:///data/notes.txt`.
+fn updated_on_reload(scenario: &str, mode: &str) {
     use std::io::BufRead as _;
     let served = files_and_prompts();
     let tools = served.path().display().to_string();
     let args = ["--tools", tools.as_str(), "--watch", "true"];
-    let mut child = client(Sdk::Python, "subscribe", Some("legacy"), Via::Stdio(&args))
+    let mut child = client(Sdk::Python, scenario, Some(mode), Via::Stdio(&args))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -254,8 +254,10 @@ impl Shared {
     }
 }
 
-/// Tell each subscribed session of each resource whose serving component
-/// changed, while `shared` lives.
+/// When the components serving resources and prompts change (a reload):
+/// tell every session that both lists may have changed, and each subscribed
+/// session of each resource whose serving component changed, while
+/// `shared` lives.
 fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -265,6 +267,20 @@ fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch
             let Some(shared) = shared.upgrade() else {
                 break;
             };
+            // Sessions re-list what a reload may have changed.
+            let peers: Vec<Peer<RoleServer>> = {
+                let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers.retain(|p| !p.is_transport_closed());
+                peers.clone()
+            };
+            for p in peers {
+                if let Err(e) = p.notify_resource_list_changed().await {
+                    tracing::debug!("resources/list_changed not delivered: {e}");
+                }
+                if let Err(e) = p.notify_prompt_list_changed().await {
+                    tracing::debug!("prompts/list_changed not delivered: {e}");
+                }
+            }
             let due: Vec<(Peer<RoleServer>, String)> = {
                 let mut subs = shared
                     .subscriptions
@@ -421,10 +437,14 @@ impl ServerHandler for McpServer {
         // what is served).
         let (resources, prompts, completions) = self.shared.core.serves(&self.shared.scope);
         if resources {
-            caps.resources = Some(ResourcesCapability::default());
+            let mut r = ResourcesCapability::default();
+            r.list_changed = Some(true);
+            caps.resources = Some(r);
         }
         if prompts {
-            caps.prompts = Some(PromptsCapability::default());
+            let mut p = PromptsCapability::default();
+            p.list_changed = Some(true);
+            caps.prompts = Some(p);
         }
         if completions {
             caps.completions = Some(Default::default());
@@ -850,17 +870,52 @@ impl ServerHandler for McpServer {
     /// `subscriptions/listen` stream (older ones get them on the session).
     fn accepted_subscription_filter(
         &self,
-        _requested: &SubscriptionFilter,
+        requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
-        Some(SubscriptionFilter::builder().tools_list_changed().build())
+        // Resource subscriptions: the URIs this scope serves (the SDK
+        // intersects this with what was asked and what is declared).
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|u| {
+                self.shared
+                    .core
+                    .resource_version(&self.shared.scope, u)
+                    .is_some()
+            })
+            .take(MAX_SUBSCRIPTIONS)
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .prompts_list_changed()
+                .resources_list_changed()
+                .resource_subscriptions(uris)
+                .build(),
+        )
     }
 
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
-        if cx.accepted().tools_list_changed != Some(true) {
+        let accepted = cx.accepted().clone();
+        let tools = accepted.tools_list_changed == Some(true);
+        let prompts = accepted.prompts_list_changed == Some(true);
+        let resources = accepted.resources_list_changed == Some(true);
+        let core = &self.shared.core;
+        let scope = &self.shared.scope;
+        let mut subscribed: Vec<(String, Option<[u8; 32]>)> = accepted
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .map(|u| (u.clone(), core.resource_version(scope, u)))
+            .collect();
+        if !tools && !prompts && !resources && subscribed.is_empty() {
             cx.cancelled().await;
             return Ok(());
         }
-        let mut changes = self.shared.core.watch_tools(&self.shared.scope);
+        let mut changes = core.watch_tools(scope);
+        let mut served = core.watch_resources(scope);
         loop {
             tokio::select! {
                 _ = cx.cancelled() => return Ok(()),
@@ -869,8 +924,32 @@ impl ServerHandler for McpServer {
                     if changed.is_none() {
                         return Ok(());
                     }
-                    if let Err(e) = cx.sink().notify_tool_list_changed().await {
+                    if tools && let Err(e) = cx.sink().notify_tool_list_changed().await {
                         tracing::debug!("tools/list_changed not delivered to a listener: {e}");
+                        return Ok(());
+                    }
+                }
+                changed = served.changed() => {
+                    if changed.is_none() {
+                        return Ok(());
+                    }
+                    let sink = cx.sink();
+                    let mut sent = Ok(());
+                    if prompts {
+                        sent = sent.and(sink.notify_prompt_list_changed().await);
+                    }
+                    if resources {
+                        sent = sent.and(sink.notify_resource_list_changed().await);
+                    }
+                    for (uri, version) in &mut subscribed {
+                        let now = core.resource_version(scope, uri);
+                        if now != *version {
+                            *version = now;
+                            sent = sent.and(sink.notify_resource_updated(uri.clone()).await);
+                        }
+                    }
+                    if let Err(e) = sent {
+                        tracing::debug!("a change not delivered to a listener: {e}");
                         return Ok(());
                     }
                 }
