@@ -498,7 +498,7 @@ impl Core {
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         match self.run(req, Target::Call).await? {
             Output::Tool(out) => Ok(out),
-            _ => unreachable!("a tool call answers with a tool's output"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -566,21 +566,24 @@ impl Core {
     /// fails is left out (and the failure is in the audit log).
     pub async fn list_resources(&self, req: CallRequest) -> Vec<ResourceDef> {
         let mut out = self.resources(&req.scope);
-        let dynamic: Vec<String> = {
+        let dynamic: Vec<(String, PathBuf)> = {
             let cat = self.inner.catalog.load();
             cat.served(&req.scope)
                 .into_iter()
                 .flat_map(|s| s.components.iter())
                 .filter(|c| c.served.dynamic)
-                .map(|c| component_name(c))
+                .map(|c| (component_name(c), c.manifest.path.clone()))
                 .collect()
         };
-        for name in dynamic {
+        for (name, manifest) in dynamic {
             let mut one = CallRequest::new(req.scope.clone(), name.clone(), None)
                 .caller(&*req.caller)
                 .cancel(req.cancel.clone());
             one.session = req.session.clone();
-            match self.run(one, Target::List).await {
+            let target = Target::List {
+                manifest: manifest.clone(),
+            };
+            match self.run(one, target).await {
                 Ok(Output::Listed(list)) => {
                     // Only URIs the listing component serves: a component
                     // cannot list entries in another's URIs.
@@ -589,7 +592,7 @@ impl Core {
                     for r in list {
                         let own = served
                             .and_then(|s| s.owner(&r.uri))
-                            .is_some_and(|c| component_name(c) == name);
+                            .is_some_and(|c| c.manifest.path == manifest);
                         if own
                             && !out.iter().any(|o| o.uri == r.uri)
                             && self.inner.policy.visible(req.scope.as_str(), &r.uri)
@@ -613,7 +616,7 @@ impl Core {
     pub async fn read_resource(&self, req: CallRequest) -> Result<Vec<ResourceBody>, CallError> {
         match self.run(req, Target::Read).await? {
             Output::Read(b) => Ok(b),
-            _ => unreachable!("a read answers with bodies"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -621,7 +624,7 @@ impl Core {
     pub async fn get_prompt(&self, req: CallRequest) -> Result<PromptOutput, CallError> {
         match self.run(req, Target::Get).await? {
             Output::Prompt(p) => Ok(p),
-            _ => unreachable!("a get answers with a prompt"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -645,7 +648,7 @@ impl Core {
         };
         match self.run(req, target).await? {
             Output::Completion(c) => Ok(c),
-            _ => unreachable!("a completion answers with values"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -855,7 +858,7 @@ impl Core {
                     value,
                     context: &text,
                 },
-                Target::List => Op::List,
+                Target::List { .. } => Op::List,
             };
             sandbox.run(&t, op, cx).await
         }
@@ -961,8 +964,9 @@ enum Target {
         argument: String,
         value: String,
     },
-    /// List the run-time resources of the component named (by manifest).
-    List,
+    /// List the run-time resources of the component loaded from
+    /// `manifest` (named by its file stem in audit and errors).
+    List { manifest: PathBuf },
 }
 
 impl Target {
@@ -973,7 +977,7 @@ impl Target {
             Target::Read => "resources/read",
             Target::Get => "prompts/get",
             Target::Complete { .. } => "completion/complete",
-            Target::List => "resources/list",
+            Target::List { .. } => "resources/list",
         }
     }
 
@@ -982,7 +986,7 @@ impl Target {
         use crate::error::Subject;
         match self {
             Target::Call => Subject::Tool,
-            Target::Read | Target::List => Subject::Resource,
+            Target::Read | Target::List { .. } => Subject::Resource,
             Target::Get => Subject::Prompt,
             Target::Complete {
                 reference: CompletionRef::Prompt(_),
@@ -1020,12 +1024,22 @@ fn resolve(
             }
             c
         }
-        Target::List => served
+        Target::List { manifest } => served
             .components
             .iter()
-            .find(|c| c.served.dynamic && component_name(c) == name)?,
+            .find(|c| c.served.dynamic && c.manifest.path == *manifest)?,
     };
     Some((comp.clone(), None))
+}
+
+/// An operation answered as another (a host bug, never a guest's doing).
+fn mismatch() -> CallError {
+    CallError::new(
+        "",
+        CallErrorKind::Internal {
+            message: "the host got an answer of the wrong kind".into(),
+        },
+    )
 }
 
 /// A component's name: its manifest's file stem.
