@@ -10,7 +10,7 @@ TOOLS_BUILD := target/artifacts/$(WASM_TARGET)/tools
 BUILD       := build
 
 # Tools deployed with a manifest into build/tools/.
-DEPLOY_TOOLS := echo text files writer fetch
+DEPLOY_TOOLS := echo text files writer fetch prompts
 # Fixtures for the tests, deployed without a manifest (tests write their own).
 TEST_TOOLS   := hostile typed-kitchen-sink
 # Conformance fixtures, when their crate exists.

@@ -18,6 +18,7 @@ const TOOLS: &[(&str, &str, &str)] = &[
     ("FILES", "toolhost-tool-files", "toolhost_tool_files"),
     ("WRITER", "toolhost-tool-writer", "toolhost_tool_writer"),
     ("FETCH", "toolhost-tool-fetch", "toolhost_tool_fetch"),
+    ("PROMPTS", "toolhost-tool-prompts", "toolhost_tool_prompts"),
     (
         "CONFORMANCE",
         "toolhost-tool-conformance",

@@ -39,6 +39,9 @@ trap cleanup EXIT
 mkdir -p "$WORK/tools" "$WORK/spare"
 cp "$ROOT"/build/conformance-tools/conformance.{wasm,toml} "$WORK/tools/"
 cp "$ROOT"/build/tools/echo.{wasm,toml} "$WORK/spare/"
+# The prompts example: what `test_trigger_prompt_change` adds (a prompt
+# list change a listener is told of).
+cp "$ROOT"/build/tools/prompts.{wasm,toml} "$WORK/spare/"
 touch "$WORK/audit.jsonl"
 # Compile the spare component now (into the compile cache), so adding it
 # later reloads within the suite's notification window.

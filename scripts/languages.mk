@@ -2,7 +2,8 @@
 #
 # Each example-tools/py-NAME/ (an `app.py` module) is built with
 # componentize-py and each example-tools/js-NAME/ (a `main.js` ES module) with
-# componentize-js, against the same world as the Rust tools (wit/tool.wit),
+# componentize-js, against `toolhost:tool@0.1.0` (wit/0.1.0/tool.wit: tools only; the Rust
+# SDK builds 0.2.0),
 # into $(LANG_OUT)/; `make tools` then deploys them like the Rust ones:
 # build/tools/NAME.wasm with its manifest rendered (sha256 pinned), the
 # hostile fixtures into build/test-tools/. A component is rebuilt only when
@@ -45,20 +46,20 @@ lang-components: $(LANG_COMPONENTS)
 .SECONDEXPANSION:
 # VIRTUAL_ENV points componentize-py at the toolchain's own venv, so no
 # site-packages of the machine's Python leak into the component's path.
-$(LANG_OUT)/py-%.wasm: $$(wildcard example-tools/py-$$*/*.py) $(PY_SDK) wit/tool.wit $(TOOLCHAINS_STAMP)
+$(LANG_OUT)/py-%.wasm: $$(wildcard example-tools/py-$$*/*.py) $(PY_SDK) wit/0.1.0/tool.wit $(TOOLCHAINS_STAMP)
 	@mkdir -p $(@D)
 	@echo "  componentize-py example-tools/py-$*"
-	@VIRTUAL_ENV=$(abspath $(TOOLCHAINS)/py) PYTHONDONTWRITEBYTECODE=1 $(COMPONENTIZE_PY) -d wit -w toolhost \
+	@VIRTUAL_ENV=$(abspath $(TOOLCHAINS)/py) PYTHONDONTWRITEBYTECODE=1 $(COMPONENTIZE_PY) -d wit/0.1.0 -w toolhost \
 		componentize -p guest-sdk/python -p example-tools/py-$* app -o $@.tmp >$@.log 2>&1 \
 		|| { cat $@.log >&2; rm -f $@.tmp; exit 1; }
 	@mv -f $@.tmp $@
 
 # componentize-js maps the current directory into the build sandbox: run it
 # from the project root so `../../guest-sdk/js/...` imports resolve.
-$(LANG_OUT)/js-%.wasm: $$(wildcard example-tools/js-$$*/*.js) $(JS_SDK) wit/tool.wit $(TOOLCHAINS_STAMP)
+$(LANG_OUT)/js-%.wasm: $$(wildcard example-tools/js-$$*/*.js) $(JS_SDK) wit/0.1.0/tool.wit $(TOOLCHAINS_STAMP)
 	@mkdir -p $(@D)
 	@echo "  componentize-js example-tools/js-$*"
-	@$(COMPONENTIZE_JS) example-tools/js-$*/main.js --wit wit -n toolhost -o $@.tmp >$@.log 2>&1 \
+	@$(COMPONENTIZE_JS) example-tools/js-$*/main.js --wit wit/0.1.0 -n toolhost -o $@.tmp >$@.log 2>&1 \
 		|| { cat $@.log >&2; rm -f $@.tmp; exit 1; }
 	@mv -f $@.tmp $@
 

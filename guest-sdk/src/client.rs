@@ -46,15 +46,11 @@ impl std::fmt::Display for ClientError {
 }
 
 impl ClientError {
-    /// The host's message for a failed request, classified. The host's
-    /// wording is part of the `toolhost:tool@0.1.0` contract.
-    fn from_host(message: String) -> ClientError {
-        if message.starts_with("input required:") {
-            ClientError::InputRequired(message)
-        } else if message.starts_with("the client cannot answer") {
-            ClientError::Unsupported(message)
-        } else {
-            ClientError::Failed(message)
+    fn from_host(e: wit_host::ClientError) -> ClientError {
+        match e {
+            wit_host::ClientError::InputRequired(m) => ClientError::InputRequired(m),
+            wit_host::ClientError::Unsupported(m) => ClientError::Unsupported(m),
+            wit_host::ClientError::Failed(m) => ClientError::Failed(m),
         }
     }
 }
@@ -111,12 +107,12 @@ impl Ask {
 
     /// Ask and wait for the answer (the client's result as JSON).
     pub fn send(self) -> Result<Value, ClientError> {
-        let method = match &self.key {
-            Some(k) => format!("{}#{k}", self.method),
-            None => self.method.clone(),
-        };
-        let text = wit_host::request_client(&method, &self.params.to_string())
-            .map_err(ClientError::from_host)?;
+        let text = wit_host::request_client(&wit_host::ClientRequest {
+            key: self.key.clone(),
+            method: self.method.clone(),
+            params: self.params.to_string(),
+        })
+        .map_err(ClientError::from_host)?;
         serde_json::from_str(&text).map_err(|e| {
             ClientError::Failed(format!(
                 "the client's answer to `{}` is not JSON: {e}",

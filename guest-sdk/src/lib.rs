@@ -21,13 +21,17 @@
 //! export!(tools);
 //! ```
 //!
-//! This crate owns the guest half of the `toolhost:tool` contract; it knows
-//! nothing of the host's policies, limits or transports.
+//! A component may also serve resources ([`resources`]) and prompts with
+//! completions for their arguments ([`prompts`]), and ask its calling client
+//! questions ([`client`]).
+//!
+//! This crate owns the guest half of the `toolhost:tool@0.2.0` contract; it
+//! knows nothing of the host's policies, limits or transports.
 
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/tool.wit",
         world: "toolhost",
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -36,6 +40,8 @@ pub mod bindings {
 }
 
 pub mod client;
+pub mod prompts;
+pub mod resources;
 
 use bindings::toolhost::tool::host as wit_host;
 use bindings::toolhost::tool::types as wit;
@@ -220,6 +226,20 @@ impl<T: Serialize + JsonSchema> IntoOutput for Json<T> {
     }
 }
 
+/// Whether a tool's calls may run as tasks (MCP tasks extension): the
+/// client gets a task handle at once and polls for the result. For tools
+/// that take long.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum TaskSupport {
+    /// Always answered in the request.
+    #[default]
+    Forbidden,
+    /// A task when the client supports tasks.
+    Optional,
+    /// Only as a task.
+    Required,
+}
+
 /// Behaviour hints for clients (MCP tool annotations).
 #[derive(Debug, Clone, Default)]
 pub struct Annotations {
@@ -259,13 +279,17 @@ struct Entry {
     input_schema: SchemaSource,
     output_schema: SchemaSource,
     annotations: Annotations,
+    task_support: TaskSupport,
     handler: Handler,
 }
 
-/// The tools one component offers.
+/// The tools (and resources, prompts, completions) one component offers.
 #[derive(Default)]
 pub struct Toolbox {
     entries: Vec<Entry>,
+    resources: resources::Resources,
+    prompts: Vec<prompts::PromptEntry>,
+    completions: Vec<prompts::CompletionEntry>,
 }
 
 impl Toolbox {
@@ -293,7 +317,85 @@ impl Toolbox {
             input_schema: SchemaSource::Derived(input_schema_of::<A>),
             output_schema: SchemaSource::Derived(O::output_schema),
             annotations: Annotations::default(),
+            task_support: TaskSupport::Forbidden,
             handler,
+        });
+        self
+    }
+
+    /// Whether calls of the last added tool may run as tasks.
+    pub fn task_support(mut self, t: TaskSupport) -> Self {
+        self.last().task_support = t;
+        self
+    }
+
+    /// Serve a fixed resource: `read` produces its body (its MIME type is
+    /// the resource's).
+    pub fn resource<F>(mut self, resource: resources::Resource, read: F) -> Self
+    where
+        F: Fn() -> Result<resources::Body, resources::ResourceError> + 'static,
+    {
+        self.resources.fixed.push((resource, Box::new(read)));
+        self
+    }
+
+    /// Serve the resources whose URIs match `template`: `read` gets the URI
+    /// and the template's variables.
+    pub fn resource_template<F>(mut self, template: resources::Template, read: F) -> Self
+    where
+        F: Fn(
+                &str,
+                &resources::Vars,
+            ) -> Result<Vec<resources::ResourceContent>, resources::ResourceError>
+            + 'static,
+    {
+        self.resources.templates.push((template, Box::new(read)));
+        self
+    }
+
+    /// List the resources there are at run time, beyond the fixed ones
+    /// (read them through a template).
+    pub fn list_resources<F>(mut self, list: F) -> Self
+    where
+        F: Fn() -> Result<Vec<resources::Resource>, resources::ResourceError> + 'static,
+    {
+        self.resources.lister = Some(Box::new(list));
+        self
+    }
+
+    /// Offer a prompt: `f` takes the decoded arguments (a struct of string
+    /// fields) and returns its messages.
+    pub fn prompt<A, R, F>(mut self, prompt: prompts::Prompt, f: F) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + 'static,
+        R: prompts::IntoMessages + 'static,
+        F: Fn(A) -> Result<R, ToolError> + 'static,
+    {
+        let name = prompt.name.clone();
+        self.prompts.push(prompts::PromptEntry {
+            prompt,
+            arguments: prompts::arguments_of::<A>,
+            handler: Box::new(move |args| {
+                let a: A = serde_json::from_value(args).map_err(|e| {
+                    ToolError::InvalidArguments(format!("arguments of prompt `{name}`: {e}"))
+                })?;
+                Ok(f(a)?.into_messages())
+            }),
+        });
+        self
+    }
+
+    /// Suggest values for `argument` of `target` (a prompt or a resource
+    /// template): `f` gets what the user typed so far and the arguments
+    /// already chosen.
+    pub fn complete<F>(mut self, target: prompts::Ref, argument: &str, f: F) -> Self
+    where
+        F: Fn(&str, &prompts::Context) -> Vec<String> + 'static,
+    {
+        self.completions.push(prompts::CompletionEntry {
+            target,
+            argument: argument.to_string(),
+            complete: Box::new(f),
         });
         self
     }
@@ -377,8 +479,100 @@ impl Toolbox {
                     idempotent: e.annotations.idempotent,
                     open_world: e.annotations.open_world,
                 },
+                task_support: match e.task_support {
+                    TaskSupport::Forbidden => wit::TaskSupport::Forbidden,
+                    TaskSupport::Optional => wit::TaskSupport::Optional,
+                    TaskSupport::Required => wit::TaskSupport::Required,
+                },
             })
             .collect()
+    }
+
+    #[doc(hidden)]
+    pub fn __describe_resources(&self) -> bindings::exports::toolhost::tool::resources::Catalog {
+        self.resources.describe()
+    }
+
+    #[doc(hidden)]
+    pub fn __list_resources(
+        &self,
+    ) -> Result<
+        Vec<bindings::exports::toolhost::tool::resources::ResourceDef>,
+        bindings::exports::toolhost::tool::resources::ResourceError,
+    > {
+        self.resources.list()
+    }
+
+    #[doc(hidden)]
+    pub fn __read_resource(
+        &self,
+        uri: &str,
+    ) -> Result<
+        Vec<bindings::exports::toolhost::tool::resources::Contents>,
+        bindings::exports::toolhost::tool::resources::ResourceError,
+    > {
+        self.resources.read(uri)
+    }
+
+    #[doc(hidden)]
+    pub fn __describe_prompts(&self) -> Vec<bindings::exports::toolhost::tool::prompts::PromptDef> {
+        self.prompts
+            .iter()
+            .map(|p| bindings::exports::toolhost::tool::prompts::PromptDef {
+                name: p.prompt.name.clone(),
+                title: p.prompt.title.clone(),
+                description: p.prompt.description.clone(),
+                arguments: (p.arguments)(),
+            })
+            .collect()
+    }
+
+    #[doc(hidden)]
+    pub fn __get_prompt(
+        &self,
+        name: &str,
+        arguments: &str,
+    ) -> Result<
+        bindings::exports::toolhost::tool::prompts::PromptResult,
+        bindings::exports::toolhost::tool::prompts::PromptError,
+    > {
+        use bindings::exports::toolhost::tool::prompts as wp;
+        let entry = self
+            .prompts
+            .iter()
+            .find(|p| p.prompt.name == name)
+            .ok_or_else(|| wp::PromptError::UnknownPrompt(name.to_string()))?;
+        let args: serde_json::Value = serde_json::from_str(arguments).map_err(|e| {
+            wp::PromptError::InvalidArguments(format!("arguments are not JSON: {e}"))
+        })?;
+        match (entry.handler)(args) {
+            Ok((description, messages)) => Ok(wp::PromptResult {
+                description,
+                messages: messages
+                    .into_iter()
+                    .map(prompts::Message::into_wit)
+                    .collect(),
+            }),
+            Err(ToolError::InvalidArguments(m)) => Err(wp::PromptError::InvalidArguments(m)),
+            Err(ToolError::Failed(m)) => Err(wp::PromptError::Failed(m)),
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn __complete(
+        &self,
+        target: bindings::exports::toolhost::tool::completions::Reference,
+        argument: &str,
+        value: &str,
+        context: &str,
+    ) -> bindings::exports::toolhost::tool::completions::Completion {
+        prompts::complete(
+            &self.completions,
+            prompts::Ref::from_wit(target),
+            argument,
+            value,
+            context,
+        )
     }
 
     #[doc(hidden)]
@@ -423,12 +617,17 @@ pub fn request_client(
     method: &str,
     params: &serde_json::Value,
 ) -> Result<serde_json::Value, ToolError> {
-    let text = wit_host::request_client(method, &params.to_string()).map_err(ToolError::Failed)?;
-    serde_json::from_str(&text).map_err(|e| {
-        ToolError::failed(format!(
-            "the client's answer to `{method}` is not JSON: {e}"
-        ))
-    })
+    client::Ask::new(method, params.clone())
+        .send()
+        .map_err(|e| ToolError::Failed(e.to_string()))
+}
+
+/// Hand the caller a task handle now and finish this call in the background
+/// (MCP tasks extension), if the tool supports tasks (see
+/// [`Toolbox::task_support`]) and the caller can follow one. Returns whether
+/// the call now runs as a task. Call it before the long part of the work.
+pub fn run_as_task() -> bool {
+    wit_host::run_as_task()
 }
 
 /// Whether the caller has cancelled this call.
@@ -436,29 +635,70 @@ pub fn cancelled() -> bool {
     wit_host::cancelled()
 }
 
-/// Export the tools returned by a `fn() -> Toolbox` as this component's
-/// `toolhost:tool` implementation. Expands to nothing on non-wasm targets,
-/// so a tool crate can also be built natively (tests, benchmarks).
+/// Export the toolbox returned by a `fn() -> Toolbox` as this component's
+/// `toolhost:tool` implementation (tools, resources, prompts, completions).
+/// Expands to nothing on non-wasm targets, so a tool crate can also be built
+/// natively (tests, benchmarks).
 #[macro_export]
 macro_rules! export {
     ($tools:path) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            use $crate::bindings::exports::toolhost::tool as __exports;
             struct __ToolhostComponent;
-            impl $crate::bindings::exports::toolhost::tool::tool::Guest for __ToolhostComponent {
-                fn describe()
-                -> ::std::vec::Vec<$crate::bindings::exports::toolhost::tool::tool::ToolDef>
-                {
+            impl __exports::tool::Guest for __ToolhostComponent {
+                fn describe() -> ::std::vec::Vec<__exports::tool::ToolDef> {
                     $tools().__describe()
                 }
                 fn call(
                     name: ::std::string::String,
                     arguments: ::std::string::String,
-                ) -> ::std::result::Result<
-                    $crate::bindings::exports::toolhost::tool::tool::CallResult,
-                    $crate::bindings::exports::toolhost::tool::tool::ToolError,
-                > {
+                ) -> ::std::result::Result<__exports::tool::CallResult, __exports::tool::ToolError>
+                {
                     $tools().__call(&name, &arguments)
+                }
+            }
+            impl __exports::resources::Guest for __ToolhostComponent {
+                fn describe() -> __exports::resources::Catalog {
+                    $tools().__describe_resources()
+                }
+                fn list() -> ::std::result::Result<
+                    ::std::vec::Vec<__exports::resources::ResourceDef>,
+                    __exports::resources::ResourceError,
+                > {
+                    $tools().__list_resources()
+                }
+                fn read(
+                    uri: ::std::string::String,
+                ) -> ::std::result::Result<
+                    ::std::vec::Vec<__exports::resources::Contents>,
+                    __exports::resources::ResourceError,
+                > {
+                    $tools().__read_resource(&uri)
+                }
+            }
+            impl __exports::prompts::Guest for __ToolhostComponent {
+                fn describe() -> ::std::vec::Vec<__exports::prompts::PromptDef> {
+                    $tools().__describe_prompts()
+                }
+                fn get(
+                    name: ::std::string::String,
+                    arguments: ::std::string::String,
+                ) -> ::std::result::Result<
+                    __exports::prompts::PromptResult,
+                    __exports::prompts::PromptError,
+                > {
+                    $tools().__get_prompt(&name, &arguments)
+                }
+            }
+            impl __exports::completions::Guest for __ToolhostComponent {
+                fn complete(
+                    target: __exports::completions::Reference,
+                    argument: ::std::string::String,
+                    value: ::std::string::String,
+                    context: ::std::string::String,
+                ) -> __exports::completions::Completion {
+                    $tools().__complete(target, &argument, &value, &context)
                 }
             }
             $crate::bindings::__export_world!(

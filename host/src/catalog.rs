@@ -171,9 +171,79 @@ pub enum LoadEvent<'a> {
     },
 }
 
+/// The components of one scope that serve resources or prompts, and which
+/// one owns each prompt. Resource URIs are owned by exactly one component
+/// (clashes are refused at load), found by `ScopeServed::owner`.
+#[derive(Default)]
+pub(crate) struct ScopeServed {
+    /// In load order.
+    pub(crate) components: Vec<Arc<LoadedComponent>>,
+    pub(crate) prompts: BTreeMap<Arc<str>, Arc<LoadedComponent>>,
+}
+
+impl ScopeServed {
+    /// The component that serves `uri`: the one that declares it, or whose
+    /// template matches it.
+    pub(crate) fn owner(&self, uri: &str) -> Option<&Arc<LoadedComponent>> {
+        self.components.iter().find(|c| c.served.claims(uri))
+    }
+
+    /// The component with the resource template `template` (exactly).
+    pub(crate) fn template_owner(&self, template: &str) -> Option<&Arc<LoadedComponent>> {
+        self.components.iter().find(|c| {
+            c.served
+                .templates
+                .iter()
+                .any(|(t, _)| t.uri_template == template)
+        })
+    }
+
+    /// Why `comp` may not join: a URI, template prefix or prompt name of
+    /// it that a component here has already, and that component's manifest.
+    fn clash(&self, comp: &LoadedComponent) -> Option<(String, PathBuf)> {
+        let new = &comp.served;
+        for other in &self.components {
+            let old = &other.served;
+            let path = || other.manifest.path.clone();
+            for r in &new.resources {
+                if old.claims(&r.uri) {
+                    return Some((format!("resource `{}`", r.uri), path()));
+                }
+            }
+            for r in &old.resources {
+                if new.claims(&r.uri) {
+                    return Some((format!("resource `{}`", r.uri), path()));
+                }
+            }
+            for (t, parsed) in &new.templates {
+                for (_, o) in &old.templates {
+                    let (a, b) = (parsed.prefix(), o.prefix());
+                    if a.starts_with(b) || b.starts_with(a) {
+                        return Some((
+                            format!(
+                                "resource template `{}` (its prefix overlaps another template's)",
+                                t.uri_template
+                            ),
+                            path(),
+                        ));
+                    }
+                }
+            }
+        }
+        for p in &new.prompts {
+            if let Some(other) = self.prompts.get(&p.name) {
+                return Some((format!("prompt `{}`", p.name), other.manifest.path.clone()));
+            }
+        }
+        None
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Catalog {
     scopes: HashMap<Scope, BTreeMap<Arc<str>, Arc<CatalogTool>>>,
+    /// Resources and prompts, per scope.
+    served: HashMap<Scope, ScopeServed>,
     /// Every tool that failed to load, and why.
     pub(crate) errors: Vec<LoadError>,
 }
@@ -193,9 +263,13 @@ impl Catalog {
     ) -> Catalog {
         let reusable: HashMap<&Path, &Arc<LoadedComponent>> = previous
             .into_iter()
-            .flat_map(|c| c.scopes.values())
-            .flat_map(|m| m.values())
-            .map(|t| (t.component.manifest.path.as_path(), &t.component))
+            .flat_map(|c| {
+                c.scopes
+                    .values()
+                    .flat_map(|m| m.values().map(|t| &t.component))
+                    .chain(c.served.values().flat_map(|s| s.components.iter()))
+            })
+            .map(|c| (c.manifest.path.as_path(), c))
             .collect();
         let mut cat = Catalog::default();
         let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
@@ -234,12 +308,23 @@ impl Catalog {
                     .as_ref()
                     .is_none_or(|only| only.iter().any(|n| n == name || n == stem))
             };
+            // Resources and prompts come with the whole component only: a
+            // selection that names tools alone does not get them.
+            let whole = source
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == stem));
             let loaded = match load_one(sandbox, &mpath, &caps, host, reuse).await {
-                Ok(mut tools) => {
+                Ok((comp, mut tools)) => {
                     // A named selection (a tenant's): the other tools of the
                     // source are not its, and their grants are not made.
                     tools.retain(|t| wanted(&t.def.name));
-                    check_overlaps(&mpath, &tools, &granted).map(|()| tools)
+                    let serves = whole && !comp.served.is_empty();
+                    if tools.is_empty() && !serves {
+                        Ok((comp, tools, false))
+                    } else {
+                        check_overlaps(&mpath, &comp, &granted).map(|()| (comp, tools, serves))
+                    }
                 }
                 // Only a failure of a tool this source wants is its business
                 // (known by the manifest's name before the tool is).
@@ -250,14 +335,37 @@ impl Catalog {
                 Err(e) => Err(e),
             };
             match loaded {
-                Ok(tools) => {
-                    if let Some(t) = tools.first() {
-                        for d in &t.component.grants.fs.dirs {
+                Ok((comp, tools, serves)) => {
+                    if !tools.is_empty() || serves {
+                        for d in &comp.grants.fs.dirs {
                             granted.push((mpath.clone(), d.clone()));
                         }
                     }
-                    let compiled = tools.first().is_some_and(|t| t.component.compiled);
+                    let compiled = comp.compiled;
                     let scope = &source.scope;
+                    if serves {
+                        let here = cat.served.entry(scope.clone()).or_default();
+                        match here.clash(&comp) {
+                            Some((what, other)) => {
+                                let e = LoadError::new(
+                                    &mpath,
+                                    LoadErrorKind::ServedClash {
+                                        what,
+                                        other,
+                                        scope: scope.to_string(),
+                                    },
+                                );
+                                on_event(LoadEvent::Failed { error: &e });
+                                cat.errors.push(e);
+                            }
+                            None => {
+                                for p in &comp.served.prompts {
+                                    here.prompts.insert(p.name.clone(), comp.clone());
+                                }
+                                here.components.push(comp.clone());
+                            }
+                        }
+                    }
                     let mut added = 0;
                     for t in tools {
                         let key = (scope.clone(), t.def.name.clone());
@@ -310,6 +418,11 @@ impl Catalog {
     pub(crate) fn scopes(&self) -> impl Iterator<Item = &Scope> {
         self.scopes.keys()
     }
+
+    /// The resources and prompts of `scope` (empty for an unknown scope).
+    pub(crate) fn served(&self, scope: &Scope) -> Option<&ScopeServed> {
+        self.served.get(scope)
+    }
 }
 
 /// What a component's load depends on besides caps: its manifest's text and
@@ -334,13 +447,10 @@ fn fingerprint(text: &str, mpath: &Path) -> [u8; 32] {
 /// A component's directories against every directory granted before it.
 fn check_overlaps(
     mpath: &Path,
-    tools: &[CatalogTool],
+    comp: &LoadedComponent,
     granted: &[(PathBuf, Arc<crate::caps::fs::PreparedDir>)],
 ) -> Result<(), LoadError> {
-    let Some(t) = tools.first() else {
-        return Ok(());
-    };
-    for d in &t.component.grants.fs.dirs {
+    for d in &comp.grants.fs.dirs {
         for (other, g) in granted {
             if let Some(m) = crate::caps::fs::overlap(g, d) {
                 return Err(LoadError::new(
@@ -361,7 +471,7 @@ async fn load_one(
     caps: &Caps,
     host: &HostState,
     previous: Option<&Arc<LoadedComponent>>,
-) -> Result<Vec<CatalogTool>, LoadError> {
+) -> Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError> {
     let text = std::fs::read_to_string(mpath).map_err(|e| {
         LoadError::new(
             mpath,
@@ -382,7 +492,8 @@ async fn load_one(
             Arc::new(c)
         }
     };
-    comp.tools
+    let tools = comp
+        .tools
         .iter()
         .map(|def| {
             let bad = |reason: String| {
@@ -413,7 +524,8 @@ async fn load_one(
                 output,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((comp, tools))
 }
 
 /// A tool's annotations as its grants make them: a tool that may write a

@@ -4,6 +4,12 @@
 //! scope -> policy -> schema check -> sandbox (on the guest executor,
 //! reaching its pool in the scope's fair turn) -> output check -> audit
 //!
+//! Resource reads, prompt gets, completions and run-time resource listings
+//! (`toolhost:tool@0.2.0`) take the same path, with the URI, prompt or
+//! reference in the tool's place: scope visibility, policy (rules match the
+//! URI or prompt name as they match tool names), a fresh sandbox under the
+//! component's grants and limits, `max-output`, metrics and audit.
+//!
 //! The core owns the live catalog (swapped atomically on reload), the
 //! sandbox, the scheduler (see `scheduler`), the policy and the audit log.
 //! It knows no protocol.
@@ -18,7 +24,11 @@ use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::quota::{Admission, OverQuota, QuotaBook};
 use crate::sandbox::{CallContext, Sandbox, Usage};
+use crate::sandbox::{LoadedComponent, Op, Output};
 use crate::scheduler::{ScheduleError, Scheduler};
+use crate::served::{
+    Completion, CompletionRef, PromptDef, PromptOutput, ResourceBody, ResourceDef, TemplateDef,
+};
 use arc_swap::ArcSwap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -240,6 +250,7 @@ impl CoreBuilder {
         let caps = self.config.caps;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);
+        let (served_changed, _) = tokio::sync::broadcast::channel(64);
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&self.audit);
         metrics.set_ready(true);
@@ -256,6 +267,7 @@ impl CoreBuilder {
                 caps,
                 host,
                 changed,
+                served_changed,
                 reload: tokio::sync::Mutex::new(()),
             }),
         })
@@ -296,6 +308,8 @@ struct Inner {
     host: HostState,
     /// The scopes whose tool lists changed, one message per reload.
     changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
+    /// The scopes whose resource-serving components changed, likewise.
+    served_changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
     /// One reload at a time.
     reload: tokio::sync::Mutex<()>,
 }
@@ -387,6 +401,33 @@ impl Core {
         }
     }
 
+    /// Be told when the components serving `scope`'s resources change (a
+    /// reload replaced, added or removed one): what a resource
+    /// subscription can observe of a change.
+    pub fn watch_resources(&self, scope: &Scope) -> ToolsWatch {
+        ToolsWatch {
+            scope: scope.clone(),
+            rx: self.inner.served_changed.subscribe(),
+        }
+    }
+
+    /// Which version of its component serves resource `uri` in `scope`
+    /// (the component's digest and load fingerprint), if `scope` may read
+    /// it: a subscription notices a change when this does.
+    #[cfg(feature = "mcp")]
+    pub(crate) fn resource_version(&self, scope: &Scope, uri: &str) -> Option<[u8; 32]> {
+        if !self.inner.policy.visible(scope.as_str(), uri) {
+            return None;
+        }
+        let cat = self.inner.catalog.load();
+        let c = cat.served(scope)?.owner(uri)?;
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(c.manifest.sha256);
+        h.update(c.fingerprint);
+        Some(h.finalize().into())
+    }
+
     /// Reload every source. Calls already running finish on the old
     /// catalog; unchanged components are kept as they are. Watchers of
     /// each scope whose tool list changed are told. Returns the load errors
@@ -426,12 +467,30 @@ impl Core {
             .filter(|s| fingerprint(&old, s) != fingerprint(&new, s))
             .cloned()
             .collect();
+        // What serves a scope's resources: a change is a possible update of
+        // every resource it serves.
+        let served = |cat: &Catalog, s: &Scope| -> Vec<_> {
+            cat.served(s)
+                .into_iter()
+                .flat_map(|x| x.components.iter())
+                .map(|c| (c.manifest.sha256, c.fingerprint))
+                .collect()
+        };
+        let served_changed: Arc<[Scope]> = old
+            .scopes()
+            .chain(new.scopes())
+            .filter(|s| served(&old, s) != served(&new, s))
+            .cloned()
+            .collect();
         let errors = new.errors.clone();
         // No sandbox prepared before this reload is used after it.
         self.inner.sandbox.invalidate_prepared();
         self.inner.catalog.store(Arc::new(new));
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);
+        }
+        if !served_changed.is_empty() {
+            let _ = self.inner.served_changed.send(served_changed);
         }
         for e in &errors {
             tracing::warn!("reload: {e}");
@@ -453,8 +512,9 @@ impl Core {
         scope: &Scope,
         caller: &str,
         tool: &str,
+        rate: bool,
     ) -> Result<Admission, OverQuota> {
-        let refused = match self.inner.quotas.admit(scope) {
+        let refused = match self.inner.quotas.admit(scope, rate) {
             Ok(a) => return Ok(a),
             Err(q) => q,
         };
@@ -470,24 +530,187 @@ impl Core {
 
     /// The one call path.
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
+        match self.run(req, Target::Call).await? {
+            Output::Tool(out) => Ok(out),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// The static resources `scope` may see (those its components always
+    /// serve), in load order. Run-time ones: [`Core::list_resources`].
+    pub fn resources(&self, scope: &Scope) -> Vec<ResourceDef> {
+        let cat = self.inner.catalog.load();
+        let policy = &self.inner.policy;
+        cat.served(scope)
+            .into_iter()
+            .flat_map(|s| s.components.iter())
+            .flat_map(|c| c.served.resources.iter())
+            .filter(|r| policy.visible(scope.as_str(), &r.uri))
+            .cloned()
+            .collect()
+    }
+
+    /// The resource templates `scope` may see.
+    pub fn resource_templates(&self, scope: &Scope) -> Vec<TemplateDef> {
+        let cat = self.inner.catalog.load();
+        let policy = &self.inner.policy;
+        cat.served(scope)
+            .into_iter()
+            .flat_map(|s| s.components.iter())
+            .flat_map(|c| c.served.templates.iter().map(|(t, _)| t))
+            .filter(|t| policy.visible(scope.as_str(), &t.uri_template))
+            .cloned()
+            .collect()
+    }
+
+    /// The prompts `scope` may see, sorted by name.
+    pub fn prompts(&self, scope: &Scope) -> Vec<PromptDef> {
+        let cat = self.inner.catalog.load();
+        let Some(s) = cat.served(scope) else {
+            return Vec::new();
+        };
+        s.prompts
+            .iter()
+            .filter(|(name, _)| self.inner.policy.visible(scope.as_str(), name))
+            .filter_map(|(name, c)| c.served.prompts.iter().find(|p| p.name == *name))
+            .cloned()
+            .collect()
+    }
+
+    /// What `scope` is served besides tools: (resources, prompts,
+    /// completions), for the capabilities a front end declares.
+    pub fn serves(&self, scope: &Scope) -> (bool, bool, bool) {
+        let cat = self.inner.catalog.load();
+        let Some(s) = cat.served(scope) else {
+            return (false, false, false);
+        };
+        let resources = s.components.iter().any(|c| {
+            let d = &c.served;
+            !d.resources.is_empty() || !d.templates.is_empty() || d.dynamic
+        });
+        let prompts = !s.prompts.is_empty();
+        let completions = s.components.iter().any(|c| c.served.completions);
+        (resources, prompts, completions)
+    }
+
+    /// Every resource `scope` may see now: the static ones, and those its
+    /// components list at run time (each listing runs like a call, in a
+    /// fresh sandbox with the component's grants; `req`'s scope, caller,
+    /// session and cancellation apply to each). A component whose listing
+    /// fails is left out (and the failure is in the audit log).
+    pub async fn list_resources(&self, req: CallRequest) -> Vec<ResourceDef> {
+        let mut out = self.resources(&req.scope);
+        let dynamic: Vec<(String, PathBuf)> = {
+            let cat = self.inner.catalog.load();
+            cat.served(&req.scope)
+                .into_iter()
+                .flat_map(|s| s.components.iter())
+                .filter(|c| c.served.dynamic)
+                .map(|c| (component_name(c), c.manifest.path.clone()))
+                .collect()
+        };
+        for (name, manifest) in dynamic {
+            let mut one = CallRequest::new(req.scope.clone(), name.clone(), None)
+                .caller(&*req.caller)
+                .cancel(req.cancel.clone());
+            one.session = req.session.clone();
+            let target = Target::List {
+                manifest: manifest.clone(),
+            };
+            match self.run(one, target).await {
+                Ok(Output::Listed(list)) => {
+                    // Only URIs the listing component serves: a component
+                    // cannot list entries in another's URIs.
+                    let cat = self.inner.catalog.load();
+                    let served = cat.served(&req.scope);
+                    for r in list {
+                        let own = served
+                            .and_then(|s| s.owner(&r.uri))
+                            .is_some_and(|c| c.manifest.path == manifest);
+                        if own
+                            && !out.iter().any(|o| o.uri == r.uri)
+                            && self.inner.policy.visible(req.scope.as_str(), &r.uri)
+                        {
+                            out.push(r);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("resources/list: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Read resource `req.tool` (its URI): found among the resources and
+    /// templates `req.scope`'s components declare, then read in a fresh
+    /// sandbox of the one that serves it. A URI no component of the scope
+    /// serves (or one policy hides) is [`CallErrorKind::UnknownTool`], as
+    /// for tools.
+    pub async fn read_resource(&self, req: CallRequest) -> Result<Vec<ResourceBody>, CallError> {
+        match self.run(req, Target::Read).await? {
+            Output::Read(b) => Ok(b),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Render prompt `req.tool` with `req.arguments` (an object of strings).
+    pub async fn get_prompt(&self, req: CallRequest) -> Result<PromptOutput, CallError> {
+        match self.run(req, Target::Get).await? {
+            Output::Prompt(p) => Ok(p),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Suggest values for `argument` of `reference`, starting from `value`;
+    /// `req.arguments` holds the arguments already chosen (strings), and
+    /// `req.tool` is ignored.
+    pub async fn complete(
+        &self,
+        mut req: CallRequest,
+        reference: CompletionRef,
+        argument: &str,
+        value: &str,
+    ) -> Result<Completion, CallError> {
+        req.tool = match &reference {
+            CompletionRef::Prompt(n) | CompletionRef::ResourceTemplate(n) => n.clone(),
+        };
+        let target = Target::Complete {
+            reference,
+            argument: argument.to_string(),
+            value: value.to_string(),
+        };
+        match self.run(req, target).await? {
+            Output::Completion(c) => Ok(c),
+            _ => Err(mismatch()),
+        }
+    }
+
+    async fn run(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
         let span = tracing::info_span!(
             "core.call",
             tool = %req.tool,
+            method = target.method(),
             scope = %req.scope,
             caller = %req.caller,
             outcome = tracing::field::Empty,
         );
-        self.call_traced(req).instrument(span).await
+        self.call_traced(req, target).instrument(span).await
     }
 
-    async fn call_traced(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
+    async fn call_traced(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
         let started = Instant::now();
         let inner = &self.inner;
         // Quotas first: a refused call is a decision, not a call.
         let admission = match req.admission.filter(|a| a.scope() == &req.scope) {
             Some(a) => a,
             None => self
-                .admit(&req.scope, &req.caller, &req.tool)
+                .admit(
+                    &req.scope,
+                    &req.caller,
+                    &req.tool,
+                    !matches!(target, Target::List { .. }),
+                )
                 .await
                 .map_err(|q| {
                     tracing::Span::current().record("outcome", "over_quota");
@@ -513,6 +736,9 @@ impl Core {
             rec: inner.audit.enabled().then(|| {
                 let mut r = AuditRecord::new(scope, &req.caller, &req.tool);
                 r.session = req.session.as_deref().map(str::to_string);
+                if !matches!(target, Target::Call) {
+                    r.event = target.method();
+                }
                 r
             }),
             scope,
@@ -530,6 +756,7 @@ impl Core {
                 &catalog,
                 &req.scope,
                 &req.tool,
+                &target,
                 &args,
                 &mut trace,
                 admission.clone(),
@@ -542,7 +769,7 @@ impl Core {
                 },
             )
             .await
-            .map_err(|kind| CallError::new(req.tool.as_str(), kind));
+            .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         if let Ok(out) = &result {
             admission.charge_output(out.size());
         }
@@ -567,9 +794,9 @@ impl Core {
         if let Some(mut rec) = pending.rec.take() {
             rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
             rec.tool_sha256 = trace
-                .tool
+                .component
                 .as_ref()
-                .map(|t| hex::encode(t.component.manifest.sha256));
+                .map(|c| hex::encode(c.manifest.sha256));
             rec.decision = trace.decision;
             rec.rule = trace.rule.map(|i| i + 1);
             if let Err(e) = &result {
@@ -599,26 +826,28 @@ impl Core {
         catalog: &Catalog,
         scope: &Scope,
         name: &str,
+        target: &Target,
         args: &Value,
         trace: &mut Trace,
         admission: Arc<Admission>,
         cx: CallContext,
-    ) -> Result<ToolOutput, CallErrorKind> {
+    ) -> Result<Output, CallErrorKind> {
         let policy = &self.inner.policy;
-        let tool = {
+        let (component, tool) = {
             let _policy = tracing::debug_span!("policy").entered();
-            // A tool of another scope, and one policy hides, are the same
-            // as a tool that does not exist (to the caller; the audit log
-            // says which rule hid it).
-            let tool: &Arc<CatalogTool> =
-                catalog.get(scope, name).ok_or(CallErrorKind::UnknownTool)?;
+            // A tool (resource, prompt) of another scope, and one policy
+            // hides, are the same as one that does not exist (to the
+            // caller; the audit log says which rule hid it).
+            let (component, tool) =
+                resolve(catalog, scope, name, target).ok_or(CallErrorKind::UnknownTool)?;
             let (visible, rule) = policy.visible_by(scope.as_str(), name);
             if !visible {
                 trace.decision = "deny";
                 trace.rule = rule;
                 return Err(CallErrorKind::UnknownTool);
             }
-            trace.tool = Some(tool.clone());
+            trace.tool = tool.clone();
+            trace.component = Some(component.clone());
             let (decision, rule) = policy.decide_by(scope.as_str(), name, args);
             trace.rule = rule;
             if let Decision::Deny(reason) = decision {
@@ -626,21 +855,28 @@ impl Core {
                 return Err(CallErrorKind::Denied { reason });
             }
             trace.decision = "allow";
-            tool
+            (component, tool)
         };
         {
             let _schema = tracing::debug_span!("schema").entered();
-            tool.input
-                .check(args)
-                .map_err(|details| CallErrorKind::InvalidArguments { details })?;
+            match (&tool, target) {
+                (Some(tool), _) => tool
+                    .input
+                    .check(args)
+                    .map_err(|details| CallErrorKind::InvalidArguments { details })?,
+                (None, Target::Get) => check_prompt_arguments(&component, name, args)?,
+                (None, Target::Complete { .. }) => strings_only("the context", args)?,
+                _ => {}
+            }
         }
         let text = args.to_string();
         // The guest runs on the guest executor; dropping this future (a
         // caller that went away) stops it there. It reaches the pool in its
         // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
-        let t = tool.clone();
+        let t = component;
         let name = name.to_string();
+        let target = target.clone();
         let fair = self.inner.scheduler.fair();
         let turn_scope = scope.clone();
         let waited = Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
@@ -664,7 +900,29 @@ impl Core {
             // Dropped last, after the guest's store has recorded its costs
             // (also when the task is aborted).
             let _charge = charge;
-            sandbox.call(&t.component, &name, &text, cx).await
+            let op = match &target {
+                Target::Call => Op::Call {
+                    tool: &name,
+                    arguments: &text,
+                },
+                Target::Read => Op::Read { uri: &name },
+                Target::Get => Op::Get {
+                    prompt: &name,
+                    arguments: &text,
+                },
+                Target::Complete {
+                    reference,
+                    argument,
+                    value,
+                } => Op::Complete {
+                    reference,
+                    argument,
+                    value,
+                    context: &text,
+                },
+                Target::List { .. } => Op::List,
+            };
+            sandbox.run(&t, op, cx).await
         }
         .instrument(tracing::debug_span!("sandbox"));
         let out = self.inner.scheduler.spawn(run).await;
@@ -672,6 +930,14 @@ impl Core {
         let out = out.map_err(|e| CallErrorKind::Internal {
             message: format!("the guest's task failed: {e}"),
         })??;
+        let Some(tool) = tool else {
+            return Ok(out);
+        };
+        let Output::Tool(out) = out else {
+            return Err(CallErrorKind::Internal {
+                message: "a tool call answered as something else".into(),
+            });
+        };
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured
@@ -686,7 +952,7 @@ impl Core {
                     details: format!("structured result violates the output schema: {d}"),
                 })?;
         }
-        Ok(out)
+        Ok(Output::Tool(out))
     }
 
     /// A reused instance of `tool`'s component, for the benchmarks only
@@ -746,10 +1012,160 @@ impl Drop for Charge {
     }
 }
 
+/// What a request asks of its component.
+#[derive(Clone)]
+enum Target {
+    /// Call the tool named.
+    Call,
+    /// Read the resource at the URI named.
+    Read,
+    /// Render the prompt named.
+    Get,
+    /// Complete an argument of the prompt or template named.
+    Complete {
+        reference: CompletionRef,
+        argument: String,
+        value: String,
+    },
+    /// List the run-time resources of the component loaded from
+    /// `manifest` (named by its file stem in audit and errors).
+    List { manifest: PathBuf },
+}
+
+impl Target {
+    /// The MCP method, for the audit log's `event` and traces.
+    fn method(&self) -> &'static str {
+        match self {
+            Target::Call => "call",
+            Target::Read => "resources/read",
+            Target::Get => "prompts/get",
+            Target::Complete { .. } => "completion/complete",
+            Target::List { .. } => "resources/list",
+        }
+    }
+
+    /// What errors call the thing named.
+    fn subject(&self) -> crate::error::Subject {
+        use crate::error::Subject;
+        match self {
+            Target::Call => Subject::Tool,
+            Target::Read | Target::List { .. } => Subject::Resource,
+            Target::Get => Subject::Prompt,
+            Target::Complete {
+                reference: CompletionRef::Prompt(_),
+                ..
+            } => Subject::Prompt,
+            Target::Complete { .. } => Subject::Template,
+        }
+    }
+}
+
+/// The component that serves `name` for `target` in `scope`, and for a
+/// tool call its catalog entry; `None` if there is none there.
+fn resolve(
+    catalog: &Catalog,
+    scope: &Scope,
+    name: &str,
+    target: &Target,
+) -> Option<(Arc<LoadedComponent>, Option<Arc<CatalogTool>>)> {
+    if let Target::Call = target {
+        let t = catalog.get(scope, name)?;
+        return Some((t.component.clone(), Some(t.clone())));
+    }
+    let served = catalog.served(scope)?;
+    let comp = match target {
+        Target::Call => return None,
+        Target::Read => served.owner(name)?,
+        Target::Get => served.prompts.get(name)?,
+        Target::Complete { reference, .. } => {
+            let c = match reference {
+                CompletionRef::Prompt(p) => served.prompts.get(p.as_str())?,
+                CompletionRef::ResourceTemplate(t) => served.template_owner(t)?,
+            };
+            if !c.served.completions {
+                return None;
+            }
+            c
+        }
+        Target::List { manifest } => served
+            .components
+            .iter()
+            .find(|c| c.served.dynamic && c.manifest.path == *manifest)?,
+    };
+    Some((comp.clone(), None))
+}
+
+/// An operation answered as another (a host bug, never a guest's doing).
+fn mismatch() -> CallError {
+    CallError::new(
+        "",
+        CallErrorKind::Internal {
+            message: "the host got an answer of the wrong kind".into(),
+        },
+    )
+}
+
+/// A component's name: its manifest's file stem.
+fn component_name(c: &LoadedComponent) -> String {
+    c.manifest
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A prompt's arguments: strings only, every required one given, none it
+/// does not declare.
+fn check_prompt_arguments(
+    comp: &LoadedComponent,
+    name: &str,
+    args: &Value,
+) -> Result<(), CallErrorKind> {
+    strings_only("prompt arguments", args)?;
+    let Some(def) = comp.served.prompts.iter().find(|p| &*p.name == name) else {
+        return Err(CallErrorKind::UnknownTool);
+    };
+    let given = args.as_object();
+    let missing: Vec<&str> = def
+        .arguments
+        .iter()
+        .filter(|a| a.required && given.is_none_or(|g| !g.contains_key(&a.name)))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("missing required argument(s): {}", missing.join(", ")),
+        });
+    }
+    if let Some(g) = given
+        && let Some(extra) = g
+            .keys()
+            .find(|k| !def.arguments.iter().any(|a| &a.name == *k))
+    {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("unknown argument `{extra}`"),
+        });
+    }
+    Ok(())
+}
+
+fn strings_only(what: &str, args: &Value) -> Result<(), CallErrorKind> {
+    if let Some(o) = args.as_object()
+        && let Some((k, _)) = o.iter().find(|(_, v)| !v.is_string())
+    {
+        return Err(CallErrorKind::InvalidArguments {
+            details: format!("{what} are strings; `{k}` is not"),
+        });
+    }
+    Ok(())
+}
+
 /// What the call path learned about a call, for the audit log.
 struct Trace {
     /// The tool, once found and visible.
     tool: Option<Arc<CatalogTool>>,
+    /// The component that ran (or would have run) it.
+    component: Option<Arc<LoadedComponent>>,
     /// `allow`, `deny`, or `none` (no such tool).
     decision: &'static str,
     /// The rule that decided (0-based), if one did.
@@ -762,6 +1178,7 @@ impl Default for Trace {
     fn default() -> Self {
         Trace {
             tool: None,
+            component: None,
             decision: "none",
             rule: None,
             waited: std::time::Duration::ZERO,

@@ -152,6 +152,22 @@ pub enum LoadErrorKind {
         /// The scope.
         scope: String,
     },
+    /// A resource URI, URI template or prompt name another component of
+    /// the same scope serves already: which component owns a URI must be
+    /// clear, so this component's resources and prompts are not served
+    /// (its tools are).
+    #[error(
+        "{what} is served by {} already in scope `{scope}`; rename or remove one (this component's resources and prompts are not served, its tools are)",
+        other.display()
+    )]
+    ServedClash {
+        /// The URI, template or prompt, named.
+        what: String,
+        /// The manifest that has it already.
+        other: PathBuf,
+        /// The scope.
+        scope: String,
+    },
     /// A grant overlaps another tool's, and one of them may write.
     #[error("{message}")]
     Overlap {
@@ -219,6 +235,34 @@ pub enum Limit {
 pub struct CallError {
     tool: Arc<str>,
     kind: CallErrorKind,
+    subject: Subject,
+}
+
+/// What a [`CallError`] is about: a tool call, or a resource read, prompt
+/// get or completion (`toolhost:tool@0.2.0`) that took the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A tool; [`CallError::tool`] is its name.
+    #[default]
+    Tool,
+    /// A resource; [`CallError::tool`] is its URI.
+    Resource,
+    /// A prompt; [`CallError::tool`] is its name.
+    Prompt,
+    /// A resource template (a completion of its variables).
+    Template,
+}
+
+impl Subject {
+    fn noun(self) -> &'static str {
+        match self {
+            Subject::Tool => "tool",
+            Subject::Resource => "resource",
+            Subject::Prompt => "prompt",
+            Subject::Template => "resource template",
+        }
+    }
 }
 
 /// What ended a call.
@@ -331,7 +375,20 @@ impl CallError {
         CallError {
             tool: tool.into(),
             kind,
+            subject: Subject::Tool,
         }
+    }
+
+    /// The same error, about a resource, prompt or template.
+    pub(crate) fn about(mut self, subject: Subject) -> CallError {
+        self.subject = subject;
+        self
+    }
+
+    /// What the error is about (a tool unless the request was a read, get
+    /// or completion).
+    pub fn subject(&self) -> Subject {
+        self.subject
     }
 
     /// The tool the call named.
@@ -388,52 +445,56 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use CallErrorKind::*;
         let t = &self.tool;
+        let n = self.subject.noun();
         match &self.kind {
-            UnknownTool => write!(f, "unknown tool `{t}`"),
-            Denied { reason } => write!(f, "tool `{t}` was denied: {reason}"),
+            UnknownTool if self.subject == Subject::Resource => {
+                write!(f, "resource `{t}` not found")
+            }
+            UnknownTool => write!(f, "unknown {n} `{t}`"),
+            Denied { reason } => write!(f, "{n} `{t}` was denied: {reason}"),
             InvalidArguments { details } => {
-                write!(f, "invalid arguments for tool `{t}`: {details}")
+                write!(f, "invalid arguments for {n} `{t}`: {details}")
             }
             Timeout { after } => write!(
                 f,
-                "tool `{t}` timed out after {}",
+                "{n} `{t}` timed out after {}",
                 humantime::format_duration(*after)
             ),
             FuelExhausted { fuel } => write!(
                 f,
-                "tool `{t}` ran out of fuel (its limit is {fuel} units); raise `limits.fuel` in its manifest if this input is legitimate"
+                "{n} `{t}` ran out of fuel (its limit is {fuel} units); raise `limits.fuel` in its manifest if this input is legitimate"
             ),
             MemoryExhausted { limit } => write!(
                 f,
-                "tool `{t}` exceeded its memory limit of {} MiB; raise `limits.memory` in its manifest if this input is legitimate",
+                "{n} `{t}` exceeded its memory limit of {} MiB; raise `limits.memory` in its manifest if this input is legitimate",
                 limit >> 20
             ),
-            StackOverflow => write!(f, "tool `{t}` overflowed its stack (deep recursion)"),
+            StackOverflow => write!(f, "{n} `{t}` overflowed its stack (deep recursion)"),
             OutputTooLarge { size, limit } => write!(
                 f,
-                "tool `{t}` returned {size} bytes, over its max-output limit of {limit} bytes"
+                "{n} `{t}` returned {size} bytes, over its max-output limit of {limit} bytes"
             ),
             StdioFlood { stream, limit } => write!(
                 f,
-                "tool `{t}` wrote more than {limit} bytes to {stream}; the call was stopped"
+                "{n} `{t}` wrote more than {limit} bytes to {stream}; the call was stopped"
             ),
             ResourceExhausted { what, limit } => write!(
                 f,
-                "tool `{t}` used more than the {limit} {what} a call may hold; the call was stopped"
+                "{n} `{t}` used more than the {limit} {what} a call may hold; the call was stopped"
             ),
-            Trap { message } => write!(f, "tool `{t}` crashed: {message}"),
-            BadResult { details } => write!(f, "tool `{t}` returned a malformed result: {details}"),
-            Cancelled => write!(f, "tool `{t}` was cancelled"),
+            Trap { message } => write!(f, "{n} `{t}` crashed: {message}"),
+            BadResult { details } => write!(f, "{n} `{t}` returned a malformed result: {details}"),
+            Cancelled => write!(f, "{n} `{t}` was cancelled"),
             ToolFailed { message } => write!(f, "{message}"),
             Busy { queued } => write!(
                 f,
-                "tool `{t}` was not started: {queued} calls of this scope are already waiting for a sandbox; retry when some have finished"
+                "{n} `{t}` was not started: {queued} calls of this scope are already waiting for a sandbox; retry when some have finished"
             ),
-            OverQuota { message, .. } => write!(f, "tool `{t}` was not started: {message}"),
-            Internal { message } => write!(f, "tool `{t}` could not start: {message}"),
+            OverQuota { message, .. } => write!(f, "{n} `{t}` was not started: {message}"),
+            Internal { message } => write!(f, "{n} `{t}` could not start: {message}"),
             InputRequired { requests } => write!(
                 f,
-                "tool `{t}` needs input from its client ({}); retry the call with the answers",
+                "{n} `{t}` needs input from its client ({}); retry the call with the answers",
                 requests
                     .iter()
                     .map(|r| format!("`{}` as `{}`", r.method, r.key))

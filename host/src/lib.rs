@@ -26,6 +26,7 @@ mod quota;
 mod sandbox;
 mod scheduler;
 mod schema;
+mod served;
 mod tenant;
 mod trust;
 mod typed;
@@ -46,7 +47,9 @@ pub use crate::catalog::{LoadEvent, Scope, Source};
 pub use crate::config::{EngineConfig, HostConfig};
 pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
-pub use crate::error::{BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind};
+pub use crate::error::{
+    BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind, Subject,
+};
 pub use crate::manifest::Manifest;
 #[cfg(feature = "http")]
 pub use crate::metrics::MetricsServer;
@@ -59,6 +62,10 @@ pub use crate::model::{
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
 pub use crate::sandbox::PrewarmStats;
+pub use crate::served::{
+    Completion, CompletionRef, MAX_COMPLETION_VALUES, PromptArgument, PromptDef, PromptMessage,
+    PromptOutput, ResourceBody, ResourceDef, Role, TemplateDef,
+};
 pub use crate::tenant::{AgentEntry, AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]

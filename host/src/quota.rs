@@ -135,7 +135,9 @@ impl ScopeQuota {
     }
 
     /// Admit one call now, or say which quota it is over and when to retry.
-    fn admit(self: &Arc<Self>, scope: &Scope) -> Result<Admission, OverQuota> {
+    /// `rate`: count it against `calls-per-minute` (a listing is not a
+    /// call, but still takes a slot and burns fuel).
+    fn admit(self: &Arc<Self>, scope: &Scope, rate: bool) -> Result<Admission, OverQuota> {
         let name = &self.tenant;
         for (b, key) in [
             (&self.output, "output-bytes-per-minute"),
@@ -168,7 +170,7 @@ impl ScopeQuota {
             })?),
             None => None,
         };
-        if let Some((n, limiter)) = &self.rate
+        if let Some((n, limiter)) = self.rate.as_ref().filter(|_| rate)
             && let Err(not_until) = limiter.check()
         {
             use governor::clock::Clock as _;
@@ -207,10 +209,11 @@ impl QuotaBook {
         }
     }
 
-    /// Admit a call of `scope` now, or say which quota it is over.
-    pub(crate) fn admit(&self, scope: &Scope) -> Result<Admission, OverQuota> {
+    /// Admit a call of `scope` now, or say which quota it is over (`rate`:
+    /// see [`ScopeQuota::admit`]).
+    pub(crate) fn admit(&self, scope: &Scope, rate: bool) -> Result<Admission, OverQuota> {
         match self.scopes.get(scope) {
-            Some(q) => q.admit(scope),
+            Some(q) => q.admit(scope, rate),
             None => Ok(Admission {
                 scope: scope.clone(),
                 quota: None,

@@ -20,6 +20,19 @@ Scenarios (the tools directory must hold echo, text, hostile and conformance):
                 and their hostile fixture (tests/integration/languages.rs):
                 schemas listed, calls, precise argument errors, fuel and
                 memory limits each ending one call, the next call succeeding
+  served        resources, templates, prompts and completions of the files
+                and prompts tools (toolhost:tool@0.2.0): list, read (text),
+                not found for a URI of no component, get a prompt with
+                arguments, complete a prompt argument and a template
+                variable; with the hostile fixture loaded, a huge read
+                stopped by max-output and a runaway read by the timeout,
+                the server serving on
+  subscribe     (2025-11-25) subscribe to file:///data/notes.txt (a URI
+                nobody serves is refused), print READY, wait for
+                notifications/resources/updated, print UPDATED URI
+  listen_served (2026-07-28) a subscriptions/listen stream for prompt and
+                resource list changes and file:///data/notes.txt: print
+                READY, wait for all three events, print UPDATED URI
   tenant        (HTTP, with TOOLHOST_CLIENT_TOKEN as the bearer token) list
                 exactly TOOLHOST_CLIENT_TOOLS (comma-separated); call echo;
                 calling TOOLHOST_CLIENT_FORBIDDEN (another tenant's tool)
@@ -306,7 +319,103 @@ async def tenant(client, mode):
     check(a == b, f"another tenant's tool: {a}; a missing tool: {b}")
 
 
+async def served(client, mode):
+    from mcp.types import PromptReference, ResourceTemplateReference
+
+    notes = open(os.environ["TOOLHOST_CLIENT_NOTES"], encoding="utf-8").read()
+    uris = [str(r.uri) for r in (await client.list_resources()).resources]
+    check("file:///data/notes.txt" in uris, f"resources/list has the files: {uris}")
+    templates = [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
+    check("file:///data/{+path}" in templates, f"templates: {templates}")
+    r = await client.read_resource("file:///data/notes.txt")
+    check(len(r.contents) == 1 and r.contents[0].text == notes, f"read notes.txt: {r}")
+    check(r.contents[0].mime_type == "text/plain", f"mime type: {r.contents[0]}")
+
+    async def read_error(uri):
+        try:
+            r = await client.read_resource(uri)
+        except MCPError as e:
+            return str(e)
+        raise AssertionError(f"reading {uri} must fail: {r}")
+
+    e = await read_error("file:///data/no-such-file.txt")
+    check("not found" in e, f"a missing file: {e}")
+    e = await read_error("file:///etc/passwd")
+    check("not found" in e and "/etc" in e, f"a URI no component serves: {e}")
+
+    prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+    check({"code_review", "summarize", "explain_error"} <= set(prompts), f"prompts: {sorted(prompts)}")
+    args = {a.name: a for a in prompts["code_review"].arguments or []}
+    check(args.get("code") and args["code"].required, f"code_review's arguments: {args}")
+    p = await client.get_prompt("code_review", {"code": "fn main() {}", "language": "rust"})
+    text = p.messages[0].content.text
+    check(p.messages[0].role == "user" and "fn main() {}" in text and "rust" in text, f"code_review: {p}")
+    try:
+        await client.get_prompt("code_review", {})
+        raise AssertionError("a get without a required argument must fail")
+    except MCPError as e:
+        check("code" in str(e), f"missing argument: {e}")
+
+    c = await client.complete(PromptReference(type="ref/prompt", name="code_review"), {"name": "language", "value": "ru"})
+    check("rust" in c.completion.values, f"complete language: {c}")
+    c = await client.complete(
+        ResourceTemplateReference(type="ref/resource", uri="file:///data/{+path}"), {"name": "path", "value": "no"}
+    )
+    check("notes.txt" in c.completion.values, f"complete path: {c}")
+
+    if os.environ.get("TOOLHOST_CLIENT_HOSTILE"):
+        e = await read_error("hostile://big/4000000")
+        check("max-output" in e, f"a huge read: {e}")
+        e = await read_error("hostile://spin")
+        check("timed out" in e, f"a runaway read: {e}")
+        r = await client.read_resource("file:///data/notes.txt")
+        check(r.contents[0].text == notes, f"still serving: {r}")
+
+
+async def subscribe(client, mode):
+    uri = "file:///data/notes.txt"
+    try:
+        await client.subscribe_resource("file:///nowhere/x")
+        raise AssertionError("subscribing to a URI nobody serves must fail")
+    except MCPError as e:
+        check("not found" in str(e), f"subscribe to nothing: {e}")
+    await client.subscribe_resource(uri)
+    print("READY", flush=True)
+    with anyio.fail_after(30):
+        await UPDATED.wait()
+    print("UPDATED", UPDATED_URIS[0], flush=True)
+    await client.unsubscribe_resource(uri)
+
+
+async def listen_served(client, mode):
+    from mcp.client.subscriptions import PromptsListChanged, ResourcesListChanged, ResourceUpdated
+
+    uri = "file:///data/notes.txt"
+    async with client.listen(
+        prompts_list_changed=True, resources_list_changed=True, resource_subscriptions=[uri, "file:///nowhere/x"]
+    ) as sub:
+        h = sub.honored
+        check(h.prompts_list_changed and h.resources_list_changed, f"honored: {h}")
+        check(list(h.resource_subscriptions or []) == [uri], f"honored URIs (only what is served): {h}")
+        print("READY", flush=True)
+        seen = set()
+        updated = None
+        with anyio.fail_after(30):
+            async for event in sub:
+                print("event", event, file=sys.stderr)
+                seen.add(type(event).__name__)
+                if isinstance(event, ResourceUpdated):
+                    updated = str(event.uri)
+                want = {PromptsListChanged.__name__, ResourcesListChanged.__name__, ResourceUpdated.__name__}
+                if want <= seen:
+                    break
+    print("UPDATED", updated, flush=True)
+
+
 SCENARIOS = {
+    "listen_served": listen_served,
+    "subscribe": subscribe,
+    "served": served,
     "tenant": tenant,
     "languages": languages,
     "basic": basic,
@@ -317,11 +426,13 @@ SCENARIOS = {
 }
 LOGS = []
 CHANGED = None
+UPDATED = None
+UPDATED_URIS = []
 ARGS = None
 
 
 async def main():
-    global CHANGED, ARGS
+    global CHANGED, ARGS, UPDATED
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
     ap.add_argument("--mode", default="auto")
@@ -332,6 +443,7 @@ async def main():
     a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     ARGS = a
     CHANGED = anyio.Event()
+    UPDATED = anyio.Event()
 
     async def on_log(params):
         LOGS.append(params.data)
@@ -344,6 +456,10 @@ async def main():
         inner = getattr(message, "root", None)
         if inner is not None and "ToolListChanged" in type(inner).__name__:
             CHANGED.set()
+        for m in (message, inner):
+            if m is not None and "ResourceUpdated" in type(m).__name__:
+                UPDATED_URIS.append(str(m.params.uri))
+                UPDATED.set()
 
     if a.http:
         server = a.http

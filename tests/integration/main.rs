@@ -17,5 +17,6 @@ mod package;
 mod policy;
 mod prewarm;
 mod scale_out;
+mod served;
 mod tenants;
 mod typed;

@@ -35,6 +35,7 @@ pub fn component(name: &str) -> PathBuf {
         "files" => toolhost_artifacts::FILES,
         "writer" => toolhost_artifacts::WRITER,
         "fetch" => toolhost_artifacts::FETCH,
+        "prompts" => toolhost_artifacts::PROMPTS,
         "conformance" => toolhost_artifacts::CONFORMANCE,
         "hostile" => toolhost_artifacts::HOSTILE,
         "typed-kitchen-sink" => toolhost_artifacts::TYPED_KITCHEN_SINK,
@@ -72,7 +73,10 @@ fn deployed(dir: &str, tools: &[&str]) -> PathBuf {
 
 /// The example tools with their manifests (what `build/tools` holds).
 pub fn tools_dir() -> PathBuf {
-    deployed("tools", &["echo", "text", "files", "writer", "fetch"])
+    deployed(
+        "tools",
+        &["echo", "text", "files", "writer", "fetch", "prompts"],
+    )
 }
 
 /// The Python or JavaScript (`lang` = `py` or `js`) example tools with their

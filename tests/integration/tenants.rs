@@ -336,6 +336,57 @@ fn a_tenants_file_tool_sees_only_its_own_root() {
     assert!(!v.to_string().contains("b's secret"), "{v}");
 }
 
+/// A resource read (toolhost:tool@0.2.0) as `token`'s holder.
+fn read(addr: &str, token: &str, uri: &str) -> (u16, String) {
+    rpc(
+        addr,
+        Some(token),
+        "resources/read",
+        json!({"uri": uri}),
+        Some(uri),
+    )
+}
+
+#[test]
+fn a_tenant_lists_and_reads_only_its_own_resources() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    for (token, mine, theirs) in [
+        (TOKEN_A, "secret-a.txt", "secret-b.txt"),
+        (TOKEN_B, "secret-b.txt", "secret-a.txt"),
+    ] {
+        let (st, resp) = rpc(&addr, Some(token), "resources/list", json!({}), None);
+        assert_eq!(st, 200, "{resp}");
+        let listed = body_json(&resp)["result"]["resources"].to_string();
+        assert!(listed.contains(&format!("file:///data/{mine}")), "{listed}");
+        assert!(!listed.contains(theirs), "{listed}");
+        let (st, resp) = read(&addr, token, &format!("file:///data/{mine}"));
+        assert_eq!(st, 200, "{resp}");
+        let v = body_json(&resp);
+        assert!(
+            v["result"]["contents"][0]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("'s secret"),
+            "{v}"
+        );
+        // The other tenant's file, and a file nobody has: the same error
+        // but for the URI.
+        let uri = format!("file:///data/{theirs}");
+        let (st_other, other) = read(&addr, token, &uri);
+        let (st_none, none) = read(&addr, token, "file:///data/nothing.txt");
+        assert_eq!(st_other, st_none);
+        let shown =
+            |resp: &str, uri: &str| body_json(resp)["error"].to_string().replace(uri, "URI");
+        assert_eq!(
+            shown(&other, &uri),
+            shown(&none, "file:///data/nothing.txt")
+        );
+        assert!(!other.contains("'s secret"), "{other}");
+    }
+}
+
 #[test]
 fn no_or_a_wrong_token_is_401_pointing_at_the_resource_metadata() {
     let s = Setup::new("");

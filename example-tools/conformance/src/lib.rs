@@ -16,7 +16,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::time::Duration;
 use toolhost_guest::client::{Ask, ClientError, ask_all};
-use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
+use toolhost_guest::prompts::{Message, Prompt, Ref, Role};
+use toolhost_guest::resources::{Body, Resource, ResourceContent, Template};
+use toolhost_guest::{Content, Level, Output, TaskSupport, ToolError, Toolbox};
 
 /// A 1x1 PNG.
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -99,7 +101,271 @@ pub fn tools() -> Toolbox {
             "Tests elicitation with enum schema improvements per SEP-1330",
             elicitation_sep1330,
         );
-    stateless_tools(mrtr_tools(toolbox))
+    prompts(resources(task_tools(stateless_tools(mrtr_tools(toolbox)))))
+}
+
+/// The suite's resources (`resources-*` scenarios).
+fn resources(t: Toolbox) -> Toolbox {
+    t.resource(
+        Resource::new("test://static-text", "Static text")
+            .description("A fixed text resource.")
+            .mime_type("text/plain"),
+        || Ok(Body::text("This is the content of the static text resource.")),
+    )
+    .resource(
+        Resource::new("test://static-binary", "Static binary")
+            .description("A fixed 1x1 PNG.")
+            .mime_type("image/png"),
+        || Ok(Body::blob(decode(PNG))),
+    )
+    .resource(
+        Resource::new("test://watched-resource", "Watched resource")
+            .description("A resource clients may subscribe to.")
+            .mime_type("text/plain"),
+        || Ok(Body::text("Watched resource content.")),
+    )
+    .resource_template(
+        Template::new("test://template/{id}/data", "Template data")
+            .description("Data for an id.")
+            .mime_type("application/json"),
+        |uri, vars| {
+            let id = vars.get("id").unwrap_or_default();
+            let data = serde_json::json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
+            Ok(vec![ResourceContent::text(uri, data.to_string())])
+        },
+    )
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct PromptArgs {
+    /// First test argument
+    arg1: String,
+    /// Second test argument
+    arg2: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct EmbedArgs {
+    /// URI of the resource to embed
+    resource_uri: String,
+}
+
+/// The suite's prompts (`prompts-*`, `completion-complete` and the
+/// prompts/get input-required scenario).
+fn prompts(t: Toolbox) -> Toolbox {
+    t.prompt(
+        Prompt::new("test_simple_prompt", "A prompt without arguments."),
+        |_: NoArgs| -> Result<Vec<Message>, ToolError> {
+            Ok(vec![Message::user("This is a simple prompt for testing.")])
+        },
+    )
+    .prompt(
+        Prompt::new(
+            "test_prompt_with_arguments",
+            "A prompt with two required arguments.",
+        ),
+        |a: PromptArgs| -> Result<Vec<Message>, ToolError> {
+            Ok(vec![Message::user(format!(
+                "Prompt with arguments: arg1='{}', arg2='{}'",
+                a.arg1, a.arg2
+            ))])
+        },
+    )
+    .complete(
+        Ref::prompt("test_prompt_with_arguments"),
+        "arg1",
+        |value, _| {
+            ["paris", "park", "party", "test", "testing"]
+                .iter()
+                .filter(|v| v.starts_with(value))
+                .map(|v| v.to_string())
+                .collect()
+        },
+    )
+    .prompt(
+        Prompt::new(
+            "test_prompt_with_embedded_resource",
+            "A prompt embedding a resource.",
+        ),
+        |a: EmbedArgs| -> Result<Vec<Message>, ToolError> {
+            Ok(vec![
+                Message::new(
+                    Role::User,
+                    Content::ResourceText {
+                        uri: a.resource_uri,
+                        mime_type: Some("text/plain".into()),
+                        text: "Embedded resource content for testing.".into(),
+                    },
+                ),
+                Message::user("Please process the embedded resource above."),
+            ])
+        },
+    )
+    .prompt(
+        Prompt::new("test_prompt_with_image", "A prompt with an image."),
+        |_: NoArgs| -> Result<Vec<Message>, ToolError> {
+            Ok(vec![
+                Message::new(Role::User, Content::image(decode(PNG), "image/png")),
+                Message::user("Please analyze the image above."),
+            ])
+        },
+    )
+    .prompt(
+        Prompt::new(
+            "test_input_required_result_prompt",
+            "A prompt that asks the user for context first (key `user_context`).",
+        ),
+        |_: NoArgs| -> Result<Vec<Message>, ToolError> {
+            let r = Ask::elicit(
+                "What context should the prompt use?",
+                name_schema("context"),
+            )
+            .key("user_context")
+            .send()?;
+            Ok(vec![Message::user(format!(
+                "Use this context: {}",
+                r["content"]["context"].as_str().unwrap_or_default()
+            ))])
+        },
+    )
+}
+
+/// The tools of the suite's tasks scenarios (SEP-2663).
+fn task_tools(t: Toolbox) -> Toolbox {
+    t.tool(
+        "greet",
+        "Greet `name` (answered at once, never a task).",
+        greet,
+    )
+    .read_only()
+    .tool(
+        "slow_compute",
+        "Work `seconds` seconds as a task, then report `label`.",
+        slow_compute,
+    )
+    .task_support(TaskSupport::Optional)
+    .read_only()
+    .tool(
+        "failing_job",
+        "A task (tasks required) that fails with a tool error after about a second.",
+        failing_job,
+    )
+    .task_support(TaskSupport::Required)
+    .tool(
+        "protocol_error_job",
+        "A task whose guest crashes (a protocol-level failure).",
+        protocol_error_job,
+    )
+    .task_support(TaskSupport::Optional)
+    .tool(
+        "confirm_delete",
+        "A task that asks the user to confirm (key `confirm`), then reports.",
+        confirm_delete,
+    )
+    .task_support(TaskSupport::Optional)
+    .tool(
+        "multi_input",
+        "A task that asks two questions at once (keys `first`, `second`).",
+        multi_input,
+    )
+    .task_support(TaskSupport::Optional)
+    .tool(
+        "test_tool_with_task",
+        "Ask the user's name (key `user_name`, before any task), then finish as a task.",
+        tool_with_task,
+    )
+    .task_support(TaskSupport::Required)
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct GreetArgs {
+    name: String,
+}
+
+fn greet(a: GreetArgs) -> Result<String, ToolError> {
+    Ok(format!("Hello, {}!", a.name))
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SlowArgs {
+    /// How long to work.
+    seconds: f64,
+    label: Option<String>,
+}
+
+/// Sleep `d` in small steps, stopping early once cancelled.
+fn work(d: Duration) -> Result<(), ToolError> {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until {
+        if toolhost_guest::cancelled() {
+            return Err(ToolError::failed("cancelled"));
+        }
+        std::thread::sleep(STEP.min(until - std::time::Instant::now()));
+    }
+    Ok(())
+}
+
+fn slow_compute(a: SlowArgs) -> Result<String, ToolError> {
+    if a.seconds > 0.0 {
+        toolhost_guest::run_as_task();
+    }
+    work(Duration::from_secs_f64(a.seconds.clamp(0.0, 600.0)))?;
+    Ok(format!(
+        "Computed {} in {}s",
+        a.label.as_deref().unwrap_or("result"),
+        a.seconds
+    ))
+}
+
+fn failing_job(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::run_as_task();
+    work(Duration::from_secs(1))?;
+    Err(ToolError::failed("the job failed"))
+}
+
+fn protocol_error_job(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::run_as_task();
+    work(Duration::from_millis(300))?;
+    panic!("protocol_error_job crashes on purpose");
+}
+
+fn confirm_delete(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::run_as_task();
+    let r = Ask::elicit(
+        "Delete the file?",
+        serde_json::json!({"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}),
+    )
+    .key("confirm")
+    .send()?;
+    Ok(format!("delete confirmed: {}", r["content"]["confirm"]))
+}
+
+fn multi_input(_: NoArgs) -> Result<String, ToolError> {
+    toolhost_guest::run_as_task();
+    let answers = ask_all([
+        Ask::elicit("First?", name_schema("value")).key("first"),
+        Ask::elicit("Second?", name_schema("value")).key("second"),
+    ])
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!(
+        "first: {}, second: {}",
+        answers[0]["content"]["value"], answers[1]["content"]["value"]
+    ))
+}
+
+fn tool_with_task(_: NoArgs) -> Result<String, ToolError> {
+    let r = Ask::elicit("What is your name?", name_schema("name"))
+        .key("user_name")
+        .send()?;
+    let name = r["content"]["name"]
+        .as_str()
+        .unwrap_or("stranger")
+        .to_string();
+    toolhost_guest::run_as_task();
+    work(Duration::from_millis(300))?;
+    Ok(format!("Task finished for user_name={name}"))
 }
 
 /// The diagnostic tools of the suite's 2026-07-28 (stateless) scenarios.
@@ -556,7 +822,7 @@ mod tests {
     #[test]
     fn every_tool_describes_an_object_schema_and_a_description() {
         let defs = tools().__describe();
-        assert_eq!(defs.len(), 28);
+        assert_eq!(defs.len(), 35);
         for d in defs {
             assert!(!d.description.is_empty(), "{}", d.name);
             let s: serde_json::Value = serde_json::from_str(&d.input_schema).unwrap();

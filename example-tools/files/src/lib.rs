@@ -1,4 +1,5 @@
-//! `files`: list, read and search the files of a directory granted at `/data`.
+//! `files`: list, read and search the files of a directory granted at `/data`,
+//! and serve them as MCP resources (`file:///data/PATH`, see [`resources`]).
 //!
 //! Needs a filesystem grant at guest path `/data` (read-only is enough).
 //! Relative paths resolve against `/data`. The tools do no confinement checks
@@ -14,11 +15,17 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use toolhost_guest::{Content, Json, Output, ToolError, Toolbox};
 
+pub mod resources;
+
 /// Where the granted directory is mounted, and where relative paths resolve.
 pub const ROOT: &str = "/data";
 
-/// The tools this component offers.
+/// The tools (and resources) this component offers.
 pub fn tools() -> Toolbox {
+    resources::add(tools_only())
+}
+
+fn tools_only() -> Toolbox {
     Toolbox::new()
         .tool(
             "list_dir",

@@ -15,9 +15,31 @@ use wasi::io::streams::{OutputStream, StreamError};
 
 use toolhost_example_http as http;
 
-/// The tools this component offers.
+/// The tools this component offers, and two hostile resources: one whose
+/// read returns `bytes` bytes (`hostile://big/{bytes}`), one whose read
+/// never returns (`hostile://spin`).
 pub fn tools() -> Toolbox {
     Toolbox::new()
+        .resource_template(
+            toolhost_guest::resources::Template::new("hostile://big/{bytes}", "A text of `bytes` bytes"),
+            |uri, vars| {
+                let n: usize = vars
+                    .get("bytes")
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|_| toolhost_guest::resources::ResourceError::not_found("`bytes` is not a number"))?;
+                Ok(vec![toolhost_guest::resources::ResourceContent::text(uri, "x".repeat(n))])
+            },
+        )
+        .resource(
+            toolhost_guest::resources::Resource::new("hostile://spin", "A read that never returns"),
+            || {
+                let mut n = 0u64;
+                loop {
+                    n = black_box(n.wrapping_add(1));
+                }
+            },
+        )
         .tool("spin", "Loop forever, burning CPU, never checking for cancellation.", spin)
         .tool("spin_checked", "Loop burning CPU until the call is cancelled, then return \"cancelled\".", spin_checked)
         .tool("sleep", "Sleep `ms` milliseconds, then return \"slept\".", sleep)

@@ -542,7 +542,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             // it (and the tenant's slot) for the whole call.
             let tenant = &r.tenancy.tenants[i].tenant;
             let caller = format!("mcp-http:{}", tenant.name);
-            match r.core.admit(&tenant.scope(), &caller, &tool).await {
+            match r.core.admit(&tenant.scope(), &caller, &tool, true).await {
                 Ok(a) => {
                     parts.extensions.insert(crate::quota::AdmittedCall::new(a));
                 }

@@ -1,7 +1,9 @@
 //! `McpServer`: the MCP `ServerHandler`. Lists a scope's tools, runs calls
 //! through `Core::call`, forwards the running tool's log and progress events
 //! to the caller, and tells every connected client when the tool list
-//! changes. Transport-agnostic: stdio, Streamable HTTP and the agent's
+//! changes. Serves the scope's resources, prompts and completions
+//! (`toolhost:tool@0.2.0` components) through the core's same path
+//! (`Core::read_resource`, `get_prompt`, `complete`). Transport-agnostic: stdio, Streamable HTTP and the agent's
 //! in-memory `mcp_message` channel all serve this same handler.
 
 #![allow(deprecated)] // rmcp marks MCP logging deprecated (SEP-2577); the spec still has it.
@@ -17,6 +19,13 @@ use rmcp::model::{
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ResourceContents, ServerCapabilities, ServerConfig,
     SetLevelRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
+};
+use rmcp::model::{
+    CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourceTemplatesResult,
+    ListResourcesResult, Prompt, PromptArgument, PromptMessage, PromptsCapability,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference, Resource,
+    ResourceTemplate, ResourcesCapability, Role,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
@@ -53,7 +62,23 @@ struct Shared {
     /// Seals the request state of stateless calls that need client input.
     state_key: mrtr::StateKey,
     mrtr_limits: mrtr::Limits,
+    /// Resource subscriptions of the sessions (2025-11-25 `resources/subscribe`).
+    subscriptions: Mutex<Vec<Subscription>>,
 }
+
+/// One session's subscription to one resource: it is told
+/// (`notifications/resources/updated`) when the version of the component
+/// serving the URI changes (a reload replaced, removed or added it).
+struct Subscription {
+    /// The session's identity (its `Session`'s address).
+    session: usize,
+    peer: Peer<RoleServer>,
+    uri: String,
+    version: Option<[u8; 32]>,
+}
+
+/// Most resources one session may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// Per-client state.
 struct Session {
@@ -96,6 +121,7 @@ impl McpServer {
         key: mrtr::StateKey,
     ) -> McpServer {
         let changes = core.watch_tools(&scope);
+        let resource_changes = core.watch_resources(&scope);
         let shared = Arc::new(Shared {
             core,
             scope,
@@ -105,8 +131,10 @@ impl McpServer {
             closing: CancellationToken::new(),
             state_key: key,
             mrtr_limits: mrtr::Limits::default(),
+            subscriptions: Mutex::new(Vec::new()),
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
+        forward_resource_updates(Arc::downgrade(&shared), resource_changes);
         McpServer {
             shared,
             session: Session::new(),
@@ -185,6 +213,59 @@ impl Shared {
     }
 }
 
+/// When the components serving resources and prompts change (a reload):
+/// tell every session that both lists may have changed, and each subscribed
+/// session of each resource whose serving component changed, while
+/// `shared` lives.
+fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        while changes.changed().await.is_some() {
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            // Sessions re-list what a reload may have changed.
+            let peers: Vec<Peer<RoleServer>> = {
+                let mut peers = shared.peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers.retain(|p| !p.is_transport_closed());
+                peers.clone()
+            };
+            for p in peers {
+                if let Err(e) = p.notify_resource_list_changed().await {
+                    tracing::debug!("resources/list_changed not delivered: {e}");
+                }
+                if let Err(e) = p.notify_prompt_list_changed().await {
+                    tracing::debug!("prompts/list_changed not delivered: {e}");
+                }
+            }
+            let due: Vec<(Peer<RoleServer>, String)> = {
+                let mut subs = shared
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                subs.retain(|s| !s.peer.is_transport_closed());
+                subs.iter_mut()
+                    .filter_map(|s| {
+                        let now = shared.core.resource_version(&shared.scope, &s.uri);
+                        (now != s.version).then(|| {
+                            s.version = now;
+                            (s.peer.clone(), s.uri.clone())
+                        })
+                    })
+                    .collect()
+            };
+            for (peer, uri) in due {
+                let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
+                if let Err(e) = peer.notify_resource_updated(note).await {
+                    tracing::debug!("resources/updated not delivered: {e}");
+                }
+            }
+        }
+    });
+}
+
 /// Forward the core's change signal to the clients of `shared` while it
 /// lives. Needs a tokio runtime; without one there is nothing to forward to.
 fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
@@ -201,16 +282,108 @@ fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
     });
 }
 
+impl McpServer {
+    /// A request of the core's for `name` (a URI, prompt or reference) on
+    /// behalf of this request's client: its scope, caller, session and
+    /// cancellation, as a tool call has them.
+    fn request(
+        &self,
+        name: &str,
+        args: Option<rmcp::model::JsonObject>,
+        ctx: &RequestContext<RoleServer>,
+    ) -> CallRequest {
+        #[cfg_attr(not(feature = "http"), allow(unused_mut))]
+        let mut request = CallRequest::new(self.shared.scope.clone(), name, args)
+            .caller(&*self.shared.caller)
+            // Cancelled on notifications/cancelled, on shutdown and (stateless
+            // HTTP) when the client goes away: the guest is stopped.
+            .cancel(ctx.ct.child_token());
+        #[cfg(feature = "http")]
+        {
+            let parts = ctx.extensions.get::<http::request::Parts>();
+            // Admitted under the tenant's quotas at the HTTP door (to answer
+            // 429 there): the core holds that admission for the call.
+            if let Some(a) = parts
+                .and_then(|p| p.extensions.get::<crate::quota::AdmittedCall>())
+                .and_then(|a| a.take())
+            {
+                request = request.admitted(a);
+            }
+            // The HTTP session (2025-11-25 clients), for the audit log.
+            if let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok()) {
+                // The session's `SID`, not the whole sealed id (see `session`).
+                request = request.session(super::session::audit_id(id));
+            }
+        }
+        request
+    }
+
+    /// How a read or get asks its client, as a call does: on 2026-07-28
+    /// through an input-required round bound to (`kind`, `name`, `args`),
+    /// on a session through the peer.
+    fn open_round(
+        &self,
+        kind: &'static str,
+        name: &str,
+        args: &serde_json::Value,
+        ctx: &RequestContext<RoleServer>,
+        request_state: Option<&str>,
+        input_responses: Option<rmcp::model::InputResponses>,
+    ) -> Result<(Option<Stateless>, Arc<dyn model::ClientRequests>), ErrorData> {
+        if !input::is_stateless(ctx) {
+            return Ok((None, Arc::new(PeerClient(ctx.peer.clone()))));
+        }
+        let round = Stateless::open(
+            &self.shared.state_key,
+            self.shared.mrtr_limits,
+            mrtr::Binding::new(self.shared.scope.as_str(), kind, name, args),
+            ctx,
+            request_state,
+            input_responses,
+        )?;
+        let client = round.client();
+        Ok((Some(round), client))
+    }
+
+    /// Refused like a call once the server drains.
+    fn closing(&self) -> Result<(), ErrorData> {
+        if self.shared.calls.is_closed() {
+            return Err(ErrorData::internal_error(
+                "the server is shutting down; try again later",
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_logging()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .build(),
-        )
-        .with_server_info(
+        let mut caps = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        // Declared only when the scope has them (`discover` says exactly
+        // what is served).
+        let (resources, prompts, completions) = self.shared.core.serves(&self.shared.scope);
+        if resources {
+            let mut r = ResourcesCapability::default();
+            r.list_changed = Some(true);
+            caps.resources = Some(r);
+        }
+        if prompts {
+            let mut p = PromptsCapability::default();
+            p.list_changed = Some(true);
+            caps.prompts = Some(p);
+        }
+        if completions {
+            caps.completions = Some(Default::default());
+        }
+        if let Some(r) = &mut caps.resources {
+            r.subscribe = Some(true);
+        }
+        ServerConfig::new(caps).with_server_info(
             Implementation::new("toolhost", env!("CARGO_PKG_VERSION"))
                 .with_title("toolhost: sandboxed WebAssembly tools"),
         )
@@ -299,31 +472,10 @@ impl ServerHandler for McpServer {
                 tool: tool.clone(),
             },
         );
-        #[cfg_attr(not(feature = "http"), allow(unused_mut))]
-        let mut request = CallRequest::new(self.shared.scope.clone(), &*tool, req.arguments)
-            .caller(&*self.shared.caller)
+        let request = self
+            .request(&tool, req.arguments, &ctx)
             .events(events)
-            // Cancelled on notifications/cancelled, on shutdown and (stateless
-            // HTTP) when the client goes away: the guest is stopped.
-            .cancel(ctx.ct.child_token())
             .client(client);
-        #[cfg(feature = "http")]
-        {
-            let parts = ctx.extensions.get::<http::request::Parts>();
-            // Admitted under the tenant's quotas at the HTTP door (to answer
-            // 429 there): the core holds that admission for the call.
-            if let Some(a) = parts
-                .and_then(|p| p.extensions.get::<crate::quota::AdmittedCall>())
-                .and_then(|a| a.take())
-            {
-                request = request.admitted(a);
-            }
-            // The HTTP session (2025-11-25 clients), for the audit log.
-            if let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok()) {
-                // The session's `SID`, not the whole sealed id (see `session`).
-                request = request.session(super::session::audit_id(id));
-            }
-        }
         // Both in this task (no spawn, no thread hop): the forwarder ends
         // when the finished call drops its event sender, so every event
         // reaches the client before the response does.
@@ -348,21 +500,320 @@ impl ServerHandler for McpServer {
         }
     }
 
+    async fn list_resources(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let req = self.request("resources/list", None, &ctx);
+        let list = self
+            .shared
+            .calls
+            .track_future(self.shared.core.list_resources(req))
+            .await;
+        Ok(ListResourcesResult::with_all_items(
+            list.into_iter().map(mcp_resource).collect(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.shared
+                .core
+                .resource_templates(&self.shared.scope)
+                .into_iter()
+                .map(|t| {
+                    let mut m = ResourceTemplate::new(t.uri_template, t.name);
+                    m.title = t.title;
+                    m.description = t.description;
+                    m.mime_type = t.mime_type;
+                    m
+                })
+                .collect(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        req: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.closing()?;
+        let (round, client) = self.open_round(
+            "resource",
+            &req.uri,
+            &serde_json::Value::Null,
+            &ctx,
+            req.request_state.as_deref(),
+            req.input_responses,
+        )?;
+        let request = self.request(&req.uri, None, &ctx).client(client);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.read_resource(request))
+            .await;
+        let r = match round {
+            None => r,
+            Some(round) => match round.finish(r)? {
+                Round::Complete(r) => r,
+                Round::InputRequired(ir) => return Ok(ReadResourceResponse::InputRequired(ir)),
+                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
+            },
+        };
+        match r {
+            Ok(bodies) => Ok(ReadResourceResult::new(
+                bodies
+                    .into_iter()
+                    .map(|b| resource_contents(b.uri, b.mime_type, b.contents))
+                    .collect(),
+            )
+            .into()),
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _req: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            self.shared
+                .core
+                .prompts(&self.shared.scope)
+                .into_iter()
+                .map(|p| {
+                    let args = p
+                        .arguments
+                        .into_iter()
+                        .map(|a| {
+                            let mut m = PromptArgument::new(a.name).with_required(a.required);
+                            m.title = a.title;
+                            m.description = a.description;
+                            m
+                        })
+                        .collect::<Vec<_>>();
+                    let mut m = Prompt::new(
+                        p.name.to_string(),
+                        p.description,
+                        (!args.is_empty()).then_some(args),
+                    );
+                    m.title = p.title;
+                    m
+                })
+                .collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        req: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        self.closing()?;
+        let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
+        let (round, client) = self.open_round(
+            "prompt",
+            &req.name,
+            &args,
+            &ctx,
+            req.request_state.as_deref(),
+            req.input_responses,
+        )?;
+        let request = self.request(&req.name, req.arguments, &ctx).client(client);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.get_prompt(request))
+            .await;
+        let r = match round {
+            None => r,
+            Some(round) => match round.finish(r)? {
+                Round::Complete(r) => r,
+                Round::InputRequired(ir) => return Ok(GetPromptResponse::InputRequired(ir)),
+                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
+            },
+        };
+        match r {
+            Ok(p) => {
+                let messages = p
+                    .messages
+                    .into_iter()
+                    .map(|m| {
+                        let role = match m.role {
+                            crate::Role::Assistant => Role::Assistant,
+                            _ => Role::User,
+                        };
+                        PromptMessage::new(role, content_block(m.content))
+                    })
+                    .collect();
+                let mut out = GetPromptResult::new(messages);
+                out.description = p.description;
+                Ok(out.into())
+            }
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
+    async fn complete(
+        &self,
+        req: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        self.closing()?;
+        let reference = match &req.r#ref {
+            Reference::Prompt(p) => crate::CompletionRef::Prompt(p.name.clone()),
+            Reference::Resource(r) => crate::CompletionRef::ResourceTemplate(r.uri.clone()),
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unknown completion reference type",
+                    None,
+                ));
+            }
+        };
+        let context = req.context.and_then(|c| c.arguments).map(|a| {
+            a.into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect()
+        });
+        let request = self.request("", context, &ctx);
+        let r = self
+            .shared
+            .calls
+            .track_future(self.shared.core.complete(
+                request,
+                reference,
+                &req.argument.name,
+                &req.argument.value,
+            ))
+            .await;
+        match r {
+            Ok(c) => {
+                let info = CompletionInfo::with_pagination(c.values, c.total, c.has_more)
+                    .map_err(|e| ErrorData::internal_error(e, None))?;
+                Ok(CompleteResult::new(info))
+            }
+            Err(e) => Err(served_error(e)),
+        }
+    }
+
+    /// A session's subscription to a resource its scope serves: it is told
+    /// when a reload changes the component serving it (the host observes
+    /// nothing finer; see `Subscription`).
+    async fn subscribe(
+        &self,
+        req: rmcp::model::SubscribeRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let Some(version) = self
+            .shared
+            .core
+            .resource_version(&self.shared.scope, &req.uri)
+        else {
+            return Err(ErrorData::resource_not_found(
+                format!("resource `{}` not found", req.uri),
+                Some(serde_json::json!({ "uri": req.uri })),
+            ));
+        };
+        let session = Arc::as_ptr(&self.session) as usize;
+        let mut subs = self
+            .shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        subs.retain(|s| !s.peer.is_transport_closed());
+        if subs
+            .iter()
+            .any(|s| s.session == session && s.uri == req.uri)
+        {
+            return Ok(());
+        }
+        if subs.iter().filter(|s| s.session == session).count() >= MAX_SUBSCRIPTIONS {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources; unsubscribe from some first"
+                ),
+                None,
+            ));
+        }
+        subs.push(Subscription {
+            session,
+            peer: ctx.peer,
+            uri: req.uri,
+            version: Some(version),
+        });
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: rmcp::model::UnsubscribeRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let session = Arc::as_ptr(&self.session) as usize;
+        self.shared
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| !(s.session == session && s.uri == req.uri));
+        Ok(())
+    }
+
     /// 2026-07-28 clients learn of tool-list changes on a
     /// `subscriptions/listen` stream (older ones get them on the session).
     fn accepted_subscription_filter(
         &self,
-        _requested: &SubscriptionFilter,
+        requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
-        Some(SubscriptionFilter::builder().tools_list_changed().build())
+        // Resource subscriptions: the URIs this scope serves (the SDK
+        // intersects this with what was asked and what is declared).
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|u| {
+                self.shared
+                    .core
+                    .resource_version(&self.shared.scope, u)
+                    .is_some()
+            })
+            .take(MAX_SUBSCRIPTIONS)
+            .cloned()
+            .collect();
+        Some(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .prompts_list_changed()
+                .resources_list_changed()
+                .resource_subscriptions(uris)
+                .build(),
+        )
     }
 
     async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
-        if cx.accepted().tools_list_changed != Some(true) {
+        let accepted = cx.accepted().clone();
+        let tools = accepted.tools_list_changed == Some(true);
+        let prompts = accepted.prompts_list_changed == Some(true);
+        let resources = accepted.resources_list_changed == Some(true);
+        let core = &self.shared.core;
+        let scope = &self.shared.scope;
+        let mut subscribed: Vec<(String, Option<[u8; 32]>)> = accepted
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .map(|u| (u.clone(), core.resource_version(scope, u)))
+            .collect();
+        if !tools && !prompts && !resources && subscribed.is_empty() {
             cx.cancelled().await;
             return Ok(());
         }
-        let mut changes = self.shared.core.watch_tools(&self.shared.scope);
+        let mut changes = core.watch_tools(scope);
+        let mut served = core.watch_resources(scope);
         loop {
             tokio::select! {
                 _ = cx.cancelled() => return Ok(()),
@@ -371,8 +822,32 @@ impl ServerHandler for McpServer {
                     if changed.is_none() {
                         return Ok(());
                     }
-                    if let Err(e) = cx.sink().notify_tool_list_changed().await {
+                    if tools && let Err(e) = cx.sink().notify_tool_list_changed().await {
                         tracing::debug!("tools/list_changed not delivered to a listener: {e}");
+                        return Ok(());
+                    }
+                }
+                changed = served.changed() => {
+                    if changed.is_none() {
+                        return Ok(());
+                    }
+                    let sink = cx.sink();
+                    let mut sent = Ok(());
+                    if prompts {
+                        sent = sent.and(sink.notify_prompt_list_changed().await);
+                    }
+                    if resources {
+                        sent = sent.and(sink.notify_resource_list_changed().await);
+                    }
+                    for (uri, version) in &mut subscribed {
+                        let now = core.resource_version(scope, uri);
+                        if now != *version {
+                            *version = now;
+                            sent = sent.and(sink.notify_resource_updated(uri.clone()).await);
+                        }
+                    }
+                    if let Err(e) = sent {
+                        tracing::debug!("a change not delivered to a listener: {e}");
                         return Ok(());
                     }
                 }
@@ -493,36 +968,78 @@ fn mcp_tool(t: &ToolDef) -> Tool {
     tool
 }
 
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+/// A resource body as MCP carries it.
+fn resource_contents(
+    uri: String,
+    mime_type: Option<String>,
+    contents: model::ResourceContents,
+) -> ResourceContents {
+    match contents {
+        model::ResourceContents::Text(text) => ResourceContents::TextResourceContents {
+            uri,
+            mime_type,
+            text,
+            meta: None,
+        },
+        model::ResourceContents::Blob(data) => ResourceContents::BlobResourceContents {
+            uri,
+            mime_type,
+            blob: b64(&data),
+            meta: None,
+        },
+    }
+}
+
+/// One content block as MCP carries it.
+fn content_block(c: model::Content) -> ContentBlock {
+    match c {
+        model::Content::Text(t) => ContentBlock::text(t),
+        model::Content::Image { data, mime_type } => ContentBlock::image(b64(&data), mime_type),
+        model::Content::Audio { data, mime_type } => ContentBlock::audio(b64(&data), mime_type),
+        model::Content::Resource {
+            uri,
+            mime_type,
+            contents,
+        } => ContentBlock::resource(resource_contents(uri, mime_type, contents)),
+    }
+}
+
+/// A resource as MCP lists it.
+fn mcp_resource(r: crate::ResourceDef) -> Resource {
+    let mut m = Resource::new(r.uri, r.name);
+    m.title = r.title;
+    m.description = r.description;
+    m.mime_type = r.mime_type;
+    m.size = r.size;
+    m
+}
+
+/// A failed read, get or completion: a protocol error (these have no
+/// `isError` result). Not found is MCP's resource-not-found for a URI, an
+/// invalid-params error for a prompt or reference; the message names the
+/// URI or prompt, never a host path.
+fn served_error(e: CallError) -> ErrorData {
+    match e.kind() {
+        CallErrorKind::UnknownTool if e.subject() == crate::Subject::Resource => {
+            ErrorData::resource_not_found(
+                e.to_string(),
+                Some(serde_json::json!({ "uri": e.tool() })),
+            )
+        }
+        CallErrorKind::UnknownTool | CallErrorKind::InvalidArguments { .. } => {
+            ErrorData::invalid_params(e.to_string(), None)
+        }
+        _ => ErrorData::internal_error(e.to_string(), None),
+    }
+}
+
 /// A successful call as an MCP result.
 fn call_result(out: ToolOutput) -> CallToolResult {
-    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
-    let content = out
-        .content
-        .into_iter()
-        .map(|c| match c {
-            model::Content::Text(t) => ContentBlock::text(t),
-            model::Content::Image { data, mime_type } => ContentBlock::image(b64(&data), mime_type),
-            model::Content::Audio { data, mime_type } => ContentBlock::audio(b64(&data), mime_type),
-            model::Content::Resource {
-                uri,
-                mime_type,
-                contents,
-            } => ContentBlock::resource(match contents {
-                model::ResourceContents::Text(text) => ResourceContents::TextResourceContents {
-                    uri,
-                    mime_type,
-                    text,
-                    meta: None,
-                },
-                model::ResourceContents::Blob(data) => ResourceContents::BlobResourceContents {
-                    uri,
-                    mime_type,
-                    blob: b64(&data),
-                    meta: None,
-                },
-            }),
-        })
-        .collect();
+    let content = out.content.into_iter().map(content_block).collect();
     let mut r = CallToolResult::success(content);
     r.structured_content = out.structured;
     r

@@ -20,14 +20,33 @@ mod state;
 mod typed;
 mod warm;
 
+/// The host's bindings of both versions of toolhost's world: a component
+/// built for `toolhost:tool@0.1.0` (tools only) keeps loading next to ones
+/// built for `@0.2.0` (tools, resources, prompts, completions). Which one a
+/// component is, is read from its exports at load (see `Bound`).
 pub(crate) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "toolhost",
-        imports: { "toolhost:tool/host.request-client": async },
-        exports: { default: async },
-    });
+    /// `toolhost:tool@0.1.0` (wit/0.1.0/tool.wit).
+    pub(crate) mod v1 {
+        wasmtime::component::bindgen!({
+            path: "../wit/0.1.0/tool.wit",
+            world: "toolhost",
+            imports: { "toolhost:tool/host.request-client": async },
+            exports: { default: async },
+        });
+    }
+    /// `toolhost:tool@0.2.0` (wit/tool.wit).
+    pub(crate) mod v2 {
+        wasmtime::component::bindgen!({
+            path: "../wit/tool.wit",
+            world: "toolhost",
+            imports: { "toolhost:tool/host.request-client": async },
+            exports: { default: async },
+        });
+    }
 }
+
+mod bound;
+mod serve;
 
 use crate::caps::{self, Caps, Grants, fs::HostState};
 use crate::config::EngineConfig;
@@ -36,7 +55,9 @@ use crate::manifest::Manifest;
 use crate::model::{
     Annotations, ClientRequests, Content, EventSink, ResourceContents, ToolDef, ToolOutput,
 };
-use bindings::exports::toolhost::tool::tool as wit_tool;
+use bindings::v2::exports::toolhost::tool::tool as wit_tool;
+use bound::{Bound, Raw};
+pub(crate) use bound::{Op, Output};
 use sha2::{Digest, Sha256};
 pub(crate) use state::CallState;
 use std::sync::Arc;
@@ -128,6 +149,8 @@ pub(crate) struct LoadedComponent {
     pub(crate) manifest: Arc<Manifest>,
     pub(crate) grants: Grants,
     pub(crate) tools: Vec<ToolDef>,
+    /// Its resources, templates and prompts (`toolhost:tool@0.2.0`).
+    pub(crate) served: Arc<crate::served::Served>,
     /// Whether this load compiled the component (false: from the cache).
     pub(crate) compiled: bool,
     kind: Kind,
@@ -146,7 +169,7 @@ pub(crate) struct LoadedComponent {
 /// `call`), or one plain exported WIT function per tool (`crate::typed`).
 /// Either way each call gets a fresh store with the same grants and limits.
 enum Kind {
-    Toolhost(bindings::ToolhostPre<CallState>),
+    Toolhost(Bound),
     Typed(typed::TypedComponent),
 }
 
@@ -338,7 +361,8 @@ impl Sandbox {
         let mut linker: Linker<CallState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         caps::fs::enforce::add_to_linker(&mut linker)?;
-        bindings::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        bindings::v1::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+        bindings::v2::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
 
@@ -511,8 +535,8 @@ impl Sandbox {
         let (kind, typed_tools) =
             if crate::typed::exports_toolhost_world(&component.component_type(), &self.engine) {
                 let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-                let pre = bindings::ToolhostPre::new(pre).map_err(wrong_world)?;
-                (Kind::Toolhost(pre), None)
+                let bound = Bound::new(pre).map_err(wrong_world)?;
+                (Kind::Toolhost(bound), None)
             } else {
                 let (t, defs) = typed::TypedComponent::load(
                     linker,
@@ -540,6 +564,7 @@ impl Sandbox {
             manifest: Arc::new(manifest),
             grants,
             tools: Vec::new(),
+            served: Default::default(),
             compiled,
             kind,
             weight,
@@ -547,19 +572,27 @@ impl Sandbox {
             caps: caps.clone(),
             warm: self.warm.new_set(),
         };
-        loaded.tools = match typed_tools {
+        match typed_tools {
             // Typed tools are known from the component's type alone.
-            Some(defs) => defs,
-            None => self.describe(&loaded).await.map_err(err)?,
-        };
+            Some(defs) => loaded.tools = defs,
+            None => {
+                let (tools, served) = self.describe(&loaded).await.map_err(err)?;
+                loaded.tools = tools;
+                loaded.served = Arc::new(served);
+            }
+        }
         Ok(loaded)
     }
 
-    /// Ask a loaded component for its tools: in a fresh sandbox with no
-    /// grants, under its limits, holding a pool slot like any call.
-    async fn describe(&self, comp: &LoadedComponent) -> Result<Vec<ToolDef>, LoadErrorKind> {
+    /// Ask a loaded component what it offers (its tools, and with
+    /// `@0.2.0` its resources, templates and prompts): in a fresh sandbox
+    /// with no grants, under its limits, holding a pool slot like any call.
+    async fn describe(
+        &self,
+        comp: &LoadedComponent,
+    ) -> Result<(Vec<ToolDef>, crate::served::Served), LoadErrorKind> {
         let describe_err = |reason: String| LoadErrorKind::Describe { reason };
-        let Kind::Toolhost(pre) = &comp.kind else {
+        let Kind::Toolhost(bound) = &comp.kind else {
             return Err(describe_err("not a toolhost-world component".into()));
         };
         let timeout = comp.grants.limits.timeout;
@@ -571,13 +604,9 @@ impl Sandbox {
             let mut store = self
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
-            let result = async {
-                let inst = pre.instantiate_async(&mut store).await?;
-                inst.toolhost_tool_tool().call_describe(&mut store).await
-            }
-            .await;
+            let result = bound.describe(&mut store).await;
             match result {
-                Ok(defs) => Ok(defs),
+                Ok(d) => Ok(d),
                 Err(e) => Err(describe_err(
                     CallError::new(
                         "describe",
@@ -587,10 +616,12 @@ impl Sandbox {
                 )),
             }
         };
-        let defs = tokio::time::timeout(timeout, run)
+        let (defs, raw) = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| describe_err(format!("did not answer within {timeout:?}")))??;
-        convert_defs(defs)
+        let tools = convert_defs(defs)?;
+        let served = serve::convert(raw)?;
+        Ok((tools, served))
     }
 
     /// Wait for room in the pool for one call of `comp`: its own concurrency
@@ -652,21 +683,44 @@ impl Sandbox {
     /// Run tool `tool` of `comp` with `arguments` (JSON text) in a fresh
     /// sandbox: one prepared ahead for this call if one is ready, else one
     /// built now. Waits for room within the tool's timeout.
+    #[cfg(feature = "unstable-bench")]
     pub(crate) async fn call(
         &self,
         comp: &Arc<LoadedComponent>,
         tool: &str,
         arguments: &str,
-        mut cx: CallContext,
+        cx: CallContext,
     ) -> Result<ToolOutput, CallErrorKind> {
+        match self.run(comp, Op::Call { tool, arguments }, cx).await? {
+            Output::Tool(out) => Ok(out),
+            _ => Err(CallErrorKind::Internal {
+                message: "a call answered as something else".into(),
+            }),
+        }
+    }
+
+    /// Run one operation of `comp` (a tool call, a resource read, a prompt
+    /// get, a completion...) in a fresh sandbox, exactly as a tool call
+    /// runs: its grants, limits, deadline, cancellation, pool turn and
+    /// `max-output`.
+    pub(crate) async fn run(
+        &self,
+        comp: &Arc<LoadedComponent>,
+        op: Op<'_>,
+        mut cx: CallContext,
+    ) -> Result<Output, CallErrorKind> {
         let limits = &comp.grants.limits;
         let deadline = Instant::now() + limits.timeout;
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
+        let tool = op.subject();
         // Typed tools convert their arguments before taking a sandbox.
-        let call = match &comp.kind {
-            Kind::Toolhost(pre) => Call::Toolhost(pre),
-            Kind::Typed(t) => Call::Typed(t.prepare(tool, arguments)?),
+        let call = match (&comp.kind, &op) {
+            (Kind::Toolhost(b), _) => Call::Toolhost(b),
+            (Kind::Typed(t), Op::Call { tool, arguments }) => {
+                Call::Typed(t.prepare(tool, arguments)?)
+            }
+            (Kind::Typed(_), _) => return Err(CallErrorKind::UnknownTool),
         };
 
         let usage = cx.usage.clone();
@@ -731,17 +785,13 @@ impl Sandbox {
             let result = async {
                 match &call {
                     Call::Typed(p) => p.run(&mut *store, limits.max_output).await.map(Raw::Typed),
-                    Call::Toolhost(pre) => async {
+                    Call::Toolhost(bound) => {
                         let inst = match instance {
                             Some(inst) => inst,
-                            None => pre.instantiate_async(&mut *store).await?,
+                            None => bound.instantiate(&mut *store).await?,
                         };
-                        inst.toolhost_tool_tool()
-                            .call_call(&mut *store, tool, arguments)
-                            .await
+                        bound.run(&mut *store, &inst, &op).await
                     }
-                    .await
-                    .map(Raw::Toolhost),
                 }
             }
             .instrument(tracing::debug_span!("sandbox.run"))
@@ -768,7 +818,7 @@ impl Sandbox {
         tool: &str,
         result: wasmtime::Result<Raw>,
         store: &mut Store<CallState>,
-    ) -> Result<ToolOutput, CallErrorKind> {
+    ) -> Result<Output, CallErrorKind> {
         let limits = &comp.grants.limits;
         caps::fs::enforce::warn(store.data_mut());
 
@@ -778,26 +828,30 @@ impl Sandbox {
         if !requests.is_empty() {
             return Err(CallErrorKind::InputRequired { requests });
         }
-        match result {
-            Ok(Raw::Typed(output)) => output,
-            Ok(Raw::Toolhost(Ok(r))) => {
-                let size = wit_result_size(&r);
-                if size > limits.max_output {
-                    return Err(CallErrorKind::OutputTooLarge {
-                        size,
-                        limit: limits.max_output,
-                    });
-                }
-                convert_result(r).map_err(|details| CallErrorKind::BadResult { details })
-            }
-            Ok(Raw::Toolhost(Err(e))) => Err(match e {
+        let raw = match result {
+            Ok(Raw::Typed(output)) => return output.map(Output::Tool),
+            Ok(raw) => raw,
+            Err(e) => return Err(self.classify_trap(tool, &comp.grants, store.data(), e)),
+        };
+        let size = raw.size();
+        if size > limits.max_output {
+            return Err(CallErrorKind::OutputTooLarge {
+                size,
+                limit: limits.max_output,
+            });
+        }
+        match raw {
+            Raw::Toolhost(Ok(r)) => convert_result(r)
+                .map(Output::Tool)
+                .map_err(|details| CallErrorKind::BadResult { details }),
+            Raw::Toolhost(Err(e)) => Err(match e {
                 wit_tool::ToolError::InvalidArguments(m) => {
                     CallErrorKind::InvalidArguments { details: m }
                 }
                 wit_tool::ToolError::UnknownTool(_) => CallErrorKind::UnknownTool,
                 wit_tool::ToolError::Failed(m) => CallErrorKind::ToolFailed { message: m },
             }),
-            Err(e) => Err(self.classify_trap(tool, &comp.grants, store.data(), e)),
+            other => serve::finish(other),
         }
     }
 
@@ -881,17 +935,18 @@ impl Sandbox {
         &self,
         comp: &LoadedComponent,
     ) -> anyhow::Result<WarmInstance> {
-        let Kind::Toolhost(pre) = &comp.kind else {
+        let Kind::Toolhost(bound) = &comp.kind else {
             anyhow::bail!("warm instances exist for toolhost-world components only");
         };
         // It holds its pool permits like any sandbox, so the pool never
         // has more instances than permits.
         let permits = self.acquire_pool(comp.weight).await;
         let mut store = self.store(comp, CallContext::default(), true)?;
-        let bindings = pre.instantiate_async(&mut store).await?;
+        let instance = bound.instantiate(&mut store).await?;
         Ok(WarmInstance {
             store,
-            bindings,
+            instance,
+            bound: bound.clone(),
             _permits: permits,
         })
     }
@@ -900,15 +955,8 @@ impl Sandbox {
 /// A call, ready to run: the component's way in, plus, for typed tools,
 /// the converted arguments.
 enum Call<'a> {
-    Toolhost(&'a bindings::ToolhostPre<CallState>),
+    Toolhost(&'a Bound),
     Typed(typed::Prepared<'a>),
-}
-
-/// What a call returned: the guest's own result for toolhost-world tools,
-/// the finished output for typed ones.
-enum Raw {
-    Toolhost(Result<wit_tool::CallResult, wit_tool::ToolError>),
-    Typed(Result<ToolOutput, CallErrorKind>),
 }
 
 /// Permits held for one call: its component's concurrency and the pool.
@@ -1011,20 +1059,22 @@ struct HttpStub;
 #[cfg(feature = "unstable-bench")]
 pub(crate) struct WarmInstance {
     store: Store<CallState>,
-    bindings: bindings::Toolhost,
+    instance: wasmtime::component::Instance,
+    bound: Bound,
     _permits: PoolPermits,
 }
 
 #[cfg(feature = "unstable-bench")]
 impl WarmInstance {
     pub(crate) async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
-        let r = self
-            .bindings
-            .toolhost_tool_tool()
-            .call_call(&mut self.store, tool, arguments)
-            .await?;
-        let r = r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        convert_result(r).map_err(|e| anyhow::anyhow!(e))
+        let op = Op::Call { tool, arguments };
+        match self.bound.run(&mut self.store, &self.instance, &op).await? {
+            Raw::Toolhost(r) => {
+                let r = r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                convert_result(r).map_err(|e| anyhow::anyhow!(e))
+            }
+            _ => anyhow::bail!("not a tool call's result"),
+        }
     }
 }
 
@@ -1118,62 +1168,69 @@ fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
     })
 }
 
-/// A result's size as it will be serialized: the bytes of every block
-/// (binary data as base64) plus a fixed overhead per block, so a flood of
+/// Bytes of JSON one content block adds besides its payload: a flood of
 /// empty blocks weighs what its JSON would.
+const PER_BLOCK: u64 = 48;
+
+/// Base64's length for `n` bytes.
+fn b64_len(n: usize) -> u64 {
+    (n as u64).div_ceil(3) * 4
+}
+
+/// One content block's size as it will be serialized (binary data as
+/// base64).
+fn content_size(c: &bindings::v2::toolhost::tool::types::Content) -> u64 {
+    use bindings::v2::toolhost::tool::types as wit;
+    PER_BLOCK
+        + match c {
+            wit::Content::Text(t) => t.len() as u64,
+            wit::Content::Image(m) | wit::Content::Audio(m) => {
+                b64_len(m.data.len()) + m.mime_type.len() as u64
+            }
+            wit::Content::Resource(r) => {
+                r.uri.len() as u64
+                    + r.mime_type.as_ref().map_or(0, |m| m.len() as u64)
+                    + match &r.contents {
+                        wit::ResourceContents::Text(t) => t.len() as u64,
+                        wit::ResourceContents::Blob(b) => b64_len(b.len()),
+                    }
+            }
+        }
+}
+
+/// A result's size as it will be serialized: every block plus the
+/// structured result.
 fn wit_result_size(r: &wit_tool::CallResult) -> u64 {
-    use bindings::toolhost::tool::types as wit;
-    const PER_BLOCK: u64 = 48;
-    let b64 = |n: usize| (n as u64).div_ceil(3) * 4;
-    let blocks: u64 = r
-        .content
-        .iter()
-        .map(|c| {
-            PER_BLOCK
-                + match c {
-                    wit::Content::Text(t) => t.len() as u64,
-                    wit::Content::Image(m) | wit::Content::Audio(m) => {
-                        b64(m.data.len()) + m.mime_type.len() as u64
-                    }
-                    wit::Content::Resource(r) => {
-                        r.uri.len() as u64
-                            + r.mime_type.as_ref().map_or(0, |m| m.len() as u64)
-                            + match &r.contents {
-                                wit::ResourceContents::Text(t) => t.len() as u64,
-                                wit::ResourceContents::Blob(b) => b64(b.len()),
-                            }
-                    }
-                }
-        })
-        .sum();
+    let blocks: u64 = r.content.iter().map(content_size).sum();
     blocks + r.structured.as_ref().map_or(0, |s| s.len() as u64)
 }
 
+/// One content block as the core knows it.
+fn convert_content(c: bindings::v2::toolhost::tool::types::Content) -> Content {
+    use bindings::v2::toolhost::tool::types as wit;
+    match c {
+        wit::Content::Text(t) => Content::Text(t),
+        wit::Content::Image(m) => Content::Image {
+            data: m.data,
+            mime_type: m.mime_type,
+        },
+        wit::Content::Audio(m) => Content::Audio {
+            data: m.data,
+            mime_type: m.mime_type,
+        },
+        wit::Content::Resource(r) => Content::Resource {
+            uri: r.uri,
+            mime_type: r.mime_type,
+            contents: match r.contents {
+                wit::ResourceContents::Text(t) => ResourceContents::Text(t),
+                wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
+            },
+        },
+    }
+}
+
 fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
-    use bindings::toolhost::tool::types as wit;
-    let content = r
-        .content
-        .into_iter()
-        .map(|c| match c {
-            wit::Content::Text(t) => Content::Text(t),
-            wit::Content::Image(m) => Content::Image {
-                data: m.data,
-                mime_type: m.mime_type,
-            },
-            wit::Content::Audio(m) => Content::Audio {
-                data: m.data,
-                mime_type: m.mime_type,
-            },
-            wit::Content::Resource(r) => Content::Resource {
-                uri: r.uri,
-                mime_type: r.mime_type,
-                contents: match r.contents {
-                    wit::ResourceContents::Text(t) => ResourceContents::Text(t),
-                    wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
-                },
-            },
-        })
-        .collect();
+    let content = r.content.into_iter().map(convert_content).collect();
     let structured = r
         .structured
         .map(|s| {
@@ -1192,7 +1249,7 @@ mod tests {
 
     #[test]
     fn empty_blocks_weigh_what_their_json_would() {
-        use bindings::toolhost::tool::types as wit;
+        use bindings::v2::toolhost::tool::types as wit;
         let r = wit_tool::CallResult {
             content: (0..300_000)
                 .map(|_| wit::Content::Text(String::new()))
@@ -1213,13 +1270,14 @@ mod tests {
             description: String::new(),
             input_schema: r#"{"type":"object"}"#.into(),
             output_schema: None,
-            annotations: bindings::toolhost::tool::types::Annotations {
+            annotations: bindings::v2::toolhost::tool::types::Annotations {
                 title: None,
                 read_only: None,
                 destructive: None,
                 idempotent: None,
                 open_world: None,
             },
+            task_support: bindings::v2::toolhost::tool::types::TaskSupport::Forbidden,
         };
         let many: Vec<_> = (0..MAX_TOOLS + 1).map(|i| def(format!("t{i}"))).collect();
         assert!(matches!(

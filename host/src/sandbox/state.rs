@@ -5,7 +5,8 @@
 //! `toolhost:tool/host`).
 
 use super::PoolShape;
-use super::bindings::toolhost::tool::host as wit_host;
+use super::bindings::v1::toolhost::tool::host as wit_host;
+use super::bindings::v2::toolhost::tool::host as wit_host2;
 use crate::caps::fs::enforce::{FsCall, FsEnforced};
 use crate::caps::{Grants, client::CallClient, limits::Limiter, net::Gate, stdio::CallOutput};
 use crate::model::{CallEvent, LogLevel};
@@ -186,4 +187,61 @@ impl wit_host::Host for CallState {
     }
 }
 
-impl super::bindings::toolhost::tool::types::Host for CallState {}
+impl super::bindings::v1::toolhost::tool::types::Host for CallState {}
+impl super::bindings::v2::toolhost::tool::types::Host for CallState {}
+
+/// `toolhost:tool/host@0.2.0`: the same host as `@0.1.0`, with keyed,
+/// typed client questions (the `@0.1.0` contract's `METHOD#KEY` and message
+/// prefixes, lifted into the `client-error` variant) and `run-as-task`.
+impl wit_host2::Host for CallState {
+    fn log(&mut self, level: wit_host2::Level, message: String) {
+        use wit_host::Level as O;
+        use wit_host2::Level as L;
+        let level = match level {
+            L::Debug => O::Debug,
+            L::Info => O::Info,
+            L::Notice => O::Notice,
+            L::Warning => O::Warning,
+            L::Error => O::Error,
+            L::Critical => O::Critical,
+            L::Alert => O::Alert,
+            L::Emergency => O::Emergency,
+        };
+        wit_host::Host::log(self, level, message)
+    }
+
+    fn progress(&mut self, progress: f64, total: Option<f64>, message: Option<String>) {
+        wit_host::Host::progress(self, progress, total, message)
+    }
+
+    fn cancelled(&mut self) -> bool {
+        wit_host::Host::cancelled(self)
+    }
+
+    fn run_as_task(&mut self) -> bool {
+        // Tasks are not served yet: every call answers in its request.
+        false
+    }
+
+    fn request_client(
+        &mut self,
+        request: wit_host2::ClientRequest,
+    ) -> impl Future<Output = Result<String, wit_host2::ClientError>> + Send {
+        let method = match request.key {
+            Some(k) => format!("{}#{k}", request.method),
+            None => request.method,
+        };
+        let asked = self.client.request(method, request.params);
+        async move {
+            asked.await.map_err(|m| {
+                if m.starts_with("input required:") {
+                    wit_host2::ClientError::InputRequired(m)
+                } else if m.starts_with("the client cannot answer") {
+                    wit_host2::ClientError::Unsupported(m)
+                } else {
+                    wit_host2::ClientError::Failed(m)
+                }
+            })
+        }
+    }
+}

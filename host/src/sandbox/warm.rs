@@ -25,8 +25,7 @@
 //! call may happen, or any front end.
 
 use super::{
-    CallContext, LoadedComponent, PoolPermits, PoolShape, Pools, bindings, new_store,
-    state::CallState,
+    CallContext, LoadedComponent, PoolPermits, PoolShape, Pools, new_store, state::CallState,
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +38,7 @@ pub(crate) struct Prepared {
     /// Dropped before the permits (field order): the pool slot is free
     /// again only once the instance is gone.
     pub(crate) store: Store<CallState>,
-    pub(crate) instance: bindings::Toolhost,
+    pub(crate) instance: wasmtime::component::Instance,
     pub(crate) permits: PoolPermits,
     /// Linear memory this sandbox holds against `prewarm-memory`.
     _memory: MemoryCharge,
@@ -368,7 +367,7 @@ impl Shared {
         permits: PoolPermits,
         generation: u64,
     ) -> anyhow::Result<Option<Prepared>> {
-        let super::Kind::Toolhost(pre) = &comp.kind else {
+        let super::Kind::Toolhost(bound) = &comp.kind else {
             anyhow::bail!("only toolhost-world components are prepared ahead");
         };
         let limits = &comp.grants.limits;
@@ -379,7 +378,7 @@ impl Shared {
             true,
             self.shape,
         )?;
-        let instance = tokio::time::timeout(limits.timeout, pre.instantiate_async(&mut store))
+        let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
             .await
             .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
         let bytes = store.data().limiter.used();
