@@ -90,6 +90,24 @@ test: setup tools test-deps
 	$(MAKE) --no-print-directory conformance
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory check-features
+	$(MAKE) --no-print-directory check-api
+
+## check-api: the library's public API is what host/public-api.txt says
+## (rustdoc JSON from the stable toolchain, listed by scripts/public-api.py):
+## an accidental export fails here and shows in review.
+.PHONY: check-api public-api
+API_JSON := $(TARGET_DIR)/doc/toolhost.json
+$(API_JSON).stamp: FORCE
+	RUSTC_BOOTSTRAP=1 $(CARGO) rustdoc -q -p toolhost --lib -- -Z unstable-options --output-format json
+check-api: $(API_JSON).stamp
+	@python3 scripts/public-api.py $(API_JSON) | diff -u host/public-api.txt - \
+		|| { echo "the public API of toolhost changed (above): if that is meant, run \`make public-api\` and commit host/public-api.txt" >&2; exit 1; }
+	@echo "public API: as host/public-api.txt ($$(wc -l < host/public-api.txt) items)"
+## public-api: rewrite host/public-api.txt from the code.
+public-api: $(API_JSON).stamp
+	python3 scripts/public-api.py $(API_JSON) > host/public-api.txt
+.PHONY: FORCE
+FORCE:
 
 ## check-features: the library builds with each front end alone (an
 ## embedder may turn the default features off).
