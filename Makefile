@@ -91,6 +91,13 @@ test: setup tools test-deps
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory check-features
 	$(MAKE) --no-print-directory check-api
+	$(MAKE) --no-print-directory check-docs
+
+## check-docs: the libraries' rustdoc has no warnings (broken or private
+## links; missing docs are denied by the crates themselves).
+.PHONY: check-docs
+check-docs:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q -p toolhost -p toolhost-package --no-deps
 
 ## check-api: the library's public API is what host/public-api.txt says
 ## (rustdoc JSON from the stable toolchain, listed by scripts/public-api.py):

@@ -53,7 +53,8 @@ impl std::fmt::Debug for StateKey {
     }
 }
 
-/// The most keys a ring holds (each one is tried on every opening).
+/// The most keys a ring holds (each one is tried on every opening;
+/// `StateKey::from_hex_list`'s doc says the number too).
 pub const MAX_STATE_KEYS: usize = 8;
 
 impl StateKey {
@@ -80,7 +81,7 @@ impl StateKey {
     /// A key ring from text (a key file, or the `TOOLHOST_STATE_KEY`
     /// variable): keys of 64 hex digits separated by newlines, commas or
     /// spaces, newest first; `#` starts a comment that runs to the end of
-    /// its line. At most [`MAX_STATE_KEYS`].
+    /// its line. At most 8 keys.
     pub fn from_hex_list(text: &str) -> Result<StateKey, StateKeyError> {
         let mut ciphers = Vec::new();
         for line in text.lines() {

@@ -33,7 +33,8 @@ use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::filesystem::{preopens, types as t};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-/// Descriptors one call may hold open when the host config names no limit.
+/// Descriptors one call may hold open when the host config names no limit
+/// (`FsCaps::max_open`'s doc says the number too).
 pub const DEFAULT_MAX_OPEN: usize = 256;
 
 /// The descriptors all calls together may hold: a share of the process's

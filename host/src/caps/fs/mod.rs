@@ -87,8 +87,7 @@ pub struct FsCaps {
     pub default_quota: Option<u64>,
     /// The largest quota an `rw` grant may have.
     pub max_quota: Option<u64>,
-    /// Files and directories one call may hold open at once; `None`:
-    /// [`DEFAULT_MAX_OPEN`].
+    /// Files and directories one call may hold open at once; `None`: 256.
     pub max_open: Option<usize>,
 }
 
