@@ -770,7 +770,11 @@ impl Core {
             )
             .await
             .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
-        if let Ok(out) = &result {
+        // Sized only for a tenant that has an output quota: weighing a
+        // result (its structured part serialized) is not free.
+        if let Ok(out) = &result
+            && admission.meters_output()
+        {
             admission.charge_output(out.size());
         }
         drop(admission);

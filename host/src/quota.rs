@@ -279,6 +279,11 @@ impl Admission {
         }
     }
 
+    /// Whether the call's output is charged (the core only weighs it then).
+    pub(crate) fn meters_output(&self) -> bool {
+        self.quota.as_ref().is_some_and(|q| q.output.is_some())
+    }
+
     /// Whether the fuel the guest burns is charged (the core only meters
     /// it then).
     pub(crate) fn meters_fuel(&self) -> bool {

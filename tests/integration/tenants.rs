@@ -1165,3 +1165,39 @@ async fn quotas_hold_on_core_call_without_any_front_end() {
     // Listing is not a call: the tenant still sees its tools.
     assert!(core.tools(&scope).iter().any(|t| &*t.name == "sleep"));
 }
+
+/// The HTTP door takes a tenant's `max-concurrent` slot when it admits a
+/// `tools/call`, before the MCP layer has looked at the request: requests
+/// that the MCP layer then refuses (a forged session id, an unknown tool)
+/// must give the slot back, or a client could lock its tenant out.
+#[test]
+fn calls_refused_after_the_door_give_their_slot_back() {
+    let s = Setup::new("");
+    s.configure(
+        "",
+        &tenant_entry("solo", "echo", "solo-token", "max-concurrent = 1"),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    let forged = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
+    for _ in 0..5 {
+        let (st, resp) = http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", "Bearer solo-token"),
+                ("Mcp-Session-Id", "forged-session-id"),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            forged,
+        );
+        assert_eq!(st, 404, "{resp}");
+        let (st, resp) = call(&addr, "solo-token", "no_such_tool", json!({}));
+        assert_ne!(st, 429, "{resp}");
+    }
+    // The one slot is free: a real call runs.
+    let (st, resp) = call(&addr, "solo-token", "echo", json!({"text": "still here"}));
+    assert_eq!(st, 200, "{resp}");
+    assert!(resp.contains("still here"), "{resp}");
+}

@@ -557,13 +557,9 @@ impl ServerHandler for McpServer {
             .calls
             .track_future(self.shared.core.read_resource(request))
             .await;
-        let r = match round {
-            None => r,
-            Some(round) => match round.finish(r)? {
-                Round::Complete(r) => r,
-                Round::InputRequired(ir) => return Ok(ReadResourceResponse::InputRequired(ir)),
-                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
-            },
+        let r = match settle(round, r)? {
+            Ok(r) => r,
+            Err(ir) => return Ok(ReadResourceResponse::InputRequired(ir)),
         };
         match r {
             Ok(bodies) => Ok(ReadResourceResult::new(
@@ -631,13 +627,9 @@ impl ServerHandler for McpServer {
             .calls
             .track_future(self.shared.core.get_prompt(request))
             .await;
-        let r = match round {
-            None => r,
-            Some(round) => match round.finish(r)? {
-                Round::Complete(r) => r,
-                Round::InputRequired(ir) => return Ok(GetPromptResponse::InputRequired(ir)),
-                Round::ToolError(message) => return Err(ErrorData::internal_error(message, None)),
-            },
+        let r = match settle(round, r)? {
+            Ok(r) => r,
+            Err(ir) => return Ok(GetPromptResponse::InputRequired(ir)),
         };
         match r {
             Ok(p) => {
@@ -1048,6 +1040,24 @@ fn call_result(out: ToolOutput) -> CallToolResult {
 /// A failed call: an unknown tool is a protocol error (the client asked for
 /// something that does not exist); anything else is a tool error the model
 /// can read and act on.
+/// How a read or get ends within its input-required round, if it has one:
+/// its own result, or (`Err`) the questions to send the client first. A
+/// round that failed (asked too much, or differently on replay) is a
+/// protocol error here: there is no tool result to carry it.
+fn settle<T>(
+    round: Option<Stateless>,
+    r: Result<T, CallError>,
+) -> Result<Result<Result<T, CallError>, rmcp::model::InputRequiredResult>, ErrorData> {
+    match round {
+        None => Ok(Ok(r)),
+        Some(round) => match round.finish(r)? {
+            Round::Complete(r) => Ok(Ok(r)),
+            Round::InputRequired(ir) => Ok(Err(ir)),
+            Round::ToolError(message) => Err(ErrorData::internal_error(message, None)),
+        },
+    }
+}
+
 fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
     match e.kind() {
         CallErrorKind::UnknownTool => Err(ErrorData::invalid_params(e.to_string(), None)),
