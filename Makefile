@@ -85,27 +85,33 @@ demo: build
 
 ## test: everything CI runs: unit and integration tests (real components,
 ## real MCP clients, the real claude CLI), then the MCP conformance suite.
+# The conformance suites run against the binary `cargo test` built (a
+# separate `cargo build -p toolhost-cli` resolves features without the
+# dev-dependencies and would rebuild the library). The checks after it share
+# one check-mode build of the dependencies (see check-api).
 test: setup tools test-deps
 	$(CARGO) test --workspace --no-fail-fast
-	$(MAKE) --no-print-directory conformance
+	$(MAKE) --no-print-directory conformance-run
 	$(MAKE) --no-print-directory check-deploy
-	$(MAKE) --no-print-directory check-features
 	$(MAKE) --no-print-directory check-api
 	$(MAKE) --no-print-directory check-docs
+	$(MAKE) --no-print-directory check-features
 
 ## check-docs: the libraries' rustdoc has no warnings (broken or private
-## links; missing docs are denied by the crates themselves).
+## links; missing docs are denied by the crates themselves). toolhost's own
+## rustdoc runs, with -D warnings, in check-api.
 .PHONY: check-docs
 check-docs:
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q -p toolhost -p toolhost-package --no-deps
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q -p toolhost-package --no-deps
 
 ## check-api: the library's public API is what host/public-api.txt says
 ## (rustdoc JSON from the stable toolchain, listed by scripts/public-api.py):
-## an accidental export fails here and shows in review.
+## an accidental export fails here and shows in review. The same rustdoc run
+## denies rustdoc's warnings (broken or private links).
 .PHONY: check-api public-api
 API_JSON := $(TARGET_DIR)/doc/toolhost.json
 $(API_JSON).stamp: FORCE
-	RUSTC_BOOTSTRAP=1 $(CARGO) rustdoc -q -p toolhost --lib -- -Z unstable-options --output-format json
+	RUSTDOC=$(CURDIR)/scripts/rustdoc-unstable.sh $(CARGO) rustdoc -q -p toolhost --lib -- -D warnings -Z unstable-options --output-format json
 check-api: $(API_JSON).stamp
 	@python3 scripts/public-api.py $(API_JSON) | diff -u host/public-api.txt - \
 		|| { echo "the public API of toolhost changed (above): if that is meant, run \`make public-api\` and commit host/public-api.txt" >&2; exit 1; }
@@ -182,4 +188,8 @@ help:
 .PHONY: conformance
 conformance: tools
 	$(CARGO) build -p toolhost-cli
+	$(MAKE) --no-print-directory conformance-run
+# The suites against the binary as it is (make test: built by `cargo test`).
+.PHONY: conformance-run
+conformance-run:
 	bash scripts/conformance.sh $(TARGET_DIR)/debug/toolhost

@@ -8,9 +8,9 @@ use clap::Args;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use toolhost::agent::protocol::UserBody;
 use toolhost::agent::{
-    AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, SettingSource, query,
+    AgentError, AgentOptions, ContentBlock, Message, PermissionMode, RuleFile, SettingSource,
+    UserBody, query,
 };
 use toolhost::{Core, HostConfig, Scope};
 
@@ -126,7 +126,12 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
     let mut stream = std::pin::pin!(query(core, a.prompt.clone(), o));
     let mut ok = false;
     while let Some(m) = stream.next().await {
-        let m = m?;
+        let m = m.map_err(|e| match e {
+            AgentError::CliNotFound { .. } => anyhow::anyhow!(
+                "{e}\n(in a checkout: `make claude-cli` installs the pinned CLI; or pass --cli PATH)"
+            ),
+            e => e.into(),
+        })?;
         if a.json {
             println!("{}", m.to_json());
         } else {

@@ -32,10 +32,6 @@ mod trust;
 mod typed;
 
 #[cfg(feature = "agent")]
-#[allow(
-    missing_docs,
-    reason = "the agent API's curation (issue 11) documents every item; until then its wire types stay as they were"
-)]
 pub mod agent;
 #[cfg(feature = "mcp")]
 pub mod mcp;
@@ -60,7 +56,7 @@ pub use crate::model::{
 };
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
-pub use crate::policy::{Decision, Effect, Policy, Rule, args_match, glob};
+pub use crate::policy::{Decision, Effect, Policy, Rule};
 pub use crate::sandbox::PrewarmStats;
 pub use crate::served::{
     Completion, CompletionRef, MAX_COMPLETION_VALUES, PromptArgument, PromptDef, PromptMessage,

@@ -119,7 +119,7 @@ fn tool_results(msgs: &[Message]) -> Vec<(String, bool)> {
             }
         })
         .filter_map(|u| {
-            if let toolhost::agent::protocol::UserBody::Blocks(b) = &u.message.content {
+            if let toolhost::agent::UserBody::Blocks(b) = &u.message.content {
                 Some(b.clone())
             } else {
                 None
@@ -700,8 +700,32 @@ async fn missing_cli_is_a_clear_error() {
         .unwrap();
     let msg = e.to_string();
     assert!(
-        msg.contains("/nonexistent/claude") && msg.contains("make claude-cli"),
+        msg.contains("/nonexistent/claude") && msg.contains("@anthropic-ai/claude-code@"),
         "{msg}"
+    );
+}
+
+/// The library's error speaks of the library; `toolhost agent` adds how to
+/// get the CLI in a checkout.
+#[tokio::test]
+async fn missing_cli_on_the_command_line_says_how_to_install_it() {
+    let env = Env::new().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["agent", "--prompt", "hi", "--cli", "/nonexistent/claude"])
+        .arg("--tools")
+        .arg(env._tools.path())
+        .env("HOME", env.home.path())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("/nonexistent/claude")
+            && stderr.contains("make claude-cli")
+            && stderr.contains("--cli PATH"),
+        "{stderr}"
     );
 }
 

@@ -1,55 +1,86 @@
 //! Typed errors of the agent transport: what failed talking to the `claude`
 //! CLI, with what the user can do about it.
 
+use super::process::{CLI_ENV, PINNED_CLI_VERSION};
 use std::path::PathBuf;
-
-/// The command that installs the pinned CLI into the project (see
-/// `scripts/install-claude-cli.sh`).
-pub const INSTALL_HINT: &str =
-    "make claude-cli (npm install --prefix .claude-cli @anthropic-ai/claude-code@2.1.330)";
 
 /// Why an agent session failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// No `claude` executable was found anywhere we looked.
     #[error(
-        "claude CLI not found (tried: {}); install it with `{INSTALL_HINT}` and pass --cli PATH or set TOOLHOST_CLAUDE_CLI",
+        "claude CLI not found (tried: {}); install @anthropic-ai/claude-code@{PINNED_CLI_VERSION} (npm) and name it with AgentOptions::cli or ${CLI_ENV}",
         tried.join(", ")
     )]
-    CliNotFound { tried: Vec<String> },
+    CliNotFound {
+        /// Every place looked at, in order.
+        tried: Vec<String>,
+    },
     /// The executable exists but could not be started.
     #[error("cannot start the claude CLI at {}: {source}", path.display())]
     Spawn {
+        /// The executable.
         path: PathBuf,
+        /// Why it did not start.
         source: std::io::Error,
     },
     /// The CLI exited before the session was over (or with a failure code).
     #[error("the claude CLI exited ({}){}", code.map_or("killed by a signal".to_string(), |c| format!("code {c}")), if stderr.is_empty() { String::new() } else { format!("; its stderr ends with:\n{stderr}") })]
-    ProcessExited { code: Option<i32>, stderr: String },
+    ProcessExited {
+        /// Its exit code (`None`: killed by a signal).
+        code: Option<i32>,
+        /// The end of its stderr.
+        stderr: String,
+    },
     /// A line on the CLI's stdout was not JSON.
     #[error("the claude CLI printed a line that is not JSON ({source}): {line}")]
     JsonDecode {
+        /// The line.
         line: String,
+        /// Why it did not parse.
         source: serde_json::Error,
     },
     /// A line on the CLI's stdout exceeded the configured bound.
     #[error("the claude CLI printed a line longer than {limit} bytes; it was skipped")]
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// The peer broke the control protocol.
     #[error("control protocol error: {0}")]
     Protocol(String),
     /// A control request we sent was answered with an error.
     #[error("control request `{subtype}` failed: {message}")]
-    ControlFailed { subtype: String, message: String },
+    ControlFailed {
+        /// The request's subtype (`initialize`, `interrupt`, …).
+        subtype: String,
+        /// The CLI's error message.
+        message: String,
+    },
     /// A control request we sent got no answer in time.
     #[error("control request `{subtype}` got no reply within {secs} s")]
-    ControlTimeout { subtype: String, secs: u64 },
+    ControlTimeout {
+        /// The request's subtype.
+        subtype: String,
+        /// How long we waited.
+        secs: u64,
+    },
     /// The session was closed (or the CLI went away) before this completed.
     #[error("the agent session is closed")]
     Closed,
     /// Options that cannot work together, or that name unknown things.
     #[error("invalid agent options: {0}")]
     Options(String),
+    /// A rule file (`RuleFile::load`) could not be read or parsed.
+    #[error("rule file {}: {message}", path.display())]
+    RuleFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Reading from or writing to the CLI failed.
     #[error("i/o error talking to the claude CLI: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -13,19 +13,30 @@ use std::time::Duration;
 
 /// When a hook runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[non_exhaustive]
 pub enum HookEvent {
+    /// Before a tool runs: may deny it, allow it, or change its arguments.
     PreToolUse,
+    /// After a tool succeeded: may add context for the model.
     PostToolUse,
+    /// After a tool failed.
     PostToolUseFailure,
+    /// When a prompt is submitted.
     UserPromptSubmit,
+    /// When the main thread is about to stop.
     Stop,
+    /// When a subagent starts.
     SubagentStart,
+    /// When a subagent is about to stop.
     SubagentStop,
+    /// Before the conversation is compacted.
     PreCompact,
+    /// A notification the CLI would show.
     Notification,
 }
 
 impl HookEvent {
+    /// The CLI's name for the event (`"PreToolUse"`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             HookEvent::PreToolUse => "PreToolUse",
@@ -46,8 +57,11 @@ impl HookEvent {
 pub struct HookInput {
     /// `hook_event_name`, e.g. "PreToolUse".
     pub event: String,
+    /// The tool, for tool events (`mcp__SERVER__TOOL` for toolhost's).
     pub tool_name: Option<String>,
+    /// The tool's arguments, for tool events.
     pub tool_input: Option<Value>,
+    /// The tool use's id, for tool events.
     pub tool_use_id: Option<String>,
     /// The subagent making the call (`None`: the main thread).
     pub agent_id: Option<String>,
@@ -58,7 +72,7 @@ pub struct HookInput {
 }
 
 impl HookInput {
-    pub fn from_wire(raw: Value) -> HookInput {
+    pub(crate) fn from_wire(raw: Value) -> HookInput {
         let s = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_string);
         HookInput {
             event: s("hook_event_name").unwrap_or_default(),
@@ -78,22 +92,37 @@ pub enum HookOutput {
     /// No opinion: carry on as without the hook.
     Continue,
     /// PreToolUse: refuse the call; the model sees `reason`.
-    Deny { reason: String },
+    Deny {
+        /// Why, for the model.
+        reason: String,
+    },
     /// PreToolUse: allow without asking for permission.
-    Allow { reason: Option<String> },
+    Allow {
+        /// Why, if worth saying.
+        reason: Option<String>,
+    },
     /// PreToolUse: allow, with these arguments instead.
-    AllowWith { input: Value },
+    AllowWith {
+        /// The arguments the tool gets.
+        input: Value,
+    },
     /// Add context for the model (PostToolUse and others).
-    Context { text: String },
+    Context {
+        /// The context.
+        text: String,
+    },
     /// Stop the session after this.
-    Stop { reason: String },
+    Stop {
+        /// Why, shown as the stop reason.
+        reason: String,
+    },
     /// A reply in the CLI's own hook-output shape, sent as is.
     Raw(Value),
 }
 
 impl HookOutput {
     /// The `hook_callback` reply for `event`.
-    pub fn to_wire(&self, event: &str) -> Value {
+    pub(crate) fn to_wire(&self, event: &str) -> Value {
         match self {
             HookOutput::Continue => json!({}),
             HookOutput::Deny { reason } => json!({"hookSpecificOutput": {
@@ -131,10 +160,13 @@ where
 /// Hooks for one event and tool matcher.
 #[derive(Clone)]
 pub struct HookMatcher {
+    /// When the hooks run.
     pub event: HookEvent,
     /// Tool name or the CLI's matcher pattern (e.g. "mcp__.*"); `None`: all.
     pub matcher: Option<String>,
+    /// The callbacks, called in order.
     pub hooks: Vec<HookFn>,
+    /// How long the CLI waits for each (its default when `None`).
     pub timeout: Option<Duration>,
 }
 
@@ -161,6 +193,7 @@ pub struct DenyRule {
 }
 
 impl DenyRule {
+    /// A rule that refuses every call of the tools `tool` matches.
     pub fn deny(tool: impl Into<String>, reason: impl Into<String>) -> DenyRule {
         DenyRule {
             tool: tool.into(),
@@ -189,24 +222,33 @@ impl DenyRule {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
+    /// The rules, in file order.
     #[serde(default)]
     pub deny: Vec<DenyRule>,
 }
 
 impl RuleFile {
-    pub fn load(path: &std::path::Path) -> anyhow::Result<RuleFile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    /// Read and parse a rule file.
+    pub fn load(path: &std::path::Path) -> Result<RuleFile, super::AgentError> {
+        let failed = |message: String| super::AgentError::RuleFile {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| failed(e.to_string()))
     }
 }
 
 /// What `can_use_tool` is asked.
 #[derive(Debug, Clone)]
 pub struct PermissionRequest {
+    /// The tool, as the model names it.
     pub tool_name: String,
+    /// Its arguments.
     pub input: Value,
+    /// The tool use's id.
     pub tool_use_id: Option<String>,
+    /// The subagent asking (`None`: the main thread).
     pub agent_id: Option<String>,
     /// The subagent's type when the session knows it.
     pub agent_type: Option<String>,
@@ -217,17 +259,21 @@ pub struct PermissionRequest {
 /// The answer to `can_use_tool`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Permission {
+    /// Allow, with the arguments as they are.
     Allow,
     /// Allow, running the tool with this input instead.
     AllowWith(Value),
     /// Refuse; the model sees `message`. With `interrupt`, the turn ends.
     Deny {
+        /// Why, for the model.
         message: String,
+        /// End the turn too.
         interrupt: bool,
     },
 }
 
 impl Permission {
+    /// Refuse, without ending the turn.
     pub fn deny(message: impl Into<String>) -> Permission {
         Permission::Deny {
             message: message.into(),
@@ -235,7 +281,7 @@ impl Permission {
         }
     }
     /// The wire reply; `input` is the original input, sent back on a plain allow.
-    pub fn to_wire(&self, input: &Value) -> Value {
+    pub(crate) fn to_wire(&self, input: &Value) -> Value {
         match self {
             Permission::Allow => json!({"behavior": "allow", "updatedInput": input}),
             Permission::AllowWith(v) => json!({"behavior": "allow", "updatedInput": v}),

@@ -25,14 +25,14 @@
 mod bridge;
 mod client;
 mod error;
-pub mod hooks;
+mod hooks;
 mod options;
-pub mod process;
-pub mod protocol;
+mod process;
+mod protocol;
 mod session;
 
 pub use client::query;
-pub use error::{AgentError, INSTALL_HINT};
+pub use error::AgentError;
 pub use hooks::{
     CanUseTool, DenyRule, HookEvent, HookFn, HookInput, HookMatcher, HookOutput, Permission,
     PermissionRequest, RuleFile, can_use_tool, hook,
@@ -41,5 +41,9 @@ pub use options::{
     AgentDefinition, AgentOptions, INHERITED_ENV, MAIN_AGENT, PermissionMode, SdkServer,
     SettingSource,
 };
-pub use protocol::{ContentBlock, Message, ResultMessage};
+pub use process::{CLI_ENV, PINNED_CLI_VERSION};
+pub use protocol::{
+    ApiMessage, AssistantMessage, ContentBlock, Message, ResultMessage, StreamEvent, SystemMessage,
+    UserBody, UserContent, UserMessage,
+};
 pub use session::AgentSession;

@@ -13,15 +13,22 @@ use std::time::Duration;
 
 /// The CLI's permission modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PermissionMode {
+    /// Ask (through `can_use_tool`) for tools not allowed outright.
     Default,
+    /// Accept file edits without asking.
     AcceptEdits,
+    /// Plan only: no tool runs.
     Plan,
+    /// Run every tool without asking (the host's rules and hooks still apply).
     BypassPermissions,
+    /// Refuse what is not allowed outright, without asking.
     DontAsk,
 }
 
 impl PermissionMode {
+    /// The CLI's name for the mode (`--permission-mode`).
     pub fn as_str(self) -> &'static str {
         match self {
             PermissionMode::Default => "default",
@@ -127,10 +134,12 @@ pub struct AgentDefinition {
     pub servers: Vec<String>,
     /// Model alias or id.
     pub model: Option<String>,
+    /// Most model turns the subagent may take.
     pub max_turns: Option<u32>,
 }
 
 impl AgentDefinition {
+    /// A subagent the model picks by `description`, running with `prompt`.
     pub fn new(description: impl Into<String>, prompt: impl Into<String>) -> Self {
         AgentDefinition {
             description: description.into(),
@@ -138,14 +147,18 @@ impl AgentDefinition {
             ..Default::default()
         }
     }
+    /// Give it the SDK server `name` (its tools only it may call, unless
+    /// another agent names it too).
     pub fn server(mut self, name: impl Into<String>) -> Self {
         self.servers.push(name.into());
         self
     }
+    /// Give it a built-in tool (e.g. `Read`).
     pub fn tool(mut self, name: impl Into<String>) -> Self {
         self.tools.push(name.into());
         self
     }
+    /// Run it on this model (alias or id).
     pub fn model(mut self, m: impl Into<String>) -> Self {
         self.model = Some(m.into());
         self
@@ -156,7 +169,9 @@ impl AgentDefinition {
 /// (the model sees them as `mcp__NAME__TOOL`).
 #[derive(Debug, Clone)]
 pub struct SdkServer {
+    /// The server's name (`mcp__NAME__TOOL`).
     pub name: String,
+    /// Whose tools it serves.
     pub scope: Scope,
 }
 
@@ -181,10 +196,15 @@ pub(crate) fn inherited_env(o: &AgentOptions) -> Vec<(std::ffi::OsString, std::f
 pub struct AgentOptions {
     /// The CLI (else `$TOOLHOST_CLAUDE_CLI`, else `claude` on PATH).
     pub cli: Option<PathBuf>,
+    /// Model alias or id (`--model`); the CLI's default when `None`.
     pub model: Option<String>,
+    /// Replaces the system prompt (`--system-prompt`).
     pub system_prompt: Option<String>,
+    /// Appended to the system prompt (`--append-system-prompt`).
     pub append_system_prompt: Option<String>,
+    /// Most model turns per prompt (`--max-turns`).
     pub max_turns: Option<u32>,
+    /// The CLI's working directory; the host's when `None`.
     pub cwd: Option<PathBuf>,
     /// Set in the CLI's environment (after the inherited names).
     pub env: Vec<(String, String)>,
@@ -205,6 +225,7 @@ pub struct AgentOptions {
     /// The built-in tools available at all (`--tools`); `Some(vec![])`
     /// removes every built-in tool, `None` keeps the CLI's default set.
     pub builtin_tools: Option<Vec<String>>,
+    /// The permission mode (`--permission-mode`); the CLI's default when `None`.
     pub permission_mode: Option<PermissionMode>,
     /// The in-process MCP servers, each serving one scope.
     pub servers: Vec<SdkServer>,
@@ -212,10 +233,14 @@ pub struct AgentOptions {
     /// subagent owns a server (then the main thread gets the servers no
     /// subagent names).
     pub main_servers: Option<Vec<String>>,
+    /// Subagents, by name.
     pub agents: BTreeMap<String, AgentDefinition>,
+    /// Hook callbacks.
     pub hooks: Vec<HookMatcher>,
     /// Declarative deny rules, checked before every tool use.
     pub deny_rules: Vec<DenyRule>,
+    /// Asked about every tool use not allowed outright; without it such
+    /// uses are denied.
     pub can_use_tool: Option<CanUseTool>,
     /// Emit `StreamEvent`s for partial messages.
     pub include_partial_messages: bool,
@@ -315,26 +340,32 @@ impl AgentOptions {
         Ok(o)
     }
 
+    /// Use this CLI executable.
     pub fn cli(mut self, p: impl Into<PathBuf>) -> Self {
         self.cli = Some(p.into());
         self
     }
+    /// Run on this model (alias or id).
     pub fn model(mut self, m: impl Into<String>) -> Self {
         self.model = Some(m.into());
         self
     }
+    /// Replace the system prompt.
     pub fn system_prompt(mut self, s: impl Into<String>) -> Self {
         self.system_prompt = Some(s.into());
         self
     }
+    /// Stop after `n` model turns per prompt.
     pub fn max_turns(mut self, n: u32) -> Self {
         self.max_turns = Some(n);
         self
     }
+    /// Run the CLI in this directory.
     pub fn cwd(mut self, d: impl Into<PathBuf>) -> Self {
         self.cwd = Some(d.into());
         self
     }
+    /// Set `k=v` in the CLI's environment.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
         self
@@ -362,18 +393,22 @@ impl AgentOptions {
         self.strict_mcp_config = yes;
         self
     }
+    /// Let `tool` run without asking (a name, or `mcp__SERVER` for all of a server's).
     pub fn allow(mut self, tool: impl Into<String>) -> Self {
         self.allowed_tools.push(tool.into());
         self
     }
+    /// Remove `tool` from the model's context.
     pub fn disallow(mut self, tool: impl Into<String>) -> Self {
         self.disallowed_tools.push(tool.into());
         self
     }
+    /// Make only these built-in tools available (none: no built-in tool).
     pub fn builtin_tools<I: IntoIterator<Item = S>, S: Into<String>>(mut self, t: I) -> Self {
         self.builtin_tools = Some(t.into_iter().map(Into::into).collect());
         self
     }
+    /// Use this permission mode.
     pub fn permission_mode(mut self, m: PermissionMode) -> Self {
         self.permission_mode = Some(m);
         self
@@ -386,10 +421,12 @@ impl AgentOptions {
         });
         self
     }
+    /// The SDK servers the main thread may use (the rest are its subagents').
     pub fn main_servers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, s: I) -> Self {
         self.main_servers = Some(s.into_iter().map(Into::into).collect());
         self
     }
+    /// Add the subagent `name`.
     pub fn agent(mut self, name: impl Into<String>, def: AgentDefinition) -> Self {
         self.agents.insert(name.into(), def);
         self
@@ -404,18 +441,22 @@ impl AgentOptions {
         });
         self
     }
+    /// Refuse tool uses this rule matches, before anything else is asked.
     pub fn deny_rule(mut self, r: DenyRule) -> Self {
         self.deny_rules.push(r);
         self
     }
+    /// Ask `f` about tool uses not allowed outright.
     pub fn can_use_tool(mut self, f: CanUseTool) -> Self {
         self.can_use_tool = Some(f);
         self
     }
+    /// Also emit partial-message [`StreamEvent`](super::StreamEvent)s.
     pub fn include_partial_messages(mut self, yes: bool) -> Self {
         self.include_partial_messages = yes;
         self
     }
+    /// Pass one more flag to the CLI, as given.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.extra_args.push(a.into());
         self

@@ -21,13 +21,13 @@ pub const PINNED_CLI_VERSION: &str = "2.1.330";
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL: usize = 16 << 10;
 
-/// Find the CLI: `explicit` (e.g. `--cli PATH`), else `$TOOLHOST_CLAUDE_CLI`,
+/// Find the CLI: `explicit` ([`AgentOptions::cli`](super::AgentOptions::cli)), else `$TOOLHOST_CLAUDE_CLI`,
 /// else `claude` on `PATH`. A path given explicitly (flag or variable) is
 /// used or refused, never silently replaced by another; the error names
 /// everything that was tried.
-pub fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
+pub(crate) fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
     let given = match explicit {
-        Some(p) => Some(("--cli", p.to_path_buf())),
+        Some(p) => Some(("AgentOptions::cli", p.to_path_buf())),
         None => std::env::var_os(CLI_ENV).map(|p| (CLI_ENV, PathBuf::from(p))),
     };
     if let Some((what, p)) = given {
@@ -49,7 +49,7 @@ pub fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
     }
     Err(AgentError::CliNotFound {
         tried: vec![
-            "--cli (not given)".into(),
+            "AgentOptions::cli (not given)".into(),
             format!("${CLI_ENV} (not set)"),
             format!("`claude` in PATH ({} directories)", dirs.len()),
         ],
@@ -70,7 +70,7 @@ fn is_executable(p: &Path) -> bool {
 
 /// The last bytes the CLI wrote to stderr.
 #[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
 
 impl StderrTail {
     fn push(&self, line: &str) {
@@ -90,13 +90,13 @@ impl StderrTail {
 }
 
 /// A running CLI. Dropping it kills the process.
-pub struct CliProcess {
+pub(crate) struct CliProcess {
     child: Child,
     pub stderr: StderrTail,
 }
 
 /// The pipes of a started CLI, for the session.
-pub struct Pipes {
+pub(crate) struct Pipes {
     pub stdin: ChildStdin,
     pub stdout: tokio::io::BufReader<ChildStdout>,
 }
@@ -166,26 +166,12 @@ impl CliProcess {
             }
         }
     }
-
-    /// The exit code if the process has exited.
-    pub fn try_exit(&mut self) -> Option<Option<i32>> {
-        self.child.try_wait().ok().flatten().map(|s| s.code())
-    }
-
-    /// The exit status, waiting for it.
-    pub async fn wait(&mut self) -> Option<i32> {
-        self.child.wait().await.ok().and_then(|s| s.code())
-    }
-
-    pub fn id(&self) -> Option<u32> {
-        self.child.id()
-    }
 }
 
 /// Read one `\n`-terminated line of at most `max` bytes into `buf` (without
 /// the newline). `Ok(false)` at end of input. A longer line is consumed up to
 /// its newline and reported as `LineTooLong`; the reader stays usable.
-pub async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
@@ -255,7 +241,10 @@ mod tests {
     fn not_found_names_what_was_tried() {
         let e = find_cli(Some(Path::new("/nonexistent/claude"))).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("--cli /nonexistent/claude"), "{msg}");
-        assert!(msg.contains("npm install"), "{msg}");
+        assert!(
+            msg.contains("AgentOptions::cli /nonexistent/claude"),
+            "{msg}"
+        );
+        assert!(msg.contains("@anthropic-ai/claude-code@"), "{msg}");
     }
 }

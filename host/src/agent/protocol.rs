@@ -11,10 +11,15 @@ use serde_json::{Map, Value, json};
 
 /// One message of the conversation, as the CLI prints it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Message {
+    /// `init`, status and task messages.
     System(SystemMessage),
+    /// The model's turn: text, thinking and tool uses.
     Assistant(AssistantMessage),
+    /// The user side: the prompt and tool results.
     User(UserMessage),
+    /// The end of a turn.
     Result(ResultMessage),
     /// A partial-message event (`--include-partial-messages`).
     StreamEvent(StreamEvent),
@@ -25,7 +30,7 @@ pub enum Message {
 impl Message {
     /// Parse one line's JSON. Never fails: what does not fit a known shape
     /// is kept as `Other`.
-    pub fn parse(v: Value) -> Message {
+    pub(crate) fn parse(v: Value) -> Message {
         fn typed<T: for<'de> Deserialize<'de>>(v: &Value) -> Option<T> {
             serde_json::from_value(v.clone()).ok()
         }
@@ -70,8 +75,11 @@ impl Message {
 /// `system` messages: `init` (tools, MCP servers, model), status changes,
 /// task lifecycle and whatever else the CLI reports; all fields kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SystemMessage {
+    /// `init`, `status`, `task_started`, …
     pub subtype: String,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub data: Map<String, Value>,
 }
@@ -90,25 +98,40 @@ impl SystemMessage {
 /// One block of a message's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ContentBlock {
+    /// Text the model wrote.
     Text {
+        /// The text.
         text: String,
     },
+    /// The model's reasoning.
     Thinking {
+        /// The reasoning text.
         thinking: String,
+        /// The API's signature over it, when given.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<String>,
     },
+    /// The model calls a tool (`mcp__SERVER__TOOL` for toolhost's).
     ToolUse {
+        /// The tool use's id, which its result refers to.
         id: String,
+        /// The tool's name as the model sees it.
         name: String,
+        /// The arguments.
         #[serde(default)]
         input: Value,
     },
+    /// A tool's result, in a user message.
     ToolResult {
+        /// The [`ContentBlock::ToolUse`] it answers.
         tool_use_id: String,
+        /// The result's content (a string or content blocks; see
+        /// [`ContentBlock::result_text`]).
         #[serde(default)]
         content: Value,
+        /// Whether the tool failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         is_error: Option<bool>,
     },
@@ -135,117 +158,161 @@ impl ContentBlock {
 
 /// The API message inside an assistant message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ApiMessage {
+    /// The model that answered.
     #[serde(default)]
     pub model: Option<String>,
+    /// What it said and did, in order.
     #[serde(default)]
     pub content: Vec<ContentBlock>,
+    /// Token usage, as the API reported it.
     #[serde(default)]
     pub usage: Option<Value>,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// The model's side of the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AssistantMessage {
+    /// The API message: model, content blocks, usage.
     pub message: ApiMessage,
+    /// The `Task` tool use this message runs under (a subagent's).
     #[serde(default)]
     pub parent_tool_use_id: Option<String>,
     /// Set on a subagent's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// The subagent's name (its `agents` key), on a subagent's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subagent_type: Option<String>,
+    /// The CLI's session id.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// The user side of the conversation: prompts and tool results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UserMessage {
+    /// The role and content.
     pub message: UserContent,
+    /// The `Task` tool use this message runs under (a subagent's).
     #[serde(default)]
     pub parent_tool_use_id: Option<String>,
+    /// Set on a subagent's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
+    /// The subagent's name (its `agents` key), on a subagent's messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subagent_type: Option<String>,
+    /// The CLI's session id.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// The body of a [`UserMessage`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UserContent {
+    /// `user`, when given.
     #[serde(default)]
     pub role: Option<String>,
+    /// A prompt's text, or blocks (tool results).
     pub content: UserBody,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// What a [`UserContent`] holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum UserBody {
+    /// Plain text (a prompt).
     Text(String),
+    /// Content blocks (tool results, or text blocks).
     Blocks(Vec<ContentBlock>),
 }
 
 /// The end of a turn: outcome, usage and cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ResultMessage {
+    /// `success`, or why the turn ended without one
+    /// (`error_max_turns`, `error_during_execution`, …).
     pub subtype: String,
+    /// Whether the turn failed.
     #[serde(default)]
     pub is_error: bool,
+    /// Model turns taken.
     #[serde(default)]
     pub num_turns: u32,
+    /// Wall time of the turn.
     #[serde(default)]
     pub duration_ms: u64,
+    /// Time spent waiting for the API.
     #[serde(default)]
     pub duration_api_ms: u64,
+    /// What the turn cost, as the CLI reckons it.
     #[serde(default)]
     pub total_cost_usd: Option<f64>,
+    /// Token usage.
     #[serde(default)]
     pub usage: Option<Value>,
     /// The final answer (on success).
     #[serde(default)]
     pub result: Option<String>,
+    /// The CLI's session id.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The API's stop reason for the last model turn.
     #[serde(default)]
     pub stop_reason: Option<String>,
     /// Tool uses that were refused (by a hook, a rule or `can_use_tool`).
     #[serde(default)]
     pub permission_denials: Vec<Value>,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// A raw API streaming event (`--include-partial-messages`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StreamEvent {
+    /// The API's event, as sent.
     pub event: Value,
+    /// The `Task` tool use this event runs under (a subagent's).
     #[serde(default)]
     pub parent_tool_use_id: Option<String>,
+    /// The CLI's session id.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Every other field, as the CLI sent it.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// A control request the CLI sent us.
 #[derive(Debug, Clone)]
-pub struct InboundRequest {
+pub(crate) struct InboundRequest {
     pub request_id: String,
     pub request: Inbound,
 }
 
 /// What the CLI asks of us.
 #[derive(Debug, Clone)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// May this tool run (`--permission-prompt-tool stdio`)?
     CanUseTool {
         tool_name: String,
@@ -255,11 +322,7 @@ pub enum Inbound {
         raw: Value,
     },
     /// Run the hook callback registered under `callback_id`.
-    HookCallback {
-        callback_id: String,
-        input: Value,
-        tool_use_id: Option<String>,
-    },
+    HookCallback { callback_id: String, input: Value },
     /// A JSON-RPC message for the SDK MCP server `server_name`.
     McpMessage { server_name: String, message: Value },
     /// A subtype this version does not handle (answered with an error).
@@ -268,7 +331,7 @@ pub enum Inbound {
 
 impl InboundRequest {
     /// Parse a `control_request` line. `Err` names what is missing.
-    pub fn parse(v: &Value) -> Result<InboundRequest, String> {
+    pub(crate) fn parse(v: &Value) -> Result<InboundRequest, String> {
         let request_id =
             Self::request_id(v).ok_or_else(|| "control_request without request_id".to_string())?;
         let r = v.get("request").cloned().unwrap_or(Value::Null);
@@ -285,7 +348,6 @@ impl InboundRequest {
             "hook_callback" => Inbound::HookCallback {
                 callback_id: s("callback_id").ok_or("hook_callback without callback_id")?,
                 input: r.get("input").cloned().unwrap_or(Value::Null),
-                tool_use_id: s("tool_use_id"),
             },
             "mcp_message" => Inbound::McpMessage {
                 server_name: s("server_name").ok_or("mcp_message without server_name")?,
@@ -308,7 +370,7 @@ impl InboundRequest {
     /// string, or a number as text. `None` when there is none to answer.
     /// [`InboundRequest::parse`] reads it the same way, so a request that
     /// fails to parse is still answered under the id it would have had.
-    pub fn request_id(v: &Value) -> Option<String> {
+    pub(crate) fn request_id(v: &Value) -> Option<String> {
         match v.get("request_id") {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -318,24 +380,24 @@ impl InboundRequest {
 }
 
 /// A successful control response.
-pub fn success(request_id: &str, response: Value) -> Value {
+pub(crate) fn success(request_id: &str, response: Value) -> Value {
     json!({"type": "control_response", "response": {
         "subtype": "success", "request_id": request_id, "response": response}})
 }
 
 /// An error control response.
-pub fn error(request_id: &str, message: &str) -> Value {
+pub(crate) fn error(request_id: &str, message: &str) -> Value {
     json!({"type": "control_response", "response": {
         "subtype": "error", "request_id": request_id, "error": message}})
 }
 
 /// A control request from us to the CLI.
-pub fn request(request_id: &str, request: Value) -> Value {
+pub(crate) fn request(request_id: &str, request: Value) -> Value {
     json!({"type": "control_request", "request_id": request_id, "request": request})
 }
 
 /// A user prompt.
-pub fn user_prompt(text: &str) -> Value {
+pub(crate) fn user_prompt(text: &str) -> Value {
     json!({"type": "user", "session_id": "", "parent_tool_use_id": null,
            "message": {"role": "user", "content": text}})
 }

@@ -468,6 +468,7 @@ impl AgentSession {
             .map(drop)
     }
 
+    /// Switch the permission mode for the rest of the session.
     pub async fn set_permission_mode(
         &self,
         mode: super::options::PermissionMode,
