@@ -15,6 +15,7 @@ use crate::manifest::Manifest;
 use crate::model::ToolDef;
 use crate::sandbox::{LoadedComponent, Sandbox};
 use crate::schema::Schema;
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -285,20 +286,35 @@ impl Catalog {
             }
         }
         let total = work.len();
+        // Components load a few at a time (compiling and deserializing use
+        // every core; `describe` takes a pool slot like any call), and are
+        // then added in the sources' order, one by one, so clashes and
+        // overlaps are decided as if they had loaded in turn.
+        let width = sandbox.load_parallelism();
+        let reusable = &reusable;
+        let mut futures = Vec::with_capacity(total);
+        for (index, (source, mpath)) in work.into_iter().enumerate() {
+            futures.push(async move {
+                on_event(LoadEvent::Loading {
+                    manifest: &mpath,
+                    index,
+                    total,
+                });
+                let started = std::time::Instant::now();
+                let caps = match &source.caps {
+                    Some(c) => std::borrow::Cow::Owned(caps.intersect(c)),
+                    None => std::borrow::Cow::Borrowed(caps),
+                };
+                let reuse = reusable.get(mpath.as_path()).copied();
+                let result = load_one(sandbox, &mpath, &caps, host, reuse).await;
+                (source, mpath, result, started)
+            });
+        }
+        let loads = futures::stream::iter(futures).buffered(width);
+        let mut loads = std::pin::pin!(loads);
         // Every directory granted so far, for the cross-tool overlap check.
         let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
-        for (index, (source, mpath)) in work.into_iter().enumerate() {
-            on_event(LoadEvent::Loading {
-                manifest: &mpath,
-                index,
-                total,
-            });
-            let started = std::time::Instant::now();
-            let caps = match &source.caps {
-                Some(c) => std::borrow::Cow::Owned(caps.intersect(c)),
-                None => std::borrow::Cow::Borrowed(caps),
-            };
-            let reuse = reusable.get(mpath.as_path()).copied();
+        while let Some((source, mpath, result, started)) = loads.next().await {
             // A named selection takes a tool by its name, or every tool of
             // the manifest of that name (`text` for text.toml's tools).
             let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
@@ -314,7 +330,7 @@ impl Catalog {
                 .only
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|n| n == stem));
-            let loaded = match load_one(sandbox, &mpath, &caps, host, reuse).await {
+            let loaded = match result {
                 Ok((comp, mut tools)) => {
                     // A named selection (a tenant's): the other tools of the
                     // source are not its, and their grants are not made.

@@ -79,6 +79,10 @@ pub struct EngineConfig {
     pub prewarm: u32,
     /// Most linear memory all prepared sandboxes may hold together.
     pub prewarm_memory: u64,
+    /// Components loaded at once at start and on reload (reading,
+    /// deserializing or compiling, `describe`); 0 (the default): one per
+    /// core.
+    pub load_parallelism: u32,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             // thread costs more than it saves (BENCHMARKS.md, "Prewarm").
             prewarm: 0,
             prewarm_memory: 64 << 20,
+            load_parallelism: 0,
         }
     }
 }
@@ -113,6 +118,12 @@ impl HostConfig {
     /// (0: off). See [`EngineConfig::prewarm`].
     pub fn with_prewarm(mut self, n: u32) -> Self {
         self.engine.prewarm = n;
+        self
+    }
+    /// Load `n` components at once (0: one per core). See
+    /// [`EngineConfig::load_parallelism`].
+    pub fn with_load_parallelism(mut self, n: u32) -> Self {
+        self.engine.load_parallelism = n;
         self
     }
     /// Replace the caps.
@@ -402,6 +413,7 @@ struct RawEngine {
     pagemap_scan: Option<bool>,
     prewarm: Option<Spanned<u32>>,
     prewarm_memory: Option<Spanned<String>>,
+    load_parallelism: Option<Spanned<u32>>,
 }
 
 /// Most sandboxes prepared ahead per component (`[engine] prewarm`).
@@ -458,6 +470,12 @@ impl RawEngine {
         }
         if let Some(s) = self.prewarm_memory.and_then(|s| size(&s, 0, 1 << 40, cx)) {
             e.prewarm_memory = s;
+        }
+        if let Some(n) = self
+            .load_parallelism
+            .and_then(|n| in_range(&n, 0, 256, "load-parallelism", cx))
+        {
+            e.load_parallelism = n;
         }
     }
 }
@@ -779,6 +797,22 @@ mod tests {
             assert!(text.contains(what), "{dir}: {text}");
         }
         assert!(cfg.admit(&manifest("data"), &[]).is_ok());
+    }
+
+    #[test]
+    fn load_parallelism_reads_and_is_bounded() {
+        let ok =
+            HostConfig::parse(Path::new("t.toml"), "[engine]\nload-parallelism = 3\n").unwrap();
+        assert_eq!(ok.engine.load_parallelism, 3);
+        assert_eq!(HostConfig::default().engine.load_parallelism, 0);
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nload-parallelism = 1000\n")
+            .unwrap_err();
+        assert!(
+            e.render()
+                .contains("load-parallelism must be between 0 and 256"),
+            "{}",
+            e.render()
+        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub(crate) struct Sandbox {
     linker: Linker<CallState>,
     /// The same plus wasi:http, for components granted a host.
     linker_http: Linker<CallState>,
-    cache: Option<cache::Cache>,
+    cache: Option<Arc<cache::Cache>>,
     pool: Pools,
     /// Sandboxes prepared ahead of their calls.
     warm: Arc<warm::Shared>,
@@ -368,7 +368,7 @@ impl Sandbox {
 
         let cache = match &config.cache_dir {
             Some(dir) => match cache::Cache::new(dir, &engine) {
-                Ok(c) => Some(c),
+                Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), "compile cache disabled: {e}");
                     None
@@ -418,6 +418,14 @@ impl Sandbox {
         })
     }
 
+    /// How many components the catalog loads at once.
+    pub(crate) fn load_parallelism(&self) -> usize {
+        match self.config.load_parallelism {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
+        }
+    }
+
     /// The compile cache's directory, if caching: host state no grant may
     /// reach.
     pub(crate) fn cache_dir(&self) -> Option<&std::path::Path> {
@@ -437,51 +445,22 @@ impl Sandbox {
         let grants = caps::prepare(&manifest, caps, host, self.config.max_instances)
             .map_err(|e| err(LoadErrorKind::Grants(e)))?;
         let cpath = manifest.component.clone();
-        let bytes = std::fs::read(&cpath).map_err(|source| {
-            err(LoadErrorKind::ReadComponent {
-                component: cpath.clone(),
-                source: Arc::new(source),
-            })
-        })?;
-        let actual: [u8; 32] = Sha256::digest(&bytes).into();
-        // Kept for a typed component's docs (its `package-docs` section).
-        let bytes: Arc<[u8]> = bytes.into();
-        if actual != manifest.sha256 {
-            return Err(err(LoadErrorKind::DigestMismatch {
-                component: cpath,
-                expected: hex::encode(manifest.sha256),
-                actual: hex::encode(actual),
-            }));
-        }
-
-        let (component, compiled) = match self
-            .cache
-            .as_ref()
-            .and_then(|c| c.get(&self.engine, &actual))
-        {
-            Some(c) => (c, false),
-            None => {
-                let engine = self.engine.clone();
-                let wasm = bytes.clone();
-                let c = tokio::task::spawn_blocking(move || Component::from_binary(&engine, &wasm))
-                    .await
-                    .map_err(|e| {
-                        err(LoadErrorKind::InvalidComponent {
-                            component: cpath.clone(),
-                            reason: format!("the compiler failed: {e}"),
-                        })
-                    })?
-                    .map_err(|e| {
-                        err(LoadErrorKind::InvalidComponent {
-                            component: cpath.clone(),
-                            reason: format!("{e:#}"),
-                        })
-                    })?;
-                if let Some(cache) = &self.cache {
-                    cache.put(&actual, &c);
-                }
-                (c, true)
-            }
+        // Reading, hashing, and deserializing or compiling are CPU work
+        // off the async threads; the catalog loads several components at
+        // once, so they use every core.
+        let (bytes, component, compiled) = {
+            let engine = self.engine.clone();
+            let cache = self.cache.clone();
+            let path = cpath.clone();
+            let expected = manifest.sha256;
+            tokio::task::spawn_blocking(move || compile(&engine, cache.as_deref(), &path, expected))
+                .await
+                .map_err(|e| LoadErrorKind::InvalidComponent {
+                    component: cpath.clone(),
+                    reason: format!("the compiler failed: {e}"),
+                })
+                .and_then(|r| r)
+                .map_err(err)?
         };
         let weight = match component.resources_required() {
             Some(r) => {
@@ -1076,6 +1055,42 @@ impl WarmInstance {
             _ => anyhow::bail!("not a tool call's result"),
         }
     }
+}
+
+/// Read the component at `path`, check its digest, and fetch its compiled
+/// form from `cache` or compile it (and cache that). Blocking.
+fn compile(
+    engine: &Engine,
+    cache: Option<&cache::Cache>,
+    path: &std::path::Path,
+    expected: [u8; 32],
+) -> Result<(Arc<[u8]>, Component, bool), LoadErrorKind> {
+    let bytes = std::fs::read(path).map_err(|source| LoadErrorKind::ReadComponent {
+        component: path.to_path_buf(),
+        source: Arc::new(source),
+    })?;
+    let actual: [u8; 32] = Sha256::digest(&bytes).into();
+    if actual != expected {
+        return Err(LoadErrorKind::DigestMismatch {
+            component: path.to_path_buf(),
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
+    }
+    // Kept for a typed component's docs (its `package-docs` section).
+    let bytes: Arc<[u8]> = bytes.into();
+    if let Some(c) = cache.and_then(|c| c.get(engine, &actual)) {
+        return Ok((bytes, c, false));
+    }
+    let c =
+        Component::from_binary(engine, &bytes).map_err(|e| LoadErrorKind::InvalidComponent {
+            component: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
+    if let Some(cache) = cache {
+        cache.put(&actual, &c);
+    }
+    Ok((bytes, c, true))
 }
 
 /// Most tools one component may describe, and the largest schema (bytes of
