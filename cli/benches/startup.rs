@@ -7,7 +7,9 @@
 //! all 10 deployed tools (Rust, Python, JavaScript), each loaded one at a
 //! time (`[engine] load-parallelism = 1`) and with the default (one per
 //! core). Medians over rounds. The first start of each set (not measured)
-//! warms the cache; the bench uses its own cache directory.
+//! warms the cache; the bench uses its own cache directory. Memory is the
+//! RSS and its private part (`RssAnon`; the rest is compiled code mapped
+//! from the cache, shared with the page cache).
 //!
 //! Run with `cargo bench -p toolhost-cli --bench startup`; needs `make tools`.
 
@@ -33,9 +35,22 @@ struct Variant {
     config: PathBuf,
 }
 
+/// Memory of a process, KiB: (`VmRSS`, `RssAnon`).
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
 /// One start: spawn, `initialize`, `tools/list`; the time to its reply,
-/// the number of tools listed, and the server's RSS (KiB) then.
-async fn start_once(v: &Variant, empty: &Path) -> (Duration, usize, u64) {
+/// the number of tools listed, and the server's memory (KiB) then.
+async fn start_once(v: &Variant, empty: &Path) -> (Duration, usize, (u64, u64)) {
     let started = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhost"));
     cmd.args(["serve", "--stdio", "--watch", "false", "--config"])
@@ -68,16 +83,9 @@ async fn start_once(v: &Variant, empty: &Path) -> (Duration, usize, u64) {
         }
     };
     let elapsed = started.elapsed();
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let memory = rss(child.id().unwrap());
     let _ = child.kill().await;
-    (elapsed, tools, rss)
+    (elapsed, tools, memory)
 }
 
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
@@ -148,30 +156,33 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("warm-up: {} -> {n} tools in {t:?}", v.name);
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    let mut rss: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
+    let mut resident: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
+    let mut anon: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
     let mut listed = vec![0; variants.len()];
     for round in 0..ROUNDS {
         for (i, v) in variants.iter().enumerate() {
             let (t, n, r) = start_once(v, &empty).await;
             times[i].push(t.as_secs_f64() * 1e3);
-            rss[i].push(r);
+            resident[i].push(r.0);
+            anon[i].push(r.1);
             listed[i] = n;
         }
         eprintln!("round {}/{ROUNDS}", round + 1);
     }
     let base = median(times[0].clone());
     println!(
-        "| server | tools listed | spawn -> first `tools/list` reply (median) | vs no components | RSS then (median) |"
+        "| server | tools listed | spawn -> first `tools/list` reply (median) | vs no components | RSS then (median) | of which private (`RssAnon`) |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (i, v) in variants.iter().enumerate() {
         let t = median(times[i].clone());
         println!(
-            "| {} | {} | {t:.1} ms | {:.2}x | {:.1} MiB |",
+            "| {} | {} | {t:.1} ms | {:.2}x | {:.1} MiB | {:.1} MiB |",
             v.name,
             listed[i],
             t / base,
-            median(rss[i].clone()) as f64 / 1024.0
+            median(resident[i].clone()) as f64 / 1024.0,
+            median(anon[i].clone()) as f64 / 1024.0
         );
     }
     Ok(())

@@ -141,6 +141,33 @@ impl LimitCaps {
         l.max_concurrency = l.max_concurrency.min(share.max(1));
         l
     }
+
+    /// The most calls of one component that may run at once, once its
+    /// shape is known: `max_concurrency`, further bounded so that its calls
+    /// together hold at most this cap's share of the pool's memory and
+    /// table permits (`memories` and `tables` in all, `weight` per call).
+    /// Without it a component with several memories (or tables) takes
+    /// every permit with a few calls, and every other call waits for its
+    /// deadline while holding a slot.
+    pub(crate) fn concurrency_for(
+        &self,
+        limits: &Limits,
+        weight: (u32, u32),
+        pool: (u32, u32),
+    ) -> u32 {
+        let by = |per_call: u32, total: u32| -> u32 {
+            if per_call == 0 {
+                return u32::MAX;
+            }
+            let share = (f64::from(total) * self.pool_share).floor();
+            ((share / f64::from(per_call)).floor() as u32).max(1)
+        };
+        limits
+            .max_concurrency
+            .min(by(weight.0, pool.0))
+            .min(by(weight.1, pool.1))
+            .max(1)
+    }
 }
 
 /// Read `[limits]`; every problem is recorded, the defaults stand in.
@@ -371,6 +398,29 @@ impl wasmtime::ResourceLimiter for Limiter {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn a_component_with_many_memories_or_tables_gets_fewer_calls_at_once() {
+        let caps = LimitCaps {
+            max: Limits::default(),
+            handles: 10,
+            pool_share: 0.5,
+        };
+        let l = Limits::default().with_max_concurrency(64);
+        // A pool of 128 slots: 256 memory and 1024 table permits.
+        let pool = (256, 1024);
+        // One memory, a few tables: the manifest's number stands.
+        assert_eq!(caps.concurrency_for(&l, (1, 2), pool), 64);
+        // Four memories a call: half of 256 permits is 32 calls.
+        assert_eq!(caps.concurrency_for(&l, (4, 0), pool), 32);
+        // Sixteen tables a call: half of 1024 is 32 calls.
+        assert_eq!(caps.concurrency_for(&l, (1, 16), pool), 32);
+        // Heavier than the whole share: still one call at a time.
+        assert_eq!(caps.concurrency_for(&l, (300, 0), pool), 1);
+        // Never more than asked.
+        let few = Limits::default().with_max_concurrency(2);
+        assert_eq!(caps.concurrency_for(&few, (4, 0), pool), 2);
+    }
 
     #[test]
     fn narrowing_takes_the_smaller_of_each_and_a_pool_share() {

@@ -7,14 +7,14 @@
 //! - the directory must be a real directory (not a symlink) owned by this
 //!   user and closed to everyone else (0700); one that is not is refused,
 //!   never silently `chmod`ed, and the cache is disabled with a warning;
-//! - each artifact carries an HMAC-SHA256 of its bytes under a key kept in
-//!   the directory (0600, created on first use); a file that fails the MAC,
+//! - each artifact carries a MAC of its bytes (keyed BLAKE3) under a key
+//!   kept in the directory (0600, created on first use); a file that fails
+//!   the MAC,
 //!   or is a symlink, or has another owner, is never loaded;
 //! - files are written to a temporary name and renamed into place.
 //!
 //! The fs unit refuses any grant that reaches this directory.
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -22,8 +22,6 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-type HmacSha256 = Hmac<Sha256>;
 
 pub(crate) struct Cache {
     dir: PathBuf,
@@ -156,87 +154,124 @@ impl Cache {
         &self.dir
     }
 
+    /// The artifact: exactly what `Component::serialize` wrote, so that it
+    /// is mapped, not copied, when loaded.
     fn path_for(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.dir
-            .join(format!("{}-{}.cwasm", hex::encode(sha256), self.engine_key))
+        self.dir.join(format!(
+            "{}-{}.b3.cwasm",
+            hex::encode(sha256),
+            self.engine_key
+        ))
     }
 
-    fn mac(&self, sha256: &[u8; 32], bytes: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.mac_key).expect("any key length");
+    /// The artifact's MAC, beside it.
+    fn tag_path_for(&self, sha256: &[u8; 32]) -> PathBuf {
+        self.path_for(sha256).with_extension("tag")
+    }
+
+    /// The artifact's tag: BLAKE3 keyed with the cache's private key (a
+    /// MAC; several times faster than HMAC-SHA256 over the tens of MB of a
+    /// Python or JavaScript tool's native code, which every start reads).
+    fn mac(&self, sha256: &[u8; 32]) -> blake3::Hasher {
+        let mut mac = blake3::Hasher::new_keyed(&self.mac_key);
         mac.update(sha256);
         mac.update(self.engine_key.as_bytes());
-        mac.update(bytes);
         mac
     }
 
     /// A previously compiled component, if this host cached one and it is
     /// intact.
+    ///
+    /// The artifact is read once through the page cache to check its MAC,
+    /// then mapped by wasmtime (`deserialize_file`): its pages are shared
+    /// with the page cache and only those that run become resident, where
+    /// copying it into memory cost a read, a copy and the whole size in
+    /// RSS. Between the check and the mapping only someone running as this
+    /// user could change the file (the directory is 0700, the file 0600),
+    /// and they could as well read the key and forge the MAC: the MAC keeps
+    /// out files written by anything else.
     pub(crate) fn get(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
         let path = self.path_for(sha256);
-        let read = || -> Result<Option<Vec<u8>>, CacheError> {
-            let mut f = match std::fs::OpenOptions::new()
+        let tag_path = self.tag_path_for(sha256);
+        let open = |p: &Path| -> Result<Option<std::fs::File>, CacheError> {
+            match std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
+                .open(p)
             {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            private(&path, &f.metadata()?, false)?;
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes)?;
-            Ok(Some(bytes))
+                Ok(f) => {
+                    private(p, &f.metadata()?, false)?;
+                    Ok(Some(f))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            }
         };
-        let bytes = match read() {
-            Ok(Some(b)) => b,
+        let check = || -> Result<Option<bool>, CacheError> {
+            let (Some(mut tag_file), Some(mut body)) = (open(&tag_path)?, open(&path)?) else {
+                return Ok(None);
+            };
+            let mut tag = [0u8; 32];
+            if tag_file.read_exact(&mut tag).is_err() {
+                return Ok(Some(false));
+            }
+            let mut mac = self.mac(sha256);
+            mac.update_reader(&mut body)?;
+            // `blake3::Hash` compares in constant time.
+            Ok(Some(mac.finalize() == blake3::Hash::from_bytes(tag)))
+        };
+        let discard = |why: &str| {
+            tracing::warn!(path = %path.display(), "discarding cached component: {why}");
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&tag_path);
+            None
+        };
+        match check() {
+            Ok(Some(true)) => {}
+            Ok(Some(false)) => return discard("it was not written by this host (bad MAC)"),
             Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), "not loading a cached component: {e}");
                 return None;
             }
-        };
-        let discard = |why: &str| {
-            tracing::warn!(path = %path.display(), "discarding cached component: {why}");
-            let _ = std::fs::remove_file(&path);
-            None
-        };
-        if bytes.len() < 32 {
-            return discard("truncated");
         }
-        let (tag, body) = bytes.split_at(32);
-        if self.mac(sha256, body).verify_slice(tag).is_err() {
-            return discard("it was not written by this host (bad MAC)");
-        }
-        // SAFETY: the bytes were produced by `Component::serialize` of this
+        // SAFETY: the file was produced by `Component::serialize` of this
         // host for exactly this wasm digest and engine configuration: the
-        // MAC under this cache's private key proves it.
-        match unsafe { Component::deserialize(engine, body) } {
+        // MAC under this cache's private key proves it (see above for who
+        // could change it after the check).
+        match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => Some(c),
             Err(e) => discard(&format!("{e:#}")),
         }
     }
 
     /// Store a freshly compiled component; failures only cost a recompile.
+    /// The artifact goes into place before its tag: a reader that finds a
+    /// tag finds the artifact it was made for (or, while another host
+    /// rewrites the same entry, fails the MAC and recompiles).
     pub(crate) fn put(&self, sha256: &[u8; 32], component: &Component) {
         let path = self.path_for(sha256);
+        let write = |dst: &Path, bytes: &[u8]| -> std::io::Result<()> {
+            let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            drop(f);
+            std::fs::rename(&tmp, dst)
+        };
         let result = component
             .serialize()
             .map_err(std::io::Error::other)
             .and_then(|body| {
-                let tag = self.mac(sha256, &body).finalize().into_bytes();
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&tmp)?;
-                f.write_all(&tag)?;
-                f.write_all(&body)?;
-                drop(f);
-                std::fs::rename(&tmp, &path)
+                let mut mac = self.mac(sha256);
+                mac.update(&body);
+                write(&path, &body)?;
+                write(&self.tag_path_for(sha256), mac.finalize().as_bytes())
             });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
@@ -289,14 +324,28 @@ mod tests {
         let sha = [7u8; 32];
         cache.put(&sha, &c);
         assert!(cache.get(&e, &sha).is_some(), "our own artifact loads");
-        // Someone writes a valid artifact under that name, without the key.
-        let mut bytes = vec![0u8; 32];
-        bytes.extend(c.serialize().unwrap());
-        std::fs::write(cache.path_for(&sha), bytes).unwrap();
+        // Someone writes other bytes under that name, without the key (here
+        // ours with one byte more: anything but what we wrote).
+        let mut other = c.serialize().unwrap();
+        other.push(0);
+        std::fs::write(cache.path_for(&sha), other).unwrap();
         std::fs::set_permissions(cache.path_for(&sha), std::fs::Permissions::from_mode(0o600))
             .unwrap();
         assert!(cache.get(&e, &sha).is_none(), "a bad MAC is refused");
         assert!(!cache.path_for(&sha).exists(), "and removed");
+        assert!(!cache.tag_path_for(&sha).exists(), "with its tag");
+        // An artifact without a tag is not loaded either (and is simply
+        // recompiled: nothing to warn about).
+        std::fs::write(cache.path_for(&sha), c.serialize().unwrap()).unwrap();
+        std::fs::set_permissions(cache.path_for(&sha), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        assert!(cache.get(&e, &sha).is_none(), "no tag, no load");
+        // A tag that is a symlink to a real tag is refused.
+        cache.put(&sha, &c);
+        let real = t.path().join("tag");
+        std::fs::rename(cache.tag_path_for(&sha), &real).unwrap();
+        std::os::unix::fs::symlink(&real, cache.tag_path_for(&sha)).unwrap();
+        assert!(cache.get(&e, &sha).is_none(), "a symlinked tag is refused");
         // The key survives a restart.
         let again = Cache::new(&d, &e).unwrap();
         assert_eq!(again.mac_key, cache.mac_key);

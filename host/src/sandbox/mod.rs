@@ -97,9 +97,19 @@ pub(crate) struct Pools {
     slots: Arc<Semaphore>,
     memories: Arc<Semaphore>,
     tables: Arc<Semaphore>,
+    /// The permits there are in all: (memories, tables).
+    totals: (u32, u32),
 }
 
 impl Pools {
+    fn memory_permits(&self) -> u32 {
+        self.totals.0
+    }
+
+    fn table_permits(&self) -> u32 {
+        self.totals.1
+    }
+
     /// Permits for one sandbox of `weight` (memories, tables), if all are
     /// free now.
     fn try_acquire(&self, weight: (u32, u32)) -> Option<PoolPermits> {
@@ -396,6 +406,7 @@ impl Sandbox {
             slots: Arc::new(Semaphore::new(n as usize)),
             memories: Arc::new(Semaphore::new(n as usize * 2)),
             tables: Arc::new(Semaphore::new(n as usize * 8)),
+            totals: (n.saturating_mul(2), n.saturating_mul(8)),
         };
         let warm = warm::Shared::new(
             engine.clone(),
@@ -538,6 +549,14 @@ impl Sandbox {
                 (Kind::Typed(t), Some(defs))
             };
 
+        // Its calls together hold at most its share of the memory and table
+        // permits too, not only of the slots.
+        let mut grants = grants;
+        grants.limits.max_concurrency = caps.limits.concurrency_for(
+            &grants.limits,
+            weight,
+            (self.pool.memory_permits(), self.pool.table_permits()),
+        );
         let mut loaded = LoadedComponent {
             concurrency: Arc::new(Semaphore::new(grants.limits.max_concurrency as usize)),
             manifest: Arc::new(manifest),
