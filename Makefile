@@ -87,8 +87,9 @@ demo: build
 ## real MCP clients, the real claude CLI), then the MCP conformance suite.
 # The conformance suites run against the binary `cargo test` built (a
 # separate `cargo build -p toolhost-cli` resolves features without the
-# dev-dependencies and would rebuild the library). The checks after it share
-# one check-mode build of the dependencies (see check-api).
+# dev-dependencies and would rebuild the library). The checks after it
+# build the dependencies in check mode, once per feature set; RUSTC_BOOTSTRAP
+# reaches only rustdoc (see check-api), so it adds no feature set of its own.
 test: setup tools test-deps
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) --no-print-directory conformance-run

@@ -127,8 +127,11 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
     let mut ok = false;
     while let Some(m) = stream.next().await {
         let m = m.map_err(|e| match e {
-            AgentError::CliNotFound { .. } => anyhow::anyhow!(
-                "{e}\n(in a checkout: `make claude-cli` installs the pinned CLI; or pass --cli PATH)"
+            AgentError::CliNotFound { tried } => anyhow::anyhow!(
+                "claude CLI not found (tried: {}); pass --cli PATH or set {}; in a checkout, `make claude-cli` installs the pinned version ({})",
+                tried.join(", "),
+                toolhost::agent::CLI_ENV,
+                toolhost::agent::PINNED_CLI_VERSION
             ),
             e => e.into(),
         })?;

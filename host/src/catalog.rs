@@ -307,14 +307,14 @@ impl Catalog {
                 };
                 let reuse = reusable.get(mpath.as_path()).copied();
                 let result = load_one(sandbox, &mpath, &caps, host, reuse).await;
-                (source, mpath, result, started)
+                (source, mpath, result, started.elapsed())
             });
         }
         let loads = futures::stream::iter(futures).buffered(width);
         let mut loads = std::pin::pin!(loads);
         // Every directory granted so far, for the cross-tool overlap check.
         let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
-        while let Some((source, mpath, result, started)) = loads.next().await {
+        while let Some((source, mpath, result, took)) = loads.next().await {
             // A named selection takes a tool by its name, or every tool of
             // the manifest of that name (`text` for text.toml's tools).
             let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
@@ -409,7 +409,7 @@ impl Catalog {
                         manifest: &mpath,
                         tools: added,
                         compiled,
-                        millis: started.elapsed().as_millis(),
+                        millis: took.as_millis(),
                     });
                 }
                 Err(e) => {

@@ -27,7 +27,7 @@ const STDERR_TAIL: usize = 16 << 10;
 /// everything that was tried.
 pub(crate) fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
     let given = match explicit {
-        Some(p) => Some(("AgentOptions::cli", p.to_path_buf())),
+        Some(p) => Some(("the given path", p.to_path_buf())),
         None => std::env::var_os(CLI_ENV).map(|p| (CLI_ENV, PathBuf::from(p))),
     };
     if let Some((what, p)) = given {
@@ -49,7 +49,7 @@ pub(crate) fn find_cli(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
     }
     Err(AgentError::CliNotFound {
         tried: vec![
-            "AgentOptions::cli (not given)".into(),
+            "a given path (none)".into(),
             format!("${CLI_ENV} (not set)"),
             format!("`claude` in PATH ({} directories)", dirs.len()),
         ],
@@ -241,10 +241,7 @@ mod tests {
     fn not_found_names_what_was_tried() {
         let e = find_cli(Some(Path::new("/nonexistent/claude"))).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("AgentOptions::cli /nonexistent/claude"),
-            "{msg}"
-        );
+        assert!(msg.contains("the given path /nonexistent/claude"), "{msg}");
         assert!(msg.contains("@anthropic-ai/claude-code@"), "{msg}");
     }
 }

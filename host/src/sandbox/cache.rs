@@ -89,6 +89,7 @@ impl Cache {
             Err(e) => return Err(e.into()),
         }
         let mac_key = Self::mac_key(dir)?;
+        sweep_old_layout(dir);
         // A stable digest of the engine's compatibility hash: wasmtime
         // version, target and every setting that affects compiled code.
         struct ShaHasher(Sha256);
@@ -186,10 +187,12 @@ impl Cache {
     /// then mapped by wasmtime (`deserialize_file`): its pages are shared
     /// with the page cache and only those that run become resident, where
     /// copying it into memory cost a read, a copy and the whole size in
-    /// RSS. Between the check and the mapping only someone running as this
-    /// user could change the file (the directory is 0700, the file 0600),
-    /// and they could as well read the key and forge the MAC: the MAC keeps
-    /// out files written by anything else.
+    /// RSS. wasmtime maps the very file that was checked (opened again
+    /// through `/proc/self/fd`, not by its name, so no rename or symlink
+    /// in between can swap it); its contents can change after the check
+    /// only by someone running as this user (the file is 0600), who could
+    /// as well read the key and forge the MAC: the MAC keeps out files
+    /// written by anything else.
     pub(crate) fn get(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
         let path = self.path_for(sha256);
         let tag_path = self.tag_path_for(sha256);
@@ -207,18 +210,21 @@ impl Cache {
                 Err(e) => Err(e.into()),
             }
         };
-        let check = || -> Result<Option<bool>, CacheError> {
+        let check = || -> Result<Option<(bool, std::fs::File)>, CacheError> {
             let (Some(mut tag_file), Some(mut body)) = (open(&tag_path)?, open(&path)?) else {
                 return Ok(None);
             };
             let mut tag = [0u8; 32];
             if tag_file.read_exact(&mut tag).is_err() {
-                return Ok(Some(false));
+                return Ok(Some((false, body)));
             }
             let mut mac = self.mac(sha256);
             mac.update_reader(&mut body)?;
             // `blake3::Hash` compares in constant time.
-            Ok(Some(mac.finalize() == blake3::Hash::from_bytes(tag)))
+            Ok(Some((
+                mac.finalize() == blake3::Hash::from_bytes(tag),
+                body,
+            )))
         };
         let discard = |why: &str| {
             tracing::warn!(path = %path.display(), "discarding cached component: {why}");
@@ -226,20 +232,27 @@ impl Cache {
             let _ = std::fs::remove_file(&tag_path);
             None
         };
-        match check() {
-            Ok(Some(true)) => {}
-            Ok(Some(false)) => return discard("it was not written by this host (bad MAC)"),
+        let body = match check() {
+            Ok(Some((true, body))) => body,
+            Ok(Some((false, _))) => {
+                return discard("it was not written by this host (bad MAC)");
+            }
             Ok(None) => return None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), "not loading a cached component: {e}");
                 return None;
             }
-        }
+        };
+        use std::os::fd::AsRawFd;
+        let checked = PathBuf::from(format!("/proc/self/fd/{}", body.as_raw_fd()));
         // SAFETY: the file was produced by `Component::serialize` of this
         // host for exactly this wasm digest and engine configuration: the
-        // MAC under this cache's private key proves it (see above for who
-        // could change it after the check).
-        match unsafe { Component::deserialize_file(engine, &path) } {
+        // MAC under this cache's private key proves it, and `checked` is
+        // that same open file (see above for who could change it after the
+        // check).
+        let loaded = unsafe { Component::deserialize_file(engine, &checked) };
+        drop(body);
+        match loaded {
             Ok(c) => Some(c),
             Err(e) => discard(&format!("{e:#}")),
         }
@@ -251,18 +264,29 @@ impl Cache {
     /// rewrites the same entry, fails the MAC and recompiles).
     pub(crate) fn put(&self, sha256: &[u8; 32], component: &Component) {
         let path = self.path_for(sha256);
+        // A temporary name of its own per write (several loads of one
+        // component may run at once, in this process or another).
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let write = |dst: &Path, bytes: &[u8]| -> std::io::Result<()> {
-            let tmp = dst.with_extension(format!("tmp{}", std::process::id()));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.write_all(bytes)?;
-            drop(f);
-            std::fs::rename(&tmp, dst)
+            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut name = dst.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".{}-{n}.tmp", std::process::id()));
+            let tmp = dst.with_file_name(name);
+            let written = (|| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)?;
+                f.write_all(bytes)?;
+                drop(f);
+                std::fs::rename(&tmp, dst)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         };
         let result = component
             .serialize()
@@ -275,6 +299,22 @@ impl Cache {
             });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
+        }
+    }
+}
+
+/// Remove artifacts of the layout before the tag moved beside them
+/// (`HASH-KEY.cwasm` with the tag inside): never loaded again, tens of MB
+/// each for a Python or JavaScript tool.
+fn sweep_old_layout(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".cwasm") && !name.ends_with(".b3.cwasm") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

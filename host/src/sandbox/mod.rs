@@ -145,6 +145,10 @@ pub(crate) struct Sandbox {
     /// The same plus wasi:http, for components granted a host.
     linker_http: Linker<CallState>,
     cache: Option<Arc<cache::Cache>>,
+    /// Compiles in progress, by component path and digest.
+    compiling: std::sync::Mutex<
+        std::collections::HashMap<(std::path::PathBuf, [u8; 32]), std::sync::Weak<Compiling>>,
+    >,
     pool: Pools,
     /// Sandboxes prepared ahead of their calls.
     warm: Arc<warm::Shared>,
@@ -421,6 +425,7 @@ impl Sandbox {
             linker,
             linker_http,
             cache,
+            compiling: Default::default(),
             pool,
             warm,
             shape,
@@ -429,12 +434,15 @@ impl Sandbox {
         })
     }
 
-    /// How many components the catalog loads at once.
+    /// How many components the catalog loads at once: never more than
+    /// half the pool, so that `describe`s waiting for slots do not run
+    /// into their deadlines on a small pool.
     pub(crate) fn load_parallelism(&self) -> usize {
-        match self.config.load_parallelism {
+        let n = match self.config.load_parallelism {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n as usize,
-        }
+        };
+        n.min(self.config.max_instances as usize / 2).max(1)
     }
 
     /// The compile cache's directory, if caching: host state no grant may
@@ -459,20 +467,40 @@ impl Sandbox {
         // Reading, hashing, and deserializing or compiling are CPU work
         // off the async threads; the catalog loads several components at
         // once, so they use every core.
-        let (bytes, component, compiled) = {
-            let engine = self.engine.clone();
-            let cache = self.cache.clone();
-            let path = cpath.clone();
-            let expected = manifest.sha256;
-            tokio::task::spawn_blocking(move || compile(&engine, cache.as_deref(), &path, expected))
+        // Loads of the same component that overlap (one manifest in several
+        // sources) share one compile.
+        let key = (cpath.clone(), manifest.sha256);
+        let cell = {
+            let mut inflight = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.retain(|_, w| w.strong_count() > 0);
+            match inflight.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    inflight.insert(key, Arc::downgrade(&c));
+                    c
+                }
+            }
+        };
+        let (bytes, component, compiled) = cell
+            .get_or_init(|| async {
+                let engine = self.engine.clone();
+                let cache = self.cache.clone();
+                let path = cpath.clone();
+                let expected = manifest.sha256;
+                tokio::task::spawn_blocking(move || {
+                    compile(&engine, cache.as_deref(), &path, expected)
+                })
                 .await
                 .map_err(|e| LoadErrorKind::InvalidComponent {
                     component: cpath.clone(),
                     reason: format!("the compiler failed: {e}"),
                 })
                 .and_then(|r| r)
-                .map_err(err)?
-        };
+            })
+            .await
+            .clone()
+            .map_err(err)?;
         let weight = match component.resources_required() {
             Some(r) => {
                 if r.num_memories as usize > self.shape.memories
@@ -504,6 +532,20 @@ impl Sandbox {
             // charge the per-component maximum.
             None => (self.shape.memories as u32, self.shape.tables as u32),
         };
+        // One call must fit the whole pool, or it would wait for permits
+        // that never come.
+        if weight.0 > self.pool.memory_permits() || weight.1 > self.pool.table_permits() {
+            return Err(err(LoadErrorKind::TooLarge {
+                component: cpath,
+                reason: format!(
+                    "a call needs {} memories and {} tables, more than the whole pool holds ({} and {}); raise `max-instances`",
+                    weight.0,
+                    weight.1,
+                    self.pool.memory_permits(),
+                    self.pool.table_permits()
+                ),
+            }));
+        }
         let wrong_world = |e: wasmtime::Error| {
             err(LoadErrorKind::WrongWorld {
                 component: cpath.clone(),
@@ -1075,6 +1117,9 @@ impl WarmInstance {
         }
     }
 }
+
+/// One compile, shared by the loads that wait for it.
+type Compiling = tokio::sync::OnceCell<Result<(Arc<[u8]>, Component, bool), LoadErrorKind>>;
 
 /// Read the component at `path`, check its digest, and fetch its compiled
 /// form from `cache` or compile it (and cache that). Blocking.
