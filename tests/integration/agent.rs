@@ -945,16 +945,27 @@ mod protocol {
                 .len()
                 > 3
         );
-        // Remove hostile from the catalog and reload: the CLI is told.
+        // Remove hostile from the catalog and reload: the CLI is told. Its
+        // resources go too, so resources/list_changed may come first (the
+        // two notifications are independent).
         std::fs::remove_file(env._tools.path().join("hostile.toml")).unwrap();
         env.core.reload().await;
-        let note = cli.recv().await;
-        assert_eq!(note["type"], "control_request", "{note}");
-        assert_eq!(note["request"]["subtype"], "mcp_message");
-        assert_eq!(note["request"]["server_name"], "tools");
-        assert_eq!(
-            note["request"]["message"]["method"],
-            "notifications/tools/list_changed"
-        );
+        let mut methods = Vec::new();
+        while !methods
+            .iter()
+            .any(|m| m == "notifications/tools/list_changed")
+        {
+            assert!(methods.len() < 4, "no tools/list_changed among {methods:?}");
+            let note = cli.recv().await;
+            assert_eq!(note["type"], "control_request", "{note}");
+            assert_eq!(note["request"]["subtype"], "mcp_message");
+            assert_eq!(note["request"]["server_name"], "tools");
+            methods.push(
+                note["request"]["message"]["method"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
     }
 }

@@ -34,7 +34,10 @@ fn http(
     body: &str,
 ) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // Generous: a test of completion, not of speed (a thousand calls in
+    // flight on a CI machine running other tests can take a while); a
+    // timeout shows as an empty response.
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
