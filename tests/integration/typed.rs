@@ -673,3 +673,66 @@ async fn a_typed_component_importing_what_the_host_lacks_is_refused() {
     );
     assert!(e.contains("acme:secret/vault@1.0.0"), "{e}");
 }
+
+/// SECURITY M1: a component with four memories a call, asking for 64 calls
+/// at once, must not take every memory permit of the pool. Before the fix
+/// its calls (bounded only by a share of the *slots*) held all 16 memory
+/// permits of an 8-instance pool, and `echo` (1 s timeout) waited for one
+/// until its deadline; now they hold at most half, and echo runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_with_many_memories_cannot_take_every_memory_permit() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    let wasm = d.path().join("heavy.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(
+            // Four core instances of one memory each (the pool allows one
+            // memory per core instance, four per component).
+            r#"(component
+                (core module $a (memory 1))
+                (core module $m
+                    (memory 1)
+                    (func (export "spin") (result i32) (loop $l (br $l)) i32.const 0))
+                (core instance (instantiate $a))
+                (core instance (instantiate $a))
+                (core instance (instantiate $a))
+                (core instance $i (instantiate $m))
+                (func $spin (result u32) (canon lift (core func $i "spin")))
+                (export "spin" (func $spin)))"#,
+        )
+        .expect("fixture WAT parses"),
+    )
+    .unwrap();
+    d.write(
+        "heavy.toml",
+        &format!(
+            "[component]\npath = \"heavy.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
+            sha256_hex(&wasm)
+        ),
+    );
+    let core = Core::builder()
+        .config(test_config().with_max_instances(8))
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+    // Eight runaway calls: before the fix, four of them ran (four of the
+    // eight slots) and held all sixteen memory permits.
+    let spinning: Vec<_> = (0..8)
+        .map(|_| {
+            let core = core.clone();
+            tokio::spawn(async move { call(&core, "spin", json!({})).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let echoed = call(&core, "echo", json!({"text": "still served"})).await;
+    for s in &spinning {
+        s.abort();
+    }
+    assert_eq!(
+        echoed.expect("echo gets a memory permit").text(),
+        "still served"
+    );
+}
