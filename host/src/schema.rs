@@ -15,10 +15,25 @@ pub struct Schema {
     check: Option<Check>,
 }
 
+/// Most memory one `pattern` may compile to (the regex program, and each
+/// lazy DFA's cache).
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
 impl Schema {
+    /// Compile a tool's schema. Its `pattern`s use the `regex` engine, not
+    /// the default `fancy-regex`: matching takes time linear in the input
+    /// (no backtracking, so no schema can make the host spin on a crafted
+    /// argument), and each compiles within [`PATTERN_SIZE_LIMIT`]. A schema
+    /// that needs backreferences or look-around is refused at load.
     pub fn compile(schema: &serde_json::Map<String, Value>) -> Result<Schema, String> {
         let v = Value::Object(schema.clone());
-        jsonschema::validator_for(&v)
+        jsonschema::options()
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(PATTERN_SIZE_LIMIT)
+                    .dfa_size_limit(PATTERN_SIZE_LIMIT),
+            )
+            .build(&v)
             .map(|validator| Schema {
                 validator,
                 check: None,
@@ -56,5 +71,52 @@ impl Schema {
             })
             .collect();
         Err(errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn patterns_that_backtrack_are_refused_and_plain_ones_match_in_linear_time() {
+        // Backreference and look-around: exponential under a backtracking
+        // engine; refused at load.
+        for p in [r"^(a*)*\1b$", r"^(?=(a+)+$)b"] {
+            let e = Schema::compile(&schema(
+                json!({"type": "object", "properties": {"s": {"type": "string", "pattern": p}}}),
+            ))
+            .err()
+            .unwrap_or_else(|| panic!("{p} compiled"));
+            assert!(e.starts_with("schema does not compile"), "{e}");
+        }
+        // The classic ReDoS shape without them is fine, and a long
+        // non-matching input is refused at once.
+        let s = Schema::compile(&schema(
+            json!({"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}),
+        ))
+        .unwrap();
+        assert!(s.check(&json!({"s": "aaaa"})).is_ok());
+        let evil = format!("{}!", "a".repeat(100_000));
+        let e = s.check(&json!({ "s": evil })).unwrap_err();
+        assert!(e.contains("at `/s`"), "{e}");
+    }
+
+    #[test]
+    fn a_pattern_too_large_to_compile_is_refused() {
+        let e = Schema::compile(&schema(
+            json!({"type": "string", "pattern": "(\\w{1000}){1000}"}),
+        ))
+        .err()
+        .expect("refused");
+        assert!(e.starts_with("schema does not compile"), "{e}");
     }
 }
