@@ -146,9 +146,7 @@ pub(crate) struct Sandbox {
     linker_http: Linker<CallState>,
     cache: Option<Arc<cache::Cache>>,
     /// Compiles in progress, by component path and digest.
-    compiling: std::sync::Mutex<
-        std::collections::HashMap<(std::path::PathBuf, [u8; 32]), std::sync::Weak<Compiling>>,
-    >,
+    compiling: std::sync::Mutex<InFlight>,
     pool: Pools,
     /// Sandboxes prepared ahead of their calls.
     warm: Arc<warm::Shared>,
@@ -1117,6 +1115,10 @@ impl WarmInstance {
         }
     }
 }
+
+/// Compiles in progress, by component path and digest.
+type InFlight =
+    std::collections::HashMap<(std::path::PathBuf, [u8; 32]), std::sync::Weak<Compiling>>;
 
 /// One compile, shared by the loads that wait for it.
 type Compiling = tokio::sync::OnceCell<Result<(Arc<[u8]>, Component, bool), LoadErrorKind>>;
