@@ -165,7 +165,10 @@ impl HostConfig {
     /// (directories opened and checked) exactly as at load, against the
     /// host's own state (this config file, the compile cache) plus
     /// `protect`, paths no grant may reach (e.g. a package store). Returns
-    /// the limits a call would run under, or every refusal.
+    /// the limits a call would run under, or every refusal. Its
+    /// `max_concurrency` is an upper bound: at load, once the component's
+    /// shape is known, it may be lowered further so that its calls hold at
+    /// most their share of the pool's memory and table permits.
     ///
     /// For reviewing a tool before it is installed; loading it later
     /// decides again.
