@@ -128,6 +128,28 @@ pub struct HttpServer {
 /// The MCP service of one server (tenant).
 type McpService = StreamableHttpService<McpServer, SealedSessions>;
 
+/// Connections the kernel holds for the accept loop (it caps this at
+/// `net.core.somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// The listening socket, with a backlog of [`BACKLOG`] (tokio's default is
+/// 1024): a burst of connections (a load balancer's, or a thousand agents'
+/// at once) waits to be accepted instead of having its handshakes dropped
+/// while the accept loop is busy.
+fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
+    let bind = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    bind().map_err(|source| HttpError::Bind { addr, source })
+}
+
 impl HttpServer {
     /// Check the options and bind the address (port 0 picks a free port:
     /// see [`HttpServer::local_addr`]).
@@ -139,12 +161,7 @@ impl HttpServer {
             }
             _ => {}
         }
-        let listener = tokio::net::TcpListener::bind(opts.addr)
-            .await
-            .map_err(|source| HttpError::Bind {
-                addr: opts.addr,
-                source,
-            })?;
+        let listener = listen(opts.addr)?;
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
@@ -170,12 +187,7 @@ impl HttpServer {
         if opts.bearer_token.is_some() {
             return Err(HttpError::TokenWithTenants);
         }
-        let listener = tokio::net::TcpListener::bind(opts.addr)
-            .await
-            .map_err(|source| HttpError::Bind {
-                addr: opts.addr,
-                source,
-            })?;
+        let listener = listen(opts.addr)?;
         let servers = tenancy
             .tenants
             .iter()

@@ -7,11 +7,13 @@
 //! - the directory must be a real directory (not a symlink) owned by this
 //!   user and closed to everyone else (0700); one that is not is refused,
 //!   never silently `chmod`ed, and the cache is disabled with a warning;
-//! - each artifact carries a MAC of its bytes (keyed BLAKE3) under a key
-//!   kept in the directory (0600, created on first use); a file that fails
-//!   the MAC,
-//!   or is a symlink, or has another owner, is never loaded;
-//! - files are written to a temporary name and renamed into place.
+//! - each artifact has a MAC of its bytes (keyed BLAKE3, in a `.tag` file
+//!   beside it) under a key kept in the directory (0600, created on first
+//!   use); an artifact that fails the MAC, or whose files are symlinks or
+//!   have another owner, is never loaded;
+//! - files are written to a temporary name of their own and renamed into
+//!   place;
+//! - a checked artifact is mapped through the descriptor that was checked.
 //!
 //! The fs unit refuses any grant that reaches this directory.
 

@@ -102,14 +102,6 @@ pub(crate) struct Pools {
 }
 
 impl Pools {
-    fn memory_permits(&self) -> u32 {
-        self.totals.0
-    }
-
-    fn table_permits(&self) -> u32 {
-        self.totals.1
-    }
-
     /// Permits for one sandbox of `weight` (memories, tables), if all are
     /// free now.
     fn try_acquire(&self, weight: (u32, u32)) -> Option<PoolPermits> {
@@ -462,11 +454,11 @@ impl Sandbox {
         let grants = caps::prepare(&manifest, caps, host, self.config.max_instances)
             .map_err(|e| err(LoadErrorKind::Grants(e)))?;
         let cpath = manifest.component.clone();
-        // Reading, hashing, and deserializing or compiling are CPU work
-        // off the async threads; the catalog loads several components at
-        // once, so they use every core.
-        // Loads of the same component that overlap (one manifest in several
-        // sources) share one compile.
+        // Reading, hashing, and deserializing or compiling run on a blocking
+        // thread (the catalog loads several components at once, so they use
+        // every core); overlapping loads of one component (one manifest in
+        // several sources) share one compile, and only the load that ran it
+        // reports it as compiled.
         let key = (cpath.clone(), manifest.sha256);
         let cell = {
             let mut inflight = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
@@ -480,8 +472,10 @@ impl Sandbox {
                 }
             }
         };
+        let ran = std::sync::atomic::AtomicBool::new(false);
         let (bytes, component, compiled) = cell
             .get_or_init(|| async {
+                ran.store(true, std::sync::atomic::Ordering::Relaxed);
                 let engine = self.engine.clone();
                 let cache = self.cache.clone();
                 let path = cpath.clone();
@@ -499,6 +493,7 @@ impl Sandbox {
             .await
             .clone()
             .map_err(err)?;
+        let compiled = compiled && ran.into_inner();
         let weight = match component.resources_required() {
             Some(r) => {
                 if r.num_memories as usize > self.shape.memories
@@ -532,15 +527,13 @@ impl Sandbox {
         };
         // One call must fit the whole pool, or it would wait for permits
         // that never come.
-        if weight.0 > self.pool.memory_permits() || weight.1 > self.pool.table_permits() {
+        let totals = self.pool.totals;
+        if weight.0 > totals.0 || weight.1 > totals.1 {
             return Err(err(LoadErrorKind::TooLarge {
                 component: cpath,
                 reason: format!(
                     "a call needs {} memories and {} tables, more than the whole pool holds ({} and {}); raise `max-instances`",
-                    weight.0,
-                    weight.1,
-                    self.pool.memory_permits(),
-                    self.pool.table_permits()
+                    weight.0, weight.1, totals.0, totals.1
                 ),
             }));
         }
@@ -592,11 +585,9 @@ impl Sandbox {
         // Its calls together hold at most its share of the memory and table
         // permits too, not only of the slots.
         let mut grants = grants;
-        grants.limits.max_concurrency = caps.limits.concurrency_for(
-            &grants.limits,
-            weight,
-            (self.pool.memory_permits(), self.pool.table_permits()),
-        );
+        grants.limits.max_concurrency =
+            caps.limits
+                .concurrency_for(&grants.limits, weight, self.pool.totals);
         let mut loaded = LoadedComponent {
             concurrency: Arc::new(Semaphore::new(grants.limits.max_concurrency as usize)),
             manifest: Arc::new(manifest),
