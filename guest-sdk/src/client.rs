@@ -107,12 +107,17 @@ impl Ask {
 
     /// Ask and wait for the answer (the client's result as JSON).
     pub fn send(self) -> Result<Value, ClientError> {
-        let text = wit_host::request_client(&wit_host::ClientRequest {
+        let r = wit_host::request_client(&wit_host::ClientRequest {
             key: self.key.clone(),
             method: self.method.clone(),
             params: self.params.to_string(),
-        })
-        .map_err(ClientError::from_host)?;
+        });
+        self.answer(r)
+    }
+
+    /// The host's answer to this question, parsed.
+    fn answer(&self, r: Result<String, wit_host::ClientError>) -> Result<Value, ClientError> {
+        let text = r.map_err(ClientError::from_host)?;
         serde_json::from_str(&text).map_err(|e| {
             ClientError::Failed(format!(
                 "the client's answer to `{}` is not JSON: {e}",
@@ -126,5 +131,18 @@ impl Ask {
 /// client before any answer is needed, so a stateless client answers them
 /// all in one retry. The answers come back in order.
 pub fn ask_all(asks: impl IntoIterator<Item = Ask>) -> Vec<Result<Value, ClientError>> {
-    asks.into_iter().map(Ask::send).collect()
+    let asks: Vec<Ask> = asks.into_iter().collect();
+    let requests: Vec<wit_host::ClientRequest> = asks
+        .iter()
+        .map(|a| wit_host::ClientRequest {
+            key: a.key.clone(),
+            method: a.method.clone(),
+            params: a.params.to_string(),
+        })
+        .collect();
+    wit_host::request_clients(&requests)
+        .into_iter()
+        .zip(&asks)
+        .map(|(r, a)| a.answer(r))
+        .collect()
 }

@@ -51,6 +51,37 @@ pub struct HostConfig {
     pub agents: Vec<AgentEntry>,
     /// How HTTP callers prove who they are (`[auth]`).
     pub auth: AuthConfig,
+    /// Calls that run on as tasks (MCP tasks extension, `[tasks]`).
+    pub tasks: TasksConfig,
+}
+
+/// Calls that run on as tasks (`[tasks]`, MCP tasks extension): how many
+/// one MCP server (one tenant) keeps, for how long, and when a call of a
+/// task-supporting tool becomes one by itself. A task is a call like any
+/// other: its tool's limits (timeout included) hold while it runs.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TasksConfig {
+    /// Most tasks one server (one tenant) holds, running or finished and
+    /// not yet expired; past it, calls answer in their request. 0 turns
+    /// tasks off (the extension is not advertised).
+    pub max: u32,
+    /// How long a task stays readable after it was created (its `ttlMs`);
+    /// a task still running then stays until it ends.
+    pub keep: Duration,
+    /// A call of a task-supporting tool still running after this becomes a
+    /// task, if its caller can follow one.
+    pub after: Duration,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            max: 64,
+            keep: Duration::from_secs(300),
+            after: Duration::from_secs(1),
+        }
+    }
 }
 
 /// How the engine and its pool are sized (`[engine]`).
@@ -310,6 +341,11 @@ impl HostConfig {
                 "tenant" => tenants.collect(value, false, &mut cx),
                 "agent" => tenants.collect(value, true, &mut cx),
                 "auth" => c.auth = crate::tenant::parse_auth(value, dir, &mut cx),
+                "tasks" => {
+                    if let Some(raw) = section::<RawTasks>(&mut cx, value, TASKS_KEYS) {
+                        raw.apply(&mut c.tasks, &mut cx);
+                    }
+                }
                 other => cx.error(
                     Some(key.span()),
                     format!("unknown key `{other}`"),
@@ -332,7 +368,8 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("toolhost"))
 }
 
-const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [[agent]], [auth]";
+const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [[agent]], [auth], [tasks]";
+const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str =
@@ -401,6 +438,34 @@ fn duration(
         Err(e) => {
             cx.error(Some(v.span()), e, None);
             None
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTasks {
+    max: Option<Spanned<u32>>,
+    keep: Option<Spanned<String>>,
+    after: Option<Spanned<String>>,
+}
+
+impl RawTasks {
+    fn apply(self, t: &mut TasksConfig, cx: &mut Collector<'_>) {
+        if let Some(n) = self.max.and_then(|n| in_range(&n, 0, 100_000, "max", cx)) {
+            t.max = n;
+        }
+        if let Some(d) = self
+            .keep
+            .and_then(|d| duration(&d, Duration::from_secs(1), Duration::from_secs(86_400), cx))
+        {
+            t.keep = d;
+        }
+        if let Some(d) = self
+            .after
+            .and_then(|d| duration(&d, Duration::ZERO, Duration::from_secs(3_600), cx))
+        {
+            t.after = d;
         }
     }
 }

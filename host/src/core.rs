@@ -248,6 +248,7 @@ impl CoreBuilder {
                 .chain(self.config.agents.iter().map(|a| &a.tenant)),
         );
         let caps = self.config.caps;
+        let tasks = self.config.tasks;
         let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
         let (changed, _) = tokio::sync::broadcast::channel(64);
         let (served_changed, _) = tokio::sync::broadcast::channel(64);
@@ -265,6 +266,7 @@ impl CoreBuilder {
                 metrics,
                 sources: self.sources,
                 caps,
+                tasks,
                 host,
                 changed,
                 served_changed,
@@ -305,6 +307,8 @@ struct Inner {
     metrics: Metrics,
     sources: Vec<Source>,
     caps: Caps,
+    /// `[tasks]`: read by front ends that serve tasks.
+    tasks: crate::config::TasksConfig,
     host: HostState,
     /// The scopes whose tool lists changed, one message per reload.
     changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
@@ -348,6 +352,12 @@ impl Core {
         &self.inner.metrics
     }
 
+    /// The operator's `[tasks]` settings (for front ends that serve tasks).
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn tasks_config(&self) -> &crate::config::TasksConfig {
+        &self.inner.tasks
+    }
+
     /// The audit log.
     pub fn audit(&self) -> &Audit {
         &self.inner.audit
@@ -373,6 +383,17 @@ impl Core {
             .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
             .map(|t| t.def.clone())
             .collect()
+    }
+
+    /// Whether a tool `scope` may see can run as a task (its task support
+    /// is optional or required), for the capabilities a front end declares.
+    pub fn serves_tasks(&self, scope: &Scope) -> bool {
+        self.inner
+            .catalog
+            .load()
+            .tools(scope)
+            .filter(|t| t.def.task_support != crate::model::TaskSupport::Forbidden)
+            .any(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
     }
 
     /// Tool `name`, if `scope` may see it.

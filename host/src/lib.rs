@@ -40,7 +40,7 @@ mod watch;
 
 pub use crate::audit::{Audit, AuditConfig, AuditRecord, FsyncPolicy};
 pub use crate::catalog::{LoadEvent, Scope, Source};
-pub use crate::config::{EngineConfig, HostConfig};
+pub use crate::config::{EngineConfig, HostConfig, TasksConfig};
 pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
 pub use crate::error::{
@@ -52,7 +52,7 @@ pub use crate::metrics::MetricsServer;
 pub use crate::metrics::{MAX_LABEL_VALUES, Metrics};
 pub use crate::model::{
     Annotations, CallEvent, ClientError, ClientRequest, ClientRequests, Content, EventSink,
-    EventStream, LogLevel, ResourceContents, ToolDef, ToolOutput,
+    EventStream, LogLevel, ResourceContents, TaskSupport, ToolDef, ToolOutput,
 };
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};

@@ -41,6 +41,25 @@ pub struct ToolDef {
     pub output_schema: Option<Arc<serde_json::Map<String, Value>>>,
     /// Behaviour hints.
     pub annotations: Annotations,
+    /// Whether a call may run as a task (MCP tasks extension).
+    pub task_support: TaskSupport,
+}
+
+/// Whether a tool's calls may run as tasks (MCP tasks extension, SEP-2663):
+/// the caller gets a task handle at once and polls for the result, while
+/// the call runs on, in its sandbox and under its limits like any call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TaskSupport {
+    /// Always answered in the request (the default).
+    #[default]
+    Forbidden,
+    /// A task if the caller can follow one (once the tool asks to, or has
+    /// run for a while); else answered in the request.
+    Optional,
+    /// Only for callers that can follow a task; others are refused.
+    Required,
 }
 
 /// One block of a result.
@@ -317,4 +336,13 @@ pub trait ClientRequests: Send + Sync {
         &self,
         req: ClientRequest,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, ClientError>> + Send>>;
+
+    /// The running tool asks to go on as a task (its tool supports tasks):
+    /// the front end answers the caller with a task handle now and takes
+    /// the call's result (and its later questions) through the task. True
+    /// if the call now runs as a task. Front ends without tasks keep this
+    /// default, which declines.
+    fn run_as_task(&self) -> bool {
+        false
+    }
 }

@@ -560,6 +560,24 @@ impl Replay {
         })
     }
 
+    /// Whether this round is ending: a question waits for the next round,
+    /// or the round cannot go on.
+    pub(crate) fn waiting(&self) -> bool {
+        let inner = self.lock();
+        !inner.pending.is_empty() || inner.fatal.is_some()
+    }
+
+    /// The answer to `req` if the client already gave it (recorded in an
+    /// earlier round, or in this round's responses); `None` if it has not.
+    /// A call that went on as a task asks its unanswered questions there.
+    pub(crate) fn known(&self, req: &ClientRequest) -> Option<Result<Value, ClientError>> {
+        let known = {
+            let inner = self.lock();
+            inner.recorded.contains_key(&req.key) || self.responses.contains_key(&req.key)
+        };
+        known.then(|| self.answer(req))
+    }
+
     fn fail(&self, inner: &mut Inner, e: MrtrError) -> ClientError {
         let msg = e.to_string();
         inner.fatal.get_or_insert(e);

@@ -330,10 +330,16 @@ fn protocol_error_job(_: NoArgs) -> Result<String, ToolError> {
     panic!("protocol_error_job crashes on purpose");
 }
 
-fn confirm_delete(_: NoArgs) -> Result<String, ToolError> {
+#[derive(Deserialize, JsonSchema)]
+struct DeleteArgs {
+    /// The file to delete (nothing is deleted: the tool only asks).
+    filename: Option<String>,
+}
+
+fn confirm_delete(a: DeleteArgs) -> Result<String, ToolError> {
     toolhost_guest::run_as_task();
     let r = Ask::elicit(
-        "Delete the file?",
+        format!("Delete {}?", a.filename.as_deref().unwrap_or("the file")),
         serde_json::json!({"type": "object", "properties": {"confirm": {"type": "boolean"}}, "required": ["confirm"]}),
     )
     .key("confirm")

@@ -260,6 +260,12 @@ impl CallClient {
     }
 
     /// Whether the call waits for its client's answers (it should return).
+    /// Ask the call's front end to take the call over as a task (see
+    /// [`ClientRequests::run_as_task`]). No client, no task.
+    pub(crate) fn run_as_task(&self) -> bool {
+        self.client.as_ref().is_some_and(|c| c.run_as_task())
+    }
+
     pub(crate) fn waiting(&self) -> bool {
         !lock(&self.waiting).is_empty()
     }

@@ -111,6 +111,16 @@ impl Stateless {
         self.replay.clone()
     }
 
+    /// Whether this round is ending with questions for the client.
+    pub(super) fn waiting(&self) -> bool {
+        self.replay.waiting()
+    }
+
+    /// The client's answer to `req`, if it already gave one.
+    pub(super) fn known(&self, req: &ClientRequest) -> Option<Result<Value, ClientError>> {
+        self.replay.known(req)
+    }
+
     /// This round's answer for the call's `result`.
     pub(super) fn finish<T>(&self, result: Result<T, CallError>) -> Result<Round<T>, ErrorData> {
         match self.replay.finish(result) {

@@ -28,6 +28,7 @@ mod input;
 mod server;
 #[cfg(feature = "http")]
 mod session;
+mod tasks;
 
 #[cfg(feature = "http")]
 pub use auth::{AuthError, Tenancy};

@@ -11,7 +11,7 @@
 use crate::catalog::Scope;
 use crate::core::{CallRequest, Core};
 use crate::error::{CallError, CallErrorKind};
-use crate::model::{self, CallEvent, LogLevel, ToolDef, ToolOutput};
+use crate::model::{self, CallEvent, LogLevel, TaskSupport, ToolDef, ToolOutput};
 use base64::Engine as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
@@ -19,6 +19,9 @@ use rmcp::model::{
     LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
     ProgressToken, ProtocolVersion, ResourceContents, ServerCapabilities, ServerConfig,
     SetLevelRequestParams, SubscriptionFilter, Tool, ToolAnnotations,
+};
+use rmcp::model::{
+    CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResult, Task, UpdateTaskParams,
 };
 use rmcp::model::{
     CompleteRequestParams, CompleteResult, CompletionInfo, GetPromptRequestParams,
@@ -31,6 +34,7 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
 
 use super::input::{self, PeerClient, Round, Stateless};
+use super::tasks::{Switch, Tasks};
 use crate::mrtr;
 use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +68,8 @@ struct Shared {
     mrtr_limits: mrtr::Limits,
     /// Resource subscriptions of the sessions (2025-11-25 `resources/subscribe`).
     subscriptions: Mutex<Vec<Subscription>>,
+    /// Calls that went on as tasks.
+    tasks: Arc<Tasks>,
 }
 
 /// One session's subscription to one resource: it is told
@@ -122,6 +128,7 @@ impl McpServer {
     ) -> McpServer {
         let changes = core.watch_tools(&scope);
         let resource_changes = core.watch_resources(&scope);
+        let tasks = Tasks::new(core.tasks_config().clone());
         let shared = Arc::new(Shared {
             core,
             scope,
@@ -132,6 +139,7 @@ impl McpServer {
             state_key: key,
             mrtr_limits: mrtr::Limits::default(),
             subscriptions: Mutex::new(Vec::new()),
+            tasks,
         });
         forward_list_changes(Arc::downgrade(&shared), changes);
         forward_resource_updates(Arc::downgrade(&shared), resource_changes);
@@ -283,6 +291,73 @@ fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
 }
 
 impl McpServer {
+    /// Run a call that may become a task (see `tasks`): in its request
+    /// until the tool asks to go on as a task or has run for `[tasks]
+    /// after`; then the request is answered with the task's handle
+    /// (`Err(task)`) while the call goes on, stopped only by `tasks/cancel`,
+    /// its limits, or the server shutting down.
+    async fn call_as_task(
+        &self,
+        request: CallRequest,
+        client: Arc<dyn model::ClientRequests>,
+        round: Option<Arc<Stateless>>,
+        forwarder: impl Future<Output = ()> + Send + 'static,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<Result<ToolOutput, CallError>, Task> {
+        // The call's own cancellation, not the request's: the request ends
+        // when it is answered, a task goes on.
+        let cancel = self.shared.closing.child_token();
+        let (switch, mut done) =
+            Switch::new(client, round, self.shared.tasks.clone(), cancel.clone());
+        let tool: Arc<str> = Arc::from(request.tool.as_str());
+        let request = request.cancel(cancel.clone()).client(switch.clone());
+        let (core, sw) = (self.shared.core.clone(), switch.clone());
+        self.shared.calls.spawn(async move {
+            // Events reach the request until the call becomes a task.
+            let events = async {
+                tokio::select! {
+                    () = forwarder => {}
+                    () = sw.became_task() => {}
+                }
+            };
+            let (outcome, ()) = tokio::join!(core.call(request), events);
+            sw.finish(outcome);
+        });
+        // While the call is the request's, dropping the request (its client
+        // went away, or rmcp dropped the handler) stops it.
+        let stop = cancel.clone().drop_guard();
+        let timer = tokio::time::sleep(self.shared.tasks.after());
+        tokio::pin!(timer);
+        let (mut timed_out, mut request_cancelled) = (false, false);
+        loop {
+            tokio::select! {
+                r = &mut done => {
+                    stop.disarm();
+                    // Becoming a task drops the request's end of the call.
+                    if let Some(task) = switch.seed() {
+                        return Err(task);
+                    }
+                    return Ok(r.unwrap_or_else(|_| Err(CallError::new(
+                        tool,
+                        CallErrorKind::Internal { message: "the call ended without a result".into() },
+                    ))));
+                }
+                () = switch.became_task() => {
+                    stop.disarm();
+                    return Err(switch.seed().expect("a task has its first state"));
+                }
+                () = &mut timer, if !timed_out => {
+                    timed_out = true;
+                    switch.to_task();
+                }
+                () = ctx.ct.cancelled(), if !request_cancelled => {
+                    request_cancelled = true;
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+
     /// A request of the core's for `name` (a URI, prompt or reference) on
     /// behalf of this request's client: its scope, caller, session and
     /// cancellation, as a tool call has them.
@@ -383,6 +458,12 @@ impl ServerHandler for McpServer {
         if let Some(r) = &mut caps.resources {
             r.subscribe = Some(true);
         }
+        if self.shared.tasks.enabled() && self.shared.core.serves_tasks(&self.shared.scope) {
+            caps.extensions.get_or_insert_with(Default::default).insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_string(),
+                Default::default(),
+            );
+        }
         ServerConfig::new(caps).with_server_info(
             Implementation::new("toolhost", env!("CARGO_PKG_VERSION"))
                 .with_title("toolhost: sandboxed WebAssembly tools"),
@@ -442,19 +523,45 @@ impl ServerHandler for McpServer {
             .into());
         }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
+        // Tasks: a task-supporting tool, called by a client that follows
+        // tasks (declared for the session or in this request's `_meta`).
+        let support = self
+            .shared
+            .core
+            .tool(&self.shared.scope, &tool)
+            .map(|d| d.task_support)
+            .unwrap_or_default();
+        let follows_tasks = ctx
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
+        if support == TaskSupport::Required && !follows_tasks {
+            let mut e = ErrorData::missing_required_client_capability(
+                rmcp::model::ClientCapabilities::builder()
+                    .enable_tasks()
+                    .build(),
+            );
+            e.message = format!(
+                "tool `{tool}` runs only as a task: declare the `{}` extension in the client's capabilities",
+                rmcp::model::TASKS_EXTENSION_ID
+            )
+            .into();
+            return Err(e);
+        }
+        let as_task =
+            support != TaskSupport::Forbidden && follows_tasks && self.shared.tasks.enabled();
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
         // call path is the same for both: only the client differs.
         let round = if input::is_stateless(&ctx) {
             let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
-            Some(Stateless::open(
+            Some(Arc::new(Stateless::open(
                 &self.shared.state_key,
                 self.shared.mrtr_limits,
                 mrtr::Binding::new(self.shared.scope.as_str(), "tool", &tool, &args),
                 &ctx,
                 req.request_state.as_deref(),
                 req.input_responses,
-            )?)
+            )?))
         } else {
             None
         };
@@ -472,32 +579,62 @@ impl ServerHandler for McpServer {
                 tool: tool.clone(),
             },
         );
-        let request = self
-            .request(&tool, req.arguments, &ctx)
-            .events(events)
-            .client(client);
-        // Both in this task (no spawn, no thread hop): the forwarder ends
-        // when the finished call drops its event sender, so every event
-        // reaches the client before the response does.
-        let call = self
-            .shared
-            .calls
-            .track_future(self.shared.core.call(request));
-        let (result, ()) = tokio::join!(call, forwarder);
+        let request = self.request(&tool, req.arguments, &ctx).events(events);
+        let result = if as_task {
+            match self
+                .call_as_task(request, client, round.clone(), forwarder, &ctx)
+                .await
+            {
+                Ok(result) => result,
+                Err(task) => return Ok(CallToolResponse::Task(CreateTaskResult::new(task))),
+            }
+        } else {
+            // Both in this task (no spawn, no thread hop): the forwarder
+            // ends when the finished call drops its event sender, so every
+            // event reaches the client before the response does.
+            let call = self
+                .shared
+                .calls
+                .track_future(self.shared.core.call(request.client(client)));
+            let (result, ()) = tokio::join!(call, forwarder);
+            result
+        };
         let result = match round {
             None => result,
             Some(round) => match round.finish(result)? {
                 Round::Complete(r) => r,
                 Round::InputRequired(ir) => return Ok(CallToolResponse::InputRequired(ir)),
-                Round::ToolError(message) => {
-                    return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
-                }
+                Round::ToolError(message) => return Ok(tool_error(message).into()),
             },
         };
         match result {
             Ok(out) => Ok(call_result(out).into()),
             Err(e) => call_error(e).map(Into::into),
         }
+    }
+
+    async fn get_task(
+        &self,
+        req: GetTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        self.shared.tasks.get(&req.task_id)
+    }
+
+    async fn update_task(
+        &self,
+        req: UpdateTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.shared.tasks.update(&req.task_id, req.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        req: CancelTaskParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.shared.tasks.cancel(&req.task_id)
     }
 
     async fn list_resources(
@@ -1030,7 +1167,7 @@ fn served_error(e: CallError) -> ErrorData {
 }
 
 /// A successful call as an MCP result.
-fn call_result(out: ToolOutput) -> CallToolResult {
+pub(super) fn call_result(out: ToolOutput) -> CallToolResult {
     let content = out.content.into_iter().map(content_block).collect();
     let mut r = CallToolResult::success(content);
     r.structured_content = out.structured;
@@ -1058,7 +1195,12 @@ fn settle<T>(
     }
 }
 
-fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
+/// A tool error result the model reads.
+pub(super) fn tool_error(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+pub(super) fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
     match e.kind() {
         CallErrorKind::UnknownTool => Err(ErrorData::invalid_params(e.to_string(), None)),
         _ => Ok(CallToolResult::error(vec![ContentBlock::text(

@@ -39,7 +39,10 @@ pub(crate) mod bindings {
         wasmtime::component::bindgen!({
             path: "../wit/tool.wit",
             world: "toolhost",
-            imports: { "toolhost:tool/host.request-client": async },
+            imports: {
+                "toolhost:tool/host.request-client": async,
+                "toolhost:tool/host.request-clients": async,
+            },
             exports: { default: async },
         });
     }
@@ -53,7 +56,8 @@ use crate::config::EngineConfig;
 use crate::error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
 use crate::manifest::Manifest;
 use crate::model::{
-    Annotations, ClientRequests, Content, EventSink, ResourceContents, ToolDef, ToolOutput,
+    Annotations, ClientRequests, Content, EventSink, ResourceContents, TaskSupport, ToolDef,
+    ToolOutput,
 };
 use bindings::v2::exports::toolhost::tool::tool as wit_tool;
 use bound::{Bound, Raw};
@@ -1236,6 +1240,11 @@ fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
             destructive: a.destructive,
             idempotent: a.idempotent,
             open_world: a.open_world,
+        },
+        task_support: match d.task_support {
+            bindings::v2::toolhost::tool::types::TaskSupport::Forbidden => TaskSupport::Forbidden,
+            bindings::v2::toolhost::tool::types::TaskSupport::Optional => TaskSupport::Optional,
+            bindings::v2::toolhost::tool::types::TaskSupport::Required => TaskSupport::Required,
         },
     })
 }

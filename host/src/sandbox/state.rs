@@ -219,14 +219,36 @@ impl wit_host2::Host for CallState {
     }
 
     fn run_as_task(&mut self) -> bool {
-        // Tasks are not served yet: every call answers in its request.
-        false
+        // The front end decides: only it knows whether the tool supports
+        // tasks for this caller and whether it has room for one.
+        self.client.run_as_task()
     }
 
     fn request_client(
         &mut self,
         request: wit_host2::ClientRequest,
     ) -> impl Future<Output = Result<String, wit_host2::ClientError>> + Send {
+        self.ask(request)
+    }
+
+    fn request_clients(
+        &mut self,
+        requests: Vec<wit_host2::ClientRequest>,
+    ) -> impl Future<Output = Vec<Result<String, wit_host2::ClientError>>> + Send {
+        // Each is checked and counted now, in order; then all are asked
+        // together.
+        let asked: Vec<_> = requests.into_iter().map(|r| self.ask(r)).collect();
+        futures::future::join_all(asked)
+    }
+}
+
+impl CallState {
+    /// One keyed question of a `@0.2.0` call: checked and counted now,
+    /// asked when awaited.
+    fn ask(
+        &mut self,
+        request: wit_host2::ClientRequest,
+    ) -> impl Future<Output = Result<String, wit_host2::ClientError>> + Send + use<> {
         let method = match request.key {
             Some(k) => format!("{}#{k}", request.method),
             None => request.method,

@@ -90,6 +90,7 @@ impl TypedComponent {
                 input_schema: Arc::new(typed::input_schema(&func.sig)),
                 output_schema: Some(Arc::new(typed::output_schema(&func.sig))),
                 annotations: Annotations::default(),
+                task_support: Default::default(),
             });
             by_name.insert(func.tool.as_str().into(), TypedTool { func, index });
         }

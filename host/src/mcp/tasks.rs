@@ -1,0 +1,445 @@
+//! Tasks (MCP tasks extension, SEP-2663): a tool call whose caller got a
+//! task handle instead of the result, and polls for it (`tasks/get`),
+//! answers the call's questions (`tasks/update`) or stops it
+//! (`tasks/cancel`).
+//!
+//! A call of a task-supporting tool, from a caller that declared the
+//! extension, starts in its request like any call. It becomes a task when
+//! the tool asks to (`run-as-task`) or once it has run for `[tasks] after`;
+//! from then on the request is answered with the task's handle, the call
+//! goes on in the background (its events are no longer forwarded, its
+//! questions wait in the task for `tasks/update`), and its end is kept in
+//! the task for `[tasks] keep` after the task was created. The call itself
+//! is any call: a fresh sandbox, its tool's limits (timeout included), and
+//! stopped at once on `tasks/cancel` or server shutdown, not when the
+//! caller disconnects.
+//!
+//! Owns: one server's (one tenant's) store of tasks, with its bound
+//! (`[tasks] max`, running and kept ones together; past it a call answers
+//! in its request), the [`Switch`] a call's client goes through, which
+//! hands the call from its request to its task exactly once, and the wire
+//! shapes of task states. Must not touch: how the call runs (the core runs
+//! it) or who may call what (decided before the call starts).
+//!
+//! Why not rmcp's `TaskManager`: it bounds neither the number of tasks nor
+//! the results it keeps, aborts a running operation's future at its TTL
+//! (leaving the guest to its deadline), and starts the operation itself,
+//! where here a call that is already running becomes a task.
+
+use super::input::Stateless;
+use crate::config::TasksConfig;
+use crate::model::{ClientError, ClientRequest, ClientRequests};
+use rmcp::model::{DetailedTask, JsonObject};
+use rmcp::model::{ErrorData, GetTaskResult, InputRequest, Task, TaskPayload, TaskStatus};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// The polling interval suggested to clients.
+const POLL_INTERVAL_MS: u64 = 500;
+
+/// One server's tasks. Task ids are random (122 bits): a task is reached
+/// only by the caller that was given its id, and only through the server
+/// (the tenant) that created it; any other id is "unknown".
+pub(super) struct Tasks {
+    config: TasksConfig,
+    inner: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    task: Task,
+    created: Instant,
+    state: State,
+    /// Stops the call (`tasks/cancel`).
+    cancel: CancellationToken,
+}
+
+enum State {
+    /// The call runs; these questions wait for `tasks/update`.
+    Running {
+        questions: BTreeMap<String, Question>,
+    },
+    /// The call ended: `completed`, `failed` or `cancelled`.
+    Done(TaskPayload),
+}
+
+struct Question {
+    request: InputRequest,
+    answer: oneshot::Sender<Value>,
+}
+
+fn unknown(id: &str) -> ErrorData {
+    ErrorData::invalid_params(format!("unknown task `{id}`"), None)
+}
+
+impl Tasks {
+    pub(super) fn new(config: TasksConfig) -> Arc<Tasks> {
+        Arc::new(Tasks {
+            config,
+            inner: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether this server makes tasks at all (`[tasks] max` > 0).
+    pub(super) fn enabled(&self) -> bool {
+        self.config.max > 0
+    }
+
+    /// How long a call of a task-supporting tool runs in its request before
+    /// it becomes a task by itself.
+    pub(super) fn after(&self) -> std::time::Duration {
+        self.config.after
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drop the ended tasks whose time is up. A running task stays until
+    /// it ends (its tool's timeout bounds that).
+    fn sweep(&self, tasks: &mut HashMap<String, Entry>) {
+        let keep = self.config.keep;
+        tasks.retain(|_, e| matches!(e.state, State::Running { .. }) || e.created.elapsed() < keep);
+    }
+
+    /// A new running task for a call stopped by `cancel`, or `None` when
+    /// the server holds as many tasks as it may (the call then answers in
+    /// its request).
+    fn create(&self, cancel: CancellationToken) -> Option<Task> {
+        let mut tasks = self.lock();
+        self.sweep(&mut tasks);
+        if tasks.len() >= self.config.max as usize {
+            return None;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = rmcp::task_manager::current_timestamp();
+        let task = Task::new(id.clone(), TaskStatus::Working, now.clone(), now)
+            .with_ttl_ms(self.config.keep.as_millis() as u64)
+            .with_poll_interval_ms(POLL_INTERVAL_MS);
+        tasks.insert(
+            id,
+            Entry {
+                task: task.clone(),
+                created: Instant::now(),
+                state: State::Running {
+                    questions: BTreeMap::new(),
+                },
+                cancel,
+            },
+        );
+        Some(task)
+    }
+
+    /// `tasks/get`.
+    pub(super) fn get(&self, id: &str) -> Result<GetTaskResult, ErrorData> {
+        let mut tasks = self.lock();
+        self.sweep(&mut tasks);
+        let e = tasks.get(id).ok_or_else(|| unknown(id))?;
+        let payload = match &e.state {
+            State::Running { questions } if questions.is_empty() => TaskPayload::Working,
+            State::Running { questions } => TaskPayload::InputRequired {
+                input_requests: questions
+                    .iter()
+                    .map(|(k, q)| (k.clone(), q.request.clone()))
+                    .collect(),
+            },
+            State::Done(p) => p.clone(),
+        };
+        Ok(GetTaskResult::new(DetailedTask::new(
+            e.task.clone(),
+            payload,
+        )))
+    }
+
+    /// `tasks/update`: answer the waiting questions named in `answers`;
+    /// other keys (unknown, or already answered) are ignored, as the
+    /// extension says.
+    pub(super) fn update(
+        &self,
+        id: &str,
+        answers: BTreeMap<String, Value>,
+    ) -> Result<(), ErrorData> {
+        let mut tasks = self.lock();
+        self.sweep(&mut tasks);
+        let e = tasks.get_mut(id).ok_or_else(|| unknown(id))?;
+        if let State::Running { questions } = &mut e.state {
+            let mut answered = false;
+            for (key, answer) in answers {
+                if let Some(q) = questions.remove(&key) {
+                    // The call may have ended meanwhile: nothing to tell.
+                    let _ = q.answer.send(answer);
+                    answered = true;
+                }
+            }
+            if answered {
+                e.task.last_updated_at = rmcp::task_manager::current_timestamp();
+            }
+        }
+        Ok(())
+    }
+
+    /// `tasks/cancel`: stop the call (the guest is stopped within an epoch
+    /// tick; the task ends `cancelled`). Ended tasks stay as they are.
+    pub(super) fn cancel(&self, id: &str) -> Result<(), ErrorData> {
+        let mut tasks = self.lock();
+        self.sweep(&mut tasks);
+        let e = tasks.get_mut(id).ok_or_else(|| unknown(id))?;
+        if let State::Running { questions } = &mut e.state {
+            // Waiting questions fail at once: the guest need not wait.
+            questions.clear();
+            e.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    /// The call of task `id` asks its client `request` under `key`: it
+    /// waits in the task until `tasks/update` answers it.
+    fn ask(
+        self: &Arc<Self>,
+        id: &str,
+        key: String,
+        request: InputRequest,
+    ) -> Result<oneshot::Receiver<Value>, ClientError> {
+        let mut tasks = self.lock();
+        let Some(Entry {
+            state: State::Running { questions },
+            task,
+            ..
+        }) = tasks.get_mut(id)
+        else {
+            return Err(ClientError::Failed("the task has ended".into()));
+        };
+        let (tx, rx) = oneshot::channel();
+        questions.insert(
+            key,
+            Question {
+                request,
+                answer: tx,
+            },
+        );
+        task.last_updated_at = rmcp::task_manager::current_timestamp();
+        Ok(rx)
+    }
+
+    /// The call of task `id` ended with `payload`.
+    fn finish(&self, id: &str, payload: TaskPayload) {
+        let mut tasks = self.lock();
+        if let Some(e) = tasks.get_mut(id) {
+            // A cancelled call ends cancelled, whatever it said on its way out.
+            let payload = if e.cancel.is_cancelled() {
+                TaskPayload::Cancelled
+            } else {
+                payload
+            };
+            e.task.status = payload.status();
+            e.task.last_updated_at = rmcp::task_manager::current_timestamp();
+            e.state = State::Done(payload);
+        }
+    }
+}
+
+/// What a call's request waits for: its result, or the news that it
+/// became a task.
+pub(super) type Outcome = Result<crate::model::ToolOutput, crate::error::CallError>;
+
+/// A call's client while it may still become a task. Until then, questions
+/// go to the request's own client (the session's peer, or the stateless
+/// round's replay) and the call's end goes to the request; after, both go
+/// to the task. The hand-over happens once, under one lock, so no question
+/// and no result can go to the wrong side.
+pub(super) struct Switch {
+    request_client: Arc<dyn ClientRequests>,
+    round: Option<Arc<Stateless>>,
+    tasks: Arc<Tasks>,
+    cancel: CancellationToken,
+    phase: Mutex<Phase>,
+    /// Fired when the call becomes a task.
+    became_task: CancellationToken,
+}
+
+enum Phase {
+    Request {
+        done: Option<oneshot::Sender<Outcome>>,
+    },
+    Task {
+        id: String,
+        seed: Task,
+    },
+}
+
+impl Switch {
+    /// The switch of a call whose request waits on the returned receiver;
+    /// `cancel` stops the call.
+    pub(super) fn new(
+        request_client: Arc<dyn ClientRequests>,
+        round: Option<Arc<Stateless>>,
+        tasks: Arc<Tasks>,
+        cancel: CancellationToken,
+    ) -> (Arc<Switch>, oneshot::Receiver<Outcome>) {
+        let (tx, rx) = oneshot::channel();
+        let switch = Arc::new(Switch {
+            request_client,
+            round,
+            tasks,
+            cancel,
+            phase: Mutex::new(Phase::Request { done: Some(tx) }),
+            became_task: CancellationToken::new(),
+        });
+        (switch, rx)
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves once the call is a task.
+    pub(super) async fn became_task(&self) {
+        self.became_task.cancelled().await
+    }
+
+    /// The task's first state, once the call is one.
+    pub(super) fn seed(&self) -> Option<Task> {
+        match &*self.phase() {
+            Phase::Task { seed, .. } => Some(seed.clone()),
+            Phase::Request { .. } => None,
+        }
+    }
+
+    /// Make the call a task, unless it is ending its stateless round with
+    /// questions (those go back in the request's input-required result),
+    /// has already ended, or the server holds all the tasks it may.
+    pub(super) fn to_task(&self) -> bool {
+        let mut phase = self.phase();
+        match &*phase {
+            Phase::Task { .. } => true,
+            Phase::Request { done: None } => false,
+            Phase::Request { .. } => {
+                if self.round.as_ref().is_some_and(|r| r.waiting()) {
+                    return false;
+                }
+                let Some(seed) = self.tasks.create(self.cancel.clone()) else {
+                    return false;
+                };
+                *phase = Phase::Task {
+                    id: seed.task_id.clone(),
+                    seed,
+                };
+                self.became_task.cancel();
+                true
+            }
+        }
+    }
+
+    /// The call ended: tell its request, or keep its end in its task.
+    pub(super) fn finish(&self, outcome: Outcome) {
+        let mut phase = self.phase();
+        match &mut *phase {
+            Phase::Request { done } => {
+                if let Some(done) = done.take() {
+                    let _ = done.send(outcome);
+                }
+            }
+            Phase::Task { id, .. } => {
+                let payload = self.payload(outcome);
+                self.tasks.finish(id, payload);
+            }
+        }
+    }
+
+    /// How a call that ran as a task ended, as the task reports it. The
+    /// tool's own failures and the limits it hit are results the model
+    /// reads (`completed` with `isError`); a crashed guest or a host
+    /// failure is a protocol error (`failed`).
+    fn payload(&self, outcome: Outcome) -> TaskPayload {
+        use super::input::Round;
+        use crate::error::CallErrorKind;
+        let outcome = match &self.round {
+            None => outcome,
+            Some(round) => match round.finish(outcome) {
+                Ok(Round::Complete(r)) => r,
+                Ok(Round::ToolError(message)) => {
+                    return completed(super::server::tool_error(message));
+                }
+                Ok(Round::InputRequired(_)) => {
+                    return failed(ErrorData::internal_error(
+                        "the tool asked its client outside its task",
+                        None,
+                    ));
+                }
+                Err(e) => return failed(e),
+            },
+        };
+        match outcome {
+            Ok(out) => completed(super::server::call_result(out)),
+            Err(e) => match e.kind() {
+                CallErrorKind::Cancelled => TaskPayload::Cancelled,
+                CallErrorKind::Trap { .. } | CallErrorKind::Internal { .. } => {
+                    failed(ErrorData::internal_error(e.to_string(), None))
+                }
+                _ => match super::server::call_error(e) {
+                    Ok(r) => completed(r),
+                    Err(e) => failed(e),
+                },
+            },
+        }
+    }
+}
+
+fn completed(r: rmcp::model::CallToolResult) -> TaskPayload {
+    TaskPayload::Completed {
+        result: to_object(&r),
+    }
+}
+
+fn failed(e: ErrorData) -> TaskPayload {
+    TaskPayload::Failed {
+        error: to_object(&e),
+    }
+}
+
+fn to_object(v: &impl serde::Serialize) -> JsonObject {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(o)) => o,
+        _ => JsonObject::new(),
+    }
+}
+
+impl ClientRequests for Switch {
+    fn request(
+        &self,
+        req: ClientRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<Value, ClientError>> + Send>> {
+        let id = match &*self.phase() {
+            Phase::Request { .. } => return self.request_client.request(req),
+            Phase::Task { id, .. } => id.clone(),
+        };
+        // Answers the client gave in earlier stateless rounds still count.
+        if let Some(known) = self.round.as_ref().and_then(|r| r.known(&req)) {
+            return Box::pin(std::future::ready(known));
+        }
+        let wire = serde_json::json!({"method": req.method, "params": req.params});
+        let asked = match serde_json::from_value::<InputRequest>(wire) {
+            Ok(request) => self.tasks.ask(&id, req.key.clone(), request),
+            Err(e) => Err(ClientError::Failed(format!(
+                "the tool asked its client a malformed `{}` (key `{}`): {e}",
+                req.method, req.key
+            ))),
+        };
+        Box::pin(async move {
+            asked?.await.map_err(|_| {
+                ClientError::Failed(format!(
+                    "`{}` was not answered: the task was cancelled",
+                    req.method
+                ))
+            })
+        })
+    }
+
+    fn run_as_task(&self) -> bool {
+        self.to_task()
+    }
+}
