@@ -696,10 +696,10 @@ impl RawClient {
         {
             c.client.max_tokens = n;
         }
-        if let Some(n) = self
-            .max_requests
-            .and_then(|n| in_range(&n, 0, 10_000, "max-requests", cx))
-        {
+        if let Some(n) = self.max_requests.and_then(|n| {
+            let most = caps::client::MAX_REQUESTS_PER_CALL as u32;
+            in_range(&n, 0, most, "max-requests", cx)
+        }) {
             c.client.max_requests = n;
         }
     }

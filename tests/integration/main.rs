@@ -18,5 +18,6 @@ mod policy;
 mod prewarm;
 mod scale_out;
 mod served;
+mod tasks;
 mod tenants;
 mod typed;

@@ -114,6 +114,22 @@ fn a_tool_cannot_flood_its_client_with_questions_or_reuse_a_key() {
 }
 
 #[test]
+fn questions_asked_together_keep_the_budget_and_an_absurd_batch_stops_the_tool() {
+    let (_d, server) = serve(&[]);
+    // `request-clients`: the per-call budget holds for a batch too.
+    let (q, _) = asked(&round(&server, "ask_batch", json!({"n": 20}), None));
+    assert_eq!(q.len(), 8, "{q:?}");
+    // More than any call may ask at once: the tool is stopped, by name.
+    let v = round(&server, "ask_batch", json!({"n": 20_000}), None);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("request-clients: 20000 questions at once"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_tool_that_ignores_being_told_to_wait_still_waits_for_its_answer_and_is_audited() {
     let audit = tempfile::tempdir().unwrap();
     let log = audit.path().join("audit.jsonl");

@@ -68,6 +68,7 @@ pub fn tools() -> Toolbox {
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
         .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
         .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
+        .tool("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch)
         .tool("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring)
         .tool(
             "remember",
@@ -491,6 +492,21 @@ fn ask_flood(a: AskFlood) -> Result<String, ToolError> {
             refused += 1;
         }
     }
+    Ok(format!("refused {refused}"))
+}
+
+fn ask_batch(a: AskFlood) -> Result<String, ToolError> {
+    let asks = (0..a.n).map(|i| {
+        toolhost_guest::client::Ask::new(
+            "elicitation/create",
+            elicit_params(&format!("Question {i}?")),
+        )
+        .key(format!("b{i}"))
+    });
+    let refused = toolhost_guest::client::ask_all(asks)
+        .iter()
+        .filter(|r| r.is_err())
+        .count();
     Ok(format!("refused {refused}"))
 }
 

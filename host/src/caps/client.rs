@@ -184,6 +184,10 @@ pub(crate) fn prepare(
     })
 }
 
+/// The most questions any call may ask (the ceiling of `[client]
+/// max-requests`); `request-clients` with more traps.
+pub(crate) const MAX_REQUESTS_PER_CALL: usize = 10_000;
+
 /// One call's access to its client.
 pub(crate) struct CallClient {
     client: Option<Arc<dyn ClientRequests>>,

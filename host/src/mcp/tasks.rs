@@ -443,3 +443,82 @@ impl ClientRequests for Switch {
         self.to_task()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tasks(max: u32, keep: Duration) -> Arc<Tasks> {
+        Tasks::new(TasksConfig {
+            max,
+            keep,
+            after: Duration::from_secs(1),
+        })
+    }
+
+    fn elicit() -> InputRequest {
+        serde_json::from_value(serde_json::json!({
+            "method": "elicitation/create",
+            "params": {"mode": "form", "message": "ok?", "requestedSchema": {"type": "object", "properties": {}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_store_holds_at_most_max_and_forgets_ended_tasks_after_keep() {
+        let t = tasks(2, Duration::from_millis(50));
+        let a = t.create(CancellationToken::new()).unwrap();
+        let b = t.create(CancellationToken::new()).unwrap();
+        assert!(t.create(CancellationToken::new()).is_none(), "over max");
+        t.finish(&a.task_id, TaskPayload::Cancelled);
+        std::thread::sleep(Duration::from_millis(80));
+        // `a` ended and its time is up; `b` still runs, however old.
+        assert!(t.create(CancellationToken::new()).is_some());
+        assert_eq!(t.get(&a.task_id).unwrap_err().code.0, -32602);
+        assert_eq!(
+            t.get(&b.task_id).unwrap().task.status(),
+            TaskStatus::Working
+        );
+    }
+
+    #[test]
+    fn a_question_waits_for_its_answer_and_other_keys_are_ignored() {
+        let t = tasks(4, Duration::from_secs(60));
+        let task = t.create(CancellationToken::new()).unwrap();
+        let id = task.task_id;
+        let mut rx = t.ask(&id, "q".into(), elicit()).unwrap();
+        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::InputRequired);
+        let mut answers = BTreeMap::new();
+        answers.insert("unknown".to_string(), serde_json::json!({}));
+        t.update(&id, answers).unwrap();
+        assert!(rx.try_recv().is_err(), "not answered yet");
+        let mut answers = BTreeMap::new();
+        answers.insert("q".to_string(), serde_json::json!({"action": "accept"}));
+        t.update(&id, answers).unwrap();
+        assert_eq!(rx.try_recv().unwrap()["action"], "accept");
+        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::Working);
+    }
+
+    #[test]
+    fn cancel_stops_the_call_fails_its_questions_and_the_task_ends_cancelled() {
+        let t = tasks(4, Duration::from_secs(60));
+        let cancel = CancellationToken::new();
+        let id = t.create(cancel.clone()).unwrap().task_id;
+        let mut rx = t.ask(&id, "q".into(), elicit()).unwrap();
+        t.cancel(&id).unwrap();
+        assert!(cancel.is_cancelled());
+        assert!(rx.try_recv().is_err(), "the question's sender is gone");
+        // Whatever the call says on its way out, the task was cancelled.
+        t.finish(
+            &id,
+            TaskPayload::Completed {
+                result: JsonObject::new(),
+            },
+        );
+        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::Cancelled);
+        // Cancelling an ended task is fine; an unknown one is -32602.
+        t.cancel(&id).unwrap();
+        assert_eq!(t.cancel("nope").unwrap_err().code.0, -32602);
+    }
+}

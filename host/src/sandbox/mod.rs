@@ -41,7 +41,7 @@ pub(crate) mod bindings {
             world: "toolhost",
             imports: {
                 "toolhost:tool/host.request-client": async,
-                "toolhost:tool/host.request-clients": async,
+                "toolhost:tool/host.request-clients": async | trappable,
             },
             exports: { default: async },
         });

@@ -234,11 +234,30 @@ impl wit_host2::Host for CallState {
     fn request_clients(
         &mut self,
         requests: Vec<wit_host2::ClientRequest>,
-    ) -> impl Future<Output = Vec<Result<String, wit_host2::ClientError>>> + Send {
-        // Each is checked and counted now, in order; then all are asked
-        // together.
-        let asked: Vec<_> = requests.into_iter().map(|r| self.ask(r)).collect();
-        futures::future::join_all(asked)
+    ) -> impl Future<Output = wasmtime::Result<Vec<Result<String, wit_host2::ClientError>>>> + Send
+    {
+        // More questions than any call may ask is a broken tool: stop it
+        // before making a future (and an answer) per question.
+        let too_many = (requests.len() > crate::caps::client::MAX_REQUESTS_PER_CALL).then(|| {
+            wasmtime::format_err!(
+                "request-clients: {} questions at once; a call may ask at most {}",
+                requests.len(),
+                crate::caps::client::MAX_REQUESTS_PER_CALL
+            )
+        });
+        // Each is checked and counted now, in order (past the call's
+        // `max-requests` each is refused, as `request-client` refuses it);
+        // then all are asked together.
+        let asked: Vec<_> = match too_many {
+            Some(_) => Vec::new(),
+            None => requests.into_iter().map(|r| self.ask(r)).collect(),
+        };
+        async move {
+            match too_many {
+                Some(e) => Err(e),
+                None => Ok(futures::future::join_all(asked).await),
+            }
+        }
     }
 }
 
