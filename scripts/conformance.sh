@@ -4,10 +4,12 @@
 #   - 0.2.0-alpha.12 `server --requirements 2026-07-28`: exactly what the
 #     2026-07-28 revision requires, plus the scenarios it runs unscored
 #     (tasks extension, pending ones), at the 2026-07-28 wire;
+#   - 0.2.0-alpha.12 `server --suite pending`: the scenarios not yet in a
+#     spec revision (tasks, SEP-2243 headers, JSON Schema 2020-12, skills);
 #   - 0.1.16 `server --suite all`: the 2025-11-25 (session) wire.
 #   scripts/conformance.sh TOOLHOST_BINARY
 # Needs scripts/install-test-deps.sh (the suites and the Node 22 they run on).
-# CONFORMANCE_SUITES (default "2026-07-28 2025-11-25") picks suites;
+# CONFORMANCE_SUITES (default "2026-07-28 pending 2025-11-25") picks suites;
 # CONFORMANCE_SCENARIO runs only that scenario (no expected failures), its
 # results kept in the printed directory.
 # Exit 0 iff, in every suite, exactly the checks in its expected-failures
@@ -18,7 +20,7 @@ BIN=${1:?usage: scripts/conformance.sh TOOLHOST_BINARY}
 DEPS=${TOOLHOST_TEST_DEPS:-$ROOT/.test-deps}
 NODE_BIN="$DEPS/node/node_modules/.bin"
 NEXT_BIN="$DEPS/conformance-next/node_modules/.bin"
-SUITES=${CONFORMANCE_SUITES:-"2026-07-28 2025-11-25"}
+SUITES=${CONFORMANCE_SUITES:-"2026-07-28 pending 2025-11-25"}
 for b in "$NODE_BIN/conformance" "$NODE_BIN/node" "$NEXT_BIN/conformance"; do
   [ -x "$b" ] || { echo "the MCP conformance suites are not installed ($b): run scripts/install-test-deps.sh" >&2; exit 1; }
 done
@@ -98,9 +100,12 @@ for s in $SUITES; do
     2026-07-28) run_suite "0.2.0-alpha.12 --requirements 2026-07-28" "$NEXT_BIN/conformance" \
       --requirements 2026-07-28 \
       --expected-failures "$ROOT/tests/conformance/expected-failures-2026-07-28.yml" ;;
+    pending) run_suite "0.2.0-alpha.12 --suite pending" "$NEXT_BIN/conformance" \
+      --suite pending \
+      --expected-failures "$ROOT/tests/conformance/expected-failures-pending.yml" ;;
     2025-11-25) run_suite "0.1.16 --suite all" "$NODE_BIN/conformance" --suite all \
       --expected-failures "$ROOT/tests/conformance/expected-failures-0.1.16.yml" ;;
-    *) echo "unknown suite $s (known: 2026-07-28 2025-11-25)" >&2; exit 2 ;;
+    *) echo "unknown suite $s (known: 2026-07-28 pending 2025-11-25)" >&2; exit 2 ;;
   esac
 done
 exit $status
