@@ -2,7 +2,8 @@
 # Install the pinned test dependencies of the MCP front end into a
 # project-local, gitignored directory (default: .test-deps/):
 #   - npm prefix node/: the official TypeScript SDK clients, v1
-#     (@modelcontextprotocol/sdk) and v2 (@modelcontextprotocol/client), the
+#     (@modelcontextprotocol/sdk) and v2 (@modelcontextprotocol/client, with
+#     the tasks extension's client @modelcontextprotocol/ext-tasks), the
 #     MCP Inspector CLI (@modelcontextprotocol/inspector), the MCP conformance
 #     suite 0.1.x (@modelcontextprotocol/conformance) and the Node 22 they need
 #     (npm package `node`; the system Node may be older);
@@ -18,6 +19,7 @@
 set -euo pipefail
 SDK_TS=1.32.2
 CLIENT_TS=2.4.0
+EXT_TASKS=0.2.2
 INSPECTOR=2.12.0
 CONFORMANCE=0.1.16
 CONFORMANCE_NEXT=0.2.0-alpha.12
@@ -28,7 +30,7 @@ KUBE_VALIDATE=1.37.0
 DIR=${1:-${TOOLHOST_TEST_DEPS:-"$(cd "$(dirname "$0")/.." && pwd)/.test-deps"}}
 mkdir -p "$DIR"
 STAMP="$DIR/installed"
-WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY kubernetes-validate=$KUBE_VALIDATE"
+WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS ext-tasks=$EXT_TASKS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY kubernetes-validate=$KUBE_VALIDATE"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "test deps already installed in $DIR ($WANT)"
   exit 0
@@ -50,6 +52,7 @@ npm_prefix() {
 npm_prefix node \
   "@modelcontextprotocol/sdk@$SDK_TS" \
   "@modelcontextprotocol/client@$CLIENT_TS" \
+  "@modelcontextprotocol/ext-tasks@$EXT_TASKS" \
   "@modelcontextprotocol/inspector@$INSPECTOR" \
   "@modelcontextprotocol/conformance@$CONFORMANCE" \
   "node@$NODE"

@@ -396,6 +396,21 @@ impl Core {
             .any(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
     }
 
+    /// Which component serves tool `name` of `scope` (an identity, valid
+    /// while that component is loaded) and how many calls it runs at once:
+    /// for front ends that keep calls running past their request (tasks).
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn tool_component(&self, scope: &Scope, name: &str) -> Option<(usize, u32)> {
+        let cat = self.inner.catalog.load();
+        let t = cat
+            .get(scope, name)
+            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))?;
+        Some((
+            Arc::as_ptr(&t.component) as usize,
+            t.component.grants.limits.max_concurrency,
+        ))
+    }
+
     /// Tool `name`, if `scope` may see it.
     pub fn tool(&self, scope: &Scope, name: &str) -> Option<ToolDef> {
         self.inner

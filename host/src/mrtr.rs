@@ -384,7 +384,7 @@ pub(crate) struct Capabilities {
 
 impl Capabilities {
     /// The capability `method` needs, and whether the client declared it.
-    fn check(&self, method: &str) -> Result<(), &'static str> {
+    pub(crate) fn check(&self, method: &str) -> Result<(), &'static str> {
         let (name, ok) = match method {
             "sampling/createMessage" => ("sampling", self.sampling),
             "elicitation/create" => ("elicitation", self.elicitation),
@@ -661,7 +661,7 @@ impl ClientRequests for Replay {
 
 /// Whether `answer` has the shape of a result of `method` (the MCP schema's
 /// required members). A malformed answer is the client's protocol error.
-fn valid_answer(method: &str, answer: &Value) -> Result<(), String> {
+pub(crate) fn valid_answer(method: &str, answer: &Value) -> Result<(), String> {
     let obj = answer
         .as_object()
         .ok_or_else(|| format!("expected a JSON object, got {answer}"))?;

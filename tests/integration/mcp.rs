@@ -34,6 +34,9 @@ pub(crate) fn deps_dir() -> PathBuf {
 pub(crate) enum Sdk {
     Python,
     TypeScript,
+    /// v2 of the TypeScript SDK (`@modelcontextprotocol/client`, HTTP only;
+    /// tests/clients/ts_v2_client.mjs).
+    TypeScriptV2,
 }
 
 /// How the client reaches the server.
@@ -55,6 +58,11 @@ pub(crate) fn client(sdk: Sdk, scenario: &str, mode: Option<&str>, via: Via<'_>)
         Sdk::TypeScript => {
             let mut c = Command::new("node");
             c.arg(root().join("tests/clients/mcp_client.mjs"));
+            c
+        }
+        Sdk::TypeScriptV2 => {
+            let mut c = Command::new("node");
+            c.arg(root().join("tests/clients/ts_v2_client.mjs"));
             c
         }
     };

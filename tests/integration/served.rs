@@ -67,6 +67,32 @@ fn served_scenario(mode: &str, http: bool) {
     run_client(cmd, "served", LIMIT);
 }
 
+/// The v2 TypeScript SDK over HTTP, in `mode` (`auto`: 2026-07-28,
+/// `legacy`: a 2025-11-25 session).
+fn ts_v2_served(mode: &str) {
+    let served = files_and_prompts();
+    let tools = served.path().display().to_string();
+    let server = HttpServe::start(&["--tools", &tools]);
+    let mut cmd = client(
+        Sdk::TypeScriptV2,
+        "served",
+        Some(mode),
+        Via::Http(&server.url),
+    );
+    cmd.env("TOOLHOST_CLIENT_NOTES", notes());
+    run_client(cmd, "served", LIMIT);
+}
+
+#[test]
+fn typescript_v2_reads_resources_and_gets_prompts_over_http_2026_07_28() {
+    ts_v2_served("auto");
+}
+
+#[test]
+fn typescript_v2_reads_resources_and_gets_prompts_over_http_2025_11_25() {
+    ts_v2_served("legacy");
+}
+
 #[test]
 fn python_reads_resources_gets_prompts_and_completes_over_stdio_2026_07_28() {
     served_scenario("auto", false);

@@ -5,9 +5,10 @@
 //! before its own end); one tenant cannot see or stop another's task (the
 //! same error as an id that never existed); a server holding `[tasks] max`
 //! tasks answers further calls in their request; a 2025-11-25 session over
-//! stdio gets tasks too, and a task's question waits for `tasks/update`.
+//! stdio gets tasks too, and a task's question waits for `tasks/update`; a
+//! question its client cannot answer fails at once.
 
-use crate::mcp::{BIN, HttpServe, copy_tool, http_post};
+use crate::mcp::{BIN, HttpServe, LIMIT, Sdk, Via, client, copy_tool, http_post, run_client};
 use crate::mcp_2026::{body_json, meta};
 use crate::support::{ToolDir, conformance_dir};
 use serde_json::{Value, json};
@@ -209,6 +210,26 @@ fn past_tasks_max_a_call_answers_in_its_request() {
     wait_status(&addr, None, &first, "cancelled");
 }
 
+#[test]
+fn a_task_asking_what_its_client_cannot_answer_fails_at_once() {
+    let dir = ToolDir::new();
+    let server = serve(&dir, &cache());
+    let addr = server.addr();
+    // This client follows tasks but declared no `elicitation`.
+    let id = task_id(&call(
+        &addr,
+        None,
+        "confirm_delete",
+        json!({"filename": "x"}),
+    ));
+    let (took, v) = wait_status(&addr, None, &id, "completed");
+    assert_eq!(v["result"]["result"]["isError"], true, "{v}");
+    let text = v["result"]["result"]["content"][0]["text"].to_string();
+    assert!(text.contains("elicitation"), "{v}");
+    // Not at the tool's 10 s deadline.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
 /// `toolhost serve --stdio` over the conformance tools, one JSON-RPC
 /// request at a time.
 struct Stdio2025 {
@@ -315,4 +336,30 @@ fn a_2025_11_25_session_runs_a_task_whose_question_waits_for_tasks_update() {
         done["result"]["result"]["content"][0]["text"], "delete confirmed: true",
         "{done}"
     );
+}
+
+/// The v2 TypeScript SDK runs a task and cancels another over HTTP: on
+/// 2026-07-28 through the official tasks extension package
+/// (`@modelcontextprotocol/ext-tasks`), on a 2025-11-25 session through
+/// the SDK's own requests.
+fn ts_v2_task(mode: &str) {
+    let dir = ToolDir::new();
+    let server = serve(&dir, &cache());
+    let cmd = client(
+        Sdk::TypeScriptV2,
+        "task",
+        Some(mode),
+        Via::Http(&server.url),
+    );
+    run_client(cmd, "task", LIMIT);
+}
+
+#[test]
+fn typescript_v2_runs_and_cancels_a_task_over_http_2026_07_28() {
+    ts_v2_task("auto");
+}
+
+#[test]
+fn typescript_v2_runs_and_cancels_a_task_over_http_2025_11_25() {
+    ts_v2_task("legacy");
 }

@@ -57,7 +57,7 @@ pub(super) fn is_stateless(ctx: &RequestContext<RoleServer>) -> bool {
 }
 
 /// What a stateless client may be asked, from its declared capabilities.
-fn capabilities(caps: Option<&ClientCapabilities>) -> Capabilities {
+pub(super) fn capabilities(caps: Option<&ClientCapabilities>) -> Capabilities {
     Capabilities {
         sampling: caps.is_some_and(|c| c.sampling.is_some()),
         elicitation: caps.is_some_and(|c| c.elicitation.is_some()),

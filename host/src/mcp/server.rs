@@ -34,7 +34,7 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
 
 use super::input::{self, PeerClient, Round, Stateless};
-use super::tasks::{Switch, Tasks};
+use super::tasks::{Switch, SwitchParts, Tasks};
 use crate::mrtr;
 use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
@@ -179,6 +179,9 @@ impl McpServer {
     /// Refuse new calls and wait until the running ones have finished.
     pub async fn drain(&self) {
         self.shared.closing.cancel();
+        // Running tasks stop: once the server is gone no client could read
+        // them. Calls still answering their request finish.
+        self.shared.tasks.cancel_all();
         self.shared.calls.close();
         self.shared.calls.wait().await;
     }
@@ -299,16 +302,15 @@ impl McpServer {
     async fn call_as_task(
         &self,
         request: CallRequest,
-        client: Arc<dyn model::ClientRequests>,
-        round: Option<Arc<Stateless>>,
+        parts: SwitchParts,
         forwarder: impl Future<Output = ()> + Send + 'static,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Result<ToolOutput, CallError>, Task> {
         // The call's own cancellation, not the request's: the request ends
-        // when it is answered, a task goes on.
-        let cancel = self.shared.closing.child_token();
-        let (switch, mut done) =
-            Switch::new(client, round, self.shared.tasks.clone(), cancel.clone());
+        // when it is answered, a task goes on (until `tasks/cancel`, its
+        // limits, or `drain`, which stops tasks but lets requests finish).
+        let cancel = CancellationToken::new();
+        let (switch, mut done) = Switch::new(parts, self.shared.tasks.clone(), cancel.clone());
         let tool: Arc<str> = Arc::from(request.tool.as_str());
         let request = request.cancel(cancel.clone()).client(switch.clone());
         let (core, sw) = (self.shared.core.clone(), switch.clone());
@@ -323,9 +325,10 @@ impl McpServer {
             let (outcome, ()) = tokio::join!(core.call(request), events);
             sw.finish(outcome);
         });
-        // While the call is the request's, dropping the request (its client
-        // went away, or rmcp dropped the handler) stops it.
-        let stop = cancel.clone().drop_guard();
+        // Dropping the request (its client went away, or rmcp dropped the
+        // handler) before it answered stops the call, and forgets its task
+        // if it had just become one (no client has the task's id).
+        let stop = Abandon(Some(switch.clone()));
         let timer = tokio::time::sleep(self.shared.tasks.after());
         tokio::pin!(timer);
         let (mut timed_out, mut request_cancelled) = (false, false);
@@ -547,8 +550,10 @@ impl ServerHandler for McpServer {
             .into();
             return Err(e);
         }
-        let as_task =
-            support != TaskSupport::Forbidden && follows_tasks && self.shared.tasks.enabled();
+        let component =
+            (support != TaskSupport::Forbidden && follows_tasks && self.shared.tasks.enabled())
+                .then(|| self.shared.core.tool_component(&self.shared.scope, &tool))
+                .flatten();
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
         // call path is the same for both: only the client differs.
@@ -580,11 +585,14 @@ impl ServerHandler for McpServer {
             },
         );
         let request = self.request(&tool, req.arguments, &ctx).events(events);
-        let result = if as_task {
-            match self
-                .call_as_task(request, client, round.clone(), forwarder, &ctx)
-                .await
-            {
+        let result = if let Some(component) = component {
+            let parts = SwitchParts {
+                request_client: client,
+                round: round.clone(),
+                capabilities: input::capabilities(ctx.client_capabilities().as_ref()),
+                component,
+            };
+            match self.call_as_task(request, parts, forwarder, &ctx).await {
                 Ok(result) => result,
                 Err(task) => return Ok(CallToolResponse::Task(CreateTaskResult::new(task))),
             }
@@ -1206,6 +1214,24 @@ pub(super) fn call_error(e: CallError) -> Result<CallToolResult, ErrorData> {
         _ => Ok(CallToolResult::error(vec![ContentBlock::text(
             e.to_string(),
         )])),
+    }
+}
+
+/// Dropped with a request that may become a task before it answered: see
+/// `call_as_task`.
+struct Abandon(Option<Arc<Switch>>);
+
+impl Abandon {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.abandon();
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 use super::input::Stateless;
 use crate::config::TasksConfig;
 use crate::model::{ClientError, ClientRequest, ClientRequests};
+use crate::mrtr::Capabilities;
 use rmcp::model::{DetailedTask, JsonObject};
 use rmcp::model::{ErrorData, GetTaskResult, InputRequest, Task, TaskPayload, TaskStatus};
 use serde_json::Value;
@@ -53,9 +54,13 @@ pub(super) struct Tasks {
 struct Entry {
     task: Task,
     created: Instant,
+    /// When the call ended.
+    ended: Option<Instant>,
     state: State,
     /// Stops the call (`tasks/cancel`).
     cancel: CancellationToken,
+    /// The component whose sandbox the call holds (`Core::tool_component`).
+    component: usize,
 }
 
 enum State {
@@ -63,11 +68,14 @@ enum State {
     Running {
         questions: BTreeMap<String, Question>,
     },
-    /// The call ended: `completed`, `failed` or `cancelled`.
-    Done(TaskPayload),
+    /// The call ended: `completed`, `failed` or `cancelled` (shared, so a
+    /// `tasks/get` copies a large result outside the store's lock).
+    Done(Arc<TaskPayload>),
 }
 
 struct Question {
+    /// The MCP method asked (its answer's shape is checked).
+    method: String,
     request: InputRequest,
     answer: oneshot::Sender<Value>,
 }
@@ -99,20 +107,39 @@ impl Tasks {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drop the ended tasks whose time is up. A running task stays until
-    /// it ends (its tool's timeout bounds that).
+    /// Drop the ended tasks whose time is up: `keep` after creation (the
+    /// `ttlMs` clients are told), and never sooner than `keep` after the
+    /// end, so a task that ran longer than `keep` can still be read. A
+    /// running task stays until it ends (its tool's timeout bounds that).
     fn sweep(&self, tasks: &mut HashMap<String, Entry>) {
         let keep = self.config.keep;
-        tasks.retain(|_, e| matches!(e.state, State::Running { .. }) || e.created.elapsed() < keep);
+        tasks.retain(|_, e| {
+            e.ended
+                .is_none_or(|t| e.created.elapsed() < keep || t.elapsed() < keep)
+        });
     }
 
-    /// A new running task for a call stopped by `cancel`, or `None` when
-    /// the server holds as many tasks as it may (the call then answers in
-    /// its request).
-    fn create(&self, cancel: CancellationToken) -> Option<Task> {
+    /// A new running task for a call of `component` (which runs at most
+    /// `concurrency` calls at once), stopped by `cancel`. `None` when the
+    /// server holds as many tasks as it may, or when half the component's
+    /// calls already run as tasks (tasks waiting for answers hold their
+    /// sandboxes; the other half stays for requests): the call then
+    /// answers in its request.
+    fn create(
+        &self,
+        cancel: CancellationToken,
+        (component, concurrency): (usize, u32),
+    ) -> Option<Task> {
         let mut tasks = self.lock();
         self.sweep(&mut tasks);
         if tasks.len() >= self.config.max as usize {
+            return None;
+        }
+        let running = tasks
+            .values()
+            .filter(|e| e.component == component && e.ended.is_none())
+            .count();
+        if running >= (concurrency as usize / 2).max(1) {
             return None;
         }
         let id = uuid::Uuid::new_v4().to_string();
@@ -125,10 +152,12 @@ impl Tasks {
             Entry {
                 task: task.clone(),
                 created: Instant::now(),
+                ended: None,
                 state: State::Running {
                     questions: BTreeMap::new(),
                 },
                 cancel,
+                component,
             },
         );
         Some(task)
@@ -136,28 +165,33 @@ impl Tasks {
 
     /// `tasks/get`.
     pub(super) fn get(&self, id: &str) -> Result<GetTaskResult, ErrorData> {
-        let mut tasks = self.lock();
-        self.sweep(&mut tasks);
-        let e = tasks.get(id).ok_or_else(|| unknown(id))?;
-        let payload = match &e.state {
-            State::Running { questions } if questions.is_empty() => TaskPayload::Working,
-            State::Running { questions } => TaskPayload::InputRequired {
-                input_requests: questions
-                    .iter()
-                    .map(|(k, q)| (k.clone(), q.request.clone()))
-                    .collect(),
-            },
-            State::Done(p) => p.clone(),
+        let (task, payload) = {
+            let mut tasks = self.lock();
+            self.sweep(&mut tasks);
+            let e = tasks.get(id).ok_or_else(|| unknown(id))?;
+            let payload = match &e.state {
+                State::Running { questions } if questions.is_empty() => {
+                    Arc::new(TaskPayload::Working)
+                }
+                State::Running { questions } => Arc::new(TaskPayload::InputRequired {
+                    input_requests: questions
+                        .iter()
+                        .map(|(k, q)| (k.clone(), q.request.clone()))
+                        .collect(),
+                }),
+                State::Done(p) => p.clone(),
+            };
+            (e.task.clone(), payload)
         };
-        Ok(GetTaskResult::new(DetailedTask::new(
-            e.task.clone(),
-            payload,
-        )))
+        let payload = Arc::unwrap_or_clone(payload);
+        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
     }
 
     /// `tasks/update`: answer the waiting questions named in `answers`;
     /// other keys (unknown, or already answered) are ignored, as the
-    /// extension says.
+    /// extension says. An answer without the shape of its question's
+    /// result is the client's error (-32602), and then no answer of the
+    /// update is taken: every question keeps waiting.
     pub(super) fn update(
         &self,
         id: &str,
@@ -167,6 +201,19 @@ impl Tasks {
         self.sweep(&mut tasks);
         let e = tasks.get_mut(id).ok_or_else(|| unknown(id))?;
         if let State::Running { questions } = &mut e.state {
+            for (key, answer) in &answers {
+                if let Some(q) = questions.get(key)
+                    && let Err(reason) = crate::mrtr::valid_answer(&q.method, answer)
+                {
+                    return Err(ErrorData::invalid_params(
+                        format!(
+                            "the answer to `{key}` (`{}`) is malformed: {reason}",
+                            q.method
+                        ),
+                        None,
+                    ));
+                }
+            }
             let mut answered = false;
             for (key, answer) in answers {
                 if let Some(q) = questions.remove(&key) {
@@ -196,12 +243,31 @@ impl Tasks {
         Ok(())
     }
 
-    /// The call of task `id` asks its client `request` under `key`: it
-    /// waits in the task until `tasks/update` answers it.
+    /// Stop every running task: the server is shutting down, and no client
+    /// could read what they would return.
+    pub(super) fn cancel_all(&self) {
+        for e in self.lock().values_mut() {
+            if let State::Running { questions } = &mut e.state {
+                questions.clear();
+                e.cancel.cancel();
+            }
+        }
+    }
+
+    /// Forget task `id`: its handle never reached a client.
+    fn forget(&self, id: &str) {
+        if let Some(e) = self.lock().remove(id) {
+            e.cancel.cancel();
+        }
+    }
+
+    /// The call of task `id` asks its client `request` (an MCP `method`)
+    /// under `key`: it waits in the task until `tasks/update` answers it.
     fn ask(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         key: String,
+        method: String,
         request: InputRequest,
     ) -> Result<oneshot::Receiver<Value>, ClientError> {
         let mut tasks = self.lock();
@@ -217,6 +283,7 @@ impl Tasks {
         questions.insert(
             key,
             Question {
+                method,
                 request,
                 answer: tx,
             },
@@ -237,7 +304,8 @@ impl Tasks {
             };
             e.task.status = payload.status();
             e.task.last_updated_at = rmcp::task_manager::current_timestamp();
-            e.state = State::Done(payload);
+            e.state = State::Done(Arc::new(payload));
+            e.ended = Some(Instant::now());
         }
     }
 }
@@ -254,7 +322,11 @@ pub(super) type Outcome = Result<crate::model::ToolOutput, crate::error::CallErr
 pub(super) struct Switch {
     request_client: Arc<dyn ClientRequests>,
     round: Option<Arc<Stateless>>,
+    /// What the caller can answer (its declared capabilities).
+    capabilities: Capabilities,
     tasks: Arc<Tasks>,
+    /// The component serving the call, and how many calls it runs at once.
+    component: (usize, u32),
     cancel: CancellationToken,
     phase: Mutex<Phase>,
     /// Fired when the call becomes a task.
@@ -271,20 +343,33 @@ enum Phase {
     },
 }
 
+/// Where a call that may become a task comes from and goes to.
+pub(super) struct SwitchParts {
+    /// The request's own client (the session's peer, or the round's replay).
+    pub(super) request_client: Arc<dyn ClientRequests>,
+    /// The stateless round, on 2026-07-28.
+    pub(super) round: Option<Arc<Stateless>>,
+    /// What the caller declared it can answer.
+    pub(super) capabilities: Capabilities,
+    /// The component serving the tool and its concurrency.
+    pub(super) component: (usize, u32),
+}
+
 impl Switch {
     /// The switch of a call whose request waits on the returned receiver;
     /// `cancel` stops the call.
     pub(super) fn new(
-        request_client: Arc<dyn ClientRequests>,
-        round: Option<Arc<Stateless>>,
+        parts: SwitchParts,
         tasks: Arc<Tasks>,
         cancel: CancellationToken,
     ) -> (Arc<Switch>, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
         let switch = Arc::new(Switch {
-            request_client,
-            round,
+            request_client: parts.request_client,
+            round: parts.round,
+            capabilities: parts.capabilities,
             tasks,
+            component: parts.component,
             cancel,
             phase: Mutex::new(Phase::Request { done: Some(tx) }),
             became_task: CancellationToken::new(),
@@ -311,17 +396,22 @@ impl Switch {
 
     /// Make the call a task, unless it is ending its stateless round with
     /// questions (those go back in the request's input-required result),
-    /// has already ended, or the server holds all the tasks it may.
+    /// has ended or been cancelled, or the server (or the tool's
+    /// component) holds all the tasks it may.
+    ///
+    /// The phase's lock is held while the round is consulted, and
+    /// `request` holds it while a question reaches the round (which
+    /// records it at once): no question can go to both sides.
     pub(super) fn to_task(&self) -> bool {
         let mut phase = self.phase();
         match &*phase {
             Phase::Task { .. } => true,
             Phase::Request { done: None } => false,
             Phase::Request { .. } => {
-                if self.round.as_ref().is_some_and(|r| r.waiting()) {
+                if self.cancel.is_cancelled() || self.round.as_ref().is_some_and(|r| r.waiting()) {
                     return false;
                 }
-                let Some(seed) = self.tasks.create(self.cancel.clone()) else {
+                let Some(seed) = self.tasks.create(self.cancel.clone(), self.component) else {
                     return false;
                 };
                 *phase = Phase::Task {
@@ -331,6 +421,16 @@ impl Switch {
                 self.became_task.cancel();
                 true
             }
+        }
+    }
+
+    /// The request went away before its client got the call's result or
+    /// its task's handle: stop the call, and forget the task if it had
+    /// become one (no client knows its id).
+    pub(super) fn abandon(&self) {
+        self.cancel.cancel();
+        if let Phase::Task { id, .. } = &*self.phase() {
+            self.tasks.forget(id);
         }
     }
 
@@ -413,17 +513,30 @@ impl ClientRequests for Switch {
         &self,
         req: ClientRequest,
     ) -> Pin<Box<dyn Future<Output = Result<Value, ClientError>> + Send>> {
-        let id = match &*self.phase() {
-            Phase::Request { .. } => return self.request_client.request(req),
-            Phase::Task { id, .. } => id.clone(),
+        let id = {
+            let phase = self.phase();
+            match &*phase {
+                // Under the phase's lock: see `to_task`.
+                Phase::Request { .. } => return self.request_client.request(req),
+                Phase::Task { id, .. } => id.clone(),
+            }
         };
         // Answers the client gave in earlier stateless rounds still count.
         if let Some(known) = self.round.as_ref().and_then(|r| r.known(&req)) {
             return Box::pin(std::future::ready(known));
         }
+        // A question the caller cannot answer fails now, not at the deadline.
+        if let Err(capability) = self.capabilities.check(&req.method) {
+            return Box::pin(std::future::ready(Err(ClientError::Unsupported {
+                method: req.method.clone(),
+                capability: capability.to_string(),
+            })));
+        }
         let wire = serde_json::json!({"method": req.method, "params": req.params});
         let asked = match serde_json::from_value::<InputRequest>(wire) {
-            Ok(request) => self.tasks.ask(&id, req.key.clone(), request),
+            Ok(request) => self
+                .tasks
+                .ask(&id, req.key.clone(), req.method.clone(), request),
             Err(e) => Err(ClientError::Failed(format!(
                 "the tool asked its client a malformed `{}` (key `{}`): {e}",
                 req.method, req.key
@@ -468,13 +581,16 @@ mod tests {
     #[test]
     fn the_store_holds_at_most_max_and_forgets_ended_tasks_after_keep() {
         let t = tasks(2, Duration::from_millis(50));
-        let a = t.create(CancellationToken::new()).unwrap();
-        let b = t.create(CancellationToken::new()).unwrap();
-        assert!(t.create(CancellationToken::new()).is_none(), "over max");
+        let a = t.create(CancellationToken::new(), (1, 64)).unwrap();
+        let b = t.create(CancellationToken::new(), (1, 64)).unwrap();
+        assert!(
+            t.create(CancellationToken::new(), (1, 64)).is_none(),
+            "over max"
+        );
         t.finish(&a.task_id, TaskPayload::Cancelled);
         std::thread::sleep(Duration::from_millis(80));
         // `a` ended and its time is up; `b` still runs, however old.
-        assert!(t.create(CancellationToken::new()).is_some());
+        assert!(t.create(CancellationToken::new(), (1, 64)).is_some());
         assert_eq!(t.get(&a.task_id).unwrap_err().code.0, -32602);
         assert_eq!(
             t.get(&b.task_id).unwrap().task.status(),
@@ -485,9 +601,11 @@ mod tests {
     #[test]
     fn a_question_waits_for_its_answer_and_other_keys_are_ignored() {
         let t = tasks(4, Duration::from_secs(60));
-        let task = t.create(CancellationToken::new()).unwrap();
+        let task = t.create(CancellationToken::new(), (1, 64)).unwrap();
         let id = task.task_id;
-        let mut rx = t.ask(&id, "q".into(), elicit()).unwrap();
+        let mut rx = t
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .unwrap();
         assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::InputRequired);
         let mut answers = BTreeMap::new();
         answers.insert("unknown".to_string(), serde_json::json!({}));
@@ -501,11 +619,53 @@ mod tests {
     }
 
     #[test]
+    fn at_most_half_a_components_calls_run_as_tasks() {
+        let t = tasks(64, Duration::from_secs(60));
+        let a = t.create(CancellationToken::new(), (7, 4)).unwrap();
+        t.create(CancellationToken::new(), (7, 4)).unwrap();
+        assert!(t.create(CancellationToken::new(), (7, 4)).is_none());
+        // Another component has its own half; one call always may.
+        assert!(t.create(CancellationToken::new(), (8, 1)).is_some());
+        // An ended task frees its place.
+        t.finish(&a.task_id, TaskPayload::Cancelled);
+        assert!(t.create(CancellationToken::new(), (7, 4)).is_some());
+    }
+
+    #[test]
+    fn a_task_that_ran_longer_than_keep_is_kept_after_it_ends() {
+        let t = tasks(4, Duration::from_millis(100));
+        let id = t.create(CancellationToken::new(), (1, 64)).unwrap().task_id;
+        std::thread::sleep(Duration::from_millis(150));
+        t.finish(&id, TaskPayload::Cancelled);
+        assert!(t.get(&id).is_ok(), "kept for `keep` after its end");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(t.get(&id).is_err(), "then forgotten");
+    }
+
+    #[test]
+    fn a_malformed_answer_is_refused_and_the_question_keeps_waiting() {
+        let t = tasks(4, Duration::from_secs(60));
+        let id = t.create(CancellationToken::new(), (1, 64)).unwrap().task_id;
+        let mut rx = t
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .unwrap();
+        let mut answers = BTreeMap::new();
+        answers.insert("q".to_string(), serde_json::json!({"confirm": true}));
+        let e = t.update(&id, answers).unwrap_err();
+        assert_eq!(e.code.0, -32602);
+        assert!(e.message.contains("`action` is missing"), "{e:?}");
+        assert!(rx.try_recv().is_err());
+        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::InputRequired);
+    }
+
+    #[test]
     fn cancel_stops_the_call_fails_its_questions_and_the_task_ends_cancelled() {
         let t = tasks(4, Duration::from_secs(60));
         let cancel = CancellationToken::new();
-        let id = t.create(cancel.clone()).unwrap().task_id;
-        let mut rx = t.ask(&id, "q".into(), elicit()).unwrap();
+        let id = t.create(cancel.clone(), (1, 64)).unwrap().task_id;
+        let mut rx = t
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .unwrap();
         t.cancel(&id).unwrap();
         assert!(cancel.is_cancelled());
         assert!(rx.try_recv().is_err(), "the question's sender is gone");
