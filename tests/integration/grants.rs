@@ -473,6 +473,49 @@ async fn core_with(path: &std::path::Path, config: toolhost::HostConfig) -> tool
 }
 
 #[tokio::test]
+async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_limit() {
+    // wasmtime-wasi holds a whole listing in host memory until its stream
+    // is dropped. 20,000 entries of ~40-byte names: about 2 MiB a listing.
+    let t = tree();
+    let big = t.granted.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..20_000 {
+        let name = format!("entry-with-a-long-enough-name-{i:08}.txt");
+        std::fs::File::create(big.join(name)).unwrap();
+    }
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}[limits]\nmemory = \"16 MiB\"\n",
+            fs_grant("/data", &t.granted, "ro")
+        ),
+    );
+    let core = core_with(d.path(), test_config()).await;
+    let (r, warnings) = call_with_events(
+        &core,
+        "hold_listings",
+        json!({"path": "/data/big", "n": 64}),
+    )
+    .await;
+    let text = r.unwrap().text();
+    let held: usize = text
+        .strip_prefix("held ")
+        .and_then(|t| t.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {text}"));
+    // 64 listings would be ~130 MiB of host memory; the call's 16 MiB
+    // (its linear memory included) holds a few.
+    assert!((1..8).contains(&held), "{text}");
+    assert!(text.contains("after dropping them: opens"), "{text}");
+    assert!(
+        warnings.iter().any(|w| w.contains("directory listing")),
+        "the caller is told which limit was hit: {warnings:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
     let t = tree();
     let d = ToolDir::new();

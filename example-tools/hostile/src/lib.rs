@@ -68,6 +68,7 @@ pub fn tools() -> Toolbox {
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
         .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
         .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
+        .tool("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings)
         .tool("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch)
         .tool("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring)
         .tool(
@@ -493,6 +494,38 @@ fn ask_flood(a: AskFlood) -> Result<String, ToolError> {
         }
     }
     Ok(format!("refused {refused}"))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct HoldArgs {
+    /// A directory.
+    pub path: String,
+    /// How many listings to hold at once.
+    pub n: u32,
+}
+
+/// Each open listing is a copy of the whole directory in the host's memory.
+fn hold_listings(a: HoldArgs) -> Result<String, ToolError> {
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..a.n {
+        match std::fs::read_dir(&a.path) {
+            Ok(r) => held.push(r),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let n = held.len();
+    drop(held);
+    // Dropped listings give their memory back: one more opens.
+    let again = std::fs::read_dir(&a.path).is_ok();
+    Ok(format!(
+        "held {n}; refused: {}; after dropping them: {}",
+        refused.as_deref().unwrap_or("none"),
+        if again { "opens" } else { "refused" }
+    ))
 }
 
 fn ask_batch(a: AskFlood) -> Result<String, ToolError> {

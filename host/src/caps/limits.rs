@@ -321,10 +321,9 @@ impl Limiter {
         self.used
     }
 
-    /// Charge `bytes` of host-side memory held for the call (HTTP fields
-    /// and bodies): it counts against the same budget as linear memory.
+    /// Charge `bytes` of host-side memory held for the call (directory
+    /// listings): it counts against the same budget as linear memory.
     /// False, and nothing charged, if it does not fit.
-    #[allow(dead_code, reason = "used by the net unit's HTTP accounting")]
     pub(crate) fn charge_host(&mut self, bytes: usize) -> bool {
         match self.used.checked_add(bytes) {
             Some(n) if n <= self.memory => {
@@ -337,6 +336,13 @@ impl Limiter {
                 false
             }
         }
+    }
+}
+
+impl Limiter {
+    /// Give back host-side memory charged with [`Limiter::charge_host`].
+    pub(crate) fn release_host(&mut self, bytes: usize) {
+        self.used = self.used.saturating_sub(bytes);
     }
 }
 

@@ -123,6 +123,14 @@ impl FsEnforced for CallState {
         )
     }
 
+    fn charge_host(&mut self, bytes: usize) -> bool {
+        self.limiter.charge_host(bytes)
+    }
+
+    fn release_host(&mut self, bytes: usize) {
+        self.limiter.release_host(bytes)
+    }
+
     fn fs_warn(&mut self, message: String) {
         self.output.emit(
             message.len(),

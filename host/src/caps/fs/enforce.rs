@@ -190,6 +190,8 @@ pub(crate) struct FsCall {
     grant_of: HashMap<u32, usize>,
     /// The limit this call hit, shared with its charged streams.
     notice: Arc<Notice>,
+    /// Host memory charged for each open directory listing (by stream rep).
+    listings: HashMap<u32, usize>,
 }
 
 /// The first limit a call hit, until it is passed on to the caller (once
@@ -232,6 +234,7 @@ impl FsCall {
                 .unwrap_or_default(),
             grant_of: HashMap::new(),
             notice: Arc::default(),
+            listings: HashMap::new(),
         }
     }
 
@@ -310,6 +313,12 @@ pub(crate) trait FsEnforced: Send + 'static {
     fn fs_parts(&mut self) -> (&mut FsCall, WasiFilesystemCtxView<'_>);
     /// Tell the caller (a warning event) that the call hit a limit.
     fn fs_warn(&mut self, message: String);
+    /// Charge `bytes` of host memory held for the call (a directory
+    /// listing) to its memory limit; false, and nothing charged, if it does
+    /// not fit.
+    fn charge_host(&mut self, bytes: usize) -> bool;
+    /// Give back what `charge_host` charged.
+    fn release_host(&mut self, bytes: usize);
 }
 
 /// Pass a limit the call just hit on to the caller. The sandbox calls it
@@ -378,6 +387,26 @@ fn code(
     t::Host::convert_error_code(view, e)
 }
 
+/// What one entry of a listing costs wasmtime-wasi besides its name (the
+/// entry in its `Vec`, the name's allocation).
+const LISTING_ENTRY_BYTES: usize = 64;
+
+/// The host memory wasmtime-wasi will hold for a listing of `dir`: read
+/// here first (a stream of its own, entry by entry, nothing kept), on a
+/// blocking thread as wasmtime-wasi reads it.
+async fn listing_bytes(dir: Arc<std::fs::File>) -> std::io::Result<usize> {
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = 0usize;
+        for entry in cap_primitives::fs::read_base_dir(&dir)? {
+            let name = entry?.file_name();
+            bytes = bytes.saturating_add(LISTING_ENTRY_BYTES + name.len());
+        }
+        Ok(bytes)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// What a new directory is charged to a quota: one block.
 const DIRECTORY_BYTES: u64 = 4096;
 
@@ -411,6 +440,70 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
         })?;
     }
     let mut i = linker.instance(TYPES)?;
+    // A listing is held whole in host memory by wasmtime-wasi until its
+    // stream is dropped: it is charged to the call's memory limit first,
+    // and given back by the stream's destructor (below).
+    i.func_wrap_async(
+        "[method]descriptor.read-directory",
+        |mut store, (fd,): (Resource<t::Descriptor>,)| {
+            Box::new(async move {
+                let out = async {
+                    let dir = {
+                        let (_, view) = store.data_mut().fs_parts();
+                        match view.table.get(&fd) {
+                            Ok(wasmtime_wasi::filesystem::Descriptor::Dir(d)) => Some(d.dir.clone()),
+                            _ => None,
+                        }
+                    };
+                    // Not a directory: wasmtime-wasi says so below.
+                    let bytes = match dir {
+                        Some(d) => match listing_bytes(d).await {
+                            Ok(n) => n,
+                            Err(_) => 0,
+                        },
+                        None => 0,
+                    };
+                    if !store.data_mut().charge_host(bytes) {
+                        let (call, _) = store.data_mut().fs_parts();
+                        call.note(format!(
+                            "a directory listing of {} KiB does not fit this call's memory limit (listings are held in host memory until their stream is dropped)",
+                            bytes.div_ceil(1024)
+                        ));
+                        return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
+                    }
+                    let (call, mut view) = store.data_mut().fs_parts();
+                    match t::HostDescriptor::read_directory(&mut view, fd).await {
+                        Ok(stream) => {
+                            call.listings.insert(stream.rep(), bytes);
+                            Ok((R::Ok(stream),))
+                        }
+                        Err(e) => {
+                            let e = code(&mut view, e)?;
+                            store.data_mut().release_host(bytes);
+                            Ok((R::Err(e),))
+                        }
+                    }
+                }
+                .await;
+                warn(store.data_mut());
+                out
+            })
+        },
+    )?;
+    i.resource(
+        "directory-entry-stream",
+        wasmtime::component::ResourceType::host::<t::DirectoryEntryStream>(),
+        |mut store, rep| {
+            let s = store.data_mut();
+            let bytes = s.fs_parts().0.listings.remove(&rep).unwrap_or(0);
+            s.release_host(bytes);
+            s.fs_parts()
+                .1
+                .table
+                .delete(Resource::<t::DirectoryEntryStream>::new_own(rep))?;
+            Ok(())
+        },
+    )?;
     i.func_wrap_async(
         "[method]descriptor.open-at",
         |mut store,
