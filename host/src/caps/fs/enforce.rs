@@ -397,9 +397,10 @@ const LISTING_ENTRY_BYTES: usize = 64;
 async fn listing_bytes(dir: Arc<std::fs::File>) -> std::io::Result<usize> {
     tokio::task::spawn_blocking(move || {
         let mut bytes = 0usize;
+        // An entry that fails to read still costs wasmtime-wasi its slot.
         for entry in cap_primitives::fs::read_base_dir(&dir)? {
-            let name = entry?.file_name();
-            bytes = bytes.saturating_add(LISTING_ENTRY_BYTES + name.len());
+            let name = entry.map(|e| e.file_name().len()).unwrap_or(0);
+            bytes = bytes.saturating_add(LISTING_ENTRY_BYTES + name);
         }
         Ok(bytes)
     })
@@ -457,10 +458,8 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                     };
                     // Not a directory: wasmtime-wasi says so below.
                     let bytes = match dir {
-                        Some(d) => match listing_bytes(d).await {
-                            Ok(n) => n,
-                            Err(_) => 0,
-                        },
+                        // Unreadable: wasmtime-wasi's own read fails too.
+                        Some(d) => listing_bytes(d).await.unwrap_or(0),
                         None => 0,
                     };
                     if !store.data_mut().charge_host(bytes) {
