@@ -40,7 +40,8 @@ pub struct AgentArgs {
     /// Tools hidden from the model (repeatable, same names as --allow).
     #[arg(long, value_delimiter = ',')]
     deny: Vec<String>,
-    /// Deny rules (TOML `[[deny]]` tables: tool, arg, contains, pattern, reason).
+    /// Rules for the model's tool uses (TOML: `[[rule]]` tables as in the host
+    /// config, or `[[deny]]` tables: tool, arg, contains, pattern, reason).
     #[arg(long)]
     rules: Option<PathBuf>,
     /// The CLI's built-in tools to keep (e.g. Read,Grep); default none.
@@ -121,7 +122,7 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
     }
     o.disallowed_tools = a.deny.iter().map(|n| tool_name(n)).collect();
     if let Some(p) = &a.rules {
-        o.deny_rules = RuleFile::load(p)?.deny;
+        o.rules.rules = RuleFile::load(p)?.rules();
     }
     let mut stream = std::pin::pin!(query(core, a.prompt.clone(), o));
     let mut ok = false;

@@ -1,7 +1,10 @@
 //! Policy: whether a call that names an existing tool may run. Declarative
 //! allow/deny rules (tool name globs, per scope, optionally matching an
 //! argument), evaluated in order; the first match decides. With no allow
-//! rule for a scope, every tool of that scope is allowed.
+//! rule for a scope, every tool of that scope is allowed. The one rule
+//! language of toolhost: the host config's `[[rule]]`, an embedder's
+//! [`Policy`], and the agent transport's rules (checked before every tool
+//! use of the model, built-in tools included) are all [`Rule`]s.
 //!
 //! Policy sees the scope, the tool name and the arguments; it never runs a
 //! tool and never widens what the catalog exposes.
@@ -89,6 +92,61 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 }
 
 impl Rule {
+    /// A rule that refuses the tools `tool` (a glob) matches, telling the
+    /// caller `reason`.
+    pub fn deny(tool: impl Into<String>, reason: impl Into<String>) -> Rule {
+        Rule {
+            effect: Effect::Deny,
+            tool: tool.into(),
+            scope: None,
+            arg: None,
+            contains: None,
+            pattern: None,
+            reason: Some(reason.into()),
+        }
+    }
+
+    /// A rule that lets the tools `tool` (a glob) run. With any allow rule,
+    /// what no rule allows is refused.
+    pub fn allow(tool: impl Into<String>) -> Rule {
+        Rule {
+            effect: Effect::Allow,
+            tool: tool.into(),
+            scope: None,
+            arg: None,
+            contains: None,
+            pattern: None,
+            reason: None,
+        }
+    }
+
+    /// Only for scopes `scope` (a glob) matches.
+    pub fn in_scope(mut self, scope: impl Into<String>) -> Rule {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Only when the argument at JSON pointer `pointer` exists (and meets
+    /// `containing` / `matching`, when given).
+    pub fn with_arg(mut self, pointer: impl Into<String>) -> Rule {
+        self.arg = Some(pointer.into());
+        self
+    }
+
+    /// Only when the argument (or, without [`Rule::with_arg`], the whole
+    /// arguments as JSON) contains `text`.
+    pub fn containing(mut self, text: impl Into<String>) -> Rule {
+        self.contains = Some(text.into());
+        self
+    }
+
+    /// Only when the argument (or the whole arguments as JSON) matches the
+    /// glob `pattern`.
+    pub fn matching(mut self, pattern: impl Into<String>) -> Rule {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
     fn matches(&self, scope: &str, tool: &str, args: &Value) -> bool {
         if !glob(&self.tool, tool) || self.scope.as_deref().is_some_and(|s| !glob(s, scope)) {
             return false;

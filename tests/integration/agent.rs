@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolhost::agent::{
-    AgentDefinition, AgentOptions, AgentSession, ContentBlock, DenyRule, HookEvent, HookOutput,
-    Message, Permission, ResultMessage, SettingSource, can_use_tool, hook, query,
+    AgentDefinition, AgentOptions, AgentSession, ContentBlock, HookEvent, HookOutput, Message,
+    Permission, ResultMessage, SettingSource, can_use_tool, hook, query,
 };
-use toolhost::{Core, Scope};
+use toolhost::{Core, Rule, Scope};
 
 use crate::support::{ToolDir, test_config};
 
@@ -221,21 +221,16 @@ async fn pre_tool_use_hook_denies_and_the_model_sees_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declarative_rule_denies_an_argument_pattern_only() {
     let env = Env::new().await;
-    let rule = DenyRule {
-        arg: Some("/text".into()),
-        contains: Some("secret".into()),
-        ..DenyRule::deny("mcp__tools__*", "no secrets through echo")
-    };
+    let rule = Rule::deny("mcp__tools__*", "no secrets through echo")
+        .with_arg("/text")
+        .containing("secret");
     let prompt = format!(
         "{}\n{}",
         use_tool("mcp__tools__echo", json!({"text": "a secret"})),
         use_tool("mcp__tools__echo", json!({"text": "public"}))
     );
     let msgs = env
-        .run(
-            &prompt,
-            env.options().allow("mcp__tools__echo").deny_rule(rule),
-        )
+        .run(&prompt, env.options().allow("mcp__tools__echo").rule(rule))
         .await;
     let mut results = tool_results(&msgs);
     results.sort();

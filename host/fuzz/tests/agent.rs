@@ -19,8 +19,8 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use toolhost::agent::{AgentError, AgentOptions, AgentSession, DenyRule};
-use toolhost::{Core, Scope};
+use toolhost::agent::{AgentError, AgentOptions, AgentSession};
+use toolhost::{Core, Rule, Scope};
 use toolhost_fuzz::{JSON_VALUES, JsonPalette, Script, mutate_lines};
 
 /// Lines longer than this are `LineTooLong` (the default is 32 MiB; a
@@ -194,7 +194,7 @@ fn expected(lines: &[String]) -> Expected {
 async fn session(core: &Core, lines: &[String]) {
     let mut options = AgentOptions::default()
         .server("tools", Scope::default())
-        .deny_rule(DenyRule::deny("mcp__tools__secret*", "not that one"));
+        .rule(Rule::deny("mcp__tools__secret*", "not that one"));
     options.max_line_bytes = MAX_LINE;
     let (host_end, cli_end) = tokio::io::duplex(1 << 16);
     let (hr, hw) = tokio::io::split(host_end);

@@ -4,7 +4,7 @@
 //!
 //! Everything here decides; nothing here runs a tool.
 
-use crate::policy::{args_match, glob};
+use crate::policy::Rule;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -170,61 +170,34 @@ pub struct HookMatcher {
     pub timeout: Option<Duration>,
 }
 
-/// A declarative rule, e.g. from config:
-/// `{ tool = "mcp__*__write_*", reason = "read-only session" }` or
-/// `{ tool = "mcp__*__fetch", arg = "/url", contains = "169.254", reason = "..." }`.
-/// Rules are checked in the host's own PreToolUse hook; a match denies.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DenyRule {
-    /// Glob on the tool name as the model sees it (`*` any run of characters).
-    pub tool: String,
-    /// JSON pointer into the tool input; the rule then needs that value.
-    #[serde(default)]
-    pub arg: Option<String>,
-    /// The value (or, without `arg`, the whole input as JSON) contains this.
-    #[serde(default)]
-    pub contains: Option<String>,
-    /// The value (or whole input) matches this glob.
-    #[serde(default)]
-    pub pattern: Option<String>,
-    /// What the model is told.
-    pub reason: String,
-}
-
-impl DenyRule {
-    /// A rule that refuses every call of the tools `tool` matches.
-    pub fn deny(tool: impl Into<String>, reason: impl Into<String>) -> DenyRule {
-        DenyRule {
-            tool: tool.into(),
-            arg: None,
-            contains: None,
-            pattern: None,
-            reason: reason.into(),
-        }
-    }
-
-    /// Whether the rule refuses `tool` with `input`.
-    pub fn matches(&self, tool: &str, input: &Value) -> bool {
-        if !glob(&self.tool, tool) {
-            return false;
-        }
-        args_match(
-            self.arg.as_deref(),
-            self.contains.as_deref(),
-            self.pattern.as_deref(),
-            input,
-        )
-    }
-}
-
-/// Rules as a config file: `[[deny]]` tables.
+/// Agent rules as a file: `[[rule]]` tables, the host config's rule
+/// language (`effect`, `tool`, `arg`, `contains`, `pattern`, `reason`;
+/// `scope` does not apply to an agent's own tool uses), and `[[deny]]` as
+/// shorthand for a rule with `effect = "deny"`. Checked in file order,
+/// `[[rule]]`s first; the first match decides.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
-    /// The rules, in file order.
+    /// `[[rule]]` tables.
     #[serde(default)]
-    pub deny: Vec<DenyRule>,
+    rule: Vec<Rule>,
+    /// `[[deny]]` tables.
+    #[serde(default)]
+    deny: Vec<DenyTable>,
+}
+
+/// `[[deny]]`: a rule whose effect is deny.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyTable {
+    tool: String,
+    #[serde(default)]
+    arg: Option<String>,
+    #[serde(default)]
+    contains: Option<String>,
+    #[serde(default)]
+    pattern: Option<String>,
+    reason: String,
 }
 
 impl RuleFile {
@@ -235,7 +208,26 @@ impl RuleFile {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| failed(e.to_string()))
+        let file: RuleFile = toml::from_str(&text).map_err(|e| failed(e.to_string()))?;
+        if let Some(r) = file.rule.iter().find(|r| r.scope.is_some()) {
+            return Err(failed(format!(
+                "the rule for `{}` has a `scope`: agent rules apply to the agent's own tool uses; leave it out",
+                r.tool
+            )));
+        }
+        Ok(file)
+    }
+
+    /// The rules, in the order they are checked.
+    pub fn rules(&self) -> Vec<Rule> {
+        let deny = self.deny.iter().map(|d| {
+            let mut r = Rule::deny(d.tool.clone(), d.reason.clone());
+            r.arg = d.arg.clone();
+            r.contains = d.contains.clone();
+            r.pattern = d.pattern.clone();
+            r
+        });
+        self.rule.iter().cloned().chain(deny).collect()
     }
 }
 
@@ -310,9 +302,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_match_tool_and_argument() {
+    fn rule_files_speak_the_host_policy_language() {
         let r: RuleFile = toml::from_str(
             r#"
+            [[rule]]
+            effect = "allow"
+            tool = "mcp__t__fetch"
+            arg = "/url"
+            pattern = "https://docs.example.com/*"
             [[deny]]
             tool = "mcp__*__fetch"
             arg = "/url"
@@ -324,12 +321,26 @@ mod tests {
             "#,
         )
         .unwrap();
-        let (a, b) = (&r.deny[0], &r.deny[1]);
-        assert!(a.matches("mcp__t__fetch", &json!({"url": "http://169.254.169.254/"})));
-        assert!(!a.matches("mcp__t__fetch", &json!({"url": "http://example.com/"})));
-        assert!(!a.matches("mcp__t__fetch", &json!({})));
-        assert!(b.matches("mcp__t__write_file", &json!({})));
-        assert!(!b.matches("mcp__t__read_file", &json!({})));
+        let p = crate::policy::Policy { rules: r.rules() };
+        let decide = |tool: &str, input: Value| p.decide("", tool, &input);
+        use crate::policy::Decision::{Allow, Deny};
+        assert_eq!(
+            decide(
+                "mcp__t__fetch",
+                json!({"url": "https://docs.example.com/a"})
+            ),
+            Allow
+        );
+        assert_eq!(
+            decide("mcp__t__fetch", json!({"url": "http://169.254.169.254/"})),
+            Deny("no metadata service".into())
+        );
+        assert_eq!(
+            decide("mcp__t__write_file", json!({})),
+            Deny("read-only".into())
+        );
+        // An allow rule makes the rules an allow list.
+        assert!(matches!(decide("Bash", json!({})), Deny(_)));
         assert!(toml::from_str::<RuleFile>("[[deny]]\ntool='x'\nreason='r'\nbogus=1").is_err());
     }
 

@@ -34,7 +34,7 @@ mod session;
 pub use client::query;
 pub use error::AgentError;
 pub use hooks::{
-    CanUseTool, DenyRule, HookEvent, HookFn, HookInput, HookMatcher, HookOutput, Permission,
+    CanUseTool, HookEvent, HookFn, HookInput, HookMatcher, HookOutput, Permission,
     PermissionRequest, RuleFile, can_use_tool, hook,
 };
 pub use options::{

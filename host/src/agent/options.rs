@@ -5,8 +5,9 @@
 //!
 //! Also turns them into the CLI's command line.
 
-use super::hooks::{CanUseTool, DenyRule, HookEvent, HookFn, HookMatcher};
+use super::hooks::{CanUseTool, HookEvent, HookFn, HookMatcher};
 use crate::catalog::Scope;
+use crate::policy::{Policy, Rule};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,8 +238,11 @@ pub struct AgentOptions {
     pub agents: BTreeMap<String, AgentDefinition>,
     /// Hook callbacks.
     pub hooks: Vec<HookMatcher>,
-    /// Declarative deny rules, checked before every tool use.
-    pub deny_rules: Vec<DenyRule>,
+    /// Rules (the host policy's language), checked before every tool use
+    /// of the model, the CLI's built-in tools included; the first that
+    /// matches decides (a deny refuses the use, an allow lets it go on to
+    /// the hooks and `can_use_tool`). Rule scopes do not apply here.
+    pub rules: Policy,
     /// Asked about every tool use not allowed outright; without it such
     /// uses are denied.
     pub can_use_tool: Option<CanUseTool>,
@@ -274,7 +278,7 @@ impl Default for AgentOptions {
             main_servers: None,
             agents: BTreeMap::new(),
             hooks: Vec::new(),
-            deny_rules: Vec::new(),
+            rules: Policy::default(),
             can_use_tool: None,
             include_partial_messages: false,
             extra_args: Vec::new(),
@@ -441,9 +445,10 @@ impl AgentOptions {
         });
         self
     }
-    /// Refuse tool uses this rule matches, before anything else is asked.
-    pub fn deny_rule(mut self, r: DenyRule) -> Self {
-        self.deny_rules.push(r);
+    /// Check tool uses against `r` (after the rules added before it),
+    /// before anything else is asked.
+    pub fn rule(mut self, r: Rule) -> Self {
+        self.rules.rules.push(r);
         self
     }
     /// Ask `f` about tool uses not allowed outright.

@@ -142,14 +142,9 @@ impl Inner {
     }
 
     fn rules_check(&self, tool: &str, input: &Value) -> Result<(), String> {
-        match self
-            .options
-            .deny_rules
-            .iter()
-            .find(|r| r.matches(tool, input))
-        {
-            Some(r) => Err(r.reason.clone()),
-            None => Ok(()),
+        match self.options.rules.decide("", tool, input) {
+            crate::policy::Decision::Allow => Ok(()),
+            crate::policy::Decision::Deny(reason) => Err(reason),
         }
     }
 
@@ -300,7 +295,7 @@ impl AgentSession {
         // Hooks: ours first, then the caller's, each under its own id.
         let mut hooks = HashMap::new();
         let mut wire_hooks: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
-        if options.isolated() || !options.deny_rules.is_empty() {
+        if options.isolated() || !options.rules.rules.is_empty() {
             wire_hooks
                 .entry(HookEvent::PreToolUse.as_str())
                 .or_default()
