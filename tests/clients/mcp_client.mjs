@@ -4,8 +4,9 @@
 //   node mcp_client.mjs SCENARIO --http URL
 //   node mcp_client.mjs SCENARIO -- COMMAND [ARGS...]        (stdio)
 //
-// Scenarios: the same as tests/clients/mcp_client.py (basic, cancel, flood,
-// list_changed). Exit status 0 and a last line `ok SCENARIO` mean every check
+// Scenarios: basic, cancel, flood and list_changed as in
+// tests/clients/mcp_client.py; served (resources, prompts, completions) and
+// task (a task of the conformance tools). Exit status 0 and a last line `ok SCENARIO` mean every check
 // passed. Used by tests/integration/mcp.rs.
 
 import { createRequire } from "node:module";
@@ -112,7 +113,49 @@ async function list_changed(client) {
   console.log("TOOLS", JSON.stringify(after));
 }
 
-const scenarios = { basic, cancel, flood, list_changed };
+// Resources, prompts and completions (the files and prompts examples).
+async function served(client) {
+  const { readFileSync } = await import("node:fs");
+  const notes = readFileSync(process.env.TOOLHOST_CLIENT_NOTES, "utf8");
+  const uris = (await client.listResources()).resources.map((x) => x.uri);
+  check(uris.includes("file:///data/notes.txt"), `resources/list: ${uris}`);
+  const read = await client.readResource({ uri: "file:///data/notes.txt" });
+  check(read.contents.length === 1 && read.contents[0].text === notes, `read: ${JSON.stringify(read)}`);
+  try {
+    await client.readResource({ uri: "file:///etc/passwd" });
+    throw new Error("reading a URI no component serves must fail");
+  } catch (e) {
+    check(e instanceof McpError && e.message.includes("not found"), `a URI nobody serves: ${e}`);
+  }
+  const prompts = (await client.listPrompts()).prompts.map((p) => p.name);
+  check(prompts.includes("code_review"), `prompts: ${prompts}`);
+  const p = await client.getPrompt({ name: "code_review", arguments: { code: "fn main() {}", language: "rust" } });
+  check(p.messages[0].content.text.includes("fn main() {}"), `get: ${JSON.stringify(p)}`);
+  const c = await client.complete({ ref: { type: "ref/prompt", name: "code_review" }, argument: { name: "language", value: "ru" } });
+  check(c.completion.values.includes("rust"), `complete: ${JSON.stringify(c)}`);
+}
+
+// A task (tasks extension) on a 2025-11-25 session: the SDK's requests, its
+// own result schema loosened (it predates the extension's result shapes).
+async function task(client) {
+  const { z } = require("zod");
+  const any = z.object({}).passthrough();
+  const created = await client.request(
+    { method: "tools/call", params: { name: "slow_compute", arguments: { seconds: 1, label: "v1" } } },
+    any,
+  );
+  check(created.taskId && created.status === "working", `a task: ${JSON.stringify(created)}`);
+  const started = Date.now();
+  let t;
+  do {
+    await new Promise((r) => setTimeout(r, 100));
+    t = await client.request({ method: "tasks/get", params: { taskId: created.taskId } }, any);
+    check(Date.now() - started < 30000, `still ${t.status} after 30 s`);
+  } while (t.status === "working");
+  check(t.status === "completed" && textOf(t.result) === "Computed v1 in 1s", `completed: ${JSON.stringify(t)}`);
+}
+
+const scenarios = { basic, cancel, flood, list_changed, served, task };
 
 async function main() {
   const argv = process.argv.slice(2);
@@ -125,7 +168,11 @@ async function main() {
   const transport = http
     ? new StreamableHTTPClientTransport(new URL(http))
     : new StdioClientTransport({ command: command[0], args: command.slice(1), stderr: "inherit" });
-  const client = new Client({ name: "toolhost-test-ts", version: "0.1.0" });
+  // The tasks extension declared: only the `task` scenario's tools use it.
+  const client = new Client(
+    { name: "toolhost-test-ts", version: "0.1.0" },
+    { capabilities: { extensions: { "io.modelcontextprotocol/tasks": {} } } },
+  );
   client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => logs.push(n.params.data));
   client.setNotificationHandler(ToolListChangedNotificationSchema, () => changed());
   await client.connect(transport);

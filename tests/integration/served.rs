@@ -70,17 +70,23 @@ fn served_scenario(mode: &str, http: bool) {
 /// The v2 TypeScript SDK over HTTP, in `mode` (`auto`: 2026-07-28,
 /// `legacy`: a 2025-11-25 session).
 fn ts_v2_served(mode: &str) {
+    ts_served(Sdk::TypeScriptV2, Some(mode));
+}
+
+/// A TypeScript SDK over HTTP: v2 in `mode` (`auto`: 2026-07-28,
+/// `legacy`: a 2025-11-25 session), or v1 (`mode` `None`: a session).
+fn ts_served(sdk: Sdk, mode: Option<&str>) {
     let served = files_and_prompts();
     let tools = served.path().display().to_string();
     let server = HttpServe::start(&["--tools", &tools]);
-    let mut cmd = client(
-        Sdk::TypeScriptV2,
-        "served",
-        Some(mode),
-        Via::Http(&server.url),
-    );
+    let mut cmd = client(sdk, "served", mode, Via::Http(&server.url));
     cmd.env("TOOLHOST_CLIENT_NOTES", notes());
     run_client(cmd, "served", LIMIT);
+}
+
+#[test]
+fn typescript_v1_reads_resources_and_gets_prompts_over_http() {
+    ts_served(Sdk::TypeScript, None);
 }
 
 #[test]

@@ -343,15 +343,21 @@ fn a_2025_11_25_session_runs_a_task_whose_question_waits_for_tasks_update() {
 /// (`@modelcontextprotocol/ext-tasks`), on a 2025-11-25 session through
 /// the SDK's own requests.
 fn ts_v2_task(mode: &str) {
+    ts_task(Sdk::TypeScriptV2, Some(mode));
+}
+
+fn ts_task(sdk: Sdk, mode: Option<&str>) {
     let dir = ToolDir::new();
     let server = serve(&dir, &cache());
-    let cmd = client(
-        Sdk::TypeScriptV2,
-        "task",
-        Some(mode),
-        Via::Http(&server.url),
-    );
+    let cmd = client(sdk, "task", mode, Via::Http(&server.url));
     run_client(cmd, "task", LIMIT);
+}
+
+/// v1 of the TypeScript SDK (a 2025-11-25 session) runs a task with its own
+/// requests.
+#[test]
+fn typescript_v1_runs_a_task_over_http() {
+    ts_task(Sdk::TypeScript, None);
 }
 
 #[test]
