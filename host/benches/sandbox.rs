@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use toolhost::{CallRequest, Core, EngineConfig, HostConfig, LoadEvent, Scope};
+use toolhost::{CallRequest, Core, EngineConfig, FsyncPolicy, HostConfig, LoadEvent, Scope};
 
 const ROUNDS: usize = 15;
 
@@ -69,9 +69,14 @@ fn row(name: &str, us: f64, base: f64) {
 
 /// A core over the echo manifest with `engine`, and whether it compiled.
 async fn echo_core(engine: EngineConfig, manifest: &Path) -> (Core, bool) {
-    let compiled = Arc::new(AtomicBool::new(false));
     let mut config = HostConfig::default();
     config.engine = engine;
+    echo_core_with(config, manifest).await
+}
+
+/// A core over the echo manifest with `config`, and whether it compiled.
+async fn echo_core_with(config: HostConfig, manifest: &Path) -> (Core, bool) {
+    let compiled = Arc::new(AtomicBool::new(false));
     let core = Core::builder()
         .config(config)
         .source(Scope::default(), manifest)
@@ -196,6 +201,30 @@ fn main() {
             std::hint::black_box(r);
         })
         .await;
+        // The same, with the audit log on (one JSON line per call, written
+        // by its own thread): fsync at most every second (the default), and
+        // fsync before each call returns.
+        let mut audited = Vec::new();
+        for (policy, calls) in [(FsyncPolicy::Interval, 5_000), (FsyncPolicy::Always, 300)] {
+            let mut config = HostConfig::default();
+            config.engine = engine.clone();
+            config.audit.path = Some(scratch.path().join(format!("audit-{policy:?}.jsonl")));
+            config.audit.fsync = policy;
+            let (ac, _) = echo_core_with(config, &echo_manifest).await;
+            let us = measure(calls, || async {
+                let r = ac
+                    .call(CallRequest::new(
+                        Scope::default(),
+                        "echo",
+                        Some(argmap.clone()),
+                    ))
+                    .await
+                    .unwrap();
+                std::hint::black_box(r);
+            })
+            .await;
+            audited.push((policy, us));
+        }
 
         // Throughput: 2 tasks on 2 worker threads, full call path.
         let mut tput = Vec::new();
@@ -337,10 +366,21 @@ fn main() {
             native,
         );
         row(
-            "full call path, `Core::call` (scope, policy, schema check, sandbox, audit)",
+            "full call path, `Core::call` (scope, policy, schema check, sandbox; no audit log)",
             full,
             native,
         );
+        for (policy, us) in &audited {
+            let how = match policy {
+                FsyncPolicy::Always => "fsync before each call returns",
+                _ => "fsync at most every second, the default",
+            };
+            row(
+                &format!("full call path with the audit log ({how}): {:+.1} µs", us - full),
+                *us,
+                native,
+            );
+        }
         println!();
         println!("| load | median |");
         println!("|---|---|");
