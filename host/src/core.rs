@@ -396,18 +396,27 @@ impl Core {
             .any(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
     }
 
-    /// Which component serves tool `name` of `scope` (an identity, valid
-    /// while that component is loaded) and how many calls it runs at once:
-    /// for front ends that keep calls running past their request (tasks).
+    /// Tool `name` of `scope`'s task support, the component serving it (an
+    /// identity, valid while that component is loaded) and how many calls
+    /// that component runs at once: for front ends that keep calls running
+    /// past their request (tasks). No copy of the tool: it is asked on
+    /// every call.
     #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
-    pub(crate) fn tool_component(&self, scope: &Scope, name: &str) -> Option<(usize, u32)> {
+    pub(crate) fn tool_tasks(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> Option<(crate::model::TaskSupport, (usize, u32))> {
         let cat = self.inner.catalog.load();
         let t = cat
             .get(scope, name)
             .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))?;
         Some((
-            Arc::as_ptr(&t.component) as usize,
-            t.component.grants.limits.max_concurrency,
+            t.def.task_support,
+            (
+                Arc::as_ptr(&t.component) as usize,
+                t.component.grants.limits.max_concurrency,
+            ),
         ))
     }
 

@@ -528,15 +528,13 @@ impl ServerHandler for McpServer {
         let tool: Arc<str> = Arc::from(req.name.as_ref());
         // Tasks: a task-supporting tool, called by a client that follows
         // tasks (declared for the session or in this request's `_meta`).
-        let support = self
-            .shared
-            .core
-            .tool(&self.shared.scope, &tool)
-            .map(|d| d.task_support)
-            .unwrap_or_default();
-        let follows_tasks = ctx
-            .client_capabilities()
-            .is_some_and(|c| c.supports_tasks());
+        let tasks = self.shared.core.tool_tasks(&self.shared.scope, &tool);
+        let support = tasks.map(|(s, _)| s).unwrap_or_default();
+        // (Asked only for task-supporting tools: it copies the capabilities.)
+        let follows_tasks = support != TaskSupport::Forbidden
+            && ctx
+                .client_capabilities()
+                .is_some_and(|c| c.supports_tasks());
         if support == TaskSupport::Required && !follows_tasks {
             let mut e = ErrorData::missing_required_client_capability(
                 rmcp::model::ClientCapabilities::builder()
@@ -550,10 +548,9 @@ impl ServerHandler for McpServer {
             .into();
             return Err(e);
         }
-        let component =
-            (support != TaskSupport::Forbidden && follows_tasks && self.shared.tasks.enabled())
-                .then(|| self.shared.core.tool_component(&self.shared.scope, &tool))
-                .flatten();
+        let component = tasks
+            .filter(|_| follows_tasks && self.shared.tasks.enabled())
+            .map(|(_, c)| c);
         // 2026-07-28: questions to the client end the round with an
         // input-required result; sessions ask the peer at once. The core's
         // call path is the same for both: only the client differs.
