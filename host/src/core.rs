@@ -919,8 +919,9 @@ impl Core {
             }
         }
         let text = args.to_string();
-        // The guest runs on the guest executor; dropping this future (a
-        // caller that went away) stops it there. It reaches the pool in its
+        // The guest runs here until it first yields, then on the guest
+        // executor (`Scheduler::run`); dropping this future (a caller that
+        // went away) stops it wherever it runs. It reaches the pool in its
         // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
         let t = component;
@@ -974,7 +975,7 @@ impl Core {
             sandbox.run(&t, op, cx).await
         }
         .instrument(tracing::debug_span!("sandbox"));
-        let out = self.inner.scheduler.spawn(run).await;
+        let out = self.inner.scheduler.run(run).await;
         trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());
         let out = out.map_err(|e| CallErrorKind::Internal {
             message: format!("the guest's task failed: {e}"),

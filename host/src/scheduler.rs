@@ -17,6 +17,9 @@
 //!   slot's turn, not by a thousand. Each scope's queue is bounded
 //!   ([`MAX_QUEUED_PER_SCOPE`]); past it the call is refused (`busy`). The
 //!   whole wait counts against the tool's timeout (the sandbox's deadline).
+//!   A call's first slice (until its guest first yields, at most one epoch
+//!   tick) runs on the caller's task: most tool calls end within it and
+//!   never pay the hop between runtimes ([`Scheduler::run`]).
 //! - **Short calls are not stuck behind long ones**: a running guest yields
 //!   to the executor at every epoch tick and every few million units of
 //!   fuel (see `sandbox`), so a runaway holds a guest thread for a slice at
@@ -73,6 +76,29 @@ impl Scheduler {
     /// The turnstile at the pool.
     pub(crate) fn fair(&self) -> Arc<Fair> {
         self.fair.clone()
+    }
+
+    /// Run `fut`: its first slice on the caller's task, the rest (if it
+    /// yields) on the guest executor. A short call (most tool calls finish
+    /// before their first yield) then never crosses runtimes: two thread
+    /// wake-ups fewer, which measured ~50 µs of a ~65 µs echo call
+    /// (BENCHMARKS.md, "Sandbox"). A guest yields at every epoch tick, so
+    /// the caller's thread gives at most one tick of CPU per call; anything
+    /// longer runs on the guest executor as before. Dropping the returned
+    /// future stops the guest wherever it runs.
+    pub(crate) async fn run<F>(&self, fut: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut fut = Box::pin(fut);
+        if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+            return Ok(out);
+        }
+        // The executor's first poll registers its own wakers; any event
+        // since this poll is seen then (a future reports what is ready
+        // when polled).
+        self.spawn(fut).await
     }
 
     /// Run `fut` on the guest executor. Dropping the returned future stops
