@@ -98,6 +98,10 @@ impl Default for AuditConfig {
 /// Largest recorded arguments (JSON bytes, after redaction); larger ones
 /// are left out and `arguments_truncated` is set.
 const MAX_RAW_ARGUMENTS: usize = 64 << 10;
+
+/// How long the writer lets lines gather after a batch (see
+/// `WriterState::run`).
+const LINGER: Duration = Duration::from_millis(1);
 /// Largest error text recorded.
 const MAX_DETAIL: usize = 4 << 10;
 
@@ -572,8 +576,18 @@ impl WriterState {
             if self.config.fsync == FsyncPolicy::Always || !flush_acks.is_empty() || interval_due {
                 self.sync();
             }
+            let flushed = !flush_acks.is_empty();
             for a in acks.into_iter().chain(flush_acks) {
                 let _ = a.send(());
+            }
+            // Unless callers wait for their line (`fsync = "always"`), let
+            // the next lines gather before looking again: while calls keep
+            // coming, a call's record is then a push onto the queue, not
+            // a wake-up of this thread and a write of its own (measured:
+            // ~14 µs of a 16 µs echo call). Lines reach the file at most
+            // `LINGER` later; a `flush` still waits for nothing.
+            if self.config.fsync != FsyncPolicy::Always && !flushed && n > 0 {
+                std::thread::sleep(LINGER);
             }
         }
         // The queue is closed: a clean shutdown.
