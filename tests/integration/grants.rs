@@ -611,6 +611,70 @@ async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
     assert!(ok.text().contains("hello from inside"));
 }
 
+/// SECURITY.md M2: a check before the open and the open itself were two
+/// steps, and a second call of the same tool renaming a FIFO over the name
+/// in between made the open block a host thread for good. Here one call
+/// swaps a FIFO and a regular file as fast as it can while another opens
+/// the file's name over and over: every open must return (it sees the file,
+/// a FIFO refused, or nothing), both calls end, and the host serves the
+/// next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_fifo_over_a_checked_name_never_blocks_the_open() {
+    let out = tempfile::tempdir().unwrap();
+    let fifo = out.path().join("fifo");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(out.path().join("file"), "plain").unwrap();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/out", out.path(), "rw"));
+    let core = core(d.path()).await;
+    let swap = call(
+        &core,
+        "swap_names",
+        json!({"a": "/out/file", "b": "/out/fifo", "ms": 1500}),
+    );
+    let open = call(
+        &core,
+        "open_often",
+        json!({"path": "/out/file", "ms": 1500}),
+    );
+    let both = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::join!(swap, open)
+    })
+    .await;
+    let Ok((swapped, opened)) = both else {
+        // Release the stuck open (a reader and a writer meet) before failing,
+        // so the test process can end.
+        for name in ["file", "fifo", "file.swap"] {
+            let _ = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(out.path().join(name));
+        }
+        panic!("an open of a FIFO renamed over a checked name blocked the call past 30 s");
+    };
+    let ended = |r: Result<toolhost::ToolOutput, CallError>, which: &str| match r {
+        Ok(o) => o.text(),
+        Err(e) => panic!(
+            "the {which} call did not end by itself (an open blocked past its deadline?): {e}"
+        ),
+    };
+    let swapped = ended(swapped, "swapping");
+    let opened = ended(opened, "opening");
+    assert!(swapped.starts_with("swapped "), "{swapped}");
+    assert!(opened.starts_with("opened "), "{opened}");
+    eprintln!("{swapped}; {opened}");
+    let ok = call(&core, "read_path", json!({"path": "/out/file"})).await;
+    assert!(ok.is_ok() || tool_error_text(ok).contains("cannot read"));
+    let echo = call(&core, "big_output", json!({"bytes": 3}))
+        .await
+        .unwrap();
+    assert_eq!(echo.text(), "012");
+}
+
 /// Bytes the files directly in `dir` take on disk.
 fn disk_usage(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

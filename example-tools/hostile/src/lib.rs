@@ -57,6 +57,8 @@ pub fn tools() -> Toolbox {
         .tool("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs)
         .tool("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many)
         .tool("remove", "Remove the file at `path`.", remove)
+        .tool("swap_names", "For `ms` milliseconds, swap the names `a` and `b` (three renames each time); report how many swaps.", swap_names)
+        .tool("open_often", "For `ms` milliseconds, open `path` for reading and close it again; report how many opens succeeded and failed.", open_often)
         .tool("grow", "Set the size of `path` to `bytes` (a sparse file).", grow)
         .tool("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output)
         .output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes")))
@@ -377,6 +379,54 @@ fn touch_many(a: HoardArgs) -> Result<String, ToolError> {
 fn remove(a: PathArgs) -> Result<String, ToolError> {
     std::fs::remove_file(&a.path).map_err(|e| ToolError::failed(e.to_string()))?;
     Ok("removed".into())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwapArgs {
+    /// One name.
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// For how long.
+    pub ms: u64,
+}
+
+fn swap_names(a: SwapArgs) -> Result<String, ToolError> {
+    let tmp = format!("{}.swap", a.a);
+    let end = std::time::Instant::now() + Duration::from_millis(a.ms);
+    let mut n = 0u64;
+    while std::time::Instant::now() < end {
+        let r = std::fs::rename(&a.a, &tmp)
+            .and_then(|()| std::fs::rename(&a.b, &a.a))
+            .and_then(|()| std::fs::rename(&tmp, &a.b));
+        if let Err(e) = r {
+            return Ok(format!("swapped {n}; then: {e}"));
+        }
+        n += 1;
+    }
+    Ok(format!("swapped {n}"))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OftenArgs {
+    /// Any path.
+    pub path: String,
+    /// For how long.
+    pub ms: u64,
+}
+
+fn open_often(a: OftenArgs) -> Result<String, ToolError> {
+    let end = std::time::Instant::now() + Duration::from_millis(a.ms);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    while std::time::Instant::now() < end {
+        match std::fs::File::open(&a.path) {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    Ok(format!("opened {ok}, failed {failed}"))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -6,8 +6,10 @@
 //!   calls together at most three quarters of the process's descriptor
 //!   limit, so no call can starve the host's own sockets, cache and log of
 //!   descriptors (`EMFILE` for everyone else).
-//! - **Special files**: FIFOs, sockets and devices are never opened: opening
-//!   a FIFO blocks a host thread until a writer appears.
+//! - **Special files**: FIFOs, sockets and devices are never handed to a
+//!   guest, and never opened blocking (a blocking open of a FIFO holds a
+//!   host thread until a peer appears): `open-at` is toolhost's own, opens
+//!   non-blocking and checks what it opened.
 //! - **Quota**: bytes written to a read-write grant with a quota are charged
 //!   to that grant's usage, shared by all calls of the component and
 //!   measured from the directory at load; when a charge would pass the
@@ -16,7 +18,8 @@
 //!
 //! How: the few `wasi:filesystem` functions that create descriptors or
 //! write are shadowed in the linker, each checking and then delegating to
-//! wasmtime-wasi's own implementation; file output streams are wrapped so
+//! wasmtime-wasi's own implementation (`open-at` alone is reimplemented,
+//! see [`open_at`]); file output streams are wrapped so
 //! each write is charged. Written here because wasmtime-wasi 48 offers no
 //! hook for any of it.
 //!
@@ -380,6 +383,133 @@ impl OutputStream for Charged {
 type R<T> = Result<T, t::ErrorCode>;
 
 /// Turn wasmtime-wasi's error into the guest's error code (or a trap).
+/// Why [`open_at`] gave no descriptor.
+#[derive(Debug)]
+enum Opened {
+    /// The entry is a FIFO, socket or device (named for the message).
+    Special(&'static str),
+    /// Refused before asking the OS (permissions, flag combinations).
+    Refused(t::ErrorCode),
+    /// The OS refused.
+    Io(std::io::Error),
+}
+
+/// `descriptor.open-at`, as wasmtime-wasi 48's `Dir::open_at` does it
+/// (same flags, permissions and sandboxed path resolution through
+/// cap-primitives), except that the entry is opened **non-blocking** and
+/// what was opened is checked with `fstat`: a FIFO, socket or device is
+/// closed again and refused. Checking first (`stat-at`) and opening after
+/// would leave a window in which another call renames a FIFO over the name,
+/// and a blocking `open` of a FIFO holds a host thread until a peer
+/// appears (SECURITY.md M2). Written here because wasmtime-wasi offers no
+/// way to pass open flags of our own.
+async fn open_at(
+    dir: &wasmtime_wasi::filesystem::Dir,
+    pf: t::PathFlags,
+    path: String,
+    of: t::OpenFlags,
+    fl: t::DescriptorFlags,
+) -> Result<wasmtime_wasi::filesystem::Descriptor, Opened> {
+    use cap_primitives::fs::{FollowSymlinks, OpenOptions, OpenOptionsExt};
+    use std::os::unix::fs::FileTypeExt;
+    use wasmtime_wasi::OpenMode;
+    use wasmtime_wasi::filesystem::{Descriptor, Dir, File};
+
+    let mut opts = OpenOptions::new();
+    let mut mode = OpenMode::empty();
+    let create = of.contains(t::OpenFlags::CREATE);
+    if create {
+        if of.contains(t::OpenFlags::EXCLUSIVE) {
+            opts.create_new(true);
+        } else {
+            opts.create(true);
+        }
+        opts.write(true);
+        mode |= OpenMode::WRITE;
+    }
+    if of.contains(t::OpenFlags::TRUNCATE) {
+        opts.truncate(true).write(true);
+        mode |= OpenMode::WRITE;
+    }
+    if fl.contains(t::DescriptorFlags::READ) {
+        opts.read(true);
+        mode |= OpenMode::READ;
+    }
+    if fl.contains(t::DescriptorFlags::WRITE) {
+        opts.write(true);
+        mode |= OpenMode::WRITE;
+    } else {
+        // As wasmtime-wasi: open for reading so the OS allows it; the
+        // descriptor's permissions refuse what was not asked for.
+        opts.read(true);
+        mode |= OpenMode::READ;
+    }
+    // (`_cap_fs_ext_follow` is the public spelling cap-fs-ext uses.)
+    opts._cap_fs_ext_follow(if pf.contains(t::PathFlags::SYMLINK_FOLLOW) {
+        FollowSymlinks::Yes
+    } else {
+        FollowSymlinks::No
+    });
+    // Never block in `open` (FIFOs), never take a controlling terminal.
+    opts.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    if fl.intersects(
+        t::DescriptorFlags::FILE_INTEGRITY_SYNC
+            | t::DescriptorFlags::DATA_INTEGRITY_SYNC
+            | t::DescriptorFlags::REQUESTED_WRITE_SYNC,
+    ) {
+        return Err(Opened::Refused(t::ErrorCode::Unsupported));
+    }
+    if of.contains(t::OpenFlags::DIRECTORY)
+        && of.intersects(t::OpenFlags::CREATE | t::OpenFlags::EXCLUSIVE | t::OpenFlags::TRUNCATE)
+    {
+        return Err(Opened::Refused(t::ErrorCode::Invalid));
+    }
+    if dir.perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
+        return Err(Opened::Refused(t::ErrorCode::NotPermitted));
+    }
+    let base = dir.dir.clone();
+    let want_dir = of.contains(t::OpenFlags::DIRECTORY);
+    let opened = tokio::task::spawn_blocking(move || {
+        let f = cap_primitives::fs::open(&base, path.as_ref(), &opts).map_err(Opened::Io)?;
+        let ft = f.metadata().map_err(Opened::Io)?.file_type();
+        let special = if ft.is_fifo() {
+            Some("a FIFO")
+        } else if ft.is_socket() {
+            Some("a socket")
+        } else if ft.is_block_device() || ft.is_char_device() {
+            Some("a device")
+        } else if !(ft.is_file() || ft.is_dir()) {
+            Some("not a file")
+        } else {
+            None
+        };
+        if let Some(kind) = special {
+            return Err(Opened::Special(kind));
+        }
+        // Back to blocking I/O, as wasmtime-wasi's descriptors expect
+        // (for files and directories the flag changes nothing anyway).
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this closure owns.
+        unsafe {
+            let fd = f.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+        Ok((ft.is_dir(), f))
+    })
+    .await
+    .map_err(|e| Opened::Io(std::io::Error::other(e)))??;
+    // wasmtime-wasi's `allow_blocking_current_thread` is off in every
+    // sandbox toolhost builds (the default), so descriptors are made so too.
+    match opened {
+        (true, d) => Ok(Descriptor::Dir(Dir::new(d, dir.perms, mode, false))),
+        (false, _) if want_dir => Err(Opened::Refused(t::ErrorCode::NotDirectory)),
+        (false, f) => Ok(Descriptor::File(File::new(f, dir.perms, mode, false))),
+    }
+}
+
 fn code(
     view: &mut WasiFilesystemCtxView<'_>,
     e: wasmtime_wasi::p2::FsError,
@@ -518,31 +648,29 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                 let (call, mut view) = store.data_mut().fs_parts();
                 let parent = fd.rep();
                 let borrow = || Resource::<t::Descriptor>::new_borrow(parent);
-                // Never open what is not a file or directory.
-                let exists =
-                    t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone()).await;
-                if exists.is_err() && of.contains(t::OpenFlags::CREATE) {
-                    // A new entry: charged like any write.
-                    if let Err(e) = call.charge(parent, ENTRY_BYTES) {
-                        return Ok((R::Err(e),));
-                    }
-                }
-                if let Ok(st) = exists
+                // A new entry is charged like any write (the quota's
+                // `ENTRY_BYTES`); whether it is new is known only roughly
+                // before the open, which is all a charge needs.
+                if of.contains(t::OpenFlags::CREATE)
+                    && t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone())
+                        .await
+                        .is_err()
+                    && let Err(e) = call.charge(parent, ENTRY_BYTES)
                 {
-                    use t::DescriptorType as D;
-                    if !matches!(st.type_, D::RegularFile | D::Directory | D::SymbolicLink) {
-                        call.note(format!(
-                            "`{path}` is not a regular file or directory ({:?}); tools may not open it",
-                            st.type_
-                        ));
-                        return Ok((R::Err(t::ErrorCode::Access),));
-                    }
+                    return Ok((R::Err(e),));
                 }
+                let dir = match view.table.get(&fd)? {
+                    wasmtime_wasi::filesystem::Descriptor::Dir(d) => d.clone(),
+                    wasmtime_wasi::filesystem::Descriptor::File(_) => {
+                        return Ok((R::Err(t::ErrorCode::NotDirectory),));
+                    }
+                };
                 if let Err(e) = call.reserve(view.table) {
                     return Ok((R::Err(e),));
                 }
-                match t::HostDescriptor::open_at(&mut view, borrow(), pf, path, of, fl).await {
-                    Ok(d) => {
+                match open_at(&dir, pf, path.clone(), of, fl).await {
+                    Ok(desc) => {
+                        let d = view.table.push(desc)?;
                         call.open.insert(d.rep());
                         match call.grant_of.get(&parent).copied() {
                             Some(g) => call.grant_of.insert(d.rep(), g),
@@ -550,9 +678,20 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                         };
                         Ok((R::Ok(d),))
                     }
-                    Err(e) => {
+                    Err(Opened::Special(kind)) => {
                         call.unreserve();
-                        Ok((R::Err(code(&mut view, e)?),))
+                        call.note(format!(
+                            "`{path}` is not a regular file or directory ({kind}); tools may not open it"
+                        ));
+                        Ok((R::Err(t::ErrorCode::Access),))
+                    }
+                    Err(Opened::Refused(e)) => {
+                        call.unreserve();
+                        Ok((R::Err(e),))
+                    }
+                    Err(Opened::Io(e)) => {
+                        call.unreserve();
+                        Ok((R::Err(code(&mut view, e.into())?),))
                     }
                 }
                 }
@@ -839,5 +978,122 @@ pub(crate) fn usage(
             guest.to_owned(),
         ))),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi::filesystem::{Descriptor, Dir};
+    use wasmtime_wasi::{FsPerms, OpenMode};
+
+    fn dir(path: &std::path::Path, perms: FsPerms) -> Dir {
+        Dir::new(
+            std::fs::File::open(path).unwrap(),
+            perms,
+            OpenMode::READ | OpenMode::WRITE,
+            false,
+        )
+    }
+
+    fn mkfifo(p: &std::path::Path) {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    async fn open(
+        d: &Dir,
+        path: &str,
+        pf: t::PathFlags,
+        fl: t::DescriptorFlags,
+    ) -> Result<Descriptor, Opened> {
+        // A blocking open of a FIFO would never return: bound the wait so a
+        // regression fails instead of hanging.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            open_at(d, pf, path.into(), t::OpenFlags::empty(), fl),
+        )
+        .await
+        .expect("open-at must never block on a special file")
+    }
+
+    /// What the check-then-open race (SECURITY.md M2) needed: whatever the
+    /// name is when the OS opens it, a FIFO is never opened blocking and
+    /// never handed to the guest, followed through a symlink or not, for
+    /// reading or writing.
+    #[tokio::test]
+    async fn a_fifo_is_refused_by_what_was_opened_not_by_an_earlier_look() {
+        let tmp = tempfile::tempdir().unwrap();
+        mkfifo(&tmp.path().join("fifo"));
+        std::os::unix::fs::symlink("fifo", tmp.path().join("link")).unwrap();
+        std::fs::write(tmp.path().join("file"), "x").unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let d = dir(tmp.path(), FsPerms::ReadWrite);
+        let read = t::DescriptorFlags::READ;
+        let follow = t::PathFlags::SYMLINK_FOLLOW;
+        for (path, pf) in [("fifo", t::PathFlags::empty()), ("link", follow)] {
+            match open(&d, path, pf, read).await {
+                Err(Opened::Special(kind)) => assert_eq!(kind, "a FIFO"),
+                other => panic!("{path}: {:?}", other.err()),
+            }
+        }
+        // Write-only with no reader: the OS refuses at once (ENXIO).
+        assert!(matches!(
+            open(&d, "fifo", t::PathFlags::empty(), t::DescriptorFlags::WRITE).await,
+            Err(Opened::Io(_) | Opened::Special(_))
+        ));
+        // Not following a symlink is refused as wasmtime-wasi refuses it.
+        assert!(matches!(
+            open(&d, "link", t::PathFlags::empty(), read).await,
+            Err(Opened::Io(_))
+        ));
+        // Files and directories open as before, and blocking again.
+        match open(&d, "file", t::PathFlags::empty(), read).await {
+            Ok(Descriptor::File(f)) => {
+                // SAFETY: F_GETFL on an open descriptor.
+                let flags = unsafe {
+                    libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&*f.file), libc::F_GETFL)
+                };
+                assert_eq!(flags & libc::O_NONBLOCK, 0);
+            }
+            other => panic!("file: {:?}", other.err()),
+        }
+        assert!(matches!(
+            open(&d, "sub", t::PathFlags::empty(), read).await,
+            Ok(Descriptor::Dir(_))
+        ));
+        // Escapes stay refused (cap-primitives' sandboxed resolution).
+        assert!(matches!(
+            open(&d, "../etc/passwd", follow, read).await,
+            Err(Opened::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_read_only_grant_opens_nothing_for_writing_and_a_file_is_no_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("file"), "x").unwrap();
+        let d = dir(tmp.path(), FsPerms::ReadOnly);
+        assert!(matches!(
+            open(&d, "file", t::PathFlags::empty(), t::DescriptorFlags::WRITE).await,
+            Err(Opened::Refused(t::ErrorCode::NotPermitted))
+        ));
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            open_at(
+                &d,
+                t::PathFlags::empty(),
+                "file".into(),
+                t::OpenFlags::DIRECTORY,
+                t::DescriptorFlags::READ,
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            r,
+            Err(Opened::Refused(t::ErrorCode::NotDirectory))
+        ));
     }
 }
