@@ -210,6 +210,105 @@ async fn http_server() -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
+/// An HTTP server on 127.0.0.1 that answers every request with the head of
+/// a long body and then keeps the connection open, sending nothing more.
+async fn http_server_that_never_finishes() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nstart")
+                    .await;
+                let _ = s.read(&mut buf).await; // until the client closes
+            });
+        }
+    });
+    port
+}
+
+/// SECURITY.md M3: every open connection (hyper's and rustls's buffers, the
+/// connection task) is charged to the call's memory while it is open, so a
+/// tool holding responses open unread runs out of its own memory limit,
+/// with `connection-limit-reached`, not of the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_open_count_against_the_calls_memory_limit() {
+    let port = http_server_that_never_finishes().await;
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"16 MiB\"\n"),
+    );
+    let core = core(d.path()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    // 100 connections would hold 200 handles, within the call's cap of 256
+    // (16 MiB / 4 / 16 KiB): only the memory charge stops them.
+    let out = call(&core, "hold_connections", json!({"url": url, "n": 100}))
+        .await
+        .unwrap()
+        .text();
+    let held: usize = out
+        .strip_prefix("held ")
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    eprintln!("{out}");
+    assert!(out.contains("ConnectionLimitReached"), "{out}");
+    assert!(
+        (1..64).contains(&held),
+        "16 MiB holds fewer than 64 connections of 256 KiB: {out}"
+    );
+    // The charges end with the call: the next call holds as many again.
+    let again = call(&core, "hold_connections", json!({"url": url, "n": 100}))
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        again.starts_with(&format!("held {held};")),
+        "{again} vs {out}"
+    );
+}
+
+/// SECURITY.md M3: an outgoing body buffers at most one 16 KiB chunk (and
+/// the one being written) before its request is sent, where wasmtime-wasi-
+/// http's default took 1 MiB a write: 200 bodies never sent held hundreds
+/// of MiB of host memory for a 64 MiB tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_never_sent_hold_little_host_memory() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[network]\nallow = [\"127.0.0.1:9\"]\n\n[limits]\nmemory = \"64 MiB\"\n",
+    );
+    let core = core(d.path()).await;
+    let out = call(
+        &core,
+        "hoard_bodies",
+        json!({"url": "http://127.0.0.1:9/", "n": 200}),
+    )
+    .await
+    .unwrap()
+    .text();
+    let bytes: u64 = out
+        .strip_prefix("accepted ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    eprintln!("{out}");
+    assert!(out.contains("in 200 bodies"), "{out}");
+    assert!(
+        bytes <= 200 * 32 * 1024,
+        "{bytes} bytes buffered by the host: {out}"
+    );
+    assert!(bytes >= 200 * 1024, "the bodies took nothing at all: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reaches_only_granted_hosts() {
     let (granted, granted_hits) = http_server().await;

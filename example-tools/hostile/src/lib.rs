@@ -68,6 +68,8 @@ pub fn tools() -> Toolbox {
             log_and_progress,
         )
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
+        .tool("hold_connections", "GET `url` `n` times over wasi:http, keeping every response (and its connection) open unread; report how many were held and the first refusal.", hold_connections)
+        .tool("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies)
         .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
         .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
         .tool("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings)
@@ -498,6 +500,86 @@ fn http_get(a: UrlArgs) -> Result<String, ToolError> {
     };
     let response = http::send(&request).map_err(|e| ToolError::failed(e.to_string()))?;
     Ok(response.status.to_string())
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldHttpArgs {
+    /// An http:// URL.
+    pub url: String,
+    /// How many.
+    pub n: u32,
+}
+
+fn request_to(url: &http::Url<'_>) -> wasi::http::types::OutgoingRequest {
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_scheme(Some(&Scheme::Http));
+    let _ = req.set_authority(Some(url.authority));
+    let _ = req.set_path_with_query(Some(&url.path_with_query));
+    req
+}
+
+fn hold_connections(a: HoldHttpArgs) -> Result<String, ToolError> {
+    let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
+    let mut held = 0u32;
+    for _ in 0..a.n {
+        let future = match wasi::http::outgoing_handler::handle(request_to(&url), None) {
+            Ok(f) => f,
+            Err(e) => return Ok(format!("held {held}; then: {e:?}")),
+        };
+        let response = loop {
+            match future.get() {
+                Some(r) => break r.expect("a response is taken once"),
+                None => future.subscribe().block(),
+            }
+        };
+        match response {
+            // Never read, never dropped: the connection stays open.
+            Ok(r) => {
+                std::mem::forget(r);
+                std::mem::forget(future);
+                held += 1;
+            }
+            Err(e) => return Ok(format!("held {held}; then: {e:?}")),
+        }
+    }
+    Ok(format!("held {held}"))
+}
+
+fn hoard_bodies(a: HoldHttpArgs) -> Result<String, ToolError> {
+    let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
+    let chunk = vec![b'x'; 1 << 20];
+    let mut bytes = 0u64;
+    for i in 0..a.n {
+        let req = request_to(&url);
+        let Ok(body) = req.body() else {
+            return Ok(format!(
+                "accepted {bytes} bytes in {i} bodies; then: no body"
+            ));
+        };
+        let Ok(stream) = body.write() else {
+            return Ok(format!(
+                "accepted {bytes} bytes in {i} bodies; then: no stream"
+            ));
+        };
+        // As much as the host takes without the request being sent.
+        while let Ok(n) = stream.check_write() {
+            if n == 0 {
+                break;
+            }
+            let n = (n as usize).min(chunk.len());
+            if stream.write(&chunk[..n]).is_err() {
+                break;
+            }
+            bytes += n as u64;
+        }
+        // Held until the call ends (dropping a body before its stream traps).
+        std::mem::forget(stream);
+        std::mem::forget(body);
+        std::mem::forget(req);
+    }
+    Ok(format!("accepted {bytes} bytes in {} bodies", a.n))
 }
 
 fn elicit_params(message: &str) -> serde_json::Value {

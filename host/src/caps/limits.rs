@@ -15,6 +15,8 @@
 
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Per-call limits. Every field has a default; the operator may lower any
@@ -275,20 +277,72 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}; try `5s` or `250ms`)"))
 }
 
+/// The memory one call may hold: all its linear memories and what the host
+/// holds for it (directory listings, `wasi:http` connections), one budget.
+/// Shared (an `Arc`) between the call's [`Limiter`] and the parts of the
+/// host that hold memory for the call outside the store's reach (the
+/// network gate's connections run on tasks of their own).
+pub(crate) struct MemoryBudget {
+    /// Bytes the call may hold.
+    limit: usize,
+    /// Bytes it holds now.
+    used: AtomicUsize,
+    /// The most `used` has been (for the audit log).
+    peak: AtomicUsize,
+    /// Whether a charge was ever refused (a trap is then reported as the
+    /// memory limit, not a bare crash).
+    denied: AtomicBool,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            denied: AtomicBool::new(false),
+        })
+    }
+
+    /// Charge `bytes`; false, and nothing charged, if that passes the limit.
+    pub(crate) fn charge(&self, bytes: usize) -> bool {
+        let r = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(bytes).filter(|n| *n <= self.limit)
+            });
+        match r {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::AcqRel);
+                true
+            }
+            Err(_) => {
+                self.denied.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Give back what [`MemoryBudget::charge`] charged.
+    pub(crate) fn release(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+}
+
 /// Caps linear memory and tables of one call, all of its memories and
-/// tables together, and remembers that it said no so a trap can be reported
-/// as "memory limit" rather than a bare crash.
+/// tables together (memory in the call's [`MemoryBudget`], shared with
+/// what the host holds for the call), and remembers that it said no so a
+/// trap can be reported as "memory limit" rather than a bare crash.
 pub(crate) struct Limiter {
-    /// Bytes all linear memories of the call may reach together.
-    memory: usize,
-    /// Bytes of linear memory the call holds now.
-    used: usize,
+    /// The call's memory, linear and host-side.
+    budget: Arc<MemoryBudget>,
     /// Elements all tables of the call may reach together.
     table_elements: usize,
     tables_used: usize,
-    /// The most `used` has been (for the audit log).
-    peak: usize,
-    pub(crate) denied_memory: bool,
     /// Instances, memories and tables one call may create (the pool's
     /// per-component shape): a component that wants more fails at load.
     pub(crate) instances: usize,
@@ -299,50 +353,45 @@ pub(crate) struct Limiter {
 impl Limiter {
     pub(crate) fn new(memory: u64, shape: crate::sandbox::PoolShape) -> Limiter {
         Limiter {
-            memory: usize::try_from(memory).unwrap_or(usize::MAX),
-            used: 0,
+            budget: MemoryBudget::new(memory),
             table_elements: 1_000_000,
             tables_used: 0,
-            peak: 0,
-            denied_memory: false,
             instances: shape.core_instances,
             memories: shape.memories,
             tables: shape.tables,
         }
     }
 
+    /// The call's memory budget, for host parts that hold memory for it.
+    pub(crate) fn budget(&self) -> Arc<MemoryBudget> {
+        self.budget.clone()
+    }
+
     /// The most memory (linear and host-side) the call has held at once.
     pub(crate) fn peak(&self) -> usize {
-        self.peak
+        self.budget.peak.load(Ordering::Acquire)
     }
 
     /// The memory (linear and host-side) the call holds now.
     pub(crate) fn used(&self) -> usize {
-        self.used
+        self.budget.used.load(Ordering::Acquire)
+    }
+
+    /// Whether the call was ever refused memory.
+    pub(crate) fn denied_memory(&self) -> bool {
+        self.budget.denied.load(Ordering::Acquire)
     }
 
     /// Charge `bytes` of host-side memory held for the call (directory
     /// listings): it counts against the same budget as linear memory.
     /// False, and nothing charged, if it does not fit.
     pub(crate) fn charge_host(&mut self, bytes: usize) -> bool {
-        match self.used.checked_add(bytes) {
-            Some(n) if n <= self.memory => {
-                self.used = n;
-                self.peak = self.peak.max(n);
-                true
-            }
-            _ => {
-                self.denied_memory = true;
-                false
-            }
-        }
+        self.budget.charge(bytes)
     }
-}
 
-impl Limiter {
     /// Give back host-side memory charged with [`Limiter::charge_host`].
     pub(crate) fn release_host(&mut self, bytes: usize) {
-        self.used = self.used.saturating_sub(bytes);
+        self.budget.release(bytes)
     }
 }
 
@@ -353,21 +402,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let after = self
-            .used
-            .checked_add(desired.saturating_sub(current))
-            .filter(|n| *n <= self.memory);
-        match after {
-            Some(n) => {
-                self.used = n;
-                self.peak = self.peak.max(n);
-                Ok(true)
-            }
-            None => {
-                self.denied_memory = true;
-                Ok(false)
-            }
-        }
+        Ok(self.budget.charge(desired.saturating_sub(current)))
     }
 
     fn table_growing(
@@ -461,7 +496,7 @@ mod tests {
         assert!(l.memory_growing(0, 3 << 20, None).unwrap());
         // A second memory of the same call shares the budget.
         assert!(!l.memory_growing(0, 2 << 20, None).unwrap());
-        assert!(l.denied_memory);
+        assert!(l.denied_memory());
         assert!(l.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!l.charge_host(1));
     }

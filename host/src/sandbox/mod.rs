@@ -923,7 +923,7 @@ impl Sandbox {
             Some(Trap::StackOverflow) => return CallErrorKind::StackOverflow,
             _ => {}
         }
-        if state.limiter.denied_memory {
+        if state.limiter.denied_memory() {
             return CallErrorKind::MemoryExhausted {
                 limit: grants.limits.memory,
             };

@@ -30,8 +30,11 @@ pub(crate) struct CallState {
 }
 
 /// Largest size of one wasi:http `fields` resource; with the handle cap
-/// derived from it (see `CallState::new`), the host memory wasi:http can
-/// hold for a call stays within a quarter of the call's memory limit.
+/// derived from it (see `CallState::new`) and outgoing bodies buffering at
+/// most `caps::net::BODY_CHUNK` each, the host memory wasi:http resources
+/// can hold for a call stays within a quarter of the call's memory limit.
+/// Open connections are charged to the call's memory itself
+/// (`caps::net::Gate`).
 const HTTP_FIELD_LIMIT: usize = 16 << 10;
 
 impl CallState {
@@ -62,16 +65,17 @@ impl CallState {
         table.set_max_capacity(handle_limit);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(HTTP_FIELD_LIMIT);
+        let limiter = Limiter::new(grants.limits.memory, shape);
         Ok(CallState {
             wasi: b.build(),
             table,
             http,
             gate: if with_grants {
-                grants.net.gate()
+                grants.net.gate(Some(limiter.budget()))
             } else {
-                crate::caps::net::Prepared::default().gate()
+                crate::caps::net::Prepared::default().gate(None)
             },
-            limiter: Limiter::new(grants.limits.memory, shape),
+            limiter,
             output,
             client: if with_grants {
                 grants.client.apply(cx.client)

@@ -34,6 +34,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime_wasi_http::{Error, RequestOptions};
 
+/// The largest buffer hyper keeps for one connection's reads (and its
+/// queued writes): response heads larger than this are refused
+/// (`HTTP_RESPONSE_HEADER_SIZE`-class errors), bodies stream through it.
+/// hyper's default is ~400 KiB.
+const READ_BUFFER: usize = 64 << 10;
+
+/// What one open connection is charged to the call's memory: hyper's read
+/// and write buffers ([`READ_BUFFER`] each), rustls's record buffers and
+/// its plaintext limit (64 KiB), the connection task and the socket's own
+/// state, rounded up. A call holding many connections open runs out of its
+/// memory limit, not the host's.
+pub(crate) const CONNECTION_BYTES: usize = 256 << 10;
+
 /// How long a connect (DNS, TCP, TLS, HTTP handshake) may take when the
 /// guest sets no timeout: the call's own deadline usually ends it sooner.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -202,6 +215,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> T
 pub(crate) async fn send(
     mut req: http::Request<impl Body<Data = Bytes, Error = Error> + Send + 'static>,
     options: Option<RequestOptions>,
+    hold: impl Send + 'static,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -248,6 +262,7 @@ pub(crate) async fn send(
     let (mut sender, conn) = tokio::time::timeout(
         connect_timeout,
         hyper::client::conn::http1::Builder::new()
+            .max_buf_size(READ_BUFFER)
             .handshake::<_, _>(hyper_util::rt::TokioIo::new(stream)),
     )
     .await
@@ -265,7 +280,12 @@ pub(crate) async fn send(
 
     // The connection is driven on its own task (it ends with the response
     // body or when the sender drops); its result is the returned future's.
-    let conn = tokio::spawn(conn);
+    // `hold` (the connection's charge to the call's memory) lives as long
+    // as the connection does.
+    let conn = tokio::spawn(async move {
+        let _hold = hold;
+        conn.await
+    });
     let res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;

@@ -18,6 +18,7 @@
 //! Must not touch: sockets (wasi:sockets is linked deny-all by `sandbox`).
 
 use super::AllowList;
+use super::limits::MemoryBudget;
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
 mod connect;
@@ -198,10 +199,12 @@ impl Prepared {
     }
 
     /// The gate for one call.
-    pub(crate) fn gate(&self) -> Gate {
+    /// The gate of one call, charging its connections to `budget`.
+    pub(crate) fn gate(&self, budget: Option<Arc<MemoryBudget>>) -> Gate {
         Gate {
             manifest: self.manifest.clone(),
             operator: self.operator.clone(),
+            budget,
         }
     }
 }
@@ -221,6 +224,31 @@ pub(crate) fn prepare(req: &NetRequest, caps: &NetCaps) -> Prepared {
 pub(crate) struct Gate {
     manifest: Arc<[HostPattern]>,
     operator: AllowList<HostPattern>,
+    /// The call's memory, charged [`connect::CONNECTION_BYTES`] for each
+    /// connection while it is open (none in unit tests).
+    budget: Option<Arc<MemoryBudget>>,
+}
+
+/// The largest write to an outgoing body's stream, and so (one chunk
+/// buffered, one being written) about half of the host memory a body holds
+/// before its request is sent. wasmtime-wasi-http's default is 1 MiB, which
+/// let a tool hold hundreds of MiB in bodies it never sent (SECURITY.md
+/// M3); at 16 KiB a body costs no more host memory than the 16 KiB `fields`
+/// the handle cap is sized for (`sandbox::state`).
+pub(crate) const BODY_CHUNK: usize = 16 << 10;
+
+/// A connection's charge to its call's memory, given back when the
+/// connection's task ends (with the response body, or when the guest drops
+/// it).
+struct Charged {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
 }
 
 impl Gate {
@@ -257,16 +285,35 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             tracing::debug!(uri = %request.uri(), "outbound request denied: host not granted");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let hold = match &self.budget {
+            Some(budget) if !budget.charge(connect::CONNECTION_BYTES) => {
+                tracing::debug!(uri = %request.uri(), "outbound request refused: the call's memory holds no room for another connection");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+            }
+            Some(budget) => Some(Charged {
+                budget: budget.clone(),
+                bytes: connect::CONNECTION_BYTES,
+            }),
+            None => None,
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
             // `connect` for why not `default_send_request`.
-            let (res, io) = connect::send(request, options).await?;
+            let (res, io) = connect::send(request, options, hold).await?;
             Ok((
                 res.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
     }
 }
 
@@ -286,7 +333,7 @@ mod tests {
         let req = NetRequest {
             allow: manifest.iter().map(|s| p(s)).collect(),
         };
-        prepare(&req, &caps).gate()
+        prepare(&req, &caps).gate(None)
     }
 
     #[test]
