@@ -537,6 +537,95 @@ async fn client_requests_need_a_grant_and_a_client() {
     assert!(msg.contains("not granted"), "{msg}");
 }
 
+/// SECURITY.md L4: a tool's annotations are what its grants make them, not
+/// what it says of itself: `test_simple_text` declares itself read-only,
+/// and is listed so only while it may neither write a directory nor reach
+/// a host.
+#[tokio::test]
+async fn a_tool_that_may_write_or_reach_a_host_is_never_listed_read_only_or_closed_world() {
+    let annotations = |core: &toolhost::Core| {
+        core.tools(&toolhost::Scope::default())
+            .into_iter()
+            .find(|t| &*t.name == "test_simple_text")
+            .expect("listed")
+            .annotations
+    };
+    let d = ToolDir::new();
+    d.add("plain", "conformance", "");
+    let a = annotations(&core(d.path()).await);
+    assert_eq!(a.read_only, Some(true), "as it says, with no grants");
+    assert_ne!(a.open_world, Some(true));
+
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add("writer", "conformance", &fs_grant("/out", out.path(), "rw"));
+    let a = annotations(&core(d.path()).await);
+    assert_eq!(a.read_only, Some(false), "an rw grant can write");
+
+    let d = ToolDir::new();
+    d.add(
+        "reader",
+        "conformance",
+        &format!(
+            "{}[network]\nallow = [\"api.example.com\"]\n",
+            fs_grant("/in", out.path(), "ro")
+        ),
+    );
+    let a = annotations(&core(d.path()).await);
+    assert_eq!(a.read_only, Some(true), "a read-only grant stays read-only");
+    assert_eq!(a.open_world, Some(true), "a network grant is open-world");
+}
+
+/// SECURITY.md L4: a reload tells only the scopes whose tools changed: a
+/// tenant never learns (by a `list_changed` it did not cause) that another
+/// tenant's tools changed.
+#[tokio::test]
+async fn a_change_to_one_scopes_tools_is_announced_to_that_scope_only() {
+    let a = ToolDir::new();
+    a.add("echo", "echo", "");
+    let b = ToolDir::new();
+    b.add("text", "text", "");
+    let (sa, sb) = (
+        toolhost::Scope::new("tenant-a"),
+        toolhost::Scope::new("tenant-b"),
+    );
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(sa.clone(), a.path())
+        .source(sb.clone(), b.path())
+        .build()
+        .await
+        .unwrap();
+    let (mut wa, mut wb) = (core.watch_tools(&sa), core.watch_tools(&sb));
+    let before_b = core.tools(&sb).len();
+    a.add("hostile", "hostile", "");
+    assert!(core.reload().await.is_empty());
+    tokio::time::timeout(std::time::Duration::from_secs(10), wa.changed())
+        .await
+        .expect("tenant-a's tools changed: it is told")
+        .expect("the core lives");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), wb.changed())
+            .await
+            .is_err(),
+        "tenant-b's tools did not change: it must not be told"
+    );
+    assert_eq!(core.tools(&sb).len(), before_b);
+    // And the other way round.
+    b.add("echo", "echo", "");
+    assert!(core.reload().await.is_empty());
+    tokio::time::timeout(std::time::Duration::from_secs(10), wb.changed())
+        .await
+        .expect("tenant-b is told now")
+        .expect("the core lives");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), wa.changed())
+            .await
+            .is_err(),
+        "tenant-a must not be told of tenant-b's change"
+    );
+}
+
 /// Warnings the call sent its caller, and its result.
 async fn call_with_events(
     core: &toolhost::Core,
