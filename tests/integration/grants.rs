@@ -626,6 +626,47 @@ async fn a_change_to_one_scopes_tools_is_announced_to_that_scope_only() {
     );
 }
 
+/// Issue 7 row 2, end to end. The attack: a tool with `rw` on a directory
+/// holding another grant's directory renames it and plants a symlink, and
+/// the next call of the other grant follows it. Both halves are closed: a
+/// grant overlapping another's `rw` grant is refused at load, and a grant's
+/// directory is opened once, so swapping its path for a symlink after load
+/// (here done from outside, as the mover no longer can) changes nothing.
+#[tokio::test]
+async fn a_grant_swapped_for_a_symlink_after_load_still_reaches_only_its_own_directory() {
+    let t = tree();
+    let root = t.granted.parent().unwrap().to_path_buf();
+    let d = ToolDir::new();
+    d.add("mover", "hostile", &fs_grant("/all", &root, "rw"));
+    d.add("victim", "hostile", &fs_grant("/data", &t.granted, "ro"));
+    let both = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let errors = both.load_errors();
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("overlap")),
+        "an rw grant over another grant's directory must be refused: {errors:?}"
+    );
+
+    let d = ToolDir::new();
+    d.add("victim", "hostile", &fs_grant("/data", &t.granted, "ro"));
+    let core = core(d.path()).await;
+    let moved = root.join("granted.moved");
+    std::fs::rename(&t.granted, &moved).unwrap();
+    std::os::unix::fs::symlink(&root, &t.granted).unwrap();
+    // The grant is the directory opened at load (now `granted.moved`), not
+    // whatever the path names today (the root, with the secret).
+    let secret = call(&core, "read_path", json!({"path": "/data/secret.txt"})).await;
+    assert!(tool_error_text(secret).contains("cannot read"));
+    let own = call(&core, "read_path", json!({"path": "/data/hello.txt"}))
+        .await
+        .unwrap();
+    assert!(own.text().contains("hello from inside"));
+}
+
 /// Warnings the call sent its caller, and its result.
 async fn call_with_events(
     core: &toolhost::Core,
