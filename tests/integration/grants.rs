@@ -274,6 +274,107 @@ async fn connections_held_open_count_against_the_calls_memory_limit() {
     );
 }
 
+/// The peak resident memory of process `pid` (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Issue 7 row 1 and M3, measured on a real `toolhost serve --stdio`
+/// process: a 64 MiB tool granted one host fills every body it may start
+/// and holds every connection it may open. The server's peak RSS grows by
+/// less than the call's memory limit (what the tool is allowed) plus slack
+/// for the server's own buffers; before M3 the bodies alone took 400 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rss_stays_within_the_calls_memory_limit_under_a_wasi_http_flood() {
+    use std::io::{BufRead, Write};
+    let port = http_server_that_never_finishes().await;
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"64 MiB\"\n"),
+    );
+    let dir = d.path().to_path_buf();
+    let url = format!("http://127.0.0.1:{port}/");
+    let (base, peak, replies) = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .args(["serve", "--stdio", "--watch", "false", "--tools"])
+            .arg(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut rpc = |msg: serde_json::Value| -> serde_json::Value {
+            writeln!(stdin, "{msg}").unwrap();
+            let Some(id) = msg.get("id").cloned() else {
+                return serde_json::Value::Null;
+            };
+            loop {
+                let line = lines.next().expect("the server answers").unwrap();
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v["id"] == id {
+                    return v;
+                }
+            }
+        };
+        rpc(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"rss","version":"0"}}}));
+        rpc(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
+        let call = |id: i64, name: &str, args: serde_json::Value| {
+            json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":args}})
+        };
+        let warm = rpc(call(2, "big_output", json!({"bytes": 3})));
+        assert_eq!(warm["result"]["content"][0]["text"], "012", "{warm}");
+        let base = peak_rss(child.id());
+        let bodies = rpc(call(3, "hoard_bodies", json!({"url": url, "n": 300})));
+        let conns = rpc(call(4, "hold_connections", json!({"url": url, "n": 300})));
+        let peak = peak_rss(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        (base, peak, [bodies, conns])
+    })
+    .await
+    .unwrap();
+    let text = |v: &serde_json::Value| {
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let grown = peak.saturating_sub(base);
+    eprintln!(
+        "peak RSS {} MiB after a plain call, {} MiB after the flood (+{} MiB); {}; {}",
+        base >> 20,
+        peak >> 20,
+        grown >> 20,
+        text(&replies[0]),
+        text(&replies[1])
+    );
+    assert!(
+        text(&replies[0]).contains("in 300 bodies"),
+        "{}",
+        replies[0]
+    );
+    assert!(
+        text(&replies[1]).contains("ConnectionLimitReached"),
+        "{}",
+        replies[1]
+    );
+    assert!(
+        grown < (64 + 32) << 20,
+        "the host grew by {} MiB for a 64 MiB call",
+        grown >> 20
+    );
+}
+
 /// SECURITY.md M3: an outgoing body buffers at most one 16 KiB chunk (and
 /// the one being written) before its request is sent, where wasmtime-wasi-
 /// http's default took 1 MiB a write: 200 bodies never sent held hundreds
