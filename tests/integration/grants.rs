@@ -375,6 +375,30 @@ async fn host_rss_stays_within_the_calls_memory_limit_under_a_wasi_http_flood() 
     );
 }
 
+/// SECURITY.md M3: `set-authority` and `set-method` kept any guest string
+/// in host memory (one 60 MiB string set on each of 1,024 request handles
+/// was 60 GiB nobody charged): long ones are refused, ordinary ones pass.
+#[tokio::test]
+async fn a_request_cannot_park_long_strings_in_host_memory() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[network]\nallow = [\"api.example.com\"]\n",
+    );
+    let core = core(d.path()).await;
+    let long = call(&core, "long_request_parts", json!({"len": 100_000}))
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(long, "authority refused, method refused, path refused");
+    let short = call(&core, "long_request_parts", json!({"len": 5}))
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(short, "authority accepted, method accepted, path accepted");
+}
+
 /// SECURITY.md M3: an outgoing body buffers at most one 16 KiB chunk (and
 /// the one being written) before its request is sent, where wasmtime-wasi-
 /// http's default took 1 MiB a write: 200 bodies never sent held hundreds

@@ -69,6 +69,7 @@ pub fn tools() -> Toolbox {
         )
         .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
         .tool("hold_connections", "GET `url` `n` times over wasi:http, keeping every response (and its connection) open unread; report how many were held and the first refusal.", hold_connections)
+        .tool("long_request_parts", "On one new request, set an authority, an extension method and a path of `len` bytes each; report which the host accepted.", long_request_parts)
         .tool("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies)
         .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
         .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
@@ -545,6 +546,31 @@ fn hold_connections(a: HoldHttpArgs) -> Result<String, ToolError> {
         }
     }
     Ok(format!("held {held}"))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LenArgs {
+    /// How long each string is.
+    pub len: u32,
+}
+
+fn long_request_parts(a: LenArgs) -> Result<String, ToolError> {
+    use wasi::http::types::{Fields, Method, OutgoingRequest};
+    let n = a.len as usize;
+    let req = OutgoingRequest::new(Fields::new());
+    let word = |ok: bool| if ok { "accepted" } else { "refused" };
+    let authority = req.set_authority(Some(&"a".repeat(n))).is_ok();
+    let method = req.set_method(&Method::Other("M".repeat(n))).is_ok();
+    let path = req
+        .set_path_with_query(Some(&format!("/{}", "p".repeat(n.saturating_sub(1)))))
+        .is_ok();
+    Ok(format!(
+        "authority {}, method {}, path {}",
+        word(authority),
+        word(method),
+        word(path)
+    ))
 }
 
 fn hoard_bodies(a: HoldHttpArgs) -> Result<String, ToolError> {

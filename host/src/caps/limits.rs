@@ -306,6 +306,18 @@ impl MemoryBudget {
 
     /// Charge `bytes`; false, and nothing charged, if that passes the limit.
     pub(crate) fn charge(&self, bytes: usize) -> bool {
+        let ok = self.charge_quietly(bytes);
+        if !ok {
+            self.denied.store(true, Ordering::Release);
+        }
+        ok
+    }
+
+    /// Charge `bytes` as [`MemoryBudget::charge`] does, but a refusal is
+    /// not remembered as the call running out of memory (the caller answers
+    /// it with an error the guest can handle, e.g. `connection-limit-reached`,
+    /// and a later trap must not be reported as the memory limit).
+    pub(crate) fn charge_quietly(&self, bytes: usize) -> bool {
         let r = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -316,10 +328,7 @@ impl MemoryBudget {
                 self.peak.fetch_max(before + bytes, Ordering::AcqRel);
                 true
             }
-            Err(_) => {
-                self.denied.store(true, Ordering::Release);
-                false
-            }
+            Err(_) => false,
         }
     }
 

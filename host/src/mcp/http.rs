@@ -386,12 +386,57 @@ fn allowed_origins(extra: &[String]) -> Vec<String> {
     origins
 }
 
-/// 504 if the response has not started within `timeout` (a slow body upload
-/// or a handler that never answers).
+/// An answer if the response has not started within `timeout`: 408 when
+/// the client had not sent its whole body by then (a slow or lying upload:
+/// the client's fault), 504 when it had and the handler is what is slow.
 async fn respond_within(timeout: Duration, req: Request, next: Next) -> Response {
+    // A request without a body (a GET) has nothing left to send.
+    let empty = http_body::Body::is_end_stream(req.body());
+    let received = Arc::new(std::sync::atomic::AtomicBool::new(empty));
+    let req = req.map(|b| {
+        Body::new(Received {
+            inner: b,
+            done: received.clone(),
+        })
+    });
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
+        Err(_) if !received.load(std::sync::atomic::Ordering::Acquire) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time\n",
+        )
+            .into_response(),
         Err(_) => (StatusCode::GATEWAY_TIMEOUT, "request timed out\n").into_response(),
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct Received {
+    inner: Body,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl http_body::Body for Received {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let p = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(p, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, std::sync::atomic::Ordering::Release);
+        }
+        p
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -373,6 +373,7 @@ impl Sandbox {
         bindings::v2::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
         let mut linker_http = linker.clone();
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
+        caps::net::add_to_linker(&mut linker_http)?;
 
         let cache = match &config.cache_dir {
             Some(dir) => match cache::Cache::new(dir, &engine) {

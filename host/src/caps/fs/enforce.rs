@@ -383,6 +383,19 @@ impl OutputStream for Charged {
 type R<T> = Result<T, t::ErrorCode>;
 
 /// Turn wasmtime-wasi's error into the guest's error code (or a trap).
+/// What a special file is, for messages (`None`: a file, directory or
+/// symlink, which may be opened).
+fn special_kind(ty: t::DescriptorType) -> Option<&'static str> {
+    use t::DescriptorType as D;
+    match ty {
+        D::RegularFile | D::Directory | D::SymbolicLink => None,
+        D::Fifo => Some("a FIFO"),
+        D::Socket => Some("a socket"),
+        D::BlockDevice | D::CharacterDevice => Some("a device"),
+        D::Unknown => Some("not a file"),
+    }
+}
+
 /// Why [`open_at`] gave no descriptor.
 #[derive(Debug)]
 enum Opened {
@@ -648,13 +661,26 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                 let (call, mut view) = store.data_mut().fs_parts();
                 let parent = fd.rep();
                 let borrow = || Resource::<t::Descriptor>::new_borrow(parent);
+                // A look first: a special file is refused without being
+                // opened at all (opening a device runs its driver; opening a
+                // FIFO, even non-blocking, lets a waiting peer through).
+                // `open_at` checks again what it opened, which is what
+                // decides: the name can change between the two.
+                let exists =
+                    t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone()).await;
+                if let Ok(st) = &exists
+                    && let Some(kind) = special_kind(st.type_)
+                {
+                    call.note(format!(
+                        "`{path}` is not a regular file or directory ({kind}); tools may not open it"
+                    ));
+                    return Ok((R::Err(t::ErrorCode::Access),));
+                }
                 // A new entry is charged like any write (the quota's
                 // `ENTRY_BYTES`); whether it is new is known only roughly
                 // before the open, which is all a charge needs.
-                if of.contains(t::OpenFlags::CREATE)
-                    && t::HostDescriptor::stat_at(&mut view, borrow(), pf, path.clone())
-                        .await
-                        .is_err()
+                if exists.is_err()
+                    && of.contains(t::OpenFlags::CREATE)
                     && let Err(e) = call.charge(parent, ENTRY_BYTES)
                 {
                     return Ok((R::Err(e),));

@@ -40,12 +40,17 @@ use wasmtime_wasi_http::{Error, RequestOptions};
 /// hyper's default is ~400 KiB.
 const READ_BUFFER: usize = 64 << 10;
 
-/// What one open connection is charged to the call's memory: hyper's read
-/// and write buffers ([`READ_BUFFER`] each), rustls's record buffers and
-/// its plaintext limit (64 KiB), the connection task and the socket's own
-/// state, rounded up. A call holding many connections open runs out of its
-/// memory limit, not the host's.
-pub(crate) const CONNECTION_BYTES: usize = 256 << 10;
+/// The largest response head handed to a guest (names and values): the
+/// same 16 KiB as one `fields` resource (`sandbox::state`).
+const HEAD_LIMIT: usize = 16 << 10;
+
+/// What one open connection (and its response body, which may outlive it)
+/// is charged to the call's memory: hyper's read buffer ([`READ_BUFFER`],
+/// up to twice that while it grows) and write buffer, frames in flight,
+/// the head, rustls's record buffers and plaintext limit (64 KiB), the
+/// connection task and the socket's own state, rounded up. A call holding
+/// many connections open runs out of its memory limit, not the host's.
+pub(crate) const CONNECTION_BYTES: usize = 512 << 10;
 
 /// How long a connect (DNS, TCP, TLS, HTTP handshake) may take when the
 /// guest sets no timeout: the call's own deadline usually ends it sooner.
@@ -286,9 +291,28 @@ pub(crate) async fn send(
         let _hold = hold;
         conn.await
     });
-    let res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
+    let mut res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
         .await
         .map_err(|_| Error::ConnectionReadTimeout)??;
+    // The head goes to the guest: at most HEAD_LIMIT, and copied out of
+    // hyper's read buffer, which its values would otherwise keep alive
+    // (up to READ_BUFFER a response) after the connection is gone.
+    let size: usize = res
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > HEAD_LIMIT {
+        return Err(Error::HttpResponseHeaderSectionSize(
+            u32::try_from(size).ok(),
+        ));
+    }
+    for v in res.headers_mut().values_mut() {
+        let mut copy =
+            http::HeaderValue::from_bytes(v.as_bytes()).expect("a valid value stays valid");
+        copy.set_sensitive(v.is_sensitive());
+        *v = copy;
+    }
     Ok((res, async move {
         match conn.await {
             Ok(Ok(())) => Ok(()),

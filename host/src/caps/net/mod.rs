@@ -237,12 +237,94 @@ pub(crate) struct Gate {
 /// the handle cap is sized for (`sandbox::state`).
 pub(crate) const BODY_CHUNK: usize = 16 << 10;
 
+/// The longest authority (`host:port`) a request may name: a DNS name is
+/// at most 253 bytes, a port 6 with its colon; an IPv6 literal fits too.
+const MAX_AUTHORITY: usize = 261;
+/// The longest method name (the standard ones are at most 7 bytes).
+const MAX_METHOD: usize = 32;
+/// The longest path and query a request may carry (what common servers
+/// accept in a request line).
+const MAX_PATH: usize = 8 << 10;
+
+const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
+
+/// Shadow the `outgoing-request` setters that keep a guest string in host
+/// memory: wasmtime-wasi-http 48 bounds none of `set-authority` and
+/// `set-method` (an extension method), so one long string set on every
+/// request handle a call may hold was host memory nobody charged. Each is
+/// refused (the WIT's `err`) above a length no real request needs, and
+/// otherwise handed to wasmtime-wasi-http's own setter.
+pub(crate) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> anyhow::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::p2::bindings::http::types::{
+        HostOutgoingRequest as H, Method, OutgoingRequest,
+    };
+    linker.allow_shadowing(true);
+    let mut i = linker.instance(HTTP_TYPES)?;
+    i.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store, (r, a): (Resource<OutgoingRequest>, Option<String>)| {
+            if a.as_ref().is_some_and(|a| a.len() > MAX_AUTHORITY) {
+                return Ok((Err(()),));
+            }
+            Ok((H::set_authority(&mut store.data_mut().http(), r, a)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store, (r, m): (Resource<OutgoingRequest>, Method)| {
+            if matches!(&m, Method::Other(s) if s.len() > MAX_METHOD) {
+                return Ok((Err(()),));
+            }
+            Ok((H::set_method(&mut store.data_mut().http(), r, m)?,))
+        },
+    )?;
+    i.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store, (r, p): (Resource<OutgoingRequest>, Option<String>)| {
+            if p.as_ref().is_some_and(|p| p.len() > MAX_PATH) {
+                return Ok((Err(()),));
+            }
+            Ok((H::set_path_with_query(&mut store.data_mut().http(), r, p)?,))
+        },
+    )?;
+    Ok(())
+}
+
 /// A connection's charge to its call's memory, given back when the
 /// connection's task ends (with the response body, or when the guest drops
 /// it).
 struct Charged {
     budget: Arc<MemoryBudget>,
     bytes: usize,
+}
+
+/// A response body that keeps its connection's charge while it lives.
+struct Held<B> {
+    inner: B,
+    _hold: Option<Arc<Charged>>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Drop for Charged {
@@ -286,23 +368,32 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let hold = match &self.budget {
-            Some(budget) if !budget.charge(connect::CONNECTION_BYTES) => {
+            Some(budget) if !budget.charge_quietly(connect::CONNECTION_BYTES) => {
                 tracing::debug!(uri = %request.uri(), "outbound request refused: the call's memory holds no room for another connection");
                 return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
             }
-            Some(budget) => Some(Charged {
+            Some(budget) => Some(Arc::new(Charged {
                 budget: budget.clone(),
                 bytes: connect::CONNECTION_BYTES,
-            }),
+            })),
             None => None,
         };
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
             // `connect` for why not `default_send_request`.
-            let (res, io) = connect::send(request, options, hold).await?;
+            let (res, io) = connect::send(request, options, hold.clone()).await?;
+            // The body may outlive the connection (its last frames, and the
+            // head copied out of hyper's buffer, stay with the guest): the
+            // charge ends when both are gone.
             Ok((
-                res.map(|b| b.map_err(wasmtime_wasi_http::Error::from).boxed_unsync()),
+                res.map(|b| {
+                    Held {
+                        inner: b.map_err(wasmtime_wasi_http::Error::from),
+                        _hold: hold,
+                    }
+                    .boxed_unsync()
+                }),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
