@@ -142,7 +142,7 @@ test-rust: setup tools
 ## nightly and cargo-bolero: `cargo +nightly bolero test -p toolhost-fuzz
 ## --test fuzz TARGET` (TARGET as listed in FUZZ_TARGETS).
 FUZZ_SECONDS ?= 120
-FUZZ_TARGETS := manifest::manifest config::host_config mcp::mcp_jsonrpc agent::agent_control component::component_load
+FUZZ_TARGETS := manifest::manifest config::host_config mcp::mcp_jsonrpc http::mcp_http agent::agent_control component::component_load
 .PHONY: fuzz
 fuzz: setup
 	$(CARGO) test -p toolhost-fuzz --test fuzz --no-run

@@ -693,3 +693,55 @@ fn http_shutdown_lets_running_calls_finish() {
         "the server exited before the call finished"
     );
 }
+
+/// A client that promises a longer body than it sends gets `408 Request
+/// Timeout` once the request timeout passes (found by the `mcp_http` fuzz
+/// target: it was a 504, blaming a gateway for the client's upload), and
+/// the server serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let core = toolhost::Core::builder()
+        .source(toolhost::Scope::default(), tools_dir().join("echo.toml"))
+        .build()
+        .await
+        .unwrap();
+    let mut opts = toolhost::mcp::HttpOptions::new("127.0.0.1:0".parse().unwrap());
+    opts.request_timeout = Duration::from_millis(500);
+    let http = toolhost::mcp::HttpServer::bind(
+        toolhost::mcp::McpServer::new(core, toolhost::Scope::default()),
+        opts,
+    )
+    .await
+    .unwrap();
+    let addr = http.local_addr();
+    tokio::spawn(http.serve(std::future::pending()));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    s.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len() + 100
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp))
+        .await
+        .expect("an answer after the request timeout")
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    let addr = addr.to_string();
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        http_post(
+            &addr,
+            &[],
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+}

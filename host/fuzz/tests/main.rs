@@ -5,6 +5,7 @@
 //! | `manifest` | a tool manifest | no panic; `Ok`, or diagnostics each with a line |
 //! | `host_config` | `toolhost.toml` | the same |
 //! | `mcp_jsonrpc` | JSON-RPC lines to a real `McpServer` | no panic; one response per request; echo still works |
+//! | `mcp_http` | raw HTTP/1.1 requests to a real `HttpServer` (headers, framing, bodies) | no panic; an answer or a close within the request timeout; no 5xx; echo still works |
 //! | `agent_control` | the `claude` CLI's stdout lines to a real `AgentSession` | no panic; typed errors; one reply per control request; echo still works |
 //! | `component_load` | a mutated `echo` component | no panic or abort; a typed `LoadError`, or a tool that works |
 //!
@@ -16,6 +17,7 @@
 mod agent;
 mod component;
 mod config;
+mod http;
 mod manifest;
 mod mcp;
 mod support;
