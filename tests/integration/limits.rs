@@ -279,26 +279,38 @@ async fn a_runaway_call_does_not_block_other_calls() {
     ));
 }
 
+/// Cancelling stops a guest that never looks (`spin`) and one that polls
+/// `cancelled()` and returns (`spin_checked`) alike: the caller gets
+/// `Cancelled`, not what the guest returned, and the slot is free at once.
 #[tokio::test]
 async fn cancellation_stops_the_guest_and_frees_its_slot() {
     let (_d, core) = host("timeout = \"60s\"\nmax-concurrency = 1").await;
-    let cancel = CancellationToken::new();
-    let req = CallRequest::new(Scope::default(), "spin", args(json!({}))).cancel(cancel.clone());
-    let c2 = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        c2.cancel();
-    });
-    let err = core.call(req).await.unwrap_err();
-    assert!(matches!(err.kind(), CallErrorKind::Cancelled), "{err:?}");
-    // max-concurrency = 1: if the cancelled guest still held its slot this
-    // would wait for the 60 s timeout.
-    let ok = tokio::time::timeout(
-        Duration::from_secs(10),
-        call(&core, "sleep", json!({"ms": 1})),
-    )
-    .await;
-    assert_eq!(ok.expect("slot was freed").unwrap().text(), "slept");
+    for tool in ["spin", "spin_checked"] {
+        let cancel = CancellationToken::new();
+        let req = CallRequest::new(Scope::default(), tool, args(json!({}))).cancel(cancel.clone());
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c2.cancel();
+        });
+        let err = core.call(req).await.unwrap_err();
+        assert!(
+            matches!(err.kind(), CallErrorKind::Cancelled),
+            "{tool}: {err:?}"
+        );
+        // max-concurrency = 1: if the cancelled guest still held its slot
+        // this would wait for the 60 s timeout.
+        let ok = tokio::time::timeout(
+            Duration::from_secs(10),
+            call(&core, "sleep", json!({"ms": 1})),
+        )
+        .await;
+        assert_eq!(
+            ok.expect("slot was freed").unwrap().text(),
+            "slept",
+            "{tool}"
+        );
+    }
 }
 
 #[tokio::test]

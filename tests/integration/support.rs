@@ -189,3 +189,33 @@ pub async fn call(
     core.call(CallRequest::new(Scope::default(), tool, args(a)))
         .await
 }
+
+/// Every tool of the `hostile` fixture is driven by some test here: each
+/// exists to prove a limit, and one no test calls proves nothing. The list
+/// comes from the fixture's source (`toolhost_artifacts::foreach_hostile!`);
+/// a test names the tool it calls as a JSON string (`"spin"`).
+#[test]
+fn every_hostile_tool_is_called_by_a_test() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/integration");
+    let mut sources = String::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("support.rs") {
+            sources.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    let mut untested = Vec::new();
+    macro_rules! check {
+        ($tool:ident) => {
+            let name = stringify!($tool);
+            if !sources.contains(&format!("\"{name}\"")) {
+                untested.push(name);
+            }
+        };
+    }
+    toolhost_artifacts::foreach_hostile!(check);
+    assert!(
+        untested.is_empty(),
+        "hostile tools no test calls (add the test, or remove the tool): {untested:?}"
+    );
+}

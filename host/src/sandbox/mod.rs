@@ -839,6 +839,13 @@ impl Sandbox {
             _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
             r = run => r?,
         };
+        // Cancelled while the guest ran its last slice (a guest that polls
+        // `cancelled()` returns in the same poll that saw it): the caller
+        // asked for no result, and gets none.
+        if cancel.is_cancelled() {
+            self.retire(metered);
+            return Err(CallErrorKind::Cancelled);
+        }
         let out = self.finish(comp, tool, result, &mut metered.store);
         self.retire(metered);
         out
