@@ -196,7 +196,7 @@ pub async fn call(
 /// a test names the tool it calls as a JSON string (`"spin"`).
 #[test]
 fn every_hostile_tool_is_called_by_a_test() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/integration");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/integration");
     let mut sources = String::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let p = entry.unwrap().path();
