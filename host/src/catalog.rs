@@ -262,15 +262,24 @@ impl Catalog {
         previous: Option<&Catalog>,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> Catalog {
-        let reusable: HashMap<&Path, &Arc<LoadedComponent>> = previous
+        // By scope and manifest: a component is reused only by the scope it
+        // was loaded for. Two scopes serving the same manifest get a
+        // component each (its own concurrency, warm set and task share), as
+        // on the first load; reusing one for both would let one tenant's
+        // calls queue another's after a reload.
+        let reusable: HashMap<(&Scope, &Path), &Arc<LoadedComponent>> = previous
             .into_iter()
             .flat_map(|c| {
                 c.scopes
-                    .values()
-                    .flat_map(|m| m.values().map(|t| &t.component))
-                    .chain(c.served.values().flat_map(|s| s.components.iter()))
+                    .iter()
+                    .flat_map(|(scope, m)| m.values().map(move |t| (scope, &t.component)))
+                    .chain(
+                        c.served
+                            .iter()
+                            .flat_map(|(scope, s)| s.components.iter().map(move |c| (scope, c))),
+                    )
             })
-            .map(|c| (c.manifest.path.as_path(), c))
+            .map(|(scope, c)| ((scope, c.manifest.path.as_path()), c))
             .collect();
         let mut cat = Catalog::default();
         let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
@@ -305,7 +314,7 @@ impl Catalog {
                     Some(c) => std::borrow::Cow::Owned(caps.intersect(c)),
                     None => std::borrow::Cow::Borrowed(caps),
                 };
-                let reuse = reusable.get(mpath.as_path()).copied();
+                let reuse = reusable.get(&(&source.scope, mpath.as_path())).copied();
                 let result = load_one(sandbox, &mpath, &caps, host, reuse).await;
                 (source, mpath, result, started.elapsed())
             });

@@ -792,6 +792,58 @@ async fn a_grant_swapped_for_a_symlink_after_load_still_reaches_only_its_own_dir
     assert!(own.text().contains("hello from inside"));
 }
 
+/// Two tenants serving the same manifest each get a component of their own
+/// (its concurrency, warm sandboxes, share of tasks), and keep it across a
+/// reload: the reload used to reuse one component for both, so tenant B
+/// holding the tool's only slot made tenant A's calls wait for B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_serving_one_tool_never_share_its_slots_even_after_a_reload() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[limits]\nmax-concurrency = 1\ntimeout = \"60s\"\n",
+    );
+    let (sa, sb) = (
+        toolhost::Scope::new("tenant-a"),
+        toolhost::Scope::new("tenant-b"),
+    );
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(sa.clone(), d.path())
+        .source(sb.clone(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.reload().await.is_empty());
+    // B takes the tool's one slot and keeps it.
+    let stop = toolhost::CancellationToken::new();
+    let b = {
+        let core = core.clone();
+        let req = toolhost::CallRequest::new(sb.clone(), "sleep", args(json!({"ms": 50_000})))
+            .cancel(stop.clone());
+        tokio::spawn(async move { core.call(req).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let a = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        core.call(toolhost::CallRequest::new(
+            sa.clone(),
+            "sleep",
+            args(json!({"ms": 1})),
+        )),
+    )
+    .await;
+    stop.cancel();
+    let _ = b.await;
+    assert_eq!(
+        a.expect("tenant A waited for tenant B's call")
+            .unwrap()
+            .text(),
+        "slept"
+    );
+}
+
 /// Warnings the call sent its caller, and its result.
 async fn call_with_events(
     core: &toolhost::Core,
