@@ -565,6 +565,17 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"in a session"}}}"#;
     let (status, resp) = http_post(&addr, &h, body);
     assert!(status == 200 && resp.contains("in a session"), "{resp}");
+    // A stateless 2026-07-28 call names a session it has nothing to do with
+    // (the header is not checked on that path): not recorded as its.
+    let forged = [
+        ("mcp-session-id", session.as_str()),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "echo"),
+    ];
+    let stateless = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"stateless"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let (status, resp) = http_post(&addr, &forged, stateless);
+    assert!(status == 200 && resp.contains("stateless"), "{resp}");
     // SIGTERM: a clean shutdown.
     assert!(
         Command::new("kill")
@@ -575,12 +586,14 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     );
     assert!(child.wait().unwrap().success());
     let recs = records(&dir.path().join("audit.jsonl"));
-    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs.len(), 2, "{recs:#?}");
     // The session's SID: the part of its sealed id before the `.`.
     let sid = session.split('.').next().unwrap();
     assert_eq!(sid.len(), 32, "{session}");
     assert_eq!(recs[0]["session"], sid, "{}", recs[0]);
     assert_eq!(recs[0]["outcome"], "ok");
+    assert!(recs[1].get("session").is_none(), "{}", recs[1]);
+    assert_eq!(recs[1]["outcome"], "ok");
 }
 
 #[tokio::test]

@@ -387,8 +387,12 @@ impl McpServer {
             {
                 request = request.admitted(a);
             }
-            // The HTTP session (2025-11-25 clients), for the audit log.
-            if let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok()) {
+            // The HTTP session (2025-11-25 clients), for the audit log. A
+            // stateless (2026-07-28) request has no session: whatever
+            // `Mcp-Session-Id` it sends is not verified, so not recorded.
+            if !input::is_stateless(ctx)
+                && let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
+            {
                 // The session's `SID`, not the whole sealed id (see `session`).
                 request = request.session(super::session::audit_id(id));
             }
