@@ -68,6 +68,20 @@ fn row(name: &str, us: f64, base: f64) {
 }
 
 /// A core over the echo manifest with `engine`, and whether it compiled.
+/// One `Core::call` of echo with `args`.
+async fn echo(
+    core: &Core,
+    args: &serde_json::Map<String, serde_json::Value>,
+) -> toolhost::ToolOutput {
+    core.call(CallRequest::new(
+        Scope::default(),
+        "echo",
+        Some(args.clone()),
+    ))
+    .await
+    .unwrap()
+}
+
 async fn echo_core(engine: EngineConfig, manifest: &Path) -> (Core, bool) {
     let mut config = HostConfig::default();
     config.engine = engine;
@@ -190,14 +204,7 @@ fn main() {
         let argmap =
             serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(args).unwrap();
         let full = measure(5_000, || async {
-            let r = core
-                .call(CallRequest::new(
-                    Scope::default(),
-                    "echo",
-                    Some(argmap.clone()),
-                ))
-                .await
-                .unwrap();
+            let r = echo(&core, &argmap).await;
             std::hint::black_box(r);
         })
         .await;
@@ -212,14 +219,7 @@ fn main() {
             config.audit.fsync = policy;
             let (ac, _) = echo_core_with(config, &echo_manifest).await;
             let us = measure(calls, || async {
-                let r = ac
-                    .call(CallRequest::new(
-                        Scope::default(),
-                        "echo",
-                        Some(argmap.clone()),
-                    ))
-                    .await
-                    .unwrap();
+                let r = echo(&ac, &argmap).await;
                 std::hint::black_box(r);
             })
             .await;
@@ -237,13 +237,7 @@ fn main() {
                     let argmap = argmap.clone();
                     tokio::spawn(async move {
                         for _ in 0..n / 2 {
-                            core.call(CallRequest::new(
-                                Scope::default(),
-                                "echo",
-                                Some(argmap.clone()),
-                            ))
-                            .await
-                            .unwrap();
+                            echo(&core, &argmap).await;
                         }
                     })
                 })
@@ -282,14 +276,7 @@ fn main() {
                 let (t, c) = (Instant::now(), cpu_us());
                 for _ in 0..per_round {
                     let t1 = Instant::now();
-                    let r = core
-                        .call(CallRequest::new(
-                            Scope::default(),
-                            "echo",
-                            Some(argmap.clone()),
-                        ))
-                        .await
-                        .unwrap();
+                    let r = echo(core, &argmap).await;
                     single.push(t1.elapsed().as_secs_f64() * 1e6);
                     std::hint::black_box(r);
                 }
@@ -302,13 +289,7 @@ fn main() {
                         let argmap = argmap.clone();
                         tokio::spawn(async move {
                             for _ in 0..per_round / 2 {
-                                core.call(CallRequest::new(
-                                    Scope::default(),
-                                    "echo",
-                                    Some(argmap.clone()),
-                                ))
-                                .await
-                                .unwrap();
+                                echo(&core, &argmap).await;
                             }
                         })
                     })
@@ -325,14 +306,7 @@ fn main() {
                         std::hint::spin_loop();
                     }
                     let t1 = Instant::now();
-                    let r = core
-                        .call(CallRequest::new(
-                            Scope::default(),
-                            "echo",
-                            Some(argmap.clone()),
-                        ))
-                        .await
-                        .unwrap();
+                    let r = echo(core, &argmap).await;
                     paced.push(t1.elapsed().as_secs_f64() * 1e6);
                     std::hint::black_box(r);
                 }

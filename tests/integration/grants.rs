@@ -375,6 +375,60 @@ async fn host_rss_stays_within_the_calls_memory_limit_under_a_wasi_http_flood() 
     );
 }
 
+/// SECURITY.md M3: a granted server cannot make the host hold a huge
+/// response head for a tool: over 16 KiB of headers is refused (hyper's
+/// buffer is 64 KiB a connection, not its ~400 KiB default), and a head
+/// within it reaches the tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_over_the_limit_is_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                // `/big`: 40 headers of 1 KiB; otherwise one.
+                let count = if buf[..n].starts_with(b"GET /big") {
+                    40
+                } else {
+                    1
+                };
+                let mut head = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+                for i in 0..count {
+                    head.push_str(&format!("x-pad-{i}: {}\r\n", "p".repeat(1024)));
+                }
+                head.push_str("connection: close\r\n\r\nok");
+                let _ = s.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let core = core(d.path()).await;
+    let big = call(
+        &core,
+        "http_get",
+        json!({"url": format!("http://127.0.0.1:{port}/big")}),
+    )
+    .await;
+    let msg = tool_error_text(big);
+    assert!(msg.to_lowercase().contains("header"), "{msg}");
+    let ok = call(
+        &core,
+        "http_get",
+        json!({"url": format!("http://127.0.0.1:{port}/small")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.text(), "200");
+}
+
 /// SECURITY.md M3: `set-authority` and `set-method` kept any guest string
 /// in host memory (one 60 MiB string set on each of 1,024 request handles
 /// was 60 GiB nobody charged): long ones are refused, ordinary ones pass.

@@ -16,6 +16,7 @@
 //! Raw TCP, not an HTTP client: a client would refuse to send most of the
 //! malformed requests worth sending.
 
+use crate::mcp::{PALETTE, RAW, VALUES};
 use crate::support::{budget, corpus, echo_core, runtime};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -91,50 +92,6 @@ const HEADERS: &[(&str, &[&str])] = &[
     ("Connection", &["close", "keep-alive", "upgrade"]),
     ("Expect", &["100-continue"]),
 ];
-
-const KEYS: &[&str] = &[
-    "jsonrpc",
-    "id",
-    "method",
-    "params",
-    "name",
-    "arguments",
-    "text",
-    "_meta",
-    "protocolVersion",
-    "capabilities",
-    "io.modelcontextprotocol/protocolVersion",
-    "io.modelcontextprotocol/clientCapabilities",
-];
-
-const VALUES: &[&str] = &[
-    "\"2.0\"",
-    "\"tools/call\"",
-    "\"tools/list\"",
-    "\"initialize\"",
-    "\"server/discover\"",
-    "\"subscriptions/listen\"",
-    "\"echo\"",
-    "\"2026-07-28\"",
-    "\"2025-11-25\"",
-    "{\"name\": \"echo\", \"arguments\": {\"text\": 5}}",
-    "{\"io.modelcontextprotocol/protocolVersion\": \"2026-07-28\"}",
-];
-
-const RAW: &[&str] = &[
-    "",
-    "{",
-    "[]",
-    "[{}]",
-    "null",
-    "\u{feff}{}",
-    "{\"jsonrpc\": \"2.0\", \"id\": 1e999, \"method\": \"ping\"}",
-];
-
-const PALETTE: JsonPalette<'static> = JsonPalette {
-    keys: KEYS,
-    values: VALUES,
-};
 
 #[test]
 fn mcp_http() {

@@ -23,7 +23,9 @@ use toolhost::mcp::McpServer;
 use toolhost::{Core, Scope};
 use toolhost_fuzz::{JSON_VALUES, JsonPalette, Script, mutate_lines};
 
-const KEYS: &[&str] = &[
+/// Keys, values and raw lines of JSON-RPC messages (the `mcp_http` target
+/// edits its bodies with the same palette).
+pub(crate) const KEYS: &[&str] = &[
     "jsonrpc",
     "id",
     "method",
@@ -32,6 +34,8 @@ const KEYS: &[&str] = &[
     "arguments",
     "text",
     "_meta",
+    "protocolVersion",
+    "capabilities",
     "cursor",
     "level",
     "progressToken",
@@ -45,7 +49,7 @@ const KEYS: &[&str] = &[
     "io.modelcontextprotocol/logLevel",
 ];
 
-const VALUES: &[&str] = &[
+pub(crate) const VALUES: &[&str] = &[
     "\"2.0\"",
     "\"1.0\"",
     "\"tools/call\"",
@@ -69,7 +73,7 @@ const VALUES: &[&str] = &[
 ];
 
 /// Lines that need not be JSON (or a message) at all.
-const RAW: &[&str] = &[
+pub(crate) const RAW: &[&str] = &[
     "",
     " ",
     "\r",
@@ -91,7 +95,7 @@ const RAW: &[&str] = &[
     "{\"jsonrpc\": \"2.0\", \"method\": \"textDocument/didOpen\", \"params\": {}}",
 ];
 
-const PALETTE: JsonPalette<'static> = JsonPalette {
+pub(crate) const PALETTE: JsonPalette<'static> = JsonPalette {
     keys: KEYS,
     values: VALUES,
 };

@@ -485,18 +485,21 @@ async fn open_at(
     let opened = tokio::task::spawn_blocking(move || {
         let f = cap_primitives::fs::open(&base, path.as_ref(), &opts).map_err(Opened::Io)?;
         let ft = f.metadata().map_err(Opened::Io)?.file_type();
-        let special = if ft.is_fifo() {
-            Some("a FIFO")
+        // What was opened is never a symlink (`O_NOFOLLOW` refuses one).
+        let ty = if ft.is_file() {
+            t::DescriptorType::RegularFile
+        } else if ft.is_dir() {
+            t::DescriptorType::Directory
+        } else if ft.is_fifo() {
+            t::DescriptorType::Fifo
         } else if ft.is_socket() {
-            Some("a socket")
+            t::DescriptorType::Socket
         } else if ft.is_block_device() || ft.is_char_device() {
-            Some("a device")
-        } else if !(ft.is_file() || ft.is_dir()) {
-            Some("not a file")
+            t::DescriptorType::CharacterDevice
         } else {
-            None
+            t::DescriptorType::Unknown
         };
-        if let Some(kind) = special {
+        if let Some(kind) = special_kind(ty) {
             return Err(Opened::Special(kind));
         }
         // Back to blocking I/O, as wasmtime-wasi's descriptors expect

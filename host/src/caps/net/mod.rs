@@ -229,12 +229,13 @@ pub(crate) struct Gate {
     budget: Option<Arc<MemoryBudget>>,
 }
 
-/// The largest write to an outgoing body's stream, and so (one chunk
-/// buffered, one being written) about half of the host memory a body holds
-/// before its request is sent. wasmtime-wasi-http's default is 1 MiB, which
-/// let a tool hold hundreds of MiB in bodies it never sent (SECURITY.md
-/// M3); at 16 KiB a body costs no more host memory than the 16 KiB `fields`
-/// the handle cap is sized for (`sandbox::state`).
+/// The largest write to an outgoing body's stream, and so (with the
+/// default one chunk buffered, plus one being written) half of the host
+/// memory a body holds before its request is sent. wasmtime-wasi-http's
+/// default is 1 MiB, which let a tool hold hundreds of MiB in bodies it
+/// never sent (SECURITY.md M3); at 16 KiB a body's two chunks over its
+/// three handles stay within the 16 KiB per handle the handle cap is sized
+/// for (`sandbox::state`).
 pub(crate) const BODY_CHUNK: usize = 16 << 10;
 
 /// The longest authority (`host:port`) a request may name: a DNS name is
@@ -301,32 +302,6 @@ struct Charged {
     bytes: usize,
 }
 
-/// A response body that keeps its connection's charge while it lives.
-struct Held<B> {
-    inner: B,
-    _hold: Option<Arc<Charged>>,
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 impl Drop for Charged {
     fn drop(&mut self) {
         self.budget.release(self.bytes);
@@ -388,19 +363,16 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             // charge ends when both are gone.
             Ok((
                 res.map(|b| {
-                    Held {
-                        inner: b.map_err(wasmtime_wasi_http::Error::from),
-                        _hold: hold,
-                    }
+                    // The closure owns the charge, so the body does.
+                    b.map_err(move |e| {
+                        let _charged = &hold;
+                        wasmtime_wasi_http::Error::from(e)
+                    })
                     .boxed_unsync()
                 }),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
-    }
-
-    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
-        1
     }
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
