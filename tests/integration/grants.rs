@@ -186,6 +186,18 @@ async fn only_granted_environment_variables_are_visible() {
     }
 }
 
+/// The `hostile` tool granted `127.0.0.1:port` and nothing else.
+async fn hostile_granted(port: u16) -> (ToolDir, toolhost::Core) {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let core = core(d.path()).await;
+    (d, core)
+}
+
 /// A one-shot HTTP server on 127.0.0.1 that counts the connections it gets.
 async fn http_server() -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -404,13 +416,7 @@ async fn a_response_head_over_the_limit_is_refused() {
             });
         }
     });
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
-    );
-    let core = core(d.path()).await;
+    let (_d, core) = hostile_granted(port).await;
     let big = call(
         &core,
         "http_get",
@@ -492,13 +498,7 @@ async fn bodies_never_sent_hold_little_host_memory() {
 async fn http_reaches_only_granted_hosts() {
     let (granted, granted_hits) = http_server().await;
     let (other, other_hits) = http_server().await;
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{granted}\"]\n"),
-    );
-    let core = core(d.path()).await;
+    let (_d, core) = hostile_granted(granted).await;
 
     let ok = call(
         &core,
