@@ -186,21 +186,10 @@ async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Cor
     if let Some(a) = &h.audit {
         audit.path = Some(a.clone());
     }
-    // Each tenant and agent is a scope: its named tools from `--tools`, its
-    // own paths, all under its (narrower) caps.
-    let sources = config.sources(&h.tools);
+    let sources = all_sources(h, &config)?;
     let mut b = Core::builder().config(config).metrics(metrics);
-    for t in &h.tools {
-        b = b.source(Scope::default(), t);
-    }
     for s in sources {
         b = b.add_source(s);
-    }
-    for s in &h.scope_tools {
-        let (name, path) = s
-            .split_once('=')
-            .with_context(|| format!("--scope-tools `{s}`: expected NAME=PATH"))?;
-        b = b.source(Scope::new(name), path);
     }
     if let Some(p) = &audit.path {
         b = b.audit(
@@ -209,6 +198,25 @@ async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Cor
     }
     let core = b.on_load(load_printer(h.verbose)).build().await?;
     Ok(core)
+}
+
+/// Every tool source: `--tools` in the default scope; each tenant and
+/// agent a scope of its own (its named tools from `--tools`, its own
+/// paths, all under its narrower caps); `--scope-tools`.
+fn all_sources(h: &HostOpts, config: &HostConfig) -> Result<Vec<toolhost::Source>> {
+    let mut sources: Vec<_> = h
+        .tools
+        .iter()
+        .map(|t| toolhost::Source::new(Scope::default(), t))
+        .collect();
+    sources.extend(config.sources(&h.tools));
+    for s in &h.scope_tools {
+        let (name, path) = s
+            .split_once('=')
+            .with_context(|| format!("--scope-tools `{s}`: expected NAME=PATH"))?;
+        sources.push(toolhost::Source::new(Scope::new(name), path));
+    }
+    Ok(sources)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -486,30 +494,6 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     let core = build_core_with(host, metrics).await?;
     let audit_core = core.clone();
     let config = host_config(&host.config)?;
-    let _watcher = if opts.watch {
-        let mut paths = host.tools.clone();
-        for t in config
-            .tenants
-            .iter()
-            .chain(config.agents.iter().map(|a| &a.tenant))
-        {
-            paths.extend(t.tools.iter().filter_map(|x| match x {
-                toolhost::TenantTools::Path(p) => Some(p.clone()),
-                _ => None,
-            }));
-        }
-        paths.extend(
-            host.scope_tools
-                .iter()
-                .filter_map(|s| s.split_once('=').map(|(_, p)| PathBuf::from(p))),
-        );
-        Some(
-            toolhost::watch(core.clone(), &paths, std::time::Duration::from_millis(250))
-                .context("cannot watch the tools for changes (use --watch false)")?,
-        )
-    } else {
-        None
-    };
     let scope = Scope::new(&opts.scope);
     let key = state_key(&opts)?;
     // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
@@ -521,12 +505,12 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.allowed_origins = opts.allow_origins;
             http.session_ttl = opts.session_ttl;
             let bound = if config.tenants.is_empty() {
-                let server = McpServer::with_state_key(core, scope, "mcp-http", key);
+                let server = McpServer::with_state_key(core.clone(), scope, "mcp-http", key);
                 HttpServer::bind(server, http).await
             } else {
                 // Tenants: each credential selects its tenant's scope.
                 let tenancy = toolhost::mcp::Tenancy::new(&config.tenants, &config.auth)?;
-                HttpServer::bind_tenants(core, tenancy, key, http).await
+                HttpServer::bind_tenants(core.clone(), tenancy, key, http).await
             };
             let http = bound.map_err(|e| match e {
                 toolhost::mcp::HttpError::PublicWithoutToken(_) => {
@@ -534,10 +518,13 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
                 }
                 e => e.into(),
             })?;
+            let reloads = Reloads::start(host, &core, http.tenants(), config, opts.watch)?;
             eprintln!("toolhost: serving MCP at http://{}/mcp", http.local_addr());
             http.serve(shutdown_signal()).await?;
+            drop(reloads);
         }
         None => {
+            let reloads = Reloads::start(host, &core, None, config, opts.watch)?;
             let server = McpServer::with_state_key(core, scope, "mcp-stdio", key);
             let running = server
                 .clone()
@@ -548,6 +535,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
                 r = running.waiting() => { r.context("MCP stdio session failed")?; }
                 _ = shutdown_signal() => {}
             }
+            drop(reloads);
             server.drain().await;
         }
     }
@@ -557,6 +545,135 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         t.abort();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads a running server: on SIGHUP, and (with `--watch`) when the host
+/// config, a JWKS file or a tool source changes. The host config is read
+/// again and checked whole; a config with problems is refused (they are
+/// printed) and the running one stays. Calls already running finish under
+/// what they started with (`Core::reconfigure`). Dropping it stops.
+struct Reloads(tokio::task::JoinHandle<()>);
+
+impl Drop for Reloads {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Reloads {
+    fn start(
+        host: &HostOpts,
+        core: &Core,
+        tenants: Option<toolhost::mcp::TenantsHandle>,
+        config: HostConfig,
+        watch: bool,
+    ) -> Result<Reloads> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot handle SIGHUP")?;
+        // Fail at start, not at the first reload, if the paths cannot be watched.
+        let mut changes = match watch {
+            true => Some(watched(host, &config)?),
+            false => None,
+        };
+        let (host, core) = (host.clone(), core.clone());
+        let mut config = config;
+        Ok(Reloads(tokio::spawn(async move {
+            loop {
+                let changed = async {
+                    match &mut changes {
+                        Some(c) => c.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = hup.recv() => eprintln!("toolhost: SIGHUP: reloading"),
+                    Some(()) = changed => {}
+                    else => return,
+                }
+                match reload(&host, &core, tenants.as_ref(), &config).await {
+                    Ok(c) => config = c,
+                    Err(e) => {
+                        eprintln!(
+                            "toolhost: reload refused, still serving the previous configuration: {e:#}"
+                        );
+                        // The tools may have changed all the same.
+                        let errors = core.reload().await;
+                        eprintln!("toolhost: tools reloaded ({} load errors)", errors.len());
+                    }
+                }
+                // The tool paths may have changed with the config.
+                if watch {
+                    match watched(&host, &config) {
+                        Ok(c) => changes = Some(c),
+                        Err(e) => eprintln!("toolhost: {e:#}; watching the previous paths"),
+                    }
+                }
+            }
+        })))
+    }
+}
+
+/// Watch the host config, its JWKS file and every tool source.
+fn watched(host: &HostOpts, config: &HostConfig) -> Result<toolhost::Changes> {
+    let mut paths = host.tools.clone();
+    paths.extend(host.config.iter().cloned());
+    paths.extend(config.auth.jwt.iter().map(|j| j.jwks_file.clone()));
+    for t in config
+        .tenants
+        .iter()
+        .chain(config.agents.iter().map(|a| &a.tenant))
+    {
+        paths.extend(t.tools.iter().filter_map(|x| match x {
+            toolhost::TenantTools::Path(p) => Some(p.clone()),
+            _ => None,
+        }));
+    }
+    paths.extend(
+        host.scope_tools
+            .iter()
+            .filter_map(|s| s.split_once('=').map(|(_, p)| PathBuf::from(p))),
+    );
+    toolhost::Changes::new(&paths, std::time::Duration::from_millis(250))
+        .context("cannot watch the tools and host config for changes (use --watch false)")
+}
+
+/// Read the host config again and serve it: the core's tools, caps, rules
+/// and quotas, then the HTTP tenants' credentials. Nothing changes if the
+/// config (or its JWKS file) has a problem.
+async fn reload(
+    host: &HostOpts,
+    core: &Core,
+    tenants: Option<&toolhost::mcp::TenantsHandle>,
+    old: &HostConfig,
+) -> Result<HostConfig> {
+    let config = host_config(&host.config)?;
+    let tenancy = match tenants {
+        Some(_) if config.tenants.is_empty() => anyhow::bail!(
+            "a server started with `[[tenant]]`s keeps at least one; restart it to serve without tenants"
+        ),
+        Some(_) => Some(toolhost::mcp::Tenancy::new(&config.tenants, &config.auth)?),
+        None if !config.tenants.is_empty() && old.tenants.is_empty() => {
+            eprintln!(
+                "toolhost: the config now has `[[tenant]]`s; a server started without them serves them after a restart"
+            );
+            None
+        }
+        None => None,
+    };
+    let sources = all_sources(host, &config)?;
+    let done = core.reconfigure(config.clone(), sources).await;
+    if let (Some(h), Some(t)) = (tenants, tenancy) {
+        h.replace(t);
+    }
+    for s in &done.needs_restart {
+        eprintln!("toolhost: {s} changed; it takes effect after a restart");
+    }
+    eprintln!(
+        "toolhost: configuration reloaded ({} tenants, {} load errors)",
+        config.tenants.len(),
+        done.load_errors.len()
+    );
+    Ok(config)
 }
 
 /// Ctrl-C or SIGTERM.

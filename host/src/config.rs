@@ -232,11 +232,16 @@ impl HostConfig {
     /// named tools from each of the server's own sources `base` (e.g.
     /// `--tools`).
     pub fn sources(&self, base: &[PathBuf]) -> Vec<crate::Source> {
+        self.tenants_and_agents()
+            .flat_map(|t| t.sources(base))
+            .collect()
+    }
+
+    /// Every `[[tenant]]`, then every `[[agent]]`'s tenant part.
+    pub(crate) fn tenants_and_agents(&self) -> impl Iterator<Item = &Tenant> {
         self.tenants
             .iter()
             .chain(self.agents.iter().map(|a| &a.tenant))
-            .flat_map(|t| t.sources(base))
-            .collect()
     }
 
     /// Check host config `text` (read from `path`).

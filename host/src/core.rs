@@ -194,15 +194,12 @@ impl CoreBuilder {
     /// Create the sandbox and load every source. Tools that fail to load
     /// are reported through `on_load` and [`Core::load_errors`]; the rest
     /// are served.
-    pub async fn build(mut self) -> Result<Core, BuildError> {
-        // Rules from the host config come first: the operator's word wins.
-        let mut rules = std::mem::take(&mut self.config.rules);
-        rules.append(&mut self.policy.rules);
-        self.policy.rules = rules;
-        if !self.audit.enabled()
+    pub async fn build(self) -> Result<Core, BuildError> {
+        let mut audit = self.audit;
+        if !audit.enabled()
             && let Some(path) = &self.config.audit.path
         {
-            self.audit = Audit::open(&self.config.audit).map_err(|source| BuildError::Audit {
+            audit = Audit::open(&self.config.audit).map_err(|source| BuildError::Audit {
                 path: path.clone(),
                 source,
             })?;
@@ -211,6 +208,124 @@ impl CoreBuilder {
         let scheduler = Scheduler::new(0, 1).map_err(|e| {
             BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
         })?;
+        let inputs = Inputs {
+            own_rules: self.policy.rules,
+            protected: self.protected,
+            fixed: Fixed::of(&self.config),
+            sources: self.sources,
+            caps: self.config.caps.clone(),
+            host: HostState::default(),
+        };
+        let mut inputs = inputs;
+        inputs.host = inputs.host_state(&self.config, &sandbox, &audit);
+        let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
+        let quotas = QuotaBook::new(self.config.tenants_and_agents());
+        let policy = inputs.policy(&self.config);
+        let tasks = self.config.tasks;
+        let catalog = Catalog::load(
+            &sandbox,
+            &inputs.sources,
+            &inputs.caps,
+            &inputs.host,
+            None,
+            &*on_load,
+        )
+        .await;
+        let (changed, _) = tokio::sync::broadcast::channel(64);
+        let (served_changed, _) = tokio::sync::broadcast::channel(64);
+        let metrics = self.metrics.unwrap_or_default();
+        metrics.attach_audit(&audit);
+        metrics.set_ready(true);
+        Ok(Core {
+            inner: Arc::new(Inner {
+                sandbox: Arc::new(sandbox),
+                scheduler,
+                live: ArcSwap::from_pointee(Live {
+                    catalog,
+                    policy: Arc::new(policy),
+                }),
+                quotas: ArcSwap::from_pointee(quotas),
+                audit,
+                metrics,
+                tasks,
+                changed,
+                served_changed,
+                inputs: tokio::sync::Mutex::new(inputs),
+            }),
+        })
+    }
+}
+
+/// What the catalog is loaded from and the policy made of: kept for
+/// reloads, held by one reload at a time.
+struct Inputs {
+    sources: Vec<Source>,
+    /// The host config's caps.
+    caps: Caps,
+    /// Paths no grant may reach.
+    host: HostState,
+    /// The embedder's own rules (`CoreBuilder::policy`), after the host
+    /// config's.
+    own_rules: Vec<crate::policy::Rule>,
+    /// The embedder's protected paths (`CoreBuilder::protect`).
+    protected: Vec<PathBuf>,
+    /// The sections read once, at build.
+    fixed: Fixed,
+}
+
+/// The host config sections a reconfigure does not change: the engine
+/// (its pool is sized and its memory reserved), the audit log (its file is
+/// open) and `[tasks]` (running servers hold it).
+#[derive(PartialEq)]
+struct Fixed {
+    engine: crate::config::EngineConfig,
+    audit: crate::audit::AuditConfig,
+    tasks: crate::config::TasksConfig,
+    path: Option<PathBuf>,
+}
+
+impl Fixed {
+    fn of(c: &HostConfig) -> Fixed {
+        Fixed {
+            engine: c.engine.clone(),
+            audit: c.audit.clone(),
+            tasks: c.tasks.clone(),
+            path: c.path.clone(),
+        }
+    }
+
+    /// The sections that differ in `other`, by their names in the file.
+    fn differences(&self, other: &Fixed) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.engine != other.engine {
+            d.push("[engine]");
+        }
+        if self.audit != other.audit {
+            d.push("[audit]");
+        }
+        if self.tasks != other.tasks {
+            d.push("[tasks]");
+        }
+        if self.path != other.path {
+            d.push("the config file's path");
+        }
+        d
+    }
+}
+
+impl Inputs {
+    /// The host config's rules first (the operator's word wins), then the
+    /// embedder's.
+    fn policy(&self, config: &HostConfig) -> Policy {
+        let mut rules = config.rules.clone();
+        rules.extend(self.own_rules.iter().cloned());
+        Policy { rules }
+    }
+
+    /// The paths no grant may reach: tool sources, the compile cache, the
+    /// host's own files, the audit log, the embedder's protected paths and
+    /// the `claude` CLI's settings.
+    fn host_state(&self, config: &HostConfig, sandbox: &Sandbox, audit: &Audit) -> HostState {
         let mut host = HostState::default();
         for s in &self.sources {
             s.protect(&mut host);
@@ -218,10 +333,10 @@ impl CoreBuilder {
         if let Some(d) = sandbox.cache_dir() {
             host.protect(d, "compile cache", true);
         }
-        self.config.protect_own_files(&mut host);
-        if let Some(p) = self.audit.path() {
+        config.protect_own_files(&mut host);
+        if let Some(p) = audit.path() {
             host.protect(p, "audit log", false);
-            for r in self.audit.rotated_paths() {
+            for r in audit.rotated_paths() {
                 host.protect(&r, "audit log", false);
             }
         }
@@ -240,40 +355,20 @@ impl CoreBuilder {
         if let Ok(cwd) = std::env::current_dir() {
             host.protect(&cwd.join(".claude"), "claude CLI project settings", true);
         }
-        let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
-        let quotas = QuotaBook::new(
-            self.config
-                .tenants
-                .iter()
-                .chain(self.config.agents.iter().map(|a| &a.tenant)),
-        );
-        let caps = self.config.caps;
-        let tasks = self.config.tasks;
-        let catalog = Catalog::load(&sandbox, &self.sources, &caps, &host, None, &*on_load).await;
-        let (changed, _) = tokio::sync::broadcast::channel(64);
-        let (served_changed, _) = tokio::sync::broadcast::channel(64);
-        let metrics = self.metrics.unwrap_or_default();
-        metrics.attach_audit(&self.audit);
-        metrics.set_ready(true);
-        Ok(Core {
-            inner: Arc::new(Inner {
-                sandbox: Arc::new(sandbox),
-                scheduler,
-                catalog: ArcSwap::from_pointee(catalog),
-                policy: self.policy,
-                quotas,
-                audit: self.audit,
-                metrics,
-                sources: self.sources,
-                caps,
-                tasks,
-                host,
-                changed,
-                served_changed,
-                reload: tokio::sync::Mutex::new(()),
-            }),
-        })
+        host
     }
+}
+
+/// What [`Core::reconfigure`] did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Reconfigured {
+    /// Tools of the new configuration that failed to load; the rest are
+    /// served.
+    pub load_errors: Vec<LoadError>,
+    /// Sections of the new config that changed but only take effect on a
+    /// restart (`[engine]`, `[audit]`, `[tasks]`): the running ones stay.
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// The host: a catalog of sandboxed tools and the one call path to them.
@@ -299,23 +394,29 @@ struct Inner {
     /// Shared with the calls running on the guest executor.
     sandbox: Arc<Sandbox>,
     scheduler: Scheduler,
-    catalog: ArcSwap<Catalog>,
-    policy: Policy,
-    /// Each tenant's quota state.
-    quotas: QuotaBook,
+    /// What calls see: swapped whole by a reload, so no call sees a new
+    /// tool under an old rule or the other way round. A running call holds
+    /// the one it started with.
+    live: ArcSwap<Live>,
+    /// Each tenant's quota state (its limits swapped in place on a
+    /// reconfigure, its running calls still counted).
+    quotas: ArcSwap<QuotaBook>,
     audit: Audit,
     metrics: Metrics,
-    sources: Vec<Source>,
-    caps: Caps,
     /// `[tasks]`: read by front ends that serve tasks.
     tasks: crate::config::TasksConfig,
-    host: HostState,
     /// The scopes whose tool lists changed, one message per reload.
     changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
     /// The scopes whose resource-serving components changed, likewise.
     served_changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
-    /// One reload at a time.
-    reload: tokio::sync::Mutex<()>,
+    /// What reloads load from; one reload at a time.
+    inputs: tokio::sync::Mutex<Inputs>,
+}
+
+/// The catalog and the policy that judges its calls.
+struct Live {
+    catalog: Catalog,
+    policy: Arc<Policy>,
 }
 
 /// Tells one scope's subscriber when that scope's tool list changes (see
@@ -371,16 +472,15 @@ impl Core {
 
     /// Tools that failed to load in the current catalog.
     pub fn load_errors(&self) -> Vec<LoadError> {
-        self.inner.catalog.load().errors.clone()
+        self.inner.live.load().catalog.errors.clone()
     }
 
     /// The tools `scope` may see, sorted by name.
     pub fn tools(&self, scope: &Scope) -> Vec<ToolDef> {
-        self.inner
-            .catalog
-            .load()
+        let live = self.inner.live.load();
+        live.catalog
             .tools(scope)
-            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
+            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))
             .map(|t| t.def.clone())
             .collect()
     }
@@ -388,12 +488,11 @@ impl Core {
     /// Whether a tool `scope` may see can run as a task (its task support
     /// is optional or required), for the capabilities a front end declares.
     pub fn serves_tasks(&self, scope: &Scope) -> bool {
-        self.inner
-            .catalog
-            .load()
+        let live = self.inner.live.load();
+        live.catalog
             .tools(scope)
             .filter(|t| t.def.task_support != crate::model::TaskSupport::Forbidden)
-            .any(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
+            .any(|t| live.policy.visible(scope.as_str(), &t.def.name))
     }
 
     /// Tool `name` of `scope`'s task support, the component serving it (an
@@ -407,10 +506,11 @@ impl Core {
         scope: &Scope,
         name: &str,
     ) -> Option<(crate::model::TaskSupport, (usize, u32))> {
-        let cat = self.inner.catalog.load();
-        let t = cat
+        let live = self.inner.live.load();
+        let t = live
+            .catalog
             .get(scope, name)
-            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))?;
+            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))?;
         Some((
             t.def.task_support,
             (
@@ -422,17 +522,16 @@ impl Core {
 
     /// Tool `name`, if `scope` may see it.
     pub fn tool(&self, scope: &Scope, name: &str) -> Option<ToolDef> {
-        self.inner
-            .catalog
-            .load()
+        let live = self.inner.live.load();
+        live.catalog
             .get(scope, name)
-            .filter(|t| self.inner.policy.visible(scope.as_str(), &t.def.name))
+            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))
             .map(|t| t.def.clone())
     }
 
     /// Every scope with at least a source.
     pub fn scopes(&self) -> Vec<Scope> {
-        let mut s: Vec<Scope> = self.inner.catalog.load().scopes().cloned().collect();
+        let mut s: Vec<Scope> = self.inner.live.load().catalog.scopes().cloned().collect();
         s.sort();
         s
     }
@@ -461,11 +560,11 @@ impl Core {
     /// it: a subscription notices a change when this does.
     #[cfg(feature = "mcp")]
     pub(crate) fn resource_version(&self, scope: &Scope, uri: &str) -> Option<[u8; 32]> {
-        if !self.inner.policy.visible(scope.as_str(), uri) {
+        let live = self.inner.live.load();
+        if !live.policy.visible(scope.as_str(), uri) {
             return None;
         }
-        let cat = self.inner.catalog.load();
-        let c = cat.served(scope)?.owner(uri)?;
+        let c = live.catalog.served(scope)?.owner(uri)?;
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
         h.update(c.manifest.sha256);
@@ -478,20 +577,85 @@ impl Core {
     /// each scope whose tool list changed are told. Returns the load errors
     /// of the new catalog.
     pub async fn reload(&self) -> Vec<LoadError> {
-        let _one = self.inner.reload.lock().await;
-        let old = self.inner.catalog.load_full();
-        let new = Catalog::load(
+        let inputs = self.inner.inputs.lock().await;
+        let old = self.inner.live.load_full();
+        let catalog = Catalog::load(
             &self.inner.sandbox,
-            &self.inner.sources,
-            &self.inner.caps,
-            &self.inner.host,
-            Some(&old),
+            &inputs.sources,
+            &inputs.caps,
+            &inputs.host,
+            Some(&old.catalog),
             &|_| {},
         )
         .await;
+        self.swap_in(
+            &old,
+            Live {
+                catalog,
+                policy: old.policy.clone(),
+            },
+        )
+    }
+
+    /// Serve `config` (tenants, agents, caps, rules) and `sources` from now
+    /// on, in place of what the core was built with, without dropping a
+    /// call: calls already running finish on the old catalog, under the
+    /// grants they started with; components whose manifest and caps are
+    /// unchanged are kept as they are (no recompile, warm pools kept); each
+    /// tenant's quota state carries over (its running calls still hold
+    /// their `max-concurrent` slots, its budgets their balance). Watchers of
+    /// each scope whose tool list changed are told.
+    ///
+    /// `sources` replaces every source, the builder's included (a front end
+    /// passes what it would build with: its own tool directories and
+    /// [`HostConfig::sources`]). The embedder's own rules and protected
+    /// paths are kept. `[engine]`, `[audit]` and `[tasks]` are read once:
+    /// a change to them is reported in [`Reconfigured::needs_restart`] and
+    /// takes effect on the next start.
+    pub async fn reconfigure(&self, config: HostConfig, sources: Vec<Source>) -> Reconfigured {
+        let mut inputs = self.inner.inputs.lock().await;
+        let needs_restart = inputs.fixed.differences(&Fixed::of(&config));
+        let old = self.inner.live.load_full();
+        inputs.sources = sources;
+        inputs.caps = config.caps.clone();
+        let host = inputs.host_state(&config, &self.inner.sandbox, &self.inner.audit);
+        // A component's grants were checked against the paths protected
+        // then: when those change, every component is prepared again.
+        let previous = (host == inputs.host).then_some(&old.catalog);
+        inputs.host = host;
+        let catalog = Catalog::load(
+            &self.inner.sandbox,
+            &inputs.sources,
+            &inputs.caps,
+            &inputs.host,
+            previous,
+            &|_| {},
+        )
+        .await;
+        let policy = Arc::new(inputs.policy(&config));
+        // Quotas before the catalog: a new tenant's first call is held to
+        // its quotas.
+        let quotas =
+            QuotaBook::reconfigured(config.tenants_and_agents(), Some(&self.inner.quotas.load()));
+        self.inner.quotas.store(Arc::new(quotas));
+        let load_errors = self.swap_in(&old, Live { catalog, policy });
+        for s in &needs_restart {
+            tracing::warn!("reconfigure: {s} changed; it takes effect on a restart");
+        }
+        Reconfigured {
+            load_errors,
+            needs_restart,
+        }
+    }
+
+    /// Replace `old` with `new` and tell the watchers of each scope whose
+    /// tools or resources changed; the new catalog's load errors.
+    fn swap_in(&self, old: &Live, new: Live) -> Vec<LoadError> {
         // What a client sees of a scope's tools; a change means list_changed.
-        let fingerprint = |cat: &Catalog, s: &Scope| -> Vec<_> {
-            cat.tools(s)
+        let fingerprint = |live: &Live, s: &Scope| -> Vec<_> {
+            live.catalog
+                .tools(s)
+                .filter(|t| live.policy.visible(s.as_str(), &t.def.name))
                 .map(|t| {
                     let d = &t.def;
                     (
@@ -504,13 +668,13 @@ impl Core {
                 })
                 .collect()
         };
-        let mut scopes: Vec<&Scope> = old.scopes().chain(new.scopes()).collect();
+        let mut scopes: Vec<&Scope> = old.catalog.scopes().chain(new.catalog.scopes()).collect();
         scopes.sort();
         scopes.dedup();
         let changed: Arc<[Scope]> = scopes
-            .into_iter()
-            .filter(|s| fingerprint(&old, s) != fingerprint(&new, s))
-            .cloned()
+            .iter()
+            .filter(|s| fingerprint(old, s) != fingerprint(&new, s))
+            .map(|s| (*s).clone())
             .collect();
         // What serves a scope's resources: a change is a possible update of
         // every resource it serves.
@@ -521,16 +685,15 @@ impl Core {
                 .map(|c| (c.manifest.sha256, c.fingerprint))
                 .collect()
         };
-        let served_changed: Arc<[Scope]> = old
-            .scopes()
-            .chain(new.scopes())
-            .filter(|s| served(&old, s) != served(&new, s))
-            .cloned()
+        let served_changed: Arc<[Scope]> = scopes
+            .iter()
+            .filter(|s| served(&old.catalog, s) != served(&new.catalog, s))
+            .map(|s| (*s).clone())
             .collect();
-        let errors = new.errors.clone();
+        let errors = new.catalog.errors.clone();
         // No sandbox prepared before this reload is used after it.
         self.inner.sandbox.invalidate_prepared();
-        self.inner.catalog.store(Arc::new(new));
+        self.inner.live.store(Arc::new(new));
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);
         }
@@ -559,7 +722,7 @@ impl Core {
         tool: &str,
         rate: bool,
     ) -> Result<Admission, OverQuota> {
-        let refused = match self.inner.quotas.admit(scope, rate) {
+        let refused = match self.inner.quotas.load().admit(scope, rate) {
             Ok(a) => return Ok(a),
             Err(q) => q,
         };
@@ -584,8 +747,8 @@ impl Core {
     /// The static resources `scope` may see (those its components always
     /// serve), in load order. Run-time ones: [`Core::list_resources`].
     pub fn resources(&self, scope: &Scope) -> Vec<ResourceDef> {
-        let cat = self.inner.catalog.load();
-        let policy = &self.inner.policy;
+        let live = self.inner.live.load();
+        let (cat, policy) = (&live.catalog, &live.policy);
         cat.served(scope)
             .into_iter()
             .flat_map(|s| s.components.iter())
@@ -597,8 +760,8 @@ impl Core {
 
     /// The resource templates `scope` may see.
     pub fn resource_templates(&self, scope: &Scope) -> Vec<TemplateDef> {
-        let cat = self.inner.catalog.load();
-        let policy = &self.inner.policy;
+        let live = self.inner.live.load();
+        let (cat, policy) = (&live.catalog, &live.policy);
         cat.served(scope)
             .into_iter()
             .flat_map(|s| s.components.iter())
@@ -610,13 +773,13 @@ impl Core {
 
     /// The prompts `scope` may see, sorted by name.
     pub fn prompts(&self, scope: &Scope) -> Vec<PromptDef> {
-        let cat = self.inner.catalog.load();
-        let Some(s) = cat.served(scope) else {
+        let live = self.inner.live.load();
+        let Some(s) = live.catalog.served(scope) else {
             return Vec::new();
         };
         s.prompts
             .iter()
-            .filter(|(name, _)| self.inner.policy.visible(scope.as_str(), name))
+            .filter(|(name, _)| live.policy.visible(scope.as_str(), name))
             .filter_map(|(name, c)| c.served.prompts.iter().find(|p| p.name == *name))
             .cloned()
             .collect()
@@ -625,8 +788,8 @@ impl Core {
     /// What `scope` is served besides tools: (resources, prompts,
     /// completions), for the capabilities a front end declares.
     pub fn serves(&self, scope: &Scope) -> (bool, bool, bool) {
-        let cat = self.inner.catalog.load();
-        let Some(s) = cat.served(scope) else {
+        let live = self.inner.live.load();
+        let Some(s) = live.catalog.served(scope) else {
             return (false, false, false);
         };
         let resources = s.components.iter().any(|c| {
@@ -646,8 +809,9 @@ impl Core {
     pub async fn list_resources(&self, req: CallRequest) -> Vec<ResourceDef> {
         let mut out = self.resources(&req.scope);
         let dynamic: Vec<(String, PathBuf)> = {
-            let cat = self.inner.catalog.load();
-            cat.served(&req.scope)
+            let live = self.inner.live.load();
+            live.catalog
+                .served(&req.scope)
                 .into_iter()
                 .flat_map(|s| s.components.iter())
                 .filter(|c| c.served.dynamic)
@@ -666,15 +830,15 @@ impl Core {
                 Ok(Output::Listed(list)) => {
                     // Only URIs the listing component serves: a component
                     // cannot list entries in another's URIs.
-                    let cat = self.inner.catalog.load();
-                    let served = cat.served(&req.scope);
+                    let live = self.inner.live.load();
+                    let served = live.catalog.served(&req.scope);
                     for r in list {
                         let own = served
                             .and_then(|s| s.owner(&r.uri))
                             .is_some_and(|c| c.manifest.path == manifest);
                         if own
                             && !out.iter().any(|o| o.uri == r.uri)
-                            && self.inner.policy.visible(req.scope.as_str(), &r.uri)
+                            && live.policy.visible(req.scope.as_str(), &r.uri)
                         {
                             out.push(r);
                         }
@@ -771,7 +935,7 @@ impl Core {
         };
         let admission = Arc::new(admission);
         let args = Value::Object(req.arguments.unwrap_or_default());
-        let catalog = self.inner.catalog.load_full();
+        let live = self.inner.live.load_full();
         let scope = req.scope.as_str();
         let _in_flight = inner.metrics.started(scope);
         // Filled in as the call goes; written by the guard if the call's
@@ -798,7 +962,7 @@ impl Core {
         let mut trace = Trace::default();
         let result = self
             .call_inner(
-                &catalog,
+                &live,
                 &req.scope,
                 &req.tool,
                 &target,
@@ -872,7 +1036,7 @@ impl Core {
     )]
     async fn call_inner(
         &self,
-        catalog: &Catalog,
+        live: &Live,
         scope: &Scope,
         name: &str,
         target: &Target,
@@ -881,7 +1045,7 @@ impl Core {
         admission: Arc<Admission>,
         cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
-        let policy = &self.inner.policy;
+        let (catalog, policy) = (&live.catalog, &live.policy);
         let (component, tool) = {
             let _policy = tracing::debug_span!("policy").entered();
             // A tool (resource, prompt) of another scope, and one policy
@@ -1014,8 +1178,9 @@ impl Core {
         scope: &Scope,
         tool: &str,
     ) -> anyhow::Result<BenchWarm> {
-        let cat = self.inner.catalog.load_full();
-        let t = cat
+        let live = self.inner.live.load_full();
+        let t = live
+            .catalog
             .get(scope, tool)
             .ok_or_else(|| anyhow::anyhow!("no tool `{tool}`"))?;
         Ok(BenchWarm(
@@ -1033,8 +1198,9 @@ impl Core {
         tool: &str,
         args: &str,
     ) -> Result<ToolOutput, CallError> {
-        let cat = self.inner.catalog.load_full();
-        let t = cat
+        let live = self.inner.live.load_full();
+        let t = live
+            .catalog
             .get(scope, tool)
             .ok_or_else(|| CallError::new(tool, CallErrorKind::UnknownTool))?;
         self.inner

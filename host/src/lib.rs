@@ -41,7 +41,7 @@ mod watch;
 pub use crate::audit::{Audit, AuditConfig, AuditRecord, FsyncPolicy};
 pub use crate::catalog::{LoadEvent, Scope, Source};
 pub use crate::config::{EngineConfig, HostConfig, TasksConfig};
-pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, ToolsWatch};
+pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, Reconfigured, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
 pub use crate::error::{
     BuildError, CallError, CallErrorKind, Limit, LoadError, LoadErrorKind, Subject,
@@ -65,7 +65,7 @@ pub use crate::served::{
 pub use crate::tenant::{AgentEntry, AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
-pub use crate::watch::{Watcher, watch};
+pub use crate::watch::{Changes, Watcher, watch};
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;

@@ -22,14 +22,15 @@
 //! [`CallRequest`]: crate::CallRequest
 
 use crate::catalog::Scope;
-use crate::tenant::Tenant;
+use crate::tenant::{Quotas, Tenant};
+use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// So much per minute, refilled evenly; may go negative.
 #[derive(Debug)]
@@ -44,6 +45,18 @@ impl Budget {
         Budget {
             per_minute,
             state: Mutex::new((per_minute as f64, Instant::now())),
+        }
+    }
+
+    /// A budget of `per_minute` that starts from `old`'s balance (at most
+    /// one minute's worth of the new size): a reconfigured quota neither
+    /// forgives an overdraft nor grants a fresh minute.
+    fn carried(old: &Budget, per_minute: u64) -> Budget {
+        let mut s = old.state.lock().unwrap_or_else(|e| e.into_inner());
+        old.refill(&mut s);
+        Budget {
+            per_minute,
+            state: Mutex::new((s.0.min(per_minute as f64), s.1)),
         }
     }
 
@@ -103,35 +116,95 @@ impl OverQuota {
     }
 }
 
-/// One tenant's quota state.
+/// One tenant's limits as configured now: swapped whole when the host
+/// config is reloaded, while the tenant's count of running calls carries
+/// on (see [`ScopeQuota`]).
+struct Limits {
+    quotas: Quotas,
+    rate: Option<(u32, Arc<DefaultDirectRateLimiter>)>,
+    concurrent: Option<u32>,
+    output: Option<Arc<Budget>>,
+    fuel: Option<Arc<Budget>>,
+}
+
+impl Limits {
+    /// The limits of `q`; what is unchanged from `old` keeps its state (a
+    /// rate limiter's cell, a budget's balance), and a changed budget
+    /// starts from the old balance.
+    fn new(q: &Quotas, old: Option<&Limits>) -> Limits {
+        let budget = |n: Option<u64>, old: Option<&Arc<Budget>>| {
+            n.map(|n| match old {
+                Some(b) if b.per_minute == n => b.clone(),
+                Some(b) => Arc::new(Budget::carried(b, n)),
+                None => Arc::new(Budget::new(n)),
+            })
+        };
+        Limits {
+            quotas: q.clone(),
+            rate: q.calls_per_minute.and_then(NonZeroU32::new).map(|n| {
+                match old.and_then(|o| o.rate.as_ref()) {
+                    Some((m, l)) if *m == n.get() => (*m, l.clone()),
+                    _ => (
+                        n.get(),
+                        Arc::new(DefaultDirectRateLimiter::direct(Quota::per_minute(n))),
+                    ),
+                }
+            }),
+            concurrent: q.max_concurrent,
+            output: budget(
+                q.output_bytes_per_minute,
+                old.and_then(|o| o.output.as_ref()),
+            ),
+            fuel: budget(q.fuel_per_minute, old.and_then(|o| o.fuel.as_ref())),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.rate.is_some()
+            || self.concurrent.is_some()
+            || self.output.is_some()
+            || self.fuel.is_some()
+    }
+}
+
+/// One tenant's quota state. It lives as long as the tenant has quotas,
+/// across reloads of the host config: its running calls stay counted
+/// against the new `max-concurrent`, its budgets keep their balance.
 pub(crate) struct ScopeQuota {
     tenant: String,
-    rate: Option<(u32, DefaultDirectRateLimiter)>,
-    concurrent: Option<(u32, Arc<Semaphore>)>,
-    output: Option<Budget>,
-    fuel: Option<Budget>,
+    limits: ArcSwap<Limits>,
+    /// Calls of this tenant holding a slot now.
+    running: Arc<AtomicU32>,
+}
+
+/// A `max-concurrent` slot: given back when the call's admission drops.
+struct Slot(Arc<AtomicU32>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ScopeQuota {
     /// `None` when the tenant has no quota at all.
     fn new(t: &Tenant) -> Option<ScopeQuota> {
-        let q = &t.quotas;
-        let s = ScopeQuota {
+        let limits = Limits::new(&t.quotas, None);
+        limits.any().then(|| ScopeQuota {
             tenant: t.name.clone(),
-            rate: q.calls_per_minute.and_then(NonZeroU32::new).map(|n| {
-                (
-                    n.get(),
-                    DefaultDirectRateLimiter::direct(Quota::per_minute(n)),
-                )
-            }),
-            concurrent: q
-                .max_concurrent
-                .map(|n| (n, Arc::new(Semaphore::new(n as usize)))),
-            output: q.output_bytes_per_minute.map(Budget::new),
-            fuel: q.fuel_per_minute.map(Budget::new),
-        };
-        (s.rate.is_some() || s.concurrent.is_some() || s.output.is_some() || s.fuel.is_some())
-            .then_some(s)
+            limits: ArcSwap::from_pointee(limits),
+            running: Arc::new(AtomicU32::new(0)),
+        })
+    }
+
+    /// Take a `max-concurrent` slot if fewer than `n` are taken.
+    fn take_slot(&self, n: u32) -> Option<Slot> {
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                (k < n).then_some(k + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.running.clone()))
     }
 
     /// Admit one call now, or say which quota it is over and when to retry.
@@ -139,9 +212,10 @@ impl ScopeQuota {
     /// call, but still takes a slot and burns fuel).
     fn admit(self: &Arc<Self>, scope: &Scope, rate: bool) -> Result<Admission, OverQuota> {
         let name = &self.tenant;
+        let limits = self.limits.load();
         for (b, key) in [
-            (&self.output, "output-bytes-per-minute"),
-            (&self.fuel, "fuel-per-minute"),
+            (&limits.output, "output-bytes-per-minute"),
+            (&limits.fuel, "fuel-per-minute"),
         ] {
             if let Some(b) = b
                 && let Some(wait) = b.wait()
@@ -158,8 +232,8 @@ impl ScopeQuota {
             }
         }
         // The slot before the rate: a refused call must not use the rate up.
-        let slot = match &self.concurrent {
-            Some((n, sem)) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+        let slot = match limits.concurrent {
+            Some(n) => Some(self.take_slot(n).ok_or_else(|| {
                 OverQuota::new(
                     "max-concurrent",
                     format!(
@@ -170,7 +244,7 @@ impl ScopeQuota {
             })?),
             None => None,
         };
-        if let Some((n, limiter)) = self.rate.as_ref().filter(|_| rate)
+        if let Some((n, limiter)) = limits.rate.as_ref().filter(|_| rate)
             && let Err(not_until) = limiter.check()
         {
             use governor::clock::Clock as _;
@@ -202,11 +276,42 @@ pub(crate) struct QuotaBook {
 impl QuotaBook {
     /// The quotas of `tenants`.
     pub(crate) fn new<'a>(tenants: impl Iterator<Item = &'a Tenant>) -> QuotaBook {
-        QuotaBook {
-            scopes: tenants
-                .filter_map(|t| Some((t.scope(), Arc::new(ScopeQuota::new(t)?))))
-                .collect(),
+        QuotaBook::reconfigured(tenants, None)
+    }
+
+    /// The quotas of `tenants`, keeping `old`'s state for each tenant that
+    /// still has quotas: calls it has running still hold their slots
+    /// against its new `max-concurrent`, its budgets keep their balance,
+    /// and an unchanged rate keeps its limiter. A tenant that had no quota
+    /// starts counting at its first call after the change.
+    pub(crate) fn reconfigured<'a>(
+        tenants: impl Iterator<Item = &'a Tenant>,
+        old: Option<&QuotaBook>,
+    ) -> QuotaBook {
+        let mut scopes = HashMap::new();
+        for t in tenants {
+            let scope = t.scope();
+            let kept = old.and_then(|o| o.scopes.get(&scope));
+            let q = match kept {
+                Some(q) => {
+                    let now = q.limits.load();
+                    if now.quotas != t.quotas {
+                        let limits = Limits::new(&t.quotas, Some(&now));
+                        if !limits.any() {
+                            continue;
+                        }
+                        q.limits.store(Arc::new(limits));
+                    }
+                    q.clone()
+                }
+                None => match ScopeQuota::new(t) {
+                    Some(q) => Arc::new(q),
+                    None => continue,
+                },
+            };
+            scopes.insert(scope, q);
         }
+        QuotaBook { scopes }
     }
 
     /// Admit a call of `scope` now, or say which quota it is over (`rate`:
@@ -231,7 +336,7 @@ impl QuotaBook {
 pub(crate) struct Admission {
     scope: Scope,
     quota: Option<Arc<ScopeQuota>>,
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -267,33 +372,93 @@ impl Admission {
 
     /// Charge the fuel the call's guest burnt.
     pub(crate) fn charge_fuel(&self, fuel: u64) {
-        if let Some(b) = self.quota.as_ref().and_then(|q| q.fuel.as_ref()) {
+        if let Some(q) = &self.quota
+            && let Some(b) = &q.limits.load().fuel
+        {
             b.charge(fuel);
         }
     }
 
     /// Charge the bytes of the call's result.
     pub(crate) fn charge_output(&self, bytes: u64) {
-        if let Some(b) = self.quota.as_ref().and_then(|q| q.output.as_ref()) {
+        if let Some(q) = &self.quota
+            && let Some(b) = &q.limits.load().output
+        {
             b.charge(bytes);
         }
     }
 
     /// Whether the call's output is charged (the core only weighs it then).
     pub(crate) fn meters_output(&self) -> bool {
-        self.quota.as_ref().is_some_and(|q| q.output.is_some())
+        self.quota
+            .as_ref()
+            .is_some_and(|q| q.limits.load().output.is_some())
     }
 
     /// Whether the fuel the guest burns is charged (the core only meters
     /// it then).
     pub(crate) fn meters_fuel(&self) -> bool {
-        self.quota.as_ref().is_some_and(|q| q.fuel.is_some())
+        self.quota
+            .as_ref()
+            .is_some_and(|q| q.limits.load().fuel.is_some())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tenant(q: Quotas) -> Tenant {
+        let mut t: Tenant = crate::HostConfig::parse(
+            std::path::Path::new("t.toml"),
+            &format!(
+                "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n",
+                "0".repeat(64)
+            ),
+        )
+        .expect("a valid config")
+        .tenants
+        .remove(0);
+        t.quotas = q;
+        t
+    }
+
+    #[test]
+    fn a_reconfigured_quota_keeps_running_calls_and_overdrafts() {
+        let q = |max, fuel| Quotas {
+            max_concurrent: Some(max),
+            fuel_per_minute: Some(fuel),
+            ..Quotas::default()
+        };
+        let scope = Scope::new("t");
+        let book = QuotaBook::new([tenant(q(3, 600))].iter());
+        let running: Vec<_> = (0..2)
+            .map(|_| book.admit(&scope, true).expect("under the cap"))
+            .collect();
+        running[0].charge_fuel(1200);
+        // Narrowed to 1 while 2 run: nothing more is admitted until both
+        // have ended, and the overdraft is not forgiven by the change.
+        let book = QuotaBook::reconfigured([tenant(q(1, 6000))].iter(), Some(&book));
+        let refused = book.admit(&scope, true).expect_err("overdrawn");
+        assert_eq!(refused.quota, "fuel-per-minute", "{}", refused.message);
+        running[1].charge_fuel(0);
+        // Widened again, with the balance positive: the two running calls
+        // still count against the cap.
+        let book = QuotaBook::reconfigured([tenant(q(2, 6_000_000))].iter(), Some(&book));
+        // (600 units short, refilled at 100,000 a second.)
+        std::thread::sleep(Duration::from_millis(20));
+        let refused = book.admit(&scope, true).expect_err("at the cap");
+        assert_eq!(refused.quota, "max-concurrent", "{}", refused.message);
+        drop(running);
+        let a = book.admit(&scope, true).expect("slots given back");
+        let b = book.admit(&scope, true).expect("two slots");
+        assert!(book.admit(&scope, true).is_err());
+        drop((a, b));
+        // A tenant whose quotas are all gone is admitted at no cost.
+        let book = QuotaBook::reconfigured([tenant(Quotas::default())].iter(), Some(&book));
+        let many: Vec<_> = (0..10).map(|_| book.admit(&scope, true).unwrap()).collect();
+        assert_eq!(many.len(), 10);
+    }
 
     #[test]
     fn an_overdrawn_budget_waits_in_proportion_to_the_overdraft() {

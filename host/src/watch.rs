@@ -1,4 +1,5 @@
-//! Hot reload: watch the tool sources and reload the core when they change.
+//! Hot reload: watch the tool sources (and, for a front end that asks,
+//! its host config) and reload the core when they change.
 //!
 //! File events are debounced (a build writes a `.wasm` and its manifest in
 //! quick succession), then `Core::reload` swaps in a new catalog: calls
@@ -14,7 +15,6 @@ use tokio::sync::mpsc;
 
 /// Reloads the core while it lives; dropping it stops watching.
 pub struct Watcher {
-    _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,25 +28,67 @@ impl Drop for Watcher {
 /// watched through its directory) and reload `core` once no change has
 /// arrived for `debounce`. Must be called inside a tokio runtime.
 pub fn watch(core: Core, paths: &[PathBuf], debounce: Duration) -> notify::Result<Watcher> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut watcher =
-        notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
-            Ok(ev) if is_change(&ev.kind) => {
-                let _ = tx.send(());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("watching tools: {e}"),
-        })?;
-    for p in paths {
-        let dir = watched_dir(p);
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-        tracing::info!("watching {} for tool changes", dir.display());
+    let mut changes = Changes::new(paths, debounce)?;
+    let task = tokio::spawn(async move {
+        while changes.next().await.is_some() {
+            let errors = core.reload().await;
+            tracing::info!(
+                "tools reloaded ({} tools in scope default, {} load errors)",
+                core.tools(&crate::Scope::default()).len(),
+                errors.len()
+            );
+        }
+    });
+    Ok(Watcher { task })
+}
+
+/// Debounced changes under some paths: for a front end that does more on
+/// a change than [`watch`] (re-reads its host config, say, and
+/// [`Core::reconfigure`]s). Dropping it stops watching.
+pub struct Changes {
+    _watcher: notify::RecommendedWatcher,
+    rx: mpsc::UnboundedReceiver<()>,
+    debounce: Duration,
+}
+
+impl Changes {
+    /// Watch `paths` (directories, or files through their directories).
+    pub fn new(paths: &[PathBuf], debounce: Duration) -> notify::Result<Changes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
+                Ok(ev) if is_change(&ev.kind) => {
+                    let _ = tx.send(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("watching for changes: {e}"),
+            })?;
+        let mut dirs: Vec<PathBuf> = paths.iter().map(|p| watched_dir(p)).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+            tracing::info!("watching {} for changes", dir.display());
+        }
+        Ok(Changes {
+            _watcher: watcher,
+            rx,
+            debounce,
+        })
     }
-    let task = tokio::spawn(reload_on_change(core, rx, debounce));
-    Ok(Watcher {
-        _watcher: watcher,
-        task,
-    })
+
+    /// Wait for a change, then for a quiet period of the debounce (a build
+    /// writes a `.wasm` and its manifest in quick succession).
+    pub async fn next(&mut self) -> Option<()> {
+        self.rx.recv().await?;
+        loop {
+            match tokio::time::timeout(self.debounce, self.rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return None,
+                Err(_) => return Some(()),
+            }
+        }
+    }
 }
 
 fn is_change(kind: &EventKind) -> bool {
@@ -63,24 +105,5 @@ fn watched_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
-    }
-}
-
-async fn reload_on_change(core: Core, mut rx: mpsc::UnboundedReceiver<()>, debounce: Duration) {
-    while rx.recv().await.is_some() {
-        // Quiet period: keep absorbing events until none arrives for `debounce`.
-        loop {
-            match tokio::time::timeout(debounce, rx.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => return,
-                Err(_) => break,
-            }
-        }
-        let errors = core.reload().await;
-        tracing::info!(
-            "tools reloaded ({} tools in scope default, {} load errors)",
-            core.tools(&crate::Scope::default()).len(),
-            errors.len()
-        );
     }
 }

@@ -170,6 +170,8 @@ pub(crate) fn copy_tool(from: &Path, name: &str, to: &Path) {
 pub(crate) struct HttpServe {
     child: Child,
     pub(crate) url: String,
+    /// What it printed after its URL.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl HttpServe {
@@ -201,8 +203,21 @@ impl HttpServe {
             seen.push('\n');
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        HttpServe { child, url }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                let mut k = kept.lock().unwrap();
+                k.push_str(&line);
+                k.push('\n');
+            }
+        });
+        HttpServe { child, url, log }
+    }
+
+    /// What the server printed to stderr after its URL, so far.
+    pub(crate) fn stderr(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// The server's process id.

@@ -1204,3 +1204,190 @@ fn calls_refused_after_the_door_give_their_slot_back() {
     assert_eq!(st, 200, "{resp}");
     assert!(resp.contains("still here"), "{resp}");
 }
+
+/// Replace `from` with `to` in the host config, all at once (a rename: the
+/// server never reads half a file).
+fn edit_config(s: &Setup, edits: &[(&str, &str)]) {
+    let cfg = s.dir.path().join("toolhost.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "`{from}` is not in {text}");
+        text = text.replace(from, to);
+    }
+    let tmp = s.dir.path().join("toolhost.toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &cfg).unwrap();
+}
+
+fn sighup(server: &HttpServe) {
+    let pid = server.pid().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Wait until `token` lists tools (its tenant is served).
+fn wait_served(addr: &str, token: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, resp) = rpc(addr, Some(token), "tools/list", json!({}), None);
+        if st == 200 {
+            return;
+        }
+        assert_eq!(st, 401, "{resp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload never served the new tenant"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const TOKEN_C: &str = "gamma-token-5d0e11";
+
+#[test]
+fn a_config_reload_under_load_loses_no_call() {
+    let s = Setup::new("");
+    s.slow_tool("[limits]\ntimeout = \"60s\"\nmax-concurrency = 16\n");
+    s.configure(
+        "",
+        &tenant_entry("slowpoke", "slow/", "slow-token", "max-concurrent = 4"),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    let beta_tools = list(&addr, TOKEN_B);
+    assert!(
+        beta_tools.contains(&"list_dir".to_string()),
+        "{beta_tools:?}"
+    );
+    // Two long calls, running across the reload.
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || call(&addr, "slow-token", "sleep", json!({"ms": 8000})))
+        })
+        .collect();
+    // Alpha's steady load, before, during and after the reload.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..3)
+        .map(|t| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let text = format!("{t}-{i}");
+                    let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": text}));
+                    seen.push((std::time::Instant::now(), text, st, resp));
+                    i += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    // Beta leaves, gamma comes (with beta's tools and root), slowpoke's
+    // concurrency is narrowed below what it has running.
+    edit_config(
+        &s,
+        &[
+            ("name = \"beta\"", "name = \"gamma\""),
+            (&sha(TOKEN_B), &sha(TOKEN_C)),
+            ("max-concurrent = 4", "max-concurrent = 1"),
+        ],
+    );
+    let reloaded = std::time::Instant::now();
+    sighup(&server);
+    wait_served(&addr, TOKEN_C);
+    // The new config holds at once: beta's token is refused, gamma sees
+    // beta's tools, and its file tool beta's root.
+    let (st, resp) = rpc(&addr, Some(TOKEN_B), "tools/list", json!({}), None);
+    assert_eq!(st, 401, "{resp}");
+    assert_eq!(list(&addr, TOKEN_C), beta_tools);
+    let (st, resp) = call(&addr, TOKEN_C, "list_dir", json!({"path": "/data"}));
+    assert_eq!(st, 200, "{resp}");
+    assert!(resp.contains("secret-b.txt"), "{resp}");
+    // Slowpoke's two running calls still hold their slots against its new
+    // `max-concurrent = 1`.
+    let (st, resp) = call(&addr, "slow-token", "sleep", json!({"ms": 1}));
+    assert_eq!(st, 429, "{resp}");
+    assert!(resp.contains("max-concurrent = 1"), "{resp}");
+    // They finish, under what they started with; then it may call again.
+    for t in sleepers {
+        let (st, resp) = t.join().unwrap();
+        assert_eq!(st, 200, "{resp}");
+        assert_eq!(body_json(&resp)["result"]["content"][0]["text"], "slept");
+    }
+    let (st, resp) = call(&addr, "slow-token", "sleep", json!({"ms": 1}));
+    assert_eq!(st, 200, "{resp}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut after = 0;
+    let mut total = 0;
+    for c in callers {
+        for (at, text, st, resp) in c.join().unwrap() {
+            assert_eq!(st, 200, "{text}: {resp}");
+            assert_eq!(
+                body_json(&resp)["result"]["content"][0]["text"],
+                text.as_str(),
+                "{resp}"
+            );
+            total += 1;
+            after += usize::from(at > reloaded);
+        }
+    }
+    assert!(
+        after > 0 && total > after,
+        "{after} of {total} after the reload"
+    );
+    // A broken config is refused whole: the running one stays.
+    let cfg = s.dir.path().join("toolhost.toml");
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{good}\n[[tenant]]\nname = 3\n")).unwrap();
+    sighup(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server.stderr().contains("reload refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal in:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.stderr().contains("toolhost.toml:"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(list(&addr, TOKEN_C), beta_tools);
+    assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
+}
+
+#[test]
+fn a_watched_config_is_served_when_it_changes() {
+    let s = Setup::new("");
+    let root = s.dir.path();
+    let server = HttpServe::start_env(
+        &[
+            "--watch",
+            "true",
+            "--config",
+            &root.join("toolhost.toml").display().to_string(),
+            "--tools",
+            &root.join("base").display().to_string(),
+        ],
+        &[],
+    );
+    let addr = server.addr();
+    let (st, _) = rpc(&addr, Some(TOKEN_C), "tools/list", json!({}), None);
+    assert_eq!(st, 401);
+    // Alpha's token rotated to gamma's: no signal, only the file.
+    edit_config(&s, &[(&sha(TOKEN_A), &sha(TOKEN_C))]);
+    wait_served(&addr, TOKEN_C);
+    let (st, _) = rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None);
+    assert_eq!(st, 401);
+    assert!(list(&addr, TOKEN_C).contains(&"echo".to_string()));
+}

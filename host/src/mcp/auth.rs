@@ -37,8 +37,9 @@ pub enum AuthError {
     NoTenants,
 }
 
-/// The tenants an HTTP server serves, with their credentials. Built once
-/// from the host config.
+/// The tenants an HTTP server serves, with their credentials, built from
+/// the host config (again on each reload: see
+/// [`TenantsHandle`](super::TenantsHandle)).
 pub struct Tenancy {
     pub(crate) tenants: Vec<TenantGate>,
     jwt: Option<JwtVerifier>,

@@ -112,21 +112,170 @@ pub struct HttpServer {
     listener: tokio::net::TcpListener,
     /// Keeps this address out of every tool's reach while the server lives.
     _own: crate::caps::net::OwnListener,
-    /// One server, or one per tenant (in the tenancy's order).
-    servers: Vec<McpServer>,
-    /// What each server's session ids are bound to (`scope:NAME`,
-    /// `tenant:NAME`), in the same order.
-    owners: Vec<String>,
-    /// Seals session ids (and stateless request state).
-    key: crate::StateKey,
-    tenancy: Option<Arc<Tenancy>>,
-    /// With tenants: where quota refusals are counted and audited.
-    core: Option<crate::Core>,
+    front: Front,
+    /// Cancels every session's streams when the server stops.
+    sessions: CancellationToken,
     opts: HttpOptions,
+}
+
+/// Whom the server serves.
+enum Front {
+    /// One server, behind the optional bearer token.
+    Single(McpServer, McpService),
+    /// Tenants, each behind its credentials; replaceable while serving.
+    Tenants(Arc<TenantFront>),
 }
 
 /// The MCP service of one server (tenant).
 type McpService = StreamableHttpService<McpServer, SealedSessions>;
+
+/// Makes the MCP service of a server: its session ids sealed for its
+/// owner, under the endpoint's config.
+struct Services {
+    key: crate::StateKey,
+    ttl: Duration,
+    config: StreamableHttpServerConfig,
+}
+
+impl Services {
+    /// `owner`: what the server's session ids are bound to (`scope:NAME`,
+    /// `tenant:NAME`): a session restored on any replica, never on another
+    /// tenant's service.
+    fn make(&self, root: McpServer, owner: String) -> McpService {
+        let seal = SessionSeal::new(self.key.clone(), owner, self.ttl);
+        let mut config = self.config.clone();
+        config.session_store = Some(Arc::new(SealedStore(seal.clone())));
+        StreamableHttpService::new(
+            // One handler per session (per request when stateless): each
+            // has its own log level and shares the server's client list.
+            move || Ok(root.new_session()),
+            Arc::new(SealedSessions::new(seal)),
+            config,
+        )
+    }
+}
+
+/// The tenants a server serves now, and how to serve a new one.
+struct TenantFront {
+    core: crate::Core,
+    services: Services,
+    /// The resource identifier when `[auth] resource` is not set.
+    default_resource: String,
+    table: arc_swap::ArcSwap<TenantTable>,
+    /// One replacement at a time (each builds on the table before it).
+    replacing: std::sync::Mutex<()>,
+}
+
+/// One version of the tenants: their credentials, and each one's server.
+struct TenantTable {
+    tenancy: Tenancy,
+    /// Each tenant's server and service, in the tenancy's order: a tenant's
+    /// sessions live in its service.
+    servers: Vec<(McpServer, McpService)>,
+    /// Where the protected-resource metadata is, for `WWW-Authenticate`.
+    metadata_url: Arc<str>,
+    /// The protected-resource metadata document (RFC 9728).
+    metadata: Arc<str>,
+}
+
+impl TenantFront {
+    /// The table for `tenancy`, keeping each tenant's server (and so its
+    /// sessions) that the current one already has.
+    fn next_table(&self, tenancy: Tenancy) -> TenantTable {
+        let old = self.table.load_full();
+        TenantTable::new(
+            &self.core,
+            &self.services,
+            &self.default_resource,
+            tenancy,
+            Some(&old),
+        )
+    }
+}
+
+impl TenantTable {
+    /// The table for `tenancy`, keeping each tenant's server (and so its
+    /// sessions) that `old` has.
+    fn new(
+        core: &crate::Core,
+        services: &Services,
+        default_resource: &str,
+        tenancy: Tenancy,
+        old: Option<&TenantTable>,
+    ) -> TenantTable {
+        let key = services.key.clone();
+        let servers = tenancy
+            .tenants
+            .iter()
+            .map(|g| {
+                let name = &g.tenant.name;
+                let kept = old.and_then(|o| {
+                    o.tenancy
+                        .tenants
+                        .iter()
+                        .position(|x| x.tenant.name == *name)
+                        .map(|i| o.servers[i].clone())
+                });
+                kept.unwrap_or_else(|| {
+                    let server = McpServer::with_state_key(
+                        core.clone(),
+                        g.tenant.scope(),
+                        &format!("mcp-http:{name}"),
+                        key.clone(),
+                    );
+                    let service = services.make(server.clone(), format!("tenant:{name}"));
+                    (server, service)
+                })
+            })
+            .collect();
+        let resource = tenancy
+            .resource
+            .clone()
+            .unwrap_or_else(|| default_resource.to_string());
+        let metadata = serde_json::json!({
+            "resource": resource,
+            "authorization_servers": tenancy.authorization_servers,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "toolhost",
+        })
+        .to_string();
+        TenantTable {
+            metadata_url: metadata_url(&resource).into(),
+            metadata: metadata.into(),
+            tenancy,
+            servers,
+        }
+    }
+}
+
+/// Replaces the tenants of a running [`HttpServer`] (their credentials and
+/// `[auth]`), for a host config reload: see [`HttpServer::tenants`].
+#[derive(Clone)]
+pub struct TenantsHandle(Arc<TenantFront>);
+
+impl TenantsHandle {
+    /// Serve `tenancy` from the next request on. A tenant that stays (by
+    /// name) keeps its sessions and its running calls; a tenant that is
+    /// gone, or a credential that was removed, is refused (401) from then
+    /// on, while calls it has running finish; a new tenant is served at
+    /// once. What each tenant's tools are is the core's:
+    /// [`Core::reconfigure`](crate::Core::reconfigure) the core first.
+    pub fn replace(&self, tenancy: Tenancy) {
+        let _one = self.0.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        let table = self.0.next_table(tenancy);
+        self.0.table.store(Arc::new(table));
+    }
+
+    /// The names of the tenants served now.
+    pub fn names(&self) -> Vec<String> {
+        let t = self.0.table.load();
+        t.tenancy
+            .tenants
+            .iter()
+            .map(|g| g.tenant.name.clone())
+            .collect()
+    }
+}
 
 /// Connections the kernel holds for the accept loop (it caps this at
 /// `net.core.somaxconn`).
@@ -150,6 +299,29 @@ fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
     bind().map_err(|source| HttpError::Bind { addr, source })
 }
 
+/// The MCP services' config for an endpoint bound at `addr`.
+fn service_config(
+    addr: SocketAddr,
+    opts: &HttpOptions,
+    sessions: &CancellationToken,
+) -> StreamableHttpServerConfig {
+    StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(addr, &opts.allowed_hosts))
+        .with_allowed_origins(allowed_origins(&opts.allowed_origins))
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(opts.max_body_bytes)
+        // A stateless (2026-07-28) request whose handler emits nothing
+        // before its response is answered as plain JSON: no SSE framing,
+        // no session. One that streams (progress, logs) still gets SSE.
+        .with_json_response(true)
+        .with_cancellation_token(sessions.child_token())
+}
+
+/// The address a bound listener listens on.
+fn bound_addr(l: &tokio::net::TcpListener) -> SocketAddr {
+    l.local_addr().expect("a bound listener has an address")
+}
+
 impl HttpServer {
     /// Check the options and bind the address (port 0 picks a free port:
     /// see [`HttpServer::local_addr`]).
@@ -162,14 +334,18 @@ impl HttpServer {
             _ => {}
         }
         let listener = listen(opts.addr)?;
+        let sessions = CancellationToken::new();
+        let services = Services {
+            key: server.state_key().clone(),
+            ttl: opts.session_ttl,
+            config: service_config(bound_addr(&listener), &opts, &sessions),
+        };
+        let service = services.make(server.clone(), format!("scope:{}", server.scope().as_str()));
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
-            owners: vec![format!("scope:{}", server.scope().as_str())],
-            key: server.state_key().clone(),
-            servers: vec![server],
-            tenancy: None,
-            core: None,
+            front: Front::Single(server, service),
+            sessions,
             opts,
         })
     }
@@ -177,7 +353,8 @@ impl HttpServer {
     /// Like [`HttpServer::bind`], serving each tenant of `tenancy` its own
     /// scope of `core`: a request's bearer credential selects the tenant,
     /// and its `tools/call`s are held to the tenant's quotas. Stateless
-    /// request state is sealed with `key`.
+    /// request state is sealed with `key`. The tenants can be replaced
+    /// while serving ([`HttpServer::tenants`]).
     pub async fn bind_tenants(
         core: crate::Core,
         tenancy: Tenancy,
@@ -188,40 +365,43 @@ impl HttpServer {
             return Err(HttpError::TokenWithTenants);
         }
         let listener = listen(opts.addr)?;
-        let servers = tenancy
-            .tenants
-            .iter()
-            .map(|g| {
-                McpServer::with_state_key(
-                    core.clone(),
-                    g.tenant.scope(),
-                    &format!("mcp-http:{}", g.tenant.name),
-                    key.clone(),
-                )
-            })
-            .collect();
-        let owners = tenancy
-            .tenants
-            .iter()
-            .map(|g| format!("tenant:{}", g.tenant.name))
-            .collect();
+        let addr = bound_addr(&listener);
+        let sessions = CancellationToken::new();
+        let services = Services {
+            key,
+            ttl: opts.session_ttl,
+            config: service_config(addr, &opts, &sessions),
+        };
+        let default_resource = format!("http://{addr}/mcp");
+        let table = TenantTable::new(&core, &services, &default_resource, tenancy, None);
+        let front = TenantFront {
+            core,
+            services,
+            default_resource,
+            table: arc_swap::ArcSwap::from_pointee(table),
+            replacing: std::sync::Mutex::new(()),
+        };
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
-            servers,
-            owners,
-            key,
-            tenancy: Some(Arc::new(tenancy)),
-            core: Some(core),
+            front: Front::Tenants(Arc::new(front)),
+            sessions,
             opts,
         })
     }
 
     /// The bound address (with the port picked, if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        bound_addr(&self.listener)
+    }
+
+    /// A handle that replaces the tenants while the server serves (`None`
+    /// for a server bound without tenants).
+    pub fn tenants(&self) -> Option<TenantsHandle> {
+        match &self.front {
+            Front::Tenants(f) => Some(TenantsHandle(f.clone())),
+            Front::Single(..) => None,
+        }
     }
 
     /// Serve until `shutdown` resolves, then drain running calls and close.
@@ -230,70 +410,21 @@ impl HttpServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), HttpError> {
         let addr = self.local_addr();
-        let sessions = CancellationToken::new();
+        let sessions = self.sessions;
         // POST responses still streaming: a finished call's result must reach
         // its client before shutdown closes the sessions.
         let responses = TaskTracker::new();
-        let config = StreamableHttpServerConfig::default()
-            .with_allowed_hosts(allowed_hosts(addr, &self.opts.allowed_hosts))
-            .with_allowed_origins(allowed_origins(&self.opts.allowed_origins))
-            .enforce_origin_validation()
-            .with_max_request_body_bytes(self.opts.max_body_bytes)
-            // A stateless (2026-07-28) request whose handler emits nothing
-            // before its response is answered as plain JSON: no SSE framing,
-            // no session. One that streams (progress, logs) still gets SSE.
-            .with_json_response(true)
-            .with_cancellation_token(sessions.child_token());
-        let (key, ttl) = (self.key.clone(), self.opts.session_ttl);
-        let service = |(root, owner): (McpServer, String)| -> McpService {
-            // Session ids sealed for this server's owner: a session restored
-            // on any replica, never on another tenant's service.
-            let seal = SessionSeal::new(key.clone(), owner, ttl);
-            let mut config = config.clone();
-            config.session_store = Some(Arc::new(SealedStore(seal.clone())));
-            StreamableHttpService::new(
-                // One handler per session (per request when stateless): each
-                // has its own log level and shares the server's client list.
-                move || Ok(root.new_session()),
-                Arc::new(SealedSessions::new(seal)),
-                config,
-            )
-        };
-        let services: Arc<[McpService]> = self
-            .servers
-            .iter()
-            .cloned()
-            .zip(self.owners.iter().cloned())
-            .map(service)
-            .collect();
         let timeout = self.opts.request_timeout;
-        let mut app = match &self.tenancy {
-            None => axum::Router::new()
+        let mut app = match &self.front {
+            Front::Single(_, service) => axum::Router::new()
                 .route("/mcp", axum::routing::any(single_mcp))
                 .with_state(SingleRoute {
-                    service: services[0].clone(),
+                    service: service.clone(),
                     max_body: self.opts.max_body_bytes,
                 }),
-            Some(tenancy) => {
-                let resource = tenancy
-                    .resource
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{addr}/mcp"));
+            Front::Tenants(front) => {
                 let routes = TenantRoutes {
-                    tenancy: tenancy.clone(),
-                    core: self.core.clone().expect("tenants have a core"),
-                    // Each tenant has its own sessions: one tenant's session
-                    // id means nothing to another's.
-                    services,
-                    metadata_url: metadata_url(&resource).into(),
-                    metadata: serde_json::json!({
-                        "resource": resource,
-                        "authorization_servers": tenancy.authorization_servers,
-                        "bearer_methods_supported": ["header"],
-                        "resource_name": "toolhost",
-                    })
-                    .to_string()
-                    .into(),
+                    front: front.clone(),
                     max_body: self.opts.max_body_bytes,
                 };
                 axum::Router::new()
@@ -324,11 +455,23 @@ impl HttpServer {
                 require_bearer,
             ));
         }
-        let servers = self.servers;
+        let front = self.front;
         let grace = self.opts.shutdown_grace;
         let stop = async move {
             shutdown.await;
             tracing::info!("shutting down: waiting for running calls");
+            // The servers serving now (a tenant removed by a reload has its
+            // running responses in `responses`).
+            let servers: Vec<McpServer> = match &front {
+                Front::Single(s, _) => vec![s.clone()],
+                Front::Tenants(f) => f
+                    .table
+                    .load()
+                    .servers
+                    .iter()
+                    .map(|(s, _)| s.clone())
+                    .collect(),
+            };
             let drained = async {
                 // Every server stops taking calls at once, then all drain.
                 let each: Vec<_> = servers
@@ -494,13 +637,7 @@ async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next)
 /// What the tenant routes share.
 #[derive(Clone)]
 struct TenantRoutes {
-    tenancy: Arc<Tenancy>,
-    core: crate::Core,
-    services: Arc<[McpService]>,
-    /// Where the protected-resource metadata is, for `WWW-Authenticate`.
-    metadata_url: Arc<str>,
-    /// The protected-resource metadata document (RFC 9728).
-    metadata: Arc<str>,
+    front: Arc<TenantFront>,
     max_body: usize,
 }
 
@@ -526,13 +663,13 @@ fn metadata_url(resource: &str) -> String {
 async fn resource_metadata(State(r): State<TenantRoutes>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        r.metadata.to_string(),
+        r.front.table.load().metadata.to_string(),
     )
         .into_response()
 }
 
 /// 401 with the challenge the MCP authorization spec asks for.
-fn unauthorized(r: &TenantRoutes, why: Option<&str>) -> Response {
+fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
     let challenge = match why {
         None => format!("Bearer resource_metadata=\"{}\"", r.metadata_url),
         Some(why) => format!(
@@ -557,9 +694,12 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let i = match token.map(|t| r.tenancy.authenticate(t)) {
-        None => return unauthorized(&r, None),
-        Some(Err(why)) => return unauthorized(&r, Some(why)),
+    // The tenants as they are now: the whole request is served by this
+    // version, even if a reload replaces it meanwhile.
+    let table = r.front.table.load_full();
+    let i = match token.map(|t| table.tenancy.authenticate(t)) {
+        None => return unauthorized(&table, None),
+        Some(Err(why)) => return unauthorized(&table, Some(why)),
         Some(Ok(i)) => i,
     };
     let (mut parts, body) = req.into_parts();
@@ -597,9 +737,14 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             // Admitted here, to answer 429 before the call is parsed again;
             // the admission travels with the request, and the core holds
             // it (and the tenant's slot) for the whole call.
-            let tenant = &r.tenancy.tenants[i].tenant;
+            let tenant = &table.tenancy.tenants[i].tenant;
             let caller = format!("mcp-http:{}", tenant.name);
-            match r.core.admit(&tenant.scope(), &caller, &tool, true).await {
+            match r
+                .front
+                .core
+                .admit(&tenant.scope(), &caller, &tool, true)
+                .await
+            {
                 Ok(a) => {
                     parts.extensions.insert(crate::quota::AdmittedCall::new(a));
                 }
@@ -626,7 +771,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     } else {
         Request::from_parts(parts, body)
     };
-    session::initializing(initialize, r.services[i].handle(req))
+    session::initializing(initialize, table.servers[i].1.handle(req))
         .await
         .map(Body::new)
 }

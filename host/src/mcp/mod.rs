@@ -33,5 +33,5 @@ mod tasks;
 #[cfg(feature = "http")]
 pub use auth::{AuthError, Tenancy};
 #[cfg(feature = "http")]
-pub use http::{HttpError, HttpOptions, HttpServer};
+pub use http::{HttpError, HttpOptions, HttpServer, TenantsHandle};
 pub use server::McpServer;

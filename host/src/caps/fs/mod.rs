@@ -125,7 +125,7 @@ pub(crate) struct Protected {
 }
 
 /// The host's own state, which no grant may reach.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct HostState {
     pub(crate) protected: Vec<Protected>,
 }
