@@ -177,11 +177,15 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
 }
 
 async fn build_core(h: &HostOpts) -> Result<Core> {
-    build_core_with(h, toolhost::Metrics::new()).await
+    let config = host_config(&h.config)?;
+    build_core_with(h, config, toolhost::Metrics::new()).await
 }
 
-async fn build_core_with(h: &HostOpts, metrics: toolhost::Metrics) -> Result<Core> {
-    let config = host_config(&h.config)?;
+async fn build_core_with(
+    h: &HostOpts,
+    config: HostConfig,
+    metrics: toolhost::Metrics,
+) -> Result<Core> {
     let mut audit = config.audit.clone();
     if let Some(a) = &h.audit {
         audit.path = Some(a.clone());
@@ -450,6 +454,14 @@ struct ServeOpts {
     /// its client starts a new one.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = humantime::parse_duration)]
     session_ttl: std::time::Duration,
+    /// HTTP connections open at once; past it, new ones wait in the
+    /// kernel's accept queue.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers (also
+    /// the longest an idle keep-alive connection stays open).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: std::time::Duration,
 }
 
 /// The key ring sealing session ids and request state: `--state-key-file`,
@@ -491,9 +503,10 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         }
         None => None,
     };
-    let core = build_core_with(host, metrics).await?;
-    let audit_core = core.clone();
+    // Read once: the core, the tenants and the reloads start from the same.
     let config = host_config(&host.config)?;
+    let core = build_core_with(host, config.clone(), metrics).await?;
+    let audit_core = core.clone();
     let scope = Scope::new(&opts.scope);
     let key = state_key(&opts)?;
     // `--stdio` and `--http` conflict: `--stdio` only makes the default explicit.
@@ -504,6 +517,8 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.allowed_hosts = opts.allow_hosts;
             http.allowed_origins = opts.allow_origins;
             http.session_ttl = opts.session_ttl;
+            http.max_connections = opts.max_connections;
+            http.header_read_timeout = opts.header_read_timeout;
             let bound = if config.tenants.is_empty() {
                 let server = McpServer::with_state_key(core.clone(), scope, "mcp-http", key);
                 HttpServer::bind(server, http).await
@@ -601,10 +616,17 @@ impl Reloads {
                         eprintln!("toolhost: tools reloaded ({} load errors)", errors.len());
                     }
                 }
-                // The tool paths may have changed with the config.
-                if watch {
+                // The tool paths may have changed with the config: the new
+                // watcher starts before the old one goes, and a change the
+                // old one saw during the reload makes another.
+                if let Some(old) = &mut changes {
                     match watched(&host, &config) {
-                        Ok(c) => changes = Some(c),
+                        Ok(c) => {
+                            if old.pending() {
+                                c.touch();
+                            }
+                            changes = Some(c);
+                        }
                         Err(e) => eprintln!("toolhost: {e:#}; watching the previous paths"),
                     }
                 }
@@ -661,10 +683,13 @@ async fn reload(
         None => None,
     };
     let sources = all_sources(host, &config)?;
-    let done = core.reconfigure(config.clone(), sources).await;
+    // Credentials first: a revoked one reaches nothing from now on, and a
+    // new tenant is served once its tools have loaded (until then it sees
+    // its scope as it was: empty, if it is new).
     if let (Some(h), Some(t)) = (tenants, tenancy) {
         h.replace(t);
     }
+    let done = core.reconfigure(config.clone(), sources).await;
     for s in &done.needs_restart {
         eprintln!("toolhost: {s} changed; it takes effect after a restart");
     }

@@ -276,7 +276,7 @@ struct Inputs {
 /// The host config sections a reconfigure does not change: the engine
 /// (its pool is sized and its memory reserved), the audit log (its file is
 /// open) and `[tasks]` (running servers hold it).
-#[derive(PartialEq)]
+#[derive(Clone, PartialEq)]
 struct Fixed {
     engine: crate::config::EngineConfig,
     audit: crate::audit::AuditConfig,
@@ -616,23 +616,32 @@ impl Core {
         let mut inputs = self.inner.inputs.lock().await;
         let needs_restart = inputs.fixed.differences(&Fixed::of(&config));
         let old = self.inner.live.load_full();
-        inputs.sources = sources;
-        inputs.caps = config.caps.clone();
-        let host = inputs.host_state(&config, &self.inner.sandbox, &self.inner.audit);
+        // Nothing is changed until the new catalog is in: a reconfigure
+        // dropped while it loads leaves the core as it was.
+        let mut next = Inputs {
+            sources,
+            caps: config.caps.clone(),
+            host: HostState::default(),
+            own_rules: inputs.own_rules.clone(),
+            protected: inputs.protected.clone(),
+            // Read once, at build: the running ones stay.
+            fixed: inputs.fixed.clone(),
+        };
+        next.host = next.host_state(&config, &self.inner.sandbox, &self.inner.audit);
         // A component's grants were checked against the paths protected
         // then: when those change, every component is prepared again.
-        let previous = (host == inputs.host).then_some(&old.catalog);
-        inputs.host = host;
+        let previous = (next.host == inputs.host).then_some(&old.catalog);
         let catalog = Catalog::load(
             &self.inner.sandbox,
-            &inputs.sources,
-            &inputs.caps,
-            &inputs.host,
+            &next.sources,
+            &next.caps,
+            &next.host,
             previous,
             &|_| {},
         )
         .await;
-        let policy = Arc::new(inputs.policy(&config));
+        let policy = Arc::new(next.policy(&config));
+        *inputs = next;
         // Quotas before the catalog: a new tenant's first call is held to
         // its quotas.
         let quotas =

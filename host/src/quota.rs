@@ -129,8 +129,10 @@ struct Limits {
 
 impl Limits {
     /// The limits of `q`; what is unchanged from `old` keeps its state (a
-    /// rate limiter's cell, a budget's balance), and a changed budget
-    /// starts from the old balance.
+    /// rate limiter's cell, a budget's balance), a changed budget starts
+    /// from the old balance, and a changed rate starts with its burst used
+    /// up (governor cannot carry a limiter's state to another quota, and a
+    /// fresh burst would reward the tenant whose rate was just narrowed).
     fn new(q: &Quotas, old: Option<&Limits>) -> Limits {
         let budget = |n: Option<u64>, old: Option<&Arc<Budget>>| {
             n.map(|n| match old {
@@ -142,12 +144,16 @@ impl Limits {
         Limits {
             quotas: q.clone(),
             rate: q.calls_per_minute.and_then(NonZeroU32::new).map(|n| {
-                match old.and_then(|o| o.rate.as_ref()) {
-                    Some((m, l)) if *m == n.get() => (*m, l.clone()),
-                    _ => (
-                        n.get(),
-                        Arc::new(DefaultDirectRateLimiter::direct(Quota::per_minute(n))),
-                    ),
+                let fresh = || Arc::new(DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
+                match old.map(|o| o.rate.as_ref()) {
+                    Some(Some((m, l))) if *m == n.get() => (*m, l.clone()),
+                    // A tenant that is new, or had no rate: a full burst.
+                    None => (n.get(), fresh()),
+                    Some(_) => {
+                        let l = fresh();
+                        let _ = l.check_n(n);
+                        (n.get(), l)
+                    }
                 }
             }),
             concurrent: q.max_concurrent,
@@ -158,18 +164,12 @@ impl Limits {
             fuel: budget(q.fuel_per_minute, old.and_then(|o| o.fuel.as_ref())),
         }
     }
-
-    fn any(&self) -> bool {
-        self.rate.is_some()
-            || self.concurrent.is_some()
-            || self.output.is_some()
-            || self.fuel.is_some()
-    }
 }
 
-/// One tenant's quota state. It lives as long as the tenant has quotas,
-/// across reloads of the host config: its running calls stay counted
-/// against the new `max-concurrent`, its budgets keep their balance.
+/// One tenant's quota state. It lives as long as the tenant does, across
+/// reloads of the host config: its running calls stay counted (with or
+/// without a `max-concurrent`, so that one set later counts them), its
+/// budgets keep their balance.
 pub(crate) struct ScopeQuota {
     tenant: String,
     limits: ArcSwap<Limits>,
@@ -187,14 +187,12 @@ impl Drop for Slot {
 }
 
 impl ScopeQuota {
-    /// `None` when the tenant has no quota at all.
-    fn new(t: &Tenant) -> Option<ScopeQuota> {
-        let limits = Limits::new(&t.quotas, None);
-        limits.any().then(|| ScopeQuota {
+    fn new(t: &Tenant) -> ScopeQuota {
+        ScopeQuota {
             tenant: t.name.clone(),
-            limits: ArcSwap::from_pointee(limits),
+            limits: ArcSwap::from_pointee(Limits::new(&t.quotas, None)),
             running: Arc::new(AtomicU32::new(0)),
-        })
+        }
     }
 
     /// Take a `max-concurrent` slot if fewer than `n` are taken.
@@ -242,7 +240,8 @@ impl ScopeQuota {
                     Duration::from_secs(1),
                 )
             })?),
-            None => None,
+            // Counted all the same.
+            None => self.take_slot(u32::MAX),
         };
         if let Some((n, limiter)) = limits.rate.as_ref().filter(|_| rate)
             && let Err(not_until) = limiter.check()
@@ -266,8 +265,8 @@ impl ScopeQuota {
     }
 }
 
-/// Every tenant's quota state, by scope. Scopes without quotas are not in
-/// it, and their calls are admitted at no cost.
+/// Every tenant's quota state, by scope. Scopes that are no tenant's are
+/// not in it, and their calls are admitted at no cost.
 #[derive(Default)]
 pub(crate) struct QuotaBook {
     scopes: HashMap<Scope, Arc<ScopeQuota>>,
@@ -280,10 +279,10 @@ impl QuotaBook {
     }
 
     /// The quotas of `tenants`, keeping `old`'s state for each tenant that
-    /// still has quotas: calls it has running still hold their slots
-    /// against its new `max-concurrent`, its budgets keep their balance,
-    /// and an unchanged rate keeps its limiter. A tenant that had no quota
-    /// starts counting at its first call after the change.
+    /// stays: calls it has running still hold their slots against its new
+    /// `max-concurrent`, its budgets keep their balance, and an unchanged
+    /// rate keeps its limiter. (A tenant removed and added back starts
+    /// afresh.)
     pub(crate) fn reconfigured<'a>(
         tenants: impl Iterator<Item = &'a Tenant>,
         old: Option<&QuotaBook>,
@@ -296,18 +295,11 @@ impl QuotaBook {
                 Some(q) => {
                     let now = q.limits.load();
                     if now.quotas != t.quotas {
-                        let limits = Limits::new(&t.quotas, Some(&now));
-                        if !limits.any() {
-                            continue;
-                        }
-                        q.limits.store(Arc::new(limits));
+                        q.limits.store(Arc::new(Limits::new(&t.quotas, Some(&now))));
                     }
                     q.clone()
                 }
-                None => match ScopeQuota::new(t) {
-                    Some(q) => Arc::new(q),
-                    None => continue,
-                },
+                None => Arc::new(ScopeQuota::new(t)),
             };
             scopes.insert(scope, q);
         }
@@ -454,10 +446,43 @@ mod tests {
         let b = book.admit(&scope, true).expect("two slots");
         assert!(book.admit(&scope, true).is_err());
         drop((a, b));
-        // A tenant whose quotas are all gone is admitted at no cost.
+        // Calls made while the tenant has no cap are counted against the
+        // cap it gets later.
         let book = QuotaBook::reconfigured([tenant(Quotas::default())].iter(), Some(&book));
         let many: Vec<_> = (0..10).map(|_| book.admit(&scope, true).unwrap()).collect();
-        assert_eq!(many.len(), 10);
+        let book = QuotaBook::reconfigured([tenant(q(10, 6_000_000))].iter(), Some(&book));
+        assert_eq!(
+            book.admit(&scope, true).unwrap_err().quota,
+            "max-concurrent"
+        );
+        drop(many);
+        assert!(book.admit(&scope, true).is_ok());
+    }
+
+    #[test]
+    fn a_changed_rate_starts_with_its_burst_used_up() {
+        let rate = |n| Quotas {
+            calls_per_minute: Some(n),
+            ..Quotas::default()
+        };
+        let scope = Scope::new("t");
+        let book = QuotaBook::new([tenant(rate(5))].iter());
+        for _ in 0..5 {
+            book.admit(&scope, true).expect("the burst");
+        }
+        assert_eq!(
+            book.admit(&scope, true).unwrap_err().quota,
+            "calls-per-minute"
+        );
+        // Narrowed: no fresh burst. Unchanged: the same limiter.
+        let book = QuotaBook::reconfigured([tenant(rate(3))].iter(), Some(&book));
+        assert!(book.admit(&scope, true).is_err());
+        let book = QuotaBook::reconfigured([tenant(rate(3))].iter(), Some(&book));
+        assert!(book.admit(&scope, true).is_err());
+        // A new tenant gets its whole burst.
+        let other = Scope::new("t");
+        let fresh = QuotaBook::new([tenant(rate(3))].iter());
+        assert!(fresh.admit(&other, true).is_ok());
     }
 
     #[test]

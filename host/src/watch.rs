@@ -47,6 +47,7 @@ pub fn watch(core: Core, paths: &[PathBuf], debounce: Duration) -> notify::Resul
 /// [`Core::reconfigure`]s). Dropping it stops watching.
 pub struct Changes {
     _watcher: notify::RecommendedWatcher,
+    tx: mpsc::UnboundedSender<()>,
     rx: mpsc::UnboundedReceiver<()>,
     debounce: Duration,
 }
@@ -55,6 +56,7 @@ impl Changes {
     /// Watch `paths` (directories, or files through their directories).
     pub fn new(paths: &[PathBuf], debounce: Duration) -> notify::Result<Changes> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let sender = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
                 Ok(ev) if is_change(&ev.kind) => {
@@ -72,9 +74,27 @@ impl Changes {
         }
         Ok(Changes {
             _watcher: watcher,
+            tx: sender,
             rx,
             debounce,
         })
+    }
+
+    /// Whether a change has arrived that [`Changes::next`] has not yet
+    /// reported (taking it): for a front end that replaces its `Changes`
+    /// (new paths) and must not lose what the old one saw meanwhile.
+    pub fn pending(&mut self) -> bool {
+        let mut any = false;
+        while self.rx.try_recv().is_ok() {
+            any = true;
+        }
+        any
+    }
+
+    /// Report a change at the next [`Changes::next`], as if a file had
+    /// changed.
+    pub fn touch(&self) {
+        let _ = self.tx.send(());
     }
 
     /// Wait for a change, then for a quiet period of the debounce (a build

@@ -760,3 +760,102 @@ async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
     .unwrap();
     assert_eq!(status, 200);
 }
+
+/// An echo server over HTTP with `opts` changed by `set`; its address.
+async fn bounded_server(set: impl FnOnce(&mut toolhost::mcp::HttpOptions)) -> std::net::SocketAddr {
+    let core = toolhost::Core::builder()
+        .source(toolhost::Scope::default(), tools_dir().join("echo.toml"))
+        .build()
+        .await
+        .unwrap();
+    let mut opts = toolhost::mcp::HttpOptions::new("127.0.0.1:0".parse().unwrap());
+    set(&mut opts);
+    let http = toolhost::mcp::HttpServer::bind(
+        toolhost::mcp::McpServer::new(core, toolhost::Scope::default()),
+        opts,
+    )
+    .await
+    .unwrap();
+    let addr = http.local_addr();
+    tokio::spawn(http.serve(std::future::pending()));
+    addr
+}
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+
+fn ping_request(addr: std::net::SocketAddr) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{PING}",
+        PING.len()
+    )
+}
+
+/// M7: connections that never finish their headers (slowloris) are closed
+/// after the header-read timeout, holding nothing; the server serves the
+/// next client all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_finish_their_headers_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = bounded_server(|o| o.header_read_timeout = Duration::from_millis(500)).await;
+    let mut idle = Vec::new();
+    for i in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Half of them trickle part of a request line; half send nothing.
+        if i % 2 == 0 {
+            s.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(s);
+    }
+    let started = Instant::now();
+    for mut s in idle {
+        let mut buf = Vec::new();
+        // Closed by the server: the read ends (or is reset), well before
+        // the test's own limit.
+        let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+        assert!(r.is_ok(), "a connection without headers stayed open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(ping_request(addr).as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+/// M7: at most `max_connections` are served at once; the next waits in
+/// the accept queue (no descriptor is spent on it in the server) and is
+/// served as soon as one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = bounded_server(|o| {
+        o.max_connections = 2;
+        o.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let held: Vec<_> =
+        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    // Let the server accept both.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(ping_request(addr).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(1500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served past the cap: {early:?}");
+    drop(held);
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(20), third.read_to_string(&mut resp))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}

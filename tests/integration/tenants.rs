@@ -1230,15 +1230,16 @@ fn sighup(server: &HttpServe) {
     );
 }
 
-/// Wait until `token` lists tools (its tenant is served).
-fn wait_served(addr: &str, token: &str) {
+/// Wait until `token` lists `tool` (its tenant is served, and its tools
+/// have loaded).
+fn wait_served(addr: &str, token: &str, tool: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (st, resp) = rpc(addr, Some(token), "tools/list", json!({}), None);
-        if st == 200 {
+        if st == 200 && resp.contains(&format!("\"{tool}\"")) {
             return;
         }
-        assert_eq!(st, 401, "{resp}");
+        assert!(st == 200 || st == 401, "{resp}");
         assert!(
             std::time::Instant::now() < deadline,
             "the reload never served the new tenant"
@@ -1302,7 +1303,7 @@ fn a_config_reload_under_load_loses_no_call() {
     );
     let reloaded = std::time::Instant::now();
     sighup(&server);
-    wait_served(&addr, TOKEN_C);
+    wait_served(&addr, TOKEN_C, "list_dir");
     // The new config holds at once: beta's token is refused, gamma sees
     // beta's tools, and its file tool beta's root.
     let (st, resp) = rpc(&addr, Some(TOKEN_B), "tools/list", json!({}), None);
@@ -1386,8 +1387,48 @@ fn a_watched_config_is_served_when_it_changes() {
     assert_eq!(st, 401);
     // Alpha's token rotated to gamma's: no signal, only the file.
     edit_config(&s, &[(&sha(TOKEN_A), &sha(TOKEN_C))]);
-    wait_served(&addr, TOKEN_C);
+    wait_served(&addr, TOKEN_C, "echo");
     let (st, _) = rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None);
     assert_eq!(st, 401);
     assert!(list(&addr, TOKEN_C).contains(&"echo".to_string()));
+}
+
+/// A call whose body is still arriving when a reload revokes its
+/// credential is refused (401), not run: the credential is checked again
+/// once the body is in.
+#[test]
+fn a_credential_revoked_while_its_body_arrives_reaches_nothing() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let body = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "late"}, "_meta": meta(json!({}))},
+    })
+    .to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (head, tail) = body.split_at(10);
+    c.write_all(head.as_bytes()).unwrap();
+    // Alpha's token is revoked (beta's replaces it in alpha's entry).
+    edit_config(&s, &[(&sha(TOKEN_A), &sha("alpha-rotated"))]);
+    sighup(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.stderr().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.write_all(tail.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    // The rotated token is alpha's now.
+    let (st, resp) = call(&addr, "alpha-rotated", "echo", json!({"text": "x"}));
+    assert_eq!(st, 200, "{resp}");
 }

@@ -23,7 +23,6 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt as _;
 use http_body_util::BodyExt as _;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
@@ -56,12 +55,19 @@ pub struct HttpOptions {
     /// How long a 2025-11-25 session id stays valid after `initialize`
     /// (then the client gets 404 and starts a new session).
     pub session_ttl: Duration,
+    /// Connections open at once; past it, new ones wait in the kernel's
+    /// accept queue.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and the
+    /// longest an idle keep-alive connection stays open).
+    pub header_read_timeout: Duration,
 }
 
 impl HttpOptions {
     /// Serve at `addr` with the defaults: no token (loopback only), 4 MiB
     /// bodies, 120 s until a response starts, 10 s shutdown grace, sessions
-    /// valid for 24 hours.
+    /// valid for 24 hours, 4096 connections at once, 10 s to send a
+    /// request's headers.
     pub fn new(addr: SocketAddr) -> HttpOptions {
         HttpOptions {
             addr,
@@ -72,6 +78,8 @@ impl HttpOptions {
             request_timeout: Duration::from_secs(120),
             shutdown_grace: Duration::from_secs(10),
             session_ttl: Duration::from_secs(24 * 3600),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -102,9 +110,6 @@ pub enum HttpError {
         "--bearer-token cannot be combined with `[[tenant]]`s: give the token's holders a tenant (`token-sha256`) instead"
     )]
     TokenWithTenants,
-    /// The server stopped with an I/O error.
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A bound, not yet serving, MCP HTTP endpoint.
@@ -257,23 +262,29 @@ impl TenantsHandle {
     /// Serve `tenancy` from the next request on. A tenant that stays (by
     /// name) keeps its sessions and its running calls; a tenant that is
     /// gone, or a credential that was removed, is refused (401) from then
-    /// on, while calls it has running finish; a new tenant is served at
-    /// once. What each tenant's tools are is the core's:
-    /// [`Core::reconfigure`](crate::Core::reconfigure) the core first.
+    /// on, while calls it has running finish (its tasks are cancelled); a
+    /// new tenant is served at once. What each tenant's tools are is the
+    /// core's: [`Core::reconfigure`](crate::Core::reconfigure) the core
+    /// after this, so that a revoked credential reaches nothing new. Must be
+    /// called inside a tokio runtime.
     pub fn replace(&self, tenancy: Tenancy) {
         let _one = self.0.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.0.table.load_full();
         let table = self.0.next_table(tenancy);
+        // A tenant that is gone: its server takes no more calls, its tasks
+        // stop (no client of it could read them), its calls answering
+        // their requests finish.
+        for (server, _) in &old.servers {
+            if !table
+                .servers
+                .iter()
+                .any(|(s, _)| s.scope() == server.scope())
+            {
+                let server = server.clone();
+                tokio::spawn(async move { server.drain().await });
+            }
+        }
         self.0.table.store(Arc::new(table));
-    }
-
-    /// The names of the tenants served now.
-    pub fn names(&self) -> Vec<String> {
-        let t = self.0.table.load();
-        t.tenancy
-            .tenants
-            .iter()
-            .map(|g| g.tenant.name.clone())
-            .collect()
     }
 }
 
@@ -490,17 +501,13 @@ impl HttpServer {
             sessions.cancel();
         };
         tracing::info!("MCP over HTTP at http://{addr}/mcp");
-        // No Nagle: a streamed response is several small writes, and Nagle
-        // plus the client's delayed ACK would add ~40 ms to each.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY: {e}");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(HttpError::Serve)
+        let bounds = super::accept::Bounds {
+            max_connections: self.opts.max_connections,
+            header_read_timeout: self.opts.header_read_timeout,
+            grace,
+        };
+        super::accept::serve(self.listener, app, bounds, stop).await;
+        Ok(())
     }
 }
 
@@ -685,22 +692,29 @@ fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
         .into_response()
 }
 
-/// Authenticate, hold `tools/call`s to the tenant's quotas, and hand the
-/// request to the tenant's own MCP service.
-async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
-    let token = req
-        .headers()
+/// The tenant of `table` whose credential `headers` carry, or the 401.
+#[allow(clippy::result_large_err, reason = "the error is the response")]
+fn authenticate(table: &TenantTable, headers: &header::HeaderMap) -> Result<usize, Response> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // The tenants as they are now: the whole request is served by this
-    // version, even if a reload replaces it meanwhile.
-    let table = r.front.table.load_full();
-    let i = match token.map(|t| table.tenancy.authenticate(t)) {
-        None => return unauthorized(&table, None),
-        Some(Err(why)) => return unauthorized(&table, Some(why)),
-        Some(Ok(i)) => i,
+    match token.map(|t| table.tenancy.authenticate(t)) {
+        None => Err(unauthorized(table, None)),
+        Some(Err(why)) => Err(unauthorized(table, Some(why))),
+        Some(Ok(i)) => Ok(i),
+    }
+}
+
+/// Authenticate, hold `tools/call`s to the tenant's quotas, and hand the
+/// request to the tenant's own MCP service.
+async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
+    // The tenants as they are now.
+    let mut table = r.front.table.load_full();
+    let mut i = match authenticate(&table, req.headers()) {
+        Ok(i) => i,
+        Err(refused) => return refused,
     };
     let (mut parts, body) = req.into_parts();
     let mut initialize = None;
@@ -714,6 +728,21 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
             }
         };
+        // The body arrives at the client's pace: a reload meanwhile may
+        // have revoked the credential or given it to another tenant. The
+        // call is made as the tenant the credential names now, and only if
+        // it is the one it named when the request began.
+        let now = r.front.table.load_full();
+        if !Arc::ptr_eq(&now, &table) {
+            let was = &table.tenancy.tenants[i].tenant.name;
+            match authenticate(&now, &parts.headers) {
+                Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
+                    (table, i) = (now, j);
+                }
+                Ok(_) => return unauthorized(&now, Some("the token's tenant changed")),
+                Err(refused) => return refused,
+            }
+        }
         // Parsed exactly as rmcp will parse it, so what is counted as a call
         // is what runs as one (a duplicated `method` key cannot slip by).
         use rmcp::model::{ClientJsonRpcMessage, ClientRequest};

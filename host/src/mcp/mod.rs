@@ -21,6 +21,8 @@
 //! and nothing a client sends can widen a tool's grants.
 
 #[cfg(feature = "http")]
+mod accept;
+#[cfg(feature = "http")]
 mod auth;
 #[cfg(feature = "http")]
 mod http;
