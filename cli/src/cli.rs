@@ -460,8 +460,17 @@ struct ServeOpts {
     max_connections: usize,
     /// How long an HTTP client may take to send a request's headers (also
     /// the longest an idle keep-alive connection stays open).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: std::time::Duration,
+}
+
+/// A duration above zero (`10s`, `500ms`).
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The key ring sealing session ids and request state: `--state-key-file`,

@@ -145,9 +145,10 @@ impl Limits {
             quotas: q.clone(),
             rate: q.calls_per_minute.and_then(NonZeroU32::new).map(|n| {
                 let fresh = || Arc::new(DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
-                match old.map(|o| o.rate.as_ref()) {
-                    Some(Some((m, l))) if *m == n.get() => (*m, l.clone()),
-                    // A tenant that is new, or had no rate: a full burst.
+                match old.and_then(|o| o.rate.as_ref()) {
+                    Some((m, l)) if *m == n.get() => (*m, l.clone()),
+                    // A tenant that is new, or had no rate (it was
+                    // unlimited): a full burst.
                     None => (n.get(), fresh()),
                     Some(_) => {
                         let l = fresh();

@@ -408,6 +408,19 @@ fn no_or_a_wrong_token_is_401_pointing_at_the_resource_metadata() {
     // A token's digest is not a token.
     let (st, _) = rpc(&addr, Some(&sha(TOKEN_A)), "tools/list", json!({}), None);
     assert_eq!(st, 401);
+    // A refused client does not keep its connection (nor the connection
+    // slot it holds): the server closes a keep-alive connection after a 401.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)
+        .expect("the server closes the connection");
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
 
     // The metadata document (RFC 9728), without credentials.
     for path in [
@@ -1431,4 +1444,71 @@ fn a_credential_revoked_while_its_body_arrives_reaches_nothing() {
     // The rotated token is alpha's now.
     let (st, resp) = call(&addr, "alpha-rotated", "echo", json!({"text": "x"}));
     assert_eq!(st, 200, "{resp}");
+}
+
+/// A tenant removed by a reload loses its open streams too: a 2025-11-25
+/// session's GET stream ends (its token was already refused).
+#[test]
+fn a_removed_tenants_open_streams_end() {
+    let s = Setup::new("");
+    let server = s.serve();
+    let addr = server.addr();
+    let auth = format!("Bearer {TOKEN_B}");
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "0"}},
+    });
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", &auth)],
+        &init.to_string(),
+    );
+    assert_eq!(st, 200, "{resp}");
+    let session = header(&resp, "mcp-session-id").unwrap_or_else(|| panic!("{resp}"));
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Mcp-Session-Id", session),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (st, resp) = http(&addr, "POST", "/mcp", &headers, &note.to_string());
+    assert!(st == 202 || st == 200, "{resp}");
+    // The session's stream, open.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: {auth}\r\nMcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    c.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // Beta is removed.
+    edit_config(
+        &s,
+        &[
+            ("name = \"beta\"", "name = \"gamma\""),
+            (&sha(TOKEN_B), &sha(TOKEN_C)),
+        ],
+    );
+    sighup(&server);
+    // The stream ends (the read returns, well before its own timeout).
+    // (Keep-alive pings arrive meanwhile: read until the end, or give up.)
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "the removed tenant's stream stayed open"
+        );
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    wait_served(&addr, TOKEN_C, "list_dir");
 }

@@ -1,10 +1,13 @@
 //! The HTTP front end's connections: accepting them, bounding them, and
 //! closing them on shutdown.
 //!
-//! - At most `max_connections` at once: past it the accept loop waits, and
-//!   new connections queue in the kernel's backlog (as nginx's
-//!   `worker_connections`), so no client can exhaust the process's
-//!   descriptors.
+//! - At most `max_connections` at once (fewer if the process's descriptor
+//!   limit leaves no room for them beside what calls may hold): past it
+//!   the accept loop waits, and new connections queue in the kernel's
+//!   backlog (as nginx's `worker_connections`), so no client can exhaust
+//!   the process's descriptors. The cap is global, not per client: one
+//!   client can hold every slot (a proxy's per-address `limit_conn` is the
+//!   answer; SECURITY.md, M7).
 //! - A client must send a request's headers within `header_read_timeout`
 //!   (also the longest an idle keep-alive connection is kept): a connection
 //!   that opens and sends nothing, or trickles its headers (slowloris),
@@ -25,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// How connections are bounded.
 pub(super) struct Bounds {
@@ -32,6 +36,19 @@ pub(super) struct Bounds {
     pub(super) header_read_timeout: Duration,
     /// How long shutdown waits for open connections to finish.
     pub(super) grace: Duration,
+}
+
+/// At most `wanted` connections, and never more than the descriptors the
+/// host keeps for itself allow (less room for its own files: the audit
+/// log, the compile cache, reloads).
+pub(super) fn connection_cap(wanted: usize) -> usize {
+    let room = crate::caps::fs::enforce::host_descriptors().saturating_sub(256);
+    if wanted > room {
+        tracing::warn!(
+            "max connections lowered from {wanted} to {room}: the process's descriptor limit leaves no more (raise `ulimit -n`)"
+        );
+    }
+    wanted.min(room).max(1)
 }
 
 /// Serve `app` on `listener` until `stop` resolves, then close.
@@ -42,11 +59,14 @@ pub(super) async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
+    // Ends the connections still open when the grace period is over.
+    let closing = CancellationToken::new();
+    let slots = Arc::new(Semaphore::new(connection_cap(bounds.max_connections)));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(bounds.header_read_timeout)
+        // Zero would close every connection at once.
+        .header_read_timeout(bounds.header_read_timeout.max(Duration::from_millis(100)))
         .keep_alive(true);
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -57,12 +77,13 @@ pub(super) async fn serve(
         let tcp = tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
+                // A connection reset before it was accepted: the next.
+                Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    // Out of descriptors or memory, or a connection reset
-                    // before it was accepted: wait a little, as hyper's
-                    // and axum's loops do, instead of spinning.
-                    tracing::debug!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors or memory: wait, as axum's loop
+                    // does, instead of spinning.
+                    tracing::error!("accepting connections: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -75,9 +96,13 @@ pub(super) async fn serve(
         }
         let service = TowerToHyperService::new(app.clone());
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
+        let closing = closing.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection: {e}");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("connection: {e}");
+                },
+                () = closing.cancelled() => {}
             }
             drop(slot);
         });
@@ -91,5 +116,14 @@ pub(super) async fn serve(
             "connections still open after {:?}: closing them",
             bounds.grace
         );
+        closing.cancel();
     }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }

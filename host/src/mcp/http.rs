@@ -146,18 +146,40 @@ impl Services {
     /// `owner`: what the server's session ids are bound to (`scope:NAME`,
     /// `tenant:NAME`): a session restored on any replica, never on another
     /// tenant's service.
-    fn make(&self, root: McpServer, owner: String) -> McpService {
+    fn make(&self, root: McpServer, owner: String) -> TenantServer {
         let seal = SessionSeal::new(self.key.clone(), owner, self.ttl);
         let mut config = self.config.clone();
         config.session_store = Some(Arc::new(SealedStore(seal.clone())));
-        StreamableHttpService::new(
+        // This server's own: ends its streams alone (its tenant removed),
+        // or with every other's (shutdown).
+        let streams = config.cancellation_token.child_token();
+        config.cancellation_token = streams.clone();
+        let service = StreamableHttpService::new(
             // One handler per session (per request when stateless): each
             // has its own log level and shares the server's client list.
-            move || Ok(root.new_session()),
+            {
+                let root = root.clone();
+                move || Ok(root.new_session())
+            },
             Arc::new(SealedSessions::new(seal)),
             config,
-        )
+        );
+        TenantServer {
+            server: root,
+            service,
+            streams,
+        }
     }
+}
+
+/// One server (a tenant's) and its MCP service.
+#[derive(Clone)]
+struct TenantServer {
+    server: McpServer,
+    /// Its sessions live here.
+    service: McpService,
+    /// Ends its sessions' streams.
+    streams: CancellationToken,
 }
 
 /// The tenants a server serves now, and how to serve a new one.
@@ -167,6 +189,8 @@ struct TenantFront {
     /// The resource identifier when `[auth] resource` is not set.
     default_resource: String,
     table: arc_swap::ArcSwap<TenantTable>,
+    /// Where a removed tenant's server drains.
+    runtime: tokio::runtime::Handle,
     /// One replacement at a time (each builds on the table before it).
     replacing: std::sync::Mutex<()>,
 }
@@ -176,7 +200,7 @@ struct TenantTable {
     tenancy: Tenancy,
     /// Each tenant's server and service, in the tenancy's order: a tenant's
     /// sessions live in its service.
-    servers: Vec<(McpServer, McpService)>,
+    servers: Vec<TenantServer>,
     /// Where the protected-resource metadata is, for `WWW-Authenticate`.
     metadata_url: Arc<str>,
     /// The protected-resource metadata document (RFC 9728).
@@ -228,8 +252,7 @@ impl TenantTable {
                         &format!("mcp-http:{name}"),
                         key.clone(),
                     );
-                    let service = services.make(server.clone(), format!("tenant:{name}"));
-                    (server, service)
+                    services.make(server, format!("tenant:{name}"))
                 })
             })
             .collect();
@@ -265,23 +288,22 @@ impl TenantsHandle {
     /// on, while calls it has running finish (its tasks are cancelled); a
     /// new tenant is served at once. What each tenant's tools are is the
     /// core's: [`Core::reconfigure`](crate::Core::reconfigure) the core
-    /// after this, so that a revoked credential reaches nothing new. Must be
-    /// called inside a tokio runtime.
+    /// after this, so that a revoked credential reaches nothing new.
     pub fn replace(&self, tenancy: Tenancy) {
         let _one = self.0.replacing.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.0.table.load_full();
         let table = self.0.next_table(tenancy);
         // A tenant that is gone: its server takes no more calls, its tasks
         // stop (no client of it could read them), its calls answering
-        // their requests finish.
-        for (server, _) in &old.servers {
-            if !table
-                .servers
-                .iter()
-                .any(|(s, _)| s.scope() == server.scope())
-            {
-                let server = server.clone();
-                tokio::spawn(async move { server.drain().await });
+        // their requests finish, then its sessions' streams end.
+        for gone in &old.servers {
+            let scope = gone.server.scope();
+            if !table.servers.iter().any(|t| t.server.scope() == scope) {
+                let gone = gone.clone();
+                self.0.runtime.spawn(async move {
+                    gone.server.drain().await;
+                    gone.streams.cancel();
+                });
             }
         }
         self.0.table.store(Arc::new(table));
@@ -351,7 +373,8 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(bound_addr(&listener), &opts, &sessions),
         };
-        let service = services.make(server.clone(), format!("scope:{}", server.scope().as_str()));
+        let owner = format!("scope:{}", server.scope().as_str());
+        let service = services.make(server.clone(), owner).service;
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
@@ -390,6 +413,7 @@ impl HttpServer {
             services,
             default_resource,
             table: arc_swap::ArcSwap::from_pointee(table),
+            runtime: tokio::runtime::Handle::current(),
             replacing: std::sync::Mutex::new(()),
         };
         Ok(HttpServer {
@@ -480,7 +504,7 @@ impl HttpServer {
                     .load()
                     .servers
                     .iter()
-                    .map(|(s, _)| s.clone())
+                    .map(|t| t.server.clone())
                     .collect(),
             };
             let drained = async {
@@ -684,9 +708,14 @@ fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
             r.metadata_url
         ),
     };
+    // And the connection closes: a client without a valid credential
+    // cannot keep one of the server's connection slots by retrying on it.
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, challenge)],
+        [
+            (header::WWW_AUTHENTICATE, challenge),
+            (header::CONNECTION, "close".to_string()),
+        ],
         format!("{}\n", why.unwrap_or("a bearer token is required")),
     )
         .into_response()
@@ -800,7 +829,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     } else {
         Request::from_parts(parts, body)
     };
-    session::initializing(initialize, table.servers[i].1.handle(req))
+    session::initializing(initialize, table.servers[i].service.handle(req))
         .await
         .map(Body::new)
 }

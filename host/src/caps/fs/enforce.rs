@@ -43,8 +43,18 @@ pub const DEFAULT_MAX_OPEN: usize = 256;
 /// The descriptors all calls together may hold: a share of the process's
 /// limit, the rest kept for the host.
 struct ProcessBudget {
+    /// The process's (raised) limit.
+    total: usize,
     limit: usize,
     used: AtomicUsize,
+}
+
+/// The descriptors the host keeps for itself (the process's limit, raised
+/// to its hard limit, less what calls may hold): network front ends size
+/// their connection caps from it.
+pub(crate) fn host_descriptors() -> usize {
+    let b = process_budget();
+    b.total - b.limit
 }
 
 fn process_budget() -> &'static ProcessBudget {
@@ -74,6 +84,7 @@ fn process_budget() -> &'static ProcessBudget {
         };
         let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
         ProcessBudget {
+            total: soft,
             limit: soft / 4 * 3,
             used: AtomicUsize::new(0),
         }
