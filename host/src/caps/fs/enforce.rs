@@ -44,6 +44,7 @@ pub const DEFAULT_MAX_OPEN: usize = 256;
 /// limit, the rest kept for the host.
 struct ProcessBudget {
     /// The process's (raised) limit.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     total: usize,
     limit: usize,
     used: AtomicUsize,
@@ -52,6 +53,7 @@ struct ProcessBudget {
 /// The descriptors the host keeps for itself (the process's limit, raised
 /// to its hard limit, less what calls may hold): network front ends size
 /// their connection caps from it.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn host_descriptors() -> usize {
     let b = process_budget();
     b.total - b.limit
