@@ -10,9 +10,11 @@
 //! URI or prompt name as they match tool names), a fresh sandbox under the
 //! component's grants and limits, `max-output`, metrics and audit.
 //!
-//! The core owns the live catalog (swapped atomically on reload), the
-//! sandbox, the scheduler (see `scheduler`), the policy and the audit log.
-//! It knows no protocol.
+//! The core owns the live catalog and policy (swapped together, atomically,
+//! by [`Core::reload`] and [`Core::reconfigure`]; a running call keeps the
+//! version it started with), the tenants' quota state (which outlives a
+//! reconfigure), the sandbox, the scheduler (see `scheduler`) and the audit
+//! log. It knows no protocol.
 
 use crate::audit::{Audit, AuditRecord};
 use crate::caps::{Caps, fs::HostState};

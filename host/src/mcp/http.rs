@@ -12,6 +12,11 @@
 //!   when they have nothing to stream;
 //! - 2025-11-25 sessions sealed into their ids (see `session`), so any
 //!   replica sharing the key serves any request of any session;
+//! - connections accepted and bounded by `accept` (a cap, a header-read
+//!   timeout);
+//! - tenants replaceable while serving ([`TenantsHandle`]): a reload keeps
+//!   each remaining tenant's sessions, ends a removed one's, and checks a
+//!   request's credential again if a reload came while its body arrived;
 //! - graceful shutdown: stop taking calls, let running ones finish (within a
 //!   grace period), then close sessions and streams.
 
