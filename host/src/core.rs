@@ -991,11 +991,13 @@ impl Core {
             .await
             .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         // Sized only for a tenant that has an output quota: weighing a
-        // result (its structured part serialized) is not free.
-        if let Ok(out) = &result
-            && admission.meters_output()
-        {
-            admission.charge_output(out.size());
+        // result (its structured part serialized) is not free. A failure is
+        // output too (a guest's error or trap message reaches the caller).
+        if admission.meters_output() {
+            admission.charge_output(match &result {
+                Ok(out) => out.size(),
+                Err(e) => e.to_string().len() as u64,
+            });
         }
         drop(admission);
         let outcome = match &result {

@@ -1512,3 +1512,32 @@ fn a_removed_tenants_open_streams_end() {
     }
     wait_served(&addr, TOKEN_C, "list_dir");
 }
+
+/// L7: a failure counts against the output quota too: a tool that fails
+/// with a long message cannot send it without limit.
+#[test]
+fn failures_count_against_the_output_quota() {
+    let s = Setup::new("");
+    s.slow_tool("");
+    s.configure(
+        "",
+        &tenant_entry(
+            "loud",
+            "slow/",
+            "loud-token",
+            "output-bytes-per-minute = \"1000 B\"",
+        ),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    let message = "x".repeat(5000);
+    let (st, resp) = call(&addr, "loud-token", "panic", json!({"message": message}));
+    assert_eq!(st, 200, "{resp}");
+    assert!(
+        resp.contains("xxxxxxxx"),
+        "the failure reaches the caller: {resp}"
+    );
+    let (st, resp) = call(&addr, "loud-token", "sleep", json!({"ms": 1}));
+    assert_eq!(st, 429, "{resp}");
+    assert!(resp.contains("output-bytes-per-minute = 1000"), "{resp}");
+}
