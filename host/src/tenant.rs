@@ -127,6 +127,11 @@ pub struct JwtConfig {
     pub tenant_claim: String,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// The tenants a JWT may select (`tenants = [...]`); `None`: every
+    /// tenant. Name only the tenants whose users the issuer vouches for: a
+    /// tenant meant for static tokens should not be reachable by whoever
+    /// can get the issuer to put its name in the claim.
+    pub tenants: Option<Vec<String>>,
 }
 
 impl Tenant {
@@ -170,7 +175,7 @@ impl Tenant {
 const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
 const AGENT_KEYS: &str = "name, tools, description, prompt, model, subagents, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [agent.limits], [agent.fs], [agent.network], [agent.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
-const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway";
+const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway, tenants";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -554,6 +559,7 @@ struct RawJwt {
     jwks_file: Spanned<String>,
     tenant_claim: Option<Spanned<String>>,
     leeway: Option<Spanned<String>>,
+    tenants: Option<Vec<String>>,
 }
 
 /// Read `[auth]` (and `[auth.jwt]` in it).
@@ -614,6 +620,7 @@ pub(crate) fn parse_auth(
                 .map(|c| c.into_inner())
                 .unwrap_or_else(|| "tenant".into()),
             leeway,
+            tenants: j.tenants,
         });
     }
     if let Some(raw) = section::<RawAuth>(cx, &flat, AUTH_KEYS) {

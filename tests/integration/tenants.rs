@@ -1541,3 +1541,37 @@ fn failures_count_against_the_output_quota() {
     assert_eq!(st, 429, "{resp}");
     assert!(resp.contains("output-bytes-per-minute = 1000"), "{resp}");
 }
+
+/// L9: `[auth.jwt] tenants` limits which tenants a JWT may select: a valid
+/// token naming another tenant is refused like one naming no tenant.
+#[test]
+fn jwts_select_only_the_tenants_listed_for_them() {
+    let (key, public) = ed25519();
+    let s = Setup::new(
+        "\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\ntenants = [\"beta\"]\n",
+    );
+    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    let server = s.serve();
+    let addr = server.addr();
+    let token = |tenant: &str| {
+        jwt(
+            &key,
+            json!({
+                "iss": "https://auth.example",
+                "aud": "https://tools.example/mcp",
+                "exp": now() + 600,
+                "tenant": tenant,
+            }),
+        )
+    };
+    assert_eq!(list(&addr, &token("beta")), list(&addr, TOKEN_B));
+    let (st, alpha) = rpc(&addr, Some(&token("alpha")), "tools/list", json!({}), None);
+    let (st_none, nobody) = rpc(&addr, Some(&token("nobody")), "tools/list", json!({}), None);
+    assert_eq!((st, st_none), (401, 401), "{alpha}\n{nobody}");
+    assert_eq!(
+        header(&alpha, "www-authenticate"),
+        header(&nobody, "www-authenticate")
+    );
+    // Alpha's static token still works.
+    assert!(!list(&addr, TOKEN_A).is_empty());
+}

@@ -35,6 +35,9 @@ pub enum AuthError {
     /// No tenants are configured.
     #[error("no `[[tenant]]` in the host config")]
     NoTenants,
+    /// `[auth.jwt] tenants` names a tenant that is not configured.
+    #[error("`[auth.jwt] tenants` names `{0}`, which is no `[[tenant]]`")]
+    UnknownJwtTenant(String),
 }
 
 /// The tenants an HTTP server serves, with their credentials, built from
@@ -60,6 +63,13 @@ impl Tenancy {
             return Err(AuthError::NoTenants);
         }
         let jwt = auth.jwt.as_ref().map(JwtVerifier::load).transpose()?;
+        if let Some(names) = auth.jwt.as_ref().and_then(|j| j.tenants.as_ref()) {
+            for n in names {
+                if !tenants.iter().any(|t| t.name == *n) {
+                    return Err(AuthError::UnknownJwtTenant(n.clone()));
+                }
+            }
+        }
         let tenants = tenants
             .iter()
             .map(|t| TenantGate { tenant: t.clone() })
@@ -91,9 +101,13 @@ impl Tenancy {
         match &self.jwt {
             Some(v) if token.split('.').count() == 3 => {
                 let name = v.verify(token)?;
+                // A tenant JWTs may not select is the same as one that does
+                // not exist.
+                let allowed = v.tenants.as_ref().is_none_or(|t| t.contains(&name));
                 self.tenants
                     .iter()
                     .position(|g| g.tenant.name == name)
+                    .filter(|_| allowed)
                     .ok_or("the token's tenant is not served here")
             }
             _ => Err("the token is not valid here"),
@@ -108,6 +122,7 @@ struct JwtVerifier {
     audience: String,
     claim: String,
     leeway: Duration,
+    tenants: Option<Vec<String>>,
 }
 
 struct VerifyKey {
@@ -169,6 +184,7 @@ impl JwtVerifier {
             audience: c.audience.clone(),
             claim: c.tenant_claim.clone(),
             leeway: c.leeway,
+            tenants: c.tenants.clone(),
         })
     }
 
