@@ -646,31 +646,19 @@ impl Reloads {
 
 /// Watch the host config, its JWKS file and every tool source.
 fn watched(host: &HostOpts, config: &HostConfig) -> Result<toolhost::Changes> {
-    let mut paths = host.tools.clone();
+    let mut paths: Vec<PathBuf> = all_sources(host, config)?
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
     paths.extend(host.config.iter().cloned());
     paths.extend(config.auth.jwt.iter().map(|j| j.jwks_file.clone()));
-    for t in config
-        .tenants
-        .iter()
-        .chain(config.agents.iter().map(|a| &a.tenant))
-    {
-        paths.extend(t.tools.iter().filter_map(|x| match x {
-            toolhost::TenantTools::Path(p) => Some(p.clone()),
-            _ => None,
-        }));
-    }
-    paths.extend(
-        host.scope_tools
-            .iter()
-            .filter_map(|s| s.split_once('=').map(|(_, p)| PathBuf::from(p))),
-    );
     toolhost::Changes::new(&paths, std::time::Duration::from_millis(250))
         .context("cannot watch the tools and host config for changes (use --watch false)")
 }
 
-/// Read the host config again and serve it: the core's tools, caps, rules
-/// and quotas, then the HTTP tenants' credentials. Nothing changes if the
-/// config (or its JWKS file) has a problem.
+/// Read the host config again and serve it: the HTTP tenants'
+/// credentials, then the core's tools, caps, rules and quotas. Nothing
+/// changes if the config (or its JWKS file) has a problem.
 async fn reload(
     host: &HostOpts,
     core: &Core,

@@ -210,7 +210,7 @@ impl CoreBuilder {
         let scheduler = Scheduler::new(0, 1).map_err(|e| {
             BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
         })?;
-        let inputs = Inputs {
+        let mut inputs = Inputs {
             own_rules: self.policy.rules,
             protected: self.protected,
             fixed: Fixed::of(&self.config),
@@ -218,7 +218,7 @@ impl CoreBuilder {
             caps: self.config.caps.clone(),
             host: HostState::default(),
         };
-        let mut inputs = inputs;
+        // From the sources: they are protected too.
         inputs.host = inputs.host_state(&self.config, &sandbox, &audit);
         let on_load = self.on_load.unwrap_or_else(|| Box::new(|_| {}));
         let quotas = QuotaBook::new(self.config.tenants_and_agents());

@@ -65,7 +65,7 @@ pub use crate::served::{
 pub use crate::tenant::{AgentEntry, AuthConfig, JwtConfig, Quotas, Tenant, TenantTools};
 pub use crate::trust::{KeylessIdentity, TrustRule};
 #[cfg(feature = "watch")]
-pub use crate::watch::{Changes, Watcher, watch};
+pub use crate::watch::Changes;
 
 #[doc(no_inline)]
 pub use tokio_util::sync::CancellationToken;

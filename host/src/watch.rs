@@ -1,50 +1,27 @@
-//! Hot reload: watch the tool sources (and, for a front end that asks,
-//! its host config) and reload the core when they change.
-//!
-//! File events are debounced (a build writes a `.wasm` and its manifest in
-//! quick succession), then `Core::reload` swaps in a new catalog: calls
-//! already running finish on the old one, and `Core::subscribe`rs (the MCP
-//! front end) learn whether the tool list changed.
+//! Hot reload: debounced changes to the tool sources and the host config
+//! (a build writes a `.wasm` and its manifest in quick succession), for a
+//! front end to answer with `Core::reload` or `Core::reconfigure`: calls
+//! already running finish on the old catalog, and watchers of each scope
+//! (the MCP front end) learn whether its tool list changed.
 
-use crate::core::Core;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Reloads the core while it lives; dropping it stops watching.
-pub struct Watcher {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Watch `paths` (tool directories, manifests or `.wasm` files; a file is
-/// watched through its directory) and reload `core` once no change has
-/// arrived for `debounce`. Must be called inside a tokio runtime.
-pub fn watch(core: Core, paths: &[PathBuf], debounce: Duration) -> notify::Result<Watcher> {
-    let mut changes = Changes::new(paths, debounce)?;
-    let task = tokio::spawn(async move {
-        while changes.next().await.is_some() {
-            let errors = core.reload().await;
-            tracing::info!(
-                "tools reloaded ({} tools in scope default, {} load errors)",
-                core.tools(&crate::Scope::default()).len(),
-                errors.len()
-            );
-        }
-    });
-    Ok(Watcher { task })
-}
-
-/// Debounced changes under some paths: for a front end that does more on
-/// a change than [`watch`] (re-reads its host config, say, and
-/// [`Core::reconfigure`]s). Dropping it stops watching.
+/// Debounced changes under some paths. Dropping it stops watching.
+///
+/// ```no_run
+/// # async fn demo(core: toolhost::Core) -> Result<(), Box<dyn std::error::Error>> {
+/// let paths = ["build/tools".into()];
+/// let mut changes = toolhost::Changes::new(&paths, std::time::Duration::from_millis(250))?;
+/// while changes.next().await.is_some() {
+///     // Or re-read the host config and `core.reconfigure(...)` it.
+///     core.reload().await;
+/// }
+/// # Ok(()) }
+/// ```
 pub struct Changes {
     _watcher: notify::RecommendedWatcher,
     tx: mpsc::UnboundedSender<()>,

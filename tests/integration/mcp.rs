@@ -716,21 +716,7 @@ fn http_shutdown_lets_running_calls_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let core = toolhost::Core::builder()
-        .source(toolhost::Scope::default(), tools_dir().join("echo.toml"))
-        .build()
-        .await
-        .unwrap();
-    let mut opts = toolhost::mcp::HttpOptions::new("127.0.0.1:0".parse().unwrap());
-    opts.request_timeout = Duration::from_millis(500);
-    let http = toolhost::mcp::HttpServer::bind(
-        toolhost::mcp::McpServer::new(core, toolhost::Scope::default()),
-        opts,
-    )
-    .await
-    .unwrap();
-    let addr = http.local_addr();
-    tokio::spawn(http.serve(std::future::pending()));
+    let addr = echo_http_server(|o| o.request_timeout = Duration::from_millis(500)).await;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     s.write_all(
@@ -761,8 +747,11 @@ async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
     assert_eq!(status, 200);
 }
 
-/// An echo server over HTTP with `opts` changed by `set`; its address.
-async fn bounded_server(set: impl FnOnce(&mut toolhost::mcp::HttpOptions)) -> std::net::SocketAddr {
+/// `echo` served over HTTP in this process, with `opts` changed by `set`;
+/// its address.
+async fn echo_http_server(
+    set: impl FnOnce(&mut toolhost::mcp::HttpOptions),
+) -> std::net::SocketAddr {
     let core = toolhost::Core::builder()
         .source(toolhost::Scope::default(), tools_dir().join("echo.toml"))
         .build()
@@ -781,12 +770,12 @@ async fn bounded_server(set: impl FnOnce(&mut toolhost::mcp::HttpOptions)) -> st
     addr
 }
 
-const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
 
-fn ping_request(addr: std::net::SocketAddr) -> String {
+fn initialize_request(addr: std::net::SocketAddr) -> String {
     format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{PING}",
-        PING.len()
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-11-25\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{INITIALIZE}",
+        INITIALIZE.len()
     )
 }
 
@@ -796,7 +785,7 @@ fn ping_request(addr: std::net::SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_never_finish_their_headers_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = bounded_server(|o| o.header_read_timeout = Duration::from_millis(500)).await;
+    let addr = echo_http_server(|o| o.header_read_timeout = Duration::from_millis(500)).await;
     let mut idle = Vec::new();
     for i in 0..50 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -818,7 +807,9 @@ async fn connections_that_never_finish_their_headers_are_closed() {
     }
     assert!(started.elapsed() < Duration::from_secs(20));
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(ping_request(addr).as_bytes()).await.unwrap();
+    s.write_all(initialize_request(addr).as_bytes())
+        .await
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -830,7 +821,7 @@ async fn connections_that_never_finish_their_headers_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_until_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = bounded_server(|o| {
+    let addr = echo_http_server(|o| {
         o.max_connections = 2;
         o.header_read_timeout = Duration::from_secs(60);
     })
@@ -845,7 +836,7 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
     third
-        .write_all(ping_request(addr).as_bytes())
+        .write_all(initialize_request(addr).as_bytes())
         .await
         .unwrap();
     let mut buf = [0u8; 64];

@@ -217,11 +217,16 @@ roots = ["data-b"]
     }
 
     fn serve(&self) -> HttpServe {
+        self.serve_watching(false)
+    }
+
+    /// Like `serve`; `watch`: reload when the config or a tool changes.
+    fn serve_watching(&self, watch: bool) -> HttpServe {
         let root = self.dir.path();
         HttpServe::start_env(
             &[
                 "--watch",
-                "false",
+                if watch { "true" } else { "false" },
                 "--config",
                 &root.join("toolhost.toml").display().to_string(),
                 "--tools",
@@ -1383,18 +1388,7 @@ fn a_config_reload_under_load_loses_no_call() {
 #[test]
 fn a_watched_config_is_served_when_it_changes() {
     let s = Setup::new("");
-    let root = s.dir.path();
-    let server = HttpServe::start_env(
-        &[
-            "--watch",
-            "true",
-            "--config",
-            &root.join("toolhost.toml").display().to_string(),
-            "--tools",
-            &root.join("base").display().to_string(),
-        ],
-        &[],
-    );
+    let server = s.serve_watching(true);
     let addr = server.addr();
     let (st, _) = rpc(&addr, Some(TOKEN_C), "tools/list", json!({}), None);
     assert_eq!(st, 401);
