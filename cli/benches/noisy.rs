@@ -4,7 +4,9 @@
 //! sessions of its own, each stopped by its 3 s deadline and started again
 //! at once. The victim's p50 and p99 alone and under attack, in one run on
 //! one server: rounds alternate alone and attacked, each figure is the
-//! median over rounds.
+//! median over rounds. Two servers side by side, one per `[engine]
+//! guest-priority` (`background`, the default, and `idle`), their rounds
+//! interleaved so that both see the same machine.
 //!
 //! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour").
 //! Run with `cargo bench -p toolhost-cli --bench noisy` after `make tools`.
@@ -37,7 +39,7 @@ fn hex(b: &[u8]) -> String {
 
 /// The host config and tools: `victim` gets `echo`, `attacker` gets
 /// `hostile` (its `spin` loops forever) with a 3 s deadline.
-fn setup(root: &Path, dir: &Path) -> PathBuf {
+fn setup(root: &Path, dir: &Path, priority: &str) -> PathBuf {
     let victim = dir.join("victim");
     let attacker = dir.join("attacker");
     std::fs::create_dir_all(&victim).unwrap();
@@ -59,7 +61,7 @@ fn setup(root: &Path, dir: &Path) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "[engine]\ncache-dir = \"{cache}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
+            "[engine]\ncache-dir = \"{cache}\"\nguest-priority = \"{priority}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
             cache = root.join("target/bench-cache").display(),
             v = sha(VICTIM_TOKEN.as_bytes()),
             a = sha(ATTACKER_TOKEN.as_bytes()),
@@ -230,55 +232,89 @@ fn main() -> anyhow::Result<()> {
             && root.join("build/test-tools/hostile.wasm").is_file(),
         "run `make tools` first"
     );
-    let dir = tempfile::tempdir()?;
-    let cfg = setup(&root, dir.path());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let mut child = spawn(&cfg);
-        let addr = http_addr(&mut child).await;
-        let mut victim = Session::open(&addr, VICTIM_TOKEN).await;
-        // Warm up: the first calls map the pool's memory.
-        victim_round(&mut victim, 100).await;
-        let (mut alone50, mut alone99, mut hit50, mut hit99) = (vec![], vec![], vec![], vec![]);
-        let mut runaways = 0;
+        /// One server and what was measured on it.
+        struct Target {
+            priority: &'static str,
+            _dir: tempfile::TempDir,
+            _child: Child,
+            addr: String,
+            victim: Session,
+            alone50: Vec<f64>,
+            alone99: Vec<f64>,
+            hit50: Vec<f64>,
+            hit99: Vec<f64>,
+            runaways: usize,
+        }
+        let mut targets = Vec::new();
+        for priority in ["background", "idle"] {
+            let dir = tempfile::tempdir()?;
+            let cfg = setup(&root, dir.path(), priority);
+            let mut child = spawn(&cfg);
+            let addr = http_addr(&mut child).await;
+            let mut victim = Session::open(&addr, VICTIM_TOKEN).await;
+            // Warm up: the first calls map the pool's memory.
+            victim_round(&mut victim, 100).await;
+            targets.push(Target {
+                priority,
+                _dir: dir,
+                _child: child,
+                addr,
+                victim,
+                alone50: vec![],
+                alone99: vec![],
+                hit50: vec![],
+                hit99: vec![],
+                runaways: 0,
+            });
+        }
         for _ in 0..ROUNDS {
-            let mut lat = victim_round(&mut victim, VICTIM_CALLS).await;
-            alone50.push(pct(&mut lat, 50));
-            alone99.push(pct(&mut lat, 99));
+            for t in &mut targets {
+                let mut lat = victim_round(&mut t.victim, VICTIM_CALLS).await;
+                t.alone50.push(pct(&mut lat, 50));
+                t.alone99.push(pct(&mut lat, 99));
 
-            let stop = Arc::new(AtomicBool::new(false));
-            let running = Arc::new(AtomicUsize::new(0));
-            let attackers: Vec<_> = (0..RUNAWAYS)
-                .map(|_| tokio::spawn(attacker(addr.clone(), stop.clone(), running.clone())))
-                .collect();
-            // All four runaways in flight, and spinning, before measuring.
-            while running.load(Ordering::Relaxed) < RUNAWAYS {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut lat = victim_round(&mut victim, VICTIM_CALLS).await;
-            hit50.push(pct(&mut lat, 50));
-            hit99.push(pct(&mut lat, 99));
-            stop.store(true, Ordering::Relaxed);
-            for a in attackers {
-                runaways += a.await?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let running = Arc::new(AtomicUsize::new(0));
+                let attackers: Vec<_> = (0..RUNAWAYS)
+                    .map(|_| {
+                        tokio::spawn(attacker(t.addr.clone(), stop.clone(), running.clone()))
+                    })
+                    .collect();
+                // All four runaways in flight, and spinning, before measuring.
+                while running.load(Ordering::Relaxed) < RUNAWAYS {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut lat = victim_round(&mut t.victim, VICTIM_CALLS).await;
+                t.hit50.push(pct(&mut lat, 50));
+                t.hit99.push(pct(&mut lat, 99));
+                stop.store(true, Ordering::Relaxed);
+                for a in attackers {
+                    t.runaways += a.await?;
+                }
             }
         }
-        let (a50, a99, h50, h99) = (
-            median(alone50),
-            median(alone99),
-            median(hit50),
-            median(hit99),
-        );
         println!("\n## Noisy neighbour: victim `echo` alone and while another tenant runs {RUNAWAYS} runaway calls\n");
-        println!("| victim | alone | under attack | ratio |");
-        println!("|---|---|---|---|");
-        println!("| p50 | {a50:.0} µs | {h50:.0} µs | {:.2}x |", h50 / a50);
-        println!("| p99 | {a99:.0} µs | {h99:.0} µs | {:.2}x |", h99 / a99);
+        println!("| guest-priority | victim | alone | under attack | ratio |");
+        println!("|---|---|---|---|---|");
+        let mut runaways = 0;
+        for t in targets {
+            let (a50, a99, h50, h99) = (
+                median(t.alone50),
+                median(t.alone99),
+                median(t.hit50),
+                median(t.hit99),
+            );
+            let p = t.priority;
+            println!("| {p} | p50 | {a50:.0} µs | {h50:.0} µs | {:.2}x |", h50 / a50);
+            println!("| {p} | p99 | {a99:.0} µs | {h99:.0} µs | {:.2}x |", h99 / a99);
+            runaways += t.runaways;
+        }
         println!(
-            "\nMedian of {ROUNDS} rounds on one `toolhost serve --http` (rounds alternate alone and attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
+            "\nMedian of {ROUNDS} rounds per server; two `toolhost serve --http`, one per `[engine] guest-priority`, their rounds interleaved (each round: alone, then attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
         );
-        drop(child);
         anyhow::Ok(())
     })
 }

@@ -462,6 +462,16 @@ struct ServeOpts {
     /// the longest an idle keep-alive connection stays open).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: std::time::Duration,
+    /// 2025-11-25 HTTP sessions held open at once per tenant (or by a
+    /// server without tenants), unless a tenant's `max-sessions` says
+    /// otherwise; past it, a new session gets 429.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+    /// HTTP requests in progress at once per tenant (or for a server
+    /// without tenants), streamed responses included, unless a tenant's
+    /// `max-open-requests` says otherwise; past it, 429.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_open_requests: u32,
 }
 
 /// A duration above zero (`10s`, `500ms`).
@@ -528,6 +538,8 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.session_ttl = opts.session_ttl;
             http.max_connections = opts.max_connections;
             http.header_read_timeout = opts.header_read_timeout;
+            http.max_sessions = opts.max_sessions as usize;
+            http.max_open_requests = opts.max_open_requests as usize;
             let bound = if config.tenants.is_empty() {
                 let server = McpServer::with_state_key(core.clone(), scope, "mcp-http", key);
                 HttpServer::bind(server, http).await

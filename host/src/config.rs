@@ -114,6 +114,28 @@ pub struct EngineConfig {
     /// deserializing or compiling, `describe`); 0 (the default): one per
     /// core.
     pub load_parallelism: u32,
+    /// How the guest executor's threads yield the CPU to the rest of the
+    /// process and the machine.
+    pub guest_priority: GuestPriority,
+}
+
+/// The OS scheduling class of the threads guests run on (`[engine]
+/// guest-priority`). Either way, the threads that read requests and answer
+/// them win the CPU from a guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GuestPriority {
+    /// `"background"`: nice 10. A busy guest still gets about a tenth of a
+    /// core from a busy host's other work, so a long tool meets its
+    /// deadline on a loaded machine.
+    #[default]
+    Background,
+    /// `"idle"` (Linux `SCHED_IDLE`): guests run only on CPU nothing else
+    /// wants, so a runaway tool delays a short call's start least (measured
+    /// in BENCHMARKS.md, "Noisy neighbour"); but on a machine whose cores
+    /// other processes keep busy, a guest may wait for a core until its
+    /// deadline. For a host that serves only toolhost.
+    Idle,
 }
 
 impl Default for EngineConfig {
@@ -130,6 +152,7 @@ impl Default for EngineConfig {
             prewarm: 0,
             prewarm_memory: 64 << 20,
             load_parallelism: 0,
+            guest_priority: GuestPriority::Background,
         }
     }
 }
@@ -377,8 +400,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str =
-    "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, guest-priority";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
@@ -487,6 +509,7 @@ struct RawEngine {
     prewarm: Option<Spanned<u32>>,
     prewarm_memory: Option<Spanned<String>>,
     load_parallelism: Option<Spanned<u32>>,
+    guest_priority: Option<Spanned<String>>,
 }
 
 /// Most sandboxes prepared ahead per component (`[engine] prewarm`).
@@ -549,6 +572,17 @@ impl RawEngine {
             .and_then(|n| in_range(&n, 0, 256, "load-parallelism", cx))
         {
             e.load_parallelism = n;
+        }
+        if let Some(p) = self.guest_priority {
+            match p.get_ref().as_str() {
+                "background" => e.guest_priority = GuestPriority::Background,
+                "idle" => e.guest_priority = GuestPriority::Idle,
+                other => cx.error(
+                    Some(p.span()),
+                    format!("unknown guest-priority `{other}`"),
+                    Some("use \"background\" (nice 10, the default) or \"idle\" (SCHED_IDLE: only CPU nothing else wants)".into()),
+                ),
+            }
         }
     }
 }
@@ -885,6 +919,27 @@ mod tests {
                 .contains("load-parallelism must be between 0 and 256"),
             "{}",
             e.render()
+        );
+    }
+
+    #[test]
+    fn guest_priority_reads_and_refuses_what_it_does_not_know() {
+        let ok = HostConfig::parse(Path::new("t.toml"), "[engine]\nguest-priority = \"idle\"\n")
+            .unwrap();
+        assert_eq!(ok.engine.guest_priority, GuestPriority::Idle);
+        assert_eq!(
+            HostConfig::default().engine.guest_priority,
+            GuestPriority::Background
+        );
+        let e = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nguest-priority = \"realtime\"\n",
+        )
+        .unwrap_err();
+        let text = e.render();
+        assert!(
+            text.contains("unknown guest-priority `realtime`") && text.contains("\"idle\""),
+            "{text}"
         );
     }
 

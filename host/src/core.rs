@@ -207,7 +207,7 @@ impl CoreBuilder {
             })?;
         }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
-        let scheduler = Scheduler::new(0, 1).map_err(|e| {
+        let scheduler = Scheduler::new(0, 1, self.config.engine.guest_priority).map_err(|e| {
             BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
         })?;
         let mut inputs = Inputs {
@@ -747,6 +747,25 @@ impl Core {
         Err(refused)
     }
 
+    /// Count and audit a refusal a front end made before any call (a
+    /// tenant's `max-sessions` or `max-open-requests` on HTTP): `what` was
+    /// refused, over `quota`.
+    #[cfg(feature = "http")]
+    pub(crate) async fn refused(
+        &self,
+        scope: &Scope,
+        caller: &str,
+        what: &str,
+        quota: &'static str,
+        message: &str,
+    ) {
+        self.inner.metrics.quota_rejected(scope.as_str(), quota);
+        self.inner
+            .audit
+            .write_decision(scope.as_str(), caller, what, "over_quota", message)
+            .await;
+    }
+
     /// The one call path.
     pub async fn call(&self, req: CallRequest) -> Result<ToolOutput, CallError> {
         match self.run(req, Target::Call).await? {
@@ -986,6 +1005,7 @@ impl Core {
                     client: req.client,
                     usage: usage.clone(),
                     turn: None,
+                    spent: std::time::Duration::ZERO,
                 },
             )
             .await
@@ -1083,18 +1103,26 @@ impl Core {
             trace.decision = "allow";
             (component, tool)
         };
-        {
+        let spent = {
             let _schema = tracing::debug_span!("schema").entered();
-            match (&tool, target) {
+            let checking = Instant::now();
+            let checked = match (&tool, target) {
                 (Some(tool), _) => tool
                     .input
                     .check(args)
-                    .map_err(|details| CallErrorKind::InvalidArguments { details })?,
-                (None, Target::Get) => check_prompt_arguments(&component, name, args)?,
-                (None, Target::Complete { .. }) => strings_only("the context", args)?,
-                _ => {}
-            }
-        }
+                    .map_err(|details| CallErrorKind::InvalidArguments { details }),
+                (None, Target::Get) => check_prompt_arguments(&component, name, args),
+                (None, Target::Complete { .. }) => strings_only("the context", args),
+                _ => Ok(()),
+            };
+            // The schema is the tool's and the arguments the caller's: the
+            // check is work done for this call, charged to it whether it
+            // passes or not (M5).
+            let spent = checking.elapsed();
+            charge_host_work(&admission, spent);
+            checked?;
+            spent
+        };
         let text = args.to_string();
         // The guest runs here until it first yields, then on the guest
         // executor (`Scheduler::run`); dropping this future (a caller that
@@ -1119,9 +1147,10 @@ impl Core {
         });
         let mut cx = cx;
         cx.turn = Some(turn);
+        cx.spent = spent;
         let charge = Charge {
             usage: cx.usage.clone(),
-            admission,
+            admission: admission.clone(),
         };
         let run = async move {
             // Dropped last, after the guest's store has recorded its costs
@@ -1173,11 +1202,12 @@ impl Core {
                     details: "the tool declares an output schema but returned no structured result"
                         .into(),
                 })?;
-            schema
-                .check(structured)
-                .map_err(|d| CallErrorKind::BadResult {
-                    details: format!("structured result violates the output schema: {d}"),
-                })?;
+            let checking = Instant::now();
+            let checked = schema.check(structured);
+            charge_host_work(&admission, checking.elapsed());
+            checked.map_err(|d| CallErrorKind::BadResult {
+                details: format!("structured result violates the output schema: {d}"),
+            })?;
         }
         Ok(Output::Tool(out))
     }
@@ -1238,6 +1268,20 @@ impl Drop for Charge {
         {
             self.admission.charge_fuel(fuel);
         }
+    }
+}
+
+/// Fuel a busy guest burns per nanosecond of a core (about 10^9 units a
+/// second on the machines measured; `limits.fuel`'s documentation).
+const FUEL_PER_NANOSECOND: u64 = 1;
+
+/// Charge `spent` of host work done for a call (schema checks: the schema
+/// is the tool's, the value the caller's or the tool's) to its tenant's
+/// `fuel-per-minute`, at the rate a guest would have burned fuel doing it.
+fn charge_host_work(admission: &Admission, spent: std::time::Duration) {
+    if admission.meters_fuel() {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
     }
 }
 

@@ -40,7 +40,7 @@ mod watch;
 
 pub use crate::audit::{Audit, AuditConfig, AuditRecord, FsyncPolicy};
 pub use crate::catalog::{LoadEvent, Scope, Source};
-pub use crate::config::{EngineConfig, HostConfig, TasksConfig};
+pub use crate::config::{EngineConfig, GuestPriority, HostConfig, TasksConfig};
 pub use crate::core::{CallRequest, Core, CoreBuilder, OnLoad, Reconfigured, ToolsWatch};
 pub use crate::diagnostic::{Diagnostic, Diagnostics};
 pub use crate::error::{

@@ -29,6 +29,7 @@
 //! before it gets here.
 
 use crate::catalog::Scope;
+use crate::config::GuestPriority;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +57,11 @@ pub(crate) enum ScheduleError {
 impl Scheduler {
     /// An executor of `threads` threads (0: one per CPU), and a turnstile
     /// at the pool that lets `turns` calls at a time take its permits.
-    pub(crate) fn new(threads: usize, turns: usize) -> std::io::Result<Scheduler> {
+    pub(crate) fn new(
+        threads: usize,
+        turns: usize,
+        priority: GuestPriority,
+    ) -> std::io::Result<Scheduler> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -64,7 +69,7 @@ impl Scheduler {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("toolhost-guest")
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || lower_priority(priority))
             .enable_all()
             .build()?;
         Ok(Scheduler {
@@ -124,14 +129,31 @@ impl Drop for Scheduler {
 }
 
 /// Lower the calling thread's scheduling priority (Linux: threads have
-/// their own nice value), so that the I/O runtime wins the CPU from guests.
-fn lower_priority() {
+/// their own nice value and policy), so that the I/O runtime wins the CPU
+/// from guests.
+fn lower_priority(priority: GuestPriority) {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread; no memory is passed.
+    // SAFETY: plain syscalls on the calling thread (tid 0 and pid 0 name
+    // it); the only memory passed is a local `sched_param`.
     unsafe {
+        match priority {
+            GuestPriority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+                    return;
+                }
+                tracing::warn!(
+                    "cannot run guests at SCHED_IDLE ({}): running them at nice 10",
+                    std::io::Error::last_os_error()
+                );
+            }
+            GuestPriority::Background => {}
+        }
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }
 
 /// A call running on the guest executor; aborted when dropped.
@@ -304,6 +326,36 @@ impl Fair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The scheduling policy and nice value of a guest thread.
+    #[cfg(target_os = "linux")]
+    fn guest_thread_priority(priority: GuestPriority) -> (i32, i32) {
+        let s = Scheduler::new(1, 1, priority).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(s.spawn(async {
+            // SAFETY: plain syscalls about the calling thread.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, tid),
+                )
+            }
+        }))
+        .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn guests_run_below_the_io_threads_in_the_class_asked_for() {
+        let (policy, nice) = guest_thread_priority(GuestPriority::Background);
+        assert_eq!(policy, libc::SCHED_OTHER);
+        assert!(nice >= 10, "nice {nice}");
+        let (policy, _) = guest_thread_priority(GuestPriority::Idle);
+        assert_eq!(policy, libc::SCHED_IDLE);
+    }
 
     /// The scopes in the order their waiters were served.
     async fn order(fair: &Arc<Fair>, calls: &[&'static str]) -> Vec<String> {

@@ -97,6 +97,16 @@ pub struct Quotas {
     /// evenly; the call that overdraws it completes or is stopped by its own
     /// limits, and the next waits until the budget is positive again).
     pub fuel_per_minute: Option<u64>,
+    /// 2025-11-25 HTTP sessions this tenant holds open on one server at
+    /// once (`initialize`s, and sessions a replica restores from their id);
+    /// `None`: the server's default
+    /// ([`HttpOptions::max_sessions`](crate::mcp::HttpOptions::max_sessions)).
+    pub max_sessions: Option<u32>,
+    /// HTTP requests of this tenant in progress on one server at once, from
+    /// the moment its credential is checked until its response (a stream
+    /// included) ends; `None`: the server's default
+    /// ([`HttpOptions::max_open_requests`](crate::mcp::HttpOptions::max_open_requests)).
+    pub max_open_requests: Option<u32>,
 }
 
 /// How HTTP callers authenticate (`[auth]`).
@@ -172,7 +182,7 @@ impl Tenant {
     }
 }
 
-const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, max-sessions, max-open-requests, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
 const AGENT_KEYS: &str = "name, tools, description, prompt, model, subagents, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [agent.limits], [agent.fs], [agent.network], [agent.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
 const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway, tenants";
@@ -188,6 +198,10 @@ struct RawTenant {
     calls_per_minute: Option<Spanned<u32>>,
     output_bytes_per_minute: Option<Spanned<String>>,
     fuel_per_minute: Option<Spanned<u64>>,
+    // `[[tenant]]` only (refused in an `[[agent]]`: agents are not served
+    // over HTTP):
+    max_sessions: Option<Spanned<u32>>,
+    max_open_requests: Option<Spanned<u32>>,
     // `[[agent]]` only (refused in a `[[tenant]]`):
     description: Option<Spanned<String>>,
     prompt: Option<Spanned<String>>,
@@ -304,6 +318,22 @@ impl RawTenants {
                         );
                     }
                 }
+            } else {
+                for (key, span) in [
+                    ("max-sessions", r.max_sessions.as_ref().map(|v| v.span())),
+                    (
+                        "max-open-requests",
+                        r.max_open_requests.as_ref().map(|v| v.span()),
+                    ),
+                ] {
+                    if let Some(span) = span {
+                        cx.error(
+                            Some(span),
+                            format!("`{key}` bounds a `[[tenant]]`'s HTTP clients; an `[[agent]]` is not served over HTTP"),
+                            Some(format!("allowed here: {AGENT_KEYS}")),
+                        );
+                    }
+                }
             }
             let first_token = r.token_sha256.first().map(|h| h.span());
             if !valid_name(&name) {
@@ -398,6 +428,12 @@ impl RawTenants {
             let mut quotas = Quotas::default();
             if let Some(n) = r.max_concurrent {
                 quotas.max_concurrent = range(&n, 1, 100_000, "max-concurrent", cx);
+            }
+            if let Some(n) = &r.max_sessions {
+                quotas.max_sessions = range(n, 1, 1_000_000, "max-sessions", cx);
+            }
+            if let Some(n) = &r.max_open_requests {
+                quotas.max_open_requests = range(n, 1, 1_000_000, "max-open-requests", cx);
             }
             if let Some(n) = r.calls_per_minute {
                 quotas.calls_per_minute = range(&n, 1, 1_000_000, "calls-per-minute", cx);
@@ -651,7 +687,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tools-b")).unwrap();
         let cfg = dir.path().join("toolhost.toml");
         let text = format!(
-            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\nfuel-per-minute = 5000000000\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\nmax-sessions = 8\nmax-open-requests = 16\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\nfuel-per-minute = 5000000000\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
             digest("ta"),
             digest("tb")
         );
@@ -667,6 +703,9 @@ mod tests {
             ]
         );
         assert_eq!(a.quotas.max_concurrent, Some(2));
+        assert_eq!(a.quotas.max_sessions, Some(8));
+        assert_eq!(a.quotas.max_open_requests, Some(16));
+        assert_eq!(c.tenants[1].quotas.max_sessions, None);
         assert_eq!(a.quotas.calls_per_minute, Some(30));
         assert_eq!(a.quotas.output_bytes_per_minute, Some(1 << 20));
         assert_eq!(a.quotas.fuel_per_minute, Some(5_000_000_000));
@@ -772,7 +811,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("toolhost.toml");
         let text = format!(
-            "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nprompt = \"no\"\n\n[[agent]]\nname = \"a\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nsubagents = [\"a\", \"ghost\", \"t\"]\n\n[[agent]]\nname = \"t\"\ntools = [\"echo\"]\n",
+            "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nprompt = \"no\"\n\n[[agent]]\nname = \"a\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nsubagents = [\"a\", \"ghost\", \"t\"]\nmax-sessions = 3\n\n[[agent]]\nname = \"t\"\ntools = [\"echo\"]\n",
             digest("t1"),
             digest("a1")
         );
@@ -790,12 +829,16 @@ mod tests {
         assert!(has(10, "agents are not served over HTTP"), "{msgs:?}");
         assert!(has(11, "names itself"), "{msgs:?}");
         assert!(
+            has(12, "`max-sessions` bounds a `[[tenant]]`'s HTTP clients"),
+            "{msgs:?}"
+        );
+        assert!(
             has(11, "`ghost` of agent `a` is not an `[[agent]]`"),
             "{msgs:?}"
         );
         // Whichever of the two comes second is the one reported.
         assert!(
-            has(2, "`t` is defined twice") || has(14, "`t` is defined twice"),
+            has(2, "`t` is defined twice") || has(15, "`t` is defined twice"),
             "{msgs:?}"
         );
     }

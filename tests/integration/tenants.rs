@@ -1569,3 +1569,193 @@ fn jwts_select_only_the_tenants_listed_for_them() {
     // Alpha's static token still works.
     assert!(!list(&addr, TOKEN_A).is_empty());
 }
+
+/// Open a GET stream on `sid` as `token`'s holder and keep it open: the
+/// socket, once the response has started.
+fn open_stream(addr: &str, token: &str, sid: &str) -> (u16, std::net::TcpStream) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = format!(
+        "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    let status = std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap();
+    (status, s)
+}
+
+/// A 2025-11-25 session opened as `token`'s holder: the status and the
+/// response (with the session id in its headers).
+fn initialize(addr: &str, token: &str) -> (u16, String) {
+    let bearer = format!("Bearer {token}");
+    http(
+        addr,
+        "POST",
+        "/mcp",
+        &[("Authorization", &bearer)],
+        crate::mcp::INIT,
+    )
+}
+
+#[test]
+fn a_tenant_cannot_hold_more_sessions_or_open_requests_than_its_bounds() {
+    let s = Setup::new(&format!(
+        "\n[[tenant]]\nname = \"gamma\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-sessions = 2\nmax-open-requests = 3\n",
+        sha("gamma-token")
+    ));
+    let server = s.serve();
+    let addr = server.addr();
+
+    // Two sessions, then a refusal naming the bound and answering the
+    // `initialize` by its id.
+    let mut sids = Vec::new();
+    for _ in 0..2 {
+        let (st, resp) = initialize(&addr, "gamma-token");
+        assert_eq!(st, 200, "{resp}");
+        sids.push(header(&resp, "mcp-session-id").unwrap().to_string());
+    }
+    let (st, resp) = initialize(&addr, "gamma-token");
+    assert_eq!(st, 429, "{resp}");
+    assert_eq!(header(&resp, "retry-after"), Some("10"), "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["id"], 1, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("tenant `gamma`") && msg.contains("max-sessions = 2"),
+        "{msg}"
+    );
+    // Another tenant is not touched; the held sessions go on.
+    assert_eq!(initialize(&addr, TOKEN_A).0, 200);
+    let in_session = |sid: &str, body: &str| {
+        http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", "Bearer gamma-token"),
+                ("Mcp-Session-Id", sid),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(in_session(&sids[0], initialized).0, 202);
+    let listed = in_session(
+        &sids[0],
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert_eq!(listed.0, 200, "{}", listed.1);
+    // A session ended makes room for the next.
+    let (st, resp) = http(
+        &addr,
+        "DELETE",
+        "/mcp",
+        &[
+            ("Authorization", "Bearer gamma-token"),
+            ("Mcp-Session-Id", &sids[1]),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        "",
+    );
+    assert!(st == 200 || st == 204, "{resp}");
+    let (st, resp) = initialize(&addr, "gamma-token");
+    assert_eq!(st, 200, "{resp}");
+    sids[1] = header(&resp, "mcp-session-id").unwrap().to_string();
+    assert_eq!(in_session(&sids[1], initialized).0, 202);
+
+    // Streams that never end: three are the most gamma keeps open.
+    let mut streams = Vec::new();
+    for sid in [&sids[0], &sids[1], &sids[0]] {
+        let (st, stream) = open_stream(&addr, "gamma-token", sid);
+        assert_eq!(st, 200);
+        streams.push(stream);
+    }
+    let (st, resp) = rpc(&addr, Some("gamma-token"), "tools/list", json!({}), None);
+    assert_eq!(st, 429, "{resp}");
+    assert_eq!(header(&resp, "retry-after"), Some("1"), "{resp}");
+    assert!(resp.contains("max-open-requests = 3"), "{resp}");
+    let (st, _) = open_stream(&addr, "gamma-token", &sids[1]);
+    assert_eq!(st, 429);
+    // Alpha's requests are its own.
+    assert!(!list(&addr, TOKEN_A).is_empty());
+    // A stream closed gives its place back.
+    streams.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, resp) = rpc(&addr, Some("gamma-token"), "tools/list", json!({}), None);
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 429, "{resp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed stream still counts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_checks_cost_the_tenant_fuel_even_when_they_refuse_the_call() {
+    use toolhost::{CallErrorKind, CallRequest, Core, HostConfig, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let td = ToolDir::new();
+    td.add("sink", "typed-kitchen-sink", "");
+    let sink = dir.path().join("sink");
+    std::fs::create_dir(&sink).unwrap();
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            td.path().join(format!("sink.{ext}")),
+            sink.join(format!("sink.{ext}")),
+        )
+        .unwrap();
+    }
+    let cfg = dir.path().join("toolhost.toml");
+    std::fs::write(
+        &cfg,
+        tenant_entry(
+            "checked",
+            "sink/",
+            "checked-token",
+            "fuel-per-minute = 1000",
+        ),
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(crate::support::test_config().engine.cache_dir);
+    let mut b = Core::builder().config(config.clone());
+    for t in &config.tenants {
+        for s in t.sources(&[]) {
+            b = b.add_source(s);
+        }
+    }
+    let core = b.build().await.unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let bytes = |data: Vec<Value>| {
+        let req = CallRequest::new(
+            Scope::new("checked"),
+            "compound_echo-bytes",
+            json!({ "data": data }).as_object().cloned(),
+        );
+        core.call(req)
+    };
+    // A million bytes, the last out of range: the check reads every one
+    // before it refuses, and that work (milliseconds of a core, millions
+    // of units at a guest's rate) is the caller's, though no guest ran.
+    let mut data = vec![json!(1); 1_000_000];
+    data.push(json!(256));
+    let e = bytes(data).await.unwrap_err();
+    assert!(
+        matches!(e.kind(), CallErrorKind::InvalidArguments { .. }),
+        "{e}"
+    );
+    match bytes(vec![json!(1)]).await {
+        Err(e) if matches!(e.kind(), CallErrorKind::OverQuota { quota, .. } if *quota == "fuel-per-minute") =>
+            {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("the refused check cost the tenant nothing"),
+    }
+}

@@ -66,13 +66,24 @@ pub struct HttpOptions {
     /// How long a client may take to send a request's headers (and the
     /// longest an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// 2025-11-25 sessions held at once per tenant (or by a tenantless
+    /// server), unless the tenant's `max-sessions` says otherwise: past
+    /// it, an `initialize` (or a request that would restore a session from
+    /// its id) gets 429.
+    pub max_sessions: usize,
+    /// Requests in progress at once per tenant (or for a tenantless
+    /// server), streamed responses included, unless the tenant's
+    /// `max-open-requests` says otherwise: past it, 429. One tenant cannot
+    /// hold every connection the server accepts.
+    pub max_open_requests: usize,
 }
 
 impl HttpOptions {
     /// Serve at `addr` with the defaults: no token (loopback only), 4 MiB
     /// bodies, 120 s until a response starts, 10 s shutdown grace, sessions
     /// valid for 24 hours, 4096 connections at once, 10 s to send a
-    /// request's headers.
+    /// request's headers, 1024 sessions and 1024 requests in progress per
+    /// tenant.
     pub fn new(addr: SocketAddr) -> HttpOptions {
         HttpOptions {
             addr,
@@ -85,6 +96,8 @@ impl HttpOptions {
             session_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            max_sessions: 1024,
+            max_open_requests: 1024,
         }
     }
 }
@@ -131,7 +144,7 @@ pub struct HttpServer {
 /// Whom the server serves.
 enum Front {
     /// One server, behind the optional bearer token.
-    Single(McpServer, McpService),
+    Single(TenantServer),
     /// Tenants, each behind its credentials; replaceable while serving.
     Tenants(Arc<TenantFront>),
 }
@@ -145,14 +158,43 @@ struct Services {
     key: crate::StateKey,
     ttl: Duration,
     config: StreamableHttpServerConfig,
+    /// What a server may hold open when its tenant does not say.
+    defaults: Holds,
+}
+
+/// What one tenant (or a tenantless server) may hold open on this server.
+#[derive(Clone, Copy, Debug)]
+struct Holds {
+    sessions: usize,
+    open_requests: usize,
+}
+
+impl Holds {
+    fn of(opts: &HttpOptions) -> Holds {
+        Holds {
+            sessions: opts.max_sessions.max(1),
+            open_requests: opts.max_open_requests.max(1),
+        }
+    }
+
+    /// `self` as `quotas` override it.
+    fn with(self, quotas: &crate::tenant::Quotas) -> Holds {
+        Holds {
+            sessions: quotas.max_sessions.map_or(self.sessions, |n| n as usize),
+            open_requests: quotas
+                .max_open_requests
+                .map_or(self.open_requests, |n| n as usize),
+        }
+    }
 }
 
 impl Services {
     /// `owner`: what the server's session ids are bound to (`scope:NAME`,
     /// `tenant:NAME`): a session restored on any replica, never on another
     /// tenant's service.
-    fn make(&self, root: McpServer, owner: String) -> TenantServer {
+    fn make(&self, root: McpServer, owner: String, holds: Holds) -> TenantServer {
         let seal = SessionSeal::new(self.key.clone(), owner, self.ttl);
+        let sessions = Arc::new(SealedSessions::new(seal.clone(), holds.sessions));
         let mut config = self.config.clone();
         config.session_store = Some(Arc::new(SealedStore(seal.clone())));
         // This server's own: ends its streams alone (its tenant removed),
@@ -166,13 +208,15 @@ impl Services {
                 let root = root.clone();
                 move || Ok(root.new_session())
             },
-            Arc::new(SealedSessions::new(seal)),
+            sessions.clone(),
             config,
         );
         TenantServer {
             server: root,
             service,
             streams,
+            sessions,
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 }
@@ -185,6 +229,131 @@ struct TenantServer {
     service: McpService,
     /// Ends its sessions' streams.
     streams: CancellationToken,
+    /// Its sessions (shared with `service`), counted against `max-sessions`.
+    sessions: Arc<SealedSessions>,
+    /// Its requests in progress, counted against `max-open-requests`.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A request counted against its server's `max-open-requests` until its
+/// response body ends or is dropped.
+struct OpenRequest(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl TenantServer {
+    /// Count a request as open if fewer than `max` are.
+    fn open(&self, max: usize) -> Option<OpenRequest> {
+        let n = self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let held = OpenRequest(self.open.clone());
+        (n < max).then_some(held)
+    }
+
+    /// Serve `req` (its body read; `initialize`: the parameters of the
+    /// session it opens) within `holds`; `who` names the tenant in a
+    /// refusal.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one request's parts, in one place"
+    )]
+    async fn serve(
+        &self,
+        who: &str,
+        holds: Holds,
+        held: OpenRequest,
+        initialize: Option<rmcp::model::InitializeRequestParams>,
+        id: Option<serde_json::Value>,
+        req: Request,
+    ) -> Response {
+        let session = req
+            .headers()
+            .get(HEADER_SESSION_ID)
+            .and_then(|v| v.to_str().ok());
+        if req.method() != Method::DELETE
+            && !self.sessions.admits(session, initialize.is_some()).await
+        {
+            let n = holds.sessions;
+            let message = format!(
+                "{who} is over its quota `max-sessions = {n}`: {n} sessions are open on this server; end one (DELETE) or retry once an idle one has expired"
+            );
+            let caller = format!("mcp-http:{}", self.server.scope().as_str());
+            self.server
+                .core()
+                .refused(
+                    self.server.scope(),
+                    &caller,
+                    "initialize",
+                    "max-sessions",
+                    &message,
+                )
+                .await;
+            return too_many(&message, SESSIONS_RETRY, id);
+        }
+        session::initializing(initialize, self.service.handle(req))
+            .await
+            .map(|body| Body::new(body.map_frame(move |frame| pass(&held, frame))))
+    }
+}
+
+/// The header that carries a 2025-11-25 session's id.
+const HEADER_SESSION_ID: &str = "mcp-session-id";
+/// When a client refused a session may try again: an idle one ends after
+/// rmcp's keep-alive (5 minutes), a closed one at once.
+const SESSIONS_RETRY: u64 = 10;
+
+/// Keep `_held` alive as long as the body that passes frames through it.
+fn pass<H, T>(_held: &H, frame: T) -> T {
+    frame
+}
+
+/// 429 with `Retry-After`: a JSON-RPC error answering `id` when there is
+/// one, else the message as text.
+fn too_many(message: &str, retry_after: u64, id: Option<serde_json::Value>) -> Response {
+    let (kind, body) = match id {
+        Some(id) => (
+            "application/json",
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": {"code": -32000, "message": message},
+            })
+            .to_string(),
+        ),
+        None => ("text/plain; charset=utf-8", format!("{message}\n")),
+    };
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, retry_after.max(1).to_string()),
+            (header::CONTENT_TYPE, kind.to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// 429 for a request past its server's `max-open-requests`.
+async fn too_many_open(server: &TenantServer, who: &str, n: usize) -> Response {
+    let message = format!(
+        "{who} is over its quota `max-open-requests = {n}`: {n} of its requests are in progress on this server; retry when one has finished"
+    );
+    let caller = format!("mcp-http:{}", server.server.scope().as_str());
+    server
+        .server
+        .core()
+        .refused(
+            server.server.scope(),
+            &caller,
+            "request",
+            "max-open-requests",
+            &message,
+        )
+        .await;
+    too_many(&message, 1, None)
 }
 
 /// The tenants a server serves now, and how to serve a new one.
@@ -250,15 +419,22 @@ impl TenantTable {
                         .position(|x| x.tenant.name == *name)
                         .map(|i| o.servers[i].clone())
                 });
-                kept.unwrap_or_else(|| {
-                    let server = McpServer::with_state_key(
-                        core.clone(),
-                        g.tenant.scope(),
-                        &format!("mcp-http:{name}"),
-                        key.clone(),
-                    );
-                    services.make(server, format!("tenant:{name}"))
-                })
+                let holds = services.defaults.with(&g.tenant.quotas);
+                match kept {
+                    Some(kept) => {
+                        kept.sessions.set_max(holds.sessions);
+                        kept
+                    }
+                    None => {
+                        let server = McpServer::with_state_key(
+                            core.clone(),
+                            g.tenant.scope(),
+                            &format!("mcp-http:{name}"),
+                            key.clone(),
+                        );
+                        services.make(server, format!("tenant:{name}"), holds)
+                    }
+                }
             })
             .collect();
         let resource = tenancy
@@ -377,13 +553,14 @@ impl HttpServer {
             key: server.state_key().clone(),
             ttl: opts.session_ttl,
             config: service_config(bound_addr(&listener), &opts, &sessions),
+            defaults: Holds::of(&opts),
         };
         let owner = format!("scope:{}", server.scope().as_str());
-        let service = services.make(server.clone(), owner).service;
+        let served = services.make(server, owner, services.defaults);
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
-            front: Front::Single(server, service),
+            front: Front::Single(served),
             sessions,
             opts,
         })
@@ -410,6 +587,7 @@ impl HttpServer {
             key,
             ttl: opts.session_ttl,
             config: service_config(addr, &opts, &sessions),
+            defaults: Holds::of(&opts),
         };
         let default_resource = format!("http://{addr}/mcp");
         let table = TenantTable::new(&core, &services, &default_resource, tenancy, None);
@@ -456,11 +634,12 @@ impl HttpServer {
         let responses = TaskTracker::new();
         let timeout = self.opts.request_timeout;
         let mut app = match &self.front {
-            Front::Single(_, service) => axum::Router::new()
+            Front::Single(served) => axum::Router::new()
                 .route("/mcp", axum::routing::any(single_mcp))
                 .with_state(SingleRoute {
-                    service: service.clone(),
+                    served: served.clone(),
                     max_body: self.opts.max_body_bytes,
+                    holds: Holds::of(&self.opts),
                 }),
             Front::Tenants(front) => {
                 let routes = TenantRoutes {
@@ -503,7 +682,7 @@ impl HttpServer {
             // The servers serving now (a tenant removed by a reload has its
             // running responses in `responses`).
             let servers: Vec<McpServer> = match &front {
-                Front::Single(s, _) => vec![s.clone()],
+                Front::Single(s) => vec![s.server.clone()],
                 Front::Tenants(f) => f
                     .table
                     .load()
@@ -741,8 +920,8 @@ fn authenticate(table: &TenantTable, headers: &header::HeaderMap) -> Result<usiz
     }
 }
 
-/// Authenticate, hold `tools/call`s to the tenant's quotas, and hand the
-/// request to the tenant's own MCP service.
+/// Authenticate, hold the request to the tenant's bounds and its
+/// `tools/call`s to its quotas, and hand it to the tenant's own MCP service.
 async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // The tenants as they are now.
     let mut table = r.front.table.load_full();
@@ -750,130 +929,159 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         Ok(i) => i,
         Err(refused) => return refused,
     };
+    // Counted from here (a slow upload holds a connection too) until the
+    // response ends. Kept across a reload: a tenant that stays keeps its
+    // server, and so its count.
+    let (holds, held) = {
+        let tenant = &table.tenancy.tenants[i].tenant;
+        let holds = r.front.services.defaults.with(&tenant.quotas);
+        let server = &table.servers[i];
+        match server.open(holds.open_requests) {
+            Some(held) => (holds, held),
+            None => {
+                let who = format!("tenant `{}`", tenant.name);
+                return too_many_open(server, &who, holds.open_requests).await;
+            }
+        }
+    };
     let (mut parts, body) = req.into_parts();
-    let mut initialize = None;
-    let req = if parts.method == Method::POST {
-        let bytes = match http_body_util::Limited::new(body, r.max_body)
-            .collect()
+    if parts.method != Method::POST {
+        let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
+        let req = Request::from_parts(parts, body);
+        return table.servers[i]
+            .serve(&who, holds, held, None, None, req)
+            .await;
+    }
+    let bytes = match read_body(body, r.max_body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    // The body arrives at the client's pace: a reload meanwhile may have
+    // revoked the credential or given it to another tenant. The call is
+    // made as the tenant the credential names now, and only if it is the
+    // one it named when the request began.
+    let now = r.front.table.load_full();
+    if !Arc::ptr_eq(&now, &table) {
+        let was = &table.tenancy.tenants[i].tenant.name;
+        match authenticate(&now, &parts.headers) {
+            Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
+                (table, i) = (now, j);
+            }
+            Ok(_) => return unauthorized(&now, Some("the token's tenant changed")),
+            Err(refused) => return refused,
+        }
+    }
+    let parsed = match Parsed::from(&bytes) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let tenant = &table.tenancy.tenants[i].tenant;
+    if let Some((id, tool)) = &parsed.call {
+        // Admitted here, to answer 429 before the call is parsed again;
+        // the admission travels with the request, and the core holds it
+        // (and the tenant's slot) for the whole call.
+        let caller = format!("mcp-http:{}", tenant.name);
+        match r
+            .front
+            .core
+            .admit(&tenant.scope(), &caller, tool, true)
             .await
         {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
+            Ok(a) => {
+                parts.extensions.insert(crate::quota::AdmittedCall::new(a));
             }
-        };
-        // The body arrives at the client's pace: a reload meanwhile may
-        // have revoked the credential or given it to another tenant. The
-        // call is made as the tenant the credential names now, and only if
-        // it is the one it named when the request began.
-        let now = r.front.table.load_full();
-        if !Arc::ptr_eq(&now, &table) {
-            let was = &table.tenancy.tenants[i].tenant.name;
-            match authenticate(&now, &parts.headers) {
-                Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
-                    (table, i) = (now, j);
-                }
-                Ok(_) => return unauthorized(&now, Some("the token's tenant changed")),
-                Err(refused) => return refused,
+            Err(q) => {
+                return too_many(&q.message, q.retry_after.as_secs(), Some(id.clone()));
             }
         }
-        // Parsed exactly as rmcp will parse it, so what is counted as a call
-        // is what runs as one (a duplicated `method` key cannot slip by).
-        use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
-        let message = serde_json::from_slice::<ClientJsonRpcMessage>(&bytes).ok();
-        let call = match &message {
-            Some(ClientJsonRpcMessage::Request(r)) => match &r.request {
-                ClientRequest::CallToolRequest(c) => Some((
-                    serde_json::to_value(&r.id).unwrap_or_default(),
-                    c.params.name.to_string(),
-                )),
-                _ => None,
-            },
-            _ => None,
-        };
-        match message.as_ref().map(session::initialize_params) {
-            Some(Err(why)) => return too_large_to_seal(&why),
-            Some(Ok(p)) => initialize = p,
-            None => {}
-        }
-        if let Some((id, tool)) = call {
-            // Admitted here, to answer 429 before the call is parsed again;
-            // the admission travels with the request, and the core holds
-            // it (and the tenant's slot) for the whole call.
-            let tenant = &table.tenancy.tenants[i].tenant;
-            let caller = format!("mcp-http:{}", tenant.name);
-            match r
-                .front
-                .core
-                .admit(&tenant.scope(), &caller, &tool, true)
-                .await
-            {
-                Ok(a) => {
-                    parts.extensions.insert(crate::quota::AdmittedCall::new(a));
-                }
-                Err(q) => {
-                    let secs = q.retry_after.as_secs().max(1);
-                    let body = serde_json::json!({
-                        "jsonrpc": "2.0",
-                        "id": id,
-                        "error": {"code": -32000, "message": q.message},
-                    });
-                    return (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        [
-                            (header::RETRY_AFTER, secs.to_string()),
-                            (header::CONTENT_TYPE, "application/json".into()),
-                        ],
-                        body.to_string(),
-                    )
-                        .into_response();
-                }
-            }
-        }
-        Request::from_parts(parts, Body::from(bytes))
-    } else {
-        Request::from_parts(parts, body)
-    };
-    session::initializing(initialize, table.servers[i].service.handle(req))
+    }
+    let who = format!("tenant `{}`", tenant.name);
+    let req = Request::from_parts(parts, Body::from(bytes));
+    table.servers[i]
+        .serve(&who, holds, held, parsed.initialize, parsed.id, req)
         .await
-        .map(Body::new)
+}
+
+/// A POST body read whole, or the 413.
+#[allow(clippy::result_large_err, reason = "the error is the response")]
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()),
+    }
+}
+
+/// What the front end needs to know of a POST body before rmcp serves it.
+struct Parsed {
+    /// The JSON-RPC id of a request (a refusal answers it).
+    id: Option<serde_json::Value>,
+    /// A `tools/call`'s id and tool.
+    call: Option<(serde_json::Value, String)>,
+    /// An `initialize`'s parameters, to seal into the session's id.
+    initialize: Option<rmcp::model::InitializeRequestParams>,
+}
+
+impl Parsed {
+    /// Parsed exactly as rmcp will parse it, so what is counted as a call
+    /// is what runs as one (a duplicated `method` key cannot slip by). A
+    /// body that does not parse is rmcp's to refuse.
+    #[allow(clippy::result_large_err, reason = "the error is the response")]
+    fn from(bytes: &[u8]) -> Result<Parsed, Response> {
+        use rmcp::model::{ClientJsonRpcMessage, ClientRequest};
+        let message = serde_json::from_slice::<ClientJsonRpcMessage>(bytes).ok();
+        let mut parsed = Parsed {
+            id: None,
+            call: None,
+            initialize: None,
+        };
+        let Some(message) = message else {
+            return Ok(parsed);
+        };
+        if let ClientJsonRpcMessage::Request(r) = &message {
+            let id = serde_json::to_value(&r.id).unwrap_or_default();
+            if let ClientRequest::CallToolRequest(c) = &r.request {
+                parsed.call = Some((id.clone(), c.params.name.to_string()));
+            }
+            parsed.id = Some(id);
+        }
+        parsed.initialize =
+            session::initialize_params(&message).map_err(|why| too_large_to_seal(&why))?;
+        Ok(parsed)
+    }
 }
 
 /// The route of a tenantless server.
 #[derive(Clone)]
 struct SingleRoute {
-    service: McpService,
+    served: TenantServer,
     max_body: usize,
+    holds: Holds,
 }
 
-/// Hand the request to the server's MCP service; an `initialize` has its
-/// parameters sealed into the new session's id.
+/// Hand the request to the server's MCP service, within the server's
+/// bounds; an `initialize` has its parameters sealed into the new
+/// session's id.
 async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
+    const WHO: &str = "the server";
+    let Some(held) = r.served.open(r.holds.open_requests) else {
+        return too_many_open(&r.served, WHO, r.holds.open_requests).await;
+    };
     if req.method() != Method::POST {
-        return r.service.handle(req).await.map(Body::new);
+        return r.served.serve(WHO, r.holds, held, None, None, req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match http_body_util::Limited::new(body, r.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response();
-        }
+    let bytes = match read_body(body, r.max_body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
-    let initialize = match serde_json::from_slice(&bytes)
-        .ok()
-        .map(|m| session::initialize_params(&m))
-    {
-        Some(Err(why)) => return too_large_to_seal(&why),
-        Some(Ok(p)) => p,
-        None => None,
+    let parsed = match Parsed::from(&bytes) {
+        Ok(p) => p,
+        Err(refused) => return refused,
     };
     let req = Request::from_parts(parts, Body::from(bytes));
-    session::initializing(initialize, r.service.handle(req))
+    r.served
+        .serve(WHO, r.holds, held, parsed.initialize, parsed.id, req)
         .await
-        .map(Body::new)
 }
 
 /// 400 for an `initialize` too large to seal into a session id.

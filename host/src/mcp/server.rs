@@ -169,6 +169,12 @@ impl McpServer {
         &self.shared.scope
     }
 
+    /// The core this server serves from.
+    #[cfg(feature = "http")]
+    pub(crate) fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
     /// The key that seals this server's stateless request state (and, over
     /// HTTP, its session ids).
     #[cfg(feature = "http")]

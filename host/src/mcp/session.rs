@@ -241,22 +241,72 @@ pub(crate) enum SessionError {
     NoInitialize,
     #[error("a new session id collided with a live one")]
     Collision,
+    #[error("{0} sessions are open, the most this server holds for their owner")]
+    Full(usize),
 }
 
 /// rmcp's in-memory session manager, with sealed ids: sessions are created
-/// under an id that carries their `initialize`, and a held session whose id
-/// has expired is ended.
+/// under an id that carries their `initialize`, a held session whose id has
+/// expired is ended, and at most `max` are held at once.
+///
+/// Each held session is a task and its channels (idle ones end after
+/// rmcp's keep-alive, 5 minutes); a client could otherwise open them as
+/// fast as it can send `initialize`s, or have a replica restore every id it
+/// was ever given. The front end refuses a request that would open one
+/// past `max` with a 429 ([`SealedSessions::admits`]); the count checked
+/// here again, under a lock, is the bound itself (a request racing past
+/// the front end's check gets rmcp's 500 instead).
 pub(crate) struct SealedSessions {
     local: LocalSessionManager,
     seal: SessionSeal,
+    max: std::sync::atomic::AtomicUsize,
+    /// Held while a session is counted and created: two requests cannot
+    /// both take the last place.
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl SealedSessions {
-    pub(crate) fn new(seal: SessionSeal) -> SealedSessions {
+    pub(crate) fn new(seal: SessionSeal, max: usize) -> SealedSessions {
         SealedSessions {
             local: LocalSessionManager::default(),
             seal,
+            max: max.into(),
+            opening: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The most sessions held at once from now on (a reload may change it;
+    /// sessions already held past a lowered bound stay until they end).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The most sessions held at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a request may go on: it is for a session held here, or it
+    /// opens (`initialize`) or restores (an id not held) one and there is
+    /// room. Requests without a session (stateless) always may.
+    pub(crate) async fn admits(&self, id: Option<&str>, initialize: bool) -> bool {
+        if !initialize && id.is_none() {
+            return true;
+        }
+        let sessions = self.local.sessions.read().await;
+        if !initialize && id.is_some_and(|id| sessions.contains_key(id)) {
+            return true;
+        }
+        sessions.len() < self.max()
+    }
+
+    /// Fail unless there is room for one more session.
+    async fn room(&self) -> Result<(), SessionError> {
+        let max = self.max();
+        if self.local.sessions.read().await.len() >= max {
+            return Err(SessionError::Full(max));
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +318,8 @@ impl SessionManager for SealedSessions {
         let id = INITIALIZE
             .try_with(|p| self.seal.seal(p))
             .map_err(|_| SessionError::NoInitialize)?;
+        let _one = self.opening.lock().await;
+        self.room().await?;
         match self.local.restore_session(id.clone()).await? {
             RestoreOutcome::Restored(t) => Ok((id, t)),
             _ => Err(SessionError::Collision),
@@ -333,6 +385,11 @@ impl SessionManager for SealedSessions {
         &self,
         id: SessionId,
     ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        let _one = self.opening.lock().await;
+        if self.local.has_session(&id).await? {
+            return Ok(RestoreOutcome::AlreadyPresent);
+        }
+        self.room().await?;
         Ok(self.local.restore_session(id).await?)
     }
 
@@ -436,6 +493,46 @@ mod tests {
         assert_eq!(a.open(&old).unwrap_err(), SealError::Expired);
         let future = a.seal_at(&params(), now_secs() + 3 * SKEW);
         assert_eq!(a.open(&future).unwrap_err(), SealError::Future);
+    }
+
+    #[tokio::test]
+    async fn no_more_sessions_are_held_than_the_bound_however_they_arrive() {
+        let key = StateKey::random();
+        let seal = seal(&key, "tenant:a");
+        let sessions = SealedSessions::new(seal.clone(), 2);
+        let ids: Vec<SessionId> = (0..3).map(|_| seal.seal(&params())).collect();
+        // Restored from their ids (another replica's sessions), then a new
+        // one: the third is refused either way.
+        for id in &ids[..2] {
+            assert!(sessions.admits(Some(&**id), false).await);
+            let restored = sessions.restore_session(id.clone()).await.unwrap();
+            assert!(matches!(restored, RestoreOutcome::Restored(_)));
+        }
+        assert!(matches!(
+            sessions.restore_session(ids[2].clone()).await,
+            Err(SessionError::Full(2))
+        ));
+        let created = INITIALIZE
+            .scope(params(), async { sessions.create_session().await })
+            .await;
+        assert!(matches!(created, Err(SessionError::Full(2))));
+        // A held session restored again is still the one held.
+        assert!(matches!(
+            sessions.restore_session(ids[0].clone()).await,
+            Ok(RestoreOutcome::AlreadyPresent)
+        ));
+        // What the front end asks before it hands a request over.
+        assert!(sessions.admits(Some(&*ids[0]), false).await);
+        assert!(sessions.admits(None, false).await);
+        assert!(!sessions.admits(Some(&*ids[2]), false).await);
+        assert!(!sessions.admits(None, true).await);
+        // One ended, or the bound raised by a reload: room again.
+        sessions.close_session(&ids[0]).await.unwrap();
+        assert!(sessions.admits(None, true).await);
+        sessions.restore_session(ids[2].clone()).await.unwrap();
+        assert!(!sessions.admits(None, true).await);
+        sessions.set_max(3);
+        assert!(sessions.admits(None, true).await);
     }
 
     #[test]

@@ -221,6 +221,9 @@ pub(crate) struct CallContext {
     /// tool's own concurrency permit and held until the pool's permits are
     /// taken, so that tenants reach the pool in the scheduler's order.
     pub(crate) turn: Option<Turn>,
+    /// Host time already spent on the call's behalf (checking its
+    /// arguments against the tool's schema): taken off its timeout.
+    pub(crate) spent: std::time::Duration,
 }
 
 /// A wait for the caller's turn at the pool; what it yields is held until
@@ -744,7 +747,7 @@ impl Sandbox {
         mut cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
         let limits = &comp.grants.limits;
-        let deadline = Instant::now() + limits.timeout;
+        let deadline = Instant::now() + limits.timeout.saturating_sub(cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
         let tool = op.subject();
