@@ -476,12 +476,40 @@ impl Audit {
         if !self.enabled() {
             return;
         }
+        self.write(Audit::decision(tenant, caller, what, outcome, reason))
+            .await;
+    }
+
+    /// Like [`Audit::write_decision`], without waiting: if the queue is
+    /// full the record is dropped and counted (for refusals a client can
+    /// repeat as fast as it likes, whose lines must not hold up anyone
+    /// else's).
+    pub fn record_decision(
+        &self,
+        tenant: &str,
+        caller: &str,
+        what: &str,
+        outcome: &'static str,
+        reason: &str,
+    ) {
+        if self.enabled() {
+            self.record(Audit::decision(tenant, caller, what, outcome, reason));
+        }
+    }
+
+    fn decision(
+        tenant: &str,
+        caller: &str,
+        what: &str,
+        outcome: &'static str,
+        reason: &str,
+    ) -> AuditRecord {
         let mut rec = AuditRecord::new(tenant, caller, what);
         rec.event = "decision";
         rec.decision = "deny";
         rec.outcome = outcome;
         rec.reason = Some(reason.to_string());
-        self.write(rec).await;
+        rec
     }
 
     /// Write and sync every record queued so far.

@@ -73,8 +73,10 @@ pub struct HttpOptions {
     pub max_sessions: usize,
     /// Requests in progress at once per tenant (or for a tenantless
     /// server), streamed responses included, unless the tenant's
-    /// `max-open-requests` says otherwise: past it, 429. One tenant cannot
-    /// hold every connection the server accepts.
+    /// `max-open-requests` says otherwise: past it, 429. A tenant's
+    /// requests then hold at most this many of the `max_connections`
+    /// (connections idle between requests belong to no tenant: a proxy's
+    /// per-address limits bound those).
     pub max_open_requests: usize,
 }
 
@@ -160,6 +162,8 @@ struct Services {
     config: StreamableHttpServerConfig,
     /// What a server may hold open when its tenant does not say.
     defaults: Holds,
+    /// Connections the endpoint accepts at once.
+    max_connections: usize,
 }
 
 /// What one tenant (or a tenantless server) may hold open on this server.
@@ -217,6 +221,7 @@ impl Services {
             streams,
             sessions,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            refusals: Arc::default(),
         }
     }
 }
@@ -233,6 +238,8 @@ struct TenantServer {
     sessions: Arc<SealedSessions>,
     /// Its requests in progress, counted against `max-open-requests`.
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Its refusals' audit lines, thinned out.
+    refusals: Arc<Refusals>,
 }
 
 /// A request counted against its server's `max-open-requests` until its
@@ -245,12 +252,90 @@ impl Drop for OpenRequest {
     }
 }
 
+/// The bounds a front end enforces before any call, as refusals name them.
+#[derive(Clone, Copy)]
+enum Bound {
+    Sessions,
+    OpenRequests,
+}
+
+impl Bound {
+    fn quota(self) -> &'static str {
+        match self {
+            Bound::Sessions => "max-sessions",
+            Bound::OpenRequests => "max-open-requests",
+        }
+    }
+}
+
+/// One server's refusals at its bounds. Every refusal is counted (the
+/// quota-rejection metric); at most one a second per bound is written to
+/// the audit log, saying how many it stands for, and without waiting for
+/// room in the log's queue: a client can repeat refused requests as fast
+/// as it likes, and its lines must neither fill the log nor hold up other
+/// tenants' lines behind them.
+#[derive(Default)]
+struct Refusals {
+    /// Per bound: when its last line was written, and the refusals since.
+    lines: std::sync::Mutex<[(Option<std::time::Instant>, u64); 2]>,
+}
+
+impl Refusals {
+    /// Note a refusal at `bound`: `Some(n)` when a line is due now, for
+    /// `n` refusals (this one included).
+    fn note(&self, bound: Bound) -> Option<u64> {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, since) = &mut lines[bound as usize];
+        *since += 1;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(since))
+    }
+}
+
 impl TenantServer {
     /// Count a request as open if fewer than `max` are.
     fn open(&self, max: usize) -> Option<OpenRequest> {
         let n = self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let held = OpenRequest(self.open.clone());
         (n < max).then_some(held)
+    }
+
+    /// Whether `other` counts its requests with this server's counter (the
+    /// same tenant's server, kept by a reload).
+    fn same_count(&self, other: &TenantServer) -> bool {
+        Arc::ptr_eq(&self.open, &other.open)
+    }
+
+    /// Count the refusal of `what` at `bound` and thin out its audit lines.
+    fn refused(&self, bound: Bound, what: &str, message: &str) {
+        let scope = self.server.scope();
+        let line = self.refusals.note(bound).map(|n| {
+            let caller = format!("mcp-http:{}", scope.as_str());
+            let message = match n {
+                0 | 1 => message.to_string(),
+                n => format!("{message} ({n} refusals since the last line)"),
+            };
+            (caller, message)
+        });
+        self.server.core().refused(
+            scope,
+            bound.quota(),
+            line.as_ref()
+                .map(|(caller, message)| (caller.as_str(), what, message.as_str())),
+        );
+    }
+
+    /// 429 for a request past `max-open-requests = n`.
+    fn too_many_open(&self, who: &str, n: usize) -> Response {
+        let message = format!(
+            "{who} is over its quota `max-open-requests = {n}`: {n} of its requests are in progress on this server; retry when one has finished"
+        );
+        self.refused(Bound::OpenRequests, "request", &message);
+        too_many(&message, 1, None)
     }
 
     /// Serve `req` (its body read; `initialize`: the parameters of the
@@ -273,24 +358,18 @@ impl TenantServer {
             .headers()
             .get(HEADER_SESSION_ID)
             .and_then(|v| v.to_str().ok());
-        if req.method() != Method::DELETE
-            && !self.sessions.admits(session, initialize.is_some()).await
-        {
+        let opens = initialize.is_some();
+        if req.method() != Method::DELETE && !self.sessions.admits(session, opens).await {
             let n = holds.sessions;
             let message = format!(
                 "{who} is over its quota `max-sessions = {n}`: {n} sessions are open on this server; end one (DELETE) or retry once an idle one has expired"
             );
-            let caller = format!("mcp-http:{}", self.server.scope().as_str());
-            self.server
-                .core()
-                .refused(
-                    self.server.scope(),
-                    &caller,
-                    "initialize",
-                    "max-sessions",
-                    &message,
-                )
-                .await;
+            let what = if opens {
+                "initialize"
+            } else {
+                "session restore"
+            };
+            self.refused(Bound::Sessions, what, &message);
             return too_many(&message, SESSIONS_RETRY, id);
         }
         session::initializing(initialize, self.service.handle(req))
@@ -334,26 +413,6 @@ fn too_many(message: &str, retry_after: u64, id: Option<serde_json::Value>) -> R
         body,
     )
         .into_response()
-}
-
-/// 429 for a request past its server's `max-open-requests`.
-async fn too_many_open(server: &TenantServer, who: &str, n: usize) -> Response {
-    let message = format!(
-        "{who} is over its quota `max-open-requests = {n}`: {n} of its requests are in progress on this server; retry when one has finished"
-    );
-    let caller = format!("mcp-http:{}", server.server.scope().as_str());
-    server
-        .server
-        .core()
-        .refused(
-            server.server.scope(),
-            &caller,
-            "request",
-            "max-open-requests",
-            &message,
-        )
-        .await;
-    too_many(&message, 1, None)
 }
 
 /// The tenants a server serves now, and how to serve a new one.
@@ -437,6 +496,18 @@ impl TenantTable {
                 }
             })
             .collect();
+        if tenancy.tenants.len() > 1 {
+            for g in &tenancy.tenants {
+                let n = services.defaults.with(&g.tenant.quotas).open_requests;
+                if n >= services.max_connections {
+                    tracing::warn!(
+                        "tenant `{}` may keep {n} requests open, as many as the {} connections the server accepts: its streams could take every connection from the other tenants; lower its max-open-requests or raise --max-connections",
+                        g.tenant.name,
+                        services.max_connections
+                    );
+                }
+            }
+        }
         let resource = tenancy
             .resource
             .clone()
@@ -554,6 +625,7 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(bound_addr(&listener), &opts, &sessions),
             defaults: Holds::of(&opts),
+            max_connections: opts.max_connections,
         };
         let owner = format!("scope:{}", server.scope().as_str());
         let served = services.make(server, owner, services.defaults);
@@ -588,6 +660,7 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(addr, &opts, &sessions),
             defaults: Holds::of(&opts),
+            max_connections: opts.max_connections,
         };
         let default_resource = format!("http://{addr}/mcp");
         let table = TenantTable::new(&core, &services, &default_resource, tenancy, None);
@@ -932,7 +1005,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // Counted from here (a slow upload holds a connection too) until the
     // response ends. Kept across a reload: a tenant that stays keeps its
     // server, and so its count.
-    let (holds, held) = {
+    let (mut holds, mut held) = {
         let tenant = &table.tenancy.tenants[i].tenant;
         let holds = r.front.services.defaults.with(&tenant.quotas);
         let server = &table.servers[i];
@@ -940,7 +1013,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             Some(held) => (holds, held),
             None => {
                 let who = format!("tenant `{}`", tenant.name);
-                return too_many_open(server, &who, holds.open_requests).await;
+                return server.too_many_open(&who, holds.open_requests);
             }
         }
     };
@@ -965,6 +1038,20 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         let was = &table.tenancy.tenants[i].tenant.name;
         match authenticate(&now, &parts.headers) {
             Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
+                // Counted by the server that serves it: one that replaced
+                // the tenant's (removed, then added again) has a count of
+                // its own.
+                let tenant = &now.tenancy.tenants[j].tenant;
+                holds = r.front.services.defaults.with(&tenant.quotas);
+                if !now.servers[j].same_count(&table.servers[i]) {
+                    held = match now.servers[j].open(holds.open_requests) {
+                        Some(h) => h,
+                        None => {
+                            let who = format!("tenant `{}`", tenant.name);
+                            return now.servers[j].too_many_open(&who, holds.open_requests);
+                        }
+                    };
+                }
                 (table, i) = (now, j);
             }
             Ok(_) => return unauthorized(&now, Some("the token's tenant changed")),
@@ -1064,7 +1151,7 @@ struct SingleRoute {
 async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
     const WHO: &str = "the server";
     let Some(held) = r.served.open(r.holds.open_requests) else {
-        return too_many_open(&r.served, WHO, r.holds.open_requests).await;
+        return r.served.too_many_open(WHO, r.holds.open_requests);
     };
     if req.method() != Method::POST {
         return r.served.serve(WHO, r.holds, held, None, None, req).await;
@@ -1096,6 +1183,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_all_counted_but_written_at_most_once_a_second_per_bound() {
+        let r = Refusals::default();
+        assert_eq!(r.note(Bound::Sessions), Some(1));
+        assert_eq!(r.note(Bound::Sessions), None);
+        assert_eq!(r.note(Bound::Sessions), None);
+        // Each bound has its own line.
+        assert_eq!(r.note(Bound::OpenRequests), Some(1));
+        std::thread::sleep(Duration::from_millis(1050));
+        // The next line stands for the two thinned out, and itself.
+        assert_eq!(r.note(Bound::Sessions), Some(3));
+    }
 
     #[test]
     fn compares_tokens_exactly() {

@@ -287,17 +287,23 @@ impl SealedSessions {
     }
 
     /// Whether a request may go on: it is for a session held here, or it
-    /// opens (`initialize`) or restores (an id not held) one and there is
-    /// room. Requests without a session (stateless) always may.
+    /// opens (`initialize`) or restores (a genuine id not held) one and
+    /// there is room. Requests without a session (stateless) always may,
+    /// and so may an id that does not open (forged, expired, another
+    /// tenant's): rmcp answers it 404, which tells its client to start
+    /// over, where a 429 would have it retry for ever.
     pub(crate) async fn admits(&self, id: Option<&str>, initialize: bool) -> bool {
         if !initialize && id.is_none() {
             return true;
         }
         let sessions = self.local.sessions.read().await;
-        if !initialize && id.is_some_and(|id| sessions.contains_key(id)) {
+        if sessions.len() < self.max() {
             return true;
         }
-        sessions.len() < self.max()
+        match id {
+            Some(id) if !initialize => sessions.contains_key(id) || self.seal.open(id).is_err(),
+            _ => false,
+        }
     }
 
     /// Fail unless there is room for one more session.
@@ -498,9 +504,9 @@ mod tests {
     #[tokio::test]
     async fn no_more_sessions_are_held_than_the_bound_however_they_arrive() {
         let key = StateKey::random();
-        let seal = seal(&key, "tenant:a");
-        let sessions = SealedSessions::new(seal.clone(), 2);
-        let ids: Vec<SessionId> = (0..3).map(|_| seal.seal(&params())).collect();
+        let sealer = seal(&key, "tenant:a");
+        let sessions = SealedSessions::new(sealer.clone(), 2);
+        let ids: Vec<SessionId> = (0..3).map(|_| sealer.seal(&params())).collect();
         // Restored from their ids (another replica's sessions), then a new
         // one: the third is refused either way.
         for id in &ids[..2] {
@@ -526,6 +532,10 @@ mod tests {
         assert!(sessions.admits(None, false).await);
         assert!(!sessions.admits(Some(&*ids[2]), false).await);
         assert!(!sessions.admits(None, true).await);
+        // An id that would not restore anyway goes on, to rmcp's 404.
+        let foreign = seal(&key, "tenant:b").seal(&params());
+        assert!(sessions.admits(Some(&*foreign), false).await);
+        assert!(sessions.admits(Some("forged"), false).await);
         // One ended, or the bound raised by a reload: room again.
         sessions.close_session(&ids[0]).await.unwrap();
         assert!(sessions.admits(None, true).await);
