@@ -747,23 +747,24 @@ impl Core {
         Err(refused)
     }
 
-    /// Count and audit a refusal a front end made before any call (a
-    /// tenant's `max-sessions` or `max-open-requests` on HTTP): `what` was
-    /// refused, over `quota`.
+    /// Count a refusal a front end made before any call (a tenant's
+    /// `max-sessions` or `max-open-requests` on HTTP): `what` was refused,
+    /// over `quota`; with `audit`, also write its audit line, without
+    /// waiting (the front end decides how often: a client can repeat these
+    /// as fast as it likes).
     #[cfg(feature = "http")]
-    pub(crate) async fn refused(
+    pub(crate) fn refused(
         &self,
         scope: &Scope,
-        caller: &str,
-        what: &str,
         quota: &'static str,
-        message: &str,
+        audit: Option<(&str, &str, &str)>,
     ) {
         self.inner.metrics.quota_rejected(scope.as_str(), quota);
-        self.inner
-            .audit
-            .write_decision(scope.as_str(), caller, what, "over_quota", message)
-            .await;
+        if let Some((caller, what, message)) = audit {
+            self.inner
+                .audit
+                .record_decision(scope.as_str(), caller, what, "over_quota", message);
+        }
     }
 
     /// The one call path.
@@ -1006,6 +1007,10 @@ impl Core {
                     usage: usage.clone(),
                     turn: None,
                     spent: std::time::Duration::ZERO,
+                    // The server's own scope (`--tools`) is everyone's: a
+                    // share would only halve it. Tenants' and agents' scopes
+                    // share the pool (M1).
+                    scope: (req.scope.as_str() != "default").then(|| req.scope.clone()),
                 },
             )
             .await
@@ -1105,7 +1110,7 @@ impl Core {
         };
         let spent = {
             let _schema = tracing::debug_span!("schema").entered();
-            let checking = Instant::now();
+            let checking = HostWork::start(&admission);
             let checked = match (&tool, target) {
                 (Some(tool), _) => tool
                     .input
@@ -1118,8 +1123,7 @@ impl Core {
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let spent = checking.elapsed();
-            charge_host_work(&admission, spent);
+            let spent = checking.charge(&admission);
             checked?;
             spent
         };
@@ -1202,9 +1206,9 @@ impl Core {
                     details: "the tool declares an output schema but returned no structured result"
                         .into(),
                 })?;
-            let checking = Instant::now();
+            let checking = HostWork::start(&admission);
             let checked = schema.check(structured);
-            charge_host_work(&admission, checking.elapsed());
+            checking.charge(&admission);
             checked.map_err(|d| CallErrorKind::BadResult {
                 details: format!("structured result violates the output schema: {d}"),
             })?;
@@ -1275,14 +1279,57 @@ impl Drop for Charge {
 /// second on the machines measured; `limits.fuel`'s documentation).
 const FUEL_PER_NANOSECOND: u64 = 1;
 
-/// Charge `spent` of host work done for a call (schema checks: the schema
-/// is the tool's, the value the caller's or the tool's) to its tenant's
-/// `fuel-per-minute`, at the rate a guest would have burned fuel doing it.
-fn charge_host_work(admission: &Admission, spent: std::time::Duration) {
-    if admission.meters_fuel() {
-        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
-        admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
+/// Host work done for a call on the calling thread (schema checks: the
+/// schema is the tool's, the value the caller's or the tool's), measured
+/// to charge it to the call.
+struct HostWork {
+    wall: Instant,
+    /// The thread's CPU time at the start, when the tenant has a fuel
+    /// budget to charge it to.
+    cpu: Option<std::time::Duration>,
+}
+
+impl HostWork {
+    fn start(admission: &Admission) -> HostWork {
+        HostWork {
+            wall: Instant::now(),
+            cpu: admission.meters_fuel().then(thread_cpu_time).flatten(),
+        }
     }
+
+    /// Charge the work to the tenant's `fuel-per-minute`, at the rate a
+    /// guest would have burned fuel doing it: the thread's CPU time (what
+    /// the work cost, however many other threads ran meanwhile), or the
+    /// wall time where that clock is missing. Returns the wall time (what
+    /// the call's deadline counts).
+    fn charge(self, admission: &Admission) -> std::time::Duration {
+        let wall = self.wall.elapsed();
+        if admission.meters_fuel() {
+            let used = match (self.cpu, thread_cpu_time()) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => wall,
+            };
+            let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+            admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
+        }
+        wall
+    }
+}
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Option<std::time::Duration> {
+    #[cfg(unix)]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid, writable timespec for the call.
+        let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+        ok.then(|| std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// What a request asks of its component.

@@ -736,3 +736,68 @@ async fn a_component_with_many_memories_cannot_take_every_memory_permit() {
         "still served"
     );
 }
+
+/// A component whose one export `NAME` loops for ever.
+fn spinner(d: &ToolDir, name: &str) {
+    let wasm = d.path().join(format!("{name}.wasm"));
+    std::fs::write(
+        &wasm,
+        wat::parse_str(format!(
+            r#"(component
+                (core module $m
+                    (memory 1)
+                    (func (export "spin") (result i32) (loop $l (br $l)) i32.const 0))
+                (core instance $i (instantiate $m))
+                (func $spin (result u32) (canon lift (core func $i "spin")))
+                (export "{name}" (func $spin)))"#
+        ))
+        .expect("fixture WAT parses"),
+    )
+    .unwrap();
+    d.write(
+        &format!("{name}.toml"),
+        &format!(
+            "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
+            sha256_hex(&wasm)
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_with_many_components_cannot_fill_the_pool() {
+    // The attacker's scope serves three runaway components, each within
+    // its own share of an 8-sandbox pool (half of it); together they
+    // would hold every sandbox. The victim's scope serves `echo`.
+    let attacker = ToolDir::new();
+    for name in ["spin-a", "spin-b", "spin-c"] {
+        spinner(&attacker, name);
+    }
+    let victim = ToolDir::new();
+    victim.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    let core = Core::builder()
+        .config(test_config().with_max_instances(8))
+        .source(Scope::new("attacker"), attacker.path())
+        .source(Scope::new("victim"), victim.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+    let in_scope = |scope: &str, tool: &str, args: Value| {
+        let core = core.clone();
+        let req = toolhost::CallRequest::new(Scope::new(scope), tool, args.as_object().cloned());
+        async move { core.call(req).await }
+    };
+    let spinning: Vec<_> = ["spin-a", "spin-b", "spin-c"]
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(*t, 4))
+        .map(|t| tokio::spawn(in_scope("attacker", t, json!({}))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Before the scope's share, the twelve runaways took all eight
+    // sandboxes and `echo` waited past its 1 s deadline.
+    let echoed = in_scope("victim", "echo", json!({"text": "still served"})).await;
+    for s in &spinning {
+        s.abort();
+    }
+    assert_eq!(echoed.expect("echo gets a sandbox").text(), "still served");
+}

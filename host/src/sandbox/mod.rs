@@ -28,7 +28,7 @@ pub(crate) mod bindings {
     /// `toolhost:tool@0.1.0` (wit/0.1.0/tool.wit).
     pub(crate) mod v1 {
         wasmtime::component::bindgen!({
-            path: "../wit/0.1.0/tool.wit",
+            path: "wit/0.1.0/tool.wit",
             world: "toolhost",
             imports: { "toolhost:tool/host.request-client": async },
             exports: { default: async },
@@ -37,7 +37,7 @@ pub(crate) mod bindings {
     /// `toolhost:tool@0.2.0` (wit/tool.wit).
     pub(crate) mod v2 {
         wasmtime::component::bindgen!({
-            path: "../wit/tool.wit",
+            path: "wit/tool.wit",
             world: "toolhost",
             imports: {
                 "toolhost:tool/host.request-client": async,
@@ -106,6 +106,23 @@ pub(crate) struct Pools {
 }
 
 impl Pools {
+    /// A pool of `slots` sandboxes, with the memory and table permits they
+    /// may hold (2 and 8 per slot: the pooling allocator's limits).
+    fn new(slots: u32) -> Pools {
+        Pools {
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            memories: Arc::new(Semaphore::new(slots as usize * 2)),
+            tables: Arc::new(Semaphore::new(slots as usize * 8)),
+            totals: (slots.saturating_mul(2), slots.saturating_mul(8)),
+        }
+    }
+
+    /// `weight` as this pool can grant it: never more than it holds (one
+    /// call of a component heavier than a share still runs, alone).
+    fn fit(&self, weight: (u32, u32)) -> (u32, u32) {
+        (weight.0.min(self.totals.0), weight.1.min(self.totals.1))
+    }
+
     /// Permits for one sandbox of `weight` (memories, tables), if all are
     /// free now.
     fn try_acquire(&self, weight: (u32, u32)) -> Option<PoolPermits> {
@@ -149,6 +166,8 @@ pub(crate) struct Sandbox {
     shape: PoolShape,
     config: EngineConfig,
     _ticker: Ticker,
+    /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
+    scope_shares: std::sync::Mutex<std::collections::HashMap<(String, u64), Pools>>,
 }
 
 /// A loaded component: its pre-linked instance, its tools, and the grants
@@ -224,6 +243,9 @@ pub(crate) struct CallContext {
     /// Host time already spent on the call's behalf (checking its
     /// arguments against the tool's schema): taken off its timeout.
     pub(crate) spent: std::time::Duration,
+    /// The scope (tenant) the call is made in: its calls together hold at
+    /// most its share of the pool. `None`: only the component's own bound.
+    pub(crate) scope: Option<crate::catalog::Scope>,
 }
 
 /// A wait for the caller's turn at the pool; what it yields is held until
@@ -282,6 +304,8 @@ struct Metered {
     /// The component's concurrency, given back as soon as the call ends.
     own: Option<tokio::sync::OwnedSemaphorePermit>,
     _pool: PoolPermits,
+    /// The scope's share, given back with the pool's permits.
+    _scope_share: Option<PoolPermits>,
 }
 
 impl Drop for Metered {
@@ -404,12 +428,7 @@ impl Sandbox {
                 })?;
         }
 
-        let pool = Pools {
-            slots: Arc::new(Semaphore::new(n as usize)),
-            memories: Arc::new(Semaphore::new(n as usize * 2)),
-            tables: Arc::new(Semaphore::new(n as usize * 8)),
-            totals: (n.saturating_mul(2), n.saturating_mul(8)),
-        };
+        let pool = Pools::new(n);
         let warm = warm::Shared::new(
             engine.clone(),
             pool.clone(),
@@ -429,7 +448,25 @@ impl Sandbox {
             shape,
             config,
             _ticker: Ticker { stop },
+            scope_shares: Default::default(),
         })
+    }
+
+    /// The part of the pool scope `scope`'s calls may hold together:
+    /// `share` of its slots and of its memory and table permits (at least
+    /// one call's worth). Each component is bounded by its own share too
+    /// (`LimitCaps::concurrency_for`); this bounds a scope (a tenant) that
+    /// serves several, so that its calls never fill the pool. A share
+    /// changed by a reload is a new one: calls under the old keep theirs.
+    fn scope_share(&self, scope: &str, share: f64) -> Pools {
+        let mut shares = self.scope_shares.lock().unwrap_or_else(|e| e.into_inner());
+        shares
+            .entry((scope.to_string(), share.to_bits()))
+            .or_insert_with(|| {
+                let n = ((f64::from(self.config.max_instances) * share).floor() as u32).max(1);
+                Pools::new(n)
+            })
+            .clone()
     }
 
     /// How many components the catalog loads at once: never more than
@@ -747,9 +784,17 @@ impl Sandbox {
         mut cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
         let limits = &comp.grants.limits;
-        let deadline = Instant::now() + limits.timeout.saturating_sub(cx.spent);
+        // The schema check counts against the timeout: a call it used up
+        // takes no turn and no pool slot.
+        if cx.spent >= limits.timeout {
+            return Err(CallErrorKind::Timeout {
+                after: limits.timeout,
+            });
+        }
+        let deadline = Instant::now() + (limits.timeout - cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
+        let scope = cx.scope.take();
         let tool = op.subject();
         // Typed tools convert their arguments before taking a sandbox.
         let call = match (&comp.kind, &op) {
@@ -770,6 +815,21 @@ impl Sandbox {
                 .instrument(tracing::debug_span!("sandbox.acquire"))
                 .await
                 .expect("never closed");
+            // Then the scope's share, still holding nothing the other
+            // scopes wait for (M1).
+            let scope_share = match &scope {
+                Some(scope) => {
+                    let share = self.scope_share(scope.as_str(), comp.caps.limits.pool_share);
+                    let weight = share.fit(comp.weight);
+                    Some(
+                        share
+                            .acquire(weight)
+                            .instrument(tracing::debug_span!("sandbox.scope_share"))
+                            .await,
+                    )
+                }
+                None => None,
+            };
             // The tenant's turn (round robin across tenants) before any pool
             // room, prepared or not; passed on once this call has its room.
             let turn = match turn {
@@ -817,6 +877,7 @@ impl Sandbox {
                 fuel: limits.fuel.unwrap_or(u64::MAX),
                 own: Some(own),
                 _pool: pool,
+                _scope_share: scope_share,
             };
             let store = &mut metered.store;
             let result = async {
