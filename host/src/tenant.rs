@@ -295,203 +295,52 @@ impl RawTenants {
     ) -> (Vec<Tenant>, Vec<AgentEntry>) {
         let mut out: Vec<Tenant> = Vec::new();
         let mut agents: Vec<AgentEntry> = Vec::new();
+        // Every token digest: a token identifies one tenant.
         let mut digests: Vec<[u8; 32]> = Vec::new();
         // Every name, tenant or agent: they share the scopes' namespace.
         let mut names: Vec<String> = Vec::new();
         let mut subagents: Vec<(String, Vec<Spanned<String>>)> = Vec::new();
         for p in self.pending {
-            let r = p.raw;
+            let Pending {
+                raw: r,
+                agent,
+                limits,
+                fs,
+                network,
+                env,
+            } = p;
             let name = r.name.get_ref().clone();
-            let what = if p.agent { "agent" } else { "tenant" };
-            if !p.agent {
-                for (key, span) in [
-                    ("description", r.description.as_ref().map(|v| v.span())),
-                    ("prompt", r.prompt.as_ref().map(|v| v.span())),
-                    ("model", r.model.as_ref().map(|v| v.span())),
-                    ("subagents", r.subagents.as_ref().map(|v| v.span())),
-                ] {
-                    if let Some(span) = span {
-                        cx.error(
-                            Some(span),
-                            format!("`{key}` is a key of `[[agent]]`, not of `[[tenant]]`"),
-                            Some(format!("allowed here: {TENANT_KEYS}")),
-                        );
-                    }
-                }
-            } else {
-                for (key, span) in [
-                    ("max-sessions", r.max_sessions.as_ref().map(|v| v.span())),
-                    (
-                        "max-open-requests",
-                        r.max_open_requests.as_ref().map(|v| v.span()),
-                    ),
-                ] {
-                    if let Some(span) = span {
-                        cx.error(
-                            Some(span),
-                            format!("`{key}` bounds a `[[tenant]]`'s HTTP clients; an `[[agent]]` is not served over HTTP"),
-                            Some(format!("allowed here: {AGENT_KEYS}")),
-                        );
-                    }
-                }
-            }
-            let first_token = r.token_sha256.first().map(|h| h.span());
-            if !valid_name(&name) {
-                cx.error(
-                    Some(r.name.span()),
-                    format!("{what} name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"),
-                    None,
-                );
-            } else if name == "default" {
-                cx.error(
-                    Some(r.name.span()),
-                    "`default` is the scope of the server's own `--tools`",
-                    Some(format!("give the {what} another name")),
-                );
-            } else if names.contains(&name) {
-                cx.error(
-                    Some(r.name.span()),
-                    format!("`{name}` is defined twice (tenant and agent names share one namespace: each is a scope)"),
-                    None,
-                );
-            }
+            let what = if agent { "agent" } else { "tenant" };
+            r.refuse_the_other_kinds_keys(agent, cx);
+            check_name(&r.name, what, &names, cx);
             names.push(name.clone());
-            let mut tools = Vec::new();
-            if r.tools.get_ref().is_empty() {
-                cx.error(
-                    Some(r.tools.span()),
-                    format!("{what} `{name}` has no tools"),
-                    Some("list tool names, or tool directories and manifests".into()),
-                );
-            }
-            for t in r.tools.into_inner() {
-                let s = t.get_ref();
-                let is_path = s.contains('/') || s.ends_with(".toml") || s.ends_with(".wasm");
-                if is_path {
-                    let p = dir.join(s);
-                    if p.exists() {
-                        tools.push(TenantTools::Path(p));
-                    } else {
-                        cx.error(
-                            Some(t.span()),
-                            format!("tools `{s}` ({}): no such file or directory", p.display()),
-                            None,
-                        );
-                    }
-                } else if valid_tool_name(s) {
-                    tools.push(TenantTools::Named(s.clone()));
-                } else {
-                    cx.error(
-                        Some(t.span()),
-                        format!("`{s}` is neither a tool name nor a path"),
-                        Some("paths contain `/` or end in `.toml` or `.wasm`".into()),
-                    );
-                }
-            }
-            let mut token_sha256 = Vec::new();
-            for h in r.token_sha256 {
-                let mut d = [0u8; 32];
-                match hex::decode_to_slice(h.get_ref(), &mut d) {
-                    Ok(()) if digests.contains(&d) => cx.error(
-                        Some(h.span()),
-                        "this token digest is listed twice",
-                        Some("a token identifies one tenant: give each its own".into()),
-                    ),
-                    Ok(()) => {
-                        digests.push(d);
-                        token_sha256.push(d);
-                    }
-                    Err(_) => cx.error(
-                        Some(h.span()),
-                        "`token-sha256` entries must be 64 hex digits (the SHA-256 of the token)",
-                        Some("e.g. `printf %s \"$TOKEN\" | sha256sum`".into()),
-                    ),
-                }
-            }
-            if p.agent {
-                if let Some(h) = first_token {
-                    cx.error(
-                        Some(h),
-                        format!(
-                            "agent `{name}` has a credential, but agents are not served over HTTP"
-                        ),
-                        Some("make it a `[[tenant]]` to serve its tools over HTTP".into()),
-                    );
-                }
-            } else if token_sha256.is_empty() && auth.jwt.is_none() {
-                cx.error(
-                    Some(r.name.span()),
-                    format!("tenant `{name}` has no credential: no one could call its tools"),
-                    Some("add `token-sha256 = [...]`, or configure `[auth.jwt]`".into()),
-                );
-            }
-            let mut quotas = Quotas::default();
-            if let Some(n) = r.max_concurrent {
-                quotas.max_concurrent = range(&n, 1, 100_000, "max-concurrent", cx);
-            }
-            if let Some(n) = &r.max_sessions {
-                quotas.max_sessions = range(n, 1, 1_000_000, "max-sessions", cx);
-            }
-            if let Some(n) = &r.max_open_requests {
-                quotas.max_open_requests = range(n, 1, 1_000_000, "max-open-requests", cx);
-            }
-            if let Some(n) = r.calls_per_minute {
-                quotas.calls_per_minute = range(&n, 1, 1_000_000, "calls-per-minute", cx);
-            }
-            if let Some(b) = r.output_bytes_per_minute {
-                match crate::caps::limits::parse_size(b.get_ref()) {
-                    Ok(n) if (1..=1 << 40).contains(&n) => quotas.output_bytes_per_minute = Some(n),
-                    Ok(_) => cx.error(
-                        Some(b.span()),
-                        "output-bytes-per-minute must be between 1 byte and 1 TiB",
-                        None,
-                    ),
-                    Err(e) => cx.error(Some(b.span()), e, None),
-                }
-            }
-            if let Some(f) = r.fuel_per_minute {
-                let n = *f.get_ref();
-                if (1_000..=FUEL_PER_MINUTE_MAX).contains(&n) {
-                    quotas.fuel_per_minute = Some(n);
-                } else {
-                    cx.error(
-                        Some(f.span()),
-                        format!("fuel-per-minute must be between 1000 and {FUEL_PER_MINUTE_MAX}"),
-                        Some("a second of a busy guest burns about 10^9 units".into()),
-                    );
-                }
-            }
+            let tools = read_tools(&r.tools, what, &name, dir, cx);
+            let token_sha256 = read_tokens(&r.token_sha256, &mut digests, cx);
+            r.check_credentials(agent, &token_sha256, auth, cx);
+            let quotas = r.quotas(cx);
             let mut c = caps.clone();
-            if let Some(l) = p.limits {
+            if let Some(l) = limits {
                 l.apply(&mut c.limits, cx);
             }
-            if let Some(f) = p.fs {
+            if let Some(f) = fs {
                 f.apply(&mut c, dir, cx);
             }
-            if let Some(n) = p.network {
-                let mut ok = Vec::new();
-                for a in n.allow {
-                    match HostPattern::parse(a.get_ref()) {
-                        Ok(p) => ok.push(p),
-                        Err(e) => cx.error(Some(a.span()), e.to_string(), None),
-                    }
-                }
-                c.net.allow = AllowList::only(ok);
+            if let Some(n) = network {
+                c.net.allow = AllowList::only(read_hosts(n, cx));
             }
-            if let Some(e) = p.env {
+            if let Some(e) = env {
                 c.env.pass = AllowList::only(e.pass);
             }
-            // The host's caps first, then the tenant's: never wider than
-            // either, whatever the tenant's section says.
-            let c = caps.intersect(&c);
             let tenant = Tenant {
                 name,
                 tools,
-                caps: c,
+                // The host's caps first, then the tenant's: never wider
+                // than either, whatever the tenant's section says.
+                caps: caps.intersect(&c),
                 quotas,
                 token_sha256,
             };
-            if p.agent {
+            if agent {
                 let subs = r.subagents.map(|s| s.into_inner()).unwrap_or_default();
                 subagents.push((tenant.name.clone(), subs.clone()));
                 agents.push(AgentEntry {
@@ -505,42 +354,270 @@ impl RawTenants {
                 out.push(tenant);
             }
         }
-        // A subagent is another `[[agent]]`, named once.
-        for (parent, subs) in subagents {
-            let mut seen = Vec::new();
-            for s in subs {
-                let n = s.get_ref();
-                if *n == parent {
-                    cx.error(
-                        Some(s.span()),
-                        format!("agent `{parent}` names itself as a subagent"),
-                        None,
-                    );
-                } else if !agents.iter().any(|a| a.tenant.name == *n) {
-                    cx.error(
-                        Some(s.span()),
-                        format!(
-                            "subagent `{n}` of agent `{parent}` is not an `[[agent]]` of this file"
-                        ),
-                        Some("define it as an `[[agent]]` with its own tools".into()),
-                    );
-                } else if n == SDK_SERVER {
-                    cx.error(
-                        Some(s.span()),
-                        format!("a subagent cannot be named `{SDK_SERVER}`: that is the name its parent's tools are served under"),
-                        Some("rename the agent".into()),
-                    );
-                } else if seen.contains(n) {
-                    cx.error(
-                        Some(s.span()),
-                        format!("subagent `{n}` is listed twice"),
-                        None,
-                    );
-                }
-                seen.push(n.clone());
+        check_subagents(subagents, &agents, cx);
+        (out, agents)
+    }
+}
+
+impl RawTenant {
+    /// Report the keys of an `[[agent]]` in a `[[tenant]]` (`agent`
+    /// false), or those of a `[[tenant]]` in an `[[agent]]`.
+    fn refuse_the_other_kinds_keys(&self, agent: bool, cx: &mut Collector<'_>) {
+        type Keys<'a> = Vec<(&'a str, Option<std::ops::Range<usize>>)>;
+        let (keys, message, allowed): (Keys<'_>, &str, &str) = if agent {
+            (
+                vec![
+                    ("max-sessions", self.max_sessions.as_ref().map(|v| v.span())),
+                    (
+                        "max-open-requests",
+                        self.max_open_requests.as_ref().map(|v| v.span()),
+                    ),
+                ],
+                "bounds a `[[tenant]]`'s HTTP clients; an `[[agent]]` is not served over HTTP",
+                AGENT_KEYS,
+            )
+        } else {
+            (
+                vec![
+                    ("description", self.description.as_ref().map(|v| v.span())),
+                    ("prompt", self.prompt.as_ref().map(|v| v.span())),
+                    ("model", self.model.as_ref().map(|v| v.span())),
+                    ("subagents", self.subagents.as_ref().map(|v| v.span())),
+                ],
+                "is a key of `[[agent]]`, not of `[[tenant]]`",
+                TENANT_KEYS,
+            )
+        };
+        for (key, span) in keys {
+            if let Some(span) = span {
+                cx.error(
+                    Some(span),
+                    format!("`{key}` {message}"),
+                    Some(format!("allowed here: {allowed}")),
+                );
             }
         }
-        (out, agents)
+    }
+
+    /// A tenant needs a credential (a token, or JWTs); an agent, which is
+    /// not served over HTTP, must have none.
+    fn check_credentials(
+        &self,
+        agent: bool,
+        tokens: &[[u8; 32]],
+        auth: &AuthConfig,
+        cx: &mut Collector<'_>,
+    ) {
+        let name = self.name.get_ref();
+        if agent {
+            if let Some(h) = self.token_sha256.first() {
+                cx.error(
+                    Some(h.span()),
+                    format!("agent `{name}` has a credential, but agents are not served over HTTP"),
+                    Some("make it a `[[tenant]]` to serve its tools over HTTP".into()),
+                );
+            }
+        } else if tokens.is_empty() && auth.jwt.is_none() {
+            cx.error(
+                Some(self.name.span()),
+                format!("tenant `{name}` has no credential: no one could call its tools"),
+                Some("add `token-sha256 = [...]`, or configure `[auth.jwt]`".into()),
+            );
+        }
+    }
+
+    /// The quotas, each checked against its range.
+    fn quotas(&self, cx: &mut Collector<'_>) -> Quotas {
+        let mut quotas = Quotas::default();
+        if let Some(n) = &self.max_concurrent {
+            quotas.max_concurrent = range(n, 1, 100_000, "max-concurrent", cx);
+        }
+        if let Some(n) = &self.max_sessions {
+            quotas.max_sessions = range(n, 1, 1_000_000, "max-sessions", cx);
+        }
+        if let Some(n) = &self.max_open_requests {
+            quotas.max_open_requests = range(n, 1, 1_000_000, "max-open-requests", cx);
+        }
+        if let Some(n) = &self.calls_per_minute {
+            quotas.calls_per_minute = range(n, 1, 1_000_000, "calls-per-minute", cx);
+        }
+        if let Some(b) = &self.output_bytes_per_minute {
+            match crate::caps::limits::parse_size(b.get_ref()) {
+                Ok(n) if (1..=1 << 40).contains(&n) => quotas.output_bytes_per_minute = Some(n),
+                Ok(_) => cx.error(
+                    Some(b.span()),
+                    "output-bytes-per-minute must be between 1 byte and 1 TiB",
+                    None,
+                ),
+                Err(e) => cx.error(Some(b.span()), e, None),
+            }
+        }
+        if let Some(f) = &self.fuel_per_minute {
+            let n = *f.get_ref();
+            if (1_000..=FUEL_PER_MINUTE_MAX).contains(&n) {
+                quotas.fuel_per_minute = Some(n);
+            } else {
+                cx.error(
+                    Some(f.span()),
+                    format!("fuel-per-minute must be between 1000 and {FUEL_PER_MINUTE_MAX}"),
+                    Some("a second of a busy guest burns about 10^9 units".into()),
+                );
+            }
+        }
+        quotas
+    }
+}
+
+/// A tenant's or agent's name: valid, not `default`, not taken.
+fn check_name(name: &Spanned<String>, what: &str, taken: &[String], cx: &mut Collector<'_>) {
+    let n = name.get_ref();
+    if !valid_name(n) {
+        cx.error(
+            Some(name.span()),
+            format!("{what} name `{n}` must be 1-64 letters, digits, `-`, `_` or `.`"),
+            None,
+        );
+    } else if n == "default" {
+        cx.error(
+            Some(name.span()),
+            "`default` is the scope of the server's own `--tools`",
+            Some(format!("give the {what} another name")),
+        );
+    } else if taken.contains(n) {
+        cx.error(
+            Some(name.span()),
+            format!("`{n}` is defined twice (tenant and agent names share one namespace: each is a scope)"),
+            None,
+        );
+    }
+}
+
+/// The `tools` of tenant or agent `name`: tool names, or paths (relative
+/// to `dir`) that exist.
+fn read_tools(
+    tools: &Spanned<Vec<Spanned<String>>>,
+    what: &str,
+    name: &str,
+    dir: &Path,
+    cx: &mut Collector<'_>,
+) -> Vec<TenantTools> {
+    if tools.get_ref().is_empty() {
+        cx.error(
+            Some(tools.span()),
+            format!("{what} `{name}` has no tools"),
+            Some("list tool names, or tool directories and manifests".into()),
+        );
+    }
+    let mut out = Vec::new();
+    for t in tools.get_ref() {
+        let s = t.get_ref();
+        let is_path = s.contains('/') || s.ends_with(".toml") || s.ends_with(".wasm");
+        if is_path {
+            let p = dir.join(s);
+            if p.exists() {
+                out.push(TenantTools::Path(p));
+            } else {
+                cx.error(
+                    Some(t.span()),
+                    format!("tools `{s}` ({}): no such file or directory", p.display()),
+                    None,
+                );
+            }
+        } else if valid_tool_name(s) {
+            out.push(TenantTools::Named(s.clone()));
+        } else {
+            cx.error(
+                Some(t.span()),
+                format!("`{s}` is neither a tool name nor a path"),
+                Some("paths contain `/` or end in `.toml` or `.wasm`".into()),
+            );
+        }
+    }
+    out
+}
+
+/// The token digests of one tenant, each 64 hex digits and not among
+/// `seen` (another tenant's, or listed twice); added to `seen`.
+fn read_tokens(
+    tokens: &[Spanned<String>],
+    seen: &mut Vec<[u8; 32]>,
+    cx: &mut Collector<'_>,
+) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    for h in tokens {
+        let mut d = [0u8; 32];
+        match hex::decode_to_slice(h.get_ref(), &mut d) {
+            Ok(()) if seen.contains(&d) => cx.error(
+                Some(h.span()),
+                "this token digest is listed twice",
+                Some("a token identifies one tenant: give each its own".into()),
+            ),
+            Ok(()) => {
+                seen.push(d);
+                out.push(d);
+            }
+            Err(_) => cx.error(
+                Some(h.span()),
+                "`token-sha256` entries must be 64 hex digits (the SHA-256 of the token)",
+                Some("e.g. `printf %s \"$TOKEN\" | sha256sum`".into()),
+            ),
+        }
+    }
+    out
+}
+
+/// The hosts of a `[tenant.network]` allow-list that parse.
+fn read_hosts(n: RawNetwork, cx: &mut Collector<'_>) -> Vec<HostPattern> {
+    let mut ok = Vec::new();
+    for a in n.allow {
+        match HostPattern::parse(a.get_ref()) {
+            Ok(p) => ok.push(p),
+            Err(e) => cx.error(Some(a.span()), e.to_string(), None),
+        }
+    }
+    ok
+}
+
+/// Each agent's subagents: other `[[agent]]`s of the file, each named
+/// once.
+fn check_subagents(
+    subagents: Vec<(String, Vec<Spanned<String>>)>,
+    agents: &[AgentEntry],
+    cx: &mut Collector<'_>,
+) {
+    for (parent, subs) in subagents {
+        let mut seen = Vec::new();
+        for s in subs {
+            let n = s.get_ref();
+            if *n == parent {
+                cx.error(
+                    Some(s.span()),
+                    format!("agent `{parent}` names itself as a subagent"),
+                    None,
+                );
+            } else if !agents.iter().any(|a| a.tenant.name == *n) {
+                cx.error(
+                    Some(s.span()),
+                    format!(
+                        "subagent `{n}` of agent `{parent}` is not an `[[agent]]` of this file"
+                    ),
+                    Some("define it as an `[[agent]]` with its own tools".into()),
+                );
+            } else if n == SDK_SERVER {
+                cx.error(
+                    Some(s.span()),
+                    format!("a subagent cannot be named `{SDK_SERVER}`: that is the name its parent's tools are served under"),
+                    Some("rename the agent".into()),
+                );
+            } else if seen.contains(n) {
+                cx.error(
+                    Some(s.span()),
+                    format!("subagent `{n}` is listed twice"),
+                    None,
+                );
+            }
+            seen.push(n.clone());
+        }
     }
 }
 

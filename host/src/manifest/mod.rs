@@ -52,6 +52,11 @@ impl Manifest {
 
     /// Check manifest `text`, resolving paths against `path`'s directory.
     /// Returns every problem found, each with its line and column.
+    ///
+    /// Three steps, each reporting into the same collector: the TOML
+    /// syntax; the sections, each read into its serde shape
+    /// (`Sections::read`); then the component pin and each capability
+    /// unit's own checks (`caps::*::parse`).
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, Diagnostics> {
         let mut cx = Collector::new(path, text);
         let doc = match DeTable::parse(text) {
@@ -65,68 +70,20 @@ impl Manifest {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut component: Option<schema::Component> = None;
-        let mut limits = schema::Limits::default();
-        let mut fs = Vec::new();
-        let mut env = schema::Env::default();
-        let mut network = schema::Network::default();
-        let mut client = schema::Client::default();
-        for (key, value) in doc.get_ref() {
-            match key.get_ref().as_ref() {
-                "component" => component = section(&mut cx, value, schema::COMPONENT_KEYS),
-                "limits" => {
-                    limits = section(&mut cx, value, schema::LIMITS_KEYS).unwrap_or_default()
-                }
-                "fs" => match value.get_ref() {
-                    DeValue::Array(items) => {
-                        for item in items.iter() {
-                            if let Some(g) = section::<schema::Fs>(&mut cx, item, schema::FS_KEYS) {
-                                fs.push(toml::Spanned::new(item.span(), g));
-                            }
-                        }
-                    }
-                    _ => cx.error(
-                        Some(value.span()),
-                        "`fs` must be an array of tables",
-                        Some("write each grant as `[[fs]]`".into()),
-                    ),
-                },
-                "env" => env = section(&mut cx, value, schema::ENV_KEYS).unwrap_or_default(),
-                "network" => {
-                    network = section(&mut cx, value, schema::NETWORK_KEYS).unwrap_or_default()
-                }
-                "client" => {
-                    client = section(&mut cx, value, schema::CLIENT_KEYS).unwrap_or_default()
-                }
-                other => cx.error(
-                    Some(key.span()),
-                    format!("unknown key `{other}`"),
-                    Some(format!("allowed here: {}", schema::TOP_KEYS)),
-                ),
-            }
-        }
-        let (component_path, sha256) = match &component {
-            None => {
-                if !doc.get_ref().keys().any(|k| k.get_ref() == "component") {
-                    cx.error(
-                        None,
-                        "missing `[component]`",
-                        Some("add `[component]` with `path` and `sha256`".into()),
-                    );
-                }
-                (PathBuf::new(), [0; 32])
-            }
+        let s = Sections::read(doc.get_ref(), &mut cx);
+        let (component, sha256) = match &s.component {
             Some(c) => normalize_component(c, &dir, &mut cx),
+            None => (PathBuf::new(), [0; 32]),
         };
         let m = Manifest {
             path: path.to_owned(),
-            component: component_path,
+            component,
             sha256,
-            limits: caps::limits::parse(&limits, &mut cx),
-            fs: caps::fs::parse(&fs, &dir, &mut cx),
-            env: caps::env::parse(&env, &mut cx),
-            network: caps::net::parse(&network, &mut cx),
-            client: caps::client::parse(&client, &mut cx),
+            limits: caps::limits::parse(&s.limits, &mut cx),
+            fs: caps::fs::parse(&s.fs, &dir, &mut cx),
+            env: caps::env::parse(&s.env, &mut cx),
+            network: caps::net::parse(&s.network, &mut cx),
+            client: caps::client::parse(&s.client, &mut cx),
         };
         cx.finish(m)
     }
@@ -145,6 +102,84 @@ impl Manifest {
             client: Vec::new(),
         }
     }
+}
+
+/// A manifest's sections as read, each in its serde shape; a section
+/// missing or refused is its default (its problems are in the collector).
+struct Sections {
+    component: Option<schema::Component>,
+    limits: schema::Limits,
+    fs: Vec<toml::Spanned<schema::Fs>>,
+    env: schema::Env,
+    network: schema::Network,
+    client: schema::Client,
+}
+
+impl Sections {
+    /// Read each top-level key of `doc` into its section; an unknown key,
+    /// a `fs` that is not an array of tables and a missing `[component]`
+    /// are reported.
+    fn read(doc: &DeTable<'_>, cx: &mut Collector<'_>) -> Sections {
+        let mut s = Sections {
+            component: None,
+            limits: schema::Limits::default(),
+            fs: Vec::new(),
+            env: schema::Env::default(),
+            network: schema::Network::default(),
+            client: schema::Client::default(),
+        };
+        let mut has_component = false;
+        for (key, value) in doc {
+            match key.get_ref().as_ref() {
+                "component" => {
+                    has_component = true;
+                    s.component = section(cx, value, schema::COMPONENT_KEYS);
+                }
+                "limits" => s.limits = section(cx, value, schema::LIMITS_KEYS).unwrap_or_default(),
+                "fs" => s.fs = fs_grants(value, cx),
+                "env" => s.env = section(cx, value, schema::ENV_KEYS).unwrap_or_default(),
+                "network" => {
+                    s.network = section(cx, value, schema::NETWORK_KEYS).unwrap_or_default()
+                }
+                "client" => s.client = section(cx, value, schema::CLIENT_KEYS).unwrap_or_default(),
+                other => cx.error(
+                    Some(key.span()),
+                    format!("unknown key `{other}`"),
+                    Some(format!("allowed here: {}", schema::TOP_KEYS)),
+                ),
+            }
+        }
+        if !has_component {
+            cx.error(
+                None,
+                "missing `[component]`",
+                Some("add `[component]` with `path` and `sha256`".into()),
+            );
+        }
+        s
+    }
+}
+
+/// The `[[fs]]` grants of `value`, each with its span.
+fn fs_grants(
+    value: &toml::Spanned<DeValue<'_>>,
+    cx: &mut Collector<'_>,
+) -> Vec<toml::Spanned<schema::Fs>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        cx.error(
+            Some(value.span()),
+            "`fs` must be an array of tables",
+            Some("write each grant as `[[fs]]`".into()),
+        );
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            section::<schema::Fs>(cx, item, schema::FS_KEYS)
+                .map(|g| toml::Spanned::new(item.span(), g))
+        })
+        .collect()
 }
 
 fn normalize_component(
