@@ -112,20 +112,23 @@ fn main() {
     std::fs::write(out.join("artifacts.rs"), code).unwrap();
 }
 
-/// The names in `.tool("name", ...)` / `Tool::new("name", ...)` calls.
+/// The names in `Tool::new("name", ...)` calls (the name may be on the
+/// next line).
 fn tool_names(src: &str) -> Vec<String> {
     let mut names = Vec::new();
-    for marker in [".tool(\"", "Tool::new(\""] {
-        let mut rest = src;
-        while let Some(i) = rest.find(marker) {
-            rest = &rest[i + marker.len()..];
-            if let Some(end) = rest.find('"') {
-                let name = &rest[..end];
-                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !names.iter().any(|n| n == name)
-                {
-                    names.push(name.to_string());
-                }
+    let marker = "Tool::new(";
+    let mut rest = src;
+    while let Some(i) = rest.find(marker) {
+        rest = rest[i + marker.len()..].trim_start();
+        let Some(quoted) = rest.strip_prefix('"') else {
+            continue;
+        };
+        if let Some(end) = quoted.find('"') {
+            let name = &quoted[..end];
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
             }
         }
     }

@@ -1,25 +1,6 @@
-//! Write toolhost tools in Rust.
+#![doc = include_str!("../README.md")]
 //!
-//! A tool is a typed function: its arguments are a `serde` + `schemars` type,
-//! its result anything that implements [`IntoOutput`] (`String`, [`Json`],
-//! [`Output`]). The SDK derives the JSON schemas, decodes arguments with
-//! precise errors, and generates the component's exports.
-//!
-//! ```
-//! use toolhost_guest::{export, Toolbox, ToolError, Json};
-//! use schemars::JsonSchema;
-//! use serde::Deserialize;
-//!
-//! #[derive(Deserialize, JsonSchema)]
-//! struct Args { text: String }
-//!
-//! fn tools() -> Toolbox {
-//!     Toolbox::new().tool("shout", "Upper-cases text", |a: Args| -> Result<String, ToolError> {
-//!         Ok(a.text.to_uppercase())
-//!     })
-//! }
-//! export!(tools);
-//! ```
+//! ## The crate
 //!
 //! A component may also serve resources ([`resources`]) and prompts with
 //! completions for their arguments ([`prompts`]), and ask its calling client
@@ -31,7 +12,7 @@
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/tool.wit",
+        path: "wit/tool.wit",
         world: "toolhost",
         pub_export_macro: true,
         export_macro_name: "__export_world",
@@ -292,13 +273,30 @@ pub struct Toolbox {
     completions: Vec<prompts::CompletionEntry>,
 }
 
-impl Toolbox {
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// One tool: its name, description and handler, and how clients should
+/// see it. Built on its own and handed to [`Toolbox::tool`]:
+///
+/// ```
+/// use toolhost_guest::{Tool, Toolbox, ToolError};
+/// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Args { text: String }
+/// let toolbox = Toolbox::new().tool(
+///     Tool::new("shout", "Upper-cases text", |a: Args| -> Result<String, ToolError> {
+///         Ok(a.text.to_uppercase())
+///     })
+///     .title("Shout")
+///     .read_only()
+///     .idempotent(),
+/// );
+/// ```
+pub struct Tool {
+    entry: Entry,
+}
 
-    /// Add a tool: `f` takes the decoded arguments and returns its output.
-    pub fn tool<A, O, F>(mut self, name: &str, description: &str, f: F) -> Self
+impl Tool {
+    /// A tool called `name`: `f` takes the decoded arguments (their JSON
+    /// Schema derived from `A`) and returns its output (an output schema
+    /// derived from `O` where it has one, e.g. [`Json`]).
+    pub fn new<A, O, F>(name: &str, description: &str, f: F) -> Tool
     where
         A: DeserializeOwned + JsonSchema + 'static,
         O: IntoOutput + 'static,
@@ -310,23 +308,115 @@ impl Toolbox {
                 .map_err(|e| ToolError::InvalidArguments(format!("arguments of `{tool}`: {e}")))?;
             f(a)?.into_output()
         });
-        self.entries.push(Entry {
-            name: name.to_string(),
-            title: None,
-            description: description.to_string(),
-            input_schema: SchemaSource::Derived(input_schema_of::<A>),
-            output_schema: SchemaSource::Derived(O::output_schema),
-            annotations: Annotations::default(),
-            task_support: TaskSupport::Forbidden,
-            handler,
-        });
+        Tool {
+            entry: Entry {
+                name: name.to_string(),
+                title: None,
+                description: description.to_string(),
+                input_schema: SchemaSource::Derived(input_schema_of::<A>),
+                output_schema: SchemaSource::Derived(O::output_schema),
+                annotations: Annotations::default(),
+                task_support: TaskSupport::Forbidden,
+                handler,
+            },
+        }
+    }
+
+    /// Whether calls may run as tasks (default: never).
+    pub fn task_support(mut self, t: TaskSupport) -> Self {
+        self.entry.task_support = t;
         self
     }
 
-    /// Whether calls of the last added tool may run as tasks.
-    pub fn task_support(mut self, t: TaskSupport) -> Self {
-        self.last().task_support = t;
+    /// Replace the derived input schema.
+    pub fn input_schema(mut self, schema: serde_json::Value) -> Self {
+        self.entry.input_schema = SchemaSource::Fixed(Some(schema));
         self
+    }
+
+    /// Replace (or, with `None`, remove) the derived output schema.
+    pub fn output_schema(mut self, schema: Option<serde_json::Value>) -> Self {
+        self.entry.output_schema = SchemaSource::Fixed(schema);
+        self
+    }
+
+    /// A human-readable name (also its `title` annotation).
+    pub fn title(mut self, title: &str) -> Self {
+        self.entry.title = Some(title.into());
+        self.entry.annotations.title = Some(title.into());
+        self
+    }
+
+    /// The tool does not modify its environment.
+    pub fn read_only(mut self) -> Self {
+        let a = &mut self.entry.annotations;
+        a.read_only = Some(true);
+        a.destructive = Some(false);
+        self
+    }
+
+    /// The tool may destroy data.
+    pub fn destructive(mut self) -> Self {
+        let a = &mut self.entry.annotations;
+        a.read_only = Some(false);
+        a.destructive = Some(true);
+        self
+    }
+
+    /// Calling it again with the same arguments changes nothing more.
+    pub fn idempotent(mut self) -> Self {
+        self.entry.annotations.idempotent = Some(true);
+        self
+    }
+
+    /// Whether the tool reaches beyond a closed world (e.g. the web).
+    pub fn open_world(mut self, open: bool) -> Self {
+        self.entry.annotations.open_world = Some(open);
+        self
+    }
+
+    /// Set any annotations, e.g. `.annotate(|a| a.destructive = Some(false))`.
+    pub fn annotate(mut self, f: impl FnOnce(&mut Annotations)) -> Self {
+        f(&mut self.entry.annotations);
+        self
+    }
+}
+
+impl Toolbox {
+    /// An empty toolbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `tool`.
+    pub fn tool(mut self, tool: Tool) -> Self {
+        self.entries.push(tool.entry);
+        self
+    }
+
+    /// Call tool `name` with `arguments`, natively: what the host would get,
+    /// for a tool crate's own unit tests (no wasm, no host). Host services
+    /// ([`log`], [`progress`], [`request_client`]) exist only in a
+    /// component: a tool that calls them is tested through the host.
+    ///
+    /// ```
+    /// use toolhost_guest::{Tool, Toolbox, ToolError};
+    /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Args { text: String }
+    /// let toolbox = Toolbox::new().tool(Tool::new("shout", "Upper-cases text", |a: Args| -> Result<String, ToolError> {
+    ///     Ok(a.text.to_uppercase())
+    /// }));
+    /// let out = toolbox.call("shout", serde_json::json!({"text": "hi"})).unwrap();
+    /// assert!(matches!(&out.content[0], toolhost_guest::Content::Text(t) if t == "HI"));
+    /// assert!(toolbox.call("shout", serde_json::json!({})).is_err());
+    /// assert!(toolbox.call("whisper", serde_json::json!({})).is_err());
+    /// ```
+    pub fn call(&self, name: &str, arguments: serde_json::Value) -> Result<Output, ToolError> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| ToolError::InvalidArguments(format!("no tool is named `{name}`")))?;
+        (entry.handler)(arguments)
     }
 
     /// Serve a fixed resource: `read` produces its body (its MIME type is
@@ -398,64 +488,6 @@ impl Toolbox {
             complete: Box::new(f),
         });
         self
-    }
-
-    /// Replace the derived input schema of the last added tool.
-    pub fn input_schema(mut self, schema: serde_json::Value) -> Self {
-        self.last().input_schema = SchemaSource::Fixed(Some(schema));
-        self
-    }
-
-    /// Replace (or remove) the output schema of the last added tool.
-    pub fn output_schema(mut self, schema: Option<serde_json::Value>) -> Self {
-        self.last().output_schema = SchemaSource::Fixed(schema);
-        self
-    }
-
-    pub fn title(mut self, title: &str) -> Self {
-        self.last().title = Some(title.into());
-        self.last().annotations.title = Some(title.into());
-        self
-    }
-
-    /// The last added tool does not modify its environment.
-    pub fn read_only(mut self) -> Self {
-        let a = &mut self.last().annotations;
-        a.read_only = Some(true);
-        a.destructive = Some(false);
-        self
-    }
-
-    /// The last added tool may destroy data.
-    pub fn destructive(mut self) -> Self {
-        let a = &mut self.last().annotations;
-        a.read_only = Some(false);
-        a.destructive = Some(true);
-        self
-    }
-
-    /// Set any annotations of the last added tool, e.g.
-    /// `.annotate(|a| a.destructive = Some(false))`.
-    pub fn annotate(mut self, f: impl FnOnce(&mut Annotations)) -> Self {
-        f(&mut self.last().annotations);
-        self
-    }
-
-    pub fn idempotent(mut self) -> Self {
-        self.last().annotations.idempotent = Some(true);
-        self
-    }
-
-    /// Whether the last added tool reaches beyond a closed world (e.g. the web).
-    pub fn open_world(mut self, open: bool) -> Self {
-        self.last().annotations.open_world = Some(open);
-        self
-    }
-
-    fn last(&mut self) -> &mut Entry {
-        self.entries
-            .last_mut()
-            .expect("call .tool(...) before setting its properties")
     }
 
     #[doc(hidden)]
@@ -624,7 +656,7 @@ pub fn request_client(
 
 /// Hand the caller a task handle now and finish this call in the background
 /// (MCP tasks extension), if the tool supports tasks (see
-/// [`Toolbox::task_support`]) and the caller can follow one. Returns whether
+/// [`Tool::task_support`]) and the caller can follow one. Returns whether
 /// the call now runs as a task. Call it before the long part of the work.
 pub fn run_as_task() -> bool {
     wit_host::run_as_task()

@@ -18,7 +18,7 @@ use std::time::Duration;
 use toolhost_guest::client::{Ask, ClientError, ask_all};
 use toolhost_guest::prompts::{Message, Prompt, Ref, Role};
 use toolhost_guest::resources::{Body, Resource, ResourceContent, Template};
-use toolhost_guest::{Content, Level, Output, TaskSupport, ToolError, Toolbox};
+use toolhost_guest::{Content, Level, Output, TaskSupport, Tool, ToolError, Toolbox};
 
 /// A 1x1 PNG.
 const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
@@ -31,76 +31,87 @@ const STEP: Duration = Duration::from_millis(50);
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
     let toolbox = Toolbox::new()
-        .tool("test_simple_text", "Return a fixed text.", simple_text)
-        .read_only()
-        .tool("test_image_content", "Return a 1x1 PNG image.", image)
-        .read_only()
-        .tool("test_audio_content", "Return a tiny WAV clip.", audio)
-        .read_only()
+        .tool(Tool::new("test_simple_text", "Return a fixed text.", simple_text).read_only())
+        .tool(Tool::new("test_image_content", "Return a 1x1 PNG image.", image).read_only())
+        .tool(Tool::new("test_audio_content", "Return a tiny WAV clip.", audio).read_only())
         .tool(
-            "test_embedded_resource",
-            "Return an embedded text resource.",
-            embedded_resource,
+            Tool::new(
+                "test_embedded_resource",
+                "Return an embedded text resource.",
+                embedded_resource,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "test_multiple_content_types",
-            "Return text, an image and an embedded resource.",
-            multiple_content_types,
+            Tool::new(
+                "test_multiple_content_types",
+                "Return text, an image and an embedded resource.",
+                multiple_content_types,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "test_tool_with_logging",
-            "Send three info log messages ~50 ms apart while running.",
-            with_logging,
+            Tool::new(
+                "test_tool_with_logging",
+                "Send three info log messages ~50 ms apart while running.",
+                with_logging,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "test_tool_with_progress",
-            "Report progress 0, 50 and 100 of 100, ~50 ms apart.",
-            with_progress,
+            Tool::new(
+                "test_tool_with_progress",
+                "Report progress 0, 50 and 100 of 100, ~50 ms apart.",
+                with_progress,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "test_error_handling",
-            "Always fail with a tool error.",
-            error_handling,
+            Tool::new(
+                "test_error_handling",
+                "Always fail with a tool error.",
+                error_handling,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "test_reconnection",
-            "Answer after ~100 ms (the suite's SSE polling scenario: toolhost \
+            Tool::new(
+                "test_reconnection",
+                "Answer after ~100 ms (the suite's SSE polling scenario: toolhost \
              answers on the request's own stream and never closes it mid-call).",
-            reconnection,
+                reconnection,
+            )
+            .read_only(),
         )
-        .read_only()
         .tool(
-            "json_schema_2020_12_tool",
-            "Tool with JSON Schema 2020-12 features",
-            json_schema_2020_12,
+            Tool::new(
+                "json_schema_2020_12_tool",
+                "Tool with JSON Schema 2020-12 features",
+                json_schema_2020_12,
+            )
+            .input_schema(json_schema_2020_12_fixture())
+            .read_only(),
         )
-        .input_schema(json_schema_2020_12_fixture())
-        .read_only()
-        .tool(
+        .tool(Tool::new(
             "test_sampling",
             "Tests server-initiated sampling (LLM completion request)",
             sampling,
-        )
-        .tool(
+        ))
+        .tool(Tool::new(
             "test_elicitation",
             "Tests server-initiated elicitation (user input request)",
             elicitation,
-        )
-        .tool(
+        ))
+        .tool(Tool::new(
             "test_elicitation_sep1034_defaults",
             "Tests elicitation with default values per SEP-1034",
             elicitation_sep1034,
-        )
-        .tool(
+        ))
+        .tool(Tool::new(
             "test_elicitation_sep1330_enums",
             "Tests elicitation with enum schema improvements per SEP-1330",
             elicitation_sep1330,
-        );
+        ));
     prompts(resources(task_tools(stateless_tools(mrtr_tools(toolbox)))))
 }
 
@@ -234,48 +245,62 @@ fn prompts(t: Toolbox) -> Toolbox {
 /// The tools of the suite's tasks scenarios (SEP-2663).
 fn task_tools(t: Toolbox) -> Toolbox {
     t.tool(
-        "greet",
-        "Greet `name` (answered at once, never a task).",
-        greet,
+        Tool::new(
+            "greet",
+            "Greet `name` (answered at once, never a task).",
+            greet,
+        )
+        .read_only(),
     )
-    .read_only()
     .tool(
-        "slow_compute",
-        "Work `seconds` seconds as a task, then report `label`.",
-        slow_compute,
+        Tool::new(
+            "slow_compute",
+            "Work `seconds` seconds as a task, then report `label`.",
+            slow_compute,
+        )
+        .task_support(TaskSupport::Optional)
+        .read_only(),
     )
-    .task_support(TaskSupport::Optional)
-    .read_only()
     .tool(
-        "failing_job",
-        "A task (tasks required) that fails with a tool error after about a second.",
-        failing_job,
+        Tool::new(
+            "failing_job",
+            "A task (tasks required) that fails with a tool error after about a second.",
+            failing_job,
+        )
+        .task_support(TaskSupport::Required),
     )
-    .task_support(TaskSupport::Required)
     .tool(
-        "protocol_error_job",
-        "A task whose guest crashes (a protocol-level failure).",
-        protocol_error_job,
+        Tool::new(
+            "protocol_error_job",
+            "A task whose guest crashes (a protocol-level failure).",
+            protocol_error_job,
+        )
+        .task_support(TaskSupport::Optional),
     )
-    .task_support(TaskSupport::Optional)
     .tool(
-        "confirm_delete",
-        "A task that asks the user to confirm (key `confirm`), then reports.",
-        confirm_delete,
+        Tool::new(
+            "confirm_delete",
+            "A task that asks the user to confirm (key `confirm`), then reports.",
+            confirm_delete,
+        )
+        .task_support(TaskSupport::Optional),
     )
-    .task_support(TaskSupport::Optional)
     .tool(
-        "multi_input",
-        "A task that asks two questions at once (keys `first`, `second`).",
-        multi_input,
+        Tool::new(
+            "multi_input",
+            "A task that asks two questions at once (keys `first`, `second`).",
+            multi_input,
+        )
+        .task_support(TaskSupport::Optional),
     )
-    .task_support(TaskSupport::Optional)
     .tool(
-        "test_tool_with_task",
-        "Ask the user's name (key `user_name`, before any task), then finish as a task.",
-        tool_with_task,
+        Tool::new(
+            "test_tool_with_task",
+            "Ask the user's name (key `user_name`, before any task), then finish as a task.",
+            tool_with_task,
+        )
+        .task_support(TaskSupport::Required),
     )
-    .task_support(TaskSupport::Required)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -376,91 +401,86 @@ fn tool_with_task(_: NoArgs) -> Result<String, ToolError> {
 
 /// The diagnostic tools of the suite's 2026-07-28 (stateless) scenarios.
 fn stateless_tools(t: Toolbox) -> Toolbox {
-    t.tool(
+    t.tool(Tool::new(
         "test_missing_capability",
         "Needs the client's sampling capability: a request that does not declare it is refused (-32021).",
         missing_capability,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_streaming_elicitation",
         "Report progress, then ask the user a question (an input-required result on 2026-07-28, never a request on the response stream).",
         streaming_elicitation,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_logging_tool",
         "Log at every level; the client sees only what its request's log level asks for.",
         logging_tool,
-    )
-    .read_only()
-    .tool(
+    ).read_only())
+    .tool(Tool::new(
         "test_trigger_tool_change",
         "Diagnostic hook: the conformance harness changes the tool list when this is called.",
         |_: NoArgs| -> Result<String, ToolError> { Ok("tool list change requested".into()) },
-    )
-    .read_only()
-    .tool(
+    ).read_only())
+    .tool(Tool::new(
         "test_trigger_prompt_change",
         "Diagnostic hook: the conformance harness changes the prompt list when this is called.",
         |_: NoArgs| -> Result<String, ToolError> { Ok("prompt list change requested".into()) },
-    )
-    .read_only()
-    .tool(
+    ).read_only())
+    .tool(Tool::new(
         "test_header_param",
         "Echo a region that also travels as the Mcp-Param-Region header (SEP-2243).",
         header_param,
-    )
-    .input_schema(serde_json::json!({
+    ).input_schema(serde_json::json!({
         "type": "object",
         "properties": {
             "region": {"type": "string", "x-mcp-header": "Region", "description": "A region name."}
         },
         "required": ["region"]
-    }))
-    .read_only()
+    })).read_only())
 }
 
 /// The tools of the suite's input-required-result (MRTR) scenarios.
 fn mrtr_tools(t: Toolbox) -> Toolbox {
-    t.tool(
+    t.tool(Tool::new(
         "test_input_required_result_elicitation",
         "Ask the user's name (key `user_name`), then greet them.",
         mrtr_elicitation,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_sampling",
         "Ask the client's model a question (key `capital_question`).",
         mrtr_sampling,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_list_roots",
         "Ask for the client's roots (key `client_roots`) and list them.",
         mrtr_list_roots,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_request_state",
         "Ask for a confirmation (key `confirm`); the answer comes back with the host-sealed request state.",
         mrtr_request_state,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_multiple_inputs",
         "Ask three questions in one round: elicitation, sampling and roots.",
         mrtr_multiple,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_multi_round",
         "Ask two questions, the second only once the first is answered (two rounds).",
         mrtr_multi_round,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_tampered_state",
         "Ask for a confirmation; a retry with altered request state is refused.",
         mrtr_request_state,
-    )
-    .tool(
+    ))
+    .tool(Tool::new(
         "test_input_required_result_capabilities",
         "Ask for sampling and elicitation, whichever the client supports.",
         mrtr_capabilities,
-    )
+    ))
 }
 
 fn name_schema(field: &str) -> serde_json::Value {

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use toolhost_guest::bindings::toolhost::tool::types as wit;
-use toolhost_guest::{ToolError, Toolbox};
+use toolhost_guest::{Tool, ToolError, Toolbox};
 
 /// Arguments of `echo`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -25,8 +25,8 @@ pub fn echo(args: EchoArgs) -> Result<String, ToolError> {
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
-    Toolbox::new()
-        .tool(
+    Toolbox::new().tool(
+        Tool::new(
             "echo",
             "Return `text` unchanged. Useful to check that the tool path works end to end.",
             echo,
@@ -34,7 +34,8 @@ pub fn tools() -> Toolbox {
         .title("Echo")
         .read_only()
         .idempotent()
-        .open_world(false)
+        .open_world(false),
+    )
 }
 
 toolhost_guest::export!(tools);

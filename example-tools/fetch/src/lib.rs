@@ -8,22 +8,20 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use toolhost_guest::{Json, ToolError, Toolbox};
+use toolhost_guest::{Json, Tool, ToolError, Toolbox};
 
 use toolhost_example_http as http;
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
     Toolbox::new()
-        .tool(
+        .tool(Tool::new(
             "http_fetch",
             "Make an HTTP request and return the response's status, headers and body (as text; invalid UTF-8 \
              is replaced by U+FFFD; cut at `max_bytes`). Only hosts this tool is granted can be reached. \
              A non-2xx status is a response, not an error.",
             http_fetch,
-        )
-        .title("HTTP fetch")
-        .open_world(true)
+        ).title("HTTP fetch").open_world(true))
 }
 
 toolhost_guest::export!(tools);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use toolhost_guest::{Content, Json, Output, ToolError, Toolbox};
+use toolhost_guest::{Content, Json, Output, Tool, ToolError, Toolbox};
 
 pub mod resources;
 
@@ -27,39 +27,26 @@ pub fn tools() -> Toolbox {
 
 fn tools_only() -> Toolbox {
     Toolbox::new()
-        .tool(
+        .tool(Tool::new(
             "list_dir",
             "List the entries of a directory under /data: name, path, kind (file, dir, symlink, other) and size \
              in bytes. Set `recursive` to walk subdirectories (symlinks are listed, not followed).",
             list_dir,
-        )
-        .title("List directory")
-        .read_only()
-        .idempotent()
-        .open_world(false)
-        .tool(
+        ).title("List directory").read_only().idempotent().open_world(false))
+        .tool(Tool::new(
             "read_file",
             "Read a text file under /data. Returns up to `max_bytes` bytes starting at byte `offset` as text \
              (invalid UTF-8 is replaced by U+FFFD). When `truncated` is true, call again with \
              `offset` = `next_offset` to read on.",
             read_file,
-        )
-        .output_schema(Some(schema_of::<ReadFileResult>()))
-        .title("Read file")
-        .read_only()
-        .idempotent()
-        .open_world(false)
-        .tool(
+        ).output_schema(Some(schema_of::<ReadFileResult>())).title("Read file").read_only().idempotent().open_world(false))
+        .tool(Tool::new(
             "search",
             "Search the lines of the files under a directory (or in one file) for a regular expression, like \
              grep -rn. Binary files and files over 8 MiB are skipped. Returns each matching line with its \
              path and 1-based line number.",
             search,
-        )
-        .title("Search files")
-        .read_only()
-        .idempotent()
-        .open_world(false)
+        ).title("Search files").read_only().idempotent().open_world(false))
 }
 
 toolhost_guest::export!(tools);

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use std::time::Duration;
-use toolhost_guest::{Content, Level, Output, ToolError, Toolbox};
+use toolhost_guest::{Content, Level, Output, Tool, ToolError, Toolbox};
 use wasi::io::streams::{OutputStream, StreamError};
 
 use toolhost_example_http as http;
@@ -40,47 +40,46 @@ pub fn tools() -> Toolbox {
                 }
             },
         )
-        .tool("spin", "Loop forever, burning CPU, never checking for cancellation.", spin)
-        .tool("spin_checked", "Loop burning CPU until the call is cancelled, then return \"cancelled\".", spin_checked)
-        .tool("sleep", "Sleep `ms` milliseconds, then return \"slept\".", sleep)
-        .tool("alloc", "Allocate `mib` MiB and touch every page, then return \"allocated N MiB\".", alloc)
-        .tool("recurse", "Recurse `depth` calls deep (non-tail), then return \"recursed N\".", recurse)
-        .tool("panic", "Panic with `message` (a trap: the guest aborts).", panic)
-        .tool("exit", "Call `std::process::exit(code)` in the middle of a call (WASI p2 reports any non-zero code as 1).", exit)
-        .tool("flood", "Write `bytes` bytes to stdout and some to stderr, then return \"flooded\".", flood)
-        .tool("big_output", "Return a text of exactly `bytes` bytes.", big_output)
-        .tool("getenv", "Return environment variable `name`, or \"unset\".", getenv)
-        .tool("read_path", "Read any path as text.", read_path)
-        .tool("write_path", "Write `content` to any path.", write_path)
-        .tool("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files)
-        .tool("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill)
-        .tool("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs)
-        .tool("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many)
-        .tool("remove", "Remove the file at `path`.", remove)
-        .tool("swap_names", "For `ms` milliseconds, swap the names `a` and `b` (three renames each time); report how many swaps.", swap_names)
-        .tool("open_often", "For `ms` milliseconds, open `path` for reading and close it again; report how many opens succeeded and failed.", open_often)
-        .tool("grow", "Set the size of `path` to `bytes` (a sparse file).", grow)
-        .tool("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output)
-        .output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes")))
-        .tool(
+        .tool(Tool::new("spin", "Loop forever, burning CPU, never checking for cancellation.", spin))
+        .tool(Tool::new("spin_checked", "Loop burning CPU until the call is cancelled, then return \"cancelled\".", spin_checked))
+        .tool(Tool::new("sleep", "Sleep `ms` milliseconds, then return \"slept\".", sleep))
+        .tool(Tool::new("alloc", "Allocate `mib` MiB and touch every page, then return \"allocated N MiB\".", alloc))
+        .tool(Tool::new("recurse", "Recurse `depth` calls deep (non-tail), then return \"recursed N\".", recurse))
+        .tool(Tool::new("panic", "Panic with `message` (a trap: the guest aborts).", panic))
+        .tool(Tool::new("exit", "Call `std::process::exit(code)` in the middle of a call (WASI p2 reports any non-zero code as 1).", exit))
+        .tool(Tool::new("flood", "Write `bytes` bytes to stdout and some to stderr, then return \"flooded\".", flood))
+        .tool(Tool::new("big_output", "Return a text of exactly `bytes` bytes.", big_output))
+        .tool(Tool::new("getenv", "Return environment variable `name`, or \"unset\".", getenv))
+        .tool(Tool::new("read_path", "Read any path as text.", read_path))
+        .tool(Tool::new("write_path", "Write `content` to any path.", write_path))
+        .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files))
+        .tool(Tool::new("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill))
+        .tool(Tool::new("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs))
+        .tool(Tool::new("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many))
+        .tool(Tool::new("remove", "Remove the file at `path`.", remove))
+        .tool(Tool::new("swap_names", "For `ms` milliseconds, swap the names `a` and `b` (three renames each time); report how many swaps.", swap_names))
+        .tool(Tool::new("open_often", "For `ms` milliseconds, open `path` for reading and close it again; report how many opens succeeded and failed.", open_often))
+        .tool(Tool::new("grow", "Set the size of `path` to `bytes` (a sparse file).", grow))
+        .tool(Tool::new("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output).output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes"))))
+        .tool(Tool::new(
             "log_and_progress",
             "For each of `steps` steps: log at info level, report progress, sleep `ms` milliseconds.",
             log_and_progress,
-        )
-        .tool("http_get", "GET `url` over wasi:http and return the status code.", http_get)
-        .tool("hold_connections", "GET `url` `n` times over wasi:http, keeping every response (and its connection) open unread; report how many were held and the first refusal.", hold_connections)
-        .tool("long_request_parts", "On one new request, set an authority, an extension method and a path of `len` bytes each; report which the host accepted.", long_request_parts)
-        .tool("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies)
-        .tool("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random)
-        .tool("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood)
-        .tool("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings)
-        .tool("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch)
-        .tool("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring)
-        .tool(
+        ))
+        .tool(Tool::new("http_get", "GET `url` over wasi:http and return the status code.", http_get))
+        .tool(Tool::new("hold_connections", "GET `url` `n` times over wasi:http, keeping every response (and its connection) open unread; report how many were held and the first refusal.", hold_connections))
+        .tool(Tool::new("long_request_parts", "On one new request, set an authority, an extension method and a path of `len` bytes each; report which the host accepted.", long_request_parts))
+        .tool(Tool::new("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies))
+        .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
+        .tool(Tool::new("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood))
+        .tool(Tool::new("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings))
+        .tool(Tool::new("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch))
+        .tool(Tool::new("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring))
+        .tool(Tool::new(
             "remember",
             "Keep `secret` in a global, count this call in another, and return both as they were before (`{calls, before}`): an instance that served an earlier call would show it.",
             remember,
-        )
+        ))
 }
 
 toolhost_guest::export!(tools);

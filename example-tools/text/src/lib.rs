@@ -11,34 +11,26 @@ use regex::Regex;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toolhost_guest::{Json, ToolError, Toolbox};
+use toolhost_guest::{Json, Tool, ToolError, Toolbox};
 
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
     Toolbox::new()
-        .tool(
+        .tool(Tool::new(
             "json_query",
             "Look up a value in a JSON document. `path` is a JSON Pointer (`/items/0/name`, `` for the whole \
              document) or a dotted path (`items[0].name`, `$.items[-1].id`, `meta[\"odd.key\"]`; negative \
              indices count from the end). Returns whether the path was found and the value there; when it \
              was not found, `detail` says which step failed.",
             json_query,
-        )
-        .title("JSON query")
-        .read_only()
-        .idempotent()
-        .open_world(false)
-        .tool(
+        ).title("JSON query").read_only().idempotent().open_world(false))
+        .tool(Tool::new(
             "regex_extract",
             "Find the matches of a regular expression (Rust `regex` syntax: no look-around or backreferences; \
              inline flags such as `(?i)` case-insensitive, `(?m)` multi-line, `(?s)` dot-matches-newline) in \
              `text`. Returns the whole matches, or capture group `group` (a number or a name) of each.",
             regex_extract,
-        )
-        .title("Regex extract")
-        .read_only()
-        .idempotent()
-        .open_world(false)
+        ).title("Regex extract").read_only().idempotent().open_world(false))
 }
 
 toolhost_guest::export!(tools);

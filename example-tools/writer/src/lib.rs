@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use toolhost_guest::{Json, ToolError, Toolbox};
+use toolhost_guest::{Json, Tool, ToolError, Toolbox};
 
 /// Where the granted directory is mounted, and where relative paths resolve.
 pub const ROOT: &str = "/out";
@@ -18,17 +18,13 @@ pub const ROOT: &str = "/out";
 /// The tools this component offers.
 pub fn tools() -> Toolbox {
     Toolbox::new()
-        .tool(
+        .tool(Tool::new(
             "write_file",
             "Write text to a file under /out, creating it if needed. By default an existing file is \
              replaced; set `append` to add to its end instead. Set `create_dirs` to create missing parent \
              directories.",
             write_file,
-        )
-        .title("Write file")
-        // Replacing an existing file destroys its old content.
-        .destructive()
-        .open_world(false)
+        ).title("Write file").destructive().open_world(false))
 }
 
 toolhost_guest::export!(tools);
