@@ -97,6 +97,7 @@ test: setup tools test-deps
 	$(MAKE) --no-print-directory check-api
 	$(MAKE) --no-print-directory check-docs
 	$(MAKE) --no-print-directory check-features
+	$(MAKE) --no-print-directory check-package
 
 ## check-docs: the libraries' rustdoc has no warnings (broken or private
 ## links; missing docs are denied by the crates themselves). toolhost's own
@@ -122,6 +123,26 @@ public-api: $(API_JSON).stamp
 	python3 scripts/public-api.py $(API_JSON) > host/public-api.txt
 .PHONY: FORCE
 FORCE:
+
+## check-package: each publishable crate packages with what it needs (the
+## WIT contract comes in through the `wit` links of host/ and guest-sdk/);
+## the guest SDK's package builds on its own. `make package` verifies the
+## library's package too (a full build: too slow for every CI run).
+PUBLISHED := toolhost toolhost-guest toolhost-package toolhost-cli
+.PHONY: check-package package
+check-package:
+	@set -e; for p in $(PUBLISHED); do \
+		$(CARGO) package -q --allow-dirty --list -p $$p > /dev/null; done
+	@$(CARGO) package -q --allow-dirty --list -p toolhost | grep -qx 'wit/tool.wit'
+	@$(CARGO) package -q --allow-dirty --list -p toolhost-guest | grep -qx 'wit/tool.wit'
+	$(CARGO) package -q --allow-dirty -p toolhost-guest
+## package: the .crate files under target/package/. toolhost and
+## toolhost-guest are built from their packages; toolhost-package and
+## toolhost-cli cannot be (they depend on toolhost 0.1.0, which is not on
+## crates.io until it is published), so they are packaged unverified.
+package:
+	$(CARGO) package --allow-dirty -p toolhost -p toolhost-guest
+	$(CARGO) package --allow-dirty --no-verify -p toolhost-package -p toolhost-cli
 
 ## check-features: the library builds with each front end alone (an
 ## embedder may turn the default features off).
