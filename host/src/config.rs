@@ -133,8 +133,9 @@ pub enum GuestPriority {
     /// `"idle"` (Linux `SCHED_IDLE`): guests run only on CPU nothing else
     /// wants, so a runaway tool delays a short call's start least (measured
     /// in BENCHMARKS.md, "Noisy neighbour"); but on a machine whose cores
-    /// other processes keep busy, a guest may wait for a core until its
-    /// deadline. For a host that serves only toolhost.
+    /// other processes keep busy, a starved guest also notices its
+    /// deadline late and holds its pool slot until it runs again. For a
+    /// host that serves only toolhost.
     Idle,
 }
 
