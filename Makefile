@@ -126,8 +126,8 @@ FORCE:
 
 ## check-package: each publishable crate packages with what it needs (the
 ## WIT contract comes in through the `wit` links of host/ and guest-sdk/);
-## the guest SDK's package builds on its own. `make package` verifies the
-## library's package too (a full build: too slow for every CI run).
+## the guest SDK's package builds on its own. `make package` builds every
+## package (a full build: too slow for every CI run).
 PUBLISHED := toolhost toolhost-guest toolhost-package toolhost-cli
 .PHONY: check-package package
 check-package:
@@ -136,13 +136,11 @@ check-package:
 	@$(CARGO) package -q --allow-dirty --list -p toolhost | grep -qx 'wit/tool.wit'
 	@$(CARGO) package -q --allow-dirty --list -p toolhost-guest | grep -qx 'wit/tool.wit'
 	$(CARGO) package -q --allow-dirty -p toolhost-guest
-## package: the .crate files under target/package/. toolhost and
-## toolhost-guest are built from their packages; toolhost-package and
-## toolhost-cli cannot be (they depend on toolhost 0.1.0, which is not on
-## crates.io until it is published), so they are packaged unverified.
+## package: the .crate files under target/package/, each built from its
+## package (cargo packages the four together, so the ones that depend on
+## toolhost resolve it from its package, not from crates.io).
 package:
-	$(CARGO) package --allow-dirty -p toolhost -p toolhost-guest
-	$(CARGO) package --allow-dirty --no-verify -p toolhost-package -p toolhost-cli
+	$(CARGO) package --allow-dirty $(addprefix -p ,$(PUBLISHED))
 
 ## check-features: the library builds with each front end alone (an
 ## embedder may turn the default features off).

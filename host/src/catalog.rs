@@ -444,6 +444,11 @@ impl Catalog {
         self.scopes.keys()
     }
 
+    /// How many scopes have tools.
+    pub(crate) fn scope_count(&self) -> usize {
+        self.scopes.len()
+    }
+
     /// The resources and prompts of `scope` (empty for an unknown scope).
     pub(crate) fn served(&self, scope: &Scope) -> Option<&ScopeServed> {
         self.served.get(scope)

@@ -702,8 +702,10 @@ impl Core {
             .map(|s| (*s).clone())
             .collect();
         let errors = new.catalog.errors.clone();
-        // No sandbox prepared before this reload is used after it.
+        // No sandbox prepared before this reload is used after it, and
+        // each scope's share is sized again from its caps now.
         self.inner.sandbox.invalidate_prepared();
+        self.inner.sandbox.reset_scope_shares();
         self.inner.live.store(Arc::new(new));
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);
@@ -1007,10 +1009,10 @@ impl Core {
                     usage: usage.clone(),
                     turn: None,
                     spent: std::time::Duration::ZERO,
-                    // The server's own scope (`--tools`) is everyone's: a
-                    // share would only halve it. Tenants' and agents' scopes
-                    // share the pool (M1).
-                    scope: (req.scope.as_str() != "default").then(|| req.scope.clone()),
+                    // Scopes share the pool (M1); a catalog of one scope
+                    // has no one to share it with (a share would only
+                    // halve it).
+                    scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
                 },
             )
             .await

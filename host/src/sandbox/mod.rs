@@ -167,7 +167,7 @@ pub(crate) struct Sandbox {
     config: EngineConfig,
     _ticker: Ticker,
     /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
-    scope_shares: std::sync::Mutex<std::collections::HashMap<(String, u64), Pools>>,
+    scope_shares: std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools)>>,
 }
 
 /// A loaded component: its pre-linked instance, its tools, and the grants
@@ -456,17 +456,33 @@ impl Sandbox {
     /// `share` of its slots and of its memory and table permits (at least
     /// one call's worth). Each component is bounded by its own share too
     /// (`LimitCaps::concurrency_for`); this bounds a scope (a tenant) that
-    /// serves several, so that its calls never fill the pool. A share
-    /// changed by a reload is a new one: calls under the old keep theirs.
-    fn scope_share(&self, scope: &str, share: f64) -> Pools {
+    /// serves several, so that its calls never fill the pool. One share
+    /// per scope: components of one scope with different caps get the
+    /// smallest of their shares, never one each. The bound is per scope,
+    /// not per principal: a client that drives several scopes (an agent
+    /// and its subagents) holds a share in each.
+    fn scope_share(&self, scope: &crate::catalog::Scope, share: f64) -> Pools {
         let mut shares = self.scope_shares.lock().unwrap_or_else(|e| e.into_inner());
-        shares
-            .entry((scope.to_string(), share.to_bits()))
-            .or_insert_with(|| {
+        match shares.get(scope) {
+            Some((had, pools)) if *had <= share => pools.clone(),
+            _ => {
                 let n = ((f64::from(self.config.max_instances) * share).floor() as u32).max(1);
-                Pools::new(n)
-            })
-            .clone()
+                let pools = Pools::new(n);
+                shares.insert(scope.clone(), (share, pools.clone()));
+                pools
+            }
+        }
+    }
+
+    /// Forget every scope's share (a reload: the tenants and their caps
+    /// may have changed). Calls running keep the permits they hold, so for
+    /// as long as they run a scope may hold its old share's and its new
+    /// one's.
+    pub(crate) fn reset_scope_shares(&self) {
+        self.scope_shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// How many components the catalog loads at once: never more than
@@ -819,7 +835,7 @@ impl Sandbox {
             // scopes wait for (M1).
             let scope_share = match &scope {
                 Some(scope) => {
-                    let share = self.scope_share(scope.as_str(), comp.caps.limits.pool_share);
+                    let share = self.scope_share(scope, comp.caps.limits.pool_share);
                     let weight = share.fit(comp.weight);
                     Some(
                         share
