@@ -967,7 +967,7 @@ impl Core {
                 })?,
         };
         let admission = Arc::new(admission);
-        let args = Value::Object(req.arguments.unwrap_or_default());
+        let args = Arc::new(Value::Object(req.arguments.unwrap_or_default()));
         let live = self.inner.live.load_full();
         let scope = req.scope.as_str();
         let _in_flight = inner.metrics.started(scope);
@@ -1080,7 +1080,7 @@ impl Core {
         scope: &Scope,
         name: &str,
         target: &Target,
-        args: &Value,
+        args: &Arc<Value>,
         trace: &mut Trace,
         admission: Arc<Admission>,
         cx: CallContext,
@@ -1111,21 +1111,53 @@ impl Core {
             (component, tool)
         };
         let spent = {
-            let _schema = tracing::debug_span!("schema").entered();
             let checking = HostWork::start(&admission);
-            let checked = match (&tool, target) {
-                (Some(tool), _) => tool
-                    .input
-                    .check(args)
-                    .map_err(|details| CallErrorKind::InvalidArguments { details }),
-                (None, Target::Get) => check_prompt_arguments(&component, name, args),
-                (None, Target::Complete { .. }) => strings_only("the context", args),
-                _ => Ok(()),
-            };
+            // CPU the check used on another thread (a large one runs on the
+            // guest executor).
+            let mut elsewhere = None;
+            let checked = async {
+                match (&tool, target) {
+                    (Some(tool), _) if large(args) => {
+                        // Off the I/O threads: at the guest threads' lower
+                        // priority, so a tenant's large arguments cannot
+                        // keep a thread that reads and answers requests
+                        // busy (M5).
+                        let (tool, args) = (tool.clone(), args.clone());
+                        let metered = admission.meters_fuel();
+                        let check = self.inner.scheduler.spawn(async move {
+                            let before = metered.then(thread_cpu_time).flatten();
+                            let checked = tool.input.check(&args);
+                            let used = before
+                                .zip(thread_cpu_time())
+                                .map(|(a, b)| b.saturating_sub(a));
+                            (checked, used)
+                        });
+                        match check.await {
+                            Ok((checked, used)) => {
+                                elsewhere = used;
+                                checked
+                                    .map_err(|details| CallErrorKind::InvalidArguments { details })
+                            }
+                            Err(e) => Err(CallErrorKind::Internal {
+                                message: format!("the argument check failed: {e}"),
+                            }),
+                        }
+                    }
+                    (Some(tool), _) => tool
+                        .input
+                        .check(args)
+                        .map_err(|details| CallErrorKind::InvalidArguments { details }),
+                    (None, Target::Get) => check_prompt_arguments(&component, name, args),
+                    (None, Target::Complete { .. }) => strings_only("the context", args),
+                    _ => Ok(()),
+                }
+            }
+            .instrument(tracing::debug_span!("schema"))
+            .await;
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let spent = checking.charge(&admission);
+            let spent = checking.charge(&admission, elsewhere);
             checked?;
             spent
         };
@@ -1210,7 +1242,7 @@ impl Core {
                 })?;
             let checking = HostWork::start(&admission);
             let checked = schema.check(structured);
-            checking.charge(&admission);
+            checking.charge(&admission, None);
             checked.map_err(|d| CallErrorKind::BadResult {
                 details: format!("structured result violates the output schema: {d}"),
             })?;
@@ -1304,11 +1336,16 @@ impl HostWork {
     /// the work cost, however many other threads ran meanwhile), or the
     /// wall time where that clock is missing. Returns the wall time (what
     /// the call's deadline counts).
-    fn charge(self, admission: &Admission) -> std::time::Duration {
+    /// `elsewhere`: CPU the work used on another thread, measured there.
+    fn charge(
+        self,
+        admission: &Admission,
+        elsewhere: Option<std::time::Duration>,
+    ) -> std::time::Duration {
         let wall = self.wall.elapsed();
         if admission.meters_fuel() {
             let used = match (self.cpu, thread_cpu_time()) {
-                (Some(a), Some(b)) => b.saturating_sub(a),
+                (Some(a), Some(b)) => b.saturating_sub(a) + elsewhere.unwrap_or_default(),
                 _ => wall,
             };
             let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
@@ -1317,6 +1354,41 @@ impl HostWork {
         wall
     }
 }
+
+/// Arguments whose schema check is run off the I/O threads: more than
+/// [`LARGE_NODES`] JSON values, or more than [`LARGE_BYTES`] of strings
+/// and keys. Counting stops at the bound, so deciding costs little.
+fn large(args: &Value) -> bool {
+    fn walk(v: &Value, nodes: &mut usize, bytes: &mut usize) -> bool {
+        *nodes += 1;
+        match v {
+            Value::String(s) => *bytes += s.len(),
+            Value::Array(a) => {
+                for x in a {
+                    if walk(x, nodes, bytes) {
+                        return true;
+                    }
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    *bytes += k.len();
+                    if walk(x, nodes, bytes) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        *nodes > LARGE_NODES || *bytes > LARGE_BYTES
+    }
+    walk(args, &mut 0, &mut 0)
+}
+
+/// See [`large`].
+const LARGE_NODES: usize = 4096;
+/// See [`large`].
+const LARGE_BYTES: usize = 256 << 10;
 
 /// The CPU time the calling thread has used.
 fn thread_cpu_time() -> Option<std::time::Duration> {
@@ -1549,5 +1621,26 @@ impl BenchWarm {
     /// Call a tool of the reused instance.
     pub async fn call(&mut self, tool: &str, args: &str) -> anyhow::Result<ToolOutput> {
         self.0.call(tool, args).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_large_arguments_are_checked_off_the_io_threads() {
+        assert!(!large(
+            &serde_json::json!({"text": "hello", "n": [1, 2, 3]})
+        ));
+        assert!(large(&serde_json::json!({ "data": vec![1; LARGE_NODES] })));
+        assert!(large(
+            &serde_json::json!({ "text": "x".repeat(LARGE_BYTES + 1) })
+        ));
+        // Keys weigh too.
+        let keys: serde_json::Map<String, Value> = (0..LARGE_NODES / 2)
+            .map(|i| (format!("{i:0>200}"), Value::Null))
+            .collect();
+        assert!(large(&Value::Object(keys)));
     }
 }
