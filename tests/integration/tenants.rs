@@ -1086,38 +1086,28 @@ fn a_thousand_calls_in_flight_across_ten_tenants_all_complete() {
     );
 }
 
-/// The quotas live on the one call path: an embedder calling
-/// `Core::call` (as the stdio and agent front ends do) gets the same
-/// refusals as the HTTP door, with no front end in between.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quotas_hold_on_core_call_without_any_front_end() {
-    use toolhost::{CallErrorKind, CallRequest, Core, HostConfig, Scope};
-    let dir = tempfile::tempdir().unwrap();
+/// `fixture` (a test component) as `SUB/SUB.wasm` under `dir`, with a
+/// manifest of `extra` TOML: a tenant's tool directory.
+fn deploy(dir: &Path, sub: &str, fixture: &str, extra: &str) {
     let td = ToolDir::new();
-    td.add("hostile", "hostile", "[limits]\ntimeout = \"30s\"\n");
-    let slow = dir.path().join("slow");
-    std::fs::create_dir(&slow).unwrap();
+    td.add(sub, fixture, extra);
+    let to = dir.join(sub);
+    std::fs::create_dir(&to).unwrap();
     for ext in ["wasm", "toml"] {
-        std::fs::copy(
-            td.path().join(format!("hostile.{ext}")),
-            slow.join(format!("hostile.{ext}")),
-        )
-        .unwrap();
+        let file = format!("{sub}.{ext}");
+        std::fs::copy(td.path().join(&file), to.join(&file)).unwrap();
     }
-    let cfg = dir.path().join("toolhost.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[tenant]]\nname = \"lib\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n\n[[tenant]]\nname = \"rate\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 3\n",
-            sha("lib-token"),
-            sha("rate-token")
-        ),
-    )
-    .unwrap();
-    let config = HostConfig::load(&cfg)
+}
+
+/// A core serving the tenants of host config `text` (written into `dir`),
+/// each from its own sources, every tool loaded.
+async fn core_of_tenants(dir: &Path, text: &str) -> toolhost::Core {
+    let cfg = dir.join("toolhost.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let config = toolhost::HostConfig::load(&cfg)
         .unwrap()
         .with_cache_dir(crate::support::test_config().engine.cache_dir);
-    let mut b = Core::builder().config(config.clone());
+    let mut b = toolhost::Core::builder().config(config.clone());
     for t in &config.tenants {
         for s in t.sources(&[]) {
             b = b.add_source(s);
@@ -1125,6 +1115,31 @@ async fn quotas_hold_on_core_call_without_any_front_end() {
     }
     let core = b.build().await.unwrap();
     assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    core
+}
+
+/// The quotas live on the one call path: an embedder calling
+/// `Core::call` (as the stdio and agent front ends do) gets the same
+/// refusals as the HTTP door, with no front end in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_on_core_call_without_any_front_end() {
+    use toolhost::{CallErrorKind, CallRequest, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    deploy(
+        dir.path(),
+        "slow",
+        "hostile",
+        "[limits]\ntimeout = \"30s\"\n",
+    );
+    let core = core_of_tenants(
+        dir.path(),
+        &format!(
+            "[[tenant]]\nname = \"lib\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n\n[[tenant]]\nname = \"rate\"\ntools = [\"slow/\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 3\n",
+            sha("lib-token"),
+            sha("rate-token")
+        ),
+    )
+    .await;
     let scope = Scope::new("lib");
     let sleep_in = |scope: &str, ms: u64| {
         let core = core.clone();
@@ -1699,41 +1714,19 @@ fn a_tenant_cannot_hold_more_sessions_or_open_requests_than_its_bounds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_checks_cost_the_tenant_fuel_even_when_they_refuse_the_call() {
-    use toolhost::{CallErrorKind, CallRequest, Core, HostConfig, Scope};
+    use toolhost::{CallErrorKind, CallRequest, Scope};
     let dir = tempfile::tempdir().unwrap();
-    let td = ToolDir::new();
-    td.add("sink", "typed-kitchen-sink", "");
-    let sink = dir.path().join("sink");
-    std::fs::create_dir(&sink).unwrap();
-    for ext in ["wasm", "toml"] {
-        std::fs::copy(
-            td.path().join(format!("sink.{ext}")),
-            sink.join(format!("sink.{ext}")),
-        )
-        .unwrap();
-    }
-    let cfg = dir.path().join("toolhost.toml");
-    std::fs::write(
-        &cfg,
-        tenant_entry(
+    deploy(dir.path(), "sink", "typed-kitchen-sink", "");
+    let core = core_of_tenants(
+        dir.path(),
+        &tenant_entry(
             "checked",
             "sink/",
             "checked-token",
             "fuel-per-minute = 1000",
         ),
     )
-    .unwrap();
-    let config = HostConfig::load(&cfg)
-        .unwrap()
-        .with_cache_dir(crate::support::test_config().engine.cache_dir);
-    let mut b = Core::builder().config(config.clone());
-    for t in &config.tenants {
-        for s in t.sources(&[]) {
-            b = b.add_source(s);
-        }
-    }
-    let core = b.build().await.unwrap();
-    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    .await;
     let bytes = |data: Vec<Value>| {
         let req = CallRequest::new(
             Scope::new("checked"),
