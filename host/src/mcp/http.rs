@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// Where and how to serve.
 #[derive(Debug, Clone)]
@@ -876,21 +875,10 @@ async fn track_responses(State(t): State<TaskTracker>, req: Request, next: Next)
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    let in_flight = InFlight { _token: t.token() };
+    let in_flight = t.token();
     next.run(req)
         .await
-        .map(|body| Body::new(body.map_frame(move |frame| in_flight.pass(frame))))
-}
-
-/// Held by a response body while it streams.
-struct InFlight {
-    _token: TaskTrackerToken,
-}
-
-impl InFlight {
-    fn pass<T>(&self, frame: T) -> T {
-        frame
-    }
+        .map(|body| Body::new(body.map_frame(move |frame| pass(&in_flight, frame))))
 }
 
 /// rmcp answers a session `DELETE` with 202 Accepted, but the session is
