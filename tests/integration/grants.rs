@@ -1232,6 +1232,56 @@ async fn a_read_write_grant_cannot_write_past_its_quota_and_deleting_frees_it() 
     );
 }
 
+#[tokio::test]
+async fn sparse_writes_are_charged_the_blocks_they_allocate_not_the_bytes_they_write() {
+    // One byte every 64 KiB allocates a block per byte: charged by bytes,
+    // 8,000 such writes took 32 MiB of disk under a 1 MiB quota.
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"1 MiB\"\n",
+            out.path().display()
+        ),
+    );
+    let core = core(d.path()).await;
+    for (file, stream) in [("p", false), ("s", true)] {
+        let (r, warnings) = call_with_events(
+            &core,
+            "scatter",
+            json!({"path": format!("/out/{file}"), "stride": 65536, "count": 8000, "stream": stream}),
+        )
+        .await;
+        let text = r.unwrap().text();
+        assert!(
+            text.contains("then:"),
+            "the writes stop (stream: {stream}): {text}"
+        );
+        let used = disk_usage(out.path());
+        assert!(
+            used <= (1 << 20) + (64 << 10),
+            "at most the quota reaches the disk (stream: {stream}): {used} bytes ({text})"
+        );
+        assert!(warnings.iter().any(|w| w.contains("quota")), "{warnings:?}");
+        eprintln!("stream: {stream}: {text}; {used} bytes on disk");
+        let removed = call(&core, "remove", json!({"path": format!("/out/{file}")}))
+            .await
+            .unwrap();
+        assert_eq!(removed.text(), "removed");
+    }
+    // After both attacks, the quota is whole again for honest writes.
+    let ok = call(
+        &core,
+        "write_path",
+        json!({"path": "/out/ok", "content": "x".repeat(512 << 10)}),
+    )
+    .await
+    .unwrap();
+    assert!(!ok.text().is_empty());
+}
+
 /// N of a "made N; then: ..." answer.
 fn made_count(out: &toolhost::ToolOutput) -> u32 {
     out.text()

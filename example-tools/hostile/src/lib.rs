@@ -60,6 +60,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("swap_names", "For `ms` milliseconds, swap the names `a` and `b` (three renames each time); report how many swaps.", swap_names))
         .tool(Tool::new("open_often", "For `ms` milliseconds, open `path` for reading and close it again; report how many opens succeeded and failed.", open_often))
         .tool(Tool::new("grow", "Set the size of `path` to `bytes` (a sparse file).", grow))
+        .tool(Tool::new("scatter", "Write one byte every `stride` bytes of `path`, `count` times, each with a positioned write (or a stream opened at that offset); report how many were written and the first error.", scatter))
         .tool(Tool::new("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output).output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes"))))
         .tool(Tool::new(
             "log_and_progress",
@@ -450,6 +451,65 @@ fn grow(a: GrowArgs) -> Result<String, ToolError> {
     f.set_len(a.bytes)
         .map_err(|e| ToolError::failed(format!("cannot grow {}: {e}", a.path)))?;
     Ok(format!("{} is {} bytes", a.path, a.bytes))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScatterArgs {
+    /// A path under a preopened directory.
+    pub path: String,
+    /// Bytes between two writes.
+    pub stride: u64,
+    /// How many writes.
+    pub count: u32,
+    /// Write through a stream opened at each offset instead of a
+    /// positioned `write`.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A sparse-file attack on a disk quota: each one-byte write far from the
+/// last allocates a whole block.
+fn scatter(a: ScatterArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let (dir, rel) = wasi::filesystem::preopens::get_directories()
+        .into_iter()
+        .find_map(|(d, guest)| {
+            let rel = a
+                .path
+                .strip_prefix(&guest)?
+                .trim_start_matches('/')
+                .to_string();
+            Some((d, rel))
+        })
+        .ok_or_else(|| ToolError::failed(format!("{} is under no preopened directory", a.path)))?;
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            &rel,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .map_err(|e| ToolError::failed(format!("cannot open {}: {e:?}", a.path)))?;
+    for i in 0..a.count {
+        let off = u64::from(i) * a.stride;
+        let r = if a.stream {
+            file.write_via_stream(off)
+                .map_err(|e| format!("{e:?}"))
+                .and_then(|s| {
+                    s.blocking_write_and_flush(&[7])
+                        .map_err(|e| format!("{e:?}"))
+                })
+        } else {
+            file.write(&[7], off)
+                .map(drop)
+                .map_err(|e| format!("{e:?}"))
+        };
+        if let Err(e) = r {
+            return Ok(format!("wrote {i}; then: {e}"));
+        }
+    }
+    Ok(format!("wrote {}", a.count))
 }
 
 /// The output `bad_output` declares.

@@ -10,11 +10,15 @@
 //!   guest, and never opened blocking (a blocking open of a FIFO holds a
 //!   host thread until a peer appears): `open-at` is toolhost's own, opens
 //!   non-blocking and checks what it opened.
-//! - **Quota**: bytes written to a read-write grant with a quota are charged
-//!   to that grant's usage, shared by all calls of the component and
-//!   measured from the directory at load; when a charge would pass the
-//!   quota, the directory is measured again (crediting deletions) before
-//!   the write is refused with `insufficient-space`.
+//! - **Quota**: what writes to a read-write grant with a quota allocate on
+//!   disk is charged to that grant's usage, shared by all calls of the
+//!   component and measured from the directory at load. Charged in blocks,
+//!   not bytes, so sparse writes (one byte every 64 KiB) pay for the block
+//!   each allocates: a positioned `write` is charged its bound before it
+//!   runs and settled to the file's allocated blocks after, a stream the
+//!   blocks it reaches. When a charge would pass the quota, the directory
+//!   is measured again (crediting deletions) before the write is refused
+//!   with `insufficient-space`.
 //!
 //! How: the few `wasi:filesystem` functions that create descriptors or
 //! write are shadowed in the linker, each checking and then delegating to
@@ -162,6 +166,23 @@ impl Quota {
         }
         drop(last);
         fits(self)
+    }
+
+    /// Settle a charge of `charged` bytes made before a write that, as it
+    /// turned out, allocated `allocated` bytes: give back the difference,
+    /// or take what the bound missed (file system metadata) without
+    /// refusing, since the write happened.
+    fn settle(&self, charged: u64, allocated: u64) {
+        if allocated >= charged {
+            self.used.fetch_add(allocated - charged, Ordering::AcqRel);
+        } else {
+            let back = charged - allocated;
+            let _ = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(u.saturating_sub(back))
+                });
+        }
     }
 
     /// Note that something under the grant was removed or renamed.
@@ -347,15 +368,30 @@ pub(crate) fn warn<T: FsEnforced>(s: &mut T) {
 }
 
 /// A file output stream whose writes are charged to a quota.
+///
+/// A stream writes its bytes one after another from where it was opened,
+/// so it is charged the blocks its writes reach, each once: one byte
+/// written far past the end of a file costs the block it allocates, not one
+/// byte (a sparse file cannot take more disk than it was charged). A
+/// stream's writes complete on another thread, so unlike a positioned
+/// `write` nothing is given back for blocks that were already allocated.
 struct Charged {
     inner: DynOutputStream,
     quota: Arc<Quota>,
     notice: Arc<Notice>,
+    /// Where the next write lands.
+    pos: u64,
+    /// The end of the blocks already charged (a block boundary).
+    charged_to: u64,
 }
 
 impl Charged {
-    fn charge(&self, n: usize) -> StreamResult<()> {
-        if self.quota.charge(n as u64) {
+    fn charge(&mut self, n: usize) -> StreamResult<()> {
+        let (from, to) = blocks_of(self.pos, n as u64);
+        let from = from.max(self.charged_to);
+        if to <= from || self.quota.charge(to - from) {
+            self.pos = self.pos.saturating_add(n as u64);
+            self.charged_to = self.charged_to.max(to);
             Ok(())
         } else {
             let m = self.quota.used_up();
@@ -567,6 +603,49 @@ async fn listing_bytes(dir: Arc<std::fs::File>) -> std::io::Result<usize> {
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// The disk's block size as quotas count it (the usual file system block
+/// and page size; a larger block only means a write is charged less than
+/// it took until the next measure).
+const BLOCK: u64 = 4096;
+
+/// The block-aligned byte range `[from, to)` that `len` bytes written at
+/// `off` reach (empty for an empty write).
+fn blocks_of(off: u64, len: u64) -> (u64, u64) {
+    if len == 0 {
+        return (off, off);
+    }
+    let end = off.saturating_add(len);
+    let from = off - off % BLOCK;
+    let to = end.div_ceil(BLOCK).saturating_mul(BLOCK);
+    (from, to)
+}
+
+/// The most a positioned write of `len` bytes at `off` into a file of
+/// `size` bytes can allocate: the blocks it reaches, and the gap it opens
+/// past the end of the file (a file system without sparse files fills it).
+fn write_bound(off: u64, len: u64, size: u64) -> u64 {
+    let (from, to) = blocks_of(off, len);
+    (to - from).saturating_add(off.saturating_sub(size))
+}
+
+/// The open file behind a guest's descriptor (`None` for a directory).
+fn file_of(
+    view: &WasiFilesystemCtxView<'_>,
+    fd: &Resource<t::Descriptor>,
+) -> Option<Arc<std::fs::File>> {
+    match view.table.get(fd).ok()? {
+        wasmtime_wasi::filesystem::Descriptor::File(f) => Some(f.file.clone()),
+        wasmtime_wasi::filesystem::Descriptor::Dir(_) => None,
+    }
+}
+
+/// Size and allocated bytes of an open file (`fstat`).
+fn allocation(file: &std::fs::File) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().ok()?;
+    Some((m.size(), m.blocks().saturating_mul(512)))
+}
+
 /// What a new directory is charged to a quota: one block.
 const DIRECTORY_BYTES: u64 = 4096;
 
@@ -749,15 +828,30 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             Box::new(async move {
                 let out = async {
                     let (call, mut view) = store.data_mut().fs_parts();
-                    if let Err(e) = call.charge(fd.rep(), buf.len() as u64) {
-                        return Ok((R::<u64>::Err(e),));
+                    // Charged what the write can allocate, then given back
+                    // what it did not (the file's blocks before and after):
+                    // a sparse write costs its block, an overwrite nothing.
+                    let rep = fd.rep();
+                    let charged = match (call.quota_of(rep), file_of(&view, &fd)) {
+                        (Some(quota), Some(file)) => {
+                            let (size, before) = allocation(&file).unwrap_or((0, 0));
+                            let bound = write_bound(off, buf.len() as u64, size);
+                            if let Err(e) = call.charge(rep, bound) {
+                                return Ok((R::<u64>::Err(e),));
+                            }
+                            Some((quota, file, before, bound))
+                        }
+                        _ => None,
+                    };
+                    let written = t::HostDescriptor::write(&mut view, fd, buf, off).await;
+                    if let Some((quota, file, before, bound)) = charged {
+                        let after = allocation(&file).map_or(before, |(_, a)| a);
+                        quota.settle(bound, after.saturating_sub(before));
                     }
-                    Ok((
-                        match t::HostDescriptor::write(&mut view, fd, buf, off).await {
-                            Ok(n) => Ok(n),
-                            Err(e) => Err(code(&mut view, e)?),
-                        },
-                    ))
+                    Ok((match written {
+                        Ok(n) => Ok(n),
+                        Err(e) => Err(code(&mut view, e)?),
+                    },))
                 }
                 .await;
                 warn(store.data_mut());
@@ -964,6 +1058,13 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             let (call, mut view) = store.fs_parts();
             let quota = call.quota_of(fd.rep());
             let notice = call.notice.clone();
+            // An append stream writes from the end of the file as it is now.
+            let pos = match (&quota, append) {
+                (Some(_), true) => file_of(&view, &fd)
+                    .and_then(|f| allocation(&f))
+                    .map_or(0, |(size, _)| size),
+                _ => off,
+            };
             let r = if append {
                 t::HostDescriptor::append_via_stream(&mut view, fd)
             } else {
@@ -981,6 +1082,8 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
                     inner,
                     quota,
                     notice,
+                    pos,
+                    charged_to: 0,
                 });
             }
             Ok((R::Ok(s),))
@@ -1064,6 +1167,21 @@ mod tests {
     /// name is when the OS opens it, a FIFO is never opened blocking and
     /// never handed to the guest, followed through a symlink or not, for
     /// reading or writing.
+    #[test]
+    fn a_write_is_bounded_by_the_blocks_it_reaches_and_the_gap_it_opens() {
+        assert_eq!(blocks_of(0, 0), (0, 0));
+        assert_eq!(blocks_of(0, 1), (0, 4096));
+        assert_eq!(blocks_of(4095, 2), (0, 8192));
+        assert_eq!(blocks_of(65536, 1), (65536, 69632));
+        // Inside the file: its blocks only.
+        assert_eq!(write_bound(100, 10, 1 << 20), 4096);
+        // Past the end: the gap too, in case the file system fills it.
+        assert_eq!(write_bound(1 << 20, 1, 4096), 4096 + (1 << 20) - 4096);
+        // No overflow at the top of the range.
+        assert_eq!(blocks_of(u64::MAX - 1, 10).1, u64::MAX);
+        assert!(write_bound(u64::MAX, u64::MAX, 0) > 0);
+    }
+
     #[tokio::test]
     async fn a_fifo_is_refused_by_what_was_opened_not_by_an_earlier_look() {
         let tmp = tempfile::tempdir().unwrap();
