@@ -526,13 +526,33 @@ impl Audit {
     }
 }
 
+/// Open the log for appending, created owner-only (0600). A log that
+/// already exists readable or writable by others (made by another tool, or
+/// before toolhost set the mode) is narrowed to its owner's bits: it names
+/// every caller and tool.
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        match file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                "the audit log was readable or writable by others (mode {:o}); narrowed to its owner",
+                mode & 0o777
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                "the audit log is readable or writable by others (mode {:o}) and could not be narrowed: {e}",
+                mode & 0o777
+            ),
+        }
+    }
+    Ok(file)
 }
 
 fn rotated(path: &Path, i: u32) -> PathBuf {
@@ -732,6 +752,34 @@ mod tests {
             })
             .collect();
         assert_eq!(tools, (0..500).map(|i| format!("t{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_existing_log_readable_by_others_is_narrowed_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let audit = Audit::open(&AuditConfig {
+            path: Some(path.clone()),
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        drop(audit);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A new one is made owner-only.
+        let fresh = dir.path().join("b.jsonl");
+        drop(
+            Audit::open(&AuditConfig {
+                path: Some(fresh.clone()),
+                ..AuditConfig::default()
+            })
+            .unwrap(),
+        );
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -749,6 +749,33 @@ impl Core {
         Err(refused)
     }
 
+    /// Charge `bytes` sent to `scope` once more (`what`: a task's kept
+    /// result, polled again) to its tenant's output quota, or refuse if
+    /// that is used up: counted and audited like a refused call. The call
+    /// paid for its result once, when it ended; every later copy is paid
+    /// for here, so polling a large result is no free way to make the host
+    /// send bytes.
+    pub(crate) async fn resend(
+        &self,
+        scope: &Scope,
+        caller: &str,
+        what: &str,
+        bytes: u64,
+    ) -> Result<(), OverQuota> {
+        let refused = match self.inner.quotas.load().resend(scope, bytes) {
+            Ok(()) => return Ok(()),
+            Err(q) => q,
+        };
+        self.inner
+            .metrics
+            .quota_rejected(scope.as_str(), refused.quota);
+        self.inner
+            .audit
+            .write_decision(scope.as_str(), caller, what, "over_quota", &refused.message)
+            .await;
+        Err(refused)
+    }
+
     /// Count a refusal a front end made before any call (a tenant's
     /// `max-sessions` or `max-open-requests` on HTTP): `what` was refused,
     /// over `quota`; with `audit`, also write its audit line, without

@@ -206,6 +206,33 @@ impl ScopeQuota {
             .map(|_| Slot(self.running.clone()))
     }
 
+    /// The refusal of a budget (`key`) that is used up now, if it is.
+    fn over(&self, b: &Budget, key: &'static str) -> Option<OverQuota> {
+        let wait = b.wait()?;
+        let secs = retry_secs(wait);
+        Some(OverQuota::new(
+            key,
+            format!(
+                "tenant `{}` is over its quota `{key} = {}`; retry in {secs} s",
+                self.tenant,
+                b.per_minute()
+            ),
+            Duration::from_secs(secs),
+        ))
+    }
+
+    /// Charge `bytes` sent again (a task's kept result, polled once more)
+    /// to the output budget, or refuse if it is used up.
+    fn resend(&self, bytes: u64) -> Result<(), OverQuota> {
+        if let Some(b) = &self.limits.load().output {
+            if let Some(over) = self.over(b, "output-bytes-per-minute") {
+                return Err(over);
+            }
+            b.charge(bytes);
+        }
+        Ok(())
+    }
+
     /// Admit one call now, or say which quota it is over and when to retry.
     /// `rate`: count it against `calls-per-minute` (a listing is not a
     /// call, but still takes a slot and burns fuel).
@@ -216,18 +243,8 @@ impl ScopeQuota {
             (&limits.output, "output-bytes-per-minute"),
             (&limits.fuel, "fuel-per-minute"),
         ] {
-            if let Some(b) = b
-                && let Some(wait) = b.wait()
-            {
-                let secs = retry_secs(wait);
-                return Err(OverQuota::new(
-                    key,
-                    format!(
-                        "tenant `{name}` is over its quota `{key} = {}`; retry in {secs} s",
-                        b.per_minute()
-                    ),
-                    Duration::from_secs(secs),
-                ));
+            if let Some(over) = b.as_ref().and_then(|b| self.over(b, key)) {
+                return Err(over);
             }
         }
         // The slot before the rate: a refused call must not use the rate up.
@@ -305,6 +322,12 @@ impl QuotaBook {
             scopes.insert(scope, q);
         }
         QuotaBook { scopes }
+    }
+
+    /// Charge `bytes` sent to `scope` again to its output budget (see
+    /// [`ScopeQuota::resend`]).
+    pub(crate) fn resend(&self, scope: &Scope, bytes: u64) -> Result<(), OverQuota> {
+        self.scopes.get(scope).map_or(Ok(()), |q| q.resend(bytes))
     }
 
     /// Admit a call of `scope` now, or say which quota it is over (`rate`:

@@ -179,6 +179,85 @@ fn a_tenant_can_neither_see_nor_stop_another_tenants_task() {
 }
 
 #[test]
+fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
+    // A task's result is kept for `[tasks] keep`: without a charge, polling
+    // it made the host send its bytes again and again for free.
+    let dir = ToolDir::new();
+    std::fs::create_dir(dir.path().join("tools-a")).unwrap();
+    copy_tool(
+        &conformance_dir(),
+        "conformance",
+        &dir.path().join("tools-a"),
+    );
+    let config = format!(
+        "{}\n[[tenant]]\nname = \"alpha\"\ntools = [\"tools-a/\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"40000\"\n",
+        cache(),
+        sha("alpha-poll-token"),
+    );
+    let server = serve(&dir, &config);
+    let addr = server.addr();
+    let a = Some("alpha-poll-token");
+    let label = "x".repeat(8000);
+    let id = task_id(&call(
+        &addr,
+        a,
+        "slow_compute",
+        json!({"seconds": 0.3, "label": label}),
+    ));
+    let (_, first) = wait_status(&addr, a, &id, "completed");
+    let text = first["result"]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(text.contains(&label), "{first}");
+    // The call paid for its result (8 KB of 40 KB a minute). Each copy
+    // after the first costs as much: a few more, then refused.
+    let mut copies = 0;
+    let refused = loop {
+        let v = task_get(&addr, a, &id);
+        if v.get("error").is_some() {
+            break v;
+        }
+        assert_eq!(v["result"]["status"], "completed", "{v}");
+        copies += 1;
+        assert!(
+            copies < 10,
+            "polling is never charged: {copies} copies sent"
+        );
+    };
+    assert!(
+        (3..=5).contains(&copies),
+        "{copies} copies before the refusal"
+    );
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("output-bytes-per-minute = 40000"), "{msg}");
+    assert!(refused["error"]["data"]["retryAfter"].as_u64().unwrap() >= 1);
+    // The budget is spent: a new call is refused at the door too.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "test_simple_text", "arguments": {}}});
+    let (status, resp) = http_post(
+        &addr,
+        &[
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "test_simple_text"),
+            ("Authorization", "Bearer alpha-poll-token"),
+        ],
+        &body.to_string(),
+    );
+    assert_eq!(status, 429, "{resp}");
+    assert!(resp.contains("output-bytes-per-minute"), "{resp}");
+    // The refusal is an audited decision.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("over_quota") && l.contains(&format!("tasks/get {id}"))),
+        "{audit}"
+    );
+}
+
+#[test]
 fn past_tasks_max_a_call_answers_in_its_request() {
     let dir = ToolDir::new();
     let server = serve(

@@ -633,7 +633,21 @@ impl ServerHandler for McpServer {
         req: GetTaskParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        self.shared.tasks.get(&req.task_id)
+        let (result, again) = self.shared.tasks.get(&req.task_id)?;
+        if let Some(bytes) = again {
+            let sh = &self.shared;
+            let what = format!("tasks/get {}", req.task_id);
+            if let Err(over) = sh.core.resend(&sh.scope, &sh.caller, &what, bytes).await {
+                // A server error (JSON-RPC's implementation-defined range):
+                // the request was valid, the tenant's budget is spent.
+                return Err(ErrorData::new(
+                    ErrorCode(-32000),
+                    over.message,
+                    Some(serde_json::json!({"retryAfter": over.retry_after.as_secs()})),
+                ));
+            }
+        }
+        Ok(result)
     }
 
     async fn update_task(

@@ -70,7 +70,13 @@ enum State {
     },
     /// The call ended: `completed`, `failed` or `cancelled` (shared, so a
     /// `tasks/get` copies a large result outside the store's lock).
-    Done(Arc<TaskPayload>),
+    Done {
+        payload: Arc<TaskPayload>,
+        /// Its size as sent (JSON).
+        bytes: u64,
+        /// A `tasks/get` has returned it.
+        sent: bool,
+    },
 }
 
 struct Question {
@@ -163,13 +169,16 @@ impl Tasks {
         Some(task)
     }
 
-    /// `tasks/get`.
-    pub(super) fn get(&self, id: &str) -> Result<GetTaskResult, ErrorData> {
+    /// `tasks/get`; with the size of the ended call's result when it was
+    /// returned before (a copy the tenant's output quota pays for: the
+    /// call paid for the first).
+    pub(super) fn get(&self, id: &str) -> Result<(GetTaskResult, Option<u64>), ErrorData> {
+        let mut again = None;
         let (task, payload) = {
             let mut tasks = self.lock();
             self.sweep(&mut tasks);
-            let e = tasks.get(id).ok_or_else(|| unknown(id))?;
-            let payload = match &e.state {
+            let e = tasks.get_mut(id).ok_or_else(|| unknown(id))?;
+            let payload = match &mut e.state {
                 State::Running { questions } if questions.is_empty() => {
                     Arc::new(TaskPayload::Working)
                 }
@@ -179,12 +188,21 @@ impl Tasks {
                         .map(|(k, q)| (k.clone(), q.request.clone()))
                         .collect(),
                 }),
-                State::Done(p) => p.clone(),
+                State::Done {
+                    payload,
+                    bytes,
+                    sent,
+                } => {
+                    if std::mem::replace(sent, true) {
+                        again = Some(*bytes);
+                    }
+                    payload.clone()
+                }
             };
             (e.task.clone(), payload)
         };
         let payload = Arc::unwrap_or_clone(payload);
-        Ok(GetTaskResult::new(DetailedTask::new(task, payload)))
+        Ok((GetTaskResult::new(DetailedTask::new(task, payload)), again))
     }
 
     /// `tasks/update`: answer the waiting questions named in `answers`;
@@ -304,7 +322,18 @@ impl Tasks {
             };
             e.task.status = payload.status();
             e.task.last_updated_at = rmcp::task_manager::current_timestamp();
-            e.state = State::Done(Arc::new(payload));
+            // Weighed once, here, outside any caller's path.
+            let bytes = match &payload {
+                TaskPayload::Completed { result: o } | TaskPayload::Failed { error: o } => {
+                    serde_json::to_vec(o).map_or(0, |v| v.len() as u64)
+                }
+                _ => 0,
+            };
+            e.state = State::Done {
+                payload: Arc::new(payload),
+                bytes,
+                sent: false,
+            };
             e.ended = Some(Instant::now());
         }
     }
@@ -593,7 +622,7 @@ mod tests {
         assert!(t.create(CancellationToken::new(), (1, 64)).is_some());
         assert_eq!(t.get(&a.task_id).unwrap_err().code.0, -32602);
         assert_eq!(
-            t.get(&b.task_id).unwrap().task.status(),
+            t.get(&b.task_id).unwrap().0.task.status(),
             TaskStatus::Working
         );
     }
@@ -606,7 +635,10 @@ mod tests {
         let mut rx = t
             .ask(&id, "q".into(), "elicitation/create".into(), elicit())
             .unwrap();
-        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::InputRequired);
+        assert_eq!(
+            t.get(&id).unwrap().0.task.status(),
+            TaskStatus::InputRequired
+        );
         let mut answers = BTreeMap::new();
         answers.insert("unknown".to_string(), serde_json::json!({}));
         t.update(&id, answers).unwrap();
@@ -615,7 +647,7 @@ mod tests {
         answers.insert("q".to_string(), serde_json::json!({"action": "accept"}));
         t.update(&id, answers).unwrap();
         assert_eq!(rx.try_recv().unwrap()["action"], "accept");
-        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::Working);
+        assert_eq!(t.get(&id).unwrap().0.task.status(), TaskStatus::Working);
     }
 
     #[test]
@@ -655,7 +687,10 @@ mod tests {
         assert_eq!(e.code.0, -32602);
         assert!(e.message.contains("`action` is missing"), "{e:?}");
         assert!(rx.try_recv().is_err());
-        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::InputRequired);
+        assert_eq!(
+            t.get(&id).unwrap().0.task.status(),
+            TaskStatus::InputRequired
+        );
     }
 
     #[test]
@@ -676,7 +711,7 @@ mod tests {
                 result: JsonObject::new(),
             },
         );
-        assert_eq!(t.get(&id).unwrap().task.status(), TaskStatus::Cancelled);
+        assert_eq!(t.get(&id).unwrap().0.task.status(), TaskStatus::Cancelled);
         // Cancelling an ended task is fine; an unknown one is -32602.
         t.cancel(&id).unwrap();
         assert_eq!(t.cancel("nope").unwrap_err().code.0, -32602);
