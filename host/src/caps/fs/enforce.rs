@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceTable};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::filesystem::{preopens, types as t};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
@@ -664,21 +664,40 @@ const PREOPENS: &str = "wasi:filesystem/preopens@0.2.12";
 /// `wasi:filesystem` in `linker` (which already has wasmtime-wasi's).
 pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Result<()> {
     linker.allow_shadowing(true);
-    {
-        let mut i = linker.instance(PREOPENS)?;
-        i.func_wrap("get-directories", |mut store, (): ()| {
-            let (call, mut view) = store.data_mut().fs_parts();
-            let dirs = preopens::Host::get_directories(&mut view)?;
-            for (d, guest) in &dirs {
-                if let Some(i) = call.grants.iter().position(|(g, _)| g == guest) {
-                    call.grant_of.insert(d.rep(), i);
-                }
-                call.open.remove(&d.rep());
-            }
-            Ok((dirs,))
-        })?;
-    }
+    shadow_get_directories(&mut linker.instance(PREOPENS)?)?;
     let mut i = linker.instance(TYPES)?;
+    shadow_read_directory(&mut i)?;
+    shadow_open_at(&mut i)?;
+    shadow_write(&mut i)?;
+    shadow_set_size(&mut i)?;
+    shadow_create_directory_at(&mut i)?;
+    shadow_links(&mut i)?;
+    shadow_removals(&mut i)?;
+    shadow_rename_at(&mut i)?;
+    shadow_output_streams(&mut i)?;
+    Ok(())
+}
+
+/// `get-directories`: notes which grant each preopened directory is, and
+/// does not count the preopens against the call's open descriptors.
+fn shadow_get_directories<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
+    i.func_wrap("get-directories", |mut store, (): ()| {
+        let (call, mut view) = store.data_mut().fs_parts();
+        let dirs = preopens::Host::get_directories(&mut view)?;
+        for (d, guest) in &dirs {
+            if let Some(i) = call.grants.iter().position(|(g, _)| g == guest) {
+                call.grant_of.insert(d.rep(), i);
+            }
+            call.open.remove(&d.rep());
+        }
+        Ok((dirs,))
+    })?;
+    Ok(())
+}
+
+/// `read-directory` and the listing stream's destructor: a listing is
+/// charged to the call's memory limit while it is held.
+fn shadow_read_directory<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     // A listing is held whole in host memory by wasmtime-wasi until its
     // stream is dropped: it is charged to the call's memory limit first,
     // and given back by the stream's destructor (below).
@@ -741,6 +760,12 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             Ok(())
         },
     )?;
+    Ok(())
+}
+
+/// `open-at`: toolhost's own [`open_at`], refusing special files, charging a
+/// created entry to the quota and counting the new descriptor.
+fn shadow_open_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.open-at",
         |mut store,
@@ -822,6 +847,12 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `write` (positioned): charged to the quota what it can allocate, settled
+/// to what it did.
+fn shadow_write<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.write",
         |mut store, (fd, buf, off): (Resource<t::Descriptor>, Vec<u8>, u64)| {
@@ -859,6 +890,11 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `set-size`: growing a file is charged to the quota.
+fn shadow_set_size<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.set-size",
         |mut store, (fd, size): (Resource<t::Descriptor>, u64)| {
@@ -886,6 +922,11 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `create-directory-at`: a new directory is charged to the quota.
+fn shadow_create_directory_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.create-directory-at",
         |mut store, (fd, path): (Resource<t::Descriptor>, String)| {
@@ -910,6 +951,11 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `symlink-at` and `link-at`: a new name is charged to the quota.
+fn shadow_links<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.symlink-at",
         |mut store, (fd, old, new): (Resource<t::Descriptor>, String, String)| {
@@ -962,6 +1008,12 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `unlink-file-at` and `remove-directory-at`: a removal marks the quota as
+/// possibly freed, so a refused write measures again.
+fn shadow_removals<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     for name in [
         "[method]descriptor.unlink-file-at",
         "[method]descriptor.remove-directory-at",
@@ -990,6 +1042,12 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             },
         )?;
     }
+    Ok(())
+}
+
+/// `rename-at`: a move into another quota is charged there (a directory is
+/// refused); a move out of a quota marks it as possibly freed.
+fn shadow_rename_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap_async(
         "[method]descriptor.rename-at",
         |mut store,
@@ -1050,6 +1108,12 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
             })
         },
     )?;
+    Ok(())
+}
+
+/// `write-via-stream` and `append-via-stream`: under a quota, the stream is
+/// wrapped so each write is charged.
+fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     for (name, append) in [
         ("[method]descriptor.write-via-stream", false),
         ("[method]descriptor.append-via-stream", true),
