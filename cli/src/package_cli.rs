@@ -134,152 +134,14 @@ pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
             output,
             name,
             version,
-        } => {
-            let pkg = toolhost_package::pack(&dir, &PackOptions { name, version })?;
-            let out =
-                output.unwrap_or_else(|| PathBuf::from(format!("{}.oci.tar", pkg.config.name)));
-            Layout::with_package(&pkg).write(&out)?;
-            println!("{} {}", pkg.digest, out.display());
-            eprintln!(
-                "packed {} ({} layers, component {} bytes) into {}",
-                pkg.config.name,
-                pkg.manifest.layers.len(),
-                pkg.component().len(),
-                out.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        PackageCommand::Push { package, reference } => {
-            let r = RegistryRef::parse(&reference)?;
-            let (pkg, sigs) = if is_layout(&package) {
-                let layout = Layout::read(&package)?;
-                let what = package.display().to_string();
-                let f = toolhost_package::source::from_layout(
-                    &layout,
-                    &what,
-                    toolhost_package::Origin::File(what.clone()),
-                )?;
-                (f.package, f.signatures)
-            } else {
-                (
-                    toolhost_package::pack(&package, &PackOptions::default())?,
-                    SignatureManifest::default(),
-                )
-            };
-            let reg = Registry::for_ref(&r);
-            let digest = reg.push_package(&r, &pkg).await?;
-            let repo = r.repository();
-            let mut keep = SignatureManifest::default();
-            for s in sigs.signatures {
-                match toolhost_package::sign::SimpleSigning::parse(&s.payload) {
-                    Ok(p) if p.critical.identity.docker_reference == repo => {
-                        keep.signatures.push(s)
-                    }
-                    Ok(p) => eprintln!(
-                        "warning: not pushing a signature naming {} (this push goes to {repo}); sign the pushed package with `toolhost sign {repo}@{digest} --key KEY`",
-                        p.critical.identity.docker_reference
-                    ),
-                    Err(e) => eprintln!("warning: not pushing an unreadable signature: {e}"),
-                }
-            }
-            if !keep.signatures.is_empty() {
-                reg.push_signatures(&r, &digest, &keep).await?;
-                eprintln!("pushed {} signature(s)", keep.signatures.len());
-            }
-            println!("{repo}@{digest}");
-            Ok(ExitCode::SUCCESS)
-        }
+        } => pack(&dir, output, name, version),
+        PackageCommand::Push { package, reference } => push(&package, &reference).await,
         PackageCommand::Sign {
             target,
             key,
             identity,
-        } => {
-            let key = SigningKey::load(&key, password().as_deref())?;
-            let path = Path::new(&target);
-            if path.exists() {
-                let identity = identity.context(
-                    "signing a file needs --identity REGISTRY/REPOSITORY: the name the signature vouches for",
-                )?;
-                RegistryRef::parse(&identity)?;
-                let mut layout = Layout::read(path)?;
-                let (digest, _) = layout.package_entry(&target)?;
-                let mut sigs =
-                    toolhost_package::source::signatures_in_layout(&layout, &digest, &target)?;
-                sigs.add(key.sign(&identity, &digest)?, key.public());
-                let (raw, blobs) = sigs.to_oci();
-                for (d, b) in blobs {
-                    layout.blobs.insert(d, b);
-                }
-                layout.add_manifest(raw, None, &digest.signature_tag());
-                layout.write(path)?;
-                eprintln!(
-                    "signed {target} ({}) as {identity} with {} ({}); {} signature(s)",
-                    digest.short(),
-                    key.public().origin,
-                    key.public().fingerprint(),
-                    sigs.signatures.len()
-                );
-            } else {
-                let r = RegistryRef::parse(&target)?;
-                if let Some(i) = &identity
-                    && *i != r.repository()
-                {
-                    bail!(
-                        "--identity {i} differs from the repository {}: a registry signature names its own repository",
-                        r.repository()
-                    );
-                }
-                let reg = Registry::for_ref(&r);
-                let pkg = reg.pull_package(&r).await?;
-                let mut sigs = reg.pull_signatures(&r, &pkg.digest).await?;
-                sigs.add(key.sign(&r.repository(), &pkg.digest)?, key.public());
-                reg.push_signatures(&r, &pkg.digest, &sigs).await?;
-                eprintln!(
-                    "signed {}@{} with {} ({}); {} signature(s)",
-                    r.repository(),
-                    pkg.digest,
-                    key.public().origin,
-                    key.public().fingerprint(),
-                    sigs.signatures.len()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        PackageCommand::Keygen { prefix, encrypt } => {
-            let key = SigningKey::generate()?;
-            let private = PathBuf::from(format!("{}.key", prefix.display()));
-            let public = PathBuf::from(format!("{}.pub", prefix.display()));
-            for p in [&private, &public] {
-                if p.exists() {
-                    bail!("{} exists; not overwriting a key", p.display());
-                }
-            }
-            let pem = if encrypt {
-                let pw = password().context("--encrypt needs the password in COSIGN_PASSWORD")?;
-                key.to_encrypted_pem(&pw)?
-            } else {
-                key.to_pem()?
-            };
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&private)
-                    .with_context(|| private.display().to_string())?;
-                f.write_all(pem.as_bytes())?;
-            }
-            std::fs::write(&public, key.public().to_pem())?;
-            println!("{}", key.public().fingerprint());
-            eprintln!(
-                "wrote {} (private, keep it secret) and {} (trust it with [[trust]] keys = [\"{}\"])",
-                private.display(),
-                public.display(),
-                public.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => sign(target, &key, identity).await,
+        PackageCommand::Keygen { prefix, encrypt } => keygen(&prefix, encrypt),
         PackageCommand::Install {
             source,
             store,
@@ -287,104 +149,290 @@ pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
             allow_unsigned,
             accept_new_grants,
         } => {
-            let store = store.open()?;
-            let host = crate::cli::host_config(&config)?;
-            let trust = TrustPolicy::load(&host.trust)?;
-            let src = Source::parse(&source)?;
             let opts = InstallOptions {
                 allow_unsigned,
                 accept_new_grants,
             };
-            let installed = match store.install(&src, &host, &trust, &opts).await {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            for w in &installed.warnings {
-                eprintln!("{w}");
-            }
-            eprint!("{}", installed.review);
-            if !installed.new_grants.is_empty() {
-                eprintln!("accepted new grants (--accept-new-grants):");
-                for g in &installed.new_grants {
-                    eprintln!("  + {g}");
-                }
-            }
-            let signer = match &installed.entry.signer {
-                Some(s) => format!("signed by {} ({}) as {}", s.key, s.fingerprint, s.identity),
-                None => "UNSIGNED".to_string(),
-            };
-            let (what, was) = match &installed.replaced {
-                Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
-                None => ("installed", String::new()),
-            };
-            eprintln!(
-                "{what} {} {}{was} into {}; {signer}",
-                installed.name,
-                installed.entry.digest,
-                store.root().display()
-            );
-            println!("{} {}", installed.name, installed.entry.digest);
-            Ok(ExitCode::SUCCESS)
+            install(&source, &store, &config, &opts).await
         }
-        PackageCommand::Tools { store, json } => {
-            let store = store.open()?;
-            let list = store.list()?;
-            if json {
-                let v: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|l| {
-                        serde_json::json!({
-                            "name": l.name,
-                            "digest": l.entry.digest,
-                            "version": l.entry.version,
-                            "source": l.entry.source,
-                            "signer": l.entry.signer,
-                            "grants": l.grants.as_ref().map(summarize).unwrap_or_default(),
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if list.is_empty() {
-                eprintln!("nothing installed in {}", store.root().display());
-            } else {
-                for l in &list {
-                    println!(
-                        "{} {} {}",
-                        l.name,
-                        l.entry.version.as_deref().unwrap_or("-"),
-                        l.entry.digest
-                    );
-                    println!("  source: {}", l.entry.source);
-                    match &l.entry.signer {
-                        Some(s) => {
-                            println!("  signer: {} ({}) as {}", s.key, s.fingerprint, s.identity)
-                        }
-                        None => println!("  signer: none (installed with --allow-unsigned)"),
-                    }
-                    match &l.grants {
-                        Ok(g) => {
-                            for line in summarize(g) {
-                                println!("  {line}");
-                            }
-                        }
-                        Err(e) => println!("  grants: unreadable: {e}"),
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        PackageCommand::Remove { name, store } => {
-            let store = store.open()?;
-            let e = store.remove(&name)?;
-            eprintln!(
-                "removed {name} ({}) from {}",
-                e.digest,
-                store.root().display()
-            );
-            Ok(ExitCode::SUCCESS)
+        PackageCommand::Tools { store, json } => list_tools(&store, json),
+        PackageCommand::Remove { name, store } => remove(&name, &store),
+    }
+}
+
+/// `pack`: a tool directory into a .tar or layout directory.
+fn pack(
+    dir: &Path,
+    output: Option<PathBuf>,
+    name: Option<String>,
+    version: Option<String>,
+) -> Result<ExitCode> {
+    let pkg = toolhost_package::pack(dir, &PackOptions { name, version })?;
+    let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.oci.tar", pkg.config.name)));
+    Layout::with_package(&pkg).write(&out)?;
+    println!("{} {}", pkg.digest, out.display());
+    eprintln!(
+        "packed {} ({} layers, component {} bytes) into {}",
+        pkg.config.name,
+        pkg.manifest.layers.len(),
+        pkg.component().len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `push`: a packed layout with the signatures naming the target repository,
+/// or a tool directory packed on the fly.
+async fn push(package: &Path, reference: &str) -> Result<ExitCode> {
+    let r = RegistryRef::parse(reference)?;
+    let (pkg, sigs) = if is_layout(package) {
+        let layout = Layout::read(package)?;
+        let what = package.display().to_string();
+        let f = toolhost_package::source::from_layout(
+            &layout,
+            &what,
+            toolhost_package::Origin::File(what.clone()),
+        )?;
+        (f.package, f.signatures)
+    } else {
+        (
+            toolhost_package::pack(package, &PackOptions::default())?,
+            SignatureManifest::default(),
+        )
+    };
+    let reg = Registry::for_ref(&r);
+    let digest = reg.push_package(&r, &pkg).await?;
+    let repo = r.repository();
+    let mut keep = SignatureManifest::default();
+    for s in sigs.signatures {
+        match toolhost_package::sign::SimpleSigning::parse(&s.payload) {
+            Ok(p) if p.critical.identity.docker_reference == repo => keep.signatures.push(s),
+            Ok(p) => eprintln!(
+                "warning: not pushing a signature naming {} (this push goes to {repo}); sign the pushed package with `toolhost sign {repo}@{digest} --key KEY`",
+                p.critical.identity.docker_reference
+            ),
+            Err(e) => eprintln!("warning: not pushing an unreadable signature: {e}"),
         }
     }
+    if !keep.signatures.is_empty() {
+        reg.push_signatures(&r, &digest, &keep).await?;
+        eprintln!("pushed {} signature(s)", keep.signatures.len());
+    }
+    println!("{repo}@{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sign`: a packed layout on disk, or a package in a registry.
+async fn sign(target: String, key: &Path, identity: Option<String>) -> Result<ExitCode> {
+    let key = SigningKey::load(key, password().as_deref())?;
+    let path = Path::new(&target);
+    if path.exists() {
+        sign_layout(path, &target, &key, identity)?;
+    } else {
+        sign_in_registry(&target, &key, identity).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sign the package in the layout at `path`, the signature added to the file.
+fn sign_layout(
+    path: &Path,
+    target: &str,
+    key: &SigningKey,
+    identity: Option<String>,
+) -> Result<()> {
+    let identity = identity.context(
+        "signing a file needs --identity REGISTRY/REPOSITORY: the name the signature vouches for",
+    )?;
+    RegistryRef::parse(&identity)?;
+    let mut layout = Layout::read(path)?;
+    let (digest, _) = layout.package_entry(target)?;
+    let mut sigs = toolhost_package::source::signatures_in_layout(&layout, &digest, target)?;
+    sigs.add(key.sign(&identity, &digest)?, key.public());
+    let (raw, blobs) = sigs.to_oci();
+    for (d, b) in blobs {
+        layout.blobs.insert(d, b);
+    }
+    layout.add_manifest(raw, None, &digest.signature_tag());
+    layout.write(path)?;
+    eprintln!(
+        "signed {target} ({}) as {identity} with {} ({}); {} signature(s)",
+        digest.short(),
+        key.public().origin,
+        key.public().fingerprint(),
+        sigs.signatures.len()
+    );
+    Ok(())
+}
+
+/// Sign a package in a registry: its signatures pulled, added to and pushed back.
+async fn sign_in_registry(target: &str, key: &SigningKey, identity: Option<String>) -> Result<()> {
+    let r = RegistryRef::parse(target)?;
+    if let Some(i) = &identity
+        && *i != r.repository()
+    {
+        bail!(
+            "--identity {i} differs from the repository {}: a registry signature names its own repository",
+            r.repository()
+        );
+    }
+    let reg = Registry::for_ref(&r);
+    let pkg = reg.pull_package(&r).await?;
+    let mut sigs = reg.pull_signatures(&r, &pkg.digest).await?;
+    sigs.add(key.sign(&r.repository(), &pkg.digest)?, key.public());
+    reg.push_signatures(&r, &pkg.digest, &sigs).await?;
+    eprintln!(
+        "signed {}@{} with {} ({}); {} signature(s)",
+        r.repository(),
+        pkg.digest,
+        key.public().origin,
+        key.public().fingerprint(),
+        sigs.signatures.len()
+    );
+    Ok(())
+}
+
+/// `keygen`: PREFIX.key (mode 0600, optionally encrypted) and PREFIX.pub.
+fn keygen(prefix: &Path, encrypt: bool) -> Result<ExitCode> {
+    let key = SigningKey::generate()?;
+    let private = PathBuf::from(format!("{}.key", prefix.display()));
+    let public = PathBuf::from(format!("{}.pub", prefix.display()));
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!("{} exists; not overwriting a key", p.display());
+        }
+    }
+    let pem = if encrypt {
+        let pw = password().context("--encrypt needs the password in COSIGN_PASSWORD")?;
+        key.to_encrypted_pem(&pw)?
+    } else {
+        key.to_pem()?
+    };
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&private)
+            .with_context(|| private.display().to_string())?;
+        f.write_all(pem.as_bytes())?;
+    }
+    std::fs::write(&public, key.public().to_pem())?;
+    println!("{}", key.public().fingerprint());
+    eprintln!(
+        "wrote {} (private, keep it secret) and {} (trust it with [[trust]] keys = [\"{}\"])",
+        private.display(),
+        public.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `install`: fetch, verify and review a package into the store, printing
+/// the review and what was installed (a refusal is exit code 1).
+async fn install(
+    source: &str,
+    store: &StoreOpts,
+    config: &Option<PathBuf>,
+    opts: &InstallOptions,
+) -> Result<ExitCode> {
+    let store = store.open()?;
+    let host = crate::cli::host_config(config)?;
+    let trust = TrustPolicy::load(&host.trust)?;
+    let src = Source::parse(source)?;
+    let installed = match store.install(&src, &host, &trust, opts).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for w in &installed.warnings {
+        eprintln!("{w}");
+    }
+    eprint!("{}", installed.review);
+    if !installed.new_grants.is_empty() {
+        eprintln!("accepted new grants (--accept-new-grants):");
+        for g in &installed.new_grants {
+            eprintln!("  + {g}");
+        }
+    }
+    let signer = match &installed.entry.signer {
+        Some(s) => format!("signed by {} ({}) as {}", s.key, s.fingerprint, s.identity),
+        None => "UNSIGNED".to_string(),
+    };
+    let (what, was) = match &installed.replaced {
+        Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
+        None => ("installed", String::new()),
+    };
+    eprintln!(
+        "{what} {} {}{was} into {}; {signer}",
+        installed.name,
+        installed.entry.digest,
+        store.root().display()
+    );
+    println!("{} {}", installed.name, installed.entry.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tools`: the installed packages with their grants and signer, as text or JSON.
+fn list_tools(store: &StoreOpts, json: bool) -> Result<ExitCode> {
+    let store = store.open()?;
+    let list = store.list()?;
+    if json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "name": l.name,
+                    "digest": l.entry.digest,
+                    "version": l.entry.version,
+                    "source": l.entry.source,
+                    "signer": l.entry.signer,
+                    "grants": l.grants.as_ref().map(summarize).unwrap_or_default(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if list.is_empty() {
+        eprintln!("nothing installed in {}", store.root().display());
+    } else {
+        for l in &list {
+            println!(
+                "{} {} {}",
+                l.name,
+                l.entry.version.as_deref().unwrap_or("-"),
+                l.entry.digest
+            );
+            println!("  source: {}", l.entry.source);
+            match &l.entry.signer {
+                Some(s) => {
+                    println!("  signer: {} ({}) as {}", s.key, s.fingerprint, s.identity)
+                }
+                None => println!("  signer: none (installed with --allow-unsigned)"),
+            }
+            match &l.grants {
+                Ok(g) => {
+                    for line in summarize(g) {
+                        println!("  {line}");
+                    }
+                }
+                Err(e) => println!("  grants: unreadable: {e}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `remove`: uninstall a package.
+fn remove(name: &str, store: &StoreOpts) -> Result<ExitCode> {
+    let store = store.open()?;
+    let e = store.remove(name)?;
+    eprintln!(
+        "removed {name} ({}) from {}",
+        e.digest,
+        store.root().display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
