@@ -13,7 +13,7 @@ use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::caps::fs::HostState;
 use crate::caps::{
     self, AllowList, CapError, Caps, ClientRequestKind, HostPattern, LimitCaps, Limits,
-    limits::{MAX_DURATION, MAX_MEMORY, parse_duration, parse_size},
+    limits::{MAX_DURATION, MAX_MEMORY, SizeText, parse_duration, parse_size},
 };
 use crate::diagnostic::{Collector, Diagnostic, Diagnostics, section};
 use crate::manifest::Manifest;
@@ -429,7 +429,7 @@ fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
     }
 }
 
-fn size(v: &Spanned<String>, lo: u64, hi: u64, cx: &mut Collector<'_>) -> Option<u64> {
+fn size(v: &Spanned<SizeText>, lo: u64, hi: u64, cx: &mut Collector<'_>) -> Option<u64> {
     match parse_size(v.get_ref()) {
         Ok(n) if n < lo || n > hi => {
             cx.error(
@@ -504,11 +504,11 @@ struct RawEngine {
     cache_dir: Option<Spanned<String>>,
     max_instances: Option<Spanned<u32>>,
     epoch_tick: Option<Spanned<String>>,
-    max_wasm_stack: Option<Spanned<String>>,
-    memory_keep_resident: Option<Spanned<String>>,
+    max_wasm_stack: Option<Spanned<SizeText>>,
+    memory_keep_resident: Option<Spanned<SizeText>>,
     pagemap_scan: Option<bool>,
     prewarm: Option<Spanned<u32>>,
-    prewarm_memory: Option<Spanned<String>>,
+    prewarm_memory: Option<Spanned<SizeText>>,
     load_parallelism: Option<Spanned<u32>>,
     guest_priority: Option<Spanned<String>>,
 }
@@ -592,9 +592,9 @@ impl RawEngine {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct RawLimits {
     timeout: Option<Spanned<String>>,
-    memory: Option<Spanned<String>>,
+    memory: Option<Spanned<SizeText>>,
     fuel: Option<Spanned<u64>>,
-    max_output: Option<Spanned<String>>,
+    max_output: Option<Spanned<SizeText>>,
     max_concurrency: Option<Spanned<u32>>,
     handles: Option<Spanned<u32>>,
     pool_share: Option<Spanned<f64>>,
@@ -654,8 +654,8 @@ impl RawLimits {
 pub(crate) struct RawFs {
     roots: Option<Vec<Spanned<String>>>,
     deny_rw: Option<bool>,
-    default_quota: Option<Spanned<String>>,
-    max_quota: Option<Spanned<String>>,
+    default_quota: Option<Spanned<SizeText>>,
+    max_quota: Option<Spanned<SizeText>>,
     max_open: Option<Spanned<u64>>,
 }
 
@@ -748,8 +748,8 @@ impl RawClient {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawOutput {
-    max_stdio: Option<Spanned<String>>,
-    event_budget: Option<Spanned<String>>,
+    max_stdio: Option<Spanned<SizeText>>,
+    event_budget: Option<Spanned<SizeText>>,
     event_overhead: Option<Spanned<u32>>,
 }
 
@@ -776,7 +776,7 @@ struct RawAudit {
     path: Option<Spanned<String>>,
     fsync: Option<Spanned<String>>,
     fsync_interval: Option<Spanned<String>>,
-    max_size: Option<Spanned<String>>,
+    max_size: Option<Spanned<SizeText>>,
     keep: Option<Spanned<u32>>,
     queue: Option<Spanned<u32>>,
     raw_arguments: Option<bool>,
@@ -866,6 +866,42 @@ mod tests {
         .unwrap_err();
         let lines: Vec<usize> = e.items.iter().map(|d| d.line.unwrap()).collect();
         assert_eq!(lines, vec![2, 4, 5, 6, 7, 9], "{}", e.render());
+    }
+
+    #[test]
+    fn a_size_is_a_text_or_a_number_of_bytes() {
+        let ok = HostConfig::parse(
+            Path::new("t.toml"),
+            "[limits]\nmemory = 268435456\nmax-output = \"64 KiB\"\n[output]\nevent-budget = 1_024\n",
+        )
+        .unwrap();
+        assert_eq!(ok.caps.limits.max.memory, 256 << 20);
+        assert_eq!(ok.caps.limits.max.max_output, 64 << 10);
+        assert_eq!(ok.caps.stdio.event_budget, 1024);
+        for (bad, says) in [
+            ("-5", "a size cannot be negative (-5)"),
+            (
+                "1.5",
+                r#"expected a size: a number of bytes, or a text such as "64 MiB""#,
+            ),
+        ] {
+            let e = HostConfig::parse(Path::new("t.toml"), &format!("[limits]\nmemory = {bad}\n"))
+                .unwrap_err();
+            assert_eq!(e.items[0].line, Some(2));
+            assert!(e.render().contains(says), "{}", e.render());
+        }
+        // The manifest reads sizes the same way.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("t.wasm"), "").unwrap();
+        let m = Manifest::parse(
+            &d.path().join("t.toml"),
+            &format!(
+                "[component]\npath = \"t.wasm\"\nsha256 = \"{}\"\n[limits]\nmemory = 1048576\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap();
+        assert_eq!(m.limits.memory, 1 << 20);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! state on its call path (`quota`), the HTTP front end (`mcp::auth`) the
 //! credentials into credential checks.
 
+use crate::caps::limits::SizeText;
 use crate::caps::{AllowList, Caps, HostPattern};
 use crate::catalog::{Scope, Source};
 use crate::config::{FS_KEYS, LIMITS_KEYS, RawEnv, RawFs, RawLimits, RawNetwork};
@@ -196,7 +197,7 @@ struct RawTenant {
     token_sha256: Vec<Spanned<String>>,
     max_concurrent: Option<Spanned<u32>>,
     calls_per_minute: Option<Spanned<u32>>,
-    output_bytes_per_minute: Option<Spanned<String>>,
+    output_bytes_per_minute: Option<Spanned<SizeText>>,
     fuel_per_minute: Option<Spanned<u64>>,
     // `[[tenant]]` only (refused in an `[[agent]]`: agents are not served
     // over HTTP):

@@ -241,6 +241,49 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// The largest memory a 32-bit linear memory can address.
 pub(crate) const MAX_MEMORY: u64 = 4 << 30;
 
+/// A size as a manifest or the host config writes it: a text (`"64 MiB"`)
+/// or a whole number of bytes (`65536`), read as [`parse_size`] reads text.
+/// Anything else is refused where it stands, saying what would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SizeText(String);
+
+impl std::ops::Deref for SizeText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SizeText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SizeText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a size: a number of bytes, or a text such as "64 MiB""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeText, E> {
+                Ok(SizeText(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeText, E> {
+                Ok(SizeText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeText, E> {
+                u64::try_from(v)
+                    .map(|v| SizeText(v.to_string()))
+                    .map_err(|_| E::custom(format!("a size cannot be negative ({v})")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Parse a size: `4096`, `512 KiB`, `64MiB`, `1 GB` (KB/MB/GB are powers of
 /// 1000). The error says what was wrong and what would work.
 pub fn parse_size(s: &str) -> Result<u64, String> {

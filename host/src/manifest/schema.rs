@@ -2,6 +2,7 @@
 //! have, with spans for diagnostics. No checks beyond types live here: what
 //! the values mean is decided by `normalize` and the capability units.
 
+use crate::caps::limits::SizeText;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -29,9 +30,9 @@ pub(crate) struct Component {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(crate) struct Limits {
     pub(crate) timeout: Option<Spanned<String>>,
-    pub(crate) memory: Option<Spanned<String>>,
+    pub(crate) memory: Option<Spanned<SizeText>>,
     pub(crate) fuel: Option<Spanned<u64>>,
-    pub(crate) max_output: Option<Spanned<String>>,
+    pub(crate) max_output: Option<Spanned<SizeText>>,
     pub(crate) max_concurrency: Option<Spanned<u32>>,
 }
 
@@ -42,7 +43,7 @@ pub(crate) struct Fs {
     pub(crate) guest: Spanned<String>,
     pub(crate) host: Spanned<String>,
     pub(crate) mode: Spanned<String>,
-    pub(crate) quota: Option<Spanned<String>>,
+    pub(crate) quota: Option<Spanned<SizeText>>,
 }
 
 /// `[env]`.
