@@ -7,7 +7,7 @@
 //! expected there: `/items/2/id: expected u16 ≤ 65535, got 70000`.
 
 use super::schema::NON_FINITE;
-use super::ty::{Signature, Ty, int_bounds};
+use super::ty::{Case, Field, Signature, Ty, int_bounds};
 use serde_json::{Map, Number, Value};
 use std::fmt;
 use wasmtime::component::Val;
@@ -277,8 +277,14 @@ fn float_from_json(v: &Value, ty: &Ty, path: &Path) -> Result<f64, ValueError> {
     }
 }
 
+/// The error for a value of the wrong JSON kind: what `ty` expects, and
+/// what was given.
+fn mismatch(v: &Value, ty: &Ty, path: &Path) -> ValueError {
+    path.err(format!("expected {}, got {}", expected(ty), got(v)))
+}
+
 fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
-    let wrong = |path: &Path| path.err(format!("expected {}, got {}", expected(ty), got(v)));
+    let wrong = |path: &Path| mismatch(v, ty, path);
     Ok(match ty {
         Ty::Bool => Val::Bool(v.as_bool().ok_or_else(|| wrong(path))?),
         Ty::S8 => Val::S8(int_from_json(v, ty, path)? as i8),
@@ -290,31 +296,8 @@ fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
         Ty::S64 => Val::S64(int_from_json(v, ty, path)? as i64),
         Ty::U64 => Val::U64(int_from_json(v, ty, path)? as u64),
         Ty::F64 => Val::Float64(float_from_json(v, ty, path)?),
-        Ty::F32 => {
-            let f = float_from_json(v, ty, path)?;
-            let x = f as f32;
-            if x.is_infinite() && f.is_finite() {
-                return Err(path.err(format!(
-                    "expected f32, got {}: beyond the f32 range (±3.4028235e38)",
-                    got(v)
-                )));
-            }
-            Val::Float32(x)
-        }
-        Ty::Char => {
-            let s = v.as_str().ok_or_else(|| wrong(path))?;
-            let mut cs = s.chars();
-            match (cs.next(), cs.next()) {
-                (Some(c), None) => Val::Char(c),
-                _ => {
-                    return Err(path.err(format!(
-                        "expected char (a string of exactly one Unicode character), got {} ({} characters)",
-                        got(v),
-                        s.chars().count()
-                    )));
-                }
-            }
-        }
+        Ty::F32 => Val::Float32(f32_from_json(v, ty, path)?),
+        Ty::Char => Val::Char(char_from_json(v, ty, path)?),
         Ty::String => Val::String(v.as_str().ok_or_else(|| wrong(path))?.to_string()),
         Ty::List(t) => {
             let items = v.as_array().ok_or_else(|| wrong(path))?;
@@ -326,87 +309,9 @@ fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
                     .collect::<Result<_, _>>()?,
             )
         }
-        Ty::Tuple(ts) => {
-            let items = v.as_array().ok_or_else(|| wrong(path))?;
-            if items.len() != ts.len() {
-                return Err(path.err(format!(
-                    "expected a tuple of {} items, got {}",
-                    ts.len(),
-                    items.len()
-                )));
-            }
-            Val::Tuple(
-                items
-                    .iter()
-                    .zip(ts)
-                    .enumerate()
-                    .map(|(i, (x, t))| path.index(i, |p| convert(x, t, p)))
-                    .collect::<Result<_, _>>()?,
-            )
-        }
-        Ty::Record(fields) => {
-            let obj = v.as_object().ok_or_else(|| wrong(path))?;
-            if let Some(k) = obj.keys().find(|k| !fields.iter().any(|f| &f.name == *k)) {
-                return Err(path.key(k, |p| {
-                    p.err(format!(
-                        "unexpected field (record fields: {})",
-                        names(fields.iter().map(|f| &f.name))
-                    ))
-                }));
-            }
-            let mut out = Vec::with_capacity(fields.len());
-            for f in fields {
-                let val = path.key(&f.name, |p| match obj.get(&f.name) {
-                    Some(x) => convert(x, &f.ty, p),
-                    None if matches!(f.ty, Ty::Option(_)) => Ok(Val::Option(None)),
-                    None => Err(p.err(format!("missing field (expected {})", expected(&f.ty)))),
-                })?;
-                out.push((f.name.clone(), val));
-            }
-            Val::Record(out)
-        }
-        Ty::Variant(cases) => {
-            let case_list = || {
-                names(cases.iter().map(|c| match c.ty {
-                    Some(_) => format!("{}(..)", c.name),
-                    None => c.name.clone(),
-                }))
-            };
-            match v {
-                Value::String(name) => {
-                    let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
-                        path.err(format!("unknown case {} (cases: {})", got(v), case_list()))
-                    })?;
-                    if let Some(t) = &case.ty {
-                        return Err(path.err(format!(
-                            "case `{name}` carries a {}: write {{\"{name}\": <{t}>}}",
-                            t.name()
-                        )));
-                    }
-                    Val::Variant(name.clone(), None)
-                }
-                Value::Object(obj) if obj.len() == 1 => {
-                    let (name, x) = obj.iter().next().expect("one key");
-                    let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
-                        path.key(name, |p| {
-                            p.err(format!("unknown case (cases: {})", case_list()))
-                        })
-                    })?;
-                    match &case.ty {
-                        None => {
-                            return Err(
-                                path.err(format!("case `{name}` has no payload: write \"{name}\""))
-                            );
-                        }
-                        Some(t) => {
-                            let val = path.key(name, |p| convert(x, t, p))?;
-                            Val::Variant(name.clone(), Some(Box::new(val)))
-                        }
-                    }
-                }
-                _ => return Err(wrong(path)),
-            }
-        }
+        Ty::Tuple(ts) => tuple_from_json(v, ty, ts, path)?,
+        Ty::Record(fields) => record_from_json(v, ty, fields, path)?,
+        Ty::Variant(cases) => variant_from_json(v, ty, cases, path)?,
         Ty::Enum(ns) => {
             let s = v.as_str().ok_or_else(|| wrong(path))?;
             if !ns.iter().any(|n| n == s) {
@@ -414,32 +319,7 @@ fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
             }
             Val::Enum(s.to_string())
         }
-        Ty::Flags(ns) => {
-            let items = v.as_array().ok_or_else(|| wrong(path))?;
-            let mut set = vec![false; ns.len()];
-            for (i, x) in items.iter().enumerate() {
-                let pos = x
-                    .as_str()
-                    .and_then(|s| ns.iter().position(|n| n == s))
-                    .ok_or_else(|| {
-                        path.index(i, |p| {
-                            p.err(format!("unknown flag {} (flags: {})", got(x), names(ns)))
-                        })
-                    })?;
-                if set[pos] {
-                    return Err(path.index(i, |p| p.err(format!("flag {} is given twice", got(x)))));
-                }
-                set[pos] = true;
-            }
-            // Declaration order, whatever order the caller used.
-            Val::Flags(
-                ns.iter()
-                    .zip(set)
-                    .filter(|(_, on)| *on)
-                    .map(|(n, _)| n.clone())
-                    .collect(),
-            )
-        }
+        Ty::Flags(ns) => flags_from_json(v, ty, ns, path)?,
         Ty::Option(t) => match v {
             Value::Null => Val::Option(None),
             _ if t.json_nullable() => match v.as_object() {
@@ -451,28 +331,195 @@ fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
             },
             _ => Val::Option(Some(Box::new(convert(v, t, path)?))),
         },
-        Ty::Result { ok, err } => {
-            let obj = v
-                .as_object()
-                .filter(|o| o.len() == 1)
-                .ok_or_else(|| wrong(path))?;
-            let (k, x) = obj.iter().next().expect("one key");
-            let payload_ty = match k.as_str() {
-                "ok" => ok,
-                "err" => err,
-                _ => return Err(wrong(path)),
-            };
-            let payload = path.key(k, |p| match payload_ty {
-                None if x.is_null() => Ok(None),
-                None => Err(p.err(format!(
-                    "expected null (`{k}` carries no value), got {}",
-                    got(x)
-                ))),
-                Some(t) => convert(x, t, p).map(|v| Some(Box::new(v))),
-            })?;
-            Val::Result(if k == "ok" { Ok(payload) } else { Err(payload) })
-        }
+        Ty::Result { ok, err } => result_from_json(v, ty, ok.as_deref(), err.as_deref(), path)?,
     })
+}
+
+/// An `f32`: a float that the narrowing does not turn infinite.
+fn f32_from_json(v: &Value, ty: &Ty, path: &Path) -> Result<f32, ValueError> {
+    let f = float_from_json(v, ty, path)?;
+    let x = f as f32;
+    if x.is_infinite() && f.is_finite() {
+        return Err(path.err(format!(
+            "expected f32, got {}: beyond the f32 range (±3.4028235e38)",
+            got(v)
+        )));
+    }
+    Ok(x)
+}
+
+/// A `char`: a string of exactly one Unicode character.
+fn char_from_json(v: &Value, ty: &Ty, path: &Path) -> Result<char, ValueError> {
+    let s = v.as_str().ok_or_else(|| mismatch(v, ty, path))?;
+    let mut cs = s.chars();
+    match (cs.next(), cs.next()) {
+        (Some(c), None) => Ok(c),
+        _ => Err(path.err(format!(
+            "expected char (a string of exactly one Unicode character), got {} ({} characters)",
+            got(v),
+            s.chars().count()
+        ))),
+    }
+}
+
+/// A tuple: an array of exactly its items.
+fn tuple_from_json(v: &Value, ty: &Ty, ts: &[Ty], path: &mut Path) -> Result<Val, ValueError> {
+    let items = v.as_array().ok_or_else(|| mismatch(v, ty, path))?;
+    if items.len() != ts.len() {
+        return Err(path.err(format!(
+            "expected a tuple of {} items, got {}",
+            ts.len(),
+            items.len()
+        )));
+    }
+    Ok(Val::Tuple(
+        items
+            .iter()
+            .zip(ts)
+            .enumerate()
+            .map(|(i, (x, t))| path.index(i, |p| convert(x, t, p)))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// A record: an object with no unknown fields, a missing field allowed only
+/// for an option (then `none`).
+fn record_from_json(
+    v: &Value,
+    ty: &Ty,
+    fields: &[Field],
+    path: &mut Path,
+) -> Result<Val, ValueError> {
+    let obj = v.as_object().ok_or_else(|| mismatch(v, ty, path))?;
+    if let Some(k) = obj.keys().find(|k| !fields.iter().any(|f| &f.name == *k)) {
+        return Err(path.key(k, |p| {
+            p.err(format!(
+                "unexpected field (record fields: {})",
+                names(fields.iter().map(|f| &f.name))
+            ))
+        }));
+    }
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        let val = path.key(&f.name, |p| match obj.get(&f.name) {
+            Some(x) => convert(x, &f.ty, p),
+            None if matches!(f.ty, Ty::Option(_)) => Ok(Val::Option(None)),
+            None => Err(p.err(format!("missing field (expected {})", expected(&f.ty)))),
+        })?;
+        out.push((f.name.clone(), val));
+    }
+    Ok(Val::Record(out))
+}
+
+/// A variant: a case without a payload as its name, one with a payload as
+/// `{"name": payload}`.
+fn variant_from_json(
+    v: &Value,
+    ty: &Ty,
+    cases: &[Case],
+    path: &mut Path,
+) -> Result<Val, ValueError> {
+    let case_list = || {
+        names(cases.iter().map(|c| match c.ty {
+            Some(_) => format!("{}(..)", c.name),
+            None => c.name.clone(),
+        }))
+    };
+    Ok(match v {
+        Value::String(name) => {
+            let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
+                path.err(format!("unknown case {} (cases: {})", got(v), case_list()))
+            })?;
+            if let Some(t) = &case.ty {
+                return Err(path.err(format!(
+                    "case `{name}` carries a {}: write {{\"{name}\": <{t}>}}",
+                    t.name()
+                )));
+            }
+            Val::Variant(name.clone(), None)
+        }
+        Value::Object(obj) if obj.len() == 1 => {
+            let (name, x) = obj.iter().next().expect("one key");
+            let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
+                path.key(name, |p| {
+                    p.err(format!("unknown case (cases: {})", case_list()))
+                })
+            })?;
+            match &case.ty {
+                None => {
+                    return Err(path.err(format!("case `{name}` has no payload: write \"{name}\"")));
+                }
+                Some(t) => {
+                    let val = path.key(name, |p| convert(x, t, p))?;
+                    Val::Variant(name.clone(), Some(Box::new(val)))
+                }
+            }
+        }
+        _ => return Err(mismatch(v, ty, path)),
+    })
+}
+
+/// Flags: an array of distinct flag names, in any order.
+fn flags_from_json(v: &Value, ty: &Ty, ns: &[String], path: &mut Path) -> Result<Val, ValueError> {
+    let items = v.as_array().ok_or_else(|| mismatch(v, ty, path))?;
+    let mut set = vec![false; ns.len()];
+    for (i, x) in items.iter().enumerate() {
+        let pos = x
+            .as_str()
+            .and_then(|s| ns.iter().position(|n| n == s))
+            .ok_or_else(|| {
+                path.index(i, |p| {
+                    p.err(format!("unknown flag {} (flags: {})", got(x), names(ns)))
+                })
+            })?;
+        if set[pos] {
+            return Err(path.index(i, |p| p.err(format!("flag {} is given twice", got(x)))));
+        }
+        set[pos] = true;
+    }
+    // Declaration order, whatever order the caller used.
+    Ok(Val::Flags(
+        ns.iter()
+            .zip(set)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n.clone())
+            .collect(),
+    ))
+}
+
+/// A result: `{"ok": payload}` or `{"err": payload}`, the payload `null`
+/// when that side carries none.
+fn result_from_json(
+    v: &Value,
+    ty: &Ty,
+    ok: Option<&Ty>,
+    err: Option<&Ty>,
+    path: &mut Path,
+) -> Result<Val, ValueError> {
+    let wrong = |path: &Path| mismatch(v, ty, path);
+    let obj = v
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| wrong(path))?;
+    let (k, x) = obj.iter().next().expect("one key");
+    let payload_ty = match k.as_str() {
+        "ok" => ok,
+        "err" => err,
+        _ => return Err(wrong(path)),
+    };
+    let payload = path.key(k, |p| match payload_ty {
+        None if x.is_null() => Ok(None),
+        None => Err(p.err(format!(
+            "expected null (`{k}` carries no value), got {}",
+            got(x)
+        ))),
+        Some(t) => convert(x, t, p).map(|v| Some(Box::new(v))),
+    })?;
+    Ok(Val::Result(if k == "ok" {
+        Ok(payload)
+    } else {
+        Err(payload)
+    }))
 }
 
 /// A `Val` of type `ty` -> its JSON. Fails only if the value does not have
