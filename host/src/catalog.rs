@@ -262,25 +262,7 @@ impl Catalog {
         previous: Option<&Catalog>,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> Catalog {
-        // By scope and manifest: a component is reused only by the scope it
-        // was loaded for. Two scopes serving the same manifest get a
-        // component each (its own concurrency, warm set and task share), as
-        // on the first load; reusing one for both would let one tenant's
-        // calls queue another's after a reload.
-        let reusable: HashMap<(&Scope, &Path), &Arc<LoadedComponent>> = previous
-            .into_iter()
-            .flat_map(|c| {
-                c.scopes
-                    .iter()
-                    .flat_map(|(scope, m)| m.values().map(move |t| (scope, &t.component)))
-                    .chain(
-                        c.served
-                            .iter()
-                            .flat_map(|(scope, s)| s.components.iter().map(move |c| (scope, c))),
-                    )
-            })
-            .map(|(scope, c)| ((scope, c.manifest.path.as_path()), c))
-            .collect();
+        let reusable = reusable_components(previous);
         let mut cat = Catalog::default();
         let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
         let mut work = Vec::new();
@@ -288,10 +270,7 @@ impl Catalog {
             cat.scopes.entry(s.scope.clone()).or_default();
             match s.manifests() {
                 Ok(ms) => work.extend(ms.into_iter().map(|m| (s, m))),
-                Err(e) => {
-                    on_event(LoadEvent::Failed { error: &e });
-                    cat.errors.push(e);
-                }
+                Err(e) => cat.fail(e, on_event),
             }
         }
         let total = work.len();
@@ -324,40 +303,8 @@ impl Catalog {
         // Every directory granted so far, for the cross-tool overlap check.
         let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
         while let Some((source, mpath, result, took)) = loads.next().await {
-            // A named selection takes a tool by its name, or every tool of
-            // the manifest of that name (`text` for text.toml's tools).
-            let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            let wanted = |name: &str| {
-                source
-                    .only
-                    .as_ref()
-                    .is_none_or(|only| only.iter().any(|n| n == name || n == stem))
-            };
-            // Resources and prompts come with the whole component only: a
-            // selection that names tools alone does not get them.
-            let whole = source
-                .only
-                .as_ref()
-                .is_none_or(|only| only.iter().any(|n| n == stem));
-            let loaded = match result {
-                Ok((comp, mut tools)) => {
-                    // A named selection (a tenant's): the other tools of the
-                    // source are not its, and their grants are not made.
-                    tools.retain(|t| wanted(&t.def.name));
-                    let serves = whole && !comp.served.is_empty();
-                    if tools.is_empty() && !serves {
-                        Ok((comp, tools, false))
-                    } else {
-                        check_overlaps(&mpath, &comp, &granted).map(|()| (comp, tools, serves))
-                    }
-                }
-                // Only a failure of a tool this source wants is its business
-                // (known by the manifest's name before the tool is).
-                Err(e) if !wanted(stem) => {
-                    tracing::debug!("{}: not loaded into {}: {e}", mpath.display(), source.scope);
-                    continue;
-                }
-                Err(e) => Err(e),
+            let Some(loaded) = selected(source, &mpath, result, &granted) else {
+                continue;
             };
             match loaded {
                 Ok((comp, tools, serves)) => {
@@ -367,53 +314,10 @@ impl Catalog {
                         }
                     }
                     let compiled = comp.compiled;
-                    let scope = &source.scope;
                     if serves {
-                        let here = cat.served.entry(scope.clone()).or_default();
-                        match here.clash(&comp) {
-                            Some((what, other)) => {
-                                let e = LoadError::new(
-                                    &mpath,
-                                    LoadErrorKind::ServedClash {
-                                        what,
-                                        other,
-                                        scope: scope.to_string(),
-                                    },
-                                );
-                                on_event(LoadEvent::Failed { error: &e });
-                                cat.errors.push(e);
-                            }
-                            None => {
-                                for p in &comp.served.prompts {
-                                    here.prompts.insert(p.name.clone(), comp.clone());
-                                }
-                                here.components.push(comp.clone());
-                            }
-                        }
+                        cat.add_served(&source.scope, &mpath, &comp, on_event);
                     }
-                    let mut added = 0;
-                    for t in tools {
-                        let key = (scope.clone(), t.def.name.clone());
-                        if let Some(other) = owners.get(&key) {
-                            let e = LoadError::new(
-                                &mpath,
-                                LoadErrorKind::NameClash {
-                                    tool: t.def.name.to_string(),
-                                    other: other.clone(),
-                                    scope: scope.to_string(),
-                                },
-                            );
-                            on_event(LoadEvent::Failed { error: &e });
-                            cat.errors.push(e);
-                            continue;
-                        }
-                        owners.insert(key, mpath.clone());
-                        cat.scopes
-                            .entry(scope.clone())
-                            .or_default()
-                            .insert(t.def.name.clone(), Arc::new(t));
-                        added += 1;
-                    }
+                    let added = cat.add_tools(&source.scope, &mpath, tools, &mut owners, on_event);
                     on_event(LoadEvent::Loaded {
                         manifest: &mpath,
                         tools: added,
@@ -421,13 +325,83 @@ impl Catalog {
                         millis: took.as_millis(),
                     });
                 }
-                Err(e) => {
-                    on_event(LoadEvent::Failed { error: &e });
-                    cat.errors.push(e);
-                }
+                Err(e) => cat.fail(e, on_event),
             }
         }
         cat
+    }
+
+    /// Report `e` and keep it in `errors`.
+    fn fail(&mut self, e: LoadError, on_event: &(dyn Fn(LoadEvent<'_>) + Sync)) {
+        on_event(LoadEvent::Failed { error: &e });
+        self.errors.push(e);
+    }
+
+    /// Add `comp`'s resources and prompts to `scope`, unless one of them
+    /// clashes with a component's already there (then an error).
+    fn add_served(
+        &mut self,
+        scope: &Scope,
+        mpath: &Path,
+        comp: &Arc<LoadedComponent>,
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) {
+        let here = self.served.entry(scope.clone()).or_default();
+        match here.clash(comp) {
+            Some((what, other)) => {
+                let e = LoadError::new(
+                    mpath,
+                    LoadErrorKind::ServedClash {
+                        what,
+                        other,
+                        scope: scope.to_string(),
+                    },
+                );
+                self.fail(e, on_event);
+            }
+            None => {
+                for p in &comp.served.prompts {
+                    here.prompts.insert(p.name.clone(), comp.clone());
+                }
+                here.components.push(comp.clone());
+            }
+        }
+    }
+
+    /// Add `tools` (of the manifest `mpath`) to `scope`, but not one whose
+    /// name a tool of another manifest there has already (`owners`: an
+    /// error, the first keeps it). How many were added.
+    fn add_tools(
+        &mut self,
+        scope: &Scope,
+        mpath: &Path,
+        tools: Vec<CatalogTool>,
+        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) -> usize {
+        let mut added = 0;
+        for t in tools {
+            let key = (scope.clone(), t.def.name.clone());
+            if let Some(other) = owners.get(&key) {
+                let e = LoadError::new(
+                    mpath,
+                    LoadErrorKind::NameClash {
+                        tool: t.def.name.to_string(),
+                        other: other.clone(),
+                        scope: scope.to_string(),
+                    },
+                );
+                self.fail(e, on_event);
+                continue;
+            }
+            owners.insert(key, mpath.to_path_buf());
+            self.scopes
+                .entry(scope.clone())
+                .or_default()
+                .insert(t.def.name.clone(), Arc::new(t));
+            added += 1;
+        }
+        added
     }
 
     /// The tools of `scope`, by name. Empty for an unknown scope.
@@ -453,6 +427,81 @@ impl Catalog {
     pub(crate) fn served(&self, scope: &Scope) -> Option<&ScopeServed> {
         self.served.get(scope)
     }
+}
+
+/// The components of `previous` a reload may reuse, by scope and manifest:
+/// a component is reused only by the scope it was loaded for. Two scopes
+/// serving the same manifest get a component each (its own concurrency,
+/// warm set and task share), as on the first load; reusing one for both
+/// would let one tenant's calls queue another's after a reload.
+fn reusable_components(
+    previous: Option<&Catalog>,
+) -> HashMap<(&Scope, &Path), &Arc<LoadedComponent>> {
+    previous
+        .into_iter()
+        .flat_map(|c| {
+            c.scopes
+                .iter()
+                .flat_map(|(scope, m)| m.values().map(move |t| (scope, &t.component)))
+                .chain(
+                    c.served
+                        .iter()
+                        .flat_map(|(scope, s)| s.components.iter().map(move |c| (scope, c))),
+                )
+        })
+        .map(|(scope, c)| ((scope, c.manifest.path.as_path()), c))
+        .collect()
+}
+
+/// A loaded component, the tools a source takes of it, and whether the
+/// source serves its resources and prompts.
+type Selected = (Arc<LoadedComponent>, Vec<CatalogTool>, bool);
+
+/// What `source` takes of a loaded manifest: the tools it selects, and
+/// whether it serves the component's resources and prompts, once their
+/// directories are checked against those `granted` so far. `None` for a
+/// failure that is not this source's business.
+fn selected(
+    source: &Source,
+    mpath: &Path,
+    result: Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError>,
+    granted: &[(PathBuf, Arc<crate::caps::fs::PreparedDir>)],
+) -> Option<Result<Selected, LoadError>> {
+    // A named selection takes a tool by its name, or every tool of
+    // the manifest of that name (`text` for text.toml's tools).
+    let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let wanted = |name: &str| {
+        source
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name || n == stem))
+    };
+    // Resources and prompts come with the whole component only: a
+    // selection that names tools alone does not get them.
+    let whole = source
+        .only
+        .as_ref()
+        .is_none_or(|only| only.iter().any(|n| n == stem));
+    Some(match result {
+        Ok((comp, mut tools)) => {
+            // A named selection (a tenant's): the other tools of the
+            // source are not its, and their grants are not made.
+            tools.retain(|t| wanted(&t.def.name));
+            let serves = whole && !comp.served.is_empty();
+            if tools.is_empty() && !serves {
+                Ok((comp, tools, false))
+            } else {
+                check_overlaps(mpath, &comp, granted).map(|()| (comp, tools, serves))
+            }
+        }
+        // Only a failure of a tool this source wants is its business
+        // (known by the manifest's name before the tool is).
+        Err(e) if !wanted(stem) => {
+            tracing::debug!("{}: not loaded into {}: {e}", mpath.display(), source.scope);
+            return None;
+        }
+        Err(e) => Err(e),
+    })
 }
 
 /// What a component's load depends on besides caps: its manifest's text and
