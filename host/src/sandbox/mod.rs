@@ -519,129 +519,19 @@ impl Sandbox {
         // thread (the catalog loads several components at once, so they use
         // every core); overlapping loads of one component (one manifest in
         // several sources) share one compile, and only the load that ran it
-        // reports it as compiled.
-        let key = (cpath.clone(), manifest.sha256);
-        let cell = {
-            let mut inflight = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
-            inflight.retain(|_, w| w.strong_count() > 0);
-            match inflight.get(&key).and_then(std::sync::Weak::upgrade) {
-                Some(c) => c,
-                None => {
-                    let c = Arc::new(tokio::sync::OnceCell::new());
-                    inflight.insert(key, Arc::downgrade(&c));
-                    c
-                }
-            }
-        };
-        let ran = std::sync::atomic::AtomicBool::new(false);
-        let (bytes, component, compiled) = cell
-            .get_or_init(|| async {
-                ran.store(true, std::sync::atomic::Ordering::Relaxed);
-                let engine = self.engine.clone();
-                let cache = self.cache.clone();
-                let path = cpath.clone();
-                let expected = manifest.sha256;
-                tokio::task::spawn_blocking(move || {
-                    compile(&engine, cache.as_deref(), &path, expected)
-                })
-                .await
-                .map_err(|e| LoadErrorKind::InvalidComponent {
-                    component: cpath.clone(),
-                    reason: format!("the compiler failed: {e}"),
-                })
-                .and_then(|r| r)
-            })
+        // reports it as compiled. The compile is shared while a load holds
+        // it: this one holds it to its end.
+        let cell = self.compile_cell(&cpath, manifest.sha256);
+        let (bytes, component, compiled) = self
+            .compile_once(&cell, &cpath, manifest.sha256)
             .await
-            .clone()
             .map_err(err)?;
-        let compiled = compiled && ran.into_inner();
-        let weight = match component.resources_required() {
-            Some(r) => {
-                if r.num_memories as usize > self.shape.memories
-                    || r.num_tables as usize > self.shape.tables
-                {
-                    return Err(err(LoadErrorKind::TooLarge {
-                        component: cpath,
-                        reason: format!(
-                            "it defines {} memories and {} tables; a component may have at most {} and {}",
-                            r.num_memories, r.num_tables, self.shape.memories, self.shape.tables
-                        ),
-                    }));
-                }
-                if let Some(initial) = r.max_initial_memory_size
-                    && initial.saturating_mul(1 << 16) > grants.limits.memory
-                {
-                    return Err(err(LoadErrorKind::TooLarge {
-                        component: cpath,
-                        reason: format!(
-                            "its initial memory of {} MiB is over its memory limit of {} MiB; raise `limits.memory`",
-                            initial.saturating_mul(1 << 16) >> 20,
-                            grants.limits.memory >> 20
-                        ),
-                    }));
-                }
-                (r.num_memories.max(1), r.num_tables)
-            }
-            // Imports a module or component (not produced by our toolchains):
-            // charge the per-component maximum.
-            None => (self.shape.memories as u32, self.shape.tables as u32),
-        };
-        // One call must fit the whole pool, or it would wait for permits
-        // that never come.
-        let totals = self.pool.totals;
-        if weight.0 > totals.0 || weight.1 > totals.1 {
-            return Err(err(LoadErrorKind::TooLarge {
-                component: cpath,
-                reason: format!(
-                    "a call needs {} memories and {} tables, more than the whole pool holds ({} and {}); raise `max-instances`",
-                    weight.0, weight.1, totals.0, totals.1
-                ),
-            }));
-        }
-        let wrong_world = |e: wasmtime::Error| {
-            err(LoadErrorKind::WrongWorld {
-                component: cpath.clone(),
-                reason: format!("{e:#}"),
-            })
-        };
-        let stubbed;
-        let linker = if grants.net.any() {
-            &self.linker_http
-        } else {
-            let mut l = self.linker.clone();
-            stub_http_imports(&mut l, &self.engine, &component).map_err(wrong_world)?;
-            stubbed = l;
-            &stubbed
-        };
-        // A component exporting toolhost's world is called through it; any
-        // other is served as typed WIT functions, or refused. Both are
-        // linked by the same linker, chosen by the grants.
-        let (kind, typed_tools) =
-            if crate::typed::exports_toolhost_world(&component.component_type(), &self.engine) {
-                let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
-                let bound = Bound::new(pre).map_err(wrong_world)?;
-                (Kind::Toolhost(bound), None)
-            } else {
-                let (t, defs) = typed::TypedComponent::load(
-                    linker,
-                    &component,
-                    &self.engine,
-                    &bytes,
-                )
-                .map_err(|e| {
-                    err(match e {
-                        typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
-                            component: cpath.clone(),
-                            reason: reason.to_string(),
-                        },
-                        typed::TypedLoadError::Refused(reason) => LoadErrorKind::TypedRefused {
-                            component: cpath.clone(),
-                            reason,
-                        },
-                    })
-                })?;
-                (Kind::Typed(t), Some(defs))
-            };
+        let weight = self
+            .weight_of(&component, grants.limits.memory, &cpath)
+            .map_err(err)?;
+        let (kind, typed_tools) = self
+            .link(&component, &bytes, &grants, &cpath)
+            .map_err(err)?;
 
         // Its calls together hold at most its share of the memory and table
         // permits too, not only of the slots.
@@ -672,6 +562,155 @@ impl Sandbox {
             }
         }
         Ok(loaded)
+    }
+
+    /// The compile of the component at `cpath` with digest `sha256`: the
+    /// one an overlapping load holds, else a new one.
+    fn compile_cell(&self, cpath: &std::path::Path, sha256: [u8; 32]) -> Arc<Compiling> {
+        let key = (cpath.to_path_buf(), sha256);
+        let mut inflight = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.retain(|_, w| w.strong_count() > 0);
+        match inflight.get(&key).and_then(std::sync::Weak::upgrade) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(tokio::sync::OnceCell::new());
+                inflight.insert(key, Arc::downgrade(&c));
+                c
+            }
+        }
+    }
+
+    /// Run `cell`'s compile, unless a load sharing it has: the component's
+    /// bytes, the component, and whether this load compiled it (false: from
+    /// the cache, or run by another load).
+    async fn compile_once(
+        &self,
+        cell: &Compiling,
+        cpath: &std::path::Path,
+        sha256: [u8; 32],
+    ) -> Result<(Arc<[u8]>, Component, bool), LoadErrorKind> {
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let (bytes, component, compiled) = cell
+            .get_or_init(|| async {
+                ran.store(true, std::sync::atomic::Ordering::Relaxed);
+                let engine = self.engine.clone();
+                let cache = self.cache.clone();
+                let path = cpath.to_path_buf();
+                let expected = sha256;
+                tokio::task::spawn_blocking(move || {
+                    compile(&engine, cache.as_deref(), &path, expected)
+                })
+                .await
+                .map_err(|e| LoadErrorKind::InvalidComponent {
+                    component: cpath.to_path_buf(),
+                    reason: format!("the compiler failed: {e}"),
+                })
+                .and_then(|r| r)
+            })
+            .await
+            .clone()?;
+        Ok((bytes, component, compiled && ran.into_inner()))
+    }
+
+    /// The memories and tables one call of `component` (at `cpath`) takes
+    /// from the pool; refused if a sandbox or the whole pool cannot hold
+    /// them, or its initial memory is over `memory_limit`.
+    fn weight_of(
+        &self,
+        component: &Component,
+        memory_limit: u64,
+        cpath: &std::path::Path,
+    ) -> Result<(u32, u32), LoadErrorKind> {
+        let weight = match component.resources_required() {
+            Some(r) => {
+                if r.num_memories as usize > self.shape.memories
+                    || r.num_tables as usize > self.shape.tables
+                {
+                    return Err(LoadErrorKind::TooLarge {
+                        component: cpath.to_path_buf(),
+                        reason: format!(
+                            "it defines {} memories and {} tables; a component may have at most {} and {}",
+                            r.num_memories, r.num_tables, self.shape.memories, self.shape.tables
+                        ),
+                    });
+                }
+                if let Some(initial) = r.max_initial_memory_size
+                    && initial.saturating_mul(1 << 16) > memory_limit
+                {
+                    return Err(LoadErrorKind::TooLarge {
+                        component: cpath.to_path_buf(),
+                        reason: format!(
+                            "its initial memory of {} MiB is over its memory limit of {} MiB; raise `limits.memory`",
+                            initial.saturating_mul(1 << 16) >> 20,
+                            memory_limit >> 20
+                        ),
+                    });
+                }
+                (r.num_memories.max(1), r.num_tables)
+            }
+            // Imports a module or component (not produced by our toolchains):
+            // charge the per-component maximum.
+            None => (self.shape.memories as u32, self.shape.tables as u32),
+        };
+        // One call must fit the whole pool, or it would wait for permits
+        // that never come.
+        let totals = self.pool.totals;
+        if weight.0 > totals.0 || weight.1 > totals.1 {
+            return Err(LoadErrorKind::TooLarge {
+                component: cpath.to_path_buf(),
+                reason: format!(
+                    "a call needs {} memories and {} tables, more than the whole pool holds ({} and {}); raise `max-instances`",
+                    weight.0, weight.1, totals.0, totals.1
+                ),
+            });
+        }
+        Ok(weight)
+    }
+
+    /// Pre-link `component` (at `cpath`, `bytes` its binary) with the
+    /// linker its `grants` call for: a toolhost-world component, or a typed
+    /// one with the tools its type declares.
+    fn link(
+        &self,
+        component: &Component,
+        bytes: &[u8],
+        grants: &Grants,
+        cpath: &std::path::Path,
+    ) -> Result<(Kind, Option<Vec<ToolDef>>), LoadErrorKind> {
+        let wrong_world = |e: wasmtime::Error| LoadErrorKind::WrongWorld {
+            component: cpath.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let stubbed;
+        let linker = if grants.net.any() {
+            &self.linker_http
+        } else {
+            let mut l = self.linker.clone();
+            stub_http_imports(&mut l, &self.engine, component).map_err(wrong_world)?;
+            stubbed = l;
+            &stubbed
+        };
+        // A component exporting toolhost's world is called through it; any
+        // other is served as typed WIT functions, or refused. Both are
+        // linked by the same linker, chosen by the grants.
+        if crate::typed::exports_toolhost_world(&component.component_type(), &self.engine) {
+            let pre = linker.instantiate_pre(component).map_err(wrong_world)?;
+            let bound = Bound::new(pre).map_err(wrong_world)?;
+            Ok((Kind::Toolhost(bound), None))
+        } else {
+            let (t, defs) = typed::TypedComponent::load(linker, component, &self.engine, bytes)
+                .map_err(|e| match e {
+                    typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
+                        component: cpath.to_path_buf(),
+                        reason: reason.to_string(),
+                    },
+                    typed::TypedLoadError::Refused(reason) => LoadErrorKind::TypedRefused {
+                        component: cpath.to_path_buf(),
+                        reason,
+                    },
+                })?;
+            Ok((Kind::Typed(t), Some(defs)))
+        }
     }
 
     /// Ask a loaded component what it offers (its tools, and with
