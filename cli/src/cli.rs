@@ -225,109 +225,14 @@ fn all_sources(h: &HostOpts, config: &HostConfig) -> Result<Vec<toolhost::Source
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::List { host, scope, json } => {
-            let core = build_core(&host).await?;
-            let tools = core.tools(&Scope::new(&scope));
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tools)?);
-            } else if tools.is_empty() {
-                eprintln!(
-                    "no tools in scope `{scope}` (sources: {})",
-                    host.tools
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            } else {
-                let w = tools.iter().map(|t| t.name.len()).max().unwrap_or(0);
-                for t in &tools {
-                    let first = t.description.lines().next().unwrap_or("");
-                    println!("{:w$}  {first}", t.name);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::List { host, scope, json } => list(&host, &scope, json).await,
         Command::Call {
             tool,
             arguments,
             host,
             scope,
             json,
-        } => {
-            let args = match arguments.as_deref() {
-                None => None,
-                Some("-") => Some(std::io::read_to_string(std::io::stdin())?),
-                Some(s) => Some(s.to_string()),
-            };
-            let args = match args {
-                None => None,
-                Some(text) => match serde_json::from_str::<Value>(&text) {
-                    Ok(Value::Object(m)) => Some(m),
-                    Ok(_) => bail!("arguments must be a JSON object, like '{{\"text\": \"hi\"}}'"),
-                    Err(e) => bail!("arguments are not valid JSON: {e}"),
-                },
-            };
-            let core = build_core(&host).await?;
-            let (tx, mut rx) = toolhost::EventSink::channel(1024);
-            let printer = tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    match ev {
-                        CallEvent::Log { level, message } => eprintln!("[{level:?}] {message}"),
-                        CallEvent::Dropped { count } => {
-                            eprintln!("[warning] {count} log or progress messages were dropped")
-                        }
-                        CallEvent::Progress {
-                            progress,
-                            total,
-                            message,
-                        } => {
-                            let total = total.map(|t| format!("/{t}")).unwrap_or_default();
-                            eprintln!(
-                                "[progress {progress}{total}] {}",
-                                message.unwrap_or_default()
-                            )
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            let result = core
-                .call(
-                    CallRequest::new(Scope::new(&scope), &tool, args)
-                        .caller("cli")
-                        .events(tx),
-                )
-                .await;
-            let _ = printer.await;
-            core.flush_audit().await;
-            match result {
-                Ok(out) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&output_json(&out, false))?
-                        );
-                    } else {
-                        print_output(&out);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(
-                                &json!({"content": [{"type": "text", "text": e.to_string()}], "isError": true})
-                            )?
-                        );
-                    } else {
-                        eprintln!("error: {e}");
-                    }
-                    Ok(ExitCode::from(1))
-                }
-            }
-        }
+        } => call(&host, &scope, &tool, arguments.as_deref(), json).await,
         Command::Serve { host, serve } => serve_mcp(&host, serve).await,
         Command::Package(cmd) => crate::package_cli::run(cmd).await,
         Command::Audit(args) => crate::audit_cli::run(args),
@@ -335,26 +240,152 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let config = host_config(&host.config)?;
             crate::agent_cli::run(build_core(&host).await?, &config, agent).await
         }
-        Command::Check { paths, config } => {
-            let core = Core::builder().config(host_config(&config)?);
-            let core = paths
+        Command::Check { paths, config } => check(&paths, &config).await,
+    }
+}
+
+/// `list`: the tools of `scope`, a line each or as JSON.
+async fn list(host: &HostOpts, scope: &str, json: bool) -> Result<ExitCode> {
+    let core = build_core(host).await?;
+    let tools = core.tools(&Scope::new(scope));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tools)?);
+    } else if tools.is_empty() {
+        eprintln!(
+            "no tools in scope `{scope}` (sources: {})",
+            host.tools
                 .iter()
-                .fold(core, |b, p| b.source(Scope::default(), p));
-            let core = core.on_load(load_printer(true)).build().await?;
-            let errors = core.load_errors();
-            let tools = core.tools(&Scope::default());
-            if errors.is_empty() {
-                println!("ok: {} tools, no problems", tools.len());
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!(
-                    "{} problem(s); {} tools loaded fine",
-                    errors.len(),
-                    tools.len()
-                );
-                Ok(ExitCode::from(1))
-            }
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    } else {
+        let w = tools.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for t in &tools {
+            let first = t.description.lines().next().unwrap_or("");
+            println!("{:w$}  {first}", t.name);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `call`: one call of `tool`, its log and progress on stderr, its result
+/// printed (exit code 1 if it fails).
+async fn call(
+    host: &HostOpts,
+    scope: &str,
+    tool: &str,
+    arguments: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let args = call_arguments(arguments)?;
+    let core = build_core(host).await?;
+    let (tx, rx) = toolhost::EventSink::channel(1024);
+    let printer = tokio::spawn(print_events(rx));
+    let result = core
+        .call(
+            CallRequest::new(Scope::new(scope), tool, args)
+                .caller("cli")
+                .events(tx),
+        )
+        .await;
+    let _ = printer.await;
+    core.flush_audit().await;
+    print_result(&result, json)
+}
+
+/// The arguments of `call`: a JSON object given on the command line, or
+/// read from stdin for `-`; none when not given.
+fn call_arguments(arguments: Option<&str>) -> Result<Option<serde_json::Map<String, Value>>> {
+    let args = match arguments {
+        None => None,
+        Some("-") => Some(std::io::read_to_string(std::io::stdin())?),
+        Some(s) => Some(s.to_string()),
+    };
+    Ok(match args {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(m)) => Some(m),
+            Ok(_) => bail!("arguments must be a JSON object, like '{{\"text\": \"hi\"}}'"),
+            Err(e) => bail!("arguments are not valid JSON: {e}"),
+        },
+    })
+}
+
+/// Print a call's log and progress messages to stderr until it ends.
+async fn print_events(mut rx: toolhost::EventStream) {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            CallEvent::Log { level, message } => eprintln!("[{level:?}] {message}"),
+            CallEvent::Dropped { count } => {
+                eprintln!("[warning] {count} log or progress messages were dropped")
+            }
+            CallEvent::Progress {
+                progress,
+                total,
+                message,
+            } => {
+                let total = total.map(|t| format!("/{t}")).unwrap_or_default();
+                eprintln!(
+                    "[progress {progress}{total}] {}",
+                    message.unwrap_or_default()
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Print a call's result, as text or (`json`) in MCP's shape; a failed
+/// call is exit code 1.
+fn print_result(result: &Result<ToolOutput, toolhost::CallError>, json: bool) -> Result<ExitCode> {
+    match result {
+        Ok(out) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output_json(out, false))?
+                );
+            } else {
+                print_output(out);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"content": [{"type": "text", "text": e.to_string()}], "isError": true})
+                    )?
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `check`: load `paths` as the default scope, every problem printed.
+async fn check(paths: &[PathBuf], config: &Option<PathBuf>) -> Result<ExitCode> {
+    let core = Core::builder().config(host_config(config)?);
+    let core = paths
+        .iter()
+        .fold(core, |b, p| b.source(Scope::default(), p));
+    let core = core.on_load(load_printer(true)).build().await?;
+    let errors = core.load_errors();
+    let tools = core.tools(&Scope::default());
+    if errors.is_empty() {
+        println!("ok: {} tools, no problems", tools.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{} problem(s); {} tools loaded fine",
+            errors.len(),
+            tools.len()
+        );
+        Ok(ExitCode::from(1))
     }
 }
 
