@@ -4,7 +4,7 @@
 //! The call runs the `echo` WASM tool in a fresh sandbox through
 //! `McpServer` and `Core::call`, exactly as for the real CLI.
 //!
-//!   cargo bench -p toolhost --bench agent_control [-- CALLS]
+//!   cargo bench -p toolhost --features agent --bench agent_control [-- CALLS [ROUNDS]]
 //! With `TOOLHOST_BENCH_PYTHON` set to a Python that can import
 //! `claude_agent_sdk`, the Python SDK's in-process tool is measured the same
 //! way in the same run (benches/agent_control.py) for a side-by-side ratio.
@@ -75,18 +75,24 @@ async fn rust(calls: usize) -> Stats {
     }
 }
 
+/// The Python `TOOLHOST_BENCH_PYTHON` names; a relative path is taken
+/// from the workspace root (cargo runs benches in `host/`).
+fn python_path() -> Option<std::path::PathBuf> {
+    let py = std::path::PathBuf::from(std::env::var_os("TOOLHOST_BENCH_PYTHON")?);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Some(if py.is_relative() && py.components().count() > 1 {
+        root.join(py)
+    } else {
+        py
+    })
+}
+
 /// The Python SDK's side, if `TOOLHOST_BENCH_PYTHON` names a Python. Once
 /// asked for, it is measured or the bench fails: a side silently skipped
 /// would leave a table without its comparison. A relative path is taken
 /// from the workspace root (cargo runs benches in `host/`).
 fn python(calls: usize) -> Option<Stats> {
-    let py = std::path::PathBuf::from(std::env::var_os("TOOLHOST_BENCH_PYTHON")?);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let py = if py.is_relative() && py.components().count() > 1 {
-        root.join(py)
-    } else {
-        py
-    };
+    let py = python_path()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/agent_control.py");
     let out = std::process::Command::new(&py)
         .arg(script)
@@ -120,45 +126,79 @@ fn parse_python(stdout: &[u8]) -> Option<Stats> {
     })
 }
 
+/// The SDK version the Python at `py` imports.
+fn python_sdk_version() -> Option<String> {
+    let py = python_path()?;
+    let out = std::process::Command::new(py)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('claude-agent-sdk'))",
+        ])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
-    let calls = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5000usize);
+    let mut args = std::env::args().skip(1).filter_map(|a| a.parse().ok());
+    let calls = args.next().unwrap_or(5000usize);
+    let rounds = args.next().unwrap_or(3usize).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let r = rt.block_on(rust(calls));
-    let p = python(calls);
+    // The two sides alternate, round by round, so both see the same
+    // machine: a ratio is taken within each round.
+    let mut results = Vec::new();
+    for _ in 0..rounds {
+        let r = rt.block_on(rust(calls));
+        let p = python(calls);
+        if let Some(p) = &p {
+            assert_eq!(p.calls, r.calls, "both sides time the same number of calls");
+        }
+        results.push((r, p));
+    }
+    let sdk = python_sdk_version().unwrap_or_else(|| "?".into());
     println!(
-        "\nAgent control protocol: mcp_message tools/call -> control_response, echo tool, {calls} calls (after 200 warm-up)"
+        "\nAgent control protocol: mcp_message tools/call -> control_response, echo tool, {calls} calls (after 200 warm-up), {rounds} rounds"
     );
-    println!("| implementation | p50 | p99 | mean | calls |");
-    println!("|---|---:|---:|---:|---:|");
-    let row = |name: &str, s: &Stats| {
+    println!(
+        "| round | toolhost p50 / p99 / mean | Python SDK {sdk} p50 / p99 / mean | p50 ratio |"
+    );
+    println!("|---|---:|---:|---:|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let fmt = |s: &Stats| format!("{:.1} / {:.1} / {:.1} µs", us(s.p50), us(s.p99), us(s.mean));
+    let mut ratios = Vec::new();
+    for (i, (r, p)) in results.iter().enumerate() {
+        let (py, ratio) = match p {
+            Some(p) => {
+                let ratio = us(p.p50) / us(r.p50);
+                ratios.push(ratio);
+                (fmt(p), format!("{ratio:.1}x"))
+            }
+            None => ("(not measured)".into(), "-".into()),
+        };
+        println!("| {} | {} | {py} | {ratio} |", i + 1, fmt(r));
+    }
+    let toolhost_p50 = median(results.iter().map(|(r, _)| us(r.p50)).collect());
+    println!(
+        "\ntoolhost p50, median of rounds: {toolhost_p50:.1} µs (WASM echo, fresh sandbox per call)"
+    );
+    if ratios.is_empty() {
         println!(
-            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {} |",
-            s.p50.as_secs_f64() * 1e6,
-            s.p99.as_secs_f64() * 1e6,
-            s.mean.as_secs_f64() * 1e6,
-            s.calls
-        )
-    };
-    row("toolhost agent (WASM echo, fresh sandbox per call)", &r);
-    if let Some(p) = &p {
-        row(
-            "Python claude-agent-sdk 0.2.187 (in-process Python echo, no sandbox)",
-            p,
-        );
-        println!(
-            "\np50 ratio: Python / toolhost = {:.1}x",
-            p.p50.as_secs_f64() / r.p50.as_secs_f64()
+            "(set TOOLHOST_BENCH_PYTHON to a python with claude-agent-sdk to measure the Python SDK side by side)"
         );
     } else {
         println!(
-            "\n(set TOOLHOST_BENCH_PYTHON to a python with claude-agent-sdk to measure the Python SDK side by side)"
+            "p50 ratio Python / toolhost: median {:.1}x, lowest {:.1}x (in-process Python echo, no sandbox)",
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min)
         );
     }
 }

@@ -876,6 +876,70 @@ mod protocol {
         assert!(more.is_err(), "unexpected line: {more:?}");
     }
 
+    /// A `tools/call` the CLI cancels with the MCP `notifications/cancelled`
+    /// stops its guest, its control request is still answered (the server
+    /// sends no response to a cancelled request), and the session goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_mcp_cancelled_notification_stops_the_running_call() {
+        let env = Env::new().await;
+        let (_s, mut cli) = connect(
+            env.core.clone(),
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        let started = Instant::now();
+        cli.mcp("long", "tools", json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 20000}}})).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cli.mcp(
+            "n",
+            "tools",
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 42, "reason": "user"}}),
+        )
+        .await;
+        let mut replies = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let r = cli.recv().await;
+            replies.insert(
+                r["response"]["request_id"].as_str().unwrap().to_string(),
+                r["response"].clone(),
+            );
+        }
+        // Not a speed test: the call would have slept 20 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cancelled call ran on: {:?}",
+            started.elapsed()
+        );
+        let r = &replies["long"]["response"]["mcp_response"];
+        assert!(r.to_string().contains("cancel"), "{r}");
+        // The guest was stopped: the call ends `cancelled` (by its 2 s
+        // timeout it would end `timeout`).
+        let ended = |m: &str| {
+            m.lines().any(|l| {
+                l.starts_with("toolhost_calls_total{")
+                    && l.contains(r#"tool="sleep""#)
+                    && l.contains(r#"outcome="cancelled""#)
+            })
+        };
+        let waited = Instant::now();
+        while !ended(&env.core.metrics().encode()) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the call was not cancelled:\n{}",
+                env.core.metrics().encode()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        cli.mcp("after", "tools", json!({"jsonrpc": "2.0", "id": 43, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "still here"}}})).await;
+        let r = cli.recv().await;
+        assert_eq!(
+            r["response"]["response"]["mcp_response"]["result"]["content"][0]["text"], "still here",
+            "{r}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_host_refuses_a_call_from_an_agent_not_entitled_to_the_scope() {
         let env = Env::new().await;

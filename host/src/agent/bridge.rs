@@ -184,6 +184,15 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
             }
         };
         if !is_request {
+            // A request the CLI cancels is stopped in the server, which then
+            // sends no response (MCP); its control request is still answered,
+            // here, so nothing waits for a reply that never comes.
+            if message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+                && let Some(rid) = message.pointer("/params/requestId")
+                && let Some(tx) = lock(&conn.pending).remove(&id_key(rid))
+            {
+                let _ = tx.send(rpc_error(Some(rid), -32800, "request cancelled"));
+            }
             let _ = conn.to_server.send(parsed);
             return Submitted::Done(json!({"jsonrpc": "2.0", "result": {}}));
         }
