@@ -166,6 +166,9 @@ pub(crate) struct Sandbox {
     shape: PoolShape,
     config: EngineConfig,
     _ticker: Ticker,
+    /// Whether memory resets use pagemap scans, and whether swap has
+    /// appeared since (then no call runs: see [`SwapWatch`]).
+    swap: Arc<SwapWatch>,
     /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
     scope_shares: std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools)>>,
 }
@@ -342,11 +345,65 @@ impl Drop for Ticker {
 
 /// Whether the kernel may swap pages out: then a dirty page can be missed by
 /// a pagemap scan, so calls would not start from a clean memory.
-fn swap_active() -> bool {
-    match std::fs::read_to_string("/proc/swaps") {
+fn swap_active(swaps: &std::path::Path) -> bool {
+    match std::fs::read_to_string(swaps) {
         Ok(s) => s.lines().skip(1).any(|l| !l.trim().is_empty()),
         // Cannot tell: assume the worst.
         Err(_) => true,
+    }
+}
+
+/// Swap enabled after start (`swapon`) while memory is reset with pagemap
+/// scans: a dirty page that was swapped out is then not reset (wasmtime
+/// PR #14357), and a call could read an earlier call's data. The engine's
+/// reset cannot change while it runs, so toolhost fails closed: once the
+/// epoch thread sees swap (every [`SWAP_CHECK`]), no call or `describe`
+/// starts, each refused with what to do, until a restart.
+struct SwapWatch {
+    /// `/proc/swaps` (a file in tests).
+    swaps: std::path::PathBuf,
+    /// Resets use pagemap scans (off when swap was active at start).
+    pagemap: bool,
+    unsafe_now: std::sync::atomic::AtomicBool,
+}
+
+/// How often the epoch thread reads `/proc/swaps`.
+const SWAP_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl SwapWatch {
+    fn new(swaps: std::path::PathBuf, pagemap_wanted: bool) -> SwapWatch {
+        let pagemap = pagemap_wanted && !swap_active(&swaps);
+        if pagemap_wanted && !pagemap {
+            tracing::info!("swap is active: resetting memory without pagemap scans");
+        }
+        SwapWatch {
+            swaps,
+            pagemap,
+            unsafe_now: Default::default(),
+        }
+    }
+
+    /// Look again; true (and an error logged, once) if swap appeared under
+    /// pagemap resets.
+    fn check(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.pagemap && !self.unsafe_now.load(Ordering::Acquire) && swap_active(&self.swaps) {
+            self.unsafe_now.store(true, Ordering::Release);
+            tracing::error!(
+                "swap was enabled after toolhost started: memory is reset with pagemap scans, which miss swapped-out pages, so no call runs until toolhost restarts (it then resets without them) or `[engine] pagemap-scan = false` is set"
+            );
+        }
+        self.unsafe_now.load(Ordering::Acquire)
+    }
+
+    /// Refuse a call if swap appeared under pagemap resets.
+    fn admit(&self) -> Result<(), CallErrorKind> {
+        if self.unsafe_now.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(CallErrorKind::Internal {
+                message: "the host stopped running calls: swap was enabled after it started, and its memory resets could leave an earlier call's data behind; the operator must restart toolhost".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -366,10 +423,8 @@ impl Sandbox {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let n = config.max_instances;
         let shape = PoolShape::default();
-        let pagemap = config.pagemap_scan && !swap_active();
-        if config.pagemap_scan && !pagemap {
-            tracing::info!("swap is active: resetting memory without pagemap scans");
-        }
+        let swap = Arc::new(SwapWatch::new("/proc/swaps".into(), config.pagemap_scan));
+        let pagemap = swap.pagemap;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(n)
             .total_core_instances(n.saturating_mul(shape.core_instances as u32))
@@ -418,12 +473,18 @@ impl Sandbox {
             let engine = engine.clone();
             let stop = stop.clone();
             let tick = config.epoch_tick;
+            let swap = swap.clone();
             std::thread::Builder::new()
                 .name("toolhost-epoch".into())
                 .spawn(move || {
+                    let mut checked = Instant::now();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         std::thread::sleep(tick);
                         engine.increment_epoch();
+                        if checked.elapsed() >= SWAP_CHECK {
+                            checked = Instant::now();
+                            swap.check();
+                        }
                     }
                 })?;
         }
@@ -448,6 +509,7 @@ impl Sandbox {
             shape,
             config,
             _ticker: Ticker { stop },
+            swap,
             scope_shares: Default::default(),
         })
     }
@@ -721,6 +783,9 @@ impl Sandbox {
         comp: &LoadedComponent,
     ) -> Result<(Vec<ToolDef>, crate::served::Served), LoadErrorKind> {
         let describe_err = |reason: String| LoadErrorKind::Describe { reason };
+        if let Err(CallErrorKind::Internal { message }) = self.swap.admit() {
+            return Err(describe_err(message));
+        }
         let Kind::Toolhost(bound) = &comp.kind else {
             return Err(describe_err("not a toolhost-world component".into()));
         };
@@ -838,6 +903,7 @@ impl Sandbox {
         op: Op<'_>,
         mut cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
+        self.swap.admit()?;
         let limits = &comp.grants.limits;
         // The schema check counts against the timeout: a call it used up
         // takes no turn and no pool slot.
@@ -1454,6 +1520,34 @@ fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swap_enabled_after_start_stops_every_call_under_pagemap_resets() {
+        let d = tempfile::tempdir().unwrap();
+        let swaps = d.path().join("swaps");
+        let header = "Filename\tType\tSize\tUsed\tPriority\n";
+        std::fs::write(&swaps, header).unwrap();
+        let w = SwapWatch::new(swaps.clone(), true);
+        assert!(w.pagemap && !w.check() && w.admit().is_ok());
+        // `swapon` while serving: the next check stops every call.
+        std::fs::write(&swaps, format!("{header}/swapfile\tfile\t1048572\t0\t-2\n")).unwrap();
+        assert!(w.check());
+        let Err(CallErrorKind::Internal { message }) = w.admit() else {
+            panic!("a call ran with swap under pagemap resets");
+        };
+        assert!(message.contains("restart toolhost"), "{message}");
+        // And it stays stopped, even if swap goes away again: pages may
+        // already be out.
+        std::fs::write(&swaps, header).unwrap();
+        assert!(w.check() && w.admit().is_err());
+        // Swap at start: no pagemap resets, so swap is harmless.
+        std::fs::write(&swaps, format!("{header}/swapfile\tfile\t1048572\t0\t-2\n")).unwrap();
+        let w = SwapWatch::new(swaps.clone(), true);
+        assert!(!w.pagemap && !w.check() && w.admit().is_ok());
+        // Unreadable: assume swap (no pagemap resets).
+        let w = SwapWatch::new(d.path().join("missing"), true);
+        assert!(!w.pagemap && w.admit().is_ok());
+    }
 
     #[test]
     fn empty_blocks_weigh_what_their_json_would() {
