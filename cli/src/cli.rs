@@ -489,6 +489,12 @@ struct ServeOpts {
     /// kernel's accept queue.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     max_connections: usize,
+    /// HTTP connections one client address (IPv6: its /64) may hold open
+    /// at once; past it, 429 and the connection is closed. 0 (the default)
+    /// is no limit: behind a proxy or load balancer every connection comes
+    /// from its address. Set it when clients connect directly.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections_per_address: usize,
     /// How long an HTTP client may take to send a request's headers (also
     /// the longest an idle keep-alive connection stays open).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
@@ -568,6 +574,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.allowed_origins = opts.allow_origins;
             http.session_ttl = opts.session_ttl;
             http.max_connections = opts.max_connections;
+            http.max_connections_per_address = opts.max_connections_per_address;
             http.header_read_timeout = opts.header_read_timeout;
             http.max_sessions = opts.max_sessions as usize;
             http.max_open_requests = opts.max_open_requests as usize;

@@ -819,6 +819,59 @@ async fn connections_that_never_finish_their_headers_are_closed() {
 /// the accept queue (no descriptor is spent on it in the server) and is
 /// served as soon as one closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_connections_than_its_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = echo_http_server(|o| {
+        o.max_connections_per_address = 3;
+        o.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind((ip, 0).into()).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    };
+    let served = |mut c: tokio::net::TcpStream| async move {
+        c.write_all(initialize_request(addr).as_bytes())
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_string(&mut resp))
+            .await
+            .expect("an answer")
+            .unwrap();
+        resp
+    };
+    // Three idle connections from 127.0.0.1 hold its limit.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(from("127.0.0.1").await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A fourth is answered 429 and closed at once, before it sends
+    // anything.
+    let mut fourth = from("127.0.0.1").await;
+    let mut refused = String::new();
+    tokio::time::timeout(Duration::from_secs(20), fourth.read_to_string(&mut refused))
+        .await
+        .expect("closed at once")
+        .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
+    assert!(refused.contains("the most one address may"), "{refused}");
+    // Another client (127.0.0.2 is loopback too) is served.
+    let other = served(from("127.0.0.2").await).await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // Once one of the three closes, 127.0.0.1 is served again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = served(from("127.0.0.1").await).await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_wait_until_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = echo_http_server(|o| {

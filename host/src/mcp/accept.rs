@@ -5,9 +5,12 @@
 //!   limit leaves no room for them beside what calls may hold): past it
 //!   the accept loop waits, and new connections queue in the kernel's
 //!   backlog (as nginx's `worker_connections`), so no client can exhaust
-//!   the process's descriptors. The cap is global, not per client: one
-//!   client can hold every slot (a proxy's per-address `limit_conn` is the
-//!   answer; SECURITY.md, M7).
+//!   the process's descriptors.
+//! - At most `per_address` of them from one client address (IPv6: one
+//!   /64, what one client is usually given), when set: past it a new
+//!   connection is answered `429` and closed at once, so one client cannot
+//!   hold every slot. Off by default: behind a proxy every connection has
+//!   the proxy's address (its `limit_conn` bounds clients there).
 //! - A client must send a request's headers within `header_read_timeout`
 //!   (also the longest an idle keep-alive connection is kept): a connection
 //!   that opens and sends nothing, or trickles its headers (slowloris),
@@ -24,7 +27,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -33,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 /// How connections are bounded.
 pub(super) struct Bounds {
     pub(super) max_connections: usize,
+    /// Connections per client address; 0: no limit.
+    pub(super) per_address: usize,
     pub(super) header_read_timeout: Duration,
     /// How long shutdown waits for open connections to finish.
     pub(super) grace: Duration,
@@ -68,15 +75,16 @@ pub(super) async fn serve(
         // Zero would close every connection at once.
         .header_read_timeout(bounds.header_read_timeout.max(Duration::from_millis(100)))
         .keep_alive(true);
+    let per_address = Arc::new(PerAddress::new(bounds.per_address));
     let mut stop = std::pin::pin!(stop);
     loop {
         let slot = tokio::select! {
             s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
             () = &mut stop => break,
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 // A connection reset before it was accepted: the next.
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
@@ -94,6 +102,10 @@ pub(super) async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
         }
+        let Some(held) = per_address.enter(peer.ip()) else {
+            refuse(tcp, bounds.per_address);
+            continue;
+        };
         let service = TowerToHyperService::new(app.clone());
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         let closing = closing.clone();
@@ -104,6 +116,7 @@ pub(super) async fn serve(
                 },
                 () = closing.cancelled() => {}
             }
+            drop(held);
             drop(slot);
         });
     }
@@ -120,10 +133,112 @@ pub(super) async fn serve(
     }
 }
 
+/// Connections open per client (an address; for IPv6 its /64).
+struct PerAddress {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its client; uncounted when dropped.
+struct Held(Option<(Arc<PerAddress>, IpAddr)>);
+
+impl PerAddress {
+    fn new(limit: usize) -> PerAddress {
+        PerAddress {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The key `ip` is counted under: one IPv4 address, or the /64 an IPv6
+    /// address is in (an IPv4-mapped one as IPv4).
+    fn client(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            },
+            v4 => v4,
+        }
+    }
+
+    /// Count a connection from `ip`, or `None` if its client holds the
+    /// limit already.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Held> {
+        if self.limit == 0 {
+            return Some(Held(None));
+        }
+        let key = Self::client(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Held(Some((self.clone(), key))))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some((p, key)) = self.0.take() {
+            let mut open = p.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Answer a connection over its client's limit and close it, without
+/// waiting for it: a 429 if the socket takes it at once, else nothing.
+fn refuse(tcp: tokio::net::TcpStream, limit: usize) {
+    let body = format!(
+        "this client holds {limit} connections to this server, the most one address may; close one or reuse it\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nconnection: close\r\ncontent-type: text/plain\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.try_write(answer.as_bytes());
+    tracing::debug!("a connection over the per-address limit ({limit}) was refused");
+}
+
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_its_ipv4_address_or_its_ipv6_64() {
+        let c = |s: &str| PerAddress::client(s.parse().unwrap()).to_string();
+        assert_eq!(c("192.0.2.7"), "192.0.2.7");
+        assert_eq!(c("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(c("::ffff:192.0.2.7"), "192.0.2.7");
+        let p = Arc::new(PerAddress::new(2));
+        let a = p.enter("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = p.enter("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(
+            p.enter("2001:db8::3".parse().unwrap()).is_none(),
+            "same /64"
+        );
+        assert!(p.enter("2001:db8:0:1::1".parse().unwrap()).is_some());
+        drop(a);
+        assert!(p.enter("2001:db8::3".parse().unwrap()).is_some());
+        let off = Arc::new(PerAddress::new(0));
+        let held: Vec<_> = (0..100)
+            .map(|_| off.enter("192.0.2.1".parse().unwrap()))
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+    }
 }

@@ -62,6 +62,12 @@ pub struct HttpOptions {
     /// Connections open at once; past it, new ones wait in the kernel's
     /// accept queue.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client: its /64) may hold
+    /// open at once; past it, a new one is answered 429 and closed. 0, the
+    /// default, is no limit: behind a proxy or load balancer every
+    /// connection comes from its address (bound clients there, as its
+    /// `limit_conn` does). Set it when clients connect directly.
+    pub max_connections_per_address: usize,
     /// How long a client may take to send a request's headers (and the
     /// longest an idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
@@ -96,6 +102,7 @@ impl HttpOptions {
             shutdown_grace: Duration::from_secs(10),
             session_ttl: Duration::from_secs(24 * 3600),
             max_connections: 4096,
+            max_connections_per_address: 0,
             header_read_timeout: Duration::from_secs(10),
             max_sessions: 1024,
             max_open_requests: 1024,
@@ -783,6 +790,7 @@ impl HttpServer {
         tracing::info!("MCP over HTTP at http://{addr}/mcp");
         let bounds = super::accept::Bounds {
             max_connections: self.opts.max_connections,
+            per_address: self.opts.max_connections_per_address,
             header_read_timeout: self.opts.header_read_timeout,
             grace,
         };
