@@ -755,6 +755,7 @@ impl Core {
     /// paid for its result once, when it ended; every later copy is paid
     /// for here, so polling a large result is no free way to make the host
     /// send bytes.
+    #[cfg(feature = "mcp")]
     pub(crate) async fn resend(
         &self,
         scope: &Scope,

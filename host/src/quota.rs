@@ -223,6 +223,7 @@ impl ScopeQuota {
 
     /// Charge `bytes` sent again (a task's kept result, polled once more)
     /// to the output budget, or refuse if it is used up.
+    #[cfg(feature = "mcp")]
     fn resend(&self, bytes: u64) -> Result<(), OverQuota> {
         if let Some(b) = &self.limits.load().output {
             if let Some(over) = self.over(b, "output-bytes-per-minute") {
@@ -326,6 +327,7 @@ impl QuotaBook {
 
     /// Charge `bytes` sent to `scope` again to its output budget (see
     /// [`ScopeQuota::resend`]).
+    #[cfg(feature = "mcp")]
     pub(crate) fn resend(&self, scope: &Scope, bytes: u64) -> Result<(), OverQuota> {
         self.scopes.get(scope).map_or(Ok(()), |q| q.resend(bytes))
     }
