@@ -929,63 +929,8 @@ impl Sandbox {
         let usage = cx.usage.clone();
         let run = async {
             let waiting = Instant::now();
-            let own = comp
-                .concurrency
-                .clone()
-                .acquire_owned()
-                .instrument(tracing::debug_span!("sandbox.acquire"))
-                .await
-                .expect("never closed");
-            // Then the scope's share, still holding nothing the other
-            // scopes wait for (M1).
-            let scope_share = match &scope {
-                Some(scope) => {
-                    let share = self.scope_share(scope, comp.caps.limits.pool_share);
-                    let weight = share.fit(comp.weight);
-                    Some(
-                        share
-                            .acquire(weight)
-                            .instrument(tracing::debug_span!("sandbox.scope_share"))
-                            .await,
-                    )
-                }
-                None => None,
-            };
-            // The tenant's turn (round robin across tenants) before any pool
-            // room, prepared or not; passed on once this call has its room.
-            let turn = match turn {
-                Some(t) => Some(t.instrument(tracing::debug_span!("sandbox.turn")).await?),
-                None => None,
-            };
-            let (store, pool, instance) = match self.warm.take(comp) {
-                Some(prepared) => {
-                    // Dropping the rest of `prepared` gives its memory back
-                    // to the warm budget: from here on it is this call's.
-                    let warm::Prepared {
-                        mut store,
-                        instance,
-                        permits,
-                        ..
-                    } = prepared;
-                    store.data_mut().begin(&comp.grants, cx);
-                    // The deadline counts from now; instantiating it took
-                    // the same fuel a sandbox built now would.
-                    store.set_epoch_deadline(1);
-                    (store, permits, Some(instance))
-                }
-                None => {
-                    let pool = self
-                        .acquire_pool(comp.weight)
-                        .instrument(tracing::debug_span!("sandbox.acquire"))
-                        .await;
-                    let store =
-                        self.store(comp, cx, true)
-                            .map_err(|e| CallErrorKind::Internal {
-                                message: format!("{e:#}"),
-                            })?;
-                    (store, pool, None)
-                }
-            };
+            let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
+            let (store, pool, instance) = self.sandbox_for(comp, cx).await?;
             drop(turn);
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
@@ -1034,6 +979,95 @@ impl Sandbox {
         let out = self.finish(comp, tool, result, &mut metered.store);
         self.retire(metered);
         out
+    }
+
+    /// What a call waits for before any pool room, in this order: its
+    /// component's concurrency, its scope's share of the pool (M1: holding
+    /// nothing another scope waits for) and its tenant's turn (round robin
+    /// across tenants), which the caller passes on once the call has room.
+    async fn wait_for_room(
+        &self,
+        comp: &LoadedComponent,
+        scope: Option<crate::catalog::Scope>,
+        turn: Option<Turn>,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            Option<PoolPermits>,
+            Option<Box<dyn Send>>,
+        ),
+        CallErrorKind,
+    > {
+        let own = comp
+            .concurrency
+            .clone()
+            .acquire_owned()
+            .instrument(tracing::debug_span!("sandbox.acquire"))
+            .await
+            .expect("never closed");
+        let scope_share = match &scope {
+            Some(scope) => {
+                let share = self.scope_share(scope, comp.caps.limits.pool_share);
+                let weight = share.fit(comp.weight);
+                Some(
+                    share
+                        .acquire(weight)
+                        .instrument(tracing::debug_span!("sandbox.scope_share"))
+                        .await,
+                )
+            }
+            None => None,
+        };
+        let turn = match turn {
+            Some(t) => Some(t.instrument(tracing::debug_span!("sandbox.turn")).await?),
+            None => None,
+        };
+        Ok((own, scope_share, turn))
+    }
+
+    /// A fresh sandbox for one call of `comp`: one prepared ahead (its
+    /// instance too) if there is one, else pool room and a new store.
+    async fn sandbox_for(
+        &self,
+        comp: &Arc<LoadedComponent>,
+        cx: CallContext,
+    ) -> Result<
+        (
+            Store<CallState>,
+            PoolPermits,
+            Option<wasmtime::component::Instance>,
+        ),
+        CallErrorKind,
+    > {
+        Ok(match self.warm.take(comp) {
+            Some(prepared) => {
+                // Dropping the rest of `prepared` gives its memory back
+                // to the warm budget: from here on it is this call's.
+                let warm::Prepared {
+                    mut store,
+                    instance,
+                    permits,
+                    ..
+                } = prepared;
+                store.data_mut().begin(&comp.grants, cx);
+                // The deadline counts from now; instantiating it took
+                // the same fuel a sandbox built now would.
+                store.set_epoch_deadline(1);
+                (store, permits, Some(instance))
+            }
+            None => {
+                let pool = self
+                    .acquire_pool(comp.weight)
+                    .instrument(tracing::debug_span!("sandbox.acquire"))
+                    .await;
+                let store = self
+                    .store(comp, cx, true)
+                    .map_err(|e| CallErrorKind::Internal {
+                        message: format!("{e:#}"),
+                    })?;
+                (store, pool, None)
+            }
+        })
     }
 
     /// Turn what the guest returned into the call's output, or the limit
