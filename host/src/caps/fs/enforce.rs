@@ -104,11 +104,16 @@ pub(crate) struct Quota {
     used: AtomicU64,
     /// Serializes re-measuring; when the directory was last measured.
     measuring: Mutex<std::time::Instant>,
+    /// Measures so far: a give-back is refused across one (the measure
+    /// counted what is on disk, not the charge being given back).
+    epoch: AtomicU64,
     /// Something was removed or renamed since the last measure: space may
     /// have been freed.
     freed: std::sync::atomic::AtomicBool,
     /// `/proc/self/fd/N` of the opened grant: measuring walks exactly it.
     root: PathBuf,
+    /// Accounts of dropped streams, for [`Quota::catch_up`].
+    late: Mutex<Vec<StreamAccount>>,
     /// The grant's guest path, for messages.
     guest: String,
 }
@@ -123,6 +128,26 @@ impl Quota {
             freed: std::sync::atomic::AtomicBool::new(false),
             root,
             guest,
+            late: Mutex::new(Vec::new()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The measures so far (see [`Quota::give_back`]).
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Give back `n` bytes charged since measure `epoch`, unless the quota
+    /// was measured since (the measure already set what is used).
+    fn give_back(&self, n: u64, epoch: u64) {
+        let _measuring = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch() == epoch {
+            let _ = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(u.saturating_sub(n))
+                });
         }
     }
 
@@ -143,6 +168,7 @@ impl Quota {
     /// Charge `n` bytes; `false` (nothing charged) if that passes the quota
     /// even after measuring the directory again.
     fn charge(&self, n: u64) -> bool {
+        self.catch_up();
         let fits = |q: &Quota| {
             q.used
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -162,26 +188,49 @@ impl Quota {
         let mut last = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
         if self.freed.swap(false, Ordering::AcqRel) || last.elapsed() >= REMEASURE_AFTER {
             self.used.store(measure(&self.root), Ordering::Release);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             *last = std::time::Instant::now();
         }
         drop(last);
         fits(self)
     }
 
-    /// Settle a charge of `charged` bytes made before a write that, as it
-    /// turned out, allocated `allocated` bytes: give back the difference,
-    /// or take what the bound missed (file system metadata) without
-    /// refusing, since the write happened.
-    fn settle(&self, charged: u64, allocated: u64) {
-        if allocated >= charged {
+    /// A write charged `charged` bytes before it ran turned out to
+    /// allocate `allocated`: take what the charge missed (a file system
+    /// whose blocks are larger than [`BLOCK`], huge pages, metadata),
+    /// without refusing, since the write happened; the next charge sees
+    /// it. Nothing is given back here: a file system that reports its
+    /// blocks late (ZFS until its transaction group commits) would have a
+    /// write given back whole. Only a measure credits, and
+    /// [`Quota::give_back`] the unfilled gap of a sparse write.
+    fn take_missed(&self, charged: u64, allocated: u64) {
+        if allocated > charged {
             self.used.fetch_add(allocated - charged, Ordering::AcqRel);
-        } else {
-            let back = charged - allocated;
-            let _ = self
-                .used
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                    Some(u.saturating_sub(back))
-                });
+        }
+    }
+
+    /// Take what dropped streams' writes allocated past their charge (see
+    /// [`Charged`]): their last writes finish on another thread after the
+    /// stream is gone, so they are looked at again here, at the quota's
+    /// next charge.
+    fn catch_up(&self) {
+        let late = std::mem::take(&mut *self.late.lock().unwrap_or_else(|e| e.into_inner()));
+        for l in late {
+            l.catch_up(self);
+        }
+    }
+
+    /// Keep a dropped stream's account for [`Quota::catch_up`]; past
+    /// [`MAX_LATE`] kept, the oldest is looked at now (its file is held
+    /// open until then).
+    fn keep_late(&self, l: StreamAccount) {
+        let oldest = {
+            let mut late = self.late.lock().unwrap_or_else(|e| e.into_inner());
+            late.push(l);
+            (late.len() > MAX_LATE).then(|| late.remove(0))
+        };
+        if let Some(o) = oldest {
+            o.catch_up(self);
         }
     }
 
@@ -372,9 +421,10 @@ pub(crate) fn warn<T: FsEnforced>(s: &mut T) {
 /// A stream writes its bytes one after another from where it was opened,
 /// so it is charged the blocks its writes reach, each once: one byte
 /// written far past the end of a file costs the block it allocates, not one
-/// byte (a sparse file cannot take more disk than it was charged). A
-/// stream's writes complete on another thread, so unlike a positioned
-/// `write` nothing is given back for blocks that were already allocated.
+/// byte. Its writes complete on another thread, so what they allocated
+/// past that (larger blocks, huge pages, a file system that fills gaps) is
+/// taken at its next write, and, once it is dropped, at its quota's next
+/// charge (`Quota::catch_up`).
 struct Charged {
     inner: DynOutputStream,
     quota: Arc<Quota>,
@@ -383,13 +433,56 @@ struct Charged {
     pos: u64,
     /// The end of the blocks already charged (a block boundary).
     charged_to: u64,
+    /// The file, its blocks when the stream opened, and what the stream
+    /// has been charged (`None`: the file could not be looked at).
+    account: Option<StreamAccount>,
+}
+
+/// What a stream was charged against what its file's blocks grew by.
+#[derive(Debug)]
+struct StreamAccount {
+    file: Arc<std::fs::File>,
+    /// Allocated bytes when the stream opened.
+    base: u64,
+    charged: u64,
+}
+
+impl StreamAccount {
+    /// Take what the file's blocks grew by past the charge.
+    fn catch_up(&self, quota: &Quota) {
+        if let Some((_, now)) = allocation(&self.file) {
+            quota.take_missed(self.charged, now.saturating_sub(self.base));
+        }
+    }
+}
+
+/// Dropped streams' accounts a quota keeps for its next charge.
+const MAX_LATE: usize = 64;
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        if let Some(a) = self.account.take() {
+            self.quota.keep_late(a);
+        }
+    }
 }
 
 impl Charged {
     fn charge(&mut self, n: usize) -> StreamResult<()> {
+        // What the earlier writes allocated past their charge, first.
+        if let Some(a) = &mut self.account
+            && let Some((_, now)) = allocation(&a.file)
+        {
+            let grown = now.saturating_sub(a.base);
+            self.quota.take_missed(a.charged, grown);
+            a.charged = a.charged.max(grown);
+        }
         let (from, to) = blocks_of(self.pos, n as u64);
         let from = from.max(self.charged_to);
         if to <= from || self.quota.charge(to - from) {
+            if let Some(a) = &mut self.account {
+                a.charged = a.charged.saturating_add(to.saturating_sub(from));
+            }
             self.pos = self.pos.saturating_add(n as u64);
             self.charged_to = self.charged_to.max(to);
             Ok(())
@@ -639,6 +732,33 @@ fn file_of(
     }
 }
 
+/// Whether `len` bytes at `off` of `file` (`size` bytes long) lie wholly
+/// over data it already holds: no hole, not past its end (`SEEK_DATA` and
+/// `SEEK_HOLE`; positioned I/O only, so moving the file's offset is
+/// harmless). Any doubt says no.
+fn over_data(file: &std::fs::File, off: u64, len: u64, size: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return true;
+    }
+    let Some(end) = off.checked_add(len).filter(|e| *e <= size) else {
+        return false;
+    };
+    let Ok(at) = libc::off_t::try_from(off) else {
+        return false;
+    };
+    let fd = file.as_raw_fd();
+    // SAFETY: `lseek` on a descriptor `file` owns for the call's length;
+    // no memory is passed.
+    let (data, hole) = unsafe {
+        (
+            libc::lseek(fd, at, libc::SEEK_DATA),
+            libc::lseek(fd, at, libc::SEEK_HOLE),
+        )
+    };
+    data == at && u64::try_from(hole).is_ok_and(|h| h >= end)
+}
+
 /// Size and allocated bytes of an open file (`fstat`).
 fn allocation(file: &std::fs::File) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -859,25 +979,41 @@ fn shadow_write<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
             Box::new(async move {
                 let out = async {
                     let (call, mut view) = store.data_mut().fs_parts();
-                    // Charged what the write can allocate, then given back
-                    // what it did not (the file's blocks before and after):
-                    // a sparse write costs its block, an overwrite nothing.
+                    // Charged, before it runs, what the write can allocate:
+                    // nothing over data the file already holds (asked of the
+                    // file system, `SEEK_DATA`/`SEEK_HOLE`), else the blocks
+                    // it reaches and the gap it opens; after it, whatever the
+                    // file's blocks grew by past that is taken, and the part
+                    // of the gap they did not grow by given back. A sparse
+                    // write costs its block, an overwrite nothing.
                     let rep = fd.rep();
                     let charged = match (call.quota_of(rep), file_of(&view, &fd)) {
                         (Some(quota), Some(file)) => {
                             let (size, before) = allocation(&file).unwrap_or((0, 0));
-                            let bound = write_bound(off, buf.len() as u64, size);
+                            let len = buf.len() as u64;
+                            let bound = if over_data(&file, off, len, size) {
+                                0
+                            } else {
+                                write_bound(off, len, size)
+                            };
                             if let Err(e) = call.charge(rep, bound) {
                                 return Ok((R::<u64>::Err(e),));
                             }
-                            Some((quota, file, before, bound))
+                            let gap = off.saturating_sub(size).min(bound);
+                            Some((quota.epoch(), quota, file, before, bound, gap))
                         }
                         _ => None,
                     };
                     let written = t::HostDescriptor::write(&mut view, fd, buf, off).await;
-                    if let Some((quota, file, before, bound)) = charged {
+                    if let Some((epoch, quota, file, before, bound, gap)) = charged {
                         let after = allocation(&file).map_or(before, |(_, a)| a);
-                        quota.settle(bound, after.saturating_sub(before));
+                        let grown = after.saturating_sub(before);
+                        quota.take_missed(bound, grown);
+                        // The gap a sparse file did not fill is given back
+                        // (never the blocks the write reached: a file system
+                        // that reports its blocks late must not get a write
+                        // for free).
+                        quota.give_back(gap.min(bound.saturating_sub(grown)), epoch);
                     }
                     Ok((match written {
                         Ok(n) => Ok(n),
@@ -1123,12 +1259,17 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
             let quota = call.quota_of(fd.rep());
             let notice = call.notice.clone();
             // An append stream writes from the end of the file as it is now.
-            let pos = match (&quota, append) {
-                (Some(_), true) => file_of(&view, &fd)
-                    .and_then(|f| allocation(&f))
-                    .map_or(0, |(size, _)| size),
+            let file = quota.as_ref().and_then(|_| file_of(&view, &fd));
+            let now = file.as_deref().and_then(allocation);
+            let pos = match (now, append) {
+                (Some((size, _)), true) => size,
                 _ => off,
             };
+            let account = file.zip(now).map(|(file, (_, base))| StreamAccount {
+                file,
+                base,
+                charged: 0,
+            });
             let r = if append {
                 t::HostDescriptor::append_via_stream(&mut view, fd)
             } else {
@@ -1148,6 +1289,7 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     notice,
                     pos,
                     charged_to: 0,
+                    account,
                 });
             }
             Ok((R::Ok(s),))
@@ -1231,6 +1373,45 @@ mod tests {
     /// name is when the OS opens it, a FIFO is never opened blocking and
     /// never handed to the guest, followed through a symlink or not, for
     /// reading or writing.
+    #[test]
+    fn only_a_range_wholly_over_data_is_free() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let mut f = std::fs::File::create(d.path().join("f")).unwrap();
+        f.write_all(&[7u8; 8192]).unwrap();
+        f.set_len(1 << 20).unwrap(); // a hole after the data
+        let size = 1 << 20;
+        assert!(over_data(&f, 0, 8192, size));
+        assert!(over_data(&f, 100, 10, size));
+        assert!(!over_data(&f, 512 << 10, 1, size), "in the hole");
+        assert!(!over_data(&f, 8000, 1000, size), "data, then hole");
+        assert!(!over_data(&f, size - 1, 2, size), "past the end");
+        assert!(!over_data(&f, u64::MAX, 2, size));
+    }
+
+    #[test]
+    fn what_a_dropped_stream_allocated_past_its_charge_is_taken_at_the_next_charge() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let q = Quota::new(4 << 20, d.path().to_path_buf(), "/out".into());
+        let path = d.path().join("f");
+        let file = Arc::new(std::fs::File::create(&path).unwrap());
+        // A stream charged one block; its write (finishing after the
+        // stream was dropped) allocated 3 MiB.
+        assert!(q.charge(4096));
+        q.keep_late(StreamAccount {
+            file: file.clone(),
+            base: 0,
+            charged: 4096,
+        });
+        (&*file).write_all(&vec![7u8; 3 << 20]).unwrap();
+        file.sync_all().unwrap();
+        // The next charge sees it: 3 MiB taken, so 2 MiB more do not fit.
+        assert!(!q.charge(2 << 20));
+        assert!(q.used.load(Ordering::Acquire) >= 3 << 20);
+        assert!(q.late.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn a_write_is_bounded_by_the_blocks_it_reaches_and_the_gap_it_opens() {
         assert_eq!(blocks_of(0, 0), (0, 0));
