@@ -633,8 +633,8 @@ impl ServerHandler for McpServer {
         req: GetTaskParams,
         _ctx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        let (result, again) = self.shared.tasks.get(&req.task_id)?;
-        if let Some(bytes) = again {
+        let got = self.shared.tasks.peek(&req.task_id)?;
+        if let Some(bytes) = got.again {
             let sh = &self.shared;
             let what = format!("tasks/get {}", req.task_id);
             if let Err(over) = sh.core.resend(&sh.scope, &sh.caller, &what, bytes).await {
@@ -647,7 +647,7 @@ impl ServerHandler for McpServer {
                 ));
             }
         }
-        Ok(result)
+        Ok(got.result())
     }
 
     async fn update_task(

@@ -169,10 +169,19 @@ impl Tasks {
         Some(task)
     }
 
+    #[cfg(test)]
     /// `tasks/get`; with the size of the ended call's result when it was
     /// returned before (a copy the tenant's output quota pays for: the
     /// call paid for the first).
     pub(super) fn get(&self, id: &str) -> Result<(GetTaskResult, Option<u64>), ErrorData> {
+        let got = self.peek(id)?;
+        let again = got.again;
+        Ok((got.result(), again))
+    }
+
+    /// What `tasks/get` of `id` answers, not copied yet: a caller that
+    /// must pay for a copy first (`again`) does, before the copy is made.
+    pub(super) fn peek(&self, id: &str) -> Result<Got, ErrorData> {
         let mut again = None;
         let (task, payload) = {
             let mut tasks = self.lock();
@@ -201,8 +210,11 @@ impl Tasks {
             };
             (e.task.clone(), payload)
         };
-        let payload = Arc::unwrap_or_clone(payload);
-        Ok((GetTaskResult::new(DetailedTask::new(task, payload)), again))
+        Ok(Got {
+            task,
+            payload,
+            again,
+        })
     }
 
     /// `tasks/update`: answer the waiting questions named in `answers`;
@@ -336,6 +348,24 @@ impl Tasks {
             };
             e.ended = Some(Instant::now());
         }
+    }
+}
+
+/// A task's state as `tasks/get` returns it, before the copy.
+pub(super) struct Got {
+    task: Task,
+    payload: Arc<TaskPayload>,
+    /// The size of the ended call's result when it was returned before.
+    pub(super) again: Option<u64>,
+}
+
+impl Got {
+    /// The answer (a copy of a kept result).
+    pub(super) fn result(self) -> GetTaskResult {
+        GetTaskResult::new(DetailedTask::new(
+            self.task,
+            Arc::unwrap_or_clone(self.payload),
+        ))
     }
 }
 
