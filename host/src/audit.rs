@@ -527,9 +527,10 @@ impl Audit {
 }
 
 /// Open the log for appending, created owner-only (0600). A log that
-/// already exists readable or writable by others (made by another tool, or
-/// before toolhost set the mode) is narrowed to its owner's bits: it names
-/// every caller and tool.
+/// already exists readable or writable by every user (made by another
+/// tool, or before toolhost set the mode) loses those bits: it names every
+/// caller and tool. Group bits stay (a `0640` log read by an `adm` group's
+/// shipper is a deliberate choice).
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
@@ -538,16 +539,16 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
         .mode(0o600)
         .open(path)?;
     let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        match file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700)) {
+    if mode & 0o007 != 0 {
+        match file.set_permissions(std::fs::Permissions::from_mode(mode & 0o770)) {
             Ok(()) => tracing::warn!(
                 path = %path.display(),
-                "the audit log was readable or writable by others (mode {:o}); narrowed to its owner",
+                "the audit log was readable or writable by every user (mode {:o}); those bits are removed",
                 mode & 0o777
             ),
             Err(e) => tracing::warn!(
                 path = %path.display(),
-                "the audit log is readable or writable by others (mode {:o}) and could not be narrowed: {e}",
+                "the audit log is readable or writable by every user (mode {:o}) and could not be narrowed: {e}",
                 mode & 0o777
             ),
         }
@@ -755,7 +756,7 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_log_readable_by_others_is_narrowed_to_its_owner() {
+    fn an_existing_log_readable_by_every_user_is_narrowed() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
@@ -768,7 +769,18 @@ mod tests {
         .unwrap();
         drop(audit);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode, 0o660);
+        // A log kept for a group (0640) stays so.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(
+            Audit::open(&AuditConfig {
+                path: Some(path.clone()),
+                ..AuditConfig::default()
+            })
+            .unwrap(),
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
         // A new one is made owner-only.
         let fresh = dir.path().join("b.jsonl");
         drop(
