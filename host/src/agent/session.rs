@@ -639,7 +639,9 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
         _ => None,
     };
     let task_inner = inner.clone();
-    let mut work = Box::pin(async move {
+    // Register before the task can finish, so its own removal wins.
+    let mut inflight = lock(&inner.inflight);
+    let handle = tokio::spawn(async move {
         let inner = task_inner;
         let result = std::panic::AssertUnwindSafe(inner.handle(req.request, submitted))
             .catch_unwind()
@@ -652,20 +654,5 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
         lock(&inner.inflight).remove(&req.request_id);
         let _ = inner.write(&reply);
     });
-    // First on this (the reader's) task: a request that needs no waiting
-    // (most tool calls: the sandbox's first slice runs inline, see
-    // `Scheduler::run`, and ends within it) is answered without a task of
-    // its own, and without waking another thread. One that waits goes on as
-    // a task: it is polled again there, which registers that task's waker
-    // with whatever it waits on (the first poll's waker does nothing), so
-    // no wake-up is lost. The reader gives at most one sandbox slice (an
-    // epoch tick) per request.
-    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
-    if work.as_mut().poll(&mut cx).is_ready() {
-        return;
-    }
-    // Register before the task can finish, so its own removal wins.
-    let mut inflight = lock(&inner.inflight);
-    let handle = tokio::spawn(work);
     inflight.insert(id, handle.abort_handle());
 }
