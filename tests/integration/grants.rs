@@ -1282,6 +1282,46 @@ async fn sparse_writes_are_charged_the_blocks_they_allocate_not_the_bytes_they_w
     assert!(!ok.text().is_empty());
 }
 
+#[tokio::test]
+async fn a_file_deleted_while_open_still_counts_against_the_quota() {
+    // A measure walks the directory; a deleted file that a call still
+    // writes to is not there, but its blocks are.
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"4 MiB\"\n",
+            out.path().display()
+        ),
+    );
+    let core = core(d.path()).await;
+    let r = call(
+        &core,
+        "fill_deleted",
+        json!({"path": "/out/gone", "mib": 64}),
+    )
+    .await
+    .unwrap();
+    let text = r.text();
+    let written: u64 = text
+        .strip_prefix("wrote ")
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(text.contains("then:"), "the writes stop: {text}");
+    assert!(
+        written <= 4 << 20,
+        "past the quota through a deleted file: {text}"
+    );
+    // Closed with the call, its blocks are free: the quota is whole again.
+    let after = call(&core, "fill", json!({"path": "/out/e", "mib": 2}))
+        .await
+        .unwrap();
+    assert_eq!(after.text(), format!("wrote {} bytes", 2 << 20));
+}
+
 /// N of a "made N; then: ..." answer.
 fn made_count(out: &toolhost::ToolOutput) -> u32 {
     out.text()

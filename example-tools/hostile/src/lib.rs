@@ -54,6 +54,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("write_path", "Write `content` to any path.", write_path))
         .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files))
         .tool(Tool::new("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill))
+        .tool(Tool::new("fill_deleted", "Open `path`, delete it, then append `mib` MiB through the open file one MiB at a time; report the bytes written and the first error.", fill_deleted))
         .tool(Tool::new("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs))
         .tool(Tool::new("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many))
         .tool(Tool::new("remove", "Remove the file at `path`.", remove))
@@ -350,6 +351,27 @@ fn fill(a: FillArgs) -> Result<String, ToolError> {
         .append(true)
         .open(&a.path)
         .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
+    let chunk = vec![7u8; 1 << 20];
+    let mut written = 0u64;
+    for _ in 0..a.mib {
+        if let Err(e) = f.write_all(&chunk) {
+            return Ok(format!("wrote {written} bytes; then: {e}"));
+        }
+        written += chunk.len() as u64;
+    }
+    Ok(format!("wrote {written} bytes"))
+}
+
+/// A file deleted while open keeps its blocks but leaves the directory
+/// the quota measures.
+fn fill_deleted(a: FillArgs) -> Result<String, ToolError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.path)
+        .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
+    std::fs::remove_file(&a.path).map_err(|e| ToolError::failed(format!("cannot remove: {e}")))?;
     let chunk = vec![7u8; 1 << 20];
     let mut written = 0u64;
     for _ in 0..a.mib {

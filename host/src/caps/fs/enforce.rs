@@ -114,6 +114,11 @@ pub(crate) struct Quota {
     root: PathBuf,
     /// Accounts of dropped streams, for [`Quota::catch_up`].
     late: Mutex<Vec<StreamAccount>>,
+    /// Files opened for writing under the grant: one deleted while still
+    /// open keeps its blocks but leaves the directory a measure walks.
+    writers: Mutex<Vec<std::sync::Weak<std::fs::File>>>,
+    /// What such files took at the last measure.
+    orphans: AtomicU64,
     /// The grant's guest path, for messages.
     guest: String,
 }
@@ -129,8 +134,36 @@ impl Quota {
             root,
             guest,
             late: Mutex::new(Vec::new()),
+            writers: Mutex::new(Vec::new()),
+            orphans: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    /// Note a file opened for writing under the grant (see
+    /// [`Quota::deleted_but_open`]).
+    fn track_writer(&self, file: &Arc<std::fs::File>) {
+        let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() >= 64 {
+            w.retain(|f| f.strong_count() > 0);
+        }
+        w.push(Arc::downgrade(file));
+    }
+
+    /// What files deleted while still open for writing take: a measure
+    /// walks the directory, where they no longer are, but their blocks are
+    /// held until they are closed, and a call could go on writing to one
+    /// past the quota.
+    fn deleted_but_open(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let mut w = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        w.retain(|f| f.strong_count() > 0);
+        w.iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter_map(|f| f.metadata().ok())
+            .filter(|m| m.nlink() == 0)
+            .map(|m| m.blocks().saturating_mul(512))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// The measures so far (see [`Quota::give_back`]).
@@ -186,8 +219,17 @@ impl Quota {
         // tool creates is charged, so the walk stays as short as the quota
         // allows.
         let mut last = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
-        if self.freed.swap(false, Ordering::AcqRel) || last.elapsed() >= REMEASURE_AFTER {
-            self.used.store(measure(&self.root), Ordering::Release);
+        // A deleted file counted at the last measure and closed since
+        // freed its blocks too.
+        let orphans = self.orphans.load(Ordering::Acquire);
+        if self.freed.swap(false, Ordering::AcqRel)
+            || last.elapsed() >= REMEASURE_AFTER
+            || (orphans > 0 && self.deleted_but_open() < orphans)
+        {
+            let orphans = self.deleted_but_open();
+            self.orphans.store(orphans, Ordering::Release);
+            let used = measure(&self.root).saturating_add(orphans);
+            self.used.store(used, Ordering::Release);
             self.epoch.fetch_add(1, Ordering::AcqRel);
             *last = std::time::Instant::now();
         }
@@ -942,6 +984,12 @@ fn shadow_open_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resul
                             Some(g) => call.grant_of.insert(d.rep(), g),
                             None => call.grant_of.remove(&d.rep()),
                         };
+                        if fl.contains(t::DescriptorFlags::WRITE)
+                            && let Some(quota) = call.quota_of(d.rep())
+                            && let Some(file) = file_of(&view, &d)
+                        {
+                            quota.track_writer(&file);
+                        }
                         Ok((R::Ok(d),))
                     }
                     Err(Opened::Special(kind)) => {
