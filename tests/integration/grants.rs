@@ -1322,6 +1322,44 @@ async fn a_file_deleted_while_open_still_counts_against_the_quota() {
     assert_eq!(after.text(), format!("wrote {} bytes", 2 << 20));
 }
 
+#[tokio::test]
+async fn a_read_only_descriptor_never_writes_and_a_hard_link_never_crosses_grants() {
+    // A hard link into another grant put a file's blocks under its quota
+    // for the price of one entry (review); a descriptor opened to read only
+    // writes nothing, whatever the grant allows.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/a\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"4 MiB\"\n[[fs]]\nguest = \"/b\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"4 MiB\"\n",
+            a.path().display(),
+            b.path().display()
+        ),
+    );
+    let core = core(d.path()).await;
+    let r = call(
+        &core,
+        "sneaky_writes",
+        json!({"path": "/a/f", "link": "/b/f"}),
+    )
+    .await
+    .unwrap();
+    let text = r.text();
+    assert!(
+        text.contains("write: ErrorCode { code: 3, name: \"bad-descriptor\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("stream: ErrorCode { code: 3, name: \"bad-descriptor\""),
+        "{text}"
+    );
+    assert!(text.contains("name: \"cross-device\""), "{text}");
+    assert_eq!(std::fs::metadata(a.path().join("f")).unwrap().len(), 0);
+    assert!(!b.path().join("f").exists());
+}
+
 /// N of a "made N; then: ..." answer.
 fn made_count(out: &toolhost::ToolOutput) -> u32 {
     out.text()

@@ -55,6 +55,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files))
         .tool(Tool::new("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill))
         .tool(Tool::new("fill_deleted", "Open `path`, delete it, then append `mib` MiB through the open file one MiB at a time; report the bytes written and the first error.", fill_deleted))
+        .tool(Tool::new("sneaky_writes", "Create `path`, open it to read only, write through it anyway, then hard-link it as `link` (another directory); report each result.", sneaky_writes))
         .tool(Tool::new("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs))
         .tool(Tool::new("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many))
         .tool(Tool::new("remove", "Remove the file at `path`.", remove))
@@ -381,6 +382,57 @@ fn fill_deleted(a: FillArgs) -> Result<String, ToolError> {
         written += chunk.len() as u64;
     }
     Ok(format!("wrote {written} bytes"))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SneakyArgs {
+    /// A file under a preopened directory.
+    pub path: String,
+    /// A new name for it under another preopened directory.
+    pub link: String,
+}
+
+/// Writes a quota might miss: through a descriptor opened to read
+/// (wasmtime-wasi checks only the grant's permissions), and a hard link
+/// that moves a file's blocks under another grant's quota.
+fn sneaky_writes(a: SneakyArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let find = |p: &str| {
+        dirs.iter().find_map(|(d, guest)| {
+            let rel = p
+                .strip_prefix(guest.as_str())?
+                .trim_start_matches('/')
+                .to_string();
+            Some((d, rel))
+        })
+    };
+    let (dir, rel) = find(&a.path).ok_or_else(|| ToolError::failed("no directory for path"))?;
+    let (to_dir, to_rel) =
+        find(&a.link).ok_or_else(|| ToolError::failed("no directory for link"))?;
+    std::fs::write(&a.path, b"").map_err(|e| ToolError::failed(format!("cannot create: {e}")))?;
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            &rel,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(|e| ToolError::failed(format!("cannot open: {e:?}")))?;
+    let write = match file.write(&[7; 4096], 0) {
+        Ok(n) => format!("wrote {n}"),
+        Err(e) => format!("{e:?}"),
+    };
+    let stream = match file.write_via_stream(0) {
+        Ok(_) => "opened".to_string(),
+        Err(e) => format!("{e:?}"),
+    };
+    let link = match dir.link_at(PathFlags::empty(), &rel, to_dir, &to_rel) {
+        Ok(()) => "linked".to_string(),
+        Err(e) => format!("{e:?}"),
+    };
+    Ok(format!("write: {write}; stream: {stream}; link: {link}"))
 }
 
 fn mkdirs(a: HoardArgs) -> Result<String, ToolError> {

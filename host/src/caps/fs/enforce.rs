@@ -519,6 +519,14 @@ impl Charged {
             self.quota.take_missed(a.charged, grown);
             a.charged = a.charged.max(grown);
         }
+        // Over data the file already holds, a stream allocates nothing.
+        if let Some(a) = &self.account
+            && let Ok(size) = a.file.metadata().map(|m| m.len())
+            && over_data(&a.file, self.pos, n as u64, size)
+        {
+            self.pos = self.pos.saturating_add(n as u64);
+            return Ok(());
+        }
         let (from, to) = blocks_of(self.pos, n as u64);
         let from = from.max(self.charged_to);
         if to <= from || self.quota.charge(to - from) {
@@ -763,6 +771,19 @@ fn write_bound(off: u64, len: u64, size: u64) -> u64 {
     (to - from).saturating_add(off.saturating_sub(size))
 }
 
+/// Whether the guest opened `fd` for writing. wasmtime-wasi checks only
+/// the grant's permissions before a write, not the descriptor's flags, and
+/// `create` or `truncate` opens the host file writable whatever they say:
+/// a descriptor opened to read could write past the quota's tracking.
+fn opened_for_writing(view: &WasiFilesystemCtxView<'_>, fd: &Resource<t::Descriptor>) -> bool {
+    match view.table.get(fd) {
+        Ok(wasmtime_wasi::filesystem::Descriptor::File(f)) => f
+            .open_mode
+            .contains(wasmtime_wasi::filesystem::OpenMode::WRITE),
+        _ => true,
+    }
+}
+
 /// The open file behind a guest's descriptor (`None` for a directory).
 fn file_of(
     view: &WasiFilesystemCtxView<'_>,
@@ -984,11 +1005,21 @@ fn shadow_open_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resul
                             Some(g) => call.grant_of.insert(d.rep(), g),
                             None => call.grant_of.remove(&d.rep()),
                         };
-                        if fl.contains(t::DescriptorFlags::WRITE)
-                            && let Some(quota) = call.quota_of(d.rep())
+                        // Every file, whatever its flags: any open descriptor
+                        // keeps a deleted file's blocks.
+                        if let Some(quota) = call.quota_of(d.rep())
                             && let Some(file) = file_of(&view, &d)
                         {
                             quota.track_writer(&file);
+                            // Truncating a file that had data frees it (not
+                            // a new one: marking that would measure, and so
+                            // credit every empty file's entry charge, at each
+                            // refusal).
+                            if of.contains(t::OpenFlags::TRUNCATE)
+                                && exists.as_ref().is_ok_and(|st| st.size > 0)
+                            {
+                                quota.note_freed();
+                            }
                         }
                         Ok((R::Ok(d),))
                     }
@@ -1035,6 +1066,9 @@ fn shadow_write<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
                     // of the gap they did not grow by given back. A sparse
                     // write costs its block, an overwrite nothing.
                     let rep = fd.rep();
+                    if !opened_for_writing(&view, &fd) {
+                        return Ok((R::<u64>::Err(t::ErrorCode::BadDescriptor),));
+                    }
                     let charged = match (call.quota_of(rep), file_of(&view, &fd)) {
                         (Some(quota), Some(file)) => {
                             let (size, before) = allocation(&file).unwrap_or((0, 0));
@@ -1086,12 +1120,21 @@ fn shadow_set_size<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resu
                 let out = async {
                     let (call, mut view) = store.data_mut().fs_parts();
                     let rep = fd.rep();
+                    if !opened_for_writing(&view, &fd) {
+                        return Ok((R::<()>::Err(t::ErrorCode::BadDescriptor),));
+                    }
                     let now = t::HostDescriptor::stat(&mut view, Resource::new_borrow(rep))
                         .await
                         .map(|s| s.size)
                         .unwrap_or(0);
                     if let Err(e) = call.charge(rep, size.saturating_sub(now)) {
                         return Ok((R::<()>::Err(e),));
+                    }
+                    // Shrinking frees blocks: the next refusal measures.
+                    if size < now
+                        && let Some(q) = call.quota_of(rep)
+                    {
+                        q.note_freed();
                     }
                     Ok((
                         match t::HostDescriptor::set_size(&mut view, fd, size).await {
@@ -1175,6 +1218,12 @@ fn shadow_links<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
             Box::new(async move {
                 let out = async {
                     let (call, mut view) = store.data_mut().fs_parts();
+                    // A hard link into another grant would put the file's
+                    // blocks under a quota that was charged one entry: as a
+                    // different device, like a directory renamed across.
+                    if call.grant_of.get(&fd.rep()) != call.grant_of.get(&to.rep()) {
+                        return Ok((R::<()>::Err(t::ErrorCode::CrossDevice),));
+                    }
                     // The new name is charged to the directory it lands in.
                     if let Err(e) = call.charge(to.rep(), ENTRY_BYTES) {
                         return Ok((R::<()>::Err(e),));
@@ -1304,6 +1353,9 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
     ] {
         let wrap = move |store: &mut T, fd: Resource<t::Descriptor>, off: u64| {
             let (call, mut view) = store.fs_parts();
+            if !opened_for_writing(&view, &fd) {
+                return Ok((R::Err(t::ErrorCode::BadDescriptor),));
+            }
             let quota = call.quota_of(fd.rep());
             let notice = call.notice.clone();
             // An append stream writes from the end of the file as it is now.
