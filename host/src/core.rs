@@ -735,18 +735,28 @@ impl Core {
         tool: &str,
         rate: bool,
     ) -> Result<Admission, OverQuota> {
-        let refused = match self.inner.quotas.load().admit(scope, rate) {
-            Ok(a) => return Ok(a),
-            Err(q) => q,
-        };
+        match self.inner.quotas.load().admit(scope, rate) {
+            Ok(a) => Ok(a),
+            Err(q) => Err(self.over_quota(scope, caller, tool, q).await),
+        }
+    }
+
+    /// Count and audit a quota refusal of `what`, and return it.
+    async fn over_quota(
+        &self,
+        scope: &Scope,
+        caller: &str,
+        what: &str,
+        refused: OverQuota,
+    ) -> OverQuota {
         self.inner
             .metrics
             .quota_rejected(scope.as_str(), refused.quota);
         self.inner
             .audit
-            .write_decision(scope.as_str(), caller, tool, "over_quota", &refused.message)
+            .write_decision(scope.as_str(), caller, what, "over_quota", &refused.message)
             .await;
-        Err(refused)
+        refused
     }
 
     /// Charge `bytes` sent to `scope` once more (`what`: a task's kept
@@ -763,18 +773,10 @@ impl Core {
         what: &str,
         bytes: u64,
     ) -> Result<(), OverQuota> {
-        let refused = match self.inner.quotas.load().resend(scope, bytes) {
-            Ok(()) => return Ok(()),
-            Err(q) => q,
-        };
-        self.inner
-            .metrics
-            .quota_rejected(scope.as_str(), refused.quota);
-        self.inner
-            .audit
-            .write_decision(scope.as_str(), caller, what, "over_quota", &refused.message)
-            .await;
-        Err(refused)
+        match self.inner.quotas.load().resend(scope, bytes) {
+            Ok(()) => Ok(()),
+            Err(q) => Err(self.over_quota(scope, caller, what, q).await),
+        }
     }
 
     /// Count a refusal a front end made before any call (a tenant's

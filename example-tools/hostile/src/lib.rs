@@ -346,33 +346,28 @@ pub struct FillArgs {
 }
 
 fn fill(a: FillArgs) -> Result<String, ToolError> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&a.path)
-        .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
-    let chunk = vec![7u8; 1 << 20];
-    let mut written = 0u64;
-    for _ in 0..a.mib {
-        if let Err(e) = f.write_all(&chunk) {
-            return Ok(format!("wrote {written} bytes; then: {e}"));
-        }
-        written += chunk.len() as u64;
-    }
-    Ok(format!("wrote {written} bytes"))
+    append_mib(&a, false)
 }
 
 /// A file deleted while open keeps its blocks but leaves the directory
 /// the quota measures.
 fn fill_deleted(a: FillArgs) -> Result<String, ToolError> {
+    append_mib(&a, true)
+}
+
+/// Append `a.mib` MiB to `a.path` one MiB at a time (after deleting it,
+/// with `deleted`); report the bytes written and the first error.
+fn append_mib(a: &FillArgs, deleted: bool) -> Result<String, ToolError> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&a.path)
         .map_err(|e| ToolError::failed(format!("cannot open {}: {e}", a.path)))?;
-    std::fs::remove_file(&a.path).map_err(|e| ToolError::failed(format!("cannot remove: {e}")))?;
+    if deleted {
+        std::fs::remove_file(&a.path)
+            .map_err(|e| ToolError::failed(format!("cannot remove: {e}")))?;
+    }
     let chunk = vec![7u8; 1 << 20];
     let mut written = 0u64;
     for _ in 0..a.mib {
