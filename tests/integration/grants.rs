@@ -1022,6 +1022,53 @@ async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
     }
 }
 
+/// A stream over a file keeps the host file open after its descriptor is
+/// dropped: the cap counts files held, however they are held.
+#[tokio::test]
+async fn streams_kept_after_their_descriptors_are_dropped_still_count_as_open_files() {
+    let t = tree();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
+    let mut caps = toolhost::caps::Caps::default();
+    caps.fs.max_open = Some(16);
+    let core = core_with(d.path(), test_config().with_caps(caps)).await;
+
+    let (r, warnings) = call_with_events(
+        &core,
+        "hoard_files",
+        json!({"path": "/data/hello.txt", "count": 1000, "streams": true}),
+    )
+    .await;
+    let text = r.unwrap().text();
+    let opened: usize = text
+        .strip_prefix("opened ")
+        .and_then(|t| t.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected answer {text}"));
+    // Before: every descriptor was dropped, so all 1000 streams (and
+    // their host files) were held.
+    assert!(
+        (1..=16).contains(&opened) && text.contains("then:"),
+        "the call stops at its cap of 16 open files: {text}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("max-open")),
+        "the caller is told which limit was hit: {warnings:?}"
+    );
+    let again = call(
+        &core,
+        "hoard_files",
+        json!({"path": "/data/hello.txt", "count": 10, "streams": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        again.text(),
+        "opened 10",
+        "the next call has its whole share"
+    );
+}
+
 #[tokio::test]
 async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
     let t = tree();

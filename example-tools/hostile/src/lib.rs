@@ -52,7 +52,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("getenv", "Return environment variable `name`, or \"unset\".", getenv))
         .tool(Tool::new("read_path", "Read any path as text.", read_path))
         .tool(Tool::new("write_path", "Write `content` to any path.", write_path))
-        .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor; report how many opened and the first error.", hoard_files))
+        .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor (or, with `streams`, only a stream over each); report how many opened and the first error.", hoard_files))
         .tool(Tool::new("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill))
         .tool(Tool::new("fill_deleted", "Open `path`, delete it, then append `mib` MiB through the open file one MiB at a time; report the bytes written and the first error.", fill_deleted))
         .tool(Tool::new("sneaky_writes", "Create `path`, open it to read only, write through it anyway, then hard-link it as `link` (another directory); report each result.", sneaky_writes))
@@ -323,9 +323,16 @@ pub struct HoardArgs {
     pub path: String,
     /// How many times to open it.
     pub count: u32,
+    /// Keep only a stream reading each open file and drop its descriptor
+    /// (the stream still holds the host file).
+    #[serde(default)]
+    pub streams: bool,
 }
 
 fn hoard_files(a: HoardArgs) -> Result<String, ToolError> {
+    if a.streams {
+        return hoard_streams(a);
+    }
     let mut held = Vec::new();
     for _ in 0..a.count {
         match std::fs::File::open(&a.path) {
@@ -334,6 +341,46 @@ fn hoard_files(a: HoardArgs) -> Result<String, ToolError> {
         }
     }
     Ok(format!("opened {}", held.len()))
+}
+
+/// Open `path` `count` times, each time keeping a stream over the file and
+/// dropping the descriptor it came from.
+fn hoard_streams(a: HoardArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let mut held = Vec::new();
+    for _ in 0..a.count {
+        let opened = dir
+            .open_at(
+                PathFlags::empty(),
+                &rel,
+                OpenFlags::empty(),
+                DescriptorFlags::READ,
+            )
+            .and_then(|f| f.read_via_stream(0));
+        match opened {
+            Ok(s) => held.push(s),
+            Err(e) => return Ok(format!("opened {}; then: {e:?}", held.len())),
+        }
+    }
+    Ok(format!("opened {}", held.len()))
+}
+
+/// The preopened directory `path` is under, and `path` relative to it.
+fn preopened<'a>(
+    dirs: &'a [(wasi::filesystem::types::Descriptor, String)],
+    path: &str,
+) -> Result<(&'a wasi::filesystem::types::Descriptor, String), ToolError> {
+    dirs.iter()
+        .find_map(|(d, guest)| {
+            let rel = path
+                .strip_prefix(guest.as_str())?
+                .trim_start_matches('/')
+                .to_string();
+            Some((d, rel))
+        })
+        .ok_or_else(|| ToolError::failed(format!("{path} is under no preopened directory")))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -394,18 +441,8 @@ pub struct SneakyArgs {
 fn sneaky_writes(a: SneakyArgs) -> Result<String, ToolError> {
     use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasi::filesystem::preopens::get_directories();
-    let find = |p: &str| {
-        dirs.iter().find_map(|(d, guest)| {
-            let rel = p
-                .strip_prefix(guest.as_str())?
-                .trim_start_matches('/')
-                .to_string();
-            Some((d, rel))
-        })
-    };
-    let (dir, rel) = find(&a.path).ok_or_else(|| ToolError::failed("no directory for path"))?;
-    let (to_dir, to_rel) =
-        find(&a.link).ok_or_else(|| ToolError::failed("no directory for link"))?;
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let (to_dir, to_rel) = preopened(&dirs, &a.link)?;
     std::fs::write(&a.path, b"").map_err(|e| ToolError::failed(format!("cannot create: {e}")))?;
     let file = dir
         .open_at(
@@ -541,17 +578,8 @@ pub struct ScatterArgs {
 /// last allocates a whole block.
 fn scatter(a: ScatterArgs) -> Result<String, ToolError> {
     use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
-    let (dir, rel) = wasi::filesystem::preopens::get_directories()
-        .into_iter()
-        .find_map(|(d, guest)| {
-            let rel = a
-                .path
-                .strip_prefix(&guest)?
-                .trim_start_matches('/')
-                .to_string();
-            Some((d, rel))
-        })
-        .ok_or_else(|| ToolError::failed(format!("{} is under no preopened directory", a.path)))?;
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
     let file = dir
         .open_at(
             PathFlags::empty(),

@@ -5,7 +5,8 @@
 //!   (default [`DEFAULT_MAX_OPEN`]) files and directories it opened, and all
 //!   calls together at most three quarters of the process's descriptor
 //!   limit, so no call can starve the host's own sockets, cache and log of
-//!   descriptors (`EMFILE` for everyone else).
+//!   descriptors (`EMFILE` for everyone else). A file counts while anything
+//!   holds it: its descriptor, a stream over it, a write still running.
 //! - **Special files**: FIFOs, sockets and devices are never handed to a
 //!   guest, and never opened blocking (a blocking open of a FIFO holds a
 //!   host thread until a peer appears): `open-at` is toolhost's own, opens
@@ -31,11 +32,11 @@
 //! directories.
 
 use super::{FsCaps, FsMode, Prepared};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use wasmtime::component::{Linker, LinkerInstance, Resource, ResourceTable};
+use wasmtime::component::{Linker, LinkerInstance, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::filesystem::{preopens, types as t};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
@@ -102,8 +103,13 @@ fn process_budget() -> &'static ProcessBudget {
 pub(crate) struct Quota {
     limit: u64,
     used: AtomicU64,
-    /// Serializes re-measuring; when the directory was last measured.
-    measuring: Mutex<std::time::Instant>,
+    /// Serializes re-measuring; when the directory was last measured and
+    /// how long that took.
+    measuring: Mutex<(std::time::Instant, std::time::Duration)>,
+    /// Bytes charged to writes that may not be on disk yet: a measure
+    /// counts them on top of what it finds, or a write running while the
+    /// directory is walked would lose its charge.
+    in_flight: AtomicU64,
     /// Measures so far: a give-back is refused across one (the measure
     /// counted what is on disk, not the charge being given back).
     epoch: AtomicU64,
@@ -125,11 +131,13 @@ pub(crate) struct Quota {
 
 impl Quota {
     pub(crate) fn new(limit: u64, root: PathBuf, guest: String) -> Quota {
+        let start = std::time::Instant::now();
         let used = measure(&root);
         Quota {
             limit,
             used: AtomicU64::new(used),
-            measuring: Mutex::new(std::time::Instant::now()),
+            measuring: Mutex::new((std::time::Instant::now(), start.elapsed())),
+            in_flight: AtomicU64::new(0),
             freed: std::sync::atomic::AtomicBool::new(false),
             root,
             guest,
@@ -198,10 +206,20 @@ impl Quota {
         self.limit
     }
 
-    /// Charge `n` bytes; `false` (nothing charged) if that passes the quota
-    /// even after measuring the directory again.
-    fn charge(&self, n: u64) -> bool {
+    /// Charge `n` bytes; `None` (nothing charged) if that passes the quota
+    /// even after measuring the directory again. The charge is in flight
+    /// (counted by every measure on top of what is on disk) until the
+    /// [`Flight`] returned is dropped, which the caller does once its
+    /// operation is done.
+    fn charge(self: &Arc<Self>, n: u64) -> Option<Flight> {
         self.catch_up();
+        // In flight before it is in `used`: a measure between the two
+        // counts it twice, for a moment, never not at all.
+        let flight = Flight {
+            quota: self.clone(),
+            n,
+        };
+        self.in_flight.fetch_add(n, Ordering::AcqRel);
         let fits = |q: &Quota| {
             q.used
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -210,7 +228,7 @@ impl Quota {
                 .is_ok()
         };
         if fits(self) {
-            return true;
+            return Some(flight);
         }
         // Measuring walks the directory on this thread, so it is not done
         // for every refused write: only when something was deleted or
@@ -218,23 +236,39 @@ impl Quota {
         // while old (another process may have freed space). Every entry a
         // tool creates is charged, so the walk stays as short as the quota
         // allows.
+        //
+        // A tool that deletes or renames between refused writes could make
+        // every one of them walk the grant, so a walk that took a while
+        // (`MEASURE_SLOW`) waits until `MEASURE_DUTY` times as long has
+        // passed: walks of a large grant take at most a tenth of a thread
+        // and of the lock, and a refused write meanwhile is refused (the
+        // tool may try again). A quick walk is not held back: a tool that
+        // frees space and writes again at once gets it.
         let mut last = self.measuring.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, took) = *last;
+        let since = at.elapsed();
         // A deleted file counted at the last measure and closed since
         // freed its blocks too.
         let orphans = self.orphans.load(Ordering::Acquire);
-        if self.freed.swap(false, Ordering::AcqRel)
-            || last.elapsed() >= REMEASURE_AFTER
-            || (orphans > 0 && self.deleted_but_open() < orphans)
+        if (took < MEASURE_SLOW || since >= took.saturating_mul(MEASURE_DUTY))
+            && (since >= REMEASURE_AFTER
+                || self.freed.swap(false, Ordering::AcqRel)
+                || (orphans > 0 && self.deleted_but_open() < orphans))
         {
+            let start = std::time::Instant::now();
             let orphans = self.deleted_but_open();
             self.orphans.store(orphans, Ordering::Release);
-            let used = measure(&self.root).saturating_add(orphans);
+            // This charge is in flight but not yet in `used`.
+            let flying = self.in_flight.load(Ordering::Acquire).saturating_sub(n);
+            let used = measure(&self.root)
+                .saturating_add(orphans)
+                .saturating_add(flying);
             self.used.store(used, Ordering::Release);
             self.epoch.fetch_add(1, Ordering::AcqRel);
-            *last = std::time::Instant::now();
+            *last = (std::time::Instant::now(), start.elapsed());
         }
         drop(last);
-        fits(self)
+        fits(self).then_some(flight)
     }
 
     /// A write charged `charged` bytes before it ran turned out to
@@ -276,9 +310,48 @@ impl Quota {
         }
     }
 
+    /// `n` bytes in flight are on disk now (see `in_flight`).
+    fn land(&self, n: u64) {
+        if n > 0 {
+            let _ = self
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                    Some(f.saturating_sub(n))
+                });
+        }
+    }
+
     /// Note that something under the grant was removed or renamed.
     fn note_freed(&self) {
         self.freed.store(true, Ordering::Release);
+    }
+}
+
+/// Charged bytes of a write that may not be on disk yet, counted by every
+/// measure until the write is done and this is dropped.
+#[derive(Debug)]
+struct Flight {
+    quota: Arc<Quota>,
+    n: u64,
+}
+
+impl Flight {
+    /// Hand the bytes over to be landed later ([`Quota::land`]).
+    fn keep(mut self) -> u64 {
+        std::mem::take(&mut self.n)
+    }
+
+    /// Carry `other`'s bytes (of the same quota) in this flight.
+    fn join(&mut self, mut other: Flight) {
+        self.n = self.n.saturating_add(std::mem::take(&mut other.n));
+    }
+}
+
+impl Drop for Flight {
+    /// The write is done: what it allocated is on disk, where a measure
+    /// finds it.
+    fn drop(&mut self) {
+        self.quota.land(std::mem::take(&mut self.n));
     }
 }
 
@@ -308,8 +381,10 @@ fn measure(root: &std::path::Path) -> u64 {
 /// Per-call enforcement state.
 pub(crate) struct FsCall {
     max_open: usize,
-    /// Descriptors this call opened (resource reps), live or since dropped.
-    open: HashSet<u32>,
+    /// Files and directories this call opened, held weakly: one counts as
+    /// open while anything keeps it (its descriptor, a stream over it, a
+    /// write still running), not only while its descriptor lives.
+    open: Vec<std::sync::Weak<std::fs::File>>,
     /// What this call holds of the process budget.
     held: usize,
     /// Guest path and quota of each granted directory.
@@ -350,7 +425,7 @@ impl FsCall {
     pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> FsCall {
         FsCall {
             max_open,
-            open: HashSet::new(),
+            open: Vec::new(),
             held: 0,
             grants: prepared
                 .map(|p| {
@@ -366,13 +441,9 @@ impl FsCall {
         }
     }
 
-    /// Forget dropped descriptors and give their share back.
-    fn reconcile(&mut self, table: &ResourceTable) {
-        self.open.retain(|rep| {
-            table
-                .get(&Resource::<t::Descriptor>::new_borrow(*rep))
-                .is_ok()
-        });
+    /// Forget files nothing holds any more and give their share back.
+    fn reconcile(&mut self) {
+        self.open.retain(|f| f.strong_count() > 0);
         let live = self.open.len();
         if live < self.held {
             process_budget()
@@ -383,8 +454,8 @@ impl FsCall {
     }
 
     /// Take one descriptor from the call's and the process's budgets.
-    fn reserve(&mut self, table: &ResourceTable) -> Result<(), t::ErrorCode> {
-        self.reconcile(table);
+    fn reserve(&mut self) -> Result<(), t::ErrorCode> {
+        self.reconcile();
         if self.open.len() >= self.max_open {
             self.note(format!(
                 "this call holds {} open files, the most one call may (`[fs] max-open` in the host config)",
@@ -424,13 +495,18 @@ impl FsCall {
         self.grants.get(i)?.1.clone()
     }
 
-    fn charge(&mut self, rep: u32, n: u64) -> Result<(), t::ErrorCode> {
-        match self.quota_of(rep) {
-            Some(q) if !q.charge(n) => {
+    /// Charge `n` bytes to the quota of `rep`'s grant, if it has one; the
+    /// [`Flight`] is held until the operation charged is done.
+    fn charge(&mut self, rep: u32, n: u64) -> Result<Option<Flight>, t::ErrorCode> {
+        let Some(q) = self.quota_of(rep) else {
+            return Ok(None);
+        };
+        match q.charge(n) {
+            Some(f) => Ok(Some(f)),
+            None => {
                 self.note(q.used_up());
                 Err(t::ErrorCode::InsufficientSpace)
             }
-            _ => Ok(()),
         }
     }
 }
@@ -478,6 +554,9 @@ struct Charged {
     /// The file, its blocks when the stream opened, and what the stream
     /// has been charged (`None`: the file could not be looked at).
     account: Option<StreamAccount>,
+    /// The charge of the write running on another thread, if any: it
+    /// lands when the stream is ready again.
+    flying: Option<Flight>,
 }
 
 /// What a stream was charged against what its file's blocks grew by.
@@ -487,11 +566,16 @@ struct StreamAccount {
     /// Allocated bytes when the stream opened.
     base: u64,
     charged: u64,
+    /// What the stream's last write was charged, still in flight when the
+    /// stream was dropped (see `Quota::in_flight`).
+    flying: u64,
 }
 
 impl StreamAccount {
-    /// Take what the file's blocks grew by past the charge.
-    fn catch_up(&self, quota: &Quota) {
+    /// Take what the file's blocks grew by past the charge; the last write
+    /// is on disk by now (or counted there by the next measure).
+    fn catch_up(self, quota: &Quota) {
+        quota.land(self.flying);
         if let Some((_, now)) = allocation(&self.file) {
             quota.take_missed(self.charged, now.saturating_sub(self.base));
         }
@@ -503,8 +587,14 @@ const MAX_LATE: usize = 64;
 
 impl Drop for Charged {
     fn drop(&mut self) {
-        if let Some(a) = self.account.take() {
+        // Dropped with the store, not by the guest (which cancels first):
+        // a write may still be running.
+        let flying = self.flying.take().map_or(0, Flight::keep);
+        if let Some(mut a) = self.account.take() {
+            a.flying = flying;
             self.quota.keep_late(a);
+        } else {
+            self.quota.land(flying);
         }
     }
 }
@@ -529,25 +619,42 @@ impl Charged {
         }
         let (from, to) = blocks_of(self.pos, n as u64);
         let from = from.max(self.charged_to);
-        if to <= from || self.quota.charge(to - from) {
-            if let Some(a) = &mut self.account {
-                a.charged = a.charged.saturating_add(to.saturating_sub(from));
-            }
-            self.pos = self.pos.saturating_add(n as u64);
-            self.charged_to = self.charged_to.max(to);
-            Ok(())
+        let flight = if to <= from {
+            None
         } else {
-            let m = self.quota.used_up();
-            self.notice.note(m.clone());
-            Err(StreamError::LastOperationFailed(wasmtime::Error::msg(m)))
+            match self.quota.charge(to - from) {
+                Some(f) => Some(f),
+                None => {
+                    let m = self.quota.used_up();
+                    self.notice.note(m.clone());
+                    return Err(StreamError::LastOperationFailed(wasmtime::Error::msg(m)));
+                }
+            }
+        };
+        match (&mut self.flying, flight) {
+            (Some(f), Some(new)) => f.join(new),
+            (slot, new @ Some(_)) => *slot = new,
+            (_, None) => {}
         }
+        if let Some(a) = &mut self.account {
+            a.charged = a.charged.saturating_add(to.saturating_sub(from));
+        }
+        self.pos = self.pos.saturating_add(n as u64);
+        self.charged_to = self.charged_to.max(to);
+        Ok(())
+    }
+
+    /// The stream is ready again: its last write is done, on disk.
+    fn landed(&mut self) {
+        self.flying = None;
     }
 }
 
 #[async_trait::async_trait]
 impl Pollable for Charged {
     async fn ready(&mut self) {
-        self.inner.ready().await
+        self.inner.ready().await;
+        self.landed();
     }
 }
 
@@ -561,14 +668,27 @@ impl OutputStream for Charged {
         self.inner.flush()
     }
     fn check_write(&mut self) -> StreamResult<usize> {
-        self.inner.check_write()
+        let n = self.inner.check_write()?;
+        // Room again means the write before is done (a file stream runs
+        // one write at a time).
+        if n > 0 {
+            self.landed();
+        }
+        Ok(n)
     }
     fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
         self.charge(n)?;
         self.inner.write_zeroes(n)
     }
     async fn cancel(&mut self) {
-        self.inner.cancel().await
+        // Waits for a write still running (wasmtime-wasi's file stream
+        // does), so what it allocated is known now, not at the quota's next
+        // charge, and the file is not held open meanwhile.
+        self.inner.cancel().await;
+        self.landed();
+        if let Some(a) = self.account.take() {
+            a.catch_up(&self.quota);
+        }
     }
 }
 
@@ -836,6 +956,14 @@ const DIRECTORY_BYTES: u64 = 4096;
 /// creating empty entries cannot fill the inode table or make measuring slow.
 const ENTRY_BYTES: u64 = 4096;
 
+/// A measure that a deletion asks for waits until this many times the last
+/// measure's length has passed since it, if that one was slow (see
+/// [`Quota::charge`]).
+const MEASURE_DUTY: u32 = 9;
+
+/// A measure shorter than this is not held back by [`MEASURE_DUTY`].
+const MEASURE_SLOW: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// How old a measure may be before a refused write measures again even
 /// when nothing was deleted through the sandbox.
 const REMEASURE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -871,7 +999,6 @@ fn shadow_get_directories<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyho
             if let Some(i) = call.grants.iter().position(|(g, _)| g == guest) {
                 call.grant_of.insert(d.rep(), i);
             }
-            call.open.remove(&d.rep());
         }
         Ok((dirs,))
     })?;
@@ -982,25 +1109,31 @@ fn shadow_open_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resul
                 // A new entry is charged like any write (the quota's
                 // `ENTRY_BYTES`); whether it is new is known only roughly
                 // before the open, which is all a charge needs.
-                if exists.is_err()
-                    && of.contains(t::OpenFlags::CREATE)
-                    && let Err(e) = call.charge(parent, ENTRY_BYTES)
-                {
-                    return Ok((R::Err(e),));
-                }
+                let _flight = if exists.is_err() && of.contains(t::OpenFlags::CREATE) {
+                    match call.charge(parent, ENTRY_BYTES) {
+                        Ok(f) => f,
+                        Err(e) => return Ok((R::Err(e),)),
+                    }
+                } else {
+                    None
+                };
                 let dir = match view.table.get(&fd)? {
                     wasmtime_wasi::filesystem::Descriptor::Dir(d) => d.clone(),
                     wasmtime_wasi::filesystem::Descriptor::File(_) => {
                         return Ok((R::Err(t::ErrorCode::NotDirectory),));
                     }
                 };
-                if let Err(e) = call.reserve(view.table) {
+                if let Err(e) = call.reserve() {
                     return Ok((R::Err(e),));
                 }
                 match open_at(&dir, pf, path.clone(), of, fl).await {
                     Ok(desc) => {
+                        let held = match &desc {
+                            wasmtime_wasi::filesystem::Descriptor::File(f) => &f.file,
+                            wasmtime_wasi::filesystem::Descriptor::Dir(d) => &d.dir,
+                        };
+                        call.open.push(Arc::downgrade(held));
                         let d = view.table.push(desc)?;
-                        call.open.insert(d.rep());
                         match call.grant_of.get(&parent).copied() {
                             Some(g) => call.grant_of.insert(d.rep(), g),
                             None => call.grant_of.remove(&d.rep()),
@@ -1078,16 +1211,20 @@ fn shadow_write<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
                             } else {
                                 write_bound(off, len, size)
                             };
-                            if let Err(e) = call.charge(rep, bound) {
-                                return Ok((R::<u64>::Err(e),));
-                            }
+                            let flight = match call.charge(rep, bound) {
+                                Ok(f) => f,
+                                Err(e) => return Ok((R::<u64>::Err(e),)),
+                            };
                             let gap = off.saturating_sub(size).min(bound);
-                            Some((quota.epoch(), quota, file, before, bound, gap))
+                            Some((quota.epoch(), quota, file, before, bound, gap, flight))
                         }
                         _ => None,
                     };
                     let written = t::HostDescriptor::write(&mut view, fd, buf, off).await;
-                    if let Some((epoch, quota, file, before, bound, gap)) = charged {
+                    if let Some((epoch, quota, file, before, bound, gap, flight)) = charged {
+                        // On disk now, where a measure finds it (a measure
+                        // that ran meanwhile counted the charge instead).
+                        drop(flight);
                         let after = allocation(&file).map_or(before, |(_, a)| a);
                         let grown = after.saturating_sub(before);
                         quota.take_missed(bound, grown);
@@ -1127,9 +1264,10 @@ fn shadow_set_size<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resu
                         .await
                         .map(|s| s.size)
                         .unwrap_or(0);
-                    if let Err(e) = call.charge(rep, size.saturating_sub(now)) {
-                        return Ok((R::<()>::Err(e),));
-                    }
+                    let _flight = match call.charge(rep, size.saturating_sub(now)) {
+                        Ok(f) => f,
+                        Err(e) => return Ok((R::<()>::Err(e),)),
+                    };
                     // Shrinking frees blocks: the next refusal measures.
                     if size < now
                         && let Some(q) = call.quota_of(rep)
@@ -1162,9 +1300,10 @@ fn shadow_create_directory_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> a
                     let (call, mut view) = store.data_mut().fs_parts();
                     // A directory takes a block on disk: charged, so a loop
                     // of `mkdir` cannot fill the disk or its inodes.
-                    if let Err(e) = call.charge(fd.rep(), DIRECTORY_BYTES) {
-                        return Ok((R::<()>::Err(e),));
-                    }
+                    let _flight = match call.charge(fd.rep(), DIRECTORY_BYTES) {
+                        Ok(f) => f,
+                        Err(e) => return Ok((R::<()>::Err(e),)),
+                    };
                     Ok((
                         match t::HostDescriptor::create_directory_at(&mut view, fd, path).await {
                             Ok(()) => Ok(()),
@@ -1189,9 +1328,10 @@ fn shadow_links<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
             Box::new(async move {
                 let out = async {
                     let (call, mut view) = store.data_mut().fs_parts();
-                    if let Err(e) = call.charge(fd.rep(), ENTRY_BYTES) {
-                        return Ok((R::<()>::Err(e),));
-                    }
+                    let _flight = match call.charge(fd.rep(), ENTRY_BYTES) {
+                        Ok(f) => f,
+                        Err(e) => return Ok((R::<()>::Err(e),)),
+                    };
                     Ok((
                         match t::HostDescriptor::symlink_at(&mut view, fd, old, new).await {
                             Ok(()) => Ok(()),
@@ -1225,9 +1365,10 @@ fn shadow_links<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
                         return Ok((R::<()>::Err(t::ErrorCode::CrossDevice),));
                     }
                     // The new name is charged to the directory it lands in.
-                    if let Err(e) = call.charge(to.rep(), ENTRY_BYTES) {
-                        return Ok((R::<()>::Err(e),));
-                    }
+                    let _flight = match call.charge(to.rep(), ENTRY_BYTES) {
+                        Ok(f) => f,
+                        Err(e) => return Ok((R::<()>::Err(e),)),
+                    };
                     Ok((
                         match t::HostDescriptor::link_at(&mut view, fd, pf, old, to, new).await {
                             Ok(()) => Ok(()),
@@ -1300,6 +1441,7 @@ fn shadow_rename_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Res
                         (None, Some(_)) => true,
                         _ => false,
                     };
+                    let mut flight = None;
                     if crosses {
                         // Into another quota: a file is charged there first;
                         // a whole directory is refused as across devices
@@ -1317,14 +1459,16 @@ fn shadow_rename_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Res
                             }
                             Ok(st) => {
                                 let bytes = st.size.div_ceil(ENTRY_BYTES).max(1) * ENTRY_BYTES;
-                                if let Err(e) = call.charge(to.rep(), bytes) {
-                                    return Ok((R::<()>::Err(e),));
+                                match call.charge(to.rep(), bytes) {
+                                    Ok(f) => flight = f,
+                                    Err(e) => return Ok((R::<()>::Err(e),)),
                                 }
                             }
                             Err(_) => {}
                         }
                     }
                     let r = t::HostDescriptor::rename_at(&mut view, fd, old, to, new).await;
+                    drop(flight);
                     Ok((match r {
                         Ok(()) => {
                             if let Some(q) = from_q {
@@ -1369,6 +1513,7 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                 file,
                 base,
                 charged: 0,
+                flying: 0,
             });
             let r = if append {
                 t::HostDescriptor::append_via_stream(&mut view, fd)
@@ -1390,6 +1535,7 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     pos,
                     charged_to: 0,
                     account,
+                    flying: None,
                 });
             }
             Ok((R::Ok(s),))
@@ -1435,6 +1581,7 @@ pub(crate) fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use wasmtime_wasi::filesystem::{Descriptor, Dir};
     use wasmtime_wasi::{FsPerms, OpenMode};
 
@@ -1462,17 +1609,13 @@ mod tests {
         // A blocking open of a FIFO would never return: bound the wait so a
         // regression fails instead of hanging.
         tokio::time::timeout(
-            std::time::Duration::from_secs(10),
+            Duration::from_secs(10),
             open_at(d, pf, path.into(), t::OpenFlags::empty(), fl),
         )
         .await
         .expect("open-at must never block on a special file")
     }
 
-    /// What the check-then-open race (SECURITY.md M2) needed: whatever the
-    /// name is when the OS opens it, a FIFO is never opened blocking and
-    /// never handed to the guest, followed through a symlink or not, for
-    /// reading or writing.
     #[test]
     fn only_a_range_wholly_over_data_is_free() {
         use std::io::Write;
@@ -1493,23 +1636,71 @@ mod tests {
     fn what_a_dropped_stream_allocated_past_its_charge_is_taken_at_the_next_charge() {
         use std::io::Write;
         let d = tempfile::tempdir().unwrap();
-        let q = Quota::new(4 << 20, d.path().to_path_buf(), "/out".into());
+        let q = Arc::new(Quota::new(4 << 20, d.path().to_path_buf(), "/out".into()));
         let path = d.path().join("f");
         let file = Arc::new(std::fs::File::create(&path).unwrap());
         // A stream charged one block; its write (finishing after the
         // stream was dropped) allocated 3 MiB.
-        assert!(q.charge(4096));
+        let flight = q.charge(4096).expect("fits");
         q.keep_late(StreamAccount {
             file: file.clone(),
             base: 0,
             charged: 4096,
+            flying: flight.keep(),
         });
         (&*file).write_all(&vec![7u8; 3 << 20]).unwrap();
         file.sync_all().unwrap();
         // The next charge sees it: 3 MiB taken, so 2 MiB more do not fit.
-        assert!(!q.charge(2 << 20));
+        assert!(q.charge(2 << 20).is_none());
         assert!(q.used.load(Ordering::Acquire) >= 3 << 20);
         assert!(q.late.lock().unwrap().is_empty());
+        assert_eq!(q.in_flight.load(Ordering::Acquire), 0, "landed");
+    }
+
+    /// A measure while a write runs (forced by a rename, say) used to set
+    /// the count to what was on disk, dropping the running write's charge:
+    /// twice the quota could be written.
+    #[test]
+    fn a_measure_counts_the_charges_of_writes_still_running() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
+        let running = q.charge(768 << 10).expect("fits");
+        q.note_freed();
+        // Measures (something was freed): nothing on disk yet, but 768 KiB
+        // in flight.
+        assert!(q.charge(512 << 10).is_none(), "768 + 512 KiB pass 1 MiB");
+        assert!(q.epoch() > 0, "it did measure");
+        // The write lands; a measure now finds it on disk instead.
+        std::fs::write(d.path().join("f"), vec![7u8; 768 << 10]).unwrap();
+        drop(running);
+        assert_eq!(q.in_flight.load(Ordering::Acquire), 0);
+        q.note_freed();
+        assert!(q.charge(512 << 10).is_none());
+        assert!(q.charge(128 << 10).is_some());
+    }
+
+    /// A tool deleting between refused writes cannot make each of them
+    /// walk the grant: a walk waits for nine times the last one's length.
+    #[test]
+    fn deleting_between_refused_writes_does_not_walk_the_grant_each_time() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
+        drop(q.charge(1 << 20).expect("fits"));
+        // The last walk took 10 s (a huge grant): one is not due again yet.
+        *q.measuring.lock().unwrap() = (std::time::Instant::now(), Duration::from_secs(10));
+        q.note_freed();
+        assert!(q.charge(1).is_none());
+        assert_eq!(q.epoch(), 0, "no walk");
+        // A 5 ms walk 100 ms ago: due, and it finds the grant empty.
+        *q.measuring.lock().unwrap() = (
+            std::time::Instant::now() - Duration::from_millis(100),
+            Duration::from_millis(5),
+        );
+        assert!(
+            q.charge(1).is_some(),
+            "the deletion noted earlier is measured now"
+        );
+        assert_eq!(q.epoch(), 1);
     }
 
     #[test]
@@ -1527,6 +1718,10 @@ mod tests {
         assert!(write_bound(u64::MAX, u64::MAX, 0) > 0);
     }
 
+    /// What the check-then-open race (SECURITY.md M2) needed: whatever the
+    /// name is when the OS opens it, a FIFO is never opened blocking and
+    /// never handed to the guest, followed through a symlink or not, for
+    /// reading or writing.
     #[tokio::test]
     async fn a_fifo_is_refused_by_what_was_opened_not_by_an_earlier_look() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1585,7 +1780,7 @@ mod tests {
             Err(Opened::Refused(t::ErrorCode::NotPermitted))
         ));
         let r = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
+            Duration::from_secs(10),
             open_at(
                 &d,
                 t::PathFlags::empty(),

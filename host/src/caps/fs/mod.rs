@@ -87,7 +87,9 @@ pub struct FsCaps {
     pub default_quota: Option<u64>,
     /// The largest quota an `rw` grant may have.
     pub max_quota: Option<u64>,
-    /// Files and directories one call may hold open at once; `None`: 256.
+    /// Files and directories one call may hold open at once (by a
+    /// descriptor, or by a stream over one whose descriptor is dropped);
+    /// `None`: 256.
     pub max_open: Option<usize>,
 }
 
