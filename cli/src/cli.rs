@@ -509,6 +509,20 @@ struct ServeOpts {
     /// `max-open-requests` says otherwise; past it, 429.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_open_requests: u32,
+    /// Bytes of HTTP request bodies held at once per tenant (or by a
+    /// server without tenants), counted as they arrive and until each
+    /// response ends, unless a tenant's `max-request-bytes` says otherwise;
+    /// past it, 429 (`8 MiB`, or a number of bytes).
+    #[arg(long, value_name = "SIZE", default_value = "64 MiB", value_parser = request_bytes)]
+    max_request_bytes: usize,
+}
+
+/// A size of at least 1 KiB (`64 MiB`, `65536`).
+fn request_bytes(s: &str) -> Result<usize, String> {
+    match toolhost::caps::parse_size(s)? {
+        n if n >= 1 << 10 => usize::try_from(n).map_err(|e| e.to_string()),
+        _ => Err("must be at least 1 KiB".into()),
+    }
 }
 
 /// A duration above zero (`10s`, `500ms`).
@@ -578,6 +592,7 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             http.header_read_timeout = opts.header_read_timeout;
             http.max_sessions = opts.max_sessions as usize;
             http.max_open_requests = opts.max_open_requests as usize;
+            http.max_request_bytes = opts.max_request_bytes;
             let bound = if config.tenants.is_empty() {
                 let server = McpServer::with_state_key(core.clone(), scope, "mcp-http", key);
                 HttpServer::bind(server, http).await

@@ -108,6 +108,11 @@ pub struct Quotas {
     /// included) ends; `None`: the server's default
     /// ([`HttpOptions::max_open_requests`](crate::mcp::HttpOptions::max_open_requests)).
     pub max_open_requests: Option<u32>,
+    /// Bytes of HTTP request bodies this tenant's requests hold on one
+    /// server at once, from the first byte read until the response ends;
+    /// `None`: the server's default
+    /// ([`HttpOptions::max_request_bytes`](crate::mcp::HttpOptions::max_request_bytes)).
+    pub max_request_bytes: Option<u64>,
 }
 
 /// How HTTP callers authenticate (`[auth]`).
@@ -183,7 +188,7 @@ impl Tenant {
     }
 }
 
-const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, max-sessions, max-open-requests, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
+const TENANT_KEYS: &str = "name, tools, token-sha256, max-concurrent, max-sessions, max-open-requests, max-request-bytes, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [tenant.limits], [tenant.fs], [tenant.network], [tenant.env]";
 const AGENT_KEYS: &str = "name, tools, description, prompt, model, subagents, max-concurrent, calls-per-minute, output-bytes-per-minute, fuel-per-minute, [agent.limits], [agent.fs], [agent.network], [agent.env]";
 const AUTH_KEYS: &str = "resource, authorization-servers, [auth.jwt]";
 const JWT_KEYS: &str = "issuer, audience, jwks-file, tenant-claim, leeway, tenants";
@@ -203,6 +208,7 @@ struct RawTenant {
     // over HTTP):
     max_sessions: Option<Spanned<u32>>,
     max_open_requests: Option<Spanned<u32>>,
+    max_request_bytes: Option<Spanned<SizeText>>,
     // `[[agent]]` only (refused in a `[[tenant]]`):
     description: Option<Spanned<String>>,
     prompt: Option<Spanned<String>>,
@@ -373,6 +379,10 @@ impl RawTenant {
                         "max-open-requests",
                         self.max_open_requests.as_ref().map(|v| v.span()),
                     ),
+                    (
+                        "max-request-bytes",
+                        self.max_request_bytes.as_ref().map(|v| v.span()),
+                    ),
                 ],
                 "bounds a `[[tenant]]`'s HTTP clients; an `[[agent]]` is not served over HTTP",
                 AGENT_KEYS,
@@ -443,15 +453,10 @@ impl RawTenant {
             quotas.calls_per_minute = range(n, 1, 1_000_000, "calls-per-minute", cx);
         }
         if let Some(b) = &self.output_bytes_per_minute {
-            match crate::caps::limits::parse_size(b.get_ref()) {
-                Ok(n) if (1..=1 << 40).contains(&n) => quotas.output_bytes_per_minute = Some(n),
-                Ok(_) => cx.error(
-                    Some(b.span()),
-                    "output-bytes-per-minute must be between 1 byte and 1 TiB",
-                    None,
-                ),
-                Err(e) => cx.error(Some(b.span()), e, None),
-            }
+            quotas.output_bytes_per_minute = size_in(b, 1, 1 << 40, "output-bytes-per-minute", cx);
+        }
+        if let Some(b) = &self.max_request_bytes {
+            quotas.max_request_bytes = size_in(b, 1 << 10, 1 << 40, "max-request-bytes", cx);
         }
         if let Some(f) = &self.fuel_per_minute {
             let n = *f.get_ref();
@@ -643,6 +648,31 @@ fn range(v: &Spanned<u32>, lo: u32, hi: u32, what: &str, cx: &mut Collector<'_>)
     }
 }
 
+/// A size (`"8 MiB"`, or a number of bytes) between `lo` and `hi` bytes.
+fn size_in(
+    v: &Spanned<SizeText>,
+    lo: u64,
+    hi: u64,
+    what: &str,
+    cx: &mut Collector<'_>,
+) -> Option<u64> {
+    match crate::caps::limits::parse_size(v.get_ref()) {
+        Ok(n) if (lo..=hi).contains(&n) => Some(n),
+        Ok(_) => {
+            cx.error(
+                Some(v.span()),
+                format!("{what} must be between {lo} and {hi} bytes"),
+                None,
+            );
+            None
+        }
+        Err(e) => {
+            cx.error(Some(v.span()), e, None);
+            None
+        }
+    }
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
@@ -765,7 +795,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("tools-b")).unwrap();
         let cfg = dir.path().join("toolhost.toml");
         let text = format!(
-            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\nmax-sessions = 8\nmax-open-requests = 16\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\nfuel-per-minute = 5000000000\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
+            "[limits]\ntimeout = \"20s\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"echo\", \"files\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 2\nmax-sessions = 8\nmax-open-requests = 16\nmax-request-bytes = \"8 MiB\"\ncalls-per-minute = 30\noutput-bytes-per-minute = \"1 MiB\"\nfuel-per-minute = 5000000000\n[tenant.limits]\ntimeout = \"5s\"\n[tenant.fs]\nroots = [\"a\"]\n\n[[tenant]]\nname = \"beta\"\ntools = [\"tools-b/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.limits]\ntimeout = \"1h\"\n",
             digest("ta"),
             digest("tb")
         );
@@ -783,6 +813,7 @@ mod tests {
         assert_eq!(a.quotas.max_concurrent, Some(2));
         assert_eq!(a.quotas.max_sessions, Some(8));
         assert_eq!(a.quotas.max_open_requests, Some(16));
+        assert_eq!(a.quotas.max_request_bytes, Some(8 << 20));
         assert_eq!(c.tenants[1].quotas.max_sessions, None);
         assert_eq!(a.quotas.calls_per_minute, Some(30));
         assert_eq!(a.quotas.output_bytes_per_minute, Some(1 << 20));

@@ -1712,6 +1712,67 @@ fn a_tenant_cannot_hold_more_sessions_or_open_requests_than_its_bounds() {
     }
 }
 
+/// Request bodies are counted as they arrive, against the tenant's
+/// `max-request-bytes`: before, a tenant's 1024 open requests could each
+/// hold a 4 MiB body in the host's memory.
+#[test]
+fn a_tenant_cannot_hold_more_request_body_bytes_than_its_bound() {
+    let s = Setup::new(&format!(
+        "\n[[tenant]]\nname = \"delta\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-request-bytes = \"64 KiB\"\n",
+        sha("delta-token")
+    ));
+    let server = s.serve();
+    let addr = server.addr();
+    let text = "x".repeat(20 << 10);
+    // Within the bound alone, a 20 KiB call is served.
+    let (st, resp) = call(&addr, "delta-token", "echo", json!({"text": text}));
+    assert_eq!(st, 200, "{resp}");
+
+    // A slow upload: 48 KiB of a 60 KiB body sent, the rest never.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nAuthorization: Bearer delta-token\r\nContent-Length: {}\r\n\r\n",
+        60 << 10
+    )
+    .unwrap();
+    slow.write_all(&vec![b' '; 48 << 10]).unwrap();
+    // Once the server holds those bytes, the next 20 KiB pass the bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resp = loop {
+        let (st, resp) = call(&addr, "delta-token", "echo", json!({"text": text}));
+        if st == 429 {
+            break resp;
+        }
+        assert_eq!(st, 200, "{resp}");
+        assert!(std::time::Instant::now() < deadline, "never refused");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(header(&resp, "retry-after"), Some("1"), "{resp}");
+    assert!(
+        resp.contains("tenant `delta`") && resp.contains("max-request-bytes = 65536"),
+        "the refusal names the tenant and the quota: {resp}"
+    );
+    // Another tenant's bodies are its own.
+    let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": text}));
+    assert_eq!(st, 200, "{resp}");
+    // The upload abandoned gives its bytes back.
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, resp) = call(&addr, "delta-token", "echo", json!({"text": text}));
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 429, "{resp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an abandoned upload still counts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_checks_cost_the_tenant_fuel_even_when_they_refuse_the_call() {
     use toolhost::{CallErrorKind, CallRequest, Scope};

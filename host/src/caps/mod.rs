@@ -36,7 +36,7 @@ pub(crate) mod stdio;
 pub use client::{ClientCaps, ClientRequestKind};
 pub use env::{EnvCaps, EnvRequest};
 pub use fs::{FsCaps, FsMode, FsRequest};
-pub use limits::{LimitCaps, Limits};
+pub use limits::{LimitCaps, Limits, parse_size};
 pub use net::{HostPattern, NetCaps, NetRequest, PatternError, PortPattern};
 pub use stdio::StdioCaps;
 

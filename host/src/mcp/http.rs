@@ -83,14 +83,22 @@ pub struct HttpOptions {
     /// (connections idle between requests belong to no tenant: a proxy's
     /// per-address limits bound those).
     pub max_open_requests: usize,
+    /// Bytes of request bodies one tenant's (or a tenantless server's)
+    /// requests may hold at once, unless the tenant's `max-request-bytes`
+    /// says otherwise: counted as each body arrives and until its response
+    /// ends (a call's arguments live that long); a body that would pass it
+    /// gets 429. Without it a tenant's `max_open_requests` bodies of
+    /// `max_body_bytes` each (4 GiB by default) could all be in memory at
+    /// once.
+    pub max_request_bytes: usize,
 }
 
 impl HttpOptions {
     /// Serve at `addr` with the defaults: no token (loopback only), 4 MiB
     /// bodies, 120 s until a response starts, 10 s shutdown grace, sessions
     /// valid for 24 hours, 4096 connections at once, 10 s to send a
-    /// request's headers, 1024 sessions and 1024 requests in progress per
-    /// tenant.
+    /// request's headers, 1024 sessions, 1024 requests in progress and
+    /// 64 MiB of request bodies per tenant.
     pub fn new(addr: SocketAddr) -> HttpOptions {
         HttpOptions {
             addr,
@@ -106,6 +114,7 @@ impl HttpOptions {
             header_read_timeout: Duration::from_secs(10),
             max_sessions: 1024,
             max_open_requests: 1024,
+            max_request_bytes: 64 << 20,
         }
     }
 }
@@ -177,6 +186,7 @@ struct Services {
 struct Holds {
     sessions: usize,
     open_requests: usize,
+    request_bytes: usize,
 }
 
 impl Holds {
@@ -184,6 +194,7 @@ impl Holds {
         Holds {
             sessions: opts.max_sessions.max(1),
             open_requests: opts.max_open_requests.max(1),
+            request_bytes: opts.max_request_bytes.max(1),
         }
     }
 
@@ -194,6 +205,9 @@ impl Holds {
             open_requests: quotas
                 .max_open_requests
                 .map_or(self.open_requests, |n| n as usize),
+            request_bytes: quotas.max_request_bytes.map_or(self.request_bytes, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
         }
     }
 }
@@ -227,6 +241,7 @@ impl Services {
             streams,
             sessions,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            body_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             refusals: Arc::default(),
         }
     }
@@ -244,17 +259,46 @@ struct TenantServer {
     sessions: Arc<SealedSessions>,
     /// Its requests in progress, counted against `max-open-requests`.
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of its requests' bodies held, counted against
+    /// `max-request-bytes`.
+    body_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// Its refusals' audit lines, thinned out.
     refusals: Arc<Refusals>,
 }
 
-/// A request counted against its server's `max-open-requests` until its
-/// response body ends or is dropped.
-struct OpenRequest(Arc<std::sync::atomic::AtomicUsize>);
+/// A request counted against its server's `max-open-requests`, and its
+/// body's bytes against `max-request-bytes`, until its response body ends
+/// or is dropped.
+struct OpenRequest {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    /// What this request holds of `bytes`.
+    holds: usize,
+}
+
+impl OpenRequest {
+    /// Count `n` more bytes of the body, if the server's requests then hold
+    /// at most `max`; nothing is counted if not.
+    fn take(&mut self, n: usize, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(n).filter(|t| *t <= max)
+            })
+            .is_ok();
+        if taken {
+            self.holds += n;
+        }
+        taken
+    }
+}
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        use std::sync::atomic::Ordering;
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.bytes.fetch_sub(self.holds, Ordering::AcqRel);
     }
 }
 
@@ -263,6 +307,7 @@ impl Drop for OpenRequest {
 enum Bound {
     Sessions,
     OpenRequests,
+    RequestBytes,
 }
 
 impl Bound {
@@ -270,6 +315,7 @@ impl Bound {
         match self {
             Bound::Sessions => "max-sessions",
             Bound::OpenRequests => "max-open-requests",
+            Bound::RequestBytes => "max-request-bytes",
         }
     }
 }
@@ -283,7 +329,7 @@ impl Bound {
 #[derive(Default)]
 struct Refusals {
     /// Per bound: when its last line was written, and the refusals since.
-    lines: std::sync::Mutex<[(Option<std::time::Instant>, u64); 2]>,
+    lines: std::sync::Mutex<[(Option<std::time::Instant>, u64); 3]>,
 }
 
 impl Refusals {
@@ -306,7 +352,11 @@ impl TenantServer {
     /// Count a request as open if fewer than `max` are.
     fn open(&self, max: usize) -> Option<OpenRequest> {
         let n = self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let held = OpenRequest(self.open.clone());
+        let held = OpenRequest {
+            open: self.open.clone(),
+            bytes: self.body_bytes.clone(),
+            holds: 0,
+        };
         (n < max).then_some(held)
     }
 
@@ -342,6 +392,45 @@ impl TenantServer {
         );
         self.refused(Bound::OpenRequests, "request", &message);
         too_many(&message, 1, None)
+    }
+
+    /// 429 for a request whose body would pass `max-request-bytes = max`.
+    fn too_much_body(&self, who: &str, max: usize) -> Response {
+        let message = format!(
+            "{who} is over its quota `max-request-bytes = {max}`: its requests in progress on this server hold that many bytes of request bodies; retry when one has finished"
+        );
+        self.refused(Bound::RequestBytes, "request", &message);
+        too_many(&message, 1, None)
+    }
+
+    /// Read a POST body whole (413 past `max_body`), each part counted in
+    /// `held` against `holds.request_bytes` as it arrives (429 past it).
+    /// Counted as it arrives, not after: a slow upload holds its bytes
+    /// too.
+    async fn read_body(
+        &self,
+        who: &str,
+        body: Body,
+        max_body: usize,
+        holds: Holds,
+        held: &mut OpenRequest,
+    ) -> Result<bytes::Bytes, Response> {
+        let mut body = http_body_util::Limited::new(body, max_body);
+        let mut read = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+                );
+            };
+            if let Ok(data) = frame.into_data() {
+                if !held.take(data.len(), holds.request_bytes) {
+                    return Err(self.too_much_body(who, holds.request_bytes));
+                }
+                read.extend_from_slice(&data);
+            }
+        }
+        Ok(read.freeze())
     }
 
     /// Serve `req` (its body read; `initialize`: the parameters of the
@@ -1021,9 +1110,15 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             .serve(&who, holds, held, None, None, req)
             .await;
     }
-    let bytes = match read_body(body, r.max_body).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
+    let bytes = {
+        let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
+        match table.servers[i]
+            .read_body(&who, body, r.max_body, holds, &mut held)
+            .await
+        {
+            Ok(b) => b,
+            Err(refused) => return refused,
+        }
     };
     // The body arrives at the client's pace: a reload meanwhile may have
     // revoked the credential or given it to another tenant. The call is
@@ -1040,13 +1135,14 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 let tenant = &now.tenancy.tenants[j].tenant;
                 holds = r.front.services.defaults.with(&tenant.quotas);
                 if !now.servers[j].same_count(&table.servers[i]) {
+                    let who = format!("tenant `{}`", tenant.name);
                     held = match now.servers[j].open(holds.open_requests) {
                         Some(h) => h,
-                        None => {
-                            let who = format!("tenant `{}`", tenant.name);
-                            return now.servers[j].too_many_open(&who, holds.open_requests);
-                        }
+                        None => return now.servers[j].too_many_open(&who, holds.open_requests),
                     };
+                    if !held.take(bytes.len(), holds.request_bytes) {
+                        return now.servers[j].too_much_body(&who, holds.request_bytes);
+                    }
                 }
                 (table, i) = (now, j);
             }
@@ -1083,15 +1179,6 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     table.servers[i]
         .serve(&who, holds, held, parsed.initialize, parsed.id, req)
         .await
-}
-
-/// A POST body read whole, or the 413.
-#[allow(clippy::result_large_err, reason = "the error is the response")]
-async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, Response> {
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()),
-    }
 }
 
 /// What the front end needs to know of a POST body before rmcp serves it.
@@ -1146,14 +1233,18 @@ struct SingleRoute {
 /// session's id.
 async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
     const WHO: &str = "the server";
-    let Some(held) = r.served.open(r.holds.open_requests) else {
+    let Some(mut held) = r.served.open(r.holds.open_requests) else {
         return r.served.too_many_open(WHO, r.holds.open_requests);
     };
     if req.method() != Method::POST {
         return r.served.serve(WHO, r.holds, held, None, None, req).await;
     }
     let (parts, body) = req.into_parts();
-    let bytes = match read_body(body, r.max_body).await {
+    let bytes = match r
+        .served
+        .read_body(WHO, body, r.max_body, r.holds, &mut held)
+        .await
+    {
         Ok(b) => b,
         Err(refused) => return refused,
     };
