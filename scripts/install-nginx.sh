@@ -7,13 +7,18 @@
 # Needs root (or sudo) for apt-get; CI runs as root on Debian. Idempotent.
 #   scripts/install-nginx.sh
 set -euo pipefail
-NGINX=1.22.1-9+deb12u11
+# The pinned upstream release and Debian revision. Debian's security pocket
+# keeps only its newest update (deb12uN), so a pin on one update breaks
+# when the next one lands: the newest deb12uN of this revision is taken,
+# never another upstream release or revision.
+NGINX_BASE=1.22.1-9
 
 have() {
-  [ "$(dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null)" = "install ok installed $2" ]
+  dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null \
+    | grep -Eq "^install ok installed $(printf %s "$2" | sed 's/[.+]/\\&/g')(\+deb12u[0-9]+)?$"
 }
-if have nginx-light "$NGINX"; then
-  echo "nginx-light $NGINX already installed"
+if have nginx-light "$NGINX_BASE"; then
+  echo "nginx-light $(dpkg-query -W -f='${Version}' nginx-light) already installed"
   exit 0
 fi
 SUDO=
@@ -37,7 +42,10 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # nginx-light: the core with the upstream and proxy modules the test needs,
 # and no dynamic modules to pull in.
+NGINX=$(apt-cache madison nginx-light | awk -v b="$NGINX_BASE" '$3 == b || index($3, b "+deb12u") == 1 { print $3 }' \
+  | sort -V | tail -1)
+[ -n "$NGINX" ] || { echo "no nginx-light $NGINX_BASE(+deb12uN) in the package sources" >&2; exit 1; }
 $SUDO apt-get install -y -qq --no-install-recommends \
   "nginx-light=$NGINX" "nginx-common=$NGINX" >/dev/null
-have nginx-light "$NGINX" || { echo "nginx-light is not $NGINX" >&2; exit 1; }
+have nginx-light "$NGINX_BASE" || { echo "nginx-light is not $NGINX_BASE" >&2; exit 1; }
 /usr/sbin/nginx -v
