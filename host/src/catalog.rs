@@ -249,20 +249,40 @@ pub(crate) struct Catalog {
     pub(crate) errors: Vec<LoadError>,
 }
 
+/// What a load may take from the catalog it replaces.
+#[derive(Clone, Copy)]
+pub(crate) enum Previous<'a> {
+    /// Nothing: the first load.
+    None,
+    /// Components whose manifest and caps are unchanged, as they are.
+    Components(&'a Catalog),
+    /// Only what the same components' `describe` answered: the host's
+    /// protected paths changed, so every component's grants are checked
+    /// and prepared again.
+    Described(&'a Catalog),
+}
+
 impl Catalog {
     /// Load every source. Never fails as a whole: see `errors`.
     /// Components of `previous` whose manifest and caps are unchanged are
-    /// reused as they are (no recompile, no `describe`): a reload under load
-    /// never loses a tool to a busy pool.
+    /// reused as they are (no recompile, no `describe`); one of the same
+    /// component under other caps is prepared again but not asked to
+    /// `describe` again: a reload under load never loses a tool to a busy
+    /// pool.
     pub(crate) async fn load(
         sandbox: &Sandbox,
         sources: &[Source],
         caps: &Caps,
         host: &HostState,
-        previous: Option<&Catalog>,
+        previous: Previous<'_>,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> Catalog {
-        let reusable = reusable_components(previous);
+        let (catalog, whole) = match previous {
+            Previous::None => (None, false),
+            Previous::Components(c) => (Some(c), true),
+            Previous::Described(c) => (Some(c), false),
+        };
+        let reusable = reusable_components(catalog);
         let mut cat = Catalog::default();
         let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
         let mut work = Vec::new();
@@ -294,7 +314,7 @@ impl Catalog {
                     None => std::borrow::Cow::Borrowed(caps),
                 };
                 let reuse = reusable.get(&(&source.scope, mpath.as_path())).copied();
-                let result = load_one(sandbox, &mpath, &caps, host, reuse).await;
+                let result = load_one(sandbox, &mpath, &caps, host, reuse, whole).await;
                 (source, mpath, result, started.elapsed())
             });
         }
@@ -550,6 +570,7 @@ async fn load_one(
     caps: &Caps,
     host: &HostState,
     previous: Option<&Arc<LoadedComponent>>,
+    reuse_whole: bool,
 ) -> Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError> {
     let text = std::fs::read_to_string(mpath).map_err(|e| {
         LoadError::new(
@@ -561,11 +582,14 @@ async fn load_one(
     })?;
     let fingerprint = fingerprint(&text, mpath);
     let comp = match previous {
-        Some(p) if p.fingerprint == fingerprint && p.caps == *caps => p.clone(),
+        Some(p) if reuse_whole && p.fingerprint == fingerprint && p.caps == *caps => p.clone(),
         _ => {
             let manifest = Manifest::parse(mpath, &text)
                 .map_err(|d| LoadError::new(mpath, LoadErrorKind::Manifest(d)))?;
-            let mut c = sandbox.load(manifest, caps, host).await?;
+            // The same component under other caps (protected paths or
+            // operator caps changed): its `describe` answer still holds.
+            let described = previous.and_then(|p| p.described());
+            let mut c = sandbox.load(manifest, caps, host, described).await?;
             c.fingerprint = fingerprint;
             c.caps = caps.clone();
             Arc::new(c)

@@ -18,7 +18,7 @@
 
 use crate::audit::{Audit, AuditRecord};
 use crate::caps::{Caps, fs::HostState};
-use crate::catalog::{Catalog, CatalogTool, LoadEvent, Scope, Source};
+use crate::catalog::{Catalog, CatalogTool, LoadEvent, Previous, Scope, Source};
 use crate::config::HostConfig;
 use crate::error::{BuildError, CallError, CallErrorKind, LoadError};
 use crate::metrics::Metrics;
@@ -229,7 +229,7 @@ impl CoreBuilder {
             &inputs.sources,
             &inputs.caps,
             &inputs.host,
-            None,
+            Previous::None,
             &*on_load,
         )
         .await;
@@ -586,7 +586,7 @@ impl Core {
             &inputs.sources,
             &inputs.caps,
             &inputs.host,
-            Some(&old.catalog),
+            Previous::Components(&old.catalog),
             &|_| {},
         )
         .await;
@@ -631,8 +631,13 @@ impl Core {
         };
         next.host = next.host_state(&config, &self.inner.sandbox, &self.inner.audit);
         // A component's grants were checked against the paths protected
-        // then: when those change, every component is prepared again.
-        let previous = (next.host == inputs.host).then_some(&old.catalog);
+        // then: when those change, every component is prepared again (what
+        // its `describe` answered still holds).
+        let previous = if next.host == inputs.host {
+            Previous::Components(&old.catalog)
+        } else {
+            Previous::Described(&old.catalog)
+        };
         let catalog = Catalog::load(
             &self.inner.sandbox,
             &next.sources,

@@ -763,6 +763,56 @@ fn spinner(d: &ToolDir, name: &str) {
     );
 }
 
+/// A reload that must prepare a component again (the operator's caps
+/// changed) used to ask it to `describe` again, which takes a pool slot:
+/// under a full pool that timed out and the tool dropped out of the
+/// catalog until the next reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
+    let d = ToolDir::new();
+    for name in ["spin-a", "spin-b", "spin-c"] {
+        spinner(&d, name);
+    }
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    let config = || test_config().with_max_instances(8);
+    let core = Core::builder()
+        .config(config())
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+    // Twelve runaways, four per component, hold all eight sandboxes.
+    let spinning: Vec<_> = ["spin-a", "spin-b", "spin-c"]
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(*t, 4))
+        .map(|t| {
+            let core = core.clone();
+            let req = toolhost::CallRequest::new(Scope::default(), t, None);
+            tokio::spawn(async move { core.call(req).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut caps = toolhost::caps::Caps::default();
+    caps.fs.max_open = Some(100);
+    let r = core
+        .reconfigure(
+            config().with_caps(caps),
+            vec![toolhost::Source::new(Scope::default(), d.path())],
+        )
+        .await;
+    let listed: Vec<String> = core
+        .tools(&Scope::default())
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for s in &spinning {
+        s.abort();
+    }
+    assert!(r.load_errors.is_empty(), "{:#?}", r.load_errors);
+    assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scope_with_many_components_cannot_fill_the_pool() {
     // The attacker's scope serves three runaway components, each within

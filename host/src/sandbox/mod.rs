@@ -203,7 +203,28 @@ enum Kind {
     Typed(typed::TypedComponent),
 }
 
+/// What a toolhost-world component's `describe` answered, kept for a
+/// reload of the same component (same digest) under other caps: `describe`
+/// runs with no grants, so its answer depends on the component alone, and
+/// a reload need not wait for a pool slot to ask again (under a full pool
+/// it could time out and drop the tools).
+pub(crate) struct Described {
+    sha256: [u8; 32],
+    tools: Vec<ToolDef>,
+    served: Arc<crate::served::Served>,
+}
+
 impl LoadedComponent {
+    /// What its `describe` answered (`None`: a typed-WIT component, whose
+    /// tools come from its type).
+    pub(crate) fn described(&self) -> Option<Described> {
+        matches!(self.kind, Kind::Toolhost(_)).then(|| Described {
+            sha256: self.manifest.sha256,
+            tools: self.tools.clone(),
+            served: self.served.clone(),
+        })
+    }
+
     /// Whether sandboxes of it can be prepared ahead: toolhost-world
     /// components only (a typed tool's call instantiates its function's
     /// component as part of running it).
@@ -566,11 +587,15 @@ impl Sandbox {
 
     /// Compile (or fetch from cache) and pre-link a component, prepare its
     /// grants, then ask it what tools it offers.
+    /// Load `manifest`'s component under `caps`; `described`: an earlier
+    /// load's `describe` answer, used instead of asking again if it is of
+    /// the same component.
     pub(crate) async fn load(
         &self,
         manifest: Manifest,
         caps: &Caps,
         host: &HostState,
+        described: Option<Described>,
     ) -> Result<LoadedComponent, LoadError> {
         let mpath = manifest.path.clone();
         let err = |kind: LoadErrorKind| LoadError::new(&mpath, kind);
@@ -597,6 +622,7 @@ impl Sandbox {
 
         // Its calls together hold at most its share of the memory and table
         // permits too, not only of the slots.
+        let described = described.filter(|d| d.sha256 == manifest.sha256);
         let mut grants = grants;
         grants.limits.max_concurrency =
             caps.limits
@@ -614,10 +640,14 @@ impl Sandbox {
             caps: caps.clone(),
             warm: self.warm.new_set(),
         };
-        match typed_tools {
+        match (typed_tools, described) {
             // Typed tools are known from the component's type alone.
-            Some(defs) => loaded.tools = defs,
-            None => {
+            (Some(defs), _) => loaded.tools = defs,
+            (None, Some(d)) => {
+                loaded.tools = d.tools;
+                loaded.served = d.served;
+            }
+            (None, None) => {
                 let (tools, served) = self.describe(&loaded).await.map_err(err)?;
                 loaded.tools = tools;
                 loaded.served = Arc::new(served);
