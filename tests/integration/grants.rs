@@ -846,6 +846,62 @@ async fn a_grant_swapped_for_a_symlink_after_load_still_reaches_only_its_own_dir
     assert!(own.text().contains("hello from inside"));
 }
 
+/// SECURITY.md L2, the symlink half. A grant whose path passes through a
+/// symlink inside another tool's `rw` grant used to load: the path was
+/// resolved (to a directory outside the `rw` grant, so no overlap), and the
+/// writer could point the symlink at the secret before the next reload.
+#[tokio::test]
+async fn a_grant_whose_path_passes_through_a_symlink_another_tool_may_rewrite_is_refused() {
+    let t = tree();
+    let root = t.granted.parent().unwrap().to_path_buf();
+    let shared = tempfile::tempdir().unwrap();
+    let shared = shared.path().canonicalize().unwrap();
+    // The secret the writer would aim the reader at, in a `granted` of its
+    // own.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir(elsewhere.path().join("granted")).unwrap();
+    std::fs::write(elsewhere.path().join("granted/secret.txt"), "TOP SECRET\n").unwrap();
+    std::os::unix::fs::symlink(&root, shared.join("link")).unwrap();
+    let (w, r) = (ToolDir::new(), ToolDir::new());
+    w.add("writer", "hostile", &fs_grant("/shared", &shared, "rw"));
+    r.add(
+        "reader",
+        "hostile",
+        &fs_grant("/data", &shared.join("link/granted"), "ro"),
+    );
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::new("writer"), w.path())
+        .source(toolhost::Scope::new("reader"), r.path())
+        .build()
+        .await
+        .unwrap();
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let refused = errors.len() == 1 && errors[0].contains("passes through a symlink");
+    // The link is pointed elsewhere (done from outside here: what matters
+    // is what a reload then follows) and the host reloads: nothing reads
+    // the secret through it.
+    std::fs::remove_file(shared.join("link")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), shared.join("link")).unwrap();
+    // An edit of the reader's manifest, so the reload prepares it again.
+    let m = r.path().join("reader.toml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, format!("{text}\n# edited\n")).unwrap();
+    core.reload().await;
+    let read = core
+        .call(toolhost::CallRequest::new(
+            toolhost::Scope::new("reader"),
+            "read_path",
+            json!({"path": "/data/secret.txt"}).as_object().cloned(),
+        ))
+        .await;
+    assert!(
+        !matches!(&read, Ok(out) if out.text().contains("TOP SECRET")),
+        "{read:?}"
+    );
+    assert!(refused, "the reader is refused at load: {errors:?}");
+}
+
 /// Two tenants serving the same manifest each get a component of their own
 /// (its concurrency, warm sandboxes, share of tasks), and keep it across a
 /// reload: the reload used to reuse one component for both, so tenant B

@@ -20,6 +20,9 @@
 //! Must not touch: anything but the directories granted here.
 
 pub(crate) mod enforce;
+mod place;
+
+use place::Place;
 
 pub use enforce::DEFAULT_MAX_OPEN;
 
@@ -117,7 +120,9 @@ impl FsCaps {
 /// A path of the host's own that no grant may cover.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Protected {
-    pub(crate) path: PathBuf,
+    /// Where it is (its path, and its place in its file system: a bind
+    /// mount of it is it too).
+    place: Place,
     /// What it is, for the error message.
     pub(crate) what: &'static str,
     /// Whether grants *inside* it are refused too (the compile cache: its
@@ -137,8 +142,9 @@ impl HostState {
     /// protected as written, made absolute).
     pub(crate) fn protect(&mut self, path: &Path, what: &'static str, tree: bool) {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let path = abs.canonicalize().unwrap_or(abs);
-        self.protected.push(Protected { path, what, tree });
+        let path = abs.canonicalize().unwrap_or_else(|_| abs.clone());
+        let place = Place::of(&abs, &path);
+        self.protected.push(Protected { place, what, tree });
     }
 }
 
@@ -157,6 +163,8 @@ pub(crate) struct PreparedDir {
     /// The resolved host path, for messages and overlap checks only: calls
     /// never open it again.
     pub(crate) host: PathBuf,
+    /// Where it is, for overlap checks (see [`Place`]).
+    place: Place,
     pub(crate) mode: FsMode,
     /// What the grant holds against its quota, shared by every call.
     pub(crate) usage: Option<Arc<enforce::Quota>>,
@@ -345,9 +353,11 @@ fn prepare_one(
             )),
         ));
     }
+    let written = std::path::absolute(&r.host).unwrap_or_else(|_| r.host.clone());
+    let place = Place::of(&written, &path);
     for p in &host.protected {
-        let covers = p.path.starts_with(&path);
-        let inside = p.tree && path.starts_with(&p.path);
+        let covers = p.place.is_within(&place);
+        let inside = p.tree && place.is_within(&p.place);
         if covers || inside {
             return Err((
                 format!(
@@ -355,7 +365,7 @@ fn prepare_one(
                     path.display(),
                     if covers { "contains" } else { "is inside" },
                     p.what,
-                    p.path.display()
+                    p.place.path.display()
                 ),
                 Some(
                     "a tool may never reach toolhost's own files; grant a directory of its own"
@@ -420,6 +430,7 @@ fn prepare_one(
     Ok(PreparedDir {
         guest: r.guest.clone(),
         host: path,
+        place,
         mode: r.mode,
         usage: enforce::usage(r.mode, quota, &fd_path, &r.guest),
         dir,
@@ -439,9 +450,27 @@ fn open_dir_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
 /// Whether two prepared grants may coexist: host paths that overlap are
 /// refused unless both are read-only (a read-write grant containing another
 /// grant could rewrite what the other tool sees).
+///
+/// Overlap is by path and by place in the file system (a bind mount of a
+/// directory overlaps it). A grant whose path passed through a symlink
+/// inside a read-write grant is refused too: that tool could point the
+/// symlink elsewhere, and the next load would follow it.
 pub(crate) fn overlap(a: &PreparedDir, b: &PreparedDir) -> Option<String> {
-    let over = a.host.starts_with(&b.host) || b.host.starts_with(&a.host);
-    (over && (a.mode == FsMode::ReadWrite || b.mode == FsMode::ReadWrite)).then(|| {
+    let rw = |d: &PreparedDir| d.mode == FsMode::ReadWrite;
+    for (x, y) in [(a, b), (b, a)] {
+        if rw(x)
+            && let Some(link) = y.place.passes_through(&x.place)
+        {
+            return Some(format!(
+                "the path of host directory {} passes through a symlink in {}, inside the read-write grant of {}: a tool that may write there could point it elsewhere",
+                y.host.display(),
+                link.display(),
+                x.host.display()
+            ));
+        }
+    }
+    let over = a.place.is_within(&b.place) || b.place.is_within(&a.place);
+    (over && (rw(a) || rw(b))).then(|| {
         format!(
             "host directory {} ({}) overlaps {} ({}), and one of them is read-write",
             b.host.display(),

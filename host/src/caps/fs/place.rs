@@ -1,0 +1,208 @@
+//! Where a host directory is, for the load-time checks that keep grants
+//! apart from each other and from the host's own state: its canonical path,
+//! its place in its file system, and the symlinks its path passed through.
+//!
+//! Canonical paths alone miss two aliases:
+//! - a bind mount shows one directory under two paths; the place in the
+//!   file system (the device, and the path from the file system's root, read
+//!   from `/proc/self/mountinfo`) is the same under both;
+//! - a grant whose path passes through a symlink is resolved at each load:
+//!   if the symlink lies inside another tool's read-write grant, that tool
+//!   can point it elsewhere before the next reload.
+//!
+//! Must not touch: opening or granting anything (see `prepare_one`); this
+//! only describes paths.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Where a directory is (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// The canonical path (as resolved; as written when it does not exist).
+    pub(crate) path: PathBuf,
+    /// Its file system's device (`major:minor`) and its path from that
+    /// file system's root; `None` when `/proc/self/mountinfo` cannot be
+    /// read.
+    fs: Option<(String, PathBuf)>,
+    /// The directories holding the symlinks its path passed through (when
+    /// written, before it was resolved).
+    via: Vec<PathBuf>,
+}
+
+impl Place {
+    /// The place of `written` (absolute), resolved to `canonical`.
+    pub(crate) fn of(written: &Path, canonical: &Path) -> Place {
+        Place {
+            path: canonical.to_path_buf(),
+            fs: std::fs::read_to_string("/proc/self/mountinfo")
+                .ok()
+                .and_then(|m| in_file_system(&m, canonical)),
+            via: symlinks_on_the_way(written),
+        }
+    }
+
+    /// Whether this is `other` or inside it, by path or by place in the
+    /// file system (a bind mount of it or of a directory inside it).
+    pub(crate) fn is_within(&self, other: &Place) -> bool {
+        self.path.starts_with(&other.path)
+            || matches!(
+                (&self.fs, &other.fs),
+                (Some((d, p)), Some((od, op))) if d == od && p.starts_with(op)
+            )
+    }
+
+    /// A symlink this path passed through that lies inside `other`, if any:
+    /// whoever may write `other` may point it elsewhere.
+    pub(crate) fn passes_through(&self, other: &Place) -> Option<&Path> {
+        self.via
+            .iter()
+            .find(|v| v.starts_with(&other.path))
+            .map(PathBuf::as_path)
+    }
+}
+
+/// The device and the path from its file system's root of `path`
+/// (canonical), from the text of `/proc/self/mountinfo`: the mount with
+/// the longest mount point `path` is under, the last listed of those (a
+/// later mount hides an earlier one at the same point).
+fn in_file_system(mountinfo: &str, path: &Path) -> Option<(String, PathBuf)> {
+    let mut best: Option<(usize, &str, PathBuf, PathBuf)> = None;
+    for line in mountinfo.lines() {
+        // ID, parent ID, major:minor, root, mount point, options, ...
+        let f: Vec<&str> = line.split(' ').collect();
+        let (Some(dev), Some(root), Some(point)) = (f.get(2), f.get(3), f.get(4)) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape(point));
+        let Ok(rest) = path.strip_prefix(&point) else {
+            continue;
+        };
+        let depth = point.components().count();
+        if best.as_ref().is_none_or(|b| depth >= b.0) {
+            best = Some((
+                depth,
+                dev,
+                PathBuf::from(unescape(root)),
+                rest.to_path_buf(),
+            ));
+        }
+    }
+    best.map(|(_, dev, root, rest)| (dev.to_string(), root.join(rest)))
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b.get(i + 1..i + 4).and_then(|o| {
+            std::str::from_utf8(o)
+                .ok()
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+        });
+        match (b[i], code) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The directories (canonical) holding each symlink met while resolving
+/// `written` component by component, as the kernel does; at most 40
+/// symlinks are followed (the kernel's limit), after which the rest is
+/// not looked at (the path then fails to resolve anyway).
+fn symlinks_on_the_way(written: &Path) -> Vec<PathBuf> {
+    let mut via = Vec::new();
+    let mut at = PathBuf::from("/");
+    let mut todo: std::collections::VecDeque<PathBuf> = written
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut hops = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.components().next() {
+            Some(Component::RootDir) => at = PathBuf::from("/"),
+            Some(Component::ParentDir) => {
+                at.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let next = at.join(name);
+                match std::fs::read_link(&next) {
+                    Ok(target) if hops < 40 => {
+                        hops += 1;
+                        via.push(at.clone());
+                        for t in target.components().rev() {
+                            todo.push_front(PathBuf::from(t.as_os_str()));
+                        }
+                    }
+                    _ => at = next,
+                }
+            }
+            _ => {}
+        }
+    }
+    via
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bind_mount_is_the_same_place_in_its_file_system() {
+        // /srv/data is bound at /mnt/alias; /var is another file system.
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 8:1 /srv/data /mnt/alias rw,relatime shared:1 - ext4 /dev/sda1 rw
+31 22 8:2 / /var rw,relatime shared:2 - ext4 /dev/sda2 rw
+32 22 8:1 /srv/with\\040space /mnt/sp rw - ext4 /dev/sda1 rw
+";
+        let at = |p: &str| in_file_system(info, Path::new(p)).unwrap();
+        assert_eq!(at("/srv/data/x"), ("8:1".into(), "/srv/data/x".into()));
+        assert_eq!(at("/mnt/alias/x"), ("8:1".into(), "/srv/data/x".into()));
+        assert_eq!(at("/var/lib"), ("8:2".into(), "/lib".into()));
+        assert_eq!(at("/mnt/sp"), ("8:1".into(), "/srv/with space".into()));
+        let place = |p: &str| Place {
+            path: p.into(),
+            fs: Some(at(p)),
+            via: Vec::new(),
+        };
+        assert!(place("/mnt/alias/x").is_within(&place("/srv/data")));
+        assert!(place("/srv/data/x").is_within(&place("/mnt/alias")));
+        assert!(!place("/var/lib").is_within(&place("/srv")));
+        assert!(!place("/srv").is_within(&place("/mnt/alias")));
+    }
+
+    #[test]
+    fn the_symlinks_a_path_passes_through_are_found_where_they_lie() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let (rw, real) = (root.join("rw"), root.join("real"));
+        std::fs::create_dir_all(real.join("data")).unwrap();
+        std::fs::create_dir(&rw).unwrap();
+        std::os::unix::fs::symlink(&real, rw.join("link")).unwrap();
+        std::os::unix::fs::symlink("link/data", rw.join("rel")).unwrap();
+        assert_eq!(symlinks_on_the_way(&rw.join("link/data")), vec![rw.clone()]);
+        // A relative link to another link: both are in `rw`.
+        assert_eq!(
+            symlinks_on_the_way(&rw.join("rel")),
+            vec![rw.clone(), rw.clone()]
+        );
+        assert!(symlinks_on_the_way(&real.join("data")).is_empty());
+        let p = Place::of(&rw.join("link/data"), &real.join("data"));
+        let granted = Place::of(&rw, &rw);
+        assert_eq!(p.passes_through(&granted), Some(rw.as_path()));
+        assert!(!p.is_within(&granted), "resolved, it is elsewhere");
+        // A loop ends.
+        std::os::unix::fs::symlink("loop", rw.join("loop")).unwrap();
+        assert_eq!(symlinks_on_the_way(&rw.join("loop")).len(), 40);
+    }
+}
