@@ -1385,6 +1385,34 @@ async fn sparse_writes_are_charged_the_blocks_they_allocate_not_the_bytes_they_w
     assert!(!ok.text().is_empty());
 }
 
+/// Two append streams over one file: the second's writes looked like
+/// overwrites of data the first had written (free), but landed at the
+/// end. Found by review: 64 MiB went under a 1 MiB quota.
+#[tokio::test]
+async fn appends_through_a_second_descriptor_are_charged_where_they_land() {
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\nquota = \"1 MiB\"\n",
+            out.path().display()
+        ),
+    );
+    let core = core(d.path()).await;
+    let text = call(&core, "append_race", json!({"path": "/out/f", "count": 64}))
+        .await
+        .unwrap()
+        .text();
+    assert!(text.contains("then:"), "the appends stop: {text}");
+    let used = disk_usage(out.path());
+    assert!(
+        used <= (1 << 20) + (64 << 10),
+        "at most the quota reaches the disk: {used} bytes ({text})"
+    );
+}
+
 #[tokio::test]
 async fn a_file_deleted_while_open_still_counts_against_the_quota() {
     // A measure walks the directory; a deleted file that a call still
@@ -1458,7 +1486,16 @@ async fn a_read_only_descriptor_never_writes_and_a_hard_link_never_crosses_grant
         text.contains("stream: ErrorCode { code: 3, name: \"bad-descriptor\""),
         "{text}"
     );
-    assert!(text.contains("name: \"cross-device\""), "{text}");
+    assert!(
+        text.contains("link: ErrorCode { code: 36, name: \"cross-device\""),
+        "{text}"
+    );
+    // A file renamed into another grant while open would go on being
+    // written, charged to the first grant's quota.
+    assert!(
+        text.contains("rename: ErrorCode { code: 36, name: \"cross-device\""),
+        "{text}"
+    );
     assert_eq!(std::fs::metadata(a.path().join("f")).unwrap().len(), 0);
     assert!(!b.path().join("f").exists());
 }

@@ -55,7 +55,8 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hoard_files", "Open `path` `count` times, holding every descriptor (or, with `streams`, only a stream over each); report how many opened and the first error.", hoard_files))
         .tool(Tool::new("fill", "Append `mib` MiB to `path` one MiB at a time; report the bytes written and the first error.", fill))
         .tool(Tool::new("fill_deleted", "Open `path`, delete it, then append `mib` MiB through the open file one MiB at a time; report the bytes written and the first error.", fill_deleted))
-        .tool(Tool::new("sneaky_writes", "Create `path`, open it to read only, write through it anyway, then hard-link it as `link` (another directory); report each result.", sneaky_writes))
+        .tool(Tool::new("sneaky_writes", "Create `path`, open it to read only, write through it anyway, then hard-link it as `link` (another directory) and rename it there; report each result.", sneaky_writes))
+        .tool(Tool::new("append_race", "Open `path` twice for appending; write 64 KiB through the first, then `count` times 64 KiB through the second; report the bytes written and the first error.", append_race))
         .tool(Tool::new("mkdirs", "Create `count` directories under `path`; report how many were made and the first error.", mkdirs))
         .tool(Tool::new("touch_many", "Create `count` empty files under `path`; report how many were made and the first error.", touch_many))
         .tool(Tool::new("remove", "Remove the file at `path`.", remove))
@@ -464,7 +465,47 @@ fn sneaky_writes(a: SneakyArgs) -> Result<String, ToolError> {
         Ok(()) => "linked".to_string(),
         Err(e) => format!("{e:?}"),
     };
-    Ok(format!("write: {write}; stream: {stream}; link: {link}"))
+    // The file, still open here, moved under the other grant's quota.
+    let rename = match dir.rename_at(&rel, to_dir, &to_rel) {
+        Ok(()) => "renamed".to_string(),
+        Err(e) => format!("{e:?}"),
+    };
+    Ok(format!(
+        "write: {write}; stream: {stream}; link: {link}; rename: {rename}"
+    ))
+}
+
+/// Two append streams over one file, both opened while it is empty: the
+/// second's writes start where it believed the end was, over data the
+/// first wrote since, but land at the real end.
+fn append_race(a: HoardArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let open = |flags| {
+        dir.open_at(PathFlags::empty(), &rel, flags, DescriptorFlags::WRITE)
+            .and_then(|f| f.append_via_stream().map(|s| (f, s)))
+            .map_err(|e| ToolError::failed(format!("cannot open {}: {e:?}", a.path)))
+    };
+    let (_f1, first) = open(OpenFlags::CREATE)?;
+    let (_f2, second) = open(OpenFlags::empty())?;
+    let chunk = vec![7u8; 64 << 10];
+    let mut written = 0usize;
+    for part in chunk.chunks(4096) {
+        if let Err(e) = first.blocking_write_and_flush(part) {
+            return Ok(format!("wrote {written}; then: {e:?}"));
+        }
+        written += part.len();
+    }
+    for _ in 0..a.count {
+        for part in chunk.chunks(4096) {
+            if let Err(e) = second.blocking_write_and_flush(part) {
+                return Ok(format!("wrote {written}; then: {e:?}"));
+            }
+            written += part.len();
+        }
+    }
+    Ok(format!("wrote {written}"))
 }
 
 fn mkdirs(a: HoardArgs) -> Result<String, ToolError> {
