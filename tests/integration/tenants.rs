@@ -1727,6 +1727,25 @@ fn a_tenant_cannot_hold_more_request_body_bytes_than_its_bound() {
     // Within the bound alone, a 20 KiB call is served.
     let (st, resp) = call(&addr, "delta-token", "echo", json!({"text": text}));
     assert_eq!(st, 200, "{resp}");
+    // A body that can never fit is 413, not a 429 to retry for ever: by
+    // its size, or by what it parses to (10,000 small values, 20 KiB of
+    // text, a `serde_json::Value` of 32 bytes each and more).
+    let (st, resp) = call(
+        &addr,
+        "delta-token",
+        "echo",
+        json!({"text": "x".repeat(70 << 10)}),
+    );
+    assert_eq!(st, 413, "{resp}");
+    assert!(resp.contains("max-request-bytes = 65536"), "{resp}");
+    let (st, resp) = rpc(
+        &addr,
+        Some("delta-token"),
+        "tools/list",
+        json!({"pad": vec![0; 10_000]}),
+        None,
+    );
+    assert_eq!(st, 413, "{resp}");
 
     // A slow upload: 48 KiB of a 60 KiB body sent, the rest never.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();

@@ -404,9 +404,12 @@ impl TenantServer {
     }
 
     /// Read a POST body whole (413 past `max_body`), each part counted in
-    /// `held` against `holds.request_bytes` as it arrives (429 past it).
-    /// Counted as it arrives, not after: a slow upload holds its bytes
-    /// too.
+    /// `held` against `holds.request_bytes` as it arrives (429 past it;
+    /// 413 if this body alone passes it). Counted as it arrives, not
+    /// after: a slow upload holds its bytes too. Once whole, what parsing
+    /// it will take is counted too (see [`parsed_weight`]): a body of
+    /// small values parses to many times its size, twice (here and in
+    /// rmcp), and the call keeps one.
     async fn read_body(
         &self,
         who: &str,
@@ -415,22 +418,54 @@ impl TenantServer {
         holds: Holds,
         held: &mut OpenRequest,
     ) -> Result<bytes::Bytes, Response> {
+        let max = holds.request_bytes;
         let mut body = http_body_util::Limited::new(body, max_body);
-        let mut read = bytes::BytesMut::new();
+        // The parts as they came, joined once at the exact size (a buffer
+        // grown by doubling could hold twice what was counted).
+        let mut parts = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
-                return Err(
-                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
-                );
+                return Err(body_too_large(None));
             };
             if let Ok(data) = frame.into_data() {
-                if !held.take(data.len(), holds.request_bytes) {
-                    return Err(self.too_much_body(who, holds.request_bytes));
-                }
-                read.extend_from_slice(&data);
+                self.take_body(who, held, data.len(), max)?;
+                parts.push(data);
             }
         }
-        Ok(read.freeze())
+        let body = match parts.len() {
+            0 => bytes::Bytes::new(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut joined = Vec::with_capacity(held.holds);
+                for p in &parts {
+                    joined.extend_from_slice(p);
+                }
+                bytes::Bytes::from(joined)
+            }
+        };
+        self.take_body(who, held, parsed_weight(&body), max)?;
+        Ok(body)
+    }
+
+    /// Count `n` more bytes of a body in `held`: 413 if this request alone
+    /// would pass `max` (it never fits), 429 if the tenant's requests
+    /// together would.
+    #[allow(clippy::result_large_err, reason = "the error is the response")]
+    fn take_body(
+        &self,
+        who: &str,
+        held: &mut OpenRequest,
+        n: usize,
+        max: usize,
+    ) -> Result<(), Response> {
+        if held.holds.saturating_add(n) > max {
+            return Err(body_too_large(Some((who, max))));
+        }
+        if held.take(n, max) {
+            Ok(())
+        } else {
+            Err(self.too_much_body(who, max))
+        }
     }
 
     /// Serve `req` (its body read; `initialize`: the parameters of the
@@ -1181,6 +1216,44 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         .await
 }
 
+/// 413, naming the tenant's `max-request-bytes` when that is what a body
+/// passed.
+fn body_too_large(quota: Option<(&str, usize)>) -> Response {
+    let message = match quota {
+        None => "request body too large\n".to_string(),
+        Some((who, max)) => format!(
+            "request body too large for {who}: with what parsing it takes, it passes `max-request-bytes = {max}` on its own\n"
+        ),
+    };
+    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+}
+
+/// Bytes of host memory a JSON body takes once parsed, past its own size:
+/// [`VALUE_BYTES`] for each value in it (counted as the separators and
+/// openers outside strings, with one for the top; a string is one value
+/// whatever its length, its bytes already counted as the body's).
+/// `[0,0,0,…]` is 2 bytes a value in the body and a `serde_json::Value`
+/// of 32 bytes plus its share of the array once parsed.
+fn parsed_weight(body: &[u8]) -> usize {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b',' | b'[' | b'{' | b':') => values += 1,
+            (false, _, _) => {}
+        }
+    }
+    values.saturating_mul(VALUE_BYTES)
+}
+
+/// What one parsed JSON value is counted (a `serde_json::Value` is 32
+/// bytes; an object's entry adds its key and the map's node).
+const VALUE_BYTES: usize = 64;
+
 /// What the front end needs to know of a POST body before rmcp serves it.
 struct Parsed {
     /// The JSON-RPC id of a request (a refusal answers it).
@@ -1282,6 +1355,15 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1050));
         // The next line stands for the two thinned out, and itself.
         assert_eq!(r.note(Bound::Sessions), Some(3));
+    }
+
+    #[test]
+    fn a_body_weighs_what_it_parses_to() {
+        assert_eq!(parsed_weight(b"0"), VALUE_BYTES);
+        assert_eq!(parsed_weight(b"[0,0,0]"), 4 * VALUE_BYTES);
+        // Separators inside strings, escaped quotes included, are text.
+        assert_eq!(parsed_weight(br#""a,b:[{\",x""#), VALUE_BYTES);
+        assert_eq!(parsed_weight(br#"{"a":[1,2]}"#), 5 * VALUE_BYTES);
     }
 
     #[test]

@@ -139,10 +139,11 @@ pub(crate) struct HostState {
 
 impl HostState {
     /// Protect `path` (resolved now; a path that does not exist yet is
-    /// protected as written, made absolute).
+    /// protected where it will be: its longest existing ancestor resolved,
+    /// the rest as written).
     pub(crate) fn protect(&mut self, path: &Path, what: &'static str, tree: bool) {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let path = abs.canonicalize().unwrap_or_else(|_| abs.clone());
+        let path = place::resolved_as_far_as_it_exists(&abs);
         let place = Place::of(&abs, &path);
         self.protected.push(Protected { place, what, tree });
     }

@@ -25,39 +25,91 @@ pub(crate) struct Place {
     /// read.
     fs: Option<(String, PathBuf)>,
     /// The directories holding the symlinks its path passed through (when
-    /// written, before it was resolved).
-    via: Vec<PathBuf>,
+    /// written, before it was resolved), each with its place in its file
+    /// system.
+    via: Vec<(PathBuf, Option<(String, PathBuf)>)>,
 }
 
 impl Place {
     /// The place of `written` (absolute), resolved to `canonical`.
     pub(crate) fn of(written: &Path, canonical: &Path) -> Place {
+        let mounts = mountinfo();
+        let fs = |p: &Path| mounts.as_deref().and_then(|m| in_file_system(m, p));
         Place {
             path: canonical.to_path_buf(),
-            fs: std::fs::read_to_string("/proc/self/mountinfo")
-                .ok()
-                .and_then(|m| in_file_system(&m, canonical)),
-            via: symlinks_on_the_way(written),
+            fs: fs(canonical),
+            via: symlinks_on_the_way(written)
+                .into_iter()
+                .map(|v| {
+                    let at = fs(&v);
+                    (v, at)
+                })
+                .collect(),
         }
     }
 
     /// Whether this is `other` or inside it, by path or by place in the
     /// file system (a bind mount of it or of a directory inside it).
     pub(crate) fn is_within(&self, other: &Place) -> bool {
-        self.path.starts_with(&other.path)
-            || matches!(
-                (&self.fs, &other.fs),
-                (Some((d, p)), Some((od, op))) if d == od && p.starts_with(op)
-            )
+        within(&self.path, self.fs.as_ref(), other)
     }
 
-    /// A symlink this path passed through that lies inside `other`, if any:
-    /// whoever may write `other` may point it elsewhere.
+    /// A symlink this path passed through that lies inside `other` (by
+    /// path or by place: a bind mount of it), if any: whoever may write
+    /// `other` may point it elsewhere.
     pub(crate) fn passes_through(&self, other: &Place) -> Option<&Path> {
         self.via
             .iter()
-            .find(|v| v.starts_with(&other.path))
-            .map(PathBuf::as_path)
+            .find(|(v, fs)| within(v, fs.as_ref(), other))
+            .map(|(v, _)| v.as_path())
+    }
+}
+
+/// Whether `path` (at `fs` in its file system) is `other` or inside it.
+fn within(path: &Path, fs: Option<&(String, PathBuf)>, other: &Place) -> bool {
+    path.starts_with(&other.path)
+        || matches!(
+            (fs, &other.fs),
+            (Some((d, p)), Some((od, op))) if d == od && p.starts_with(op)
+        )
+}
+
+/// The text of `/proc/self/mountinfo`, read at most once a second: a load
+/// places every grant and protected path, and a host with many mounts
+/// should not parse the table for each.
+fn mountinfo() -> Option<std::sync::Arc<str>> {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    static CACHE: Mutex<Option<(Instant, Arc<str>)>> = Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, text)) = c.as_ref()
+        && at.elapsed() < Duration::from_secs(1)
+    {
+        return Some(text.clone());
+    }
+    let text: Arc<str> = std::fs::read_to_string("/proc/self/mountinfo").ok()?.into();
+    *c = Some((Instant::now(), text.clone()));
+    Some(text)
+}
+
+/// `path` (absolute) with its longest existing ancestor resolved and the
+/// rest kept as written: a protected path that does not exist yet (an
+/// agent's `.claude/` before its first session) is where it will be
+/// created, even under a symlinked parent.
+pub(crate) fn resolved_as_far_as_it_exists(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
     }
 }
 
@@ -175,10 +227,33 @@ mod tests {
             fs: Some(at(p)),
             via: Vec::new(),
         };
+        // A symlink in a bind mount of a directory lies in that directory.
+        let through = Place {
+            path: "/elsewhere/x".into(),
+            fs: None,
+            via: vec![("/mnt/alias".into(), Some(at("/mnt/alias")))],
+        };
+        assert!(through.passes_through(&place("/srv/data")).is_some());
+        assert!(through.passes_through(&place("/var")).is_none());
         assert!(place("/mnt/alias/x").is_within(&place("/srv/data")));
         assert!(place("/srv/data/x").is_within(&place("/mnt/alias")));
         assert!(!place("/var/lib").is_within(&place("/srv")));
         assert!(!place("/srv").is_within(&place("/mnt/alias")));
+    }
+
+    /// Found by review: a protected path that did not exist yet under a
+    /// symlinked parent (`~/.claude` with `/home` a symlink) was compared
+    /// as written, so a grant of the resolved home did not contain it.
+    #[test]
+    fn a_path_not_made_yet_is_placed_where_it_will_be() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("home")).unwrap();
+        assert_eq!(
+            resolved_as_far_as_it_exists(&root.join("home/.claude/settings.json")),
+            root.join("real/.claude/settings.json")
+        );
     }
 
     #[test]
