@@ -902,6 +902,46 @@ async fn a_grant_whose_path_passes_through_a_symlink_another_tool_may_rewrite_is
     assert!(refused, "the reader is refused at load: {errors:?}");
 }
 
+/// The review's case: the writer's tool planted the symlink while it was
+/// loaded, then it was unloaded (its tenant removed); the reader's grant
+/// through it is still refused.
+#[tokio::test]
+async fn a_symlink_planted_by_a_tool_no_longer_loaded_is_not_followed_either() {
+    let t = tree();
+    let root = t.granted.parent().unwrap().to_path_buf();
+    let shared = tempfile::tempdir().unwrap();
+    let shared = shared.path().canonicalize().unwrap();
+    let (w, r) = (ToolDir::new(), ToolDir::new());
+    w.add("writer", "hostile", &fs_grant("/shared", &shared, "rw"));
+    r.add(
+        "reader",
+        "hostile",
+        &fs_grant("/data", &shared.join("link/granted"), "ro"),
+    );
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::new("writer"), w.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    std::os::unix::fs::symlink(&root, shared.join("link")).unwrap();
+    let r = core
+        .reconfigure(
+            test_config(),
+            vec![toolhost::Source::new(
+                toolhost::Scope::new("reader"),
+                r.path(),
+            )],
+        )
+        .await;
+    let errors: Vec<String> = r.load_errors.iter().map(|e| e.to_string()).collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("was granted read-write"),
+        "{errors:?}"
+    );
+}
+
 /// Two tenants serving the same manifest each get a component of their own
 /// (its concurrency, warm sandboxes, share of tasks), and keep it across a
 /// reload: the reload used to reuse one component for both, so tenant B

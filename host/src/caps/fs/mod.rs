@@ -356,6 +356,18 @@ fn prepare_one(
     }
     let written = std::path::absolute(&r.host).unwrap_or_else(|_| r.host.clone());
     let place = Place::of(&written, &path);
+    if let Some((link, rw)) = place::through_writable(&place) {
+        return Err((
+            format!(
+                "the path of host directory {} passes through a symlink in {}, inside {}, which a tool was granted read-write: that tool could have pointed it elsewhere",
+                r.host.display(),
+                link.display(),
+                rw.display()
+            ),
+            Some("grant the directory by a path without that symlink".into()),
+        ));
+    }
+
     for p in &host.protected {
         let covers = p.place.is_within(&place);
         let inside = p.tree && place.is_within(&p.place);
@@ -427,6 +439,9 @@ fn prepare_one(
                 None,
             ));
         }
+    }
+    if r.mode == FsMode::ReadWrite {
+        place::remember_writable(&place);
     }
     Ok(PreparedDir {
         guest: r.guest.clone(),

@@ -65,6 +65,30 @@ impl Place {
     }
 }
 
+/// Every directory granted read-write since the process started: a grant
+/// passing through a symlink inside one is refused even when that grant is
+/// not loaded now (its tenant removed, its load failed), since a symlink
+/// its tool planted while it was stays there.
+static EVER_WRITABLE: std::sync::Mutex<Vec<Place>> = std::sync::Mutex::new(Vec::new());
+
+/// Note a directory granted read-write (see [`EVER_WRITABLE`]).
+pub(crate) fn remember_writable(p: &Place) {
+    let mut w = EVER_WRITABLE.lock().unwrap_or_else(|e| e.into_inner());
+    if !w.iter().any(|o| o.path == p.path) {
+        w.push(p.clone());
+    }
+}
+
+/// A symlink `p`'s path passed through inside a directory granted
+/// read-write at some time in this process, and that directory.
+pub(crate) fn through_writable(p: &Place) -> Option<(PathBuf, PathBuf)> {
+    let w = EVER_WRITABLE.lock().unwrap_or_else(|e| e.into_inner());
+    w.iter().find_map(|rw| {
+        p.passes_through(rw)
+            .map(|l| (l.to_path_buf(), rw.path.clone()))
+    })
+}
+
 /// Whether `path` (at `fs` in its file system) is `other` or inside it.
 fn within(path: &Path, fs: Option<&(String, PathBuf)>, other: &Place) -> bool {
     path.starts_with(&other.path)
