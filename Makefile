@@ -150,6 +150,7 @@ check-features:
 	$(CARGO) check -p toolhost --no-default-features --features mcp
 	$(CARGO) check -p toolhost --no-default-features --features agent
 	$(CARGO) check -p toolhost --no-default-features --features watch
+	$(CARGO) check -p toolhost-cli --no-default-features
 
 ## test-rust: the Rust tests only (no conformance suite).
 test-rust: setup tools

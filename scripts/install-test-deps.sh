@@ -25,12 +25,16 @@ CONFORMANCE=0.1.16
 CONFORMANCE_NEXT=0.2.0-alpha.12
 NODE=22.23.3
 SDK_PY=2.3.0
+# The OTLP protobuf messages (and their runtime) the OpenTelemetry export
+# test decodes spans with (tests/clients/otlp_receiver.py).
+OTEL_PROTO=1.39.1
+PROTOBUF=6.33.1
 KUBE_VALIDATE=1.37.0
 
 DIR=${1:-${TOOLHOST_TEST_DEPS:-"$(cd "$(dirname "$0")/.." && pwd)/.test-deps"}}
 mkdir -p "$DIR"
 STAMP="$DIR/installed"
-WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS ext-tasks=$EXT_TASKS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY kubernetes-validate=$KUBE_VALIDATE"
+WANT="sdk-ts=$SDK_TS client-ts=$CLIENT_TS ext-tasks=$EXT_TASKS inspector=$INSPECTOR conformance=$CONFORMANCE conformance-next=$CONFORMANCE_NEXT node=$NODE sdk-py=$SDK_PY otel-proto=$OTEL_PROTO protobuf=$PROTOBUF kubernetes-validate=$KUBE_VALIDATE"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   echo "test deps already installed in $DIR ($WANT)"
   exit 0
@@ -60,7 +64,8 @@ npm_prefix conformance-next "@modelcontextprotocol/conformance@$CONFORMANCE_NEXT
 "$DIR/node/node_modules/.bin/node" --version
 
 "$PYTHON" -m venv "$DIR/venv"
-"$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$SDK_PY"
+"$DIR/venv/bin/python" -m pip install --quiet --disable-pip-version-check "mcp==$SDK_PY" \
+  "opentelemetry-proto==$OTEL_PROTO" "protobuf==$PROTOBUF"
 "$DIR/venv/bin/python" -c 'import mcp, importlib.metadata as m; print("python mcp", m.version("mcp"))'
 
 "$PYTHON" -m venv "$DIR/kube"

@@ -4,6 +4,8 @@
 mod agent_cli;
 mod audit_cli;
 mod cli;
+#[cfg(feature = "otel")]
+mod otel;
 mod package_cli;
 
 fn main() -> std::process::ExitCode {

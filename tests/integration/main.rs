@@ -13,6 +13,7 @@ mod manifest;
 mod mcp;
 mod mcp_2026;
 mod mrtr;
+mod otel;
 mod package;
 mod policy;
 mod prewarm;
