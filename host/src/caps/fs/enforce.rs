@@ -1010,15 +1010,40 @@ async fn open_at(
     of: t::OpenFlags,
     fl: t::DescriptorFlags,
 ) -> Result<wasmtime_wasi::filesystem::Descriptor, Opened> {
-    use cap_primitives::fs::{FollowSymlinks, OpenOptions, OpenOptionsExt};
-    use std::os::unix::fs::FileTypeExt;
     use wasmtime_wasi::OpenMode;
     use wasmtime_wasi::filesystem::{Descriptor, Dir, File};
 
+    let (opts, mode) = open_options(pf, of, fl)?;
+    if dir.perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
+        return Err(Opened::Refused(t::ErrorCode::NotPermitted));
+    }
+    let base = dir.dir.clone();
+    let want_dir = of.contains(t::OpenFlags::DIRECTORY);
+    let opened = tokio::task::spawn_blocking(move || open_checked(&base, &path, &opts))
+        .await
+        .map_err(|e| Opened::Io(std::io::Error::other(e)))??;
+    // wasmtime-wasi's `allow_blocking_current_thread` is off in every
+    // sandbox toolhost builds (the default), so descriptors are made so too.
+    match opened {
+        (true, d) => Ok(Descriptor::Dir(Dir::new(d, dir.perms, mode, false))),
+        (false, _) if want_dir => Err(Opened::Refused(t::ErrorCode::NotDirectory)),
+        (false, f) => Ok(Descriptor::File(File::new(f, dir.perms, mode, false))),
+    }
+}
+
+/// The OS open options and the descriptor's mode for `open-at`'s flags, as
+/// wasmtime-wasi 48 makes them, plus `O_NONBLOCK | O_NOCTTY`; the flag
+/// combinations it refuses, refused.
+fn open_options(
+    pf: t::PathFlags,
+    of: t::OpenFlags,
+    fl: t::DescriptorFlags,
+) -> Result<(cap_primitives::fs::OpenOptions, wasmtime_wasi::OpenMode), Opened> {
+    use cap_primitives::fs::{FollowSymlinks, OpenOptions, OpenOptionsExt};
+    use wasmtime_wasi::OpenMode;
     let mut opts = OpenOptions::new();
     let mut mode = OpenMode::empty();
-    let create = of.contains(t::OpenFlags::CREATE);
-    if create {
+    if of.contains(t::OpenFlags::CREATE) {
         if of.contains(t::OpenFlags::EXCLUSIVE) {
             opts.create_new(true);
         } else {
@@ -1064,53 +1089,49 @@ async fn open_at(
     {
         return Err(Opened::Refused(t::ErrorCode::Invalid));
     }
-    if dir.perms.write_not_permitted() && mode.contains(OpenMode::WRITE) {
-        return Err(Opened::Refused(t::ErrorCode::NotPermitted));
+    Ok((opts, mode))
+}
+
+/// Open `path` under `base` (blocking: run it off the async threads),
+/// refuse what is not a file or directory by what was opened, and set the
+/// descriptor back to blocking I/O. Whether it is a directory, and it.
+fn open_checked(
+    base: &std::fs::File,
+    path: &str,
+    opts: &cap_primitives::fs::OpenOptions,
+) -> Result<(bool, std::fs::File), Opened> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileTypeExt;
+    let f = cap_primitives::fs::open(base, path.as_ref(), opts).map_err(Opened::Io)?;
+    let ft = f.metadata().map_err(Opened::Io)?.file_type();
+    // What was opened is never a symlink (`O_NOFOLLOW` refuses one).
+    let ty = if ft.is_file() {
+        t::DescriptorType::RegularFile
+    } else if ft.is_dir() {
+        t::DescriptorType::Directory
+    } else if ft.is_fifo() {
+        t::DescriptorType::Fifo
+    } else if ft.is_socket() {
+        t::DescriptorType::Socket
+    } else if ft.is_block_device() || ft.is_char_device() {
+        t::DescriptorType::CharacterDevice
+    } else {
+        t::DescriptorType::Unknown
+    };
+    if let Some(kind) = special_kind(ty) {
+        return Err(Opened::Special(kind));
     }
-    let base = dir.dir.clone();
-    let want_dir = of.contains(t::OpenFlags::DIRECTORY);
-    let opened = tokio::task::spawn_blocking(move || {
-        let f = cap_primitives::fs::open(&base, path.as_ref(), &opts).map_err(Opened::Io)?;
-        let ft = f.metadata().map_err(Opened::Io)?.file_type();
-        // What was opened is never a symlink (`O_NOFOLLOW` refuses one).
-        let ty = if ft.is_file() {
-            t::DescriptorType::RegularFile
-        } else if ft.is_dir() {
-            t::DescriptorType::Directory
-        } else if ft.is_fifo() {
-            t::DescriptorType::Fifo
-        } else if ft.is_socket() {
-            t::DescriptorType::Socket
-        } else if ft.is_block_device() || ft.is_char_device() {
-            t::DescriptorType::CharacterDevice
-        } else {
-            t::DescriptorType::Unknown
-        };
-        if let Some(kind) = special_kind(ty) {
-            return Err(Opened::Special(kind));
+    // Back to blocking I/O, as wasmtime-wasi's descriptors expect (for
+    // files and directories the flag changes nothing anyway).
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let fd = f.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
-        // Back to blocking I/O, as wasmtime-wasi's descriptors expect
-        // (for files and directories the flag changes nothing anyway).
-        use std::os::fd::AsRawFd;
-        // SAFETY: fcntl on a descriptor this closure owns.
-        unsafe {
-            let fd = f.as_raw_fd();
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-            }
-        }
-        Ok((ft.is_dir(), f))
-    })
-    .await
-    .map_err(|e| Opened::Io(std::io::Error::other(e)))??;
-    // wasmtime-wasi's `allow_blocking_current_thread` is off in every
-    // sandbox toolhost builds (the default), so descriptors are made so too.
-    match opened {
-        (true, d) => Ok(Descriptor::Dir(Dir::new(d, dir.perms, mode, false))),
-        (false, _) if want_dir => Err(Opened::Refused(t::ErrorCode::NotDirectory)),
-        (false, f) => Ok(Descriptor::File(File::new(f, dir.perms, mode, false))),
     }
+    Ok((ft.is_dir(), f))
 }
 
 fn code(
