@@ -428,56 +428,96 @@ impl SwapWatch {
     }
 }
 
+/// The engine: components, epochs and fuel, no GC types, and a pool of
+/// `config.max_instances` sandboxes of `shape`, with pagemap resets only
+/// if `pagemap` (no swap).
+fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Result<Engine> {
+    let mut wc = Config::new();
+    wc.wasm_component_model(true)
+        .epoch_interruption(true)
+        .consume_fuel(true)
+        // GHSA-rc4p-x33f-vpr2: in a build without wasmtime's `gc`
+        // feature (ours), the GC proposal is still on for validation,
+        // and a `call_indirect` through a non-final function type aborts
+        // the host process. No tool needs GC types: refuse them at load.
+        .wasm_gc(false)
+        .max_wasm_stack(config.max_wasm_stack)
+        .async_stack_size(config.max_wasm_stack + (1 << 20))
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let n = config.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(shape.core_instances as u32))
+        .max_core_instances_per_component(shape.core_instances as u32)
+        .total_memories(n.saturating_mul(2))
+        .max_memories_per_component(shape.memories as u32)
+        .total_tables(n.saturating_mul(8))
+        .max_tables_per_component(shape.tables as u32)
+        .total_stacks(n)
+        .max_memory_size(caps::limits::MAX_MEMORY.min(1 << 32) as usize)
+        // Keep the first pages of each slot resident: resetting them in
+        // place is far cheaper than unmapping and faulting them back in.
+        .linear_memory_keep_resident(config.memory_keep_resident)
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10)
+        .pagemap_scan(if pagemap {
+            wasmtime::Enabled::Auto
+        } else {
+            wasmtime::Enabled::No
+        });
+    wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&wc)?)
+}
+
+/// The linker every component gets (WASI with toolhost's filesystem
+/// enforcement, toolhost's worlds), and the one for components granted
+/// network (the same, plus `wasi:http` behind the network gate).
+fn linkers(engine: &Engine) -> anyhow::Result<(Linker<CallState>, Linker<CallState>)> {
+    let mut linker: Linker<CallState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    caps::fs::enforce::add_to_linker(&mut linker)?;
+    bindings::v1::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+    bindings::v2::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+    let mut linker_http = linker.clone();
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
+    caps::net::add_to_linker(&mut linker_http)?;
+    Ok((linker, linker_http))
+}
+
+/// Start the thread that ticks the engine's epoch every `tick` (deadlines)
+/// and has `swap` look for swap every `SWAP_CHECK`; it stops when the flag
+/// returned is set.
+fn start_ticker(
+    engine: &Engine,
+    tick: std::time::Duration,
+    swap: Arc<SwapWatch>,
+) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let engine = engine.clone();
+    let stopped = stop.clone();
+    std::thread::Builder::new()
+        .name("toolhost-epoch".into())
+        .spawn(move || {
+            let mut checked = Instant::now();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+                if checked.elapsed() >= SWAP_CHECK {
+                    checked = Instant::now();
+                    swap.check();
+                }
+            }
+        })?;
+    Ok(stop)
+}
+
 impl Sandbox {
     pub(crate) fn new(config: EngineConfig) -> anyhow::Result<Sandbox> {
-        let mut wc = Config::new();
-        wc.wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true)
-            // GHSA-rc4p-x33f-vpr2: in a build without wasmtime's `gc`
-            // feature (ours), the GC proposal is still on for validation,
-            // and a `call_indirect` through a non-final function type aborts
-            // the host process. No tool needs GC types: refuse them at load.
-            .wasm_gc(false)
-            .max_wasm_stack(config.max_wasm_stack)
-            .async_stack_size(config.max_wasm_stack + (1 << 20))
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let n = config.max_instances;
         let shape = PoolShape::default();
         let swap = Arc::new(SwapWatch::new("/proc/swaps".into(), config.pagemap_scan));
-        let pagemap = swap.pagemap;
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(shape.core_instances as u32))
-            .max_core_instances_per_component(shape.core_instances as u32)
-            .total_memories(n.saturating_mul(2))
-            .max_memories_per_component(shape.memories as u32)
-            .total_tables(n.saturating_mul(8))
-            .max_tables_per_component(shape.tables as u32)
-            .total_stacks(n)
-            .max_memory_size(caps::limits::MAX_MEMORY.min(1 << 32) as usize)
-            // Keep the first pages of each slot resident: resetting them in
-            // place is far cheaper than unmapping and faulting them back in.
-            .linear_memory_keep_resident(config.memory_keep_resident)
-            .table_keep_resident(64 << 10)
-            .async_stack_keep_resident(64 << 10)
-            .pagemap_scan(if pagemap {
-                wasmtime::Enabled::Auto
-            } else {
-                wasmtime::Enabled::No
-            });
-        wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wc)?;
-
-        let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        caps::fs::enforce::add_to_linker(&mut linker)?;
-        bindings::v1::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
-        bindings::v2::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
-        let mut linker_http = linker.clone();
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker_http)?;
-        caps::net::add_to_linker(&mut linker_http)?;
-
+        let engine = engine(&config, shape, swap.pagemap)?;
+        let (linker, linker_http) = linkers(&engine)?;
         let cache = match &config.cache_dir {
             Some(dir) => match cache::Cache::new(dir, &engine) {
                 Ok(c) => Some(Arc::new(c)),
@@ -488,28 +528,7 @@ impl Sandbox {
             },
             None => None,
         };
-
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = stop.clone();
-            let tick = config.epoch_tick;
-            let swap = swap.clone();
-            std::thread::Builder::new()
-                .name("toolhost-epoch".into())
-                .spawn(move || {
-                    let mut checked = Instant::now();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
-                        if checked.elapsed() >= SWAP_CHECK {
-                            checked = Instant::now();
-                            swap.check();
-                        }
-                    }
-                })?;
-        }
-
+        let stop = start_ticker(&engine, config.epoch_tick, swap.clone())?;
         let pool = Pools::new(n);
         let warm = warm::Shared::new(
             engine.clone(),
