@@ -34,7 +34,11 @@ impl Place {
     /// The place of `written` (absolute), resolved to `canonical`.
     pub(crate) fn of(written: &Path, canonical: &Path) -> Place {
         let mounts = mountinfo();
-        let fs = |p: &Path| mounts.as_deref().and_then(|m| in_file_system(m, p));
+        let fs = |p: &Path| {
+            mounts
+                .as_deref()
+                .and_then(|m| in_file_system(m, p, mount_id(p)))
+        };
         Place {
             path: canonical.to_path_buf(),
             fs: fs(canonical),
@@ -137,11 +141,50 @@ pub(crate) fn resolved_as_far_as_it_exists(path: &Path) -> PathBuf {
     }
 }
 
+/// The mount `path` is on, as the kernel says (`statx` with
+/// `STATX_MNT_ID`, Linux 5.8 and later); `None` if it cannot say (the path
+/// does not exist, an older kernel).
+fn mount_id(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero `statx` is a valid value of that plain C struct.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer of the type `statx` fills,
+    // both live for the call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    (r == 0 && buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id)
+}
+
 /// The device and the path from its file system's root of `path`
-/// (canonical), from the text of `/proc/self/mountinfo`: the mount with
-/// the longest mount point `path` is under, the last listed of those (a
-/// later mount hides an earlier one at the same point).
-fn in_file_system(mountinfo: &str, path: &Path) -> Option<(String, PathBuf)> {
+/// (canonical), from the text of `/proc/self/mountinfo`: the mount whose ID
+/// is `id` when the kernel gave one, else the mount with the longest mount
+/// point `path` is under, the last listed of those (a later mount hides an
+/// earlier one at the same point; one on a parent directory that hides a
+/// deeper mount only the ID tells).
+fn in_file_system(mountinfo: &str, path: &Path, id: Option<u64>) -> Option<(String, PathBuf)> {
+    if let Some(id) = id {
+        let id = id.to_string();
+        let by_id = mountinfo.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.first() != Some(&id.as_str()) {
+                return None;
+            }
+            let (dev, root, point) = (f.get(2)?, f.get(3)?, f.get(4)?);
+            let rest = path.strip_prefix(unescape(point)).ok()?;
+            Some((dev.to_string(), PathBuf::from(unescape(root)).join(rest)))
+        });
+        if by_id.is_some() {
+            return by_id;
+        }
+    }
     let mut best: Option<(usize, &str, PathBuf, PathBuf)> = None;
     for line in mountinfo.lines() {
         // ID, parent ID, major:minor, root, mount point, options, ...
@@ -241,7 +284,7 @@ mod tests {
 31 22 8:2 / /var rw,relatime shared:2 - ext4 /dev/sda2 rw
 32 22 8:1 /srv/with\\040space /mnt/sp rw - ext4 /dev/sda1 rw
 ";
-        let at = |p: &str| in_file_system(info, Path::new(p)).unwrap();
+        let at = |p: &str| in_file_system(info, Path::new(p), None).unwrap();
         assert_eq!(at("/srv/data/x"), ("8:1".into(), "/srv/data/x".into()));
         assert_eq!(at("/mnt/alias/x"), ("8:1".into(), "/srv/data/x".into()));
         assert_eq!(at("/var/lib"), ("8:2".into(), "/lib".into()));
@@ -278,6 +321,33 @@ mod tests {
             resolved_as_far_as_it_exists(&root.join("home/.claude/settings.json")),
             root.join("real/.claude/settings.json")
         );
+    }
+
+    /// Found by review: a mount on a parent directory that hides a deeper
+    /// mount fools the longest prefix; the kernel's mount ID does not.
+    #[test]
+    fn the_mount_the_kernel_names_wins_over_the_longest_prefix() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/sda1 rw
+31 22 8:1 /srv/data /mnt/alias rw - ext4 /dev/sda1 rw
+32 22 8:3 / /mnt rw - ext4 /dev/sdc1 rw
+";
+        let p = Path::new("/mnt/alias/x");
+        assert_eq!(
+            in_file_system(info, p, Some(32)),
+            Some(("8:3".into(), "/alias/x".into()))
+        );
+        // Without the ID, the hidden bind mount is taken.
+        assert_eq!(
+            in_file_system(info, p, None),
+            Some(("8:1".into(), "/srv/data/x".into()))
+        );
+        // A real path: the mount the kernel names (Linux 5.8 and later) is
+        // in mountinfo.
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if let Some(id) = mount_id(Path::new("/")) {
+            assert!(in_file_system(&text, Path::new("/"), Some(id)).is_some());
+        }
     }
 
     #[test]
