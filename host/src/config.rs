@@ -409,7 +409,7 @@ const CLIENT_KEYS: &str = "requests, max-tokens, max-requests";
 const OUTPUT_KEYS: &str = "max-stdio, event-budget, event-overhead";
 
 /// A number within `lo..=hi`, or a diagnostic.
-fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+pub(crate) fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
     v: &Spanned<T>,
     lo: T,
     hi: T,
@@ -429,7 +429,9 @@ fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
     }
 }
 
-fn size(v: &Spanned<SizeText>, lo: u64, hi: u64, cx: &mut Collector<'_>) -> Option<u64> {
+/// A size (`"8 MiB"`, or a number of bytes) within `lo..=hi` bytes, or a
+/// diagnostic.
+pub(crate) fn size(v: &Spanned<SizeText>, lo: u64, hi: u64, cx: &mut Collector<'_>) -> Option<u64> {
     match parse_size(v.get_ref()) {
         Ok(n) if n < lo || n > hi => {
             cx.error(

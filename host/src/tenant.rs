@@ -15,7 +15,7 @@
 use crate::caps::limits::SizeText;
 use crate::caps::{AllowList, Caps, HostPattern};
 use crate::catalog::{Scope, Source};
-use crate::config::{FS_KEYS, LIMITS_KEYS, RawEnv, RawFs, RawLimits, RawNetwork};
+use crate::config::{FS_KEYS, LIMITS_KEYS, RawEnv, RawFs, RawLimits, RawNetwork, in_range, size};
 use crate::diagnostic::{Collector, section};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -441,22 +441,22 @@ impl RawTenant {
     fn quotas(&self, cx: &mut Collector<'_>) -> Quotas {
         let mut quotas = Quotas::default();
         if let Some(n) = &self.max_concurrent {
-            quotas.max_concurrent = range(n, 1, 100_000, "max-concurrent", cx);
+            quotas.max_concurrent = in_range(n, 1, 100_000, "max-concurrent", cx);
         }
         if let Some(n) = &self.max_sessions {
-            quotas.max_sessions = range(n, 1, 1_000_000, "max-sessions", cx);
+            quotas.max_sessions = in_range(n, 1, 1_000_000, "max-sessions", cx);
         }
         if let Some(n) = &self.max_open_requests {
-            quotas.max_open_requests = range(n, 1, 1_000_000, "max-open-requests", cx);
+            quotas.max_open_requests = in_range(n, 1, 1_000_000, "max-open-requests", cx);
         }
         if let Some(n) = &self.calls_per_minute {
-            quotas.calls_per_minute = range(n, 1, 1_000_000, "calls-per-minute", cx);
+            quotas.calls_per_minute = in_range(n, 1, 1_000_000, "calls-per-minute", cx);
         }
         if let Some(b) = &self.output_bytes_per_minute {
-            quotas.output_bytes_per_minute = size_in(b, 1, 1 << 40, "output-bytes-per-minute", cx);
+            quotas.output_bytes_per_minute = size(b, 1, 1 << 40, cx);
         }
         if let Some(b) = &self.max_request_bytes {
-            quotas.max_request_bytes = size_in(b, 1 << 10, 1 << 40, "max-request-bytes", cx);
+            quotas.max_request_bytes = size(b, 1 << 10, 1 << 40, cx);
         }
         if let Some(f) = &self.fuel_per_minute {
             let n = *f.get_ref();
@@ -633,45 +633,6 @@ pub(crate) const SDK_SERVER: &str = "tools";
 
 /// The largest `fuel-per-minute`: about a day of one busy core.
 const FUEL_PER_MINUTE_MAX: u64 = 100_000_000_000_000;
-
-fn range(v: &Spanned<u32>, lo: u32, hi: u32, what: &str, cx: &mut Collector<'_>) -> Option<u32> {
-    let n = *v.get_ref();
-    if (lo..=hi).contains(&n) {
-        Some(n)
-    } else {
-        cx.error(
-            Some(v.span()),
-            format!("{what} must be between {lo} and {hi}"),
-            None,
-        );
-        None
-    }
-}
-
-/// A size (`"8 MiB"`, or a number of bytes) between `lo` and `hi` bytes.
-fn size_in(
-    v: &Spanned<SizeText>,
-    lo: u64,
-    hi: u64,
-    what: &str,
-    cx: &mut Collector<'_>,
-) -> Option<u64> {
-    match crate::caps::limits::parse_size(v.get_ref()) {
-        Ok(n) if (lo..=hi).contains(&n) => Some(n),
-        Ok(_) => {
-            cx.error(
-                Some(v.span()),
-                format!("{what} must be between {lo} and {hi} bytes"),
-                None,
-            );
-            None
-        }
-        Err(e) => {
-            cx.error(Some(v.span()), e, None);
-            None
-        }
-    }
-}
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()

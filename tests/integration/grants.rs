@@ -1073,6 +1073,21 @@ async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_l
 
 #[tokio::test]
 async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
+    hoarding_stops_at_the_cap(false).await;
+}
+
+/// A stream over a file keeps the host file open after its descriptor is
+/// dropped: the cap counts files held, however they are held (before, all
+/// 1,000 streams, and their host files, were held).
+#[tokio::test]
+async fn streams_kept_after_their_descriptors_are_dropped_still_count_as_open_files() {
+    hoarding_stops_at_the_cap(true).await;
+}
+
+/// A call opening a file again and again (keeping each descriptor, or only
+/// a stream over it) stops at its cap of 16, is told once, and the next
+/// call has its whole share.
+async fn hoarding_stops_at_the_cap(streams: bool) {
     let t = tree();
     let d = ToolDir::new();
     d.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
@@ -1083,7 +1098,7 @@ async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
     let (r, warnings) = call_with_events(
         &core,
         "hoard_files",
-        json!({"path": "/data/hello.txt", "count": 100_000}),
+        json!({"path": "/data/hello.txt", "count": 1000, "streams": streams}),
     )
     .await;
     let text = r.unwrap().text();
@@ -1094,7 +1109,7 @@ async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
         .unwrap_or_else(|| panic!("unexpected answer {text}"));
     assert!(
         (1..=16).contains(&opened) && text.contains("then:"),
-        "the call stops at its own cap of 16 open files: {text}"
+        "the call stops at its own cap of 16 open files (streams: {streams}): {text}"
     );
     assert!(
         warnings.iter().any(|w| w.contains("max-open")),
@@ -1105,64 +1120,17 @@ async fn a_call_cannot_hoard_descriptors_and_the_next_call_gets_its_own() {
         1,
         "told once, not per refusal: {warnings:?}"
     );
-    // Descriptors die with the call: the next call has its whole share.
+    // Files die with the call: the next call has its whole share.
     for _ in 0..3 {
         let again = call(
             &core,
             "hoard_files",
-            json!({"path": "/data/hello.txt", "count": 10}),
+            json!({"path": "/data/hello.txt", "count": 10, "streams": streams}),
         )
         .await
         .unwrap();
         assert_eq!(again.text(), "opened 10");
     }
-}
-
-/// A stream over a file keeps the host file open after its descriptor is
-/// dropped: the cap counts files held, however they are held.
-#[tokio::test]
-async fn streams_kept_after_their_descriptors_are_dropped_still_count_as_open_files() {
-    let t = tree();
-    let d = ToolDir::new();
-    d.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
-    let mut caps = toolhost::caps::Caps::default();
-    caps.fs.max_open = Some(16);
-    let core = core_with(d.path(), test_config().with_caps(caps)).await;
-
-    let (r, warnings) = call_with_events(
-        &core,
-        "hoard_files",
-        json!({"path": "/data/hello.txt", "count": 1000, "streams": true}),
-    )
-    .await;
-    let text = r.unwrap().text();
-    let opened: usize = text
-        .strip_prefix("opened ")
-        .and_then(|t| t.split(';').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected answer {text}"));
-    // Before: every descriptor was dropped, so all 1000 streams (and
-    // their host files) were held.
-    assert!(
-        (1..=16).contains(&opened) && text.contains("then:"),
-        "the call stops at its cap of 16 open files: {text}"
-    );
-    assert!(
-        warnings.iter().any(|w| w.contains("max-open")),
-        "the caller is told which limit was hit: {warnings:?}"
-    );
-    let again = call(
-        &core,
-        "hoard_files",
-        json!({"path": "/data/hello.txt", "count": 10, "streams": true}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        again.text(),
-        "opened 10",
-        "the next call has its whole share"
-    );
 }
 
 #[tokio::test]

@@ -1171,12 +1171,17 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 holds = r.front.services.defaults.with(&tenant.quotas);
                 if !now.servers[j].same_count(&table.servers[i]) {
                     let who = format!("tenant `{}`", tenant.name);
+                    // The body as the old server counted it (its bytes and
+                    // what parsing them takes), counted again here.
+                    let body = held.holds;
                     held = match now.servers[j].open(holds.open_requests) {
                         Some(h) => h,
                         None => return now.servers[j].too_many_open(&who, holds.open_requests),
                     };
-                    if !held.take(bytes.len(), holds.request_bytes) {
-                        return now.servers[j].too_much_body(&who, holds.request_bytes);
+                    if let Err(refused) =
+                        now.servers[j].take_body(&who, &mut held, body, holds.request_bytes)
+                    {
+                        return refused;
                     }
                 }
                 (table, i) = (now, j);

@@ -315,18 +315,11 @@ impl Quota {
     /// it: they are added to `used` again (counted twice until the next
     /// measure, never not at all).
     fn fly(self: &Arc<Self>, n: u64, epoch: u64) -> Flight {
-        let _ = self
-            .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| {
-                Some(f.saturating_add(n))
-            });
+        let flight = self.fly_uncharged(n);
         if epoch % 2 == 1 || self.epoch.load(Ordering::SeqCst) != epoch {
             self.used.fetch_add(n, Ordering::AcqRel);
         }
-        Flight {
-            quota: self.clone(),
-            n,
-        }
+        flight
     }
 
     /// Walk the grant and set `used` to what is on disk, plus files deleted
@@ -391,35 +384,45 @@ impl Quota {
     /// its permit, and may be tens of MiB) stays: its charge is in flight
     /// until that task is done.
     fn catch_up(&self) {
+        self.settle_late();
+        self.settle_stuck();
+    }
+
+    /// Settle the late accounts whose writes are done: only late accounts
+    /// hold the file (two streams over one descriptor share it).
+    fn settle_late(&self) {
         let mut late = self.late.lock().unwrap_or_else(|e| e.into_inner());
         if late.is_empty() {
             return;
         }
-        // Done once only late accounts hold the file (two streams over one
-        // descriptor share it).
         let all = std::mem::take(&mut *late);
-        let holders =
-            |l: &StreamAccount| all.iter().filter(|o| Arc::ptr_eq(&o.file, &l.file)).count();
-        let ready: Vec<bool> = all
-            .iter()
-            .map(|l| Arc::strong_count(&l.file) <= holders(l))
-            .collect();
-        let (mut done, mut running) = (Vec::new(), Vec::new());
-        for (l, r) in all.into_iter().zip(ready) {
-            if r { done.push(l) } else { running.push(l) }
-        }
-        *late = running;
+        let done_writing = |l: &StreamAccount| {
+            let holders = all.iter().filter(|o| Arc::ptr_eq(&o.file, &l.file)).count();
+            Arc::strong_count(&l.file) <= holders
+        };
+        let ready: Vec<bool> = all.iter().map(done_writing).collect();
+        let (done, running): (Vec<_>, Vec<_>) = all.into_iter().zip(ready).partition(|(_, r)| *r);
+        *late = running.into_iter().map(|(l, _)| l).collect();
         drop(late);
-        for l in done {
+        for (l, _) in done {
             l.catch_up(self);
         }
+    }
+
+    /// Land the `stuck` charges whose files nothing holds any more.
+    fn settle_stuck(&self) {
         let mut stuck = self.stuck.lock().unwrap_or_else(|e| e.into_inner());
-        let landed: u64 = stuck
-            .iter()
-            .filter(|(f, _)| f.strong_count() == 0)
-            .map(|(_, n)| *n)
-            .sum();
-        stuck.retain(|(f, _)| f.strong_count() > 0);
+        if stuck.is_empty() {
+            return;
+        }
+        let mut landed = 0u64;
+        stuck.retain(|(f, n)| {
+            let running = f.strong_count() > 0;
+            if !running {
+                landed = landed.saturating_add(*n);
+            }
+            running
+        });
         drop(stuck);
         self.land(landed);
     }
@@ -459,11 +462,12 @@ impl Quota {
         }
     }
 
-    /// Note `n` bytes a write over data the file holds may put back on
-    /// disk (free: the file held them), in flight only: if the file is
-    /// truncated and measured before the write lands, the measure still
-    /// counts them.
-    fn fly_over_data(self: &Arc<Self>, n: u64) -> Flight {
+    /// Note `n` bytes as in flight without charging them: what a write over
+    /// data the file holds may put back on disk (free, the file held them;
+    /// but if the file is truncated and measured before the write lands,
+    /// the measure must still count them), and, from [`Quota::fly`], a
+    /// charge just taken.
+    fn fly_uncharged(self: &Arc<Self>, n: u64) -> Flight {
         let n = n.min(self.limit);
         let _ = self
             .in_flight
@@ -848,12 +852,9 @@ impl Drop for Charged {
     fn drop(&mut self) {
         // Dropped with the store, not by the guest (which cancels first):
         // a write may still be running.
-        let flying = self.flying.take().map_or(0, Flight::keep);
         if let Some(mut a) = self.account.take() {
-            a.flying = flying;
+            a.flying = self.flying.take().map_or(0, Flight::keep);
             self.quota.keep_late(a);
-        } else {
-            self.quota.land(flying);
         }
     }
 }
@@ -882,34 +883,23 @@ impl Charged {
             && over_data(&a.file, self.pos, n as u64, size)
         {
             // Over data the file already holds, a stream allocates nothing;
-            // in flight all the same (see `Quota::fly_over_data`).
+            // in flight all the same (see `Quota::fly_uncharged`).
             let (from, to) = blocks_of(self.pos, n as u64);
-            let over = self.quota.fly_over_data(to - from);
-            match &mut self.flying {
-                Some(f) => f.join(over),
-                slot => *slot = Some(over),
-            }
+            self.carry(self.quota.fly_uncharged(to - from));
             self.pos = self.pos.saturating_add(n as u64);
             return Ok(());
         }
         let (from, to) = blocks_of(self.pos, n as u64);
         let from = from.max(self.charged_to);
-        let flight = if to <= from {
-            None
-        } else {
+        if to > from {
             match self.quota.charge(to - from) {
-                Some(f) => Some(f),
+                Some(f) => self.carry(f),
                 None => {
                     let m = self.quota.used_up();
                     self.notice.note(m.clone());
                     return Err(StreamError::LastOperationFailed(wasmtime::Error::msg(m)));
                 }
             }
-        };
-        match (&mut self.flying, flight) {
-            (Some(f), Some(new)) => f.join(new),
-            (slot, new @ Some(_)) => *slot = new,
-            (_, None) => {}
         }
         if let Some(a) = &mut self.account {
             a.charged = a.charged.saturating_add(to.saturating_sub(from));
@@ -917,6 +907,14 @@ impl Charged {
         self.pos = self.pos.saturating_add(n as u64);
         self.charged_to = self.charged_to.max(to);
         Ok(())
+    }
+
+    /// Carry `f` with the stream's write about to run.
+    fn carry(&mut self, f: Flight) {
+        match &mut self.flying {
+            Some(flying) => flying.join(f),
+            slot => *slot = Some(f),
+        }
     }
 
     /// The stream is ready again: its last write is done, on disk.
@@ -1508,7 +1506,7 @@ fn shadow_write<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
                                 // Free, but in flight: a truncate and a
                                 // measure before it lands must still see it.
                                 let (from, to) = blocks_of(off, len);
-                                Some(quota.fly_over_data(to - from))
+                                Some(quota.fly_uncharged(to - from))
                             } else {
                                 match call.charge(rep, bound) {
                                     Ok(f) => f,

@@ -72,7 +72,9 @@ impl Place {
 /// Every directory granted read-write since the process started: a grant
 /// passing through a symlink inside one is refused even when that grant is
 /// not loaded now (its tenant removed, its load failed), since a symlink
-/// its tool planted while it was stays there.
+/// its tool planted while it was stays there. Process-wide, so shared by
+/// every `Core` in the process: a directory one of them granted
+/// read-write is one a tool could write, whichever core ran it.
 static EVER_WRITABLE: std::sync::Mutex<Vec<Place>> = std::sync::Mutex::new(Vec::new());
 
 /// Note a directory granted read-write (see [`EVER_WRITABLE`]).
