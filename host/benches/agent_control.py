@@ -1,16 +1,20 @@
-"""The Python Claude Agent SDK's in-process tool, timed like benches/agent_control.rs:
-a driver plays the CLI, sends `mcp_message` tools/call control requests to the
-SDK's Query over an in-memory transport, and times each request -> reply.
+"""The Python Claude Agent SDK's in-process tool, timed like benches/agent_control.rs.
 
-    python agent_control.py CALLS   (needs claude-agent-sdk importable)
-Prints one JSON line: {"p50_us":..,"p99_us":..,"mean_us":..,"calls":..}.
+    python agent_control.py CALLS        (needs claude-agent-sdk importable)
+In memory: a driver plays the CLI, sends `mcp_message` tools/call control
+requests to the SDK's Query over an in-memory transport, and times each
+request -> reply. Prints one JSON line:
+{"p50_us":..,"p99_us":..,"mean_us":..,"calls":..}.
+
+    python agent_control.py --cli FAKE_CLI
+Through a CLI process: `query()` starts FAKE_CLI as it would start `claude`
+(the bench's own executable as a fake CLI, which times the calls and writes
+the figures itself) and runs until its result.
 """
 import asyncio, json, sys, time
-from claude_agent_sdk import create_sdk_mcp_server, tool
+from claude_agent_sdk import ClaudeAgentOptions, create_sdk_mcp_server, query, tool
 from claude_agent_sdk._internal.query import Query
 from claude_agent_sdk._internal.transport import Transport
-
-CALLS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 
 
 @tool("echo", "Return text unchanged", {"text": str})
@@ -58,7 +62,14 @@ class Pipe(Transport):
         return await f
 
 
-async def main():
+async def through_cli(cli):
+    server = create_sdk_mcp_server("tools", tools=[echo])
+    options = ClaudeAgentOptions(cli_path=cli, mcp_servers={"tools": server})
+    async for m in query(prompt="bench", options=options):
+        pass
+
+
+async def in_memory(CALLS):
     pipe = Pipe()
     q = Query(pipe, True, sdk_mcp_servers={"tools": create_sdk_mcp_server("tools", tools=[echo])["instance"]})
     await q.start()
@@ -82,4 +93,7 @@ async def main():
     os._exit(0)
 
 
-asyncio.run(main())
+if sys.argv[1:2] == ["--cli"]:
+    asyncio.run(through_cli(sys.argv[2]))
+else:
+    asyncio.run(in_memory(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
