@@ -90,7 +90,8 @@ impl Default for TasksConfig {
 pub struct EngineConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// Sandboxes that may exist at once (the pooling allocator's size).
+    /// Sandboxes calls may hold at once (the pooling allocator holds one
+    /// more, which only a component's `describe` at load takes).
     pub max_instances: u32,
     /// Granularity of wall-clock deadlines and cancellation.
     pub epoch_tick: Duration,

@@ -813,6 +813,68 @@ async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
     assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
 }
 
+/// A component added by a reload must `describe` itself, which takes a
+/// sandbox. Under a full pool it used to wait past its deadline and fail
+/// to load; `describe` now has a sandbox of its own beside the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_added_under_a_full_pool_still_loads() {
+    let d = ToolDir::new();
+    for name in ["spin-a", "spin-b", "spin-c"] {
+        spinner(&d, name);
+    }
+    let config = || test_config().with_max_instances(8);
+    let core = Core::builder()
+        .config(config())
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+    // Twelve runaways, four per component, hold all eight sandboxes.
+    let spinning: Vec<_> = ["spin-a", "spin-b", "spin-c"]
+        .iter()
+        .flat_map(|t| std::iter::repeat_n(*t, 4))
+        .map(|t| {
+            let core = core.clone();
+            let req = toolhost::CallRequest::new(Scope::default(), t, None);
+            tokio::spawn(async move { core.call(req).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pool is full: a call of another component waits past its 1 s.
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    let r = core
+        .reconfigure(
+            config(),
+            vec![toolhost::Source::new(Scope::default(), d.path())],
+        )
+        .await;
+    let listed: Vec<String> = core
+        .tools(&Scope::default())
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let call = core
+        .call(toolhost::CallRequest::new(
+            Scope::default(),
+            "echo",
+            json!({"text": "queued"}).as_object().cloned(),
+        ))
+        .await;
+    for s in &spinning {
+        s.abort();
+    }
+    assert!(r.load_errors.is_empty(), "{:#?}", r.load_errors);
+    assert!(listed.iter().any(|n| n == "echo"), "{listed:?}");
+    // `describe`'s sandbox is for `describe` only: calls still share the
+    // eight, so this one waited for them and timed out.
+    let err = call.expect_err("the pool is full for calls");
+    assert!(
+        err.to_string().contains("timed out") || err.to_string().contains("within"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scope_with_many_components_cannot_fill_the_pool() {
     // The attacker's scope serves three runaway components, each within

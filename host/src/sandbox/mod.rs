@@ -161,6 +161,8 @@ pub(crate) struct Sandbox {
     /// Compiles in progress, by component path and digest.
     compiling: std::sync::Mutex<InFlight>,
     pool: Pools,
+    /// The sandboxes beside the pool that only `describe` takes.
+    describe_reserve: Pools,
     /// Sandboxes prepared ahead of their calls.
     warm: Arc<warm::Shared>,
     shape: PoolShape,
@@ -428,9 +430,15 @@ impl SwapWatch {
     }
 }
 
+/// Sandboxes the pool holds beside `max-instances`, for `describe` only:
+/// a component a reload adds must describe itself before it can be
+/// served, and under a pool full of calls (runaway ones, say) it would
+/// wait past its deadline and drop out. Calls never take these.
+const DESCRIBE_RESERVE: u32 = 1;
+
 /// The engine: components, epochs and fuel, no GC types, and a pool of
-/// `config.max_instances` sandboxes of `shape`, with pagemap resets only
-/// if `pagemap` (no swap).
+/// `config.max_instances` sandboxes of `shape` (plus [`DESCRIBE_RESERVE`]),
+/// with pagemap resets only if `pagemap` (no swap).
 fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Result<Engine> {
     let mut wc = Config::new();
     wc.wasm_component_model(true)
@@ -444,7 +452,7 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         .max_wasm_stack(config.max_wasm_stack)
         .async_stack_size(config.max_wasm_stack + (1 << 20))
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    let n = config.max_instances;
+    let n = config.max_instances.saturating_add(DESCRIBE_RESERVE);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(shape.core_instances as u32))
@@ -545,6 +553,7 @@ impl Sandbox {
             cache,
             compiling: Default::default(),
             pool,
+            describe_reserve: Pools::new(DESCRIBE_RESERVE),
             warm,
             shape,
             config,
@@ -840,10 +849,7 @@ impl Sandbox {
         };
         let timeout = comp.grants.limits.timeout;
         let run = async {
-            let _permits = self
-                .acquire(comp, None)
-                .await
-                .map_err(|e| describe_err(format!("{e:?}")))?;
+            let _permits = self.acquire_for_describe(comp).await;
             let mut store = self
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
@@ -867,28 +873,30 @@ impl Sandbox {
         Ok((tools, served))
     }
 
-    /// Wait for room in the pool for one call of `comp`: its own concurrency
-    /// first (so a busy tool never holds pool slots while it queues), then a
-    /// slot and its memory and table permits.
-    async fn acquire(
-        &self,
-        comp: &LoadedComponent,
-        turn: Option<Turn>,
-    ) -> Result<Permits, CallErrorKind> {
+    /// Room for one `describe` of `comp`: its own concurrency, then a pool
+    /// slot or, if none is free, whichever comes first of a pool slot and
+    /// the describe reserve's (a component heavier than one reserved
+    /// sandbox waits for the pool). The reserve is held only as long as a
+    /// `describe` runs, within its component's timeout.
+    async fn acquire_for_describe(&self, comp: &LoadedComponent) -> Permits {
         let own = comp
             .concurrency
             .clone()
             .acquire_owned()
             .await
             .expect("never closed");
-        let _turn = match turn {
-            Some(t) => Some(t.await?),
-            None => None,
+        let pool = match self.pool.try_acquire(comp.weight) {
+            Some(p) => p,
+            None if self.describe_reserve.fit(comp.weight) == comp.weight => tokio::select! {
+                p = self.describe_reserve.acquire(comp.weight) => p,
+                p = self.acquire_pool(comp.weight) => p,
+            },
+            None => self.acquire_pool(comp.weight).await,
         };
-        Ok(Permits {
+        Permits {
             _own: own,
-            _pool: self.acquire_pool(comp.weight).await,
-        })
+            _pool: pool,
+        }
     }
 
     /// Wait for pool permits; a call that cannot have them at once first
