@@ -19,7 +19,7 @@
 //! # Ok::<(), toolhost_guest::client::ClientError>(())
 //! ```
 
-use crate::bindings::toolhost::tool::host as wit_host;
+use crate::host as wit_host;
 use serde_json::Value;
 
 /// Why a question got no answer.

@@ -4,7 +4,8 @@
 //!
 //! A component may also serve resources ([`resources`]) and prompts with
 //! completions for their arguments ([`prompts`]), and ask its calling client
-//! questions ([`client`]).
+//! questions ([`client`]). Natively, [`testing`] stands in for the host, so
+//! a tool crate's own tests can run tools that use host services.
 //!
 //! This crate owns the guest half of the `toolhost:tool@0.2.0` contract; it
 //! knows nothing of the host's policies, limits or transports.
@@ -21,10 +22,13 @@ pub mod bindings {
 }
 
 pub mod client;
+mod host;
 pub mod prompts;
 pub mod resources;
+// Documented on every target, so that links to it resolve; compiled natively.
+#[cfg(any(not(target_arch = "wasm32"), doc))]
+pub mod testing;
 
-use bindings::toolhost::tool::host as wit_host;
 use bindings::toolhost::tool::types as wit;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -35,7 +39,7 @@ pub use serde;
 pub use serde_json;
 
 /// Log levels, as MCP defines them.
-pub use wit_host::Level;
+pub use bindings::toolhost::tool::host::Level;
 
 /// A failed call. The host reports it to the client as a tool error
 /// (`isError: true`) whose text is the message.
@@ -395,9 +399,12 @@ impl Toolbox {
     }
 
     /// Call tool `name` with `arguments`, natively: what the host would get,
-    /// for a tool crate's own unit tests (no wasm, no host). Host services
-    /// ([`log`], [`progress`], [`request_client`]) exist only in a
-    /// component: a tool that calls them is tested through the host.
+    /// for a tool crate's own unit tests (no wasm, no host). There is no
+    /// host here: a tool that uses host services ([`log`], [`progress`],
+    /// [`cancelled`], [`run_as_task`], [`request_client`], [`client`])
+    /// panics unless it runs under a fake one: call it with
+    /// [`testing::FakeHost::call`] instead, which also tells what it logged,
+    /// reported and asked.
     ///
     /// ```
     /// use toolhost_guest::{Tool, Toolbox, ToolError};
@@ -629,13 +636,17 @@ impl Toolbox {
 }
 
 /// Send a log message to the caller.
+///
+/// Natively, like every host service, it needs a fake host ([`testing`]).
 pub fn log(level: Level, message: impl AsRef<str>) {
-    wit_host::log(level, message.as_ref());
+    host::log(level, message.as_ref());
 }
 
 /// Report progress of the current call.
+///
+/// Natively, like every host service, it needs a fake host ([`testing`]).
 pub fn progress(progress: f64, total: Option<f64>, message: Option<&str>) {
-    wit_host::progress(progress, total, message);
+    host::progress(progress, total, message);
 }
 
 /// Send the calling MCP client a request of its own and wait for its
@@ -645,6 +656,8 @@ pub fn progress(progress: f64, total: Option<f64>, message: Option<&str>) {
 /// and the caller can answer; otherwise the error says why. See [`client`]
 /// for named questions, several in one round, and how stateless clients
 /// answer.
+///
+/// Natively, like every host service, it needs a fake host ([`testing`]).
 pub fn request_client(
     method: &str,
     params: &serde_json::Value,
@@ -658,13 +671,18 @@ pub fn request_client(
 /// (MCP tasks extension), if the tool supports tasks (see
 /// [`Tool::task_support`]) and the caller can follow one. Returns whether
 /// the call now runs as a task. Call it before the long part of the work.
+///
+/// Natively, like every host service, it needs a fake host ([`testing`]).
 pub fn run_as_task() -> bool {
-    wit_host::run_as_task()
+    host::run_as_task()
 }
 
-/// Whether the caller has cancelled this call.
+/// Whether the caller has cancelled this call (or the call must return so
+/// that its client can answer a question: see [`client`]).
+///
+/// Natively, like every host service, it needs a fake host ([`testing`]).
 pub fn cancelled() -> bool {
-    wit_host::cancelled()
+    host::cancelled()
 }
 
 /// Export the toolbox returned by a `fn() -> Toolbox` as this component's

@@ -861,4 +861,105 @@ mod tests {
         assert_eq!(&decode(PNG)[1..4], b"PNG");
         assert_eq!(&decode(WAV)[..4], b"RIFF");
     }
+
+    // The tools that use host services, natively under a fake host.
+
+    use serde_json::json;
+    use toolhost_guest::testing::FakeHost;
+
+    fn elicited(field: &str, value: &str) -> serde_json::Value {
+        json!({"action": "accept", "content": {field: value}})
+    }
+
+    #[test]
+    fn the_logging_tool_logs_at_every_level_in_order() {
+        let run = FakeHost::new().call(&tools(), "test_logging_tool", json!({}));
+        assert_eq!(run.output_text().as_deref(), Some("logged"));
+        assert_eq!(
+            run.logs(),
+            [
+                (Level::Debug, "a Level::Debug message"),
+                (Level::Info, "a Level::Info message"),
+                (Level::Warning, "a Level::Warning message"),
+                (Level::Error, "a Level::Error message"),
+            ]
+        );
+    }
+
+    #[test]
+    fn streaming_elicitation_reports_progress_then_asks() {
+        let host = FakeHost::new().answer("elicitation/create", elicited("answer", "yes"));
+        let run = host.call(&tools(), "test_streaming_elicitation", json!({}));
+        assert_eq!(run.output_text().as_deref(), Some(r#"answer: "yes""#));
+        assert_eq!(run.progress(), [(0.0, Some(1.0), Some("asking the user"))]);
+        let (method, key, params) = run.asks()[0];
+        assert_eq!((method, key), ("elicitation/create", Some("answer")));
+        assert_eq!(params["message"], "Continue?");
+
+        // A stateless client's first run: the question waits for a retry,
+        // and the tool returns.
+        let first_run = FakeHost::new()
+            .answer_with("elicitation/create", |_| {
+                Err(ClientError::InputRequired("input required".into()))
+            })
+            .call(&tools(), "test_streaming_elicitation", json!({}));
+        assert!(first_run.result.is_err());
+        assert_eq!(first_run.asks().len(), 1);
+    }
+
+    #[test]
+    fn multiple_inputs_are_asked_in_one_round_and_answered_in_order() {
+        let run = FakeHost::new()
+            .answer("elicitation/create", elicited("name", "Ada"))
+            .answer(
+                "sampling/createMessage",
+                json!({"role": "assistant", "content": {"type": "text", "text": "Hi"}}),
+            )
+            .answer("roots/list", json!({"roots": [{"uri": "file:///r"}]}))
+            .call(
+                &tools(),
+                "test_input_required_result_multiple_inputs",
+                json!({}),
+            );
+        assert_eq!(
+            run.output_text().as_deref(),
+            Some(r#"name: "Ada", greeting: "Hi", roots: [{"uri":"file:///r"}]"#)
+        );
+        let keys: Vec<_> = run.asks().iter().map(|a| a.1).collect();
+        assert_eq!(
+            keys,
+            [Some("user_name"), Some("greeting"), Some("client_roots")]
+        );
+    }
+
+    #[test]
+    fn a_client_without_elicitation_gets_only_the_sampling_question_answered() {
+        let sampled = json!({"role": "assistant", "content": {"type": "text", "text": "7"}});
+        let run = FakeHost::new()
+            .answer("sampling/createMessage", sampled.clone())
+            .call(
+                &tools(),
+                "test_input_required_result_capabilities",
+                json!({}),
+            );
+        assert_eq!(run.output_text(), Some(format!("answers: {sampled}")));
+    }
+
+    #[test]
+    fn slow_compute_runs_as_a_task_and_stops_when_cancelled() {
+        let args = json!({"seconds": 60.0});
+        let run = FakeHost::new().accept_tasks(true).cancel_after(1).call(
+            &tools(),
+            "slow_compute",
+            args.clone(),
+        );
+        assert!(run.ran_as_task());
+        assert!(matches!(&run.result, Err(ToolError::Failed(m)) if m == "cancelled"));
+        assert_eq!(run.cancel_checks, 2);
+        // A caller that cannot follow a task keeps the call in the request.
+        let run = FakeHost::new()
+            .cancelled()
+            .call(&tools(), "slow_compute", args);
+        assert!(!run.ran_as_task());
+    }
 }
