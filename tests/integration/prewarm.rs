@@ -175,3 +175,40 @@ async fn with_prewarm_off_nothing_is_prepared() {
     let stats = core.prewarm_stats();
     assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
 }
+
+/// Prepared sandboxes, the calls they serve and the ones torn down off the
+/// call's path all hold pool permits, so no call ever finds the pool's
+/// async stacks (or memories, or instances) used up: it waits for room
+/// instead. One release run of the sandbox bench (2026-12-04) failed a
+/// call with wasmtime's "maximum concurrent limit of 129 for fibers
+/// reached" while two callers ran back to back with prewarm variants
+/// loaded; this has not reproduced since (SECURITY.md, "Open").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_calls_with_prewarm_never_run_out_of_the_pool() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let core = Core::builder()
+        .config(test_config().with_prewarm(8))
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let callers: Vec<_> = (0..2)
+        .map(|c| {
+            let core = core.clone();
+            tokio::spawn(async move {
+                for i in 0..1500 {
+                    let text = format!("{c}-{i}");
+                    let out = call(&core, "echo", json!({ "text": text }))
+                        .await
+                        .unwrap_or_else(|e| panic!("call {i} of caller {c}: {e}"));
+                    assert_eq!(out.text(), text);
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await.unwrap();
+    }
+}
