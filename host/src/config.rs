@@ -90,8 +90,9 @@ impl Default for TasksConfig {
 pub struct EngineConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// Sandboxes calls may hold at once (the pooling allocator holds one
-    /// more, which only a component's `describe` at load takes).
+    /// Sandboxes calls may hold at once. The pooling allocator holds a
+    /// few more: one per component a load prepares at once, which only
+    /// `describe` takes, and spares against wasmtime's sharding.
     pub max_instances: u32,
     /// Granularity of wall-clock deadlines and cancellation.
     pub epoch_tick: Duration,

@@ -182,7 +182,7 @@ async fn with_prewarm_off_nothing_is_prepared() {
 /// instead. One release run of the sandbox bench (2026-12-04) failed a
 /// call with wasmtime's "maximum concurrent limit of 129 for fibers
 /// reached" while two callers ran back to back with prewarm variants
-/// loaded; this has not reproduced since (SECURITY.md, "Open").
+/// loaded (wasmtime's sharded pools; SECURITY.md, "The pool").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_calls_with_prewarm_never_run_out_of_the_pool() {
     let d = ToolDir::new();

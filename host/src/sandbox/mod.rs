@@ -430,15 +430,21 @@ impl SwapWatch {
     }
 }
 
-/// Sandboxes the pool holds beside `max-instances`, for `describe` only:
-/// a component a reload adds must describe itself before it can be
-/// served, and under a pool full of calls (runaway ones, say) it would
-/// wait past its deadline and drop out. Calls never take these.
-const DESCRIBE_RESERVE: u32 = 1;
+/// Slots each of wasmtime's pools (instances, memories, tables, stacks)
+/// holds beyond what our permits can ever hand out. wasmtime shards a pool
+/// of 128 or more slots (one shard per CPU, at most 16) and an allocation
+/// probes the shards one at a time, each under its own lock: with the pool
+/// nearly full and slots freed and taken while it probes, it can find
+/// every shard full although a slot is free, and the call fails with
+/// "maximum concurrent limit ... reached" (seen once in the sandbox bench).
+/// One spare slot per possible shard makes that need 16 such moves within
+/// one probe. The cost is address space, not memory.
+const POOL_SLACK: u32 = 16;
 
 /// The engine: components, epochs and fuel, no GC types, and a pool of
-/// `config.max_instances` sandboxes of `shape` (plus [`DESCRIBE_RESERVE`]),
-/// with pagemap resets only if `pagemap` (no swap).
+/// `config.max_instances` sandboxes of `shape` (plus the describe reserve,
+/// [`describe_reserve`], and [`POOL_SLACK`]), with pagemap resets only if
+/// `pagemap` (no swap).
 fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Result<Engine> {
     let mut wc = Config::new();
     wc.wasm_component_model(true)
@@ -452,7 +458,10 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         .max_wasm_stack(config.max_wasm_stack)
         .async_stack_size(config.max_wasm_stack + (1 << 20))
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    let n = config.max_instances.saturating_add(DESCRIBE_RESERVE);
+    let n = config
+        .max_instances
+        .saturating_add(describe_reserve(config))
+        .saturating_add(POOL_SLACK);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(shape.core_instances as u32))
@@ -475,6 +484,27 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         });
     wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&wc)?)
+}
+
+/// How many components a load prepares at once (see
+/// [`Sandbox::load_parallelism`]).
+fn load_parallelism(config: &EngineConfig) -> usize {
+    let n = match config.load_parallelism {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n as usize,
+    };
+    n.min(config.max_instances as usize / 2).max(1)
+}
+
+/// Sandboxes the pool holds beside `max-instances`, for `describe` only:
+/// a component a reload adds must describe itself before it can be
+/// served, and under a pool full of calls (runaway ones, say) it would
+/// wait past its deadline and drop out. Calls never take these. One per
+/// component a load prepares at once, so that one slow `describe` (a
+/// hostile one may take its whole timeout) does not make the others of
+/// the same load wait past theirs.
+fn describe_reserve(config: &EngineConfig) -> u32 {
+    load_parallelism(config) as u32
 }
 
 /// The linker every component gets (WASI with toolhost's filesystem
@@ -553,7 +583,7 @@ impl Sandbox {
             cache,
             compiling: Default::default(),
             pool,
-            describe_reserve: Pools::new(DESCRIBE_RESERVE),
+            describe_reserve: Pools::new(describe_reserve(&config)),
             warm,
             shape,
             config,
@@ -600,11 +630,7 @@ impl Sandbox {
     /// half the pool, so that `describe`s waiting for slots do not run
     /// into their deadlines on a small pool.
     pub(crate) fn load_parallelism(&self) -> usize {
-        let n = match self.config.load_parallelism {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n as usize,
-        };
-        n.min(self.config.max_instances as usize / 2).max(1)
+        load_parallelism(&self.config)
     }
 
     /// The compile cache's directory, if caching: host state no grant may
@@ -835,7 +861,8 @@ impl Sandbox {
 
     /// Ask a loaded component what it offers (its tools, and with
     /// `@0.2.0` its resources, templates and prompts): in a fresh sandbox
-    /// with no grants, under its limits, holding a pool slot like any call.
+    /// with no grants, under its limits, holding a pool slot or one of the
+    /// describe reserve's ([`Sandbox::acquire_for_describe`]).
     async fn describe(
         &self,
         comp: &LoadedComponent,
@@ -874,8 +901,8 @@ impl Sandbox {
     }
 
     /// Room for one `describe` of `comp`: its own concurrency, then a pool
-    /// slot or, if none is free, whichever comes first of a pool slot and
-    /// the describe reserve's (a component heavier than one reserved
+    /// slot or, if none is free, one of the describe reserve's, or
+    /// whichever comes first (a component heavier than one reserved
     /// sandbox waits for the pool). The reserve is held only as long as a
     /// `describe` runs, within its component's timeout.
     async fn acquire_for_describe(&self, comp: &LoadedComponent) -> Permits {
@@ -885,11 +912,19 @@ impl Sandbox {
             .acquire_owned()
             .await
             .expect("never closed");
+        let reserve = &self.describe_reserve;
+        let fits_reserve = reserve.fit(comp.weight) == comp.weight;
         let pool = match self.pool.try_acquire(comp.weight) {
             Some(p) => p,
-            None if self.describe_reserve.fit(comp.weight) == comp.weight => tokio::select! {
-                p = self.describe_reserve.acquire(comp.weight) => p,
-                p = self.acquire_pool(comp.weight) => p,
+            None if fits_reserve => match reserve.try_acquire(comp.weight) {
+                Some(p) => p,
+                // The reserve first: waiting on the pool sheds prepared
+                // sandboxes (`acquire_pool`), which is for calls.
+                None => tokio::select! {
+                    biased;
+                    p = reserve.acquire(comp.weight) => p,
+                    p = self.acquire_pool(comp.weight) => p,
+                },
             },
             None => self.acquire_pool(comp.weight).await,
         };
