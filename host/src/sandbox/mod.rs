@@ -1210,11 +1210,15 @@ impl Sandbox {
     /// End a finished call's sandbox: its costs are recorded and its
     /// component's concurrency permit returned now; with prewarming on,
     /// tearing the store down (resetting its memory) happens off the
-    /// caller's path, its pool permits held until that is done.
+    /// caller's path, its pool permits held until that is done, unless
+    /// the pool is short of room: teardowns waiting for their task hold
+    /// sandboxes, and a caller that never yields could pile them up until
+    /// the pool is nearly full.
     fn retire(&self, mut metered: Metered) {
         metered.record();
         drop(metered.own.take());
         if self.warm.enabled()
+            && self.warm.has_room()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(async move { drop(metered) });

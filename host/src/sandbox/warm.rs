@@ -346,6 +346,14 @@ impl Shared {
         }
     }
 
+    /// Whether the pool has room beyond the reserve kept for calls (a
+    /// quarter of it) and no call waits for it: only then is work that
+    /// holds sandboxes ahead of calls (preparing, deferred teardown) done.
+    pub(crate) fn has_room(&self) -> bool {
+        self.pools.slots.available_permits() > self.reserve
+            && self.waiting.load(Ordering::Acquire) == 0
+    }
+
     /// Pool permits for one prepared sandbox, only if they are free now and
     /// leave the reserve untouched.
     fn try_permits(&self, weight: (u32, u32)) -> Option<PoolPermits> {
