@@ -284,6 +284,19 @@ pub(crate) type Turn =
 /// call stopped mid-loop.
 const FUEL_FLUSH: u64 = 10_000_000;
 
+/// Epoch ticks a call's first slice may run before its guest first
+/// yields. The first slice runs on the caller's task
+/// ([`crate::scheduler::Scheduler::run`]); a call that yields moves to the
+/// guest executor, where it queues behind whatever guests run there
+/// (another tenant's runaways, say) for a tick or two. With a deadline of
+/// one tick, a call that happened to start just before a tick yielded
+/// after a few microseconds: about one call in fifty of a short tool
+/// (20 µs against a 1 ms tick), which was the victim's p99 under attack
+/// (`cargo bench -p toolhost-cli --bench noisy`). Two ticks give every
+/// first slice at least one whole tick, so a call shorter than a tick
+/// never moves; a runaway holds the caller's thread for at most two.
+const FIRST_SLICE_TICKS: u64 = 2;
+
 /// What one call cost, for the audit log and the metrics: filled in as the
 /// call goes, so a call that times out or is cancelled still reports what
 /// it used up to then.
@@ -1144,7 +1157,7 @@ impl Sandbox {
                 store.data_mut().begin(&comp.grants, cx);
                 // The deadline counts from now; instantiating it took
                 // the same fuel a sandbox built now would.
-                store.set_epoch_deadline(1);
+                store.set_epoch_deadline(FIRST_SLICE_TICKS);
                 (store, permits, Some(instance))
             }
             None => {
@@ -1351,8 +1364,9 @@ fn new_store(
     store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX))?;
     // Every tick, yield to the executor so a busy guest never starves
     // other calls; the deadline and cancellation are enforced around the
-    // call future (see `Sandbox::call`).
-    store.set_epoch_deadline(1);
+    // call future (see `Sandbox::call`). The first slice gets
+    // `FIRST_SLICE_TICKS`.
+    store.set_epoch_deadline(FIRST_SLICE_TICKS);
     store.epoch_deadline_async_yield_and_update(1);
     Ok(store)
 }
