@@ -17,8 +17,8 @@
 //!   slot's turn, not by a thousand. Each scope's queue is bounded
 //!   ([`MAX_QUEUED_PER_SCOPE`]); past it the call is refused (`busy`). The
 //!   whole wait counts against the tool's timeout (the sandbox's deadline).
-//!   A call's first slice (until its guest first yields: at least one
-//!   epoch tick, at most two) runs on the caller's task: most tool calls end within it and
+//!   A call's first slice (until its guest first yields: at most one
+//!   epoch tick and a grace) runs on the caller's task: most tool calls end within it and
 //!   never pay the hop between runtimes ([`Scheduler::run`]).
 //! - **Short calls are not stuck behind long ones**: a running guest yields
 //!   to the executor at every epoch tick and every few million units of
@@ -87,10 +87,13 @@ impl Scheduler {
     /// yields) on the guest executor. A short call (most tool calls finish
     /// before their first yield) then never crosses runtimes: two thread
     /// wake-ups fewer, which measured ~50 µs of a ~65 µs echo call
-    /// (BENCHMARKS.md, "Sandbox"). A guest's first slice ends at its
-    /// second epoch tick (`FIRST_SLICE_TICKS` in `sandbox`), then it yields
-    /// at every tick, so the caller's thread gives at most two ticks of CPU
-    /// per call; anything longer runs on the guest executor as before. Dropping the returned
+    /// (BENCHMARKS.md, "Sandbox"). A guest's first slice ends at the next
+    /// epoch tick, or the one after if the next comes within a grace
+    /// (`FIRST_SLICE_GRACE` in `sandbox`), then it yields at every tick, so
+    /// the caller's thread gives at most a tick and the grace of guest
+    /// execution per call (an instruction the epoch cannot interrupt, such
+    /// as a `memory.fill` over the whole memory, and host calls, excepted);
+    /// anything longer runs on the guest executor as before. Dropping the returned
     /// future stops the guest wherever it runs.
     pub(crate) async fn run<F>(&self, fut: F) -> Result<F::Output, tokio::task::JoinError>
     where

@@ -260,7 +260,8 @@ impl Tasks {
     }
 
     /// `tasks/cancel`: stop the call (the guest is stopped within an epoch
-    /// tick; the task ends `cancelled`). Ended tasks stay as they are.
+    /// tick, plus a grace in its first slice; the task ends `cancelled`).
+    /// Ended tasks stay as they are.
     pub(super) fn cancel(&self, id: &str) -> Result<(), ErrorData> {
         let mut tasks = self.lock();
         self.sweep(&mut tasks);

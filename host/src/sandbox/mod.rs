@@ -284,18 +284,37 @@ pub(crate) type Turn =
 /// call stopped mid-loop.
 const FUEL_FLUSH: u64 = 10_000_000;
 
-/// Epoch ticks a call's first slice may run before its guest first
-/// yields. The first slice runs on the caller's task
+/// How long a call's first slice must have run before an epoch tick may
+/// end it. The first slice runs on the caller's task
 /// ([`crate::scheduler::Scheduler::run`]); a call that yields moves to the
 /// guest executor, where it queues behind whatever guests run there
-/// (another tenant's runaways, say) for a tick or two. With a deadline of
-/// one tick, a call that happened to start just before a tick yielded
-/// after a few microseconds: about one call in fifty of a short tool
-/// (20 µs against a 1 ms tick), which was the victim's p99 under attack
-/// (`cargo bench -p toolhost-cli --bench noisy`). Two ticks give every
-/// first slice at least one whole tick, so a call shorter than a tick
-/// never moves; a runaway holds the caller's thread for at most two.
-const FIRST_SLICE_TICKS: u64 = 2;
+/// (another tenant's runaways, say) for a tick or two. With every tick
+/// ending the slice, a call that happened to start just before a tick
+/// yielded after a few microseconds: about one call in fifty of a short
+/// tool (20 µs against a 1 ms tick), which was the victim's p99 under
+/// attack (`cargo bench -p toolhost-cli --bench noisy`). A tick that comes
+/// sooner than this lets the slice run on to the next tick, once; so a
+/// first slice lasts at most one tick plus this on the caller's thread (a
+/// review measured the alternative, two whole ticks, as handing a tenant
+/// the I/O threads three times as cheaply).
+const FIRST_SLICE_GRACE: std::time::Duration = std::time::Duration::from_micros(250);
+
+/// Start the first slice of the call `store` is for: its epoch deadline
+/// is the next tick, or the one after if the next comes within
+/// [`FIRST_SLICE_GRACE`]; then every tick yields to the executor, so a
+/// busy guest never starves other calls (the deadline and cancellation
+/// are enforced around the call future, see `Sandbox::run`).
+fn start_first_slice(store: &mut Store<CallState>) {
+    let started = Instant::now();
+    let mut first = true;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if std::mem::take(&mut first) && started.elapsed() < FIRST_SLICE_GRACE {
+            return Ok(wasmtime::UpdateDeadline::Continue(1));
+        }
+        Ok(wasmtime::UpdateDeadline::Yield(1))
+    });
+}
 
 /// What one call cost, for the audit log and the metrics: filled in as the
 /// call goes, so a call that times out or is cancelled still reports what
@@ -1157,7 +1176,7 @@ impl Sandbox {
                 store.data_mut().begin(&comp.grants, cx);
                 // The deadline counts from now; instantiating it took
                 // the same fuel a sandbox built now would.
-                store.set_epoch_deadline(FIRST_SLICE_TICKS);
+                start_first_slice(&mut store);
                 (store, permits, Some(instance))
             }
             None => {
@@ -1362,12 +1381,7 @@ fn new_store(
     // fuel: its call is charged for its instantiation exactly as a call
     // that builds its own sandbox is.
     store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX))?;
-    // Every tick, yield to the executor so a busy guest never starves
-    // other calls; the deadline and cancellation are enforced around the
-    // call future (see `Sandbox::call`). The first slice gets
-    // `FIRST_SLICE_TICKS`.
-    store.set_epoch_deadline(FIRST_SLICE_TICKS);
-    store.epoch_deadline_async_yield_and_update(1);
+    start_first_slice(&mut store);
     Ok(store)
 }
 
