@@ -45,6 +45,30 @@ impl Stats {
     }
 }
 
+/// Calls timed after this many untimed ones.
+const WARM_UP: usize = 200;
+
+/// The MCP handshake a driver sends the SDK server first.
+fn mcp_handshake() -> [Value; 2] {
+    [
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ]
+}
+
+/// Call `i` of the timed loop: `echo` of "hello".
+fn echo_request(i: usize) -> Value {
+    json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hello"}}})
+}
+
+/// Check a control response to [`echo_request`].
+fn assert_echoed(r: &Value) {
+    assert_eq!(
+        r["response"]["response"]["mcp_response"]["result"]["content"][0]["text"], "hello",
+        "{r}"
+    );
+}
+
 async fn echo_core() -> Core {
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/tools/echo.toml");
     assert!(tools.is_file(), "run `make tools` first");
@@ -129,23 +153,16 @@ async fn rust_in_memory(calls: usize) -> Stats {
         cw.write_all(format!("{req}\n").as_bytes()).await.unwrap();
         serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap()
     };
-    rpc("i0".into(), json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}})).await;
-    rpc(
-        "i1".into(),
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    )
-    .await;
+    let [init, initialized] = mcp_handshake();
+    rpc("i0".into(), init).await;
+    rpc("i1".into(), initialized).await;
     let mut times = Vec::with_capacity(calls);
-    for i in 0..200 + calls {
-        let msg = json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hello"}}});
+    for i in 0..WARM_UP + calls {
         let t = Instant::now();
-        let r = rpc(format!("c{i}"), msg).await;
+        let r = rpc(format!("c{i}"), echo_request(i)).await;
         let dt = t.elapsed();
-        assert_eq!(
-            r["response"]["response"]["mcp_response"]["result"]["content"][0]["text"], "hello",
-            "{r}"
-        );
-        if i >= 200 {
+        assert_echoed(&r);
+        if i >= WARM_UP {
             times.push(dt);
         }
     }
@@ -193,27 +210,21 @@ fn fake_cli(out: &str) -> ! {
             }
         }
     }
-    cli.rpc("i0", json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}));
-    cli.rpc(
-        "i1",
-        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
-    );
+    let [init, initialized] = mcp_handshake();
+    cli.rpc("i0", init);
+    cli.rpc("i1", initialized);
     let mut times = Vec::with_capacity(calls);
     let sdk_cpu = parent_cpu_us();
-    for i in 0..200 + calls {
-        let msg = json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hello"}}});
+    for i in 0..WARM_UP + calls {
         let t = Instant::now();
-        let r = cli.rpc(&format!("c{i}"), msg);
+        let r = cli.rpc(&format!("c{i}"), echo_request(i));
         let dt = t.elapsed();
-        assert_eq!(
-            r["response"]["response"]["mcp_response"]["result"]["content"][0]["text"], "hello",
-            "{r}"
-        );
-        if i >= 200 {
+        assert_echoed(&r);
+        if i >= WARM_UP {
             times.push(dt);
         }
     }
-    let sdk_cpu = (parent_cpu_us() - sdk_cpu) / (calls + 200) as f64;
+    let sdk_cpu = (parent_cpu_us() - sdk_cpu) / (calls + WARM_UP) as f64;
     let s = Stats::of(times);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let figures = json!({"p50_us": us(s.p50), "p99_us": us(s.p99), "mean_us": us(s.mean), "calls": s.calls, "sdk_cpu_us": sdk_cpu});
@@ -477,7 +488,7 @@ fn main() {
     let sdk = python_sdk_version().unwrap_or_else(|| "?".into());
     table(
         &format!(
-            "Agent control protocol through a CLI process (each SDK spawns the fake CLI; real pipes): mcp_message tools/call -> control_response, echo tool, {calls} calls (after 200 warm-up), {rounds} rounds"
+            "Agent control protocol through a CLI process (each SDK spawns the fake CLI; real pipes): mcp_message tools/call -> control_response, echo tool, {calls} calls (after {WARM_UP} warm-up), {rounds} rounds"
         ),
         &sdk,
         &process,
@@ -485,7 +496,7 @@ fn main() {
     );
     table(
         &format!(
-            "Agent control protocol in memory (the driver in the SDK's process): {calls} calls (after 200 warm-up), {rounds} rounds"
+            "Agent control protocol in memory (the driver in the SDK's process): {calls} calls (after {WARM_UP} warm-up), {rounds} rounds"
         ),
         &sdk,
         &memory,

@@ -763,27 +763,31 @@ fn spinner(d: &ToolDir, name: &str) {
     );
 }
 
-/// A reload that must prepare a component again (the operator's caps
-/// changed) used to ask it to `describe` again, which takes a pool slot:
-/// under a full pool that timed out and the tool dropped out of the
-/// catalog until the next reload.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
-    let d = ToolDir::new();
+/// The config of [`fill_the_pool`]'s core: an 8-sandbox pool.
+fn full_pool_config() -> toolhost::HostConfig {
+    test_config().with_max_instances(8)
+}
+
+/// A core over `d` plus three runaway components, and twelve runaway calls
+/// (four per component) that hold all eight of its sandboxes; abort them
+/// to end the test.
+async fn fill_the_pool(
+    d: &ToolDir,
+) -> (
+    Core,
+    Vec<tokio::task::JoinHandle<Result<toolhost::ToolOutput, CallError>>>,
+) {
     for name in ["spin-a", "spin-b", "spin-c"] {
-        spinner(&d, name);
+        spinner(d, name);
     }
-    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
-    let config = || test_config().with_max_instances(8);
     let core = Core::builder()
-        .config(config())
+        .config(full_pool_config())
         .source(Scope::default(), d.path())
         .build()
         .await
         .unwrap();
     assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
-    // Twelve runaways, four per component, hold all eight sandboxes.
-    let spinning: Vec<_> = ["spin-a", "spin-b", "spin-c"]
+    let spinning = ["spin-a", "spin-b", "spin-c"]
         .iter()
         .flat_map(|t| std::iter::repeat_n(*t, 4))
         .map(|t| {
@@ -793,11 +797,23 @@ async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    (core, spinning)
+}
+
+/// A reload that must prepare a component again (the operator's caps
+/// changed) used to ask it to `describe` again, which takes a pool slot:
+/// under a full pool that timed out and the tool dropped out of the
+/// catalog until the next reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    let (core, spinning) = fill_the_pool(&d).await;
     let mut caps = toolhost::caps::Caps::default();
     caps.fs.max_open = Some(100);
     let r = core
         .reconfigure(
-            config().with_caps(caps),
+            full_pool_config().with_caps(caps),
             vec![toolhost::Source::new(Scope::default(), d.path())],
         )
         .await;
@@ -819,33 +835,12 @@ async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_added_under_a_full_pool_still_loads() {
     let d = ToolDir::new();
-    for name in ["spin-a", "spin-b", "spin-c"] {
-        spinner(&d, name);
-    }
-    let config = || test_config().with_max_instances(8);
-    let core = Core::builder()
-        .config(config())
-        .source(Scope::default(), d.path())
-        .build()
-        .await
-        .unwrap();
-    assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
-    // Twelve runaways, four per component, hold all eight sandboxes.
-    let spinning: Vec<_> = ["spin-a", "spin-b", "spin-c"]
-        .iter()
-        .flat_map(|t| std::iter::repeat_n(*t, 4))
-        .map(|t| {
-            let core = core.clone();
-            let req = toolhost::CallRequest::new(Scope::default(), t, None);
-            tokio::spawn(async move { core.call(req).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (core, spinning) = fill_the_pool(&d).await;
     // The pool is full: a call of another component waits past its 1 s.
     d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
     let r = core
         .reconfigure(
-            config(),
+            full_pool_config(),
             vec![toolhost::Source::new(Scope::default(), d.path())],
         )
         .await;

@@ -357,7 +357,7 @@ impl Shared {
     /// Pool permits for one prepared sandbox, only if they are free now and
     /// leave the reserve untouched.
     fn try_permits(&self, weight: (u32, u32)) -> Option<PoolPermits> {
-        if self.pools.slots.available_permits() <= self.reserve {
+        if !self.has_room() {
             return None;
         }
         let p = self.pools.try_acquire(weight)?;
