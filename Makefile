@@ -193,6 +193,15 @@ bench: setup tools
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.189; }
 	TOOLHOST_BENCH_PYTHON=$(CURDIR)/.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 
+## soak: a million calls through one `toolhost serve --http` (two tenants,
+## stateless and session clients, refused calls, the audit log rotating),
+## the server's RSS, descriptors and threads sampled as they go
+## (BENCHMARKS.md, "Soak"). SOAK_CALLS overrides the count.
+SOAK_CALLS ?= 1000000
+.PHONY: soak
+soak: setup tools
+	$(CARGO) bench -p toolhost-cli --bench soak -- $(SOAK_CALLS)
+
 ## bench-install: install time from a real OCI registry vs a local file
 ## (needs scripts/install-registry.sh).
 .PHONY: bench-install

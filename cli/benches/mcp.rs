@@ -18,6 +18,9 @@
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
 //! started with `--null-server stdio|http`.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{INIT, INITIALIZED, http_addr, reply_of};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rmcp::model::{
@@ -156,8 +159,6 @@ fn spawn(server: Server, transport: Transport) -> Child {
         .expect("spawn server")
 }
 
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 fn call(id: u64) -> String {
     format!(
@@ -340,33 +341,9 @@ impl HttpClient {
             );
         }
         // An SSE stream (`data: {...}` events) or a plain JSON body.
-        let reply = body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .chain(std::iter::once(body.as_str()))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .find(|v| v.get("id").is_some())
-            .unwrap_or_else(|| panic!("no reply in {body:?}"));
+        let reply = reply_of(&body);
         check_reply(&reply);
         elapsed
-    }
-}
-
-async fn http_addr(child: &mut Child) -> String {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server printed its address");
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return url
-                .trim_start_matches("http://")
-                .trim_end_matches("/mcp")
-                .to_string();
-        }
     }
 }
 

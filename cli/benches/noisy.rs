@@ -11,6 +11,9 @@
 //! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour").
 //! Run with `cargo bench -p toolhost-cli --bench noisy` after `make tools`.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{INIT, INITIALIZED, http_addr, reply_of};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use serde_json::Value;
@@ -85,26 +88,6 @@ fn spawn(cfg: &Path) -> Child {
         .expect("spawn toolhost")
 }
 
-async fn http_addr(child: &mut Child) -> String {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("server printed its address");
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return url
-                .trim_start_matches("http://")
-                .trim_end_matches("/mcp")
-                .to_string();
-        }
-    }
-}
-
-const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
 
 /// One session on its own keep-alive connection.
 struct Session {
@@ -168,12 +151,7 @@ impl Session {
             r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args}}}}}"#
         );
         let (_, text) = self.post(&body).await;
-        text.lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .chain(std::iter::once(text.as_str()))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .find(|v| v.get("id").is_some())
-            .unwrap_or_else(|| panic!("no reply in {text:?}"))
+        reply_of(&text)
     }
 }
 
