@@ -159,7 +159,6 @@ fn spawn(server: Server, transport: Transport) -> Child {
         .expect("spawn server")
 }
 
-
 fn call(id: u64) -> String {
     format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"hello, sandbox"}}}}}}"#

@@ -23,7 +23,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const ROUNDS: usize = 5;
@@ -87,7 +86,6 @@ fn spawn(cfg: &Path) -> Child {
         .spawn()
         .expect("spawn toolhost")
 }
-
 
 /// One session on its own keep-alive connection.
 struct Session {

@@ -168,7 +168,11 @@ impl Client {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 
     /// Call number `n`: echo, or (by `n`) a schema failure or an unknown
@@ -233,7 +237,9 @@ fn sample(pid: u32, calls: u64) -> Sample {
         at: Instant::now(),
         rss_kib: field("VmRSS:"),
         anon_kib: field("RssAnon:"),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count(),
         threads: field("Threads:"),
     }
 }
@@ -309,8 +315,13 @@ fn print_table(samples: &[Sample]) {
     let base = samples[1];
     let last = samples[samples.len() - 1];
     let mid = samples[1 + (samples.len() - 2) / 2];
-    println!("\n## Soak: {} calls through `toolhost serve --http`\n", last.calls);
-    println!("| calls | RSS | of which private (`RssAnon`) | vs after warm-up | descriptors | threads | calls/s since the last sample |");
+    println!(
+        "\n## Soak: {} calls through `toolhost serve --http`\n",
+        last.calls
+    );
+    println!(
+        "| calls | RSS | of which private (`RssAnon`) | vs after warm-up | descriptors | threads | calls/s since the last sample |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let mib = |kib: u64| kib as f64 / 1024.0;
     for (i, s) in samples.iter().enumerate() {
@@ -327,7 +338,10 @@ fn print_table(samples: &[Sample]) {
         let growth = if i == 0 {
             "(before any call)".to_string()
         } else {
-            format!("{:+.1}%", (s.rss_kib as f64 / base.rss_kib as f64 - 1.0) * 100.0)
+            format!(
+                "{:+.1}%",
+                (s.rss_kib as f64 / base.rss_kib as f64 - 1.0) * 100.0
+            )
         };
         println!(
             "| {} | {:.1} MiB | {:.1} MiB | {growth} | {} | {} | {rate} |",

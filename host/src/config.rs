@@ -94,6 +94,13 @@ pub struct EngineConfig {
     /// few more: one per component a load prepares at once, which only
     /// `describe` takes, and spares against wasmtime's sharding.
     pub max_instances: u32,
+    /// Memory all calls together may hold (`[engine] max-memory`): their
+    /// linear memories and what the host holds for them, charged as it
+    /// grows. Each scope (tenant, agent) may hold at most its `pool-share`
+    /// of it. A call refused memory by this bound while under its own
+    /// limit fails with [`CallErrorKind::SharedMemoryExhausted`](crate::CallErrorKind).
+    /// Default: half the machine's physical memory.
+    pub max_memory: u64,
     /// Granularity of wall-clock deadlines and cancellation.
     pub epoch_tick: Duration,
     /// Maximum wasm stack per call.
@@ -146,6 +153,7 @@ impl Default for EngineConfig {
         EngineConfig {
             cache_dir: default_cache_dir(),
             max_instances: 128,
+            max_memory: default_max_memory(),
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
             memory_keep_resident: 1 << 20,
@@ -169,6 +177,12 @@ impl HostConfig {
     /// Size the pool for `n` sandboxes at once.
     pub fn with_max_instances(mut self, n: u32) -> Self {
         self.engine.max_instances = n;
+        self
+    }
+    /// Let all calls together hold at most `bytes` of memory. See
+    /// [`EngineConfig::max_memory`].
+    pub fn with_max_memory(mut self, bytes: u64) -> Self {
+        self.engine.max_memory = bytes;
         self
     }
     /// Prepare up to `n` sandboxes per tool component ahead of its calls
@@ -389,6 +403,29 @@ impl HostConfig {
     }
 }
 
+/// Half the memory this process may use: the machine's physical memory,
+/// or its cgroup's `memory.max` (a container's limit) where that is lower.
+/// 8 GiB where neither can be read.
+fn default_max_memory() -> u64 {
+    let kib = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|k| k << 10)
+    };
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| kib(&m, "MemTotal:"));
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|m| m.trim().parse::<u64>().ok());
+    match (physical, cgroup) {
+        (Some(p), Some(c)) => p.min(c) / 2,
+        (Some(m), None) | (None, Some(m)) => m / 2,
+        (None, None) => 8 << 30,
+    }
+}
+
 fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("TOOLHOST_CACHE_DIR") {
         return Some(PathBuf::from(d));
@@ -403,7 +440,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str = "cache-dir, max-instances, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, guest-priority";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, guest-priority";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
@@ -438,7 +475,12 @@ pub(crate) fn size(v: &Spanned<SizeText>, lo: u64, hi: u64, cx: &mut Collector<'
         Ok(n) if n < lo || n > hi => {
             cx.error(
                 Some(v.span()),
-                format!("`{}` must be between {lo} and {hi} bytes", v.get_ref()),
+                format!(
+                    "`{}` must be between {} and {}",
+                    v.get_ref(),
+                    in_units(lo),
+                    in_units(hi)
+                ),
                 None,
             );
             None
@@ -449,6 +491,16 @@ pub(crate) fn size(v: &Spanned<SizeText>, lo: u64, hi: u64, cx: &mut Collector<'
             None
         }
     }
+}
+
+/// `n` bytes in the largest unit `parse_size` reads that divides it (`16 MiB`).
+fn in_units(n: u64) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n != 0 && n.trailing_zeros() >= shift {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
 }
 
 fn duration(
@@ -507,6 +559,7 @@ impl RawTasks {
 struct RawEngine {
     cache_dir: Option<Spanned<String>>,
     max_instances: Option<Spanned<u32>>,
+    max_memory: Option<Spanned<SizeText>>,
     epoch_tick: Option<Spanned<String>>,
     max_wasm_stack: Option<Spanned<SizeText>>,
     memory_keep_resident: Option<Spanned<SizeText>>,
@@ -530,6 +583,12 @@ impl RawEngine {
             .and_then(|n| in_range(&n, 1, 1_000_000, "max-instances", cx))
         {
             e.max_instances = n;
+        }
+        if let Some(s) = self
+            .max_memory
+            .and_then(|s| size(&s, 16 << 20, 1 << 50, cx))
+        {
+            e.max_memory = s;
         }
         if let Some(t) = self
             .epoch_tick
@@ -981,6 +1040,21 @@ mod tests {
         assert!(
             text.contains("unknown guest-priority `realtime`") && text.contains("\"idle\""),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn max_memory_reads_a_size_and_refuses_one_too_small() {
+        let ok =
+            HostConfig::parse(Path::new("t.toml"), "[engine]\nmax-memory = \"6 GiB\"\n").unwrap();
+        assert_eq!(ok.engine.max_memory, 6 << 30);
+        assert!(HostConfig::default().engine.max_memory >= 16 << 20);
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nmax-memory = \"1 MiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`1 MiB` must be between 16 MiB and 1048576 GiB"),
+            "{e}"
         );
     }
 

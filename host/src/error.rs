@@ -298,6 +298,16 @@ pub enum CallErrorKind {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The call, within its own memory limit, was refused memory because
+    /// calls together hold all they may share: the host's `[engine]
+    /// max-memory`, or its scope's (tenant's, agent's) share of it. Not
+    /// the tool's fault: retrying once fewer calls run may succeed.
+    SharedMemoryExhausted {
+        /// The shared bound in bytes.
+        limit: u64,
+        /// Whether it was the scope's share (else the host's whole).
+        share: bool,
+    },
     /// The wasm stack overflowed.
     StackOverflow,
     /// The result is over `max-output`.
@@ -407,6 +417,7 @@ impl CallError {
             CallErrorKind::Timeout { .. } => Limit::Timeout,
             CallErrorKind::FuelExhausted { .. } => Limit::Fuel,
             CallErrorKind::MemoryExhausted { .. } => Limit::Memory,
+            CallErrorKind::SharedMemoryExhausted { .. } => Limit::Memory,
             CallErrorKind::StackOverflow => Limit::Stack,
             CallErrorKind::OutputTooLarge { .. } => Limit::Output,
             CallErrorKind::StdioFlood { .. } => Limit::Stdio,
@@ -425,6 +436,7 @@ impl CallError {
             Timeout { .. } => "timeout",
             FuelExhausted { .. } => "fuel_exhausted",
             MemoryExhausted { .. } => "memory_exhausted",
+            SharedMemoryExhausted { .. } => "shared_memory_exhausted",
             StackOverflow => "stack_overflow",
             OutputTooLarge { .. } => "output_too_large",
             StdioFlood { .. } => "stdio_flood",
@@ -467,6 +479,19 @@ impl fmt::Display for CallError {
             MemoryExhausted { limit } => write!(
                 f,
                 "{n} `{t}` exceeded its memory limit of {} MiB; raise `limits.memory` in its manifest if this input is legitimate",
+                limit >> 20
+            ),
+            SharedMemoryExhausted { limit, share: true } => write!(
+                f,
+                "{n} `{t}` was refused memory within its own limit: the calls of its tenant together hold their share of the host's memory ({} MiB); retry once fewer of them run",
+                limit >> 20
+            ),
+            SharedMemoryExhausted {
+                limit,
+                share: false,
+            } => write!(
+                f,
+                "{n} `{t}` was refused memory within its own limit: all calls together hold the host's `[engine] max-memory` ({} MiB); retry once fewer calls run, or raise it",
                 limit >> 20
             ),
             StackOverflow => write!(f, "{n} `{t}` overflowed its stack (deep recursion)"),

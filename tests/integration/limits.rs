@@ -82,6 +82,112 @@ async fn memory_bomb_is_stopped_at_the_limit() {
     still_serves(&core).await;
 }
 
+/// Calls that each stay under their own memory limit cannot together take
+/// the host's memory (`[engine] max-memory`), nor one tenant more than its
+/// share of it: past either, growth is refused with an error naming the
+/// shared bound, while another tenant's calls still get memory. Memory is
+/// charged as it grows, so small calls are not held back by large limits,
+/// and it is given back when a call ends.
+#[tokio::test]
+async fn calls_under_their_own_limits_cannot_together_take_the_hosts_memory() {
+    // The host: 128 MiB for all calls; each scope three quarters (96 MiB).
+    let config = toolhost::HostConfig::parse(
+        std::path::Path::new("toolhost.toml"),
+        &format!(
+            "[engine]\ncache-dir = \"{}\"\nmax-memory = \"128 MiB\"\n[limits]\npool-share = 0.75\n",
+            root().join("target/test-cache").display()
+        ),
+    )
+    .unwrap();
+    let (alpha, beta) = (ToolDir::new(), ToolDir::new());
+    for d in [&alpha, &beta] {
+        d.add(
+            "hostile",
+            "hostile",
+            "[limits]\nmemory = \"80 MiB\"\ntimeout = \"30s\"\n",
+        );
+    }
+    beta.add("echo", "echo", "");
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::new("alpha"), alpha.path())
+        .source(Scope::new("beta"), beta.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let alloc = |scope: &str, mib: u32, hold_ms: u64| {
+        let req = CallRequest::new(
+            Scope::new(scope),
+            "alloc",
+            args(json!({"mib": mib, "hold_ms": hold_ms})),
+        );
+        let core = core.clone();
+        async move { core.call(req).await }
+    };
+    // A call holding 56 MiB for 5 s, and the time it takes to hold it.
+    let hold = |scope: &'static str| tokio::spawn(alloc(scope, 56, 5_000));
+    let settle = || tokio::time::sleep(Duration::from_millis(700));
+
+    // alpha holds 56 MiB; a second alpha call of 56 is within its own 80
+    // and the host's 128, but not within alpha's 96.
+    let held = hold("alpha");
+    settle().await;
+    let err = alloc("alpha", 56, 0).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), CallErrorKind::SharedMemoryExhausted { limit, share: true } if *limit == 96 << 20),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("its tenant together hold their share"),
+        "{err}"
+    );
+    // beta still gets its memory: 56 + 56 fits the host's 128.
+    assert_eq!(
+        alloc("beta", 56, 0).await.unwrap().text(),
+        "allocated 56 MiB"
+    );
+    assert_eq!(held.await.unwrap().unwrap().text(), "allocated 56 MiB");
+
+    // alpha and beta hold 56 MiB each; a beta call of 24 is within its
+    // own limit and beta's share, but the host has about 16 MiB left.
+    let (held_alpha, held_beta) = (hold("alpha"), hold("beta"));
+    settle().await;
+    let err = alloc("beta", 24, 0).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), CallErrorKind::SharedMemoryExhausted { limit, share: false } if *limit == 128 << 20),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`[engine] max-memory` (128 MiB)"),
+        "{err}"
+    );
+    // Small calls still fit in what is left.
+    let out = core
+        .call(CallRequest::new(
+            Scope::new("beta"),
+            "echo",
+            args(json!({"text": "still here"})),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.text(), "still here");
+    held_alpha.await.unwrap().unwrap();
+    held_beta.await.unwrap().unwrap();
+
+    // Everything was given back: the 24 MiB call fits now, and a call as
+    // large as the share allows.
+    assert_eq!(
+        alloc("beta", 24, 0).await.unwrap().text(),
+        "allocated 24 MiB"
+    );
+    assert_eq!(
+        alloc("alpha", 76, 0).await.unwrap().text(),
+        "allocated 76 MiB"
+    );
+}
+
 #[tokio::test]
 async fn deep_recursion_overflows_the_stack_cleanly() {
     let (_d, core) = host("").await;

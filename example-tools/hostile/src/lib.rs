@@ -43,7 +43,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("spin", "Loop forever, burning CPU, never checking for cancellation.", spin))
         .tool(Tool::new("spin_checked", "Loop burning CPU until the call is cancelled, then return \"cancelled\".", spin_checked))
         .tool(Tool::new("sleep", "Sleep `ms` milliseconds, then return \"slept\".", sleep))
-        .tool(Tool::new("alloc", "Allocate `mib` MiB and touch every page, then return \"allocated N MiB\".", alloc))
+        .tool(Tool::new("alloc", "Allocate `mib` MiB and touch every page, hold it `hold_ms` ms, then return \"allocated N MiB\".", alloc))
         .tool(Tool::new("recurse", "Recurse `depth` calls deep (non-tail), then return \"recursed N\".", recurse))
         .tool(Tool::new("panic", "Panic with `message` (a trap: the guest aborts).", panic))
         .tool(Tool::new("exit", "Call `std::process::exit(code)` in the middle of a call (WASI p2 reports any non-zero code as 1).", exit))
@@ -131,6 +131,9 @@ pub struct AllocArgs {
     /// Report a failed allocation as a tool error instead of aborting (a trap).
     #[serde(default)]
     pub graceful: bool,
+    /// Milliseconds to hold the memory before returning.
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 
 fn alloc(a: AllocArgs) -> Result<String, ToolError> {
@@ -149,6 +152,7 @@ fn alloc(a: AllocArgs) -> Result<String, ToolError> {
         page[0] = 1;
     }
     black_box(&v);
+    std::thread::sleep(Duration::from_millis(a.hold_ms));
     Ok(format!("allocated {} MiB", a.mib))
 }
 

@@ -9,14 +9,18 @@
 //! - apply: a [`Limiter`] per call, fuel, the table's handle cap;
 //! - enforce: the limiter refuses growth past the call's memory (all linear
 //!   memories of the call together) and table budget, and remembers that it
-//!   said no so the error can name the limit.
+//!   said no so the error can name the limit. Every charge is also made to
+//!   the memory all calls share ([`SharedMemory`], `[engine] max-memory`)
+//!   and to the call's scope's share of it, so that calls which each stay
+//!   under their own limit cannot together take the host's memory.
 //!
 //! Deadlines are enforced around the call (see `sandbox`), not here.
 
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Per-call limits. Every field has a default; the operator may lower any
@@ -320,11 +324,70 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}; try `5s` or `250ms`)"))
 }
 
+/// Memory that many calls hold together: the host's (`[engine]
+/// max-memory`), or one scope's share of it. Calls charge it as their
+/// memory grows (never a reservation up front: a call that stays small
+/// leaves the room to others) and give it back when their budget goes.
+#[derive(Debug)]
+pub(crate) struct SharedMemory {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SharedMemory {
+    pub(crate) fn new(limit: u64) -> Arc<SharedMemory> {
+        Arc::new(SharedMemory {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The bound, in bytes.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit as u64
+    }
+
+    /// What all its calls hold now.
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn try_charge(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Which bound refused a call memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The call's own limit (`limits.memory`).
+    Own,
+    /// Its scope's share of the host's memory.
+    Scope,
+    /// The host's memory, all calls together (`[engine] max-memory`).
+    Host,
+}
+
 /// The memory one call may hold: all its linear memories and what the host
 /// holds for it (directory listings, `wasi:http` connections), one budget.
 /// Shared (an `Arc`) between the call's [`Limiter`] and the parts of the
 /// host that hold memory for the call outside the store's reach (the
-/// network gate's connections run on tasks of their own).
+/// network gate's connections run on tasks of their own). What it holds is
+/// held in the host's [`SharedMemory`] too, and in its scope's once the
+/// call has one, until the budget goes.
 pub(crate) struct MemoryBudget {
     /// Bytes the call may hold.
     limit: usize,
@@ -332,28 +395,43 @@ pub(crate) struct MemoryBudget {
     used: AtomicUsize,
     /// The most `used` has been (for the audit log).
     peak: AtomicUsize,
-    /// Whether a charge was ever refused (a trap is then reported as the
-    /// memory limit, not a bare crash).
-    denied: AtomicBool,
+    /// Which bound first refused a charge, if one did (a trap is then
+    /// reported as that limit, not a bare crash): 0 none, else a
+    /// [`Refusal`] + 1.
+    denied: AtomicU8,
+    /// The host's memory.
+    host: Option<Arc<SharedMemory>>,
+    /// The scope's share, set when the sandbox is handed to a scope's
+    /// call (a sandbox prepared ahead has none until then).
+    scope: OnceLock<Arc<SharedMemory>>,
 }
 
 impl MemoryBudget {
-    pub(crate) fn new(limit: u64) -> Arc<MemoryBudget> {
+    pub(crate) fn new(limit: u64, host: Option<Arc<SharedMemory>>) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
             used: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
-            denied: AtomicBool::new(false),
+            denied: AtomicU8::new(0),
+            host,
+            scope: OnceLock::new(),
         })
     }
 
     /// Charge `bytes`; false, and nothing charged, if that passes the limit.
     pub(crate) fn charge(&self, bytes: usize) -> bool {
-        let ok = self.charge_quietly(bytes);
-        if !ok {
-            self.denied.store(true, Ordering::Release);
+        match self.try_charge(bytes) {
+            Ok(()) => true,
+            Err(refusal) => {
+                let _ = self.denied.compare_exchange(
+                    0,
+                    refusal as u8 + 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                false
+            }
         }
-        ok
     }
 
     /// Charge `bytes` as [`MemoryBudget::charge`] does, but a refusal is
@@ -361,27 +439,91 @@ impl MemoryBudget {
     /// it with an error the guest can handle, e.g. `connection-limit-reached`,
     /// and a later trap must not be reported as the memory limit).
     pub(crate) fn charge_quietly(&self, bytes: usize) -> bool {
-        let r = self
+        self.try_charge(bytes).is_ok()
+    }
+
+    /// The call's own limit first, then its scope's share, then the host:
+    /// all or nothing.
+    fn try_charge(&self, bytes: usize) -> Result<(), Refusal> {
+        let before = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 u.checked_add(bytes).filter(|n| *n <= self.limit)
-            });
-        match r {
-            Ok(before) => {
-                self.peak.fetch_max(before + bytes, Ordering::AcqRel);
-                true
-            }
-            Err(_) => false,
+            })
+            .map_err(|_| Refusal::Own)?;
+        let scope = self.scope.get();
+        if let Some(scope) = scope
+            && !scope.try_charge(bytes)
+        {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Refusal::Scope);
         }
+        if let Some(host) = &self.host
+            && !host.try_charge(bytes)
+        {
+            if let Some(scope) = scope {
+                scope.release(bytes);
+            }
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Refusal::Host);
+        }
+        self.peak.fetch_max(before + bytes, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Give back what [`MemoryBudget::charge`] charged.
     pub(crate) fn release(&self, bytes: usize) {
-        let _ = self
+        let r = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                 Some(u.saturating_sub(bytes))
             });
+        let given = r.map_or(0, |before| before.min(bytes));
+        self.release_shared(given);
+    }
+
+    fn release_shared(&self, bytes: usize) {
+        if let Some(scope) = self.scope.get() {
+            scope.release(bytes);
+        }
+        if let Some(host) = &self.host {
+            host.release(bytes);
+        }
+    }
+
+    /// Charge, from now on, `scope`'s share of the host's memory too, and
+    /// at once what the call holds already (a sandbox prepared ahead, or
+    /// instantiated before its scope was known). That first charge is
+    /// taken even past the share: it is the component's initial memory,
+    /// which the share's own pool permits already bounded; growth after
+    /// it is refused as usual. A second scope is ignored.
+    pub(crate) fn join_scope(&self, scope: &Arc<SharedMemory>) {
+        if self.scope.set(scope.clone()).is_ok() {
+            scope
+                .used
+                .fetch_add(self.used.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+    }
+
+    /// Which bound refused it memory, if one did, and that bound in bytes.
+    pub(crate) fn refused(&self) -> Option<(Refusal, u64)> {
+        let shared = |m: Option<&Arc<SharedMemory>>| m.map_or(0, |m| m.limit());
+        match self.denied.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some((Refusal::Own, self.limit as u64)),
+            2 => Some((Refusal::Scope, shared(self.scope.get()))),
+            _ => Some((Refusal::Host, shared(self.host.as_ref()))),
+        }
+    }
+}
+
+impl Drop for MemoryBudget {
+    /// The call's memory is gone with its store (and the host's buffers
+    /// for it with the last holder of the budget): the shared bounds get
+    /// it back.
+    fn drop(&mut self) {
+        let held = *self.used.get_mut();
+        self.release_shared(held);
     }
 }
 
@@ -403,9 +545,13 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    pub(crate) fn new(memory: u64, shape: crate::sandbox::PoolShape) -> Limiter {
+    pub(crate) fn new(
+        memory: u64,
+        host: Option<Arc<SharedMemory>>,
+        shape: crate::sandbox::PoolShape,
+    ) -> Limiter {
         Limiter {
-            budget: MemoryBudget::new(memory),
+            budget: MemoryBudget::new(memory, host),
             table_elements: 1_000_000,
             tables_used: 0,
             instances: shape.core_instances,
@@ -429,9 +575,9 @@ impl Limiter {
         self.budget.used.load(Ordering::Acquire)
     }
 
-    /// Whether the call was ever refused memory.
-    pub(crate) fn denied_memory(&self) -> bool {
-        self.budget.denied.load(Ordering::Acquire)
+    /// Which bound refused the call memory, if one did, and its size.
+    pub(crate) fn refused_memory(&self) -> Option<(Refusal, u64)> {
+        self.budget.refused()
     }
 
     /// Charge `bytes` of host-side memory held for the call (directory
@@ -544,13 +690,55 @@ mod tests {
     #[test]
     fn memory_is_one_budget_for_every_memory_of_the_call() {
         let shape = crate::sandbox::PoolShape::default();
-        let mut l = Limiter::new(4 << 20, shape);
+        let mut l = Limiter::new(4 << 20, None, shape);
         assert!(l.memory_growing(0, 3 << 20, None).unwrap());
         // A second memory of the same call shares the budget.
         assert!(!l.memory_growing(0, 2 << 20, None).unwrap());
-        assert!(l.denied_memory());
+        assert_eq!(l.refused_memory(), Some((Refusal::Own, 4 << 20)));
         assert!(l.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!l.charge_host(1));
+    }
+
+    #[test]
+    fn calls_under_their_own_limits_cannot_together_pass_the_hosts() {
+        let shape = crate::sandbox::PoolShape::default();
+        let host = SharedMemory::new(10 << 20);
+        let scope = SharedMemory::new(6 << 20);
+        // A call with no scope (a `describe`, say) holds 2 MiB of the 10.
+        let mut other = Limiter::new(8 << 20, Some(host.clone()), shape);
+        assert!(other.memory_growing(0, 2 << 20, None).unwrap());
+        // A sandbox prepared ahead: its initial memory is the host's at
+        // once, its scope's once its call joins it.
+        let mut a = Limiter::new(8 << 20, Some(host.clone()), shape);
+        assert!(a.memory_growing(0, 1 << 20, None).unwrap());
+        a.budget().join_scope(&scope);
+        assert_eq!((host.used(), scope.used()), (3 << 20, 1 << 20));
+        // Within its own 8 MiB, but past its scope's 6: refused, nothing
+        // charged anywhere.
+        assert!(!a.memory_growing(1 << 20, 8 << 20, None).unwrap());
+        assert_eq!(a.refused_memory(), Some((Refusal::Scope, 6 << 20)));
+        assert_eq!(
+            (a.used(), host.used(), scope.used()),
+            (1 << 20, 3 << 20, 1 << 20)
+        );
+        // A second call of the scope takes the rest of the share.
+        let mut b = Limiter::new(8 << 20, Some(host.clone()), shape);
+        b.budget().join_scope(&scope);
+        assert!(b.memory_growing(0, 5 << 20, None).unwrap());
+        assert_eq!((host.used(), scope.used()), (8 << 20, 6 << 20));
+        // Within its own limit, but the host has 2 MiB left.
+        assert!(!other.memory_growing(2 << 20, 5 << 20, None).unwrap());
+        assert_eq!(other.refused_memory(), Some((Refusal::Host, 10 << 20)));
+        assert_eq!(host.used(), 8 << 20);
+        // Host-side charges count the same way.
+        assert!(!b.charge_host(1));
+        assert!(other.charge_host(1 << 20));
+        other.release_host(1 << 20);
+        // Calls that end give everything back.
+        drop((a, b));
+        assert_eq!((host.used(), scope.used()), (2 << 20, 0));
+        drop(other);
+        assert_eq!(host.used(), 0);
     }
 
     #[test]

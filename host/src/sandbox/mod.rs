@@ -51,6 +51,7 @@ pub(crate) mod bindings {
 mod bound;
 mod serve;
 
+use crate::caps::limits::{Refusal, SharedMemory};
 use crate::caps::{self, Caps, Grants, fs::HostState};
 use crate::config::EngineConfig;
 use crate::error::{CallError, CallErrorKind, LoadError, LoadErrorKind};
@@ -103,13 +104,17 @@ pub(crate) struct Pools {
     tables: Arc<Semaphore>,
     /// The permits there are in all: (memories, tables).
     totals: (u32, u32),
+    /// The memory its sandboxes may hold together, charged as it grows.
+    memory: Arc<SharedMemory>,
 }
 
 impl Pools {
     /// A pool of `slots` sandboxes, with the memory and table permits they
-    /// may hold (2 and 8 per slot: the pooling allocator's limits).
-    fn new(slots: u32) -> Pools {
+    /// may hold (2 and 8 per slot: the pooling allocator's limits), and
+    /// the bytes of memory they may hold together.
+    fn new(slots: u32, memory: Arc<SharedMemory>) -> Pools {
         Pools {
+            memory,
             slots: Arc::new(Semaphore::new(slots as usize)),
             memories: Arc::new(Semaphore::new(slots as usize * 2)),
             tables: Arc::new(Semaphore::new(slots as usize * 8)),
@@ -134,6 +139,7 @@ impl Pools {
                 .try_acquire_many_owned(weight.0)
                 .ok()?,
             _tab: self.tables.clone().try_acquire_many_owned(weight.1).ok()?,
+            memory: self.memory.clone(),
         })
     }
 
@@ -146,6 +152,7 @@ impl Pools {
             _slot: slot.expect("never closed"),
             _mem: mem.expect("never closed"),
             _tab: tab.expect("never closed"),
+            memory: self.memory.clone(),
         }
     }
 }
@@ -599,7 +606,9 @@ impl Sandbox {
             None => None,
         };
         let stop = start_ticker(&engine, config.epoch_tick, swap.clone())?;
-        let pool = Pools::new(n);
+        // The whole pool and the describe reserve charge one host memory.
+        let memory = SharedMemory::new(config.max_memory);
+        let pool = Pools::new(n, memory.clone());
         let warm = warm::Shared::new(
             engine.clone(),
             pool.clone(),
@@ -615,7 +624,7 @@ impl Sandbox {
             cache,
             compiling: Default::default(),
             pool,
-            describe_reserve: Pools::new(describe_reserve(&config)),
+            describe_reserve: Pools::new(describe_reserve(&config), memory),
             warm,
             shape,
             config,
@@ -627,7 +636,7 @@ impl Sandbox {
 
     /// The part of the pool scope `scope`'s calls may hold together:
     /// `share` of its slots and of its memory and table permits (at least
-    /// one call's worth). Each component is bounded by its own share too
+    /// one call's worth), and `share` of the host's `max-memory`. Each component is bounded by its own share too
     /// (`LimitCaps::concurrency_for`); this bounds a scope (a tenant) that
     /// serves several, so that its calls never fill the pool. One share
     /// per scope: components of one scope with different caps get the
@@ -640,7 +649,8 @@ impl Sandbox {
             Some((had, pools)) if *had <= share => pools.clone(),
             _ => {
                 let n = ((f64::from(self.config.max_instances) * share).floor() as u32).max(1);
-                let pools = Pools::new(n);
+                let bytes = (self.config.max_memory as f64 * share) as u64;
+                let pools = Pools::new(n, SharedMemory::new(bytes));
                 shares.insert(scope.clone(), (share, pools.clone()));
                 pools
             }
@@ -995,7 +1005,14 @@ impl Sandbox {
         cx: CallContext,
         with_grants: bool,
     ) -> anyhow::Result<Store<CallState>> {
-        new_store(&self.engine, &comp.grants, cx, with_grants, self.shape)
+        new_store(
+            &self.engine,
+            &comp.grants,
+            cx,
+            with_grants,
+            self.shape,
+            &self.pool.memory,
+        )
     }
 
     /// Run tool `tool` of `comp` with `arguments` (JSON text) in a fresh
@@ -1056,6 +1073,12 @@ impl Sandbox {
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
             let (store, pool, instance) = self.sandbox_for(comp, cx).await?;
             drop(turn);
+            // From here the sandbox's memory counts against its scope's
+            // share of the host's too (before it instantiates, unless it
+            // was prepared ahead: then what it holds is charged now).
+            if let Some(share) = &scope_share {
+                store.data().limiter.budget().join_scope(&share.memory);
+            }
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
                 at::Ordering::Release,
@@ -1278,10 +1301,15 @@ impl Sandbox {
             Some(Trap::StackOverflow) => return CallErrorKind::StackOverflow,
             _ => {}
         }
-        if state.limiter.denied_memory() {
-            return CallErrorKind::MemoryExhausted {
-                limit: grants.limits.memory,
-            };
+        match state.limiter.refused_memory() {
+            Some((Refusal::Own, limit)) => return CallErrorKind::MemoryExhausted { limit },
+            Some((by, limit)) => {
+                return CallErrorKind::SharedMemoryExhausted {
+                    limit,
+                    share: by == Refusal::Scope,
+                };
+            }
+            None => {}
         }
         let text = format!("{e:#}");
         if text.contains("unknown import: `wasi:http/") {
@@ -1358,6 +1386,8 @@ pub(crate) struct PoolPermits {
     _slot: tokio::sync::OwnedSemaphorePermit,
     _mem: tokio::sync::OwnedSemaphorePermit,
     _tab: tokio::sync::OwnedSemaphorePermit,
+    /// The bytes of memory the pool's sandboxes share.
+    memory: Arc<SharedMemory>,
 }
 
 /// A fresh store with `grants` (or, for `describe`, none), its memory
@@ -1368,8 +1398,9 @@ fn new_store(
     cx: CallContext,
     with_grants: bool,
     shape: PoolShape,
+    memory: &Arc<SharedMemory>,
 ) -> anyhow::Result<Store<CallState>> {
-    let state = CallState::new(grants, cx, with_grants, shape)?;
+    let state = CallState::new(grants, cx, with_grants, shape, memory)?;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     // Compiled code keeps its fuel count in a register and writes it

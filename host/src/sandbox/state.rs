@@ -45,6 +45,7 @@ impl CallState {
         cx: super::CallContext,
         with_grants: bool,
         shape: PoolShape,
+        memory: &std::sync::Arc<crate::caps::limits::SharedMemory>,
     ) -> anyhow::Result<CallState> {
         let mut b = WasiCtxBuilder::new();
         let output = grants.stdio.apply(&mut b, cx.events);
@@ -65,7 +66,7 @@ impl CallState {
         table.set_max_capacity(handle_limit);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(HTTP_FIELD_LIMIT);
-        let limiter = Limiter::new(grants.limits.memory, shape);
+        let limiter = Limiter::new(grants.limits.memory, Some(memory.clone()), shape);
         Ok(CallState {
             wasi: b.build(),
             table,

@@ -385,6 +385,7 @@ impl Shared {
             CallContext::default(),
             true,
             self.shape,
+            &permits.memory,
         )?;
         let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
             .await
