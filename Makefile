@@ -190,6 +190,7 @@ bench: setup tools
 	$(CARGO) bench -p toolhost-cli --bench noisy
 	$(CARGO) bench -p toolhost-cli --bench startup
 	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
+	$(CARGO) bench -p toolhost --bench inflight
 	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.189; }
 	TOOLHOST_BENCH_PYTHON=$(CURDIR)/.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 

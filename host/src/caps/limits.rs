@@ -19,7 +19,6 @@
 use crate::diagnostic::Collector;
 use crate::manifest::schema;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -330,21 +329,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// leaves the room to others) and give it back when their budget goes.
 #[derive(Debug)]
 pub(crate) struct SharedMemory {
-    limit: usize,
+    /// The bound; a scope's may change on reload (its calls keep charging
+    /// the same counter, so a reload never starts a scope from zero).
+    limit: AtomicUsize,
     used: AtomicUsize,
 }
 
 impl SharedMemory {
     pub(crate) fn new(limit: u64) -> Arc<SharedMemory> {
         Arc::new(SharedMemory {
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            limit: AtomicUsize::new(usize::try_from(limit).unwrap_or(usize::MAX)),
             used: AtomicUsize::new(0),
         })
     }
 
     /// The bound, in bytes.
     pub(crate) fn limit(&self) -> u64 {
-        self.limit as u64
+        self.limit.load(Ordering::Acquire) as u64
+    }
+
+    /// Bound it at `limit` from now on (what is held stays held).
+    pub(crate) fn set_limit(&self, limit: u64) {
+        self.limit.store(
+            usize::try_from(limit).unwrap_or(usize::MAX),
+            Ordering::Release,
+        );
     }
 
     /// What all its calls hold now.
@@ -354,9 +363,10 @@ impl SharedMemory {
     }
 
     fn try_charge(&self, bytes: usize) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(bytes).filter(|n| *n <= self.limit)
+                u.checked_add(bytes).filter(|n| *n <= limit)
             })
             .is_ok()
     }
@@ -385,50 +395,63 @@ pub(crate) enum Refusal {
 /// holds for it (directory listings, `wasi:http` connections), one budget.
 /// Shared (an `Arc`) between the call's [`Limiter`] and the parts of the
 /// host that hold memory for the call outside the store's reach (the
-/// network gate's connections run on tasks of their own). What it holds is
-/// held in the host's [`SharedMemory`] too, and in its scope's once the
-/// call has one, until the budget goes.
+/// network gate's connections run on tasks of their own, so charges and
+/// releases may come from two threads). What it holds is held in the
+/// host's [`SharedMemory`] too, and in its scope's once the call has one,
+/// until the budget goes.
 pub(crate) struct MemoryBudget {
     /// Bytes the call may hold.
     limit: usize,
-    /// Bytes it holds now.
-    used: AtomicUsize,
-    /// The most `used` has been (for the audit log).
+    /// What it holds, and the scope it has joined: one lock, so that a
+    /// charge or release racing [`MemoryBudget::join_scope`] is counted in
+    /// the scope exactly once. Taken only when memory grows or host memory
+    /// is charged, never per instruction.
+    held: std::sync::Mutex<Held>,
+    /// The most it has held (for the audit log).
     peak: AtomicUsize,
-    /// Which bound first refused a charge, if one did (a trap is then
-    /// reported as that limit, not a bare crash): 0 none, else a
-    /// [`Refusal`] + 1.
+    /// Which bound refused the latest charge it could not take back
+    /// quietly, if one did (a trap is then reported as that limit, not a
+    /// bare crash): 0 none, else a [`Refusal`] + 1.
     denied: AtomicU8,
     /// The host's memory.
     host: Option<Arc<SharedMemory>>,
+}
+
+#[derive(Default)]
+struct Held {
+    used: usize,
     /// The scope's share, set when the sandbox is handed to a scope's
     /// call (a sandbox prepared ahead has none until then).
-    scope: OnceLock<Arc<SharedMemory>>,
+    scope: Option<Arc<SharedMemory>>,
 }
 
 impl MemoryBudget {
     pub(crate) fn new(limit: u64, host: Option<Arc<SharedMemory>>) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            used: AtomicUsize::new(0),
+            held: Default::default(),
             peak: AtomicUsize::new(0),
             denied: AtomicU8::new(0),
             host,
-            scope: OnceLock::new(),
         })
     }
 
-    /// Charge `bytes`; false, and nothing charged, if that passes the limit.
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes it holds now.
+    pub(crate) fn used(&self) -> usize {
+        self.held().used
+    }
+
+    /// Charge `bytes`; false, and nothing charged, if that passes a bound
+    /// (remembered: a trap that follows is reported as that bound).
     pub(crate) fn charge(&self, bytes: usize) -> bool {
         match self.try_charge(bytes) {
             Ok(()) => true,
             Err(refusal) => {
-                let _ = self.denied.compare_exchange(
-                    0,
-                    refusal as u8 + 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                self.denied.store(refusal as u8 + 1, Ordering::Release);
                 false
             }
         }
@@ -445,45 +468,40 @@ impl MemoryBudget {
     /// The call's own limit first, then its scope's share, then the host:
     /// all or nothing.
     fn try_charge(&self, bytes: usize) -> Result<(), Refusal> {
-        let before = self
+        let mut held = self.held();
+        let after = held
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(bytes).filter(|n| *n <= self.limit)
-            })
-            .map_err(|_| Refusal::Own)?;
-        let scope = self.scope.get();
-        if let Some(scope) = scope
+            .checked_add(bytes)
+            .filter(|n| *n <= self.limit)
+            .ok_or(Refusal::Own)?;
+        if let Some(scope) = &held.scope
             && !scope.try_charge(bytes)
         {
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Refusal::Scope);
         }
         if let Some(host) = &self.host
             && !host.try_charge(bytes)
         {
-            if let Some(scope) = scope {
+            if let Some(scope) = &held.scope {
                 scope.release(bytes);
             }
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Refusal::Host);
         }
-        self.peak.fetch_max(before + bytes, Ordering::AcqRel);
+        held.used = after;
+        self.peak.fetch_max(after, Ordering::AcqRel);
         Ok(())
     }
 
     /// Give back what [`MemoryBudget::charge`] charged.
     pub(crate) fn release(&self, bytes: usize) {
-        let r = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(bytes))
-            });
-        let given = r.map_or(0, |before| before.min(bytes));
-        self.release_shared(given);
+        let mut held = self.held();
+        let given = held.used.min(bytes);
+        held.used -= given;
+        self.release_shared(&held, given);
     }
 
-    fn release_shared(&self, bytes: usize) {
-        if let Some(scope) = self.scope.get() {
+    fn release_shared(&self, held: &Held, bytes: usize) {
+        if let Some(scope) = &held.scope {
             scope.release(bytes);
         }
         if let Some(host) = &self.host {
@@ -492,26 +510,30 @@ impl MemoryBudget {
     }
 
     /// Charge, from now on, `scope`'s share of the host's memory too, and
-    /// at once what the call holds already (a sandbox prepared ahead, or
-    /// instantiated before its scope was known). That first charge is
-    /// taken even past the share: it is the component's initial memory,
-    /// which the share's own pool permits already bounded; growth after
-    /// it is refused as usual. A second scope is ignored.
-    pub(crate) fn join_scope(&self, scope: &Arc<SharedMemory>) {
-        if self.scope.set(scope.clone()).is_ok() {
-            scope
-                .used
-                .fetch_add(self.used.load(Ordering::Acquire), Ordering::AcqRel);
+    /// at once what the call holds already (a sandbox prepared ahead holds
+    /// its instantiated memory before its call's scope is known). False,
+    /// and no scope joined, if that does not fit the share: the caller
+    /// must not run the call in this sandbox (it builds a fresh one, whose
+    /// memory the share then bounds as it grows). A second scope is
+    /// refused the same way.
+    #[must_use]
+    pub(crate) fn join_scope(&self, scope: &Arc<SharedMemory>) -> bool {
+        let mut held = self.held();
+        if held.scope.is_some() || !scope.try_charge(held.used) {
+            return false;
         }
+        held.scope = Some(scope.clone());
+        true
     }
 
-    /// Which bound refused it memory, if one did, and that bound in bytes.
+    /// Which bound refused it memory last, if one did, and that bound in
+    /// bytes.
     pub(crate) fn refused(&self) -> Option<(Refusal, u64)> {
         let shared = |m: Option<&Arc<SharedMemory>>| m.map_or(0, |m| m.limit());
         match self.denied.load(Ordering::Acquire) {
             0 => None,
             1 => Some((Refusal::Own, self.limit as u64)),
-            2 => Some((Refusal::Scope, shared(self.scope.get()))),
+            2 => Some((Refusal::Scope, shared(self.held().scope.as_ref()))),
             _ => Some((Refusal::Host, shared(self.host.as_ref()))),
         }
     }
@@ -522,8 +544,8 @@ impl Drop for MemoryBudget {
     /// for it with the last holder of the budget): the shared bounds get
     /// it back.
     fn drop(&mut self) {
-        let held = *self.used.get_mut();
-        self.release_shared(held);
+        let held = std::mem::take(self.held.get_mut().unwrap_or_else(|e| e.into_inner()));
+        self.release_shared(&held, held.used);
     }
 }
 
@@ -537,6 +559,10 @@ pub(crate) struct Limiter {
     /// Elements all tables of the call may reach together.
     table_elements: usize,
     tables_used: usize,
+    /// What the last approved `memory_growing` charged: given back if
+    /// wasmtime then fails the growth (`memory_grow_failed`), so that a
+    /// guest cannot hold charges for memory it never got.
+    pending: usize,
     /// Instances, memories and tables one call may create (the pool's
     /// per-component shape): a component that wants more fails at load.
     pub(crate) instances: usize,
@@ -552,6 +578,7 @@ impl Limiter {
     ) -> Limiter {
         Limiter {
             budget: MemoryBudget::new(memory, host),
+            pending: 0,
             table_elements: 1_000_000,
             tables_used: 0,
             instances: shape.core_instances,
@@ -572,7 +599,7 @@ impl Limiter {
 
     /// The memory (linear and host-side) the call holds now.
     pub(crate) fn used(&self) -> usize {
-        self.budget.used.load(Ordering::Acquire)
+        self.budget.used()
     }
 
     /// Which bound refused the call memory, if one did, and its size.
@@ -598,9 +625,27 @@ impl wasmtime::ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.budget.charge(desired.saturating_sub(current)))
+        // The previous growth, if any, went through.
+        self.pending = 0;
+        // Past the memory's own maximum wasmtime fails the growth after
+        // asking: refuse it here, and charge nothing, rather than charge
+        // memory that will never exist.
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        let bytes = desired.saturating_sub(current);
+        let ok = self.budget.charge(bytes);
+        if ok {
+            self.pending = bytes;
+        }
+        Ok(ok)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.budget.release(std::mem::take(&mut self.pending));
+        Ok(())
     }
 
     fn table_growing(
@@ -711,7 +756,7 @@ mod tests {
         // once, its scope's once its call joins it.
         let mut a = Limiter::new(8 << 20, Some(host.clone()), shape);
         assert!(a.memory_growing(0, 1 << 20, None).unwrap());
-        a.budget().join_scope(&scope);
+        assert!(a.budget().join_scope(&scope));
         assert_eq!((host.used(), scope.used()), (3 << 20, 1 << 20));
         // Within its own 8 MiB, but past its scope's 6: refused, nothing
         // charged anywhere.
@@ -723,7 +768,7 @@ mod tests {
         );
         // A second call of the scope takes the rest of the share.
         let mut b = Limiter::new(8 << 20, Some(host.clone()), shape);
-        b.budget().join_scope(&scope);
+        assert!(b.budget().join_scope(&scope));
         assert!(b.memory_growing(0, 5 << 20, None).unwrap());
         assert_eq!((host.used(), scope.used()), (8 << 20, 6 << 20));
         // Within its own limit, but the host has 2 MiB left.
@@ -739,6 +784,47 @@ mod tests {
         assert_eq!((host.used(), scope.used()), (2 << 20, 0));
         drop(other);
         assert_eq!(host.used(), 0);
+    }
+
+    #[test]
+    fn a_sandbox_holding_more_than_its_scope_has_left_is_not_handed_to_it() {
+        let host = SharedMemory::new(64 << 20);
+        let scope = SharedMemory::new(8 << 20);
+        let prepared = MemoryBudget::new(32 << 20, Some(host.clone()));
+        assert!(prepared.charge(12 << 20));
+        assert!(!prepared.join_scope(&scope), "12 MiB into a share of 8");
+        assert_eq!(scope.used(), 0);
+        let fresh = MemoryBudget::new(32 << 20, Some(host.clone()));
+        assert!(fresh.join_scope(&scope));
+        assert!(!fresh.join_scope(&scope), "one scope only");
+        assert!(fresh.charge(8 << 20) && !fresh.charge(1));
+        drop((prepared, fresh));
+        assert_eq!((host.used(), scope.used()), (0, 0));
+    }
+
+    #[test]
+    fn growth_wasmtime_fails_after_asking_is_not_left_charged() {
+        let shape = crate::sandbox::PoolShape::default();
+        let host = SharedMemory::new(64 << 20);
+        let mut l = Limiter::new(32 << 20, Some(host.clone()), shape);
+        // Past the memory's own maximum: refused without a charge.
+        assert!(!l.memory_growing(1 << 20, 2 << 20, Some(1 << 20)).unwrap());
+        assert_eq!((l.used(), host.used()), (0, 0));
+        // Approved, then failed by wasmtime: given back.
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap failed"))
+            .unwrap();
+        assert_eq!((l.used(), host.used()), (0, 0));
+        // Approved and done: kept, and a later failure gives back only its
+        // own growth.
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(l.memory_growing(4 << 20, 6 << 20, None).unwrap());
+        l.memory_grow_failed(wasmtime::Error::msg("mmap failed"))
+            .unwrap();
+        assert_eq!(host.used(), 4 << 20);
+        // The latest refusal is the one reported.
+        assert!(!l.memory_growing(4 << 20, 40 << 20, None).unwrap());
+        assert_eq!(l.refused_memory(), Some((Refusal::Own, 32 << 20)));
     }
 
     #[test]

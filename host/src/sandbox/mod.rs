@@ -180,6 +180,13 @@ pub(crate) struct Sandbox {
     swap: Arc<SwapWatch>,
     /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
     scope_shares: std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools)>>,
+    /// Each scope's share of the host's memory, kept across reloads for
+    /// as long as anything holds it: a reload resizes the share, and the
+    /// calls running through it keep counting against the same bound
+    /// (else each reload would hand a scope a fresh, empty share).
+    scope_memory: std::sync::Mutex<
+        std::collections::HashMap<crate::catalog::Scope, std::sync::Weak<SharedMemory>>,
+    >,
 }
 
 /// A loaded component: its pre-linked instance, its tools, and the grants
@@ -631,6 +638,7 @@ impl Sandbox {
             _ticker: Ticker { stop },
             swap,
             scope_shares: Default::default(),
+            scope_memory: Default::default(),
         })
     }
 
@@ -650,11 +658,25 @@ impl Sandbox {
             _ => {
                 let n = ((f64::from(self.config.max_instances) * share).floor() as u32).max(1);
                 let bytes = (self.config.max_memory as f64 * share) as u64;
-                let pools = Pools::new(n, SharedMemory::new(bytes));
+                let pools = Pools::new(n, self.scope_memory(scope, bytes));
                 shares.insert(scope.clone(), (share, pools.clone()));
                 pools
             }
         }
+    }
+
+    /// `scope`'s share of the host's memory, bounded at `bytes` from now
+    /// on: the one its running calls charge, if any do.
+    fn scope_memory(&self, scope: &crate::catalog::Scope, bytes: u64) -> Arc<SharedMemory> {
+        let mut all = self.scope_memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = all.get(scope).and_then(std::sync::Weak::upgrade) {
+            m.set_limit(bytes);
+            return m;
+        }
+        all.retain(|_, m| m.strong_count() > 0);
+        let m = SharedMemory::new(bytes);
+        all.insert(scope.clone(), Arc::downgrade(&m));
+        m
     }
 
     /// Forget every scope's share (a reload: the tenants and their caps
@@ -1071,14 +1093,9 @@ impl Sandbox {
         let run = async {
             let waiting = Instant::now();
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
-            let (store, pool, instance) = self.sandbox_for(comp, cx).await?;
+            let share_memory = scope_share.as_ref().map(|s| &s.memory);
+            let (store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
             drop(turn);
-            // From here the sandbox's memory counts against its scope's
-            // share of the host's too (before it instantiates, unless it
-            // was prepared ahead: then what it holds is charged now).
-            if let Some(share) = &scope_share {
-                store.data().limiter.budget().join_scope(&share.memory);
-            }
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
                 at::Ordering::Release,
@@ -1174,10 +1191,15 @@ impl Sandbox {
 
     /// A fresh sandbox for one call of `comp`: one prepared ahead (its
     /// instance too) if there is one, else pool room and a new store.
+    /// From then on the sandbox's memory counts against `scope`'s share of
+    /// the host's memory too: a sandbox prepared ahead is charged there for
+    /// what it holds, and if that does not fit, the call builds a fresh
+    /// one instead, whose memory the share bounds as it grows.
     async fn sandbox_for(
         &self,
         comp: &Arc<LoadedComponent>,
         cx: CallContext,
+        scope: Option<&Arc<SharedMemory>>,
     ) -> Result<
         (
             Store<CallState>,
@@ -1186,7 +1208,11 @@ impl Sandbox {
         ),
         CallErrorKind,
     > {
-        Ok(match self.warm.take(comp) {
+        let joins = |store: &Store<CallState>| {
+            scope.is_none_or(|m| store.data().limiter.budget().join_scope(m))
+        };
+        let prepared = self.warm.take(comp).filter(|p| joins(&p.store));
+        Ok(match prepared {
             Some(prepared) => {
                 // Dropping the rest of `prepared` gives its memory back
                 // to the warm budget: from here on it is this call's.
@@ -1212,6 +1238,14 @@ impl Sandbox {
                     .map_err(|e| CallErrorKind::Internal {
                         message: format!("{e:#}"),
                     })?;
+                // It holds nothing yet: this fails only if a reload shrank
+                // the share below what the scope's calls hold now.
+                if !joins(&store) {
+                    return Err(CallErrorKind::SharedMemoryExhausted {
+                        limit: scope.map_or(0, |m| m.limit()),
+                        share: true,
+                    });
+                }
                 (store, pool, None)
             }
         })
@@ -1403,6 +1437,13 @@ fn new_store(
     let state = CallState::new(grants, cx, with_grants, shape, memory)?;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    // What one guest-to-host transfer may make the host allocate while
+    // lifting it (wasmtime's default is 128 MiB, whatever the call's own
+    // limits): no more than the call itself may hold. Counted in host
+    // bytes, so a typed tool's `list<u8>` weighs its lifted values, not
+    // its bytes in linear memory.
+    let lift = usize::try_from(grants.limits.memory).unwrap_or(usize::MAX);
+    store.set_hostcall_fuel(lift);
     // Compiled code keeps its fuel count in a register and writes it
     // back only at calls, returns and when it runs out: refilling every
     // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
@@ -1709,6 +1750,7 @@ fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::limits::MemoryBudget;
 
     #[test]
     fn swap_enabled_after_start_stops_every_call_under_pagemap_resets() {
@@ -1736,6 +1778,45 @@ mod tests {
         // Unreadable: assume swap (no pagemap resets).
         let w = SwapWatch::new(d.path().join("missing"), true);
         assert!(!w.pagemap && w.admit().is_ok());
+    }
+
+    #[test]
+    fn a_reload_resizes_a_scopes_memory_share_but_never_empties_it() {
+        let config = EngineConfig {
+            max_instances: 8,
+            max_memory: 64 << 20,
+            cache_dir: None,
+            ..EngineConfig::default()
+        };
+        let sandbox = Sandbox::new(config).unwrap();
+        let scope = crate::catalog::Scope::new("t");
+        let first = sandbox.scope_share(&scope, 0.5);
+        assert_eq!(first.memory.limit(), 32 << 20);
+        // A call of the scope holds 20 MiB of it, then a reload.
+        let call = MemoryBudget::new(64 << 20, Some(sandbox.pool.memory.clone()));
+        assert!(call.join_scope(&first.memory));
+        assert!(call.charge(20 << 20));
+        sandbox.reset_scope_shares();
+        // The new share is the same bound, resized: the running call's 20
+        // MiB still count, so 16 more do not fit a share of 32.
+        let second = sandbox.scope_share(&scope, 0.5);
+        assert!(Arc::ptr_eq(&first.memory, &second.memory));
+        let next = MemoryBudget::new(64 << 20, Some(sandbox.pool.memory.clone()));
+        assert!(next.join_scope(&second.memory));
+        assert!(!next.charge(16 << 20));
+        assert!(next.charge(12 << 20));
+        // Shrunk below what is held: growth is refused until calls end.
+        sandbox.reset_scope_shares();
+        let small = sandbox.scope_share(&scope, 0.25);
+        assert_eq!(small.memory.limit(), 16 << 20);
+        assert!(!call.charge(1));
+        drop((call, next, first, second, small));
+        // Nothing holds it any more: a fresh share, empty.
+        sandbox.reset_scope_shares();
+        let fresh = sandbox.scope_share(&scope, 0.5);
+        let call = MemoryBudget::new(64 << 20, None);
+        assert!(call.join_scope(&fresh.memory));
+        assert!(call.charge(32 << 20));
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! `make bench` (in-flight part, issue 12 P7): how many calls can be in
+//! flight at once, and what each costs the host while it waits.
+//!
+//! Each row is a child process (this bench re-run with `--one N SLOTS`) so
+//! that its memory figures are its own: a `Core` with `max-instances =
+//! SLOTS`, ten scopes (tenants) each with the hostile fixture's `sleep`,
+//! and `N` calls of `sleep(3 s)` spread over them, started in batches of
+//! 500 every 50 ms (a burst of all of them at once would fill each scope's
+//! queue of waiting calls, 4096, and be refused). The child samples its own
+//! RSS and mappings every 20 ms until every call has returned, then once
+//! more a second later, and prints one line of figures; the parent prints
+//! the table.
+//!
+//! Run with `cargo bench -p toolhost --bench inflight [-- N...]` after
+//! `make tools`.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use toolhost::{CallRequest, Core, HostConfig, Scope};
+
+const SLEEP_MS: u64 = 3_000;
+const SCOPES: usize = 10;
+const BATCH: usize = 500;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// (VmRSS KiB, VmSize KiB, mappings) of this process now.
+fn memory() -> (u64, u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
+    (kib("VmRSS:"), kib("VmSize:"), maps)
+}
+
+/// A tools directory with the hostile fixture allowed `n` calls at once.
+fn tools(dir: &Path, n: usize) {
+    let wasm = std::fs::read(root().join("build/test-tools/hostile.wasm"))
+        .expect("build/test-tools/hostile.wasm: run `make tools` first");
+    std::fs::write(dir.join("hostile.wasm"), &wasm).unwrap();
+    std::fs::write(
+        dir.join("hostile.toml"),
+        format!(
+            "[component]\npath = \"hostile.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"120s\"\nmax-concurrency = {n}\n",
+            hex::encode(Sha256::digest(&wasm))
+        ),
+    )
+    .unwrap();
+}
+
+/// The child: `n` sleeping calls on a pool of `slots`; prints
+/// `ok idle_rss peak_rss peak_vmsize peak_maps seconds errors after_rss first_error`.
+fn one(n: usize, slots: u32) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    tools(dir.path(), n);
+    let cfg = HostConfig::parse(
+        Path::new("toolhost.toml"),
+        &format!(
+            "[engine]\ncache-dir = \"{}\"\nmax-instances = {slots}\n[limits]\nmax-concurrency = {n}\n",
+            root().join("target/bench-cache").display()
+        ),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let mut builder = Core::builder().config(cfg);
+        for i in 0..SCOPES {
+            builder = builder.source(Scope::new(format!("t{i}")), dir.path());
+        }
+        let core = builder.build().await?;
+        anyhow::ensure!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        let args = serde_json::json!({ "ms": SLEEP_MS });
+        let args = args.as_object().cloned();
+        // One call first, so that the idle figure includes a used sandbox.
+        core.call(CallRequest::new(
+            Scope::new("t0"),
+            "sleep",
+            serde_json::json!({"ms": 0}).as_object().cloned(),
+        ))
+        .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let idle = memory();
+        let start = Instant::now();
+        let mut calls = Vec::with_capacity(n);
+        let mut peak = idle;
+        while calls.len() < n {
+            for _ in 0..BATCH.min(n - calls.len()) {
+                let core = core.clone();
+                let scope = Scope::new(format!("t{}", calls.len() % SCOPES));
+                let req = CallRequest::new(scope, "sleep", args.clone());
+                calls.push(tokio::spawn(async move { core.call(req).await }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        while calls.iter().any(|c| !c.is_finished()) {
+            let m = memory();
+            peak = (peak.0.max(m.0), peak.1.max(m.1), peak.2.max(m.2));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = memory();
+        let mut errors = 0;
+        let mut first = String::from("-");
+        for c in calls {
+            if let Err(e) = c.await? {
+                if errors == 0 {
+                    first = e.to_string().replace(' ', "_");
+                }
+                errors += 1;
+            }
+        }
+        println!(
+            "ok {} {} {} {} {secs:.2} {errors} {} {first}",
+            idle.0, peak.0, peak.1, peak.2, after.0
+        );
+        Ok(())
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--one") {
+        return one(args[i + 1].parse()?, args[i + 2].parse()?);
+    }
+    let mut counts: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
+    if counts.is_empty() {
+        counts = vec![1_000, 10_000];
+    }
+    println!("\n## In flight: N calls of `sleep({SLEEP_MS} ms)` at once, `max-instances = N`\n");
+    println!(
+        "| calls in flight | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for n in counts {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["--one", &n.to_string(), &n.to_string()])
+            .env("TOOLHOST_LOG", "error")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = text.lines().find(|l| l.starts_with("ok ")) else {
+            println!(
+                "| {n} | failed: {} | | | | | | | |",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            continue;
+        };
+        let f: Vec<&str> = line.split(' ').collect();
+        let kib = |i: usize| f[i].parse::<f64>().unwrap();
+        println!(
+            "| {n} | {} s | {}{} | {:.0} MiB | {:.0} MiB | {:.0} KiB | {:.0} MiB | {} | {:.1} TiB |",
+            f[5],
+            f[6],
+            if f[6] == "0" {
+                String::new()
+            } else {
+                format!(" ({})", f[8].replace('_', " "))
+            },
+            kib(1) / 1024.0,
+            kib(2) / 1024.0,
+            (kib(2) - kib(1)) / n as f64,
+            kib(7) / 1024.0,
+            f[4],
+            kib(3) / (1u64 << 30) as f64,
+        );
+    }
+    println!(
+        "\nEach row its own process; RSS and mappings sampled every 20 ms (`/proc/self`); per call = (peak - idle) / N. `vm.max_map_count` here: {}.",
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .unwrap_or_default()
+            .trim()
+    );
+    Ok(())
+}
