@@ -12,7 +12,7 @@ BUILD       := build
 # Tools deployed with a manifest into build/tools/.
 DEPLOY_TOOLS := echo text files writer fetch prompts
 # Fixtures for the tests, deployed without a manifest (tests write their own).
-TEST_TOOLS   := hostile typed-kitchen-sink
+TEST_TOOLS   := hostile hostile-describe typed-kitchen-sink
 # Conformance fixtures, when their crate exists.
 CONFORMANCE  := $(if $(wildcard example-tools/conformance/Cargo.toml),conformance)
 

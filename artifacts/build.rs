@@ -26,6 +26,11 @@ const TOOLS: &[(&str, &str, &str)] = &[
     ),
     ("HOSTILE", "toolhost-tool-hostile", "toolhost_tool_hostile"),
     (
+        "HOSTILE_DESCRIBE",
+        "toolhost-tool-hostile-describe",
+        "toolhost_tool_hostile_describe",
+    ),
+    (
         "TYPED_KITCHEN_SINK",
         "toolhost-tool-typed-kitchen-sink",
         "toolhost_tool_typed_kitchen_sink",

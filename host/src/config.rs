@@ -123,6 +123,11 @@ pub struct EngineConfig {
     /// deserializing or compiling, `describe`); 0 (the default): one per
     /// core.
     pub load_parallelism: u32,
+    /// Longest a component's `describe` may take at load (its own
+    /// `timeout` too, whichever is shorter). A load waits for it, and
+    /// components join the catalog in order, so this bounds how long one
+    /// component can hold up a start or a reload. Default 10 s.
+    pub describe_timeout: Duration,
     /// How the guest executor's threads yield the CPU to the rest of the
     /// process and the machine.
     pub guest_priority: GuestPriority,
@@ -163,6 +168,7 @@ impl Default for EngineConfig {
             prewarm: 0,
             prewarm_memory: 64 << 20,
             load_parallelism: 0,
+            describe_timeout: Duration::from_secs(10),
             guest_priority: GuestPriority::Background,
         }
     }
@@ -440,7 +446,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, guest-priority";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, describe-timeout, guest-priority";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
@@ -567,6 +573,7 @@ struct RawEngine {
     prewarm: Option<Spanned<u32>>,
     prewarm_memory: Option<Spanned<SizeText>>,
     load_parallelism: Option<Spanned<u32>>,
+    describe_timeout: Option<Spanned<String>>,
     guest_priority: Option<Spanned<String>>,
 }
 
@@ -636,6 +643,12 @@ impl RawEngine {
             .and_then(|n| in_range(&n, 0, 256, "load-parallelism", cx))
         {
             e.load_parallelism = n;
+        }
+        if let Some(t) = self
+            .describe_timeout
+            .and_then(|t| duration(&t, Duration::from_millis(100), Duration::from_secs(300), cx))
+        {
+            e.describe_timeout = t;
         }
         if let Some(p) = self.guest_priority {
             match p.get_ref().as_str() {

@@ -210,6 +210,7 @@ impl CoreBuilder {
         let scheduler = Scheduler::new(0, 1, self.config.engine.guest_priority).map_err(|e| {
             BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
         })?;
+        sandbox.set_background(scheduler.handle());
         let mut inputs = Inputs {
             own_rules: self.policy.rules,
             protected: self.protected,

@@ -110,6 +110,16 @@ impl Scheduler {
         self.spawn(fut).await
     }
 
+    /// The guest executor, for work of the sandbox's own that runs guest
+    /// code off the calls' path (`describe`, prepared sandboxes).
+    pub(crate) fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("present until dropped")
+            .handle()
+            .clone()
+    }
+
     /// Run `fut` on the guest executor. Dropping the returned future stops
     /// it there (the guest is dropped with its task).
     pub(crate) fn spawn<F>(&self, fut: F) -> Spawned<F::Output>
@@ -161,7 +171,7 @@ fn lower_priority(priority: GuestPriority) {
 }
 
 /// A call running on the guest executor; aborted when dropped.
-pub(crate) struct Spawned<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct Spawned<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Future for Spawned<T> {
     type Output = Result<T, tokio::task::JoinError>;

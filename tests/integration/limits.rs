@@ -188,6 +188,72 @@ async fn calls_under_their_own_limits_cannot_together_take_the_hosts_memory() {
     );
 }
 
+/// A component whose `describe` never returns is given up on within the
+/// describe deadline (`[engine] describe-timeout`), not its own, longer
+/// timeout: the others load and serve, a start waits for it at most that
+/// long, and while a reload waits for one, the tools already served keep
+/// answering (it spins on the guest executor, not on the threads that
+/// serve calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_describe_that_never_returns_fails_alone_within_its_deadline() {
+    let d = ToolDir::new();
+    d.add(
+        "spinner",
+        "hostile-describe",
+        "[limits]\ntimeout = \"120s\"\n",
+    );
+    d.add("echo", "echo", "");
+    let config = || {
+        toolhost::HostConfig::parse(
+            std::path::Path::new("toolhost.toml"),
+            &format!(
+                "[engine]\ncache-dir = \"{}\"\ndescribe-timeout = \"1s\"\n",
+                root().join("target/test-cache").display()
+            ),
+        )
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let core = Core::builder()
+        .config(config())
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("spinner.toml") && errors[0].contains("did not answer within 1s"),
+        "{errors:?}"
+    );
+    assert!(
+        took < Duration::from_secs(60),
+        "the start waited {took:?}: bounded by the component's own 120 s, not describe-timeout"
+    );
+    still_serves(&core).await;
+
+    // A reload that adds two more: echo answers all the while it waits.
+    d.add("spinner-2", "hostile-describe", "");
+    d.add("spinner-3", "hostile-describe", "");
+    let reload = tokio::spawn({
+        let core = core.clone();
+        async move { core.reload().await }
+    });
+    let mut answered = 0;
+    while !reload.is_finished() {
+        still_serves(&core).await;
+        answered += 1;
+    }
+    let errors = reload.await.unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        answered > 10,
+        "only {answered} calls answered during the reload"
+    );
+    still_serves(&core).await;
+}
+
 #[tokio::test]
 async fn deep_recursion_overflows_the_stack_cleanly() {
     let (_d, core) = host("").await;

@@ -38,6 +38,7 @@ pub fn component(name: &str) -> PathBuf {
         "prompts" => toolhost_artifacts::PROMPTS,
         "conformance" => toolhost_artifacts::CONFORMANCE,
         "hostile" => toolhost_artifacts::HOSTILE,
+        "hostile-describe" => toolhost_artifacts::HOSTILE_DESCRIBE,
         "typed-kitchen-sink" => toolhost_artifacts::TYPED_KITCHEN_SINK,
         other => panic!("no component `{other}` among the artifacts"),
     })

@@ -157,6 +157,34 @@ impl Pools {
     }
 }
 
+/// Where the sandbox's own work off the calls' path runs (`describe`,
+/// preparing sandboxes ahead, tearing stores down): the guest executor
+/// once the core has one, whose threads yield the CPU to the front ends, so
+/// that a `describe` that spins or a burst of refills never holds the
+/// threads that read and answer requests; else the caller's runtime.
+#[derive(Clone, Default)]
+pub(crate) struct Background(Arc<std::sync::OnceLock<tokio::runtime::Handle>>);
+
+impl Background {
+    /// The runtime to spawn on; `None` outside any runtime.
+    pub(crate) fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+    }
+
+    /// Run `fut` there, stopped if the returned future is dropped; `None`
+    /// outside any runtime.
+    pub(crate) fn spawn<F>(&self, fut: F) -> Option<crate::scheduler::Spawned<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Some(crate::scheduler::Spawned(self.handle()?.spawn(fut)))
+    }
+}
+
 /// Owns the engine, the linkers and the epoch ticker.
 pub(crate) struct Sandbox {
     engine: Engine,
@@ -178,6 +206,8 @@ pub(crate) struct Sandbox {
     /// Whether memory resets use pagemap scans, and whether swap has
     /// appeared since (then no call runs: see [`SwapWatch`]).
     swap: Arc<SwapWatch>,
+    /// Where its background work runs.
+    background: Background,
     /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
     scope_shares: std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools)>>,
     /// Each scope's share of the host's memory, kept across reloads for
@@ -616,6 +646,7 @@ impl Sandbox {
         // The whole pool and the describe reserve charge one host memory.
         let memory = SharedMemory::new(config.max_memory);
         let pool = Pools::new(n, memory.clone());
+        let background = Background::default();
         let warm = warm::Shared::new(
             engine.clone(),
             pool.clone(),
@@ -623,8 +654,10 @@ impl Sandbox {
             config.prewarm as usize,
             usize::try_from(config.prewarm_memory).unwrap_or(usize::MAX),
             n as usize,
+            background.clone(),
         );
         Ok(Sandbox {
+            background,
             engine,
             linker,
             linker_http,
@@ -663,6 +696,13 @@ impl Sandbox {
                 pools
             }
         }
+    }
+
+    /// Run background work (`describe`, prepared sandboxes, teardowns) on
+    /// `guest` from now on: the guest executor. Once; later calls change
+    /// nothing.
+    pub(crate) fn set_background(&self, guest: tokio::runtime::Handle) {
+        let _ = self.background.0.set(guest);
     }
 
     /// `scope`'s share of the host's memory, bounded at `bytes` from now
@@ -938,13 +978,25 @@ impl Sandbox {
         let Kind::Toolhost(bound) = &comp.kind else {
             return Err(describe_err("not a toolhost-world component".into()));
         };
-        let timeout = comp.grants.limits.timeout;
+        let timeout = comp.grants.limits.timeout.min(self.config.describe_timeout);
         let run = async {
             let _permits = self.acquire_for_describe(comp).await;
             let mut store = self
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
-            let result = bound.describe(&mut store).await;
+            // The guest runs off the loader's thread (see `Background`);
+            // dropping this future (the deadline) stops it there.
+            let bound = bound.clone();
+            let guest = async move {
+                let result = bound.describe(&mut store).await;
+                (result, store)
+            };
+            let (result, store) = match self.background.spawn(guest) {
+                Some(task) => task
+                    .await
+                    .map_err(|e| describe_err(format!("the describe task failed: {e}")))?,
+                None => return Err(describe_err("no runtime to run it on".into())),
+            };
             match result {
                 Ok(d) => Ok(d),
                 Err(e) => Err(describe_err(
@@ -1308,7 +1360,7 @@ impl Sandbox {
         drop(metered.own.take());
         if self.warm.enabled()
             && self.warm.has_room()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
+            && let Some(rt) = self.background.handle()
         {
             rt.spawn(async move { drop(metered) });
         }

@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     misses: AtomicU64,
     discarded: AtomicU64,
     ready: AtomicU64,
+    /// Where refills run.
+    background: super::Background,
 }
 
 impl Shared {
@@ -179,6 +181,7 @@ impl Shared {
         max_per_component: usize,
         memory_budget: usize,
         max_instances: usize,
+        background: super::Background,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             engine,
@@ -195,6 +198,7 @@ impl Shared {
             misses: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             ready: AtomicU64::new(0),
+            background,
         })
     }
 
@@ -295,7 +299,7 @@ impl Shared {
         {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        let Some(rt) = self.background.handle() else {
             set.refilling.store(false, Ordering::Release);
             return;
         };
