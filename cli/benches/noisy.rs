@@ -8,7 +8,12 @@
 //! guest-priority` (`background`, the default, and `idle`), their rounds
 //! interleaved so that both see the same machine.
 //!
-//! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour").
+//! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour"), and a
+//! second one that says where the victim's slowest calls spent their time:
+//! each server writes the audit log, whose victim lines (one per call, in
+//! call order) give the time inside the core (`duration_us`, of which
+//! `queue_wait_us` waiting for a sandbox); the rest of what the client
+//! measured is outside it (HTTP, the I/O runtime, the MCP layer).
 //! Run with `cargo bench -p toolhost-cli --bench noisy` after `make tools`.
 
 #[path = "common/mod.rs"]
@@ -63,8 +68,9 @@ fn setup(root: &Path, dir: &Path, priority: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "[engine]\ncache-dir = \"{cache}\"\nguest-priority = \"{priority}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
+            "[engine]\ncache-dir = \"{cache}\"\nguest-priority = \"{priority}\"\n\n[audit]\npath = \"{audit}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
             cache = root.join("target/bench-cache").display(),
+            audit = dir.join("audit.jsonl").display(),
             v = sha(VICTIM_TOKEN.as_bytes()),
             a = sha(ATTACKER_TOKEN.as_bytes()),
         ),
@@ -201,6 +207,53 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// For the victim's calls alone and attacked: the median call and the
+/// slowest 1%, each as the medians of (client µs, core µs, queue µs),
+/// matched to the victim's audit lines in order.
+fn breakdown(audit: &Path, calls: &[(Option<bool>, Duration)]) -> Vec<(String, [f64; 3])> {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["tenant"] == "victim" && v["tool"] == "echo")
+        .collect();
+    assert_eq!(
+        lines.len(),
+        calls.len(),
+        "one audit line per victim call ({})",
+        audit.display()
+    );
+    let mut rows = Vec::new();
+    for (attacked, label) in [(false, "alone"), (true, "attacked")] {
+        let mut group: Vec<[f64; 3]> = calls
+            .iter()
+            .zip(&lines)
+            .filter(|((a, _), _)| *a == Some(attacked))
+            .map(|((_, d), v)| {
+                let us = |k: &str| v[k].as_f64().unwrap_or(0.0);
+                [
+                    d.as_secs_f64() * 1e6,
+                    us("duration_us"),
+                    us("queue_wait_us"),
+                ]
+            })
+            .collect();
+        group.sort_by(|a, b| a[0].partial_cmp(&b[0]).unwrap());
+        let mid = group.len() / 2;
+        let slow = &group[group.len() * 99 / 100..];
+        let med = |rows: &[[f64; 3]], i: usize| median(rows.iter().map(|r| r[i]).collect());
+        rows.push((
+            format!("{label}, median call"),
+            [group[mid][0], group[mid][1], group[mid][2]],
+        ));
+        rows.push((
+            format!("{label}, slowest 1% ({} calls)", slow.len()),
+            [med(slow, 0), med(slow, 1), med(slow, 2)],
+        ));
+    }
+    rows
+}
+
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     anyhow::ensure!(
@@ -217,6 +270,10 @@ fn main() -> anyhow::Result<()> {
             _child: Child,
             addr: String,
             victim: Session,
+            /// Every victim call in order, and whether it was attacked
+            /// (`None`: warm-up).
+            calls: Vec<(Option<bool>, Duration)>,
+            dir: PathBuf,
             alone50: Vec<f64>,
             alone99: Vec<f64>,
             hit50: Vec<f64>,
@@ -231,9 +288,11 @@ fn main() -> anyhow::Result<()> {
             let addr = http_addr(&mut child).await;
             let mut victim = Session::open(&addr, VICTIM_TOKEN).await;
             // Warm up: the first calls map the pool's memory.
-            victim_round(&mut victim, 100).await;
+            let warm = victim_round(&mut victim, 100).await;
             targets.push(Target {
                 priority,
+                calls: warm.into_iter().map(|d| (None, d)).collect(),
+                dir: dir.path().to_path_buf(),
                 _dir: dir,
                 _child: child,
                 addr,
@@ -248,6 +307,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..ROUNDS {
             for t in &mut targets {
                 let mut lat = victim_round(&mut t.victim, VICTIM_CALLS).await;
+                t.calls.extend(lat.iter().map(|d| (Some(false), *d)));
                 t.alone50.push(pct(&mut lat, 50));
                 t.alone99.push(pct(&mut lat, 99));
 
@@ -264,6 +324,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let mut lat = victim_round(&mut t.victim, VICTIM_CALLS).await;
+                t.calls.extend(lat.iter().map(|d| (Some(true), *d)));
                 t.hit50.push(pct(&mut lat, 50));
                 t.hit99.push(pct(&mut lat, 99));
                 stop.store(true, Ordering::Relaxed);
@@ -276,6 +337,12 @@ fn main() -> anyhow::Result<()> {
         println!("| guest-priority | victim | alone | under attack | ratio |");
         println!("|---|---|---|---|---|");
         let mut runaways = 0;
+        // The audit log is written in the background: let it catch up.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let breakdowns: Vec<_> = targets
+            .iter()
+            .map(|t| (t.priority, breakdown(&t.dir.join("audit.jsonl"), &t.calls)))
+            .collect();
         for t in targets {
             let (a50, a99, h50, h99) = (
                 median(t.alone50),
@@ -290,6 +357,20 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "\nMedian of {ROUNDS} rounds per server; two `toolhost serve --http`, one per `[engine] guest-priority`, their rounds interleaved (each round: alone, then attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
+        );
+        println!("\n## Where the victim's time went: its slowest 1% of calls against its median ones\n");
+        println!("| guest-priority | victim calls | client saw | inside the core (`duration_us`) | of which waiting for a sandbox | outside the core (HTTP, I/O runtime, MCP) |");
+        println!("|---|---|---|---|---|---|");
+        for (p, rows) in breakdowns {
+            for (name, r) in rows {
+                println!(
+                    "| {p} | {name} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+                    r[0], r[1], r[2], r[0] - r[1]
+                );
+            }
+        }
+        println!(
+            "\nMedians over the calls in each group; each call's figures matched to its audit line (one per call, in call order). The slowest 1% are those of all rounds together; the median call is the median of that group."
         );
         anyhow::Ok(())
     })

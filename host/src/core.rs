@@ -238,6 +238,7 @@ impl CoreBuilder {
         let (served_changed, _) = tokio::sync::broadcast::channel(64);
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&audit);
+        metrics.attach_memory(sandbox.memory());
         metrics.set_ready(true);
         Ok(Core {
             inner: Arc::new(Inner {

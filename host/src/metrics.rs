@@ -95,6 +95,7 @@ struct Inner {
     scopes: Bounded,
     ready: AtomicBool,
     audit_attached: AtomicBool,
+    memory_attached: AtomicBool,
 }
 
 /// The host's metrics registry. A cheap-clone handle: give the same one to
@@ -171,6 +172,7 @@ impl Metrics {
                 scopes: Bounded::default(),
                 ready: AtomicBool::new(false),
                 audit_attached: AtomicBool::new(false),
+                memory_attached: AtomicBool::new(false),
             }),
         }
     }
@@ -202,6 +204,19 @@ impl Metrics {
             "Failed writes, syncs or rotations of the audit log",
             c.write_errors,
         );
+    }
+
+    /// Report the memory all calls hold against `[engine] max-memory`
+    /// (once per registry: the first core's).
+    pub(crate) fn attach_memory(&self, memory: Arc<crate::caps::limits::SharedMemory>) {
+        if self.inner.memory_attached.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(Box::new(MemoryCollector(memory)));
     }
 
     fn scope(&self, scope: &str) -> String {
@@ -311,6 +326,36 @@ impl Drop for InFlight {
             .in_flight
             .get_or_create(&self.labels)
             .dec();
+    }
+}
+
+/// The host's memory bound as two gauges, read at each scrape.
+#[derive(Debug)]
+struct MemoryCollector(Arc<crate::caps::limits::SharedMemory>);
+
+impl prometheus_client::collector::Collector for MemoryCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        for (name, help, value) in [
+            (
+                "toolhost_memory_held_bytes",
+                "Memory all calls hold now (linear and host-side), against toolhost_memory_limit_bytes",
+                self.0.used() as i64,
+            ),
+            (
+                "toolhost_memory_limit_bytes",
+                "[engine] max-memory: the memory all calls together may hold",
+                self.0.limit() as i64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 

@@ -529,6 +529,9 @@ fn metrics_health_and_readiness_over_http() {
         2.0
     );
     assert_eq!(get(r#"toolhost_calls_in_flight{scope="default"}"#), 0.0);
+    // No call runs: no memory held, against the host's bound.
+    assert_eq!(get("toolhost_memory_held_bytes"), 0.0);
+    assert!(get("toolhost_memory_limit_bytes") >= f64::from(16u32 << 20));
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     child.kill().unwrap();

@@ -357,7 +357,6 @@ impl SharedMemory {
     }
 
     /// What all its calls hold now.
-    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }

@@ -157,11 +157,12 @@ impl Pools {
     }
 }
 
-/// Where the sandbox's own work off the calls' path runs (`describe`,
-/// preparing sandboxes ahead, tearing stores down): the guest executor
-/// once the core has one, whose threads yield the CPU to the front ends, so
-/// that a `describe` that spins or a burst of refills never holds the
-/// threads that read and answer requests; else the caller's runtime.
+/// Where the sandbox's own work off the calls' path runs (preparing
+/// sandboxes ahead, tearing stores down): the guest executor once the core
+/// has one, whose threads yield the CPU to the front ends, so that a burst
+/// of refills never holds the threads that read and answer requests; else
+/// the caller's runtime. (`describe` runs on the loader's task instead:
+/// it has a deadline, which low-priority threads could make it miss.)
 #[derive(Clone, Default)]
 pub(crate) struct Background(Arc<std::sync::OnceLock<tokio::runtime::Handle>>);
 
@@ -172,16 +173,6 @@ impl Background {
             .get()
             .cloned()
             .or_else(|| tokio::runtime::Handle::try_current().ok())
-    }
-
-    /// Run `fut` there, stopped if the returned future is dropped; `None`
-    /// outside any runtime.
-    pub(crate) fn spawn<F>(&self, fut: F) -> Option<crate::scheduler::Spawned<F::Output>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        Some(crate::scheduler::Spawned(self.handle()?.spawn(fut)))
     }
 }
 
@@ -698,7 +689,12 @@ impl Sandbox {
         }
     }
 
-    /// Run background work (`describe`, prepared sandboxes, teardowns) on
+    /// The memory all calls share (`[engine] max-memory`).
+    pub(crate) fn memory(&self) -> Arc<SharedMemory> {
+        self.pool.memory.clone()
+    }
+
+    /// Run background work (prepared sandboxes, teardowns) on
     /// `guest` from now on: the guest executor. Once; later calls change
     /// nothing.
     pub(crate) fn set_background(&self, guest: tokio::runtime::Handle) {
@@ -984,19 +980,13 @@ impl Sandbox {
             let mut store = self
                 .store(comp, CallContext::default(), false)
                 .map_err(|e| describe_err(format!("{e:#}")))?;
-            // The guest runs off the loader's thread (see `Background`);
-            // dropping this future (the deadline) stops it there.
-            let bound = bound.clone();
-            let guest = async move {
-                let result = bound.describe(&mut store).await;
-                (result, store)
-            };
-            let (result, store) = match self.background.spawn(guest) {
-                Some(task) => task
-                    .await
-                    .map_err(|e| describe_err(format!("the describe task failed: {e}")))?,
-                None => return Err(describe_err("no runtime to run it on".into())),
-            };
+            // On the loader's own task, at its priority: on the guest
+            // executor (nice 10 or SCHED_IDLE) a first start's compiles,
+            // or a pool of runaway calls, could starve it past its
+            // deadline. It yields at every epoch tick, and the deadline
+            // bounds how long it holds the loader's thread in those
+            // slices.
+            let result = bound.describe(&mut store).await;
             match result {
                 Ok(d) => Ok(d),
                 Err(e) => Err(describe_err(
@@ -1008,9 +998,11 @@ impl Sandbox {
                 )),
             }
         };
-        let (defs, raw) = tokio::time::timeout(timeout, run)
-            .await
-            .map_err(|_| describe_err(format!("did not answer within {timeout:?}")))??;
+        let (defs, raw) = tokio::time::timeout(timeout, run).await.map_err(|_| {
+            describe_err(format!(
+                "did not answer within {timeout:?} (the shorter of its `timeout` and `[engine] describe-timeout`, waiting for a sandbox included)"
+            ))
+        })??;
         let tools = convert_defs(defs)?;
         let served = serve::convert(raw)?;
         Ok((tools, served))
@@ -1403,6 +1395,13 @@ impl Sandbox {
                 reason: "the tool tried outbound HTTP, but its manifest grants no host (`[network] allow`)".into(),
             };
         }
+        // wasmtime's `HostcallFuelExhausted` (private: matched by its text).
+        if text.contains("fuel allocated for hostcalls has been exhausted") {
+            return CallErrorKind::ResourceExhausted {
+                what: "bytes of host memory for one transfer from the guest",
+                limit: hostcall_fuel(&grants.limits) as u64,
+            };
+        }
         if text.contains("resource table has no free keys") || text.contains("table capacity") {
             return CallErrorKind::ResourceExhausted {
                 what: "resource handles",
@@ -1489,13 +1488,7 @@ fn new_store(
     let state = CallState::new(grants, cx, with_grants, shape, memory)?;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // What one guest-to-host transfer may make the host allocate while
-    // lifting it (wasmtime's default is 128 MiB, whatever the call's own
-    // limits): no more than the call itself may hold. Counted in host
-    // bytes, so a typed tool's `list<u8>` weighs its lifted values, not
-    // its bytes in linear memory.
-    let lift = usize::try_from(grants.limits.memory).unwrap_or(usize::MAX);
-    store.set_hostcall_fuel(lift);
+    store.set_hostcall_fuel(hostcall_fuel(&grants.limits));
     // Compiled code keeps its fuel count in a register and writes it
     // back only at calls, returns and when it runs out: refilling every
     // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
@@ -1507,6 +1500,23 @@ fn new_store(
     store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX))?;
     start_first_slice(&mut store);
     Ok(store)
+}
+
+/// What one guest-to-host transfer (a host call's arguments, an export's
+/// results) may make the host allocate while lifting it. wasmtime counts
+/// host bytes: a string or a `list<u8>` into a `Vec<u8>` weighs its length,
+/// a typed tool's values 40 bytes an element. Its default, 128 MiB, is kept
+/// as the ceiling; below it, a call gets no more than it may hold in
+/// memory, but never so little that a result within `max-output` could not
+/// be lifted as values.
+fn hostcall_fuel(limits: &caps::Limits) -> usize {
+    const CEILING: u64 = 128 << 20;
+    const PER_VALUE: u64 = 40;
+    let fuel = limits
+        .memory
+        .max(limits.max_output.saturating_mul(PER_VALUE))
+        .min(CEILING);
+    usize::try_from(fuel).unwrap_or(usize::MAX)
 }
 
 /// Define every `wasi:http` import of `component` as a function that traps
@@ -1869,6 +1879,20 @@ mod tests {
         let call = MemoryBudget::new(64 << 20, None);
         assert!(call.join_scope(&fresh.memory));
         assert!(call.charge(32 << 20));
+    }
+
+    #[test]
+    fn a_transfer_from_the_guest_is_bounded_but_fits_what_the_call_may_return() {
+        // The default limits (64 MiB of memory, 1 MiB of output): the
+        // memory, half wasmtime's default.
+        assert_eq!(hostcall_fuel(&caps::Limits::default()), 64 << 20);
+        let small = caps::Limits::default()
+            .with_memory(2 << 20)
+            .with_max_output(256 << 10);
+        // A typed result within max-output lifts at 40 bytes a value.
+        assert_eq!(hostcall_fuel(&small), 10 << 20);
+        let big = caps::Limits::default().with_memory(4 << 30);
+        assert_eq!(hostcall_fuel(&big), 128 << 20, "never above the ceiling");
     }
 
     #[test]
