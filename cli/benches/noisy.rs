@@ -4,9 +4,10 @@
 //! sessions of its own, each stopped by its 3 s deadline and started again
 //! at once. The victim's p50 and p99 alone and under attack, in one run on
 //! one server: rounds alternate alone and attacked, each figure is the
-//! median over rounds. Two servers side by side, one per `[engine]
-//! guest-priority` (`background`, the default, and `idle`), their rounds
-//! interleaved so that both see the same machine.
+//! median over rounds. Three servers side by side: the default (a core left
+//! to the front end: `guest-threads` one per core but one), guests on every
+//! core (the default before), and every core at `guest-priority = "idle"`,
+//! their rounds interleaved so that all see the same machine.
 //!
 //! Prints a Markdown table (see BENCHMARKS.md, "Noisy neighbour"), and a
 //! second one that says where the victim's slowest calls spent their time:
@@ -31,6 +32,29 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 const ROUNDS: usize = 5;
+/// The servers, side by side: (name, `[engine]` lines). The default
+/// leaves one core to the front end (`guest-threads` one per core but
+/// one); "every core" is the default before that.
+fn variants() -> Vec<(String, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    vec![
+        (
+            format!(
+                "default (guest-threads = {})",
+                cores.saturating_sub(1).max(1)
+            ),
+            String::new(),
+        ),
+        (
+            format!("guest-threads = {cores} (every core)"),
+            format!("guest-threads = {cores}"),
+        ),
+        (
+            format!("guest-threads = {cores}, guest-priority = idle"),
+            format!("guest-threads = {cores}\nguest-priority = \"idle\""),
+        ),
+    ]
+}
 const VICTIM_CALLS: usize = 400;
 const RUNAWAYS: usize = 4;
 const VICTIM_TOKEN: &str = "victim-token-5e1f";
@@ -46,7 +70,7 @@ fn hex(b: &[u8]) -> String {
 
 /// The host config and tools: `victim` gets `echo`, `attacker` gets
 /// `hostile` (its `spin` loops forever) with a 3 s deadline.
-fn setup(root: &Path, dir: &Path, priority: &str) -> PathBuf {
+fn setup(root: &Path, dir: &Path, engine: &str) -> PathBuf {
     let victim = dir.join("victim");
     let attacker = dir.join("attacker");
     std::fs::create_dir_all(&victim).unwrap();
@@ -68,7 +92,7 @@ fn setup(root: &Path, dir: &Path, priority: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "[engine]\ncache-dir = \"{cache}\"\nguest-priority = \"{priority}\"\n\n[audit]\npath = \"{audit}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
+            "[engine]\ncache-dir = \"{cache}\"\n{engine}\n\n[audit]\npath = \"{audit}\"\n\n[[tenant]]\nname = \"victim\"\ntools = [\"victim/\"]\ntoken-sha256 = [\"{v}\"]\n\n[[tenant]]\nname = \"attacker\"\ntools = [\"attacker/\"]\ntoken-sha256 = [\"{a}\"]\nmax-concurrent = {RUNAWAYS}\n",
             cache = root.join("target/bench-cache").display(),
             audit = dir.join("audit.jsonl").display(),
             v = sha(VICTIM_TOKEN.as_bytes()),
@@ -265,7 +289,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         /// One server and what was measured on it.
         struct Target {
-            priority: &'static str,
+            variant: String,
             _dir: tempfile::TempDir,
             _child: Child,
             addr: String,
@@ -281,16 +305,16 @@ fn main() -> anyhow::Result<()> {
             runaways: usize,
         }
         let mut targets = Vec::new();
-        for priority in ["background", "idle"] {
+        for (variant, engine) in variants() {
             let dir = tempfile::tempdir()?;
-            let cfg = setup(&root, dir.path(), priority);
+            let cfg = setup(&root, dir.path(), &engine);
             let mut child = spawn(&cfg);
             let addr = http_addr(&mut child).await;
             let mut victim = Session::open(&addr, VICTIM_TOKEN).await;
             // Warm up: the first calls map the pool's memory.
             let warm = victim_round(&mut victim, 100).await;
             targets.push(Target {
-                priority,
+                variant,
                 calls: warm.into_iter().map(|d| (None, d)).collect(),
                 dir: dir.path().to_path_buf(),
                 _dir: dir,
@@ -334,14 +358,14 @@ fn main() -> anyhow::Result<()> {
             }
         }
         println!("\n## Noisy neighbour: victim `echo` alone and while another tenant runs {RUNAWAYS} runaway calls\n");
-        println!("| guest-priority | victim | alone | under attack | ratio |");
+        println!("| server (`[engine]`) | victim | alone | under attack | ratio |");
         println!("|---|---|---|---|---|");
         let mut runaways = 0;
         // The audit log is written in the background: let it catch up.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let breakdowns: Vec<_> = targets
             .iter()
-            .map(|t| (t.priority, breakdown(&t.dir.join("audit.jsonl"), &t.calls)))
+            .map(|t| (t.variant.clone(), breakdown(&t.dir.join("audit.jsonl"), &t.calls)))
             .collect();
         for t in targets {
             let (a50, a99, h50, h99) = (
@@ -350,16 +374,16 @@ fn main() -> anyhow::Result<()> {
                 median(t.hit50),
                 median(t.hit99),
             );
-            let p = t.priority;
+            let p = &t.variant;
             println!("| {p} | p50 | {a50:.0} µs | {h50:.0} µs | {:.2}x |", h50 / a50);
             println!("| {p} | p99 | {a99:.0} µs | {h99:.0} µs | {:.2}x |", h99 / a99);
             runaways += t.runaways;
         }
         println!(
-            "\nMedian of {ROUNDS} rounds per server; two `toolhost serve --http`, one per `[engine] guest-priority`, their rounds interleaved (each round: alone, then attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
+            "\nMedian of {ROUNDS} rounds per server; one `toolhost serve --http` per `[engine]` variant, their rounds interleaved (each round: alone, then attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
         );
         println!("\n## Where the victim's time went: its slowest 1% of calls against its median ones\n");
-        println!("| guest-priority | victim calls | client saw | inside the core (`duration_us`) | of which waiting for a sandbox | outside the core (HTTP, I/O runtime, MCP) |");
+        println!("| server (`[engine]`) | victim calls | client saw | inside the core (`duration_us`) | of which waiting for a sandbox | outside the core (HTTP, I/O runtime, MCP) |");
         println!("|---|---|---|---|---|---|");
         for (p, rows) in breakdowns {
             for (name, r) in rows {

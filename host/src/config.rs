@@ -131,6 +131,13 @@ pub struct EngineConfig {
     /// How the guest executor's threads yield the CPU to the rest of the
     /// process and the machine.
     pub guest_priority: GuestPriority,
+    /// Threads guests run on past a call's first slice (`[engine]
+    /// guest-threads`); 0 (the default): one per core but one, at least
+    /// one. The core left over keeps the threads that read and answer
+    /// requests responsive while runaway guests keep theirs busy (the
+    /// noisy-neighbour p99 in BENCHMARKS.md); set the number of cores to
+    /// give long-running tools every core instead.
+    pub guest_threads: u32,
 }
 
 /// The OS scheduling class of the threads guests run on (`[engine]
@@ -170,6 +177,7 @@ impl Default for EngineConfig {
             load_parallelism: 0,
             describe_timeout: Duration::from_secs(10),
             guest_priority: GuestPriority::Background,
+            guest_threads: 0,
         }
     }
 }
@@ -446,7 +454,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, describe-timeout, guest-priority";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, describe-timeout, guest-priority, guest-threads";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
@@ -575,6 +583,7 @@ struct RawEngine {
     load_parallelism: Option<Spanned<u32>>,
     describe_timeout: Option<Spanned<String>>,
     guest_priority: Option<Spanned<String>>,
+    guest_threads: Option<Spanned<u32>>,
 }
 
 /// Most sandboxes prepared ahead per component (`[engine] prewarm`).
@@ -649,6 +658,12 @@ impl RawEngine {
             .and_then(|t| duration(&t, Duration::from_millis(100), Duration::from_secs(300), cx))
         {
             e.describe_timeout = t;
+        }
+        if let Some(n) = self
+            .guest_threads
+            .and_then(|n| in_range(&n, 0, 1024, "guest-threads", cx))
+        {
+            e.guest_threads = n;
         }
         if let Some(p) = self.guest_priority {
             match p.get_ref().as_str() {
@@ -1054,6 +1069,17 @@ mod tests {
             text.contains("unknown guest-priority `realtime`") && text.contains("\"idle\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn guest_threads_reads_a_count() {
+        let ok = HostConfig::parse(Path::new("t.toml"), "[engine]\nguest-threads = 3\n").unwrap();
+        assert_eq!(ok.engine.guest_threads, 3);
+        assert_eq!(HostConfig::default().engine.guest_threads, 0);
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nguest-threads = 5000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("guest-threads"), "{e}");
     }
 
     #[test]

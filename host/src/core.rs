@@ -207,9 +207,11 @@ impl CoreBuilder {
             })?;
         }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
-        let scheduler = Scheduler::new(0, 1, self.config.engine.guest_priority).map_err(|e| {
-            BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
-        })?;
+        let engine = &self.config.engine;
+        let scheduler = Scheduler::new(engine.guest_threads as usize, 1, engine.guest_priority)
+            .map_err(|e| {
+                BuildError::Engine(anyhow::anyhow!("cannot start the guest executor: {e}"))
+            })?;
         sandbox.set_background(scheduler.handle());
         let mut inputs = Inputs {
             own_rules: self.policy.rules,

@@ -6,7 +6,9 @@
 //!   agent) run on, so however busy the guests are, requests are still read,
 //!   refused, authenticated and answered. Its threads run at a lower OS
 //!   priority than the rest of the process: the kernel preempts a guest for
-//!   the front end, never the reverse.
+//!   the front end, never the reverse. And there is one fewer of them than
+//!   cores ([`default_threads`]): priority alone still left a request's
+//!   thread waiting for a core while runaways held every one.
 //! - **Fair admission.** A call reaches the sandbox pool through a
 //!   turnstile: after its tool's own concurrency permit (a tool at its
 //!   limit waits there, holding nothing shared), it waits for its turn in
@@ -55,7 +57,7 @@ pub(crate) enum ScheduleError {
 }
 
 impl Scheduler {
-    /// An executor of `threads` threads (0: one per CPU), and a turnstile
+    /// An executor of `threads` threads (0: [`default_threads`]), and a turnstile
     /// at the pool that lets `turns` calls at a time take its permits.
     pub(crate) fn new(
         threads: usize,
@@ -63,7 +65,7 @@ impl Scheduler {
         priority: GuestPriority,
     ) -> std::io::Result<Scheduler> {
         let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => default_threads(),
             n => n,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +132,18 @@ impl Scheduler {
         let rt = self.runtime.as_ref().expect("present until dropped");
         Spawned(rt.spawn(fut))
     }
+}
+
+/// One thread per core but one: the core left over is the front end's.
+/// Guests that keep every guest thread busy (runaways of one tenant) then
+/// never make the threads that read and answer another tenant's requests
+/// wait for a core; measured in BENCHMARKS.md ("Noisy neighbour": the
+/// victim's p99 under attack 0.62-0.95x alone with one guest thread on 2
+/// cores, 1.47-2.99x with two). The cost is guest throughput for calls
+/// that run past their first slice (a short call's first slice runs on
+/// the caller's task, on any core).
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 impl Drop for Scheduler {

@@ -482,7 +482,8 @@ async fn typed_results_are_bounded_by_max_output_and_by_what_the_host_lifts() {
         "expected the lift to be refused, got {err:?}"
     );
     assert!(
-        err.to_string().contains("host memory for one transfer from the guest"),
+        err.to_string()
+            .contains("host memory for one transfer from the guest"),
         "{err}"
     );
     assert_eq!(result(&core, "big", json!({"n": 1})).await, json!([7]));
