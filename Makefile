@@ -92,6 +92,7 @@ demo: build
 # reaches only rustdoc (see check-api), so it adds no feature set of its own.
 test: setup tools test-deps
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) --no-print-directory test-agent-newest
 	$(MAKE) --no-print-directory conformance-run
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory check-api
@@ -151,6 +152,15 @@ check-features:
 	$(CARGO) check -p toolhost --no-default-features --features agent
 	$(CARGO) check -p toolhost --no-default-features --features watch
 	$(CARGO) check -p toolhost-cli --no-default-features
+
+## test-agent-newest: the agent end-to-end tests (the real `claude` CLI
+## against a mock model on 127.0.0.1) again, against the newest CLI npm
+## serves: the main suite runs them against the pinned one.
+.PHONY: test-agent-newest
+test-agent-newest:
+	bash scripts/install-claude-cli.sh $(CURDIR)/.claude-cli-newest latest
+	TOOLHOST_CLAUDE_CLI=$(CURDIR)/.claude-cli-newest/node_modules/.bin/claude \
+		$(CARGO) test -p toolhost-cli --test integration -- agent
 
 ## test-rust: the Rust tests only (no conformance suite).
 test-rust: setup tools

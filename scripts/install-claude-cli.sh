@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Install the pinned `claude` CLI (npm @anthropic-ai/claude-code) into a
 # project-local, gitignored directory, for the agent tests and `toolhost agent`.
-#   scripts/install-claude-cli.sh [DIR]      (default: .claude-cli)
-# The CLI is then DIR/node_modules/.bin/claude; the tests look there unless
+#   scripts/install-claude-cli.sh [DIR] [VERSION]
+# DIR defaults to .claude-cli, VERSION to the pin below; VERSION `latest` is
+# the newest the npm registry serves (`make test-agent-newest`). The CLI is
+# then DIR/node_modules/.bin/claude; the tests look in .claude-cli unless
 # TOOLHOST_CLAUDE_CLI names another executable. Idempotent.
 set -euo pipefail
-VERSION=2.1.330
+PINNED=2.1.330
 DIR=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.claude-cli"}
+VERSION=${2:-$PINNED}
+if [ "$VERSION" = latest ]; then
+  command -v npm >/dev/null || { echo "npm is required to find the newest claude CLI" >&2; exit 1; }
+  VERSION=$(npm view @anthropic-ai/claude-code version)
+  echo "newest claude CLI on npm: $VERSION (pinned: $PINNED)"
+fi
 BIN="$DIR/node_modules/.bin/claude"
 if [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "^$VERSION"; then
   echo "claude CLI $VERSION already installed at $BIN"
