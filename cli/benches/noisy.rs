@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 const ROUNDS: usize = 5;
+/// The victim's CPU-bound calls a round (alone and attacked), and the fuel
+/// that ends each (~0.2 s of CPU).
+const LONG_CALLS: usize = 3;
+const LONG_FUEL: u64 = 200_000_000;
 /// The servers, side by side: (name, `[engine]` lines). The default
 /// leaves one core to the front end (`guest-threads` one per core but
 /// one); "every core" is the default before that.
@@ -80,6 +84,16 @@ fn setup(root: &Path, dir: &Path, engine: &str) -> PathBuf {
     }
     let wasm = std::fs::read(root.join("build/test-tools/hostile.wasm")).unwrap();
     std::fs::write(attacker.join("hostile.wasm"), &wasm).unwrap();
+    // The victim's own CPU-bound call: `spin`, ended by its fuel.
+    std::fs::write(victim.join("hostile.wasm"), &wasm).unwrap();
+    std::fs::write(
+        victim.join("hostile.toml"),
+        format!(
+            "[component]\npath = \"hostile.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"60s\"\nfuel = {LONG_FUEL}\n",
+            sha(&wasm)
+        ),
+    )
+    .unwrap();
     std::fs::write(
         attacker.join("hostile.toml"),
         format!(
@@ -200,6 +214,24 @@ async fn victim_round(s: &mut Session, n: usize) -> Vec<Duration> {
     lat
 }
 
+/// The victim's CPU-bound calls (`spin`, ended by its fuel, ~0.2 s of
+/// CPU alone): the median time in ms. What a tool that runs past its first
+/// slice gets of the guest threads.
+async fn long_calls(s: &mut Session) -> f64 {
+    let mut took = Vec::with_capacity(LONG_CALLS);
+    for i in 0..LONG_CALLS {
+        let t = Instant::now();
+        let v = s.call(1_000_000 + i as u64, "spin", "{}").await;
+        took.push(t.elapsed().as_secs_f64() * 1e3);
+        let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+        assert!(
+            text.contains("ran out of fuel"),
+            "the victim's spin ends by its fuel: {v}"
+        );
+    }
+    median(took)
+}
+
 /// Runaway calls, each started again when its deadline ends it, until
 /// `stop`; returns how many ended (all by their deadline).
 async fn attacker(addr: String, stop: Arc<AtomicBool>, running: Arc<AtomicUsize>) -> usize {
@@ -232,9 +264,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// For the victim's calls alone and attacked: the median call and the
-/// slowest 1%, each as the medians of (client µs, core µs, queue µs),
-/// matched to the victim's audit lines in order.
-fn breakdown(audit: &Path, calls: &[(Option<bool>, Duration)]) -> Vec<(String, [f64; 3])> {
+/// slowest 1%, each as the medians of (client µs, core µs, queue µs,
+/// client minus core µs), each call matched to the victim's audit lines
+/// in order.
+fn breakdown(audit: &Path, calls: &[(Option<bool>, Duration)]) -> Vec<(String, [f64; 4])> {
     let text = std::fs::read_to_string(audit).unwrap_or_default();
     let lines: Vec<Value> = text
         .lines()
@@ -249,30 +282,25 @@ fn breakdown(audit: &Path, calls: &[(Option<bool>, Duration)]) -> Vec<(String, [
     );
     let mut rows = Vec::new();
     for (attacked, label) in [(false, "alone"), (true, "attacked")] {
-        let mut group: Vec<[f64; 3]> = calls
+        let mut group: Vec<[f64; 4]> = calls
             .iter()
             .zip(&lines)
             .filter(|((a, _), _)| *a == Some(attacked))
             .map(|((_, d), v)| {
                 let us = |k: &str| v[k].as_f64().unwrap_or(0.0);
-                [
-                    d.as_secs_f64() * 1e6,
-                    us("duration_us"),
-                    us("queue_wait_us"),
-                ]
+                let client = d.as_secs_f64() * 1e6;
+                let core = us("duration_us");
+                [client, core, us("queue_wait_us"), client - core]
             })
             .collect();
         group.sort_by(|a, b| a[0].partial_cmp(&b[0]).unwrap());
         let mid = group.len() / 2;
         let slow = &group[group.len() * 99 / 100..];
-        let med = |rows: &[[f64; 3]], i: usize| median(rows.iter().map(|r| r[i]).collect());
-        rows.push((
-            format!("{label}, median call"),
-            [group[mid][0], group[mid][1], group[mid][2]],
-        ));
+        let med = |rows: &[[f64; 4]], i: usize| median(rows.iter().map(|r| r[i]).collect());
+        rows.push((format!("{label}, median call"), group[mid]));
         rows.push((
             format!("{label}, slowest 1% ({} calls)", slow.len()),
-            [med(slow, 0), med(slow, 1), med(slow, 2)],
+            [med(slow, 0), med(slow, 1), med(slow, 2), med(slow, 3)],
         ));
     }
     rows
@@ -290,6 +318,9 @@ fn main() -> anyhow::Result<()> {
         /// One server and what was measured on it.
         struct Target {
             variant: String,
+            /// Per round: the median time of the victim's CPU-bound calls.
+            long_alone: Vec<f64>,
+            long_hit: Vec<f64>,
             _dir: tempfile::TempDir,
             _child: Child,
             addr: String,
@@ -315,6 +346,8 @@ fn main() -> anyhow::Result<()> {
             let warm = victim_round(&mut victim, 100).await;
             targets.push(Target {
                 variant,
+                long_alone: vec![],
+                long_hit: vec![],
                 calls: warm.into_iter().map(|d| (None, d)).collect(),
                 dir: dir.path().to_path_buf(),
                 _dir: dir,
@@ -334,6 +367,7 @@ fn main() -> anyhow::Result<()> {
                 t.calls.extend(lat.iter().map(|d| (Some(false), *d)));
                 t.alone50.push(pct(&mut lat, 50));
                 t.alone99.push(pct(&mut lat, 99));
+                t.long_alone.push(long_calls(&mut t.victim).await);
 
                 let stop = Arc::new(AtomicBool::new(false));
                 let running = Arc::new(AtomicUsize::new(0));
@@ -351,6 +385,7 @@ fn main() -> anyhow::Result<()> {
                 t.calls.extend(lat.iter().map(|d| (Some(true), *d)));
                 t.hit50.push(pct(&mut lat, 50));
                 t.hit99.push(pct(&mut lat, 99));
+                t.long_hit.push(long_calls(&mut t.victim).await);
                 stop.store(true, Ordering::Relaxed);
                 for a in attackers {
                     t.runaways += a.await?;
@@ -361,6 +396,16 @@ fn main() -> anyhow::Result<()> {
         println!("| server (`[engine]`) | victim | alone | under attack | ratio |");
         println!("|---|---|---|---|---|");
         let mut runaways = 0;
+        let long_rows: Vec<(String, f64, f64)> = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.variant.clone(),
+                    median(t.long_alone.clone()),
+                    median(t.long_hit.clone()),
+                )
+            })
+            .collect();
         // The audit log is written in the background: let it catch up.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let breakdowns: Vec<_> = targets
@@ -382,6 +427,21 @@ fn main() -> anyhow::Result<()> {
         println!(
             "\nMedian of {ROUNDS} rounds per server; one `toolhost serve --http` per `[engine]` variant, their rounds interleaved (each round: alone, then attacked); {VICTIM_CALLS} sequential victim calls a round on one 2025-11-25 session; the attacker (another tenant, `max-concurrent = {RUNAWAYS}`) kept {RUNAWAYS} `spin` calls in flight on its own sessions, {runaways} of them ended by their 3 s deadline. Goal: p99 under attack < 2x alone."
         );
+        println!("\n## The victim's CPU-bound call (`spin` ended by {LONG_FUEL} units of fuel), alone and attacked\n");
+        println!("| server (`[engine]`) | alone | under attack | ratio |");
+        println!("|---|---|---|---|");
+        for t in &long_rows {
+            println!(
+                "| {} | {:.0} ms | {:.0} ms | {:.2}x |",
+                t.0,
+                t.1,
+                t.2,
+                t.2 / t.1
+            );
+        }
+        println!(
+            "\nMedian over rounds of each round's median of {LONG_CALLS} calls; the attacker's {RUNAWAYS} runaways share the guest threads with it."
+        );
         println!("\n## Where the victim's time went: its slowest 1% of calls against its median ones\n");
         println!("| server (`[engine]`) | victim calls | client saw | inside the core (`duration_us`) | of which waiting for a sandbox | outside the core (HTTP, I/O runtime, MCP) |");
         println!("|---|---|---|---|---|---|");
@@ -389,12 +449,12 @@ fn main() -> anyhow::Result<()> {
             for (name, r) in rows {
                 println!(
                     "| {p} | {name} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
-                    r[0], r[1], r[2], r[0] - r[1]
+                    r[0], r[1], r[2], r[3]
                 );
             }
         }
         println!(
-            "\nMedians over the calls in each group; each call's figures matched to its audit line (one per call, in call order). The slowest 1% are those of all rounds together; the median call is the median of that group."
+            "\nMedians over the calls in each group, each column its own median (outside = client - core, per call); each call's figures matched to its audit line (one per call, in call order). The slowest 1% are those of all rounds together; the median call is the median of that group."
         );
         anyhow::Ok(())
     })

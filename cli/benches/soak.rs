@@ -92,6 +92,9 @@ struct Client {
     token: &'static str,
     /// The 2025-11-25 session, if this client uses one.
     session: Option<String>,
+    /// Calls this client has made (its session is ended and opened again
+    /// every `SESSION_CALLS`).
+    made: u64,
 }
 
 impl Client {
@@ -107,6 +110,7 @@ impl Client {
             addr: addr.to_string(),
             token,
             session: None,
+            made: 0,
         };
         if session {
             c.open_session().await;
@@ -180,7 +184,7 @@ impl Client {
     async fn call(&mut self, n: u64) {
         let (tool, args) = if n % 100 == 99 {
             ("not-a-tool", r#"{"text":"x"}"#)
-        } else if n % 50 == 49 {
+        } else if n % 50 == 24 {
             ("echo", r#"{"text":42}"#)
         } else {
             ("echo", r#"{"text":"hello, sandbox"}"#)
@@ -196,17 +200,29 @@ impl Client {
         let (status, _, text) = self.request(hyper::Method::POST, &body, Some(tool)).await;
         assert!(status.is_success(), "call {n}: HTTP {status}: {text}");
         let reply = reply_of(&text);
+        // A refusal comes as a JSON-RPC error or an error result; either
+        // way it must be the refusal this call deserves, not another (a
+        // quota, `busy`, an internal error).
+        let refusal = || {
+            assert!(
+                reply.get("error").is_some() || reply["result"]["isError"] == true,
+                "call {n} should have been refused: {reply}"
+            );
+            reply.to_string()
+        };
         match (tool, args.contains("42")) {
             ("echo", false) => assert_eq!(
                 reply["result"]["content"][0]["text"], "hello, sandbox",
                 "call {n}: {reply}"
             ),
-            // A schema failure and an unknown tool are each refused, as
-            // an error result or a JSON-RPC error: either way, no echo.
-            _ => assert!(
-                reply.get("error").is_some() || reply["result"]["isError"] == true,
-                "call {n} should have been refused: {reply}"
-            ),
+            ("echo", true) => {
+                let r = refusal();
+                assert!(r.contains("invalid arguments"), "call {n}: {r}");
+            }
+            _ => {
+                let r = refusal();
+                assert!(r.contains("not-a-tool"), "call {n}: {r}");
+            }
         }
     }
 }
@@ -250,7 +266,6 @@ async fn run(clients: &mut [Client], next: &Arc<AtomicU64>, done: u64) {
     let tasks = clients.iter_mut().map(|c| {
         let next = next.clone();
         async move {
-            let mut own = 0u64;
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= done {
@@ -259,8 +274,8 @@ async fn run(clients: &mut [Client], next: &Arc<AtomicU64>, done: u64) {
                     break;
                 }
                 c.call(n).await;
-                own += 1;
-                if c.session.is_some() && own.is_multiple_of(SESSION_CALLS) {
+                c.made += 1;
+                if c.session.is_some() && c.made.is_multiple_of(SESSION_CALLS) {
                     c.end_session().await;
                     c.open_session().await;
                 }

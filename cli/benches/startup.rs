@@ -3,7 +3,8 @@
 //! reply, and its RSS then, with a warm compile cache.
 //!
 //! Side by side in one run, rounds alternating: no components (the fixed
-//! cost: process, engine and pool, runtimes), the 6 Rust example tools, and
+//! cost: process, engine and pool, runtimes), the 6 Rust example tools,
+//! twenty components (those six and fourteen distinct copies of echo), and
 //! all 10 deployed tools (Rust, Python, JavaScript), each loaded one at a
 //! time (`[engine] load-parallelism = 1`) and with the default (one per
 //! core). Medians over rounds. The first start of each set (not measured)
@@ -88,6 +89,14 @@ async fn start_once(v: &Variant, empty: &Path) -> (Duration, usize, (u64, u64)) 
     (elapsed, tools, memory)
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -131,13 +140,44 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .chain(manifests(&OTHER_TOOLS))
         .collect();
+    // Twenty components: the six Rust tools and fourteen copies of echo,
+    // each made a distinct component (its own digest, its own compiled
+    // artifact in the cache) by a custom section appended to it. The
+    // copies define `echo` again, so the catalog refuses their tools after
+    // loading them: the load is measured, the listing stays at the six's.
+    let mut twenty = rust.clone();
+    let echo = std::fs::read(tools.join("echo.wasm"))?;
+    for i in 0..14 {
+        let mut wasm = echo.clone();
+        let name = b"bench-copy";
+        let payload = format!("{i:04}");
+        let size = 1 + name.len() + payload.len();
+        wasm.extend_from_slice(&[0, size as u8, name.len() as u8]);
+        wasm.extend_from_slice(name);
+        wasm.extend_from_slice(payload.as_bytes());
+        let path = dir.path().join(format!("echo-{i}.wasm"));
+        std::fs::write(&path, &wasm)?;
+        let manifest = dir.path().join(format!("echo-{i}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[component]\npath = \"echo-{i}.wasm\"\nsha256 = \"{}\"\n",
+                sha256_hex(&wasm)
+            ),
+        )?;
+        twenty.push(manifest);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut variants = vec![Variant {
         name: "no components".into(),
         manifests: vec![],
         config: parallel.clone(),
     }];
-    for (set, ms) in [("Rust", &rust), ("Rust, Python, JavaScript", &all)] {
+    for (set, ms) in [
+        ("Rust", &rust),
+        ("Rust, 14 of them copies of echo", &twenty),
+        ("Rust, Python, JavaScript", &all),
+    ] {
         for (how, cfg) in [
             ("one at a time".to_string(), &serial),
             (format!("{cores} at a time (default)"), &parallel),

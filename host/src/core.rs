@@ -240,7 +240,7 @@ impl CoreBuilder {
         let (served_changed, _) = tokio::sync::broadcast::channel(64);
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&audit);
-        metrics.attach_memory(sandbox.memory());
+        metrics.attach_memory(&sandbox.memory());
         metrics.set_ready(true);
         Ok(Core {
             inner: Arc::new(Inner {
@@ -1163,7 +1163,7 @@ impl Core {
                         // busy (M5).
                         let (tool, args) = (tool.clone(), args.clone());
                         let metered = admission.meters_fuel();
-                        let check = self.inner.scheduler.spawn(async move {
+                        let check = self.inner.scheduler.spawn_blocking(move || {
                             let before = metered.then(thread_cpu_time).flatten();
                             let checked = tool.input.check(&args);
                             let used = before
@@ -1207,6 +1207,7 @@ impl Core {
         // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
         let t = component;
+        let t_timeout = t.grants.limits.timeout;
         let name = name.to_string();
         let target = target.clone();
         let fair = self.inner.scheduler.fair();
@@ -1258,7 +1259,15 @@ impl Core {
             sandbox.run(&t, op, cx).await
         }
         .instrument(tracing::debug_span!("sandbox"));
-        let out = self.inner.scheduler.run(run).await;
+        // The sandbox enforces the deadline inside the guest's task; this
+        // one answers the caller even if that task cannot run (its thread
+        // held by an instruction the epoch cannot interrupt, or blocked),
+        // a grace later. Dropping the task's future aborts it.
+        let timeout = t_timeout;
+        let backstop = tokio::time::Instant::now() + timeout + DEADLINE_BACKSTOP;
+        let Ok(out) = tokio::time::timeout_at(backstop, self.inner.scheduler.run(run)).await else {
+            return Err(CallErrorKind::Timeout { after: timeout });
+        };
         trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());
         let out = out.map_err(|e| CallErrorKind::Internal {
             message: format!("the guest's task failed: {e}"),
@@ -1425,6 +1434,11 @@ fn large(args: &Value) -> bool {
 }
 
 /// See [`large`].
+/// How long after a call's deadline the caller is answered even if the
+/// guest's own deadline, enforced on its task, has not fired (see the call
+/// path).
+const DEADLINE_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 const LARGE_NODES: usize = 4096;
 /// See [`large`].
 const LARGE_BYTES: usize = 256 << 10;

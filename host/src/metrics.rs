@@ -96,6 +96,7 @@ struct Inner {
     ready: AtomicBool,
     audit_attached: AtomicBool,
     memory_attached: AtomicBool,
+    memory: Arc<MemoryCollector>,
 }
 
 /// The host's metrics registry. A cheap-clone handle: give the same one to
@@ -173,6 +174,7 @@ impl Metrics {
                 ready: AtomicBool::new(false),
                 audit_attached: AtomicBool::new(false),
                 memory_attached: AtomicBool::new(false),
+                memory: Default::default(),
             }),
         }
     }
@@ -206,17 +208,26 @@ impl Metrics {
         );
     }
 
-    /// Report the memory all calls hold against `[engine] max-memory`
-    /// (once per registry: the first core's).
-    pub(crate) fn attach_memory(&self, memory: Arc<crate::caps::limits::SharedMemory>) {
-        if self.inner.memory_attached.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.inner
-            .registry
+    /// Report the memory a core's sandboxes hold against its `[engine]
+    /// max-memory`. Several cores sharing a registry are summed; a core
+    /// dropped drops out of the sums.
+    pub(crate) fn attach_memory(&self, memory: &Arc<crate::caps::limits::SharedMemory>) {
+        let mut cores = self
+            .inner
+            .memory
+            .0
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register_collector(Box::new(MemoryCollector(memory)));
+            .unwrap_or_else(|e| e.into_inner());
+        cores.retain(|m| m.strong_count() > 0);
+        cores.push(Arc::downgrade(memory));
+        drop(cores);
+        if !self.inner.memory_attached.swap(true, Ordering::SeqCst) {
+            self.inner
+                .registry
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .register_collector(Box::new(self.inner.memory.clone()));
+        }
     }
 
     fn scope(&self, scope: &str) -> String {
@@ -329,9 +340,10 @@ impl Drop for InFlight {
     }
 }
 
-/// The host's memory bound as two gauges, read at each scrape.
-#[derive(Debug)]
-struct MemoryCollector(Arc<crate::caps::limits::SharedMemory>);
+/// The memory bound of each core using the registry, summed into two
+/// gauges at each scrape.
+#[derive(Debug, Default)]
+struct MemoryCollector(Mutex<Vec<std::sync::Weak<crate::caps::limits::SharedMemory>>>);
 
 impl prometheus_client::collector::Collector for MemoryCollector {
     fn encode(
@@ -340,16 +352,27 @@ impl prometheus_client::collector::Collector for MemoryCollector {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::gauge::ConstGauge;
+        let (mut held, mut limit) = (0i64, 0i64);
+        for m in self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+        {
+            held = held.saturating_add(m.used() as i64);
+            limit = limit.saturating_add(m.limit() as i64);
+        }
         for (name, help, value) in [
             (
                 "toolhost_memory_held_bytes",
-                "Memory all calls hold now (linear and host-side), against toolhost_memory_limit_bytes",
-                self.0.used() as i64,
+                "Memory sandboxes hold now (calls, describe, sandboxes prepared ahead; linear and host-side), against toolhost_memory_limit_bytes",
+                held,
             ),
             (
                 "toolhost_memory_limit_bytes",
-                "[engine] max-memory: the memory all calls together may hold",
-                self.0.limit() as i64,
+                "[engine] max-memory: the memory all sandboxes together may hold",
+                limit,
             ),
         ] {
             let gauge = ConstGauge::new(value);
@@ -386,6 +409,33 @@ mod tests {
         assert!(
             text.contains(r#"toolhost_calls_total{tool="_other",scope="s",outcome="ok"} 50"#),
             "the rest share `_other`"
+        );
+    }
+
+    #[test]
+    fn cores_sharing_a_registry_report_their_memory_together_while_they_live() {
+        use crate::caps::limits::{MemoryBudget, SharedMemory};
+        let m = Metrics::new();
+        let (a, b) = (SharedMemory::new(64 << 20), SharedMemory::new(32 << 20));
+        m.attach_memory(&a);
+        m.attach_memory(&b);
+        let held = MemoryBudget::new(8 << 20, Some(a.clone()));
+        assert!(held.charge(3 << 20));
+        let text = m.encode();
+        assert!(
+            text.contains(&format!("toolhost_memory_held_bytes {}", 3 << 20)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("toolhost_memory_limit_bytes {}", 96 << 20)),
+            "{text}"
+        );
+        drop((held, a));
+        let text = m.encode();
+        assert!(text.contains("toolhost_memory_held_bytes 0\n"), "{text}");
+        assert!(
+            text.contains(&format!("toolhost_memory_limit_bytes {}", 32 << 20)),
+            "{text}"
         );
     }
 }

@@ -122,6 +122,19 @@ impl Scheduler {
             .clone()
     }
 
+    /// Run `f`, which blocks (a large schema check), on the guest
+    /// executor's blocking threads: at the guests' priority, and never on a
+    /// thread guests run on (with one guest thread, a long synchronous
+    /// check there would stall every guest and every deadline).
+    pub(crate) fn spawn_blocking<F, T>(&self, f: F) -> Spawned<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let rt = self.runtime.as_ref().expect("present until dropped");
+        Spawned(rt.spawn_blocking(f))
+    }
+
     /// Run `fut` on the guest executor. Dropping the returned future stops
     /// it there (the guest is dropped with its task).
     pub(crate) fn spawn<F>(&self, fut: F) -> Spawned<F::Output>
