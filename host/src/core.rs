@@ -1052,6 +1052,7 @@ impl Core {
                     // has no one to share it with (a share would only
                     // halve it).
                     scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
+                    cpu: None,
                 },
             )
             .await
@@ -1225,6 +1226,11 @@ impl Core {
         });
         let mut cx = cx;
         cx.turn = Some(turn);
+        // Scopes share the guest threads by turns (one scope alone has
+        // them to itself, and its calls share them as tasks).
+        if cx.scope.is_some() {
+            cx.cpu = Some(self.inner.scheduler.cpu_turn(scope.clone()));
+        }
         cx.spent = spent;
         let charge = Charge {
             usage: cx.usage.clone(),

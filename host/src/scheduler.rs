@@ -26,6 +26,11 @@
 //!   to the executor at every epoch tick and every few million units of
 //!   fuel (see `sandbox`), so a runaway holds a guest thread for a slice at
 //!   most, and new calls find a thread.
+//! - **CPU by tenant, not by call**: past its first slice a guest runs
+//!   only with one of the executor's turns, handed round robin among the
+//!   scopes waiting and passed on at every tick ([`CpuTurn`]), so a tenant
+//!   with many runaway calls gets the guest threads' time no more often
+//!   than one with a single call.
 //!
 //! Owns no policy: *whether* a call may run (quotas, rules) is decided
 //! before it gets here.
@@ -46,6 +51,8 @@ pub(crate) const MAX_QUEUED_PER_SCOPE: usize = 4096;
 pub(crate) struct Scheduler {
     runtime: Option<tokio::runtime::Runtime>,
     fair: Arc<Fair>,
+    /// Turns at the guest threads, one per thread (see [`CpuTurn`]).
+    cpu: Arc<Fair>,
 }
 
 /// Why a call could not be scheduled.
@@ -77,12 +84,22 @@ impl Scheduler {
         Ok(Scheduler {
             runtime: Some(runtime),
             fair: Arc::new(Fair::new(turns)),
+            cpu: Arc::new(Fair::new(threads)),
         })
     }
 
     /// The turnstile at the pool.
     pub(crate) fn fair(&self) -> Arc<Fair> {
         self.fair.clone()
+    }
+
+    /// A call of `scope`'s turns at the guest threads.
+    pub(crate) fn cpu_turn(&self, scope: Scope) -> CpuTurn {
+        CpuTurn {
+            fair: self.cpu.clone(),
+            scope,
+            held: Default::default(),
+        }
     }
 
     /// Run `fut`: its first slice on the caller's task, the rest (if it
@@ -195,6 +212,60 @@ fn lower_priority(priority: GuestPriority) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = priority;
+}
+
+/// A call's turns at the guest threads: CPU shared by tenant, not by call.
+///
+/// The executor alone shares its threads among *tasks*: a tenant running
+/// four runaway calls would get four times the CPU of a tenant running
+/// one. So a guest past its first slice runs only while holding one of
+/// the executor's turns (one per guest thread), handed out round robin
+/// among the scopes that wait, like the pool's turns ([`Fair`]). It gives
+/// its turn back at every epoch tick (and waits for the next in its
+/// scope's order), and whenever it calls into the host, which may wait
+/// (a sleep, I/O): a guest waiting there must not keep a turn a running
+/// one needs. After a host call it runs on without a turn until its next
+/// tick, at most one tick.
+pub(crate) struct CpuTurn {
+    fair: Arc<Fair>,
+    scope: Scope,
+    held: Arc<Mutex<Option<RunSlot>>>,
+}
+
+impl CpuTurn {
+    /// Give the turn back, if held.
+    pub(crate) fn release(&self) {
+        let slot = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(slot);
+    }
+
+    /// At an epoch tick: queue for this scope's next turn, *then* pass the
+    /// one held on, so that it goes to the next scope in the ring (or back
+    /// to this one if no other waits); once the turn comes, let the
+    /// executor run its other tasks, then go on. Releasing before queueing
+    /// would hand the turn to nobody (no guest waits while the running one
+    /// holds its thread) and leave the executor's per-task order in charge.
+    pub(crate) fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (fair, scope, held) = (self.fair.clone(), self.scope.clone(), self.held.clone());
+        Box::pin(async move {
+            let mut next = std::pin::pin!(Fair::acquire(&fair, &scope));
+            // The first poll queues this call (or takes a free turn).
+            let polled = futures::poll!(next.as_mut());
+            let current = held.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(current);
+            let slot = match polled {
+                std::task::Poll::Ready(slot) => slot,
+                std::task::Poll::Pending => next.await,
+            };
+            // A full queue (`busy`) cannot happen in practice (a scope's
+            // running calls are bounded by its pool share, far below it):
+            // the guest then runs without a turn to its next tick.
+            if let Ok(slot) = slot {
+                *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+            }
+            tokio::task::yield_now().await;
+        })
+    }
 }
 
 /// A call running on the guest executor; aborted when dropped.
@@ -367,6 +438,39 @@ impl Fair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With one guest thread, a scope's calls take turns with another
+    /// scope's, not with each other: at a tick, the turn goes to the next
+    /// scope in the ring, however many calls the first scope has waiting.
+    #[tokio::test]
+    async fn a_turn_passed_at_a_tick_goes_to_the_next_scope_not_the_next_call() {
+        use futures::FutureExt as _;
+        let s = Scheduler::new(1, 1, GuestPriority::Background).unwrap();
+        let (a1, a2) = (s.cpu_turn(Scope::new("a")), s.cpu_turn(Scope::new("a")));
+        let v = s.cpu_turn(Scope::new("v"));
+        let holds = |t: &CpuTurn| t.held.lock().unwrap().is_some();
+        // a1 takes the only turn; a2, then v, wait for it.
+        a1.next().await;
+        assert!(holds(&a1));
+        let mut a2_waits = a2.next();
+        assert!((&mut a2_waits).now_or_never().is_none());
+        let mut v_waits = v.next();
+        assert!((&mut v_waits).now_or_never().is_none());
+        // a1's tick: a's first waiter (a2) is next in the ring.
+        let mut a1_waits = a1.next();
+        assert!((&mut a1_waits).now_or_never().is_none());
+        a2_waits.await;
+        assert!(holds(&a2) && !holds(&a1));
+        // a2's tick: v's turn, not a1's, though a1 queued first.
+        let mut a2_again = a2.next();
+        assert!((&mut a2_again).now_or_never().is_none());
+        v_waits.await;
+        assert!(holds(&v) && !holds(&a1) && !holds(&a2));
+        // A guest calling into the host gives its turn back: a's next.
+        v.release();
+        a1_waits.await;
+        assert!(holds(&a1));
+    }
 
     /// The scheduling policy and nice value of a guest thread.
     #[cfg(target_os = "linux")]

@@ -307,6 +307,8 @@ pub(crate) struct CallContext {
     /// The scope (tenant) the call is made in: its calls together hold at
     /// most its share of the pool. `None`: only the component's own bound.
     pub(crate) scope: Option<crate::catalog::Scope>,
+    /// The scope's turns at the guest threads, taken past the first slice.
+    pub(crate) cpu: Option<crate::scheduler::CpuTurn>,
 }
 
 /// A wait for the caller's turn at the pool; what it yields is held until
@@ -343,11 +345,17 @@ fn start_first_slice(store: &mut Store<CallState>) {
     let started = Instant::now();
     let mut first = true;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    store.epoch_deadline_callback(move |cx| {
         if std::mem::take(&mut first) && started.elapsed() < FIRST_SLICE_GRACE {
             return Ok(wasmtime::UpdateDeadline::Continue(1));
         }
-        Ok(wasmtime::UpdateDeadline::Yield(1))
+        // A call with a scope takes its scope's turns at the guest threads
+        // (`scheduler::CpuTurn`); `describe` and sandboxes being prepared
+        // have none and just yield.
+        Ok(match &cx.data().cpu {
+            Some(turn) => wasmtime::UpdateDeadline::YieldCustom(1, turn.next()),
+            None => wasmtime::UpdateDeadline::Yield(1),
+        })
     });
 }
 
@@ -1138,7 +1146,9 @@ impl Sandbox {
             let waiting = Instant::now();
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
-            let (store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
+            let cpu = cx.cpu.take();
+            let (mut store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
+            store.data_mut().cpu = cpu;
             drop(turn);
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
@@ -1350,6 +1360,11 @@ impl Sandbox {
     fn retire(&self, mut metered: Metered) {
         metered.record();
         drop(metered.own.take());
+        // Its turn at the guest threads goes with the call, not with the
+        // store's teardown.
+        if let Some(turn) = metered.store.data_mut().cpu.take() {
+            turn.release();
+        }
         if self.warm.enabled()
             && self.warm.has_room()
             && let Some(rt) = self.background.handle()
@@ -1488,6 +1503,17 @@ fn new_store(
     let state = CallState::new(grants, cx, with_grants, shape, memory)?;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
+    // A guest calling into the host (which may wait: a sleep, I/O) gives
+    // its turn at the guest threads back; it takes one again at its next
+    // epoch tick.
+    store.call_hook(|cx, hook| {
+        if matches!(hook, wasmtime::CallHook::CallingHost)
+            && let Some(turn) = &cx.data().cpu
+        {
+            turn.release();
+        }
+        Ok(())
+    });
     store.set_hostcall_fuel(hostcall_fuel(&grants.limits));
     // Compiled code keeps its fuel count in a register and writes it
     // back only at calls, returns and when it runs out: refilling every

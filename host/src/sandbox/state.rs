@@ -27,6 +27,9 @@ pub(crate) struct CallState {
     fs: FsCall,
     /// The handle cap of this call, for error messages.
     pub(crate) handle_limit: usize,
+    /// Its scope's turns at the guest threads, once the call has a scope
+    /// (see `scheduler::CpuTurn`).
+    pub(crate) cpu: Option<crate::scheduler::CpuTurn>,
 }
 
 /// Largest size of one wasi:http `fields` resource; with the handle cap
@@ -86,6 +89,7 @@ impl CallState {
             cancel: cx.cancel,
             fs: FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open),
             handle_limit,
+            cpu: None,
         })
     }
 }
