@@ -60,7 +60,7 @@ fn tools(dir: &Path, n: usize) {
 }
 
 /// The child: `n` sleeping calls on a pool of `slots`; prints
-/// `ok idle_rss peak_rss peak_vmsize peak_maps seconds errors after_rss first_error`.
+/// `ok idle_rss peak_rss peak_vmsize peak_maps seconds errors after_rss most_open first_error`.
 fn one(n: usize, slots: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     tools(dir.path(), n);
@@ -102,8 +102,17 @@ fn one(n: usize, slots: u32) -> anyhow::Result<()> {
                 calls.push(tokio::spawn(async move { core.call(req).await }));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = memory();
+            peak = (peak.0.max(m.0), peak.1.max(m.1), peak.2.max(m.2));
         }
-        while calls.iter().any(|c| !c.is_finished()) {
+        // The most calls started and not yet returned at one sample.
+        let mut most = 0;
+        loop {
+            let open = calls.iter().filter(|c| !c.is_finished()).count();
+            most = most.max(open);
+            if open == 0 {
+                break;
+            }
             let m = memory();
             peak = (peak.0.max(m.0), peak.1.max(m.1), peak.2.max(m.2));
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -122,7 +131,7 @@ fn one(n: usize, slots: u32) -> anyhow::Result<()> {
             }
         }
         println!(
-            "ok {} {} {} {} {secs:.2} {errors} {} {first}",
+            "ok {} {} {} {} {secs:.2} {errors} {} {most} {first}",
             idle.0, peak.0, peak.1, peak.2, after.0
         );
         Ok(())
@@ -140,9 +149,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\n## In flight: N calls of `sleep({SLEEP_MS} ms)` at once, `max-instances = N`\n");
     println!(
-        "| calls in flight | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
+        "| calls | most in flight at once | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for n in counts {
         let out = std::process::Command::new(std::env::current_exe()?)
             .args(["--one", &n.to_string(), &n.to_string()])
@@ -151,7 +160,7 @@ fn main() -> anyhow::Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let Some(line) = text.lines().find(|l| l.starts_with("ok ")) else {
             println!(
-                "| {n} | failed: {} | | | | | | | |",
+                "| {n} | | failed: {} | | | | | | | |",
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .last()
@@ -162,24 +171,25 @@ fn main() -> anyhow::Result<()> {
         let f: Vec<&str> = line.split(' ').collect();
         let kib = |i: usize| f[i].parse::<f64>().unwrap();
         println!(
-            "| {n} | {} s | {}{} | {:.0} MiB | {:.0} MiB | {:.0} KiB | {:.0} MiB | {} | {:.1} TiB |",
+            "| {n} | {} | {} s | {}{} | {:.0} MiB | {:.0} MiB | {:.0} KiB | {:.0} MiB | {} | {:.1} TiB |",
+            f[8],
             f[5],
             f[6],
             if f[6] == "0" {
                 String::new()
             } else {
-                format!(" ({})", f[8].replace('_', " "))
+                format!(" ({})", f[9].replace('_', " "))
             },
             kib(1) / 1024.0,
             kib(2) / 1024.0,
-            (kib(2) - kib(1)) / n as f64,
+            (kib(2) - kib(1)) / f[8].parse::<f64>().unwrap().max(1.0),
             kib(7) / 1024.0,
             f[4],
             kib(3) / (1u64 << 30) as f64,
         );
     }
     println!(
-        "\nEach row its own process; RSS and mappings sampled every 20 ms (`/proc/self`); per call = (peak - idle) / N. `vm.max_map_count` here: {}.",
+        "\nEach row its own process; RSS and mappings sampled every 20 ms (`/proc/self`); per call = (peak - idle) / the most calls in flight at once (started and not returned, sampled). `vm.max_map_count` here: {}.",
         std::fs::read_to_string("/proc/sys/vm/max_map_count")
             .unwrap_or_default()
             .trim()
