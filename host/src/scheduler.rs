@@ -28,9 +28,10 @@
 //!   most, and new calls find a thread.
 //! - **CPU by tenant, not by call**: past its first slice a guest runs
 //!   only with one of the executor's turns, handed round robin among the
-//!   scopes waiting and passed on at every tick ([`CpuTurn`]), so a tenant
-//!   with many runaway calls gets the guest threads' time no more often
-//!   than one with a single call.
+//!   scopes waiting, passed on at every tick and given back whenever it
+//!   waits ([`CpuTurn`], [`Turned`]), so a tenant with many runaway calls
+//!   gets the guest threads' time no more often than one with a single
+//!   call.
 //!
 //! Owns no policy: *whether* a call may run (quotas, rules) is decided
 //! before it gets here.
@@ -99,6 +100,7 @@ impl Scheduler {
             fair: self.cpu.clone(),
             scope,
             held: Default::default(),
+            in_next: Default::default(),
         }
     }
 
@@ -220,16 +222,23 @@ fn lower_priority(priority: GuestPriority) {
 /// four runaway calls would get four times the CPU of a tenant running
 /// one. So a guest past its first slice runs only while holding one of
 /// the executor's turns (one per guest thread), handed out round robin
-/// among the scopes that wait, like the pool's turns ([`Fair`]). It gives
-/// its turn back at every epoch tick (and waits for the next in its
-/// scope's order), and whenever it calls into the host, which may wait
-/// (a sleep, I/O): a guest waiting there must not keep a turn a running
-/// one needs. After a host call it runs on without a turn until its next
-/// tick, at most one tick.
+/// among the scopes that wait, like the pool's turns ([`Fair`]). At every
+/// epoch tick it queues for its scope's next turn and passes the one it
+/// holds on ([`CpuTurn::next`]). When the guest stops running for another
+/// reason (it waits in the host: a sleep, I/O, a fuel yield), the call's
+/// future returns pending and [`Turned`] gives the turn back: a guest
+/// waiting must not keep a turn a running one needs. Calling into the
+/// host gives nothing back by itself, so a guest cannot shed its turn
+/// faster than it stops running. After such a wait it runs on without a
+/// turn until its next tick, at most one tick.
+#[derive(Clone)]
 pub(crate) struct CpuTurn {
     fair: Arc<Fair>,
     scope: Scope,
     held: Arc<Mutex<Option<RunSlot>>>,
+    /// Set while [`CpuTurn::next`] runs: a pending call is then waiting
+    /// for its turn (or for the executor, holding it), not idle.
+    in_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CpuTurn {
@@ -237,6 +246,14 @@ impl CpuTurn {
     pub(crate) fn release(&self) {
         let slot = self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(slot);
+    }
+
+    /// The call's future returned pending: unless that is the wait for
+    /// (or right after) its turn, the guest is idle: give the turn back.
+    fn idle(&self) {
+        if !self.in_next.load(std::sync::atomic::Ordering::Acquire) {
+            self.release();
+        }
     }
 
     /// At an epoch tick: queue for this scope's next turn, *then* pass the
@@ -247,7 +264,17 @@ impl CpuTurn {
     /// holds its thread) and leave the executor's per-task order in charge.
     pub(crate) fn next(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         let (fair, scope, held) = (self.fair.clone(), self.scope.clone(), self.held.clone());
+        let in_next = self.in_next.clone();
         Box::pin(async move {
+            /// Clears `in_next` however the future ends (also dropped).
+            struct InNext(Arc<std::sync::atomic::AtomicBool>);
+            impl Drop for InNext {
+                fn drop(&mut self) {
+                    self.0.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+            in_next.store(true, std::sync::atomic::Ordering::Release);
+            let _in_next = InNext(in_next);
             let mut next = std::pin::pin!(Fair::acquire(&fair, &scope));
             // The first poll queues this call (or takes a free turn).
             let polled = futures::poll!(next.as_mut());
@@ -265,6 +292,66 @@ impl CpuTurn {
             }
             tokio::task::yield_now().await;
         })
+    }
+}
+
+/// A call's guest future, which gives its turn back whenever it returns
+/// pending for a reason other than waiting for the turn (see [`CpuTurn`]).
+pub(crate) struct Turned<F> {
+    inner: std::pin::Pin<Box<F>>,
+    turn: Option<CpuTurn>,
+}
+
+impl<F> Turned<F> {
+    pub(crate) fn new(inner: F, turn: Option<CpuTurn>) -> Turned<F> {
+        Turned {
+            inner: Box::pin(inner),
+            turn,
+        }
+    }
+}
+
+impl<F: Future> Future for Turned<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(turn) = self.turn.clone() else {
+            return self.inner.as_mut().poll(cx);
+        };
+        // A guest that only yields (wasmtime's fuel yield wakes its task
+        // before returning pending) is still running: it keeps its turn.
+        // One that waits for something else is idle and gives it back.
+        let seen = Arc::new(SeenWake {
+            inner: cx.waker().clone(),
+            woken: std::sync::atomic::AtomicBool::new(false),
+        });
+        let waker = std::task::Waker::from(seen.clone());
+        let polled = self
+            .inner
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker));
+        if polled.is_pending() && !seen.woken.load(std::sync::atomic::Ordering::Acquire) {
+            turn.idle();
+        }
+        polled
+    }
+}
+
+/// A waker that remembers whether it was woken (see [`Turned`]).
+struct SeenWake {
+    inner: std::task::Waker,
+    woken: std::sync::atomic::AtomicBool,
+}
+
+impl std::task::Wake for SeenWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        self.inner.wake_by_ref();
     }
 }
 
@@ -466,10 +553,22 @@ mod tests {
         assert!((&mut a2_again).now_or_never().is_none());
         v_waits.await;
         assert!(holds(&v) && !holds(&a1) && !holds(&a2));
-        // A guest calling into the host gives its turn back: a's next.
-        v.release();
+        // While v waits for its next turn, its call is pending but holds
+        // nothing to give back; a guest that waits for anything else (a
+        // sleep in the host) gives its turn back: a's next.
+        let mut idle = Turned::new(std::future::pending::<()>(), Some(v.clone()));
+        assert!(holds(&v));
+        assert!((&mut idle).now_or_never().is_none());
+        assert!(!holds(&v));
         a1_waits.await;
         assert!(holds(&a1));
+        // Pending while waiting for its turn is not idle: the turn it
+        // gets stays with it through the executor's yield.
+        let mut waiting = Turned::new(a2_again, Some(a2.clone()));
+        assert!((&mut waiting).now_or_never().is_none());
+        a1.release();
+        waiting.await;
+        assert!(holds(&a2));
     }
 
     /// The scheduling policy and nice value of a guest thread.

@@ -1147,6 +1147,7 @@ impl Sandbox {
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
+            let cpu_turn = cpu.clone();
             let (mut store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
             store.data_mut().cpu = cpu;
             drop(turn);
@@ -1164,19 +1165,26 @@ impl Sandbox {
                 _scope_share: scope_share,
             };
             let store = &mut metered.store;
-            let result = async {
-                match &call {
-                    Call::Typed(p) => p.run(&mut *store, limits.max_output).await.map(Raw::Typed),
-                    Call::Toolhost(bound) => {
-                        let inst = match instance {
-                            Some(inst) => inst,
-                            None => bound.instantiate(&mut *store).await?,
-                        };
-                        bound.run(&mut *store, &inst, &op).await
+            // Whenever the guest waits (in the host, or a fuel yield), its
+            // turn at the guest threads goes to the next scope.
+            let result = crate::scheduler::Turned::new(
+                async {
+                    match &call {
+                        Call::Typed(p) => {
+                            p.run(&mut *store, limits.max_output).await.map(Raw::Typed)
+                        }
+                        Call::Toolhost(bound) => {
+                            let inst = match instance {
+                                Some(inst) => inst,
+                                None => bound.instantiate(&mut *store).await?,
+                            };
+                            bound.run(&mut *store, &inst, &op).await
+                        }
                     }
                 }
-            }
-            .instrument(tracing::debug_span!("sandbox.run"))
+                .instrument(tracing::debug_span!("sandbox.run")),
+                cpu_turn,
+            )
             .await;
             Ok::<_, CallErrorKind>((result, metered))
         };
@@ -1503,17 +1511,7 @@ fn new_store(
     let state = CallState::new(grants, cx, with_grants, shape, memory)?;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // A guest calling into the host (which may wait: a sleep, I/O) gives
-    // its turn at the guest threads back; it takes one again at its next
-    // epoch tick.
-    store.call_hook(|cx, hook| {
-        if matches!(hook, wasmtime::CallHook::CallingHost)
-            && let Some(turn) = &cx.data().cpu
-        {
-            turn.release();
-        }
-        Ok(())
-    });
+
     store.set_hostcall_fuel(hostcall_fuel(&grants.limits));
     // Compiled code keeps its fuel count in a register and writes it
     // back only at calls, returns and when it runs out: refilling every
