@@ -85,7 +85,10 @@ impl Scheduler {
         Ok(Scheduler {
             runtime: Some(runtime),
             fair: Arc::new(Fair::new(turns)),
-            cpu: Arc::new(Fair::new(threads)),
+            // Unbounded queues: the waiters are running calls, already
+            // bounded by the pool (a bound here would let the calls past
+            // it run without a turn).
+            cpu: Arc::new(Fair::bounded(threads, usize::MAX)),
         })
     }
 
@@ -284,9 +287,8 @@ impl CpuTurn {
                 std::task::Poll::Ready(slot) => slot,
                 std::task::Poll::Pending => next.await,
             };
-            // A full queue (`busy`) cannot happen in practice (a scope's
-            // running calls are bounded by its pool share, far below it):
-            // the guest then runs without a turn to its next tick.
+            // The queues for turns are unbounded (`Scheduler::new`), so
+            // this is never `busy`.
             if let Ok(slot) = slot {
                 *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
             }
@@ -387,6 +389,8 @@ struct FairState {
     /// Scopes with waiters, in the order they are served.
     ring: VecDeque<Scope>,
     next_id: u64,
+    /// Most waiters one scope may queue.
+    max_queued: usize,
 }
 
 struct Waiter {
@@ -432,13 +436,21 @@ impl Drop for Queued<'_> {
 }
 
 impl Fair {
+    /// Turns at the pool: each scope's queue bounded by
+    /// [`MAX_QUEUED_PER_SCOPE`].
     fn new(slots: usize) -> Fair {
+        Fair::bounded(slots, MAX_QUEUED_PER_SCOPE)
+    }
+
+    /// `slots` turns; past `max_queued` waiters a scope's next is refused.
+    fn bounded(slots: usize, max_queued: usize) -> Fair {
         Fair {
             state: Mutex::new(FairState {
                 free: slots.max(1),
                 queues: HashMap::new(),
                 ring: VecDeque::new(),
                 next_id: 0,
+                max_queued,
             }),
         }
     }
@@ -461,7 +473,7 @@ impl Fair {
                 });
             }
             let n = s.queues.get(scope).map_or(0, VecDeque::len);
-            if n >= MAX_QUEUED_PER_SCOPE {
+            if n >= s.max_queued {
                 return Err(ScheduleError::Busy(n));
             }
             let id = s.next_id;
