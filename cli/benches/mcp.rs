@@ -20,7 +20,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{INIT, INITIALIZED, http_addr, reply_of};
+use common::{INIT, INITIALIZED, connect, http_addr, reply_of};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rmcp::model::{
@@ -271,12 +271,7 @@ impl HttpClient {
     }
 
     async fn connect_wire(addr: &str, wire: Wire) -> HttpClient {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let send = connect(addr).await;
         let mut c = HttpClient {
             send,
             addr: addr.to_string(),

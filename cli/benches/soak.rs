@@ -19,7 +19,7 @@
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{INIT, INITIALIZED, http_addr, reply_of};
+use common::{INIT, INITIALIZED, connect, http_addr, reply_of};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -99,12 +99,7 @@ struct Client {
 
 impl Client {
     async fn connect(addr: &str, token: &'static str, session: bool) -> Client {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let send = connect(addr).await;
         let mut c = Client {
             send,
             addr: addr.to_string(),

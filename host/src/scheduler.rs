@@ -358,7 +358,7 @@ impl std::task::Wake for SeenWake {
 }
 
 /// A call running on the guest executor; aborted when dropped.
-pub(crate) struct Spawned<T>(pub(crate) tokio::task::JoinHandle<T>);
+pub(crate) struct Spawned<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Future for Spawned<T> {
     type Output = Result<T, tokio::task::JoinError>;

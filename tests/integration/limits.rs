@@ -91,14 +91,8 @@ async fn memory_bomb_is_stopped_at_the_limit() {
 #[tokio::test]
 async fn calls_under_their_own_limits_cannot_together_take_the_hosts_memory() {
     // The host: 128 MiB for all calls; each scope three quarters (96 MiB).
-    let config = toolhost::HostConfig::parse(
-        std::path::Path::new("toolhost.toml"),
-        &format!(
-            "[engine]\ncache-dir = \"{}\"\nmax-memory = \"128 MiB\"\n[limits]\npool-share = 0.75\n",
-            root().join("target/test-cache").display()
-        ),
-    )
-    .unwrap();
+    let mut config = test_config().with_max_memory(128 << 20);
+    config.caps.limits.pool_share = 0.75;
     let (alpha, beta) = (ToolDir::new(), ToolDir::new());
     for d in [&alpha, &beta] {
         d.add(
@@ -203,19 +197,11 @@ async fn a_describe_that_never_returns_fails_alone_within_its_deadline() {
         "[limits]\ntimeout = \"120s\"\n",
     );
     d.add("echo", "echo", "");
-    let config = || {
-        toolhost::HostConfig::parse(
-            std::path::Path::new("toolhost.toml"),
-            &format!(
-                "[engine]\ncache-dir = \"{}\"\ndescribe-timeout = \"1s\"\n",
-                root().join("target/test-cache").display()
-            ),
-        )
-        .unwrap()
-    };
+    let mut config = test_config();
+    config.engine.describe_timeout = Duration::from_secs(1);
     let started = std::time::Instant::now();
     let core = Core::builder()
-        .config(config())
+        .config(config)
         .source(Scope::default(), d.path())
         .build()
         .await

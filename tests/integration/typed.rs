@@ -776,6 +776,27 @@ fn full_pool_config() -> toolhost::HostConfig {
     test_config().with_max_instances(8)
 }
 
+/// Reconfigure `core` over `d` with `config`; what it answered, and the
+/// tools the default scope lists after.
+async fn reconfigure_and_list(
+    core: &Core,
+    config: toolhost::HostConfig,
+    d: &ToolDir,
+) -> (toolhost::Reconfigured, Vec<String>) {
+    let r = core
+        .reconfigure(
+            config,
+            vec![toolhost::Source::new(Scope::default(), d.path())],
+        )
+        .await;
+    let listed = core
+        .tools(&Scope::default())
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    (r, listed)
+}
+
 /// A core over `d` plus three runaway components, and twelve runaway calls
 /// (four per component) that hold all eight of its sandboxes; abort them
 /// to end the test.
@@ -819,17 +840,7 @@ async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
     let (core, spinning) = fill_the_pool(&d).await;
     let mut caps = toolhost::caps::Caps::default();
     caps.fs.max_open = Some(100);
-    let r = core
-        .reconfigure(
-            full_pool_config().with_caps(caps),
-            vec![toolhost::Source::new(Scope::default(), d.path())],
-        )
-        .await;
-    let listed: Vec<String> = core
-        .tools(&Scope::default())
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let (r, listed) = reconfigure_and_list(&core, full_pool_config().with_caps(caps), &d).await;
     for s in &spinning {
         s.abort();
     }
@@ -846,17 +857,7 @@ async fn a_component_added_under_a_full_pool_still_loads() {
     let (core, spinning) = fill_the_pool(&d).await;
     // The pool is full: a call of another component waits past its 1 s.
     d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
-    let r = core
-        .reconfigure(
-            full_pool_config(),
-            vec![toolhost::Source::new(Scope::default(), d.path())],
-        )
-        .await;
-    let listed: Vec<String> = core
-        .tools(&Scope::default())
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
+    let (r, listed) = reconfigure_and_list(&core, full_pool_config(), &d).await;
     let call = core
         .call(toolhost::CallRequest::new(
             Scope::default(),

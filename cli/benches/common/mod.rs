@@ -1,6 +1,7 @@
 //! What the HTTP benches share: finding the address a `toolhost serve
-//! --http 127.0.0.1:0` printed, the 2025-11-25 handshake lines, and the
-//! JSON-RPC reply in a response that is either an SSE stream or plain JSON.
+//! --http 127.0.0.1:0` printed, a keep-alive connection to it, the
+//! 2025-11-25 handshake lines, and the JSON-RPC reply in a response that is
+//! either an SSE stream or plain JSON.
 //! Each bench includes it with `#[path = "common/mod.rs"] mod common;`.
 
 #![allow(dead_code)] // each bench uses part of it
@@ -30,6 +31,20 @@ pub async fn http_addr(child: &mut Child) -> String {
                 .to_string();
         }
     }
+}
+
+/// One keep-alive HTTP/1.1 connection to `addr` (no Nagle delay), its
+/// driver running in the background.
+pub async fn connect(
+    addr: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
 }
 
 /// The JSON-RPC response in `body`: an SSE stream's `data:` event with an
