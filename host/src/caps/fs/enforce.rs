@@ -139,6 +139,9 @@ pub(crate) struct Quota {
     orphans: AtomicU64,
     /// The grant's guest path, for messages.
     guest: String,
+    /// A measure is running, or queued, on a blocking thread (see
+    /// [`Quota::charge`]).
+    walking: std::sync::atomic::AtomicBool,
 }
 
 impl Quota {
@@ -171,6 +174,7 @@ impl Quota {
             writers: Mutex::new(Vec::new()),
             orphans: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            walking: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -270,6 +274,14 @@ impl Quota {
         // tool may try again). A quick walk is not held back: a tool that
         // frees space and writes again at once gets it. A charge that finds
         // another thread walking does not wait for it.
+        //
+        // A walk that took longer than `MEASURE_BESIDE` last time is not
+        // the refused call's to wait for either: this
+        // thread is a guest thread, shared by every tenant's calls (with one
+        // guest thread, a walk here would stall them all). It runs on the
+        // runtime's blocking threads instead, one per quota at a time; the
+        // charge that found it due is refused, and one after it sees what
+        // it found.
         let mut last = match self.measuring.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -288,9 +300,17 @@ impl Quota {
                 || self.freed.swap(false, Ordering::AcqRel)
                 || (orphans > 0 && self.deleted_but_open() < orphans))
         {
-            let start = std::time::Instant::now();
-            self.measure_now();
-            *last = (std::time::Instant::now(), start.elapsed());
+            let runtime = tokio::runtime::Handle::try_current();
+            match runtime {
+                Ok(rt) if took >= MEASURE_BESIDE => {
+                    drop(last);
+                    self.measure_beside(&rt);
+                    let e = self.epoch();
+                    return self.fits(n).then(|| self.fly(n, e));
+                }
+                // Quick, or no runtime to hand it to (the load's walk).
+                _ => self.measure_timed(&mut last),
+            }
         }
         // Under the lock no measure runs, so the flight is registered with
         // nothing in between.
@@ -298,6 +318,35 @@ impl Quota {
         let flight = self.fits(n).then(|| self.fly(n, e));
         drop(last);
         flight
+    }
+
+    /// Measure now, on this thread, and note when and for how long.
+    fn measure_timed(&self, last: &mut (std::time::Instant, std::time::Duration)) {
+        let start = std::time::Instant::now();
+        self.measure_now();
+        *last = (std::time::Instant::now(), start.elapsed());
+    }
+
+    /// Measure on one of `rt`'s blocking threads, unless a measure is
+    /// already running or queued there.
+    fn measure_beside(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        if self.walking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears `walking` however the task ends, run or dropped unrun
+        /// (a runtime shutting down).
+        struct Walking(Arc<Quota>);
+        impl Drop for Walking {
+            fn drop(&mut self) {
+                self.0.walking.store(false, Ordering::Release);
+            }
+        }
+        let walking = Walking(Arc::clone(self));
+        rt.spawn_blocking(move || {
+            let q = &walking.0;
+            let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
+            q.measure_timed(&mut last);
+        });
     }
 
     /// Add `n` to `used` if it stays within the quota.
@@ -1258,6 +1307,13 @@ const MEASURE_DUTY: u32 = 9;
 /// A measure shorter than this is not held back by [`MEASURE_DUTY`].
 const MEASURE_SLOW: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// A measure that took longer than this last time runs on a blocking
+/// thread, not on the guest thread of the call that found it due (see
+/// [`Quota::charge`]). Shorter ones run inline, so a tool that deletes and
+/// writes again at once gets the space: at most this long, a tenth of the
+/// time at most ([`MEASURE_DUTY`]).
+const MEASURE_BESIDE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// How old a measure may be before a refused write measures again even
 /// when nothing was deleted through the sandbox.
 const REMEASURE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -2099,6 +2155,54 @@ mod tests {
             "the deletion noted earlier is measured now"
         );
         assert_eq!(q.epoch(), 2, "one walk (the epoch is odd while it runs)");
+    }
+
+    /// With a runtime to hand it to, a slow walk (the last one took 50 ms)
+    /// runs on a blocking thread: the refused charge that found it due
+    /// returns at once, refused, and a charge after the walk gets the
+    /// space it found. (Without a runtime, as in the test above, the same
+    /// charge walks inline and succeeds.) The runtime's one blocking
+    /// thread is held until the charge has returned, so the walk cannot
+    /// finish first.
+    #[test]
+    fn a_slow_walk_runs_beside_the_refused_call_not_on_its_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
+        drop(q.charge(1 << 20).expect("fits"));
+        *q.measuring.lock().unwrap() = (
+            std::time::Instant::now() - Duration::from_secs(1),
+            Duration::from_millis(50),
+        );
+        q.note_freed();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (started, holding) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = released.recv();
+        });
+        holding.recv().unwrap();
+        let caller = std::thread::current().id();
+        assert!(
+            rt.block_on(async { q.charge(1) }).is_none(),
+            "refused now: the walk is queued, not run here"
+        );
+        assert_eq!(std::thread::current().id(), caller);
+        assert_eq!(q.epoch(), 0, "no walk on the caller's thread");
+        assert!(q.walking.load(Ordering::Acquire));
+        // A second refused charge does not queue a second walk.
+        assert!(rt.block_on(async { q.charge(1) }).is_none());
+        release.send(()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while q.walking.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the walk never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(q.epoch(), 2, "one walk");
+        assert!(q.charge(1).is_some(), "the walk found the grant empty");
     }
 
     #[test]
