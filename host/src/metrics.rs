@@ -352,7 +352,7 @@ impl prometheus_client::collector::Collector for MemoryCollector {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::gauge::ConstGauge;
-        let (mut held, mut limit) = (0i64, 0i64);
+        let (mut held, mut limit, mut residue) = (0i64, 0i64, 0i64);
         for m in self
             .0
             .lock()
@@ -362,6 +362,7 @@ impl prometheus_client::collector::Collector for MemoryCollector {
         {
             held = held.saturating_add(m.used() as i64);
             limit = limit.saturating_add(m.limit() as i64);
+            residue = residue.saturating_add(i64::try_from(m.residue()).unwrap_or(i64::MAX));
         }
         for (name, help, value) in [
             (
@@ -373,6 +374,11 @@ impl prometheus_client::collector::Collector for MemoryCollector {
                 "toolhost_memory_limit_bytes",
                 "[engine] max-memory: the memory all sandboxes together may hold",
                 limit,
+            ),
+            (
+                "toolhost_memory_residue_max_bytes",
+                "The most the sandbox pool keeps resident between calls beside toolhost_memory_limit_bytes (memory-keep-resident per memory slot, plus table and stack pages)",
+                residue,
             ),
         ] {
             let gauge = ConstGauge::new(value);

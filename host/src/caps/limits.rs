@@ -333,14 +333,32 @@ pub(crate) struct SharedMemory {
     /// the same counter, so a reload never starts a scope from zero).
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// What the pool may keep resident between calls beside `limit` (the
+    /// host's only; see [`SharedMemory::with_residue`]).
+    residue: u64,
 }
 
 impl SharedMemory {
     pub(crate) fn new(limit: u64) -> Arc<SharedMemory> {
+        SharedMemory::with_residue(limit, 0)
+    }
+
+    /// The host's memory: `limit` for what calls hold, and `residue`, the
+    /// most the pooling allocator keeps resident in slots no call holds
+    /// (pages it resets in place rather than unmaps, for speed). The
+    /// residue is bounded by the engine's configuration, not charged:
+    /// the host's sandboxes hold at most `limit + residue`, both reported.
+    pub(crate) fn with_residue(limit: u64, residue: u64) -> Arc<SharedMemory> {
         Arc::new(SharedMemory {
             limit: AtomicUsize::new(usize::try_from(limit).unwrap_or(usize::MAX)),
             used: AtomicUsize::new(0),
+            residue,
         })
+    }
+
+    /// See [`SharedMemory::with_residue`].
+    pub(crate) fn residue(&self) -> u64 {
+        self.residue
     }
 
     /// The bound, in bytes.

@@ -550,8 +550,8 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         // Keep the first pages of each slot resident: resetting them in
         // place is far cheaper than unmapping and faulting them back in.
         .linear_memory_keep_resident(config.memory_keep_resident)
-        .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(64 << 10)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .async_stack_keep_resident(STACK_KEEP_RESIDENT)
         .pagemap_scan(if pagemap {
             wasmtime::Enabled::Auto
         } else {
@@ -560,6 +560,35 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
     wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&wc)?)
 }
+
+/// What the pool may keep resident in slots no call holds, at most: each
+/// slot's first `memory-keep-resident` bytes of linear memory, and the
+/// first pages of its tables and fiber stack, reset in place rather than
+/// unmapped (see [`engine`]). Not charged to `max-memory` (no call holds
+/// it, and wasmtime does not say which slots keep what); bounded here and
+/// reported (`toolhost_memory_residue_max_bytes`).
+fn pool_residue(config: &EngineConfig) -> u64 {
+    let n = u64::from(
+        config
+            .max_instances
+            .saturating_add(describe_reserve(config))
+            .saturating_add(POOL_SLACK),
+    );
+    let memories = n
+        .saturating_mul(2)
+        .saturating_mul(config.memory_keep_resident as u64);
+    let tables = n
+        .saturating_mul(8)
+        .saturating_mul(TABLE_KEEP_RESIDENT as u64);
+    let stacks = n.saturating_mul(STACK_KEEP_RESIDENT as u64);
+    memories.saturating_add(tables).saturating_add(stacks)
+}
+
+/// The first bytes of each table slot kept resident between calls.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// The first bytes of each fiber stack kept resident between calls.
+const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
 /// How many components a load prepares at once (see
 /// [`Sandbox::load_parallelism`]).
@@ -643,7 +672,13 @@ impl Sandbox {
         };
         let stop = start_ticker(&engine, config.epoch_tick, swap.clone())?;
         // The whole pool and the describe reserve charge one host memory.
-        let memory = SharedMemory::new(config.max_memory);
+        let residue = pool_residue(&config);
+        tracing::debug!(
+            max_memory = config.max_memory,
+            residue,
+            "sandbox memory: calls together hold at most max-memory; the pool keeps at most the residue resident between calls"
+        );
+        let memory = SharedMemory::with_residue(config.max_memory, residue);
         let pool = Pools::new(n, memory.clone());
         let background = Background::default();
         let warm = warm::Shared::new(
