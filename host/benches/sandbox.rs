@@ -172,6 +172,26 @@ fn main() {
             median(rounds)
         };
 
+        // `TOOLHOST_BENCH_PROFILE=<seconds>`: only fresh sandboxes, back to
+        // back, for that long, then exit (for `perf record`: where a fresh
+        // sandbox's time goes, without the other tables around it).
+        if let Some(secs) = std::env::var("TOOLHOST_BENCH_PROFILE")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            let t = Instant::now();
+            let mut n = 0u64;
+            while t.elapsed().as_secs_f64() < secs {
+                std::hint::black_box(core.bench_sandbox_call(&scope, "echo", args).await.unwrap());
+                n += 1;
+            }
+            println!(
+                "{n} fresh sandboxes, {:.2} µs each",
+                t.elapsed().as_secs_f64() * 1e6 / n as f64
+            );
+            return;
+        }
+
         let fresh = measure(5_000, || async {
             std::hint::black_box(core.bench_sandbox_call(&scope, "echo", args).await.unwrap());
         })
