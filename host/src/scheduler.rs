@@ -194,7 +194,7 @@ impl Drop for Scheduler {
 /// Lower the calling thread's scheduling priority (Linux: threads have
 /// their own nice value and policy), so that the I/O runtime wins the CPU
 /// from guests.
-fn lower_priority(priority: GuestPriority) {
+pub(crate) fn lower_priority(priority: GuestPriority) {
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread (tid 0 and pid 0 name
     // it); the only memory passed is a local `sched_param`.

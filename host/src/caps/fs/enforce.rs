@@ -139,15 +139,24 @@ pub(crate) struct Quota {
     orphans: AtomicU64,
     /// The grant's guest path, for messages.
     guest: String,
-    /// A measure is running, or queued, on a blocking thread (see
+    /// A measure is running, or about to, on a thread of its own (see
     /// [`Quota::charge`]).
     walking: std::sync::atomic::AtomicBool,
+    /// Entries the last whole walk looked at.
+    entries: AtomicUsize,
+    /// Walks handed to a thread of their own so far.
+    walks_beside: AtomicU64,
 }
 
 impl Quota {
     pub(crate) fn new(limit: u64, root: PathBuf, guest: String) -> Quota {
         let start = std::time::Instant::now();
-        let (found, complete) = measure(&root);
+        let Walked {
+            found,
+            complete,
+            entries,
+            ..
+        } = measure(&root, usize::MAX);
         // A grant that cannot be seen whole (deeper than `MAX_DEPTH`, a
         // directory the host cannot read) starts full: what is hidden
         // there was charged once, and a reload must not forget it.
@@ -175,6 +184,8 @@ impl Quota {
             orphans: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             walking: std::sync::atomic::AtomicBool::new(false),
+            entries: AtomicUsize::new(entries),
+            walks_beside: AtomicU64::new(0),
         }
     }
 
@@ -231,8 +242,13 @@ impl Quota {
 
     /// What the caller is told when a write is refused.
     fn used_up(&self) -> String {
+        let measuring = if self.walking.load(Ordering::Acquire) {
+            " (it is being measured again now: retry in a moment if you just deleted files)"
+        } else {
+            ""
+        };
         format!(
-            "`{}` is full: its quota of {} bytes is used up (`quota` in the manifest's grant); delete files to free it",
+            "`{}` is full: its quota of {} bytes is used up (`quota` in the manifest's grant); delete files to free it{measuring}",
             self.guest, self.limit
         )
     }
@@ -275,13 +291,14 @@ impl Quota {
         // frees space and writes again at once gets it. A charge that finds
         // another thread walking does not wait for it.
         //
-        // A walk that took longer than `MEASURE_BESIDE` last time is not
-        // the refused call's to wait for either: this
-        // thread is a guest thread, shared by every tenant's calls (with one
-        // guest thread, a walk here would stall them all). It runs on the
-        // runtime's blocking threads instead, one per quota at a time; the
-        // charge that found it due is refused, and one after it sees what
-        // it found.
+        // A long walk is not the refused call's to wait for either: this
+        // thread runs guests, every tenant's (with one guest thread, a walk
+        // here stalls them all), or it is the front end's. So the walk here
+        // looks at most `INLINE_ENTRIES` entries (a few milliseconds); one
+        // that needs more, or that the last whole walk showed would, runs
+        // on a thread of its own instead (one per quota, `MAX_WALKERS` in
+        // the process, at low priority), and the charge that found it due
+        // is refused: one after it sees what it found.
         let mut last = match self.measuring.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
@@ -300,16 +317,12 @@ impl Quota {
                 || self.freed.swap(false, Ordering::AcqRel)
                 || (orphans > 0 && self.deleted_but_open() < orphans))
         {
-            let runtime = tokio::runtime::Handle::try_current();
-            match runtime {
-                Ok(rt) if took >= MEASURE_BESIDE => {
-                    drop(last);
-                    self.measure_beside(&rt);
-                    let e = self.epoch();
-                    return self.fits(n).then(|| self.fly(n, e));
-                }
-                // Quick, or no runtime to hand it to (the load's walk).
-                _ => self.measure_timed(&mut last),
+            let large = self.entries.load(Ordering::Acquire) > INLINE_ENTRIES;
+            if large || self.measure_timed(&mut last, INLINE_ENTRIES).cut {
+                drop(last);
+                self.measure_beside();
+                let e = self.epoch();
+                return self.fits(n).then(|| self.fly(n, e));
             }
         }
         // Under the lock no measure runs, so the flight is registered with
@@ -320,33 +333,62 @@ impl Quota {
         flight
     }
 
-    /// Measure now, on this thread, and note when and for how long.
-    fn measure_timed(&self, last: &mut (std::time::Instant, std::time::Duration)) {
+    /// Measure now, on this thread, looking at `max_entries` at most, and
+    /// note when and for how long.
+    fn measure_timed(
+        &self,
+        last: &mut (std::time::Instant, std::time::Duration),
+        max_entries: usize,
+    ) -> Walked {
         let start = std::time::Instant::now();
-        self.measure_now();
+        let walked = self.measure_now(max_entries);
         *last = (std::time::Instant::now(), start.elapsed());
+        walked
     }
 
-    /// Measure on one of `rt`'s blocking threads, unless a measure is
-    /// already running or queued there.
-    fn measure_beside(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+    /// Measure the whole grant on a thread of its own, at low priority,
+    /// unless this quota's walk is already running there or
+    /// [`MAX_WALKERS`] walks are (then a later refused charge asks again).
+    /// A thread, not a runtime's blocking pool: a charge may run on the
+    /// front end's runtime (a call's first slice), and no runtime's pool
+    /// is bounded for this.
+    fn measure_beside(self: &Arc<Self>) {
+        static WALKERS: AtomicUsize = AtomicUsize::new(0);
         if self.walking.swap(true, Ordering::AcqRel) {
             return;
         }
-        /// Clears `walking` however the task ends, run or dropped unrun
-        /// (a runtime shutting down).
+        if WALKERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WALKERS).then_some(n + 1)
+            })
+            .is_err()
+        {
+            self.walking.store(false, Ordering::Release);
+            return;
+        }
+        /// Clears `walking` and gives the walker's place back however the
+        /// walk ends, or if its thread never starts.
         struct Walking(Arc<Quota>);
         impl Drop for Walking {
             fn drop(&mut self) {
                 self.0.walking.store(false, Ordering::Release);
+                WALKERS.fetch_sub(1, Ordering::AcqRel);
             }
         }
         let walking = Walking(Arc::clone(self));
-        rt.spawn_blocking(move || {
-            let q = &walking.0;
-            let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
-            q.measure_timed(&mut last);
-        });
+        self.walks_beside.fetch_add(1, Ordering::AcqRel);
+        let spawned = std::thread::Builder::new()
+            .name("toolhost-quota-walk".into())
+            .spawn(move || {
+                crate::scheduler::lower_priority(crate::config::GuestPriority::Background);
+                let q = &walking.0;
+                let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
+                q.measure_timed(&mut last, usize::MAX);
+            });
+        if let Err(e) = spawned {
+            // The closure, and with it the guard, is dropped.
+            tracing::warn!(grant = %self.guest, "cannot start a thread to re-measure a quota: {e}");
+        }
     }
 
     /// Add `n` to `used` if it stays within the quota.
@@ -377,14 +419,29 @@ impl Quota {
     /// it could not open, one deeper than [`MAX_DEPTH`], something renamed
     /// or deleted while it ran) credits nothing: `used` only grows then.
     /// Called with `measuring` held.
-    fn measure_now(&self) {
+    fn measure_now(&self, max_entries: usize) -> Walked {
+        /// Makes the epoch even again however the walk ends (a panic
+        /// too), or every later charge would count twice.
+        struct Even<'a>(&'a AtomicU64);
+        impl Drop for Even<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        let _even = Even(&self.epoch);
         let orphans = self.deleted_but_open();
         self.orphans.store(orphans, Ordering::Release);
         self.freed.store(false, Ordering::Release);
         let begun = self.changes.0.load(Ordering::SeqCst);
         let landed = self.landed.load(Ordering::SeqCst);
-        let (found, complete) = measure(&self.root);
+        let walked = measure(&self.root, max_entries);
+        let Walked {
+            found, complete, ..
+        } = walked;
+        if complete {
+            self.entries.store(walked.entries, Ordering::Release);
+        }
         let moved = self.changes.0.load(Ordering::SeqCst) != begun
             || self.changes.1.load(Ordering::SeqCst) != begun;
         // What is in flight now, and what landed while the walk ran (it may
@@ -399,7 +456,7 @@ impl Quota {
         } else {
             self.used.fetch_max(used, Ordering::AcqRel);
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        walked
     }
 
     /// A removal or rename under the grant begins; the guard marks it
@@ -618,7 +675,7 @@ impl Drop for Landing {
 /// `fstatat` on the directory read (what `DirEntry::metadata` does).
 /// Written here, not with a crate: it is a dozen lines over std, and the
 /// descriptors it holds are bounded by [`MAX_DEPTH`].
-fn measure(root: &std::path::Path) -> (u64, bool) {
+fn measure(root: &std::path::Path, max_entries: usize) -> Walked {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let open = |p: &std::path::Path, follow: bool| {
@@ -630,10 +687,11 @@ fn measure(root: &std::path::Path) -> (u64, bool) {
     };
     // The root is the grant's own descriptor's magic link: followed.
     let Ok(top) = open(root, true) else {
-        return (0, false);
+        return Walked::default();
     };
     let mut total = 0u64;
     let mut complete = true;
+    let mut entries = 0usize;
     // Directories still to read: their parent's descriptor (shared, so at
     // most one per level of the current path stays open) and their name.
     let mut todo: Vec<(Arc<std::fs::File>, Option<std::ffi::OsString>, usize)> =
@@ -656,11 +714,20 @@ fn measure(root: &std::path::Path) -> (u64, bool) {
                 }
             }
         };
-        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        let Ok(listing) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
             complete = false;
             continue;
         };
-        for e in entries {
+        for e in listing {
+            entries += 1;
+            if entries > max_entries {
+                return Walked {
+                    found: total,
+                    complete: false,
+                    cut: true,
+                    entries,
+                };
+            }
             let Ok(e) = e else {
                 complete = false;
                 continue;
@@ -679,7 +746,25 @@ fn measure(root: &std::path::Path) -> (u64, bool) {
             }
         }
     }
-    (total, complete)
+    Walked {
+        found: total,
+        complete,
+        cut: false,
+        entries,
+    }
+}
+
+/// What a [`measure`] found.
+#[derive(Debug, Default, Clone, Copy)]
+struct Walked {
+    /// Bytes of the blocks seen.
+    found: u64,
+    /// It saw everything (see [`measure`]).
+    complete: bool,
+    /// It stopped at its entry budget.
+    cut: bool,
+    /// Entries it looked at.
+    entries: usize,
 }
 
 /// How deep a measure walks a grant; past it the walk is incomplete and
@@ -1307,12 +1392,13 @@ const MEASURE_DUTY: u32 = 9;
 /// A measure shorter than this is not held back by [`MEASURE_DUTY`].
 const MEASURE_SLOW: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// A measure that took longer than this last time runs on a blocking
-/// thread, not on the guest thread of the call that found it due (see
-/// [`Quota::charge`]). Shorter ones run inline, so a tool that deletes and
-/// writes again at once gets the space: at most this long, a tenth of the
-/// time at most ([`MEASURE_DUTY`]).
-const MEASURE_BESIDE: std::time::Duration = std::time::Duration::from_millis(5);
+/// The most entries a walk looks at on the thread of the charge that found
+/// it due (a few milliseconds); a grant with more is walked on a thread of
+/// its own (see [`Quota::charge`]).
+const INLINE_ENTRIES: usize = 2048;
+
+/// Walks on threads of their own at once, in the process.
+const MAX_WALKERS: usize = 2;
 
 /// How old a measure may be before a refused write measures again even
 /// when nothing was deleted through the sandbox.
@@ -2044,10 +2130,12 @@ mod tests {
         )
         .unwrap();
         let root = std::fs::File::open(d.path()).unwrap();
-        let (found, complete) = measure(std::path::Path::new(&format!(
-            "/proc/self/fd/{}",
-            root.as_raw_fd()
-        )));
+        let Walked {
+            found, complete, ..
+        } = measure(
+            std::path::Path::new(&format!("/proc/self/fd/{}", root.as_raw_fd())),
+            usize::MAX,
+        );
         assert!(complete);
         assert!(found >= 1 << 20, "the deep file counts: {found}");
         assert!(found < 4 << 20, "nothing outside counts: {found}");
@@ -2157,52 +2245,56 @@ mod tests {
         assert_eq!(q.epoch(), 2, "one walk (the epoch is odd while it runs)");
     }
 
-    /// With a runtime to hand it to, a slow walk (the last one took 50 ms)
-    /// runs on a blocking thread: the refused charge that found it due
-    /// returns at once, refused, and a charge after the walk gets the
-    /// space it found. (Without a runtime, as in the test above, the same
-    /// charge walks inline and succeeds.) The runtime's one blocking
-    /// thread is held until the charge has returned, so the walk cannot
-    /// finish first.
+    /// A grant with more entries than a walk may look at on the charging
+    /// thread is walked on a thread of its own: the inline walk stops at
+    /// its budget (found by review: the last walk's length could be made
+    /// short by hiding the tree past `MAX_DEPTH`, so the bound is on this
+    /// walk, not the last one), the next is handed over at once (the last
+    /// whole walk was large), and a charge after the walk beside gets the
+    /// space it found.
     #[test]
-    fn a_slow_walk_runs_beside_the_refused_call_not_on_its_thread() {
+    fn a_walk_too_long_for_the_charging_thread_runs_on_its_own() {
         let d = tempfile::tempdir().unwrap();
-        let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
-        drop(q.charge(1 << 20).expect("fits"));
-        *q.measuring.lock().unwrap() = (
-            std::time::Instant::now() - Duration::from_secs(1),
-            Duration::from_millis(50),
-        );
-        q.note_freed();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .max_blocking_threads(1)
-            .build()
-            .unwrap();
-        let (started, holding) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        rt.spawn_blocking(move || {
-            started.send(()).unwrap();
-            let _ = released.recv();
-        });
-        holding.recv().unwrap();
-        let caller = std::thread::current().id();
-        assert!(
-            rt.block_on(async { q.charge(1) }).is_none(),
-            "refused now: the walk is queued, not run here"
-        );
-        assert_eq!(std::thread::current().id(), caller);
-        assert_eq!(q.epoch(), 0, "no walk on the caller's thread");
-        assert!(q.walking.load(Ordering::Acquire));
-        // A second refused charge does not queue a second walk.
-        assert!(rt.block_on(async { q.charge(1) }).is_none());
-        release.send(()).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while q.walking.load(Ordering::Acquire) {
-            assert!(std::time::Instant::now() < deadline, "the walk never ran");
-            std::thread::sleep(Duration::from_millis(1));
+        for i in 0..INLINE_ENTRIES + 100 {
+            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
         }
-        assert_eq!(q.epoch(), 2, "one walk");
-        assert!(q.charge(1).is_some(), "the walk found the grant empty");
+        let q = Arc::new(Quota::new(1 << 30, d.path().to_path_buf(), "/out".into()));
+        // As if the last whole walk had been small (the tree hidden past
+        // `MAX_DEPTH` then, say).
+        q.entries.store(10, Ordering::Release);
+        let rest = q.limit - q.used.load(Ordering::Acquire);
+        drop(q.charge(rest).expect("fits"));
+        let a_while_ago = |q: &Quota| {
+            let at = std::time::Instant::now()
+                .checked_sub(Duration::from_secs(2))
+                .unwrap_or_else(std::time::Instant::now);
+            *q.measuring.lock().unwrap() = (at, Duration::from_micros(10));
+        };
+        let settled = |q: &Quota| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while q.walking.load(Ordering::Acquire) {
+                assert!(std::time::Instant::now() < deadline, "the walk never ended");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        a_while_ago(&q);
+        q.note_freed();
+        let _ = q.charge(1);
+        assert_eq!(q.walks_beside.load(Ordering::Acquire), 1);
+        settled(&q);
+        assert_eq!(q.epoch(), 4, "one inline walk, cut short, and one beside");
+        assert!(q.charge(1).is_some(), "the walk found the space");
+        assert!(q.entries.load(Ordering::Acquire) > INLINE_ENTRIES);
+
+        // Full again: the next walk is handed over without an inline try.
+        let rest = q.limit - q.used.load(Ordering::Acquire);
+        drop(q.charge(rest).expect("fits"));
+        a_while_ago(&q);
+        q.note_freed();
+        let _ = q.charge(1);
+        assert_eq!(q.walks_beside.load(Ordering::Acquire), 2);
+        settled(&q);
+        assert_eq!(q.epoch(), 6, "no inline walk this time, one beside");
     }
 
     #[test]
