@@ -128,8 +128,11 @@ pub(crate) struct Quota {
     /// Something was removed or renamed since the last measure: space may
     /// have been freed.
     freed: std::sync::atomic::AtomicBool,
-    /// `/proc/self/fd/N` of the opened grant: measuring walks exactly it.
+    /// `/proc/self/fd/N` of the quota's own descriptor of the opened
+    /// grant (`_root_dir`): measuring walks exactly it, even on a walker
+    /// thread that outlives the grant's own descriptor.
     root: PathBuf,
+    _root_dir: Option<std::fs::File>,
     /// Accounts of dropped streams, for [`Quota::catch_up`].
     late: Mutex<Vec<StreamAccount>>,
     /// Files opened for writing under the grant: one deleted while still
@@ -150,6 +153,18 @@ pub(crate) struct Quota {
 
 impl Quota {
     pub(crate) fn new(limit: u64, root: PathBuf, guest: String) -> Quota {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        // A descriptor of its own (the grant's magic link is followed):
+        // if it cannot be had, the walks fail and the quota stays full.
+        let root_dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&root)
+            .ok();
+        let root = root_dir.as_ref().map_or(root, |d| {
+            PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()))
+        });
         let start = std::time::Instant::now();
         let Walked {
             found,
@@ -178,6 +193,7 @@ impl Quota {
             stuck: Mutex::new(Vec::new()),
             freed: std::sync::atomic::AtomicBool::new(false),
             root,
+            _root_dir: root_dir,
             guest,
             late: Mutex::new(Vec::new()),
             writers: Mutex::new(Vec::new()),
@@ -347,46 +363,52 @@ impl Quota {
     }
 
     /// Measure the whole grant on a thread of its own, at low priority,
-    /// unless this quota's walk is already running there or
-    /// [`MAX_WALKERS`] walks are (then a later refused charge asks again).
-    /// A thread, not a runtime's blocking pool: a charge may run on the
-    /// front end's runtime (a call's first slice), and no runtime's pool
-    /// is bounded for this.
+    /// unless this quota's walk is already running or waiting there. At
+    /// most [`MAX_WALKERS`] such threads run in the process; past that the
+    /// walk waits its turn in a queue the walkers take from in order, so
+    /// one tenant's huge grants can delay another's walk by the walks
+    /// ahead of it in the queue (one per quota at most, since `walking`
+    /// keeps a quota in it once), never shut it out. A thread, not a
+    /// runtime's blocking pool: a charge may run on the front end's
+    /// runtime (a call's first slice), and no runtime's pool is bounded
+    /// for this.
     fn measure_beside(self: &Arc<Self>) {
-        static WALKERS: AtomicUsize = AtomicUsize::new(0);
         if self.walking.swap(true, Ordering::AcqRel) {
             return;
         }
-        if WALKERS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_WALKERS).then_some(n + 1)
-            })
-            .is_err()
-        {
-            self.walking.store(false, Ordering::Release);
+        self.walks_beside.fetch_add(1, Ordering::AcqRel);
+        let mut w = walks();
+        if w.running >= MAX_WALKERS {
+            w.queue.push_back(Arc::clone(self));
             return;
         }
-        /// Clears `walking` and gives the walker's place back however the
-        /// walk ends, or if its thread never starts.
-        struct Walking(Arc<Quota>);
-        impl Drop for Walking {
-            fn drop(&mut self) {
-                self.0.walking.store(false, Ordering::Release);
-                WALKERS.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        let walking = Walking(Arc::clone(self));
-        self.walks_beside.fetch_add(1, Ordering::AcqRel);
+        w.running += 1;
+        drop(w);
+        let first = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("toolhost-quota-walk".into())
             .spawn(move || {
                 crate::scheduler::lower_priority(crate::config::GuestPriority::Background);
-                let q = &walking.0;
-                let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
-                q.measure_timed(&mut last, usize::MAX);
+                let mut next = Some(first);
+                while let Some(q) = next {
+                    // A walk that panics must not take the walker (and the
+                    // quotas queued behind it) with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
+                        q.measure_timed(&mut last, usize::MAX);
+                    }));
+                    let mut w = walks();
+                    next = w.queue.pop_front();
+                    if next.is_none() {
+                        w.running -= 1;
+                    }
+                    drop(w);
+                    q.walking.store(false, Ordering::Release);
+                }
             });
         if let Err(e) = spawned {
-            // The closure, and with it the guard, is dropped.
+            walks().running -= 1;
+            self.walking.store(false, Ordering::Release);
             tracing::warn!(grant = %self.guest, "cannot start a thread to re-measure a quota: {e}");
         }
     }
@@ -441,6 +463,10 @@ impl Quota {
         } = walked;
         if complete {
             self.entries.store(walked.entries, Ordering::Release);
+        } else if walked.cut {
+            // Proof enough that the grant is large, even if no walk can
+            // see it whole (a tree buried past `MAX_DEPTH`).
+            self.entries.fetch_max(walked.entries, Ordering::AcqRel);
         }
         let moved = self.changes.0.load(Ordering::SeqCst) != begun
             || self.changes.1.load(Ordering::SeqCst) != begun;
@@ -1392,6 +1418,21 @@ const MEASURE_DUTY: u32 = 9;
 /// A measure shorter than this is not held back by [`MEASURE_DUTY`].
 const MEASURE_SLOW: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// The walks beside calls: how many threads run them, and the quotas
+/// waiting for one (see [`Quota::measure_beside`]).
+struct Walks {
+    running: usize,
+    queue: std::collections::VecDeque<Arc<Quota>>,
+}
+
+fn walks() -> std::sync::MutexGuard<'static, Walks> {
+    static WALKS: Mutex<Walks> = Mutex::new(Walks {
+        running: 0,
+        queue: std::collections::VecDeque::new(),
+    });
+    WALKS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The most entries a walk looks at on the thread of the charge that found
 /// it due (a few milliseconds); a grant with more is walked on a thread of
 /// its own (see [`Quota::charge`]).
@@ -2295,6 +2336,27 @@ mod tests {
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 2);
         settled(&q);
         assert_eq!(q.epoch(), 6, "no inline walk this time, one beside");
+    }
+
+    /// A walk cut at its entry budget saw only part of the grant: it
+    /// credits nothing, and it marks the grant as large.
+    #[test]
+    fn a_walk_cut_short_credits_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..INLINE_ENTRIES + 100 {
+            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
+        }
+        let q = Quota::new(1 << 30, d.path().to_path_buf(), "/out".into());
+        q.entries.store(10, Ordering::Release);
+        q.used.store(q.limit, Ordering::Release);
+        let walked = q.measure_now(INLINE_ENTRIES);
+        assert!(walked.cut && !walked.complete);
+        assert_eq!(q.used.load(Ordering::Acquire), q.limit, "nothing credited");
+        assert!(q.entries.load(Ordering::Acquire) > INLINE_ENTRIES);
+        assert_eq!(q.epoch() % 2, 0);
+        // A whole walk credits what it found.
+        assert!(q.measure_now(usize::MAX).complete);
+        assert!(q.used.load(Ordering::Acquire) < q.limit);
     }
 
     #[test]
