@@ -166,17 +166,22 @@ impl Quota {
             PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()))
         });
         let start = std::time::Instant::now();
+        // At most `INLINE_ENTRIES` here, on the load's thread (a front-end
+        // thread during a start or reload); a larger grant starts full and
+        // is measured beside ([`usage`] asks for it).
         let Walked {
             found,
             complete,
             entries,
-            ..
-        } = measure(&root, usize::MAX);
+            cut,
+        } = measure(&root, INLINE_ENTRIES);
         // A grant that cannot be seen whole (deeper than `MAX_DEPTH`, a
         // directory the host cannot read) starts full: what is hidden
         // there was charged once, and a reload must not forget it.
         let used = if complete {
             found
+        } else if cut {
+            limit
         } else {
             tracing::warn!(
                 "the directory granted as `{guest}` cannot be measured whole (deeper than {MAX_DEPTH} levels, or unreadable to the host): its quota counts as used up until it can"
@@ -2037,11 +2042,14 @@ pub(crate) fn usage(
     guest: &str,
 ) -> Option<Arc<Quota>> {
     match (mode, quota) {
-        (FsMode::ReadWrite, Some(q)) => Some(Arc::new(Quota::new(
-            q,
-            root.to_path_buf(),
-            guest.to_owned(),
-        ))),
+        (FsMode::ReadWrite, Some(q)) => {
+            let q = Arc::new(Quota::new(q, root.to_path_buf(), guest.to_owned()));
+            if q.entries.load(Ordering::Acquire) > INLINE_ENTRIES {
+                // Too large to walk at load: full until measured beside.
+                q.measure_beside();
+            }
+            Some(q)
+        }
         _ => None,
     }
 }
@@ -2336,6 +2344,33 @@ mod tests {
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 2);
         settled(&q);
         assert_eq!(q.epoch(), 6, "no inline walk this time, one beside");
+    }
+
+    /// A grant too large to walk whole at load (on a front-end thread)
+    /// starts full and is measured beside: writes fit once that is done.
+    #[test]
+    fn a_grant_too_large_to_walk_at_load_starts_full_until_measured_beside() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..INLINE_ENTRIES + 100 {
+            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
+        }
+        let q = usage(FsMode::ReadWrite, Some(1 << 30), d.path(), "/out").unwrap();
+        assert!(q.walks_beside.load(Ordering::Acquire) == 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while q.walking.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the walk never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            q.used.load(Ordering::Acquire) < q.limit,
+            "measured: mostly free"
+        );
+        assert!(q.charge(1 << 20).is_some());
+        // A small grant is measured at load, inline, as before.
+        let small = tempfile::tempdir().unwrap();
+        let q = usage(FsMode::ReadWrite, Some(1 << 20), small.path(), "/out").unwrap();
+        assert_eq!(q.walks_beside.load(Ordering::Acquire), 0);
+        assert!(q.charge(1 << 19).is_some());
     }
 
     /// A walk cut at its entry budget saw only part of the grant: it
