@@ -531,12 +531,9 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         // the host process. No tool needs GC types: refuse them at load.
         .wasm_gc(false)
         .max_wasm_stack(config.max_wasm_stack)
-        .async_stack_size(config.max_wasm_stack + (1 << 20))
+        .async_stack_size(async_stack_size(config))
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
-    let n = config
-        .max_instances
-        .saturating_add(describe_reserve(config))
-        .saturating_add(POOL_SLACK);
+    let n = pool_slots(config);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(shape.core_instances as u32))
@@ -561,33 +558,49 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
     Ok(Engine::new(&wc)?)
 }
 
+/// Sandboxes the pool holds: `max-instances`, the describe reserve
+/// ([`describe_reserve`]) and [`POOL_SLACK`]. One computation, for the
+/// engine and for what it may keep resident.
+fn pool_slots(config: &EngineConfig) -> u32 {
+    config
+        .max_instances
+        .saturating_add(describe_reserve(config))
+        .saturating_add(POOL_SLACK)
+}
+
+/// Each call's fiber stack: the guest's `max-wasm-stack` and a MiB for
+/// the host functions it calls.
+fn async_stack_size(config: &EngineConfig) -> usize {
+    config.max_wasm_stack + (1 << 20)
+}
+
 /// What the pool may keep resident in slots no call holds, at most: each
-/// slot's first `memory-keep-resident` bytes of linear memory, and the
-/// first pages of its tables and fiber stack, reset in place rather than
-/// unmapped (see [`engine`]). Not charged to `max-memory` (no call holds
-/// it, and wasmtime does not say which slots keep what); bounded here and
-/// reported (`toolhost_memory_residue_max_bytes`).
+/// slot's first `memory-keep-resident` bytes of each of its two linear
+/// memories and 64 KiB of each of its eight tables, reset in place rather
+/// than unmapped (see [`engine`]), and its whole fiber stack: wasmtime
+/// zeroes and decommits a returned stack only with `async_stack_zeroing`,
+/// which is off (found by review: an earlier count took 64 KiB a stack,
+/// but a guest that recursed deep once leaves its stack's pages
+/// resident). Not charged to `max-memory` (no call holds it, and wasmtime
+/// does not say which slots keep what); bounded here and reported
+/// (`toolhost_memory_residue_max_bytes`).
 fn pool_residue(config: &EngineConfig) -> u64 {
-    let n = u64::from(
-        config
-            .max_instances
-            .saturating_add(describe_reserve(config))
-            .saturating_add(POOL_SLACK),
-    );
+    let n = u64::from(pool_slots(config));
     let memories = n
         .saturating_mul(2)
         .saturating_mul(config.memory_keep_resident as u64);
     let tables = n
         .saturating_mul(8)
         .saturating_mul(TABLE_KEEP_RESIDENT as u64);
-    let stacks = n.saturating_mul(STACK_KEEP_RESIDENT as u64);
+    let stacks = n.saturating_mul(async_stack_size(config) as u64);
     memories.saturating_add(tables).saturating_add(stacks)
 }
 
 /// The first bytes of each table slot kept resident between calls.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
-/// The first bytes of each fiber stack kept resident between calls.
+/// The first bytes of each fiber stack wasmtime would keep resident if it
+/// zeroed stacks (`async_stack_zeroing`, off: see [`pool_residue`]).
 const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
 /// How many components a load prepares at once (see

@@ -156,13 +156,15 @@ impl Quota {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         // A descriptor of its own (the grant's magic link is followed):
-        // if it cannot be had, the walks fail and the quota stays full.
+        // if it cannot be had, the walks fail (an empty path opens
+        // nothing) and the quota stays full, rather than walk a
+        // descriptor number it does not own.
         let root_dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(&root)
             .ok();
-        let root = root_dir.as_ref().map_or(root, |d| {
+        let root = root_dir.as_ref().map_or_else(PathBuf::new, |d| {
             PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()))
         });
         let start = std::time::Instant::now();
@@ -384,31 +386,38 @@ impl Quota {
         self.walks_beside.fetch_add(1, Ordering::AcqRel);
         let mut w = walks();
         if w.running >= MAX_WALKERS {
-            w.queue.push_back(Arc::clone(self));
+            w.queue.push_back(Arc::downgrade(self));
             return;
         }
         w.running += 1;
         drop(w);
-        let first = Arc::clone(self);
+        let first = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("toolhost-quota-walk".into())
             .spawn(move || {
                 crate::scheduler::lower_priority(crate::config::GuestPriority::Background);
                 let mut next = Some(first);
-                while let Some(q) = next {
-                    // A walk that panics must not take the walker (and the
-                    // quotas queued behind it) with it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
-                        q.measure_timed(&mut last, usize::MAX);
-                    }));
+                while let Some(weak) = next {
+                    // A quota gone meanwhile (a reload replaced its
+                    // grant) is not walked.
+                    let q = weak.upgrade();
+                    if let Some(q) = &q {
+                        // A walk that panics must not take the walker (and
+                        // the quotas queued behind it) with it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut last = q.measuring.lock().unwrap_or_else(|e| e.into_inner());
+                            q.measure_timed(&mut last, usize::MAX);
+                        }));
+                    }
                     let mut w = walks();
                     next = w.queue.pop_front();
                     if next.is_none() {
                         w.running -= 1;
                     }
                     drop(w);
-                    q.walking.store(false, Ordering::Release);
+                    if let Some(q) = q {
+                        q.walking.store(false, Ordering::Release);
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -1427,7 +1436,7 @@ const MEASURE_SLOW: std::time::Duration = std::time::Duration::from_millis(1);
 /// waiting for one (see [`Quota::measure_beside`]).
 struct Walks {
     running: usize,
-    queue: std::collections::VecDeque<Arc<Quota>>,
+    queue: std::collections::VecDeque<std::sync::Weak<Quota>>,
 }
 
 fn walks() -> std::sync::MutexGuard<'static, Walks> {
