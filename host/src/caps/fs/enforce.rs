@@ -2064,9 +2064,7 @@ pub(crate) fn usage(
     // would let the directory hold up to twice the quota). The bound is
     // the new grant's. A different guest path (the messages name it)
     // makes a quota of its own.
-    /// A directory (device, inode) and its quota.
-    type Known = ((u64, u64), std::sync::Weak<Quota>);
-    static QUOTAS: Mutex<Vec<Known>> = Mutex::new(Vec::new());
+    static QUOTAS: Mutex<Vec<((u64, u64), std::sync::Weak<Quota>)>> = Mutex::new(Vec::new());
     let id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
     let mut quotas = QUOTAS.lock().unwrap_or_else(|e| e.into_inner());
     quotas.retain(|(_, q)| q.strong_count() > 0);
