@@ -101,9 +101,7 @@ fn process_budget() -> &'static ProcessBudget {
 /// The usage of one read-write grant with a quota, shared by every call.
 #[derive(Debug)]
 pub(crate) struct Quota {
-    /// The bound: a reload that grants the same directory again may
-    /// change it (see [`usage`]).
-    limit: AtomicU64,
+    limit: u64,
     used: AtomicU64,
     /// Serializes re-measuring; when the directory was last measured and
     /// how long that took.
@@ -193,7 +191,7 @@ impl Quota {
             found.max(limit)
         };
         Quota {
-            limit: AtomicU64::new(limit),
+            limit,
             used: AtomicU64::new(used),
             measuring: Mutex::new((std::time::Instant::now(), start.elapsed())),
             in_flight: AtomicU64::new(0),
@@ -274,14 +272,14 @@ impl Quota {
         };
         format!(
             "`{}` is full: its quota of {} bytes is used up (`quota` in the manifest's grant); delete files to free it{measuring}",
-            self.guest,
-            self.limit()
+            self.guest, self.limit
         )
     }
 
     /// The quota in bytes.
+    #[cfg(test)]
     pub(crate) fn limit(&self) -> u64 {
-        self.limit.load(Ordering::Acquire)
+        self.limit
     }
 
     /// Charge `n` bytes; `None` (nothing charged) if that passes the quota
@@ -292,7 +290,7 @@ impl Quota {
     fn charge(self: &Arc<Self>, n: u64) -> Option<Flight> {
         // Never fits, and must not touch the counters (near `u64::MAX` it
         // would wrap `in_flight`).
-        if n > self.limit() {
+        if n > self.limit {
             return None;
         }
         self.catch_up();
@@ -431,10 +429,9 @@ impl Quota {
 
     /// Add `n` to `used` if it stays within the quota.
     fn fits(&self, n: u64) -> bool {
-        let limit = self.limit();
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|t| *t <= limit)
+                u.checked_add(n).filter(|t| *t <= self.limit)
             })
             .is_ok()
     }
@@ -617,7 +614,7 @@ impl Quota {
     /// the measure must still count them), and, from [`Quota::fly`], a
     /// charge just taken.
     fn fly_uncharged(self: &Arc<Self>, n: u64) -> Flight {
-        let n = n.min(self.limit());
+        let n = n.min(self.limit);
         let _ = self
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| {
@@ -2053,41 +2050,17 @@ pub(crate) fn usage(
     root: &std::path::Path,
     guest: &str,
 ) -> Option<Arc<Quota>> {
-    use std::os::unix::fs::MetadataExt;
-    let (FsMode::ReadWrite, Some(limit)) = (mode, quota) else {
-        return None;
-    };
-    // One quota per directory in the process, for as long as anything
-    // holds it: a reload that prepares the grant again (a changed
-    // manifest or host config) gets the quota its predecessor's calls,
-    // still running, charge, not a fresh count beside theirs (two counts
-    // would let the directory hold up to twice the quota). The bound is
-    // the new grant's. A different guest path (the messages name it)
-    // makes a quota of its own.
-    static QUOTAS: Mutex<Vec<((u64, u64), std::sync::Weak<Quota>)>> = Mutex::new(Vec::new());
-    let id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
-    let mut quotas = QUOTAS.lock().unwrap_or_else(|e| e.into_inner());
-    quotas.retain(|(_, q)| q.strong_count() > 0);
-    if let Some(id) = id
-        && let Some(q) = quotas
-            .iter()
-            .filter(|(i, _)| *i == id)
-            .filter_map(|(_, q)| q.upgrade())
-            .find(|q| q.guest == guest)
-    {
-        q.limit.store(limit, Ordering::Release);
-        return Some(q);
+    match (mode, quota) {
+        (FsMode::ReadWrite, Some(q)) => {
+            let q = Arc::new(Quota::new(q, root.to_path_buf(), guest.to_owned()));
+            if q.entries.load(Ordering::Acquire) > INLINE_ENTRIES {
+                // Too large to walk at load: full until measured beside.
+                q.measure_beside();
+            }
+            Some(q)
+        }
+        _ => None,
     }
-    let q = Arc::new(Quota::new(limit, root.to_path_buf(), guest.to_owned()));
-    if let Some(id) = id {
-        quotas.push((id, Arc::downgrade(&q)));
-    }
-    drop(quotas);
-    if q.entries.load(Ordering::Acquire) > INLINE_ENTRIES {
-        // Too large to walk at load: full until measured beside.
-        q.measure_beside();
-    }
-    Some(q)
 }
 
 #[cfg(test)]
@@ -2347,7 +2320,7 @@ mod tests {
         // As if the last whole walk had been small (the tree hidden past
         // `MAX_DEPTH` then, say).
         q.entries.store(10, Ordering::Release);
-        let rest = q.limit() - q.used.load(Ordering::Acquire);
+        let rest = q.limit - q.used.load(Ordering::Acquire);
         drop(q.charge(rest).expect("fits"));
         let a_while_ago = |q: &Quota| {
             let at = std::time::Instant::now()
@@ -2372,7 +2345,7 @@ mod tests {
         assert!(q.entries.load(Ordering::Acquire) > INLINE_ENTRIES);
 
         // Full again: the next walk is handed over without an inline try.
-        let rest = q.limit() - q.used.load(Ordering::Acquire);
+        let rest = q.limit - q.used.load(Ordering::Acquire);
         drop(q.charge(rest).expect("fits"));
         a_while_ago(&q);
         q.note_freed();
@@ -2398,7 +2371,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(
-            q.used.load(Ordering::Acquire) < q.limit(),
+            q.used.load(Ordering::Acquire) < q.limit,
             "measured: mostly free"
         );
         assert!(q.charge(1 << 20).is_some());
@@ -2407,35 +2380,6 @@ mod tests {
         let q = usage(FsMode::ReadWrite, Some(1 << 20), small.path(), "/out").unwrap();
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 0);
         assert!(q.charge(1 << 19).is_some());
-    }
-
-    /// A reload that prepares a grant again gets the quota its
-    /// predecessor's calls still charge (with the new bound), so the two
-    /// generations never count the same directory twice; once nothing
-    /// holds it, a grant starts a fresh count (measured at load).
-    #[test]
-    fn a_directory_granted_again_keeps_its_one_quota() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("f"), vec![1u8; 1 << 20]).unwrap();
-        let old = usage(FsMode::ReadWrite, Some(2 << 20), d.path(), "/out").unwrap();
-        // A write of the old generation, still running.
-        let _running = old.charge(1 << 19).expect("fits");
-        let new = usage(FsMode::ReadWrite, Some(4 << 20), d.path(), "/out").unwrap();
-        assert!(Arc::ptr_eq(&old, &new));
-        assert_eq!(old.limit(), 4 << 20, "the new grant's bound");
-        let _writing = new.charge(2 << 20).expect("1 + 0.5 + 2 MiB fit in 4");
-        // With a count of its own, the new grant would have seen 1 MiB on
-        // disk and let this in too.
-        assert!(
-            new.charge(1 << 20).is_none(),
-            "the old generation's write counts"
-        );
-        // Another guest path, or another directory: a quota of its own.
-        let other = usage(FsMode::ReadWrite, Some(4 << 20), d.path(), "/elsewhere").unwrap();
-        assert!(!Arc::ptr_eq(&other, &new));
-        let e = tempfile::tempdir().unwrap();
-        let third = usage(FsMode::ReadWrite, Some(4 << 20), e.path(), "/out").unwrap();
-        assert!(!Arc::ptr_eq(&third, &new));
     }
 
     /// A walk cut at its entry budget saw only part of the grant: it
@@ -2448,19 +2392,15 @@ mod tests {
         }
         let q = Quota::new(1 << 30, d.path().to_path_buf(), "/out".into());
         q.entries.store(10, Ordering::Release);
-        q.used.store(q.limit(), Ordering::Release);
+        q.used.store(q.limit, Ordering::Release);
         let walked = q.measure_now(INLINE_ENTRIES);
         assert!(walked.cut && !walked.complete);
-        assert_eq!(
-            q.used.load(Ordering::Acquire),
-            q.limit(),
-            "nothing credited"
-        );
+        assert_eq!(q.used.load(Ordering::Acquire), q.limit, "nothing credited");
         assert!(q.entries.load(Ordering::Acquire) > INLINE_ENTRIES);
         assert_eq!(q.epoch() % 2, 0);
         // A whole walk credits what it found.
         assert!(q.measure_now(usize::MAX).complete);
-        assert!(q.used.load(Ordering::Acquire) < q.limit());
+        assert!(q.used.load(Ordering::Acquire) < q.limit);
     }
 
     #[test]
