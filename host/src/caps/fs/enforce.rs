@@ -2050,17 +2050,45 @@ pub(crate) fn usage(
     root: &std::path::Path,
     guest: &str,
 ) -> Option<Arc<Quota>> {
-    match (mode, quota) {
-        (FsMode::ReadWrite, Some(q)) => {
-            let q = Arc::new(Quota::new(q, root.to_path_buf(), guest.to_owned()));
-            if q.entries.load(Ordering::Acquire) > INLINE_ENTRIES {
-                // Too large to walk at load: full until measured beside.
-                q.measure_beside();
-            }
-            Some(q)
-        }
-        _ => None,
+    use std::os::unix::fs::MetadataExt;
+    /// A directory (device, inode) and its quota.
+    type Known = ((u64, u64), std::sync::Weak<Quota>);
+    static QUOTAS: Mutex<Vec<Known>> = Mutex::new(Vec::new());
+    let (FsMode::ReadWrite, Some(limit)) = (mode, quota) else {
+        return None;
+    };
+    // One count per directory, guest path and bound in the process, for
+    // as long as anything holds it: a reload that prepares the grant again
+    // (a changed manifest or host config, the same grant) gets the quota
+    // its predecessor's calls, still running, charge, not a fresh count
+    // beside theirs (two counts would let the directory hold up to twice
+    // the quota). Only an identical grant shares: the bound is never
+    // changed here, so a load refused later (another scope granting the
+    // same directory, refused as an overlap) changes nothing of the
+    // running grant (a review of an earlier version, which updated the
+    // bound, found that hole).
+    let id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
+    let mut quotas = QUOTAS.lock().unwrap_or_else(|e| e.into_inner());
+    quotas.retain(|(_, q)| q.strong_count() > 0);
+    if let Some(id) = id
+        && let Some(q) = quotas
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .filter_map(|(_, q)| q.upgrade())
+            .find(|q| q.guest == guest && q.limit == limit)
+    {
+        return Some(q);
     }
+    let q = Arc::new(Quota::new(limit, root.to_path_buf(), guest.to_owned()));
+    if let Some(id) = id {
+        quotas.push((id, Arc::downgrade(&q)));
+    }
+    drop(quotas);
+    if q.entries.load(Ordering::Acquire) > INLINE_ENTRIES {
+        // Too large to walk at load: full until measured beside.
+        q.measure_beside();
+    }
+    Some(q)
 }
 
 #[cfg(test)]
@@ -2380,6 +2408,39 @@ mod tests {
         let q = usage(FsMode::ReadWrite, Some(1 << 20), small.path(), "/out").unwrap();
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 0);
         assert!(q.charge(1 << 19).is_some());
+    }
+
+    /// A reload that prepares a grant again, unchanged, gets the quota its
+    /// predecessor's calls still charge, so the two generations never
+    /// count the same directory twice. A grant with another bound or guest
+    /// path, or of another directory, gets a count of its own, and sharing
+    /// never changes the running grant's bound.
+    #[test]
+    fn a_directory_granted_again_alike_keeps_its_one_quota() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), vec![1u8; 1 << 20]).unwrap();
+        let old = usage(FsMode::ReadWrite, Some(4 << 20), d.path(), "/out").unwrap();
+        // A write of the old generation, still running.
+        let _running = old.charge(1 << 20).expect("fits");
+        let new = usage(FsMode::ReadWrite, Some(4 << 20), d.path(), "/out").unwrap();
+        assert!(Arc::ptr_eq(&old, &new));
+        let _writing = new.charge(3 << 19).expect("1 + 1 + 1.5 MiB fit in 4");
+        // With a count of its own, the new grant would have seen 1 MiB on
+        // disk and let this in too.
+        assert!(
+            new.charge(1 << 20).is_none(),
+            "the old generation's write counts"
+        );
+        // Another bound, guest path or directory: a count of its own, and
+        // the running grant's bound is untouched.
+        let larger = usage(FsMode::ReadWrite, Some(64 << 20), d.path(), "/out").unwrap();
+        assert!(!Arc::ptr_eq(&larger, &new));
+        assert_eq!(new.limit(), 4 << 20);
+        let other = usage(FsMode::ReadWrite, Some(4 << 20), d.path(), "/elsewhere").unwrap();
+        assert!(!Arc::ptr_eq(&other, &new));
+        let e = tempfile::tempdir().unwrap();
+        let third = usage(FsMode::ReadWrite, Some(4 << 20), e.path(), "/out").unwrap();
+        assert!(!Arc::ptr_eq(&third, &new));
     }
 
     /// A walk cut at its entry budget saw only part of the grant: it
