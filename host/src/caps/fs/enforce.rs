@@ -2068,18 +2068,29 @@ pub(crate) fn usage(
     // running grant (a review of an earlier version, which updated the
     // bound, found that hole).
     let id = std::fs::metadata(root).ok().map(|m| (m.dev(), m.ino()));
-    let mut quotas = QUOTAS.lock().unwrap_or_else(|e| e.into_inner());
-    quotas.retain(|(_, q)| q.strong_count() > 0);
-    if let Some(id) = id
-        && let Some(q) = quotas
+    // A quota that could not have a descriptor of its own is never walked
+    // (it stays full): not one to hand on.
+    let alike = |quotas: &[Known]| {
+        let id = id?;
+        quotas
             .iter()
             .filter(|(i, _)| *i == id)
             .filter_map(|(_, q)| q.upgrade())
-            .find(|q| q.guest == guest && q.limit == limit)
-    {
+            .find(|q| q.guest == guest && q.limit == limit && q._root_dir.is_some())
+    };
+    let lock = || QUOTAS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(q) = alike(&lock()) {
         return Some(q);
     }
+    // Made outside the lock: it opens and walks the directory, and a slow
+    // one must not hold up every grant being prepared in the process.
     let q = Arc::new(Quota::new(limit, root.to_path_buf(), guest.to_owned()));
+    let mut quotas = lock();
+    quotas.retain(|(_, q)| q.strong_count() > 0);
+    if let Some(first) = alike(&quotas) {
+        // Another load made one meanwhile.
+        return Some(first);
+    }
     if let Some(id) = id {
         quotas.push((id, Arc::downgrade(&q)));
     }
