@@ -377,7 +377,7 @@ impl prometheus_client::collector::Collector for MemoryCollector {
             ),
             (
                 "toolhost_memory_residue_max_bytes",
-                "The most the sandbox pool keeps resident between calls beside toolhost_memory_limit_bytes (memory-keep-resident per memory slot, plus table and stack pages)",
+                "The most the sandbox pool keeps resident between calls beside toolhost_memory_limit_bytes (memory-keep-resident per memory slot, table pages, and whole fiber stacks)",
                 residue,
             ),
         ] {

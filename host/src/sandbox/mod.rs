@@ -110,15 +110,19 @@ pub(crate) struct Pools {
 
 impl Pools {
     /// A pool of `slots` sandboxes, with the memory and table permits they
-    /// may hold (2 and 8 per slot: the pooling allocator's limits), and
+    /// may hold ([`MEMORIES_PER_SLOT`] and [`TABLES_PER_SLOT`]: the pooling
+    /// allocator's limits), and
     /// the bytes of memory they may hold together.
     fn new(slots: u32, memory: Arc<SharedMemory>) -> Pools {
         Pools {
             memory,
             slots: Arc::new(Semaphore::new(slots as usize)),
-            memories: Arc::new(Semaphore::new(slots as usize * 2)),
-            tables: Arc::new(Semaphore::new(slots as usize * 8)),
-            totals: (slots.saturating_mul(2), slots.saturating_mul(8)),
+            memories: Arc::new(Semaphore::new(slots as usize * MEMORIES_PER_SLOT as usize)),
+            tables: Arc::new(Semaphore::new(slots as usize * TABLES_PER_SLOT as usize)),
+            totals: (
+                slots.saturating_mul(MEMORIES_PER_SLOT),
+                slots.saturating_mul(TABLES_PER_SLOT),
+            ),
         }
     }
 
@@ -538,9 +542,9 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(shape.core_instances as u32))
         .max_core_instances_per_component(shape.core_instances as u32)
-        .total_memories(n.saturating_mul(2))
+        .total_memories(n.saturating_mul(MEMORIES_PER_SLOT))
         .max_memories_per_component(shape.memories as u32)
-        .total_tables(n.saturating_mul(8))
+        .total_tables(n.saturating_mul(TABLES_PER_SLOT))
         .max_tables_per_component(shape.tables as u32)
         .total_stacks(n)
         .max_memory_size(caps::limits::MAX_MEMORY.min(1 << 32) as usize)
@@ -587,14 +591,19 @@ fn async_stack_size(config: &EngineConfig) -> usize {
 fn pool_residue(config: &EngineConfig) -> u64 {
     let n = u64::from(pool_slots(config));
     let memories = n
-        .saturating_mul(2)
+        .saturating_mul(u64::from(MEMORIES_PER_SLOT))
         .saturating_mul(config.memory_keep_resident as u64);
     let tables = n
-        .saturating_mul(8)
+        .saturating_mul(u64::from(TABLES_PER_SLOT))
         .saturating_mul(TABLE_KEEP_RESIDENT as u64);
     let stacks = n.saturating_mul(async_stack_size(config) as u64);
     memories.saturating_add(tables).saturating_add(stacks)
 }
+
+/// Linear memories and tables the pool holds per sandbox slot, on
+/// average: a component may use more of either, within the totals.
+const MEMORIES_PER_SLOT: u32 = 2;
+const TABLES_PER_SLOT: u32 = 8;
 
 /// The first bytes of each table slot kept resident between calls.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;

@@ -2342,6 +2342,24 @@ mod tests {
         assert_eq!(q.epoch(), 2, "one walk (the epoch is odd while it runs)");
     }
 
+    /// A directory with more entries than a walk looks at inline.
+    fn large_grant() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..INLINE_ENTRIES + 100 {
+            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
+        }
+        d
+    }
+
+    /// Wait until `q`'s walk beside the calls is done.
+    fn walked_beside(q: &Quota) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while q.walking.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < deadline, "the walk never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A grant with more entries than a walk may look at on the charging
     /// thread is walked on a thread of its own: the inline walk stops at
     /// its budget (found by review: the last walk's length could be made
@@ -2351,10 +2369,7 @@ mod tests {
     /// space it found.
     #[test]
     fn a_walk_too_long_for_the_charging_thread_runs_on_its_own() {
-        let d = tempfile::tempdir().unwrap();
-        for i in 0..INLINE_ENTRIES + 100 {
-            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
-        }
+        let d = large_grant();
         let q = Arc::new(Quota::new(1 << 30, d.path().to_path_buf(), "/out".into()));
         // As if the last whole walk had been small (the tree hidden past
         // `MAX_DEPTH` then, say).
@@ -2367,18 +2382,11 @@ mod tests {
                 .unwrap_or_else(std::time::Instant::now);
             *q.measuring.lock().unwrap() = (at, Duration::from_micros(10));
         };
-        let settled = |q: &Quota| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while q.walking.load(Ordering::Acquire) {
-                assert!(std::time::Instant::now() < deadline, "the walk never ended");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        };
         a_while_ago(&q);
         q.note_freed();
         let _ = q.charge(1);
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 1);
-        settled(&q);
+        walked_beside(&q);
         assert_eq!(q.epoch(), 4, "one inline walk, cut short, and one beside");
         assert!(q.charge(1).is_some(), "the walk found the space");
         assert!(q.entries.load(Ordering::Acquire) > INLINE_ENTRIES);
@@ -2390,7 +2398,7 @@ mod tests {
         q.note_freed();
         let _ = q.charge(1);
         assert_eq!(q.walks_beside.load(Ordering::Acquire), 2);
-        settled(&q);
+        walked_beside(&q);
         assert_eq!(q.epoch(), 6, "no inline walk this time, one beside");
     }
 
@@ -2398,17 +2406,10 @@ mod tests {
     /// starts full and is measured beside: writes fit once that is done.
     #[test]
     fn a_grant_too_large_to_walk_at_load_starts_full_until_measured_beside() {
-        let d = tempfile::tempdir().unwrap();
-        for i in 0..INLINE_ENTRIES + 100 {
-            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
-        }
+        let d = large_grant();
         let q = usage(FsMode::ReadWrite, Some(1 << 30), d.path(), "/out").unwrap();
-        assert!(q.walks_beside.load(Ordering::Acquire) == 1);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while q.walking.load(Ordering::Acquire) {
-            assert!(std::time::Instant::now() < deadline, "the walk never ended");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        assert_eq!(q.walks_beside.load(Ordering::Acquire), 1);
+        walked_beside(&q);
         assert!(
             q.used.load(Ordering::Acquire) < q.limit,
             "measured: mostly free"
@@ -2458,10 +2459,7 @@ mod tests {
     /// credits nothing, and it marks the grant as large.
     #[test]
     fn a_walk_cut_short_credits_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        for i in 0..INLINE_ENTRIES + 100 {
-            std::fs::File::create(d.path().join(format!("f{i}"))).unwrap();
-        }
+        let d = large_grant();
         let q = Quota::new(1 << 30, d.path().to_path_buf(), "/out".into());
         q.entries.store(10, Ordering::Release);
         q.used.store(q.limit, Ordering::Release);
