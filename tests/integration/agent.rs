@@ -874,6 +874,20 @@ mod protocol {
         let more =
             tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
         assert!(more.is_err(), "unexpected line: {more:?}");
+        // And its guest was stopped, not left to sleep its 1.5 s out.
+        let metrics = env.core.metrics().encode();
+        let sleeps = |outcome: &str| {
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("toolhost_calls_total{")
+                        && l.contains(r#"tool="sleep""#)
+                        && l.contains(&format!(r#"outcome="{outcome}""#))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        assert_eq!((sleeps("ok"), sleeps("cancelled")), (4.0, 1.0), "{metrics}");
     }
 
     /// A `tools/call` the CLI cancels with the MCP `notifications/cancelled`

@@ -4,14 +4,37 @@
 //! requests by JSON-RPC id; server notifications (`tools/list_changed`,
 //! logging, progress) go back to the CLI; server-to-client requests are
 //! answered here (ping) or refused, so nothing ever waits forever.
+//!
+//! `tools/call`, the hot path, skips rmcp's service loop once the session
+//! is initialized: the request goes to the same handler's
+//! [`Service::handle_request`] on the task that answers the control
+//! request, with a context made as the loop makes it (the connection's
+//! peer, the request's `_meta`, a cancellation token of its own). The loop
+//! would cost five task hand-offs per call (in, a spawned handler, back,
+//! a spawned send, out); the handler, its checks and the call path are
+//! the same either way. A request naming its own protocol version in
+//! `_meta` still goes through the loop, which scopes that version for the
+//! handler.
+//!
+//! Must not: interpret MCP beyond routing (the handler answers), or let a
+//! request id be answered twice.
 
-use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rmcp::model::{
+    CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, Request, RequestId,
+    ServerJsonRpcMessage,
+};
+use rmcp::service::{Peer, RequestContext};
 use rmcp::transport::Transport;
-use rmcp::{RoleServer, ServerHandler, ServiceExt};
+use rmcp::{RoleServer, ServerHandler, Service, ServiceExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// A server notification for the CLI: (server name, JSON-RPC message).
 pub type Outbound = mpsc::UnboundedSender<(Arc<str>, Value)>;
@@ -39,12 +62,49 @@ impl Transport<RoleServer> for ChannelTransport {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
+/// Who waits for the reply to one request id. `turn` tells this request
+/// from a later one the CLI sends under the same id: only its own waiter
+/// removes an entry.
+struct Waiter {
+    turn: u64,
+    tx: oneshot::Sender<Value>,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Waiter>>>;
 
 /// One running server: where to send, and who waits for which id.
-struct Conn {
+struct Conn<S> {
     to_server: mpsc::UnboundedSender<ClientJsonRpcMessage>,
     pending: Pending,
+    /// The handler and the connection's peer, once `initialize` is
+    /// answered: what a `tools/call` needs to skip the loop.
+    served: OnceLock<(S, Peer<RoleServer>)>,
+}
+
+/// Numbers the waiters (see [`Waiter`]).
+static TURNS: AtomicU64 = AtomicU64::new(0);
+
+impl<S> Conn<S> {
+    /// Wait for the reply to `key`; `None` if a request with that id is in
+    /// flight already (its reply could not be told from this one's).
+    fn wait(&self, key: &str) -> Option<(u64, oneshot::Receiver<Value>)> {
+        let mut pending = lock(&self.pending);
+        if pending.contains_key(key) {
+            return None;
+        }
+        let turn = TURNS.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        pending.insert(key.to_string(), Waiter { turn, tx });
+        Some((turn, rx))
+    }
+
+    /// Forget the waiter for `key` if it is still the one of `turn`.
+    fn forget(&self, key: &str, turn: u64) {
+        let mut pending = lock(&self.pending);
+        if pending.get(key).is_some_and(|w| w.turn == turn) {
+            pending.remove(key);
+        }
+    }
 }
 
 /// Makes a fresh handler (for the first connect and every re-initialize).
@@ -55,7 +115,7 @@ pub struct Bridge<S> {
     name: Arc<str>,
     factory: Factory<S>,
     outbound: Outbound,
-    conn: Mutex<Option<Arc<Conn>>>,
+    conn: Mutex<Option<Arc<Conn<S>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,7 +131,7 @@ fn rpc_error(id: Option<&Value>, code: i64, message: &str) -> Value {
            "error": {"code": code, "message": message}})
 }
 
-impl<S: ServerHandler + Send + 'static> Bridge<S> {
+impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
     pub fn new(name: &str, factory: Factory<S>, outbound: Outbound) -> Self {
         Bridge {
             name: Arc::from(name),
@@ -82,17 +142,22 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
     }
 
     /// Start a server; the old one (if any) ends when its channel drops.
-    fn start(&self) -> Arc<Conn> {
+    fn start(&self) -> Arc<Conn<S>> {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerJsonRpcMessage>();
         let pending: Pending = Arc::default();
         let conn = Arc::new(Conn {
             to_server: in_tx.clone(),
             pending: pending.clone(),
+            served: OnceLock::new(),
         });
         let handler = (self.factory)();
         let name = self.name.clone();
+        // Weak: the connection ends when its last user drops it, not when
+        // its own server task does.
+        let served = Arc::downgrade(&conn);
         tokio::spawn(async move {
+            let direct = handler.clone();
             match handler
                 .serve(ChannelTransport {
                     rx: in_rx,
@@ -101,6 +166,9 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
                 .await
             {
                 Ok(running) => {
+                    if let Some(conn) = served.upgrade() {
+                        let _ = conn.served.set((direct, running.peer().clone()));
+                    }
                     let _ = running.waiting().await;
                 }
                 Err(e) => tracing::warn!("SDK MCP server `{name}` failed to start: {e}"),
@@ -115,8 +183,8 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
                 match (v.get("method").is_some(), v.get("id")) {
                     // A response (or error) to one of the CLI's requests.
                     (false, Some(id)) => {
-                        if let Some(tx) = lock(&pending).remove(&id_key(id)) {
-                            let _ = tx.send(v);
+                        if let Some(w) = lock(&pending).remove(&id_key(id)) {
+                            let _ = w.tx.send(v);
                         }
                     }
                     // A request from the server to the client.
@@ -142,8 +210,8 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
                 }
             }
             // The server is gone: nobody will answer what is still waiting.
-            for (_, tx) in lock(&pending).drain() {
-                let _ = tx.send(rpc_error(None, -32603, "SDK MCP server closed"));
+            for (_, w) in lock(&pending).drain() {
+                let _ = w.tx.send(rpc_error(None, -32603, "SDK MCP server closed"));
             }
         });
         conn
@@ -157,6 +225,12 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
     pub fn submit(&self, message: Value) -> Submitted {
         let id = message.get("id").filter(|i| !i.is_null()).cloned();
         let is_request = message.get("method").is_some() && id.is_some();
+        if let Some(id) = &id
+            && message.get("method").and_then(Value::as_str) == Some("tools/call")
+            && let Some(direct) = self.direct(&message, id)
+        {
+            return direct;
+        }
         let parsed: ClientJsonRpcMessage = match serde_json::from_value(message.clone()) {
             Ok(m) => m,
             Err(e) => {
@@ -189,37 +263,99 @@ impl<S: ServerHandler + Send + 'static> Bridge<S> {
             // here, so nothing waits for a reply that never comes.
             if message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
                 && let Some(rid) = message.pointer("/params/requestId")
-                && let Some(tx) = lock(&conn.pending).remove(&id_key(rid))
+                && let Some(w) = lock(&conn.pending).remove(&id_key(rid))
             {
-                let _ = tx.send(rpc_error(Some(rid), -32800, "request cancelled"));
+                let _ = w.tx.send(rpc_error(Some(rid), -32800, "request cancelled"));
             }
             let _ = conn.to_server.send(parsed);
             return Submitted::Done(json!({"jsonrpc": "2.0", "result": {}}));
         }
         let id = id.expect("request has an id");
         let key = id_key(&id);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = lock(&conn.pending);
-            if pending.contains_key(&key) {
-                return Submitted::Done(rpc_error(
-                    Some(&id),
-                    -32600,
-                    &format!("request id {key} is already in flight"),
-                ));
-            }
-            pending.insert(key.clone(), tx);
-        }
+        let Some((turn, rx)) = conn.wait(&key) else {
+            return Submitted::Done(in_flight(&id, &key));
+        };
         if conn.to_server.send(parsed).is_err() {
-            lock(&conn.pending).remove(&key);
+            conn.forget(&key, turn);
             return Submitted::Done(rpc_error(Some(&id), -32603, "SDK MCP server closed"));
         }
         Submitted::Waiting(Waiting {
             conn,
             id,
             key,
+            turn,
             rx: Some(rx),
         })
+    }
+
+    /// A `tools/call` for the handler at once, past the loop (see the
+    /// module doc); `None` to take the loop's way: before the session is
+    /// initialized, for a request naming its protocol version, or one the
+    /// loop should refuse in its own words (params that do not parse).
+    fn direct(&self, message: &Value, id: &Value) -> Option<Submitted> {
+        let conn = lock(&self.conn).clone()?;
+        let (server, peer) = conn.served.get()?;
+        let mut params = CallToolRequestParams::deserialize(message.get("params")?).ok()?;
+        let meta = params.meta.take().unwrap_or_default();
+        if meta.protocol_version().is_some() {
+            return None;
+        }
+        let rid = RequestId::deserialize(id).ok()?;
+        let key = id_key(id);
+        let Some((turn, rx)) = conn.wait(&key) else {
+            return Some(Submitted::Done(in_flight(id, &key)));
+        };
+        // The request's token: cancelled when its reply is no longer
+        // awaited (the CLI cancelled it either way), which stops the call.
+        let stop = CancellationToken::new();
+        let mut ctx = RequestContext::new(rid.clone(), peer.clone());
+        ctx.meta = meta;
+        ctx.ct = stop.child_token();
+        let server = server.clone();
+        let call = async move {
+            let request = ClientRequest::CallToolRequest(Request::new(params));
+            let message: ServerJsonRpcMessage =
+                match Service::<RoleServer>::handle_request(&server, request, ctx).await {
+                    Ok(result) => JsonRpcMessage::response(result, rid),
+                    Err(error) => JsonRpcMessage::error(error, Some(rid)),
+                };
+            serde_json::to_value(&message).unwrap_or_else(|e| {
+                rpc_error(
+                    None,
+                    -32603,
+                    &format!("the response did not serialize: {e}"),
+                )
+            })
+        }
+        .boxed();
+        Some(Submitted::Direct(Direct {
+            conn: conn as Arc<dyn Forget>,
+            key,
+            turn,
+            rx,
+            call: Some(call),
+            stop,
+        }))
+    }
+}
+
+fn in_flight(id: &Value, key: &str) -> Value {
+    rpc_error(
+        Some(id),
+        -32600,
+        &format!("request id {key} is already in flight"),
+    )
+}
+
+/// A connection's waiters, whatever its handler (what a [`Direct`] call
+/// holds of it).
+trait Forget: Send + Sync {
+    fn forget(&self, key: &str, turn: u64);
+}
+
+impl<S: Send + Sync> Forget for Conn<S> {
+    fn forget(&self, key: &str, turn: u64) {
+        Conn::forget(self, key, turn);
     }
 }
 
@@ -231,6 +367,8 @@ pub enum Submitted {
     Done(Value),
     /// A request in the server.
     Waiting(Waiting),
+    /// A `tools/call` that runs as its reply is awaited.
+    Direct(Direct),
 }
 
 impl Submitted {
@@ -248,17 +386,71 @@ impl Submitted {
                 w.key.clear();
                 reply.unwrap_or_else(|_| rpc_error(Some(&id), -32603, "SDK MCP server closed"))
             }
+            Submitted::Direct(mut d) => {
+                let answered = tokio::select! {
+                    // Cancelled (`notifications/cancelled`): that is the
+                    // answer, and dropping `d` stops the call.
+                    biased;
+                    r = &mut d.rx => r.ok(),
+                    v = d.call.as_mut().expect("a call is awaited once") => {
+                        d.call = None;
+                        d.conn.forget(&d.key, d.turn);
+                        Some(v)
+                    }
+                };
+                answered.unwrap_or_else(|| rpc_error(None, -32603, "SDK MCP server closed"))
+            }
+        }
+    }
+}
+
+/// A `tools/call` run by the task awaiting its reply. Dropped unanswered
+/// (the CLI cancelled it, by `notifications/cancelled` or by cancelling
+/// the control request), it cancels the call's token, which stops the
+/// guest, and lets the call end on a task of its own, so that it is
+/// recorded as `cancelled` (a dropped call would be `abandoned`), as a call
+/// the loop ran is.
+pub struct Direct {
+    conn: Arc<dyn Forget>,
+    key: String,
+    turn: u64,
+    rx: oneshot::Receiver<Value>,
+    /// `None` once it has answered.
+    call: Option<BoxFuture<'static, Value>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        self.conn.forget(&self.key, self.turn);
+        if let Some(call) = self.call.take() {
+            self.stop.cancel();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(call);
+            }
         }
     }
 }
 
 /// A request in the server, awaiting its reply.
 pub struct Waiting {
-    conn: Arc<Conn>,
+    conn: Arc<dyn Cancel>,
     id: Value,
     /// Its key in the connection's pending map; empty once answered.
     key: String,
+    turn: u64,
     rx: Option<oneshot::Receiver<Value>>,
+}
+
+/// What a [`Waiting`] request needs of its connection when dropped.
+trait Cancel: Forget {
+    fn cancel(&self, note: ClientJsonRpcMessage);
+}
+
+impl<S: Send + Sync> Cancel for Conn<S> {
+    fn cancel(&self, note: ClientJsonRpcMessage) {
+        let _ = self.to_server.send(note);
+    }
 }
 
 /// Cancels a request in the server when its caller stops waiting
@@ -268,11 +460,11 @@ impl Drop for Waiting {
         if self.key.is_empty() {
             return;
         }
-        lock(&self.conn.pending).remove(&self.key);
+        self.conn.forget(&self.key, self.turn);
         let note = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
                           "params": {"requestId": self.id, "reason": "cancelled by the CLI"}});
         if let Ok(m) = serde_json::from_value(note) {
-            let _ = self.conn.to_server.send(m);
+            self.conn.cancel(m);
         }
     }
 }

@@ -27,6 +27,7 @@ mod client;
 mod error;
 mod hooks;
 mod options;
+mod output;
 mod process;
 mod protocol;
 mod session;

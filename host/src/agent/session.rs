@@ -13,6 +13,7 @@ use super::bridge::{Bridge, Factory, Submitted};
 use super::error::AgentError;
 use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
 use super::options::{AgentOptions, MAIN_AGENT, cli_args, inherited_env};
+use super::output::Output;
 use super::process::{CliProcess, find_cli, read_line_bounded};
 use super::protocol::{self, Inbound, InboundRequest, Message};
 use crate::catalog::Scope;
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
 /// The host's own PreToolUse hook: isolation and deny rules.
@@ -35,8 +36,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Inner {
-    /// Lines to the CLI's stdin; `None` once input is closed.
-    out: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Lines to the CLI's stdin.
+    out: Arc<Output>,
     /// Our control requests awaiting the CLI's answer.
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
     /// The CLI's control requests being handled, by request id.
@@ -52,15 +53,19 @@ struct Inner {
     counter: AtomicU64,
 }
 
+/// The last handle gone (the session and every task of its own): the
+/// CLI's input closes, as when the session ends.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.out.close();
+    }
+}
+
 impl Inner {
     fn write(&self, v: &Value) -> Result<(), AgentError> {
         let mut line = serde_json::to_vec(v).expect("JSON serializes");
         line.push(b'\n');
-        lock(&self.out)
-            .as_ref()
-            .ok_or(AgentError::Closed)?
-            .send(line)
-            .map_err(|_| AgentError::Closed)
+        self.out.send(line).map_err(|_| AgentError::Closed)
     }
 
     async fn control(&self, request: Value) -> Result<Value, AgentError> {
@@ -384,9 +389,9 @@ impl AgentSession {
             .collect();
         drop(note_tx);
 
-        let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (out, writer) = Output::new(writer);
         let inner = Arc::new(Inner {
-            out: Mutex::new(Some(out_tx)),
+            out,
             pending: Mutex::default(),
             inflight: Mutex::default(),
             bridges,
@@ -396,7 +401,7 @@ impl AgentSession {
             agent_types: Mutex::default(),
             counter: AtomicU64::new(0),
         });
-        tokio::spawn(writer_task(writer, out_rx));
+        tokio::spawn(writer);
 
         let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         let process = Arc::new(tokio::sync::Mutex::new(proc));
@@ -489,7 +494,7 @@ impl AgentSession {
 
     /// Close the CLI's input: it finishes what it is doing and exits.
     pub fn end_input(&self) {
-        lock(&self.inner.out).take();
+        self.inner.out.close();
     }
 
     /// The tail of the CLI's stderr.
@@ -510,24 +515,6 @@ impl AgentSession {
             None => Some(0),
         }
     }
-}
-
-async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(line) = rx.recv().await {
-        if w.write_all(&line).await.is_err() {
-            return;
-        }
-        // Batch what is already queued into one flush.
-        while let Ok(more) = rx.try_recv() {
-            if w.write_all(&more).await.is_err() {
-                return;
-            }
-        }
-        if w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
 }
 
 async fn reader_task<R: AsyncBufRead + Unpin>(
@@ -598,7 +585,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
     }
     // Output ended: nothing we asked will be answered.
     lock(&inner.pending).clear();
-    lock(&inner.out).take();
+    inner.out.close();
     if let Some(p) = process.lock().await.as_mut() {
         let code = p.shutdown(Duration::from_secs(5)).await;
         if code != Some(0) || !saw_result {
@@ -638,10 +625,9 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
             .map(|b| b.submit(message.clone())),
         _ => None,
     };
+    let direct = matches!(submitted, Some(Submitted::Direct(_)));
     let task_inner = inner.clone();
-    // Register before the task can finish, so its own removal wins.
-    let mut inflight = lock(&inner.inflight);
-    let handle = tokio::spawn(async move {
+    let mut answer = Box::pin(async move {
         let inner = task_inner;
         let result = std::panic::AssertUnwindSafe(inner.handle(req.request, submitted))
             .catch_unwind()
@@ -654,5 +640,16 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
         lock(&inner.inflight).remove(&req.request_id);
         let _ = inner.write(&reply);
     });
+    // A tool call's first slice runs here, on the reader's task: most end
+    // within it (the guest's first slice is at most an epoch tick and a
+    // grace, `scheduler`), answered with no task spawned or woken. One
+    // that goes on is handed to its own task, which polls it again (with
+    // its own waker) at once.
+    if direct && answer.as_mut().now_or_never().is_some() {
+        return;
+    }
+    // Register before the task can finish, so its own removal wins.
+    let mut inflight = lock(&inner.inflight);
+    let handle = tokio::spawn(answer);
     inflight.insert(id, handle.abort_handle());
 }

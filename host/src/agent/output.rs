@@ -1,0 +1,212 @@
+//! The CLI's stdin: whole lines, in the order they are sent, from any task.
+//!
+//! A line is written at once by the task that sends it when nothing is
+//! queued before it and the pipe takes it (the usual case: a control
+//! response of a few hundred bytes); otherwise it is queued for the writer
+//! task, which writes the queue out as the pipe drains. A reply thus costs
+//! no hand-off to another task, and a CLI that stops reading holds up only
+//! the queue, never a sender. (A channel to a writer task, what this
+//! replaced, costs a task wake-up per line: a tenth of a tool call's round
+//! trip in `benches/agent_control.rs`.)
+//!
+//! Must not: block a sender (writes are tried, never awaited, under the
+//! lock), reorder lines, or split one line around another.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::AsyncWrite;
+use tokio::sync::Notify;
+
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// The sending side; cheap to share.
+pub(super) struct Output {
+    state: Mutex<State>,
+    /// Wakes the writer task: lines were queued, or input was closed.
+    work: Notify,
+}
+
+struct State {
+    /// `None` once the pipe failed or was shut down.
+    writer: Option<Writer>,
+    /// Lines not yet (wholly) written, oldest first.
+    queue: VecDeque<Vec<u8>>,
+    /// How much of the queue's first line is written.
+    written: usize,
+    /// A write went through that the writer has not flushed yet.
+    unflushed: bool,
+    /// Input is closed: write what is queued, then shut the pipe.
+    closing: bool,
+}
+
+/// Why a line was not sent.
+#[derive(Debug)]
+pub(super) struct Closed;
+
+impl Output {
+    /// The output over `writer`, and the task that writes what cannot be
+    /// written at once (spawn it).
+    pub(super) fn new<W: AsyncWrite + Send + 'static>(
+        writer: W,
+    ) -> (Arc<Output>, impl Future<Output = ()> + Send + 'static) {
+        let out = Arc::new(Output {
+            state: Mutex::new(State {
+                writer: Some(Box::pin(writer)),
+                queue: VecDeque::new(),
+                written: 0,
+                unflushed: false,
+                closing: false,
+            }),
+            work: Notify::new(),
+        });
+        let task = out.clone().run();
+        (out, task)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send one line (with its newline).
+    pub(super) fn send(&self, line: Vec<u8>) -> Result<(), Closed> {
+        let mut st = self.lock();
+        if st.closing || st.writer.is_none() {
+            return Err(Closed);
+        }
+        let queued_before = !st.queue.is_empty();
+        st.queue.push_back(line);
+        if !queued_before {
+            // Nothing ahead of it: try the pipe now. A waker that does
+            // nothing is enough, since whatever is left is the writer
+            // task's, which polls with its own.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(Err(_)) = st.drive(&mut cx) {
+                st.writer = None;
+                return Err(Closed);
+            }
+            if st.queue.is_empty() && !st.unflushed {
+                return Ok(());
+            }
+        }
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Close input once what is queued is written.
+    pub(super) fn close(&self) {
+        self.lock().closing = true;
+        self.work.notify_one();
+    }
+
+    async fn run(self: Arc<Self>) {
+        loop {
+            let done = std::future::poll_fn(|cx| {
+                let mut st = self.lock();
+                match st.drive(cx) {
+                    Poll::Ready(Ok(())) if st.closing => match st.writer.as_mut() {
+                        Some(w) => w.as_mut().poll_shutdown(cx).map(|_| true),
+                        None => Poll::Ready(true),
+                    },
+                    Poll::Ready(Ok(())) => Poll::Ready(false),
+                    Poll::Ready(Err(_)) => {
+                        st.writer = None;
+                        st.queue.clear();
+                        Poll::Ready(true)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            if done {
+                self.lock().writer = None;
+                return;
+            }
+            // (A `notify_one` since the poll is kept as a permit.)
+            self.work.notified().await;
+        }
+    }
+}
+
+impl State {
+    /// Write the queue out and flush, as far as the pipe takes it now:
+    /// `Ready(Ok)` when all is written and flushed.
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(w) = self.writer.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        while let Some(line) = self.queue.front() {
+            match w.as_mut().poll_write(cx, &line[self.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.unflushed = true;
+                    self.written += n;
+                    if self.written == line.len() {
+                        self.queue.pop_front();
+                        self.written = 0;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.unflushed {
+            match w.as_mut().poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A reader that stops reading holds up the queue, not the senders;
+    /// lines come out whole and in order once it reads again; closing
+    /// writes what is queued first.
+    #[tokio::test]
+    async fn a_full_pipe_queues_in_order_and_close_writes_the_queue_first() {
+        let (w, mut r) = tokio::io::duplex(64);
+        let (out, task) = Output::new(w);
+        let writer = tokio::spawn(task);
+        let lines: Vec<Vec<u8>> = (0..50)
+            .map(|i| format!("{{\"line\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i)).into_bytes())
+            .collect();
+        for l in &lines {
+            out.send(l.clone()).expect("open");
+        }
+        out.close();
+        assert!(out.send(b"late\n".to_vec()).is_err());
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, lines.concat());
+        writer.await.unwrap();
+    }
+
+    /// A pipe whose reader is gone refuses the next line.
+    #[tokio::test]
+    async fn a_broken_pipe_refuses_lines() {
+        let (w, r) = tokio::io::duplex(64);
+        let (out, task) = Output::new(w);
+        let writer = tokio::spawn(task);
+        drop(r);
+        let mut refused = false;
+        for _ in 0..10 {
+            if out.send(b"{}\n".to_vec()).is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(refused);
+        out.close();
+        writer.await.unwrap();
+    }
+}
