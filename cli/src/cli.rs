@@ -628,9 +628,14 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         None => {
             let reloads = Reloads::start(host, &core, None, config, opts.watch)?;
             let server = McpServer::with_state_key(core, scope, "mcp-stdio", key);
+            // Pipes (as MCP clients start servers) are read and written on
+            // the runtime's I/O driver, reopened with their own open file
+            // descriptions; a terminal or file falls back to tokio's stdio,
+            // which hands each read and write to the blocking pool: two
+            // thread hand-offs per message (BENCHMARKS.md, "MCP round trip").
             let running = server
                 .clone()
-                .serve(rmcp::transport::stdio())
+                .serve(rmcp::transport::stdio_pipes())
                 .await
                 .context("MCP initialization over stdio failed")?;
             tokio::select! {

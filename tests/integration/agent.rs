@@ -890,6 +890,48 @@ mod protocol {
         assert_eq!((sleeps("ok"), sleeps("cancelled")), (4.0, 1.0), "{metrics}");
     }
 
+    /// A call's progress notifications reach the CLI before its result:
+    /// a call answered past rmcp's loop (see `agent::bridge`) still waits
+    /// for what the server sent before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_calls_progress_reaches_the_cli_before_its_result() {
+        let core = Core::builder()
+            .config(test_config())
+            .source(Scope::default(), crate::support::conformance_dir())
+            .build()
+            .await
+            .unwrap();
+        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        let (_s, mut cli) = connect(
+            core,
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        for round in 0..3 {
+            let token = format!("tok{round}");
+            cli.mcp(&format!("p{round}"), "tools", json!({"jsonrpc": "2.0", "id": 100 + round, "method": "tools/call", "params": {"name": "test_tool_with_progress", "arguments": {}, "_meta": {"progressToken": token}}})).await;
+            let mut progress = Vec::new();
+            let reply = loop {
+                let m = cli.recv().await;
+                if m["type"] == "control_request" {
+                    let note = &m["request"]["message"];
+                    assert_eq!(note["method"], "notifications/progress", "{m}");
+                    assert_eq!(note["params"]["progressToken"], token.as_str(), "{m}");
+                    progress.push(note["params"]["progress"].as_f64().unwrap());
+                    continue;
+                }
+                break m;
+            };
+            assert_eq!(
+                reply["response"]["request_id"],
+                format!("p{round}"),
+                "{reply}"
+            );
+            assert_eq!(progress, [0.0, 50.0, 100.0], "round {round}: {reply}");
+        }
+    }
+
     /// A `tools/call` the CLI cancels with the MCP `notifications/cancelled`
     /// stops its guest, its control request is still answered (the server
     /// sends no response to a cancelled request), and the session goes on.

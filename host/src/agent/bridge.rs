@@ -36,12 +36,48 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// A server notification for the CLI: (server name, JSON-RPC message).
-pub type Outbound = mpsc::UnboundedSender<(Arc<str>, Value)>;
+/// Writes a server notification to the CLI (server name, JSON-RPC
+/// message) at once: it must not wait, since it runs in the task that
+/// orders the server's messages.
+pub type Outbound = Arc<dyn Fn(&str, Value) + Send + Sync>;
 
 struct ChannelTransport {
     rx: mpsc::UnboundedReceiver<ClientJsonRpcMessage>,
     tx: mpsc::UnboundedSender<ServerJsonRpcMessage>,
+    seq: Arc<Seq>,
+}
+
+/// How far the server's messages have got: `sent` by the loop, `done` by
+/// the task that forwards them (notifications written to the CLI). A
+/// direct call's reply waits until what the loop sent before it is done,
+/// so that its progress and log notifications reach the CLI before its
+/// result, as they do through the loop.
+#[derive(Default)]
+struct Seq {
+    sent: AtomicU64,
+    done: AtomicU64,
+    moved: tokio::sync::Notify,
+}
+
+impl Seq {
+    /// Wait until every message sent so far is done (at once, usually).
+    async fn caught_up(&self) {
+        let target = self.sent.load(Ordering::Acquire);
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.done.load(Ordering::Acquire) >= target {
+                return;
+            }
+            moved.await;
+        }
+    }
+
+    fn advance(&self, to: u64) {
+        self.done.store(to, Ordering::Release);
+        self.moved.notify_waiters();
+    }
 }
 
 impl Transport<RoleServer> for ChannelTransport {
@@ -51,6 +87,9 @@ impl Transport<RoleServer> for ChannelTransport {
         item: ServerJsonRpcMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let r = self.tx.send(item);
+        if r.is_ok() {
+            self.seq.sent.fetch_add(1, Ordering::AcqRel);
+        }
         async move { r }
     }
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
@@ -67,6 +106,11 @@ impl Transport<RoleServer> for ChannelTransport {
 /// removes an entry.
 struct Waiter {
     turn: u64,
+    /// The request's JSON-RPC id, for an error reply the server does not make.
+    id: Value,
+    /// A direct call, which the loop never saw: a response from the loop
+    /// under its id (to an earlier request with the same id) is not its.
+    direct: bool,
     tx: oneshot::Sender<Value>,
 }
 
@@ -79,6 +123,7 @@ struct Conn<S> {
     /// The handler and the connection's peer, once `initialize` is
     /// answered: what a `tools/call` needs to skip the loop.
     served: OnceLock<(S, Peer<RoleServer>)>,
+    seq: Arc<Seq>,
 }
 
 /// Numbers the waiters (see [`Waiter`]).
@@ -87,14 +132,23 @@ static TURNS: AtomicU64 = AtomicU64::new(0);
 impl<S> Conn<S> {
     /// Wait for the reply to `key`; `None` if a request with that id is in
     /// flight already (its reply could not be told from this one's).
-    fn wait(&self, key: &str) -> Option<(u64, oneshot::Receiver<Value>)> {
+    fn wait(&self, key: &str, id: &Value, direct: bool) -> Option<(u64, oneshot::Receiver<Value>)> {
         let mut pending = lock(&self.pending);
         if pending.contains_key(key) {
             return None;
         }
         let turn = TURNS.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        pending.insert(key.to_string(), Waiter { turn, tx });
+        let id = id.clone();
+        pending.insert(
+            key.to_string(),
+            Waiter {
+                turn,
+                id,
+                direct,
+                tx,
+            },
+        );
         Some((turn, rx))
     }
 
@@ -146,11 +200,17 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         let (in_tx, in_rx) = mpsc::unbounded_channel();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerJsonRpcMessage>();
         let pending: Pending = Arc::default();
+        let seq = Arc::new(Seq::default());
         let conn = Arc::new(Conn {
             to_server: in_tx.clone(),
             pending: pending.clone(),
             served: OnceLock::new(),
+            seq: seq.clone(),
         });
+        // Weak: the server's input ends when the connection's last user
+        // drops it (a re-`initialize` replaced it), which ends its loop and
+        // then this task; a strong sender here would keep both forever.
+        let in_tx = in_tx.downgrade();
         let handler = (self.factory)();
         let name = self.name.clone();
         // Weak: the connection ends when its last user drops it, not when
@@ -162,6 +222,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
                 .serve(ChannelTransport {
                     rx: in_rx,
                     tx: out_tx,
+                    seq: seq.clone(),
                 })
                 .await
             {
@@ -175,15 +236,23 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             }
         });
         let (name, outbound) = (self.name.clone(), self.outbound.clone());
+        let seq = conn.seq.clone();
         tokio::spawn(async move {
+            let mut done = 0;
             while let Some(msg) = out_rx.recv().await {
+                done += 1;
                 let Ok(v) = serde_json::to_value(&msg) else {
+                    seq.advance(done);
                     continue;
                 };
                 match (v.get("method").is_some(), v.get("id")) {
                     // A response (or error) to one of the CLI's requests.
                     (false, Some(id)) => {
-                        if let Some(w) = lock(&pending).remove(&id_key(id)) {
+                        let key = id_key(id);
+                        let mut pending = lock(&pending);
+                        if pending.get(&key).is_some_and(|w| !w.direct)
+                            && let Some(w) = pending.remove(&key)
+                        {
                             let _ = w.tx.send(v);
                         }
                     }
@@ -198,20 +267,24 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
                                 "requests to the client are not supported for SDK servers",
                             )
                         };
-                        if let Ok(m) = serde_json::from_value(answer) {
+                        if let Ok(m) = serde_json::from_value(answer)
+                            && let Some(in_tx) = in_tx.upgrade()
+                        {
                             let _ = in_tx.send(m);
                         }
                     }
-                    // A notification: forward to the CLI.
-                    (true, None) => {
-                        let _ = outbound.send((name.clone(), v));
-                    }
+                    // A notification: to the CLI, now.
+                    (true, None) => outbound(&name, v),
                     (false, None) => {}
                 }
+                seq.advance(done);
             }
-            // The server is gone: nobody will answer what is still waiting.
+            // The server is gone: nobody will answer what is still waiting,
+            // and no direct reply waits for messages that will not come.
+            seq.advance(u64::MAX);
             for (_, w) in lock(&pending).drain() {
-                let _ = w.tx.send(rpc_error(None, -32603, "SDK MCP server closed"));
+                let _ =
+                    w.tx.send(rpc_error(Some(&w.id), -32603, "SDK MCP server closed"));
             }
         });
         conn
@@ -272,7 +345,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         }
         let id = id.expect("request has an id");
         let key = id_key(&id);
-        let Some((turn, rx)) = conn.wait(&key) else {
+        let Some((turn, rx)) = conn.wait(&key, &id, false) else {
             return Submitted::Done(in_flight(&id, &key));
         };
         if conn.to_server.send(parsed).is_err() {
@@ -302,7 +375,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         }
         let rid = RequestId::deserialize(id).ok()?;
         let key = id_key(id);
-        let Some((turn, rx)) = conn.wait(&key) else {
+        let Some((turn, rx)) = conn.wait(&key, id, true) else {
             return Some(Submitted::Done(in_flight(id, &key)));
         };
         // The request's token: cancelled when its reply is no longer
@@ -312,6 +385,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         ctx.meta = meta;
         ctx.ct = stop.child_token();
         let server = server.clone();
+        let seq = conn.seq.clone();
         let call = async move {
             let request = ClientRequest::CallToolRequest(Request::new(params));
             let message: ServerJsonRpcMessage =
@@ -319,6 +393,8 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
                     Ok(result) => JsonRpcMessage::response(result, rid),
                     Err(error) => JsonRpcMessage::error(error, Some(rid)),
                 };
+            // The call's notifications went to the loop before it returned.
+            seq.caught_up().await;
             serde_json::to_value(&message).unwrap_or_else(|e| {
                 rpc_error(
                     None,
@@ -330,6 +406,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         .boxed();
         Some(Submitted::Direct(Direct {
             conn: conn as Arc<dyn Forget>,
+            id: id.clone(),
             key,
             turn,
             rx,
@@ -398,7 +475,7 @@ impl Submitted {
                         Some(v)
                     }
                 };
-                answered.unwrap_or_else(|| rpc_error(None, -32603, "SDK MCP server closed"))
+                answered.unwrap_or_else(|| rpc_error(Some(&d.id), -32603, "SDK MCP server closed"))
             }
         }
     }
@@ -412,6 +489,7 @@ impl Submitted {
 /// the loop ran is.
 pub struct Direct {
     conn: Arc<dyn Forget>,
+    id: Value,
     key: String,
     turn: u64,
     rx: oneshot::Receiver<Value>,
@@ -425,7 +503,11 @@ impl Drop for Direct {
         self.conn.forget(&self.key, self.turn);
         if let Some(call) = self.call.take() {
             self.stop.cancel();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // (Dropped by a panic in the call itself: it cannot be polled
+            // again, and is recorded as abandoned.)
+            if !std::thread::panicking()
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
                 rt.spawn(call);
             }
         }

@@ -9,6 +9,11 @@
 //! replaced, costs a task wake-up per line: a tenth of a tool call's round
 //! trip in `benches/agent_control.rs`.)
 //!
+//! A CLI that stops reading while it goes on sending requests cannot make
+//! the host hold their replies without bound: past `cap` bytes queued (a
+//! line alone is always taken), the pipe is closed (the CLI sees its input
+//! end) and every later line is refused.
+//!
 //! Must not: block a sender (writes are tried, never awaited, under the
 //! lock), reorder lines, or split one line around another.
 
@@ -34,12 +39,18 @@ struct State {
     writer: Option<Writer>,
     /// Lines not yet (wholly) written, oldest first.
     queue: VecDeque<Vec<u8>>,
+    /// Bytes in `queue`, and the most it may hold.
+    queued: usize,
+    cap: usize,
     /// How much of the queue's first line is written.
     written: usize,
     /// A write went through that the writer has not flushed yet.
     unflushed: bool,
     /// Input is closed: write what is queued, then shut the pipe.
     closing: bool,
+    /// The writer task's waker while it waits on the pipe: woken when the
+    /// pipe is closed under it.
+    task: Option<Waker>,
 }
 
 /// Why a line was not sent.
@@ -51,14 +62,18 @@ impl Output {
     /// written at once (spawn it).
     pub(super) fn new<W: AsyncWrite + Send + 'static>(
         writer: W,
+        cap: usize,
     ) -> (Arc<Output>, impl Future<Output = ()> + Send + 'static) {
         let out = Arc::new(Output {
             state: Mutex::new(State {
                 writer: Some(Box::pin(writer)),
                 queue: VecDeque::new(),
+                queued: 0,
+                cap,
                 written: 0,
                 unflushed: false,
                 closing: false,
+                task: None,
             }),
             work: Notify::new(),
         });
@@ -76,9 +91,26 @@ impl Output {
         if st.closing || st.writer.is_none() {
             return Err(Closed);
         }
-        let queued_before = !st.queue.is_empty();
+        if !st.queue.is_empty() && st.queued + line.len() > st.cap {
+            // Dropping the writer closes the pipe; the writer task, if it
+            // waits on it, is told.
+            st.writer = None;
+            st.queue.clear();
+            if let Some(task) = st.task.take() {
+                task.wake();
+            }
+            tracing::warn!(
+                "the CLI did not read {} bytes of replies: its input is closed",
+                st.queued
+            );
+            return Err(Closed);
+        }
+        // The writer task is idle (nothing queued, nothing to flush), so
+        // polling the pipe here takes no waker of its.
+        let idle = st.queue.is_empty() && !st.unflushed;
+        st.queued += line.len();
         st.queue.push_back(line);
-        if !queued_before {
+        if idle {
             // Nothing ahead of it: try the pipe now. A waker that does
             // nothing is enough, since whatever is left is the writer
             // task's, which polls with its own.
@@ -106,6 +138,7 @@ impl Output {
         loop {
             let done = std::future::poll_fn(|cx| {
                 let mut st = self.lock();
+                st.task = None;
                 match st.drive(cx) {
                     Poll::Ready(Ok(())) if st.closing => match st.writer.as_mut() {
                         Some(w) => w.as_mut().poll_shutdown(cx).map(|_| true),
@@ -117,7 +150,10 @@ impl Output {
                         st.queue.clear();
                         Poll::Ready(true)
                     }
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        st.task = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
                 }
             })
             .await;
@@ -145,6 +181,7 @@ impl State {
                     self.unflushed = true;
                     self.written += n;
                     if self.written == line.len() {
+                        self.queued -= line.len();
                         self.queue.pop_front();
                         self.written = 0;
                     }
@@ -174,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_pipe_queues_in_order_and_close_writes_the_queue_first() {
         let (w, mut r) = tokio::io::duplex(64);
-        let (out, task) = Output::new(w);
+        let (out, task) = Output::new(w, 1 << 20);
         let writer = tokio::spawn(task);
         let lines: Vec<Vec<u8>> = (0..50)
             .map(|i| format!("{{\"line\":{i},\"pad\":\"{}\"}}\n", "x".repeat(i)).into_bytes())
@@ -194,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn a_broken_pipe_refuses_lines() {
         let (w, r) = tokio::io::duplex(64);
-        let (out, task) = Output::new(w);
+        let (out, task) = Output::new(w, 1 << 20);
         let writer = tokio::spawn(task);
         drop(r);
         let mut refused = false;
@@ -207,6 +244,63 @@ mod tests {
         }
         assert!(refused);
         out.close();
+        writer.await.unwrap();
+    }
+
+    /// A writer whose flush can wait (buffered) still gets every line out:
+    /// a sender never takes the writer task's waker.
+    #[tokio::test]
+    async fn a_buffered_writer_whose_flush_waits_loses_no_line() {
+        let (w, mut r) = tokio::io::duplex(16);
+        let (out, task) = Output::new(tokio::io::BufWriter::with_capacity(8, w), 1 << 20);
+        let writer = tokio::spawn(task);
+        let lines: Vec<Vec<u8>> = (0..200)
+            .map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 5];
+            loop {
+                match r.read(&mut buf).await.unwrap() {
+                    0 => return got,
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        for l in &lines {
+            out.send(l.clone()).expect("open");
+            tokio::task::yield_now().await;
+        }
+        out.close();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+            .await
+            .expect("every line arrives")
+            .unwrap();
+        assert_eq!(got, lines.concat());
+        writer.await.unwrap();
+    }
+
+    /// A reader that never reads: past the cap the pipe is closed and
+    /// lines are refused, so what is held stays bounded.
+    #[tokio::test]
+    async fn a_reader_that_never_reads_gets_its_input_closed_at_the_cap() {
+        let (w, mut r) = tokio::io::duplex(64);
+        let (out, task) = Output::new(w, 4096);
+        let writer = tokio::spawn(task);
+        let line = vec![b'x'; 100];
+        let sent = (0..1000)
+            .take_while(|_| out.send(line.clone()).is_ok())
+            .count();
+        assert!(
+            (40..=42).contains(&sent),
+            "{sent} lines of 100 bytes went under a 4 KiB cap"
+        );
+        assert!(out.send(b"{}\n".to_vec()).is_err());
+        // The pipe is closed: the reader sees what was written, then its end.
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert!(got.len() <= 64, "{}", got.len());
         writer.await.unwrap();
     }
 }

@@ -9,7 +9,7 @@
 //! callbacks through `hooks`; tool isolation between agents is enforced here
 //! as a second layer under the CLI's own per-agent tool lists.
 
-use super::bridge::{Bridge, Factory, Submitted};
+use super::bridge::{Bridge, Factory, Outbound, Submitted};
 use super::error::AgentError;
 use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
 use super::options::{AgentOptions, MAIN_AGENT, cli_args, inherited_env};
@@ -27,6 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
+
+/// The most bytes of lines to the CLI held while it does not read them
+/// (see `output`): past it, its input is closed.
+const REPLY_BACKLOG: usize = 64 << 20;
 
 /// The host's own PreToolUse hook: isolation and deny rules.
 const GUARD_HOOK: &str = "toolhost_guard";
@@ -250,6 +254,14 @@ pub struct AgentSession {
     pub server_info: Value,
 }
 
+/// Dropped without [`AgentSession::close`]: the CLI's input closes, so it
+/// finishes and exits, and the session's tasks end with its output.
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        self.inner.out.close();
+    }
+}
+
 impl AgentSession {
     /// Start the CLI and initialize the session. Tools are served from
     /// `core`: each SDK server in the options shows its scope's tools.
@@ -371,35 +383,46 @@ impl AgentSession {
             entitled.clear();
         }
 
-        // One bridge per SDK server, all forwarding notifications to the CLI.
-        let (note_tx, mut note_rx) = mpsc::unbounded_channel::<(Arc<str>, Value)>();
-        let bridges = options
-            .servers
-            .iter()
-            .map(|s| {
-                let (core, scope) = (core.clone(), s.scope.clone());
-                let caller = format!("agent:{}", s.name);
-                let factory: Factory<McpServer> =
-                    Arc::new(move || McpServer::with_caller(core.clone(), scope.clone(), &caller));
-                (
-                    s.name.clone(),
-                    Bridge::new(&s.name, factory, note_tx.clone()),
-                )
-            })
-            .collect();
-        drop(note_tx);
-
-        let (out, writer) = Output::new(writer);
-        let inner = Arc::new(Inner {
-            out,
-            pending: Mutex::default(),
-            inflight: Mutex::default(),
-            bridges,
-            hooks,
-            options,
-            entitled,
-            agent_types: Mutex::default(),
-            counter: AtomicU64::new(0),
+        // One bridge per SDK server, each writing its server's notifications
+        // to the CLI as `mcp_message` requests (the CLI acknowledges them;
+        // nothing waits for that).
+        let (out, writer) = Output::new(writer, REPLY_BACKLOG);
+        let inner = Arc::new_cyclic(|w: &std::sync::Weak<Inner>| {
+            let w = w.clone();
+            let notify: Outbound = Arc::new(move |server: &str, message: Value| {
+                let Some(inner) = w.upgrade() else { return };
+                let id = format!("note_{}", inner.counter.fetch_add(1, Ordering::Relaxed) + 1);
+                let _ = inner.write(&protocol::request(
+                    &id,
+                    json!({"subtype": "mcp_message", "server_name": server, "message": message}),
+                ));
+            });
+            let bridges = options
+                .servers
+                .iter()
+                .map(|s| {
+                    let (core, scope) = (core.clone(), s.scope.clone());
+                    let caller = format!("agent:{}", s.name);
+                    let factory: Factory<McpServer> = Arc::new(move || {
+                        McpServer::with_caller(core.clone(), scope.clone(), &caller)
+                    });
+                    (
+                        s.name.clone(),
+                        Bridge::new(&s.name, factory, notify.clone()),
+                    )
+                })
+                .collect();
+            Inner {
+                out,
+                pending: Mutex::default(),
+                inflight: Mutex::default(),
+                bridges,
+                hooks,
+                options,
+                entitled,
+                agent_types: Mutex::default(),
+                counter: AtomicU64::new(0),
+            }
         });
         tokio::spawn(writer);
 
@@ -407,20 +430,6 @@ impl AgentSession {
         let process = Arc::new(tokio::sync::Mutex::new(proc));
         let stderr = None;
         tokio::spawn(reader_task(inner.clone(), reader, msg_tx, process.clone()));
-
-        // Server notifications -> `mcp_message` requests to the CLI (the CLI
-        // acknowledges them; nothing waits for that).
-        let w = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            while let Some((server, message)) = note_rx.recv().await {
-                let Some(inner) = w.upgrade() else { break };
-                let id = format!("note_{}", inner.counter.fetch_add(1, Ordering::Relaxed) + 1);
-                let _ = inner.write(&protocol::request(
-                    &id,
-                    json!({"subtype": "mcp_message", "server_name": &*server, "message": message}),
-                ));
-            }
-        });
 
         let mut init = json!({"subtype": "initialize", "hooks": if wire_hooks.is_empty() { Value::Null } else { json!(wire_hooks) }});
         if !agents.is_empty() {
@@ -562,7 +571,16 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                     });
                 }
             }
-            Some("control_request") => dispatch(&inner, &v),
+            Some("control_request") => {
+                // More lines already waiting? Then no call's first slice
+                // runs on this task before they are read (see `dispatch`).
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let more = matches!(
+                    std::pin::Pin::new(&mut reader).poll_fill_buf(&mut cx),
+                    std::task::Poll::Ready(Ok(b)) if !b.is_empty()
+                );
+                dispatch(&inner, &v, !more)
+            }
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -598,7 +616,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
 }
 
 /// Handle one control request from the CLI on its own task.
-fn dispatch(inner: &Arc<Inner>, v: &Value) {
+fn dispatch(inner: &Arc<Inner>, v: &Value, inline: bool) {
     let req = match InboundRequest::parse(v) {
         Ok(r) => r,
         Err(e) => {
@@ -640,12 +658,14 @@ fn dispatch(inner: &Arc<Inner>, v: &Value) {
         lock(&inner.inflight).remove(&req.request_id);
         let _ = inner.write(&reply);
     });
-    // A tool call's first slice runs here, on the reader's task: most end
-    // within it (the guest's first slice is at most an epoch tick and a
-    // grace, `scheduler`), answered with no task spawned or woken. One
-    // that goes on is handed to its own task, which polls it again (with
-    // its own waker) at once.
-    if direct && answer.as_mut().now_or_never().is_some() {
+    // A tool call's first slice runs here, on the reader's task, when no
+    // other line is waiting to be read: most calls end within it (the
+    // guest's first slice is at most an epoch tick and a grace,
+    // `scheduler`), answered with no task spawned or woken. One that goes
+    // on is handed to its own task, which polls it again (with its own
+    // waker) at once. Lines that arrive meanwhile wait for at most that
+    // slice; a burst the CLI sent together runs on tasks, in parallel.
+    if direct && inline && answer.as_mut().now_or_never().is_some() {
         return;
     }
     // Register before the task can finish, so its own removal wins.
