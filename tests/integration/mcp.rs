@@ -903,3 +903,36 @@ async fn connections_past_the_cap_wait_until_one_closes() {
         .unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
+
+/// A handler dropped takes its change watchers with it, at once, not at
+/// the scope's next change: a client that makes servers in a loop (an
+/// agent CLI re-initializing its SDK server) leaves no tasks behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_server_leaves_no_watcher_tasks() {
+    let core = toolhost::Core::builder()
+        .source(toolhost::Scope::default(), tools_dir().join("echo.toml"))
+        .build()
+        .await
+        .unwrap();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    for _ in 0..50 {
+        drop(toolhost::mcp::McpServer::new(
+            core.clone(),
+            toolhost::Scope::default(),
+        ));
+    }
+    let waited = Instant::now();
+    while tasks() > before + 5 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "{} tasks left by 50 dropped servers",
+            tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -126,6 +126,24 @@ struct Conn<S> {
     seq: Arc<Seq>,
 }
 
+/// The end of a connection's forwarding task: the server is gone, so
+/// nobody will answer what is still waiting, and no direct reply waits for
+/// messages that will not come.
+struct Ended {
+    seq: Arc<Seq>,
+    pending: Pending,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.seq.advance(u64::MAX);
+        for (_, w) in lock(&self.pending).drain() {
+            let _ =
+                w.tx.send(rpc_error(Some(&w.id), -32603, "SDK MCP server closed"));
+        }
+    }
+}
+
 /// Numbers the waiters (see [`Waiter`]).
 static TURNS: AtomicU64 = AtomicU64::new(0);
 
@@ -238,6 +256,11 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         let (name, outbound) = (self.name.clone(), self.outbound.clone());
         let seq = conn.seq.clone();
         tokio::spawn(async move {
+            // However this task ends (a panic too), nothing is left waiting.
+            let _end = Ended {
+                seq: seq.clone(),
+                pending: pending.clone(),
+            };
             let mut done = 0;
             while let Some(msg) = out_rx.recv().await {
                 done += 1;
@@ -278,13 +301,6 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
                     (false, None) => {}
                 }
                 seq.advance(done);
-            }
-            // The server is gone: nobody will answer what is still waiting,
-            // and no direct reply waits for messages that will not come.
-            seq.advance(u64::MAX);
-            for (_, w) in lock(&pending).drain() {
-                let _ =
-                    w.tx.send(rpc_error(Some(&w.id), -32603, "SDK MCP server closed"));
             }
         });
         conn
@@ -386,18 +402,26 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         ctx.ct = stop.child_token();
         let server = server.clone();
         let seq = conn.seq.clone();
+        let reply_id = id.clone();
         let call = async move {
             let request = ClientRequest::CallToolRequest(Request::new(params));
-            let message: ServerJsonRpcMessage =
-                match Service::<RoleServer>::handle_request(&server, request, ctx).await {
-                    Ok(result) => JsonRpcMessage::response(result, rid),
-                    Err(error) => JsonRpcMessage::error(error, Some(rid)),
-                };
+            // A panicking handler is answered here, so the call is never
+            // left half-run (and polled again) by whoever holds it.
+            let handled = std::panic::AssertUnwindSafe(Service::<RoleServer>::handle_request(
+                &server, request, ctx,
+            ))
+            .catch_unwind()
+            .await;
+            let message: ServerJsonRpcMessage = match handled {
+                Ok(Ok(result)) => JsonRpcMessage::response(result, rid),
+                Ok(Err(error)) => JsonRpcMessage::error(error, Some(rid)),
+                Err(_) => return rpc_error(Some(&reply_id), -32603, "the tool call panicked"),
+            };
             // The call's notifications went to the loop before it returned.
             seq.caught_up().await;
             serde_json::to_value(&message).unwrap_or_else(|e| {
                 rpc_error(
-                    None,
+                    Some(&reply_id),
                     -32603,
                     &format!("the response did not serialize: {e}"),
                 )
@@ -503,11 +527,7 @@ impl Drop for Direct {
         self.conn.forget(&self.key, self.turn);
         if let Some(call) = self.call.take() {
             self.stop.cancel();
-            // (Dropped by a panic in the call itself: it cannot be polled
-            // again, and is recorded as abandoned.)
-            if !std::thread::panicking()
-                && let Ok(rt) = tokio::runtime::Handle::try_current()
-            {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(call);
             }
         }
@@ -547,6 +567,166 @@ impl Drop for Waiting {
                           "params": {"requestId": self.id, "reason": "cancelled by the CLI"}});
         if let Ok(m) = serde_json::from_value(note) {
             self.conn.cancel(m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{
+        CallToolResponse, CallToolResult, ContentBlock, ProgressNotificationParam,
+        ServerCapabilities, ServerConfig,
+    };
+    use rmcp::{ErrorData, ServerHandler};
+    use std::time::Duration;
+
+    /// A handler that reports progress (when asked) before it answers, and
+    /// whose clones all hold `alive` (to see when a server is gone).
+    #[derive(Clone)]
+    struct Probe {
+        /// Held, never read: its count is how many handles live.
+        _alive: Arc<()>,
+    }
+
+    impl ServerHandler for Probe {
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+        async fn call_tool(
+            &self,
+            _: CallToolRequestParams,
+            ctx: RequestContext<RoleServer>,
+        ) -> Result<CallToolResponse, ErrorData> {
+            if let Some(token) = ctx.meta.get_progress_token() {
+                let _ = ctx
+                    .peer
+                    .notify_progress(ProgressNotificationParam::new(token, 1.0))
+                    .await;
+            }
+            Ok(CallToolResult::success(vec![ContentBlock::text("done")]).into())
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// A bridge whose notifications take `slow` to write, recording what
+    /// reached "the CLI" in order.
+    fn bridge(alive: &Arc<()>, slow: Duration) -> (Bridge<Probe>, Seen) {
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        let outbound: Outbound = Arc::new(move |_: &str, v: Value| {
+            std::thread::sleep(slow);
+            lock(&s).push(v["method"].as_str().unwrap_or("?").to_string());
+        });
+        let alive = alive.clone();
+        let factory: Factory<Probe> = Arc::new(move || Probe {
+            _alive: alive.clone(),
+        });
+        (Bridge::new("probe", factory, outbound), seen)
+    }
+
+    async fn initialize(b: &Bridge<Probe>) {
+        let r = b
+            .submit(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"}}}),
+            )
+            .reply()
+            .await;
+        assert!(r.get("result").is_some(), "{r}");
+        b.submit(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .reply()
+            .await;
+    }
+
+    /// A `tools/call` once the session is up: past the loop.
+    async fn direct_call(b: &Bridge<Probe>, id: u64, meta: Value) -> Value {
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                         "params": {"name": "x", "arguments": {}, "_meta": meta}});
+        for _ in 0..200 {
+            match b.submit(msg.clone()) {
+                Submitted::Direct(d) => return Submitted::Direct(d).reply().await,
+                // Not initialized yet as the bridge sees it: its reply is
+                // still a reply; try again for the direct path.
+                other => drop(other.reply().await),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("tools/call never took the direct path");
+    }
+
+    /// The reply of a direct call waits for the notifications the server
+    /// sent before it, however slowly they are written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_direct_reply_comes_after_the_calls_notifications() {
+        let alive = Arc::new(());
+        let (b, seen) = bridge(&alive, Duration::from_millis(50));
+        initialize(&b).await;
+        lock(&seen).clear();
+        let r = direct_call(&b, 1, json!({"progressToken": "p"})).await;
+        assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
+        assert_eq!(r["id"], 1, "{r}");
+        lock(&seen).push("reply".into());
+        assert_eq!(*lock(&seen), ["notifications/progress", "reply"]);
+    }
+
+    /// A response the loop makes to an earlier request is never taken as a
+    /// direct call's, though the CLI reused the id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_loop_response_never_answers_a_direct_call_with_its_id() {
+        let alive = Arc::new(());
+        let (b, _) = bridge(&alive, Duration::ZERO);
+        initialize(&b).await;
+        // Direct call 7 in flight; a loop request with id 7 is refused.
+        let conn = lock(&b.conn).clone().unwrap();
+        let key = id_key(&json!(7));
+        let (turn, _rx) = conn.wait(&key, &json!(7), true).unwrap();
+        let r = b
+            .submit(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}))
+            .reply()
+            .await;
+        assert_eq!(r["error"]["code"], -32600, "{r}");
+        // The loop's response to a request with id 7 (sent past `submit`,
+        // as an earlier request cancelled by the CLI would be answered)
+        // leaves the direct call's waiter alone.
+        conn.to_server
+            .send(
+                serde_json::from_value(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}))
+                    .unwrap(),
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            lock(&conn.pending)
+                .get(&key)
+                .is_some_and(|w| w.turn == turn)
+        );
+        conn.forget(&key, turn);
+    }
+
+    /// A re-`initialize` ends the server it replaces: nothing keeps it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_server_ends() {
+        let alive = Arc::new(());
+        let (b, _) = bridge(&alive, Duration::ZERO);
+        initialize(&b).await;
+        direct_call(&b, 1, json!({})).await;
+        let one = Arc::strong_count(&alive);
+        for _ in 0..5 {
+            initialize(&b).await;
+            direct_call(&b, 2, json!({})).await;
+        }
+        let mut waited = 0;
+        while Arc::strong_count(&alive) > one {
+            waited += 1;
+            assert!(
+                waited < 200,
+                "{} handles of replaced servers live on (one server holds {one})",
+                Arc::strong_count(&alive) - one
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -51,6 +51,8 @@ struct State {
     /// The writer task's waker while it waits on the pipe: woken when the
     /// pipe is closed under it.
     task: Option<Waker>,
+    /// The pipe failed, or was closed for the CLI's unread backlog.
+    broken: bool,
 }
 
 /// Why a line was not sent.
@@ -74,6 +76,7 @@ impl Output {
                 unflushed: false,
                 closing: false,
                 task: None,
+                broken: false,
             }),
             work: Notify::new(),
         });
@@ -95,6 +98,7 @@ impl Output {
             // Dropping the writer closes the pipe; the writer task, if it
             // waits on it, is told.
             st.writer = None;
+            st.broken = true;
             st.queue.clear();
             if let Some(task) = st.task.take() {
                 task.wake();
@@ -117,6 +121,7 @@ impl Output {
             let mut cx = Context::from_waker(Waker::noop());
             if let Poll::Ready(Err(_)) = st.drive(&mut cx) {
                 st.writer = None;
+                st.broken = true;
                 return Err(Closed);
             }
             if st.queue.is_empty() && !st.unflushed {
@@ -126,6 +131,12 @@ impl Output {
         drop(st);
         self.work.notify_one();
         Ok(())
+    }
+
+    /// Whether lines can no longer reach the CLI although nobody closed its
+    /// input: the pipe broke, or the CLI left too much unread.
+    pub(super) fn is_broken(&self) -> bool {
+        self.lock().broken
     }
 
     /// Close input once what is queued is written.
@@ -147,6 +158,7 @@ impl Output {
                     Poll::Ready(Ok(())) => Poll::Ready(false),
                     Poll::Ready(Err(_)) => {
                         st.writer = None;
+                        st.broken = true;
                         st.queue.clear();
                         Poll::Ready(true)
                     }

@@ -435,7 +435,15 @@ impl AgentSession {
         if !agents.is_empty() {
             init["agents"] = Value::Object(agents);
         }
-        let server_info = inner.control(init).await?;
+        let server_info = match inner.control(init).await {
+            Ok(info) => info,
+            Err(e) => {
+                // No session to drop: close the CLI's input here, or the
+                // reader (which holds `inner`) and the CLI outlive the error.
+                inner.out.close();
+                return Err(e);
+            }
+        };
         Ok(AgentSession {
             inner,
             messages: msg_rx,
@@ -571,6 +579,9 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                     });
                 }
             }
+            // Replies can no longer reach the CLI (it left 64 MiB unread, or
+            // its input broke): run nothing more for it.
+            Some("control_request") if inner.out.is_broken() => break,
             Some("control_request") => {
                 // More lines already waiting? Then no call's first slice
                 // runs on this task before they are read (see `dispatch`).

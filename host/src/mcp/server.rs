@@ -70,6 +70,10 @@ struct Shared {
     subscriptions: Mutex<Vec<Subscription>>,
     /// Calls that went on as tasks.
     tasks: Arc<Tasks>,
+    /// Cancels the change watchers when the last handler goes, rather than
+    /// at the next change (a CLI re-initializing in a loop would otherwise
+    /// pile up two watchers a server).
+    _gone: tokio_util::sync::DropGuard,
 }
 
 /// One session's subscription to one resource: it is told
@@ -129,6 +133,7 @@ impl McpServer {
         let changes = core.watch_tools(&scope);
         let resource_changes = core.watch_resources(&scope);
         let tasks = Tasks::new(core.tasks_config().clone());
+        let gone = CancellationToken::new();
         let shared = Arc::new(Shared {
             core,
             scope,
@@ -140,9 +145,10 @@ impl McpServer {
             mrtr_limits: mrtr::Limits::default(),
             subscriptions: Mutex::new(Vec::new()),
             tasks,
+            _gone: gone.clone().drop_guard(),
         });
-        forward_list_changes(Arc::downgrade(&shared), changes);
-        forward_resource_updates(Arc::downgrade(&shared), resource_changes);
+        forward_list_changes(Arc::downgrade(&shared), changes, gone.clone());
+        forward_resource_updates(Arc::downgrade(&shared), resource_changes, gone);
         McpServer {
             shared,
             session: Session::new(),
@@ -234,12 +240,21 @@ impl Shared {
 /// tell every session that both lists may have changed, and each subscribed
 /// session of each resource whose serving component changed, while
 /// `shared` lives.
-fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
+fn forward_resource_updates(
+    shared: Weak<Shared>,
+    mut changes: crate::ToolsWatch,
+    gone: CancellationToken,
+) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
     rt.spawn(async move {
-        while changes.changed().await.is_some() {
+        while gone
+            .run_until_cancelled(changes.changed())
+            .await
+            .flatten()
+            .is_some()
+        {
             let Some(shared) = shared.upgrade() else {
                 break;
             };
@@ -285,12 +300,21 @@ fn forward_resource_updates(shared: Weak<Shared>, mut changes: crate::ToolsWatch
 
 /// Forward the core's change signal to the clients of `shared` while it
 /// lives. Needs a tokio runtime; without one there is nothing to forward to.
-fn forward_list_changes(shared: Weak<Shared>, mut changes: crate::ToolsWatch) {
+fn forward_list_changes(
+    shared: Weak<Shared>,
+    mut changes: crate::ToolsWatch,
+    gone: CancellationToken,
+) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
     rt.spawn(async move {
-        while changes.changed().await.is_some() {
+        while gone
+            .run_until_cancelled(changes.changed())
+            .await
+            .flatten()
+            .is_some()
+        {
             let Some(shared) = shared.upgrade() else {
                 break;
             };
