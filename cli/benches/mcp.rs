@@ -87,7 +87,7 @@ async fn null_server(transport: &str) -> anyhow::Result<()> {
     match transport {
         "stdio" => {
             NullServer
-                .serve(rmcp::transport::stdio_pipes())
+                .serve(toolhost::mcp::stdio())
                 .await?
                 .waiting()
                 .await?;

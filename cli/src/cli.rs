@@ -628,14 +628,11 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
         None => {
             let reloads = Reloads::start(host, &core, None, config, opts.watch)?;
             let server = McpServer::with_state_key(core, scope, "mcp-stdio", key);
-            // Pipes (as MCP clients start servers) are read and written on
-            // the runtime's I/O driver, reopened with their own open file
-            // descriptions; a terminal or file falls back to tokio's stdio,
-            // which hands each read and write to the blocking pool: two
-            // thread hand-offs per message (BENCHMARKS.md, "MCP round trip").
+            // Pipes and sockets (as MCP clients start servers) polled on
+            // the I/O driver, not read and written on the blocking pool.
             let running = server
                 .clone()
-                .serve(rmcp::transport::stdio_pipes())
+                .serve(toolhost::mcp::stdio())
                 .await
                 .context("MCP initialization over stdio failed")?;
             tokio::select! {

@@ -3,7 +3,8 @@
 //!
 //! Owns: translating MCP requests into `CallRequest`s for `Core::call` and
 //! `Core::tools`, translating results, errors and call events back
-//! (`server`); serving that handler over stdio and over hardened Streamable
+//! (`server`); serving that handler over stdio (`stdio`: pipes and sockets
+//! polled, not read on the blocking pool) and over hardened Streamable
 //! HTTP (`http`); telling connected clients when the tool list changes.
 //!
 //! Protocols: 2025-11-25 (sessions, sealed into their ids so any replica
@@ -30,6 +31,7 @@ mod input;
 mod server;
 #[cfg(feature = "http")]
 mod session;
+mod stdio;
 mod tasks;
 
 #[cfg(feature = "http")]
@@ -37,3 +39,4 @@ pub use auth::{AuthError, Tenancy};
 #[cfg(feature = "http")]
 pub use http::{HttpError, HttpOptions, HttpServer, TenantsHandle};
 pub use server::McpServer;
+pub use stdio::{StdioReader, StdioWriter, stdio};
