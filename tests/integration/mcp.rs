@@ -936,3 +936,48 @@ async fn a_dropped_server_leaves_no_watcher_tasks() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A server started on a socket pair, as every Node client (Claude Code,
+/// the TypeScript SDK) starts one, serves over it (polled, see
+/// `toolhost::mcp::stdio`), and leaves the socket blocking again for
+/// whoever else holds it (here: this test's copy of the server's end).
+#[test]
+fn stdio_over_a_socket_pair_serves_and_puts_the_socket_back() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let blocking = |s: &UnixStream| {
+        // SAFETY: F_GETFL on a socket this test holds.
+        let flags = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_GETFL) };
+        flags & libc::O_NONBLOCK == 0
+    };
+    assert!(blocking(&theirs));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--watch", "false", "--stdio", "--tools"])
+        .arg(tools_dir().join("echo.toml"))
+        .stdin(Stdio::from(OwnedFd::from(theirs.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(theirs.try_clone().unwrap())))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(ours.try_clone().unwrap()).lines();
+    writeln!(ours, "{INITIALIZE}").unwrap();
+    assert!(lines.next().unwrap().unwrap().contains("\"id\":1"));
+    // Polled: the server made the socket (this description) non-blocking.
+    assert!(!blocking(&theirs), "the socket is not polled");
+    writeln!(
+        ours,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for i in 2..12 {
+        writeln!(ours, r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"over a socket {i}"}}}}}}"#).unwrap();
+        let reply = lines.next().unwrap().unwrap();
+        assert!(reply.contains(&format!("over a socket {i}")), "{reply}");
+    }
+    // The server saw its input end and exited; the socket it polled is
+    // blocking again.
+    ours.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(blocking(&theirs), "the server left the socket non-blocking");
+}

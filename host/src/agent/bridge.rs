@@ -415,7 +415,10 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             let message: ServerJsonRpcMessage = match handled {
                 Ok(Ok(result)) => JsonRpcMessage::response(result, rid),
                 Ok(Err(error)) => JsonRpcMessage::error(error, Some(rid)),
-                Err(_) => return rpc_error(Some(&reply_id), -32603, "the tool call panicked"),
+                Err(_) => JsonRpcMessage::error(
+                    rmcp::ErrorData::internal_error("the tool call panicked", None),
+                    Some(rid),
+                ),
             };
             // The call's notifications went to the loop before it returned.
             seq.caught_up().await;

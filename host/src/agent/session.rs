@@ -438,9 +438,13 @@ impl AgentSession {
         let server_info = match inner.control(init).await {
             Ok(info) => info,
             Err(e) => {
-                // No session to drop: close the CLI's input here, or the
+                // No session to drop: close the CLI's input here, and stop
+                // the CLI (a hung one ignores its input's end), or the
                 // reader (which holds `inner`) and the CLI outlive the error.
                 inner.out.close();
+                if let Some(p) = process.lock().await.as_mut() {
+                    p.shutdown(Duration::from_secs(2)).await;
+                }
                 return Err(e);
             }
         };
@@ -612,8 +616,15 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             }
         }
     }
-    // Output ended: nothing we asked will be answered.
+    // Output ended (or replies cannot reach the CLI): nothing we asked
+    // will be answered, and nobody waits for what is still running, so its
+    // guests are stopped. Not reading on, the CLI's output is closed, so a
+    // CLI blocked writing to it ends rather than waiting out the grace.
+    drop(reader);
     lock(&inner.pending).clear();
+    for (_, running) in lock(&inner.inflight).drain() {
+        running.abort();
+    }
     inner.out.close();
     if let Some(p) = process.lock().await.as_mut() {
         let code = p.shutdown(Duration::from_secs(5)).await;

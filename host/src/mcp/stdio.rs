@@ -12,16 +12,21 @@
 //! - sockets: a socket cannot be reopened, so a duplicate of each
 //!   descriptor is made non-blocking, which the process's own fd 0 and 1
 //!   share. Nothing else of this process reads or writes them while it
-//!   serves (logs go to stderr), and the peer's end of the pair is a
-//!   description of its own, unaffected;
+//!   serves, the peer's end of the pair is a description of its own, and
+//!   each socket's flags are put back when its half is dropped (for
+//!   whatever else holds the description, such as a wrapper shell). Not
+//!   when stderr is one of the sockets (inetd style): a log line would
+//!   then meet a non-blocking socket;
 //! - anything else (a terminal, a file, a mix): tokio's stdio.
 //!
 //! Must not: touch any descriptor but 0 and 1, or change how a pipe's
 //! other holders see it.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The reading half of [`stdio`].
 pub type StdioReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -35,12 +40,13 @@ enum Kind {
     Other,
 }
 
+fn metadata(fd: &impl AsFd) -> Option<std::fs::Metadata> {
+    let fd = fd.as_fd().try_clone_to_owned().ok()?;
+    std::fs::File::from(fd).metadata().ok()
+}
+
 fn kind(fd: &OwnedFd) -> Kind {
-    let Ok(meta) = fd
-        .try_clone()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata())
-    else {
+    let Some(meta) = metadata(fd) else {
         return Kind::Other;
     };
     let t = meta.file_type();
@@ -53,14 +59,79 @@ fn kind(fd: &OwnedFd) -> Kind {
     }
 }
 
+/// Whether `a` and `b` are the same file (for sockets: the same socket).
+fn same(a: &impl AsFd, b: &impl AsFd) -> bool {
+    match (metadata(a), metadata(b)) {
+        (Some(a), Some(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// A socket half polled non-blocking.
+struct Polled {
+    stream: tokio::net::UnixStream,
+    _restore: std::sync::Arc<Restore>,
+}
+
+/// Puts the sockets' `O_NONBLOCK` back as it was, once both halves are
+/// dropped (stdin and stdout may be one socket): duplicates, which share
+/// the sockets' open file descriptions, and whether each was blocking.
+struct Restore(Vec<(OwnedFd, bool)>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        for (fd, was_nonblocking) in &self.0 {
+            if !was_nonblocking {
+                // SAFETY: fcntl on a descriptor this value owns.
+                unsafe {
+                    let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                    if flags >= 0 {
+                        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Polled {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Polled {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+fn nonblocking(fd: &impl AsRawFd) -> bool {
+    // SAFETY: F_GETFL on a descriptor the caller holds.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
 /// Both sockets non-blocking on the I/O driver, or (on any failure) both
 /// as they were.
-fn sockets(
-    input: OwnedFd,
-    output: OwnedFd,
-) -> Option<(tokio::net::UnixStream, tokio::net::UnixStream)> {
+fn sockets(input: OwnedFd, output: OwnedFd) -> Option<(Polled, Polled)> {
     use std::os::unix::net::UnixStream;
     let (r, w) = (UnixStream::from(input), UnixStream::from(output));
+    let (r_was, w_was) = (nonblocking(&r), nonblocking(&w));
     let polled = (|| {
         r.set_nonblocking(true)?;
         w.set_nonblocking(true)?;
@@ -69,11 +140,29 @@ fn sockets(
             tokio::net::UnixStream::from_std(w.try_clone()?)?,
         ))
     })();
-    match polled {
-        Ok(pair) => Some(pair),
-        Err(e) => {
-            let _ = r.set_nonblocking(false);
-            let _ = w.set_nonblocking(false);
+    let restore = (|| {
+        Ok::<_, std::io::Error>(Restore(vec![
+            (r.as_fd().try_clone_to_owned()?, r_was),
+            (w.as_fd().try_clone_to_owned()?, w_was),
+        ]))
+    })();
+    match (polled, restore) {
+        (Ok((r, w)), Ok(restore)) => {
+            let restore = std::sync::Arc::new(restore);
+            Some((
+                Polled {
+                    stream: r,
+                    _restore: restore.clone(),
+                },
+                Polled {
+                    stream: w,
+                    _restore: restore,
+                },
+            ))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = r.set_nonblocking(r_was);
+            let _ = w.set_nonblocking(w_was);
             tracing::debug!("stdio sockets not polled ({e}): tokio's stdio serves");
             None
         }
@@ -95,7 +184,9 @@ pub fn stdio() -> (StdioReader, StdioWriter) {
                 let (r, w) = rmcp::transport::stdio_pipes();
                 return (Box::new(r), Box::new(w));
             }
-            (Kind::Socket, Kind::Socket) => {
+            (Kind::Socket, Kind::Socket)
+                if !same(&std::io::stderr(), &input) && !same(&std::io::stderr(), &output) =>
+            {
                 if let Some((r, w)) = sockets(input, output) {
                     return (Box::new(r), Box::new(w));
                 }
