@@ -667,6 +667,9 @@ mod tests {
         let alive = Arc::new(());
         let (b, seen) = bridge(&alive, Duration::from_millis(50));
         initialize(&b).await;
+        // Until the session is up as the bridge sees it, calls take the
+        // loop (and report progress there too): be past that first.
+        direct_call(&b, 9, json!({})).await;
         lock(&seen).clear();
         let r = direct_call(&b, 1, json!({"progressToken": "p"})).await;
         assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
