@@ -696,14 +696,24 @@ mod tests {
         assert_eq!(r["error"]["code"], -32600, "{r}");
         // The loop's response to a request with id 7 (sent past `submit`,
         // as an earlier request cancelled by the CLI would be answered)
-        // leaves the direct call's waiter alone.
+        // leaves the direct call's waiter alone: wait until the loop has
+        // sent it and the forwarding task has handled it.
+        let sent = conn.seq.sent.load(Ordering::Acquire);
         conn.to_server
             .send(
                 serde_json::from_value(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}))
                     .unwrap(),
             )
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waited = std::time::Instant::now();
+        while conn.seq.sent.load(Ordering::Acquire) == sent {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the loop never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        conn.seq.caught_up().await;
         assert!(
             lock(&conn.pending)
                 .get(&key)
