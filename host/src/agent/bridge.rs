@@ -116,13 +116,19 @@ struct Waiter {
 
 type Pending = Arc<Mutex<HashMap<String, Waiter>>>;
 
-/// One running server: where to send, and who waits for which id.
+/// One running server.
 struct Conn<S> {
-    to_server: mpsc::UnboundedSender<ClientJsonRpcMessage>,
-    pending: Pending,
+    link: Arc<Link>,
     /// The handler and the connection's peer, once `initialize` is
     /// answered: what a `tools/call` needs to skip the loop.
     served: OnceLock<(S, Peer<RoleServer>)>,
+}
+
+/// What a request needs of its connection, whatever the handler: where to
+/// send, who waits for which id, how far the server's messages have got.
+struct Link {
+    to_server: mpsc::UnboundedSender<ClientJsonRpcMessage>,
+    pending: Pending,
     seq: Arc<Seq>,
 }
 
@@ -147,7 +153,7 @@ impl Drop for Ended {
 /// Numbers the waiters (see [`Waiter`]).
 static TURNS: AtomicU64 = AtomicU64::new(0);
 
-impl<S> Conn<S> {
+impl Link {
     /// Wait for the reply to `key`; `None` if a request with that id is in
     /// flight already (its reply could not be told from this one's).
     fn wait(&self, key: &str, id: &Value, direct: bool) -> Option<(u64, oneshot::Receiver<Value>)> {
@@ -176,6 +182,11 @@ impl<S> Conn<S> {
         if pending.get(key).is_some_and(|w| w.turn == turn) {
             pending.remove(key);
         }
+    }
+
+    /// Tell the server a request is cancelled.
+    fn cancel(&self, note: ClientJsonRpcMessage) {
+        let _ = self.to_server.send(note);
     }
 }
 
@@ -220,10 +231,12 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         let pending: Pending = Arc::default();
         let seq = Arc::new(Seq::default());
         let conn = Arc::new(Conn {
-            to_server: in_tx.clone(),
-            pending: pending.clone(),
+            link: Arc::new(Link {
+                to_server: in_tx.clone(),
+                pending: pending.clone(),
+                seq: seq.clone(),
+            }),
             served: OnceLock::new(),
-            seq: seq.clone(),
         });
         // Weak: the server's input ends when the connection's last user
         // drops it (a re-`initialize` replaced it), which ends its loop and
@@ -254,7 +267,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             }
         });
         let (name, outbound) = (self.name.clone(), self.outbound.clone());
-        let seq = conn.seq.clone();
+        let seq = conn.link.seq.clone();
         tokio::spawn(async move {
             // However this task ends (a panic too), nothing is left waiting.
             let _end = Ended {
@@ -352,15 +365,16 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             // here, so nothing waits for a reply that never comes.
             if message.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
                 && let Some(rid) = message.pointer("/params/requestId")
-                && let Some(w) = lock(&conn.pending).remove(&id_key(rid))
+                && let Some(w) = lock(&conn.link.pending).remove(&id_key(rid))
             {
                 let _ = w.tx.send(rpc_error(Some(rid), -32800, "request cancelled"));
             }
-            let _ = conn.to_server.send(parsed);
+            let _ = conn.link.to_server.send(parsed);
             return Submitted::Done(json!({"jsonrpc": "2.0", "result": {}}));
         }
         let id = id.expect("request has an id");
         let key = id_key(&id);
+        let conn = conn.link.clone();
         let Some((turn, rx)) = conn.wait(&key, &id, false) else {
             return Submitted::Done(in_flight(&id, &key));
         };
@@ -391,7 +405,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         }
         let rid = RequestId::deserialize(id).ok()?;
         let key = id_key(id);
-        let Some((turn, rx)) = conn.wait(&key, id, true) else {
+        let Some((turn, rx)) = conn.link.wait(&key, id, true) else {
             return Some(Submitted::Done(in_flight(id, &key)));
         };
         // The request's token: cancelled when its reply is no longer
@@ -401,7 +415,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         ctx.meta = meta;
         ctx.ct = stop.child_token();
         let server = server.clone();
-        let seq = conn.seq.clone();
+        let seq = conn.link.seq.clone();
         let reply_id = id.clone();
         let call = async move {
             let request = ClientRequest::CallToolRequest(Request::new(params));
@@ -432,7 +446,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         }
         .boxed();
         Some(Submitted::Direct(Direct {
-            conn: conn as Arc<dyn Forget>,
+            conn: conn.link.clone(),
             id: id.clone(),
             key,
             turn,
@@ -449,18 +463,6 @@ fn in_flight(id: &Value, key: &str) -> Value {
         -32600,
         &format!("request id {key} is already in flight"),
     )
-}
-
-/// A connection's waiters, whatever its handler (what a [`Direct`] call
-/// holds of it).
-trait Forget: Send + Sync {
-    fn forget(&self, key: &str, turn: u64);
-}
-
-impl<S: Send + Sync> Forget for Conn<S> {
-    fn forget(&self, key: &str, turn: u64) {
-        Conn::forget(self, key, turn);
-    }
 }
 
 /// A message [`Bridge::submit`] delivered; its `mcp_response` (for a
@@ -515,7 +517,7 @@ impl Submitted {
 /// recorded as `cancelled` (a dropped call would be `abandoned`), as a call
 /// the loop ran is.
 pub struct Direct {
-    conn: Arc<dyn Forget>,
+    conn: Arc<Link>,
     id: Value,
     key: String,
     turn: u64,
@@ -539,23 +541,12 @@ impl Drop for Direct {
 
 /// A request in the server, awaiting its reply.
 pub struct Waiting {
-    conn: Arc<dyn Cancel>,
+    conn: Arc<Link>,
     id: Value,
     /// Its key in the connection's pending map; empty once answered.
     key: String,
     turn: u64,
     rx: Option<oneshot::Receiver<Value>>,
-}
-
-/// What a [`Waiting`] request needs of its connection when dropped.
-trait Cancel: Forget {
-    fn cancel(&self, note: ClientJsonRpcMessage);
-}
-
-impl<S: Send + Sync> Cancel for Conn<S> {
-    fn cancel(&self, note: ClientJsonRpcMessage) {
-        let _ = self.to_server.send(note);
-    }
 }
 
 /// Cancels a request in the server when its caller stops waiting
@@ -686,7 +677,7 @@ mod tests {
         let (b, _) = bridge(&alive, Duration::ZERO);
         initialize(&b).await;
         // Direct call 7 in flight; a loop request with id 7 is refused.
-        let conn = lock(&b.conn).clone().unwrap();
+        let conn = lock(&b.conn).clone().unwrap().link.clone();
         let key = id_key(&json!(7));
         let (turn, _rx) = conn.wait(&key, &json!(7), true).unwrap();
         let r = b

@@ -23,15 +23,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use tokio::io::AsyncWrite;
-use tokio::sync::Notify;
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The sending side; cheap to share.
 pub(super) struct Output {
     state: Mutex<State>,
-    /// Wakes the writer task: lines were queued, or input was closed.
-    work: Notify,
 }
 
 struct State {
@@ -48,8 +45,9 @@ struct State {
     unflushed: bool,
     /// Input is closed: write what is queued, then shut the pipe.
     closing: bool,
-    /// The writer task's waker while it waits on the pipe: woken when the
-    /// pipe is closed under it.
+    /// The writer task's waker while it waits (on the pipe, or for lines):
+    /// woken when lines are left for it, input is closed, or the pipe is
+    /// closed under it.
     task: Option<Waker>,
     /// The pipe failed, or was closed for the CLI's unread backlog.
     broken: bool,
@@ -78,7 +76,6 @@ impl Output {
                 task: None,
                 broken: false,
             }),
-            work: Notify::new(),
         });
         let task = out.clone().run();
         (out, task)
@@ -128,8 +125,10 @@ impl Output {
                 return Ok(());
             }
         }
-        drop(st);
-        self.work.notify_one();
+        if let Some(task) = st.task.take() {
+            drop(st);
+            task.wake();
+        }
         Ok(())
     }
 
@@ -141,41 +140,38 @@ impl Output {
 
     /// Close input once what is queued is written.
     pub(super) fn close(&self) {
-        self.lock().closing = true;
-        self.work.notify_one();
+        let mut st = self.lock();
+        st.closing = true;
+        if let Some(task) = st.task.take() {
+            drop(st);
+            task.wake();
+        }
     }
 
+    /// The writer task: writes what senders left, then (input closed)
+    /// shuts the pipe. Between lines it waits with its waker in `State`,
+    /// so a sender and it never miss each other (both under the lock).
     async fn run(self: Arc<Self>) {
-        loop {
-            let done = std::future::poll_fn(|cx| {
-                let mut st = self.lock();
-                st.task = None;
-                match st.drive(cx) {
-                    Poll::Ready(Ok(())) if st.closing => match st.writer.as_mut() {
-                        Some(w) => w.as_mut().poll_shutdown(cx).map(|_| true),
-                        None => Poll::Ready(true),
-                    },
-                    Poll::Ready(Ok(())) => Poll::Ready(false),
-                    Poll::Ready(Err(_)) => {
-                        st.writer = None;
-                        st.broken = true;
-                        st.queue.clear();
-                        Poll::Ready(true)
-                    }
-                    Poll::Pending => {
-                        st.task = Some(cx.waker().clone());
-                        Poll::Pending
-                    }
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            match st.drive(cx) {
+                Poll::Ready(Ok(())) if st.closing => match st.writer.as_mut() {
+                    Some(w) => w.as_mut().poll_shutdown(cx).map(drop),
+                    None => Poll::Ready(()),
+                },
+                Poll::Ready(Ok(())) | Poll::Pending => {
+                    st.task = Some(cx.waker().clone());
+                    Poll::Pending
                 }
-            })
-            .await;
-            if done {
-                self.lock().writer = None;
-                return;
+                Poll::Ready(Err(_)) => {
+                    st.broken = true;
+                    st.queue.clear();
+                    Poll::Ready(())
+                }
             }
-            // (A `notify_one` since the poll is kept as a permit.)
-            self.work.notified().await;
-        }
+        })
+        .await;
+        self.lock().writer = None;
     }
 }
 

@@ -57,14 +57,6 @@ struct Inner {
     counter: AtomicU64,
 }
 
-/// The last handle gone (the session and every task of its own): the
-/// CLI's input closes, as when the session ends.
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.out.close();
-    }
-}
-
 impl Inner {
     fn write(&self, v: &Value) -> Result<(), AgentError> {
         let mut line = serde_json::to_vec(v).expect("JSON serializes");
@@ -586,16 +578,15 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             // Replies can no longer reach the CLI (it left 64 MiB unread, or
             // its input broke): run nothing more for it.
             Some("control_request") if inner.out.is_broken() => break,
-            Some("control_request") => {
-                // More lines already waiting? Then no call's first slice
-                // runs on this task before they are read (see `dispatch`).
+            Some("control_request") => dispatch(&inner, &v, || {
+                // No more lines already waiting? Then a call's first slice
+                // may run on this task (see `dispatch`).
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                let more = matches!(
+                !matches!(
                     std::pin::Pin::new(&mut reader).poll_fill_buf(&mut cx),
                     std::task::Poll::Ready(Ok(b)) if !b.is_empty()
-                );
-                dispatch(&inner, &v, !more)
-            }
+                )
+            }),
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -638,7 +629,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
 }
 
 /// Handle one control request from the CLI on its own task.
-fn dispatch(inner: &Arc<Inner>, v: &Value, inline: bool) {
+fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
     let req = match InboundRequest::parse(v) {
         Ok(r) => r,
         Err(e) => {
@@ -687,7 +678,7 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, inline: bool) {
     // on is handed to its own task, which polls it again (with its own
     // waker) at once. Lines that arrive meanwhile wait for at most that
     // slice; a burst the CLI sent together runs on tasks, in parallel.
-    if direct && inline && answer.as_mut().now_or_never().is_some() {
+    if direct && idle() && answer.as_mut().now_or_never().is_some() {
         return;
     }
     // Register before the task can finish, so its own removal wins.

@@ -33,7 +33,6 @@ pub type StdioReader = Box<dyn AsyncRead + Send + Unpin>;
 /// The writing half of [`stdio`].
 pub type StdioWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
-#[derive(PartialEq)]
 enum Kind {
     Fifo,
     Socket,
@@ -127,42 +126,29 @@ fn nonblocking(fd: &impl AsRawFd) -> bool {
 }
 
 /// Both sockets non-blocking on the I/O driver, or (on any failure) both
-/// as they were.
+/// as they were (`Restore`, dropped).
 fn sockets(input: OwnedFd, output: OwnedFd) -> Option<(Polled, Polled)> {
-    use std::os::unix::net::UnixStream;
-    let (r, w) = (UnixStream::from(input), UnixStream::from(output));
-    let (r_was, w_was) = (nonblocking(&r), nonblocking(&w));
-    let polled = (|| {
-        r.set_nonblocking(true)?;
-        w.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>((
-            tokio::net::UnixStream::from_std(r.try_clone()?)?,
-            tokio::net::UnixStream::from_std(w.try_clone()?)?,
-        ))
-    })();
-    let restore = (|| {
-        Ok::<_, std::io::Error>(Restore(vec![
-            (r.as_fd().try_clone_to_owned()?, r_was),
-            (w.as_fd().try_clone_to_owned()?, w_was),
-        ]))
-    })();
-    match (polled, restore) {
-        (Ok((r, w)), Ok(restore)) => {
-            let restore = std::sync::Arc::new(restore);
-            Some((
-                Polled {
-                    stream: r,
-                    _restore: restore.clone(),
-                },
-                Polled {
-                    stream: w,
-                    _restore: restore,
-                },
-            ))
-        }
+    let restore = std::sync::Arc::new(Restore(vec![
+        (input.try_clone().ok()?, nonblocking(&input)),
+        (output.try_clone().ok()?, nonblocking(&output)),
+    ]));
+    let polled = |fd: OwnedFd| {
+        let s = std::os::unix::net::UnixStream::from(fd);
+        s.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(s)
+    };
+    match (polled(input), polled(output)) {
+        (Ok(r), Ok(w)) => Some((
+            Polled {
+                stream: r,
+                _restore: restore.clone(),
+            },
+            Polled {
+                stream: w,
+                _restore: restore,
+            },
+        )),
         (Err(e), _) | (_, Err(e)) => {
-            let _ = r.set_nonblocking(r_was);
-            let _ = w.set_nonblocking(w_was);
             tracing::debug!("stdio sockets not polled ({e}): tokio's stdio serves");
             None
         }
