@@ -524,7 +524,12 @@ fn main() -> anyhow::Result<()> {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut toolhost_sequential = Vec::new();
+        // `-- stdio` measures the stdio rows alone (quicker, for work on it).
+        let stdio_only = args.iter().any(|a| a == "stdio");
         for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
+            if stdio_only && matches!(transport, Transport::Http) {
+                continue;
+            }
             for concurrency in [1, CONCURRENT] {
                 let (t, n) = compare(transport, concurrency).await;
                 if concurrency == 1 {
@@ -551,6 +556,9 @@ fn main() -> anyhow::Result<()> {
         println!(
             "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session)."
         );
+        if stdio_only {
+            return Ok(());
+        }
         println!("\n## MCP over HTTP: 2025-11-25 session (SSE) vs 2026-07-28 stateless (JSON), `echo` through `toolhost serve`\n");
         println!(
             "| callers | session p50 | stateless p50 | p50 ratio | session p99 | stateless p99 | session calls/s | stateless calls/s | throughput ratio |"

@@ -564,7 +564,6 @@ fn state_key(opts: &ServeOpts) -> Result<toolhost::StateKey> {
 }
 
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
-    use rmcp::ServiceExt as _;
     use toolhost::mcp::{HttpOptions, HttpServer, McpServer};
     let metrics = toolhost::Metrics::new();
     // Up before the tools load: /healthz answers, /readyz says "loading".
@@ -629,10 +628,11 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             let reloads = Reloads::start(host, &core, None, config, opts.watch)?;
             let server = McpServer::with_state_key(core, scope, "mcp-stdio", key);
             // Pipes and sockets (as MCP clients start servers) polled on
-            // the I/O driver, not read and written on the blocking pool.
+            // the I/O driver, not read and written on the blocking pool;
+            // `tools/call` answered without the hops of rmcp's loop.
             let running = server
                 .clone()
-                .serve(toolhost::mcp::stdio())
+                .serve_stdio(toolhost::mcp::stdio())
                 .await
                 .context("MCP initialization over stdio failed")?;
             tokio::select! {

@@ -25,6 +25,9 @@ use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::quota::{Admission, OverQuota, QuotaBook};
+/// For front ends answering on the task that ran a call: its sandbox is
+/// torn down once the reply is written (see the function).
+pub(crate) use crate::sandbox::deferring_teardown;
 use crate::sandbox::{CallContext, Sandbox, Usage};
 use crate::sandbox::{LoadedComponent, Op, Output};
 use crate::scheduler::{ScheduleError, Scheduler};

@@ -473,18 +473,23 @@ fn python_2026_07_28_listens_for_tools_list_changed_over_stdio() {
 
 // --- raw protocol: what no SDK client sends
 
-/// One JSON-RPC exchange over stdio: send `lines`, collect every reply line
-/// until stdin closes and the server exits.
-fn stdio_raw(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    let dir = tools(true);
-    let mut child = Command::new(BIN)
+/// `toolhost serve --stdio` over `dir`, its stdin and stdout piped.
+fn stdio_server(dir: &ToolDir) -> Child {
+    Command::new(BIN)
         .args(["serve", "--stdio", "--watch", "false", "--tools"])
         .arg(dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// One JSON-RPC exchange over stdio: send `lines`, collect every reply line
+/// until stdin closes and the server exits.
+fn stdio_raw(lines: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let dir = tools(true);
+    let mut child = stdio_server(&dir);
     let mut stdin = child.stdin.take().unwrap();
     for l in lines {
         writeln!(stdin, "{l}").unwrap();
@@ -532,6 +537,187 @@ fn requests_it_cannot_serve_get_errors_not_silence() {
             .contains("unknown tool")
     );
     assert_eq!(by_id(5)["result"], json!({}));
+}
+
+/// A raw stdio session past its start (initialized, and a `ping` answered,
+/// so that the session is ready and a `tools/call` takes the direct path,
+/// see `toolhost::mcp::StdioService`): write `lines`, close stdin at once,
+/// and return every line the server writes until it exits, in order, with
+/// its exit status.
+fn stdio_then_close(
+    lines: &[serde_json::Value],
+) -> (Vec<serde_json::Value>, std::process::ExitStatus) {
+    use serde_json::json;
+    let dir = tools(true);
+    let mut child = stdio_server(&dir);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut next = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    writeln!(stdin, "{INIT}").unwrap();
+    assert_eq!(next()["id"], 1);
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc":"2.0","id":"ready","method":"ping"})
+    )
+    .unwrap();
+    assert_eq!(next()["id"], "ready");
+    for l in lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let lines = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (lines, status)
+}
+
+/// A call still running when the client closes its input is answered
+/// before the server exits (within the drain), whole and last.
+#[test]
+fn a_call_running_when_input_ends_is_still_answered() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":300}}}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["id"], 7);
+    assert_eq!(
+        lines[0]["result"]["content"][0]["text"], "slept",
+        "{lines:?}"
+    );
+}
+
+/// A call's progress and log notifications reach the client before its
+/// result, and the lines of two calls never mix.
+#[test]
+fn progress_reaches_the_client_before_the_result_over_stdio() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"log_and_progress","arguments":{"steps":3,"ms":20},"_meta":{"progressToken":"p2"}}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"beside"}}}),
+    ]);
+    assert!(status.success(), "{status}");
+    let at = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| pred(l))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    let progress =
+        at(&|l| l["method"] == "notifications/progress" && l["params"]["progressToken"] == "p2");
+    let logs = at(&|l| l["method"] == "notifications/message");
+    let result = at(&|l| l["id"] == 2);
+    assert_eq!(progress.len(), 3, "{lines:?}");
+    assert_eq!(logs.len(), 3, "{lines:?}");
+    assert_eq!(result.len(), 1, "{lines:?}");
+    assert!(
+        progress.iter().chain(&logs).all(|&i| i < result[0]),
+        "a notification came after the result: {lines:?}"
+    );
+    let echo = lines.iter().find(|l| l["id"] == 3).expect("echo answered");
+    assert_eq!(echo["result"]["content"][0]["text"], "beside");
+}
+
+/// A request under the id of a call still running is refused (its reply
+/// could not be told from the call's), and the call is answered once.
+#[test]
+fn a_request_under_a_running_calls_id_is_refused() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":300}}}),
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"twin"}}}),
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/list"}),
+        // Written so that the direct path would not take it: still refused.
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"twin"}},"extra":true}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines.iter().all(|l| l["id"] == 5), "{lines:?}");
+    let refused = lines
+        .iter()
+        .filter(|l| l["error"]["code"] == -32600)
+        .count();
+    assert_eq!(refused, 3, "{lines:?}");
+    assert_eq!(
+        lines[3]["result"]["content"][0]["text"], "slept",
+        "{lines:?}"
+    );
+}
+
+/// A line past the 16 MiB bound is dropped whole, never buffered into a
+/// call, and the connection goes on: the next call is answered.
+#[test]
+fn a_line_past_the_bound_is_dropped_and_the_next_call_answered() {
+    use serde_json::json;
+    let huge = "x".repeat(16 << 20);
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"text":huge}}}),
+        json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"after"}}}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert_eq!(lines.len(), 1, "one reply only, to the call after it");
+    assert_eq!(lines[0]["id"], 9);
+    assert_eq!(lines[0]["result"]["content"][0]["text"], "after");
+}
+
+/// What the direct path does not take goes to rmcp's loop and is answered
+/// as before: a `tools/call` with a member JSON-RPC does not define, one
+/// without a tool name, and a line that is not JSON (ignored).
+#[test]
+fn tools_calls_the_direct_path_does_not_take_are_answered_as_before() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"odd"}},"extra":true}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"arguments":{}}}),
+        json!("not a message"),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"plain"}}}),
+        // Params as an array: rmcp reads none, so no tool runs.
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":[null,"echo",{"text":"array"},null,null]}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["result"]["content"][0]["text"] == "array"),
+        "a tools/call with array params ran: {lines:?}"
+    );
+    let by_id = |id: i64| lines.iter().find(|l| l["id"] == id);
+    assert_eq!(
+        by_id(1).unwrap()["result"]["content"][0]["text"],
+        "odd",
+        "{lines:?}"
+    );
+    assert_eq!(
+        by_id(3).unwrap()["result"]["content"][0]["text"],
+        "plain",
+        "{lines:?}"
+    );
+    // rmcp's own answer to a request it cannot read: Invalid Request.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["error"]["code"] == -32600
+                || by_id(2).is_some_and(|r| r.get("error").is_some())),
+        "{lines:?}"
+    );
 }
 
 /// A raw HTTP/1.1 POST of an `initialize` request; the status code and body.

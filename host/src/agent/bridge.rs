@@ -19,15 +19,13 @@
 //! Must not: interpret MCP beyond routing (the handler answers), or let a
 //! request id be answered twice.
 
+use crate::mcp::call_past_loop;
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rmcp::model::{
-    CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, Request, RequestId,
-    ServerJsonRpcMessage,
-};
-use rmcp::service::{Peer, RequestContext};
+use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
+use rmcp::service::Peer;
 use rmcp::transport::Transport;
-use rmcp::{RoleServer, ServerHandler, Service, ServiceExt};
+use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -398,42 +396,20 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
     fn direct(&self, message: &Value, id: &Value) -> Option<Submitted> {
         let conn = lock(&self.conn).clone()?;
         let (server, peer) = conn.served.get()?;
-        let mut params = CallToolRequestParams::deserialize(message.get("params")?).ok()?;
-        let meta = params.meta.take().unwrap_or_default();
-        if meta.protocol_version().is_some() {
-            return None;
-        }
+        let params = CallToolRequestParams::deserialize(message.get("params")?).ok()?;
         let rid = RequestId::deserialize(id).ok()?;
+        // The request's token: cancelled when its reply is no longer
+        // awaited (the CLI cancelled it either way), which stops the call.
+        let stop = CancellationToken::new();
+        let call = call_past_loop(server.clone(), peer.clone(), rid, params, stop.clone())?;
         let key = id_key(id);
         let Some((turn, rx)) = conn.link.wait(&key, id, true) else {
             return Some(Submitted::Done(in_flight(id, &key)));
         };
-        // The request's token: cancelled when its reply is no longer
-        // awaited (the CLI cancelled it either way), which stops the call.
-        let stop = CancellationToken::new();
-        let mut ctx = RequestContext::new(rid.clone(), peer.clone());
-        ctx.meta = meta;
-        ctx.ct = stop.child_token();
-        let server = server.clone();
         let seq = conn.link.seq.clone();
         let reply_id = id.clone();
         let call = async move {
-            let request = ClientRequest::CallToolRequest(Request::new(params));
-            // A panicking handler is answered here, so the call is never
-            // left half-run (and polled again) by whoever holds it.
-            let handled = std::panic::AssertUnwindSafe(Service::<RoleServer>::handle_request(
-                &server, request, ctx,
-            ))
-            .catch_unwind()
-            .await;
-            let message: ServerJsonRpcMessage = match handled {
-                Ok(Ok(result)) => JsonRpcMessage::response(result, rid),
-                Ok(Err(error)) => JsonRpcMessage::error(error, Some(rid)),
-                Err(_) => JsonRpcMessage::error(
-                    rmcp::ErrorData::internal_error("the tool call panicked", None),
-                    Some(rid),
-                ),
-            };
+            let message = call.await;
             // The call's notifications went to the loop before it returned.
             seq.caught_up().await;
             serde_json::to_value(&message).unwrap_or_else(|e| {
@@ -590,7 +566,7 @@ mod tests {
         async fn call_tool(
             &self,
             _: CallToolRequestParams,
-            ctx: RequestContext<RoleServer>,
+            ctx: rmcp::service::RequestContext<RoleServer>,
         ) -> Result<CallToolResponse, ErrorData> {
             if let Some(token) = ctx.meta.get_progress_token() {
                 let _ = ctx

@@ -27,7 +27,6 @@ mod client;
 mod error;
 mod hooks;
 mod options;
-mod output;
 mod process;
 mod protocol;
 mod session;

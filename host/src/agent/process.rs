@@ -6,6 +6,7 @@
 //! pipes this module hands out.
 
 use super::error::AgentError;
+use crate::mcp::lines::Line;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -176,64 +177,29 @@ pub(crate) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> Result<bool, AgentError> {
-    buf.clear();
-    let mut too_long = false;
-    loop {
-        let chunk = r.fill_buf().await?;
-        if chunk.is_empty() {
-            return if too_long {
-                Err(AgentError::LineTooLong { limit: max })
-            } else {
-                Ok(!buf.is_empty())
-            };
-        }
-        let (part, done) = match memchr(chunk) {
-            Some(i) => (&chunk[..i], Some(i + 1)),
-            None => (chunk, None),
-        };
-        if !too_long {
-            if buf.len() + part.len() > max {
-                too_long = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(part);
-            }
-        }
-        let used = done.unwrap_or(chunk.len());
-        r.consume(used);
-        if done.is_some() {
-            return if too_long {
-                Err(AgentError::LineTooLong { limit: max })
-            } else {
-                Ok(true)
-            };
-        }
+    match crate::mcp::lines::read_line(r, buf, max).await? {
+        Line::Read => Ok(true),
+        Line::End => Ok(false),
+        Line::TooLong => Err(AgentError::LineTooLong { limit: max }),
     }
-}
-
-fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// `mcp::lines::read_line` reads the lines (tested there); here only
+    /// what each outcome becomes.
     #[tokio::test]
-    async fn bounded_lines() {
-        let data = b"{\"a\":1}\nxxxxxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}\nlast".to_vec();
-        let mut r = tokio::io::BufReader::with_capacity(4, &data[..]);
+    async fn bounded_lines_are_agent_errors() {
+        let data = b"{\"a\":1}\nxxxxxxxxxxxx\n".to_vec();
+        let mut r = &data[..];
         let mut buf = Vec::new();
         assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
-        assert_eq!(buf, b"{\"a\":1}");
         assert!(matches!(
             read_line_bounded(&mut r, &mut buf, 10).await,
             Err(AgentError::LineTooLong { limit: 10 })
         ));
-        assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
-        assert_eq!(buf, b"{\"b\":2}");
-        assert!(read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
-        assert_eq!(buf, b"last");
         assert!(!read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
     }
 

@@ -13,12 +13,12 @@ use super::bridge::{Bridge, Factory, Outbound, Submitted};
 use super::error::AgentError;
 use super::hooks::{HookEvent, HookFn, HookInput, HookOutput, Permission, PermissionRequest};
 use super::options::{AgentOptions, MAIN_AGENT, cli_args, inherited_env};
-use super::output::Output;
 use super::process::{CliProcess, find_cli, read_line_bounded};
 use super::protocol::{self, Inbound, InboundRequest, Message};
 use crate::catalog::Scope;
 use crate::core::Core;
 use crate::mcp::McpServer;
+use crate::mcp::lines::{Output, more_waiting};
 use futures::FutureExt;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -578,15 +578,9 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             // Replies can no longer reach the CLI (it left 64 MiB unread, or
             // its input broke): run nothing more for it.
             Some("control_request") if inner.out.is_broken() => break,
-            Some("control_request") => dispatch(&inner, &v, || {
-                // No more lines already waiting? Then a call's first slice
-                // may run on this task (see `dispatch`).
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                !matches!(
-                    std::pin::Pin::new(&mut reader).poll_fill_buf(&mut cx),
-                    std::task::Poll::Ready(Ok(b)) if !b.is_empty()
-                )
-            }),
+            // No more lines already waiting? Then a call's first slice may
+            // run on this task (see `dispatch`).
+            Some("control_request") => dispatch(&inner, &v, || !more_waiting(&mut reader)),
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -658,7 +652,7 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
     };
     let direct = matches!(submitted, Some(Submitted::Direct(_)));
     let task_inner = inner.clone();
-    let mut answer = Box::pin(async move {
+    let answer = async move {
         let inner = task_inner;
         let result = std::panic::AssertUnwindSafe(inner.handle(req.request, submitted))
             .catch_unwind()
@@ -670,7 +664,19 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
         };
         lock(&inner.inflight).remove(&req.request_id);
         let _ = inner.write(&reply);
-    });
+    };
+    // A tool call's sandbox that finished on this task is torn down once
+    // the reply is written, not before (`core::deferring_teardown`).
+    // Only for a direct call: a hook's future may go on awaiting (an
+    // approval) after calls it made, which must not hold their sandboxes.
+    let mut answer: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if direct {
+        Box::pin(async move {
+            let ((), teardown) = crate::core::deferring_teardown(answer).await;
+            drop(teardown);
+        })
+    } else {
+        Box::pin(answer)
+    };
     // A tool call's first slice runs here, on the reader's task, when no
     // other line is waiting to be read: most calls end within it (the
     // guest's first slice is at most an epoch tick and a grace,

@@ -92,6 +92,12 @@ impl CallOutput {
         self.events = events;
     }
 
+    /// The call is over: its events end here (its caller's stream ends),
+    /// though the store may be torn down later.
+    pub(crate) fn detach(&mut self) {
+        self.events = None;
+    }
+
     /// Send an event of `size` bytes of text, if the budget allows; else
     /// drop it (counted by the sink).
     pub(crate) fn emit(&mut self, size: usize, event: CallEvent) {

@@ -4,8 +4,10 @@
 //! Owns: translating MCP requests into `CallRequest`s for `Core::call` and
 //! `Core::tools`, translating results, errors and call events back
 //! (`server`); serving that handler over stdio (`stdio`: pipes and sockets
-//! polled, not read on the blocking pool) and over hardened Streamable
-//! HTTP (`http`); telling connected clients when the tool list changes.
+//! polled, not read on the blocking pool; `stdio_service`: `tools/call`
+//! answered past rmcp's service loop; `lines`: bounded lines in, whole
+//! lines out in order) and over hardened Streamable HTTP (`http`); telling
+//! connected clients when the tool list changes.
 //!
 //! Protocols: 2025-11-25 (sessions, sealed into their ids so any replica
 //! serves them, see `session`; `logging/setLevel`; list changes on the
@@ -28,10 +30,12 @@ mod auth;
 #[cfg(feature = "http")]
 mod http;
 mod input;
+pub(crate) mod lines;
 mod server;
 #[cfg(feature = "http")]
 mod session;
 mod stdio;
+mod stdio_service;
 mod tasks;
 
 #[cfg(feature = "http")]
@@ -39,4 +43,6 @@ pub use auth::{AuthError, Tenancy};
 #[cfg(feature = "http")]
 pub use http::{HttpError, HttpOptions, HttpServer, TenantsHandle};
 pub use server::McpServer;
+pub(crate) use server::call_past_loop;
 pub use stdio::{StdioReader, StdioWriter, stdio};
+pub use stdio_service::StdioService;

@@ -1309,3 +1309,48 @@ fn logging_level(l: LogLevel) -> LoggingLevel {
         LogLevel::Emergency => LoggingLevel::Emergency,
     }
 }
+
+/// A `tools/call` for `server`'s handler past rmcp's service loop (the
+/// agent transport's and stdio's hot path), with a context made as the
+/// loop makes it: the connection's `peer`, the request's `_meta`, and `ct`
+/// (cancelling it stops the call). A panicking handler is answered as an
+/// internal error here, so the call is never left half-run (and polled
+/// again) by whoever holds it. `None` for a request naming its own
+/// protocol version: the loop scopes that version for the handler, so it
+/// must take the loop.
+pub(crate) fn call_past_loop<S>(
+    server: S,
+    peer: Peer<RoleServer>,
+    id: rmcp::model::RequestId,
+    mut params: CallToolRequestParams,
+    ct: CancellationToken,
+) -> Option<impl Future<Output = rmcp::model::ServerJsonRpcMessage> + Send + 'static>
+where
+    S: ServerHandler + Send + Sync + 'static,
+{
+    use futures::FutureExt as _;
+    use rmcp::model::{ClientRequest, JsonRpcMessage, Request};
+    let meta = params.meta.take().unwrap_or_default();
+    if meta.protocol_version().is_some() {
+        return None;
+    }
+    let mut ctx = RequestContext::new(id.clone(), peer);
+    ctx.meta = meta;
+    ctx.ct = ct;
+    let request = ClientRequest::CallToolRequest(Request::new(params));
+    Some(async move {
+        let handled = std::panic::AssertUnwindSafe(rmcp::Service::<RoleServer>::handle_request(
+            &server, request, ctx,
+        ))
+        .catch_unwind()
+        .await;
+        match handled {
+            Ok(Ok(result)) => JsonRpcMessage::response(result, id),
+            Ok(Err(error)) => JsonRpcMessage::error(error, Some(id)),
+            Err(_) => JsonRpcMessage::error(
+                ErrorData::internal_error("the tool call panicked", None),
+                Some(id),
+            ),
+        }
+    })
+}

@@ -155,9 +155,18 @@ fn sockets(input: OwnedFd, output: OwnedFd) -> Option<(Polled, Polled)> {
     }
 }
 
-/// stdin and stdout as an MCP transport (`McpServer::serve(stdio())`):
-/// polled on the I/O driver when they are pipes or sockets, else tokio's
-/// stdio. Call it inside a tokio runtime with I/O enabled.
+/// stdin and stdout as an MCP transport, for
+/// [`McpServer::serve_stdio`](super::McpServer::serve_stdio) (or rmcp's
+/// `serve`): polled on the I/O driver when they are pipes or sockets, else
+/// tokio's stdio. Call it inside a tokio runtime with I/O enabled.
+///
+/// ```no_run
+/// # async fn run(server: toolhost::mcp::McpServer) -> anyhow::Result<()> {
+/// let service = server.serve_stdio(toolhost::mcp::stdio()).await?;
+/// service.waiting().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn stdio() -> (StdioReader, StdioWriter) {
     let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok();
     let (input, output) = (

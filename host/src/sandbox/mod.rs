@@ -419,6 +419,59 @@ impl Drop for Metered {
     }
 }
 
+/// Most teardowns one [`deferring_teardown`] holds back; past it a store
+/// is torn down at once, as without it.
+const MAX_DEFERRED: usize = 2;
+
+tokio::task_local! {
+    /// Finished calls' stores, left for their task to tear down once it
+    /// has answered (see [`deferring_teardown`]).
+    static DEFERRED: std::cell::RefCell<Vec<Metered>>;
+}
+
+/// The teardowns of the calls `f` made within its own task (at most
+/// [`MAX_DEFERRED`]): their stores' memory is reset, and their pool room
+/// given back, when this is dropped.
+pub(crate) struct Teardown {
+    _stores: Vec<Metered>,
+}
+
+/// Run `f`, holding back the teardown of each sandbox that finished on its
+/// task (a call that ended within its first slice, see `scheduler`) until
+/// the returned [`Teardown`] is dropped: a front end drops it once it has
+/// written the reply, so resetting the sandbox's memory (a third of a
+/// fresh sandbox's cost) is not on the reply's path, and needs no other
+/// thread. The call's usage is recorded and its concurrency permit given
+/// back at its end as always; only the store waits, with its pool room,
+/// and nothing runs in it any more. Only while the pool has room beyond
+/// its reserve and no call waits for it (as for prewarm's off-path
+/// teardown), and the pool and the call's scope share each have a slot
+/// free and at most half their memory held: a call that needs the room
+/// gets it at once.
+pub(crate) async fn deferring_teardown<F: Future>(f: F) -> (F::Output, Teardown) {
+    DEFERRED
+        .scope(std::cell::RefCell::new(Vec::new()), async move {
+            let out = f.await;
+            let later = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            (out, Teardown { _stores: later })
+        })
+        .await
+}
+
+/// Leave `m` to the enclosing [`deferring_teardown`], if there is one with
+/// room; else give it back.
+fn defer(m: Metered) -> Option<Metered> {
+    let mut m = Some(m);
+    let _ = DEFERRED.try_with(|d| {
+        if let Ok(mut held) = d.try_borrow_mut()
+            && held.len() < MAX_DEFERRED
+        {
+            held.extend(m.take());
+        }
+    });
+    m
+}
+
 impl Metered {
     fn record(&self) {
         let left = self.store.get_fuel().unwrap_or(self.fuel);
@@ -1246,12 +1299,39 @@ impl Sandbox {
             Ok::<_, CallErrorKind>((result, metered))
         };
 
-        let (result, mut metered) = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(CallErrorKind::Cancelled),
-            _ = tokio::time::sleep_until(deadline.into()) => return Err(CallErrorKind::Timeout { after: limits.timeout }),
-            r = run => r?,
+        // Cancellation first, then the deadline, then the guest, at every
+        // poll. The wake-ups for cancellation and the deadline are
+        // registered only once the call goes on past a poll: registering
+        // a timer wakes the I/O driver (a write to its eventfd, and an
+        // extra turn of its poll), and a token's waiter takes its lock,
+        // costs most calls, which end in their first poll, need not pay.
+        let timeout = || CallErrorKind::Timeout {
+            after: limits.timeout,
         };
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
+        let mut run = std::pin::pin!(run);
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let (result, mut metered) = std::future::poll_fn(|cx| {
+            if cancel.is_cancelled() {
+                return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
+            }
+            if Instant::now() >= deadline {
+                return std::task::Poll::Ready(Err(timeout()));
+            }
+            if let std::task::Poll::Ready(r) = run.as_mut().poll(cx) {
+                return std::task::Poll::Ready(r);
+            }
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
+            }
+            let timer =
+                timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            match timer.as_mut().poll(cx) {
+                std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(timeout())),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        })
+        .await?;
         // Cancelled while the guest ran its last slice (a guest that polls
         // `cancelled()` returns in the same poll that saw it): the caller
         // asked for no result, and gets none.
@@ -1425,17 +1505,26 @@ impl Sandbox {
     fn retire(&self, mut metered: Metered) {
         metered.record();
         drop(metered.own.take());
-        // Its turn at the guest threads goes with the call, not with the
-        // store's teardown.
+        // Its turn at the guest threads and its events go with the call,
+        // not with the store's teardown: the caller's event stream ends
+        // now (a front end waits for that before it answers).
         if let Some(turn) = metered.store.data_mut().cpu.take() {
             turn.release();
         }
+        metered.store.data_mut().output.detach();
         if self.warm.enabled()
             && self.warm.has_room()
             && let Some(rt) = self.background.handle()
         {
             rt.spawn(async move { drop(metered) });
+        } else if self.warm.has_room()
+            && metered._pool.roomy()
+            && metered._scope_share.as_ref().is_none_or(PoolPermits::roomy)
+        {
+            drop(defer(metered));
         }
+        // Else (dropped here) torn down at once: another call may need the
+        // room, of the pool or of the scope's share, slots or memory.
     }
 
     /// Turn a wasmtime error into the limit or fault that caused it.
@@ -1553,6 +1642,15 @@ pub(crate) struct PoolPermits {
     _tab: tokio::sync::OwnedSemaphorePermit,
     /// The bytes of memory the pool's sandboxes share.
     memory: Arc<SharedMemory>,
+}
+
+impl PoolPermits {
+    /// Whether the pool these came from could spare them a while longer:
+    /// a sandbox slot is free, and at most half its memory is held.
+    fn roomy(&self) -> bool {
+        self._slot.semaphore().available_permits() > 0
+            && (self.memory.used() as u64).saturating_mul(2) <= self.memory.limit()
+    }
 }
 
 /// A fresh store with `grants` (or, for `describe`, none), its memory

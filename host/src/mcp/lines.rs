@@ -1,17 +1,19 @@
-//! The CLI's stdin: whole lines, in the order they are sent, from any task.
+//! Line-delimited JSON streams (stdio MCP, the Claude CLI's control
+//! protocol): reading one bounded line at a time, and writing whole lines,
+//! in the order they are sent, from any task.
 //!
 //! A line is written at once by the task that sends it when nothing is
-//! queued before it and the pipe takes it (the usual case: a control
-//! response of a few hundred bytes); otherwise it is queued for the writer
-//! task, which writes the queue out as the pipe drains. A reply thus costs
-//! no hand-off to another task, and a CLI that stops reading holds up only
-//! the queue, never a sender. (A channel to a writer task, what this
-//! replaced, costs a task wake-up per line: a tenth of a tool call's round
-//! trip in `benches/agent_control.rs`.)
+//! queued before it and the pipe takes it (the usual case: a reply of a
+//! few hundred bytes); otherwise it is queued for the writer task, which
+//! writes the queue out as the pipe drains. A reply thus costs no hand-off
+//! to another task, and a peer that stops reading holds up only the queue,
+//! never a sender. (A channel to a writer task, what this replaced, costs a
+//! task wake-up per line: a tenth of a tool call's round trip in
+//! `benches/agent_control.rs`.)
 //!
-//! A CLI that stops reading while it goes on sending requests cannot make
+//! A peer that stops reading while it goes on sending requests cannot make
 //! the host hold their replies without bound: past `cap` bytes queued (a
-//! line alone is always taken), the pipe is closed (the CLI sees its input
+//! line alone is always taken), the pipe is closed (the peer sees its input
 //! end) and every later line is refused.
 //!
 //! Must not: block a sender (writes are tried, never awaited, under the
@@ -22,12 +24,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite};
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The sending side; cheap to share.
-pub(super) struct Output {
+pub(crate) struct Output {
     state: Mutex<State>,
 }
 
@@ -55,12 +57,12 @@ struct State {
 
 /// Why a line was not sent.
 #[derive(Debug)]
-pub(super) struct Closed;
+pub(crate) struct Closed;
 
 impl Output {
     /// The output over `writer`, and the task that writes what cannot be
     /// written at once (spawn it).
-    pub(super) fn new<W: AsyncWrite + Send + 'static>(
+    pub(crate) fn new<W: AsyncWrite + Send + 'static>(
         writer: W,
         cap: usize,
     ) -> (Arc<Output>, impl Future<Output = ()> + Send + 'static) {
@@ -86,7 +88,7 @@ impl Output {
     }
 
     /// Send one line (with its newline).
-    pub(super) fn send(&self, line: Vec<u8>) -> Result<(), Closed> {
+    pub(crate) fn send(&self, line: Vec<u8>) -> Result<(), Closed> {
         let mut st = self.lock();
         if st.closing || st.writer.is_none() {
             return Err(Closed);
@@ -101,7 +103,7 @@ impl Output {
                 task.wake();
             }
             tracing::warn!(
-                "the CLI did not read {} bytes of replies: its input is closed",
+                "the peer did not read {} bytes of replies: its input is closed",
                 st.queued
             );
             return Err(Closed);
@@ -134,12 +136,12 @@ impl Output {
 
     /// Whether lines can no longer reach the CLI although nobody closed its
     /// input: the pipe broke, or the CLI left too much unread.
-    pub(super) fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.lock().broken
     }
 
     /// Close input once what is queued is written.
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.lock();
         st.closing = true;
         if let Some(task) = st.task.take() {
@@ -208,10 +210,91 @@ impl State {
     }
 }
 
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A line is in the buffer (without its newline).
+    Read,
+    /// A line longer than the limit: consumed up to its newline and dropped.
+    TooLong,
+    /// The end of input.
+    End,
+}
+
+/// Read one `\n`-terminated line of at most `max` bytes into `buf` (without
+/// the newline; a last line without one counts). A longer line is never
+/// held: it is consumed up to its newline and reported as
+/// [`Line::TooLong`], and the reader stays usable.
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (too_long, buf.is_empty()) {
+                (true, _) => Line::TooLong,
+                (false, true) => Line::End,
+                (false, false) => Line::Read,
+            });
+        }
+        let (part, done) = match chunk.iter().position(|&c| c == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if !too_long {
+            if buf.len() + part.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
+}
+
+/// Whether more input is waiting to be read right now (without waiting
+/// for it, nor taking the reader's waker).
+pub(crate) fn more_waiting<R: AsyncBufRead + Unpin>(r: &mut R) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(
+        Pin::new(r).poll_fill_buf(&mut cx),
+        Poll::Ready(Ok(b)) if !b.is_empty()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn bounded_lines() {
+        let data = b"{\"a\":1}\nxxxxxxxxxxxxxxxxxxxxxxxx\n{\"b\":2}\nlast".to_vec();
+        let mut r = tokio::io::BufReader::with_capacity(4, &data[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::Read);
+        assert_eq!(buf, b"{\"a\":1}");
+        assert_eq!(
+            read_line(&mut r, &mut buf, 10).await.unwrap(),
+            Line::TooLong
+        );
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::Read);
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(more_waiting(&mut r));
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::Read);
+        assert_eq!(buf, b"last");
+        assert!(!more_waiting(&mut r));
+        assert_eq!(read_line(&mut r, &mut buf, 10).await.unwrap(), Line::End);
+    }
 
     /// A reader that stops reading holds up the queue, not the senders;
     /// lines come out whole and in order once it reads again; closing

@@ -1,0 +1,502 @@
+//! One MCP connection over a line stream (stdio), with its hot path,
+//! `tools/call`, answered past rmcp's service loop.
+//!
+//! rmcp's loop hands every request to a spawned handler task and every
+//! response back through the loop to a send task: three task hand-offs a
+//! call, each a thread wake-up when the runtime has more than one worker,
+//! which profiles of `toolhost serve --stdio` showed as most of a call's
+//! cost beyond the call itself (BENCHMARKS.md, "MCP round trip"). Here the
+//! connection's lines are read by a task of its own:
+//! - once the session is initialized, a line that reads exactly as a
+//!   `tools/call` request goes straight to the same [`McpServer`]'s
+//!   [`Service::handle_request`], with a context made as the loop makes it
+//!   (the connection's peer, the request's `_meta`, a cancellation token of
+//!   its own). Its first slice runs on the reading task when no other line
+//!   waits (most calls end within it: no task is spawned or woken), else
+//!   on a task of its own; its reply is written by whichever task has it
+//!   (`lines::Output`), and only then is its sandbox torn down
+//!   (`core::deferring_teardown`). Another request under the id of a
+//!   call running here is refused, as the loop cannot know of it;
+//! - every other line, and a `tools/call` naming its own protocol version
+//!   in `_meta` (which the loop scopes for the handler), goes to rmcp's loop
+//!   as it was read, through an in-memory pipe and rmcp's own line
+//!   transport, so rmcp still parses, refuses and answers it in its own
+//!   words. What the loop sends (responses, progress and log
+//!   notifications, list changes, requests to the client) is written to the
+//!   same output, whole lines in order. A call's notifications pass through
+//!   the loop's transport before its handler returns, so they reach the
+//!   client before its reply, as through the loop;
+//! - `notifications/cancelled` for a direct call cancels its token, which
+//!   stops the guest; the call then ends unanswered (MCP: no response to a
+//!   cancelled request), and is audited as `cancelled`.
+//!
+//! When input ends, the loop drains its handlers and the direct calls get
+//! the same time ([`DRAIN`]) to answer; then they are cancelled, and the
+//! output is flushed and closed.
+//!
+//! Must not: interpret MCP beyond routing (the handler answers everything),
+//! write a line but whole and in order, or answer a request the client
+//! cancelled.
+
+use super::McpServer;
+use super::lines::{self, Line, Output};
+use super::server::call_past_loop;
+use futures::FutureExt;
+use rmcp::model::{
+    CallToolRequestParams, CancelledNotificationParam, JsonRpcMessage, JsonRpcVersion2_0,
+    RequestId, ServerJsonRpcMessage,
+};
+use rmcp::service::{Peer, QuitReason, RunningService, ServerInitializeError};
+use rmcp::{RoleServer, ServiceExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+
+/// The longest line read, without its newline: rmcp's own limit for its
+/// line transports (which counts the newline). A longer one is dropped
+/// (and logged) as rmcp drops it.
+const MAX_LINE: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH - 1;
+/// Bytes of replies a client may leave unread; past it, the host's output
+/// (the client's input) is closed and the client is served no more.
+const REPLY_BACKLOG: usize = 64 << 20;
+/// How long the calls still running when input ends have to answer:
+/// what rmcp's loop gives its own handlers.
+const DRAIN: Duration = Duration::from_secs(5);
+/// The in-memory pipe to rmcp's loop: lines wait here while the loop is
+/// busy (the reader then waits too, so the client's input backs up).
+const TO_LOOP: usize = 256 << 10;
+
+/// A served stdio connection, from [`McpServer::serve_stdio`]. Dropping
+/// it stops the connection: its loop, its reader and its running calls.
+pub struct StdioService {
+    running: Option<RunningService<RoleServer, McpServer>>,
+    reader: AbortOnDropHandle<()>,
+    calls: Arc<Calls>,
+    out: Arc<Output>,
+    writer: Option<AbortOnDropHandle<()>>,
+}
+
+/// A connection being started: dropped before it is served (its future
+/// dropped, or initialization failed), its reader stops and its output is
+/// closed, so neither task outlives it.
+struct Starting {
+    out: Arc<Output>,
+    tasks: Option<(AbortOnDropHandle<()>, AbortOnDropHandle<()>)>,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.tasks.is_some() {
+            self.out.close();
+        }
+    }
+}
+
+/// The direct calls of a connection.
+struct Calls {
+    /// Those running, by request id: each one's turn and token.
+    running: Mutex<HashMap<RequestId, (u64, CancellationToken)>>,
+    turns: AtomicU64,
+    /// Those that went on past their first slice.
+    tasks: TaskTracker,
+    /// Every direct call's token descends from this one.
+    stop: CancellationToken,
+}
+
+impl Calls {
+    /// Stop every direct call; none of them answers any more.
+    fn cancel_all(&self) {
+        lock(&self.running).clear();
+        self.stop.cancel();
+    }
+}
+
+/// What a direct call needs of the connection, once it is initialized.
+struct Ready {
+    server: McpServer,
+    peer: Peer<RoleServer>,
+}
+
+impl McpServer {
+    /// Serve one MCP connection over a line stream: usually
+    /// [`stdio()`](super::stdio), the process's stdin and stdout. Returns
+    /// once the client has initialized the session, as rmcp's `serve`
+    /// does; [`StdioService::waiting`] then runs it to its end.
+    ///
+    /// The same handler as `rmcp::ServiceExt::serve` over the same stream,
+    /// with `tools/call` answered without the hops through rmcp's service
+    /// loop (see the module's source for how).
+    pub async fn serve_stdio<R, W>(
+        self,
+        (input, output): (R, W),
+    ) -> Result<StdioService, ServerInitializeError>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + 'static,
+    {
+        let (out, writer) = Output::new(output, REPLY_BACKLOG);
+        let writer = AbortOnDropHandle::new(tokio::spawn(writer));
+        let calls = Arc::new(Calls {
+            running: Mutex::default(),
+            turns: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        });
+        let ready = Arc::new(OnceLock::new());
+        let (to_loop, loop_input) = tokio::io::duplex(TO_LOOP);
+        let reader = AbortOnDropHandle::new(tokio::spawn(read(
+            BufReader::new(input),
+            to_loop,
+            ready.clone(),
+            calls.clone(),
+            out.clone(),
+        )));
+        let mut starting = Starting {
+            out: out.clone(),
+            tasks: Some((reader, writer)),
+        };
+        let server = self.clone();
+        let started = self
+            .serve((
+                loop_input,
+                ToOutput {
+                    out: out.clone(),
+                    partial: Vec::new(),
+                },
+            ))
+            .await;
+        let running = started?;
+        let (reader, writer) = starting.tasks.take().expect("taken once");
+        let _ = ready.set(Ready {
+            server,
+            peer: running.peer().clone(),
+        });
+        Ok(StdioService {
+            running: Some(running),
+            reader,
+            calls,
+            out,
+            writer: Some(writer),
+        })
+    }
+}
+
+impl StdioService {
+    /// The connection's peer (the client), for notifications and requests
+    /// to it.
+    pub fn peer(&self) -> &Peer<RoleServer> {
+        self.running
+            .as_ref()
+            .expect("a running service until dropped")
+            .peer()
+    }
+
+    /// Serve until the client closes its end (or the connection fails),
+    /// then let running calls answer (within 5 s; then they are
+    /// cancelled), and flush what is left to write.
+    pub async fn waiting(mut self) -> Result<QuitReason, tokio::task::JoinError> {
+        let running = self.running.take().expect("waited once");
+        // The loop ends once the reader has seen input end and the direct
+        // calls have answered (or it failed).
+        let quit = running.waiting().await;
+        self.reader.abort();
+        drain(&self.calls).await;
+        self.out.close();
+        // What is queued is written, unless the client does not read it.
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::time::timeout(DRAIN, writer).await;
+        }
+        quit
+    }
+}
+
+impl Drop for StdioService {
+    fn drop(&mut self) {
+        self.reader.abort();
+        // What is queued is still written (the output is closed below),
+        // for as long as `waiting` would give it.
+        if let Some(writer) = self.writer.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(tokio::time::timeout(DRAIN, writer));
+        }
+        self.calls.cancel_all();
+        self.out.close();
+        // `running`, dropped with it, cancels the loop.
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the client's lines: direct calls run from here, the rest go to
+/// the loop in the order read.
+async fn read<R: AsyncRead + Unpin>(
+    mut input: BufReader<R>,
+    mut to_loop: tokio::io::DuplexStream,
+    ready: Arc<OnceLock<Ready>>,
+    calls: Arc<Calls>,
+    out: Arc<Output>,
+) {
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        match lines::read_line(&mut input, &mut line, MAX_LINE).await {
+            Ok(Line::Read) => {}
+            Ok(Line::TooLong) => {
+                tracing::error!(
+                    max_line_length = MAX_LINE,
+                    "an incoming MCP message exceeded the maximum line length; it is dropped"
+                );
+                continue;
+            }
+            Ok(Line::End) => break,
+            Err(e) => {
+                tracing::error!("reading the MCP client's input failed: {e}");
+                break;
+            }
+        }
+        // Replies can no longer reach the client (it left 64 MiB unread,
+        // or its input broke): run nothing more for it.
+        if out.is_broken() {
+            break;
+        }
+        let route = match ready.get() {
+            Some(ready) => route(&line, ready, &calls, &out),
+            None => Route::Loop,
+        };
+        if let Route::Direct(mut call) = route {
+            // A call's first slice runs here when no other line is waiting
+            // to be read: most calls end within it (a guest's first slice
+            // is at most an epoch tick and a grace, see `scheduler`), with
+            // no task spawned or woken. One that goes on is handed to a
+            // task of its own, which polls it again at once. Lines that
+            // arrive meanwhile wait at most that slice; a burst the client
+            // sent together runs on tasks, in parallel.
+            if lines::more_waiting(&mut input) || call.as_mut().now_or_never().is_none() {
+                calls.tasks.spawn(call);
+            }
+            continue;
+        }
+        if let Route::Answered = route {
+            continue;
+        }
+        line.push(b'\n');
+        if to_loop.write_all(&line).await.is_err() {
+            break;
+        }
+    }
+    // Input ended. The calls still running keep the loop, through which
+    // their notifications go, until they have answered; then dropping
+    // `to_loop` ends its input, and it drains and ends.
+    drain(&calls).await;
+    drop(to_loop);
+}
+
+/// Let the direct calls still running answer, for at most [`DRAIN`]; then
+/// cancel them, unanswered.
+async fn drain(calls: &Calls) {
+    calls.tasks.close();
+    if tokio::time::timeout(DRAIN, calls.tasks.wait())
+        .await
+        .is_err()
+    {
+        calls.cancel_all();
+        calls.tasks.wait().await;
+    }
+}
+
+/// A line's message, read once to route it: its members as JSON-RPC
+/// names them, the params left unparsed. A line with anything more (a
+/// member JSON-RPC does not define, one repeated) is not read here: it
+/// goes to the loop as it is. (`ClientJsonRpcMessage` would cost ~9 µs
+/// for a `tools/call`: its `_meta` is flattened through serde's buffered
+/// content.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Probe<'a> {
+    #[serde(rename = "jsonrpc")]
+    _jsonrpc: JsonRpcVersion2_0,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<RequestId>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// Where a line goes.
+enum Route {
+    /// A `tools/call` to run here.
+    Direct(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Answered here already (a request under an id in flight here).
+    Answered,
+    /// To rmcp's loop, as it was read.
+    Loop,
+}
+
+/// Where `line` goes. A `notifications/cancelled` naming a direct call
+/// cancels it here (and goes to the loop as well).
+fn route(line: &[u8], ready: &Ready, calls: &Arc<Calls>, out: &Arc<Output>) -> Route {
+    // As rmcp reads a line: a UTF-8 BOM and a CR before the newline are
+    // not part of the message.
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) else {
+        return refuse_in_flight(line, calls, out);
+    };
+    match (probe.method.as_deref(), probe.id, probe.params) {
+        // Another request under the id of a call running here: its reply
+        // could not be told from the call's.
+        (Some(_), Some(id), _) if lock(&calls.running).contains_key(&id) => {
+            in_flight(id, out);
+            Route::Answered
+        }
+        // (rmcp reads params only as an object; serde would take an array.)
+        (Some("tools/call"), Some(id), Some(params)) if params.get().starts_with('{') => {
+            match serde_json::from_str::<CallToolRequestParams>(params.get()) {
+                Ok(params) => direct(id, params, ready, calls, out),
+                Err(_) => Route::Loop,
+            }
+        }
+        (Some("notifications/cancelled"), None, Some(params)) => {
+            if let Ok(params) = serde_json::from_str::<CancelledNotificationParam>(params.get())
+                && let Some(id) = params.request_id
+                && let Some((_, stop)) = lock(&calls.running).remove(&id)
+            {
+                stop.cancel();
+            }
+            Route::Loop
+        }
+        _ => Route::Loop,
+    }
+}
+
+/// A request for the loop under the id of a call running here is refused
+/// too, however it is written (a member more, its own protocol version,
+/// params the direct path does not read): its reply could not be told
+/// from the call's. Read leniently, as rmcp reads it.
+fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output) -> Route {
+    #[derive(Deserialize)]
+    struct Request {
+        method: Option<serde::de::IgnoredAny>,
+        id: Option<RequestId>,
+    }
+    match serde_json::from_slice::<Request>(line) {
+        Ok(Request {
+            method: Some(_),
+            id: Some(id),
+        }) if lock(&calls.running).contains_key(&id) => {
+            in_flight(id, out);
+            Route::Answered
+        }
+        _ => Route::Loop,
+    }
+}
+
+/// Refuse a request whose id is in flight here already.
+fn in_flight(id: RequestId, out: &Output) {
+    let message: ServerJsonRpcMessage = JsonRpcMessage::error(
+        rmcp::ErrorData::invalid_request(format!("request id {id} is already in flight"), None),
+        Some(id),
+    );
+    write(out, &message);
+}
+
+/// Write one message to the client.
+fn write(out: &Output, message: &ServerJsonRpcMessage) {
+    match serde_json::to_vec(message) {
+        Ok(mut line) => {
+            line.push(b'\n');
+            let _ = out.send(line);
+        }
+        Err(e) => tracing::error!("a response did not serialize: {e}"),
+    }
+}
+
+/// The call, run as the loop would run it (`server::call_past_loop`); the
+/// loop's way for a request naming its own protocol version. Its id is not
+/// in flight here (`route` refused it), and only this task adds ids.
+fn direct(
+    id: RequestId,
+    params: CallToolRequestParams,
+    ready: &Ready,
+    calls: &Arc<Calls>,
+    out: &Arc<Output>,
+) -> Route {
+    let stop = calls.stop.child_token();
+    let Some(call) = call_past_loop(
+        ready.server.clone(),
+        ready.peer.clone(),
+        id.clone(),
+        params,
+        stop.clone(),
+    ) else {
+        return Route::Loop;
+    };
+    let turn = calls.turns.fetch_add(1, Ordering::Relaxed);
+    lock(&calls.running).insert(id.clone(), (turn, stop));
+    let (calls, out) = (calls.clone(), out.clone());
+    Route::Direct(Box::pin(async move {
+        let (message, teardown) = crate::core::deferring_teardown(call).await;
+        // Cancelled by the client (or too late at the end): no reply.
+        {
+            let mut running = lock(&calls.running);
+            if running.get(&id).is_none_or(|(t, _)| *t != turn) {
+                return;
+            }
+            running.remove(&id);
+        }
+        write(&out, &message);
+        // The sandbox's memory is reset now, after the reply is out.
+        drop(teardown);
+    }))
+}
+
+/// The loop's output: each whole line it writes goes to the connection's
+/// output at once, in order with the direct calls' replies.
+struct ToOutput {
+    out: Arc<Output>,
+    /// A line written in parts, until its newline.
+    partial: Vec<u8>,
+}
+
+impl AsyncWrite for ToOutput {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&rest[..=i]);
+            rest = &rest[i + 1..];
+            if self.out.send(line).is_err() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The connection closes the output once the direct calls have
+    /// answered too (`StdioService::waiting`).
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
