@@ -228,8 +228,8 @@ impl HostConfig {
     }
 
     /// Mark the files this config makes the host trust (the config itself,
-    /// the JWKS that verifies tenants' tokens, the `[[trust]]` keys that
-    /// admit packages) as host state: a tool granted `rw` over one could
+    /// the JWKS that verifies tenants' tokens, the `[[trust]]` keys and
+    /// Sigstore trust roots that admit packages) as host state: a tool granted `rw` over one could
     /// forge a tenant or get a hostile package trusted.
     pub(crate) fn protect_own_files(&self, host: &mut HostState) {
         if let Some(p) = &self.path {
@@ -241,6 +241,9 @@ impl HostConfig {
         for t in &self.trust {
             for k in &t.keys {
                 host.protect(k, "[[trust]] key", false);
+            }
+            if let Some(r) = &t.trusted_root {
+                host.protect(r, "[[trust]] trusted root", false);
             }
         }
     }
@@ -1004,11 +1007,13 @@ mod tests {
             std::fs::create_dir(d.path().join(dir)).unwrap();
         }
         std::fs::write(d.path().join("keys/acme.pub"), "k").unwrap();
+        std::fs::create_dir(d.path().join("sigstore")).unwrap();
+        std::fs::write(d.path().join("sigstore/trusted_root.json"), "{}").unwrap();
         std::fs::write(d.path().join("auth/jwks.json"), "{}").unwrap();
         std::fs::write(d.path().join("t.wasm"), "").unwrap();
         let cfg = HostConfig::parse(
             &d.path().join("host.toml"),
-            "[[trust]]\nsource = \"r.example/*\"\nkeys = [\"keys/acme.pub\"]\n[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks-file = \"auth/jwks.json\"\n",
+            "[[trust]]\nsource = \"r.example/*\"\nkeys = [\"keys/acme.pub\"]\n[[trust]]\nsource = \"s.example/*\"\nkeyless = [{ issuer = \"i\", subject = \"s\" }]\ntrusted-root = \"sigstore/trusted_root.json\"\n[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\njwks-file = \"auth/jwks.json\"\n",
         )
         .unwrap();
         let manifest = |dir: &str| {
@@ -1022,7 +1027,11 @@ mod tests {
             )
             .unwrap()
         };
-        for (dir, what) in [("keys", "[[trust]] key"), ("auth", "JWKS")] {
+        for (dir, what) in [
+            ("keys", "[[trust]] key"),
+            ("auth", "JWKS"),
+            ("sigstore", "[[trust]] trusted root"),
+        ] {
             let e = cfg.admit(&manifest(dir), &[]).unwrap_err();
             let text = e
                 .iter()

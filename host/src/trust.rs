@@ -21,7 +21,8 @@ use toml::Spanned;
 /// [[trust]]
 /// source = "ghcr.io/acme/*"          # which packages (registry/repository pattern)
 /// keys = ["keys/acme.pub", "keys/acme-2027.pub"]   # PEM public keys (cosign.pub format)
-/// keyless = [{ issuer = "https://token.actions.githubusercontent.com", subject = "https://github.com/acme/*" }]
+/// keyless = [{ issuer = "https://token.actions.githubusercontent.com", subject = "https://github.com/acme/**" }]
+/// trusted-root = "keys/trusted_root.json"   # Sigstore's trust root, for `keyless`
 /// ```
 ///
 /// `source` is matched against the package's signed identity, a
@@ -30,7 +31,10 @@ use toml::Spanned;
 /// (no `/`), `**` matches anything; every other character matches itself.
 /// Relative key paths are resolved against the config file's directory.
 /// Two keys in one entry are how a key rotation is done: both verify during
-/// the rollover, then the old one is removed.
+/// the rollover, then the old one is removed. `keyless` identities need
+/// `trusted-root`, the Sigstore trust root (Fulcio's certificate authorities
+/// and Rekor's keys) their certificates and log entries are checked against,
+/// offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TrustRule {
@@ -40,6 +44,9 @@ pub struct TrustRule {
     pub keys: Vec<PathBuf>,
     /// Keyless identities (Fulcio certificates): issuer and subject patterns.
     pub keyless: Vec<KeylessIdentity>,
+    /// The Sigstore trust root (`trusted_root.json`) keyless signatures are
+    /// verified against, resolved; set whenever `keyless` is not empty.
+    pub trusted_root: Option<PathBuf>,
 }
 
 /// A keyless (certificate-based) signer: the OIDC issuer that vouched for the
@@ -63,7 +70,20 @@ impl TrustRule {
             source: source.into(),
             keys,
             keyless: Vec::new(),
+            trusted_root: None,
         }
+    }
+
+    /// Also trust `keyless` identities, their signatures verified against
+    /// the Sigstore trust root at `trusted_root`.
+    pub fn with_keyless(
+        mut self,
+        keyless: Vec<KeylessIdentity>,
+        trusted_root: impl Into<PathBuf>,
+    ) -> TrustRule {
+        self.keyless = keyless;
+        self.trusted_root = Some(trusted_root.into());
+        self
     }
 
     /// Whether this rule covers the package named `identity`
@@ -74,6 +94,15 @@ impl TrustRule {
 }
 
 impl KeylessIdentity {
+    /// An identity: certificates from an issuer matching `issuer` for a
+    /// signer matching `subject` (no check of the patterns).
+    pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> KeylessIdentity {
+        KeylessIdentity {
+            issuer: issuer.into(),
+            subject: subject.into(),
+        }
+    }
+
     /// Whether a certificate from `issuer` for `subject` matches.
     pub fn matches(&self, issuer: &str, subject: &str) -> bool {
         glob_match(&self.issuer, issuer) && glob_match(&self.subject, subject)
@@ -86,7 +115,7 @@ impl fmt::Display for TrustRule {
     }
 }
 
-pub(crate) const TRUST_KEYS: &str = "source, keys, keyless";
+pub(crate) const TRUST_KEYS: &str = "source, keys, keyless, trusted-root";
 
 /// `[[trust]]` as written in the file, before paths are resolved.
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +126,8 @@ pub(crate) struct RawTrustRule {
     keys: Vec<Spanned<String>>,
     #[serde(default)]
     keyless: Vec<Spanned<KeylessIdentity>>,
+    #[serde(default, rename = "trusted-root")]
+    trusted_root: Option<Spanned<String>>,
 }
 
 impl RawTrustRule {
@@ -115,7 +146,7 @@ impl RawTrustRule {
         }
         if self.keys.is_empty() && self.keyless.is_empty() {
             cx.error(
-                Some(span),
+                Some(span.clone()),
                 format!("[[trust]] for {:?} trusts nobody", self.source.get_ref()),
                 Some(
                     "give `keys = [\"signer.pub\"]` and/or `keyless = [{ issuer = \"…\", subject = \"…\" }]`"
@@ -123,6 +154,38 @@ impl RawTrustRule {
                 ),
             );
             ok = false;
+        }
+        match (&self.trusted_root, self.keyless.is_empty()) {
+            (None, false) => {
+                cx.error(
+                    Some(span.clone()),
+                    format!(
+                        "[[trust]] for {:?} trusts keyless identities but names no trust root to verify them against",
+                        self.source.get_ref()
+                    ),
+                    Some(
+                        "add `trusted-root = \"trusted_root.json\"`: Sigstore's trust root (from its TUF repository, or `cosign trusted-root create` for a private deployment)"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            }
+            (Some(r), true) => {
+                cx.error(
+                    Some(r.span()),
+                    "`trusted-root` is only used for `keyless` identities, and this entry has none",
+                    Some(
+                        "add `keyless = [{ issuer = \"…\", subject = \"…\" }]`, or remove it"
+                            .into(),
+                    ),
+                );
+                ok = false;
+            }
+            (Some(r), false) if r.get_ref().trim().is_empty() => {
+                cx.error(Some(r.span()), "empty trusted-root path", None);
+                ok = false;
+            }
+            _ => {}
         }
         for k in &self.keys {
             if k.get_ref().trim().is_empty() {
@@ -149,6 +212,7 @@ impl RawTrustRule {
                 .map(|k| base.join(k.into_inner()))
                 .collect(),
             keyless: self.keyless.into_iter().map(Spanned::into_inner).collect(),
+            trusted_root: self.trusted_root.map(|r| base.join(r.into_inner())),
         })
     }
 }
@@ -231,5 +295,36 @@ mod tests {
         assert!(text.contains("trusts nobody"), "{text}");
         assert!(text.contains("contains whitespace"), "{text}");
         assert!(text.contains("unknown key `keyz`"), "{text}");
+    }
+
+    #[test]
+    fn keyless_identities_need_a_trust_root_and_a_trust_root_needs_them() {
+        let c = crate::HostConfig::parse(
+            Path::new("/etc/toolhost/host.toml"),
+            "[[trust]]\nsource = \"ghcr.io/acme/*\"\nkeyless = [{ issuer = \"https://i\", subject = \"https://github.com/acme/**\" }]\ntrusted-root = \"trusted_root.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.trust[0].trusted_root.as_deref(),
+            Some(Path::new("/etc/toolhost/trusted_root.json"))
+        );
+        assert!(c.trust[0].keyless[0].matches(
+            "https://i",
+            "https://github.com/acme/tools/.github/workflows/r.yml@refs/tags/v1"
+        ));
+        let e = crate::HostConfig::parse(
+            Path::new("t.toml"),
+            "[[trust]]\nsource = \"a/*\"\nkeyless = [{ issuer = \"i\", subject = \"s\" }]\n\n[[trust]]\nsource = \"b/*\"\nkeys = [\"k\"]\ntrusted-root = \"r.json\"\n",
+        )
+        .unwrap_err();
+        let text = e.render();
+        assert!(
+            text.contains("names no trust root") && text.contains("trusted-root = "),
+            "{text}"
+        );
+        assert!(
+            text.contains("only used for `keyless` identities"),
+            "{text}"
+        );
     }
 }

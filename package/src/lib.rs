@@ -10,6 +10,7 @@
 //! sign: SigningKey ──> SignatureManifest (sha256-<hex>.sig)   sign
 //! install(Source) = fetch (verify every digest)           source
 //!                 ─> TrustPolicy::verify (keys per name)  trust
+//!                    └─ keyless: TrustedRoot::verify      keyless
 //!                 ─> grants review vs HostConfig, upgrade diff   grants
 //!                 ─> Store (staged, renamed into place)   store
 //! ```
@@ -22,6 +23,7 @@
 
 pub mod error;
 pub mod grants;
+pub mod keyless;
 pub mod oci;
 pub mod pack;
 pub mod registry;
@@ -31,6 +33,7 @@ pub mod store;
 pub mod trust;
 
 pub use crate::error::{Error, Result};
+pub use crate::keyless::{KeylessSigner, TrustedRoot};
 pub use crate::oci::{Digest, Layout, Package};
 pub use crate::pack::{PackOptions, pack};
 pub use crate::registry::{Registry, RegistryRef};

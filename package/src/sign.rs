@@ -166,6 +166,18 @@ impl PublicKey {
         })
     }
 
+    /// A DER SubjectPublicKeyInfo (a transparency log's key in a trust
+    /// root); `origin` names it in errors.
+    pub(crate) fn from_der(der: &[u8], origin: &str) -> Result<PublicKey> {
+        let key = CosignVerificationKey::try_from_der(der)
+            .map_err(|e| Error::format(format!("{origin}: not a public key: {e}")))?;
+        Ok(PublicKey {
+            key,
+            der: der.to_vec(),
+            origin: origin.to_string(),
+        })
+    }
+
     /// `sha256:<hex>` of the key's DER (SubjectPublicKeyInfo).
     pub fn fingerprint(&self) -> String {
         Digest::of(&self.der).to_string()

@@ -9,18 +9,21 @@
 //! such signature is enough; every other signature is ignored, so two keys
 //! trusted during a rollover both verify.
 //!
-//! Keyless (Fulcio certificate) signatures are recognised and reported but
-//! not accepted: verifying one offline needs the Fulcio root and the Rekor
-//! key of the Sigstore trust root, which this version does not configure.
-//! `keyless` identities in the policy are parsed and shown, and a package
-//! signed only keylessly is refused with a message saying exactly that.
+//! A keyless signature (a Fulcio certificate and a Rekor bundle instead of a
+//! key) counts when it verifies against the `trusted-root` of a rule
+//! covering the identity (`keyless`: certificate, log entry and time, all
+//! offline) and the certificate's issuer and subject match one of that
+//! rule's `keyless` patterns.
 //!
-//! This module decides; it loads key files but fetches nothing.
+//! This module decides; it loads key files and trust roots but fetches
+//! nothing.
 
 use crate::error::{Error, Result};
+use crate::keyless::{TrustedRoot, claimed_identity};
 use crate::oci::Digest;
 use crate::sign::{PublicKey, Signature, SimpleSigning};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use toolhost::{KeylessIdentity, TrustRule};
 
 /// The operator's policy with its key files loaded.
@@ -35,6 +38,7 @@ struct LoadedRule {
     source: String,
     keys: Vec<PublicKey>,
     keyless: Vec<KeylessIdentity>,
+    root: Option<Arc<TrustedRoot>>,
 }
 
 /// Where a package came from, as far as trust is concerned.
@@ -81,7 +85,24 @@ impl TrustPolicy {
     /// an error naming the file and the rule.
     pub fn load(rules: &[TrustRule]) -> Result<TrustPolicy> {
         let mut out = Vec::new();
+        let mut roots: Vec<(std::path::PathBuf, Arc<TrustedRoot>)> = Vec::new();
         for r in rules {
+            let root = match &r.trusted_root {
+                None => None,
+                Some(p) => Some(match roots.iter().find(|(q, _)| q == p) {
+                    Some((_, root)) => root.clone(),
+                    None => {
+                        let root = Arc::new(TrustedRoot::load(p).map_err(|e| {
+                            Error::format(format!(
+                                "host config [[trust]] source {:?}: {e}",
+                                r.source
+                            ))
+                        })?);
+                        roots.push((p.clone(), root.clone()));
+                        root
+                    }
+                }),
+            };
             let keys = r
                 .keys
                 .iter()
@@ -96,6 +117,7 @@ impl TrustPolicy {
                 source: r.source.clone(),
                 keys,
                 keyless: r.keyless.clone(),
+                root,
             });
         }
         Ok(TrustPolicy { rules: out })
@@ -109,6 +131,26 @@ impl TrustPolicy {
                 source: source.to_string(),
                 keys,
                 keyless: Vec::new(),
+                root: None,
+            }],
+        }
+    }
+
+    /// A policy trusting `keyless` identities for `source`, verified against
+    /// `root` (tests, library users).
+    pub fn from_keyless(
+        source: &str,
+        keyless: Vec<KeylessIdentity>,
+        root: TrustedRoot,
+    ) -> TrustPolicy {
+        TrustPolicy {
+            rules: vec![LoadedRule {
+                rule: TrustRule::new(source, Vec::new())
+                    .with_keyless(keyless.clone(), root.origin.clone()),
+                source: source.to_string(),
+                keys: Vec::new(),
+                keyless,
+                root: Some(Arc::new(root)),
             }],
         }
     }
@@ -157,12 +199,10 @@ impl TrustPolicy {
                 .filter(|r| r.rule.covers(&identity))
                 .collect();
             if let Some(cert) = &s.certificate {
-                let _ = cert;
-                let keyless = rules.iter().any(|r| !r.keyless.is_empty());
-                notes.push(format!(
-                    "a keyless signature (Fulcio certificate) for {identity}{}: keyless signatures are not verified offline by this version (it needs the Sigstore trust root); trust the signer's public key instead",
-                    if keyless { ", which a [[trust]] keyless identity may cover" } else { "" }
-                ));
+                match self.keyless(&identity, &rules, s, cert) {
+                    Ok(signer) => return Ok(signer),
+                    Err(note) => notes.push(note),
+                }
                 continue;
             }
             for r in &rules {
@@ -208,6 +248,81 @@ impl TrustPolicy {
             &identities,
             &notes,
         )))
+    }
+
+    /// A keyless signature for `identity`: accepted if it verifies against a
+    /// covering rule's trust root and names an identity the rule trusts;
+    /// else the note saying why not.
+    fn keyless(
+        &self,
+        identity: &str,
+        rules: &[&LoadedRule],
+        s: &Signature,
+        cert: &str,
+    ) -> std::result::Result<Signer, String> {
+        let mut why = Vec::new();
+        for r in rules.iter().filter(|r| !r.keyless.is_empty()) {
+            let Some(root) = &r.root else { continue };
+            let k = match root.verify(
+                &s.payload,
+                &s.signature,
+                cert,
+                s.chain.as_deref(),
+                s.bundle.as_deref(),
+            ) {
+                Ok(k) => k,
+                Err(e) => {
+                    why.push(format!(
+                        "a keyless signature for {identity} that does not verify against the trust root {}: {e}",
+                        root.origin
+                    ));
+                    continue;
+                }
+            };
+            for id in &r.keyless {
+                if let Some(subject) = k.subjects.iter().find(|sub| id.matches(&k.issuer, sub)) {
+                    return Ok(Signer {
+                        identity: identity.to_string(),
+                        key: format!(
+                            "keyless: {subject} (issuer {}), logged at {} as entry {} of {}",
+                            k.issuer,
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH
+                                    + std::time::Duration::from_secs(
+                                        k.integrated_time.max(0) as u64
+                                    )
+                            ),
+                            k.log_index,
+                            k.log
+                        ),
+                        fingerprint: k.certificate,
+                        rule: r.source.clone(),
+                    });
+                }
+            }
+            why.push(format!(
+                "a keyless signature for {identity} by {} (issuer {}), which none of the keyless identities trusted for it matches ({})",
+                k.subjects.join(", "),
+                k.issuer,
+                r.keyless
+                    .iter()
+                    .map(|i| format!("issuer {} subject {}", i.issuer, i.subject))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        if why.is_empty() {
+            let claims = match claimed_identity(cert) {
+                Some((issuer, subjects)) => {
+                    format!(" claiming {} (issuer {issuer})", subjects.join(", "))
+                }
+                None => String::new(),
+            };
+            why.push(format!(
+                "a keyless signature for {identity}{claims}: no [[trust]] entry covering it trusts keyless identities (add `keyless = [{{ issuer = \"…\", subject = \"…\" }}]` and `trusted-root = \"trusted_root.json\"`)"
+            ));
+        }
+        Err(why.join("\n  - "))
     }
 
     fn refusal(
@@ -264,6 +379,10 @@ impl TrustPolicy {
         let _ = writeln!(m, "    [[trust]]");
         let _ = writeln!(m, "    source = \"{source}\"");
         let _ = writeln!(m, "    keys = [\"/path/to/signer.pub\"]");
+        let _ = writeln!(
+            m,
+            "  (for a keyless Sigstore signer: `keyless = [{{ issuer = \"…\", subject = \"…\" }}]` and `trusted-root = \"/path/to/trusted_root.json\"`)"
+        );
         let _ = write!(
             m,
             "To install it anyway, unverified, pass --allow-unsigned{}.",
@@ -288,8 +407,10 @@ impl TrustPolicy {
                     .collect();
                 parts.extend(r.keyless.iter().map(|k| {
                     format!(
-                        "keyless issuer {} subject {} (not verified offline)",
-                        k.issuer, k.subject
+                        "keyless issuer {} subject {} (trust root {})",
+                        k.issuer,
+                        k.subject,
+                        r.root.as_ref().map_or("-", |t| t.origin.as_str())
                     )
                 }));
                 format!("{}: {}", r.source, parts.join(", "))
@@ -379,6 +500,110 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no [[trust]] source"), "{e}");
+    }
+
+    /// A keyless signature as cosign attaches it, for `identity` and `d`.
+    fn keyless_sig(s: &crate::keyless::testing::Sigstore, identity: &str, d: &Digest) -> Signature {
+        use crate::keyless::testing::*;
+        let payload = SimpleSigning::new(identity, d).to_bytes();
+        let m = s.sign(&payload, &Leaf::default(), T0 + 60);
+        Signature {
+            payload,
+            signature: m.signature,
+            certificate: Some(m.certificate),
+            chain: Some(m.chain),
+            bundle: Some(m.bundle),
+        }
+    }
+
+    #[test]
+    fn a_keyless_signature_counts_only_for_a_trusted_issuer_and_subject() {
+        use crate::keyless::testing::*;
+        let s = Sigstore::new();
+        let root = || TrustedRoot::from_json(s.trusted_root(None).as_bytes(), "root.json").unwrap();
+        let d = Digest::of(b"pkg");
+        let o = Origin::Registry(REPO.into());
+        let sig = keyless_sig(&s, REPO, &d);
+        let policy = |issuer: &str, subject: &str| {
+            TrustPolicy::from_keyless(
+                "127.0.0.1:*/tools/*",
+                vec![KeylessIdentity::new(issuer, subject)],
+                root(),
+            )
+        };
+
+        let signer = policy(ISSUER, "https://github.com/acme/**")
+            .verify(REPO, &o, &d, std::slice::from_ref(&sig))
+            .unwrap();
+        assert_eq!(signer.identity, REPO);
+        assert!(
+            signer.key.contains(SUBJECT) && signer.key.contains(ISSUER),
+            "{}",
+            signer.key
+        );
+        assert!(signer.fingerprint.starts_with("sha256:"));
+
+        // `*` stays within one path segment: the workflow URL is deeper.
+        for (issuer, subject) in [
+            (ISSUER, "https://github.com/acme/*"),
+            (ISSUER, "https://github.com/evil/**"),
+            ("https://accounts.google.com", "https://github.com/acme/**"),
+        ] {
+            let e = policy(issuer, subject)
+                .verify(REPO, &o, &d, std::slice::from_ref(&sig))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("none of the keyless identities trusted for it matches")
+                    && e.contains(SUBJECT),
+                "{e}"
+            );
+        }
+
+        // Signed for another digest, or naming another repository.
+        for (other, expect) in [
+            (
+                keyless_sig(&s, REPO, &Digest::of(b"other")),
+                "another artifact",
+            ),
+            (
+                keyless_sig(&s, "127.0.0.1:5000/tools/other", &d),
+                "where the package was pulled from",
+            ),
+        ] {
+            let e = policy(ISSUER, "**")
+                .verify(REPO, &o, &d, &[other])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expect), "{e}");
+        }
+
+        // Trusted keys only: the refusal says what the signature claims.
+        let k = SigningKey::generate().unwrap();
+        let e = TrustPolicy::from_keys("127.0.0.1:*/tools/*", vec![k.public().clone()])
+            .verify(REPO, &o, &d, std::slice::from_ref(&sig))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("trusts keyless identities") && e.contains(SUBJECT) && e.contains(ISSUER),
+            "{e}"
+        );
+
+        // Another deployment's trust root.
+        let other = Sigstore::new();
+        let e = TrustPolicy::from_keyless(
+            "**",
+            vec![KeylessIdentity::new("**", "**")],
+            TrustedRoot::from_json(other.trusted_root(None).as_bytes(), "other.json").unwrap(),
+        )
+        .verify(REPO, &o, &d, &[sig])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not verify against the trust root other.json")
+                && e.contains("does not list"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -393,6 +393,117 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
     );
 }
 
+/// A keyless signature, attached as cosign attaches one (certificate,
+/// chain and Rekor bundle annotations on the signature layer, in the real
+/// registry), is verified offline by `toolhost install` against the
+/// `trusted-root` of the `[[trust]]` entry: accepted for a matching issuer
+/// and subject, refused for another subject, for a root of another
+/// Sigstore deployment, and with a hint when only keys are trusted. The
+/// deployment (CAs, log key, certificates) is made with openssl.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_signature_is_verified_offline_against_the_trust_root() {
+    use toolhost_package::keyless::testing::{ISSUER, Leaf, SUBJECT, Sigstore, T0};
+    use toolhost_package::sign::{Signature, SignatureManifest, SimpleSigning};
+    let reg = Registry::start();
+    let w = World::new();
+    let r = reg.reference("tools/echo:1.0");
+    let pushed = push(&w.pack("echo", ""), &r);
+    let digest = toolhost_package::Digest::parse(pushed.rsplit_once('@').unwrap().1).unwrap();
+
+    let sigstore = Sigstore::new();
+    let payload = SimpleSigning::new(&reg.reference("tools/echo"), &digest).to_bytes();
+    let made = sigstore.sign(&payload, &Leaf::default(), T0 + 60);
+    let sigs = SignatureManifest {
+        signatures: vec![Signature {
+            payload,
+            signature: made.signature,
+            certificate: Some(made.certificate),
+            chain: Some(made.chain),
+            bundle: Some(made.bundle),
+        }],
+    };
+    let rr = toolhost_package::RegistryRef::parse(&r).unwrap();
+    toolhost_package::Registry::for_ref(&rr)
+        .push_signatures(&rr, &digest, &sigs)
+        .await
+        .unwrap();
+    std::fs::write(w.path("trusted_root.json"), sigstore.trusted_root(None)).unwrap();
+    std::fs::write(
+        w.path("other_root.json"),
+        Sigstore::new().trusted_root(None),
+    )
+    .unwrap();
+    let config = |name: &str, subject: &str, root: &str| {
+        let p = w.path(name);
+        std::fs::write(
+            &p,
+            format!(
+                "[[trust]]\nsource = \"{}/tools/*\"\nkeyless = [{{ issuer = {ISSUER:?}, subject = {subject:?} }}]\ntrusted-root = {root:?}\n",
+                reg.addr
+            ),
+        )
+        .unwrap();
+        p.display().to_string()
+    };
+
+    let e = stderr(&w.install(
+        &r,
+        &config(
+            "evil.toml",
+            "https://github.com/evil/**",
+            "trusted_root.json",
+        ),
+        &[],
+    ));
+    assert!(
+        e.contains("none of the keyless identities trusted for it matches") && e.contains(SUBJECT),
+        "{e}"
+    );
+    let e = stderr(&w.install(
+        &r,
+        &config(
+            "other.toml",
+            "https://github.com/acme/**",
+            "other_root.json",
+        ),
+        &[],
+    ));
+    assert!(e.contains("does not verify against the trust root"), "{e}");
+    let keys_only = w.config(
+        "keys.toml",
+        &format!("{}/tools/*", reg.addr),
+        &[&w.key("signer").1],
+        "",
+    );
+    let e = stderr(&w.install(&r, &keys_only, &[]));
+    assert!(
+        e.contains("trusts keyless identities") && e.contains(SUBJECT) && e.contains(ISSUER),
+        "{e}"
+    );
+    assert!(!w.path("store/echo.toml").exists());
+
+    let out = w.install(
+        &r,
+        &config(
+            "good.toml",
+            "https://github.com/acme/**",
+            "trusted_root.json",
+        ),
+        &[],
+    );
+    let err = assert_ok(&out);
+    assert!(
+        err.contains("installed echo") && err.contains(&format!("keyless: {SUBJECT}")),
+        "{err}"
+    );
+    assert_eq!(call_echo_from(&w.store()).await, "from the store");
+    let listed = ok(&["tools", "--store", &w.store()]);
+    assert!(
+        listed.contains(SUBJECT) && listed.contains(ISSUER),
+        "{listed}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_keys_trusted_during_a_rollover_both_verify() {
     let reg = Registry::start();

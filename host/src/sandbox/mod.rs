@@ -429,6 +429,7 @@ tokio::task_local! {
     static DEFERRED: std::cell::RefCell<Vec<Metered>>;
 }
 
+#[cfg(feature = "mcp")]
 /// The teardowns of the calls `f` made within its own task (at most
 /// [`MAX_DEFERRED`]): their stores' memory is reset, and their pool room
 /// given back, when this is dropped.
@@ -436,6 +437,7 @@ pub(crate) struct Teardown {
     _stores: Vec<Metered>,
 }
 
+#[cfg(feature = "mcp")]
 /// Run `f`, holding back the teardown of each sandbox that finished on its
 /// task (a call that ended within its first slice, see `scheduler`) until
 /// the returned [`Teardown`] is dropped: a front end drops it once it has
