@@ -21,7 +21,9 @@ use toml::Spanned;
 /// [[trust]]
 /// source = "ghcr.io/acme/*"          # which packages (registry/repository pattern)
 /// keys = ["keys/acme.pub", "keys/acme-2027.pub"]   # PEM public keys (cosign.pub format)
-/// keyless = [{ issuer = "https://token.actions.githubusercontent.com", subject = "https://github.com/acme/**" }]
+/// keyless = [{ issuer = "https://token.actions.githubusercontent.com",
+///              subject = "https://github.com/acme/tools/.github/workflows/release.yml@refs/tags/*",
+///              source-repository = "https://github.com/acme/tools" }]
 /// trusted-root = "keys/trusted_root.json"   # Sigstore's trust root, for `keyless`
 /// ```
 ///
@@ -50,16 +52,29 @@ pub struct TrustRule {
 }
 
 /// A keyless (certificate-based) signer: the OIDC issuer that vouched for the
-/// signer and the signer's identity (an e-mail or a workflow URL), both
-/// patterns with the same `*`/`**` syntax as [`TrustRule::source`].
+/// signer (exact: a pattern would let any issuer Fulcio accepts vouch), the
+/// signer's identity (an e-mail or a workflow URL) and, optionally, the
+/// repository a CI build ran in; the last two are patterns with the same
+/// `*`/`**` syntax as [`TrustRule::source`].
+///
+/// For GitHub Actions the subject is the URL of the *workflow file* at a
+/// ref, which may be a reusable workflow anyone can call from their own
+/// repository: pin the subject to a tag or branch
+/// (`…/release.yml@refs/tags/*`) and set `source-repository`, which is
+/// the repository that ran the build (Fulcio's extension
+/// 1.3.6.1.4.1.57264.1.12).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KeylessIdentity {
-    /// The OIDC issuer pattern.
+    /// The OIDC issuer, exact.
     pub issuer: String,
     /// The signer identity pattern.
     pub subject: String,
+    /// The pattern of the repository the signing build ran in; when set, a
+    /// certificate without that extension does not match.
+    #[serde(default, rename = "source-repository")]
+    pub source_repository: Option<String>,
 }
 
 impl TrustRule {
@@ -100,12 +115,26 @@ impl KeylessIdentity {
         KeylessIdentity {
             issuer: issuer.into(),
             subject: subject.into(),
+            source_repository: None,
         }
     }
 
-    /// Whether a certificate from `issuer` for `subject` matches.
-    pub fn matches(&self, issuer: &str, subject: &str) -> bool {
-        glob_match(&self.issuer, issuer) && glob_match(&self.subject, subject)
+    /// Also require the build's repository to match `pattern`.
+    pub fn with_source_repository(mut self, pattern: impl Into<String>) -> KeylessIdentity {
+        self.source_repository = Some(pattern.into());
+        self
+    }
+
+    /// Whether a certificate from `issuer` for `subject`, naming
+    /// `source_repository` (if any), matches.
+    pub fn matches(&self, issuer: &str, subject: &str, source_repository: Option<&str>) -> bool {
+        self.issuer == issuer
+            && glob_match(&self.subject, subject)
+            && match (&self.source_repository, source_repository) {
+                (None, _) => true,
+                (Some(p), Some(r)) => glob_match(p, r),
+                (Some(_), None) => false,
+            }
     }
 }
 
@@ -194,14 +223,27 @@ impl RawTrustRule {
             }
         }
         for k in &self.keyless {
+            let id = k.get_ref();
             for (what, p) in [
-                ("issuer", &k.get_ref().issuer),
-                ("subject", &k.get_ref().subject),
+                ("issuer", Some(&id.issuer)),
+                ("subject", Some(&id.subject)),
+                ("source-repository", id.source_repository.as_ref()),
             ] {
-                if let Err(e) = check_pattern(p) {
+                if let Some(Err(e)) = p.map(|p| check_pattern(p)) {
                     cx.error(Some(k.span()), format!("keyless {what}: {e}"), None);
                     ok = false;
                 }
+            }
+            if id.issuer.contains('*') {
+                cx.error(
+                    Some(k.span()),
+                    format!("keyless issuer `{}` is a pattern", id.issuer),
+                    Some(
+                        "name the OIDC issuer exactly (e.g. `https://token.actions.githubusercontent.com`): with a pattern, any issuer Fulcio accepts could vouch for the subject"
+                            .into(),
+                    ),
+                );
+                ok = false;
             }
         }
         ok.then(|| TrustRule {
@@ -233,19 +275,68 @@ fn check_pattern(p: &str) -> Result<(), String> {
 /// Match `text` against `pattern`: `**` matches any run of characters, `*`
 /// any run without `/`, everything else itself (case-sensitive, as registry
 /// repositories are lower-case anyway).
+///
+/// Linear in the pattern times the text: the text may be a signer's (a
+/// keyless certificate's subject), so no backtracking that a long subject
+/// and a pattern with several wildcards could make polynomial.
 fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p {
-            [] => t.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            [b'*', rest @ ..] => {
-                let seg = t.iter().position(|&c| c == b'/').unwrap_or(t.len());
-                (0..=seg).any(|i| go(rest, &t[i..]))
+    enum Tok {
+        Any,
+        Segment,
+        Byte(u8),
+    }
+    let p = pattern.as_bytes();
+    let mut toks = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' if p.get(i + 1) == Some(&b'*') => {
+                toks.push(Tok::Any);
+                i += 2;
             }
-            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+            b'*' => {
+                toks.push(Tok::Segment);
+                i += 1;
+            }
+            c => {
+                toks.push(Tok::Byte(c));
+                i += 1;
+            }
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    let t = text.as_bytes();
+    // `at[j]`: the pattern's tokens so far can match exactly `t[..j]`.
+    let mut at = vec![false; t.len() + 1];
+    at[0] = true;
+    for tok in &toks {
+        let mut next = vec![false; t.len() + 1];
+        match tok {
+            Tok::Byte(c) => {
+                for j in 0..t.len() {
+                    next[j + 1] = at[j] && t[j] == *c;
+                }
+            }
+            Tok::Any => {
+                let mut reach = false;
+                for j in 0..=t.len() {
+                    reach |= at[j];
+                    next[j] = reach;
+                }
+            }
+            Tok::Segment => {
+                let mut reach = false;
+                for j in 0..=t.len() {
+                    reach |= at[j];
+                    next[j] = reach;
+                    if j < t.len() && t[j] == b'/' {
+                        reach = false;
+                    }
+                }
+            }
+        }
+        at = next;
+    }
+    at[t.len()]
 }
 
 #[cfg(test)]
@@ -267,6 +358,13 @@ mod tests {
             "127.0.0.1:5000/evil/tools/echo"
         ));
         assert!(glob_match("**", "anything/at/all"));
+        assert!(glob_match("a*b*c", "aXbYc") && !glob_match("a*b*c", "aXb/Yc"));
+        assert!(glob_match("**/x", "a/b/x") && glob_match("*", "") && !glob_match("*", "/"));
+        assert!(glob_match("*/**", "a/") && !glob_match("a*", "ba"));
+        // Many wildcards against a long text that almost matches: linear,
+        // where backtracking took time exponential in the wildcards.
+        let long = "a".repeat(5000);
+        assert!(!glob_match(&"**a".repeat(40), &format!("{long}b")));
         assert!(glob_match("ghcr.io/acme/echo", "ghcr.io/acme/echo"));
         assert!(!glob_match("ghcr.io/acme/echo", "ghcr.io/acme/echo2"));
     }
@@ -308,13 +406,19 @@ mod tests {
             c.trust[0].trusted_root.as_deref(),
             Some(Path::new("/etc/toolhost/trusted_root.json"))
         );
-        assert!(c.trust[0].keyless[0].matches(
-            "https://i",
-            "https://github.com/acme/tools/.github/workflows/r.yml@refs/tags/v1"
-        ));
+        let k = &c.trust[0].keyless[0];
+        let wf = "https://github.com/acme/tools/.github/workflows/r.yml@refs/tags/v1";
+        assert!(k.matches("https://i", wf, None));
+        assert!(!k.matches("https://i2", wf, None));
+        let k = k
+            .clone()
+            .with_source_repository("https://github.com/acme/*");
+        assert!(k.matches("https://i", wf, Some("https://github.com/acme/tools")));
+        assert!(!k.matches("https://i", wf, Some("https://github.com/evil/tools")));
+        assert!(!k.matches("https://i", wf, None));
         let e = crate::HostConfig::parse(
             Path::new("t.toml"),
-            "[[trust]]\nsource = \"a/*\"\nkeyless = [{ issuer = \"i\", subject = \"s\" }]\n\n[[trust]]\nsource = \"b/*\"\nkeys = [\"k\"]\ntrusted-root = \"r.json\"\n",
+            "[[trust]]\nsource = \"a/*\"\nkeyless = [{ issuer = \"i\", subject = \"s\" }]\n\n[[trust]]\nsource = \"c/*\"\nkeyless = [{ issuer = \"https://*\", subject = \"s\", source-repository = \"a b\" }]\ntrusted-root = \"r.json\"\n\n[[trust]]\nsource = \"b/*\"\nkeys = [\"k\"]\ntrusted-root = \"r.json\"\n",
         )
         .unwrap_err();
         let text = e.render();
@@ -324,6 +428,14 @@ mod tests {
         );
         assert!(
             text.contains("only used for `keyless` identities"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyless issuer `https://*` is a pattern"),
+            "{text}"
+        );
+        assert!(
+            text.contains("keyless source-repository: `a b` contains whitespace"),
             "{text}"
         );
     }

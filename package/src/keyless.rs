@@ -21,9 +21,10 @@
 //!    payload's SHA-256, whose signature is this signature's bytes and whose
 //!    public key is this very certificate;
 //! 3. the certificate chains to a Fulcio root of the trust root valid at that
-//!    time (through the root's own intermediates or the chain annotation),
-//!    was itself valid at that time (Fulcio certificates live minutes), and
-//!    allows code signing;
+//!    time, through that authority's own intermediates only (the signature's
+//!    `…/chain` annotation is not used, as in cosign and sigstore-go: a CA
+//!    it names could be any CA under the same root), was itself valid at
+//!    that time (Fulcio certificates live minutes), and allows code signing;
 //! 4. the signature verifies with the certificate's key.
 //!
 //! Only then are the certificate's identity (its subject alternative names)
@@ -70,6 +71,9 @@ const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 const OID_ISSUER_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.8");
 /// Fulcio's OIDC issuer, raw bytes (deprecated, still issued beside v2).
 const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Fulcio's source repository URI (a CI build's repository), DER UTF8String.
+const OID_SOURCE_REPOSITORY: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.12");
 /// Fulcio's `OtherName` SAN for a username identity.
 const OID_OTHERNAME_USER: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
 
@@ -121,6 +125,11 @@ pub struct KeylessSigner {
     pub issuer: String,
     /// The certificate's identities (e-mail, URI or username SANs).
     pub subjects: Vec<String>,
+    /// The repository a CI build ran in (Fulcio's source repository URI
+    /// extension), if the certificate names one. For GitHub the subject is
+    /// the *workflow's* URL, which may be a reusable workflow of another
+    /// repository; this is the repository that ran it.
+    pub source_repository: Option<String>,
     /// When Rekor logged the signature (seconds since the epoch).
     pub integrated_time: i64,
     /// The Rekor entry's index.
@@ -258,8 +267,8 @@ fn b64(s: &str) -> std::result::Result<Vec<u8>, base64::DecodeError> {
 }
 
 fn time(s: &str) -> std::result::Result<i64, String> {
-    let t = humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))?;
+    let t = humantime::parse_rfc3339(s)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 UTC time (`…Z`): {e}"))?;
     let d = t
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| format!("`{s}` is before 1970"))?;
@@ -373,7 +382,6 @@ impl TrustedRoot {
         payload: &[u8],
         signature_b64: &str,
         certificate_pem: &str,
-        chain_pem: Option<&str>,
         bundle_json: Option<&str>,
     ) -> std::result::Result<KeylessSigner, String> {
         let signature =
@@ -391,7 +399,7 @@ impl TrustedRoot {
         let log = self.logs.iter().find(|l| l.id == log_id).ok_or_else(|| {
             format!(
                 "its Rekor bundle comes from a transparency log the trust root does not list (log ID {})",
-                p.log_id
+                printable(&p.log_id)
             )
         })?;
         let canonical = serde_json::to_vec(&Canonical {
@@ -446,17 +454,6 @@ impl TrustedRoot {
         let leaf_der = CertificateDer::from(&leaf[..]);
         let ee = webpki::EndEntityCert::try_from(&leaf_der)
             .map_err(|e| format!("its certificate cannot be parsed: {e}"))?;
-        let mut extra = Vec::new();
-        if let Some(chain) = chain_pem {
-            for p in pem::parse_many(chain).map_err(|e| format!("its chain annotation: {e}"))? {
-                if p.tag() == "CERTIFICATE" {
-                    extra.push(CertificateDer::from(p.into_contents()));
-                }
-                if extra.len() > 8 {
-                    return Err("its chain annotation holds more than 8 certificates".into());
-                }
-            }
-        }
         let at = UnixTime::since_unix_epoch(Duration::from_secs(p.integrated_time.max(0) as u64));
         let mut why = Vec::new();
         let mut chained = false;
@@ -465,12 +462,13 @@ impl TrustedRoot {
                 why.push(format!("{}: not valid at that time", a.uri));
                 continue;
             }
-            let intermediates: Vec<CertificateDer<'_>> =
-                a.intermediates.iter().chain(&extra).cloned().collect();
+            // Only the authority's own intermediates: one from the
+            // signature's chain annotation could be any CA under the same
+            // root (a sibling sub-CA, or one the root retired), not Fulcio.
             match ee.verify_for_usage(
                 webpki::ALL_VERIFICATION_ALGS,
                 std::slice::from_ref(&a.anchor),
-                &intermediates,
+                &a.intermediates,
                 at,
                 // Intermediates without an extended key usage are not
                 // limited (as in Go's x509, which cosign uses); the leaf
@@ -507,10 +505,11 @@ impl TrustedRoot {
             return Err("the signature does not verify with its certificate's key".into());
         }
 
-        let (issuer, subjects) = identity(&leaf)?;
+        let id = identity(&leaf)?;
         Ok(KeylessSigner {
-            issuer,
-            subjects,
+            issuer: id.issuer,
+            subjects: id.subjects,
+            source_repository: id.source_repository,
             integrated_time: p.integrated_time,
             log_index: p.log_index,
             log: log.url.clone(),
@@ -521,15 +520,33 @@ impl TrustedRoot {
 
 /// The issuer and identities a Fulcio certificate names, *unverified*: for
 /// telling the operator what a keyless signature they do not trust claims.
+/// Control characters are replaced: the text is the signer's, not Fulcio's.
 pub fn claimed_identity(certificate_pem: &str) -> Option<(String, Vec<String>)> {
-    identity(&certificate_der(certificate_pem).ok()?).ok()
+    let id = identity(&certificate_der(certificate_pem).ok()?).ok()?;
+    Some((
+        printable(&id.issuer),
+        id.subjects.iter().map(|s| printable(s)).collect(),
+    ))
 }
 
-fn identity(der: &[u8]) -> std::result::Result<(String, Vec<String>), String> {
+/// `s` with control characters (newlines, escapes) shown as `?`, for
+/// messages quoting what an unverified signature claims.
+fn printable(s: &str) -> String {
+    s.replace(|c: char| c.is_control(), "?")
+}
+
+struct Identity {
+    issuer: String,
+    subjects: Vec<String>,
+    source_repository: Option<String>,
+}
+
+fn identity(der: &[u8]) -> std::result::Result<Identity, String> {
     let cert = x509_cert::Certificate::from_der(der)
         .map_err(|e| format!("its certificate cannot be parsed: {e}"))?;
     let mut issuer_v2 = None;
     let mut issuer_v1 = None;
+    let mut source_repository = None;
     let mut subjects = Vec::new();
     let mut code_signing = false;
     for ext in cert.tbs_certificate().extensions().into_iter().flatten() {
@@ -559,6 +576,10 @@ fn identity(der: &[u8]) -> std::result::Result<(String, Vec<String>), String> {
             issuer_v2 = Utf8StringRef::from_der(value)
                 .ok()
                 .map(|s| s.as_str().to_string());
+        } else if ext.extn_id == OID_SOURCE_REPOSITORY {
+            source_repository = Utf8StringRef::from_der(value)
+                .ok()
+                .map(|s| s.as_str().to_string());
         } else if ext.extn_id == OID_ISSUER_V1 {
             issuer_v1 = std::str::from_utf8(value).ok().map(str::to_string);
         }
@@ -575,7 +596,11 @@ fn identity(der: &[u8]) -> std::result::Result<(String, Vec<String>), String> {
     if subjects.is_empty() {
         return Err("its certificate names no e-mail, URI or username identity".into());
     }
-    Ok((issuer, subjects))
+    Ok(Identity {
+        issuer,
+        subjects,
+        source_repository,
+    })
 }
 
 fn ia5(s: &Ia5String) -> String {
@@ -612,6 +637,7 @@ pub mod testing {
     use openssl::x509::{X509, X509Builder, X509Extension, X509NameBuilder};
 
     pub const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    pub const REPOSITORY: &str = "https://github.com/acme/tools";
     pub const SUBJECT: &str =
         "https://github.com/acme/tools/.github/workflows/release.yml@refs/tags/v1.0.0";
     /// 2026-01-01T00:00:00Z.
@@ -677,6 +703,8 @@ pub mod testing {
         pub san_uri: Option<&'a str>,
         pub san_email: Option<&'a str>,
         pub issuer: Option<&'a str>,
+        /// Fulcio's source repository URI extension.
+        pub source_repository: Option<&'a str>,
         /// An extended key usage of code signing (else none at all).
         pub code_signing: bool,
         /// Valid from `not_before` for ten minutes.
@@ -689,6 +717,7 @@ pub mod testing {
                 san_uri: Some(SUBJECT),
                 san_email: None,
                 issuer: Some(ISSUER),
+                source_repository: Some(REPOSITORY),
                 code_signing: true,
                 not_before: T0,
             }
@@ -734,14 +763,19 @@ pub mod testing {
         }
         let san = san.build(&b.x509v3_context(Some(ca), None)).unwrap();
         b.append_extension(san).unwrap();
-        if let Some(i) = l.issuer {
-            // Fulcio's v2 issuer extension: a DER UTF8String.
-            let mut der = vec![0x0c, i.len() as u8];
-            der.extend_from_slice(i.as_bytes());
-            let oid = Asn1Object::from_str("1.3.6.1.4.1.57264.1.8").unwrap();
-            let value = Asn1OctetString::new_from_bytes(&der).unwrap();
-            b.append_extension(X509Extension::new_from_der(&oid, false, &value).unwrap())
-                .unwrap();
+        // Fulcio's extensions: DER UTF8Strings.
+        for (oid, v) in [
+            ("1.3.6.1.4.1.57264.1.8", l.issuer),
+            ("1.3.6.1.4.1.57264.1.12", l.source_repository),
+        ] {
+            if let Some(v) = v {
+                let mut der = vec![0x0c, v.len() as u8];
+                der.extend_from_slice(v.as_bytes());
+                let oid = Asn1Object::from_str(oid).unwrap();
+                let value = Asn1OctetString::new_from_bytes(&der).unwrap();
+                b.append_extension(X509Extension::new_from_der(&oid, false, &value).unwrap())
+                    .unwrap();
+            }
         }
         b.sign(ca_key, MessageDigest::sha256()).unwrap();
         b.build()
@@ -763,6 +797,7 @@ pub mod testing {
     /// One deployment: root CA -> intermediate CA, and a log key.
     pub struct Sigstore {
         pub root: X509,
+        pub root_key: PKey<Private>,
         pub intermediate: X509,
         pub intermediate_key: PKey<Private>,
         pub log_key: PKey<Private>,
@@ -795,6 +830,7 @@ pub mod testing {
             );
             Sigstore {
                 root,
+                root_key,
                 intermediate,
                 intermediate_key,
                 log_key: key(),
@@ -904,13 +940,7 @@ mod tests {
     }
 
     fn check(r: &TrustedRoot, m: &Made) -> std::result::Result<KeylessSigner, String> {
-        r.verify(
-            &m.payload,
-            &m.signature,
-            &m.certificate,
-            Some(&m.chain),
-            Some(&m.bundle),
-        )
+        r.verify(&m.payload, &m.signature, &m.certificate, Some(&m.bundle))
     }
 
     #[test]
@@ -923,17 +953,7 @@ mod tests {
         assert_eq!(k.subjects, vec![SUBJECT.to_string()]);
         assert_eq!((k.integrated_time, k.log_index), (T0 + 60, 4242));
         assert_eq!(k.log, "https://rekor.sigstore.test");
-        // The trust root's own intermediate is enough: no chain annotation.
-        assert!(
-            r.verify(
-                &m.payload,
-                &m.signature,
-                &m.certificate,
-                None,
-                Some(&m.bundle)
-            )
-            .is_ok()
-        );
+        assert_eq!(k.source_repository.as_deref(), Some(REPOSITORY));
         // An e-mail identity.
         let m = s.sign(
             b"payload",
@@ -956,13 +976,7 @@ mod tests {
 
         // No bundle: no time to check the certificate against.
         let e = r
-            .verify(
-                &good.payload,
-                &good.signature,
-                &good.certificate,
-                None,
-                None,
-            )
+            .verify(&good.payload, &good.signature, &good.certificate, None)
             .unwrap_err();
         assert!(e.contains("no Rekor bundle"), "{e}");
 
@@ -1046,6 +1060,21 @@ mod tests {
             &s.log_key,
         );
         m.bundle = mine.bundle;
+        assert!(err(&m).contains("does not chain"), "{}", err(&m));
+
+        // A sibling CA under the same root (no extended key usage, so not
+        // limited to anything), its certificate in the chain annotation:
+        // only the trust root's own intermediates count.
+        let sibling_key = key();
+        let sibling = ca("corp-sub-ca", &sibling_key, Some((&s.root, &s.root_key)));
+        let k = key();
+        let cert = leaf(&Leaf::default(), &k, &sibling, &sibling_key);
+        let sig = sign(&k, b"payload");
+        let body = entry(b"payload", &sig, &pem_of(&cert));
+        let m = s.made(b"payload", &sig, &cert, &body, T0 + 60, &s.log_key);
+        assert!(m.chain.contains(&pem_of(&s.intermediate)));
+        let mut m = m;
+        m.chain = pem_of(&sibling) + &pem_of(&s.root);
         assert!(err(&m).contains("does not chain"), "{}", err(&m));
 
         // Logged after the certificate expired (ten minutes), or before it began.

@@ -263,13 +263,7 @@ impl TrustPolicy {
         let mut why = Vec::new();
         for r in rules.iter().filter(|r| !r.keyless.is_empty()) {
             let Some(root) = &r.root else { continue };
-            let k = match root.verify(
-                &s.payload,
-                &s.signature,
-                cert,
-                s.chain.as_deref(),
-                s.bundle.as_deref(),
-            ) {
+            let k = match root.verify(&s.payload, &s.signature, cert, s.bundle.as_deref()) {
                 Ok(k) => k,
                 Err(e) => {
                     why.push(format!(
@@ -280,7 +274,11 @@ impl TrustPolicy {
                 }
             };
             for id in &r.keyless {
-                if let Some(subject) = k.subjects.iter().find(|sub| id.matches(&k.issuer, sub)) {
+                if let Some(subject) = k
+                    .subjects
+                    .iter()
+                    .find(|sub| id.matches(&k.issuer, sub, k.source_repository.as_deref()))
+                {
                     return Ok(Signer {
                         identity: identity.to_string(),
                         key: format!(
@@ -301,12 +299,22 @@ impl TrustPolicy {
                 }
             }
             why.push(format!(
-                "a keyless signature for {identity} by {} (issuer {}), which none of the keyless identities trusted for it matches ({})",
+                "a keyless signature for {identity} by {} (issuer {}{}), which none of the keyless identities trusted for it matches ({})",
                 k.subjects.join(", "),
                 k.issuer,
+                k.source_repository
+                    .as_deref()
+                    .map(|r| format!(", source repository {r}"))
+                    .unwrap_or_default(),
                 r.keyless
                     .iter()
-                    .map(|i| format!("issuer {} subject {}", i.issuer, i.subject))
+                    .map(|i| match &i.source_repository {
+                        Some(repo) => format!(
+                            "issuer {} subject {} source repository {repo}",
+                            i.issuer, i.subject
+                        ),
+                        None => format!("issuer {} subject {}", i.issuer, i.subject),
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             ));
@@ -559,6 +567,31 @@ mod tests {
                 "{e}"
             );
         }
+
+        // The build's repository, when the identity names one.
+        let with_repo = |repo: &str| {
+            TrustPolicy::from_keyless(
+                "127.0.0.1:*/tools/*",
+                vec![
+                    KeylessIdentity::new(ISSUER, "https://github.com/acme/**")
+                        .with_source_repository(repo),
+                ],
+                root(),
+            )
+        };
+        assert!(
+            with_repo("https://github.com/acme/*")
+                .verify(REPO, &o, &d, std::slice::from_ref(&sig))
+                .is_ok()
+        );
+        let e = with_repo("https://github.com/evil/*")
+            .verify(REPO, &o, &d, std::slice::from_ref(&sig))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("source repository {REPOSITORY}")),
+            "{e}"
+        );
 
         // Signed for another digest, or naming another repository.
         for (other, expect) in [
