@@ -1236,6 +1236,7 @@ impl Core {
             cx.cpu = Some(self.inner.scheduler.cpu_turn(scope.clone()));
         }
         cx.spent = spent;
+        let usage = cx.usage.clone();
         let charge = Charge {
             usage: cx.usage.clone(),
             admission: admission.clone(),
@@ -1275,7 +1276,10 @@ impl Core {
         // a grace later. Dropping the task's future aborts it.
         let timeout = t_timeout;
         let backstop = tokio::time::Instant::now() + timeout + DEADLINE_BACKSTOP;
-        let Ok(out) = tokio::time::timeout_at(backstop, self.inner.scheduler.run(run)).await else {
+        let admitted = move || usage.admitted();
+        let Ok(out) =
+            tokio::time::timeout_at(backstop, self.inner.scheduler.run(run, admitted)).await
+        else {
             return Err(CallErrorKind::Timeout { after: timeout });
         };
         trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());

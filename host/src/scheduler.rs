@@ -119,13 +119,32 @@ impl Scheduler {
     /// as a `memory.fill` over the whole memory, and host calls, excepted);
     /// anything longer runs on the guest executor as before. Dropping the returned
     /// future stops the guest wherever it runs.
-    pub(crate) async fn run<F>(&self, fut: F) -> Result<F::Output, tokio::task::JoinError>
+    ///
+    /// Until `admitted()` says the call got its room in the pool, it stays on
+    /// the caller's task: a call waiting for its tool's concurrency permit,
+    /// its turn or the pool holds nothing and runs nothing, so there is no
+    /// reason to move it; moved, it woke on a guest thread when its room
+    /// came, and its reply crossed back (with 64 calls of a 16-wide tool in
+    /// flight, most calls did). Its first slice then starts where it waited.
+    pub(crate) async fn run<F>(
+        &self,
+        fut: F,
+        admitted: impl Fn() -> bool,
+    ) -> Result<F::Output, tokio::task::JoinError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let mut fut = Box::pin(fut);
-        if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+            // Waiting for admission: woken here when its room comes.
+            std::task::Poll::Pending if !admitted() => std::task::Poll::Pending,
+            // The guest yielded: the rest is the executor's.
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        if let Some(out) = first {
             return Ok(out);
         }
         // The executor's first poll registers its own wakers; any event

@@ -371,7 +371,8 @@ pub(crate) struct Usage {
     /// Microseconds waited for room in the pool; `u64::MAX` until the call
     /// got it.
     queue_wait_us: at::AtomicU64,
-    /// Whether the call waited for the pool at all.
+    /// Whether the call got its room in the pool (then `queue_wait_us` is
+    /// how long it waited for it).
     queued: at::AtomicBool,
     fuel_used: at::AtomicU64,
     peak_memory: at::AtomicU64,
@@ -380,6 +381,12 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
+    /// Whether the call has its room in the pool (its store is being made
+    /// or its guest runs): past every wait for admission.
+    pub(crate) fn admitted(&self) -> bool {
+        self.queued.load(at::Ordering::Acquire)
+    }
+
     /// Time waited for room in the pool, if the call got that far.
     pub(crate) fn queue_wait(&self) -> Option<std::time::Duration> {
         self.queued.load(at::Ordering::Acquire).then(|| {
