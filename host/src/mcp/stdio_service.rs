@@ -79,11 +79,24 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// busy (the reader then waits too, so the client's input backs up).
 const TO_LOOP: usize = 256 << 10;
 
+/// Most direct calls one connection may have parked on its reader; past
+/// it the reader stops reading until one ends (the client's input backs
+/// up), so a client cannot make it hold calls without bound.
+const MAX_PARKED: usize = 256;
+
+/// Most parked calls served (each woken one polled to its next wait) before
+/// the reader looks at its input again, so a burst of calls cannot hold
+/// back the next line (a `notifications/cancelled`, say) for long.
+const PARKED_PER_TURN: usize = 8;
+
+/// Direct calls that did not end inline, polled by the reader.
+type Parked = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
 /// A served stdio connection, from [`McpServer::serve_stdio`]. Dropping
 /// it stops the connection: its loop, its reader and its running calls.
 pub struct StdioService {
     running: Option<RunningService<RoleServer, McpServer>>,
-    reader: AbortOnDropHandle<()>,
+    reader: Option<AbortOnDropHandle<()>>,
     calls: Arc<Calls>,
     out: Arc<Output>,
     writer: Option<AbortOnDropHandle<()>>,
@@ -183,7 +196,7 @@ impl McpServer {
         });
         Ok(StdioService {
             running: Some(running),
-            reader,
+            reader: Some(reader),
             calls,
             out,
             writer: Some(writer),
@@ -207,11 +220,14 @@ impl StdioService {
     pub async fn waiting(mut self) -> Result<QuitReason, tokio::task::JoinError> {
         let running = self.running.take().expect("waited once");
         // The loop ends once the reader has seen input end and the direct
-        // calls have answered (or it failed: then the reader, and the
-        // calls parked on it, are stopped here).
+        // calls have answered (or it failed: then the calls still parked
+        // on the reader are cancelled, and it lets them end, audited as
+        // cancelled, within `DRAIN`).
         let quit = running.waiting().await;
-        self.reader.abort();
         self.calls.cancel_all();
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(DRAIN, reader).await;
+        }
         self.out.close();
         // What is queued is written, unless the client does not read it.
         if let Some(writer) = self.writer.take() {
@@ -223,7 +239,13 @@ impl StdioService {
 
 impl Drop for StdioService {
     fn drop(&mut self) {
-        self.reader.abort();
+        // The reader ends its parked calls, cancelled (below), and stops,
+        // within `DRAIN`; without a runtime to wait on, it is aborted.
+        if let Some(reader) = self.reader.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(tokio::time::timeout(DRAIN, reader));
+        }
         // What is queued is still written (the output is closed below),
         // for as long as `waiting` would give it.
         if let Some(writer) = self.writer.take()
@@ -252,25 +274,28 @@ async fn read<R: AsyncRead + Unpin>(
 ) {
     let mut line = Vec::with_capacity(4096);
     // Direct calls that did not end inline: polled here, between reads
-    // (see below).
-    let mut parked: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
-        FuturesUnordered::new();
+    // (see `serving`).
+    let mut parked = Parked::new();
     loop {
-        let read = {
-            let read = lines::read_line(&mut input, &mut line, MAX_LINE);
-            tokio::pin!(read);
-            loop {
-                // Parked calls first: one that was woken (its room came,
-                // its guest finished) runs before more input is read, so a
-                // client that keeps sending cannot starve the calls it
-                // already made. (`FuturesUnordered` polls only the woken.)
-                tokio::select! {
-                    biased;
-                    Some(()) = parked.next(), if !parked.is_empty() => {}
-                    r = &mut read => break r,
-                }
+        // At most `MAX_PARKED`: past it, input waits for a call to end.
+        while parked.len() >= MAX_PARKED && !calls.stop.is_cancelled() {
+            tokio::select! {
+                biased;
+                () = calls.stop.cancelled() => {}
+                _ = parked.next() => {}
             }
-        };
+        }
+        let read = serving(&mut parked, async {
+            tokio::select! {
+                biased;
+                // The service stops (`waiting` after the loop failed, or
+                // dropped): the calls are cancelled, and drained below.
+                () = calls.stop.cancelled() => None,
+                r = lines::read_line(&mut input, &mut line, MAX_LINE) => Some(r),
+            }
+        })
+        .await;
+        let Some(read) = read else { break };
         match read {
             Ok(Line::Read) => {}
             Ok(Line::TooLong) => {
@@ -306,7 +331,8 @@ async fn read<R: AsyncRead + Unpin>(
             // goes on on the guest executor (`Scheduler::run`). So a burst
             // of calls costs no task spawns and no wake-ups of another
             // worker thread (measured: 1.5 futex calls per call with 64 in
-            // flight, spawned), and the burst's lines are read first.
+            // flight, spawned). A burst's calls run their first slices
+            // one after another here, `PARKED_PER_TURN` between reads.
             if lines::more_waiting(&mut input) || call.as_mut().now_or_never().is_none() {
                 parked.push(call);
             }
@@ -317,18 +343,10 @@ async fn read<R: AsyncRead + Unpin>(
         }
         line.push(b'\n');
         // The parked calls go on while the loop takes the line.
-        let sent = {
-            let send = to_loop.write_all(&line);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(()) = parked.next(), if !parked.is_empty() => {}
-                    r = &mut send => break r,
-                }
-            }
-        };
-        if sent.is_err() {
+        if serving(&mut parked, to_loop.write_all(&line))
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -339,12 +357,38 @@ async fn read<R: AsyncRead + Unpin>(
     drop(to_loop);
 }
 
+/// Run `other` to its end, serving the parked calls meanwhile: the woken
+/// ones first (one whose room came or whose guest finished goes on before
+/// more input is read, so a client that keeps sending cannot starve the
+/// calls it already made), but at most [`PARKED_PER_TURN`] of them before
+/// `other` is polled again. (`FuturesUnordered` polls only the woken.)
+async fn serving<T>(parked: &mut Parked, other: impl Future<Output = T>) -> T {
+    let mut other = std::pin::pin!(other);
+    std::future::poll_fn(|cx| {
+        loop {
+            let mut served = 0;
+            while served < PARKED_PER_TURN {
+                match parked.poll_next_unpin(cx) {
+                    Poll::Ready(Some(())) => served += 1,
+                    // None woken (their wakers are set), or none parked.
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            if let Poll::Ready(t) = other.as_mut().poll(cx) {
+                return Poll::Ready(t);
+            }
+            if served < PARKED_PER_TURN {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
 /// Let the direct calls still running answer, for at most [`DRAIN`]; then
-/// cancel them, unanswered (a cancelled call ends at its next yield).
-async fn drain(
-    calls: &Calls,
-    mut parked: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>,
-) {
+/// cancel them, unanswered (a cancelled call ends at its next yield, and
+/// is audited as cancelled).
+async fn drain(calls: &Calls, mut parked: Parked) {
     let all = async { while parked.next().await.is_some() {} };
     tokio::pin!(all);
     if tokio::time::timeout(DRAIN, &mut all).await.is_err() {
