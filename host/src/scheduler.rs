@@ -557,6 +557,37 @@ impl Fair {
 mod tests {
     use super::*;
 
+    /// A call waiting for admission (its tool's permit, its turn, the
+    /// pool) is left on the caller's task, where it wakes when its room
+    /// comes; only once admitted, a yield of its guest moves it to the
+    /// guest executor.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_waits_for_admission_where_it_is_and_moves_when_its_guest_yields() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let s = Scheduler::new(1, 1, GuestPriority::Background).unwrap();
+        let admitted = Arc::new(AtomicBool::new(false));
+        let (room, wait) = oneshot::channel::<()>();
+        let a = admitted.clone();
+        let call = async move {
+            let waited_on = std::thread::current().id();
+            wait.await.unwrap();
+            let admitted_on = std::thread::current().id();
+            a.store(true, Ordering::Release);
+            // The guest's first slice ends: it yields.
+            tokio::task::yield_now().await;
+            (waited_on, admitted_on, std::thread::current().id())
+        };
+        let caller = std::thread::current().id();
+        let (out, ()) = tokio::join!(s.run(call, || admitted.load(Ordering::Acquire)), async {
+            tokio::task::yield_now().await;
+            room.send(()).unwrap();
+        });
+        let (waited_on, admitted_on, went_on_on) = out.unwrap();
+        assert_eq!(waited_on, caller);
+        assert_eq!(admitted_on, caller, "woken on the caller's task, not moved");
+        assert_ne!(went_on_on, caller, "past its first slice, on the executor");
+    }
+
     /// With one guest thread, a scope's calls take turns with another
     /// scope's, not with each other: at a tick, the turn goes to the next
     /// scope in the ring, however many calls the first scope has waiting.
