@@ -46,7 +46,7 @@ use pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
-use x509_cert::der::asn1::{Ia5String, Utf8StringRef};
+use x509_cert::der::asn1::Utf8StringRef;
 use x509_cert::der::oid::ObjectIdentifier;
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::SubjectAltName;
@@ -560,7 +560,7 @@ fn identity(der: &[u8]) -> std::result::Result<Identity, String> {
             for name in san.0 {
                 match name {
                     GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s) => {
-                        subjects.push(ia5(&s))
+                        subjects.push(s.to_string())
                     }
                     GeneralName::OtherName(o) if o.type_id == OID_OTHERNAME_USER => {
                         if let Ok(der) = o.value.to_der()
@@ -601,10 +601,6 @@ fn identity(der: &[u8]) -> std::result::Result<Identity, String> {
         subjects,
         source_repository,
     })
-}
-
-fn ia5(s: &Ia5String) -> String {
-    s.as_str().to_string()
 }
 
 fn show_time(t: i64) -> String {
@@ -659,23 +655,13 @@ pub mod testing {
 
     /// A CA certificate for `key`, self-signed when `issuer` is `None`.
     pub fn ca(cn: &str, key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>) -> X509 {
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(
-            &BigNum::from_u32(rand_serial())
-                .unwrap()
-                .to_asn1_integer()
-                .unwrap(),
-        )
-        .unwrap();
-        b.set_subject_name(&name(cn)).unwrap();
-        b.set_issuer_name(issuer.map_or(&name(cn), |(c, _)| c.subject_name()))
-            .unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(T0 - 86_400 * 365).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(T0 + 86_400 * 3650).unwrap())
-            .unwrap();
+        let subject = name(cn);
+        let mut b = builder(
+            &subject,
+            issuer.map_or(&subject, |(c, _)| c.subject_name()),
+            key,
+            (T0 - 86_400 * 365, T0 + 86_400 * 3650),
+        );
         b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
         b.append_extension(
@@ -692,10 +678,29 @@ pub mod testing {
         b.build()
     }
 
-    fn rand_serial() -> u32 {
-        let mut b = [0u8; 4];
-        openssl::rand::rand_bytes(&mut b).unwrap();
-        u32::from_le_bytes(b) >> 1
+    /// A v3 certificate of `key` for `subject`, issued by `issuer`, valid
+    /// over `(not_before, not_after)`, with a random serial.
+    fn builder(
+        subject: &openssl::x509::X509NameRef,
+        issuer: &openssl::x509::X509NameRef,
+        key: &PKey<Private>,
+        (not_before, not_after): (i64, i64),
+    ) -> X509Builder {
+        let mut serial = [0u8; 4];
+        openssl::rand::rand_bytes(&mut serial).unwrap();
+        let serial = BigNum::from_u32(u32::from_le_bytes(serial) >> 1).unwrap();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&serial.to_asn1_integer().unwrap())
+            .unwrap();
+        b.set_subject_name(subject).unwrap();
+        b.set_issuer_name(issuer).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(not_before).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::from_unix(not_after).unwrap())
+            .unwrap();
+        b
     }
 
     /// What a Fulcio leaf certificate says.
@@ -725,22 +730,13 @@ pub mod testing {
     }
 
     pub fn leaf(l: &Leaf<'_>, key: &PKey<Private>, ca: &X509, ca_key: &PKey<Private>) -> X509 {
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(
-            &BigNum::from_u32(rand_serial())
-                .unwrap()
-                .to_asn1_integer()
-                .unwrap(),
-        )
-        .unwrap();
-        b.set_subject_name(&name("")).unwrap();
-        b.set_issuer_name(ca.subject_name()).unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::from_unix(l.not_before).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::from_unix(l.not_before + 600).unwrap())
-            .unwrap();
+        // Fulcio's leaves name nobody in their subject: the SAN does.
+        let mut b = builder(
+            &name(""),
+            ca.subject_name(),
+            key,
+            (l.not_before, l.not_before + 600),
+        );
         b.append_extension(
             KeyUsage::new()
                 .critical()
