@@ -1036,31 +1036,33 @@ impl Core {
         }
         let usage = Arc::new(Usage::default());
         let mut trace = Trace::default();
-        let result = self
-            .call_inner(
-                &live,
-                &req.scope,
-                &req.tool,
-                &target,
-                &args,
-                &mut trace,
-                admission.clone(),
-                CallContext {
-                    events: req.events,
-                    cancel: req.cancel,
-                    client: req.client,
-                    usage: usage.clone(),
-                    turn: None,
-                    spent: std::time::Duration::ZERO,
-                    // Scopes share the pool (M1); a catalog of one scope
-                    // has no one to share it with (a share would only
-                    // halve it).
-                    scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
-                    cpu: None,
-                },
-            )
-            .await
-            .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
+        // Boxed: the checks and the sandbox's run are kilobytes of future,
+        // which every caller up to the front end would otherwise copy as it
+        // moves its own (see `Scheduler::run`).
+        let result = Box::pin(self.call_inner(
+            &live,
+            &req.scope,
+            &req.tool,
+            &target,
+            &args,
+            &mut trace,
+            admission.clone(),
+            CallContext {
+                events: req.events,
+                cancel: req.cancel,
+                client: req.client,
+                usage: usage.clone(),
+                turn: None,
+                spent: std::time::Duration::ZERO,
+                // Scopes share the pool (M1); a catalog of one scope
+                // has no one to share it with (a share would only
+                // halve it).
+                scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
+                cpu: None,
+            },
+        ))
+        .await
+        .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         // Sized only for a tenant that has an output quota: weighing a
         // result (its structured part serialized) is not free. A failure is
         // output too (a guest's error or trap message reaches the caller).
@@ -1241,35 +1243,38 @@ impl Core {
             usage: cx.usage.clone(),
             admission: admission.clone(),
         };
-        let run = async move {
-            // Dropped last, after the guest's store has recorded its costs
-            // (also when the task is aborted).
-            let _charge = charge;
-            let op = match &target {
-                Target::Call => Op::Call {
-                    tool: &name,
-                    arguments: &text,
-                },
-                Target::Read => Op::Read { uri: &name },
-                Target::Get => Op::Get {
-                    prompt: &name,
-                    arguments: &text,
-                },
-                Target::Complete {
-                    reference,
-                    argument,
-                    value,
-                } => Op::Complete {
-                    reference,
-                    argument,
-                    value,
-                    context: &text,
-                },
-                Target::List { .. } => Op::List,
-            };
-            sandbox.run(&t, op, cx).await
-        }
-        .instrument(tracing::debug_span!("sandbox"));
+        // Boxed here, where it is made: see `Scheduler::run`.
+        let run = Box::pin(
+            async move {
+                // Dropped last, after the guest's store has recorded its costs
+                // (also when the task is aborted).
+                let _charge = charge;
+                let op = match &target {
+                    Target::Call => Op::Call {
+                        tool: &name,
+                        arguments: &text,
+                    },
+                    Target::Read => Op::Read { uri: &name },
+                    Target::Get => Op::Get {
+                        prompt: &name,
+                        arguments: &text,
+                    },
+                    Target::Complete {
+                        reference,
+                        argument,
+                        value,
+                    } => Op::Complete {
+                        reference,
+                        argument,
+                        value,
+                        context: &text,
+                    },
+                    Target::List { .. } => Op::List,
+                };
+                sandbox.run(&t, op, cx).await
+            }
+            .instrument(tracing::debug_span!("sandbox")),
+        );
         // The sandbox enforces the deadline inside the guest's task; this
         // one answers the caller even if that task cannot run (its thread
         // held by an instruction the epoch cannot interrupt, or blocked),

@@ -334,6 +334,54 @@ async fn allowed_tools_skip_the_prompt_and_disallowed_tools_are_not_listed() {
     }
 }
 
+/// The session makes each SDK server's MCP handshake itself, in process,
+/// and hands the results to the CLI with `initialize`
+/// (`sdkMcpServerManifests`): the CLI parks them for its client, which then
+/// needs no handshake round trips, and the tools work on the connection
+/// the session opened, their list as the server gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_the_servers_handshake_from_initialize() {
+    let env = Env::new().await;
+    let opts = env.options().allow("mcp__tools__echo");
+    let mut s = AgentSession::connect(env.core.clone(), opts).await.unwrap();
+    assert_eq!(
+        s.server_info["sdk_mcp_manifests_parked"]["tools"], "parked",
+        "{}",
+        s.server_info
+    );
+    s.send(&use_tool(
+        "mcp__tools__echo",
+        json!({"text": "handshake made here"}),
+    ))
+    .unwrap();
+    let turn = tokio::time::timeout(Duration::from_secs(60), s.receive_turn())
+        .await
+        .unwrap()
+        .unwrap();
+    let init = turn
+        .iter()
+        .find_map(|m| match m {
+            Message::System(s) if s.subtype == "init" => Some(s),
+            _ => None,
+        })
+        .expect("init");
+    for tool in env.core.tools(&Scope::default()) {
+        let name = format!("mcp__tools__{}", tool.name);
+        assert!(
+            init.tools().contains(&name.as_str()),
+            "{name}: {:?}",
+            init.tools()
+        );
+    }
+    let r = result(&turn);
+    assert!(!r.is_error, "{r:?}");
+    assert_eq!(
+        r.result.as_deref(),
+        Some("TOOL_RESULT_SEEN: handshake made here")
+    );
+    assert_eq!(s.close(Duration::from_secs(10)).await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_and_a_timed_out_tool_end_their_call_and_the_session_goes_on() {
     let env = Env::new().await;
@@ -764,6 +812,12 @@ mod protocol {
 
     /// A session over in-memory pipes, and the CLI's end of them.
     pub async fn connect(core: Core, options: AgentOptions) -> (AgentSession, FakeCli) {
+        let (session, cli, _) = connect_init(core, options).await;
+        (session, cli)
+    }
+
+    /// [`connect`], and the session's `initialize` request.
+    pub async fn connect_init(core: Core, options: AgentOptions) -> (AgentSession, FakeCli, Value) {
         let (host_end, cli_end) = tokio::io::duplex(1 << 20);
         let (hr, hw) = tokio::io::split(host_end);
         let (cr, cw) = tokio::io::split(cli_end);
@@ -777,8 +831,8 @@ mod protocol {
             BufReader::new(hr),
             hw,
         ));
-        cli.accept_initialize().await;
-        (session.await.unwrap().unwrap(), cli)
+        let init = cli.accept_initialize().await;
+        (session.await.unwrap().unwrap(), cli, init)
     }
 
     pub async fn handshake(cli: &mut FakeCli, server: &str) {
@@ -796,6 +850,43 @@ mod protocol {
             r["response"]["response"]["mcp_response"],
             json!({"jsonrpc": "2.0", "result": {}})
         );
+    }
+
+    /// The session's `initialize` carries each SDK server's handshake,
+    /// made in process (`sdkMcpServerManifests`): the server's own
+    /// `initialize` result for the CLI's protocol version and its tool
+    /// list. A CLI that takes it calls tools with no MCP handshake of its
+    /// own: the calls reach the connection the session opened.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cli_that_takes_the_handshake_calls_tools_without_its_own() {
+        let env = Env::new().await;
+        let (session, mut cli, init) = connect_init(env.core.clone(), env.options()).await;
+        let req = &init["request"];
+        assert_eq!(req["sdkMcpServers"], json!(["tools"]), "{req}");
+        let manifest = &req["sdkMcpServerManifests"]["tools"];
+        assert_eq!(
+            manifest["initializeResult"]["protocolVersion"], "2025-11-25",
+            "{manifest}"
+        );
+        let listed: Vec<&str> = manifest["toolsListResult"]["tools"]
+            .as_array()
+            .expect("a tool list")
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        let tools = env.core.tools(&Scope::default());
+        let served: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+        assert_eq!(listed, served);
+        cli.mcp(
+            "c1",
+            "tools",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "no handshake"}}}),
+        )
+        .await;
+        let r = cli.recv().await;
+        let resp = &r["response"]["response"]["mcp_response"];
+        assert_eq!(resp["result"]["content"][0]["text"], "no handshake", "{r}");
+        drop(session);
     }
 
     /// A permission request the session has no callback for is denied,

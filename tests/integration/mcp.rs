@@ -356,16 +356,22 @@ fn cancel_with_audit(sdk: Sdk, http: bool) {
     } else {
         stdio_scenario(sdk, "cancel", None, &dir, &["--audit", &audit_arg]);
     }
-    let records = std::fs::read_to_string(&audit).unwrap();
-    let spin: serde_json::Value = records
+    assert_cancelled_in_audit(&audit, "spin", Duration::from_secs(5));
+}
+
+/// The audit log at `audit` records the call of `tool` as `cancelled`,
+/// its guest stopped within `within`.
+fn assert_cancelled_in_audit(audit: &Path, tool: &str, within: Duration) {
+    let records = std::fs::read_to_string(audit).unwrap();
+    let record: serde_json::Value = records
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|r| r["tool"] == "spin")
-        .unwrap_or_else(|| panic!("no audit record of `spin`:\n{records}"));
-    assert_eq!(spin["outcome"], "cancelled", "{spin}");
+        .find(|r| r["tool"] == tool)
+        .unwrap_or_else(|| panic!("no audit record of `{tool}`:\n{records}"));
+    assert_eq!(record["outcome"], "cancelled", "{record}");
     assert!(
-        spin["duration_us"].as_u64().unwrap() < 5_000_000,
-        "the guest ran on after the cancellation: {spin}"
+        u128::from(record["duration_us"].as_u64().unwrap()) < within.as_micros(),
+        "the guest ran on after the cancellation: {record}"
     );
 }
 
@@ -541,24 +547,26 @@ fn requests_it_cannot_serve_get_errors_not_silence() {
 
 /// A raw stdio session past its start (initialized, and a `ping` answered,
 /// so that the session is ready and a `tools/call` takes the direct path,
-/// see `toolhost::mcp::StdioService`): write `lines`, close stdin at once,
-/// and return every line the server writes until it exits, in order, with
-/// its exit status.
-fn stdio_then_close(
-    lines: &[serde_json::Value],
-) -> (Vec<serde_json::Value>, std::process::ExitStatus) {
+/// see `toolhost::mcp::StdioService`), of a server over `dir` with `extra`
+/// arguments.
+fn stdio_ready(
+    dir: &ToolDir,
+    extra: &[&str],
+) -> (Child, std::process::ChildStdin, BufReader<ChildStdout>) {
     use serde_json::json;
-    let dir = tools(true);
-    let mut child = stdio_server(&dir);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut next = || {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        serde_json::from_str::<serde_json::Value>(&line).unwrap()
-    };
     writeln!(stdin, "{INIT}").unwrap();
-    assert_eq!(next()["id"], 1);
+    assert_eq!(next_line(&mut reader)["id"], 1);
     writeln!(
         stdin,
         r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
@@ -570,7 +578,33 @@ fn stdio_then_close(
         json!({"jsonrpc":"2.0","id":"ready","method":"ping"})
     )
     .unwrap();
-    assert_eq!(next()["id"], "ready");
+    assert_eq!(next_line(&mut reader)["id"], "ready");
+    (child, stdin, reader)
+}
+
+/// The server's next line, as JSON.
+fn next_line(reader: &mut BufReader<ChildStdout>) -> serde_json::Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// A raw stdio session past its start ([`stdio_ready`]): write `lines`,
+/// close stdin at once, and return every line the server writes until it
+/// exits, in order, with its exit status.
+fn stdio_then_close(
+    lines: &[serde_json::Value],
+) -> (Vec<serde_json::Value>, std::process::ExitStatus) {
+    stdio_then_close_with(&tools(true), &[], lines)
+}
+
+/// [`stdio_then_close`] with a server over `dir` with `extra` arguments.
+fn stdio_then_close_with(
+    dir: &ToolDir,
+    extra: &[&str],
+    lines: &[serde_json::Value],
+) -> (Vec<serde_json::Value>, std::process::ExitStatus) {
+    let (mut child, mut stdin, mut reader) = stdio_ready(dir, extra);
     for l in lines {
         writeln!(stdin, "{l}").unwrap();
     }
@@ -599,6 +633,78 @@ fn a_call_running_when_input_ends_is_still_answered() {
     assert_eq!(
         lines[0]["result"]["content"][0]["text"], "slept",
         "{lines:?}"
+    );
+}
+
+/// A call still running when the drain after the end of input runs out
+/// is cancelled: never answered, its guest stopped, and audited as
+/// `cancelled`; the server exits soon after the drain (5 s).
+#[test]
+fn a_call_that_outlasts_the_drain_is_cancelled_and_audited() {
+    use serde_json::json;
+    let dir = tools(true);
+    let audit = dir.path().join("audit.jsonl");
+    let audit_arg = audit.display().to_string();
+    let start = Instant::now();
+    let (lines, status) = stdio_then_close_with(
+        &dir,
+        &["--audit", &audit_arg],
+        &[
+            json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":30000}}}),
+        ],
+    );
+    let took = start.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(lines.is_empty(), "a cancelled call was answered: {lines:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the server waited for the call ({took:?}), not the drain"
+    );
+    assert_cancelled_in_audit(&audit, "sleep", Duration::from_secs(20));
+}
+
+/// A client cannot make one connection hold calls without bound: past 256
+/// calls waiting on it, the server reads no more input until one ends. So
+/// a `ping` sent behind 256 calls that each sleep 300 ms is answered only
+/// after one of them (unbounded, it would be answered at once, first).
+#[test]
+fn a_connection_reads_no_more_past_256_calls_waiting() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 256\n",
+    );
+    let (mut child, mut stdin, mut reader) = stdio_ready(&dir, &[]);
+    let mut batch = String::new();
+    for id in 0..256 {
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":300}}});
+        batch.push_str(&format!("{call}\n"));
+    }
+    batch.push_str(&format!(
+        "{}\n",
+        json!({"jsonrpc":"2.0","id":"behind","method":"ping"})
+    ));
+    stdin.write_all(batch.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut order = Vec::new();
+    loop {
+        let line = next_line(&mut reader);
+        let id = line["id"].clone();
+        order.push(id.clone());
+        if id == "behind" {
+            break;
+        }
+        assert_eq!(line["result"]["content"][0]["text"], "slept", "{line}");
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(
+        order.len() > 1,
+        "the ping behind 256 waiting calls was answered before any of them ended"
     );
 }
 

@@ -16,6 +16,12 @@
 //! `_meta` still goes through the loop, which scopes that version for the
 //! handler.
 //!
+//! The session makes each server's MCP handshake itself at the start
+//! ([`Bridge::handshake`]) and hands the CLI its results with `initialize`
+//! (`sdkMcpServerManifests`), so the CLI's client answers its own handshake
+//! from them; the CLI's messages then reach the connection made here. A
+//! CLI that ignores them sends its own `initialize`, served as ever.
+//!
 //! Must not: interpret MCP beyond routing (the handler answers), or let a
 //! request id be answered twice.
 
@@ -197,6 +203,8 @@ pub struct Bridge<S> {
     factory: Factory<S>,
     outbound: Outbound,
     conn: Mutex<Option<Arc<Conn<S>>>>,
+    /// How many `notifications/tools/list_changed` its servers have sent.
+    list_changes: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,7 +227,14 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             factory,
             outbound,
             conn: Mutex::new(None),
+            list_changes: Arc::default(),
         }
+    }
+
+    /// How many times its servers have announced that their tools changed
+    /// (a listing taken before the count moved is out of date).
+    pub fn tool_list_changes(&self) -> u64 {
+        self.list_changes.load(Ordering::Acquire)
     }
 
     /// Start a server; the old one (if any) ends when its channel drops.
@@ -265,6 +280,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             }
         });
         let (name, outbound) = (self.name.clone(), self.outbound.clone());
+        let list_changes = self.list_changes.clone();
         let seq = conn.link.seq.clone();
         tokio::spawn(async move {
             // However this task ends (a panic too), nothing is left waiting.
@@ -308,13 +324,55 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
                         }
                     }
                     // A notification: to the CLI, now.
-                    (true, None) => outbound(&name, v),
+                    (true, None) => {
+                        if v["method"] == "notifications/tools/list_changed" {
+                            list_changes.fetch_add(1, Ordering::AcqRel);
+                        }
+                        outbound(&name, v)
+                    }
                     (false, None) => {}
                 }
                 seq.advance(done);
             }
         });
         conn
+    }
+
+    /// Make the MCP handshake the CLI's client would make (`initialize`
+    /// with no client capabilities, `notifications/initialized`, and
+    /// `tools/list` when the server has tools), here, in process, on a
+    /// connection the CLI's messages then reach; return its results
+    /// verbatim, as the CLI's `sdkMcpServerManifests` entry reads them:
+    /// `{"initializeResult", "toolsListResult"}` (the listing left out if
+    /// it is paginated or fails). `None` if the server did not initialize.
+    ///
+    /// A CLI that honours the entry answers its client's handshake from it,
+    /// so a session's servers cost no control round trips before the first
+    /// turn; one that does not (older, or its client asks another protocol
+    /// version) sends its own `initialize`, which starts a new connection
+    /// as always.
+    pub async fn handshake(&self, protocol_version: &str) -> Option<Value> {
+        let init = json!({"jsonrpc": "2.0", "id": "toolhost-handshake-0", "method": "initialize",
+            "params": {"protocolVersion": protocol_version, "capabilities": {},
+                       "clientInfo": {"name": "toolhost", "version": env!("CARGO_PKG_VERSION")}}});
+        let initialize_result = self.submit(init).reply().await.get("result")?.clone();
+        self.submit(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .reply()
+            .await;
+        let mut manifest = json!({ "initializeResult": initialize_result });
+        if manifest["initializeResult"]
+            .pointer("/capabilities/tools")
+            .is_some()
+        {
+            let list =
+                json!({"jsonrpc": "2.0", "id": "toolhost-handshake-1", "method": "tools/list"});
+            if let Some(result) = self.submit(list).reply().await.get("result")
+                && result.get("nextCursor").is_none_or(Value::is_null)
+            {
+                manifest["toolsListResult"] = result.clone();
+            }
+        }
+        Some(manifest)
     }
 
     /// Deliver one JSON-RPC message from the CLI to the server now, in the
@@ -625,6 +683,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         panic!("tools/call never took the direct path");
+    }
+
+    /// The handshake made here is what the CLI's entry needs (the
+    /// server's own results, verbatim), and it opens the connection the
+    /// CLI's calls then reach, with no `initialize` of the CLI's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handshake_made_here_opens_the_connection_the_cli_then_uses() {
+        let alive = Arc::new(());
+        let (b, _) = bridge(&alive, Duration::ZERO);
+        let m = b
+            .handshake("2025-11-25")
+            .await
+            .expect("the server initialized");
+        assert_eq!(
+            m["initializeResult"]["protocolVersion"], "2025-11-25",
+            "{m}"
+        );
+        assert!(
+            m["initializeResult"]["capabilities"]["tools"].is_object(),
+            "{m}"
+        );
+        assert_eq!(m["toolsListResult"]["tools"], json!([]), "{m}");
+        let r = direct_call(&b, 1, json!({})).await;
+        assert_eq!(r["result"]["content"][0]["text"], "done", "{r}");
     }
 
     /// The reply of a direct call waits for the notifications the server

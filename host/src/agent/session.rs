@@ -34,6 +34,13 @@ const REPLY_BACKLOG: usize = 64 << 20;
 
 /// The host's own PreToolUse hook: isolation and deny rules.
 const GUARD_HOOK: &str = "toolhost_guard";
+/// The MCP protocol version the pinned CLI's client asks its SDK servers
+/// for: a handshake made for it under another version is ignored (it
+/// then makes its own).
+const CLI_MCP_PROTOCOL_VERSION: &str = "2025-11-25";
+/// How long a server's handshake may take here before it is left to the
+/// CLI (an in-process server answers in microseconds).
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -421,11 +428,22 @@ impl AgentSession {
         let (msg_tx, msg_rx) = mpsc::unbounded_channel();
         let process = Arc::new(tokio::sync::Mutex::new(proc));
         let stderr = None;
+        // Each SDK server's MCP handshake, made here before the CLI's
+        // output is read (so no `initialize` of the CLI's can meet it) and
+        // handed to the CLI with `initialize`: its client then skips the
+        // round trips of its own (see `Bridge::handshake`).
+        let manifests = manifests(&inner.bridges).await;
         tokio::spawn(reader_task(inner.clone(), reader, msg_tx, process.clone()));
 
         let mut init = json!({"subtype": "initialize", "hooks": if wire_hooks.is_empty() { Value::Null } else { json!(wire_hooks) }});
         if !agents.is_empty() {
             init["agents"] = Value::Object(agents);
+        }
+        if !inner.bridges.is_empty() {
+            let mut names: Vec<&String> = inner.bridges.keys().collect();
+            names.sort();
+            init["sdkMcpServers"] = json!(names);
+            init["sdkMcpServerManifests"] = Value::Object(manifests);
         }
         let server_info = match inner.control(init).await {
             Ok(info) => info,
@@ -528,6 +546,32 @@ impl AgentSession {
             None => Some(0),
         }
     }
+}
+
+/// Every SDK server's handshake, made in process for the CLI's
+/// `sdkMcpServerManifests`, all at once within one deadline, by server
+/// name. A server that does not answer in time is left out (the CLI makes
+/// its own handshake); one that announced a tool change while its tools
+/// were listed has its listing left out (the CLI then lists them itself),
+/// as the official SDK does.
+async fn manifests(bridges: &HashMap<String, Bridge<McpServer>>) -> Map<String, Value> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_WITHIN;
+    let each = bridges.iter().map(|(name, bridge)| async move {
+        let changes = bridge.tool_list_changes();
+        let handshake = bridge.handshake(CLI_MCP_PROTOCOL_VERSION);
+        let mut manifest = tokio::time::timeout_at(deadline, handshake).await.ok()??;
+        if bridge.tool_list_changes() != changes
+            && let Some(m) = manifest.as_object_mut()
+        {
+            m.remove("toolsListResult");
+        }
+        Some((name.clone(), manifest))
+    });
+    futures::future::join_all(each)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 async fn reader_task<R: AsyncBufRead + Unpin>(

@@ -11,6 +11,10 @@
 //! task wake-up per line: a tenth of a tool call's round trip in
 //! `benches/agent_control.rs`.)
 //!
+//! A sender about to answer several requests at once can hold the output
+//! ([`Output::hold`]): what is sent meanwhile goes out in one `writev` when
+//! the hold ends, one system call and one wake-up of the peer for all.
+//!
 //! A peer that stops reading while it goes on sending requests cannot make
 //! the host hold their replies without bound: past `cap` bytes queued (a
 //! line alone is always taken), the pipe is closed (the peer sees its input
@@ -53,6 +57,12 @@ struct State {
     task: Option<Waker>,
     /// The pipe failed, or was closed for the CLI's unread backlog.
     broken: bool,
+    /// Holds taken ([`Output::hold`]): while any is, lines sent while the
+    /// writer task is idle wait in the queue, to go out together when the
+    /// last is released.
+    holds: usize,
+    /// The queue holds only such held lines (the writer task is idle).
+    held: bool,
 }
 
 /// Why a line was not sent.
@@ -77,6 +87,8 @@ impl Output {
                 closing: false,
                 task: None,
                 broken: false,
+                holds: 0,
+                held: false,
             }),
         });
         let task = out.clone().run();
@@ -113,6 +125,11 @@ impl Output {
         let idle = st.queue.is_empty() && !st.unflushed;
         st.queued += line.len();
         st.queue.push_back(line);
+        if st.holds > 0 && (idle || st.held) {
+            // Written with the others when the hold ends.
+            st.held = true;
+            return Ok(());
+        }
         if idle {
             // Nothing ahead of it: try the pipe now. A waker that does
             // nothing is enough, since whatever is left is the writer
@@ -132,6 +149,47 @@ impl Output {
             task.wake();
         }
         Ok(())
+    }
+
+    /// Hold the lines sent from now until the returned guard is dropped,
+    /// then write them together (one `writev` where the pipe takes them
+    /// all): for a sender about to answer several requests at once, one
+    /// system call and one wake-up of the peer instead of one a line.
+    /// Lines already queued for the writer task stay its to write.
+    pub(crate) fn hold(&self) -> Hold<'_> {
+        self.lock().holds += 1;
+        Hold(self)
+    }
+
+    /// The last hold ended: write what it held, as `send` would have.
+    fn release(&self) {
+        let mut st = self.lock();
+        st.holds -= 1;
+        if st.holds > 0 || !std::mem::take(&mut st.held) {
+            return;
+        }
+        // Only held lines are queued, so the writer task has nothing of
+        // its own to write (as in `send`): the pipe is tried here. Should
+        // the writer task have been polled meanwhile (a stale wake-up) and
+        // left its waker on the pipe, the no-op one here replaces it, so it
+        // is woken below unless everything went out. Closing meanwhile
+        // woke the writer task, which writes them.
+        if !st.closing && st.writer.is_some() {
+            let mut cx = Context::from_waker(Waker::noop());
+            match st.drive(&mut cx) {
+                Poll::Ready(Err(_)) => {
+                    st.writer = None;
+                    st.broken = true;
+                    st.queue.clear();
+                }
+                Poll::Ready(Ok(())) => return,
+                Poll::Pending => {}
+            }
+        }
+        if let Some(task) = st.task.take() {
+            drop(st);
+            task.wake();
+        }
     }
 
     /// Whether lines can no longer reach the CLI although nobody closed its
@@ -177,6 +235,18 @@ impl Output {
     }
 }
 
+/// Held lines go out when this is dropped (see [`Output::hold`]).
+pub(crate) struct Hold<'a>(&'a Output);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Most lines one `writev` takes (Linux's `UIO_MAXIOV` is 1024).
+const MAX_IOV: usize = 64;
+
 impl State {
     /// Write the queue out and flush, as far as the pipe takes it now:
     /// `Ready(Ok)` when all is written and flushed.
@@ -185,12 +255,29 @@ impl State {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         };
         while let Some(line) = self.queue.front() {
-            match w.as_mut().poll_write(cx, &line[self.written..]) {
+            let wrote = if self.queue.len() > 1 && w.is_write_vectored() {
+                let bufs: Vec<io::IoSlice<'_>> = std::iter::once(&line[self.written..])
+                    .chain(self.queue.iter().skip(1).map(Vec::as_slice))
+                    .take(MAX_IOV)
+                    .map(io::IoSlice::new)
+                    .collect();
+                w.as_mut().poll_write_vectored(cx, &bufs)
+            } else {
+                w.as_mut().poll_write(cx, &line[self.written..])
+            };
+            match wrote {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(mut n)) => {
                     self.unflushed = true;
-                    self.written += n;
-                    if self.written == line.len() {
+                    // Whole lines off the queue; the rest of a partial one
+                    // stays first.
+                    while let Some(line) = self.queue.front() {
+                        let rest = line.len() - self.written;
+                        if n < rest {
+                            self.written += n;
+                            break;
+                        }
+                        n -= rest;
                         self.queued -= line.len();
                         self.queue.pop_front();
                         self.written = 0;
@@ -318,6 +405,110 @@ mod tests {
         writer.await.unwrap();
     }
 
+    /// Close `out`, and what `reading` got once the writer task has written
+    /// everything (within 10 s).
+    async fn closed_and_read(
+        out: &Output,
+        reading: tokio::task::JoinHandle<Vec<u8>>,
+        writer: tokio::task::JoinHandle<()>,
+    ) -> Vec<u8> {
+        out.close();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+            .await
+            .expect("every line arrives")
+            .unwrap();
+        writer.await.unwrap();
+        got
+    }
+
+    /// A writer that records each write call's bytes.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Vec<u8>>>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.lock().unwrap().push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.0.lock().unwrap().push(all);
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Lines sent under a hold wait, and go out together, in order, in one
+    /// write, when the last hold ends; without a hold each goes at once.
+    #[tokio::test]
+    async fn held_lines_go_out_together_when_the_hold_ends() {
+        let rec = Recorder::default();
+        let (out, task) = Output::new(rec.clone(), 1 << 20);
+        let writer = tokio::spawn(task);
+        let lines: Vec<Vec<u8>> = (0..5).map(|i| format!("line {i}\n").into_bytes()).collect();
+        {
+            let _outer = out.hold();
+            let inner = out.hold();
+            for l in &lines {
+                out.send(l.clone()).expect("open");
+            }
+            drop(inner);
+            assert!(rec.0.lock().unwrap().is_empty(), "written under a hold");
+        }
+        assert_eq!(*rec.0.lock().unwrap(), vec![lines.concat()]);
+        out.send(b"alone\n".to_vec()).expect("open");
+        assert_eq!(
+            rec.0.lock().unwrap().len(),
+            2,
+            "a line without a hold goes at once"
+        );
+        out.close();
+        writer.await.unwrap();
+    }
+
+    /// A hold never strands a line: lines held over a pipe that takes only
+    /// part of them, or sent while the writer task has a backlog of its own,
+    /// all arrive whole and in order.
+    #[tokio::test]
+    async fn a_hold_over_a_full_pipe_loses_no_line() {
+        let (w, mut r) = tokio::io::duplex(64);
+        let (out, task) = Output::new(w, 1 << 20);
+        let writer = tokio::spawn(task);
+        let lines: Vec<Vec<u8>> = (0..60)
+            .map(|i| format!("{{\"line\":{i}}}\n").into_bytes())
+            .collect();
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        for chunk in lines.chunks(7) {
+            let _hold = out.hold();
+            for l in chunk {
+                out.send(l.clone()).expect("open");
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(closed_and_read(&out, reading, writer).await, lines.concat());
+    }
+
     /// A pipe whose reader is gone refuses the next line.
     #[tokio::test]
     async fn a_broken_pipe_refuses_lines() {
@@ -363,13 +554,7 @@ mod tests {
             out.send(l.clone()).expect("open");
             tokio::task::yield_now().await;
         }
-        out.close();
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), reading)
-            .await
-            .expect("every line arrives")
-            .unwrap();
-        assert_eq!(got, lines.concat());
-        writer.await.unwrap();
+        assert_eq!(closed_and_read(&out, reading, writer).await, lines.concat());
     }
 
     /// A reader that never reads: past the cap the pipe is closed and

@@ -1339,8 +1339,11 @@ where
     ctx.ct = ct;
     let request = ClientRequest::CallToolRequest(Request::new(params));
     Some(async move {
-        let handled = std::panic::AssertUnwindSafe(rmcp::Service::<RoleServer>::handle_request(
-            &server, request, ctx,
+        // Boxed: the handler's future is kilobytes (rmcp's, sized for
+        // every request it handles), which the front end would otherwise
+        // copy each time it moves the call (see `Scheduler::run`).
+        let handled = std::panic::AssertUnwindSafe(Box::pin(
+            rmcp::Service::<RoleServer>::handle_request(&server, request, ctx),
         ))
         .catch_unwind()
         .await;

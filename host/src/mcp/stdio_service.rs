@@ -60,7 +60,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -88,6 +88,10 @@ const MAX_PARKED: usize = 256;
 /// the reader looks at its input again, so a burst of calls cannot hold
 /// back the next line (a `notifications/cancelled`, say) for long.
 const PARKED_PER_TURN: usize = 8;
+
+/// The longest a reply of a turn waits for the others to be written with
+/// it (a guest's first slice can take a tick; most take microseconds).
+const HOLD_AT_MOST: Duration = Duration::from_micros(250);
 
 /// Direct calls that did not end inline, polled by the reader.
 type Parked = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
@@ -285,7 +289,7 @@ async fn read<R: AsyncRead + Unpin>(
                 _ = parked.next() => {}
             }
         }
-        let read = serving(&mut parked, async {
+        let read = serving(&mut parked, &out, async {
             tokio::select! {
                 biased;
                 // The service stops (`waiting` after the loop failed, or
@@ -343,7 +347,7 @@ async fn read<R: AsyncRead + Unpin>(
         }
         line.push(b'\n');
         // The parked calls go on while the loop takes the line.
-        if serving(&mut parked, to_loop.write_all(&line))
+        if serving(&mut parked, &out, to_loop.write_all(&line))
             .await
             .is_err()
         {
@@ -362,18 +366,32 @@ async fn read<R: AsyncRead + Unpin>(
 /// more input is read, so a client that keeps sending cannot starve the
 /// calls it already made), but at most [`PARKED_PER_TURN`] of them before
 /// `other` is polled again. (`FuturesUnordered` polls only the woken.)
-async fn serving<T>(parked: &mut Parked, other: impl Future<Output = T>) -> T {
+///
+/// The replies of the calls served in one turn are written together when
+/// the turn ends (`Output::hold`): one `writev` and one wake-up of the
+/// client for up to [`PARKED_PER_TURN`] replies.
+async fn serving<T>(parked: &mut Parked, out: &Output, other: impl Future<Output = T>) -> T {
     let mut other = std::pin::pin!(other);
     std::future::poll_fn(|cx| {
         loop {
             let mut served = 0;
+            let mut hold = (!parked.is_empty()).then(|| (out.hold(), Instant::now()));
             while served < PARKED_PER_TURN {
                 match parked.poll_next_unpin(cx) {
                     Poll::Ready(Some(())) => served += 1,
                     // None woken (their wakers are set), or none parked.
                     Poll::Ready(None) | Poll::Pending => break,
                 }
+                // Replies wait at most `HOLD_AT_MOST` for the next ones.
+                if hold
+                    .as_ref()
+                    .is_some_and(|(_, t)| t.elapsed() > HOLD_AT_MOST)
+                {
+                    drop(hold.take());
+                    hold = Some((out.hold(), Instant::now()));
+                }
             }
+            drop(hold);
             if let Poll::Ready(t) = other.as_mut().poll(cx) {
                 return Poll::Ready(t);
             }
