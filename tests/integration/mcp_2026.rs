@@ -110,6 +110,15 @@ fn a_stateless_call_with_nothing_to_stream_is_plain_json_without_a_session() {
         "{resp}"
     );
     assert_eq!(header(&resp, "mcp-session-id"), None, "{resp}");
+    // A whole reply is framed by its length, not chunked: it goes out with
+    // its head, and no end-of-body chunk follows.
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(header(&resp, "transfer-encoding"), None, "{resp}");
+    assert_eq!(
+        header(&resp, "content-length"),
+        Some(body.len().to_string().as_str()),
+        "{resp}"
+    );
     let v = body_json(&resp);
     assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
 }

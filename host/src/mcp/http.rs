@@ -504,7 +504,12 @@ impl TenantServer {
         }
         session::initializing(initialize, self.service.handle(req))
             .await
-            .map(|body| Body::new(body.map_frame(move |frame| pass(&held, frame))))
+            .map(|body| {
+                Body::new(Holding {
+                    inner: body,
+                    _held: held,
+                })
+            })
     }
 }
 
@@ -514,9 +519,34 @@ const HEADER_SESSION_ID: &str = "mcp-session-id";
 /// rmcp's keep-alive (5 minutes), a closed one at once.
 const SESSIONS_RETRY: u64 = 10;
 
-/// Keep `_held` alive as long as the body that passes frames through it.
-fn pass<H, T>(_held: &H, frame: T) -> T {
-    frame
+/// A response body that keeps `_held` alive until it is dropped, and
+/// passes on what it knows of its size: a whole JSON reply keeps its
+/// `Content-Length` and goes out in one write with its head (a body mapped
+/// by `map_frame` has no size hint, so every reply went out chunked, its
+/// end a frame of its own).
+struct Holding<B, H> {
+    inner: B,
+    _held: H,
+}
+
+impl<B: http_body::Body + Unpin, H: Unpin> http_body::Body for Holding<B, H> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// 429 with `Retry-After`: a JSON-RPC error answering `id` when there is
@@ -840,7 +870,7 @@ impl HttpServer {
             Front::Single(served) => axum::Router::new()
                 .route("/mcp", axum::routing::any(single_mcp))
                 .with_state(SingleRoute {
-                    served: served.clone(),
+                    served: Arc::new(served.clone()),
                     max_body: self.opts.max_body_bytes,
                     holds: Holds::of(&self.opts),
                 }),
@@ -1008,9 +1038,12 @@ async fn track_responses(State(t): State<TaskTracker>, req: Request, next: Next)
         return next.run(req).await;
     }
     let in_flight = t.token();
-    next.run(req)
-        .await
-        .map(|body| Body::new(body.map_frame(move |frame| pass(&in_flight, frame))))
+    next.run(req).await.map(|body| {
+        Body::new(Holding {
+            inner: body,
+            _held: in_flight,
+        })
+    })
 }
 
 /// rmcp answers a session `DELETE` with 202 Accepted, but the session is
@@ -1301,7 +1334,9 @@ impl Parsed {
 /// The route of a tenantless server.
 #[derive(Clone)]
 struct SingleRoute {
-    served: TenantServer,
+    /// Shared: axum clones the state for every request, and a server's
+    /// clone copies its service's config (host and origin lists).
+    served: Arc<TenantServer>,
     max_body: usize,
     holds: Holds,
 }
