@@ -16,10 +16,14 @@
 //! stateless 2026-07-28 wire (per-request `_meta` and headers, no session,
 //! each response plain `application/json`), rounds alternating.
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
-//! started with `--null-server stdio|http`.
+//! started with `--null-server stdio|http`, with the allocator `toolhost`
+//! has (mimalloc), so the ratios measure the servers, not their allocators.
 
 #[path = "common/mod.rs"]
 mod common;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use common::{INIT, INITIALIZED, connect, http_addr, reply_of};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
