@@ -17,7 +17,8 @@
 //! each response plain `application/json`), rounds alternating.
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
 //! started with `--null-server stdio|http`, with the allocator `toolhost`
-//! has (mimalloc), so the ratios measure the servers, not their allocators.
+//! has (mimalloc, its features and purge delay), so the ratios measure the
+//! servers, not their allocators.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -158,6 +159,9 @@ fn spawn(server: Server, transport: Transport) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("TOOLHOST_LOG", "error")
+        // What `toolhost` sets for itself: the null server's allocator
+        // configured as toolhost's.
+        .env("MIMALLOC_PURGE_DELAY", "0")
         .kill_on_drop(true)
         .spawn()
         .expect("spawn server")
