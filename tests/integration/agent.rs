@@ -21,6 +21,16 @@ use toolhost::{Core, Rule, Scope};
 
 use crate::support::{ToolDir, test_config};
 
+/// The CLI's `system` `init` message among `msgs`.
+fn init_of(msgs: &[Message]) -> &toolhost::agent::SystemMessage {
+    msgs.iter()
+        .find_map(|m| match m {
+            Message::System(s) if s.subtype == "init" => Some(s),
+            _ => None,
+        })
+        .expect("init")
+}
+
 /// The pinned CLI: `$TOOLHOST_CLAUDE_CLI`, else `.claude-cli/` in the repo.
 fn cli() -> PathBuf {
     if let Some(p) = std::env::var_os("TOOLHOST_CLAUDE_CLI") {
@@ -148,13 +158,7 @@ async fn wasm_tool_round_trips_and_its_result_reaches_the_model() {
             env.options().allow("mcp__tools__echo"),
         )
         .await;
-    let init = msgs
-        .iter()
-        .find_map(|m| match m {
-            Message::System(s) if s.subtype == "init" => Some(s),
-            _ => None,
-        })
-        .expect("init");
+    let init = init_of(&msgs);
     assert!(
         init.tools().contains(&"mcp__tools__echo"),
         "{:?}",
@@ -358,13 +362,7 @@ async fn the_cli_takes_the_servers_handshake_from_initialize() {
         .await
         .unwrap()
         .unwrap();
-    let init = turn
-        .iter()
-        .find_map(|m| match m {
-            Message::System(s) if s.subtype == "init" => Some(s),
-            _ => None,
-        })
-        .expect("init");
+    let init = init_of(&turn);
     for tool in env.core.tools(&Scope::default()) {
         let name = format!("mcp__tools__{}", tool.name);
         assert!(
@@ -693,13 +691,7 @@ async fn a_planted_working_directory_runs_no_hook_or_server_and_sees_no_host_sec
         !dir.path().join("planted-server-ran").exists(),
         "project MCP server ran"
     );
-    let init = msgs
-        .iter()
-        .find_map(|m| match m {
-            Message::System(s) if s.subtype == "init" => Some(Value::Object(s.data.clone())),
-            _ => None,
-        })
-        .expect("init");
+    let init = Value::Object(init_of(&msgs).data.clone());
     assert!(!init.to_string().contains("planted"), "{init}");
 
     // Opted in, the same directory's hook runs: the fixture is live.
