@@ -14,7 +14,9 @@
 //! A second table compares, on one `toolhost serve --http`, the 2025-11-25
 //! session wire (initialize, then each response an SSE stream) with the
 //! stateless 2026-07-28 wire (per-request `_meta` and headers, no session,
-//! each response plain `application/json`), rounds alternating.
+//! each response plain `application/json`), answered by the server's
+//! stateless lane and, with an `Origin` header, by rmcp's service; rounds
+//! alternating.
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
 //! started with `--null-server stdio|http`, with the allocator `toolhost`
 //! has (mimalloc, its features and purge delay), so the ratios measure the
@@ -264,6 +266,15 @@ enum Wire {
     Session,
     /// 2026-07-28: no session; per-request metadata; JSON responses.
     Stateless,
+    /// The same requests with an (allowed) `Origin` header, which leaves
+    /// them to rmcp's service instead of the server's stateless lane.
+    StatelessViaRmcp,
+}
+
+impl Wire {
+    fn stateless(self) -> bool {
+        matches!(self, Wire::Stateless | Wire::StatelessViaRmcp)
+    }
 }
 
 struct HttpClient {
@@ -286,7 +297,7 @@ impl HttpClient {
             session: String::new(),
             wire,
         };
-        if wire == Wire::Stateless {
+        if wire.stateless() {
             return c;
         }
         let (headers, body) = c.post(INIT).await;
@@ -311,11 +322,14 @@ impl HttpClient {
                 .header("mcp-session-id", &self.session)
                 .header("mcp-protocol-version", "2025-11-25");
         }
-        if self.wire == Wire::Stateless {
+        if self.wire.stateless() {
             req = req
                 .header("mcp-protocol-version", "2026-07-28")
                 .header("mcp-method", "tools/call")
                 .header("mcp-name", "echo");
+        }
+        if self.wire == Wire::StatelessViaRmcp {
+            req = req.header("origin", "http://localhost:3000");
         }
         let req = req
             .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
@@ -332,10 +346,10 @@ impl HttpClient {
         let t = Instant::now();
         let (headers, body) = match self.wire {
             Wire::Session => self.post(&call(id)).await,
-            Wire::Stateless => self.post(&call_2026(id)).await,
+            Wire::Stateless | Wire::StatelessViaRmcp => self.post(&call_2026(id)).await,
         };
         let elapsed = t.elapsed();
-        if self.wire == Wire::Stateless {
+        if self.wire.stateless() {
             assert_eq!(
                 headers.get("content-type").and_then(|v| v.to_str().ok()),
                 Some("application/json"),
@@ -453,8 +467,10 @@ async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures)
 }
 
 /// Rounds over one `toolhost serve --http` at `concurrency`, alternating the
-/// session wire and the stateless wire.
-async fn compare_wires(concurrency: usize) -> (Figures, Figures) {
+/// wires: the session wire, the stateless wire, and the stateless wire left
+/// to rmcp's service (figures in that order).
+async fn compare_wires(concurrency: usize) -> [Figures; 3] {
+    const WIRES: [Wire; 3] = [Wire::Session, Wire::Stateless, Wire::StatelessViaRmcp];
     let calls = if concurrency == 1 {
         SEQUENTIAL_CALLS
     } else {
@@ -463,7 +479,7 @@ async fn compare_wires(concurrency: usize) -> (Figures, Figures) {
     let mut server = spawn(Server::Toolhost, Transport::Http);
     let addr = http_addr(&mut server).await;
     let mut clients: Vec<Vec<HttpClient>> = Vec::new();
-    for wire in [Wire::Session, Wire::Stateless] {
+    for wire in WIRES {
         let mut cs = Vec::new();
         for _ in 0..concurrency {
             cs.push(HttpClient::connect_wire(&addr, wire).await);
@@ -471,7 +487,7 @@ async fn compare_wires(concurrency: usize) -> (Figures, Figures) {
         clients.push(cs);
     }
     let each = calls / concurrency;
-    let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    let mut results: [Vec<Figures>; 3] = Default::default();
     for cs in clients.iter_mut() {
         http_round(cs, each / 4).await; // warm up
     }
@@ -482,8 +498,7 @@ async fn compare_wires(concurrency: usize) -> (Figures, Figures) {
             results[i].push(figures(lat, t.elapsed()));
         }
     }
-    let [session, stateless] = results;
-    (median_figures(session), median_figures(stateless))
+    results.map(median_figures)
 }
 
 /// p50 of `Core::call(echo)` in process: the sandbox's share, no transport.
@@ -568,31 +583,32 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         println!("\n## MCP over HTTP: 2025-11-25 session (SSE) vs 2026-07-28 stateless (JSON), `echo` through `toolhost serve`\n");
-        println!(
-            "| callers | session p50 | stateless p50 | p50 ratio | session p99 | stateless p99 | session calls/s | stateless calls/s | throughput ratio |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("| callers | wire | p50 | p99 | calls/s | calls/s vs session |");
+        println!("|---|---|---|---|---|---|");
         for concurrency in [1, CONCURRENT] {
-            let (s, j) = compare_wires(concurrency).await;
+            let figures = compare_wires(concurrency).await;
             let callers = if concurrency == 1 {
                 "1 (sequential)".to_string()
             } else {
                 format!("{concurrency} concurrent")
             };
-            println!(
-                "| {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x |",
-                s.p50_us,
-                j.p50_us,
-                j.p50_us / s.p50_us,
-                s.p99_us,
-                j.p99_us,
-                s.calls_per_s,
-                j.calls_per_s,
-                j.calls_per_s / s.calls_per_s,
-            );
+            let names = [
+                "2025-11-25 session",
+                "2026-07-28 stateless",
+                "2026-07-28 stateless, left to rmcp's service",
+            ];
+            for (f, name) in figures.iter().zip(names) {
+                println!(
+                    "| {callers} | {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x |",
+                    f.p50_us,
+                    f.p99_us,
+                    f.calls_per_s,
+                    f.calls_per_s / figures[0].calls_per_s,
+                );
+            }
         }
         println!(
-            "\nSame server, same `echo`; ratios are stateless / session. Session: one initialize per client, then each response an SSE stream; stateless: `_meta` and `Mcp-*` headers on every request, no session, plain JSON responses."
+            "\nSame server, same `echo`, rounds alternating the wires. Session: one initialize per client, then each response an SSE stream; stateless: `_meta` and `Mcp-*` headers on every request, no session, plain JSON responses, answered by the server's stateless lane; the last row sends the same stateless requests with an allowed `Origin` header, which leaves them to rmcp's Streamable HTTP service (what every stateless call took before the lane)."
         );
         let core = core_call_p50(&root).await?;
         let shares: Vec<String> = toolhost_sequential

@@ -505,6 +505,21 @@ impl Core {
             .any(|t| live.policy.visible(scope.as_str(), &t.def.name))
     }
 
+    /// The input schema of `name` in `scope`, if the scope sees it (no
+    /// copy of the tool: the HTTP front end asks on every stateless call).
+    #[cfg(feature = "http")]
+    pub(crate) fn tool_input_schema(
+        &self,
+        scope: &Scope,
+        name: &str,
+    ) -> Option<Arc<serde_json::Map<String, Value>>> {
+        let live = self.inner.live.load();
+        live.catalog
+            .get(scope, name)
+            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))
+            .map(|t| t.def.input_schema.clone())
+    }
+
     /// Tool `name` of `scope`'s task support, the component serving it (an
     /// identity, valid while that component is loaded) and how many calls
     /// that component runs at once: for front ends that keep calls running

@@ -603,6 +603,71 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     assert_eq!(recs[1]["outcome"], "ok");
 }
 
+/// A stateless call whose client hangs up before its answer is stopped,
+/// and recorded as `cancelled`, whichever path served it: the server's
+/// stateless lane, or rmcp's service (an `Origin` header leaves a
+/// request to it).
+#[test]
+fn a_stateless_call_whose_client_hangs_up_is_stopped_and_recorded_as_cancelled() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "[limits]\ntimeout = \"60s\"\n");
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(&cfg, "[audit]\npath = \"audit.jsonl\"\nfsync = \"never\"\n").unwrap();
+    let (mut child, addr, _) = serve(&[
+        "--tools",
+        d.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--watch",
+        "false",
+    ]);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "spin", "arguments": {}, "_meta": meta(json!({}))}})
+    .to_string();
+    for origin in ["", "Origin: http://localhost:3000\r\n"] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: spin\r\n{origin}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        // The guest spins; the client gives up.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(s);
+    }
+    let (status, resp) = call_2026(
+        &addr,
+        "echo",
+        json!({"arguments": {"text": "still here"}, "_meta": meta(json!({}))}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(
+        body_json(&resp)["result"]["content"][0]["text"],
+        "still here"
+    );
+    // Stopped when their clients left, not by the shutdown's grace.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let recs = records(&dir.path().join("audit.jsonl"));
+    let spins: Vec<&Value> = recs.iter().filter(|r| r["tool"] == "spin").collect();
+    assert_eq!(spins.len(), 2, "{recs:#?}");
+    for r in spins {
+        assert_eq!(r["outcome"], "cancelled", "{r}");
+        let ran = r["duration_us"].as_u64().unwrap();
+        assert!(ran < 5_000_000, "stopped after {ran} µs: {r}");
+    }
+}
+
 #[tokio::test]
 async fn a_full_audit_queue_makes_calls_wait_and_loses_none() {
     let d = ToolDir::new();

@@ -123,6 +123,180 @@ fn a_stateless_call_with_nothing_to_stream_is_plain_json_without_a_session() {
     assert_eq!(v["result"]["content"][0]["text"], "hi", "{v}");
 }
 
+/// A 2026-07-28 `tools/call` with nothing to stream is answered past
+/// rmcp's per-request service (`stateless_call`); every other request
+/// takes rmcp's path. The same requests sent down both paths (an allowed
+/// `Origin` is enough to leave a request to rmcp) get the same status,
+/// type and body; and the lane took exactly the requests it may take.
+#[test]
+fn the_stateless_lane_answers_exactly_as_rmcp_does() {
+    let dir = tools(true);
+    let args = serve_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = HttpServe::start_env(
+        &args,
+        &[("TOOLHOST_LOG", "toolhost::mcp::stateless_call=debug")],
+    );
+    let addr = server.addr();
+    let none = serde_json::json!({});
+    let elicit = serde_json::json!({"elicitation": {}});
+    let tampered = "A".repeat(120);
+    // (tool, params, whether the lane may take it)
+    let cases: Vec<(&str, serde_json::Value, bool)> = vec![
+        (
+            "echo",
+            serde_json::json!({"arguments": {"text": "hi"}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        // Arguments the schema refuses; no arguments at all.
+        (
+            "echo",
+            serde_json::json!({"arguments": {"text": 5}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        (
+            "echo",
+            serde_json::json!({"_meta": meta(none.clone())}),
+            true,
+        ),
+        // No such tool; a tool that traps; one whose output breaks its schema.
+        (
+            "nope",
+            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        (
+            "panic",
+            serde_json::json!({"arguments": {"message": "boom"}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        (
+            "bad_output",
+            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        // A capability the client did not declare (HTTP 400, -32021).
+        (
+            "test_missing_capability",
+            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            true,
+        ),
+        // A first round ending in questions; a tampered retry (-32602).
+        (
+            "test_input_required_result_elicitation",
+            serde_json::json!({"arguments": {}, "_meta": meta(elicit.clone())}),
+            true,
+        ),
+        (
+            "test_input_required_result_elicitation",
+            serde_json::json!({"arguments": {}, "_meta": meta(elicit.clone()),
+            "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Ada"}}},
+            "requestState": tampered}),
+            true,
+        ),
+        // An unsupported version in `_meta` (its header says 2026-07-28).
+        (
+            "echo",
+            serde_json::json!({"arguments": {"text": "hi"}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2099-01-01",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}}),
+            false,
+        ),
+        // Metadata without the client's capabilities.
+        (
+            "echo",
+            serde_json::json!({"arguments": {"text": "hi"}, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
+            false,
+        ),
+        // Progress and log messages go out on an SSE stream: rmcp's.
+        (
+            "log_and_progress",
+            serde_json::json!({"arguments": {}, "_meta": {
+            "progressToken": "p1",
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}}),
+            false,
+        ),
+        // A tool that asks for an argument in a header.
+        (
+            "test_header_param",
+            serde_json::json!({"arguments": {"region": "eu"}, "_meta": meta(none.clone())}),
+            false,
+        ),
+    ];
+    let answer = |tool: &str, params: &serde_json::Value, extra: &[(&str, &str)]| {
+        let mut p = params.clone();
+        p["name"] = tool.into();
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": p});
+        let mut headers = vec![
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ];
+        headers.extend_from_slice(extra);
+        let (status, resp) = http_post(&addr, &headers, &body.to_string());
+        let kind = header(&resp, "content-type").map(str::to_string);
+        let mut v = if kind.as_deref() == Some("application/json") {
+            body_json(&resp)
+        } else {
+            serde_json::Value::String(format!("{kind:?}"))
+        };
+        // Sealed afresh on every round (a nonce): compared by presence.
+        if let Some(state) = v.pointer_mut("/result/requestState") {
+            *state = serde_json::Value::Bool(true);
+        }
+        (status, kind, v)
+    };
+    // Lines the lane logged (read from the server's stderr by a thread:
+    // waited for until `at_least` arrive, or for 5 s).
+    let lane_log = |at_least: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = server.stderr().matches("answered in the lane").count();
+            if n >= at_least || std::time::Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // Each check also catches a line a request before it logged late.
+    let mut taken = 0;
+    for (tool, params, lane) in &cases {
+        let fast = answer(tool, params, &[]);
+        let after = lane_log(taken + usize::from(*lane));
+        assert_eq!(
+            after - taken,
+            usize::from(*lane),
+            "{tool} {params}: the lane should {}have taken it",
+            if *lane { "" } else { "not " }
+        );
+        taken = after;
+        let rmcp = answer(tool, params, &[("Origin", "http://localhost:3000")]);
+        assert_eq!(lane_log(taken), taken, "an Origin leaves it to rmcp");
+        assert_eq!(fast, rmcp, "{tool} {params}");
+    }
+    // The cases meant something: a result, an error result, JSON-RPC errors.
+    let (status, _, v) = answer("echo", &cases[0].1, &[]);
+    assert_eq!(
+        (status, &v["result"]["content"][0]["text"]),
+        (200, &"hi".into()),
+        "{v}"
+    );
+    let (status, _, v) = answer("test_missing_capability", &cases[6].1, &[]);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (400, &(-32021).into()),
+        "{v}"
+    );
+    let (_, _, v) = answer("panic", &cases[4].1, &[]);
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert_eq!(lane_log(taken + 3), taken + 3, "{}", server.stderr());
+}
+
 #[test]
 fn the_first_round_of_an_asking_tool_is_an_input_required_result_and_tampering_is_refused() {
     let dir = tools(true);

@@ -9,7 +9,9 @@
 //!   tools it sees, within that tenant's quotas (see `auth`);
 //! - a request body limit and a timeout until the response starts;
 //! - stateless (2026-07-28) requests answered as plain `application/json`
-//!   when they have nothing to stream;
+//!   when they have nothing to stream; a tool call among them is answered
+//!   past rmcp's per-request service, when it can be exactly as rmcp would
+//!   (`stateless_call`);
 //! - 2025-11-25 sessions sealed into their ids (see `session`), so any
 //!   replica sharing the key serves any request of any session;
 //! - connections accepted and bounded by `accept` (a cap, a header-read
@@ -23,6 +25,7 @@
 use super::McpServer;
 use super::auth::Tenancy;
 use super::session::{self, SealedSessions, SealedStore, SessionSeal};
+use super::stateless_call::{self, Lane};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -161,7 +164,7 @@ pub struct HttpServer {
 /// Whom the server serves.
 enum Front {
     /// One server, behind the optional bearer token.
-    Single(TenantServer),
+    Single(Arc<TenantServer>),
     /// Tenants, each behind its credentials; replaceable while serving.
     Tenants(Arc<TenantFront>),
 }
@@ -236,6 +239,7 @@ impl Services {
             config,
         );
         TenantServer {
+            lane: Arc::new(Lane::new(&self.config.allowed_hosts)),
             server: root,
             service,
             streams,
@@ -251,6 +255,8 @@ impl Services {
 #[derive(Clone)]
 struct TenantServer {
     server: McpServer,
+    /// Which stateless calls skip rmcp's service (see `stateless_call`).
+    lane: Arc<Lane>,
     /// Its sessions live here.
     service: McpService,
     /// Ends its sessions' streams.
@@ -510,6 +516,30 @@ impl TenantServer {
                     _held: held,
                 })
             })
+    }
+
+    /// Answer a call the stateless lane took (see `stateless_call`) within
+    /// the server's bounds. Its sandbox is reset once the answer has been
+    /// sent (`core::deferring_teardown`), as stdio and the agent do.
+    async fn answer_stateless(
+        &self,
+        held: OpenRequest,
+        call: stateless_call::Call,
+        parts: http::request::Parts,
+    ) -> Response {
+        let answer = call.answer(self.server.new_session(), self.streams.child_token(), parts);
+        let ((status, body), teardown) = crate::core::deferring_teardown(answer).await;
+        let body = http_body_util::Full::new(bytes::Bytes::from(body));
+        let mut response = Response::new(Body::new(Holding {
+            inner: body,
+            _held: (held, teardown),
+        }));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
@@ -792,7 +822,7 @@ impl HttpServer {
         Ok(HttpServer {
             _own: own_listener(&listener),
             listener,
-            front: Front::Single(served),
+            front: Front::Single(Arc::new(served)),
             sessions,
             opts,
         })
@@ -870,7 +900,7 @@ impl HttpServer {
             Front::Single(served) => axum::Router::new()
                 .route("/mcp", axum::routing::any(single_mcp))
                 .with_state(SingleRoute {
-                    served: Arc::new(served.clone()),
+                    served: served.clone(),
                     max_body: self.opts.max_body_bytes,
                     holds: Holds::of(&self.opts),
                 }),
@@ -1223,12 +1253,13 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             Err(refused) => return refused,
         }
     }
-    let parsed = match Parsed::from(&bytes) {
+    let server = &table.servers[i];
+    let post = match Post::read(server, &parts, &bytes) {
         Ok(p) => p,
         Err(refused) => return refused,
     };
     let tenant = &table.tenancy.tenants[i].tenant;
-    if let Some((id, tool)) = &parsed.call {
+    if let Some((id, tool)) = post.call() {
         // Admitted here, to answer 429 before the call is parsed again;
         // the admission travels with the request, and the core holds it
         // (and the tenant's slot) for the whole call.
@@ -1243,13 +1274,17 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 parts.extensions.insert(crate::quota::AdmittedCall::new(a));
             }
             Err(q) => {
-                return too_many(&q.message, q.retry_after.as_secs(), Some(id.clone()));
+                return too_many(&q.message, q.retry_after.as_secs(), Some(id));
             }
         }
     }
+    let parsed = match post {
+        Post::Lane(call) => return server.answer_stateless(held, call, parts).await,
+        Post::Rmcp(parsed) => parsed,
+    };
     let who = format!("tenant `{}`", tenant.name);
     let req = Request::from_parts(parts, Body::from(bytes));
-    table.servers[i]
+    server
         .serve(&who, holds, held, parsed.initialize, parsed.id, req)
         .await
 }
@@ -1291,6 +1326,35 @@ fn parsed_weight(body: &[u8]) -> usize {
 /// What one parsed JSON value is counted (a `serde_json::Value` is 32
 /// bytes; an object's entry adds its key and the map's node).
 const VALUE_BYTES: usize = 64;
+
+/// A POST, read: a stateless call the lane answers, or a request for
+/// rmcp's service.
+enum Post {
+    Lane(stateless_call::Call),
+    Rmcp(Box<Parsed>),
+}
+
+impl Post {
+    #[allow(clippy::result_large_err, reason = "the error is the response")]
+    fn read(
+        server: &TenantServer,
+        parts: &http::request::Parts,
+        bytes: &[u8],
+    ) -> Result<Post, Response> {
+        match server.lane.take(parts, bytes, &server.server) {
+            Some(call) => Ok(Post::Lane(call)),
+            None => Parsed::from(bytes).map(|p| Post::Rmcp(Box::new(p))),
+        }
+    }
+
+    /// A `tools/call`'s id and tool.
+    fn call(&self) -> Option<(serde_json::Value, &str)> {
+        match self {
+            Post::Lane(c) => Some((c.id(), c.tool())),
+            Post::Rmcp(p) => p.call.as_ref().map(|(id, t)| (id.clone(), t.as_str())),
+        }
+    }
+}
 
 /// What the front end needs to know of a POST body before rmcp serves it.
 struct Parsed {
@@ -1361,8 +1425,9 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
         Ok(b) => b,
         Err(refused) => return refused,
     };
-    let parsed = match Parsed::from(&bytes) {
-        Ok(p) => p,
+    let parsed = match Post::read(&r.served, &parts, &bytes) {
+        Ok(Post::Lane(call)) => return r.served.answer_stateless(held, call, parts).await,
+        Ok(Post::Rmcp(parsed)) => parsed,
         Err(refused) => return refused,
     };
     let req = Request::from_parts(parts, Body::from(bytes));

@@ -6,7 +6,9 @@
 //! (`server`); serving that handler over stdio (`stdio`: pipes and sockets
 //! polled, not read on the blocking pool; `stdio_service`: `tools/call`
 //! answered past rmcp's service loop; `lines`: bounded lines in, whole
-//! lines out in order) and over hardened Streamable HTTP (`http`); telling
+//! lines out in order) and over hardened Streamable HTTP (`http`;
+//! `stateless_call`: a 2026-07-28 `tools/call` with nothing to stream
+//! answered past rmcp's per-request service); telling
 //! connected clients when the tool list changes.
 //!
 //! Protocols: 2025-11-25 (sessions, sealed into their ids so any replica
@@ -34,6 +36,8 @@ pub(crate) mod lines;
 mod server;
 #[cfg(feature = "http")]
 mod session;
+#[cfg(feature = "http")]
+mod stateless_call;
 mod stdio;
 mod stdio_service;
 mod tasks;

@@ -457,6 +457,26 @@ impl McpServer {
         Ok((Some(round), client))
     }
 
+    /// Whether `tool`'s input schema asks for an argument in an
+    /// `Mcp-Param-*` header (SEP-2243's `x-mcp-header`), anywhere in it.
+    #[cfg(feature = "http")]
+    pub(super) fn asks_param_headers(&self, tool: &str) -> bool {
+        fn mentions(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Object(m) => has(m),
+                serde_json::Value::Array(a) => a.iter().any(mentions),
+                _ => false,
+            }
+        }
+        fn has(m: &serde_json::Map<String, serde_json::Value>) -> bool {
+            m.contains_key("x-mcp-header") || m.values().any(mentions)
+        }
+        self.shared
+            .core
+            .tool_input_schema(&self.shared.scope, tool)
+            .is_some_and(|s| has(&s))
+    }
+
     /// Refused like a call once the server drains.
     fn closing(&self) -> Result<(), ErrorData> {
         if self.shared.calls.is_closed() {
@@ -1313,9 +1333,7 @@ fn logging_level(l: LogLevel) -> LoggingLevel {
 /// A `tools/call` for `server`'s handler past rmcp's service loop (the
 /// agent transport's and stdio's hot path), with a context made as the
 /// loop makes it: the connection's `peer`, the request's `_meta`, and `ct`
-/// (cancelling it stops the call). A panicking handler is answered as an
-/// internal error here, so the call is never left half-run (and polled
-/// again) by whoever holds it. `None` for a request naming its own
+/// (cancelling it stops the call). `None` for a request naming its own
 /// protocol version: the loop scopes that version for the handler, so it
 /// must take the loop.
 pub(crate) fn call_past_loop<S>(
@@ -1328,17 +1346,36 @@ pub(crate) fn call_past_loop<S>(
 where
     S: ServerHandler + Send + Sync + 'static,
 {
-    use futures::FutureExt as _;
-    use rmcp::model::{ClientRequest, JsonRpcMessage, Request};
     let meta = params.meta.take().unwrap_or_default();
     if meta.protocol_version().is_some() {
         return None;
     }
-    let mut ctx = RequestContext::new(id.clone(), peer);
+    let mut ctx = RequestContext::new(id, peer);
     ctx.meta = meta;
     ctx.ct = ct;
+    Some(call_in_context(server, ctx, params))
+}
+
+/// A `tools/call` for `server`'s handler in `ctx` (its id, peer, `_meta`,
+/// cancellation and extensions made by the caller, as rmcp's loop makes
+/// them), through the handler's whole request path (rmcp's checks of the
+/// request's protocol version and metadata included), answered as the
+/// loop answers it. A panicking handler is answered as an internal error
+/// here, so the call is never left half-run (and polled again) by
+/// whoever holds it.
+pub(crate) fn call_in_context<S>(
+    server: S,
+    ctx: RequestContext<RoleServer>,
+    params: CallToolRequestParams,
+) -> impl Future<Output = rmcp::model::ServerJsonRpcMessage> + Send + 'static
+where
+    S: ServerHandler + Send + Sync + 'static,
+{
+    use futures::FutureExt as _;
+    use rmcp::model::{ClientRequest, JsonRpcMessage, Request};
+    let id = ctx.id.clone();
     let request = ClientRequest::CallToolRequest(Request::new(params));
-    Some(async move {
+    async move {
         // Boxed: the handler's future is kilobytes (rmcp's, sized for
         // every request it handles), which the front end would otherwise
         // copy each time it moves the call (see `Scheduler::run`).
@@ -1355,5 +1392,5 @@ where
                 Some(id),
             ),
         }
-    })
+    }
 }
