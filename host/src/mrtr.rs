@@ -193,12 +193,30 @@ pub(crate) struct Binding {
 
 impl Binding {
     pub(crate) fn new(scope: &str, kind: &'static str, name: &str, arguments: &Value) -> Binding {
+        Binding::of(scope, kind, name, Sorted(arguments))
+    }
+
+    /// A tool call's binding to its arguments as the request carries them
+    /// (none: as `{}`), without a copy of them.
+    pub(crate) fn of_arguments(
+        scope: &str,
+        kind: &'static str,
+        name: &str,
+        arguments: Option<&serde_json::Map<String, Value>>,
+    ) -> Binding {
+        match arguments {
+            Some(m) => Binding::of(scope, kind, name, SortedMap(m)),
+            None => Binding::of(scope, kind, name, SortedMap(&serde_json::Map::new())),
+        }
+    }
+
+    fn of(scope: &str, kind: &'static str, name: &str, arguments: impl Serialize) -> Binding {
         let mut h = Sha256::new();
         for part in [scope, kind, name] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        h.update(canonical(arguments).as_bytes());
+        digest_canonical(&mut h, arguments);
         Binding {
             kind,
             name: name.to_string(),
@@ -207,30 +225,54 @@ impl Binding {
     }
 }
 
-/// JSON with object keys sorted at every level, so equal arguments digest
-/// equally whatever order the client sent their keys in.
-fn canonical(v: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), sorted(v)))
-                    .collect::<BTreeMap<_, _>>()
-                    .into_iter()
-                    .collect(),
-            ),
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            v => v.clone(),
+/// A JSON value written with object keys sorted at every level, so equal
+/// arguments digest equally whatever order the client sent their keys in.
+/// Serialized straight into the digest: no sorted copy of the arguments
+/// is made (they are as large as a request body).
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => SortedMap(m).serialize(s),
+            Value::Array(a) => s.collect_seq(a.iter().map(Sorted)),
+            v => v.serialize(s),
         }
     }
-    sorted(v).to_string()
+}
+
+/// An object, its keys sorted at every level (see [`Sorted`]).
+struct SortedMap<'a>(&'a serde_json::Map<String, Value>);
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        s.collect_map(entries.into_iter().map(|(k, v)| (k, Sorted(v))))
+    }
+}
+
+/// Feed `v`'s compact JSON to `h`.
+fn digest_canonical(h: &mut Sha256, v: impl Serialize) {
+    struct Feed<'a>(&'a mut Sha256);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // A JSON value (string keys, no I/O errors) always serializes.
+    let _ = serde_json::to_writer(Feed(h), &v);
 }
 
 fn params_digest(method: &str, params: &Value) -> String {
     let mut h = Sha256::new();
     h.update(method.as_bytes());
     h.update([0]);
-    h.update(canonical(params).as_bytes());
+    digest_canonical(&mut h, Sorted(params));
     hex::encode(&h.finalize()[..16])
 }
 
@@ -771,6 +813,42 @@ mod tests {
             Outcome::InputRequired { requests, state } => (requests, state),
             Outcome::Complete(_) => panic!("expected input required"),
         }
+    }
+
+    /// States sealed before arguments were digested in place (by a
+    /// replica still running the earlier release) still open: the bytes
+    /// digested are those of the sorted copy it serialized.
+    #[test]
+    fn the_digest_is_of_the_same_bytes_as_a_sorted_copy() {
+        fn sorted_copy(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), sorted_copy(v)))
+                        .collect::<BTreeMap<_, _>>()
+                        .into_iter()
+                        .collect(),
+                ),
+                Value::Array(a) => Value::Array(a.iter().map(sorted_copy).collect()),
+                v => v.clone(),
+            }
+        }
+        let v = json!({"z": [{"b": 1, "a": "é\"\n"}, 2.5, null, true], "a": {"y": -1, "x": 1e300},
+                       "": 0, "ä": 1, "A": [[], {}]});
+        let mut h = Sha256::new();
+        digest_canonical(&mut h, Sorted(&v));
+        let ours: [u8; 32] = h.finalize().into();
+        let theirs: [u8; 32] = Sha256::digest(sorted_copy(&v).to_string().as_bytes()).into();
+        assert_eq!(ours, theirs);
+        let Value::Object(m) = &v else { unreachable!() };
+        assert_eq!(
+            Binding::of_arguments("s", "tool", "t", Some(m)).digest,
+            Binding::new("s", "tool", "t", &v).digest
+        );
+        assert_eq!(
+            Binding::of_arguments("s", "tool", "t", None).digest,
+            Binding::new("s", "tool", "t", &json!({})).digest
+        );
     }
 
     #[test]

@@ -609,11 +609,15 @@ impl ServerHandler for McpServer {
         // input-required result; sessions ask the peer at once. The core's
         // call path is the same for both: only the client differs.
         let round = if input::is_stateless(&ctx) {
-            let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
             Some(Arc::new(Stateless::open(
                 &self.shared.state_key,
                 self.shared.mrtr_limits,
-                mrtr::Binding::new(self.shared.scope.as_str(), "tool", &tool, &args),
+                mrtr::Binding::of_arguments(
+                    self.shared.scope.as_str(),
+                    "tool",
+                    &tool,
+                    req.arguments.as_ref(),
+                ),
                 &ctx,
                 req.request_state.as_deref(),
                 req.input_responses,
