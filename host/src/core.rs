@@ -513,11 +513,7 @@ impl Core {
         scope: &Scope,
         name: &str,
     ) -> Option<Arc<serde_json::Map<String, Value>>> {
-        let live = self.inner.live.load();
-        live.catalog
-            .get(scope, name)
-            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))
-            .map(|t| t.def.input_schema.clone())
+        self.visible_tool(scope, name, |t| t.def.input_schema.clone())
     }
 
     /// Tool `name` of `scope`'s task support, the component serving it (an
@@ -531,27 +527,35 @@ impl Core {
         scope: &Scope,
         name: &str,
     ) -> Option<(crate::model::TaskSupport, (usize, u32))> {
-        let live = self.inner.live.load();
-        let t = live
-            .catalog
-            .get(scope, name)
-            .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))?;
-        Some((
-            t.def.task_support,
+        self.visible_tool(scope, name, |t| {
             (
-                Arc::as_ptr(&t.component) as usize,
-                t.component.grants.limits.max_concurrency,
-            ),
-        ))
+                t.def.task_support,
+                (
+                    Arc::as_ptr(&t.component) as usize,
+                    t.component.grants.limits.max_concurrency,
+                ),
+            )
+        })
     }
 
     /// Tool `name`, if `scope` may see it.
     pub fn tool(&self, scope: &Scope, name: &str) -> Option<ToolDef> {
+        self.visible_tool(scope, name, |t| t.def.clone())
+    }
+
+    /// `f` of tool `name` of `scope`, if the scope may see it (its policy
+    /// does not hide it).
+    fn visible_tool<R>(
+        &self,
+        scope: &Scope,
+        name: &str,
+        f: impl FnOnce(&CatalogTool) -> R,
+    ) -> Option<R> {
         let live = self.inner.live.load();
         live.catalog
             .get(scope, name)
             .filter(|t| live.policy.visible(scope.as_str(), &t.def.name))
-            .map(|t| t.def.clone())
+            .map(|t| f(t))
     }
 
     /// Every scope with at least a source.

@@ -127,9 +127,13 @@ fn a_stateless_call_with_nothing_to_stream_is_plain_json_without_a_session() {
 /// rmcp's per-request service (`stateless_call`); every other request
 /// takes rmcp's path. The same requests sent down both paths (an allowed
 /// `Origin` is enough to leave a request to rmcp) get the same status,
-/// type and body; and the lane took exactly the requests it may take.
+/// type and body; the lane took exactly the requests it may take; and
+/// the requests it must not take (headers that disagree with the body or
+/// repeat, a foreign `Host`, a session, a body with a repeated key...)
+/// got rmcp's answers.
 #[test]
 fn the_stateless_lane_answers_exactly_as_rmcp_does() {
+    use serde_json::json;
     let dir = tools(true);
     let args = serve_args(&dir);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -138,112 +142,214 @@ fn the_stateless_lane_answers_exactly_as_rmcp_does() {
         &[("TOOLHOST_LOG", "toolhost::mcp::stateless_call=debug")],
     );
     let addr = server.addr();
-    let none = serde_json::json!({});
-    let elicit = serde_json::json!({"elicitation": {}});
-    let tampered = "A".repeat(120);
-    // (tool, params, whether the lane may take it)
-    let cases: Vec<(&str, serde_json::Value, bool)> = vec![
-        (
+    let none = json!({});
+    let elicit = json!({"elicitation": {}});
+    let call = |tool: &str, params: serde_json::Value| {
+        let mut p = params;
+        p["name"] = tool.into();
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": p}).to_string()
+    };
+    let echo = call(
+        "echo",
+        json!({"arguments": {"text": "hi"}, "_meta": meta(none.clone())}),
+    );
+    let std_headers = |tool: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", tool),
+        ]
+    };
+    struct Case {
+        what: &'static str,
+        headers: Vec<(&'static str, &'static str)>,
+        body: String,
+        lane: bool,
+    }
+    let plain = |what, tool: &'static str, params: serde_json::Value, lane| Case {
+        what,
+        headers: std_headers(tool),
+        body: call(tool, params),
+        lane,
+    };
+    let with = |what, headers: Vec<(&'static str, &'static str)>, body: &str| Case {
+        what,
+        headers,
+        body: body.to_string(),
+        lane: false,
+    };
+    let extra = |add: &[(&'static str, &'static str)]| {
+        let mut h = std_headers("echo");
+        h.extend_from_slice(add);
+        h
+    };
+    let cases = vec![
+        plain(
+            "a call",
             "echo",
-            serde_json::json!({"arguments": {"text": "hi"}, "_meta": meta(none.clone())}),
+            json!({"arguments": {"text": "hi"}, "_meta": meta(none.clone())}),
             true,
         ),
-        // Arguments the schema refuses; no arguments at all.
-        (
+        plain(
+            "arguments the schema refuses",
             "echo",
-            serde_json::json!({"arguments": {"text": 5}, "_meta": meta(none.clone())}),
+            json!({"arguments": {"text": 5}, "_meta": meta(none.clone())}),
             true,
         ),
-        (
+        plain(
+            "no arguments",
             "echo",
-            serde_json::json!({"_meta": meta(none.clone())}),
+            json!({"_meta": meta(none.clone())}),
             true,
         ),
-        // No such tool; a tool that traps; one whose output breaks its schema.
-        (
+        plain(
+            "no such tool",
             "nope",
-            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            json!({"arguments": {}, "_meta": meta(none.clone())}),
             true,
         ),
-        (
+        plain(
+            "a tool that traps",
             "panic",
-            serde_json::json!({"arguments": {"message": "boom"}, "_meta": meta(none.clone())}),
+            json!({"arguments": {"message": "boom"}, "_meta": meta(none.clone())}),
             true,
         ),
-        (
+        plain(
+            "output breaking its schema",
             "bad_output",
-            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            json!({"arguments": {}, "_meta": meta(none.clone())}),
             true,
         ),
-        // A capability the client did not declare (HTTP 400, -32021).
-        (
+        plain(
+            "an undeclared capability (400, -32021)",
             "test_missing_capability",
-            serde_json::json!({"arguments": {}, "_meta": meta(none.clone())}),
+            json!({"arguments": {}, "_meta": meta(none.clone())}),
             true,
         ),
-        // A first round ending in questions; a tampered retry (-32602).
-        (
+        plain(
+            "a first round ending in questions",
             "test_input_required_result_elicitation",
-            serde_json::json!({"arguments": {}, "_meta": meta(elicit.clone())}),
+            json!({"arguments": {}, "_meta": meta(elicit.clone())}),
             true,
         ),
-        (
+        plain(
+            "a tampered retry (-32602)",
             "test_input_required_result_elicitation",
-            serde_json::json!({"arguments": {}, "_meta": meta(elicit.clone()),
+            json!({"arguments": {}, "_meta": meta(elicit.clone()),
             "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Ada"}}},
-            "requestState": tampered}),
+            "requestState": "A".repeat(120)}),
             true,
         ),
-        // An unsupported version in `_meta` (its header says 2026-07-28).
-        (
+        plain(
+            "an unsupported version in `_meta`",
             "echo",
-            serde_json::json!({"arguments": {"text": "hi"}, "_meta": {
+            json!({"arguments": {"text": "hi"}, "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2099-01-01",
             "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
             "io.modelcontextprotocol/clientCapabilities": {}}}),
             false,
         ),
-        // Metadata without the client's capabilities.
-        (
+        plain(
+            "`_meta` without the client's capabilities",
             "echo",
-            serde_json::json!({"arguments": {"text": "hi"}, "_meta": {
+            json!({"arguments": {"text": "hi"}, "_meta": {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
             false,
         ),
-        // Progress and log messages go out on an SSE stream: rmcp's.
-        (
+        plain(
+            "a progress token (an SSE stream)",
             "log_and_progress",
-            serde_json::json!({"arguments": {}, "_meta": {
+            json!({"arguments": {}, "_meta": {
             "progressToken": "p1",
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
             "io.modelcontextprotocol/clientCapabilities": {}}}),
             false,
         ),
-        // A tool that asks for an argument in a header.
-        (
+        plain(
+            "a tool asking for a header argument",
             "test_header_param",
-            serde_json::json!({"arguments": {"region": "eu"}, "_meta": meta(none.clone())}),
+            json!({"arguments": {"region": "eu"}, "_meta": meta(none.clone())}),
             false,
         ),
+        // Hostile: headers that disagree with the body, or repeat.
+        with(
+            "Mcp-Name naming another tool than the body",
+            std_headers("panic"),
+            &echo,
+        ),
+        with(
+            "Mcp-Method given twice",
+            extra(&[("Mcp-Method", "tools/call")]),
+            &echo,
+        ),
+        with(
+            "Mcp-Name given twice",
+            extra(&[("Mcp-Name", "echo")]),
+            &echo,
+        ),
+        with(
+            "Mcp-Method not the body's",
+            vec![
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "tools/list"),
+                ("Mcp-Name", "echo"),
+            ],
+            &echo,
+        ),
+        with(
+            "a stray Mcp-Param header",
+            extra(&[("Mcp-Param-Region", "eu")]),
+            &echo,
+        ),
+        with(
+            "a session id",
+            extra(&[("Mcp-Session-Id", "forged")]),
+            &echo,
+        ),
+        with(
+            "a foreign Host (403)",
+            extra(&[("Host", "evil.example")]),
+            &echo,
+        ),
+        with(
+            "no Mcp-Method",
+            vec![("MCP-Protocol-Version", "2026-07-28"), ("Mcp-Name", "echo")],
+            &echo,
+        ),
+        // Hostile: bodies that could read differently to rmcp.
+        with(
+            "a repeated method key",
+            std_headers("echo"),
+            &echo.replacen(
+                r#""method":"tools/call""#,
+                r#""method":"tools/list","method":"tools/call""#,
+                1,
+            ),
+        ),
+        with(
+            "a repeated tool name",
+            std_headers("echo"),
+            &echo.replacen(r#""name":"echo""#, r#""name":"panic","name":"echo""#, 1),
+        ),
+        with(
+            "a body written by position",
+            std_headers("echo"),
+            r#"["2.0",7,"tools/call",{"name":"echo","arguments":{"text":"hi"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}]"#,
+        ),
     ];
-    let answer = |tool: &str, params: &serde_json::Value, extra: &[(&str, &str)]| {
-        let mut p = params.clone();
-        p["name"] = tool.into();
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": p});
-        let mut headers = vec![
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "tools/call"),
-            ("Mcp-Name", tool),
-        ];
+    let answer = |case: &Case, extra: &[(&str, &str)]| {
+        let mut headers = case.headers.clone();
         headers.extend_from_slice(extra);
-        let (status, resp) = http_post(&addr, &headers, &body.to_string());
+        let (status, resp) = http_post(&addr, &headers, &case.body);
         let kind = header(&resp, "content-type").map(str::to_string);
         let mut v = if kind.as_deref() == Some("application/json") {
             body_json(&resp)
         } else {
-            serde_json::Value::String(format!("{kind:?}"))
+            // Not JSON (an SSE stream, a refusal in words): its kind, and
+            // its body when short.
+            let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            json!({"kind": kind, "body": if body.len() < 200 { body } else { "" }})
         };
         // Sealed afresh on every round (a nonce): compared by presence.
         if let Some(state) = v.pointer_mut("/result/requestState") {
@@ -265,36 +371,94 @@ fn the_stateless_lane_answers_exactly_as_rmcp_does() {
     };
     // Each check also catches a line a request before it logged late.
     let mut taken = 0;
-    for (tool, params, lane) in &cases {
-        let fast = answer(tool, params, &[]);
-        let after = lane_log(taken + usize::from(*lane));
+    let mut answers = Vec::new();
+    for case in &cases {
+        let fast = answer(case, &[]);
+        let after = lane_log(taken + usize::from(case.lane));
         assert_eq!(
             after - taken,
-            usize::from(*lane),
-            "{tool} {params}: the lane should {}have taken it",
-            if *lane { "" } else { "not " }
+            usize::from(case.lane),
+            "{}: the lane should {}have taken it",
+            case.what,
+            if case.lane { "" } else { "not " }
         );
         taken = after;
-        let rmcp = answer(tool, params, &[("Origin", "http://localhost:3000")]);
+        let rmcp = answer(case, &[("Origin", "http://localhost:3000")]);
         assert_eq!(lane_log(taken), taken, "an Origin leaves it to rmcp");
-        assert_eq!(fast, rmcp, "{tool} {params}");
+        assert_eq!(fast, rmcp, "{}", case.what);
+        answers.push(fast);
     }
-    // The cases meant something: a result, an error result, JSON-RPC errors.
-    let (status, _, v) = answer("echo", &cases[0].1, &[]);
+    // The cases meant something: a result, an error result, JSON-RPC
+    // errors, and refusals of the hostile ones.
+    let of = |what: &str| &answers[cases.iter().position(|c| c.what == what).unwrap()];
+    let (status, _, v) = of("a call");
     assert_eq!(
-        (status, &v["result"]["content"][0]["text"]),
+        (*status, &v["result"]["content"][0]["text"]),
         (200, &"hi".into()),
         "{v}"
     );
-    let (status, _, v) = answer("test_missing_capability", &cases[6].1, &[]);
+    let (status, _, v) = of("an undeclared capability (400, -32021)");
     assert_eq!(
-        (status, &v["error"]["code"]),
+        (*status, &v["error"]["code"]),
         (400, &(-32021).into()),
         "{v}"
     );
-    let (_, _, v) = answer("panic", &cases[4].1, &[]);
-    assert_eq!(v["result"]["isError"], true, "{v}");
-    assert_eq!(lane_log(taken + 3), taken + 3, "{}", server.stderr());
+    assert_eq!(of("a tool that traps").2["result"]["isError"], true);
+    for refused in [
+        "Mcp-Name naming another tool than the body",
+        "Mcp-Method given twice",
+        "Mcp-Name given twice",
+        "Mcp-Method not the body's",
+        "no Mcp-Method",
+    ] {
+        let (status, _, v) = of(refused);
+        assert_eq!(*status, 400, "{refused}: {v}");
+    }
+    assert_eq!(of("a foreign Host (403)").0, 403);
+    assert!(
+        of("a body written by position").0 >= 400,
+        "{:?}",
+        of("a body written by position")
+    );
+    // A round begun in the lane goes on through rmcp, and the other way.
+    let first = call(
+        "test_input_required_result_elicitation",
+        json!({"arguments": {}, "_meta": meta(elicit.clone())}),
+    );
+    let state_of = |extra: &[(&str, &str)]| {
+        let case = with(
+            "",
+            std_headers("test_input_required_result_elicitation"),
+            &first,
+        );
+        let mut headers = case.headers.clone();
+        headers.extend_from_slice(extra);
+        let (_, resp) = http_post(&addr, &headers, &case.body);
+        body_json(&resp)["result"]["requestState"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{resp}"))
+            .to_string()
+    };
+    for (begin, finish) in [
+        (&[][..], &[("Origin", "http://localhost:3000")][..]),
+        (&[("Origin", "http://localhost:3000")][..], &[][..]),
+    ] {
+        let state = state_of(begin);
+        let retry = call(
+            "test_input_required_result_elicitation",
+            json!({"arguments": {}, "_meta": meta(elicit.clone()),
+            "inputResponses": {"user_name": {"action": "accept", "content": {"name": "Ada"}}},
+            "requestState": state}),
+        );
+        let mut headers = std_headers("test_input_required_result_elicitation");
+        headers.extend_from_slice(finish);
+        let (_, resp) = http_post(&addr, &headers, &retry);
+        assert_eq!(
+            body_json(&resp)["result"]["content"][0]["text"],
+            "Hello, Ada!",
+            "{resp}"
+        );
+    }
 }
 
 #[test]

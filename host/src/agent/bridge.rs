@@ -25,9 +25,8 @@
 //! Must not: interpret MCP beyond routing (the handler answers), or let a
 //! request id be answered twice.
 
-use crate::mcp::call_past_loop;
+use crate::mcp::{Finishing, call_past_loop};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use rmcp::model::{CallToolRequestParams, ClientJsonRpcMessage, RequestId, ServerJsonRpcMessage};
 use rmcp::service::Peer;
 use rmcp::transport::Transport;
@@ -485,8 +484,7 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
             key,
             turn,
             rx,
-            call: Some(call),
-            stop,
+            call: Finishing::new(call, stop),
         }))
     }
 }
@@ -532,8 +530,7 @@ impl Submitted {
                     // answer, and dropping `d` stops the call.
                     biased;
                     r = &mut d.rx => r.ok(),
-                    v = d.call.as_mut().expect("a call is awaited once") => {
-                        d.call = None;
+                    v = &mut d.call => {
                         d.conn.forget(&d.key, d.turn);
                         Some(v)
                     }
@@ -546,30 +543,20 @@ impl Submitted {
 
 /// A `tools/call` run by the task awaiting its reply. Dropped unanswered
 /// (the CLI cancelled it, by `notifications/cancelled` or by cancelling
-/// the control request), it cancels the call's token, which stops the
-/// guest, and lets the call end on a task of its own, so that it is
-/// recorded as `cancelled` (a dropped call would be `abandoned`), as a call
-/// the loop ran is.
+/// the control request), its call is stopped and recorded as `cancelled`,
+/// as a call the loop ran is (see [`Finishing`]).
 pub struct Direct {
     conn: Arc<Link>,
     id: Value,
     key: String,
     turn: u64,
     rx: oneshot::Receiver<Value>,
-    /// `None` once it has answered.
-    call: Option<BoxFuture<'static, Value>>,
-    stop: CancellationToken,
+    call: Finishing<Value>,
 }
 
 impl Drop for Direct {
     fn drop(&mut self) {
         self.conn.forget(&self.key, self.turn);
-        if let Some(call) = self.call.take() {
-            self.stop.cancel();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(call);
-            }
-        }
     }
 }
 

@@ -544,7 +544,7 @@ impl TenantServer {
 }
 
 /// The header that carries a 2025-11-25 session's id.
-const HEADER_SESSION_ID: &str = "mcp-session-id";
+pub(super) const HEADER_SESSION_ID: &str = "mcp-session-id";
 /// When a client refused a session may try again: an idle one ends after
 /// rmcp's keep-alive (5 minutes), a closed one at once.
 const SESSIONS_RETRY: u64 = 10;
@@ -1260,8 +1260,9 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     };
     let tenant = &table.tenancy.tenants[i].tenant;
     if let Some((id, tool)) = post.call() {
-        // Admitted here, to answer 429 before the call is parsed again;
-        // the admission travels with the request, and the core holds it
+        // Admitted here, to answer 429 before the call runs (in the
+        // stateless lane, or rmcp's service, which parses it again); the
+        // admission travels with the request, and the core holds it
         // (and the tenant's slot) for the whole call.
         let caller = format!("mcp-http:{}", tenant.name);
         match r
@@ -1285,7 +1286,14 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     let who = format!("tenant `{}`", tenant.name);
     let req = Request::from_parts(parts, Body::from(bytes));
     server
-        .serve(&who, holds, held, parsed.initialize, parsed.id, req)
+        .serve(
+            &who,
+            holds,
+            held,
+            parsed.initialize.map(|i| *i),
+            parsed.id,
+            req,
+        )
         .await
 }
 
@@ -1331,7 +1339,7 @@ const VALUE_BYTES: usize = 64;
 /// rmcp's service.
 enum Post {
     Lane(stateless_call::Call),
-    Rmcp(Box<Parsed>),
+    Rmcp(Parsed),
 }
 
 impl Post {
@@ -1343,7 +1351,7 @@ impl Post {
     ) -> Result<Post, Response> {
         match server.lane.take(parts, bytes, &server.server) {
             Some(call) => Ok(Post::Lane(call)),
-            None => Parsed::from(bytes).map(|p| Post::Rmcp(Box::new(p))),
+            None => Parsed::from(bytes).map(Post::Rmcp),
         }
     }
 
@@ -1363,7 +1371,8 @@ struct Parsed {
     /// A `tools/call`'s id and tool.
     call: Option<(serde_json::Value, String)>,
     /// An `initialize`'s parameters, to seal into the session's id.
-    initialize: Option<rmcp::model::InitializeRequestParams>,
+    /// (Boxed: it is large and rare, and a `Post` holds it.)
+    initialize: Option<Box<rmcp::model::InitializeRequestParams>>,
 }
 
 impl Parsed {
@@ -1389,8 +1398,9 @@ impl Parsed {
             }
             parsed.id = Some(id);
         }
-        parsed.initialize =
-            session::initialize_params(&message).map_err(|why| too_large_to_seal(&why))?;
+        parsed.initialize = session::initialize_params(&message)
+            .map_err(|why| too_large_to_seal(&why))?
+            .map(Box::new);
         Ok(parsed)
     }
 }
@@ -1432,7 +1442,14 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
     };
     let req = Request::from_parts(parts, Body::from(bytes));
     r.served
-        .serve(WHO, r.holds, held, parsed.initialize, parsed.id, req)
+        .serve(
+            WHO,
+            r.holds,
+            held,
+            parsed.initialize.map(|i| *i),
+            parsed.id,
+            req,
+        )
         .await
 }
 

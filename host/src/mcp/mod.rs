@@ -47,6 +47,6 @@ pub use auth::{AuthError, Tenancy};
 #[cfg(feature = "http")]
 pub use http::{HttpError, HttpOptions, HttpServer, TenantsHandle};
 pub use server::McpServer;
-pub(crate) use server::call_past_loop;
+pub(crate) use server::{Finishing, call_past_loop};
 pub use stdio::{StdioReader, StdioWriter, stdio};
 pub use stdio_service::StdioService;

@@ -36,6 +36,7 @@ use rmcp::{Peer, RoleServer, ServerHandler};
 use super::input::{self, PeerClient, Round, Stateless};
 use super::tasks::{Switch, SwitchParts, Tasks};
 use crate::mrtr;
+use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex, Weak};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -1338,15 +1339,19 @@ fn logging_level(l: LogLevel) -> LoggingLevel {
 /// agent transport's and stdio's hot path), with a context made as the
 /// loop makes it: the connection's `peer`, the request's `_meta`, and `ct`
 /// (cancelling it stops the call). `None` for a request naming its own
-/// protocol version: the loop scopes that version for the handler, so it
-/// must take the loop.
+/// protocol version: the loop scopes that version for the handler (a
+/// task-local rmcp checks before the server sends its client a request),
+/// and on a connection whose peer speaks another version it must take the
+/// loop. (The HTTP stateless lane calls [`call_in_context`] with such
+/// requests: its peer speaks 2026-07-28, the version they name, so rmcp's
+/// check comes out the same.)
 pub(crate) fn call_past_loop<S>(
     server: S,
     peer: Peer<RoleServer>,
     id: rmcp::model::RequestId,
     mut params: CallToolRequestParams,
     ct: CancellationToken,
-) -> Option<impl Future<Output = rmcp::model::ServerJsonRpcMessage> + Send + 'static>
+) -> Option<BoxFuture<'static, rmcp::model::ServerJsonRpcMessage>>
 where
     S: ServerHandler + Send + Sync + 'static,
 {
@@ -1362,16 +1367,19 @@ where
 
 /// A `tools/call` for `server`'s handler in `ctx` (its id, peer, `_meta`,
 /// cancellation and extensions made by the caller, as rmcp's loop makes
-/// them), through the handler's whole request path (rmcp's checks of the
-/// request's protocol version and metadata included), answered as the
-/// loop answers it. A panicking handler is answered as an internal error
-/// here, so the call is never left half-run (and polled again) by
-/// whoever holds it.
+/// them; not the loop's task-locals, see [`call_past_loop`]), through the
+/// handler's whole request path (rmcp's checks of the request's protocol
+/// version and metadata included), answered as the loop answers it. A
+/// panicking handler is answered as an internal error here, so the call
+/// is never left half-run (and polled again) by whoever holds it. Boxed:
+/// the handler's future is kilobytes (rmcp's, sized for every request it
+/// handles), which the front end would otherwise copy each time it moves
+/// the call (see `Scheduler::run`).
 pub(crate) fn call_in_context<S>(
     server: S,
     ctx: RequestContext<RoleServer>,
     params: CallToolRequestParams,
-) -> impl Future<Output = rmcp::model::ServerJsonRpcMessage> + Send + 'static
+) -> BoxFuture<'static, rmcp::model::ServerJsonRpcMessage>
 where
     S: ServerHandler + Send + Sync + 'static,
 {
@@ -1380,11 +1388,8 @@ where
     let id = ctx.id.clone();
     let request = ClientRequest::CallToolRequest(Request::new(params));
     async move {
-        // Boxed: the handler's future is kilobytes (rmcp's, sized for
-        // every request it handles), which the front end would otherwise
-        // copy each time it moves the call (see `Scheduler::run`).
-        let handled = std::panic::AssertUnwindSafe(Box::pin(
-            rmcp::Service::<RoleServer>::handle_request(&server, request, ctx),
+        let handled = std::panic::AssertUnwindSafe(rmcp::Service::<RoleServer>::handle_request(
+            &server, request, ctx,
         ))
         .catch_unwind()
         .await;
@@ -1395,6 +1400,56 @@ where
                 ErrorData::internal_error("the tool call panicked", None),
                 Some(id),
             ),
+        }
+    }
+    .boxed()
+}
+
+/// A call run past rmcp's loop, awaited by whoever answers it. Dropped
+/// before it has finished (its client went away, cancelled it, or its
+/// request timed out), it cancels the call's token, which stops the
+/// guest, and lets the call end on a task of its own: it is recorded as
+/// `cancelled`, as a call the loop ran is (the loop cancels its handler's
+/// token then), not `abandoned` (a dropped call).
+pub(crate) struct Finishing<T: Send + 'static> {
+    /// `None` once it has finished.
+    call: Option<BoxFuture<'static, T>>,
+    stop: CancellationToken,
+}
+
+impl<T: Send + 'static> Finishing<T> {
+    /// `call`, which `stop` stops.
+    pub(crate) fn new(call: BoxFuture<'static, T>, stop: CancellationToken) -> Finishing<T> {
+        Finishing {
+            call: Some(call),
+            stop,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Finishing<T> {
+    type Output = T;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<T> {
+        let call = self.call.as_mut().expect("not polled after it finished");
+        let done = call.as_mut().poll(cx);
+        if done.is_ready() {
+            self.call = None;
+        }
+        done
+    }
+}
+
+impl<T: Send + 'static> Drop for Finishing<T> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.stop.cancel();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(call);
+            }
         }
     }
 }

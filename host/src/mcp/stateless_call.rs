@@ -37,7 +37,8 @@
 //! stateless service makes it (the request's `_meta`, its HTTP parts, a
 //! peer that knows only that the client speaks 2026-07-28), with the HTTP
 //! status rmcp gives a JSON-RPC error. The tests send the same requests
-//! down both paths and compare the answers byte for byte. Two answers
+//! down both paths and compare status, type and JSON body (a sealed
+//! `requestState`, fresh on every round, by its presence). Two answers
 //! differ on purpose, where rmcp's loses the handler's: a handler that
 //! panics is answered as a JSON-RPC internal error (rmcp's spawned
 //! handler dies, and it answers 500, "empty response"), and a call that
@@ -45,8 +46,9 @@
 //! client goes away is cancelled, and recorded so, as on rmcp's path.
 //!
 //! Must not touch: tenants, quotas and body limits (`http` applies them
-//! before the lane sees a request, as before rmcp does), or what a call
-//! means (`server`, `core`).
+//! to the lane's calls as to rmcp's: the tenant's bounds and body limits
+//! before the lane reads a request, its call quotas once the lane has
+//! taken it), or what a call means (`server`, `core`).
 
 use super::McpServer;
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
@@ -60,13 +62,12 @@ use serde::Deserialize;
 use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
-/// The stateless protocol revision, as its header names it.
-const V_2026_07_28: &str = "2026-07-28";
-
 /// Which requests the lane may take for one server: the `Host` names it
 /// allows on any port.
 pub(super) struct Lane {
     hosts: Vec<String>,
+    /// The peer its calls' contexts name (see [`stateless_peer`]).
+    peer: OnceLock<Peer<RoleServer>>,
 }
 
 /// A request the lane took: a `tools/call` to answer.
@@ -74,6 +75,7 @@ pub(super) struct Call {
     id: RequestId,
     params: CallToolRequestParams,
     meta: rmcp::model::RequestMetaObject,
+    peer: Peer<RoleServer>,
 }
 
 /// A `tools/call` request, as the lane reads a body: derived structs, so
@@ -131,18 +133,27 @@ impl Lane {
             })
             .filter(|h| !h.is_empty())
             .collect();
-        Lane { hosts }
+        Lane {
+            hosts,
+            peer: OnceLock::new(),
+        }
     }
 
     /// The request, if the lane takes it (see the module's doc); `None`
     /// leaves it to rmcp.
     pub(super) fn take(&self, parts: &Parts, body: &[u8], server: &McpServer) -> Option<Call> {
         let h = &parts.headers;
-        if !self.host_allowed(h)
-            || h.contains_key(header::ORIGIN)
-            || h.contains_key("mcp-session-id")
-            || !single_is(h, "mcp-protocol-version", V_2026_07_28)
+        // Cheapest first: most requests that are not the lane's (sessions,
+        // other methods, browsers) fail the first three.
+        if h.contains_key(super::http::HEADER_SESSION_ID)
+            || !single_is(
+                h,
+                "mcp-protocol-version",
+                ProtocolVersion::V_2026_07_28.as_str(),
+            )
             || !single_is(h, "mcp-method", "tools/call")
+            || h.contains_key(header::ORIGIN)
+            || !self.host_allowed(h)
             || !json_content(h)
             || !accepts_json_and_sse(h)
             || h.keys().any(|k| k.as_str().starts_with("mcp-param-"))
@@ -169,7 +180,13 @@ impl Lane {
         {
             return None;
         }
-        Some(Call { id, params, meta })
+        let peer = self.peer.get_or_init(stateless_peer).clone();
+        Some(Call {
+            id,
+            params,
+            meta,
+            peer,
+        })
     }
 
     fn host_allowed(&self, h: &HeaderMap) -> bool {
@@ -179,8 +196,8 @@ impl Lane {
         let Ok(authority) = http::uri::Authority::try_from(host) else {
             return false;
         };
-        let name = host_name(authority.host());
-        self.hosts.contains(&name)
+        let name = authority.host().trim_matches('[').trim_matches(']');
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
     }
 }
 
@@ -206,58 +223,22 @@ impl Call {
         parts: Parts,
     ) -> (StatusCode, Vec<u8>) {
         tracing::debug!(tool = %self.params.name, "stateless call answered in the lane");
-        let mut ctx = RequestContext::new(self.id, stateless_peer());
+        let mut ctx = RequestContext::new(self.id, self.peer);
         ctx.meta = self.meta;
         let ct_of_call = ct.clone();
         ctx.ct = ct;
         ctx.extensions.insert(parts);
+        // Dropped unanswered (the client went away, the request timed
+        // out), the call is cancelled, and recorded so, as on rmcp's path.
         let call = super::server::call_in_context(server, ctx, self.params);
-        let message = Answering {
-            call: Some(Box::pin(call)),
-            stop: ct_of_call,
-        }
-        .await;
-        let status = status_of(&message);
-        let body = serde_json::to_vec(&message).unwrap_or_default();
-        (status, body)
-    }
-}
-
-/// A lane call being answered. Dropped before it has finished (its client
-/// went away, or the request timed out), it cancels the call's token,
-/// which stops the guest, and lets the call end on a task of its own: it
-/// is recorded as `cancelled`, as on rmcp's path (which cancels its
-/// handler's token then), not `abandoned`; the agent bridge's direct calls
-/// do the same.
-struct Answering {
-    /// `None` once it has finished.
-    call: Option<futures::future::BoxFuture<'static, ServerJsonRpcMessage>>,
-    stop: CancellationToken,
-}
-
-impl Future for Answering {
-    type Output = ServerJsonRpcMessage;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<ServerJsonRpcMessage> {
-        let call = self.call.as_mut().expect("not polled after it finished");
-        let done = call.as_mut().poll(cx);
-        if done.is_ready() {
-            self.call = None;
-        }
-        done
-    }
-}
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        if let Some(call) = self.call.take() {
-            self.stop.cancel();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(call);
-            }
+        let message = super::Finishing::new(call, ct_of_call).await;
+        match serde_json::to_vec(&message) {
+            Ok(body) => (status_of(&message), body),
+            // As rmcp answers a response it cannot serialize.
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("serialize json response: {e}").into_bytes(),
+            ),
         }
     }
 }
@@ -278,32 +259,29 @@ fn status_of(message: &ServerJsonRpcMessage) -> StatusCode {
     }
 }
 
-/// The peer every lane call's context names: what rmcp's stateless
-/// service gives a request (a peer whose client speaks 2026-07-28, with
-/// default capabilities and identity: the request's own come from its
-/// `_meta`). Nothing is ever sent through it: the lane takes no call
-/// with progress or log messages to send, and a 2026-07-28 call asks
-/// its client through an input-required result, never the peer (rmcp
-/// refuses a server's request to a 2026-07-28 peer). Its input is empty,
-/// so its service loop ends at once; one for the process.
+/// The peer a lane's calls' contexts name: what rmcp's stateless service
+/// gives a request (a peer whose client speaks 2026-07-28, with default
+/// capabilities and identity: the request's own come from its `_meta`).
+/// Nothing is ever sent through it: the lane takes no call with progress
+/// or log messages to send, and a 2026-07-28 call asks its client through
+/// an input-required result, never the peer (rmcp refuses a server's
+/// request to a 2026-07-28 peer). Its input is empty, so its service loop
+/// ends at once. One per lane (per tenant), so nothing a call could do to
+/// it reaches another tenant's calls.
 fn stateless_peer() -> Peer<RoleServer> {
-    static PEER: OnceLock<Peer<RoleServer>> = OnceLock::new();
-    PEER.get_or_init(|| {
-        struct Nowhere;
-        impl ServerHandler for Nowhere {}
-        let info = InitializeRequestParams::new(Default::default(), Default::default())
-            .with_protocol_version(ProtocolVersion::V_2026_07_28);
-        let running = rmcp::service::serve_directly(
-            Nowhere,
-            (
-                futures::sink::drain::<rmcp::service::TxJsonRpcMessage<RoleServer>>(),
-                futures::stream::empty::<rmcp::service::RxJsonRpcMessage<RoleServer>>(),
-            ),
-            Some(info),
-        );
-        running.peer().clone()
-    })
-    .clone()
+    struct Nowhere;
+    impl ServerHandler for Nowhere {}
+    let info = InitializeRequestParams::new(Default::default(), Default::default())
+        .with_protocol_version(ProtocolVersion::V_2026_07_28);
+    let running = rmcp::service::serve_directly(
+        Nowhere,
+        (
+            futures::sink::drain::<rmcp::service::TxJsonRpcMessage<RoleServer>>(),
+            futures::stream::empty::<rmcp::service::RxJsonRpcMessage<RoleServer>>(),
+        ),
+        Some(info),
+    );
+    running.peer().clone()
 }
 
 /// A host name as rmcp compares them: without IPv6 brackets, lower case
