@@ -169,7 +169,7 @@ impl McpServer {
             turns: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        let ready = Arc::new(OnceLock::new());
+        let ready = Arc::new(Readiness::default());
         let (to_loop, loop_input) = tokio::io::duplex(TO_LOOP);
         let reader = AbortOnDropHandle::new(tokio::spawn(read(
             BufReader::new(input),
@@ -194,7 +194,7 @@ impl McpServer {
             .await;
         let running = started?;
         let (reader, writer) = starting.tasks.take().expect("taken once");
-        let _ = ready.set(Ready {
+        ready.set(Ready {
             server,
             peer: running.peer().clone(),
         });
@@ -263,6 +263,41 @@ impl Drop for StdioService {
     }
 }
 
+/// The served connection, once rmcp's handshake is done: set once, and
+/// awaited by the reader after the client's `notifications/initialized`.
+#[derive(Default)]
+struct Readiness {
+    ready: OnceLock<Ready>,
+    set: tokio::sync::Notify,
+}
+
+impl Readiness {
+    fn get(&self) -> Option<&Ready> {
+        self.ready.get()
+    }
+
+    fn set(&self, ready: Ready) {
+        let _ = self.ready.set(ready);
+        self.set.notify_waiters();
+    }
+
+    /// Until it is set (or `within` has passed: the handshake failed).
+    async fn wait(&self, within: Duration) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let set = self.set.notified();
+                tokio::pin!(set);
+                set.as_mut().enable();
+                if self.ready.get().is_some() {
+                    return;
+                }
+                set.await;
+            }
+        })
+        .await;
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -272,7 +307,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn read<R: AsyncRead + Unpin>(
     mut input: BufReader<R>,
     mut to_loop: tokio::io::DuplexStream,
-    ready: Arc<OnceLock<Ready>>,
+    ready: Arc<Readiness>,
     calls: Arc<Calls>,
     out: Arc<Output>,
 ) {
@@ -352,6 +387,14 @@ async fn read<R: AsyncRead + Unpin>(
             .is_err()
         {
             break;
+        }
+        // rmcp's handshake ends with the client's `initialized`: the lines
+        // after it are read once the service is up, so each is routed as
+        // the service means to (else the first calls would all go to the
+        // loop, their ids untracked here, while the serving task had not
+        // yet run).
+        if ready.get().is_none() && is_initialized(&line) {
+            serving(&mut parked, &out, ready.wait(HANDSHAKE_SETTLES)).await;
         }
     }
     // Input ended. The calls still running keep the loop, through which
@@ -433,6 +476,17 @@ struct Probe<'a> {
     #[serde(borrow, default)]
     params: Option<&'a RawValue>,
 }
+
+/// Whether `line` is the client's `notifications/initialized`.
+fn is_initialized(line: &[u8]) -> bool {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    serde_json::from_slice::<Probe<'_>>(line.trim_ascii_end())
+        .is_ok_and(|p| p.id.is_none() && p.method.as_deref() == Some("notifications/initialized"))
+}
+
+/// How long the reader waits, after the client's `initialized`, for rmcp's
+/// handshake to finish (it is done once rmcp has read that line).
+const HANDSHAKE_SETTLES: Duration = Duration::from_secs(1);
 
 /// Where a line goes.
 enum Route {
