@@ -479,12 +479,12 @@ impl<S: ServerHandler + Clone + Send + Sync + 'static> Bridge<S> {
         }
         .boxed();
         Some(Submitted::Direct(Direct {
+            call: Finishing::new(call, stop),
             conn: conn.link.clone(),
             id: id.clone(),
             key,
             turn,
             rx,
-            call: Finishing::new(call, stop),
         }))
     }
 }
@@ -546,12 +546,13 @@ impl Submitted {
 /// the control request), its call is stopped and recorded as `cancelled`,
 /// as a call the loop ran is (see [`Finishing`]).
 pub struct Direct {
+    /// First: dropped (cancelled, and left to finish) before the link.
+    call: Finishing<Value>,
     conn: Arc<Link>,
     id: Value,
     key: String,
     turn: u64,
     rx: oneshot::Receiver<Value>,
-    call: Finishing<Value>,
 }
 
 impl Drop for Direct {

@@ -1434,10 +1434,12 @@ impl<T: Send + 'static> Future for Finishing<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<T> {
-        let call = self.call.as_mut().expect("not polled after it finished");
+        // Out while polled: a call that panics is dropped in the unwind,
+        // not handed to a task of its own by `drop` (to panic again there).
+        let mut call = self.call.take().expect("not polled after it finished");
         let done = call.as_mut().poll(cx);
-        if done.is_ready() {
-            self.call = None;
+        if done.is_pending() {
+            self.call = Some(call);
         }
         done
     }

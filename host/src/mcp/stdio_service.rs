@@ -52,6 +52,7 @@ use rmcp::model::{
 use rmcp::service::{Peer, QuitReason, RunningService, ServerInitializeError};
 use rmcp::{RoleServer, ServiceExt};
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -264,7 +265,7 @@ impl Drop for StdioService {
 }
 
 /// The served connection, once rmcp's handshake is done: set once, and
-/// awaited by the reader after the client's `notifications/initialized`.
+/// awaited by the reader after the handshake's lines.
 #[derive(Default)]
 struct Readiness {
     ready: OnceLock<Ready>,
@@ -315,6 +316,8 @@ async fn read<R: AsyncRead + Unpin>(
     // Direct calls that did not end inline: polled here, between reads
     // (see `serving`).
     let mut parked = Parked::new();
+    // Whether the reader has waited for the handshake (see below).
+    let mut waited = false;
     loop {
         // At most `MAX_PARKED`: past it, input waits for a call to end.
         while parked.len() >= MAX_PARKED && !calls.stop.is_cancelled() {
@@ -388,12 +391,16 @@ async fn read<R: AsyncRead + Unpin>(
         {
             break;
         }
-        // rmcp's handshake ends with the client's `initialized`: the lines
-        // after it are read once the service is up, so each is routed as
-        // the service means to (else the first calls would all go to the
-        // loop, their ids untracked here, while the serving task had not
-        // yet run).
-        if ready.get().is_none() && is_initialized(&line) {
+        // rmcp's handshake ends once it has answered `initialize` (the
+        // client's `initialized` is then an ordinary message); the task
+        // that records the served connection runs after that. The lines
+        // after `initialize` (or, if that wait ran out, `initialized`) are
+        // read once the service is up, so each is routed as the service
+        // means to: else the first calls would go to the loop, their ids
+        // untracked here, beside direct calls under the same ids. Once per
+        // connection: a client that repeats them is not delayed again.
+        if !waited && ready.get().is_none() && ends_handshake(&line) {
+            waited = true;
             serving(&mut parked, &out, ready.wait(HANDSHAKE_SETTLES)).await;
         }
     }
@@ -477,15 +484,22 @@ struct Probe<'a> {
     params: Option<&'a RawValue>,
 }
 
-/// Whether `line` is the client's `notifications/initialized`.
-fn is_initialized(line: &[u8]) -> bool {
+/// Whether `line` is an `initialize` request or the client's
+/// `notifications/initialized` (read leniently: a wrong guess costs one
+/// bounded wait, once).
+fn ends_handshake(line: &[u8]) -> bool {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    serde_json::from_slice::<Probe<'_>>(line.trim_ascii_end())
-        .is_ok_and(|p| p.id.is_none() && p.method.as_deref() == Some("notifications/initialized"))
+    serde_json::from_slice::<Value>(line).is_ok_and(|v| {
+        matches!(
+            v.get("method").and_then(Value::as_str),
+            Some("initialize" | "notifications/initialized")
+        )
+    })
 }
 
-/// How long the reader waits, after the client's `initialized`, for rmcp's
-/// handshake to finish (it is done once rmcp has read that line).
+/// How long the reader waits, after the handshake's lines, for the
+/// service to be recorded (rmcp is done with the handshake once it has
+/// answered `initialize`; this bounds a slow or failed one).
 const HANDSHAKE_SETTLES: Duration = Duration::from_secs(1);
 
 /// Where a line goes.
