@@ -542,15 +542,14 @@ fn metrics_health_and_readiness_over_http() {
     child.wait().unwrap();
 }
 
-#[test]
-fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
-    let d = ToolDir::new();
-    d.add("echo", "echo", "");
+/// `toolhost serve --http` over `d`, its audit log `audit.jsonl` in the
+/// returned directory with `fsync = "never"` (nothing but the shutdown
+/// itself makes the lines durable).
+fn serve_audited(d: &ToolDir) -> (Child, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("host.toml");
-    // "never": nothing but the shutdown itself makes the lines durable.
     std::fs::write(&cfg, "[audit]\npath = \"audit.jsonl\"\nfsync = \"never\"\n").unwrap();
-    let (mut child, addr, _) = serve(&[
+    let (child, addr, _) = serve(&[
         "--tools",
         d.path().to_str().unwrap(),
         "--config",
@@ -558,6 +557,27 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
         "--watch",
         "false",
     ]);
+    (child, addr, dir)
+}
+
+/// SIGTERM (a clean shutdown), then the audit log's records.
+fn stop_and_read(mut child: Child, dir: &tempfile::TempDir) -> Vec<Value> {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    records(&dir.path().join("audit.jsonl"))
+}
+
+#[test]
+fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let (child, addr, dir) = serve_audited(&d);
     let (status, resp) = http_post(&addr, &[], INIT);
     assert_eq!(status, 200, "{resp}");
     let session = header(&resp, "mcp-session-id")
@@ -583,16 +603,7 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     let stateless = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"stateless"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
     let (status, resp) = http_post(&addr, &forged, stateless);
     assert!(status == 200 && resp.contains("stateless"), "{resp}");
-    // SIGTERM: a clean shutdown.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-    let recs = records(&dir.path().join("audit.jsonl"));
+    let recs = stop_and_read(child, &dir);
     assert_eq!(recs.len(), 2, "{recs:#?}");
     // The session's SID: the part of its sealed id before the `.`.
     let sid = session.split('.').next().unwrap();
@@ -612,17 +623,7 @@ fn a_stateless_call_whose_client_hangs_up_is_stopped_and_recorded_as_cancelled()
     let d = ToolDir::new();
     d.add("hostile", "hostile", "[limits]\ntimeout = \"60s\"\n");
     d.add("echo", "echo", "");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
-    std::fs::write(&cfg, "[audit]\npath = \"audit.jsonl\"\nfsync = \"never\"\n").unwrap();
-    let (mut child, addr, _) = serve(&[
-        "--tools",
-        d.path().to_str().unwrap(),
-        "--config",
-        cfg.to_str().unwrap(),
-        "--watch",
-        "false",
-    ]);
+    let (child, addr, dir) = serve_audited(&d);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "spin", "arguments": {}, "_meta": meta(json!({}))}})
     .to_string();
@@ -650,15 +651,7 @@ fn a_stateless_call_whose_client_hangs_up_is_stopped_and_recorded_as_cancelled()
     );
     // Stopped when their clients left, not by the shutdown's grace.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
-    let recs = records(&dir.path().join("audit.jsonl"));
+    let recs = stop_and_read(child, &dir);
     let spins: Vec<&Value> = recs.iter().filter(|r| r["tool"] == "spin").collect();
     assert_eq!(spins.len(), 2, "{recs:#?}");
     for r in spins {

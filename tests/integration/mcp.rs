@@ -768,6 +768,53 @@ fn a_request_under_a_running_calls_id_is_refused() {
     );
 }
 
+/// A client that writes its first calls with its handshake, not waiting
+/// for the `initialize` reply: the calls are routed once the service is
+/// up, so a request under the id of a running call is still refused (the
+/// first calls do not slip to the loop, their ids untracked).
+#[test]
+fn calls_sent_with_the_handshake_are_routed_as_after_it() {
+    use serde_json::json;
+    let dir = tools(true);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let burst = [
+        serde_json::from_str::<serde_json::Value>(INIT).unwrap(),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":300}}}),
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"twin"}}}),
+    ];
+    let text: String = burst.iter().map(|l| format!("{l}\n")).collect();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lines: Vec<serde_json::Value> = rest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_5: Vec<&serde_json::Value> = lines.iter().filter(|l| l["id"] == 5).collect();
+    assert_eq!(of_5.len(), 2, "{lines:?}");
+    assert_eq!(of_5[0]["error"]["code"], -32600, "{lines:?}");
+    assert_eq!(
+        of_5[1]["result"]["content"][0]["text"], "slept",
+        "{lines:?}"
+    );
+}
+
 /// A line past the 16 MiB bound is dropped whole, never buffered into a
 /// call, and the connection goes on: the next call is answered.
 #[test]

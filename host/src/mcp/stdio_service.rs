@@ -59,7 +59,7 @@ use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -170,7 +170,9 @@ impl McpServer {
             turns: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        let ready = Arc::new(Readiness::default());
+        // Set once rmcp's handshake is done (and awaited by the reader
+        // after the handshake's lines).
+        let ready = Arc::new(tokio::sync::SetOnce::new());
         let (to_loop, loop_input) = tokio::io::duplex(TO_LOOP);
         let reader = AbortOnDropHandle::new(tokio::spawn(read(
             BufReader::new(input),
@@ -195,7 +197,7 @@ impl McpServer {
             .await;
         let running = started?;
         let (reader, writer) = starting.tasks.take().expect("taken once");
-        ready.set(Ready {
+        let _ = ready.set(Ready {
             server,
             peer: running.peer().clone(),
         });
@@ -264,41 +266,6 @@ impl Drop for StdioService {
     }
 }
 
-/// The served connection, once rmcp's handshake is done: set once, and
-/// awaited by the reader after the handshake's lines.
-#[derive(Default)]
-struct Readiness {
-    ready: OnceLock<Ready>,
-    set: tokio::sync::Notify,
-}
-
-impl Readiness {
-    fn get(&self) -> Option<&Ready> {
-        self.ready.get()
-    }
-
-    fn set(&self, ready: Ready) {
-        let _ = self.ready.set(ready);
-        self.set.notify_waiters();
-    }
-
-    /// Until it is set (or `within` has passed: the handshake failed).
-    async fn wait(&self, within: Duration) {
-        let _ = tokio::time::timeout(within, async {
-            loop {
-                let set = self.set.notified();
-                tokio::pin!(set);
-                set.as_mut().enable();
-                if self.ready.get().is_some() {
-                    return;
-                }
-                set.await;
-            }
-        })
-        .await;
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -308,7 +275,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn read<R: AsyncRead + Unpin>(
     mut input: BufReader<R>,
     mut to_loop: tokio::io::DuplexStream,
-    ready: Arc<Readiness>,
+    ready: Arc<tokio::sync::SetOnce<Ready>>,
     calls: Arc<Calls>,
     out: Arc<Output>,
 ) {
@@ -394,14 +361,16 @@ async fn read<R: AsyncRead + Unpin>(
         // rmcp's handshake ends once it has answered `initialize` (the
         // client's `initialized` is then an ordinary message); the task
         // that records the served connection runs after that. The lines
-        // after `initialize` (or, if that wait ran out, `initialized`) are
-        // read once the service is up, so each is routed as the service
-        // means to: else the first calls would go to the loop, their ids
-        // untracked here, beside direct calls under the same ids. Once per
-        // connection: a client that repeats them is not delayed again.
+        // after the first of `initialize` and `initialized` are read once
+        // the service is up (or `HANDSHAKE_SETTLES` has passed), so each is
+        // routed as the service means to: else the first calls would go to
+        // the loop, their ids untracked here, beside direct calls under the
+        // same ids. Once per connection: a client that repeats them is not
+        // delayed again.
         if !waited && ready.get().is_none() && ends_handshake(&line) {
             waited = true;
-            serving(&mut parked, &out, ready.wait(HANDSHAKE_SETTLES)).await;
+            let up = tokio::time::timeout(HANDSHAKE_SETTLES, ready.wait());
+            let _ = serving(&mut parked, &out, up).await;
         }
     }
     // Input ended. The calls still running keep the loop, through which
