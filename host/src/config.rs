@@ -119,6 +119,17 @@ pub struct EngineConfig {
     pub prewarm: u32,
     /// Most linear memory all prepared sandboxes may hold together.
     pub prewarm_memory: u64,
+    /// Once a front end has written a call's reply, prepare one sandbox
+    /// for the next call of the same component on the same task (`[engine]
+    /// prepare-after-reply`, on by default): the next call skips
+    /// instantiation, and no other thread is woken for it. Applies where
+    /// calls run inside [`reply_first`](crate::reply_first) (every front
+    /// end of this crate) and `prewarm` is 0. A prepared sandbox is built
+    /// from the component's grants before any call's data exists, serves
+    /// exactly one call, and holds a pool slot and its memory until then:
+    /// within `prewarm-memory`, never the last quarter of the pool, and
+    /// given up as soon as a call waits for room.
+    pub prepare_after_reply: bool,
     /// Components loaded at once at start and on reload (reading,
     /// deserializing or compiling, `describe`); 0 (the default): one per
     /// core.
@@ -174,6 +185,10 @@ impl Default for EngineConfig {
             // thread costs more than it saves (BENCHMARKS.md, "Prewarm").
             prewarm: 0,
             prewarm_memory: 64 << 20,
+            // On: it runs on the task that answered, after the reply,
+            // so it costs no thread hop (BENCHMARKS.md, "Prepared after
+            // the reply").
+            prepare_after_reply: true,
             load_parallelism: 0,
             describe_timeout: Duration::from_secs(10),
             guest_priority: GuestPriority::Background,
@@ -203,6 +218,12 @@ impl HostConfig {
     /// (0: off). See [`EngineConfig::prewarm`].
     pub fn with_prewarm(mut self, n: u32) -> Self {
         self.engine.prewarm = n;
+        self
+    }
+    /// Prepare each component's next sandbox once a call's reply is
+    /// written (on by default). See [`EngineConfig::prepare_after_reply`].
+    pub fn with_prepare_after_reply(mut self, on: bool) -> Self {
+        self.engine.prepare_after_reply = on;
         self
     }
     /// Load `n` components at once (0: one per core). See
@@ -457,7 +478,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, load-parallelism, describe-timeout, guest-priority, guest-threads";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, prepare-after-reply, load-parallelism, describe-timeout, guest-priority, guest-threads";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";
@@ -583,6 +604,7 @@ struct RawEngine {
     pagemap_scan: Option<bool>,
     prewarm: Option<Spanned<u32>>,
     prewarm_memory: Option<Spanned<SizeText>>,
+    prepare_after_reply: Option<bool>,
     load_parallelism: Option<Spanned<u32>>,
     describe_timeout: Option<Spanned<String>>,
     guest_priority: Option<Spanned<String>>,
@@ -649,6 +671,9 @@ impl RawEngine {
         }
         if let Some(s) = self.prewarm_memory.and_then(|s| size(&s, 0, 1 << 40, cx)) {
             e.prewarm_memory = s;
+        }
+        if let Some(b) = self.prepare_after_reply {
+            e.prepare_after_reply = b;
         }
         if let Some(n) = self
             .load_parallelism
@@ -1116,6 +1141,17 @@ mod tests {
         assert_eq!((ok.engine.prewarm, ok.engine.prewarm_memory), (4, 8 << 20));
         let off = HostConfig::parse(Path::new("t.toml"), "[engine]\nprewarm = 0\n").unwrap();
         assert_eq!(off.engine.prewarm, 0);
+        assert!(off.engine.prepare_after_reply, "on by default");
+        let after = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nprepare-after-reply = false\n",
+        )
+        .unwrap();
+        assert!(!after.engine.prepare_after_reply);
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nprepare-after-reply = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prepare-after-reply"), "{e}");
         let e = HostConfig::parse(
             Path::new("t.toml"),
             "[engine]\nmax-instances = 4\nprewarm = 4\n",

@@ -28,7 +28,6 @@ use crate::quota::{Admission, OverQuota, QuotaBook};
 /// For front ends answering on the task that ran a call: its sandbox is
 /// torn down once the reply is written (see the function).
 #[cfg(feature = "mcp")]
-pub(crate) use crate::sandbox::deferring_teardown;
 use crate::sandbox::{CallContext, Sandbox, Usage};
 use crate::sandbox::{LoadedComponent, Op, Output};
 use crate::scheduler::{ScheduleError, Scheduler};

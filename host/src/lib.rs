@@ -57,7 +57,7 @@ pub use crate::model::{
 #[cfg(feature = "mcp")]
 pub use crate::mrtr::{StateKey, StateKeyError};
 pub use crate::policy::{Decision, Effect, Policy, Rule};
-pub use crate::sandbox::PrewarmStats;
+pub use crate::sandbox::{AfterReply, PrewarmStats, reply_first};
 pub use crate::served::{
     Completion, CompletionRef, MAX_COMPLETION_VALUES, PromptArgument, PromptDef, PromptMessage,
     PromptOutput, ResourceBody, ResourceDef, Role, TemplateDef,

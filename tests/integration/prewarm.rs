@@ -1,4 +1,6 @@
-//! Pre-instantiated single-use sandboxes (`[engine] prewarm`): a prepared
+//! Pre-instantiated single-use sandboxes, prepared in the background
+//! (`[engine] prewarm`) or by a call's task once its reply is written
+//! (`[engine] prepare-after-reply`, `toolhost::reply_first`): a prepared
 //! sandbox serves exactly one call, never sees another call's data, and one
 //! prepared before a reload is never used after it. The `remember` tool of
 //! `hostile` keeps each call's secret and a call count in globals: an
@@ -211,4 +213,231 @@ async fn back_to_back_calls_with_prewarm_never_run_out_of_the_pool() {
     for c in callers {
         c.await.unwrap();
     }
+}
+
+/// `remember` in `scope`, answered as a front end answers: the call inside
+/// `reply_first`, and what it leaves done once the "reply" is out.
+async fn remember_replying(core: &Core, scope: &Scope, secret: &str) -> Value {
+    let args = json!({ "secret": secret }).as_object().cloned();
+    let (out, after) = toolhost::reply_first(core.call(toolhost::CallRequest::new(
+        scope.clone(),
+        "remember",
+        args,
+    )))
+    .await;
+    drop(after);
+    serde_json::from_str(&out.unwrap().text()).unwrap()
+}
+
+/// A config whose calls finish within their first slice (on the caller's
+/// task, so inside its `reply_first`) even on a loaded machine: a call
+/// past its first slice finishes on the guest executor, which leaves
+/// nothing for after the reply.
+fn one_slice_config() -> toolhost::HostConfig {
+    let mut config = test_config();
+    config.engine.epoch_tick = Duration::from_millis(200);
+    config
+}
+
+async fn core_replying(path: &std::path::Path, after_reply: bool) -> Core {
+    let core = Core::builder()
+        .config(one_slice_config().with_prepare_after_reply(after_reply))
+        .source(Scope::default(), path)
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    core
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_prepared_after_a_reply_serves_the_next_call_only_and_fresh() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    // On by default.
+    assert!(test_config().engine.prepare_after_reply);
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    for i in 0..40 {
+        let seen = remember_replying(&core, &scope, &format!("secret-{i}")).await;
+        assert_eq!(
+            seen,
+            json!({ "calls": 0, "before": null }),
+            "call {i} ran in an instance an earlier call used"
+        );
+    }
+    let stats = core.prewarm_stats();
+    // The first call finds nothing prepared; each later one the sandbox
+    // its predecessor's task prepared once it had answered.
+    assert_eq!(
+        (stats.hits, stats.misses, stats.ready),
+        (39, 1, 1),
+        "{stats:?}"
+    );
+    // A call not answered through `reply_first` leaves nothing prepared,
+    // but still takes the one that is.
+    assert_eq!(
+        remember(&core, "plain").await,
+        json!({ "calls": 0, "before": null })
+    );
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.ready), (40, 0), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_replying_first_never_share_an_instance() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "[limits]\nmax-concurrency = 32\n");
+    let core = core_replying(d.path(), true).await;
+    let callers = (0..8).map(|c| {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let scope = Scope::default();
+            for i in 0..25 {
+                let seen = remember_replying(&core, &scope, &format!("{c}-{i}")).await;
+                assert_eq!(
+                    seen,
+                    json!({ "calls": 0, "before": null }),
+                    "call {i} of caller {c} shared an instance"
+                );
+            }
+        })
+    });
+    for c in futures::future::join_all(callers).await {
+        c.unwrap();
+    }
+    let stats = core.prewarm_stats();
+    assert!(stats.hits >= 100, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_prepared_after_a_reply_before_a_reload_is_never_used_after_it() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[env]\nset = { GREETING = \"before\" }\n",
+    );
+    let core = core_replying(d.path(), true).await;
+    let greeting = |core: Core| async move {
+        let args = json!({ "name": "GREETING" }).as_object().cloned();
+        let (out, after) = toolhost::reply_first(core.call(toolhost::CallRequest::new(
+            Scope::default(),
+            "getenv",
+            args,
+        )))
+        .await;
+        drop(after);
+        out.unwrap().text()
+    };
+    assert_eq!(greeting(core.clone()).await, "before");
+    assert_eq!(core.prewarm_stats().ready, 1);
+
+    // New grants: the sandbox prepared with the old ones is dropped, and
+    // every later call (the first of them built fresh, the rest prepared)
+    // sees the new value.
+    d.add(
+        "hostile",
+        "hostile",
+        "[env]\nset = { GREETING = \"after\" }\n",
+    );
+    let before = core.prewarm_stats();
+    assert!(core.reload().await.is_empty());
+    let after = core.prewarm_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.ready, 0, "{after:?}");
+    for _ in 0..5 {
+        assert_eq!(greeting(core.clone()).await, "after");
+    }
+    assert!(core.prewarm_stats().hits >= before.hits + 4);
+
+    // A new component under the same manifest: its tools, never the old
+    // component's sandbox.
+    d.add("hostile", "echo", "");
+    assert!(core.reload().await.is_empty());
+    let args = json!({ "name": "GREETING" }).as_object().cloned();
+    let err = core
+        .call(toolhost::CallRequest::new(Scope::default(), "getenv", args))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &toolhost::CallErrorKind::UnknownTool, "{err}");
+    for i in 0..5 {
+        let text = format!("echo {i}");
+        let args = json!({ "text": text }).as_object().cloned();
+        let (out, after) = toolhost::reply_first(core.call(toolhost::CallRequest::new(
+            Scope::default(),
+            "echo",
+            args,
+        )))
+        .await;
+        drop(after);
+        assert_eq!(out.unwrap().text(), text);
+    }
+}
+
+#[tokio::test]
+async fn with_prepare_after_reply_off_replying_first_prepares_nothing() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let core = core_replying(d.path(), false).await;
+    let scope = Scope::default();
+    for i in 0..5 {
+        assert_eq!(
+            remember_replying(&core, &scope, &format!("s{i}")).await,
+            json!({ "calls": 0, "before": null })
+        );
+    }
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+}
+
+/// A prepared sandbox holds a pool slot; a call that needs that slot gets
+/// it (prepared sandboxes are shed as soon as a call waits for room), and
+/// none is prepared into the pool's last quarter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_sandboxes_give_their_pool_room_to_calls() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "[limits]\nmax-concurrency = 8\n");
+    d.add("echo", "echo", "");
+    // One component may fill the pool: its calls then wait for the pool
+    // itself, not for their share of it.
+    let mut config = one_slice_config().with_max_instances(4);
+    config.caps.limits.pool_share = 1.0;
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let scope = Scope::default();
+    remember_replying(&core, &scope, "one").await;
+    let args = json!({ "text": "x" }).as_object().cloned();
+    let (_, after) =
+        toolhost::reply_first(core.call(toolhost::CallRequest::new(scope.clone(), "echo", args)))
+            .await;
+    drop(after);
+    // Two prepared (one per component), within three quarters of 4 slots.
+    assert_eq!(core.prewarm_stats().ready, 2, "{:?}", core.prewarm_stats());
+    // Four calls that hold their slots at once: the one prepared for
+    // `hostile` serves one, two slots are free, and the fourth call can
+    // only have the one `echo`'s prepared sandbox holds. All run.
+    let sleeps = (0..4).map(|_| {
+        let core = core.clone();
+        tokio::spawn(async move {
+            call(&core, "sleep", json!({ "ms": 200 }))
+                .await
+                .map(|o| o.text())
+        })
+    });
+    for s in futures::future::join_all(sleeps).await {
+        s.unwrap().unwrap();
+    }
+    let stats = core.prewarm_stats();
+    assert_eq!(stats.ready, 0, "{stats:?}");
+    assert!(stats.discarded >= 1, "{stats:?}");
 }

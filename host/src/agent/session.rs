@@ -710,12 +710,12 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
         let _ = inner.write(&reply);
     };
     // A tool call's sandbox that finished on this task is torn down once
-    // the reply is written, not before (`core::deferring_teardown`).
+    // the reply is written, not before (`toolhost::reply_first`).
     // Only for a direct call: a hook's future may go on awaiting (an
     // approval) after calls it made, which must not hold their sandboxes.
     let mut answer: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = if direct {
         Box::pin(async move {
-            let ((), teardown) = crate::core::deferring_teardown(answer).await;
+            let ((), teardown) = crate::reply_first(answer).await;
             drop(teardown);
         })
     } else {

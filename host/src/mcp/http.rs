@@ -520,7 +520,7 @@ impl TenantServer {
 
     /// Answer a call the stateless lane took (see `stateless_call`) within
     /// the server's bounds. Its sandbox is reset once the answer has been
-    /// sent (`core::deferring_teardown`), as stdio and the agent do.
+    /// sent (`toolhost::reply_first`), as stdio and the agent do.
     async fn answer_stateless(
         &self,
         held: OpenRequest,
@@ -528,7 +528,7 @@ impl TenantServer {
         parts: http::request::Parts,
     ) -> Response {
         let answer = call.answer(self.server.new_session(), self.streams.child_token(), parts);
-        let ((status, body), teardown) = crate::core::deferring_teardown(answer).await;
+        let ((status, body), teardown) = crate::reply_first(answer).await;
         let body = http_body_util::Full::new(bytes::Bytes::from(body));
         let mut response = Response::new(Body::new(Holding {
             inner: body,

@@ -17,7 +17,7 @@
 //!   guest that yields past its first slice goes on on the guest executor
 //!   (`Scheduler::run`); its reply is written by whichever task has it
 //!   (`lines::Output`), and only then is its sandbox torn down
-//!   (`core::deferring_teardown`). Another request under the id of a
+//!   (`toolhost::reply_first`). Another request under the id of a
 //!   call running here is refused, as the loop cannot know of it;
 //! - every other line, and a `tools/call` naming its own protocol version
 //!   in `_meta` (which the loop scopes for the handler), goes to rmcp's loop
@@ -584,7 +584,7 @@ fn direct(
     lock(&calls.running).insert(id.clone(), (turn, stop));
     let (calls, out) = (calls.clone(), out.clone());
     Route::Direct(Box::pin(async move {
-        let (message, teardown) = crate::core::deferring_teardown(call).await;
+        let (message, teardown) = crate::reply_first(call).await;
         // Cancelled by the client (or too late at the end): no reply.
         {
             let mut running = lock(&calls.running);

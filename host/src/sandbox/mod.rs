@@ -426,56 +426,111 @@ impl Drop for Metered {
     }
 }
 
-/// Most teardowns one [`deferring_teardown`] holds back; past it a store
+/// Most teardowns one [`reply_first`] holds back; past it a store
 /// is torn down at once, as without it.
 const MAX_DEFERRED: usize = 2;
 
 tokio::task_local! {
     /// Finished calls' stores, left for their task to tear down once it
-    /// has answered (see [`deferring_teardown`]).
-    static DEFERRED: std::cell::RefCell<Vec<Metered>>;
+    /// has answered (see [`reply_first`]).
+    static DEFERRED: std::cell::RefCell<Deferred>;
 }
 
-#[cfg(feature = "mcp")]
-/// The teardowns of the calls `f` made within its own task (at most
-/// [`MAX_DEFERRED`]): their stores' memory is reset, and their pool room
-/// given back, when this is dropped.
-pub(crate) struct Teardown {
-    _stores: Vec<Metered>,
+/// What a task's finished calls left for after its reply.
+#[derive(Default)]
+struct Deferred {
+    stores: Vec<Metered>,
+    /// Components whose next call gets a sandbox prepared then (see
+    /// `warm::Shared::prepare_after_reply`), with the warm sets' owner.
+    prepare: Vec<(Arc<warm::Shared>, Arc<LoadedComponent>)>,
 }
 
-#[cfg(feature = "mcp")]
-/// Run `f`, holding back the teardown of each sandbox that finished on its
-/// task (a call that ended within its first slice, see `scheduler`) until
-/// the returned [`Teardown`] is dropped: a front end drops it once it has
-/// written the reply, so resetting the sandbox's memory (a third of a
-/// fresh sandbox's cost) is not on the reply's path, and needs no other
-/// thread. The call's usage is recorded and its concurrency permit given
-/// back at its end as always; only the store waits, with its pool room,
-/// and nothing runs in it any more. Only while the pool has room beyond
-/// its reserve and no call waits for it (as for prewarm's off-path
-/// teardown), and the pool and the call's scope share each have a slot
-/// free and at most half their memory held: a call that needs the room
-/// gets it at once.
-pub(crate) async fn deferring_teardown<F: Future>(f: F) -> (F::Output, Teardown) {
+/// What the sandboxes of calls made within [`reply_first`] need once the
+/// reply is written: resetting their memory, giving their pool room back
+/// and (`[engine] prepare-after-reply`) preparing one sandbox for their
+/// components' next calls. Done when this is dropped, on the dropping
+/// task: drop it once the reply is on its way.
+pub struct AfterReply {
+    later: Deferred,
+}
+
+impl Drop for AfterReply {
+    fn drop(&mut self) {
+        // The room first: the slot a call just left is the one its
+        // component's next sandbox is most likely to take.
+        self.later.stores.clear();
+        for (warm, comp) in self.later.prepare.drain(..) {
+            warm.prepare_after_reply(&comp);
+        }
+    }
+}
+
+impl std::fmt::Debug for AfterReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterReply")
+            .field("sandboxes", &self.later.stores.len())
+            .field("to_prepare", &self.later.prepare.len())
+            .finish()
+    }
+}
+
+/// Run `f`, a handler that makes calls on a [`Core`](crate::Core) and
+/// builds a reply, and leave what its calls' sandboxes need afterwards to
+/// the returned [`AfterReply`]: resetting each sandbox's memory (a third
+/// of a fresh sandbox's cost) and preparing the next call's sandbox (most
+/// of the rest) are then off the reply's path, and need no other thread.
+/// Every front end of this crate answers this way.
+///
+/// ```no_run
+/// # async fn f(core: toolhost::Core, send: impl Fn(String)) {
+/// use toolhost::{CallRequest, Scope};
+/// let args = serde_json::json!({ "text": "hi" }).as_object().cloned();
+/// let (reply, after) = toolhost::reply_first(async {
+///     let out = core.call(CallRequest::new(Scope::default(), "echo", args)).await;
+///     format!("{out:?}")
+/// })
+/// .await;
+/// send(reply);
+/// drop(after); // now: the sandbox is reset, the next one prepared
+/// # }
+/// ```
+///
+/// Only calls that finish on `f`'s own task (a call that ends within its
+/// first slice, see `scheduler`: most short calls) are held back, at most
+/// two; each call's usage is recorded and its concurrency given back at
+/// its end as always, and nothing runs in a held sandbox any more. A
+/// sandbox is held back only while the pool has room beyond its reserve
+/// (a quarter) and no call waits for it, and the pool and the call's
+/// scope share each have a slot free and at most half their memory held:
+/// a call that needs the room gets it at once.
+pub async fn reply_first<F: Future>(f: F) -> (F::Output, AfterReply) {
     DEFERRED
-        .scope(std::cell::RefCell::new(Vec::new()), async move {
+        .scope(std::cell::RefCell::new(Deferred::default()), async move {
             let out = f.await;
             let later = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
-            (out, Teardown { _stores: later })
+            (out, AfterReply { later })
         })
         .await
 }
 
-/// Leave `m` to the enclosing [`deferring_teardown`], if there is one with
-/// room; else give it back.
-fn defer(m: Metered) -> Option<Metered> {
+/// Leave `m` to the enclosing [`reply_first`], if there is one with
+/// room, and with it the preparing of `prepare`'s next sandbox; else give
+/// `m` back.
+fn defer(
+    m: Metered,
+    prepare: Option<(Arc<warm::Shared>, Arc<LoadedComponent>)>,
+) -> Option<Metered> {
     let mut m = Some(m);
     let _ = DEFERRED.try_with(|d| {
         if let Ok(mut held) = d.try_borrow_mut()
-            && held.len() < MAX_DEFERRED
+            && held.stores.len() < MAX_DEFERRED
         {
-            held.extend(m.take());
+            held.stores.extend(m.take());
+            if let Some(p) = prepare
+                && !held.prepare.iter().any(|(_, c)| Arc::ptr_eq(c, &p.1))
+            {
+                held.prepare.push(p);
+            }
         }
     });
     m
@@ -769,9 +824,7 @@ impl Sandbox {
             engine.clone(),
             pool.clone(),
             shape,
-            config.prewarm as usize,
-            usize::try_from(config.prewarm_memory).unwrap_or(usize::MAX),
-            n as usize,
+            &config,
             background.clone(),
         );
         Ok(Sandbox {
@@ -1345,11 +1398,11 @@ impl Sandbox {
         // `cancelled()` returns in the same poll that saw it): the caller
         // asked for no result, and gets none.
         if cancel.is_cancelled() {
-            self.retire(metered);
+            self.retire(comp, metered);
             return Err(CallErrorKind::Cancelled);
         }
         let out = self.finish(comp, tool, result, &mut metered.store);
-        self.retire(metered);
+        self.retire(comp, metered);
         out
     }
 
@@ -1511,7 +1564,7 @@ impl Sandbox {
     /// the pool is short of room: teardowns waiting for their task hold
     /// sandboxes, and a caller that never yields could pile them up until
     /// the pool is nearly full.
-    fn retire(&self, mut metered: Metered) {
+    fn retire(&self, comp: &Arc<LoadedComponent>, mut metered: Metered) {
         metered.record();
         drop(metered.own.take());
         // Its turn at the guest threads and its events go with the call,
@@ -1521,7 +1574,7 @@ impl Sandbox {
             turn.release();
         }
         metered.store.data_mut().output.detach();
-        if self.warm.enabled()
+        if self.warm.refills_in_background()
             && self.warm.has_room()
             && let Some(rt) = self.background.handle()
         {
@@ -1530,7 +1583,11 @@ impl Sandbox {
             && metered._pool.roomy()
             && metered._scope_share.as_ref().is_none_or(PoolPermits::roomy)
         {
-            drop(defer(metered));
+            let prepare = self
+                .warm
+                .prepares_after_reply()
+                .then(|| (self.warm.clone(), comp.clone()));
+            drop(defer(metered, prepare));
         }
         // Else (dropped here) torn down at once: another call may need the
         // room, of the pool or of the scope's share, slots or memory.

@@ -156,6 +156,9 @@ pub(crate) struct Shared {
     shape: PoolShape,
     /// Most sandboxes prepared per component (`[engine] prewarm`); 0: off.
     max_per_component: usize,
+    /// Prepare one sandbox for a component's next call on the task of the
+    /// call before, once its reply is written.
+    after_reply: bool,
     /// Most linear memory all prepared sandboxes may hold together.
     memory_budget: usize,
     memory_used: AtomicUsize,
@@ -174,23 +177,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The warm sets of a sandbox configured by `config` (`prewarm`,
+    /// `prewarm-memory`, `prepare-after-reply`, `max-instances`).
     pub(crate) fn new(
         engine: Engine,
         pools: Pools,
         shape: PoolShape,
-        max_per_component: usize,
-        memory_budget: usize,
-        max_instances: usize,
+        config: &crate::config::EngineConfig,
         background: super::Background,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             engine,
             pools,
             shape,
-            max_per_component,
-            memory_budget,
+            max_per_component: config.prewarm as usize,
+            after_reply: config.prepare_after_reply,
+            memory_budget: usize::try_from(config.prewarm_memory).unwrap_or(usize::MAX),
             memory_used: AtomicUsize::new(0),
-            reserve: max_instances.div_ceil(4),
+            reserve: (config.max_instances as usize).div_ceil(4),
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             sets: Mutex::new(Vec::new()),
@@ -204,7 +208,18 @@ impl Shared {
 
     /// Whether components get prepared sandboxes at all.
     pub(crate) fn enabled(&self) -> bool {
+        self.max_per_component > 0 || self.after_reply
+    }
+
+    /// Whether sandboxes are prepared (and torn down) by background tasks.
+    pub(crate) fn refills_in_background(&self) -> bool {
         self.max_per_component > 0
+    }
+
+    /// Whether a call's task prepares its component's next sandbox once it
+    /// has answered.
+    pub(crate) fn prepares_after_reply(&self) -> bool {
+        self.after_reply && self.max_per_component == 0
     }
 
     /// A new, empty warm set for a component being loaded.
@@ -268,7 +283,9 @@ impl Shared {
             return None;
         }
         let set = &comp.warm;
-        set.rate().note_call(Instant::now());
+        if self.refills_in_background() {
+            set.rate().note_call(Instant::now());
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let mut got = None;
         {
@@ -282,6 +299,7 @@ impl Shared {
             }
         }
         if got.is_some() {
+            tracing::debug!("a call takes a sandbox prepared before it");
             self.hits.fetch_add(1, Ordering::Relaxed);
         } else {
             self.misses.fetch_add(1, Ordering::Relaxed);
@@ -290,8 +308,48 @@ impl Shared {
         got
     }
 
+    /// Prepare one sandbox for `comp`'s next call, here and now, unless
+    /// one is ready, preparing it has failed before, or the pool is short
+    /// of room. Called by a call's task after its reply is written, so it
+    /// wakes no other task or thread. Instantiating must finish in one
+    /// poll (it runs no guest code beyond the component's start-up); one
+    /// that would wait is dropped, and the component's calls build their
+    /// own sandboxes from then on.
+    pub(crate) fn prepare_after_reply(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
+        let set = &comp.warm;
+        if !comp.prewarmable() || set.broken.load(Ordering::Relaxed) || set.len() > 0 {
+            return;
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let Some(permits) = self.try_permits(comp.weight) else {
+            return;
+        };
+        let prepared = match self.prepare_now(comp, permits, generation) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(
+                    component = %comp.manifest.path.display(),
+                    "not preparing sandboxes: {e:#}"
+                );
+                set.broken.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        if self.generation.load(Ordering::Acquire) != generation
+            || self.waiting.load(Ordering::Acquire) > 0
+        {
+            self.discarded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        set.lock().push_back(prepared);
+    }
+
     /// Start a background refill of `comp`'s warm set unless one runs.
     fn refill_later(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
+        if !self.refills_in_background() {
+            return;
+        }
         let set = &comp.warm;
         if set.broken.load(Ordering::Relaxed)
             || set.len() >= set.rate().target(self.max_per_component)
@@ -379,11 +437,43 @@ impl Shared {
         permits: PoolPermits,
         generation: u64,
     ) -> anyhow::Result<Option<Prepared>> {
+        let (mut store, bound) = self.new_sandbox(comp, &permits)?;
+        let limits = &comp.grants.limits;
+        let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
+            .await
+            .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
+        Ok(self.charge(store, instance, permits, generation))
+    }
+
+    /// [`Shared::prepare`] within one poll: an instantiation that would
+    /// wait (a start-up that runs past its first slice) is dropped, the
+    /// guest unwound, and reported as an error.
+    fn prepare_now(
+        self: &Arc<Self>,
+        comp: &LoadedComponent,
+        permits: PoolPermits,
+        generation: u64,
+    ) -> anyhow::Result<Option<Prepared>> {
+        use futures::FutureExt;
+        let (mut store, bound) = self.new_sandbox(comp, &permits)?;
+        let instance = bound
+            .instantiate(&mut store)
+            .now_or_never()
+            .ok_or_else(|| anyhow::anyhow!("instantiating did not finish in one slice"))??;
+        Ok(self.charge(store, instance, permits, generation))
+    }
+
+    /// A store for a sandbox of `comp` prepared ahead: its grants, but no
+    /// call's context.
+    fn new_sandbox<'c>(
+        &self,
+        comp: &'c LoadedComponent,
+        permits: &PoolPermits,
+    ) -> anyhow::Result<(Store<CallState>, &'c super::Bound)> {
         let super::Kind::Toolhost(bound) = &comp.kind else {
             anyhow::bail!("only toolhost-world components are prepared ahead");
         };
-        let limits = &comp.grants.limits;
-        let mut store = new_store(
+        let store = new_store(
             &self.engine,
             &comp.grants,
             CallContext::default(),
@@ -391,9 +481,18 @@ impl Shared {
             self.shape,
             &permits.memory,
         )?;
-        let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
-            .await
-            .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
+        Ok((store, bound))
+    }
+
+    /// Charge an instantiated sandbox to the warm memory budget; `None` (it
+    /// is dropped) if the budget has no room for it.
+    fn charge(
+        self: &Arc<Self>,
+        store: Store<CallState>,
+        instance: wasmtime::component::Instance,
+        permits: PoolPermits,
+        generation: u64,
+    ) -> Option<Prepared> {
         let bytes = store.data().limiter.used();
         let used = self.memory_used.fetch_add(bytes, Ordering::AcqRel);
         let charge = MemoryCharge {
@@ -404,15 +503,15 @@ impl Shared {
         if used.saturating_add(bytes) > self.memory_budget {
             self.discarded.fetch_add(1, Ordering::Relaxed);
             drop((store, charge, permits));
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Prepared {
+        Some(Prepared {
             store,
             instance,
             permits,
             _memory: charge,
             generation,
-        }))
+        })
     }
 }
 
