@@ -126,7 +126,20 @@ async fn null_server(transport: &str) -> anyhow::Result<()> {
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
     Toolhost,
+    /// `toolhost serve` with `[engine] prepare-after-reply = false`: every
+    /// call instantiates its sandbox on its own path.
+    ToolhostUnprepared,
     Null,
+}
+
+/// A host config turning `prepare-after-reply` off, written once.
+fn unprepared_config() -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "toolhost-bench-unprepared-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, "[engine]\nprepare-after-reply = false\n").unwrap();
+    path
 }
 
 #[derive(Clone, Copy)]
@@ -138,10 +151,13 @@ enum Transport {
 fn spawn(server: Server, transport: Transport) -> Child {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut cmd = match server {
-        Server::Toolhost => {
+        Server::Toolhost | Server::ToolhostUnprepared => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_toolhost"));
             c.args(["serve", "--watch", "false", "--tools"])
                 .arg(root.join("build/tools/echo.toml"));
+            if server == Server::ToolhostUnprepared {
+                c.arg("--config").arg(unprepared_config());
+            }
             match transport {
                 Transport::Stdio => c.arg("--stdio"),
                 Transport::Http => c.args(["--http", "127.0.0.1:0"]),
@@ -410,19 +426,22 @@ fn median_figures(mut rounds: Vec<Figures>) -> Figures {
     }
 }
 
-/// Rounds of `transport` at `concurrency`, alternating toolhost and null.
-async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures) {
+/// Rounds of `transport` at `concurrency`, alternating toolhost and null
+/// (and over stdio, toolhost with `prepare-after-reply` off: the third
+/// figures).
+async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures, Option<Figures>) {
     let (calls, inflight) = if concurrency == 1 {
         (SEQUENTIAL_CALLS, 1)
     } else {
         (CONCURRENT * CONCURRENT_CALLS_EACH, CONCURRENT)
     };
-    let mut results: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+    let mut results: [Vec<Figures>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     match transport {
         Transport::Stdio => {
             let mut clients = [
                 StdioClient::connect(Server::Toolhost).await,
                 StdioClient::connect(Server::Null).await,
+                StdioClient::connect(Server::ToolhostUnprepared).await,
             ];
             for c in clients.iter_mut() {
                 c.round(calls / 4, inflight).await; // warm up
@@ -462,8 +481,9 @@ async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures)
             }
         }
     }
-    let [toolhost, null] = results;
-    (median_figures(toolhost), median_figures(null))
+    let [toolhost, null, unprepared] = results;
+    let unprepared = (!unprepared.is_empty()).then(|| median_figures(unprepared));
+    (median_figures(toolhost), median_figures(null), unprepared)
 }
 
 /// Rounds over one `toolhost serve --http` at `concurrency`, alternating the
@@ -547,6 +567,7 @@ fn main() -> anyhow::Result<()> {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut toolhost_sequential = Vec::new();
+        let mut unprepared_rows = Vec::new();
         // `-- stdio` measures the stdio rows alone (quicker, for work on it).
         let stdio_only = args.iter().any(|a| a == "stdio");
         for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
@@ -554,7 +575,7 @@ fn main() -> anyhow::Result<()> {
                 continue;
             }
             for concurrency in [1, CONCURRENT] {
-                let (t, n) = compare(transport, concurrency).await;
+                let (t, n, unprepared) = compare(transport, concurrency).await;
                 if concurrency == 1 {
                     toolhost_sequential.push((name, t.p50_us));
                 }
@@ -563,6 +584,18 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     format!("{concurrency} concurrent")
                 };
+                if let Some(u) = unprepared {
+                    unprepared_rows.push(format!(
+                        "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+                        t.p50_us,
+                        u.p50_us,
+                        u.p50_us / t.p50_us,
+                        t.calls_per_s,
+                        u.calls_per_s,
+                        t.calls_per_s / u.calls_per_s,
+                        u.p50_us / n.p50_us,
+                    ));
+                }
                 println!(
                     "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x |",
                     t.p50_us,
@@ -578,6 +611,15 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session)."
+        );
+        println!("\n## The next call's sandbox prepared after the reply (`prepare-after-reply`, default) vs built on the call's path\n");
+        println!("| transport | callers | p50, prepared | p50, built on the path | p50 saved (ratio) | calls/s, prepared | calls/s, built on the path | throughput ratio | built on the path: p50 vs null |");
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for row in &unprepared_rows {
+            println!("{row}");
+        }
+        println!(
+            "\nThe same rounds as the table above: three stdio servers alternating (toolhost, the null server, and toolhost with `[engine] prepare-after-reply = false`)."
         );
         if stdio_only {
             return Ok(());

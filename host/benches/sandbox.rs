@@ -27,6 +27,10 @@ fn cpu_us() -> f64 {
 struct Variant {
     name: String,
     core: Core,
+    /// Each call answered as a front end answers it: inside
+    /// `toolhost::reply_first`, timed until its output is back, then what
+    /// it left for after the reply done (in the call's mean and CPU).
+    replying: bool,
     /// Per round: mean wall time per call, CPU per call, p50 of single calls.
     wall: Vec<f64>,
     cpu: Vec<f64>,
@@ -67,7 +71,26 @@ fn row(name: &str, us: f64, base: f64) {
     println!("| {name} | {us:.2} µs | {:.1}x |", us / base);
 }
 
-/// A core over the echo manifest with `engine`, and whether it compiled.
+/// One `Core::call` of echo with `args`; with `replying`, as a front end
+/// makes it (see `Variant::replying`), returning when the output is back
+/// and the time that took, before what the call left for after its reply.
+async fn echo_timed(
+    core: &Core,
+    args: &serde_json::Map<String, serde_json::Value>,
+    replying: bool,
+) -> (toolhost::ToolOutput, f64) {
+    let t = Instant::now();
+    if replying {
+        let (out, after) = toolhost::reply_first(echo(core, args)).await;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        drop(after);
+        (out, us)
+    } else {
+        let out = echo(core, args).await;
+        (out, t.elapsed().as_secs_f64() * 1e6)
+    }
+}
+
 /// One `Core::call` of echo with `args`.
 async fn echo(
     core: &Core,
@@ -272,15 +295,17 @@ fn main() {
         // Prewarm off vs on: the same `Core::call`, rounds interleaved so
         // every variant sees the same machine.
         let mut variants = Vec::new();
-        for (name, n) in [
-            ("`Core::call`, prewarm off (sandbox built on the call's path)", 0),
-            ("`Core::call`, prewarm = 2", 2),
-            ("`Core::call`, prewarm = 8", 8),
+        for (name, n, replying) in [
+            ("`Core::call`, nothing prepared (sandbox built on the call's path)", 0, false),
+            ("`Core::call` in `reply_first`, prepare-after-reply (the default)", 0, true),
+            ("`Core::call`, prewarm = 2 (background)", 2, false),
+            ("`Core::call`, prewarm = 8 (background)", 8, false),
         ] {
             let (core, _) = echo_core(with(&|e| e.prewarm = n), &echo_manifest).await;
             variants.push(Variant {
                 name: name.into(),
                 core,
+                replying,
                 wall: Vec::new(),
                 cpu: Vec::new(),
                 p50: Vec::new(),
@@ -292,12 +317,12 @@ fn main() {
         for round in 0..=ROUNDS {
             for v in &mut variants {
                 let core = &v.core;
+                let replying = v.replying;
                 let mut single = Vec::with_capacity(per_round);
                 let (t, c) = (Instant::now(), cpu_us());
                 for _ in 0..per_round {
-                    let t1 = Instant::now();
-                    let r = echo(core, &argmap).await;
-                    single.push(t1.elapsed().as_secs_f64() * 1e6);
+                    let (r, us) = echo_timed(core, &argmap, replying).await;
+                    single.push(us);
                     std::hint::black_box(r);
                 }
                 let wall = t.elapsed().as_secs_f64() * 1e6 / per_round as f64;
@@ -309,7 +334,7 @@ fn main() {
                         let argmap = argmap.clone();
                         tokio::spawn(async move {
                             for _ in 0..per_round / 2 {
-                                echo(&core, &argmap).await;
+                                echo_timed(&core, &argmap, replying).await;
                             }
                         })
                     })
@@ -325,9 +350,8 @@ fn main() {
                     while Instant::now() < until {
                         std::hint::spin_loop();
                     }
-                    let t1 = Instant::now();
-                    let r = echo(core, &argmap).await;
-                    paced.push(t1.elapsed().as_secs_f64() * 1e6);
+                    let (r, us) = echo_timed(core, &argmap, replying).await;
+                    paced.push(us);
                     std::hint::black_box(r);
                 }
                 // Round 0 warms up.
@@ -439,5 +463,8 @@ fn main() {
                 },
             );
         }
+        println!(
+            "\nEvery row runs each call in a sandbox no earlier call touched. The `reply_first` row's p50s are the time until the call's output is back (its reply); its mean and CPU per call include what the call left for after the reply (the sandbox's reset, the next one's instantiation), done on the same task before the next call."
+        );
     });
 }

@@ -25,9 +25,6 @@ use crate::metrics::Metrics;
 use crate::model::{ClientRequests, EventSink, ToolDef, ToolOutput};
 use crate::policy::{Decision, Policy};
 use crate::quota::{Admission, OverQuota, QuotaBook};
-/// For front ends answering on the task that ran a call: its sandbox is
-/// torn down once the reply is written (see the function).
-#[cfg(feature = "mcp")]
 use crate::sandbox::{CallContext, Sandbox, Usage};
 use crate::sandbox::{LoadedComponent, Op, Output};
 use crate::scheduler::{ScheduleError, Scheduler};

@@ -455,9 +455,11 @@ fn metrics_health_and_readiness_over_http() {
     d.add("echo", "echo", "");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("host.toml");
+    // No sandbox prepared after a reply (it would hold memory between
+    // calls), so that no memory is held once no call runs.
     std::fs::write(
         &cfg,
-        "[[rule]]\neffect = \"deny\"\ntool = \"echo\"\narg = \"/text\"\ncontains = \"secret\"\n",
+        "[engine]\nprepare-after-reply = false\n[[rule]]\neffect = \"deny\"\ntool = \"echo\"\narg = \"/text\"\ncontains = \"secret\"\n",
     )
     .unwrap();
     let (mut child, addr, metrics) = serve(&[

@@ -333,6 +333,21 @@ async fn a_sandbox_prepared_after_a_reply_before_a_reload_is_never_used_after_it
     assert_eq!(greeting(core.clone()).await, "before");
     assert_eq!(core.prewarm_stats().ready, 1);
 
+    // A reload that changes nothing still drops it (the component may be
+    // the same object, and its set with it): the next call builds its own.
+    let before = core.prewarm_stats();
+    assert!(core.reload().await.is_empty());
+    let after = core.prewarm_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(greeting(core.clone()).await, "before");
+    assert_eq!(core.prewarm_stats().hits, after.hits, "a stale sandbox ran");
+    assert_eq!(greeting(core.clone()).await, "before");
+    assert_eq!(core.prewarm_stats().hits, after.hits + 1);
+
     // New grants: the sandbox prepared with the old ones is dropped, and
     // every later call (the first of them built fresh, the rest prepared)
     // sees the new value.

@@ -543,6 +543,14 @@ impl MemoryBudget {
         true
     }
 
+    /// Whether it has joined `scope` already.
+    pub(crate) fn in_scope(&self, scope: &Arc<SharedMemory>) -> bool {
+        self.held()
+            .scope
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, scope))
+    }
+
     /// Which bound refused it memory last, if one did, and that bound in
     /// bytes.
     pub(crate) fn refused(&self) -> Option<(Refusal, u64)> {

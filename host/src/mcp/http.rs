@@ -519,8 +519,9 @@ impl TenantServer {
     }
 
     /// Answer a call the stateless lane took (see `stateless_call`) within
-    /// the server's bounds. Its sandbox is reset once the answer has been
-    /// sent (`toolhost::reply_first`), as stdio and the agent do.
+    /// the server's bounds. Its sandbox is reset, and the next one
+    /// prepared, once the answer has been written (`toolhost::reply_first`,
+    /// see `AfterTurn`), as stdio and the agent do.
     async fn answer_stateless(
         &self,
         held: OpenRequest,
@@ -528,11 +529,11 @@ impl TenantServer {
         parts: http::request::Parts,
     ) -> Response {
         let answer = call.answer(self.server.new_session(), self.streams.child_token(), parts);
-        let ((status, body), teardown) = crate::reply_first(answer).await;
+        let ((status, body), after) = crate::reply_first(answer).await;
         let body = http_body_util::Full::new(bytes::Bytes::from(body));
         let mut response = Response::new(Body::new(Holding {
             inner: body,
-            _held: (held, teardown),
+            _held: (held, AfterTurn(Some(after))),
         }));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -540,6 +541,20 @@ impl TenantServer {
             header::HeaderValue::from_static("application/json"),
         );
         response
+    }
+}
+
+/// What a call left for after its reply, done once the connection's task
+/// has ended its turn: hyper drops a response's body when it has taken
+/// its last frame, before it writes and flushes the response, so done
+/// when the body drops it would delay the very response it follows.
+struct AfterTurn(Option<crate::AfterReply>);
+
+impl Drop for AfterTurn {
+    fn drop(&mut self) {
+        if let Some(after) = self.0.take() {
+            after.after_this_turn();
+        }
     }
 }
 

@@ -151,6 +151,11 @@ impl Output {
         Ok(())
     }
 
+    /// Whether lines sent now wait for a hold to end.
+    pub(crate) fn is_held(&self) -> bool {
+        self.lock().holds > 0
+    }
+
     /// Hold the lines sent from now until the returned guard is dropped,
     /// then write them together (one `writev` where the pipe takes them
     /// all): for a sender about to answer several requests at once, one

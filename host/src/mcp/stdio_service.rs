@@ -584,7 +584,7 @@ fn direct(
     lock(&calls.running).insert(id.clone(), (turn, stop));
     let (calls, out) = (calls.clone(), out.clone());
     Route::Direct(Box::pin(async move {
-        let (message, teardown) = crate::reply_first(call).await;
+        let (message, after) = crate::reply_first(call).await;
         // Cancelled by the client (or too late at the end): no reply.
         {
             let mut running = lock(&calls.running);
@@ -594,8 +594,14 @@ fn direct(
             running.remove(&id);
         }
         write(&out, &message);
-        // The sandbox's memory is reset now, after the reply is out.
-        drop(teardown);
+        // The sandbox's memory is reset (and the next one prepared) after
+        // the reply is out: now, or when a turn's held replies have been
+        // written together (`serving`).
+        if out.is_held() {
+            after.after_this_turn();
+        } else {
+            drop(after);
+        }
     }))
 }
 

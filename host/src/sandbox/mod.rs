@@ -269,8 +269,12 @@ impl LoadedComponent {
     /// Whether sandboxes of it can be prepared ahead: toolhost-world
     /// components only (a typed tool's call instantiates its function's
     /// component as part of running it).
+    /// Whether sandboxes of it may be prepared ahead: toolhost-world
+    /// components without network grants. (A start-up that opened a
+    /// request would keep it going while the sandbox waits, outside any
+    /// call's deadline and audit.)
     fn prewarmable(&self) -> bool {
-        matches!(self.kind, Kind::Toolhost(_))
+        matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any()
     }
 
     /// For a typed-WIT tool, a check of its arguments that converts them
@@ -441,8 +445,17 @@ tokio::task_local! {
 struct Deferred {
     stores: Vec<Metered>,
     /// Components whose next call gets a sandbox prepared then (see
-    /// `warm::Shared::prepare_after_reply`), with the warm sets' owner.
-    prepare: Vec<(Arc<warm::Shared>, Arc<LoadedComponent>)>,
+    /// `warm::Shared::prepare_after_reply`).
+    prepare: Vec<Prepare>,
+}
+
+/// One sandbox to prepare after a reply: for `comp`, by the warm sets'
+/// owner, charged to `scope` (the memory share of the scope whose call
+/// ended).
+struct Prepare {
+    warm: Arc<warm::Shared>,
+    comp: Arc<LoadedComponent>,
+    scope: Option<Arc<SharedMemory>>,
 }
 
 /// What the sandboxes of calls made within [`reply_first`] need once the
@@ -450,8 +463,29 @@ struct Deferred {
 /// and (`[engine] prepare-after-reply`) preparing one sandbox for their
 /// components' next calls. Done when this is dropped, on the dropping
 /// task: drop it once the reply is on its way.
+#[must_use = "dropped at once, it does its work before the reply is sent"]
 pub struct AfterReply {
     later: Deferred,
+}
+
+impl AfterReply {
+    /// Do the work once the current task has finished its turn, not now:
+    /// for a reply this task writes later in the same turn (hyper writes a
+    /// response after dropping its body; stdio writes held replies at the
+    /// end of a turn). It runs as a task of its own, queued to run next
+    /// on this worker thread (tokio's LIFO slot), so on a multi-thread
+    /// runtime it normally wakes no other thread. Outside a runtime, or
+    /// with nothing to do, it is done now.
+    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
+    pub(crate) fn after_this_turn(self) {
+        if self.later.stores.is_empty() && self.later.prepare.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(async move { drop(self) })),
+            Err(_) => drop(self),
+        }
+    }
 }
 
 impl Drop for AfterReply {
@@ -459,8 +493,8 @@ impl Drop for AfterReply {
         // The room first: the slot a call just left is the one its
         // component's next sandbox is most likely to take.
         self.later.stores.clear();
-        for (warm, comp) in self.later.prepare.drain(..) {
-            warm.prepare_after_reply(&comp);
+        for p in self.later.prepare.drain(..) {
+            p.warm.prepare_after_reply(&p.comp, p.scope.as_ref());
         }
     }
 }
@@ -516,10 +550,7 @@ pub async fn reply_first<F: Future>(f: F) -> (F::Output, AfterReply) {
 /// Leave `m` to the enclosing [`reply_first`], if there is one with
 /// room, and with it the preparing of `prepare`'s next sandbox; else give
 /// `m` back.
-fn defer(
-    m: Metered,
-    prepare: Option<(Arc<warm::Shared>, Arc<LoadedComponent>)>,
-) -> Option<Metered> {
+fn defer(m: Metered, prepare: Option<Prepare>) -> Option<Metered> {
     let mut m = Some(m);
     let _ = DEFERRED.try_with(|d| {
         if let Ok(mut held) = d.try_borrow_mut()
@@ -527,7 +558,7 @@ fn defer(
         {
             held.stores.extend(m.take());
             if let Some(p) = prepare
-                && !held.prepare.iter().any(|(_, c)| Arc::ptr_eq(c, &p.1))
+                && !held.prepare.iter().any(|q| Arc::ptr_eq(&q.comp, &p.comp))
             {
                 held.prepare.push(p);
             }
@@ -1469,8 +1500,11 @@ impl Sandbox {
         ),
         CallErrorKind,
     > {
+        // A sandbox prepared after a reply joined its component's scope
+        // then (the same scope as this call's: components are per scope).
         let joins = |store: &Store<CallState>| {
-            scope.is_none_or(|m| store.data().limiter.budget().join_scope(m))
+            let budget = store.data().limiter.budget();
+            scope.is_none_or(|m| budget.in_scope(m) || budget.join_scope(m))
         };
         let prepared = self.warm.take(comp).filter(|p| joins(&p.store));
         Ok(match prepared {
@@ -1583,10 +1617,11 @@ impl Sandbox {
             && metered._pool.roomy()
             && metered._scope_share.as_ref().is_none_or(PoolPermits::roomy)
         {
-            let prepare = self
-                .warm
-                .prepares_after_reply()
-                .then(|| (self.warm.clone(), comp.clone()));
+            let prepare = self.warm.prepares_after_reply().then(|| Prepare {
+                warm: self.warm.clone(),
+                comp: comp.clone(),
+                scope: metered._scope_share.as_ref().map(|s| s.memory.clone()),
+            });
             drop(defer(metered, prepare));
         }
         // Else (dropped here) torn down at once: another call may need the

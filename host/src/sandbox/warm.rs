@@ -27,8 +27,9 @@
 use super::{
     CallContext, LoadedComponent, PoolPermits, PoolShape, Pools, new_store, state::CallState,
 };
+use crate::caps::limits::SharedMemory;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store};
@@ -81,12 +82,26 @@ pub struct PrewarmStats {
 #[derive(Default)]
 pub(crate) struct WarmSet {
     ready: Mutex<VecDeque<Prepared>>,
+    /// A refill (background) or a preparation after a reply runs: one at
+    /// a time per component.
     refilling: AtomicBool,
-    /// Preparing failed (the component traps or runs out of a limit while
-    /// instantiating): calls build their own sandbox and report it.
+    /// Preparing failed [`MAX_FAILURES`] times in a row (the component
+    /// traps, runs out of a limit or does not finish its start-up within
+    /// a slice while instantiating): calls build their own sandbox and
+    /// report whatever stops it.
     broken: AtomicBool,
+    /// Preparations after a reply that failed since the last that worked.
+    failures: AtomicU32,
+    /// Linear memory the last sandbox prepared for it held: one that would
+    /// not fit the warm budget is not built.
+    last_bytes: AtomicUsize,
     rate: Mutex<Rate>,
 }
+
+/// Failed preparations after a reply, in a row, before a component's
+/// calls build their own sandboxes for good (until a reload). One may
+/// fail by timing alone: an epoch tick within its instantiation.
+const MAX_FAILURES: u32 = 4;
 
 /// Exponentially weighted gaps between calls and cost of one preparation.
 #[derive(Default)]
@@ -309,40 +324,72 @@ impl Shared {
     }
 
     /// Prepare one sandbox for `comp`'s next call, here and now, unless
-    /// one is ready, preparing it has failed before, or the pool is short
-    /// of room. Called by a call's task after its reply is written, so it
-    /// wakes no other task or thread. Instantiating must finish in one
-    /// poll (it runs no guest code beyond the component's start-up); one
-    /// that would wait is dropped, and the component's calls build their
-    /// own sandboxes from then on.
-    pub(crate) fn prepare_after_reply(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
+    /// one is ready or being prepared, preparing it has failed too often,
+    /// it would not fit the warm memory budget, or the pool is short of
+    /// room. Called by a call's task after its reply is written, so it
+    /// wakes no other task or thread. The sandbox joins `scope` (the
+    /// memory share of the scope whose call ended, which is the
+    /// component's own) before it is instantiated: what it holds counts
+    /// against that scope from the start, as a call's sandbox does.
+    /// Instantiating must finish in one poll (a start-up past its first
+    /// slice is unwound), and nothing is prepared while the thread
+    /// unwinds a panic or outside a runtime.
+    pub(crate) fn prepare_after_reply(
+        self: &Arc<Self>,
+        comp: &Arc<LoadedComponent>,
+        scope: Option<&Arc<SharedMemory>>,
+    ) {
         let set = &comp.warm;
-        if !comp.prewarmable() || set.broken.load(Ordering::Relaxed) || set.len() > 0 {
+        if !comp.prewarmable()
+            || set.broken.load(Ordering::Relaxed)
+            || set.len() > 0
+            || std::thread::panicking()
+            || tokio::runtime::Handle::try_current().is_err()
+            || self
+                .memory_used
+                .load(Ordering::Acquire)
+                .saturating_add(set.last_bytes.load(Ordering::Relaxed))
+                > self.memory_budget
+            || set.refilling.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        let generation = self.generation.load(Ordering::Acquire);
-        let Some(permits) = self.try_permits(comp.weight) else {
-            return;
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let generation = self.generation.load(Ordering::Acquire);
+            let Some(permits) = self.try_permits(comp.weight) else {
+                return Ok(None);
+            };
+            self.prepare_now(comp, permits, generation, scope)
+        }));
+        set.refilling.store(false, Ordering::Release);
+        let prepared = match prepared {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return self.failed(comp, &format!("{e:#}")),
+            Err(_) => return self.failed(comp, "it panicked"),
         };
-        let prepared = match self.prepare_now(comp, permits, generation) {
-            Ok(Some(p)) => p,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(
-                    component = %comp.manifest.path.display(),
-                    "not preparing sandboxes: {e:#}"
-                );
-                set.broken.store(true, Ordering::Relaxed);
-                return;
-            }
-        };
-        if self.generation.load(Ordering::Acquire) != generation
+        set.failures.store(0, Ordering::Relaxed);
+        if self.generation.load(Ordering::Acquire) != prepared.generation
             || self.waiting.load(Ordering::Acquire) > 0
         {
             self.discarded.fetch_add(1, Ordering::Relaxed);
             return;
         }
         set.lock().push_back(prepared);
+    }
+
+    /// A preparation after a reply failed: after [`MAX_FAILURES`] in a
+    /// row, none is tried for `comp` again.
+    fn failed(&self, comp: &LoadedComponent, why: &str) {
+        let n = comp.warm.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::debug!(
+            component = %comp.manifest.path.display(),
+            failures = n,
+            "preparing a sandbox failed: {why}"
+        );
+        if n >= MAX_FAILURES {
+            comp.warm.broken.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Start a background refill of `comp`'s warm set unless one runs.
@@ -442,7 +489,7 @@ impl Shared {
         let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
             .await
             .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
-        Ok(self.charge(store, instance, permits, generation))
+        Ok(self.charge(&comp.warm, store, instance, permits, generation))
     }
 
     /// [`Shared::prepare`] within one poll: an instantiation that would
@@ -453,14 +500,20 @@ impl Shared {
         comp: &LoadedComponent,
         permits: PoolPermits,
         generation: u64,
+        scope: Option<&Arc<SharedMemory>>,
     ) -> anyhow::Result<Option<Prepared>> {
         use futures::FutureExt;
         let (mut store, bound) = self.new_sandbox(comp, &permits)?;
+        if let Some(scope) = scope
+            && !store.data().limiter.budget().join_scope(scope)
+        {
+            return Ok(None);
+        }
         let instance = bound
             .instantiate(&mut store)
             .now_or_never()
             .ok_or_else(|| anyhow::anyhow!("instantiating did not finish in one slice"))??;
-        Ok(self.charge(store, instance, permits, generation))
+        Ok(self.charge(&comp.warm, store, instance, permits, generation))
     }
 
     /// A store for a sandbox of `comp` prepared ahead: its grants, but no
@@ -488,12 +541,14 @@ impl Shared {
     /// is dropped) if the budget has no room for it.
     fn charge(
         self: &Arc<Self>,
+        set: &WarmSet,
         store: Store<CallState>,
         instance: wasmtime::component::Instance,
         permits: PoolPermits,
         generation: u64,
     ) -> Option<Prepared> {
         let bytes = store.data().limiter.used();
+        set.last_bytes.store(bytes, Ordering::Relaxed);
         let used = self.memory_used.fetch_add(bytes, Ordering::AcqRel);
         let charge = MemoryCharge {
             shared: self.clone(),
