@@ -69,10 +69,13 @@ fn assert_echoed(r: &Value) {
     );
 }
 
-async fn echo_core() -> Core {
+/// A core serving echo; `prepared`: with `[engine] prepare-after-reply`
+/// (the default), else every call builds its sandbox on its path.
+async fn echo_core(prepared: bool) -> Core {
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/tools/echo.toml");
     assert!(tools.is_file(), "run `make tools` first");
     Core::builder()
+        .config(toolhost::HostConfig::default().with_prepare_after_reply(prepared))
         .source(Scope::default(), tools)
         .build()
         .await
@@ -137,7 +140,7 @@ fn floor_process(calls: usize) -> Stats {
 
 /// toolhost in memory: the driver is a task of this process.
 async fn rust_in_memory(calls: usize) -> Stats {
-    let core = echo_core().await;
+    let core = echo_core(true).await;
     let (host_end, cli_end) = tokio::io::duplex(1 << 20);
     let (hr, hw) = tokio::io::split(host_end);
     let (cr, mut cw) = tokio::io::split(cli_end);
@@ -277,8 +280,8 @@ impl FakeCli {
 
 /// toolhost through a CLI process: `AgentSession::connect` starts this
 /// executable as the fake CLI, which times the calls.
-async fn rust_process(calls: usize) -> Stats {
-    let core = echo_core().await;
+async fn rust_process(calls: usize, prepared: bool) -> Stats {
+    let core = echo_core(prepared).await;
     let out = tempfile::NamedTempFile::new().unwrap();
     let opts = AgentOptions::default()
         .server("tools", Scope::default())
@@ -471,9 +474,11 @@ fn main() {
     // The sides alternate, round by round, so each ratio compares one
     // machine state.
     let (mut process, mut memory, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unprepared = Vec::new();
     for _ in 0..rounds {
         floor.push(floor_process(calls));
-        let r = rt.block_on(rust_process(calls));
+        unprepared.push(rt.block_on(rust_process(calls, false)));
+        let r = rt.block_on(rust_process(calls, true));
         let p = python_process(calls);
         process.push((r, p));
         let r = rt.block_on(rust_in_memory(calls));
@@ -494,6 +499,25 @@ fn main() {
         &process,
         &floor,
     );
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "\nThe same rounds, toolhost with `[engine] prepare-after-reply = false` (each call's sandbox built on its path):"
+    );
+    println!("| round | p50 / p99 / mean | vs prepared after the reply (p50) |");
+    println!("|---|---:|---:|");
+    for (i, (u, (r, _))) in unprepared.iter().zip(&process).enumerate() {
+        println!(
+            "| {} | {:.1} / {:.1} / {:.1} µs{} | {:.2}x |",
+            i + 1,
+            us(u.p50),
+            us(u.p99),
+            us(u.mean),
+            u.cpu
+                .map(|c| format!(", CPU {:.0} µs/call", us(c)))
+                .unwrap_or_default(),
+            us(u.p50) / us(r.p50),
+        );
+    }
     table(
         &format!(
             "Agent control protocol in memory (the driver in the SDK's process): {calls} calls (after {WARM_UP} warm-up), {rounds} rounds"

@@ -747,7 +747,8 @@ impl Core {
         errors
     }
 
-    /// How the sandboxes prepared ahead of calls (`[engine] prewarm`)
+    /// How the sandboxes prepared ahead of calls (after a reply,
+    /// `[engine] prepare-after-reply`, or in the background, `prewarm`)
     /// were used so far.
     pub fn prewarm_stats(&self) -> crate::sandbox::PrewarmStats {
         self.inner.sandbox.prewarm_stats()

@@ -1652,6 +1652,9 @@ impl Sandbox {
         match state.limiter.refused_memory() {
             Some((Refusal::Own, limit)) => return CallErrorKind::MemoryExhausted { limit },
             Some((by, limit)) => {
+                // Sandboxes prepared ahead hold some of that memory: a
+                // retry finds it free.
+                self.warm.shed();
                 return CallErrorKind::SharedMemoryExhausted {
                     limit,
                     share: by == Refusal::Scope,

@@ -90,18 +90,23 @@ pub(crate) struct WarmSet {
     /// a slice while instantiating): calls build their own sandbox and
     /// report whatever stops it.
     broken: AtomicBool,
-    /// Preparations after a reply that failed since the last that worked.
+    /// Preparations after a reply that failed, and that worked.
     failures: AtomicU32,
+    successes: AtomicU32,
     /// Linear memory the last sandbox prepared for it held: one that would
     /// not fit the warm budget is not built.
     last_bytes: AtomicUsize,
     rate: Mutex<Rate>,
 }
 
-/// Failed preparations after a reply, in a row, before a component's
-/// calls build their own sandboxes for good (until a reload). One may
-/// fail by timing alone: an epoch tick within its instantiation.
+/// Failed preparations after a reply before a component's calls build
+/// their own sandboxes for good (until a reload), unless they are fewer
+/// than one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
+/// epoch tick within its instantiation, about one in a hundred), but a
+/// start-up that fails on purpose now and then (it can read the clock)
+/// stops being prepared as soon as it fails often enough to cost much.
 const MAX_FAILURES: u32 = 4;
+const FAILURE_RATIO: u32 = 16;
 
 /// Exponentially weighted gaps between calls and cost of one preparation.
 #[derive(Default)]
@@ -265,8 +270,10 @@ impl Shared {
         }
     }
 
-    /// Drop every prepared sandbox (their permits go back to the pool).
-    fn shed(&self) {
+    /// Drop every prepared sandbox (their permits and memory go back):
+    /// when a call waits for the pool, and when one is refused shared
+    /// memory.
+    pub(crate) fn shed(&self) {
         self.each_set(|s| {
             let gone = std::mem::take(&mut *s.lock());
             self.discarded
@@ -291,8 +298,9 @@ impl Shared {
     }
 
     /// Hand a prepared sandbox of `comp` to the calling call, if one is
-    /// ready and was prepared since the last reload; then, in the
-    /// background, prepare more for the calls to come.
+    /// ready and was prepared since the last reload; then, with `prewarm`,
+    /// prepare more in the background for the calls to come (after a
+    /// reply, the call's own task prepares the next one).
     pub(crate) fn take(self: &Arc<Self>, comp: &Arc<LoadedComponent>) -> Option<Prepared> {
         if !self.enabled() || !comp.prewarmable() {
             return None;
@@ -368,7 +376,7 @@ impl Shared {
             Ok(Err(e)) => return self.failed(comp, &format!("{e:#}")),
             Err(_) => return self.failed(comp, "it panicked"),
         };
-        set.failures.store(0, Ordering::Relaxed);
+        set.successes.fetch_add(1, Ordering::Relaxed);
         if self.generation.load(Ordering::Acquire) != prepared.generation
             || self.waiting.load(Ordering::Acquire) > 0
         {
@@ -378,16 +386,17 @@ impl Shared {
         set.lock().push_back(prepared);
     }
 
-    /// A preparation after a reply failed: after [`MAX_FAILURES`] in a
-    /// row, none is tried for `comp` again.
+    /// A preparation after a reply failed: past [`MAX_FAILURES`], and
+    /// more than one in [`FAILURE_RATIO`], none is tried for `comp` again.
     fn failed(&self, comp: &LoadedComponent, why: &str) {
         let n = comp.warm.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let ok = comp.warm.successes.load(Ordering::Relaxed);
         tracing::debug!(
             component = %comp.manifest.path.display(),
             failures = n,
             "preparing a sandbox failed: {why}"
         );
-        if n >= MAX_FAILURES {
+        if n >= MAX_FAILURES && n.saturating_mul(FAILURE_RATIO) > ok {
             comp.warm.broken.store(true, Ordering::Relaxed);
         }
     }
