@@ -134,12 +134,16 @@ enum Server {
 
 /// A host config turning `prepare-after-reply` off, written once.
 fn unprepared_config() -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "toolhost-bench-unprepared-{}.toml",
-        std::process::id()
-    ));
+    let path = unprepared_config_path();
     std::fs::write(&path, "[engine]\nprepare-after-reply = false\n").unwrap();
     path
+}
+
+fn unprepared_config_path() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "toolhost-bench-unprepared-{}.toml",
+        std::process::id()
+    ))
 }
 
 #[derive(Clone, Copy)]
@@ -621,6 +625,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "\nThe same rounds as the table above: three stdio servers alternating (toolhost, the null server, and toolhost with `[engine] prepare-after-reply = false`)."
         );
+        let _ = std::fs::remove_file(unprepared_config_path());
         if stdio_only {
             return Ok(());
         }

@@ -475,10 +475,17 @@ fn main() {
     // machine state.
     let (mut process, mut memory, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     let mut unprepared = Vec::new();
-    for _ in 0..rounds {
+    for round in 0..rounds {
         floor.push(floor_process(calls));
-        unprepared.push(rt.block_on(rust_process(calls, false)));
-        let r = rt.block_on(rust_process(calls, true));
+        // The two toolhost sides in turn, first one then the other.
+        let (u, r) = if round % 2 == 0 {
+            let u = rt.block_on(rust_process(calls, false));
+            (u, rt.block_on(rust_process(calls, true)))
+        } else {
+            let r = rt.block_on(rust_process(calls, true));
+            (rt.block_on(rust_process(calls, false)), r)
+        };
+        unprepared.push(u);
         let p = python_process(calls);
         process.push((r, p));
         let r = rt.block_on(rust_in_memory(calls));

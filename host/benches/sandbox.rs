@@ -295,13 +295,18 @@ fn main() {
         // Prewarm off vs on: the same `Core::call`, rounds interleaved so
         // every variant sees the same machine.
         let mut variants = Vec::new();
-        for (name, n, replying) in [
-            ("`Core::call`, nothing prepared (sandbox built on the call's path)", 0, false),
-            ("`Core::call` in `reply_first`, prepare-after-reply (the default)", 0, true),
-            ("`Core::call`, prewarm = 2 (background)", 2, false),
-            ("`Core::call`, prewarm = 8 (background)", 8, false),
+        for (name, n, replying, prepare) in [
+            ("`Core::call`, nothing prepared (sandbox built on the call's path)", 0, false, true),
+            ("`Core::call` in `reply_first`, prepare-after-reply off (only the reset after the reply)", 0, true, false),
+            ("`Core::call` in `reply_first`, prepare-after-reply (the default)", 0, true, true),
+            ("`Core::call`, prewarm = 2 (background)", 2, false, true),
+            ("`Core::call`, prewarm = 8 (background)", 8, false, true),
         ] {
-            let (core, _) = echo_core(with(&|e| e.prewarm = n), &echo_manifest).await;
+            let engine = with(&|e| {
+                e.prewarm = n;
+                e.prepare_after_reply = prepare;
+            });
+            let (core, _) = echo_core(engine, &echo_manifest).await;
             variants.push(Variant {
                 name: name.into(),
                 core,

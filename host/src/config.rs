@@ -123,8 +123,10 @@ pub struct EngineConfig {
     /// for the next call of the same component on the same task (`[engine]
     /// prepare-after-reply`, on by default): the next call skips
     /// instantiation, and no other thread is woken for it. Applies where
-    /// calls run inside [`reply_first`](crate::reply_first) (every front
-    /// end of this crate) and `prewarm` is 0. A prepared sandbox is built
+    /// calls run inside [`reply_first`](crate::reply_first) and end within
+    /// their first slice (most short calls), and `prewarm` is 0: stdio's
+    /// and the agent's tool calls and the HTTP stateless lane's (not a
+    /// 2025-11-25 HTTP session's, which rmcp's service answers). A prepared sandbox is built
     /// from the component's grants before any call's data exists, serves
     /// exactly one call, and holds a pool slot and its memory until then:
     /// within `prewarm-memory`, never the last quarter of the pool, and
@@ -1151,7 +1153,11 @@ mod tests {
         let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nprepare-after-reply = 1\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("prepare-after-reply"), "{e}");
+        // The line and column point at the value.
+        assert!(
+            e.contains("t.toml:2:23: invalid type: integer `1`, expected a boolean"),
+            "{e}"
+        );
         let e = HostConfig::parse(
             Path::new("t.toml"),
             "[engine]\nmax-instances = 4\nprewarm = 4\n",

@@ -632,6 +632,15 @@ impl Limiter {
         self.budget.refused()
     }
 
+    /// Whether a shared bound (the scope's share, the host's
+    /// `max-memory`), not the call's own limit, refused it memory.
+    pub(crate) fn refused_shared(&self) -> bool {
+        matches!(
+            self.refused_memory(),
+            Some((Refusal::Scope | Refusal::Host, _))
+        )
+    }
+
     /// Charge `bytes` of host-side memory held for the call (directory
     /// listings): it counts against the same budget as linear memory.
     /// False, and nothing charged, if it does not fit.

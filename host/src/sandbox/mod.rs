@@ -266,13 +266,11 @@ impl LoadedComponent {
         })
     }
 
-    /// Whether sandboxes of it can be prepared ahead: toolhost-world
-    /// components only (a typed tool's call instantiates its function's
-    /// component as part of running it).
     /// Whether sandboxes of it may be prepared ahead: toolhost-world
-    /// components without network grants. (A start-up that opened a
-    /// request would keep it going while the sandbox waits, outside any
-    /// call's deadline and audit.)
+    /// components (a typed tool's call instantiates its function's
+    /// component as part of running it) without network grants (a
+    /// start-up that opened a request would keep it going while the
+    /// sandbox waits, outside any call's deadline and audit).
     fn prewarmable(&self) -> bool {
         matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any()
     }
@@ -456,6 +454,9 @@ struct Prepare {
     warm: Arc<warm::Shared>,
     comp: Arc<LoadedComponent>,
     scope: Option<Arc<SharedMemory>>,
+    /// The reload generation when the call ended: a sandbox prepared for a
+    /// call that started before a reload is never handed to one after it.
+    generation: u64,
 }
 
 /// What the sandboxes of calls made within [`reply_first`] need once the
@@ -470,14 +471,13 @@ pub struct AfterReply {
 
 impl AfterReply {
     /// Do the work once the current task has finished its turn, not now:
-    /// for a reply this task writes later in the same turn (hyper writes a
-    /// response after dropping its body; stdio writes held replies at the
-    /// end of a turn). It runs as a task of its own, queued to run next
-    /// on this worker thread (tokio's LIFO slot), so on a multi-thread
-    /// runtime it normally wakes no other thread. Outside a runtime, or
-    /// with nothing to do, it is done now.
-    #[cfg_attr(not(feature = "mcp"), allow(dead_code))]
-    pub(crate) fn after_this_turn(self) {
+    /// for a reply this task writes later in the same turn. hyper, for
+    /// one, drops a response's body before it writes the response, so an
+    /// `AfterReply` held by the body must go this way. It runs as a task
+    /// of its own, queued to run next on this worker thread (tokio's LIFO
+    /// slot): when it is the only one queued so, it wakes no other thread.
+    /// Outside a runtime, or with nothing to do, it is done now.
+    pub fn after_this_turn(self) {
         if self.later.stores.is_empty() && self.later.prepare.is_empty() {
             return;
         }
@@ -494,7 +494,8 @@ impl Drop for AfterReply {
         // component's next sandbox is most likely to take.
         self.later.stores.clear();
         for p in self.later.prepare.drain(..) {
-            p.warm.prepare_after_reply(&p.comp, p.scope.as_ref());
+            p.warm
+                .prepare_after_reply(&p.comp, p.scope.as_ref(), p.generation);
         }
     }
 }
@@ -528,6 +529,11 @@ impl std::fmt::Debug for AfterReply {
 /// drop(after); // now: the sandbox is reset, the next one prepared
 /// # }
 /// ```
+///
+/// Keep the `AfterReply` until the reply is written: `let (reply, _) =`
+/// drops it at once, and the work then delays the reply. A reply written
+/// by someone else later in this task's turn (a response body handed to
+/// hyper) needs [`AfterReply::after_this_turn`].
 ///
 /// Only calls that finish on `f`'s own task (a call that ends within its
 /// first slice, see `scheduler`: most short calls) are held back, at most
@@ -1506,7 +1512,7 @@ impl Sandbox {
             let budget = store.data().limiter.budget();
             scope.is_none_or(|m| budget.in_scope(m) || budget.join_scope(m))
         };
-        let prepared = self.warm.take(comp).filter(|p| joins(&p.store));
+        let prepared = self.warm.take(comp, joins);
         Ok(match prepared {
             Some(prepared) => {
                 // Dropping the rest of `prepared` gives its memory back
@@ -1592,10 +1598,12 @@ impl Sandbox {
     }
 
     /// End a finished call's sandbox: its costs are recorded and its
-    /// component's concurrency permit returned now; with prewarming on,
-    /// tearing the store down (resetting its memory) happens off the
-    /// caller's path, its pool permits held until that is done, unless
-    /// the pool is short of room: teardowns waiting for their task hold
+    /// component's concurrency permit returned now; tearing the store down
+    /// (resetting its memory) happens off the caller's path, its pool
+    /// permits held until that is done (on a background task with
+    /// `prewarm`, else after the reply in the enclosing `reply_first`,
+    /// which then prepares the component's next sandbox), unless the pool
+    /// is short of room: teardowns waiting for their task hold
     /// sandboxes, and a caller that never yields could pile them up until
     /// the pool is nearly full.
     fn retire(&self, comp: &Arc<LoadedComponent>, mut metered: Metered) {
@@ -1617,11 +1625,13 @@ impl Sandbox {
             && metered._pool.roomy()
             && metered._scope_share.as_ref().is_none_or(PoolPermits::roomy)
         {
-            let prepare = self.warm.prepares_after_reply().then(|| Prepare {
-                warm: self.warm.clone(),
-                comp: comp.clone(),
-                scope: metered._scope_share.as_ref().map(|s| s.memory.clone()),
-            });
+            let prepare =
+                (self.warm.prepares_after_reply() && comp.prewarmable()).then(|| Prepare {
+                    warm: self.warm.clone(),
+                    comp: comp.clone(),
+                    scope: metered._scope_share.as_ref().map(|s| s.memory.clone()),
+                    generation: self.warm.generation(),
+                });
             drop(defer(metered, prepare));
         }
         // Else (dropped here) torn down at once: another call may need the

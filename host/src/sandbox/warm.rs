@@ -1,6 +1,10 @@
-//! Pre-instantiated single-use sandboxes: per component, a few sandboxes
+//! Pre-instantiated single-use sandboxes: per component, sandboxes
 //! (store, WASI context from its grants, instance) built ahead of demand,
 //! off the caller's critical path, so that a call finds its sandbox ready.
+//! Two ways fill the sets: after a reply, the answering task prepares one
+//! for the component it just ran (`prepare-after-reply`, the default:
+//! `prepare_after_reply`), or background tasks keep up to `prewarm` per
+//! component, sized by its call rate (`refill`).
 //!
 //! The freshness guarantee does not weaken:
 //! - a prepared sandbox is built before any call's data exists, from the
@@ -14,11 +18,14 @@
 //!   sandbox prepared before it is dropped, never used.
 //!
 //! Bounded: each prepared sandbox holds its pool permits (so the pool can
-//! never run out under a call because of it), at most `prewarm` per
-//! component, all of them within `prewarm-memory` of linear memory, and
-//! never the last quarter of the pool; a call that has to wait for the pool
-//! sheds every prepared sandbox, and none is prepared while one waits.
-//! Preparing runs under the component's own fuel, memory and time limits.
+//! never run out under a call because of it), at most `prewarm` (or one,
+//! after a reply) per component, all of them within `prewarm-memory` of
+//! linear memory, and never the last quarter of the pool; a call that has
+//! to wait for the pool, or is refused shared memory, sheds every prepared
+//! sandbox, and none is prepared while a call waits for the pool.
+//! Preparing runs under the component's own fuel and memory limits (and,
+//! after a reply, its scope's memory share), in the background within its
+//! timeout, after a reply within one slice.
 //!
 //! Owns: the warm sets, their sizing (by each component's recent call
 //! rate), the background refill and the hand-out. Must not touch: whether a
@@ -29,7 +36,7 @@ use super::{
 };
 use crate::caps::limits::SharedMemory;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store};
@@ -68,11 +75,12 @@ impl Drop for MemoryCharge {
 pub struct PrewarmStats {
     /// Calls that ran in a prepared sandbox.
     pub hits: u64,
-    /// Calls that found none ready (or prewarming is off) and built their
-    /// sandbox themselves.
+    /// Calls of components that may be prepared ahead that found none
+    /// ready, and built their sandbox themselves.
     pub misses: u64,
-    /// Prepared sandboxes dropped unused: stale after a reload, or shed
-    /// because a call waited for the pool.
+    /// Prepared sandboxes dropped unused: stale after a reload, shed
+    /// because a call waited for the pool or was refused shared memory,
+    /// or over the `prewarm-memory` budget once built.
     pub discarded: u64,
     /// Prepared sandboxes ready now, over all components.
     pub ready: u64,
@@ -85,14 +93,16 @@ pub(crate) struct WarmSet {
     /// A refill (background) or a preparation after a reply runs: one at
     /// a time per component.
     refilling: AtomicBool,
-    /// Preparing failed [`MAX_FAILURES`] times in a row (the component
-    /// traps, runs out of a limit or does not finish its start-up within
-    /// a slice while instantiating): calls build their own sandbox and
-    /// report whatever stops it.
+    /// Preparing failed (in the background: once; after a reply: too
+    /// often, see [`MAX_FAILURES`]): the component traps, runs out of a
+    /// limit or does not finish its start-up within a slice while
+    /// instantiating. Calls build their own sandbox and report whatever
+    /// stops it. Cleared by a reload.
     broken: AtomicBool,
-    /// Preparations after a reply that failed, and that worked.
-    failures: AtomicU32,
-    successes: AtomicU32,
+    /// Preparations after a reply that failed, and that worked, since the
+    /// last reload.
+    failures: AtomicU64,
+    successes: AtomicU64,
     /// Linear memory the last sandbox prepared for it held: one that would
     /// not fit the warm budget is not built.
     last_bytes: AtomicUsize,
@@ -100,13 +110,13 @@ pub(crate) struct WarmSet {
 }
 
 /// Failed preparations after a reply before a component's calls build
-/// their own sandboxes for good (until a reload), unless they are fewer
-/// than one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
+/// their own sandboxes until the next reload, unless they are fewer than
+/// one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
 /// epoch tick within its instantiation, about one in a hundred), but a
 /// start-up that fails on purpose now and then (it can read the clock)
 /// stops being prepared as soon as it fails often enough to cost much.
-const MAX_FAILURES: u32 = 4;
-const FAILURE_RATIO: u32 = 16;
+const MAX_FAILURES: u64 = 4;
+const FAILURE_RATIO: u64 = 16;
 
 /// Exponentially weighted gaps between calls and cost of one preparation.
 #[derive(Default)]
@@ -287,6 +297,17 @@ impl Shared {
     pub(crate) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.shed();
+        // A component the reload kept gets another chance.
+        self.each_set(|s| {
+            s.broken.store(false, Ordering::Relaxed);
+            s.failures.store(0, Ordering::Relaxed);
+            s.successes.store(0, Ordering::Relaxed);
+        });
+    }
+
+    /// The reload generation now.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Called by a call that could not get pool permits at once: shed every
@@ -301,7 +322,13 @@ impl Shared {
     /// ready and was prepared since the last reload; then, with `prewarm`,
     /// prepare more in the background for the calls to come (after a
     /// reply, the call's own task prepares the next one).
-    pub(crate) fn take(self: &Arc<Self>, comp: &Arc<LoadedComponent>) -> Option<Prepared> {
+    /// `accept` may still refuse it (the scope's memory share has no room
+    /// for what it holds): it is dropped then, and the call builds its own.
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        comp: &Arc<LoadedComponent>,
+        accept: impl FnOnce(&Store<CallState>) -> bool,
+    ) -> Option<Prepared> {
         if !self.enabled() || !comp.prewarmable() {
             return None;
         }
@@ -320,6 +347,10 @@ impl Shared {
                 }
                 self.discarded.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if got.as_ref().is_some_and(|p| !accept(&p.store)) {
+            self.discarded.fetch_add(1, Ordering::Relaxed);
+            got = None;
         }
         if got.is_some() {
             tracing::debug!("a call takes a sandbox prepared before it");
@@ -346,6 +377,7 @@ impl Shared {
         self: &Arc<Self>,
         comp: &Arc<LoadedComponent>,
         scope: Option<&Arc<SharedMemory>>,
+        generation: u64,
     ) {
         let set = &comp.warm;
         if !comp.prewarmable()
@@ -363,27 +395,27 @@ impl Shared {
             return;
         }
         let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let generation = self.generation.load(Ordering::Acquire);
             let Some(permits) = self.try_permits(comp.weight) else {
                 return Ok(None);
             };
             self.prepare_now(comp, permits, generation, scope)
         }));
-        set.refilling.store(false, Ordering::Release);
-        let prepared = match prepared {
-            Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => return self.failed(comp, &format!("{e:#}")),
-            Err(_) => return self.failed(comp, "it panicked"),
-        };
-        set.successes.fetch_add(1, Ordering::Relaxed);
-        if self.generation.load(Ordering::Acquire) != prepared.generation
-            || self.waiting.load(Ordering::Acquire) > 0
-        {
-            self.discarded.fetch_add(1, Ordering::Relaxed);
-            return;
+        match prepared {
+            Ok(Ok(Some(p))) => {
+                set.successes.fetch_add(1, Ordering::Relaxed);
+                if self.generation() != generation || self.waiting.load(Ordering::Acquire) > 0 {
+                    self.discarded.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    set.lock().push_back(p);
+                }
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => self.failed(comp, &format!("{e:#}")),
+            Err(_) => self.failed(comp, "it panicked"),
         }
-        set.lock().push_back(prepared);
+        // Only now: a reply's task that looked before the push would
+        // prepare a second one.
+        set.refilling.store(false, Ordering::Release);
     }
 
     /// A preparation after a reply failed: past [`MAX_FAILURES`], and
@@ -518,10 +550,14 @@ impl Shared {
         {
             return Ok(None);
         }
-        let instance = bound
-            .instantiate(&mut store)
-            .now_or_never()
-            .ok_or_else(|| anyhow::anyhow!("instantiating did not finish in one slice"))??;
+        let instance = match bound.instantiate(&mut store).now_or_never() {
+            Some(Ok(instance)) => instance,
+            // Refused by a shared bound (the scope's share, the host's):
+            // room another call holds now, not the component's fault.
+            Some(Err(_)) if store.data().limiter.refused_shared() => return Ok(None),
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("instantiating did not finish in one slice"),
+        };
         Ok(self.charge(&comp.warm, store, instance, permits, generation))
     }
 
