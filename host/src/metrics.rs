@@ -31,15 +31,15 @@ pub const OTHER: &str = "_other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
-    tool: String,
-    scope: String,
+    tool: Label,
+    scope: Label,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabels {
-    tool: String,
-    scope: String,
+    tool: Label,
+    scope: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,12 +49,12 @@ struct KindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScopeLabels {
-    scope: String,
+    scope: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QuotaLabels {
-    scope: String,
+    scope: Label,
     quota: &'static str,
 }
 
@@ -65,21 +65,38 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
+/// A label value, shared: each call's labels are reference counts, not
+/// copies of the names (a `String` per label and call was measurable on
+/// the call path).
+type Label = Arc<str>;
+
 /// Distinct values seen for one label, capped.
-#[derive(Default)]
-struct Bounded(Mutex<HashSet<String>>);
+struct Bounded {
+    seen: Mutex<HashSet<Label>>,
+    other: Label,
+}
+
+impl Default for Bounded {
+    fn default() -> Self {
+        Bounded {
+            seen: Mutex::default(),
+            other: Arc::from(OTHER),
+        }
+    }
+}
 
 impl Bounded {
-    fn value(&self, v: &str) -> String {
-        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.contains(v) {
-            return v.to_string();
+    fn value(&self, v: &str) -> Label {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = seen.get(v) {
+            return known.clone();
         }
         if seen.len() >= MAX_LABEL_VALUES {
-            return OTHER.to_string();
+            return self.other.clone();
         }
-        seen.insert(v.to_string());
-        v.to_string()
+        let v: Label = Arc::from(v);
+        seen.insert(v.clone());
+        v
     }
 }
 
@@ -230,7 +247,7 @@ impl Metrics {
         }
     }
 
-    fn scope(&self, scope: &str) -> String {
+    fn scope(&self, scope: &str) -> Label {
         self.inner.scopes.value(scope)
     }
 

@@ -494,3 +494,83 @@ async fn each_scope_gets_sandboxes_prepared_in_its_own_share() {
         "{stats:?}"
     );
 }
+
+/// The front ends prepare after their replies, through the real binary:
+/// over stdio and over HTTP's stateless lane, each `remember` call runs
+/// in an instance no earlier call used, and the server's log shows the
+/// calls after the first took sandboxes prepared for them.
+#[test]
+fn front_ends_prepare_after_the_reply_and_every_call_stays_fresh() {
+    use crate::mcp::{BIN, HttpServe, serve_args};
+    use crate::mcp_2026::{body_json, call_2026, meta};
+    use std::io::{BufRead, BufReader, Write};
+    const PREPARED: &str = "a call takes a sandbox prepared before it";
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let fresh = json!({ "calls": 0, "before": null });
+    let log = ("TOOLHOST_LOG", "toolhost::sandbox::warm=debug");
+    // As `one_slice_config`: calls end within their first slice even in
+    // a debug build on a loaded machine.
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), "[engine]\nepoch-tick = \"200ms\"\n").unwrap();
+    let config = cfg.path().to_str().unwrap();
+
+    // stdio: one call after another, each after the previous reply.
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "serve", "--stdio", "--watch", "false", "--config", config, "--tools",
+        ])
+        .arg(d.path())
+        .env(log.0, log.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "{}", crate::mcp::INIT).unwrap();
+    let _ = lines.next().unwrap().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    for i in 0..10 {
+        let call = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+            "params": {"name": "remember", "arguments": {"secret": format!("stdio-{i}")}}});
+        writeln!(stdin, "{call}").unwrap();
+        let reply: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let text = reply["result"]["content"][0]["text"].as_str().unwrap();
+        let seen: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(seen, fresh, "stdio call {i} ran in a used instance");
+    }
+    drop(stdin);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success());
+    let n = stderr.matches(PREPARED).count();
+    assert_eq!(n, 9, "stdio: {n} of 10 calls ran prepared:\n{stderr}");
+
+    // HTTP, 2026-07-28 stateless calls (the lane): the same.
+    let mut args = serve_args(&d);
+    args.extend(["--config".to_string(), config.to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = HttpServe::start_env(&args, &[log]);
+    for i in 0..10 {
+        let params =
+            json!({"arguments": {"secret": format!("http-{i}")}, "_meta": meta(json!({}))});
+        let (status, resp) = call_2026(&server.addr(), "remember", params);
+        assert_eq!(status, 200, "{resp}");
+        let v = body_json(&resp);
+        let seen: Value =
+            serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        assert_eq!(seen, fresh, "HTTP call {i} ran in a used instance");
+    }
+    let n = server.stderr().matches(PREPARED).count();
+    assert!(
+        n >= 8,
+        "HTTP: {n} of 10 calls ran prepared:\n{}",
+        server.stderr()
+    );
+}
