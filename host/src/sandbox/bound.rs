@@ -118,6 +118,24 @@ pub(crate) struct Described {
     pub(crate) completions: bool,
 }
 
+/// An instance and, for a `@0.2.0` component, its tool export, looked up
+/// and type-checked (wasmtime's bindings check an export's type each time
+/// they look it up: a tenth of a prepared call's time on its path, done
+/// here when the sandbox is prepared instead).
+pub(crate) struct Instantiated {
+    pub(crate) instance: Instance,
+    tool: Option<v2_tool::Guest>,
+}
+
+impl From<Instance> for Instantiated {
+    fn from(instance: Instance) -> Instantiated {
+        Instantiated {
+            instance,
+            tool: None,
+        }
+    }
+}
+
 /// A pre-linked toolhost-world component and the exports it has.
 #[derive(Clone)]
 pub(crate) struct Bound {
@@ -153,6 +171,20 @@ impl Bound {
             },
         };
         Ok(Bound { pre, exports })
+    }
+
+    /// A new instance in `store`, with its tool export looked up and
+    /// type-checked ([`Instantiated`]).
+    pub(crate) async fn instantiate_ready(
+        &self,
+        store: &mut Store<CallState>,
+    ) -> wasmtime::Result<Instantiated> {
+        let instance = self.instantiate(&mut *store).await?;
+        let tool = match &self.exports {
+            Exports::V2 { tool, .. } => Some(tool.load(&mut *store, &instance)?),
+            Exports::V1(_) => None,
+        };
+        Ok(Instantiated { instance, tool })
     }
 
     /// A new instance in `store`.
@@ -227,13 +259,14 @@ impl Bound {
         }
     }
 
-    /// Run `op` in `inst`.
+    /// Run `op` in `ready`'s instance.
     pub(crate) async fn run(
         &self,
         store: &mut Store<CallState>,
-        inst: &Instance,
+        ready: &Instantiated,
         op: &Op<'_>,
     ) -> wasmtime::Result<Raw> {
+        let inst = &ready.instance;
         let missing = |what: &str| {
             wasmtime::Error::msg(format!(
                 "the component does not export toolhost:tool/{what}"
@@ -262,11 +295,19 @@ impl Bound {
                     tool: name,
                     arguments,
                 },
-            ) => Ok(Raw::Toolhost(
-                tool.load(&mut *store, inst)?
-                    .call_call(&mut *store, name, arguments)
-                    .await?,
-            )),
+            ) => {
+                let loaded;
+                let tool = match &ready.tool {
+                    Some(t) => t,
+                    None => {
+                        loaded = tool.load(&mut *store, inst)?;
+                        &loaded
+                    }
+                };
+                Ok(Raw::Toolhost(
+                    tool.call_call(&mut *store, name, arguments).await?,
+                ))
+            }
             (Exports::V2 { resources, .. }, Op::List) => {
                 let r = resources.as_ref().ok_or_else(|| missing("resources"))?;
                 Ok(Raw::Listed(

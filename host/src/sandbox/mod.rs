@@ -1383,11 +1383,11 @@ impl Sandbox {
                             p.run(&mut *store, limits.max_output).await.map(Raw::Typed)
                         }
                         Call::Toolhost(bound) => {
-                            let inst = match instance {
-                                Some(inst) => inst,
-                                None => bound.instantiate(&mut *store).await?,
+                            let ready = match instance {
+                                Some(ready) => ready,
+                                None => bound.instantiate(&mut *store).await?.into(),
                             };
-                            bound.run(&mut *store, &inst, &op).await
+                            bound.run(&mut *store, &ready, &op).await
                         }
                     }
                 }
@@ -1498,14 +1498,7 @@ impl Sandbox {
         comp: &Arc<LoadedComponent>,
         cx: CallContext,
         scope: Option<&Arc<SharedMemory>>,
-    ) -> Result<
-        (
-            Store<CallState>,
-            PoolPermits,
-            Option<wasmtime::component::Instance>,
-        ),
-        CallErrorKind,
-    > {
+    ) -> Result<(Store<CallState>, PoolPermits, Option<bound::Instantiated>), CallErrorKind> {
         // A sandbox prepared after a reply joined its component's scope
         // then (the same scope as this call's: components are per scope).
         let joins = |store: &Store<CallState>| {
@@ -1879,7 +1872,8 @@ pub(crate) struct WarmInstance {
 impl WarmInstance {
     pub(crate) async fn call(&mut self, tool: &str, arguments: &str) -> anyhow::Result<ToolOutput> {
         let op = Op::Call { tool, arguments };
-        match self.bound.run(&mut self.store, &self.instance, &op).await? {
+        let ready = bound::Instantiated::from(self.instance);
+        match self.bound.run(&mut self.store, &ready, &op).await? {
             Raw::Toolhost(r) => {
                 let r = r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 convert_result(r).map_err(|e| anyhow::anyhow!(e))

@@ -46,7 +46,7 @@ pub(crate) struct Prepared {
     /// Dropped before the permits (field order): the pool slot is free
     /// again only once the instance is gone.
     pub(crate) store: Store<CallState>,
-    pub(crate) instance: wasmtime::component::Instance,
+    pub(crate) instance: super::bound::Instantiated,
     pub(crate) permits: PoolPermits,
     /// Linear memory this sandbox holds against `prewarm-memory`.
     _memory: MemoryCharge,
@@ -527,7 +527,7 @@ impl Shared {
     ) -> anyhow::Result<Option<Prepared>> {
         let (mut store, bound) = self.new_sandbox(comp, &permits)?;
         let limits = &comp.grants.limits;
-        let instance = tokio::time::timeout(limits.timeout, bound.instantiate(&mut store))
+        let instance = tokio::time::timeout(limits.timeout, bound.instantiate_ready(&mut store))
             .await
             .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
         Ok(self.charge(&comp.warm, store, instance, permits, generation))
@@ -550,7 +550,7 @@ impl Shared {
         {
             return Ok(None);
         }
-        let instance = match bound.instantiate(&mut store).now_or_never() {
+        let instance = match bound.instantiate_ready(&mut store).now_or_never() {
             Some(Ok(instance)) => instance,
             // Refused by a shared bound (the scope's share, the host's):
             // room another call holds now, not the component's fault.
@@ -588,7 +588,7 @@ impl Shared {
         self: &Arc<Self>,
         set: &WarmSet,
         store: Store<CallState>,
-        instance: wasmtime::component::Instance,
+        instance: super::bound::Instantiated,
         permits: PoolPermits,
         generation: u64,
     ) -> Option<Prepared> {
