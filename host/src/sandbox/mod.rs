@@ -514,7 +514,8 @@ impl std::fmt::Debug for AfterReply {
 /// the returned [`AfterReply`]: resetting each sandbox's memory (a third
 /// of a fresh sandbox's cost) and preparing the next call's sandbox (most
 /// of the rest) are then off the reply's path, and need no other thread.
-/// Every front end of this crate answers this way.
+/// This crate's stdio and agent front ends and its stateless HTTP lane
+/// answer this way.
 ///
 /// ```no_run
 /// # async fn f(core: toolhost::Core, send: impl Fn(String)) {

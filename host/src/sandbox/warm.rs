@@ -28,7 +28,8 @@
 //! timeout, after a reply within one slice.
 //!
 //! Owns: the warm sets, their sizing (by each component's recent call
-//! rate), the background refill and the hand-out. Must not touch: whether a
+//! rate), the background refill, the preparation after a reply and the
+//! hand-out. Must not touch: whether a
 //! call may happen, or any front end.
 
 use super::{
