@@ -158,11 +158,15 @@ pub fn test_config() -> HostConfig {
     HostConfig::default().with_cache_dir(Some(root().join("target/test-cache")))
 }
 
-/// A core over `path` in the default scope; panics on per-tool load errors
-/// unless `allow_errors`.
+/// A core over `path` in the default scope; panics on per-tool load errors.
 pub async fn core(path: &Path) -> Core {
+    core_with(test_config(), path).await
+}
+
+/// [`core`] with `config`.
+pub async fn core_with(config: HostConfig, path: &Path) -> Core {
     let core = Core::builder()
-        .config(test_config())
+        .config(config)
         .source(Scope::default(), path)
         .build()
         .await
