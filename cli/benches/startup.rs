@@ -115,19 +115,27 @@ async fn main() -> anyhow::Result<()> {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty)?;
     let cache = dir.path().join("cache");
-    let config = |n: u32| -> anyhow::Result<PathBuf> {
-        let p = dir.path().join(format!("load-{n}.toml"));
+    // `load-parallelism = n`, and `max-instances = slots` (0: the
+    // default, the pool this host affords).
+    let config = |n: u32, slots: u32| -> anyhow::Result<PathBuf> {
+        let p = dir.path().join(format!("load-{n}-{slots}.toml"));
         std::fs::write(
             &p,
             format!(
-                "[engine]\ncache-dir = \"{}\"\nload-parallelism = {n}\n",
+                "[engine]\ncache-dir = \"{}\"\nload-parallelism = {n}\nmax-instances = {slots}\n",
                 cache.display()
             ),
         )?;
         Ok(p)
     };
-    let serial = config(1)?;
-    let parallel = config(0)?;
+    let serial = config(1, 0)?;
+    let parallel = config(0, 0)?;
+    // The pool's size, against the fixed 128 of earlier releases.
+    let small_pool = config(0, 128)?;
+    let pool = toolhost::HostConfig::load(&parallel)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .engine
+        .pool_size();
     let manifests = |names: &[&str]| -> Vec<PathBuf> {
         names
             .iter()
@@ -168,11 +176,18 @@ async fn main() -> anyhow::Result<()> {
         twenty.push(manifest);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut variants = vec![Variant {
-        name: "no components".into(),
-        manifests: vec![],
-        config: parallel.clone(),
-    }];
+    let mut variants = vec![
+        Variant {
+            name: format!("no components (default pool: {pool})"),
+            manifests: vec![],
+            config: parallel.clone(),
+        },
+        Variant {
+            name: "no components, `max-instances = 128`".into(),
+            manifests: vec![],
+            config: small_pool.clone(),
+        },
+    ];
     for (set, ms) in [
         ("Rust", &rust),
         ("Rust, 14 of them copies of echo", &twenty),
@@ -189,6 +204,14 @@ async fn main() -> anyhow::Result<()> {
             });
         }
     }
+    variants.push(Variant {
+        name: format!(
+            "{} components (Rust, 14 of them copies of echo), {cores} at a time, `max-instances = 128`",
+            twenty.len()
+        ),
+        manifests: twenty.clone(),
+        config: small_pool.clone(),
+    });
     // Warm the cache (compiling the Python and JavaScript components takes
     // a while), and check every set loads.
     for v in &variants {

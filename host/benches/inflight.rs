@@ -3,7 +3,8 @@
 //!
 //! Each row is a child process (this bench re-run with `--one N SLOTS`) so
 //! that its memory figures are its own: a `Core` with `max-instances =
-//! SLOTS`, ten scopes (tenants) each with the hostile fixture's `sleep`,
+//! SLOTS` (a row `auto:N` leaves it at its default, the pool this host
+//! affords), ten scopes (tenants) each with the hostile fixture's `sleep`,
 //! and `N` calls of `sleep(3 s)` spread over them, started in batches of
 //! 500 every 50 ms (a burst of all of them at once would fill each scope's
 //! queue of waiting calls, 4096, and be refused). The child samples its own
@@ -11,8 +12,8 @@
 //! more a second later, and prints one line of figures; the parent prints
 //! the table.
 //!
-//! Run with `cargo bench -p toolhost --bench inflight [-- N...]` after
-//! `make tools`.
+//! Run with `cargo bench -p toolhost --bench inflight [-- N... auto:N...]`
+//! after `make tools` (default: `1000 10000 auto:10000`).
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -59,8 +60,9 @@ fn tools(dir: &Path, n: usize) {
     .unwrap();
 }
 
-/// The child: `n` sleeping calls on a pool of `slots`; prints
-/// `ok idle_rss peak_rss peak_vmsize peak_maps seconds errors after_rss most_open first_error`.
+/// The child: `n` sleeping calls on a pool of `slots` (0: the default);
+/// prints `ok idle_rss peak_rss peak_vmsize peak_maps seconds errors
+/// after_rss most_open first_error pool`.
 fn one(n: usize, slots: u32) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     tools(dir.path(), n);
@@ -79,6 +81,7 @@ fn one(n: usize, slots: u32) -> anyhow::Result<()> {
             builder = builder.source(Scope::new(format!("t{i}")), dir.path());
         }
         let core = builder.build().await?;
+        let pool = core.pool_size();
         anyhow::ensure!(core.load_errors().is_empty(), "{:?}", core.load_errors());
         let args = serde_json::json!({ "ms": SLEEP_MS });
         let args = args.as_object().cloned();
@@ -131,7 +134,7 @@ fn one(n: usize, slots: u32) -> anyhow::Result<()> {
             }
         }
         println!(
-            "ok {} {} {} {} {secs:.2} {errors} {} {most} {first}",
+            "ok {} {} {} {} {secs:.2} {errors} {} {most} {first} {pool}",
             idle.0, peak.0, peak.1, peak.2, after.0
         );
         Ok(())
@@ -143,24 +146,33 @@ fn main() -> anyhow::Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--one") {
         return one(args[i + 1].parse()?, args[i + 2].parse()?);
     }
-    let mut counts: Vec<usize> = args[1..].iter().filter_map(|a| a.parse().ok()).collect();
-    if counts.is_empty() {
-        counts = vec![1_000, 10_000];
+    // (calls, pool): `N` is a pool of N, `auto:N` the default pool.
+    let mut rows: Vec<(usize, u32)> = args[1..]
+        .iter()
+        .filter_map(|a| match a.strip_prefix("auto:") {
+            Some(n) => Some((n.parse().ok()?, 0)),
+            None => a.parse().ok().map(|n| (n, n as u32)),
+        })
+        .collect();
+    if rows.is_empty() {
+        rows = vec![(1_000, 1_000), (10_000, 10_000), (10_000, 0)];
     }
-    println!("\n## In flight: N calls of `sleep({SLEEP_MS} ms)` at once, `max-instances = N`\n");
     println!(
-        "| calls | most in flight at once | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
+        "\n## In flight: N calls of `sleep({SLEEP_MS} ms)` at once, `max-instances = N` or the default\n"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for n in counts {
+    println!(
+        "| calls | pool | most in flight at once | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (n, slots) in rows {
         let out = std::process::Command::new(std::env::current_exe()?)
-            .args(["--one", &n.to_string(), &n.to_string()])
+            .args(["--one", &n.to_string(), &slots.to_string()])
             .env("TOOLHOST_LOG", "error")
             .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let Some(line) = text.lines().find(|l| l.starts_with("ok ")) else {
             println!(
-                "| {n} | | failed: {} | | | | | | | |",
+                "| {n} | {slots} | | failed: {} | | | | | | | |",
                 String::from_utf8_lossy(&out.stderr)
                     .lines()
                     .last()
@@ -170,8 +182,13 @@ fn main() -> anyhow::Result<()> {
         };
         let f: Vec<&str> = line.split(' ').collect();
         let kib = |i: usize| f[i].parse::<f64>().unwrap();
+        let pool = if slots == 0 {
+            format!("default: {}", f[10])
+        } else {
+            f[10].to_string()
+        };
         println!(
-            "| {n} | {} | {} s | {}{} | {:.0} MiB | {:.0} MiB | {:.0} KiB | {:.0} MiB | {} | {:.1} TiB |",
+            "| {n} | {pool} | {} | {} s | {}{} | {:.0} MiB | {:.0} MiB | {:.0} KiB | {:.0} MiB | {} | {:.1} TiB |",
             f[8],
             f[5],
             f[6],

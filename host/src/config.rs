@@ -90,9 +90,21 @@ impl Default for TasksConfig {
 pub struct EngineConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// Sandboxes calls may hold at once. The pooling allocator holds a
-    /// few more: one per component a load prepares at once, which only
-    /// `describe` takes, and spares against wasmtime's sharding.
+    /// Sandboxes calls may hold at once (`[engine] max-instances`). The
+    /// pooling allocator holds a few more: one per component a load
+    /// prepares at once, which only `describe` takes, and spares against
+    /// wasmtime's sharding.
+    ///
+    /// 0 (the default): the most this host affords, at most 10,000 and
+    /// at least 16 ([`EngineConfig::pool_size`]): the largest pool whose
+    /// worst case fits the host, counting what it may hold beside
+    /// `max_memory` (fiber stacks, instance state, what slots keep
+    /// resident between calls) within three quarters of the host's memory
+    /// (the lowest of the machine's and its cgroups' limits), and its
+    /// memory mappings and address space within half of what the process
+    /// has left, less what other pools in the process claimed. About
+    /// 1,200 on a 24 GiB host with the default `max_memory`
+    /// ([`Core::pool_size`](crate::Core::pool_size) says how many).
     pub max_instances: u32,
     /// Memory all calls together may hold (`[engine] max-memory`): their
     /// linear memories and what the host holds for them, charged as it
@@ -173,11 +185,58 @@ pub enum GuestPriority {
     Idle,
 }
 
+impl EngineConfig {
+    /// Sandboxes calls may hold at once under this configuration:
+    /// `max_instances`, or, if that is 0, the most this host affords now
+    /// (see [`EngineConfig::max_instances`]). The automatic size depends
+    /// on the mappings and address space the process has left, so a
+    /// second `Core` in the same process may get a smaller pool.
+    pub fn pool_size(&self) -> u32 {
+        match self.max_instances {
+            0 => crate::sandbox::auto_instances(self, crate::sandbox::HostRoom::now()).0,
+            n => n,
+        }
+    }
+
+    /// This configuration with `max_instances` resolved (see
+    /// [`EngineConfig::pool_size`], logged) and `prewarm` kept within
+    /// three quarters of the pool.
+    pub(crate) fn resolved(&self) -> EngineConfig {
+        let mut c = self.clone();
+        if c.max_instances == 0 {
+            let room = crate::sandbox::HostRoom::now();
+            let (n, bound) = crate::sandbox::auto_instances(self, room);
+            c.max_instances = n;
+            if n == crate::sandbox::AUTO_FLOOR {
+                tracing::warn!(
+                    max_instances = n,
+                    bound = %bound,
+                    max_memory = c.max_memory,
+                    host_memory = room.memory,
+                    "the sandbox pool is at its floor: this host has little room for it beside what is taken (by `[engine] max-memory`, `memory-keep-resident`, `max-wasm-stack`, or another pool in the process); lower those, or set `max-instances`"
+                );
+            } else {
+                tracing::info!(max_instances = n, bound = %bound, "sandbox pool sized for this host");
+            }
+        }
+        let most = c.max_instances - c.max_instances.div_ceil(4);
+        if c.prewarm > most {
+            tracing::warn!(
+                prewarm = c.prewarm,
+                most,
+                "prewarm lowered: prepared sandboxes may use at most three quarters of the pool"
+            );
+            c.prewarm = most;
+        }
+        c
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_dir: default_cache_dir(),
-            max_instances: 128,
+            max_instances: 0,
             max_memory: default_max_memory(),
             epoch_tick: Duration::from_millis(1),
             max_wasm_stack: 512 << 10,
@@ -205,7 +264,8 @@ impl HostConfig {
         self.engine.cache_dir = dir;
         self
     }
-    /// Size the pool for `n` sandboxes at once.
+    /// Size the pool for `n` sandboxes at once (0: the most this host
+    /// affords, the default). See [`EngineConfig::max_instances`].
     pub fn with_max_instances(mut self, n: u32) -> Self {
         self.engine.max_instances = n;
         self
@@ -292,7 +352,7 @@ impl HostConfig {
         for p in protect {
             host.protect(p, "protected path", true);
         }
-        caps::prepare(manifest, &self.caps, &host, self.engine.max_instances).map(|g| g.limits)
+        caps::prepare(manifest, &self.caps, &host, self.engine.pool_size()).map(|g| g.limits)
     }
 
     /// Read a host config file (TOML), starting from the defaults. Every
@@ -447,23 +507,64 @@ impl HostConfig {
 /// or its cgroup's `memory.max` (a container's limit) where that is lower.
 /// 8 GiB where neither can be read.
 fn default_max_memory() -> u64 {
-    let kib = |text: &str, key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
+    host_memory().map_or(8 << 30, |m| m / 2)
+}
+
+/// The memory this process may use: the machine's, or the lowest memory
+/// limit of its cgroup and the cgroups above it if lower; `None` if
+/// neither can be read.
+pub(crate) fn host_memory() -> Option<u64> {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .map(|k| k << 10)
-    };
-    let physical = std::fs::read_to_string("/proc/meminfo")
+    });
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .and_then(|m| kib(&m, "MemTotal:"));
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|m| m.trim().parse::<u64>().ok());
+        .and_then(|c| cgroup_memory_limit(&c, Path::new("/sys/fs/cgroup")));
     match (physical, cgroup) {
-        (Some(p), Some(c)) => p.min(c) / 2,
-        (Some(m), None) | (None, Some(m)) => m / 2,
-        (None, None) => 8 << 30,
+        (Some(p), Some(c)) => Some(p.min(c)),
+        (Some(m), None) | (None, Some(m)) => Some(m),
+        (None, None) => None,
     }
+}
+
+/// The lowest memory limit on the way from the process's cgroup (as
+/// `/proc/self/cgroup` names it, `membership`) up to the hierarchy's root
+/// under `root`: cgroup v2's `memory.max` (a systemd `MemoryMax=` is set on
+/// the service's own cgroup, not the root: found by review), else v1's
+/// `memory.limit_in_bytes`. Inside a container with its own cgroup
+/// namespace the process's cgroup is the root, whose file is then read.
+fn cgroup_memory_limit(membership: &str, root: &Path) -> Option<u64> {
+    let lowest = |dir: PathBuf, file: &str| -> Option<u64> {
+        let mut lowest: Option<u64> = None;
+        for d in dir.ancestors().take_while(|d| d.starts_with(root)) {
+            let limit = std::fs::read_to_string(d.join(file))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(l) = limit {
+                lowest = Some(lowest.map_or(l, |x| x.min(l)));
+            }
+        }
+        lowest
+    };
+    let under = |path: &str, base: &Path| base.join(path.trim_start_matches('/'));
+    for line in membership.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.is_empty() {
+            if let Some(l) = lowest(under(path, root), "memory.max") {
+                return Some(l);
+            }
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let base = root.join("memory");
+            // v1 reports "no limit" as a huge number: kept, the caller
+            // takes the smaller of it and the machine's memory.
+            return lowest(under(path, &base), "memory.limit_in_bytes").filter(|_| base.is_dir());
+        }
+    }
+    None
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
@@ -623,7 +724,7 @@ impl RawEngine {
         }
         if let Some(n) = self
             .max_instances
-            .and_then(|n| in_range(&n, 1, 1_000_000, "max-instances", cx))
+            .and_then(|n| in_range(&n, 0, 1_000_000, "max-instances", cx))
         {
             e.max_instances = n;
         }
@@ -657,8 +758,9 @@ impl RawEngine {
         if let Some(v) = self.prewarm
             && let Some(n) = in_range(&v, 0, MAX_PREWARM, "prewarm", cx)
         {
-            // Prepared sandboxes never take the last quarter of the pool.
-            if n > e.max_instances - e.max_instances.div_ceil(4) {
+            // Prepared sandboxes never take the last quarter of the pool
+            // (an automatic pool is checked when it is sized).
+            if e.max_instances != 0 && n > e.max_instances - e.max_instances.div_ceil(4) {
                 cx.error(
                     Some(v.span()),
                     format!(
@@ -1105,6 +1207,60 @@ mod tests {
             text.contains("unknown guest-priority `realtime`") && text.contains("\"idle\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_memory_limit_is_the_lowest_on_the_way_up_from_the_process_cgroup() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let service = root.join("system.slice/toolhost.service");
+        std::fs::create_dir_all(&service).unwrap();
+        std::fs::write(root.join("memory.max"), "max\n").unwrap();
+        std::fs::write(root.join("system.slice/memory.max"), "8589934592\n").unwrap();
+        std::fs::write(service.join("memory.max"), "2147483648\n").unwrap();
+        let v2 = "0::/system.slice/toolhost.service\n";
+        assert_eq!(cgroup_memory_limit(v2, root), Some(2 << 30));
+        // The parent's limit binds when it is the lower.
+        std::fs::write(root.join("system.slice/memory.max"), "1073741824\n").unwrap();
+        assert_eq!(cgroup_memory_limit(v2, root), Some(1 << 30));
+        // In its own namespace the process is at the root: no limit here.
+        assert_eq!(cgroup_memory_limit("0::/\n", root), None);
+        // cgroup v1: the memory controller's hierarchy.
+        let v1 = root.join("memory/docker/abc");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(v1.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+        assert_eq!(
+            cgroup_memory_limit("12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n", root),
+            Some(512 << 20)
+        );
+    }
+
+    #[test]
+    fn the_pool_is_sized_for_the_host_unless_set() {
+        let auto = HostConfig::default().engine;
+        assert_eq!(auto.max_instances, 0);
+        let n = auto.pool_size();
+        assert!((16..=10_000).contains(&n), "{n}");
+        // Resolved once: the prewarm a small automatic pool cannot hold
+        // is lowered, not refused.
+        let tiny = EngineConfig {
+            max_memory: 1 << 50,
+            prewarm: 64,
+            ..auto.clone()
+        }
+        .resolved();
+        assert_eq!((tiny.max_instances, tiny.prewarm), (16, 12));
+        let set = HostConfig::parse(Path::new("t.toml"), "[engine]\nmax-instances = 300\n")
+            .unwrap()
+            .engine;
+        assert_eq!((set.pool_size(), set.resolved().max_instances), (300, 300));
+        let zero = HostConfig::parse(
+            Path::new("t.toml"),
+            "[engine]\nmax-instances = 0\nprewarm = 64\n",
+        )
+        .unwrap()
+        .engine;
+        assert_eq!((zero.max_instances, zero.prewarm), (0, 64));
     }
 
     #[test]

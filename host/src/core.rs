@@ -754,6 +754,13 @@ impl Core {
         self.inner.sandbox.prewarm_stats()
     }
 
+    /// Sandboxes calls may hold at once: `[engine] max-instances`, or the
+    /// size this host afforded when the core was built (see
+    /// [`EngineConfig::max_instances`](crate::EngineConfig::max_instances)).
+    pub fn pool_size(&self) -> u32 {
+        self.inner.sandbox.pool_size()
+    }
+
     /// Admit a call of `tool` in `scope` under its tenant's quotas now, or
     /// say which quota it is over (counted, and written to the audit log as
     /// a decision, here: every front end's refusals alike).

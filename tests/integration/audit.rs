@@ -534,10 +534,19 @@ fn metrics_health_and_readiness_over_http() {
     // No call runs: no memory held, against the host's bound.
     assert_eq!(get("toolhost_memory_held_bytes"), 0.0);
     assert!(get("toolhost_memory_limit_bytes") >= f64::from(16u32 << 20));
-    // Beside it, what the pool may keep resident between calls: with the
-    // defaults, 1 MiB for each of two memories and a 1.5 MiB fiber stack
-    // per slot, 128 slots and up.
-    assert!(get("toolhost_memory_residue_max_bytes") >= f64::from(448u32 << 20));
+    // Beside it, the most the pool may hold outside that bound: with the
+    // defaults, at least a 1.5 MiB fiber stack and 1 MiB of instance state
+    // for each of the pool's slots (16 or more: sized for this host), and
+    // never more than three quarters of the host's memory beside
+    // `max-memory` (the automatic pool's bound).
+    let residue = get("toolhost_memory_residue_max_bytes");
+    assert!(residue >= f64::from(16 * (5u32 << 19)), "{residue}");
+    assert!(
+        residue + get("toolhost_memory_limit_bytes") <= physical_memory() * 0.75 + 1.0
+            // A pool at its floor of 16 is that size on any host.
+            || residue < f64::from(256u32 << 20),
+        "{residue}"
+    );
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     child.kill().unwrap();
@@ -707,4 +716,15 @@ async fn a_full_audit_queue_makes_calls_wait_and_loses_none() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// The machine's memory, in bytes (`/proc/meminfo`).
+fn physical_memory() -> f64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib * 1024.0
 }

@@ -588,6 +588,8 @@ pub(crate) struct Limiter {
     /// wasmtime then fails the growth (`memory_grow_failed`), so that a
     /// guest cannot hold charges for memory it never got.
     pending: usize,
+    /// The same for the latest table growth.
+    pending_table: usize,
     /// Instances, memories and tables one call may create (the pool's
     /// per-component shape): a component that wants more fails at load.
     pub(crate) instances: usize,
@@ -604,6 +606,7 @@ impl Limiter {
         Limiter {
             budget: MemoryBudget::new(memory, host),
             pending: 0,
+            pending_table: 0,
             table_elements: 1_000_000,
             tables_used: 0,
             instances: shape.core_instances,
@@ -654,6 +657,10 @@ impl Limiter {
     }
 }
 
+/// Bytes a table element takes in wasmtime's pool (a function reference:
+/// one pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
@@ -688,17 +695,35 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let after = self
+        self.pending_table = 0;
+        let added = desired.saturating_sub(current);
+        let Some(n) = self
             .tables_used
-            .checked_add(desired.saturating_sub(current))
-            .filter(|n| *n <= self.table_elements);
-        match after {
-            Some(n) => {
-                self.tables_used = n;
-                Ok(true)
-            }
-            None => Ok(false),
+            .checked_add(added)
+            .filter(|n| *n <= self.table_elements)
+        else {
+            return Ok(false);
+        };
+        // A table's elements are memory the call can make resident
+        // (`table.fill`), up to 160 KiB a table in the pool: charged like
+        // linear memory, so that they count against `max-memory` too,
+        // not only the pool's bound of what idle slots keep (found by
+        // review). Called for a table's initial size at instantiation as
+        // well as for `table.grow`.
+        let bytes = added.saturating_mul(TABLE_ELEMENT_BYTES);
+        if !self.budget.charge(bytes) {
+            return Ok(false);
         }
+        self.tables_used = n;
+        self.pending_table = bytes;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        let bytes = std::mem::take(&mut self.pending_table);
+        self.tables_used = self.tables_used.saturating_sub(bytes / TABLE_ELEMENT_BYTES);
+        self.budget.release(bytes);
+        Ok(())
     }
 
     fn instances(&self) -> usize {

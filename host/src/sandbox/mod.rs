@@ -16,6 +16,7 @@
 //! `policy`), or any front end. Reachable only through `Core`.
 
 mod cache;
+mod sizing;
 mod state;
 mod typed;
 mod warm;
@@ -64,6 +65,11 @@ use bindings::v2::exports::toolhost::tool::tool as wit_tool;
 use bound::{Bound, Raw};
 pub(crate) use bound::{Op, Output};
 use sha2::{Digest, Sha256};
+pub(crate) use sizing::{AUTO_FLOOR, HostRoom, auto_instances};
+use sizing::{
+    STACK_KEEP_RESIDENT, TABLE_KEEP_RESIDENT, async_stack_size, describe_reserve, load_parallelism,
+    memories_for, pool_memories, pool_residue, pool_slots, pool_tables, tables_for,
+};
 pub(crate) use state::CallState;
 use std::sync::Arc;
 use std::sync::atomic as at;
@@ -102,7 +108,8 @@ pub(crate) struct Pools {
     slots: Arc<Semaphore>,
     memories: Arc<Semaphore>,
     tables: Arc<Semaphore>,
-    /// The permits there are in all: (memories, tables).
+    /// The permits there are in all: slots, and (memories, tables).
+    slots_total: u32,
     totals: (u32, u32),
     /// The memory its sandboxes may hold together, charged as it grows.
     memory: Arc<SharedMemory>,
@@ -110,20 +117,43 @@ pub(crate) struct Pools {
 
 impl Pools {
     /// A pool of `slots` sandboxes, with the memory and table permits they
-    /// may hold ([`MEMORIES_PER_SLOT`] and [`TABLES_PER_SLOT`]: the pooling
-    /// allocator's limits), and
-    /// the bytes of memory they may hold together.
+    /// may hold (`sizing::memories_for` and `tables_for`: the pooling
+    /// allocator's limits), and the bytes of memory they may hold together.
     fn new(slots: u32, memory: Arc<SharedMemory>) -> Pools {
+        Pools::with_totals(slots, (memories_for(slots), tables_for(slots)), memory)
+    }
+
+    /// `share` of this pool: that part of its slots, of its memory and
+    /// table permits (each at least one), and the bytes `memory` allows.
+    /// Of the permits, not `Pools::new` of the slots: the pool has fewer
+    /// memory permits per slot past 256 slots (`sizing::memories_for`),
+    /// and shares that each took two per slot would add up to more than
+    /// the pool (found by review).
+    fn share(&self, share: f64, memory: Arc<SharedMemory>) -> Pools {
+        let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
+        let slots = part(self.slots_total);
+        Pools::with_totals(slots, (part(self.totals.0), part(self.totals.1)), memory)
+    }
+
+    fn with_totals(slots: u32, totals: (u32, u32), memory: Arc<SharedMemory>) -> Pools {
         Pools {
             memory,
             slots: Arc::new(Semaphore::new(slots as usize)),
-            memories: Arc::new(Semaphore::new(slots as usize * MEMORIES_PER_SLOT as usize)),
-            tables: Arc::new(Semaphore::new(slots as usize * TABLES_PER_SLOT as usize)),
-            totals: (
-                slots.saturating_mul(MEMORIES_PER_SLOT),
-                slots.saturating_mul(TABLES_PER_SLOT),
-            ),
+            memories: Arc::new(Semaphore::new(totals.0 as usize)),
+            tables: Arc::new(Semaphore::new(totals.1 as usize)),
+            slots_total: slots,
+            totals,
         }
+    }
+
+    /// Whether a quarter of each kind of permit is free: the room work
+    /// ahead of calls (prepared sandboxes) must leave them.
+    fn quarter_free(&self) -> bool {
+        let free =
+            |sem: &Semaphore, total: u32| sem.available_permits() > (total as usize).div_ceil(4);
+        free(&self.slots, self.slots_total)
+            && free(&self.memories, self.totals.0)
+            && free(&self.tables, self.totals.1)
     }
 
     /// `weight` as this pool can grant it: never more than it holds (one
@@ -198,6 +228,8 @@ pub(crate) struct Sandbox {
     shape: PoolShape,
     config: EngineConfig,
     _ticker: Ticker,
+    /// This pool's part of what the process's pools claimed of the host.
+    _claim: sizing::Claim,
     /// Whether memory resets use pagemap scans, and whether swap has
     /// appeared since (then no call runs: see [`SwapWatch`]).
     swap: Arc<SwapWatch>,
@@ -664,20 +696,9 @@ impl SwapWatch {
     }
 }
 
-/// Slots each of wasmtime's pools (instances, memories, tables, stacks)
-/// holds beyond what our permits can ever hand out. wasmtime shards a pool
-/// of 128 or more slots (one shard per CPU, at most 16) and an allocation
-/// probes the shards one at a time, each under its own lock: with the pool
-/// nearly full and slots freed and taken while it probes, it can find
-/// every shard full although a slot is free, and the call fails with
-/// "maximum concurrent limit ... reached" (seen once in the sandbox bench).
-/// One spare slot per possible shard makes that need 16 such moves within
-/// one probe. The cost is address space, not memory.
-const POOL_SLACK: u32 = 16;
-
 /// The engine: components, epochs and fuel, no GC types, and a pool of
 /// `config.max_instances` sandboxes of `shape` (plus the describe reserve,
-/// [`describe_reserve`], and [`POOL_SLACK`]), with pagemap resets only if
+/// and the sharding slack: `sizing`), with pagemap resets only if
 /// `pagemap` (no swap).
 fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Result<Engine> {
     let mut wc = Config::new();
@@ -697,11 +718,14 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
     pool.total_component_instances(n)
         .total_core_instances(n.saturating_mul(shape.core_instances as u32))
         .max_core_instances_per_component(shape.core_instances as u32)
-        .total_memories(n.saturating_mul(MEMORIES_PER_SLOT))
+        .total_memories(pool_memories(config))
         .max_memories_per_component(shape.memories as u32)
-        .total_tables(n.saturating_mul(TABLES_PER_SLOT))
+        .total_tables(pool_tables(config))
         .max_tables_per_component(shape.tables as u32)
         .total_stacks(n)
+        // Both counted in the pool's bound (`sizing`): set, not defaulted.
+        .max_component_instance_size(sizing::INSTANCE_BYTES)
+        .table_elements(sizing::TABLE_ELEMENTS)
         .max_memory_size(caps::limits::MAX_MEMORY.min(1 << 32) as usize)
         // Keep the first pages of each slot resident: resetting them in
         // place is far cheaper than unmapping and faulting them back in.
@@ -715,77 +739,6 @@ fn engine(config: &EngineConfig, shape: PoolShape, pagemap: bool) -> anyhow::Res
         });
     wc.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&wc)?)
-}
-
-/// Sandboxes the pool holds: `max-instances`, the describe reserve
-/// ([`describe_reserve`]) and [`POOL_SLACK`]. One computation, for the
-/// engine and for what it may keep resident.
-fn pool_slots(config: &EngineConfig) -> u32 {
-    config
-        .max_instances
-        .saturating_add(describe_reserve(config))
-        .saturating_add(POOL_SLACK)
-}
-
-/// Each call's fiber stack: the guest's `max-wasm-stack` and a MiB for
-/// the host functions it calls.
-fn async_stack_size(config: &EngineConfig) -> usize {
-    config.max_wasm_stack + (1 << 20)
-}
-
-/// What the pool may keep resident in slots no call holds, at most: each
-/// slot's first `memory-keep-resident` bytes of each of its two linear
-/// memories and 64 KiB of each of its eight tables, reset in place rather
-/// than unmapped (see [`engine`]), and its whole fiber stack: wasmtime
-/// zeroes and decommits a returned stack only with `async_stack_zeroing`,
-/// which is off (found by review: an earlier count took 64 KiB a stack,
-/// but a guest that recursed deep once leaves its stack's pages
-/// resident). Not charged to `max-memory` (no call holds it, and wasmtime
-/// does not say which slots keep what); bounded here and reported
-/// (`toolhost_memory_residue_max_bytes`).
-fn pool_residue(config: &EngineConfig) -> u64 {
-    let n = u64::from(pool_slots(config));
-    let memories = n
-        .saturating_mul(u64::from(MEMORIES_PER_SLOT))
-        .saturating_mul(config.memory_keep_resident as u64);
-    let tables = n
-        .saturating_mul(u64::from(TABLES_PER_SLOT))
-        .saturating_mul(TABLE_KEEP_RESIDENT as u64);
-    let stacks = n.saturating_mul(async_stack_size(config) as u64);
-    memories.saturating_add(tables).saturating_add(stacks)
-}
-
-/// Linear memories and tables the pool holds per sandbox slot, on
-/// average: a component may use more of either, within the totals.
-const MEMORIES_PER_SLOT: u32 = 2;
-const TABLES_PER_SLOT: u32 = 8;
-
-/// The first bytes of each table slot kept resident between calls.
-const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-
-/// The first bytes of each fiber stack wasmtime would keep resident if it
-/// zeroed stacks (`async_stack_zeroing`, off: see [`pool_residue`]).
-const STACK_KEEP_RESIDENT: usize = 64 << 10;
-
-/// How many components a load prepares at once (see
-/// [`Sandbox::load_parallelism`]).
-fn load_parallelism(config: &EngineConfig) -> usize {
-    let n = match config.load_parallelism {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n as usize,
-    };
-    n.min(config.max_instances as usize / 2).max(1)
-}
-
-/// Sandboxes the pool holds beside `max-instances`, for `describe` only:
-/// a component a reload adds must describe itself before it can be
-/// served, and under a pool full of calls (runaway ones, say) it would
-/// wait past its deadline and drop out. Calls never take these. One per
-/// component a load prepares at once, so that one slow `describe` (a
-/// hostile one may take its whole timeout) does not make the others of
-/// the same load wait past theirs.
-fn describe_reserve(config: &EngineConfig) -> u32 {
-    load_parallelism(config) as u32
 }
 
 /// The linker every component gets (WASI with toolhost's filesystem
@@ -832,6 +785,8 @@ fn start_ticker(
 
 impl Sandbox {
     pub(crate) fn new(config: EngineConfig) -> anyhow::Result<Sandbox> {
+        let config = config.resolved();
+        let claim = sizing::Claim::new(&config);
         let n = config.max_instances;
         let shape = PoolShape::default();
         let swap = Arc::new(SwapWatch::new("/proc/swaps".into(), config.pagemap_scan));
@@ -878,6 +833,7 @@ impl Sandbox {
             shape,
             config,
             _ticker: Ticker { stop },
+            _claim: claim,
             swap,
             scope_shares: Default::default(),
             scope_memory: Default::default(),
@@ -898,9 +854,8 @@ impl Sandbox {
         match shares.get(scope) {
             Some((had, pools)) if *had <= share => pools.clone(),
             _ => {
-                let n = ((f64::from(self.config.max_instances) * share).floor() as u32).max(1);
                 let bytes = (self.config.max_memory as f64 * share) as u64;
-                let pools = Pools::new(n, self.scope_memory(scope, bytes));
+                let pools = self.pool.share(share, self.scope_memory(scope, bytes));
                 shares.insert(scope.clone(), (share, pools.clone()));
                 pools
             }
@@ -949,6 +904,11 @@ impl Sandbox {
     /// into their deadlines on a small pool.
     pub(crate) fn load_parallelism(&self) -> usize {
         load_parallelism(&self.config)
+    }
+
+    /// Sandboxes calls may hold at once (`max-instances`, resolved).
+    pub(crate) fn pool_size(&self) -> u32 {
+        self.config.max_instances
     }
 
     /// The compile cache's directory, if caching: host state no grant may

@@ -193,8 +193,6 @@ pub(crate) struct Shared {
     /// Most linear memory all prepared sandboxes may hold together.
     memory_budget: usize,
     memory_used: AtomicUsize,
-    /// Pool slots never taken by prepared sandboxes.
-    reserve: usize,
     /// Calls waiting for the pool now: nothing is prepared meanwhile.
     waiting: AtomicUsize,
     generation: AtomicU64,
@@ -225,7 +223,6 @@ impl Shared {
             after_reply: config.prepare_after_reply,
             memory_budget: usize::try_from(config.prewarm_memory).unwrap_or(usize::MAX),
             memory_used: AtomicUsize::new(0),
-            reserve: (config.max_instances as usize).div_ceil(4),
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             sets: Mutex::new(Vec::new()),
@@ -498,11 +495,12 @@ impl Shared {
     }
 
     /// Whether the pool has room beyond the reserve kept for calls (a
-    /// quarter of it) and no call waits for it: only then is work that
-    /// holds sandboxes ahead of calls (preparing, deferred teardown) done.
+    /// quarter of its slots, and of its memory and table permits: past 256
+    /// slots it has fewer memory permits than two per slot, found by
+    /// review) and no call waits for it: only then is work that holds
+    /// sandboxes ahead of calls (preparing, deferred teardown) done.
     pub(crate) fn has_room(&self) -> bool {
-        self.pools.slots.available_permits() > self.reserve
-            && self.waiting.load(Ordering::Acquire) == 0
+        self.pools.quarter_free() && self.waiting.load(Ordering::Acquire) == 0
     }
 
     /// Pool permits for one prepared sandbox, only if they are free now and
