@@ -161,7 +161,7 @@ fn main() -> anyhow::Result<()> {
         "\n## In flight: N calls of `sleep({SLEEP_MS} ms)` at once, `max-instances = N` or the default\n"
     );
     println!(
-        "| calls | pool | most in flight at once | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
+        "| calls | pool | calls started, not returned (most) | all returned in | errors | RSS idle | RSS peak | per call in flight | RSS 1 s after | mappings at peak | address space at peak |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, slots) in rows {

@@ -745,6 +745,54 @@ async fn a_component_with_many_memories_cannot_take_every_memory_permit() {
     );
 }
 
+/// A guest's tables are memory it can make resident (`table.fill`), so a
+/// call's table growth is charged to its memory limit like its linear
+/// memory (found by the review of the automatic pool: before, 160 KiB a
+/// table, eight a sandbox, were charged nowhere). Growing a table by
+/// 19,000 elements (152 KiB) fails inside a 128 KiB limit, which the
+/// call's one 64 KiB page of linear memory leaves 64 KiB of, and succeeds
+/// inside 1 MiB.
+#[tokio::test]
+async fn a_calls_tables_count_against_its_memory_limit() {
+    let d = ToolDir::new();
+    let wasm = d.path().join("tables.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(
+            r#"(component
+                (core module $m
+                    (memory 1)
+                    (table $t 1 20000 funcref)
+                    (func (export "grow") (result i32)
+                        (table.grow $t (ref.null func) (i32.const 19000))))
+                (core instance $i (instantiate $m))
+                (func $grow (result s32) (canon lift (core func $i "grow")))
+                (export "grow" (func $grow)))"#,
+        )
+        .expect("fixture WAT parses"),
+    )
+    .unwrap();
+    let sha = sha256_hex(&wasm);
+    for (limit, grown) in [("128 KiB", json!(-1)), ("1 MiB", json!(1))] {
+        d.write(
+            "tables.toml",
+            &format!("[component]\npath = \"tables.wasm\"\nsha256 = \"{sha}\"\n\n[limits]\nmemory = \"{limit}\"\n"),
+        );
+        let core = Core::builder()
+            .config(test_config())
+            .source(Scope::default(), d.path())
+            .build()
+            .await
+            .unwrap();
+        assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+        assert_eq!(
+            result(&core, "grow", json!({})).await,
+            grown,
+            "limit {limit}"
+        );
+    }
+}
+
 /// A component whose one export `NAME` loops for ever.
 fn spinner(d: &ToolDir, name: &str) {
     let wasm = d.path().join(format!("{name}.wasm"));

@@ -804,6 +804,24 @@ mod tests {
     }
 
     #[test]
+    fn table_elements_are_charged_and_a_failed_growth_gives_them_back() {
+        let shape = crate::sandbox::PoolShape::default();
+        let host = SharedMemory::new(1 << 20);
+        let mut l = Limiter::new(1 << 20, Some(host.clone()), shape);
+        // 64 Ki elements: 512 KiB of the call's and the host's memory.
+        assert!(l.table_growing(0, 64 << 10, None).unwrap());
+        assert_eq!((l.used(), host.used()), (512 << 10, 512 << 10));
+        // Another 96 Ki would pass the call's 1 MiB: refused, as memory.
+        assert!(!l.table_growing(64 << 10, 160 << 10, None).unwrap());
+        assert_eq!(l.refused_memory(), Some((Refusal::Own, 1 << 20)));
+        // wasmtime failed a growth it was allowed: the charge comes back.
+        assert!(l.table_growing(64 << 10, 96 << 10, None).unwrap());
+        assert_eq!(l.used(), 768 << 10);
+        l.table_grow_failed(wasmtime::Error::msg("no")).unwrap();
+        assert_eq!((l.used(), host.used()), (512 << 10, 512 << 10));
+    }
+
+    #[test]
     fn calls_under_their_own_limits_cannot_together_pass_the_hosts() {
         let shape = crate::sandbox::PoolShape::default();
         let host = SharedMemory::new(10 << 20);
