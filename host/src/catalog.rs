@@ -139,6 +139,9 @@ pub(crate) struct CatalogTool {
     pub(crate) component: Arc<LoadedComponent>,
     pub(crate) input: Schema,
     pub(crate) output: Option<Schema>,
+    /// Its calls' metric series, looked up at its first call. A tool is
+    /// in one scope of one core's catalog, so one series is its own.
+    pub(crate) series: std::sync::OnceLock<crate::metrics::Series>,
 }
 
 /// What happened while loading, for progress output.
@@ -625,6 +628,7 @@ async fn load_one(
                 component: comp.clone(),
                 input,
                 output,
+                series: Default::default(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

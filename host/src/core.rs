@@ -1102,11 +1102,17 @@ impl Core {
         };
         tracing::Span::current().record("outcome", outcome);
         let elapsed = started.elapsed();
-        let metric_tool = trace
-            .tool
-            .as_ref()
-            .map_or(crate::metrics::OTHER, |t| t.def.name.as_ref());
-        inner.metrics.finished(scope, metric_tool, outcome, elapsed);
+        match &trace.tool {
+            Some(t) => {
+                let series = t
+                    .series
+                    .get_or_init(|| inner.metrics.series(scope, &t.def.name));
+                inner.metrics.finished_in(series, outcome, elapsed);
+            }
+            None => inner
+                .metrics
+                .finished(scope, crate::metrics::OTHER, outcome, elapsed),
+        }
         pending.finished = true;
         // Waited in the fair queue, then for the pool's own permits.
         let queue_wait = usage.queue_wait().map(|w| w + trace.waited);
