@@ -198,13 +198,12 @@ impl EngineConfig {
         }
     }
 
-    /// This configuration with `max_instances` resolved (see
-    /// [`EngineConfig::pool_size`], logged) and `prewarm` kept within
-    /// three quarters of the pool.
-    pub(crate) fn resolved(&self) -> EngineConfig {
+    /// This configuration with `max_instances` resolved on a host with
+    /// `room` (see [`EngineConfig::pool_size`], logged) and `prewarm` kept
+    /// within three quarters of the pool.
+    pub(crate) fn resolved_in(&self, room: crate::sandbox::HostRoom) -> EngineConfig {
         let mut c = self.clone();
         if c.max_instances == 0 {
-            let room = crate::sandbox::HostRoom::now();
             let (n, bound) = crate::sandbox::auto_instances(self, room);
             c.max_instances = n;
             if n == crate::sandbox::AUTO_FLOOR {
@@ -523,6 +522,8 @@ pub(crate) fn host_memory() -> Option<u64> {
     let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|c| cgroup_memory_limit(&c, Path::new("/sys/fs/cgroup")));
+    // cgroup v1 writes "no limit" as a number near 2^63: not a size.
+    let cgroup = cgroup.filter(|c| *c < 1 << 50);
     match (physical, cgroup) {
         (Some(p), Some(c)) => Some(p.min(c)),
         (Some(m), None) | (None, Some(m)) => Some(m),
@@ -552,7 +553,18 @@ fn cgroup_memory_limit(membership: &str, root: &Path) -> Option<u64> {
     let under = |path: &str, base: &Path| base.join(path.trim_start_matches('/'));
     for line in membership.lines() {
         let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        // A cgroup outside this namespace's root is named with `..`: its
+        // files are not under `root`, and its limit not ours to find.
+        if Path::new(path)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            continue;
+        }
         if controllers.is_empty() {
             if let Some(l) = lowest(under(path, root), "memory.max") {
                 return Some(l);
@@ -1225,6 +1237,16 @@ mod tests {
         assert_eq!(cgroup_memory_limit(v2, root), Some(1 << 30));
         // In its own namespace the process is at the root: no limit here.
         assert_eq!(cgroup_memory_limit("0::/\n", root), None);
+        // A malformed line is skipped, and a cgroup outside the namespace
+        // (named with `..`) is not looked for outside the root.
+        assert_eq!(
+            cgroup_memory_limit("junk\n0::/../system.slice\n", root),
+            None
+        );
+        assert_eq!(
+            cgroup_memory_limit(&format!("junk\n{v2}"), root),
+            Some(1 << 30)
+        );
         // cgroup v1: the memory controller's hierarchy.
         let v1 = root.join("memory/docker/abc");
         std::fs::create_dir_all(&v1).unwrap();
@@ -1248,12 +1270,19 @@ mod tests {
             prewarm: 64,
             ..auto.clone()
         }
-        .resolved();
+        .resolved_in(crate::sandbox::HostRoom::now());
         assert_eq!((tiny.max_instances, tiny.prewarm), (16, 12));
         let set = HostConfig::parse(Path::new("t.toml"), "[engine]\nmax-instances = 300\n")
             .unwrap()
             .engine;
-        assert_eq!((set.pool_size(), set.resolved().max_instances), (300, 300));
+        assert_eq!(
+            (
+                set.pool_size(),
+                set.resolved_in(crate::sandbox::HostRoom::now())
+                    .max_instances
+            ),
+            (300, 300)
+        );
         let zero = HostConfig::parse(
             Path::new("t.toml"),
             "[engine]\nmax-instances = 0\nprewarm = 64\n",

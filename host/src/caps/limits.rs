@@ -588,8 +588,6 @@ pub(crate) struct Limiter {
     /// wasmtime then fails the growth (`memory_grow_failed`), so that a
     /// guest cannot hold charges for memory it never got.
     pending: usize,
-    /// The same for the latest table growth.
-    pending_table: usize,
     /// Instances, memories and tables one call may create (the pool's
     /// per-component shape): a component that wants more fails at load.
     pub(crate) instances: usize,
@@ -606,7 +604,6 @@ impl Limiter {
         Limiter {
             budget: MemoryBudget::new(memory, host),
             pending: 0,
-            pending_table: 0,
             table_elements: 1_000_000,
             tables_used: 0,
             instances: shape.core_instances,
@@ -657,9 +654,15 @@ impl Limiter {
     }
 }
 
-/// Bytes a table element takes in wasmtime's pool (a function reference:
-/// one pointer).
-const TABLE_ELEMENT_BYTES: usize = 8;
+/// The bytes of the pages `elements` table elements take in wasmtime's
+/// pool (a function reference is one pointer; a table's memory is
+/// resident by the page).
+fn table_pages(elements: usize) -> usize {
+    elements
+        .saturating_mul(8)
+        .div_ceil(4096)
+        .saturating_mul(4096)
+}
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
@@ -693,36 +696,41 @@ impl wasmtime::ResourceLimiter for Limiter {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.pending_table = 0;
-        let added = desired.saturating_sub(current);
+        // Past the table's own maximum wasmtime fails the growth after
+        // asking: refuse it here and charge nothing (as `memory_growing`),
+        // so that an approved growth cannot fail (review).
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
         let Some(n) = self
             .tables_used
-            .checked_add(added)
+            .checked_add(desired.saturating_sub(current))
             .filter(|n| *n <= self.table_elements)
         else {
             return Ok(false);
         };
         // A table's elements are memory the call can make resident
         // (`table.fill`), up to 160 KiB a table in the pool: charged like
-        // linear memory, so that they count against `max-memory` too,
-        // not only the pool's bound of what idle slots keep (found by
-        // review). Called for a table's initial size at instantiation as
-        // well as for `table.grow`.
-        let bytes = added.saturating_mul(TABLE_ELEMENT_BYTES);
+        // linear memory, by the page, so that they count against
+        // `max-memory` too, not only the pool's bound of what idle slots
+        // keep (found by review). Called for a table's initial size at
+        // instantiation as well as for `table.grow`.
+        let bytes = table_pages(desired).saturating_sub(table_pages(current));
         if !self.budget.charge(bytes) {
             return Ok(false);
         }
         self.tables_used = n;
-        self.pending_table = bytes;
         Ok(true)
     }
 
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        let bytes = std::mem::take(&mut self.pending_table);
-        self.tables_used = self.tables_used.saturating_sub(bytes / TABLE_ELEMENT_BYTES);
-        self.budget.release(bytes);
+        // Nothing is given back: past the maximum check above, wasmtime
+        // fails a growth only without asking first (one that overflows
+        // the index type), and a refund then would be of an earlier growth
+        // that went through (found by review). A charge never refunded is
+        // the call's until it ends.
         Ok(())
     }
 
@@ -804,20 +812,27 @@ mod tests {
     }
 
     #[test]
-    fn table_elements_are_charged_and_a_failed_growth_gives_them_back() {
+    fn table_elements_are_charged_by_the_page_and_never_past_the_maximum() {
         let shape = crate::sandbox::PoolShape::default();
         let host = SharedMemory::new(1 << 20);
         let mut l = Limiter::new(1 << 20, Some(host.clone()), shape);
-        // 64 Ki elements: 512 KiB of the call's and the host's memory.
-        assert!(l.table_growing(0, 64 << 10, None).unwrap());
+        // One element takes a page; 64 Ki elements 512 KiB, of the call's
+        // and the host's memory.
+        assert!(l.table_growing(0, 1, Some(1 << 20)).unwrap());
+        assert_eq!(l.used(), 4096);
+        assert!(l.table_growing(1, 64 << 10, Some(1 << 20)).unwrap());
         assert_eq!((l.used(), host.used()), (512 << 10, 512 << 10));
+        // Past the table's maximum: refused, nothing charged, and not
+        // reported as running out of memory.
+        assert!(!l.table_growing(64 << 10, 70 << 10, Some(66 << 10)).unwrap());
+        assert_eq!((l.used(), l.refused_memory()), (512 << 10, None));
         // Another 96 Ki would pass the call's 1 MiB: refused, as memory.
         assert!(!l.table_growing(64 << 10, 160 << 10, None).unwrap());
         assert_eq!(l.refused_memory(), Some((Refusal::Own, 1 << 20)));
-        // wasmtime failed a growth it was allowed: the charge comes back.
-        assert!(l.table_growing(64 << 10, 96 << 10, None).unwrap());
-        assert_eq!(l.used(), 768 << 10);
-        l.table_grow_failed(wasmtime::Error::msg("no")).unwrap();
+        // A growth wasmtime fails without asking (an index overflow) gives
+        // back nothing: the earlier growth's charge stays.
+        l.table_grow_failed(wasmtime::Error::msg("overflow"))
+            .unwrap();
         assert_eq!((l.used(), host.used()), (512 << 10, 512 << 10));
     }
 

@@ -146,14 +146,17 @@ impl Pools {
         }
     }
 
-    /// Whether a quarter of each kind of permit is free: the room work
-    /// ahead of calls (prepared sandboxes) must leave them.
-    fn quarter_free(&self) -> bool {
-        let free =
-            |sem: &Semaphore, total: u32| sem.available_permits() > (total as usize).div_ceil(4);
-        free(&self.slots, self.slots_total)
-            && free(&self.memories, self.totals.0)
-            && free(&self.tables, self.totals.1)
+    /// Whether a sandbox of `weight` (memories, tables) can be taken and
+    /// still leave a quarter of each kind of permit free: the room work
+    /// ahead of calls (prepared sandboxes) must leave them (a check of the
+    /// quarter alone let a heavy sandbox dip into it: review).
+    fn quarter_free(&self, weight: (u32, u32)) -> bool {
+        let free = |sem: &Semaphore, total: u32, take: u32| {
+            sem.available_permits() >= (total as usize).div_ceil(4) + take.max(1) as usize
+        };
+        free(&self.slots, self.slots_total, 1)
+            && free(&self.memories, self.totals.0, weight.0)
+            && free(&self.tables, self.totals.1, weight.1)
     }
 
     /// `weight` as this pool can grant it: never more than it holds (one
@@ -785,8 +788,7 @@ fn start_ticker(
 
 impl Sandbox {
     pub(crate) fn new(config: EngineConfig) -> anyhow::Result<Sandbox> {
-        let config = config.resolved();
-        let claim = sizing::Claim::new(&config);
+        let (config, claim) = sizing::Claim::resolve(&config);
         let n = config.max_instances;
         let shape = PoolShape::default();
         let swap = Arc::new(SwapWatch::new("/proc/swaps".into(), config.pagemap_scan));
@@ -1067,6 +1069,24 @@ impl Sandbox {
                             "its initial memory of {} MiB is over its memory limit of {} MiB; raise `limits.memory`",
                             initial.saturating_mul(1 << 16) >> 20,
                             memory_limit >> 20
+                        ),
+                    });
+                }
+                // Its tables are charged to the same limit from their
+                // initial size on (`Limiter::table_growing`): one that
+                // starts over it would fail every call (review).
+                let tables = r
+                    .max_initial_table_size
+                    .unwrap_or(0)
+                    .saturating_mul(8)
+                    .saturating_mul(u64::from(r.num_tables));
+                if tables > memory_limit {
+                    return Err(LoadErrorKind::TooLarge {
+                        component: cpath.to_path_buf(),
+                        reason: format!(
+                            "its tables' initial {} KiB are over its memory limit of {} KiB; raise `limits.memory`",
+                            tables >> 10,
+                            memory_limit >> 10
                         ),
                     });
                 }

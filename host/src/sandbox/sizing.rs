@@ -172,6 +172,12 @@ impl HostRoom {
     /// read, the kernel's default (65,530 mappings, 128 TiB of address
     /// space) or, for memory, 16 GiB.
     pub(crate) fn now() -> HostRoom {
+        let claimed = *CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        HostRoom::given(claimed)
+    }
+
+    /// This process's room, with `claimed` taken by its live pools.
+    fn given(claimed: Claimed) -> HostRoom {
         let maps_now = std::fs::read_to_string("/proc/self/maps")
             .map(|m| m.lines().count() as u64)
             .unwrap_or(0);
@@ -187,7 +193,6 @@ impl HostRoom {
                     .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             })
             .map_or(0, |kib| kib << 10);
-        let claimed = *CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
         HostRoom {
             memory: crate::config::host_memory()
                 .unwrap_or(16 << 30)
@@ -238,16 +243,20 @@ static CLAIMED: std::sync::Mutex<Claimed> = std::sync::Mutex::new(Claimed {
 pub(crate) struct Claim(Claimed);
 
 impl Claim {
-    /// Claim what a pool of `config`'s size (resolved) may hold.
-    pub(crate) fn new(config: &EngineConfig) -> Claim {
-        let mine = Claimed {
-            memory: config.max_memory.saturating_add(pool_residue(config)),
-            mappings: pool_mappings(config),
-        };
+    /// `config` resolved for this host (its pool sized, see
+    /// [`EngineConfig::pool_size`]), and what that pool may hold, claimed:
+    /// sized and claimed under one lock, so that two cores built at once
+    /// are not both sized against the whole host (found by review).
+    pub(crate) fn resolve(config: &EngineConfig) -> (EngineConfig, Claim) {
         let mut all = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+        let resolved = config.resolved_in(HostRoom::given(*all));
+        let mine = Claimed {
+            memory: resolved.max_memory.saturating_add(pool_residue(&resolved)),
+            mappings: pool_mappings(&resolved),
+        };
         all.memory = all.memory.saturating_add(mine.memory);
         all.mappings = all.mappings.saturating_add(mine.mappings);
-        Claim(mine)
+        (resolved, Claim(mine))
     }
 }
 

@@ -500,13 +500,19 @@ impl Shared {
     /// review) and no call waits for it: only then is work that holds
     /// sandboxes ahead of calls (preparing, deferred teardown) done.
     pub(crate) fn has_room(&self) -> bool {
-        self.pools.quarter_free() && self.waiting.load(Ordering::Acquire) == 0
+        self.has_room_for((0, 0))
+    }
+
+    /// [`Shared::has_room`], and room for a sandbox of `weight` beside
+    /// the reserve.
+    fn has_room_for(&self, weight: (u32, u32)) -> bool {
+        self.pools.quarter_free(weight) && self.waiting.load(Ordering::Acquire) == 0
     }
 
     /// Pool permits for one prepared sandbox, only if they are free now and
     /// leave the reserve untouched.
     fn try_permits(&self, weight: (u32, u32)) -> Option<PoolPermits> {
-        if !self.has_room() {
+        if !self.has_room_for(weight) {
             return None;
         }
         let p = self.pools.try_acquire(weight)?;
