@@ -793,6 +793,52 @@ async fn a_calls_tables_count_against_its_memory_limit() {
     }
 }
 
+/// A component whose tables alone start over its memory limit would fail
+/// every call once instantiated (its tables are charged from their
+/// initial size on): it is refused at load, saying why.
+#[tokio::test]
+async fn a_component_whose_tables_start_over_its_memory_limit_is_refused_at_load() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let wasm = d.path().join("wide.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str(
+            r#"(component
+                (core module $m
+                    (table 20000 funcref)
+                    (func (export "one") (result i32) i32.const 1))
+                (core instance $i (instantiate $m))
+                (func $one (result s32) (canon lift (core func $i "one")))
+                (export "one" (func $one)))"#,
+        )
+        .expect("fixture WAT parses"),
+    )
+    .unwrap();
+    d.write(
+        "wide.toml",
+        &format!(
+            "[component]\npath = \"wide.wasm\"\nsha256 = \"{}\"\n\n[limits]\nmemory = \"128 KiB\"\n",
+            sha256_hex(&wasm)
+        ),
+    );
+    let core = Core::builder()
+        .config(test_config())
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let errors = core.load_errors();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("wide.toml") && e.contains("tables' initial 156 KiB"),
+        "{e}"
+    );
+    let echoed = call(&core, "echo", json!({"text": "ok"})).await.unwrap();
+    assert_eq!(echoed.text(), "ok", "the other tools still load");
+}
+
 /// A component whose one export `NAME` loops for ever.
 fn spinner(d: &ToolDir, name: &str) {
     let wasm = d.path().join(format!("{name}.wasm"));
