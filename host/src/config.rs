@@ -197,38 +197,6 @@ impl EngineConfig {
             n => n,
         }
     }
-
-    /// This configuration with `max_instances` resolved on a host with
-    /// `room` (see [`EngineConfig::pool_size`], logged) and `prewarm` kept
-    /// within three quarters of the pool.
-    pub(crate) fn resolved_in(&self, room: crate::sandbox::HostRoom) -> EngineConfig {
-        let mut c = self.clone();
-        if c.max_instances == 0 {
-            let (n, bound) = crate::sandbox::auto_instances(self, room);
-            c.max_instances = n;
-            if n == crate::sandbox::AUTO_FLOOR {
-                tracing::warn!(
-                    max_instances = n,
-                    bound = %bound,
-                    max_memory = c.max_memory,
-                    host_memory = room.memory,
-                    "the sandbox pool is at its floor: this host has little room for it beside what is taken (by `[engine] max-memory`, `memory-keep-resident`, `max-wasm-stack`, or another pool in the process); lower those, or set `max-instances`"
-                );
-            } else {
-                tracing::info!(max_instances = n, bound = %bound, "sandbox pool sized for this host");
-            }
-        }
-        let most = c.max_instances - c.max_instances.div_ceil(4);
-        if c.prewarm > most {
-            tracing::warn!(
-                prewarm = c.prewarm,
-                most,
-                "prewarm lowered: prepared sandboxes may use at most three quarters of the pool"
-            );
-            c.prewarm = most;
-        }
-        c
-    }
 }
 
 impl Default for EngineConfig {
@@ -1269,8 +1237,8 @@ mod tests {
             max_memory: 1 << 50,
             prewarm: 64,
             ..auto.clone()
-        }
-        .resolved_in(crate::sandbox::HostRoom::now());
+        };
+        let tiny = crate::sandbox::resolve_in(&tiny, crate::sandbox::HostRoom::now());
         assert_eq!((tiny.max_instances, tiny.prewarm), (16, 12));
         let set = HostConfig::parse(Path::new("t.toml"), "[engine]\nmax-instances = 300\n")
             .unwrap()
@@ -1278,8 +1246,7 @@ mod tests {
         assert_eq!(
             (
                 set.pool_size(),
-                set.resolved_in(crate::sandbox::HostRoom::now())
-                    .max_instances
+                crate::sandbox::resolve_in(&set, crate::sandbox::HostRoom::now()).max_instances
             ),
             (300, 300)
         );

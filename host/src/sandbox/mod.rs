@@ -65,7 +65,9 @@ use bindings::v2::exports::toolhost::tool::tool as wit_tool;
 use bound::{Bound, Raw};
 pub(crate) use bound::{Op, Output};
 use sha2::{Digest, Sha256};
-pub(crate) use sizing::{AUTO_FLOOR, HostRoom, auto_instances};
+#[cfg(test)]
+pub(crate) use sizing::resolve_in;
+pub(crate) use sizing::{HostRoom, auto_instances};
 use sizing::{
     STACK_KEEP_RESIDENT, TABLE_KEEP_RESIDENT, async_stack_size, describe_reserve, load_parallelism,
     memories_for, pool_memories, pool_residue, pool_slots, pool_tables, tables_for,

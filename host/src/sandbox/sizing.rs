@@ -249,7 +249,7 @@ impl Claim {
     /// are not both sized against the whole host (found by review).
     pub(crate) fn resolve(config: &EngineConfig) -> (EngineConfig, Claim) {
         let mut all = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-        let resolved = config.resolved_in(HostRoom::given(*all));
+        let resolved = resolve_in(config, HostRoom::given(*all));
         let mine = Claimed {
             memory: resolved.max_memory.saturating_add(pool_residue(&resolved)),
             mappings: pool_mappings(&resolved),
@@ -325,6 +325,38 @@ fn pool_address_space(config: &EngineConfig) -> u64 {
             u64::from(pool_slots(config)).saturating_mul(async_stack_size(config) as u64 + 4096),
         )
         .saturating_add(u64::from(pool_tables(config)).saturating_mul(table))
+}
+
+/// `config` with `max_instances` resolved on a host with `room` (see
+/// [`EngineConfig::pool_size`], logged) and `prewarm` kept within three
+/// quarters of the pool.
+pub(crate) fn resolve_in(config: &EngineConfig, room: HostRoom) -> EngineConfig {
+    let mut c = config.clone();
+    if c.max_instances == 0 {
+        let (n, bound) = auto_instances(config, room);
+        c.max_instances = n;
+        if n == AUTO_FLOOR {
+            tracing::warn!(
+                max_instances = n,
+                bound = %bound,
+                max_memory = c.max_memory,
+                host_memory = room.memory,
+                "the sandbox pool is at its floor: this host has little room for it beside what is taken (by `[engine] max-memory`, `memory-keep-resident`, `max-wasm-stack`, or another pool in the process); lower those, or set `max-instances`"
+            );
+        } else {
+            tracing::info!(max_instances = n, bound = %bound, "sandbox pool sized for this host");
+        }
+    }
+    let most = c.max_instances - c.max_instances.div_ceil(4);
+    if c.prewarm > most {
+        tracing::warn!(
+            prewarm = c.prewarm,
+            most,
+            "prewarm lowered: prepared sandboxes may use at most three quarters of the pool"
+        );
+        c.prewarm = most;
+    }
+    c
 }
 
 /// The pool size `max-instances = 0` means on a host with `room`: the
