@@ -257,11 +257,9 @@ impl Metrics {
         let labels = ScopeLabels {
             scope: self.scope(scope),
         };
-        self.inner.in_flight.get_or_create(&labels).inc();
-        InFlight {
-            metrics: self.clone(),
-            labels,
-        }
+        let gauge = self.inner.in_flight.get_or_create(&labels).clone();
+        gauge.inc();
+        InFlight { gauge }
     }
 
     /// A call ended: `outcome` is `ok` or its error kind.
@@ -404,19 +402,15 @@ impl std::fmt::Debug for Series {
 }
 
 /// A call in flight: the gauge goes down when this is dropped, however the
-/// call ends (even if its future is dropped).
+/// call ends (even if its future is dropped). It holds the registry's own
+/// gauge, so the end looks nothing up.
 pub(crate) struct InFlight {
-    metrics: Metrics,
-    labels: ScopeLabels,
+    gauge: Gauge,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.metrics
-            .inner
-            .in_flight
-            .get_or_create(&self.labels)
-            .dec();
+        self.gauge.dec();
     }
 }
 
