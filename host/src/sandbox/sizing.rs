@@ -2,7 +2,8 @@
 //! or, by default, the most this host affords), the slots beside them
 //! (the describe reserve, the sharding slack), the linear memories, tables
 //! and fiber stacks wasmtime's pooling allocator reserves for them, and the
-//! most it may keep resident between calls.
+//! most it may keep resident between calls; and what the live pools of the
+//! process claimed of the host, so that each is sized to what is left.
 //!
 //! One set of functions for the engine's pool, the permits that hand it
 //! out and the bound reported as `toolhost_memory_residue_max_bytes`, so
@@ -37,7 +38,8 @@ pub(super) fn pool_slots(config: &EngineConfig) -> u32 {
 /// have one memory (a Rust `wasm32-wasip2` tool has one); one built with
 /// the WASI preview 1 adapter has two. Calls of such components beyond
 /// that wait for memory permits, as any call waits for a slot. Each memory
-/// reserves 4 GiB of address space and, while in use, up to four mappings,
+/// reserves 4 GiB of address space and, while in use, four mappings (six
+/// counted, see `pool_mappings`),
 /// so on a pool of thousands a second memory per slot would halve what
 /// the host affords (see [`auto_instances`]); up to 256 slots it is two
 /// per slot, as before.
