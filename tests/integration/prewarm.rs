@@ -329,14 +329,7 @@ async fn a_sandbox_prepared_after_a_reply_before_a_reload_is_never_used_after_it
 
     // A reload that changes nothing still drops it (the component may be
     // the same object, and its set with it): the next call builds its own.
-    let before = core.prewarm_stats();
-    assert!(core.reload().await.is_empty());
-    let after = core.prewarm_stats();
-    assert_eq!(
-        after.discarded,
-        before.discarded + 1,
-        "{before:?} -> {after:?}"
-    );
+    let after = reload_dropping_the_prepared(&core).await;
     assert_eq!(greeting(core.clone()).await, "before");
     assert_eq!(core.prewarm_stats().hits, after.hits, "a stale sandbox ran");
     assert_eq!(greeting(core.clone()).await, "before");
@@ -350,19 +343,12 @@ async fn a_sandbox_prepared_after_a_reply_before_a_reload_is_never_used_after_it
         "hostile",
         "[env]\nset = { GREETING = \"after\" }\n",
     );
-    let before = core.prewarm_stats();
-    assert!(core.reload().await.is_empty());
-    let after = core.prewarm_stats();
-    assert_eq!(
-        after.discarded,
-        before.discarded + 1,
-        "{before:?} -> {after:?}"
-    );
+    let after = reload_dropping_the_prepared(&core).await;
     assert_eq!(after.ready, 0, "{after:?}");
     for _ in 0..5 {
         assert_eq!(greeting(core.clone()).await, "after");
     }
-    assert!(core.prewarm_stats().hits >= before.hits + 4);
+    assert!(core.prewarm_stats().hits >= after.hits + 4);
 
     // A new component under the same manifest: its tools, never the old
     // component's sandbox.
@@ -538,4 +524,18 @@ fn front_ends_prepare_after_the_reply_and_every_call_stays_fresh() {
         "HTTP: {n} of 10 calls ran prepared:\n{}",
         server.stderr()
     );
+}
+
+/// Reload `core` (no errors) and check that it dropped its one prepared
+/// sandbox; the stats after.
+async fn reload_dropping_the_prepared(core: &Core) -> toolhost::PrewarmStats {
+    let before = core.prewarm_stats();
+    assert!(core.reload().await.is_empty());
+    let after = core.prewarm_stats();
+    assert_eq!(
+        after.discarded,
+        before.discarded + 1,
+        "{before:?} -> {after:?}"
+    );
+    after
 }

@@ -542,19 +542,30 @@ async fn typed_components_get_exactly_the_granted_wasi() {
     );
 }
 
-/// Load a WAT component as tool `bad` next to echo; its single load error.
-async fn load_error(wat: &str) -> String {
-    let d = ToolDir::new();
-    d.add("echo", "echo", "");
-    let wasm = d.path().join("bad.wasm");
+/// Write the component `wat` into `d` as `NAME.wasm`, with a manifest
+/// pinning its digest and `extra` after it (`[limits]`, say).
+fn add_wat(d: &ToolDir, name: &str, wat: &str, extra: &str) {
+    let wasm = d.path().join(format!("{name}.wasm"));
     std::fs::write(&wasm, wat::parse_str(wat).expect("fixture WAT parses")).unwrap();
     d.write(
-        "bad.toml",
+        &format!("{name}.toml"),
         &format!(
-            "[component]\npath = \"bad.wasm\"\nsha256 = \"{}\"\n",
+            "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n\n{extra}",
             sha256_hex(&wasm)
         ),
     );
+}
+
+/// Load a WAT component as tool `bad` next to echo; its single load error.
+async fn load_error(wat: &str) -> String {
+    load_error_with(wat, "").await
+}
+
+/// [`load_error`] with `extra` in the component's manifest.
+async fn load_error_with(wat: &str, extra: &str) -> String {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    add_wat(&d, "bad", wat, extra);
     let core = Core::builder()
         .config(test_config())
         .source(Scope::default(), d.path())
@@ -754,37 +765,24 @@ async fn a_component_with_many_memories_cannot_take_every_memory_permit() {
 /// inside 1 MiB.
 #[tokio::test]
 async fn a_calls_tables_count_against_its_memory_limit() {
-    let d = ToolDir::new();
-    let wasm = d.path().join("tables.wasm");
-    std::fs::write(
-        &wasm,
-        wat::parse_str(
-            r#"(component
-                (core module $m
-                    (memory 1)
-                    (table $t 1 20000 funcref)
-                    (func (export "grow") (result i32)
-                        (table.grow $t (ref.null func) (i32.const 19000))))
-                (core instance $i (instantiate $m))
-                (func $grow (result s32) (canon lift (core func $i "grow")))
-                (export "grow" (func $grow)))"#,
-        )
-        .expect("fixture WAT parses"),
-    )
-    .unwrap();
-    let sha = sha256_hex(&wasm);
+    let wat = r#"(component
+        (core module $m
+            (memory 1)
+            (table $t 1 20000 funcref)
+            (func (export "grow") (result i32)
+                (table.grow $t (ref.null func) (i32.const 19000))))
+        (core instance $i (instantiate $m))
+        (func $grow (result s32) (canon lift (core func $i "grow")))
+        (export "grow" (func $grow)))"#;
     for (limit, grown) in [("128 KiB", json!(-1)), ("1 MiB", json!(1))] {
-        d.write(
-            "tables.toml",
-            &format!("[component]\npath = \"tables.wasm\"\nsha256 = \"{sha}\"\n\n[limits]\nmemory = \"{limit}\"\n"),
+        let d = ToolDir::new();
+        add_wat(
+            &d,
+            "tables",
+            wat,
+            &format!("[limits]\nmemory = \"{limit}\"\n"),
         );
-        let core = Core::builder()
-            .config(test_config())
-            .source(Scope::default(), d.path())
-            .build()
-            .await
-            .unwrap();
-        assert!(core.load_errors().is_empty(), "{:#?}", core.load_errors());
+        let core = core(d.path()).await;
         assert_eq!(
             result(&core, "grow", json!({})).await,
             grown,
@@ -798,53 +796,29 @@ async fn a_calls_tables_count_against_its_memory_limit() {
 /// initial size on): it is refused at load, saying why.
 #[tokio::test]
 async fn a_component_whose_tables_start_over_its_memory_limit_is_refused_at_load() {
-    let d = ToolDir::new();
-    d.add("echo", "echo", "");
-    let wasm = d.path().join("wide.wasm");
-    std::fs::write(
-        &wasm,
-        wat::parse_str(
-            r#"(component
-                (core module $m
-                    (table 20000 funcref)
-                    (func (export "one") (result i32) i32.const 1))
-                (core instance $i (instantiate $m))
-                (func $one (result s32) (canon lift (core func $i "one")))
-                (export "one" (func $one)))"#,
-        )
-        .expect("fixture WAT parses"),
+    let e = load_error_with(
+        r#"(component
+            (core module $m
+                (table 20000 funcref)
+                (func (export "one") (result i32) i32.const 1))
+            (core instance $i (instantiate $m))
+            (func $one (result s32) (canon lift (core func $i "one")))
+            (export "one" (func $one)))"#,
+        "[limits]\nmemory = \"128 KiB\"\n",
     )
-    .unwrap();
-    d.write(
-        "wide.toml",
-        &format!(
-            "[component]\npath = \"wide.wasm\"\nsha256 = \"{}\"\n\n[limits]\nmemory = \"128 KiB\"\n",
-            sha256_hex(&wasm)
-        ),
-    );
-    let core = Core::builder()
-        .config(test_config())
-        .source(Scope::default(), d.path())
-        .build()
-        .await
-        .unwrap();
-    let errors = core.load_errors();
-    assert_eq!(errors.len(), 1, "{errors:#?}");
-    let e = errors[0].to_string();
+    .await;
     assert!(
-        e.contains("wide.toml") && e.contains("tables' initial 156 KiB"),
+        e.contains("bad.toml") && e.contains("tables' initial 156 KiB"),
         "{e}"
     );
-    let echoed = call(&core, "echo", json!({"text": "ok"})).await.unwrap();
-    assert_eq!(echoed.text(), "ok", "the other tools still load");
 }
 
 /// A component whose one export `NAME` loops for ever.
 fn spinner(d: &ToolDir, name: &str) {
-    let wasm = d.path().join(format!("{name}.wasm"));
-    std::fs::write(
-        &wasm,
-        wat::parse_str(format!(
+    add_wat(
+        d,
+        name,
+        &format!(
             r#"(component
                 (core module $m
                     (memory 1)
@@ -852,16 +826,8 @@ fn spinner(d: &ToolDir, name: &str) {
                 (core instance $i (instantiate $m))
                 (func $spin (result u32) (canon lift (core func $i "spin")))
                 (export "{name}" (func $spin)))"#
-        ))
-        .expect("fixture WAT parses"),
-    )
-    .unwrap();
-    d.write(
-        &format!("{name}.toml"),
-        &format!(
-            "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
-            sha256_hex(&wasm)
         ),
+        "[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
     );
 }
 

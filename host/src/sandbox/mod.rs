@@ -2082,6 +2082,34 @@ fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_shares_of_a_large_pool_add_up_to_no_more_than_the_pool() {
+        let pool = Pools::new(1000, SharedMemory::new(1 << 30));
+        assert_eq!((pool.slots_total, pool.totals), (1000, (1256, 8000)));
+        // Four tenants at a quarter each: together at most the pool, of
+        // every kind of permit (two memories a slot of a share would be
+        // 2,000 memory permits of the pool's 1,256).
+        let share = pool.share(0.25, SharedMemory::new(1 << 28));
+        assert_eq!((share.slots_total, share.totals), (250, (314, 2000)));
+        assert!(4 * share.totals.0 <= pool.totals.0);
+        // A share too small for a permit still gets one of each.
+        let tiny = pool.share(0.0001, SharedMemory::new(1 << 20));
+        assert_eq!((tiny.slots_total, tiny.totals), (1, (1, 1)));
+    }
+
+    #[test]
+    fn work_ahead_of_calls_leaves_a_quarter_of_every_permit_after_its_own() {
+        let pool = Pools::new(16, SharedMemory::new(1 << 30));
+        // 16 slots, 32 memories, 128 tables: a quarter is 4, 8 and 32.
+        assert!(pool.quarter_free((4, 0)));
+        let _held = pool.try_acquire((20, 0)).unwrap();
+        // 12 memories free: one of 4 would leave 8, the quarter; one of 5
+        // would dip into it.
+        assert!(pool.quarter_free((4, 0)));
+        assert!(!pool.quarter_free((5, 0)));
+        assert!(!pool.quarter_free((0, 97)));
+    }
     use crate::caps::limits::MemoryBudget;
 
     #[test]
