@@ -38,9 +38,12 @@ impl Scope {
 }
 
 impl Default for Scope {
-    /// The scope called `default`.
+    /// The scope called `default` (one shared name: a clone, not an
+    /// allocation per call).
     fn default() -> Self {
-        Scope::new("default")
+        static DEFAULT: std::sync::LazyLock<Scope> =
+            std::sync::LazyLock::new(|| Scope::new("default"));
+        DEFAULT.clone()
     }
 }
 

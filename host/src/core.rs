@@ -1036,7 +1036,6 @@ impl Core {
         let args = Arc::new(Value::Object(req.arguments.unwrap_or_default()));
         let live = self.inner.live.load_full();
         let scope = req.scope.as_str();
-        let _in_flight = inner.metrics.started(scope);
         // Filled in as the call goes; written by the guard if the call's
         // future is dropped before it ends.
         let mut pending = Pending {
@@ -1102,23 +1101,26 @@ impl Core {
         };
         tracing::Span::current().record("outcome", outcome);
         let elapsed = started.elapsed();
-        match &trace.tool {
-            Some(t) => {
-                let series = t
-                    .series
-                    .get_or_init(|| inner.metrics.series(scope, &t.def.name));
-                inner.metrics.finished_in(series, outcome, elapsed);
-            }
-            None => inner
-                .metrics
-                .finished(scope, crate::metrics::OTHER, outcome, elapsed),
-        }
-        pending.finished = true;
         // Waited in the fair queue, then for the pool's own permits.
         let queue_wait = usage.queue_wait().map(|w| w + trace.waited);
-        if let Some(wait) = queue_wait {
-            inner.metrics.queued(scope, wait);
+        match &trace.tool {
+            Some(t) => {
+                let series = series_of(&inner.metrics, scope, t);
+                inner.metrics.finished_in(series, outcome, elapsed);
+                if let Some(wait) = queue_wait {
+                    inner.metrics.queued_in(series, wait);
+                }
+            }
+            None => {
+                inner
+                    .metrics
+                    .finished(scope, crate::metrics::OTHER, outcome, elapsed);
+                if let Some(wait) = queue_wait {
+                    inner.metrics.queued(scope, wait);
+                }
+            }
         }
+        pending.finished = true;
         if let Some(mut rec) = pending.rec.take() {
             rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
             rec.tool_sha256 = trace
@@ -1174,6 +1176,17 @@ impl Core {
                 trace.rule = rule;
                 return Err(CallErrorKind::UnknownTool);
             }
+            // In flight from here: a call of a tool (resource, prompt)
+            // the caller may see. Its scope's gauge comes with the
+            // tool's series, looked up once.
+            trace.in_flight = Some(match &tool {
+                Some(t) => {
+                    self.inner
+                        .metrics
+                        .started_in(series_of(&self.inner.metrics, scope.as_str(), t))
+                }
+                None => self.inner.metrics.started(scope.as_str()),
+            });
             trace.tool = tool.clone();
             trace.component = Some(component.clone());
             let (decision, rule) = policy.decide_by(scope.as_str(), name, args);
@@ -1667,6 +1680,20 @@ struct Trace {
     rule: Option<usize>,
     /// Time waited in the scope's queue for a run slot.
     waited: std::time::Duration,
+    /// Counts the call in its scope's calls in flight until the call ends
+    /// (also when its future is dropped).
+    in_flight: Option<crate::metrics::InFlight>,
+}
+
+/// `tool`'s metric series in `scope`, looked up at its first call and kept
+/// with it (a tool is in one scope of one core's catalog).
+fn series_of<'a>(
+    metrics: &Metrics,
+    scope: &str,
+    tool: &'a CatalogTool,
+) -> &'a crate::metrics::Series {
+    tool.series
+        .get_or_init(|| metrics.series(scope, &tool.def.name))
 }
 
 impl Default for Trace {
@@ -1677,6 +1704,7 @@ impl Default for Trace {
             decision: "none",
             rule: None,
             waited: std::time::Duration::ZERO,
+            in_flight: None,
         }
     }
 }

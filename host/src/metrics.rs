@@ -304,6 +304,9 @@ impl Metrics {
             scope: self.scope(scope),
             outcome: "ok",
         };
+        let of_scope = ScopeLabels {
+            scope: labels.scope.clone(),
+        };
         Series {
             ok: self.inner.calls.get_or_create(&labels).clone(),
             duration: self
@@ -314,8 +317,25 @@ impl Metrics {
                     scope: labels.scope.clone(),
                 })
                 .clone(),
+            in_flight: self.inner.in_flight.get_or_create(&of_scope).clone(),
+            queue_wait: self.inner.queue_wait.get_or_create(&of_scope).clone(),
             labels,
         }
+    }
+
+    /// A call of `series`' tool started (what [`Metrics::started`] records,
+    /// from its scope's gauge looked up before); returns what ends it.
+    pub(crate) fn started_in(&self, series: &Series) -> InFlight {
+        series.in_flight.inc();
+        InFlight {
+            gauge: series.in_flight.clone(),
+        }
+    }
+
+    /// A call of `series`' tool waited `wait` for room in the sandbox pool
+    /// (what [`Metrics::queued`] records, from a handle looked up before).
+    pub(crate) fn queued_in(&self, series: &Series, wait: Duration) {
+        series.queue_wait.observe(wait.as_secs_f64());
     }
 
     /// A call ended in `series` (what [`Metrics::finished`] records, from
@@ -390,6 +410,10 @@ impl Metrics {
 pub(crate) struct Series {
     ok: Counter,
     duration: Histogram,
+    /// Its scope's calls in flight and queue wait: one scope's series,
+    /// shared by its tools.
+    in_flight: Gauge,
+    queue_wait: Histogram,
     labels: CallLabels,
 }
 
@@ -499,15 +523,32 @@ mod tests {
         m.finished_in(&s, "ok", Duration::from_millis(1));
         m.finished_in(&s, "timeout", Duration::from_millis(2));
         m.finished("t", "echo", "ok", Duration::from_millis(3));
+        // The scope's gauge and queue wait, through the tool's series and
+        // by a lookup, are one series too.
+        let (a, b) = (m.started_in(&s), m.started("t"));
+        m.queued_in(&s, Duration::from_millis(1));
+        m.queued("t", Duration::from_millis(1));
         let text = m.encode();
         for line in [
             r#"toolhost_calls_total{tool="echo",scope="t",outcome="ok"} 2"#,
             r#"toolhost_calls_total{tool="echo",scope="t",outcome="timeout"} 1"#,
             r#"toolhost_call_errors_total{kind="timeout"} 1"#,
             r#"toolhost_call_duration_seconds_count{tool="echo",scope="t"} 3"#,
+            r#"toolhost_calls_in_flight{scope="t"} 2"#,
+            r#"toolhost_queue_wait_seconds_count{scope="t"} 2"#,
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }
+        drop(a);
+        assert!(
+            m.encode()
+                .contains(r#"toolhost_calls_in_flight{scope="t"} 1"#)
+        );
+        drop(b);
+        assert!(
+            m.encode()
+                .contains(r#"toolhost_calls_in_flight{scope="t"} 0"#)
+        );
     }
 
     #[test]

@@ -1319,7 +1319,9 @@ impl Sandbox {
                 after: limits.timeout,
             });
         }
-        let deadline = Instant::now() + (limits.timeout - cx.spent);
+        // One clock read for both: the call's wait for room counts from here.
+        let waiting = Instant::now();
+        let deadline = waiting + (limits.timeout - cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
         let scope = cx.scope.take();
@@ -1335,7 +1337,6 @@ impl Sandbox {
 
         let usage = cx.usage.clone();
         let run = async {
-            let waiting = Instant::now();
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
@@ -1393,11 +1394,14 @@ impl Sandbox {
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut run = std::pin::pin!(run);
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // The deadline was set a moment before the first poll: checked from
+        // the second on (a clock read less for a call that ends in one).
+        let mut first = true;
         let (result, mut metered) = std::future::poll_fn(|cx| {
             if cancel.is_cancelled() {
                 return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
             }
-            if Instant::now() >= deadline {
+            if !std::mem::take(&mut first) && Instant::now() >= deadline {
                 return std::task::Poll::Ready(Err(timeout()));
             }
             if let std::task::Poll::Ready(r) = run.as_mut().poll(cx) {
