@@ -728,3 +728,39 @@ fn physical_memory() -> f64 {
         .unwrap();
     kib * 1024.0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let core = core(d.path()).await;
+    let in_flight = |core: &toolhost::Core| {
+        sample(
+            &core.metrics().encode(),
+            r#"toolhost_calls_in_flight{scope="default"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    // The tool's first call (its series looked up then) and a later one
+    // (the series kept with the tool) both count while they run.
+    for round in 0..2 {
+        let running = {
+            let core = core.clone();
+            tokio::spawn(async move { call(&core, "sleep", json!({ "ms": 400 })).await })
+        };
+        let mut seen = 0.0;
+        for _ in 0..300 {
+            seen = in_flight(&core);
+            if seen == 1.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(seen, 1.0, "round {round}: the sleeping call is not in flight");
+        assert_eq!(running.await.unwrap().unwrap().text(), "slept");
+        assert_eq!(in_flight(&core), 0.0, "round {round}: it ended");
+    }
+    // A call of a tool the scope does not have is not one.
+    let _ = call(&core, "no_such_tool", json!({})).await.unwrap_err();
+    assert_eq!(in_flight(&core), 0.0);
+}
