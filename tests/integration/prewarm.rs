@@ -539,3 +539,70 @@ async fn reload_dropping_the_prepared(core: &Core) -> toolhost::PrewarmStats {
     );
     after
 }
+
+/// The memory all calls hold now, by the metrics (`toolhost_memory_held_bytes`).
+fn memory_held(core: &Core) -> f64 {
+    let text = core.metrics().encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix("toolhost_memory_held_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no memory held in\n{text}"))
+}
+
+/// A tenant's prepared sandboxes count against its own share of the host's
+/// memory, from before they are instantiated: however many components it
+/// has, what they hold prepared stays within its share. (Charged to the
+/// host's bound alone, as they once were, this tenant's seven prepared
+/// sandboxes held about 48 MiB, half again its share, and only the host's
+/// own bound stood between them and another tenant's calls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_prepared_sandboxes_stay_within_its_share() {
+    let (a, b) = (ToolDir::new(), ToolDir::new());
+    // Prepared, these hold about 13 (each Python one), 9 (each JavaScript
+    // one) and 1.2 MiB (each Rust one).
+    for t in ["py-echo", "py-text", "js-echo", "js-text", "echo", "text", "hostile"] {
+        a.add(t, t, "");
+    }
+    b.add("hostile", "hostile", "[limits]\nmemory = \"32 MiB\"\n");
+    let (sa, sb) = (Scope::new("tenant-a"), Scope::new("tenant-b"));
+    // Each tenant may hold a quarter of the host's 128 MiB: 32 MiB.
+    let mut config = one_slice_config().with_max_memory(128 << 20);
+    config.caps.limits.pool_share = 0.25;
+    let core = Core::builder()
+        .config(config)
+        .source(sa.clone(), a.path())
+        .source(sb.clone(), b.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    // Tenant A calls each of its components, each answered first: after
+    // each reply, its task prepares that component's next sandbox where
+    // A's share has room for it.
+    let calls = [
+        ("py_echo", json!({ "text": "a" })),
+        ("py_word_count", json!({ "text": "a" })),
+        ("js_echo", json!({ "text": "a" })),
+        ("js_table", json!({ "rows": [] })),
+        ("echo", json!({ "text": "a" })),
+        ("json_query", json!({ "json": "{}", "path": "" })),
+        ("remember", json!({ "secret": "a" })),
+    ];
+    for (tool, args) in calls {
+        call_replying(&core, &sa, tool, args)
+            .await
+            .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    }
+    let (held, stats) = (memory_held(&core), core.prewarm_stats());
+    assert!(stats.ready >= 1, "nothing was prepared: {stats:?}");
+    assert!(
+        held <= f64::from(32u32 << 20),
+        "tenant A's {} prepared sandboxes hold {held} bytes, past its share of 32 MiB",
+        stats.ready
+    );
+    // Tenant B's call needs most of its own share: it runs.
+    let out = call_replying(&core, &sb, "alloc", json!({ "mib": 28, "hold_ms": 0 }))
+        .await
+        .unwrap();
+    assert_eq!(out.text(), "allocated 28 MiB");
+}
