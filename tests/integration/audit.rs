@@ -734,7 +734,7 @@ async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", "");
     let core = core(d.path()).await;
-    let in_flight = |core: &toolhost::Core| {
+    let in_flight = |core: &Core| {
         sample(
             &core.metrics().encode(),
             r#"toolhost_calls_in_flight{scope="default"}"#,
@@ -754,9 +754,12 @@ async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
             if seen == 1.0 {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(seen, 1.0, "round {round}: the sleeping call is not in flight");
+        assert_eq!(
+            seen, 1.0,
+            "round {round}: the sleeping call is not in flight"
+        );
         assert_eq!(running.await.unwrap().unwrap().text(), "slept");
         assert_eq!(in_flight(&core), 0.0, "round {round}: it ended");
     }

@@ -560,7 +560,9 @@ async fn one_tenants_prepared_sandboxes_stay_within_its_share() {
     let (a, b) = (ToolDir::new(), ToolDir::new());
     // Prepared, these hold about 13 (each Python one), 9 (each JavaScript
     // one) and 1.2 MiB (each Rust one).
-    for t in ["py-echo", "py-text", "js-echo", "js-text", "echo", "text", "hostile"] {
+    for t in [
+        "py-echo", "py-text", "js-echo", "js-text", "echo", "text", "hostile",
+    ] {
         a.add(t, t, "");
     }
     b.add("hostile", "hostile", "[limits]\nmemory = \"32 MiB\"\n");
@@ -605,4 +607,96 @@ async fn one_tenants_prepared_sandboxes_stay_within_its_share() {
         .await
         .unwrap();
     assert_eq!(out.text(), "allocated 28 MiB");
+}
+
+/// Component `name` with a start function added to its first core module:
+/// every instantiation, before anything else, counts to `n` (about three
+/// units of fuel a step).
+fn with_start_up(name: &str, n: u64) -> Vec<u8> {
+    let text = wasmprinter::print_bytes(std::fs::read(component(name)).unwrap()).unwrap();
+    let module = text.find("(core module").expect("a core module");
+    let end = closing_paren(&text, module);
+    let start_up = format!(
+        "(func $fixture_start_up (local i64)
+           (loop $l
+             (local.set 0 (i64.add (local.get 0) (i64.const 1)))
+             (br_if $l (i64.lt_u (local.get 0) (i64.const {n})))))
+         (start $fixture_start_up)"
+    );
+    let text = format!("{}{start_up}{}", &text[..end], &text[end..]);
+    wat::parse_str(&text).expect("the fixture parses")
+}
+
+/// The index of the `)` that closes the `(` at `open` in WAT `text`
+/// (skipping strings and comments).
+fn closing_paren(text: &str, open: usize) -> usize {
+    let b = text.as_bytes();
+    let (mut i, mut depth) = (open, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' if b.get(i + 1) == Some(&b';') => {
+                i += text[i..].find(";)").expect("a closed comment") + 1;
+            }
+            b';' if b.get(i + 1) == Some(&b';') => {
+                i += text[i..].find('\n').unwrap_or(text.len() - i);
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    panic!("unbalanced WAT")
+}
+
+/// Components with a start function (run at every instantiation, before
+/// any call's data exists). One whose start-up outlasts a slice is never
+/// started on a replying task: its calls yield, so they end on the guest
+/// threads, past the reply, and leave nothing to prepare; each call builds
+/// its own sandbox, start-up included, within its own limits. One whose
+/// start-up fits in a slice is prepared after each reply like any other,
+/// and each of its calls still runs in an instance no other call saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_runs_after_a_reply_only_if_it_fits_in_a_slice() {
+    // 2^23 steps: about 25 million units of fuel, past the 10 million at
+    // which a running guest yields; 2^12 steps: a few microseconds.
+    for (steps, prepared) in [(1u64 << 23, false), (1 << 12, true)] {
+        let d = ToolDir::new();
+        d.add_bytes("start-up", &with_start_up("hostile", steps), "");
+        let core = core_replying(d.path(), true).await;
+        let scope = Scope::default();
+        for i in 0..12 {
+            assert_eq!(
+                remember_replying(&core, &scope, &format!("secret-{i}")).await,
+                json!({ "calls": 0, "before": null }),
+                "call {i} ran in an instance an earlier call used ({steps} steps)"
+            );
+        }
+        let stats = core.prewarm_stats();
+        assert_eq!(stats.failed, 0, "{steps} steps: {stats:?}");
+        if prepared {
+            assert_eq!(
+                (stats.hits, stats.misses),
+                (11, 1),
+                "{steps} steps: {stats:?}"
+            );
+        } else {
+            assert_eq!(
+                (stats.hits, stats.misses, stats.ready),
+                (0, 12, 0),
+                "{stats:?}"
+            );
+        }
+    }
 }

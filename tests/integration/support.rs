@@ -117,8 +117,13 @@ impl ToolDir {
     /// Copy component `name` in as `file.wasm` and write `file.toml` whose
     /// `[component]` pins it, followed by `extra` (more manifest TOML).
     pub fn add(&self, file: &str, name: &str, extra: &str) -> PathBuf {
+        self.add_bytes(file, &std::fs::read(component(name)).unwrap(), extra)
+    }
+
+    /// [`ToolDir::add`] for a component given as its bytes.
+    pub fn add_bytes(&self, file: &str, component: &[u8], extra: &str) -> PathBuf {
         let wasm = self.path().join(format!("{file}.wasm"));
-        std::fs::copy(component(name), &wasm).unwrap();
+        std::fs::write(&wasm, component).unwrap();
         let manifest = self.path().join(format!("{file}.toml"));
         std::fs::write(
             &manifest,

@@ -545,14 +545,10 @@ async fn typed_components_get_exactly_the_granted_wasi() {
 /// Write the component `wat` into `d` as `NAME.wasm`, with a manifest
 /// pinning its digest and `extra` after it (`[limits]`, say).
 fn add_wat(d: &ToolDir, name: &str, wat: &str, extra: &str) {
-    let wasm = d.path().join(format!("{name}.wasm"));
-    std::fs::write(&wasm, wat::parse_str(wat).expect("fixture WAT parses")).unwrap();
-    d.write(
-        &format!("{name}.toml"),
-        &format!(
-            "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n\n{extra}",
-            sha256_hex(&wasm)
-        ),
+    d.add_bytes(
+        name,
+        &wat::parse_str(wat).expect("fixture WAT parses"),
+        extra,
     );
 }
 
@@ -702,33 +698,23 @@ async fn a_typed_component_importing_what_the_host_lacks_is_refused() {
 async fn a_component_with_many_memories_cannot_take_every_memory_permit() {
     let d = ToolDir::new();
     d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
-    let wasm = d.path().join("heavy.wasm");
-    std::fs::write(
-        &wasm,
-        wat::parse_str(
-            // Four core instances of one memory each (the pool allows one
-            // memory per core instance, four per component).
-            r#"(component
-                (core module $a (memory 1))
-                (core module $m
-                    (memory 1)
-                    (func (export "spin") (result i32) (loop $l (br $l)) i32.const 0))
-                (core instance (instantiate $a))
-                (core instance (instantiate $a))
-                (core instance (instantiate $a))
-                (core instance $i (instantiate $m))
-                (func $spin (result u32) (canon lift (core func $i "spin")))
-                (export "spin" (func $spin)))"#,
-        )
-        .expect("fixture WAT parses"),
-    )
-    .unwrap();
-    d.write(
-        "heavy.toml",
-        &format!(
-            "[component]\npath = \"heavy.wasm\"\nsha256 = \"{}\"\n\n[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
-            sha256_hex(&wasm)
-        ),
+    add_wat(
+        &d,
+        "heavy",
+        // Four core instances of one memory each (the pool allows one
+        // memory per core instance, four per component).
+        r#"(component
+            (core module $a (memory 1))
+            (core module $m
+                (memory 1)
+                (func (export "spin") (result i32) (loop $l (br $l)) i32.const 0))
+            (core instance (instantiate $a))
+            (core instance (instantiate $a))
+            (core instance (instantiate $a))
+            (core instance $i (instantiate $m))
+            (func $spin (result u32) (canon lift (core func $i "spin")))
+            (export "spin" (func $spin)))"#,
+        "[limits]\ntimeout = \"30s\"\nmax-concurrency = 64\n",
     );
     let core = Core::builder()
         .config(test_config().with_max_instances(8))

@@ -85,6 +85,11 @@ pub struct PrewarmStats {
     pub discarded: u64,
     /// Prepared sandboxes ready now, over all components.
     pub ready: u64,
+    /// Preparations that failed: the component trapped, ran out of a
+    /// limit, or did not finish its start-up within a slice. A component
+    /// that fails more than a few, and more than one in 16, is no longer
+    /// prepared (until a reload); in the background, after one.
+    pub failed: u64,
 }
 
 /// One component's prepared sandboxes and its recent call rate.
@@ -201,6 +206,7 @@ pub(crate) struct Shared {
     misses: AtomicU64,
     discarded: AtomicU64,
     ready: AtomicU64,
+    failed: AtomicU64,
     /// Where refills run.
     background: super::Background,
 }
@@ -230,6 +236,7 @@ impl Shared {
             misses: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             ready: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             background,
         })
     }
@@ -265,6 +272,7 @@ impl Shared {
             misses: self.misses.load(Ordering::Relaxed),
             discarded: self.discarded.load(Ordering::Relaxed),
             ready: self.ready.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -419,6 +427,7 @@ impl Shared {
     /// A preparation after a reply failed: past [`MAX_FAILURES`], and
     /// more than one in [`FAILURE_RATIO`], none is tried for `comp` again.
     fn failed(&self, comp: &LoadedComponent, why: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
         let n = comp.warm.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let ok = comp.warm.successes.load(Ordering::Relaxed);
         tracing::debug!(
@@ -473,6 +482,7 @@ impl Shared {
                 Ok(Some(p)) => p,
                 Ok(None) => return,
                 Err(e) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
                     // The call path builds its own sandbox and reports
                     // whatever stops this one.
                     tracing::debug!(
