@@ -144,6 +144,11 @@ pub struct EngineConfig {
     /// within `prewarm-memory`, never the last quarter of the pool, and
     /// given up as soon as a call waits for room.
     pub prepare_after_reply: bool,
+    /// How long a prepared sandbox (`prewarm`, `prepare-after-reply`) may
+    /// wait for its call before it is dropped, giving back its pool slot,
+    /// memory and descriptors (`[engine] prepared-idle`; default 30 s): a
+    /// host whose calls stopped returns to what it holds idle.
+    pub prepared_idle: Duration,
     /// Components loaded at once at start and on reload (reading,
     /// deserializing or compiling, `describe`); 0 (the default): one per
     /// core.
@@ -217,6 +222,7 @@ impl Default for EngineConfig {
             // so it costs no thread hop (BENCHMARKS.md, "Prepared after
             // the reply").
             prepare_after_reply: true,
+            prepared_idle: Duration::from_secs(30),
             load_parallelism: 0,
             describe_timeout: Duration::from_secs(10),
             guest_priority: GuestPriority::Background,
@@ -253,6 +259,12 @@ impl HostConfig {
     /// written (on by default). See [`EngineConfig::prepare_after_reply`].
     pub fn with_prepare_after_reply(mut self, on: bool) -> Self {
         self.engine.prepare_after_reply = on;
+        self
+    }
+    /// Drop a prepared sandbox its call has not taken within `idle`. See
+    /// [`EngineConfig::prepared_idle`].
+    pub fn with_prepared_idle(mut self, idle: Duration) -> Self {
+        self.engine.prepared_idle = idle;
         self
     }
     /// Load `n` components at once (0: one per core). See
@@ -688,6 +700,7 @@ struct RawEngine {
     prewarm: Option<Spanned<u32>>,
     prewarm_memory: Option<Spanned<SizeText>>,
     prepare_after_reply: Option<bool>,
+    prepared_idle: Option<Spanned<String>>,
     load_parallelism: Option<Spanned<u32>>,
     describe_timeout: Option<Spanned<String>>,
     guest_priority: Option<Spanned<String>>,
@@ -758,6 +771,16 @@ impl RawEngine {
         }
         if let Some(b) = self.prepare_after_reply {
             e.prepare_after_reply = b;
+        }
+        if let Some(t) = self.prepared_idle.and_then(|t| {
+            duration(
+                &t,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                cx,
+            )
+        }) {
+            e.prepared_idle = t;
         }
         if let Some(n) = self
             .load_parallelism
@@ -1302,6 +1325,17 @@ mod tests {
         )
         .unwrap();
         assert!(!after.engine.prepare_after_reply);
+        assert_eq!(off.engine.prepared_idle, Duration::from_secs(30));
+        let idle =
+            HostConfig::parse(Path::new("t.toml"), "[engine]\nprepared-idle = \"2s\"\n").unwrap();
+        assert_eq!(idle.engine.prepared_idle, Duration::from_secs(2));
+        let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nprepared-idle = \"1ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:2:17: `1ms` must be between 100ms and 3600s"),
+            "{e}"
+        );
         let e = HostConfig::parse(Path::new("t.toml"), "[engine]\nprepare-after-reply = 1\n")
             .unwrap_err()
             .to_string();

@@ -700,3 +700,43 @@ async fn a_start_up_runs_after_a_reply_only_if_it_fits_in_a_slice() {
         }
     }
 }
+
+/// A prepared sandbox no call takes within `prepared-idle` is dropped: its
+/// slot and memory go back, so a host whose calls stopped returns to
+/// holding nothing. The next call builds its own, and leaves one prepared
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_sandbox_no_call_takes_is_dropped_after_prepared_idle() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let config = one_slice_config().with_prepared_idle(Duration::from_millis(200));
+    let core = core_with(config, d.path()).await;
+    let scope = Scope::default();
+    remember_replying(&core, &scope, "first").await;
+    assert_eq!(core.prewarm_stats().ready, 1, "{:?}", core.prewarm_stats());
+    assert!(memory_held(&core) > 0.0);
+    let mut stats = core.prewarm_stats();
+    for _ in 0..500 {
+        if stats.ready == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stats = core.prewarm_stats();
+    }
+    assert_eq!((stats.ready, stats.discarded), (0, 1), "{stats:?}");
+    assert_eq!(memory_held(&core), 0.0);
+    // Calls go on as before: the next builds its own sandbox and leaves
+    // one prepared, which the one after takes.
+    for secret in ["second", "third"] {
+        assert_eq!(
+            remember_replying(&core, &scope, secret).await,
+            json!({ "calls": 0, "before": null })
+        );
+    }
+    let stats = core.prewarm_stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.ready),
+        (1, 2, 1),
+        "{stats:?}"
+    );
+}

@@ -52,6 +52,8 @@ pub(crate) struct Prepared {
     /// Linear memory this sandbox holds against `prewarm-memory`.
     _memory: MemoryCharge,
     generation: u64,
+    /// When it was prepared: unused for `prepared-idle`, it is dropped.
+    made: Instant,
 }
 
 /// Linear memory charged to the warm budget, given back on drop (when the
@@ -207,6 +209,12 @@ pub(crate) struct Shared {
     discarded: AtomicU64,
     ready: AtomicU64,
     failed: AtomicU64,
+    /// How long a prepared sandbox may wait for its call (`[engine]
+    /// prepared-idle`).
+    idle: Duration,
+    /// A task drops the sandboxes that waited too long: one at a time,
+    /// while any is prepared.
+    sweeping: AtomicBool,
     /// Where refills run.
     background: super::Background,
 }
@@ -237,6 +245,8 @@ impl Shared {
             discarded: AtomicU64::new(0),
             ready: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            idle: config.prepared_idle,
+            sweeping: AtomicBool::new(false),
             background,
         })
     }
@@ -412,7 +422,7 @@ impl Shared {
                 if self.generation() != generation || self.waiting.load(Ordering::Acquire) > 0 {
                     self.discarded.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    set.lock().push_back(p);
+                    self.keep(set, p);
                 }
             }
             Ok(Ok(None)) => {}
@@ -500,8 +510,62 @@ impl Shared {
                 self.discarded.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            set.lock().push_back(prepared);
+            self.keep(set, prepared);
         }
+    }
+
+    /// Keep `p` ready in `set` for a call, until it has waited
+    /// `prepared-idle`: a host whose calls stopped gives back the slots,
+    /// memory and descriptors its prepared sandboxes hold.
+    fn keep(self: &Arc<Self>, set: &WarmSet, p: Prepared) {
+        set.lock().push_back(p);
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(rt) = self.background.handle() else {
+            self.sweeping.store(false, Ordering::Release);
+            return;
+        };
+        // Weak: a dropped core's sandboxes go with it, not with this task.
+        let shared = Arc::downgrade(self);
+        let period = (self.idle / 4).max(Duration::from_millis(10));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(s) = shared.upgrade() else { return };
+                s.expire();
+                if s.ready.load(Ordering::Acquire) == 0 {
+                    s.sweeping.store(false, Ordering::Release);
+                    // One kept since the load above swept nothing; its
+                    // `keep` saw this task still running.
+                    if s.ready.load(Ordering::Acquire) == 0
+                        || s.sweeping.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Drop the prepared sandboxes that waited `prepared-idle` unused
+    /// (counted as discarded).
+    fn expire(&self) {
+        let Some(cutoff) = Instant::now().checked_sub(self.idle) else {
+            return;
+        };
+        self.each_set(|s| {
+            let gone: Vec<Prepared> = {
+                let mut ready = s.lock();
+                let stale = ready
+                    .iter()
+                    .position(|p| p.made > cutoff)
+                    .unwrap_or(ready.len());
+                ready.drain(..stale).collect()
+            };
+            self.discarded
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        });
     }
 
     /// Whether the pool has room beyond the reserve kept for calls (a
@@ -626,6 +690,7 @@ impl Shared {
             permits,
             _memory: charge,
             generation,
+            made: Instant::now(),
         })
     }
 }
