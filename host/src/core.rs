@@ -1249,7 +1249,9 @@ impl Core {
             checked?;
             spent
         };
-        let text = args.to_string();
+        // Not `to_string()`: `Display` writes through `fmt::Write` into a
+        // string grown as it goes; this writes into a buffer sized ahead.
+        let text = serde_json::to_string(args.as_ref()).expect("a JSON value always serializes");
         // The guest runs here until it first yields, then on the guest
         // executor (`Scheduler::run`); dropping this future (a caller that
         // went away) stops it wherever it runs. It reaches the pool in its
