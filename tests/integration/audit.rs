@@ -746,15 +746,12 @@ async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
     for round in 0..2 {
         let running = {
             let core = core.clone();
-            tokio::spawn(async move { call(&core, "sleep", json!({ "ms": 400 })).await })
+            tokio::spawn(async move { call(&core, "sleep", json!({ "ms": 1000 })).await })
         };
-        let mut seen = 0.0;
-        for _ in 0..300 {
-            seen = in_flight(&core);
-            if seen == 1.0 {
-                break;
-            }
+        let mut seen = in_flight(&core);
+        while seen != 1.0 && !running.is_finished() {
             tokio::time::sleep(Duration::from_millis(1)).await;
+            seen = in_flight(&core);
         }
         assert_eq!(
             seen, 1.0,
@@ -763,7 +760,4 @@ async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
         assert_eq!(running.await.unwrap().unwrap().text(), "slept");
         assert_eq!(in_flight(&core), 0.0, "round {round}: it ended");
     }
-    // A call of a tool the scope does not have is not one.
-    let _ = call(&core, "no_such_tool", json!({})).await.unwrap_err();
-    assert_eq!(in_flight(&core), 0.0);
 }

@@ -1319,8 +1319,9 @@ impl Sandbox {
                 after: limits.timeout,
             });
         }
-        // One clock read for both: the call's wait for room counts from here.
-        let waiting = Instant::now();
+        // The call's wait for room counts from the same clock read as its
+        // deadline, unless its arguments are converted first.
+        let mut waiting = Instant::now();
         let deadline = waiting + (limits.timeout - cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
@@ -1330,7 +1331,9 @@ impl Sandbox {
         let call = match (&comp.kind, &op) {
             (Kind::Toolhost(b), _) => Call::Toolhost(b),
             (Kind::Typed(t), Op::Call { tool, arguments }) => {
-                Call::Typed(t.prepare(tool, arguments)?)
+                let prepared = t.prepare(tool, arguments)?;
+                waiting = Instant::now();
+                Call::Typed(prepared)
             }
             (Kind::Typed(_), _) => return Err(CallErrorKind::UnknownTool),
         };
@@ -1395,8 +1398,9 @@ impl Sandbox {
         let mut run = std::pin::pin!(run);
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The deadline was set a moment before the first poll: checked from
-        // the second on (a clock read less for a call that ends in one).
-        let mut first = true;
+        // the second on (a clock read less for a call that ends in one),
+        // unless converting typed arguments came between.
+        let mut first = matches!(call, Call::Toolhost(_));
         let (result, mut metered) = std::future::poll_fn(|cx| {
             if cancel.is_cancelled() {
                 return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));

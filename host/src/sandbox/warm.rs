@@ -83,7 +83,8 @@ pub struct PrewarmStats {
     pub misses: u64,
     /// Prepared sandboxes dropped unused: stale after a reload, shed
     /// because a call waited for the pool or was refused shared memory,
-    /// or over the `prewarm-memory` budget once built.
+    /// over the `prewarm-memory` budget once built, or unused for
+    /// `prepared-idle`.
     pub discarded: u64,
     /// Prepared sandboxes ready now, over all components.
     pub ready: u64,
@@ -287,13 +288,15 @@ impl Shared {
     }
 
     fn each_set(&self, mut f: impl FnMut(&WarmSet)) {
-        let sets: Vec<Arc<WarmSet>> = {
-            let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-            sets.iter().filter_map(Weak::upgrade).collect()
-        };
-        for s in &sets {
+        for s in &self.live_sets() {
             f(s);
         }
+    }
+
+    /// The warm sets of the components loaded now.
+    fn live_sets(&self) -> Vec<Arc<WarmSet>> {
+        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// Drop every prepared sandbox (their permits and memory go back):
@@ -382,7 +385,8 @@ impl Shared {
     /// one is ready or being prepared, preparing it has failed too often,
     /// it would not fit the warm memory budget, or the pool is short of
     /// room. Called by a call's task after its reply is written, so it
-    /// wakes no other task or thread. The sandbox joins `scope` (the
+    /// wakes no other task or thread (but for starting the task that drops
+    /// idle ones, when none runs: [`Shared::keep`]). The sandbox joins `scope` (the
     /// memory share of the scope whose call ended, which is the
     /// component's own) before it is instantiated: what it holds counts
     /// against that scope from the start, as a call's sandbox does.
@@ -519,53 +523,68 @@ impl Shared {
     /// memory and descriptors its prepared sandboxes hold.
     fn keep(self: &Arc<Self>, set: &WarmSet, p: Prepared) {
         set.lock().push_back(p);
-        if self.sweeping.swap(true, Ordering::AcqRel) {
+        // Pairs with the sweeper's fence: either it sees this sandbox
+        // (`ready` went up in `charge`) and sweeps on, or this sees it
+        // gone and starts another (a store-buffering pattern: without
+        // both fences, each could miss the other's write).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::AcqRel) {
             return;
         }
         let Some(rt) = self.background.handle() else {
             self.sweeping.store(false, Ordering::Release);
             return;
         };
-        // Weak: a dropped core's sandboxes go with it, not with this task.
-        let shared = Arc::downgrade(self);
         let period = (self.idle / 4).max(Duration::from_millis(10));
+        // Weak: a dropped core's sandboxes go with it, not with this task.
+        let mut sweeper = Sweeper {
+            shared: Arc::downgrade(self),
+            owns: true,
+        };
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
-                let Some(s) = shared.upgrade() else { return };
-                s.expire();
-                if s.ready.load(Ordering::Acquire) == 0 {
-                    s.sweeping.store(false, Ordering::Release);
-                    // One kept since the load above swept nothing; its
-                    // `keep` saw this task still running.
-                    if s.ready.load(Ordering::Acquire) == 0
-                        || s.sweeping.swap(true, Ordering::AcqRel)
-                    {
-                        return;
-                    }
+                let Some(s) = sweeper.shared.upgrade() else {
+                    return;
+                };
+                s.expire().await;
+                if s.ready.load(Ordering::Acquire) > 0 {
+                    continue;
                 }
+                s.sweeping.store(false, Ordering::Release);
+                sweeper.owns = false;
+                std::sync::atomic::fence(Ordering::SeqCst);
+                // One kept meanwhile whose `keep` saw this task running.
+                if s.ready.load(Ordering::Relaxed) == 0 || s.sweeping.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                sweeper.owns = true;
             }
         });
     }
 
     /// Drop the prepared sandboxes that waited `prepared-idle` unused
-    /// (counted as discarded).
-    fn expire(&self) {
+    /// (counted as discarded), one at a time: each drop resets a sandbox's
+    /// memory, on a thread guests run on.
+    async fn expire(&self) {
         let Some(cutoff) = Instant::now().checked_sub(self.idle) else {
             return;
         };
-        self.each_set(|s| {
-            let gone: Vec<Prepared> = {
-                let mut ready = s.lock();
-                let stale = ready
-                    .iter()
-                    .position(|p| p.made > cutoff)
-                    .unwrap_or(ready.len());
-                ready.drain(..stale).collect()
-            };
-            self.discarded
-                .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        });
+        for set in self.live_sets() {
+            loop {
+                let stale = {
+                    let mut ready = set.lock();
+                    match ready.front() {
+                        Some(p) if p.made <= cutoff => ready.pop_front(),
+                        _ => None,
+                    }
+                };
+                let Some(stale) = stale else { break };
+                self.discarded.fetch_add(1, Ordering::Relaxed);
+                drop(stale);
+                tokio::task::yield_now().await;
+            }
+        }
     }
 
     /// Whether the pool has room beyond the reserve kept for calls (a
@@ -692,6 +711,24 @@ impl Shared {
             generation,
             made: Instant::now(),
         })
+    }
+}
+
+/// The task that drops idle prepared sandboxes (`Shared::keep`): if it
+/// ends while it owns the `sweeping` flag (its runtime shut down, a drop
+/// panicked), the flag is cleared, so the next sandbox kept starts another.
+struct Sweeper {
+    shared: Weak<Shared>,
+    owns: bool,
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        if self.owns
+            && let Some(s) = self.shared.upgrade()
+        {
+            s.sweeping.store(false, Ordering::Release);
+        }
     }
 }
 
