@@ -56,8 +56,9 @@ pub(crate) struct Prepared {
     made: Instant,
 }
 
-/// Linear memory charged to the warm budget, given back on drop (when the
-/// sandbox's call ends, or when it is shed).
+/// Linear memory charged to the warm budget, given back on drop (when a
+/// call takes the sandbox, `Sandbox::sandbox_for`, or when it is shed).
+/// It also counts the sandbox in `Shared::ready` until then.
 struct MemoryCharge {
     shared: Arc<Shared>,
     bytes: usize,
@@ -278,11 +279,14 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> PrewarmStats {
+        // `ready` first: a sandbox it no longer counts is already counted
+        // where it went (hits, discarded).
+        let ready = self.ready.load(Ordering::Acquire);
         PrewarmStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             discarded: self.discarded.load(Ordering::Relaxed),
-            ready: self.ready.load(Ordering::Relaxed),
+            ready,
             failed: self.failed.load(Ordering::Relaxed),
         }
     }
@@ -570,18 +574,24 @@ impl Shared {
         let Some(cutoff) = Instant::now().checked_sub(self.idle) else {
             return;
         };
-        for set in self.live_sets() {
+        // Weak between yields: a component unloaded meanwhile takes its
+        // set (and what it holds) with it at once.
+        let sets: Vec<Weak<WarmSet>> = self.sets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for set in sets {
             loop {
-                let stale = {
+                let Some(stale) = set.upgrade().and_then(|set| {
                     let mut ready = set.lock();
                     match ready.front() {
                         Some(p) if p.made <= cutoff => ready.pop_front(),
                         _ => None,
                     }
+                }) else {
+                    break;
                 };
-                let Some(stale) = stale else { break };
                 self.discarded.fetch_add(1, Ordering::Relaxed);
-                drop(stale);
+                // A teardown that panics must not end the sweeping: the
+                // rest would be held for good on an idle host.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(stale)));
                 tokio::task::yield_now().await;
             }
         }
