@@ -22,15 +22,16 @@
 //! after a reply) per component, all of them within `prewarm-memory` of
 //! linear memory, and never the last quarter of the pool; a call that has
 //! to wait for the pool, or is refused shared memory, sheds every prepared
-//! sandbox, and none is prepared while a call waits for the pool.
+//! sandbox, and none is prepared while a call waits for the pool; one no
+//! call takes within `prepared-idle` is dropped (`keep`, `expire`).
 //! Preparing runs under the component's own fuel and memory limits (and,
 //! after a reply, its scope's memory share), in the background within its
 //! timeout, after a reply within one slice.
 //!
 //! Owns: the warm sets, their sizing (by each component's recent call
-//! rate), the background refill, the preparation after a reply and the
-//! hand-out. Must not touch: whether a
-//! call may happen, or any front end.
+//! rate), the background refill, the preparation after a reply, the
+//! hand-out and the expiry of idle ones. Must not touch: whether a call
+//! may happen, or any front end.
 
 use super::{
     CallContext, LoadedComponent, PoolPermits, PoolShape, Pools, new_store, state::CallState,
@@ -389,11 +390,12 @@ impl Shared {
     /// one is ready or being prepared, preparing it has failed too often,
     /// it would not fit the warm memory budget, or the pool is short of
     /// room. Called by a call's task after its reply is written, so it
-    /// wakes no other task or thread (but for starting the task that drops
-    /// idle ones, when none runs: [`Shared::keep`]). The sandbox joins `scope` (the
-    /// memory share of the scope whose call ended, which is the
-    /// component's own) before it is instantiated: what it holds counts
-    /// against that scope from the start, as a call's sandbox does.
+    /// wakes no other task or thread (but for starting the task that
+    /// drops idle ones, when none runs: [`Shared::keep`]). The sandbox
+    /// joins `scope` (the memory share of the scope whose call ended,
+    /// which is the component's own) before it is instantiated: what it
+    /// holds counts against that scope from the start, as a call's sandbox
+    /// does.
     /// Instantiating must finish in one poll (a start-up past its first
     /// slice is unwound), and nothing is prepared while the thread
     /// unwinds a panic or outside a runtime.
