@@ -550,10 +550,14 @@ fn cgroup_memory_limit(membership: &str, root: &Path) -> Option<u64> {
                 return Some(l);
             }
         } else if controllers.split(',').any(|c| c == "memory") {
-            let base = root.join("memory");
+            // A controller mounted with others is under their joined names
+            // (`memory,blkio`); alone, under its own.
+            let base = [root.join(controllers), root.join("memory")]
+                .into_iter()
+                .find(|b| b.is_dir())?;
             // v1 reports "no limit" as a huge number: kept, the caller
             // takes the smaller of it and the machine's memory.
-            return lowest(under(path, &base), "memory.limit_in_bytes").filter(|_| base.is_dir());
+            return lowest(under(path, &base), "memory.limit_in_bytes");
         }
     }
     None
@@ -1245,6 +1249,14 @@ mod tests {
         assert_eq!(
             cgroup_memory_limit("12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n", root),
             Some(512 << 20)
+        );
+        // cgroup v1, the memory controller mounted with another.
+        let co = root.join("blkio,memory/docker/def");
+        std::fs::create_dir_all(&co).unwrap();
+        std::fs::write(co.join("memory.limit_in_bytes"), "268435456\n").unwrap();
+        assert_eq!(
+            cgroup_memory_limit("4:blkio,memory:/docker/def\n", root),
+            Some(256 << 20)
         );
     }
 
