@@ -1220,15 +1220,23 @@ mod tests {
     fn the_memory_limit_is_the_lowest_on_the_way_up_from_the_process_cgroup() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
-        let service = root.join("system.slice/toolhost.service");
-        std::fs::create_dir_all(&service).unwrap();
-        std::fs::write(root.join("memory.max"), "max\n").unwrap();
-        std::fs::write(root.join("system.slice/memory.max"), "8589934592\n").unwrap();
-        std::fs::write(service.join("memory.max"), "2147483648\n").unwrap();
+        // `file` under cgroup directory `dir`, which it makes.
+        let limit = |dir: &str, file: &str, value: &str| {
+            let dir = root.join(dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(file), value).unwrap();
+        };
+        limit("", "memory.max", "max\n");
+        limit("system.slice", "memory.max", "8589934592\n");
+        limit(
+            "system.slice/toolhost.service",
+            "memory.max",
+            "2147483648\n",
+        );
         let v2 = "0::/system.slice/toolhost.service\n";
         assert_eq!(cgroup_memory_limit(v2, root), Some(2 << 30));
         // The parent's limit binds when it is the lower.
-        std::fs::write(root.join("system.slice/memory.max"), "1073741824\n").unwrap();
+        limit("system.slice", "memory.max", "1073741824\n");
         assert_eq!(cgroup_memory_limit(v2, root), Some(1 << 30));
         // In its own namespace the process is at the root: no limit here.
         assert_eq!(cgroup_memory_limit("0::/\n", root), None);
@@ -1243,17 +1251,17 @@ mod tests {
             Some(1 << 30)
         );
         // cgroup v1: the memory controller's hierarchy.
-        let v1 = root.join("memory/docker/abc");
-        std::fs::create_dir_all(&v1).unwrap();
-        std::fs::write(v1.join("memory.limit_in_bytes"), "536870912\n").unwrap();
+        limit("memory/docker/abc", "memory.limit_in_bytes", "536870912\n");
         assert_eq!(
             cgroup_memory_limit("12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n", root),
             Some(512 << 20)
         );
         // cgroup v1, the memory controller mounted with another.
-        let co = root.join("blkio,memory/docker/def");
-        std::fs::create_dir_all(&co).unwrap();
-        std::fs::write(co.join("memory.limit_in_bytes"), "268435456\n").unwrap();
+        limit(
+            "blkio,memory/docker/def",
+            "memory.limit_in_bytes",
+            "268435456\n",
+        );
         assert_eq!(
             cgroup_memory_limit("4:blkio,memory:/docker/def\n", root),
             Some(256 << 20)

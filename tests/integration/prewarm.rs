@@ -404,6 +404,25 @@ async fn prepared_sandboxes_give_their_pool_room_to_calls() {
     assert!(stats.discarded >= 1, "{stats:?}");
 }
 
+/// A core of `config` serving `a`'s tools to scope `tenant-a` and `b`'s to
+/// `tenant-b`, every component loaded; the core and the two scopes.
+async fn two_tenants(
+    config: toolhost::HostConfig,
+    a: &ToolDir,
+    b: &ToolDir,
+) -> (Core, Scope, Scope) {
+    let (sa, sb) = (Scope::new("tenant-a"), Scope::new("tenant-b"));
+    let core = Core::builder()
+        .config(config)
+        .source(sa.clone(), a.path())
+        .source(sb.clone(), b.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    (core, sa, sb)
+}
+
 /// With two scopes, each call's sandbox counts against its scope's share
 /// of the host's memory, and a sandbox prepared after a reply joins that
 /// share before it is instantiated: each scope's calls run in sandboxes
@@ -413,15 +432,7 @@ async fn each_scope_gets_sandboxes_prepared_in_its_own_share() {
     let (a, b) = (ToolDir::new(), ToolDir::new());
     a.add("hostile", "hostile", "");
     b.add("hostile", "hostile", "");
-    let (sa, sb) = (Scope::new("tenant-a"), Scope::new("tenant-b"));
-    let core = Core::builder()
-        .config(one_slice_config())
-        .source(sa.clone(), a.path())
-        .source(sb.clone(), b.path())
-        .build()
-        .await
-        .unwrap();
-    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let (core, sa, sb) = two_tenants(one_slice_config(), &a, &b).await;
     for i in 0..20 {
         let scope = if i % 2 == 0 { &sa } else { &sb };
         assert_eq!(
@@ -566,18 +577,10 @@ async fn one_tenants_prepared_sandboxes_stay_within_its_share() {
         a.add(t, t, "");
     }
     b.add("hostile", "hostile", "[limits]\nmemory = \"32 MiB\"\n");
-    let (sa, sb) = (Scope::new("tenant-a"), Scope::new("tenant-b"));
     // Each tenant may hold a quarter of the host's 128 MiB: 32 MiB.
     let mut config = one_slice_config().with_max_memory(128 << 20);
     config.caps.limits.pool_share = 0.25;
-    let core = Core::builder()
-        .config(config)
-        .source(sa.clone(), a.path())
-        .source(sb.clone(), b.path())
-        .build()
-        .await
-        .unwrap();
-    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let (core, sa, sb) = two_tenants(config, &a, &b).await;
     // Tenant A calls each of its components, each answered first: after
     // each reply, its task prepares that component's next sandbox where
     // A's share has room for it.
