@@ -573,7 +573,10 @@ async fn a_tool_granted_all_of_loopback_still_cannot_reach_toolhosts_own_endpoin
     d.add(
         "hostile",
         "hostile",
-        "[network]\nallow = [\"127.0.0.1:*\", \"[::1]:*\"]\n",
+        // Every literal the kernel routes to loopback, too: the
+        // unspecified addresses and loopback written as IPv4-mapped IPv6.
+        "[network]\nallow = [\"127.0.0.1:*\", \"[::1]:*\", \"0.0.0.0:*\", \"[::]:*\", \
+         \"[::ffff:127.0.0.1]:*\", \"[::ffff:0.0.0.0]:*\"]\n",
     );
     let core = core(d.path()).await;
     let mcp = toolhost::mcp::HttpServer::bind(
@@ -595,6 +598,10 @@ async fn a_tool_granted_all_of_loopback_still_cannot_reach_toolhosts_own_endpoin
         for url in [
             format!("http://127.0.0.1:{own}/mcp"),
             format!("http://[::1]:{own}/"),
+            format!("http://0.0.0.0:{own}/mcp"),
+            format!("http://[::]:{own}/mcp"),
+            format!("http://[::ffff:127.0.0.1]:{own}/mcp"),
+            format!("http://[::ffff:0.0.0.0]:{own}/mcp"),
         ] {
             let msg = tool_error_text(call(&core, "http_get", json!({"url": url})).await);
             assert!(msg.to_lowercase().contains("prohibited"), "{url}: {msg}");

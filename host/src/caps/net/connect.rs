@@ -164,36 +164,105 @@ impl Drop for OwnListener {
 /// an unspecified address (`0.0.0.0`, `::`) is reachable on every local
 /// address; those cannot all be known, so every non-public address on its
 /// port counts as it (a public address of this machine is a residual risk
-/// SECURITY.md names).
+/// SECURITY.md names). Addresses are compared in their canonical form (an
+/// IPv4-mapped `::ffff:127.0.0.1` is `127.0.0.1`), and every address the
+/// kernel delivers to this host itself (loopback, and the unspecified
+/// `0.0.0.0` and `::`, which a connect sends to loopback) is one: a
+/// listener on any of them is reached through all of them.
 fn is_own(to: SocketAddr) -> bool {
+    let target = to.ip().to_canonical();
     let own = own_listeners().lock().unwrap_or_else(|e| e.into_inner());
     own.iter().any(|(_, l)| {
+        let listener = l.ip().to_canonical();
         l.port() == to.port()
-            && (l.ip() == to.ip()
-                || (l.ip().is_unspecified() && !is_public(to.ip()))
-                || (l.ip().is_loopback() && to.ip().is_loopback()))
+            && (listener == target
+                || (listener.is_unspecified() && !is_public(target))
+                || (is_this_host(listener) && is_this_host(target)))
     })
 }
 
-/// The one address a request to `host:port` may connect to.
-pub(crate) async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, Error> {
+/// Whether a connect to `ip` stays on this host: loopback, or an address
+/// of "this network" (`0.0.0.0/8`, `::`), which Linux connects to loopback.
+fn is_this_host(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified(),
+    }
+}
+
+/// Name lookups that may run at once in the process, for every call
+/// together.
+const LOOKUPS: usize = 32;
+
+/// The slots of [`LOOKUPS`].
+fn lookup_slots() -> &'static Arc<tokio::sync::Semaphore> {
+    static SLOTS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(LOOKUPS)))
+}
+
+/// The addresses `host:port` resolves to, from the system resolver.
+///
+/// Why not `tokio::net::lookup_host`: a lookup is a `getaddrinfo` on the
+/// runtime's blocking pool, which also serves every call's file I/O, and
+/// nothing stops it once started. A guest that gives up on its requests
+/// (a zero connect timeout, a dropped request) while a slow resolver keeps
+/// their lookups running could fill the pool. Here at most [`LOOKUPS`] run
+/// at once, and each holds its slot and `held` (the connection's charge to
+/// the call's memory) until `getaddrinfo` returns, whatever became of the
+/// request: a call's abandoned lookups count against its memory limit, and
+/// all calls' against the slots.
+async fn lookup(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    held: impl Send + 'static,
+) -> Result<Vec<SocketAddr>, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let slot = tokio::time::timeout_at(deadline, lookup_slots().clone().acquire_owned())
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .expect("the lookup slots are never closed");
+    let name = host.to_string();
+    let found = tokio::task::spawn_blocking(move || {
+        let _held = (slot, held);
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(Vec::from_iter)
+    });
+    let dns_error = |e: String| Error::DnsError {
+        rcode: Some(e),
+        info_code: None,
+    };
+    match tokio::time::timeout_at(deadline, found).await {
+        Err(_) => Err(Error::DnsTimeout),
+        Ok(Err(e)) => Err(dns_error(e.to_string())),
+        Ok(Ok(r)) => r.map_err(|e| dns_error(e.to_string())),
+    }
+}
+
+/// The one address a request to `host:port` may connect to; `held` is kept
+/// until the name's lookup ends (see [`lookup`]).
+pub(crate) async fn resolve(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    held: impl Send + 'static,
+) -> Result<SocketAddr, Error> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         // The grant named this literal (wildcards never match literals).
+        // An unspecified address is no destination: a connect to it lands
+        // on loopback, whatever the grant meant.
         let to = SocketAddr::new(ip, port);
+        if ip.to_canonical().is_unspecified() {
+            tracing::debug!(%to, "outbound request denied: an unspecified address");
+            return Err(Error::DestinationIpProhibited);
+        }
         if is_own(to) {
             tracing::debug!(%to, "outbound request denied: toolhost's own listener");
             return Err(Error::DestinationIpProhibited);
         }
         return Ok(to);
     }
-    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((bare, port)))
-        .await
-        .map_err(|_| Error::DnsTimeout)?
-        .map_err(|e| Error::DnsError {
-            rcode: Some(e.to_string()),
-            info_code: None,
-        })?;
+    let found = lookup(bare, port, timeout, held).await?;
     let mut refused = None;
     for to in found {
         if is_public(to.ip()) && !is_own(to) {
@@ -220,7 +289,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> T
 pub(crate) async fn send(
     mut req: http::Request<impl Body<Data = Bytes, Error = Error> + Send + 'static>,
     options: Option<RequestOptions>,
-    hold: impl Send + 'static,
+    hold: impl Clone + Send + 'static,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -239,7 +308,7 @@ pub(crate) async fn send(
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
 
-    let to = resolve(&host, port, connect_timeout).await?;
+    let to = resolve(&host, port, connect_timeout, hold.clone()).await?;
     let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(to))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
@@ -398,9 +467,37 @@ mod tests {
         }
     }
 
+    /// Lookups wait for one of the process's slots, within their timeout;
+    /// what a lookup holds is kept until it ends, then given back.
+    #[tokio::test]
+    async fn lookups_take_a_slot_and_hold_their_charge_until_they_end() {
+        let all = lookup_slots()
+            .clone()
+            .acquire_many_owned(LOOKUPS as u32)
+            .await
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let e = resolve("localhost", 80, Duration::from_millis(50), tx.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DnsTimeout), "{e:?}");
+        drop(all);
+        // With a slot free, the lookup runs; its charge (here, a sender)
+        // lives until it has ended.
+        let e = resolve("localhost", 80, Duration::from_secs(5), tx)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+            "every sender is dropped once its lookup has ended"
+        );
+    }
+
     #[tokio::test]
     async fn names_that_resolve_to_this_machine_are_refused() {
-        let e = resolve("localhost", 8080, Duration::from_secs(5))
+        let e = resolve("localhost", 8080, Duration::from_secs(5), ())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
@@ -410,27 +507,58 @@ mod tests {
     async fn literals_are_reached_but_never_toolhosts_own_listeners() {
         let l: SocketAddr = "127.0.0.1:45679".parse().unwrap();
         assert_eq!(
-            resolve("127.0.0.1", 45679, Duration::from_secs(1))
+            resolve("127.0.0.1", 45679, Duration::from_secs(1), ())
                 .await
                 .unwrap(),
             l
         );
         let own = OwnListener::register("0.0.0.0:45679".parse().unwrap());
         for host in ["127.0.0.1", "[::1]", "10.0.0.5"] {
-            let e = resolve(host, 45679, Duration::from_secs(1))
+            let e = resolve(host, 45679, Duration::from_secs(1), ())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
+        }
+        // Nor through the other forms the kernel delivers to loopback.
+        let own_lo = OwnListener::register("127.0.0.1:45681".parse().unwrap());
+        for host in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "[::]",
+            "[::ffff:127.0.0.1]",
+            "[::ffff:0.0.0.0]",
+            "127.0.0.2",
+        ] {
+            let e = resolve(host, 45681, Duration::from_secs(1), ())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
+        }
+        drop(own_lo);
+        let own_v6 = OwnListener::register("[::1]:45682".parse().unwrap());
+        for host in ["[::]", "0.0.0.0", "127.0.0.1"] {
+            let e = resolve(host, 45682, Duration::from_secs(1), ())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
+        }
+        drop(own_v6);
+        // An unspecified address is never a destination, listener or not.
+        for host in ["0.0.0.0", "[::]", "[::ffff:0.0.0.0]"] {
+            let e = resolve(host, 45683, Duration::from_secs(1), ())
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
         }
         // Another port of the same machine is the grant's business.
         assert!(
-            resolve("127.0.0.1", 45680, Duration::from_secs(1))
+            resolve("127.0.0.1", 45680, Duration::from_secs(1), ())
                 .await
                 .is_ok()
         );
         drop(own);
         assert!(
-            resolve("127.0.0.1", 45679, Duration::from_secs(1))
+            resolve("127.0.0.1", 45679, Duration::from_secs(1), ())
                 .await
                 .is_ok()
         );
