@@ -289,6 +289,35 @@ mod tests {
         assert_eq!(m.client, vec![ClientRequestKind::Sampling]);
     }
 
+    /// Every grant costs a descriptor per sandbox (a directory) or a check
+    /// per request (a host): a manifest's lists are bounded.
+    #[test]
+    fn a_manifest_may_not_list_grants_without_end() {
+        let mut text = HEAD.to_string();
+        for i in 0..=caps::fs::MAX_GRANTS {
+            text.push_str(&format!(
+                "[[fs]]\nguest = \"/d{i}\"\nhost = \".\"\nmode = \"ro\"\n"
+            ));
+        }
+        let hosts: Vec<String> = (0..=caps::net::MAX_PATTERNS)
+            .map(|i| format!("\"h{i}.example.com\""))
+            .collect();
+        text.push_str(&format!("[network]\nallow = [{}]\n", hosts.join(", ")));
+        let e = parse(&text).unwrap_err();
+        let msgs: Vec<&str> = e.items.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("at most 32 directories (33 here)")),
+            "{msgs:#?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("at most 256 hosts (257 here)")),
+            "{msgs:#?}"
+        );
+        assert_eq!(msgs.len(), 2, "{msgs:#?}");
+    }
+
     #[test]
     fn syntax_errors_and_a_missing_component_table_are_reported() {
         let e = parse("[limits\n").unwrap_err();

@@ -64,6 +64,30 @@ pub(crate) fn host_descriptors() -> usize {
     b.total - b.limit
 }
 
+/// One descriptor of the process's share for tools, held until dropped:
+/// an outbound connection's socket (`caps::net`), counted like the files
+/// calls open, so sockets cannot take the descriptors kept for the host.
+pub(crate) struct Descriptor(());
+
+impl Descriptor {
+    /// Take one descriptor of the share, if any is left.
+    pub(crate) fn reserve() -> Option<Descriptor> {
+        let b = process_budget();
+        b.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < b.limit).then_some(u + 1)
+            })
+            .ok()
+            .map(|_| Descriptor(()))
+    }
+}
+
+impl Drop for Descriptor {
+    fn drop(&mut self) {
+        process_budget().used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn process_budget() -> &'static ProcessBudget {
     static B: OnceLock<ProcessBudget> = OnceLock::new();
     B.get_or_init(|| {
@@ -819,8 +843,11 @@ pub(crate) struct FsCall {
     /// open while anything keeps it (its descriptor, a stream over it, a
     /// write still running), not only while its descriptor lives.
     open: Vec<std::sync::Weak<std::fs::File>>,
-    /// What this call holds of the process budget.
+    /// What this call holds of the process budget: its preopened
+    /// directories, and what it opened.
     held: usize,
+    /// Its preopened directories (one descriptor each, opened for it).
+    preopens: usize,
     /// Guest path and quota of each granted directory.
     grants: Vec<(String, Option<Arc<Quota>>)>,
     /// The grant each descriptor is under (by resource rep).
@@ -857,10 +884,18 @@ impl Drop for FsCall {
 impl FsCall {
     /// A call with `prepared`'s grants (none for `describe`).
     pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> FsCall {
+        // Each sandbox opens its grants' directories anew (one descriptor
+        // each, `prepare`'s `open_dirs`): they are not counted against the
+        // call's `max-open`, but they are against the process's share, so
+        // the more sandboxes hold directories open, the fewer files calls
+        // may open. (The grants per component are bounded at parse time.)
+        let preopens = prepared.map_or(0, |p| p.dirs.len());
+        process_budget().used.fetch_add(preopens, Ordering::AcqRel);
         FsCall {
             max_open,
             open: Vec::new(),
-            held: 0,
+            held: preopens,
+            preopens,
             grants: prepared
                 .map(|p| {
                     p.dirs
@@ -878,7 +913,7 @@ impl FsCall {
     /// Forget files nothing holds any more and give their share back.
     fn reconcile(&mut self) {
         self.open.retain(|f| f.strong_count() > 0);
-        let live = self.open.len();
+        let live = self.open.len() + self.preopens;
         if live < self.held {
             process_budget()
                 .used

@@ -25,6 +25,7 @@ mod place;
 use place::Place;
 
 pub use enforce::DEFAULT_MAX_OPEN;
+pub(crate) use enforce::Descriptor;
 
 use super::AllowList;
 use crate::diagnostic::Collector;
@@ -194,13 +195,27 @@ impl Default for Prepared {
 }
 
 /// Read the `[[fs]]` entries; every problem is recorded.
+/// The most `[[fs]]` grants one manifest may make: each is a descriptor
+/// per sandbox (see `enforce::FsCall::new`) and a pairwise overlap check.
+pub(crate) const MAX_GRANTS: usize = 32;
+
 pub(crate) fn parse(
     raw: &[schema::Spanned<schema::Fs>],
     dir: &Path,
     cx: &mut Collector<'_>,
 ) -> Vec<FsRequest> {
     let mut out: Vec<FsRequest> = Vec::new();
-    for g in raw {
+    if let Some(extra) = raw.get(MAX_GRANTS) {
+        cx.error(
+            Some(extra.span()),
+            format!(
+                "a component may be granted at most {MAX_GRANTS} directories ({} here)",
+                raw.len()
+            ),
+            Some("grant a common parent directory instead".into()),
+        );
+    }
+    for g in raw.iter().take(MAX_GRANTS) {
         let span = g.span();
         let g = g.get_ref();
         if let Err(m) = check_guest_path(g.guest.get_ref()) {

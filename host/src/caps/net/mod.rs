@@ -172,9 +172,23 @@ impl NetCaps {
 }
 
 /// Read `[network] allow`; every problem is recorded.
+/// The most `[network] allow` patterns one manifest may list: every
+/// request is matched against each.
+pub(crate) const MAX_PATTERNS: usize = 256;
+
 pub(crate) fn parse(raw: &schema::Network, cx: &mut Collector<'_>) -> NetRequest {
     let mut req = NetRequest::default();
-    for a in &raw.allow {
+    if let Some(extra) = raw.allow.get(MAX_PATTERNS) {
+        cx.error(
+            Some(extra.span()),
+            format!(
+                "`[network] allow` may list at most {MAX_PATTERNS} hosts ({} here)",
+                raw.allow.len()
+            ),
+            Some("use `*.domain` patterns".into()),
+        );
+    }
+    for a in raw.allow.iter().take(MAX_PATTERNS) {
         match HostPattern::parse(a.get_ref()) {
             Ok(p) => req.allow.push(p),
             Err(e) => cx.error(Some(a.span()), e.0, None),
@@ -302,6 +316,12 @@ struct Charged {
     bytes: usize,
 }
 
+/// What one connection holds until it and its response body are gone.
+struct Held {
+    _charge: Option<Charged>,
+    _socket: crate::caps::fs::Descriptor,
+}
+
 impl Drop for Charged {
     fn drop(&mut self) {
         self.budget.release(self.bytes);
@@ -342,17 +362,26 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             tracing::debug!(uri = %request.uri(), "outbound request denied: host not granted");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        let hold = match &self.budget {
+        let charge = match &self.budget {
             Some(budget) if !budget.charge_quietly(connect::CONNECTION_BYTES) => {
                 tracing::debug!(uri = %request.uri(), "outbound request refused: the call's memory holds no room for another connection");
                 return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
             }
-            Some(budget) => Some(Arc::new(Charged {
+            Some(budget) => Some(Charged {
                 budget: budget.clone(),
                 bytes: connect::CONNECTION_BYTES,
-            })),
+            }),
             None => None,
         };
+        // Its socket is a descriptor of the process's share for tools.
+        let Some(socket) = crate::caps::fs::Descriptor::reserve() else {
+            tracing::debug!(uri = %request.uri(), "outbound request refused: calls hold every descriptor of the host's share for tools");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        };
+        let hold = Arc::new(Held {
+            _charge: charge,
+            _socket: socket,
+        });
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
