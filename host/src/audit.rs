@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,6 +105,61 @@ const MAX_RAW_ARGUMENTS: usize = 64 << 10;
 const LINGER: Duration = Duration::from_millis(1);
 /// Largest error text recorded.
 const MAX_DETAIL: usize = 4 << 10;
+/// Largest tool (or method, URI, prompt) name recorded: it is the client's
+/// own text, and a line per call must not carry megabytes of it.
+const MAX_TOOL: usize = 256;
+
+/// Refusals a client can repeat as fast as it likes (a tenant over a
+/// quota, or over a front end's bound): the caller counts every one; at
+/// most one a second per scope and quota gets an audit line, which says how
+/// many it stands for. Written without waiting for room in the log's queue
+/// ([`Audit::record_decision`]), so a flood of refusals neither rotates
+/// everyone's records out of the log nor holds up other tenants' lines.
+#[derive(Default)]
+pub(crate) struct Thinned {
+    /// Per scope and quota: when its last line was written, and the
+    /// refusals since.
+    lines: Mutex<HashMap<ThinnedKey, (Instant, u64)>>,
+}
+
+/// A scope and what it was refused for.
+type ThinnedKey = (String, &'static str);
+
+impl Thinned {
+    /// Note a refusal of `scope` at `quota`: `Some(n)` when a line is due
+    /// now, for `n` refusals (this one included).
+    pub(crate) fn note(&self, scope: &str, quota: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        match lines.get_mut(&(scope.to_string(), quota)) {
+            Some((last, since)) => {
+                *since += 1;
+                if now.duration_since(*last) < Duration::from_secs(1) {
+                    return None;
+                }
+                *last = now;
+                Some(std::mem::take(since))
+            }
+            None => {
+                lines.insert((scope.to_string(), quota), (now, 0));
+                Some(1)
+            }
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), `…` marking a
+/// cut.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
 
 /// One line of the audit log.
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +179,8 @@ pub struct AuditRecord {
     /// The client's session, when the front end knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
-    /// The tool named.
+    /// The tool named, as the client wrote it (cut to 256 bytes, ending
+    /// in `…` when cut).
     pub tool: String,
     /// The sha256 of the tool's component, when the tool exists.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +239,7 @@ impl AuditRecord {
             scope: scope.to_string(),
             caller: caller.to_string(),
             session: None,
-            tool: tool.to_string(),
+            tool: bounded(tool, MAX_TOOL),
             tool_sha256: None,
             args_sha256: None,
             args_bytes: 0,
@@ -201,16 +258,12 @@ impl AuditRecord {
     }
 
     /// Set the error text, bounded.
-    pub(crate) fn set_detail(&mut self, mut d: String) {
-        if d.len() > MAX_DETAIL {
-            let mut end = MAX_DETAIL;
-            while !d.is_char_boundary(end) {
-                end -= 1;
-            }
-            d.truncate(end);
-            d.push('…');
-        }
-        self.detail = Some(d);
+    pub(crate) fn set_detail(&mut self, d: String) {
+        self.detail = Some(if d.len() > MAX_DETAIL {
+            bounded(&d, MAX_DETAIL)
+        } else {
+            d
+        });
     }
 }
 
@@ -713,6 +766,34 @@ impl WriterState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_all_counted_but_written_at_most_once_a_second_per_scope_and_quota() {
+        let r = Thinned::default();
+        assert_eq!(r.note("a", "max-sessions"), Some(1));
+        assert_eq!(r.note("a", "max-sessions"), None);
+        assert_eq!(r.note("a", "max-sessions"), None);
+        // Each quota, and each scope, has its own line.
+        assert_eq!(r.note("a", "calls-per-minute"), Some(1));
+        assert_eq!(r.note("b", "max-sessions"), Some(1));
+        std::thread::sleep(Duration::from_millis(1050));
+        // The next line stands for the two thinned out, and itself.
+        assert_eq!(r.note("a", "max-sessions"), Some(3));
+        assert_eq!(r.note("a", "max-sessions"), None);
+    }
+
+    #[test]
+    fn a_long_tool_name_is_recorded_cut() {
+        let long = "é".repeat(1000);
+        let rec = AuditRecord::new("s", "c", &long);
+        assert!(
+            rec.tool.len() <= MAX_TOOL + '…'.len_utf8(),
+            "{}",
+            rec.tool.len()
+        );
+        assert!(rec.tool.ends_with('…') && long.starts_with(rec.tool.trim_end_matches('…')));
+        assert_eq!(AuditRecord::new("s", "c", "echo").tool, "echo");
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {

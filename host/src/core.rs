@@ -251,6 +251,7 @@ impl CoreBuilder {
                     policy: Arc::new(policy),
                 }),
                 quotas: ArcSwap::from_pointee(quotas),
+                refusals: crate::audit::Thinned::default(),
                 audit,
                 metrics,
                 tasks,
@@ -407,6 +408,8 @@ struct Inner {
     /// Each tenant's quota state (its limits swapped in place on a
     /// reconfigure, its running calls still counted).
     quotas: ArcSwap<QuotaBook>,
+    /// Quota refusals' audit lines, thinned out.
+    refusals: crate::audit::Thinned,
     audit: Audit,
     metrics: Metrics,
     /// `[tasks]`: read by front ends that serve tasks.
@@ -763,8 +766,9 @@ impl Core {
 
     /// Admit a call of `tool` in `scope` under its tenant's quotas now, or
     /// say which quota it is over (counted, and written to the audit log as
-    /// a decision, here: every front end's refusals alike).
-    pub(crate) async fn admit(
+    /// a decision, here: every front end's refusals alike, see
+    /// [`Core::refused`]).
+    pub(crate) fn admit(
         &self,
         scope: &Scope,
         caller: &str,
@@ -773,25 +777,13 @@ impl Core {
     ) -> Result<Admission, OverQuota> {
         match self.inner.quotas.load().admit(scope, rate) {
             Ok(a) => Ok(a),
-            Err(q) => Err(self.over_quota(scope, caller, tool, q).await),
+            Err(q) => Err(self.over_quota(scope, caller, tool, q)),
         }
     }
 
     /// Count and audit a quota refusal of `what`, and return it.
-    async fn over_quota(
-        &self,
-        scope: &Scope,
-        caller: &str,
-        what: &str,
-        refused: OverQuota,
-    ) -> OverQuota {
-        self.inner
-            .metrics
-            .quota_rejected(scope.as_str(), refused.quota);
-        self.inner
-            .audit
-            .write_decision(scope.as_str(), caller, what, "over_quota", &refused.message)
-            .await;
+    fn over_quota(&self, scope: &Scope, caller: &str, what: &str, refused: OverQuota) -> OverQuota {
+        self.refused(scope, refused.quota, caller, what, &refused.message);
         refused
     }
 
@@ -802,7 +794,7 @@ impl Core {
     /// for here, so polling a large result is no free way to make the host
     /// send bytes.
     #[cfg(feature = "mcp")]
-    pub(crate) async fn resend(
+    pub(crate) fn resend(
         &self,
         scope: &Scope,
         caller: &str,
@@ -811,27 +803,65 @@ impl Core {
     ) -> Result<(), OverQuota> {
         match self.inner.quotas.load().resend(scope, bytes) {
             Ok(()) => Ok(()),
-            Err(q) => Err(self.over_quota(scope, caller, what, q).await),
+            Err(q) => Err(self.over_quota(scope, caller, what, q)),
         }
     }
 
-    /// Count a refusal a front end made before any call (a tenant's
-    /// `max-sessions` or `max-open-requests` on HTTP): `what` was refused,
-    /// over `quota`; with `audit`, also write its audit line, without
-    /// waiting (the front end decides how often: a client can repeat these
-    /// as fast as it likes).
-    #[cfg(feature = "http")]
+    /// Count a refusal of `what` over `quota` (a tenant's quota, or a
+    /// front end's bound such as HTTP's `max-sessions`), made by `caller`
+    /// before any call: every one in the metrics, and in the audit log
+    /// thinned to a line a second per scope and quota, written without
+    /// waiting (`audit::Thinned`): a client can repeat refused requests as
+    /// fast as it likes.
     pub(crate) fn refused(
         &self,
         scope: &Scope,
         quota: &'static str,
-        audit: Option<(&str, &str, &str)>,
+        caller: &str,
+        what: &str,
+        message: &str,
     ) {
         self.inner.metrics.quota_rejected(scope.as_str(), quota);
-        if let Some((caller, what, message)) = audit {
+        self.decision_thinned(scope.as_str(), quota, caller, what, "over_quota", message);
+    }
+
+    /// Audit a request refused for its credential (none, or one that names
+    /// no tenant this endpoint serves), thinned like [`Core::refused`]: the
+    /// record's tenant is empty, as none was identified.
+    #[cfg(feature = "http")]
+    pub(crate) fn unauthenticated(&self, caller: &str, reason: &str) {
+        self.decision_thinned(
+            "",
+            "credential",
+            caller,
+            "request",
+            "unauthenticated",
+            reason,
+        );
+    }
+
+    /// Write a decision line for `scope` and `key` if one is due (see
+    /// `audit::Thinned`), saying how many refusals it stands for.
+    fn decision_thinned(
+        &self,
+        scope: &str,
+        key: &'static str,
+        caller: &str,
+        what: &str,
+        outcome: &'static str,
+        message: &str,
+    ) {
+        if !self.inner.audit.enabled() {
+            return;
+        }
+        if let Some(n) = self.inner.refusals.note(scope, key) {
+            let message = match n {
+                0 | 1 => message.to_string(),
+                n => format!("{message} ({n} refusals since the last line)"),
+            };
             self.inner
                 .audit
-                .record_decision(scope.as_str(), caller, what, "over_quota", message);
+                .record_decision(scope, caller, what, outcome, &message);
         }
     }
 
@@ -1019,7 +1049,6 @@ impl Core {
                     &req.tool,
                     !matches!(target, Target::List { .. }),
                 )
-                .await
                 .map_err(|q| {
                     tracing::Span::current().record("outcome", "over_quota");
                     CallError::new(

@@ -944,6 +944,80 @@ fn the_fuel_quota_is_a_429_naming_it_counted_and_audited() {
 }
 
 #[test]
+fn a_flood_of_refused_calls_writes_a_line_a_second_with_the_name_cut() {
+    // A refusal costs its tenant nothing, so a client can repeat it as fast
+    // as it likes: the audit log must get a line a second, not a line per
+    // refusal (which would rotate every tenant's records out of the log),
+    // and never the client's megabytes of tool name.
+    let s = Setup::new("");
+    let log = s.dir.path().join("audit.jsonl");
+    s.configure(
+        "",
+        &format!(
+            "{}\n[audit]\npath = \"{}\"\n",
+            tenant_entry("flood", "echo", "flood-token", "calls-per-minute = 1"),
+            log.display()
+        ),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    assert_eq!(
+        call(&addr, "flood-token", "echo", json!({"text": "x"})).0,
+        200
+    );
+    let long = "A".repeat(3000);
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let (st, resp) = call(&addr, "flood-token", &long, json!({}));
+        assert_eq!(st, 429, "{resp}");
+    }
+    let seconds = started.elapsed().as_secs();
+    let decisions = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["event"] == "decision")
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while decisions().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no decision written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = decisions();
+    assert!(
+        !lines.is_empty() && lines.len() as u64 <= seconds + 1,
+        "{} lines for 30 refusals in {seconds} s: {lines:?}",
+        lines.len()
+    );
+    let tool = lines[0]["tool"].as_str().unwrap();
+    assert!(tool.len() < 300 && tool.ends_with('…'), "{tool}");
+    assert_eq!(lines[0]["outcome"], "over_quota");
+    // The other tenant's records still get through at once.
+    assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
+    // A request without a valid credential is a decision too.
+    assert_eq!(call(&addr, "no-such-token", "echo", json!({})).0, 401);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        if let Some(d) = decisions()
+            .into_iter()
+            .find(|d| d["outcome"] == "unauthenticated")
+        {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unauthenticated line"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused["tenant"], "", "{refused}");
+    assert_eq!(refused["decision"], "deny", "{refused}");
+}
+
+#[test]
 fn a_flooding_tenant_at_its_cap_does_not_stop_another_tenants_call() {
     // Room for two guests at once; the flooder has six calls in: two run,
     // four wait for a sandbox.

@@ -246,7 +246,6 @@ impl Services {
             sessions,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             body_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            refusals: Arc::default(),
         }
     }
 }
@@ -268,8 +267,6 @@ struct TenantServer {
     /// Bytes of its requests' bodies held, counted against
     /// `max-request-bytes`.
     body_bytes: Arc<std::sync::atomic::AtomicUsize>,
-    /// Its refusals' audit lines, thinned out.
-    refusals: Arc<Refusals>,
 }
 
 /// A request counted against its server's `max-open-requests`, and its
@@ -326,34 +323,6 @@ impl Bound {
     }
 }
 
-/// One server's refusals at its bounds. Every refusal is counted (the
-/// quota-rejection metric); at most one a second per bound is written to
-/// the audit log, saying how many it stands for, and without waiting for
-/// room in the log's queue: a client can repeat refused requests as fast
-/// as it likes, and its lines must neither fill the log nor hold up other
-/// tenants' lines behind them.
-#[derive(Default)]
-struct Refusals {
-    /// Per bound: when its last line was written, and the refusals since.
-    lines: std::sync::Mutex<[(Option<std::time::Instant>, u64); 3]>,
-}
-
-impl Refusals {
-    /// Note a refusal at `bound`: `Some(n)` when a line is due now, for
-    /// `n` refusals (this one included).
-    fn note(&self, bound: Bound) -> Option<u64> {
-        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, since) = &mut lines[bound as usize];
-        *since += 1;
-        let now = std::time::Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(since))
-    }
-}
-
 impl TenantServer {
     /// Count a request as open if fewer than `max` are.
     fn open(&self, max: usize) -> Option<OpenRequest> {
@@ -372,23 +341,14 @@ impl TenantServer {
         Arc::ptr_eq(&self.open, &other.open)
     }
 
-    /// Count the refusal of `what` at `bound` and thin out its audit lines.
+    /// Count the refusal of `what` at `bound` (its audit lines thinned
+    /// out by the core, like every quota refusal's).
     fn refused(&self, bound: Bound, what: &str, message: &str) {
         let scope = self.server.scope();
-        let line = self.refusals.note(bound).map(|n| {
-            let caller = format!("mcp-http:{}", scope.as_str());
-            let message = match n {
-                0 | 1 => message.to_string(),
-                n => format!("{message} ({n} refusals since the last line)"),
-            };
-            (caller, message)
-        });
-        self.server.core().refused(
-            scope,
-            bound.quota(),
-            line.as_ref()
-                .map(|(caller, message)| (caller.as_str(), what, message.as_str())),
-        );
+        let caller = format!("mcp-http:{}", scope.as_str());
+        self.server
+            .core()
+            .refused(scope, bound.quota(), &caller, what, message);
     }
 
     /// 429 for a request past `max-open-requests = n`.
@@ -947,8 +907,12 @@ impl HttpServer {
                 track_responses,
             ));
         if let Some(token) = self.opts.bearer_token.clone() {
+            let core = match &self.front {
+                Front::Single(served) => served.server.core().clone(),
+                Front::Tenants(front) => front.core.clone(),
+            };
             app = app.layer(middleware::from_fn_with_state(
-                Arc::<str>::from(token),
+                (Arc::<str>::from(token), core),
                 require_bearer,
             ));
         }
@@ -1103,21 +1067,30 @@ async fn session_closed_no_content(req: Request, next: Next) -> Response {
 }
 
 /// 401 unless `Authorization: Bearer <token>` matches (in constant time).
-async fn require_bearer(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+async fn require_bearer(
+    State((token, core)): State<(Arc<str>, crate::Core)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid bearer token is required\n",
-        )
-            .into_response(),
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return next.run(req).await;
     }
+    let why = match presented {
+        Some(_) => "the bearer token is not this server's",
+        None => "no bearer token was presented",
+    };
+    core.unauthenticated("mcp-http", why);
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid bearer token is required\n",
+    )
+        .into_response()
 }
 
 /// What the tenant routes share.
@@ -1178,17 +1151,25 @@ fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
 
 /// The tenant of `table` whose credential `headers` carry, or the 401.
 #[allow(clippy::result_large_err, reason = "the error is the response")]
-fn authenticate(table: &TenantTable, headers: &header::HeaderMap) -> Result<usize, Response> {
+fn authenticate(
+    front: &TenantFront,
+    table: &TenantTable,
+    headers: &header::HeaderMap,
+) -> Result<usize, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match token.map(|t| table.tenancy.authenticate(t)) {
-        None => Err(unauthorized(table, None)),
-        Some(Err(why)) => Err(unauthorized(table, Some(why))),
-        Some(Ok(i)) => Ok(i),
-    }
+    let why = match token.map(|t| table.tenancy.authenticate(t)) {
+        Some(Ok(i)) => return Ok(i),
+        None => None,
+        Some(Err(why)) => Some(why),
+    };
+    front
+        .core
+        .unauthenticated("mcp-http", why.unwrap_or("no bearer token was presented"));
+    Err(unauthorized(table, why))
 }
 
 /// Authenticate, hold the request to the tenant's bounds and its
@@ -1196,7 +1177,7 @@ fn authenticate(table: &TenantTable, headers: &header::HeaderMap) -> Result<usiz
 async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // The tenants as they are now.
     let mut table = r.front.table.load_full();
-    let mut i = match authenticate(&table, req.headers()) {
+    let mut i = match authenticate(&r.front, &table, req.headers()) {
         Ok(i) => i,
         Err(refused) => return refused,
     };
@@ -1240,7 +1221,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     let now = r.front.table.load_full();
     if !Arc::ptr_eq(&now, &table) {
         let was = &table.tenancy.tenants[i].tenant.name;
-        match authenticate(&now, &parts.headers) {
+        match authenticate(&r.front, &now, &parts.headers) {
             Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
                 // Counted by the server that serves it: one that replaced
                 // the tenant's (removed, then added again) has a count of
@@ -1264,7 +1245,11 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 }
                 (table, i) = (now, j);
             }
-            Ok(_) => return unauthorized(&now, Some("the token's tenant changed")),
+            Ok(_) => {
+                let why = "the token's tenant changed";
+                r.front.core.unauthenticated("mcp-http", why);
+                return unauthorized(&now, Some(why));
+            }
             Err(refused) => return refused,
         }
     }
@@ -1280,12 +1265,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         // admission travels with the request, and the core holds it
         // (and the tenant's slot) for the whole call.
         let caller = format!("mcp-http:{}", tenant.name);
-        match r
-            .front
-            .core
-            .admit(&tenant.scope(), &caller, tool, true)
-            .await
-        {
+        match r.front.core.admit(&tenant.scope(), &caller, tool, true) {
             Ok(a) => {
                 parts.extensions.insert(crate::quota::AdmittedCall::new(a));
             }
@@ -1480,19 +1460,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_are_all_counted_but_written_at_most_once_a_second_per_bound() {
-        let r = Refusals::default();
-        assert_eq!(r.note(Bound::Sessions), Some(1));
-        assert_eq!(r.note(Bound::Sessions), None);
-        assert_eq!(r.note(Bound::Sessions), None);
-        // Each bound has its own line.
-        assert_eq!(r.note(Bound::OpenRequests), Some(1));
-        std::thread::sleep(Duration::from_millis(1050));
-        // The next line stands for the two thinned out, and itself.
-        assert_eq!(r.note(Bound::Sessions), Some(3));
-    }
 
     #[test]
     fn a_body_weighs_what_it_parses_to() {

@@ -686,7 +686,7 @@ impl ServerHandler for McpServer {
         if let Some(bytes) = got.again {
             let sh = &self.shared;
             let what = format!("tasks/get {}", req.task_id);
-            if let Err(over) = sh.core.resend(&sh.scope, &sh.caller, &what, bytes).await {
+            if let Err(over) = sh.core.resend(&sh.scope, &sh.caller, &what, bytes) {
                 // A server error (JSON-RPC's implementation-defined range):
                 // the request was valid, the tenant's budget is spent.
                 return Err(ErrorData::new(
