@@ -609,6 +609,12 @@ fn check_subagents(
                     ),
                     Some("define it as an `[[agent]]` with its own tools".into()),
                 );
+            } else if !is_sdk_server_name(n) {
+                cx.error(
+                    Some(s.span()),
+                    format!("subagent `{n}`: a subagent's tools are served under its name, which must use only A-Z a-z 0-9 _ -, not contain `__`, and not start or end with `_`"),
+                    Some("rename the agent".into()),
+                );
             } else if n == SDK_SERVER {
                 cx.error(
                     Some(s.span()),
@@ -630,6 +636,23 @@ fn check_subagents(
 /// The SDK server name an agent's own tools are served under (each
 /// subagent's under the subagent's name).
 pub(crate) const SDK_SERVER: &str = "tools";
+
+/// Whether `name` can name an SDK server (a subagent's is its name). The
+/// CLI names tools `mcp__SERVER__TOOL` after rewriting every character
+/// outside [A-Za-z0-9_-] to `_`; a name it would rewrite could collide with
+/// another server's, and the host's isolation check compares the rewritten
+/// name. So only names it keeps as they are, with no `__` in them and no
+/// `_` at either end: in `mcp__helper___x` the server could be `helper` or
+/// `helper_`.
+pub(crate) fn is_sdk_server_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains("__")
+        && !name.starts_with('_')
+        && !name.ends_with('_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 /// The largest `fuel-per-minute`: about a day of one busy core.
 const FUEL_PER_MINUTE_MAX: u64 = 100_000_000_000_000;
@@ -911,5 +934,22 @@ mod tests {
             has(2, "`t` is defined twice") || has(15, "`t` is defined twice"),
             "{msgs:?}"
         );
+    }
+
+    #[test]
+    fn a_subagent_whose_name_cannot_name_its_sdk_server_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("toolhost.toml");
+        let text = "[[agent]]\nname = \"main\"\ntools = [\"echo\"]\nsubagents = [\"helper_\", \"a.b\", \"ok-one\"]\n\n[[agent]]\nname = \"helper_\"\ntools = [\"echo\"]\n\n[[agent]]\nname = \"a.b\"\ntools = [\"echo\"]\n\n[[agent]]\nname = \"ok-one\"\ntools = [\"echo\"]\n";
+        let e = HostConfig::parse(&cfg, text).unwrap_err();
+        let msgs: Vec<String> = e.items.iter().map(|d| d.message.clone()).collect();
+        for bad in ["helper_", "a.b"] {
+            assert!(
+                msgs.iter().any(|m| m.contains(&format!("subagent `{bad}`"))
+                    && m.contains("start or end with `_`")),
+                "{msgs:?}"
+            );
+        }
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
     }
 }

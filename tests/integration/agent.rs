@@ -714,7 +714,9 @@ async fn a_planted_working_directory_runs_no_hook_or_server_and_sees_no_host_sec
 #[tokio::test]
 async fn an_sdk_server_name_the_cli_would_rewrite_is_refused() {
     let env = Env::new().await;
-    for name in ["a.b", "tools!", "a__b", "", "t\u{e9}"] {
+    // `helper_`'s tool `x` would be `mcp__helper___x`, which also reads as
+    // server `helper`'s tool `_x`: the isolation check could not tell.
+    for name in ["a.b", "tools!", "a__b", "", "t\u{e9}", "helper_", "_helper"] {
         let e = AgentSession::connect(
             env.core.clone(),
             env.options().server(name, Scope::default()),
@@ -800,6 +802,20 @@ mod protocol {
         pub async fn mcp(&mut self, rid: &str, server: &str, message: Value) {
             self.send(json!({"type": "control_request", "request_id": rid, "request": {"subtype": "mcp_message", "server_name": server, "message": message}})).await;
         }
+    }
+
+    /// How many `sleep` calls ended with `outcome`, by the core's metrics.
+    fn sleep_calls(core: &Core, outcome: &str) -> f64 {
+        let metrics = core.metrics().encode();
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("toolhost_calls_total{")
+                    && l.contains(r#"tool="sleep""#)
+                    && l.contains(&format!(r#"outcome="{outcome}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
     }
 
     /// A session over in-memory pipes, and the CLI's end of them.
@@ -958,19 +974,42 @@ mod protocol {
             tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
         assert!(more.is_err(), "unexpected line: {more:?}");
         // And its guest was stopped, not left to sleep its 1.5 s out.
-        let metrics = env.core.metrics().encode();
-        let sleeps = |outcome: &str| {
-            metrics
-                .lines()
-                .find(|l| {
-                    l.starts_with("toolhost_calls_total{")
-                        && l.contains(r#"tool="sleep""#)
-                        && l.contains(&format!(r#"outcome="{outcome}""#))
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        assert_eq!((sleeps("ok"), sleeps("cancelled")), (4.0, 1.0), "{metrics}");
+        let sleeps = |outcome: &str| sleep_calls(&env.core, outcome);
+        assert_eq!((sleeps("ok"), sleeps("cancelled")), (4.0, 1.0));
+    }
+
+    /// A control request whose id is still in flight is refused, and the
+    /// running one stays cancellable: a second handle under the same id
+    /// would have replaced the first's, leaving it to run out its time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_id_still_in_flight_is_refused_and_the_first_stays_cancellable() {
+        let env = Env::new().await;
+        let (_s, mut cli) = connect(
+            env.core.clone(),
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        let sleep = |id: u32| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 1500}}});
+        cli.mcp("dup", "tools", sleep(1)).await;
+        cli.mcp("dup", "tools", sleep(2)).await;
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["request_id"], "dup", "{r}");
+        assert_eq!(r["response"]["subtype"], "error", "{r}");
+        assert!(
+            r["response"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("still in flight"),
+            "{r}"
+        );
+        cli.send(json!({"type": "control_cancel_request", "request_id": "dup"}))
+            .await;
+        let more =
+            tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
+        assert!(more.is_err(), "unexpected line: {more:?}");
+        let sleeps = |outcome: &str| sleep_calls(&env.core, outcome);
+        assert_eq!((sleeps("ok"), sleeps("cancelled")), (0.0, 1.0));
     }
 
     /// A call's progress notifications reach the CLI before its result:

@@ -494,19 +494,12 @@ impl AgentOptions {
             if !names.insert(&s.name) {
                 return Err(format!("two SDK servers are named `{}`", s.name));
             }
-            // The CLI names tools `mcp__SERVER__TOOL` after rewriting every
-            // character outside [A-Za-z0-9_-] to `_`; a name it would rewrite
-            // could collide with another server's, and the host's isolation
-            // check compares the rewritten name. Only names it keeps as they
-            // are are accepted.
-            let normal = !s.name.is_empty()
-                && !s.name.contains("__")
-                && s.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            // The CLI names tools `mcp__SERVER__TOOL`: see
+            // `tenant::is_sdk_server_name` for the names that stay apart.
+            let normal = crate::tenant::is_sdk_server_name(&s.name);
             if !normal {
                 return Err(format!(
-                    "SDK server name `{}` must be non-empty, use only A-Z a-z 0-9 _ -, and not contain `__`",
+                    "SDK server name `{}` must be non-empty, use only A-Z a-z 0-9 _ -, not contain `__`, and not start or end with `_`",
                     s.name
                 ));
             }

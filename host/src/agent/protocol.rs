@@ -31,8 +31,9 @@ impl Message {
     /// Parse one line's JSON. Never fails: what does not fit a known shape
     /// is kept as `Other`.
     pub(crate) fn parse(v: Value) -> Message {
+        // Read from the value in place: no copy of the whole line's tree.
         fn typed<T: for<'de> Deserialize<'de>>(v: &Value) -> Option<T> {
-            serde_json::from_value(v.clone()).ok()
+            T::deserialize(v).ok()
         }
         let parsed = match v.get("type").and_then(Value::as_str) {
             Some("system") => typed(&v).map(Message::System),

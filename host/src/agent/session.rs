@@ -680,6 +680,16 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
         }
     };
     let id = req.request_id.clone();
+    // An id still in flight is refused: its handle would replace the
+    // running one's, which could then be neither cancelled nor aborted
+    // when the session ends.
+    if lock(&inner.inflight).contains_key(&id) {
+        let _ = inner.write(&protocol::error(
+            &id,
+            "a control request with this request_id is still in flight",
+        ));
+        return;
+    }
     // MCP messages reach their server here, in the order the CLI wrote
     // them; only the replies are awaited concurrently. (Handled on the
     // tasks, a request written before a re-`initialize` could reach the
