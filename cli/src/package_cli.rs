@@ -83,6 +83,10 @@ pub enum PackageCommand {
         /// does not have.
         #[arg(long)]
         accept_new_grants: bool,
+        /// Replace an installed package signed for one repository with one
+        /// signed for another (or not signed).
+        #[arg(long)]
+        accept_new_signer: bool,
     },
     /// List installed packages with their grants and signer.
     Tools {
@@ -148,10 +152,12 @@ pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
             config,
             allow_unsigned,
             accept_new_grants,
+            accept_new_signer,
         } => {
             let opts = InstallOptions {
                 allow_unsigned,
                 accept_new_grants,
+                accept_new_signer,
             };
             install(&source, &store, &config, &opts).await
         }
@@ -200,7 +206,7 @@ async fn push(package: &Path, reference: &str) -> Result<ExitCode> {
             SignatureManifest::default(),
         )
     };
-    let reg = Registry::for_ref(&r);
+    let reg = Registry::for_ref(&r)?;
     let digest = reg.push_package(&r, &pkg).await?;
     let repo = r.repository();
     let mut keep = SignatureManifest::default();
@@ -276,7 +282,7 @@ async fn sign_in_registry(target: &str, key: &SigningKey, identity: Option<Strin
             r.repository()
         );
     }
-    let reg = Registry::for_ref(&r);
+    let reg = Registry::for_ref(&r)?;
     let pkg = reg.pull_package(&r).await?;
     let mut sigs = reg.pull_signatures(&r, &pkg.digest).await?;
     sigs.add(key.sign(&r.repository(), &pkg.digest)?, key.public());

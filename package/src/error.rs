@@ -61,6 +61,10 @@ pub enum Error {
     /// names each new grant.
     #[error("{0}")]
     NewGrants(String),
+    /// An upgrade is signed for another identity than the installed
+    /// version (another publisher's package of the same name).
+    #[error("{0}")]
+    NewSigner(String),
     /// `remove` of a name the store does not hold.
     #[error("{0}")]
     NotInstalled(String),

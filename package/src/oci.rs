@@ -288,7 +288,14 @@ impl Package {
         check_name(&config.name)?;
         for l in &manifest.layers {
             let role = Role::of(&l.media_type).expect("checked by parse_manifest");
-            get(l, &format!("{role:?} layer"))?;
+            let data = get(l, &format!("{role:?} layer"))?;
+            // `tool_manifest` hands it out as text: a signed package whose
+            // manifest is not UTF-8 is refused here, not by a panic later.
+            if role == Role::ToolManifest && std::str::from_utf8(&data).is_err() {
+                return Err(Error::format(format!(
+                    "{origin}: the tool manifest layer is not UTF-8 text"
+                )));
+            }
         }
         Ok(Package {
             digest,
@@ -857,6 +864,31 @@ mod tests {
         assert_eq!(v["layers"][1]["size"], 8);
         assert_eq!(p.digest, Digest::of(&p.manifest_raw));
         assert_eq!(v["annotations"][VERSION_ANNOTATION], "1.0.0");
+    }
+
+    #[test]
+    fn a_tool_manifest_that_is_not_utf8_is_refused() {
+        let e = Package::build(
+            PackageConfig {
+                name: "echo".into(),
+                version: None,
+            },
+            vec![
+                NewLayer {
+                    media_type: TOOL_MANIFEST_MEDIA_TYPE.into(),
+                    title: "echo.toml".into(),
+                    data: Bytes::from_static(b"[component]\npath = \"\xff\"\n"),
+                },
+                NewLayer {
+                    media_type: COMPONENT_MEDIA_TYPE.into(),
+                    title: "echo.wasm".into(),
+                    data: Bytes::from_static(b"\0asm\x0d\0\x01\0"),
+                },
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Plain HTTP is used only for registries on a loopback address
 //! (`127.0.0.0/8`, `localhost`, `[::1]`); everything else is HTTPS.
 //! Credentials, if any, come from `TOOLHOST_REGISTRY_USERNAME` and
-//! `TOOLHOST_REGISTRY_PASSWORD`; anonymous otherwise.
+//! `TOOLHOST_REGISTRY_PASSWORD`, and are sent only to the one registry
+//! `TOOLHOST_REGISTRY_HOST` names (a typo-squatted or hostile registry
+//! gets none); anonymous otherwise.
 //!
 //! This module moves bytes and verifies digests; it decides nothing about
 //! trust or grants.
@@ -95,6 +97,30 @@ pub fn is_loopback(host_port: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What to authenticate to `registry` with: the user and password only if
+/// `host` names that registry.
+fn credentials_for(
+    registry: &str,
+    host: Option<&str>,
+    user: Option<String>,
+    password: Option<String>,
+) -> Result<RegistryAuth> {
+    let (Some(user), Some(password)) = (user, password) else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    match host {
+        None => Err(Error::format(
+            "TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD are set without \
+             TOOLHOST_REGISTRY_HOST: set it to the registry they are for (e.g. ghcr.io), \
+             so that no other registry is sent them",
+        )),
+        Some(h) if h.trim().eq_ignore_ascii_case(registry) => {
+            Ok(RegistryAuth::Basic(user, password))
+        }
+        Some(_) => Ok(RegistryAuth::Anonymous),
+    }
+}
+
 /// A client for one registry.
 pub struct Registry {
     client: Client,
@@ -102,11 +128,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A client for `r`'s registry: plain HTTP only if it is on loopback.
-    pub fn for_ref(r: &RegistryRef) -> Registry {
+    /// A client for `r`'s registry: plain HTTP only if it is on loopback;
+    /// the credentials of the environment only if they are for it (see the
+    /// module doc). Fails if credentials are set without the registry they
+    /// are for.
+    pub fn for_ref(r: &RegistryRef) -> Result<Registry> {
         let registry = r.reference.resolve_registry().to_string();
         let protocol = if is_loopback(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry])
+            ClientProtocol::HttpsExcept(vec![registry.clone()])
         } else {
             ClientProtocol::Https
         };
@@ -116,17 +145,17 @@ impl Registry {
             read_timeout: Some(std::time::Duration::from_secs(60)),
             ..Default::default()
         };
-        let auth = match (
-            std::env::var("TOOLHOST_REGISTRY_USERNAME"),
-            std::env::var("TOOLHOST_REGISTRY_PASSWORD"),
-        ) {
-            (Ok(u), Ok(p)) => RegistryAuth::Basic(u, p),
-            _ => RegistryAuth::Anonymous,
-        };
-        Registry {
+        let var = |n: &str| std::env::var(n).ok();
+        let auth = credentials_for(
+            &registry,
+            var("TOOLHOST_REGISTRY_HOST").as_deref(),
+            var("TOOLHOST_REGISTRY_USERNAME"),
+            var("TOOLHOST_REGISTRY_PASSWORD"),
+        )?;
+        Ok(Registry {
             client: Client::new(config),
             auth,
-        }
+        })
     }
 
     fn err(what: impl std::fmt::Display, e: OciDistributionError) -> Error {
@@ -373,6 +402,31 @@ fn is_not_found(e: &OciDistributionError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registry_they_are_for() {
+        let c = |host: Option<&str>, registry: &str| {
+            credentials_for(registry, host, Some("u".into()), Some("p".into()))
+        };
+        assert!(matches!(
+            c(Some("ghcr.io"), "ghcr.io"),
+            Ok(RegistryAuth::Basic(u, p)) if u == "u" && p == "p"
+        ));
+        assert!(matches!(
+            c(Some("GHCR.io"), "ghcr.io"),
+            Ok(RegistryAuth::Basic(..))
+        ));
+        assert!(matches!(
+            c(Some("ghcr.io"), "evil.example"),
+            Ok(RegistryAuth::Anonymous)
+        ));
+        let e = c(None, "ghcr.io").expect_err("refused").to_string();
+        assert!(e.contains("TOOLHOST_REGISTRY_HOST"), "{e}");
+        assert!(matches!(
+            credentials_for("ghcr.io", None, None, None),
+            Ok(RegistryAuth::Anonymous)
+        ));
+    }
 
     #[test]
     fn only_loopback_registries_get_plain_http() {

@@ -107,7 +107,7 @@ pub async fn fetch(src: &Source) -> Result<Fetched> {
     let origin = src.origin();
     match src {
         Source::Registry(r) => {
-            let reg = Registry::for_ref(r);
+            let reg = Registry::for_ref(r)?;
             let package = reg.pull_package(r).await?;
             let signatures = reg.pull_signatures(r, &package.digest).await?;
             Ok(Fetched {

@@ -73,6 +73,9 @@ pub struct InstallOptions {
     pub allow_unsigned: bool,
     /// Apply an upgrade that asks for more grants than the installed version.
     pub accept_new_grants: bool,
+    /// Replace an installed package signed for one identity (repository)
+    /// with one signed for another, or not signed.
+    pub accept_new_signer: bool,
 }
 
 /// The outcome of an install.
@@ -258,6 +261,21 @@ impl Store {
         if let Some(prev) = &previous
             && prev.digest != package.digest.as_str()
         {
+            // A package's name is its author's to choose: a package of the
+            // same name signed for another repository is another
+            // publisher's, which must not silently take over the installed
+            // one's grants.
+            let was = prev.signer.as_ref().map(|s| s.identity.as_str());
+            let now = signer.as_ref().map(|s| s.identity.as_str());
+            if let Some(was) = was
+                && now != Some(was)
+                && !opts.accept_new_signer
+            {
+                return Err(Error::NewSigner(format!(
+                    "refusing to replace {name} ({what}): the installed version is signed for `{was}`, this one {}. Nothing was changed; if the new publisher is meant, run the install again with --accept-new-signer.",
+                    now.map_or("is not signed".to_string(), |n| format!("for `{n}`"))
+                )));
+            }
             let old = self.installed_grants(&Digest::parse(&prev.digest)?, &name)?;
             added = new_grants(&old, &grants);
             if !added.is_empty() && !opts.accept_new_grants {

@@ -424,6 +424,7 @@ async fn a_keyless_signature_is_verified_offline_against_the_trust_root() {
     };
     let rr = toolhost_package::RegistryRef::parse(&r).unwrap();
     toolhost_package::Registry::for_ref(&rr)
+        .unwrap()
         .push_signatures(&rr, &digest, &sigs)
         .await
         .unwrap();
@@ -597,6 +598,43 @@ fn upgrade_is_refused_until_accepted(memory: &str, more: &str, expected: &str) {
     );
     // Re-installing the same version asks for nothing new.
     assert_ok(&w.install(&v2, &config, &[]));
+}
+
+/// Two publishers the host trusts, both with a package named `echo`: the
+/// second's does not silently replace the first's (and inherit the grants
+/// the operator reviewed for it), even asking for nothing more.
+#[test]
+fn another_publishers_package_of_the_same_name_is_refused_until_accepted() {
+    let w = World::new();
+    let (key, public) = w.key("signer");
+    let config = w.config("host.toml", "example.org/*/echo", &[&public], "");
+    let sign_as = |file: &str, identity: &str| {
+        ok(&["sign", file, "--key", &key, "--identity", identity]);
+    };
+    let acme = w.pack("acme", "");
+    sign_as(&acme, "example.org/acme/echo");
+    // Different bytes (a lower memory limit: nothing more asked for).
+    let other = w.pack_with("other", "8 MiB", "");
+    sign_as(&other, "example.org/community/echo");
+    assert_ok(&w.install(&acme, &config, &[]));
+    let before = std::fs::read_to_string(w.path("store/echo.toml")).unwrap();
+    let e = stderr(&w.install(&other, &config, &[]));
+    assert!(
+        e.contains("signed for `example.org/acme/echo`")
+            && e.contains("for `example.org/community/echo`")
+            && e.contains("--accept-new-signer"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.path("store/echo.toml")).unwrap(),
+        before,
+        "nothing changed"
+    );
+    assert_ok(&w.install(&other, &config, &["--accept-new-signer"]));
+    assert_ne!(
+        std::fs::read_to_string(w.path("store/echo.toml")).unwrap(),
+        before
+    );
 }
 
 #[test]
