@@ -114,7 +114,12 @@ fn credentials_for(
              TOOLHOST_REGISTRY_HOST: set it to the registry they are for (e.g. ghcr.io), \
              so that no other registry is sent them",
         )),
-        Some(h) if h.trim().eq_ignore_ascii_case(registry) => {
+        // Named as references name it: Docker Hub is `index.docker.io`.
+        Some(h)
+            if h.trim().eq_ignore_ascii_case(registry)
+                || (h.trim().eq_ignore_ascii_case("docker.io")
+                    && registry == "index.docker.io") =>
+        {
             Ok(RegistryAuth::Basic(user, password))
         }
         Some(_) => Ok(RegistryAuth::Anonymous),
@@ -414,6 +419,10 @@ mod tests {
         ));
         assert!(matches!(
             c(Some("GHCR.io"), "ghcr.io"),
+            Ok(RegistryAuth::Basic(..))
+        ));
+        assert!(matches!(
+            c(Some("docker.io"), "index.docker.io"),
             Ok(RegistryAuth::Basic(..))
         ));
         assert!(matches!(

@@ -56,6 +56,9 @@ impl CallState {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        // The directories' descriptors are taken from the process's share
+        // before they are opened.
+        let fs = FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open)?;
         if with_grants {
             grants.env.apply(&mut b);
             grants.fs.apply(&mut b)?;
@@ -87,7 +90,7 @@ impl CallState {
                 CallClient::none()
             },
             cancel: cx.cancel,
-            fs: FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open),
+            fs,
             handle_limit,
             cpu: None,
         })

@@ -64,6 +64,22 @@ pub(crate) fn host_descriptors() -> usize {
     b.total - b.limit
 }
 
+impl ProcessBudget {
+    /// Take `n` descriptors of the share, if they fit.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u + n <= self.limit).then_some(u + n)
+            })
+            .is_ok()
+    }
+
+    /// Give back `n` descriptors taken.
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// One descriptor of the process's share for tools, held until dropped:
 /// an outbound connection's socket (`caps::net`), counted like the files
 /// calls open, so sockets cannot take the descriptors kept for the host.
@@ -72,19 +88,13 @@ pub(crate) struct Descriptor(());
 impl Descriptor {
     /// Take one descriptor of the share, if any is left.
     pub(crate) fn reserve() -> Option<Descriptor> {
-        let b = process_budget();
-        b.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < b.limit).then_some(u + 1)
-            })
-            .ok()
-            .map(|_| Descriptor(()))
+        process_budget().take(1).then_some(Descriptor(()))
     }
 }
 
 impl Drop for Descriptor {
     fn drop(&mut self) {
-        process_budget().used.fetch_sub(1, Ordering::AcqRel);
+        process_budget().give(1);
     }
 }
 
@@ -877,21 +887,27 @@ impl Notice {
 
 impl Drop for FsCall {
     fn drop(&mut self) {
-        process_budget().used.fetch_sub(self.held, Ordering::AcqRel);
+        process_budget().give(self.held);
     }
 }
 
 impl FsCall {
-    /// A call with `prepared`'s grants (none for `describe`).
-    pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> FsCall {
-        // Each sandbox opens its grants' directories anew (one descriptor
-        // each, `prepare`'s `open_dirs`): they are not counted against the
-        // call's `max-open`, but they are against the process's share, so
-        // the more sandboxes hold directories open, the fewer files calls
-        // may open. (The grants per component are bounded at parse time.)
+    /// A call with `prepared`'s grants (none for `describe`), made before
+    /// its sandbox opens them: each sandbox opens its grants' directories
+    /// anew (one descriptor each, `Prepared::apply`). They are not counted
+    /// against the call's `max-open`, but they are taken from the process's
+    /// share here, so a sandbox whose directories do not fit is not built.
+    /// (The grants per component are bounded at parse time.)
+    pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> anyhow::Result<FsCall> {
         let preopens = prepared.map_or(0, |p| p.dirs.len());
-        process_budget().used.fetch_add(preopens, Ordering::AcqRel);
-        FsCall {
+        let b = process_budget();
+        if !b.take(preopens) {
+            anyhow::bail!(
+                "all calls together hold {} open files, the host's share for tools: no room for this tool's {preopens} granted directories; retry when calls have ended",
+                b.limit
+            );
+        }
+        Ok(FsCall {
             max_open,
             open: Vec::new(),
             held: preopens,
@@ -907,7 +923,7 @@ impl FsCall {
             grant_of: HashMap::new(),
             notice: Arc::default(),
             listings: HashMap::new(),
-        }
+        })
     }
 
     /// Forget files nothing holds any more and give their share back.
@@ -915,9 +931,7 @@ impl FsCall {
         self.open.retain(|f| f.strong_count() > 0);
         let live = self.open.len() + self.preopens;
         if live < self.held {
-            process_budget()
-                .used
-                .fetch_sub(self.held - live, Ordering::AcqRel);
+            process_budget().give(self.held - live);
             self.held = live;
         }
     }
@@ -933,12 +947,7 @@ impl FsCall {
             return Err(t::ErrorCode::InsufficientMemory);
         }
         let b = process_budget();
-        if b.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < b.limit).then_some(u + 1)
-            })
-            .is_err()
-        {
+        if !b.take(1) {
             self.note(format!(
                 "all calls together hold {} open files, the host's share for tools",
                 b.limit
@@ -952,7 +961,7 @@ impl FsCall {
     /// Give back a reservation that was not used.
     fn unreserve(&mut self) {
         self.held -= 1;
-        process_budget().used.fetch_sub(1, Ordering::AcqRel);
+        process_budget().give(1);
     }
 
     fn note(&mut self, m: String) {
@@ -2143,6 +2152,25 @@ mod tests {
     use std::time::Duration;
     use wasmtime_wasi::filesystem::{Descriptor, Dir};
     use wasmtime_wasi::{FsPerms, OpenMode};
+
+    /// The share is taken whole or not at all, and given back exactly:
+    /// what preopened directories and sockets are charged through.
+    #[test]
+    fn the_process_share_is_taken_only_where_it_fits() {
+        let b = ProcessBudget {
+            total: 8,
+            limit: 6,
+            used: AtomicUsize::new(0),
+        };
+        assert!(b.take(4));
+        assert!(!b.take(3), "4 + 3 is past the limit of 6");
+        assert_eq!(b.used.load(Ordering::Acquire), 4);
+        assert!(b.take(2));
+        assert!(!b.take(1));
+        b.give(2);
+        assert!(b.take(1) && b.take(0));
+        assert_eq!(b.used.load(Ordering::Acquire), 5);
+    }
 
     fn dir(path: &std::path::Path, perms: FsPerms) -> Dir {
         Dir::new(

@@ -194,11 +194,11 @@ impl Default for Prepared {
     }
 }
 
-/// Read the `[[fs]]` entries; every problem is recorded.
 /// The most `[[fs]]` grants one manifest may make: each is a descriptor
 /// per sandbox (see `enforce::FsCall::new`) and a pairwise overlap check.
 pub(crate) const MAX_GRANTS: usize = 32;
 
+/// Read the `[[fs]]` entries; every problem is recorded.
 pub(crate) fn parse(
     raw: &[schema::Spanned<schema::Fs>],
     dir: &Path,

@@ -239,12 +239,14 @@ async fn lookup(
 }
 
 /// The one address a request to `host:port` may connect to; `held` is kept
-/// until the name's lookup ends (see [`lookup`]).
+/// until the name's lookup ends (see [`lookup`]), and so is one of the
+/// call's `lookups`, taken without waiting.
 pub(crate) async fn resolve(
     host: &str,
     port: u16,
     timeout: Duration,
     held: impl Send + 'static,
+    lookups: &Arc<tokio::sync::Semaphore>,
 ) -> Result<SocketAddr, Error> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -262,7 +264,15 @@ pub(crate) async fn resolve(
         }
         return Ok(to);
     }
-    let found = lookup(bare, port, timeout, held).await?;
+    let Ok(mine) = lookups.clone().try_acquire_owned() else {
+        return Err(Error::DnsError {
+            rcode: Some(
+                "this call has as many name lookups running as it may (abandoned ones count until they end)".into(),
+            ),
+            info_code: None,
+        });
+    };
+    let found = lookup(bare, port, timeout, (held, mine)).await?;
     let mut refused = None;
     for to in found {
         if is_public(to.ip()) && !is_own(to) {
@@ -290,6 +300,7 @@ pub(crate) async fn send(
     mut req: http::Request<impl Body<Data = Bytes, Error = Error> + Send + 'static>,
     options: Option<RequestOptions>,
     hold: impl Clone + Send + 'static,
+    lookups: Arc<tokio::sync::Semaphore>,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -308,7 +319,7 @@ pub(crate) async fn send(
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
 
-    let to = resolve(&host, port, connect_timeout, hold.clone()).await?;
+    let to = resolve(&host, port, connect_timeout, hold.clone(), &lookups).await?;
     let tcp = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(to))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
@@ -467,6 +478,37 @@ mod tests {
         }
     }
 
+    /// A call's own lookup slots, for tests.
+    fn calls() -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(4))
+    }
+
+    /// A call with every one of its lookups running takes no other.
+    #[tokio::test]
+    async fn a_call_has_a_few_lookups_running_at_most() {
+        let mine = Arc::new(tokio::sync::Semaphore::new(1));
+        let held = mine.clone().try_acquire_owned().unwrap();
+        let e = resolve("localhost", 80, Duration::from_secs(5), (), &mine)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::DnsError { rcode: Some(m), .. } if m.contains("as many name lookups")),
+            "{e:?}"
+        );
+        // Literals need no lookup.
+        assert!(
+            resolve("127.0.0.1", 80, Duration::from_secs(5), (), &mine)
+                .await
+                .is_ok()
+        );
+        drop(held);
+        let e = resolve("localhost", 80, Duration::from_secs(5), (), &mine)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+        assert_eq!(mine.available_permits(), 1, "given back once it ended");
+    }
+
     /// Lookups wait for one of the process's slots, within their timeout;
     /// what a lookup holds is kept until it ends, then given back.
     #[tokio::test]
@@ -477,14 +519,20 @@ mod tests {
             .await
             .unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let e = resolve("localhost", 80, Duration::from_millis(50), tx.clone())
-            .await
-            .unwrap_err();
+        let e = resolve(
+            "localhost",
+            80,
+            Duration::from_millis(50),
+            tx.clone(),
+            &calls(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, Error::DnsTimeout), "{e:?}");
         drop(all);
         // With a slot free, the lookup runs; its charge (here, a sender)
         // lives until it has ended.
-        let e = resolve("localhost", 80, Duration::from_secs(5), tx)
+        let e = resolve("localhost", 80, Duration::from_secs(5), tx, &calls())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
@@ -497,7 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn names_that_resolve_to_this_machine_are_refused() {
-        let e = resolve("localhost", 8080, Duration::from_secs(5), ())
+        let e = resolve("localhost", 8080, Duration::from_secs(5), (), &calls())
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
@@ -507,14 +555,14 @@ mod tests {
     async fn literals_are_reached_but_never_toolhosts_own_listeners() {
         let l: SocketAddr = "127.0.0.1:45679".parse().unwrap();
         assert_eq!(
-            resolve("127.0.0.1", 45679, Duration::from_secs(1), ())
+            resolve("127.0.0.1", 45679, Duration::from_secs(1), (), &calls())
                 .await
                 .unwrap(),
             l
         );
         let own = OwnListener::register("0.0.0.0:45679".parse().unwrap());
         for host in ["127.0.0.1", "[::1]", "10.0.0.5"] {
-            let e = resolve(host, 45679, Duration::from_secs(1), ())
+            let e = resolve(host, 45679, Duration::from_secs(1), (), &calls())
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
@@ -529,7 +577,7 @@ mod tests {
             "[::ffff:0.0.0.0]",
             "127.0.0.2",
         ] {
-            let e = resolve(host, 45681, Duration::from_secs(1), ())
+            let e = resolve(host, 45681, Duration::from_secs(1), (), &calls())
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
@@ -537,7 +585,7 @@ mod tests {
         drop(own_lo);
         let own_v6 = OwnListener::register("[::1]:45682".parse().unwrap());
         for host in ["[::]", "0.0.0.0", "127.0.0.1"] {
-            let e = resolve(host, 45682, Duration::from_secs(1), ())
+            let e = resolve(host, 45682, Duration::from_secs(1), (), &calls())
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
@@ -545,20 +593,20 @@ mod tests {
         drop(own_v6);
         // An unspecified address is never a destination, listener or not.
         for host in ["0.0.0.0", "[::]", "[::ffff:0.0.0.0]"] {
-            let e = resolve(host, 45683, Duration::from_secs(1), ())
+            let e = resolve(host, 45683, Duration::from_secs(1), (), &calls())
                 .await
                 .unwrap_err();
             assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
         }
         // Another port of the same machine is the grant's business.
         assert!(
-            resolve("127.0.0.1", 45680, Duration::from_secs(1), ())
+            resolve("127.0.0.1", 45680, Duration::from_secs(1), (), &calls())
                 .await
                 .is_ok()
         );
         drop(own);
         assert!(
-            resolve("127.0.0.1", 45679, Duration::from_secs(1), ())
+            resolve("127.0.0.1", 45679, Duration::from_secs(1), (), &calls())
                 .await
                 .is_ok()
         );

@@ -171,11 +171,11 @@ impl NetCaps {
     }
 }
 
-/// Read `[network] allow`; every problem is recorded.
 /// The most `[network] allow` patterns one manifest may list: every
 /// request is matched against each.
 pub(crate) const MAX_PATTERNS: usize = 256;
 
+/// Read `[network] allow`; every problem is recorded.
 pub(crate) fn parse(raw: &schema::Network, cx: &mut Collector<'_>) -> NetRequest {
     let mut req = NetRequest::default();
     if let Some(extra) = raw.allow.get(MAX_PATTERNS) {
@@ -219,6 +219,7 @@ impl Prepared {
             manifest: self.manifest.clone(),
             operator: self.operator.clone(),
             budget,
+            lookups: Arc::new(tokio::sync::Semaphore::new(CALL_LOOKUPS)),
         }
     }
 }
@@ -241,7 +242,14 @@ pub(crate) struct Gate {
     /// The call's memory, charged [`connect::CONNECTION_BYTES`] for each
     /// connection while it is open (none in unit tests).
     budget: Option<Arc<MemoryBudget>>,
+    /// The call's name lookups that may run at once, abandoned ones
+    /// included (see `connect::lookup`).
+    lookups: Arc<tokio::sync::Semaphore>,
 }
+
+/// Name lookups one call may have running at once: a call cannot take
+/// every one of the process's lookup slots from the others.
+const CALL_LOOKUPS: usize = 4;
 
 /// The largest write to an outgoing body's stream, and so (with the
 /// default one chunk buffered, plus one being written) half of the host
@@ -382,11 +390,12 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             _charge: charge,
             _socket: socket,
         });
+        let lookups = self.lookups.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
             // `connect` for why not `default_send_request`.
-            let (res, io) = connect::send(request, options, hold.clone()).await?;
+            let (res, io) = connect::send(request, options, hold.clone(), lookups).await?;
             // The body may outlive the connection (its last frames, and the
             // head copied out of hyper's buffer, stay with the guest): the
             // charge ends when both are gone.
