@@ -155,12 +155,14 @@ check-features:
 
 ## test-agent-newest: the agent end-to-end tests (the real `claude` CLI
 ## against a mock model on 127.0.0.1) again, against the newest CLI npm
-## serves: the main suite runs them against the pinned one.
+## serves: the main suite runs them against the pinned one. `--workspace`
+## resolves features as `make test` did, so the test binary it built is run
+## again (`-p toolhost-cli` alone would rebuild wasmtime and more).
 .PHONY: test-agent-newest
 test-agent-newest:
 	bash scripts/install-claude-cli.sh $(CURDIR)/.claude-cli-newest latest
 	TOOLHOST_CLAUDE_CLI=$(CURDIR)/.claude-cli-newest/node_modules/.bin/claude \
-		$(CARGO) test -p toolhost-cli --test integration -- agent
+		$(CARGO) test --workspace --test integration -- agent
 
 ## test-rust: the Rust tests only (no conformance suite).
 test-rust: setup tools
