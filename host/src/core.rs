@@ -408,7 +408,8 @@ struct Inner {
     /// Each tenant's quota state (its limits swapped in place on a
     /// reconfigure, its running calls still counted).
     quotas: ArcSwap<QuotaBook>,
-    /// Quota refusals' audit lines, thinned out.
+    /// The audit lines of refusals before a call (quotas, front ends'
+    /// bounds, credentials), thinned out.
     refusals: crate::audit::Thinned,
     audit: Audit,
     metrics: Metrics,
