@@ -602,8 +602,10 @@ impl Shared {
     /// Whether the pool has room beyond the reserve kept for calls (a
     /// quarter of its slots, and of its memory and table permits: past 256
     /// slots it has fewer memory permits than two per slot, found by
-    /// review) and no call waits for it: only then is work that holds
-    /// sandboxes ahead of calls (preparing, deferred teardown) done.
+    /// review), no call waits for it, and a quarter of the process's
+    /// descriptor share is free (a sandbox holds its directories open):
+    /// only then is work that holds sandboxes ahead of calls (preparing,
+    /// deferred teardown) done.
     pub(crate) fn has_room(&self) -> bool {
         self.has_room_for((0, 0))
     }
@@ -611,7 +613,9 @@ impl Shared {
     /// [`Shared::has_room`], and room for a sandbox of `weight` beside
     /// the reserve.
     fn has_room_for(&self, weight: (u32, u32)) -> bool {
-        self.pools.quarter_free(weight) && self.waiting.load(Ordering::Acquire) == 0
+        self.pools.quarter_free(weight)
+            && self.waiting.load(Ordering::Acquire) == 0
+            && crate::caps::fs::descriptors_quarter_free()
     }
 
     /// Pool permits for one prepared sandbox, only if they are free now and

@@ -78,6 +78,19 @@ impl ProcessBudget {
     fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
     }
+
+    /// Whether a quarter of the share is still free.
+    fn quarter_free(&self) -> bool {
+        self.used.load(Ordering::Acquire).saturating_mul(4) <= self.limit.saturating_mul(3)
+    }
+}
+
+/// Whether a quarter of the process's descriptor share for tools is still
+/// free: work that holds descriptors ahead of calls (a prepared sandbox's
+/// directories) is done only then, so it never takes the last quarter from
+/// the calls that need it (`sandbox::warm`).
+pub(crate) fn descriptors_quarter_free() -> bool {
+    process_budget().quarter_free()
 }
 
 /// One descriptor of the process's share for tools, held until dropped:
@@ -2170,6 +2183,10 @@ mod tests {
         b.give(2);
         assert!(b.take(1) && b.take(0));
         assert_eq!(b.used.load(Ordering::Acquire), 5);
+        // Preparing ahead stops short of the last quarter.
+        assert!(!b.quarter_free(), "5 of 6 used: less than a quarter free");
+        b.give(1);
+        assert!(b.quarter_free(), "4 of 6 used: a third free");
     }
 
     fn dir(path: &std::path::Path, perms: FsPerms) -> Dir {
