@@ -1518,11 +1518,22 @@ impl Sandbox {
                     .acquire_pool(comp.weight)
                     .instrument(tracing::debug_span!("sandbox.acquire"))
                     .await;
-                let store = self
-                    .store(comp, cx, true)
-                    .map_err(|e| CallErrorKind::Internal {
-                        message: format!("{e:#}"),
-                    })?;
+                let store = self.store(comp, cx, true).map_err(|e| {
+                    match e.downcast_ref::<caps::fs::DescriptorsExhausted>() {
+                        // Sandboxes prepared ahead hold directories too:
+                        // give theirs back for the calls that follow.
+                        Some(d) => {
+                            self.warm.shed();
+                            CallErrorKind::ResourceExhausted {
+                                what: "open files of the host's share for tools",
+                                limit: d.limit as u64,
+                            }
+                        }
+                        None => CallErrorKind::Internal {
+                            message: format!("{e:#}"),
+                        },
+                    }
+                })?;
                 // It holds nothing yet: this fails only if a reload shrank
                 // the share below what the scope's calls hold now.
                 if !joins(&store) {

@@ -639,7 +639,9 @@ impl Shared {
         permits: PoolPermits,
         generation: u64,
     ) -> anyhow::Result<Option<Prepared>> {
-        let (mut store, bound) = self.new_sandbox(comp, &permits)?;
+        let Some((mut store, bound)) = self.new_sandbox_if_room(comp, &permits)? else {
+            return Ok(None);
+        };
         let limits = &comp.grants.limits;
         let instance = tokio::time::timeout(limits.timeout, bound.instantiate_ready(&mut store))
             .await
@@ -658,7 +660,9 @@ impl Shared {
         scope: Option<&Arc<SharedMemory>>,
     ) -> anyhow::Result<Option<Prepared>> {
         use futures::FutureExt;
-        let (mut store, bound) = self.new_sandbox(comp, &permits)?;
+        let Some((mut store, bound)) = self.new_sandbox_if_room(comp, &permits)? else {
+            return Ok(None);
+        };
         if let Some(scope) = scope
             && !store.data().limiter.budget().join_scope(scope)
         {
@@ -676,24 +680,34 @@ impl Shared {
     }
 
     /// A store for a sandbox of `comp` prepared ahead: its grants, but no
-    /// call's context.
-    fn new_sandbox<'c>(
+    /// call's context. `None` if the process's descriptor share has no room
+    /// for its directories now: room calls hold, not the component's fault
+    /// (so not a failure that stops preparing for it).
+    fn new_sandbox_if_room<'c>(
         &self,
         comp: &'c LoadedComponent,
         permits: &PoolPermits,
-    ) -> anyhow::Result<(Store<CallState>, &'c super::Bound)> {
+    ) -> anyhow::Result<Option<(Store<CallState>, &'c super::Bound)>> {
         let super::Kind::Toolhost(bound) = &comp.kind else {
             anyhow::bail!("only toolhost-world components are prepared ahead");
         };
-        let store = new_store(
+        match new_store(
             &self.engine,
             &comp.grants,
             CallContext::default(),
             true,
             self.shape,
             &permits.memory,
-        )?;
-        Ok((store, bound))
+        ) {
+            Ok(store) => Ok(Some((store, bound))),
+            Err(e)
+                if e.downcast_ref::<crate::caps::fs::DescriptorsExhausted>()
+                    .is_some() =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Charge an instantiated sandbox to the warm memory budget; `None` (it

@@ -93,6 +93,17 @@ pub(crate) fn descriptors_quarter_free() -> bool {
     process_budget().quarter_free()
 }
 
+/// The process's descriptor share for tools has no room for a sandbox's
+/// granted directories: room other calls hold now, not the tool's fault.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "all calls together hold {limit} open files, the host's share for tools: no room for this tool's {wanted} granted directories; retry when calls have ended"
+)]
+pub(crate) struct DescriptorsExhausted {
+    pub(crate) limit: usize,
+    pub(crate) wanted: usize,
+}
+
 /// One descriptor of the process's share for tools, held until dropped:
 /// an outbound connection's socket (`caps::net`), counted like the files
 /// calls open, so sockets cannot take the descriptors kept for the host.
@@ -915,10 +926,11 @@ impl FsCall {
         let preopens = prepared.map_or(0, |p| p.dirs.len());
         let b = process_budget();
         if !b.take(preopens) {
-            anyhow::bail!(
-                "all calls together hold {} open files, the host's share for tools: no room for this tool's {preopens} granted directories; retry when calls have ended",
-                b.limit
-            );
+            return Err(DescriptorsExhausted {
+                limit: b.limit,
+                wanted: preopens,
+            }
+            .into());
         }
         Ok(FsCall {
             max_open,

@@ -25,7 +25,7 @@ mod place;
 use place::Place;
 
 pub use enforce::DEFAULT_MAX_OPEN;
-pub(crate) use enforce::{Descriptor, descriptors_quarter_free};
+pub(crate) use enforce::{Descriptor, DescriptorsExhausted, descriptors_quarter_free};
 
 use super::AllowList;
 use crate::diagnostic::Collector;
