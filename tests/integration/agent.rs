@@ -843,6 +843,23 @@ mod protocol {
         (session.await.unwrap().unwrap(), cli, init)
     }
 
+    /// A session serving the default scope as `tools`, past its handshake.
+    async fn serving_tools(env: &Env) -> (AgentSession, FakeCli) {
+        let (session, mut cli) = connect(
+            env.core.clone(),
+            AgentOptions::default().server("tools", Scope::default()),
+        )
+        .await;
+        handshake(&mut cli, "tools").await;
+        (session, cli)
+    }
+
+    /// Assert that nothing more reaches the CLI for `ms` milliseconds.
+    async fn assert_silent(cli: &mut FakeCli, ms: u64) {
+        let more = tokio::time::timeout(Duration::from_millis(ms), cli.from_host.next_line()).await;
+        assert!(more.is_err(), "unexpected line: {more:?}");
+    }
+
     pub async fn handshake(cli: &mut FakeCli, server: &str) {
         cli.mcp("i0", server, json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fake", "version": "0"}}})).await;
         let r = cli.recv().await;
@@ -922,12 +939,7 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_request_is_answered_concurrently_and_cancels_write_nothing() {
         let env = Env::new().await;
-        let (_s, mut cli) = connect(
-            env.core.clone(),
-            AgentOptions::default().server("tools", Scope::default()),
-        )
-        .await;
-        handshake(&mut cli, "tools").await;
+        let (_s, mut cli) = serving_tools(&env).await;
         // Four 400 ms sleeps at once finish in well under 4 x 400 ms.
         let started = Instant::now();
         for i in 0..4 {
@@ -970,9 +982,7 @@ mod protocol {
         assert_eq!(replies["u3"]["subtype"], "error");
         assert!(!replies.contains_key("cancel-me"));
         // Nothing more arrives for the cancelled request.
-        let more =
-            tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
-        assert!(more.is_err(), "unexpected line: {more:?}");
+        assert_silent(&mut cli, 1700).await;
         // And its guest was stopped, not left to sleep its 1.5 s out.
         let sleeps = |outcome: &str| sleep_calls(&env.core, outcome);
         assert_eq!((sleeps("ok"), sleeps("cancelled")), (4.0, 1.0));
@@ -984,12 +994,7 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_request_id_still_in_flight_is_refused_and_the_first_stays_cancellable() {
         let env = Env::new().await;
-        let (_s, mut cli) = connect(
-            env.core.clone(),
-            AgentOptions::default().server("tools", Scope::default()),
-        )
-        .await;
-        handshake(&mut cli, "tools").await;
+        let (_s, mut cli) = serving_tools(&env).await;
         let sleep = |id: u32| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 1500}}});
         cli.mcp("dup", "tools", sleep(1)).await;
         cli.mcp("dup", "tools", sleep(2)).await;
@@ -1005,9 +1010,7 @@ mod protocol {
         );
         cli.send(json!({"type": "control_cancel_request", "request_id": "dup"}))
             .await;
-        let more =
-            tokio::time::timeout(Duration::from_millis(1700), cli.from_host.next_line()).await;
-        assert!(more.is_err(), "unexpected line: {more:?}");
+        assert_silent(&mut cli, 1700).await;
         let sleeps = |outcome: &str| sleep_calls(&env.core, outcome);
         assert_eq!((sleeps("ok"), sleeps("cancelled")), (0.0, 1.0));
     }
@@ -1060,12 +1063,7 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_mcp_cancelled_notification_stops_the_running_call() {
         let env = Env::new().await;
-        let (_s, mut cli) = connect(
-            env.core.clone(),
-            AgentOptions::default().server("tools", Scope::default()),
-        )
-        .await;
-        handshake(&mut cli, "tools").await;
+        let (_s, mut cli) = serving_tools(&env).await;
         let started = Instant::now();
         cli.mcp("long", "tools", json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 20000}}})).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1162,12 +1160,7 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tool_list_changes_reach_the_cli() {
         let env = Env::new().await;
-        let (_s, mut cli) = connect(
-            env.core.clone(),
-            AgentOptions::default().server("tools", Scope::default()),
-        )
-        .await;
-        handshake(&mut cli, "tools").await;
+        let (_s, mut cli) = serving_tools(&env).await;
         cli.mcp(
             "l1",
             "tools",

@@ -879,18 +879,52 @@ fn tenant_entry(name: &str, tools: &str, token: &str, extra: &str) -> String {
     )
 }
 
-#[test]
-fn the_fuel_quota_is_a_429_naming_it_counted_and_audited() {
+/// A host with tenant `name` (echo, `token`, the quota `extra`) beside the
+/// setup's own, and an audit log: the setup and the log's path.
+fn with_audited_tenant(name: &str, token: &str, extra: &str) -> (Setup, std::path::PathBuf) {
     let s = Setup::new("");
     let log = s.dir.path().join("audit.jsonl");
     s.configure(
         "",
         &format!(
             "{}\n[audit]\npath = \"{}\"\nfsync = \"always\"\n",
-            tenant_entry("burner", "echo", "burner-token", "fuel-per-minute = 1000"),
+            tenant_entry(name, "echo", token, extra),
             log.display()
         ),
     );
+    (s, log)
+}
+
+/// The `decision` lines of the audit log at `log`.
+fn decisions(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "decision")
+        .collect()
+}
+
+/// The first decision line of `log` that `pick` accepts, waiting up to
+/// 10 s for it.
+fn wait_for_decision(log: &Path, pick: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(d) = decisions(log).into_iter().find(|d| pick(d)) {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such decision in {:?}",
+            decisions(log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_fuel_quota_is_a_429_naming_it_counted_and_audited() {
+    let (s, log) = with_audited_tenant("burner", "burner-token", "fuel-per-minute = 1000");
     let server = s.serve();
     let addr = server.addr();
     // The budget is positive: the call runs, and overdraws it (an echo
@@ -914,22 +948,7 @@ fn the_fuel_quota_is_a_429_naming_it_counted_and_audited() {
     // Another tenant's calls are not affected.
     assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
     // The refusal is a decision in the audit log, naming the quota.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let decision = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .find(|v| v["event"] == "decision")
-        {
-            break l;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no decision in {text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let decision = wait_for_decision(&log, |_| true);
     assert_eq!(decision["tenant"], "burner", "{decision}");
     assert_eq!(decision["tool"], "echo", "{decision}");
     assert_eq!(decision["decision"], "deny", "{decision}");
@@ -949,16 +968,7 @@ fn a_flood_of_refused_calls_writes_a_line_a_second_with_the_name_cut() {
     // as it likes: the audit log must get a line a second, not a line per
     // refusal (which would rotate every tenant's records out of the log),
     // and never the client's megabytes of tool name.
-    let s = Setup::new("");
-    let log = s.dir.path().join("audit.jsonl");
-    s.configure(
-        "",
-        &format!(
-            "{}\n[audit]\npath = \"{}\"\n",
-            tenant_entry("flood", "echo", "flood-token", "calls-per-minute = 1"),
-            log.display()
-        ),
-    );
+    let (s, log) = with_audited_tenant("flood", "flood-token", "calls-per-minute = 1");
     let server = s.serve();
     let addr = server.addr();
     assert_eq!(
@@ -972,21 +982,9 @@ fn a_flood_of_refused_calls_writes_a_line_a_second_with_the_name_cut() {
         assert_eq!(st, 429, "{resp}");
     }
     let seconds = started.elapsed().as_secs();
-    let decisions = || -> Vec<Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|v| v["event"] == "decision")
-            .collect()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while decisions().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no decision written");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_decision(&log, |_| true);
     std::thread::sleep(Duration::from_millis(300));
-    let lines = decisions();
+    let lines = decisions(&log);
     assert!(
         !lines.is_empty() && lines.len() as u64 <= seconds + 1,
         "{} lines for 30 refusals in {seconds} s: {lines:?}",
@@ -999,20 +997,7 @@ fn a_flood_of_refused_calls_writes_a_line_a_second_with_the_name_cut() {
     assert_eq!(call(&addr, TOKEN_A, "echo", json!({"text": "x"})).0, 200);
     // A request without a valid credential is a decision too.
     assert_eq!(call(&addr, "no-such-token", "echo", json!({})).0, 401);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        if let Some(d) = decisions()
-            .into_iter()
-            .find(|d| d["outcome"] == "unauthenticated")
-        {
-            break d;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no unauthenticated line"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let refused = wait_for_decision(&log, |d| d["outcome"] == "unauthenticated");
     assert_eq!(refused["tenant"], "", "{refused}");
     assert_eq!(refused["decision"], "deny", "{refused}");
 }

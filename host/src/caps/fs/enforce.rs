@@ -925,7 +925,8 @@ impl FsCall {
     pub(crate) fn new(prepared: Option<&Prepared>, max_open: usize) -> anyhow::Result<FsCall> {
         let preopens = prepared.map_or(0, |p| p.dirs.len());
         let b = process_budget();
-        if !b.take(preopens) {
+        // Most tools have no directory: nothing to take, no atomic to touch.
+        if preopens > 0 && !b.take(preopens) {
             return Err(DescriptorsExhausted {
                 limit: b.limit,
                 wanted: preopens,

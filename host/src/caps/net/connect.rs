@@ -553,6 +553,14 @@ mod tests {
 
     #[tokio::test]
     async fn literals_are_reached_but_never_toolhosts_own_listeners() {
+        async fn prohibited(hosts: &[&str], port: u16) {
+            for host in hosts {
+                let e = resolve(host, port, Duration::from_secs(1), (), &calls())
+                    .await
+                    .unwrap_err();
+                assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
+            }
+        }
         let l: SocketAddr = "127.0.0.1:45679".parse().unwrap();
         assert_eq!(
             resolve("127.0.0.1", 45679, Duration::from_secs(1), (), &calls())
@@ -561,43 +569,27 @@ mod tests {
             l
         );
         let own = OwnListener::register("0.0.0.0:45679".parse().unwrap());
-        for host in ["127.0.0.1", "[::1]", "10.0.0.5"] {
-            let e = resolve(host, 45679, Duration::from_secs(1), (), &calls())
-                .await
-                .unwrap_err();
-            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
-        }
+        prohibited(&["127.0.0.1", "[::1]", "10.0.0.5"], 45679).await;
         // Nor through the other forms the kernel delivers to loopback.
         let own_lo = OwnListener::register("127.0.0.1:45681".parse().unwrap());
-        for host in [
-            "0.0.0.0",
-            "0.1.2.3",
-            "[::]",
-            "[::ffff:127.0.0.1]",
-            "[::ffff:0.0.0.0]",
-            "127.0.0.2",
-        ] {
-            let e = resolve(host, 45681, Duration::from_secs(1), (), &calls())
-                .await
-                .unwrap_err();
-            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
-        }
+        prohibited(
+            &[
+                "0.0.0.0",
+                "0.1.2.3",
+                "[::]",
+                "[::ffff:127.0.0.1]",
+                "[::ffff:0.0.0.0]",
+                "127.0.0.2",
+            ],
+            45681,
+        )
+        .await;
         drop(own_lo);
         let own_v6 = OwnListener::register("[::1]:45682".parse().unwrap());
-        for host in ["[::]", "0.0.0.0", "127.0.0.1"] {
-            let e = resolve(host, 45682, Duration::from_secs(1), (), &calls())
-                .await
-                .unwrap_err();
-            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
-        }
+        prohibited(&["[::]", "0.0.0.0", "127.0.0.1"], 45682).await;
         drop(own_v6);
         // An unspecified address is never a destination, listener or not.
-        for host in ["0.0.0.0", "[::]", "[::ffff:0.0.0.0]"] {
-            let e = resolve(host, 45683, Duration::from_secs(1), (), &calls())
-                .await
-                .unwrap_err();
-            assert!(matches!(e, Error::DestinationIpProhibited), "{host}: {e:?}");
-        }
+        prohibited(&["0.0.0.0", "[::]", "[::ffff:0.0.0.0]"], 45683).await;
         // Another port of the same machine is the grant's business.
         assert!(
             resolve("127.0.0.1", 45680, Duration::from_secs(1), (), &calls())

@@ -219,7 +219,7 @@ impl Prepared {
             manifest: self.manifest.clone(),
             operator: self.operator.clone(),
             budget,
-            lookups: Arc::new(tokio::sync::Semaphore::new(CALL_LOOKUPS)),
+            lookups: None,
         }
     }
 }
@@ -243,8 +243,9 @@ pub(crate) struct Gate {
     /// connection while it is open (none in unit tests).
     budget: Option<Arc<MemoryBudget>>,
     /// The call's name lookups that may run at once, abandoned ones
-    /// included (see `connect::lookup`).
-    lookups: Arc<tokio::sync::Semaphore>,
+    /// included (see `connect::lookup`); made at its first request, so a
+    /// call that sends none allocates nothing.
+    lookups: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Name lookups one call may have running at once: a call cannot take
@@ -390,7 +391,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             _charge: charge,
             _socket: socket,
         });
-        let lookups = self.lookups.clone();
+        let lookups = self
+            .lookups
+            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CALL_LOOKUPS)))
+            .clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
