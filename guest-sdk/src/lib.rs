@@ -21,6 +21,7 @@ pub mod bindings {
     });
 }
 
+mod arena;
 pub mod client;
 mod host;
 pub mod prompts;
@@ -34,6 +35,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[doc(hidden)]
+pub use arena::cabi_realloc as __cabi_realloc;
+pub use arena::{ARENA_BYTES, Arena};
 pub use schemars;
 pub use serde;
 pub use serde_json;
@@ -235,7 +239,36 @@ pub struct Annotations {
     pub open_world: Option<bool>,
 }
 
-type Handler = Box<dyn Fn(serde_json::Value) -> Result<Output, ToolError>>;
+/// A tool's handler: gets the tool's name (for its errors) and the call's
+/// arguments.
+type Handler = Box<dyn Fn(&str, Arguments<'_>) -> Result<Output, ToolError>>;
+
+/// A call's arguments as they arrive: the host's JSON text, decoded
+/// straight into the tool's argument type (no `serde_json::Value` in
+/// between: a call in a fresh instance pays for every allocation), or a
+/// native caller's value ([`Toolbox::call`]).
+enum Arguments<'a> {
+    Text(&'a str),
+    Value(serde_json::Value),
+}
+
+impl Arguments<'_> {
+    /// `A` from the arguments, or the error the caller gets: text that is
+    /// not JSON at all, or JSON that does not fit tool `tool`'s arguments.
+    fn decode<A: DeserializeOwned>(self, tool: &str) -> Result<A, ToolError> {
+        let decoded = match self {
+            Arguments::Text(text) => serde_json::from_str(text),
+            Arguments::Value(v) => serde_json::from_value(v),
+        };
+        decoded.map_err(|e| {
+            ToolError::InvalidArguments(if e.is_syntax() || e.is_eof() {
+                format!("arguments are not JSON: {e}")
+            } else {
+                format!("arguments of `{tool}`: {e}")
+            })
+        })
+    }
+}
 
 /// A schema, derived only when `describe` asks for it: a call (a fresh
 /// instance each time) never pays for schema generation.
@@ -306,12 +339,7 @@ impl Tool {
         O: IntoOutput + 'static,
         F: Fn(A) -> Result<O, ToolError> + 'static,
     {
-        let tool = name.to_string();
-        let handler: Handler = Box::new(move |args| {
-            let a: A = serde_json::from_value(args)
-                .map_err(|e| ToolError::InvalidArguments(format!("arguments of `{tool}`: {e}")))?;
-            f(a)?.into_output()
-        });
+        let handler: Handler = Box::new(move |tool, args| f(args.decode(tool)?)?.into_output());
         Tool {
             entry: Entry {
                 name: name.to_string(),
@@ -423,7 +451,7 @@ impl Toolbox {
             .iter()
             .find(|e| e.name == name)
             .ok_or_else(|| ToolError::InvalidArguments(format!("no tool is named `{name}`")))?;
-        (entry.handler)(arguments)
+        (entry.handler)(&entry.name, Arguments::Value(arguments))
     }
 
     /// Serve a fixed resource: `read` produces its body (its MIME type is
@@ -621,10 +649,7 @@ impl Toolbox {
             .iter()
             .find(|e| e.name == name)
             .ok_or_else(|| wit::ToolError::UnknownTool(name.to_string()))?;
-        let args: serde_json::Value = serde_json::from_str(arguments).map_err(|e| {
-            wit::ToolError::InvalidArguments(format!("arguments are not JSON: {e}"))
-        })?;
-        match (entry.handler)(args) {
+        match (entry.handler)(&entry.name, Arguments::Text(arguments)) {
             Ok(out) => Ok(wit::CallResult {
                 content: out.content.into_iter().map(Into::into).collect(),
                 structured: out.structured.map(|v| v.to_string()),
@@ -689,9 +714,30 @@ pub fn cancelled() -> bool {
 /// `toolhost:tool` implementation (tools, resources, prompts, completions).
 /// Expands to nothing on non-wasm targets, so a tool crate can also be built
 /// natively (tests, benchmarks).
+///
+/// It also makes [`Arena`] the component's global allocator (a call runs in
+/// an instance of its own, see [`Arena`]); `export!(tools, system_allocator)`
+/// leaves the allocator to the crate.
 #[macro_export]
 macro_rules! export {
     ($tools:path) => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static __TOOLHOST_ALLOCATOR: $crate::Arena = $crate::Arena::new();
+        /// See `toolhost_guest::arena::cabi_realloc`.
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(export_name = "cabi_realloc")]
+        unsafe extern "C" fn __toolhost_cabi_realloc(
+            old: *mut u8,
+            old_len: usize,
+            align: usize,
+            new_len: usize,
+        ) -> *mut u8 {
+            unsafe { $crate::__cabi_realloc(old, old_len, align, new_len) }
+        }
+        $crate::export!($tools, system_allocator);
+    };
+    ($tools:path, system_allocator) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::bindings::exports::toolhost::tool as __exports;
@@ -756,4 +802,44 @@ macro_rules! export {
             );
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, JsonSchema)]
+    struct Args {
+        n: u32,
+    }
+
+    fn invalid(r: Result<wit::CallResult, wit::ToolError>) -> String {
+        match r {
+            Err(wit::ToolError::InvalidArguments(m)) => m,
+            Err(e) => panic!("not invalid arguments: {e:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn arguments_decode_straight_from_the_hosts_text_and_errors_say_what_is_wrong() {
+        let tools = Toolbox::new().tool(Tool::new("count", "Counts.", |a: Args| {
+            Ok::<_, ToolError>(a.n.to_string())
+        }));
+        let out = tools.__call("count", r#"{"n":3}"#).unwrap();
+        assert!(matches!(&out.content[..], [wit::Content::Text(t)] if t == "3"));
+        let m = invalid(tools.__call("count", r#"{"n":"#));
+        assert!(m.starts_with("arguments are not JSON: "), "{m}");
+        let m = invalid(tools.__call("count", r#"{"n":3} trailing"#));
+        assert!(m.starts_with("arguments are not JSON: "), "{m}");
+        let m = invalid(tools.__call("count", r#"{"n":"three"}"#));
+        assert!(m.starts_with("arguments of `count`: invalid type"), "{m}");
+        // A native caller's value decodes the same way.
+        match tools.call("count", serde_json::json!({"n": "three"})) {
+            Err(ToolError::InvalidArguments(m)) => {
+                assert!(m.starts_with("arguments of `count`: invalid type"), "{m}")
+            }
+            _ => panic!("accepted"),
+        }
+    }
 }
