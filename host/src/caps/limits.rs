@@ -108,7 +108,9 @@ pub struct LimitCaps {
     /// call may hold at once.
     pub handles: usize,
     /// The fraction of the sandbox pool one component may hold at once
-    /// (`0 < share <= 1`): no tool can starve the others of slots.
+    /// (`0 < share <= 1`): no tool can starve the others of slots. A
+    /// scope's calls together hold at most this fraction of the pool, of
+    /// `max-memory` and of the process's 32 name lookups.
     pub pool_share: f64,
 }
 

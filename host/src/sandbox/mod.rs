@@ -115,6 +115,9 @@ pub(crate) struct Pools {
     totals: (u32, u32),
     /// The memory its sandboxes may hold together, charged as it grows.
     memory: Arc<SharedMemory>,
+    /// A scope's share of the process's name lookups (`caps::net`); none
+    /// for the whole pool, whose lookups the process's slots bound.
+    lookups: Option<Arc<Semaphore>>,
 }
 
 impl Pools {
@@ -134,7 +137,10 @@ impl Pools {
     fn share(&self, share: f64, memory: Arc<SharedMemory>) -> Pools {
         let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
         let slots = part(self.slots_total);
-        Pools::with_totals(slots, (part(self.totals.0), part(self.totals.1)), memory)
+        Pools {
+            lookups: Some(caps::net::lookup_share(share)),
+            ..Pools::with_totals(slots, (part(self.totals.0), part(self.totals.1)), memory)
+        }
     }
 
     fn with_totals(slots: u32, totals: (u32, u32), memory: Arc<SharedMemory>) -> Pools {
@@ -145,6 +151,7 @@ impl Pools {
             tables: Arc::new(Semaphore::new(totals.1 as usize)),
             slots_total: slots,
             totals,
+            lookups: None,
         }
     }
 
@@ -179,6 +186,7 @@ impl Pools {
                 .ok()?,
             _tab: self.tables.clone().try_acquire_many_owned(weight.1).ok()?,
             memory: self.memory.clone(),
+            lookups: self.lookups.clone(),
         })
     }
 
@@ -192,6 +200,7 @@ impl Pools {
             _mem: mem.expect("never closed"),
             _tab: tab.expect("never closed"),
             memory: self.memory.clone(),
+            lookups: self.lookups.clone(),
         }
     }
 }
@@ -1346,6 +1355,9 @@ impl Sandbox {
             let cpu_turn = cpu.clone();
             let (mut store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
             store.data_mut().cpu = cpu;
+            if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.clone()) {
+                store.data_mut().share_lookups(lookups);
+            }
             drop(turn);
             usage.queue_wait_us.store(
                 waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
@@ -1751,6 +1763,8 @@ pub(crate) struct PoolPermits {
     _tab: tokio::sync::OwnedSemaphorePermit,
     /// The bytes of memory the pool's sandboxes share.
     memory: Arc<SharedMemory>,
+    /// The name lookups the pool's calls share, if it is a scope's share.
+    lookups: Option<Arc<Semaphore>>,
 }
 
 impl PoolPermits {

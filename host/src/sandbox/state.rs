@@ -108,6 +108,12 @@ impl CallState {
         self.client = grants.client.apply(cx.client);
         self.cancel = cx.cancel;
     }
+
+    /// Take the call's name lookups from its scope's share too (see
+    /// `caps::net::lookup_share`).
+    pub(crate) fn share_lookups(&mut self, scope: std::sync::Arc<tokio::sync::Semaphore>) {
+        self.gate.share_lookups(scope);
+    }
 }
 
 impl WasiView for CallState {

@@ -192,7 +192,41 @@ fn is_this_host(ip: IpAddr) -> bool {
 
 /// Name lookups that may run at once in the process, for every call
 /// together.
-const LOOKUPS: usize = 32;
+pub(super) const LOOKUPS: usize = 32;
+
+/// The lookup slots a request takes besides one of the process's, without
+/// waiting: one of its call's, and one of its scope's share if it has one
+/// (see `lookup_share`).
+pub(crate) struct Lookups {
+    pub(crate) call: Arc<tokio::sync::Semaphore>,
+    pub(crate) scope: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Lookups {
+    /// The slots, or why there is none free.
+    fn take(&self) -> Result<impl Send + 'static, Error> {
+        let refused = |whose: &str| Error::DnsError {
+            rcode: Some(format!(
+                "{whose} as many name lookups running as it may (abandoned ones count until they end)"
+            )),
+            info_code: None,
+        };
+        let call = self
+            .call
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| refused("this call has"))?;
+        let scope = match &self.scope {
+            Some(s) => Some(
+                s.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| refused("this tool's scope (its tenant) has"))?,
+            ),
+            None => None,
+        };
+        Ok((call, scope))
+    }
+}
 
 /// The slots of [`LOOKUPS`].
 fn lookup_slots() -> &'static Arc<tokio::sync::Semaphore> {
@@ -239,14 +273,14 @@ async fn lookup(
 }
 
 /// The one address a request to `host:port` may connect to; `held` is kept
-/// until the name's lookup ends (see [`lookup`]), and so is one of the
-/// call's `lookups`, taken without waiting.
+/// until the name's lookup ends (see [`lookup`]), and so are the slots of
+/// `lookups`, taken without waiting.
 pub(crate) async fn resolve(
     host: &str,
     port: u16,
     timeout: Duration,
     held: impl Send + 'static,
-    lookups: &Arc<tokio::sync::Semaphore>,
+    lookups: &Lookups,
 ) -> Result<SocketAddr, Error> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -264,14 +298,7 @@ pub(crate) async fn resolve(
         }
         return Ok(to);
     }
-    let Ok(mine) = lookups.clone().try_acquire_owned() else {
-        return Err(Error::DnsError {
-            rcode: Some(
-                "this call has as many name lookups running as it may (abandoned ones count until they end)".into(),
-            ),
-            info_code: None,
-        });
-    };
+    let mine = lookups.take()?;
     let found = lookup(bare, port, timeout, (held, mine)).await?;
     let mut refused = None;
     for to in found {
@@ -300,7 +327,7 @@ pub(crate) async fn send(
     mut req: http::Request<impl Body<Data = Bytes, Error = Error> + Send + 'static>,
     options: Option<RequestOptions>,
     hold: impl Clone + Send + 'static,
-    lookups: Arc<tokio::sync::Semaphore>,
+    lookups: Lookups,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -478,16 +505,22 @@ mod tests {
         }
     }
 
-    /// A call's own lookup slots, for tests.
-    fn calls() -> Arc<tokio::sync::Semaphore> {
-        Arc::new(tokio::sync::Semaphore::new(4))
+    /// A call's own lookup slots and no scope's, for tests.
+    fn calls() -> Lookups {
+        Lookups {
+            call: Arc::new(tokio::sync::Semaphore::new(4)),
+            scope: None,
+        }
     }
 
     /// A call with every one of its lookups running takes no other.
     #[tokio::test]
     async fn a_call_has_a_few_lookups_running_at_most() {
-        let mine = Arc::new(tokio::sync::Semaphore::new(1));
-        let held = mine.clone().try_acquire_owned().unwrap();
+        let mine = Lookups {
+            call: Arc::new(tokio::sync::Semaphore::new(1)),
+            scope: None,
+        };
+        let held = mine.call.clone().try_acquire_owned().unwrap();
         let e = resolve("localhost", 80, Duration::from_secs(5), (), &mine)
             .await
             .unwrap_err();
@@ -506,7 +539,51 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
-        assert_eq!(mine.available_permits(), 1, "given back once it ended");
+        assert_eq!(mine.call.available_permits(), 1, "given back once it ended");
+    }
+
+    /// A scope whose calls hold its share of the lookups takes no other,
+    /// whichever of its calls asks; another scope's calls still look up.
+    #[tokio::test]
+    async fn a_scope_has_its_share_of_the_lookups_running_at_most() {
+        let share = super::super::lookup_share(1.0 / 16.0);
+        assert_eq!(share.available_permits(), LOOKUPS / 16);
+        let busy: Vec<_> = (0..LOOKUPS / 16)
+            .map(|_| share.clone().try_acquire_owned().unwrap())
+            .collect();
+        let fresh_call = Lookups {
+            scope: Some(share.clone()),
+            ..calls()
+        };
+        let e = resolve("localhost", 80, Duration::from_secs(5), (), &fresh_call)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::DnsError { rcode: Some(m), .. } if m.contains("scope (its tenant) has as many")),
+            "{e:?}"
+        );
+        assert_eq!(
+            fresh_call.call.available_permits(),
+            4,
+            "a refused lookup holds none of its call's slots"
+        );
+        let other = Lookups {
+            scope: Some(super::super::lookup_share(1.0 / 16.0)),
+            ..calls()
+        };
+        let e = resolve("localhost", 80, Duration::from_secs(5), (), &other)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+        drop(busy);
+        let e = resolve("localhost", 80, Duration::from_secs(5), (), &fresh_call)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+        assert_eq!(share.available_permits(), LOOKUPS / 16, "given back");
+        // Every share has a slot, and none more than the process has.
+        assert_eq!(super::super::lookup_share(0.0).available_permits(), 1);
+        assert_eq!(super::super::lookup_share(4.0).available_permits(), LOOKUPS);
     }
 
     /// Lookups wait for one of the process's slots, within their timeout;

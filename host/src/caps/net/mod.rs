@@ -220,8 +220,18 @@ impl Prepared {
             operator: self.operator.clone(),
             budget,
             lookups: None,
+            scope_lookups: None,
         }
     }
+}
+
+/// A scope's share of the process's name lookups: `share` of them (its
+/// `pool-share`), at least one. One tenant's tools cannot hold every
+/// lookup slot (a slow resolver holds each for as long as it takes), and
+/// so leave the other tenants' tools without names.
+pub(crate) fn lookup_share(share: f64) -> Arc<tokio::sync::Semaphore> {
+    let n = ((connect::LOOKUPS as f64) * share).floor() as usize;
+    Arc::new(tokio::sync::Semaphore::new(n.clamp(1, connect::LOOKUPS)))
 }
 
 /// Keep the manifest's patterns and the operator's lists for checks at
@@ -246,6 +256,10 @@ pub(crate) struct Gate {
     /// included (see `connect::lookup`); made at its first request, so a
     /// call that sends none allocates nothing.
     lookups: Option<Arc<tokio::sync::Semaphore>>,
+    /// The call's scope's share of the lookups ([`lookup_share`]), given
+    /// when the call starts (a sandbox is prepared before it knows its
+    /// call); none for a call outside the scopes' shares.
+    scope_lookups: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Name lookups one call may have running at once: a call cannot take
@@ -338,6 +352,11 @@ impl Drop for Charged {
 }
 
 impl Gate {
+    /// Take this call's lookups from `scope`'s share too.
+    pub(crate) fn share_lookups(&mut self, scope: Arc<tokio::sync::Semaphore>) {
+        self.scope_lookups = Some(scope);
+    }
+
     /// Whether a request to `uri` is granted.
     pub(crate) fn permits(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
@@ -391,10 +410,13 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             _charge: charge,
             _socket: socket,
         });
-        let lookups = self
-            .lookups
-            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CALL_LOOKUPS)))
-            .clone();
+        let lookups = connect::Lookups {
+            call: self
+                .lookups
+                .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CALL_LOOKUPS)))
+                .clone(),
+            scope: self.scope_lookups.clone(),
+        };
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
