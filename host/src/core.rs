@@ -823,21 +823,28 @@ impl Core {
         message: &str,
     ) {
         self.inner.metrics.quota_rejected(scope.as_str(), quota);
-        self.decision_thinned(scope.as_str(), quota, caller, what, "over_quota", message);
+        self.decision_thinned(scope.as_str(), quota, caller, what, "over_quota", &message);
     }
 
     /// Audit a request refused for its credential (none, or one that names
     /// no tenant this endpoint serves), thinned like [`Core::refused`]: the
-    /// record's tenant is empty, as none was identified.
+    /// record's tenant is empty, as none was identified; its message names
+    /// the client's address (`peer`, the one of the line's request).
     #[cfg(feature = "http")]
-    pub(crate) fn unauthenticated(&self, caller: &str, reason: &str) {
+    pub(crate) fn unauthenticated(
+        &self,
+        caller: &str,
+        reason: &str,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        let from = Peer(peer);
         self.decision_thinned(
             "",
             "credential",
             caller,
             "request",
             "unauthenticated",
-            reason,
+            &format_args!("{reason}{from}"),
         );
     }
 
@@ -850,7 +857,7 @@ impl Core {
         caller: &str,
         what: &str,
         outcome: &'static str,
-        message: &str,
+        message: &dyn std::fmt::Display,
     ) {
         if !self.inner.audit.enabled() {
             return;
@@ -1435,6 +1442,21 @@ impl Core {
 
 /// Charges a call's tenant the fuel its guest burnt, once the guest is
 /// gone (however the call ended), and holds the tenant's slot till then.
+/// ` (from ADDRESS)` after a refusal's reason, when the client's address
+/// is known.
+#[cfg(feature = "http")]
+struct Peer(Option<std::net::SocketAddr>);
+
+#[cfg(feature = "http")]
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, " (from {})", a.ip().to_canonical()),
+            None => Ok(()),
+        }
+    }
+}
+
 struct Charge {
     usage: Arc<Usage>,
     admission: Arc<Admission>,

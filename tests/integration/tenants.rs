@@ -1000,6 +1000,9 @@ fn a_flood_of_refused_calls_writes_a_line_a_second_with_the_name_cut() {
     let refused = wait_for_decision(&log, |d| d["outcome"] == "unauthenticated");
     assert_eq!(refused["tenant"], "", "{refused}");
     assert_eq!(refused["decision"], "deny", "{refused}");
+    // Where it came from, for the operator to act on.
+    let reason = refused["reason"].as_str().unwrap_or_default();
+    assert!(reason.ends_with("(from 127.0.0.1)"), "{refused}");
 }
 
 #[test]

@@ -106,7 +106,12 @@ pub(super) async fn serve(
             refuse(tcp, bounds.per_address);
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the audit lines of refused credentials
+        // (`ConnectInfo`, as `axum::serve` would give it).
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = TowerToHyperService::new(app);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         let closing = closing.clone();
         tokio::spawn(async move {

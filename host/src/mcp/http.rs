@@ -1066,6 +1066,13 @@ async fn session_closed_no_content(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The client's address (see `accept`), for the audit log.
+fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
 /// 401 unless `Authorization: Bearer <token>` matches (in constant time).
 async fn require_bearer(
     State((token, core)): State<(Arc<str>, crate::Core)>,
@@ -1084,7 +1091,7 @@ async fn require_bearer(
         Some(_) => "the bearer token is not this server's",
         None => "no bearer token was presented",
     };
-    core.unauthenticated("mcp-http", why);
+    core.unauthenticated("mcp-http", why, peer(req.extensions()));
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -1155,6 +1162,7 @@ fn authenticate(
     front: &TenantFront,
     table: &TenantTable,
     headers: &header::HeaderMap,
+    extensions: &http::Extensions,
 ) -> Result<usize, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -1166,9 +1174,11 @@ fn authenticate(
         None => None,
         Some(Err(why)) => Some(why),
     };
-    front
-        .core
-        .unauthenticated("mcp-http", why.unwrap_or("no bearer token was presented"));
+    front.core.unauthenticated(
+        "mcp-http",
+        why.unwrap_or("no bearer token was presented"),
+        peer(extensions),
+    );
     Err(unauthorized(table, why))
 }
 
@@ -1177,7 +1187,7 @@ fn authenticate(
 async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // The tenants as they are now.
     let mut table = r.front.table.load_full();
-    let mut i = match authenticate(&r.front, &table, req.headers()) {
+    let mut i = match authenticate(&r.front, &table, req.headers(), req.extensions()) {
         Ok(i) => i,
         Err(refused) => return refused,
     };
@@ -1221,7 +1231,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     let now = r.front.table.load_full();
     if !Arc::ptr_eq(&now, &table) {
         let was = &table.tenancy.tenants[i].tenant.name;
-        match authenticate(&r.front, &now, &parts.headers) {
+        match authenticate(&r.front, &now, &parts.headers, &parts.extensions) {
             Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
                 // Counted by the server that serves it: one that replaced
                 // the tenant's (removed, then added again) has a count of
@@ -1247,7 +1257,9 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             }
             Ok(_) => {
                 let why = "the token's tenant changed";
-                r.front.core.unauthenticated("mcp-http", why);
+                r.front
+                    .core
+                    .unauthenticated("mcp-http", why, peer(&parts.extensions));
                 return unauthorized(&now, Some(why));
             }
             Err(refused) => return refused,
