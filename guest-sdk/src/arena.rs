@@ -35,14 +35,20 @@ pub struct Arena {
     next: UnsafeCell<usize>,
 }
 
-// SAFETY: a component instance runs one thread (see the module doc), so
+// SAFETY: whoever makes one promises that one thread uses it (`new`), so
 // the cells are never touched from two threads at once.
 unsafe impl Sync for Arena {}
 
 impl Arena {
     /// An empty arena (in the component's zeroed data, no start-up work).
+    ///
+    /// # Safety
+    /// Only one thread may ever allocate from it: it is `Sync` so that it
+    /// can be a `static`, and keeps no lock. A wasm32-wasip2 component has
+    /// one thread; [`export!`](crate::export) declares it only there (never
+    /// natively, where tests run on several threads, nor with wasm threads).
     #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
+    pub const unsafe fn new() -> Self {
         Self {
             bytes: UnsafeCell::new(Bytes([0; ARENA_BYTES])),
             next: UnsafeCell::new(0),
@@ -121,7 +127,9 @@ unsafe impl GlobalAlloc for Arena {
         let next = unsafe { &mut *self.next.get() };
         // The last block grows in place while it fits.
         if p as usize + layout.size() == self.base() + *next
-            && p as usize + new_size <= self.base() + ARENA_BYTES
+            && (p as usize)
+                .checked_add(new_size)
+                .is_some_and(|end| end <= self.base() + ARENA_BYTES)
         {
             *next = p as usize + new_size - self.base();
             return p;
@@ -184,7 +192,7 @@ mod tests {
 
     #[test]
     fn blocks_come_from_the_arena_aligned_and_apart_until_it_is_full() {
-        let arena = Box::new(Arena::new());
+        let arena = Box::new(unsafe { Arena::new() });
         unsafe {
             let a = arena.alloc(layout(3, 1));
             let b = arena.alloc(layout(8, 8));
@@ -205,7 +213,7 @@ mod tests {
 
     #[test]
     fn the_last_block_is_taken_back_and_grows_in_place_and_zeroed_blocks_are_zero() {
-        let arena = Box::new(Arena::new());
+        let arena = Box::new(unsafe { Arena::new() });
         unsafe {
             let a = arena.alloc(layout(16, 8));
             a.write_bytes(0xAB, 16);
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_size_past_the_address_space_is_refused_by_the_arena() {
-        let arena = Box::new(Arena::new());
+        let arena = Box::new(unsafe { Arena::new() });
         let huge = Layout::from_size_align(isize::MAX as usize - 64, 16).unwrap();
         assert!(unsafe { arena.bump(huge) }.is_none());
     }

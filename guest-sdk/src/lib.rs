@@ -717,15 +717,20 @@ pub fn cancelled() -> bool {
 ///
 /// It also makes [`Arena`] the component's global allocator (a call runs in
 /// an instance of its own, see [`Arena`]); `export!(tools, system_allocator)`
-/// leaves the allocator to the crate.
+/// leaves the allocator to the crate. Such an allocator must take blocks
+/// it did not make (WASI's results, placed by `cabi_realloc` with
+/// wasi-libc's `malloc`) and hand them to `std::alloc::System`, as
+/// [`Arena`] does: Rust frees them through the global allocator, and
+/// wasi-libc frees some itself.
 #[macro_export]
 macro_rules! export {
     ($tools:path) => {
-        #[cfg(target_arch = "wasm32")]
+        // SAFETY: a wasm32 component without threads allocates on one.
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         #[global_allocator]
-        static __TOOLHOST_ALLOCATOR: $crate::Arena = $crate::Arena::new();
+        static __TOOLHOST_ALLOCATOR: $crate::Arena = unsafe { $crate::Arena::new() };
         /// See `toolhost_guest::arena::cabi_realloc`.
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         #[unsafe(export_name = "cabi_realloc")]
         unsafe extern "C" fn __toolhost_cabi_realloc(
             old: *mut u8,
