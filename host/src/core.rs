@@ -1440,8 +1440,6 @@ impl Core {
     }
 }
 
-/// Charges a call's tenant the fuel its guest burnt, once the guest is
-/// gone (however the call ended), and holds the tenant's slot till then.
 /// ` (from ADDRESS)` after a refusal's reason, when the client's address
 /// is known.
 #[cfg(feature = "http")]
@@ -1457,6 +1455,8 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// Charges a call's tenant the fuel its guest burnt, once the guest is
+/// gone (however the call ended), and holds the tenant's slot till then.
 struct Charge {
     usage: Arc<Usage>,
     admission: Arc<Admission>,

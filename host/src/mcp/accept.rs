@@ -17,6 +17,8 @@
 //!   is closed.
 //! - On shutdown: stop accepting, then let open connections finish their
 //!   responses, within the grace period.
+//! - Each request carries its connection's peer address (axum's
+//!   `ConnectInfo`, as `axum::serve` would give it), for the audit log.
 //!
 //! Written here rather than `axum::serve` because that sets neither bound
 //! (M7 in SECURITY.md); hyper's own connection builder and hyper-util's
@@ -107,10 +109,12 @@ pub(super) async fn serve(
             continue;
         };
         // The client's address, for the audit lines of refused credentials
-        // (`ConnectInfo`, as `axum::serve` would give it).
-        let app = app
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        // (`ConnectInfo`, as `axum::serve` would give it): the router
+        // wrapped once, not rebuilt (`Router::layer` wraps every route).
+        let app = tower_layer::Layer::layer(
+            &axum::Extension(axum::extract::ConnectInfo(peer)),
+            app.clone(),
+        );
         let service = TowerToHyperService::new(app);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         let closing = closing.clone();

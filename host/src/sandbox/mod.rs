@@ -134,11 +134,11 @@ impl Pools {
     /// memory permits per slot past 256 slots (`sizing::memories_for`),
     /// and shares that each took two per slot would add up to more than
     /// the pool (found by review).
-    fn share(&self, share: f64, memory: Arc<SharedMemory>) -> Pools {
+    fn share(&self, share: f64, memory: Arc<SharedMemory>, lookups: Arc<Semaphore>) -> Pools {
         let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
         let slots = part(self.slots_total);
         Pools {
-            lookups: Some(caps::net::lookup_share(share)),
+            lookups: Some(lookups),
             ..Pools::with_totals(slots, (part(self.totals.0), part(self.totals.1)), memory)
         }
     }
@@ -258,6 +258,9 @@ pub(crate) struct Sandbox {
     scope_memory: std::sync::Mutex<
         std::collections::HashMap<crate::catalog::Scope, std::sync::Weak<SharedMemory>>,
     >,
+    /// Each scope's share of the process's name lookups, kept as its
+    /// memory is.
+    scope_lookups: caps::net::LookupShares,
 }
 
 /// A loaded component: its pre-linked instance, its tools, and the grants
@@ -850,6 +853,7 @@ impl Sandbox {
             swap,
             scope_shares: Default::default(),
             scope_memory: Default::default(),
+            scope_lookups: Default::default(),
         })
     }
 
@@ -868,7 +872,11 @@ impl Sandbox {
             Some((had, pools)) if *had <= share => pools.clone(),
             _ => {
                 let bytes = (self.config.max_memory as f64 * share) as u64;
-                let pools = self.pool.share(share, self.scope_memory(scope, bytes));
+                let pools = self.pool.share(
+                    share,
+                    self.scope_memory(scope, bytes),
+                    self.scope_lookups.of(scope, share),
+                );
                 shares.insert(scope.clone(), (share, pools.clone()));
                 pools
             }
@@ -2123,11 +2131,12 @@ mod tests {
         // Four tenants at a quarter each: together at most the pool, of
         // every kind of permit (two memories a slot of a share would be
         // 2,000 memory permits of the pool's 1,256).
-        let share = pool.share(0.25, SharedMemory::new(1 << 28));
+        let lookups = || Arc::new(Semaphore::new(1));
+        let share = pool.share(0.25, SharedMemory::new(1 << 28), lookups());
         assert_eq!((share.slots_total, share.totals), (250, (314, 2000)));
         assert!(4 * share.totals.0 <= pool.totals.0);
         // A share too small for a permit still gets one of each.
-        let tiny = pool.share(0.0001, SharedMemory::new(1 << 20));
+        let tiny = pool.share(0.0001, SharedMemory::new(1 << 20), lookups());
         assert_eq!((tiny.slots_total, tiny.totals), (1, (1, 1)));
     }
 
@@ -2210,6 +2219,41 @@ mod tests {
         let call = MemoryBudget::new(64 << 20, None);
         assert!(call.join_scope(&fresh.memory));
         assert!(call.charge(32 << 20));
+    }
+
+    #[test]
+    fn a_reload_keeps_a_scopes_lookup_share_while_its_lookups_run() {
+        let sandbox = Sandbox::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: None,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let scope = crate::catalog::Scope::new("t");
+        let first = sandbox.scope_share(&scope, 0.5);
+        let lookups = first.lookups.clone().unwrap();
+        assert_eq!(lookups.available_permits(), 16, "half of the 32");
+        // Lookups its calls gave up on hold all 16, then a reload.
+        let abandoned = lookups.clone().try_acquire_many_owned(16).unwrap();
+        drop(first);
+        sandbox.reset_scope_shares();
+        let second = sandbox.scope_share(&scope, 0.5);
+        let again = second.lookups.clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&lookups, &again),
+            "a fresh share beside the held one"
+        );
+        assert_eq!(again.available_permits(), 0);
+        // Shrunk while all are held: smaller once a resize finds them free.
+        sandbox.reset_scope_shares();
+        drop(sandbox.scope_share(&scope, 0.25));
+        drop(abandoned);
+        sandbox.reset_scope_shares();
+        drop(sandbox.scope_share(&scope, 0.25));
+        assert_eq!(again.available_permits(), 8);
+        // Another scope has its own.
+        let other = sandbox.scope_share(&crate::catalog::Scope::new("u"), 0.5);
+        assert_eq!(other.lookups.unwrap().available_permits(), 16);
     }
 
     #[test]

@@ -196,7 +196,7 @@ pub(super) const LOOKUPS: usize = 32;
 
 /// The lookup slots a request takes besides one of the process's, without
 /// waiting: one of its call's, and one of its scope's share if it has one
-/// (see `lookup_share`).
+/// (see `LookupShares`).
 pub(crate) struct Lookups {
     pub(crate) call: Arc<tokio::sync::Semaphore>,
     pub(crate) scope: Option<Arc<tokio::sync::Semaphore>>,
@@ -546,7 +546,9 @@ mod tests {
     /// whichever of its calls asks; another scope's calls still look up.
     #[tokio::test]
     async fn a_scope_has_its_share_of_the_lookups_running_at_most() {
-        let share = super::super::lookup_share(1.0 / 16.0);
+        let shares = super::super::LookupShares::default();
+        let scope = crate::catalog::Scope::new("t");
+        let share = shares.of(&scope, 1.0 / 16.0);
         assert_eq!(share.available_permits(), LOOKUPS / 16);
         let busy: Vec<_> = (0..LOOKUPS / 16)
             .map(|_| share.clone().try_acquire_owned().unwrap())
@@ -568,7 +570,7 @@ mod tests {
             "a refused lookup holds none of its call's slots"
         );
         let other = Lookups {
-            scope: Some(super::super::lookup_share(1.0 / 16.0)),
+            scope: Some(shares.of(&crate::catalog::Scope::new("u"), 1.0 / 16.0)),
             ..calls()
         };
         let e = resolve("localhost", 80, Duration::from_secs(5), (), &other)
@@ -582,8 +584,12 @@ mod tests {
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
         assert_eq!(share.available_permits(), LOOKUPS / 16, "given back");
         // Every share has a slot, and none more than the process has.
-        assert_eq!(super::super::lookup_share(0.0).available_permits(), 1);
-        assert_eq!(super::super::lookup_share(4.0).available_permits(), LOOKUPS);
+        let (a, b) = (
+            crate::catalog::Scope::new("a"),
+            crate::catalog::Scope::new("b"),
+        );
+        assert_eq!(shares.of(&a, 0.0).available_permits(), 1);
+        assert_eq!(shares.of(&b, 4.0).available_permits(), LOOKUPS);
     }
 
     /// Lookups wait for one of the process's slots, within their timeout;

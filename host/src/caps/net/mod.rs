@@ -13,7 +13,8 @@
 //!   connection when its host is not granted; a granted one is resolved
 //!   once, its address checked (no loopback, private or metadata address
 //!   behind a name, never toolhost's own listeners) and exactly that address
-//!   connected to ([`connect`]).
+//!   connected to ([`connect`]). Name lookups run on the process's slots,
+//!   a few per call and a scope's share per scope ([`LookupShares`]).
 //!
 //! Must not touch: sockets (wasi:sockets is linked deny-all by `sandbox`).
 
@@ -225,13 +226,53 @@ impl Prepared {
     }
 }
 
-/// A scope's share of the process's name lookups: `share` of them (its
+/// Each scope's share of the process's name lookups: `share` of them (its
 /// `pool-share`), at least one. One tenant's tools cannot hold every
 /// lookup slot (a slow resolver holds each for as long as it takes), and
 /// so leave the other tenants' tools without names.
-pub(crate) fn lookup_share(share: f64) -> Arc<tokio::sync::Semaphore> {
-    let n = ((connect::LOOKUPS as f64) * share).floor() as usize;
-    Arc::new(tokio::sync::Semaphore::new(n.clamp(1, connect::LOOKUPS)))
+///
+/// A scope keeps one share for as long as anything holds it (a running
+/// call, a lookup its call gave up on): a reload, or a component of the
+/// scope with a smaller `pool-share`, resizes it rather than handing the
+/// scope a fresh one beside the slots its abandoned lookups still hold.
+#[derive(Default)]
+pub(crate) struct LookupShares(
+    std::sync::Mutex<
+        std::collections::HashMap<
+            crate::catalog::Scope,
+            (std::sync::Weak<tokio::sync::Semaphore>, usize),
+        >,
+    >,
+);
+
+impl LookupShares {
+    /// `scope`'s share, sized to `share` of the lookups from now on. It
+    /// shrinks by the slots free now: a share made smaller while its slots
+    /// are in use keeps them until a later resize finds them free (never
+    /// more than the largest share it was given).
+    pub(crate) fn of(
+        &self,
+        scope: &crate::catalog::Scope,
+        share: f64,
+    ) -> Arc<tokio::sync::Semaphore> {
+        let n = (((connect::LOOKUPS as f64) * share).floor() as usize).clamp(1, connect::LOOKUPS);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((held, total)) = all.get_mut(scope)
+            && let Some(slots) = held.upgrade()
+        {
+            if n > *total {
+                slots.add_permits(n - *total);
+                *total = n;
+            } else if n < *total {
+                *total -= slots.forget_permits(*total - n);
+            }
+            return slots;
+        }
+        all.retain(|_, (held, _)| held.strong_count() > 0);
+        let slots = Arc::new(tokio::sync::Semaphore::new(n));
+        all.insert(scope.clone(), (Arc::downgrade(&slots), n));
+        slots
+    }
 }
 
 /// Keep the manifest's patterns and the operator's lists for checks at
@@ -256,9 +297,9 @@ pub(crate) struct Gate {
     /// included (see `connect::lookup`); made at its first request, so a
     /// call that sends none allocates nothing.
     lookups: Option<Arc<tokio::sync::Semaphore>>,
-    /// The call's scope's share of the lookups ([`lookup_share`]), given
-    /// when the call starts (a sandbox is prepared before it knows its
-    /// call); none for a call outside the scopes' shares.
+    /// The call's scope's share of the lookups ([`LookupShares`]), given
+    /// when the call starts, with the rest of the scope's share of the
+    /// pool; none for a call outside the scopes' shares.
     scope_lookups: Option<Arc<tokio::sync::Semaphore>>,
 }
 
