@@ -1,7 +1,8 @@
-//! An OCI registry over the distribution API (the `oci-client` crate):
-//! push a package and its signatures exactly as built (the digest covers our
-//! bytes, not a re-serialization), pull them back with every size bounded
-//! and every digest checked.
+//! An OCI registry over the distribution API (the `oci-client` crate, and
+//! `reqwest` for the manifests it cannot bound): push a package and its
+//! signatures exactly as built (the digest covers our bytes, not a
+//! re-serialization), pull them back with every size bounded and every
+//! digest checked.
 //!
 //! Plain HTTP is used only for registries on a loopback address
 //! (`127.0.0.0/8`, `localhost`, `[::1]`); everything else is HTTPS.
@@ -19,7 +20,7 @@ use crate::sign::SignatureManifest;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -130,6 +131,11 @@ fn credentials_for(
 pub struct Registry {
     client: Client,
     auth: RegistryAuth,
+    /// For the requests `oci-client` cannot bound (manifests, see
+    /// [`Registry::manifest`]), with the same timeouts.
+    http: reqwest::Client,
+    /// `http` for a loopback registry, else `https`.
+    scheme: &'static str,
 }
 
 impl Registry {
@@ -139,17 +145,27 @@ impl Registry {
     /// are for.
     pub fn for_ref(r: &RegistryRef) -> Result<Registry> {
         let registry = r.reference.resolve_registry().to_string();
-        let protocol = if is_loopback(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
+        let (protocol, scheme) = if is_loopback(&registry) {
+            (ClientProtocol::HttpsExcept(vec![registry.clone()]), "http")
         } else {
-            ClientProtocol::Https
+            (ClientProtocol::Https, "https")
         };
+        let (connect, read) = (
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(60),
+        );
         let config = ClientConfig {
             protocol,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
+            connect_timeout: Some(connect),
+            read_timeout: Some(read),
             ..Default::default()
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .read_timeout(read)
+            .https_only(scheme == "https")
+            .build()
+            .map_err(|e| Error::remote(format!("a client for {registry}"), e))?;
         let var = |n: &str| std::env::var(n).ok();
         let auth = credentials_for(
             &registry,
@@ -160,6 +176,8 @@ impl Registry {
         Ok(Registry {
             client: Client::new(config),
             auth,
+            http,
+            scheme,
         })
     }
 
@@ -245,42 +263,83 @@ impl Registry {
 
     /// The raw manifest at `r`, bounded and checked against the digest the
     /// reference names (if any). `None` if the registry does not have it.
+    ///
+    /// Fetched here rather than by `oci-client`'s `pull_manifest_raw`,
+    /// which reads the whole reply before its size could be checked (a
+    /// hostile registry could answer with gigabytes): the reply is read up
+    /// to [`limits::MANIFEST`] and no further. `oci-client` still does the
+    /// authentication (its token, or the registry's basic credentials).
     async fn manifest(&self, r: &Reference) -> Result<Option<(Bytes, Digest)>> {
-        match self
+        let token = self
             .client
-            .pull_manifest_raw(r, &self.auth, &[MANIFEST_MEDIA_TYPE])
+            .auth(r, &self.auth, oci_client::RegistryOperation::Pull)
             .await
-        {
-            Ok((raw, _)) => {
-                if raw.len() as u64 > limits::MANIFEST {
-                    return Err(Error::TooLarge {
-                        what: format!("the manifest of {r}"),
-                        limit: limits::MANIFEST,
-                    });
-                }
-                let actual = Digest::of(&raw);
-                if let Some(want) = r.digest()
-                    && want != actual.as_str()
-                {
-                    return Err(Error::Tampered {
-                        what: format!("the manifest of {r}"),
-                        expected: want.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
-                Ok(Some((raw, actual)))
-            }
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(OciDistributionError::DigestError(e)) => Err(Error::Tampered {
-                what: format!("the manifest of {r}"),
-                expected: r
-                    .digest()
-                    .unwrap_or("the registry's Docker-Content-Digest")
-                    .to_string(),
-                actual: e.to_string(),
-            }),
-            Err(e) => Err(Self::err(format!("{r}: fetching the manifest"), e)),
+            .map_err(|e| Self::err(format!("authenticating to {}", r.resolve_registry()), e))?;
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            r.digest().or(r.tag()).unwrap_or("latest"),
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE);
+        request = match (token, &self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            (None, _) => request,
+        };
+        let fetching = || format!("{r}: fetching the manifest");
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::remote(fetching(), e))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
         }
+        let too_large = || Error::TooLarge {
+            what: format!("the manifest of {r}"),
+            limit: limits::MANIFEST,
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > limits::MANIFEST)
+        {
+            return Err(too_large());
+        }
+        let mut body = response.bytes_stream();
+        let mut raw = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::remote(fetching(), e))?;
+            if (raw.len() + chunk.len()) as u64 > limits::MANIFEST {
+                return Err(too_large());
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            // The registry's error envelope, cut to a line.
+            let text = String::from_utf8_lossy(&raw);
+            let text: String = text.chars().take(300).collect();
+            return Err(Error::remote(
+                fetching(),
+                format!("{status}: {}", text.trim()),
+            ));
+        }
+        let raw = Bytes::from(raw);
+        let actual = Digest::of(&raw);
+        if let Some(want) = r.digest()
+            && want != actual.as_str()
+        {
+            return Err(Error::Tampered {
+                what: format!("the manifest of {r}"),
+                expected: want.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(Some((raw, actual)))
     }
 
     /// A blob of `r`'s repository, at most `desc.size` bytes (itself at
@@ -390,20 +449,6 @@ impl Registry {
     }
 }
 
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
-            )
-        }),
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,6 +480,91 @@ mod tests {
             credentials_for("ghcr.io", None, None, None),
             Ok(RegistryAuth::Anonymous)
         ));
+    }
+
+    /// What [`endless_registry`] sends at most.
+    const ENDLESS: u64 = 64 * limits::MANIFEST;
+
+    /// A registry on 127.0.0.1 that answers `/v2/` (anonymous) and every
+    /// manifest request with a body of [`ENDLESS`] bytes; the bytes it
+    /// managed to send.
+    async fn endless_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let sent = counted.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let line = String::from_utf8_lossy(&head).to_string();
+                        head.clear();
+                        if !line.contains("/manifests/") {
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if tcp.write_all(ok).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {MANIFEST_MEDIA_TYPE}\r\ntransfer-encoding: chunked\r\n\r\n"
+                        );
+                        if tcp.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        // "Endless": 64 MiB, so that a client that reads it
+                        // all still ends (and fails the test, not the host).
+                        let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                        for _ in 0..ENDLESS / 0x10000 {
+                            if tcp.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            sent.fetch_add(0x10000, Ordering::Relaxed);
+                        }
+                        let _ = tcp.write_all(b"0\r\n\r\n").await;
+                        return;
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    /// A hostile registry's endless manifest is read to the limit and no
+    /// further (`oci-client` would have read all of it first).
+    #[tokio::test]
+    async fn an_endless_manifest_is_refused_at_its_limit() {
+        let (addr, sent) = endless_registry().await;
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let registry = Registry::for_ref(&r).unwrap();
+        let e = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            registry.pull_package(&r),
+        )
+        .await
+        .expect("no answer within a minute")
+        .expect_err("refused");
+        assert!(
+            matches!(&e, Error::TooLarge { limit, .. } if *limit == limits::MANIFEST),
+            "{e}"
+        );
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        // What the socket buffers took beyond the limit, not the endless rest.
+        assert!(sent < ENDLESS, "{sent} bytes were read");
     }
 
     #[test]
