@@ -1,8 +1,8 @@
-//! An OCI registry over the distribution API (the `oci-client` crate, and
-//! `reqwest` for the manifests it cannot bound): push a package and its
-//! signatures exactly as built (the digest covers our bytes, not a
-//! re-serialization), pull them back with every size bounded and every
-//! digest checked.
+//! An OCI registry over the distribution API (the `oci-client` crate for
+//! pushes and tokens, `reqwest` for pulls, which it cannot bound): push a
+//! package and its signatures exactly as built (the digest covers our
+//! bytes, not a re-serialization), pull them back with every size bounded
+//! and every digest checked.
 //!
 //! Plain HTTP is used only for registries on a loopback address
 //! (`127.0.0.0/8`, `localhost`, `[::1]`); everything else is HTTPS.
@@ -127,6 +127,12 @@ fn credentials_for(
     }
 }
 
+/// The longest a manifest's request may take, from its start to its
+/// last byte (a registry that trickles bytes resets every per-read timeout).
+const MANIFEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// The same for a blob (a component is up to `limits::COMPONENT`).
+const BLOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// A client for one registry.
 pub struct Registry {
     client: Client,
@@ -136,6 +142,8 @@ pub struct Registry {
     http: reqwest::Client,
     /// `http` for a loopback registry, else `https`.
     scheme: &'static str,
+    /// Pull tokens by repository (see [`Registry::pull_token`]).
+    tokens: tokio::sync::Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Registry {
@@ -161,6 +169,7 @@ impl Registry {
             ..Default::default()
         };
         let http = reqwest::Client::builder()
+            .user_agent(concat!("toolhost/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(connect)
             .read_timeout(read)
             .https_only(scheme == "https")
@@ -178,6 +187,7 @@ impl Registry {
             auth,
             http,
             scheme,
+            tokens: Default::default(),
         })
     }
 
@@ -261,37 +271,56 @@ impl Registry {
         self.push_manifest(&target, &raw).await
     }
 
-    /// The raw manifest at `r`, bounded and checked against the digest the
-    /// reference names (if any). `None` if the registry does not have it.
-    ///
-    /// Fetched here rather than by `oci-client`'s `pull_manifest_raw`,
-    /// which reads the whole reply before its size could be checked (a
-    /// hostile registry could answer with gigabytes): the reply is read up
-    /// to [`limits::MANIFEST`] and no further. `oci-client` still does the
-    /// authentication (its token, or the registry's basic credentials).
-    async fn manifest(&self, r: &Reference) -> Result<Option<(Bytes, Digest)>> {
+    /// The pull token of `r`'s repository (or none: basic or anonymous),
+    /// from `oci-client`'s handshake, once per repository.
+    async fn pull_token(&self, r: &Reference) -> Result<Option<String>> {
+        let repository = format!("{}/{}", r.resolve_registry(), r.repository());
+        if let Some(t) = self.tokens.lock().await.get(&repository) {
+            return Ok(t.clone());
+        }
         let token = self
             .client
             .auth(r, &self.auth, oci_client::RegistryOperation::Pull)
             .await
             .map_err(|e| Self::err(format!("authenticating to {}", r.resolve_registry()), e))?;
+        self.tokens.lock().await.insert(repository, token.clone());
+        Ok(token)
+    }
+
+    /// `GET /v2/<repository>/<path>` of `r`'s registry, authenticated as
+    /// `oci-client` authenticates, read up to `limit` bytes and within
+    /// `deadline` in all; `None` on 404. `what` names the object.
+    ///
+    /// Manifests and blobs are fetched here rather than by `oci-client`,
+    /// which reads a manifest reply, and a failed blob request's reply,
+    /// whole before anything could check their size (a hostile registry
+    /// could answer with gigabytes). An error reply is read up to 4 KiB.
+    async fn get(
+        &self,
+        r: &Reference,
+        path: &str,
+        accept: Option<&str>,
+        limit: u64,
+        deadline: std::time::Duration,
+        what: &str,
+    ) -> Result<Option<Bytes>> {
+        let token = self.pull_token(r).await?;
         let url = format!(
-            "{}://{}/v2/{}/manifests/{}",
+            "{}://{}/v2/{}/{path}",
             self.scheme,
             r.resolve_registry(),
-            r.repository(),
-            r.digest().or(r.tag()).unwrap_or("latest"),
+            r.repository()
         );
-        let mut request = self
-            .http
-            .get(&url)
-            .header(reqwest::header::ACCEPT, MANIFEST_MEDIA_TYPE);
+        let mut request = self.http.get(&url).timeout(deadline);
+        if let Some(accept) = accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
         request = match (token, &self.auth) {
             (Some(token), _) => request.bearer_auth(token),
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
         };
-        let fetching = || format!("{r}: fetching the manifest");
+        let fetching = || format!("{r}: fetching {what}");
         let response = request
             .send()
             .await
@@ -300,21 +329,24 @@ impl Registry {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
+        let limit = if status.is_success() { limit } else { 4 << 10 };
         let too_large = || Error::TooLarge {
-            what: format!("the manifest of {r}"),
-            limit: limits::MANIFEST,
+            what: format!("{what} of {r}"),
+            limit,
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > limits::MANIFEST)
-        {
+        if status.is_success() && response.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
         let mut body = response.bytes_stream();
         let mut raw = Vec::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::remote(fetching(), e))?;
-            if (raw.len() + chunk.len()) as u64 > limits::MANIFEST {
+            let room = (limit as usize).saturating_sub(raw.len());
+            if chunk.len() > room {
+                if !status.is_success() {
+                    raw.extend_from_slice(&chunk[..room]);
+                    break;
+                }
                 return Err(too_large());
             }
             raw.extend_from_slice(&chunk);
@@ -328,7 +360,26 @@ impl Registry {
                 format!("{status}: {}", text.trim()),
             ));
         }
-        let raw = Bytes::from(raw);
+        Ok(Some(Bytes::from(raw)))
+    }
+
+    /// The raw manifest at `r`, bounded and checked against the digest the
+    /// reference names (if any). `None` if the registry does not have it.
+    async fn manifest(&self, r: &Reference) -> Result<Option<(Bytes, Digest)>> {
+        let at = r.digest().or(r.tag()).unwrap_or("latest");
+        let Some(raw) = self
+            .get(
+                r,
+                &format!("manifests/{at}"),
+                Some(MANIFEST_MEDIA_TYPE),
+                limits::MANIFEST,
+                MANIFEST_DEADLINE,
+                "the manifest",
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
         let actual = Digest::of(&raw);
         if let Some(want) = r.digest()
             && want != actual.as_str()
@@ -342,52 +393,42 @@ impl Registry {
         Ok(Some((raw, actual)))
     }
 
-    /// A blob of `r`'s repository, at most `desc.size` bytes (itself at
-    /// most `limit`), checked against its digest.
+    /// A blob of `r`'s repository, at most `desc.size` bytes (checked
+    /// against its limit by the caller), checked against its digest. A
+    /// descriptor that names external URLs is refused before any request:
+    /// a registry could otherwise send us to any address (`oci-client`
+    /// tries a layer's `urls` when the registry says it has no such blob).
     async fn blob(&self, r: &Reference, desc: &OciDescriptor, what: &str) -> Result<Bytes> {
         let d = Digest::parse(&desc.digest)?;
-        let declared = u64::try_from(desc.size).unwrap_or(u64::MAX);
-        let mut stream = self
-            .client
-            .pull_blob_stream(r, desc)
-            .await
-            .map_err(|e| Self::err(format!("{r}: fetching {what} {}", d.short()), e))?;
-        let mut buf = Vec::with_capacity(declared.min(limits::COMPONENT) as usize);
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                // oci-client checks the digest as the stream ends: report
-                // it as ours does, naming the layer and both digests.
-                Err(e)
-                    if e.get_ref()
-                        .is_some_and(|i| i.is::<oci_client::errors::DigestError>()) =>
-                {
-                    return Err(Error::Tampered {
-                        what: format!("{what} {d} of {r}"),
-                        expected: d.to_string(),
-                        actual: Digest::of(&buf).to_string(),
-                    });
-                }
-                Err(e) => return Err(Error::remote(format!("{r}: reading {what}"), e)),
-            };
-            if (buf.len() + chunk.len()) as u64 > declared {
-                return Err(Error::Tampered {
-                    what: format!("{what} {} of {r}", d.short()),
-                    expected: format!("{d} ({declared} bytes)"),
-                    actual: "more bytes than declared".into(),
-                });
-            }
-            buf.extend_from_slice(&chunk);
+        if desc.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+            return Err(Error::format(format!(
+                "{r}: {what} {} names external URLs; every blob must be in the registry",
+                d.short()
+            )));
         }
-        let data = Bytes::from(buf);
+        let declared = u64::try_from(desc.size).unwrap_or(u64::MAX);
+        let data = self
+            .get(
+                r,
+                &format!("blobs/{d}"),
+                None,
+                declared.min(limits::COMPONENT),
+                BLOB_DEADLINE,
+                &format!("{what} {}", d.short()),
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::remote(
+                    format!("{r}: fetching {what} {}", d.short()),
+                    "no such blob",
+                )
+            })?;
         crate::oci::verify_blob(desc, &data, &format!("{what} {} of {r}", d.short()))?;
         Ok(data)
     }
 
     /// Pull the package at `r`, every blob verified. `what` names it.
     pub async fn pull_package(&self, r: &RegistryRef) -> Result<Package> {
-        self.authed(&r.reference, oci_client::RegistryOperation::Pull)
-            .await?;
         let what = r.to_string();
         let (raw, digest) = self
             .manifest(&r.reference)
@@ -488,7 +529,9 @@ mod tests {
     /// A registry on 127.0.0.1 that answers `/v2/` (anonymous) and every
     /// manifest request with a body of [`ENDLESS`] bytes; the bytes it
     /// managed to send.
-    async fn endless_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    async fn endless_registry(
+        status: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -521,7 +564,7 @@ mod tests {
                             continue;
                         }
                         let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: {MANIFEST_MEDIA_TYPE}\r\ntransfer-encoding: chunked\r\n\r\n"
+                            "HTTP/1.1 {status}\r\ncontent-type: {MANIFEST_MEDIA_TYPE}\r\ntransfer-encoding: chunked\r\n\r\n"
                         );
                         if tcp.write_all(head.as_bytes()).await.is_err() {
                             return;
@@ -545,10 +588,25 @@ mod tests {
     }
 
     /// A hostile registry's endless manifest is read to the limit and no
-    /// further (`oci-client` would have read all of it first).
+    /// further (`oci-client` would have read all of it first), and so is
+    /// an endless error reply.
     #[tokio::test]
     async fn an_endless_manifest_is_refused_at_its_limit() {
-        let (addr, sent) = endless_registry().await;
+        let (addr, sent) = endless_registry("500 Internal Server Error").await;
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let e = Registry::for_ref(&r)
+            .unwrap()
+            .pull_package(&r)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(&e, Error::Remote { reason, .. } if reason.starts_with("500")),
+            "{e}"
+        );
+        let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(sent < ENDLESS, "{sent} bytes were read");
+
+        let (addr, sent) = endless_registry("200 OK").await;
         let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
         let registry = Registry::for_ref(&r).unwrap();
         let e = tokio::time::timeout(
@@ -565,6 +623,27 @@ mod tests {
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         // What the socket buffers took beyond the limit, not the endless rest.
         assert!(sent < ENDLESS, "{sent} bytes were read");
+    }
+
+    /// A blob that names URLs outside the registry is never fetched, from
+    /// them or from the registry.
+    #[tokio::test]
+    async fn a_blob_naming_external_urls_is_refused_before_any_request() {
+        // Nothing listens on port 1: a request would fail differently.
+        let r = RegistryRef::parse("127.0.0.1:1/acme/echo:1.0").unwrap();
+        let desc = OciDescriptor {
+            media_type: crate::sign::SIMPLESIGNING_MEDIA_TYPE.into(),
+            digest: Digest::of(b"payload").to_string(),
+            size: 7,
+            urls: Some(vec!["http://169.254.169.254/latest/meta-data".into()]),
+            ..Default::default()
+        };
+        let e = Registry::for_ref(&r)
+            .unwrap()
+            .blob(&r.reference, &desc, "signature payload")
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("names external URLs"), "{e}");
     }
 
     #[test]
