@@ -92,3 +92,9 @@ impl Error {
         }
     }
 }
+
+/// `s` with every control character (newlines, escape sequences) shown as
+/// `?`: text from a remote party, safe to print.
+pub(crate) fn printable(s: &str) -> String {
+    s.replace(|c: char| c.is_control(), "?")
+}

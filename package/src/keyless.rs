@@ -38,7 +38,7 @@
 //! This module owns the trust root's format and the verification above; it
 //! fetches nothing and knows nothing of policy.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, printable};
 use crate::oci::Digest;
 use crate::sign::PublicKey;
 use base64::Engine as _;
@@ -527,12 +527,6 @@ pub fn claimed_identity(certificate_pem: &str) -> Option<(String, Vec<String>)> 
         printable(&id.issuer),
         id.subjects.iter().map(|s| printable(s)).collect(),
     ))
-}
-
-/// `s` with control characters (newlines, escapes) shown as `?`, for
-/// messages quoting what an unverified signature claims.
-fn printable(s: &str) -> String {
-    s.replace(|c: char| c.is_control(), "?")
 }
 
 struct Identity {

@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod grants;
+mod http;
 pub mod keyless;
 pub mod oci;
 pub mod pack;

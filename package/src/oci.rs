@@ -435,7 +435,11 @@ pub fn parse_manifest(
     Ok(m)
 }
 
-fn check_desc(d: &OciDescriptor, limit: u64, what: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_desc(
+    d: &OciDescriptor,
+    limit: u64,
+    what: &str,
+) -> std::result::Result<(), String> {
     Digest::parse(&d.digest).map_err(|e| format!("{what}: {e}"))?;
     if d.size < 0 || d.size as u64 > limit {
         return Err(format!(

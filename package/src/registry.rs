@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::oci::{Digest, MANIFEST_MEDIA_TYPE, Package, limits, parse_manifest};
 use crate::sign::SignatureManifest;
 use bytes::Bytes;
-use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciDescriptor;
@@ -127,23 +126,27 @@ fn credentials_for(
     }
 }
 
-/// The longest a manifest's request may take, from its start to its
-/// last byte (a registry that trickles bytes resets every per-read timeout).
-const MANIFEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
-/// The same for a blob (a component is up to `limits::COMPONENT`).
+/// The longest a token handshake, a manifest's request or a small blob's
+/// (up to `limits::MANIFEST`) may take, from its start to its last byte (a
+/// registry that trickles bytes resets every per-read timeout).
+const SMALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The same for a larger blob (a component is up to `limits::COMPONENT`).
 const BLOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
+/// How long a pull token is used before it is fetched again: `oci-client`'s
+/// own rule for tokens that do not say when they expire.
+const TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A client for one registry.
 pub struct Registry {
     client: Client,
     auth: RegistryAuth,
-    /// For the requests `oci-client` cannot bound (manifests, see
-    /// [`Registry::manifest`]), with the same timeouts.
+    /// For pulls, which `oci-client` cannot bound (see [`Registry::get`]).
     http: reqwest::Client,
     /// `http` for a loopback registry, else `https`.
     scheme: &'static str,
-    /// Pull tokens by repository (see [`Registry::pull_token`]).
-    tokens: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Pull tokens by repository, with when they were fetched (see
+    /// [`Registry::pull_token`]).
+    tokens: tokio::sync::Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
 }
 
 impl Registry {
@@ -168,12 +171,7 @@ impl Registry {
             read_timeout: Some(read),
             ..Default::default()
         };
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("toolhost/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(connect)
-            .read_timeout(read)
-            .https_only(scheme == "https")
-            .build()
+        let http = crate::http::client(scheme == "http")
             .map_err(|e| Error::remote(format!("a client for {registry}"), e))?;
         let var = |n: &str| std::env::var(n).ok();
         let auth = credentials_for(
@@ -272,24 +270,44 @@ impl Registry {
     }
 
     /// The pull token of `r`'s repository (or none: basic or anonymous),
-    /// from `oci-client`'s handshake, once per repository.
+    /// from `oci-client`'s handshake within [`SMALL_DEADLINE`], fetched
+    /// again once it is [`TOKEN_REUSE`] old (tokens expire: Docker Hub's
+    /// after 300 s).
     async fn pull_token(&self, r: &Reference) -> Result<Option<String>> {
         let repository = format!("{}/{}", r.resolve_registry(), r.repository());
-        if let Some(t) = self.tokens.lock().await.get(&repository) {
-            return Ok(t.clone());
+        if let Some((token, at)) = self.tokens.lock().await.get(&repository)
+            && at.elapsed() < TOKEN_REUSE
+        {
+            return Ok(token.clone());
         }
-        let token = self
-            .client
-            .auth(r, &self.auth, oci_client::RegistryOperation::Pull)
+        let authenticating = || format!("authenticating to {}", r.resolve_registry());
+        let token = tokio::time::timeout(
+            SMALL_DEADLINE,
+            self.client
+                .auth(r, &self.auth, oci_client::RegistryOperation::Pull),
+        )
+        .await
+        .map_err(|_| {
+            Error::remote(
+                authenticating(),
+                format!(
+                    "no token within {}",
+                    humantime::format_duration(SMALL_DEADLINE)
+                ),
+            )
+        })?
+        .map_err(|e| Self::err(authenticating(), e))?;
+        self.tokens
+            .lock()
             .await
-            .map_err(|e| Self::err(format!("authenticating to {}", r.resolve_registry()), e))?;
-        self.tokens.lock().await.insert(repository, token.clone());
+            .insert(repository, (token.clone(), std::time::Instant::now()));
         Ok(token)
     }
 
     /// `GET /v2/<repository>/<path>` of `r`'s registry, authenticated as
-    /// `oci-client` authenticates, read up to `limit` bytes and within
-    /// `deadline` in all; `None` on 404. `what` names the object.
+    /// `oci-client` authenticates, read up to `limit` bytes (else `over`'s
+    /// error) and within `deadline` in all; `None` on 404. `what` names
+    /// the object.
     ///
     /// Manifests and blobs are fetched here rather than by `oci-client`,
     /// which reads a manifest reply, and a failed blob request's reply,
@@ -300,7 +318,7 @@ impl Registry {
         r: &Reference,
         path: &str,
         accept: Option<&str>,
-        limit: u64,
+        (limit, over): (u64, &dyn Fn() -> Error),
         deadline: std::time::Duration,
         what: &str,
     ) -> Result<Option<Bytes>> {
@@ -320,60 +338,62 @@ impl Registry {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
         };
-        let fetching = || format!("{r}: fetching {what}");
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Error::remote(fetching(), e))?;
+        let failed = |e: reqwest::Error| {
+            Error::remote(
+                format!("{r}: fetching {what}"),
+                crate::http::failure(&e, deadline),
+            )
+        };
+        let response = request.send().await.map_err(failed)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let limit = if status.is_success() { limit } else { 4 << 10 };
-        let too_large = || Error::TooLarge {
-            what: format!("{what} of {r}"),
-            limit,
-        };
-        if status.is_success() && response.content_length().is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let mut body = response.bytes_stream();
-        let mut raw = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::remote(fetching(), e))?;
-            let room = (limit as usize).saturating_sub(raw.len());
-            if chunk.len() > room {
-                if !status.is_success() {
-                    raw.extend_from_slice(&chunk[..room]);
-                    break;
-                }
-                return Err(too_large());
-            }
-            raw.extend_from_slice(&chunk);
-        }
         if !status.is_success() {
-            // The registry's error envelope, cut to a line.
-            let text = String::from_utf8_lossy(&raw);
-            let text: String = text.chars().take(300).collect();
+            let body = crate::http::read_bounded(response, 4 << 10)
+                .await
+                .map_err(failed)?;
+            // The registry's error envelope, printable, cut to a line.
+            let text = body.map_or_else(
+                || "(a reply of more than 4 KiB)".to_string(),
+                |b| {
+                    let text = String::from_utf8_lossy(&b);
+                    let line = text.trim().lines().next().unwrap_or_default();
+                    crate::error::printable(&line.chars().take(300).collect::<String>())
+                },
+            );
+            let hint = if matches!(status.as_u16(), 401 | 403) {
+                "; if the registry needs credentials, set TOOLHOST_REGISTRY_USERNAME, TOOLHOST_REGISTRY_PASSWORD and TOOLHOST_REGISTRY_HOST"
+            } else {
+                ""
+            };
             return Err(Error::remote(
-                fetching(),
-                format!("{status}: {}", text.trim()),
+                format!("{r}: fetching {what}"),
+                format!("{status}: {text}{hint}"),
             ));
         }
-        Ok(Some(Bytes::from(raw)))
+        crate::http::read_bounded(response, limit)
+            .await
+            .map_err(failed)?
+            .map(Some)
+            .ok_or_else(over)
     }
 
     /// The raw manifest at `r`, bounded and checked against the digest the
     /// reference names (if any). `None` if the registry does not have it.
     async fn manifest(&self, r: &Reference) -> Result<Option<(Bytes, Digest)>> {
         let at = r.digest().or(r.tag()).unwrap_or("latest");
+        let over = || Error::TooLarge {
+            what: format!("the manifest of {r}"),
+            limit: limits::MANIFEST,
+        };
         let Some(raw) = self
             .get(
                 r,
                 &format!("manifests/{at}"),
                 Some(MANIFEST_MEDIA_TYPE),
-                limits::MANIFEST,
-                MANIFEST_DEADLINE,
+                (limits::MANIFEST, &over),
+                SMALL_DEADLINE,
                 "the manifest",
             )
             .await?
@@ -400,20 +420,31 @@ impl Registry {
     /// tries a layer's `urls` when the registry says it has no such blob).
     async fn blob(&self, r: &Reference, desc: &OciDescriptor, what: &str) -> Result<Bytes> {
         let d = Digest::parse(&desc.digest)?;
-        if desc.urls.as_ref().is_some_and(|u| !u.is_empty()) {
-            return Err(Error::format(format!(
-                "{r}: {what} {} names external URLs; every blob must be in the registry",
-                d.short()
-            )));
-        }
+        crate::oci::check_desc(
+            desc,
+            limits::COMPONENT,
+            &format!("{r}: {what} {}", d.short()),
+        )
+        .map_err(Error::format)?;
         let declared = u64::try_from(desc.size).unwrap_or(u64::MAX);
+        let over = || Error::Tampered {
+            what: format!("{what} {} of {r}", d.short()),
+            expected: format!("{d} ({declared} bytes)"),
+            actual: "more bytes than declared".into(),
+        };
+        // Small blobs (configs, signature payloads) get a small deadline.
+        let deadline = if declared <= limits::MANIFEST {
+            SMALL_DEADLINE
+        } else {
+            BLOB_DEADLINE
+        };
         let data = self
             .get(
                 r,
                 &format!("blobs/{d}"),
                 None,
-                declared.min(limits::COMPONENT),
-                BLOB_DEADLINE,
+                (declared, &over),
+                deadline,
                 &format!("{what} {}", d.short()),
             )
             .await?
@@ -623,6 +654,84 @@ mod tests {
         let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
         // What the socket buffers took beyond the limit, not the endless rest.
         assert!(sent < ENDLESS, "{sent} bytes were read");
+    }
+
+    /// A registry on 127.0.0.1 that wants a bearer token (its realm is
+    /// itself) and answers a blob request that carries it with twice the
+    /// bytes the blob declares; the token requests it got.
+    async fn token_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let tokens = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (counted, realm) = (tokens.clone(), format!("http://{addr}/token"));
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (counted, realm) = (counted.clone(), realm.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let request = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        head.clear();
+                        let (status, extra, body) = if request.starts_with("get /token") {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            ("200 OK", String::new(), r#"{"token":"t0k3n"}"#.to_string())
+                        } else if request.contains("/blobs/")
+                            && request.contains("authorization: bearer t0k3n")
+                        {
+                            ("200 OK", String::new(), "payloadpayload".to_string())
+                        } else {
+                            let challenge = format!(
+                                "www-authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n"
+                            );
+                            ("401 Unauthorized", challenge, String::new())
+                        };
+                        let reply = format!(
+                            "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if tcp.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, tokens)
+    }
+
+    /// Blob requests carry the registry's token, fetched once for the
+    /// repository, and a blob longer than it declares is refused.
+    #[tokio::test]
+    async fn blobs_carry_the_token_and_are_cut_at_their_declared_size() {
+        let (addr, tokens) = token_registry().await;
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let registry = Registry::for_ref(&r).unwrap();
+        let desc = OciDescriptor {
+            media_type: crate::sign::SIMPLESIGNING_MEDIA_TYPE.into(),
+            digest: Digest::of(b"payload").to_string(),
+            size: 7,
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            let e = registry
+                .blob(&r.reference, &desc, "signature payload")
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(&e, Error::Tampered { actual, .. } if actual == "more bytes than declared"),
+                "{e}"
+            );
+        }
+        assert_eq!(tokens.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
     /// A blob that names URLs outside the registry is never fetched, from

@@ -12,7 +12,6 @@ use crate::registry::{Registry, RegistryRef, is_loopback};
 use crate::sign::SignatureManifest;
 use crate::trust::Origin;
 use bytes::Bytes;
-use futures::StreamExt as _;
 use std::path::{Path, PathBuf};
 
 /// A package source, as the user names it.
@@ -38,7 +37,7 @@ impl Source {
         if s.starts_with("https://") || s.starts_with("http://") {
             let url = reqwest::Url::parse(s)
                 .map_err(|e| Error::format(format!("`{s}` is not a URL: {e}")))?;
-            if url.scheme() == "http" && !url_is_loopback(&url) {
+            if url.scheme() == "http" && !crate::http::is_loopback_url(&url) {
                 return Err(Error::format(format!(
                     "refusing plain http for {s}: use https:// (plain http is allowed only for loopback hosts)"
                 )));
@@ -80,15 +79,6 @@ impl std::fmt::Display for Source {
             Source::Url(u) => write!(f, "{u}"),
             Source::Registry(r) => write!(f, "{r}"),
         }
-    }
-}
-
-fn url_is_loopback(u: &reqwest::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 
@@ -164,54 +154,34 @@ pub fn signatures_in_layout(
     }
 }
 
-/// GET `u`, at most [`limits::LAYOUT`] bytes, staying on HTTPS (or loopback).
+/// GET `u`, at most [`limits::LAYOUT`] bytes within [`DOWNLOAD_DEADLINE`],
+/// staying on HTTPS (or loopback).
 async fn download(u: &reqwest::Url) -> Result<Bytes> {
-    let start_loopback = url_is_loopback(u);
-    let policy = reqwest::redirect::Policy::custom(move |a| {
-        let ok = a.url().scheme() == "https" || (start_loopback && url_is_loopback(a.url()));
-        if a.previous().len() > 5 {
-            a.error("too many redirects")
-        } else if ok {
-            a.follow()
-        } else {
-            let to = a.url().to_string();
-            a.error(format!("redirect to {to} leaves https"))
-        }
-    });
-    let client = reqwest::Client::builder()
-        .redirect(policy)
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(std::time::Duration::from_secs(60))
-        .build()
+    let client = crate::http::client(crate::http::is_loopback_url(u))
         .map_err(|e| Error::remote(u.as_str(), e))?;
+    let failed =
+        |e: reqwest::Error| Error::remote(u.as_str(), crate::http::failure(&e, DOWNLOAD_DEADLINE));
     let resp = client
         .get(u.clone())
+        .timeout(DOWNLOAD_DEADLINE)
         .send()
         .await
-        .map_err(|e| Error::remote(u.as_str(), e))?;
+        .map_err(failed)?;
     if !resp.status().is_success() {
         return Err(Error::remote(u.as_str(), format!("HTTP {}", resp.status())));
     }
-    if resp.content_length().is_some_and(|n| n > limits::LAYOUT) {
-        return Err(Error::TooLarge {
+    crate::http::read_bounded(resp, limits::LAYOUT)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| Error::TooLarge {
             what: u.to_string(),
             limit: limits::LAYOUT,
-        });
-    }
-    let mut body = resp.bytes_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Error::remote(u.as_str(), e))?;
-        if (buf.len() + chunk.len()) as u64 > limits::LAYOUT {
-            return Err(Error::TooLarge {
-                what: u.to_string(),
-                limit: limits::LAYOUT,
-            });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(Bytes::from(buf))
+        })
 }
+
+/// The longest a package's download may take, from its start to its last
+/// byte (a server trickling bytes resets every per-read timeout).
+const DOWNLOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Whether a registry reference's host is loopback (for messages).
 pub fn registry_is_loopback(r: &RegistryRef) -> bool {

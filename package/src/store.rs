@@ -398,7 +398,7 @@ impl Store {
     /// `[component]` pointing at the stored layer.
     fn installed_manifest(&self, pkg: &Package, what: &str) -> Result<String> {
         let rel = format!("sha256/{}/component.wasm", pkg.digest.hex());
-        let what = what.replace(|c: char| c.is_control(), "?");
+        let what = crate::error::printable(what);
         let header = format!(
             "# Installed by `toolhost install {what}` ({}). Do not edit: reinstall instead.\n",
             pkg.digest
