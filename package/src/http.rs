@@ -56,7 +56,9 @@ pub(crate) async fn read_bounded(
     if declared.is_some_and(|n| n > limit) {
         return Ok(None);
     }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    // The declared length sizes the first allocation only up to 1 MiB: a
+    // server gets no more memory than it has sent.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit).min(1 << 20) as usize);
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
@@ -68,15 +70,28 @@ pub(crate) async fn read_bounded(
     Ok(Some(Bytes::from(buf)))
 }
 
-/// What went wrong with a request that had `deadline` to finish: reqwest
-/// words a deadline as a body error and keeps the timeout in its source.
-pub(crate) fn failure(e: &reqwest::Error, deadline: Duration) -> String {
-    if e.is_timeout() {
-        format!(
+/// What went wrong with a request that started at `started` and had
+/// `deadline` to finish. reqwest's own text leaves out its causes (a
+/// redirect the policy refused, a read timeout), so they are added,
+/// printable; its timeouts are the deadline only once that much time has
+/// passed (the connect and read timeouts are timeouts too).
+pub(crate) fn failure(
+    e: &reqwest::Error,
+    started: std::time::Instant,
+    deadline: Duration,
+) -> String {
+    if e.is_timeout() && started.elapsed() >= deadline {
+        return format!(
             "no complete answer within {}",
             humantime::format_duration(deadline)
-        )
-    } else {
-        e.to_string()
+        );
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&crate::error::printable(&c.to_string()));
+        cause = c.source();
+    }
+    text
 }

@@ -449,7 +449,7 @@ pub(crate) fn check_desc(
     }
     if d.urls.as_ref().is_some_and(|u| !u.is_empty()) {
         return Err(format!(
-            "{what} names external URLs; every blob must be in the package"
+            "{what} names external URLs; every blob must be in the package or its registry"
         ));
     }
     Ok(())

@@ -132,9 +132,10 @@ fn credentials_for(
 const SMALL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 /// The same for a larger blob (a component is up to `limits::COMPONENT`).
 const BLOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
-/// How long a pull token is used before it is fetched again: `oci-client`'s
-/// own rule for tokens that do not say when they expire.
-const TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long a pull token is used before it is fetched again: less than
+/// the 60 s a token that does not say when it expires lives (the
+/// distribution spec's default, and `oci-client`'s rule).
+const TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(50);
 
 /// A client for one registry.
 pub struct Registry {
@@ -338,10 +339,11 @@ impl Registry {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
         };
+        let started = std::time::Instant::now();
         let failed = |e: reqwest::Error| {
             Error::remote(
                 format!("{r}: fetching {what}"),
-                crate::http::failure(&e, deadline),
+                crate::http::failure(&e, started, deadline),
             )
         };
         let response = request.send().await.map_err(failed)?;
@@ -362,10 +364,14 @@ impl Registry {
                     crate::error::printable(&line.chars().take(300).collect::<String>())
                 },
             );
-            let hint = if matches!(status.as_u16(), 401 | 403) {
-                "; if the registry needs credentials, set TOOLHOST_REGISTRY_USERNAME, TOOLHOST_REGISTRY_PASSWORD and TOOLHOST_REGISTRY_HOST"
-            } else {
-                ""
+            let hint = match (status.as_u16(), &self.auth) {
+                (401 | 403, RegistryAuth::Basic(..)) => {
+                    "; the registry refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
+                }
+                (401 | 403, _) => {
+                    "; if the registry needs credentials, set TOOLHOST_REGISTRY_USERNAME, TOOLHOST_REGISTRY_PASSWORD and TOOLHOST_REGISTRY_HOST"
+                }
+                _ => "",
             };
             return Err(Error::remote(
                 format!("{r}: fetching {what}"),
@@ -413,8 +419,9 @@ impl Registry {
         Ok(Some((raw, actual)))
     }
 
-    /// A blob of `r`'s repository, at most `desc.size` bytes (checked
-    /// against its limit by the caller), checked against its digest. A
+    /// A blob of `r`'s repository, at most `desc.size` bytes (itself at
+    /// most `limits::COMPONENT`; callers hold it to smaller limits),
+    /// checked against its digest. A
     /// descriptor that names external URLs is refused before any request:
     /// a registry could otherwise send us to any address (`oci-client`
     /// tries a layer's `urls` when the registry says it has no such blob).

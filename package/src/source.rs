@@ -159,8 +159,13 @@ pub fn signatures_in_layout(
 async fn download(u: &reqwest::Url) -> Result<Bytes> {
     let client = crate::http::client(crate::http::is_loopback_url(u))
         .map_err(|e| Error::remote(u.as_str(), e))?;
-    let failed =
-        |e: reqwest::Error| Error::remote(u.as_str(), crate::http::failure(&e, DOWNLOAD_DEADLINE));
+    let started = std::time::Instant::now();
+    let failed = |e: reqwest::Error| {
+        Error::remote(
+            u.as_str(),
+            crate::http::failure(&e, started, DOWNLOAD_DEADLINE),
+        )
+    };
     let resp = client
         .get(u.clone())
         .timeout(DOWNLOAD_DEADLINE)
