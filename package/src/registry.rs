@@ -561,27 +561,29 @@ mod tests {
         ));
     }
 
-    /// What [`endless_registry`] sends at most.
+    /// What [`Reply::Endless`] sends at most.
     const ENDLESS: u64 = 64 * limits::MANIFEST;
 
-    /// A registry on 127.0.0.1 that answers `/v2/` (anonymous) and every
-    /// manifest request with a body of [`ENDLESS`] bytes; the bytes it
-    /// managed to send.
-    async fn endless_registry(
-        status: &'static str,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        use std::sync::atomic::Ordering;
+    /// What a [`fake_registry`] answers one request with.
+    enum Reply {
+        /// A whole reply: status line, headers and body.
+        Whole(String),
+        /// A status line and headers, then a chunked body of [`ENDLESS`]
+        /// bytes, counted into the counter as they go out; the connection
+        /// ends after it.
+        Endless(String, std::sync::Arc<std::sync::atomic::AtomicU64>),
+    }
+
+    /// A server on 127.0.0.1 that answers each request (its head, lower
+    /// case) as `answer` says, given the server's own address; that address.
+    async fn fake_registry(answer: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = sent.clone();
+        let (answer, own) = (std::sync::Arc::new(answer), addr.clone());
         tokio::spawn(async move {
-            loop {
-                let Ok((mut tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let sent = counted.clone();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (answer, own) = (answer.clone(), own.clone());
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
@@ -592,21 +594,16 @@ mod tests {
                             }
                             head.push(byte[0]);
                         }
-                        let line = String::from_utf8_lossy(&head).to_string();
+                        let request = String::from_utf8_lossy(&head).to_ascii_lowercase();
                         head.clear();
-                        if !line.contains("/manifests/") {
-                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                            if tcp.write_all(ok).await.is_err() {
-                                return;
-                            }
-                            continue;
-                        }
-                        let head = format!(
-                            "HTTP/1.1 {status}\r\ncontent-type: {MANIFEST_MEDIA_TYPE}\r\ntransfer-encoding: chunked\r\n\r\n"
-                        );
-                        if tcp.write_all(head.as_bytes()).await.is_err() {
+                        let (reply, endless) = match answer(&request, &own) {
+                            Reply::Whole(reply) => (reply, None),
+                            Reply::Endless(head, sent) => (head, Some(sent)),
+                        };
+                        if tcp.write_all(reply.as_bytes()).await.is_err() {
                             return;
                         }
+                        let Some(sent) = endless else { continue };
                         // "Endless": 64 MiB, so that a client that reads it
                         // all still ends (and fails the test, not the host).
                         let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
@@ -614,7 +611,7 @@ mod tests {
                             if tcp.write_all(chunk.as_bytes()).await.is_err() {
                                 return;
                             }
-                            sent.fetch_add(0x10000, Ordering::Relaxed);
+                            sent.fetch_add(0x10000, std::sync::atomic::Ordering::Relaxed);
                         }
                         let _ = tcp.write_all(b"0\r\n\r\n").await;
                         return;
@@ -622,6 +619,29 @@ mod tests {
                 });
             }
         });
+        addr
+    }
+
+    /// A registry that answers `/v2/` (anonymous) and every manifest
+    /// request with `status` and an endless body; the bytes it managed to
+    /// send.
+    async fn endless_registry(
+        status: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        let addr = fake_registry(move |request, _| {
+            if !request.contains("/manifests/") {
+                return Reply::Whole("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into());
+            }
+            Reply::Endless(
+                format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: {MANIFEST_MEDIA_TYPE}\r\ntransfer-encoding: chunked\r\n\r\n"
+                ),
+                counted.clone(),
+            )
+        })
+        .await;
         (addr, sent)
     }
 
@@ -663,55 +683,31 @@ mod tests {
         assert!(sent < ENDLESS, "{sent} bytes were read");
     }
 
-    /// A registry on 127.0.0.1 that wants a bearer token (its realm is
-    /// itself) and answers a blob request that carries it with twice the
-    /// bytes the blob declares; the token requests it got.
+    /// A registry that wants a bearer token (its realm is itself) and
+    /// answers a blob request that carries it with twice the bytes the blob
+    /// declares; the token requests it got.
     async fn token_registry() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-        use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let tokens = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (counted, realm) = (tokens.clone(), format!("http://{addr}/token"));
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                let (counted, realm) = (counted.clone(), realm.clone());
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    loop {
-                        while !head.ends_with(b"\r\n\r\n") {
-                            if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            head.push(byte[0]);
-                        }
-                        let request = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                        head.clear();
-                        let (status, extra, body) = if request.starts_with("get /token") {
-                            counted.fetch_add(1, Ordering::Relaxed);
-                            ("200 OK", String::new(), r#"{"token":"t0k3n"}"#.to_string())
-                        } else if request.contains("/blobs/")
-                            && request.contains("authorization: bearer t0k3n")
-                        {
-                            ("200 OK", String::new(), "payloadpayload".to_string())
-                        } else {
-                            let challenge = format!(
-                                "www-authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n"
-                            );
-                            ("401 Unauthorized", challenge, String::new())
-                        };
-                        let reply = format!(
-                            "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if tcp.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
+        let counted = tokens.clone();
+        let addr = fake_registry(move |request, own| {
+            let (status, extra, body) = if request.starts_with("get /token") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ("200 OK", String::new(), r#"{"token":"t0k3n"}"#)
+            } else if request.contains("/blobs/") && request.contains("authorization: bearer t0k3n")
+            {
+                ("200 OK", String::new(), "payloadpayload")
+            } else {
+                let challenge = format!(
+                    "www-authenticate: Bearer realm=\"http://{own}/token\",service=\"fake\"\r\n"
+                );
+                ("401 Unauthorized", challenge, "")
+            };
+            Reply::Whole(format!(
+                "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+        })
+        .await;
         (addr, tokens)
     }
 
