@@ -1363,7 +1363,7 @@ impl Sandbox {
             let cpu_turn = cpu.clone();
             let (mut store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
             store.data_mut().cpu = cpu;
-            if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.clone()) {
+            if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.as_ref()) {
                 store.data_mut().share_lookups(lookups);
             }
             drop(turn);

@@ -111,7 +111,7 @@ impl CallState {
 
     /// Take the call's name lookups from its scope's share too (see
     /// `caps::net::LookupShares`).
-    pub(crate) fn share_lookups(&mut self, scope: std::sync::Arc<tokio::sync::Semaphore>) {
+    pub(crate) fn share_lookups(&mut self, scope: &std::sync::Arc<tokio::sync::Semaphore>) {
         self.gate.share_lookups(scope);
     }
 }

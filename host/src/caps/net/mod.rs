@@ -393,9 +393,12 @@ impl Drop for Charged {
 }
 
 impl Gate {
-    /// Take this call's lookups from `scope`'s share too.
-    pub(crate) fn share_lookups(&mut self, scope: Arc<tokio::sync::Semaphore>) {
-        self.scope_lookups = Some(scope);
+    /// Take this call's lookups from `scope`'s share too (kept only by a
+    /// call that may make requests at all).
+    pub(crate) fn share_lookups(&mut self, scope: &Arc<tokio::sync::Semaphore>) {
+        if !self.manifest.is_empty() {
+            self.scope_lookups = Some(scope.clone());
+        }
     }
 
     /// Whether a request to `uri` is granted.
