@@ -27,7 +27,7 @@ use crate::policy::{Decision, Policy};
 use crate::quota::{Admission, OverQuota, QuotaBook};
 use crate::sandbox::{CallContext, Sandbox, Usage};
 use crate::sandbox::{LoadedComponent, Op, Output};
-use crate::scheduler::{ScheduleError, Scheduler};
+use crate::scheduler::Scheduler;
 use crate::served::{
     Completion, CompletionRef, PromptDef, PromptOutput, ResourceBody, ResourceDef, TemplateDef,
 };
@@ -1070,7 +1070,7 @@ impl Core {
                 })?,
         };
         let admission = Arc::new(admission);
-        let args = Arc::new(Value::Object(req.arguments.unwrap_or_default()));
+        let args = Value::Object(req.arguments.unwrap_or_default());
         let live = self.inner.live.load_full();
         let scope = req.scope.as_str();
         // Filled in as the call goes; written by the guard if the call's
@@ -1103,7 +1103,7 @@ impl Core {
             &req.scope,
             &req.tool,
             &target,
-            &args,
+            args,
             &mut trace,
             admission.clone(),
             CallContext {
@@ -1113,6 +1113,7 @@ impl Core {
                 usage: usage.clone(),
                 turn: None,
                 spent: std::time::Duration::ZERO,
+                checked: None,
                 // Scopes share the pool (M1); a catalog of one scope
                 // has no one to share it with (a share would only
                 // halve it).
@@ -1139,7 +1140,7 @@ impl Core {
         tracing::Span::current().record("outcome", outcome);
         let elapsed = started.elapsed();
         // Waited in the fair queue, then for the pool's own permits.
-        let queue_wait = usage.queue_wait().map(|w| w + trace.waited);
+        let queue_wait = usage.queue_wait();
         match &trace.tool {
             Some(t) => {
                 let series = series_of(&inner.metrics, scope, t);
@@ -1194,7 +1195,7 @@ impl Core {
         scope: &Scope,
         name: &str,
         target: &Target,
-        args: &Arc<Value>,
+        mut args: Value,
         trace: &mut Trace,
         admission: Arc<Admission>,
         cx: CallContext,
@@ -1226,7 +1227,7 @@ impl Core {
             });
             trace.tool = tool.clone();
             trace.component = Some(component.clone());
-            let (decision, rule) = policy.decide_by(scope.as_str(), name, args);
+            let (decision, rule) = policy.decide_by(scope.as_str(), name, &args);
             trace.rule = rule;
             if let Decision::Deny(reason) = decision {
                 trace.decision = "deny";
@@ -1235,30 +1236,32 @@ impl Core {
             trace.decision = "allow";
             (component, tool)
         };
-        let spent = {
+        let (spent, checked_at) = {
             let checking = HostWork::start(&admission);
             // CPU the check used on another thread (a large one runs on the
             // guest executor).
             let mut elsewhere = None;
             let checked = async {
                 match (&tool, target) {
-                    (Some(tool), _) if large(args) => {
+                    (Some(tool), _) if large(&args) => {
                         // Off the I/O threads: at the guest threads' lower
                         // priority, so a tenant's large arguments cannot
                         // keep a thread that reads and answers requests
-                        // busy (M5).
-                        let (tool, args) = (tool.clone(), args.clone());
+                        // busy (M5). The arguments go with the check and
+                        // come back with its verdict.
+                        let (tool, owned) = (tool.clone(), std::mem::take(&mut args));
                         let metered = admission.meters_fuel();
                         let check = self.inner.scheduler.spawn_blocking(move || {
                             let before = metered.then(thread_cpu_time).flatten();
-                            let checked = tool.input.check(&args);
+                            let checked = tool.input.check(&owned);
                             let used = before
                                 .zip(thread_cpu_time())
                                 .map(|(a, b)| b.saturating_sub(a));
-                            (checked, used)
+                            (checked, used, owned)
                         });
                         match check.await {
-                            Ok((checked, used)) => {
+                            Ok((checked, used, owned)) => {
+                                args = owned;
                                 elsewhere = used;
                                 checked
                                     .map_err(|details| CallErrorKind::InvalidArguments { details })
@@ -1270,10 +1273,10 @@ impl Core {
                     }
                     (Some(tool), _) => tool
                         .input
-                        .check(args)
+                        .check(&args)
                         .map_err(|details| CallErrorKind::InvalidArguments { details }),
-                    (None, Target::Get) => check_prompt_arguments(&component, name, args),
-                    (None, Target::Complete { .. }) => strings_only("the context", args),
+                    (None, Target::Get) => check_prompt_arguments(&component, name, &args),
+                    (None, Target::Complete { .. }) => strings_only("the context", &args),
                     _ => Ok(()),
                 }
             }
@@ -1282,13 +1285,14 @@ impl Core {
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let spent = checking.charge(&admission, elsewhere);
+            let charged = checking.charge(&admission, elsewhere);
             checked?;
-            spent
+            charged
         };
         // Not `to_string()`: `Display` writes through `fmt::Write` into a
         // string grown as it goes; this writes into a buffer sized ahead.
-        let text = serde_json::to_string(args.as_ref()).expect("a JSON value always serializes");
+        let text = serde_json::to_string(&args).expect("a JSON value always serializes");
+        drop(args);
         // The guest runs here until it first yields, then on the guest
         // executor (`Scheduler::run`); dropping this future (a caller that
         // went away) stops it wherever it runs. It reaches the pool in its
@@ -1298,27 +1302,15 @@ impl Core {
         let t_timeout = t.grants.limits.timeout;
         let name = name.to_string();
         let target = target.clone();
-        let fair = self.inner.scheduler.fair();
-        let turn_scope = scope.clone();
-        let waited = Arc::new(std::sync::Mutex::new(std::time::Duration::ZERO));
-        let waited_in = waited.clone();
-        let turn: crate::sandbox::Turn = Box::pin(async move {
-            match crate::scheduler::Fair::acquire(&fair, &turn_scope).await {
-                Ok(turn) => {
-                    *waited_in.lock().unwrap_or_else(|e| e.into_inner()) = turn.waited;
-                    Ok(Box::new(turn) as Box<dyn Send>)
-                }
-                Err(ScheduleError::Busy(queued)) => Err(CallErrorKind::Busy { queued }),
-            }
-        });
         let mut cx = cx;
-        cx.turn = Some(turn);
+        cx.turn = Some((self.inner.scheduler.fair(), scope.clone()));
         // Scopes share the guest threads by turns (one scope alone has
         // them to itself, and its calls share them as tasks).
         if cx.scope.is_some() {
             cx.cpu = Some(self.inner.scheduler.cpu_turn(scope.clone()));
         }
         cx.spent = spent;
+        cx.checked = Some(checked_at);
         let usage = cx.usage.clone();
         let charge = Charge {
             usage: cx.usage.clone(),
@@ -1361,14 +1353,13 @@ impl Core {
         // held by an instruction the epoch cannot interrupt, or blocked),
         // a grace later. Dropping the task's future aborts it.
         let timeout = t_timeout;
-        let backstop = tokio::time::Instant::now() + timeout + DEADLINE_BACKSTOP;
+        let backstop = tokio::time::Instant::from_std(checked_at) + timeout + DEADLINE_BACKSTOP;
         let admitted = move || usage.admitted();
         let Ok(out) =
             tokio::time::timeout_at(backstop, self.inner.scheduler.run(run, admitted)).await
         else {
             return Err(CallErrorKind::Timeout { after: timeout });
         };
-        trace.waited = *waited.lock().unwrap_or_else(|e| e.into_inner());
         let out = out.map_err(|e| CallErrorKind::Internal {
             message: format!("the guest's task failed: {e}"),
         })??;
@@ -1498,14 +1489,15 @@ impl HostWork {
     /// guest would have burned fuel doing it: the thread's CPU time (what
     /// the work cost, however many other threads ran meanwhile), or the
     /// wall time where that clock is missing. Returns the wall time (what
-    /// the call's deadline counts).
+    /// the call's deadline counts) and when the work ended.
     /// `elsewhere`: CPU the work used on another thread, measured there.
     fn charge(
         self,
         admission: &Admission,
         elsewhere: Option<std::time::Duration>,
-    ) -> std::time::Duration {
-        let wall = self.wall.elapsed();
+    ) -> (std::time::Duration, Instant) {
+        let now = Instant::now();
+        let wall = now.saturating_duration_since(self.wall);
         if admission.meters_fuel() {
             let used = match (self.cpu, thread_cpu_time()) {
                 (Some(a), Some(b)) => b.saturating_sub(a) + elsewhere.unwrap_or_default(),
@@ -1514,7 +1506,7 @@ impl HostWork {
             let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
             admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
         }
-        wall
+        (wall, now)
     }
 }
 
@@ -1732,8 +1724,6 @@ struct Trace {
     decision: &'static str,
     /// The rule that decided (0-based), if one did.
     rule: Option<usize>,
-    /// Time waited in the scope's queue for a run slot.
-    waited: std::time::Duration,
     /// Counts the call in its scope's calls in flight until the call ends
     /// (also when its future is dropped).
     in_flight: Option<crate::metrics::InFlight>,
@@ -1757,7 +1747,6 @@ impl Default for Trace {
             component: None,
             decision: "none",
             rule: None,
-            waited: std::time::Duration::ZERO,
             in_flight: None,
         }
     }

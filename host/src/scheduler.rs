@@ -41,7 +41,6 @@ use crate::config::GuestPriority;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most calls one scope may have waiting for a run slot; more are refused
@@ -321,30 +320,30 @@ impl CpuTurn {
     }
 }
 
-/// A call's guest future, which gives its turn back whenever it returns
-/// pending for a reason other than waiting for the turn (see [`CpuTurn`]).
-pub(crate) struct Turned<F> {
-    inner: Pin<Box<F>>,
-    turn: Option<CpuTurn>,
+pin_project_lite::pin_project! {
+    /// A call's guest future, which gives its turn back whenever it returns
+    /// pending for a reason other than waiting for the turn (see [`CpuTurn`]).
+    pub(crate) struct Turned<F> {
+        // Inline, not boxed: it is polled where the call's boxed future
+        // holds it.
+        #[pin]
+        inner: F,
+        turn: Option<CpuTurn>,
+    }
 }
 
 impl<F> Turned<F> {
     pub(crate) fn new(inner: F, turn: Option<CpuTurn>) -> Turned<F> {
-        Turned {
-            inner: Box::pin(inner),
-            turn,
-        }
+        Turned { inner, turn }
     }
 }
 
 impl<F: Future> Future for Turned<F> {
     type Output = F::Output;
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let Some(turn) = self.turn.clone() else {
-            return self.inner.as_mut().poll(cx);
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let Some(turn) = this.turn.as_ref() else {
+            return this.inner.poll(cx);
         };
         // A guest that only yields (wasmtime's fuel yield wakes its task
         // before returning pending) is still running: it keeps its turn.
@@ -354,9 +353,8 @@ impl<F: Future> Future for Turned<F> {
             woken: std::sync::atomic::AtomicBool::new(false),
         });
         let waker = std::task::Waker::from(seen.clone());
-        let polled = self
+        let polled = this
             .inner
-            .as_mut()
             .poll(&mut std::task::Context::from_waker(&waker));
         if polled.is_pending() && !seen.woken.load(std::sync::atomic::Ordering::Acquire) {
             turn.idle();
@@ -426,8 +424,6 @@ struct Waiter {
 /// when dropped.
 pub(crate) struct RunSlot {
     fair: Option<Arc<Fair>>,
-    /// How long the call waited for it.
-    pub(crate) waited: Duration,
 }
 
 impl Drop for RunSlot {
@@ -484,7 +480,6 @@ impl Fair {
     }
 
     pub(crate) async fn acquire(this: &Arc<Fair>, scope: &Scope) -> Result<RunSlot, ScheduleError> {
-        let start = Instant::now();
         let (rx, id) = {
             let mut s = this.lock();
             // Nobody waits: take a free slot at once. Otherwise queue, even
@@ -493,7 +488,6 @@ impl Fair {
                 s.free -= 1;
                 return Ok(RunSlot {
                     fair: Some(this.clone()),
-                    waited: Duration::ZERO,
                 });
             }
             let n = s.queues.get(scope).map_or(0, VecDeque::len);
@@ -518,10 +512,7 @@ impl Fair {
             id,
         };
         match rx.await {
-            Ok(mut slot) => {
-                slot.waited = start.elapsed();
-                Ok(slot)
-            }
+            Ok(slot) => Ok(slot),
             // The sender is only dropped after a send or by `Queued`.
             Err(_) => unreachable!("a queued waiter is served or removed by its own guard"),
         }
@@ -545,7 +536,6 @@ impl Fair {
             }
             let slot = RunSlot {
                 fair: Some(self.clone()),
-                waited: Duration::ZERO,
             };
             match w.tx.send(slot) {
                 Ok(()) => return,

@@ -219,6 +219,12 @@ impl Prepared {
 }
 
 impl CallClient {
+    /// Give a client prepared ahead (with no caller's client) its call's
+    /// client: what it may ask stays what it was prepared with.
+    pub(crate) fn attach(&mut self, client: Option<Arc<dyn ClientRequests>>) {
+        self.client = client;
+    }
+
     /// A call with nothing granted.
     pub(crate) fn none() -> CallClient {
         CallClient {

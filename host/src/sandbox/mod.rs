@@ -352,24 +352,23 @@ pub(crate) struct CallContext {
     pub(crate) client: Option<Arc<dyn ClientRequests>>,
     /// Where the call's costs are recorded, however it ends.
     pub(crate) usage: Arc<Usage>,
-    /// The caller's turn at the pool (see `scheduler`): awaited after the
-    /// tool's own concurrency permit and held until the pool's permits are
-    /// taken, so that tenants reach the pool in the scheduler's order.
-    pub(crate) turn: Option<Turn>,
+    /// The caller's turn at the pool (see `scheduler`): the turnstile and
+    /// the scope it is taken for, after the tool's own concurrency permit,
+    /// and held until the pool's permits are taken, so that tenants reach
+    /// the pool in the scheduler's order.
+    pub(crate) turn: Option<(Arc<crate::scheduler::Fair>, crate::catalog::Scope)>,
     /// Host time already spent on the call's behalf (checking its
     /// arguments against the tool's schema): taken off its timeout.
     pub(crate) spent: std::time::Duration,
+    /// When that host work ended: the call's deadline and its wait for room
+    /// count from then (`None`: from when the sandbox takes the call).
+    pub(crate) checked: Option<Instant>,
     /// The scope (tenant) the call is made in: its calls together hold at
     /// most its share of the pool. `None`: only the component's own bound.
     pub(crate) scope: Option<crate::catalog::Scope>,
     /// The scope's turns at the guest threads, taken past the first slice.
     pub(crate) cpu: Option<crate::scheduler::CpuTurn>,
 }
-
-/// A wait for the caller's turn at the pool; what it yields is held until
-/// the pool's permits are taken.
-pub(crate) type Turn =
-    std::pin::Pin<Box<dyn Future<Output = Result<Box<dyn Send>, CallErrorKind>> + Send>>;
 
 /// Fuel between two write-backs of a running guest's fuel count to its
 /// store (and a yield to the executor): the accuracy of `fuel_used` for a
@@ -391,17 +390,26 @@ const FUEL_FLUSH: u64 = 10_000_000;
 /// the I/O threads three times as cheaply).
 const FIRST_SLICE_GRACE: std::time::Duration = std::time::Duration::from_micros(250);
 
-/// Start the first slice of the call `store` is for: its epoch deadline
-/// is the next tick, or the one after if the next comes within
-/// [`FIRST_SLICE_GRACE`]; then every tick yields to the executor, so a
-/// busy guest never starves other calls (the deadline and cancellation
-/// are enforced around the call future, see `Sandbox::run`).
-fn start_first_slice(store: &mut Store<CallState>) {
-    let started = Instant::now();
-    let mut first = true;
+/// Start the first slice of the call `store` is for, at `now`: its epoch
+/// deadline is the next tick, or the one after if the next comes within
+/// [`FIRST_SLICE_GRACE`] (see [`yield_at_ticks`]).
+fn start_first_slice(store: &mut Store<CallState>, now: Instant) {
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |cx| {
-        if std::mem::take(&mut first) && started.elapsed() < FIRST_SLICE_GRACE {
+    store.data_mut().first_slice = Some(now);
+}
+
+/// What `store` does at each epoch tick, set once when it is made: past
+/// its first slice (`start_first_slice`), yield to the executor, so a busy
+/// guest never starves other calls (the deadline and cancellation are
+/// enforced around the call future, see `Sandbox::run`).
+fn yield_at_ticks(store: &mut Store<CallState>) {
+    store.epoch_deadline_callback(|mut cx| {
+        if cx
+            .data_mut()
+            .first_slice
+            .take()
+            .is_some_and(|started| started.elapsed() < FIRST_SLICE_GRACE)
+        {
             return Ok(wasmtime::UpdateDeadline::Continue(1));
         }
         // A call with a scope takes its scope's turns at the guest threads
@@ -490,10 +498,12 @@ tokio::task_local! {
 /// What a task's finished calls left for after its reply.
 #[derive(Default)]
 struct Deferred {
-    stores: Vec<Metered>,
+    /// Held inline: most replies hold one sandbox back, and an allocation
+    /// for it would be on the reply's path.
+    stores: smallvec::SmallVec<[Metered; MAX_DEFERRED]>,
     /// Components whose next call gets a sandbox prepared then (see
     /// `warm::Shared::prepare_after_reply`).
-    prepare: Vec<Prepare>,
+    prepare: smallvec::SmallVec<[Prepare; 1]>,
 }
 
 /// One sandbox to prepare after a reply: for `comp`, by the warm sets'
@@ -1337,8 +1347,9 @@ impl Sandbox {
             });
         }
         // The call's wait for room counts from the same clock read as its
-        // deadline, unless its arguments are converted first.
-        let mut waiting = Instant::now();
+        // deadline (the end of the host's checks, if the caller made
+        // them), unless its arguments are converted first.
+        let mut waiting = cx.checked.take().unwrap_or_else(Instant::now);
         let deadline = waiting + (limits.timeout - cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
@@ -1361,14 +1372,18 @@ impl Sandbox {
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
             let cpu_turn = cpu.clone();
-            let (mut store, pool, instance) = self.sandbox_for(comp, cx, share_memory).await?;
+            let (mut store, pool, instance, room) =
+                self.sandbox_for(comp, cx, share_memory).await?;
             store.data_mut().cpu = cpu;
             if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.as_ref()) {
                 store.data_mut().share_lookups(lookups);
             }
+            // Its wait for the turn is part of this one.
             drop(turn);
             usage.queue_wait_us.store(
-                waiting.elapsed().as_micros().min(u64::MAX as u128) as u64,
+                room.saturating_duration_since(waiting)
+                    .as_micros()
+                    .min(u64::MAX as u128) as u64,
                 at::Ordering::Release,
             );
             usage.queued.store(true, at::Ordering::Release);
@@ -1462,12 +1477,12 @@ impl Sandbox {
         &self,
         comp: &LoadedComponent,
         scope: Option<crate::catalog::Scope>,
-        turn: Option<Turn>,
+        turn: Option<(Arc<crate::scheduler::Fair>, crate::catalog::Scope)>,
     ) -> Result<
         (
             tokio::sync::OwnedSemaphorePermit,
             Option<PoolPermits>,
-            Option<Box<dyn Send>>,
+            Option<crate::scheduler::RunSlot>,
         ),
         CallErrorKind,
     > {
@@ -1492,7 +1507,14 @@ impl Sandbox {
             None => None,
         };
         let turn = match turn {
-            Some(t) => Some(t.instrument(tracing::debug_span!("sandbox.turn")).await?),
+            Some((fair, scope)) => Some(
+                crate::scheduler::Fair::acquire(&fair, &scope)
+                    .instrument(tracing::debug_span!("sandbox.turn"))
+                    .await
+                    .map_err(|crate::scheduler::ScheduleError::Busy(queued)| {
+                        CallErrorKind::Busy { queued }
+                    })?,
+            ),
             None => None,
         };
         Ok((own, scope_share, turn))
@@ -1509,7 +1531,15 @@ impl Sandbox {
         comp: &Arc<LoadedComponent>,
         cx: CallContext,
         scope: Option<&Arc<SharedMemory>>,
-    ) -> Result<(Store<CallState>, PoolPermits, Option<bound::Instantiated>), CallErrorKind> {
+    ) -> Result<
+        (
+            Store<CallState>,
+            PoolPermits,
+            Option<bound::Instantiated>,
+            Instant,
+        ),
+        CallErrorKind,
+    > {
         // A sandbox prepared after a reply joined its component's scope
         // then (the same scope as this call's: components are per scope).
         let joins = |store: &Store<CallState>| {
@@ -1527,11 +1557,12 @@ impl Sandbox {
                     permits,
                     ..
                 } = prepared;
-                store.data_mut().begin(&comp.grants, cx);
-                // The deadline counts from now; instantiating it took
-                // the same fuel a sandbox built now would.
-                start_first_slice(&mut store);
-                (store, permits, Some(instance))
+                store.data_mut().begin(cx);
+                // Its first slice starts now; instantiating it took the
+                // same fuel a sandbox built now would.
+                let now = Instant::now();
+                start_first_slice(&mut store, now);
+                (store, permits, Some(instance), now)
             }
             None => {
                 let pool = self
@@ -1562,7 +1593,7 @@ impl Sandbox {
                         share: true,
                     });
                 }
-                (store, pool, None)
+                (store, pool, None, Instant::now())
             }
         })
     }
@@ -1808,7 +1839,8 @@ fn new_store(
     // fuel: its call is charged for its instantiation exactly as a call
     // that builds its own sandbox is.
     store.set_fuel(grants.limits.fuel.unwrap_or(u64::MAX))?;
-    start_first_slice(&mut store);
+    yield_at_ticks(&mut store);
+    start_first_slice(&mut store, Instant::now());
     Ok(store)
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct CallState {
     /// Its scope's turns at the guest threads, once the call has a scope
     /// (see `scheduler::CpuTurn`).
     pub(crate) cpu: Option<crate::scheduler::CpuTurn>,
+    /// When the current first slice started, until the first epoch tick
+    /// after it (see `sandbox::start_first_slice`).
+    pub(crate) first_slice: Option<std::time::Instant>,
 }
 
 /// Largest size of one wasi:http `fields` resource; with the handle cap
@@ -93,6 +96,7 @@ impl CallState {
             fs,
             handle_limit,
             cpu: None,
+            first_slice: None,
         })
     }
 }
@@ -103,9 +107,12 @@ impl CallState {
     /// everything that depends on the call is set here. The rest (WASI
     /// context, pipes, resource table, fs budgets, memory) was built for
     /// this sandbox alone and is charged to this call from now on.
-    pub(crate) fn begin(&mut self, grants: &Grants, cx: super::CallContext) {
+    pub(crate) fn begin(&mut self, cx: super::CallContext) {
         self.output.attach(cx.events);
-        self.client = grants.client.apply(cx.client);
+        // Prepared with the same grants (a sandbox prepared before a
+        // reload is never handed to a call after it): only the client is
+        // the call's.
+        self.client.attach(cx.client);
         self.cancel = cx.cancel;
     }
 
