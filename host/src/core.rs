@@ -1041,7 +1041,11 @@ impl Core {
             caller = %req.caller,
             outcome = tracing::field::Empty,
         );
-        self.call_traced(req, target).instrument(span).await
+        // Boxed here, where every front end's call comes in: a call's
+        // future is kilobytes (its checks, its audit record, its state),
+        // and boxed where it is made it is copied once, not again by each
+        // future above that holds it as it is moved (see `Scheduler::run`).
+        Box::pin(self.call_traced(req, target).instrument(span)).await
     }
 
     async fn call_traced(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
@@ -1095,10 +1099,8 @@ impl Core {
         }
         let usage = Arc::new(Usage::default());
         let mut trace = Trace::default();
-        // Boxed: the checks and the sandbox's run are kilobytes of future,
-        // which every caller up to the front end would otherwise copy as it
-        // moves its own (see `Scheduler::run`).
-        let result = Box::pin(self.call_inner(
+        // Not boxed: this future is (see `Core::run`).
+        let result = self.call_inner(
             &live,
             &req.scope,
             &req.tool,
@@ -1120,7 +1122,7 @@ impl Core {
                 scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
                 cpu: None,
             },
-        ))
+        )
         .await
         .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         // Sized only for a tenant that has an output quota: weighing a
@@ -1180,7 +1182,10 @@ impl Core {
                 rec.fuel_used = Some(fuel);
                 rec.peak_memory = Some(mem);
             }
-            inner.audit.write(rec).await;
+            // Boxed: the write holds the record across its waits, and
+            // unboxed it would be part of every call's future, audited or
+            // not (moved as a whole wherever the call's future is).
+            Box::pin(inner.audit.write(rec)).await;
         }
         result
     }
@@ -1355,9 +1360,7 @@ impl Core {
         let timeout = t_timeout;
         let backstop = tokio::time::Instant::from_std(checked_at) + timeout + DEADLINE_BACKSTOP;
         let admitted = move || usage.admitted();
-        let Ok(out) =
-            tokio::time::timeout_at(backstop, self.inner.scheduler.run(run, admitted)).await
-        else {
+        let Some(out) = by(backstop, self.inner.scheduler.run(run, admitted)).await else {
             return Err(CallErrorKind::Timeout { after: timeout });
         };
         let out = out.map_err(|e| CallErrorKind::Internal {
@@ -1540,12 +1543,33 @@ fn large(args: &Value) -> bool {
     walk(args, &mut 0, &mut 0)
 }
 
-/// See [`large`].
+/// `fut`'s output, or `None` if `deadline` passes first. Like
+/// `tokio::time::timeout_at`, except that the timer is made only if `fut`
+/// is not ready at its first poll: most calls end there, and a timer costs
+/// them the runtime's handle and a timer entry made and dropped for
+/// nothing.
+async fn by<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .as_mut()
+            .poll(cx)
+            .map(|()| None)
+    })
+    .await
+}
+
 /// How long after a call's deadline the caller is answered even if the
 /// guest's own deadline, enforced on its task, has not fired (see the call
 /// path).
 const DEADLINE_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// See [`large`].
 const LARGE_NODES: usize = 4096;
 /// See [`large`].
 const LARGE_BYTES: usize = 256 << 10;
