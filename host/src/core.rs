@@ -1194,14 +1194,14 @@ impl Core {
         clippy::too_many_arguments,
         reason = "the one call path's inputs, each named at its single call site"
     )]
-    async fn call_inner(
+    async fn call_inner<'c>(
         &self,
-        live: &Live,
+        live: &'c Live,
         scope: &Scope,
         name: &str,
         target: &Target,
         mut args: Value,
-        trace: &mut Trace,
+        trace: &mut Trace<'c>,
         admission: Arc<Admission>,
         cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
@@ -1230,8 +1230,8 @@ impl Core {
                 }
                 None => self.inner.metrics.started(scope.as_str()),
             });
-            trace.tool = tool.clone();
-            trace.component = Some(component.clone());
+            trace.tool = tool;
+            trace.component = Some(component);
             let (decision, rule) = policy.decide_by(scope.as_str(), name, &args);
             trace.rule = rule;
             if let Decision::Deny(reason) = decision {
@@ -1254,7 +1254,7 @@ impl Core {
                         // keep a thread that reads and answers requests
                         // busy (M5). The arguments go with the check and
                         // come back with its verdict.
-                        let (tool, owned) = (tool.clone(), std::mem::take(&mut args));
+                        let (tool, owned) = (Arc::clone(tool), std::mem::take(&mut args));
                         let metered = admission.meters_fuel();
                         let check = self.inner.scheduler.spawn_blocking(move || {
                             let before = metered.then(thread_cpu_time).flatten();
@@ -1303,7 +1303,7 @@ impl Core {
         // went away) stops it wherever it runs. It reaches the pool in its
         // scope's turn (see `scheduler`), within the tool's timeout.
         let sandbox = self.inner.sandbox.clone();
-        let t = component;
+        let t = Arc::clone(component);
         let t_timeout = t.grants.limits.timeout;
         let name = name.to_string();
         let target = target.clone();
@@ -1640,15 +1640,15 @@ impl Target {
 
 /// The component that serves `name` for `target` in `scope`, and for a
 /// tool call its catalog entry; `None` if there is none there.
-fn resolve(
-    catalog: &Catalog,
+fn resolve<'c>(
+    catalog: &'c Catalog,
     scope: &Scope,
     name: &str,
     target: &Target,
-) -> Option<(Arc<LoadedComponent>, Option<Arc<CatalogTool>>)> {
+) -> Option<(&'c Arc<LoadedComponent>, Option<&'c Arc<CatalogTool>>)> {
     if let Target::Call = target {
         let t = catalog.get(scope, name)?;
-        return Some((t.component.clone(), Some(t.clone())));
+        return Some((&t.component, Some(t)));
     }
     let served = catalog.served(scope)?;
     let comp = match target {
@@ -1670,7 +1670,7 @@ fn resolve(
             .iter()
             .find(|c| c.served.dynamic && c.manifest.path == *manifest)?,
     };
-    Some((comp.clone(), None))
+    Some((comp, None))
 }
 
 /// An operation answered as another (a host bug, never a guest's doing).
@@ -1738,12 +1738,13 @@ fn strings_only(what: &str, args: &Value) -> Result<(), CallErrorKind> {
     Ok(())
 }
 
-/// What the call path learned about a call, for the audit log.
-struct Trace {
+/// What the call path learned about a call, for the audit log: borrowed
+/// from the catalog the call was resolved in.
+struct Trace<'c> {
     /// The tool, once found and visible.
-    tool: Option<Arc<CatalogTool>>,
+    tool: Option<&'c Arc<CatalogTool>>,
     /// The component that ran (or would have run) it.
-    component: Option<Arc<LoadedComponent>>,
+    component: Option<&'c Arc<LoadedComponent>>,
     /// `allow`, `deny`, or `none` (no such tool).
     decision: &'static str,
     /// The rule that decided (0-based), if one did.
@@ -1764,7 +1765,7 @@ fn series_of<'a>(
         .get_or_init(|| metrics.series(scope, &tool.def.name))
 }
 
-impl Default for Trace {
+impl Default for Trace<'_> {
     fn default() -> Self {
         Trace {
             tool: None,

@@ -1407,7 +1407,10 @@ impl Sandbox {
                         Call::Toolhost(bound) => {
                             let ready = match instance {
                                 Some(ready) => ready,
-                                None => bound.instantiate(&mut *store).await?.into(),
+                                // Boxed: instantiating is most of this
+                                // future's size, and a call with a sandbox
+                                // prepared ahead never does it.
+                                None => Box::pin(bound.instantiate(&mut *store)).await?.into(),
                             };
                             bound.run(&mut *store, &ready, &op).await
                         }
