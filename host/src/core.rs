@@ -1100,31 +1100,32 @@ impl Core {
         let usage = Arc::new(Usage::default());
         let mut trace = Trace::default();
         // Not boxed: this future is (see `Core::run`).
-        let result = self.call_inner(
-            &live,
-            &req.scope,
-            &req.tool,
-            &target,
-            args,
-            &mut trace,
-            admission.clone(),
-            CallContext {
-                events: req.events,
-                cancel: req.cancel,
-                client: req.client,
-                usage: usage.clone(),
-                turn: None,
-                spent: std::time::Duration::ZERO,
-                checked: None,
-                // Scopes share the pool (M1); a catalog of one scope
-                // has no one to share it with (a share would only
-                // halve it).
-                scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
-                cpu: None,
-            },
-        )
-        .await
-        .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
+        let result = self
+            .call_inner(
+                &live,
+                &req.scope,
+                &req.tool,
+                &target,
+                args,
+                &mut trace,
+                admission.clone(),
+                CallContext {
+                    events: req.events,
+                    cancel: req.cancel,
+                    client: req.client,
+                    usage: usage.clone(),
+                    turn: None,
+                    spent: std::time::Duration::ZERO,
+                    checked: None,
+                    // Scopes share the pool (M1); a catalog of one scope
+                    // has no one to share it with (a share would only
+                    // halve it).
+                    scope: (live.catalog.scope_count() > 1).then(|| req.scope.clone()),
+                    cpu: None,
+                },
+            )
+            .await
+            .map_err(|kind| CallError::new(req.tool.as_str(), kind).about(target.subject()));
         // Sized only for a tenant that has an output quota: weighing a
         // result (its structured part serialized) is not free. A failure is
         // output too (a guest's error or trap message reaches the caller).

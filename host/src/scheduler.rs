@@ -340,7 +340,10 @@ impl<F> Turned<F> {
 
 impl<F: Future> Future for Turned<F> {
     type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         let this = self.project();
         let Some(turn) = this.turn.as_ref() else {
             return this.inner.poll(cx);
@@ -353,9 +356,7 @@ impl<F: Future> Future for Turned<F> {
             woken: std::sync::atomic::AtomicBool::new(false),
         });
         let waker = std::task::Waker::from(seen.clone());
-        let polled = this
-            .inner
-            .poll(&mut std::task::Context::from_waker(&waker));
+        let polled = this.inner.poll(&mut std::task::Context::from_waker(&waker));
         if polled.is_pending() && !seen.woken.load(std::sync::atomic::Ordering::Acquire) {
             turn.idle();
         }

@@ -29,6 +29,65 @@ fn sha256(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// A call's queue wait counts each of its waits once. With one pool slot
+/// and three tenants' sleeping calls at once, one runs, the next takes the
+/// turn at the pool and waits for the slot, and the last waits for the
+/// turn, then for the slot: about two sleeps in all, never more than the
+/// call's `duration_us`. (The wait for the turn was once counted twice:
+/// three sleeps for the last call.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_queue_wait_counts_each_wait_once() {
+    const SLEEP_MS: u64 = 300;
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        "[engine]\nmax-instances = 1\n[audit]\npath = \"audit.jsonl\"\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let config = HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir);
+    // A component per tenant: each call waits for the pool, not for its
+    // component's concurrency.
+    let tenants = ["t1", "t2", "t3"].map(Scope::new);
+    let mut b = Core::builder().config(config);
+    for t in &tenants {
+        b = b.source(t.clone(), d.path());
+    }
+    let core = b.build().await.unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let sleeps = tenants.iter().map(|t| {
+        let (core, t) = (core.clone(), t.clone());
+        tokio::spawn(async move {
+            let req = CallRequest::new(t, "sleep", args(json!({ "ms": SLEEP_MS })));
+            core.call(req).await.map(|o| o.text())
+        })
+    });
+    for s in futures::future::join_all(sleeps).await {
+        assert_eq!(s.unwrap().unwrap(), "slept");
+    }
+    let recs = records(&dir.path().join("audit.jsonl"));
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    let mut waits = Vec::new();
+    for r in &recs {
+        let (wait, took) = (r["queue_wait_us"].as_u64(), r["duration_us"].as_u64());
+        let (wait, took) = (wait.expect("queue_wait_us"), took.expect("duration_us"));
+        assert!(wait <= took, "waited {wait} µs of a {took} µs call: {r}");
+        waits.push(wait);
+    }
+    // The last call waited about two sleeps: not less (the waits are
+    // counted), and well under three (each once).
+    let longest = waits.into_iter().max().unwrap();
+    let sleep_us = SLEEP_MS * 1000;
+    assert!(
+        longest >= 2 * sleep_us * 9 / 10 && longest < 5 * sleep_us / 2,
+        "the longest queue wait was {longest} µs for calls of {sleep_us} µs"
+    );
+}
+
 #[tokio::test]
 async fn every_call_has_an_audit_line_checked_field_by_field() {
     let d = ToolDir::new();
