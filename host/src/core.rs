@@ -1242,32 +1242,38 @@ impl Core {
             trace.decision = "allow";
             (component, tool)
         };
-        let (spent, checked_at) = {
+        // The arguments are checked, then written out as JSON text for the
+        // guest: both are host work done for this call.
+        let (spent, checked_at, text) = {
             let checking = HostWork::start(&admission);
             // CPU the check used on another thread (a large one runs on the
             // guest executor).
             let mut elsewhere = None;
+            // Not `to_string()`: `Display` writes through `fmt::Write` into
+            // a string grown as it goes; this writes into a buffer sized
+            // ahead.
+            let text_of =
+                |args: &Value| serde_json::to_string(args).expect("a JSON value always serializes");
             let checked = async {
                 match (&tool, target) {
                     (Some(tool), _) if large(&args) => {
                         // Off the I/O threads: at the guest threads' lower
                         // priority, so a tenant's large arguments cannot
                         // keep a thread that reads and answers requests
-                        // busy (M5). The arguments go with the check and
-                        // come back with its verdict.
+                        // busy (M5). Their text is written there too.
                         let (tool, owned) = (Arc::clone(tool), std::mem::take(&mut args));
                         let metered = admission.meters_fuel();
                         let check = self.inner.scheduler.spawn_blocking(move || {
                             let before = metered.then(thread_cpu_time).flatten();
-                            let checked = tool.input.check(&owned);
+                            let checked = tool.input.check(&owned).map(|()| text_of(&owned));
+                            drop(owned);
                             let used = before
                                 .zip(thread_cpu_time())
                                 .map(|(a, b)| b.saturating_sub(a));
-                            (checked, used, owned)
+                            (checked, used)
                         });
                         match check.await {
-                            Ok((checked, used, owned)) => {
-                                args = owned;
+                            Ok((checked, used)) => {
                                 elsewhere = used;
                                 checked
                                     .map_err(|details| CallErrorKind::InvalidArguments { details })
@@ -1280,25 +1286,26 @@ impl Core {
                     (Some(tool), _) => tool
                         .input
                         .check(&args)
+                        .map(|()| text_of(&args))
                         .map_err(|details| CallErrorKind::InvalidArguments { details }),
-                    (None, Target::Get) => check_prompt_arguments(&component, name, &args),
-                    (None, Target::Complete { .. }) => strings_only("the context", &args),
-                    _ => Ok(()),
+                    (None, Target::Get) => {
+                        check_prompt_arguments(&component, name, &args).map(|()| text_of(&args))
+                    }
+                    (None, Target::Complete { .. }) => {
+                        strings_only("the context", &args).map(|()| text_of(&args))
+                    }
+                    _ => Ok(text_of(&args)),
                 }
             }
             .instrument(tracing::debug_span!("schema"))
             .await;
+            drop(args);
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let charged = checking.charge(&admission, elsewhere);
-            checked?;
-            charged
+            let (spent, at) = checking.charge(&admission, elsewhere);
+            (spent, at, checked?)
         };
-        // Not `to_string()`: `Display` writes through `fmt::Write` into a
-        // string grown as it goes; this writes into a buffer sized ahead.
-        let text = serde_json::to_string(&args).expect("a JSON value always serializes");
-        drop(args);
         // The guest runs here until it first yields, then on the guest
         // executor (`Scheduler::run`); dropping this future (a caller that
         // went away) stops it wherever it runs. It reaches the pool in its
@@ -1545,19 +1552,25 @@ fn large(args: &Value) -> bool {
 }
 
 /// `fut`'s output, or `None` if `deadline` passes first. Like
-/// `tokio::time::timeout_at`, except that the timer is made only if `fut`
-/// is not ready at its first poll: most calls end there, and a timer costs
-/// them the runtime's handle and a timer entry made and dropped for
+/// `tokio::time::timeout_at` (the timer is polled outside the task's
+/// cooperative budget, as there), except that the timer is made only if
+/// `fut` is not ready at its first poll: most calls end there, and a timer
+/// costs them the runtime's handle and a timer entry made and dropped for
 /// nothing.
 async fn by<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+    type Timer = std::pin::Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>;
     let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut timer: Option<Timer> = None;
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(out));
         }
         timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+            .get_or_insert_with(|| {
+                Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(
+                    deadline,
+                )))
+            })
             .as_mut()
             .poll(cx)
             .map(|()| None)

@@ -8,8 +8,9 @@
 //!   sampling and a per-call request budget. A kind outside the list fails
 //!   to load, naming the setting;
 //! - prepare: the granted kinds, once;
-//! - apply: a [`CallClient`] per call, holding the caller's client (if any)
-//!   and the call's budget;
+//! - apply: a [`CallClient`] per sandbox, holding the call's budget, and
+//!   (`CallClient::attach`, when a call takes the sandbox) the caller's
+//!   client, if any;
 //! - enforce: an ungranted method, a call with no client, or a call over
 //!   budget is refused; so is a question key that is malformed or used
 //!   twice in one call, and params over 256 KiB; sampling params are

@@ -360,8 +360,9 @@ pub(crate) struct CallContext {
     /// Host time already spent on the call's behalf (checking its
     /// arguments against the tool's schema): taken off its timeout.
     pub(crate) spent: std::time::Duration,
-    /// When that host work ended: the call's deadline and its wait for room
-    /// count from then (`None`: from when the sandbox takes the call).
+    /// When that host work ended: the call's wait for room counts from
+    /// then, and its deadline from `spent` before it (`None`: both from
+    /// when the sandbox takes the call).
     pub(crate) checked: Option<Instant>,
     /// The scope (tenant) the call is made in: its calls together hold at
     /// most its share of the pool. `None`: only the component's own bound.
@@ -392,7 +393,9 @@ const FIRST_SLICE_GRACE: std::time::Duration = std::time::Duration::from_micros(
 
 /// Start the first slice of the call `store` is for, at `now`: its epoch
 /// deadline is the next tick, or the one after if the next comes within
-/// [`FIRST_SLICE_GRACE`] (see [`yield_at_ticks`]).
+/// [`FIRST_SLICE_GRACE`]. `store` must come from [`new_store`], which sets
+/// what its ticks do ([`yield_at_ticks`]); without that, wasmtime traps the
+/// guest at its first tick.
 fn start_first_slice(store: &mut Store<CallState>, now: Instant) {
     store.set_epoch_deadline(1);
     store.data_mut().first_slice = Some(now);
@@ -427,8 +430,8 @@ fn yield_at_ticks(store: &mut Store<CallState>) {
 /// it used up to then.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
-    /// Microseconds waited for room in the pool; `u64::MAX` until the call
-    /// got it.
+    /// Microseconds waited for room in the pool, once `queued` says the
+    /// call got it.
     queue_wait_us: at::AtomicU64,
     /// Whether the call got its room in the pool (then `queue_wait_us` is
     /// how long it waited for it).
@@ -1435,9 +1438,10 @@ impl Sandbox {
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut run = std::pin::pin!(run);
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        // The deadline was set a moment before the first poll: checked from
-        // the second on (a clock read less for a call that ends in one),
-        // unless converting typed arguments came between.
+        // The deadline was set a moment before the first poll (at the end
+        // of the caller's checks, or above): checked from the second on (a
+        // clock read less for a call that ends in one), unless converting
+        // typed arguments came between.
         let mut first = matches!(call, Call::Toolhost(_));
         let (result, mut metered) = std::future::poll_fn(|cx| {
             if cancel.is_cancelled() {
