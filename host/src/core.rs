@@ -1289,7 +1289,7 @@ impl Core {
                         .map(|()| text_of(&args))
                         .map_err(|details| CallErrorKind::InvalidArguments { details }),
                     (None, Target::Get) => {
-                        check_prompt_arguments(&component, name, &args).map(|()| text_of(&args))
+                        check_prompt_arguments(component, name, &args).map(|()| text_of(&args))
                     }
                     (None, Target::Complete { .. }) => {
                         strings_only("the context", &args).map(|()| text_of(&args))
