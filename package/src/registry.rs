@@ -1,5 +1,6 @@
 //! An OCI registry over the distribution API (the `oci-client` crate for
-//! pushes and tokens, `reqwest` for pulls, which it cannot bound): push a
+//! pushes, `reqwest` for pulls and their token handshake, which it cannot
+//! bound): push a
 //! package and its signatures exactly as built (the digest covers our
 //! bytes, not a re-serialization), pull them back with every size bounded
 //! and every digest checked.
@@ -137,6 +138,50 @@ const BLOB_DEADLINE: std::time::Duration = std::time::Duration::from_secs(900);
 /// distribution spec's default, and `oci-client`'s rule).
 const TOKEN_REUSE: std::time::Duration = std::time::Duration::from_secs(50);
 
+/// The most a token service's answer may be: tokens are a few KiB (a JWT
+/// with its claims), never more than this.
+const TOKEN_REPLY: u64 = 64 << 10;
+
+/// An error reply's text: its first line, printable, cut to 300
+/// characters, read up to 4 KiB.
+async fn error_text(response: reqwest::Response) -> reqwest::Result<String> {
+    let body = crate::http::read_bounded(response, 4 << 10).await?;
+    Ok(body.map_or_else(
+        || "(a reply of more than 4 KiB)".to_string(),
+        |b| {
+            let text = String::from_utf8_lossy(&b);
+            let line = text.trim().lines().next().unwrap_or_default();
+            crate::error::printable(&line.chars().take(300).collect::<String>())
+        },
+    ))
+}
+
+/// A `WWW-Authenticate` challenge for a bearer token: where to ask.
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+}
+
+/// The first bearer challenge in a `WWW-Authenticate` value, if any
+/// (parsed by `http-auth`, the RFC 7235 grammar with its quoting).
+fn bearer_challenge(value: &str) -> Option<BearerChallenge> {
+    http_auth::ChallengeParser::new(value)
+        .filter_map(std::result::Result::ok)
+        .filter(|c| c.scheme.eq_ignore_ascii_case("Bearer"))
+        .find_map(|c| {
+            let param = |name: &str| {
+                c.params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.to_unescaped())
+            };
+            Some(BearerChallenge {
+                realm: param("realm")?,
+                service: param("service"),
+            })
+        })
+}
+
 /// A client for one registry.
 pub struct Registry {
     client: Client,
@@ -271,9 +316,9 @@ impl Registry {
     }
 
     /// The pull token of `r`'s repository (or none: basic or anonymous),
-    /// from `oci-client`'s handshake within [`SMALL_DEADLINE`], fetched
-    /// again once it is [`TOKEN_REUSE`] old (tokens expire: Docker Hub's
-    /// after 300 s).
+    /// from the registry's token handshake ([`Registry::handshake`])
+    /// within [`SMALL_DEADLINE`], fetched again once it is [`TOKEN_REUSE`]
+    /// old (tokens expire: Docker Hub's after 300 s).
     async fn pull_token(&self, r: &Reference) -> Result<Option<String>> {
         let repository = format!("{}/{}", r.resolve_registry(), r.repository());
         if let Some((token, at)) = self.tokens.lock().await.get(&repository)
@@ -282,22 +327,18 @@ impl Registry {
             return Ok(token.clone());
         }
         let authenticating = || format!("authenticating to {}", r.resolve_registry());
-        let token = tokio::time::timeout(
-            SMALL_DEADLINE,
-            self.client
-                .auth(r, &self.auth, oci_client::RegistryOperation::Pull),
-        )
-        .await
-        .map_err(|_| {
-            Error::remote(
-                authenticating(),
-                format!(
-                    "no token within {}",
-                    humantime::format_duration(SMALL_DEADLINE)
-                ),
-            )
-        })?
-        .map_err(|e| Self::err(authenticating(), e))?;
+        let token = tokio::time::timeout(SMALL_DEADLINE, self.handshake(r))
+            .await
+            .map_err(|_| {
+                Error::remote(
+                    authenticating(),
+                    format!(
+                        "no token within {}",
+                        humantime::format_duration(SMALL_DEADLINE)
+                    ),
+                )
+            })?
+            .map_err(|e| Error::remote(authenticating(), e))?;
         self.tokens
             .lock()
             .await
@@ -305,8 +346,94 @@ impl Registry {
         Ok(token)
     }
 
-    /// `GET /v2/<repository>/<path>` of `r`'s registry, authenticated as
-    /// `oci-client` authenticates, read up to `limit` bytes (else `over`'s
+    /// The distribution spec's token handshake for pulling `r`, as Docker
+    /// Hub, ghcr.io and the reference registry implement it: `GET /v2/`,
+    /// and if that challenges for a bearer token, ask the realm it names
+    /// for one scoped to pulling `r`'s repository (with the credentials, if
+    /// any; they are only ever this registry's, see the module doc). `None`
+    /// if the registry wants no token (anonymous, or basic credentials).
+    ///
+    /// toolhost's own, not `oci-client`'s: that one reads the token
+    /// service's reply whole, and follows redirects anywhere. Here the
+    /// realm must be HTTPS (plain HTTP only on loopback, from a loopback
+    /// registry), and its reply is read up to [`TOKEN_REPLY`].
+    async fn handshake(&self, r: &Reference) -> std::result::Result<Option<String>, String> {
+        if let RegistryAuth::Bearer(token) = &self.auth {
+            return Ok(Some(token.clone()));
+        }
+        let started = std::time::Instant::now();
+        let failed = |e: reqwest::Error| crate::http::failure(&e, started, SMALL_DEADLINE);
+        let url = format!("{}://{}/v2/", self.scheme, r.resolve_registry());
+        let response = self.http.get(&url).send().await.map_err(failed)?;
+        let Some(challenge) = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer_challenge)
+        else {
+            return Ok(None);
+        };
+        drop(response);
+        let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| {
+            format!(
+                "its token realm `{}` is not a URL ({e})",
+                crate::error::printable(&challenge.realm)
+            )
+        })?;
+        if realm.scheme() != "https"
+            && !(self.scheme == "http" && crate::http::is_loopback_url(&realm))
+        {
+            return Err(format!("its token realm `{realm}` is not HTTPS"));
+        }
+        let scope = format!("repository:{}:pull", r.repository());
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(service) = &challenge.service {
+            query.push(("service", service));
+        }
+        let mut request = self.http.get(realm.clone()).query(&query);
+        if let RegistryAuth::Basic(user, password) = &self.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = error_text(response).await.map_err(failed)?;
+            let hint = match &self.auth {
+                RegistryAuth::Basic(..) => {
+                    "; the token service refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
+                }
+                _ => "",
+            };
+            return Err(format!(
+                "the token service at {realm} answered {status}: {text}{hint}"
+            ));
+        }
+        let body = crate::http::read_bounded(response, TOKEN_REPLY)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                format!(
+                    "the token service at {realm} answered with more than {} bytes",
+                    TOKEN_REPLY
+                )
+            })?;
+        /// The token service's answer: `token`, or OAuth2's `access_token`.
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| format!("the token service at {realm} answered with no token ({e})"))?;
+        answer
+            .token
+            .or(answer.access_token)
+            .map(Some)
+            .ok_or_else(|| format!("the token service at {realm} answered with no token"))
+    }
+
+    /// `GET /v2/<repository>/<path>` of `r`'s registry, authenticated with
+    /// its pull token or credentials, read up to `limit` bytes (else `over`'s
     /// error) and within `deadline` in all; `None` on 404. `what` names
     /// the object.
     ///
@@ -352,18 +479,7 @@ impl Registry {
             return Ok(None);
         }
         if !status.is_success() {
-            let body = crate::http::read_bounded(response, 4 << 10)
-                .await
-                .map_err(failed)?;
-            // The registry's error envelope, printable, cut to a line.
-            let text = body.map_or_else(
-                || "(a reply of more than 4 KiB)".to_string(),
-                |b| {
-                    let text = String::from_utf8_lossy(&b);
-                    let line = text.trim().lines().next().unwrap_or_default();
-                    crate::error::printable(&line.chars().take(300).collect::<String>())
-                },
-            );
+            let text = error_text(response).await.map_err(failed)?;
             let hint = match (status.as_u16(), &self.auth) {
                 (401 | 403, RegistryAuth::Basic(..)) => {
                     "; the registry refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
@@ -735,6 +851,144 @@ mod tests {
             );
         }
         assert_eq!(tokens.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    /// A registry whose `/v2/` challenges for a bearer token from `realm`
+    /// (given the server's own address), and whose token service answers
+    /// as `token` says; the scope the token requests asked for.
+    async fn challenging_registry(
+        realm: fn(&str) -> String,
+        token: fn(std::sync::Arc<std::sync::atomic::AtomicU64>) -> Reply,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = sent.clone();
+        let addr = fake_registry(move |request, own| {
+            if request.starts_with("get /token") {
+                assert!(
+                    request.contains("scope=repository%3aacme%2fecho%3apull"),
+                    "{request}"
+                );
+                return token(counted.clone());
+            }
+            Reply::Whole(format!(
+                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{}\",service=\"fake\"\r\ncontent-length: 0\r\n\r\n",
+                realm(own)
+            ))
+        })
+        .await;
+        (addr, sent)
+    }
+
+    /// A token service's endless answer is read to its limit and no
+    /// further (`oci-client` read it whole), and so is an endless error.
+    #[tokio::test]
+    async fn an_endless_token_answer_is_refused_at_its_limit() {
+        for status in ["200 OK", "401 Unauthorized"] {
+            let (addr, sent) = challenging_registry(
+                |own| format!("http://{own}/token"),
+                match status {
+                    "200 OK" => |sent| {
+                        Reply::Endless(
+                            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".into(),
+                            sent,
+                        )
+                    },
+                    _ => |sent| {
+                        Reply::Endless(
+                            "HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n"
+                                .into(),
+                            sent,
+                        )
+                    },
+                },
+            )
+            .await;
+            let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+            let e = tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                Registry::for_ref(&r).unwrap().pull_package(&r),
+            )
+            .await
+            .expect("no answer within a minute")
+            .expect_err("refused");
+            let text = e.to_string();
+            assert!(text.contains("authenticating to"), "{text}");
+            let want = match status {
+                "200 OK" => "more than 65536 bytes",
+                _ => "answered 401 Unauthorized: (a reply of more than 4 KiB)",
+            };
+            assert!(text.contains(want), "{text}");
+            let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(sent < ENDLESS, "{sent} bytes were read");
+        }
+    }
+
+    /// A registry cannot send the installer's token request (with its
+    /// credentials) to a realm over plain HTTP, nor to one that is not a URL.
+    #[tokio::test]
+    async fn a_token_realm_must_be_https() {
+        let unused = |_| Reply::Whole("HTTP/1.1 500 Unused\r\ncontent-length: 0\r\n\r\n".into());
+        for (realm, want) in [
+            (
+                (|_: &str| "http://registry.example/token".to_string()) as fn(&str) -> String,
+                "its token realm `http://registry.example/token` is not HTTPS",
+            ),
+            (
+                |_: &str| "/token".to_string(),
+                "its token realm `/token` is not a URL",
+            ),
+        ] {
+            let (addr, asked) = challenging_registry(realm, unused).await;
+            let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+            let e = Registry::for_ref(&r)
+                .unwrap()
+                .pull_package(&r)
+                .await
+                .expect_err("refused");
+            assert!(e.to_string().contains(want), "{e}");
+            assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 0);
+        }
+    }
+
+    /// A token service may answer OAuth2's `access_token`; an answer with
+    /// no token is an error that says so.
+    #[tokio::test]
+    async fn a_token_answer_is_token_or_access_token() {
+        let (addr, _) = challenging_registry(
+            |own| format!("http://{own}/token"),
+            |_| {
+                let body = r#"{"access_token":"a-t0k3n"}"#;
+                Reply::Whole(format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+            },
+        )
+        .await;
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let registry = Registry::for_ref(&r).unwrap();
+        assert_eq!(
+            registry.handshake(&r.reference).await.unwrap().as_deref(),
+            Some("a-t0k3n")
+        );
+        let (addr, _) = challenging_registry(
+            |own| format!("http://{own}/token"),
+            |_| {
+                let body = r#"{"expires_in":60}"#;
+                Reply::Whole(format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+            },
+        )
+        .await;
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let e = Registry::for_ref(&r)
+            .unwrap()
+            .handshake(&r.reference)
+            .await
+            .expect_err("no token");
+        assert!(e.ends_with("answered with no token"), "{e}");
     }
 
     /// A blob that names URLs outside the registry is never fetched, from
