@@ -1,16 +1,16 @@
 //! An OCI registry over the distribution API (the `oci-client` crate for
-//! pushes, `reqwest` for pulls and their token handshake, which it cannot
-//! bound): push a
-//! package and its signatures exactly as built (the digest covers our
-//! bytes, not a re-serialization), pull them back with every size bounded
-//! and every digest checked.
+//! pushes; `reqwest` for pulls and their token handshake, which
+//! `oci-client` cannot bound): push a package and its signatures exactly
+//! as built (the digest covers our bytes, not a re-serialization), pull
+//! them back with every size bounded and every digest checked.
 //!
 //! Plain HTTP is used only for registries on a loopback address
 //! (`127.0.0.0/8`, `localhost`, `[::1]`); everything else is HTTPS.
 //! Credentials, if any, come from `TOOLHOST_REGISTRY_USERNAME` and
-//! `TOOLHOST_REGISTRY_PASSWORD`, and are sent only to the one registry
-//! `TOOLHOST_REGISTRY_HOST` names (a typo-squatted or hostile registry
-//! gets none); anonymous otherwise.
+//! `TOOLHOST_REGISTRY_PASSWORD`, and are sent only for the one registry
+//! `TOOLHOST_REGISTRY_HOST` names: to it, and to the token service its
+//! challenge names (a typo-squatted or hostile registry gets none);
+//! anonymous otherwise.
 //!
 //! This module moves bytes and verifies digests; it decides nothing about
 //! trust or grants.
@@ -154,6 +154,65 @@ async fn error_text(response: reqwest::Response) -> reqwest::Result<String> {
             crate::error::printable(&line.chars().take(300).collect::<String>())
         },
     ))
+}
+
+/// What to tell a user whose request got `status`, given the credentials
+/// it was made with.
+fn credentials_hint(status: reqwest::StatusCode, auth: &RegistryAuth) -> &'static str {
+    match (status.as_u16(), auth) {
+        (401 | 403, RegistryAuth::Basic(..)) => {
+            "; the registry refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
+        }
+        (401 | 403, _) => {
+            "; if the registry needs credentials, set TOOLHOST_REGISTRY_USERNAME, TOOLHOST_REGISTRY_PASSWORD and TOOLHOST_REGISTRY_HOST"
+        }
+        _ => "",
+    }
+}
+
+/// Text a registry chose (a realm), cut for an error message.
+fn shown(text: &str) -> String {
+    crate::error::printable(&text.chars().take(200).collect::<String>())
+}
+
+/// Whether the token request may go to `realm`, for a registry reached
+/// over `scheme`: over HTTPS, or plain HTTP on loopback from a loopback
+/// registry; with no credentials of its own in the URL (the request
+/// carries the registry's, if any).
+fn realm_allowed(scheme: &str, realm: &reqwest::Url) -> std::result::Result<(), &'static str> {
+    let plain_ok = scheme == "http" && crate::http::is_loopback_url(realm);
+    if realm.scheme() != "https" && !(realm.scheme() == "http" && plain_ok) {
+        return Err("is not HTTPS");
+    }
+    if !realm.username().is_empty() || realm.password().is_some() {
+        return Err("carries credentials");
+    }
+    Ok(())
+}
+
+/// The token in a token service's answer: `token`, or OAuth2's
+/// `access_token` (an empty one is none).
+fn token_of(body: &[u8]) -> std::result::Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    // serde's message quotes what it could not read: a line and column
+    // say enough, and the answer is the server's to fill.
+    let answer: Answer = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "answered with something that is not a token answer (JSON {:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    [answer.token, answer.access_token]
+        .into_iter()
+        .flatten()
+        .find(|t| !t.is_empty())
+        .ok_or_else(|| "answered with no token".to_string())
 }
 
 /// A `WWW-Authenticate` challenge for a bearer token: where to ask.
@@ -358,18 +417,18 @@ impl Registry {
     /// realm must be HTTPS (plain HTTP only on loopback, from a loopback
     /// registry), and its reply is read up to [`TOKEN_REPLY`].
     async fn handshake(&self, r: &Reference) -> std::result::Result<Option<String>, String> {
-        if let RegistryAuth::Bearer(token) = &self.auth {
-            return Ok(Some(token.clone()));
-        }
         let started = std::time::Instant::now();
         let failed = |e: reqwest::Error| crate::http::failure(&e, started, SMALL_DEADLINE);
         let url = format!("{}://{}/v2/", self.scheme, r.resolve_registry());
         let response = self.http.get(&url).send().await.map_err(failed)?;
+        // Each challenge header in turn: a registry may send `Basic` and
+        // `Bearer` apart.
         let Some(challenge) = response
             .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|h| h.to_str().ok())
-            .and_then(bearer_challenge)
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .find_map(bearer_challenge)
         else {
             return Ok(None);
         };
@@ -377,14 +436,13 @@ impl Registry {
         let realm = reqwest::Url::parse(&challenge.realm).map_err(|e| {
             format!(
                 "its token realm `{}` is not a URL ({e})",
-                crate::error::printable(&challenge.realm)
+                shown(&challenge.realm)
             )
         })?;
-        if realm.scheme() != "https"
-            && !(self.scheme == "http" && crate::http::is_loopback_url(&realm))
-        {
-            return Err(format!("its token realm `{realm}` is not HTTPS"));
+        if let Err(why) = realm_allowed(self.scheme, &realm) {
+            return Err(format!("its token realm `{}` {why}", shown(realm.as_str())));
         }
+        let at = || format!("the token service at {}", shown(realm.as_str()));
         let scope = format!("repository:{}:pull", r.repository());
         let mut query = vec![("scope", scope.as_str())];
         if let Some(service) = &challenge.service {
@@ -398,38 +456,16 @@ impl Registry {
         let status = response.status();
         if !status.is_success() {
             let text = error_text(response).await.map_err(failed)?;
-            let hint = match &self.auth {
-                RegistryAuth::Basic(..) => {
-                    "; the token service refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
-                }
-                _ => "",
-            };
-            return Err(format!(
-                "the token service at {realm} answered {status}: {text}{hint}"
-            ));
+            let hint = credentials_hint(status, &self.auth);
+            return Err(format!("{} answered {status}: {text}{hint}", at()));
         }
         let body = crate::http::read_bounded(response, TOKEN_REPLY)
             .await
             .map_err(failed)?
-            .ok_or_else(|| {
-                format!(
-                    "the token service at {realm} answered with more than {} bytes",
-                    TOKEN_REPLY
-                )
-            })?;
-        /// The token service's answer: `token`, or OAuth2's `access_token`.
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let answer: Answer = serde_json::from_slice(&body)
-            .map_err(|e| format!("the token service at {realm} answered with no token ({e})"))?;
-        answer
-            .token
-            .or(answer.access_token)
+            .ok_or_else(|| format!("{} answered with more than {} KiB", at(), TOKEN_REPLY >> 10))?;
+        token_of(&body)
             .map(Some)
-            .ok_or_else(|| format!("the token service at {realm} answered with no token"))
+            .map_err(|why| format!("{} {why}", at()))
     }
 
     /// `GET /v2/<repository>/<path>` of `r`'s registry, authenticated with
@@ -480,15 +516,7 @@ impl Registry {
         }
         if !status.is_success() {
             let text = error_text(response).await.map_err(failed)?;
-            let hint = match (status.as_u16(), &self.auth) {
-                (401 | 403, RegistryAuth::Basic(..)) => {
-                    "; the registry refused the credentials of TOOLHOST_REGISTRY_USERNAME and TOOLHOST_REGISTRY_PASSWORD"
-                }
-                (401 | 403, _) => {
-                    "; if the registry needs credentials, set TOOLHOST_REGISTRY_USERNAME, TOOLHOST_REGISTRY_PASSWORD and TOOLHOST_REGISTRY_HOST"
-                }
-                _ => "",
-            };
+            let hint = credentials_hint(status, &self.auth);
             return Err(Error::remote(
                 format!("{r}: fetching {what}"),
                 format!("{status}: {text}{hint}"),
@@ -864,10 +892,12 @@ mod tests {
         let counted = sent.clone();
         let addr = fake_registry(move |request, own| {
             if request.starts_with("get /token") {
-                assert!(
-                    request.contains("scope=repository%3aacme%2fecho%3apull"),
-                    "{request}"
-                );
+                // Any other scope gets an answer the tests' checks name.
+                if !request.contains("scope=repository%3aacme%2fecho%3apull") {
+                    return Reply::Whole(
+                        "HTTP/1.1 418 Wrong Scope\r\ncontent-length: 0\r\n\r\n".into(),
+                    );
+                }
                 return token(counted.clone());
             }
             Reply::Whole(format!(
@@ -914,7 +944,7 @@ mod tests {
             let text = e.to_string();
             assert!(text.contains("authenticating to"), "{text}");
             let want = match status {
-                "200 OK" => "more than 65536 bytes",
+                "200 OK" => "answered with more than 64 KiB",
                 _ => "answered 401 Unauthorized: (a reply of more than 4 KiB)",
             };
             assert!(text.contains(want), "{text}");
@@ -923,11 +953,16 @@ mod tests {
         }
     }
 
-    /// A registry cannot send the installer's token request (with its
-    /// credentials) to a realm over plain HTTP, nor to one that is not a URL.
+    /// A registry cannot send the installer's token request (which would
+    /// carry its credentials) to a realm over plain HTTP, to one with
+    /// credentials of its own, nor to one that is not a URL: no request is
+    /// made.
     #[tokio::test]
     async fn a_token_realm_must_be_https() {
-        let unused = |_| Reply::Whole("HTTP/1.1 500 Unused\r\ncontent-length: 0\r\n\r\n".into());
+        let unused = |asked: std::sync::Arc<std::sync::atomic::AtomicU64>| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Reply::Whole("HTTP/1.1 500 Unused\r\ncontent-length: 0\r\n\r\n".into())
+        };
         for (realm, want) in [
             (
                 (|_: &str| "http://registry.example/token".to_string()) as fn(&str) -> String,
@@ -936,6 +971,10 @@ mod tests {
             (
                 |_: &str| "/token".to_string(),
                 "its token realm `/token` is not a URL",
+            ),
+            (
+                |own: &str| format!("http://user:pw@{own}/token"),
+                "carries credentials",
             ),
         ] {
             let (addr, asked) = challenging_registry(realm, unused).await;
@@ -989,6 +1028,94 @@ mod tests {
             .await
             .expect_err("no token");
         assert!(e.ends_with("answered with no token"), "{e}");
+    }
+
+    /// Where a token request may go, for a registry reached over HTTPS or
+    /// (on loopback) plain HTTP.
+    #[test]
+    fn token_realms_are_https_or_loopback_from_loopback() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        for (scheme, realm, allowed) in [
+            ("https", "https://auth.example/token", true),
+            ("https", "https://10.0.0.1/token", true),
+            ("http", "https://auth.example/token", true),
+            ("http", "http://127.0.0.1:5000/token", true),
+            ("http", "http://localhost/token", true),
+            ("https", "http://127.0.0.1:5000/token", false),
+            ("https", "http://auth.example/token", false),
+            ("http", "http://auth.example/token", false),
+            ("https", "ftp://auth.example/token", false),
+            ("http", "file:///etc/passwd", false),
+            ("https", "https://u:p@auth.example/token", false),
+            ("https", "https://u@auth.example/token", false),
+        ] {
+            assert_eq!(
+                realm_allowed(scheme, &url(realm)).is_ok(),
+                allowed,
+                "{realm} from {scheme}"
+            );
+        }
+    }
+
+    /// The bearer challenge among a `WWW-Authenticate` value's, as RFC 7235
+    /// spells them.
+    #[test]
+    fn the_bearer_challenge_is_found_among_others() {
+        let realm = |v: &str| bearer_challenge(v).map(|c| (c.realm, c.service));
+        let some = |r: &str, s: Option<&str>| Some((r.to_string(), s.map(str::to_string)));
+        assert_eq!(
+            realm(r#"Bearer realm="https://a/token",service="reg",scope="x""#),
+            some("https://a/token", Some("reg"))
+        );
+        assert_eq!(
+            realm(r#"Basic realm="b", Bearer realm="https://a/t""#),
+            some("https://a/t", None)
+        );
+        assert_eq!(
+            realm(r#"bearer REALM="https://a/t""#),
+            some("https://a/t", None)
+        );
+        assert_eq!(
+            realm(r#"Bearer realm="https://a/t?q=\"1\"""#),
+            some(r#"https://a/t?q="1""#, None)
+        );
+        assert_eq!(
+            realm(r#"Bearer service="x", Bearer realm="https://a/t""#),
+            some("https://a/t", None)
+        );
+        assert_eq!(realm(r#"Basic realm="registry""#), None);
+        assert_eq!(realm("Bearer"), None);
+    }
+
+    /// A token answer's token: `token` first, then `access_token`, an empty
+    /// one counting as none; anything else is an error that quotes none of
+    /// it.
+    #[test]
+    fn a_token_answer_names_its_token() {
+        assert_eq!(
+            token_of(br#"{"token":"t","access_token":"a"}"#).unwrap(),
+            "t"
+        );
+        assert_eq!(
+            token_of(br#"{"token":null,"access_token":"a"}"#).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            token_of(br#"{"token":"","access_token":"a"}"#).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            token_of(br#"{"expires_in":60}"#).unwrap_err(),
+            "answered with no token"
+        );
+        let secret = "x".repeat(10_000);
+        let e = token_of(format!("\"{secret}\"").as_bytes()).unwrap_err();
+        assert!(
+            e.contains("not a token answer") && !e.contains(&secret),
+            "{e}"
+        );
+        let e = token_of(b"<html>captive portal</html>").unwrap_err();
+        assert!(e.contains("not a token answer"), "{e}");
     }
 
     /// A blob that names URLs outside the registry is never fetched, from
