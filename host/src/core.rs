@@ -1087,7 +1087,7 @@ impl Core {
                 if !matches!(target, Target::Call) {
                     r.event = target.method();
                 }
-                r
+                Box::new(r)
             }),
             scope,
             metric_tool: crate::metrics::OTHER,
@@ -1186,7 +1186,7 @@ impl Core {
             // Boxed: the write holds the record across its waits, and
             // unboxed it would be part of every call's future, audited or
             // not (moved as a whole wherever the call's future is).
-            Box::pin(inner.audit.write(rec)).await;
+            Box::pin(inner.audit.write(*rec)).await;
         }
         result
     }
@@ -1796,7 +1796,9 @@ impl Default for Trace<'_> {
 /// written as `abandoned` so that no call is missing from the log.
 struct Pending<'a> {
     core: &'a Core,
-    rec: Option<AuditRecord>,
+    /// Boxed: a record is hundreds of bytes, which every call's future
+    /// would carry (and copy), audited or not.
+    rec: Option<Box<AuditRecord>>,
     scope: &'a str,
     metric_tool: &'static str,
     started: Instant,
@@ -1817,7 +1819,7 @@ impl Drop for Pending<'_> {
         if let Some(mut rec) = self.rec.take() {
             rec.outcome = "abandoned";
             rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-            inner.audit.record(rec);
+            inner.audit.record(*rec);
         }
     }
 }
