@@ -1368,7 +1368,7 @@ impl Core {
         let timeout = t_timeout;
         let backstop = tokio::time::Instant::from_std(checked_at) + timeout + DEADLINE_BACKSTOP;
         let admitted = move || usage.admitted();
-        let Some(out) = by(backstop, self.inner.scheduler.run(run, admitted)).await else {
+        let Some(out) = by_deadline(backstop, self.inner.scheduler.run(run, admitted)).await else {
             return Err(CallErrorKind::Timeout { after: timeout });
         };
         let out = out.map_err(|e| CallErrorKind::Internal {
@@ -1557,7 +1557,7 @@ fn large(args: &Value) -> bool {
 /// `fut` is not ready at its first poll: most calls end there, and a timer
 /// costs them the runtime's handle and a timer entry made and dropped for
 /// nothing.
-async fn by<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
+async fn by_deadline<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
     type Timer = std::pin::Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>;
     let mut fut = std::pin::pin!(fut);
     let mut timer: Option<Timer> = None;
