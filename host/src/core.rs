@@ -1841,6 +1841,57 @@ impl BenchWarm {
 mod tests {
     use super::*;
 
+    /// A call done at its first poll gets its output even past its
+    /// deadline, and makes no timer: on a runtime without a time driver,
+    /// making one would panic.
+    #[test]
+    fn a_call_done_at_its_first_poll_makes_no_backstop_timer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let past = tokio::time::Instant::now();
+        let out = rt.block_on(by_deadline(past, async { 7 }));
+        assert_eq!(out, Some(7));
+    }
+
+    /// A call that never ends is answered at its deadline; one that ends
+    /// before it, after waiting, gets its output.
+    #[tokio::test]
+    async fn the_backstop_answers_at_the_deadline() {
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        assert_eq!(by_deadline(soon, std::future::pending::<u8>()).await, None);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(45));
+        let later = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let waited = async {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            3
+        };
+        assert_eq!(by_deadline(later, waited).await, Some(3));
+    }
+
+    /// The backstop fires even for a call whose every poll uses up the
+    /// task's cooperative budget (its timer is polled outside it, as
+    /// `tokio::time::timeout_at`'s is).
+    #[tokio::test]
+    async fn the_backstop_fires_past_a_call_that_spends_its_budget() {
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+        let greedy = std::future::poll_fn(|cx| {
+            // Spend the task's whole budget, then ask to be polled again.
+            loop {
+                match tokio::task::coop::poll_proceed(cx) {
+                    std::task::Poll::Ready(restore) => restore.made_progress(),
+                    std::task::Poll::Pending => return std::task::Poll::<u8>::Pending,
+                }
+            }
+        });
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            by_deadline(soon, greedy),
+        );
+        assert_eq!(answered.await.expect("the backstop fired"), None);
+    }
+
     #[test]
     fn only_large_arguments_are_checked_off_the_io_threads() {
         assert!(!large(
