@@ -1551,29 +1551,17 @@ fn large(args: &Value) -> bool {
     walk(args, &mut 0, &mut 0)
 }
 
-/// `fut`'s output, or `None` if `deadline` passes first. Like
-/// `tokio::time::timeout_at` (the timer is polled outside the task's
-/// cooperative budget, as there), except that the timer is made only if
-/// `fut` is not ready at its first poll: most calls end there, and a timer
-/// costs them the runtime's handle and a timer entry made and dropped for
-/// nothing.
+/// `fut`'s output, or `None` if `deadline` passes first: like
+/// `tokio::time::timeout_at`, with its timer made only if `fut` is not
+/// ready at its first poll (see `scheduler::LazyTimer`).
 async fn by_deadline<F: Future>(deadline: tokio::time::Instant, fut: F) -> Option<F::Output> {
-    type Timer = std::pin::Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>;
     let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<Timer> = None;
+    let mut timer = crate::scheduler::LazyTimer::new(deadline);
     std::future::poll_fn(|cx| {
         if let std::task::Poll::Ready(out) = fut.as_mut().poll(cx) {
             return std::task::Poll::Ready(Some(out));
         }
-        timer
-            .get_or_insert_with(|| {
-                Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(
-                    deadline,
-                )))
-            })
-            .as_mut()
-            .poll(cx)
-            .map(|()| None)
+        timer.poll(cx).map(|()| None)
     })
     .await
 }

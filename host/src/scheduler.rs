@@ -320,6 +320,34 @@ impl CpuTurn {
     }
 }
 
+/// A deadline's timer, made only when first polled: a call that ends at
+/// its first poll (most do) never makes one (a timer takes the runtime's
+/// handle and a timer entry, made and dropped for nothing). Polled outside
+/// the task's cooperative budget, as `tokio::time::timeout`'s delay is, so
+/// a future that spends the budget at every poll cannot hold it off.
+pub(crate) struct LazyTimer {
+    at: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::task::Unconstrained<tokio::time::Sleep>>>>,
+}
+
+impl LazyTimer {
+    pub(crate) fn new(at: tokio::time::Instant) -> LazyTimer {
+        LazyTimer { at, sleep: None }
+    }
+
+    /// Ready once the deadline has passed; registers the timer's wake-up
+    /// otherwise.
+    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let at = self.at;
+        self.sleep
+            .get_or_insert_with(|| {
+                Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(at)))
+            })
+            .as_mut()
+            .poll(cx)
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A call's guest future, which gives its turn back whenever it returns
     /// pending for a reason other than waiting for the turn (see [`CpuTurn`]).

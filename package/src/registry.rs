@@ -789,18 +789,27 @@ mod tests {
         (addr, sent)
     }
 
+    /// The error of pulling `acme/echo:1.0` from the registry at `addr`,
+    /// which must refuse it within a minute.
+    async fn pull_refused(addr: &str) -> Error {
+        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
+        let registry = Registry::for_ref(&r).unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            registry.pull_package(&r),
+        )
+        .await
+        .expect("no answer within a minute")
+        .expect_err("refused")
+    }
+
     /// A hostile registry's endless manifest is read to the limit and no
     /// further (`oci-client` would have read all of it first), and so is
     /// an endless error reply.
     #[tokio::test]
     async fn an_endless_manifest_is_refused_at_its_limit() {
         let (addr, sent) = endless_registry("500 Internal Server Error").await;
-        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-        let e = Registry::for_ref(&r)
-            .unwrap()
-            .pull_package(&r)
-            .await
-            .expect_err("refused");
+        let e = pull_refused(&addr).await;
         assert!(
             matches!(&e, Error::Remote { reason, .. } if reason.starts_with("500")),
             "{e}"
@@ -809,15 +818,7 @@ mod tests {
         assert!(sent < ENDLESS, "{sent} bytes were read");
 
         let (addr, sent) = endless_registry("200 OK").await;
-        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-        let registry = Registry::for_ref(&r).unwrap();
-        let e = tokio::time::timeout(
-            std::time::Duration::from_secs(60),
-            registry.pull_package(&r),
-        )
-        .await
-        .expect("no answer within a minute")
-        .expect_err("refused");
+        let e = pull_refused(&addr).await;
         assert!(
             matches!(&e, Error::TooLarge { limit, .. } if *limit == limits::MANIFEST),
             "{e}"
@@ -933,15 +934,7 @@ mod tests {
                 },
             )
             .await;
-            let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-            let e = tokio::time::timeout(
-                std::time::Duration::from_secs(60),
-                Registry::for_ref(&r).unwrap().pull_package(&r),
-            )
-            .await
-            .expect("no answer within a minute")
-            .expect_err("refused");
-            let text = e.to_string();
+            let text = pull_refused(&addr).await.to_string();
             assert!(text.contains("authenticating to"), "{text}");
             let want = match status {
                 "200 OK" => "answered with more than 64 KiB",
@@ -978,56 +971,10 @@ mod tests {
             ),
         ] {
             let (addr, asked) = challenging_registry(realm, unused).await;
-            let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-            let e = Registry::for_ref(&r)
-                .unwrap()
-                .pull_package(&r)
-                .await
-                .expect_err("refused");
+            let e = pull_refused(&addr).await;
             assert!(e.to_string().contains(want), "{e}");
             assert_eq!(asked.load(std::sync::atomic::Ordering::Relaxed), 0);
         }
-    }
-
-    /// A token service may answer OAuth2's `access_token`; an answer with
-    /// no token is an error that says so.
-    #[tokio::test]
-    async fn a_token_answer_is_token_or_access_token() {
-        let (addr, _) = challenging_registry(
-            |own| format!("http://{own}/token"),
-            |_| {
-                let body = r#"{"access_token":"a-t0k3n"}"#;
-                Reply::Whole(format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                ))
-            },
-        )
-        .await;
-        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-        let registry = Registry::for_ref(&r).unwrap();
-        assert_eq!(
-            registry.handshake(&r.reference).await.unwrap().as_deref(),
-            Some("a-t0k3n")
-        );
-        let (addr, _) = challenging_registry(
-            |own| format!("http://{own}/token"),
-            |_| {
-                let body = r#"{"expires_in":60}"#;
-                Reply::Whole(format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                ))
-            },
-        )
-        .await;
-        let r = RegistryRef::parse(&format!("{addr}/acme/echo:1.0")).unwrap();
-        let e = Registry::for_ref(&r)
-            .unwrap()
-            .handshake(&r.reference)
-            .await
-            .expect_err("no token");
-        assert!(e.ends_with("answered with no token"), "{e}");
     }
 
     /// Where a token request may go, for a registry reached over HTTPS or

@@ -25,6 +25,16 @@ fn records(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The host config `toml` says, written as `host.toml` in `dir` (its
+/// relative paths are `dir`'s) and loaded, with the tests' compile cache.
+fn host_config(dir: &Path, toml: &str) -> HostConfig {
+    let cfg = dir.join("host.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    HostConfig::load(&cfg)
+        .unwrap()
+        .with_cache_dir(test_config().engine.cache_dir)
+}
+
 fn sha256(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
@@ -41,15 +51,10 @@ async fn a_calls_queue_wait_counts_each_wait_once() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", "");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
-    std::fs::write(
-        &cfg,
+    let config = host_config(
+        dir.path(),
         "[engine]\nmax-instances = 1\n[audit]\npath = \"audit.jsonl\"\nfsync = \"always\"\n",
-    )
-    .unwrap();
-    let config = HostConfig::load(&cfg)
-        .unwrap()
-        .with_cache_dir(test_config().engine.cache_dir);
+    );
     // A component per tenant: each call waits for the pool, not for its
     // component's concurrency.
     let tenants = ["t1", "t2", "t3"].map(Scope::new);
@@ -303,15 +308,10 @@ async fn rotation_keeps_every_file_under_its_cap() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
-    std::fs::write(
-        &cfg,
+    let config = host_config(
+        dir.path(),
         "[audit]\npath = \"audit.jsonl\"\nmax-size = \"4 KiB\"\nkeep = 2\nfsync = \"never\"\n",
-    )
-    .unwrap();
-    let config = HostConfig::load(&cfg)
-        .unwrap()
-        .with_cache_dir(test_config().engine.cache_dir);
+    );
     let log = dir.path().join("audit.jsonl");
     let core = Core::builder()
         .config(config.clone())
@@ -736,15 +736,10 @@ async fn a_full_audit_queue_makes_calls_wait_and_loses_none() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("host.toml");
-    std::fs::write(
-        &cfg,
+    let config = host_config(
+        dir.path(),
         "[audit]\npath = \"audit.jsonl\"\nqueue = 1\nfsync = \"always\"\n",
-    )
-    .unwrap();
-    let config = HostConfig::load(&cfg)
-        .unwrap()
-        .with_cache_dir(test_config().engine.cache_dir);
+    );
     let core = Core::builder()
         .config(config)
         .source(Scope::default(), d.path())

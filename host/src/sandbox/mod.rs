@@ -1437,7 +1437,7 @@ impl Sandbox {
         };
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut run = std::pin::pin!(run);
-        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut timer = crate::scheduler::LazyTimer::new(deadline.into());
         // The deadline was set a moment before the first poll (at the end
         // of the caller's checks, or above): checked from the second on (a
         // clock read less for a call that ends in one), unless converting
@@ -1456,12 +1456,7 @@ impl Sandbox {
             if cancelled.as_mut().poll(cx).is_ready() {
                 return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
             }
-            let timer =
-                timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-            match timer.as_mut().poll(cx) {
-                std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(timeout())),
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            }
+            timer.poll(cx).map(|()| Err(timeout()))
         })
         .await?;
         // Cancelled while the guest ran its last slice (a guest that polls
