@@ -1370,7 +1370,9 @@ impl Sandbox {
         };
 
         let usage = cx.usage.clone();
-        let run = async {
+        // Pinned where it is made: a future is copied whole when moved,
+        // and this one is most of the call's (kilobytes).
+        let mut run = std::pin::pin!(async {
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
@@ -1399,10 +1401,10 @@ impl Sandbox {
                 _scope_share: scope_share,
             };
             let store = &mut metered.store;
-            // Whenever the guest waits (in the host, or a fuel yield), its
-            // turn at the guest threads goes to the next scope.
-            let result = crate::scheduler::Turned::new(
-                async {
+            // Pinned where it is made, and wrapped by reference: moved into
+            // its wrappers, it would be copied whole at each (kilobytes).
+            let result = {
+                let guest = std::pin::pin!(async {
                     match &call {
                         Call::Typed(p) => {
                             p.run(&mut *store, limits.max_output).await.map(Raw::Typed)
@@ -1418,13 +1420,17 @@ impl Sandbox {
                             bound.run(&mut *store, &ready, &op).await
                         }
                     }
-                }
-                .instrument(tracing::debug_span!("sandbox.run")),
-                cpu_turn,
-            )
-            .await;
+                });
+                // Whenever the guest waits (in the host, or a fuel yield), its
+                // turn at the guest threads goes to the next scope.
+                crate::scheduler::Turned::new(
+                    guest.instrument(tracing::debug_span!("sandbox.run")),
+                    cpu_turn,
+                )
+                .await
+            };
             Ok::<_, CallErrorKind>((result, metered))
-        };
+        });
 
         // Cancellation first, then the deadline, then the guest, at every
         // poll. The wake-ups for cancellation and the deadline are
@@ -1436,7 +1442,6 @@ impl Sandbox {
             after: limits.timeout,
         };
         let mut cancelled = std::pin::pin!(cancel.cancelled());
-        let mut run = std::pin::pin!(run);
         let mut timer = crate::scheduler::LazyTimer::new(deadline.into());
         // The deadline was set a moment before the first poll (at the end
         // of the caller's checks, or above): checked from the second on (a
