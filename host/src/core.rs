@@ -39,12 +39,6 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-thread_local! {
-    /// The default caller's name, made once per thread: a call made with
-    /// it takes a reference, not an allocation and a copy.
-    static LIBRARY: Arc<str> = Arc::from("library");
-}
-
 /// One tool call, as every front end expresses it.
 #[non_exhaustive]
 pub struct CallRequest {
@@ -84,7 +78,12 @@ impl CallRequest {
             arguments,
             events: None,
             cancel: CancellationToken::new(),
-            caller: LIBRARY.with(Arc::clone),
+            // One shared name: a clone, not an allocation per call.
+            caller: {
+                static LIBRARY: std::sync::LazyLock<Arc<str>> =
+                    std::sync::LazyLock::new(|| Arc::from("library"));
+                LIBRARY.clone()
+            },
             session: None,
             client: None,
             admission: None,
@@ -1109,6 +1108,7 @@ impl Core {
         // Not boxed: this future is (see `Core::run`).
         let result = self
             .call_inner(
+                started,
                 &live,
                 &req.scope,
                 &req.tool,
@@ -1204,6 +1204,7 @@ impl Core {
     )]
     async fn call_inner<'c>(
         &self,
+        started: Instant,
         live: &'c Live,
         scope: &Scope,
         name: &str,
@@ -1250,9 +1251,10 @@ impl Core {
             (component, tool)
         };
         // The arguments are checked, then written out as JSON text for the
-        // guest: both are host work done for this call.
+        // guest: host work done for this call, as is all before it since
+        // the call came in (its admission, resolving it, the policy).
         let (spent, checked_at, text) = {
-            let checking = HostWork::start(&admission);
+            let checking = HostWork::since(started, &admission);
             // CPU the check used on another thread (a large one runs on the
             // guest executor).
             let mut elsewhere = None;
@@ -1498,8 +1500,14 @@ struct HostWork {
 
 impl HostWork {
     fn start(admission: &Admission) -> HostWork {
+        HostWork::since(Instant::now(), admission)
+    }
+
+    /// Work that began at `wall` (by the wall clock; its CPU time from
+    /// now).
+    fn since(wall: Instant, admission: &Admission) -> HostWork {
         HostWork {
-            wall: Instant::now(),
+            wall,
             cpu: admission.meters_fuel().then(thread_cpu_time).flatten(),
         }
     }

@@ -1370,6 +1370,10 @@ impl Sandbox {
         };
 
         let usage = cx.usage.clone();
+        // Whether the call has waited (returned pending) yet: until then,
+        // no time passed but the host's own work, and the clock read that
+        // started its wait (`waiting`) is when it got its room too.
+        let suspended = at::AtomicBool::new(false);
         // Pinned where it is made: a future is copied whole when moved,
         // and this one is most of the call's (kilobytes).
         let mut run = std::pin::pin!(async {
@@ -1377,8 +1381,15 @@ impl Sandbox {
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
             let cpu_turn = cpu.clone();
+            let now = || {
+                if suspended.load(at::Ordering::Relaxed) {
+                    Instant::now()
+                } else {
+                    waiting
+                }
+            };
             let (mut store, pool, instance, room) =
-                self.sandbox_for(comp, cx, share_memory).await?;
+                self.sandbox_for(comp, cx, share_memory, now).await?;
             store.data_mut().cpu = cpu;
             if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.as_ref()) {
                 store.data_mut().share_lookups(lookups);
@@ -1458,6 +1469,7 @@ impl Sandbox {
             if let std::task::Poll::Ready(r) = run.as_mut().poll(cx) {
                 return std::task::Poll::Ready(r);
             }
+            suspended.store(true, at::Ordering::Relaxed);
             if cancelled.as_mut().poll(cx).is_ready() {
                 return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
             }
@@ -1533,11 +1545,14 @@ impl Sandbox {
     /// the host's memory too: a sandbox prepared ahead is charged there for
     /// what it holds, and if that does not fit, the call builds a fresh
     /// one instead, whose memory the share bounds as it grows.
+    /// `now()` says when the call got its room (the clock, or when its
+    /// wait began if it has not had to wait).
     async fn sandbox_for(
         &self,
         comp: &Arc<LoadedComponent>,
         cx: CallContext,
         scope: Option<&Arc<SharedMemory>>,
+        now: impl Fn() -> Instant,
     ) -> Result<
         (
             Store<CallState>,
@@ -1567,7 +1582,7 @@ impl Sandbox {
                 store.data_mut().begin(cx);
                 // Its first slice starts now; instantiating it took the
                 // same fuel a sandbox built now would.
-                let now = Instant::now();
+                let now = now();
                 start_first_slice(&mut store, now);
                 (store, permits, Some(instance), now)
             }
@@ -1600,7 +1615,7 @@ impl Sandbox {
                         share: true,
                     });
                 }
-                (store, pool, None, Instant::now())
+                (store, pool, None, now())
             }
         })
     }
