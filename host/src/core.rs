@@ -1048,9 +1048,9 @@ impl Core {
         );
         // Boxed here, where every front end's call comes in: a call's
         // future is kilobytes (its checks, its audit record, its state).
-        // Made in its box, it is never copied: not by being boxed, nor by
-        // the futures above that hold it as they are moved (see
-        // `Scheduler::run`).
+        // Made in its box (in optimized builds, see `boxed_in_place`), it
+        // is not copied by being boxed, nor by the futures above that hold
+        // it as they are moved (see `Scheduler::run`).
         boxed_in_place(|| self.call_traced(req, target).instrument(span)).await
     }
 
@@ -1251,8 +1251,10 @@ impl Core {
             (component, tool)
         };
         // The arguments are checked, then written out as JSON text for the
-        // guest: host work done for this call, as is all before it since
-        // the call came in (its admission, resolving it, the policy).
+        // guest: host work done for this call, charged to it. Its wall
+        // time counts from the call's start (admission and policy come off
+        // the call's timeout too: a clock read fewer); its CPU time, as
+        // fuel, only from here.
         let (spent, checked_at, text) = {
             let checking = HostWork::since(started, &admission);
             // CPU the check used on another thread (a large one runs on the
@@ -1490,7 +1492,9 @@ const FUEL_PER_NANOSECOND: u64 = 1;
 
 /// Host work done for a call on the calling thread (schema checks: the
 /// schema is the tool's, the value the caller's or the tool's), measured
-/// to charge it to the call.
+/// to charge it to the call: its CPU time to the tenant's fuel, its wall
+/// time (from the call's start, admission and policy included) to the
+/// call's timeout.
 struct HostWork {
     wall: Instant,
     /// The thread's CPU time at the start, when the tenant has a fuel
@@ -1541,8 +1545,10 @@ impl HostWork {
 /// made in the box. `Box::pin(fut)` makes the future beside the caller and
 /// copies it over whole: a future is sized for its largest state, and a
 /// call's are kilobytes of which only what they capture is set when they
-/// are made (measured: two copies of 1.9 and 3.2 KB a call gone). Inlined,
-/// or the future is made in this function's frame and copied all the same.
+/// are made (measured: two copies of 1.9 and 3.2 KB a call gone). That
+/// the copy goes is the optimizer's doing, not a guarantee of the
+/// language (a debug build still copies); inlined, or the future is made
+/// in this function's frame and copied all the same.
 #[inline(always)]
 fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))

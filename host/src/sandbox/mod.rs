@@ -357,8 +357,9 @@ pub(crate) struct CallContext {
     /// and held until the pool's permits are taken, so that tenants reach
     /// the pool in the scheduler's order.
     pub(crate) turn: Option<(Arc<crate::scheduler::Fair>, crate::catalog::Scope)>,
-    /// Host time already spent on the call's behalf (checking its
-    /// arguments against the tool's schema): taken off its timeout.
+    /// Host time already spent on the call's behalf (from the call's
+    /// start: its admission, the policy, checking its arguments against
+    /// the tool's schema): taken off its timeout.
     pub(crate) spent: std::time::Duration,
     /// When that host work ended: the call's wait for room counts from
     /// then, and its deadline from `spent` before it (`None`: both from
@@ -1342,8 +1343,8 @@ impl Sandbox {
     ) -> Result<Output, CallErrorKind> {
         self.swap.admit()?;
         let limits = &comp.grants.limits;
-        // The schema check counts against the timeout: a call it used up
-        // takes no turn and no pool slot.
+        // The host's checks count against the timeout: a call they used
+        // up takes no turn and no pool slot.
         if cx.spent >= limits.timeout {
             return Err(CallErrorKind::Timeout {
                 after: limits.timeout,
@@ -1545,8 +1546,8 @@ impl Sandbox {
     /// the host's memory too: a sandbox prepared ahead is charged there for
     /// what it holds, and if that does not fit, the call builds a fresh
     /// one instead, whose memory the share bounds as it grows.
-    /// `now()` says when the call got its room (the clock, or when its
-    /// wait began if it has not had to wait).
+    /// `now()` says when a call that takes a prepared sandbox got its
+    /// room (the clock, or when its wait began if it has not had to wait).
     async fn sandbox_for(
         &self,
         comp: &Arc<LoadedComponent>,
@@ -1615,7 +1616,9 @@ impl Sandbox {
                         share: true,
                     });
                 }
-                (store, pool, None, now())
+                // Read here: building it (and shedding prepared ones to
+                // make room) is not part of the wait's start.
+                (store, pool, None, Instant::now())
             }
         })
     }
