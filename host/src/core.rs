@@ -1118,7 +1118,7 @@ impl Core {
                 admission.clone(),
                 CallContext {
                     events: req.events,
-                    cancel: req.cancel,
+                    cancel: Some(req.cancel),
                     client: req.client,
                     usage: usage.clone(),
                     turn: None,

@@ -347,7 +347,9 @@ impl LoadedComponent {
 #[derive(Default)]
 pub(crate) struct CallContext {
     pub(crate) events: Option<EventSink>,
-    pub(crate) cancel: CancellationToken,
+    /// `None`: nobody can cancel it (a sandbox prepared ahead, `describe`):
+    /// no token is made, and none dropped when a call's replaces it.
+    pub(crate) cancel: Option<CancellationToken>,
     /// The caller's client, for the requests the manifest grants.
     pub(crate) client: Option<Arc<dyn ClientRequests>>,
     /// Where the call's costs are recorded, however it ends.
@@ -649,6 +651,11 @@ impl Metered {
         );
         u.ran.store(true, at::Ordering::Release);
     }
+}
+
+/// Whether a call's token, if it has one, was cancelled.
+fn is_cancelled(cancel: &Option<CancellationToken>) -> bool {
+    cancel.as_ref().is_some_and(CancellationToken::is_cancelled)
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
@@ -1453,7 +1460,12 @@ impl Sandbox {
         let timeout = || CallErrorKind::Timeout {
             after: limits.timeout,
         };
-        let mut cancelled = std::pin::pin!(cancel.cancelled());
+        let mut cancelled = std::pin::pin!(async {
+            match &cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        });
         let mut timer = crate::scheduler::LazyTimer::new(deadline.into());
         // The deadline was set a moment before the first poll (at the end
         // of the caller's checks, or above): checked from the second on (a
@@ -1461,7 +1473,7 @@ impl Sandbox {
         // typed arguments came between.
         let mut first = matches!(call, Call::Toolhost(_));
         let (result, mut metered) = std::future::poll_fn(|cx| {
-            if cancel.is_cancelled() {
+            if is_cancelled(&cancel) {
                 return std::task::Poll::Ready(Err(CallErrorKind::Cancelled));
             }
             if !std::mem::take(&mut first) && Instant::now() >= deadline {
@@ -1480,7 +1492,7 @@ impl Sandbox {
         // Cancelled while the guest ran its last slice (a guest that polls
         // `cancelled()` returns in the same poll that saw it): the caller
         // asked for no result, and gets none.
-        if cancel.is_cancelled() {
+        if is_cancelled(&cancel) {
             self.retire(comp, metered);
             return Err(CallErrorKind::Cancelled);
         }

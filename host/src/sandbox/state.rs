@@ -22,7 +22,7 @@ pub(crate) struct CallState {
     pub(crate) limiter: Limiter,
     pub(crate) output: CallOutput,
     pub(crate) client: CallClient,
-    cancel: tokio_util::sync::CancellationToken,
+    cancel: Option<tokio_util::sync::CancellationToken>,
     /// Open files, special files and quotas of the call's directories.
     fs: FsCall,
     /// The handle cap of this call, for error messages.
@@ -103,7 +103,7 @@ impl CallState {
 
 impl CallState {
     /// Hand a sandbox prepared ahead (with no call's data: no client, no
-    /// event sink, a cancellation token nobody holds) to its one call:
+    /// event sink, no cancellation token) to its one call:
     /// everything that depends on the call is set here. The rest (WASI
     /// context, pipes, resource table, fs budgets, memory) was built for
     /// this sandbox alone and is charged to this call from now on.
@@ -208,7 +208,7 @@ impl wit_host::Host for CallState {
 
     fn cancelled(&mut self) -> bool {
         // Once the call waits for its client's answers, it should return.
-        self.cancel.is_cancelled() || self.client.waiting()
+        super::is_cancelled(&self.cancel) || self.client.waiting()
     }
 
     fn request_client(

@@ -8,8 +8,8 @@
 //!
 //! The freshness guarantee does not weaken:
 //! - a prepared sandbox is built before any call's data exists, from the
-//!   component's grants alone (with no client, no event sink and a
-//!   cancellation token of its own);
+//!   component's grants alone (with no client, no event sink and no
+//!   cancellation token);
 //! - it is handed to exactly one call and dropped with it, never put back;
 //! - what depends on the call is set at hand-out (`CallState::begin` and
 //!   the store's fuel and epoch deadline), so nothing charged to one call
