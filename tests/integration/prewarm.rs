@@ -742,3 +742,70 @@ async fn a_prepared_sandbox_no_call_takes_is_dropped_after_prepared_idle() {
     assert_eq!(stats.hits + stats.misses, 3, "{stats:?}");
     assert!(stats.misses >= 2, "{stats:?}");
 }
+
+/// A call that takes a sandbox prepared after the last reply gets its own
+/// cancellation token at hand-out (`CallState::begin`): cancelling it stops
+/// the guest, the guest's `cancelled()` sees it (`spin_checked` logs a
+/// warning when it does), and the slot is free at once. A prepared sandbox
+/// has no token of its own; had the hand-out not attached the call's, the
+/// caller would still get `Cancelled` (the host watches its own clone), but
+/// the guest would spin on, never told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_a_prepared_sandbox_is_cancelled_and_its_guest_sees_it() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 1\n",
+    );
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    // The first call (one that ends within its first slice) prepares the
+    // sandbox the next one takes.
+    remember_replying(&core, &scope, "first").await;
+    assert_eq!(core.prewarm_stats().ready, 1, "{:?}", core.prewarm_stats());
+
+    let cancel = toolhost::CancellationToken::new();
+    let (tx, mut rx) = toolhost::EventSink::channel(64);
+    let request = toolhost::CallRequest::new(scope.clone(), "spin_checked", args(json!({})))
+        .cancel(cancel.clone())
+        .events(tx);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let result = tokio::time::timeout(Duration::from_secs(10), async {
+        let (out, after) = toolhost::reply_first(core.call(request)).await;
+        drop(after);
+        out
+    })
+    .await
+    .expect("a cancelled call ends at once");
+    canceller.await.unwrap();
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err.kind(), toolhost::CallErrorKind::Cancelled),
+        "{err:?}"
+    );
+    assert_eq!(core.prewarm_stats().hits, 1, "{:?}", core.prewarm_stats());
+    let mut warnings = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        if let toolhost::CallEvent::Log { message, .. } = ev {
+            warnings.push(message);
+        }
+    }
+    assert_eq!(
+        warnings,
+        ["cancelled"],
+        "the guest never saw its call cancelled"
+    );
+    // max-concurrency = 1: a guest still spinning would hold the slot for
+    // the 60 s timeout.
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        call_replying(&core, &scope, "sleep", json!({ "ms": 1 })),
+    )
+    .await
+    .expect("the cancelled call's slot was freed");
+    assert_eq!(next.unwrap().text(), "slept");
+}

@@ -106,6 +106,10 @@ fn spin_checked(_: NoArgs) -> Result<String, ToolError> {
             n = black_box(n.wrapping_add(1));
         }
         if toolhost_guest::cancelled() {
+            // A warning the caller's event sink gets: proof that the
+            // guest saw the cancellation (the caller gets `Cancelled`, not
+            // this result).
+            toolhost_guest::log(toolhost_guest::Level::Warning, "cancelled");
             return Ok("cancelled".into());
         }
     }
