@@ -1258,8 +1258,9 @@ impl Core {
         let (spent, checked_at, text) = {
             let checking = HostWork::since(started, &admission);
             // CPU the check used on another thread (a large one runs on the
-            // guest executor).
+            // guest executor), and the text written there.
             let mut elsewhere = None;
+            let mut text = None;
             // Not `to_string()`: `Display` writes through `fmt::Write` into
             // a string grown as it goes; this writes into a buffer sized
             // ahead.
@@ -1287,6 +1288,7 @@ impl Core {
                             Ok((checked, used)) => {
                                 elsewhere = used;
                                 checked
+                                    .map(|t| text = Some(t))
                                     .map_err(|details| CallErrorKind::InvalidArguments { details })
                             }
                             Err(e) => Err(CallErrorKind::Internal {
@@ -1297,19 +1299,15 @@ impl Core {
                     (Some(tool), _) => tool
                         .input
                         .check(&args)
-                        .map(|()| text_of(&args))
                         .map_err(|details| CallErrorKind::InvalidArguments { details }),
-                    (None, Target::Get) => {
-                        check_prompt_arguments(component, name, &args).map(|()| text_of(&args))
-                    }
-                    (None, Target::Complete { .. }) => {
-                        strings_only("the context", &args).map(|()| text_of(&args))
-                    }
-                    _ => Ok(text_of(&args)),
+                    (None, Target::Get) => check_prompt_arguments(component, name, &args),
+                    (None, Target::Complete { .. }) => strings_only("the context", &args),
+                    _ => Ok(()),
                 }
             }
             .instrument(tracing::debug_span!("schema"))
-            .await;
+            .await
+            .map(|()| text.take().unwrap_or_else(|| text_of(&args)));
             drop(args);
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
