@@ -258,14 +258,19 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
     );
     assert_eq!(status, 429, "{resp}");
     assert!(resp.contains("output-bytes-per-minute"), "{resp}");
-    // The refusal is an audited decision.
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
-    assert!(
-        audit
-            .lines()
-            .any(|l| l.contains("over_quota") && l.contains(&format!("tasks/get {id}"))),
-        "{audit}"
-    );
+    // The refusal is an audited decision. Its line is written by the
+    // audit writer after the reply (the default fsync policy does not hold
+    // a reply for its line): wait for it.
+    let refusal = |l: &str| l.contains("over_quota") && l.contains(&format!("tasks/get {id}"));
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap_or_default();
+        if audit.lines().any(refusal) {
+            break;
+        }
+        assert!(Instant::now() < until, "{audit}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
