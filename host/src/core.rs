@@ -1115,7 +1115,7 @@ impl Core {
                 &target,
                 args,
                 &mut trace,
-                admission.clone(),
+                &admission,
                 CallContext {
                     events: req.events,
                     cancel: Some(req.cancel),
@@ -1211,7 +1211,7 @@ impl Core {
         target: &Target,
         mut args: Value,
         trace: &mut Trace<'c>,
-        admission: Arc<Admission>,
+        admission: &Arc<Admission>,
         cx: CallContext,
     ) -> Result<Output, CallErrorKind> {
         let (catalog, policy) = (&live.catalog, &live.policy);
@@ -1256,7 +1256,7 @@ impl Core {
         // the call's timeout too: a clock read fewer); its CPU time, as
         // fuel, only from here.
         let (spent, checked_at, text) = {
-            let checking = HostWork::since(started, &admission);
+            let checking = HostWork::since(started, admission);
             // CPU the check used on another thread (a large one runs on the
             // guest executor), and the text written there.
             let mut elsewhere = None;
@@ -1312,7 +1312,7 @@ impl Core {
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let (spent, at) = checking.charge(&admission, elsewhere);
+            let (spent, at) = checking.charge(admission, elsewhere);
             (spent, at, checked?)
         };
         // The guest runs here until it first yields, then on the guest
@@ -1400,9 +1400,9 @@ impl Core {
                     details: "the tool declares an output schema but returned no structured result"
                         .into(),
                 })?;
-            let checking = HostWork::start(&admission);
+            let checking = HostWork::start(admission);
             let checked = schema.check(structured);
-            checking.charge(&admission, None);
+            checking.charge(admission, None);
             checked.map_err(|d| CallErrorKind::BadResult {
                 details: format!("structured result violates the output schema: {d}"),
             })?;
