@@ -1063,15 +1063,13 @@ impl Sandbox {
                 let cache = self.cache.clone();
                 let path = cpath.to_path_buf();
                 let expected = sha256;
-                tokio::task::spawn_blocking(move || {
-                    compile(&engine, cache.as_deref(), &path, expected)
-                })
-                .await
-                .map_err(|e| LoadErrorKind::InvalidComponent {
-                    component: cpath.to_path_buf(),
-                    reason: format!("the compiler failed: {e}"),
-                })
-                .and_then(|r| r)
+                on_own_thread(move || compile(&engine, cache.as_deref(), &path, expected))
+                    .await
+                    .map_err(|e| LoadErrorKind::InvalidComponent {
+                        component: cpath.to_path_buf(),
+                        reason: format!("the compiler failed: {e}"),
+                    })
+                    .and_then(|r| r)
             })
             .await
             .clone()?;
@@ -1985,6 +1983,24 @@ type Compiling = tokio::sync::OnceCell<Result<(Arc<[u8]>, Component, bool), Load
 
 /// Read the component at `path`, check its digest, and fetch its compiled
 /// form from `cache` or compile it (and cache that). Blocking.
+/// Run `f`, a load's reading, checking and deserializing (or compiling),
+/// on a thread of its own that ends with it, not on the runtime's blocking
+/// pool: a pooled thread idles on for tokio's keep-alive (10 s) after the
+/// load, and with it what its allocator keeps for it (mimalloc, the
+/// binary's, keeps a thread's freed pages until that thread allocates
+/// again or ends: 10 MiB of a twenty-component start, BENCHMARKS.md). A
+/// thread costs tens of microseconds; a load, milliseconds.
+async fn on_own_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("toolhost-load".into())
+        .spawn(move || drop(done.send(f())))
+        .map_err(|e| format!("no thread to run it on: {e}"))?;
+    result.await.map_err(|_| "it panicked".to_string())
+}
+
 fn compile(
     engine: &Engine,
     cache: Option<&cache::Cache>,
