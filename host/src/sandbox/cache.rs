@@ -305,9 +305,14 @@ impl Cache {
     }
 }
 
+/// A write's temporary this old never finished: its process was killed,
+/// or exited while a load's thread wrote (a write takes seconds at most).
+const STALE_WRITE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Remove artifacts of the layout before the tag moved beside them
 /// (`HASH-KEY.cwasm` with the tag inside): never loaded again, tens of MB
-/// each for a Python or JavaScript tool.
+/// each for a Python or JavaScript tool. And remove writes' temporaries
+/// left behind (see [`STALE_WRITE`]), as large.
 fn sweep_old_layout(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -315,7 +320,15 @@ fn sweep_old_layout(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".cwasm") && !name.ends_with(".b3.cwasm") {
+        let stale = || {
+            // Not followed: a link's own age.
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_WRITE))
+        };
+        if (name.ends_with(".cwasm") && !name.ends_with(".b3.cwasm"))
+            || (name.ends_with(".tmp") && stale())
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -353,6 +366,28 @@ mod tests {
             Cache::new(&link, &engine()),
             Err(CacheError::Symlink(_))
         ));
+    }
+
+    #[test]
+    fn a_write_left_unfinished_is_swept_at_open_and_one_in_progress_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        drop(Cache::new(&d, &engine()).unwrap());
+        let left = d.join("a.b3.cwasm.4242-0.tmp");
+        let writing = d.join("b.b3.cwasm.4242-1.tmp");
+        for p in [&left, &writing] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&left)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * STALE_WRITE)
+            .unwrap();
+        drop(Cache::new(&d, &engine()).unwrap());
+        assert!(!left.exists(), "a temporary two hours old is removed");
+        assert!(writing.exists(), "a write in progress is left alone");
+        assert!(d.join("key").exists(), "the key stays");
     }
 
     #[test]

@@ -976,8 +976,9 @@ impl Sandbox {
         let grants = caps::prepare(&manifest, caps, host, self.config.max_instances)
             .map_err(|e| err(LoadErrorKind::Grants(e)))?;
         let cpath = manifest.component.clone();
-        // Reading, hashing, and deserializing or compiling run on a blocking
-        // thread (the catalog loads several components at once, so they use
+        // Reading, hashing, and deserializing or compiling run on a thread
+        // of their own (`on_own_thread`; the catalog loads several
+        // components at once, so they use
         // every core); overlapping loads of one component (one manifest in
         // several sources) share one compile, and only the load that ran it
         // reports it as compiled. The compile is shared while a load holds
@@ -1981,26 +1982,39 @@ type InFlight =
 /// One compile, shared by the loads that wait for it.
 type Compiling = tokio::sync::OnceCell<Result<(Arc<[u8]>, Component, bool), LoadErrorKind>>;
 
-/// Read the component at `path`, check its digest, and fetch its compiled
-/// form from `cache` or compile it (and cache that). Blocking.
 /// Run `f`, a load's reading, checking and deserializing (or compiling),
 /// on a thread of its own that ends with it, not on the runtime's blocking
 /// pool: a pooled thread idles on for tokio's keep-alive (10 s) after the
 /// load, and with it what its allocator keeps for it (mimalloc, the
 /// binary's, keeps a thread's freed pages until that thread allocates
 /// again or ends: 10 MiB of a twenty-component start, BENCHMARKS.md). A
-/// thread costs tens of microseconds; a load, milliseconds.
+/// thread costs tens of microseconds; a load, milliseconds. A panic in
+/// `f` is an error naming its message.
 async fn on_own_thread<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("toolhost-load".into())
-        .spawn(move || drop(done.send(f())))
+        .spawn(move || {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            drop(done.send(ran.map_err(|p| {
+                let message = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("it panicked: {message}")
+            })));
+        })
         .map_err(|e| format!("no thread to run it on: {e}"))?;
-    result.await.map_err(|_| "it panicked".to_string())
+    result
+        .await
+        .unwrap_or_else(|_| Err("its thread ended without an answer".into()))
 }
 
+/// Read the component at `path`, check its digest, and fetch its compiled
+/// form from `cache` or compile it (and cache that). Blocking.
 fn compile(
     engine: &Engine,
     cache: Option<&cache::Cache>,
@@ -2368,6 +2382,19 @@ mod tests {
             wit_result_size(&r) > 1 << 20,
             "300,000 empty blocks are not free"
         );
+    }
+
+    #[tokio::test]
+    async fn a_load_thread_answers_and_its_panic_is_an_error_with_the_message() {
+        let (main, loaded) = (
+            std::thread::current().id(),
+            on_own_thread(|| std::thread::current().id()).await,
+        );
+        assert_ne!(loaded.unwrap(), main, "run on a thread of its own");
+        let e = on_own_thread(|| -> u32 { panic!("the artifact is truncated") })
+            .await
+            .unwrap_err();
+        assert_eq!(e, "it panicked: the artifact is truncated");
     }
 
     #[test]
