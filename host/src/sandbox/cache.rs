@@ -320,18 +320,35 @@ fn sweep_old_layout(dir: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        let stale = || {
-            // Not followed: a link's own age.
-            e.metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_WRITE))
+        // A write's own temporary (named as `put` names them), a plain
+        // file (`DirEntry::metadata` does not follow links) of that age.
+        let stale_write = || {
+            is_write_temporary(&name)
+                && e.metadata().is_ok_and(|m| {
+                    m.is_file()
+                        && m.modified()
+                            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_WRITE))
+                })
         };
-        if (name.ends_with(".cwasm") && !name.ends_with(".b3.cwasm"))
-            || (name.ends_with(".tmp") && stale())
-        {
+        if (name.ends_with(".cwasm") && !name.ends_with(".b3.cwasm")) || stale_write() {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// Whether `name` is one `put` writes to before renaming it into place:
+/// `HASH-KEY.b3.cwasm.PID-N.tmp` or `HASH-KEY.b3.tag.PID-N.tmp`, and
+/// nothing else a shared directory may hold.
+fn is_write_temporary(name: &str) -> bool {
+    let Some((target, write)) = name.strip_suffix(".tmp").and_then(|n| n.rsplit_once('.')) else {
+        return false;
+    };
+    let numbered = write.split_once('-').is_some_and(|(pid, n)| {
+        [pid, n]
+            .iter()
+            .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+    });
+    numbered && (target.ends_with(".b3.cwasm") || target.ends_with(".b3.tag"))
 }
 
 /// Fill `buf` from the kernel's random source.
@@ -374,19 +391,28 @@ mod tests {
         let d = t.path().join("c");
         drop(Cache::new(&d, &engine()).unwrap());
         let left = d.join("a.b3.cwasm.4242-0.tmp");
-        let writing = d.join("b.b3.cwasm.4242-1.tmp");
-        for p in [&left, &writing] {
+        let left_tag = d.join("a.b3.tag.4242-1.tmp");
+        let writing = d.join("b.b3.cwasm.4242-2.tmp");
+        // Old, but not a write's: a cache directory may be shared.
+        let other = d.join("notes.tmp");
+        let renamed = d.join("a.b3.cwasm.x-1.tmp");
+        for p in [&left, &left_tag, &writing, &other, &renamed] {
             std::fs::write(p, b"partial").unwrap();
         }
-        std::fs::File::options()
-            .write(true)
-            .open(&left)
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - 2 * STALE_WRITE)
-            .unwrap();
+        for p in [&left, &left_tag, &other, &renamed] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - 2 * STALE_WRITE)
+                .unwrap();
+        }
         drop(Cache::new(&d, &engine()).unwrap());
-        assert!(!left.exists(), "a temporary two hours old is removed");
+        assert!(!left.exists(), "a write two hours old is removed");
+        assert!(!left_tag.exists(), "its tag's too");
         assert!(writing.exists(), "a write in progress is left alone");
+        assert!(other.exists(), "a file put never writes is left alone");
+        assert!(renamed.exists(), "so is one named almost like a write");
         assert!(d.join("key").exists(), "the key stays");
     }
 

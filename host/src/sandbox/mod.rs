@@ -2003,7 +2003,7 @@ async fn on_own_thread<T: Send + 'static>(
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| "(no message)".into());
                 format!("it panicked: {message}")
             })));
         })
@@ -2386,15 +2386,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_thread_answers_and_its_panic_is_an_error_with_the_message() {
-        let (main, loaded) = (
-            std::thread::current().id(),
-            on_own_thread(|| std::thread::current().id()).await,
-        );
-        assert_ne!(loaded.unwrap(), main, "run on a thread of its own");
+        let name = on_own_thread(|| std::thread::current().name().map(str::to_string)).await;
+        assert_eq!(name.unwrap().as_deref(), Some("toolhost-load"));
         let e = on_own_thread(|| -> u32 { panic!("the artifact is truncated") })
             .await
             .unwrap_err();
         assert_eq!(e, "it panicked: the artifact is truncated");
+        let n = 7;
+        let e = on_own_thread(move || -> u32 { panic!("{n} bytes short") })
+            .await
+            .unwrap_err();
+        assert_eq!(e, "it panicked: 7 bytes short");
     }
 
     #[test]
