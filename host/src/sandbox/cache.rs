@@ -127,7 +127,17 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 getrandom(&mut key)?;
-                let tmp = dir.join(format!("key.tmp{}", std::process::id()));
+                // Named apart by a random suffix, not by the process id
+                // alone: a key write a crash left behind, or another
+                // host's with the same id (a container's process 1 on a
+                // shared volume), would otherwise make this one fail.
+                let mut unique = [0u8; 8];
+                getrandom(&mut unique)?;
+                let tmp = dir.join(format!(
+                    "key.tmp{}-{}",
+                    std::process::id(),
+                    hex::encode(unique)
+                ));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -414,6 +424,18 @@ mod tests {
         assert!(other.exists(), "a file put never writes is left alone");
         assert!(renamed.exists(), "so is one named almost like a write");
         assert!(d.join("key").exists(), "the key stays");
+    }
+
+    #[test]
+    fn a_key_write_left_by_a_crash_does_not_stop_the_next_from_making_its_key() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // What this process would have named its key write by its id alone.
+        std::fs::write(d.join(format!("key.tmp{}", std::process::id())), b"").unwrap();
+        Cache::new(&d, &engine()).unwrap();
+        assert_eq!(std::fs::read(d.join("key")).unwrap().len(), 32);
     }
 
     #[test]
