@@ -124,17 +124,7 @@ fn a_task_outlives_its_request_and_cancel_stops_its_guest_at_once() {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .any(|r| r["tool"] == "slow_compute" && r["outcome"] == "cancelled")
     };
-    let started = Instant::now();
-    let audit = loop {
-        let audit = match std::fs::read_to_string(dir.path().join("audit.jsonl")) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            read => read.unwrap(),
-        };
-        if cancelled(&audit) || started.elapsed() > Duration::from_secs(10) {
-            break audit;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let audit = audit_once(&dir.path().join("audit.jsonl"), cancelled);
     assert!(
         cancelled(&audit),
         "no cancelled call of slow_compute in the audit log:\n{audit}"
@@ -142,6 +132,23 @@ fn a_task_outlives_its_request_and_cancel_stops_its_guest_at_once() {
     // Cancelling an ended task is the same empty ack.
     let ack = rpc(&addr, None, "tasks/cancel", json!({"taskId": id}), &id);
     assert_eq!(ack["result"], json!({"resultType": "complete"}), "{ack}");
+}
+
+/// The audit log at `path` once `holds` is true of it, or as it is after
+/// 10 s: its writer writes a call's line after the reply (the default
+/// fsync policy holds no reply for its line).
+fn audit_once(path: &std::path::Path, holds: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let audit = match std::fs::read_to_string(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => read.unwrap(),
+        };
+        if holds(&audit) || started.elapsed() > Duration::from_secs(10) {
+            return audit;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn sha(token: &str) -> String {
@@ -261,22 +268,14 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
     );
     assert_eq!(status, 429, "{resp}");
     assert!(resp.contains("output-bytes-per-minute"), "{resp}");
-    // The refusal is an audited decision. Its line is written by the
-    // audit writer after the reply (the default fsync policy does not hold
-    // a reply for its line): wait for it.
-    let refusal = |l: &str| l.contains("over_quota") && l.contains(&format!("tasks/get {id}"));
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let audit = match std::fs::read_to_string(dir.path().join("audit.jsonl")) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            read => read.unwrap(),
-        };
-        if audit.lines().any(refusal) {
-            break;
-        }
-        assert!(Instant::now() < until, "{audit}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The refusal is an audited decision (its line comes after the reply).
+    let refused = |audit: &str| {
+        audit
+            .lines()
+            .any(|l| l.contains("over_quota") && l.contains(&format!("tasks/get {id}")))
+    };
+    let audit = audit_once(&dir.path().join("audit.jsonl"), refused);
+    assert!(refused(&audit), "{audit}");
 }
 
 #[test]

@@ -91,7 +91,7 @@ impl Cache {
             Err(e) => return Err(e.into()),
         }
         let mac_key = Self::mac_key(dir)?;
-        sweep_old_layout(dir);
+        sweep_leftovers(dir);
         // A stable digest of the engine's compatibility hash: wasmtime
         // version, target and every setting that affects compiled code.
         struct ShaHasher(Sha256);
@@ -323,7 +323,7 @@ const STALE_WRITE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// (`HASH-KEY.cwasm` with the tag inside): never loaded again, tens of MB
 /// each for a Python or JavaScript tool. And remove writes' temporaries
 /// left behind (see [`STALE_WRITE`]), as large.
-fn sweep_old_layout(dir: &Path) {
+fn sweep_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -978,11 +978,11 @@ impl Sandbox {
         let cpath = manifest.component.clone();
         // Reading, hashing, and deserializing or compiling run on a thread
         // of their own (`on_own_thread`; the catalog loads several
-        // components at once, so they use
-        // every core); overlapping loads of one component (one manifest in
-        // several sources) share one compile, and only the load that ran it
-        // reports it as compiled. The compile is shared while a load holds
-        // it: this one holds it to its end.
+        // components at once, so they use every core); overlapping loads
+        // of one component (one manifest in several sources) share one
+        // compile, and only the load that ran it reports it as compiled.
+        // The compile is shared while a load holds it: this one holds it
+        // to its end.
         let cell = self.compile_cell(&cpath, manifest.sha256);
         let (bytes, component, compiled) = self
             .compile_once(&cell, &cpath, manifest.sha256)
