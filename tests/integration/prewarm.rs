@@ -750,6 +750,13 @@ async fn a_prepared_sandbox_no_call_takes_is_dropped_after_prepared_idle() {
 /// has no token of its own; had the hand-out not attached the call's, the
 /// caller would still get `Cancelled` (the host watches its own clone), but
 /// the guest would spin on, never told.
+///
+/// The guest sees the cancellation only if it fires while the guest runs a
+/// slice: one that fires while the guest waits between slices ends the
+/// call at its next poll, before the guest runs again (the caller is told
+/// at once; the guest is not). A loaded machine can land there, so each
+/// attempt takes a freshly prepared sandbox and the guest must see it in
+/// one of five; without the token at hand-out it sees it in none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_a_prepared_sandbox_is_cancelled_and_its_guest_sees_it() {
     let d = ToolDir::new();
@@ -760,44 +767,54 @@ async fn a_call_in_a_prepared_sandbox_is_cancelled_and_its_guest_sees_it() {
     );
     let core = core_replying(d.path(), true).await;
     let scope = Scope::default();
-    // The first call (one that ends within its first slice) prepares the
-    // sandbox the next one takes.
-    remember_replying(&core, &scope, "first").await;
-    assert_eq!(core.prewarm_stats().ready, 1, "{:?}", core.prewarm_stats());
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        // A call that ends within its first slice prepares the sandbox the
+        // next one takes.
+        remember_replying(&core, &scope, "first").await;
+        let before = core.prewarm_stats();
+        assert_eq!(before.ready, 1, "{before:?}");
 
-    let cancel = toolhost::CancellationToken::new();
-    let (tx, mut rx) = toolhost::EventSink::channel(64);
-    let request = toolhost::CallRequest::new(scope.clone(), "spin_checked", args(json!({})))
-        .cancel(cancel.clone())
-        .events(tx);
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        cancel.cancel();
-    });
-    let result = tokio::time::timeout(Duration::from_secs(10), async {
-        let (out, after) = toolhost::reply_first(core.call(request)).await;
-        drop(after);
-        out
-    })
-    .await
-    .expect("a cancelled call ends at once");
-    canceller.await.unwrap();
-    let err = result.unwrap_err();
-    assert!(
-        matches!(err.kind(), toolhost::CallErrorKind::Cancelled),
-        "{err:?}"
-    );
-    assert_eq!(core.prewarm_stats().hits, 1, "{:?}", core.prewarm_stats());
-    let mut warnings = Vec::new();
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-        if let toolhost::CallEvent::Log { message, .. } = ev {
-            warnings.push(message);
+        let cancel = toolhost::CancellationToken::new();
+        let (tx, mut rx) = toolhost::EventSink::channel(64);
+        let request = toolhost::CallRequest::new(scope.clone(), "spin_checked", args(json!({})))
+            .cancel(cancel.clone())
+            .events(tx);
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            cancel.cancel();
+        });
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            let (out, after) = toolhost::reply_first(core.call(request)).await;
+            drop(after);
+            out
+        })
+        .await
+        .expect("a cancelled call ends at once");
+        canceller.await.unwrap();
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err.kind(), toolhost::CallErrorKind::Cancelled),
+            "{err:?}"
+        );
+        let stats = core.prewarm_stats();
+        assert_eq!(stats.hits, before.hits + 1, "{stats:?}");
+        // The channel closes when the guest's store is dropped.
+        let mut warnings = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            if let toolhost::CallEvent::Log { message, .. } = ev {
+                warnings.push(message);
+            }
+        }
+        let seen = warnings == ["cancelled"];
+        attempts.push(warnings);
+        if seen {
+            break;
         }
     }
-    assert_eq!(
-        warnings,
-        ["cancelled"],
-        "the guest never saw its call cancelled"
+    assert!(
+        attempts.last().is_some_and(|w| w == &["cancelled"]),
+        "the guest never saw its call cancelled: {attempts:?}"
     );
     // max-concurrency = 1: a guest still spinning would hold the slot for
     // the 60 s timeout.
