@@ -201,7 +201,17 @@ impl Scheduler {
 /// that run past their first slice (a short call's first slice runs on
 /// the caller's task, on any core).
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    cores().saturating_sub(1).max(1)
+}
+
+/// The cores this process may use (`available_parallelism`, 1 if unknown),
+/// read once: under cgroup v1 each read opens and parses several files
+/// under `/proc` and `/sys` (0.1-0.3 ms), and sizing the default pool asks
+/// dozens of times (3.4 ms of a twenty-component start, BENCHMARKS.md). A
+/// quota changed after the first read is seen at the next start.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl Drop for Scheduler {

@@ -992,7 +992,7 @@ impl Sandbox {
             .weight_of(&component, grants.limits.memory, &cpath)
             .map_err(err)?;
         let (kind, typed_tools) = self
-            .link(&component, &bytes, &grants, &cpath)
+            .link(&component, bytes.as_deref(), &grants, &cpath)
             .map_err(err)?;
 
         // Its calls together hold at most its share of the memory and table
@@ -1047,15 +1047,16 @@ impl Sandbox {
         }
     }
 
-    /// Run `cell`'s compile, unless a load sharing it has: the component's
-    /// bytes, the component, and whether this load compiled it (false: from
-    /// the cache, or run by another load).
+    /// Run `cell`'s compile, unless a load sharing it has: what `compile`
+    /// gives (the component, and its binary if a typed one), and whether
+    /// this load compiled it (false: from the cache, or run by another
+    /// load).
     async fn compile_once(
         &self,
         cell: &Compiling,
         cpath: &std::path::Path,
         sha256: [u8; 32],
-    ) -> Result<(Arc<[u8]>, Component, bool), LoadErrorKind> {
+    ) -> Result<Compiled, LoadErrorKind> {
         let ran = std::sync::atomic::AtomicBool::new(false);
         let (bytes, component, compiled) = cell
             .get_or_init(|| async {
@@ -1150,13 +1151,14 @@ impl Sandbox {
         Ok(weight)
     }
 
-    /// Pre-link `component` (at `cpath`, `bytes` its binary) with the
+    /// Pre-link `component` (at `cpath`, `bytes` its binary, which `compile`
+    /// keeps for every typed component) with the
     /// linker its `grants` call for: a toolhost-world component, or a typed
     /// one with the tools its type declares.
     fn link(
         &self,
         component: &Component,
-        bytes: &[u8],
+        bytes: Option<&[u8]>,
         grants: &Grants,
         cpath: &std::path::Path,
     ) -> Result<(Kind, Option<Vec<ToolDef>>), LoadErrorKind> {
@@ -1181,6 +1183,7 @@ impl Sandbox {
             let bound = Bound::new(pre).map_err(wrong_world)?;
             Ok((Kind::Toolhost(bound), None))
         } else {
+            let bytes = bytes.expect("`compile` keeps a typed component's binary");
             let (t, defs) = typed::TypedComponent::load(linker, component, &self.engine, bytes)
                 .map_err(|e| match e {
                     typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
@@ -1980,7 +1983,12 @@ type InFlight =
     std::collections::HashMap<(std::path::PathBuf, [u8; 32]), std::sync::Weak<Compiling>>;
 
 /// One compile, shared by the loads that wait for it.
-type Compiling = tokio::sync::OnceCell<Result<(Arc<[u8]>, Component, bool), LoadErrorKind>>;
+type Compiling = tokio::sync::OnceCell<Result<Compiled, LoadErrorKind>>;
+
+/// What [`compile`] gives: the component's binary if a typed component's
+/// docs need it (`None` for a toolhost-world one), the component, and
+/// whether it was compiled (not found in the cache).
+type Compiled = (Option<Arc<[u8]>>, Component, bool);
 
 /// Run `f`, a load's reading, checking and deserializing (or compiling),
 /// on a thread of its own that ends with it, not on the runtime's blocking
@@ -2013,30 +2021,49 @@ async fn on_own_thread<T: Send + 'static>(
         .unwrap_or_else(|_| Err("its thread ended without an answer".into()))
 }
 
-/// Read the component at `path`, check its digest, and fetch its compiled
-/// form from `cache` or compile it (and cache that). Blocking.
+/// Check the component at `path` against its digest, and fetch its
+/// compiled form from `cache` or compile it (and cache that). Blocking.
+///
+/// A warm start hashes each file as it streams through a small buffer
+/// and, for a toolhost-world component in the cache, needs nothing more of
+/// it: reading whole files into memory to hash them cost a twenty-component
+/// start the page faults of a fresh buffer per file and the allocator's
+/// returning them (BENCHMARKS.md). Whatever is compiled or kept is read
+/// whole and its own digest checked, so the bytes used are always the
+/// bytes pinned, even if the file changes between the two reads.
 fn compile(
     engine: &Engine,
     cache: Option<&cache::Cache>,
     path: &std::path::Path,
     expected: [u8; 32],
-) -> Result<(Arc<[u8]>, Component, bool), LoadErrorKind> {
-    let bytes = std::fs::read(path).map_err(|source| LoadErrorKind::ReadComponent {
+) -> Result<Compiled, LoadErrorKind> {
+    let read_error = |source| LoadErrorKind::ReadComponent {
         component: path.to_path_buf(),
         source: Arc::new(source),
-    })?;
-    let actual: [u8; 32] = Sha256::digest(&bytes).into();
-    if actual != expected {
-        return Err(LoadErrorKind::DigestMismatch {
-            component: path.to_path_buf(),
-            expected: hex::encode(expected),
-            actual: hex::encode(actual),
-        });
+    };
+    let cached = match cache {
+        Some(cache) => {
+            let mut file = std::fs::File::open(path).map_err(read_error)?;
+            check_digest(
+                path,
+                expected,
+                sha256_streamed(&mut file).map_err(read_error)?,
+            )?;
+            cache.get(engine, &expected)
+        }
+        None => None,
+    };
+    if let Some(c) = &cached
+        && crate::typed::exports_toolhost_world(&c.component_type(), engine)
+    {
+        return Ok((None, c.clone(), false));
     }
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    check_digest(path, expected, Sha256::digest(&bytes).into())?;
     // Kept for a typed component's docs (its `package-docs` section).
     let bytes: Arc<[u8]> = bytes.into();
-    if let Some(c) = cache.and_then(|c| c.get(engine, &actual)) {
-        return Ok((bytes, c, false));
+    if let Some(c) = cached {
+        return Ok((Some(bytes), c, false));
     }
     let c =
         Component::from_binary(engine, &bytes).map_err(|e| LoadErrorKind::InvalidComponent {
@@ -2044,9 +2071,41 @@ fn compile(
             reason: format!("{e:#}"),
         })?;
     if let Some(cache) = cache {
-        cache.put(&actual, &c);
+        cache.put(&expected, &c);
     }
-    Ok((bytes, c, true))
+    Ok((Some(bytes), c, true))
+}
+
+/// `actual`, the digest of the component at `path`, is the `expected` one.
+fn check_digest(
+    path: &std::path::Path,
+    expected: [u8; 32],
+    actual: [u8; 32],
+) -> Result<(), LoadErrorKind> {
+    if actual != expected {
+        return Err(LoadErrorKind::DigestMismatch {
+            component: path.to_path_buf(),
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}
+
+/// SHA-256 of what is left of `file`, read through a buffer that stays in
+/// a core's cache.
+fn sha256_streamed(file: &mut std::fs::File) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 128 << 10];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hasher.finalize().into()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Most tools one component may describe, and the largest schema (bytes of
@@ -2382,6 +2441,22 @@ mod tests {
             wit_result_size(&r) > 1 << 20,
             "300,000 empty blocks are not free"
         );
+    }
+
+    /// The streamed digest is the digest of the whole file, across the
+    /// buffer's boundaries (a file of several buffers and a remainder),
+    /// and of an empty one.
+    #[test]
+    fn a_streamed_digest_is_the_files_digest() {
+        let d = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, (128 << 10) * 3 + 17] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let path = d.path().join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let mut file = std::fs::File::open(&path).unwrap();
+            let want: [u8; 32] = Sha256::digest(&bytes).into();
+            assert_eq!(sha256_streamed(&mut file).unwrap(), want, "{len} bytes");
+        }
     }
 
     #[tokio::test]

@@ -131,7 +131,7 @@ pub(super) const STACK_KEEP_RESIDENT: usize = 64 << 10;
 /// `Sandbox::load_parallelism`).
 pub(super) fn load_parallelism(config: &EngineConfig) -> usize {
     let n = match config.load_parallelism {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        0 => crate::scheduler::cores(),
         n => n as usize,
     };
     n.min(config.max_instances as usize / 2).max(1)
