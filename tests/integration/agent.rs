@@ -415,10 +415,21 @@ async fn a_trapping_and_a_timed_out_tool_end_their_call_and_the_session_goes_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_stops_a_running_tool_and_the_session_goes_on() {
     let env = Env::new().await;
-    let mut s = AgentSession::connect(env.core.clone(), env.options().allow("mcp__tools"))
+    // A sleep far longer than the interrupt may take, even on a loaded
+    // machine (under `LIMITS`' 2 s timeout, a slow interrupt and the
+    // sleep's own end were a few hundred milliseconds apart).
+    let tools = ToolDir::new();
+    tools.add("hostile", "hostile", "[limits]\ntimeout = \"60s\"\n");
+    let core = Core::builder()
+        .config(test_config())
+        .source(Scope::default(), tools.path())
+        .build()
         .await
         .unwrap();
-    s.send(&use_tool("mcp__tools__sleep", json!({"ms": 1900})))
+    let mut s = AgentSession::connect(core, env.options().allow("mcp__tools"))
+        .await
+        .unwrap();
+    s.send(&use_tool("mcp__tools__sleep", json!({"ms": 30_000})))
         .unwrap();
     // Wait for the tool use, then interrupt while the guest sleeps.
     loop {
@@ -441,7 +452,7 @@ async fn interrupt_stops_a_running_tool_and_the_session_goes_on() {
         .unwrap();
     let r = result(&turn);
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(10),
         "interrupt took {:?}",
         started.elapsed()
     );
@@ -940,10 +951,12 @@ mod protocol {
     async fn every_request_is_answered_concurrently_and_cancels_write_nothing() {
         let env = Env::new().await;
         let (_s, mut cli) = serving_tools(&env).await;
-        // Four 400 ms sleeps at once finish in well under 4 x 400 ms.
+        // Four 1 s sleeps at once finish in well under 4 x 1 s (with room
+        // for a loaded machine: one after another they would take 4 s;
+        // under `LIMITS`' 2 s timeout each).
         let started = Instant::now();
         for i in 0..4 {
-            cli.mcp(&format!("c{i}"), "tools", json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 400}}})).await;
+            cli.mcp(&format!("c{i}"), "tools", json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 1000}}})).await;
         }
         // One that will be cancelled, and junk that must still get replies.
         cli.mcp("cancel-me", "tools", json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {"name": "sleep", "arguments": {"ms": 1500}}})).await;
@@ -967,7 +980,7 @@ mod protocol {
         }
         let elapsed = started.elapsed();
         assert!(
-            elapsed < Duration::from_millis(1400),
+            elapsed < Duration::from_millis(3000),
             "calls ran one after another: {elapsed:?}"
         );
         for i in 0..4 {

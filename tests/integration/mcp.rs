@@ -1203,10 +1203,17 @@ async fn one_address_cannot_hold_more_connections_than_its_limit() {
     // Another client (127.0.0.2 is loopback too) is served.
     let other = served(from("127.0.0.2").await).await;
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
-    // Once one of the three closes, 127.0.0.1 is served again.
+    // Once one of the three closes, 127.0.0.1 is served again (once the
+    // server has seen it close: on a loaded machine, maybe not at once).
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = served(from("127.0.0.1").await).await;
+    let mut again = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        again = served(from("127.0.0.1").await).await;
+        if !again.starts_with("HTTP/1.1 429") {
+            break;
+        }
+    }
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }
 

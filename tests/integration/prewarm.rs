@@ -234,10 +234,15 @@ async fn remember_replying(core: &Core, scope: &Scope, secret: &str) -> Value {
 /// A config whose calls finish within their first slice (on the caller's
 /// task, so inside its `reply_first`) even on a loaded machine: a call
 /// past its first slice finishes on the guest executor, which leaves
-/// nothing for after the reply.
+/// nothing for after the reply. With a 200 ms tick, a call or preparation
+/// preempted for a few milliseconds could still meet a tick and yield
+/// (and these tests count exactly which calls took prepared sandboxes):
+/// the tick is an hour (set in code: a config file allows at most 1 s).
+/// Guests still yield every `FUEL_FLUSH` units of fuel, so a runaway,
+/// a long start-up or a cancelled spin still ends its slice.
 fn one_slice_config() -> toolhost::HostConfig {
     let mut config = test_config();
-    config.engine.epoch_tick = Duration::from_millis(200);
+    config.engine.epoch_tick = Duration::from_secs(3600);
     config
 }
 
@@ -467,9 +472,10 @@ fn front_ends_prepare_after_the_reply_and_every_call_stays_fresh() {
     let fresh = json!({ "calls": 0, "before": null });
     let log = ("TOOLHOST_LOG", "toolhost::sandbox::warm=debug");
     // As `one_slice_config`: calls end within their first slice even in
-    // a debug build on a loaded machine.
+    // a debug build on a loaded machine (the longest tick a config file
+    // allows).
     let cfg = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(cfg.path(), "[engine]\nepoch-tick = \"200ms\"\n").unwrap();
+    std::fs::write(cfg.path(), "[engine]\nepoch-tick = \"1s\"\n").unwrap();
     let config = cfg.path().to_str().unwrap();
 
     // stdio: one call after another, each after the previous reply.

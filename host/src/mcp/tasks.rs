@@ -696,12 +696,14 @@ mod tests {
 
     #[test]
     fn a_task_that_ran_longer_than_keep_is_kept_after_it_ends() {
-        let t = tasks(4, Duration::from_millis(100));
+        // `keep` long enough that a stalled thread between `finish` and
+        // `get` does not reach it.
+        let t = tasks(4, Duration::from_secs(2));
         let id = t.create(CancellationToken::new(), (1, 64)).unwrap().task_id;
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(2500));
         t.finish(&id, TaskPayload::Cancelled);
         assert!(t.get(&id).is_ok(), "kept for `keep` after its end");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(2500));
         assert!(t.get(&id).is_err(), "then forgotten");
     }
 

@@ -2175,6 +2175,16 @@ pub(crate) fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As if `q`'s last measure were long past and quick: its next charge
+    /// after a free measures again, however long that measure took on a
+    /// loaded machine (one over `MEASURE_SLOW` holds the next back).
+    fn a_while_ago(q: &Quota) {
+        let at = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(2))
+            .unwrap_or_else(std::time::Instant::now);
+        *q.measuring.lock().unwrap() = (at, Duration::from_micros(10));
+    }
     use std::time::Duration;
     use wasmtime_wasi::filesystem::{Descriptor, Dir};
     use wasmtime_wasi::{FsPerms, OpenMode};
@@ -2283,6 +2293,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
         let running = q.charge(768 << 10).expect("fits");
+        a_while_ago(&q);
         q.note_freed();
         // Measures (something was freed): nothing on disk yet, but 768 KiB
         // in flight.
@@ -2292,6 +2303,7 @@ mod tests {
         std::fs::write(d.path().join("f"), vec![7u8; 768 << 10]).unwrap();
         drop(running);
         assert_eq!(q.in_flight.load(Ordering::Acquire), 0);
+        a_while_ago(&q);
         q.note_freed();
         assert!(q.charge(512 << 10).is_none());
         assert!(q.charge(128 << 10).is_some());
@@ -2352,6 +2364,7 @@ mod tests {
         let deep = (0..=MAX_DEPTH).fold(d.path().to_path_buf(), |p, _| p.join("d"));
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(deep.join("f"), vec![7u8; 1 << 20]).unwrap();
+        a_while_ago(&q);
         q.note_freed();
         assert!(q.charge(4096).is_none());
         assert!(q.epoch() >= 2, "it walked");
@@ -2369,6 +2382,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let q = Arc::new(Quota::new(1 << 20, d.path().to_path_buf(), "/out".into()));
         let running = q.charge(768 << 10).expect("fits");
+        a_while_ago(&q);
         q.note_freed();
         assert!(q.charge(u64::MAX).is_none());
         assert!(q.charge((1 << 20) + 1).is_none());
@@ -2469,12 +2483,6 @@ mod tests {
         q.entries.store(10, Ordering::Release);
         let rest = q.limit - q.used.load(Ordering::Acquire);
         drop(q.charge(rest).expect("fits"));
-        let a_while_ago = |q: &Quota| {
-            let at = std::time::Instant::now()
-                .checked_sub(Duration::from_secs(2))
-                .unwrap_or_else(std::time::Instant::now);
-            *q.measuring.lock().unwrap() = (at, Duration::from_micros(10));
-        };
         a_while_ago(&q);
         q.note_freed();
         let _ = q.charge(1);
