@@ -167,6 +167,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
             tools,
             compiled: true,
             millis,
+            ..
         } => {
             eprintln!(
                 "compiled {} ({tools} tools) in {millis} ms; cached for next time",
@@ -177,11 +178,17 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
             manifest,
             tools,
             compiled: false,
+            described,
             millis,
         } if verbose => {
             eprintln!(
-                "loaded {} ({tools} tools) from cache in {millis} ms",
-                manifest.display()
+                "loaded {} ({tools} tools) from cache{} in {millis} ms",
+                manifest.display(),
+                if described {
+                    ", then asked what it offers"
+                } else {
+                    ""
+                }
             )
         }
         LoadEvent::Failed { error } => eprint!("{}", error.render()),

@@ -168,6 +168,11 @@ pub enum LoadEvent<'a> {
         tools: usize,
         /// Whether it was compiled (false: from the cache).
         compiled: bool,
+        /// Whether its component was asked what it offers (`describe`, in
+        /// a sandbox); false: a typed component (its type says), or an
+        /// answer recorded earlier, beside its compiled form in the cache
+        /// or by its previous load in this process.
+        described: bool,
         /// How long it took.
         millis: u128,
     },
@@ -339,7 +344,7 @@ impl Catalog {
                             granted.push((mpath.clone(), d.clone()));
                         }
                     }
-                    let compiled = comp.compiled;
+                    let (compiled, described) = (comp.compiled, comp.asked);
                     if serves {
                         cat.add_served(&source.scope, &mpath, &comp, on_event);
                     }
@@ -348,6 +353,7 @@ impl Catalog {
                         manifest: &mpath,
                         tools: added,
                         compiled,
+                        described,
                         millis: took.as_millis(),
                     });
                 }

@@ -273,6 +273,97 @@ async fn a_second_start_loads_from_the_cache_without_compiling() {
     );
 }
 
+/// A warm start asks no component what it offers: the cache recorded each
+/// `describe` answer beside the compiled component, and the record serves
+/// exactly what asking did (tools, resources, templates, prompts). A record
+/// changed by anything but this host is never trusted: it is discarded,
+/// the component asked again, and its answer recorded again.
+#[tokio::test]
+async fn a_warm_start_asks_no_component_what_it_offers() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    d.add("prompts", "prompts", "");
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = scratch.path().join("cache");
+    let scope = Scope::default();
+    // Each manifest's (name, compiled, described), and what the scope offers.
+    let start = || async {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let core = Core::builder()
+            .config(toolhost::HostConfig::default().with_cache_dir(Some(cache.clone())))
+            .source(scope.clone(), d.path())
+            .on_load({
+                let seen = seen.clone();
+                move |ev| {
+                    if let toolhost::LoadEvent::Loaded {
+                        manifest,
+                        compiled,
+                        described,
+                        ..
+                    } = ev
+                    {
+                        let name = manifest.file_name().unwrap().to_string_lossy().to_string();
+                        seen.lock().unwrap().push((name, compiled, described));
+                    }
+                }
+            })
+            .build()
+            .await
+            .unwrap();
+        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let offered = format!(
+            "{:?}",
+            (
+                core.tools(&scope),
+                core.resources(&scope),
+                core.resource_templates(&scope),
+                core.prompts(&scope)
+            )
+        );
+        (core, seen, offered)
+    };
+    let each = |compiled: bool, described: bool| {
+        ["echo.toml", "prompts.toml"].map(|m| (m.to_string(), compiled, described))
+    };
+    let (_, cold, offered) = start().await;
+    assert_eq!(cold, each(true, true));
+    let (core, warm, again) = start().await;
+    assert_eq!(warm, each(false, false), "a warm start asked again");
+    assert_eq!(again, offered);
+    assert!(!core.prompts(&scope).is_empty(), "{offered}");
+    assert_eq!(
+        call(&core, "echo", json!({"text": "w"}))
+            .await
+            .unwrap()
+            .text(),
+        "w"
+    );
+
+    // Records planted with a tool of their own, the tags kept.
+    let mut planted = 0;
+    for f in std::fs::read_dir(&cache).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "describe") {
+            let bytes = std::fs::read(&f).unwrap();
+            let answer = String::from_utf8(bytes[32..].to_vec()).unwrap();
+            let forged = answer.replacen(r#""name":""#, r#""name":"planted-"#, 1);
+            assert_ne!(forged, answer);
+            std::fs::write(&f, [&bytes[..32], forged.as_bytes()].concat()).unwrap();
+            planted += 1;
+        }
+    }
+    assert_eq!(planted, 2);
+    let (_, tampered, offered_then) = start().await;
+    assert_eq!(tampered, each(false, true), "a changed record was trusted");
+    assert_eq!(offered_then, offered);
+    assert!(!offered_then.contains("planted-"));
+    // Asked again, and recorded again.
+    let (_, rewarmed, _) = start().await;
+    assert_eq!(rewarmed, each(false, false));
+}
+
 #[tokio::test]
 async fn a_cache_directory_open_to_other_users_is_never_used() {
     use std::os::unix::fs::PermissionsExt;

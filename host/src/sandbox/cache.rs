@@ -1,6 +1,7 @@
 //! On-disk cache of compiled components (native code), keyed by the wasm's
 //! sha256 and the engine's compatibility hash, so a second start does not
-//! recompile.
+//! recompile; and beside each, what the component's `describe` answered,
+//! so a second start instantiates nothing.
 //!
 //! Deserializing an artifact runs its code, so only artifacts this host
 //! wrote are ever loaded:
@@ -13,7 +14,11 @@
 //!   have another owner, is never loaded;
 //! - files are written to a temporary name of their own and renamed into
 //!   place;
-//! - a checked artifact is mapped through the descriptor that was checked.
+//! - a checked artifact is mapped through the descriptor that was checked;
+//! - a `describe` answer carries its own MAC, under a key derived apart
+//!   (one kind of file can never pass for the other), over this toolhost
+//!   version too; the answer is checked and converted at every load as if
+//!   the component had just given it.
 //!
 //! The fs unit refuses any grant that reaches this directory.
 
@@ -29,7 +34,13 @@ pub(crate) struct Cache {
     dir: PathBuf,
     engine_key: String,
     mac_key: [u8; 32],
+    /// The key of `describe` answers' MACs, derived from `mac_key`.
+    description_key: [u8; 32],
 }
+
+/// The largest `describe` answer kept (serialized): a Rust tool's is a
+/// few KiB; one past this is asked again at each start.
+const MAX_DESCRIPTION: usize = 4 << 20;
 
 /// Why the cache directory is not used.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +120,7 @@ impl Cache {
         Ok(Cache {
             dir: dir.to_owned(),
             engine_key,
+            description_key: blake3::derive_key("toolhost cache: describe answers", &mac_key),
             mac_key,
         })
     }
@@ -208,20 +220,6 @@ impl Cache {
     pub(crate) fn get(&self, engine: &Engine, sha256: &[u8; 32]) -> Option<Component> {
         let path = self.path_for(sha256);
         let tag_path = self.tag_path_for(sha256);
-        let open = |p: &Path| -> Result<Option<std::fs::File>, CacheError> {
-            match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(p)
-            {
-                Ok(f) => {
-                    private(p, &f.metadata()?, false)?;
-                    Ok(Some(f))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e.into()),
-            }
-        };
         let check = || -> Result<Option<(bool, std::fs::File)>, CacheError> {
             let (Some(mut tag_file), Some(mut body)) = (open(&tag_path)?, open(&path)?) else {
                 return Ok(None);
@@ -276,43 +274,136 @@ impl Cache {
     /// rewrites the same entry, fails the MAC and recompiles).
     pub(crate) fn put(&self, sha256: &[u8; 32], component: &Component) {
         let path = self.path_for(sha256);
-        // A temporary name of its own per write (several loads of one
-        // component may run at once, in this process or another).
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let write = |dst: &Path, bytes: &[u8]| -> std::io::Result<()> {
-            let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut name = dst.file_name().unwrap_or_default().to_os_string();
-            name.push(format!(".{}-{n}.tmp", std::process::id()));
-            let tmp = dst.with_file_name(name);
-            let written = (|| {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&tmp)?;
-                f.write_all(bytes)?;
-                drop(f);
-                std::fs::rename(&tmp, dst)
-            })();
-            if written.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-            written
-        };
         let result = component
             .serialize()
             .map_err(std::io::Error::other)
             .and_then(|body| {
                 let mut mac = self.mac(sha256);
                 mac.update(&body);
-                write(&path, &body)?;
-                write(&self.tag_path_for(sha256), mac.finalize().as_bytes())
+                write_new(&path, &body)?;
+                write_new(&self.tag_path_for(sha256), mac.finalize().as_bytes())
             });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), "cannot cache compiled component: {e}");
         }
     }
+
+    /// A `describe` answer (serialized by the caller), beside the artifact:
+    /// its tag (32 bytes), then the answer.
+    fn description_path_for(&self, sha256: &[u8; 32]) -> PathBuf {
+        self.path_for(sha256).with_extension("describe")
+    }
+
+    /// The MAC of a `describe` answer: keyed BLAKE3 under the derived key,
+    /// over the component's digest, the engine's key and this toolhost
+    /// version (the guest's answer is converted by the host that reads it,
+    /// but a new version asks again rather than trust an older one's
+    /// record), then the answer.
+    fn description_mac(&self, sha256: &[u8; 32], answer: &[u8]) -> blake3::Hash {
+        let mut mac = blake3::Hasher::new_keyed(&self.description_key);
+        mac.update(sha256);
+        mac.update(self.engine_key.as_bytes());
+        mac.update(env!("CARGO_PKG_VERSION").as_bytes());
+        mac.update(&[0]);
+        mac.update(answer);
+        mac.finalize()
+    }
+
+    /// What the component with digest `sha256` answered to `describe`, as
+    /// [`put_description`](Self::put_description) stored it, if this host
+    /// stored it and it is intact (one that is not is removed).
+    pub(crate) fn get_description(&self, sha256: &[u8; 32]) -> Option<Vec<u8>> {
+        let path = self.description_path_for(sha256);
+        let read = || -> Result<Option<Vec<u8>>, CacheError> {
+            let Some(file) = open(&path)? else {
+                return Ok(None);
+            };
+            let mut bytes = Vec::new();
+            file.take((32 + MAX_DESCRIPTION + 1) as u64)
+                .read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        };
+        let bytes = match read() {
+            Ok(b) => b?,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "not reading a cached description: {e}");
+                return None;
+            }
+        };
+        let intact = bytes.len() > 32
+            && bytes.len() <= 32 + MAX_DESCRIPTION
+            // `blake3::Hash` compares in constant time.
+            && blake3::Hash::from_slice(&bytes[..32])
+                .is_ok_and(|tag| tag == self.description_mac(sha256, &bytes[32..]));
+        if !intact {
+            tracing::warn!(path = %path.display(), "discarding a cached description: not written by this host and version");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let mut bytes = bytes;
+        bytes.drain(..32);
+        Some(bytes)
+    }
+
+    /// Store `answer`, the component's `describe` answer serialized;
+    /// failures (or an answer over `MAX_DESCRIPTION`) only cost asking
+    /// again at the next start.
+    pub(crate) fn put_description(&self, sha256: &[u8; 32], answer: &[u8]) {
+        if answer.len() > MAX_DESCRIPTION {
+            return;
+        }
+        let path = self.description_path_for(sha256);
+        let mut file = Vec::with_capacity(32 + answer.len());
+        file.extend_from_slice(self.description_mac(sha256, answer).as_bytes());
+        file.extend_from_slice(answer);
+        if let Err(e) = write_new(&path, &file) {
+            tracing::warn!(path = %path.display(), "cannot cache a description: {e}");
+        }
+    }
+}
+
+/// Open the cache's file at `p` to read, if it is there: never through a
+/// symbolic link, and only if it is this user's alone.
+fn open(p: &Path) -> Result<Option<std::fs::File>, CacheError> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+    {
+        Ok(f) => {
+            private(p, &f.metadata()?, false)?;
+            Ok(Some(f))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Write `bytes` to `dst` through a temporary name of its own per write
+/// (several loads of one component may run at once, in this process or
+/// another), renamed into place: a reader finds the old file or the
+/// whole new one.
+fn write_new(dst: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = dst.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    let tmp = dst.with_file_name(name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, dst)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A write's temporary this old never finished: its process was killed,
@@ -346,9 +437,9 @@ fn sweep_leftovers(dir: &Path) {
     }
 }
 
-/// Whether `name` is one `put` writes to before renaming it into place:
-/// `HASH-KEY.b3.cwasm.PID-N.tmp` or `HASH-KEY.b3.tag.PID-N.tmp`, and
-/// nothing else a shared directory may hold.
+/// Whether `name` is one [`write_new`] writes to before renaming it into
+/// place: `HASH-KEY.b3.{cwasm,tag,describe}.PID-N.tmp`, and nothing else a
+/// shared directory may hold.
 fn is_write_temporary(name: &str) -> bool {
     let Some((target, write)) = name.strip_suffix(".tmp").and_then(|n| n.rsplit_once('.')) else {
         return false;
@@ -358,7 +449,10 @@ fn is_write_temporary(name: &str) -> bool {
             .iter()
             .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
     });
-    numbered && (target.ends_with(".b3.cwasm") || target.ends_with(".b3.tag"))
+    numbered
+        && [".b3.cwasm", ".b3.tag", ".b3.describe"]
+            .iter()
+            .any(|kind| target.ends_with(kind))
 }
 
 /// Fill `buf` from the kernel's random source.
@@ -402,14 +496,22 @@ mod tests {
         drop(Cache::new(&d, &engine()).unwrap());
         let left = d.join("a.b3.cwasm.4242-0.tmp");
         let left_tag = d.join("a.b3.tag.4242-1.tmp");
+        let left_description = d.join("a.b3.describe.4242-3.tmp");
         let writing = d.join("b.b3.cwasm.4242-2.tmp");
         // Old, but not a write's: a cache directory may be shared.
         let other = d.join("notes.tmp");
         let renamed = d.join("a.b3.cwasm.x-1.tmp");
-        for p in [&left, &left_tag, &writing, &other, &renamed] {
+        for p in [
+            &left,
+            &left_tag,
+            &left_description,
+            &writing,
+            &other,
+            &renamed,
+        ] {
             std::fs::write(p, b"partial").unwrap();
         }
-        for p in [&left, &left_tag, &other, &renamed] {
+        for p in [&left, &left_tag, &left_description, &other, &renamed] {
             std::fs::File::options()
                 .write(true)
                 .open(p)
@@ -420,10 +522,53 @@ mod tests {
         drop(Cache::new(&d, &engine()).unwrap());
         assert!(!left.exists(), "a write two hours old is removed");
         assert!(!left_tag.exists(), "its tag's too");
+        assert!(!left_description.exists(), "and its description's");
         assert!(writing.exists(), "a write in progress is left alone");
         assert!(other.exists(), "a file put never writes is left alone");
         assert!(renamed.exists(), "so is one named almost like a write");
         assert!(d.join("key").exists(), "the key stays");
+    }
+
+    /// A recorded description comes back only for its own component, and
+    /// only as this host wrote it: not for another digest, not with its
+    /// tag moved to another record, not cut short; and an artifact's tag
+    /// is no description's (the keys are derived apart).
+    #[test]
+    fn a_description_comes_back_only_as_written_for_its_own_component() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        let c = Cache::new(&d, &engine()).unwrap();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        c.put_description(&a, b"answer of a");
+        assert_eq!(c.get_description(&a).as_deref(), Some(&b"answer of a"[..]));
+        assert_eq!(c.get_description(&b), None);
+        // A's record under b's name.
+        std::fs::copy(c.description_path_for(&a), c.description_path_for(&b)).unwrap();
+        assert_eq!(c.get_description(&b), None);
+        assert!(!c.description_path_for(&b).exists(), "discarded");
+        // Cut short.
+        let whole = std::fs::read(c.description_path_for(&a)).unwrap();
+        std::fs::write(c.description_path_for(&a), &whole[..whole.len() - 1]).unwrap();
+        assert_eq!(c.get_description(&a), None);
+        // A tag made with the artifacts' MAC over the same answer.
+        let mut artifact_mac = c.mac(&a);
+        artifact_mac.update(b"answer of a");
+        let forged = [artifact_mac.finalize().as_bytes(), &b"answer of a"[..]].concat();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(c.description_path_for(&a))
+            .unwrap()
+            .write_all(&forged)
+            .unwrap();
+        assert_eq!(c.get_description(&a), None);
+        // Too large to record: not written, asked again next time.
+        assert!(!c.description_path_for(&a).exists(), "discarded");
+        c.put_description(&a, &vec![b' '; MAX_DESCRIPTION + 1]);
+        assert!(!c.description_path_for(&a).exists());
+        c.put_description(&a, b"again");
+        assert_eq!(c.get_description(&a).as_deref(), Some(&b"again"[..]));
     }
 
     #[test]

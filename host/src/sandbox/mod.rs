@@ -40,6 +40,9 @@ pub(crate) mod bindings {
         wasmtime::component::bindgen!({
             path: "wit/tool.wit",
             world: "toolhost",
+            // `describe`'s answers are cached on disk as they came (see
+            // `cache::Cache::put_description`).
+            additional_derives: [serde::Serialize, serde::Deserialize],
             imports: {
                 "toolhost:tool/host.request-client": async,
                 "toolhost:tool/host.request-clients": async | trappable,
@@ -273,6 +276,10 @@ pub(crate) struct LoadedComponent {
     pub(crate) served: Arc<crate::served::Served>,
     /// Whether this load compiled the component (false: from the cache).
     pub(crate) compiled: bool,
+    /// Whether this load asked it what it offers (`describe`, in a
+    /// sandbox); false: a typed component, or the answer of an earlier
+    /// load or of the cache.
+    pub(crate) asked: bool,
     kind: Kind,
     concurrency: Arc<Semaphore>,
     /// Memory and table permits one call of it takes from the pool.
@@ -959,11 +966,12 @@ impl Sandbox {
         self.cache.as_ref().map(|c| c.dir())
     }
 
-    /// Compile (or fetch from cache) and pre-link a component, prepare its
-    /// grants, then ask it what tools it offers.
-    /// Load `manifest`'s component under `caps`; `described`: an earlier
-    /// load's `describe` answer, used instead of asking again if it is of
-    /// the same component.
+    /// Load `manifest`'s component under `caps`: prepare its grants,
+    /// compile it (or fetch it from the cache) and pre-link it, then learn
+    /// what it offers: from its type (a typed component), from
+    /// `described` (an earlier load's answer, if of the same component),
+    /// from the cache's record of its answer, or by asking it (`describe`,
+    /// in a sandbox), in that order.
     pub(crate) async fn load(
         &self,
         manifest: Manifest,
@@ -984,15 +992,16 @@ impl Sandbox {
         // The compile is shared while a load holds it: this one holds it
         // to its end.
         let cell = self.compile_cell(&cpath, manifest.sha256);
-        let (bytes, component, compiled) = self
+        let (fetched, compiled) = self
             .compile_once(&cell, &cpath, manifest.sha256)
             .await
             .map_err(err)?;
+        let component = &fetched.component;
         let weight = self
-            .weight_of(&component, grants.limits.memory, &cpath)
+            .weight_of(component, grants.limits.memory, &cpath)
             .map_err(err)?;
         let (kind, typed_tools) = self
-            .link(&component, bytes.as_deref(), &grants, &cpath)
+            .link(component, fetched.binary.as_deref(), &grants, &cpath)
             .map_err(err)?;
 
         // Its calls together hold at most its share of the memory and table
@@ -1014,6 +1023,7 @@ impl Sandbox {
             fingerprint: [0; 32],
             caps: caps.clone(),
             warm: self.warm.new_set(),
+            asked: false,
         };
         match (typed_tools, described) {
             // Typed tools are known from the component's type alone.
@@ -1023,7 +1033,33 @@ impl Sandbox {
                 loaded.served = d.served;
             }
             (None, None) => {
-                let (tools, served) = self.describe(&loaded).await.map_err(err)?;
+                let recorded = fetched
+                    .description
+                    .as_deref()
+                    .and_then(|r| serde_json::from_slice::<Description>(r).ok());
+                let answer = match recorded {
+                    Some(answer) => answer,
+                    None => {
+                        let answer = self.describe(&loaded).await.map_err(err)?;
+                        loaded.asked = true;
+                        answer
+                    }
+                };
+                // Recorded before it is converted: an answer the host
+                // refuses is refused at every load, recorded or not.
+                let record = loaded
+                    .asked
+                    .then(|| serde_json::to_vec(&answer).ok())
+                    .flatten();
+                let (tools, served) = convert_description(answer).map_err(err)?;
+                if let (Some(record), Some(cache)) = (record, &self.cache) {
+                    let (cache, sha256) = (cache.clone(), loaded.manifest.sha256);
+                    // A small write, off the runtime's threads.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        cache.put_description(&sha256, &record)
+                    })
+                    .await;
+                }
                 loaded.tools = tools;
                 loaded.served = Arc::new(served);
             }
@@ -1048,17 +1084,16 @@ impl Sandbox {
     }
 
     /// Run `cell`'s compile, unless a load sharing it has: what `compile`
-    /// gives (the component, and its binary if a typed one), and whether
-    /// this load compiled it (false: from the cache, or run by another
-    /// load).
+    /// gives, and whether this load compiled it (false: from the cache, or
+    /// run by another load).
     async fn compile_once(
         &self,
         cell: &Compiling,
         cpath: &std::path::Path,
         sha256: [u8; 32],
-    ) -> Result<Compiled, LoadErrorKind> {
+    ) -> Result<(Compiled, bool), LoadErrorKind> {
         let ran = std::sync::atomic::AtomicBool::new(false);
-        let (bytes, component, compiled) = cell
+        let fetched = cell
             .get_or_init(|| async {
                 ran.store(true, std::sync::atomic::Ordering::Relaxed);
                 let engine = self.engine.clone();
@@ -1075,7 +1110,8 @@ impl Sandbox {
             })
             .await
             .clone()?;
-        Ok((bytes, component, compiled && ran.into_inner()))
+        let compiled = fetched.compiled && ran.into_inner();
+        Ok((fetched, compiled))
     }
 
     /// The memories and tables one call of `component` (at `cpath`) takes
@@ -1203,10 +1239,7 @@ impl Sandbox {
     /// `@0.2.0` its resources, templates and prompts): in a fresh sandbox
     /// with no grants, under its limits, holding a pool slot or one of the
     /// describe reserve's ([`Sandbox::acquire_for_describe`]).
-    async fn describe(
-        &self,
-        comp: &LoadedComponent,
-    ) -> Result<(Vec<ToolDef>, crate::served::Served), LoadErrorKind> {
+    async fn describe(&self, comp: &LoadedComponent) -> Result<Description, LoadErrorKind> {
         let describe_err = |reason: String| LoadErrorKind::Describe { reason };
         if let Err(CallErrorKind::Internal { message }) = self.swap.admit() {
             return Err(describe_err(message));
@@ -1238,14 +1271,11 @@ impl Sandbox {
                 )),
             }
         };
-        let (defs, raw) = tokio::time::timeout(timeout, run).await.map_err(|_| {
+        tokio::time::timeout(timeout, run).await.map_err(|_| {
             describe_err(format!(
                 "did not answer within {timeout:?} (the shorter of its `timeout` and `[engine] describe-timeout`, waiting for a sandbox included)"
             ))
-        })??;
-        let tools = convert_defs(defs)?;
-        let served = serve::convert(raw)?;
-        Ok((tools, served))
+        })?
     }
 
     /// Room for one `describe` of `comp`: its own concurrency, then a pool
@@ -1985,10 +2015,22 @@ type InFlight =
 /// One compile, shared by the loads that wait for it.
 type Compiling = tokio::sync::OnceCell<Result<Compiled, LoadErrorKind>>;
 
-/// What [`compile`] gives: the component's binary if a typed component's
-/// docs need it (`None` for a toolhost-world one), the component, and
-/// whether it was compiled (not found in the cache).
-type Compiled = (Option<Arc<[u8]>>, Component, bool);
+/// What [`compile`] gives.
+#[derive(Clone)]
+struct Compiled {
+    component: Component,
+    /// Its binary, if a typed component's docs need it (`None` for a
+    /// toolhost-world one).
+    binary: Option<Arc<[u8]>>,
+    /// Whether it was compiled (false: found in the cache).
+    compiled: bool,
+    /// Its `describe` answer as the cache recorded it (serialized), if the
+    /// cache has it.
+    description: Option<Arc<[u8]>>,
+}
+
+/// A toolhost-world component's answer to `describe`, as it gave it.
+type Description = (Vec<wit_tool::ToolDef>, bound::Described);
 
 /// Run `f`, a load's reading, checking and deserializing (or compiling),
 /// on a thread of its own that ends with it, not on the runtime's blocking
@@ -2022,7 +2064,8 @@ async fn on_own_thread<T: Send + 'static>(
 }
 
 /// Check the component at `path` against its digest, and fetch its
-/// compiled form from `cache` or compile it (and cache that). Blocking.
+/// compiled form (and the record of its `describe` answer) from `cache`,
+/// or compile it (and cache that). Blocking.
 ///
 /// A warm start hashes each file as it streams through a small buffer
 /// and, for a toolhost-world component in the cache, needs nothing more of
@@ -2053,27 +2096,41 @@ fn compile(
         }
         None => None,
     };
-    if let Some(c) = &cached
+    if let (Some(c), Some(cache)) = (&cached, cache)
         && crate::typed::exports_toolhost_world(&c.component_type(), engine)
     {
-        return Ok((None, c.clone(), false));
+        return Ok(Compiled {
+            component: c.clone(),
+            binary: None,
+            compiled: false,
+            description: cache.get_description(&expected).map(Arc::from),
+        });
     }
     let bytes = std::fs::read(path).map_err(read_error)?;
     check_digest(path, expected, Sha256::digest(&bytes).into())?;
-    // Kept for a typed component's docs (its `package-docs` section).
-    let bytes: Arc<[u8]> = bytes.into();
-    if let Some(c) = cached {
-        return Ok((Some(bytes), c, false));
-    }
-    let c =
-        Component::from_binary(engine, &bytes).map_err(|e| LoadErrorKind::InvalidComponent {
-            component: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })?;
-    if let Some(cache) = cache {
-        cache.put(&expected, &c);
-    }
-    Ok((Some(bytes), c, true))
+    let compiled = cached.is_none();
+    let component = match cached {
+        Some(c) => c,
+        None => {
+            let c = Component::from_binary(engine, &bytes).map_err(|e| {
+                LoadErrorKind::InvalidComponent {
+                    component: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
+            if let Some(cache) = cache {
+                cache.put(&expected, &c);
+            }
+            c
+        }
+    };
+    Ok(Compiled {
+        component,
+        // Kept for a typed component's docs (its `package-docs` section).
+        binary: Some(bytes.into()),
+        compiled,
+        description: None,
+    })
 }
 
 /// `actual`, the digest of the component at `path`, is the `expected` one.
@@ -2118,6 +2175,14 @@ fn valid_tool_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// What a `describe` answer offers, checked: its tools, and what it
+/// serves besides.
+fn convert_description(
+    (defs, served): Description,
+) -> Result<(Vec<ToolDef>, crate::served::Served), LoadErrorKind> {
+    Ok((convert_defs(defs)?, serve::convert(served)?))
 }
 
 fn convert_defs(defs: Vec<wit_tool::ToolDef>) -> Result<Vec<ToolDef>, LoadErrorKind> {
