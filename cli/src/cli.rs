@@ -159,6 +159,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
             manifest,
             index,
             total,
+            ..
         } if verbose || (total > 1 && std::io::stderr().is_terminal()) => {
             eprintln!("[{}/{}] loading {}", index + 1, total, manifest.display())
         }
@@ -180,6 +181,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
             compiled: false,
             described,
             millis,
+            ..
         } if verbose => {
             eprintln!(
                 "loaded {} ({tools} tools) from cache{} in {millis} ms",
@@ -191,7 +193,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
                 }
             )
         }
-        LoadEvent::Failed { error } => eprint!("{}", error.render()),
+        LoadEvent::Failed { error, .. } => eprint!("{}", error.render()),
         _ => {}
     }
 }

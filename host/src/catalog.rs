@@ -152,6 +152,7 @@ pub(crate) struct CatalogTool {
 #[non_exhaustive]
 pub enum LoadEvent<'a> {
     /// A manifest is about to load.
+    #[non_exhaustive]
     Loading {
         /// The manifest.
         manifest: &'a Path,
@@ -161,12 +162,14 @@ pub enum LoadEvent<'a> {
         total: usize,
     },
     /// A manifest loaded.
+    #[non_exhaustive]
     Loaded {
         /// The manifest.
         manifest: &'a Path,
         /// How many tools it added.
         tools: usize,
-        /// Whether it was compiled (false: from the cache).
+        /// Whether it was compiled (false: from the cache, or kept from
+        /// its previous load).
         compiled: bool,
         /// Whether its component was asked what it offers (`describe`, in
         /// a sandbox); false: a typed component (its type says), or an
@@ -177,6 +180,7 @@ pub enum LoadEvent<'a> {
         millis: u128,
     },
     /// A manifest failed to load.
+    #[non_exhaustive]
     Failed {
         /// Why.
         error: &'a LoadError,
@@ -326,14 +330,17 @@ impl Catalog {
                 };
                 let reuse = reusable.get(&(&source.scope, mpath.as_path())).copied();
                 let result = load_one(sandbox, &mpath, &caps, host, reuse, whole).await;
-                (source, mpath, result, started.elapsed())
+                // The previous load kept whole: nothing was compiled or
+                // asked now.
+                let kept = matches!((&result, reuse), (Ok((c, _)), Some(p)) if Arc::ptr_eq(c, p));
+                (source, mpath, result, started.elapsed(), kept)
             });
         }
         let loads = futures::stream::iter(futures).buffered(width);
         let mut loads = std::pin::pin!(loads);
         // Every directory granted so far, for the cross-tool overlap check.
         let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
-        while let Some((source, mpath, result, took)) = loads.next().await {
+        while let Some((source, mpath, result, took, kept)) = loads.next().await {
             let Some(loaded) = selected(source, &mpath, result, &granted) else {
                 continue;
             };
@@ -344,7 +351,7 @@ impl Catalog {
                             granted.push((mpath.clone(), d.clone()));
                         }
                     }
-                    let (compiled, described) = (comp.compiled, comp.asked);
+                    let (compiled, described) = (comp.compiled && !kept, comp.asked && !kept);
                     if serves {
                         cat.add_served(&source.scope, &mpath, &comp, on_event);
                     }

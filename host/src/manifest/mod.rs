@@ -189,10 +189,17 @@ fn normalize_component(
 ) -> (PathBuf, [u8; 32]) {
     let component = dir.join(c.path.get_ref());
     if !component.is_file() {
+        // A FIFO or a device (`/dev/zero`) would hold a load forever; the
+        // load checks again on the descriptor it reads.
+        let what = if component.exists() {
+            "is not a regular file"
+        } else {
+            "not found"
+        };
         cx.error(
             Some(c.path.span()),
             format!(
-                "component `{}` not found (resolved to {})",
+                "component `{}` {what} (resolved to {})",
                 c.path.get_ref(),
                 component.display()
             ),

@@ -112,7 +112,7 @@ pub(crate) enum Raw {
 }
 
 /// What `describe` found besides tools.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Described {
     pub(crate) resources: Option<v2_resources::Catalog>,
     pub(crate) prompts: Vec<v2_prompts::PromptDef>,

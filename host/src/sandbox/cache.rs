@@ -42,6 +42,11 @@ pub(crate) struct Cache {
 /// few KiB; one past this is asked again at each start.
 const MAX_DESCRIPTION: usize = 4 << 20;
 
+/// The form of a recorded answer: raised when the host changes how it
+/// lifts or serializes answers, so that records of the old form are asked
+/// again (a development build keeps its crate version).
+const DESCRIPTION_FORMAT: &[u8] = b"toolhost-describe-1";
+
 /// Why the cache directory is not used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CacheError {
@@ -198,7 +203,13 @@ impl Cache {
     /// MAC; several times faster than HMAC-SHA256 over the tens of MB of a
     /// Python or JavaScript tool's native code, which every start reads).
     fn mac(&self, sha256: &[u8; 32]) -> blake3::Hasher {
-        let mut mac = blake3::Hasher::new_keyed(&self.mac_key);
+        self.keyed(&self.mac_key, sha256)
+    }
+
+    /// BLAKE3 keyed with `key`, over the component's digest and the
+    /// engine's key: what every MAC of an entry starts with.
+    fn keyed(&self, key: &[u8; 32], sha256: &[u8; 32]) -> blake3::Hasher {
+        let mut mac = blake3::Hasher::new_keyed(key);
         mac.update(sha256);
         mac.update(self.engine_key.as_bytes());
         mac
@@ -295,14 +306,14 @@ impl Cache {
     }
 
     /// The MAC of a `describe` answer: keyed BLAKE3 under the derived key,
-    /// over the component's digest, the engine's key and this toolhost
-    /// version (the guest's answer is converted by the host that reads it,
-    /// but a new version asks again rather than trust an older one's
-    /// record), then the answer.
+    /// over the component's digest, the engine's key, the record's form and
+    /// this toolhost version (the answer is converted by the host that
+    /// reads it, but a new version asks again rather than trust an older
+    /// one's record), then the answer.
     fn description_mac(&self, sha256: &[u8; 32], answer: &[u8]) -> blake3::Hash {
-        let mut mac = blake3::Hasher::new_keyed(&self.description_key);
-        mac.update(sha256);
-        mac.update(self.engine_key.as_bytes());
+        let mut mac = self.keyed(&self.description_key, sha256);
+        mac.update(DESCRIPTION_FORMAT);
+        mac.update(&[0]);
         mac.update(env!("CARGO_PKG_VERSION").as_bytes());
         mac.update(&[0]);
         mac.update(answer);
@@ -310,9 +321,29 @@ impl Cache {
     }
 
     /// What the component with digest `sha256` answered to `describe`, as
-    /// [`put_description`](Self::put_description) stored it, if this host
-    /// stored it and it is intact (one that is not is removed).
-    pub(crate) fn get_description(&self, sha256: &[u8; 32]) -> Option<Vec<u8>> {
+    /// [`put_description`](Self::put_description) recorded it, if this
+    /// host recorded it, it is intact and it parses (a record that fails
+    /// its MAC or does not parse is removed; one whose file fails the
+    /// checks every cache file gets is left alone, and not read).
+    pub(crate) fn get_description<T: serde::de::DeserializeOwned>(
+        &self,
+        sha256: &[u8; 32],
+    ) -> Option<T> {
+        let record = self.get_record(sha256)?;
+        match serde_json::from_slice(&record) {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                let path = self.description_path_for(sha256);
+                tracing::warn!(path = %path.display(), "discarding a cached description: {e}");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// The record behind [`get_description`](Self::get_description), its
+    /// MAC checked.
+    fn get_record(&self, sha256: &[u8; 32]) -> Option<Vec<u8>> {
         let path = self.description_path_for(sha256);
         let read = || -> Result<Option<Vec<u8>>, CacheError> {
             let Some(file) = open(&path)? else {
@@ -345,9 +376,9 @@ impl Cache {
         Some(bytes)
     }
 
-    /// Store `answer`, the component's `describe` answer serialized;
-    /// failures (or an answer over `MAX_DESCRIPTION`) only cost asking
-    /// again at the next start.
+    /// Record `answer`, a `describe` answer serialized by
+    /// [`description_record`]; failures (or an answer over
+    /// `MAX_DESCRIPTION`) only cost asking again at the next start.
     pub(crate) fn put_description(&self, sha256: &[u8; 32], answer: &[u8]) {
         if answer.len() > MAX_DESCRIPTION {
             return;
@@ -360,6 +391,29 @@ impl Cache {
             tracing::warn!(path = %path.display(), "cannot cache a description: {e}");
         }
     }
+}
+
+/// `answer` serialized to be recorded, if it fits in `MAX_DESCRIPTION`:
+/// serializing stops there, so a hostile answer (tens of MB of names that
+/// escape six-fold in JSON) costs at most that much before the host has
+/// checked it.
+pub(crate) fn description_record(answer: &impl serde::Serialize) -> Option<Vec<u8>> {
+    struct Capped(Vec<u8>);
+    impl Write for Capped {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.0.len() + bytes.len() > MAX_DESCRIPTION {
+                return Err(std::io::Error::other("over MAX_DESCRIPTION"));
+            }
+            self.0.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = Capped(Vec::new());
+    serde_json::to_writer(&mut out, answer).ok()?;
+    Some(out.0)
 }
 
 /// Open the cache's file at `p` to read, if it is there: never through a
@@ -540,20 +594,30 @@ mod tests {
         let c = Cache::new(&d, &engine()).unwrap();
         let (a, b) = ([1u8; 32], [2u8; 32]);
         c.put_description(&a, b"answer of a");
-        assert_eq!(c.get_description(&a).as_deref(), Some(&b"answer of a"[..]));
-        assert_eq!(c.get_description(&b), None);
+        assert_eq!(c.get_record(&a).as_deref(), Some(&b"answer of a"[..]));
+        assert_eq!(c.get_record(&b), None);
         // A's record under b's name.
         std::fs::copy(c.description_path_for(&a), c.description_path_for(&b)).unwrap();
-        assert_eq!(c.get_description(&b), None);
+        assert_eq!(c.get_record(&b), None);
         assert!(!c.description_path_for(&b).exists(), "discarded");
         // Cut short.
         let whole = std::fs::read(c.description_path_for(&a)).unwrap();
         std::fs::write(c.description_path_for(&a), &whole[..whole.len() - 1]).unwrap();
-        assert_eq!(c.get_description(&a), None);
-        // A tag made with the artifacts' MAC over the same answer.
-        let mut artifact_mac = c.mac(&a);
-        artifact_mac.update(b"answer of a");
-        let forged = [artifact_mac.finalize().as_bytes(), &b"answer of a"[..]].concat();
+        assert_eq!(c.get_record(&a), None);
+        // A tag made over exactly a record's message, but under the
+        // artifacts' key: the keys are derived apart.
+        let forged_mac = {
+            let mut m = c.keyed(&c.mac_key, &a);
+            m.update(DESCRIPTION_FORMAT);
+            m.update(&[0]);
+            m.update(env!("CARGO_PKG_VERSION").as_bytes());
+            m.update(&[0]);
+            m.update(b"answer of a");
+            m.finalize()
+        };
+        let right = c.description_mac(&a, b"answer of a");
+        assert_ne!(forged_mac, right);
+        let forged = [forged_mac.as_bytes(), &b"answer of a"[..]].concat();
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -562,13 +626,24 @@ mod tests {
             .unwrap()
             .write_all(&forged)
             .unwrap();
-        assert_eq!(c.get_description(&a), None);
+        assert_eq!(c.get_record(&a), None);
         // Too large to record: not written, asked again next time.
         assert!(!c.description_path_for(&a).exists(), "discarded");
         c.put_description(&a, &vec![b' '; MAX_DESCRIPTION + 1]);
         assert!(!c.description_path_for(&a).exists());
-        c.put_description(&a, b"again");
-        assert_eq!(c.get_description(&a).as_deref(), Some(&b"again"[..]));
+        // Recorded and read back as what it was; one that does not parse
+        // as what the reader expects is discarded.
+        let record = description_record(&vec!["x".to_string(); 3]).unwrap();
+        c.put_description(&a, &record);
+        assert_eq!(
+            c.get_description::<Vec<String>>(&a),
+            Some(vec!["x".to_string(); 3])
+        );
+        assert_eq!(c.get_description::<Vec<u32>>(&a), None);
+        assert!(!c.description_path_for(&a).exists(), "discarded");
+        // Serializing stops at the bound: a name escaping six-fold.
+        assert!(description_record(&"\u{1}".repeat(MAX_DESCRIPTION / 6 + 1)).is_none());
+        assert!(description_record(&"\u{1}".repeat(MAX_DESCRIPTION / 7)).is_some());
     }
 
     #[test]

@@ -1033,32 +1033,26 @@ impl Sandbox {
                 loaded.served = d.served;
             }
             (None, None) => {
-                let recorded = fetched
-                    .description
-                    .as_deref()
-                    .and_then(|r| serde_json::from_slice::<Description>(r).ok());
-                let answer = match recorded {
-                    Some(answer) => answer,
+                let (answer, record) = match fetched.description.clone() {
+                    Some(recorded) => (Arc::unwrap_or_clone(recorded), None),
                     None => {
                         let answer = self.describe(&loaded).await.map_err(err)?;
                         loaded.asked = true;
-                        answer
+                        // Serialized before the conversion takes it, and
+                        // only as far as a record may go: the answer is
+                        // not checked yet.
+                        let record = self
+                            .cache
+                            .as_ref()
+                            .and_then(|c| Some((c.clone(), cache::description_record(&answer)?)));
+                        (answer, record)
                     }
                 };
-                // Recorded before it is converted: an answer the host
-                // refuses is refused at every load, recorded or not.
-                let record = loaded
-                    .asked
-                    .then(|| serde_json::to_vec(&answer).ok())
-                    .flatten();
                 let (tools, served) = convert_description(answer).map_err(err)?;
-                if let (Some(record), Some(cache)) = (record, &self.cache) {
-                    let (cache, sha256) = (cache.clone(), loaded.manifest.sha256);
-                    // A small write, off the runtime's threads.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        cache.put_description(&sha256, &record)
-                    })
-                    .await;
+                // Recorded once the host accepts it.
+                if let Some((cache, record)) = record {
+                    let sha256 = loaded.manifest.sha256;
+                    let _ = on_own_thread(move || cache.put_description(&sha256, &record)).await;
                 }
                 loaded.tools = tools;
                 loaded.served = Arc::new(served);
@@ -1091,7 +1085,7 @@ impl Sandbox {
         cell: &Compiling,
         cpath: &std::path::Path,
         sha256: [u8; 32],
-    ) -> Result<(Compiled, bool), LoadErrorKind> {
+    ) -> Result<(Fetched, bool), LoadErrorKind> {
         let ran = std::sync::atomic::AtomicBool::new(false);
         let fetched = cell
             .get_or_init(|| async {
@@ -2013,23 +2007,23 @@ type InFlight =
     std::collections::HashMap<(std::path::PathBuf, [u8; 32]), std::sync::Weak<Compiling>>;
 
 /// One compile, shared by the loads that wait for it.
-type Compiling = tokio::sync::OnceCell<Result<Compiled, LoadErrorKind>>;
+type Compiling = tokio::sync::OnceCell<Result<Fetched, LoadErrorKind>>;
 
 /// What [`compile`] gives.
 #[derive(Clone)]
-struct Compiled {
+struct Fetched {
     component: Component,
-    /// Its binary, if a typed component's docs need it (`None` for a
-    /// toolhost-world one).
+    /// Its binary (`None` only for a toolhost-world component found in the
+    /// cache, which needs nothing more of it; a typed one's docs do).
     binary: Option<Arc<[u8]>>,
     /// Whether it was compiled (false: found in the cache).
     compiled: bool,
-    /// Its `describe` answer as the cache recorded it (serialized), if the
-    /// cache has it.
-    description: Option<Arc<[u8]>>,
+    /// Its `describe` answer as the cache recorded it, if the cache has it.
+    description: Option<Arc<Description>>,
 }
 
-/// A toolhost-world component's answer to `describe`, as it gave it.
+/// A toolhost-world component's answer to `describe`, in `@0.2.0`'s form
+/// (an `@0.1.0` answer lifted), before the host checks and converts it.
 type Description = (Vec<wit_tool::ToolDef>, bound::Described);
 
 /// Run `f`, a load's reading, checking and deserializing (or compiling),
@@ -2079,19 +2073,36 @@ fn compile(
     cache: Option<&cache::Cache>,
     path: &std::path::Path,
     expected: [u8; 32],
-) -> Result<Compiled, LoadErrorKind> {
+) -> Result<Fetched, LoadErrorKind> {
     let read_error = |source| LoadErrorKind::ReadComponent {
         component: path.to_path_buf(),
         source: Arc::new(source),
     };
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened once, without blocking (a FIFO planted in its place would
+    // hold the load forever), and read only if it is a regular file (not
+    // `/dev/zero`): both reads below use this descriptor, the second at
+    // most the length the first saw.
+    let (mut file, len) = (|| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok((file, meta.len()))
+    })()
+    .map_err(read_error)?;
     let cached = match cache {
         Some(cache) => {
-            let mut file = std::fs::File::open(path).map_err(read_error)?;
-            check_digest(
-                path,
-                expected,
-                sha256_streamed(&mut file).map_err(read_error)?,
-            )?;
+            let streamed = sha256_streamed(&mut file).map_err(read_error)?;
+            check_digest(path, expected, streamed)?;
             cache.get(engine, &expected)
         }
         None => None,
@@ -2099,14 +2110,23 @@ fn compile(
     if let (Some(c), Some(cache)) = (&cached, cache)
         && crate::typed::exports_toolhost_world(&c.component_type(), engine)
     {
-        return Ok(Compiled {
+        return Ok(Fetched {
             component: c.clone(),
             binary: None,
             compiled: false,
-            description: cache.get_description(&expected).map(Arc::from),
+            description: cache.get_description(&expected).map(Arc::new),
         });
     }
-    let bytes = std::fs::read(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| {
+            (&mut file)
+                .take(len.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(read_error)?;
+    // What was hashed above may have changed since: these bytes are
+    // checked themselves.
     check_digest(path, expected, Sha256::digest(&bytes).into())?;
     let compiled = cached.is_none();
     let component = match cached {
@@ -2124,7 +2144,7 @@ fn compile(
             c
         }
     };
-    Ok(Compiled {
+    Ok(Fetched {
         component,
         // Kept for a typed component's docs (its `package-docs` section).
         binary: Some(bytes.into()),
@@ -2506,6 +2526,36 @@ mod tests {
             wit_result_size(&r) > 1 << 20,
             "300,000 empty blocks are not free"
         );
+    }
+
+    /// A component file swapped for a FIFO or a device after its manifest
+    /// was checked is refused by the load itself, at once (the open of a
+    /// FIFO without a writer would wait forever; `/dev/zero` never ends).
+    #[test]
+    fn a_load_reads_only_a_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.wasm");
+        let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let engine = Engine::default();
+        let cache = cache::Cache::new(&d.path().join("cache"), &engine).unwrap();
+        for path in [&fifo, &zero] {
+            for cache in [Some(&cache), None] {
+                match compile(&engine, cache, path, [0; 32]) {
+                    Err(LoadErrorKind::ReadComponent { source, .. }) => {
+                        assert!(
+                            source.to_string().contains("not a regular file"),
+                            "{source}"
+                        )
+                    }
+                    Err(e) => panic!("{}: {e}", path.display()),
+                    Ok(_) => panic!("{} loaded", path.display()),
+                }
+            }
+        }
     }
 
     /// The streamed digest is the digest of the whole file, across the
