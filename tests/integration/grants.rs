@@ -1401,24 +1401,28 @@ async fn sparse_writes_are_charged_the_blocks_they_allocate_not_the_bytes_they_w
 /// grant again after a delete. A quick measure runs at the next refusal,
 /// so the first try succeeds; but one that took over a millisecond (a
 /// loaded machine) holds the next back for nine times as long, and a
-/// write meanwhile is refused: try again for up to 2 s, removing what a
-/// refused try left.
+/// write meanwhile is refused: try again, removing what a refused try
+/// left, for half a second only. (A quota measures again on its own once
+/// its last measure is a second old, `REMEASURE_AFTER`: a longer window
+/// would let a delete that freed nothing pass too.)
 async fn once_measured_again(
     core: &toolhost::Core,
     tool: &str,
     arguments: serde_json::Value,
 ) -> toolhost::ToolOutput {
     let path = arguments["path"].clone();
-    let mut last = None;
-    for _ in 0..40 {
-        match call(core, tool, arguments.clone()).await {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        let last = match call(core, tool, arguments.clone()).await {
             Ok(out) if !out.text().contains("then:") => return out,
-            refused => last = Some(refused),
+            refused => refused,
+        };
+        if std::time::Instant::now() >= until {
+            panic!("the write was refused for 500 ms after the delete: {last:?}")
         }
         let _ = call(core, "remove", json!({ "path": path })).await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("the write was refused for 2 s after the delete: {last:?}")
 }
 
 /// Two append streams over one file: the second's writes looked like

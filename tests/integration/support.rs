@@ -120,31 +120,6 @@ impl ToolDir {
         self.add_bytes(file, &std::fs::read(component(name)).unwrap(), extra)
     }
 
-    /// [`ToolDir::add`] for a copy of component `name` no cache has seen:
-    /// a custom section with random bytes makes it a component of its own
-    /// (its own digest), so its load compiles it and asks it what it
-    /// offers (`describe`), where a record in the shared test cache would
-    /// answer for it.
-    pub fn add_unseen(&self, file: &str, name: &str, extra: &str) -> PathBuf {
-        let mut wasm = std::fs::read(component(name)).unwrap();
-        let mut nonce = [0u8; 16];
-        std::io::Read::read_exact(
-            &mut std::fs::File::open("/dev/urandom").unwrap(),
-            &mut nonce,
-        )
-        .unwrap();
-        let section = b"test-nonce";
-        // Custom section (id 0): its size, then its name's, the name, the bytes.
-        wasm.extend_from_slice(&[
-            0,
-            (1 + section.len() + nonce.len()) as u8,
-            section.len() as u8,
-        ]);
-        wasm.extend_from_slice(section);
-        wasm.extend_from_slice(&nonce);
-        self.add_bytes(file, &wasm, extra)
-    }
-
     /// [`ToolDir::add`] for a component given as its bytes.
     pub fn add_bytes(&self, file: &str, component: &[u8], extra: &str) -> PathBuf {
         let wasm = self.path().join(format!("{file}.wasm"));

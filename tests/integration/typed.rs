@@ -817,9 +817,12 @@ fn spinner(d: &ToolDir, name: &str) {
     );
 }
 
-/// The config of [`fill_the_pool`]'s core: an 8-sandbox pool.
+/// The config of [`fill_the_pool`]'s core: an 8-sandbox pool, and no
+/// compile cache, so that no record of a `describe` answer from an earlier
+/// run answers for a component these tests need asked (or answered by its
+/// previous load alone).
 fn full_pool_config() -> toolhost::HostConfig {
-    test_config().with_max_instances(8)
+    test_config().with_max_instances(8).with_cache_dir(None)
 }
 
 /// Reconfigure `core` over `d` with `config`; what it answered, and the
@@ -882,9 +885,7 @@ async fn fill_the_pool(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_under_a_full_pool_keeps_a_component_prepared_again() {
     let d = ToolDir::new();
-    // Unseen: no record in the cache answers for it, so only the earlier
-    // load's answer can.
-    d.add_unseen("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
     let (core, spinning) = fill_the_pool(&d).await;
     let mut caps = toolhost::caps::Caps::default();
     caps.fs.max_open = Some(100);
@@ -904,8 +905,7 @@ async fn a_component_added_under_a_full_pool_still_loads() {
     let d = ToolDir::new();
     let (core, spinning) = fill_the_pool(&d).await;
     // The pool is full: a call of another component waits past its 1 s.
-    // Unseen: no record in the cache answers for it, so it must be asked.
-    d.add_unseen("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
+    d.add("echo", "echo", "[limits]\ntimeout = \"1s\"\n");
     let (r, listed) = reconfigure_and_list(&core, full_pool_config(), &d).await;
     let call = core
         .call(toolhost::CallRequest::new(

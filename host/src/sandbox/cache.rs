@@ -36,6 +36,8 @@ pub(crate) struct Cache {
     mac_key: [u8; 32],
     /// The key of `describe` answers' MACs, derived from `mac_key`.
     description_key: [u8; 32],
+    /// [`description_form`].
+    description_form: blake3::Hash,
 }
 
 /// The largest `describe` answer kept (serialized): a Rust tool's is a
@@ -44,8 +46,28 @@ const MAX_DESCRIPTION: usize = 4 << 20;
 
 /// The form of a recorded answer: raised when the host changes how it
 /// lifts or serializes answers, so that records of the old form are asked
-/// again (a development build keeps its crate version).
+/// again (a development build keeps its crate version; a change to the
+/// WIT the answer's types come from is seen by itself, see
+/// [`description_form`]).
 const DESCRIPTION_FORMAT: &[u8] = b"toolhost-describe-1";
+
+/// What a record's form depends on: [`DESCRIPTION_FORMAT`], this toolhost
+/// version, and the WIT of both worlds `describe` answers in. Hashed into
+/// each record's name (hosts of two versions sharing a cache keep a
+/// record each, rather than discard each other's) and into its MAC.
+fn description_form() -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for part in [
+        DESCRIPTION_FORMAT,
+        env!("CARGO_PKG_VERSION").as_bytes(),
+        include_bytes!("../../wit/tool.wit"),
+        include_bytes!("../../wit/0.1.0/tool.wit"),
+    ] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize()
+}
 
 /// Why the cache directory is not used.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +148,7 @@ impl Cache {
             dir: dir.to_owned(),
             engine_key,
             description_key: blake3::derive_key("toolhost cache: describe answers", &mac_key),
+            description_form: description_form(),
             mac_key,
         })
     }
@@ -299,23 +322,25 @@ impl Cache {
         }
     }
 
-    /// A `describe` answer (serialized by the caller), beside the artifact:
-    /// its tag (32 bytes), then the answer.
+    /// A `describe` answer (serialized by the caller), beside the artifact
+    /// (`HASH-KEY-FORM.b3.describe`): its tag (32 bytes), then the answer.
     fn description_path_for(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.path_for(sha256).with_extension("describe")
+        self.dir.join(format!(
+            "{}-{}-{}.b3.describe",
+            hex::encode(sha256),
+            self.engine_key,
+            &self.description_form.to_hex()[..16]
+        ))
     }
 
     /// The MAC of a `describe` answer: keyed BLAKE3 under the derived key,
-    /// over the component's digest, the engine's key, the record's form and
-    /// this toolhost version (the answer is converted by the host that
-    /// reads it, but a new version asks again rather than trust an older
-    /// one's record), then the answer.
+    /// over the component's digest, the engine's key, the record's form
+    /// (the answer is converted by the host that reads it, but another
+    /// version asks again rather than trust another's record), then the
+    /// answer.
     fn description_mac(&self, sha256: &[u8; 32], answer: &[u8]) -> blake3::Hash {
         let mut mac = self.keyed(&self.description_key, sha256);
-        mac.update(DESCRIPTION_FORMAT);
-        mac.update(&[0]);
-        mac.update(env!("CARGO_PKG_VERSION").as_bytes());
-        mac.update(&[0]);
+        mac.update(self.description_form.as_bytes());
         mac.update(answer);
         mac.finalize()
     }
@@ -492,8 +517,9 @@ fn sweep_leftovers(dir: &Path) {
 }
 
 /// Whether `name` is one [`write_new`] writes to before renaming it into
-/// place: `HASH-KEY.b3.{cwasm,tag,describe}.PID-N.tmp`, and nothing else a
-/// shared directory may hold.
+/// place: `HASH-KEY.b3.{cwasm,tag}.PID-N.tmp` or
+/// `HASH-KEY-FORM.b3.describe.PID-N.tmp`, and nothing else a shared
+/// directory may hold.
 fn is_write_temporary(name: &str) -> bool {
     let Some((target, write)) = name.strip_suffix(".tmp").and_then(|n| n.rsplit_once('.')) else {
         return false;
@@ -608,10 +634,7 @@ mod tests {
         // artifacts' key: the keys are derived apart.
         let forged_mac = {
             let mut m = c.keyed(&c.mac_key, &a);
-            m.update(DESCRIPTION_FORMAT);
-            m.update(&[0]);
-            m.update(env!("CARGO_PKG_VERSION").as_bytes());
-            m.update(&[0]);
+            m.update(c.description_form.as_bytes());
             m.update(b"answer of a");
             m.finalize()
         };

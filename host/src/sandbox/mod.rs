@@ -666,15 +666,12 @@ fn is_cancelled(cancel: &Option<CancellationToken>) -> bool {
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
-/// cooperative yields of running guests all hang off it.
+/// cooperative yields of running guests all hang off it. Its thread ends
+/// as soon as this is dropped (it waits on the channel, not in a sleep of
+/// a whole tick), and holds the engine only weakly meanwhile: an engine
+/// and its pool's reservations go with the sandbox, whatever the tick.
 struct Ticker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
+    _stop: std::sync::mpsc::Sender<()>,
 }
 
 /// Whether the kernel may swap pages out: then a dirty page can be missed by
@@ -802,22 +799,23 @@ fn linkers(engine: &Engine) -> anyhow::Result<(Linker<CallState>, Linker<CallSta
 }
 
 /// Start the thread that ticks the engine's epoch every `tick` (deadlines)
-/// and has `swap` look for swap every `SWAP_CHECK`; it stops when the flag
-/// returned is set.
+/// and has `swap` look for swap every `SWAP_CHECK`; it stops when the
+/// [`Ticker`] returned is dropped, or the engine is.
 fn start_ticker(
     engine: &Engine,
     tick: std::time::Duration,
     swap: Arc<SwapWatch>,
-) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let engine = engine.clone();
-    let stopped = stop.clone();
+) -> anyhow::Result<Ticker> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let engine = engine.weak();
     std::thread::Builder::new()
         .name("toolhost-epoch".into())
         .spawn(move || {
             let mut checked = Instant::now();
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(tick);
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                let Some(engine) = engine.upgrade() else {
+                    break;
+                };
                 engine.increment_epoch();
                 if checked.elapsed() >= SWAP_CHECK {
                     checked = Instant::now();
@@ -825,7 +823,7 @@ fn start_ticker(
                 }
             }
         })?;
-    Ok(stop)
+    Ok(Ticker { _stop: stop })
 }
 
 impl Sandbox {
@@ -846,7 +844,7 @@ impl Sandbox {
             },
             None => None,
         };
-        let stop = start_ticker(&engine, config.epoch_tick, swap.clone())?;
+        let ticker = start_ticker(&engine, config.epoch_tick, swap.clone())?;
         // The whole pool and the describe reserve charge one host memory.
         let residue = pool_residue(&config);
         tracing::debug!(
@@ -876,7 +874,7 @@ impl Sandbox {
             warm,
             shape,
             config,
-            _ticker: Ticker { stop },
+            _ticker: ticker,
             _claim: claim,
             swap,
             scope_shares: Default::default(),
@@ -991,22 +989,22 @@ impl Sandbox {
         // compile, and only the load that ran it reports it as compiled.
         // The compile is shared while a load holds it: this one holds it
         // to its end.
+        // The cache's record of its `describe` answer is wanted only if no
+        // earlier load's answer is at hand (a load sharing the compile
+        // takes what that one asked for).
+        let described = described.filter(|d| d.sha256 == manifest.sha256);
         let cell = self.compile_cell(&cpath, manifest.sha256);
         let (fetched, compiled) = self
-            .compile_once(&cell, &cpath, manifest.sha256)
+            .compile_once(&cell, &cpath, manifest.sha256, described.is_none())
             .await
             .map_err(err)?;
-        let component = &fetched.component;
         let weight = self
-            .weight_of(component, grants.limits.memory, &cpath)
+            .weight_of(&fetched.component, grants.limits.memory, &cpath)
             .map_err(err)?;
-        let (kind, typed_tools) = self
-            .link(component, fetched.binary.as_deref(), &grants, &cpath)
-            .map_err(err)?;
+        let (kind, typed_tools) = self.link(&fetched, &grants, &cpath).map_err(err)?;
 
         // Its calls together hold at most its share of the memory and table
         // permits too, not only of the slots.
-        let described = described.filter(|d| d.sha256 == manifest.sha256);
         let mut grants = grants;
         grants.limits.max_concurrency =
             caps.limits
@@ -1085,6 +1083,7 @@ impl Sandbox {
         cell: &Compiling,
         cpath: &std::path::Path,
         sha256: [u8; 32],
+        description: bool,
     ) -> Result<(Fetched, bool), LoadErrorKind> {
         let ran = std::sync::atomic::AtomicBool::new(false);
         let fetched = cell
@@ -1094,13 +1093,15 @@ impl Sandbox {
                 let cache = self.cache.clone();
                 let path = cpath.to_path_buf();
                 let expected = sha256;
-                on_own_thread(move || compile(&engine, cache.as_deref(), &path, expected))
-                    .await
-                    .map_err(|e| LoadErrorKind::InvalidComponent {
-                        component: cpath.to_path_buf(),
-                        reason: format!("the compiler failed: {e}"),
-                    })
-                    .and_then(|r| r)
+                on_own_thread(move || {
+                    compile(&engine, cache.as_deref(), &path, expected, description)
+                })
+                .await
+                .map_err(|e| LoadErrorKind::InvalidComponent {
+                    component: cpath.to_path_buf(),
+                    reason: format!("the compiler failed: {e}"),
+                })
+                .and_then(|r| r)
             })
             .await
             .clone()?;
@@ -1181,17 +1182,16 @@ impl Sandbox {
         Ok(weight)
     }
 
-    /// Pre-link `component` (at `cpath`, `bytes` its binary, which `compile`
-    /// keeps for every typed component) with the
-    /// linker its `grants` call for: a toolhost-world component, or a typed
-    /// one with the tools its type declares.
+    /// Pre-link the component `fetched` (from `cpath`) with the linker its
+    /// `grants` call for: a toolhost-world component, or a typed one with
+    /// the tools its type declares.
     fn link(
         &self,
-        component: &Component,
-        bytes: Option<&[u8]>,
+        fetched: &Fetched,
         grants: &Grants,
         cpath: &std::path::Path,
     ) -> Result<(Kind, Option<Vec<ToolDef>>), LoadErrorKind> {
+        let component = &fetched.component;
         let wrong_world = |e: wasmtime::Error| LoadErrorKind::WrongWorld {
             component: cpath.to_path_buf(),
             reason: format!("{e:#}"),
@@ -1206,26 +1206,29 @@ impl Sandbox {
             &stubbed
         };
         // A component exporting toolhost's world is called through it; any
-        // other is served as typed WIT functions, or refused. Both are
-        // linked by the same linker, chosen by the grants.
-        if crate::typed::exports_toolhost_world(&component.component_type(), &self.engine) {
-            let pre = linker.instantiate_pre(component).map_err(wrong_world)?;
-            let bound = Bound::new(pre).map_err(wrong_world)?;
-            Ok((Kind::Toolhost(bound), None))
-        } else {
-            let bytes = bytes.expect("`compile` keeps a typed component's binary");
-            let (t, defs) = typed::TypedComponent::load(linker, component, &self.engine, bytes)
-                .map_err(|e| match e {
-                    typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
-                        component: cpath.to_path_buf(),
-                        reason: reason.to_string(),
-                    },
-                    typed::TypedLoadError::Refused(reason) => LoadErrorKind::TypedRefused {
-                        component: cpath.to_path_buf(),
-                        reason,
-                    },
-                })?;
-            Ok((Kind::Typed(t), Some(defs)))
+        // other (`compile` kept its binary) is served as typed WIT
+        // functions, or refused. Both are linked by the same linker, chosen
+        // by the grants.
+        match &fetched.typed_binary {
+            None => {
+                let pre = linker.instantiate_pre(component).map_err(wrong_world)?;
+                let bound = Bound::new(pre).map_err(wrong_world)?;
+                Ok((Kind::Toolhost(bound), None))
+            }
+            Some(bytes) => {
+                let (t, defs) = typed::TypedComponent::load(linker, component, &self.engine, bytes)
+                    .map_err(|e| match e {
+                        typed::TypedLoadError::NotATool(reason) => LoadErrorKind::NotATool {
+                            component: cpath.to_path_buf(),
+                            reason: reason.to_string(),
+                        },
+                        typed::TypedLoadError::Refused(reason) => LoadErrorKind::TypedRefused {
+                            component: cpath.to_path_buf(),
+                            reason,
+                        },
+                    })?;
+                Ok((Kind::Typed(t), Some(defs)))
+            }
         }
     }
 
@@ -2013,9 +2016,9 @@ type Compiling = tokio::sync::OnceCell<Result<Fetched, LoadErrorKind>>;
 #[derive(Clone)]
 struct Fetched {
     component: Component,
-    /// Its binary (`None` only for a toolhost-world component found in the
-    /// cache, which needs nothing more of it; a typed one's docs do).
-    binary: Option<Arc<[u8]>>,
+    /// A typed component's binary (its docs are in it); `None` for a
+    /// toolhost-world component, which is called through its world.
+    typed_binary: Option<Arc<[u8]>>,
     /// Whether it was compiled (false: found in the cache).
     compiled: bool,
     /// Its `describe` answer as the cache recorded it, if the cache has it.
@@ -2058,36 +2061,39 @@ async fn on_own_thread<T: Send + 'static>(
 }
 
 /// Check the component at `path` against its digest, and fetch its
-/// compiled form (and the record of its `describe` answer) from `cache`,
-/// or compile it (and cache that). Blocking.
+/// compiled form from `cache` (with the record of its `describe` answer,
+/// if `description`), or compile it (and cache that). Blocking.
 ///
-/// A warm start hashes each file as it streams through a small buffer
-/// and, for a toolhost-world component in the cache, needs nothing more of
-/// it: reading whole files into memory to hash them cost a twenty-component
+/// A toolhost-world component found in the cache needs nothing of its file
+/// but the digest check, which streams the file through a small buffer:
+/// reading whole files into memory to hash them cost a twenty-component
 /// start the page faults of a fresh buffer per file and the allocator's
-/// returning them (BENCHMARKS.md). Whatever is compiled or kept is read
-/// whole and its own digest checked, so the bytes used are always the
-/// bytes pinned, even if the file changes between the two reads.
+/// returning them (BENCHMARKS.md). What is compiled or kept (a typed
+/// component's docs) is read whole and checked, so the bytes used are the
+/// bytes pinned. Each file is hashed once. (Looking the artifact up first
+/// is safe: it is found by the manifest's digest, under this cache's MAC,
+/// whatever the file holds; a file that does not match is refused.)
 fn compile(
     engine: &Engine,
     cache: Option<&cache::Cache>,
     path: &std::path::Path,
     expected: [u8; 32],
+    description: bool,
 ) -> Result<Fetched, LoadErrorKind> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let read_error = |source| LoadErrorKind::ReadComponent {
         component: path.to_path_buf(),
         source: Arc::new(source),
     };
-    use std::io::{Read, Seek};
-    use std::os::unix::fs::OpenOptionsExt;
     // Opened once, without blocking (a FIFO planted in its place would
-    // hold the load forever), and read only if it is a regular file (not
-    // `/dev/zero`): both reads below use this descriptor, the second at
-    // most the length the first saw.
-    let (mut file, len) = (|| {
+    // hold the load forever) or becoming a controlling terminal, and read
+    // only if it is a regular file (not `/dev/zero`), at most as long as
+    // it was then.
+    let (file, len) = (|| {
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
@@ -2099,34 +2105,28 @@ fn compile(
         Ok((file, meta.len()))
     })()
     .map_err(read_error)?;
-    let cached = match cache {
-        Some(cache) => {
-            let streamed = sha256_streamed(&mut file).map_err(read_error)?;
-            check_digest(path, expected, streamed)?;
-            cache.get(engine, &expected)
-        }
-        None => None,
-    };
-    if let (Some(c), Some(cache)) = (&cached, cache)
-        && crate::typed::exports_toolhost_world(&c.component_type(), engine)
-    {
+    let mut file = file.take(len.saturating_add(1));
+    let cached = cache.and_then(|c| c.get(engine, &expected));
+    let whole = cached
+        .as_ref()
+        .is_none_or(|c| !crate::typed::exports_toolhost_world(&c.component_type(), engine));
+    if let (Some(component), Some(cache), false) = (&cached, cache, whole) {
+        check_digest(
+            path,
+            expected,
+            sha256_streamed(&mut file).map_err(read_error)?,
+        )?;
         return Ok(Fetched {
-            component: c.clone(),
-            binary: None,
+            component: component.clone(),
+            typed_binary: None,
             compiled: false,
-            description: cache.get_description(&expected).map(Arc::new),
+            description: description
+                .then(|| cache.get_description(&expected).map(Arc::new))
+                .flatten(),
         });
     }
     let mut bytes = Vec::new();
-    file.seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| {
-            (&mut file)
-                .take(len.saturating_add(1))
-                .read_to_end(&mut bytes)
-        })
-        .map_err(read_error)?;
-    // What was hashed above may have changed since: these bytes are
-    // checked themselves.
+    file.read_to_end(&mut bytes).map_err(read_error)?;
     check_digest(path, expected, Sha256::digest(&bytes).into())?;
     let compiled = cached.is_none();
     let component = match cached {
@@ -2144,10 +2144,10 @@ fn compile(
             c
         }
     };
+    let typed = !crate::typed::exports_toolhost_world(&component.component_type(), engine);
     Ok(Fetched {
         component,
-        // Kept for a typed component's docs (its `package-docs` section).
-        binary: Some(bytes.into()),
+        typed_binary: typed.then(|| bytes.into()),
         compiled,
         description: None,
     })
@@ -2171,8 +2171,7 @@ fn check_digest(
 
 /// SHA-256 of what is left of `file`, read through a buffer that stays in
 /// a core's cache.
-fn sha256_streamed(file: &mut std::fs::File) -> std::io::Result<[u8; 32]> {
-    use std::io::Read;
+fn sha256_streamed(file: &mut impl std::io::Read) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 128 << 10];
     loop {
@@ -2425,6 +2424,26 @@ mod tests {
         assert!(!w.pagemap && w.admit().is_ok());
     }
 
+    /// The ticker holds the engine weakly and ends with the sandbox: an
+    /// hour's tick (an embedder's, or the tests') no longer keeps a dropped
+    /// engine, its pool's reservations and its thread for the hour.
+    #[test]
+    fn a_dropped_sandbox_lets_its_engine_go_whatever_the_tick() {
+        let sandbox = Sandbox::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: None,
+            epoch_tick: std::time::Duration::from_secs(3600),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let engine = sandbox.engine.weak();
+        drop(sandbox);
+        assert!(
+            engine.upgrade().is_none(),
+            "something still holds the engine"
+        );
+    }
+
     #[test]
     fn a_reload_resizes_a_scopes_memory_share_but_never_empties_it() {
         let config = EngineConfig {
@@ -2541,18 +2560,29 @@ mod tests {
         let zero = d.path().join("zero.wasm");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         let engine = Engine::default();
-        let cache = cache::Cache::new(&d.path().join("cache"), &engine).unwrap();
-        for path in [&fifo, &zero] {
-            for cache in [Some(&cache), None] {
-                match compile(&engine, cache, path, [0; 32]) {
-                    Err(LoadErrorKind::ReadComponent { source, .. }) => {
+        let cache = Arc::new(cache::Cache::new(&d.path().join("cache"), &engine).unwrap());
+        for path in [fifo, zero] {
+            for cached in [true, false] {
+                let (engine, cache, p) = (engine.clone(), cache.clone(), path.clone());
+                // On a thread of its own: a load that waited on the file
+                // fails the test here rather than hanging it.
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let cache = cached.then_some(&*cache);
+                    let _ = tx.send(compile(&engine, cache, &p, [0; 32], true).err());
+                });
+                let got = rx
+                    .recv_timeout(std::time::Duration::from_secs(20))
+                    .unwrap_or_else(|_| panic!("{} held the load", path.display()));
+                match got {
+                    Some(LoadErrorKind::ReadComponent { source, .. }) => {
                         assert!(
                             source.to_string().contains("not a regular file"),
                             "{source}"
                         )
                     }
-                    Err(e) => panic!("{}: {e}", path.display()),
-                    Ok(_) => panic!("{} loaded", path.display()),
+                    Some(e) => panic!("{}: {e}", path.display()),
+                    None => panic!("{} loaded", path.display()),
                 }
             }
         }
