@@ -1028,11 +1028,14 @@ fn http_shutdown_lets_running_calls_finish() {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1500}}}"#;
+            let body = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}"#;
             http_post(&addr, &h, body)
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for the server to have read the request even on a
+    // loaded machine (a request not yet read when the signal comes is an
+    // idle connection, which a graceful shutdown closes).
+    std::thread::sleep(Duration::from_millis(1500));
     let started = Instant::now();
     let exit = server.terminate(Duration::from_secs(20));
     let (status, resp) = call.join().unwrap();

@@ -1370,11 +1370,12 @@ fn a_config_reload_under_load_loses_no_call() {
         beta_tools.contains(&"list_dir".to_string()),
         "{beta_tools:?}"
     );
-    // Two long calls, running across the reload.
+    // Two long calls, running across the reload and the checks after it
+    // (on a loaded machine those can take seconds).
     let sleepers: Vec<_> = (0..2)
         .map(|_| {
             let addr = addr.clone();
-            std::thread::spawn(move || call(&addr, "slow-token", "sleep", json!({"ms": 8000})))
+            std::thread::spawn(move || call(&addr, "slow-token", "sleep", json!({"ms": 20_000})))
         })
         .collect();
     // Alpha's steady load, before, during and after the reload.
