@@ -44,6 +44,46 @@ async fn unknown_key_names_the_file_the_line_and_the_allowed_keys() {
     assert!(e.contains("max-output"), "lists the allowed keys: {e}");
 }
 
+/// A component whose compiled form (and `describe` record) the cache holds
+/// is still refused once its file no longer matches the manifest's pin:
+/// the cache is found by the pinned digest, and the file is checked
+/// against it all the same, whether the component is a toolhost-world one
+/// (whose file a warm start only streams through its digest) or a typed
+/// one (whose file is read whole for its docs).
+#[tokio::test]
+async fn a_cached_component_whose_file_changed_is_refused() {
+    for name in ["echo", "typed-kitchen-sink"] {
+        let d = ToolDir::new();
+        d.add("echo", "echo", "");
+        if name != "echo" {
+            d.add(name, name, "");
+        }
+        // Loaded once: compiled and recorded in the shared test cache.
+        let core = load(&d).await;
+        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        let before = core.tools(&Scope::default()).len();
+        drop(core);
+        // The file changes; the manifest (and its pin) do not.
+        let wasm = d.path().join(format!("{name}.wasm"));
+        let pinned = sha256_hex(&wasm);
+        std::fs::copy(component("text"), &wasm).unwrap();
+        let core = load(&d).await;
+        let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+        assert!(
+            errors[0].contains("does not match its pinned sha256")
+                && errors[0].contains(&pinned)
+                && errors[0].contains(&sha256_hex(&wasm)),
+            "{name}: {}",
+            errors[0]
+        );
+        // Only the changed component's tools are gone.
+        let after = core.tools(&Scope::default()).len();
+        assert!(after < before, "{name}: {after} of {before} tools");
+        assert_eq!(after == 0, name == "echo", "{name}: {after} of {before}");
+    }
+}
+
 #[tokio::test]
 async fn wrong_sha256_is_refused() {
     let d = ToolDir::new();

@@ -666,10 +666,13 @@ fn is_cancelled(cancel: &Option<CancellationToken>) -> bool {
 }
 
 /// Advances the engine's epoch every tick: deadlines, cancellation checks and
-/// cooperative yields of running guests all hang off it. Its thread ends
-/// as soon as this is dropped (it waits on the channel, not in a sleep of
-/// a whole tick), and holds the engine only weakly meanwhile: an engine
-/// and its pool's reservations go with the sandbox, whatever the tick.
+/// cooperative yields of running guests all hang off it. Its thread holds
+/// the engine only weakly, so an engine and its pool's reservations go when
+/// the last of their users does, whatever the tick: it ticks for as long as
+/// anything holds the engine (a background refill may outlive the sandbox,
+/// and its guest still needs its deadline), and ends at once when this is
+/// dropped if nothing does (it waits on the channel, not in a sleep of a
+/// whole tick).
 struct Ticker {
     _stop: std::sync::mpsc::Sender<()>,
 }
@@ -799,8 +802,8 @@ fn linkers(engine: &Engine) -> anyhow::Result<(Linker<CallState>, Linker<CallSta
 }
 
 /// Start the thread that ticks the engine's epoch every `tick` (deadlines)
-/// and has `swap` look for swap every `SWAP_CHECK`; it stops when the
-/// [`Ticker`] returned is dropped, or the engine is.
+/// and has `swap` look for swap every `SWAP_CHECK`, until the engine is
+/// gone (see [`Ticker`]).
 fn start_ticker(
     engine: &Engine,
     tick: std::time::Duration,
@@ -812,7 +815,15 @@ fn start_ticker(
         .name("toolhost-epoch".into())
         .spawn(move || {
             let mut checked = Instant::now();
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+            let mut sandbox_gone = false;
+            loop {
+                if sandbox_gone {
+                    std::thread::sleep(tick);
+                } else if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                    stopped.recv_timeout(tick)
+                {
+                    sandbox_gone = true;
+                }
                 let Some(engine) = engine.upgrade() else {
                     break;
                 };
@@ -989,13 +1000,10 @@ impl Sandbox {
         // compile, and only the load that ran it reports it as compiled.
         // The compile is shared while a load holds it: this one holds it
         // to its end.
-        // The cache's record of its `describe` answer is wanted only if no
-        // earlier load's answer is at hand (a load sharing the compile
-        // takes what that one asked for).
         let described = described.filter(|d| d.sha256 == manifest.sha256);
         let cell = self.compile_cell(&cpath, manifest.sha256);
         let (fetched, compiled) = self
-            .compile_once(&cell, &cpath, manifest.sha256, described.is_none())
+            .compile_once(&cell, &cpath, manifest.sha256)
             .await
             .map_err(err)?;
         let weight = self
@@ -1083,7 +1091,6 @@ impl Sandbox {
         cell: &Compiling,
         cpath: &std::path::Path,
         sha256: [u8; 32],
-        description: bool,
     ) -> Result<(Fetched, bool), LoadErrorKind> {
         let ran = std::sync::atomic::AtomicBool::new(false);
         let fetched = cell
@@ -1093,15 +1100,13 @@ impl Sandbox {
                 let cache = self.cache.clone();
                 let path = cpath.to_path_buf();
                 let expected = sha256;
-                on_own_thread(move || {
-                    compile(&engine, cache.as_deref(), &path, expected, description)
-                })
-                .await
-                .map_err(|e| LoadErrorKind::InvalidComponent {
-                    component: cpath.to_path_buf(),
-                    reason: format!("the compiler failed: {e}"),
-                })
-                .and_then(|r| r)
+                on_own_thread(move || compile(&engine, cache.as_deref(), &path, expected))
+                    .await
+                    .map_err(|e| LoadErrorKind::InvalidComponent {
+                        component: cpath.to_path_buf(),
+                        reason: format!("the compiler failed: {e}"),
+                    })
+                    .and_then(|r| r)
             })
             .await
             .clone()?;
@@ -2061,8 +2066,8 @@ async fn on_own_thread<T: Send + 'static>(
 }
 
 /// Check the component at `path` against its digest, and fetch its
-/// compiled form from `cache` (with the record of its `describe` answer,
-/// if `description`), or compile it (and cache that). Blocking.
+/// compiled form (and the record of its `describe` answer) from `cache`,
+/// or compile it (and cache that). Blocking.
 ///
 /// A toolhost-world component found in the cache needs nothing of its file
 /// but the digest check, which streams the file through a small buffer:
@@ -2078,7 +2083,6 @@ fn compile(
     cache: Option<&cache::Cache>,
     path: &std::path::Path,
     expected: [u8; 32],
-    description: bool,
 ) -> Result<Fetched, LoadErrorKind> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -2120,9 +2124,9 @@ fn compile(
             component: component.clone(),
             typed_binary: None,
             compiled: false,
-            description: description
-                .then(|| cache.get_description(&expected).map(Arc::new))
-                .flatten(),
+            // A few KiB, read even when an earlier load's answer is at hand
+            // (a load sharing this compile may have none).
+            description: cache.get_description(&expected).map(Arc::new),
         });
     }
     let mut bytes = Vec::new();
@@ -2444,6 +2448,49 @@ mod tests {
         );
     }
 
+    /// What holds the engine past its sandbox (a background refill) still
+    /// has its epoch ticked: a guest that loops is still stopped at its
+    /// deadline.
+    #[test]
+    fn the_ticker_ticks_for_whatever_outlives_its_sandbox() {
+        let sandbox = Sandbox::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: None,
+            epoch_tick: std::time::Duration::from_millis(1),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let engine = sandbox.engine.clone();
+        drop(sandbox);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On a thread of its own: a guest never stopped fails the test
+        // here rather than hanging it.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let stopped = rt.block_on(async {
+                let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#);
+                let module = wasmtime::Module::new(&engine, wasm.unwrap()).unwrap();
+                let mut store = Store::new(&engine, ());
+                store.set_fuel(u64::MAX).unwrap();
+                store.set_epoch_deadline(1);
+                let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                    .await
+                    .unwrap();
+                let spin = instance
+                    .get_typed_func::<(), ()>(&mut store, "spin")
+                    .unwrap();
+                spin.call_async(&mut store, ()).await.is_err()
+            });
+            let _ = tx.send(stopped);
+        });
+        let stopped = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the guest was never stopped: nothing ticks the epoch");
+        assert!(stopped);
+    }
+
     #[test]
     fn a_reload_resizes_a_scopes_memory_share_but_never_empties_it() {
         let config = EngineConfig {
@@ -2569,7 +2616,7 @@ mod tests {
                 let (tx, rx) = std::sync::mpsc::channel();
                 std::thread::spawn(move || {
                     let cache = cached.then_some(&*cache);
-                    let _ = tx.send(compile(&engine, cache, &p, [0; 32], true).err());
+                    let _ = tx.send(compile(&engine, cache, &p, [0; 32]).err());
                 });
                 let got = rx
                     .recv_timeout(std::time::Duration::from_secs(20))
