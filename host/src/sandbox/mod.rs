@@ -1,7 +1,8 @@
 //! The sandbox: one wasmtime `Engine` per process, components compiled once
-//! (and cached on disk), an `InstancePre` per component, and a fresh `Store`
-//! per call whose WASI context is built from the component's prepared
-//! grants alone (see `caps`).
+//! (and cached on disk, with what each answered to `describe`, so a warm
+//! start instantiates nothing), an `InstancePre` per component, and a fresh
+//! `Store` per call whose WASI context is built from the component's
+//! prepared grants alone (see `caps`).
 //!
 //! Owns the engine and its pool (sized from the host config, with weighted
 //! permits so that a call waits for room rather than failing, and no
