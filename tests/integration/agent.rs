@@ -62,9 +62,14 @@ impl Env {
     }
 
     async fn with(script: mock_model::Script) -> Env {
+        Self::limited(script, LIMITS).await
+    }
+
+    /// [`Env::with`], the tools under `limits` instead of [`LIMITS`].
+    async fn limited(script: mock_model::Script, limits: &str) -> Env {
         let tools = ToolDir::new();
-        tools.add("echo", "echo", LIMITS);
-        tools.add("hostile", "hostile", LIMITS);
+        tools.add("echo", "echo", limits);
+        tools.add("hostile", "hostile", limits);
         let core = Core::builder()
             .config(test_config())
             .source(Scope::default(), tools.path())
@@ -414,19 +419,15 @@ async fn a_trapping_and_a_timed_out_tool_end_their_call_and_the_session_goes_on(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_stops_a_running_tool_and_the_session_goes_on() {
-    let env = Env::new().await;
     // A sleep far longer than the interrupt may take, even on a loaded
     // machine (under `LIMITS`' 2 s timeout, a slow interrupt and the
     // sleep's own end were a few hundred milliseconds apart).
-    let tools = ToolDir::new();
-    tools.add("hostile", "hostile", "[limits]\ntimeout = \"60s\"\n");
-    let core = Core::builder()
-        .config(test_config())
-        .source(Scope::default(), tools.path())
-        .build()
-        .await
-        .unwrap();
-    let mut s = AgentSession::connect(core, env.options().allow("mcp__tools"))
+    let env = Env::limited(
+        rules(),
+        "[limits]\ntimeout = \"60s\"\nmemory = \"64 MiB\"\n",
+    )
+    .await;
+    let mut s = AgentSession::connect(env.core.clone(), env.options().allow("mcp__tools"))
         .await
         .unwrap();
     s.send(&use_tool("mcp__tools__sleep", json!({"ms": 30_000})))

@@ -178,12 +178,7 @@ impl Cache {
                     std::process::id(),
                     hex::encode(unique)
                 ));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&tmp)?;
+                let mut f = create_private(&tmp)?;
                 f.write_all(&key)?;
                 f.sync_all()?;
                 // Another process may have won the race: keep theirs.
@@ -458,6 +453,17 @@ fn open(p: &Path) -> Result<Option<std::fs::File>, CacheError> {
     }
 }
 
+/// Create the cache's new file at `p`, this user's alone (0600), never
+/// through a symbolic link, and never one that is already there.
+fn create_private(p: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+}
+
 /// Write `bytes` to `dst` through a temporary name of its own per write
 /// (several loads of one component may run at once, in this process or
 /// another), renamed into place: a reader finds the old file or the
@@ -469,12 +475,7 @@ fn write_new(dst: &Path, bytes: &[u8]) -> std::io::Result<()> {
     name.push(format!(".{}-{n}.tmp", std::process::id()));
     let tmp = dst.with_file_name(name);
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         f.write_all(bytes)?;
         drop(f);
         std::fs::rename(&tmp, dst)
@@ -641,11 +642,7 @@ mod tests {
         let right = c.description_mac(&a, b"answer of a");
         assert_ne!(forged_mac, right);
         let forged = [forged_mac.as_bytes(), &b"answer of a"[..]].concat();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(c.description_path_for(&a))
+        create_private(&c.description_path_for(&a))
             .unwrap()
             .write_all(&forged)
             .unwrap();

@@ -2434,13 +2434,7 @@ mod tests {
     /// engine, its pool's reservations and its thread for the hour.
     #[test]
     fn a_dropped_sandbox_lets_its_engine_go_whatever_the_tick() {
-        let sandbox = Sandbox::new(EngineConfig {
-            max_instances: 8,
-            cache_dir: None,
-            epoch_tick: std::time::Duration::from_secs(3600),
-            ..EngineConfig::default()
-        })
-        .unwrap();
+        let sandbox = small_sandbox(std::time::Duration::from_secs(3600));
         let engine = sandbox.engine.weak();
         drop(sandbox);
         assert!(
@@ -2454,42 +2448,52 @@ mod tests {
     /// deadline.
     #[test]
     fn the_ticker_ticks_for_whatever_outlives_its_sandbox() {
-        let sandbox = Sandbox::new(EngineConfig {
-            max_instances: 8,
-            cache_dir: None,
-            epoch_tick: std::time::Duration::from_millis(1),
-            ..EngineConfig::default()
-        })
-        .unwrap();
+        let sandbox = small_sandbox(std::time::Duration::from_millis(1));
         let engine = sandbox.engine.clone();
         drop(sandbox);
-        let (tx, rx) = std::sync::mpsc::channel();
-        // On a thread of its own: a guest never stopped fails the test
-        // here rather than hanging it.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            let stopped = rt.block_on(async {
-                let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#);
-                let module = wasmtime::Module::new(&engine, wasm.unwrap()).unwrap();
-                let mut store = Store::new(&engine, ());
-                store.set_fuel(u64::MAX).unwrap();
-                store.set_epoch_deadline(1);
-                let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
-                    .await
+        let stopped = within_20s(
+            "the guest was never stopped: nothing ticks the epoch",
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
                     .unwrap();
-                let spin = instance
-                    .get_typed_func::<(), ()>(&mut store, "spin")
-                    .unwrap();
-                spin.call_async(&mut store, ()).await.is_err()
-            });
-            let _ = tx.send(stopped);
-        });
-        let stopped = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("the guest was never stopped: nothing ticks the epoch");
+                rt.block_on(async {
+                    let wasm = wat::parse_str(r#"(module (func (export "spin") (loop br 0)))"#);
+                    let module = wasmtime::Module::new(&engine, wasm.unwrap()).unwrap();
+                    let mut store = Store::new(&engine, ());
+                    store.set_fuel(u64::MAX).unwrap();
+                    store.set_epoch_deadline(1);
+                    let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                        .await
+                        .unwrap();
+                    let spin = instance
+                        .get_typed_func::<(), ()>(&mut store, "spin")
+                        .unwrap();
+                    spin.call_async(&mut store, ()).await.is_err()
+                })
+            },
+        );
         assert!(stopped);
+    }
+
+    /// A sandbox of an 8-slot pool, no cache, ticking every `tick`.
+    fn small_sandbox(tick: std::time::Duration) -> Sandbox {
+        Sandbox::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: None,
+            epoch_tick: tick,
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// `f`'s answer, run on a thread of its own: one that never answers
+    /// fails the test (saying `hung`) instead of hanging it.
+    fn within_20s<T: Send + 'static>(hung: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || drop(tx.send(f())));
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{hung}"))
     }
 
     #[test]
@@ -2612,16 +2616,10 @@ mod tests {
         for path in [fifo, zero] {
             for cached in [true, false] {
                 let (engine, cache, p) = (engine.clone(), cache.clone(), path.clone());
-                // On a thread of its own: a load that waited on the file
-                // fails the test here rather than hanging it.
-                let (tx, rx) = std::sync::mpsc::channel();
-                std::thread::spawn(move || {
-                    let cache = cached.then_some(&*cache);
-                    let _ = tx.send(compile(&engine, cache, &p, [0; 32]).err());
+                let hung = format!("{} held the load", path.display());
+                let got = within_20s(&hung, move || {
+                    compile(&engine, cached.then_some(&*cache), &p, [0; 32]).err()
                 });
-                let got = rx
-                    .recv_timeout(std::time::Duration::from_secs(20))
-                    .unwrap_or_else(|_| panic!("{} held the load", path.display()));
                 match got {
                     Some(LoadErrorKind::ReadComponent { source, .. }) => {
                         assert!(
