@@ -554,11 +554,18 @@ async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let rt = tokio::runtime::Runtime::new()?;
     if let Some(i) = args.iter().position(|a| a == "--null-server") {
         let transport = args.get(i + 1).map(String::as_str).unwrap_or("stdio");
-        return rt.block_on(null_server(transport));
+        return tokio::runtime::Runtime::new()?.block_on(null_server(transport));
     }
+    // The clients run on one thread, as `wrk -t1` does. On a runtime with a
+    // worker per core they took the servers' cores: the stateless wire's 64
+    // clients measured 9,459-9,733 calls/s on a 2-core machine where one
+    // client thread measured 11,266-12,159 of the same server in the same
+    // minutes (BENCHMARKS.md, "MCP round trip").
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     anyhow::ensure!(
         root.join("build/tools/echo.toml").is_file(),
@@ -572,10 +579,12 @@ fn main() -> anyhow::Result<()> {
         println!("|---|---|---|---|---|---|---|---|---|---|");
         let mut toolhost_sequential = Vec::new();
         let mut unprepared_rows = Vec::new();
-        // `-- stdio` measures the stdio rows alone (quicker, for work on it).
+        // `-- stdio` measures the stdio rows alone, `-- wires` the HTTP wire
+        // table alone (quicker, for work on either).
         let stdio_only = args.iter().any(|a| a == "stdio");
+        let wires_only = args.iter().any(|a| a == "wires");
         for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
-            if stdio_only && matches!(transport, Transport::Http) {
+            if wires_only || stdio_only && matches!(transport, Transport::Http) {
                 continue;
             }
             for concurrency in [1, CONCURRENT] {
