@@ -196,6 +196,10 @@ test-deps:
 	bash scripts/install-nginx.sh
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
+# The agent bench compares with the Python Claude Agent SDK at this version
+# (the newest on PyPI when it was last measured); a venv made for an older
+# pin is brought to it.
+AGENT_SDK_VERSION ?= 0.2.190
 bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench sandbox
 	$(CARGO) bench -p toolhost-cli --bench mcp
@@ -203,7 +207,8 @@ bench: setup tools
 	$(CARGO) bench -p toolhost-cli --bench startup
 	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	$(CARGO) bench -p toolhost --bench inflight
-	@test -x .venv-bench/bin/python || { python3 -m venv .venv-bench && .venv-bench/bin/pip install -q claude-agent-sdk==0.2.189; }
+	@test -x .venv-bench/bin/python || python3 -m venv .venv-bench
+	@.venv-bench/bin/pip install -q --disable-pip-version-check claude-agent-sdk==$(AGENT_SDK_VERSION)
 	TOOLHOST_BENCH_PYTHON=$(CURDIR)/.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 
 ## soak: a million calls through one `toolhost serve --http` (two tenants,

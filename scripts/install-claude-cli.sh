@@ -7,7 +7,7 @@
 # then DIR/node_modules/.bin/claude; the tests look in .claude-cli unless
 # TOOLHOST_CLAUDE_CLI names another executable. Idempotent.
 set -euo pipefail
-PINNED=2.1.330
+PINNED=2.1.332
 DIR=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.claude-cli"}
 VERSION=${2:-$PINNED}
 if [ "$VERSION" = latest ]; then

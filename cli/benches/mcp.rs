@@ -405,15 +405,50 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     calls_per_s: f64,
+    /// The bench thread's CPU time over the round's wall time. Every
+    /// client runs on that one thread, so near 100% the client, not the
+    /// server, bounded the round's throughput.
+    client_busy: f64,
 }
 
-fn figures(mut lat: Latencies, wall: Duration) -> Figures {
+/// When a round started, by the clock and by the bench thread's CPU time.
+struct Round {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Round {
+    fn start() -> Round {
+        Round {
+            wall: Instant::now(),
+            cpu: client_cpu(),
+        }
+    }
+}
+
+/// CPU time this thread has used (`RUSAGE_THREAD`): the clients' own.
+fn client_cpu() -> Duration {
+    // SAFETY: `getrusage` writes only the struct it is given, which is
+    // plain integers (all-zero is a valid value).
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn figures(mut lat: Latencies, round: Round) -> Figures {
+    let wall = round.wall.elapsed();
+    let cpu = client_cpu().saturating_sub(round.cpu);
     lat.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     Figures {
         p50_us: us(lat[lat.len() / 2]),
         p99_us: us(lat[lat.len() * 99 / 100]),
         calls_per_s: lat.len() as f64 / wall.as_secs_f64(),
+        client_busy: cpu.as_secs_f64() / wall.as_secs_f64(),
     }
 }
 
@@ -427,6 +462,7 @@ fn median_figures(mut rounds: Vec<Figures>) -> Figures {
         p50_us: pick(&mut rounds, |f| f.p50_us),
         p99_us: pick(&mut rounds, |f| f.p99_us),
         calls_per_s: pick(&mut rounds, |f| f.calls_per_s),
+        client_busy: pick(&mut rounds, |f| f.client_busy),
     }
 }
 
@@ -452,9 +488,9 @@ async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures,
             }
             for _ in 0..ROUNDS {
                 for (i, c) in clients.iter_mut().enumerate() {
-                    let t = Instant::now();
+                    let t = Round::start();
                     let lat = c.round(calls, inflight).await;
-                    results[i].push(figures(lat, t.elapsed()));
+                    results[i].push(figures(lat, t));
                 }
             }
         }
@@ -478,9 +514,9 @@ async fn compare(transport: Transport, concurrency: usize) -> (Figures, Figures,
             }
             for _ in 0..ROUNDS {
                 for (i, cs) in clients.iter_mut().enumerate() {
-                    let t = Instant::now();
+                    let t = Round::start();
                     let lat = http_round(cs, each).await;
-                    results[i].push(figures(lat, t.elapsed()));
+                    results[i].push(figures(lat, t));
                 }
             }
         }
@@ -517,9 +553,9 @@ async fn compare_wires(concurrency: usize) -> [Figures; 3] {
     }
     for _ in 0..ROUNDS {
         for (i, cs) in clients.iter_mut().enumerate() {
-            let t = Instant::now();
+            let t = Round::start();
             let lat = http_round(cs, each).await;
-            results[i].push(figures(lat, t.elapsed()));
+            results[i].push(figures(lat, t));
         }
     }
     results.map(median_figures)
@@ -536,7 +572,7 @@ async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
     let mut rounds = Vec::new();
     for round in 0..=ROUNDS {
         let mut lat = Vec::with_capacity(SEQUENTIAL_CALLS);
-        let t = Instant::now();
+        let t = Round::start();
         for _ in 0..SEQUENTIAL_CALLS {
             let started = Instant::now();
             let out = core
@@ -546,10 +582,82 @@ async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
             lat.push(started.elapsed());
         }
         if round > 0 {
-            rounds.push(figures(lat, t.elapsed())); // round 0 warms up
+            rounds.push(figures(lat, t)); // round 0 warms up
         }
     }
     Ok(median_figures(rounds).p50_us)
+}
+
+/// The round-trip tables (toolhost against the null server, and prepared
+/// against built on the path) over stdio and, unless `stdio_only`, HTTP;
+/// returns toolhost's sequential p50 per transport.
+async fn round_trip_tables(stdio_only: bool) -> Vec<(&'static str, f64)> {
+    println!("\n## MCP round trip: `echo` through `toolhost serve` vs a null server\n");
+    println!(
+        "| transport | callers | toolhost p50 | null p50 | p50 ratio | toolhost p99 | null p99 | toolhost calls/s | null calls/s | throughput ratio | client busy (toolhost / null) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut toolhost_sequential = Vec::new();
+    let mut unprepared_rows = Vec::new();
+    for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
+        if stdio_only && matches!(transport, Transport::Http) {
+            continue;
+        }
+        for concurrency in [1, CONCURRENT] {
+            let (t, n, unprepared) = compare(transport, concurrency).await;
+            if concurrency == 1 {
+                toolhost_sequential.push((name, t.p50_us));
+            }
+            let callers = if concurrency == 1 {
+                "1 (sequential)".to_string()
+            } else {
+                format!("{concurrency} concurrent")
+            };
+            if let Some(u) = unprepared {
+                unprepared_rows.push(format!(
+                    "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+                    t.p50_us,
+                    u.p50_us,
+                    u.p50_us / t.p50_us,
+                    t.calls_per_s,
+                    u.calls_per_s,
+                    t.calls_per_s / u.calls_per_s,
+                    u.p50_us / n.p50_us,
+                ));
+            }
+            println!(
+                "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x | {:.0}% / {:.0}% |",
+                t.p50_us,
+                n.p50_us,
+                t.p50_us / n.p50_us,
+                t.p99_us,
+                n.p99_us,
+                t.calls_per_s,
+                n.calls_per_s,
+                t.calls_per_s / n.calls_per_s,
+                t.client_busy * 100.0,
+                n.client_busy * 100.0,
+            );
+        }
+    }
+    println!(
+        "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session). Client busy: the bench's one client thread's CPU time over the round's wall time; near 100% the client, not the server, bounded the round."
+    );
+    println!(
+        "\n## The next call's sandbox prepared after the reply (`prepare-after-reply`, default) vs built on the call's path\n"
+    );
+    println!(
+        "| transport | callers | p50, prepared | p50, built on the path | p50 saved (ratio) | calls/s, prepared | calls/s, built on the path | throughput ratio | built on the path: p50 vs null |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for row in &unprepared_rows {
+        println!("{row}");
+    }
+    println!(
+        "\nThe same rounds as the table above: three stdio servers alternating (toolhost, the null server, and toolhost with `[engine] prepare-after-reply = false`)."
+    );
+    let _ = std::fs::remove_file(unprepared_config_path());
+    toolhost_sequential
 }
 
 fn main() -> anyhow::Result<()> {
@@ -572,75 +680,20 @@ fn main() -> anyhow::Result<()> {
         "run `make tools` first"
     );
     rt.block_on(async {
-        println!("\n## MCP round trip: `echo` through `toolhost serve` vs a null server\n");
-        println!(
-            "| transport | callers | toolhost p50 | null p50 | p50 ratio | toolhost p99 | null p99 | toolhost calls/s | null calls/s | throughput ratio |"
-        );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
-        let mut toolhost_sequential = Vec::new();
-        let mut unprepared_rows = Vec::new();
         // `-- stdio` measures the stdio rows alone, `-- wires` the HTTP wire
         // table alone (quicker, for work on either).
         let stdio_only = args.iter().any(|a| a == "stdio");
         let wires_only = args.iter().any(|a| a == "wires");
-        for (transport, name) in [(Transport::Stdio, "stdio"), (Transport::Http, "HTTP")] {
-            if wires_only || stdio_only && matches!(transport, Transport::Http) {
-                continue;
+        let mut toolhost_sequential = Vec::new();
+        if !wires_only {
+            toolhost_sequential = round_trip_tables(stdio_only).await;
+            if stdio_only {
+                return Ok(());
             }
-            for concurrency in [1, CONCURRENT] {
-                let (t, n, unprepared) = compare(transport, concurrency).await;
-                if concurrency == 1 {
-                    toolhost_sequential.push((name, t.p50_us));
-                }
-                let callers = if concurrency == 1 {
-                    "1 (sequential)".to_string()
-                } else {
-                    format!("{concurrency} concurrent")
-                };
-                if let Some(u) = unprepared {
-                    unprepared_rows.push(format!(
-                        "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} | {:.0} | {:.2}x | {:.2}x |",
-                        t.p50_us,
-                        u.p50_us,
-                        u.p50_us / t.p50_us,
-                        t.calls_per_s,
-                        u.calls_per_s,
-                        t.calls_per_s / u.calls_per_s,
-                        u.p50_us / n.p50_us,
-                    ));
-                }
-                println!(
-                    "| {name} | {callers} | {:.0} µs | {:.0} µs | {:.2}x | {:.0} µs | {:.0} µs | {:.0} | {:.0} | {:.2}x |",
-                    t.p50_us,
-                    n.p50_us,
-                    t.p50_us / n.p50_us,
-                    t.p99_us,
-                    n.p99_us,
-                    t.calls_per_s,
-                    n.calls_per_s,
-                    t.calls_per_s / n.calls_per_s,
-                );
-            }
-        }
-        println!(
-            "\nMedian of {ROUNDS} rounds (rounds alternate the two servers); sequential: {SEQUENTIAL_CALLS} calls a round; concurrent: {CONCURRENT} callers x {CONCURRENT_CALLS_EACH} calls (stdio: one connection with {CONCURRENT} requests in flight; HTTP: {CONCURRENT} clients, each its own connection and session)."
-        );
-        println!("\n## The next call's sandbox prepared after the reply (`prepare-after-reply`, default) vs built on the call's path\n");
-        println!("| transport | callers | p50, prepared | p50, built on the path | p50 saved (ratio) | calls/s, prepared | calls/s, built on the path | throughput ratio | built on the path: p50 vs null |");
-        println!("|---|---|---|---|---|---|---|---|---|");
-        for row in &unprepared_rows {
-            println!("{row}");
-        }
-        println!(
-            "\nThe same rounds as the table above: three stdio servers alternating (toolhost, the null server, and toolhost with `[engine] prepare-after-reply = false`)."
-        );
-        let _ = std::fs::remove_file(unprepared_config_path());
-        if stdio_only {
-            return Ok(());
         }
         println!("\n## MCP over HTTP: 2025-11-25 session (SSE) vs 2026-07-28 stateless (JSON), `echo` through `toolhost serve`\n");
-        println!("| callers | wire | p50 | p99 | calls/s | calls/s vs session |");
-        println!("|---|---|---|---|---|---|");
+        println!("| callers | wire | p50 | p99 | calls/s | calls/s vs session | client busy |");
+        println!("|---|---|---|---|---|---|---|");
         for concurrency in [1, CONCURRENT] {
             let figures = compare_wires(concurrency).await;
             let callers = if concurrency == 1 {
@@ -655,17 +708,21 @@ fn main() -> anyhow::Result<()> {
             ];
             for (f, name) in figures.iter().zip(names) {
                 println!(
-                    "| {callers} | {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x |",
+                    "| {callers} | {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x | {:.0}% |",
                     f.p50_us,
                     f.p99_us,
                     f.calls_per_s,
                     f.calls_per_s / figures[0].calls_per_s,
+                    f.client_busy * 100.0,
                 );
             }
         }
         println!(
             "\nSame server, same `echo`, rounds alternating the wires. Session: one initialize per client, then each response an SSE stream; stateless: `_meta` and `Mcp-*` headers on every request, no session, plain JSON responses, answered by the server's stateless lane; the last row sends the same stateless requests with an allowed `Origin` header, which leaves them to rmcp's Streamable HTTP service (what every stateless call took before the lane)."
         );
+        if wires_only {
+            return Ok(());
+        }
         let core = core_call_p50(&root).await?;
         let shares: Vec<String> = toolhost_sequential
             .iter()

@@ -18,7 +18,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// The environment variable naming the CLI executable.
 pub const CLI_ENV: &str = "TOOLHOST_CLAUDE_CLI";
 /// The CLI version this transport is tested against.
-pub const PINNED_CLI_VERSION: &str = "2.1.330";
+pub const PINNED_CLI_VERSION: &str = "2.1.332";
 /// How much of the CLI's stderr is kept for error messages.
 const STDERR_TAIL: usize = 16 << 10;
 
