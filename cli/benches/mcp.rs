@@ -16,7 +16,9 @@
 //! stateless 2026-07-28 wire (per-request `_meta` and headers, no session,
 //! each response plain `application/json`), answered by the server's
 //! stateless lane and, with an `Origin` header, by rmcp's service; rounds
-//! alternating.
+//! alternating. With `TOOLHOST_BENCH_WASSETTE` naming a `wassette` binary,
+//! a third table compares toolhost and Wassette on one typed component
+//! (BENCHMARKS.md, "Against Wassette").
 //! Run with `cargo bench --bench mcp`; the null server is this same binary
 //! started with `--null-server stdio|http`, with the allocator `toolhost`
 //! has (mimalloc, its features and purge delay), so the ratios measure the
@@ -130,6 +132,11 @@ enum Server {
     /// call instantiates its sandbox on its own path.
     ToolhostUnprepared,
     Null,
+    /// `toolhost serve` with the typed `typed-kitchen-sink` component, for
+    /// the comparison with Wassette ([`wassette_table`]).
+    ToolhostTyped,
+    /// Wassette (`TOOLHOST_BENCH_WASSETTE`) with the same component.
+    Wassette,
 }
 
 /// A host config turning `prepare-after-reply` off, written once.
@@ -168,6 +175,21 @@ fn spawn(server: Server, transport: Transport) -> Child {
             };
             c
         }
+        Server::ToolhostTyped => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_toolhost"));
+            c.args(["serve", "--watch", "false", "--stdio", "--tools"])
+                .arg(typed_dir().join("sink.toml"));
+            c
+        }
+        Server::Wassette => {
+            let mut c = Command::new(wassette().expect("TOOLHOST_BENCH_WASSETTE"));
+            c.args(["serve", "--stdio", "--plugin-dir"])
+                .arg(typed_dir().join("plugins"))
+                // Its log at `info` writes lines per call; as quiet as
+                // toolhost's (`TOOLHOST_LOG=error`).
+                .env("RUST_LOG", "error");
+            c
+        }
         Server::Null => {
             let mut c = Command::new(std::env::current_exe().unwrap());
             c.arg("--null-server").arg(match transport {
@@ -202,6 +224,31 @@ fn call_2026(id: u64) -> String {
     )
 }
 
+/// The typed component's `echo-text` as toolhost names it.
+fn call_typed(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"scalars_echo-text","arguments":{{"c":"x","s":"hello, sandbox","b":true}}}}}}"#
+    )
+}
+
+/// The same function as Wassette names it.
+fn call_wassette(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"toolhost_kitchen-sink_scalars_0_1_0_echo-text","arguments":{{"c":"x","s":"hello, sandbox","b":true}}}}}}"#
+    )
+}
+
+/// A successful reply whose text carries the string sent.
+fn check_typed_reply(v: &Value) {
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        v["result"]["isError"] != true && text.contains("hello, sandbox"),
+        "unexpected reply {v}"
+    );
+}
+
 fn check_reply(v: &Value) {
     assert_eq!(
         v["result"]["content"][0]["text"], "hello, sandbox",
@@ -214,11 +261,18 @@ type Latencies = Vec<Duration>;
 
 // --- stdio: one connection, `inflight` requests outstanding
 
+/// A client's `tools/call` request with a given id, and the check of its
+/// reply.
+type Exchange = (fn(u64) -> String, fn(&Value));
+
 struct StdioClient {
     _child: Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     next_id: u64,
+    /// The `tools/call` request with a given id, and the check of its reply.
+    request: fn(u64) -> String,
+    check: fn(&Value),
 }
 
 impl StdioClient {
@@ -232,11 +286,18 @@ impl StdioClient {
             .unwrap();
         let init = lines.next_line().await.unwrap().expect("initialize reply");
         assert!(init.contains("protocolVersion"), "{init}");
+        let (request, check): Exchange = match server {
+            Server::ToolhostTyped => (call_typed, check_typed_reply),
+            Server::Wassette => (call_wassette, check_typed_reply),
+            _ => (call, check_reply),
+        };
         StdioClient {
             _child: child,
             stdin,
             lines,
             next_id: 1,
+            request,
+            check,
         }
     }
 
@@ -252,7 +313,7 @@ impl StdioClient {
             let line = self.lines.next_line().await.unwrap().expect("reply");
             let v: Value = serde_json::from_str(&line).unwrap();
             let Some(id) = v["id"].as_u64() else { continue };
-            check_reply(&v);
+            (self.check)(&v);
             lat.push(
                 sent.remove(&id)
                     .expect("a reply to a sent request")
@@ -270,7 +331,7 @@ impl StdioClient {
         let id = self.next_id;
         self.next_id += 1;
         self.stdin
-            .write_all(format!("{}\n", call(id)).as_bytes())
+            .write_all(format!("{}\n", (self.request)(id)).as_bytes())
             .await
             .unwrap();
         Some(id)
@@ -588,6 +649,88 @@ async fn core_call_p50(root: &std::path::Path) -> anyhow::Result<f64> {
     Ok(median_figures(rounds).p50_us)
 }
 
+/// The `wassette` binary to compare with, if `TOOLHOST_BENCH_WASSETTE`
+/// names one. Wassette is not on crates.io: build it from source
+/// (BENCHMARKS.md, "Against Wassette").
+fn wassette() -> Option<PathBuf> {
+    std::env::var_os("TOOLHOST_BENCH_WASSETTE").map(PathBuf::from)
+}
+
+/// A directory with the typed `typed-kitchen-sink` component twice: under
+/// a toolhost manifest (`sink.toml`) and in a Wassette plugin directory.
+fn typed_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        use sha2::Digest;
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let wasm = std::fs::read(root.join("build/test-tools/typed-kitchen-sink.wasm"))
+            .expect("build/test-tools/typed-kitchen-sink.wasm (`make tools`)");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sink.wasm"), &wasm).unwrap();
+        std::fs::write(
+            dir.path().join("sink.toml"),
+            format!(
+                "[component]\npath = \"sink.wasm\"\nsha256 = \"{}\"\n",
+                hex::encode(sha2::Sha256::digest(&wasm))
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::write(dir.path().join("plugins/sink.wasm"), &wasm).unwrap();
+        dir
+    })
+    .path()
+}
+
+/// P2's second half: the same typed component's `echo-text` through
+/// `toolhost serve` and through Wassette over stdio, sequential calls,
+/// rounds alternating with the null server's `echo`.
+async fn wassette_table() {
+    if wassette().is_none() {
+        println!(
+            "\n(Against Wassette: skipped; set TOOLHOST_BENCH_WASSETTE to a `wassette` binary.)"
+        );
+        return;
+    }
+    let mut clients = [
+        StdioClient::connect(Server::ToolhostTyped).await,
+        StdioClient::connect(Server::Wassette).await,
+        StdioClient::connect(Server::Null).await,
+    ];
+    for c in clients.iter_mut() {
+        c.round(SEQUENTIAL_CALLS / 4, 1).await; // warm up
+    }
+    let mut results: [Vec<Figures>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (i, c) in clients.iter_mut().enumerate() {
+            let t = Round::start();
+            let lat = c.round(SEQUENTIAL_CALLS, 1).await;
+            results[i].push(figures(lat, t));
+        }
+    }
+    let [toolhost, wassette, null] = results.map(median_figures);
+    println!("\n## Against Wassette: a typed component's `echo-text` over stdio, sequential\n");
+    println!("| server | p50 | p99 | calls/s | p50 vs null | p50 vs toolhost |");
+    println!("|---|---|---|---|---|---|");
+    for (name, f) in [
+        ("toolhost", toolhost),
+        ("Wassette", wassette),
+        ("null server (`echo`)", null),
+    ] {
+        println!(
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x | {:.2}x |",
+            f.p50_us,
+            f.p99_us,
+            f.calls_per_s,
+            f.p50_us / null.p50_us,
+            f.p50_us / toolhost.p50_us,
+        );
+    }
+    println!(
+        "\nMedian of {ROUNDS} rounds of {SEQUENTIAL_CALLS} calls, the three servers alternating. Both serve `typed-kitchen-sink` unchanged, each call in a fresh instance."
+    );
+}
+
 /// The round-trip tables (toolhost against the null server, and prepared
 /// against built on the path) over stdio and, unless `stdio_only`, HTTP;
 /// returns toolhost's sequential p50 per transport.
@@ -687,6 +830,7 @@ fn main() -> anyhow::Result<()> {
         let mut toolhost_sequential = Vec::new();
         if !wires_only {
             toolhost_sequential = round_trip_tables(stdio_only).await;
+            wassette_table().await;
             if stdio_only {
                 return Ok(());
             }
