@@ -238,13 +238,15 @@ fn call_wassette(id: u64) -> String {
     )
 }
 
-/// A successful reply whose text carries the string sent.
+/// A successful reply whose text is `echo-text`'s result: the arguments
+/// sent, as a tuple.
 fn check_typed_reply(v: &Value) {
     let text = v["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_default();
+    let result = serde_json::from_str::<Value>(text).ok();
     assert!(
-        v["result"]["isError"] != true && text.contains("hello, sandbox"),
+        v["result"]["isError"] != true && result == Some(json!(["x", "hello, sandbox", true])),
         "unexpected reply {v}"
     );
 }
@@ -488,16 +490,22 @@ impl Round {
 }
 
 /// CPU time this thread has used (`RUSAGE_THREAD`): the clients' own.
+/// Zero where there is no per-thread figure (not Linux).
 fn client_cpu() -> Duration {
-    // SAFETY: `getrusage` writes only the struct it is given, which is
-    // plain integers (all-zero is a valid value).
-    let u = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut u);
-        u
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `getrusage` writes only the struct it is given, which is
+        // plain integers (all-zero is a valid value).
+        let (rc, u) = unsafe {
+            let mut u: libc::rusage = std::mem::zeroed();
+            (libc::getrusage(libc::RUSAGE_THREAD, &mut u), u)
+        };
+        assert_eq!(rc, 0, "getrusage(RUSAGE_THREAD)");
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+    #[cfg(not(target_os = "linux"))]
+    Duration::ZERO
 }
 
 fn figures(mut lat: Latencies, round: Round) -> Figures {
@@ -710,24 +718,27 @@ async fn wassette_table() {
     }
     let [toolhost, wassette, null] = results.map(median_figures);
     println!("\n## Against Wassette: a typed component's `echo-text` over stdio, sequential\n");
-    println!("| server | p50 | p99 | calls/s | p50 vs null | p50 vs toolhost |");
-    println!("|---|---|---|---|---|---|");
+    println!("| server | p50 | p99 | calls/s | p50 vs null | p50 vs toolhost | client busy |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, f) in [
         ("toolhost", toolhost),
         ("Wassette", wassette),
         ("null server (`echo`)", null),
     ] {
         println!(
-            "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x | {:.2}x |",
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} | {:.2}x | {:.2}x | {:.0}% |",
             f.p50_us,
             f.p99_us,
             f.calls_per_s,
             f.p50_us / null.p50_us,
             f.p50_us / toolhost.p50_us,
+            f.client_busy * 100.0,
         );
     }
+    drop(clients);
+    let _ = std::fs::remove_dir_all(typed_dir());
     println!(
-        "\nMedian of {ROUNDS} rounds of {SEQUENTIAL_CALLS} calls, the three servers alternating. Both serve `typed-kitchen-sink` unchanged, each call in a fresh instance."
+        "\nMedian of {ROUNDS} rounds of {SEQUENTIAL_CALLS} calls, the three servers alternating. Both serve `typed-kitchen-sink` unchanged and run each call in a fresh instance: toolhost one prepared after the previous reply (its default), Wassette one instantiated, with a new linker, on the call's path."
     );
 }
 
