@@ -224,18 +224,22 @@ fn call_2026(id: u64) -> String {
     )
 }
 
-/// The typed component's `echo-text` as toolhost names it.
-fn call_typed(id: u64) -> String {
+/// A call of the typed component's `echo-text`, under the tool name
+/// `tool` its server gives it.
+fn call_echo_text(tool: &str, id: u64) -> String {
     format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"scalars_echo-text","arguments":{{"c":"x","s":"hello, sandbox","b":true}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"c":"x","s":"hello, sandbox","b":true}}}}}}"#
     )
 }
 
-/// The same function as Wassette names it.
+/// `echo-text` as toolhost names it.
+fn call_typed(id: u64) -> String {
+    call_echo_text("scalars_echo-text", id)
+}
+
+/// `echo-text` as Wassette names it.
 fn call_wassette(id: u64) -> String {
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"toolhost_kitchen-sink_scalars_0_1_0_echo-text","arguments":{{"c":"x","s":"hello, sandbox","b":true}}}}}}"#
-    )
+    call_echo_text("toolhost_kitchen-sink_scalars_0_1_0_echo-text", id)
 }
 
 /// A successful reply whose text is `echo-text`'s result: the arguments
