@@ -314,6 +314,9 @@ impl Catalog {
         // then added in the sources' order, one by one, so clashes and
         // overlaps are decided as if they had loaded in turn.
         let width = sandbox.load_parallelism();
+        // One set of load threads for the whole catalog: each takes load
+        // after load, and they end with this load (`sandbox::lanes`).
+        let _lanes = sandbox.load_lanes();
         let reusable = &reusable;
         let mut futures = Vec::with_capacity(total);
         for (index, (source, mpath)) in work.into_iter().enumerate() {

@@ -17,6 +17,7 @@
 //! `policy`), or any front end. Reachable only through `Core`.
 
 mod cache;
+mod lanes;
 mod sizing;
 mod state;
 mod typed;
@@ -238,6 +239,8 @@ pub(crate) struct Sandbox {
     cache: Option<Arc<cache::Cache>>,
     /// Compiles in progress, by component path and digest.
     compiling: std::sync::Mutex<InFlight>,
+    /// The threads of the loads in progress (see [`Sandbox::load_lanes`]).
+    lanes: std::sync::Mutex<std::sync::Weak<lanes::Lanes>>,
     pool: Pools,
     /// The sandboxes beside the pool that only `describe` takes.
     describe_reserve: Pools,
@@ -881,6 +884,7 @@ impl Sandbox {
             linker_http,
             cache,
             compiling: Default::default(),
+            lanes: Default::default(),
             pool,
             describe_reserve: Pools::new(describe_reserve(&config), memory),
             warm,
@@ -965,6 +969,19 @@ impl Sandbox {
         load_parallelism(&self.config)
     }
 
+    /// The threads loads' blocking work runs on (`lanes`): those of the
+    /// loads in progress, or new ones. A catalog holds them while it loads,
+    /// so that one thread takes load after load, and they end with it.
+    pub(crate) fn load_lanes(&self) -> Arc<lanes::Lanes> {
+        let mut held = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lanes) = held.upgrade() {
+            return lanes;
+        }
+        let lanes = Arc::new(lanes::Lanes::new());
+        *held = Arc::downgrade(&lanes);
+        lanes
+    }
+
     /// Sandboxes calls may hold at once (`max-instances`, resolved).
     pub(crate) fn pool_size(&self) -> u32 {
         self.config.max_instances
@@ -994,9 +1011,9 @@ impl Sandbox {
         let grants = caps::prepare(&manifest, caps, host, self.config.max_instances)
             .map_err(|e| err(LoadErrorKind::Grants(e)))?;
         let cpath = manifest.component.clone();
-        // Reading, hashing, and deserializing or compiling run on a thread
-        // of their own (`on_own_thread`; the catalog loads several
-        // components at once, so they use every core); overlapping loads
+        // Reading, hashing, and deserializing or compiling run on a load
+        // thread (`lanes`; the catalog loads several components at once,
+        // so they use every core); overlapping loads
         // of one component (one manifest in several sources) share one
         // compile, and only the load that ran it reports it as compiled.
         // The compile is shared while a load holds it: this one holds it
@@ -1059,7 +1076,10 @@ impl Sandbox {
                 // Recorded once the host accepts it.
                 if let Some((cache, record)) = record {
                     let sha256 = loaded.manifest.sha256;
-                    let _ = on_own_thread(move || cache.put_description(&sha256, &record)).await;
+                    let _ = self
+                        .load_lanes()
+                        .run(move || cache.put_description(&sha256, &record))
+                        .await;
                 }
                 loaded.tools = tools;
                 loaded.served = Arc::new(served);
@@ -1101,7 +1121,8 @@ impl Sandbox {
                 let cache = self.cache.clone();
                 let path = cpath.to_path_buf();
                 let expected = sha256;
-                on_own_thread(move || compile(&engine, cache.as_deref(), &path, expected))
+                self.load_lanes()
+                    .run(move || compile(&engine, cache.as_deref(), &path, expected))
                     .await
                     .map_err(|e| LoadErrorKind::InvalidComponent {
                         component: cpath.to_path_buf(),
@@ -2035,37 +2056,6 @@ struct Fetched {
 /// (an `@0.1.0` answer lifted), before the host checks and converts it.
 type Description = (Vec<wit_tool::ToolDef>, bound::Described);
 
-/// Run `f`, a load's reading, checking and deserializing (or compiling),
-/// on a thread of its own that ends with it, not on the runtime's blocking
-/// pool: a pooled thread idles on for tokio's keep-alive (10 s) after the
-/// load, and with it what its allocator keeps for it (mimalloc, the
-/// binary's, keeps a thread's freed pages until that thread allocates
-/// again or ends: 10 MiB of a twenty-component start, BENCHMARKS.md). A
-/// thread costs tens of microseconds; a load, milliseconds. A panic in
-/// `f` is an error naming its message.
-async fn on_own_thread<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("toolhost-load".into())
-        .spawn(move || {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            drop(done.send(ran.map_err(|p| {
-                let message = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(no message)".into());
-                format!("it panicked: {message}")
-            })));
-        })
-        .map_err(|e| format!("no thread to run it on: {e}"))?;
-    result
-        .await
-        .unwrap_or_else(|_| Err("its thread ended without an answer".into()))
-}
-
 /// Check the component at `path` against its digest, and fetch its
 /// compiled form (and the record of its `describe` answer) from `cache`,
 /// or compile it (and cache that). Blocking.
@@ -2648,21 +2638,6 @@ mod tests {
             let want: [u8; 32] = Sha256::digest(&bytes).into();
             assert_eq!(sha256_streamed(&mut file).unwrap(), want, "{len} bytes");
         }
-    }
-
-    #[tokio::test]
-    async fn a_load_thread_answers_and_its_panic_is_an_error_with_the_message() {
-        let name = on_own_thread(|| std::thread::current().name().map(str::to_string)).await;
-        assert_eq!(name.unwrap().as_deref(), Some("toolhost-load"));
-        let e = on_own_thread(|| -> u32 { panic!("the artifact is truncated") })
-            .await
-            .unwrap_err();
-        assert_eq!(e, "it panicked: the artifact is truncated");
-        let n = 7;
-        let e = on_own_thread(move || -> u32 { panic!("{n} bytes short") })
-            .await
-            .unwrap_err();
-        assert_eq!(e, "it panicked: 7 bytes short");
     }
 
     #[test]
