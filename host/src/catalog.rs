@@ -315,7 +315,8 @@ impl Catalog {
         // overlaps are decided as if they had loaded in turn.
         let width = sandbox.load_parallelism();
         // One set of load threads for the whole catalog: each takes load
-        // after load, and they end with this load (`sandbox::lanes`).
+        // after load, and they end once this load (and any other sharing
+        // them) is done (`sandbox::lanes`).
         let _lanes = sandbox.load_lanes();
         let reusable = &reusable;
         let mut futures = Vec::with_capacity(total);

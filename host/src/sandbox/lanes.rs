@@ -9,15 +9,17 @@
 //! thread started from fresh allocator pages (in `secure` mode, each page's
 //! free list is laid out anew), and each ending one gave its pages back
 //! with `madvise`, whose TLB shootdowns stalled the other core's load.
-//! Here a thread takes one load after another while a catalog loads, and
-//! ends once the catalog is loaded: its pages are reused from one load to
-//! the next, and given back with the thread.
+//! Here a thread takes one load after another while a catalog loads (and
+//! any reload beside it: they share the threads), and ends once the last
+//! of them is loaded and its job is done: its pages are reused from one
+//! load to the next, and given back with the thread.
 //!
-//! A job goes to an idle thread, else to a new one, so jobs never wait for
-//! each other (no job waits on another: a thread more is the worst case).
-//! The threads end when the last holder of the [`Lanes`] drops it, or
-//! after [`LINGER`] without work. Owns: those threads and their queue.
-//! Must not touch: what the jobs do.
+//! A job goes to a free thread, else to a new one: every thread not
+//! running a job (one just spawned included) is counted free, and a job is
+//! queued only while the queued jobs are no more than the free threads, so
+//! no job waits for another. The threads end when the last holder of the
+//! [`Lanes`] drops it, or after [`LINGER`] without work. Owns: those
+//! threads and their queue. Must not touch: what the jobs do.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -40,15 +42,17 @@ pub(crate) struct Lanes {
 struct Shared {
     state: Mutex<State>,
     work: Condvar,
+    /// [`LINGER`], but for tests.
+    linger: Duration,
 }
 
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Job>,
-    /// Threads done with their last job and not yet ending: each takes the
-    /// next queued job. A job counts its thread here before its caller
-    /// hears of the result, so the caller's next job never finds its
-    /// thread busy and starts another.
+    /// Threads not running a job and not ending: just spawned, or done
+    /// with their last job (which counts its thread here before its caller
+    /// hears of the result, so the caller's next job finds it free rather
+    /// than starting another).
     free: usize,
     /// No holder is left: threads end once the queue is empty.
     closed: bool,
@@ -62,10 +66,15 @@ impl Shared {
 
 impl Lanes {
     pub(crate) fn new() -> Lanes {
+        Lanes::with_linger(LINGER)
+    }
+
+    fn with_linger(linger: Duration) -> Lanes {
         Lanes {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 work: Condvar::new(),
+                linger,
             }),
         }
     }
@@ -90,24 +99,27 @@ impl Lanes {
                 format!("it panicked: {message}")
             })));
         });
-        let spawn = {
+        {
             let mut s = self.shared.lock();
             s.jobs.push_back(job);
-            // Every queued job needs a thread of its own to wait for.
-            s.jobs.len() > s.free
-        };
-        if spawn {
-            let shared = self.shared.clone();
-            if let Err(e) = std::thread::Builder::new()
-                .name("toolhost-load".into())
-                .spawn(move || work(&shared))
-            {
-                // No thread: the job is still queued, and an idle thread
-                // may yet take it; this call does not wait for that.
-                return Err(format!("no thread to run it on: {e}"));
+            // Every queued job needs a free thread of its own.
+            if s.jobs.len() > s.free {
+                // Spawned under the lock, so that a failure takes back
+                // this job (the last queued) and nothing else.
+                let shared = self.shared.clone();
+                match std::thread::Builder::new()
+                    .name("toolhost-load".into())
+                    .spawn(move || work(&shared))
+                {
+                    Ok(_) => s.free += 1,
+                    Err(e) => {
+                        s.jobs.pop_back();
+                        return Err(format!("no thread to run it on: {e}"));
+                    }
+                }
+            } else {
+                self.shared.work.notify_one();
             }
-        } else {
-            self.shared.work.notify_one();
         }
         result
             .await
@@ -123,10 +135,8 @@ impl Drop for Lanes {
 }
 
 /// A thread's life: jobs until none is queued and the lanes are closed
-/// (or none came for [`LINGER`]).
+/// (or none came for the linger). It starts counted free (by its spawner).
 fn work(shared: &Shared) {
-    // Counted in `free` from the end of its first job (the job counts it).
-    let mut free = false;
     loop {
         let job = {
             let mut s = shared.lock();
@@ -139,25 +149,23 @@ fn work(shared: &Shared) {
                 }
                 let (guard, waited) = shared
                     .work
-                    .wait_timeout(s, LINGER)
+                    .wait_timeout(s, shared.linger)
                     .unwrap_or_else(PoisonError::into_inner);
                 s = guard;
                 if waited.timed_out() && s.jobs.is_empty() {
                     break None;
                 }
             };
-            if free {
-                s.free -= 1;
-            }
+            // Busy with the job (which counts it free again at its end),
+            // or ending.
+            s.free -= 1;
             job
         };
-        match job {
-            Some(job) => {
-                job();
-                free = true;
-            }
-            None => return,
-        }
+        let Some(job) = job else { return };
+        // A job catches its own panics and counts its thread free before
+        // sending; a panic in what follows (dropping a result nobody waits
+        // for) must not end a thread counted free, so it goes on.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
 
@@ -171,55 +179,87 @@ mod tests {
         (t.name().map(str::to_string), t.id())
     }
 
-    #[tokio::test]
-    async fn jobs_in_turn_share_a_thread_that_ends_with_the_lanes() {
-        let lanes = Lanes::new();
-        let (name, first) = lanes.run(whoami).await.unwrap();
-        assert_eq!(name.as_deref(), Some("toolhost-load"));
-        assert_ne!(first, std::thread::current().id());
-        let (_, second) = lanes.run(whoami).await.unwrap();
-        assert_eq!(first, second, "the second job reused the idle thread");
-        // Dropped: the thread ends (its job sees the lanes closed).
-        let shared = lanes.shared.clone();
-        drop(lanes);
+    /// Lanes whose threads end only when the lanes are dropped.
+    fn lanes() -> Lanes {
+        Lanes::with_linger(Duration::from_secs(3600))
+    }
+
+    /// Whether every thread of the lanes `shared` belonged to has ended
+    /// within 5 s.
+    async fn threads_end(shared: Arc<Shared>) -> bool {
         for _ in 0..500 {
             if Arc::strong_count(&shared) == 1 {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("the thread outlived its lanes");
+        false
+    }
+
+    #[tokio::test]
+    async fn jobs_in_turn_share_one_thread_that_ends_with_the_lanes() {
+        let lanes = lanes();
+        let (name, first) = lanes.run(whoami).await.unwrap();
+        assert_eq!(name.as_deref(), Some("toolhost-load"));
+        assert_ne!(first, std::thread::current().id());
+        for i in 0..100 {
+            let (_, next) = lanes.run(whoami).await.unwrap();
+            assert_eq!(next, first, "job {i} started a thread of its own");
+        }
+        let shared = lanes.shared.clone();
+        drop(lanes);
+        assert!(threads_end(shared).await, "the thread outlived its lanes");
     }
 
     #[tokio::test]
     async fn jobs_at_once_each_get_a_thread() {
         // Two jobs that each wait for the other to have started: with one
-        // thread for both they would never finish.
-        let lanes = Lanes::new();
-        let barrier = Arc::new(std::sync::Barrier::new(2));
-        let (a, b) = (barrier.clone(), barrier);
-        let both = async { tokio::join!(lanes.run(move || a.wait()), lanes.run(move || b.wait())) };
-        let (a, b) = tokio::time::timeout(Duration::from_secs(30), both)
-            .await
-            .expect("each job got a thread of its own");
-        a.unwrap();
-        b.unwrap();
+        // thread for both they would never finish. First with no thread,
+        // then with one free thread from an earlier job.
+        let lanes = lanes();
+        for round in 0..2 {
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (a, b) = (barrier.clone(), barrier);
+            let both =
+                async { tokio::join!(lanes.run(move || a.wait()), lanes.run(move || b.wait())) };
+            let (a, b) = tokio::time::timeout(Duration::from_secs(30), both)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a job waited for the other"));
+            a.unwrap();
+            b.unwrap();
+        }
+        let shared = lanes.shared.clone();
+        drop(lanes);
+        assert!(threads_end(shared).await, "a thread outlived its lanes");
     }
 
     #[tokio::test]
-    async fn a_panic_is_an_error_and_the_lanes_go_on() {
-        let lanes = Lanes::new();
+    async fn a_panic_is_an_error_and_its_thread_goes_on() {
+        let lanes = lanes();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
         let e = lanes
-            .run(|| -> u32 { panic!("the artifact is truncated") })
+            .run(move || -> u32 {
+                s.lock().unwrap().push(std::thread::current().id());
+                panic!("the artifact is truncated")
+            })
             .await
             .unwrap_err();
         assert_eq!(e, "it panicked: the artifact is truncated");
-        let n = 7;
+        let (n, s) = (7, seen.clone());
         let e = lanes
-            .run(move || -> u32 { panic!("{n} bytes short") })
+            .run(move || -> u32 {
+                s.lock().unwrap().push(std::thread::current().id());
+                panic!("{n} bytes short")
+            })
             .await
             .unwrap_err();
         assert_eq!(e, "it panicked: 7 bytes short");
-        assert_eq!(lanes.run(|| 42).await.unwrap(), 42);
+        let (_, last) = lanes.run(whoami).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [last, last],
+            "one thread ran all three"
+        );
     }
 }

@@ -1226,11 +1226,15 @@ impl Sandbox {
         let stubbed;
         let linker = if grants.net.any() {
             &self.linker_http
-        } else {
+        } else if imports_http(&self.engine, component) {
             let mut l = self.linker.clone();
             stub_http_imports(&mut l, &self.engine, component).map_err(wrong_world)?;
             stubbed = l;
             &stubbed
+        } else {
+            // Nothing to stub: the linker as it is (a copy of its hundreds
+            // of definitions was most of linking a component).
+            &self.linker
         };
         // A component exporting toolhost's world is called through it; any
         // other (`compile` kept its binary) is served as typed WIT
@@ -1952,6 +1956,15 @@ fn hostcall_fuel(limits: &caps::Limits) -> usize {
         .max(limits.max_output.saturating_mul(PER_VALUE))
         .min(CEILING);
     usize::try_from(fuel).unwrap_or(usize::MAX)
+}
+
+/// Whether `component` imports anything of `wasi:http` (which
+/// [`stub_http_imports`] defines when it has no network grant).
+fn imports_http(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/"))
 }
 
 /// Define every `wasi:http` import of `component` as a function that traps
