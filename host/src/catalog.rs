@@ -124,6 +124,18 @@ impl Source {
         }
     }
 
+    /// Whether loading it may give tools: not an empty directory, or one
+    /// without manifests. A guess made ahead of the load (which reports
+    /// what a source really holds), for work worth starting early.
+    pub(crate) fn may_have_tools(&self) -> bool {
+        match std::fs::read_dir(&self.path) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .any(|e| e.path().extension().is_some_and(|x| x == "toml")),
+            Err(_) => self.path.exists(),
+        }
+    }
+
     /// Protect what this source is made of: no grant may reach it.
     pub(crate) fn protect(&self, host: &mut HostState) {
         if self.path.is_dir() {
@@ -671,4 +683,28 @@ fn honest(mut def: ToolDef, comp: &LoadedComponent) -> ToolDef {
         def.annotations.open_world = Some(true);
     }
     def
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_may_have_tools_unless_it_is_an_empty_or_manifestless_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let source = |p: &Path| Source::new(Scope::default(), p);
+        assert!(!source(d.path()).may_have_tools(), "an empty directory");
+        std::fs::write(d.path().join("notes.txt"), "").unwrap();
+        assert!(!source(d.path()).may_have_tools(), "no manifest in it");
+        std::fs::write(d.path().join("echo.toml"), "").unwrap();
+        assert!(source(d.path()).may_have_tools(), "a manifest in it");
+        assert!(
+            source(&d.path().join("echo.toml")).may_have_tools(),
+            "a manifest"
+        );
+        assert!(
+            !source(&d.path().join("gone")).may_have_tools(),
+            "nothing there"
+        );
+    }
 }

@@ -211,6 +211,11 @@ impl CoreBuilder {
                 source,
             })?;
         }
+        // The tools' schemas compile once components load; what checks
+        // them is built meanwhile, beside the pool (if there may be any).
+        if self.sources.iter().any(Source::may_have_tools) {
+            crate::schema::Schema::prepare_in_background();
+        }
         let sandbox = Sandbox::new(self.config.engine.clone()).map_err(BuildError::Engine)?;
         let engine = &self.config.engine;
         let scheduler = Scheduler::new(engine.guest_threads as usize, 1, engine.guest_priority)

@@ -41,6 +41,25 @@ impl Schema {
             .map_err(|e| format!("schema does not compile: {e}"))
     }
 
+    /// Build what checks each schema at its compile (the JSON Schema
+    /// meta-validator, built at the process's first compile: milliseconds,
+    /// on the start's critical path) on a thread of its own, while the
+    /// caller goes on (the core makes the engine's pool meanwhile). A
+    /// compile that comes first waits for it rather than building another.
+    /// Nothing on a single core, where the thread would only compete.
+    pub(crate) fn prepare_in_background() {
+        if crate::scheduler::cores() < 2 {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("toolhost-schema".into())
+            .spawn(|| {
+                let mut any = serde_json::Map::new();
+                any.insert("type".into(), "object".into());
+                let _ = Schema::compile(&any);
+            });
+    }
+
     /// Check instances with `check` instead of the schema: typed-WIT tools
     /// convert their arguments exactly as the call will, with more precise
     /// errors than a schema validator can give (see `typed`).
