@@ -103,7 +103,7 @@ impl Source {
             let mut out: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| err(format!("cannot read tools directory: {e}")))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .filter(|p| is_manifest_name(p) && p.is_file())
                 .collect();
             out.sort();
             Ok(out)
@@ -131,7 +131,7 @@ impl Source {
         match std::fs::read_dir(&self.path) {
             Ok(entries) => entries
                 .filter_map(Result::ok)
-                .any(|e| e.path().extension().is_some_and(|x| x == "toml")),
+                .any(|e| is_manifest_name(&e.path())),
             Err(_) => self.path.exists(),
         }
     }
@@ -146,6 +146,11 @@ impl Source {
             host.protect(&self.path.with_extension("wasm"), "tool component", false);
         }
     }
+}
+
+/// Whether `p` is named as a manifest is (`*.toml`).
+fn is_manifest_name(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "toml")
 }
 
 /// A callable tool: its definition, compiled schemas and component.

@@ -42,7 +42,8 @@ impl Schema {
     }
 
     /// Build what checks each schema at its compile (the JSON Schema
-    /// meta-validator, built at the process's first compile: milliseconds,
+    /// draft 2020-12 meta-validator, the one for schemas that name no
+    /// other `$schema`, built at the process's first compile: milliseconds,
     /// on the start's critical path) on a thread of its own, while the
     /// caller goes on (the core makes the engine's pool meanwhile). A
     /// compile that comes first waits for it rather than building another.

@@ -15,8 +15,8 @@
 //! load to the next, and given back with the thread.
 //!
 //! A job goes to a free thread, else to a new one: every thread not
-//! running a job (one just spawned included) is counted free, and a job is
-//! queued only while the queued jobs are no more than the free threads, so
+//! running a job (one just spawned included) is counted free, and a thread
+//! is spawned whenever the queued jobs would outnumber the free threads, so
 //! no job waits for another. The threads end when the last holder of the
 //! [`Lanes`] drops it, or after [`LINGER`] without work. Owns: those
 //! threads and their queue. Must not touch: what the jobs do.
@@ -215,9 +215,12 @@ mod tests {
     async fn jobs_at_once_each_get_a_thread() {
         // Two jobs that each wait for the other to have started: with one
         // thread for both they would never finish. First with no thread,
-        // then with one free thread from an earlier job.
-        let lanes = lanes();
+        // then with exactly one free thread (from a job of its own).
         for round in 0..2 {
+            let lanes = lanes();
+            if round == 1 {
+                lanes.run(|| ()).await.unwrap();
+            }
             let barrier = Arc::new(std::sync::Barrier::new(2));
             let (a, b) = (barrier.clone(), barrier);
             let both =
@@ -227,10 +230,10 @@ mod tests {
                 .unwrap_or_else(|_| panic!("round {round}: a job waited for the other"));
             a.unwrap();
             b.unwrap();
+            let shared = lanes.shared.clone();
+            drop(lanes);
+            assert!(threads_end(shared).await, "a thread outlived its lanes");
         }
-        let shared = lanes.shared.clone();
-        drop(lanes);
-        assert!(threads_end(shared).await, "a thread outlived its lanes");
     }
 
     #[tokio::test]

@@ -1958,13 +1958,16 @@ fn hostcall_fuel(limits: &caps::Limits) -> usize {
     usize::try_from(fuel).unwrap_or(usize::MAX)
 }
 
+/// The prefix of every `wasi:http` interface's name.
+const WASI_HTTP: &str = "wasi:http/";
+
 /// Whether `component` imports anything of `wasi:http` (which
 /// [`stub_http_imports`] defines when it has no network grant).
 fn imports_http(engine: &Engine, component: &Component) -> bool {
     component
         .component_type()
         .imports(engine)
-        .any(|(name, _)| name.starts_with("wasi:http/"))
+        .any(|(name, _)| name.starts_with(WASI_HTTP))
 }
 
 /// Define every `wasi:http` import of `component` as a function that traps
@@ -1978,7 +1981,7 @@ fn stub_http_imports(
 ) -> wasmtime::Result<()> {
     let ty = component.component_type();
     for (name, item) in ty.imports(engine) {
-        if !name.starts_with("wasi:http/") {
+        if !name.starts_with(WASI_HTTP) {
             continue;
         }
         let ComponentItem::ComponentInstance(inst) = item.ty else {
