@@ -9,9 +9,10 @@
 //! component holds more than its share), the linkers (wasi:http is linked
 //! only for components granted a host; for the others its imports trap
 //! without allocating anything), the epoch ticker, deadlines and
-//! cancellation, and the classification of traps into limits. Sandboxes
-//! may be prepared ahead of their calls (`warm`, `[engine] prewarm`), each
-//! still used by exactly one call.
+//! cancellation, the classification of traps into limits, and the threads
+//! loads' blocking work runs on (`lanes`). Sandboxes may be prepared ahead
+//! of their calls (`warm`, `[engine] prewarm`), each still used by exactly
+//! one call.
 //!
 //! Must not touch: *whether* a call may happen (that is `core` and
 //! `policy`), or any front end. Reachable only through `Core`.
