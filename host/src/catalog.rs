@@ -148,7 +148,7 @@ impl Source {
     }
 }
 
-/// Whether `p` is named as a manifest is (`*.toml`).
+/// Whether `p` has a manifest's name (`*.toml`).
 fn is_manifest_name(p: &Path) -> bool {
     p.extension().is_some_and(|x| x == "toml")
 }

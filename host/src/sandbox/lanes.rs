@@ -240,24 +240,27 @@ mod tests {
     async fn a_panic_is_an_error_and_its_thread_goes_on() {
         let lanes = lanes();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        let e = lanes
-            .run(move || -> u32 {
-                s.lock().unwrap().push(std::thread::current().id());
-                panic!("the artifact is truncated")
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e, "it panicked: the artifact is truncated");
-        let (n, s) = (7, seen.clone());
-        let e = lanes
-            .run(move || -> u32 {
-                s.lock().unwrap().push(std::thread::current().id());
-                panic!("{n} bytes short")
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e, "it panicked: 7 bytes short");
+        // Records the thread a job runs on.
+        let note = || {
+            let seen = seen.clone();
+            move || seen.lock().unwrap().push(std::thread::current().id())
+        };
+        // A panic's message as a `&str` and as a `String`.
+        let (here, n) = (note(), 7);
+        let e = lanes.run(move || -> u32 {
+            here();
+            panic!("the artifact is truncated")
+        });
+        assert_eq!(
+            e.await.unwrap_err(),
+            "it panicked: the artifact is truncated"
+        );
+        let here = note();
+        let e = lanes.run(move || -> u32 {
+            here();
+            panic!("{n} bytes short")
+        });
+        assert_eq!(e.await.unwrap_err(), "it panicked: 7 bytes short");
         let (_, last) = lanes.run(whoami).await.unwrap();
         assert_eq!(
             *seen.lock().unwrap(),

@@ -1014,9 +1014,9 @@ impl Sandbox {
         let cpath = manifest.component.clone();
         // Reading, hashing, and deserializing or compiling run on a load
         // thread (`lanes`; the catalog loads several components at once,
-        // so they use every core); overlapping loads
-        // of one component (one manifest in several sources) share one
-        // compile, and only the load that ran it reports it as compiled.
+        // so they use every core); overlapping loads of one component (one
+        // manifest in several sources) share one compile, and only the load
+        // that ran it reports it as compiled.
         // The compile is shared while a load holds it: this one holds it
         // to its end.
         let described = described.filter(|d| d.sha256 == manifest.sha256);
