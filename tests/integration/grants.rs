@@ -909,6 +909,67 @@ async fn a_grant_whose_path_passes_through_a_symlink_another_tool_may_rewrite_is
     assert!(refused, "the reader is refused at load: {errors:?}");
 }
 
+/// The review's case: a manifest granting `/proc` (a "system monitor")
+/// read the host's environment through `/proc/self/environ`, its bearer
+/// token and state key among it, and a `rw` grant would have reached
+/// `/proc/self/mem`. A grant on a kernel file system is refused at load,
+/// read-only or not, by its path or through a symlink to it; other tools
+/// load and serve.
+#[tokio::test]
+async fn a_grant_on_a_kernel_file_system_is_refused_at_load() {
+    let t = tree();
+    let links = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/proc/self", links.path().join("me")).unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "procfs",
+        "hostile",
+        &fs_grant("/p", std::path::Path::new("/proc"), "ro"),
+    );
+    let own = std::path::PathBuf::from(format!("/proc/{}", std::process::id()));
+    d.add("procrw", "hostile", &fs_grant("/p", &own, "rw"));
+    d.add(
+        "sysfs",
+        "hostile",
+        &fs_grant("/s", std::path::Path::new("/sys"), "ro"),
+    );
+    d.add(
+        "linked",
+        "hostile",
+        &fs_grant("/p", &links.path().join("me/task"), "ro"),
+    );
+    d.add("files", "files", &fs_grant("/data", &t.granted, "ro"));
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    for (name, fs) in [
+        ("procfs", "proc"),
+        ("procrw", "proc"),
+        ("sysfs", "sysfs"),
+        ("linked", "proc"),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(name) && e.contains(&format!("kernel's {fs} file system"))),
+            "{name}: {errors:#?}"
+        );
+    }
+    // Nothing of the hostile tool is served, so nothing reads the host's
+    // environment; the other tool serves.
+    let r = call(&core, "read_path", json!({"path": "/p/self/environ"})).await;
+    assert!(r.is_err(), "{r:?}");
+    let ok = call(&core, "read_file", json!({"path": "/data/hello.txt"}))
+        .await
+        .unwrap();
+    assert!(ok.text().contains("hello from inside"), "{ok:?}");
+}
+
 /// The review's case: the writer's tool planted the symlink while it was
 /// loaded, then it was unloaded (its tenant removed); the reader's grant
 /// through it is still refused.

@@ -1225,6 +1225,61 @@ fn special_kind(ty: t::DescriptorType) -> Option<&'static str> {
     }
 }
 
+/// The kernel's interface file systems, by `statfs` magic: their files
+/// are live state of the host and of other processes, not data. A grant
+/// of `/proc` read the host's own environment (`/proc/self/environ`: its
+/// bearer token and state key) and could write its memory
+/// (`/proc/self/mem`); `/sys`, cgroup, bpf and efivarfs files reconfigure
+/// the machine. Found by review. No grant may be one, and no file or
+/// directory under a grant may be opened on one (a mount inside a granted
+/// tree).
+const KERNEL_FILE_SYSTEMS: &[(u32, &str)] = &[
+    (0x0000_9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0xcafe_4a11, "bpf"),
+    (0x0000_1cd1, "devpts"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6265_6570, "configfs"),
+    (0x6165_676c, "pstore"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6573_5543, "fusectl"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x4341_5d53, "smackfs"),
+    (0x1980_0202, "mqueue"),
+    (0x0765_5821, "resctrl"),
+    (0x6e73_6673, "nsfs"),
+    (0x0000_9fa1, "openpromfs"),
+    (0x0000_9fa2, "usbdevfs"),
+    (0xabba_1974, "xenfs"),
+    (0x6759_6969, "rpc_pipefs"),
+    (0x9584_58f6, "hugetlbfs"),
+];
+
+/// The name of the kernel interface file system `f` is on
+/// ([`KERNEL_FILE_SYSTEMS`]), if it is on one. A file system `fstatfs`
+/// cannot name is reported as `"unknown"`: refused too.
+pub(super) fn kernel_fs(f: &impl std::os::fd::AsFd) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstatfs writes only the struct it is given, and `f` is an
+    // open descriptor for the duration of the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(f.as_fd().as_raw_fd(), &mut st) } != 0 {
+        return Some("unknown");
+    }
+    // `f_type` is a signed word of a width that differs by architecture;
+    // every magic fits in 32 bits.
+    let magic = st.f_type as u64 as u32;
+    KERNEL_FILE_SYSTEMS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name)
+}
+
 /// Why [`open_at`] gave no descriptor.
 #[derive(Debug)]
 enum Opened {
@@ -1362,6 +1417,11 @@ fn open_checked(
     };
     if let Some(kind) = special_kind(ty) {
         return Err(Opened::Special(kind));
+    }
+    // A file system mounted inside the granted tree (the grant itself is
+    // checked at load, `prepare_one`).
+    if kernel_fs(&f).is_some() {
+        return Err(Opened::Special("on a kernel interface file system"));
     }
     // Back to blocking I/O, as wasmtime-wasi's descriptors expect (for
     // files and directories the flag changes nothing anyway).
@@ -2587,6 +2647,33 @@ mod tests {
         // No overflow at the top of the range.
         assert_eq!(blocks_of(u64::MAX - 1, 10).1, u64::MAX);
         assert!(write_bound(u64::MAX, u64::MAX, 0) > 0);
+    }
+
+    /// A kernel file system mounted inside a grant (here `/proc` under a
+    /// grant of `/`) is refused by what was opened: the host's
+    /// environment, its memory and the machine's knobs stay out of reach,
+    /// files and directories alike.
+    #[tokio::test]
+    async fn nothing_on_a_kernel_file_system_is_opened_under_a_grant() {
+        let d = dir(std::path::Path::new("/"), FsPerms::ReadOnly);
+        let read = t::DescriptorFlags::READ;
+        let none = t::PathFlags::empty();
+        for path in [
+            "proc/self/environ",
+            "proc/self/mem",
+            "proc/sys",
+            "sys/kernel",
+        ] {
+            match open(&d, path, none, read).await {
+                Err(Opened::Special(kind)) => assert!(kind.contains("kernel"), "{path}: {kind}"),
+                other => panic!("{path}: {:?}", other.err()),
+            }
+        }
+        assert_eq!(
+            kernel_fs(&std::fs::File::open("/proc/self/status").unwrap()),
+            Some("proc")
+        );
+        assert_eq!(kernel_fs(&std::fs::File::open("/").unwrap()), None);
     }
 
     /// What the check-then-open race (SECURITY.md M2) needed: whatever the

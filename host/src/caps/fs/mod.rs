@@ -455,6 +455,15 @@ fn prepare_one(
             ));
         }
     }
+    if let Some(fs) = enforce::kernel_fs(&dir) {
+        return Err((
+            format!(
+                "host directory {} is on the kernel's {fs} file system: its files are the state of the host and its processes, not data",
+                path.display()
+            ),
+            Some("grant a directory of ordinary files".into()),
+        ));
+    }
     if r.mode == FsMode::ReadWrite {
         place::remember_writable(&place);
     }
