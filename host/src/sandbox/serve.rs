@@ -156,7 +156,17 @@ impl Raw {
     pub(super) fn size(&self) -> u64 {
         match self {
             Raw::Toolhost(Ok(r)) => super::wit_result_size(r),
-            Raw::Toolhost(Err(_)) | Raw::Typed(_) => 0,
+            // An error's text reaches the client too (and a task keeps it):
+            // weighed like a result's, so `max-output` bounds it (found by
+            // review: a `failed` of 60 MB passed a 1 KiB limit).
+            Raw::Toolhost(Err(e)) => match e {
+                super::wit_tool::ToolError::InvalidArguments(m)
+                | super::wit_tool::ToolError::UnknownTool(m)
+                | super::wit_tool::ToolError::Failed(m) => m.len() as u64,
+            },
+            // Typed results, errors too, are weighed where they are lifted
+            // (`typed`).
+            Raw::Typed(_) => 0,
             Raw::Listed(Ok(l)) => l.iter().map(def_size).sum(),
             Raw::Read(Ok(bodies)) => bodies
                 .iter()
@@ -182,7 +192,14 @@ impl Raw {
                         .sum::<u64>()
             }
             Raw::Completion(c) => c.values.iter().map(|v| v.len() as u64 + 4).sum::<u64>(),
-            Raw::Listed(Err(_)) | Raw::Read(Err(_)) | Raw::Prompt(Err(_)) => 0,
+            Raw::Listed(Err(e)) | Raw::Read(Err(e)) => match e {
+                wr::ResourceError::NotFound(m) | wr::ResourceError::Failed(m) => m.len() as u64,
+            },
+            Raw::Prompt(Err(e)) => match e {
+                wp::PromptError::InvalidArguments(m)
+                | wp::PromptError::UnknownPrompt(m)
+                | wp::PromptError::Failed(m) => m.len() as u64,
+            },
         }
     }
 }
