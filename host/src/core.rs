@@ -1273,7 +1273,7 @@ impl Core {
                 |args: &Value| serde_json::to_string(args).expect("a JSON value always serializes");
             let checked = async {
                 match (&tool, target) {
-                    (Some(tool), _) if large(&args) => {
+                    (Some(tool), _) if tool.input.runs_aside(&args) => {
                         // Off the I/O threads: at the guest threads' lower
                         // priority, so a tenant's large arguments cannot
                         // keep a thread that reads and answers requests
@@ -1392,7 +1392,7 @@ impl Core {
         let Some(tool) = tool else {
             return Ok(out);
         };
-        let Output::Tool(out) = out else {
+        let Output::Tool(mut out) = out else {
             return Err(CallErrorKind::Internal {
                 message: "a tool call answered as something else".into(),
             });
@@ -1400,14 +1400,49 @@ impl Core {
         if let Some(schema) = &tool.output {
             let structured = out
                 .structured
-                .as_ref()
+                .as_mut()
                 .ok_or_else(|| CallErrorKind::BadResult {
                     details: "the tool declares an output schema but returned no structured result"
                         .into(),
                 })?;
             let checking = HostWork::start(admission);
-            let checked = schema.check(structured);
-            checking.charge(admission, None);
+            let mut elsewhere = None;
+            let checked = if schema.runs_aside(structured) {
+                // Off the I/O threads, as large arguments are (M5): the tool
+                // chose both the schema and the result, and would hold a
+                // thread that reads and answers requests for as long as it
+                // takes (found by review). The caller waits no longer than
+                // what is left of its deadline and the backstop.
+                let (tool, result) = (Arc::clone(tool), std::mem::take(structured));
+                let metered = admission.meters_fuel();
+                let check = self.inner.scheduler.spawn_blocking(move || {
+                    let before = metered.then(thread_cpu_time).flatten();
+                    let checked = tool.output.as_ref().map_or(Ok(()), |s| s.check(&result));
+                    let used = before
+                        .zip(thread_cpu_time())
+                        .map(|(a, b)| b.saturating_sub(a));
+                    (checked, used, result)
+                });
+                match by_deadline(backstop, check).await {
+                    None => {
+                        checking.charge(admission, None);
+                        return Err(CallErrorKind::Timeout { after: timeout });
+                    }
+                    Some(Ok((checked, used, result))) => {
+                        *structured = result;
+                        elsewhere = used;
+                        checked
+                    }
+                    Some(Err(e)) => {
+                        return Err(CallErrorKind::Internal {
+                            message: format!("the result's check failed: {e}"),
+                        });
+                    }
+                }
+            } else {
+                schema.check(structured)
+            };
+            checking.charge(admission, elsewhere);
             checked.map_err(|d| CallErrorKind::BadResult {
                 details: format!("structured result violates the output schema: {d}"),
             })?;
@@ -1557,36 +1592,6 @@ fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> 
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
-/// Arguments whose schema check is run off the I/O threads: more than
-/// [`LARGE_NODES`] JSON values, or more than [`LARGE_BYTES`] of strings
-/// and keys. Counting stops at the bound, so deciding costs little.
-fn large(args: &Value) -> bool {
-    fn walk(v: &Value, nodes: &mut usize, bytes: &mut usize) -> bool {
-        *nodes += 1;
-        match v {
-            Value::String(s) => *bytes += s.len(),
-            Value::Array(a) => {
-                for x in a {
-                    if walk(x, nodes, bytes) {
-                        return true;
-                    }
-                }
-            }
-            Value::Object(o) => {
-                for (k, x) in o {
-                    *bytes += k.len();
-                    if walk(x, nodes, bytes) {
-                        return true;
-                    }
-                }
-            }
-            _ => {}
-        }
-        *nodes > LARGE_NODES || *bytes > LARGE_BYTES
-    }
-    walk(args, &mut 0, &mut 0)
-}
-
 /// `fut`'s output, or `None` if `deadline` passes first: like
 /// `tokio::time::timeout_at`, with its timer made only if `fut` is not
 /// ready at its first poll (see `scheduler::LazyTimer`).
@@ -1606,11 +1611,6 @@ async fn by_deadline<F: Future>(deadline: tokio::time::Instant, fut: F) -> Optio
 /// guest's own deadline, enforced on its task, has not fired (see the call
 /// path).
 const DEADLINE_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// See [`large`].
-const LARGE_NODES: usize = 4096;
-/// See [`large`].
-const LARGE_BYTES: usize = 256 << 10;
 
 /// The CPU time the calling thread has used.
 fn thread_cpu_time() -> Option<std::time::Duration> {
@@ -1914,21 +1914,5 @@ mod tests {
             by_deadline(soon, greedy),
         );
         assert_eq!(answered.await.expect("the backstop fired"), None);
-    }
-
-    #[test]
-    fn only_large_arguments_are_checked_off_the_io_threads() {
-        assert!(!large(
-            &serde_json::json!({"text": "hello", "n": [1, 2, 3]})
-        ));
-        assert!(large(&serde_json::json!({ "data": vec![1; LARGE_NODES] })));
-        assert!(large(
-            &serde_json::json!({ "text": "x".repeat(LARGE_BYTES + 1) })
-        ));
-        // Keys weigh too.
-        let keys: serde_json::Map<String, Value> = (0..LARGE_NODES / 2)
-            .map(|i| (format!("{i:0>200}"), Value::Null))
-            .collect();
-        assert!(large(&Value::Object(keys)));
     }
 }

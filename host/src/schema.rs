@@ -5,6 +5,8 @@
 use serde_json::Value;
 use std::sync::Arc;
 
+mod cost;
+
 /// A check of arguments that replaces the schema's own (`Ok` or the
 /// errors, each naming its JSON pointer).
 pub type Check = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
@@ -13,6 +15,63 @@ pub type Check = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
 pub struct Schema {
     validator: jsonschema::Validator,
     check: Option<Check>,
+    /// The most evaluations' weight one value of an instance may cost
+    /// (`cost`): the work of a check is bounded by the instance's size
+    /// times this.
+    factor: u64,
+}
+
+/// Most a schema's factor may be: past it, checking a value could take
+/// exponential time in its nesting (`cost`), and the schema is refused
+/// at load. Plain tool schemas are under a hundred.
+const MAX_FACTOR: u64 = 1 << 14;
+
+/// Most work one check may take (an instance's size in values, plus a
+/// value per 8 bytes of strings and keys, times the schema's factor):
+/// about a second of one thread. A larger check is refused unchecked.
+const MAX_WORK: u64 = 1 << 26;
+
+/// Checks of more work than this run off the I/O threads
+/// ([`Schema::runs_aside`]).
+const ASIDE_WORK: u64 = 1 << 20;
+
+/// Instances of more values, or more bytes of strings and keys, are
+/// checked off the I/O threads whatever the schema.
+const LARGE_NODES: u64 = 4096;
+const LARGE_BYTES: u64 = 256 << 10;
+
+/// An instance's size as a check's work counts it, counted until `stop`
+/// values (a walk cut short says so: `None`); and whether it is nested
+/// deeper than the bound covers.
+fn measure(v: &Value, stop: u64) -> Option<(u64, u64)> {
+    fn walk(v: &Value, depth: usize, nodes: &mut u64, bytes: &mut u64, stop: u64) -> bool {
+        *nodes += 1;
+        if depth > cost::MAX_DEPTH {
+            return false;
+        }
+        match v {
+            Value::String(s) => *bytes += s.len() as u64,
+            Value::Array(a) => {
+                for x in a {
+                    if !walk(x, depth + 1, nodes, bytes, stop) {
+                        return false;
+                    }
+                }
+            }
+            Value::Object(o) => {
+                for (k, x) in o {
+                    *bytes += k.len() as u64;
+                    if !walk(x, depth + 1, nodes, bytes, stop) {
+                        return false;
+                    }
+                }
+            }
+            _ => {}
+        }
+        *nodes + *bytes / 8 <= stop
+    }
+    let (mut nodes, mut bytes) = (0, 0);
+    walk(v, 0, &mut nodes, &mut bytes, stop).then_some((nodes, bytes))
 }
 
 /// Most memory one `pattern` may compile to (the regex program, and each
@@ -34,11 +93,28 @@ impl Schema {
                     .dfa_size_limit(PATTERN_SIZE_LIMIT),
             )
             .build(&v)
-            .map(|validator| Schema {
-                validator,
-                check: None,
-            })
             .map_err(|e| format!("schema does not compile: {e}"))
+            .and_then(|validator| {
+                let factor =
+                    cost::factor(&v, MAX_FACTOR).map_err(|e| format!("schema is refused: {e}"))?;
+                Ok(Schema {
+                    validator,
+                    check: None,
+                    factor,
+                })
+            })
+    }
+
+    /// Whether checking `instance` is work to do off the I/O threads:
+    /// more than [`LARGE_NODES`] values, [`LARGE_BYTES`] of strings and
+    /// keys, or [`ASIDE_WORK`] for this schema. Counting stops at the
+    /// bound, so deciding costs little.
+    pub(crate) fn runs_aside(&self, instance: &Value) -> bool {
+        let stop = (ASIDE_WORK / self.factor).min(LARGE_NODES + LARGE_BYTES / 8);
+        match measure(instance, stop) {
+            Some((nodes, bytes)) => nodes > LARGE_NODES || bytes > LARGE_BYTES,
+            None => true,
+        }
     }
 
     /// Build what checks each schema at its compile (the JSON Schema
@@ -66,6 +142,8 @@ impl Schema {
     /// errors than a schema validator can give (see `typed`).
     pub fn with_check(mut self, check: Check) -> Schema {
         self.check = Some(check);
+        // A conversion visits each value once.
+        self.factor = 1;
         self
     }
 
@@ -73,6 +151,14 @@ impl Schema {
     pub fn check(&self, instance: &Value) -> Result<(), String> {
         if let Some(check) = &self.check {
             return check(instance);
+        }
+        if measure(instance, MAX_WORK / self.factor).is_none() {
+            return Err(format!(
+                "too large to check against this schema: over {} values (a value per 8 bytes of strings), or nested over {} deep; each value may be checked up to {} times here",
+                MAX_WORK / self.factor,
+                cost::MAX_DEPTH,
+                self.factor
+            ));
         }
         if self.validator.is_valid(instance) {
             return Ok(());
@@ -128,6 +214,69 @@ mod tests {
         let evil = format!("{}!", "a".repeat(100_000));
         let e = s.check(&json!({ "s": evil })).unwrap_err();
         assert!(e.contains("at `/s`"), "{e}");
+    }
+
+    #[test]
+    fn only_large_instances_are_checked_off_the_io_threads() {
+        let any = Schema::compile(&schema(json!({"type": "object"}))).unwrap();
+        assert!(!any.runs_aside(&json!({"text": "hello", "n": [1, 2, 3]})));
+        assert!(any.runs_aside(&json!({ "data": vec![1; LARGE_NODES as usize] })));
+        assert!(any.runs_aside(&json!({ "text": "x".repeat(LARGE_BYTES as usize + 1) })));
+        // Keys weigh too.
+        let keys: serde_json::Map<String, Value> = (0..LARGE_NODES / 2)
+            .map(|i| (format!("{i:0>200}"), Value::Null))
+            .collect();
+        assert!(any.runs_aside(&Value::Object(keys)));
+        // A schema that checks each value many times moves smaller
+        // instances aside.
+        let branches: Vec<Value> = (0..2000).map(|i| json!({"minimum": i})).collect();
+        let heavy = Schema::compile(&schema(
+            json!({"type": "object", "properties": {"r": {"items": {"anyOf": branches}}}}),
+        ))
+        .unwrap();
+        assert!(heavy.factor > 2000, "{}", heavy.factor);
+        let some = json!({ "r": vec![0; 1000] });
+        assert!(heavy.runs_aside(&some) && !any.runs_aside(&some));
+    }
+
+    /// The review's case: a schema whose `$ref`s reach one subschema along
+    /// two ways at every level checks a value nested `d` deep 2^d times.
+    /// Refused at load; and a check whose work the factor puts past the
+    /// bound is refused without being run.
+    #[test]
+    fn schemas_and_instances_whose_check_is_unbounded_are_refused() {
+        let evil = schema(json!({"$defs": {"a": {"anyOf": [
+            {"type": "array", "items": {"$ref": "#/$defs/a"}},
+            {"type": "array", "items": {"$ref": "#/$defs/a"}}
+        ]}}, "type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}}));
+        let e = Schema::compile(&evil).err().expect("refused");
+        assert!(
+            e.starts_with("schema is refused") && e.contains("exponentially"),
+            "{e}"
+        );
+
+        let branches: Vec<Value> = (0..8000).map(|i| json!({"minimum": i})).collect();
+        let heavy = Schema::compile(&schema(
+            json!({"type": "object", "properties": {"r": {"items": {"anyOf": branches}}}}),
+        ))
+        .unwrap();
+        let t = std::time::Instant::now();
+        let e = heavy.check(&json!({ "r": vec![0; 500_000] })).unwrap_err();
+        assert!(e.starts_with("too large to check"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // Within the bound it is checked.
+        assert!(heavy.check(&json!({ "r": [5] })).is_ok());
+        // Deeper than any parsed value can be: refused, not walked.
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let any = Schema::compile(&schema(json!({}))).unwrap();
+        assert!(
+            any.check(&deep)
+                .unwrap_err()
+                .starts_with("too large to check")
+        );
     }
 
     #[test]

@@ -328,6 +328,34 @@ async fn oversized_result_is_refused() {
     still_serves(&core).await;
 }
 
+/// The review's case: a tool's error text reaches the client as a result's
+/// does (and a task keeps it), so `max-output` bounds it too. Before, a
+/// `failed` error of any size passed (a 100 KB one under a 1 KiB limit).
+#[tokio::test]
+async fn an_oversized_tool_error_is_refused_like_an_oversized_result() {
+    let (_d, core) = host("max-output = \"1 KiB\"").await;
+    let long = "x".repeat(100_000);
+    let err = call(&core, "read_path", json!({ "path": long }))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            CallErrorKind::OutputTooLarge { size, limit: 1024 } if *size > 100_000
+        ),
+        "{err:?}"
+    );
+    // A short error still reaches the caller as the tool's failure.
+    let err = call(&core, "read_path", json!({"path": "/nowhere"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), CallErrorKind::ToolFailed { message } if message.contains("/nowhere")),
+        "{err:?}"
+    );
+    still_serves(&core).await;
+}
+
 #[tokio::test]
 async fn result_violating_the_output_schema_is_refused() {
     let (_d, core) = host("").await;
@@ -343,6 +371,46 @@ async fn result_violating_the_output_schema_is_refused() {
         }
         other => panic!("expected BadResult, got {other:?}"),
     }
+    still_serves(&core).await;
+}
+
+/// The review's case: a tool chooses both its output schema and its
+/// result, and the result's check ran on a thread that reads and answers
+/// requests, for as long as it took (2,000 `anyOf` branches an item, and
+/// as many items as fit `max-output`). Now a check is bounded by the
+/// schema's factor times the result's size: a result within the bound is
+/// checked (off the I/O threads when large), one past it is refused
+/// without being checked, and the host answers on.
+#[tokio::test]
+async fn a_result_too_costly_to_check_is_refused_unchecked() {
+    let (_d, core) = host("").await;
+    let ok = call(&core, "wide_output", json!({"bytes": 3000}))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.structured.as_ref().unwrap()["r"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3000
+    );
+    let t = std::time::Instant::now();
+    let err = call(&core, "wide_output", json!({"bytes": 200_000}))
+        .await
+        .unwrap_err();
+    match err.kind() {
+        CallErrorKind::BadResult { details } => {
+            assert!(details.contains("too large to check"), "{details}")
+        }
+        other => panic!("expected BadResult, got {other:?}"),
+    }
+    // Refused by counting, not by checking 200,000 items against 2,000
+    // branches each (minutes).
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
     still_serves(&core).await;
 }
 

@@ -65,6 +65,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("grow", "Set the size of `path` to `bytes` (a sparse file).", grow))
         .tool(Tool::new("scatter", "Write one byte every `stride` bytes of `path`, `count` times, each with a positioned write (or a stream opened at that offset); report how many were written and the first error.", scatter))
         .tool(Tool::new("bad_output", "Declare an output schema ({count: integer}) and return structured output violating it.", bad_output).output_schema(Some(serde_json::to_value(schemars::schema_for!(Count)).expect("schema serializes"))))
+        .tool(Tool::new("wide_output", "Declare an output schema whose array items each try 2,000 `anyOf` branches before the one that passes, and return `bytes` such items (zeros).", wide_output).output_schema(Some(wide_schema())))
         .tool(Tool::new(
             "log_and_progress",
             "For each of `steps` steps: log at info level, report progress, sleep `ms` milliseconds.",
@@ -669,6 +670,24 @@ fn bad_output(_: NoArgs) -> Result<Output, ToolError> {
     Ok(Output::new()
         .with(Content::text(wrong.to_string()))
         .structured(wrong))
+}
+
+/// `wide_output`'s output schema: `{"r": [...]}`, each item checked
+/// against 1,999 branches it fails before the last, which passes.
+fn wide_schema() -> serde_json::Value {
+    let mut branches: Vec<serde_json::Value> = (0..1999)
+        .map(|_| serde_json::json!({ "minimum": 1 }))
+        .collect();
+    branches.push(serde_json::json!({}));
+    serde_json::json!({
+        "type": "object",
+        "properties": { "r": { "type": "array", "items": { "anyOf": branches } } }
+    })
+}
+
+fn wide_output(a: BytesArgs) -> Result<Output, ToolError> {
+    let out = serde_json::json!({ "r": vec![0; a.bytes as usize] });
+    Ok(Output::new().with(Content::text("wide")).structured(out))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
