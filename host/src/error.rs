@@ -453,10 +453,41 @@ impl CallError {
     }
 }
 
+/// Most bytes of a name a message repeats (the audit log's bound too).
+const SHOWN_NAME: usize = 256;
+
+/// A name the client chose, as a message shows it: cut to
+/// [`SHOWN_NAME`] bytes, control and bidi-control characters escaped. The
+/// messages go back to the client and, for refused requests, into the
+/// server's log: a 3 MB name was copied whole into every log line, and a
+/// newline in one could start a line of its own (found by review).
+fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let forged = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if name.len() <= SHOWN_NAME && !name.chars().any(forged) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::new();
+    for c in name.chars() {
+        if out.len() >= SHOWN_NAME {
+            out.push('…');
+            break;
+        }
+        if forged(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use CallErrorKind::*;
-        let t = &self.tool;
+        let t = shown_name(&self.tool);
         let n = self.subject.noun();
         match &self.kind {
             UnknownTool if self.subject == Subject::Resource => {
@@ -548,4 +579,27 @@ pub enum BuildError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_in_a_message_is_bounded_and_shows_no_control_characters() {
+        let e = |name: &str| CallError::new(name, CallErrorKind::UnknownTool).to_string();
+        assert_eq!(e("echo"), "unknown tool `echo`");
+        let long = e(&"n".repeat(3_000_000));
+        assert!(long.len() < 400, "{}", long.len());
+        assert!(long.ends_with("…`"), "{long}");
+        let forged = e("echo\n2026-12-10T09:00:00Z beta ok\u{1b}[2K\u{202e}");
+        assert!(
+            !forged.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{forged:?}"
+        );
+        assert!(
+            forged.contains("\\u{a}2026") && forged.contains("\\u{202e}"),
+            "{forged}"
+        );
+    }
 }

@@ -817,3 +817,46 @@ async fn a_running_call_counts_in_its_scopes_calls_in_flight_until_it_ends() {
         assert_eq!(in_flight(&core), 0.0, "round {round}: it ended");
     }
 }
+
+/// The review's case: a client's tool name is its own text, and the audit
+/// table printed it as it came. A newline in one printed a forged record
+/// of another tenant on a line of its own, and terminal escapes could hide
+/// real records. The table escapes them: one line per record, no control
+/// byte; `--json` keeps the record as stored.
+#[test]
+fn the_audit_table_prints_one_line_per_record_whatever_the_names_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let forged = "echo  ok  0.1 ms\n2026-12-10T09:00:00.000000Z  beta  mcp-http:beta  text_delete_all_files\u{1b}[1A\u{1b}[2K\u{202e}";
+    let record = serde_json::json!({
+        "time": "2026-12-06T18:00:00.000000Z", "event": "call", "tenant": "alpha",
+        "caller": "mcp-http:alpha", "tool": forged, "outcome": "unknown_tool",
+        "reason": "unknown tool\r", "duration_us": 100,
+    });
+    std::fs::write(&log, format!("{record}\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        !text
+            .trim_end_matches('\n')
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f),
+        "{text:?}"
+    );
+    assert!(!text.contains('\u{202e}'), "{text:?}");
+    assert!(
+        text.contains("alpha") && text.contains("\\u{a}2026-12-10"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["audit", log.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tool"], forged);
+}
