@@ -1169,6 +1169,46 @@ mod protocol {
             "deny",
             "unknown agents are refused"
         );
+
+        // The review's case: a CLI that skips the hook and sends the call
+        // straight to the server. Each `tools/call` needs an approval the
+        // guard gave (h2 for beta's echo, h4 for alpha's), and uses it up;
+        // a denied use (h1) gave none.
+        let call = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}});
+        for (rid, server, runs) in [
+            ("c1", "beta", true),
+            ("c2", "beta", false),
+            ("c3", "alpha", true),
+            ("c4", "alpha", false),
+        ] {
+            cli.mcp(rid, server, call(7)).await;
+            let r = cli.recv().await;
+            let resp = &r["response"]["response"]["mcp_response"];
+            if runs {
+                assert_eq!(resp["result"]["content"][0]["text"], "hi", "{rid}: {r}");
+            } else {
+                assert_eq!(resp["error"]["code"], -32600, "{rid}: {r}");
+                assert!(
+                    resp["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("not approved"),
+                    "{r}"
+                );
+            }
+        }
+        // Other messages need no approval.
+        cli.mcp(
+            "l1",
+            "beta",
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}),
+        )
+        .await;
+        let r = cli.recv().await;
+        assert!(
+            r["response"]["response"]["mcp_response"]["result"]["tools"].is_array(),
+            "{r}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,17 @@ struct Inner {
     /// agent_id -> agent_type, learned from hook inputs and messages.
     agent_types: Mutex<HashMap<String, String>>,
     counter: AtomicU64,
+    /// Whether the guard hook is on (isolation or rules): then each
+    /// `tools/call` to an SDK server must follow an approval of it.
+    guarded: bool,
+    /// Approvals the guard hook gave and no `tools/call` has used yet, by
+    /// (server, tool).
+    approved: Mutex<HashMap<(String, String), u32>>,
 }
+
+/// Most unused approvals kept for one tool: a guard approval another hook
+/// then denied is never used, and must not pile up.
+const MAX_APPROVED: u32 = 16;
 
 impl Inner {
     fn write(&self, v: &Value) -> Result<(), AgentError> {
@@ -115,12 +125,7 @@ impl Inner {
         if self.entitled.is_empty() {
             return Ok(());
         }
-        let Some(server) = tool
-            .strip_prefix("mcp__")
-            .and_then(|r| r.split_once("__"))
-            .map(|(s, _)| s)
-            .filter(|s| self.bridges.contains_key(*s))
-        else {
+        let Some((server, _)) = self.sdk_tool(tool) else {
             return Ok(());
         };
         let agent_type = match (agent_id, agent_type) {
@@ -146,6 +151,49 @@ impl Inner {
                 "{} is not entitled to the tools of `{server}`",
                 agent_type.map_or("the main thread".to_string(), |t| format!("agent `{t}`"))
             ))
+        }
+    }
+
+    /// `mcp__{server}__{tool}` as (server, tool), for a server of ours.
+    fn sdk_tool<'t>(&self, name: &'t str) -> Option<(&'t str, &'t str)> {
+        name.strip_prefix("mcp__")
+            .and_then(|r| r.split_once("__"))
+            .filter(|(s, _)| self.bridges.contains_key(*s))
+    }
+
+    /// Record the guard's approval of `tool` (an SDK tool of ours).
+    fn approve(&self, tool: &str) {
+        if let Some((server, tool)) = self.sdk_tool(tool) {
+            let mut approved = lock(&self.approved);
+            let n = approved
+                .entry((server.to_string(), tool.to_string()))
+                .or_default();
+            *n = (*n + 1).min(MAX_APPROVED);
+        }
+    }
+
+    /// Whether an `mcp_message` may go to `server`: with the guard on, a
+    /// `tools/call` needs an approval of its tool, which it uses up. The
+    /// guard runs as a PreToolUse hook, which the CLI calls before each
+    /// tool use; before, a CLI that skipped it (a review's fake one) could
+    /// call any SDK tool, whatever the isolation and the rules said.
+    fn may_send(&self, server: &str, message: &Value) -> bool {
+        if !self.guarded || message["method"] != "tools/call" {
+            return true;
+        }
+        let tool = message["params"]["name"].as_str().unwrap_or_default();
+        let mut approved = lock(&self.approved);
+        let key = (server.to_string(), tool.to_string());
+        match approved.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                approved.remove(&key);
+                true
+            }
+            None => false,
         }
     }
 
@@ -189,7 +237,10 @@ impl Inner {
                         )
                         .and_then(|()| self.rules_check(tool, &args));
                     return Ok(match verdict {
-                        Ok(()) => json!({}),
+                        Ok(()) => {
+                            self.approve(tool);
+                            json!({})
+                        }
                         Err(reason) => HookOutput::Deny { reason }.to_wire(&input.event),
                     });
                 }
@@ -311,7 +362,8 @@ impl AgentSession {
         // Hooks: ours first, then the caller's, each under its own id.
         let mut hooks = HashMap::new();
         let mut wire_hooks: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
-        if options.isolated() || !options.rules.rules.is_empty() {
+        let guarded = options.isolated() || !options.rules.rules.is_empty();
+        if guarded {
             wire_hooks
                 .entry(HookEvent::PreToolUse.as_str())
                 .or_default()
@@ -421,6 +473,8 @@ impl AgentSession {
                 entitled,
                 agent_types: Mutex::default(),
                 counter: AtomicU64::new(0),
+                guarded,
+                approved: Mutex::default(),
             }
         });
         tokio::spawn(writer);
@@ -698,10 +752,18 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
         Inbound::McpMessage {
             server_name,
             message,
-        } => inner
-            .bridges
-            .get(server_name)
-            .map(|b| b.submit(message.clone())),
+        } => {
+            if !inner.may_send(server_name, message) {
+                let refused = json!({"jsonrpc": "2.0", "id": message.get("id").cloned().unwrap_or(Value::Null),
+                    "error": {"code": -32600, "message": "this tool use was not approved by the host's PreToolUse check"}});
+                let _ = inner.write(&protocol::success(&id, json!({ "mcp_response": refused })));
+                return;
+            }
+            inner
+                .bridges
+                .get(server_name)
+                .map(|b| b.submit(message.clone()))
+        }
         _ => None,
     };
     let direct = matches!(submitted, Some(Submitted::Direct(_)));
