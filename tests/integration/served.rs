@@ -390,3 +390,55 @@ async fn two_components_claiming_the_same_uris_in_a_scope_is_a_load_error() {
         .collect();
     assert_eq!(uris, ["hostile://spin"]);
 }
+
+/// The review's case: subscriptions hold their URIs for as long as their
+/// sessions live, outside every request's count, so a tenant opening
+/// session after session (256 subscriptions each) grew the server without
+/// bound. All sessions of a server hold at most 4,096 together; past that
+/// a subscribe is refused with a clear error, and the sessions still
+/// serve.
+#[test]
+fn subscriptions_of_all_sessions_together_are_bounded() {
+    use crate::mcp::{INIT, header, http_post};
+    let served = files_and_prompts();
+    let tools = served.path().display().to_string();
+    let server = HttpServe::start(&["--tools", tools.as_str(), "--watch", "false"]);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_string();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let mut refused = None;
+    'sessions: for s in 0..17 {
+        let (status, resp) = http_post(&addr, &[], INIT);
+        assert_eq!(status, 200, "{resp}");
+        let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+        let h = [
+            ("mcp-session-id", sid.as_str()),
+            ("mcp-protocol-version", "2025-11-25"),
+        ];
+        assert_eq!(http_post(&addr, &h, initialized).0, 202);
+        for i in 0..256 {
+            let body = json!({"jsonrpc": "2.0", "id": 2 + i, "method": "resources/subscribe",
+                "params": {"uri": format!("file:///data/{s}/{i}/{}", "x".repeat(1000))}});
+            let (status, resp) = http_post(&addr, &h, &body.to_string());
+            assert_eq!(status, 200, "{resp}");
+            if resp.contains("\"error\"") {
+                refused = Some((s * 256 + i, resp, sid.clone()));
+                break 'sessions;
+            }
+        }
+    }
+    let (at, resp, sid) = refused.expect("a subscribe past the bound is refused");
+    assert_eq!(at, 4096, "{resp}");
+    assert!(resp.contains("4096 resource subscriptions"), "{resp}");
+    // The session that was refused still serves.
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let read = r#"{"jsonrpc":"2.0","id":9999,"method":"resources/read","params":{"uri":"file:///data/notes.txt"}}"#;
+    let (status, resp) = http_post(&addr, &h, read);
+    assert!(status == 200 && resp.contains("\"contents\""), "{resp}");
+}

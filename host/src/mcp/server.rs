@@ -91,6 +91,14 @@ struct Subscription {
 /// Most resources one session may subscribe to.
 const MAX_SUBSCRIPTIONS: usize = 256;
 
+/// Most subscriptions all sessions of one server (one scope) hold
+/// together. Each holds its URI (up to 2 KiB) for as long as its session
+/// lives, outside every request's count: a review's tenant opened session
+/// after session, 256 subscriptions each, and grew the server by 800 KB a
+/// session (about 800 MB within `max-sessions`); every subscribe scans
+/// them all, under a lock.
+const MAX_SUBSCRIPTIONS_TOTAL: usize = 4096;
+
 /// Per-client state.
 struct Session {
     /// The minimum level of log messages this client wants (`logging/setLevel`).
@@ -944,6 +952,14 @@ impl ServerHandler for McpServer {
             return Err(ErrorData::invalid_params(
                 format!(
                     "a session may subscribe to at most {MAX_SUBSCRIPTIONS} resources; unsubscribe from some first"
+                ),
+                None,
+            ));
+        }
+        if subs.len() >= MAX_SUBSCRIPTIONS_TOTAL {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "this server's sessions hold {MAX_SUBSCRIPTIONS_TOTAL} resource subscriptions, the most it keeps; unsubscribe, or close sessions that no longer listen"
                 ),
                 None,
             ));
