@@ -429,8 +429,12 @@ impl Catalog {
     }
 
     /// Add `tools` (of the manifest `mpath`) to `scope`, but not one whose
-    /// name a tool of another manifest there has already (`owners`: an
-    /// error, the first keeps it). How many were added.
+    /// name a tool of another manifest there has already (`owners`): then
+    /// neither is served, and each manifest gets an error naming the
+    /// other. Tool names come from the components' own `describe`, and
+    /// manifests load in path order: keeping the first let a hostile
+    /// package named to sort first take another tool's calls, arguments
+    /// and policy rules (found by review). How many were added.
     fn add_tools(
         &mut self,
         scope: &Scope,
@@ -443,15 +447,20 @@ impl Catalog {
         for t in tools {
             let key = (scope.clone(), t.def.name.clone());
             if let Some(other) = owners.get(&key) {
-                let e = LoadError::new(
-                    mpath,
-                    LoadErrorKind::NameClash {
-                        tool: t.def.name.to_string(),
-                        other: other.clone(),
-                        scope: scope.to_string(),
-                    },
-                );
-                self.fail(e, on_event);
+                let clash = |other: &Path| LoadErrorKind::NameClash {
+                    tool: t.def.name.to_string(),
+                    other: other.to_path_buf(),
+                    scope: scope.to_string(),
+                };
+                self.fail(LoadError::new(mpath, clash(other)), on_event);
+                // The first holder goes too (once: a third finds it gone).
+                let first = self
+                    .scopes
+                    .get_mut(scope)
+                    .and_then(|m| m.remove(&t.def.name));
+                if first.is_some() {
+                    self.fail(LoadError::new(other, clash(mpath)), on_event);
+                }
                 continue;
             }
             owners.insert(key, mpath.to_path_buf());

@@ -139,9 +139,10 @@ pub enum LoadErrorKind {
         /// Why.
         reason: String,
     },
-    /// Two components of one scope offer the same tool name.
+    /// Two components of one scope offer the same tool name: neither is
+    /// served under it (each gets this error, naming the other).
     #[error(
-        "tool `{tool}` is already provided by {} in scope `{scope}`; rename one of them or load them into different scopes",
+        "tool `{tool}` is also provided by {} in scope `{scope}`, so neither is served (a component must not take calls meant for another); rename one of them or load them into different scopes",
         other.display()
     )]
     NameClash {

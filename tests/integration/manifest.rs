@@ -288,16 +288,45 @@ async fn bad_sizes_durations_and_grants_are_explained() {
     }
 }
 
+/// Neither of two tools of one name is served, each manifest's error
+/// naming the other: keeping the first let a package named to sort first
+/// take the other's calls (a review's case). The rest still serves.
 #[tokio::test]
-async fn a_name_clash_keeps_the_first_and_names_both_files() {
+async fn a_name_clash_serves_neither_and_names_both_files() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     d.add("zecho", "echo", "");
-    let e = only_error(&load(&d).await).await;
+    d.add("text", "text", "");
+    let core = load(&d).await;
+    let err = call(&core, "echo", json!({"text": "ok"}))
+        .await
+        .unwrap_err();
     assert!(
-        e.contains("zecho.toml") && e.contains("echo.toml") && e.contains("already provided"),
-        "{e}"
+        matches!(err.kind(), toolhost::CallErrorKind::UnknownTool),
+        "{err:?}"
     );
+    assert!(
+        !core
+            .tools(&Scope::default())
+            .iter()
+            .any(|t| t.name.as_ref() == "echo")
+    );
+    let mut errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    errors.sort();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    for e in &errors {
+        assert!(
+            e.contains("zecho.toml") && e.contains("echo.toml") && e.contains("neither is served"),
+            "{e}"
+        );
+    }
+    let ok = call(
+        &core,
+        "regex_extract",
+        json!({"pattern": "s+", "text": "still served"}),
+    )
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
 }
 
 #[tokio::test]
