@@ -406,21 +406,34 @@ fn prepare_one(
         (FsMode::ReadOnly, _) => None,
         (FsMode::ReadWrite, q) => {
             let q = q.or(caps.default_quota);
-            match (q, caps.max_quota) {
-                (Some(q), Some(max)) if q > max => {
+            // With no `max-quota`, a manifest may ask up to the built-in
+            // default or the operator's `default-quota`, not more: a
+            // manifest alone is never an unbounded way to fill the host's
+            // disk (found by review: up to 1 PiB was taken as asked).
+            let (max, set) = match caps.max_quota {
+                Some(max) => (max, true),
+                None => (DEFAULT_QUOTA.max(caps.default_quota.unwrap_or(0)), false),
+            };
+            match q {
+                Some(q) if q > max => {
                     return Err((
                         format!(
                             "quota of {q} bytes for {} is over the largest allowed",
                             path.display()
                         ),
-                        Some(format!("the host config's `[fs] max-quota` is {max} bytes")),
+                        Some(if set {
+                            format!("the host config's `[fs] max-quota` is {max} bytes")
+                        } else {
+                            format!(
+                                "the host config sets no `[fs] max-quota`, so quotas up to {max} bytes are allowed; set it to allow more"
+                            )
+                        }),
                     ));
                 }
-                (None, Some(max)) => Some(max),
-                // No quota anywhere: a built-in bound, so an `rw` grant is
-                // never an unbounded way to fill the host's disk.
-                (None, None) => Some(DEFAULT_QUOTA),
-                (q, _) => q,
+                Some(q) => Some(q),
+                None if set => Some(max),
+                // No quota anywhere: a built-in bound.
+                None => Some(DEFAULT_QUOTA),
             }
         }
     };
@@ -660,6 +673,26 @@ mod tests {
             p.dirs[0].usage.as_ref().map(|q| q.limit()),
             Some(DEFAULT_QUOTA)
         );
+        // With no `max-quota`, a manifest's quota is capped by the default
+        // (or the operator's larger `default-quota`), never taken as asked.
+        let mut huge = req(&inside, FsMode::ReadWrite);
+        huge.quota = Some(1 << 50);
+        let e = prepare(&[huge.clone()], &FsCaps::default(), &hs).unwrap_err();
+        assert!(
+            e[0].hint
+                .as_deref()
+                .unwrap()
+                .contains("sets no `[fs] max-quota`"),
+            "{e:?}"
+        );
+        huge.quota = Some(DEFAULT_QUOTA);
+        assert!(prepare(&[huge.clone()], &FsCaps::default(), &hs).is_ok());
+        huge.quota = Some(4 << 30);
+        let roomy = FsCaps {
+            default_quota: Some(8 << 30),
+            ..FsCaps::default()
+        };
+        assert!(prepare(&[huge], &roomy, &hs).is_ok());
         let ro_only = FsCaps {
             deny_rw: true,
             ..FsCaps::default()
