@@ -265,26 +265,43 @@ async fn session(core: &Core, lines: &[String]) {
         *answered.entry(id.clone()).or_default() += 1;
         id
     };
+    // The guard hook's approval comes first (the session has a rule, so
+    // the host's PreToolUse guard is on), as the CLI asks for it before
+    // each tool use.
+    let hook = json!({"type": "control_request", "request_id": "final-hook",
+        "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard",
+            "input": {"hook_event_name": "PreToolUse", "tool_name": "mcp__tools__echo",
+                "tool_input": {"text": "after the fuzz"}}}});
     let steps = [
         (
             "final-init",
-            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-                       "clientInfo": {"name": "fuzz", "version": "0"}}}),
+            mcp(
+                "final-init",
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "fuzz", "version": "0"}}}),
+            ),
         ),
         (
             "final-initialized",
-            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            mcp(
+                "final-initialized",
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            ),
         ),
+        ("final-hook", format!("{hook}\n")),
         (
             "final-call",
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"text": "after the fuzz"}}}),
+            mcp(
+                "final-call",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": "after the fuzz"}}}),
+            ),
         ),
     ];
     let mut last = Value::Null;
-    for (rid, message) in steps {
-        cw.write_all(mcp(rid, message).as_bytes()).await.unwrap();
+    for (rid, line) in steps {
+        cw.write_all(line.as_bytes()).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         last = loop {
             let v = tokio::time::timeout_at(deadline, replies.recv())
@@ -341,7 +358,7 @@ async fn session(core: &Core, lines: &[String]) {
     );
     for (id, n) in &answered {
         let asked = match id.as_str() {
-            "final-init" | "final-initialized" | "final-call" => 1,
+            "final-init" | "final-initialized" | "final-hook" | "final-call" => 1,
             _ => want.requests.get(id).copied().unwrap_or(0),
         };
         assert!(
