@@ -589,6 +589,10 @@ mod serve {
     use axum::response::IntoResponse;
     use std::net::SocketAddr;
 
+    /// Connections the metrics listener serves at once; past it, new ones
+    /// wait in the kernel's backlog.
+    const METRICS_CONNECTIONS: usize = 64;
+
     /// The metrics listener: `/metrics` (OpenMetrics text), `/healthz`
     /// (200 while the process serves) and `/readyz` (200 once the catalog
     /// is loaded, see [`Metrics::set_ready`]; 503 before). Kept apart from
@@ -654,9 +658,24 @@ mod serve {
                         }
                     }),
                 );
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            // Bounded as the MCP listener is (M7): a client that opened
+            // thousands of connections and never finished their headers
+            // held a descriptor each, until the process had none left for
+            // `/mcp`, `/healthz` or its own files (found by review). A
+            // scraper needs few.
+            crate::mcp::accept::serve(
+                self.listener,
+                app,
+                crate::mcp::accept::Bounds {
+                    max_connections: METRICS_CONNECTIONS,
+                    per_address: 0,
+                    header_read_timeout: std::time::Duration::from_secs(10),
+                    grace: std::time::Duration::from_secs(1),
+                },
+                shutdown,
+            )
+            .await;
+            Ok(())
         }
     }
 }

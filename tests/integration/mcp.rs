@@ -1157,6 +1157,48 @@ async fn connections_that_never_finish_their_headers_are_closed() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
+/// The review's case: the metrics listener was served by `axum::serve`,
+/// with no header timeout and no connection cap, and the shipped
+/// deployment exposes it. Connections that never finished their headers
+/// each held a descriptor forever, until `/mcp` and `/healthz` failed
+/// with "too many open files". It is bounded as the MCP listener is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_connections_that_never_finish_their_headers_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        toolhost::MetricsServer::bind("127.0.0.1:0".parse().unwrap(), toolhost::Metrics::new())
+            .await
+            .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(std::future::pending()));
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(s);
+    }
+    for mut s in idle {
+        let mut buf = Vec::new();
+        // Closed by the server's header timeout (10 s), well before ours.
+        let r = tokio::time::timeout(Duration::from_secs(40), s.read_to_end(&mut buf)).await;
+        assert!(
+            r.is_ok(),
+            "a metrics connection without headers stayed open"
+        );
+    }
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
 /// M7: at most `max_connections` are served at once; the next waits in
 /// the accept queue (no descriptor is spent on it in the server) and is
 /// served as soon as one closes.

@@ -22,8 +22,8 @@
 //!
 //! Written here rather than `axum::serve` because that sets neither bound
 //! (M7 in SECURITY.md); hyper's own connection builder and hyper-util's
-//! graceful shutdown do the work. Owns no request handling: the router is
-//! `http`'s.
+//! graceful shutdown do the work. Owns no request handling: the routers
+//! are `http`'s and the metrics listener's (`metrics`).
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,13 +38,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How connections are bounded.
-pub(super) struct Bounds {
-    pub(super) max_connections: usize,
+pub(crate) struct Bounds {
+    pub(crate) max_connections: usize,
     /// Connections per client address; 0: no limit.
-    pub(super) per_address: usize,
-    pub(super) header_read_timeout: Duration,
+    pub(crate) per_address: usize,
+    pub(crate) header_read_timeout: Duration,
     /// How long shutdown waits for open connections to finish.
-    pub(super) grace: Duration,
+    pub(crate) grace: Duration,
 }
 
 /// At most `wanted` connections, and never more than the descriptors the
@@ -61,7 +61,7 @@ pub(super) fn connection_cap(wanted: usize) -> usize {
 }
 
 /// Serve `app` on `listener` until `stop` resolves, then close.
-pub(super) async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: axum::Router,
     bounds: Bounds,

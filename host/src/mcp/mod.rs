@@ -26,7 +26,7 @@
 //! and nothing a client sends can widen a tool's grants.
 
 #[cfg(feature = "http")]
-mod accept;
+pub(crate) mod accept;
 #[cfg(feature = "http")]
 mod auth;
 #[cfg(feature = "http")]
