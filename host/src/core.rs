@@ -1279,19 +1279,17 @@ impl Core {
                         // keep a thread that reads and answers requests
                         // busy (M5). Their text is written there too.
                         let (tool, owned) = (Arc::clone(tool), std::mem::take(&mut args));
-                        let metered = admission.meters_fuel();
-                        let check = self.inner.scheduler.spawn_blocking(move || {
-                            let before = metered.then(thread_cpu_time).flatten();
+                        let check = self.aside(admission, move || {
                             let checked = tool.input.check(&owned).map(|()| text_of(&owned));
                             drop(owned);
-                            let used = before
-                                .zip(thread_cpu_time())
-                                .map(|(a, b)| b.saturating_sub(a));
-                            (checked, used)
+                            checked
                         });
+                        // This thread only waited: what the check used is
+                        // measured where it ran (or nothing, if it failed).
+                        elsewhere = Some(std::time::Duration::ZERO);
                         match check.await {
                             Ok((checked, used)) => {
-                                elsewhere = used;
+                                elsewhere = Some(used);
                                 checked
                                     .map(|t| text = Some(t))
                                     .map_err(|details| CallErrorKind::InvalidArguments { details })
@@ -1414,23 +1412,18 @@ impl Core {
                 // takes (found by review). The caller waits no longer than
                 // what is left of its deadline and the backstop.
                 let (tool, result) = (Arc::clone(tool), std::mem::take(structured));
-                let metered = admission.meters_fuel();
-                let check = self.inner.scheduler.spawn_blocking(move || {
-                    let before = metered.then(thread_cpu_time).flatten();
+                let check = self.aside(admission, move || {
                     let checked = tool.output.as_ref().map_or(Ok(()), |s| s.check(&result));
-                    let used = before
-                        .zip(thread_cpu_time())
-                        .map(|(a, b)| b.saturating_sub(a));
-                    (checked, used, result)
+                    (checked, result)
                 });
                 match by_deadline(backstop, check).await {
                     None => {
-                        checking.charge(admission, None);
+                        checking.charge(admission, Some(std::time::Duration::ZERO));
                         return Err(CallErrorKind::Timeout { after: timeout });
                     }
-                    Some(Ok((checked, used, result))) => {
+                    Some(Ok(((checked, result), used))) => {
                         *structured = result;
-                        elsewhere = used;
+                        elsewhere = Some(used);
                         checked
                     }
                     Some(Err(e)) => {
@@ -1448,6 +1441,29 @@ impl Core {
             })?;
         }
         Ok(Output::Tool(out))
+    }
+
+    /// Run `f`, host work for a call (a large schema check), off the I/O
+    /// threads: on the guest executor's blocking threads, at their lower
+    /// priority, so that a tenant's large arguments or a tool's large
+    /// result cannot keep a thread that reads and answers requests busy
+    /// (M5). Its output, and the CPU time it used there when `admission`
+    /// meters fuel (zero otherwise, or where that clock is missing).
+    fn aside<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
+        &self,
+        admission: &Admission,
+        f: F,
+    ) -> impl Future<Output = Result<(T, std::time::Duration), tokio::task::JoinError>> + use<T, F>
+    {
+        let metered = admission.meters_fuel();
+        self.inner.scheduler.spawn_blocking(move || {
+            let before = metered.then(thread_cpu_time).flatten();
+            let out = f();
+            let used = before
+                .zip(thread_cpu_time())
+                .map_or(std::time::Duration::ZERO, |(a, b)| b.saturating_sub(a));
+            (out, used)
+        })
     }
 
     /// A reused instance of `tool`'s component, for the benchmarks only
@@ -1559,7 +1575,10 @@ impl HostWork {
     /// the work cost, however many other threads ran meanwhile), or the
     /// wall time where that clock is missing. Returns the wall time (what
     /// the call's deadline counts) and when the work ended.
-    /// `elsewhere`: CPU the work used on another thread, measured there.
+    /// `elsewhere`: the work ran on another thread (`Core::aside`), which
+    /// measured its CPU time: that is charged, not this thread's, which
+    /// only waited (and, across the wait, the task may have moved to
+    /// another worker, whose clock says nothing of it: found by review).
     fn charge(
         self,
         admission: &Admission,
@@ -1568,8 +1587,9 @@ impl HostWork {
         let now = Instant::now();
         let wall = now.saturating_duration_since(self.wall);
         if admission.meters_fuel() {
-            let used = match (self.cpu, thread_cpu_time()) {
-                (Some(a), Some(b)) => b.saturating_sub(a) + elsewhere.unwrap_or_default(),
+            let used = match (elsewhere, self.cpu, thread_cpu_time()) {
+                (Some(there), _, _) => there,
+                (None, Some(a), Some(b)) => b.saturating_sub(a),
                 _ => wall,
             };
             let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);

@@ -31,6 +31,20 @@ const MAX_FACTOR: u64 = 1 << 14;
 /// about a second of one thread. A larger check is refused unchecked.
 const MAX_WORK: u64 = 1 << 26;
 
+/// Past this much work, a refused instance's message names its first
+/// violation only, not up to eight (see `Schema::check`).
+const REPORT_WORK: u64 = 1 << 16;
+
+/// One violation as a message shows it, with where it is.
+fn shown(e: &jsonschema::ValidationError<'_>) -> String {
+    let at = e.instance_path().to_string();
+    if at.is_empty() {
+        e.to_string()
+    } else {
+        format!("at `{at}`: {e}")
+    }
+}
+
 /// Checks of more work than this run off the I/O threads
 /// ([`Schema::runs_aside`]).
 const ASIDE_WORK: u64 = 1 << 20;
@@ -152,29 +166,33 @@ impl Schema {
         if let Some(check) = &self.check {
             return check(instance);
         }
-        if measure(instance, MAX_WORK / self.factor).is_none() {
+        let Some((nodes, bytes)) = measure(instance, MAX_WORK / self.factor) else {
             return Err(format!(
                 "too large to check against this schema: over {} values (a value per 8 bytes of strings), or nested over {} deep; each value may be checked up to {} times here",
                 MAX_WORK / self.factor,
                 cost::MAX_DEPTH,
                 self.factor
             ));
-        }
+        };
         if self.validator.is_valid(instance) {
             return Ok(());
+        }
+        // jsonschema's full report (`iter_errors`) gathers every violation
+        // before the first is read, each branch's of an `anyOf` too: on a
+        // large instance, gigabytes (16M errors for 32 MB of zeros against
+        // a list of strings, found by review). Past a small bound, the
+        // first violation only (`validate`, which stops there).
+        if (nodes + bytes / 8).saturating_mul(self.factor) > REPORT_WORK {
+            return match self.validator.validate(instance) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(format!("{} (the first violation found)", shown(&e))),
+            };
         }
         let errors: Vec<String> = self
             .validator
             .iter_errors(instance)
             .take(8)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("at `{at}`: {e}")
-                }
-            })
+            .map(|e| shown(&e))
             .collect();
         Err(errors.join("; "))
     }
@@ -266,6 +284,21 @@ mod tests {
         assert!(t.elapsed() < std::time::Duration::from_secs(5));
         // Within the bound it is checked.
         assert!(heavy.check(&json!({ "r": [5] })).is_ok());
+        // A large refused instance is reported by its first violation, not
+        // by gathering them all.
+        let strings = Schema::compile(&schema(
+            json!({"type": "object", "properties": {"xs": {"items": {"type": "string"}}}}),
+        ))
+        .unwrap();
+        let e = strings
+            .check(&json!({ "xs": vec![0; 1_000_000] }))
+            .unwrap_err();
+        assert!(
+            e.ends_with("(the first violation found)") && e.contains("/xs/0"),
+            "{e}"
+        );
+        let e = strings.check(&json!({ "xs": [0, 1, "ok"] })).unwrap_err();
+        assert!(e.contains("/xs/0") && e.contains("/xs/1"), "{e}");
         // Deeper than any parsed value can be: refused, not walked.
         let mut deep = json!(1);
         for _ in 0..200 {

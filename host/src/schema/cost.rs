@@ -89,11 +89,13 @@ struct Graph<'a> {
     nodes: Vec<Node>,
     ids: HashMap<*const Value, usize>,
     todo: Vec<&'a Value>,
-    /// Each object's nearest enclosing `$id` resource (itself if it has
-    /// one): what a `#...` reference in it resolves against.
-    resource: HashMap<*const Value, &'a Value>,
-    /// `$id` value -> the object that declares it.
-    by_id: Vec<(&'a str, &'a Value)>,
+    /// The root's `$id` (draft 4: `id`): the one base a reference with a
+    /// URI before its `#` may name. A subschema with an `$id` of its own
+    /// is refused (`visit`): which base each `$ref` resolves against then
+    /// depends on the draft's rules for `$id`, and a bound computed under
+    /// other rules than jsonschema's would follow other references (a
+    /// review hid the exponential schema behind one).
+    root_id: Option<&'a str>,
     /// `$anchor` / `$dynamicAnchor` name -> objects declaring it, and
     /// whether `$recursiveAnchor` is set.
     anchors: Vec<(&'a str, &'a Value)>,
@@ -109,13 +111,15 @@ pub(crate) fn factor(schema: &Value, limit: u64) -> Result<u64, String> {
         nodes: Vec::new(),
         ids: HashMap::new(),
         todo: Vec::new(),
-        resource: HashMap::new(),
-        by_id: Vec::new(),
+        root_id: None,
         anchors: Vec::new(),
         dynamic: Vec::new(),
         recursive: Vec::new(),
     };
-    g.index(schema, schema);
+    g.root_id = ["$id", "id"]
+        .iter()
+        .find_map(|k| schema.get(k).and_then(Value::as_str));
+    g.index(schema);
     let root = g.id(schema);
     while let Some(v) = g.todo.pop() {
         g.visit(v)?;
@@ -174,18 +178,11 @@ fn size(v: &Value) -> u64 {
 }
 
 impl<'a> Graph<'a> {
-    /// Walk the whole document once: resources, `$id`s and anchors.
-    fn index(&mut self, v: &'a Value, resource: &'a Value) {
+    /// Walk the whole document once for its anchors (wherever they are:
+    /// a superset of what jsonschema finds is a sound bound).
+    fn index(&mut self, v: &'a Value) {
         match v {
             Value::Object(o) => {
-                let resource = match o.get("$id").and_then(Value::as_str) {
-                    Some(id) => {
-                        self.by_id.push((id, v));
-                        v
-                    }
-                    None => resource,
-                };
-                self.resource.insert(v as *const Value, resource);
                 if let Some(a) = o.get("$anchor").and_then(Value::as_str) {
                     self.anchors.push((a, v));
                 }
@@ -197,12 +194,12 @@ impl<'a> Graph<'a> {
                     self.recursive.push(v);
                 }
                 for x in o.values() {
-                    self.index(x, resource);
+                    self.index(x);
                 }
             }
             Value::Array(a) => {
                 for x in a {
-                    self.index(x, resource);
+                    self.index(x);
                 }
             }
             _ => {}
@@ -224,6 +221,16 @@ impl<'a> Graph<'a> {
             self.nodes[me].weight = 1;
             return Ok(());
         };
+        if !std::ptr::eq(v, self.root)
+            && ["$id", "id"]
+                .iter()
+                .any(|k| o.get(*k).is_some_and(Value::is_string))
+        {
+            return Err(
+                "a subschema has an `$id` (or `id`) of its own, which changes what `$ref`s resolve against; inline it, or move it under `$defs` without the `$id`"
+                    .into(),
+            );
+        }
         let mut node = Node {
             weight: 1,
             ..Node::default()
@@ -255,11 +262,17 @@ impl<'a> Graph<'a> {
                 }
                 "$ref" | "$dynamicRef" | "$recursiveRef" => {
                     let r = x.as_str().ok_or("a `$ref` that is not a string")?;
-                    for target in self.resolve(v, k, r)? {
+                    for target in self.resolve(k, r)? {
                         node.in_place.push(self.id(target));
                     }
                 }
-                "dependentSchemas" | "dependencies" => values(self, x, &mut node.in_place_object),
+                "dependentSchemas" => values(self, x, &mut node.in_place_object),
+                // Draft 7 mixes schemas and name lists (checked as
+                // `required`, entry by entry).
+                "dependencies" => {
+                    node.weight += size(x);
+                    values(self, x, &mut node.in_place_object)
+                }
                 "properties" => values(self, x, &mut node.members_one),
                 "patternProperties" => values(self, x, &mut node.members),
                 "additionalProperties" | "unevaluatedProperties" | "propertyNames" => {
@@ -293,33 +306,23 @@ impl<'a> Graph<'a> {
     /// static target and, for the dynamic forms, every subschema whose
     /// anchor it could resolve to at run time (a superset is a sound
     /// bound).
-    fn resolve(&self, from: &'a Value, k: &str, r: &str) -> Result<Vec<&'a Value>, String> {
+    fn resolve(&self, k: &str, r: &str) -> Result<Vec<&'a Value>, String> {
         let unresolved = || {
             format!(
                 "`{k}` `{r}` does not refer to a subschema of this schema (remote references are never fetched), so the time a check takes cannot be bounded; inline what it refers to"
             )
         };
         let (base, fragment) = r.split_once('#').unwrap_or((r, ""));
-        let resource = if base.is_empty() {
-            self.resource
-                .get(&(from as *const Value))
-                .copied()
-                .unwrap_or(self.root)
-        } else {
-            let hits: Vec<&'a Value> = self
-                .by_id
-                .iter()
-                .filter(|(id, _)| {
-                    let id = id.split('#').next().unwrap_or(id);
-                    id == base || id.ends_with(&format!("/{base}"))
-                })
-                .map(|(_, v)| *v)
-                .collect();
-            match hits[..] {
-                [one] => one,
-                _ => return Err(unresolved()),
-            }
+        // The root is the only resource (`visit`): a reference resolves
+        // against it, or names it by its `$id`.
+        let names_root = |id: &str| {
+            let id = id.split('#').next().unwrap_or(id);
+            id == base || id.ends_with(&format!("/{base}"))
         };
+        if !base.is_empty() && !self.root_id.is_some_and(names_root) {
+            return Err(unresolved());
+        }
+        let resource = self.root;
         let mut out = Vec::new();
         if fragment.is_empty() {
             out.push(resource);
@@ -471,14 +474,35 @@ mod tests {
         }
         let e = factor(&json!({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}), LIMIT).unwrap_err();
         assert!(e.contains("loop"), "{e}");
-        // Anchors, `$id`s and escaped pointers resolve.
+        // Anchors, the root's `$id` and escaped pointers resolve.
         let ok = json!({"$id": "https://example.com/t.json", "$defs": {
-            "a/b": {"$anchor": "ab", "type": "string"},
-            "c": {"$id": "c.json", "type": "number"}
+            "a/b": {"$anchor": "ab", "type": "string"}
         }, "properties": {
-            "x": {"$ref": "#ab"}, "y": {"$ref": "#/$defs/a~1b"}, "z": {"$ref": "c.json"},
+            "x": {"$ref": "#ab"}, "y": {"$ref": "#/$defs/a~1b"}, "z": {"$ref": "t.json#/$defs/a~1b"},
             "w": {"$ref": "#/$defs/a%7E1b"}
         }});
         factor(&ok, LIMIT).unwrap();
+    }
+
+    /// The review's bypass: an embedded resource (`$id` beside `$ref`, a
+    /// fragment `$id`, a draft 4 `id`) changes what a `$ref` inside it
+    /// resolves to under the draft's rules, and hid the exponential schema
+    /// from a bound that resolved it otherwise. Refused.
+    #[test]
+    fn embedded_resources_are_refused() {
+        for inner in [
+            json!({"$id": "http://e/x.json", "$ref": "#/definitions/a", "definitions": {"a": {}}}),
+            json!({"$id": "#inner", "type": "string"}),
+            json!({"id": "http://e/y.json", "type": "string"}),
+        ] {
+            let schema = json!({"$schema": "http://json-schema.org/draft-07/schema#",
+                "properties": {"x": inner}});
+            let e = factor(&schema, LIMIT).unwrap_err();
+            assert!(e.contains("`$id`"), "{e}");
+        }
+        // Name lists under `dependencies` are weighed (checked as `required`).
+        let names: Vec<String> = (0..5000).map(|i| format!("n{i}")).collect();
+        let deps = json!({"items": {"dependencies": {"a": names}}});
+        assert!(factor(&deps, LIMIT).unwrap() > 5000);
     }
 }
