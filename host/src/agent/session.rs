@@ -74,6 +74,20 @@ struct Inner {
 /// then denied is never used, and must not pile up.
 const MAX_APPROVED: u32 = 16;
 
+/// A tool name as the CLI shows it to the model and to hooks: characters
+/// the API does not allow in tool names (toolhost allows `.`) become `_`.
+fn as_cli_names(tool: &str) -> String {
+    tool.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 impl Inner {
     fn write(&self, v: &Value) -> Result<(), AgentError> {
         let mut line = serde_json::to_vec(v).expect("JSON serializes");
@@ -161,12 +175,13 @@ impl Inner {
             .filter(|(s, _)| self.bridges.contains_key(*s))
     }
 
-    /// Record the guard's approval of `tool` (an SDK tool of ours).
+    /// Record the guard's approval of `tool` (an SDK tool of ours, as the
+    /// CLI names it to hooks: `mcp__{server}__{tool}`).
     fn approve(&self, tool: &str) {
         if let Some((server, tool)) = self.sdk_tool(tool) {
             let mut approved = lock(&self.approved);
             let n = approved
-                .entry((server.to_string(), tool.to_string()))
+                .entry((server.to_string(), as_cli_names(tool)))
                 .or_default();
             *n = (*n + 1).min(MAX_APPROVED);
         }
@@ -181,9 +196,21 @@ impl Inner {
         if !self.guarded || message["method"] != "tools/call" {
             return true;
         }
-        let tool = message["params"]["name"].as_str().unwrap_or_default();
+        let tool = as_cli_names(message["params"]["name"].as_str().unwrap_or_default());
+        // The rules again, on the arguments the call carries: an approval
+        // names a tool, not the arguments the guard saw.
+        let args = message["params"]
+            .get("arguments")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if self
+            .rules_check(&format!("mcp__{server}__{tool}"), &args)
+            .is_err()
+        {
+            return false;
+        }
         let mut approved = lock(&self.approved);
-        let key = (server.to_string(), tool.to_string());
+        let key = (server.to_string(), tool);
         match approved.get_mut(&key) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -807,4 +834,20 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
     let mut inflight = lock(&inner.inflight);
     let handle = tokio::spawn(answer);
     inflight.insert(id, handle.abort_handle());
+}
+
+#[cfg(test)]
+mod tests {
+    /// The hook sees a tool by the name the CLI gives the model (its
+    /// `[^a-zA-Z0-9_-]` made `_`, as the pinned CLI's code does); the
+    /// `tools/call` names it as the server listed it. Both are keyed alike,
+    /// or every call of a tool with a `.` in its name would be refused.
+    #[test]
+    fn approvals_key_tools_as_the_cli_names_them() {
+        assert_eq!(super::as_cli_names("files.read"), "files_read");
+        assert_eq!(
+            super::as_cli_names("scalars_echo-text"),
+            "scalars_echo-text"
+        );
+    }
 }
