@@ -939,6 +939,18 @@ async fn a_grant_on_a_kernel_file_system_is_refused_at_load() {
         &fs_grant("/p", &links.path().join("me/task"), "ro"),
     );
     d.add("files", "files", &fs_grant("/data", &t.granted, "ro"));
+    // A directory with one mounted inside (`/dev/pts`, where mounted).
+    let pts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/dev/pts") && l.contains(" - devpts "));
+    if pts {
+        d.add(
+            "devdir",
+            "hostile",
+            &fs_grant("/d", std::path::Path::new("/dev"), "ro"),
+        );
+    }
     let core = toolhost::Core::builder()
         .config(test_config())
         .source(toolhost::Scope::default(), d.path())
@@ -946,7 +958,12 @@ async fn a_grant_on_a_kernel_file_system_is_refused_at_load() {
         .await
         .unwrap();
     let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
-    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert_eq!(errors.len(), 4 + usize::from(pts), "{errors:#?}");
+    assert!(
+        !pts || errors.iter().any(|e| e.contains("devdir")
+            && e.contains("devpts file system mounted inside it, at /dev/pts")),
+        "{errors:#?}"
+    );
     for (name, fs) in [
         ("procfs", "proc"),
         ("procrw", "proc"),

@@ -1233,7 +1233,7 @@ fn special_kind(ty: t::DescriptorType) -> Option<&'static str> {
 /// the machine. Found by review. No grant may be one, and no file or
 /// directory under a grant may be opened on one (a mount inside a granted
 /// tree).
-const KERNEL_FILE_SYSTEMS: &[(u32, &str)] = &[
+pub(super) const KERNEL_FILE_SYSTEMS: &[(u32, &str)] = &[
     (0x0000_9fa0, "proc"),
     (0x6265_6572, "sysfs"),
     (0x6462_6720, "debugfs"),
@@ -1258,6 +1258,8 @@ const KERNEL_FILE_SYSTEMS: &[(u32, &str)] = &[
     (0xabba_1974, "xenfs"),
     (0x6759_6969, "rpc_pipefs"),
     (0x9584_58f6, "hugetlbfs"),
+    (0x6e66_7364, "nfsd"),
+    (0x6c6f_6f70, "binder"),
 ];
 
 /// The name of the kernel interface file system `f` is on

@@ -477,6 +477,16 @@ fn prepare_one(
             Some("grant a directory of ordinary files".into()),
         ));
     }
+    if let Some((point, fs)) = place::kernel_mount_beneath(&path) {
+        return Err((
+            format!(
+                "host directory {} has the kernel's {fs} file system mounted inside it, at {}: its files are the state of the host and its processes, not data",
+                path.display(),
+                point.display()
+            ),
+            Some("grant a directory with no such mount beneath it".into()),
+        ));
+    }
     if r.mode == FsMode::ReadWrite {
         place::remember_writable(&place);
     }

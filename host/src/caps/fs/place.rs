@@ -211,6 +211,31 @@ fn in_file_system(mountinfo: &str, path: &Path, id: Option<u64>) -> Option<(Stri
     best.map(|(_, dev, root, rest)| (dev.to_string(), root.join(rest)))
 }
 
+/// The first kernel interface file system
+/// ([`KERNEL_FILE_SYSTEMS`](super::enforce::KERNEL_FILE_SYSTEMS)) mounted
+/// strictly beneath `dir` (canonical): its mount point and type. A grant
+/// of a directory with one inside is refused at load (`prepare_one`):
+/// `open-at` refuses what is opened on one, but creating a directory,
+/// renaming, `readlink` and `stat` go to wasmtime-wasi, which walks into
+/// nested mounts as into any directory (`mkdir` in a cgroup mount makes a
+/// cgroup; found by review).
+pub(super) fn kernel_mount_beneath(dir: &Path) -> Option<(PathBuf, String)> {
+    kernel_mount_in(&mountinfo()?, dir)
+}
+
+fn kernel_mount_in(mountinfo: &str, dir: &Path) -> Option<(PathBuf, String)> {
+    mountinfo.lines().find_map(|line| {
+        // ID, parent ID, major:minor, root, mount point, options, ... - type ...
+        let (mount, fs) = line.split_once(" - ")?;
+        let point = PathBuf::from(unescape(mount.split(' ').nth(4)?));
+        let fs = fs.split(' ').next()?;
+        let kernel = super::enforce::KERNEL_FILE_SYSTEMS
+            .iter()
+            .any(|(_, name)| *name == fs);
+        (kernel && point != dir && point.starts_with(dir)).then(|| (point, fs.to_string()))
+    })
+}
+
 /// A mountinfo field with its octal escapes (`\040` for a space) undone.
 fn unescape(field: &str) -> String {
     let b = field.as_bytes();
@@ -375,5 +400,32 @@ mod tests {
         // A loop ends.
         std::os::unix::fs::symlink("loop", rw.join("loop")).unwrap();
         assert_eq!(symlinks_on_the_way(&rw.join("loop")).len(), 40);
+    }
+    #[test]
+    fn a_kernel_mount_beneath_a_directory_is_found_by_its_mountinfo() {
+        let info = "22 27 0:21 / /proc rw,relatime - proc proc rw
+24 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw
+25 24 0:23 / /dev/pts rw - devpts devpts rw
+30 27 0:30 / /srv/my\\040data/cg rw - cgroup2 cgroup2 rw
+31 27 0:31 / /srv/plain rw - ext4 /dev/sda1 rw
+";
+        let p = |s: &str| std::path::PathBuf::from(s);
+        assert_eq!(
+            kernel_mount_in(info, &p("/dev")),
+            Some((p("/dev/pts"), "devpts".into()))
+        );
+        assert_eq!(
+            kernel_mount_in(info, &p("/srv/my data")),
+            Some((p("/srv/my data/cg"), "cgroup2".into()))
+        );
+        // Not beneath: the mount itself (checked by `kernel_fs`), a sibling
+        // sharing a prefix, an ordinary file system.
+        assert_eq!(kernel_mount_in(info, &p("/proc")), None);
+        assert_eq!(kernel_mount_in(info, &p("/de")), None);
+        assert_eq!(
+            kernel_mount_in(info, &p("/srv")).map(|m| m.1),
+            Some("cgroup2".into())
+        );
+        assert_eq!(kernel_mount_in(info, &p("/srv/plain")), None);
     }
 }
