@@ -409,7 +409,7 @@ mod tests {
 30 27 0:30 / /srv/my\\040data/cg rw - cgroup2 cgroup2 rw
 31 27 0:31 / /srv/plain rw - ext4 /dev/sda1 rw
 ";
-        let p = |s: &str| std::path::PathBuf::from(s);
+        let p = |s: &str| PathBuf::from(s);
         assert_eq!(
             kernel_mount_in(info, &p("/dev")),
             Some((p("/dev/pts"), "devpts".into()))
