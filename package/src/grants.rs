@@ -387,10 +387,19 @@ fn quota_above(new: Option<u64>, old: Option<u64>) -> bool {
     }
 }
 
-/// Whether every request `b` allows is also allowed by `a`.
+/// Whether every request `b` allows is also allowed by `a`. As the
+/// network gate matches: a wildcard never covers an IP address (a review's
+/// `*.0.1` had made `10.0.0.1` look like no new grant).
 pub fn pattern_covers(a: &HostPattern, b: &HostPattern) -> bool {
+    let ip = |h: &str| {
+        h.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok()
+    };
     let host = match a.host.strip_prefix("*.") {
         None => a.host == b.host,
+        Some(_) if ip(&b.host) => false,
         Some(suffix) => {
             let bh = b.host.strip_prefix("*.").unwrap_or(&b.host);
             (b.host.starts_with("*.") && bh == suffix)
@@ -509,6 +518,9 @@ allow = ["*.example.com"]
         assert!(pattern_covers(&p("a.com"), &p("a.com:443")));
         assert!(!pattern_covers(&p("a.com"), &p("a.com:8080")));
         assert!(!pattern_covers(&p("a.com:8080"), &p("a.com:*")));
+        // The gate never lets a wildcard match an IP literal.
+        assert!(!pattern_covers(&p("*.0.1"), &p("10.0.0.1")));
+        assert!(!pattern_covers(&p("*.1"), &p("192.168.1.1:8080")));
     }
 
     #[test]
