@@ -87,6 +87,9 @@ pub enum PackageCommand {
         /// signed for another (or not signed).
         #[arg(long)]
         accept_new_signer: bool,
+        /// Replace an installed package with an older version of it.
+        #[arg(long)]
+        allow_downgrade: bool,
     },
     /// List installed packages with their grants and signer.
     Tools {
@@ -153,11 +156,13 @@ pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
             allow_unsigned,
             accept_new_grants,
             accept_new_signer,
+            allow_downgrade,
         } => {
             let opts = InstallOptions {
                 allow_unsigned,
                 accept_new_grants,
                 accept_new_signer,
+                allow_downgrade,
             };
             install(&source, &store, &config, &opts).await
         }
@@ -369,6 +374,7 @@ async fn install(
         None => "UNSIGNED".to_string(),
     };
     let (what, was) = match &installed.replaced {
+        Some(old) if opts.allow_downgrade => ("replaced", format!(" (was {})", &old[..19])),
         Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
         None => ("installed", String::new()),
     };

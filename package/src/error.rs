@@ -65,6 +65,11 @@ pub enum Error {
     /// version (another publisher's package of the same name).
     #[error("{0}")]
     NewSigner(String),
+    /// The package is an older version than the one installed, or not the
+    /// version the registry tag named: a source serving a genuinely signed
+    /// old release for a newer one.
+    #[error("{0}")]
+    Downgrade(String),
     /// `remove` of a name the store does not hold.
     #[error("{0}")]
     NotInstalled(String),

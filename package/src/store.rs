@@ -76,6 +76,17 @@ pub struct InstallOptions {
     /// Replace an installed package signed for one identity (repository)
     /// with one signed for another, or not signed.
     pub accept_new_signer: bool,
+    /// Replace an installed package with an older version of it.
+    pub allow_downgrade: bool,
+}
+
+/// A version's numbers for ordering (`v1.10.2-rc1` is 1, 10, 2), if it
+/// is one. (Two versions equal but for their pre-release part compare
+/// equal: neither is refused as older.)
+fn version_key(v: &str) -> Option<Vec<u64>> {
+    let core = v.strip_prefix('v').unwrap_or(v);
+    let core = core.split(['-', '+']).next()?;
+    core.split('.').map(|n| n.parse().ok()).collect()
 }
 
 /// The outcome of an install.
@@ -188,6 +199,20 @@ impl Store {
         opts: &InstallOptions,
     ) -> Result<Installed> {
         let fetched = fetch(src).await?;
+        // A tag that names a version names what is installed: the
+        // signature covers the repository and the manifest, not the tag,
+        // so a registry could serve a signed old release under a new tag
+        // (found by review).
+        // (A tag of fewer numbers names a series: `1.4` holds 1.4.2.)
+        if let Source::Registry(r) = src
+            && let Some(tag) = r.reference.tag()
+            && let (Some(named), Some(got)) = (version_key(tag), fetched.package.version())
+            && !version_key(got).is_some_and(|v| v.starts_with(&named))
+        {
+            return Err(Error::Downgrade(format!(
+                "refusing {src}: its tag names version {tag}, but the package is version {got}. Nothing was changed."
+            )));
+        }
         self.install_fetched(fetched, &src.to_string(), host, trust, opts)
     }
 
@@ -274,6 +299,15 @@ impl Store {
                 return Err(Error::NewSigner(format!(
                     "refusing to replace {name} ({what}): the installed version is signed for `{was}`, this one {}. Nothing was changed; if the new publisher is meant, run the install again with --accept-new-signer.",
                     now.map_or("is not signed".to_string(), |n| format!("for `{n}`"))
+                )));
+            }
+            if let (Some(was), Some(now)) = (prev.version.as_deref(), package.version())
+                && let (Some(a), Some(b)) = (version_key(was), version_key(now))
+                && b < a
+                && !opts.allow_downgrade
+            {
+                return Err(Error::Downgrade(format!(
+                    "refusing to replace {name} {was} with the older {now} ({what}): a source can serve any release its publisher ever signed. Nothing was changed; if the older version is meant, run the install again with --allow-downgrade."
                 )));
             }
             let old = self.installed_grants(&Digest::parse(&prev.digest)?, &name)?;

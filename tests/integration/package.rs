@@ -603,6 +603,74 @@ fn upgrade_is_refused_until_accepted(memory: &str, more: &str, expected: &str) {
 /// Two publishers the host trusts, both with a package named `echo`: the
 /// second's does not silently replace the first's (and inherit the grants
 /// the operator reviewed for it), even asking for nothing more.
+/// The review's case: the signature covers the repository and the
+/// manifest, not the tag or the version, so a registry (or a URL) could
+/// serve a genuinely signed old release in place of a newer one, and the
+/// install said "upgraded". An older version than the installed one is
+/// refused unless `--allow-downgrade`; a tag naming a version must hold
+/// that version (or, with fewer numbers, one of its series).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
+    let reg = Registry::start();
+    let w = World::new();
+    let (key, public) = w.key("signer");
+    let config = w.config(
+        "host.toml",
+        &format!("{}/tools/*", reg.addr),
+        &[&public],
+        "",
+    );
+    let packed = |name: &str, version: &str| {
+        let d = w.tool(name, "16 MiB", "");
+        let out = w.s(&format!("{name}.oci.tar"));
+        ok(&[
+            "pack",
+            d.to_str().unwrap(),
+            "-o",
+            &out,
+            "--pkg-version",
+            version,
+        ]);
+        out
+    };
+    let (old, new) = (packed("old", "1.0.0"), packed("new", "2.0.0"));
+    // The old release pushed where the new one should be, and signed (for
+    // the repository, as every release of it is).
+    let new_tag = reg.reference("tools/echo:2.0.0");
+    push(&old, &new_tag);
+    ok(&["sign", &new_tag, "--key", &key]);
+    let e = stderr(&w.install(&new_tag, &config, &[]));
+    assert!(
+        e.contains("its tag names version 2.0.0, but the package is version 1.0.0"),
+        "{e}"
+    );
+    assert!(!w.path("store/echo.toml").exists());
+    // A series tag holds any version of its series.
+    let series = reg.reference("tools/echo:2");
+    push(&new, &series);
+    ok(&["sign", &series, "--key", &key]);
+    assert_ok(&w.install(&series, &config, &[]));
+    let before = std::fs::read_to_string(w.path("store/echo.toml")).unwrap();
+    // The old release under its own tag, over the installed 2.0.0.
+    let old_tag = reg.reference("tools/echo:1.0.0");
+    push(&old, &old_tag);
+    ok(&["sign", &old_tag, "--key", &key]);
+    let e = stderr(&w.install(&old_tag, &config, &[]));
+    assert!(
+        e.contains("refusing to replace echo 2.0.0 with the older 1.0.0"),
+        "{e}"
+    );
+    assert!(e.contains("--allow-downgrade"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(w.path("store/echo.toml")).unwrap(),
+        before
+    );
+    let err = assert_ok(&w.install(&old_tag, &config, &["--allow-downgrade"]));
+    assert!(err.contains("replaced echo"), "{err}");
+    let listed = ok(&["tools", "--store", &w.store()]);
+    assert!(listed.contains("1.0.0"), "{listed}");
+}
+
 #[test]
 fn another_publishers_package_of_the_same_name_is_refused_until_accepted() {
     let w = World::new();
