@@ -385,7 +385,10 @@ impl Catalog {
                         millis: took.as_millis(),
                     });
                 }
-                Err(e) => cat.fail(e, on_event),
+                Err((e, names)) => {
+                    cat.fail(e, on_event);
+                    cat.claim(&source.scope, &mpath, &names, &mut owners, on_event);
+                }
             }
         }
         cat
@@ -445,25 +448,9 @@ impl Catalog {
     ) -> usize {
         let mut added = 0;
         for t in tools {
-            let key = (scope.clone(), t.def.name.clone());
-            if let Some(other) = owners.get(&key) {
-                let clash = |other: &Path| LoadErrorKind::NameClash {
-                    tool: t.def.name.to_string(),
-                    other: other.to_path_buf(),
-                    scope: scope.to_string(),
-                };
-                self.fail(LoadError::new(mpath, clash(other)), on_event);
-                // The first holder goes too (once: a third finds it gone).
-                let first = self
-                    .scopes
-                    .get_mut(scope)
-                    .and_then(|m| m.remove(&t.def.name));
-                if first.is_some() {
-                    self.fail(LoadError::new(other, clash(mpath)), on_event);
-                }
+            if !self.take_name(scope, mpath, &t.def.name, owners, on_event) {
                 continue;
             }
-            owners.insert(key, mpath.to_path_buf());
             self.scopes
                 .entry(scope.clone())
                 .or_default()
@@ -471,6 +458,53 @@ impl Catalog {
             added += 1;
         }
         added
+    }
+
+    /// Whether `name` is free in `scope` for `mpath`'s tool, which then
+    /// owns it. If another manifest owns it, neither tool is served: an
+    /// error for each (the first holder's once: a third finds it gone).
+    /// A manifest refused for its grants still takes its tools' names
+    /// (`claim`): else a hostile one that sorts first could get another
+    /// refused (an overlapping grant) and keep the name (found by review).
+    fn take_name(
+        &mut self,
+        scope: &Scope,
+        mpath: &Path,
+        name: &Arc<str>,
+        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) -> bool {
+        let key = (scope.clone(), name.clone());
+        let Some(other) = owners.get(&key) else {
+            owners.insert(key, mpath.to_path_buf());
+            return true;
+        };
+        let clash = |other: &Path| LoadErrorKind::NameClash {
+            tool: name.to_string(),
+            other: other.to_path_buf(),
+            scope: scope.to_string(),
+        };
+        self.fail(LoadError::new(mpath, clash(other)), on_event);
+        let first = self.scopes.get_mut(scope).and_then(|m| m.remove(name));
+        if first.is_some() {
+            self.fail(LoadError::new(other, clash(mpath)), on_event);
+        }
+        false
+    }
+
+    /// The names of the tools of `mpath`, refused (`names`), taken as if
+    /// they were served (see [`take_name`](Self::take_name)).
+    fn claim(
+        &mut self,
+        scope: &Scope,
+        mpath: &Path,
+        names: &[Arc<str>],
+        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) {
+        for name in names {
+            self.take_name(scope, mpath, name, owners, on_event);
+        }
     }
 
     /// The tools of `scope`, by name. Empty for an unknown scope.
@@ -529,13 +563,14 @@ type Selected = (Arc<LoadedComponent>, Vec<CatalogTool>, bool);
 /// What `source` takes of a loaded manifest: the tools it selects, and
 /// whether it serves the component's resources and prompts, once their
 /// directories are checked against those `granted` so far. `None` for a
-/// failure that is not this source's business.
+/// failure that is not this source's business; a failure names the tools
+/// it selected, if it got that far (their names are still taken).
 fn selected(
     source: &Source,
     mpath: &Path,
     result: Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError>,
     granted: &[(PathBuf, Arc<crate::caps::fs::PreparedDir>)],
-) -> Option<Result<Selected, LoadError>> {
+) -> Option<Result<Selected, (LoadError, Vec<Arc<str>>)>> {
     // A named selection takes a tool by its name, or every tool of
     // the manifest of that name (`text` for text.toml's tools).
     let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
@@ -560,7 +595,10 @@ fn selected(
             if tools.is_empty() && !serves {
                 Ok((comp, tools, false))
             } else {
-                check_overlaps(mpath, &comp, granted).map(|()| (comp, tools, serves))
+                match check_overlaps(mpath, &comp, granted) {
+                    Ok(()) => Ok((comp, tools, serves)),
+                    Err(e) => Err((e, tools.iter().map(|t| t.def.name.clone()).collect())),
+                }
             }
         }
         // Only a failure of a tool this source wants is its business
@@ -569,7 +607,7 @@ fn selected(
             tracing::debug!("{}: not loaded into {}: {e}", mpath.display(), source.scope);
             return None;
         }
-        Err(e) => Err(e),
+        Err(e) => Err((e, Vec::new())),
     })
 }
 

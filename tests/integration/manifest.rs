@@ -329,6 +329,44 @@ async fn a_name_clash_serves_neither_and_names_both_files() {
     assert!(ok.is_ok(), "{ok:?}");
 }
 
+/// The diff review's case: the first tool of a name got the second one
+/// refused for another reason (a `rw` grant overlapping the second's, so
+/// the second never reached the name check) and kept the name. A manifest
+/// refused for its grants still takes its tools' names.
+#[tokio::test]
+async fn a_tool_refused_for_its_grants_still_takes_its_name() {
+    let d = ToolDir::new();
+    let shared = tempfile::tempdir().unwrap();
+    let grant = format!(
+        "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\n",
+        shared.path().display()
+    );
+    d.add("echo", "echo", &grant);
+    d.add("zecho", "echo", &grant);
+    let core = load(&d).await;
+    let err = call(&core, "echo", json!({"text": "ok"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), toolhost::CallErrorKind::UnknownTool),
+        "{err:?}"
+    );
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("zecho.toml") && e.contains("overlap")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(
+            |e| e.starts_with(&d.path().join("echo.toml").display().to_string())
+                && e.contains("neither is served")
+        ),
+        "{errors:#?}"
+    );
+}
+
 #[tokio::test]
 async fn a_second_start_loads_from_the_cache_without_compiling() {
     let d = ToolDir::new();
