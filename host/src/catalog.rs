@@ -560,6 +560,10 @@ fn reusable_components(
 /// source serves its resources and prompts.
 type Selected = (Arc<LoadedComponent>, Vec<CatalogTool>, bool);
 
+/// Why a manifest's load was refused, and the names of the tools it would
+/// have served (taken all the same, see `Catalog::take_name`).
+type Refused = (LoadError, Vec<Arc<str>>);
+
 /// What `source` takes of a loaded manifest: the tools it selects, and
 /// whether it serves the component's resources and prompts, once their
 /// directories are checked against those `granted` so far. `None` for a
@@ -570,7 +574,7 @@ fn selected(
     mpath: &Path,
     result: Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError>,
     granted: &[(PathBuf, Arc<crate::caps::fs::PreparedDir>)],
-) -> Option<Result<Selected, (LoadError, Vec<Arc<str>>)>> {
+) -> Option<Result<Selected, Refused>> {
     // A named selection takes a tool by its name, or every tool of
     // the manifest of that name (`text` for text.toml's tools).
     let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
