@@ -31,6 +31,24 @@ const MAX_FACTOR: u64 = 1 << 14;
 /// about a second of one thread. A larger check is refused unchecked.
 const MAX_WORK: u64 = 1 << 26;
 
+/// Longest string `format: "regex"` accepts (see [`regex_format`]).
+const MAX_REGEX_FORMAT: usize = 4096;
+
+/// `format: "regex"` (asserted under drafts 4 to 7): jsonschema's own
+/// check, for strings of at most [`MAX_REGEX_FORMAT`] bytes; longer ones
+/// are refused. Its check of named groups takes time quadratic in the
+/// string's length (found by review): a client's 256 KiB string against a
+/// draft 7 schema would have held a thread for minutes.
+fn regex_format(s: &str) -> bool {
+    static CHECK: std::sync::LazyLock<jsonschema::Validator> = std::sync::LazyLock::new(|| {
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&serde_json::json!({ "format": "regex" }))
+            .expect("a constant schema compiles")
+    });
+    s.len() <= MAX_REGEX_FORMAT && CHECK.is_valid(&Value::String(s.to_string()))
+}
+
 /// Past this much work, a refused instance's message names its first
 /// violation only, not up to eight (see `Schema::check`).
 const REPORT_WORK: u64 = 1 << 16;
@@ -101,6 +119,7 @@ impl Schema {
     pub fn compile(schema: &serde_json::Map<String, Value>) -> Result<Schema, String> {
         let v = Value::Object(schema.clone());
         jsonschema::options()
+            .with_format("regex", regex_format)
             .with_pattern_options(
                 jsonschema::PatternOptions::regex()
                     .size_limit(PATTERN_SIZE_LIMIT)
@@ -309,6 +328,26 @@ mod tests {
             any.check(&deep)
                 .unwrap_err()
                 .starts_with("too large to check")
+        );
+    }
+
+    #[test]
+    fn regex_formats_are_checked_within_a_bound() {
+        let s = Schema::compile(&schema(json!({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"p": {"type": "string", "format": "regex"}}
+        })))
+        .unwrap();
+        assert!(s.check(&json!({"p": "^a+(?<n>b)$"})).is_ok());
+        assert!(s.check(&json!({"p": "a(b"})).is_err());
+        let long = format!("(?<n>a){}", "b".repeat(200_000));
+        let t = std::time::Instant::now();
+        assert!(s.check(&json!({ "p": long })).is_err());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
         );
     }
 
