@@ -1211,6 +1211,46 @@ mod protocol {
         );
     }
 
+    /// A review's case: a CLI that never waits for answers could keep any
+    /// number of control requests running, each holding its line and a
+    /// task. At most 256 are in flight; past that one is refused at once,
+    /// and room comes back as they end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn control_requests_in_flight_are_bounded() {
+        let env = Env::new().await;
+        let opts = AgentOptions::default()
+            .server("tools", Scope::default())
+            .hook(
+                HookEvent::PreToolUse,
+                None,
+                hook(|_| std::future::pending::<HookOutput>()),
+            );
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let ask = |rid: String| json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "hook_0_0", "input": {"hook_event_name": "PreToolUse", "tool_name": "Read", "tool_input": {}}}});
+        for i in 0..=256 {
+            cli.send(ask(format!("h{i}"))).await;
+        }
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["request_id"], "h256", "{r}");
+        assert_eq!(r["response"]["subtype"], "error", "{r}");
+        assert!(
+            r["response"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("in flight"),
+            "{r}"
+        );
+        // One cancelled: the next is taken (and waits on its hook).
+        cli.send(json!({"type": "control_cancel_request", "request_id": "h0"}))
+            .await;
+        cli.send(ask("h257".into())).await;
+        assert_silent(&mut cli, 500).await;
+        cli.send(ask("h258".into())).await;
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["request_id"], "h258", "{r}");
+        assert_eq!(r["response"]["subtype"], "error", "{r}");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tool_list_changes_reach_the_cli() {
         let env = Env::new().await;

@@ -70,6 +70,10 @@ struct Inner {
     approved: Mutex<HashMap<(String, String), u32>>,
 }
 
+/// Most control requests from the CLI handled at once (a CLI runs about
+/// ten tool calls at a time).
+const MAX_INFLIGHT: usize = 256;
+
 /// Most unused approvals kept for one tool: a guard approval another hook
 /// then denied is never used, and must not pile up.
 const MAX_APPROVED: u32 = 16;
@@ -764,12 +768,27 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
     // An id still in flight is refused: its handle would replace the
     // running one's, which could then be neither cancelled nor aborted
     // when the session ends.
-    if lock(&inner.inflight).contains_key(&id) {
-        let _ = inner.write(&protocol::error(
-            &id,
-            "a control request with this request_id is still in flight",
-        ));
-        return;
+    {
+        let inflight = lock(&inner.inflight);
+        if inflight.contains_key(&id) {
+            drop(inflight);
+            let _ = inner.write(&protocol::error(
+                &id,
+                "a control request with this request_id is still in flight",
+            ));
+            return;
+        }
+        // Each holds its request (a line of up to `max_line_bytes`) and a
+        // task until it is answered: a CLI that never waits for answers
+        // could pile up any number (found by review).
+        if inflight.len() >= MAX_INFLIGHT {
+            drop(inflight);
+            let _ = inner.write(&protocol::error(
+                &id,
+                &format!("{MAX_INFLIGHT} control requests are in flight already; send more once some are answered"),
+            ));
+            return;
+        }
     }
     // MCP messages reach their server here, in the order the CLI wrote
     // them; only the replies are awaited concurrently. (Handled on the
