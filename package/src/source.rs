@@ -46,6 +46,17 @@ impl Source {
         }
         let p = Path::new(s);
         if p.exists() {
+            // A path written as a registry reference would be read as one
+            // by its user: a directory planted under that name (in a
+            // cloned repository, say) must not silently turn a registry
+            // install into a file install, which skips the check that the
+            // signature names the repository pulled from (found by review).
+            let explicit = s.starts_with('.') || s.starts_with('/') || s.starts_with('~');
+            if !explicit && s.contains('/') && RegistryRef::parse(s).is_ok() {
+                return Err(Error::format(format!(
+                    "`{s}` is both a path here and a registry reference: write ./{s} for the file, or oci://{s} for the registry"
+                )));
+            }
             return Ok(Source::File(p.to_path_buf()));
         }
         let looks_like_path = s.starts_with('.')
@@ -223,5 +234,33 @@ mod tests {
         assert!(e.contains("no such file"), "{e}");
         let e = Source::parse("missing.oci.tar").unwrap_err().to_string();
         assert!(e.contains("no such file"), "{e}");
+    }
+
+    /// A directory planted under a registry reference's name (here, in the
+    /// test's working directory) is not silently taken for it.
+    #[test]
+    fn a_path_that_reads_as_a_registry_reference_is_refused_as_ambiguous() {
+        struct Gone(&'static str);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(self.0);
+            }
+        }
+        let _gone = Gone("localhost:5999");
+        let planted = "localhost:5999/tools/echo:1";
+        std::fs::create_dir_all(planted).unwrap();
+        let e = Source::parse(planted).unwrap_err().to_string();
+        assert!(
+            e.contains("both a path here and a registry reference"),
+            "{e}"
+        );
+        assert!(matches!(
+            Source::parse(&format!("./{planted}")).unwrap(),
+            Source::File(_)
+        ));
+        assert!(matches!(
+            Source::parse(&format!("oci://{planted}")).unwrap(),
+            Source::Registry(_)
+        ));
     }
 }
