@@ -406,11 +406,7 @@ async fn a_result_too_costly_to_check_is_refused_unchecked() {
     }
     // Refused by counting, not by checking 200,000 items against 2,000
     // branches each (minutes).
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     still_serves(&core).await;
 }
 
