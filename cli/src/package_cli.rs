@@ -374,7 +374,7 @@ async fn install(
         None => "UNSIGNED".to_string(),
     };
     let (what, was) = match &installed.replaced {
-        Some(old) if opts.allow_downgrade => ("replaced", format!(" (was {})", &old[..19])),
+        Some(old) if installed.downgrade => ("downgraded", format!(" (was {})", &old[..19])),
         Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
         None => ("installed", String::new()),
     };

@@ -1284,16 +1284,13 @@ impl Core {
                             drop(owned);
                             checked
                         });
-                        // This thread only waited: what the check used is
-                        // measured where it ran (or nothing, if it failed).
+                        // This thread only waited: the check charges what
+                        // it used where it ran (`aside`).
                         elsewhere = Some(std::time::Duration::ZERO);
                         match check.await {
-                            Ok((checked, used)) => {
-                                elsewhere = Some(used);
-                                checked
-                                    .map(|t| text = Some(t))
-                                    .map_err(|details| CallErrorKind::InvalidArguments { details })
-                            }
+                            Ok(checked) => checked
+                                .map(|t| text = Some(t))
+                                .map_err(|details| CallErrorKind::InvalidArguments { details }),
                             Err(e) => Err(CallErrorKind::Internal {
                                 message: format!("the argument check failed: {e}"),
                             }),
@@ -1421,9 +1418,9 @@ impl Core {
                         checking.charge(admission, Some(std::time::Duration::ZERO));
                         return Err(CallErrorKind::Timeout { after: timeout });
                     }
-                    Some(Ok(((checked, result), used))) => {
+                    Some(Ok((checked, result))) => {
                         *structured = result;
-                        elsewhere = Some(used);
+                        elsewhere = Some(std::time::Duration::ZERO);
                         checked
                     }
                     Some(Err(e)) => {
@@ -1447,22 +1444,24 @@ impl Core {
     /// threads: on the guest executor's blocking threads, at their lower
     /// priority, so that a tenant's large arguments or a tool's large
     /// result cannot keep a thread that reads and answers requests busy
-    /// (M5). Its output, and the CPU time it used there when `admission`
-    /// meters fuel (zero otherwise, or where that clock is missing).
+    /// (M5). The CPU time it used there is charged to `admission`'s fuel
+    /// when it ends, there, even if the caller stopped waiting for it (a
+    /// deadline); the caller charges nothing for the wait.
     fn aside<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
         &self,
         admission: &Admission,
         f: F,
-    ) -> impl Future<Output = Result<(T, std::time::Duration), tokio::task::JoinError>> + use<T, F>
-    {
+    ) -> impl Future<Output = Result<T, tokio::task::JoinError>> + use<T, F> {
         let metered = admission.meters_fuel();
+        let charge = admission.fuel_charger();
         self.inner.scheduler.spawn_blocking(move || {
             let before = metered.then(thread_cpu_time).flatten();
             let out = f();
-            let used = before
-                .zip(thread_cpu_time())
-                .map_or(std::time::Duration::ZERO, |(a, b)| b.saturating_sub(a));
-            (out, used)
+            if let Some((a, b)) = before.zip(thread_cpu_time()) {
+                let ns = u64::try_from(b.saturating_sub(a).as_nanos()).unwrap_or(u64::MAX);
+                charge(ns.saturating_mul(FUEL_PER_NANOSECOND));
+            }
+            out
         })
     }
 
@@ -1575,9 +1574,9 @@ impl HostWork {
     /// the work cost, however many other threads ran meanwhile), or the
     /// wall time where that clock is missing. Returns the wall time (what
     /// the call's deadline counts) and when the work ended.
-    /// `elsewhere`: the work ran on another thread (`Core::aside`), which
-    /// measured its CPU time: that is charged, not this thread's, which
-    /// only waited (and, across the wait, the task may have moved to
+    /// `elsewhere`: the work ran on another thread (`Core::aside`, which
+    /// charges it there): this is charged instead of this thread's CPU,
+    /// which only waited (and, across the wait, the task may have moved to
     /// another worker, whose clock says nothing of it: found by review).
     fn charge(
         self,

@@ -592,6 +592,8 @@ mod serve {
     /// Connections the metrics listener serves at once; past it, new ones
     /// wait in the kernel's backlog.
     const METRICS_CONNECTIONS: usize = 64;
+    /// Of which one client address may hold.
+    const METRICS_CONNECTIONS_PER_ADDRESS: usize = 8;
 
     /// The metrics listener: `/metrics` (OpenMetrics text), `/healthz`
     /// (200 while the process serves) and `/readyz` (200 once the catalog
@@ -668,7 +670,11 @@ mod serve {
                 app,
                 crate::mcp::accept::Bounds {
                     max_connections: METRICS_CONNECTIONS,
-                    per_address: 0,
+                    // Else one client keeping 64 connections alive holds
+                    // every slot, and the kubelet's probes (this port)
+                    // fail (review); the kubelet and Prometheus each come
+                    // from their own address.
+                    per_address: METRICS_CONNECTIONS_PER_ADDRESS,
                     header_read_timeout: std::time::Duration::from_secs(10),
                     grace: std::time::Duration::from_secs(1),
                 },

@@ -389,6 +389,20 @@ impl Admission {
     }
 
     /// Charge the fuel the call's guest burnt.
+    /// What [`charge_fuel`](Self::charge_fuel) does, for work on another
+    /// thread that may outlive the call (a check run aside, charged when
+    /// it ends even if the caller stopped waiting).
+    pub(crate) fn fuel_charger(&self) -> impl Fn(u64) + Send + 'static {
+        let quota = self.quota.clone();
+        move |fuel| {
+            if let Some(q) = &quota
+                && let Some(b) = &q.limits.load().fuel
+            {
+                b.charge(fuel);
+            }
+        }
+    }
+
     pub(crate) fn charge_fuel(&self, fuel: u64) {
         if let Some(q) = &self.quota
             && let Some(b) = &q.limits.load().fuel

@@ -80,13 +80,43 @@ pub struct InstallOptions {
     pub allow_downgrade: bool,
 }
 
-/// A version's numbers for ordering (`v1.10.2-rc1` is 1, 10, 2), if it
-/// is one. (Two versions equal but for their pre-release part compare
-/// equal: neither is refused as older.)
-fn version_key(v: &str) -> Option<Vec<u64>> {
-    let core = v.strip_prefix('v').unwrap_or(v);
-    let core = core.split(['-', '+']).next()?;
-    core.split('.').map(|n| n.parse().ok()).collect()
+/// A version's numbers and whether it is a pre-release (`v1.10.2-rc1`
+/// is 1, 10, 2, and one), if it reads as a version: a `v` and a number, or
+/// numbers with a dot (a tag of digits alone, `:42`, is a build number).
+fn version_key(v: &str) -> Option<(Vec<u64>, bool)> {
+    let core = v.strip_prefix('v');
+    let named = core.is_some() || v.contains('.');
+    let core = core.unwrap_or(v);
+    let (numbers, pre) = match core.split_once('-') {
+        Some((n, _)) => (n, true),
+        None => (core, false),
+    };
+    let numbers = numbers.split('+').next()?;
+    let numbers: Option<Vec<u64>> = numbers.split('.').map(|n| n.parse().ok()).collect();
+    numbers.filter(|_| named).map(|n| (n, pre))
+}
+
+/// `a` before `b`, zeros added to the shorter (`1.0` is `1.0.0`), a
+/// pre-release before its release.
+fn older(a: &(Vec<u64>, bool), b: &(Vec<u64>, bool)) -> bool {
+    let len = a.0.len().max(b.0.len());
+    let pad = |v: &Vec<u64>| {
+        let mut v = v.clone();
+        v.resize(len, 0);
+        v
+    };
+    (pad(&a.0), !a.1) < (pad(&b.0), !b.1)
+}
+
+/// Whether version `got` is what tag `named` names: the same numbers (a
+/// tag of fewer numbers names a series: `1.4` holds 1.4.2), and no
+/// pre-release unless the tag names one.
+fn tag_holds(named: &(Vec<u64>, bool), got: Option<&(Vec<u64>, bool)>) -> bool {
+    got.is_some_and(|(numbers, pre)| {
+        let mut n = numbers.clone();
+        n.resize(n.len().max(named.0.len()), 0);
+        n.starts_with(&named.0) && (named.1 || !pre)
+    })
 }
 
 /// The outcome of an install.
@@ -102,6 +132,9 @@ pub struct Installed {
     pub new_grants: Vec<String>,
     /// The digest this install replaced, if it was an upgrade.
     pub replaced: Option<String>,
+    /// Whether the replaced version was newer, or had a version where
+    /// this one has none (accepted with `--allow-downgrade`).
+    pub downgrade: bool,
     /// Warnings to print (an unverified install).
     pub warnings: Vec<String>,
 }
@@ -203,17 +236,31 @@ impl Store {
         // signature covers the repository and the manifest, not the tag,
         // so a registry could serve a signed old release under a new tag
         // (found by review).
-        // (A tag of fewer numbers names a series: `1.4` holds 1.4.2.)
+        // A package that carries no version cannot be checked against
+        // its tag: installed, with a warning.
+        let mut unchecked = None;
         if let Source::Registry(r) = src
             && let Some(tag) = r.reference.tag()
-            && let (Some(named), Some(got)) = (version_key(tag), fetched.package.version())
-            && !version_key(got).is_some_and(|v| v.starts_with(&named))
+            && let Some(named) = version_key(tag)
+            && !opts.allow_downgrade
         {
-            return Err(Error::Downgrade(format!(
-                "refusing {src}: its tag names version {tag}, but the package is version {got}. Nothing was changed."
-            )));
+            match fetched.package.version() {
+                Some(got) if !tag_holds(&named, version_key(got).as_ref()) => {
+                    return Err(Error::Downgrade(format!(
+                        "refusing {src}: its tag names version {tag}, but the package is version {got}. Nothing was changed; if it is meant, run the install again with --allow-downgrade."
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    unchecked = Some(format!(
+                        "warning: {src}: the tag names version {tag}, but the package carries no version, so nothing checks that it is that release (pack it with --pkg-version)"
+                    ))
+                }
+            }
         }
-        self.install_fetched(fetched, &src.to_string(), host, trust, opts)
+        let mut installed = self.install_fetched(fetched, &src.to_string(), host, trust, opts)?;
+        installed.warnings.extend(unchecked);
+        Ok(installed)
     }
 
     /// Judge and install a fetched package: trust, then the grants review
@@ -283,6 +330,7 @@ impl Store {
         let mut idx = self.read_index()?;
         let previous = idx.packages.get(&name).cloned();
         let mut added = Vec::new();
+        let mut downgrade = false;
         if let Some(prev) = &previous
             && prev.digest != package.digest.as_str()
         {
@@ -301,14 +349,21 @@ impl Store {
                     now.map_or("is not signed".to_string(), |n| format!("for `{n}`"))
                 )));
             }
-            if let (Some(was), Some(now)) = (prev.version.as_deref(), package.version())
-                && let (Some(a), Some(b)) = (version_key(was), version_key(now))
-                && b < a
-                && !opts.allow_downgrade
+            // A release with no version in place of a versioned one
+            // counts as older: else it would pass unchecked.
+            if let Some(was) = prev.version.as_deref()
+                && let Some(a) = version_key(was)
             {
-                return Err(Error::Downgrade(format!(
-                    "refusing to replace {name} {was} with the older {now} ({what}): a source can serve any release its publisher ever signed. Nothing was changed; if the older version is meant, run the install again with --allow-downgrade."
-                )));
+                let now = package.version();
+                downgrade = now.and_then(version_key).is_none_or(|b| older(&b, &a));
+                if downgrade && !opts.allow_downgrade {
+                    return Err(Error::Downgrade(format!(
+                        "refusing to replace {name} {was} with {} ({what}): a source can serve any release its publisher ever signed. Nothing was changed; if it is meant, run the install again with --allow-downgrade.",
+                        now.map_or("a release with no version".to_string(), |v| format!(
+                            "the older {v}"
+                        ))
+                    )));
+                }
             }
             let old = self.installed_grants(&Digest::parse(&prev.digest)?, &name)?;
             added = new_grants(&old, &grants);
@@ -359,6 +414,7 @@ impl Store {
             review: review_text,
             new_grants: added,
             replaced,
+            downgrade,
             warnings,
         })
     }
@@ -555,6 +611,25 @@ pub fn summarize(g: &Grants) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions_order_and_tags_name_them() {
+        let k = |v: &str| version_key(v).unwrap();
+        assert!(version_key("latest").is_none() && version_key("42").is_none());
+        assert!(version_key("sha-1a2b").is_none() && version_key("v2").is_some());
+        assert!(older(&k("1.0.0"), &k("2.0.0")) && !older(&k("2.0.0"), &k("1.9.9")));
+        assert!(!older(&k("1.0"), &k("1.0.0")) && !older(&k("1.0.0"), &k("1.0")));
+        assert!(older(&k("2.0.0-rc1"), &k("2.0.0")) && older(&k("1.10.0"), &k("v1.10.1")));
+        assert!(tag_holds(&k("v2"), Some(&k("2.3.1"))) && tag_holds(&k("1.0.0"), Some(&k("1.0"))));
+        assert!(
+            !tag_holds(&k("2.0.0"), Some(&k("1.0.0"))) && !tag_holds(&k("1.0"), Some(&k("1.4.2")))
+        );
+        assert!(
+            !tag_holds(&k("2.0.0"), Some(&k("2.0.0-rc1")))
+                && tag_holds(&k("2.0.0-rc1"), Some(&k("2.0.0-rc1")))
+        );
+        assert!(!tag_holds(&k("2.0.0"), None));
+    }
+
     use super::*;
 
     #[test]

@@ -600,9 +600,6 @@ fn upgrade_is_refused_until_accepted(memory: &str, more: &str, expected: &str) {
     assert_ok(&w.install(&v2, &config, &[]));
 }
 
-/// Two publishers the host trusts, both with a package named `echo`: the
-/// second's does not silently replace the first's (and inherit the grants
-/// the operator reviewed for it), even asking for nothing more.
 /// The review's case: the signature covers the repository and the
 /// manifest, not the tag or the version, so a registry (or a URL) could
 /// serve a genuinely signed old release in place of a newer one, and the
@@ -646,7 +643,7 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     );
     assert!(!w.path("store/echo.toml").exists());
     // A series tag holds any version of its series.
-    let series = reg.reference("tools/echo:2");
+    let series = reg.reference("tools/echo:2.0");
     push(&new, &series);
     ok(&["sign", &series, "--key", &key]);
     assert_ok(&w.install(&series, &config, &[]));
@@ -665,12 +662,22 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
         std::fs::read_to_string(w.path("store/echo.toml")).unwrap(),
         before
     );
+    // A release with no version over a versioned one counts as older.
+    let plain = w.pack("plain", "");
+    let latest = reg.reference("tools/echo:latest");
+    push(&plain, &latest);
+    ok(&["sign", &latest, "--key", &key]);
+    let e = stderr(&w.install(&latest, &config, &[]));
+    assert!(e.contains("with a release with no version"), "{e}");
     let err = assert_ok(&w.install(&old_tag, &config, &["--allow-downgrade"]));
-    assert!(err.contains("replaced echo"), "{err}");
+    assert!(err.contains("downgraded echo"), "{err}");
     let listed = ok(&["tools", "--store", &w.store()]);
     assert!(listed.contains("1.0.0"), "{listed}");
 }
 
+/// Two publishers the host trusts, both with a package named `echo`: the
+/// second's does not silently replace the first's (and inherit the grants
+/// the operator reviewed for it), even asking for nothing more.
 #[test]
 fn another_publishers_package_of_the_same_name_is_refused_until_accepted() {
     let w = World::new();

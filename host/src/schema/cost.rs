@@ -221,15 +221,8 @@ impl<'a> Graph<'a> {
             self.nodes[me].weight = 1;
             return Ok(());
         };
-        if !std::ptr::eq(v, self.root)
-            && ["$id", "id"]
-                .iter()
-                .any(|k| o.get(*k).is_some_and(Value::is_string))
-        {
-            return Err(
-                "a subschema has an `$id` (or `id`) of its own, which changes what `$ref`s resolve against; inline it, or move it under `$defs` without the `$id`"
-                    .into(),
-            );
+        if !std::ptr::eq(v, self.root) && has_own_id(v) {
+            return Err(EMBEDDED.into());
         }
         let mut node = Node {
             weight: 1,
@@ -328,7 +321,24 @@ impl<'a> Graph<'a> {
             out.push(resource);
         } else if fragment.starts_with('/') {
             let pointer = percent_decode(fragment).ok_or_else(unresolved)?;
-            out.push(resource.pointer(&pointer).ok_or_else(unresolved)?);
+            // Each object the pointer passes through: an `$id` on the way
+            // would change the base of what lies beyond it, for jsonschema
+            // (`referencing` switches at each), not for this walk (a
+            // review's bypass of the refusal in `visit`).
+            let mut at = resource;
+            for token in pointer.split('/').skip(1) {
+                let token = token.replace("~1", "/").replace("~0", "~");
+                at = match at {
+                    Value::Object(o) => o.get(&token),
+                    Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+                    _ => None,
+                }
+                .ok_or_else(unresolved)?;
+                if has_own_id(at) {
+                    return Err(EMBEDDED.into());
+                }
+            }
+            out.push(at);
         } else {
             out.extend(
                 self.anchors
@@ -393,6 +403,16 @@ impl<'a> Graph<'a> {
         }
         Ok(order)
     }
+}
+
+/// Why a schema with an embedded resource is refused.
+const EMBEDDED: &str = "a subschema has an `$id` (or `id`) of its own, which changes what `$ref`s resolve against; inline it, or move it under `$defs` without the `$id`";
+
+/// Whether `v` is an object with an `$id` (draft 4: `id`) of its own.
+fn has_own_id(v: &Value) -> bool {
+    ["$id", "id"]
+        .iter()
+        .any(|k| v.get(*k).is_some_and(Value::is_string))
 }
 
 /// A JSON pointer fragment with its `%XX` escapes decoded.
@@ -500,6 +520,12 @@ mod tests {
             let e = factor(&schema, LIMIT).unwrap_err();
             assert!(e.contains("`$id`"), "{e}");
         }
+        // A pointer through an embedded resource to a subschema of it.
+        let through = json!({"$defs": {"a": true, "r": {"$id": "http://e/r.json", "$defs": {"a": {"anyOf": [
+            {"items": {"$ref": "#/$defs/a"}}, {"items": {"$ref": "#/$defs/a"}}
+        ]}}}}, "properties": {"x": {"$ref": "#/$defs/r/$defs/a"}}});
+        let e = factor(&through, LIMIT).unwrap_err();
+        assert!(e.contains("`$id`"), "{e}");
         // Name lists under `dependencies` are weighed (checked as `required`).
         let names: Vec<String> = (0..5000).map(|i| format!("n{i}")).collect();
         let deps = json!({"items": {"dependencies": {"a": names}}});
