@@ -1211,6 +1211,45 @@ mod protocol {
         );
     }
 
+    /// The diff review's case: an approval names a tool, not arguments.
+    /// The guard approves `echo` with harmless text; the call then carries
+    /// text a deny rule matches: refused, nothing run. The same call with
+    /// the approved text runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_with_arguments_the_rules_deny_is_refused_after_an_approval() {
+        let env = Env::new().await;
+        let rule = Rule::deny("mcp__tools__*", "no secrets through echo")
+            .with_arg("/text")
+            .containing("secret");
+        let opts = AgentOptions::default()
+            .server("tools", Scope::default())
+            .rule(rule);
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let guard = |rid: &str, text: &str| json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": {"hook_event_name": "PreToolUse", "tool_name": "mcp__tools__echo", "tool_input": {"text": text}}}});
+        let call = |text: &str| json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}});
+        for (rid, approved, sent, runs) in [
+            ("g1", "hello", "a secret", false),
+            ("g2", "hello", "hello", true),
+        ] {
+            cli.send(guard(rid, approved)).await;
+            let r = cli.recv().await;
+            assert!(
+                r["response"]["response"]
+                    .get("hookSpecificOutput")
+                    .is_none(),
+                "{r}"
+            );
+            cli.mcp(&format!("c-{rid}"), "tools", call(sent)).await;
+            let r = cli.recv().await;
+            let resp = &r["response"]["response"]["mcp_response"];
+            if runs {
+                assert_eq!(resp["result"]["content"][0]["text"], sent, "{r}");
+            } else {
+                assert_eq!(resp["error"]["code"], -32600, "{r}");
+            }
+        }
+    }
+
     /// A review's case: a CLI that never waits for answers could keep any
     /// number of control requests running, each holding its line and a
     /// task. At most 256 are in flight; past that one is refused at once,
