@@ -71,24 +71,6 @@ fn files(path: &Path) -> Vec<PathBuf> {
     rotated
 }
 
-/// A field as the table prints it: control characters (newlines, escape
-/// sequences) and bidi controls escaped. Tool names and reasons are the
-/// client's or the tool's text: a newline in one printed a forged record of
-/// another tenant on a line of its own, and terminal escapes could hide
-/// real ones (found by review). `--json` prints the records as stored.
-fn printable(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    for c in field.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 pub fn run(a: AuditArgs) -> Result<ExitCode> {
     let path = match a.file.clone().or(a.audit.clone()) {
         Some(p) => p,
@@ -140,12 +122,12 @@ pub fn run(a: AuditArgs) -> Result<ExitCode> {
                     .unwrap_or_default();
                 println!(
                     "{}  {}  {}  {}  {}  {ms:.1} ms{}",
-                    printable(&s(&v, "time")),
-                    printable(&s(&v, "tenant")),
-                    printable(&s(&v, "caller")),
-                    printable(&s(&v, "tool")),
-                    printable(&outcome),
-                    printable(&reason),
+                    toolhost::Audit::printable(&s(&v, "time")),
+                    toolhost::Audit::printable(&s(&v, "tenant")),
+                    toolhost::Audit::printable(&s(&v, "caller")),
+                    toolhost::Audit::printable(&s(&v, "tool")),
+                    toolhost::Audit::printable(&outcome),
+                    toolhost::Audit::printable(&reason),
                 );
             }
         }

@@ -107,7 +107,7 @@ const LINGER: Duration = Duration::from_millis(1);
 const MAX_DETAIL: usize = 4 << 10;
 /// Largest tool (or method, URI, prompt) name recorded: it is the client's
 /// own text, and a line per call must not carry megabytes of it.
-const MAX_TOOL: usize = 256;
+pub(crate) const MAX_TOOL: usize = 256;
 
 /// Refusals a client can repeat as fast as it likes (a tenant over a
 /// quota, or over a front end's bound): the caller counts every one; at
@@ -148,9 +148,33 @@ impl Thinned {
     }
 }
 
+/// `text` with control characters (newlines, terminal escapes) and bidi
+/// controls escaped (`\u{1b}`): how a client's or a tool's text is shown
+/// where a reader takes lines and columns at face value (a log, the audit
+/// table). A newline in a tool name had printed a forged record of another
+/// tenant on a line of its own (found by review).
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let forged = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(forged) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if forged(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `s` cut to at most `max` bytes (on a character boundary), `…` marking a
 /// cut.
-fn bounded(s: &str, max: usize) -> String {
+pub(crate) fn bounded(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -369,6 +393,13 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// A field of an audit record as a table of them shows it: control
+    /// and bidi-control characters escaped (`--json` shows records as
+    /// stored). A tool name is its client's text.
+    pub fn printable(field: &str) -> std::borrow::Cow<'_, str> {
+        escape_controls(field)
+    }
+
     /// No audit log.
     pub fn disabled() -> Audit {
         Audit::default()

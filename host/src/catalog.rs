@@ -1,5 +1,6 @@
 //! The catalog: which tools exist in which scope. A scope (tenant, agent or
-//! session) sees only its own tools; the same name may exist in two scopes.
+//! session) sees only its own tools; the same name may exist in two scopes,
+//! and two tools of one name in a scope are both refused (neither serves).
 //!
 //! Loading never stops at a bad tool: each failure is recorded with its file
 //! and the rest still load. Grants are checked across all components here

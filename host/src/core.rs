@@ -1273,7 +1273,11 @@ impl Core {
                 |args: &Value| serde_json::to_string(args).expect("a JSON value always serializes");
             let checked = async {
                 match (&tool, target) {
-                    (Some(tool), _) if tool.input.runs_aside(&args) => {
+                    (Some(tool), _) if let Some(size) = tool.input.small(&args) => tool
+                        .input
+                        .check_small(&args, size)
+                        .map_err(|details| CallErrorKind::InvalidArguments { details }),
+                    (Some(tool), _) => {
                         // Off the I/O threads: at the guest threads' lower
                         // priority, so a tenant's large arguments cannot
                         // keep a thread that reads and answers requests
@@ -1296,10 +1300,6 @@ impl Core {
                             }),
                         }
                     }
-                    (Some(tool), _) => tool
-                        .input
-                        .check(&args)
-                        .map_err(|details| CallErrorKind::InvalidArguments { details }),
                     (None, Target::Get) => check_prompt_arguments(component, name, &args),
                     (None, Target::Complete { .. }) => strings_only("the context", &args),
                     _ => Ok(()),
@@ -1402,7 +1402,9 @@ impl Core {
                 })?;
             let checking = HostWork::start(admission);
             let mut elsewhere = None;
-            let checked = if schema.runs_aside(structured) {
+            let checked = if let Some(size) = schema.small(structured) {
+                schema.check_small(structured, size)
+            } else {
                 // Off the I/O threads, as large arguments are (M5): the tool
                 // chose both the schema and the result, and would hold a
                 // thread that reads and answers requests for as long as it
@@ -1429,8 +1431,6 @@ impl Core {
                         });
                     }
                 }
-            } else {
-                schema.check(structured)
             };
             checking.charge(admission, elsewhere);
             checked.map_err(|d| CallErrorKind::BadResult {

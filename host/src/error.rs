@@ -454,35 +454,17 @@ impl CallError {
     }
 }
 
-/// Most bytes of a name a message repeats (the audit log's bound too).
-const SHOWN_NAME: usize = 256;
-
-/// A name the client chose, as a message shows it: cut to
-/// [`SHOWN_NAME`] bytes, control and bidi-control characters escaped. The
+/// A name the client chose, as a message shows it: control and
+/// bidi-control characters escaped, then cut to the audit log's bound. The
 /// messages go back to the client and, for refused requests, into the
 /// server's log: a 3 MB name was copied whole into every log line, and a
 /// newline in one could start a line of its own (found by review).
 fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let forged = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if name.len() <= SHOWN_NAME && !name.chars().any(forged) {
-        return std::borrow::Cow::Borrowed(name);
+    let escaped = crate::audit::escape_controls(name);
+    if escaped.len() <= crate::audit::MAX_TOOL {
+        return escaped;
     }
-    let mut out = String::new();
-    for c in name.chars() {
-        if out.len() >= SHOWN_NAME {
-            out.push('…');
-            break;
-        }
-        if forged(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    std::borrow::Cow::Owned(crate::audit::bounded(&escaped, crate::audit::MAX_TOOL))
 }
 
 impl fmt::Display for CallError {

@@ -357,6 +357,15 @@ pub(crate) struct Admission {
     _slot: Option<Slot>,
 }
 
+/// Charge `fuel` to `quota`'s fuel budget, if it has one.
+fn charge_fuel(quota: Option<&ScopeQuota>, fuel: u64) {
+    if let Some(q) = quota
+        && let Some(b) = &q.limits.load().fuel
+    {
+        b.charge(fuel);
+    }
+}
+
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
@@ -388,27 +397,17 @@ impl Admission {
         &self.scope
     }
 
-    /// Charge the fuel the call's guest burnt.
     /// What [`charge_fuel`](Self::charge_fuel) does, for work on another
     /// thread that may outlive the call (a check run aside, charged when
     /// it ends even if the caller stopped waiting).
     pub(crate) fn fuel_charger(&self) -> impl Fn(u64) + Send + 'static {
         let quota = self.quota.clone();
-        move |fuel| {
-            if let Some(q) = &quota
-                && let Some(b) = &q.limits.load().fuel
-            {
-                b.charge(fuel);
-            }
-        }
+        move |fuel| charge_fuel(quota.as_deref(), fuel)
     }
 
+    /// Charge the fuel the call's guest burnt.
     pub(crate) fn charge_fuel(&self, fuel: u64) {
-        if let Some(q) = &self.quota
-            && let Some(b) = &q.limits.load().fuel
-        {
-            b.charge(fuel);
-        }
+        charge_fuel(self.quota.as_deref(), fuel);
     }
 
     /// Charge the bytes of the call's result.

@@ -1,6 +1,14 @@
 //! JSON Schema checks of tool arguments (before the guest runs) and of
 //! structured results (after). Schemas are compiled once, at load time.
 //! Remote `$ref`s are never fetched.
+//!
+//! Owns what a check may cost: each schema's factor (`cost`: the most
+//! evaluations one value of an instance may take; a schema past
+//! [`MAX_FACTOR`] is refused at load), which checks are small enough for
+//! the calling thread ([`Schema::small`]; the rest the caller runs off the
+//! I/O threads), the refusal of a check past [`MAX_WORK`], how much detail
+//! a refusal gets, and the bound on `format: "regex"`. Must not touch:
+//! where a check runs or what it is charged (`core`).
 
 use serde_json::Value;
 use std::sync::Arc;
@@ -33,6 +41,14 @@ const MAX_FACTOR: u64 = 1 << 14;
 /// value per 8 bytes of strings and keys, times the schema's factor):
 /// about a second of one thread. A larger check is refused unchecked.
 const MAX_WORK: u64 = 1 << 26;
+
+/// An instance's size, as a check's work counts it: within the bound
+/// ([`Schema::small`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Small {
+    nodes: u64,
+    bytes: u64,
+}
 
 /// Longest string `format: "regex"` accepts (see [`regex_format`]).
 const MAX_REGEX_FORMAT: usize = 1024;
@@ -67,14 +83,17 @@ fn regex_format(s: &str) -> bool {
 /// violation only, not up to eight (see `Schema::check`).
 const REPORT_WORK: u64 = 1 << 16;
 
-/// One violation as a message shows it, with where it is.
+/// One violation as a message shows it, with where it is; the instance's
+/// own text in it (member names, values) with control characters escaped,
+/// as names in messages are (`error`).
 fn shown(e: &jsonschema::ValidationError<'_>) -> String {
     let at = e.instance_path().to_string();
-    if at.is_empty() {
+    let text = if at.is_empty() {
         e.to_string()
     } else {
         format!("at `{at}`: {e}")
-    }
+    };
+    crate::audit::escape_controls(&text).into_owned()
 }
 
 /// Checks of more work than this run off the I/O threads
@@ -86,9 +105,10 @@ const ASIDE_WORK: u64 = 1 << 20;
 const LARGE_NODES: u64 = 4096;
 const LARGE_BYTES: u64 = 256 << 10;
 
-/// An instance's size as a check's work counts it, counted until `stop`
-/// values (a walk cut short says so: `None`); and whether it is nested
-/// deeper than the bound covers.
+/// An instance's size as a check's work counts it (values, and bytes of
+/// strings and keys), counted until `stop` (values and a value per 8
+/// bytes). `None` if the walk stopped there, or met a value nested deeper
+/// than the bound covers (`cost::MAX_DEPTH`).
 fn measure(v: &Value, stop: u64) -> Option<(u64, u64)> {
     fn walk(v: &Value, depth: usize, nodes: &mut u64, bytes: &mut u64, stop: u64) -> bool {
         *nodes += 1;
@@ -153,16 +173,16 @@ impl Schema {
             })
     }
 
-    /// Whether checking `instance` is work to do off the I/O threads:
-    /// more than [`LARGE_NODES`] values, [`LARGE_BYTES`] of strings and
-    /// keys, or [`ASIDE_WORK`] for this schema. Counting stops at the
+    /// `instance`'s size if checking it is work for the calling thread:
+    /// at most [`LARGE_NODES`] values, [`LARGE_BYTES`] of strings and keys,
+    /// and [`ASIDE_WORK`] for this schema. `None`: it is work to do off the
+    /// I/O threads ([`check`](Self::check) there). Counting stops at the
     /// bound, so deciding costs little.
-    pub(crate) fn runs_aside(&self, instance: &Value) -> bool {
+    pub(crate) fn small(&self, instance: &Value) -> Option<Small> {
         let stop = (ASIDE_WORK / self.factor).min(LARGE_NODES + LARGE_BYTES / 8);
-        match measure(instance, stop) {
-            Some((nodes, bytes)) => nodes > LARGE_NODES || bytes > LARGE_BYTES,
-            None => true,
-        }
+        measure(instance, stop)
+            .filter(|&(nodes, bytes)| nodes <= LARGE_NODES && bytes <= LARGE_BYTES)
+            .map(|(nodes, bytes)| Small { nodes, bytes })
     }
 
     /// Build what checks each schema at its compile (the JSON Schema
@@ -195,7 +215,9 @@ impl Schema {
         self
     }
 
-    /// `Ok` or every violation, each with the JSON pointer to the offending value.
+    /// `Ok` or every violation, each with the JSON pointer to the
+    /// offending value; an instance whose check would take more than
+    /// [`MAX_WORK`] is refused unchecked.
     pub fn check(&self, instance: &Value) -> Result<(), String> {
         if let Some(check) = &self.check {
             return check(instance);
@@ -208,6 +230,19 @@ impl Schema {
                 self.factor
             ));
         };
+        self.check_sized(instance, Small { nodes, bytes })
+    }
+
+    /// [`check`](Self::check) of an instance [`small`](Self::small)
+    /// measured already (within [`MAX_WORK`], so not walked again).
+    pub(crate) fn check_small(&self, instance: &Value, size: Small) -> Result<(), String> {
+        match &self.check {
+            Some(check) => check(instance),
+            None => self.check_sized(instance, size),
+        }
+    }
+
+    fn check_sized(&self, instance: &Value, Small { nodes, bytes }: Small) -> Result<(), String> {
         if self.validator.is_valid(instance) {
             return Ok(());
         }
@@ -275,17 +310,27 @@ mod tests {
         assert!(e.contains("at `/s`"), "{e}");
     }
 
+    fn is_aside(s: &Schema, v: &Value) -> bool {
+        s.small(v).is_none()
+    }
+
     #[test]
     fn only_large_instances_are_checked_off_the_io_threads() {
         let any = Schema::compile(&schema(json!({"type": "object"}))).unwrap();
-        assert!(!any.runs_aside(&json!({"text": "hello", "n": [1, 2, 3]})));
-        assert!(any.runs_aside(&json!({ "data": vec![1; LARGE_NODES as usize] })));
-        assert!(any.runs_aside(&json!({ "text": "x".repeat(LARGE_BYTES as usize + 1) })));
+        assert!(!is_aside(&any, &json!({"text": "hello", "n": [1, 2, 3]})));
+        assert!(is_aside(
+            &any,
+            &json!({ "data": vec![1; LARGE_NODES as usize] })
+        ));
+        assert!(is_aside(
+            &any,
+            &json!({ "text": "x".repeat(LARGE_BYTES as usize + 1) })
+        ));
         // Keys weigh too.
         let keys: serde_json::Map<String, Value> = (0..LARGE_NODES / 2)
             .map(|i| (format!("{i:0>200}"), Value::Null))
             .collect();
-        assert!(any.runs_aside(&Value::Object(keys)));
+        assert!(is_aside(&any, &Value::Object(keys)));
         // A schema that checks each value many times moves smaller
         // instances aside.
         let branches: Vec<Value> = (0..2000).map(|i| json!({"minimum": i})).collect();
@@ -295,7 +340,7 @@ mod tests {
         .unwrap();
         assert!(heavy.factor > 2000, "{}", heavy.factor);
         let some = json!({ "r": vec![0; 1000] });
-        assert!(heavy.runs_aside(&some) && !any.runs_aside(&some));
+        assert!(is_aside(&heavy, &some) && !is_aside(&any, &some));
     }
 
     /// The review's case: a schema whose `$ref`s reach one subschema along

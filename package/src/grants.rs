@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toolhost::caps::{FsMode, HostPattern, Limits, PortPattern};
+use toolhost::caps::{FsMode, HostPattern, Limits};
 use toolhost::{HostConfig, Manifest};
 
 /// A directory the package asks for.
@@ -387,35 +387,10 @@ fn quota_above(new: Option<u64>, old: Option<u64>) -> bool {
     }
 }
 
-/// Whether every request `b` allows is also allowed by `a`. As the
-/// network gate matches: a wildcard never covers an IP address (a review's
-/// `*.0.1` had made `10.0.0.1` look like no new grant).
+/// Whether every request `b` allows is also allowed by `a`, as the
+/// network gate matches ([`HostPattern::covers`]).
 pub fn pattern_covers(a: &HostPattern, b: &HostPattern) -> bool {
-    let ip = |h: &str| {
-        h.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok()
-    };
-    let host = match a.host.strip_prefix("*.") {
-        None => a.host == b.host,
-        Some(_) if ip(&b.host) => false,
-        Some(suffix) => {
-            let bh = b.host.strip_prefix("*.").unwrap_or(&b.host);
-            (b.host.starts_with("*.") && bh == suffix)
-                || (bh.len() > suffix.len()
-                    && bh.ends_with(suffix)
-                    && bh[..bh.len() - suffix.len()].ends_with('.'))
-        }
-    };
-    let port = match (a.port, b.port) {
-        (PortPattern::Any, _) => true,
-        (PortPattern::Default, PortPattern::Default) => true,
-        (PortPattern::Default, PortPattern::Exactly(p)) => p == 80 || p == 443,
-        (PortPattern::Exactly(x), PortPattern::Exactly(y)) => x == y,
-        _ => false,
-    };
-    host && port
+    a.covers(b)
 }
 
 /// `64 MiB`, `1 GiB`, or bytes.

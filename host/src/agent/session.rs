@@ -7,7 +7,10 @@
 //! CLI cancels, which is aborted and answered by nobody. `mcp_message` goes
 //! to the scope's MCP handler through `bridge`; hook and permission
 //! callbacks through `hooks`; tool isolation between agents is enforced here
-//! as a second layer under the CLI's own per-agent tool lists.
+//! as a second layer under the CLI's own per-agent tool lists: with it (or
+//! deny rules) on, the host's own PreToolUse hook (the guard) judges each
+//! tool use, and a `tools/call` to an SDK server runs only on an approval
+//! the guard gave that tool. At most 256 control requests are in flight.
 
 use super::bridge::{Bridge, Factory, Outbound, Submitted};
 use super::error::AgentError;
@@ -203,15 +206,14 @@ impl Inner {
         let tool = as_cli_names(message["params"]["name"].as_str().unwrap_or_default());
         // The rules again, on the arguments the call carries: an approval
         // names a tool, not the arguments the guard saw.
-        let args = message["params"]
-            .get("arguments")
-            .cloned()
-            .unwrap_or(Value::Null);
-        if self
-            .rules_check(&format!("mcp__{server}__{tool}"), &args)
-            .is_err()
-        {
-            return false;
+        if !self.options.rules.rules.is_empty() {
+            let args = message["params"].get("arguments").unwrap_or(&Value::Null);
+            if self
+                .rules_check(&format!("mcp__{server}__{tool}"), args)
+                .is_err()
+            {
+                return false;
+            }
         }
         let mut approved = lock(&self.approved);
         let key = (server.to_string(), tool);

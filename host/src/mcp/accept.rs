@@ -1,5 +1,6 @@
-//! The HTTP front end's connections: accepting them, bounding them, and
-//! closing them on shutdown.
+//! The HTTP listeners' connections (the MCP front end's, and the metrics
+//! listener's): accepting them, bounding them, and closing them on
+//! shutdown.
 //!
 //! - At most `max_connections` at once (fewer if the process's descriptor
 //!   limit leaves no room for them beside what calls may hold): past it

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 /// Deepest instance the bound covers: serde_json's parser stops at 128
 /// levels, and every instance checked was parsed (arguments from a
 /// request, results from the guest's JSON text). A deeper one, built by
-/// an embedder, is refused before its check (`depth`).
+/// an embedder, is refused before its check (`measure` in the parent).
 pub(crate) const MAX_DEPTH: usize = 130;
 
 /// The kinds of JSON value an applicator distinguishes.

@@ -7,10 +7,11 @@
 //!   limit, so no call can starve the host's own sockets, cache and log of
 //!   descriptors (`EMFILE` for everyone else). A file counts while anything
 //!   holds it: its descriptor, a stream over it, a write still running.
-//! - **Special files**: FIFOs, sockets and devices are never handed to a
-//!   guest, and never opened blocking (a blocking open of a FIFO holds a
-//!   host thread until a peer appears): `open-at` is toolhost's own, opens
-//!   non-blocking and checks what it opened.
+//! - **Special files**: FIFOs, sockets, devices and anything on a kernel
+//!   interface file system (`/proc`, `/sys`, cgroups...) are never handed
+//!   to a guest, and never opened blocking (a blocking open of a FIFO
+//!   holds a host thread until a peer appears): `open-at` is toolhost's
+//!   own, opens non-blocking and checks what it opened.
 //! - **Quota**: what writes to a read-write grant with a quota allocate on
 //!   disk is charged to that grant's usage, shared by all calls of the
 //!   component and measured from the directory at load. Charged in blocks,

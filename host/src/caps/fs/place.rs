@@ -174,41 +174,51 @@ fn mount_id(path: &Path) -> Option<u64> {
 fn in_file_system(mountinfo: &str, path: &Path, id: Option<u64>) -> Option<(String, PathBuf)> {
     if let Some(id) = id {
         let id = id.to_string();
-        let by_id = mountinfo.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.first() != Some(&id.as_str()) {
-                return None;
-            }
-            let (dev, root, point) = (f.get(2)?, f.get(3)?, f.get(4)?);
-            let rest = path.strip_prefix(unescape(point)).ok()?;
-            Some((dev.to_string(), PathBuf::from(unescape(root)).join(rest)))
+        let by_id = mounts(mountinfo).find_map(|m| {
+            let rest = path.strip_prefix(&m.point).ok().filter(|_| m.id == id)?;
+            Some((m.dev.to_string(), m.root.join(rest)))
         });
         if by_id.is_some() {
             return by_id;
         }
     }
-    let mut best: Option<(usize, &str, PathBuf, PathBuf)> = None;
-    for line in mountinfo.lines() {
-        // ID, parent ID, major:minor, root, mount point, options, ...
-        let f: Vec<&str> = line.split(' ').collect();
-        let (Some(dev), Some(root), Some(point)) = (f.get(2), f.get(3), f.get(4)) else {
+    let mut best: Option<(usize, Mount<'_>, PathBuf)> = None;
+    for m in mounts(mountinfo) {
+        let Ok(rest) = path.strip_prefix(&m.point) else {
             continue;
         };
-        let point = PathBuf::from(unescape(point));
-        let Ok(rest) = path.strip_prefix(&point) else {
-            continue;
-        };
-        let depth = point.components().count();
+        let depth = m.point.components().count();
         if best.as_ref().is_none_or(|b| depth >= b.0) {
-            best = Some((
-                depth,
-                dev,
-                PathBuf::from(unescape(root)),
-                rest.to_path_buf(),
-            ));
+            let rest = rest.to_path_buf();
+            best = Some((depth, m, rest));
         }
     }
-    best.map(|(_, dev, root, rest)| (dev.to_string(), root.join(rest)))
+    best.map(|(_, m, rest)| (m.dev.to_string(), m.root.join(rest)))
+}
+
+/// One line of `/proc/self/mountinfo`: ID, parent ID, major:minor, root,
+/// mount point, options, optional fields, `-`, file system type, ...
+struct Mount<'a> {
+    id: &'a str,
+    dev: &'a str,
+    root: PathBuf,
+    point: PathBuf,
+    fs: &'a str,
+}
+
+/// The mounts `mountinfo` lists (lines it cannot read are left out).
+fn mounts(mountinfo: &str) -> impl Iterator<Item = Mount<'_>> {
+    mountinfo.lines().filter_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let f: Vec<&str> = mount.split(' ').collect();
+        Some(Mount {
+            id: f.first()?,
+            dev: f.get(2)?,
+            root: PathBuf::from(unescape(f.get(3)?)),
+            point: PathBuf::from(unescape(f.get(4)?)),
+            fs: fs.split(' ').next()?,
+        })
+    })
 }
 
 /// The first kernel interface file system
@@ -224,15 +234,11 @@ pub(super) fn kernel_mount_beneath(dir: &Path) -> Option<(PathBuf, String)> {
 }
 
 fn kernel_mount_in(mountinfo: &str, dir: &Path) -> Option<(PathBuf, String)> {
-    mountinfo.lines().find_map(|line| {
-        // ID, parent ID, major:minor, root, mount point, options, ... - type ...
-        let (mount, fs) = line.split_once(" - ")?;
-        let point = PathBuf::from(unescape(mount.split(' ').nth(4)?));
-        let fs = fs.split(' ').next()?;
+    mounts(mountinfo).find_map(|m| {
         let kernel = super::enforce::KERNEL_FILE_SYSTEMS
             .iter()
-            .any(|(_, name)| *name == fs);
-        (kernel && point != dir && point.starts_with(dir)).then(|| (point, fs.to_string()))
+            .any(|(_, name)| *name == m.fs);
+        (kernel && m.point != dir && m.point.starts_with(dir)).then(|| (m.point, m.fs.to_string()))
     })
 }
 

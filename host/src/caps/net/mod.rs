@@ -107,14 +107,7 @@ impl HostPattern {
             .to_ascii_lowercase();
         let host = host.strip_suffix('.').unwrap_or(&host);
         let host_ok = match self.host.strip_prefix("*.") {
-            // A wildcard names domains, never an IP literal (`*.0.1` is not
-            // a grant of 127.0.0.1).
-            Some(_) if host.parse::<std::net::IpAddr>().is_ok() => false,
-            Some(suffix) => {
-                host.len() > suffix.len()
-                    && host.ends_with(suffix)
-                    && host[..host.len() - suffix.len()].ends_with('.')
-            }
+            Some(suffix) => under(host, suffix),
             None => host == self.host,
         };
         host_ok
@@ -124,6 +117,36 @@ impl HostPattern {
                 PortPattern::Exactly(p) => p == port,
             }
     }
+
+    /// Whether every request `other` allows, this allows too (what an
+    /// upgrade's grants review asks of a package's new hosts).
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        let host = match self.host.strip_prefix("*.") {
+            None => self.host == other.host,
+            Some(suffix) => match other.host.strip_prefix("*.") {
+                Some(theirs) => theirs == suffix || under(theirs, suffix),
+                None => under(&other.host, suffix),
+            },
+        };
+        let port = match (self.port, other.port) {
+            (PortPattern::Any, _) => true,
+            (PortPattern::Default, PortPattern::Default) => true,
+            (PortPattern::Default, PortPattern::Exactly(p)) => p == 80 || p == 443,
+            (PortPattern::Exactly(x), PortPattern::Exactly(y)) => x == y,
+            _ => false,
+        };
+        host && port
+    }
+}
+
+/// Whether `host` is a name under the domain `suffix` (what `*.suffix`
+/// matches). A wildcard names domains, never an IP literal (`*.0.1` is not
+/// a grant of 127.0.0.1).
+fn under(host: &str, suffix: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_err()
+        && host.len() > suffix.len()
+        && host.ends_with(suffix)
+        && host[..host.len() - suffix.len()].ends_with('.')
 }
 
 impl fmt::Display for HostPattern {
