@@ -442,3 +442,50 @@ fn subscriptions_of_all_sessions_together_are_bounded() {
     let (status, resp) = http_post(&addr, &h, read);
     assert!(status == 200 && resp.contains("\"contents\""), "{resp}");
 }
+
+/// A resource's error text reaches the client as its contents would, so
+/// `max-output` bounds it too (as a tool's error text): the files tool
+/// names the missing path it was asked for, here 1,500 bytes of it, under
+/// a 1 KiB limit. Before, an error weighed nothing.
+#[tokio::test]
+async fn an_oversized_resource_error_is_refused_like_oversized_contents() {
+    let d = ToolDir::new();
+    let data = root().join("example-tools/files/data");
+    d.add(
+        "files",
+        "files",
+        &format!(
+            "[[fs]]\nguest = \"/data\"\nhost = \"{}\"\nmode = \"ro\"\n\n[limits]\nmax-output = \"1 KiB\"\n",
+            data.display()
+        ),
+    );
+    let core = core(d.path()).await;
+    let scope = Scope::default();
+    let long = format!("file:///data/{}", "x".repeat(1500));
+    let err = core
+        .read_resource(CallRequest::new(scope.clone(), &long, None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            CallErrorKind::OutputTooLarge { limit: 1024, .. }
+        ),
+        "{err:?}"
+    );
+    // A short one is the tool's answer, as before.
+    let err = core
+        .read_resource(CallRequest::new(
+            scope.clone(),
+            "file:///data/nowhere",
+            None,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &CallErrorKind::UnknownTool, "{err:?}");
+    let ok = core
+        .read_resource(CallRequest::new(scope, "file:///data/notes.txt", None))
+        .await
+        .unwrap();
+    assert_eq!(ok.len(), 1);
+}
