@@ -388,7 +388,9 @@ impl Catalog {
                 }
                 Err((e, names)) => {
                     cat.fail(e, on_event);
-                    cat.claim(&source.scope, &mpath, &names, &mut owners, on_event);
+                    for name in &names {
+                        cat.take_name(&source.scope, &mpath, name, &mut owners, on_event);
+                    }
                 }
             }
         }
@@ -465,8 +467,9 @@ impl Catalog {
     /// owns it. If another manifest owns it, neither tool is served: an
     /// error for each (the first holder's once: a third finds it gone).
     /// A manifest refused for its grants still takes its tools' names
-    /// (`claim`): else a hostile one that sorts first could get another
-    /// refused (an overlapping grant) and keep the name (found by review).
+    /// (see the load loop): else a hostile one that sorts first could get
+    /// another refused (an overlapping grant) and keep the name (found by
+    /// review).
     fn take_name(
         &mut self,
         scope: &Scope,
@@ -491,21 +494,6 @@ impl Catalog {
             self.fail(LoadError::new(other, clash(mpath)), on_event);
         }
         false
-    }
-
-    /// The names of the tools of `mpath`, refused (`names`), taken as if
-    /// they were served (see [`take_name`](Self::take_name)).
-    fn claim(
-        &mut self,
-        scope: &Scope,
-        mpath: &Path,
-        names: &[Arc<str>],
-        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
-        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
-    ) {
-        for name in names {
-            self.take_name(scope, mpath, name, owners, on_event);
-        }
     }
 
     /// The tools of `scope`, by name. Empty for an unknown scope.

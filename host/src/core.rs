@@ -1262,9 +1262,9 @@ impl Core {
         // fuel, only from here.
         let (spent, checked_at, text) = {
             let checking = HostWork::since(started, admission);
-            // CPU the check used on another thread (a large one runs on the
-            // guest executor), and the text written there.
-            let mut elsewhere = None;
+            // Whether the check ran on another thread (a large one runs on
+            // the guest executor, `aside`), and the text written there.
+            let mut aside = false;
             let mut text = None;
             // Not `to_string()`: `Display` writes through `fmt::Write` into
             // a string grown as it goes; this writes into a buffer sized
@@ -1288,9 +1288,7 @@ impl Core {
                             drop(owned);
                             checked
                         });
-                        // This thread only waited: the check charges what
-                        // it used where it ran (`aside`).
-                        elsewhere = Some(std::time::Duration::ZERO);
+                        aside = true;
                         match check.await {
                             Ok(checked) => checked
                                 .map(|t| text = Some(t))
@@ -1312,7 +1310,7 @@ impl Core {
             // The schema is the tool's and the arguments the caller's: the
             // check is work done for this call, charged to it whether it
             // passes or not (M5).
-            let (spent, at) = checking.charge(admission, elsewhere);
+            let (spent, at) = checking.charge(admission, aside);
             (spent, at, checked?)
         };
         // The guest runs here until it first yields, then on the guest
@@ -1401,8 +1399,9 @@ impl Core {
                         .into(),
                 })?;
             let checking = HostWork::start(admission);
-            let mut elsewhere = None;
-            let checked = if let Some(size) = schema.small(structured) {
+            let size = schema.small(structured);
+            let aside = size.is_none();
+            let checked = if let Some(size) = size {
                 schema.check_small(structured, size)
             } else {
                 // Off the I/O threads, as large arguments are (M5): the tool
@@ -1417,12 +1416,11 @@ impl Core {
                 });
                 match by_deadline(backstop, check).await {
                     None => {
-                        checking.charge(admission, Some(std::time::Duration::ZERO));
+                        checking.charge(admission, aside);
                         return Err(CallErrorKind::Timeout { after: timeout });
                     }
                     Some(Ok((checked, result))) => {
                         *structured = result;
-                        elsewhere = Some(std::time::Duration::ZERO);
                         checked
                     }
                     Some(Err(e)) => {
@@ -1432,7 +1430,7 @@ impl Core {
                     }
                 }
             };
-            checking.charge(admission, elsewhere);
+            checking.charge(admission, aside);
             checked.map_err(|d| CallErrorKind::BadResult {
                 details: format!("structured result violates the output schema: {d}"),
             })?;
@@ -1574,21 +1572,16 @@ impl HostWork {
     /// the work cost, however many other threads ran meanwhile), or the
     /// wall time where that clock is missing. Returns the wall time (what
     /// the call's deadline counts) and when the work ended.
-    /// `elsewhere`: the work ran on another thread (`Core::aside`, which
-    /// charges it there): this is charged instead of this thread's CPU,
-    /// which only waited (and, across the wait, the task may have moved to
-    /// another worker, whose clock says nothing of it: found by review).
-    fn charge(
-        self,
-        admission: &Admission,
-        elsewhere: Option<std::time::Duration>,
-    ) -> (std::time::Duration, Instant) {
+    /// `aside`: the work ran on another thread (`Core::aside`), which
+    /// charged its CPU there; this thread only waited (and, across the
+    /// wait, the task may have moved to another worker, whose clock says
+    /// nothing of it: found by review), so no fuel is charged here.
+    fn charge(self, admission: &Admission, aside: bool) -> (std::time::Duration, Instant) {
         let now = Instant::now();
         let wall = now.saturating_duration_since(self.wall);
-        if admission.meters_fuel() {
-            let used = match (elsewhere, self.cpu, thread_cpu_time()) {
-                (Some(there), _, _) => there,
-                (None, Some(a), Some(b)) => b.saturating_sub(a),
+        if admission.meters_fuel() && !aside {
+            let used = match (self.cpu, thread_cpu_time()) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
                 _ => wall,
             };
             let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);

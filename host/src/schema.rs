@@ -42,6 +42,12 @@ const MAX_FACTOR: u64 = 1 << 14;
 /// about a second of one thread. A larger check is refused unchecked.
 const MAX_WORK: u64 = 1 << 26;
 
+/// An instance's size in the units a check's work is counted in: a value
+/// each, and a value per 8 bytes of strings and keys.
+fn units(nodes: u64, bytes: u64) -> u64 {
+    nodes + bytes / 8
+}
+
 /// An instance's size, as a check's work counts it: within the bound
 /// ([`Schema::small`]).
 #[derive(Clone, Copy)]
@@ -134,7 +140,7 @@ fn measure(v: &Value, stop: u64) -> Option<(u64, u64)> {
             }
             _ => {}
         }
-        *nodes + *bytes / 8 <= stop
+        units(*nodes, *bytes) <= stop
     }
     let (mut nodes, mut bytes) = (0, 0);
     walk(v, 0, &mut nodes, &mut bytes, stop).then_some((nodes, bytes))
@@ -179,7 +185,7 @@ impl Schema {
     /// I/O threads ([`check`](Self::check) there). Counting stops at the
     /// bound, so deciding costs little.
     pub(crate) fn small(&self, instance: &Value) -> Option<Small> {
-        let stop = (ASIDE_WORK / self.factor).min(LARGE_NODES + LARGE_BYTES / 8);
+        let stop = (ASIDE_WORK / self.factor).min(units(LARGE_NODES, LARGE_BYTES));
         measure(instance, stop)
             .filter(|&(nodes, bytes)| nodes <= LARGE_NODES && bytes <= LARGE_BYTES)
             .map(|(nodes, bytes)| Small { nodes, bytes })
@@ -247,13 +253,13 @@ impl Schema {
             return Ok(());
         }
         // jsonschema's full report (`iter_errors`) gathers every violation
-        // before the first is read, each branch's of an `anyOf` too: on a
-        // large instance, gigabytes (16M errors for 32 MB of zeros against
-        // a list of strings, found by review). Past a small bound, the
-        // first violation only (`validate`, which stops there).
-        // `validate` gathers every branch's errors under `anyOf` and
-        // `oneOf` too (a review's second round): there, no detail at all.
-        if (nodes + bytes / 8).saturating_mul(self.factor) > REPORT_WORK {
+        // before the first is read: on a large instance, gigabytes (16M
+        // errors for 32 MB of zeros against a list of strings, found by
+        // review). Past a small bound, the first violation only
+        // (`validate`, which stops at it), or, in a schema with `anyOf` or
+        // `oneOf` (where even `validate` gathers every branch's errors),
+        // no detail at all.
+        if units(nodes, bytes).saturating_mul(self.factor) > REPORT_WORK {
             if self.branches {
                 return Err(format!(
                     "does not match the schema ({nodes} values: too large an instance for the host to say where)"

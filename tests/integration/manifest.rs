@@ -14,6 +14,15 @@ async fn load(dir: &ToolDir) -> Core {
         .unwrap()
 }
 
+/// `tool` is not served: a call of it is a call of an unknown tool.
+async fn assert_not_served(core: &Core, tool: &str) {
+    let err = call(core, tool, json!({})).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), toolhost::CallErrorKind::UnknownTool),
+        "{err:?}"
+    );
+}
+
 /// The single load error of `core`, after checking echo still loaded.
 async fn only_error(core: &Core) -> String {
     assert_eq!(
@@ -300,13 +309,7 @@ async fn a_name_clash_serves_neither_and_names_both_files() {
     d.add("yecho", "echo", "");
     d.add("text", "text", "");
     let core = load(&d).await;
-    let err = call(&core, "echo", json!({"text": "ok"}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err.kind(), toolhost::CallErrorKind::UnknownTool),
-        "{err:?}"
-    );
+    assert_not_served(&core, "echo").await;
     assert!(
         !core
             .tools(&Scope::default())
@@ -353,13 +356,7 @@ async fn a_tool_refused_for_its_grants_still_takes_its_name() {
     d.add("echo", "echo", &grant);
     d.add("zecho", "echo", &grant);
     let core = load(&d).await;
-    let err = call(&core, "echo", json!({"text": "ok"}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err.kind(), toolhost::CallErrorKind::UnknownTool),
-        "{err:?}"
-    );
+    assert_not_served(&core, "echo").await;
     let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
     assert!(
         errors

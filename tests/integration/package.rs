@@ -631,11 +631,16 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
         out
     };
     let (old, new) = (packed("old", "1.0.0"), packed("new", "2.0.0"));
+    // Pushed to the registry under `tag`, and signed there.
+    let publish = |tar: &str, tag: &str| {
+        let r = reg.reference(tag);
+        push(tar, &r);
+        ok(&["sign", &r, "--key", &key]);
+        r
+    };
     // The old release pushed where the new one should be, and signed (for
     // the repository, as every release of it is).
-    let new_tag = reg.reference("tools/echo:2.0.0");
-    push(&old, &new_tag);
-    ok(&["sign", &new_tag, "--key", &key]);
+    let new_tag = publish(&old, "tools/echo:2.0.0");
     let e = stderr(&w.install(&new_tag, &config, &[]));
     assert!(
         e.contains("its tag names version 2.0.0, but the package is version 1.0.0"),
@@ -643,15 +648,11 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     );
     assert!(!w.path("store/echo.toml").exists());
     // A series tag holds any version of its series.
-    let series = reg.reference("tools/echo:2.0");
-    push(&new, &series);
-    ok(&["sign", &series, "--key", &key]);
+    let series = publish(&new, "tools/echo:2.0");
     assert_ok(&w.install(&series, &config, &[]));
     let before = std::fs::read_to_string(w.path("store/echo.toml")).unwrap();
     // The old release under its own tag, over the installed 2.0.0.
-    let old_tag = reg.reference("tools/echo:1.0.0");
-    push(&old, &old_tag);
-    ok(&["sign", &old_tag, "--key", &key]);
+    let old_tag = publish(&old, "tools/echo:1.0.0");
     let e = stderr(&w.install(&old_tag, &config, &[]));
     assert!(
         e.contains("refusing to replace echo 2.0.0 with the older 1.0.0"),
@@ -664,9 +665,7 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     );
     // A release with no version over a versioned one counts as older.
     let plain = w.pack("plain", "");
-    let latest = reg.reference("tools/echo:latest");
-    push(&plain, &latest);
-    ok(&["sign", &latest, "--key", &key]);
+    let latest = publish(&plain, "tools/echo:latest");
     let e = stderr(&w.install(&latest, &config, &[]));
     assert!(e.contains("with a release with no version"), "{e}");
     let err = assert_ok(&w.install(&old_tag, &config, &["--allow-downgrade"]));

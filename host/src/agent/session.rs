@@ -65,9 +65,6 @@ struct Inner {
     /// agent_id -> agent_type, learned from hook inputs and messages.
     agent_types: Mutex<HashMap<String, String>>,
     counter: AtomicU64,
-    /// Whether the guard hook is on (isolation or rules): then each
-    /// `tools/call` to an SDK server must follow an approval of it.
-    guarded: bool,
     /// Approvals the guard hook gave and no `tools/call` has used yet, by
     /// (server, tool).
     approved: Mutex<HashMap<(String, String), u32>>,
@@ -80,6 +77,12 @@ const MAX_INFLIGHT: usize = 256;
 /// Most unused approvals kept for one tool: a guard approval another hook
 /// then denied is never used, and must not pile up.
 const MAX_APPROVED: u32 = 16;
+
+/// Whether the host's guard hook is on (per-agent isolation, or deny
+/// rules): then each `tools/call` to an SDK server needs its approval.
+fn guarded(options: &AgentOptions) -> bool {
+    options.isolated() || !options.rules.rules.is_empty()
+}
 
 /// A tool name as the CLI shows it to the model and to hooks: characters
 /// the API does not allow in tool names (toolhost allows `.`) become `_`.
@@ -200,7 +203,7 @@ impl Inner {
     /// tool use; before, a CLI that skipped it (a review's fake one) could
     /// call any SDK tool, whatever the isolation and the rules said.
     fn may_send(&self, server: &str, message: &Value) -> bool {
-        if !self.guarded || message["method"] != "tools/call" {
+        if !guarded(&self.options) || message["method"] != "tools/call" {
             return true;
         }
         let tool = as_cli_names(message["params"]["name"].as_str().unwrap_or_default());
@@ -395,8 +398,7 @@ impl AgentSession {
         // Hooks: ours first, then the caller's, each under its own id.
         let mut hooks = HashMap::new();
         let mut wire_hooks: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
-        let guarded = options.isolated() || !options.rules.rules.is_empty();
-        if guarded {
+        if guarded(&options) {
             wire_hooks
                 .entry(HookEvent::PreToolUse.as_str())
                 .or_default()
@@ -506,7 +508,6 @@ impl AgentSession {
                 entitled,
                 agent_types: Mutex::default(),
                 counter: AtomicU64::new(0),
-                guarded,
                 approved: Mutex::default(),
             }
         });
@@ -770,27 +771,25 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
     // An id still in flight is refused: its handle would replace the
     // running one's, which could then be neither cancelled nor aborted
     // when the session ends.
-    {
+    // And past MAX_INFLIGHT, none is taken: each holds its request (a
+    // line of up to `max_line_bytes`) and a task until it is answered, and
+    // a CLI that never waits for answers could pile up any number (found
+    // by review).
+    let refused = {
         let inflight = lock(&inner.inflight);
         if inflight.contains_key(&id) {
-            drop(inflight);
-            let _ = inner.write(&protocol::error(
-                &id,
-                "a control request with this request_id is still in flight",
-            ));
-            return;
+            Some("a control request with this request_id is still in flight".to_string())
+        } else if inflight.len() >= MAX_INFLIGHT {
+            Some(format!(
+                "{MAX_INFLIGHT} control requests are in flight already; send more once some are answered"
+            ))
+        } else {
+            None
         }
-        // Each holds its request (a line of up to `max_line_bytes`) and a
-        // task until it is answered: a CLI that never waits for answers
-        // could pile up any number (found by review).
-        if inflight.len() >= MAX_INFLIGHT {
-            drop(inflight);
-            let _ = inner.write(&protocol::error(
-                &id,
-                &format!("{MAX_INFLIGHT} control requests are in flight already; send more once some are answered"),
-            ));
-            return;
-        }
+    };
+    if let Some(why) = refused {
+        let _ = inner.write(&protocol::error(&id, &why));
+        return;
     }
     // MCP messages reach their server here, in the order the CLI wrote
     // them; only the replies are awaited concurrently. (Handled on the
