@@ -1211,6 +1211,38 @@ mod protocol {
         );
     }
 
+    /// Unused approvals pile up to 16 a tool, no more: a CLI that asks the
+    /// guard a thousand times ahead cannot bank a thousand calls (and the
+    /// host keeps one counter, not one entry an approval).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unused_approvals_of_a_tool_are_capped_at_sixteen() {
+        let env = Env::new().await;
+        // A rule puts the guard on; it denies nothing sent here.
+        let opts = AgentOptions::default()
+            .server("tools", Scope::default())
+            .rule(
+                Rule::deny("mcp__tools__*", "no secrets")
+                    .with_arg("/text")
+                    .containing("secret"),
+            );
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        for i in 0..20 {
+            cli.send(json!({"type": "control_request", "request_id": format!("g{i}"), "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": {"hook_event_name": "PreToolUse", "tool_name": "mcp__tools__echo", "tool_input": {"text": "hi"}}}})).await;
+            let r = cli.recv().await;
+            assert_eq!(r["response"]["subtype"], "success", "{r}");
+        }
+        for i in 0..17 {
+            cli.mcp(&format!("c{i}"), "tools", json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})).await;
+            let r = cli.recv().await;
+            let resp = &r["response"]["response"]["mcp_response"];
+            if i < 16 {
+                assert_eq!(resp["result"]["content"][0]["text"], "hi", "c{i}: {r}");
+            } else {
+                assert_eq!(resp["error"]["code"], -32600, "c{i}: {r}");
+            }
+        }
+    }
+
     /// The diff review's case: an approval names a tool, not arguments.
     /// The guard approves `echo` with harmless text; the call then carries
     /// text a deny rule matches: refused, nothing run. The same call with

@@ -489,3 +489,33 @@ async fn an_oversized_resource_error_is_refused_like_oversized_contents() {
         .unwrap();
     assert_eq!(ok.len(), 1);
 }
+
+/// A prompt's error text weighs against `max-output` like its messages do:
+/// `summarize` refuses an unknown style by quoting it, so a 1,500-byte
+/// style makes a 1.5 KB error under a 1 KiB limit.
+#[tokio::test]
+async fn an_oversized_prompt_error_is_refused_like_oversized_messages() {
+    let d = ToolDir::new();
+    d.add("prompts", "prompts", "[limits]\nmax-output = \"1 KiB\"\n");
+    let core = core(d.path()).await;
+    let scope = Scope::default();
+    let get = |style: String| {
+        CallRequest::new(
+            scope.clone(),
+            "summarize",
+            json!({"text": "t", "style": style}).as_object().cloned(),
+        )
+    };
+    let err = core.get_prompt(get("x".repeat(1500))).await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            CallErrorKind::OutputTooLarge { limit: 1024, .. }
+        ),
+        "{err:?}"
+    );
+    // A short one is the tool's own refusal, as before.
+    let err = core.get_prompt(get("loud".into())).await.unwrap_err();
+    assert!(err.to_string().contains("unknown style `loud`"), "{err}");
+    assert!(core.get_prompt(get("brief".into())).await.is_ok());
+}
