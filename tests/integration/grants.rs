@@ -286,6 +286,62 @@ async fn connections_held_open_count_against_the_calls_memory_limit() {
     );
 }
 
+/// Client sockets of this process connected to 127.0.0.1:`port` and still
+/// established (`/proc/net/tcp`, state 01).
+fn established_to(port: u16) -> usize {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    tcp.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "01"
+        })
+        .count()
+}
+
+/// A review's case: a request whose server stops reading kept its
+/// connection (its task, socket, descriptor and memory charge) open after
+/// the call, for ever: hyper flushes before it closes, and the flush never
+/// ends. The call's connections are now closed when its store goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
+    // Accepts and never reads; a small receive buffer fills at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(64).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"16 MiB\"\ntimeout = \"20s\"\n"),
+    );
+    let core = core(d.path()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = call(&core, "stall_uploads", json!({"url": url, "n": 3}))
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(out, "stalled 3");
+    let waited = std::time::Instant::now();
+    while established_to(port) > 0 {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "{} connections outlived the call",
+            established_to(port)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The peak resident memory of process `pid` (`VmHWM`), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -1154,6 +1210,72 @@ async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_l
         warnings.iter().any(|w| w.contains("directory listing")),
         "the caller is told which limit was hit: {warnings:?}"
     );
+}
+
+/// A review's case: streams over one open file each hold a 64 KiB read in
+/// host memory until the guest takes it. The open-files cap counts the one
+/// file; 4,000 primed streams held 250 MiB of host memory under a 16 MiB
+/// limit. Each stream is now charged to the call's memory while held, and
+/// given back with the call.
+#[tokio::test]
+async fn read_streams_over_one_file_count_against_the_calls_memory_limit() {
+    let t = tree();
+    std::fs::write(t.granted.join("large.bin"), vec![7u8; 256 << 10]).unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}[limits]\nmemory = \"16 MiB\"\n",
+            fs_grant("/data", &t.granted, "ro")
+        ),
+    );
+    let core = core_with(d.path(), test_config()).await;
+    let prime = || async {
+        let (r, warnings) = call_with_events(
+            &core,
+            "prime_read_streams",
+            json!({"path": "/data/large.bin", "count": 4000}),
+        )
+        .await;
+        let text = r.unwrap().text();
+        let primed: usize = text
+            .strip_prefix("primed ")
+            .and_then(|t| t.split(';').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected answer {text}"));
+        (primed, text, warnings)
+    };
+    let (primed, text, warnings) = prime().await;
+    // 16 MiB, the guest's own memory included, holds fewer than 240
+    // streams of 68 KiB.
+    assert!((16..240).contains(&primed), "{text}");
+    assert!(text.contains("insufficient-memory"), "{text}");
+    assert!(
+        warnings.iter().any(|w| w.contains("file stream")),
+        "the caller is told which limit was hit: {warnings:?}"
+    );
+    // Given back with the call: the next one primes as many.
+    let (again, text, _) = prime().await;
+    assert_eq!(again, primed, "{text}");
+}
+
+/// A review's case: `get-random-bytes` builds its whole answer in host
+/// memory before the guest's `realloc` takes it (wasmtime-wasi allows 64
+/// MiB). At most 1 MiB now; more traps.
+#[tokio::test]
+async fn random_bytes_come_at_most_a_mebibyte_at_a_time() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "[limits]\nmemory = \"32 MiB\"\n");
+    let core = core_with(d.path(), test_config()).await;
+    let ok = call(&core, "random", json!({"len": 1 << 20}))
+        .await
+        .unwrap();
+    assert_eq!(ok.text(), "1048576 bytes");
+    let err = call(&core, "random", json!({"len": 8 << 20}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("exceeds limit"), "{err}");
 }
 
 #[tokio::test]

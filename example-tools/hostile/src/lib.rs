@@ -75,6 +75,9 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hold_connections", "GET `url` `n` times over wasi:http, keeping every response (and its connection) open unread; report how many were held and the first refusal.", hold_connections))
         .tool(Tool::new("long_request_parts", "On one new request, set an authority, an extension method and a path of `len` bytes each; report which the host accepted.", long_request_parts))
         .tool(Tool::new("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies))
+        .tool(Tool::new("stall_uploads", "Start `n` POSTs to `url`, writing each body until the host stops taking bytes for 300 ms (the server does not read), then return with every request unfinished; report how many stalled and the first refusal.", stall_uploads))
+        .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
+        .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
         .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
         .tool(Tool::new("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood))
         .tool(Tool::new("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings))
@@ -830,6 +833,101 @@ fn hoard_bodies(a: HoldHttpArgs) -> Result<String, ToolError> {
         std::mem::forget(req);
     }
     Ok(format!("accepted {bytes} bytes in {} bodies", a.n))
+}
+
+fn stall_uploads(a: HoldHttpArgs) -> Result<String, ToolError> {
+    use wasi::http::types::Method;
+    let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
+    let chunk = vec![b'x'; 16 << 10];
+    for i in 0..a.n {
+        let req = request_to(&url);
+        let _ = req.set_method(&Method::Post);
+        let Ok(body) = req.body() else {
+            return Ok(format!("stalled {i}; then: no body"));
+        };
+        let Ok(stream) = body.write() else {
+            return Ok(format!("stalled {i}; then: no stream"));
+        };
+        let future = match wasi::http::outgoing_handler::handle(req, None) {
+            Ok(f) => f,
+            Err(e) => return Ok(format!("stalled {i}; then: {e:?}")),
+        };
+        // Write until the host takes nothing more for 300 ms: the server's
+        // and the sockets' buffers are full.
+        loop {
+            match stream.check_write() {
+                Ok(0) => {
+                    let ready = stream.subscribe();
+                    let timer = wasi::clocks::monotonic_clock::subscribe_duration(300_000_000);
+                    if wasi::io::poll::poll(&[&ready, &timer]) == [1] {
+                        break;
+                    }
+                }
+                Ok(n) => {
+                    let n = (n as usize).min(chunk.len());
+                    if stream.write(&chunk[..n]).is_err() {
+                        return Ok(format!("stalled {i}; then: the write failed"));
+                    }
+                }
+                Err(e) => return Ok(format!("stalled {i}; then: {e:?}")),
+            }
+        }
+        // Never finished: held until the call ends.
+        std::mem::forget(stream);
+        std::mem::forget(body);
+        std::mem::forget(future);
+    }
+    Ok(format!("stalled {}", a.n))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrimeArgs {
+    /// A readable file of 64 KiB or more.
+    pub path: String,
+    /// How many streams.
+    pub count: u32,
+}
+
+fn prime_read_streams(a: PrimeArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            &rel,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let mut held = Vec::new();
+    for i in 0..a.count {
+        let s = match file.read_via_stream(0) {
+            Ok(s) => s,
+            Err(e) => return Ok(format!("primed {i}; then: {e:?}")),
+        };
+        // The first read starts the host's 64 KiB read; waiting makes it
+        // land in the stream, where the host holds it.
+        let _ = s.read(64 << 10);
+        s.subscribe().block();
+        held.push(s);
+    }
+    Ok(format!("primed {}", held.len()))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RandomArgs {
+    /// How many bytes.
+    pub len: u64,
+}
+
+fn random(a: RandomArgs) -> Result<String, ToolError> {
+    Ok(format!(
+        "{} bytes",
+        wasi::random::random::get_random_bytes(a.len).len()
+    ))
 }
 
 fn elicit_params(message: &str) -> serde_json::Value {

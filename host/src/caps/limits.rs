@@ -436,6 +436,19 @@ pub(crate) struct MemoryBudget {
     host: Option<Arc<SharedMemory>>,
 }
 
+/// Host memory charged to a call's [`MemoryBudget`] until dropped (see
+/// [`MemoryBudget::hold`]).
+pub(crate) struct HostCharge {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Drop for HostCharge {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
 #[derive(Default)]
 struct Held {
     used: usize,
@@ -509,6 +522,17 @@ impl MemoryBudget {
         held.used = after;
         self.peak.fetch_max(after, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Charge `bytes` quietly (as [`MemoryBudget::charge_quietly`]) for
+    /// as long as the returned charge lives: host memory held by something
+    /// that goes away on its own (a connection's task, a stream the guest
+    /// drops) gives itself back when it does.
+    pub(crate) fn hold(self: &Arc<Self>, bytes: usize) -> Option<HostCharge> {
+        self.charge_quietly(bytes).then(|| HostCharge {
+            budget: self.clone(),
+            bytes,
+        })
     }
 
     /// Give back what [`MemoryBudget::charge`] charged.

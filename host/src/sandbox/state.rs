@@ -15,10 +15,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub(crate) struct CallState {
+    /// First, so dropped first: it closes the call's connections before
+    /// the resource table drops their request bodies, which hyper would
+    /// otherwise end as if complete (a request cut off by a trap, deadline
+    /// or cancel reaching its server looking whole).
+    gate: Gate,
     wasi: WasiCtx,
     table: ResourceTable,
     http: WasiHttpCtx,
-    gate: Gate,
     pub(crate) limiter: Limiter,
     pub(crate) output: CallOutput,
     pub(crate) client: CallClient,
@@ -34,6 +38,14 @@ pub(crate) struct CallState {
     /// after it (see `sandbox::start_first_slice`).
     pub(crate) first_slice: Option<std::time::Instant>,
 }
+
+/// The most random bytes one `get-random-bytes` (or its insecure twin)
+/// returns; more traps. The host builds the whole answer before lowering
+/// it into the guest, whose `realloc` may then take its time: at
+/// wasmtime-wasi's default of 64 MiB, a tool with a 1 MiB memory limit held
+/// 64 MiB of host memory per call (found by review). Seeds and keys are
+/// tens of bytes; a tool wanting more asks again.
+const MAX_RANDOM: u64 = 1 << 20;
 
 /// Largest size of one wasi:http `fields` resource; with the handle cap
 /// derived from it (see `CallState::new`) and outgoing bodies buffering at
@@ -58,7 +70,8 @@ impl CallState {
         // No sockets and no DNS, ever: outbound traffic is wasi:http only.
         b.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM.min(grants.limits.memory));
         // The directories' descriptors are taken from the process's share
         // before they are opened.
         let fs = FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open)?;
@@ -154,6 +167,10 @@ impl FsEnforced for CallState {
 
     fn release_host(&mut self, bytes: usize) {
         self.limiter.release_host(bytes)
+    }
+
+    fn hold_host(&mut self, bytes: usize) -> Option<crate::caps::limits::HostCharge> {
+        self.limiter.budget().hold(bytes)
     }
 
     fn fs_warn(&mut self, message: String) {

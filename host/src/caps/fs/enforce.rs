@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::component::{Linker, LinkerInstance, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::p2::bindings::filesystem::{preopens, types as t};
-use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::p2::{
+    DynInputStream, DynOutputStream, InputStream, OutputStream, Pollable, StreamError, StreamResult,
+};
 
 /// Descriptors one call may hold open when the host config names no limit
 /// (`FsCaps::max_open`'s doc says the number too).
@@ -1028,6 +1030,91 @@ pub(crate) trait FsEnforced: Send + 'static {
     fn charge_host(&mut self, bytes: usize) -> bool;
     /// Give back what `charge_host` charged.
     fn release_host(&mut self, bytes: usize);
+    /// Charge `bytes` to the call's memory limit for as long as the
+    /// returned charge lives (a file stream's buffer); `None`, nothing
+    /// charged, if it does not fit.
+    fn hold_host(&mut self, bytes: usize) -> Option<crate::caps::limits::HostCharge>;
+}
+
+/// What one file stream is charged to its call's memory while the guest
+/// holds it: wasmtime-wasi keeps a read's data (up to 64 KiB) in the
+/// stream until the guest takes it, and a write's while it runs on a
+/// blocking thread, plus the stream itself. Without it, 4,096 streams over
+/// one open file each holding a 64 KiB read were 256 MiB of host memory
+/// outside every limit (found by review): the open-files cap counts files,
+/// not streams over them.
+pub(crate) const STREAM_BYTES: usize = 68 << 10;
+
+/// A file stream and its charge to the call's memory, given back when the
+/// guest drops the stream (the resource table drops this).
+struct HeldStream<S> {
+    inner: S,
+    _charge: crate::caps::limits::HostCharge,
+}
+
+#[async_trait::async_trait]
+impl<S: Pollable> Pollable for HeldStream<S> {
+    async fn ready(&mut self) {
+        self.inner.ready().await
+    }
+}
+
+#[async_trait::async_trait]
+impl InputStream for HeldStream<DynInputStream> {
+    fn read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
+        self.inner.read(size)
+    }
+    async fn blocking_read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
+        self.inner.blocking_read(size).await
+    }
+    fn skip(&mut self, n: usize) -> StreamResult<usize> {
+        self.inner.skip(n)
+    }
+    async fn blocking_skip(&mut self, n: usize) -> StreamResult<usize> {
+        self.inner.blocking_skip(n).await
+    }
+    async fn cancel(&mut self) {
+        self.inner.cancel().await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for HeldStream<DynOutputStream> {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.inner.write(bytes)
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        self.inner.flush()
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        self.inner.check_write()
+    }
+    async fn blocking_write_and_flush(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.inner.blocking_write_and_flush(bytes).await
+    }
+    fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
+        self.inner.write_zeroes(n)
+    }
+    async fn write_ready(&mut self) -> StreamResult<usize> {
+        self.inner.write_ready().await
+    }
+    async fn cancel(&mut self) {
+        self.inner.cancel().await
+    }
+}
+
+/// [`STREAM_BYTES`] of the call's memory for a new file stream, or the
+/// note that it does not fit (and `None`).
+fn hold_stream<T: FsEnforced>(store: &mut T) -> Option<crate::caps::limits::HostCharge> {
+    let held = store.hold_host(STREAM_BYTES);
+    if held.is_none() {
+        let (call, _) = store.fs_parts();
+        call.note(format!(
+            "a file stream ({} KiB of host memory while it is held) does not fit this call's memory limit",
+            STREAM_BYTES >> 10
+        ));
+    }
+    held
 }
 
 /// Pass a limit the call just hit on to the caller. The sandbox calls it
@@ -1610,6 +1697,7 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
     shadow_removals(&mut i)?;
     shadow_rename_at(&mut i)?;
     shadow_output_streams(&mut i)?;
+    shadow_input_streams(&mut i)?;
     Ok(())
 }
 
@@ -2110,10 +2198,13 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
         ("[method]descriptor.append-via-stream", true),
     ] {
         let wrap = move |store: &mut T, fd: Resource<t::Descriptor>, off: u64| {
-            let (call, mut view) = store.fs_parts();
-            if !opened_for_writing(&view, &fd) {
+            if !opened_for_writing(&store.fs_parts().1, &fd) {
                 return Ok((R::Err(t::ErrorCode::BadDescriptor),));
             }
+            let Some(held) = hold_stream(store) else {
+                return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
+            };
+            let (call, mut view) = store.fs_parts();
             let quota = call.quota_of(fd.rep());
             let notice = call.notice.clone();
             // An append stream writes from the end of the file as it is now.
@@ -2138,11 +2229,11 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                 Ok(s) => s,
                 Err(e) => return Ok((R::Err(code(&mut view, e)?),)),
             };
+            let slot: &mut DynOutputStream = view.table.get_mut(&s)?;
+            let mut inner =
+                std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::SinkOutputStream));
             if let Some(quota) = quota {
-                let slot: &mut DynOutputStream = view.table.get_mut(&s)?;
-                let inner =
-                    std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::SinkOutputStream));
-                *slot = Box::new(Charged {
+                inner = Box::new(Charged {
                     inner,
                     quota,
                     notice,
@@ -2153,6 +2244,10 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     append,
                 });
             }
+            *slot = Box::new(HeldStream {
+                inner,
+                _charge: held,
+            });
             Ok((R::Ok(s),))
         };
         if append {
@@ -2168,6 +2263,34 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
             )?;
         }
     }
+    Ok(())
+}
+
+/// `read-via-stream`: the stream is charged [`STREAM_BYTES`] to the call's
+/// memory while the guest holds it.
+fn shadow_input_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
+    i.func_wrap(
+        "[method]descriptor.read-via-stream",
+        |mut store, (fd, off): (Resource<t::Descriptor>, u64)| {
+            let store = store.data_mut();
+            let Some(held) = hold_stream(store) else {
+                return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
+            };
+            let (_, mut view) = store.fs_parts();
+            let s = match t::HostDescriptor::read_via_stream(&mut view, fd, off) {
+                Ok(s) => s,
+                Err(e) => return Ok((R::Err(code(&mut view, e)?),)),
+            };
+            let slot: &mut DynInputStream = view.table.get_mut(&s)?;
+            let inner =
+                std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::ClosedInputStream));
+            *slot = Box::new(HeldStream {
+                inner,
+                _charge: held,
+            });
+            Ok((R::Ok(s),))
+        },
+    )?;
     Ok(())
 }
 

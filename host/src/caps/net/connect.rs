@@ -328,6 +328,7 @@ pub(crate) async fn send(
     options: Option<RequestOptions>,
     hold: impl Clone + Send + 'static,
     lookups: Lookups,
+    closed: tokio_util::sync::CancellationToken,
 ) -> Result<
     (
         http::Response<hyper::body::Incoming>,
@@ -391,12 +392,17 @@ pub(crate) async fn send(
         .map_err(|_| Error::HttpRequestUriInvalid)?;
 
     // The connection is driven on its own task (it ends with the response
-    // body or when the sender drops); its result is the returned future's.
-    // `hold` (the connection's charge to the call's memory) lives as long
-    // as the connection does.
+    // body, when the sender drops, or when the call's gate closes its
+    // connections: dropped then, unflushed, whatever the peer does); its
+    // result is the returned future's. `hold` (the connection's charge to
+    // the call's memory) lives as long as the connection does.
     let conn = tokio::spawn(async move {
         let _hold = hold;
-        conn.await
+        tokio::select! {
+            biased;
+            () = closed.cancelled() => None,
+            r = conn => Some(r),
+        }
     });
     let mut res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
         .await
@@ -422,10 +428,10 @@ pub(crate) async fn send(
     }
     Ok((res, async move {
         match conn.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.is_timeout() => Err(Error::HttpResponseTimeout),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(Error::ConnectionTerminated),
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(e))) if e.is_timeout() => Err(Error::HttpResponseTimeout),
+            Ok(Some(Err(e))) => Err(e.into()),
+            Ok(None) | Err(_) => Err(Error::ConnectionTerminated),
         }
     }))
 }

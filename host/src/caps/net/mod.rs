@@ -236,7 +236,6 @@ impl Prepared {
         !self.manifest.is_empty()
     }
 
-    /// The gate for one call.
     /// The gate of one call, charging its connections to `budget`.
     pub(crate) fn gate(&self, budget: Option<Arc<MemoryBudget>>) -> Gate {
         Gate {
@@ -245,6 +244,7 @@ impl Prepared {
             budget,
             lookups: None,
             scope_lookups: None,
+            closed: None,
         }
     }
 }
@@ -324,6 +324,21 @@ pub(crate) struct Gate {
     /// when the call starts, with the rest of the scope's share of the
     /// pool; none for a call outside the scopes' shares.
     scope_lookups: Option<Arc<tokio::sync::Semaphore>>,
+    /// Cancelled when the gate goes (with its call's store): every
+    /// connection the call opened is closed then, made at its first
+    /// request. A connection runs on a task of its own, and hyper's close
+    /// flushes what it has buffered first, so a peer that stopped reading
+    /// kept it, its descriptor and its memory charge, for ever (found by
+    /// review).
+    closed: Option<tokio_util::sync::CancellationToken>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(closed) = &self.closed {
+            closed.cancel();
+        }
+    }
 }
 
 /// Name lookups one call may have running at once: a call cannot take
@@ -395,24 +410,11 @@ pub(crate) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
     Ok(())
 }
 
-/// A connection's charge to its call's memory, given back when the
-/// connection's task ends (with the response body, or when the guest drops
-/// it).
-struct Charged {
-    budget: Arc<MemoryBudget>,
-    bytes: usize,
-}
-
-/// What one connection holds until it and its response body are gone.
+/// What one connection holds until it and its response body are gone:
+/// its charge to the call's memory and its descriptor.
 struct Held {
-    _charge: Option<Charged>,
+    _charge: Option<crate::caps::limits::HostCharge>,
     _socket: crate::caps::fs::Descriptor,
-}
-
-impl Drop for Charged {
-    fn drop(&mut self) {
-        self.budget.release(self.bytes);
-    }
 }
 
 impl Gate {
@@ -458,14 +460,15 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let charge = match &self.budget {
-            Some(budget) if !budget.charge_quietly(connect::CONNECTION_BYTES) => {
-                tracing::debug!(uri = %request.uri(), "outbound request refused: the call's memory holds no room for another connection");
-                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
-            }
-            Some(budget) => Some(Charged {
-                budget: budget.clone(),
-                bytes: connect::CONNECTION_BYTES,
-            }),
+            Some(budget) => match budget.hold(connect::CONNECTION_BYTES) {
+                Some(charge) => Some(charge),
+                None => {
+                    tracing::debug!(uri = %request.uri(), "outbound request refused: the call's memory holds no room for another connection");
+                    return Box::new(async {
+                        Err(wasmtime_wasi_http::Error::ConnectionLimitReached)
+                    });
+                }
+            },
             None => None,
         };
         // Its socket is a descriptor of the process's share for tools.
@@ -484,11 +487,12 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
                 .clone(),
             scope: self.scope_lookups.clone(),
         };
+        let closed = self.closed.get_or_insert_default().clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
             // `connect` for why not `default_send_request`.
-            let (res, io) = connect::send(request, options, hold.clone(), lookups).await?;
+            let (res, io) = connect::send(request, options, hold.clone(), lookups, closed).await?;
             // The body may outlive the connection (its last frames, and the
             // head copied out of hyper's buffer, stay with the guest): the
             // charge ends when both are gone.
