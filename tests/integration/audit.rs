@@ -675,8 +675,20 @@ fn a_clean_shutdown_writes_every_line_with_the_session_that_called() {
     let stateless = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"stateless"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
     let (status, resp) = http_post(&addr, &forged, stateless);
     assert!(status == 200 && resp.contains("stateless"), "{resp}");
+    // A review's case: a request whose `_meta` carries a version and
+    // capabilities is served without a session whatever version it names
+    // (rmcp's routing): an older version does not make the header it sends
+    // its session.
+    let older = [
+        ("mcp-session-id", "0123456789abcdef0123456789abcdef.FORGED"),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let sessionless = r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"no session"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let (status, resp) = http_post(&addr, &older, sessionless);
+    assert!(status == 200 && resp.contains("no session"), "{resp}");
     let recs = stop_and_read(child, &dir);
-    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    assert!(recs[2].get("session").is_none(), "{}", recs[2]);
     // The session's SID: the part of its sealed id before the `.`.
     let sid = session.split('.').next().unwrap();
     assert_eq!(sid.len(), 32, "{session}");

@@ -406,6 +406,78 @@ fn guest_stdout_flood_never_reaches_the_stdio_stream() {
 
 // --- hot reload: tools/list_changed
 
+/// A review's case: a client repeating `notifications/initialized` had its
+/// peer kept once per repeat, so a change reached it once per repeat (and
+/// the list, and each notification's work, grew without bound). Once per
+/// session now.
+#[test]
+fn a_client_repeating_initialized_is_told_of_a_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tool(&tools_dir(), "echo", dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["serve", "--stdio", "--tools"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Lines until the reply to request `id`, which is returned last.
+    let until = |id: u64| -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no reply to {id} after {seen:?}"));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            seen.push(line);
+            if v["id"] == id {
+                return seen;
+            }
+        }
+    };
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"repeat","version":"0"}}}}}}"#).unwrap();
+    until(1);
+    for _ in 0..200 {
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+    }
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    until(2);
+    copy_tool(&tools_dir(), "text", dir.path());
+    // The change, then a moment for any repeats, then a ping to mark the end.
+    let changed = |l: &String| l.contains("notifications/tools/list_changed");
+    let first = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no tools/list_changed after the change");
+        if changed(&line) {
+            break line;
+        }
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":3,"method":"ping"}}"#).unwrap();
+    let more = until(3).into_iter().filter(changed).count();
+    // One change, told once (a second reload of the same files may tell
+    // again; 200 repeats told it 201 times).
+    assert!(more <= 1, "{} more after {first}", more);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Start the client, wait until it has listed the tools, add `text` to the
 /// watched directory, and require the client to see it after the
 /// notification.

@@ -56,6 +56,15 @@ pub(super) fn is_stateless(ctx: &RequestContext<RoleServer>) -> bool {
         .is_some_and(|v| v.as_str() >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str())
 }
 
+/// Whether rmcp served this request without a session: a 2026-07-28 one,
+/// or any whose `_meta` carries a protocol version and client
+/// capabilities, whatever version it names (rmcp's routing; such a
+/// request's `Mcp-Session-Id` is never checked).
+pub(super) fn sessionless(ctx: &RequestContext<RoleServer>) -> bool {
+    is_stateless(ctx)
+        || (ctx.meta.protocol_version().is_some() && ctx.meta.client_capabilities().is_some())
+}
+
 /// What a stateless client may be asked, from its declared capabilities.
 pub(super) fn capabilities(caps: Option<&ClientCapabilities>) -> Capabilities {
     Capabilities {

@@ -427,9 +427,11 @@ impl McpServer {
                 request = request.admitted(a);
             }
             // The HTTP session (2025-11-25 clients), for the audit log. A
-            // stateless (2026-07-28) request has no session: whatever
-            // `Mcp-Session-Id` it sends is not verified, so not recorded.
-            if !input::is_stateless(ctx)
+            // request served without a session has none: whatever
+            // `Mcp-Session-Id` it sends is not verified, so not recorded
+            // (a review's case: a 2025-11-25 one with a sessionless
+            // `_meta` wrote any id it liked into its record).
+            if !input::sessionless(ctx)
                 && let Some(id) = parts.and_then(|p| p.headers.get("mcp-session-id")?.to_str().ok())
             {
                 // The session's `SID`, not the whole sealed id (see `session`).
@@ -537,9 +539,23 @@ impl ServerHandler for McpServer {
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        // A session's peer is kept once, however often its client repeats
+        // `initialized` (a review's case: every repeat added it again,
+        // growing the list, and the work and copies of every notification,
+        // without bound). Its `initialize` (set once, when the session
+        // opened or was restored) tells one session's peer from another's;
+        // a peer with none has no session to notify.
+        let Some(info) = ctx.peer.peer_info() else {
+            return;
+        };
         let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|p| !p.is_transport_closed());
-        peers.push(ctx.peer);
+        if !peers
+            .iter()
+            .any(|p| p.peer_info().is_some_and(|i| Arc::ptr_eq(&i, &info)))
+        {
+            peers.push(ctx.peer);
+        }
     }
 
     async fn set_level(
