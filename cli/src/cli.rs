@@ -109,8 +109,12 @@ pub fn main() -> ExitCode {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(
+            // rmcp logs every refused request at `warn`, with the client's
+            // whole request id and error (a review's case: one unknown method
+            // of 4 MB made a 4 MB log line); toolhost logs its own refusals,
+            // bounded. `TOOLHOST_LOG` shows them again.
             tracing_subscriber::EnvFilter::try_from_env("TOOLHOST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,rmcp::service=error".into()),
         );
     #[cfg(feature = "otel")]
     let (otel, export) = crate::otel::layer().unzip();

@@ -459,7 +459,7 @@ impl CallError {
 /// messages go back to the client and, for refused requests, into the
 /// server's log: a 3 MB name was copied whole into every log line, and a
 /// newline in one could start a line of its own (found by review).
-fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
     let escaped = crate::audit::escape_controls(name);
     if escaped.len() <= crate::audit::MAX_TOOL {
         return escaped;

@@ -404,6 +404,55 @@ fn guest_stdout_flood_never_reaches_the_stdio_stream() {
     stdio_scenario(Sdk::TypeScript, "flood", None, &dir, &[]);
 }
 
+/// A review's case: a client's text in a refusal (an unknown method of
+/// 1 MB) went whole into the reply and, through rmcp's log of every
+/// refused request, into the server's log. Both are bounded now.
+#[test]
+fn a_huge_unknown_method_makes_no_huge_reply_or_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tool(&tools_dir(), "echo", dir.path());
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .env_remove("TOOLHOST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"big","version":"0"}}}}}}"#).unwrap();
+    lines.next().unwrap().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    let method = "m".repeat(1 << 20);
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#).unwrap();
+    let reply = lines.next().unwrap().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(v["id"], 2, "{reply:.300}");
+    assert_eq!(v["error"]["code"], -32601, "{reply:.300}");
+    assert!(reply.len() < 2048, "a reply of {} bytes", reply.len());
+    // A 1 MB request id: the reply must echo it, the log need not.
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":"{method}","method":"nothing"}}"#
+    )
+    .unwrap();
+    let reply = lines.next().unwrap().unwrap();
+    assert!(reply.contains("-32601"), "{reply:.300}");
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":3,"method":"ping"}}"#).unwrap();
+    lines.next().unwrap().unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    let logged = std::fs::metadata(&log).unwrap().len();
+    assert!(logged < 64 << 10, "the log grew by {logged} bytes");
+}
+
 // --- hot reload: tools/list_changed
 
 /// A review's case: a client repeating `notifications/initialized` had its

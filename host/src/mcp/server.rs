@@ -709,7 +709,7 @@ impl ServerHandler for McpServer {
         let got = self.shared.tasks.peek(&req.task_id)?;
         if let Some(bytes) = got.again {
             let sh = &self.shared;
-            let what = format!("tasks/get {}", req.task_id);
+            let what = format!("tasks/get {}", crate::error::shown_name(&req.task_id));
             if let Err(over) = sh.core.resend(&sh.scope, &sh.caller, &what, bytes) {
                 // A server error (JSON-RPC's implementation-defined range):
                 // the request was valid, the tenant's budget is spent.
@@ -946,9 +946,12 @@ impl ServerHandler for McpServer {
             .core
             .resource_version(&self.shared.scope, &req.uri)
         else {
+            // The URI is the client's text: escaped and bounded, as in
+            // every refusal (it reaches the log).
+            let uri = crate::error::shown_name(&req.uri);
             return Err(ErrorData::resource_not_found(
-                format!("resource `{}` not found", req.uri),
-                Some(serde_json::json!({ "uri": req.uri })),
+                format!("resource `{uri}` not found"),
+                Some(serde_json::json!({ "uri": uri })),
             ));
         };
         let session = Arc::as_ptr(&self.session) as usize;
@@ -1111,7 +1114,10 @@ impl ServerHandler for McpServer {
         } else {
             ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,
-                format!("method not found: {}", req.method),
+                format!(
+                    "method not found: {}",
+                    crate::error::shown_name(&req.method)
+                ),
                 None,
             )
         })

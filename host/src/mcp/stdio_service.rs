@@ -543,7 +543,13 @@ fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output) -> Route {
 /// Refuse a request whose id is in flight here already.
 fn in_flight(id: RequestId, out: &Output) {
     let message: ServerJsonRpcMessage = JsonRpcMessage::error(
-        rmcp::ErrorData::invalid_request(format!("request id {id} is already in flight"), None),
+        rmcp::ErrorData::invalid_request(
+            format!(
+                "request id {} is already in flight",
+                crate::error::shown_name(&id.to_string())
+            ),
+            None,
+        ),
         Some(id),
     );
     write(out, &message);

@@ -87,7 +87,11 @@ struct Question {
 }
 
 fn unknown(id: &str) -> ErrorData {
-    ErrorData::invalid_params(format!("unknown task `{id}`"), None)
+    // The id is the client's text: escaped and bounded (it reaches the log).
+    ErrorData::invalid_params(
+        format!("unknown task `{}`", crate::error::shown_name(id)),
+        None,
+    )
 }
 
 impl Tasks {
@@ -620,6 +624,14 @@ impl ClientRequests for Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's task id is escaped and bounded in the refusal (it reaches
+    /// the server's log).
+    #[test]
+    fn an_unknown_tasks_id_is_bounded_in_its_refusal() {
+        let e = unknown(&"x".repeat(3_000_000));
+        assert!(e.message.len() < 400, "{}", e.message.len());
+    }
     use std::time::Duration;
 
     fn tasks(max: u32, keep: Duration) -> Arc<Tasks> {
