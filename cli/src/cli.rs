@@ -6,7 +6,7 @@ use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use toolhost::{CallEvent, CallRequest, Content, Core, HostConfig, LoadEvent, Scope, ToolOutput};
 
@@ -204,13 +204,16 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
 
 async fn build_core(h: &HostOpts) -> Result<Core> {
     let config = host_config(&h.config)?;
-    build_core_with(h, config, toolhost::Metrics::new()).await
+    build_core_with(h, config, toolhost::Metrics::new(), None).await
 }
 
+/// The core of `h` and `config`; `secret`, a file of the front end's own
+/// (the state key ring), is protected like the host's files.
 async fn build_core_with(
     h: &HostOpts,
     config: HostConfig,
     metrics: toolhost::Metrics,
+    secret: Option<&Path>,
 ) -> Result<Core> {
     let mut audit = config.audit.clone();
     if let Some(a) = &h.audit {
@@ -218,6 +221,11 @@ async fn build_core_with(
     }
     let sources = all_sources(h, &config)?;
     let mut b = Core::builder().config(config).metrics(metrics);
+    // A tool that read the key ring could forge session ids and the sealed
+    // state of any replica's calls (found by review).
+    if let Some(p) = secret {
+        b = b.protect(p);
+    }
     for s in sources {
         b = b.add_source(s);
     }
@@ -600,7 +608,13 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
     };
     // Read once: the core, the tenants and the reloads start from the same.
     let config = host_config(&host.config)?;
-    let core = build_core_with(host, config.clone(), metrics).await?;
+    let core = build_core_with(
+        host,
+        config.clone(),
+        metrics,
+        opts.state_key_file.as_deref(),
+    )
+    .await?;
     let audit_core = core.clone();
     let scope = Scope::new(&opts.scope);
     let key = state_key(&opts)?;

@@ -137,10 +137,16 @@ impl Source {
         }
     }
 
-    /// Protect what this source is made of: no grant may reach it.
+    /// Protect what this source is made of: no grant may reach it. A tools
+    /// directory is protected whole, inside too: besides its manifests it
+    /// may hold their components and, as a package store, the records an
+    /// upgrade is reviewed against (`sha256/<digest>/check.toml`; found by
+    /// review: a tool granted `<store>/sha256` could widen every installed
+    /// package's baseline, and the next signed upgrade asking for more went
+    /// through unreviewed). Data for tools belongs outside it.
     pub(crate) fn protect(&self, host: &mut HostState) {
         if self.path.is_dir() {
-            host.protect(&self.path, "tools directory", false);
+            host.protect(&self.path, "tools directory", true);
         } else {
             host.protect(&self.path, "tool file", false);
             host.protect(&self.path.with_extension("toml"), "tool manifest", false);
@@ -326,6 +332,25 @@ impl Catalog {
                 Err(e) => cat.fail(e, on_event),
             }
         }
+        // A manifest linked in from elsewhere is protected where it is: a
+        // tool granted its directory could otherwise rewrite it, and the
+        // watcher would load what it wrote (found by review). The tools
+        // directory protects the manifests in it; this load knows where
+        // the links lead now.
+        let linked: Vec<&PathBuf> = work
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.symlink_metadata().is_ok_and(|md| md.is_symlink()))
+            .collect();
+        let host = &if linked.is_empty() {
+            std::borrow::Cow::Borrowed(host)
+        } else {
+            let mut more = host.clone();
+            for m in linked {
+                more.protect(m, "tool manifest", false);
+            }
+            std::borrow::Cow::Owned(more)
+        };
         let total = work.len();
         // Components load a few at a time (compiling and deserializing use
         // every core; `describe` takes a pool slot like any call), and are

@@ -1212,6 +1212,98 @@ async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_l
     );
 }
 
+/// A review's case: a tools directory holds more than its top-level
+/// manifests (a package store keeps the records its upgrades are reviewed
+/// against in `sha256/`): no grant may reach inside it. And a manifest
+/// linked in from elsewhere is protected where it is: a tool granted that
+/// directory could have rewritten its own manifest and been reloaded with
+/// what it wrote.
+#[tokio::test]
+async fn nothing_a_tools_directory_holds_or_links_to_is_granted() {
+    let t = tree();
+    let d = ToolDir::new();
+    let store = d.path().join("sha256");
+    std::fs::create_dir(&store).unwrap();
+    d.add("inside", "hostile", &fs_grant("/s", &store, "rw"));
+    // `notes.toml` links to a manifest in the directory it grants.
+    let notes = t.granted.join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    let real = d.add("notes-real", "hostile", &fs_grant("/n", &notes, "rw"));
+    let text = std::fs::read_to_string(&real).unwrap().replace(
+        "path = \"notes-real.wasm\"",
+        &format!("path = \"{}\"", d.path().join("notes-real.wasm").display()),
+    );
+    std::fs::remove_file(&real).unwrap();
+    std::fs::write(notes.join("tool.toml"), text).unwrap();
+    std::os::unix::fs::symlink(notes.join("tool.toml"), d.path().join("notes.toml")).unwrap();
+    // Outside the tools directory, granting what links to nothing: fine.
+    let free = t.granted.join("free");
+    std::fs::create_dir(&free).unwrap();
+    d.add("outside", "echo", &fs_grant("/f", &free, "rw"));
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("inside.toml") && e.contains("inside the host's tools directory")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("notes.toml") && e.contains("tool manifest")),
+        "{errors:#?}"
+    );
+    assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
+}
+
+/// A review's case: the key ring sealing session ids and request state
+/// (`--state-key-file`) is the host's own secret, like its config: a tool
+/// granted the directory holding it is refused, the rest served.
+#[test]
+fn the_state_key_file_is_never_granted() {
+    use std::io::{BufRead, Write};
+    let secrets = tempfile::tempdir().unwrap();
+    let keys = secrets.path().join("keys");
+    std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
+    let d = ToolDir::new();
+    d.add("peek", "hostile", &fs_grant("/k", secrets.path(), "ro"));
+    d.add("echo", "echo", "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["serve", "--stdio", "--watch", "false", "--state-key-file"])
+        .arg(&keys)
+        .arg("--tools")
+        .arg(d.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"k","version":"0"}}}}}}"#).unwrap();
+    lines.next().unwrap().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    let list = lines.next().unwrap().unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(list.contains("\"echo\""), "{list}");
+    assert!(!list.contains("read_path"), "{list}");
+    assert!(stderr.contains("protected path"), "{stderr}");
+}
+
 /// A review's case: streams over one open file each hold a 64 KiB read in
 /// host memory until the guest takes it. The open-files cap counts the one
 /// file; 4,000 primed streams held 250 MiB of host memory under a 16 MiB

@@ -127,8 +127,8 @@ pub(crate) struct Protected {
     /// What it is, for the error message.
     pub(crate) what: &'static str,
     /// Whether grants *inside* it are refused too (the compile cache: its
-    /// files are native code) or only grants that contain it (a tools
-    /// directory, whose top-level manifests are what matters).
+    /// files are native code; a tools directory) or only grants that
+    /// contain it (a file: the host config, a key).
     pub(crate) tree: bool,
 }
 
@@ -719,7 +719,7 @@ mod tests {
         std::fs::create_dir_all(tools.join("data")).unwrap();
         std::fs::create_dir_all(cache.join("x")).unwrap();
         let mut hs = HostState::default();
-        hs.protect(&tools, "tools directory", false);
+        hs.protect(&tools, "tools directory", true);
         hs.protect(&cache, "compile cache", true);
         let caps = FsCaps::default();
         // Containing the tools directory: refused, ro or rw.
@@ -728,8 +728,13 @@ mod tests {
             e[0].message.contains("contains the host's tools directory"),
             "{e:?}"
         );
-        // A data directory inside it: fine (manifests sit at its top).
-        assert!(prepare(&[req(&tools.join("data"), FsMode::ReadWrite)], &caps, &hs).is_ok());
+        // Nor anything inside it (components, a store's records).
+        let e = prepare(&[req(&tools.join("data"), FsMode::ReadOnly)], &caps, &hs).unwrap_err();
+        assert!(
+            e[0].message
+                .contains("is inside the host's tools directory"),
+            "{e:?}"
+        );
         // Anything inside the cache: refused.
         let e = prepare(&[req(&cache.join("x"), FsMode::ReadOnly)], &caps, &hs).unwrap_err();
         assert!(
