@@ -181,6 +181,21 @@ fn is_own(to: SocketAddr) -> bool {
     })
 }
 
+/// Whether a connection from `local` to `peer` reached one of toolhost's
+/// own listeners on this host by an address [`is_own`] cannot know is this
+/// host's: its public one, which a name may resolve to (found by review: a
+/// listener on `0.0.0.0` was reached that way). A connection to this host
+/// leaves from the address it goes to.
+fn is_own_connection(local: SocketAddr, peer: SocketAddr) -> bool {
+    let here = peer.ip().to_canonical();
+    local.ip().to_canonical() == here && {
+        let own = own_listeners().lock().unwrap_or_else(|e| e.into_inner());
+        own.iter().any(|(_, l)| {
+            l.port() == peer.port() && (l.ip().is_unspecified() || l.ip().to_canonical() == here)
+        })
+    }
+}
+
 /// Whether a connect to `ip` stays on this host: loopback, or an address
 /// of "this network" (`0.0.0.0/8`, `::`), which Linux connects to loopback.
 fn is_this_host(ip: IpAddr) -> bool {
@@ -355,6 +370,12 @@ pub(crate) async fn send(
             std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
             _ => Error::Connect(e),
         })?;
+    if let (Ok(local), Ok(peer)) = (tcp.local_addr(), tcp.peer_addr())
+        && is_own_connection(local, peer)
+    {
+        tracing::debug!(%peer, "outbound request denied: toolhost's own listener, by this host's address");
+        return Err(Error::DestinationIpProhibited);
+    }
     let stream: Stream = if tls {
         let name = match host
             .trim_start_matches('[')
@@ -638,6 +659,25 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::DestinationIpProhibited), "{e:?}");
+    }
+
+    /// A listener on every address is reached through this host's public
+    /// one too: a connection that leaves from the address it goes to, to
+    /// its port, is refused once made.
+    #[test]
+    fn a_connection_to_this_hosts_own_address_and_listener_is_refused() {
+        let own = OwnListener::register("0.0.0.0:45690".parse().unwrap());
+        let at = |l: &str, p: &str| is_own_connection(l.parse().unwrap(), p.parse().unwrap());
+        assert!(at("203.0.114.7:40000", "203.0.114.7:45690"));
+        assert!(at("[2001:db9::7]:40000", "[2001:db9::7]:45690"));
+        // Another machine, or another port of this one: the grant's.
+        assert!(!at("203.0.114.7:40000", "203.0.114.8:45690"));
+        assert!(!at("203.0.114.7:40000", "203.0.114.7:45691"));
+        drop(own);
+        assert!(!at("203.0.114.7:40000", "203.0.114.7:45690"));
+        let own = OwnListener::register("203.0.114.7:45692".parse().unwrap());
+        assert!(at("203.0.114.7:40000", "203.0.114.7:45692"));
+        drop(own);
     }
 
     #[tokio::test]
