@@ -21,8 +21,27 @@ const TASKS: &str = "io.modelcontextprotocol/tasks";
 
 /// A 2026-07-28 request from a client that follows tasks; the JSON body.
 fn rpc(addr: &str, token: Option<&str>, method: &str, params: Value, name: &str) -> Value {
+    rpc_as(
+        addr,
+        token,
+        method,
+        params,
+        name,
+        json!({"extensions": {TASKS: {}}}),
+    )
+}
+
+/// [`rpc`] from a client of capabilities `caps`.
+fn rpc_as(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    params: Value,
+    name: &str,
+    caps: Value,
+) -> Value {
     let mut p = params;
-    p["_meta"] = meta(json!({"extensions": {TASKS: {}}}));
+    p["_meta"] = meta(caps);
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": p});
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![
@@ -276,6 +295,54 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
     };
     let audit = audit_once(&dir.path().join("audit.jsonl"), refused);
     assert!(refused(&audit), "{audit}");
+}
+
+/// A review's case: a running task's questions go out with every
+/// `tasks/get` while they wait; a tool quoting its arguments in one made
+/// the host send them again and again for free. Each poll that carries
+/// them is charged to the output quota.
+#[test]
+fn polling_a_tasks_questions_is_charged_to_the_output_quota() {
+    let dir = ToolDir::new();
+    std::fs::create_dir(dir.path().join("tools-a")).unwrap();
+    copy_tool(
+        &conformance_dir(),
+        "conformance",
+        &dir.path().join("tools-a"),
+    );
+    let config = format!(
+        "{}\n[[tenant]]\nname = \"alpha\"\ntools = [\"tools-a/\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"40000\"\n",
+        cache(),
+        sha("alpha-ask-token"),
+    );
+    let server = serve(&dir, &config);
+    let addr = server.addr();
+    let a = Some("alpha-ask-token");
+    let name = "x".repeat(8000);
+    let id = task_id(&rpc_as(
+        &addr,
+        a,
+        "tools/call",
+        json!({"name": "confirm_delete", "arguments": {"filename": name}}),
+        "confirm_delete",
+        json!({"extensions": {TASKS: {}}, "elicitation": {}}),
+    ));
+    let (_, asked) = wait_status(&addr, a, &id, "input_required");
+    assert!(asked.to_string().contains(&name), "{asked}");
+    let mut polls = 1;
+    let refused = loop {
+        let v = task_get(&addr, a, &id);
+        if v.get("error").is_some() {
+            break v;
+        }
+        assert_eq!(v["result"]["status"], "input_required", "{v}");
+        polls += 1;
+        assert!(polls < 10, "polling is never charged: {polls} polls");
+    };
+    assert!((4..=6).contains(&polls), "{polls} polls before the refusal");
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("output-bytes-per-minute = 40000"), "{msg}");
 }
 
 #[test]

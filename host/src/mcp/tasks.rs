@@ -83,6 +83,9 @@ struct Question {
     /// The MCP method asked (its answer's shape is checked).
     method: String,
     request: InputRequest,
+    /// Its size as sent: charged to the tenant's output on every
+    /// `tasks/get` that carries it.
+    bytes: u64,
     answer: oneshot::Sender<Value>,
 }
 
@@ -195,12 +198,19 @@ impl Tasks {
                 State::Running { questions } if questions.is_empty() => {
                     Arc::new(TaskPayload::Working)
                 }
-                State::Running { questions } => Arc::new(TaskPayload::InputRequired {
-                    input_requests: questions
-                        .iter()
-                        .map(|(k, q)| (k.clone(), q.request.clone()))
-                        .collect(),
-                }),
+                State::Running { questions } => {
+                    // Sent on every poll, so charged on every poll, as a
+                    // kept result's copies are (found by review: a tool
+                    // quoting its arguments in a question made the host
+                    // send them again and again for free).
+                    again = Some(questions.values().map(|q| q.bytes).sum());
+                    Arc::new(TaskPayload::InputRequired {
+                        input_requests: questions
+                            .iter()
+                            .map(|(k, q)| (k.clone(), q.request.clone()))
+                            .collect(),
+                    })
+                }
                 State::Done {
                     payload,
                     bytes,
@@ -304,6 +314,7 @@ impl Tasks {
         key: String,
         method: String,
         request: InputRequest,
+        bytes: u64,
     ) -> Result<oneshot::Receiver<Value>, ClientError> {
         let mut tasks = self.lock();
         let Some(Entry {
@@ -320,6 +331,7 @@ impl Tasks {
             Question {
                 method,
                 request,
+                bytes,
                 answer: tx,
             },
         );
@@ -597,10 +609,11 @@ impl ClientRequests for Switch {
             })));
         }
         let wire = serde_json::json!({"method": req.method, "params": req.params});
+        let bytes = wire.to_string().len() as u64;
         let asked = match serde_json::from_value::<InputRequest>(wire) {
             Ok(request) => self
                 .tasks
-                .ask(&id, req.key.clone(), req.method.clone(), request),
+                .ask(&id, req.key.clone(), req.method.clone(), request, bytes),
             Err(e) => Err(ClientError::Failed(format!(
                 "the tool asked its client a malformed `{}` (key `{}`): {e}",
                 req.method, req.key
@@ -676,7 +689,7 @@ mod tests {
         let task = t.create(CancellationToken::new(), (1, 64)).unwrap();
         let id = task.task_id;
         let mut rx = t
-            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit(), 0)
             .unwrap();
         assert_eq!(
             t.get(&id).unwrap().0.task.status(),
@@ -724,7 +737,7 @@ mod tests {
         let t = tasks(4, Duration::from_secs(60));
         let id = t.create(CancellationToken::new(), (1, 64)).unwrap().task_id;
         let mut rx = t
-            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit(), 0)
             .unwrap();
         let mut answers = BTreeMap::new();
         answers.insert("q".to_string(), serde_json::json!({"confirm": true}));
@@ -744,7 +757,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let id = t.create(cancel.clone(), (1, 64)).unwrap().task_id;
         let mut rx = t
-            .ask(&id, "q".into(), "elicitation/create".into(), elicit())
+            .ask(&id, "q".into(), "elicitation/create".into(), elicit(), 0)
             .unwrap();
         t.cancel(&id).unwrap();
         assert!(cancel.is_cancelled());
