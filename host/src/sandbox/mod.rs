@@ -531,8 +531,11 @@ struct Prepare {
     warm: Arc<warm::Shared>,
     comp: Arc<LoadedComponent>,
     scope: Option<Arc<SharedMemory>>,
-    /// The reload generation when the call ended: a sandbox prepared for a
-    /// call that started before a reload is never handed to one after it.
+    /// The reload generation when the call ended (not when it started): a
+    /// sandbox made under an older generation is never handed out after a
+    /// reload. One made after a reload for a call that spanned it is kept
+    /// in `comp`'s own set: a component the reload kept (same grants) uses
+    /// it, and one it replaced takes no calls any more.
     generation: u64,
 }
 
