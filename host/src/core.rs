@@ -1444,21 +1444,24 @@ impl Core {
     /// result cannot keep a thread that reads and answers requests busy
     /// (M5). The CPU time it used there is charged to `admission`'s fuel
     /// when it ends, there, even if the caller stopped waiting for it (a
-    /// deadline); the caller charges nothing for the wait.
+    /// deadline); the caller charges nothing for the wait. The work holds
+    /// the admission (the tenant's `max-concurrent` slot) until it ends:
+    /// a client that hung up at once left it running outside every slot,
+    /// hundreds at a time (found by review).
     fn aside<T: Send + 'static, F: FnOnce() -> T + Send + 'static>(
         &self,
-        admission: &Admission,
+        admission: &Arc<Admission>,
         f: F,
     ) -> impl Future<Output = Result<T, tokio::task::JoinError>> + use<T, F> {
-        let metered = admission.meters_fuel();
-        let charge = admission.fuel_charger();
+        let admission = Arc::clone(admission);
         self.inner.scheduler.spawn_blocking(move || {
-            let before = metered.then(thread_cpu_time).flatten();
+            let before = admission.meters_fuel().then(thread_cpu_time).flatten();
             let out = f();
             if let Some((a, b)) = before.zip(thread_cpu_time()) {
                 let ns = u64::try_from(b.saturating_sub(a).as_nanos()).unwrap_or(u64::MAX);
-                charge(ns.saturating_mul(FUEL_PER_NANOSECOND));
+                admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
             }
+            drop(admission);
             out
         })
     }
@@ -1876,6 +1879,45 @@ impl BenchWarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A review's case: work run aside for a call (a large schema check)
+    /// went on after its caller left, but the tenant's `max-concurrent`
+    /// slot went back with the caller. The work holds it until it ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_aside_holds_its_calls_slot_until_it_ends() {
+        let config = crate::HostConfig::parse(
+            std::path::Path::new("t.toml"),
+            &format!(
+                "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n",
+                "0".repeat(64)
+            ),
+        )
+        .expect("a valid config");
+        let book = crate::quota::QuotaBook::new(config.tenants.iter());
+        let core = Core::builder().build().await.unwrap();
+        let scope = Scope::new("t");
+        let admission = Arc::new(book.admit(&scope, true).expect("the one slot"));
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (end, ended) = std::sync::mpsc::channel::<()>();
+        let work = core.aside(&admission, move || {
+            started_tx.send(()).unwrap();
+            let _ = ended.recv();
+        });
+        started.recv().unwrap();
+        // The caller leaves: its future and its admission go.
+        drop(work);
+        drop(admission);
+        let refused = book
+            .admit(&scope, true)
+            .expect_err("the work holds the slot");
+        assert_eq!(refused.quota, "max-concurrent", "{}", refused.message);
+        end.send(()).unwrap();
+        let waited = Instant::now();
+        while book.admit(&scope, true).is_err() {
+            assert!(waited.elapsed() < std::time::Duration::from_secs(10));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 
     /// A call done at its first poll gets its output even past its
     /// deadline, and makes no timer: on a runtime without a time driver,

@@ -397,14 +397,6 @@ impl Admission {
         &self.scope
     }
 
-    /// What [`charge_fuel`](Self::charge_fuel) does, for work on another
-    /// thread that may outlive the call (a check run aside, charged when
-    /// it ends even if the caller stopped waiting).
-    pub(crate) fn fuel_charger(&self) -> impl Fn(u64) + Send + 'static {
-        let quota = self.quota.clone();
-        move |fuel| charge_fuel(quota.as_deref(), fuel)
-    }
-
     /// Charge the fuel the call's guest burnt.
     pub(crate) fn charge_fuel(&self, fuel: u64) {
         charge_fuel(self.quota.as_deref(), fuel);

@@ -140,27 +140,12 @@ impl Scheduler {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let guests = self
-            .runtime
-            .as_ref()
-            .expect("present until dropped")
-            .handle();
-        let first = std::future::poll_fn(|cx| {
-            match {
-                // Inside the guest executor's context: what the first slice
-                // spawns (a `wasi:http` request and its connection, a file
-                // read's blocking work) goes to the guests' threads, not to the
-                // front end's, where it would outlive the slice and run at the
-                // front end's priority (found by review).
-                let _guests = guests.enter();
-                fut.as_mut().poll(cx)
-            } {
-                std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
-                // Waiting for admission: woken here when its room comes.
-                std::task::Poll::Pending if !admitted() => std::task::Poll::Pending,
-                // The guest yielded: the rest is the executor's.
-                std::task::Poll::Pending => std::task::Poll::Ready(None),
-            }
+        let first = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+            // Waiting for admission: woken here when its room comes.
+            std::task::Poll::Pending if !admitted() => std::task::Poll::Pending,
+            // The guest yielded: the rest is the executor's.
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
         })
         .await;
         if let Some(out) = first {
@@ -638,27 +623,6 @@ mod tests {
         assert_eq!(waited_on, caller);
         assert_eq!(admitted_on, caller, "woken on the caller's task, not moved");
         assert_ne!(went_on_on, caller, "past its first slice, on the executor");
-    }
-
-    /// What a call's first slice spawns (a `wasi:http` request, its
-    /// connection) runs on the guest executor, though the slice itself
-    /// runs on the caller's task (found by review: it ran on the front
-    /// end's threads, outliving the slice).
-    #[tokio::test(flavor = "current_thread")]
-    async fn what_a_first_slice_spawns_runs_on_the_guest_executor() {
-        let s = Scheduler::new(1, 1, GuestPriority::Background).unwrap();
-        let call = async {
-            let sliced_on = std::thread::current().id();
-            let spawned = tokio::spawn(async { std::thread::current().name().map(String::from) });
-            (sliced_on, spawned)
-        };
-        let caller = std::thread::current().id();
-        let (sliced_on, spawned) = s.run(Box::pin(call), || true).await.unwrap();
-        assert_eq!(
-            sliced_on, caller,
-            "the first slice runs where it was called"
-        );
-        assert_eq!(spawned.await.unwrap().as_deref(), Some("toolhost-guest"));
     }
 
     /// With one guest thread, a scope's calls take turns with another

@@ -286,8 +286,61 @@ async fn connections_held_open_count_against_the_calls_memory_limit() {
     );
 }
 
-/// Client sockets of this process connected to 127.0.0.1:`port` and still
-/// established (`/proc/net/tcp`, state 01).
+/// A review's case: a request cut off by its call's end was ended as if
+/// complete (wasmtime-wasi-http ends a body whose handle the store drops),
+/// so hyper sent the last chunk and the server saw a whole upload. Its
+/// server now sees the connection end without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_by_its_calls_end_never_looks_complete() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then an answer that starts at once, then the rest.
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request's head never came");
+            got.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        let _ = tx.send(got);
+    });
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
+    );
+    let core = core(d.path()).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = call(&core, "cut_upload", json!({"url": url, "bytes": 1000}))
+        .await
+        .unwrap()
+        .text();
+    assert_eq!(out, "cut");
+    let got = rx.await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("POST / HTTP/1.1"), "{text}");
+    assert!(
+        text.contains(&"x".repeat(1000)),
+        "the body was sent: {text}"
+    );
+    assert!(
+        !text.ends_with("\r\n0\r\n\r\n"),
+        "the cut-off upload ended as if complete: {text}"
+    );
+}
+
+/// Client sockets (of any process in this network namespace) connected to
+/// 127.0.0.1:`port` and still established (`/proc/net/tcp`, state 01).
 fn established_to(port: u16) -> usize {
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let remote = format!("0100007F:{port:04X}");
@@ -312,9 +365,12 @@ async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(64).unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             held.push(s);
         }
     });
@@ -331,6 +387,7 @@ async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
         .unwrap()
         .text();
     assert_eq!(out, "stalled 3");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     let waited = std::time::Instant::now();
     while established_to(port) > 0 {
         assert!(
@@ -1322,7 +1379,9 @@ async fn read_streams_over_one_file_count_against_the_calls_memory_limit() {
             fs_grant("/data", &t.granted, "ro")
         ),
     );
-    let core = core_with(d.path(), test_config()).await;
+    // The host's memory holds about eight calls' worth: charges kept past
+    // their call would leave the later calls less room.
+    let core = core_with(d.path(), test_config().with_max_memory(128 << 20)).await;
     let prime = || async {
         let (r, warnings) = call_with_events(
             &core,
@@ -1347,9 +1406,11 @@ async fn read_streams_over_one_file_count_against_the_calls_memory_limit() {
         warnings.iter().any(|w| w.contains("file stream")),
         "the caller is told which limit was hit: {warnings:?}"
     );
-    // Given back with the call: the next one primes as many.
-    let (again, text, _) = prime().await;
-    assert_eq!(again, primed, "{text}");
+    // Given back with the call: each next one primes as many.
+    for _ in 0..12 {
+        let (again, text, _) = prime().await;
+        assert_eq!(again, primed, "{text}");
+    }
 }
 
 /// A review's case: `get-random-bytes` builds its whole answer in host

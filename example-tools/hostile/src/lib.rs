@@ -76,6 +76,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("long_request_parts", "On one new request, set an authority, an extension method and a path of `len` bytes each; report which the host accepted.", long_request_parts))
         .tool(Tool::new("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies))
         .tool(Tool::new("stall_uploads", "Start `n` POSTs to `url`, writing each body until the host stops taking bytes for 300 ms (the server does not read), then return with every request unfinished; report how many stalled and the first refusal.", stall_uploads))
+        .tool(Tool::new("cut_upload", "Start a chunked POST to `url`, write `bytes` of its body, wait for the response to begin, and return without finishing the body (the call's end cuts it off).", cut_upload))
         .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
         .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
@@ -878,6 +879,38 @@ fn stall_uploads(a: HoldHttpArgs) -> Result<String, ToolError> {
         std::mem::forget(future);
     }
     Ok(format!("stalled {}", a.n))
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CutArgs {
+    /// An http:// URL.
+    pub url: String,
+    /// How much of the body to write.
+    pub bytes: u32,
+}
+
+fn cut_upload(a: CutArgs) -> Result<String, ToolError> {
+    use wasi::http::types::Method;
+    let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
+    let req = request_to(&url);
+    let _ = req.set_method(&Method::Post);
+    let body = req.body().map_err(|()| ToolError::failed("no body"))?;
+    let stream = body.write().map_err(|()| ToolError::failed("no stream"))?;
+    let future = wasi::http::outgoing_handler::handle(req, None)
+        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    stream
+        .blocking_write_and_flush(&vec![b'x'; a.bytes as usize])
+        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    // The server answers once it has the head: then the head and the
+    // bytes written are on their way.
+    future.subscribe().block();
+    std::thread::sleep(Duration::from_millis(200));
+    // Never finished: the call ends with the request half sent.
+    std::mem::forget(stream);
+    std::mem::forget(body);
+    std::mem::forget(future);
+    Ok("cut".into())
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// The MCP handler for one scope's tools. Cheap to clone; clones share the
-/// session (its log level). Use [`McpServer::new_session`] for a handler of
+/// session (its log level, and whether it was told of changes). Use [`McpServer::new_session`] for a handler of
 /// another session of the same server (what the HTTP transport does per
 /// client).
 #[derive(Clone)]
@@ -103,12 +103,18 @@ const MAX_SUBSCRIPTIONS_TOTAL: usize = 4096;
 struct Session {
     /// The minimum level of log messages this client wants (`logging/setLevel`).
     log_level: Mutex<LogLevel>,
+    /// Whether its peer is kept for change notifications: once, however
+    /// often its client repeats `notifications/initialized` (a review's
+    /// case: every repeat kept it again, growing the list, and the work
+    /// and copies of every notification, without bound).
+    announced: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
     fn new() -> Arc<Session> {
         Arc::new(Session {
             log_level: Mutex::new(LogLevel::Info),
+            announced: Default::default(),
         })
     }
     fn log_level(&self) -> LogLevel {
@@ -539,23 +545,16 @@ impl ServerHandler for McpServer {
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
-        // A session's peer is kept once, however often its client repeats
-        // `initialized` (a review's case: every repeat added it again,
-        // growing the list, and the work and copies of every notification,
-        // without bound). Its `initialize` (set once, when the session
-        // opened or was restored) tells one session's peer from another's;
-        // a peer with none has no session to notify.
-        let Some(info) = ctx.peer.peer_info() else {
+        if self
+            .session
+            .announced
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             return;
-        };
+        }
         let mut peers = self.shared.peers.lock().unwrap_or_else(|e| e.into_inner());
         peers.retain(|p| !p.is_transport_closed());
-        if !peers
-            .iter()
-            .any(|p| p.peer_info().is_some_and(|i| Arc::ptr_eq(&i, &info)))
-        {
-            peers.push(ctx.peer);
-        }
+        peers.push(ctx.peer);
     }
 
     async fn set_level(

@@ -2264,13 +2264,20 @@ fn parse_schema(
     }
 }
 
-fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
-    if !valid_tool_name(&d.name) {
+/// What every tool's name and description must be, however the component
+/// says them (its `describe`, or a typed component's exports and docs).
+fn check_name_and_description(name: &str, description: &str) -> Result<(), String> {
+    if !valid_tool_name(name) {
         return Err("tool names must be 1-64 characters of A-Z a-z 0-9 _ - .".into());
     }
-    if d.description.len() > 64 << 10 {
+    if description.len() > 64 << 10 {
         return Err("the description is over 64 KiB".into());
     }
+    Ok(())
+}
+
+fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
+    check_name_and_description(&d.name, &d.description)?;
     let input_schema = parse_schema("input schema", &d.input_schema)?;
     if input_schema.get("type").and_then(|t| t.as_str()) != Some("object") {
         return Err("input schema must have \"type\": \"object\"".into());

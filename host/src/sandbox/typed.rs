@@ -57,18 +57,11 @@ impl TypedComponent {
         wasm: &[u8],
     ) -> Result<(TypedComponent, Vec<ToolDef>), TypedLoadError> {
         let docs = PackageDocs::from_component(wasm);
-        let funcs =
-            typed::functions(&component.component_type(), engine, &docs).map_err(|e| match e {
+        let funcs = typed::functions(&component.component_type(), engine, &docs, super::MAX_TOOLS)
+            .map_err(|e| match e {
                 DescribeError::NoFunctions => TypedLoadError::NotATool(e),
                 other => TypedLoadError::Refused(other.to_string()),
             })?;
-        if funcs.len() > super::MAX_TOOLS {
-            return Err(TypedLoadError::Refused(format!(
-                "it exports {} functions; a component may offer at most {} tools",
-                funcs.len(),
-                super::MAX_TOOLS
-            )));
-        }
         let pre = linker.instantiate_pre(component).map_err(|e| {
             TypedLoadError::Refused(format!(
                 "it cannot be linked (toolhost provides WASI 0.2, wasi:http and toolhost:tool/host): {e:#}"
@@ -83,12 +76,29 @@ impl TypedComponent {
                     func.wit_path()
                 ))
             })?;
+            // The limits a `describe`d tool is held to (found by review:
+            // typed tools skipped them).
+            let refused = |why: String| {
+                TypedLoadError::Refused(format!("function `{}`: {why}", func.wit_path()))
+            };
+            super::check_name_and_description(&func.tool, &func.description).map_err(refused)?;
+            let input_schema = typed::input_schema(&func.sig);
+            let output_schema = typed::output_schema(&func.sig);
+            for (what, schema) in [("input", &input_schema), ("output", &output_schema)] {
+                let size = serde_json::to_string(schema).map_or(usize::MAX, |s| s.len());
+                if size > super::MAX_SCHEMA_BYTES {
+                    return Err(refused(format!(
+                        "its {what} schema is {size} bytes; at most {} are accepted",
+                        super::MAX_SCHEMA_BYTES
+                    )));
+                }
+            }
             defs.push(ToolDef {
                 name: func.tool.as_str().into(),
                 title: None,
                 description: func.description.clone(),
-                input_schema: Arc::new(typed::input_schema(&func.sig)),
-                output_schema: Some(Arc::new(typed::output_schema(&func.sig))),
+                input_schema: Arc::new(input_schema),
+                output_schema: Some(Arc::new(output_schema)),
                 annotations: Annotations::default(),
                 task_support: Default::default(),
             });

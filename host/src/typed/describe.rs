@@ -67,6 +67,8 @@ pub enum DescribeError {
         "function `{function}`: its tool name `{tool}` is longer than {MAX_TOOL_NAME} characters; export it under a shorter interface or function name"
     )]
     NameTooLong { function: String, tool: String },
+    #[error("it exports more than {max} functions; a component may offer at most {max} tools")]
+    TooMany { max: usize },
 }
 
 /// Whether the component exports toolhost's own world (any version of the
@@ -76,17 +78,26 @@ pub fn exports_toolhost_world(ty: &Component, engine: &Engine) -> bool {
         .any(|(name, _)| name.starts_with("toolhost:tool/"))
 }
 
-/// The functions of a typed-WIT component, in export order.
+/// The functions of a typed-WIT component, in export order: at most `max`
+/// (refused past it before any more is looked at: a component may export a
+/// million names, and each costs its signature's work).
 pub fn functions(
     ty: &Component,
     engine: &Engine,
     docs: &PackageDocs,
+    max: usize,
 ) -> Result<Vec<TypedFunction>, DescribeError> {
     let mut out: Vec<TypedFunction> = Vec::new();
+    // Each tool name's function, for clashes (a scan of `out` per export
+    // was quadratic in a hostile component's million exports).
+    let mut taken: std::collections::HashMap<String, usize> = Default::default();
     let mut add = |interface: Option<&str>, func: &str, item: &ComponentItem| {
         let ComponentItem::ComponentFunc(f) = item else {
             return Ok(());
         };
+        if out.len() >= max {
+            return Err(DescribeError::TooMany { max });
+        }
         let wit_path = match interface {
             Some(i) => format!("{i}#{func}"),
             None => func.to_string(),
@@ -105,13 +116,14 @@ pub fn functions(
                 tool,
             });
         }
-        if let Some(other) = out.iter().find(|t| t.tool == tool) {
+        if let Some(&other) = taken.get(&tool) {
             return Err(DescribeError::Clash {
                 tool,
-                first: other.wit_path(),
+                first: out[other].wit_path(),
                 second: wit_path,
             });
         }
+        taken.insert(tool.clone(), out.len());
         let description = docs.function(interface, func).unwrap_or_else(|| {
             let mut d = format!("Calls `{wit_path}`: {sig}");
             if d.len() > 512 {
@@ -186,7 +198,7 @@ mod tests {
             )"#,
             core(2)
         ));
-        let fs = functions(&c.component_type(), &engine, &PackageDocs::default()).unwrap();
+        let fs = functions(&c.component_type(), &engine, &PackageDocs::default(), 256).unwrap();
         let names: Vec<_> = fs.iter().map(|f| f.tool.as_str()).collect();
         assert_eq!(names, ["ops_add", "sum"], "wasi: interfaces are not tools");
         assert_eq!(fs[0].interface.as_deref(), Some("acme:tools/ops@1.0.0"));
@@ -217,10 +229,82 @@ mod tests {
             core(0)
         ));
         assert_eq!(
-            functions(&c.component_type(), &engine, &PackageDocs::default())
+            functions(&c.component_type(), &engine, &PackageDocs::default(), 256)
                 .unwrap_err()
                 .to_string(),
             "functions `acme:one/ops#get` and `acme:two/ops#get` would both be tool `ops_get`; rename one of them"
+        );
+    }
+
+    /// A component taking `record { f0: e, f1: e, ... }` (`fields` fields)
+    /// of `enum e { ... }` (`cases`, each named by `name`).
+    fn wide(fields: usize, cases: usize, name: impl Fn(usize) -> String) -> String {
+        let cases: String = (0..cases).map(|i| format!(" \"{}\"", name(i))).collect();
+        let fields: String = (0..fields)
+            .map(|i| format!(" (field \"f{i}\" $e2)"))
+            .collect();
+        format!(
+            r#"(component
+                (core module $m
+                    (memory (export "mem") 1)
+                    (func (export "f") (param i32) (result i32) i32.const 0)
+                    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
+                (core instance $i (instantiate $m))
+                (type $e (enum{cases}))
+                (export $e2 "e" (type $e))
+                (type $r (record{fields}))
+                (export $r2 "r" (type $r))
+                (func $f (param "x" $r2) (result u32)
+                    (canon lift (core func $i "f") (memory $i "mem") (realloc (func $i "realloc"))))
+                (export "take" (func $f))
+            )"#
+        )
+    }
+
+    /// A review's case: an enum is one type to the validator, but each use
+    /// carries all its names. 200 uses of 2,000 cases made 400,000 names at
+    /// load (and 4,000 uses of 10,000, 40 million): every name counts
+    /// against the signature's nodes, and their bytes against a budget.
+    #[test]
+    fn names_count_against_a_signatures_size() {
+        let (engine, c) = component(&wide(200, 2000, |i| format!("a{i}")));
+        let e = functions(&c.component_type(), &engine, &PackageDocs::default(), 256).unwrap_err();
+        assert!(e.to_string().contains("more than 4096 type nodes"), "{e}");
+        let long = |i: usize| format!("{}{i}", "n".repeat(1000));
+        let (engine, c) = component(&wide(1, 100, long));
+        let e = functions(&c.component_type(), &engine, &PackageDocs::default(), 256).unwrap_err();
+        assert!(
+            e.to_string().contains("names expand to more than 64 KiB"),
+            "{e}"
+        );
+        // A real one is fine.
+        let (engine, c) = component(&wide(20, 50, |i| format!("a{i}")));
+        assert!(functions(&c.component_type(), &engine, &PackageDocs::default(), 256).is_ok());
+    }
+
+    /// A review's case: a million exports of one function took half an
+    /// hour of clash checks before the tool count was looked at. Past the
+    /// most tools a component may offer, it is refused at once.
+    #[test]
+    fn past_the_most_tools_a_component_is_refused_at_once() {
+        let exports: String = (0..300)
+            .map(|i| format!(r#"(export "t{i}" (func $g))"#))
+            .collect();
+        let (engine, c) = component(&format!(
+            r#"(component
+                {}
+                (func $g (result u32) (canon lift (core func $i "f")))
+                {exports}
+            )"#,
+            core(0)
+        ));
+        let e = functions(&c.component_type(), &engine, &PackageDocs::default(), 256).unwrap_err();
+        assert_eq!(e, DescribeError::TooMany { max: 256 });
+        assert_eq!(
+            functions(&c.component_type(), &engine, &PackageDocs::default(), 300)
+                .unwrap()
+                .len(),
+            300
         );
     }
 

@@ -15,8 +15,16 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Most type nodes one function's signature may expand to (shared type
 /// definitions are counted at each use: that is what its schema will hold).
-/// Bounds the schema size and the work done per call.
+/// Every name a type carries (a record's fields, a variant's or an enum's
+/// cases, flags) is a node too: an enum of 10,000 cases is one type to the
+/// validator, and used in 4,000 places it expanded to 40 million names at
+/// load (found by review). Bounds the schema size and the work done per
+/// call.
 pub const MAX_NODES: usize = 4096;
+
+/// Most bytes of names (fields, cases, flags) one function's signature may
+/// expand to.
+pub const MAX_NAME_BYTES: usize = 64 << 10;
 
 /// A value type of the component model, restricted to plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +215,7 @@ impl fmt::Display for Signature {
 /// Converts wasmtime's reflected types, counting nodes and depth.
 struct Convert {
     nodes: usize,
+    name_bytes: usize,
     /// Where we are, for errors: `parameter `x``, `list element`, ...
     at: Vec<String>,
 }
@@ -230,14 +239,36 @@ impl Convert {
         r
     }
 
-    fn ty(&mut self, t: &Type, depth: usize) -> Result<Ty, TypeError> {
-        self.nodes += 1;
+    /// Count `names` (a type's fields, cases or flags) against the
+    /// signature's nodes and name bytes.
+    fn names<'n>(&mut self, names: impl Iterator<Item = &'n str>) -> Result<(), TypeError> {
+        for n in names {
+            self.nodes += 1;
+            self.name_bytes += n.len();
+        }
+        if self.name_bytes > MAX_NAME_BYTES {
+            return Err(self.err(format!(
+                "the signature's field, case and flag names expand to more than {} KiB; \
+                 toolhost refuses types this large (split the function or simplify its types)",
+                MAX_NAME_BYTES >> 10
+            )));
+        }
+        self.count()
+    }
+
+    fn count(&mut self) -> Result<(), TypeError> {
         if self.nodes > MAX_NODES {
             return Err(self.err(format!(
                 "the signature expands to more than {MAX_NODES} type nodes; \
                  toolhost refuses types this large (split the function or simplify its types)"
             )));
         }
+        Ok(())
+    }
+
+    fn ty(&mut self, t: &Type, depth: usize) -> Result<Ty, TypeError> {
+        self.nodes += 1;
+        self.count()?;
         if depth > MAX_DEPTH {
             return Err(self.err(format!(
                 "types nest more than {MAX_DEPTH} levels deep; toolhost refuses deeper types"
@@ -268,7 +299,8 @@ impl Convert {
                     .map(|(i, t)| self.within(format!("tuple item {i}"), |c| c.ty(&t, d)))
                     .collect::<Result<_, _>>()?,
             ),
-            Type::Record(r) => Ty::Record(
+            Type::Record(r) => Ty::Record({
+                self.names(r.fields().map(|f| f.name))?;
                 r.fields()
                     .map(|f| {
                         let ty = self.within(format!("field `{}`", f.name), |c| c.ty(&f.ty, d))?;
@@ -277,9 +309,10 @@ impl Convert {
                             ty,
                         })
                     })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Type::Variant(v) => Ty::Variant(
+                    .collect::<Result<_, _>>()?
+            }),
+            Type::Variant(v) => Ty::Variant({
+                self.names(v.cases().map(|c| c.name))?;
                 v.cases()
                     .map(|cs| {
                         let ty = match &cs.ty {
@@ -293,10 +326,16 @@ impl Convert {
                             ty,
                         })
                     })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Type::Enum(e) => Ty::Enum(e.names().map(str::to_string).collect()),
-            Type::Flags(fl) => Ty::Flags(fl.names().map(str::to_string).collect()),
+                    .collect::<Result<_, _>>()?
+            }),
+            Type::Enum(e) => {
+                self.names(e.names())?;
+                Ty::Enum(e.names().map(str::to_string).collect())
+            }
+            Type::Flags(fl) => {
+                self.names(fl.names())?;
+                Ty::Flags(fl.names().map(str::to_string).collect())
+            }
             Type::Option(o) => {
                 let t = self.within("option payload".into(), |c| c.ty(&o.ty(), d))?;
                 Ty::Option(Box::new(t))
@@ -344,6 +383,7 @@ impl Convert {
 pub fn signature(func: &wasmtime::component::types::ComponentFunc) -> Result<Signature, TypeError> {
     let mut c = Convert {
         nodes: 0,
+        name_bytes: 0,
         at: Vec::new(),
     };
     if func.async_() {

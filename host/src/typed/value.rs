@@ -9,6 +9,7 @@
 use super::schema::NON_FINITE;
 use super::ty::{Case, Field, Signature, Ty, int_bounds};
 use serde_json::{Map, Number, Value};
+use std::collections::HashMap;
 use std::fmt;
 use wasmtime::component::Val;
 
@@ -53,9 +54,21 @@ impl fmt::Display for ArgumentErrors {
     }
 }
 
-/// The path being converted, rendered only when something fails.
+/// The path being converted, rendered only when something fails, and the
+/// name lookups of the types met on the way.
 #[derive(Default)]
-struct Path(Vec<Seg>);
+struct Path {
+    segs: Vec<Seg>,
+    /// For each list of names (a type's cases or fields, or a signature's
+    /// parameters) longer than [`SCAN`], keyed by where it is: each name's
+    /// position, built at its first lookup in this conversion. A type may
+    /// have thousands of cases and a value millions of them: a scan each
+    /// held a host thread for a minute (found by review).
+    names: HashMap<usize, HashMap<String, usize>>,
+}
+
+/// Lists of names up to this long are scanned; longer ones are looked up.
+const SCAN: usize = 16;
 
 enum Seg {
     Key(String),
@@ -65,7 +78,7 @@ enum Seg {
 impl Path {
     fn pointer(&self) -> String {
         let mut s = String::new();
-        for seg in &self.0 {
+        for seg in &self.segs {
             s.push('/');
             match seg {
                 Seg::Key(k) => s.push_str(&k.replace('~', "~0").replace('/', "~1")),
@@ -83,17 +96,36 @@ impl Path {
     }
 
     fn key<T>(&mut self, k: &str, f: impl FnOnce(&mut Path) -> T) -> T {
-        self.0.push(Seg::Key(k.to_string()));
+        self.segs.push(Seg::Key(k.to_string()));
         let r = f(self);
-        self.0.pop();
+        self.segs.pop();
         r
     }
 
     fn index<T>(&mut self, i: usize, f: impl FnOnce(&mut Path) -> T) -> T {
-        self.0.push(Seg::Index(i));
+        self.segs.push(Seg::Index(i));
         let r = f(self);
-        self.0.pop();
+        self.segs.pop();
         r
+    }
+
+    /// The position of `name` among `items` (named by `name_of`), if it is
+    /// one of them.
+    fn find<T>(&mut self, items: &[T], name_of: impl Fn(&T) -> &str, name: &str) -> Option<usize> {
+        if items.len() <= SCAN {
+            return items.iter().position(|t| name_of(t) == name);
+        }
+        self.names
+            .entry(items.as_ptr() as usize)
+            .or_insert_with(|| {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (name_of(t).to_string(), i))
+                    .collect()
+            })
+            .get(name)
+            .copied()
     }
 }
 
@@ -140,7 +172,7 @@ pub fn arguments(args: &Map<String, Value>, sig: &Signature) -> Result<Vec<Val>,
         }
     }
     for k in args.keys() {
-        if !sig.params.iter().any(|(n, _)| n == k) {
+        if path.find(&sig.params, |(n, _)| n.as_str(), k).is_none() {
             errors.push(path.key(k, |p| {
                 p.err(if sig.params.is_empty() {
                     "unexpected argument (this function takes none)".to_string()
@@ -314,7 +346,7 @@ fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
         Ty::Variant(cases) => variant_from_json(v, ty, cases, path)?,
         Ty::Enum(ns) => {
             let s = v.as_str().ok_or_else(|| wrong(path))?;
-            if !ns.iter().any(|n| n == s) {
+            if path.find(ns, String::as_str, s).is_none() {
                 return Err(path.err(format!("unknown case {} (cases: {})", got(v), names(ns))));
             }
             Val::Enum(s.to_string())
@@ -391,7 +423,10 @@ fn record_from_json(
     path: &mut Path,
 ) -> Result<Val, ValueError> {
     let obj = v.as_object().ok_or_else(|| mismatch(v, ty, path))?;
-    if let Some(k) = obj.keys().find(|k| !fields.iter().any(|f| &f.name == *k)) {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| path.find(fields, |f| &f.name, k).is_none())
+    {
         return Err(path.key(k, |p| {
             p.err(format!(
                 "unexpected field (record fields: {})",
@@ -427,7 +462,8 @@ fn variant_from_json(
     };
     Ok(match v {
         Value::String(name) => {
-            let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
+            let found = path.find(cases, |c| &c.name, name).map(|i| &cases[i]);
+            let case = found.ok_or_else(|| {
                 path.err(format!("unknown case {} (cases: {})", got(v), case_list()))
             })?;
             if let Some(t) = &case.ty {
@@ -440,7 +476,8 @@ fn variant_from_json(
         }
         Value::Object(obj) if obj.len() == 1 => {
             let (name, x) = obj.iter().next().expect("one key");
-            let case = cases.iter().find(|c| &c.name == name).ok_or_else(|| {
+            let found = path.find(cases, |c| &c.name, name).map(|i| &cases[i]);
+            let case = found.ok_or_else(|| {
                 path.key(name, |p| {
                     p.err(format!("unknown case (cases: {})", case_list()))
                 })
@@ -595,10 +632,10 @@ fn from_val(v: &Val, ty: &Ty, path: &mut Path) -> Result<Value, ValueError> {
             Value::Object(obj)
         }
         (Ty::Variant(cases), Val::Variant(name, payload)) => {
-            let case = cases
-                .iter()
-                .find(|c| &c.name == name)
-                .ok_or_else(|| mismatch(path))?;
+            let case = match path.find(cases, |c| &c.name, name) {
+                Some(i) => &cases[i],
+                None => return Err(mismatch(path)),
+            };
             match (&case.ty, payload) {
                 (None, None) => Value::String(name.clone()),
                 (Some(t), Some(x)) => {
@@ -608,7 +645,9 @@ fn from_val(v: &Val, ty: &Ty, path: &mut Path) -> Result<Value, ValueError> {
                 _ => return Err(mismatch(path)),
             }
         }
-        (Ty::Enum(ns), Val::Enum(n)) if ns.contains(n) => Value::String(n.clone()),
+        (Ty::Enum(ns), Val::Enum(n)) if path.find(ns, String::as_str, n).is_some() => {
+            Value::String(n.clone())
+        }
         (Ty::Flags(ns), Val::Flags(set)) => {
             if set.iter().any(|f| !ns.contains(f)) {
                 return Err(mismatch(path));
@@ -657,6 +696,45 @@ pub fn text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A review's case: a type of thousands of cases and a value of many of
+    /// them. Each list of names is looked up through one map built once
+    /// per conversion (a scan per value held a thread for a minute), in
+    /// both directions; short lists are scanned and build nothing.
+    #[test]
+    fn many_cases_are_looked_up_not_scanned() {
+        let cases: Vec<String> = (0..10_000).map(|i| format!("x{i:05}")).collect();
+        let e = Ty::Enum(cases.clone());
+        let list = Ty::List(Box::new(e.clone()));
+        let vals = Val::List(vec![Val::Enum("x09766".into()); 1000]);
+        let mut path = Path::default();
+        let j = from_val(&vals, &list, &mut path).unwrap();
+        assert_eq!(j[999], "x09766");
+        assert_eq!(path.names.len(), 1, "one map, built once");
+        let mut path = Path::default();
+        let back = convert(&j, &list, &mut path).unwrap();
+        assert_eq!(back, vals);
+        assert_eq!(path.names.len(), 1);
+        let v = Ty::Variant(
+            cases
+                .iter()
+                .map(|n| Case {
+                    name: n.clone(),
+                    ty: None,
+                })
+                .collect(),
+        );
+        let mut path = Path::default();
+        let one = Val::Variant("x00007".into(), None);
+        assert_eq!(from_val(&one, &v, &mut path).unwrap(), "x00007");
+        assert!(from_val(&Val::Variant("nope".into(), None), &v, &mut path).is_err());
+        assert_eq!(path.names.len(), 1);
+        // Short lists are scanned.
+        let small = Ty::Enum(cases[..SCAN].to_vec());
+        let mut path = Path::default();
+        assert!(from_val(&Val::Enum("x00003".into()), &small, &mut path).is_ok());
+        assert!(path.names.is_empty());
+    }
     use crate::typed::ty::{Case, Field};
     use serde_json::json;
 

@@ -331,6 +331,47 @@ pub(crate) async fn resolve(
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request body that is cut off, not ended, once its call's
+    /// connections are closed: wasmtime-wasi-http ends a body whose table
+    /// entry is dropped as if complete, and hyper would then send its last
+    /// chunk, so an upload cut off by a trap, deadline or cancel reached its
+    /// server looking whole (found by review). The gate closes first (see
+    /// `Gate`'s `Drop`), so its end, seen after that, is an error.
+    struct CutOff<B> {
+        #[pin]
+        inner: B,
+        closed: tokio_util::sync::CancellationToken,
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = Error>> Body for CutOff<B> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            std::task::Poll::Ready(None) if this.closed.is_cancelled() => {
+                std::task::Poll::Ready(Some(Err(Error::ConnectionTerminated)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Polled to its end once closed, to be cut off there.
+        !self.closed.is_cancelled() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 type Stream = Box<dyn TokioStream>;
 trait TokioStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> TokioStream for T {}
@@ -417,6 +458,7 @@ pub(crate) async fn send(
     // connections: dropped then, unflushed, whatever the peer does); its
     // result is the returned future's. `hold` (the connection's charge to
     // the call's memory) lives as long as the connection does.
+    let closed_too = closed.clone();
     let conn = tokio::spawn(async move {
         let _hold = hold;
         tokio::select! {
@@ -424,6 +466,10 @@ pub(crate) async fn send(
             () = closed.cancelled() => None,
             r = conn => Some(r),
         }
+    });
+    let req = req.map(|inner| CutOff {
+        inner,
+        closed: closed_too,
     });
     let mut res = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
         .await
