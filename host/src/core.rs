@@ -1125,6 +1125,7 @@ impl Core {
                     events: req.events,
                     cancel: Some(req.cancel),
                     client: req.client,
+                    guests: Some(self.inner.scheduler.handle()),
                     usage: usage.clone(),
                     turn: None,
                     spent: std::time::Duration::ZERO,

@@ -364,6 +364,10 @@ pub(crate) struct CallContext {
     pub(crate) cancel: Option<CancellationToken>,
     /// The caller's client, for the requests the manifest grants.
     pub(crate) client: Option<Arc<dyn ClientRequests>>,
+    /// The guest executor, where the call's network work runs (its
+    /// first slice runs on the caller's task, and what it starts there
+    /// would otherwise run on the front end's threads).
+    pub(crate) guests: Option<tokio::runtime::Handle>,
     /// Where the call's costs are recorded, however it ends.
     pub(crate) usage: Arc<Usage>,
     /// The caller's turn at the pool (see `scheduler`): the turnstile and

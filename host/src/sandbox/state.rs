@@ -94,7 +94,9 @@ impl CallState {
             table,
             http,
             gate: if with_grants {
-                grants.net.gate(Some(limiter.budget()))
+                let mut gate = grants.net.gate(Some(limiter.budget()));
+                gate.run_on(cx.guests);
+                gate
             } else {
                 crate::caps::net::Prepared::default().gate(None)
             },
@@ -127,6 +129,7 @@ impl CallState {
         // the call's.
         self.client.attach(cx.client);
         self.cancel = cx.cancel;
+        self.gate.run_on(cx.guests);
     }
 
     /// Take the call's name lookups from its scope's share too (see

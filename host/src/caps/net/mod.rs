@@ -245,6 +245,7 @@ impl Prepared {
             lookups: None,
             scope_lookups: None,
             closed: None,
+            guests: None,
         }
     }
 }
@@ -331,6 +332,10 @@ pub(crate) struct Gate {
     /// kept it, its descriptor and its memory charge, for ever (found by
     /// review).
     closed: Option<tokio_util::sync::CancellationToken>,
+    /// Where its requests run: the guest executor. A request made in a
+    /// call's first slice (on the caller's task) ran, with its lookups,
+    /// TLS and connection, on the front end's threads (found by review).
+    guests: Option<tokio::runtime::Handle>,
 }
 
 impl Drop for Gate {
@@ -418,6 +423,14 @@ struct Held {
 }
 
 impl Gate {
+    /// Run this call's requests on `guests` (kept only by a call that may
+    /// make requests at all).
+    pub(crate) fn run_on(&mut self, guests: Option<tokio::runtime::Handle>) {
+        if !self.manifest.is_empty() {
+            self.guests = guests;
+        }
+    }
+
     /// Take this call's lookups from `scope`'s share too (kept only by a
     /// call that may make requests at all).
     pub(crate) fn share_lookups(&mut self, scope: &Arc<tokio::sync::Semaphore>) {
@@ -488,7 +501,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             scope: self.scope_lookups.clone(),
         };
         let closed = self.closed.get_or_insert_default().clone();
-        Box::new(async move {
+        let send = async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
             // `connect` for why not `default_send_request`.
@@ -507,7 +520,18 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
                 }),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
-        })
+        };
+        match &self.guests {
+            // Aborted if the call drops it (with its store).
+            Some(guests) => {
+                let task = tokio_util::task::AbortOnDropHandle::new(guests.spawn(send));
+                Box::new(async move {
+                    task.await
+                        .unwrap_or(Err(wasmtime_wasi_http::Error::ConnectionTerminated))
+                })
+            }
+            None => Box::new(send),
+        }
     }
 
     fn p2_outgoing_body_chunk_size(&mut self) -> usize {
