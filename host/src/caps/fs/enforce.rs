@@ -21,12 +21,15 @@
 //!   blocks it reaches. When a charge would pass the quota, the directory
 //!   is measured again (crediting deletions) before the write is refused
 //!   with `insufficient-space`.
+//! - **Host memory**: a directory listing and every file stream (read or
+//!   write: wasmtime-wasi holds up to 64 KiB of it) are charged to the
+//!   call's memory limit while the guest holds them.
 //!
-//! How: the few `wasi:filesystem` functions that create descriptors or
-//! write are shadowed in the linker, each checking and then delegating to
-//! wasmtime-wasi's own implementation (`open-at` alone is reimplemented,
-//! see [`open_at`]); file output streams are wrapped so
-//! each write is charged. Written here because wasmtime-wasi 48 offers no
+//! How: the few `wasi:filesystem` functions that create descriptors,
+//! listings or streams, or write, are shadowed in the linker, each checking
+//! and then delegating to wasmtime-wasi's own implementation (`open-at`
+//! alone is reimplemented, see [`open_at`]); file streams are wrapped so
+//! each holds its charge and each write to a quota is charged. Written here because wasmtime-wasi 48 offers no
 //! hook for any of it.
 //!
 //! Must not touch: anything but descriptors and streams of granted
