@@ -1125,7 +1125,7 @@ impl Core {
                     events: req.events,
                     cancel: Some(req.cancel),
                     client: req.client,
-                    guests: Some(self.inner.scheduler.handle()),
+                    guests: None,
                     usage: usage.clone(),
                     turn: None,
                     spent: std::time::Duration::ZERO,
@@ -1332,6 +1332,10 @@ impl Core {
         }
         cx.spent = spent;
         cx.checked = Some(checked_at);
+        // Only a tool that may make requests runs them on the executor.
+        if t.grants.net.any() {
+            cx.guests = Some(self.inner.scheduler.handle());
+        }
         let usage = cx.usage.clone();
         let charge = Charge {
             usage: cx.usage.clone(),
