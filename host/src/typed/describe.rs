@@ -277,6 +277,27 @@ mod tests {
             e.to_string().contains("names expand to more than 64 KiB"),
             "{e}"
         );
+        // Parameter names too.
+        let params: String = (0..100)
+            .map(|i| format!(r#"(param "{}{i}" u32)"#, "p".repeat(1000)))
+            .collect();
+        let (engine, c) = component(&format!(
+            r#"(component
+                (core module $m
+                    (memory (export "mem") 1)
+                    (func (export "f") (param i32) (result i32) i32.const 0)
+                    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
+                (core instance $i (instantiate $m))
+                (func $f {params} (result u32)
+                    (canon lift (core func $i "f") (memory $i "mem") (realloc (func $i "realloc"))))
+                (export "many" (func $f))
+            )"#
+        ));
+        let e = functions(&c.component_type(), &engine, &PackageDocs::default(), 256).unwrap_err();
+        assert!(
+            e.to_string().contains("names expand to more than 64 KiB"),
+            "{e}"
+        );
         // A real one is fine.
         let (engine, c) = component(&wide(20, 50, |i| format!("a{i}")));
         assert!(functions(&c.component_type(), &engine, &PackageDocs::default(), 256).is_ok());

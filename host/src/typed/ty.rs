@@ -389,6 +389,9 @@ pub fn signature(func: &wasmtime::component::types::ComponentFunc) -> Result<Sig
     if func.async_() {
         return Err(c.err("async functions are not supported by toolhost"));
     }
+    // Parameter names count too (a review's case: 1,000 long ones per
+    // function, 256 functions of one type).
+    c.names(func.params().map(|(n, _)| n))?;
     let params = func
         .params()
         .map(|(name, t)| {

@@ -172,6 +172,11 @@ pub fn arguments(args: &Map<String, Value>, sig: &Signature) -> Result<Vec<Val>,
         }
     }
     for k in args.keys() {
+        // Reported up to MAX_ERRORS: a request of a million unknown keys
+        // made a message each (found by review).
+        if errors.len() >= MAX_ERRORS {
+            break;
+        }
         if path.find(&sig.params, |(n, _)| n.as_str(), k).is_none() {
             errors.push(path.key(k, |p| {
                 p.err(if sig.params.is_empty() {

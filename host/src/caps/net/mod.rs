@@ -501,6 +501,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             scope: self.scope_lookups.clone(),
         };
         let closed = self.closed.get_or_insert_default().clone();
+        let ended = closed.clone();
         let send = async move {
             use http_body_util::BodyExt;
             // Resolve, check the address, connect to that address: see
@@ -520,6 +521,15 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
                 }),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
+        };
+        // Nothing of it goes on once the call's store is gone (the abort of
+        // the task running it comes later): not a lookup, connect or TLS.
+        let send = async move {
+            tokio::select! {
+                biased;
+                () = ended.cancelled() => Err(wasmtime_wasi_http::Error::ConnectionTerminated),
+                r = send => r,
+            }
         };
         match &self.guests {
             // Aborted if the call drops it (with its store).
