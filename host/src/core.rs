@@ -1890,7 +1890,7 @@ mod tests {
     /// slot went back with the caller. The work holds it until it ends.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_aside_holds_its_calls_slot_until_it_ends() {
-        let config = crate::HostConfig::parse(
+        let config = HostConfig::parse(
             std::path::Path::new("t.toml"),
             &format!(
                 "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n",
@@ -1898,7 +1898,7 @@ mod tests {
             ),
         )
         .expect("a valid config");
-        let book = crate::quota::QuotaBook::new(config.tenants.iter());
+        let book = QuotaBook::new(config.tenants.iter());
         let core = Core::builder().build().await.unwrap();
         let scope = Scope::new("t");
         let admission = Arc::new(book.admit(&scope, true).expect("the one slot"));

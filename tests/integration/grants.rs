@@ -365,12 +365,12 @@ async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(64).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let counted = accepted.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = listener.accept().await {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, Ordering::SeqCst);
             held.push(s);
         }
     });
@@ -387,7 +387,7 @@ async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
         .unwrap()
         .text();
     assert_eq!(out, "stalled 3");
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
     let waited = std::time::Instant::now();
     while established_to(port) > 0 {
         assert!(
