@@ -816,6 +816,21 @@ mod protocol {
         }
     }
 
+    /// The CLI asking toolhost's guard (its PreToolUse hook) about `input`.
+    fn guard(rid: &str, input: Value) -> Value {
+        json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": input}})
+    }
+
+    /// The guard's input for a use of `tool` with `tool_input`.
+    fn pre_tool_use(tool: &str, tool_input: Value) -> Value {
+        json!({"hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": tool_input})
+    }
+
+    /// A `tools/call` of `echo` with `text`, as the CLI forwards it.
+    fn call_echo(id: u64, text: &str) -> Value {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}})
+    }
+
     /// How many `sleep` calls ended with `outcome`, by the core's metrics.
     fn sleep_calls(core: &Core, outcome: &str) -> f64 {
         let metrics = core.metrics().encode();
@@ -914,12 +929,7 @@ mod protocol {
         let tools = env.core.tools(&Scope::default());
         let served: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
         assert_eq!(listed, served);
-        cli.mcp(
-            "c1",
-            "tools",
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "no handshake"}}}),
-        )
-        .await;
+        cli.mcp("c1", "tools", call_echo(1, "no handshake")).await;
         let r = cli.recv().await;
         let resp = &r["response"]["response"]["mcp_response"];
         assert_eq!(resp["result"]["content"][0]["text"], "no handshake", "{r}");
@@ -1122,7 +1132,7 @@ mod protocol {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
-        cli.mcp("after", "tools", json!({"jsonrpc": "2.0", "id": 43, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "still here"}}})).await;
+        cli.mcp("after", "tools", call_echo(43, "still here")).await;
         let r = cli.recv().await;
         assert_eq!(
             r["response"]["response"]["mcp_response"]["result"]["content"][0]["text"], "still here",
@@ -1139,13 +1149,12 @@ mod protocol {
             .agent("helper", AgentDefinition::new("h", "p").server("beta"));
         let (_s, mut cli) = connect(env.core.clone(), opts).await;
         let hook = |rid: &str, agent: Option<&str>, tool: &str| {
-            let mut input =
-                json!({"hook_event_name": "PreToolUse", "tool_name": tool, "tool_input": {}});
+            let mut input = pre_tool_use(tool, json!({}));
             if let Some(a) = agent {
                 input["agent_id"] = json!("a1");
                 input["agent_type"] = json!(a);
             }
-            json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": input}})
+            guard(rid, input)
         };
         for (rid, agent, tool, denied) in [
             ("h1", Some("helper"), "mcp__alpha__echo", true),
@@ -1174,14 +1183,13 @@ mod protocol {
         // straight to the server. Each `tools/call` needs an approval the
         // guard gave (h2 for beta's echo, h4 for alpha's), and uses it up;
         // a denied use (h1) gave none.
-        let call = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}});
         for (rid, server, runs) in [
             ("c1", "beta", true),
             ("c2", "beta", false),
             ("c3", "alpha", true),
             ("c4", "alpha", false),
         ] {
-            cli.mcp(rid, server, call(7)).await;
+            cli.mcp(rid, server, call_echo(7, "hi")).await;
             let r = cli.recv().await;
             let resp = &r["response"]["response"]["mcp_response"];
             if runs {
@@ -1227,12 +1235,16 @@ mod protocol {
             );
         let (_s, mut cli) = connect(env.core.clone(), opts).await;
         for i in 0..20 {
-            cli.send(json!({"type": "control_request", "request_id": format!("g{i}"), "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": {"hook_event_name": "PreToolUse", "tool_name": "mcp__tools__echo", "tool_input": {"text": "hi"}}}})).await;
+            cli.send(guard(
+                &format!("g{i}"),
+                pre_tool_use("mcp__tools__echo", json!({"text": "hi"})),
+            ))
+            .await;
             let r = cli.recv().await;
             assert_eq!(r["response"]["subtype"], "success", "{r}");
         }
         for i in 0..17 {
-            cli.mcp(&format!("c{i}"), "tools", json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}})).await;
+            cli.mcp(&format!("c{i}"), "tools", call_echo(i, "hi")).await;
             let r = cli.recv().await;
             let resp = &r["response"]["response"]["mcp_response"];
             if i < 16 {
@@ -1257,13 +1269,16 @@ mod protocol {
             .server("tools", Scope::default())
             .rule(rule);
         let (_s, mut cli) = connect(env.core.clone(), opts).await;
-        let guard = |rid: &str, text: &str| json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "toolhost_guard", "input": {"hook_event_name": "PreToolUse", "tool_name": "mcp__tools__echo", "tool_input": {"text": text}}}});
-        let call = |text: &str| json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}});
+
         for (rid, approved, sent, runs) in [
             ("g1", "hello", "a secret", false),
             ("g2", "hello", "hello", true),
         ] {
-            cli.send(guard(rid, approved)).await;
+            cli.send(guard(
+                rid,
+                pre_tool_use("mcp__tools__echo", json!({"text": approved})),
+            ))
+            .await;
             let r = cli.recv().await;
             assert!(
                 r["response"]["response"]
@@ -1271,7 +1286,8 @@ mod protocol {
                     .is_none(),
                 "{r}"
             );
-            cli.mcp(&format!("c-{rid}"), "tools", call(sent)).await;
+            cli.mcp(&format!("c-{rid}"), "tools", call_echo(3, sent))
+                .await;
             let r = cli.recv().await;
             let resp = &r["response"]["response"]["mcp_response"];
             if runs {
