@@ -218,10 +218,9 @@ fn a_tenant_can_neither_see_nor_stop_another_tenants_task() {
     wait_status(&addr, a, &id, "cancelled");
 }
 
-#[test]
-fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
-    // A task's result is kept for `[tasks] keep`: without a charge, polling
-    // it made the host send its bytes again and again for free.
+/// A server of the conformance tools for tenant `alpha` (bearer `token`),
+/// with 40,000 output bytes a minute.
+fn alpha_with_an_output_quota(token: &str) -> (ToolDir, HttpServe) {
     let dir = ToolDir::new();
     std::fs::create_dir(dir.path().join("tools-a")).unwrap();
     copy_tool(
@@ -232,9 +231,35 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
     let config = format!(
         "{}\n[[tenant]]\nname = \"alpha\"\ntools = [\"tools-a/\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"40000\"\n",
         cache(),
-        sha("alpha-poll-token"),
+        sha(token),
     );
     let server = serve(&dir, &config);
+    (dir, server)
+}
+
+/// Poll task `id`, answered with `status` each time, until the output
+/// quota refuses a poll: how many were answered, and the refusal.
+fn polls_until_refused(addr: &str, token: Option<&str>, id: &str, status: &str) -> (usize, Value) {
+    let mut polls = 0;
+    loop {
+        let v = task_get(addr, token, id);
+        if v.get("error").is_some() {
+            assert_eq!(v["error"]["code"], -32000, "{v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("output-bytes-per-minute = 40000"), "{msg}");
+            return (polls, v);
+        }
+        assert_eq!(v["result"]["status"], status, "{v}");
+        polls += 1;
+        assert!(polls < 10, "polling is never charged: {polls} answered");
+    }
+}
+
+#[test]
+fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
+    // A task's result is kept for `[tasks] keep`: without a charge, polling
+    // it made the host send its bytes again and again for free.
+    let (dir, server) = alpha_with_an_output_quota("alpha-poll-token");
     let addr = server.addr();
     let a = Some("alpha-poll-token");
     let label = "x".repeat(8000);
@@ -251,26 +276,11 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
     assert!(text.contains(&label), "{first}");
     // The call paid for its result (8 KB of 40 KB a minute). Each copy
     // after the first costs as much: a few more, then refused.
-    let mut copies = 0;
-    let refused = loop {
-        let v = task_get(&addr, a, &id);
-        if v.get("error").is_some() {
-            break v;
-        }
-        assert_eq!(v["result"]["status"], "completed", "{v}");
-        copies += 1;
-        assert!(
-            copies < 10,
-            "polling is never charged: {copies} copies sent"
-        );
-    };
+    let (copies, refused) = polls_until_refused(&addr, a, &id, "completed");
     assert!(
         (3..=5).contains(&copies),
         "{copies} copies before the refusal"
     );
-    assert_eq!(refused["error"]["code"], -32000, "{refused}");
-    let msg = refused["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("output-bytes-per-minute = 40000"), "{msg}");
     assert!(refused["error"]["data"]["retryAfter"].as_u64().unwrap() >= 1);
     // The budget is spent: a new call is refused at the door too.
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -303,19 +313,7 @@ fn polling_a_kept_result_again_is_charged_to_the_output_quota() {
 /// them is charged to the output quota.
 #[test]
 fn polling_a_tasks_questions_is_charged_to_the_output_quota() {
-    let dir = ToolDir::new();
-    std::fs::create_dir(dir.path().join("tools-a")).unwrap();
-    copy_tool(
-        &conformance_dir(),
-        "conformance",
-        &dir.path().join("tools-a"),
-    );
-    let config = format!(
-        "{}\n[[tenant]]\nname = \"alpha\"\ntools = [\"tools-a/\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"40000\"\n",
-        cache(),
-        sha("alpha-ask-token"),
-    );
-    let server = serve(&dir, &config);
+    let (_dir, server) = alpha_with_an_output_quota("alpha-ask-token");
     let addr = server.addr();
     let a = Some("alpha-ask-token");
     let name = "x".repeat(8000);
@@ -329,20 +327,8 @@ fn polling_a_tasks_questions_is_charged_to_the_output_quota() {
     ));
     let (_, asked) = wait_status(&addr, a, &id, "input_required");
     assert!(asked.to_string().contains(&name), "{asked}");
-    let mut polls = 1;
-    let refused = loop {
-        let v = task_get(&addr, a, &id);
-        if v.get("error").is_some() {
-            break v;
-        }
-        assert_eq!(v["result"]["status"], "input_required", "{v}");
-        polls += 1;
-        assert!(polls < 10, "polling is never charged: {polls} polls");
-    };
-    assert!((4..=6).contains(&polls), "{polls} polls before the refusal");
-    assert_eq!(refused["error"]["code"], -32000, "{refused}");
-    let msg = refused["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("output-bytes-per-minute = 40000"), "{msg}");
+    let (polls, _) = polls_until_refused(&addr, a, &id, "input_required");
+    assert!((3..=5).contains(&polls), "{polls} polls before the refusal");
 }
 
 #[test]
