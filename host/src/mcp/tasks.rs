@@ -177,9 +177,8 @@ impl Tasks {
     }
 
     #[cfg(test)]
-    /// `tasks/get`; with the size of the ended call's result when it was
-    /// returned before (a copy the tenant's output quota pays for: the
-    /// call paid for the first).
+    /// `tasks/get`; with the bytes the tenant's output quota pays for this
+    /// copy (see [`Got::again`]).
     pub(super) fn get(&self, id: &str) -> Result<(GetTaskResult, Option<u64>), ErrorData> {
         let got = self.peek(id)?;
         let again = got.again;
@@ -372,7 +371,9 @@ impl Tasks {
 pub(super) struct Got {
     task: Task,
     payload: Arc<TaskPayload>,
-    /// The size of the ended call's result when it was returned before.
+    /// What this answer costs the tenant's output quota: the ended call's
+    /// result when it was returned before (the call paid for the first
+    /// copy), or the questions a running call waits on (every copy).
     pub(super) again: Option<u64>,
 }
 
