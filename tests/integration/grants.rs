@@ -186,13 +186,14 @@ async fn only_granted_environment_variables_are_visible() {
     }
 }
 
-/// The `hostile` tool granted `127.0.0.1:port` and nothing else.
-async fn hostile_granted(port: u16) -> (ToolDir, toolhost::Core) {
+/// The `hostile` tool granted `127.0.0.1:port` and nothing else, under
+/// `limits` (the `[limits]` table's lines, if any).
+async fn hostile_granted(port: u16, limits: &str) -> (ToolDir, toolhost::Core) {
     let d = ToolDir::new();
     d.add(
         "hostile",
         "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\n{limits}"),
     );
     let core = core(d.path()).await;
     (d, core)
@@ -250,13 +251,7 @@ async fn http_server_that_never_finishes() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_held_open_count_against_the_calls_memory_limit() {
     let port = http_server_that_never_finishes().await;
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"16 MiB\"\n"),
-    );
-    let core = core(d.path()).await;
+    let (_d, core) = hostile_granted(port, "memory = \"16 MiB\"\n").await;
     let url = format!("http://127.0.0.1:{port}/");
     // 100 connections would hold 200 handles, within the call's cap of 256
     // (16 MiB / 4 / 16 KiB): only the memory charge stops them.
@@ -313,13 +308,7 @@ async fn an_upload_cut_off_by_its_calls_end_never_looks_complete() {
             tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got)).await;
         let _ = tx.send(got);
     });
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
-    );
-    let core = core(d.path()).await;
+    let (_d, core) = hostile_granted(port, "").await;
     let url = format!("http://127.0.0.1:{port}/");
     let out = call(&core, "cut_upload", json!({"url": url, "bytes": 1000}))
         .await
@@ -374,13 +363,7 @@ async fn a_request_whose_server_stops_reading_is_closed_with_its_call() {
             held.push(s);
         }
     });
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"16 MiB\"\ntimeout = \"20s\"\n"),
-    );
-    let core = core(d.path()).await;
+    let (_d, core) = hostile_granted(port, "memory = \"16 MiB\"\ntimeout = \"20s\"\n").await;
     let url = format!("http://127.0.0.1:{port}/");
     let out = call(&core, "stall_uploads", json!({"url": url, "n": 3}))
         .await
@@ -529,7 +512,7 @@ async fn a_response_head_over_the_limit_is_refused() {
             });
         }
     });
-    let (_d, core) = hostile_granted(port).await;
+    let (_d, core) = hostile_granted(port, "").await;
     let big = call(
         &core,
         "http_get",
@@ -611,7 +594,7 @@ async fn bodies_never_sent_hold_little_host_memory() {
 async fn http_reaches_only_granted_hosts() {
     let (granted, granted_hits) = http_server().await;
     let (other, other_hits) = http_server().await;
-    let (_d, core) = hostile_granted(granted).await;
+    let (_d, core) = hostile_granted(granted, "").await;
 
     let ok = call(
         &core,
