@@ -1308,32 +1308,20 @@ async fn nothing_a_tools_directory_holds_or_links_to_is_granted() {
 /// granted the directory holding it is refused, the rest served.
 #[test]
 fn the_state_key_file_is_never_granted() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let secrets = tempfile::tempdir().unwrap();
     let keys = secrets.path().join("keys");
     std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
     let d = ToolDir::new();
     d.add("peek", "hostile", &fs_grant("/k", secrets.path(), "ro"));
     d.add("echo", "echo", "");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args(["serve", "--stdio", "--watch", "false", "--state-key-file"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    cmd.args(["serve", "--stdio", "--watch", "false", "--state-key-file"])
         .arg(&keys)
         .arg("--tools")
         .arg(d.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"k","version":"0"}}}}}}"#).unwrap();
-    lines.next().unwrap().unwrap();
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-    )
-    .unwrap();
+        .stderr(std::process::Stdio::piped());
+    let (child, mut stdin, mut lines) = stdio_session(cmd);
     writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
     let list = lines.next().unwrap().unwrap();
     drop(stdin);

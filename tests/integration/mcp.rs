@@ -412,24 +412,12 @@ fn a_huge_unknown_method_makes_no_huge_reply_or_log_line() {
     let dir = tempfile::tempdir().unwrap();
     copy_tool(&tools_dir(), "echo", dir.path());
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    cmd.args(["serve", "--stdio", "--watch", "false", "--tools"])
         .arg(dir.path())
         .env_remove("TOOLHOST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"big","version":"0"}}}}}}"#).unwrap();
-    lines.next().unwrap().unwrap();
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-    )
-    .unwrap();
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (mut child, mut stdin, mut lines) = crate::support::stdio_session(cmd);
     let method = "m".repeat(1 << 20);
     writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#).unwrap();
     let reply = lines.next().unwrap().unwrap();
@@ -463,19 +451,14 @@ fn a_huge_unknown_method_makes_no_huge_reply_or_log_line() {
 fn a_client_repeating_initialized_is_told_of_a_change_once() {
     let dir = tempfile::tempdir().unwrap();
     copy_tool(&tools_dir(), "echo", dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args(["serve", "--stdio", "--tools"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    cmd.args(["serve", "--stdio", "--tools"])
         .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+        .stderr(Stdio::null());
+    let (mut child, mut stdin, lines) = crate::support::stdio_session(cmd);
     let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in lines.map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
@@ -495,8 +478,6 @@ fn a_client_repeating_initialized_is_told_of_a_change_once() {
             }
         }
     };
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"repeat","version":"0"}}}}}}"#).unwrap();
-    until(1);
     for _ in 0..200 {
         writeln!(
             stdin,

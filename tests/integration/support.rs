@@ -229,3 +229,31 @@ fn every_hostile_tool_is_called_by_a_test() {
         "hostile tools no test calls (add the test, or remove the tool): {untested:?}"
     );
 }
+
+/// A `toolhost serve --stdio` started from `cmd` (its arguments and stderr
+/// set by the caller), its 2025-11-25 handshake done: the child, its stdin
+/// and its stdout's lines.
+pub fn stdio_session(
+    mut cmd: std::process::Command,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::{BufRead, Write};
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    writeln!(stdin, "{}", crate::mcp::INIT).unwrap();
+    lines.next().expect("the server answers").unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    (child, stdin, lines)
+}
