@@ -360,25 +360,31 @@ fn hoard_files(a: HoardArgs) -> Result<String, ToolError> {
 /// Open `path` `count` times, each time keeping a stream over the file and
 /// dropping the descriptor it came from.
 fn hoard_streams(a: HoardArgs) -> Result<String, ToolError> {
-    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasi::filesystem::preopens::get_directories();
     let (dir, rel) = preopened(&dirs, &a.path)?;
     let mut held = Vec::new();
     for _ in 0..a.count {
-        let opened = dir
-            .open_at(
-                PathFlags::empty(),
-                &rel,
-                OpenFlags::empty(),
-                DescriptorFlags::READ,
-            )
-            .and_then(|f| f.read_via_stream(0));
+        let opened = open_read(dir, &rel).and_then(|f| f.read_via_stream(0));
         match opened {
             Ok(s) => held.push(s),
             Err(e) => return Ok(format!("opened {}; then: {e:?}", held.len())),
         }
     }
     Ok(format!("opened {}", held.len()))
+}
+
+/// `rel` under `dir`, opened to read.
+fn open_read(
+    dir: &wasi::filesystem::types::Descriptor,
+    rel: &str,
+) -> Result<wasi::filesystem::types::Descriptor, wasi::filesystem::types::ErrorCode> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    dir.open_at(
+        PathFlags::empty(),
+        rel,
+        OpenFlags::empty(),
+        DescriptorFlags::READ,
+    )
 }
 
 /// The preopened directory `path` is under, and `path` relative to it.
@@ -453,19 +459,13 @@ pub struct SneakyArgs {
 /// (wasmtime-wasi checks only the grant's permissions), and a hard link
 /// that moves a file's blocks under another grant's quota.
 fn sneaky_writes(a: SneakyArgs) -> Result<String, ToolError> {
-    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    use wasi::filesystem::types::PathFlags;
     let dirs = wasi::filesystem::preopens::get_directories();
     let (dir, rel) = preopened(&dirs, &a.path)?;
     let (to_dir, to_rel) = preopened(&dirs, &a.link)?;
     std::fs::write(&a.path, b"").map_err(|e| ToolError::failed(format!("cannot create: {e}")))?;
-    let file = dir
-        .open_at(
-            PathFlags::empty(),
-            &rel,
-            OpenFlags::empty(),
-            DescriptorFlags::READ,
-        )
-        .map_err(|e| ToolError::failed(format!("cannot open: {e:?}")))?;
+    let file =
+        open_read(dir, &rel).map_err(|e| ToolError::failed(format!("cannot open: {e:?}")))?;
     let write = match file.write(&[7; 4096], 0) {
         Ok(n) => format!("wrote {n}"),
         Err(e) => format!("{e:?}"),
@@ -836,22 +836,34 @@ fn hoard_bodies(a: HoldHttpArgs) -> Result<String, ToolError> {
     Ok(format!("accepted {bytes} bytes in {} bodies", a.n))
 }
 
+/// A POST to `url` handed to the host, its body still open: the body's
+/// stream, the body and the response's future (each to be kept or
+/// forgotten by the caller), or what refused it.
+fn start_post(
+    url: &http::Url<'_>,
+) -> Result<
+    (
+        wasi::io::streams::OutputStream,
+        wasi::http::types::OutgoingBody,
+        wasi::http::types::FutureIncomingResponse,
+    ),
+    String,
+> {
+    let req = request_to(url);
+    let _ = req.set_method(&wasi::http::types::Method::Post);
+    let body = req.body().map_err(|()| "no body".to_string())?;
+    let stream = body.write().map_err(|()| "no stream".to_string())?;
+    let future = wasi::http::outgoing_handler::handle(req, None).map_err(|e| format!("{e:?}"))?;
+    Ok((stream, body, future))
+}
+
 fn stall_uploads(a: HoldHttpArgs) -> Result<String, ToolError> {
-    use wasi::http::types::Method;
     let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
     let chunk = vec![b'x'; 16 << 10];
     for i in 0..a.n {
-        let req = request_to(&url);
-        let _ = req.set_method(&Method::Post);
-        let Ok(body) = req.body() else {
-            return Ok(format!("stalled {i}; then: no body"));
-        };
-        let Ok(stream) = body.write() else {
-            return Ok(format!("stalled {i}; then: no stream"));
-        };
-        let future = match wasi::http::outgoing_handler::handle(req, None) {
-            Ok(f) => f,
-            Err(e) => return Ok(format!("stalled {i}; then: {e:?}")),
+        let (stream, body, future) = match start_post(&url) {
+            Ok(started) => started,
+            Err(e) => return Ok(format!("stalled {i}; then: {e}")),
         };
         // Write until the host takes nothing more for 300 ms: the server's
         // and the sockets' buffers are full.
@@ -891,14 +903,8 @@ pub struct CutArgs {
 }
 
 fn cut_upload(a: CutArgs) -> Result<String, ToolError> {
-    use wasi::http::types::Method;
     let url = http::parse_url(&a.url).map_err(ToolError::invalid)?;
-    let req = request_to(&url);
-    let _ = req.set_method(&Method::Post);
-    let body = req.body().map_err(|()| ToolError::failed("no body"))?;
-    let stream = body.write().map_err(|()| ToolError::failed("no stream"))?;
-    let future = wasi::http::outgoing_handler::handle(req, None)
-        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let (stream, body, future) = start_post(&url).map_err(ToolError::failed)?;
     stream
         .blocking_write_and_flush(&vec![b'x'; a.bytes as usize])
         .map_err(|e| ToolError::failed(format!("{e:?}")))?;
@@ -923,17 +929,9 @@ pub struct PrimeArgs {
 }
 
 fn prime_read_streams(a: PrimeArgs) -> Result<String, ToolError> {
-    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasi::filesystem::preopens::get_directories();
     let (dir, rel) = preopened(&dirs, &a.path)?;
-    let file = dir
-        .open_at(
-            PathFlags::empty(),
-            &rel,
-            OpenFlags::empty(),
-            DescriptorFlags::READ,
-        )
-        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let file = open_read(dir, &rel).map_err(|e| ToolError::failed(format!("{e:?}")))?;
     let mut held = Vec::new();
     for i in 0..a.count {
         let s = match file.read_via_stream(0) {
