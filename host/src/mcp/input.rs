@@ -57,12 +57,15 @@ pub(super) fn is_stateless(ctx: &RequestContext<RoleServer>) -> bool {
 }
 
 /// Whether rmcp served this request without a session: a 2026-07-28 one,
-/// or any whose `_meta` carries a protocol version and client
-/// capabilities, whatever version it names (rmcp's routing; such a
+/// or any whose `_meta` carries what a 2026-07-28 request must, whatever
+/// version it names (the test rmcp's Streamable HTTP routing makes; such a
 /// request's `Mcp-Session-Id` is never checked).
 pub(super) fn sessionless(ctx: &RequestContext<RoleServer>) -> bool {
     is_stateless(ctx)
-        || (ctx.meta.protocol_version().is_some() && ctx.meta.client_capabilities().is_some())
+        || ctx
+            .meta
+            .missing_required_keys(&rmcp::model::ProtocolVersion::V_2026_07_28)
+            .is_empty()
 }
 
 /// What a stateless client may be asked, from its declared capabilities.

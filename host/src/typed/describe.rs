@@ -236,6 +236,14 @@ mod tests {
         );
     }
 
+    /// A core instance `$i` whose `f` takes its arguments in memory (one
+    /// pointer), with the memory and `realloc` such a lift needs.
+    const MEMORY_CORE: &str = r#"(core module $m
+            (memory (export "mem") 1)
+            (func (export "f") (param i32) (result i32) i32.const 0)
+            (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
+        (core instance $i (instantiate $m))"#;
+
     /// A component taking `record { f0: e, f1: e, ... }` (`fields` fields)
     /// of `enum e { ... }` (`cases`, each named by `name`).
     fn wide(fields: usize, cases: usize, name: impl Fn(usize) -> String) -> String {
@@ -245,11 +253,7 @@ mod tests {
             .collect();
         format!(
             r#"(component
-                (core module $m
-                    (memory (export "mem") 1)
-                    (func (export "f") (param i32) (result i32) i32.const 0)
-                    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
-                (core instance $i (instantiate $m))
+                {MEMORY_CORE}
                 (type $e (enum{cases}))
                 (export $e2 "e" (type $e))
                 (type $r (record{fields}))
@@ -283,11 +287,7 @@ mod tests {
             .collect();
         let (engine, c) = component(&format!(
             r#"(component
-                (core module $m
-                    (memory (export "mem") 1)
-                    (func (export "f") (param i32) (result i32) i32.const 0)
-                    (func (export "realloc") (param i32 i32 i32 i32) (result i32) i32.const 0))
-                (core instance $i (instantiate $m))
+                {MEMORY_CORE}
                 (func $f {params} (result u32)
                     (canon lift (core func $i "f") (memory $i "mem") (realloc (func $i "realloc"))))
                 (export "many" (func $f))
