@@ -423,12 +423,10 @@ struct Held {
 }
 
 impl Gate {
-    /// Run this call's requests on `guests` (kept only by a call that may
-    /// make requests at all).
+    /// Run this call's requests on `guests` (the core gives it only to a
+    /// call whose tool may make requests).
     pub(crate) fn run_on(&mut self, guests: Option<tokio::runtime::Handle>) {
-        if !self.manifest.is_empty() {
-            self.guests = guests;
-        }
+        self.guests = guests;
     }
 
     /// Take this call's lookups from `scope`'s share too (kept only by a
