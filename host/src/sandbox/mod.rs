@@ -2208,6 +2208,25 @@ fn sha256_streamed(file: &mut impl std::io::Read) -> std::io::Result<[u8; 32]> {
 /// compile without bound.
 const MAX_TOOLS: usize = 256;
 const MAX_SCHEMA_BYTES: usize = 256 << 10;
+/// Most bytes of schemas and descriptions all of one component's tools may
+/// take together: each tool within its own bounds, 256 of them made the
+/// host parse and compile several hundred MiB of schemas at load (found by
+/// review). Sixteen tools at the largest schemas, or 256 of 16 KiB, fit.
+const MAX_DESCRIBED_BYTES: usize = 4 << 20;
+
+/// Count one more tool's schemas and description (`bytes`) against its
+/// component's [`MAX_DESCRIBED_BYTES`], before they are parsed.
+fn describe_more(described: &mut usize, bytes: usize) -> Result<(), String> {
+    *described = described.saturating_add(bytes);
+    if *described > MAX_DESCRIBED_BYTES {
+        return Err(format!(
+            "its tools' schemas and descriptions together take more than {} MiB; a component \
+             may describe at most that much (split it into several components)",
+            MAX_DESCRIBED_BYTES >> 20
+        ));
+    }
+    Ok(())
+}
 
 fn valid_tool_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
@@ -2234,7 +2253,12 @@ fn convert_defs(defs: Vec<wit_tool::ToolDef>) -> Result<Vec<ToolDef>, LoadErrorK
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(defs.len());
+    let mut described = 0;
     for d in defs {
+        let bytes = d.input_schema.len()
+            + d.output_schema.as_ref().map_or(0, String::len)
+            + d.description.len();
+        describe_more(&mut described, bytes).map_err(|reason| LoadErrorKind::Describe { reason })?;
         let name = d.name.clone();
         let tool = convert_def(d).map_err(|reason| LoadErrorKind::BadToolDef {
             tool: name.clone(),
@@ -2707,5 +2731,23 @@ mod tests {
             convert_defs(twice),
             Err(LoadErrorKind::BadToolDef { .. })
         ));
+        // Each within its bounds, together past the component's: 256 tools
+        // of 17 KiB of schemas and description each (4.25 MiB).
+        let wide = |i: usize| {
+            let mut d = def(format!("t{i}"));
+            d.description = "d".repeat(1 << 10);
+            d.input_schema = format!(
+                r#"{{"type":"object","description":"{}"}}"#,
+                "x".repeat(16 << 10)
+            );
+            d
+        };
+        match convert_defs((0..MAX_TOOLS).map(wide).collect()) {
+            Err(LoadErrorKind::Describe { reason }) => {
+                assert!(reason.contains("together take more than 4 MiB"), "{reason}")
+            }
+            other => panic!("{:?}", other.map(|d| d.len())),
+        }
+        assert_eq!(convert_defs((0..200).map(wide).collect()).unwrap().len(), 200);
     }
 }

@@ -69,6 +69,7 @@ impl TypedComponent {
         })?;
         let mut defs = Vec::with_capacity(funcs.len());
         let mut by_name = HashMap::with_capacity(funcs.len());
+        let mut described = 0;
         for func in funcs {
             let index = export_index(component, &func).ok_or_else(|| {
                 TypedLoadError::Refused(format!(
@@ -92,7 +93,10 @@ impl TypedComponent {
                         super::MAX_SCHEMA_BYTES
                     )));
                 }
+                super::describe_more(&mut described, size).map_err(TypedLoadError::Refused)?;
             }
+            super::describe_more(&mut described, func.description.len())
+                .map_err(TypedLoadError::Refused)?;
             defs.push(ToolDef {
                 name: func.tool.as_str().into(),
                 title: None,
@@ -165,6 +169,15 @@ impl Prepared<'_> {
             size: size as u64,
             limit: max_output,
         };
+        // The output's text is at least as long as the value's compact
+        // JSON: past `max_output`, it is refused before its JSON is made.
+        let to_json = |v: &Val, t: &Ty| {
+            let least = typed::least_text_size(v);
+            if least as u64 > max_output {
+                return Err(too_large(least));
+            }
+            typed::to_json(v, t).map_err(|e| bad(e.to_string()))
+        };
         let (value, failed) = match (&call.tool.func.sig.result, result) {
             (None, None) => (Value::Null, false),
             // A top-level result: `ok` is the output, `err` a tool error.
@@ -174,16 +187,13 @@ impl Prepared<'_> {
                     Err(p) => (err, p, true),
                 };
                 let json = match (ty, payload) {
-                    (Some(t), Some(v)) => typed::to_json(&v, t).map_err(|e| bad(e.to_string()))?,
+                    (Some(t), Some(v)) => to_json(&v, t)?,
                     (None, None) => Value::Null,
                     _ => return Err(bad("result payload does not match its type".into())),
                 };
                 (json, failed)
             }
-            (Some(t), Some(v)) => (
-                typed::to_json(&v, t).map_err(|e| bad(e.to_string()))?,
-                false,
-            ),
+            (Some(t), Some(v)) => (to_json(&v, t)?, false),
             _ => {
                 return Err(bad(
                     "the number of results does not match the signature".into()

@@ -10,7 +10,7 @@
 //! and the place in its signature named.
 
 use super::docs::{PackageDocs, interface_name};
-use super::ty::{Signature, TypeError, signature};
+use super::ty::{Signature, Spent, TypeError, signature};
 use wasmtime::Engine;
 use wasmtime::component::types::{Component, ComponentItem};
 
@@ -91,6 +91,7 @@ pub fn functions(
     // Each tool name's function, for clashes (a scan of `out` per export
     // was quadratic in a hostile component's million exports).
     let mut taken: std::collections::HashMap<String, usize> = Default::default();
+    let mut spent = Spent::default();
     let mut add = |interface: Option<&str>, func: &str, item: &ComponentItem| {
         let ComponentItem::ComponentFunc(f) = item else {
             return Ok(());
@@ -102,7 +103,7 @@ pub fn functions(
             Some(i) => format!("{i}#{func}"),
             None => func.to_string(),
         };
-        let sig = signature(f).map_err(|source| DescribeError::Type {
+        let sig = signature(f, &mut spent).map_err(|source| DescribeError::Type {
             function: wit_path.clone(),
             source,
         })?;
@@ -301,6 +302,36 @@ mod tests {
         // A real one is fine.
         let (engine, c) = component(&wide(20, 50, |i| format!("a{i}")));
         assert!(functions(&c.component_type(), &engine, &PackageDocs::default(), 256).is_ok());
+    }
+
+    /// A review's case: each function within its bounds, 256 of them held
+    /// a million type nodes and several hundred MiB of schemas at load.
+    /// A component's signatures share one budget of nodes and name bytes.
+    #[test]
+    fn a_components_signatures_share_one_budget() {
+        // The same function exported `n` times: 3,843 nodes each.
+        let times = |n: usize, one: String| {
+            let more: String = (1..n)
+                .map(|i| format!(r#"(export "take{i}" (func $f))"#))
+                .collect();
+            one.replace(r#"(export "take" (func $f))"#, &format!(r#"(export "take" (func $f)){more}"#))
+        };
+        let docs = PackageDocs::default();
+        let (engine, c) = component(&times(17, wide(20, 190, |i| format!("a{i}"))));
+        assert_eq!(functions(&c.component_type(), &engine, &docs, 256).unwrap().len(), 17);
+        let (engine, c) = component(&times(18, wide(20, 190, |i| format!("a{i}"))));
+        let e = functions(&c.component_type(), &engine, &docs, 256).unwrap_err();
+        assert!(
+            e.to_string().contains("signatures together expand to more than 65536 type nodes"),
+            "{e}"
+        );
+        // Names: 60 KB a function.
+        let long = |i: usize| format!("{}{i}", "n".repeat(1000));
+        let (engine, c) = component(&times(17, wide(1, 60, long)));
+        assert!(functions(&c.component_type(), &engine, &docs, 256).is_ok());
+        let (engine, c) = component(&times(18, wide(1, 60, long)));
+        let e = functions(&c.component_type(), &engine, &docs, 256).unwrap_err();
+        assert!(e.to_string().contains("more than 1024 KiB of field"), "{e}");
     }
 
     /// A review's case: a million exports of one function took half an

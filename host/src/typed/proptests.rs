@@ -10,7 +10,7 @@
 
 use super::schema;
 use super::ty::{Case, Field, Signature, Ty};
-use super::value::{arguments, to_json, to_val};
+use super::value::{arguments, least_text_size, text, to_json, to_val};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -351,6 +351,17 @@ proptest! {
         let j = to_json(&v, &t).unwrap();
         let again = to_json(&to_val(&j, &t).unwrap(), &t).unwrap();
         prop_assert_eq!(again, j);
+    }
+
+    /// The size a result is refused by before it is converted is never
+    /// more than its text's.
+    #[test]
+    fn a_values_least_text_size_is_at_most_its_texts((t, v) in ty_and_val()) {
+        let j = to_json(&v, &t).unwrap();
+        prop_assert!(least_text_size(&v) <= text(&j).len(), "{} for {}", least_text_size(&v), text(&j));
+        let wrapped = Val::List(vec![v]);
+        let json = serde_json::to_string(&Value::Array(vec![j])).unwrap();
+        prop_assert!(least_text_size(&wrapped) <= json.len(), "{} for {json}", least_text_size(&wrapped));
     }
 
     #[test]

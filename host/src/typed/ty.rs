@@ -26,6 +26,22 @@ pub const MAX_NODES: usize = 4096;
 /// expand to.
 pub const MAX_NAME_BYTES: usize = 64 << 10;
 
+/// Most type nodes, and bytes of names, all of one component's signatures
+/// may expand to together. Each function's bounds alone let a component of
+/// 256 functions hold a million nodes, and schemas of several hundred MiB,
+/// at load (found by review); sixteen functions at the largest, or 256 of
+/// 256 nodes, are well past anything real.
+pub const MAX_COMPONENT_NODES: usize = 16 * MAX_NODES;
+pub const MAX_COMPONENT_NAME_BYTES: usize = 16 * MAX_NAME_BYTES;
+
+/// What the signatures of one component read so far have taken of its
+/// budget ([`MAX_COMPONENT_NODES`], [`MAX_COMPONENT_NAME_BYTES`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Spent {
+    nodes: usize,
+    name_bytes: usize,
+}
+
 /// A value type of the component model, restricted to plain data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ty {
@@ -216,6 +232,8 @@ impl fmt::Display for Signature {
 struct Convert {
     nodes: usize,
     name_bytes: usize,
+    /// The component's signatures before this one.
+    before: Spent,
     /// Where we are, for errors: `parameter `x``, `list element`, ...
     at: Vec<String>,
 }
@@ -253,6 +271,14 @@ impl Convert {
                 MAX_NAME_BYTES >> 10
             )));
         }
+        if self.before.name_bytes + self.name_bytes > MAX_COMPONENT_NAME_BYTES {
+            return Err(self.err(format!(
+                "the component's signatures together expand to more than {} KiB of field, \
+                 case and flag names; toolhost refuses components this large (split it or \
+                 simplify its types)",
+                MAX_COMPONENT_NAME_BYTES >> 10
+            )));
+        }
         self.count()
     }
 
@@ -261,6 +287,13 @@ impl Convert {
             return Err(self.err(format!(
                 "the signature expands to more than {MAX_NODES} type nodes; \
                  toolhost refuses types this large (split the function or simplify its types)"
+            )));
+        }
+        if self.before.nodes + self.nodes > MAX_COMPONENT_NODES {
+            return Err(self.err(format!(
+                "the component's signatures together expand to more than \
+                 {MAX_COMPONENT_NODES} type nodes; toolhost refuses components this large \
+                 (split it or simplify its types)"
             )));
         }
         Ok(())
@@ -380,10 +413,16 @@ impl Convert {
 }
 
 /// The plain-data signature of an exported function, or why it has none.
-pub fn signature(func: &wasmtime::component::types::ComponentFunc) -> Result<Signature, TypeError> {
+/// The signature of `func`, one more of a component whose signatures so
+/// far took `spent` (its budget is added to).
+pub fn signature(
+    func: &wasmtime::component::types::ComponentFunc,
+    spent: &mut Spent,
+) -> Result<Signature, TypeError> {
     let mut c = Convert {
         nodes: 0,
         name_bytes: 0,
+        before: *spent,
         at: Vec::new(),
     };
     if func.async_() {
@@ -407,6 +446,8 @@ pub fn signature(func: &wasmtime::component::types::ComponentFunc) -> Result<Sig
     if results.next().is_some() {
         return Err(c.err("functions with more than one result are not supported"));
     }
+    spent.nodes += c.nodes;
+    spent.name_bytes += c.name_bytes;
     Ok(Signature { params, result })
 }
 

@@ -689,6 +689,62 @@ fn from_val(v: &Val, ty: &Ty, path: &mut Path) -> Result<Value, ValueError> {
     })
 }
 
+/// The least length `v`'s text block ([`text`]) can have: a JSON string's
+/// own bytes, else its compact JSON's least (a string's bytes and quotes, one
+/// byte a number, a record's field names, the brackets and separators;
+/// escapes and digits only add to it). Walked without building anything,
+/// so a result past the call's `max-output` is refused before its JSON is
+/// made (a review's case: a lifted result within `hostcall_fuel` was held
+/// as values, JSON and text at once).
+pub fn least_text_size(v: &Val) -> usize {
+    match v {
+        // JSON strings: their text is without quotes.
+        Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => s.len(),
+        Val::Char(c) => c.len_utf8(),
+        // The value itself, or an object holding it.
+        Val::Option(Some(x)) => least_text_size(x),
+        other => least_json_size(other),
+    }
+}
+
+/// The least length of `v`'s compact JSON text.
+fn least_json_size(v: &Val) -> usize {
+    // A name as a string or key: itself and its quotes.
+    let quoted = |s: &str| s.len().saturating_add(2);
+    // Brackets and the commas between `n` items.
+    let brackets = |n: usize| n.max(1).saturating_add(1);
+    let sum = |items: &mut dyn Iterator<Item = usize>| {
+        items.fold(0usize, |a, b| a.saturating_add(b))
+    };
+    match v {
+        Val::Bool(b) => 4 + usize::from(!*b),
+        Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => quoted(s),
+        Val::Char(c) => c.len_utf8() + 2,
+        Val::List(items) | Val::Tuple(items) => brackets(items.len())
+            .saturating_add(sum(&mut items.iter().map(least_json_size))),
+        // `"name":` before each value.
+        Val::Record(fields) => brackets(fields.len()).saturating_add(sum(
+            &mut fields
+                .iter()
+                .map(|(n, x)| (quoted(n) + 1).saturating_add(least_json_size(x))),
+        )),
+        // `{"name":x}`.
+        Val::Variant(name, Some(x)) => (quoted(name) + 3).saturating_add(least_json_size(x)),
+        Val::Flags(set) => {
+            brackets(set.len()).saturating_add(sum(&mut set.iter().map(|n| quoted(n))))
+        }
+        Val::Option(None) => 4,
+        // Itself, or `{"some":x}`.
+        Val::Option(Some(x)) => least_json_size(x),
+        // `{"ok":x}`, `{"err":null}`.
+        Val::Result(Ok(Some(x)) | Err(Some(x))) => 7usize.saturating_add(least_json_size(x)),
+        Val::Result(Ok(None) | Err(None)) => 11,
+        // Numbers; and what a typed tool's signature cannot hold (refused
+        // at load).
+        _ => 1,
+    }
+}
+
 /// The text block of a result: a string as itself, anything else as
 /// compact JSON.
 pub fn text(v: &Value) -> String {
@@ -706,6 +762,45 @@ mod tests {
     /// them. Each list of names is looked up through one map built once
     /// per conversion (a scan per value held a thread for a minute), in
     /// both directions; short lists are scanned and build nothing.
+    /// The least text size is exact for values whose JSON has no escapes
+    /// and one-digit numbers (the property tests check it is never more),
+    /// so a result is refused early only once its text is past the limit.
+    #[test]
+    fn least_text_size_is_exact_without_escapes_or_long_numbers() {
+        let record = Val::Record(vec![
+            ("a".into(), Val::Bool(true)),
+            ("b-c".into(), Val::List(vec![Val::U8(1), Val::U8(2), Val::U8(3)])),
+            ("d".into(), Val::Option(None)),
+            ("e".into(), Val::Flags(vec!["x".into(), "yy".into()])),
+            ("f".into(), Val::Variant("v".into(), Some(Box::new(Val::Enum("q".into()))))),
+            ("g".into(), Val::Result(Ok(None))),
+            ("h".into(), Val::List(vec![])),
+        ]);
+        let ty = Ty::Record(
+            [
+                ("a", Ty::Bool),
+                ("b-c", Ty::List(Box::new(Ty::U8))),
+                ("d", Ty::Option(Box::new(Ty::U8))),
+                ("e", Ty::Flags(vec!["x".into(), "yy".into()])),
+                (
+                    "f",
+                    Ty::Variant(vec![Case {
+                        name: "v".into(),
+                        ty: Some(Ty::Enum(vec!["q".into()])),
+                    }]),
+                ),
+                ("g", Ty::Result { ok: None, err: None }),
+                ("h", Ty::List(Box::new(Ty::U8))),
+            ]
+            .into_iter()
+            .map(|(n, ty)| Field { name: n.into(), ty })
+            .collect(),
+        );
+        let text = text(&to_json(&record, &ty).unwrap());
+        assert_eq!(least_text_size(&record), text.len(), "{text}");
+        assert_eq!(least_text_size(&Val::String("héllo".into())), "héllo".len());
+    }
+
     #[test]
     fn many_cases_are_looked_up_not_scanned() {
         let cases: Vec<String> = (0..10_000).map(|i| format!("x{i:05}")).collect();
