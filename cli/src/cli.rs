@@ -107,15 +107,8 @@ pub fn main() -> ExitCode {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(
-            // rmcp logs every refused request at `warn`, with the client's
-            // whole request id and error (a review's case: one unknown method
-            // of 4 MB made a 4 MB log line); toolhost logs its own refusals,
-            // bounded. `TOOLHOST_LOG` shows them again.
-            tracing_subscriber::EnvFilter::try_from_env("TOOLHOST_LOG")
-                .unwrap_or_else(|_| "warn,rmcp::service=error".into()),
-        );
+        .with_writer(crate::log::Stderr)
+        .with_filter(crate::log::filter());
     #[cfg(feature = "otel")]
     let (otel, export) = crate::otel::layer().unzip();
     #[cfg(not(feature = "otel"))]

@@ -4,6 +4,7 @@
 mod agent_cli;
 mod audit_cli;
 mod cli;
+mod log;
 #[cfg(feature = "otel")]
 mod otel;
 mod package_cli;

@@ -406,39 +406,56 @@ fn guest_stdout_flood_never_reaches_the_stdio_stream() {
 
 /// A review's case: a client's text in a refusal (an unknown method of
 /// 1 MB) went whole into the reply and, through rmcp's log of every
-/// refused request, into the server's log. Both are bounded now.
+/// refused request, into the server's log. Both are bounded now, and every log
+/// line is cut at 8 KiB whatever the operator's filter logs.
 #[test]
 fn a_huge_unknown_method_makes_no_huge_reply_or_log_line() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_tool(&tools_dir(), "echo", dir.path());
-    let log = dir.path().join("stderr.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhost"));
-    cmd.args(["serve", "--stdio", "--watch", "false", "--tools"])
-        .arg(dir.path())
-        .env_remove("TOOLHOST_LOG")
-        .stderr(std::fs::File::create(&log).unwrap());
-    let (mut child, mut stdin, mut lines) = crate::support::stdio_session(cmd);
-    let method = "m".repeat(1 << 20);
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#).unwrap();
-    let reply = lines.next().unwrap().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
-    assert_eq!(v["id"], 2, "{reply:.300}");
-    assert_eq!(v["error"]["code"], -32601, "{reply:.300}");
-    assert!(reply.len() < 2048, "a reply of {} bytes", reply.len());
-    // A 1 MB request id: the reply must echo it, the log need not.
-    writeln!(
-        stdin,
-        r#"{{"jsonrpc":"2.0","id":"{method}","method":"nothing"}}"#
-    )
-    .unwrap();
-    let reply = lines.next().unwrap().unwrap();
-    assert!(reply.contains("-32601"), "{reply:.300}");
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":3,"method":"ping"}}"#).unwrap();
-    lines.next().unwrap().unwrap();
-    drop(stdin);
-    let _ = child.wait();
-    let logged = std::fs::metadata(&log).unwrap().len();
-    assert!(logged < 64 << 10, "the log grew by {logged} bytes");
+    // The default filter, and an operator's that replaces it and logs
+    // everything: every line is cut whatever is logged.
+    for filter in [None, Some("debug")] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_tool(&tools_dir(), "echo", dir.path());
+        let log = dir.path().join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_toolhost"));
+        cmd.args(["serve", "--stdio", "--watch", "false", "--tools"])
+            .arg(dir.path())
+            .env_remove("TOOLHOST_LOG")
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(f) = filter {
+            cmd.env("TOOLHOST_LOG", f);
+        }
+        let (mut child, mut stdin, mut lines) = crate::support::stdio_session(cmd);
+        let method = "m".repeat(1 << 20);
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"{method}"}}"#).unwrap();
+        let reply = lines.next().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["id"], 2, "{reply:.300}");
+        assert_eq!(v["error"]["code"], -32601, "{reply:.300}");
+        assert!(reply.len() < 2048, "a reply of {} bytes", reply.len());
+        // A 1 MB request id: the reply must echo it, the log need not.
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":"{method}","method":"nothing"}}"#
+        )
+        .unwrap();
+        let reply = lines.next().unwrap().unwrap();
+        assert!(reply.contains("-32601"), "{reply:.300}");
+        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":3,"method":"ping"}}"#).unwrap();
+        lines.next().unwrap().unwrap();
+        drop(stdin);
+        let _ = child.wait();
+        let logged = std::fs::read(&log).unwrap();
+        match filter {
+            None => assert!(logged.len() < 64 << 10, "the log grew by {} bytes", logged.len()),
+            Some(_) => {
+                let longest = logged.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+                // 8 KiB and the note of what was cut.
+                assert!(longest < (8 << 10) + 64, "a log line of {longest} bytes");
+                let text = String::from_utf8_lossy(&logged);
+                assert!(text.contains("bytes cut)"), "the debug log cut nothing");
+            }
+        }
+    }
 }
 
 // --- hot reload: tools/list_changed
