@@ -219,6 +219,10 @@ pub(crate) struct ScopeServed {
     /// In load order.
     pub(crate) components: Vec<Arc<LoadedComponent>>,
     pub(crate) prompts: BTreeMap<Arc<str>, Arc<LoadedComponent>>,
+    /// Components refused for a clash, whose resources and prompts are not
+    /// served. What they claim stays claimed: a third component claiming
+    /// it is refused too (else it would take what the two lost).
+    refused: Vec<Arc<LoadedComponent>>,
 }
 
 impl ScopeServed {
@@ -239,44 +243,46 @@ impl ScopeServed {
     }
 
     /// Why `comp` may not join: a URI, template prefix or prompt name of
-    /// it that a component here has already, and that component's manifest.
-    fn clash(&self, comp: &LoadedComponent) -> Option<(String, PathBuf)> {
-        let new = &comp.served;
-        for other in &self.components {
-            let old = &other.served;
-            let path = || other.manifest.path.clone();
-            for r in &new.resources {
-                if old.claims(&r.uri) {
-                    return Some((format!("resource `{}`", r.uri), path()));
-                }
-            }
-            for r in &old.resources {
-                if new.claims(&r.uri) {
-                    return Some((format!("resource `{}`", r.uri), path()));
-                }
-            }
-            for (t, parsed) in &new.templates {
-                for (_, o) in &old.templates {
-                    let (a, b) = (parsed.prefix(), o.prefix());
-                    if a.starts_with(b) || b.starts_with(a) {
-                        return Some((
-                            format!(
-                                "resource template `{}` (its prefix overlaps another template's)",
-                                t.uri_template
-                            ),
-                            path(),
-                        ));
-                    }
-                }
-            }
-        }
-        for p in &new.prompts {
-            if let Some(other) = self.prompts.get(&p.name) {
-                return Some((format!("prompt `{}`", p.name), other.manifest.path.clone()));
-            }
-        }
-        None
+    /// it that a component here claims already (served, or refused for a
+    /// clash of its own), that component's manifest, and where it is among
+    /// those served.
+    fn clash(&self, comp: &LoadedComponent) -> Option<(String, PathBuf, Option<usize>)> {
+        let served = self.components.iter().enumerate().map(|(i, c)| (Some(i), c));
+        let refused = self.refused.iter().map(|c| (None, c));
+        served.chain(refused).find_map(|(at, other)| {
+                overlap(&comp.served, &other.served)
+                    .map(|what| (what, other.manifest.path.clone(), at))
+            })
     }
+}
+
+/// A URI, template prefix or prompt name both `new` and `old` claim.
+fn overlap(new: &crate::served::Served, old: &crate::served::Served) -> Option<String> {
+    for r in &new.resources {
+        if old.claims(&r.uri) {
+            return Some(format!("resource `{}`", r.uri));
+        }
+    }
+    for r in &old.resources {
+        if new.claims(&r.uri) {
+            return Some(format!("resource `{}`", r.uri));
+        }
+    }
+    for (t, parsed) in &new.templates {
+        for (_, o) in &old.templates {
+            let (a, b) = (parsed.prefix(), o.prefix());
+            if a.starts_with(b) || b.starts_with(a) {
+                return Some(format!(
+                    "resource template `{}` (its prefix overlaps another template's)",
+                    t.uri_template
+                ));
+            }
+        }
+    }
+    new.prompts
+        .iter()
+        .find(|p| old.prompts.iter().any(|o| o.name == p.name))
+        .map(|p| format!("prompt `{}`", p.name))
 }
 
 #[derive(Default)]
@@ -439,16 +445,26 @@ impl Catalog {
     ) {
         let here = self.served.entry(scope.clone()).or_default();
         match here.clash(comp) {
-            Some((what, other)) => {
-                let e = LoadError::new(
-                    mpath,
-                    LoadErrorKind::ServedClash {
-                        what,
-                        other,
-                        scope: scope.to_string(),
-                    },
-                );
-                self.fail(e, on_event);
+            // Neither is served: keeping the first let a hostile package
+            // named to sort first take another's resource reads (and the
+            // arguments in their URIs) or prompts, as with tools (found
+            // by review).
+            Some((what, other, at)) => {
+                here.refused.push(comp.clone());
+                let first = at.map(|i| here.components.remove(i));
+                if let Some(first) = &first {
+                    here.prompts.retain(|_, c| !Arc::ptr_eq(c, first));
+                    here.refused.push(first.clone());
+                }
+                let clash = |other: &Path| LoadErrorKind::ServedClash {
+                    what: what.clone(),
+                    other: other.to_path_buf(),
+                    scope: scope.to_string(),
+                };
+                self.fail(LoadError::new(mpath, clash(&other)), on_event);
+                if first.is_some() {
+                    self.fail(LoadError::new(&other, clash(mpath)), on_event);
+                }
             }
             None => {
                 for p in &comp.served.prompts {

@@ -154,17 +154,17 @@ pub enum LoadErrorKind {
         scope: String,
     },
     /// A resource URI, URI template or prompt name another component of
-    /// the same scope serves already: which component owns a URI must be
-    /// clear, so this component's resources and prompts are not served
-    /// (its tools are).
+    /// the same scope claims too: which component owns a URI must be
+    /// clear, so neither component's resources and prompts are served
+    /// (their tools are).
     #[error(
-        "{what} is served by {} already in scope `{scope}`; rename or remove one (this component's resources and prompts are not served, its tools are)",
+        "{what} is claimed by {} too in scope `{scope}`; rename or remove one (neither component's resources and prompts are served, their tools are)",
         other.display()
     )]
     ServedClash {
         /// The URI, template or prompt, named.
         what: String,
-        /// The manifest that has it already.
+        /// The other manifest that claims it.
         other: PathBuf,
         /// The scope.
         scope: String,

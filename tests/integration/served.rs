@@ -362,33 +362,43 @@ async fn components_built_for_0_1_0_keep_loading_next_to_0_2_0_ones() {
     assert_eq!(core.serves(&Scope::default()), (false, true, true));
 }
 
+/// Two components claiming the same URIs: neither serves them (keeping
+/// the first let a hostile package named to sort first take another's
+/// resource reads and prompts, found by review), each gets an error naming
+/// the other, and a third claiming them is refused too.
 #[tokio::test]
 async fn two_components_claiming_the_same_uris_in_a_scope_is_a_load_error() {
-    let d = ToolDir::new();
-    d.add("hostile", "hostile", "");
-    let e = ToolDir::new();
-    e.add("hostile2", "hostile", "");
-    let core = Core::builder()
-        .config(test_config())
-        .source(Scope::default(), d.path())
-        .source(Scope::default(), e.path())
-        .build()
-        .await
-        .unwrap();
-    let errors = core.load_errors();
-    let clash = errors
+    let dirs: Vec<ToolDir> = ["hostile", "hostile2", "hostile3"]
         .iter()
-        .find(|e| matches!(e.kind, LoadErrorKind::ServedClash { .. }))
-        .unwrap_or_else(|| panic!("no served clash in {errors:?}"));
-    let text = clash.to_string();
-    assert!(text.contains("hostile://"), "{text}");
-    // The first one's resources are served, once.
-    let uris: Vec<String> = core
-        .resources(&Scope::default())
-        .into_iter()
-        .map(|r| r.uri)
+        .map(|name| {
+            let d = ToolDir::new();
+            d.add(name, "hostile", "");
+            d
+        })
         .collect();
-    assert_eq!(uris, ["hostile://spin"]);
+    let mut builder = Core::builder().config(test_config());
+    for d in &dirs {
+        builder = builder.source(Scope::default(), d.path());
+    }
+    let core = builder.build().await.unwrap();
+    let errors = core.load_errors();
+    let clashes: Vec<String> = errors
+        .iter()
+        .filter(|e| matches!(e.kind, LoadErrorKind::ServedClash { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(clashes.len(), 3, "{clashes:#?}");
+    assert!(clashes.iter().all(|c| c.contains("hostile://")), "{clashes:#?}");
+    for d in &dirs {
+        let named = d.path().display().to_string();
+        assert!(
+            clashes.iter().any(|c| c.contains(&named)),
+            "no error names {named}: {clashes:#?}"
+        );
+    }
+    assert!(core.resources(&Scope::default()).is_empty());
+    assert!(core.resource_templates(&Scope::default()).is_empty());
+    assert!(core.prompts(&Scope::default()).is_empty());
 }
 
 /// The review's case: subscriptions hold their URIs for as long as their
