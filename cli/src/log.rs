@@ -111,7 +111,10 @@ mod tests {
         for piece in [text.len(), 1000] {
             let out = written(&text, piece);
             let cut = text.len() - (MAX_LINE - 1);
-            assert_eq!(out, format!("{}… ({cut} bytes cut)\n", "a".repeat(MAX_LINE - 1)));
+            assert_eq!(
+                out,
+                format!("{}… ({cut} bytes cut)\n", "a".repeat(MAX_LINE - 1))
+            );
         }
         assert_eq!(written("short\n", 6), "short\n");
     }

@@ -247,12 +247,15 @@ impl ScopeServed {
     /// clash of its own), that component's manifest, and where it is among
     /// those served.
     fn clash(&self, comp: &LoadedComponent) -> Option<(String, PathBuf, Option<usize>)> {
-        let served = self.components.iter().enumerate().map(|(i, c)| (Some(i), c));
+        let served = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Some(i), c));
         let refused = self.refused.iter().map(|c| (None, c));
         served.chain(refused).find_map(|(at, other)| {
-                overlap(&comp.served, &other.served)
-                    .map(|what| (what, other.manifest.path.clone(), at))
-            })
+            overlap(&comp.served, &other.served).map(|what| (what, other.manifest.path.clone(), at))
+        })
     }
 }
 

@@ -227,7 +227,7 @@ impl CoreBuilder {
             own_rules: self.policy.rules,
             protected: self.protected,
             fixed: Fixed::of(&self.config),
-            sources: self.sources,
+            sources: under_scope_caps(&self.config, self.sources),
             caps: self.config.caps.clone(),
             host: HostState::default(),
         };
@@ -328,6 +328,28 @@ impl Fixed {
         }
         d
     }
+}
+
+/// `sources`, each in a tenant's or agent's scope narrowed by that
+/// tenant's caps too: a scope's caps hold however its tools are named
+/// (`--scope-tools`, an embedder's own [`Source`]), not only through the
+/// tenant's own `tools` (found by review: `--scope-tools acme=DIR` loaded
+/// under the host's caps alone).
+fn under_scope_caps(config: &HostConfig, sources: Vec<Source>) -> Vec<Source> {
+    sources
+        .into_iter()
+        .map(|mut s| {
+            if let Some(t) = config.tenants_and_agents().find(|t| t.scope() == s.scope) {
+                let caps = match &s.caps {
+                    Some(c) if **c == t.caps => return s,
+                    Some(c) => c.intersect(&t.caps),
+                    None => t.caps.clone(),
+                };
+                s.caps = Some(Arc::new(caps));
+            }
+            s
+        })
+        .collect()
 }
 
 impl Inputs {
@@ -658,7 +680,7 @@ impl Core {
         // Nothing is changed until the new catalog is in: a reconfigure
         // dropped while it loads leaves the core as it was.
         let mut next = Inputs {
-            sources,
+            sources: under_scope_caps(&config, sources),
             caps: config.caps.clone(),
             host: HostState::default(),
             own_rules: inputs.own_rules.clone(),

@@ -754,6 +754,58 @@ async fn missing_cli_is_a_clear_error() {
     );
 }
 
+/// A review's case: the CLI runs with the host's privileges, so one a tool
+/// could have rewritten (in a directory it was granted read-write, or
+/// beside one) is never started; an error says why.
+#[tokio::test]
+async fn a_cli_where_a_tool_may_write_is_not_started() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new().await;
+    // Two tools: one granted the CLI's directory, one a directory inside
+    // it (each CLI in a place of its own: grants are remembered).
+    for (name, inside) in [("whole", ""), ("part", "data")] {
+        let place = tempfile::tempdir().unwrap();
+        let bin = place.path().join("bin");
+        let dir = bin.join(inside);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = bin.join("claude");
+        std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Before the grant: it starts (and fails the handshake).
+        let e = AgentSession::connect(env.core.clone(), env.options().cli(&fake))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            !matches!(e, toolhost::agent::AgentError::CliWritable { .. }),
+            "{e}"
+        );
+        let tools = ToolDir::new();
+        let grant = format!(
+            "[[fs]]\nguest = \"/w\"\nhost = \"{}\"\nmode = \"rw\"\n",
+            dir.display()
+        );
+        tools.add(name, "hostile", &grant);
+        let core = Core::builder()
+            .config(test_config())
+            .source(Scope::default(), tools.path())
+            .build()
+            .await
+            .unwrap();
+        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        let e = AgentSession::connect(env.core.clone(), env.options().cli(&fake))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("started a CLI beside the `{name}` grant"));
+        let msg = e.to_string();
+        assert!(
+            matches!(e, toolhost::agent::AgentError::CliWritable { .. })
+                && msg.contains(&dir.canonicalize().unwrap().display().to_string()),
+            "{msg}"
+        );
+    }
+}
+
 /// The library's error speaks of the library; `toolhost agent` adds how to
 /// get the CLI in a checkout.
 #[tokio::test]

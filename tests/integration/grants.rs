@@ -1303,6 +1303,35 @@ async fn nothing_a_tools_directory_holds_or_links_to_is_granted() {
     assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
 }
 
+/// A review's case: the host reached its tools directory (or config, or
+/// keys) through a symlink inside a directory a tool was granted
+/// read-write. The tool pointed the symlink at a directory of manifests it
+/// wrote, and the next start loaded them. Such a grant is refused; a
+/// read-only one cannot move the symlink and is served.
+#[tokio::test]
+async fn a_grant_holding_a_symlink_on_the_path_of_the_hosts_files_is_refused() {
+    let t = tree();
+    let d = ToolDir::new();
+    let sx = t.granted.join("sx");
+    std::fs::create_dir(&sx).unwrap();
+    std::os::unix::fs::symlink(d.path(), sx.join("link")).unwrap();
+    d.add("planter", "hostile", &fs_grant("/sx", &sx, "rw"));
+    d.add("looker", "echo", &fs_grant("/sx", &sx, "ro"));
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::default(), sx.join("link"))
+        .build()
+        .await
+        .unwrap();
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("planter.toml") && errors[0].contains("holds a symlink"),
+        "{errors:#?}"
+    );
+    assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
+}
+
 /// A review's case: the key ring sealing session ids and request state
 /// (`--state-key-file`) is the host's own secret, like its config: a tool
 /// granted the directory holding it is refused, the rest served.

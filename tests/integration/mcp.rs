@@ -446,9 +446,17 @@ fn a_huge_unknown_method_makes_no_huge_reply_or_log_line() {
         let _ = child.wait();
         let logged = std::fs::read(&log).unwrap();
         match filter {
-            None => assert!(logged.len() < 64 << 10, "the log grew by {} bytes", logged.len()),
+            None => assert!(
+                logged.len() < 64 << 10,
+                "the log grew by {} bytes",
+                logged.len()
+            ),
             Some(_) => {
-                let longest = logged.split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+                let longest = logged
+                    .split(|&b| b == b'\n')
+                    .map(<[u8]>::len)
+                    .max()
+                    .unwrap_or(0);
                 // 8 KiB and the note of what was cut.
                 assert!(longest < (8 << 10) + 64, "a log line of {longest} bytes");
                 let text = String::from_utf8_lossy(&logged);

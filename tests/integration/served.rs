@@ -388,7 +388,10 @@ async fn two_components_claiming_the_same_uris_in_a_scope_is_a_load_error() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(clashes.len(), 3, "{clashes:#?}");
-    assert!(clashes.iter().all(|c| c.contains("hostile://")), "{clashes:#?}");
+    assert!(
+        clashes.iter().all(|c| c.contains("hostile://")),
+        "{clashes:#?}"
+    );
     for d in &dirs {
         let named = d.path().display().to_string();
         assert!(

@@ -1919,3 +1919,53 @@ async fn schema_checks_cost_the_tenant_fuel_even_when_they_refuse_the_call() {
         Ok(_) => panic!("the refused check cost the tenant nothing"),
     }
 }
+
+/// A review's case: `--scope-tools acme=DIR` put tools in tenant `acme`'s
+/// scope under the host's caps alone, skipping the tenant's `[tenant.env]`
+/// and `[tenant.limits]`. A tenant's caps hold however its scope's tools
+/// are named.
+#[test]
+fn tools_named_into_a_tenants_scope_by_the_command_line_get_its_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = ToolDir::new();
+    tools.add("hostile", "hostile", "[env]\npass = [\"HOME\"]\n");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cfg = dir.path().join("toolhost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[tenant]]\nname = \"acme\"\ntools = [\"empty/\"]\ntoken-sha256 = [\"{}\"]\n[tenant.env]\npass = []\n",
+            sha(TOKEN_A)
+        ),
+    )
+    .unwrap();
+    let call = |scope_tools: &str, scope: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .args(["call", "getenv", r#"{"name":"HOME"}"#, "--tools"])
+            .arg(&empty)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--scope-tools", scope_tools, "--scope", scope])
+            .env("HOME", "/home/secret")
+            .output()
+            .unwrap()
+    };
+    let tools_path = tools.path().display().to_string();
+    // Another scope of the same host, not a tenant's: the host's caps.
+    let out = call(&format!("other={tools_path}"), "other");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/home/secret"), "{out:?}");
+    // The tenant's scope: its `[tenant.env]` passes nothing.
+    let out = call(&format!("acme={tools_path}"), "acme");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("/home/secret"), "{all}");
+    assert!(
+        all.contains("HOME"),
+        "the refusal names the variable: {all}"
+    );
+}

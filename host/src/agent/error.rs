@@ -17,6 +17,20 @@ pub enum AgentError {
         /// Every place looked at, in order.
         tried: Vec<String>,
     },
+    /// The executable, or the directory it runs from, is where a tool was
+    /// granted read-write (in this process): the tool could have replaced
+    /// what the host would run outside any sandbox.
+    #[error(
+        "the claude CLI at {} is not started: a tool was granted read-write access to {}, which could have replaced it; install the CLI where no tool may write",
+        path.display(),
+        writable.display()
+    )]
+    CliWritable {
+        /// The executable.
+        path: PathBuf,
+        /// The directory granted read-write.
+        writable: PathBuf,
+    },
     /// The executable exists but could not be started.
     #[error("cannot start the claude CLI at {}: {source}", path.display())]
     Spawn {

@@ -354,6 +354,14 @@ impl AgentSession {
     pub async fn connect(core: Core, options: AgentOptions) -> Result<AgentSession, AgentError> {
         options.validate().map_err(AgentError::Options)?;
         let cli = find_cli(options.cli.as_deref())?;
+        // The CLI runs with the host's privileges: never one a tool could
+        // have written (found by review).
+        if let Some(writable) = crate::caps::fs::writable_around(&cli) {
+            return Err(AgentError::CliWritable {
+                path: cli,
+                writable,
+            });
+        }
         let args = cli_args(&options);
         let (proc, pipes) = CliProcess::spawn(
             &cli,

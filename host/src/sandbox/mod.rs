@@ -2258,7 +2258,8 @@ fn convert_defs(defs: Vec<wit_tool::ToolDef>) -> Result<Vec<ToolDef>, LoadErrorK
         let bytes = d.input_schema.len()
             + d.output_schema.as_ref().map_or(0, String::len)
             + d.description.len();
-        describe_more(&mut described, bytes).map_err(|reason| LoadErrorKind::Describe { reason })?;
+        describe_more(&mut described, bytes)
+            .map_err(|reason| LoadErrorKind::Describe { reason })?;
         let name = d.name.clone();
         let tool = convert_def(d).map_err(|reason| LoadErrorKind::BadToolDef {
             tool: name.clone(),
@@ -2748,6 +2749,9 @@ mod tests {
             }
             other => panic!("{:?}", other.map(|d| d.len())),
         }
-        assert_eq!(convert_defs((0..200).map(wide).collect()).unwrap().len(), 200);
+        assert_eq!(
+            convert_defs((0..200).map(wide).collect()).unwrap().len(),
+            200
+        );
     }
 }

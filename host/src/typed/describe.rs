@@ -314,15 +314,24 @@ mod tests {
             let more: String = (1..n)
                 .map(|i| format!(r#"(export "take{i}" (func $f))"#))
                 .collect();
-            one.replace(r#"(export "take" (func $f))"#, &format!(r#"(export "take" (func $f)){more}"#))
+            one.replace(
+                r#"(export "take" (func $f))"#,
+                &format!(r#"(export "take" (func $f)){more}"#),
+            )
         };
         let docs = PackageDocs::default();
         let (engine, c) = component(&times(17, wide(20, 190, |i| format!("a{i}"))));
-        assert_eq!(functions(&c.component_type(), &engine, &docs, 256).unwrap().len(), 17);
+        assert_eq!(
+            functions(&c.component_type(), &engine, &docs, 256)
+                .unwrap()
+                .len(),
+            17
+        );
         let (engine, c) = component(&times(18, wide(20, 190, |i| format!("a{i}"))));
         let e = functions(&c.component_type(), &engine, &docs, 256).unwrap_err();
         assert!(
-            e.to_string().contains("signatures together expand to more than 65536 type nodes"),
+            e.to_string()
+                .contains("signatures together expand to more than 65536 type nodes"),
             "{e}"
         );
         // Names: 60 KB a function.

@@ -713,21 +713,19 @@ fn least_json_size(v: &Val) -> usize {
     let quoted = |s: &str| s.len().saturating_add(2);
     // Brackets and the commas between `n` items.
     let brackets = |n: usize| n.max(1).saturating_add(1);
-    let sum = |items: &mut dyn Iterator<Item = usize>| {
-        items.fold(0usize, |a, b| a.saturating_add(b))
-    };
+    let sum =
+        |items: &mut dyn Iterator<Item = usize>| items.fold(0usize, |a, b| a.saturating_add(b));
     match v {
         Val::Bool(b) => 4 + usize::from(!*b),
         Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => quoted(s),
         Val::Char(c) => c.len_utf8() + 2,
-        Val::List(items) | Val::Tuple(items) => brackets(items.len())
-            .saturating_add(sum(&mut items.iter().map(least_json_size))),
+        Val::List(items) | Val::Tuple(items) => {
+            brackets(items.len()).saturating_add(sum(&mut items.iter().map(least_json_size)))
+        }
         // `"name":` before each value.
-        Val::Record(fields) => brackets(fields.len()).saturating_add(sum(
-            &mut fields
-                .iter()
-                .map(|(n, x)| (quoted(n) + 1).saturating_add(least_json_size(x))),
-        )),
+        Val::Record(fields) => brackets(fields.len()).saturating_add(sum(&mut fields
+            .iter()
+            .map(|(n, x)| (quoted(n) + 1).saturating_add(least_json_size(x))))),
         // `{"name":x}`.
         Val::Variant(name, Some(x)) => (quoted(name) + 3).saturating_add(least_json_size(x)),
         Val::Flags(set) => {
@@ -769,10 +767,16 @@ mod tests {
     fn least_text_size_is_exact_without_escapes_or_long_numbers() {
         let record = Val::Record(vec![
             ("a".into(), Val::Bool(true)),
-            ("b-c".into(), Val::List(vec![Val::U8(1), Val::U8(2), Val::U8(3)])),
+            (
+                "b-c".into(),
+                Val::List(vec![Val::U8(1), Val::U8(2), Val::U8(3)]),
+            ),
             ("d".into(), Val::Option(None)),
             ("e".into(), Val::Flags(vec!["x".into(), "yy".into()])),
-            ("f".into(), Val::Variant("v".into(), Some(Box::new(Val::Enum("q".into()))))),
+            (
+                "f".into(),
+                Val::Variant("v".into(), Some(Box::new(Val::Enum("q".into())))),
+            ),
             ("g".into(), Val::Result(Ok(None))),
             ("h".into(), Val::List(vec![])),
         ]);
@@ -789,7 +793,13 @@ mod tests {
                         ty: Some(Ty::Enum(vec!["q".into()])),
                     }]),
                 ),
-                ("g", Ty::Result { ok: None, err: None }),
+                (
+                    "g",
+                    Ty::Result {
+                        ok: None,
+                        err: None,
+                    },
+                ),
                 ("h", Ty::List(Box::new(Ty::U8))),
             ]
             .into_iter()

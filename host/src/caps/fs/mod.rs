@@ -21,6 +21,7 @@
 
 pub(crate) mod enforce;
 mod place;
+pub(crate) use place::writable_around;
 
 use place::Place;
 
@@ -384,6 +385,26 @@ fn prepare_one(
     }
 
     for p in &host.protected {
+        // A protected path reached through a symlink inside this directory:
+        // a tool writing here could point it at files of its own (a config,
+        // manifests, keys), read at the next load (found by review).
+        if r.mode == FsMode::ReadWrite
+            && let Some(link) = p.place.passes_through(&place)
+        {
+            return Err((
+                format!(
+                    "host directory {} holds a symlink ({}) on the path of the host's {} ({}): a tool writing there could point it elsewhere",
+                    path.display(),
+                    link.display(),
+                    p.what,
+                    p.place.path.display()
+                ),
+                Some(
+                    "give the host that path without the symlink, or grant a directory of its own"
+                        .into(),
+                ),
+            ));
+        }
         let covers = p.place.is_within(&place);
         let inside = p.tree && place.is_within(&p.place);
         if covers || inside {

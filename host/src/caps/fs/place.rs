@@ -95,6 +95,24 @@ pub(crate) fn through_writable(p: &Place) -> Option<(PathBuf, PathBuf)> {
     })
 }
 
+/// A directory granted read-write at some time in this process that holds
+/// `file` (as written or resolved, or a symlink on its way), or lies inside
+/// the directory `file` resolves into: a program the host runs from there
+/// is one a tool could have rewritten.
+pub(crate) fn writable_around(file: &Path) -> Option<PathBuf> {
+    let written = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let canonical = written.canonicalize().unwrap_or_else(|_| written.clone());
+    let at = Place::of(&written, &canonical);
+    let home = canonical
+        .parent()
+        .map(|d| Place::of(d, d))
+        .unwrap_or_else(|| at.clone());
+    let w = EVER_WRITABLE.lock().unwrap_or_else(|e| e.into_inner());
+    w.iter()
+        .find(|rw| at.is_within(rw) || at.passes_through(rw).is_some() || rw.is_within(&home))
+        .map(|rw| rw.path.clone())
+}
+
 /// Whether `path` (at `fs` in its file system) is `other` or inside it.
 fn within(path: &Path, fs: Option<&(String, PathBuf)>, other: &Place) -> bool {
     path.starts_with(&other.path)
