@@ -1536,6 +1536,25 @@ async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
     .await
     .expect("the open must not block");
     assert!(tool_error_text(write).contains("cannot write"));
+    // Setting a FIFO's times with symlinks followed opened it blocking (a
+    // review's case), also through a symlink; a file's are set.
+    std::os::unix::fs::symlink("fifo", out.path().join("to-fifo")).unwrap();
+    std::fs::write(out.path().join("file"), "x").unwrap();
+    for (path, want) in [
+        ("/out/fifo", "refused: access"),
+        ("/out/to-fifo", "refused: access"),
+        ("/out/file", "set"),
+        ("/data/hello.txt", "refused: not-permitted"),
+    ] {
+        let touched = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            call(&core, "touch_following", json!({"path": path})),
+        )
+        .await
+        .expect("setting times must not block")
+        .unwrap();
+        assert_eq!(touched.text(), want, "{path}");
+    }
     let ok = call(&core, "read_path", json!({"path": "/data/hello.txt"}))
         .await
         .unwrap();

@@ -79,6 +79,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("cut_upload", "Start a chunked POST to `url`, write `bytes` of its body, wait for the response to begin, and return without finishing the body (the call's end cuts it off).", cut_upload))
         .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
+        .tool(Tool::new("touch_following", "Set the times of `path` (symlinks followed) to now; report the outcome.", touch_following))
         .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
         .tool(Tool::new("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood))
         .tool(Tool::new("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings))
@@ -959,6 +960,23 @@ fn random(a: RandomArgs) -> Result<String, ToolError> {
         "{} bytes",
         wasi::random::random::get_random_bytes(a.len).len()
     ))
+}
+
+fn touch_following(a: PathArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{NewTimestamp, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    Ok(
+        match dir.set_times_at(
+            PathFlags::SYMLINK_FOLLOW,
+            &rel,
+            NewTimestamp::Now,
+            NewTimestamp::Now,
+        ) {
+            Ok(()) => "set".to_string(),
+            Err(e) => format!("refused: {}", e.name()),
+        },
+    )
 }
 
 fn elicit_params(message: &str) -> serde_json::Value {
