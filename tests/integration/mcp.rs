@@ -1284,6 +1284,41 @@ async fn connections_that_never_finish_their_headers_are_closed() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
+/// A review's case: hyper buffered an unfinished request head up to about
+/// 408 KiB, so each connection sending a long header held that for the
+/// header timeout, with no credential (1.6 GB at the connection cap). A
+/// head past 64 KiB is answered 431 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_past_64_kib_is_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = echo_http_server(|o| o.header_read_timeout = Duration::from_secs(60)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /mcp HTTP/1.1\r\nHost: x\r\nX-A: ")
+        .await
+        .unwrap();
+    // Unfinished: the head never ends.
+    let _ = s.write_all(&vec![b'a'; 100 << 10]).await;
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "the connection was held");
+    assert!(
+        buf.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    // A head of a few KiB (a long bearer token) is fine.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = initialize_request(addr).replacen(
+        "Connection: close\r\n",
+        &format!("Connection: close\r\nX-Pad: {}\r\n", "p".repeat(16 << 10)),
+        1,
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:.300}");
+}
+
 /// The review's case: the metrics listener was served by `axum::serve`,
 /// with no header timeout and no connection cap, and the shipped
 /// deployment exposes it. Connections that never finished their headers

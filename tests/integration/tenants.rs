@@ -1969,3 +1969,42 @@ fn tools_named_into_a_tenants_scope_by_the_command_line_get_its_caps() {
         "the refusal names the variable: {all}"
     );
 }
+
+/// A review's case: a chunked body's parts were kept as they came and
+/// counted by their bytes only. Four million 1-byte chunks, 2 MB counted,
+/// held 67 MB (each part's handle, and hyper's read buffer behind it):
+/// fifteen such uploads held 2 GB under a 64 MiB bound. A body is copied
+/// into one buffer as it comes, and what that buffer reserves is counted.
+#[test]
+fn a_body_of_tiny_chunks_holds_about_what_it_is_counted() {
+    let s = Setup::new(&format!(
+        "\n[[tenant]]\nname = \"delta\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n",
+        sha("delta-token")
+    ));
+    let server = s.serve();
+    let addr = server.addr();
+    let base = rss_kib(server.pid());
+    // Four uploads of a million 1-byte chunks each, never finished.
+    let chunks = " \r\n1\r\n".repeat(1 << 20);
+    let uploads: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut up = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                up,
+                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nAuthorization: Bearer delta-token\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n"
+            )
+            .unwrap();
+            up.write_all(chunks.as_bytes()).unwrap();
+            up
+        })
+        .collect();
+    // Read once the server has read them all: a call after the uploads is
+    // answered once their bytes are in.
+    std::thread::sleep(Duration::from_secs(2));
+    let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": "after"}));
+    assert_eq!(st, 200, "{resp}");
+    let grown = rss_kib(server.pid()).saturating_sub(base);
+    // 4 MB of bodies; 150 MB before.
+    assert!(grown < 64 << 10, "the server grew by {grown} KiB");
+    drop(uploads);
+}

@@ -61,6 +61,9 @@ pub(super) fn connection_cap(wanted: usize) -> usize {
     wanted.min(room).max(1)
 }
 
+/// The most a connection's read buffer holds: a request's head must fit.
+const MAX_READ_BUFFER: usize = 64 << 10;
+
 /// Serve `app` on `listener` until `stop` resolves, then close.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -77,6 +80,11 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         // Zero would close every connection at once.
         .header_read_timeout(bounds.header_read_timeout.max(Duration::from_millis(100)))
+        // hyper buffers a request's head up to about 408 KiB by default:
+        // 4,096 connections each sending an unfinished 400 KB header held
+        // 1.6 GB for the header timeout, with no credential (found by
+        // review). A head past this is refused (431).
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     let per_address = Arc::new(PerAddress::new(bounds.per_address));
     let mut stop = std::pin::pin!(stop);
