@@ -1030,6 +1030,92 @@ pub(crate) fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u1
 
 pub(crate) const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
+/// A review's case: rmcp routes a session's messages by request id, and a
+/// second request under an id in flight overwrote the first's route: the
+/// first's channel stayed for the session's life (concurrent `ping`s under
+/// one id leaked 120 MB). A request under an id in flight in its session
+/// is refused, as over stdio, and so is an id past 1 KiB; the id is free
+/// again once its request is answered.
+#[test]
+fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
+    let dir = tools(true);
+    let server = HttpServe::start(
+        &serve_args(&dir)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let addr = server.addr();
+    let (st, resp) = http_post(&addr, &[], INIT);
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let h = [
+        ("mcp-session-id", sid.as_str()),
+        ("mcp-protocol-version", "2025-11-25"),
+    ];
+    let (st, _) = http_post(
+        &addr,
+        &h,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(st, 202);
+    let slow = {
+        let (addr, sid) = (addr.clone(), sid.clone());
+        std::thread::spawn(move || {
+            let h = [
+                ("mcp-session-id", sid.as_str()),
+                ("mcp-protocol-version", "2025-11-25"),
+            ];
+            // Sent again if it met one of the pings below under id 7.
+            loop {
+                let (st, resp) = http_post(
+                    &addr,
+                    &h,
+                    r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}"#,
+                );
+                if !resp.contains("already in flight") {
+                    return (st, resp);
+                }
+            }
+        })
+    };
+    let ping = |id: &str| {
+        http_post(
+            &addr,
+            &h,
+            &format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+        )
+    };
+    // Until the slow call holds id 7 (then, while it runs, refused).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, resp) = ping("7");
+        assert_eq!(st, 200, "{resp}");
+        if resp.contains("already in flight in this session") {
+            assert!(resp.contains("-32600"), "{resp}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "id 7 was never in flight: {resp}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, resp) = slow.join().unwrap();
+    assert_eq!(st, 200, "{resp}");
+    assert!(
+        resp.contains("slept"),
+        "the first request is answered: {resp}"
+    );
+    let (_, resp) = ping("7");
+    assert!(
+        resp.contains(r#""result":{}"#),
+        "id 7 is free again: {resp}"
+    );
+    let (_, resp) = ping(&format!("\"{}\"", "i".repeat(2000)));
+    assert!(resp.contains("longer than 1024 bytes"), "{resp:.300}");
+}
+
 #[test]
 fn http_rejects_foreign_hosts_and_origins() {
     let dir = tools(true);

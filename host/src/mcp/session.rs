@@ -29,7 +29,7 @@
 use crate::mrtr::StateKey;
 use base64::Engine as _;
 use futures::Stream;
-use rmcp::model::{ClientJsonRpcMessage, ClientRequest, InitializeRequestParams};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, InitializeRequestParams, RequestId};
 use rmcp::transport::WorkerTransport;
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError, LocalSessionWorker,
@@ -263,7 +263,17 @@ pub(crate) struct SealedSessions {
     /// Held while a session is counted and created: two requests cannot
     /// both take the last place.
     opening: tokio::sync::Mutex<()>,
+    /// The request ids in flight in each held session (see
+    /// [`SealedSessions::create_stream`]).
+    in_flight: InFlightIds,
 }
+
+/// Request ids in flight, per session.
+type InFlightIds = Arc<std::sync::Mutex<std::collections::HashSet<(SessionId, RequestId)>>>;
+
+/// The longest request id a session takes (as JSON text): rmcp keeps a
+/// request's id with its channel, for a minute after a cancellation.
+const MAX_REQUEST_ID: usize = 1 << 10;
 
 impl SealedSessions {
     pub(crate) fn new(seal: SessionSeal, max: usize) -> SealedSessions {
@@ -272,6 +282,7 @@ impl SealedSessions {
             seal,
             max: max.into(),
             opening: tokio::sync::Mutex::new(()),
+            in_flight: InFlightIds::default(),
         }
     }
 
@@ -356,12 +367,61 @@ impl SessionManager for SealedSessions {
         Ok(self.local.close_session(id).await?)
     }
 
+    /// A request's stream, its id held in flight until rmcp's channel for
+    /// it ends. rmcp routes a session's messages by request id: a second
+    /// request under an id in flight overwrote the first's route, and the
+    /// first's channel stayed for the session's life (a review's case:
+    /// concurrent `ping`s under one id leaked 120 MB in a session, about
+    /// 1 MB each with long ids). Such a request, or one whose id is longer
+    /// than [`MAX_REQUEST_ID`], is answered with an error, as stdio does.
     async fn create_stream(
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.create_stream(id, message).await?)
+        use futures::StreamExt as _;
+        let key = match &message {
+            ClientJsonRpcMessage::Request(r) => Some((id.clone(), r.id.clone())),
+            _ => None,
+        };
+        if let Some((_, rid)) = &key {
+            let text = rid.to_string();
+            let refused = if text.len() > MAX_REQUEST_ID {
+                Some(format!(
+                    "request ids longer than {MAX_REQUEST_ID} bytes are refused"
+                ))
+            } else if !lock(&self.in_flight).insert((id.clone(), rid.clone())) {
+                Some(format!(
+                    "request id {} is already in flight in this session",
+                    crate::error::shown_name(&text)
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                let error: rmcp::model::ServerJsonRpcMessage = rmcp::model::JsonRpcMessage::error(
+                    rmcp::ErrorData::invalid_request(why, None),
+                    Some(rid.clone()),
+                );
+                let once = futures::stream::iter([ServerSseMessage::from_message(error)]);
+                return Ok(once.left_stream());
+            }
+        }
+        let stream = match self.local.create_stream(id, message).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(k) = &key {
+                    lock(&self.in_flight).remove(k);
+                }
+                return Err(e.into());
+            }
+        };
+        Ok(InFlight {
+            inner: Some(Box::pin(stream)),
+            key,
+            ids: self.in_flight.clone(),
+        }
+        .right_stream())
     }
 
     async fn accept_message(
@@ -401,6 +461,69 @@ impl SessionManager for SealedSessions {
 
     fn event_store(&self) -> Option<Arc<dyn EventStore>> {
         None
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A request's stream from rmcp, whose id is in flight until the stream
+/// ends: read to its end even when the client went away first (rmcp's
+/// channel lives until the request's response), so its id is never taken
+/// again while rmcp still routes it.
+struct InFlight<S: Stream<Item = ServerSseMessage> + Send + 'static> {
+    inner: Option<std::pin::Pin<Box<S>>>,
+    key: Option<(SessionId, RequestId)>,
+    ids: InFlightIds,
+}
+
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> InFlight<S> {
+    fn release(&mut self) {
+        self.inner = None;
+        if let Some(k) = self.key.take() {
+            lock(&self.ids).remove(&k);
+        }
+    }
+}
+
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S> {
+    type Item = ServerSseMessage;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerSseMessage>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = inner.as_mut().poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(None)) {
+            self.release();
+        }
+        next
+    }
+}
+
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        let (Some(mut inner), Some(key)) = (self.inner.take(), self.key.take()) else {
+            return;
+        };
+        let ids = self.ids.clone();
+        let release = move || {
+            lock(&ids).remove(&key);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    use futures::StreamExt as _;
+                    while inner.next().await.is_some() {}
+                    release();
+                });
+            }
+            Err(_) => release(),
+        }
     }
 }
 
