@@ -243,10 +243,35 @@ impl Shared {
             peers.retain(|p| !p.is_transport_closed());
             peers.clone()
         };
-        for p in peers {
-            if let Err(e) = p.notify_tool_list_changed().await {
-                tracing::debug!("tools/list_changed not delivered: {e}");
-            }
+        tell_each(peers, "tools/list_changed", |p| async move {
+            p.notify_tool_list_changed().await
+        })
+        .await;
+    }
+}
+
+/// How long a change notice waits on one session. A session whose client
+/// stopped reading its stream blocks what is sent to it: told one after
+/// another, one such session held every later session's notice, and every
+/// later change's (found by review). Each session is told at once, and
+/// waited on this long at most.
+const NOTICE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Send `what` to each of `to` (sessions, or sessions and what to tell
+/// them) with `send`, all at once, each for at most [`NOTICE_WAIT`].
+async fn tell_each<T, F, Fut>(to: Vec<T>, what: &str, send: F)
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<(), rmcp::service::ServiceError>>,
+{
+    let told = to
+        .into_iter()
+        .map(|p| tokio::time::timeout(NOTICE_WAIT, send(p)));
+    for r in futures::future::join_all(told).await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("{what} not delivered: {e}"),
+            Err(_) => tracing::debug!("{what} not delivered within {NOTICE_WAIT:?}"),
         }
     }
 }
@@ -279,14 +304,15 @@ fn forward_resource_updates(
                 peers.retain(|p| !p.is_transport_closed());
                 peers.clone()
             };
-            for p in peers {
-                if let Err(e) = p.notify_resource_list_changed().await {
-                    tracing::debug!("resources/list_changed not delivered: {e}");
-                }
-                if let Err(e) = p.notify_prompt_list_changed().await {
-                    tracing::debug!("prompts/list_changed not delivered: {e}");
-                }
-            }
+            tell_each(
+                peers,
+                "resources and prompts list_changed",
+                |p| async move {
+                    p.notify_resource_list_changed().await?;
+                    p.notify_prompt_list_changed().await
+                },
+            )
+            .await;
             let due: Vec<(Peer<RoleServer>, String)> = {
                 let mut subs = shared
                     .subscriptions
@@ -303,12 +329,11 @@ fn forward_resource_updates(
                     })
                     .collect()
             };
-            for (peer, uri) in due {
+            tell_each(due, "resources/updated", |(peer, uri)| async move {
                 let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri);
-                if let Err(e) = peer.notify_resource_updated(note).await {
-                    tracing::debug!("resources/updated not delivered: {e}");
-                }
-            }
+                peer.notify_resource_updated(note).await
+            })
+            .await;
         }
     });
 }
@@ -1490,5 +1515,35 @@ impl<T: Send + 'static> Drop for Finishing<T> {
                 rt.spawn(call);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A review's case: sessions were told of a change one after another,
+    /// so one whose client stopped reading held every later session's
+    /// notice (and every later change's). Each is told at once, and waited
+    /// on for [`NOTICE_WAIT`] at most.
+    #[tokio::test]
+    async fn a_session_that_never_takes_its_notice_delays_no_other() {
+        let told = Arc::new(AtomicUsize::new(0));
+        let started = std::time::Instant::now();
+        tell_each(vec![0, 1, 2], "a notice", |i| {
+            let told = told.clone();
+            async move {
+                if i == 0 {
+                    std::future::pending::<()>().await;
+                }
+                told.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(told.load(Ordering::Relaxed), 2);
+        let took = started.elapsed();
+        assert!(took >= NOTICE_WAIT && took < 2 * NOTICE_WAIT, "{took:?}");
     }
 }
