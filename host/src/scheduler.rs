@@ -265,8 +265,8 @@ pub(crate) fn lower_priority(priority: GuestPriority) {
 /// future returns pending and [`Turned`] gives the turn back: a guest
 /// waiting must not keep a turn a running one needs. Calling into the
 /// host gives nothing back by itself, so a guest cannot shed its turn
-/// faster than it stops running. After such a wait it runs on without a
-/// turn until its next tick, at most one tick.
+/// faster than it stops running. After such a wait it takes a turn again
+/// before it runs on.
 #[derive(Clone)]
 pub(crate) struct CpuTurn {
     fair: Arc<Fair>,
@@ -286,10 +286,27 @@ impl CpuTurn {
 
     /// The call's future returned pending: unless that is the wait for
     /// (or right after) its turn, the guest is idle: give the turn back.
-    fn idle(&self) {
-        if !self.in_next.load(std::sync::atomic::Ordering::Acquire) {
-            self.release();
+    /// Whether a turn was given back.
+    fn idle(&self) -> bool {
+        if self.in_next.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
         }
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .is_some()
+    }
+
+    /// Wait for this scope's next turn and hold it: a guest that gave its
+    /// turn back while it waited takes one again before it runs on.
+    fn regain(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (fair, scope, held) = (self.fair.clone(), self.scope.clone(), self.held.clone());
+        Box::pin(async move {
+            if let Ok(slot) = Fair::acquire(&fair, &scope).await {
+                *held.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+            }
+        })
     }
 
     /// At an epoch tick: queue for this scope's next turn, *then* pass the
@@ -360,19 +377,26 @@ impl LazyTimer {
 
 pin_project_lite::pin_project! {
     /// A call's guest future, which gives its turn back whenever it returns
-    /// pending for a reason other than waiting for the turn (see [`CpuTurn`]).
+    /// pending for a reason other than waiting for the turn (see
+    /// [`CpuTurn`]), and takes one again before the guest runs on.
     pub(crate) struct Turned<F> {
         // Inline, not boxed: it is polled where the call's boxed future
         // holds it.
         #[pin]
         inner: F,
         turn: Option<CpuTurn>,
+        // The wait for a turn again, once one was given back.
+        regain: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     }
 }
 
 impl<F> Turned<F> {
     pub(crate) fn new(inner: F, turn: Option<CpuTurn>) -> Turned<F> {
-        Turned { inner, turn }
+        Turned {
+            inner,
+            turn,
+            regain: None,
+        }
     }
 }
 
@@ -386,6 +410,16 @@ impl<F: Future> Future for Turned<F> {
         let Some(turn) = this.turn.as_ref() else {
             return this.inner.poll(cx);
         };
+        // A guest that gave its turn back while it waited runs on only once
+        // it has one again: else it ran without one until its next tick,
+        // and a guest waiting briefly in the host at every tick (a `stat`)
+        // ran almost all the time on turns it never held, so the guest
+        // threads went back to being shared by call, not by tenant (found
+        // by review).
+        if let Some(regain) = this.regain.as_mut() {
+            std::task::ready!(regain.as_mut().poll(cx));
+            *this.regain = None;
+        }
         // A guest that only yields (wasmtime's fuel yield wakes its task
         // before returning pending) is still running: it keeps its turn.
         // One that waits for something else is idle and gives it back.
@@ -395,8 +429,11 @@ impl<F: Future> Future for Turned<F> {
         });
         let waker = std::task::Waker::from(seen.clone());
         let polled = this.inner.poll(&mut std::task::Context::from_waker(&waker));
-        if polled.is_pending() && !seen.woken.load(std::sync::atomic::Ordering::Acquire) {
-            turn.idle();
+        if polled.is_pending()
+            && !seen.woken.load(std::sync::atomic::Ordering::Acquire)
+            && turn.idle()
+        {
+            *this.regain = Some(turn.regain());
         }
         polled
     }
@@ -670,7 +707,44 @@ mod tests {
         assert!(holds(&a2));
     }
 
-    /// The scheduling policy and nice value of a guest thread.
+    /// A review's case: a guest that gave its turn back while it waited
+    /// in the host ran on without one until its next tick, so a guest
+    /// waiting briefly at every tick ran almost all the time on turns it
+    /// never held. Woken, it waits for a turn before it runs on.
+    #[tokio::test]
+    async fn a_guest_that_gave_its_turn_back_waits_for_one_before_it_runs_on() {
+        use futures::FutureExt as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let s = Scheduler::new(1, 1, GuestPriority::Background).unwrap();
+        let (a, v) = (s.cpu_turn(Scope::new("a")), s.cpu_turn(Scope::new("v")));
+        let holds = |t: &CpuTurn| t.held.lock().unwrap().is_some();
+        a.next().await;
+        // The guest: waits once (pending, not woken), then would run.
+        let runs = Arc::new(AtomicUsize::new(0));
+        let guest = {
+            let runs = runs.clone();
+            std::future::poll_fn(move |_| {
+                if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            })
+        };
+        let mut call = Box::pin(Turned::new(guest, Some(a.clone())));
+        assert!((&mut call).now_or_never().is_none());
+        assert!(!holds(&a), "waiting, it gave its turn back");
+        // Another scope takes the only turn; the guest, woken, waits.
+        v.next().await;
+        assert!((&mut call).now_or_never().is_none());
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "it ran without a turn");
+        v.release();
+        call.await;
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        assert!(holds(&a));
+    }
+
+    /// The scheduling policy and nice value of a guest thread.    /// The scheduling policy and nice value of a guest thread.
     #[cfg(target_os = "linux")]
     fn guest_thread_priority(priority: GuestPriority) -> (i32, i32) {
         let s = Scheduler::new(1, 1, priority).unwrap();
