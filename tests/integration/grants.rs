@@ -1303,6 +1303,27 @@ async fn nothing_a_tools_directory_holds_or_links_to_is_granted() {
     assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
 }
 
+/// A review's case: wasmtime-wasi's file stream took a write of any
+/// length and held it whole while a blocking thread wrote it, so many
+/// streams (each charged 68 KiB) each given 64 MiB held gigabytes. A write
+/// past what `check-write` permits traps, as the WASI contract says.
+#[tokio::test]
+async fn a_file_stream_write_past_its_permit_traps() {
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/out", out.path(), "rw"));
+    let core = core(d.path()).await;
+    let e = call(&core, "big_stream_write", json!({"path": "/out/f"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), CallErrorKind::Trap { .. }) && format!("{e:#}").contains("check-write"),
+        "{e:#}"
+    );
+    // Nothing of it was written.
+    assert_eq!(std::fs::metadata(out.path().join("f")).unwrap().len(), 0);
+}
+
 /// A review's case: the host reached its tools directory (or config, or
 /// keys) through a symlink inside a directory a tool was granted
 /// read-write. The tool pointed the symlink at a directory of manifests it

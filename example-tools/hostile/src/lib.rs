@@ -79,6 +79,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("cut_upload", "Start a chunked POST to `url`, write `bytes` of its body, wait for the response to begin, and return without finishing the body (the call's end cuts it off).", cut_upload))
         .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
+        .tool(Tool::new("big_stream_write", "Write 1 MiB to a file stream of `path` at once, past what `check-write` permits; report the outcome.", big_stream_write))
         .tool(Tool::new("touch_following", "Set the times of `path` (symlinks followed) to now; report the outcome.", touch_following))
         .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
         .tool(Tool::new("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood))
@@ -960,6 +961,27 @@ fn random(a: RandomArgs) -> Result<String, ToolError> {
         "{} bytes",
         wasi::random::random::get_random_bytes(a.len).len()
     ))
+}
+
+fn big_stream_write(a: PathArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            &rel,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .map_err(|e| ToolError::failed(format!("cannot open {}: {}", a.path, e.name())))?;
+    let stream = file
+        .write_via_stream(0)
+        .map_err(|e| ToolError::failed(format!("no stream: {}", e.name())))?;
+    Ok(match stream.write(&vec![7u8; 1 << 20]) {
+        Ok(()) => "written".to_string(),
+        Err(e) => format!("refused: {e:?}"),
+    })
 }
 
 fn touch_following(a: PathArgs) -> Result<String, ToolError> {

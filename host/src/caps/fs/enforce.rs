@@ -1094,9 +1094,25 @@ impl InputStream for HeldStream<DynInputStream> {
     }
 }
 
+/// Refuse (trap) a write of `n` bytes past what `check-write` permits now.
+/// wasmtime-wasi's file stream takes any length and holds it whole while a
+/// blocking thread writes it: a write of 64 MiB on each of many streams,
+/// each charged [`STREAM_BYTES`], held gigabytes (found by review). The
+/// WASI contract makes such a write a trap; `wasi:http` bodies check it too.
+fn within_permit(inner: &mut DynOutputStream, n: usize) -> StreamResult<()> {
+    let permit = inner.check_write()?;
+    if n > permit {
+        return Err(StreamError::Trap(wasmtime::format_err!(
+            "a file stream write of {n} bytes, past the {permit} `check-write` permits"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl OutputStream for HeldStream<DynOutputStream> {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        within_permit(&mut self.inner, bytes.len())?;
         self.inner.write(bytes)
     }
     fn flush(&mut self) -> StreamResult<()> {
@@ -1109,6 +1125,7 @@ impl OutputStream for HeldStream<DynOutputStream> {
         self.inner.blocking_write_and_flush(bytes).await
     }
     fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
+        within_permit(&mut self.inner, n)?;
         self.inner.write_zeroes(n)
     }
     async fn write_ready(&mut self) -> StreamResult<usize> {
