@@ -777,6 +777,45 @@ async fn a_calls_tables_count_against_its_memory_limit() {
     }
 }
 
+/// A review's case: a guest's own resources (`resource.new`) take host
+/// memory in its store's handle tables, outside its memory limit, and
+/// wasmtime allows 100,000 of them. A call holds at most four times its
+/// `handles` (16,384 by default); past that, it traps.
+#[tokio::test]
+async fn a_guests_own_resources_are_bounded_by_its_handles() {
+    let wat = r#"(component
+        (type $r (resource (rep i32)))
+        (core func $new (canon resource.new $r))
+        (core module $m
+            (import "" "new" (func $new (param i32) (result i32)))
+            (func (export "make") (param $n i32) (result i32)
+                (local $i i32)
+                (block $done
+                    (loop $next
+                        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+                        (drop (call $new (local.get $i)))
+                        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br $next)))
+                (local.get $i)))
+        (core instance $i (instantiate $m (with "" (instance (export "new" (func $new))))))
+        (func $make (param "n" u32) (result u32) (canon lift (core func $i "make")))
+        (export "make" (func $make)))"#;
+    let d = ToolDir::new();
+    add_wat(&d, "resources", wat, "");
+    let core = core(d.path()).await;
+    assert_eq!(
+        result(&core, "make", json!({"n": 10_000})).await,
+        json!(10_000)
+    );
+    let e = call(&core, "make", json!({"n": 50_000})).await.unwrap_err();
+    assert!(matches!(e.kind(), CallErrorKind::Trap { .. }), "{e:#}");
+    // Each call's store is its own: the next call starts from none.
+    assert_eq!(
+        result(&core, "make", json!({"n": 10_000})).await,
+        json!(10_000)
+    );
+}
+
 /// A component whose tables alone start over its memory limit would fail
 /// every call once instantiated (its tables are charged from their
 /// initial size on): it is refused at load, saying why.

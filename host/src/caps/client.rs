@@ -294,8 +294,12 @@ impl CallClient {
         let kind = ClientRequestKind::from_method(method)
             .filter(|k| self.granted.contains(k))
             .ok_or_else(|| {
+                // The guest's text, cut: a refusal is held until the call's
+                // granted questions are answered (found by review: keys
+                // and methods of 64 MiB were kept whole).
                 format!(
-                    "`{method}` is not granted to this tool (its manifest needs `[client] requests`)"
+                    "`{}` is not granted to this tool (its manifest needs `[client] requests`)",
+                    crate::error::shown_name(method)
                 )
             })?;
         let key = match key {
@@ -304,7 +308,8 @@ impl CallClient {
         };
         if !valid_key(&key) {
             return Err(format!(
-                "`{key}` is not a valid request key (1-64 characters of A-Z a-z 0-9 _ - . : /)"
+                "`{}` is not a valid request key (1-64 characters of A-Z a-z 0-9 _ - . : /)",
+                crate::error::shown_name(&key)
             ));
         }
         if self.keys.contains(&key) {
@@ -417,6 +422,24 @@ mod tests {
         };
         let e = prepare(&[ClientRequestKind::Sampling], &only_elicit).unwrap_err();
         assert!(e[0].hint.contains("[client] requests"), "{e:?}");
+    }
+
+    /// A review's case: a refusal quoted the guest's whole method or key,
+    /// and is held until the call's granted questions are answered.
+    #[test]
+    fn a_refusal_quotes_a_huge_method_or_key_cut() {
+        let mut c = call(&[ClientRequestKind::Elicitation], &ClientCaps::default());
+        let huge = "k".repeat(1 << 20);
+        let e = c.check(&huge, "{}").unwrap_err();
+        assert!(e.len() < 1024 && e.contains("not granted"), "{}", e.len());
+        let e = c
+            .check(&format!("elicitation/create#{huge}"), "{}")
+            .unwrap_err();
+        assert!(
+            e.len() < 1024 && e.contains("not a valid request key"),
+            "{}",
+            e.len()
+        );
     }
 
     #[test]

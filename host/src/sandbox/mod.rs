@@ -1935,6 +1935,7 @@ fn new_store(
     store.limiter(|s| &mut s.limiter);
 
     store.set_hostcall_fuel(hostcall_fuel(&grants.limits));
+    store.set_max_component_handles(component_handles(grants.handles));
     // Compiled code keeps its fuel count in a register and writes it
     // back only at calls, returns and when it runs out: refilling every
     // `FUEL_FLUSH` units makes a guest stopped mid-loop (deadline,
@@ -1964,6 +1965,17 @@ fn hostcall_fuel(limits: &caps::Limits) -> usize {
         .max(limits.max_output.saturating_mul(PER_VALUE))
         .min(CEILING);
     usize::try_from(fuel).unwrap_or(usize::MAX)
+}
+
+/// The most component-model handles a call's store holds at once (its
+/// instances' tables: each resource of the host's it holds, each borrow in
+/// a call, each resource of its own made with `resource.new`). wasmtime's
+/// default, 100,000, let a guest's own resources take 2.5-5 MiB of host
+/// memory outside its limits (found by review). Four per handle the call
+/// may hold in the host's table (a host resource is in both, and borrows
+/// come and go), and never fewer than 4,096.
+fn component_handles(handles: usize) -> usize {
+    handles.saturating_mul(4).clamp(4096, 100_000)
 }
 
 /// The prefix of every `wasi:http` interface's name.
