@@ -909,8 +909,14 @@ impl RawFs {
         if let Some(b) = self.deny_rw {
             c.fs.deny_rw = b;
         }
-        c.fs.default_quota = self.default_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
-        c.fs.max_quota = self.max_quota.and_then(|q| size(&q, 0, u64::MAX, cx));
+        // Unnamed, what `c` had is kept (a tenant's `[tenant.fs]` without
+        // them keeps the host's).
+        if let Some(q) = self.default_quota {
+            c.fs.default_quota = size(&q, 0, u64::MAX, cx);
+        }
+        if let Some(q) = self.max_quota {
+            c.fs.max_quota = size(&q, 0, u64::MAX, cx);
+        }
         if let Some(n) = self.max_open {
             match *n.get_ref() {
                 v @ 1..=65_536 => c.fs.max_open = Some(v as usize),

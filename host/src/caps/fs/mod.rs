@@ -99,18 +99,38 @@ pub struct FsCaps {
 }
 
 impl FsCaps {
-    /// Both caps at once.
+    /// The largest quota these caps allow: `max_quota`, else the larger of
+    /// the built-in [`DEFAULT_QUOTA`] and `default_quota`.
+    fn quota_ceiling(&self) -> u64 {
+        self.max_quota
+            .unwrap_or_else(|| DEFAULT_QUOTA.max(self.default_quota.unwrap_or(0)))
+    }
+
+    /// Both caps at once. The largest quota is the smaller of the two
+    /// ceilings, each side's implied one too: a side with no `max-quota`
+    /// allows the built-in 1 GiB or its own `default-quota`, and the other
+    /// side's larger default never raises that (found by review: a
+    /// tenant's `default-quota` of 50 GiB let manifests ask 40 GiB on a
+    /// host that set none, where 1 GiB was the bound).
     pub fn intersect(&self, other: &FsCaps) -> FsCaps {
         let roots = self.roots.intersect(&other.roots);
         let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let unset = |c: &FsCaps| c.max_quota.is_none() && c.default_quota.is_none();
+        let max_quota = if unset(self) && unset(other) {
+            None
+        } else {
+            Some(self.quota_ceiling().min(other.quota_ceiling()))
+        };
         FsCaps {
             roots,
             deny_rw: self.deny_rw || other.deny_rw,
-            default_quota: min(self.default_quota, other.default_quota),
-            max_quota: min(self.max_quota, other.max_quota),
+            // Never above the largest allowed.
+            default_quota: min(min(self.default_quota, other.default_quota), max_quota)
+                .filter(|_| self.default_quota.is_some() || other.default_quota.is_some()),
+            max_quota,
             max_open: match (self.max_open, other.max_open) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -431,10 +451,7 @@ fn prepare_one(
             // default or the operator's `default-quota`, not more: a
             // manifest alone is never an unbounded way to fill the host's
             // disk (found by review: up to 1 PiB was taken as asked).
-            let (max, set) = match caps.max_quota {
-                Some(max) => (max, true),
-                None => (DEFAULT_QUOTA.max(caps.default_quota.unwrap_or(0)), false),
-            };
+            let (max, set) = (caps.quota_ceiling(), caps.max_quota.is_some());
             match q {
                 Some(q) if q > max => {
                     return Err((
@@ -443,7 +460,9 @@ fn prepare_one(
                             path.display()
                         ),
                         Some(if set {
-                            format!("the host config's `[fs] max-quota` is {max} bytes")
+                            format!(
+                                "the host config's `[fs] max-quota` (or a tenant's, or what its `default-quota` implies) is {max} bytes"
+                            )
                         } else {
                             format!(
                                 "the host config sets no `[fs] max-quota`, so quotas up to {max} bytes are allowed; set it to allow more"
@@ -665,6 +684,39 @@ mod tests {
             .unwrap_err();
             assert!(e[0].message.contains(needle), "{:?}", e);
         }
+    }
+
+    #[test]
+    /// A review's case: a side with no `max-quota` allows 1 GiB or its
+    /// own `default-quota`; the other side's larger default raised that
+    /// (a tenant's 50 GiB default let a manifest ask 40 GiB on a host
+    /// that set nothing). Each side's ceiling holds, and a default above
+    /// the result is lowered to it.
+    #[test]
+    fn a_narrower_sides_default_quota_never_raises_the_others_ceiling() {
+        let host = FsCaps::default();
+        let tenant = FsCaps {
+            default_quota: Some(50 << 30),
+            ..FsCaps::default()
+        };
+        for both in [host.intersect(&tenant), tenant.intersect(&host)] {
+            assert_eq!(both.max_quota, Some(DEFAULT_QUOTA));
+            assert_eq!(both.default_quota, Some(DEFAULT_QUOTA));
+        }
+        // Set nowhere: nothing set, the built-in applies at load.
+        assert_eq!(host.intersect(&host), host);
+        // A host's explicit ceiling holds against a tenant's default.
+        let big_host = FsCaps {
+            max_quota: Some(10 << 30),
+            ..FsCaps::default()
+        };
+        let both = big_host.intersect(&tenant);
+        assert_eq!(
+            (both.max_quota, both.default_quota),
+            (Some(10 << 30), Some(10 << 30))
+        );
+        // And the same caps twice are the same caps.
+        assert_eq!(big_host.intersect(&big_host), big_host);
     }
 
     #[test]
