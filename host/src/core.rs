@@ -1164,11 +1164,15 @@ impl Core {
         // Sized only for a tenant that has an output quota: weighing a
         // result (its structured part serialized) is not free. A failure is
         // output too (a guest's error or trap message reaches the caller).
+        // So are its events and its questions to the client, sent besides
+        // the result (found by review: up to `max-requests` questions of
+        // 256 KiB each, and the event budget, went uncharged).
         if admission.meters_output() {
-            admission.charge_output(match &result {
+            let result_bytes = match &result {
                 Ok(out) => out.size(),
                 Err(e) => e.to_string().len() as u64,
-            });
+            };
+            admission.charge_output(result_bytes.saturating_add(usage.sent()));
         }
         drop(admission);
         let outcome = match &result {

@@ -569,3 +569,48 @@ async fn progress_and_logs_reach_the_caller_in_order() {
     assert_eq!(progress, vec![1.0, 2.0, 3.0]);
     assert!(logs >= 3, "one log per step, got {logs}");
 }
+
+/// A review's case: a tenant's `output-bytes-per-minute` counted a call's
+/// result only; its events (up to the event budget) and its questions to
+/// the client (up to `max-requests` of 256 KiB each) were sent free. A call
+/// of 40 logged steps and a short result overdraws 4 KiB; the next waits.
+#[tokio::test]
+async fn events_count_against_a_tenants_output_quota() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cfg.path().join("t")).unwrap();
+    let text = format!(
+        "[[tenant]]\nname = \"quiet\"\ntools = [\"t/\"]\ntoken-sha256 = [\"{}\"]\noutput-bytes-per-minute = \"4 KiB\"\n",
+        "ab".repeat(32)
+    );
+    let config = toolhost::HostConfig::parse(&cfg.path().join("toolhost.toml"), &text)
+        .unwrap()
+        .with_cache_dir(Some(crate::support::root().join("target/test-cache")));
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::new("quiet"), d.path())
+        .build()
+        .await
+        .unwrap();
+    let run = || {
+        let (tx, rx) = toolhost::EventSink::channel(1024);
+        let call = core.call(
+            CallRequest::new(
+                Scope::new("quiet"),
+                "log_and_progress",
+                args(json!({"steps": 40, "ms": 0})),
+            )
+            .events(tx),
+        );
+        async move {
+            let out = call.await;
+            drop(rx);
+            out
+        }
+    };
+    let first = run().await.unwrap();
+    assert!(first.text().len() < 200, "{}", first.text());
+    let e = run().await.unwrap_err();
+    assert!(matches!(e.kind(), CallErrorKind::OverQuota { .. }), "{e:#}");
+}

@@ -61,6 +61,8 @@ pub(crate) struct CallOutput {
     events: Option<EventSink>,
     budget: usize,
     overhead: usize,
+    /// Bytes of the events sent (their text and overhead).
+    sent: usize,
 }
 
 impl StdioCaps {
@@ -79,6 +81,7 @@ impl StdioCaps {
             events,
             budget: self.event_budget,
             overhead: self.event_overhead,
+            sent: 0,
         }
     }
 }
@@ -105,10 +108,16 @@ impl CallOutput {
         let cost = size.saturating_add(self.overhead);
         if cost <= self.budget {
             self.budget -= cost;
+            self.sent += cost;
             sink.send(event);
         } else {
             sink.count_dropped();
         }
+    }
+
+    /// Bytes of the events sent to the caller so far.
+    pub(crate) fn sent(&self) -> usize {
+        self.sent
     }
 
     /// Which stream filled up, if one did: `(name, limit)`.

@@ -457,6 +457,9 @@ pub(crate) struct Usage {
     queued: at::AtomicBool,
     fuel_used: at::AtomicU64,
     peak_memory: at::AtomicU64,
+    /// Bytes the caller was sent besides the result: events (logs,
+    /// progress) and questions to its client.
+    sent: at::AtomicU64,
     /// Whether a store was created (so fuel and memory mean something).
     ran: at::AtomicBool,
 }
@@ -474,6 +477,11 @@ impl Usage {
             std::time::Duration::from_micros(self.queue_wait_us.load(at::Ordering::Acquire))
         })
     }
+    /// Bytes the caller was sent besides the result (see `sent`).
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(at::Ordering::Acquire)
+    }
+
     /// Fuel consumed and the peak memory, if the guest ran.
     pub(crate) fn costs(&self) -> Option<(u64, u64)> {
         self.ran.load(at::Ordering::Acquire).then(|| {
@@ -666,6 +674,11 @@ impl Metered {
             .store(self.fuel.saturating_sub(left), at::Ordering::Release);
         u.peak_memory.store(
             self.store.data().limiter.peak() as u64,
+            at::Ordering::Release,
+        );
+        let data = self.store.data();
+        u.sent.store(
+            (data.output.sent() as u64).saturating_add(data.client.asked_bytes()),
             at::Ordering::Release,
         );
         u.ran.store(true, at::Ordering::Release);

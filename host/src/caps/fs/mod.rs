@@ -686,7 +686,6 @@ mod tests {
         }
     }
 
-    #[test]
     /// A review's case: a side with no `max-quota` allows 1 GiB or its
     /// own `default-quota`; the other side's larger default raised that
     /// (a tenant's 50 GiB default let a manifest ask 40 GiB on a host
