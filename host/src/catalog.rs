@@ -65,7 +65,9 @@ pub struct Source {
     /// The directory, manifest or `.wasm`.
     pub path: PathBuf,
     /// Caps for this source's tools on top of the host config's (a
-    /// tenant's overrides); intersected, so they only narrow.
+    /// tenant's overrides); intersected, so they only narrow. Start from
+    /// the host's caps and narrow them: a field left at its default
+    /// narrows too (`FsCaps` without quotas allows the built-in 1 GiB).
     pub caps: Option<Arc<Caps>>,
     /// Only the tools of these names, or of the manifests of these names
     /// (a tenant's named tools); `None`: all.

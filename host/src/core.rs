@@ -1164,13 +1164,23 @@ impl Core {
         // Sized only for a tenant that has an output quota: weighing a
         // result (its structured part serialized) is not free. A failure is
         // output too (a guest's error or trap message reaches the caller).
-        // So are its events and its questions to the client, sent besides
-        // the result (found by review: up to `max-requests` questions of
-        // 256 KiB each, and the event budget, went uncharged).
+        // So are its events, and the questions a stateless caller is sent
+        // to answer (found by review: the event budget, and up to
+        // `max-requests` questions of 256 KiB each, went uncharged; a
+        // task's are charged as it is polled).
         if admission.meters_output() {
             let result_bytes = match &result {
                 Ok(out) => out.size(),
-                Err(e) => e.to_string().len() as u64,
+                Err(e) => match e.kind() {
+                    CallErrorKind::InputRequired { requests } => requests
+                        .iter()
+                        .map(|q| {
+                            let params = serde_json::to_string(&q.params).map_or(0, |p| p.len());
+                            (q.key.len() + q.method.len() + params) as u64
+                        })
+                        .sum(),
+                    _ => e.to_string().len() as u64,
+                },
             };
             admission.charge_output(result_bytes.saturating_add(usage.sent()));
         }

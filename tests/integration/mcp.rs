@@ -1114,6 +1114,112 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
     );
     let (_, resp) = ping(&format!("\"{}\"", "i".repeat(2000)));
     assert!(resp.contains("longer than 1024 bytes"), "{resp:.300}");
+    let (_, resp) = http_post(
+        &addr,
+        &h,
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":8,"method":"ping","params":{{"_meta":{{"progressToken":"{}"}}}}}}"#,
+            "t".repeat(2000)
+        ),
+    );
+    assert!(resp.contains("progress tokens longer than"), "{resp:.300}");
+
+    // A review's case: resuming a request's stream (`Last-Event-ID`) ended
+    // the request's own stream before its response. The id stays in
+    // flight until the resumed stream carries the response.
+    let mut post = std::net::TcpStream::connect(&addr).unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":2000}}}"#;
+    write!(
+        post,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The stream's first event id.
+    let mut seen = Vec::new();
+    let event = loop {
+        let mut b = [0u8; 512];
+        let n = post.read(&mut b).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&b[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("id: ")) {
+            break line.trim().to_string();
+        }
+    };
+    let resumed = {
+        let (addr, sid) = (addr.clone(), sid.clone());
+        std::thread::spawn(move || {
+            let mut get = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                get,
+                "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-11-25\r\nLast-Event-ID: {event}\r\n\r\n"
+            )
+            .unwrap();
+            get.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("slept") {
+                match get.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&b[..n]),
+                }
+            }
+            String::from_utf8_lossy(&got).to_string()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, resp) = ping("9");
+    assert!(
+        resp.contains("already in flight in this session"),
+        "resumed, id 9 was freed before its response: {resp}"
+    );
+    let carried = resumed.join().unwrap();
+    assert!(carried.contains("slept"), "{carried}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, resp) = ping("9");
+        if resp.contains(r#""result":{}"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "id 9 never freed: {resp}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A cancelled request's id is free at once.
+    let cancelled = {
+        let (addr, sid) = (addr.clone(), sid.clone());
+        std::thread::spawn(move || {
+            let h = [
+                ("mcp-session-id", sid.as_str()),
+                ("mcp-protocol-version", "2025-11-25"),
+            ];
+            // Sent again if it met one of the pings below under id 10.
+            loop {
+                let (st, resp) = http_post(
+                    &addr,
+                    &h,
+                    r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}}"#,
+                );
+                if !resp.contains("already in flight") {
+                    return (st, resp);
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ping("10").1.contains("already in flight") {
+        assert!(Instant::now() < deadline, "id 10 was never in flight");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, _) = http_post(
+        &addr,
+        &h,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":10}}"#,
+    );
+    assert_eq!(st, 202);
+    let (_, resp) = ping("10");
+    assert!(resp.contains(r#""result":{}"#), "{resp}");
+    drop(cancelled);
 }
 
 #[test]

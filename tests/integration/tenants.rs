@@ -1978,11 +1978,29 @@ fn tools_named_into_a_tenants_scope_by_the_command_line_get_its_caps() {
 #[test]
 fn a_body_of_tiny_chunks_holds_about_what_it_is_counted() {
     let s = Setup::new(&format!(
-        "\n[[tenant]]\nname = \"delta\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n",
-        sha("delta-token")
+        "\n[[tenant]]\nname = \"delta\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n\n[[tenant]]\nname = \"small\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-request-bytes = \"16 KiB\"\n",
+        sha("delta-token"),
+        sha("small-token")
     ));
     let server = s.serve();
     let addr = server.addr();
+    // A chunked body well within a small bound is served: the buffer
+    // never reserves past what the request may hold.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"text": "c".repeat(4000)}, "_meta": meta(json!({}))}})
+    .to_string();
+    let (a, b) = body.split_at(body.len() / 2);
+    let mut up = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        up,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\nAuthorization: Bearer small-token\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    up.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:.300}");
     let base = rss_kib(server.pid());
     // Four uploads of a million 1-byte chunks each, never finished.
     let chunks = " \r\n1\r\n".repeat(1 << 20);

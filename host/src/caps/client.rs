@@ -200,9 +200,6 @@ pub(crate) struct CallClient {
     keys: Vec<String>,
     /// Questions the client answers when it retries the call.
     waiting: Arc<Mutex<Vec<ClientRequest>>>,
-    /// Bytes of the questions asked (methods, keys and params): what the
-    /// caller is sent besides the result.
-    asked_bytes: u64,
 }
 
 /// Params of one client request, as JSON text.
@@ -218,7 +215,6 @@ impl Prepared {
             left: self.max_requests,
             keys: Vec::new(),
             waiting: Arc::default(),
-            asked_bytes: 0,
         }
     }
 }
@@ -240,7 +236,6 @@ impl CallClient {
             left: 0,
             keys: Vec::new(),
             waiting: Arc::default(),
-            asked_bytes: 0,
         }
     }
 
@@ -253,11 +248,6 @@ impl CallClient {
         params: String,
     ) -> impl Future<Output = Result<String, String>> + Send + use<> {
         let checked = self.check(&method, &params);
-        // Counted when it goes to a client (a call without one is refused).
-        if let (Ok(req), Some(_)) = (&checked, &self.client) {
-            let bytes = req.key.len() + req.method.len() + params.len();
-            self.asked_bytes = self.asked_bytes.saturating_add(bytes as u64);
-        }
         let client = self.client.clone();
         let waiting = self.waiting.clone();
         async move {
@@ -285,11 +275,6 @@ impl CallClient {
     /// [`ClientRequests::run_as_task`]). No client, no task.
     pub(crate) fn run_as_task(&self) -> bool {
         self.client.as_ref().is_some_and(|c| c.run_as_task())
-    }
-
-    /// Bytes of the questions this call asked its client.
-    pub(crate) fn asked_bytes(&self) -> u64 {
-        self.asked_bytes
     }
 
     pub(crate) fn waiting(&self) -> bool {

@@ -295,6 +295,14 @@ impl OpenRequest {
         }
         taken
     }
+
+    /// Give back `n` of the bytes counted (a buffer shrunk to its body).
+    fn give_back(&mut self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let n = n.min(self.holds);
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.holds -= n;
+    }
 }
 
 impl Drop for OpenRequest {
@@ -407,16 +415,24 @@ impl TenantServer {
                 let need = joined.len() + data.len();
                 if need > joined.capacity() {
                     let cap = joined.capacity();
-                    let grown = need
-                        .max(cap + cap / 4)
+                    // Never past what this request may still hold: a step
+                    // of 64 KiB refused a small body under a small bound.
+                    let room = cap + max.saturating_sub(held.holds);
+                    let grown = (cap + cap / 4)
                         .max(64 << 10)
-                        .min(max_body.max(need));
+                        .min(max_body)
+                        .min(room)
+                        .max(need);
                     self.take_body(who, held, grown - cap, max)?;
                     joined.reserve_exact(grown - joined.len());
                 }
                 joined.extend_from_slice(&data);
             }
         }
+        // Whole: the buffer shrinks to the body, and gives back the rest.
+        let reserved = joined.capacity();
+        joined.shrink_to_fit();
+        held.give_back(reserved.saturating_sub(joined.capacity()));
         let body = bytes::Bytes::from(joined);
         self.take_body(who, held, parsed_weight(&body), max)?;
         Ok(body)

@@ -268,12 +268,18 @@ pub(crate) struct SealedSessions {
     in_flight: InFlightIds,
 }
 
-/// Request ids in flight, per session.
-type InFlightIds = Arc<std::sync::Mutex<std::collections::HashSet<(SessionId, RequestId)>>>;
+/// Request ids in flight, per held session.
+type InFlightIds = Arc<
+    std::sync::Mutex<std::collections::HashMap<SessionId, std::collections::HashSet<RequestId>>>,
+>;
 
-/// The longest request id a session takes (as JSON text): rmcp keeps a
-/// request's id with its channel, for a minute after a cancellation.
+/// The longest request id or progress token a session takes (as JSON
+/// text): rmcp keeps both with the request's channel, for a minute after a
+/// cancellation.
 const MAX_REQUEST_ID: usize = 1 << 10;
+
+/// Most requests in flight in one session.
+const MAX_IN_FLIGHT: usize = 1024;
 
 impl SealedSessions {
     pub(crate) fn new(seal: SessionSeal, max: usize) -> SealedSessions {
@@ -337,6 +343,12 @@ impl SessionManager for SealedSessions {
             .map_err(|_| SessionError::NoInitialize)?;
         let _one = self.opening.lock().await;
         self.room().await?;
+        // Ids kept for sessions that have ended since (their responses
+        // never seen): the sessions held bound what is kept.
+        {
+            let live = self.local.sessions.read().await;
+            lock(&self.in_flight).retain(|s, _| live.contains_key(s));
+        }
         match self.local.restore_session(id.clone()).await? {
             RestoreOutcome::Restored(t) => Ok((id, t)),
             _ => Err(SessionError::Collision),
@@ -364,71 +376,98 @@ impl SessionManager for SealedSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        lock(&self.in_flight).remove(id);
         Ok(self.local.close_session(id).await?)
     }
 
-    /// A request's stream, its id held in flight until rmcp's channel for
-    /// it ends. rmcp routes a session's messages by request id: a second
+    /// A request's stream, its id held in flight until its response is
+    /// sent. rmcp routes a session's messages by request id: a second
     /// request under an id in flight overwrote the first's route, and the
     /// first's channel stayed for the session's life (a review's case:
     /// concurrent `ping`s under one id leaked 120 MB in a session, about
-    /// 1 MB each with long ids). Such a request, or one whose id is longer
-    /// than [`MAX_REQUEST_ID`], is answered with an error, as stdio does.
+    /// 1 MB each with long ids). Such a request is answered with an error,
+    /// as over stdio, and so is one whose id or progress token is longer
+    /// than [`MAX_REQUEST_ID`], or past [`MAX_IN_FLIGHT`] in its session.
+    /// An id whose response went to a resumed stream (`Last-Event-ID`) is
+    /// freed when that stream carries it (see [`SealedSessions::resume`]).
     async fn create_stream(
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         use futures::StreamExt as _;
-        let key = match &message {
-            ClientJsonRpcMessage::Request(r) => Some((id.clone(), r.id.clone())),
+        use rmcp::model::GetMeta as _;
+        let held = match &message {
+            ClientJsonRpcMessage::Request(r) => {
+                let rid = &r.id;
+                let long = |text: String| text.len() > MAX_REQUEST_ID;
+                let token = r.request.get_meta().get_progress_token();
+                let refused = if long(rid.to_string()) {
+                    Some(format!(
+                        "request ids longer than {MAX_REQUEST_ID} bytes are refused"
+                    ))
+                } else if token.is_some_and(|t| long(t.0.to_string())) {
+                    Some(format!(
+                        "progress tokens longer than {MAX_REQUEST_ID} bytes are refused"
+                    ))
+                } else {
+                    let mut held = lock(&self.in_flight);
+                    let ids = held.entry(id.clone()).or_default();
+                    if ids.len() >= MAX_IN_FLIGHT {
+                        Some(format!(
+                            "{MAX_IN_FLIGHT} requests are in flight in this session; send more once they are answered"
+                        ))
+                    } else if !ids.insert(rid.clone()) {
+                        Some(format!(
+                            "request id {} is already in flight in this session",
+                            crate::error::shown_name(&rid.to_string())
+                        ))
+                    } else {
+                        None
+                    }
+                };
+                if let Some(why) = refused {
+                    let error: rmcp::model::ServerJsonRpcMessage =
+                        rmcp::model::JsonRpcMessage::error(
+                            rmcp::ErrorData::invalid_request(why, None),
+                            Some(rid.clone()),
+                        );
+                    let once = futures::stream::iter([ServerSseMessage::from_message(error)]);
+                    return Ok(once.left_stream());
+                }
+                // From here, dropped (an error below, or this future
+                // dropped while rmcp's worker is busy), it frees the id.
+                Some(Held {
+                    session: id.clone(),
+                    id: rid.clone(),
+                    ids: self.in_flight.clone(),
+                    keep: false,
+                })
+            }
             _ => None,
         };
-        if let Some((_, rid)) = &key {
-            let text = rid.to_string();
-            let refused = if text.len() > MAX_REQUEST_ID {
-                Some(format!(
-                    "request ids longer than {MAX_REQUEST_ID} bytes are refused"
-                ))
-            } else if !lock(&self.in_flight).insert((id.clone(), rid.clone())) {
-                Some(format!(
-                    "request id {} is already in flight in this session",
-                    crate::error::shown_name(&text)
-                ))
-            } else {
-                None
-            };
-            if let Some(why) = refused {
-                let error: rmcp::model::ServerJsonRpcMessage = rmcp::model::JsonRpcMessage::error(
-                    rmcp::ErrorData::invalid_request(why, None),
-                    Some(rid.clone()),
-                );
-                let once = futures::stream::iter([ServerSseMessage::from_message(error)]);
-                return Ok(once.left_stream());
-            }
-        }
-        let stream = match self.local.create_stream(id, message).await {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(k) = &key {
-                    lock(&self.in_flight).remove(k);
-                }
-                return Err(e.into());
-            }
-        };
+        let stream = self.local.create_stream(id, message).await?;
         Ok(InFlight {
             inner: Some(Box::pin(stream)),
-            key,
-            ids: self.in_flight.clone(),
+            held,
         }
         .right_stream())
     }
 
+    /// A notification or a client's response. A cancellation frees its
+    /// request's id: rmcp closes that request's route, and a stream that
+    /// ended without a response would otherwise keep the id taken.
     async fn accept_message(
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
+        if let ClientJsonRpcMessage::Notification(n) = &message
+            && let rmcp::model::ClientNotification::CancelledNotification(c) = &n.notification
+            && let Some(rid) = &c.params.request_id
+        {
+            free(&self.in_flight, id, rid);
+        }
         Ok(self.local.accept_message(id, message).await?)
     }
 
@@ -439,12 +478,25 @@ impl SessionManager for SealedSessions {
         Ok(self.local.create_standalone_stream(id).await?)
     }
 
+    /// A resumed stream: a request's response it carries frees the
+    /// request's id (its own stream ended when this one took its place).
     async fn resume(
         &self,
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        Ok(self.local.resume(id, last_event_id).await?)
+        use futures::StreamExt as _;
+        let ids = self.in_flight.clone();
+        let session = id.clone();
+        Ok(self
+            .local
+            .resume(id, last_event_id)
+            .await?
+            .inspect(move |m| {
+                if let Some(rid) = answered(m) {
+                    free(&ids, &session, rid);
+                }
+            }))
     }
 
     async fn restore_session(
@@ -468,23 +520,52 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// A request's stream from rmcp, whose id is in flight until the stream
-/// ends: read to its end even when the client went away first (rmcp's
-/// channel lives until the request's response), so its id is never taken
-/// again while rmcp still routes it.
-struct InFlight<S: Stream<Item = ServerSseMessage> + Send + 'static> {
-    inner: Option<std::pin::Pin<Box<S>>>,
-    key: Option<(SessionId, RequestId)>,
-    ids: InFlightIds,
+/// The request id a JSON-RPC response (or error) answers.
+fn answered(m: &ServerSseMessage) -> Option<&RequestId> {
+    match m.message.as_deref()? {
+        rmcp::model::JsonRpcMessage::Response(r) => Some(&r.id),
+        rmcp::model::JsonRpcMessage::Error(e) => e.id.as_ref(),
+        _ => None,
+    }
 }
 
-impl<S: Stream<Item = ServerSseMessage> + Send + 'static> InFlight<S> {
-    fn release(&mut self) {
-        self.inner = None;
-        if let Some(k) = self.key.take() {
-            lock(&self.ids).remove(&k);
+/// Free request id `rid` of `session`.
+fn free(ids: &InFlightIds, session: &SessionId, rid: &RequestId) {
+    let mut held = lock(ids);
+    if let Some(set) = held.get_mut(session) {
+        set.remove(rid);
+        if set.is_empty() {
+            held.remove(session);
         }
     }
+}
+
+/// One request id in flight: freed when dropped, unless `keep` (its
+/// response did not come on its own stream: a resumed one carries it).
+struct Held {
+    session: SessionId,
+    id: RequestId,
+    ids: InFlightIds,
+    keep: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.keep {
+            free(&self.ids, &self.session, &self.id);
+        }
+    }
+}
+
+/// A request's stream from rmcp, whose id is in flight until its response
+/// passes. Read to its end even when the client went away first (rmcp's
+/// channel lives until the request's response), so its id is never taken
+/// again while rmcp still routes it. Ended without its response (a resumed
+/// stream took its place, or the session ended), the id stays taken until
+/// a resumed stream carries the response, or the session goes.
+struct InFlight<S: Stream<Item = ServerSseMessage> + Send + 'static> {
+    inner: Option<std::pin::Pin<Box<S>>>,
+    held: Option<Held>,
 }
 
 impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S> {
@@ -497,33 +578,46 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S>
         let Some(inner) = self.inner.as_mut() else {
             return std::task::Poll::Ready(None);
         };
-        let next = inner.as_mut().poll_next(cx);
-        if matches!(next, std::task::Poll::Ready(None)) {
-            self.release();
+        let next = std::task::ready!(inner.as_mut().poll_next(cx));
+        match &next {
+            Some(m) => {
+                if self
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| answered(m) == Some(&h.id))
+                {
+                    self.held = None;
+                }
+            }
+            None => {
+                self.inner = None;
+                if let Some(mut h) = self.held.take() {
+                    h.keep = true;
+                }
+            }
         }
-        next
+        std::task::Poll::Ready(next)
     }
 }
 
 impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for InFlight<S> {
     fn drop(&mut self) {
-        let (Some(mut inner), Some(key)) = (self.inner.take(), self.key.take()) else {
+        let (Some(inner), Some(held)) = (self.inner.take(), self.held.take()) else {
             return;
         };
-        let ids = self.ids.clone();
-        let release = move || {
-            lock(&ids).remove(&key);
+        // The client went away before the response: read on, there (with
+        // no runtime to read on, the id is freed with the stream).
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    use futures::StreamExt as _;
-                    while inner.next().await.is_some() {}
-                    release();
-                });
-            }
-            Err(_) => release(),
-        }
+        let mut rest = InFlight {
+            inner: Some(inner),
+            held: Some(held),
+        };
+        rt.spawn(async move {
+            use futures::StreamExt as _;
+            while rest.next().await.is_some() {}
+        });
     }
 }
 

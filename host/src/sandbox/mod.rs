@@ -457,8 +457,8 @@ pub(crate) struct Usage {
     queued: at::AtomicBool,
     fuel_used: at::AtomicU64,
     peak_memory: at::AtomicU64,
-    /// Bytes the caller was sent besides the result: events (logs,
-    /// progress) and questions to its client.
+    /// Bytes of events (logs, progress) the caller was sent besides the
+    /// result.
     sent: at::AtomicU64,
     /// Whether a store was created (so fuel and memory mean something).
     ran: at::AtomicBool,
@@ -676,9 +676,8 @@ impl Metered {
             self.store.data().limiter.peak() as u64,
             at::Ordering::Release,
         );
-        let data = self.store.data();
         u.sent.store(
-            (data.output.sent() as u64).saturating_add(data.client.asked_bytes()),
+            self.store.data().output.sent() as u64,
             at::Ordering::Release,
         );
         u.ran.store(true, at::Ordering::Release);
