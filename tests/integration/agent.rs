@@ -1257,7 +1257,7 @@ mod protocol {
                 );
             }
         }
-        // Other messages need no approval.
+        // Lists need no approval.
         cli.mcp(
             "l1",
             "beta",
@@ -1269,6 +1269,56 @@ mod protocol {
             r["response"]["response"]["mcp_response"]["result"]["tools"].is_array(),
             "{r}"
         );
+
+        // A later review's case: resources, prompts and completions went
+        // to any server unapproved. A resource read needs the guard's
+        // approval of the CLI's `ReadMcpResourceTool` use naming it (and
+        // its agent's entitlement to the server); prompts, completions
+        // and subscriptions are not served with the guard on.
+        let read = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": "hostile://big/5"}});
+        let refused =
+            |r: &Value| r["response"]["response"]["mcp_response"]["error"]["code"] == -32600;
+        cli.mcp("r1", "beta", read(9)).await;
+        assert!(refused(&cli.recv().await), "read without an approval");
+        for (rid, server, denied) in [("h7", "alpha", true), ("h8", "beta", false)] {
+            let mut input = pre_tool_use(
+                "ReadMcpResourceTool",
+                json!({"server": server, "uri": "hostile://big/5"}),
+            );
+            input["agent_id"] = json!("a1");
+            input["agent_type"] = json!("helper");
+            cli.send(guard(rid, input)).await;
+            let r = cli.recv().await;
+            let decision = &r["response"]["response"]["hookSpecificOutput"]["permissionDecision"];
+            assert_eq!(decision == "deny", denied, "{rid}: {r}");
+        }
+        cli.mcp("r2", "alpha", read(10)).await;
+        assert!(refused(&cli.recv().await), "h7 was denied: no approval");
+        cli.mcp("r3", "beta", read(11)).await;
+        let r = cli.recv().await;
+        assert_eq!(
+            r["response"]["response"]["mcp_response"]["result"]["contents"][0]["text"], "xxxxx",
+            "{r}"
+        );
+        cli.mcp("r4", "beta", read(12)).await;
+        assert!(refused(&cli.recv().await), "an approval is used once");
+        for (rid, message) in [
+            (
+                "p1",
+                json!({"jsonrpc": "2.0", "id": 13, "method": "prompts/get", "params": {"name": "x"}}),
+            ),
+            (
+                "p2",
+                json!({"jsonrpc": "2.0", "id": 14, "method": "completion/complete", "params": {"ref": {"type": "ref/resource", "uri": "hostile://big/{bytes}"}, "argument": {"name": "bytes", "value": ""}}}),
+            ),
+            (
+                "p3",
+                json!({"jsonrpc": "2.0", "id": 15, "method": "resources/subscribe", "params": {"uri": "hostile://spin"}}),
+            ),
+        ] {
+            cli.mcp(rid, "beta", message).await;
+            assert!(refused(&cli.recv().await), "{rid}");
+        }
     }
 
     /// Unused approvals pile up to 16 a tool, no more: a CLI that asks the

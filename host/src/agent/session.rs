@@ -80,6 +80,22 @@ const MAX_APPROVED: u32 = 16;
 
 /// Whether the host's guard hook is on (per-agent isolation, or deny
 /// rules): then each `tools/call` to an SDK server needs its approval.
+/// Most distinct tool uses approved and not yet used, and the longest
+/// resource URI approved.
+const MAX_APPROVALS: usize = 1024;
+const MAX_URI: usize = 8 << 10;
+
+/// The CLI's built-in tools that read and list an MCP server's resources
+/// (their input names the server).
+const READ_RESOURCE: &str = "ReadMcpResourceTool";
+const LIST_RESOURCES: &str = "ListMcpResourcesTool";
+
+/// The approval key of a read of resource `uri` (tool names never hold
+/// `:`, so it cannot meet a tool's).
+fn resource_key(uri: &str) -> String {
+    format!("resource:{uri}")
+}
+
 fn guarded(options: &AgentOptions) -> bool {
     options.isolated() || !options.rules.rules.is_empty()
 }
@@ -145,11 +161,12 @@ impl Inner {
         agent_id: Option<&str>,
         agent_type: Option<&str>,
         tool: &str,
+        input: &Value,
     ) -> Result<(), String> {
         if self.entitled.is_empty() {
             return Ok(());
         }
-        let Some((server, _)) = self.sdk_tool(tool) else {
+        let Some(server) = self.server_of(tool, input) else {
             return Ok(());
         };
         let agent_type = match (agent_id, agent_type) {
@@ -185,14 +202,44 @@ impl Inner {
             .filter(|(s, _)| self.bridges.contains_key(*s))
     }
 
-    /// Record the guard's approval of `tool` (an SDK tool of ours, as the
-    /// CLI names it to hooks: `mcp__{server}__{tool}`).
-    fn approve(&self, tool: &str) {
-        if let Some((server, tool)) = self.sdk_tool(tool) {
+    /// The server of ours a tool use reaches: an SDK tool's, or the one
+    /// the CLI's built-in resource tools name in their input.
+    fn server_of<'t>(&self, tool: &'t str, input: &'t Value) -> Option<&'t str> {
+        match tool {
+            READ_RESOURCE | LIST_RESOURCES => input["server"]
+                .as_str()
+                .filter(|s| self.bridges.contains_key(*s)),
+            _ => self.sdk_tool(tool).map(|(server, _)| server),
+        }
+    }
+
+    /// What the guard's approval of a tool use lets through, once: an SDK
+    /// tool's call (as the CLI names it to hooks: `mcp__{server}__{tool}`),
+    /// or a resource read.
+    fn approval_of(&self, tool: &str, input: &Value) -> Option<(String, String)> {
+        match tool {
+            READ_RESOURCE => {
+                let server = self.server_of(tool, input)?;
+                let uri = input["uri"].as_str().filter(|u| u.len() <= MAX_URI)?;
+                Some((server.to_string(), resource_key(uri)))
+            }
+            _ => self
+                .sdk_tool(tool)
+                .map(|(server, tool)| (server.to_string(), as_cli_names(tool))),
+        }
+    }
+
+    /// Record the guard's approval of a tool use (see [`Inner::approval_of`]).
+    /// At most [`MAX_APPROVALS`] are kept unused (resource URIs are the
+    /// CLI's to choose): past it, a use goes unapproved, and its request
+    /// is refused.
+    fn approve(&self, tool: &str, input: &Value) {
+        if let Some(key) = self.approval_of(tool, input) {
             let mut approved = lock(&self.approved);
-            let n = approved
-                .entry((server.to_string(), as_cli_names(tool)))
-                .or_default();
+            if approved.len() >= MAX_APPROVALS && !approved.contains_key(&key) {
+                return;
+            }
+            let n = approved.entry(key).or_default();
             *n = (*n + 1).min(MAX_APPROVED);
         }
     }
@@ -202,9 +249,34 @@ impl Inner {
     /// guard runs as a PreToolUse hook, which the CLI calls before each
     /// tool use; before, a CLI that skipped it (a review's fake one) could
     /// call any SDK tool, whatever the isolation and the rules said.
+    ///
+    /// Every other request is refused too unless it only lists or shakes
+    /// hands: a resource read needs the approval of the CLI's
+    /// `ReadMcpResourceTool` use naming it, and prompts, completions and
+    /// subscriptions are not served with the guard on (found by review: a
+    /// CLI read another agent's resources, and completions listed its
+    /// files, past both the isolation and the rules).
     fn may_send(&self, server: &str, message: &Value) -> bool {
-        if !guarded(&self.options) || message["method"] != "tools/call" {
+        if !guarded(&self.options) {
             return true;
+        }
+        let method = message["method"].as_str().unwrap_or_default();
+        match method {
+            "tools/call" => {}
+            "resources/read" => {
+                let Some(uri) = message["params"]["uri"].as_str() else {
+                    return false;
+                };
+                return self.use_approval((server.to_string(), resource_key(uri)));
+            }
+            "initialize"
+            | "ping"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/list"
+            | "logging/setLevel" => return true,
+            m => return m.starts_with("notifications/"),
         }
         let tool = as_cli_names(message["params"]["name"].as_str().unwrap_or_default());
         // The rules again, on the arguments the call carries: an approval
@@ -218,8 +290,12 @@ impl Inner {
                 return false;
             }
         }
+        self.use_approval((server.to_string(), tool))
+    }
+
+    /// Use up one approval of `key`, if there is one.
+    fn use_approval(&self, key: (String, String)) -> bool {
         let mut approved = lock(&self.approved);
-        let key = (server.to_string(), tool);
         match approved.get_mut(&key) {
             Some(n) if *n > 1 => {
                 *n -= 1;
@@ -270,11 +346,12 @@ impl Inner {
                             input.agent_id.as_deref(),
                             input.agent_type.as_deref(),
                             tool,
+                            &args,
                         )
                         .and_then(|()| self.rules_check(tool, &args));
                     return Ok(match verdict {
                         Ok(()) => {
-                            self.approve(tool);
+                            self.approve(tool, &args);
                             json!({})
                         }
                         Err(reason) => HookOutput::Deny { reason }.to_wire(&input.event),
@@ -298,7 +375,12 @@ impl Inner {
                     .as_ref()
                     .and_then(|id| lock(&self.agent_types).get(id).cloned());
                 if let Err(message) = self
-                    .isolation_check(agent_id.as_deref(), agent_type.as_deref(), &tool_name)
+                    .isolation_check(
+                        agent_id.as_deref(),
+                        agent_type.as_deref(),
+                        &tool_name,
+                        &input,
+                    )
                     .and_then(|()| self.rules_check(&tool_name, &input))
                 {
                     return Ok(Permission::deny(message).to_wire(&input));
@@ -810,7 +892,7 @@ fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
         } => {
             if !inner.may_send(server_name, message) {
                 let refused = json!({"jsonrpc": "2.0", "id": message.get("id").cloned().unwrap_or(Value::Null),
-                    "error": {"code": -32600, "message": "this tool use was not approved by the host's PreToolUse check"}});
+                    "error": {"code": -32600, "message": "this tool use was not approved by the host's PreToolUse check (with agent isolation or rules on, tool calls and resource reads need it, and prompts, completions and subscriptions are not served)"}});
                 let _ = inner.write(&protocol::success(&id, json!({ "mcp_response": refused })));
                 return;
             }
