@@ -162,6 +162,15 @@ fn short(s: &str, n: usize) -> String {
 }
 
 fn print_message(m: &Message) {
+    print!("{}", transcript(m));
+}
+
+/// What the transcript shows of `m`, escaped for a terminal: the model's
+/// text and tools' results are others' to choose (found by review: a
+/// result's `ESC]52` wrote the clipboard of whoever watched).
+fn transcript(m: &Message) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let who = |agent: Option<&str>| agent.map(|a| format!("[{a}] ")).unwrap_or_default();
     match m {
         Message::System(s) if s.subtype == "init" => {
@@ -170,7 +179,8 @@ fn print_message(m: &Message) {
                 .into_iter()
                 .filter(|t| t.starts_with("mcp__"))
                 .collect();
-            println!(
+            let _ = writeln!(
+                out,
                 "· session started, model {}, {} tool(s): {}",
                 s.data.get("model").and_then(|v| v.as_str()).unwrap_or("?"),
                 tools.len(),
@@ -181,14 +191,15 @@ fn print_message(m: &Message) {
             for b in &am.message.content {
                 match b {
                     ContentBlock::Text { text } => {
-                        println!("{}assistant: {text}", who(am.agent_id.as_deref()))
+                        let _ = writeln!(out, "{}assistant: {text}", who(am.agent_id.as_deref()));
                     }
                     ContentBlock::ToolUse { name, input, .. } => {
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{}→ {name} {}",
                             who(am.agent_id.as_deref()),
                             short(&input.to_string(), 200)
-                        )
+                        );
                     }
                     _ => {}
                 }
@@ -207,19 +218,26 @@ fn print_message(m: &Message) {
                         } else {
                             "← result"
                         };
-                        println!("{}{tag}: {}", who(u.agent_id.as_deref()), short(&text, 300));
+                        let _ = writeln!(
+                            out,
+                            "{}{tag}: {}",
+                            who(u.agent_id.as_deref()),
+                            short(&text, 300)
+                        );
                     }
                 }
             }
         }
         Message::Result(r) => {
             for d in &r.permission_denials {
-                println!(
+                let _ = writeln!(
+                    out,
                     "✗ denied: {}",
                     d.get("tool_name").and_then(|v| v.as_str()).unwrap_or("?")
                 );
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "· {} after {} turn(s), {} ms, cost ${:.6}",
                 if r.is_error {
                     format!("failed ({})", r.subtype)
@@ -231,9 +249,34 @@ fn print_message(m: &Message) {
                 r.total_cost_usd.unwrap_or(0.0)
             );
             if let Some(text) = &r.result {
-                println!("\n{text}");
+                let _ = writeln!(out, "\n{text}");
             }
         }
         _ => {}
+    }
+    crate::cli::shown(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transcript_escapes_what_others_wrote() {
+        let m = Message::Result(
+            serde_json::from_value(serde_json::json!({
+                "subtype": "success", "result": "done\r\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2K\nnext"
+            }))
+            .unwrap(),
+        );
+        let shown = transcript(&m);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.contains("done\\u{d}\\u{1b}]52;c;ZXZpbA==") && shown.ends_with("next\n"),
+            "{shown}"
+        );
     }
 }

@@ -102,6 +102,18 @@ enum Command {
     },
 }
 
+/// `text` as a terminal shows it: each line's control and bidi-control
+/// characters escaped. Package metadata, a tool's output and a model's text
+/// are others' to choose: an escape sequence in one could erase or hide
+/// the lines before it (found by review: a package's grant review hid a
+/// new network grant under "(nothing else new)").
+pub(crate) fn shown(text: &str) -> String {
+    text.split('\n')
+        .map(toolhost::Audit::printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn main() -> ExitCode {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -122,7 +134,7 @@ pub fn main() -> ExitCode {
     let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::from(2)
         }
     };
@@ -387,7 +399,7 @@ fn print_result(result: &Result<ToolOutput, toolhost::CallError>, json: bool) ->
                     )?
                 );
             } else {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", shown(&e.to_string()));
             }
             Ok(ExitCode::from(1))
         }

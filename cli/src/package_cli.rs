@@ -355,18 +355,19 @@ async fn install(
     let installed = match store.install(&src, &host, &trust, opts).await {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {e}");
+            // The package's own text (versions, grants) is escaped.
+            eprintln!("error: {}", crate::cli::shown(&e.to_string()));
             return Ok(ExitCode::from(1));
         }
     };
     for w in &installed.warnings {
-        eprintln!("{w}");
+        eprintln!("{}", crate::cli::shown(w));
     }
-    eprint!("{}", installed.review);
+    eprint!("{}", crate::cli::shown(&installed.review.to_string()));
     if !installed.new_grants.is_empty() {
         eprintln!("accepted new grants (--accept-new-grants):");
         for g in &installed.new_grants {
-            eprintln!("  + {g}");
+            eprintln!("  + {}", crate::cli::shown(g));
         }
     }
     let signer = match &installed.entry.signer {
@@ -379,10 +380,13 @@ async fn install(
         None => ("installed", String::new()),
     };
     eprintln!(
-        "{what} {} {}{was} into {}; {signer}",
-        installed.name,
-        installed.entry.digest,
-        store.root().display()
+        "{}",
+        crate::cli::shown(&format!(
+            "{what} {} {}{was} into {}; {signer}",
+            installed.name,
+            installed.entry.digest,
+            store.root().display()
+        ))
     );
     println!("{} {}", installed.name, installed.entry.digest);
     Ok(ExitCode::SUCCESS)
@@ -410,29 +414,38 @@ fn list_tools(store: &StoreOpts, json: bool) -> Result<ExitCode> {
     } else if list.is_empty() {
         eprintln!("nothing installed in {}", store.root().display());
     } else {
+        use std::fmt::Write as _;
+        let mut out = String::new();
         for l in &list {
-            println!(
+            let _ = writeln!(
+                out,
                 "{} {} {}",
                 l.name,
                 l.entry.version.as_deref().unwrap_or("-"),
                 l.entry.digest
             );
-            println!("  source: {}", l.entry.source);
-            match &l.entry.signer {
-                Some(s) => {
-                    println!("  signer: {} ({}) as {}", s.key, s.fingerprint, s.identity)
-                }
-                None => println!("  signer: none (installed with --allow-unsigned)"),
-            }
+            let _ = writeln!(out, "  source: {}", l.entry.source);
+            let _ = match &l.entry.signer {
+                Some(s) => writeln!(
+                    out,
+                    "  signer: {} ({}) as {}",
+                    s.key, s.fingerprint, s.identity
+                ),
+                None => writeln!(out, "  signer: none (installed with --allow-unsigned)"),
+            };
             match &l.grants {
                 Ok(g) => {
                     for line in summarize(g) {
-                        println!("  {line}");
+                        let _ = writeln!(out, "  {line}");
                     }
                 }
-                Err(e) => println!("  grants: unreadable: {e}"),
+                Err(e) => {
+                    let _ = writeln!(out, "  grants: unreadable: {e}");
+                }
             }
         }
+        // Versions, sources and grants are the packages' to choose.
+        print!("{}", crate::cli::shown(&out));
     }
     Ok(ExitCode::SUCCESS)
 }

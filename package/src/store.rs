@@ -350,17 +350,27 @@ impl Store {
                 )));
             }
             // A release with no version in place of a versioned one
-            // counts as older: else it would pass unchecked.
-            if let Some(was) = prev.version.as_deref()
-                && let Some(a) = version_key(was)
-            {
+            // counts as older: else it would pass unchecked. So does one
+            // that cannot be ordered against the installed version (`r7`
+            // after `r8`, found by review: rollback protection was off for
+            // any version that did not parse); build numbers (`43`) are
+            // ordered as numbers.
+            if let Some(was) = prev.version.as_deref() {
                 let now = package.version();
-                downgrade = now.and_then(version_key).is_none_or(|b| older(&b, &a));
+                let build = |v: &str| v.parse::<u64>().ok();
+                let (shown, older_now) = match (version_key(was), now.and_then(version_key)) {
+                    (Some(a), Some(b)) => ("the older", older(&b, &a)),
+                    _ => match (build(was), now.and_then(build)) {
+                        (Some(a), Some(b)) => ("the older", b < a),
+                        _ => ("the unordered", now != Some(was)),
+                    },
+                };
+                downgrade = older_now;
                 if downgrade && !opts.allow_downgrade {
                     return Err(Error::Downgrade(format!(
                         "refusing to replace {name} {was} with {} ({what}): a source can serve any release its publisher ever signed. Nothing was changed; if it is meant, run the install again with --allow-downgrade.",
                         now.map_or("a release with no version".to_string(), |v| format!(
-                            "the older {v}"
+                            "{shown} {v}"
                         ))
                     )));
                 }

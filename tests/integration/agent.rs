@@ -1321,6 +1321,37 @@ mod protocol {
         }
     }
 
+    /// A review's case: every new agent id a CLI named was remembered,
+    /// whatever its size (1,000 ids of 1 MiB held 2 GB). Ids and types of
+    /// more than 256 bytes are not kept, and such an agent is one the
+    /// isolation does not know.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn huge_agent_ids_are_not_remembered() {
+        let env = Env::new().await;
+        let opts = AgentOptions::default()
+            .server("beta", Scope::default())
+            .agent("helper", AgentDefinition::new("h", "p").server("beta"))
+            .can_use_tool(can_use_tool(|_| async { Permission::Allow }));
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let long = "a".repeat(300);
+        for (rid, id, denied) in [("k1", "short-id", false), ("k2", long.as_str(), true)] {
+            let mut input = pre_tool_use("Read", json!({}));
+            input["agent_id"] = json!(id);
+            input["agent_type"] = json!("helper");
+            cli.send(guard(&format!("g{rid}"), input)).await;
+            cli.recv().await;
+            // `can_use_tool` names the agent by id only: its type is what
+            // the host remembered.
+            cli.send(json!({"type": "control_request", "request_id": rid, "request": {"subtype": "can_use_tool", "tool_name": "mcp__beta__echo", "input": {}, "agent_id": id}})).await;
+            let r = cli.recv().await;
+            assert_eq!(
+                r["response"]["response"]["behavior"] == "deny",
+                denied,
+                "{rid}: {r}"
+            );
+        }
+    }
+
     /// Unused approvals pile up to 16 a tool, no more: a CLI that asks the
     /// guard a thousand times ahead cannot bank a thousand calls (and the
     /// host keeps one counter, not one entry an approval).

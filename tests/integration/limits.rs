@@ -586,7 +586,7 @@ async fn events_count_against_a_tenants_output_quota() {
     );
     let config = toolhost::HostConfig::parse(&cfg.path().join("toolhost.toml"), &text)
         .unwrap()
-        .with_cache_dir(Some(crate::support::root().join("target/test-cache")));
+        .with_cache_dir(Some(root().join("target/test-cache")));
     let core = Core::builder()
         .config(config)
         .source(Scope::new("quiet"), d.path())

@@ -672,6 +672,26 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     assert!(err.contains("downgraded echo"), "{err}");
     let listed = ok(&["tools", "--store", &w.store()]);
     assert!(listed.contains("1.0.0"), "{listed}");
+    // A later review's case: versions that do not parse were never
+    // compared, so `r7` replaced `r8` silently. Only the same version
+    // passes unasked; build numbers are ordered as numbers.
+    let r8 = publish(&packed("r8", "r8"), "tools/echo:r8");
+    let e = stderr(&w.install(&r8, &config, &[]));
+    assert!(e.contains("with the unordered r8"), "{e}");
+    assert_ok(&w.install(&r8, &config, &["--allow-downgrade"]));
+    let r7 = publish(&packed("r7", "r7"), "tools/echo:r7");
+    let e = stderr(&w.install(&r7, &config, &[]));
+    assert!(
+        e.contains("refusing to replace echo r8 with the unordered r7"),
+        "{e}"
+    );
+    let b43 = publish(&packed("b43", "43"), "tools/echo:b43");
+    assert_ok(&w.install(&b43, &config, &["--allow-downgrade"]));
+    let b42 = publish(&packed("b42", "42"), "tools/echo:b42");
+    let e = stderr(&w.install(&b42, &config, &[]));
+    assert!(e.contains("with the older 42"), "{e}");
+    let b44 = publish(&packed("b44", "44"), "tools/echo:b44");
+    assert_ok(&w.install(&b44, &config, &[]));
 }
 
 /// Two publishers the host trusts, both with a package named `echo`: the
@@ -737,6 +757,18 @@ fn an_upgrade_asking_for_a_client_request_is_refused_until_accepted() {
         "16 MiB",
         "[client]\nrequests = [\"sampling\"]",
         "client request sampling",
+    );
+}
+
+/// A review's case: a package's own text reached the operator's terminal
+/// raw. An env value erasing the line before it and hiding what follows
+/// hid a new grant in the refusal the operator decides on. It is escaped.
+#[test]
+fn an_upgrade_refusal_shows_a_packages_escapes_escaped() {
+    upgrade_is_refused_until_accepted(
+        "16 MiB",
+        "[env]\nset = { LANG = \"C\\u001b[1A\\u001b[2K\\r (nothing else new)\\u001b[8m\" }",
+        "env set LANG=C\\u{1b}[1A\\u{1b}[2K\\u{d} (nothing else new)\\u{1b}[8m",
     );
 }
 

@@ -12,15 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::AsyncBufRead;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The environment variable naming the CLI executable.
 pub const CLI_ENV: &str = "TOOLHOST_CLAUDE_CLI";
 /// The CLI version this transport is tested against.
 pub const PINNED_CLI_VERSION: &str = "2.1.332";
-/// How much of the CLI's stderr is kept for error messages.
+/// How much of the CLI's stderr is kept for error messages, and the
+/// longest line of it read.
 const STDERR_TAIL: usize = 16 << 10;
+const STDERR_LINE: usize = 8 << 10;
 
 /// Find the CLI: `explicit` ([`AgentOptions::cli`](super::AgentOptions::cli)), else `$TOOLHOST_CLAUDE_CLI`,
 /// else `claude` on `PATH`. A path given explicitly (flag or variable) is
@@ -137,11 +139,22 @@ impl CliProcess {
         let stderr = child.stderr.take().expect("piped stderr");
         let tail = StderrTail::default();
         let t = tail.clone();
+        // Line by line, each at most `STDERR_LINE` bytes: a CLI's line was
+        // read whole, and 1.5 GB without a newline held 1.5 GB (found by
+        // review).
         tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(target: "toolhost::agent::cli", "{line}");
-                t.push(&line);
+            let mut r = tokio::io::BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                match crate::mcp::lines::read_line(&mut r, &mut buf, STDERR_LINE).await {
+                    Ok(Line::Read) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        tracing::debug!(target: "toolhost::agent::cli", "{line}");
+                        t.push(&line);
+                    }
+                    Ok(Line::TooLong) => t.push("(a line of more than 8 KiB, not kept)"),
+                    Ok(Line::End) | Err(_) => break,
+                }
             }
         });
         Ok((
@@ -201,6 +214,41 @@ mod tests {
             Err(AgentError::LineTooLong { limit: 10 })
         ));
         assert!(!read_line_bounded(&mut r, &mut buf, 10).await.unwrap());
+    }
+
+    /// A review's case: the CLI's stderr was read a line at a time with
+    /// no bound (1.5 GB without a newline held 1.5 GB). Each line is read
+    /// up to 8 KiB; a longer one is dropped, and the tail says so.
+    #[tokio::test]
+    async fn a_huge_stderr_line_is_not_kept() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let (mut p, _pipes) = CliProcess::spawn(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "head -c 4000000 /dev/zero | tr '\\0' x >&2; echo >&2; echo 'the end' >&2".into(),
+            ],
+            None,
+            vec![("PATH".into(), path)],
+            &[],
+        )
+        .unwrap();
+        p.shutdown(Duration::from_secs(20)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !p.stderr.text().contains("the end") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:.300}",
+                p.stderr.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let tail = p.stderr.text();
+        assert!(
+            tail.contains("(a line of more than 8 KiB, not kept)"),
+            "{tail:.300}"
+        );
+        assert!(tail.len() < 1024, "{}", tail.len());
     }
 
     #[test]

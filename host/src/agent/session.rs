@@ -70,6 +70,11 @@ struct Inner {
     approved: Mutex<HashMap<(String, String), u32>>,
 }
 
+/// Most agents (subagent runs) a session remembers, and the longest id or
+/// type it keeps.
+const MAX_AGENTS: usize = 4096;
+const MAX_AGENT_NAME: usize = 256;
+
 /// Most control requests from the CLI handled at once (a CLI runs about
 /// ten tool calls at a time).
 const MAX_INFLIGHT: usize = 256;
@@ -148,9 +153,20 @@ impl Inner {
         }
     }
 
+    /// Remember `id`'s agent type. At most [`MAX_AGENTS`] are kept, ids and
+    /// types of at most [`MAX_AGENT_NAME`] bytes (the CLI's ids are short
+    /// UUIDs): a CLI's lines with a new 1 MiB id each grew the map without
+    /// bound (found by review). One not kept is an unknown agent, which the
+    /// isolation refuses.
     fn learn_agent(&self, id: Option<&str>, ty: Option<&str>) {
         if let (Some(id), Some(ty)) = (id, ty) {
-            lock(&self.agent_types).insert(id.to_string(), ty.to_string());
+            if id.len() > MAX_AGENT_NAME || ty.len() > MAX_AGENT_NAME {
+                return;
+            }
+            let mut types = lock(&self.agent_types);
+            if types.len() < MAX_AGENTS || types.contains_key(id) {
+                types.insert(id.to_string(), ty.to_string());
+            }
         }
     }
 
@@ -802,7 +818,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             Some("control_request") if inner.out.is_broken() => break,
             // No more lines already waiting? Then a call's first slice may
             // run on this task (see `dispatch`).
-            Some("control_request") => dispatch(&inner, &v, || !more_waiting(&mut reader)),
+            Some("control_request") => dispatch(&inner, v, || !more_waiting(&mut reader)),
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -845,13 +861,14 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
 }
 
 /// Handle one control request from the CLI on its own task.
-fn dispatch(inner: &Arc<Inner>, v: &Value, idle: impl FnOnce() -> bool) {
+fn dispatch(inner: &Arc<Inner>, v: Value, idle: impl FnOnce() -> bool) {
+    // Answered under the id `parse` reads (a number too), or the CLI waits
+    // for this reply forever.
+    let id = InboundRequest::request_id(&v);
     let req = match InboundRequest::parse(v) {
         Ok(r) => r,
         Err(e) => {
-            // Answered under the id `parse` reads (a number too), or the
-            // CLI waits for this reply forever.
-            if let Some(id) = InboundRequest::request_id(v) {
+            if let Some(id) = id {
                 let _ = inner.write(&protocol::error(&id, &e));
             }
             return;

@@ -21,6 +21,7 @@
 
 pub(crate) mod enforce;
 mod place;
+#[cfg(feature = "agent")]
 pub(crate) use place::writable_around;
 
 use place::Place;

@@ -99,6 +99,7 @@ pub(crate) fn through_writable(p: &Place) -> Option<(PathBuf, PathBuf)> {
 /// `file` (as written or resolved, or a symlink on its way), or lies inside
 /// the directory `file` resolves into: a program the host runs from there
 /// is one a tool could have rewritten.
+#[cfg(feature = "agent")]
 pub(crate) fn writable_around(file: &Path) -> Option<PathBuf> {
     let written = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let canonical = written.canonicalize().unwrap_or_else(|_| written.clone());
