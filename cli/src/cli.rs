@@ -202,7 +202,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
                 }
             )
         }
-        LoadEvent::Failed { error, .. } => eprint!("{}", error.render()),
+        LoadEvent::Failed { error, .. } => eprint!("{}", shown(&error.render())),
         _ => {}
     }
 }
@@ -302,7 +302,7 @@ async fn list(host: &HostOpts, scope: &str, json: bool) -> Result<ExitCode> {
         let w = tools.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for t in &tools {
             let first = t.description.lines().next().unwrap_or("");
-            println!("{:w$}  {first}", t.name);
+            println!("{:w$}  {}", t.name, shown(first));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -355,7 +355,7 @@ fn call_arguments(arguments: Option<&str>) -> Result<Option<serde_json::Map<Stri
 async fn print_events(mut rx: toolhost::EventStream) {
     while let Some(ev) = rx.recv().await {
         match ev {
-            CallEvent::Log { level, message } => eprintln!("[{level:?}] {message}"),
+            CallEvent::Log { level, message } => eprintln!("[{level:?}] {}", shown(&message)),
             CallEvent::Dropped { count } => {
                 eprintln!("[warning] {count} log or progress messages were dropped")
             }
@@ -367,7 +367,7 @@ async fn print_events(mut rx: toolhost::EventStream) {
                 let total = total.map(|t| format!("/{t}")).unwrap_or_default();
                 eprintln!(
                     "[progress {progress}{total}] {}",
-                    message.unwrap_or_default()
+                    shown(&message.unwrap_or_default())
                 )
             }
             _ => {}
@@ -428,17 +428,24 @@ async fn check(paths: &[PathBuf], config: &Option<PathBuf>) -> Result<ExitCode> 
     }
 }
 
+/// A call's output on stdout; escaped (see [`shown`]) when stdout is a
+/// terminal, as it is when a person reads it, and as written when piped.
 fn print_output(out: &ToolOutput) {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
+    let text = |t: &str| {
+        if terminal { shown(t) } else { t.to_string() }
+    };
     for c in &out.content {
         match c {
-            Content::Text(t) => println!("{t}"),
+            Content::Text(t) => println!("{}", text(t)),
             Content::Image { data, mime_type } => {
                 println!("[image {mime_type}, {} bytes]", data.len())
             }
             Content::Audio { data, mime_type } => {
                 println!("[audio {mime_type}, {} bytes]", data.len())
             }
-            Content::Resource { uri, .. } => println!("[resource {uri}]"),
+            Content::Resource { uri, .. } => println!("[resource {}]", shown(uri)),
             _ => println!("[content of a kind this version cannot print]"),
         }
     }
@@ -748,7 +755,10 @@ impl Reloads {
                             }
                             changes = Some(c);
                         }
-                        Err(e) => eprintln!("toolhost: {e:#}; watching the previous paths"),
+                        Err(e) => eprintln!(
+                            "toolhost: {}; watching the previous paths",
+                            shown(&format!("{e:#}"))
+                        ),
                     }
                 }
             }

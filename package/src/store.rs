@@ -357,13 +357,14 @@ impl Store {
             // ordered as numbers.
             if let Some(was) = prev.version.as_deref() {
                 let now = package.version();
-                let build = |v: &str| v.parse::<u64>().ok();
-                let (shown, older_now) = match (version_key(was), now.and_then(version_key)) {
+                // A build number orders as a one-number version (`2` before
+                // `2.0.1`).
+                let key = |v: &str| {
+                    version_key(v).or_else(|| v.parse::<u64>().ok().map(|n| (vec![n], false)))
+                };
+                let (shown, older_now) = match (key(was), now.and_then(key)) {
                     (Some(a), Some(b)) => ("the older", older(&b, &a)),
-                    _ => match (build(was), now.and_then(build)) {
-                        (Some(a), Some(b)) => ("the older", b < a),
-                        _ => ("the unordered", now != Some(was)),
-                    },
+                    _ => ("the unordered", now != Some(was)),
                 };
                 downgrade = older_now;
                 if downgrade && !opts.allow_downgrade {

@@ -692,6 +692,9 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     assert!(e.contains("with the older 42"), "{e}");
     let b44 = publish(&packed("b44", "44"), "tools/echo:b44");
     assert_ok(&w.install(&b44, &config, &[]));
+    // A build number against a version: as a version of one number.
+    let v45 = publish(&packed("v45", "45.0.1"), "tools/echo:v45");
+    assert_ok(&w.install(&v45, &config, &[]));
 }
 
 /// Two publishers the host trusts, both with a package named `echo`: the

@@ -83,9 +83,7 @@ const MAX_INFLIGHT: usize = 256;
 /// then denied is never used, and must not pile up.
 const MAX_APPROVED: u32 = 16;
 
-/// Whether the host's guard hook is on (per-agent isolation, or deny
-/// rules): then each `tools/call` to an SDK server needs its approval.
-/// Most distinct tool uses approved and not yet used, and the longest
+/// Most resource reads approved and not yet used, and the longest
 /// resource URI approved.
 const MAX_APPROVALS: usize = 1024;
 const MAX_URI: usize = 8 << 10;
@@ -98,9 +96,13 @@ const LIST_RESOURCES: &str = "ListMcpResourcesTool";
 /// The approval key of a read of resource `uri` (tool names never hold
 /// `:`, so it cannot meet a tool's).
 fn resource_key(uri: &str) -> String {
-    format!("resource:{uri}")
+    format!("{RESOURCE_KEY}{uri}")
 }
+const RESOURCE_KEY: &str = "resource:";
 
+/// Whether the host's guard hook is on (per-agent isolation, or deny
+/// rules): then each `tools/call` and resource read to an SDK server needs
+/// its approval.
 fn guarded(options: &AgentOptions) -> bool {
     options.isolated() || !options.rules.rules.is_empty()
 }
@@ -246,14 +248,23 @@ impl Inner {
     }
 
     /// Record the guard's approval of a tool use (see [`Inner::approval_of`]).
-    /// At most [`MAX_APPROVALS`] are kept unused (resource URIs are the
-    /// CLI's to choose): past it, a use goes unapproved, and its request
-    /// is refused.
+    /// At most [`MAX_APPROVALS`] resource reads are kept unused (their
+    /// URIs are the model's to choose): past it, one kept is dropped, so a
+    /// flood of approved reads never used costs the session nothing else
+    /// (refusing new approvals instead let it block every tool: found by
+    /// the review of the fix). A dropped one is refused when used, which
+    /// fails closed. Tool approvals are bounded by the tools.
     fn approve(&self, tool: &str, input: &Value) {
         if let Some(key) = self.approval_of(tool, input) {
             let mut approved = lock(&self.approved);
-            if approved.len() >= MAX_APPROVALS && !approved.contains_key(&key) {
-                return;
+            let is_read = |k: &(String, String)| k.1.starts_with(RESOURCE_KEY);
+            if is_read(&key) && !approved.contains_key(&key) {
+                let reads = approved.keys().filter(|k| is_read(k)).count();
+                if reads >= MAX_APPROVALS
+                    && let Some(old) = approved.keys().find(|k| is_read(k)).cloned()
+                {
+                    approved.remove(&old);
+                }
             }
             let n = approved.entry(key).or_default();
             *n = (*n + 1).min(MAX_APPROVED);

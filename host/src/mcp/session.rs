@@ -268,9 +268,12 @@ pub(crate) struct SealedSessions {
     in_flight: InFlightIds,
 }
 
-/// Request ids in flight, per held session.
+/// Request ids in flight, per held session, each with whether rmcp has it
+/// (its request pushed to the session's worker).
 type InFlightIds = Arc<
-    std::sync::Mutex<std::collections::HashMap<SessionId, std::collections::HashSet<RequestId>>>,
+    std::sync::Mutex<
+        std::collections::HashMap<SessionId, std::collections::HashMap<RequestId, bool>>,
+    >,
 >;
 
 /// The longest request id or progress token a session takes (as JSON
@@ -417,7 +420,7 @@ impl SessionManager for SealedSessions {
                         Some(format!(
                             "{MAX_IN_FLIGHT} requests are in flight in this session; send more once they are answered"
                         ))
-                    } else if !ids.insert(rid.clone()) {
+                    } else if ids.insert(rid.clone(), false).is_some() {
                         Some(format!(
                             "request id {} is already in flight in this session",
                             crate::error::shown_name(&rid.to_string())
@@ -447,6 +450,15 @@ impl SessionManager for SealedSessions {
             _ => None,
         };
         let stream = self.local.create_stream(id, message).await?;
+        // rmcp has it: a cancellation now reaches it after it (see
+        // `accept_message`).
+        if let Some(h) = &held
+            && let Some(pushed) = lock(&self.in_flight)
+                .get_mut(&h.session)
+                .and_then(|ids| ids.get_mut(&h.id))
+        {
+            *pushed = true;
+        }
         Ok(InFlight {
             inner: Some(Box::pin(stream)),
             held,
@@ -455,20 +467,36 @@ impl SessionManager for SealedSessions {
     }
 
     /// A notification or a client's response. A cancellation frees its
-    /// request's id: rmcp closes that request's route, and a stream that
-    /// ended without a response would otherwise keep the id taken.
+    /// request's id once rmcp has it: rmcp closes that request's route, and
+    /// a stream that ended without a response would otherwise keep the id
+    /// taken. Only a request rmcp already has, and only after the
+    /// cancellation is handed on: freed earlier, a request still being set
+    /// up ran on uncancelled under a free id, and a second request under
+    /// it overwrote its route (found by the review of the fix).
     async fn accept_message(
         &self,
         id: &SessionId,
         message: ClientJsonRpcMessage,
     ) -> Result<(), Self::Error> {
-        if let ClientJsonRpcMessage::Notification(n) = &message
-            && let rmcp::model::ClientNotification::CancelledNotification(c) = &n.notification
-            && let Some(rid) = &c.params.request_id
-        {
-            free(&self.in_flight, id, rid);
+        let cancelled = match &message {
+            ClientJsonRpcMessage::Notification(n) => match &n.notification {
+                rmcp::model::ClientNotification::CancelledNotification(c) => {
+                    c.params.request_id.clone().filter(|rid| {
+                        lock(&self.in_flight)
+                            .get(id)
+                            .and_then(|ids| ids.get(rid))
+                            .is_some_and(|pushed| *pushed)
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        self.local.accept_message(id, message).await?;
+        if let Some(rid) = cancelled {
+            free(&self.in_flight, id, &rid);
         }
-        Ok(self.local.accept_message(id, message).await?)
+        Ok(())
     }
 
     async fn create_standalone_stream(
@@ -485,18 +513,17 @@ impl SessionManager for SealedSessions {
         id: &SessionId,
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
-        use futures::StreamExt as _;
-        let ids = self.in_flight.clone();
-        let session = id.clone();
-        Ok(self
-            .local
-            .resume(id, last_event_id)
-            .await?
-            .inspect(move |m| {
-                if let Some(rid) = answered(m) {
-                    free(&ids, &session, rid);
-                }
-            }))
+        // A request's stream (`INDEX/REQUEST`), which ends with its
+        // response; the session's common stream never ends, and is not
+        // read on when dropped.
+        let request_wise = last_event_id.contains('/');
+        let stream = self.local.resume(id, last_event_id).await?;
+        Ok(Resumed {
+            inner: Some(Box::pin(stream)),
+            session: id.clone(),
+            ids: self.in_flight.clone(),
+            read_on: request_wise,
+        })
     }
 
     async fn restore_session(
@@ -526,6 +553,62 @@ fn answered(m: &ServerSseMessage) -> Option<&RequestId> {
         rmcp::model::JsonRpcMessage::Response(r) => Some(&r.id),
         rmcp::model::JsonRpcMessage::Error(e) => e.id.as_ref(),
         _ => None,
+    }
+}
+
+/// A resumed stream: each response it carries frees its request's id. Read
+/// to its end when the client goes away first, as [`InFlight`] is: rmcp
+/// then drops the request's route after its response, and nothing else
+/// would free the id (found by the review of the fix).
+struct Resumed<S: Stream<Item = ServerSseMessage> + Send + 'static> {
+    inner: Option<std::pin::Pin<Box<S>>>,
+    session: SessionId,
+    ids: InFlightIds,
+    /// Read on when dropped (a request's stream).
+    read_on: bool,
+}
+
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for Resumed<S> {
+    type Item = ServerSseMessage;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ServerSseMessage>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = std::task::ready!(inner.as_mut().poll_next(cx));
+        match &next {
+            Some(m) => {
+                if let Some(rid) = answered(m) {
+                    free(&self.ids, &self.session, rid);
+                }
+            }
+            None => self.inner = None,
+        }
+        std::task::Poll::Ready(next)
+    }
+}
+
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for Resumed<S> {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take().filter(|_| self.read_on) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut rest = Resumed {
+            inner: Some(inner),
+            session: self.session.clone(),
+            ids: self.ids.clone(),
+            read_on: true,
+        };
+        rt.spawn(async move {
+            use futures::StreamExt as _;
+            while rest.next().await.is_some() {}
+        });
     }
 }
 
