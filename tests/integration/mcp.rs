@@ -1217,9 +1217,20 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
         r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":10}}"#,
     );
     assert_eq!(st, 202);
-    let (_, resp) = ping("10");
-    assert!(resp.contains(r#""result":{}"#), "{resp}");
-    drop(cancelled);
+    // Freed at once once rmcp had the request; a request cancelled while
+    // it was being set up is freed when its stream ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, resp) = ping("10");
+        if resp.contains(r#""result":{}"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "id 10 never freed: {resp}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The call was cancelled: it ended well before its 5 s.
+    let (_, resp) = cancelled.join().unwrap();
+    assert!(!resp.contains("slept"), "{resp}");
 }
 
 #[test]

@@ -268,11 +268,23 @@ pub(crate) struct SealedSessions {
     in_flight: InFlightIds,
 }
 
-/// Request ids in flight, per held session, each with whether rmcp has it
-/// (its request pushed to the session's worker).
+/// Where a request in flight is (see `accept_message`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Being handed to rmcp's session worker.
+    SettingUp,
+    /// rmcp has it.
+    Pushed,
+    /// Cancelled while being set up: whether rmcp saw the request or the
+    /// cancellation first is unknown, so the id is freed by its response,
+    /// or by its stream ending without one (rmcp then closed its route).
+    CancelledEarly,
+}
+
+/// Request ids in flight, per held session, each with its stage.
 type InFlightIds = Arc<
     std::sync::Mutex<
-        std::collections::HashMap<SessionId, std::collections::HashMap<RequestId, bool>>,
+        std::collections::HashMap<SessionId, std::collections::HashMap<RequestId, Stage>>,
     >,
 >;
 
@@ -420,7 +432,7 @@ impl SessionManager for SealedSessions {
                         Some(format!(
                             "{MAX_IN_FLIGHT} requests are in flight in this session; send more once they are answered"
                         ))
-                    } else if ids.insert(rid.clone(), false).is_some() {
+                    } else if ids.insert(rid.clone(), Stage::SettingUp).is_some() {
                         Some(format!(
                             "request id {} is already in flight in this session",
                             crate::error::shown_name(&rid.to_string())
@@ -453,11 +465,11 @@ impl SessionManager for SealedSessions {
         // rmcp has it: a cancellation now reaches it after it (see
         // `accept_message`).
         if let Some(h) = &held
-            && let Some(pushed) = lock(&self.in_flight)
+            && let Some(stage @ Stage::SettingUp) = lock(&self.in_flight)
                 .get_mut(&h.session)
                 .and_then(|ids| ids.get_mut(&h.id))
         {
-            *pushed = true;
+            *stage = Stage::Pushed;
         }
         Ok(InFlight {
             inner: Some(Box::pin(stream)),
@@ -482,10 +494,15 @@ impl SessionManager for SealedSessions {
             ClientJsonRpcMessage::Notification(n) => match &n.notification {
                 rmcp::model::ClientNotification::CancelledNotification(c) => {
                     c.params.request_id.clone().filter(|rid| {
-                        lock(&self.in_flight)
-                            .get(id)
-                            .and_then(|ids| ids.get(rid))
-                            .is_some_and(|pushed| *pushed)
+                        let mut held = lock(&self.in_flight);
+                        match held.get_mut(id).and_then(|ids| ids.get_mut(rid)) {
+                            Some(Stage::Pushed) => true,
+                            Some(stage) => {
+                                *stage = Stage::CancelledEarly;
+                                false
+                            }
+                            None => false,
+                        }
                     })
                 }
                 _ => None,
@@ -674,8 +691,12 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S>
             }
             None => {
                 self.inner = None;
+                // Kept, unless cancelled while being set up (see `Stage`).
                 if let Some(mut h) = self.held.take() {
-                    h.keep = true;
+                    h.keep = lock(&h.ids)
+                        .get(&h.session)
+                        .and_then(|ids| ids.get(&h.id))
+                        .is_some_and(|stage| *stage != Stage::CancelledEarly);
                 }
             }
         }
