@@ -744,7 +744,7 @@ mod tests {
         assert!(holds(&a));
     }
 
-    /// The scheduling policy and nice value of a guest thread.    /// The scheduling policy and nice value of a guest thread.
+    /// The scheduling policy and nice value of a guest thread.
     #[cfg(target_os = "linux")]
     fn guest_thread_priority(priority: GuestPriority) -> (i32, i32) {
         let s = Scheduler::new(1, 1, priority).unwrap();

@@ -96,6 +96,13 @@ fn version_key(v: &str) -> Option<(Vec<u64>, bool)> {
     numbers.filter(|_| named).map(|n| (n, pre))
 }
 
+/// How a release's version orders against another's: as [`version_key`],
+/// and a build number (`43`, not a version to a tag) as a version of one
+/// number (`2` before `2.0.1`).
+fn release_key(v: &str) -> Option<(Vec<u64>, bool)> {
+    version_key(v).or_else(|| v.parse::<u64>().ok().map(|n| (vec![n], false)))
+}
+
 /// `a` before `b`, zeros added to the shorter (`1.0` is `1.0.0`), a
 /// pre-release before its release.
 fn older(a: &(Vec<u64>, bool), b: &(Vec<u64>, bool)) -> bool {
@@ -357,12 +364,7 @@ impl Store {
             // ordered as numbers.
             if let Some(was) = prev.version.as_deref() {
                 let now = package.version();
-                // A build number orders as a one-number version (`2` before
-                // `2.0.1`).
-                let key = |v: &str| {
-                    version_key(v).or_else(|| v.parse::<u64>().ok().map(|n| (vec![n], false)))
-                };
-                let (shown, older_now) = match (key(was), now.and_then(key)) {
+                let (shown, older_now) = match (release_key(was), now.and_then(release_key)) {
                     (Some(a), Some(b)) => ("the older", older(&b, &a)),
                     _ => ("the unordered", now != Some(was)),
                 };

@@ -771,7 +771,8 @@ async fn a_cli_where_a_tool_may_write_is_not_started() {
         let fake = bin.join("claude");
         std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // Before the grant: it starts (and fails the handshake).
+        // Before the grant: it starts (and fails the handshake). (Grants
+        // are remembered process-wide: no other test grants this place.)
         let e = AgentSession::connect(env.core.clone(), env.options().cli(&fake))
             .await
             .err()

@@ -2016,9 +2016,22 @@ fn a_body_of_tiny_chunks_holds_about_what_it_is_counted() {
             up
         })
         .collect();
-    // Read once the server has read them all: a call after the uploads is
-    // answered once their bytes are in.
-    std::thread::sleep(Duration::from_secs(2));
+    // Measured once the server has read what was sent: its memory no
+    // longer grows (half a second apart), and it still serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = rss_kib(server.pid());
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = rss_kib(server.pid());
+        if now.abs_diff(last) < 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still growing: {now} KiB"
+        );
+        last = now;
+    }
     let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": "after"}));
     assert_eq!(st, 200, "{resp}");
     let grown = rss_kib(server.pid()).saturating_sub(base);

@@ -65,8 +65,9 @@ struct Inner {
     /// agent_id -> agent_type, learned from hook inputs and messages.
     agent_types: Mutex<HashMap<String, String>>,
     counter: AtomicU64,
-    /// Approvals the guard hook gave and no `tools/call` has used yet, by
-    /// (server, tool).
+    /// Approvals the guard hook gave and no request has used yet: by
+    /// (server, tool) for `tools/call`, (server, `resource:URI`) for a
+    /// resource read.
     approved: Mutex<HashMap<(String, String), u32>>,
 }
 
@@ -249,7 +250,7 @@ impl Inner {
 
     /// Record the guard's approval of a tool use (see [`Inner::approval_of`]).
     /// At most [`MAX_APPROVALS`] resource reads are kept unused (their
-    /// URIs are the model's to choose): past it, one kept is dropped, so a
+    /// URIs are the model's to choose): past it, one kept (any) is dropped, so a
     /// flood of approved reads never used costs the session nothing else
     /// (refusing new approvals instead let it block every tool: found by
     /// the review of the fix). A dropped one is refused when used, which

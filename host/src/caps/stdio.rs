@@ -61,8 +61,8 @@ pub(crate) struct CallOutput {
     events: Option<EventSink>,
     budget: usize,
     overhead: usize,
-    /// Bytes of the events sent (their text and overhead).
-    sent: usize,
+    /// The budget the call started with (`budget` is what is left).
+    start: usize,
 }
 
 impl StdioCaps {
@@ -81,7 +81,7 @@ impl StdioCaps {
             events,
             budget: self.event_budget,
             overhead: self.event_overhead,
-            sent: 0,
+            start: self.event_budget,
         }
     }
 }
@@ -108,7 +108,6 @@ impl CallOutput {
         let cost = size.saturating_add(self.overhead);
         if cost <= self.budget {
             self.budget -= cost;
-            self.sent += cost;
             sink.send(event);
         } else {
             sink.count_dropped();
@@ -117,7 +116,7 @@ impl CallOutput {
 
     /// Bytes of the events sent to the caller so far.
     pub(crate) fn sent(&self) -> usize {
-        self.sent
+        self.start - self.budget
     }
 
     /// Which stream filled up, if one did: `(name, limit)`.

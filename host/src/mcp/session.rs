@@ -415,13 +415,17 @@ impl SessionManager for SealedSessions {
         let held = match &message {
             ClientJsonRpcMessage::Request(r) => {
                 let rid = &r.id;
-                let long = |text: String| text.len() > MAX_REQUEST_ID;
+                // Numbers are short; a string is measured, not copied.
+                let long = |id: &rmcp::model::NumberOrString| match id {
+                    rmcp::model::NumberOrString::String(s) => s.len() > MAX_REQUEST_ID,
+                    rmcp::model::NumberOrString::Number(_) => false,
+                };
                 let token = r.request.get_meta().get_progress_token();
-                let refused = if long(rid.to_string()) {
+                let refused = if long(rid) {
                     Some(format!(
                         "request ids longer than {MAX_REQUEST_ID} bytes are refused"
                     ))
-                } else if token.is_some_and(|t| long(t.0.to_string())) {
+                } else if token.is_some_and(|t| long(&t.0)) {
                     Some(format!(
                         "progress tokens longer than {MAX_REQUEST_ID} bytes are refused"
                     ))
@@ -661,8 +665,11 @@ impl Drop for Held {
 /// passes. Read to its end even when the client went away first (rmcp's
 /// channel lives until the request's response), so its id is never taken
 /// again while rmcp still routes it. Ended without its response (a resumed
-/// stream took its place, or the session ended), the id stays taken until
-/// a resumed stream carries the response, or the session goes.
+/// stream took its place, the request was cancelled, or the session
+/// ended), the id stays taken until a resumed stream carries the response,
+/// a cancellation of a request rmcp had frees it, or the session goes; a
+/// request cancelled while being set up is freed as its stream ends (see
+/// `Stage`).
 struct InFlight<S: Stream<Item = ServerSseMessage> + Send + 'static> {
     inner: Option<std::pin::Pin<Box<S>>>,
     held: Option<Held>,

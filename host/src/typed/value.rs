@@ -756,10 +756,6 @@ pub fn text(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    /// A review's case: a type of thousands of cases and a value of many of
-    /// them. Each list of names is looked up through one map built once
-    /// per conversion (a scan per value held a thread for a minute), in
-    /// both directions; short lists are scanned and build nothing.
     /// The least text size is exact for values whose JSON has no escapes
     /// and one-digit numbers (the property tests check it is never more),
     /// so a result is refused early only once its text is past the limit.
@@ -811,6 +807,10 @@ mod tests {
         assert_eq!(least_text_size(&Val::String("héllo".into())), "héllo".len());
     }
 
+    /// A review's case: a type of thousands of cases and a value of many of
+    /// them. Each list of names is looked up through one map built once
+    /// per conversion (a scan per value held a thread for a minute), in
+    /// both directions; short lists are scanned and build nothing.
     #[test]
     fn many_cases_are_looked_up_not_scanned() {
         let cases: Vec<String> = (0..10_000).map(|i| format!("x{i:05}")).collect();

@@ -2720,7 +2720,7 @@ mod tests {
         assert!(found < least + (1 << 20), "the file counted twice: {found}");
     }
 
-    /// Found by review: the measure at load ignored an incomplete walk,    /// Found by review: the measure at load ignored an incomplete walk,
+    /// Found by review: the measure at load ignored an incomplete walk,
     /// so a tree buried deeper than a walk goes was forgotten at a reload.
     #[test]
     fn a_grant_that_cannot_be_measured_whole_starts_full() {

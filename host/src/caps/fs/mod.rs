@@ -129,8 +129,8 @@ impl FsCaps {
             roots,
             deny_rw: self.deny_rw || other.deny_rw,
             // Never above the largest allowed.
-            default_quota: min(min(self.default_quota, other.default_quota), max_quota)
-                .filter(|_| self.default_quota.is_some() || other.default_quota.is_some()),
+            default_quota: min(self.default_quota, other.default_quota)
+                .map(|d| max_quota.map_or(d, |m| d.min(m))),
             max_quota,
             max_open: match (self.max_open, other.max_open) {
                 (Some(a), Some(b)) => Some(a.min(b)),
