@@ -620,17 +620,25 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for Resumed<S> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut rest = Resumed {
-            inner: Some(inner),
-            session: self.session.clone(),
-            ids: self.ids.clone(),
-            read_on: true,
-        };
-        rt.spawn(async move {
-            use futures::StreamExt as _;
-            while rest.next().await.is_some() {}
-        });
+        read_on(
+            rt,
+            Resumed {
+                inner: Some(inner),
+                session: self.session.clone(),
+                ids: self.ids.clone(),
+                read_on: true,
+            },
+        );
     }
+}
+
+/// Read `rest` of a stream to its end on a task of `rt` (what its items
+/// free is freed as they pass). The caller checks for a runtime before it
+/// builds `rest`: a `rest` dropped for want of one would drop its parts
+/// through the same `Drop` again.
+fn read_on<T: Stream + Send + Unpin + 'static>(rt: tokio::runtime::Handle, mut rest: T) {
+    use futures::StreamExt as _;
+    rt.spawn(async move { while rest.next().await.is_some() {} });
 }
 
 /// Free request id `rid` of `session`.
@@ -721,14 +729,13 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for InFlight<S> {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut rest = InFlight {
-            inner: Some(inner),
-            held: Some(held),
-        };
-        rt.spawn(async move {
-            use futures::StreamExt as _;
-            while rest.next().await.is_some() {}
-        });
+        read_on(
+            rt,
+            InFlight {
+                inner: Some(inner),
+                held: Some(held),
+            },
+        );
     }
 }
 
