@@ -787,13 +787,8 @@ async fn a_cli_where_a_tool_may_write_is_not_started() {
             dir.display()
         );
         tools.add(name, "hostile", &grant);
-        let core = Core::builder()
-            .config(test_config())
-            .source(Scope::default(), tools.path())
-            .build()
-            .await
-            .unwrap();
-        assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+        // Loaded (no load error): its grant is made.
+        let _granted = crate::support::core(tools.path()).await;
         let e = AgentSession::connect(env.core.clone(), env.options().cli(&fake))
             .await
             .err()

@@ -1059,26 +1059,27 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
     );
     assert_eq!(st, 202);
-    let slow = {
+    // A `sleep` call of `ms` under id `id`, on a thread of its own; sent
+    // again if it met one of the test's pings under that id.
+    let slow = |id: u64, ms: u64| {
         let (addr, sid) = (addr.clone(), sid.clone());
         std::thread::spawn(move || {
             let h = [
                 ("mcp-session-id", sid.as_str()),
                 ("mcp-protocol-version", "2025-11-25"),
             ];
-            // Sent again if it met one of the pings below under id 7.
+            let call = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"sleep","arguments":{{"ms":{ms}}}}}}}"#
+            );
             loop {
-                let (st, resp) = http_post(
-                    &addr,
-                    &h,
-                    r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":3000}}}"#,
-                );
+                let (st, resp) = http_post(&addr, &h, &call);
                 if !resp.contains("already in flight") {
                     return (st, resp);
                 }
             }
         })
     };
+    let first = slow(7, 3000);
     let ping = |id: &str| {
         http_post(
             &addr,
@@ -1101,7 +1102,7 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (st, resp) = slow.join().unwrap();
+    let (st, resp) = first.join().unwrap();
     assert_eq!(st, 200, "{resp}");
     assert!(
         resp.contains("slept"),
@@ -1196,26 +1197,7 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A cancelled request's id is free at once.
-    let cancelled = {
-        let (addr, sid) = (addr.clone(), sid.clone());
-        std::thread::spawn(move || {
-            let h = [
-                ("mcp-session-id", sid.as_str()),
-                ("mcp-protocol-version", "2025-11-25"),
-            ];
-            // Sent again if it met one of the pings below under id 10.
-            loop {
-                let (st, resp) = http_post(
-                    &addr,
-                    &h,
-                    r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}}"#,
-                );
-                if !resp.contains("already in flight") {
-                    return (st, resp);
-                }
-            }
-        })
-    };
+    let cancelled = slow(10, 5000);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ping("10").1.contains("already in flight") {
         assert!(Instant::now() < deadline, "id 10 was never in flight");

@@ -389,6 +389,20 @@ fn open_read(
     )
 }
 
+/// Create (or open) `rel` under `dir` for writing.
+fn open_write(
+    dir: &wasi::filesystem::types::Descriptor,
+    rel: &str,
+) -> Result<wasi::filesystem::types::Descriptor, wasi::filesystem::types::ErrorCode> {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    dir.open_at(
+        PathFlags::empty(),
+        rel,
+        OpenFlags::CREATE,
+        DescriptorFlags::WRITE,
+    )
+}
+
 /// The preopened directory `path` is under, and `path` relative to it.
 fn preopened<'a>(
     dirs: &'a [(wasi::filesystem::types::Descriptor, String)],
@@ -633,16 +647,9 @@ pub struct ScatterArgs {
 /// A sparse-file attack on a disk quota: each one-byte write far from the
 /// last allocates a whole block.
 fn scatter(a: ScatterArgs) -> Result<String, ToolError> {
-    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasi::filesystem::preopens::get_directories();
     let (dir, rel) = preopened(&dirs, &a.path)?;
-    let file = dir
-        .open_at(
-            PathFlags::empty(),
-            &rel,
-            OpenFlags::CREATE,
-            DescriptorFlags::WRITE,
-        )
+    let file = open_write(dir, &rel)
         .map_err(|e| ToolError::failed(format!("cannot open {}: {e:?}", a.path)))?;
     for i in 0..a.count {
         let off = u64::from(i) * a.stride;
@@ -964,16 +971,9 @@ fn random(a: RandomArgs) -> Result<String, ToolError> {
 }
 
 fn big_stream_write(a: PathArgs) -> Result<String, ToolError> {
-    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let dirs = wasi::filesystem::preopens::get_directories();
     let (dir, rel) = preopened(&dirs, &a.path)?;
-    let file = dir
-        .open_at(
-            PathFlags::empty(),
-            &rel,
-            OpenFlags::CREATE,
-            DescriptorFlags::WRITE,
-        )
+    let file = open_write(dir, &rel)
         .map_err(|e| ToolError::failed(format!("cannot open {}: {}", a.path, e.name())))?;
     let stream = file
         .write_via_stream(0)

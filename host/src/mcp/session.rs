@@ -475,9 +475,12 @@ impl SessionManager for SealedSessions {
         {
             *stage = Stage::Pushed;
         }
-        Ok(InFlight {
+        Ok(Tracked {
             inner: Some(Box::pin(stream)),
-            held,
+            session: id.clone(),
+            ids: self.in_flight.clone(),
+            own: held,
+            read_on: false,
         }
         .right_stream())
     }
@@ -539,10 +542,11 @@ impl SessionManager for SealedSessions {
         // read on when dropped.
         let request_wise = last_event_id.contains('/');
         let stream = self.local.resume(id, last_event_id).await?;
-        Ok(Resumed {
+        Ok(Tracked {
             inner: Some(Box::pin(stream)),
             session: id.clone(),
             ids: self.in_flight.clone(),
+            own: None,
             read_on: request_wise,
         })
     }
@@ -574,61 +578,6 @@ fn answered(m: &ServerSseMessage) -> Option<&RequestId> {
         rmcp::model::JsonRpcMessage::Response(r) => Some(&r.id),
         rmcp::model::JsonRpcMessage::Error(e) => e.id.as_ref(),
         _ => None,
-    }
-}
-
-/// A resumed stream: each response it carries frees its request's id. Read
-/// to its end when the client goes away first, as [`InFlight`] is: rmcp
-/// then drops the request's route after its response, and nothing else
-/// would free the id (found by the review of the fix).
-struct Resumed<S: Stream<Item = ServerSseMessage> + Send + 'static> {
-    inner: Option<std::pin::Pin<Box<S>>>,
-    session: SessionId,
-    ids: InFlightIds,
-    /// Read on when dropped (a request's stream).
-    read_on: bool,
-}
-
-impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for Resumed<S> {
-    type Item = ServerSseMessage;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<ServerSseMessage>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return std::task::Poll::Ready(None);
-        };
-        let next = std::task::ready!(inner.as_mut().poll_next(cx));
-        match &next {
-            Some(m) => {
-                if let Some(rid) = answered(m) {
-                    free(&self.ids, &self.session, rid);
-                }
-            }
-            None => self.inner = None,
-        }
-        std::task::Poll::Ready(next)
-    }
-}
-
-impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for Resumed<S> {
-    fn drop(&mut self) {
-        let Some(inner) = self.inner.take().filter(|_| self.read_on) else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        read_on(
-            rt,
-            Resumed {
-                inner: Some(inner),
-                session: self.session.clone(),
-                ids: self.ids.clone(),
-                read_on: true,
-            },
-        );
     }
 }
 
@@ -669,7 +618,9 @@ impl Drop for Held {
     }
 }
 
-/// A request's stream from rmcp, whose id is in flight until its response
+/// A stream from rmcp whose responses free their requests' ids.
+///
+/// A request's own stream (`own`): its id is in flight until its response
 /// passes. Read to its end even when the client went away first (rmcp's
 /// channel lives until the request's response), so its id is never taken
 /// again while rmcp still routes it. Ended without its response (a resumed
@@ -678,12 +629,22 @@ impl Drop for Held {
 /// a cancellation of a request rmcp had frees it, or the session goes; a
 /// request cancelled while being set up is freed as its stream ends (see
 /// `Stage`).
-struct InFlight<S: Stream<Item = ServerSseMessage> + Send + 'static> {
+///
+/// A resumed stream: each response it carries frees its request's id; a
+/// request's resumed stream (`read_on`) is read to its end too when the
+/// client goes away first, as nothing else would free the id (found by the
+/// review of the fix). The session's common stream never ends, and is not.
+struct Tracked<S: Stream<Item = ServerSseMessage> + Send + 'static> {
     inner: Option<std::pin::Pin<Box<S>>>,
-    held: Option<Held>,
+    session: SessionId,
+    ids: InFlightIds,
+    /// The request whose own stream this is, until its response passes.
+    own: Option<Held>,
+    /// Read on when dropped (a request's resumed stream).
+    read_on: bool,
 }
 
-impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S> {
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for Tracked<S> {
     type Item = ServerSseMessage;
 
     fn poll_next(
@@ -694,20 +655,20 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S>
             return std::task::Poll::Ready(None);
         };
         let next = std::task::ready!(inner.as_mut().poll_next(cx));
-        match &next {
+        match next.as_ref() {
             Some(m) => {
-                if self
-                    .held
-                    .as_ref()
-                    .is_some_and(|h| answered(m) == Some(&h.id))
-                {
-                    self.held = None;
+                if let Some(rid) = answered(m) {
+                    if self.own.as_ref().is_some_and(|h| &h.id == rid) {
+                        self.own = None;
+                    } else {
+                        free(&self.ids, &self.session, rid);
+                    }
                 }
             }
             None => {
                 self.inner = None;
                 // Kept, unless cancelled while being set up (see `Stage`).
-                if let Some(mut h) = self.held.take() {
+                if let Some(mut h) = self.own.take() {
                     h.keep = lock(&h.ids)
                         .get(&h.session)
                         .and_then(|ids| ids.get(&h.id))
@@ -719,21 +680,27 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Stream for InFlight<S>
     }
 }
 
-impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for InFlight<S> {
+impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for Tracked<S> {
     fn drop(&mut self) {
-        let (Some(inner), Some(held)) = (self.inner.take(), self.held.take()) else {
+        if !(self.read_on || self.own.is_some()) {
+            return;
+        }
+        let Some(inner) = self.inner.take() else {
             return;
         };
-        // The client went away before the response: read on, there (with
-        // no runtime to read on, the id is freed with the stream).
+        // The client went away first: read on, there (with no runtime to
+        // read on, an own id is freed with the stream).
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         read_on(
             rt,
-            InFlight {
+            Tracked {
                 inner: Some(inner),
-                held: Some(held),
+                session: self.session.clone(),
+                ids: self.ids.clone(),
+                own: self.own.take(),
+                read_on: self.read_on,
             },
         );
     }
