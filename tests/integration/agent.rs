@@ -1384,6 +1384,68 @@ mod protocol {
         }
     }
 
+    /// A deny rule on every tool of a server (`mcp__beta__*`) covers the
+    /// CLI's resource tools naming it: before, `ReadMcpResourceTool` read
+    /// beta's resources past it. Another server's resources still read,
+    /// and a rule on one tool of beta (not every tool) does not cover them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rule_on_every_tool_of_a_server_covers_its_resources() {
+        let env = Env::new().await;
+        let opts = AgentOptions::default()
+            .server("alpha", Scope::default())
+            .server("beta", Scope::default())
+            .rule(Rule::deny("mcp__beta__*", "beta is off"))
+            .rule(Rule::deny("mcp__alpha__echo", "no echo"));
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let uri = "hostile://big/5";
+        for (rid, tool, input, denied) in [
+            (
+                "h1",
+                "ReadMcpResourceTool",
+                json!({"server": "beta", "uri": uri}),
+                true,
+            ),
+            (
+                "h2",
+                "ListMcpResourcesTool",
+                json!({"server": "beta"}),
+                true,
+            ),
+            (
+                "h3",
+                "ReadMcpResourceTool",
+                json!({"server": "alpha", "uri": uri}),
+                false,
+            ),
+            (
+                "h4",
+                "ListMcpResourcesTool",
+                json!({"server": "alpha"}),
+                false,
+            ),
+            ("h5", "ListMcpResourcesTool", json!({}), false),
+        ] {
+            cli.send(guard(rid, pre_tool_use(tool, input))).await;
+            let r = cli.recv().await;
+            let out = &r["response"]["response"]["hookSpecificOutput"];
+            assert_eq!(out["permissionDecision"] == "deny", denied, "{rid}: {r}");
+            if denied {
+                assert_eq!(out["permissionDecisionReason"], "beta is off", "{rid}: {r}");
+            }
+        }
+        let read = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": uri}});
+        for (rid, server, runs) in [("r1", "beta", false), ("r2", "alpha", true)] {
+            cli.mcp(rid, server, read(9)).await;
+            let r = cli.recv().await;
+            let resp = &r["response"]["response"]["mcp_response"];
+            if runs {
+                assert_eq!(resp["result"]["contents"][0]["text"], "xxxxx", "{rid}: {r}");
+            } else {
+                assert_eq!(resp["error"]["code"], -32600, "{rid}: {r}");
+            }
+        }
+    }
+
     /// The diff review's case: an approval names a tool, not arguments.
     /// The guard approves `echo` with harmless text; the call then carries
     /// text a deny rule matches: refused, nothing run. The same call with

@@ -1005,6 +1005,48 @@ async fn a_grant_whose_path_passes_through_a_symlink_another_tool_may_rewrite_is
     assert!(refused, "the reader is refused at load: {errors:?}");
 }
 
+/// L2's residual for the operator's caps: `[fs] roots` are resolved at
+/// each config read, so a root whose path passes through a symlink inside
+/// a tool's `rw` grant could be pointed at `/` by that tool before a
+/// reload, widening the root for every manifest. Such a root is now a
+/// config error naming the symlink; a root beside it still reads.
+#[tokio::test]
+async fn a_root_whose_path_passes_through_a_symlink_a_tool_may_rewrite_is_refused() {
+    let t = tree();
+    let root = t.granted.parent().unwrap().to_path_buf();
+    let shared = tempfile::tempdir().unwrap();
+    let shared = shared.path().canonicalize().unwrap();
+    std::os::unix::fs::symlink(&root, shared.join("link")).unwrap();
+    let w = ToolDir::new();
+    w.add("writer", "hostile", &fs_grant("/shared", &shared, "rw"));
+    let core = toolhost::Core::builder()
+        .config(test_config())
+        .source(toolhost::Scope::new("writer"), w.path())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
+    let config = shared.join("toolhost.toml");
+    let parse = |root: &std::path::Path| {
+        toolhost::HostConfig::parse(
+            &config,
+            &format!("[fs]\nroots = [{:?}]\n", root.display().to_string()),
+        )
+    };
+    let through = shared.join("link/granted");
+    let err = parse(&through)
+        .expect_err("a root through the writer's symlink")
+        .to_string();
+    assert!(
+        err.contains("passes through a symlink") && err.contains(&shared.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        parse(&t.granted).is_ok(),
+        "the same directory by its own path is a root"
+    );
+}
+
 /// The review's case: a manifest granting `/proc` (a "system monitor")
 /// read the host's environment through `/proc/self/environ`, its bearer
 /// token and state key among it, and a `rw` grant would have reached

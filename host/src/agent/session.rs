@@ -337,11 +337,27 @@ impl Inner {
         }
     }
 
+    /// The agent's rules on a tool use. A rule whose tool pattern covers
+    /// every tool of one of our servers (`mcp__S__*`, `mcp__*`) covers the
+    /// CLI's resource tools naming that server too: a deny rule on
+    /// `mcp__S__*` left `ReadMcpResourceTool` reading S's resources (a
+    /// residual of the tenth session's review). Only a rule that matches
+    /// decides there: an allow list's default refusal applies to the
+    /// resource tool's own name, as before.
     fn rules_check(&self, tool: &str, input: &Value) -> Result<(), String> {
-        match self.options.rules.decide("", tool, input) {
-            crate::policy::Decision::Allow => Ok(()),
-            crate::policy::Decision::Deny(reason) => Err(reason),
+        use crate::policy::Decision;
+        let rules = &self.options.rules;
+        if let Decision::Deny(reason) = rules.decide("", tool, input) {
+            return Err(reason);
         }
+        if matches!(tool, READ_RESOURCE | LIST_RESOURCES)
+            && let Some(server) = self.server_of(tool, input)
+            && let (Decision::Deny(reason), Some(_)) =
+                rules.decide_by("", &format!("mcp__{server}__*"), input)
+        {
+            return Err(reason);
+        }
+        Ok(())
     }
 
     /// Answer one control request. An `mcp_message` was `submitted` to

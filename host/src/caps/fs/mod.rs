@@ -172,6 +172,25 @@ impl HostState {
     }
 }
 
+/// An `[fs] roots` entry resolved: its canonical path, or why it cannot
+/// be a root. A root whose path passes through a symlink inside a
+/// directory granted read-write (at any time in this process) is refused:
+/// roots are resolved at each config read, so that tool could point the
+/// symlink at `/` before a reload and widen the root for every manifest
+/// (a residual of the tenth session's review, as L2 was for grants).
+pub(crate) fn resolve_root(path: &Path) -> Result<PathBuf, String> {
+    let canonical = path.canonicalize().map_err(|e| e.to_string())?;
+    let written = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match place::through_writable(&Place::of(&written, &canonical)) {
+        None => Ok(canonical),
+        Some((link, rw)) => Err(format!(
+            "its path passes through a symlink in {}, inside {}, which a tool was granted read-write: that tool could point it elsewhere; name the root by a path without that symlink",
+            link.display(),
+            rw.display()
+        )),
+    }
+}
+
 /// Why a grant cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FsRefusal {
