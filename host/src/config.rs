@@ -895,7 +895,7 @@ impl RawFs {
             let mut ok = Vec::new();
             for r in roots {
                 let p = dir.join(r.get_ref());
-                match crate::caps::fs::resolve_root(&p) {
+                match caps::fs::resolve_root(&p) {
                     Ok(p) => ok.push(p),
                     Err(e) => cx.error(
                         Some(r.span()),
