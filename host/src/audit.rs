@@ -103,6 +103,15 @@ const MAX_RAW_ARGUMENTS: usize = 64 << 10;
 /// How long the writer lets lines gather after a batch (see
 /// `WriterState::run`).
 const LINGER: Duration = Duration::from_millis(1);
+
+/// After a rotation failed, how long the log grows past `max-size` before
+/// the next try: a file system out of inodes or a process out of
+/// descriptors is not retried on every line.
+const ROTATE_RETRY: Duration = Duration::from_secs(1);
+
+/// At most one error line a minute while the log cannot be written (each
+/// failure is counted in `toolhost_audit_write_errors_total`).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Largest error text recorded.
 const MAX_DETAIL: usize = 4 << 10;
 /// Largest tool (or method, URI, prompt) name recorded: it is the client's
@@ -410,11 +419,15 @@ impl Audit {
         self.w.as_ref().map(|w| w.path.as_path())
     }
 
-    /// The rotated files' names (`path.1` … `path.keep`), which are as
-    /// much the host's own as the log itself.
+    /// The rotated files' names (`path.1` … `path.keep`, and `path.new`,
+    /// the next log while a rotation makes it), which are as much the
+    /// host's own as the log itself.
     pub fn rotated_paths(&self) -> Vec<PathBuf> {
         match &self.w {
-            Some(w) => (1..=w.config.keep).map(|i| rotated(&w.path, i)).collect(),
+            Some(w) => (1..=w.config.keep)
+                .map(|i| rotated(&w.path, i))
+                .chain([next_log(&w.path)])
+                .collect(),
             None => Vec::new(),
         }
     }
@@ -445,7 +458,8 @@ impl Audit {
             config: config.clone(),
             dirty_since: None,
             counters: counters.clone(),
-            error_logged: false,
+            rotate_after: None,
+            errors: Errors::default(),
         };
         let thread = std::thread::Builder::new()
             .name("toolhost-audit".into())
@@ -646,6 +660,13 @@ fn rotated(path: &Path, i: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Where a rotation makes the next log before it renames anything.
+fn next_log(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".new");
+    PathBuf::from(s)
+}
+
 /// The writer thread's state.
 struct WriterState {
     file: std::io::BufWriter<std::fs::File>,
@@ -655,7 +676,19 @@ struct WriterState {
     /// When the oldest line not yet synced was written.
     dirty_since: Option<Instant>,
     counters: AuditCounters,
-    error_logged: bool,
+    /// Set when a rotation failed: none is tried again before it.
+    rotate_after: Option<Instant>,
+    errors: Errors,
+}
+
+/// Write errors, reported at most once a minute, and once recovered.
+#[derive(Default)]
+struct Errors {
+    /// When one was last logged, and how many came since.
+    logged: Option<Instant>,
+    since: u64,
+    /// Whether the last write or rotation failed.
+    failing: bool,
 }
 
 impl WriterState {
@@ -730,7 +763,10 @@ impl WriterState {
 
     fn write_line(&mut self, line: &[u8]) {
         let len = line.len() as u64;
-        if self.size > 0 && self.size + len > self.config.max_size {
+        if self.size > 0
+            && self.size + len > self.config.max_size
+            && self.rotate_after.is_none_or(|t| Instant::now() >= t)
+        {
             self.rotate();
         }
         match self.file.write_all(line) {
@@ -738,6 +774,7 @@ impl WriterState {
                 self.size += len;
                 self.counters.records.inc();
                 self.dirty_since.get_or_insert_with(Instant::now);
+                self.recovered();
             }
             Err(e) => self.error(e),
         }
@@ -752,44 +789,107 @@ impl WriterState {
     }
 
     /// `path` → `path.1` → … → `path.keep` (the oldest is removed), then a
-    /// new, empty `path`.
+    /// new, empty `path`. If that fails, the log goes on growing in the
+    /// file it is in, and the next try waits [`ROTATE_RETRY`].
     fn rotate(&mut self) {
         let _ = self.file.flush();
         self.sync();
+        match self.try_rotate() {
+            Ok(file) => {
+                self.file = std::io::BufWriter::with_capacity(64 << 10, file);
+                self.size = 0;
+                self.rotate_after = None;
+            }
+            Err(e) => {
+                self.rotate_after = Some(Instant::now() + ROTATE_RETRY);
+                self.error(e);
+            }
+        }
+    }
+
+    /// The rotation: the new file is made first, under a name of its own
+    /// (`path.new`), and only then are the others renamed, so a failure
+    /// to make it (no inode, no descriptor, a disk quota) renames and
+    /// removes nothing. Found by review: renaming first, a failed open
+    /// left the writer in `path.1`; every later line rotated again,
+    /// shifting that file along until it was removed, and with `path`
+    /// gone for good the log was never written again. A file that is the
+    /// one being written is never removed or renamed as if it were an
+    /// older one.
+    fn try_rotate(&mut self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        let writing = self.file.get_ref().metadata()?;
+        let is_writing = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.dev() == writing.dev() && m.ino() == writing.ino())
+        };
+        let fresh_path = next_log(&self.path);
+        // Left by a rotation that stopped half-way (a crash): made again,
+        // owner-only, never through a symlink (`create_new`).
+        let _ = std::fs::remove_file(&fresh_path);
+        let fresh = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(&fresh_path)?
+        };
         let keep = self.config.keep;
-        let result = (|| -> std::io::Result<()> {
-            if keep == 0 {
-                std::fs::remove_file(&self.path)?;
-            } else {
-                let _ = std::fs::remove_file(rotated(&self.path, keep));
+        let shifted = (|| -> std::io::Result<()> {
+            if keep > 0 {
+                let oldest = rotated(&self.path, keep);
+                if !is_writing(&oldest) {
+                    let _ = std::fs::remove_file(&oldest);
+                }
                 for i in (1..keep).rev() {
                     let from = rotated(&self.path, i);
                     if from.exists() {
                         std::fs::rename(&from, rotated(&self.path, i + 1))?;
                     }
                 }
-                std::fs::rename(&self.path, rotated(&self.path, 1))?;
+                if is_writing(&self.path) {
+                    std::fs::rename(&self.path, rotated(&self.path, 1))?;
+                }
             }
-            let file = open_append(&self.path)?;
-            if self.config.fsync == FsyncPolicy::Always
-                && let Some(dir) = self.path.parent()
-            {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            self.file = std::io::BufWriter::with_capacity(64 << 10, file);
-            self.size = 0;
-            Ok(())
+            // With `keep = 0` this replaces the full log at once.
+            std::fs::rename(&fresh_path, &self.path)
         })();
-        if let Err(e) = result {
-            self.error(e);
+        if let Err(e) = shifted {
+            let _ = std::fs::remove_file(&fresh_path);
+            return Err(e);
+        }
+        if self.config.fsync == FsyncPolicy::Always
+            && let Some(dir) = self.path.parent()
+        {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(fresh)
+    }
+
+    /// Count a write error; log it unless one was logged in the last
+    /// [`ERROR_LOG_EVERY`] (before, only the first error of the process
+    /// was ever logged).
+    fn error(&mut self, e: std::io::Error) {
+        self.counters.write_errors.inc();
+        let errors = &mut self.errors;
+        errors.failing = true;
+        errors.since += 1;
+        if errors.logged.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
+            tracing::error!(
+                path = %self.path.display(),
+                errors = errors.since,
+                "cannot write the audit log: {e}"
+            );
+            errors.logged = Some(Instant::now());
+            errors.since = 0;
         }
     }
 
-    fn error(&mut self, e: std::io::Error) {
-        self.counters.write_errors.inc();
-        if !self.error_logged {
-            self.error_logged = true;
-            tracing::error!(path = %self.path.display(), "cannot write the audit log: {e}");
+    /// A line was written: say so once after errors, unless a rotation
+    /// is still to be retried.
+    fn recovered(&mut self) {
+        if self.rotate_after.is_none() && std::mem::take(&mut self.errors.failing) {
+            tracing::warn!(path = %self.path.display(), "the audit log is written again");
         }
     }
 }
@@ -835,6 +935,127 @@ mod tests {
             canonical_json(&a),
             r#"{"a":{"x":"s","y":[1,{"c":3,"d":2}]},"b":1}"#
         );
+    }
+
+    /// The review's case: a rotation that cannot make its new file (here
+    /// the process is out of descriptors; on the review's host, the log's
+    /// file system was out of inodes, taken by a tool's grant on it)
+    /// renamed the log away first and kept writing into it: every later
+    /// line rotated again and shifted it along, and with the log's name
+    /// gone for good nothing was ever written there again. Now nothing is
+    /// renamed or lost, and once descriptors are free the log rotates and
+    /// is written where it should be. Run in a process of its own: it
+    /// takes every descriptor.
+    #[test]
+    fn a_rotation_that_cannot_make_its_new_file_loses_nothing() {
+        const CHILD: &str = "TOOLHOST_AUDIT_ROTATION_CHILD";
+        const NAME: &str = "audit::tests::a_rotation_that_cannot_make_its_new_file_loses_nothing";
+        if std::env::var_os(CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}\n{stderr}"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditConfig {
+            path: Some(path.clone()),
+            fsync: FsyncPolicy::Never,
+            max_size: 1000,
+            keep: 100,
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        let write = |range: std::ops::Range<u32>| {
+            for i in range {
+                audit.record(AuditRecord::new("s", "c", &format!("t{i}")));
+            }
+            futures::executor::block_on(audit.flush());
+        };
+        let files = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        write(0..20);
+        let before = files();
+        assert!(before.len() > 2, "{before:?}");
+
+        // Every descriptor taken: within a low limit, /dev/null opened
+        // until none is left.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain system calls on a local struct.
+        unsafe { assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0) };
+        let low = libc::rlimit {
+            rlim_cur: 256.min(limit.rlim_max),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        unsafe { assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0) };
+        let mut held = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            held.push(f);
+        }
+        assert!(std::fs::File::open("/dev/null").is_err());
+        write(20..60);
+        drop(held);
+        assert_eq!(
+            files(),
+            before,
+            "a failed rotation renamed or removed a file"
+        );
+
+        // Descriptors free again: after the retry's wait, the log rotates
+        // and goes on in its own file.
+        std::thread::sleep(ROTATE_RETRY + Duration::from_millis(100));
+        write(60..80);
+        drop(audit);
+        let after = files();
+        assert!(after.contains(&"audit.jsonl".to_string()), "{after:?}");
+        assert!(after.len() > before.len(), "{after:?}");
+        assert!(!after.iter().any(|f| f.ends_with(".new")), "{after:?}");
+        let live = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            live.contains("\"t79\""),
+            "the newest line is in the log:\n{live}"
+        );
+        // Every line is kept, once.
+        let mut tools: Vec<u32> = after
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(dir.path().join(f))
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        serde_json::from_str::<Value>(l).unwrap()["tool"]
+                            .as_str()
+                            .unwrap()[1..]
+                            .parse()
+                            .unwrap()
+                    })
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        tools.sort();
+        assert_eq!(tools, (0..80).collect::<Vec<_>>());
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
     }
 
     #[test]
