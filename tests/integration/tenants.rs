@@ -1528,6 +1528,36 @@ fn a_credential_revoked_while_its_body_arrives_reaches_nothing() {
     assert_eq!(st, 200, "{resp}");
 }
 
+/// The review's case: a server watching its config reloaded at every
+/// change in the config's directory, so with the audit log kept there,
+/// each call's record made the host reload (and each reload handed every
+/// tenant a fresh share of the pool). Calls now cause no reload; an edit
+/// of the config still does.
+#[test]
+fn calls_whose_audit_log_sits_beside_the_config_cause_no_reload() {
+    let s = Setup::new("[audit]\npath = \"audit.jsonl\"\nfsync = \"always\"\n");
+    let server = s.serve_watching(true);
+    let addr = server.addr();
+    for i in 0..5 {
+        let (st, resp) = call(&addr, TOKEN_A, "echo", json!({"text": format!("hi {i}")}));
+        assert_eq!(st, 200, "{resp}");
+    }
+    assert!(s.dir.path().join("audit.jsonl").metadata().unwrap().len() > 0);
+    // Four debounce periods: a reload would have started.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        !server.stderr().contains("configuration reloaded"),
+        "{}",
+        server.stderr()
+    );
+    edit_config(&s, &[("[audit]", "# edited\n[audit]")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.stderr().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A tenant removed by a reload loses its open streams too: a 2025-11-25
 /// session's GET stream ends (its token was already refused).
 #[test]

@@ -141,12 +141,46 @@ impl Pools {
     /// and shares that each took two per slot would add up to more than
     /// the pool (found by review).
     fn share(&self, share: f64, memory: Arc<SharedMemory>, lookups: Arc<Semaphore>) -> Pools {
-        let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
-        let slots = part(self.slots_total);
+        let (slots, totals) = self.share_sizes(share);
         Pools {
             lookups: Some(lookups),
-            ..Pools::with_totals(slots, (part(self.totals.0), part(self.totals.1)), memory)
+            ..Pools::with_totals(slots, totals, memory)
         }
+    }
+
+    /// The slots and (memory, table) permits of `share` of this pool.
+    fn share_sizes(&self, share: f64) -> (u32, (u32, u32)) {
+        let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
+        (
+            part(self.slots_total),
+            (part(self.totals.0), part(self.totals.1)),
+        )
+    }
+
+    /// Resize this share's permits to `slots` and `totals` in place: the
+    /// calls holding its permits keep counting against it. It grows at
+    /// once and shrinks by the permits free now (a later resize takes the
+    /// rest as they come back), as the scope's lookups do.
+    fn resize(&mut self, slots: u32, totals: (u32, u32)) {
+        fn to(sem: &Semaphore, total: &mut u32, n: u32) {
+            if n > *total {
+                sem.add_permits((n - *total) as usize);
+                *total = n;
+            } else if n < *total {
+                *total -= sem.forget_permits((*total - n) as usize) as u32;
+            }
+        }
+        to(&self.slots, &mut self.slots_total, slots);
+        to(&self.memories, &mut self.totals.0, totals.0);
+        to(&self.tables, &mut self.totals.1, totals.1);
+    }
+
+    /// Whether anything but the one holding this handle holds its permits
+    /// (a call, a prepared sandbox, a teardown) or a clone of it.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.slots) > 1
+            || Arc::strong_count(&self.memories) > 1
+            || Arc::strong_count(&self.tables) > 1
     }
 
     fn with_totals(slots: u32, totals: (u32, u32), memory: Arc<SharedMemory>) -> Pools {
@@ -258,7 +292,10 @@ pub(crate) struct Sandbox {
     /// Where its background work runs.
     background: Background,
     /// Each scope's share of the pool (see [`Sandbox::scope_share`]).
-    scope_shares: std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools)>>,
+    /// With each, the share it was sized to, and whether a reload came
+    /// since.
+    scope_shares:
+        std::sync::Mutex<std::collections::HashMap<crate::catalog::Scope, (f64, Pools, bool)>>,
     /// Each scope's share of the host's memory, kept across reloads for
     /// as long as anything holds it: a reload resizes the share, and the
     /// calls running through it keep counting against the same bound
@@ -928,21 +965,34 @@ impl Sandbox {
     /// smallest of their shares, never one each. The bound is per scope,
     /// not per principal: a client that drives several scopes (an agent
     /// and its subagents) holds a share in each.
+    ///
+    /// A share in use is resized in place, never replaced: after a reload
+    /// (or for a component with a smaller share) the calls running keep
+    /// counting against the same slots and permits. Found by review: a
+    /// reload gave every scope a fresh share beside the one its running
+    /// calls held, and a tenant that could make the host reload (see
+    /// `watch`) held most of the pool.
     fn scope_share(&self, scope: &crate::catalog::Scope, share: f64) -> Pools {
         let mut shares = self.scope_shares.lock().unwrap_or_else(|e| e.into_inner());
-        match shares.get(scope) {
-            Some((had, pools)) if *had <= share => pools.clone(),
-            _ => {
-                let bytes = (self.config.max_memory as f64 * share) as u64;
-                let pools = self.pool.share(
-                    share,
-                    self.scope_memory(scope, bytes),
-                    self.scope_lookups.of(scope, share),
-                );
-                shares.insert(scope.clone(), (share, pools.clone()));
-                pools
+        let bytes = (self.config.max_memory as f64 * share) as u64;
+        if let Some((had, pools, reloaded)) = shares.get_mut(scope) {
+            if !*reloaded && *had <= share {
+                return pools.clone();
             }
+            let (slots, totals) = self.pool.share_sizes(share);
+            pools.resize(slots, totals);
+            pools.memory = self.scope_memory(scope, bytes);
+            pools.lookups = Some(self.scope_lookups.of(scope, share));
+            (*had, *reloaded) = (share, false);
+            return pools.clone();
         }
+        let pools = self.pool.share(
+            share,
+            self.scope_memory(scope, bytes),
+            self.scope_lookups.of(scope, share),
+        );
+        shares.insert(scope.clone(), (share, pools.clone(), false));
+        pools
     }
 
     /// The memory all calls share (`[engine] max-memory`).
@@ -971,15 +1021,16 @@ impl Sandbox {
         m
     }
 
-    /// Forget every scope's share (a reload: the tenants and their caps
-    /// may have changed). Calls running keep the permits they hold, so for
-    /// as long as they run a scope may hold its old share's and its new
-    /// one's.
+    /// A reload: the tenants and their caps may have changed. A scope's
+    /// share that nothing holds is forgotten (the next call makes it
+    /// anew); one in use is resized at its scope's next call, so that what
+    /// its running calls hold still counts.
     pub(crate) fn reset_scope_shares(&self) {
-        self.scope_shares
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut shares = self.scope_shares.lock().unwrap_or_else(|e| e.into_inner());
+        shares.retain(|_, (_, pools, _)| pools.in_use());
+        for (_, _, reloaded) in shares.values_mut() {
+            *reloaded = true;
+        }
     }
 
     /// How many components the catalog loads at once: never more than
@@ -2603,6 +2654,48 @@ mod tests {
         let call = MemoryBudget::new(64 << 20, None);
         assert!(call.join_scope(&fresh.memory));
         assert!(call.charge(32 << 20));
+    }
+
+    /// The review's case: a reload gave each scope a fresh share of the
+    /// pool's slots beside the one its running calls held, so a tenant
+    /// that made the host reload held most of the pool. Now the share is
+    /// the same, resized: held slots still count after a reload, a smaller
+    /// share takes effect as they come back, and one nothing holds is
+    /// made anew.
+    #[test]
+    fn a_reload_keeps_a_scopes_pool_share_while_its_calls_run() {
+        let sandbox = Sandbox::new(EngineConfig {
+            max_instances: 8,
+            cache_dir: None,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let scope = crate::catalog::Scope::new("t");
+        let first = sandbox.scope_share(&scope, 0.5);
+        assert_eq!(first.slots_total, 4);
+        // Three calls hold three of its four slots, then a reload.
+        let running = first.slots.clone().try_acquire_many_owned(3).unwrap();
+        drop(first);
+        sandbox.reset_scope_shares();
+        let second = sandbox.scope_share(&scope, 0.5);
+        assert_eq!(
+            second.slots.available_permits(),
+            1,
+            "a fresh share beside the held one"
+        );
+        // Shrunk to a quarter (2 slots) while 3 are held: none free now,
+        // the share is 2 once they are back.
+        drop(second);
+        sandbox.reset_scope_shares();
+        let small = sandbox.scope_share(&scope, 0.25);
+        assert_eq!(small.slots.available_permits(), 0);
+        drop(running);
+        sandbox.reset_scope_shares();
+        let small = sandbox.scope_share(&scope, 0.25);
+        assert_eq!((small.slots.available_permits(), small.slots_total), (2, 2));
+        // Another scope has its own.
+        let other = sandbox.scope_share(&crate::catalog::Scope::new("u"), 0.5);
+        assert_eq!(other.slots.available_permits(), 4);
     }
 
     #[test]
