@@ -281,6 +281,35 @@ async fn connections_held_open_count_against_the_calls_memory_limit() {
     );
 }
 
+/// A review's case: sockets counted against nothing but the call's
+/// memory, so with `[fs] max-open = 4` one call held 400 connections open,
+/// each a descriptor of the host's. A call's connections now count with
+/// its open files against `max-open`; the next call holds as many again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_count_against_max_open() {
+    let port = http_server_that_never_finishes().await;
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"256 MiB\"\n"),
+    );
+    let mut config = test_config();
+    config.caps.fs.max_open = Some(8);
+    let core = core_with(d.path(), config).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..2 {
+        let out = call(&core, "hold_connections", json!({"url": url, "n": 100}))
+            .await
+            .unwrap()
+            .text();
+        assert!(
+            out.starts_with("held 8;") && out.contains("ConnectionLimitReached"),
+            "{out}"
+        );
+    }
+}
+
 /// A review's case: a request cut off by its call's end was ended as if
 /// complete (wasmtime-wasi-http ends a body whose handle the store drops),
 /// so hyper sent the last chunk and the server saw a whole upload. Its

@@ -124,6 +124,9 @@ pub(crate) struct Pools {
     /// A scope's share of the process's name lookups (`caps::net`); none
     /// for the whole pool, whose lookups the process's slots bound.
     lookups: Option<Arc<Semaphore>>,
+    /// A scope's share of the descriptors calls may hold (`caps::fs`);
+    /// none for the whole pool (the process's share bounds it).
+    descriptors: Option<Arc<caps::fs::DescriptorShare>>,
 }
 
 impl Pools {
@@ -192,6 +195,7 @@ impl Pools {
             slots_total: slots,
             totals,
             lookups: None,
+            descriptors: None,
         }
     }
 
@@ -227,6 +231,7 @@ impl Pools {
             _tab: self.tables.clone().try_acquire_many_owned(weight.1).ok()?,
             memory: self.memory.clone(),
             lookups: self.lookups.clone(),
+            descriptors: self.descriptors.clone(),
         })
     }
 
@@ -241,6 +246,7 @@ impl Pools {
             _tab: tab.expect("never closed"),
             memory: self.memory.clone(),
             lookups: self.lookups.clone(),
+            descriptors: self.descriptors.clone(),
         }
     }
 }
@@ -306,6 +312,9 @@ pub(crate) struct Sandbox {
     /// Each scope's share of the process's name lookups, kept as its
     /// memory is.
     scope_lookups: caps::net::LookupShares,
+    /// Each scope's share of the descriptors calls may hold, kept across
+    /// reloads like its lookups.
+    scope_descriptors: caps::fs::DescriptorShares,
 }
 
 /// A loaded component: its pre-linked instance, its tools, and the grants
@@ -953,6 +962,7 @@ impl Sandbox {
             scope_shares: Default::default(),
             scope_memory: Default::default(),
             scope_lookups: Default::default(),
+            scope_descriptors: Default::default(),
         })
     }
 
@@ -983,14 +993,18 @@ impl Sandbox {
             pools.resize(slots, totals);
             pools.memory = self.scope_memory(scope, bytes);
             pools.lookups = Some(self.scope_lookups.of(scope, share));
+            pools.descriptors = Some(self.scope_descriptors.of(scope, share));
             (*had, *reloaded) = (share, false);
             return pools.clone();
         }
-        let pools = self.pool.share(
-            share,
-            self.scope_memory(scope, bytes),
-            self.scope_lookups.of(scope, share),
-        );
+        let pools = Pools {
+            descriptors: Some(self.scope_descriptors.of(scope, share)),
+            ..self.pool.share(
+                share,
+                self.scope_memory(scope, bytes),
+                self.scope_lookups.of(scope, share),
+            )
+        };
         shares.insert(scope.clone(), (share, pools.clone(), false));
         pools
     }
@@ -1530,8 +1544,13 @@ impl Sandbox {
             let (mut store, pool, instance, room) =
                 self.sandbox_for(comp, cx, share_memory, now).await?;
             store.data_mut().cpu = cpu;
-            if let Some(lookups) = scope_share.as_ref().and_then(|s| s.lookups.as_ref()) {
-                store.data_mut().share_lookups(lookups);
+            if let Some(share) = &scope_share {
+                if let Some(lookups) = &share.lookups {
+                    store.data_mut().share_lookups(lookups);
+                }
+                if let Some(descriptors) = &share.descriptors {
+                    store.data_mut().share_descriptors(descriptors);
+                }
             }
             // Its wait for the turn is part of this one.
             drop(turn);
@@ -1972,6 +1991,8 @@ pub(crate) struct PoolPermits {
     memory: Arc<SharedMemory>,
     /// The name lookups the pool's calls share, if it is a scope's share.
     lookups: Option<Arc<Semaphore>>,
+    /// The descriptors the pool's calls share, if it is a scope's share.
+    descriptors: Option<Arc<caps::fs::DescriptorShare>>,
 }
 
 impl PoolPermits {

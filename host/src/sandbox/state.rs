@@ -96,6 +96,7 @@ impl CallState {
             gate: if with_grants {
                 let mut gate = grants.net.gate(Some(limiter.budget()));
                 gate.run_on(cx.guests);
+                gate.count_descriptors(fs.descriptors());
                 gate
             } else {
                 crate::caps::net::Prepared::default().gate(None)
@@ -136,6 +137,15 @@ impl CallState {
     /// `caps::net::LookupShares`).
     pub(crate) fn share_lookups(&mut self, scope: &std::sync::Arc<tokio::sync::Semaphore>) {
         self.gate.share_lookups(scope);
+    }
+
+    /// Take the files and sockets the call opens from its scope's share
+    /// too (see `caps::fs::DescriptorShares`).
+    pub(crate) fn share_descriptors(
+        &mut self,
+        scope: &std::sync::Arc<crate::caps::fs::DescriptorShare>,
+    ) {
+        self.fs.descriptors().join_scope(scope);
     }
 }
 

@@ -2,11 +2,15 @@
 //! itself, enforced per call.
 //!
 //! - **Open descriptors**: a call holds at most [`FsCaps::max_open`]
-//!   (default [`DEFAULT_MAX_OPEN`]) files and directories it opened, and all
-//!   calls together at most three quarters of the process's descriptor
-//!   limit, so no call can starve the host's own sockets, cache and log of
-//!   descriptors (`EMFILE` for everyone else). A file counts while anything
-//!   holds it: its descriptor, a stream over it, a write still running.
+//!   (default [`DEFAULT_MAX_OPEN`]) files and directories it opened and
+//!   sockets of its outbound connections together ([`CallDescriptors`]),
+//!   the calls of one scope at most its `pool-share` of what calls may
+//!   hold ([`DescriptorShares`]), and all calls together at most three
+//!   quarters of the process's descriptor limit, so no call, and no
+//!   tenant, can starve the host's own sockets, cache and log, or the
+//!   other tenants' calls, of descriptors (`EMFILE` for everyone else). A
+//!   file counts while anything holds it: its descriptor, a stream over
+//!   it, a write still running.
 //! - **Special files**: FIFOs, sockets, devices and anything on a kernel
 //!   interface file system (`/proc`, `/sys`, cgroups...) are never handed
 //!   to a guest, and never opened blocking (a blocking open of a FIFO
@@ -110,20 +114,134 @@ pub(crate) struct DescriptorsExhausted {
     pub(crate) wanted: usize,
 }
 
-/// One descriptor of the process's share for tools, held until dropped:
-/// an outbound connection's socket (`caps::net`), counted like the files
-/// calls open, so sockets cannot take the descriptors kept for the host.
-pub(crate) struct Descriptor(());
+/// A scope's share of the descriptors calls may hold (the files they
+/// open, their connections' sockets): its `pool-share` of the process's
+/// share for tools. Found by review: one tenant's calls holding sockets
+/// took every descriptor kept for tools, and another tenant's tools
+/// could open no file.
+pub(crate) struct DescriptorShare {
+    limit: AtomicUsize,
+    used: AtomicUsize,
+}
 
-impl Descriptor {
-    /// Take one descriptor of the share, if any is left.
-    pub(crate) fn reserve() -> Option<Descriptor> {
-        process_budget().take(1).then_some(Descriptor(()))
+impl DescriptorShare {
+    fn take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.limit.load(Ordering::Acquire)).then_some(u + 1)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
-impl Drop for Descriptor {
+/// Each scope's [`DescriptorShare`], kept for as long as anything holds it:
+/// a reload, or a component of the scope with a smaller `pool-share`,
+/// resizes it (what is held past a smaller limit stays held; no more is
+/// taken until it is back under), rather than handing the scope a fresh
+/// one beside what its running calls hold.
+#[derive(Default)]
+pub(crate) struct DescriptorShares(
+    Mutex<HashMap<crate::catalog::Scope, std::sync::Weak<DescriptorShare>>>,
+);
+
+impl DescriptorShares {
+    /// `scope`'s share, sized to `share` of what calls may hold from now on.
+    pub(crate) fn of(&self, scope: &crate::catalog::Scope, share: f64) -> Arc<DescriptorShare> {
+        let limit = ((process_budget().limit as f64 * share).floor() as usize).max(1);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = all.get(scope).and_then(std::sync::Weak::upgrade) {
+            held.limit.store(limit, Ordering::Release);
+            return held;
+        }
+        all.retain(|_, s| s.strong_count() > 0);
+        let fresh = Arc::new(DescriptorShare {
+            limit: AtomicUsize::new(limit),
+            used: AtomicUsize::new(0),
+        });
+        all.insert(scope.clone(), Arc::downgrade(&fresh));
+        fresh
+    }
+}
+
+/// What one call holds open, shared by its [`FsCall`] and its outbound
+/// connections (`caps::net::Gate`): files and sockets together within
+/// its `max-open` (before, sockets counted against nothing but the call's
+/// memory, so one call held 400 with `max-open = 4`: found by review), and
+/// within its scope's share once the call joins it.
+pub(crate) struct CallDescriptors {
+    max_open: usize,
+    /// Files and directories the call opened (as of its last check), and
+    /// its connections' sockets.
+    files: AtomicUsize,
+    sockets: AtomicUsize,
+    scope: OnceLock<Arc<DescriptorShare>>,
+}
+
+impl CallDescriptors {
+    /// Charge what the call opens from now on to `share` too.
+    pub(crate) fn join_scope(&self, share: &Arc<DescriptorShare>) {
+        let _ = self.scope.set(share.clone());
+    }
+
+    /// One descriptor of the scope's share, if the call joined one: the
+    /// share taken from (to give back), or why there is no room.
+    fn take_scope(&self) -> Result<Option<Arc<DescriptorShare>>, String> {
+        match self.scope.get() {
+            None => Ok(None),
+            Some(s) if s.take() => Ok(Some(s.clone())),
+            Some(s) => Err(format!(
+                "the calls of this tool's tenant hold {} open files and connections, its share of the host's",
+                s.limit.load(Ordering::Acquire)
+            )),
+        }
+    }
+
+    /// A socket for one outbound connection: one descriptor of the call's
+    /// `max-open`, its scope's share and the process's share for tools,
+    /// held until dropped; or why not.
+    pub(crate) fn socket(self: &Arc<Self>) -> Result<Socket, String> {
+        let open = self.files.load(Ordering::Acquire) + self.sockets.load(Ordering::Acquire);
+        if open >= self.max_open {
+            return Err(format!(
+                "the call holds {} open files and connections, the most one call may (`[fs] max-open`)",
+                self.max_open
+            ));
+        }
+        let scope = self.take_scope()?;
+        if !process_budget().take(1) {
+            if let Some(s) = scope {
+                s.give(1);
+            }
+            return Err(format!(
+                "all calls together hold {} open files and connections, the host's share for tools",
+                process_budget().limit
+            ));
+        }
+        self.sockets.fetch_add(1, Ordering::AcqRel);
+        Ok(Socket {
+            call: self.clone(),
+            scope,
+        })
+    }
+}
+
+/// One outbound connection's socket, counted while it is held (see
+/// [`CallDescriptors::socket`]).
+pub(crate) struct Socket {
+    call: Arc<CallDescriptors>,
+    scope: Option<Arc<DescriptorShare>>,
+}
+
+impl Drop for Socket {
     fn drop(&mut self) {
+        self.call.sockets.fetch_sub(1, Ordering::AcqRel);
+        if let Some(s) = &self.scope {
+            s.give(1);
+        }
         process_budget().give(1);
     }
 }
@@ -891,7 +1009,8 @@ const MAX_DEPTH: usize = 64;
 
 /// Per-call enforcement state.
 pub(crate) struct FsCall {
-    max_open: usize,
+    /// Its `max-open`, shared with its connections' sockets.
+    descriptors: Arc<CallDescriptors>,
     /// Files and directories this call opened, held weakly: one counts as
     /// open while anything keeps it (its descriptor, a stream over it, a
     /// write still running), not only while its descriptor lives.
@@ -899,6 +1018,10 @@ pub(crate) struct FsCall {
     /// What this call holds of the process budget: its preopened
     /// directories, and what it opened.
     held: usize,
+    /// What it holds of its scope's share (files opened since it joined),
+    /// and whether the last reservation took one of it.
+    scope_held: usize,
+    reserved_scoped: bool,
     /// Its preopened directories (one descriptor each, opened for it).
     preopens: usize,
     /// Guest path and quota of each granted directory.
@@ -931,6 +1054,9 @@ impl Notice {
 impl Drop for FsCall {
     fn drop(&mut self) {
         process_budget().give(self.held);
+        if let Some(s) = self.descriptors.scope.get() {
+            s.give(self.scope_held);
+        }
     }
 }
 
@@ -953,9 +1079,16 @@ impl FsCall {
             .into());
         }
         Ok(FsCall {
-            max_open,
+            descriptors: Arc::new(CallDescriptors {
+                max_open,
+                files: AtomicUsize::new(0),
+                sockets: AtomicUsize::new(0),
+                scope: OnceLock::new(),
+            }),
             open: Vec::new(),
             held: preopens,
+            scope_held: 0,
+            reserved_scoped: false,
             preopens,
             grants: prepared
                 .map(|p| {
@@ -971,35 +1104,69 @@ impl FsCall {
         })
     }
 
+    /// The call's open files and sockets together (see
+    /// [`CallDescriptors`]): for its connections.
+    pub(crate) fn descriptors(&self) -> Arc<CallDescriptors> {
+        self.descriptors.clone()
+    }
+
     /// Forget files nothing holds any more and give their share back.
     fn reconcile(&mut self) {
         self.open.retain(|f| f.strong_count() > 0);
-        let live = self.open.len() + self.preopens;
+        let open = self.open.len();
+        self.descriptors.files.store(open, Ordering::Release);
+        let live = open + self.preopens;
         if live < self.held {
             process_budget().give(self.held - live);
             self.held = live;
         }
+        // Files opened before it joined its scope were not taken from the
+        // share: what is given back never passes what was taken.
+        if open < self.scope_held {
+            if let Some(s) = self.descriptors.scope.get() {
+                s.give(self.scope_held - open);
+            }
+            self.scope_held = open;
+        }
     }
 
-    /// Take one descriptor from the call's and the process's budgets.
+    /// Take one descriptor from the call's, its scope's and the process's
+    /// budgets.
     fn reserve(&mut self) -> Result<(), t::ErrorCode> {
         self.reconcile();
-        if self.open.len() >= self.max_open {
+        let d = &self.descriptors;
+        if self.open.len() + d.sockets.load(Ordering::Acquire) >= d.max_open {
             self.note(format!(
-                "this call holds {} open files, the most one call may (`[fs] max-open` in the host config)",
-                self.max_open
+                "this call holds {} open files and connections, the most one call may (`[fs] max-open` in the host config)",
+                d.max_open
             ));
             return Err(t::ErrorCode::InsufficientMemory);
         }
+        let scope = match d.take_scope() {
+            Ok(s) => s,
+            Err(why) => {
+                self.note(why);
+                return Err(t::ErrorCode::InsufficientMemory);
+            }
+        };
         let b = process_budget();
         if !b.take(1) {
+            if let Some(s) = scope {
+                s.give(1);
+            }
             self.note(format!(
-                "all calls together hold {} open files, the host's share for tools",
+                "all calls together hold {} open files and connections, the host's share for tools",
                 b.limit
             ));
             return Err(t::ErrorCode::InsufficientMemory);
         }
         self.held += 1;
+        self.reserved_scoped = scope.is_some();
+        self.scope_held += usize::from(self.reserved_scoped);
+        // Counted as open from here (pushed once opened, or given back).
+        self.descriptors
+            .files
+            .store(self.open.len() + 1, Ordering::Release);
         Ok(())
     }
 
@@ -1007,6 +1174,15 @@ impl FsCall {
     fn unreserve(&mut self) {
         self.held -= 1;
         process_budget().give(1);
+        if std::mem::take(&mut self.reserved_scoped) {
+            self.scope_held -= 1;
+            if let Some(s) = self.descriptors.scope.get() {
+                s.give(1);
+            }
+        }
+        self.descriptors
+            .files
+            .store(self.open.len(), Ordering::Release);
     }
 
     fn note(&mut self, m: String) {
@@ -2521,6 +2697,57 @@ pub(crate) fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call whose `max-open` and scope share allow `max_open` and the
+    /// share's room, joined to `share`.
+    fn call_in(share: &Arc<DescriptorShare>, max_open: usize) -> Arc<CallDescriptors> {
+        let call = Arc::new(CallDescriptors {
+            max_open,
+            files: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
+            scope: OnceLock::new(),
+        });
+        call.join_scope(share);
+        call
+    }
+
+    /// The review's case: one tenant's calls holding sockets took every
+    /// descriptor kept for tools, and another tenant's tools could then
+    /// open no file. A scope's calls hold at most its share; another
+    /// scope's calls are not stopped by it; a reload resizes the share
+    /// the running calls hold; sockets given back free it.
+    #[test]
+    fn a_scopes_calls_hold_at_most_its_share_of_descriptors() {
+        let shares = DescriptorShares::default();
+        let (a, b) = (
+            crate::catalog::Scope::new("a"),
+            crate::catalog::Scope::new("b"),
+        );
+        // A share of two descriptors (of the process's share for tools).
+        let two = 2.5 / process_budget().limit as f64;
+        let share_a = shares.of(&a, two);
+        let (one, other) = (call_in(&share_a, 100), call_in(&share_a, 100));
+        let held = [one.socket().unwrap(), other.socket().unwrap()];
+        let refused = one.socket().err().unwrap();
+        assert!(refused.contains("its share"), "{refused}");
+        // Another scope has its own.
+        let share_b = shares.of(&b, two);
+        let theirs = call_in(&share_b, 100).socket().unwrap();
+        // A reload to a larger share: the same one, resized; what the
+        // running calls hold still counts.
+        let share_a2 = shares.of(&a, 3.5 / process_budget().limit as f64);
+        assert!(Arc::ptr_eq(&share_a, &share_a2));
+        let third = call_in(&share_a2, 100).socket().unwrap();
+        assert!(other.socket().is_err());
+        drop(held);
+        assert!(other.socket().is_ok());
+        drop((theirs, third));
+        // A call's own cap counts its sockets with its files.
+        let capped = call_in(&share_b, 1);
+        let _s = capped.socket().unwrap();
+        let e = capped.socket().err().unwrap();
+        assert!(e.contains("max-open"), "{e}");
+    }
 
     /// As if `q`'s last measure were long past and quick: its next charge
     /// after a free measures again, however long that measure took on a

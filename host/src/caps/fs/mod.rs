@@ -27,7 +27,10 @@ pub(crate) use place::writable_around;
 use place::Place;
 
 pub use enforce::DEFAULT_MAX_OPEN;
-pub(crate) use enforce::{Descriptor, DescriptorsExhausted, descriptors_quarter_free};
+pub(crate) use enforce::{
+    CallDescriptors, DescriptorShare, DescriptorShares, DescriptorsExhausted, Socket,
+    descriptors_quarter_free,
+};
 
 use super::AllowList;
 use crate::diagnostic::Collector;
@@ -94,7 +97,8 @@ pub struct FsCaps {
     /// The largest quota an `rw` grant may have.
     pub max_quota: Option<u64>,
     /// Files and directories one call may hold open at once (by a
-    /// descriptor, or by a stream over one whose descriptor is dropped);
+    /// descriptor, or by a stream over one whose descriptor is dropped),
+    /// its outbound connections' sockets counted with them;
     /// `None`: 256.
     pub max_open: Option<usize>,
 }

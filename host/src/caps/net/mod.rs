@@ -246,6 +246,7 @@ impl Prepared {
             scope_lookups: None,
             closed: None,
             guests: None,
+            descriptors: None,
         }
     }
 }
@@ -336,6 +337,11 @@ pub(crate) struct Gate {
     /// call's first slice (on the caller's task) ran, with its lookups,
     /// TLS and connection, on the front end's threads (found by review).
     guests: Option<tokio::runtime::Handle>,
+    /// The call's open files and sockets (`caps::fs::CallDescriptors`):
+    /// each connection's socket counts against its `max-open` and its
+    /// scope's share. A gate without them (one that grants nothing)
+    /// connects nowhere.
+    descriptors: Option<Arc<crate::caps::fs::CallDescriptors>>,
 }
 
 impl Drop for Gate {
@@ -419,7 +425,7 @@ pub(crate) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
 /// its charge to the call's memory and its descriptor.
 struct Held {
     _charge: Option<crate::caps::limits::HostCharge>,
-    _socket: crate::caps::fs::Descriptor,
+    _socket: crate::caps::fs::Socket,
 }
 
 impl Gate {
@@ -427,6 +433,11 @@ impl Gate {
     /// call whose tool may make requests).
     pub(crate) fn run_on(&mut self, guests: Option<tokio::runtime::Handle>) {
         self.guests = guests;
+    }
+
+    /// Count this call's sockets with its open files (`descriptors`).
+    pub(crate) fn count_descriptors(&mut self, descriptors: Arc<crate::caps::fs::CallDescriptors>) {
+        self.descriptors = Some(descriptors);
     }
 
     /// Take this call's lookups from `scope`'s share too (kept only by a
@@ -482,10 +493,18 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             },
             None => None,
         };
-        // Its socket is a descriptor of the process's share for tools.
-        let Some(socket) = crate::caps::fs::Descriptor::reserve() else {
-            tracing::debug!(uri = %request.uri(), "outbound request refused: calls hold every descriptor of the host's share for tools");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+        // Its socket is a descriptor of the call's `max-open`, its
+        // scope's share and the process's share for tools.
+        let socket = match self.descriptors.as_ref().map(|d| d.socket()) {
+            Some(Ok(socket)) => socket,
+            Some(Err(why)) => {
+                tracing::debug!(uri = %request.uri(), "outbound request refused: {why}");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+            }
+            None => {
+                tracing::debug!(uri = %request.uri(), "outbound request refused: the gate counts no descriptors");
+                return Box::new(async { Err(wasmtime_wasi_http::Error::ConnectionLimitReached) });
+            }
         };
         let hold = Arc::new(Held {
             _charge: charge,
