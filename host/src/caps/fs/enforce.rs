@@ -6,7 +6,8 @@
 //!   sockets of its outbound connections together ([`CallDescriptors`]),
 //!   the calls of one scope at most its `pool-share` of what calls may
 //!   hold ([`DescriptorShares`]), and all calls together at most three
-//!   quarters of the process's descriptor limit, so no call, and no
+//!   quarters of the process's descriptor limit (the host keeps at least
+//!   512: [`kept_for_the_host`]), so no call, and no
 //!   tenant, can starve the host's own sockets, cache and log, or the
 //!   other tenants' calls, of descriptors (`EMFILE` for everyone else). A
 //!   file counts while anything holds it: its descriptor, a stream over
@@ -246,6 +247,15 @@ impl Drop for Socket {
     }
 }
 
+/// What the host keeps of a process limit of `total` descriptors: a
+/// quarter, but at least 512 (half, below 1,024). At a common container
+/// limit of 1,024, a quarter left the HTTP front end one connection once
+/// its own files were set aside (`mcp::accept::connection_cap`; found by
+/// review), so one slow call held up every client.
+fn kept_for_the_host(total: usize) -> usize {
+    (total / 4).max((total / 2).min(512))
+}
+
 fn process_budget() -> &'static ProcessBudget {
     static B: OnceLock<ProcessBudget> = OnceLock::new();
     B.get_or_init(|| {
@@ -274,7 +284,7 @@ fn process_budget() -> &'static ProcessBudget {
         let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
         ProcessBudget {
             total: soft,
-            limit: soft / 4 * 3,
+            limit: soft - kept_for_the_host(soft),
             used: AtomicUsize::new(0),
         }
     })
@@ -2697,6 +2707,14 @@ pub(crate) fn usage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_keeps_a_quarter_of_its_descriptors_and_at_least_512() {
+        assert_eq!(kept_for_the_host(1 << 20), 1 << 18);
+        assert_eq!(kept_for_the_host(4096), 1024);
+        assert_eq!(kept_for_the_host(1024), 512);
+        assert_eq!(kept_for_the_host(256), 128);
+    }
 
     /// A call whose `max-open` and scope share allow `max_open` and the
     /// share's room, joined to `share`.
