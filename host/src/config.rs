@@ -72,6 +72,11 @@ pub struct TasksConfig {
     /// A call of a task-supporting tool still running after this becomes a
     /// task, if its caller can follow one.
     pub after: Duration,
+    /// Most host memory the ended tasks' results of one server (one
+    /// tenant) hold together, weighed as parsed. Past it, results already
+    /// returned once are forgotten, oldest first; a result that still does
+    /// not fit is not kept, and its task ends failed saying so.
+    pub max_bytes: u64,
 }
 
 impl Default for TasksConfig {
@@ -80,6 +85,7 @@ impl Default for TasksConfig {
             max: 64,
             keep: Duration::from_secs(300),
             after: Duration::from_secs(1),
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -574,7 +580,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [output], [audit], [[rule]], [[trust]], [[tenant]], [[agent]], [auth], [tasks]";
-const TASKS_KEYS: &str = "max, keep, after";
+const TASKS_KEYS: &str = "max, keep, after, max-bytes";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
 const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, prepare-after-reply, load-parallelism, describe-timeout, guest-priority, guest-threads";
@@ -669,6 +675,7 @@ struct RawTasks {
     max: Option<Spanned<u32>>,
     keep: Option<Spanned<String>>,
     after: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<SizeText>>,
 }
 
 impl RawTasks {
@@ -687,6 +694,9 @@ impl RawTasks {
             .and_then(|d| duration(&d, Duration::ZERO, Duration::from_secs(3_600), cx))
         {
             t.after = d;
+        }
+        if let Some(b) = self.max_bytes.and_then(|b| size(&b, 0, 1 << 40, cx)) {
+            t.max_bytes = b;
         }
     }
 }

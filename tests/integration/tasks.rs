@@ -331,6 +331,62 @@ fn polling_a_tasks_questions_is_charged_to_the_output_quota() {
     assert!((3..=5).contains(&polls), "{polls} polls before the refusal");
 }
 
+/// A review's case: each tenant kept up to `[tasks] max` results of up to
+/// `max-output` each, outside every memory bound. Now the results of one
+/// server's ended tasks are held within `[tasks] max-bytes`: one already
+/// returned makes room for a new one, one not yet returned is never
+/// dropped for it, and one larger than the bound ends its task failed,
+/// saying why.
+#[test]
+fn kept_task_results_stay_within_max_bytes() {
+    let dir = ToolDir::new();
+    let server = serve(
+        &dir,
+        &format!("{}[tasks]\nmax-bytes = \"20 KiB\"\n", cache()),
+    );
+    let addr = server.addr();
+    let run = |label: &str, status: &str| {
+        let id = task_id(&call(
+            &addr,
+            None,
+            "slow_compute",
+            json!({"seconds": 0.2, "label": label}),
+        ));
+        let (_, v) = wait_status(&addr, None, &id, status);
+        (id, v)
+    };
+    let eight = "x".repeat(8000);
+    // About 8.5 KB each as held: two fit, a third needs room.
+    let (first, v) = run(&eight, "completed");
+    assert!(v.to_string().contains(&eight), "{v}");
+    let second = task_id(&call(
+        &addr,
+        None,
+        "slow_compute",
+        json!({"seconds": 0.2, "label": eight}),
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (third, _) = run(&eight, "completed");
+    // The first was returned already: it made room. The second was not:
+    // it is still there.
+    let gone = task_get(&addr, None, &first);
+    assert!(
+        gone["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown task"),
+        "{gone}"
+    );
+    let (_, v) = wait_status(&addr, None, &second, "completed");
+    assert!(v.to_string().contains(&eight), "{v}");
+    let (_, v) = wait_status(&addr, None, &third, "completed");
+    assert!(v.to_string().contains(&eight), "{v}");
+    // Larger than the bound alone: the task fails, saying why.
+    let (_, v) = run(&"y".repeat(30_000), "failed");
+    let text = v.to_string();
+    assert!(text.contains("max-bytes") && !text.contains("yyyy"), "{v}");
+}
+
 #[test]
 fn past_tasks_max_a_call_answers_in_its_request() {
     let dir = ToolDir::new();

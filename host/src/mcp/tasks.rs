@@ -74,6 +74,9 @@ enum State {
         payload: Arc<TaskPayload>,
         /// Its size as sent (JSON).
         bytes: u64,
+        /// The host memory it holds, as parsed (see [`weight`]): counted
+        /// against `[tasks] max-bytes`.
+        weight: u64,
         /// A `tasks/get` has returned it.
         sent: bool,
     },
@@ -214,6 +217,7 @@ impl Tasks {
                     payload,
                     bytes,
                     sent,
+                    ..
                 } => {
                     if std::mem::replace(sent, true) {
                         again = Some(*bytes);
@@ -338,32 +342,44 @@ impl Tasks {
         Ok(rx)
     }
 
-    /// The call of task `id` ended with `payload`.
+    /// The call of task `id` ended with `payload`. Kept within `[tasks]
+    /// max-bytes` of all of this server's ended tasks: results already
+    /// returned once are forgotten to make room, oldest first, and one
+    /// that still does not fit is not kept (its task ends failed, saying
+    /// so). Found by review: each tenant kept up to `max` results of up to
+    /// `max-output` each (4 GiB at the default caps, many times that as
+    /// parsed trees), outside every memory bound, for as long as it did
+    /// not poll again.
     fn finish(&self, id: &str, payload: TaskPayload) {
+        // Weighed once, here, outside any caller's path and the lock.
+        let (bytes, weight) = weigh(&payload);
         let mut tasks = self.lock();
-        if let Some(e) = tasks.get_mut(id) {
-            // A cancelled call ends cancelled, whatever it said on its way out.
-            let payload = if e.cancel.is_cancelled() {
-                TaskPayload::Cancelled
-            } else {
-                payload
-            };
-            e.task.status = payload.status();
-            e.task.last_updated_at = rmcp::task_manager::current_timestamp();
-            // Weighed once, here, outside any caller's path.
-            let bytes = match &payload {
-                TaskPayload::Completed { result: o } | TaskPayload::Failed { error: o } => {
-                    serde_json::to_vec(o).map_or(0, |v| v.len() as u64)
-                }
-                _ => 0,
-            };
-            e.state = State::Done {
-                payload: Arc::new(payload),
-                bytes,
-                sent: false,
-            };
-            e.ended = Some(Instant::now());
-        }
+        self.sweep(&mut tasks);
+        let Some(e) = tasks.get(id) else { return };
+        // A cancelled call ends cancelled, whatever it said on its way out.
+        let (payload, bytes, weight) = if e.cancel.is_cancelled() {
+            (TaskPayload::Cancelled, 0, 0)
+        } else if !make_room(&mut tasks, weight, self.config.max_bytes) {
+            let message = format!(
+                "the task's result ({weight} bytes as held) is more than this server keeps for the results of its tasks together (`[tasks] max-bytes`, {} bytes); call the tool without a task, or ask the operator to raise it",
+                self.config.max_bytes
+            );
+            let p = failed(ErrorData::internal_error(message, None));
+            let (b, w) = weigh(&p);
+            (p, b, w)
+        } else {
+            (payload, bytes, weight)
+        };
+        let Some(e) = tasks.get_mut(id) else { return };
+        e.task.status = payload.status();
+        e.task.last_updated_at = rmcp::task_manager::current_timestamp();
+        e.state = State::Done {
+            payload: Arc::new(payload),
+            bytes,
+            weight,
+            sent: false,
+        };
+        e.ended = Some(Instant::now());
     }
 }
 
@@ -564,6 +580,62 @@ impl Switch {
             },
         }
     }
+}
+
+/// A payload's size as sent (JSON) and as held (parsed: its JSON, and
+/// [`VALUE_WEIGHT`] for each value in it).
+fn weigh(payload: &TaskPayload) -> (u64, u64) {
+    fn values(v: &Value) -> u64 {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(values).sum::<u64>(),
+            Value::Object(o) => 1 + o.values().map(values).sum::<u64>(),
+            _ => 1,
+        }
+    }
+    match payload {
+        TaskPayload::Completed { result: o } | TaskPayload::Failed { error: o } => {
+            let bytes = serde_json::to_vec(o).map_or(0, |v| v.len() as u64);
+            let nodes: u64 = o.values().map(values).sum::<u64>() + 1;
+            (bytes, bytes + nodes * VALUE_WEIGHT)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Host memory a parsed JSON value takes beside its text: the value
+/// itself, and its share of its container's entry.
+const VALUE_WEIGHT: u64 = 48;
+
+/// Room for `weight` more bytes of results among `tasks`, within `max`:
+/// results already returned once are forgotten, oldest ended first.
+/// Whether it fits.
+fn make_room(tasks: &mut HashMap<String, Entry>, weight: u64, max: u64) -> bool {
+    let held = |tasks: &HashMap<String, Entry>| -> u64 {
+        tasks
+            .values()
+            .map(|e| match e.state {
+                State::Done { weight, .. } => weight,
+                State::Running { .. } => 0,
+            })
+            .sum()
+    };
+    if weight > max {
+        return false;
+    }
+    while held(tasks) + weight > max {
+        let oldest_sent = tasks
+            .iter()
+            .filter(|(_, e)| matches!(e.state, State::Done { sent: true, .. }))
+            .min_by_key(|(_, e)| e.ended)
+            .map(|(id, _)| id.clone());
+        match oldest_sent {
+            Some(id) => {
+                tasks.remove(&id);
+            }
+            None => return false,
+        }
+    }
+    true
 }
 
 fn completed(r: rmcp::model::CallToolResult) -> TaskPayload {
