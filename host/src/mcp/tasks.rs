@@ -724,7 +724,7 @@ mod tests {
         Tasks::new(TasksConfig {
             max,
             keep,
-            after: Duration::from_secs(1),
+            ..TasksConfig::default()
         })
     }
 
