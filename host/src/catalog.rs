@@ -737,8 +737,8 @@ async fn load_one(
             let mut input =
                 Schema::compile(&def.input_schema).map_err(|e| bad(format!("input {e}")))?;
             // Typed-WIT tools: the exact conversion is the argument check.
-            if let Some(check) = comp.argument_check(&def.name) {
-                input = input.with_check(check);
+            if let Some((check, expansion)) = comp.argument_check(&def.name) {
+                input = input.with_check(check, expansion);
             }
             let output = def
                 .output_schema

@@ -386,18 +386,23 @@ impl LoadedComponent {
     /// exactly as the call will, naming the JSON pointer of any bad value
     /// (`/items/2/id: expected u16 ≤ 65535`); `None` for other tools (their
     /// input schema is the check).
-    pub(crate) fn argument_check(&self, tool: &str) -> Option<crate::schema::Check> {
+    /// With it, the most one JSON value of the arguments can become
+    /// (`typed::Signature::expansion`), the check's cost per value.
+    pub(crate) fn argument_check(&self, tool: &str) -> Option<(crate::schema::Check, u64)> {
         let Kind::Typed(t) = &self.kind else {
             return None;
         };
         let sig = t.signature(tool)?.clone();
-        Some(Arc::new(move |args: &serde_json::Value| {
+        let expansion = sig.expansion();
+        let budget = usize::try_from(self.grants.limits.memory).unwrap_or(usize::MAX);
+        let check: crate::schema::Check = Arc::new(move |args: &serde_json::Value| {
             let empty = serde_json::Map::new();
             let obj = args.as_object().unwrap_or(&empty);
-            crate::typed::arguments(obj, &sig)
+            crate::typed::arguments(obj, &sig, budget)
                 .map(drop)
                 .map_err(|e| e.to_string())
-        }))
+        });
+        Some((check, expansion))
     }
 }
 
@@ -1515,7 +1520,8 @@ impl Sandbox {
         let call = match (&comp.kind, &op) {
             (Kind::Toolhost(b), _) => Call::Toolhost(b),
             (Kind::Typed(t), Op::Call { tool, arguments }) => {
-                let prepared = t.prepare(tool, arguments)?;
+                let budget = usize::try_from(comp.grants.limits.memory).unwrap_or(usize::MAX);
+                let prepared = t.prepare(tool, arguments, budget)?;
                 waiting = Instant::now();
                 Call::Typed(prepared)
             }

@@ -122,17 +122,20 @@ impl TypedComponent {
         self.funcs.get(tool).map(|t| &t.func.sig)
     }
 
-    /// Convert a call's arguments (a JSON object as text) for `tool`.
+    /// Convert a call's arguments (a JSON object as text) for `tool`,
+    /// taking at most `budget` bytes of host memory as values.
     pub(crate) fn prepare(
         &self,
         tool: &str,
         arguments: &str,
+        budget: usize,
     ) -> Result<Prepared<'_>, CallErrorKind> {
         let t = self.funcs.get(tool).ok_or(CallErrorKind::UnknownTool)?;
         let invalid = |details: String| CallErrorKind::InvalidArguments { details };
         let args: Map<String, Value> = serde_json::from_str(arguments)
             .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
-        let params = typed::arguments(&args, &t.func.sig).map_err(|e| invalid(e.to_string()))?;
+        let params =
+            typed::arguments(&args, &t.func.sig, budget).map_err(|e| invalid(e.to_string()))?;
         Ok(Prepared {
             component: self,
             tool: t,

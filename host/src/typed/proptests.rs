@@ -409,7 +409,7 @@ proptest! {
             .zip(&vals)
             .map(|((n, t), v)| (n.clone(), to_json(v, t).unwrap()))
             .collect();
-        prop_assert_eq!(arguments(&obj, &sig).unwrap(), vals);
+        prop_assert_eq!(arguments(&obj, &sig, usize::MAX).unwrap(), vals);
         prop_assert!(jsonschema::validator_for(&Value::Object(schema::input(&sig)))
             .unwrap()
             .is_valid(&Value::Object(obj)));

@@ -92,6 +92,35 @@ pub struct Signature {
     pub result: Option<Ty>,
 }
 
+impl Signature {
+    /// The most one JSON value of its arguments can become, in a schema
+    /// check's units (a value, and a value per 8 bytes): an object of no
+    /// members is a record of every optional field, each a value with its
+    /// name copied. For the argument check's cost (`Schema::with_check`),
+    /// so that arguments that expand a lot are converted off the I/O
+    /// threads.
+    pub fn expansion(&self) -> u64 {
+        fn walk(t: &Ty) -> u64 {
+            match t {
+                Ty::Record(fs) => {
+                    let own: u64 = fs.iter().map(|f| 1 + f.name.len() as u64 / 8).sum();
+                    fs.iter().map(|f| walk(&f.ty)).fold(own, u64::max)
+                }
+                Ty::List(t) | Ty::Option(t) => walk(t),
+                Ty::Tuple(ts) => ts.iter().map(walk).fold(1, u64::max),
+                Ty::Variant(cs) => cs
+                    .iter()
+                    .filter_map(|c| c.ty.as_ref())
+                    .map(walk)
+                    .fold(1, u64::max),
+                Ty::Result { ok, err } => ok.iter().chain(err).map(|t| walk(t)).fold(1, u64::max),
+                _ => 1,
+            }
+        }
+        self.params.iter().map(|(_, t)| walk(t)).fold(1, u64::max)
+    }
+}
+
 /// Why a type cannot be carried as JSON: `at` says where in the signature
 /// (`parameter `file` > list element > field `fd``).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

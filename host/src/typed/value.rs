@@ -65,7 +65,16 @@ struct Path {
     /// have thousands of cases and a value millions of them: a scan each
     /// held a host thread for a minute (found by review).
     names: HashMap<usize, HashMap<String, usize>>,
+    /// Host memory the values made so far take, and the most they may
+    /// (`None`: unbounded; a result lifted from a guest is bounded by
+    /// wasmtime's hostcall fuel).
+    spent: usize,
+    budget: Option<usize>,
 }
+
+/// Host memory one `Val` takes beside what it owns (a record field's
+/// entry: a `Val` and its name's `String`).
+const VAL_BYTES: usize = size_of::<Val>() + size_of::<String>();
 
 /// Lists of names up to this long are scanned; longer ones are looked up.
 const SCAN: usize = 16;
@@ -92,6 +101,21 @@ impl Path {
         ValueError {
             pointer: self.pointer(),
             message: message.into(),
+        }
+    }
+
+    /// Count a value made of `bytes` more than a `Val`'s own (its string,
+    /// its name) against the budget. Found by review: an object of no
+    /// members (`{}`) is a record of every optional field, each with its
+    /// name copied; 200 KB of them became 3.27 GB of values on an I/O
+    /// thread, past the call's deadline and outside every bound.
+    fn spend(&mut self, bytes: usize) -> Result<(), ValueError> {
+        self.spent = self.spent.saturating_add(VAL_BYTES + bytes);
+        match self.budget {
+            Some(b) if self.spent > b => Err(self.err(format!(
+                "the arguments take over {b} bytes of host memory as the function's values (the tool's memory limit); send fewer or smaller values"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -154,12 +178,21 @@ fn names(ns: impl IntoIterator<Item = impl AsRef<str>>) -> String {
         .join(", ")
 }
 
-/// The arguments object of a call -> the function's parameters, in order.
-/// A missing `option` parameter is `none`; unknown keys are errors.
-pub fn arguments(args: &Map<String, Value>, sig: &Signature) -> Result<Vec<Val>, ArgumentErrors> {
+/// The arguments object of a call -> the function's parameters, in order,
+/// taking at most `budget` bytes of host memory as values (the tool's
+/// memory limit). A missing `option` parameter is `none`; unknown keys
+/// are errors.
+pub fn arguments(
+    args: &Map<String, Value>,
+    sig: &Signature,
+    budget: usize,
+) -> Result<Vec<Val>, ArgumentErrors> {
     let mut errors = Vec::new();
     let mut vals = Vec::with_capacity(sig.params.len());
-    let mut path = Path::default();
+    let mut path = Path {
+        budget: Some(budget),
+        ..Path::default()
+    };
     for (name, ty) in &sig.params {
         let r = path.key(name, |p| match args.get(name) {
             Some(v) => convert(v, ty, p),
@@ -322,6 +355,16 @@ fn mismatch(v: &Value, ty: &Ty, path: &Path) -> ValueError {
 
 fn convert(v: &Value, ty: &Ty, path: &mut Path) -> Result<Val, ValueError> {
     let wrong = |path: &Path| mismatch(v, ty, path);
+    // What the value owns: its text, or for a flags value its names (a
+    // record's field names are counted with each field).
+    let owned = match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) if matches!(ty, Ty::Flags(_)) => {
+            a.iter().filter_map(Value::as_str).map(str::len).sum()
+        }
+        _ => 0,
+    };
+    path.spend(owned)?;
     Ok(match ty {
         Ty::Bool => Val::Bool(v.as_bool().ok_or_else(|| wrong(path))?),
         Ty::S8 => Val::S8(int_from_json(v, ty, path)? as i8),
@@ -441,10 +484,15 @@ fn record_from_json(
     }
     let mut out = Vec::with_capacity(fields.len());
     for f in fields {
-        let val = path.key(&f.name, |p| match obj.get(&f.name) {
-            Some(x) => convert(x, &f.ty, p),
-            None if matches!(f.ty, Ty::Option(_)) => Ok(Val::Option(None)),
-            None => Err(p.err(format!("missing field (expected {})", expected(&f.ty)))),
+        let val = path.key(&f.name, |p| {
+            // The field's name, copied into the value; a missing optional
+            // field is a value made from nothing.
+            p.spend(f.name.len())?;
+            match obj.get(&f.name) {
+                Some(x) => convert(x, &f.ty, p),
+                None if matches!(f.ty, Ty::Option(_)) => p.spend(0).map(|()| Val::Option(None)),
+                None => Err(p.err(format!("missing field (expected {})", expected(&f.ty)))),
+            }
         })?;
         out.push((f.name.clone(), val));
     }
@@ -756,6 +804,43 @@ pub fn text(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    /// The review's case: a list of empty objects against a record of
+    /// optional fields with long names became gigabytes of values, on an
+    /// I/O thread, before the call had a sandbox. The conversion stops at
+    /// its budget (the tool's memory limit), and the check's cost per
+    /// value sends such instances off the I/O threads.
+    #[test]
+    fn arguments_that_expand_past_their_budget_are_refused() {
+        use crate::typed::ty::{Field, Signature};
+        let fields: Vec<Field> = (0..16)
+            .map(|i| Field {
+                name: format!("{}-{i}", "n".repeat(240)),
+                ty: Ty::Option(Box::new(Ty::U8)),
+            })
+            .collect();
+        let sig = Signature {
+            params: vec![("items".into(), Ty::List(Box::new(Ty::Record(fields))))],
+            result: None,
+        };
+        let empties = serde_json::json!({ "items": vec![serde_json::json!({}); 4000] });
+        let args = empties.as_object().unwrap();
+        // 4,000 `{}` become 64,000 values, each with a name of 243 bytes:
+        // about 20 MB.
+        let e = arguments(args, &sig, 4 << 20).unwrap_err().to_string();
+        assert!(e.contains("over 4194304 bytes"), "{e}");
+        assert_eq!(arguments(args, &sig, 64 << 20).unwrap().len(), 1);
+        // Each `{}` is 16 values and their names' bytes of work.
+        assert_eq!(sig.expansion(), 16 * (1 + 243 / 8));
+        let check: crate::schema::Check = std::sync::Arc::new(|_| Ok(()));
+        let schema = |expansion| {
+            crate::schema::Schema::compile(&Map::new())
+                .unwrap()
+                .with_check(check.clone(), expansion)
+        };
+        assert!(schema(1).small(&empties).is_some());
+        assert!(schema(sig.expansion()).small(&empties).is_none());
+    }
+
     /// The least text size is exact for values whose JSON has no escapes
     /// and one-digit numbers (the property tests check it is never more),
     /// so a result is refused early only once its text is past the limit.
@@ -872,15 +957,25 @@ mod tests {
             result: None,
         };
         let args = json!({"items": [{"id": 1}, {"id": 2}, {"id": 70000}]});
-        let e = arguments(args.as_object().unwrap(), &sig).unwrap_err();
+        let e = arguments(args.as_object().unwrap(), &sig, usize::MAX).unwrap_err();
         assert_eq!(
             e.to_string(),
             "/items/2/id: expected u16 ≤ 65535, got 70000"
         );
 
-        let e = arguments(json!({"items": [{"id": -1}]}).as_object().unwrap(), &sig).unwrap_err();
+        let e = arguments(
+            json!({"items": [{"id": -1}]}).as_object().unwrap(),
+            &sig,
+            usize::MAX,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "/items/0/id: expected u16 ≥ 0, got -1");
-        let e = arguments(json!({"items": [{"id": 1.5}]}).as_object().unwrap(), &sig).unwrap_err();
+        let e = arguments(
+            json!({"items": [{"id": 1.5}]}).as_object().unwrap(),
+            &sig,
+            usize::MAX,
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/items/0/id: expected u16 (an integer), got 1.5"
@@ -890,18 +985,24 @@ mod tests {
                 .as_object()
                 .unwrap(),
             &sig,
+            usize::MAX,
         )
         .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/items/0/lable: unexpected field (record fields: id, label)"
         );
-        let e = arguments(json!({"items": [{}]}).as_object().unwrap(), &sig).unwrap_err();
+        let e = arguments(
+            json!({"items": [{}]}).as_object().unwrap(),
+            &sig,
+            usize::MAX,
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "/items/0/id: missing field (expected u16 (an integer from 0 to 65535))"
         );
-        let e = arguments(json!({"itemz": []}).as_object().unwrap(), &sig).unwrap_err();
+        let e = arguments(json!({"itemz": []}).as_object().unwrap(), &sig, usize::MAX).unwrap_err();
         assert_eq!(
             e.to_string(),
             "/items: missing argument (expected list<record { id: u16, label: option<string> }> (an array)); \
