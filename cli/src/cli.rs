@@ -609,7 +609,8 @@ async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {
             }
             let server = toolhost::MetricsServer::bind(addr, metrics.clone())
                 .await
-                .with_context(|| format!("--metrics {addr}"))?;
+                .with_context(|| format!("--metrics {addr}"))?
+                .allow_hosts(opts.allow_hosts.clone());
             eprintln!(
                 "toolhost: serving metrics at http://{}/metrics",
                 server.local_addr()?

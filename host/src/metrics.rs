@@ -600,11 +600,36 @@ mod serve {
     /// is loaded, see [`Metrics::set_ready`]; 503 before). Kept apart from
     /// the MCP listener so that it can stay on loopback or an internal
     /// network; it serves nothing but these three paths.
+    ///
+    /// A request whose `Host` names this server by a name (not an IP
+    /// address) is refused (403) unless the name is `localhost` or one
+    /// [`MetricsServer::allow_hosts`] names: found by review, a web page
+    /// the operator visited could rebind its own name to 127.0.0.1 and
+    /// read every tenant's and tool's name from `/metrics`. Scrapers and
+    /// probes reach it by address.
     pub struct MetricsServer {
         listener: tokio::net::TcpListener,
         /// Keeps this address out of every tool's reach while it lives.
         _own: crate::caps::net::OwnListener,
         metrics: Metrics,
+        /// Host names (beyond `localhost`) requests may name.
+        hosts: Vec<String>,
+    }
+
+    /// Whether a request's `Host` may reach the metrics listener: an IP
+    /// address, `localhost`, or a name in `hosts` (a port is ignored).
+    fn host_allowed(host: Option<&str>, hosts: &[String]) -> bool {
+        let Some(host) = host else { return true };
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || hosts.iter().any(|h| {
+                let h = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n);
+                h.eq_ignore_ascii_case(name)
+            })
     }
 
     impl MetricsServer {
@@ -615,7 +640,15 @@ mod serve {
                 _own: crate::caps::net::OwnListener::register(listener.local_addr()?),
                 listener,
                 metrics,
+                hosts: Vec::new(),
             })
+        }
+
+        /// Host names requests may name besides `localhost` (addresses
+        /// always pass): the names a scraper uses for this server.
+        pub fn allow_hosts(mut self, hosts: Vec<String>) -> MetricsServer {
+            self.hosts = hosts;
+            self
         }
 
         /// The address bound (useful with port 0).
@@ -630,6 +663,7 @@ mod serve {
         ) -> std::io::Result<()> {
             let m = self.metrics.clone();
             let r = self.metrics.clone();
+            let hosts = std::sync::Arc::new(self.hosts);
             let app = axum::Router::new()
                 .route(
                     "/metrics",
@@ -659,7 +693,24 @@ mod serve {
                             }
                         }
                     }),
-                );
+                )
+                .layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let allowed = host_allowed(
+                            req.headers()
+                                .get(header::HOST)
+                                .and_then(|h| h.to_str().ok()),
+                            &hosts,
+                        );
+                        async move {
+                            if allowed {
+                                next.run(req).await
+                            } else {
+                                (StatusCode::FORBIDDEN, "Host not allowed\n").into_response()
+                            }
+                        }
+                    },
+                ));
             // Bounded as the MCP listener is (M7): a client that opened
             // thousands of connections and never finished their headers
             // held a descriptor each, until the process had none left for

@@ -537,6 +537,25 @@ fn metrics_health_and_readiness_over_http() {
     assert_eq!(http_get(&m, "/healthz").0, 200);
     assert_eq!(http_get(&m, "/readyz").0, 200, "the catalog is loaded");
     assert_eq!(http_get(&m, "/nope").0, 404);
+    // The review's case: a page that rebinds its own name to 127.0.0.1
+    // read every tenant's and tool's name. A name other than `localhost`
+    // in `Host` is refused; addresses pass.
+    let status_for = |host: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&m).unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).unwrap();
+        resp.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(status_for("evil.example:80"), "403");
+    assert_eq!(status_for("localhost:9"), "200");
+    assert_eq!(status_for(&m), "200");
+    assert_eq!(status_for("[::1]:9"), "200");
 
     echo_call(&addr, "one");
     echo_call(&addr, "two");

@@ -718,6 +718,14 @@ fn jwts_select_the_tenant_and_bad_ones_are_refused() {
             let h = b64(br#"{"alg":"none","kid":"k1"}"#);
             format!("{h}.{}.", b64(good.to_string().as_bytes()))
         }),
+        // A review's case: signed, but naming a critical extension this
+        // server does not understand (RFC 7515 says refuse).
+        ("critical extensions", {
+            let h = b64(br#"{"alg":"EdDSA","kid":"k1","crit":["foo"],"foo":1}"#);
+            let signed = format!("{h}.{}", b64(good.to_string().as_bytes()));
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&key).unwrap();
+            format!("{signed}.{}", b64(pair.sign(signed.as_bytes()).as_ref()))
+        }),
     ];
     for (why, token) in refused {
         let (st, resp) = rpc(&addr, Some(&token), "tools/list", json!({}), None);

@@ -169,7 +169,10 @@ impl SessionSeal {
             return Err(SealError::Unauthentic);
         }
         let now = now_secs();
-        if now >= c.exp {
+        // This server's own TTL too: an id sealed for longer (by a replica
+        // with a longer `--session-ttl`, or before a restart that lowered
+        // it) was accepted for its whole sealed life (found by review).
+        if now >= c.exp || now >= c.iat.saturating_add(self.ttl.as_secs()) {
             return Err(SealError::Expired);
         }
         if c.iat > now + SKEW {
@@ -801,6 +804,12 @@ mod tests {
         assert_eq!(a.open(&old).unwrap_err(), SealError::Expired);
         let future = a.seal_at(&params(), now_secs() + 3 * SKEW);
         assert_eq!(a.open(&future).unwrap_err(), SealError::Future);
+        // The review's case: sealed by a replica with a longer TTL (or
+        // before a restart lowered it), an id lived its sealed life here.
+        // This server's own TTL bounds it too.
+        let long = SessionSeal::new(key.clone(), "tenant:a".into(), Duration::from_secs(86_400))
+            .seal_at(&params(), now_secs() - 7200);
+        assert_eq!(a.open(&long).unwrap_err(), SealError::Expired);
     }
 
     #[tokio::test]
