@@ -89,6 +89,17 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        // IPv4-translated (SIIT, ::ffff:0:0/96): a translator on the path
+        // carries it to the IPv4 address (found by review: judged as an
+        // IPv6 address, `::ffff:0:a9fe:a9fe` passed as public).
+        return is_public_v4(Ipv4Addr::new(
+            (s[6] >> 8) as u8,
+            s[6] as u8,
+            (s[7] >> 8) as u8,
+            s[7] as u8,
+        ));
+    }
     if s[0] == 0x64 && s[1] == 0xff9b {
         // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48).
         return s[2] == 0
@@ -547,6 +558,8 @@ mod tests {
             "::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:7f00:1",
             "::127.0.0.1",
             "64:ff9b::a00:1",
             "2002:7f00:1::",
@@ -571,6 +584,7 @@ mod tests {
             "169.253.1.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "::ffff:0:808:808",
             "64:ff9b::808:808",
             "2002:808:808::",
         ] {
