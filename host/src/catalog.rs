@@ -565,6 +565,19 @@ impl Catalog {
     pub(crate) fn served(&self, scope: &Scope) -> Option<&ScopeServed> {
         self.served.get(scope)
     }
+
+    /// Every component that serves something, with its scope (one that
+    /// serves several tools is named once for each).
+    pub(crate) fn components(&self) -> impl Iterator<Item = (&Scope, &Arc<LoadedComponent>)> {
+        self.scopes
+            .iter()
+            .flat_map(|(scope, m)| m.values().map(move |t| (scope, &t.component)))
+            .chain(
+                self.served
+                    .iter()
+                    .flat_map(|(scope, s)| s.components.iter().map(move |c| (scope, c))),
+            )
+    }
 }
 
 /// The components of `previous` a reload may reuse, by scope and manifest:
@@ -577,16 +590,7 @@ fn reusable_components(
 ) -> HashMap<(&Scope, &Path), &Arc<LoadedComponent>> {
     previous
         .into_iter()
-        .flat_map(|c| {
-            c.scopes
-                .iter()
-                .flat_map(|(scope, m)| m.values().map(move |t| (scope, &t.component)))
-                .chain(
-                    c.served
-                        .iter()
-                        .flat_map(|(scope, s)| s.components.iter().map(move |c| (scope, c))),
-                )
-        })
+        .flat_map(Catalog::components)
         .map(|(scope, c)| ((scope, c.manifest.path.as_path()), c))
         .collect()
 }

@@ -365,6 +365,10 @@ pub enum CallErrorKind {
         /// When a retry may be admitted.
         retry_after: Duration,
     },
+    /// The tool was reloaded (its component or grants changed, or it was
+    /// removed) while the call waited for a sandbox: it did not run, and a
+    /// retry runs the tool as it is now.
+    Reloaded,
     /// The host could not start the call.
     Internal {
         /// Why.
@@ -447,6 +451,7 @@ impl CallError {
             Cancelled => "cancelled",
             ToolFailed { .. } => "tool_error",
             Busy { .. } => "busy",
+            Reloaded => "reloaded",
             OverQuota { .. } => "over_quota",
             Internal { .. } => "internal",
             InputRequired { .. } => "input_required",
@@ -530,6 +535,10 @@ impl fmt::Display for CallError {
                 "{n} `{t}` was not started: {queued} calls of this scope are already waiting for a sandbox; retry when some have finished"
             ),
             OverQuota { message, .. } => write!(f, "{n} `{t}` was not started: {message}"),
+            Reloaded => write!(
+                f,
+                "{n} `{t}` was not started: it was reloaded (its component or grants changed, or it was removed) while the call waited for a sandbox; retry"
+            ),
             Internal { message } => write!(f, "{n} `{t}` could not start: {message}"),
             InputRequired { requests } => write!(
                 f,

@@ -978,6 +978,56 @@ async fn a_grant_swapped_for_a_symlink_after_load_still_reaches_only_its_own_dir
     assert!(own.text().contains("hello from inside"));
 }
 
+/// A review's case: a call that found its tool before a reload and waited
+/// for room across it ran afterwards with what the reload took away: a
+/// write queued behind a busy tool ran after its `rw` grant became `ro`.
+/// Now it does not run (`Reloaded`), and the next call runs the tool as it
+/// is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_queued_across_a_reload_does_not_run_with_revoked_grants() {
+    let work = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    let manifest = |mode: &str| {
+        format!(
+            "{}\n[limits]\nmax-concurrency = 1\n",
+            fs_grant("/work", work.path(), mode)
+        )
+    };
+    d.add("hostile", "hostile", &manifest("rw"));
+    let core = core(d.path()).await;
+    let busy = tokio::spawn({
+        let core = core.clone();
+        async move { call(&core, "sleep", json!({"ms": 1500})).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let queued = tokio::spawn({
+        let core = core.clone();
+        async move {
+            call(
+                &core,
+                "write_path",
+                json!({"path": "/work/queued.txt", "content": "late"}),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    d.add("hostile", "hostile", &manifest("ro"));
+    assert!(core.reload().await.is_empty());
+    busy.await.unwrap().unwrap();
+    let e = queued.await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), &CallErrorKind::Reloaded, "{e}");
+    assert!(!work.path().join("queued.txt").exists());
+    // The tool as it is now: read-only.
+    let now = call(
+        &core,
+        "write_path",
+        json!({"path": "/work/after.txt", "content": "x"}),
+    )
+    .await;
+    assert!(!work.path().join("after.txt").exists(), "{now:?}");
+}
+
 /// SECURITY.md L2, the symlink half. A grant whose path passes through a
 /// symlink inside another tool's `rw` grant used to load: the path was
 /// resolved (to a directory outside the `rw` grant, so no overlap), and the

@@ -341,6 +341,10 @@ pub(crate) struct LoadedComponent {
     pub(crate) caps: Caps,
     /// Its sandboxes prepared ahead of calls (see `warm`).
     warm: Arc<warm::WarmSet>,
+    /// Set when a reload served a catalog without it: a call that found
+    /// it before and waited for room then does not run (see
+    /// [`Sandbox::call`]'s check).
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// How a component is called: through toolhost's world (`describe` and
@@ -378,6 +382,13 @@ impl LoadedComponent {
     /// component as part of running it) without network grants (a
     /// start-up that opened a request would keep it going while the
     /// sandbox waits, outside any call's deadline and audit).
+    /// A reload served a catalog without this component: calls that
+    /// found it before and still wait for room do not run.
+    pub(crate) fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     fn prewarmable(&self) -> bool {
         matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any()
     }
@@ -1138,6 +1149,7 @@ impl Sandbox {
             caps: caps.clone(),
             warm: self.warm.new_set(),
             asked: false,
+            retired: Default::default(),
         };
         match (typed_tools, described) {
             // Typed tools are known from the component's type alone.
@@ -1537,6 +1549,14 @@ impl Sandbox {
         // and this one is most of the call's (kilobytes).
         let mut run = std::pin::pin!(async {
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
+            // Found before a reload that no longer serves it (its grants
+            // revoked or narrowed, its component replaced): a call that
+            // waited for room across it does not run with what the reload
+            // took away (found by review: a write queued behind a busy
+            // tool ran after its `rw` grant became `ro`).
+            if comp.retired.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(CallErrorKind::Reloaded);
+            }
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
             let cpu_turn = cpu.clone();
