@@ -1553,7 +1553,7 @@ async fn metrics_connections_that_never_finish_their_headers_are_closed() {
     }
     assert_eq!(refused, 32, "one address holds at most 8");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut resp = String::new();

@@ -1521,22 +1521,19 @@ impl Sandbox {
         }
         // The call's wait for room counts from the same clock read as its
         // deadline (the end of the host's checks, if the caller made
-        // them), unless its arguments are converted first.
-        let mut waiting = cx.checked.take().unwrap_or_else(Instant::now);
+        // them).
+        let waiting = cx.checked.take().unwrap_or_else(Instant::now);
         let deadline = waiting + (limits.timeout - cx.spent);
         let cancel = cx.cancel.clone();
         let turn = cx.turn.take();
         let scope = cx.scope.take();
         let tool = op.subject();
-        // Typed tools convert their arguments before taking a sandbox.
+        // Typed tools convert their arguments once the call has its room
+        // (their values then take at most the tool's memory limit, for at
+        // most as many calls as the pool runs).
         let call = match (&comp.kind, &op) {
             (Kind::Toolhost(b), _) => Call::Toolhost(b),
-            (Kind::Typed(t), Op::Call { tool, arguments }) => {
-                let budget = usize::try_from(comp.grants.limits.memory).unwrap_or(usize::MAX);
-                let prepared = t.prepare(tool, arguments, budget)?;
-                waiting = Instant::now();
-                Call::Typed(prepared)
-            }
+            (Kind::Typed(t), Op::Call { tool, .. }) if t.has(tool) => Call::Typed(t),
             (Kind::Typed(_), _) => return Err(CallErrorKind::UnknownTool),
         };
 
@@ -1549,14 +1546,6 @@ impl Sandbox {
         // and this one is most of the call's (kilobytes).
         let mut run = std::pin::pin!(async {
             let (own, scope_share, turn) = self.wait_for_room(comp, scope, turn).await?;
-            // Found before a reload that no longer serves it (its grants
-            // revoked or narrowed, its component replaced): a call that
-            // waited for room across it does not run with what the reload
-            // took away (found by review: a write queued behind a busy
-            // tool ran after its `rw` grant became `ro`).
-            if comp.retired.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(CallErrorKind::Reloaded);
-            }
             let share_memory = scope_share.as_ref().map(|s| &s.memory);
             let cpu = cx.cpu.take();
             let cpu_turn = cpu.clone();
@@ -1569,6 +1558,16 @@ impl Sandbox {
             };
             let (mut store, pool, instance, room) =
                 self.sandbox_for(comp, cx, share_memory, now).await?;
+            // Found before a reload that no longer serves it (its grants
+            // revoked or narrowed, its component replaced): a call that
+            // waited for room across it (its concurrency, its scope's
+            // share, the pool) does not run with what the reload took away
+            // (found by review: a write queued behind a busy tool ran after
+            // its `rw` grant became `ro`). Checked once all the room is
+            // held: the store was built from the grants the call found.
+            if comp.retired.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(CallErrorKind::Reloaded);
+            }
             store.data_mut().cpu = cpu;
             if let Some(share) = &scope_share {
                 if let Some(lookups) = &share.lookups {
@@ -1601,8 +1600,17 @@ impl Sandbox {
             let result = {
                 let guest = std::pin::pin!(async {
                     match &call {
-                        Call::Typed(p) => {
-                            p.run(&mut *store, limits.max_output).await.map(Raw::Typed)
+                        Call::Typed(t) => {
+                            let Op::Call { tool, arguments } = &op else {
+                                return Ok(Raw::Typed(Err(CallErrorKind::UnknownTool)));
+                            };
+                            let budget = usize::try_from(limits.memory).unwrap_or(usize::MAX);
+                            match t.prepare(tool, arguments, budget).await {
+                                Ok(p) => {
+                                    p.run(&mut *store, limits.max_output).await.map(Raw::Typed)
+                                }
+                                Err(e) => Ok(Raw::Typed(Err(e))),
+                            }
                         }
                         Call::Toolhost(bound) => {
                             let ready = match instance {
@@ -1999,7 +2007,8 @@ impl Sandbox {
 /// the converted arguments.
 enum Call<'a> {
     Toolhost(&'a Bound),
-    Typed(typed::Prepared<'a>),
+    /// Its arguments are converted once the call has its room.
+    Typed(&'a typed::TypedComponent),
 }
 
 /// Permits held for one call: its component's concurrency and the pool.

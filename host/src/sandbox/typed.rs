@@ -37,7 +37,16 @@ pub(crate) struct TypedComponent {
 struct TypedTool {
     func: TypedFunction,
     index: ComponentExportIndex,
+    /// The most one JSON value of its arguments can become
+    /// (`Signature::expansion`), for where to convert them.
+    expansion: u64,
 }
+
+/// Arguments whose conversion may be more work than this (their text's
+/// bytes times the signature's expansion) are converted on a blocking
+/// thread, not on the caller's (a front end's I/O thread in a call's
+/// first slice).
+const CONVERT_INLINE: u64 = 256 << 10;
 
 /// A call's arguments, converted and ready to run.
 pub(crate) struct Prepared<'a> {
@@ -106,7 +115,15 @@ impl TypedComponent {
                 annotations: Annotations::default(),
                 task_support: Default::default(),
             });
-            by_name.insert(func.tool.as_str().into(), TypedTool { func, index });
+            let expansion = func.sig.expansion();
+            by_name.insert(
+                func.tool.as_str().into(),
+                TypedTool {
+                    func,
+                    index,
+                    expansion,
+                },
+            );
         }
         Ok((
             TypedComponent {
@@ -122,20 +139,44 @@ impl TypedComponent {
         self.funcs.get(tool).map(|t| &t.func.sig)
     }
 
+    /// Whether `tool` is one of its functions.
+    pub(crate) fn has(&self, tool: &str) -> bool {
+        self.funcs.contains_key(tool)
+    }
+
     /// Convert a call's arguments (a JSON object as text) for `tool`,
-    /// taking at most `budget` bytes of host memory as values.
-    pub(crate) fn prepare(
+    /// taking at most `budget` bytes of host memory as values (the tool's
+    /// memory limit, held only once the call has its room: the caller
+    /// converts after its wait). Arguments that may expand a lot are
+    /// converted on a blocking thread (found by review: a call converting
+    /// on its first slice built gigabytes on a front end's I/O thread).
+    pub(crate) async fn prepare(
         &self,
         tool: &str,
         arguments: &str,
         budget: usize,
     ) -> Result<Prepared<'_>, CallErrorKind> {
         let t = self.funcs.get(tool).ok_or(CallErrorKind::UnknownTool)?;
-        let invalid = |details: String| CallErrorKind::InvalidArguments { details };
-        let args: Map<String, Value> = serde_json::from_str(arguments)
-            .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
-        let params =
-            typed::arguments(&args, &t.func.sig, budget).map_err(|e| invalid(e.to_string()))?;
+        fn convert(
+            arguments: &str,
+            sig: &Signature,
+            budget: usize,
+        ) -> Result<Vec<Val>, CallErrorKind> {
+            let invalid = |details: String| CallErrorKind::InvalidArguments { details };
+            let args: Map<String, Value> = serde_json::from_str(arguments)
+                .map_err(|e| invalid(format!("not a JSON object: {e}")))?;
+            typed::arguments(&args, sig, budget).map_err(|e| invalid(e.to_string()))
+        }
+        let params = if (arguments.len() as u64).saturating_mul(t.expansion) <= CONVERT_INLINE {
+            convert(arguments, &t.func.sig, budget)?
+        } else {
+            let (arguments, sig) = (arguments.to_string(), t.func.sig.clone());
+            tokio::task::spawn_blocking(move || convert(&arguments, &sig, budget))
+                .await
+                .map_err(|e| CallErrorKind::Internal {
+                    message: format!("converting the arguments failed: {e}"),
+                })??
+        };
         Ok(Prepared {
             component: self,
             tool: t,
