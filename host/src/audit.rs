@@ -822,6 +822,15 @@ impl WriterState {
         let is_writing = |p: &Path| {
             std::fs::metadata(p).is_ok_and(|m| m.dev() == writing.dev() && m.ino() == writing.ino())
         };
+        // The directory, to sync the renames, opened before anything is
+        // made or moved: once the new log is in place, nothing may fail
+        // the rotation (the fix review: a directory open failing after
+        // the last rename sent the writer back to the renamed file, and
+        // each retry shifted the history along again).
+        let dir = match (self.config.fsync, self.path.parent()) {
+            (FsyncPolicy::Always, Some(d)) => Some(std::fs::File::open(d)?),
+            _ => None,
+        };
         let fresh_path = next_log(&self.path);
         // Left by a rotation that stopped half-way (a crash): made again,
         // owner-only, never through a symlink (`create_new`).
@@ -835,6 +844,7 @@ impl WriterState {
                 .open(&fresh_path)?
         };
         let keep = self.config.keep;
+        let mut moved = false;
         let shifted = (|| -> std::io::Result<()> {
             if keep > 0 {
                 let oldest = rotated(&self.path, keep);
@@ -849,6 +859,7 @@ impl WriterState {
                 }
                 if is_writing(&self.path) {
                     std::fs::rename(&self.path, rotated(&self.path, 1))?;
+                    moved = true;
                 }
             }
             // With `keep = 0` this replaces the full log at once.
@@ -856,12 +867,17 @@ impl WriterState {
         })();
         if let Err(e) = shifted {
             let _ = std::fs::remove_file(&fresh_path);
+            // The log back under its name, so the next try starts where
+            // this one did.
+            if moved {
+                let _ = std::fs::rename(rotated(&self.path, 1), &self.path);
+            }
             return Err(e);
         }
-        if self.config.fsync == FsyncPolicy::Always
-            && let Some(dir) = self.path.parent()
+        if let Some(dir) = dir
+            && let Err(e) = dir.sync_all()
         {
-            std::fs::File::open(dir)?.sync_all()?;
+            self.error(e);
         }
         Ok(fresh)
     }
@@ -966,11 +982,20 @@ mod tests {
             );
             return;
         }
+        // With `fsync = "always"` a rotation also opens the directory (the
+        // fix review: that open failing after the renames lost the history
+        // again).
+        for fsync in [FsyncPolicy::Never, FsyncPolicy::Always] {
+            rotation_out_of_descriptors(fsync);
+        }
+    }
+
+    fn rotation_out_of_descriptors(fsync: FsyncPolicy) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&AuditConfig {
             path: Some(path.clone()),
-            fsync: FsyncPolicy::Never,
+            fsync,
             max_size: 1000,
             keep: 100,
             ..AuditConfig::default()
