@@ -6,7 +6,10 @@
 //!
 //! Only changes to what is watched count: a watched file itself, or a
 //! manifest or component (`*.toml`, `*.wasm`) in a watched directory or
-//! beside a watched file. Found by review: every change in those
+//! beside a watched file; any other event in those directories counts only
+//! if what is watched now resolves to other files than it did (a
+//! Kubernetes ConfigMap or Secret mount changes by swapping a `..data`
+//! symlink, and names no watched file). Found by review: every change in those
 //! directories counted, so a tenant made the host reload at will, through
 //! an audit log kept beside the config (each call's record a change) or a
 //! tool touching its own grant's directory there; and each reload gave
@@ -49,11 +52,21 @@ impl Changes {
         let (tx, rx) = mpsc::unbounded_channel();
         let sender = tx.clone();
         let watched = Watched::of(paths);
-        let dirs: Vec<PathBuf> = watched.0.keys().cloned().collect();
+        let dirs: Vec<PathBuf> = watched.dirs.keys().cloned().collect();
         let mut watcher =
             notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
-                Ok(ev) if is_change(&ev.kind) && ev.paths.iter().any(|p| watched.counts(p)) => {
-                    let _ = tx.send(());
+                Ok(ev) if is_change(&ev.kind) => {
+                    // Both looked at for each path (so that what a direct
+                    // change resolves to is remembered, and not reported
+                    // again at the next event).
+                    let direct = ev.paths.iter().any(|p| watched.counts(p));
+                    let mut moved = false;
+                    for p in &ev.paths {
+                        moved |= watched.resolves_elsewhere(p);
+                    }
+                    if direct || moved {
+                        let _ = tx.send(());
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("watching for changes: {e}"),
@@ -109,8 +122,42 @@ fn is_change(kind: &EventKind) -> bool {
 }
 
 /// The directories watched, each with the names of the files watched in
-/// it (besides its manifests and components).
-struct Watched(HashMap<PathBuf, HashSet<OsString>>);
+/// it (besides its manifests and components), and what the watched paths
+/// resolved to when last looked at.
+struct Watched {
+    dirs: HashMap<PathBuf, HashSet<OsString>>,
+    paths: Vec<PathBuf>,
+    resolved: std::sync::Mutex<Vec<Resolved>>,
+}
+
+/// What a watched path resolves to: a file's identity and version, or a
+/// directory's manifests and components, each so (symlinks followed).
+type Resolved = Vec<(
+    OsString,
+    Option<(u64, u64, u64, Option<std::time::SystemTime>)>,
+)>;
+
+fn resolved(p: &Path) -> Resolved {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
+    };
+    if !p.is_dir() {
+        return vec![(OsString::new(), id(p))];
+    }
+    let mut out: Resolved = std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|e| e.extension().is_some_and(|x| x == "toml" || x == "wasm"))
+        .map(|e| (e.file_name().unwrap_or_default().to_owned(), id(&e)))
+        .collect();
+    out.sort();
+    out
+}
 
 impl Watched {
     fn of(paths: &[PathBuf]) -> Watched {
@@ -123,7 +170,39 @@ impl Watched {
                 names.insert(name.to_owned());
             }
         }
-        Watched(dirs)
+        Watched {
+            dirs,
+            paths: paths.to_vec(),
+            resolved: std::sync::Mutex::new(paths.iter().map(|p| resolved(p)).collect()),
+        }
+    }
+
+    /// Whether a watched path in the directory of a change at `event`
+    /// resolves to other files than when last looked at (then remembered
+    /// as it is now). Only that directory's: a change beside the config
+    /// (an audit line) looks at the config alone, not every tools
+    /// directory.
+    fn resolves_elsewhere(&self, event: &Path) -> bool {
+        let Some(dir) = event.parent() else {
+            return false;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let mut last = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = false;
+        for (p, was) in self.paths.iter().zip(last.iter_mut()) {
+            if watched_dir(p) == dir {
+                let now = resolved(p);
+                if *was != now {
+                    *was = now;
+                    moved = true;
+                }
+            }
+        }
+        moved
     }
 
     /// Whether a change at `path` (as the watcher reports it: a watched
@@ -137,7 +216,7 @@ impl Watched {
         } else {
             dir
         };
-        self.0.get(dir).is_some_and(|names| {
+        self.dirs.get(dir).is_some_and(|names| {
             names.contains(name) || path.extension().is_some_and(|x| x == "toml" || x == "wasm")
         })
     }
@@ -162,6 +241,32 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(500), changes.next())
             .await
             .is_ok()
+    }
+
+    /// The fix review's case: a Kubernetes ConfigMap mount changes by
+    /// swapping its `..data` symlink, and no event names the watched file
+    /// (a symlink through it). What the config resolves to changed: that
+    /// counts; an unrelated file beside it still does not.
+    #[tokio::test]
+    async fn a_configmap_swap_counts() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..v1")).unwrap();
+        std::fs::write(d.join("..v1/toolhost.toml"), "# one\n").unwrap();
+        symlink("..v1", d.join("..data")).unwrap();
+        symlink("..data/toolhost.toml", d.join("toolhost.toml")).unwrap();
+        let mut changes =
+            Changes::new(&[d.join("toolhost.toml")], Duration::from_millis(20)).unwrap();
+        std::fs::write(d.join("audit.jsonl"), "{}\n").unwrap();
+        assert!(!reported(&mut changes).await, "an unwatched file counted");
+        // The kubelet's atomic writer: a new directory, a new link, renamed
+        // over `..data`.
+        std::fs::create_dir(d.join("..v2")).unwrap();
+        std::fs::write(d.join("..v2/toolhost.toml"), "# two, longer\n").unwrap();
+        symlink("..v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        assert!(reported(&mut changes).await, "the swap did not count");
     }
 
     /// The review's case: any change in a watched directory counted, so an

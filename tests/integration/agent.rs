@@ -1423,7 +1423,8 @@ mod protocol {
                 json!({"server": "alpha"}),
                 false,
             ),
-            ("h5", "ListMcpResourcesTool", json!({}), false),
+            // Naming no server lists every one, beta's too.
+            ("h5", "ListMcpResourcesTool", json!({}), true),
         ] {
             cli.send(guard(rid, pre_tool_use(tool, input))).await;
             let r = cli.recv().await;
@@ -1432,6 +1433,18 @@ mod protocol {
             if denied {
                 assert_eq!(out["permissionDecisionReason"], "beta is off", "{rid}: {r}");
             }
+        }
+        // Beta's resources are not listed to the CLI either; alpha's are.
+        for (rid, server, listed) in [("l1", "beta", false), ("l2", "alpha", true)] {
+            cli.mcp(
+                rid,
+                server,
+                json!({"jsonrpc": "2.0", "id": 8, "method": "resources/list"}),
+            )
+            .await;
+            let r = cli.recv().await;
+            let resp = &r["response"]["response"]["mcp_response"];
+            assert_eq!(resp["result"]["resources"].is_array(), listed, "{rid}: {r}");
         }
         let read = |id: u64| json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": uri}});
         for (rid, server, runs) in [("r1", "beta", false), ("r2", "alpha", true)] {

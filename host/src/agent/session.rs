@@ -297,13 +297,14 @@ impl Inner {
                 };
                 return self.use_approval((server.to_string(), resource_key(uri)));
             }
-            "initialize"
-            | "ping"
-            | "tools/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "prompts/list"
-            | "logging/setLevel" => return true,
+            // A server whose every tool a rule denies lists no resources
+            // either (the fix review: the CLI listed them past the rule).
+            "resources/list" | "resources/templates/list" => {
+                return self.server_denied(server, &Value::Null).is_ok();
+            }
+            "initialize" | "ping" | "tools/list" | "prompts/list" | "logging/setLevel" => {
+                return true;
+            }
             m => return m.starts_with("notifications/"),
         }
         let tool = as_cli_names(message["params"]["name"].as_str().unwrap_or_default());
@@ -346,18 +347,36 @@ impl Inner {
     /// resource tool's own name, as before.
     fn rules_check(&self, tool: &str, input: &Value) -> Result<(), String> {
         use crate::policy::Decision;
-        let rules = &self.options.rules;
-        if let Decision::Deny(reason) = rules.decide("", tool, input) {
+        if let Decision::Deny(reason) = self.options.rules.decide("", tool, input) {
             return Err(reason);
         }
-        if matches!(tool, READ_RESOURCE | LIST_RESOURCES)
-            && let Some(server) = self.server_of(tool, input)
-            && let (Decision::Deny(reason), Some(_)) =
-                rules.decide_by("", &format!("mcp__{server}__*"), input)
-        {
-            return Err(reason);
+        if matches!(tool, READ_RESOURCE | LIST_RESOURCES) {
+            match self.server_of(tool, input) {
+                Some(server) => self.server_denied(server, input)?,
+                // A list naming no server lists every one (the fix
+                // review): refused if a rule denies any of ours.
+                None if tool == LIST_RESOURCES => {
+                    for server in self.bridges.keys() {
+                        self.server_denied(server, input)?;
+                    }
+                }
+                None => {}
+            }
         }
         Ok(())
+    }
+
+    /// Whether a rule that matches denies every tool of `server`
+    /// (`mcp__S__*`, `mcp__*`): then its resources are not listed or read.
+    fn server_denied(&self, server: &str, input: &Value) -> Result<(), String> {
+        match self
+            .options
+            .rules
+            .decide_by("", &format!("mcp__{server}__*"), input)
+        {
+            (crate::policy::Decision::Deny(reason), Some(_)) => Err(reason),
+            _ => Ok(()),
+        }
     }
 
     /// Answer one control request. An `mcp_message` was `submitted` to

@@ -1003,6 +1003,13 @@ impl Sandbox {
         let bytes = (self.config.max_memory as f64 * share) as u64;
         if let Some((had, pools, reloaded)) = shares.get_mut(scope) {
             if !*reloaded && *had <= share {
+                // A share made smaller while its permits were held shrinks
+                // the rest of the way as they come back (the fix review:
+                // it kept the larger share until the next reload).
+                let (slots, totals) = self.pool.share_sizes(*had);
+                if (pools.slots_total, pools.totals) != (slots, totals) {
+                    pools.resize(slots, totals);
+                }
                 return pools.clone();
             }
             let (slots, totals) = self.pool.share_sizes(share);
@@ -2740,13 +2747,13 @@ mod tests {
             "a fresh share beside the held one"
         );
         // Shrunk to a quarter (2 slots) while 3 are held: none free now,
-        // the share is 2 once they are back.
+        // and the share is 2 once they are back, at its next call (no
+        // reload needed: the fix review).
         drop(second);
         sandbox.reset_scope_shares();
         let small = sandbox.scope_share(&scope, 0.25);
         assert_eq!(small.slots.available_permits(), 0);
         drop(running);
-        sandbox.reset_scope_shares();
         let small = sandbox.scope_share(&scope, 0.25);
         assert_eq!((small.slots.available_permits(), small.slots_total), (2, 2));
         // Another scope has its own.

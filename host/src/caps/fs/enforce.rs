@@ -175,14 +175,28 @@ impl DescriptorShares {
 /// within its scope's share once the call joins it.
 pub(crate) struct CallDescriptors {
     max_open: usize,
-    /// Files and directories the call opened (as of its last check), and
-    /// its connections' sockets.
-    files: AtomicUsize,
+    /// Files and directories the call opened, held weakly: one counts as
+    /// open while anything keeps it (its descriptor, a stream over it, a
+    /// write still running), not only while its descriptor lives. Shared
+    /// so that a connection counts the files open now, not as of the
+    /// call's last open (the fix review: closed files kept refusing
+    /// connections).
+    open: Mutex<Vec<std::sync::Weak<std::fs::File>>>,
+    /// A file reserved and being opened (0 or 1), and the call's
+    /// connections' sockets.
+    opening: AtomicUsize,
     sockets: AtomicUsize,
     scope: OnceLock<Arc<DescriptorShare>>,
 }
 
 impl CallDescriptors {
+    /// Files and directories open now (forgetting those nothing holds).
+    fn files(&self) -> usize {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|f| f.strong_count() > 0);
+        open.len()
+    }
+
     /// Charge what the call opens from now on to `share` too.
     pub(crate) fn join_scope(&self, share: &Arc<DescriptorShare>) {
         let _ = self.scope.set(share.clone());
@@ -205,7 +219,9 @@ impl CallDescriptors {
     /// `max-open`, its scope's share and the process's share for tools,
     /// held until dropped; or why not.
     pub(crate) fn socket(self: &Arc<Self>) -> Result<Socket, String> {
-        let open = self.files.load(Ordering::Acquire) + self.sockets.load(Ordering::Acquire);
+        let open = self.files()
+            + self.opening.load(Ordering::Acquire)
+            + self.sockets.load(Ordering::Acquire);
         if open >= self.max_open {
             return Err(format!(
                 "the call holds {} open files and connections, the most one call may (`[fs] max-open`)",
@@ -1019,12 +1035,9 @@ const MAX_DEPTH: usize = 64;
 
 /// Per-call enforcement state.
 pub(crate) struct FsCall {
-    /// Its `max-open`, shared with its connections' sockets.
+    /// Its `max-open`, and the files it opened, shared with its
+    /// connections' sockets.
     descriptors: Arc<CallDescriptors>,
-    /// Files and directories this call opened, held weakly: one counts as
-    /// open while anything keeps it (its descriptor, a stream over it, a
-    /// write still running), not only while its descriptor lives.
-    open: Vec<std::sync::Weak<std::fs::File>>,
     /// What this call holds of the process budget: its preopened
     /// directories, and what it opened.
     held: usize,
@@ -1091,11 +1104,11 @@ impl FsCall {
         Ok(FsCall {
             descriptors: Arc::new(CallDescriptors {
                 max_open,
-                files: AtomicUsize::new(0),
+                open: Mutex::default(),
+                opening: AtomicUsize::new(0),
                 sockets: AtomicUsize::new(0),
                 scope: OnceLock::new(),
             }),
-            open: Vec::new(),
             held: preopens,
             scope_held: 0,
             reserved_scoped: false,
@@ -1120,11 +1133,10 @@ impl FsCall {
         self.descriptors.clone()
     }
 
-    /// Forget files nothing holds any more and give their share back.
-    fn reconcile(&mut self) {
-        self.open.retain(|f| f.strong_count() > 0);
-        let open = self.open.len();
-        self.descriptors.files.store(open, Ordering::Release);
+    /// Forget files nothing holds any more and give their share back;
+    /// how many are open.
+    fn reconcile(&mut self) -> usize {
+        let open = self.descriptors.files();
         let live = open + self.preopens;
         if live < self.held {
             process_budget().give(self.held - live);
@@ -1138,14 +1150,15 @@ impl FsCall {
             }
             self.scope_held = open;
         }
+        open
     }
 
     /// Take one descriptor from the call's, its scope's and the process's
     /// budgets.
     fn reserve(&mut self) -> Result<(), t::ErrorCode> {
-        self.reconcile();
+        let open = self.reconcile();
         let d = &self.descriptors;
-        if self.open.len() + d.sockets.load(Ordering::Acquire) >= d.max_open {
+        if open + d.sockets.load(Ordering::Acquire) >= d.max_open {
             self.note(format!(
                 "this call holds {} open files and connections, the most one call may (`[fs] max-open` in the host config)",
                 d.max_open
@@ -1174,10 +1187,19 @@ impl FsCall {
         self.reserved_scoped = scope.is_some();
         self.scope_held += usize::from(self.reserved_scoped);
         // Counted as open from here (pushed once opened, or given back).
-        self.descriptors
-            .files
-            .store(self.open.len() + 1, Ordering::Release);
+        self.descriptors.opening.store(1, Ordering::Release);
         Ok(())
+    }
+
+    /// The file reserved for is open: it counts while anything holds it.
+    fn opened(&mut self, file: &Arc<std::fs::File>) {
+        self.descriptors
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(file));
+        self.descriptors.opening.store(0, Ordering::Release);
+        self.reserved_scoped = false;
     }
 
     /// Give back a reservation that was not used.
@@ -1190,9 +1212,7 @@ impl FsCall {
                 s.give(1);
             }
         }
-        self.descriptors
-            .files
-            .store(self.open.len(), Ordering::Release);
+        self.descriptors.opening.store(0, Ordering::Release);
     }
 
     fn note(&mut self, m: String) {
@@ -2064,7 +2084,7 @@ fn shadow_open_at<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Resul
                             wasmtime_wasi::filesystem::Descriptor::File(f) => &f.file,
                             wasmtime_wasi::filesystem::Descriptor::Dir(d) => &d.dir,
                         };
-                        call.open.push(Arc::downgrade(held));
+                        call.opened(held);
                         let d = view.table.push(desc)?;
                         match call.grant_of.get(&parent).copied() {
                             Some(g) => call.grant_of.insert(d.rep(), g),
@@ -2721,7 +2741,8 @@ mod tests {
     fn call_in(share: &Arc<DescriptorShare>, max_open: usize) -> Arc<CallDescriptors> {
         let call = Arc::new(CallDescriptors {
             max_open,
-            files: AtomicUsize::new(0),
+            open: Mutex::default(),
+            opening: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
             scope: OnceLock::new(),
         });
@@ -2760,11 +2781,17 @@ mod tests {
         drop(held);
         assert!(other.socket().is_ok());
         drop((theirs, third));
-        // A call's own cap counts its sockets with its files.
-        let capped = call_in(&share_b, 1);
+        // A call's own cap counts its sockets with its open files, and
+        // only while they are open (the fix review: closed files kept
+        // refusing connections).
+        let capped = call_in(&share_b, 2);
+        let file = Arc::new(std::fs::File::open("/dev/null").unwrap());
+        capped.open.lock().unwrap().push(Arc::downgrade(&file));
         let _s = capped.socket().unwrap();
         let e = capped.socket().err().unwrap();
         assert!(e.contains("max-open"), "{e}");
+        drop(file);
+        let _t = capped.socket().unwrap();
     }
 
     /// As if `q`'s last measure were long past and quick: its next charge
