@@ -74,7 +74,7 @@ impl CallState {
             .max_random_size(MAX_RANDOM.min(grants.limits.memory));
         // The directories' descriptors are taken from the process's share
         // before they are opened.
-        let fs = FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open)?;
+        let mut fs = FsCall::new(with_grants.then_some(&grants.fs), grants.fs.max_open)?;
         if with_grants {
             grants.env.apply(&mut b);
             grants.fs.apply(&mut b)?;
@@ -96,7 +96,9 @@ impl CallState {
             gate: if with_grants {
                 let mut gate = grants.net.gate(Some(limiter.budget()));
                 gate.run_on(cx.guests);
-                gate.count_descriptors(fs.descriptors());
+                if grants.net.any() {
+                    gate.count_descriptors(fs.descriptors().clone());
+                }
                 gate
             } else {
                 crate::caps::net::Prepared::default().gate(None)
@@ -145,7 +147,7 @@ impl CallState {
         &mut self,
         scope: &std::sync::Arc<crate::caps::fs::DescriptorShare>,
     ) {
-        self.fs.descriptors().join_scope(scope);
+        self.fs.join_scope(scope);
     }
 }
 

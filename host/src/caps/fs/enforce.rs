@@ -190,6 +190,16 @@ pub(crate) struct CallDescriptors {
 }
 
 impl CallDescriptors {
+    fn new(max_open: usize) -> Arc<CallDescriptors> {
+        Arc::new(CallDescriptors {
+            max_open,
+            open: Mutex::default(),
+            opening: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
+            scope: OnceLock::new(),
+        })
+    }
+
     /// Files and directories open now (forgetting those nothing holds).
     fn files(&self) -> usize {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -1036,8 +1046,11 @@ const MAX_DEPTH: usize = 64;
 /// Per-call enforcement state.
 pub(crate) struct FsCall {
     /// Its `max-open`, and the files it opened, shared with its
-    /// connections' sockets.
-    descriptors: Arc<CallDescriptors>,
+    /// connections' sockets; made for a call that can open either (one
+    /// with directories or hosts granted), none for the others (echo's
+    /// call path allocates nothing for it).
+    descriptors: Option<Arc<CallDescriptors>>,
+    max_open: usize,
     /// What this call holds of the process budget: its preopened
     /// directories, and what it opened.
     held: usize,
@@ -1077,7 +1090,7 @@ impl Notice {
 impl Drop for FsCall {
     fn drop(&mut self) {
         process_budget().give(self.held);
-        if let Some(s) = self.descriptors.scope.get() {
+        if let Some(s) = self.descriptors.as_ref().and_then(|d| d.scope.get()) {
             s.give(self.scope_held);
         }
     }
@@ -1102,13 +1115,8 @@ impl FsCall {
             .into());
         }
         Ok(FsCall {
-            descriptors: Arc::new(CallDescriptors {
-                max_open,
-                open: Mutex::default(),
-                opening: AtomicUsize::new(0),
-                sockets: AtomicUsize::new(0),
-                scope: OnceLock::new(),
-            }),
+            descriptors: (preopens > 0).then(|| CallDescriptors::new(max_open)),
+            max_open,
             held: preopens,
             scope_held: 0,
             reserved_scoped: false,
@@ -1128,15 +1136,25 @@ impl FsCall {
     }
 
     /// The call's open files and sockets together (see
-    /// [`CallDescriptors`]): for its connections.
-    pub(crate) fn descriptors(&self) -> Arc<CallDescriptors> {
-        self.descriptors.clone()
+    /// [`CallDescriptors`]): for its connections. Made at the first ask.
+    pub(crate) fn descriptors(&mut self) -> &Arc<CallDescriptors> {
+        let max_open = self.max_open;
+        self.descriptors
+            .get_or_insert_with(|| CallDescriptors::new(max_open))
+    }
+
+    /// Charge what the call opens from now on to its scope's `share` too,
+    /// if it can open anything.
+    pub(crate) fn join_scope(&self, share: &Arc<DescriptorShare>) {
+        if let Some(d) = &self.descriptors {
+            d.join_scope(share);
+        }
     }
 
     /// Forget files nothing holds any more and give their share back;
     /// how many are open.
     fn reconcile(&mut self) -> usize {
-        let open = self.descriptors.files();
+        let open = self.descriptors().files();
         let live = open + self.preopens;
         if live < self.held {
             process_budget().give(self.held - live);
@@ -1145,8 +1163,9 @@ impl FsCall {
         // Files opened before it joined its scope were not taken from the
         // share: what is given back never passes what was taken.
         if open < self.scope_held {
-            if let Some(s) = self.descriptors.scope.get() {
-                s.give(self.scope_held - open);
+            let held = self.scope_held;
+            if let Some(s) = self.descriptors().scope.get() {
+                s.give(held - open);
             }
             self.scope_held = open;
         }
@@ -1157,7 +1176,7 @@ impl FsCall {
     /// budgets.
     fn reserve(&mut self) -> Result<(), t::ErrorCode> {
         let open = self.reconcile();
-        let d = &self.descriptors;
+        let d = self.descriptors().clone();
         if open + d.sockets.load(Ordering::Acquire) >= d.max_open {
             self.note(format!(
                 "this call holds {} open files and connections, the most one call may (`[fs] max-open` in the host config)",
@@ -1187,18 +1206,18 @@ impl FsCall {
         self.reserved_scoped = scope.is_some();
         self.scope_held += usize::from(self.reserved_scoped);
         // Counted as open from here (pushed once opened, or given back).
-        self.descriptors.opening.store(1, Ordering::Release);
+        d.opening.store(1, Ordering::Release);
         Ok(())
     }
 
     /// The file reserved for is open: it counts while anything holds it.
     fn opened(&mut self, file: &Arc<std::fs::File>) {
-        self.descriptors
-            .open
+        let d = self.descriptors();
+        d.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(file));
-        self.descriptors.opening.store(0, Ordering::Release);
+        d.opening.store(0, Ordering::Release);
         self.reserved_scoped = false;
     }
 
@@ -1208,11 +1227,11 @@ impl FsCall {
         process_budget().give(1);
         if std::mem::take(&mut self.reserved_scoped) {
             self.scope_held -= 1;
-            if let Some(s) = self.descriptors.scope.get() {
+            if let Some(s) = self.descriptors().scope.get() {
                 s.give(1);
             }
         }
-        self.descriptors.opening.store(0, Ordering::Release);
+        self.descriptors().opening.store(0, Ordering::Release);
     }
 
     fn note(&mut self, m: String) {
