@@ -655,15 +655,19 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 fn rotated(path: &Path, i: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".{i}"));
-    PathBuf::from(s)
+    suffixed(path, &i.to_string())
 }
 
 /// Where a rotation makes the next log before it renames anything.
 fn next_log(path: &Path) -> PathBuf {
+    suffixed(path, "new")
+}
+
+/// `path.suffix`.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(".new");
+    s.push(".");
+    s.push(suffix);
     PathBuf::from(s)
 }
 

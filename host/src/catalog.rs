@@ -566,6 +566,20 @@ impl Catalog {
         self.served.get(scope)
     }
 
+    /// The components this catalog serves and `new` does not (a reload
+    /// retires them).
+    pub(crate) fn not_in<'a>(&'a self, new: &Catalog) -> Vec<&'a Arc<LoadedComponent>> {
+        let kept: std::collections::HashSet<*const LoadedComponent> =
+            new.components().map(|(_, c)| Arc::as_ptr(c)).collect();
+        let mut gone: Vec<_> = self
+            .components()
+            .map(|(_, c)| c)
+            .filter(|c| !kept.contains(&Arc::as_ptr(c)))
+            .collect();
+        gone.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        gone
+    }
+
     /// Every component that serves something, with its scope (one that
     /// serves several tools is named once for each).
     pub(crate) fn components(&self) -> impl Iterator<Item = (&Scope, &Arc<LoadedComponent>)> {

@@ -770,21 +770,11 @@ impl Core {
         // each scope's share is sized again from its caps now.
         self.inner.sandbox.invalidate_prepared();
         self.inner.sandbox.reset_scope_shares();
+        let retired = old.catalog.not_in(&new.catalog);
         self.inner.live.store(Arc::new(new));
-        // What the old catalog served and the new one does not: calls that
-        // found it and still wait for room do not run.
-        let kept: std::collections::HashSet<*const LoadedComponent> = self
-            .inner
-            .live
-            .load()
-            .catalog
-            .components()
-            .map(|(_, c)| Arc::as_ptr(c))
-            .collect();
-        for (_, c) in old.catalog.components() {
-            if !kept.contains(&Arc::as_ptr(c)) {
-                c.retire();
-            }
+        // Calls that found these and still wait for room do not run.
+        for c in retired {
+            c.retire();
         }
         if !changed.is_empty() {
             let _ = self.inner.changed.send(changed);

@@ -9,7 +9,9 @@
 //! [`MAX_LABEL_VALUES`] distinct values, after which new ones become
 //! `_other` too. A caller can never grow the registry by inventing names.
 //!
-//! Metrics record what happened; they decide nothing.
+//! Metrics record what happened; they decide nothing. The listener that
+//! serves them refuses only a `Host` naming it by a name it was not given
+//! (see `MetricsServer`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -6,15 +6,16 @@
 //!
 //! Only changes to what is watched count: a watched file itself, or a
 //! manifest or component (`*.toml`, `*.wasm`) in a watched directory or
-//! beside a watched file; any other event in those directories counts only
-//! if what is watched now resolves to other files than it did (a
+//! beside a watched file; any other event in those directories counts
+//! only if what is watched now resolves to other files than it did (a
 //! Kubernetes ConfigMap or Secret mount changes by swapping a `..data`
-//! symlink, and names no watched file). Found by review: every change in those
-//! directories counted, so a tenant made the host reload at will, through
-//! an audit log kept beside the config (each call's record a change) or a
-//! tool touching its own grant's directory there; and each reload gave
-//! every scope a fresh share of the pool beside the one its running calls
-//! held.
+//! symlink, and names no watched file). Found by review: every change in
+//! those directories counted, so a tenant made the host reload at will,
+//! through an audit log kept beside the config (each call's record a
+//! change) or a tool touching its own grant's directory there.
+//!
+//! Owns: what counts as a change, and the debounce. Must not touch: what
+//! a reload does (`Core::reload`, `Core::reconfigure`).
 
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use std::collections::{HashMap, HashSet};
@@ -126,8 +127,9 @@ fn is_change(kind: &EventKind) -> bool {
 /// resolved to when last looked at.
 struct Watched {
     dirs: HashMap<PathBuf, HashSet<OsString>>,
-    paths: Vec<PathBuf>,
-    resolved: std::sync::Mutex<Vec<Resolved>>,
+    /// Each watched path, the directory it is watched through, and what
+    /// it resolved to when last looked at.
+    paths: std::sync::Mutex<Vec<(PathBuf, PathBuf, Resolved)>>,
 }
 
 /// What a watched path resolves to: a file's identity and version, or a
@@ -152,7 +154,7 @@ fn resolved(p: &Path) -> Resolved {
         .flatten()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|e| e.extension().is_some_and(|x| x == "toml" || x == "wasm"))
+        .filter(|e| manifest_or_component(e))
         .map(|e| (e.file_name().unwrap_or_default().to_owned(), id(&e)))
         .collect();
     out.sort();
@@ -172,8 +174,12 @@ impl Watched {
         }
         Watched {
             dirs,
-            paths: paths.to_vec(),
-            resolved: std::sync::Mutex::new(paths.iter().map(|p| resolved(p)).collect()),
+            paths: std::sync::Mutex::new(
+                paths
+                    .iter()
+                    .map(|p| (p.clone(), watched_dir(p), resolved(p)))
+                    .collect(),
+            ),
         }
     }
 
@@ -183,23 +189,14 @@ impl Watched {
     /// (an audit line) looks at the config alone, not every tools
     /// directory.
     fn resolves_elsewhere(&self, event: &Path) -> bool {
-        let Some(dir) = event.parent() else {
-            return false;
-        };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let mut last = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = parent_dir(event);
+        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
         let mut moved = false;
-        for (p, was) in self.paths.iter().zip(last.iter_mut()) {
-            if watched_dir(p) == dir {
-                let now = resolved(p);
-                if *was != now {
-                    *was = now;
-                    moved = true;
-                }
+        for (p, _, was) in paths.iter_mut().filter(|(_, d, _)| d == dir) {
+            let now = resolved(p);
+            if *was != now {
+                *was = now;
+                moved = true;
             }
         }
         moved
@@ -208,27 +205,34 @@ impl Watched {
     /// Whether a change at `path` (as the watcher reports it: a watched
     /// directory joined with a name) counts.
     fn counts(&self, path: &Path) -> bool {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        let Some(name) = path.file_name() else {
             return false;
         };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        self.dirs.get(dir).is_some_and(|names| {
-            names.contains(name) || path.extension().is_some_and(|x| x == "toml" || x == "wasm")
-        })
+        self.dirs
+            .get(parent_dir(path))
+            .is_some_and(|names| names.contains(name) || manifest_or_component(path))
     }
 }
 
+/// Whether `p` names a manifest or a component (`*.toml`, `*.wasm`).
+fn manifest_or_component(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "toml" || x == "wasm")
+}
+
+/// The directory `p` is in (`.` for a bare name).
+fn parent_dir(p: &Path) -> &Path {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// The directory a watched path is watched through: itself, or a file's.
 fn watched_dir(p: &Path) -> PathBuf {
     if p.is_dir() {
-        return p.to_path_buf();
-    }
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+        p.to_path_buf()
+    } else {
+        parent_dir(p).to_path_buf()
     }
 }
 

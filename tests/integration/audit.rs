@@ -503,13 +503,6 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of the sample whose line starts with `series` (exactly).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 #[test]
 fn metrics_health_and_readiness_over_http() {
     let d = ToolDir::new();

@@ -296,7 +296,7 @@ async fn connections_count_against_max_open() {
     );
     let mut config = test_config();
     config.caps.fs.max_open = Some(8);
-    let core = core_with(d.path(), config).await;
+    let core = core_with(config, d.path()).await;
     let url = format!("http://127.0.0.1:{port}/");
     for _ in 0..2 {
         let out = call(&core, "hold_connections", json!({"url": url, "n": 100}))
@@ -999,7 +999,7 @@ async fn a_call_queued_across_a_reload_does_not_run_with_revoked_grants() {
         let core = core.clone();
         async move { call(&core, "sleep", json!({"ms": 1500})).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    until_in_flight(&core, 1.0).await;
     let queued = tokio::spawn({
         let core = core.clone();
         async move {
@@ -1011,7 +1011,8 @@ async fn a_call_queued_across_a_reload_does_not_run_with_revoked_grants() {
             .await
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Queued behind the sleep (the tool runs one call at a time).
+    until_in_flight(&core, 2.0).await;
     d.add("hostile", "hostile", &manifest("ro"));
     assert!(core.reload().await.is_empty());
     busy.await.unwrap().unwrap();
@@ -1319,17 +1320,6 @@ async fn call_with_events(
     (r, warnings)
 }
 
-async fn core_with(path: &std::path::Path, config: toolhost::HostConfig) -> toolhost::Core {
-    let core = toolhost::Core::builder()
-        .config(config)
-        .source(toolhost::Scope::default(), path)
-        .build()
-        .await
-        .unwrap();
-    assert!(core.load_errors().is_empty(), "{:?}", core.load_errors());
-    core
-}
-
 #[tokio::test]
 async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_limit() {
     // wasmtime-wasi holds a whole listing in host memory until its stream
@@ -1350,7 +1340,7 @@ async fn directory_listings_held_in_host_memory_count_against_the_calls_memory_l
             fs_grant("/data", &t.granted, "ro")
         ),
     );
-    let core = core_with(d.path(), test_config()).await;
+    let core = core_with(test_config(), d.path()).await;
     let (r, warnings) = call_with_events(
         &core,
         "hold_listings",
@@ -1523,7 +1513,7 @@ async fn read_streams_over_one_file_count_against_the_calls_memory_limit() {
     );
     // The host's memory holds about eight calls' worth: charges kept past
     // their call would leave the later calls less room.
-    let core = core_with(d.path(), test_config().with_max_memory(128 << 20)).await;
+    let core = core_with(test_config().with_max_memory(128 << 20), d.path()).await;
     let prime = || async {
         let (r, warnings) = call_with_events(
             &core,
@@ -1562,7 +1552,7 @@ async fn read_streams_over_one_file_count_against_the_calls_memory_limit() {
 async fn random_bytes_come_at_most_a_mebibyte_at_a_time() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", "[limits]\nmemory = \"32 MiB\"\n");
-    let core = core_with(d.path(), test_config()).await;
+    let core = core_with(test_config(), d.path()).await;
     let ok = call(&core, "random", json!({"len": 1 << 20}))
         .await
         .unwrap();
@@ -1595,7 +1585,7 @@ async fn hoarding_stops_at_the_cap(streams: bool) {
     d.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
     let mut caps = toolhost::caps::Caps::default();
     caps.fs.max_open = Some(16);
-    let core = core_with(d.path(), test_config().with_caps(caps)).await;
+    let core = core_with(test_config().with_caps(caps), d.path()).await;
 
     let (r, warnings) = call_with_events(
         &core,

@@ -257,3 +257,31 @@ pub fn stdio_session(
     .unwrap();
     (child, stdin, lines)
 }
+
+/// The value of the sample whose line starts with `series` (exactly).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Wait (up to 20 s) until `core`'s default scope has `n` calls running
+/// or queued.
+pub async fn until_in_flight(core: &Core, n: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = sample(
+            &core.metrics().encode(),
+            r#"toolhost_calls_in_flight{scope="default"}"#,
+        )
+        .unwrap_or(0.0);
+        if now >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} calls in flight, never {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

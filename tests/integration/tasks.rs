@@ -365,7 +365,16 @@ fn kept_task_results_stay_within_max_bytes() {
         "slow_compute",
         json!({"seconds": 0.2, "label": eight}),
     ));
-    std::thread::sleep(Duration::from_millis(1000));
+    // Until the second has ended (its call's audit line), not read.
+    let ended = |audit: &str| {
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["tool"] == "slow_compute" && r["outcome"] == "ok")
+            .count()
+            >= 2
+    };
+    assert!(ended(&audit_once(&dir.path().join("audit.jsonl"), ended)));
     let (third, _) = run(&eight, "completed");
     // The first was returned already: it made room. The second was not:
     // it is still there.

@@ -14,9 +14,11 @@
 //! stopped at once on `tasks/cancel` or server shutdown, not when the
 //! caller disconnects.
 //!
-//! Owns: one server's (one tenant's) store of tasks, with its bound
-//! (`[tasks] max`, running and kept ones together; past it a call answers
-//! in its request), the [`Switch`] a call's client goes through, which
+//! Owns: one server's (one tenant's) store of tasks, with its bounds
+//! (`[tasks] max`, running and kept ones together, past which a call
+//! answers in its request; `[tasks] max-bytes` of kept results, made room
+//! in by forgetting results already returned, oldest first), the
+//! [`Switch`] a call's client goes through, which
 //! hands the call from its request to its task exactly once, and the wire
 //! shapes of task states. Must not touch: how the call runs (the core runs
 //! it) or who may call what (decided before the call starts).

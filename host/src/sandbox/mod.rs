@@ -12,7 +12,10 @@
 //! cancellation, the classification of traps into limits, and the threads
 //! loads' blocking work runs on (`lanes`). Sandboxes may be prepared ahead
 //! of their calls (`warm`, `[engine] prewarm`), each still used by exactly
-//! one call.
+//! one call. Each scope's share of the pool, its memory, lookups and
+//! descriptors is kept across reloads and resized in place; a call whose
+//! component a reload retired while it waited for room does not run
+//! (`CallErrorKind::Reloaded`).
 //!
 //! Must not touch: *whether* a call may happen (that is `core` and
 //! `policy`), or any front end. Reachable only through `Core`.
@@ -377,11 +380,6 @@ impl LoadedComponent {
         })
     }
 
-    /// Whether sandboxes of it may be prepared ahead: toolhost-world
-    /// components (a typed tool's call instantiates its function's
-    /// component as part of running it) without network grants (a
-    /// start-up that opened a request would keep it going while the
-    /// sandbox waits, outside any call's deadline and audit).
     /// A reload served a catalog without this component: calls that
     /// found it before and still wait for room do not run.
     pub(crate) fn retire(&self) {
@@ -389,6 +387,11 @@ impl LoadedComponent {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Whether sandboxes of it may be prepared ahead: toolhost-world
+    /// components (a typed tool's call instantiates its function's
+    /// component as part of running it) without network grants (a
+    /// start-up that opened a request would keep it going while the
+    /// sandbox waits, outside any call's deadline and audit).
     fn prewarmable(&self) -> bool {
         matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any()
     }
@@ -396,8 +399,8 @@ impl LoadedComponent {
     /// For a typed-WIT tool, a check of its arguments that converts them
     /// exactly as the call will, naming the JSON pointer of any bad value
     /// (`/items/2/id: expected u16 ≤ 65535`); `None` for other tools (their
-    /// input schema is the check).
-    /// With it, the most one JSON value of the arguments can become
+    /// input schema is the check). With it, the most one JSON value of
+    /// the arguments can become
     /// (`typed::Signature::expansion`), the check's cost per value.
     pub(crate) fn argument_check(&self, tool: &str) -> Option<(crate::schema::Check, u64)> {
         let Kind::Typed(t) = &self.kind else {
@@ -2010,8 +2013,8 @@ impl Sandbox {
     }
 }
 
-/// A call, ready to run: the component's way in, plus, for typed tools,
-/// the converted arguments.
+/// A call, ready to run: the component's way in (a typed tool's
+/// arguments are converted once the call holds its room).
 enum Call<'a> {
     Toolhost(&'a Bound),
     /// Its arguments are converted once the call has its room.

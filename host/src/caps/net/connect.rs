@@ -83,6 +83,13 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 224) // multicast, reserved, broadcast
 }
 
+/// The IPv4 address in segments `i` and `i + 1` of an IPv6 address.
+fn v4_at(s: &[u16; 8], i: usize) -> Ipv4Addr {
+    let [a, b] = s[i].to_be_bytes();
+    let [c, d] = s[i + 1].to_be_bytes();
+    Ipv4Addr::new(a, b, c, d)
+}
+
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
     // Forms that carry an IPv4 address are judged by that address.
@@ -93,32 +100,15 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         // IPv4-translated (SIIT, ::ffff:0:0/96): a translator on the path
         // carries it to the IPv4 address (found by review: judged as an
         // IPv6 address, `::ffff:0:a9fe:a9fe` passed as public).
-        return is_public_v4(Ipv4Addr::new(
-            (s[6] >> 8) as u8,
-            s[6] as u8,
-            (s[7] >> 8) as u8,
-            s[7] as u8,
-        ));
+        return is_public_v4(v4_at(&s, 6));
     }
     if s[0] == 0x64 && s[1] == 0xff9b {
         // NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48).
-        return s[2] == 0
-            && s[3..6] == [0, 0, 0]
-            && is_public_v4(Ipv4Addr::new(
-                (s[6] >> 8) as u8,
-                s[6] as u8,
-                (s[7] >> 8) as u8,
-                s[7] as u8,
-            ));
+        return s[2] == 0 && s[3..6] == [0, 0, 0] && is_public_v4(v4_at(&s, 6));
     }
     if s[0] == 0x2002 {
         // 6to4: the IPv4 address is in the next 32 bits.
-        return is_public_v4(Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        ));
+        return is_public_v4(v4_at(&s, 1));
     }
     !(s[..6] == [0, 0, 0, 0, 0, 0]            // ::, ::1, IPv4-compatible
         || s[..4] == [0x100, 0, 0, 0]         // discard-only
