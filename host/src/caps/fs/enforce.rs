@@ -38,7 +38,8 @@
 //! hook for any of it.
 //!
 //! Must not touch: anything but descriptors and streams of granted
-//! directories.
+//! directories, and the count of a call's descriptors its connections
+//! share (their sockets are `caps::net`'s).
 
 use super::{FsCaps, FsMode, Prepared};
 use std::collections::HashMap;
@@ -212,48 +213,57 @@ impl CallDescriptors {
         let _ = self.scope.set(share.clone());
     }
 
-    /// One descriptor of the scope's share, if the call joined one: the
-    /// share taken from (to give back), or why there is no room.
-    fn take_scope(&self) -> Result<Option<Arc<DescriptorShare>>, String> {
-        match self.scope.get() {
-            None => Ok(None),
-            Some(s) if s.take() => Ok(Some(s.clone())),
-            Some(s) => Err(format!(
-                "the calls of this tool's tenant hold {} open files and connections, its share of the host's",
-                s.limit.load(Ordering::Acquire)
-            )),
-        }
-    }
-
-    /// A socket for one outbound connection: one descriptor of the call's
-    /// `max-open`, its scope's share and the process's share for tools,
-    /// held until dropped; or why not.
-    pub(crate) fn socket(self: &Arc<Self>) -> Result<Socket, String> {
-        let open = self.files()
-            + self.opening.load(Ordering::Acquire)
-            + self.sockets.load(Ordering::Acquire);
+    /// One more descriptor for a call that holds `open` files and
+    /// sockets: within its `max-open`, its scope's share (if it joined one)
+    /// and the process's share for tools, taken from both shares. The
+    /// scope's share it was taken from (to give back), or which bound
+    /// refused it. Files and sockets both come through here.
+    fn take(&self, open: usize) -> Result<Option<Arc<DescriptorShare>>, DescriptorRefusal> {
         if open >= self.max_open {
-            return Err(format!(
-                "the call holds {} open files and connections, the most one call may (`[fs] max-open`)",
-                self.max_open
-            ));
+            return Err(DescriptorRefusal::Call(self.max_open));
         }
-        let scope = self.take_scope()?;
+        let scope = match self.scope.get() {
+            None => None,
+            Some(s) if s.take() => Some(s.clone()),
+            Some(s) => return Err(DescriptorRefusal::Scope(s.limit.load(Ordering::Acquire))),
+        };
         if !process_budget().take(1) {
             if let Some(s) = scope {
                 s.give(1);
             }
-            return Err(format!(
-                "all calls together hold {} open files and connections, the host's share for tools",
-                process_budget().limit
-            ));
+            return Err(DescriptorRefusal::Process(process_budget().limit));
         }
+        Ok(scope)
+    }
+
+    /// A socket for one outbound connection, held until dropped (see
+    /// [`CallDescriptors::take`]).
+    pub(crate) fn socket(self: &Arc<Self>) -> Result<Socket, DescriptorRefusal> {
+        let open = self.files()
+            + self.opening.load(Ordering::Acquire)
+            + self.sockets.load(Ordering::Acquire);
+        let scope = self.take(open)?;
         self.sockets.fetch_add(1, Ordering::AcqRel);
         Ok(Socket {
             call: self.clone(),
             scope,
         })
     }
+}
+
+/// Which bound refused a call another descriptor, and its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DescriptorRefusal {
+    #[error(
+        "this call holds {0} open files and connections, the most one call may (`[fs] max-open` in the host config)"
+    )]
+    Call(usize),
+    #[error(
+        "the calls of this tool's tenant hold {0} open files and connections, its share of the host's"
+    )]
+    Scope(usize),
+    #[error("all calls together hold {0} open files and connections, the host's share for tools")]
+    Process(usize),
 }
 
 /// One outbound connection's socket, counted while it is held (see
@@ -1177,31 +1187,13 @@ impl FsCall {
     fn reserve(&mut self) -> Result<(), t::ErrorCode> {
         let open = self.reconcile();
         let d = self.descriptors().clone();
-        if open + d.sockets.load(Ordering::Acquire) >= d.max_open {
-            self.note(format!(
-                "this call holds {} open files and connections, the most one call may (`[fs] max-open` in the host config)",
-                d.max_open
-            ));
-            return Err(t::ErrorCode::InsufficientMemory);
-        }
-        let scope = match d.take_scope() {
-            Ok(s) => s,
+        let scope = match d.take(open + d.sockets.load(Ordering::Acquire)) {
+            Ok(scope) => scope,
             Err(why) => {
-                self.note(why);
+                self.note(why.to_string());
                 return Err(t::ErrorCode::InsufficientMemory);
             }
         };
-        let b = process_budget();
-        if !b.take(1) {
-            if let Some(s) = scope {
-                s.give(1);
-            }
-            self.note(format!(
-                "all calls together hold {} open files and connections, the host's share for tools",
-                b.limit
-            ));
-            return Err(t::ErrorCode::InsufficientMemory);
-        }
         self.held += 1;
         self.reserved_scoped = scope.is_some();
         self.scope_held += usize::from(self.reserved_scoped);
@@ -2758,13 +2750,7 @@ mod tests {
     /// A call whose `max-open` and scope share allow `max_open` and the
     /// share's room, joined to `share`.
     fn call_in(share: &Arc<DescriptorShare>, max_open: usize) -> Arc<CallDescriptors> {
-        let call = Arc::new(CallDescriptors {
-            max_open,
-            open: Mutex::default(),
-            opening: AtomicUsize::new(0),
-            sockets: AtomicUsize::new(0),
-            scope: OnceLock::new(),
-        });
+        let call = CallDescriptors::new(max_open);
         call.join_scope(share);
         call
     }
@@ -2787,7 +2773,7 @@ mod tests {
         let (one, other) = (call_in(&share_a, 100), call_in(&share_a, 100));
         let held = [one.socket().unwrap(), other.socket().unwrap()];
         let refused = one.socket().err().unwrap();
-        assert!(refused.contains("its share"), "{refused}");
+        assert!(matches!(refused, DescriptorRefusal::Scope(2)), "{refused}");
         // Another scope has its own.
         let share_b = shares.of(&b, two);
         let theirs = call_in(&share_b, 100).socket().unwrap();
@@ -2808,7 +2794,7 @@ mod tests {
         capped.open.lock().unwrap().push(Arc::downgrade(&file));
         let _s = capped.socket().unwrap();
         let e = capped.socket().err().unwrap();
-        assert!(e.contains("max-open"), "{e}");
+        assert!(e.to_string().contains("max-open"), "{e}");
         drop(file);
         let _t = capped.socket().unwrap();
     }

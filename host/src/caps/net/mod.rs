@@ -15,6 +15,8 @@
 //!   behind a name, never toolhost's own listeners) and exactly that address
 //!   connected to ([`connect`]). Name lookups run on the process's slots,
 //!   a few per call and a scope's share per scope ([`LookupShares`]).
+//!   Each connection's socket is one of the call's descriptors, counted
+//!   with its open files (`caps::fs::CallDescriptors`).
 //!
 //! Must not touch: sockets (wasi:sockets is linked deny-all by `sandbox`).
 
