@@ -325,6 +325,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}; try `5s` or `250ms`)"))
 }
 
+/// Resize `sem`, which holds `total` permits in all, to `n`, in place:
+/// whoever holds its permits keeps counting against it. It grows at once
+/// and shrinks by the permits free now (a later resize takes the rest as
+/// they come back). The new total. A scope's shares of the pool and of
+/// name lookups are resized so at a reload, never replaced.
+pub(crate) fn resize_permits(sem: &tokio::sync::Semaphore, total: usize, n: usize) -> usize {
+    if n > total {
+        sem.add_permits(n - total);
+        n
+    } else {
+        total - sem.forget_permits(total - n)
+    }
+}
+
 /// Memory that many calls hold together: the host's (`[engine]
 /// max-memory`), or one scope's share of it. Calls charge it as their
 /// memory grows (never a reservation up front: a call that stays small

@@ -163,19 +163,13 @@ impl Pools {
         )
     }
 
-    /// Resize this share's permits to `slots` and `totals` in place: the
-    /// calls holding its permits keep counting against it. It grows at
-    /// once and shrinks by the permits free now (a later resize takes the
-    /// rest as they come back), as the scope's lookups do.
+    /// Resize this share's permits to `slots` and `totals` in place
+    /// (`caps::limits::resize_permits`): the calls holding its permits
+    /// keep counting against it.
     fn resize(&mut self, slots: u32, totals: (u32, u32)) {
-        fn to(sem: &Semaphore, total: &mut u32, n: u32) {
-            if n > *total {
-                sem.add_permits((n - *total) as usize);
-                *total = n;
-            } else if n < *total {
-                *total -= sem.forget_permits((*total - n) as usize) as u32;
-            }
-        }
+        let to = |sem: &Semaphore, total: &mut u32, n: u32| {
+            *total = caps::limits::resize_permits(sem, *total as usize, n as usize) as u32;
+        };
         to(&self.slots, &mut self.slots_total, slots);
         to(&self.memories, &mut self.totals.0, totals.0);
         to(&self.tables, &mut self.totals.1, totals.1);

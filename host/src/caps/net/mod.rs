@@ -287,12 +287,7 @@ impl LookupShares {
         if let Some((held, total)) = all.get_mut(scope)
             && let Some(slots) = held.upgrade()
         {
-            if n > *total {
-                slots.add_permits(n - *total);
-                *total = n;
-            } else if n < *total {
-                *total -= slots.forget_permits(*total - n);
-            }
+            *total = crate::caps::limits::resize_permits(&slots, *total, n);
             return slots;
         }
         all.retain(|_, (held, _)| held.strong_count() > 0);
