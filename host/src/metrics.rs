@@ -622,15 +622,14 @@ mod serve {
     /// address, `localhost`, or a name in `hosts` (a port is ignored).
     fn host_allowed(host: Option<&str>, hosts: &[String]) -> bool {
         let Some(host) = host else { return true };
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        let Some(name) = crate::mcp::accept::host_name(host) else {
+            return false;
         };
         name.parse::<std::net::IpAddr>().is_ok()
             || name.eq_ignore_ascii_case("localhost")
             || hosts.iter().any(|h| {
                 let h = h.rsplit_once(':').map_or(h.as_str(), |(n, _)| n);
-                h.eq_ignore_ascii_case(name)
+                h.eq_ignore_ascii_case(&name)
             })
     }
 

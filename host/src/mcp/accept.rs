@@ -61,6 +61,14 @@ pub(super) fn connection_cap(wanted: usize) -> usize {
     wanted.min(room).max(1)
 }
 
+/// The host a `Host` header names (an authority: `name`, `name:port`,
+/// `[v6]:port`), without its port or brackets; `None` if it is not one.
+/// Both listeners judge `Host` by it.
+pub(crate) fn host_name(value: &str) -> Option<String> {
+    let authority = http::uri::Authority::try_from(value).ok()?;
+    Some(authority.host().trim_matches(['[', ']']).to_string())
+}
+
 /// The most a connection's read buffer holds: a request's head must fit.
 const MAX_READ_BUFFER: usize = 64 << 10;
 

@@ -193,11 +193,10 @@ impl Lane {
         let Some(host) = single(h, header::HOST.as_str()).and_then(|v| v.to_str().ok()) else {
             return false;
         };
-        let Ok(authority) = http::uri::Authority::try_from(host) else {
+        let Some(name) = super::accept::host_name(host) else {
             return false;
         };
-        let name = authority.host().trim_matches('[').trim_matches(']');
-        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(&name))
     }
 }
 
