@@ -381,7 +381,7 @@ impl TenantServer {
     /// `held` against `holds.request_bytes` as it arrives (429 past it;
     /// 413 if this body alone passes it). Counted as it arrives, not
     /// after: a slow upload holds its bytes too. Once whole, what parsing
-    /// it will take is counted too (see [`parsed_weight`]): a body of
+    /// it will take is counted too (see `mcp::parsed_weight`): a body of
     /// small values parses to many times its size, twice (here and in
     /// rmcp), and the call keeps one.
     async fn read_body(
@@ -434,7 +434,7 @@ impl TenantServer {
         joined.shrink_to_fit();
         held.give_back(reserved.saturating_sub(joined.capacity()));
         let body = bytes::Bytes::from(joined);
-        self.take_body(who, held, parsed_weight(&body), max)?;
+        self.take_body(who, held, super::parsed_weight(&body), max)?;
         Ok(body)
     }
 
@@ -1341,32 +1341,6 @@ fn body_too_large(quota: Option<(&str, usize)>) -> Response {
     (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }
 
-/// Bytes of host memory a JSON body takes once parsed, past its own size:
-/// [`VALUE_BYTES`] for each value in it (counted as the separators and
-/// openers outside strings, with one for the top; a string is one value
-/// whatever its length, its bytes already counted as the body's).
-/// `[0,0,0,…]` is 2 bytes a value in the body and a `serde_json::Value`
-/// of 32 bytes plus its share of the array once parsed.
-fn parsed_weight(body: &[u8]) -> usize {
-    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
-    for &b in body {
-        match (in_string, escaped, b) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b',' | b'[' | b'{' | b':') => values += 1,
-            (false, _, _) => {}
-        }
-    }
-    values.saturating_mul(VALUE_BYTES)
-}
-
-/// What one parsed JSON value is counted (a `serde_json::Value` is 32
-/// bytes; an object's entry adds its key and the map's node).
-const VALUE_BYTES: usize = 64;
-
 /// A POST, read: a stateless call the lane answers, or a request for
 /// rmcp's service.
 enum Post {
@@ -1500,11 +1474,20 @@ mod tests {
 
     #[test]
     fn a_body_weighs_what_it_parses_to() {
-        assert_eq!(parsed_weight(b"0"), VALUE_BYTES);
-        assert_eq!(parsed_weight(b"[0,0,0]"), 4 * VALUE_BYTES);
+        assert_eq!(super::super::parsed_weight(b"0"), super::super::VALUE_BYTES);
+        assert_eq!(
+            super::super::parsed_weight(b"[0,0,0]"),
+            4 * super::super::VALUE_BYTES
+        );
         // Separators inside strings, escaped quotes included, are text.
-        assert_eq!(parsed_weight(br#""a,b:[{\",x""#), VALUE_BYTES);
-        assert_eq!(parsed_weight(br#"{"a":[1,2]}"#), 5 * VALUE_BYTES);
+        assert_eq!(
+            super::super::parsed_weight(br#""a,b:[{\",x""#),
+            super::super::VALUE_BYTES
+        );
+        assert_eq!(
+            super::super::parsed_weight(br#"{"a":[1,2]}"#),
+            5 * super::super::VALUE_BYTES
+        );
     }
 
     #[test]

@@ -585,28 +585,18 @@ impl Switch {
 }
 
 /// A payload's size as sent (JSON) and as held (parsed: its JSON, and
-/// [`VALUE_WEIGHT`] for each value in it).
+/// what each value in it takes, as a request body is weighed:
+/// `mcp::parsed_weight`).
 fn weigh(payload: &TaskPayload) -> (u64, u64) {
-    fn values(v: &Value) -> u64 {
-        match v {
-            Value::Array(a) => 1 + a.iter().map(values).sum::<u64>(),
-            Value::Object(o) => 1 + o.values().map(values).sum::<u64>(),
-            _ => 1,
-        }
-    }
     match payload {
         TaskPayload::Completed { result: o } | TaskPayload::Failed { error: o } => {
-            let bytes = serde_json::to_vec(o).map_or(0, |v| v.len() as u64);
-            let nodes: u64 = o.values().map(values).sum::<u64>() + 1;
-            (bytes, bytes + nodes * VALUE_WEIGHT)
+            let json = serde_json::to_vec(o).unwrap_or_default();
+            let bytes = json.len() as u64;
+            (bytes, bytes + super::parsed_weight(&json) as u64)
         }
         _ => (0, 0),
     }
 }
-
-/// Host memory a parsed JSON value takes beside its text: the value
-/// itself, and its share of its container's entry.
-const VALUE_WEIGHT: u64 = 48;
 
 /// Room for `weight` more bytes of results among `tasks`, within `max`:
 /// results already returned once are forgotten, oldest ended first.
