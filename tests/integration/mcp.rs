@@ -844,8 +844,19 @@ fn progress_reaches_the_client_before_the_result_over_stdio() {
         json!({"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"info"}}),
         json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"log_and_progress","arguments":{"steps":3,"ms":20},"_meta":{"progressToken":"p2"}}}),
         json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"beside"}}}),
+        // A review's case: the token is copied into every progress notice;
+        // one of 1 MB made a call send 1.2 GB. Past 1 KiB it is refused.
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"log_and_progress","arguments":{"steps":3,"ms":1},"_meta":{"progressToken":"t".repeat(2000)}}}),
     ]);
     assert!(status.success(), "{status}");
+    let long = lines.iter().find(|l| l["id"] == 4).expect("answered");
+    assert_eq!(long["error"]["code"], -32602, "{long}");
+    assert!(
+        !lines.iter().any(|l| l["params"]["progressToken"]
+            .as_str()
+            .is_some_and(|t| t.len() > 1024)),
+        "a notice carried the long token"
+    );
     let at = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         lines
             .iter()

@@ -77,3 +77,8 @@ pub(crate) fn parsed_weight(body: &[u8]) -> usize {
 /// What one parsed JSON value is counted (a `serde_json::Value` is 32
 /// bytes; an object's entry adds its key and the map's node).
 pub(crate) const VALUE_BYTES: usize = 64;
+
+/// The longest request id or progress token (as JSON text) a server takes:
+/// rmcp keeps both with a request's channel, and a progress token is
+/// copied into every progress notice of its call.
+pub(crate) const MAX_ID_BYTES: usize = 1 << 10;

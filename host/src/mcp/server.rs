@@ -629,6 +629,21 @@ impl ServerHandler for McpServer {
             .into());
         }
         let tool: Arc<str> = Arc::from(req.name.as_ref());
+        // A progress token is copied into every progress notice of the
+        // call: past `MAX_ID_BYTES` it is refused, on every path (found by
+        // review: over the stateless wire, a 1 MB token made one call send
+        // 1.2 GB, charged as 256 KiB; sessions refused it already).
+        if let Some(token) = ctx.meta.get_progress_token()
+            && matches!(&token.0, rmcp::model::NumberOrString::String(s) if s.len() > super::MAX_ID_BYTES)
+        {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "progress tokens longer than {} bytes are refused",
+                    super::MAX_ID_BYTES
+                ),
+                None,
+            ));
+        }
         // Tasks: a task-supporting tool, called by a client that follows
         // tasks (declared for the session or in this request's `_meta`).
         let tasks = self.shared.core.tool_tasks(&self.shared.scope, &tool);

@@ -294,7 +294,7 @@ type InFlightIds = Arc<
 /// The longest request id or progress token a session takes (as JSON
 /// text): rmcp keeps both with the request's channel, for a minute after a
 /// cancellation.
-const MAX_REQUEST_ID: usize = 1 << 10;
+const MAX_REQUEST_ID: usize = super::MAX_ID_BYTES;
 
 /// Most requests in flight in one session.
 const MAX_IN_FLIGHT: usize = 1024;

@@ -120,6 +120,11 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
         let mut arguments = Vec::with_capacity(p.arguments.len());
         for a in &p.arguments {
             s::bounded("an argument name", &a.name, s::MAX_NAME).map_err(bad)?;
+            // Unbounded before, up to the whole describe's lift (found by
+            // review).
+            if let Some(t) = &a.title {
+                s::bounded("an argument title", t, s::MAX_NAME).map_err(bad)?;
+            }
             if let Some(d) = &a.description {
                 s::bounded("an argument description", d, s::MAX_TEXT).map_err(bad)?;
             }
@@ -388,6 +393,11 @@ mod tests {
             .map(|i| prompt(&format!("p{i}"), 0))
             .collect();
         assert!(refused(d(many)).contains("at most"));
+        // A review's case: an argument's title was bounded by nothing but
+        // the describe's lift.
+        let mut titled = prompt("p", 1);
+        titled.arguments[0].title = Some("t".repeat(s::MAX_NAME + 1));
+        assert!(refused(d(vec![titled])).contains("argument title"));
     }
 
     #[test]
