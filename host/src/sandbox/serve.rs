@@ -28,12 +28,36 @@ fn resource_def(r: wr::ResourceDef) -> s::ResourceDef {
     }
 }
 
+/// Most bytes of text all of one component's resources, templates and
+/// prompts may take together (each string is bounded on its own, and their
+/// counts are, but not their sum: found by review, hundreds of MiB could be
+/// declared, held with the catalog and cloned by every listing).
+const MAX_SERVED_BYTES: usize = 4 << 20;
+
+/// Count `texts` against a component's [`MAX_SERVED_BYTES`].
+fn declare<'t>(
+    total: &mut usize,
+    texts: impl IntoIterator<Item = &'t str>,
+) -> Result<(), LoadErrorKind> {
+    *total = texts
+        .into_iter()
+        .fold(*total, |t, x| t.saturating_add(x.len()));
+    if *total > MAX_SERVED_BYTES {
+        return Err(describe_err(format!(
+            "its resources, templates and prompts together take more than {} MiB of text; a component may declare at most that much",
+            MAX_SERVED_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// What a component declared besides tools, checked.
 pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
     let mut out = Served {
         completions: d.completions,
         ..Served::default()
     };
+    let mut declared = 0usize;
     if let Some(c) = d.resources {
         if c.resources.len() > s::MAX_RESOURCES {
             return Err(describe_err(format!(
@@ -54,6 +78,17 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             let r = resource_def(r);
             s::check_resource(&r)
                 .map_err(|e| describe_err(format!("resource `{}`: {e}", r.uri)))?;
+            declare(
+                &mut declared,
+                [&r.uri, &r.name]
+                    .into_iter()
+                    .chain(
+                        [&r.title, &r.description, &r.mime_type]
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .map(String::as_str),
+            )?;
             if !seen.insert(r.uri.clone()) {
                 return Err(describe_err(format!(
                     "resource `{}` is declared twice",
@@ -73,6 +108,17 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             for o in [&t.title, &t.mime_type].into_iter().flatten() {
                 s::bounded("its title or MIME type", o, s::MAX_NAME).map_err(bad)?;
             }
+            declare(
+                &mut declared,
+                [&t.uri_template, &t.name]
+                    .into_iter()
+                    .chain(
+                        [&t.title, &t.description, &t.mime_type]
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .map(String::as_str),
+            )?;
             out.templates.push((
                 s::TemplateDef {
                     uri_template: t.uri_template,
@@ -128,6 +174,13 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             if let Some(d) = &a.description {
                 s::bounded("an argument description", d, s::MAX_TEXT).map_err(bad)?;
             }
+            declare(
+                &mut declared,
+                [&a.name]
+                    .into_iter()
+                    .chain([&a.title, &a.description].into_iter().flatten())
+                    .map(String::as_str),
+            )?;
             arguments.push(s::PromptArgument {
                 name: a.name.clone(),
                 title: a.title.clone(),
@@ -135,6 +188,13 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
                 required: a.required,
             });
         }
+        declare(
+            &mut declared,
+            [&p.name]
+                .into_iter()
+                .chain([&p.title, &p.description].into_iter().flatten())
+                .map(String::as_str),
+        )?;
         out.prompts.push(s::PromptDef {
             name: p.name.as_str().into(),
             title: p.title.clone(),
@@ -398,6 +458,18 @@ mod tests {
         let mut titled = prompt("p", 1);
         titled.arguments[0].title = Some("t".repeat(s::MAX_NAME + 1));
         assert!(refused(d(vec![titled])).contains("argument title"));
+        // Each string within its bound, the sum past the component's: 100
+        // prompts of 32 arguments with 2 KB descriptions (6.4 MB).
+        let wordy = (0..100)
+            .map(|i| {
+                let mut p = prompt(&format!("p{i}"), 32);
+                for a in &mut p.arguments {
+                    a.description = Some("d".repeat(2000));
+                }
+                p
+            })
+            .collect();
+        assert!(refused(d(wordy)).contains("MiB of text"));
     }
 
     #[test]
