@@ -575,6 +575,23 @@ impl Core {
         self.visible_tool(scope, name, |t| t.def.clone())
     }
 
+    /// What serves the tool, prompt or resource `name` (`kind`: `tool`,
+    /// `prompt`, `resource`) of `scope` now: its component's load
+    /// fingerprint (its manifest, component and caps). A stateless round's
+    /// answers are bound to it, so a reload that swaps what serves a name
+    /// does not hand the new component the answers given to the old one
+    /// (found by review).
+    pub(crate) fn served_by(&self, scope: &Scope, kind: &str, name: &str) -> Option<[u8; 32]> {
+        let target = match kind {
+            "tool" => Target::Call,
+            "prompt" => Target::Get,
+            "resource" => Target::Read,
+            _ => return None,
+        };
+        let live = self.inner.live.load();
+        resolve(&live.catalog, scope, name, &target).map(|(c, _)| c.fingerprint)
+    }
+
     /// `f` of tool `name` of `scope`, if the scope may see it (its policy
     /// does not hide it).
     fn visible_tool<R>(

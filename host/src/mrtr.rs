@@ -192,8 +192,16 @@ pub(crate) struct Binding {
 }
 
 impl Binding {
-    pub(crate) fn new(scope: &str, kind: &'static str, name: &str, arguments: &Value) -> Binding {
-        Binding::of(scope, kind, name, Sorted(arguments))
+    /// Bound to `scope`, what runs (`kind`, `name`, served by the
+    /// component of fingerprint `by`, if any) and its `arguments`.
+    pub(crate) fn new(
+        scope: &str,
+        kind: &'static str,
+        name: &str,
+        by: Option<[u8; 32]>,
+        arguments: &Value,
+    ) -> Binding {
+        Binding::of(scope, kind, name, by, Sorted(arguments))
     }
 
     /// A tool call's binding to its arguments as the request carries them
@@ -202,20 +210,28 @@ impl Binding {
         scope: &str,
         kind: &'static str,
         name: &str,
+        by: Option<[u8; 32]>,
         arguments: Option<&serde_json::Map<String, Value>>,
     ) -> Binding {
         match arguments {
-            Some(m) => Binding::of(scope, kind, name, SortedMap(m)),
-            None => Binding::of(scope, kind, name, SortedMap(&serde_json::Map::new())),
+            Some(m) => Binding::of(scope, kind, name, by, SortedMap(m)),
+            None => Binding::of(scope, kind, name, by, SortedMap(&serde_json::Map::new())),
         }
     }
 
-    fn of(scope: &str, kind: &'static str, name: &str, arguments: impl Serialize) -> Binding {
+    fn of(
+        scope: &str,
+        kind: &'static str,
+        name: &str,
+        by: Option<[u8; 32]>,
+        arguments: impl Serialize,
+    ) -> Binding {
         let mut h = Sha256::new();
         for part in [scope, kind, name] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
+        h.update(by.unwrap_or_default());
         digest_canonical(&mut h, arguments);
         Binding {
             kind,
@@ -750,6 +766,7 @@ mod tests {
             "default",
             "tool",
             "ask",
+            None,
             &json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}),
         )
     }
@@ -843,21 +860,39 @@ mod tests {
         assert_eq!(ours, theirs);
         let Value::Object(m) = &v else { unreachable!() };
         assert_eq!(
-            Binding::of_arguments("s", "tool", "t", Some(m)).digest,
-            Binding::new("s", "tool", "t", &v).digest
+            Binding::of_arguments("s", "tool", "t", None, Some(m)).digest,
+            Binding::new("s", "tool", "t", None, &v).digest
         );
         assert_eq!(
-            Binding::of_arguments("s", "tool", "t", None).digest,
-            Binding::new("s", "tool", "t", &json!({})).digest
+            Binding::of_arguments("s", "tool", "t", None, None).digest,
+            Binding::new("s", "tool", "t", None, &json!({})).digest
         );
     }
 
     #[test]
     fn argument_key_order_does_not_change_the_binding() {
-        let a = Binding::new("s", "tool", "t", &json!({"x": 1, "y": {"b": 2, "a": 1}}));
-        let b = Binding::new("s", "tool", "t", &json!({"y": {"a": 1, "b": 2}, "x": 1}));
+        let a = Binding::new(
+            "s",
+            "tool",
+            "t",
+            None,
+            &json!({"x": 1, "y": {"b": 2, "a": 1}}),
+        );
+        let b = Binding::new(
+            "s",
+            "tool",
+            "t",
+            None,
+            &json!({"y": {"a": 1, "b": 2}, "x": 1}),
+        );
         assert_eq!(a.digest, b.digest);
-        let c = Binding::new("s", "tool", "t", &json!({"x": 2, "y": {"a": 1, "b": 2}}));
+        let c = Binding::new(
+            "s",
+            "tool",
+            "t",
+            None,
+            &json!({"x": 2, "y": {"a": 1, "b": 2}}),
+        );
         assert_ne!(a.digest, c.digest);
     }
 
@@ -911,7 +946,7 @@ mod tests {
     fn state_opens_only_for_the_same_call() {
         let key = StateKey::random();
         let (_, s) = state_of(round(&key, None, BTreeMap::new(), &[elicit("k", "?")]).unwrap());
-        let other = Binding::new("default", "tool", "ask", &json!({"b": 2}));
+        let other = Binding::new("default", "tool", "ask", None, &json!({"b": 2}));
         let e = Replay::open(
             &key,
             Limits::default(),
@@ -927,12 +962,34 @@ mod tests {
             "tenant-b",
             "tool",
             "ask",
+            None,
             &json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}),
         );
         let e = Replay::open(
             &key,
             Limits::default(),
             other_scope,
+            Some(&s),
+            BTreeMap::new(),
+            all(),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, MrtrError::WrongCall), "{e}");
+        // A review's case: the same call after a reload that swapped the
+        // component serving it. The answers given to the old one are not
+        // handed to the new one.
+        let reloaded = Binding::new(
+            "default",
+            "tool",
+            "ask",
+            Some([7; 32]),
+            &json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}),
+        );
+        let e = Replay::open(
+            &key,
+            Limits::default(),
+            reloaded,
             Some(&s),
             BTreeMap::new(),
             all(),

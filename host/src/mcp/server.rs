@@ -490,7 +490,13 @@ impl McpServer {
         let round = Stateless::open(
             &self.shared.state_key,
             self.shared.mrtr_limits,
-            mrtr::Binding::new(self.shared.scope.as_str(), kind, name, args),
+            mrtr::Binding::new(
+                self.shared.scope.as_str(),
+                kind,
+                name,
+                self.shared.core.served_by(&self.shared.scope, kind, name),
+                args,
+            ),
             ctx,
             request_state,
             input_responses,
@@ -680,6 +686,9 @@ impl ServerHandler for McpServer {
                     self.shared.scope.as_str(),
                     "tool",
                     &tool,
+                    self.shared
+                        .core
+                        .served_by(&self.shared.scope, "tool", &tool),
                     req.arguments.as_ref(),
                 ),
                 &ctx,
