@@ -880,6 +880,31 @@ fn progress_reaches_the_client_before_the_result_over_stdio() {
     assert_eq!(echo["result"]["content"][0]["text"], "beside");
 }
 
+/// A review's case: over a session, a tool's question went to the client
+/// whatever it had declared (this client declared no capabilities), as the
+/// tool wrote it. It is refused in the call now, and nothing is sent.
+#[test]
+fn a_session_client_is_asked_only_what_it_declared() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":"hi"}}}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["method"] == "sampling/createMessage"),
+        "a question the client cannot answer was sent: {lines:?}"
+    );
+    let answer = lines.iter().find(|l| l["id"] == 2).expect("answered");
+    assert!(
+        answer
+            .to_string()
+            .contains("did not declare the `sampling` capability"),
+        "{answer}"
+    );
+}
+
 /// A request under the id of a call still running is refused (its reply
 /// could not be told from the call's), and the call is answered once.
 #[test]

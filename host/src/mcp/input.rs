@@ -24,22 +24,52 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The session's client, asked at once (2025-11-25). Params and results
-/// pass through as JSON: the client validates them, and the tool sees
-/// exactly what the client said.
-pub(super) struct PeerClient(pub(super) Peer<RoleServer>);
+/// The session's client, asked at once (2025-11-25). A question goes
+/// only if the client declared the capability it needs, and in the shape
+/// the protocol gives it (members it does not define dropped), as on the
+/// stateless and task paths: before, a tool's `sampling/createMessage`
+/// went to a client that declared none, with `task` and `_meta` of the
+/// tool's own (found by review). Results pass through as JSON: the tool
+/// sees exactly what the client said.
+pub(super) struct PeerClient {
+    pub(super) peer: Peer<RoleServer>,
+    pub(super) capabilities: Capabilities,
+}
+
+impl PeerClient {
+    /// The client of `ctx`'s session.
+    pub(super) fn of(ctx: &RequestContext<RoleServer>) -> PeerClient {
+        PeerClient {
+            peer: ctx.peer.clone(),
+            capabilities: capabilities(ctx.client_capabilities().as_ref()),
+        }
+    }
+}
 
 impl model::ClientRequests for PeerClient {
     fn request(
         &self,
         req: ClientRequest,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Value, ClientError>> + Send>> {
-        let peer = self.0.clone();
+        let peer = self.peer.clone();
+        if let Err(capability) = self.capabilities.check(&req.method) {
+            return Box::pin(std::future::ready(Err(ClientError::Unsupported {
+                method: req.method,
+                capability: capability.to_string(),
+            })));
+        }
+        let params = input_request(&req)
+            .and_then(|r| {
+                serde_json::to_value(&r)
+                    .map(|v| v.get("params").cloned().unwrap_or(Value::Null))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(ClientError::Failed);
         Box::pin(async move {
             let method = req.method;
             let request = rmcp::model::ServerRequest::CustomRequest(CustomRequest::new(
                 method.clone(),
-                Some(req.params),
+                Some(params?),
             ));
             let result = peer.send_request(request).await.map_err(|e| {
                 ClientError::Failed(format!("the client did not answer `{method}`: {e}"))

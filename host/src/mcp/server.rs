@@ -485,7 +485,7 @@ impl McpServer {
         input_responses: Option<rmcp::model::InputResponses>,
     ) -> Result<(Option<Stateless>, Arc<dyn model::ClientRequests>), ErrorData> {
         if !input::is_stateless(ctx) {
-            return Ok((None, Arc::new(PeerClient(ctx.peer.clone()))));
+            return Ok((None, Arc::new(PeerClient::of(ctx))));
         }
         let round = Stateless::open(
             &self.shared.state_key,
@@ -700,7 +700,7 @@ impl ServerHandler for McpServer {
         };
         let client: Arc<dyn model::ClientRequests> = match &round {
             Some(r) => r.client(),
-            None => Arc::new(PeerClient(ctx.peer.clone())),
+            None => Arc::new(PeerClient::of(&ctx)),
         };
         let (events, rx) = model::EventSink::channel(EVENT_QUEUE);
         let forwarder = forward_events(
