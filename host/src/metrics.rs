@@ -736,4 +736,33 @@ mod serve {
             Ok(())
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        /// Addresses and `localhost` pass with or without a port, and
+        /// names the operator allowed (`--allow-host`, with or without a
+        /// port); any other name, as a page rebinding its own is, does
+        /// not, nor a value that is no authority.
+        #[test]
+        fn only_addresses_and_allowed_names_reach_the_metrics() {
+            let allowed = ["metrics.internal:9090".to_string()];
+            for host in [
+                "127.0.0.1:9",
+                "[::1]:9",
+                "10.0.0.5",
+                "LOCALHOST:1",
+                "metrics.internal",
+            ] {
+                assert!(super::host_allowed(Some(host), &allowed), "{host}");
+            }
+            for host in [
+                "evil.example",
+                "evil.example:9090",
+                "metrics.internal.evil",
+                "a b",
+            ] {
+                assert!(!super::host_allowed(Some(host), &allowed), "{host}");
+            }
+        }
+    }
 }

@@ -946,57 +946,36 @@ mod tests {
     fn state_opens_only_for_the_same_call() {
         let key = StateKey::random();
         let (_, s) = state_of(round(&key, None, BTreeMap::new(), &[elicit("k", "?")]).unwrap());
-        let other = Binding::new("default", "tool", "ask", None, &json!({"b": 2}));
-        let e = Replay::open(
-            &key,
-            Limits::default(),
-            other,
-            Some(&s),
-            BTreeMap::new(),
-            all(),
-        )
-        .err()
-        .unwrap();
-        assert!(matches!(e, MrtrError::WrongCall), "{e}");
-        let other_scope = Binding::new(
-            "tenant-b",
-            "tool",
-            "ask",
-            None,
-            &json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}),
-        );
-        let e = Replay::open(
-            &key,
-            Limits::default(),
-            other_scope,
-            Some(&s),
-            BTreeMap::new(),
-            all(),
-        )
-        .err()
-        .unwrap();
-        assert!(matches!(e, MrtrError::WrongCall), "{e}");
-        // A review's case: the same call after a reload that swapped the
-        // component serving it. The answers given to the old one are not
-        // handed to the new one.
-        let reloaded = Binding::new(
-            "default",
-            "tool",
-            "ask",
-            Some([7; 32]),
-            &json!({"b": 1, "a": [1, {"y": 2, "x": 1}]}),
-        );
-        let e = Replay::open(
-            &key,
-            Limits::default(),
-            reloaded,
-            Some(&s),
-            BTreeMap::new(),
-            all(),
-        )
-        .err()
-        .unwrap();
-        assert!(matches!(e, MrtrError::WrongCall), "{e}");
+        let args = json!({"b": 1, "a": [1, {"y": 2, "x": 1}]});
+        for (what, other) in [
+            (
+                "other arguments",
+                Binding::new("default", "tool", "ask", None, &json!({"b": 2})),
+            ),
+            (
+                "another scope",
+                Binding::new("tenant-b", "tool", "ask", None, &args),
+            ),
+            // A review's case: the same call after a reload that swapped
+            // the component serving it. The answers given to the old one
+            // are not handed to the new one.
+            (
+                "another component",
+                Binding::new("default", "tool", "ask", Some([7; 32]), &args),
+            ),
+        ] {
+            let e = Replay::open(
+                &key,
+                Limits::default(),
+                other,
+                Some(&s),
+                BTreeMap::new(),
+                all(),
+            )
+            .err()
+            .unwrap();
+            assert!(matches!(e, MrtrError::WrongCall), "{what}: {e}");
+        }
     }
 
     #[test]

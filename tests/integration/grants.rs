@@ -189,13 +189,22 @@ async fn only_granted_environment_variables_are_visible() {
 /// The `hostile` tool granted `127.0.0.1:port` and nothing else, under
 /// `limits` (the `[limits]` table's lines, if any).
 async fn hostile_granted(port: u16, limits: &str) -> (ToolDir, toolhost::Core) {
+    hostile_granted_with(port, limits, test_config()).await
+}
+
+/// [`hostile_granted`] under host config `config`.
+async fn hostile_granted_with(
+    port: u16,
+    limits: &str,
+    config: toolhost::HostConfig,
+) -> (ToolDir, toolhost::Core) {
     let d = ToolDir::new();
     d.add(
         "hostile",
         "hostile",
         &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\n{limits}"),
     );
-    let core = core(d.path()).await;
+    let core = core_with(config, d.path()).await;
     (d, core)
 }
 
@@ -288,15 +297,9 @@ async fn connections_held_open_count_against_the_calls_memory_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_count_against_max_open() {
     let port = http_server_that_never_finishes().await;
-    let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n\n[limits]\nmemory = \"256 MiB\"\n"),
-    );
     let mut config = test_config();
     config.caps.fs.max_open = Some(8);
-    let core = core_with(config, d.path()).await;
+    let (_d, core) = hostile_granted_with(port, "memory = \"256 MiB\"\n", config).await;
     let url = format!("http://127.0.0.1:{port}/");
     for _ in 0..2 {
         let out = call(&core, "hold_connections", json!({"url": url, "n": 100}))

@@ -1066,6 +1066,22 @@ pub(crate) fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> (u1
 
 pub(crate) const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
+/// A raw POST of a `sleep` call of `ms` under request id `id` in session
+/// `sid`, its response left to read (the connection closes after it).
+fn post_sleep(addr: &str, sid: &str, id: u64, ms: u64) -> std::net::TcpStream {
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"sleep","arguments":{{"ms":{ms}}}}}}}"#
+    );
+    write!(
+        c,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-11-25\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    c
+}
+
 /// A review's case: rmcp routes a session's messages by request id, and a
 /// second request under an id in flight overwrote the first's route: the
 /// first's channel stayed for the session's life (concurrent `ping`s under
@@ -1164,14 +1180,7 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
     // A review's case: resuming a request's stream (`Last-Event-ID`) ended
     // the request's own stream before its response. The id stays in
     // flight until the resumed stream carries the response.
-    let mut post = std::net::TcpStream::connect(&addr).unwrap();
-    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":2000}}}"#;
-    write!(
-        post,
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut post = post_sleep(&addr, &sid, 9, 2000);
     // The stream's first event id.
     let mut seen = Vec::new();
     let event = loop {
@@ -1241,14 +1250,7 @@ fn a_request_id_in_flight_in_an_http_session_is_not_taken_twice() {
     let cancelled = {
         let (addr, sid) = (addr.clone(), sid.clone());
         std::thread::spawn(move || {
-            let mut c = std::net::TcpStream::connect(&addr).unwrap();
-            let body = r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":5000}}}"#;
-            write!(
-                c,
-                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nmcp-session-id: {sid}\r\nmcp-protocol-version: 2025-11-25\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
+            let mut c = post_sleep(&addr, &sid, 10, 5000);
             c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             let mut got = Vec::new();
             let mut b = [0u8; 4096];

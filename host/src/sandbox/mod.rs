@@ -2724,12 +2724,7 @@ mod tests {
     /// made anew.
     #[test]
     fn a_reload_keeps_a_scopes_pool_share_while_its_calls_run() {
-        let sandbox = Sandbox::new(EngineConfig {
-            max_instances: 8,
-            cache_dir: None,
-            ..EngineConfig::default()
-        })
-        .unwrap();
+        let sandbox = small_sandbox(EngineConfig::default().epoch_tick);
         let scope = crate::catalog::Scope::new("t");
         let first = sandbox.scope_share(&scope, 0.5);
         assert_eq!(first.slots_total, 4);
@@ -2760,12 +2755,7 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_a_scopes_lookup_share_while_its_lookups_run() {
-        let sandbox = Sandbox::new(EngineConfig {
-            max_instances: 8,
-            cache_dir: None,
-            ..EngineConfig::default()
-        })
-        .unwrap();
+        let sandbox = small_sandbox(EngineConfig::default().epoch_tick);
         let scope = crate::catalog::Scope::new("t");
         let first = sandbox.scope_share(&scope, 0.5);
         let lookups = first.lookups.clone().unwrap();

@@ -34,14 +34,18 @@ fn resource_def(r: wr::ResourceDef) -> s::ResourceDef {
 /// declared, held with the catalog and cloned by every listing).
 const MAX_SERVED_BYTES: usize = 4 << 20;
 
-/// Count `texts` against a component's [`MAX_SERVED_BYTES`].
-fn declare<'t>(
+/// Count one declaration's texts (`named` and those `optional` it has)
+/// against a component's [`MAX_SERVED_BYTES`].
+fn declare(
     total: &mut usize,
-    texts: impl IntoIterator<Item = &'t str>,
+    named: &[&String],
+    optional: &[&Option<String>],
 ) -> Result<(), LoadErrorKind> {
-    *total = texts
-        .into_iter()
-        .fold(*total, |t, x| t.saturating_add(x.len()));
+    let texts = named
+        .iter()
+        .copied()
+        .chain(optional.iter().copied().flatten());
+    *total = texts.fold(*total, |t, x| t.saturating_add(x.len()));
     if *total > MAX_SERVED_BYTES {
         return Err(describe_err(format!(
             "its resources, templates and prompts together take more than {} MiB of text; a component may declare at most that much",
@@ -80,14 +84,8 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
                 .map_err(|e| describe_err(format!("resource `{}`: {e}", r.uri)))?;
             declare(
                 &mut declared,
-                [&r.uri, &r.name]
-                    .into_iter()
-                    .chain(
-                        [&r.title, &r.description, &r.mime_type]
-                            .into_iter()
-                            .flatten(),
-                    )
-                    .map(String::as_str),
+                &[&r.uri, &r.name],
+                &[&r.title, &r.description, &r.mime_type],
             )?;
             if !seen.insert(r.uri.clone()) {
                 return Err(describe_err(format!(
@@ -110,14 +108,8 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             }
             declare(
                 &mut declared,
-                [&t.uri_template, &t.name]
-                    .into_iter()
-                    .chain(
-                        [&t.title, &t.description, &t.mime_type]
-                            .into_iter()
-                            .flatten(),
-                    )
-                    .map(String::as_str),
+                &[&t.uri_template, &t.name],
+                &[&t.title, &t.description, &t.mime_type],
             )?;
             out.templates.push((
                 s::TemplateDef {
@@ -174,13 +166,7 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             if let Some(d) = &a.description {
                 s::bounded("an argument description", d, s::MAX_TEXT).map_err(bad)?;
             }
-            declare(
-                &mut declared,
-                [&a.name]
-                    .into_iter()
-                    .chain([&a.title, &a.description].into_iter().flatten())
-                    .map(String::as_str),
-            )?;
+            declare(&mut declared, &[&a.name], &[&a.title, &a.description])?;
             arguments.push(s::PromptArgument {
                 name: a.name.clone(),
                 title: a.title.clone(),
@@ -188,13 +174,7 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
                 required: a.required,
             });
         }
-        declare(
-            &mut declared,
-            [&p.name]
-                .into_iter()
-                .chain([&p.title, &p.description].into_iter().flatten())
-                .map(String::as_str),
-        )?;
+        declare(&mut declared, &[&p.name], &[&p.title, &p.description])?;
         out.prompts.push(s::PromptDef {
             name: p.name.as_str().into(),
             title: p.title.clone(),
