@@ -280,6 +280,7 @@ impl ScopeQuota {
             scope: scope.clone(),
             quota: Some(self.clone()),
             _slot: slot,
+            _kept: None,
         })
     }
 }
@@ -341,6 +342,7 @@ impl QuotaBook {
                 scope: scope.clone(),
                 quota: None,
                 _slot: None,
+                _kept: None,
             }),
         }
     }
@@ -355,6 +357,10 @@ pub(crate) struct Admission {
     scope: Scope,
     quota: Option<Arc<ScopeQuota>>,
     _slot: Option<Slot>,
+    /// What the front end holds for the call until it ends (an HTTP
+    /// request's count and body bytes: the call's arguments live on after
+    /// a client that went away, and stay counted).
+    _kept: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Charge `fuel` to `quota`'s fuel budget, if it has one.
@@ -392,6 +398,13 @@ impl AdmittedCall {
 }
 
 impl Admission {
+    /// This admission, holding `kept` until the call ends.
+    #[cfg(feature = "http")]
+    pub(crate) fn keeping(mut self, kept: impl std::any::Any + Send + Sync) -> Admission {
+        self._kept = Some(Box::new(kept));
+        self
+    }
+
     /// The scope it admits a call of.
     pub(crate) fn scope(&self) -> &Scope {
         &self.scope

@@ -1542,6 +1542,46 @@ mod protocol {
         assert_eq!(r["response"]["subtype"], "error", "{r}");
     }
 
+    /// A review's case: 256 control requests of up to `max_line_bytes` each
+    /// (32 MiB, up to 32 times that parsed) were no bound on what they
+    /// hold. Together they hold at most 64 MiB, each weighed as parsed:
+    /// three of 19.8 MB fit, a fourth is refused at once, and room comes
+    /// back as they end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn control_requests_in_flight_hold_at_most_their_bytes() {
+        let env = Env::new().await;
+        let opts = AgentOptions::default()
+            .server("tools", Scope::default())
+            .hook(
+                HookEvent::PreToolUse,
+                None,
+                hook(|_| std::future::pending::<HookOutput>()),
+            );
+        let (_s, mut cli) = connect(env.core.clone(), opts).await;
+        let pad = Value::Array(vec![json!(0); 300_000]);
+        let ask = |rid: &str| json!({"type": "control_request", "request_id": rid, "request": {"subtype": "hook_callback", "callback_id": "hook_0_0", "input": {"hook_event_name": "PreToolUse", "tool_name": "Read", "tool_input": {"pad": pad}}}});
+        for rid in ["b0", "b1", "b2", "b3"] {
+            cli.send(ask(rid)).await;
+        }
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["request_id"], "b3", "{r}");
+        assert_eq!(r["response"]["subtype"], "error", "{r}");
+        assert!(
+            r["response"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("would hold more than 67108864 bytes"),
+            "{r}"
+        );
+        // One cancelled: the next is taken (and waits on its hook).
+        cli.send(json!({"type": "control_cancel_request", "request_id": "b0"}))
+            .await;
+        // (Its task, aborted, gives its bytes back when the runtime drops it.)
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cli.send(ask("b4")).await;
+        assert_silent(&mut cli, 500).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tool_list_changes_reach_the_cli() {
         let env = Env::new().await;

@@ -835,6 +835,135 @@ fn a_connection_reads_no_more_past_256_calls_waiting() {
     );
 }
 
+/// A zero-filled array of `n` values: 2 bytes a value as text, and a
+/// `serde_json::Value` of 32 bytes and more once parsed.
+fn zeros(n: usize) -> serde_json::Value {
+    serde_json::Value::Array(vec![serde_json::json!(0); n])
+}
+
+/// A request that alone weighs more than a stdio connection may hold
+/// (64 MiB, each JSON value counted 64 bytes as over HTTP) is refused by
+/// its id, and the connection goes on. Before, any line up to 16 MiB was
+/// parsed and held (256 MiB of `Value`s each), 256 calls at a time and
+/// more through rmcp's loop (found by review).
+#[test]
+fn a_stdio_request_too_large_to_hold_is_refused_and_the_connection_goes_on() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x","pad":zeros(1_200_000)}}}),
+        json!({"jsonrpc":"2.0","id":2,"method":"resources/list","params":{"pad":zeros(1_200_000)}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"after"}}}),
+    ]);
+    assert!(status.success(), "{status}");
+    for id in [1, 2] {
+        let refused = lines.iter().find(|l| l["id"] == id).expect("answered");
+        assert_eq!(refused["error"]["code"], -32600, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("too large"),
+            "{refused}"
+        );
+    }
+    let after = lines.iter().find(|l| l["id"] == 3).expect("answered");
+    assert_eq!(after["result"]["content"][0]["text"], "after", "{after}");
+}
+
+/// Requests a stdio connection holds count against its 64 MiB as they run:
+/// three calls of 26 MB each (400,000 values in their `_meta`, which no
+/// schema checks) do not fit, so the third,
+/// and the `ping` behind it, wait for one of the first two to end. (Not
+/// bounded, the ping would be answered first, at once.)
+#[test]
+fn a_stdio_connection_holds_at_most_its_bytes_of_requests() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 8\n",
+    );
+    let (mut child, mut stdin, mut reader) = stdio_ready(&dir, &[]);
+    let mut batch = String::new();
+    for id in 0..3 {
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1500},"_meta":{"pad":zeros(400_000)}}});
+        batch.push_str(&format!("{call}\n"));
+    }
+    batch.push_str(&format!(
+        "{}\n",
+        json!({"jsonrpc":"2.0","id":"behind","method":"ping"})
+    ));
+    stdin.write_all(batch.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        let line = next_line(&mut reader);
+        if line["id"] != "behind" {
+            assert_eq!(line["result"]["content"][0]["text"], "slept", "{line}");
+        }
+        order.push(line["id"].clone());
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_ne!(
+        order[0], "behind",
+        "the ping behind a request that did not fit was answered first: {order:?}"
+    );
+}
+
+/// A request rmcp's loop answers (a `tools/call` naming its protocol
+/// version) is in flight under its id like a direct call: a direct call
+/// under the same id is refused while it runs (before, both ran, and two
+/// replies carried the id), and a cancelled one frees its id at once (rmcp
+/// never answers it).
+#[test]
+fn a_stdio_request_the_loop_answers_holds_its_id_until_answered_or_cancelled() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 8\n",
+    );
+    let (mut child, mut stdin, mut reader) = stdio_ready(&dir, &[]);
+    let looped = |id: &str, ms: u64| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":ms},"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}});
+    let direct = |id: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1}}});
+    for l in [
+        looped("L", 1500),
+        direct("L"),
+        looped("M", 30_000),
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"M"}}),
+        direct("M"),
+    ] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(next_line(&mut reader));
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let by_id = |id: &str| got.iter().filter(|l| l["id"] == id).collect::<Vec<_>>();
+    let l = by_id("L");
+    assert_eq!(l.len(), 2, "{got:?}");
+    assert!(
+        l[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already in flight")),
+        "{got:?}"
+    );
+    assert_eq!(l[1]["result"]["content"][0]["text"], "slept", "{got:?}");
+    let m = by_id("M");
+    assert_eq!(m.len(), 1, "{got:?}");
+    assert_eq!(m[0]["result"]["content"][0]["text"], "slept", "{got:?}");
+}
+
 /// A call's progress and log notifications reach the client before its
 /// result, and the lines of two calls never mix.
 #[test]
@@ -1318,7 +1447,7 @@ fn http_rejects_foreign_hosts_and_origins() {
 fn http_bearer_token_is_required_when_set() {
     let dir = tools(true);
     let mut args = serve_args(&dir);
-    args.extend(["--bearer-token".into(), "s3cret".into()]);
+    args.extend(["--bearer-token".into(), "s3cret-s3cret-s3cret".into()]);
     let server = HttpServe::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let addr = server.addr();
     let (status, resp) = http_post(&addr, &[], INIT);
@@ -1333,7 +1462,12 @@ fn http_bearer_token_is_required_when_set() {
         401
     );
     assert_eq!(
-        http_post(&addr, &[("Authorization", "Bearer s3cret")], INIT).0,
+        http_post(
+            &addr,
+            &[("Authorization", "Bearer s3cret-s3cret-s3cret")],
+            INIT
+        )
+        .0,
         200
     );
 }
@@ -1356,6 +1490,31 @@ fn http_refuses_a_public_address_without_a_token() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without a bearer token"), "{err}");
+}
+
+/// A token short enough to guess is refused, on any address.
+#[test]
+fn http_refuses_a_short_token() {
+    // (Taken, it would serve until killed.)
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--watch",
+            "false",
+            "--tools",
+        ])
+        .arg(tools(true).path())
+        .env("TOOLHOST_BEARER_TOKEN", "s3cret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the bearer token is 6 bytes"), "{err}");
 }
 
 #[test]

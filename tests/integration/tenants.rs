@@ -559,31 +559,7 @@ fn each_quota_is_a_429_with_retry_after() {
     let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     assert_eq!(http(&addr, "POST", "/mcp", &in_session, initialized).0, 202);
     let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":4000}}}"#;
-    {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        let mut req = format!(
-            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in in_session {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body.as_bytes()).unwrap();
-        // Wait for the response to start (the call is running), then hang up.
-        let mut first = [0u8; 12];
-        s.read_exact(&mut first).unwrap();
-        assert_eq!(
-            &first,
-            b"HTTP/1.1 200",
-            "{}",
-            String::from_utf8_lossy(&first)
-        );
-        // The stream starts before the call reaches the tenant's gate: give
-        // it time to take its slot (the call runs 4 s) before hanging up.
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    hang_up_once_started(&addr, &in_session, body);
     // On a loaded machine a probe may still come first (and take the slot
     // for its millisecond): probe again, within the hung-up call's 4 s.
     let mut probes = Vec::new();
@@ -895,6 +871,85 @@ fn tenant_entry(name: &str, tools: &str, token: &str, extra: &str) -> String {
         "\n[[tenant]]\nname = \"{name}\"\ntools = [\"{tools}\"]\ntoken-sha256 = [\"{}\"]\n{extra}\n",
         sha(token)
     )
+}
+
+/// POST `body` in a session (`in_session`: its headers), and hang up once
+/// its response has started (the call is running).
+fn hang_up_once_started(addr: &str, in_session: &[(&str, &str)], body: &str) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in in_session {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(
+        &first,
+        b"HTTP/1.1 200",
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    // The stream starts before the call reaches the tenant's gate: give it
+    // time to take its slot before hanging up.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// A 2025-11-25 session's call runs on when its client hangs up, and its
+/// arguments with it: the request stays counted against the tenant's
+/// `max-open-requests` (and its body against `max-request-bytes`) until
+/// the call has ended. Before, both were given back with the response, so
+/// a tenant could hold any number of calls' arguments (found by review).
+#[test]
+fn a_session_call_whose_client_hung_up_stays_counted_until_it_ends() {
+    let s = Setup::new("");
+    s.slow_tool("[limits]\ntimeout = \"30s\"\n");
+    s.configure(
+        "",
+        &tenant_entry("kappa", "slow/", "kappa-token", "max-open-requests = 1"),
+    );
+    let server = s.serve();
+    let addr = server.addr();
+    let (st, resp) = initialize(&addr, "kappa-token");
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let in_session = [
+        ("Authorization", "Bearer kappa-token"),
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(http(&addr, "POST", "/mcp", &in_session, initialized).0, 202);
+    let body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":6000}}}"#;
+    hang_up_once_started(&addr, &in_session, body);
+    // For the next 3 s (the call sleeps 6 s) the tenant's one open request
+    // is the call's: every other is refused, naming the bound.
+    let hung_up = std::time::Instant::now();
+    while hung_up.elapsed() < Duration::from_secs(3) {
+        let (st, resp) = rpc(&addr, Some("kappa-token"), "tools/list", json!({}), None);
+        assert_eq!(st, 429, "{resp}");
+        assert!(resp.contains("max-open-requests = 1"), "{resp}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once it has ended, its place is free.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, resp) = rpc(&addr, Some("kappa-token"), "tools/list", json!({}), None);
+        if st == 200 {
+            break;
+        }
+        assert_eq!(st, 429, "{resp}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call has ended, but its request still counts"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A host with tenant `name` (echo, `token`, the quota `extra`) beside the

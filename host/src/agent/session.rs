@@ -56,6 +56,9 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
     /// The CLI's control requests being handled, by request id.
     inflight: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The bytes those requests hold, each weighed as parsed
+    /// ([`MAX_INFLIGHT_BYTES`]).
+    inflight_bytes: Arc<tokio::sync::Semaphore>,
     bridges: HashMap<String, Bridge<McpServer>>,
     hooks: HashMap<String, (HookEvent, HookFn)>,
     options: AgentOptions,
@@ -79,6 +82,13 @@ const MAX_AGENT_NAME: usize = 256;
 /// Most control requests from the CLI handled at once (a CLI runs about
 /// ten tool calls at a time).
 const MAX_INFLIGHT: usize = 256;
+
+/// Most bytes the CLI's control requests in flight may hold, each weighed
+/// as parsed (`mcp::request_weight`): as an HTTP tenant's default
+/// `max-request-bytes`. Each line may be `max_line_bytes` long, and a
+/// parsed line weighs up to 32 times its text: 256 of them were not a
+/// bound (found by review).
+const MAX_INFLIGHT_BYTES: usize = 64 << 20;
 
 /// Most unused approvals kept for one tool: a guard approval another hook
 /// then denied is never used, and must not pile up.
@@ -655,6 +665,7 @@ impl AgentSession {
                 out,
                 pending: Mutex::default(),
                 inflight: Mutex::default(),
+                inflight_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_BYTES)),
                 bridges,
                 hooks,
                 options,
@@ -865,7 +876,10 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             Some("control_request") if inner.out.is_broken() => break,
             // No more lines already waiting? Then a call's first slice may
             // run on this task (see `dispatch`).
-            Some("control_request") => dispatch(&inner, v, || !more_waiting(&mut reader)),
+            Some("control_request") => {
+                let weight = crate::mcp::request_weight(&buf);
+                dispatch(&inner, v, weight, || !more_waiting(&mut reader))
+            }
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -908,7 +922,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
 }
 
 /// Handle one control request from the CLI on its own task.
-fn dispatch(inner: &Arc<Inner>, v: Value, idle: impl FnOnce() -> bool) {
+fn dispatch(inner: &Arc<Inner>, v: Value, weight: usize, idle: impl FnOnce() -> bool) {
     // Answered under the id `parse` reads (a number too), or the CLI waits
     // for this reply forever.
     let id = InboundRequest::request_id(&v);
@@ -929,22 +943,33 @@ fn dispatch(inner: &Arc<Inner>, v: Value, idle: impl FnOnce() -> bool) {
     // line of up to `max_line_bytes`) and a task until it is answered, and
     // a CLI that never waits for answers could pile up any number (found
     // by review).
-    let refused = {
+    // And past MAX_INFLIGHT_BYTES: each holds its parsed request.
+    let held = {
         let inflight = lock(&inner.inflight);
         if inflight.contains_key(&id) {
-            Some("a control request with this request_id is still in flight".to_string())
+            Err("a control request with this request_id is still in flight".to_string())
         } else if inflight.len() >= MAX_INFLIGHT {
-            Some(format!(
+            Err(format!(
                 "{MAX_INFLIGHT} control requests are in flight already; send more once some are answered"
             ))
         } else {
-            None
+            u32::try_from(weight)
+                .ok()
+                .and_then(|n| inner.inflight_bytes.clone().try_acquire_many_owned(n).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "the control requests in flight would hold more than {MAX_INFLIGHT_BYTES} bytes with this one (it weighs {weight} parsed, each JSON value counting 64); send it once some are answered"
+                    )
+                })
         }
     };
-    if let Some(why) = refused {
-        let _ = inner.write(&protocol::error(&id, &why));
-        return;
-    }
+    let held = match held {
+        Ok(held) => held,
+        Err(why) => {
+            let _ = inner.write(&protocol::error(&id, &why));
+            return;
+        }
+    };
     // MCP messages reach their server here, in the order the CLI wrote
     // them; only the replies are awaited concurrently. (Handled on the
     // tasks, a request written before a re-`initialize` could reach the
@@ -970,6 +995,8 @@ fn dispatch(inner: &Arc<Inner>, v: Value, idle: impl FnOnce() -> bool) {
     let direct = matches!(submitted, Some(Submitted::Direct(_)));
     let task_inner = inner.clone();
     let answer = async move {
+        // The request's bytes, until it is answered.
+        let _held = held;
         let inner = task_inner;
         let result = std::panic::AssertUnwindSafe(inner.handle(req.request, submitted))
             .catch_unwind()

@@ -122,6 +122,11 @@ impl HttpOptions {
     }
 }
 
+/// The shortest bearer token [`HttpServer::bind`] takes: a short one is
+/// found by guessing (found by review: `--bearer-token x` was taken, on
+/// any address).
+pub const MIN_TOKEN_BYTES: usize = 16;
+
 /// Why the HTTP server cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -134,6 +139,11 @@ pub enum HttpError {
     /// An empty token would let anyone in.
     #[error("the bearer token is empty")]
     EmptyToken,
+    /// A token shorter than [`MIN_TOKEN_BYTES`] could be guessed.
+    #[error(
+        "the bearer token is {0} bytes; at least {MIN_TOKEN_BYTES} are needed so it cannot be guessed (make one with `head -c 32 /dev/urandom | base64`)"
+    )]
+    ShortToken(usize),
     /// The address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -271,7 +281,7 @@ struct TenantServer {
 
 /// A request counted against its server's `max-open-requests`, and its
 /// body's bytes against `max-request-bytes`, until its response body ends
-/// or is dropped.
+/// or is dropped, and (a `tools/call`) the call has ended.
 struct OpenRequest {
     open: Arc<std::sync::atomic::AtomicUsize>,
     bytes: Arc<std::sync::atomic::AtomicUsize>,
@@ -332,6 +342,37 @@ impl Bound {
 }
 
 impl TenantServer {
+    /// Admit `post`'s `tools/call`, if it is one, under the scope's quotas
+    /// (as `caller`): here, to answer 429 before the call runs (in the
+    /// stateless lane, or rmcp's service, which parses it again). The
+    /// admission travels with the request, and the core holds it (and the
+    /// tenant's slot) for the whole call, with `held`: the request stays
+    /// counted (its count and its body's bytes) until the call ends, as a
+    /// 2025-11-25 session's call runs on when its client goes away, its
+    /// arguments with it (found by review: they were given back with the
+    /// response).
+    #[allow(clippy::result_large_err, reason = "the error is the response")]
+    fn admit_call(
+        &self,
+        caller: &str,
+        post: &Post,
+        held: &Arc<OpenRequest>,
+        parts: &mut http::request::Parts,
+    ) -> Result<(), Response> {
+        let Some((id, tool)) = post.call() else {
+            return Ok(());
+        };
+        let core = self.server.core();
+        match core.admit(self.server.scope(), caller, tool, true) {
+            Ok(a) => {
+                let a = a.keeping(held.clone());
+                parts.extensions.insert(crate::quota::AdmittedCall::new(a));
+                Ok(())
+            }
+            Err(q) => Err(too_many(&q.message, q.retry_after.as_secs(), Some(id))),
+        }
+    }
+
     /// Count a request as open if fewer than `max` are.
     fn open(&self, max: usize) -> Option<OpenRequest> {
         let n = self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -470,7 +511,7 @@ impl TenantServer {
         &self,
         who: &str,
         holds: Holds,
-        held: OpenRequest,
+        held: Arc<OpenRequest>,
         initialize: Option<rmcp::model::InitializeRequestParams>,
         id: Option<serde_json::Value>,
         req: Request,
@@ -509,7 +550,7 @@ impl TenantServer {
     /// see `AfterTurn`), as stdio and the agent do.
     async fn answer_stateless(
         &self,
-        held: OpenRequest,
+        held: Arc<OpenRequest>,
         call: stateless_call::Call,
         parts: http::request::Parts,
     ) -> Response {
@@ -803,6 +844,7 @@ impl HttpServer {
     pub async fn bind(server: McpServer, opts: HttpOptions) -> Result<HttpServer, HttpError> {
         match opts.bearer_token.as_deref() {
             Some("") => return Err(HttpError::EmptyToken),
+            Some(t) if t.len() < MIN_TOKEN_BYTES => return Err(HttpError::ShortToken(t.len())),
             None if !opts.addr.ip().is_loopback() => {
                 return Err(HttpError::PublicWithoutToken(opts.addr));
             }
@@ -1236,7 +1278,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
         let req = Request::from_parts(parts, body);
         return table.servers[i]
-            .serve(&who, holds, held, None, None, req)
+            .serve(&who, holds, Arc::new(held), None, None, req)
             .await;
     }
     let bytes = {
@@ -1290,26 +1332,16 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             Err(refused) => return refused,
         }
     }
+    let held = Arc::new(held);
     let server = &table.servers[i];
     let post = match Post::read(server, &parts, &bytes) {
         Ok(p) => p,
         Err(refused) => return refused,
     };
     let tenant = &table.tenancy.tenants[i].tenant;
-    if let Some((id, tool)) = post.call() {
-        // Admitted here, to answer 429 before the call runs (in the
-        // stateless lane, or rmcp's service, which parses it again); the
-        // admission travels with the request, and the core holds it
-        // (and the tenant's slot) for the whole call.
-        let caller = format!("mcp-http:{}", tenant.name);
-        match r.front.core.admit(&tenant.scope(), &caller, tool, true) {
-            Ok(a) => {
-                parts.extensions.insert(crate::quota::AdmittedCall::new(a));
-            }
-            Err(q) => {
-                return too_many(&q.message, q.retry_after.as_secs(), Some(id));
-            }
-        }
+    let caller = format!("mcp-http:{}", tenant.name);
+    if let Err(refused) = server.admit_call(&caller, &post, &held, &mut parts) {
+        return refused;
     }
     let parsed = match post {
         Post::Lane(call) => return server.answer_stateless(held, call, parts).await,
@@ -1430,9 +1462,12 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
         return r.served.too_many_open(WHO, r.holds.open_requests);
     };
     if req.method() != Method::POST {
-        return r.served.serve(WHO, r.holds, held, None, None, req).await;
+        return r
+            .served
+            .serve(WHO, r.holds, Arc::new(held), None, None, req)
+            .await;
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match r
         .served
         .read_body(WHO, body, r.max_body, r.holds, &mut held)
@@ -1441,10 +1476,17 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
         Ok(b) => b,
         Err(refused) => return refused,
     };
-    let parsed = match Post::read(&r.served, &parts, &bytes) {
-        Ok(Post::Lane(call)) => return r.served.answer_stateless(held, call, parts).await,
-        Ok(Post::Rmcp(parsed)) => parsed,
+    let held = Arc::new(held);
+    let post = match Post::read(&r.served, &parts, &bytes) {
+        Ok(post) => post,
         Err(refused) => return refused,
+    };
+    if let Err(refused) = r.served.admit_call("mcp-http", &post, &held, &mut parts) {
+        return refused;
+    }
+    let parsed = match post {
+        Post::Lane(call) => return r.served.answer_stateless(held, call, parts).await,
+        Post::Rmcp(parsed) => parsed,
     };
     let req = Request::from_parts(parts, Body::from(bytes));
     r.served

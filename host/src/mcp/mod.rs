@@ -45,7 +45,7 @@ mod tasks;
 #[cfg(feature = "http")]
 pub use auth::{AuthError, Tenancy};
 #[cfg(feature = "http")]
-pub use http::{HttpError, HttpOptions, HttpServer, TenantsHandle};
+pub use http::{HttpError, HttpOptions, HttpServer, MIN_TOKEN_BYTES, TenantsHandle};
 pub use server::McpServer;
 pub(crate) use server::{Finishing, call_past_loop};
 pub use stdio::{StdioReader, StdioWriter, stdio};
@@ -72,6 +72,14 @@ pub(crate) fn parsed_weight(body: &[u8]) -> usize {
         }
     }
     values.saturating_mul(VALUE_BYTES)
+}
+
+/// What a request's text weighs while it is held: its bytes, and what
+/// parsing it makes ([`parsed_weight`]). A line-based front end (stdio,
+/// the agent's control lines) charges each request this until it is
+/// answered, as HTTP charges a body against `max-request-bytes`.
+pub(crate) fn request_weight(text: &[u8]) -> usize {
+    text.len().saturating_add(parsed_weight(text))
 }
 
 /// What one parsed JSON value is counted (a `serde_json::Value` is 32

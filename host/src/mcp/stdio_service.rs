@@ -32,6 +32,14 @@
 //!   stops the guest; the call then ends unanswered (MCP: no response to a
 //!   cancelled request), and is audited as `cancelled`.
 //!
+//! What a connection holds is bounded, as an HTTP tenant's is: once the
+//! session is up, each line is weighed as parsed and holds that much of
+//! the connection's [`MAX_HELD`] until its request ends (a direct call's
+//! end, or its response passing out of the loop, or its cancellation); a
+//! request the loop answers also holds one of [`MAX_LOOPED`] slots, and
+//! its id, like a direct call's, cannot be used again until then. The
+//! reader waits for room (the client's input backs up).
+//!
 //! When input ends, the loop drains its handlers and the direct calls get
 //! the same time ([`DRAIN`]) to answer; then they are cancelled, and the
 //! output is flushed and closed.
@@ -46,8 +54,8 @@ use super::server::call_past_loop;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rmcp::model::{
-    CallToolRequestParams, CancelledNotificationParam, JsonRpcMessage, JsonRpcVersion2_0,
-    RequestId, ServerJsonRpcMessage,
+    CallToolRequestParams, CancelledNotificationParam, ClientJsonRpcMessage, JsonRpcMessage,
+    JsonRpcVersion2_0, RequestId, ServerJsonRpcMessage,
 };
 use rmcp::service::{Peer, QuitReason, RunningService, ServerInitializeError};
 use rmcp::{RoleServer, ServiceExt};
@@ -63,6 +71,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -84,6 +93,21 @@ const TO_LOOP: usize = 256 << 10;
 /// it the reader stops reading until one ends (the client's input backs
 /// up), so a client cannot make it hold calls without bound.
 const MAX_PARKED: usize = 256;
+
+/// Bytes of requests one connection may hold while they are served, each
+/// weighed as parsed ([`request_weight`](super::request_weight)): HTTP's
+/// default `max-request-bytes`, which bounds a tenant's request bodies the
+/// same way. Past it the reader waits for a request to end (the client's
+/// input backs up); a request that alone weighs more is refused. Without
+/// it a client could make the host hold its requests' parsed arguments
+/// without bound (16 MiB lines of `[0,0,…]` at 256 MiB each, found by
+/// review).
+const MAX_HELD: usize = 64 << 20;
+
+/// Most requests rmcp's loop may be answering for one connection at once,
+/// as for a 2025-11-25 session over HTTP; past it the reader waits. (rmcp
+/// runs each on a task of its own, and bounds none.)
+const MAX_LOOPED: usize = 1024;
 
 /// Most parked calls served (each woken one polled to its next wait) before
 /// the reader looks at its input again, so a burst of calls cannot hold
@@ -123,16 +147,55 @@ impl Drop for Starting {
     }
 }
 
-/// The direct calls of a connection.
+/// The requests of a connection: its direct calls, and what it holds.
 struct Calls {
     /// Those running, by request id: each one's turn and token.
     running: Mutex<HashMap<RequestId, (u64, CancellationToken)>>,
     turns: AtomicU64,
     /// Every direct call's token descends from this one.
     stop: CancellationToken,
+    /// The bytes of requests held ([`MAX_HELD`]): a direct call's until it
+    /// ends, one the loop answers until its response passes (or the client
+    /// cancels it: rmcp then sends none), any other line until the loop
+    /// has it.
+    bytes: Arc<Semaphore>,
+    /// Requests the loop is answering ([`MAX_LOOPED`]).
+    slots: Arc<Semaphore>,
+    /// Those requests by id, and what each holds.
+    looped: Mutex<HashMap<RequestId, (OwnedSemaphorePermit, OwnedSemaphorePermit)>>,
 }
 
 impl Calls {
+    fn new() -> Calls {
+        Calls {
+            running: Mutex::default(),
+            turns: AtomicU64::new(0),
+            stop: CancellationToken::new(),
+            bytes: Arc::new(Semaphore::new(MAX_HELD)),
+            slots: Arc::new(Semaphore::new(MAX_LOOPED)),
+            looped: Mutex::default(),
+        }
+    }
+
+    /// Whether a request under `id` is in flight here (a direct call's or
+    /// one the loop answers): another under it could not be told from it.
+    fn in_flight(&self, id: &RequestId) -> bool {
+        lock(&self.running).contains_key(id) || lock(&self.looped).contains_key(id)
+    }
+
+    /// `n` of `room`'s permits, once they are free; none once the
+    /// connection stops.
+    async fn room(&self, room: &Arc<Semaphore>, n: u32) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = room.clone().try_acquire_many_owned(n) {
+            return Some(p);
+        }
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            p = room.clone().acquire_many_owned(n) => p.ok(),
+        }
+    }
+
     /// Stop every direct call; none of them answers any more.
     fn cancel_all(&self) {
         lock(&self.running).clear();
@@ -165,11 +228,7 @@ impl McpServer {
     {
         let (out, writer) = Output::new(output, REPLY_BACKLOG);
         let writer = AbortOnDropHandle::new(tokio::spawn(writer));
-        let calls = Arc::new(Calls {
-            running: Mutex::default(),
-            turns: AtomicU64::new(0),
-            stop: CancellationToken::new(),
-        });
+        let calls = Arc::new(Calls::new());
         // Set once rmcp's handshake is done (and awaited by the reader
         // after the handshake's lines).
         let ready = Arc::new(tokio::sync::SetOnce::new());
@@ -191,6 +250,7 @@ impl McpServer {
                 loop_input,
                 ToOutput {
                     out: out.clone(),
+                    calls: calls.clone(),
                     partial: Vec::new(),
                 },
             ))
@@ -325,9 +385,26 @@ async fn read<R: AsyncRead + Unpin>(
         if out.is_broken() {
             break;
         }
+        // Until the handshake is done, lines go to the loop as they come
+        // (rmcp reads them one by one, holding none). After it, each is
+        // weighed and holds its room while it is served.
         let route = match ready.get() {
-            Some(ready) => route(&line, ready, &calls, &out),
-            None => Route::Loop,
+            Some(ready) => {
+                let weight = super::request_weight(&line);
+                let bytes = match u32::try_from(weight) {
+                    Ok(n) if weight <= MAX_HELD => n,
+                    _ => {
+                        too_large(&line, weight, &out);
+                        continue;
+                    }
+                };
+                let room = calls.room(&calls.bytes, bytes);
+                let Some(held) = serving(&mut parked, &out, room).await else {
+                    break;
+                };
+                route(&line, ready, &calls, &out, held)
+            }
+            None => Route::Loop(None),
         };
         if let Route::Direct(mut call) = route {
             // A call's first slice runs here when no other line is waiting
@@ -347,9 +424,25 @@ async fn read<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        if let Route::Answered = route {
+        let Route::Loop(held) = route else {
             continue;
-        }
+        };
+        // A request the loop will answer holds its room until its response
+        // passes (`ToOutput`), and a slot among `MAX_LOOPED`.
+        let _transient = match held {
+            Some(held) => match looped_request(&line) {
+                Some(id) => {
+                    let slot = calls.room(&calls.slots, 1);
+                    let Some(slot) = serving(&mut parked, &out, slot).await else {
+                        break;
+                    };
+                    lock(&calls.looped).insert(id, (held, slot));
+                    None
+                }
+                None => Some(held),
+            },
+            None => None,
+        };
         line.push(b'\n');
         // The parked calls go on while the loop takes the line.
         if serving(&mut parked, &out, to_loop.write_all(&line))
@@ -473,56 +566,81 @@ const HANDSHAKE_SETTLES: Duration = Duration::from_secs(1);
 
 /// Where a line goes.
 enum Route {
-    /// A `tools/call` to run here.
+    /// A `tools/call` to run here (holding its room until it ends).
     Direct(Pin<Box<dyn Future<Output = ()> + Send>>),
     /// Answered here already (a request under an id in flight here).
     Answered,
-    /// To rmcp's loop, as it was read.
-    Loop,
+    /// To rmcp's loop, as it was read, with the room it holds (none
+    /// before the handshake ends).
+    Loop(Option<OwnedSemaphorePermit>),
 }
 
 /// Where `line` goes. A `notifications/cancelled` naming a direct call
 /// cancels it here (and goes to the loop as well).
-fn route(line: &[u8], ready: &Ready, calls: &Arc<Calls>, out: &Arc<Output>) -> Route {
-    // As rmcp reads a line: a UTF-8 BOM and a CR before the newline are
-    // not part of the message.
-    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
+fn route(
+    line: &[u8],
+    ready: &Ready,
+    calls: &Arc<Calls>,
+    out: &Arc<Output>,
+    held: OwnedSemaphorePermit,
+) -> Route {
+    let line = message(line);
     let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) else {
-        return refuse_in_flight(line, calls, out);
+        return refuse_in_flight(line, calls, out, held);
     };
     match (probe.method.as_deref(), probe.id, probe.params) {
-        // Another request under the id of a call running here: its reply
-        // could not be told from the call's.
-        (Some(_), Some(id), _) if lock(&calls.running).contains_key(&id) => {
+        // Another request under the id of a request in flight here: its
+        // reply could not be told from the other's.
+        (Some(_), Some(id), _) if calls.in_flight(&id) => {
             in_flight(id, out);
             Route::Answered
         }
         // (rmcp reads params only as an object; serde would take an array.)
         (Some("tools/call"), Some(id), Some(params)) if params.get().starts_with('{') => {
             match serde_json::from_str::<CallToolRequestParams>(params.get()) {
-                Ok(params) => direct(id, params, ready, calls, out),
-                Err(_) => Route::Loop,
+                Ok(params) => direct(id, params, ready, calls, out, held),
+                Err(_) => Route::Loop(Some(held)),
             }
         }
         (Some("notifications/cancelled"), None, Some(params)) => {
             if let Ok(params) = serde_json::from_str::<CancelledNotificationParam>(params.get())
                 && let Some(id) = params.request_id
-                && let Some((_, stop)) = lock(&calls.running).remove(&id)
             {
-                stop.cancel();
+                if let Some((_, stop)) = lock(&calls.running).remove(&id) {
+                    stop.cancel();
+                }
+                // rmcp sends no response to a request cancelled: its room
+                // is given back now.
+                lock(&calls.looped).remove(&id);
             }
-            Route::Loop
+            Route::Loop(Some(held))
         }
-        _ => Route::Loop,
+        _ => Route::Loop(Some(held)),
     }
 }
 
-/// A request for the loop under the id of a call running here is refused
-/// too, however it is written (a member more, its own protocol version,
-/// params the direct path does not read): its reply could not be told
-/// from the call's. Read leniently, as rmcp reads it.
-fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output) -> Route {
+/// A line as rmcp reads it: a UTF-8 BOM and a CR before the newline are
+/// not part of the message.
+fn message(line: &[u8]) -> &[u8] {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The id of the request `line` is, if rmcp's loop reads it as one (and so
+/// answers it under that id). A line it cannot read as a message it
+/// answers without an id, or not at all.
+fn looped_request(line: &[u8]) -> Option<RequestId> {
+    let line = message(line);
+    lenient_request(line)?;
+    match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
+        Ok(JsonRpcMessage::Request(r)) => Some(r.id),
+        _ => None,
+    }
+}
+
+/// The id of a line that reads as a request, read leniently (a member
+/// more, params of any shape), as rmcp reads a line's id.
+fn lenient_request(line: &[u8]) -> Option<RequestId> {
     #[derive(Deserialize)]
     struct Request {
         method: Option<serde::de::IgnoredAny>,
@@ -532,11 +650,46 @@ fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output) -> Route {
         Ok(Request {
             method: Some(_),
             id: Some(id),
-        }) if lock(&calls.running).contains_key(&id) => {
+        }) => Some(id),
+        _ => None,
+    }
+}
+
+/// Refuse a request that alone weighs more than a connection may hold
+/// (a line that is not a request is dropped, as rmcp drops a line too
+/// long).
+fn too_large(line: &[u8], weight: usize, out: &Output) {
+    let Some(id) = lenient_request(message(line)) else {
+        tracing::error!(
+            weight,
+            max = MAX_HELD,
+            "an incoming MCP message weighs more than a connection may hold; it is dropped"
+        );
+        return;
+    };
+    let message: ServerJsonRpcMessage = JsonRpcMessage::error(
+        rmcp::ErrorData::invalid_request(
+            format!(
+                "the request is too large: parsed, it weighs {weight} bytes (each JSON value counts 64), and a connection holds at most {MAX_HELD} bytes of requests at once; send less per request"
+            ),
+            None,
+        ),
+        Some(id),
+    );
+    write(out, &message);
+}
+
+/// A request for the loop under the id of a request in flight here is
+/// refused too, however it is written (a member more, its own protocol
+/// version, params the direct path does not read): its reply could not be
+/// told from the other's. Read leniently, as rmcp reads it.
+fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output, held: OwnedSemaphorePermit) -> Route {
+    match lenient_request(line) {
+        Some(id) if calls.in_flight(&id) => {
             in_flight(id, out);
             Route::Answered
         }
-        _ => Route::Loop,
+        _ => Route::Loop(Some(held)),
     }
 }
 
@@ -575,6 +728,7 @@ fn direct(
     ready: &Ready,
     calls: &Arc<Calls>,
     out: &Arc<Output>,
+    held: OwnedSemaphorePermit,
 ) -> Route {
     let stop = calls.stop.child_token();
     let Some(call) = call_past_loop(
@@ -584,12 +738,14 @@ fn direct(
         params,
         stop.clone(),
     ) else {
-        return Route::Loop;
+        return Route::Loop(Some(held));
     };
     let turn = calls.turns.fetch_add(1, Ordering::Relaxed);
     lock(&calls.running).insert(id.clone(), (turn, stop));
     let (calls, out) = (calls.clone(), out.clone());
     Route::Direct(Box::pin(async move {
+        // The request's room, until the call has ended.
+        let _held = held;
         let (message, after) = crate::reply_first(call).await;
         // Cancelled by the client (or too late at the end): no reply.
         {
@@ -615,8 +771,31 @@ fn direct(
 /// output at once, in order with the direct calls' replies.
 struct ToOutput {
     out: Arc<Output>,
+    /// A response passing frees its request's room.
+    calls: Arc<Calls>,
     /// A line written in parts, until its newline.
     partial: Vec<u8>,
+}
+
+impl ToOutput {
+    /// Free the room of the request `line` answers, if the loop holds one.
+    fn answered(&self, line: &[u8]) {
+        #[derive(Deserialize)]
+        struct Answer {
+            method: Option<serde::de::IgnoredAny>,
+            id: Option<RequestId>,
+        }
+        if lock(&self.calls.looped).is_empty() {
+            return;
+        }
+        if let Ok(Answer {
+            method: None,
+            id: Some(id),
+        }) = serde_json::from_slice::<Answer>(line)
+        {
+            lock(&self.calls.looped).remove(&id);
+        }
+    }
 }
 
 impl AsyncWrite for ToOutput {
@@ -630,6 +809,7 @@ impl AsyncWrite for ToOutput {
             let mut line = std::mem::take(&mut self.partial);
             line.extend_from_slice(&rest[..=i]);
             rest = &rest[i + 1..];
+            self.answered(&line);
             if self.out.send(line).is_err() {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
