@@ -246,8 +246,7 @@ impl CoreBuilder {
             &*on_load,
         )
         .await;
-        let (changed, _) = tokio::sync::broadcast::channel(64);
-        let (served_changed, _) = tokio::sync::broadcast::channel(64);
+        let (changed, served_changed) = (Changes::default(), Changes::default());
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&audit);
         metrics.attach_memory(&sandbox.memory());
@@ -447,10 +446,10 @@ struct Inner {
     metrics: Metrics,
     /// `[tasks]`: read by front ends that serve tasks.
     tasks: crate::config::TasksConfig,
-    /// The scopes whose tool lists changed, one message per reload.
-    changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
-    /// The scopes whose resource-serving components changed, likewise.
-    served_changed: tokio::sync::broadcast::Sender<Arc<[Scope]>>,
+    /// Scopes whose tool lists changed.
+    changed: Changes,
+    /// Scopes whose resource-serving components changed.
+    served_changed: Changes,
     /// What reloads load from; one reload at a time.
     inputs: tokio::sync::Mutex<Inputs>,
 }
@@ -464,21 +463,41 @@ struct Live {
 /// Tells one scope's subscriber when that scope's tool list changes (see
 /// [`Core::watch_tools`]).
 pub struct ToolsWatch {
-    scope: Scope,
-    rx: tokio::sync::broadcast::Receiver<Arc<[Scope]>>,
+    rx: tokio::sync::watch::Receiver<u64>,
 }
 
 impl ToolsWatch {
-    /// Wait until the scope's tools change; `None` once the core is gone.
+    /// Wait until the scope's tools change (changes since the last call
+    /// are told once); `None` once the core is gone.
     pub async fn changed(&mut self) -> Option<()> {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            match self.rx.recv().await {
-                Ok(scopes) if scopes.contains(&self.scope) => return Some(()),
-                Ok(_) => continue,
-                // Missed some: the scope may have changed among them.
-                Err(RecvError::Lagged(_)) => return Some(()),
-                Err(RecvError::Closed) => return None,
+        self.rx.changed().await.ok()
+    }
+}
+
+/// Which scopes a reload changed, told to each scope's watchers alone: a
+/// count of changes per watched scope. (One broadcast of the scopes each
+/// reload changed told a watcher that fell 64 reloads behind that its own
+/// scope had changed, whatever had: a tenant could learn of others'
+/// reloads; found by review.)
+#[derive(Default)]
+struct Changes(std::sync::Mutex<std::collections::HashMap<Scope, tokio::sync::watch::Sender<u64>>>);
+
+impl Changes {
+    fn watch(&self, scope: &Scope) -> ToolsWatch {
+        let mut by_scope = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = by_scope
+            .entry(scope.clone())
+            .or_insert_with(|| tokio::sync::watch::channel(0).0);
+        ToolsWatch { rx: tx.subscribe() }
+    }
+
+    /// Tell the watchers of each of `scopes`; forget scopes nobody watches.
+    fn tell(&self, scopes: &[Scope]) {
+        let mut by_scope = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        by_scope.retain(|_, tx| tx.receiver_count() > 0);
+        for s in scopes {
+            if let Some(tx) = by_scope.get(s) {
+                tx.send_modify(|n| *n += 1);
             }
         }
     }
@@ -617,20 +636,14 @@ impl Core {
     /// Be told when `scope`'s tool list changes (a reload changed what it
     /// sees). Other scopes' changes are not reported to it.
     pub fn watch_tools(&self, scope: &Scope) -> ToolsWatch {
-        ToolsWatch {
-            scope: scope.clone(),
-            rx: self.inner.changed.subscribe(),
-        }
+        self.inner.changed.watch(scope)
     }
 
     /// Be told when the components serving `scope`'s resources change (a
     /// reload replaced, added or removed one): what a resource
     /// subscription can observe of a change.
     pub fn watch_resources(&self, scope: &Scope) -> ToolsWatch {
-        ToolsWatch {
-            scope: scope.clone(),
-            rx: self.inner.served_changed.subscribe(),
-        }
+        self.inner.served_changed.watch(scope)
     }
 
     /// Which version of its component serves resource `uri` in `scope`
@@ -763,7 +776,7 @@ impl Core {
         let mut scopes: Vec<&Scope> = old.catalog.scopes().chain(new.catalog.scopes()).collect();
         scopes.sort();
         scopes.dedup();
-        let changed: Arc<[Scope]> = scopes
+        let changed: Vec<Scope> = scopes
             .iter()
             .filter(|s| fingerprint(old, s) != fingerprint(&new, s))
             .map(|s| (*s).clone())
@@ -777,7 +790,7 @@ impl Core {
                 .map(|c| (c.manifest.sha256, c.fingerprint))
                 .collect()
         };
-        let served_changed: Arc<[Scope]> = scopes
+        let served_changed: Vec<Scope> = scopes
             .iter()
             .filter(|s| served(&old.catalog, s) != served(&new.catalog, s))
             .map(|s| (*s).clone())
@@ -793,12 +806,8 @@ impl Core {
         for c in retired {
             c.retire();
         }
-        if !changed.is_empty() {
-            let _ = self.inner.changed.send(changed);
-        }
-        if !served_changed.is_empty() {
-            let _ = self.inner.served_changed.send(served_changed);
-        }
+        self.inner.changed.tell(&changed);
+        self.inner.served_changed.tell(&served_changed);
         for e in &errors {
             tracing::warn!("reload: {e}");
         }

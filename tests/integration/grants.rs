@@ -938,6 +938,30 @@ async fn a_change_to_one_scopes_tools_is_announced_to_that_scope_only() {
             .is_err(),
         "tenant-a must not be told of tenant-b's change"
     );
+    // However many reloads change tenant-a while tenant-b's watcher is not
+    // looking, tenant-b is not told: one broadcast of the changed scopes,
+    // 64 deep, told a watcher that fell behind that its own had changed
+    // (found by review).
+    for i in 0..70 {
+        if i % 2 == 0 {
+            for ext in ["toml", "wasm"] {
+                std::fs::remove_file(a.path().join(format!("hostile.{ext}"))).unwrap();
+            }
+        } else {
+            a.add("hostile", "hostile", "");
+        }
+        assert!(core.reload().await.is_empty());
+    }
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), wb.changed())
+            .await
+            .is_err(),
+        "tenant-b must not be told of tenant-a's changes, however many"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), wa.changed())
+        .await
+        .expect("tenant-a's changes are told")
+        .expect("the core lives");
 }
 
 /// Issue 7 row 2, end to end. The attack: a tool with `rw` on a directory
