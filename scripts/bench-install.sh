@@ -43,8 +43,8 @@ cp "$ROOT/build/tools/echo.wasm" "$ROOT/build/tools/echo.toml" "$T/tool/"
 REF=127.0.0.1:$PORT/tools/echo:1.0
 "$BIN" keygen "$T/signer" >/dev/null 2>&1
 "$BIN" pack "$T/tool" -o "$T/echo.oci.tar" >/dev/null 2>&1
-"$BIN" push "$T/echo.oci.tar" "$REF" >/dev/null 2>&1
-"$BIN" sign "$REF" --key "$T/signer.key" 2>/dev/null
+PUSHED=$("$BIN" push "$T/echo.oci.tar" "$REF" 2>/dev/null)
+"$BIN" sign "$PUSHED" --key "$T/signer.key" 2>/dev/null
 "$BIN" sign "$T/echo.oci.tar" --key "$T/signer.key" --identity "127.0.0.1:$PORT/tools/echo" 2>/dev/null
 cat > "$T/host.toml" <<TOML
 [[trust]]

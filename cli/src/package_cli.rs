@@ -42,7 +42,8 @@ pub enum PackageCommand {
     /// Sign a package: in a registry (pushes the cosign `sha256-<hex>.sig`
     /// tag) or in a packed layout (added to the file).
     Sign {
-        /// A registry reference, or a .tar/layout directory.
+        /// A registry reference by digest (REPOSITORY@sha256:…, as `push`
+        /// prints it), or a .tar/layout directory.
         target: String,
         /// Private key: PKCS#8 PEM, or cosign's encrypted key with
         /// COSIGN_PASSWORD set.
@@ -289,6 +290,17 @@ async fn sign_in_registry(target: &str, key: &SigningKey, identity: Option<Strin
     }
     let reg = Registry::for_ref(&r)?;
     let pkg = reg.pull_package(&r).await?;
+    // A tag names whatever the registry serves when it is read: anyone who
+    // can push there could move it between `push` and `sign`, and have this
+    // key vouch for their package (found by review). Only a digest names
+    // what was pushed.
+    if r.digest().is_none() {
+        bail!(
+            "{target} is a tag, which names whatever the registry serves when it is read (now {}); sign the digest you pushed: `toolhost sign {}@<digest> --key KEY` (`toolhost push` prints it)",
+            pkg.digest,
+            r.repository()
+        );
+    }
     let mut sigs = reg.pull_signatures(&r, &pkg.digest).await?;
     sigs.add(key.sign(&r.repository(), &pkg.digest)?, key.public());
     reg.push_signatures(&r, &pkg.digest, &sigs).await?;

@@ -543,8 +543,30 @@ fn identity(der: &[u8]) -> std::result::Result<Identity, String> {
     let mut source_repository = None;
     let mut subjects = Vec::new();
     let mut code_signing = false;
+    // Each extension read here at most once, and each readable: else the
+    // identity would be whichever copy or form this code happened to pick
+    // (found by review: two issuers that differ, or a v2 issuer that is
+    // not text, fell back silently).
+    let mut seen = Vec::new();
     for ext in cert.tbs_certificate().extensions().into_iter().flatten() {
         let value = ext.extn_value.as_bytes();
+        if [
+            OID_EKU,
+            OID_SAN,
+            OID_ISSUER_V2,
+            OID_ISSUER_V1,
+            OID_SOURCE_REPOSITORY,
+        ]
+        .contains(&ext.extn_id)
+        {
+            if seen.contains(&ext.extn_id) {
+                return Err(format!(
+                    "its certificate has extension {} twice",
+                    ext.extn_id
+                ));
+            }
+            seen.push(ext.extn_id);
+        }
         if ext.extn_id == OID_EKU {
             code_signing = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(value)
                 .is_ok_and(|eku| eku.0.contains(&OID_CODE_SIGNING));
@@ -567,16 +589,41 @@ fn identity(der: &[u8]) -> std::result::Result<Identity, String> {
                 }
             }
         } else if ext.extn_id == OID_ISSUER_V2 {
-            issuer_v2 = Utf8StringRef::from_der(value)
-                .ok()
-                .map(|s| s.as_str().to_string());
+            issuer_v2 = Some(
+                Utf8StringRef::from_der(value)
+                    .map_err(|e| {
+                        format!("its OIDC issuer (extension {OID_ISSUER_V2}) is not text: {e}")
+                    })?
+                    .as_str()
+                    .to_string(),
+            );
         } else if ext.extn_id == OID_SOURCE_REPOSITORY {
-            source_repository = Utf8StringRef::from_der(value)
-                .ok()
-                .map(|s| s.as_str().to_string());
+            source_repository = Some(
+                Utf8StringRef::from_der(value)
+                    .map_err(|e| {
+                        format!("its source repository (extension {OID_SOURCE_REPOSITORY}) is not text: {e}")
+                    })?
+                    .as_str()
+                    .to_string(),
+            );
         } else if ext.extn_id == OID_ISSUER_V1 {
-            issuer_v1 = std::str::from_utf8(value).ok().map(str::to_string);
+            issuer_v1 = Some(
+                std::str::from_utf8(value)
+                    .map_err(|e| {
+                        format!("its OIDC issuer (extension {OID_ISSUER_V1}) is not text: {e}")
+                    })?
+                    .to_string(),
+            );
         }
+    }
+    if let (Some(v2), Some(v1)) = (&issuer_v2, &issuer_v1)
+        && v1 != v2
+    {
+        return Err(format!(
+            "its certificate names two OIDC issuers, {} (extension {OID_ISSUER_V2}) and {} (extension {OID_ISSUER_V1})",
+            printable(v2),
+            printable(v1)
+        ));
     }
     if !code_signing {
         return Err(
@@ -708,6 +755,8 @@ pub mod testing {
         pub code_signing: bool,
         /// Valid from `not_before` for ten minutes.
         pub not_before: i64,
+        /// More extensions, as they are (OID, DER value), after Fulcio's.
+        pub extra: &'a [(&'a str, &'a [u8])],
     }
 
     impl Default for Leaf<'_> {
@@ -719,6 +768,7 @@ pub mod testing {
                 source_repository: Some(REPOSITORY),
                 code_signing: true,
                 not_before: T0,
+                extra: &[],
             }
         }
     }
@@ -766,6 +816,12 @@ pub mod testing {
                 b.append_extension(X509Extension::new_from_der(&oid, false, &value).unwrap())
                     .unwrap();
             }
+        }
+        for (oid, der) in l.extra {
+            let oid = Asn1Object::from_str(oid).unwrap();
+            let value = Asn1OctetString::new_from_bytes(der).unwrap();
+            b.append_extension(X509Extension::new_from_der(&oid, false, &value).unwrap())
+                .unwrap();
         }
         b.sign(ca_key, MessageDigest::sha256()).unwrap();
         b.build()
@@ -955,6 +1011,43 @@ mod tests {
             T0 + 60,
         );
         assert_eq!(check(&r, &m).unwrap().subjects, vec!["dev@acme.test"]);
+    }
+
+    /// A certificate whose issuer could be read two ways is refused: two
+    /// issuers that differ, one that is not text, an extension twice (found
+    /// by review: v2 won silently, and an unreadable v2 fell back to v1).
+    #[test]
+    fn a_certificate_naming_its_issuer_two_ways_is_refused() {
+        let s = Sigstore::new();
+        let identity_of = |extra: &[(&str, &[u8])]| {
+            let l = Leaf {
+                extra,
+                ..Leaf::default()
+            };
+            let c = leaf(&l, &key(), &s.intermediate, &s.intermediate_key);
+            identity(&c.to_der().unwrap()).map(|i| i.issuer)
+        };
+        let v1 = "1.3.6.1.4.1.57264.1.1";
+        let v2 = "1.3.6.1.4.1.57264.1.8";
+        // The same issuer both ways, as Fulcio writes it: taken.
+        assert_eq!(identity_of(&[(v1, ISSUER.as_bytes())]).unwrap(), ISSUER);
+        let e = identity_of(&[(v1, b"https://evil.test")]).unwrap_err();
+        assert!(e.contains("two OIDC issuers"), "{e}");
+        let mut other = vec![0x0c, 17];
+        other.extend_from_slice(b"https://evil.test");
+        let e = identity_of(&[(v2, &other)]).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        // v2 not a UTF8String, where v1 (written as text) would pass.
+        let l = Leaf {
+            issuer: None,
+            extra: &[(v2, &[0x04, 0x01, 0x00]), (v1, ISSUER.as_bytes())],
+            ..Leaf::default()
+        };
+        let c = leaf(&l, &key(), &s.intermediate, &s.intermediate_key);
+        let e = identity(&c.to_der().unwrap())
+            .map(|i| i.issuer)
+            .unwrap_err();
+        assert!(e.contains("is not text"), "{e}");
     }
 
     #[test]

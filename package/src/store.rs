@@ -157,11 +157,62 @@ pub struct Listed {
     pub grants: Result<Grants, String>,
 }
 
+/// Refuse `dir` unless the user owns it and nobody else may write to it.
+fn owned_and_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.uid() != me || mode & 0o022 != 0 {
+        return Err(Error::Format(format!(
+            "the package store {} is owned by uid {} with mode {mode:o}: it must be yours ({me}) and writable by nobody else (chmod go-w)",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether directories `a` and `b` hold the same files, byte for byte.
+fn same_files(a: &Path, b: &Path) -> bool {
+    let names = |d: &Path| -> Option<Vec<std::ffi::OsString>> {
+        let mut n: Vec<_> = std::fs::read_dir(d)
+            .ok()?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .ok()?;
+        n.sort();
+        Some(n)
+    };
+    match (names(a), names(b)) {
+        (Some(na), Some(nb)) if na == nb => na.iter().all(|n| {
+            matches!(
+                (std::fs::read(a.join(n)), std::fs::read(b.join(n))),
+                (Ok(x), Ok(y)) if x == y
+            )
+        }),
+        _ => false,
+    }
+}
+
 impl Store {
     /// Open (creating) the store at `root`.
+    ///
+    /// The store and its `sha256/` must be the user's own and writable by
+    /// nobody else: whoever could write there could change what a host
+    /// loads and what an upgrade is compared with (found by review).
     pub fn open(root: &Path) -> Result<Store> {
-        std::fs::create_dir_all(root.join("sha256")).map_err(|e| Error::io(root, e))?;
-        std::fs::create_dir_all(root.join(".staging")).map_err(|e| Error::io(root, e))?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        // Made owner-only, whatever the umask.
+        let mut private = std::fs::DirBuilder::new();
+        private.recursive(true).mode(0o700);
+        for dir in [root.join("sha256"), root.join(".staging")] {
+            private.create(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        for dir in [root.to_path_buf(), root.join("sha256")] {
+            owned_and_private(&dir)?;
+        }
         Ok(Store {
             root: root.to_path_buf(),
         })
@@ -476,12 +527,24 @@ impl Store {
         Ok(tmp)
     }
 
-    /// Move a staged package into `sha256/<hex>/` (kept if already there:
-    /// same digest, same bytes).
+    /// Move a staged package into `sha256/<hex>/`: kept if already there
+    /// with the same files, else replaced (its files are derived from the
+    /// package's verified bytes; different ones are not what this install
+    /// verified, and later upgrades are compared with its `check.toml`).
     fn commit(&self, staged: tempfile::TempDir, digest: &Digest) -> Result<()> {
         let dest = self.package_dir(digest);
         if dest.join("component.wasm").is_file() {
-            return Ok(());
+            if same_files(staged.path(), &dest) {
+                return Ok(());
+            }
+            tracing::warn!(
+                "{}: its files differ from the package's; replaced",
+                dest.display()
+            );
+            let old = tempfile::tempdir_in(self.root.join(".staging"))
+                .map_err(|e| Error::io(&self.root, e))?;
+            let aside = old.path().join("replaced");
+            std::fs::rename(&dest, &aside).map_err(|e| Error::io(&dest, e))?;
         }
         let keep = staged.keep();
         match std::fs::rename(&keep, &dest) {
@@ -644,6 +707,52 @@ mod tests {
     }
 
     use super::*;
+
+    /// A store others may write to is refused: they could change what a
+    /// host loads, and what an upgrade is compared with (found by review).
+    #[test]
+    fn a_store_others_may_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("store");
+        Store::open(&root).unwrap();
+        for dir in [root.clone(), root.join("sha256")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = Store::open(&root).unwrap_err().to_string();
+            assert!(e.contains("writable by nobody else"), "{e}");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Store::open(&root).unwrap();
+    }
+
+    /// A package directory already there is kept only with the files this
+    /// install would write; else it is replaced (found by review: a
+    /// `check.toml` planted there became the baseline of later upgrades).
+    #[test]
+    fn a_package_directory_with_other_files_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(&t.path().join("store")).unwrap();
+        let d = Digest::of(b"pkg");
+        let stage = |check: &str| {
+            let s = tempfile::tempdir_in(store.root.join(".staging")).unwrap();
+            std::fs::write(s.path().join("component.wasm"), b"wasm").unwrap();
+            std::fs::write(s.path().join(CHECK_MANIFEST), check).unwrap();
+            s
+        };
+        store.commit(stage("[limits]\n"), &d).unwrap();
+        let dest = store.package_dir(&d);
+        std::fs::write(dest.join(CHECK_MANIFEST), "[network]\nallow = [\"*\"]\n").unwrap();
+        store.commit(stage("[limits]\n"), &d).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join(CHECK_MANIFEST)).unwrap(),
+            "[limits]\n"
+        );
+        // The same files: the directory is kept as it is.
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(&dest).unwrap().ino();
+        store.commit(stage("[limits]\n"), &d).unwrap();
+        assert_eq!(std::fs::metadata(&dest).unwrap().ino(), inode);
+    }
 
     #[test]
     fn the_component_is_rewritten_and_the_rest_kept() {

@@ -18,7 +18,7 @@
 //! This module decides; it loads key files and trust roots but fetches
 //! nothing.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, printable};
 use crate::keyless::{TrustedRoot, claimed_identity};
 use crate::oci::Digest;
 use crate::sign::{PublicKey, Signature, SimpleSigning};
@@ -166,6 +166,29 @@ impl TrustPolicy {
     ) -> Result<Signer> {
         let mut notes: Vec<String> = Vec::new();
         let mut identities: Vec<String> = Vec::new();
+        // Every signature is looked at: the first that verifies is the
+        // signer, unless another that verifies names another identity. A
+        // file or URL names no repository of its own, so its signatures
+        // alone would say which one it is, and the first would win: a
+        // source could put another publisher's signature of the same bytes
+        // first, and have the package installed as theirs (and the next
+        // "upgrade" from them taken as the same signer; found by review).
+        let mut signer: Option<Signer> = None;
+        let mut found = |s: Signer| -> Result<()> {
+            match &signer {
+                Some(first) if first.identity != s.identity => Err(Error::Untrusted(format!(
+                    "{what} ({}) is signed, and verified, as both {} and {}: which one it is cannot be told, so it is not installed; install it from its registry, where the repository says",
+                    digest.short(),
+                    printable(&first.identity),
+                    printable(&s.identity)
+                ))),
+                Some(_) => Ok(()),
+                None => {
+                    signer = Some(s);
+                    Ok(())
+                }
+            }
+        };
         for s in signatures {
             let p = match SimpleSigning::parse(&s.payload) {
                 Ok(p) => p,
@@ -200,22 +223,26 @@ impl TrustPolicy {
                 .collect();
             if let Some(cert) = &s.certificate {
                 match self.keyless(&identity, &rules, s, cert) {
-                    Ok(signer) => return Ok(signer),
+                    Ok(verified) => found(verified)?,
                     Err(note) => notes.push(note),
                 }
                 continue;
             }
-            for r in &rules {
-                for k in &r.keys {
-                    if k.verifies(&s.payload, &s.signature) {
-                        return Ok(Signer {
-                            identity,
-                            key: k.origin.clone(),
-                            fingerprint: k.fingerprint(),
-                            rule: r.source.clone(),
-                        });
-                    }
-                }
+            let verified = rules.iter().find_map(|r| {
+                let k = r
+                    .keys
+                    .iter()
+                    .find(|k| k.verifies(&s.payload, &s.signature))?;
+                Some(Signer {
+                    identity: identity.clone(),
+                    key: k.origin.clone(),
+                    fingerprint: k.fingerprint(),
+                    rule: r.source.clone(),
+                })
+            });
+            if let Some(verified) = verified {
+                found(verified)?;
+                continue;
             }
             if rules.is_empty() {
                 notes.push(format!(
@@ -239,6 +266,9 @@ impl TrustPolicy {
                     }
                 ));
             }
+        }
+        if let Some(signer) = signer {
+            return Ok(signer);
         }
         Err(Error::Untrusted(self.refusal(
             what,
@@ -446,6 +476,39 @@ mod tests {
             .unwrap();
         assert_eq!(s.fingerprint, good.public().fingerprint());
         assert_eq!(s.identity, REPO);
+    }
+
+    /// A file's (or URL's) signatures that verify must name one identity:
+    /// else its source could have it installed as whichever publisher's it
+    /// listed first (found by review). From a registry only the
+    /// repository's own count, so there it cannot arise.
+    #[test]
+    fn signatures_that_verify_as_two_identities_are_refused() {
+        let acme = SigningKey::generate().unwrap();
+        let community = SigningKey::generate().unwrap();
+        let d = Digest::of(b"pkg");
+        let mut p = TrustPolicy::from_keys("ghcr.io/acme/*", vec![acme.public().clone()]);
+        p.rules.extend(
+            TrustPolicy::from_keys("ghcr.io/community/*", vec![community.public().clone()]).rules,
+        );
+        let file = Origin::File("echo.oci.tar".into());
+        let both = vec![
+            community.sign("ghcr.io/community/echo", &d).unwrap(),
+            acme.sign("ghcr.io/acme/echo", &d).unwrap(),
+        ];
+        let e = p
+            .verify("echo.oci.tar", &file, &d, &both)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("as both ghcr.io/community/echo and ghcr.io/acme/echo"),
+            "{e}"
+        );
+        // One identity, however many signatures: its signer.
+        let s = p.verify("echo.oci.tar", &file, &d, &both[1..]).unwrap();
+        assert_eq!(s.identity, "ghcr.io/acme/echo");
+        let twice = vec![both[1].clone(), acme.sign("ghcr.io/acme/echo", &d).unwrap()];
+        assert!(p.verify("echo.oci.tar", &file, &d, &twice).is_ok());
     }
 
     #[test]

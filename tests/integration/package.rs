@@ -240,7 +240,13 @@ async fn push_then_install_by_tag_and_by_digest_then_call_it() {
     let r = reg.reference("tools/echo:1.0");
     let pushed = push(&tar, &r);
     let digest = pushed.rsplit_once('@').unwrap().1.to_string();
-    ok(&["sign", &r, "--key", &key]);
+    // A tag names whatever the registry serves when it is read: signing
+    // one is refused, naming the digest to sign instead.
+    let out = toolhost(&["sign", &r, "--key", &key]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("is a tag") && e.contains(&digest), "{e}");
+    ok(&["sign", &pushed, "--key", &key]);
     let config = w.config(
         "host.toml",
         &format!("{}/tools/*", reg.addr),
@@ -304,8 +310,8 @@ async fn a_tampered_layer_in_the_registry_is_refused() {
     let tar = w.pack("echo", "");
     let (key, public) = w.key("signer");
     let r = reg.reference("tools/echo:1.0");
-    push(&tar, &r);
-    ok(&["sign", &r, "--key", &key]);
+    let pushed = push(&tar, &r);
+    ok(&["sign", &pushed, "--key", &key]);
     let config = w.config("host.toml", "**", &[&public], "");
     let comp = format!("sha256:{}", sha256_hex(&w.path("echo/echo.wasm")));
     // Flip one byte of the component as the registry stores it: same size,
@@ -367,8 +373,8 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
     let (evil, _) = w.key("evil");
     let (_, trusted) = w.key("trusted");
     let r = reg.reference("tools/echo:1.0");
-    push(&tar, &r);
-    ok(&["sign", &r, "--key", &evil]);
+    let pushed = push(&tar, &r);
+    ok(&["sign", &pushed, "--key", &evil]);
     let config = w.config(
         "host.toml",
         &format!("{}/tools/*", reg.addr),
@@ -385,7 +391,7 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
 
     // A trusted key for another namespace does not count either.
     let config = w.config("other.toml", "ghcr.io/acme/*", &[&trusted], "");
-    ok(&["sign", &r, "--key", &w.key("acme").0]);
+    ok(&["sign", &pushed, "--key", &w.key("acme").0]);
     let e = stderr(&w.install(&r, &config, &[]));
     assert!(
         e.contains("no [[trust]] source in the host config covers"),
@@ -513,11 +519,11 @@ async fn two_keys_trusted_during_a_rollover_both_verify() {
     let (new_key, new_pub) = w.key("new");
     // v1 signed by the old key only, v2 by the new key only.
     let v1 = reg.reference("tools/echo:1");
-    push(&w.pack("echo", ""), &v1);
-    ok(&["sign", &v1, "--key", &old_key]);
+    let v1_pushed = push(&w.pack("echo", ""), &v1);
+    ok(&["sign", &v1_pushed, "--key", &old_key]);
     let v2 = reg.reference("tools/echo:2");
-    push(&w.pack("echo2", "[env]\nset = { V = \"2\" }"), &v2);
-    ok(&["sign", &v2, "--key", &new_key]);
+    let v2_pushed = push(&w.pack("echo2", "[env]\nset = { V = \"2\" }"), &v2);
+    ok(&["sign", &v2_pushed, "--key", &new_key]);
     let source = format!("{}/tools/*", reg.addr);
     let both = w.config("both.toml", &source, &[&old_pub, &new_pub], "");
     let out = w.install(&v1, &both, &[]);
@@ -529,7 +535,7 @@ async fn two_keys_trusted_during_a_rollover_both_verify() {
     let e = stderr(&w.install(&v1, &new_only, &[]));
     assert!(e.contains("signed, but by no key this host trusts"), "{e}");
     // Signing v1 again with the new key adds a second signature; both kept.
-    ok(&["sign", &v1, "--key", &new_key]);
+    ok(&["sign", &v1_pushed, "--key", &new_key]);
     let store3 = w.s("store3");
     let out = toolhost(&["install", &v1, "--store", &store3, "--config", &new_only]);
     assert_ok(&out);
@@ -634,8 +640,8 @@ async fn an_older_signed_version_is_refused_in_place_of_a_newer_one() {
     // Pushed to the registry under `tag`, and signed there.
     let publish = |tar: &str, tag: &str| {
         let r = reg.reference(tag);
-        push(tar, &r);
-        ok(&["sign", &r, "--key", &key]);
+        let pushed = push(tar, &r);
+        ok(&["sign", &pushed, "--key", &key]);
         r
     };
     // The old release pushed where the new one should be, and signed (for
@@ -954,7 +960,7 @@ fn openssl_verifies_our_cosign_signatures_fetched_from_the_registry() {
     let r = reg.reference("tools/echo:1.0");
     let pushed = push(&w.pack("echo", ""), &r);
     let digest = pushed.rsplit_once('@').unwrap().1.to_string();
-    ok(&["sign", &r, "--key", &key]);
+    ok(&["sign", &pushed, "--key", &key]);
 
     let sig_tag = format!("sha256-{}.sig", &digest[7..]);
     let raw = registry_get(
