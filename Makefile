@@ -64,7 +64,7 @@ deploy-tools:
 ## deploy/nginx/ with `nginx -t`.
 .PHONY: check-deploy
 check-deploy:
-	bash scripts/check-deploy.sh
+	TOOLHOST=$(TARGET_DIR)/debug/toolhost REQUIRE_HOST=1 bash scripts/check-deploy.sh
 
 # Tools in Python and JavaScript: `tools` depends on `lang-tools`.
 include scripts/languages.mk

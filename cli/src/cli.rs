@@ -23,12 +23,14 @@ struct Cli {
 #[derive(Args, Clone)]
 struct HostOpts {
     /// Tools directory, manifest or .wasm for the default scope (repeatable).
+    /// No default: a host loads only what it is named (a default of
+    /// `./tools` loaded whatever the working directory held, such as a
+    /// cloned project's, found by review).
     #[arg(
         long = "tools",
         short = 't',
         env = "TOOLHOST_TOOLS",
-        value_delimiter = ',',
-        default_value = "tools"
+        value_delimiter = ','
     )]
     tools: Vec<PathBuf>,
     /// Tools for a named scope: NAME=PATH (repeatable).
@@ -258,6 +260,11 @@ fn all_sources(h: &HostOpts, config: &HostConfig) -> Result<Vec<toolhost::Source
             .split_once('=')
             .with_context(|| format!("--scope-tools `{s}`: expected NAME=PATH"))?;
         sources.push(toolhost::Source::new(Scope::new(name), path));
+    }
+    if sources.is_empty() {
+        bail!(
+            "no tools named: pass --tools DIR (or TOOLHOST_TOOLS), --scope-tools NAME=PATH, or tenants' tool paths in --config"
+        );
     }
     Ok(sources)
 }
@@ -499,7 +506,9 @@ struct ServeOpts {
     /// Serve Streamable HTTP at http://ADDR/mcp (default 127.0.0.1:8750).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8750")]
     http: Option<std::net::SocketAddr>,
-    /// Require `Authorization: Bearer TOKEN` on HTTP (needed off loopback).
+    /// Require `Authorization: Bearer TOKEN` on HTTP (needed off loopback;
+    /// 16 bytes at least). Prefer the environment variable: a command line
+    /// is visible to every user of the machine.
     #[arg(long, env = "TOOLHOST_BEARER_TOKEN", hide_env_values = true)]
     bearer_token: Option<String>,
     /// Another accepted HTTP `Host` (name or name:port; repeatable).
