@@ -1492,6 +1492,30 @@ fn http_refuses_a_public_address_without_a_token() {
     assert!(err.contains("without a bearer token"), "{err}");
 }
 
+/// A host loads only what it is named: run in a directory holding
+/// `tools/` (a cloned project's, say) with no `--tools`, it loads nothing
+/// and says so. Before, `--tools` defaulted to `./tools` (found by review).
+#[test]
+fn no_tools_are_loaded_unless_named() {
+    let project = tempfile::tempdir().unwrap();
+    let planted = project.path().join("tools");
+    std::fs::create_dir(&planted).unwrap();
+    copy_tool(&tools_dir(), "echo", &planted);
+    let out = Command::new(BIN)
+        .args(["list"])
+        .current_dir(project.path())
+        .env_remove("TOOLHOST_TOOLS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no tools named"), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("echo"),
+        "the planted tool was loaded"
+    );
+}
+
 /// A token short enough to guess is refused, on any address.
 #[test]
 fn http_refuses_a_short_token() {
