@@ -38,7 +38,8 @@ CONF
 # builds it first): with its placeholder token digest it is refused, as the
 # state key's placeholder is, so the sample never runs with a token anyone
 # can read here; with a digest set, it loads the tools the image ships.
-# Its operator manifest (toolhost-tools) is checked beside the image's.
+# The tools are the Deployment's `--tools`, the image's and the operator's
+# manifests (toolhost-tools), laid out as the pod has them.
 TOOLHOST=${TOOLHOST:-target/debug/toolhost}
 if [ -x "$TOOLHOST" ] && [ -f build/tools/echo.toml ]; then
   sha=$(sha256sum build/tools/echo.wasm | cut -d' ' -f1)
@@ -49,20 +50,30 @@ toml = next(d["data"]["toolhost.toml"] for d in docs if "toolhost.toml" in d.get
 # Paths of the pod's volumes, moved under the scratch directory.
 toml = toml.replace("/var/cache/toolhost", sys.argv[2] + "/cache").replace("/var/log/toolhost", sys.argv[2] + "/log")
 open(sys.argv[2] + "/sample.toml", "w").write(toml)
-strict = next(d["data"]["echo-strict.toml"] for d in docs if "echo-strict.toml" in d.get("data", {}))
-open(sys.argv[2] + "/echo-strict.toml", "w").write(strict)
+operator = next(d["data"] for d in docs if d["metadata"]["name"] == "toolhost-tools")
+import os
+os.mkdir(sys.argv[2] + "/operator-tools")
+for name, text in operator.items():
+    open(sys.argv[2] + "/operator-tools/" + name, "w").write(text)
+# The Deployment's --tools, as the image and the ConfigMap lay them out.
+deployment = next(yaml.safe_load_all(open("deploy/kubernetes/deployment.yaml")))
+args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+tools = [args[i + 1] for i, a in enumerate(args) if a == "--tools"]
+tools = [t.replace("/opt/toolhost/tools", "build/tools").replace("/etc/toolhost/tools", sys.argv[2] + "/operator-tools") for t in tools]
+open(sys.argv[2] + "/tools", "w").write("\n".join(tools))
 PY
-  sed -i -e "s|/opt/toolhost/tools/echo.wasm|$PWD/build/tools/echo.wasm|" -e "s/@SHA256@/$sha/" "$tmp/echo-strict.toml"
+  sed -i -e "s|/opt/toolhost/tools/echo.wasm|$PWD/build/tools/echo.wasm|" -e "s/@SHA256@/$sha/" "$tmp"/operator-tools/*.toml
+  mapfile -t tools < "$tmp/tools"
   mkdir -p "$tmp/log"
-  if out=$("$TOOLHOST" check build/tools/echo.toml build/tools/text.toml "$tmp/echo-strict.toml" --config "$tmp/sample.toml" 2>&1); then
+  if out=$("$TOOLHOST" check "${tools[@]}" --config "$tmp/sample.toml" 2>&1); then
     echo "the sample config loaded with its placeholder token digest:" >&2; echo "$out" >&2; exit 1
   fi
   grep -q token-sha256 <<<"$out" || { echo "the sample config failed, but not on its token digest:" >&2; echo "$out" >&2; exit 1; }
   digest=$(head -c 32 /dev/urandom | base64 | tr -d '\n' | sha256sum | cut -d' ' -f1)
   sed -i "s/REPLACE-WITH-THE-SHA256-OF-A-RANDOM-TOKEN/$digest/" "$tmp/sample.toml"
-  "$TOOLHOST" check build/tools/echo.toml build/tools/text.toml "$tmp/echo-strict.toml" --config "$tmp/sample.toml" >/dev/null \
-    || { echo "the sample config, its token digest set, does not load the image's tools" >&2; exit 1; }
-  echo "the sample host config: refused with its placeholder; once set, loads echo, text and echo-strict"
+  "$TOOLHOST" check "${tools[@]}" --config "$tmp/sample.toml" >/dev/null \
+    || { echo "the sample config, its token digest set, does not load the Deployment's tools with no problem" >&2; exit 1; }
+  echo "the sample host config: refused with its placeholder; once set, loads the Deployment's tools with no problem"
 elif [ -n "${REQUIRE_HOST:-}" ]; then
   echo "no $TOOLHOST or build/tools to check the sample host config with (make tools; cargo build)" >&2; exit 1
 else
