@@ -157,7 +157,8 @@ pub struct Listed {
     pub grants: Result<Grants, String>,
 }
 
-/// Refuse `dir` unless the user owns it and nobody else may write to it.
+/// Refuse `dir` unless the user owns it and nobody else may write to it
+/// (a symlink is judged by what it names: the store's root may be one).
 fn owned_and_private(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
@@ -172,6 +173,17 @@ fn owned_and_private(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether directory `dir` and its files are the user's and writable by
+/// nobody else (else whoever could write them could change them later).
+fn private_files(dir: &Path) -> bool {
+    owned_and_private(dir).is_ok()
+        && std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .all(|p| p.is_ok_and(|p| owned_and_private(&p).is_ok()))
+        })
 }
 
 /// Whether directories `a` and `b` hold the same files, byte for byte.
@@ -210,7 +222,11 @@ impl Store {
         for dir in [root.join("sha256"), root.join(".staging")] {
             private.create(&dir).map_err(|e| Error::io(&dir, e))?;
         }
-        for dir in [root.to_path_buf(), root.join("sha256")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("sha256"),
+            root.join(".staging"),
+        ] {
             owned_and_private(&dir)?;
         }
         Ok(Store {
@@ -534,7 +550,7 @@ impl Store {
     fn commit(&self, staged: tempfile::TempDir, digest: &Digest) -> Result<()> {
         let dest = self.package_dir(digest);
         if dest.join("component.wasm").is_file() {
-            if same_files(staged.path(), &dest) {
+            if same_files(staged.path(), &dest) && private_files(&dest) {
                 return Ok(());
             }
             tracing::warn!(
@@ -716,7 +732,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("store");
         Store::open(&root).unwrap();
-        for dir in [root.clone(), root.join("sha256")] {
+        for dir in [root.clone(), root.join("sha256"), root.join(".staging")] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
             let e = Store::open(&root).unwrap_err().to_string();
             assert!(e.contains("writable by nobody else"), "{e}");
@@ -752,6 +768,15 @@ mod tests {
         let inode = std::fs::metadata(&dest).unwrap().ino();
         store.commit(stage("[limits]\n"), &d).unwrap();
         assert_eq!(std::fs::metadata(&dest).unwrap().ino(), inode);
+        // The same files, one of them writable by others: replaced (its
+        // writer could change it after the check).
+        use std::os::unix::fs::PermissionsExt as _;
+        let check = dest.join(CHECK_MANIFEST);
+        std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o666)).unwrap();
+        store.commit(stage("[limits]\n"), &d).unwrap();
+        assert_ne!(std::fs::metadata(&dest).unwrap().ino(), inode);
+        let mode = std::fs::metadata(&check).unwrap().permissions().mode();
+        assert_eq!(mode & 0o022, 0, "{mode:o}");
     }
 
     #[test]

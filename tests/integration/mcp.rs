@@ -964,6 +964,108 @@ fn a_stdio_request_the_loop_answers_holds_its_id_until_answered_or_cancelled() {
     assert_eq!(m[0]["result"]["content"][0]["text"], "slept", "{got:?}");
 }
 
+/// A cancellation frees a request the loop answers only as rmcp reads it
+/// (a review's cases): one with `"id": null`, which rmcp refuses, frees
+/// nothing (before, it gave the request's room back while it ran on: no
+/// bound at all); one with a member more, which rmcp takes, frees its id
+/// (before, the id stayed taken, and its room held, for good).
+#[test]
+fn a_stdio_cancellation_frees_only_what_rmcp_cancels() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\nmax-concurrency = 8\n",
+    );
+    let (mut child, mut stdin, mut reader) = stdio_ready(&dir, &[]);
+    let version =
+        json!({"io.modelcontextprotocol/protocolVersion": "2025-11-25", "pad": zeros(400_000)});
+    let heavy = |id: &str, ms: u64| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":ms},"_meta":version}});
+    let direct = |id: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"sleep","arguments":{"ms":1}}});
+    let mut batch = String::new();
+    for l in [
+        // Two heavy requests hold most of the room; the refused
+        // cancellation frees none of it, so the third waits for one of them.
+        heavy("H1", 1500),
+        heavy("H2", 1500),
+        json!({"jsonrpc":"2.0","id":null,"method":"notifications/cancelled","params":{"requestId":"H1"}}),
+        heavy("H3", 1),
+    ] {
+        batch.push_str(&format!("{l}\n"));
+    }
+    stdin.write_all(batch.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut answered = Vec::new();
+    while answered.len() < 3 {
+        let line = next_line(&mut reader);
+        // (rmcp's refusal of the null-id line carries no id.)
+        if line["id"].is_null() {
+            continue;
+        }
+        assert_eq!(line["result"]["content"][0]["text"], "slept", "{line}");
+        answered.push(line["id"].clone());
+    }
+    assert_ne!(
+        answered[0], "H3",
+        "a refused cancellation freed a running request's room: {answered:?}"
+    );
+    // A cancellation with a member more: rmcp cancels the request, and its
+    // id is free at once for the next.
+    for l in [
+        json!({"jsonrpc":"2.0","id":"B","method":"tools/call","params":{"name":"sleep","arguments":{"ms":30_000},"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"B"},"x":1}),
+        direct("B"),
+    ] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let line = next_line(&mut reader);
+    assert_eq!(line["id"], "B", "{line}");
+    assert_eq!(line["result"]["content"][0]["text"], "slept", "{line}");
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A 2026-07-28 client's first request (no `initialize`: it names its
+/// version inline) reaches the loop before the session is up: it holds its
+/// id like any other (a review's case: it was not tracked, and a direct
+/// call under its id ran beside it, two replies carrying the id).
+#[test]
+fn a_stdio_first_request_holds_its_id_too() {
+    use serde_json::json;
+    let dir = tools(true);
+    let mut child = stdio_server(&dir);
+    let mut stdin = child.stdin.take().unwrap();
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}});
+    let first = json!({"jsonrpc":"2.0","id":"X","method":"tools/call","params":{"name":"sleep","arguments":{"ms":2000},"_meta":meta}});
+    writeln!(stdin, "{first}").unwrap();
+    stdin.flush().unwrap();
+    // The session is up by then: the next takes the direct path.
+    std::thread::sleep(Duration::from_millis(500));
+    let second = json!({"jsonrpc":"2.0","id":"X","method":"tools/call","params":{"name":"sleep","arguments":{"ms":1}}});
+    writeln!(stdin, "{second}").unwrap();
+    stdin.flush().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let refused = next_line(&mut reader);
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already in flight")),
+        "{refused}"
+    );
+    let slept = next_line(&mut reader);
+    assert_eq!(slept["id"], "X", "{slept}");
+    assert_eq!(slept["result"]["content"][0]["text"], "slept", "{slept}");
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.is_empty(), "more replies: {rest}");
+    let _ = child.wait();
+}
+
 /// A call's progress and log notifications reach the client before its
 /// result, and the lines of two calls never mix.
 #[test]

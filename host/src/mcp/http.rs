@@ -141,7 +141,7 @@ pub enum HttpError {
     EmptyToken,
     /// A token shorter than [`MIN_TOKEN_BYTES`] could be guessed.
     #[error(
-        "the bearer token is {0} bytes; at least {MIN_TOKEN_BYTES} are needed so it cannot be guessed (make one with `head -c 32 /dev/urandom | base64`)"
+        "the bearer token is {0} bytes; at least {MIN_TOKEN_BYTES} are needed (a short one is easily guessed; make a random one with `head -c 32 /dev/urandom | base64`)"
     )]
     ShortToken(usize),
     /// The address cannot be bound.

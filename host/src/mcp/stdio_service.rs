@@ -54,8 +54,8 @@ use super::server::call_past_loop;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use rmcp::model::{
-    CallToolRequestParams, CancelledNotificationParam, ClientJsonRpcMessage, JsonRpcMessage,
-    JsonRpcVersion2_0, RequestId, ServerJsonRpcMessage,
+    CallToolRequestParams, ClientJsonRpcMessage, JsonRpcMessage, JsonRpcVersion2_0, RequestId,
+    ServerJsonRpcMessage,
 };
 use rmcp::service::{Peer, QuitReason, RunningService, ServerInitializeError};
 use rmcp::{RoleServer, ServiceExt};
@@ -108,6 +108,10 @@ const MAX_HELD: usize = 64 << 20;
 /// as for a 2025-11-25 session over HTTP; past it the reader waits. (rmcp
 /// runs each on a task of its own, and bounds none.)
 const MAX_LOOPED: usize = 1024;
+
+/// The longest line that is no request and passes without room when the
+/// connection has none (see `read`).
+const PASSES_WITHOUT_ROOM: usize = 64 << 10;
 
 /// Most parked calls served (each woken one polled to its next wait) before
 /// the reader looks at its input again, so a burst of calls cannot hold
@@ -385,26 +389,33 @@ async fn read<R: AsyncRead + Unpin>(
         if out.is_broken() {
             break;
         }
-        // Until the handshake is done, lines go to the loop as they come
-        // (rmcp reads them one by one, holding none). After it, each is
-        // weighed and holds its room while it is served.
-        let route = match ready.get() {
-            Some(ready) => {
-                let weight = super::request_weight(&line);
-                let bytes = match u32::try_from(weight) {
-                    Ok(n) if weight <= MAX_HELD => n,
-                    _ => {
-                        too_large(&line, weight, &out);
-                        continue;
-                    }
-                };
+        // Each line is weighed as parsed, and holds that much of the
+        // connection's room while it is served.
+        let weight = super::request_weight(&line);
+        let Some(bytes) = u32::try_from(weight).ok().filter(|_| weight <= MAX_HELD) else {
+            too_large(&line, weight, &out);
+            continue;
+        };
+        let held = match calls.bytes.clone().try_acquire_many_owned(bytes) {
+            Ok(held) => Some(held),
+            // A small line that is no request (a notification, a response)
+            // holds nothing once the loop has read it: it passes without
+            // room when there is none, or a connection whose room its long
+            // calls hold could not cancel them (found by review).
+            Err(_) if line.len() <= PASSES_WITHOUT_ROOM && !envelope(&line).is_request() => None,
+            Err(_) => {
                 let room = calls.room(&calls.bytes, bytes);
                 let Some(held) = serving(&mut parked, &out, room).await else {
                     break;
                 };
-                route(&line, ready, &calls, &out, held)
+                Some(held)
             }
-            None => Route::Loop(None),
+        };
+        // Once the session is up, a `tools/call` may run here; before, every
+        // line goes to the loop (which answers the handshake).
+        let route = match (ready.get(), held) {
+            (Some(ready), Some(held)) => route(&line, ready, &calls, &out, held),
+            (_, held) => Route::Loop(held),
         };
         if let Route::Direct(mut call) = route {
             // A call's first slice runs here when no other line is waiting
@@ -427,21 +438,45 @@ async fn read<R: AsyncRead + Unpin>(
         let Route::Loop(held) = route else {
             continue;
         };
-        // A request the loop will answer holds its room until its response
-        // passes (`ToOutput`), and a slot among `MAX_LOOPED`.
-        let _transient = match held {
-            Some(held) => match looped_request(&line) {
-                Some(id) => {
-                    let slot = calls.room(&calls.slots, 1);
-                    let Some(slot) = serving(&mut parked, &out, slot).await else {
-                        break;
-                    };
-                    lock(&calls.looped).insert(id, (held, slot));
-                    None
+        // What the loop makes of the line, read as rmcp reads it: a request
+        // it answers holds its room until its response passes (`ToOutput`),
+        // and a slot among `MAX_LOOPED`; a cancellation it acts on cancels a
+        // direct call, or gives a request's room back (rmcp sends no
+        // response to a request cancelled). Read any other way, a client
+        // could free what the loop still holds, or hold what it freed
+        // (found by review: an `"id": null` cancellation rmcp refuses, one
+        // with a member more that it takes).
+        let _transient = match looped(&line) {
+            Looped::Request(id) => {
+                if calls.in_flight(&id) {
+                    in_flight(id, &out);
+                    continue;
                 }
-                None => Some(held),
-            },
-            None => None,
+                let held = match held {
+                    Some(held) => held,
+                    None => {
+                        let room = calls.room(&calls.bytes, bytes);
+                        let Some(held) = serving(&mut parked, &out, room).await else {
+                            break;
+                        };
+                        held
+                    }
+                };
+                let slot = calls.room(&calls.slots, 1);
+                let Some(slot) = serving(&mut parked, &out, slot).await else {
+                    break;
+                };
+                lock(&calls.looped).insert(id, (held, slot));
+                None
+            }
+            Looped::Cancel(id) => {
+                if let Some((_, stop)) = lock(&calls.running).remove(&id) {
+                    stop.cancel();
+                }
+                lock(&calls.looped).remove(&id);
+                held
+            }
+            Looped::Other => held,
         };
         line.push(b'\n');
         // The parked calls go on while the loop takes the line.
@@ -602,19 +637,6 @@ fn route(
                 Err(_) => Route::Loop(Some(held)),
             }
         }
-        (Some("notifications/cancelled"), None, Some(params)) => {
-            if let Ok(params) = serde_json::from_str::<CancelledNotificationParam>(params.get())
-                && let Some(id) = params.request_id
-            {
-                if let Some((_, stop)) = lock(&calls.running).remove(&id) {
-                    stop.cancel();
-                }
-                // rmcp sends no response to a request cancelled: its room
-                // is given back now.
-                lock(&calls.looped).remove(&id);
-            }
-            Route::Loop(Some(held))
-        }
         _ => Route::Loop(Some(held)),
     }
 }
@@ -626,40 +648,68 @@ fn message(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// The id of the request `line` is, if rmcp's loop reads it as one (and so
-/// answers it under that id). A line it cannot read as a message it
-/// answers without an id, or not at all.
-fn looped_request(line: &[u8]) -> Option<RequestId> {
+/// What rmcp's loop makes of a line.
+enum Looped {
+    /// A request it answers, under this id.
+    Request(RequestId),
+    /// A cancellation of the request under this id, which it acts on.
+    Cancel(RequestId),
+    /// Anything else: a notification or a response, or a line it answers
+    /// without an id (one it cannot read as a message), or not at all.
+    Other,
+}
+
+/// What rmcp's loop makes of `line`: read as it reads it
+/// (`ClientJsonRpcMessage`), once the envelope shows a method (a response
+/// is not read again).
+fn looped(line: &[u8]) -> Looped {
+    use rmcp::model::ClientNotification;
     let line = message(line);
-    lenient_request(line)?;
+    if envelope(line).method.is_none() {
+        return Looped::Other;
+    }
     match serde_json::from_slice::<ClientJsonRpcMessage>(line) {
-        Ok(JsonRpcMessage::Request(r)) => Some(r.id),
-        _ => None,
+        Ok(JsonRpcMessage::Request(r)) => Looped::Request(r.id),
+        Ok(JsonRpcMessage::Notification(n)) => match n.notification {
+            ClientNotification::CancelledNotification(c) => {
+                c.params.request_id.map_or(Looped::Other, Looped::Cancel)
+            }
+            _ => Looped::Other,
+        },
+        _ => Looped::Other,
     }
 }
 
-/// The id of a line that reads as a request, read leniently (a member
-/// more, params of any shape), as rmcp reads a line's id.
-fn lenient_request(line: &[u8]) -> Option<RequestId> {
-    #[derive(Deserialize)]
-    struct Request {
-        method: Option<serde::de::IgnoredAny>,
-        id: Option<RequestId>,
+/// A line's method and id, read leniently (a member more, params of any
+/// shape), as rmcp reads a line's id.
+#[derive(Deserialize, Default)]
+struct Envelope {
+    method: Option<serde::de::IgnoredAny>,
+    id: Option<RequestId>,
+}
+
+impl Envelope {
+    /// Whether it reads as a request (a method and an id).
+    fn is_request(&self) -> bool {
+        self.method.is_some() && self.id.is_some()
     }
-    match serde_json::from_slice::<Request>(line) {
-        Ok(Request {
-            method: Some(_),
-            id: Some(id),
-        }) => Some(id),
-        _ => None,
+
+    /// Its id, if it reads as a request.
+    fn request_id(self) -> Option<RequestId> {
+        self.method.and(self.id)
     }
+}
+
+/// `line`'s envelope (empty if it is not a JSON object).
+fn envelope(line: &[u8]) -> Envelope {
+    serde_json::from_slice(message(line)).unwrap_or_default()
 }
 
 /// Refuse a request that alone weighs more than a connection may hold
 /// (a line that is not a request is dropped, as rmcp drops a line too
 /// long).
 fn too_large(line: &[u8], weight: usize, out: &Output) {
-    let Some(id) = lenient_request(message(line)) else {
+    let Some(id) = envelope(line).request_id() else {
         tracing::error!(
             weight,
             max = MAX_HELD,
@@ -684,7 +734,7 @@ fn too_large(line: &[u8], weight: usize, out: &Output) {
 /// version, params the direct path does not read): its reply could not be
 /// told from the other's. Read leniently, as rmcp reads it.
 fn refuse_in_flight(line: &[u8], calls: &Calls, out: &Output, held: OwnedSemaphorePermit) -> Route {
-    match lenient_request(line) {
+    match envelope(line).request_id() {
         Some(id) if calls.in_flight(&id) => {
             in_flight(id, out);
             Route::Answered
