@@ -61,7 +61,9 @@ deploy-tools:
 
 ## check-deploy: validate deploy/kubernetes/ against the Kubernetes API
 ## schemas (kubernetes-validate, pinned, from `make test-deps`) and
-## deploy/nginx/ with `nginx -t`.
+## deploy/nginx/ with `nginx -t`; and load the sample host config and the
+## Deployment's --tools with the host (needs `make tools` and the debug
+## binary, which `make test` builds first).
 .PHONY: check-deploy
 check-deploy:
 	TOOLHOST=$(TARGET_DIR)/debug/toolhost REQUIRE_HOST=1 bash scripts/check-deploy.sh

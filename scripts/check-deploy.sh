@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validate deploy/: every Kubernetes manifest against the API schemas of the
 # Kubernetes version below (kubernetes-validate, strict: unknown fields are
-# errors), and the nginx example with `nginx -t` inside a minimal config.
+# errors), the nginx example with `nginx -t` inside a minimal config, and
+# the sample host config and the Deployment's tools loaded by the host
+# itself ($TOOLHOST, with build/tools from `make tools`).
 #   scripts/check-deploy.sh
 # Needs `scripts/install-test-deps.sh` (kubernetes-validate) and
 # `scripts/install-nginx.sh` (nginx).

@@ -357,10 +357,8 @@ pub(crate) struct Admission {
     scope: Scope,
     quota: Option<Arc<ScopeQuota>>,
     _slot: Option<Slot>,
-    /// What the front end holds for the call until it ends (an HTTP
-    /// request's count and body bytes: the call's arguments live on after
-    /// a client that went away, and stay counted).
-    _kept: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// Whatever the front end holds for the call until it ends.
+    _kept: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Charge `fuel` to `quota`'s fuel budget, if it has one.
@@ -400,8 +398,8 @@ impl AdmittedCall {
 impl Admission {
     /// This admission, holding `kept` until the call ends.
     #[cfg(feature = "http")]
-    pub(crate) fn keeping(mut self, kept: impl std::any::Any + Send + Sync) -> Admission {
-        self._kept = Some(Box::new(kept));
+    pub(crate) fn keeping(mut self, kept: Arc<dyn std::any::Any + Send + Sync>) -> Admission {
+        self._kept = Some(kept);
         self
     }
 

@@ -1041,14 +1041,16 @@ fn a_stdio_first_request_holds_its_id_too() {
     let mut stdin = child.stdin.take().unwrap();
     let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}});
     let first = json!({"jsonrpc":"2.0","id":"X","method":"tools/call","params":{"name":"sleep","arguments":{"ms":2000},"_meta":meta}});
-    writeln!(stdin, "{first}").unwrap();
+    // A `ping` answered: the session is up, and the next line takes the
+    // direct path (as `stdio_ready` waits).
+    let ping = json!({"jsonrpc":"2.0","id":"up","method":"ping","params":{"_meta":meta}});
+    writeln!(stdin, "{first}\n{ping}").unwrap();
     stdin.flush().unwrap();
-    // The session is up by then: the next takes the direct path.
-    std::thread::sleep(Duration::from_millis(500));
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(next_line(&mut reader)["id"], "up");
     let second = json!({"jsonrpc":"2.0","id":"X","method":"tools/call","params":{"name":"sleep","arguments":{"ms":1}}});
     writeln!(stdin, "{second}").unwrap();
     stdin.flush().unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
     let refused = next_line(&mut reader);
     assert!(
         refused["error"]["message"]
@@ -1063,7 +1065,7 @@ fn a_stdio_first_request_holds_its_id_too() {
     let mut rest = String::new();
     reader.read_to_string(&mut rest).unwrap();
     assert!(rest.is_empty(), "more replies: {rest}");
-    let _ = child.wait();
+    assert!(child.wait().unwrap().success());
 }
 
 /// A call's progress and log notifications reach the client before its

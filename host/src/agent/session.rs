@@ -10,7 +10,8 @@
 //! as a second layer under the CLI's own per-agent tool lists: with it (or
 //! deny rules) on, the host's own PreToolUse hook (the guard) judges each
 //! tool use, and a `tools/call` to an SDK server runs only on an approval
-//! the guard gave that tool. At most 256 control requests are in flight.
+//! the guard gave that tool. At most 256 control requests are in flight,
+//! holding at most 64 MiB weighed as parsed; one more is refused at once.
 
 use super::bridge::{Bridge, Factory, Outbound, Submitted};
 use super::error::AgentError;
@@ -88,7 +89,7 @@ const MAX_INFLIGHT: usize = 256;
 /// `max-request-bytes`. Each line may be `max_line_bytes` long, and a
 /// parsed line weighs up to 32 times its text: 256 of them were not a
 /// bound (found by review).
-const MAX_INFLIGHT_BYTES: usize = 64 << 20;
+const MAX_INFLIGHT_BYTES: usize = crate::mcp::DEFAULT_REQUEST_BYTES;
 
 /// Most unused approvals kept for one tool: a guard approval another hook
 /// then denied is never used, and must not pile up.

@@ -117,7 +117,7 @@ impl HttpOptions {
             header_read_timeout: Duration::from_secs(10),
             max_sessions: 1024,
             max_open_requests: 1024,
-            max_request_bytes: 64 << 20,
+            max_request_bytes: super::DEFAULT_REQUEST_BYTES,
         }
     }
 }

@@ -74,6 +74,12 @@ pub(crate) fn parsed_weight(body: &[u8]) -> usize {
     values.saturating_mul(VALUE_BYTES)
 }
 
+/// The most bytes of requests (each weighed by [`request_weight`]) one
+/// client holds at once by default: an HTTP server's (or tenant's)
+/// `max-request-bytes`, a stdio connection's, and the agent's control
+/// requests in flight.
+pub(crate) const DEFAULT_REQUEST_BYTES: usize = 64 << 20;
+
 /// What a request's text weighs while it is held: its bytes, and what
 /// parsing it makes ([`parsed_weight`]). A line-based front end (stdio,
 /// the agent's control lines) charges each request this until it is

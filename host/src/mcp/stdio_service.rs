@@ -32,21 +32,24 @@
 //!   stops the guest; the call then ends unanswered (MCP: no response to a
 //!   cancelled request), and is audited as `cancelled`.
 //!
-//! What a connection holds is bounded, as an HTTP tenant's is: once the
-//! session is up, each line is weighed as parsed and holds that much of
-//! the connection's [`MAX_HELD`] until its request ends (a direct call's
-//! end, or its response passing out of the loop, or its cancellation); a
-//! request the loop answers also holds one of [`MAX_LOOPED`] slots, and
-//! its id, like a direct call's, cannot be used again until then. The
-//! reader waits for room (the client's input backs up).
+//! What a connection holds is bounded, as an HTTP tenant's is: each line
+//! is weighed as parsed and holds that much of the connection's
+//! [`MAX_HELD`] until its request ends (a direct call's end, or its
+//! response passing out of the loop, or its cancellation); a request the
+//! loop answers also holds one of [`MAX_LOOPED`] slots, and its id, like a
+//! direct call's, cannot be used again until then. The reader waits for
+//! room (the client's input backs up); a small line that is no request
+//! passes without it. To hold and free what rmcp holds, the reader reads
+//! what rmcp's loop makes of a line (a request, a cancellation) as rmcp
+//! reads it.
 //!
 //! When input ends, the loop drains its handlers and the direct calls get
 //! the same time ([`DRAIN`]) to answer; then they are cancelled, and the
 //! output is flushed and closed.
 //!
-//! Must not: interpret MCP beyond routing (the handler answers everything),
-//! write a line but whole and in order, or answer a request the client
-//! cancelled.
+//! Must not: interpret MCP beyond routing and holding (the handler
+//! answers everything), write a line but whole and in order, or answer a
+//! request the client cancelled.
 
 use super::McpServer;
 use super::lines::{self, Line, Output};
@@ -102,7 +105,7 @@ const MAX_PARKED: usize = 256;
 /// it a client could make the host hold its requests' parsed arguments
 /// without bound (16 MiB lines of `[0,0,…]` at 256 MiB each, found by
 /// review).
-const MAX_HELD: usize = 64 << 20;
+const MAX_HELD: usize = super::DEFAULT_REQUEST_BYTES;
 
 /// Most requests rmcp's loop may be answering for one connection at once,
 /// as for a 2025-11-25 session over HTTP; past it the reader waits. (rmcp
@@ -435,8 +438,10 @@ async fn read<R: AsyncRead + Unpin>(
             }
             continue;
         }
-        let Route::Loop(held) = route else {
-            continue;
+        let (held, looped) = match route {
+            Route::Loop(held) => (held, looped(&line)),
+            Route::Looped(held, id) => (Some(held), Looped::Request(id)),
+            Route::Direct(_) | Route::Answered => continue,
         };
         // What the loop makes of the line, read as rmcp reads it: a request
         // it answers holds its room until its response passes (`ToOutput`),
@@ -446,7 +451,8 @@ async fn read<R: AsyncRead + Unpin>(
         // could free what the loop still holds, or hold what it freed
         // (found by review: an `"id": null` cancellation rmcp refuses, one
         // with a member more that it takes).
-        let _transient = match looped(&line) {
+        // (What else it holds, it holds until the loop has the line.)
+        let _until_the_loop_has_it = match looped {
             Looped::Request(id) => {
                 if calls.in_flight(&id) {
                     in_flight(id, &out);
@@ -605,13 +611,15 @@ enum Route {
     Direct(Pin<Box<dyn Future<Output = ()> + Send>>),
     /// Answered here already (a request under an id in flight here).
     Answered,
-    /// To rmcp's loop, as it was read, with the room it holds (none
-    /// before the handshake ends).
+    /// To rmcp's loop, as it was read, with the room it holds (none: a
+    /// small line that is no request, passed without room).
     Loop(Option<OwnedSemaphorePermit>),
+    /// To rmcp's loop, a `tools/call` it answers under this id (read here
+    /// as rmcp reads it: no need to read it again).
+    Looped(OwnedSemaphorePermit, RequestId),
 }
 
-/// Where `line` goes. A `notifications/cancelled` naming a direct call
-/// cancels it here (and goes to the loop as well).
+/// Where `line` goes.
 fn route(
     line: &[u8],
     ready: &Ready,
@@ -788,7 +796,8 @@ fn direct(
         params,
         stop.clone(),
     ) else {
-        return Route::Loop(Some(held));
+        // (Its params read as `CallToolRequestParams`, as rmcp reads them.)
+        return Route::Looped(held, id);
     };
     let turn = calls.turns.fetch_add(1, Ordering::Relaxed);
     lock(&calls.running).insert(id.clone(), (turn, stop));
@@ -830,18 +839,13 @@ struct ToOutput {
 impl ToOutput {
     /// Free the room of the request `line` answers, if the loop holds one.
     fn answered(&self, line: &[u8]) {
-        #[derive(Deserialize)]
-        struct Answer {
-            method: Option<serde::de::IgnoredAny>,
-            id: Option<RequestId>,
-        }
         if lock(&self.calls.looped).is_empty() {
             return;
         }
-        if let Ok(Answer {
+        if let Envelope {
             method: None,
             id: Some(id),
-        }) = serde_json::from_slice::<Answer>(line)
+        } = envelope(line)
         {
             lock(&self.calls.looped).remove(&id);
         }
