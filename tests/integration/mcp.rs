@@ -1068,6 +1068,80 @@ fn a_stdio_first_request_holds_its_id_too() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A line that is a JSON array is no message: rmcp answers it as such, and
+/// it runs nothing (a review's case: the fast path read
+/// `["2.0","tools/call",5,{…}]` as a `tools/call`, and ran the tool).
+#[test]
+fn a_stdio_array_line_runs_nothing() {
+    use serde_json::json;
+    let (lines, status) = stdio_then_close(&[
+        json!(["2.0", "tools/call", 5, {"name": "echo", "arguments": {"text": "ran"}}]),
+        json!({"jsonrpc":"2.0","id":6,"method":"ping"}),
+    ]);
+    assert!(status.success(), "{status}");
+    assert!(
+        !lines.iter().any(|l| l["id"] == 5),
+        "an array line was answered as a request: {lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["id"] == 6), "{lines:?}");
+}
+
+/// A client's answer to a tool's question is taken up to 1 MiB (as JSON
+/// text): a call holds its answers until its guest reads them, outside its
+/// memory limit (a review's case: eight 15 MiB answers a call held 723 MB).
+#[test]
+fn a_client_answer_past_its_bound_is_refused() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"60s\"\n[client]\nrequests = [\"elicitation\"]\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{}}},"clientInfo":{"name":"raw","version":"0"}}});
+    writeln!(stdin, "{init}").unwrap();
+    assert_eq!(next_line(&mut reader)["id"], 1);
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"})
+    )
+    .unwrap();
+    let ask = |id: u32| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"ask_random","arguments":{}}});
+    for (id, pad) in [(2, 2 << 20), (3, 1000)] {
+        writeln!(stdin, "{}", ask(id)).unwrap();
+        let q = next_line(&mut reader);
+        assert_eq!(q["method"], "elicitation/create", "{q}");
+        let answer = json!({"jsonrpc":"2.0","id":q["id"],"result":{"action":"accept","content":{"ok":true,"pad":"x".repeat(pad)}}});
+        writeln!(stdin, "{answer}").unwrap();
+        let r = next_line(&mut reader);
+        assert_eq!(r["id"], id, "{r}");
+        let text = r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        if pad > 1 << 20 {
+            assert_eq!(r["result"]["isError"], true, "{r}");
+            assert!(text.contains("at most 1048576"), "{text}");
+        } else {
+            assert_ne!(r["result"]["isError"], true, "{r}");
+        }
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// A call's progress and log notifications reach the client before its
 /// result, and the lines of two calls never mix.
 #[test]

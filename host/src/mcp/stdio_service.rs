@@ -628,8 +628,9 @@ fn route(
     held: OwnedSemaphorePermit,
 ) -> Route {
     let line = message(line);
-    let Ok(probe) = serde_json::from_slice::<Probe<'_>>(line) else {
-        return refuse_in_flight(line, calls, out, held);
+    let probe = match serde_json::from_slice::<Probe<'_>>(line) {
+        Ok(probe) if is_object(line) => probe,
+        _ => return refuse_in_flight(line, calls, out, held),
     };
     match (probe.method.as_deref(), probe.id, probe.params) {
         // Another request under the id of a request in flight here: its
@@ -654,6 +655,14 @@ fn route(
 fn message(line: &[u8]) -> &[u8] {
     let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Whether `message` is a JSON object: the structs that read a line here
+/// would read an array as one too, its members in order (found by review:
+/// `["2.0","tools/call",5,{…}]` ran a tool), where rmcp answers it as no
+/// message.
+fn is_object(message: &[u8]) -> bool {
+    message.trim_ascii_start().first() == Some(&b'{')
 }
 
 /// What rmcp's loop makes of a line.
@@ -710,7 +719,11 @@ impl Envelope {
 
 /// `line`'s envelope (empty if it is not a JSON object).
 fn envelope(line: &[u8]) -> Envelope {
-    serde_json::from_slice(message(line)).unwrap_or_default()
+    let line = message(line);
+    if !is_object(line) {
+        return Envelope::default();
+    }
+    serde_json::from_slice(line).unwrap_or_default()
 }
 
 /// Refuse a request that alone weighs more than a connection may hold
