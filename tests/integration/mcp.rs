@@ -1142,6 +1142,70 @@ fn a_client_answer_past_its_bound_is_refused() {
     assert!(child.wait().unwrap().success());
 }
 
+/// While the reader waits for room, it reads on: the client's answers to
+/// the questions of the calls that hold the room pass the line that waits
+/// (a review's case: they queued behind it, and those calls timed out).
+/// Five asking calls of 15 MiB each: four fit, the fifth waits; the client
+/// writes all five, then answers each question as it comes.
+#[test]
+fn answers_pass_a_stdio_line_waiting_for_room() {
+    use serde_json::json;
+    let dir = ToolDir::new();
+    dir.add(
+        "hostile",
+        "hostile",
+        "[limits]\ntimeout = \"20s\"\nmax-concurrency = 8\n[client]\nrequests = [\"elicitation\"]\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let init = json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{}}},"clientInfo":{"name":"raw","version":"0"}}});
+    writeln!(stdin, "{init}").unwrap();
+    assert_eq!(next_line(&mut reader)["id"], "init");
+    writeln!(
+        stdin,
+        "{}\n{}",
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":"up","method":"ping"})
+    )
+    .unwrap();
+    assert_eq!(next_line(&mut reader)["id"], "up");
+    let pad = "x".repeat(15 << 20);
+    let mut batch = String::new();
+    for id in 0..5 {
+        let call = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"ask_random","arguments":{},"_meta":{"pad":pad}}});
+        batch.push_str(&format!("{call}\n"));
+    }
+    stdin.write_all(batch.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut results = Vec::new();
+    while results.len() < 5 {
+        let line = next_line(&mut reader);
+        if line["method"] == "elicitation/create" {
+            let answer = json!({"jsonrpc":"2.0","id":line["id"],"result":{"action":"accept","content":{"ok":true}}});
+            writeln!(stdin, "{answer}").unwrap();
+            stdin.flush().unwrap();
+        } else if line.get("result").is_some() || line.get("error").is_some() {
+            results.push(line);
+        }
+    }
+    for r in &results {
+        assert_ne!(r["result"]["isError"], true, "{r}");
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 /// A call's progress and log notifications reach the client before its
 /// result, and the lines of two calls never mix.
 #[test]

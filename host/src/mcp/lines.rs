@@ -353,6 +353,70 @@ pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Lines read one by one, as [`read_line`] reads them, but safe to cancel:
+/// a line read in part when [`Lines::next`] is dropped is kept, and the
+/// next call goes on with it (the reader of a stdio connection reads on
+/// while it waits for room, and stops reading when the room comes).
+pub(crate) struct Lines {
+    buf: Vec<u8>,
+    too_long: bool,
+    max: usize,
+}
+
+impl Lines {
+    /// Lines of at most `max` bytes.
+    pub(crate) fn new(max: usize) -> Lines {
+        Lines {
+            buf: Vec::with_capacity(4096),
+            too_long: false,
+            max,
+        }
+    }
+
+    /// The next line (see [`read_line`]); after [`Line::Read`] it is
+    /// [`Lines::take`]n.
+    pub(crate) async fn next<R: AsyncBufRead + Unpin>(&mut self, r: &mut R) -> io::Result<Line> {
+        loop {
+            // The only wait: nothing is consumed before it returns.
+            let chunk = r.fill_buf().await?;
+            if chunk.is_empty() {
+                let found = match (self.too_long, self.buf.is_empty()) {
+                    (true, _) => Line::TooLong,
+                    (false, true) => Line::End,
+                    (false, false) => Line::Read,
+                };
+                self.too_long = false;
+                return Ok(found);
+            }
+            let (part, done) = match chunk.iter().position(|&c| c == b'\n') {
+                Some(i) => (&chunk[..i], Some(i + 1)),
+                None => (chunk, None),
+            };
+            if !self.too_long {
+                if self.buf.len() + part.len() > self.max {
+                    self.too_long = true;
+                    self.buf.clear();
+                } else {
+                    self.buf.extend_from_slice(part);
+                }
+            }
+            let used = done.unwrap_or(chunk.len());
+            r.consume(used);
+            if done.is_some() {
+                let too_long = std::mem::take(&mut self.too_long);
+                return Ok(if too_long { Line::TooLong } else { Line::Read });
+            }
+        }
+    }
+
+    /// Move the line [`Lines::next`] read into `line` (its old buffer is
+    /// reused for the next).
+    pub(crate) fn take_into(&mut self, line: &mut Vec<u8>) {
+        std::mem::swap(&mut self.buf, line);
+        self.buf.clear();
+    }
+}
+
 /// Whether more input is waiting to be read right now (without waiting
 /// for it, nor taking the reader's waker).
 pub(crate) fn more_waiting<R: AsyncBufRead + Unpin>(r: &mut R) -> bool {

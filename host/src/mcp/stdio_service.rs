@@ -203,6 +203,16 @@ impl Calls {
         }
     }
 
+    /// What rmcp does with a cancellation of `id`, done here too: a direct
+    /// call under it is stopped (and answers no more), and a request the
+    /// loop answers gives its room back (rmcp sends it no response).
+    fn cancel(&self, id: &RequestId) {
+        if let Some((_, stop)) = lock(&self.running).remove(id) {
+            stop.cancel();
+        }
+        lock(&self.looped).remove(id);
+    }
+
     /// Stop every direct call; none of them answers any more.
     fn cancel_all(&self) {
         lock(&self.running).clear();
@@ -347,6 +357,9 @@ async fn read<R: AsyncRead + Unpin>(
     out: Arc<Output>,
 ) {
     let mut line = Vec::with_capacity(4096);
+    let mut lines = lines::Lines::new(MAX_LINE);
+    // What the reader read on while it waited (see `reading_on`).
+    let mut ahead = Ahead::default();
     // Direct calls that did not end inline: polled here, between reads
     // (see `serving`).
     let mut parked = Parked::new();
@@ -355,22 +368,44 @@ async fn read<R: AsyncRead + Unpin>(
     loop {
         // At most `MAX_PARKED`: past it, input waits for a call to end.
         while parked.len() >= MAX_PARKED && !calls.stop.is_cancelled() {
-            tokio::select! {
-                biased;
-                () = calls.stop.cancelled() => {}
-                _ = parked.next() => {}
-            }
+            let one_ends = async {
+                tokio::select! {
+                    biased;
+                    () = calls.stop.cancelled() => {}
+                    _ = parked.next() => {}
+                }
+            };
+            reading_on(
+                one_ends,
+                &mut input,
+                &mut lines,
+                &mut ahead,
+                &mut to_loop,
+                &calls,
+            )
+            .await;
         }
-        let read = serving(&mut parked, &out, async {
-            tokio::select! {
-                biased;
-                // The service stops (`waiting` after the loop failed, or
-                // dropped): the calls are cancelled, and drained below.
-                () = calls.stop.cancelled() => None,
-                r = lines::read_line(&mut input, &mut line, MAX_LINE) => Some(r),
+        let read = if let Some(kept) = ahead.kept.take() {
+            line = kept;
+            Some(Ok(Line::Read))
+        } else if ahead.ended {
+            Some(Ok(Line::End))
+        } else {
+            let read = serving(&mut parked, &out, async {
+                tokio::select! {
+                    biased;
+                    // The service stops (`waiting` after the loop failed, or
+                    // dropped): the calls are cancelled, and drained below.
+                    () = calls.stop.cancelled() => None,
+                    r = lines.next(&mut input) => Some(r),
+                }
+            })
+            .await;
+            if let Some(Ok(Line::Read)) = read {
+                lines.take_into(&mut line);
             }
-        })
-        .await;
+            read
+        };
         let Some(read) = read else { break };
         match read {
             Ok(Line::Read) => {}
@@ -408,6 +443,14 @@ async fn read<R: AsyncRead + Unpin>(
             Err(_) if line.len() <= PASSES_WITHOUT_ROOM && !envelope(&line).is_request() => None,
             Err(_) => {
                 let room = calls.room(&calls.bytes, bytes);
+                let room = reading_on(
+                    room,
+                    &mut input,
+                    &mut lines,
+                    &mut ahead,
+                    &mut to_loop,
+                    &calls,
+                );
                 let Some(held) = serving(&mut parked, &out, room).await else {
                     break;
                 };
@@ -462,6 +505,14 @@ async fn read<R: AsyncRead + Unpin>(
                     Some(held) => held,
                     None => {
                         let room = calls.room(&calls.bytes, bytes);
+                        let room = reading_on(
+                            room,
+                            &mut input,
+                            &mut lines,
+                            &mut ahead,
+                            &mut to_loop,
+                            &calls,
+                        );
                         let Some(held) = serving(&mut parked, &out, room).await else {
                             break;
                         };
@@ -469,6 +520,14 @@ async fn read<R: AsyncRead + Unpin>(
                     }
                 };
                 let slot = calls.room(&calls.slots, 1);
+                let slot = reading_on(
+                    slot,
+                    &mut input,
+                    &mut lines,
+                    &mut ahead,
+                    &mut to_loop,
+                    &calls,
+                );
                 let Some(slot) = serving(&mut parked, &out, slot).await else {
                     break;
                 };
@@ -476,10 +535,7 @@ async fn read<R: AsyncRead + Unpin>(
                 None
             }
             Looped::Cancel(id) => {
-                if let Some((_, stop)) = lock(&calls.running).remove(&id) {
-                    stop.cancel();
-                }
-                lock(&calls.looped).remove(&id);
+                calls.cancel(&id);
                 held
             }
             Looped::Other => held,
@@ -512,6 +568,82 @@ async fn read<R: AsyncRead + Unpin>(
     // `to_loop` ends its input, and it drains and ends.
     drain(&calls, parked).await;
     drop(to_loop);
+}
+
+/// Lines the reader read on while it waited ([`reading_on`]).
+#[derive(Default)]
+struct Ahead {
+    /// The first line that could not go ahead: read next.
+    kept: Option<Vec<u8>>,
+    /// Input ended (or failed) meanwhile.
+    ended: bool,
+}
+
+/// Wait for `wanted` while reading on: the calls that hold what the reader
+/// waits for (room, a slot, a place among the parked calls) may be waiting
+/// for the client's answers to their questions, or be what it cancels,
+/// and those lines come after the one that waits. So a small answer (a
+/// response) or cancellation goes to the loop at once (a cancellation
+/// acted on here as well); the first other line is kept, and reading
+/// stops there until the wait is over (found by review: answers queued
+/// behind a line waiting for room, and the calls holding it timed out).
+async fn reading_on<T, R: AsyncRead + Unpin>(
+    wanted: impl Future<Output = T>,
+    input: &mut BufReader<R>,
+    lines: &mut lines::Lines,
+    ahead: &mut Ahead,
+    to_loop: &mut tokio::io::DuplexStream,
+    calls: &Calls,
+) -> T {
+    let mut wanted = std::pin::pin!(wanted);
+    let mut read = Vec::new();
+    loop {
+        if ahead.kept.is_some() || ahead.ended {
+            return wanted.await;
+        }
+        let next = tokio::select! {
+            biased;
+            t = &mut wanted => return t,
+            // (Safe to drop: a line read in part is kept by `lines`.)
+            r = lines.next(input) => r,
+        };
+        match next {
+            Ok(Line::Read) => {
+                lines.take_into(&mut read);
+                let goes_ahead = read.len() <= PASSES_WITHOUT_ROOM
+                    && match envelope(&read) {
+                        Envelope {
+                            method: None,
+                            id: Some(_),
+                        } => true,
+                        _ => match looped(&read) {
+                            Looped::Cancel(id) => {
+                                calls.cancel(&id);
+                                true
+                            }
+                            _ => false,
+                        },
+                    };
+                if !goes_ahead {
+                    ahead.kept = Some(std::mem::take(&mut read));
+                    continue;
+                }
+                read.push(b'\n');
+                if to_loop.write_all(&read).await.is_err() {
+                    ahead.ended = true;
+                }
+            }
+            Ok(Line::TooLong) => tracing::error!(
+                max_line_length = MAX_LINE,
+                "an incoming MCP message exceeded the maximum line length; it is dropped"
+            ),
+            Ok(Line::End) => ahead.ended = true,
+            Err(e) => {
+                tracing::error!("reading the MCP client's input failed: {e}");
+                ahead.ended = true;
+            }
+        }
+    }
 }
 
 /// Run `other` to its end, serving the parked calls meanwhile: the woken
