@@ -680,6 +680,18 @@ fn stdio_ready(
     dir: &ToolDir,
     extra: &[&str],
 ) -> (Child, std::process::ChildStdin, BufReader<ChildStdout>) {
+    stdio_ready_as(dir, extra, INIT)
+}
+
+/// A client that answers a tool's elicitation questions (form mode).
+const ELICITING_INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{}}},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+/// [`stdio_ready`] with `init` as the client's `initialize` (id 1).
+fn stdio_ready_as(
+    dir: &ToolDir,
+    extra: &[&str],
+    init: &str,
+) -> (Child, std::process::ChildStdin, BufReader<ChildStdout>) {
     use serde_json::json;
     let mut child = Command::new(BIN)
         .args(["serve", "--stdio", "--watch", "false", "--tools"])
@@ -692,7 +704,7 @@ fn stdio_ready(
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
-    writeln!(stdin, "{INIT}").unwrap();
+    writeln!(stdin, "{init}").unwrap();
     assert_eq!(next_line(&mut reader)["id"], 1);
     writeln!(
         stdin,
@@ -1098,25 +1110,7 @@ fn a_client_answer_past_its_bound_is_refused() {
         "hostile",
         "[limits]\ntimeout = \"60s\"\n[client]\nrequests = [\"elicitation\"]\n",
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--stdio", "--watch", "false", "--tools"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{}}},"clientInfo":{"name":"raw","version":"0"}}});
-    writeln!(stdin, "{init}").unwrap();
-    assert_eq!(next_line(&mut reader)["id"], 1);
-    writeln!(
-        stdin,
-        "{}",
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"})
-    )
-    .unwrap();
+    let (mut child, mut stdin, mut reader) = stdio_ready_as(&dir, &[], ELICITING_INIT);
     let ask = |id: u32| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"ask_random","arguments":{}}});
     for (id, pad) in [(2, 2 << 20), (3, 1000)] {
         writeln!(stdin, "{}", ask(id)).unwrap();
@@ -1156,27 +1150,7 @@ fn answers_pass_a_stdio_line_waiting_for_room() {
         "hostile",
         "[limits]\ntimeout = \"20s\"\nmax-concurrency = 8\n[client]\nrequests = [\"elicitation\"]\n",
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--stdio", "--watch", "false", "--tools"])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let init = json!({"jsonrpc":"2.0","id":"init","method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"form":{}}},"clientInfo":{"name":"raw","version":"0"}}});
-    writeln!(stdin, "{init}").unwrap();
-    assert_eq!(next_line(&mut reader)["id"], "init");
-    writeln!(
-        stdin,
-        "{}\n{}",
-        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
-        json!({"jsonrpc":"2.0","id":"up","method":"ping"})
-    )
-    .unwrap();
-    assert_eq!(next_line(&mut reader)["id"], "up");
+    let (mut child, mut stdin, mut reader) = stdio_ready_as(&dir, &[], ELICITING_INIT);
     let pad = "x".repeat(15 << 20);
     let mut batch = String::new();
     for id in 0..5 {

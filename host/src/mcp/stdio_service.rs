@@ -365,6 +365,25 @@ async fn read<R: AsyncRead + Unpin>(
     let mut parked = Parked::new();
     // Whether the reader has waited for the handshake (see below).
     let mut waited = false;
+    // Wait for `$wanted` (room, a slot), serving the parked calls and
+    // reading on meanwhile (`serving`, `reading_on`).
+    macro_rules! waiting {
+        ($wanted:expr) => {
+            serving(
+                &mut parked,
+                &out,
+                reading_on(
+                    $wanted,
+                    &mut input,
+                    &mut lines,
+                    &mut ahead,
+                    &mut to_loop,
+                    &calls,
+                ),
+            )
+            .await
+        };
+    }
     loop {
         // At most `MAX_PARKED`: past it, input waits for a call to end.
         while parked.len() >= MAX_PARKED && !calls.stop.is_cancelled() {
@@ -442,16 +461,7 @@ async fn read<R: AsyncRead + Unpin>(
             // calls hold could not cancel them (found by review).
             Err(_) if line.len() <= PASSES_WITHOUT_ROOM && !envelope(&line).is_request() => None,
             Err(_) => {
-                let room = calls.room(&calls.bytes, bytes);
-                let room = reading_on(
-                    room,
-                    &mut input,
-                    &mut lines,
-                    &mut ahead,
-                    &mut to_loop,
-                    &calls,
-                );
-                let Some(held) = serving(&mut parked, &out, room).await else {
+                let Some(held) = waiting!(calls.room(&calls.bytes, bytes)) else {
                     break;
                 };
                 Some(held)
@@ -504,31 +514,13 @@ async fn read<R: AsyncRead + Unpin>(
                 let held = match held {
                     Some(held) => held,
                     None => {
-                        let room = calls.room(&calls.bytes, bytes);
-                        let room = reading_on(
-                            room,
-                            &mut input,
-                            &mut lines,
-                            &mut ahead,
-                            &mut to_loop,
-                            &calls,
-                        );
-                        let Some(held) = serving(&mut parked, &out, room).await else {
+                        let Some(held) = waiting!(calls.room(&calls.bytes, bytes)) else {
                             break;
                         };
                         held
                     }
                 };
-                let slot = calls.room(&calls.slots, 1);
-                let slot = reading_on(
-                    slot,
-                    &mut input,
-                    &mut lines,
-                    &mut ahead,
-                    &mut to_loop,
-                    &calls,
-                );
-                let Some(slot) = serving(&mut parked, &out, slot).await else {
+                let Some(slot) = waiting!(calls.room(&calls.slots, 1)) else {
                     break;
                 };
                 lock(&calls.looped).insert(id, (held, slot));
