@@ -334,7 +334,7 @@ impl Catalog {
         };
         let reusable = reusable_components(catalog);
         let mut cat = Catalog::default();
-        let mut owners: HashMap<(Scope, Arc<str>), PathBuf> = HashMap::new();
+        let mut owners: Owners = HashMap::new();
         let mut work = Vec::new();
         for s in sources {
             cat.scopes.entry(s.scope.clone()).or_default();
@@ -492,7 +492,7 @@ impl Catalog {
         scope: &Scope,
         mpath: &Path,
         tools: Vec<CatalogTool>,
-        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
+        owners: &mut Owners,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> usize {
         let mut added = 0;
@@ -521,23 +521,26 @@ impl Catalog {
         scope: &Scope,
         mpath: &Path,
         name: &Arc<str>,
-        owners: &mut HashMap<(Scope, Arc<str>), PathBuf>,
+        owners: &mut Owners,
         on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
     ) -> bool {
-        let key = (scope.clone(), name.clone());
-        let Some(other) = owners.get(&key) else {
-            owners.insert(key, mpath.to_path_buf());
+        let key = (scope.clone(), as_clients_see(name));
+        let Some((other, other_name)) = owners.get(&key) else {
+            owners.insert(key, (mpath.to_path_buf(), name.clone()));
             return true;
         };
-        let clash = |other: &Path| LoadErrorKind::NameClash {
-            tool: name.to_string(),
+        let clash = |tool: &str, other: &Path| LoadErrorKind::NameClash {
+            tool: tool.to_string(),
             other: other.to_path_buf(),
             scope: scope.to_string(),
         };
-        self.fail(LoadError::new(mpath, clash(other)), on_event);
-        let first = self.scopes.get_mut(scope).and_then(|m| m.remove(name));
+        self.fail(LoadError::new(mpath, clash(name, other)), on_event);
+        let first = self
+            .scopes
+            .get_mut(scope)
+            .and_then(|m| m.remove(other_name));
         if first.is_some() {
-            self.fail(LoadError::new(other, clash(mpath)), on_event);
+            self.fail(LoadError::new(other, clash(other_name, mpath)), on_event);
         }
         false
     }
@@ -792,6 +795,19 @@ fn honest(mut def: ToolDef, comp: &LoadedComponent) -> ToolDef {
         def.annotations.open_world = Some(true);
     }
     def
+}
+
+/// Which manifest took each tool name of a scope (and the name as it
+/// spelled it), by the name as clients see it ([`as_clients_see`]).
+type Owners = HashMap<(Scope, String), (PathBuf, Arc<str>)>;
+
+/// A tool name as clients that allow no `.` in names see it: the `claude`
+/// CLI (and the model's API) write `.` as `_`, so `json.query` and
+/// `json_query` are one tool to them, and the CLI kept one of the two: a
+/// hostile component could take another's calls and arguments under the
+/// lookalike (found by review). Names clash as clients see them.
+fn as_clients_see(name: &str) -> String {
+    name.replace('.', "_")
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::served::{
 };
 use arc_swap::ArcSwap;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -384,11 +384,19 @@ impl Inputs {
         // The CLI's own settings and credentials: a tool that could write
         // them could make the next agent session run commands.
         if let Some(home) = std::env::var_os("HOME") {
+            // (Its `~/.claude.json` beside it is out of reach with it: grants
+            // are directories.)
             host.protect(
                 &PathBuf::from(home).join(".claude"),
                 "claude CLI settings",
                 true,
             );
+        }
+        // Where the CLI keeps them instead, if the host's environment says
+        // so (the CLI inherits `CLAUDE_` names): a grant over its parent
+        // read the CLI's credentials (found by review).
+        if let Some(dir) = std::env::var_os("CLAUDE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+            host.protect(Path::new(&dir), "claude CLI settings", true);
         }
         if let Ok(cwd) = std::env::current_dir() {
             host.protect(&cwd.join(".claude"), "claude CLI project settings", true);

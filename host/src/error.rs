@@ -139,10 +139,11 @@ pub enum LoadErrorKind {
         /// Why.
         reason: String,
     },
-    /// Two components of one scope offer the same tool name: neither is
-    /// served under it (each gets this error, naming the other).
+    /// Two components of one scope offer the same tool name, or names
+    /// that differ only in `.` against `_`: neither is served (each gets
+    /// this error, naming the other).
     #[error(
-        "tool `{tool}` is also provided by {} in scope `{scope}`, so neither is served (a component must not take calls meant for another); rename one of them or load them into different scopes",
+        "tool `{tool}` is also provided by {} in scope `{scope}` (under this name, or one that differs only in `.` against `_`, which clients such as the `claude` CLI do not tell apart), so neither is served (a component must not take calls meant for another); rename one of them or load them into different scopes",
         other.display()
     )]
     NameClash {

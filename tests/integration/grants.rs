@@ -1520,6 +1520,41 @@ fn the_state_key_file_is_never_granted() {
     assert!(stderr.contains("protected path"), "{stderr}");
 }
 
+/// A review's case: the `claude` CLI keeps its credentials and settings
+/// in `$CLAUDE_CONFIG_DIR` when that is set (it inherits `CLAUDE_` names):
+/// a tool granted the directory around it read the CLI's token. It is
+/// refused like `~/.claude`, the rest served.
+#[test]
+fn the_claude_clis_config_dir_is_never_granted() {
+    use std::io::Write;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = elsewhere.path().join("claude-config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join(".credentials.json"), "{}").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add("peek", "hostile", &fs_grant("/c", elsewhere.path(), "ro"));
+    d.add("echo", "echo", "");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    cmd.args(["serve", "--stdio", "--watch", "false", "--tools"])
+        .arg(d.path())
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("CLAUDE_CONFIG_DIR", &config)
+        .stderr(std::process::Stdio::piped());
+    let (child, mut stdin, mut lines) = stdio_session(cmd);
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    let list = lines.next().unwrap().unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(list.contains("\"echo\""), "{list}");
+    assert!(!list.contains("read_path"), "{list}");
+    assert!(
+        stderr.contains("peek.toml") && stderr.contains("claude CLI settings"),
+        "{stderr}"
+    );
+}
+
 /// A review's case: streams over one open file each hold a 64 KiB read in
 /// host memory until the guest takes it. The open-files cap counts the one
 /// file; 4,000 primed streams held 250 MiB of host memory under a 16 MiB

@@ -341,6 +341,54 @@ async fn a_name_clash_serves_neither_and_names_both_files() {
     assert!(ok.is_ok(), "{ok:?}");
 }
 
+/// A review's case: names that differ only in `.` against `_` are one
+/// name to the `claude` CLI (it writes `.` as `_`), which kept one of the
+/// two, so a component describing `json.query` took the calls (and the
+/// arguments) meant for `json_query`. They clash as clients see them:
+/// neither is served.
+#[tokio::test]
+async fn names_that_clients_read_as_one_clash() {
+    let d = ToolDir::new();
+    d.add("text", "text", "");
+    d.add("echo", "echo", "");
+    // The text component, its tools renamed `json.query` and
+    // `regex.extract` (the same length: every occurrence patched).
+    let mut lookalike = std::fs::read(component("text")).unwrap();
+    for (from, to) in [
+        (&b"json_query"[..], &b"json.query"[..]),
+        (b"regex_extract", b"regex.extract"),
+    ] {
+        let mut n = 0;
+        while let Some(i) = lookalike.windows(from.len()).position(|w| w == from) {
+            lookalike[i..i + from.len()].copy_from_slice(to);
+            n += 1;
+        }
+        assert!(n > 0, "no {from:?} in the text component");
+    }
+    d.add_bytes("lookalike", &lookalike, "");
+    let core = load(&d).await;
+    let tools = core.tools(&Scope::default());
+    let names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+    for name in ["json_query", "json.query", "regex_extract", "regex.extract"] {
+        assert!(!names.contains(&name), "{name} is served: {names:?}");
+        assert_not_served(&core, name).await;
+    }
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    for (file, tool) in [
+        ("lookalike.toml", "json.query"),
+        ("text.toml", "json_query"),
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(file)
+                && e.contains(&format!("tool `{tool}`"))
+                && e.contains("differs only in `.` against `_`")),
+            "{file}: {errors:#?}"
+        );
+    }
+    // The rest still serves.
+    assert!(call(&core, "echo", json!({"text": "x"})).await.is_ok());
+}
+
 /// The diff review's case: the first tool of a name got the second one
 /// refused for another reason (a `rw` grant overlapping the second's, so
 /// the second never reached the name check) and kept the name. A manifest

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 /// Run `prompt` and stream every message up to and including the result.
 /// The CLI's input stays open until the result arrives (hooks, permission
-/// callbacks and tools need it), then the CLI is shut down. A CLI that
-/// exits abnormally ends the stream with `ProcessExited`.
+/// callbacks and tools need it), then the CLI is shut down: it has 5
+/// seconds to exit, then it is killed with its process group. A CLI that
+/// exits abnormally (or is killed) ends the stream with `ProcessExited`.
 pub fn query(
     core: Core,
     prompt: impl Into<String>,
@@ -42,8 +43,10 @@ pub fn query(
             };
             match s.next().await {
                 Some(Ok(m @ Message::Result(_))) => {
-                    // The turn is over: let the CLI exit, report a bad exit.
-                    s.end_input();
+                    // The turn is over: let the CLI exit, report a bad exit;
+                    // one still running after the grace is killed (one that
+                    // ignored its input's end kept the stream open for good).
+                    s.end_input_within(super::session::EXIT_GRACE);
                     Some((Ok(m), State::Running(s)))
                 }
                 Some(item) => Some((item, State::Running(s))),

@@ -192,6 +192,18 @@ pub(crate) fn inherited_env(o: &AgentOptions) -> Vec<(std::ffi::OsString, std::f
         .collect()
 }
 
+/// What the host sets in the CLI's environment: its own settings first
+/// (auto-memory off unless asked for), then the embedder's `env`, which
+/// may override them.
+pub(crate) fn cli_env(o: &AgentOptions) -> Vec<(String, String)> {
+    let mut env = Vec::with_capacity(o.env.len() + 1);
+    if !o.auto_memory {
+        env.push(("CLAUDE_CODE_DISABLE_AUTO_MEMORY".into(), "1".into()));
+    }
+    env.extend(o.env.iter().cloned());
+    env
+}
+
 /// Everything about a session. Build with the chaining methods.
 #[derive(Clone)]
 pub struct AgentOptions {
@@ -205,7 +217,11 @@ pub struct AgentOptions {
     pub append_system_prompt: Option<String>,
     /// Most model turns per prompt (`--max-turns`).
     pub max_turns: Option<u32>,
-    /// The CLI's working directory; the host's when `None`.
+    /// The CLI's working directory; the host's when `None`. The core
+    /// keeps every grant away from the host's own `./.claude` (project
+    /// settings); with another directory here and project settings loaded
+    /// ([`AgentOptions::setting_sources`]), protect its `.claude` too
+    /// ([`CoreBuilder::protect`](crate::CoreBuilder::protect)).
     pub cwd: Option<PathBuf>,
     /// Set in the CLI's environment (after the inherited names).
     pub env: Vec<(String, String)>,
@@ -223,9 +239,22 @@ pub struct AgentOptions {
     pub allowed_tools: Vec<String>,
     /// Tools removed from the model's context (`--disallowedTools`).
     pub disallowed_tools: Vec<String>,
-    /// The built-in tools available at all (`--tools`); `Some(vec![])`
-    /// removes every built-in tool, `None` keeps the CLI's default set.
+    /// The built-in tools available at all (`--tools`). `Some(vec![])`,
+    /// the default, removes every built-in tool; `None` keeps the CLI's
+    /// default set (Bash, Write, WebFetch...: they run with the host's
+    /// privileges, outside any sandbox).
     pub builtin_tools: Option<Vec<String>>,
+    /// Let the CLI save the session's transcript (prompts, tool arguments
+    /// and results) under `~/.claude/projects/`; off by default
+    /// (`--no-session-persistence`), which also rules out resuming it.
+    pub persist_session: bool,
+    /// Let the CLI keep its auto-memory: notes under
+    /// `~/.claude/projects/<cwd>/memory/` that it writes without asking
+    /// and loads into every later session started in the same directory,
+    /// as instructions that override its defaults. A prompt-injected
+    /// session could plant instructions for every agent after it (found
+    /// by review). Off by default (`CLAUDE_CODE_DISABLE_AUTO_MEMORY=1`).
+    pub auto_memory: bool,
     /// The permission mode (`--permission-mode`); the CLI's default when `None`.
     pub permission_mode: Option<PermissionMode>,
     /// The in-process MCP servers, each serving one scope.
@@ -272,7 +301,9 @@ impl Default for AgentOptions {
             strict_mcp_config: true,
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
-            builtin_tools: None,
+            builtin_tools: Some(Vec::new()),
+            persist_session: false,
+            auto_memory: false,
             permission_mode: None,
             servers: Vec::new(),
             main_servers: None,
@@ -407,9 +438,26 @@ impl AgentOptions {
         self.disallowed_tools.push(tool.into());
         self
     }
-    /// Make only these built-in tools available (none: no built-in tool).
+    /// Make only these built-in tools available (none, the default: no
+    /// built-in tool).
     pub fn builtin_tools<I: IntoIterator<Item = S>, S: Into<String>>(mut self, t: I) -> Self {
         self.builtin_tools = Some(t.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Keep the CLI's own default set of built-in tools (Bash, Write,
+    /// WebFetch...), which run with the host's privileges.
+    pub fn cli_default_builtin_tools(mut self) -> Self {
+        self.builtin_tools = None;
+        self
+    }
+    /// Let the CLI save the session's transcript ([`AgentOptions::persist_session`]).
+    pub fn persist_session(mut self, on: bool) -> Self {
+        self.persist_session = on;
+        self
+    }
+    /// Let the CLI keep its auto-memory ([`AgentOptions::auto_memory`]).
+    pub fn auto_memory(mut self, on: bool) -> Self {
+        self.auto_memory = on;
         self
     }
     /// Use this permission mode.
@@ -605,6 +653,9 @@ pub fn cli_args(o: &AgentOptions) -> Vec<String> {
     }
     if o.include_partial_messages {
         a.push("--include-partial-messages".into());
+    }
+    if !o.persist_session {
+        a.push("--no-session-persistence".into());
     }
     a.extend(o.extra_args.iter().cloned());
     a

@@ -92,10 +92,22 @@ impl StderrTail {
     }
 }
 
-/// A running CLI. Dropping it kills the process.
+/// A running CLI. Dropping it kills the process and its process group.
 pub(crate) struct CliProcess {
     child: Child,
+    /// The CLI's process group (its own, made at spawn): what a kill
+    /// reaches, so that children it started in its group go with it.
+    group: Option<i32>,
     pub stderr: StderrTail,
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        // `kill_on_drop` kills the CLI; its group goes too, before the
+        // CLI is reaped (while it is unreaped its id cannot name another
+        // group).
+        self.kill_group();
+    }
 }
 
 /// The pipes of a started CLI, for the session.
@@ -122,6 +134,11 @@ impl CliProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that a kill reaches the processes it
+            // starts in it too (a review found a child of a hung CLI
+            // outliving the session). One that leaves the group (`setsid`)
+            // is not followed: that takes a cgroup (SECURITY.md).
+            .process_group(0)
             .env("CLAUDE_CODE_ENTRYPOINT", "sdk-rust")
             .env("CLAUDE_AGENT_SDK_VERSION", env!("CARGO_PKG_VERSION"));
         if let Some(d) = cwd {
@@ -157,9 +174,11 @@ impl CliProcess {
                 }
             }
         });
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
         Ok((
             CliProcess {
                 child,
+                group,
                 stderr: tail,
             },
             Pipes {
@@ -173,11 +192,43 @@ impl CliProcess {
     /// after `grace`. Returns the exit code (`None`: killed by a signal).
     pub async fn shutdown(&mut self, grace: Duration) -> Option<i32> {
         match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(Ok(status)) => status.code(),
+            Ok(Ok(status)) => {
+                // What it started in its group and left running goes too.
+                // Reaped, its id stays taken while any of its group lives
+                // (the kernel keeps it for the group); with none left the
+                // signal finds nothing, short of the id being reused by a
+                // new group leader within these microseconds.
+                if let Some(group) = self.group.take() {
+                    // SAFETY: as in `kill_group`.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
+                status.code()
+            }
             _ => {
+                self.kill_group();
                 let _ = self.child.kill().await;
                 self.child.wait().await.ok().and_then(|s| s.code())
             }
+        }
+    }
+
+    /// Kill the CLI and every process of its group now (it is reaped by
+    /// `shutdown`, or by the runtime once this is dropped).
+    pub fn kill(&mut self) {
+        self.kill_group();
+        let _ = self.child.start_kill();
+    }
+
+    /// SIGKILL to the CLI's process group, unless the CLI was reaped (its
+    /// group id could then be another's).
+    fn kill_group(&mut self) {
+        // `id()` is `None` once the child is reaped (`try_wait` would reap it).
+        if let Some(group) = self.group
+            && self.child.id().is_some()
+        {
+            // SAFETY: kill(2) with a negative pid signals that process
+            // group; it touches no memory of ours.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
         }
     }
 }

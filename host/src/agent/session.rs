@@ -90,6 +90,28 @@ const MAX_INFLIGHT: usize = 256;
 /// parsed line weighs up to 32 times its text: 256 of them were not a
 /// bound (found by review).
 const MAX_INFLIGHT_BYTES: usize = crate::mcp::DEFAULT_REQUEST_BYTES;
+/// Most bytes the CLI's messages not yet taken by the session's reader
+/// ([`AgentSession::next`]) hold, weighed as parsed: past it the reader
+/// stops reading the CLI's output until some are taken, and the CLI's
+/// writes back up. They were queued without a bound (a CLI writing
+/// before it answered `initialize`, when nothing takes them, held 17
+/// times its output: found by review).
+const MAX_QUEUED_BYTES: usize = crate::mcp::DEFAULT_REQUEST_BYTES;
+/// What a queued message weighs at least (its parsed form besides its
+/// values), and an error in its place.
+const MIN_QUEUED_WEIGHT: usize = 1024;
+/// How long the CLI has to exit once its input is closed by a dropped
+/// session or a finished `query`, before it is killed with its process
+/// group (a CLI that ignored its input's end kept `query` waiting for
+/// good: found by review).
+pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// A message of the CLI's, or an error in its place, with the bytes of
+/// [`MAX_QUEUED_BYTES`] it holds until the session's reader takes it.
+type Queued = (
+    Result<Message, AgentError>,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+);
 
 /// Most unused approvals kept for one tool: a guard approval another hook
 /// then denied is never used, and must not pile up.
@@ -489,7 +511,7 @@ impl Inner {
 /// A connected agent session: send prompts, read messages, steer it.
 pub struct AgentSession {
     inner: Arc<Inner>,
-    messages: mpsc::UnboundedReceiver<Result<Message, AgentError>>,
+    messages: mpsc::UnboundedReceiver<Queued>,
     process: Arc<tokio::sync::Mutex<Option<CliProcess>>>,
     stderr: Option<super::process::StderrTail>,
     /// The CLI's answer to `initialize` (commands, models, account, ...).
@@ -497,10 +519,11 @@ pub struct AgentSession {
 }
 
 /// Dropped without [`AgentSession::close`]: the CLI's input closes, so it
-/// finishes and exits, and the session's tasks end with its output.
+/// finishes and exits, and the session's tasks end with its output; a CLI
+/// still running [`EXIT_GRACE`] later is killed with its process group.
 impl Drop for AgentSession {
     fn drop(&mut self) {
-        self.inner.out.close();
+        self.end_input_within(EXIT_GRACE);
     }
 }
 
@@ -524,7 +547,7 @@ impl AgentSession {
             &args,
             options.cwd.as_deref(),
             inherited_env(&options),
-            &options.env,
+            &super::options::cli_env(&options),
         )?;
         let stderr = proc.stderr.clone();
         let mut s = Self::start(core, options, pipes.stdout, pipes.stdin, Some(proc)).await?;
@@ -727,7 +750,8 @@ impl AgentSession {
 
     /// The next message; `None` when the CLI's output has ended.
     pub async fn next(&mut self) -> Option<Result<Message, AgentError>> {
-        self.messages.recv().await
+        // Its bytes go back to the queue's budget as it is taken.
+        self.messages.recv().await.map(|(m, _held)| m)
     }
 
     /// Messages up to and including the next `result`.
@@ -781,6 +805,27 @@ impl AgentSession {
         self.inner.out.close();
     }
 
+    /// Close the CLI's input, and kill it with its process group if it is
+    /// still running `grace` from now (needs a Tokio runtime; without one,
+    /// only the input is closed).
+    pub(crate) fn end_input_within(&self, grace: Duration) {
+        self.inner.out.close();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let process = Arc::downgrade(&self.process);
+        rt.spawn(async move {
+            tokio::time::sleep(grace).await;
+            // Gone: the reader shut it down and the session was dropped.
+            let Some(process) = process.upgrade() else {
+                return;
+            };
+            if let Some(p) = process.lock().await.as_mut() {
+                p.kill();
+            }
+        });
+    }
+
     /// The tail of the CLI's stderr.
     pub fn stderr(&self) -> String {
         self.stderr.as_ref().map(|s| s.text()).unwrap_or_default()
@@ -830,10 +875,18 @@ async fn manifests(bridges: &HashMap<String, Bridge<McpServer>>) -> Map<String, 
 async fn reader_task<R: AsyncBufRead + Unpin>(
     inner: Arc<Inner>,
     mut reader: R,
-    messages: mpsc::UnboundedSender<Result<Message, AgentError>>,
+    messages: mpsc::UnboundedSender<Queued>,
     process: Arc<tokio::sync::Mutex<Option<CliProcess>>>,
 ) {
     let max = inner.options.max_line_bytes;
+    let queued = Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_BYTES));
+    // Queue `m`, weighing `weight` (at most the whole budget: one message
+    // alone over it waits for an empty queue), once the queue has room.
+    let queue = async |m: Result<Message, AgentError>, weight: usize| {
+        let n = weight.clamp(MIN_QUEUED_WEIGHT, MAX_QUEUED_BYTES) as u32;
+        let held = queued.clone().acquire_many_owned(n).await.ok();
+        let _ = messages.send((m, held));
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut saw_result = false;
     loop {
@@ -841,11 +894,11 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             Ok(true) => {}
             Ok(false) => break,
             Err(e @ AgentError::LineTooLong { .. }) => {
-                let _ = messages.send(Err(e));
+                queue(Err(e), 0).await;
                 continue;
             }
             Err(e) => {
-                let _ = messages.send(Err(e));
+                queue(Err(e), 0).await;
                 break;
             }
         }
@@ -856,7 +909,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             Ok(v) => v,
             Err(source) => {
                 let line = String::from_utf8_lossy(&buf).chars().take(2000).collect();
-                let _ = messages.send(Err(AgentError::JsonDecode { line, source }));
+                queue(Err(AgentError::JsonDecode { line, source }), 0).await;
                 continue;
             }
         };
@@ -897,7 +950,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                     inner.learn_agent(u.agent_id.as_deref(), u.subagent_type.as_deref());
                 }
                 saw_result |= matches!(m, Message::Result(_));
-                let _ = messages.send(Ok(m));
+                queue(Ok(m), crate::mcp::request_weight(&buf)).await;
             }
         }
     }
@@ -912,12 +965,15 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
     }
     inner.out.close();
     if let Some(p) = process.lock().await.as_mut() {
-        let code = p.shutdown(Duration::from_secs(5)).await;
+        let code = p.shutdown(EXIT_GRACE).await;
         if code != Some(0) || !saw_result {
-            let _ = messages.send(Err(AgentError::ProcessExited {
-                code,
-                stderr: p.stderr.text(),
-            }));
+            let _ = messages.send((
+                Err(AgentError::ProcessExited {
+                    code,
+                    stderr: p.stderr.text(),
+                }),
+                None,
+            ));
         }
     }
 }
