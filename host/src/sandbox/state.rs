@@ -176,14 +176,6 @@ impl FsEnforced for CallState {
         )
     }
 
-    fn charge_host(&mut self, bytes: usize) -> bool {
-        self.limiter.charge_host(bytes)
-    }
-
-    fn release_host(&mut self, bytes: usize) {
-        self.limiter.release_host(bytes)
-    }
-
     fn hold_host(&mut self, bytes: usize) -> Option<crate::caps::limits::HostCharge> {
         self.limiter.budget().hold(bytes)
     }
