@@ -77,6 +77,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies))
         .tool(Tool::new("stall_uploads", "Start `n` POSTs to `url`, writing each body until the host stops taking bytes for 300 ms (the server does not read), then return with every request unfinished; report how many stalled and the first refusal.", stall_uploads))
         .tool(Tool::new("cut_upload", "Start a chunked POST to `url`, write `bytes` of its body, wait for the response to begin, and return without finishing the body (the call's end cuts it off).", cut_upload))
+        .tool(Tool::new("fan_out_reads", "Open `path` once, make `streams` read streams over it, and for `rounds` rounds skip 64 KiB on each without waiting (each skip of an idle stream starts a host read), then poll them all; return how many bytes were skipped.", fan_out_reads))
         .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
         .tool(Tool::new("big_stream_write", "Write 1 MiB to a file stream of `path` at once, past what `check-write` permits; report the outcome.", big_stream_write))
@@ -935,6 +936,40 @@ pub struct PrimeArgs {
     pub path: String,
     /// How many streams.
     pub count: u32,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FanOutArgs {
+    /// A readable file.
+    pub path: String,
+    /// How many streams.
+    pub streams: u32,
+    /// How many rounds of skips.
+    pub rounds: u32,
+}
+
+fn fan_out_reads(a: FanOutArgs) -> Result<String, ToolError> {
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let file = open_read(dir, &rel).map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let mut streams = Vec::new();
+    for _ in 0..a.streams {
+        match file.read_via_stream(0) {
+            Ok(s) => streams.push(s),
+            Err(e) => return Err(ToolError::failed(format!("{e:?}"))),
+        }
+    }
+    let pollables: Vec<_> = streams.iter().map(|s| s.subscribe()).collect();
+    let refs: Vec<_> = pollables.iter().collect();
+    let mut skipped = 0u64;
+    for _ in 0..a.rounds {
+        for s in &streams {
+            skipped += s.skip(64 << 10).unwrap_or(0);
+        }
+        wasi::io::poll::poll(&refs);
+    }
+    Ok(format!("skipped {skipped}"))
 }
 
 fn prime_read_streams(a: PrimeArgs) -> Result<String, ToolError> {

@@ -1076,6 +1076,8 @@ pub(crate) struct FsCall {
     grant_of: HashMap<u32, usize>,
     /// The limit this call hit, shared with its charged streams.
     notice: Arc<Notice>,
+    /// Room for [`STREAM_OPS`] operations of its file streams at once.
+    stream_ops: Arc<tokio::sync::Semaphore>,
 }
 
 /// The first limit a call hit, until it is passed on to the caller (once
@@ -1139,6 +1141,7 @@ impl FsCall {
                 .unwrap_or_default(),
             grant_of: HashMap::new(),
             notice: Arc::default(),
+            stream_ops: Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)),
         })
     }
 
@@ -1269,93 +1272,223 @@ pub(crate) trait FsEnforced: Send + 'static {
 /// not streams over them.
 pub(crate) const STREAM_BYTES: usize = 68 << 10;
 
-/// A file stream and its charge to the call's memory, given back when the
-/// guest drops the stream (the resource table drops this).
+/// Operations one call's file streams may have running at once.
+/// wasmtime-wasi starts each read (or skip) of an idle file stream, and
+/// each write, on a blocking thread and returns at once: 900 streams over
+/// one file, each skipped in turn, kept a hundred blocking threads busy
+/// and others' file operations queued (found by review). A stream whose
+/// call has no room starts nothing: a read returns nothing yet, and a
+/// write is not ready (`check-write` is 0); its `ready` waits for room,
+/// which an operation gives back once the guest has seen it end (its
+/// stream's `ready`, or the read that returns its data).
+const STREAM_OPS: usize = 8;
+
+/// A file stream, its charge to the call's memory, given back when the
+/// guest drops the stream (the resource table drops this), and its place
+/// among the call's [`STREAM_OPS`] while an operation of it runs.
 struct HeldStream<S> {
     inner: S,
     _charge: crate::caps::limits::HostCharge,
+    ops: Arc<tokio::sync::Semaphore>,
+    op: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// An input stream's `ready` ended its read: the next read takes what
+    /// it left (data, an error or the end) and starts nothing.
+    seen: bool,
+}
+
+impl<S> HeldStream<S> {
+    fn new(inner: S, held: Held) -> HeldStream<S> {
+        HeldStream {
+            inner,
+            _charge: held.charge,
+            ops: held.ops,
+            op: None,
+            seen: false,
+        }
+    }
+
+    /// A place among the call's operations, if there is room (or this
+    /// stream has one).
+    fn room(&mut self) -> bool {
+        if self.op.is_none() {
+            self.op = self.ops.clone().try_acquire_owned().ok();
+        }
+        self.op.is_some()
+    }
+
+    /// Wait for a place among the call's operations.
+    async fn wait_for_room(&mut self) {
+        if self.op.is_none() {
+            self.op = self.ops.clone().acquire_owned().await.ok();
+        }
+    }
+}
+
+impl HeldStream<DynInputStream> {
+    /// `f`, a read or skip of `n` bytes, which starts one on a blocking
+    /// thread if none runs: only with room for it. What it gives back
+    /// (nothing: it runs still, or was started now) says whether one runs.
+    fn gated(
+        &mut self,
+        n: usize,
+        f: impl FnOnce(&mut DynInputStream, usize) -> StreamResult<(bytes::Bytes, usize)>,
+    ) -> StreamResult<(bytes::Bytes, usize)> {
+        if n == 0 || std::mem::take(&mut self.seen) {
+            return f(&mut self.inner, n);
+        }
+        if !self.room() {
+            return Ok((bytes::Bytes::new(), 0));
+        }
+        let r = f(&mut self.inner, n);
+        // Data, or the end: none of this stream's reads runs now.
+        if !matches!(r, Ok((_, 0))) {
+            self.op = None;
+        }
+        r
+    }
 }
 
 #[async_trait::async_trait]
-impl<S: Pollable> Pollable for HeldStream<S> {
+impl Pollable for HeldStream<DynInputStream> {
     async fn ready(&mut self) {
-        self.inner.ready().await
+        // Ready starts a read if none runs: within room, given back once it
+        // ended (here). What it read, the next read takes.
+        self.wait_for_room().await;
+        self.inner.ready().await;
+        self.op = None;
+        self.seen = true;
     }
 }
 
 #[async_trait::async_trait]
 impl InputStream for HeldStream<DynInputStream> {
     fn read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
-        self.inner.read(size)
+        self.gated(size, |s, n| {
+            s.read(n).map(|b| {
+                let len = b.len();
+                (b, len)
+            })
+        })
+        .map(|(b, _)| b)
     }
     async fn blocking_read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
-        self.inner.blocking_read(size).await
+        // The guest waits for it: one at most per call, but within room.
+        self.wait_for_room().await;
+        let r = self.inner.blocking_read(size).await;
+        self.op = None;
+        self.seen = false;
+        r
     }
     fn skip(&mut self, n: usize) -> StreamResult<usize> {
-        self.inner.skip(n)
+        self.gated(n, |s, n| s.skip(n).map(|k| (bytes::Bytes::new(), k)))
+            .map(|(_, k)| k)
     }
     async fn blocking_skip(&mut self, n: usize) -> StreamResult<usize> {
-        self.inner.blocking_skip(n).await
+        self.wait_for_room().await;
+        let r = self.inner.blocking_skip(n).await;
+        self.op = None;
+        self.seen = false;
+        r
     }
     async fn cancel(&mut self) {
-        self.inner.cancel().await
+        // Waits for a read that runs to end; the place goes with it.
+        self.inner.cancel().await;
+        self.op = None;
     }
 }
 
-/// Refuse (trap) a write of `n` bytes past what `check-write` permits now.
-/// wasmtime-wasi's file stream takes any length and holds it whole while a
-/// blocking thread writes it: a write of 64 MiB on each of many streams,
-/// each charged [`STREAM_BYTES`], held gigabytes (found by review). The
-/// WASI contract makes such a write a trap; `wasi:http` bodies check it too.
-fn within_permit(inner: &mut DynOutputStream, n: usize) -> StreamResult<()> {
-    let permit = inner.check_write()?;
-    if n > permit {
-        return Err(StreamError::Trap(wasmtime::format_err!(
-            "a file stream write of {n} bytes, past the {permit} `check-write` permits"
-        )));
+#[async_trait::async_trait]
+impl Pollable for HeldStream<DynOutputStream> {
+    async fn ready(&mut self) {
+        // A write that runs ends here, and its place is given back (the
+        // next `check-write` takes one again); a stream without a write
+        // waits for room first, so that it is not ready without any.
+        self.wait_for_room().await;
+        self.inner.ready().await;
+        self.op = None;
     }
-    Ok(())
+}
+
+impl HeldStream<DynOutputStream> {
+    /// Refuse (trap) a write of `n` bytes past what `check-write` permits
+    /// now (room for it included). wasmtime-wasi's file stream takes any
+    /// length and holds it whole while a blocking thread writes it: a write
+    /// of 64 MiB on each of many streams, each charged [`STREAM_BYTES`],
+    /// held gigabytes (found by review). The WASI contract makes such a
+    /// write a trap; `wasi:http` bodies check it too.
+    fn within_permit(&mut self, n: usize) -> StreamResult<()> {
+        let permit = self.check_write()?;
+        if n > permit {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "a file stream write of {n} bytes, past the {permit} `check-write` permits"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl OutputStream for HeldStream<DynOutputStream> {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        within_permit(&mut self.inner, bytes.len())?;
+        // Nothing to write starts nothing (wasmtime-wasi would start a
+        // blocking write of it).
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.within_permit(bytes.len())?;
         self.inner.write(bytes)
     }
     fn flush(&mut self) -> StreamResult<()> {
         self.inner.flush()
     }
     fn check_write(&mut self) -> StreamResult<usize> {
+        // Without room for the write it would start, not ready yet.
+        if !self.room() {
+            return Ok(0);
+        }
         self.inner.check_write()
     }
     async fn blocking_write_and_flush(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        self.inner.blocking_write_and_flush(bytes).await
+        self.wait_for_room().await;
+        let r = self.inner.blocking_write_and_flush(bytes).await;
+        self.op = None;
+        r
     }
     fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
-        within_permit(&mut self.inner, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.within_permit(n)?;
         self.inner.write_zeroes(n)
     }
-    async fn write_ready(&mut self) -> StreamResult<usize> {
-        self.inner.write_ready().await
-    }
+    // `write_ready` is the trait's: this stream's `ready`, then its
+    // `check-write`, so that it waits for room too.
     async fn cancel(&mut self) {
-        self.inner.cancel().await
+        self.inner.cancel().await;
+        self.op = None;
     }
 }
 
-/// [`STREAM_BYTES`] of the call's memory for a new file stream, or the
-/// note that it does not fit (and `None`).
-fn hold_stream<T: FsEnforced>(store: &mut T) -> Option<crate::caps::limits::HostCharge> {
-    let held = store.hold_host(STREAM_BYTES);
-    if held.is_none() {
+/// What a new file stream holds of its call: [`STREAM_BYTES`] of its
+/// memory, and a share in its room for operations.
+struct Held {
+    charge: crate::caps::limits::HostCharge,
+    ops: Arc<tokio::sync::Semaphore>,
+}
+
+/// [`Held`] for a new file stream, or the note that its memory does not
+/// fit (and `None`).
+fn hold_stream<T: FsEnforced>(store: &mut T) -> Option<Held> {
+    let Some(charge) = store.hold_host(STREAM_BYTES) else {
         let (call, _) = store.fs_parts();
         call.note(format!(
             "a file stream ({} KiB of host memory while it is held) does not fit this call's memory limit",
             STREAM_BYTES >> 10
         ));
-    }
-    held
+        return None;
+    };
+    let ops = store.fs_parts().0.stream_ops.clone();
+    Some(Held { charge, ops })
 }
 
 /// Pass a limit the call just hit on to the caller. The sandbox calls it
@@ -2683,10 +2816,7 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     append,
                 });
             }
-            *slot = Box::new(HeldStream {
-                inner,
-                _charge: held,
-            });
+            *slot = Box::new(HeldStream::new(inner, held));
             Ok((R::Ok(s),))
         };
         if append {
@@ -2723,10 +2853,7 @@ fn shadow_input_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow:
             let slot: &mut DynInputStream = view.table.get_mut(&s)?;
             let inner =
                 std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::ClosedInputStream));
-            *slot = Box::new(HeldStream {
-                inner,
-                _charge: held,
-            });
+            *slot = Box::new(HeldStream::new(inner, held));
             Ok((R::Ok(s),))
         },
     )?;
