@@ -106,7 +106,11 @@ impl Source {
             let mut out: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| err(format!("cannot read tools directory: {e}")))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_manifest_name(p) && p.is_file())
+                // Every `*.toml` but a directory: one that is not a
+                // readable regular file (a dangling link, a FIFO) is a
+                // load error naming it, not skipped without a word
+                // (found by review).
+                .filter(|p| is_manifest_name(p) && !p.is_dir())
                 .collect();
             out.sort();
             Ok(out)
@@ -398,12 +402,24 @@ impl Catalog {
         let mut loads = std::pin::pin!(loads);
         // Every directory granted so far, for the cross-tool overlap check.
         let mut granted: Vec<(PathBuf, Arc<crate::caps::fs::PreparedDir>)> = Vec::new();
+        // The sources each name of a named selection took something from.
+        let mut picked: HashMap<(Scope, String), Vec<PathBuf>> = HashMap::new();
         while let Some((source, mpath, result, took, kept)) = loads.next().await {
             let Some(loaded) = selected(source, &mpath, result, &granted) else {
                 continue;
             };
             match loaded {
                 Ok((comp, tools, serves)) => {
+                    for name in source.only.iter().flat_map(|o| o.iter()) {
+                        if stem_of(&mpath) == name || tools.iter().any(|t| *t.def.name == **name) {
+                            let from = picked
+                                .entry((source.scope.clone(), name.clone()))
+                                .or_default();
+                            if !from.contains(&source.path) {
+                                from.push(source.path.clone());
+                            }
+                        }
+                    }
                     if !tools.is_empty() || serves {
                         for d in &comp.grants.fs.dirs {
                             granted.push((mpath.clone(), d.clone()));
@@ -430,7 +446,47 @@ impl Catalog {
                 }
             }
         }
+        for ((scope, name), from) in picked {
+            if from.len() > 1 {
+                cat.ambiguous(&scope, &name, &from, on_event);
+            }
+        }
         cat
+    }
+
+    /// A named selection's `name` found in several sources of `scope`
+    /// (`from`): it takes nothing of any. A tenant naming `echo` took the
+    /// tools of every `echo.toml` of every `--tools` directory, so a
+    /// writer of any of them added tools to that tenant's scope, running
+    /// under its caps (found by review).
+    fn ambiguous(
+        &mut self,
+        scope: &Scope,
+        name: &str,
+        from: &[PathBuf],
+        on_event: &(dyn Fn(LoadEvent<'_>) + Sync),
+    ) {
+        let picked = |c: &LoadedComponent| stem_of(&c.manifest.path) == name;
+        if let Some(tools) = self.scopes.get_mut(scope) {
+            tools.retain(|n, t| &**n != name && !picked(&t.component));
+        }
+        if let Some(served) = self.served.get_mut(scope) {
+            served.components.retain(|c| !picked(c));
+            served.prompts.retain(|_, c| !picked(c));
+        }
+        let list: Vec<String> = from.iter().map(|p| p.display().to_string()).collect();
+        self.fail(
+            LoadError::new(
+                &from[0],
+                LoadErrorKind::Source {
+                    reason: format!(
+                        "scope `{scope}` names `{name}`, which more than one tool source offers ({}), so it takes it from none (a writer of one of them could add tools to the scope); keep it in one source, or name it by its own path",
+                        list.join(", ")
+                    ),
+                },
+            ),
+            on_event,
+        );
     }
 
     /// Report `e` and keep it in `errors`.
@@ -633,7 +689,7 @@ fn selected(
 ) -> Option<Result<Selected, Refused>> {
     // A named selection takes a tool by its name, or every tool of
     // the manifest of that name (`text` for text.toml's tools).
-    let stem = mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let stem = stem_of(mpath);
     let wanted = |name: &str| {
         source
             .only
@@ -719,7 +775,7 @@ async fn load_one(
     previous: Option<&Arc<LoadedComponent>>,
     reuse_whole: bool,
 ) -> Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError> {
-    let text = std::fs::read_to_string(mpath).map_err(|e| {
+    let text = crate::files::read_text(mpath, crate::files::MAX_MANIFEST_BYTES).map_err(|e| {
         LoadError::new(
             mpath,
             LoadErrorKind::Source {
@@ -795,6 +851,12 @@ fn honest(mut def: ToolDef, comp: &LoadedComponent) -> ToolDef {
         def.annotations.open_world = Some(true);
     }
     def
+}
+
+/// A manifest's name without its extension (`text` for `text.toml`): what
+/// a named selection takes all the tools of.
+fn stem_of(mpath: &Path) -> &str {
+    mpath.file_stem().and_then(|s| s.to_str()).unwrap_or("")
 }
 
 /// Which manifest took each tool name of a scope (and the name as it

@@ -343,11 +343,13 @@ impl HostConfig {
     /// Read a host config file (TOML), starting from the defaults. Every
     /// problem of the file is returned, each with its line.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-            items: vec![Diagnostic::file(
-                path,
-                format!("cannot read host config: {e}"),
-            )],
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
+            Diagnostics {
+                items: vec![Diagnostic::file(
+                    path,
+                    format!("cannot read host config: {e}"),
+                )],
+            }
         })?;
         Self::parse(path, &text)
     }

@@ -16,6 +16,7 @@ mod config;
 mod core;
 mod diagnostic;
 mod error;
+mod files;
 mod manifest;
 mod metrics;
 mod model;

@@ -102,18 +102,27 @@ impl Changes {
     }
 
     /// Wait for a change, then for a quiet period of the debounce (a build
-    /// writes a `.wasm` and its manifest in quick succession).
+    /// writes a `.wasm` and its manifest in quick succession), but no
+    /// longer than four debounces from the first change: a writer of a
+    /// watched directory changing a file every 150 ms held off a narrowed
+    /// config for as long as it went on (found by review).
     pub async fn next(&mut self) -> Option<()> {
         self.rx.recv().await?;
+        let until = tokio::time::Instant::now() + self.debounce * MAX_DEBOUNCES;
         loop {
-            match tokio::time::timeout(self.debounce, self.rx.recv()).await {
-                Ok(Some(())) => continue,
+            let quiet = (tokio::time::Instant::now() + self.debounce).min(until);
+            match tokio::time::timeout_at(quiet, self.rx.recv()).await {
+                Ok(Some(())) if tokio::time::Instant::now() < until => continue,
+                Ok(Some(())) => return Some(()),
                 Ok(None) => return None,
                 Err(_) => return Some(()),
             }
         }
     }
 }
+
+/// The longest [`Changes::next`] waits after a change, in debounces.
+const MAX_DEBOUNCES: u32 = 4;
 
 fn is_change(kind: &EventKind) -> bool {
     matches!(
@@ -163,6 +172,15 @@ fn resolved(p: &Path) -> Resolved {
 
 impl Watched {
     fn of(paths: &[PathBuf]) -> Watched {
+        // Absolute, as the watcher reports events (it joins a relative
+        // path to the working directory): a relative path never matched,
+        // so with `--tools srv` no change was ever reported, and a
+        // narrowed config was never applied (found by review).
+        let paths: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        let paths = &paths[..];
         let mut dirs: HashMap<PathBuf, HashSet<OsString>> = HashMap::new();
         for p in paths {
             let names = dirs.entry(watched_dir(p)).or_default();
@@ -271,6 +289,55 @@ mod tests {
         symlink("..v2", d.join("..data_tmp")).unwrap();
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         assert!(reported(&mut changes).await, "the swap did not count");
+    }
+
+    /// The review's case: the watcher reports a relative path's events
+    /// under absolute paths, so with `--tools srv` (relative) no change was
+    /// ever reported. Watched as given, relative paths count too.
+    #[tokio::test]
+    async fn changes_under_a_relative_path_count() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = dir.path().strip_prefix(&cwd).unwrap().to_path_buf();
+        assert!(relative.is_relative());
+        let config = relative.join("toolhost.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut changes = Changes::new(
+            &[relative.clone(), config.clone()],
+            Duration::from_millis(20),
+        )
+        .unwrap();
+        std::fs::write(relative.join("echo.toml"), "x").unwrap();
+        assert!(reported(&mut changes).await, "a manifest did not count");
+        std::fs::write(&config, "# narrowed\n").unwrap();
+        assert!(reported(&mut changes).await, "the config did not count");
+    }
+
+    /// The review's case: a writer of a watched directory changing a file
+    /// every 150 ms held off every reload (the quiet period restarted at
+    /// each change) for as long as it went on. A change is reported at
+    /// most four debounces after the first.
+    #[tokio::test]
+    async fn changes_that_never_stop_are_reported_still() {
+        let tools = tempfile::tempdir().unwrap();
+        let mut changes =
+            Changes::new(&[tools.path().to_path_buf()], Duration::from_millis(100)).unwrap();
+        let path = tools.path().join("junk.toml");
+        let writer = std::thread::spawn(move || {
+            for i in 0..60 {
+                std::fs::write(&path, format!("# {i}\n")).unwrap();
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        let t = std::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_millis(1500), changes.next()).await;
+        assert!(got.is_ok(), "not reported while the writes went on");
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        writer.join().unwrap();
     }
 
     /// The review's case: any change in a watched directory counted, so an

@@ -341,6 +341,93 @@ async fn a_name_clash_serves_neither_and_names_both_files() {
     assert!(ok.is_ok(), "{ok:?}");
 }
 
+/// A review's case: a manifest swapped for a FIFO hung the load (and a
+/// reload, and every reload after it) in a blocking read; a dangling link
+/// or a FIFO named `*.toml` was skipped without a word; and a sparse 1.5 GB
+/// "component" was read whole (2 GB of memory) before its digest was
+/// checked. Each is a load error naming it now, at once, and the rest
+/// loads.
+#[tokio::test]
+async fn a_fifo_a_dangling_link_or_a_huge_file_is_a_clear_load_error() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let fifo = d.path().join("fifo.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink(d.path().join("gone.toml"), d.path().join("dangling.toml")).unwrap();
+    let huge = d.path().join("huge.wasm");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1500 << 20)
+        .unwrap();
+    d.write(
+        "huge.toml",
+        &format!(
+            "[component]\npath = \"huge.wasm\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    );
+    let core = tokio::time::timeout(std::time::Duration::from_secs(60), load(&d))
+        .await
+        .expect("the load hung");
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    let about = |file: &str| {
+        errors
+            .iter()
+            .find(|e| e.contains(file))
+            .unwrap_or_else(|| panic!("no error names {file}: {errors:#?}"))
+            .clone()
+    };
+    assert!(about("fifo.toml").contains("not a regular file (a FIFO)"));
+    assert!(about("dangling.toml").contains("cannot read manifest"));
+    assert!(about("huge.wasm").contains("more than the 256 MiB"));
+    assert!(call(&core, "echo", json!({"text": "x"})).await.is_ok());
+}
+
+/// A review's case: a tenant's named tools (`tools = ["echo"]`) are taken
+/// from every `--tools` source, by tool name or by manifest name, so a
+/// writer of a second directory who added an `echo.toml` (here the files
+/// component) added its tools to the tenant's scope. A name found in more
+/// than one source takes nothing of any, with an error saying so; one
+/// found in one source is taken as before.
+#[tokio::test]
+async fn a_named_selection_found_in_two_sources_takes_neither() {
+    let trusted = ToolDir::new();
+    trusted.add("basics", "echo", "");
+    trusted.add("text", "text", "");
+    let shared = ToolDir::new();
+    shared.add("echo", "files", "");
+    let alpha = Scope::new("alpha");
+    let only = |d: &ToolDir| {
+        toolhost::Source::new(alpha.clone(), d.path())
+            .only_tools(["echo".to_string(), "text".to_string()])
+    };
+    let core = Core::builder()
+        .config(test_config())
+        .add_source(only(&trusted))
+        .add_source(only(&shared))
+        .build()
+        .await
+        .unwrap();
+    let tools = core.tools(&alpha);
+    let names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+    // `echo` (a tool of trusted, a manifest of shared) is taken from
+    // neither; `text` (a manifest of trusted only) is taken: its tools.
+    assert!(!names.contains(&"echo"), "{names:?}");
+    assert!(!names.contains(&"list_dir"), "{names:?}");
+    assert!(names.contains(&"json_query"), "{names:?}");
+    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].contains("names `echo`, which more than one tool source offers")
+            && errors[0].contains(&trusted.path().display().to_string())
+            && errors[0].contains(&shared.path().display().to_string()),
+        "{errors:#?}"
+    );
+}
+
 /// A review's case: names that differ only in `.` against `_` are one
 /// name to the `claude` CLI (it writes `.` as `_`), which kept one of the
 /// two, so a component describing `json.query` took the calls (and the

@@ -245,7 +245,7 @@ pub(crate) fn prepare(
     });
     if !errors.is_empty() {
         // Point at the manifest's lines where the request came from.
-        if let Ok(text) = std::fs::read_to_string(&m.path) {
+        if let Ok(text) = crate::files::read_text(&m.path, crate::files::MAX_MANIFEST_BYTES) {
             for e in &mut errors {
                 if let Some(s) = &e.span {
                     let at = s.start.min(text.len());

@@ -2235,30 +2235,17 @@ fn compile(
     expected: [u8; 32],
 ) -> Result<Fetched, LoadErrorKind> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let read_error = |source| LoadErrorKind::ReadComponent {
         component: path.to_path_buf(),
         source: Arc::new(source),
     };
     // Opened once, without blocking (a FIFO planted in its place would
     // hold the load forever) or becoming a controlling terminal, and read
-    // only if it is a regular file (not `/dev/zero`), at most as long as
-    // it was then.
-    let (file, len) = (|| {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
-        }
-        Ok((file, meta.len()))
-    })()
-    .map_err(read_error)?;
+    // only if it is a regular file (not `/dev/zero`) of a bounded size (a
+    // sparse 1.5 GB file was read whole before its digest was checked:
+    // found by review), at most as long as it was then.
+    let (file, len) =
+        crate::files::open_regular(path, crate::files::MAX_COMPONENT_BYTES).map_err(read_error)?;
     let mut file = file.take(len.saturating_add(1));
     let cached = cache.and_then(|c| c.get(engine, &expected));
     let whole = cached

@@ -136,9 +136,15 @@ impl FsCaps {
             default_quota: min(self.default_quota, other.default_quota)
                 .map(|d| max_quota.map_or(d, |m| d.min(m))),
             max_quota,
+            // Unset is the default, not unbounded: a tenant's 3,000 over a
+            // host that named none took 3,000 where the host's own calls
+            // have 256 (found by review).
             max_open: match (self.max_open, other.max_open) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+                (None, None) => None,
+                (a, b) => Some(
+                    a.unwrap_or(DEFAULT_MAX_OPEN)
+                        .min(b.unwrap_or(DEFAULT_MAX_OPEN)),
+                ),
             },
         }
     }
@@ -664,6 +670,22 @@ mod tests {
             quota: None,
             span: None,
         }
+    }
+
+    /// A review's case: a tenant's `max-open` above the default, over a
+    /// host config that named none, won (unset counted as unbounded).
+    #[test]
+    fn an_unset_max_open_is_the_default_in_an_intersection() {
+        let with = |n: Option<usize>| FsCaps {
+            max_open: n,
+            ..FsCaps::default()
+        };
+        let max = |a, b| with(a).intersect(&with(b)).max_open;
+        assert_eq!(max(None, Some(3000)), Some(enforce::DEFAULT_MAX_OPEN));
+        assert_eq!(max(Some(3000), None), Some(enforce::DEFAULT_MAX_OPEN));
+        assert_eq!(max(None, Some(10)), Some(10));
+        assert_eq!(max(Some(20), Some(10)), Some(10));
+        assert_eq!(max(None, None), None);
     }
 
     #[test]

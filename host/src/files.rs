@@ -1,0 +1,101 @@
+//! The host's own input files (manifests, components, the host config, a
+//! JWKS file): opened once, without blocking and without becoming a
+//! controlling terminal, read only if they are regular files, and only up
+//! to a bound checked before anything is read.
+//!
+//! Found by review: a manifest swapped for a FIFO hung a reload (and every
+//! reload after it) in a blocking read, a 20 MB manifest took 1.9 GB to
+//! check, and a sparse 1.5 GB "component" was read whole before its digest
+//! was checked. Must not touch: what the files mean (their parsers).
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The longest manifest read.
+pub(crate) const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// The longest host config or JWKS file read.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The largest component read (a Python component with its interpreter is
+/// about 40 MB).
+pub(crate) const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// `path` opened for reading if it is a regular file of at most `max`
+/// bytes, with its length then.
+pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, u64)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", kind(&meta.file_type())),
+        ));
+    }
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {} MiB this host reads of such a file",
+                meta.len(),
+                max >> 20
+            ),
+        ));
+    }
+    Ok((file, meta.len()))
+}
+
+/// The text of the regular file `path`, of at most `max` bytes.
+pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    let (file, len) = open_regular(path, max)?;
+    let mut text = String::with_capacity(len as usize);
+    // What it held when opened: a file that grows meanwhile is cut there.
+    file.take(len).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bounded_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "a = 1\n").unwrap();
+        assert_eq!(read_text(&ok, 64).unwrap(), "a = 1\n");
+        let big = dir.path().join("big.toml");
+        std::fs::File::create(&big).unwrap().set_len(65).unwrap();
+        let e = read_text(&big, 64).unwrap_err().to_string();
+        assert!(e.contains("65 bytes"), "{e}");
+        // A FIFO: refused at once, not read (a blocking read waits for a
+        // writer for good).
+        let fifo = dir.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_text(&fifo, 64).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        let e = read_text(Path::new("/dev/zero"), 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a device"), "{e}");
+    }
+}
