@@ -208,9 +208,21 @@ impl Watched {
     /// directory.
     fn resolves_elsewhere(&self, event: &Path) -> bool {
         let dir = parent_dir(event);
+        // In a watched directory, only what a kubelet-style swap renames
+        // (`..data`, `..2026_12_07…`) can make its manifests other files
+        // without an event naming one (which `counts`). Looking again at
+        // every event listed the whole directory each time: a writer
+        // appending to a log there made the host list 52,000 entries per
+        // append (found by review).
+        let swapped = event
+            .file_name()
+            .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."));
         let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
         let mut moved = false;
-        for (p, _, was) in paths.iter_mut().filter(|(_, d, _)| d == dir) {
+        for (p, _, was) in paths
+            .iter_mut()
+            .filter(|(p, d, _)| d == dir && (swapped || p != d))
+        {
             let now = resolved(p);
             if *was != now {
                 *was = now;
@@ -286,6 +298,28 @@ mod tests {
         // over `..data`.
         std::fs::create_dir(d.join("..v2")).unwrap();
         std::fs::write(d.join("..v2/toolhost.toml"), "# two, longer\n").unwrap();
+        symlink("..v2", d.join("..data_tmp")).unwrap();
+        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        assert!(reported(&mut changes).await, "the swap did not count");
+    }
+
+    /// A tools directory mounted from a ConfigMap: its manifests are links
+    /// through `..data`, which the kubelet swaps. The swap counts (only
+    /// such names make a watched directory be looked at again).
+    #[tokio::test]
+    async fn a_configmap_swap_of_a_tools_directory_counts() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("..v1")).unwrap();
+        std::fs::write(d.join("..v1/echo.toml"), "# one\n").unwrap();
+        symlink("..v1", d.join("..data")).unwrap();
+        symlink("..data/echo.toml", d.join("echo.toml")).unwrap();
+        let mut changes = Changes::new(&[d.to_path_buf()], Duration::from_millis(20)).unwrap();
+        std::fs::write(d.join("notes.log"), "x\n").unwrap();
+        assert!(!reported(&mut changes).await, "an unwatched file counted");
+        std::fs::create_dir(d.join("..v2")).unwrap();
+        std::fs::write(d.join("..v2/echo.toml"), "# two, longer\n").unwrap();
         symlink("..v2", d.join("..data_tmp")).unwrap();
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         assert!(reported(&mut changes).await, "the swap did not count");
