@@ -137,7 +137,7 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
             e => e.into(),
         })?;
         if a.json {
-            println!("{}", m.to_json());
+            println!("{}", crate::cli::json_safe(&m.to_json().to_string()));
         } else {
             print_message(&m);
         }

@@ -113,7 +113,7 @@ pub fn run(a: AuditArgs) -> Result<ExitCode> {
             }
             shown += 1;
             if a.json {
-                println!("{line}");
+                println!("{}", crate::cli::json_safe(&line));
             } else {
                 let ms = v["duration_us"].as_u64().unwrap_or(0) as f64 / 1000.0;
                 let reason = v["reason"]

@@ -109,6 +109,29 @@ enum Command {
 /// are others' to choose: an escape sequence in one could erase or hide
 /// the lines before it (found by review: a package's grant review hid a
 /// new network grant under "(nothing else new)").
+/// JSON text with the characters a terminal acts on or reorders by
+/// written as `\uXXXX` escapes: C1 controls (U+0080-U+009F, which some
+/// terminals read as escape sequences: an 8-bit OSC 52 writes the
+/// clipboard) and the bidirectional and invisible format marks. serde_json
+/// escapes only U+0000-U+001F, so a hostile tool name or description went
+/// out raw in `--json` output (found by review). The same JSON value, and
+/// ASCII-safe to show.
+pub(crate) fn json_safe(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let u = c as u32;
+        if (0x80..=0x9f).contains(&u)
+            || matches!(u, 0x061c | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2069 | 0xfeff)
+        {
+            // Outside a JSON string these never occur: they are always in one.
+            out.push_str(&format!("\\u{u:04x}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub(crate) fn shown(text: &str) -> String {
     text.split('\n')
         .map(toolhost::Audit::printable)
@@ -172,7 +195,12 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
             total,
             ..
         } if verbose || (total > 1 && std::io::stderr().is_terminal()) => {
-            eprintln!("[{}/{}] loading {}", index + 1, total, manifest.display())
+            eprintln!(
+                "[{}/{}] loading {}",
+                index + 1,
+                total,
+                shown(&manifest.display().to_string())
+            )
         }
         LoadEvent::Loaded {
             manifest,
@@ -183,7 +211,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
         } => {
             eprintln!(
                 "compiled {} ({tools} tools) in {millis} ms; cached for next time",
-                manifest.display()
+                shown(&manifest.display().to_string())
             )
         }
         LoadEvent::Loaded {
@@ -196,7 +224,7 @@ fn load_printer(verbose: bool) -> impl Fn(LoadEvent<'_>) + Send + Sync + 'static
         } if verbose => {
             eprintln!(
                 "loaded {} ({tools} tools) from cache{} in {millis} ms",
-                manifest.display(),
+                shown(&manifest.display().to_string()),
                 if described {
                     ", then asked what it offers"
                 } else {
@@ -295,7 +323,7 @@ async fn list(host: &HostOpts, scope: &str, json: bool) -> Result<ExitCode> {
     let core = build_core(host).await?;
     let tools = core.tools(&Scope::new(scope));
     if json {
-        println!("{}", serde_json::to_string_pretty(&tools)?);
+        println!("{}", json_safe(&serde_json::to_string_pretty(&tools)?));
     } else if tools.is_empty() {
         eprintln!(
             "no tools in scope `{scope}` (sources: {})",
@@ -390,7 +418,7 @@ fn print_result(result: &Result<ToolOutput, toolhost::CallError>, json: bool) ->
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&output_json(out, false))?
+                    json_safe(&serde_json::to_string_pretty(&output_json(out, false))?)
                 );
             } else {
                 print_output(out);
@@ -401,9 +429,9 @@ fn print_result(result: &Result<ToolOutput, toolhost::CallError>, json: bool) ->
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
+                    json_safe(&serde_json::to_string_pretty(
                         &json!({"content": [{"type": "text", "text": e.to_string()}], "isError": true})
-                    )?
+                    )?)
                 );
             } else {
                 eprintln!("error: {}", shown(&e.to_string()));
@@ -446,11 +474,13 @@ fn print_output(out: &ToolOutput) {
     for c in &out.content {
         match c {
             Content::Text(t) => println!("{}", text(t)),
+            // Escaped always: a type is a short token, and one holding
+            // control characters (found by review) is not one.
             Content::Image { data, mime_type } => {
-                println!("[image {mime_type}, {} bytes]", data.len())
+                println!("[image {}, {} bytes]", shown(mime_type), data.len())
             }
             Content::Audio { data, mime_type } => {
-                println!("[audio {mime_type}, {} bytes]", data.len())
+                println!("[audio {}, {} bytes]", shown(mime_type), data.len())
             }
             Content::Resource { uri, .. } => println!("[resource {}]", shown(uri)),
             _ => println!("[content of a kind this version cannot print]"),
@@ -837,5 +867,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A review's case: `--json` output carried a hostile name's C1
+    /// controls (an 8-bit OSC 52 writes the terminal's clipboard) and bidi
+    /// overrides raw. They are escaped now, and the JSON means the same.
+    #[test]
+    fn json_output_escapes_what_a_terminal_acts_on() {
+        let hostile = "echo\u{202e}\u{9d}52;c;SGk=\u{9c}\u{200b}é";
+        let text = serde_json::to_string(&json!({ "name": hostile })).unwrap();
+        let safe = json_safe(&text);
+        assert!(
+            safe.chars().all(|c| !(('\u{80}'..='\u{9f}').contains(&c)
+                || c == '\u{202e}'
+                || c == '\u{200b}')),
+            "{safe:?}"
+        );
+        assert!(
+            safe.contains("\\u202e") && safe.contains("\\u009d"),
+            "{safe}"
+        );
+        // Other text as it was.
+        assert!(safe.contains('é'), "{safe}");
+        let back: Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["name"], hostile);
     }
 }

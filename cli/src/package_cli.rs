@@ -131,8 +131,28 @@ fn password() -> Option<Vec<u8>> {
     std::env::var_os("COSIGN_PASSWORD").map(|p| p.into_encoded_bytes())
 }
 
-fn is_layout(p: &Path) -> bool {
-    p.is_file() || p.join("index.json").is_file()
+/// Whether `p` is a packed layout (a file, or a directory with an
+/// `index.json`) rather than a tool directory. A directory holding both a
+/// layout and a manifest is neither: it was pushed as the layout, and the
+/// manifest the operator reviewed was not what went out (found by review).
+fn is_layout(p: &Path) -> Result<bool> {
+    if p.is_file() {
+        return Ok(true);
+    }
+    if !p.join("index.json").is_file() {
+        return Ok(false);
+    }
+    let manifests = std::fs::read_dir(p)
+        .with_context(|| p.display().to_string())?
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().extension().is_some_and(|x| x == "toml"));
+    if manifests {
+        anyhow::bail!(
+            "{} holds both a packed layout (index.json) and a tool manifest (*.toml): push one or the other from a directory of its own",
+            crate::cli::shown(&p.display().to_string())
+        );
+    }
+    Ok(true)
 }
 
 pub async fn run(cmd: PackageCommand) -> Result<ExitCode> {
@@ -180,6 +200,7 @@ fn pack(
     version: Option<String>,
 ) -> Result<ExitCode> {
     let pkg = toolhost_package::pack(dir, &PackOptions { name, version })?;
+    eprintln!("packed {}", layers(&pkg));
     let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.oci.tar", pkg.config.name)));
     Layout::with_package(&pkg).write(&out)?;
     println!("{} {}", pkg.digest, out.display());
@@ -193,11 +214,29 @@ fn pack(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `pkg` holds, file by file: what a pack put in, for the packer to
+/// see before it goes out (a README.md nobody meant to publish, say).
+fn layers(pkg: &toolhost_package::Package) -> String {
+    pkg.manifest
+        .layers
+        .iter()
+        .map(|l| {
+            let title = l
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(toolhost_package::oci::TITLE_ANNOTATION))
+                .map_or("(untitled)", String::as_str);
+            format!("{} ({} bytes)", crate::cli::shown(title), l.size)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `push`: a packed layout with the signatures naming the target repository,
 /// or a tool directory packed on the fly.
 async fn push(package: &Path, reference: &str) -> Result<ExitCode> {
     let r = RegistryRef::parse(reference)?;
-    let (pkg, sigs) = if is_layout(package) {
+    let (pkg, sigs) = if is_layout(package)? {
         let layout = Layout::read(package)?;
         let what = package.display().to_string();
         let f = toolhost_package::source::from_layout(
@@ -207,10 +246,9 @@ async fn push(package: &Path, reference: &str) -> Result<ExitCode> {
         )?;
         (f.package, f.signatures)
     } else {
-        (
-            toolhost_package::pack(package, &PackOptions::default())?,
-            SignatureManifest::default(),
-        )
+        let pkg = toolhost_package::pack(package, &PackOptions::default())?;
+        eprintln!("packed {}", layers(&pkg));
+        (pkg, SignatureManifest::default())
     };
     let reg = Registry::for_ref(&r)?;
     let digest = reg.push_package(&r, &pkg).await?;
@@ -219,11 +257,15 @@ async fn push(package: &Path, reference: &str) -> Result<ExitCode> {
     for s in sigs.signatures {
         match toolhost_package::sign::SimpleSigning::parse(&s.payload) {
             Ok(p) if p.critical.identity.docker_reference == repo => keep.signatures.push(s),
+            // What a third party's signature names, escaped.
             Ok(p) => eprintln!(
                 "warning: not pushing a signature naming {} (this push goes to {repo}); sign the pushed package with `toolhost sign {repo}@{digest} --key KEY`",
-                p.critical.identity.docker_reference
+                crate::cli::shown(&p.critical.identity.docker_reference)
             ),
-            Err(e) => eprintln!("warning: not pushing an unreadable signature: {e}"),
+            Err(e) => eprintln!(
+                "warning: not pushing an unreadable signature: {}",
+                crate::cli::shown(&e.to_string())
+            ),
         }
     }
     if !keep.signatures.is_empty() {
@@ -422,7 +464,10 @@ fn list_tools(store: &StoreOpts, json: bool) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!(
+            "{}",
+            crate::cli::json_safe(&serde_json::to_string_pretty(&v)?)
+        );
     } else if list.is_empty() {
         eprintln!("nothing installed in {}", store.root().display());
     } else {

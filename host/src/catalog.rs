@@ -408,18 +408,26 @@ impl Catalog {
             let Some(loaded) = selected(source, &mpath, result, &granted) else {
                 continue;
             };
+            // What of a named selection this manifest offers, loaded or
+            // not: a source whose `echo` fails to load (a digest
+            // mid-upgrade) still offers `echo`, or another source's
+            // lookalike would be taken alone (found by the fix review).
+            let offered: Vec<&str> = match &loaded {
+                Ok((_, tools, _)) => tools.iter().map(|t| &*t.def.name).collect(),
+                Err((_, names)) => names.iter().map(|n| &**n).collect(),
+            };
+            for name in source.only.iter().flat_map(|o| o.iter()) {
+                if stem_of(&mpath) == name || offered.contains(&name.as_str()) {
+                    let from = picked
+                        .entry((source.scope.clone(), name.clone()))
+                        .or_default();
+                    if !from.contains(&source.path) {
+                        from.push(source.path.clone());
+                    }
+                }
+            }
             match loaded {
                 Ok((comp, tools, serves)) => {
-                    for name in source.only.iter().flat_map(|o| o.iter()) {
-                        if stem_of(&mpath) == name || tools.iter().any(|t| *t.def.name == **name) {
-                            let from = picked
-                                .entry((source.scope.clone(), name.clone()))
-                                .or_default();
-                            if !from.contains(&source.path) {
-                                from.push(source.path.clone());
-                            }
-                        }
-                    }
                     if !tools.is_empty() || serves {
                         for d in &comp.grants.fs.dirs {
                             granted.push((mpath.clone(), d.clone()));

@@ -1966,7 +1966,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_aside_holds_its_calls_slot_until_it_ends() {
         let config = HostConfig::parse(
-            std::path::Path::new("t.toml"),
+            Path::new("t.toml"),
             &format!(
                 "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\nmax-concurrent = 1\n",
                 "0".repeat(64)

@@ -23,11 +23,16 @@ pub(crate) const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// `path` opened for reading if it is a regular file of at most `max`
 /// bytes, with its length then.
 pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, u64)> {
-    let file = std::fs::OpenOptions::new()
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    // Looked at first through a descriptor that opens nothing (`O_PATH`):
+    // opening a device runs its driver (found by the fix review), so only
+    // a regular file is opened for reading, through that descriptor.
+    let probe = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    let meta = file.metadata()?;
+    let meta = probe.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -44,6 +49,24 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
             ),
         ));
     }
+    let mut reading = std::fs::OpenOptions::new();
+    reading
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match reading.open(format!("/proc/self/fd/{}", probe.as_raw_fd())) {
+        Ok(f) => f,
+        // No /proc: by its path again, and it must be the file looked at.
+        Err(_) => {
+            let f = reading.open(path)?;
+            let again = f.metadata()?;
+            if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+                return Err(std::io::Error::other(
+                    "the file changed while it was opened",
+                ));
+            }
+            f
+        }
+    };
     Ok((file, meta.len()))
 }
 

@@ -205,6 +205,9 @@ pub(crate) fn check_resource(r: &ResourceDef) -> Result<(), String> {
     for t in [&r.title, &r.mime_type].into_iter().flatten() {
         bounded("a resource title or MIME type", t, MAX_NAME)?;
     }
+    if let Some(m) = &r.mime_type {
+        crate::sandbox::check_mime(m)?;
+    }
     if let Some(d) = &r.description {
         bounded("a resource description", d, MAX_TEXT)?;
     }

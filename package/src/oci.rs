@@ -634,8 +634,23 @@ impl Layout {
         if path.is_dir() {
             return Self::read_dir(path);
         }
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        // Without blocking: a FIFO named here held the command for good.
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?
+        };
+        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::format(format!(
+                "{}: not a regular file, a layout directory or a tar",
+                path.display()
+            )));
+        }
+        let len = meta.len();
         if len > limits::LAYOUT {
             return Err(Error::TooLarge {
                 what: path.display().to_string(),

@@ -4,7 +4,11 @@
 //! Packing checks what an installer would refuse anyway, early, on the
 //! author's machine: the component is a component and matches the sha256 its
 //! manifest pins, the grants parse, directories are absolute. It reads only
-//! the files it packs.
+//! the files it packs, and only files of the tool directory's own: a
+//! README.md, icon or component that is a symlink, a hard link, or a file
+//! of `/proc` or `/sys` is refused (a cloned directory's `README.md ->
+//! ~/.ssh/id_rsa` was packed and pushed, found by review), and so is a
+//! component path outside the directory.
 
 use crate::error::{Error, Result};
 use crate::grants::{Grants, check_portable};
@@ -30,10 +34,16 @@ const COMPONENT_MAGIC: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00
 /// Pack `path`: a tool directory holding exactly one `*.toml` manifest, or
 /// a manifest file.
 pub fn pack(path: &Path, opts: &PackOptions) -> Result<Package> {
-    let manifest = find_manifest(path)?;
+    let (manifest, found) = find_manifest(path)?;
     let origin = manifest.display().to_string();
     let dir = manifest.parent().unwrap_or(Path::new("."));
-    let text = read_bounded(&manifest, limits::TOOL_MANIFEST)?;
+    // A manifest named on the command line is the packer's choice; one
+    // found in the directory is the directory's, like the rest.
+    let text = read_bounded(
+        &manifest,
+        limits::TOOL_MANIFEST,
+        if found { Kind::Own } else { Kind::Named },
+    )?;
     let text = String::from_utf8(text)
         .map_err(|_| Error::format(format!("{origin}: the manifest is not UTF-8")))?;
     // The host's own parser: what does not load here would not load on the
@@ -52,8 +62,19 @@ pub fn pack(path: &Path, opts: &PackOptions) -> Result<Package> {
     }
     let head: Head = toml::from_str(&text)
         .map_err(|e| Error::format(format!("{origin}: [component]: {}", e.message().trim())))?;
-    let comp_path = dir.join(&head.component.path);
-    let component = read_bounded(&comp_path, limits::COMPONENT)?;
+    let inside = Path::new(&head.component.path);
+    if inside.is_absolute()
+        || inside
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(Error::format(format!(
+            "{origin}: [component] path `{}` is outside the tool directory; a package holds its own component (put it beside the manifest)",
+            head.component.path
+        )));
+    }
+    let comp_path = dir.join(inside);
+    let component = read_bounded(&comp_path, limits::COMPONENT, Kind::Pinned)?;
     if !component.starts_with(&COMPONENT_MAGIC) {
         return Err(Error::format(format!(
             "{}: not a WebAssembly component (a core module or another file); build it for wasm32-wasip2",
@@ -93,21 +114,24 @@ pub fn pack(path: &Path, opts: &PackOptions) -> Result<Package> {
             data: Bytes::from(component),
         },
     ];
+    // Present if there is anything of that name (a link too: refused
+    // below, not skipped without a word).
+    let present = |p: &Path| p.symlink_metadata().is_ok();
     let readme = dir.join("README.md");
-    if readme.is_file() {
+    if present(&readme) {
         layers.push(NewLayer {
             media_type: README_MEDIA_TYPE.into(),
             title: "README.md".into(),
-            data: Bytes::from(read_bounded(&readme, limits::EXTRA)?),
+            data: Bytes::from(read_bounded(&readme, limits::EXTRA, Kind::Own)?),
         });
     }
     for (file, mt) in [("icon.png", "image/png"), ("icon.svg", "image/svg+xml")] {
         let p = dir.join(file);
-        if p.is_file() {
+        if present(&p) {
             layers.push(NewLayer {
                 media_type: mt.into(),
                 title: file.into(),
-                data: Bytes::from(read_bounded(&p, limits::EXTRA)?),
+                data: Bytes::from(read_bounded(&p, limits::EXTRA, Kind::Own)?),
             });
             break;
         }
@@ -121,9 +145,11 @@ pub fn pack(path: &Path, opts: &PackOptions) -> Result<Package> {
     )
 }
 
-fn find_manifest(path: &Path) -> Result<PathBuf> {
+/// The manifest to pack, and whether it was found in a directory (not
+/// named).
+fn find_manifest(path: &Path) -> Result<(PathBuf, bool)> {
     if path.is_file() {
-        return Ok(path.to_path_buf());
+        return Ok((path.to_path_buf(), false));
     }
     let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
     let mut tomls: Vec<PathBuf> = entries
@@ -132,7 +158,7 @@ fn find_manifest(path: &Path) -> Result<PathBuf> {
         .collect();
     tomls.sort();
     match tomls.len() {
-        1 => Ok(tomls.remove(0)),
+        1 => Ok((tomls.remove(0), true)),
         0 => Err(Error::format(format!(
             "{}: no tool manifest (*.toml) in this directory",
             path.display()
@@ -150,13 +176,139 @@ fn find_manifest(path: &Path) -> Result<PathBuf> {
     }
 }
 
-fn read_bounded(p: &Path, limit: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-    if meta.len() > limit {
+/// Whose file [`read_bounded`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Named by the packer: as named, links followed.
+    Named,
+    /// The component: not a symlink (its bytes are checked against the
+    /// digest its manifest pins, so a hard link shows nothing unpinned).
+    Pinned,
+    /// The directory's own (README.md, an icon, a manifest found there):
+    /// not a symlink, not a file with other names (a hard link to one
+    /// outside it).
+    Own,
+}
+
+/// The bytes of `p`, at most `limit` of them: a regular file, opened
+/// without blocking, not a file of `/proc` or `/sys` (whose sizes say
+/// nothing: `/proc/self/pagemap` is 256 GiB of reads), and as `kind` says.
+fn read_bounded(p: &Path, limit: u64, kind: Kind) -> Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let refuse = |why: &str| {
+        Error::format(format!(
+            "{}: {why}; a package holds the tool directory's own files (copy it in)",
+            p.display()
+        ))
+    };
+    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    if kind != Kind::Named {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(p)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("a symlink"),
+            _ => Error::io(p, e),
+        })?;
+    let meta = file.metadata().map_err(|e| Error::io(p, e))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    if kind == Kind::Own && meta.nlink() > 1 {
+        return Err(refuse("a file with other names too (a hard link)"));
+    }
+    // SAFETY: fstatfs writes only the struct it is given.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } == 0 {
+        const PROC: i64 = 0x9fa0;
+        const SYSFS: i64 = 0x6265_6572;
+        #[allow(clippy::unnecessary_cast, reason = "f_type's width differs by target")]
+        let fs_type = fs.f_type as i64;
+        if fs_type == PROC || fs_type == SYSFS {
+            return Err(refuse("a file of /proc or /sys"));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(p, e))?;
+    if bytes.len() as u64 > limit {
         return Err(Error::TooLarge {
             what: p.display().to_string(),
             limit,
         });
     }
-    std::fs::read(p).map_err(|e| Error::io(p, e))
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scratch directory whose `tool/` holds the built echo tool, and
+    /// `elsewhere/` a copy of its component; `None` before `make tools`.
+    fn echo_dir() -> Option<tempfile::TempDir> {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/tools");
+        let d = tempfile::tempdir().unwrap();
+        for sub in ["tool", "elsewhere"] {
+            std::fs::create_dir(d.path().join(sub)).unwrap();
+            for f in ["echo.toml", "echo.wasm"] {
+                std::fs::copy(built.join(f), d.path().join(sub).join(f)).ok()?;
+            }
+        }
+        Some(d)
+    }
+
+    /// A review's case: a cloned tool directory's `README.md ->
+    /// ~/.ssh/id_rsa` (or `icon.svg -> /proc/self/environ`, or a hard link
+    /// to a secret) was packed, and pushed. Only the directory's own files
+    /// are: each of these is refused, naming the file.
+    #[test]
+    fn only_the_directorys_own_files_are_packed() {
+        let Some(scratch) = echo_dir() else {
+            panic!("run `make tools` first");
+        };
+        let d = scratch.path().join("tool");
+        let d = &d;
+        assert!(pack(d, &PackOptions::default()).is_ok());
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "-----BEGIN PRIVATE KEY-----").unwrap();
+        let refused = |why: &str| {
+            let e = pack(d, &PackOptions::default()).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains("PRIVATE KEY"), "{e}");
+        };
+        let readme = d.join("README.md");
+        std::os::unix::fs::symlink(secret.path(), &readme).unwrap();
+        refused("README.md: a symlink");
+        std::fs::remove_file(&readme).unwrap();
+        std::fs::hard_link(secret.path(), &readme).unwrap();
+        refused("README.md: a file with other names too");
+        std::fs::remove_file(&readme).unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", d.join("icon.svg")).unwrap();
+        refused("icon.svg: a symlink");
+        std::fs::remove_file(d.join("icon.svg")).unwrap();
+        // A component outside the directory.
+        let manifest = d.join("echo.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            &manifest,
+            text.replace("path = \"echo.wasm\"", "path = \"../elsewhere/echo.wasm\""),
+        )
+        .unwrap();
+        refused("is outside the tool directory");
+    }
+
+    #[test]
+    fn a_proc_file_is_not_read() {
+        let e = read_bounded(Path::new("/proc/self/pagemap"), 1 << 20, Kind::Named)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a file of /proc or /sys"), "{e}");
+    }
 }

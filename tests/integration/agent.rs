@@ -869,6 +869,57 @@ time.sleep(100000)
     }
 }
 
+/// The fix review's case: a `connect` whose future was dropped (an
+/// embedder's timeout) while the CLI had not answered `initialize` left the
+/// CLI running for good: the session's reader held it, and no session
+/// existed to end it. It is ended as a dropped session's CLI is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_given_up_on_ends_its_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("cli.pid");
+    let cli = dir.path().join("silent-cli");
+    std::fs::write(
+        &cli,
+        format!(
+            "#!/usr/bin/env python3\nimport os, time\nopen(\"{}\", \"w\").write(str(os.getpid()))\ntime.sleep(100000)\n",
+            pidfile.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = ToolDir::new();
+    tools.add("echo", "echo", "");
+    let core = Core::builder()
+        .config(test_config())
+        .source(Scope::default(), tools.path())
+        .build()
+        .await
+        .unwrap();
+    let options = AgentOptions::default()
+        .cli(&cli)
+        .server("tools", Scope::default());
+    let gave_up =
+        tokio::time::timeout(Duration::from_secs(2), AgentSession::connect(core, options)).await;
+    assert!(gave_up.is_err(), "the silent CLI answered?");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+        if state
+            .as_deref()
+            .is_none_or(|s| s.split(' ').nth(2) == Some("Z"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CLI {pid} outlived the connect"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_sdk_server_name_the_cli_would_rewrite_is_refused() {
     let env = Env::new().await;
@@ -1170,6 +1221,46 @@ mod protocol {
             .await
             .expect("the writes went on")
             .unwrap();
+    }
+
+    /// The fix review's case: with the CLI's messages at their bound and
+    /// none taken, the answer to a control request of the host's
+    /// (`interrupt`) sat unread behind them until it timed out. While the
+    /// host waits for an answer the messages may run over the bound (by as
+    /// much again), and the answer is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_control_answer_is_read_past_messages_not_taken() {
+        let env = Env::new().await;
+        let options = AgentOptions {
+            control_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let (session, mut cli) = connect(env.core.clone(), options).await;
+        // Each 24 MiB as parsed: two fill most of the 64 MiB, the third
+        // waits.
+        let zeros = vec!["0"; 384 << 10].join(",");
+        let line = format!(
+            r#"{{"type":"assistant","message":{{"role":"assistant","content":[]}},"pad":[{zeros}]}}"#
+        );
+        let peer = async {
+            for _ in 0..3 {
+                cli.to_host.write_all(line.as_bytes()).await.unwrap();
+                cli.to_host.write_all(b"\n").await.unwrap();
+            }
+            let req = cli.recv().await;
+            assert_eq!(req["request"]["subtype"], "interrupt", "{req}");
+            let id = req["request_id"].clone();
+            cli.send(json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": {}}})).await;
+        };
+        let (answer, ()) = tokio::join!(
+            async {
+                // Once the third message waits.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                session.interrupt().await
+            },
+            peer
+        );
+        answer.expect("the interrupt's answer was read");
     }
 
     /// A permission request the session has no callback for is denied,

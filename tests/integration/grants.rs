@@ -1451,6 +1451,49 @@ async fn a_listing_read_in_batches_has_every_entry_once() {
         .collect();
     assert_eq!(listed["entries"].as_array().unwrap().len(), 1015);
     assert_eq!(got, expected);
+    // The granted directory itself, whose descriptor is opened for its
+    // path only (the fix review's case: a listing of it failed, every
+    // time).
+    let out = call(&core, "list_dir", json!({"path": "/data"}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = out.structured.as_ref().unwrap()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello.txt", "many"], "{out:?}");
+}
+
+/// The fix review's case: a first bound on a call's file operations held
+/// each place until the guest looked at its stream again, so a program
+/// writing to nine files it kept open (Rust's std: check-write, write,
+/// blocking-flush) waited until its deadline, and so did a blocking read
+/// after eight reads started and never looked at. A place is given back
+/// as its operation ends: both finish.
+#[tokio::test]
+async fn more_file_operations_than_places_all_finish() {
+    let t = tree();
+    std::fs::write(t.granted.join("data.bin"), vec![7u8; 300 << 10]).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}{}[limits]\ntimeout = \"20s\"\n",
+            fs_grant("/in", &t.granted, "ro"),
+            fs_grant("/out", out, "rw")
+        ),
+    );
+    let core = core(d.path()).await;
+    let r = call(&core, "write_many", json!({"path": "/out", "n": 40})).await;
+    assert_eq!(r.unwrap().text(), "wrote 40");
+    assert_eq!(std::fs::read_dir(out).unwrap().count(), 40);
+    let r = call(&core, "read_many", json!({"path": "/in/data.bin", "n": 20})).await;
+    assert_eq!(r.unwrap().text(), format!("read {}", 300 << 10));
 }
 
 /// A review's case: a tools directory holds more than its top-level

@@ -426,6 +426,32 @@ async fn a_named_selection_found_in_two_sources_takes_neither() {
             && errors[0].contains(&shared.path().display().to_string()),
         "{errors:#?}"
     );
+
+    // The fix review's case: the trusted `echo.toml` fails to load (its
+    // digest mid-upgrade); it still offers `echo`, so the lookalike is not
+    // taken alone.
+    let broken = ToolDir::new();
+    let m = broken.add("echo", "echo", "");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let pinned = text.lines().find(|l| l.starts_with("sha256")).unwrap();
+    std::fs::write(
+        &m,
+        text.replace(pinned, &format!("sha256 = \"{}\"", "ab".repeat(32))),
+    )
+    .unwrap();
+    let core = Core::builder()
+        .config(test_config())
+        .add_source(only(&broken))
+        .add_source(only(&shared))
+        .build()
+        .await
+        .unwrap();
+    let tools = core.tools(&alpha);
+    let names: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+    assert!(
+        !names.contains(&"list_dir"),
+        "the lookalike was taken: {names:?}"
+    );
 }
 
 /// A review's case: names that differ only in `.` against `_` are one

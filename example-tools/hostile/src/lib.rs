@@ -77,6 +77,8 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hoard_bodies", "Start `n` requests to `url` and fill each one's body as far as the host buffers it, never sending any; report the bytes the host accepted.", hoard_bodies))
         .tool(Tool::new("stall_uploads", "Start `n` POSTs to `url`, writing each body until the host stops taking bytes for 300 ms (the server does not read), then return with every request unfinished; report how many stalled and the first refusal.", stall_uploads))
         .tool(Tool::new("cut_upload", "Start a chunked POST to `url`, write `bytes` of its body, wait for the response to begin, and return without finishing the body (the call's end cuts it off).", cut_upload))
+        .tool(Tool::new("write_many", "Create `n` files in directory `dir` and write to each through Rust's std (check-write, write, blocking-flush), keeping every one open; return how many were written.", write_many))
+        .tool(Tool::new("read_many", "Make `n` read streams over file `path`, start a read on each without waiting, then read a further stream to its end with blocking reads; return how many bytes that took.", read_many))
         .tool(Tool::new("fan_out_reads", "Open `path` once, make `streams` read streams over it, and for `rounds` rounds skip 64 KiB on each without waiting (each skip of an idle stream starts a host read), then poll them all; return how many bytes were skipped.", fan_out_reads))
         .tool(Tool::new("prime_read_streams", "Open `path` once and start `count` read streams over it, each with a 64 KiB read the host completes and holds; report how many were primed and the first refusal.", prime_read_streams))
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
@@ -936,6 +938,52 @@ pub struct PrimeArgs {
     pub path: String,
     /// How many streams.
     pub count: u32,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManyArgs {
+    /// A directory (`write_many`) or a readable file (`read_many`).
+    pub path: String,
+    /// How many files or streams.
+    pub n: u32,
+}
+
+fn write_many(a: ManyArgs) -> Result<String, ToolError> {
+    use std::io::Write;
+    let mut open = Vec::new();
+    for i in 0..a.n {
+        let p = format!("{}/many-{i}.txt", a.path);
+        let mut f =
+            std::fs::File::create(&p).map_err(|e| ToolError::failed(format!("{p}: {e}")))?;
+        f.write_all(&[b'x'; 100])
+            .and_then(|()| f.flush())
+            .map_err(|e| ToolError::failed(format!("{p}: {e}")))?;
+        open.push(f);
+    }
+    Ok(format!("wrote {}", open.len()))
+}
+
+fn read_many(a: ManyArgs) -> Result<String, ToolError> {
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let file = open_read(dir, &rel).map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let mut started = Vec::new();
+    for _ in 0..a.n {
+        let s = file
+            .read_via_stream(0)
+            .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+        let _ = s.read(64 << 10);
+        started.push(s);
+    }
+    let last = file
+        .read_via_stream(0)
+        .map_err(|e| ToolError::failed(format!("{e:?}")))?;
+    let mut total = 0;
+    while let Ok(b) = last.blocking_read(64 << 10) {
+        total += b.len();
+    }
+    Ok(format!("read {total}"))
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -31,6 +31,21 @@ pub enum AgentError {
         /// The directory granted read-write.
         writable: PathBuf,
     },
+    /// The directory the CLI keeps its settings and credentials in (its
+    /// `CLAUDE_CONFIG_DIR`, or `.claude` under its `HOME`, as the session
+    /// sets them) is where a tool was granted read-write: the tool could
+    /// have written the CLI's settings (hooks: commands it runs).
+    #[error(
+        "the claude CLI is not started: its settings directory {} is where a tool was granted read-write access ({}), so a tool could write its settings (hooks the CLI runs); give the session a CLAUDE_CONFIG_DIR or HOME no tool may write",
+        config.display(),
+        writable.display()
+    )]
+    ConfigWritable {
+        /// The CLI's settings directory.
+        config: PathBuf,
+        /// The directory granted read-write.
+        writable: PathBuf,
+    },
     /// The executable exists but could not be started.
     #[error("cannot start the claude CLI at {}: {source}", path.display())]
     Spawn {
@@ -54,6 +69,17 @@ pub enum AgentError {
         line: String,
         /// Why it did not parse.
         source: serde_json::Error,
+    },
+    /// A message of the CLI's would hold more memory, parsed, than the
+    /// session keeps for messages not yet taken; it was skipped.
+    #[error(
+        "the claude CLI wrote a message of {weight} bytes as parsed (each JSON value counting 64), more than the {limit} a session holds of messages not yet taken; it was skipped"
+    )]
+    MessageTooLarge {
+        /// What it weighs.
+        weight: usize,
+        /// The bound.
+        limit: usize,
     },
     /// A line on the CLI's stdout exceeded the configured bound.
     #[error("the claude CLI printed a line longer than {limit} bytes; it was skipped")]

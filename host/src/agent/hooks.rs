@@ -207,7 +207,8 @@ impl RuleFile {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)
+            .map_err(|e| failed(e.to_string()))?;
         let file: RuleFile = toml::from_str(&text).map_err(|e| failed(e.to_string()))?;
         if let Some(r) = file.rule.iter().find(|r| r.scope.is_some()) {
             return Err(failed(format!(

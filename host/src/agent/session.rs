@@ -55,6 +55,9 @@ struct Inner {
     out: Arc<Output>,
     /// Our control requests awaiting the CLI's answer.
     pending: Mutex<HashMap<String, oneshot::Sender<Result<Value, String>>>>,
+    /// Told when a control request of ours starts waiting (see
+    /// [`MAX_QUEUED_BYTES`]).
+    asking: tokio::sync::Notify,
     /// The CLI's control requests being handled, by request id.
     inflight: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// The bytes those requests hold, each weighed as parsed
@@ -95,7 +98,10 @@ const MAX_INFLIGHT_BYTES: usize = crate::mcp::DEFAULT_REQUEST_BYTES;
 /// stops reading the CLI's output until some are taken, and the CLI's
 /// writes back up. They were queued without a bound (a CLI writing
 /// before it answered `initialize`, when nothing takes them, held 17
-/// times its output: found by review).
+/// times its output: found by review). While a control request of ours
+/// waits for its answer (`interrupt`, `initialize`), they may run over by
+/// as much again, so that the answer behind them is read; a message alone
+/// heavier than this is refused (an error in its place).
 const MAX_QUEUED_BYTES: usize = crate::mcp::DEFAULT_REQUEST_BYTES;
 /// What a queued message weighs at least (its parsed form besides its
 /// values), and an error in its place.
@@ -171,6 +177,7 @@ impl Inner {
         );
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id.clone(), tx);
+        self.asking.notify_waiters();
         if let Err(e) = self.write(&protocol::request(&id, request)) {
             lock(&self.pending).remove(&id);
             return Err(e);
@@ -520,7 +527,7 @@ pub struct AgentSession {
 
 /// Dropped without [`AgentSession::close`]: the CLI's input closes, so it
 /// finishes and exits, and the session's tasks end with its output; a CLI
-/// still running [`EXIT_GRACE`] later is killed with its process group.
+/// still running 5 seconds later is killed with its process group.
 impl Drop for AgentSession {
     fn drop(&mut self) {
         self.end_input_within(EXIT_GRACE);
@@ -540,6 +547,16 @@ impl AgentSession {
                 path: cli,
                 writable,
             });
+        }
+        // Nor settings a tool could have written: the session may name
+        // its own HOME or CLAUDE_CONFIG_DIR, which the core's protected
+        // paths (the host's own) do not cover (found by the fix review).
+        if let Some(config) = settings_dir(&options)
+            && let Some(writable) = ["settings.json", ".credentials.json"]
+                .iter()
+                .find_map(|f| crate::caps::fs::writable_around(&config.join(f)))
+        {
+            return Err(AgentError::ConfigWritable { config, writable });
         }
         let args = cli_args(&options);
         let (proc, pipes) = CliProcess::spawn(
@@ -688,6 +705,7 @@ impl AgentSession {
             Inner {
                 out,
                 pending: Mutex::default(),
+                asking: tokio::sync::Notify::new(),
                 inflight: Mutex::default(),
                 inflight_bytes: Arc::new(tokio::sync::Semaphore::new(MAX_INFLIGHT_BYTES)),
                 bridges,
@@ -710,6 +728,11 @@ impl AgentSession {
         // round trips of its own (see `Bridge::handshake`).
         let manifests = manifests(&inner.bridges).await;
         tokio::spawn(reader_task(inner.clone(), reader, msg_tx, process.clone()));
+        let mut starting = Starting {
+            inner: inner.clone(),
+            process: process.clone(),
+            armed: true,
+        };
 
         let mut init = json!({"subtype": "initialize", "hooks": if wire_hooks.is_empty() { Value::Null } else { json!(wire_hooks) }});
         if !agents.is_empty() {
@@ -734,6 +757,7 @@ impl AgentSession {
                 return Err(e);
             }
         };
+        starting.armed = false;
         Ok(AgentSession {
             inner,
             messages: msg_rx,
@@ -809,21 +833,7 @@ impl AgentSession {
     /// still running `grace` from now (needs a Tokio runtime; without one,
     /// only the input is closed).
     pub(crate) fn end_input_within(&self, grace: Duration) {
-        self.inner.out.close();
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let process = Arc::downgrade(&self.process);
-        rt.spawn(async move {
-            tokio::time::sleep(grace).await;
-            // Gone: the reader shut it down and the session was dropped.
-            let Some(process) = process.upgrade() else {
-                return;
-            };
-            if let Some(p) = process.lock().await.as_mut() {
-                p.kill();
-            }
-        });
+        end_within(&self.inner, &self.process, grace);
     }
 
     /// The tail of the CLI's stderr.
@@ -844,6 +854,72 @@ impl AgentSession {
             None => Some(0),
         }
     }
+}
+
+/// Close the CLI's input, and kill it with its process group if it is
+/// still running `grace` from now (needs a Tokio runtime; without one, only
+/// the input is closed).
+fn end_within(
+    inner: &Inner,
+    process: &Arc<tokio::sync::Mutex<Option<CliProcess>>>,
+    grace: Duration,
+) {
+    inner.out.close();
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let process = Arc::downgrade(process);
+    rt.spawn(async move {
+        tokio::time::sleep(grace).await;
+        // Gone: the reader shut it down and the session was dropped.
+        let Some(process) = process.upgrade() else {
+            return;
+        };
+        if let Some(p) = process.lock().await.as_mut() {
+            p.kill();
+        }
+    });
+}
+
+/// A session being started, until `start` returns it: if its future is
+/// dropped first (an embedder's timeout on `connect`), the CLI is ended as
+/// a dropped session's is. Before, the reader held the CLI and nothing
+/// ever ended it (found by the fix review).
+struct Starting {
+    inner: Arc<Inner>,
+    process: Arc<tokio::sync::Mutex<Option<CliProcess>>>,
+    armed: bool,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if self.armed {
+            end_within(&self.inner, &self.process, EXIT_GRACE);
+        }
+    }
+}
+
+/// Where the CLI will keep its settings: the session's
+/// `CLAUDE_CONFIG_DIR`, else the host's, else `.claude` under the session's
+/// or the host's `HOME`; a relative one from the CLI's working directory.
+fn settings_dir(o: &AgentOptions) -> Option<std::path::PathBuf> {
+    let set = |name: &str| {
+        o.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| std::ffi::OsString::from(v))
+            .or_else(|| std::env::var_os(name))
+            .filter(|v| !v.is_empty())
+    };
+    let dir = match set("CLAUDE_CONFIG_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(set("HOME")?).join(".claude"),
+    };
+    Some(match (&o.cwd, dir.is_relative()) {
+        (Some(cwd), true) => cwd.join(dir),
+        _ => dir,
+    })
 }
 
 /// Every SDK server's handshake, made in process for the CLI's
@@ -880,11 +956,28 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
 ) {
     let max = inner.options.max_line_bytes;
     let queued = Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_BYTES));
-    // Queue `m`, weighing `weight` (at most the whole budget: one message
-    // alone over it waits for an empty queue), once the queue has room.
+    let overdraft = Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_BYTES));
+    // Queue `m`, weighing `weight` (at most the budget), once the queue has
+    // room, or the overdraft has while a control request of ours waits.
     let queue = async |m: Result<Message, AgentError>, weight: usize| {
         let n = weight.clamp(MIN_QUEUED_WEIGHT, MAX_QUEUED_BYTES) as u32;
-        let held = queued.clone().acquire_many_owned(n).await.ok();
+        let held = loop {
+            if let Ok(p) = queued.clone().try_acquire_many_owned(n) {
+                break Some(p);
+            }
+            let asked = inner.asking.notified();
+            let mut asked = std::pin::pin!(asked);
+            asked.as_mut().enable();
+            if !lock(&inner.pending).is_empty()
+                && let Ok(p) = overdraft.clone().try_acquire_many_owned(n)
+            {
+                break Some(p);
+            }
+            tokio::select! {
+                p = queued.clone().acquire_many_owned(n) => break p.ok(),
+                () = &mut asked => {}
+            }
+        };
         let _ = messages.send((m, held));
     };
     let mut buf = Vec::with_capacity(4096);
@@ -950,7 +1043,17 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                     inner.learn_agent(u.agent_id.as_deref(), u.subagent_type.as_deref());
                 }
                 saw_result |= matches!(m, Message::Result(_));
-                queue(Ok(m), crate::mcp::request_weight(&buf)).await;
+                let weight = crate::mcp::request_weight(&buf);
+                if weight > MAX_QUEUED_BYTES {
+                    drop(m);
+                    let e = AgentError::MessageTooLarge {
+                        weight,
+                        limit: MAX_QUEUED_BYTES,
+                    };
+                    queue(Err(e), 0).await;
+                } else {
+                    queue(Ok(m), weight).await;
+                }
             }
         }
     }

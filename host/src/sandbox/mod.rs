@@ -2498,31 +2498,68 @@ fn wit_result_size(r: &wit_tool::CallResult) -> u64 {
 }
 
 /// One content block as the core knows it.
-fn convert_content(c: bindings::v2::toolhost::tool::types::Content) -> Content {
-    use bindings::v2::toolhost::tool::types as wit;
-    match c {
-        wit::Content::Text(t) => Content::Text(t),
-        wit::Content::Image(m) => Content::Image {
-            data: m.data,
-            mime_type: m.mime_type,
-        },
-        wit::Content::Audio(m) => Content::Audio {
-            data: m.data,
-            mime_type: m.mime_type,
-        },
-        wit::Content::Resource(r) => Content::Resource {
-            uri: r.uri,
-            mime_type: r.mime_type,
-            contents: match r.contents {
-                wit::ResourceContents::Text(t) => ResourceContents::Text(t),
-                wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
-            },
-        },
+/// Whether `m` is a media type as clients and terminals take one:
+/// `type/subtype`, parameters after it, printable ASCII, at most 255 bytes.
+/// A guest chose it freely, and one holding escape sequences reached the
+/// operator's terminal through `toolhost call` (found by review), and every
+/// client as it was.
+pub(crate) fn check_mime(m: &str) -> Result<(), String> {
+    let essence = m.split(';').next().unwrap_or_default().trim();
+    let ok = (1..=255).contains(&m.len())
+        && m.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty() && !s.contains('/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "mime type {:?} is not a media type (`type/subtype`, printable ASCII, at most 255 bytes)",
+            m.chars().take(64).collect::<String>()
+        ))
     }
 }
 
+fn convert_content(c: bindings::v2::toolhost::tool::types::Content) -> Result<Content, String> {
+    use bindings::v2::toolhost::tool::types as wit;
+    Ok(match c {
+        wit::Content::Text(t) => Content::Text(t),
+        wit::Content::Image(m) => {
+            check_mime(&m.mime_type)?;
+            Content::Image {
+                data: m.data,
+                mime_type: m.mime_type,
+            }
+        }
+        wit::Content::Audio(m) => {
+            check_mime(&m.mime_type)?;
+            Content::Audio {
+                data: m.data,
+                mime_type: m.mime_type,
+            }
+        }
+        wit::Content::Resource(r) => {
+            if let Some(m) = &r.mime_type {
+                check_mime(m)?;
+            }
+            Content::Resource {
+                uri: r.uri,
+                mime_type: r.mime_type,
+                contents: match r.contents {
+                    wit::ResourceContents::Text(t) => ResourceContents::Text(t),
+                    wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
+                },
+            }
+        }
+    })
+}
+
 fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
-    let content = r.content.into_iter().map(convert_content).collect();
+    let content = r
+        .content
+        .into_iter()
+        .map(convert_content)
+        .collect::<Result<_, _>>()?;
     let structured = r
         .structured
         .map(|s| {
@@ -2538,6 +2575,35 @@ fn convert_result(r: wit_tool::CallResult) -> Result<ToolOutput, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A review's case: a guest's mime type held escape sequences, which
+    /// `toolhost call` printed to the operator's terminal (an OSC 52 wrote
+    /// its clipboard) and every client got as they were.
+    #[test]
+    fn a_mime_type_is_a_media_type() {
+        for ok in [
+            "image/png",
+            "audio/wav",
+            "text/plain; charset=utf-8",
+            "application/vnd.x+json",
+        ] {
+            assert!(check_mime(ok).is_ok(), "{ok}");
+        }
+        let osc = "image/png\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2K\r";
+        for bad in [
+            "",
+            "png",
+            "image/",
+            "/png",
+            "image/png/x",
+            osc,
+            "image/p\u{9d}ng",
+        ] {
+            let e = check_mime(bad).unwrap_err();
+            assert!(!e.contains('\u{1b}'), "{e:?}");
+        }
+        assert!(check_mime(&format!("image/{}", "x".repeat(300))).is_err());
+    }
 
     #[test]
     fn scope_shares_of_a_large_pool_add_up_to_no_more_than_the_pool() {

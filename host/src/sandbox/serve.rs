@@ -279,6 +279,9 @@ pub(super) fn finish(raw: Raw) -> Result<Output, CallErrorKind> {
         }
         Raw::Read(r) => {
             let bodies = r.map_err(resource_error)?;
+            for m in bodies.iter().filter_map(|b| b.mime_type.as_ref()) {
+                crate::sandbox::check_mime(m).map_err(bad)?;
+            }
             if bodies.len() > s::MAX_BODIES {
                 return Err(bad(format!(
                     "it returned {} bodies; at most {} are accepted",
@@ -309,19 +312,23 @@ pub(super) fn finish(raw: Raw) -> Result<Output, CallErrorKind> {
                 wp::PromptError::UnknownPrompt(_) => CallErrorKind::UnknownTool,
                 wp::PromptError::Failed(message) => CallErrorKind::ToolFailed { message },
             })?;
-            Ok(Output::Prompt(s::PromptOutput {
-                description: p.description,
-                messages: p
-                    .messages
-                    .into_iter()
-                    .map(|m| s::PromptMessage {
+            let messages = p
+                .messages
+                .into_iter()
+                .map(|m| {
+                    Ok(s::PromptMessage {
                         role: match m.role {
                             wp::Role::User => s::Role::User,
                             wp::Role::Assistant => s::Role::Assistant,
                         },
-                        content: convert_content(m.content),
+                        content: convert_content(m.content)?,
                     })
-                    .collect(),
+                })
+                .collect::<Result<_, String>>()
+                .map_err(|details| CallErrorKind::BadResult { details })?;
+            Ok(Output::Prompt(s::PromptOutput {
+                description: p.description,
+                messages,
             }))
         }
         Raw::Completion(c) => {

@@ -266,8 +266,9 @@ pub(crate) enum DescriptorRefusal {
     Process(usize),
 }
 
-/// One outbound connection's socket, counted while it is held (see
-/// [`CallDescriptors::socket`]).
+/// One descriptor a call holds besides its files (an outbound
+/// connection's socket, a directory listing's), counted while it is held
+/// (see [`CallDescriptors::socket`]).
 pub(crate) struct Socket {
     call: Arc<CallDescriptors>,
     scope: Option<Arc<DescriptorShare>>,
@@ -1076,8 +1077,9 @@ pub(crate) struct FsCall {
     grant_of: HashMap<u32, usize>,
     /// The limit this call hit, shared with its charged streams.
     notice: Arc<Notice>,
-    /// Room for [`STREAM_OPS`] operations of its file streams at once.
-    stream_ops: Arc<tokio::sync::Semaphore>,
+    /// Room for [`STREAM_OPS`] operations of its file streams at once
+    /// (made with its first stream: most calls open none).
+    stream_ops: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The first limit a call hit, until it is passed on to the caller (once
@@ -1141,7 +1143,7 @@ impl FsCall {
                 .unwrap_or_default(),
             grant_of: HashMap::new(),
             notice: Arc::default(),
-            stream_ops: Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)),
+            stream_ops: None,
         })
     }
 
@@ -1276,196 +1278,409 @@ pub(crate) const STREAM_BYTES: usize = 68 << 10;
 /// wasmtime-wasi starts each read (or skip) of an idle file stream, and
 /// each write, on a blocking thread and returns at once: 900 streams over
 /// one file, each skipped in turn, kept a hundred blocking threads busy
-/// and others' file operations queued (found by review). A stream whose
-/// call has no room starts nothing: a read returns nothing yet, and a
-/// write is not ready (`check-write` is 0); its `ready` waits for room,
-/// which an operation gives back once the guest has seen it end (its
-/// stream's `ready`, or the read that returns its data).
+/// and others' file operations queued (found by review). A call's file
+/// streams are toolhost's own ([`FileInput`], [`FileOutput`]): each
+/// operation holds a place among the call's `STREAM_OPS` for as long as it
+/// runs, given back by the operation itself as it ends (a first version
+/// gave it back when the guest looked at the stream again, and a program
+/// writing to nine files it kept open waited for good: found by the
+/// review of the fix). Without a place, nothing starts: a read returns
+/// nothing yet, a write is held (at most `check-write`'s 64 KiB, charged
+/// with the stream) and both start from the stream's `ready`.
 const STREAM_OPS: usize = 8;
 
-/// A file stream, its charge to the call's memory, given back when the
-/// guest drops the stream (the resource table drops this), and its place
-/// among the call's [`STREAM_OPS`] while an operation of it runs.
-struct HeldStream<S> {
-    inner: S,
-    _charge: crate::caps::limits::HostCharge,
-    ops: Arc<tokio::sync::Semaphore>,
-    op: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// An input stream's `ready` ended its read: the next read takes what
-    /// it left (data, an error or the end) and starts nothing.
-    seen: bool,
-}
+/// The most one operation of a file stream reads or writes (wasmtime-wasi's
+/// bound, which [`STREAM_BYTES`] is charged for).
+const STREAM_CHUNK: usize = 64 << 10;
 
-impl<S> HeldStream<S> {
-    fn new(inner: S, held: Held) -> HeldStream<S> {
-        HeldStream {
-            inner,
-            _charge: held.charge,
-            ops: held.ops,
-            op: None,
-            seen: false,
-        }
-    }
-
-    /// A place among the call's operations, if there is room (or this
-    /// stream has one).
-    fn room(&mut self) -> bool {
-        if self.op.is_none() {
-            self.op = self.ops.clone().try_acquire_owned().ok();
-        }
-        self.op.is_some()
-    }
-
-    /// Wait for a place among the call's operations.
-    async fn wait_for_room(&mut self) {
-        if self.op.is_none() {
-            self.op = self.ops.clone().acquire_owned().await.ok();
-        }
-    }
-}
-
-impl HeldStream<DynInputStream> {
-    /// `f`, a read or skip of `n` bytes, which starts one on a blocking
-    /// thread if none runs: only with room for it. What it gives back
-    /// (nothing: it runs still, or was started now) says whether one runs.
-    fn gated(
-        &mut self,
-        n: usize,
-        f: impl FnOnce(&mut DynInputStream, usize) -> StreamResult<(bytes::Bytes, usize)>,
-    ) -> StreamResult<(bytes::Bytes, usize)> {
-        if n == 0 || std::mem::take(&mut self.seen) {
-            return f(&mut self.inner, n);
-        }
-        if !self.room() {
-            return Ok((bytes::Bytes::new(), 0));
-        }
-        let r = f(&mut self.inner, n);
-        // Data, or the end: none of this stream's reads runs now.
-        if !matches!(r, Ok((_, 0))) {
-            self.op = None;
-        }
+/// `f` on a blocking thread, holding `place` until it has run and its
+/// thread is back in the pool (given back from a task of its own as the
+/// result arrives: given back on the thread, before the thread was idle
+/// again, the next operation found no idle thread and the pool grew).
+fn run_with<R: Send + 'static>(
+    place: tokio::sync::OwnedSemaphorePermit,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<R>> {
+    let running = tokio::task::spawn_blocking(f);
+    tokio::spawn(async move {
+        let r = running.await.map_err(std::io::Error::other);
+        drop(place);
         r
+    })
+}
+
+/// A place among the call's operations, waited for.
+async fn place(ops: &Arc<tokio::sync::Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
+    ops.clone()
+        .acquire_owned()
+        .await
+        .expect("the call's operations are never closed")
+}
+
+/// Where a file input stream is.
+enum ReadState {
+    Idle,
+    Waiting(tokio::task::JoinHandle<std::io::Result<ReadState>>),
+    Data(bytes::Bytes),
+    Error(std::io::Error),
+    Closed,
+}
+
+/// A file's input stream (see [`STREAM_OPS`]): reads at its position, one
+/// at a time, each on a blocking thread within the call's places.
+struct FileInput {
+    file: Arc<std::fs::File>,
+    position: u64,
+    state: ReadState,
+    ops: Arc<tokio::sync::Semaphore>,
+}
+
+impl FileInput {
+    fn start(&mut self, place: tokio::sync::OwnedSemaphorePermit, size: usize) {
+        let (file, at) = (self.file.clone(), self.position);
+        self.state = ReadState::Waiting(run_with(place, move || read_at(&file, at, size)));
+    }
+
+    /// Wait for the read that runs, if one does.
+    async fn settle(&mut self) {
+        if let ReadState::Waiting(task) = &mut self.state {
+            self.state = match task.await {
+                Ok(Ok(state)) => state,
+                Ok(Err(e)) => ReadState::Error(e),
+                Err(e) => ReadState::Error(std::io::Error::other(e)),
+            };
+        }
+    }
+}
+
+/// One read of up to `size` bytes of `file` at `at`.
+fn read_at(file: &std::fs::File, at: u64, size: usize) -> ReadState {
+    use std::os::unix::fs::FileExt;
+    let mut buf = bytes::BytesMut::zeroed(size.min(STREAM_CHUNK));
+    loop {
+        match file.read_at(&mut buf, at) {
+            Ok(0) => return ReadState::Closed,
+            Ok(n) => {
+                buf.truncate(n);
+                return ReadState::Data(buf.freeze());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return ReadState::Error(e),
+        }
     }
 }
 
 #[async_trait::async_trait]
-impl Pollable for HeldStream<DynInputStream> {
+impl Pollable for FileInput {
     async fn ready(&mut self) {
-        // Ready starts a read if none runs: within room, given back once it
-        // ended (here). What it read, the next read takes.
-        self.wait_for_room().await;
-        self.inner.ready().await;
-        self.op = None;
-        self.seen = true;
+        if let ReadState::Idle = self.state {
+            // Nothing asked for yet: read for the guest, once it has a place.
+            let place = place(&self.ops).await;
+            self.start(place, STREAM_CHUNK);
+        }
+        self.settle().await
+    }
+}
+
+#[async_trait::async_trait]
+impl InputStream for FileInput {
+    fn read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
+        match &mut self.state {
+            ReadState::Idle => {
+                if size > 0
+                    && let Ok(place) = self.ops.clone().try_acquire_owned()
+                {
+                    self.start(place, size);
+                }
+                Ok(bytes::Bytes::new())
+            }
+            ReadState::Waiting(_) => Ok(bytes::Bytes::new()),
+            ReadState::Data(b) => {
+                let chunk = b.split_to(b.len().min(size));
+                if b.is_empty() {
+                    self.state = ReadState::Idle;
+                }
+                self.position += chunk.len() as u64;
+                Ok(chunk)
+            }
+            ReadState::Error(_) => match std::mem::replace(&mut self.state, ReadState::Closed) {
+                ReadState::Error(e) => Err(StreamError::LastOperationFailed(e.into())),
+                _ => unreachable!(),
+            },
+            ReadState::Closed => Err(StreamError::Closed),
+        }
+    }
+
+    async fn blocking_read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
+        self.settle().await;
+        if let ReadState::Idle = self.state
+            && size > 0
+        {
+            let place = place(&self.ops).await;
+            self.start(place, size);
+            self.settle().await;
+        }
+        self.read(size)
+    }
+
+    async fn cancel(&mut self) {
+        // A read that runs ends first (its thread cannot be stopped).
+        self.settle().await;
+        self.state = ReadState::Closed;
+    }
+}
+
+/// Where a file output stream is.
+enum WriteState {
+    Ready,
+    /// Written by the guest, waiting for a place.
+    Held(bytes::Bytes),
+    Waiting(tokio::task::JoinHandle<std::io::Result<std::io::Result<usize>>>),
+    Error(std::io::Error),
+    Closed,
+}
+
+/// A file's output stream (see [`STREAM_OPS`]): writes at its position (or
+/// at the end, appending), one at a time, each on a blocking thread
+/// within the call's places.
+struct FileOutput {
+    file: Arc<std::fs::File>,
+    /// Where the next write goes; `None`: the end (an append stream).
+    position: Option<u64>,
+    state: WriteState,
+    ops: Arc<tokio::sync::Semaphore>,
+}
+
+impl FileOutput {
+    fn start(&mut self, place: tokio::sync::OwnedSemaphorePermit, data: bytes::Bytes) {
+        let (file, at) = (self.file.clone(), self.position);
+        self.state = WriteState::Waiting(run_with(place, move || write_all_at(&file, &data, at)));
+    }
+
+    /// Wait for the write that runs (or start the one held, once it has a
+    /// place, and wait for it).
+    async fn settle(&mut self) {
+        if let WriteState::Held(_) = self.state {
+            let place = place(&self.ops).await;
+            if let WriteState::Held(data) = std::mem::replace(&mut self.state, WriteState::Ready) {
+                self.start(place, data);
+            }
+        }
+        if let WriteState::Waiting(task) = &mut self.state {
+            self.state = match task.await.map_err(std::io::Error::other).and_then(|r| r) {
+                Ok(Ok(n)) => {
+                    if let Some(p) = &mut self.position {
+                        *p += n as u64;
+                    }
+                    WriteState::Ready
+                }
+                Ok(Err(e)) => WriteState::Error(e),
+                Err(e) => WriteState::Error(std::io::Error::other(e)),
+            };
+        }
+    }
+
+    /// The error a write left, once, then closed.
+    fn take_error(&mut self) -> StreamError {
+        match std::mem::replace(&mut self.state, WriteState::Closed) {
+            WriteState::Error(e) => StreamError::LastOperationFailed(e.into()),
+            _ => StreamError::Closed,
+        }
+    }
+}
+
+/// All of `data` written to `file`, at `at` or (`None`) at its end.
+fn write_all_at(file: &std::fs::File, mut data: &[u8], at: Option<u64>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let total = data.len();
+    let mut at = at;
+    while !data.is_empty() {
+        let n = match at {
+            Some(p) => file.write_at(data, p),
+            None => append(file, data),
+        };
+        match n {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                if let Some(p) = &mut at {
+                    *p += n as u64;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// One write of `data` at the end of `file` (`pwritev2` with `RWF_APPEND`,
+/// as wasmtime-wasi writes appends; where the kernel lacks it, the file
+/// description's `O_APPEND` for the write).
+fn append(file: &std::fs::File, data: &[u8]) -> std::io::Result<usize> {
+    use rustix::fs::OFlags;
+    use rustix::io::{Errno, ReadWriteFlags};
+    match rustix::io::pwritev2(
+        file,
+        &[std::io::IoSlice::new(data)],
+        0,
+        ReadWriteFlags::APPEND,
+    ) {
+        Err(Errno::NOSYS) | Err(Errno::NOTSUP) => {}
+        otherwise => return Ok(otherwise?),
+    }
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags | OFlags::APPEND)?;
+    let r = rustix::io::write(file, data);
+    let _ = rustix::fs::fcntl_setfl(file, flags);
+    Ok(r?)
+}
+
+#[async_trait::async_trait]
+impl Pollable for FileOutput {
+    async fn ready(&mut self) {
+        self.settle().await
+    }
+}
+
+#[async_trait::async_trait]
+impl OutputStream for FileOutput {
+    fn write(&mut self, data: bytes::Bytes) -> StreamResult<()> {
+        match self.state {
+            WriteState::Ready => {}
+            WriteState::Closed => return Err(StreamError::Closed),
+            _ => {
+                return Err(StreamError::Trap(wasmtime::format_err!(
+                    "write not permitted: check-write not called first"
+                )));
+            }
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.ops.clone().try_acquire_owned() {
+            Ok(place) => self.start(place, data),
+            Err(_) => self.state = WriteState::Held(data),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        match self.state {
+            WriteState::Error(_) => Err(self.take_error()),
+            WriteState::Closed => Err(StreamError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        match self.state {
+            WriteState::Ready => Ok(STREAM_CHUNK),
+            WriteState::Held(_) | WriteState::Waiting(_) => Ok(0),
+            WriteState::Error(_) => Err(self.take_error()),
+            WriteState::Closed => Err(StreamError::Closed),
+        }
+    }
+
+    async fn blocking_write_and_flush(&mut self, data: bytes::Bytes) -> StreamResult<()> {
+        if data.len() > STREAM_CHUNK {
+            return Err(StreamError::Trap(wasmtime::format_err!(
+                "a blocking write of {} bytes, past the {STREAM_CHUNK} it may write",
+                data.len()
+            )));
+        }
+        self.settle().await;
+        self.check_write()?;
+        if !data.is_empty() {
+            let place = place(&self.ops).await;
+            self.start(place, data);
+            self.settle().await;
+        }
+        self.flush()
+    }
+
+    async fn cancel(&mut self) {
+        // A write that runs ends first; one held is dropped.
+        if let WriteState::Held(_) = self.state {
+            self.state = WriteState::Ready;
+        }
+        self.settle().await;
+        self.state = WriteState::Closed;
+    }
+}
+
+/// A file stream and its charge to the call's memory, given back when the
+/// guest drops the stream (the resource table drops this).
+struct HeldStream<S> {
+    inner: S,
+    _charge: crate::caps::limits::HostCharge,
+}
+
+#[async_trait::async_trait]
+impl<S: Pollable> Pollable for HeldStream<S> {
+    async fn ready(&mut self) {
+        self.inner.ready().await
     }
 }
 
 #[async_trait::async_trait]
 impl InputStream for HeldStream<DynInputStream> {
     fn read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
-        self.gated(size, |s, n| {
-            s.read(n).map(|b| {
-                let len = b.len();
-                (b, len)
-            })
-        })
-        .map(|(b, _)| b)
+        self.inner.read(size)
     }
     async fn blocking_read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
-        // The guest waits for it: one at most per call, but within room.
-        self.wait_for_room().await;
-        let r = self.inner.blocking_read(size).await;
-        self.op = None;
-        self.seen = false;
-        r
+        self.inner.blocking_read(size).await
     }
     fn skip(&mut self, n: usize) -> StreamResult<usize> {
-        self.gated(n, |s, n| s.skip(n).map(|k| (bytes::Bytes::new(), k)))
-            .map(|(_, k)| k)
+        self.inner.skip(n)
     }
     async fn blocking_skip(&mut self, n: usize) -> StreamResult<usize> {
-        self.wait_for_room().await;
-        let r = self.inner.blocking_skip(n).await;
-        self.op = None;
-        self.seen = false;
-        r
+        self.inner.blocking_skip(n).await
     }
     async fn cancel(&mut self) {
-        // Waits for a read that runs to end; the place goes with it.
-        self.inner.cancel().await;
-        self.op = None;
+        self.inner.cancel().await
     }
 }
 
-#[async_trait::async_trait]
-impl Pollable for HeldStream<DynOutputStream> {
-    async fn ready(&mut self) {
-        // A write that runs ends here, and its place is given back (the
-        // next `check-write` takes one again); a stream without a write
-        // waits for room first, so that it is not ready without any.
-        self.wait_for_room().await;
-        self.inner.ready().await;
-        self.op = None;
+/// Refuse (trap) a write of `n` bytes past what `check-write` permits now.
+/// wasmtime-wasi's file stream took any length and held it whole while a
+/// blocking thread wrote it: a write of 64 MiB on each of many streams,
+/// each charged [`STREAM_BYTES`], held gigabytes (found by review). The
+/// WASI contract makes such a write a trap; `wasi:http` bodies check it too.
+fn within_permit(inner: &mut DynOutputStream, n: usize) -> StreamResult<()> {
+    let permit = inner.check_write()?;
+    if n > permit {
+        return Err(StreamError::Trap(wasmtime::format_err!(
+            "a file stream write of {n} bytes, past the {permit} `check-write` permits"
+        )));
     }
-}
-
-impl HeldStream<DynOutputStream> {
-    /// Refuse (trap) a write of `n` bytes past what `check-write` permits
-    /// now (room for it included). wasmtime-wasi's file stream takes any
-    /// length and holds it whole while a blocking thread writes it: a write
-    /// of 64 MiB on each of many streams, each charged [`STREAM_BYTES`],
-    /// held gigabytes (found by review). The WASI contract makes such a
-    /// write a trap; `wasi:http` bodies check it too.
-    fn within_permit(&mut self, n: usize) -> StreamResult<()> {
-        let permit = self.check_write()?;
-        if n > permit {
-            return Err(StreamError::Trap(wasmtime::format_err!(
-                "a file stream write of {n} bytes, past the {permit} `check-write` permits"
-            )));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
 impl OutputStream for HeldStream<DynOutputStream> {
     fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        // Nothing to write starts nothing (wasmtime-wasi would start a
-        // blocking write of it).
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.within_permit(bytes.len())?;
+        within_permit(&mut self.inner, bytes.len())?;
         self.inner.write(bytes)
     }
     fn flush(&mut self) -> StreamResult<()> {
         self.inner.flush()
     }
     fn check_write(&mut self) -> StreamResult<usize> {
-        // Without room for the write it would start, not ready yet.
-        if !self.room() {
-            return Ok(0);
-        }
         self.inner.check_write()
     }
     async fn blocking_write_and_flush(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
-        self.wait_for_room().await;
-        let r = self.inner.blocking_write_and_flush(bytes).await;
-        self.op = None;
-        r
+        self.inner.blocking_write_and_flush(bytes).await
     }
     fn write_zeroes(&mut self, n: usize) -> StreamResult<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.within_permit(n)?;
+        within_permit(&mut self.inner, n)?;
         self.inner.write_zeroes(n)
     }
-    // `write_ready` is the trait's: this stream's `ready`, then its
-    // `check-write`, so that it waits for room too.
+    async fn write_ready(&mut self) -> StreamResult<usize> {
+        self.inner.write_ready().await
+    }
     async fn cancel(&mut self) {
-        self.inner.cancel().await;
-        self.op = None;
+        self.inner.cancel().await
     }
 }
 
@@ -1487,7 +1702,12 @@ fn hold_stream<T: FsEnforced>(store: &mut T) -> Option<Held> {
         ));
         return None;
     };
-    let ops = store.fs_parts().0.stream_ops.clone();
+    let ops = store
+        .fs_parts()
+        .0
+        .stream_ops
+        .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)))
+        .clone();
     Some(Held { charge, ops })
 }
 
@@ -2078,47 +2298,79 @@ const LISTING_BYTES: usize = LISTING_BATCH * (255 + 64) + 1024;
 
 /// A directory listing, read as the guest takes it: `LISTING_BATCH`
 /// entries at a time, each batch in the host call that asks for an entry
-/// of it, on the guest's thread and within its turn, from where the last
-/// batch ended (the directory's own cookie). wasmtime-wasi's read the
-/// whole directory, with a `stat` of each entry, on a blocking thread in
-/// one host call, and held it all: a guest listing a directory of 200,000
-/// files in a loop spent half a second of host CPU per listing outside its
-/// tenant's turn and its fuel, for 8,000 fuel a call (found by review).
-/// The type of an entry is the directory's own (`d_type`); only where the
-/// file system does not say is the entry looked at.
+/// of it, on the guest's thread and within its turn. wasmtime-wasi's read
+/// the whole directory, with a `stat` of each entry, on a blocking thread
+/// in one host call, and held it all: a guest listing a directory of
+/// 200,000 files in a loop spent half a second of host CPU per listing
+/// outside its tenant's turn and its fuel, for 8,000 fuel a call (found by
+/// review). The type of an entry is the directory's own (`d_type`); only
+/// where the file system does not say is the entry looked at.
+///
+/// The listing reads one descriptor of the directory of its own, opened
+/// when the stream is made and counted among the call's open files (a
+/// first version opened one per batch and sought to where the last ended,
+/// which on an overlayfs directory rebuilt the merged listing at every
+/// batch: found by the review of the fix).
 struct Listing {
     dir: Arc<std::fs::File>,
-    /// Where the next batch starts (`None`: the beginning).
-    cookie: Option<i64>,
+    entries: rustix::fs::Dir,
     batch: std::collections::VecDeque<Result<t::DirectoryEntry, t::ErrorCode>>,
     done: bool,
     /// `LISTING_BYTES` of the call's memory, while the stream lives.
     _charge: crate::caps::limits::HostCharge,
+    /// Its descriptor, among the call's open files.
+    _open: Socket,
 }
 
 impl Listing {
+    /// A listing of `dir`, through a descriptor of its own (`dir` may be
+    /// one that cannot be read, opened for its path only).
+    fn open(
+        dir: Arc<std::fs::File>,
+        charge: crate::caps::limits::HostCharge,
+        open: Socket,
+    ) -> Result<Listing, t::ErrorCode> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::openat(
+            &*dir,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        Ok(Listing {
+            dir,
+            entries: rustix::fs::Dir::new(fd).map_err(errno)?,
+            batch: Default::default(),
+            done: false,
+            _charge: charge,
+            _open: open,
+        })
+    }
+
     fn next(&mut self) -> Result<Option<t::DirectoryEntry>, t::ErrorCode> {
         if self.batch.is_empty() && !self.done {
-            self.read_batch()?;
+            self.read_batch();
         }
         self.batch.pop_front().transpose()
     }
 
-    /// The next entries (up to `LISTING_BATCH`), through a descriptor of
-    /// the directory's own for the time of the read.
-    fn read_batch(&mut self) -> Result<(), t::ErrorCode> {
+    /// The next entries (up to `LISTING_BATCH`); an error is the last.
+    fn read_batch(&mut self) {
         use rustix::fs::FileType as F;
-        let mut dir = rustix::fs::Dir::read_from(&*self.dir).map_err(errno)?;
-        if let Some(cookie) = self.cookie {
-            dir.seek(cookie).map_err(errno)?;
-        }
         while self.batch.len() < LISTING_BATCH {
-            let Some(entry) = dir.read() else {
-                self.done = true;
-                break;
+            let entry = match self.entries.read() {
+                None => {
+                    self.done = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.batch.push_back(Err(errno(e)));
+                    break;
+                }
+                Some(Ok(entry)) => entry,
             };
-            let entry = entry.map_err(errno)?;
-            self.cookie = Some(entry.offset());
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
@@ -2150,7 +2402,6 @@ impl Listing {
                 Err(_) => Err(t::ErrorCode::IllegalByteSequence),
             });
         }
-        Ok(())
     }
 }
 
@@ -2194,12 +2445,19 @@ fn shadow_read_directory<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     ));
                     return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
                 };
-                let listing = Listing {
-                    dir,
-                    cookie: None,
-                    batch: Default::default(),
-                    done: false,
-                    _charge: charge,
+                let open = {
+                    let (call, _) = store.data_mut().fs_parts();
+                    match call.descriptors().socket() {
+                        Ok(open) => open,
+                        Err(why) => {
+                            call.note(format!("a directory listing holds a descriptor: {why}"));
+                            return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
+                        }
+                    }
+                };
+                let listing = match Listing::open(dir, charge, open) {
+                    Ok(l) => l,
+                    Err(e) => return Ok((R::Err(e),)),
                 };
                 let (_, view) = store.data_mut().fs_parts();
                 let rep = view.table.push(listing)?.rep();
@@ -2792,6 +3050,7 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                 charged: 0,
                 flying: 0,
             });
+            let written = file_of(&view, &fd);
             let r = if append {
                 t::HostDescriptor::append_via_stream(&mut view, fd)
             } else {
@@ -2801,9 +3060,18 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                 Ok(s) => s,
                 Err(e) => return Ok((R::Err(code(&mut view, e)?),)),
             };
+            // wasmtime-wasi's checks passed (a file, open for writing);
+            // its stream is replaced by toolhost's own.
+            let Some(written) = written else {
+                return Ok((R::Err(t::ErrorCode::BadDescriptor),));
+            };
             let slot: &mut DynOutputStream = view.table.get_mut(&s)?;
-            let mut inner =
-                std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::SinkOutputStream));
+            let mut inner: DynOutputStream = Box::new(FileOutput {
+                file: written,
+                position: (!append).then_some(off),
+                state: WriteState::Ready,
+                ops: held.ops.clone(),
+            });
             if let Some(quota) = quota {
                 inner = Box::new(Charged {
                     inner,
@@ -2816,7 +3084,10 @@ fn shadow_output_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                     append,
                 });
             }
-            *slot = Box::new(HeldStream::new(inner, held));
+            *slot = Box::new(HeldStream {
+                inner,
+                _charge: held.charge,
+            });
             Ok((R::Ok(s),))
         };
         if append {
@@ -2846,14 +3117,26 @@ fn shadow_input_streams<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow:
                 return Ok((R::Err(t::ErrorCode::InsufficientMemory),));
             };
             let (_, mut view) = store.fs_parts();
+            let read = file_of(&view, &fd);
             let s = match t::HostDescriptor::read_via_stream(&mut view, fd, off) {
                 Ok(s) => s,
                 Err(e) => return Ok((R::Err(code(&mut view, e)?),)),
             };
+            // wasmtime-wasi's checks passed (a file, open for reading); its
+            // stream is replaced by toolhost's own.
+            let Some(read) = read else {
+                return Ok((R::Err(t::ErrorCode::BadDescriptor),));
+            };
             let slot: &mut DynInputStream = view.table.get_mut(&s)?;
-            let inner =
-                std::mem::replace(slot, Box::new(wasmtime_wasi::p2::pipe::ClosedInputStream));
-            *slot = Box::new(HeldStream::new(inner, held));
+            *slot = Box::new(HeldStream {
+                inner: Box::new(FileInput {
+                    file: read,
+                    position: off,
+                    state: ReadState::Idle,
+                    ops: held.ops.clone(),
+                }) as DynInputStream,
+                _charge: held.charge,
+            });
             Ok((R::Ok(s),))
         },
     )?;

@@ -681,8 +681,8 @@ mod tests {
             ..FsCaps::default()
         };
         let max = |a, b| with(a).intersect(&with(b)).max_open;
-        assert_eq!(max(None, Some(3000)), Some(enforce::DEFAULT_MAX_OPEN));
-        assert_eq!(max(Some(3000), None), Some(enforce::DEFAULT_MAX_OPEN));
+        assert_eq!(max(None, Some(3000)), Some(DEFAULT_MAX_OPEN));
+        assert_eq!(max(Some(3000), None), Some(DEFAULT_MAX_OPEN));
         assert_eq!(max(None, Some(10)), Some(10));
         assert_eq!(max(Some(20), Some(10)), Some(10));
         assert_eq!(max(None, None), None);
