@@ -999,6 +999,36 @@ async fn a_cli_where_a_tool_may_write_is_not_started() {
     }
 }
 
+/// The fix review's case: a session may give its CLI a `HOME` (or a
+/// `CLAUDE_CONFIG_DIR`) of its own, where the core's protected paths (the
+/// host's own) do not reach: with a tool granted read-write there, the tool
+/// could write the CLI's settings (hooks: commands it runs). Such a session
+/// is refused before the CLI starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_cli_settings_a_tool_may_write_is_not_started() {
+    let env = Env::new().await;
+    for var in ["HOME", "CLAUDE_CONFIG_DIR"] {
+        let home = tempfile::tempdir().unwrap();
+        let tools = ToolDir::new();
+        let grant = format!(
+            "[[fs]]\nguest = \"/w\"\nhost = \"{}\"\nmode = \"rw\"\n",
+            home.path().display()
+        );
+        tools.add("writer", "hostile", &grant);
+        // Loaded (no load error): its grant is made.
+        let _granted = crate::support::core(tools.path()).await;
+        let options = env.options().env(var, home.path().display().to_string());
+        let e = AgentSession::connect(env.core.clone(), options)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("started a CLI whose {var} a tool may write"));
+        assert!(
+            matches!(e, toolhost::agent::AgentError::ConfigWritable { .. }),
+            "{var}: {e}"
+        );
+    }
+}
+
 /// The library's error speaks of the library; `toolhost agent` adds how to
 /// get the CLI in a checkout.
 #[tokio::test]

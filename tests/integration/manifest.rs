@@ -454,6 +454,57 @@ async fn a_named_selection_found_in_two_sources_takes_neither() {
     );
 }
 
+/// A review's case: `toolhost check` (what an operator runs on a
+/// third-party directory) printed each manifest's file name as it was, so a
+/// name holding escape sequences (an OSC 52 writes the terminal's
+/// clipboard, `\r` and an erase forge a line) reached the terminal. File
+/// names are escaped like every other untrusted text.
+#[test]
+fn manifest_file_names_reach_the_terminal_escaped() {
+    let d = ToolDir::new();
+    let m = d.add("echo", "echo", "");
+    let hostile = d
+        .path()
+        .join("x\u{1b}]52;c;cHduZWQ=\u{7}\u{1b}[2K\rforged.toml");
+    std::fs::rename(&m, &hostile).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .arg("check")
+        .arg(d.path())
+        .env("XDG_CACHE_HOME", d.path().join("cache"))
+        .output()
+        .unwrap();
+    let all = [out.stdout, out.stderr].concat();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.contains("forged.toml"), "{text}");
+    assert!(
+        !all.contains(&0x1b) && !all.contains(&0x07) && !all.contains(&b'\r'),
+        "{text:?}"
+    );
+}
+
+/// A review's case: a "tool directory" that also held another package's
+/// packed layout (`index.json`) was pushed as that layout, so the manifest
+/// the operator reviewed was not what went out. Such a directory is
+/// refused, before anything is sent.
+#[test]
+fn a_directory_with_a_manifest_and_a_layout_is_not_pushed() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    std::fs::write(d.path().join("index.json"), "{}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .arg("push")
+        .arg(d.path())
+        .arg("127.0.0.1:9/tools/echo:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("holds both a packed layout (index.json) and a tool manifest"),
+        "{stderr}"
+    );
+}
+
 /// A review's case: names that differ only in `.` against `_` are one
 /// name to the `claude` CLI (it writes `.` as `_`), which kept one of the
 /// two, so a component describing `json.query` took the calls (and the
