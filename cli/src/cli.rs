@@ -104,18 +104,13 @@ enum Command {
     },
 }
 
-/// `text` as a terminal shows it: each line's control and bidi-control
-/// characters escaped. Package metadata, a tool's output and a model's text
-/// are others' to choose: an escape sequence in one could erase or hide
-/// the lines before it (found by review: a package's grant review hid a
-/// new network grant under "(nothing else new)").
 /// JSON text with the characters a terminal acts on or reorders by
 /// written as `\uXXXX` escapes: C1 controls (U+0080-U+009F, which some
 /// terminals read as escape sequences: an 8-bit OSC 52 writes the
 /// clipboard) and the bidirectional and invisible format marks. serde_json
 /// escapes only U+0000-U+001F, so a hostile tool name or description went
-/// out raw in `--json` output (found by review). The same JSON value, and
-/// ASCII-safe to show.
+/// out raw in `--json` output (found by review). The same JSON value,
+/// safe to show.
 pub(crate) fn json_safe(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
@@ -132,6 +127,11 @@ pub(crate) fn json_safe(json: &str) -> String {
     out
 }
 
+/// `text` as a terminal shows it: each line's control and bidi-control
+/// characters escaped. Package metadata, a tool's output and a model's text
+/// are others' to choose: an escape sequence in one could erase or hide
+/// the lines before it (found by review: a package's grant review hid a
+/// new network grant under "(nothing else new)").
 pub(crate) fn shown(text: &str) -> String {
     text.split('\n')
         .map(toolhost::Audit::printable)

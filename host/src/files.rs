@@ -56,7 +56,7 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
     let file = match reading.open(format!("/proc/self/fd/{}", probe.as_raw_fd())) {
         Ok(f) => f,
         // No /proc: by its path again, and it must be the file looked at.
-        Err(_) => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let f = reading.open(path)?;
             let again = f.metadata()?;
             if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
@@ -66,6 +66,7 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
             }
             f
         }
+        Err(e) => return Err(e),
     };
     Ok((file, meta.len()))
 }

@@ -203,25 +203,48 @@ fn read_bounded(p: &Path, limit: u64, kind: Kind) -> Result<Vec<u8>> {
             p.display()
         ))
     };
-    let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
+    // Looked at first through a descriptor that opens nothing (`O_PATH`,
+    // and the link itself unless named): a device is never opened (that
+    // runs its driver), a FIFO never waited on.
+    let mut flags = libc::O_PATH;
     if kind != Kind::Named {
         flags |= libc::O_NOFOLLOW;
     }
-    let file = std::fs::OpenOptions::new()
+    let probe = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(flags)
         .open(p)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refuse("a symlink"),
-            _ => Error::io(p, e),
-        })?;
-    let meta = file.metadata().map_err(|e| Error::io(p, e))?;
+        .map_err(|e| Error::io(p, e))?;
+    let meta = probe.metadata().map_err(|e| Error::io(p, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("a symlink"));
+    }
     if !meta.is_file() {
         return Err(refuse("not a regular file"));
     }
     if kind == Kind::Own && meta.nlink() > 1 {
         return Err(refuse("a file with other names too (a hard link)"));
     }
+    let mut reading = std::fs::OpenOptions::new();
+    reading
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match reading.open(format!("/proc/self/fd/{}", probe.as_raw_fd())) {
+        Ok(f) => f,
+        // No /proc: by its name again, and it must be the file looked at.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let f = reading
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | (flags & libc::O_NOFOLLOW))
+                .open(p)
+                .map_err(|e| Error::io(p, e))?;
+            let again = f.metadata().map_err(|e| Error::io(p, e))?;
+            if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
+                return Err(refuse("changed while it was opened"));
+            }
+            f
+        }
+        Err(e) => return Err(Error::io(p, e)),
+    };
     // SAFETY: fstatfs writes only the struct it is given.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } == 0 {

@@ -1253,6 +1253,40 @@ mod protocol {
             .unwrap();
     }
 
+    /// The second fix review's case: a line that is not JSON is queued as
+    /// an error holding up to 2,000 characters of it (8 KB), but was weighed
+    /// 1 KiB, so lines of 2,000 emoji held 17 times the bound. It is weighed
+    /// as what it keeps: the writes stop at the bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lines_that_are_not_json_count_what_they_keep() {
+        let env = Env::new().await;
+        let (mut session, mut cli) = connect(env.core.clone(), AgentOptions::default()).await;
+        let line = format!("{}\n", "€".repeat(2000));
+        let lines = 20_000; // 120 MB; at 1 KiB each, all would be queued
+        let writing = tokio::spawn(async move {
+            for _ in 0..lines {
+                cli.to_host.write_all(line.as_bytes()).await.unwrap();
+            }
+            cli
+        });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!writing.is_finished(), "every line was queued");
+        for _ in 0..lines {
+            let m = tokio::time::timeout(Duration::from_secs(20), session.next())
+                .await
+                .expect("a message")
+                .expect("the session is open");
+            assert!(
+                matches!(m, Err(toolhost::agent::AgentError::JsonDecode { .. })),
+                "{m:?}"
+            );
+        }
+        tokio::time::timeout(Duration::from_secs(20), writing)
+            .await
+            .expect("the writes went on")
+            .unwrap();
+    }
+
     /// The fix review's case: with the CLI's messages at their bound and
     /// none taken, the answer to a control request of the host's
     /// (`interrupt`) sat unread behind them until it timed out. While the

@@ -998,11 +998,51 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        // Weighed before it is parsed: a line heavier than anything the
+        // session holds of the CLI's is not parsed at all (one 32 MiB line
+        // of `[0,0,…]` took 610 MB parsed before it was refused).
+        let weight = crate::mcp::request_weight(&buf);
+        if weight > MAX_QUEUED_BYTES.max(MAX_INFLIGHT_BYTES) {
+            // Its head only (the rest skipped, nothing kept): a control
+            // request is still answered, under its id.
+            #[derive(serde::Deserialize)]
+            struct Head {
+                #[serde(rename = "type")]
+                kind: Option<String>,
+                request_id: Option<Value>,
+            }
+            let head = serde_json::from_slice::<Head>(&buf).ok();
+            let id = head
+                .as_ref()
+                .and_then(|h| InboundRequest::request_id(&json!({ "request_id": h.request_id })));
+            match (head.and_then(|h| h.kind).as_deref(), id) {
+                (Some("control_request"), Some(id)) => {
+                    let _ = inner.write(&protocol::error(
+                        &id,
+                        &format!(
+                            "this control request weighs {weight} bytes parsed (each JSON value counting 64), more than the {MAX_INFLIGHT_BYTES} the session holds of them"
+                        ),
+                    ));
+                }
+                _ => {
+                    let e = AgentError::MessageTooLarge {
+                        weight,
+                        limit: MAX_QUEUED_BYTES,
+                    };
+                    queue(Err(e), 0).await;
+                }
+            }
+            continue;
+        }
         let v: Value = match serde_json::from_slice(&buf) {
             Ok(v) => v,
             Err(source) => {
-                let line = String::from_utf8_lossy(&buf).chars().take(2000).collect();
-                queue(Err(AgentError::JsonDecode { line, source }), 0).await;
+                let line: String = String::from_utf8_lossy(&buf).chars().take(2000).collect();
+                // Weighed as what it keeps (up to 8 KB of text): at the
+                // least weight, lines of 2,000 emoji held 17 times the
+                // budget (found by the second review of the fix).
+                let held = line.len();
+                queue(Err(AgentError::JsonDecode { line, source }), held).await;
                 continue;
             }
         };
@@ -1023,10 +1063,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             Some("control_request") if inner.out.is_broken() => break,
             // No more lines already waiting? Then a call's first slice may
             // run on this task (see `dispatch`).
-            Some("control_request") => {
-                let weight = crate::mcp::request_weight(&buf);
-                dispatch(&inner, v, weight, || !more_waiting(&mut reader))
-            }
+            Some("control_request") => dispatch(&inner, v, weight, || !more_waiting(&mut reader)),
             Some("control_cancel_request") => {
                 if let Some(id) = InboundRequest::request_id(&v)
                     && let Some(h) = lock(&inner.inflight).remove(&id)
@@ -1043,7 +1080,6 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                     inner.learn_agent(u.agent_id.as_deref(), u.subagent_type.as_deref());
                 }
                 saw_result |= matches!(m, Message::Result(_));
-                let weight = crate::mcp::request_weight(&buf);
                 if weight > MAX_QUEUED_BYTES {
                     drop(m);
                     let e = AgentError::MessageTooLarge {

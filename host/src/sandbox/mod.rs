@@ -2520,6 +2520,14 @@ pub(crate) fn check_mime(m: &str) -> Result<(), String> {
     }
 }
 
+/// An optional mime type a guest gave: kept if it is a media type
+/// ([`check_mime`]), else none (an empty one, `"text"`: the content is
+/// served all the same, its type unsaid, and nothing unchecked reaches a
+/// terminal or client).
+pub(crate) fn optional_mime(m: Option<String>) -> Option<String> {
+    m.filter(|m| check_mime(m).is_ok())
+}
+
 fn convert_content(c: bindings::v2::toolhost::tool::types::Content) -> Result<Content, String> {
     use bindings::v2::toolhost::tool::types as wit;
     Ok(match c {
@@ -2538,19 +2546,14 @@ fn convert_content(c: bindings::v2::toolhost::tool::types::Content) -> Result<Co
                 mime_type: m.mime_type,
             }
         }
-        wit::Content::Resource(r) => {
-            if let Some(m) = &r.mime_type {
-                check_mime(m)?;
-            }
-            Content::Resource {
-                uri: r.uri,
-                mime_type: r.mime_type,
-                contents: match r.contents {
-                    wit::ResourceContents::Text(t) => ResourceContents::Text(t),
-                    wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
-                },
-            }
-        }
+        wit::Content::Resource(r) => Content::Resource {
+            uri: r.uri,
+            mime_type: optional_mime(r.mime_type),
+            contents: match r.contents {
+                wit::ResourceContents::Text(t) => ResourceContents::Text(t),
+                wit::ResourceContents::Blob(b) => ResourceContents::Blob(b),
+            },
+        },
     })
 }
 

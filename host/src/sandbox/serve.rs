@@ -23,7 +23,8 @@ fn resource_def(r: wr::ResourceDef) -> s::ResourceDef {
         name: r.name,
         title: r.title,
         description: r.description,
-        mime_type: r.mime_type,
+        // An empty one is none (as a Python tool passes a resource's on).
+        mime_type: r.mime_type.filter(|m| !m.is_empty()),
         size: r.size,
     }
 }
@@ -106,6 +107,9 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
             for o in [&t.title, &t.mime_type].into_iter().flatten() {
                 s::bounded("its title or MIME type", o, s::MAX_NAME).map_err(bad)?;
             }
+            if let Some(m) = t.mime_type.as_ref().filter(|m| !m.is_empty()) {
+                crate::sandbox::check_mime(m).map_err(bad)?;
+            }
             declare(
                 &mut declared,
                 &[&t.uri_template, &t.name],
@@ -117,7 +121,7 @@ pub(super) fn convert(d: Described) -> Result<Served, LoadErrorKind> {
                     name: t.name,
                     title: t.title,
                     description: t.description,
-                    mime_type: t.mime_type,
+                    mime_type: t.mime_type.filter(|m| !m.is_empty()),
                 },
                 parsed,
             ));
@@ -279,9 +283,7 @@ pub(super) fn finish(raw: Raw) -> Result<Output, CallErrorKind> {
         }
         Raw::Read(r) => {
             let bodies = r.map_err(resource_error)?;
-            for m in bodies.iter().filter_map(|b| b.mime_type.as_ref()) {
-                crate::sandbox::check_mime(m).map_err(bad)?;
-            }
+
             if bodies.len() > s::MAX_BODIES {
                 return Err(bad(format!(
                     "it returned {} bodies; at most {} are accepted",
@@ -295,7 +297,7 @@ pub(super) fn finish(raw: Raw) -> Result<Output, CallErrorKind> {
                     .into_iter()
                     .map(|b| s::ResourceBody {
                         uri: b.uri,
-                        mime_type: b.mime_type,
+                        mime_type: crate::sandbox::optional_mime(b.mime_type),
                         contents: match b.contents {
                             wt::ResourceContents::Text(t) => ResourceContents::Text(t),
                             wt::ResourceContents::Blob(b) => ResourceContents::Blob(b),

@@ -1293,12 +1293,61 @@ const STREAM_OPS: usize = 8;
 /// bound, which [`STREAM_BYTES`] is charged for).
 const STREAM_CHUNK: usize = 64 << 10;
 
+/// File-stream operations all calls together may have running: half of
+/// the guest runtime's blocking threads (Tokio's 512). An operation outlives
+/// the call that started it (its thread cannot be stopped), so a call's
+/// own places alone let call after call leave 8 more running on slow
+/// storage: 64 calls filled the pool, and every other call's file
+/// operations waited behind them (found by the second review of the fix).
+/// The other half stays for the rest (opens, stats, reads of descriptors).
+const ALL_STREAM_OPS: usize = 256;
+
+fn all_stream_ops() -> &'static Arc<tokio::sync::Semaphore> {
+    static ALL: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(ALL_STREAM_OPS)));
+    &ALL
+}
+
+/// A running operation's places: among its call's and among all calls'.
+struct Place {
+    _call: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A place for an operation now, if its call and the process have room.
+fn try_place(ops: &Arc<tokio::sync::Semaphore>) -> Option<Place> {
+    let call = ops.clone().try_acquire_owned().ok()?;
+    let all = all_stream_ops().clone().try_acquire_owned().ok()?;
+    Some(Place {
+        _call: call,
+        _all: all,
+    })
+}
+
+/// A place for an operation, waited for.
+async fn place(ops: &Arc<tokio::sync::Semaphore>) -> Place {
+    let call = ops
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the call's operations are never closed");
+    let all = all_stream_ops()
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("never closed");
+    Place {
+        _call: call,
+        _all: all,
+    }
+}
+
 /// `f` on a blocking thread, holding `place` until it has run and its
 /// thread is back in the pool (given back from a task of its own as the
 /// result arrives: given back on the thread, before the thread was idle
 /// again, the next operation found no idle thread and the pool grew).
 fn run_with<R: Send + 'static>(
-    place: tokio::sync::OwnedSemaphorePermit,
+    place: Place,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> tokio::task::JoinHandle<std::io::Result<R>> {
     let running = tokio::task::spawn_blocking(f);
@@ -1307,14 +1356,6 @@ fn run_with<R: Send + 'static>(
         drop(place);
         r
     })
-}
-
-/// A place among the call's operations, waited for.
-async fn place(ops: &Arc<tokio::sync::Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
-    ops.clone()
-        .acquire_owned()
-        .await
-        .expect("the call's operations are never closed")
 }
 
 /// Where a file input stream is.
@@ -1336,7 +1377,7 @@ struct FileInput {
 }
 
 impl FileInput {
-    fn start(&mut self, place: tokio::sync::OwnedSemaphorePermit, size: usize) {
+    fn start(&mut self, place: Place, size: usize) {
         let (file, at) = (self.file.clone(), self.position);
         self.state = ReadState::Waiting(run_with(place, move || read_at(&file, at, size)));
     }
@@ -1388,7 +1429,7 @@ impl InputStream for FileInput {
         match &mut self.state {
             ReadState::Idle => {
                 if size > 0
-                    && let Ok(place) = self.ops.clone().try_acquire_owned()
+                    && let Some(place) = try_place(&self.ops)
                 {
                     self.start(place, size);
                 }
@@ -1452,7 +1493,7 @@ struct FileOutput {
 }
 
 impl FileOutput {
-    fn start(&mut self, place: tokio::sync::OwnedSemaphorePermit, data: bytes::Bytes) {
+    fn start(&mut self, place: Place, data: bytes::Bytes) {
         let (file, at) = (self.file.clone(), self.position);
         self.state = WriteState::Waiting(run_with(place, move || write_all_at(&file, &data, at)));
     }
@@ -1558,9 +1599,9 @@ impl OutputStream for FileOutput {
         if data.is_empty() {
             return Ok(());
         }
-        match self.ops.clone().try_acquire_owned() {
-            Ok(place) => self.start(place, data),
-            Err(_) => self.state = WriteState::Held(data),
+        match try_place(&self.ops) {
+            Some(place) => self.start(place, data),
+            None => self.state = WriteState::Held(data),
         }
         Ok(())
     }
@@ -1600,10 +1641,9 @@ impl OutputStream for FileOutput {
     }
 
     async fn cancel(&mut self) {
-        // A write that runs ends first; one held is dropped.
-        if let WriteState::Held(_) = self.state {
-            self.state = WriteState::Ready;
-        }
+        // A write that runs ends first, and one held runs once it has a
+        // place: written and then dropped, it lands, as with wasmtime-wasi
+        // (dropping it lost it: found by the second review of the fix).
         self.settle().await;
         self.state = WriteState::Closed;
     }

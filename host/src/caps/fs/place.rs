@@ -102,7 +102,10 @@ pub(crate) fn through_writable(p: &Place) -> Option<(PathBuf, PathBuf)> {
 #[cfg(feature = "agent")]
 pub(crate) fn writable_around(file: &Path) -> Option<PathBuf> {
     let written = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let canonical = written.canonicalize().unwrap_or_else(|_| written.clone());
+    // Resolved as far as it exists: a file not made yet under a symlinked
+    // ancestor (`/home -> /var/home`) is where its resolved directory is
+    // (found by the second review of the fix).
+    let canonical = resolved_as_far_as_it_exists(&written);
     let at = Place::of(&written, &canonical);
     let home = canonical
         .parent()
