@@ -1287,6 +1287,37 @@ mod protocol {
             .unwrap();
     }
 
+    /// Lines heavier than the session holds are not parsed (a 32 MiB line
+    /// of `[0,0,…]` took 610 MB parsed), only their head: a control
+    /// request among them is still answered under its id, and one whose id
+    /// is no id (a huge array, which the first head read built whole) is a
+    /// message too large, nothing built.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heavy_lines_are_answered_from_their_head() {
+        let env = Env::new().await;
+        let (mut session, mut cli) = connect(env.core.clone(), AgentOptions::default()).await;
+        let zeros = vec!["0"; 1_200_000].join(",");
+        let asked = format!(
+            r#"{{"type":"control_request","request_id":"big","request":{{"subtype":"hook_callback","callback_id":"x","input":{{"pad":[{zeros}]}}}}}}"#
+        );
+        cli.to_host.write_all(asked.as_bytes()).await.unwrap();
+        cli.to_host.write_all(b"\n").await.unwrap();
+        let r = cli.recv().await;
+        assert_eq!(r["response"]["request_id"], "big", "{r}");
+        assert_eq!(r["response"]["subtype"], "error", "{r}");
+        let no_id = format!(r#"{{"type":"control_request","request_id":[{zeros}]}}"#);
+        cli.to_host.write_all(no_id.as_bytes()).await.unwrap();
+        cli.to_host.write_all(b"\n").await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), session.next())
+            .await
+            .expect("a message")
+            .expect("the session is open");
+        assert!(
+            matches!(m, Err(toolhost::agent::AgentError::MessageTooLarge { .. })),
+            "{m:?}"
+        );
+    }
+
     /// The fix review's case: with the CLI's messages at their bound and
     /// none taken, the answer to a control request of the host's
     /// (`interrupt`) sat unread behind them until it timed out. While the

@@ -554,7 +554,15 @@ impl AgentSession {
         if let Some(config) = settings_dir(&options)
             && let Some(writable) = ["settings.json", ".credentials.json"]
                 .iter()
-                .find_map(|f| crate::caps::fs::writable_around(&config.join(f)))
+                .flat_map(|f| {
+                    // A link there is where it points, if it points at
+                    // nothing yet (the third review of the fix: a dangling
+                    // `settings.json` into a granted directory was missed).
+                    let at = config.join(f);
+                    let target = std::fs::read_link(&at).ok().map(|t| config.join(t));
+                    std::iter::once(at).chain(target)
+                })
+                .find_map(|p| crate::caps::fs::writable_around(&p))
         {
             return Err(AgentError::ConfigWritable { config, writable });
         }
@@ -1004,27 +1012,43 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
         let weight = crate::mcp::request_weight(&buf);
         if weight > MAX_QUEUED_BYTES.max(MAX_INFLIGHT_BYTES) {
             // Its head only (the rest skipped, nothing kept): a control
-            // request is still answered, under its id.
-            #[derive(serde::Deserialize)]
-            struct Head {
-                #[serde(rename = "type")]
-                kind: Option<String>,
-                request_id: Option<Value>,
-            }
-            let head = serde_json::from_slice::<Head>(&buf).ok();
-            let id = head
-                .as_ref()
-                .and_then(|h| InboundRequest::request_id(&json!({ "request_id": h.request_id })));
-            match (head.and_then(|h| h.kind).as_deref(), id) {
-                (Some("control_request"), Some(id)) => {
+            // request is still answered, under its id, a response to one of
+            // ours still ends its wait, and a result still counts.
+            let head = serde_json::from_slice::<Head<'_>>(&buf).ok();
+            let kind = head.as_ref().and_then(|h| h.kind.as_deref());
+            match (kind, head.as_ref()) {
+                (
+                    Some("control_request"),
+                    Some(Head {
+                        request_id: Some(Id(id)),
+                        ..
+                    }),
+                ) => {
                     let _ = inner.write(&protocol::error(
-                        &id,
+                        id,
                         &format!(
                             "this control request weighs {weight} bytes parsed (each JSON value counting 64), more than the {MAX_INFLIGHT_BYTES} the session holds of them"
                         ),
                     ));
                 }
+                (
+                    Some("control_response"),
+                    Some(Head {
+                        response:
+                            Some(ResponseHead {
+                                request_id: Some(Id(id)),
+                            }),
+                        ..
+                    }),
+                ) => {
+                    if let Some(tx) = lock(&inner.pending).remove(id) {
+                        let _ = tx.send(Err(format!(
+                            "its answer weighs {weight} bytes parsed, more than the {MAX_QUEUED_BYTES} the session takes"
+                        )));
+                    }
+                }
                 _ => {
+                    saw_result |= kind == Some("result");
                     let e = AgentError::MessageTooLarge {
                         weight,
                         limit: MAX_QUEUED_BYTES,
@@ -1114,6 +1138,52 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                 None,
             ));
         }
+    }
+}
+
+/// The head of a line too heavy to parse: its type and the ids that say
+/// what it answers or asks, read without building anything of the rest
+/// (skipped as it is scanned). An id is a short string or a number; any
+/// other value fails the read (the third review of the fix: an id parsed
+/// as any JSON value let a 32 MiB array id be built whole, 1.1 GB).
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    request_id: Option<Id>,
+    response: Option<ResponseHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResponseHead {
+    request_id: Option<Id>,
+}
+
+/// A control message's id: a string of at most 256 bytes, or a number.
+struct Id(String);
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string of at most 256 bytes or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
+                if v.len() > 256 {
+                    return Err(E::custom("an id longer than 256 bytes"));
+                }
+                Ok(Id(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+                Ok(Id(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
+                Ok(Id(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
