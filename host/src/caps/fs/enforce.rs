@@ -27,15 +27,21 @@
 //!   is measured again (crediting deletions) before the write is refused
 //!   with `insufficient-space`.
 //! - **Host memory**: a directory listing and every file stream (read or
-//!   write: wasmtime-wasi holds up to 64 KiB of it) are charged to the
-//!   call's memory limit while the guest holds them.
+//!   write: up to 64 KiB of it in flight) are charged to the call's memory
+//!   limit while the guest holds them.
+//! - **Host work**: a listing is read a batch at a time on the guest's
+//!   thread, within its turn ([`Listing`]); a file stream's reads and
+//!   writes run on blocking threads, at most [`STREAM_OPS`] of a call's
+//!   and [`ALL_STREAM_OPS`] of all calls' at once ([`FileInput`],
+//!   [`FileOutput`]).
 //!
 //! How: the few `wasi:filesystem` functions that create descriptors,
 //! listings or streams, or write, are shadowed in the linker, each checking
-//! and then delegating to wasmtime-wasi's own implementation (`open-at`
-//! alone is reimplemented, see [`open_at`]); file streams are wrapped so
-//! each holds its charge and each write to a quota is charged. Written here because wasmtime-wasi 48 offers no
-//! hook for any of it.
+//! and then delegating to wasmtime-wasi's own implementation, except
+//! `open-at` (see [`open_at`]), listings and file streams, which are
+//! toolhost's own; each stream holds its charge and each write to a quota
+//! is charged. Written here because wasmtime-wasi 48 offers no hook for
+//! any of it.
 //!
 //! Must not touch: anything but descriptors and streams of granted
 //! directories, and the count of a call's descriptors its connections
