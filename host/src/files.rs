@@ -20,17 +20,25 @@ pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// about 40 MB).
 pub(crate) const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
-/// `path` opened for reading if it is a regular file of at most `max`
-/// bytes, with its length then.
-pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, u64)> {
+/// `path` opened for reading if it is a regular file, with what it was
+/// then; links followed unless `follow` is false (a link is then "not a
+/// regular file (a symlink)"). Looked at first through a descriptor that
+/// opens nothing (`O_PATH`): opening a device runs its driver and opening a
+/// FIFO waits for a peer (found by review), so only a regular file is
+/// opened for reading, through that descriptor (by its path again, and
+/// checked to be the same file, where `/proc` is not mounted).
+///
+/// Also what `toolhost pack` reads a tool directory's files with.
+pub fn open_probed(
+    path: &Path,
+    follow: bool,
+) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
-    // Looked at first through a descriptor that opens nothing (`O_PATH`):
-    // opening a device runs its driver (found by the fix review), so only
-    // a regular file is opened for reading, through that descriptor.
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let probe = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_PATH)
+        .custom_flags(libc::O_PATH | nofollow)
         .open(path)?;
     let meta = probe.metadata()?;
     if !meta.is_file() {
@@ -39,25 +47,17 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
             format!("not a regular file ({})", kind(&meta.file_type())),
         ));
     }
-    if meta.len() > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!(
-                "{} bytes, more than the {} MiB this host reads of such a file",
-                meta.len(),
-                max >> 20
-            ),
-        ));
-    }
+    // (`/proc/self/fd/N` is a link to the probed file itself: followed.)
     let mut reading = std::fs::OpenOptions::new();
     reading
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     let file = match reading.open(format!("/proc/self/fd/{}", probe.as_raw_fd())) {
         Ok(f) => f,
-        // No /proc: by its path again, and it must be the file looked at.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = reading.open(path)?;
+            let f = reading
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | nofollow)
+                .open(path)?;
             let again = f.metadata()?;
             if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
                 return Err(std::io::Error::other(
@@ -68,6 +68,23 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
         }
         Err(e) => return Err(e),
     };
+    Ok((file, meta))
+}
+
+/// `path` opened for reading if it is a regular file of at most `max`
+/// bytes (links followed), with its length then.
+pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, u64)> {
+    let (file, meta) = open_probed(path, true)?;
+    if meta.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes, more than the {} MiB this host reads of such a file",
+                meta.len(),
+                max >> 20
+            ),
+        ));
+    }
     Ok((file, meta.len()))
 }
 
@@ -82,7 +99,9 @@ pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
 
 fn kind(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
+    if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO"

@@ -16,7 +16,8 @@ mod config;
 mod core;
 mod diagnostic;
 mod error;
-mod files;
+#[doc(hidden)]
+pub mod files;
 mod manifest;
 mod metrics;
 mod model;

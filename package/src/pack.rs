@@ -195,7 +195,7 @@ enum Kind {
 /// nothing: `/proc/self/pagemap` is 256 GiB of reads), and as `kind` says.
 fn read_bounded(p: &Path, limit: u64, kind: Kind) -> Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
     let refuse = |why: &str| {
         Error::format(format!(
@@ -203,48 +203,17 @@ fn read_bounded(p: &Path, limit: u64, kind: Kind) -> Result<Vec<u8>> {
             p.display()
         ))
     };
-    // Looked at first through a descriptor that opens nothing (`O_PATH`,
-    // and the link itself unless named): a device is never opened (that
-    // runs its driver), a FIFO never waited on.
-    let mut flags = libc::O_PATH;
-    if kind != Kind::Named {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let probe = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(p)
-        .map_err(|e| Error::io(p, e))?;
-    let meta = probe.metadata().map_err(|e| Error::io(p, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(refuse("a symlink"));
-    }
-    if !meta.is_file() {
-        return Err(refuse("not a regular file"));
-    }
+    // Opened only if a regular file, looked at first through a descriptor
+    // that opens nothing (a device is never opened, a FIFO never waited on);
+    // the link itself unless named.
+    let (file, meta) =
+        toolhost::files::open_probed(p, kind == Kind::Named).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => refuse(&e.to_string()),
+            _ => Error::io(p, e),
+        })?;
     if kind == Kind::Own && meta.nlink() > 1 {
         return Err(refuse("a file with other names too (a hard link)"));
     }
-    let mut reading = std::fs::OpenOptions::new();
-    reading
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
-    let file = match reading.open(format!("/proc/self/fd/{}", probe.as_raw_fd())) {
-        Ok(f) => f,
-        // No /proc: by its name again, and it must be the file looked at.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = reading
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | (flags & libc::O_NOFOLLOW))
-                .open(p)
-                .map_err(|e| Error::io(p, e))?;
-            let again = f.metadata().map_err(|e| Error::io(p, e))?;
-            if (again.dev(), again.ino()) != (meta.dev(), meta.ino()) {
-                return Err(refuse("changed while it was opened"));
-            }
-            f
-        }
-        Err(e) => return Err(Error::io(p, e)),
-    };
     // SAFETY: fstatfs writes only the struct it is given.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } == 0 {
@@ -308,13 +277,13 @@ mod tests {
         };
         let readme = d.join("README.md");
         std::os::unix::fs::symlink(secret.path(), &readme).unwrap();
-        refused("README.md: a symlink");
+        refused("README.md: not a regular file (a symlink)");
         std::fs::remove_file(&readme).unwrap();
         std::fs::hard_link(secret.path(), &readme).unwrap();
         refused("README.md: a file with other names too");
         std::fs::remove_file(&readme).unwrap();
         std::os::unix::fs::symlink("/proc/self/environ", d.join("icon.svg")).unwrap();
-        refused("icon.svg: a symlink");
+        refused("icon.svg: not a regular file (a symlink)");
         std::fs::remove_file(d.join("icon.svg")).unwrap();
         // A component outside the directory.
         let manifest = d.join("echo.toml");

@@ -795,10 +795,9 @@ async fn the_cli_loads_no_memory_and_saves_no_transcript_unless_asked() {
 async fn query_kills_a_cli_that_does_not_exit_and_what_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("child.pid");
-    let cli = dir.path().join("hanging-cli");
-    std::fs::write(
-        &cli,
-        format!(
+    let cli = fake_cli(
+        &dir.path().join("hanging-cli"),
+        &format!(
             r#"#!/usr/bin/env python3
 import json, subprocess, sys, time
 init = json.loads(sys.stdin.readline())
@@ -812,18 +811,8 @@ time.sleep(100000)
 "#,
             pid = pidfile.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tools = ToolDir::new();
-    tools.add("echo", "echo", "");
-    let core = Core::builder()
-        .config(test_config())
-        .source(Scope::default(), tools.path())
-        .build()
-        .await
-        .unwrap();
+    );
+    let (_tools, core) = echo_core().await;
     let options = AgentOptions::default()
         .cli(&cli)
         .server("tools", Scope::default());
@@ -850,21 +839,39 @@ time.sleep(100000)
         "{out:?}"
     );
     // Its child went with it.
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    assert_ends(&pidfile, Duration::from_secs(10), "the CLI's child").await;
+}
+
+/// `script` written at `path`, executable: a CLI of the test's own.
+fn fake_cli(path: &std::path::Path, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+/// A core serving `echo` in the default scope, and the directory it loads.
+async fn echo_core() -> (ToolDir, Core) {
+    let tools = ToolDir::new();
+    tools.add("echo", "echo", "");
+    let core = crate::support::core(tools.path()).await;
+    (tools, core)
+}
+
+/// Assert that the process whose id `pidfile` holds ends within `within`
+/// (gone, or dead and not yet reaped by its new parent).
+async fn assert_ends(pidfile: &std::path::Path, within: Duration, what: &str) {
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().parse().unwrap();
+    let deadline = Instant::now() + within;
     loop {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        // Gone, or dead and not yet reaped by its new parent.
         if state
             .as_deref()
             .is_none_or(|s| s.split(' ').nth(2) == Some("Z"))
         {
-            break;
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the CLI's child {pid} outlived it"
-        );
+        assert!(Instant::now() < deadline, "{what} ({pid}) outlived it");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -877,47 +884,21 @@ time.sleep(100000)
 async fn a_connect_given_up_on_ends_its_cli() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("cli.pid");
-    let cli = dir.path().join("silent-cli");
-    std::fs::write(
-        &cli,
-        format!(
+    let cli = fake_cli(
+        &dir.path().join("silent-cli"),
+        &format!(
             "#!/usr/bin/env python3\nimport os, time\nopen(\"{}\", \"w\").write(str(os.getpid()))\ntime.sleep(100000)\n",
             pidfile.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tools = ToolDir::new();
-    tools.add("echo", "echo", "");
-    let core = Core::builder()
-        .config(test_config())
-        .source(Scope::default(), tools.path())
-        .build()
-        .await
-        .unwrap();
+    );
+    let (_tools, core) = echo_core().await;
     let options = AgentOptions::default()
         .cli(&cli)
         .server("tools", Scope::default());
     let gave_up =
         tokio::time::timeout(Duration::from_secs(2), AgentSession::connect(core, options)).await;
     assert!(gave_up.is_err(), "the silent CLI answered?");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-        if state
-            .as_deref()
-            .is_none_or(|s| s.split(' ').nth(2) == Some("Z"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the CLI {pid} outlived the connect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_ends(&pidfile, Duration::from_secs(20), "the CLI of the connect").await;
 }
 
 #[tokio::test]

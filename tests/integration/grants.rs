@@ -1597,12 +1597,23 @@ async fn a_grant_holding_a_symlink_on_the_path_of_the_hosts_files_is_refused() {
     assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
 }
 
+/// What a stdio server started by `cmd` lists as its tools, and what it
+/// wrote to stderr until its input closed.
+fn listed(cmd: std::process::Command) -> (String, String) {
+    use std::io::Write;
+    let (child, mut stdin, mut lines) = stdio_session(cmd);
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
+    let list = lines.next().unwrap().unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (list, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A review's case: the key ring sealing session ids and request state
 /// (`--state-key-file`) is the host's own secret, like its config: a tool
 /// granted the directory holding it is refused, the rest served.
 #[test]
 fn the_state_key_file_is_never_granted() {
-    use std::io::Write;
     let secrets = tempfile::tempdir().unwrap();
     let keys = secrets.path().join("keys");
     std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
@@ -1615,12 +1626,7 @@ fn the_state_key_file_is_never_granted() {
         .arg("--tools")
         .arg(d.path())
         .stderr(std::process::Stdio::piped());
-    let (child, mut stdin, mut lines) = stdio_session(cmd);
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
-    let list = lines.next().unwrap().unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (list, stderr) = listed(cmd);
     assert!(list.contains("\"echo\""), "{list}");
     assert!(!list.contains("read_path"), "{list}");
     assert!(stderr.contains("protected path"), "{stderr}");
@@ -1632,7 +1638,6 @@ fn the_state_key_file_is_never_granted() {
 /// refused like `~/.claude`, the rest served.
 #[test]
 fn the_claude_clis_config_dir_is_never_granted() {
-    use std::io::Write;
     let elsewhere = tempfile::tempdir().unwrap();
     let config = elsewhere.path().join("claude-config");
     std::fs::create_dir(&config).unwrap();
@@ -1647,12 +1652,7 @@ fn the_claude_clis_config_dir_is_never_granted() {
         .env("XDG_CACHE_HOME", cache.path())
         .env("CLAUDE_CONFIG_DIR", &config)
         .stderr(std::process::Stdio::piped());
-    let (child, mut stdin, mut lines) = stdio_session(cmd);
-    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).unwrap();
-    let list = lines.next().unwrap().unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (list, stderr) = listed(cmd);
     assert!(list.contains("\"echo\""), "{list}");
     assert!(!list.contains("read_path"), "{list}");
     assert!(

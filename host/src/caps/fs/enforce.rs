@@ -242,15 +242,16 @@ impl CallDescriptors {
         Ok(scope)
     }
 
-    /// A socket for one outbound connection, held until dropped (see
+    /// One descriptor besides the call's files (an outbound connection's
+    /// socket, a directory listing's), held until dropped (see
     /// [`CallDescriptors::take`]).
-    pub(crate) fn socket(self: &Arc<Self>) -> Result<Socket, DescriptorRefusal> {
+    pub(crate) fn slot(self: &Arc<Self>) -> Result<Slot, DescriptorRefusal> {
         let open = self.files()
             + self.opening.load(Ordering::Acquire)
             + self.sockets.load(Ordering::Acquire);
         let scope = self.take(open)?;
         self.sockets.fetch_add(1, Ordering::AcqRel);
-        Ok(Socket {
+        Ok(Slot {
             call: self.clone(),
             scope,
         })
@@ -274,13 +275,13 @@ pub(crate) enum DescriptorRefusal {
 
 /// One descriptor a call holds besides its files (an outbound
 /// connection's socket, a directory listing's), counted while it is held
-/// (see [`CallDescriptors::socket`]).
-pub(crate) struct Socket {
+/// (see [`CallDescriptors::slot`]).
+pub(crate) struct Slot {
     call: Arc<CallDescriptors>,
     scope: Option<Arc<DescriptorShare>>,
 }
 
-impl Drop for Socket {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.call.sockets.fetch_sub(1, Ordering::AcqRel);
         if let Some(s) = &self.scope {
@@ -2365,7 +2366,7 @@ struct Listing {
     /// `LISTING_BYTES` of the call's memory, while the stream lives.
     _charge: crate::caps::limits::HostCharge,
     /// Its descriptor, among the call's open files.
-    _open: Socket,
+    _open: Slot,
 }
 
 impl Listing {
@@ -2374,7 +2375,7 @@ impl Listing {
     fn open(
         dir: Arc<std::fs::File>,
         charge: crate::caps::limits::HostCharge,
-        open: Socket,
+        open: Slot,
     ) -> Result<Listing, t::ErrorCode> {
         use rustix::fs::{Mode, OFlags};
         let fd = rustix::fs::openat(
@@ -2493,7 +2494,7 @@ fn shadow_read_directory<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow
                 };
                 let open = {
                     let (call, _) = store.data_mut().fs_parts();
-                    match call.descriptors().socket() {
+                    match call.descriptors().slot() {
                         Ok(open) => open,
                         Err(why) => {
                             call.note(format!("a directory listing holds a descriptor: {why}"));
@@ -3289,20 +3290,20 @@ mod tests {
         let two = 2.5 / process_budget().limit as f64;
         let share_a = shares.of(&a, two);
         let (one, other) = (call_in(&share_a, 100), call_in(&share_a, 100));
-        let held = [one.socket().unwrap(), other.socket().unwrap()];
-        let refused = one.socket().err().unwrap();
+        let held = [one.slot().unwrap(), other.slot().unwrap()];
+        let refused = one.slot().err().unwrap();
         assert!(matches!(refused, DescriptorRefusal::Scope(2)), "{refused}");
         // Another scope has its own.
         let share_b = shares.of(&b, two);
-        let theirs = call_in(&share_b, 100).socket().unwrap();
+        let theirs = call_in(&share_b, 100).slot().unwrap();
         // A reload to a larger share: the same one, resized; what the
         // running calls hold still counts.
         let share_a2 = shares.of(&a, 3.5 / process_budget().limit as f64);
         assert!(Arc::ptr_eq(&share_a, &share_a2));
-        let third = call_in(&share_a2, 100).socket().unwrap();
-        assert!(other.socket().is_err());
+        let third = call_in(&share_a2, 100).slot().unwrap();
+        assert!(other.slot().is_err());
         drop(held);
-        assert!(other.socket().is_ok());
+        assert!(other.slot().is_ok());
         drop((theirs, third));
         // A call's own cap counts its sockets with its open files, and
         // only while they are open (the fix review: closed files kept
@@ -3310,11 +3311,11 @@ mod tests {
         let capped = call_in(&share_b, 2);
         let file = Arc::new(std::fs::File::open("/dev/null").unwrap());
         capped.open.lock().unwrap().push(Arc::downgrade(&file));
-        let _s = capped.socket().unwrap();
-        let e = capped.socket().err().unwrap();
+        let _s = capped.slot().unwrap();
+        let e = capped.slot().err().unwrap();
         assert!(e.to_string().contains("max-open"), "{e}");
         drop(file);
-        let _t = capped.socket().unwrap();
+        let _t = capped.slot().unwrap();
     }
 
     /// As if `q`'s last measure were long past and quick: its next charge

@@ -28,7 +28,7 @@ use place::Place;
 
 pub use enforce::DEFAULT_MAX_OPEN;
 pub(crate) use enforce::{
-    CallDescriptors, DescriptorShare, DescriptorShares, DescriptorsExhausted, Socket,
+    CallDescriptors, DescriptorShare, DescriptorShares, DescriptorsExhausted, Slot,
     descriptors_quarter_free,
 };
 

@@ -422,7 +422,7 @@ pub(crate) fn add_to_linker<T: wasmtime_wasi_http::WasiHttpView + 'static>(
 /// its charge to the call's memory and its descriptor.
 struct Held {
     _charge: Option<crate::caps::limits::HostCharge>,
-    _socket: crate::caps::fs::Socket,
+    _socket: crate::caps::fs::Slot,
 }
 
 impl Gate {
@@ -492,7 +492,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
         };
         // Its socket is a descriptor of the call's `max-open`, its
         // scope's share and the process's share for tools.
-        let socket = match self.descriptors.as_ref().map(|d| d.socket()) {
+        let socket = match self.descriptors.as_ref().map(|d| d.slot()) {
             Some(Ok(socket)) => socket,
             Some(Err(why)) => {
                 tracing::debug!(uri = %request.uri(), "outbound request refused: {why}");
