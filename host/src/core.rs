@@ -604,10 +604,12 @@ impl Core {
 
     /// What serves the tool, prompt or resource `name` (`kind`: `tool`,
     /// `prompt`, `resource`) of `scope` now: its component's load
-    /// fingerprint (its manifest, component and caps). A stateless round's
-    /// answers are bound to it, so a reload that swaps what serves a name
-    /// does not hand the new component the answers given to the old one
-    /// (found by review).
+    /// fingerprint (its manifest's text and its component file, not the
+    /// host config's caps: answers given to a component still go to it
+    /// when only what the operator grants it changed, and it runs under
+    /// the new grants). A stateless round's answers are bound to it, so a
+    /// reload that swaps what serves a name does not hand the new
+    /// component the answers given to the old one (found by review).
     pub(crate) fn served_by(&self, scope: &Scope, kind: &str, name: &str) -> Option<[u8; 32]> {
         let target = match kind {
             "tool" => Target::Call,
@@ -1053,7 +1055,11 @@ impl Core {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!("resources/list: {e}"),
+                // A guest's own text: escaped, as the audit log's.
+                Err(e) => tracing::debug!(
+                    "resources/list: {}",
+                    crate::audit::escape_controls(&e.to_string())
+                ),
             }
         }
         out
@@ -1106,7 +1112,9 @@ impl Core {
     async fn run(&self, req: CallRequest, target: Target) -> Result<Output, CallError> {
         let span = tracing::info_span!(
             "core.call",
-            tool = %req.tool,
+            // The client's text, not yet a tool's name: as messages show it
+            // (it went to the OpenTelemetry export whole, found by review).
+            tool = %crate::error::Shown(&req.tool),
             method = target.method(),
             scope = %req.scope,
             caller = %req.caller,

@@ -473,6 +473,16 @@ pub(crate) fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(crate::audit::bounded(&escaped, crate::audit::MAX_TOOL))
 }
 
+/// [`shown_name`], formatted only when shown: for a tracing field, which a
+/// subscriber may never record (no work on a call nobody traces).
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shown_name(self.0))
+    }
+}
+
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use CallErrorKind::*;

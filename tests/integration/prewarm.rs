@@ -711,6 +711,98 @@ async fn a_start_up_runs_after_a_reply_only_if_it_fits_in_a_slice() {
     }
 }
 
+/// A prepared sandbox's monotonic clock starts with its call, not when it
+/// was prepared: wasmtime-wasi's own clock counts from the WASI context's
+/// making, so in a sandbox prepared after the last reply it told the guest
+/// how long ago that reply went out, maybe to another client (found by
+/// review). Prepared after the first call, taken a second later, the
+/// clock of the second call reads well under that second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_sandboxs_clock_starts_with_its_call() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    let uptime = |out: toolhost::ToolOutput| -> Duration {
+        Duration::from_nanos(out.text().parse().expect("nanoseconds"))
+    };
+    let first = uptime(
+        call_replying(&core, &scope, "uptime", json!({}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(core.prewarm_stats().ready, 1, "{:?}", core.prewarm_stats());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = uptime(
+        call_replying(&core, &scope, "uptime", json!({}))
+            .await
+            .unwrap(),
+    );
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1), "{stats:?}");
+    assert!(
+        second < Duration::from_millis(500),
+        "the prepared sandbox's clock read {second:?} (the first call's {first:?}): it counts from its preparation"
+    );
+}
+
+/// The background refill (`[engine] prewarm`) starts a sandbox within one
+/// slice too. A start-up run ahead of demand is no call's: it has no
+/// deadline and no CPU turn of its tenant, so one that ran up to the
+/// component's timeout gave each call a second timeout of guest CPU (found
+/// by review: calls of a start-up spinning 2 s answered in 2 ms, the spin
+/// done beside them). A start-up past a slice is never prepared ahead, each
+/// call runs it within its own limits; one within a slice is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_runs_in_the_background_only_if_it_fits_in_a_slice() {
+    // As above: 2^23 steps, several slices; 2^12, a few microseconds.
+    for (steps, prepared) in [(1u64 << 23, false), (1 << 12, true)] {
+        let d = ToolDir::new();
+        d.add_bytes("start-up", &with_start_up("hostile", steps), "");
+        let core = core_with(one_slice_config().with_prewarm(2), d.path()).await;
+        for i in 0..4 {
+            assert_eq!(
+                remember(&core, &format!("secret-{i}")).await,
+                json!({ "calls": 0, "before": null }),
+                "call {i} ran in an instance an earlier call used ({steps} steps)"
+            );
+        }
+        if prepared {
+            wait_ready(&core, 1).await;
+            assert_eq!(core.prewarm_stats().failed, 0, "{:?}", core.prewarm_stats());
+            continue;
+        }
+        // Each refill the calls start fails within a slice, until the
+        // component is given up (four failures, none prepared).
+        let mut stats = core.prewarm_stats();
+        for i in 0..400 {
+            if stats.failed >= 4 {
+                break;
+            }
+            if i % 10 == 0 {
+                remember(&core, "more").await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stats = core.prewarm_stats();
+        }
+        assert_eq!(
+            (stats.failed, stats.hits, stats.ready),
+            (4, 0, 0),
+            "{stats:?}"
+        );
+        for _ in 0..4 {
+            remember(&core, "after").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = core.prewarm_stats();
+        assert_eq!(
+            (stats.failed, stats.hits, stats.ready),
+            (4, 0, 0),
+            "{stats:?}"
+        );
+    }
+}
+
 /// A prepared sandbox no call takes within `prepared-idle` is dropped: its
 /// slot and memory go back, so a host whose calls stopped returns to
 /// holding nothing. The next call builds its own, and leaves one prepared

@@ -89,6 +89,7 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings))
         .tool(Tool::new("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch))
         .tool(Tool::new("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring))
+        .tool(Tool::new("uptime", "Return the guest's monotonic clock (`wasi:clocks/monotonic-clock.now`), in nanoseconds: how long this sandbox says it has been up.", uptime))
         .tool(Tool::new(
             "remember",
             "Keep `secret` in a global, count this call in another, and return both as they were before (`{calls, before}`): an instance that served an earlier call would show it.",
@@ -283,6 +284,10 @@ pub struct RememberArgs {
 /// Calls this instance served, and the secret of the latest one.
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static SECRET: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn uptime(_: NoArgs) -> Result<String, ToolError> {
+    Ok(wasi::clocks::monotonic_clock::now().to_string())
+}
 
 fn remember(a: RememberArgs) -> Result<String, ToolError> {
     let before_calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -166,7 +166,11 @@ impl CliProcess {
                 match crate::mcp::lines::read_line(&mut r, &mut buf, STDERR_LINE).await {
                     Ok(Line::Read) => {
                         let line = String::from_utf8_lossy(&buf);
-                        tracing::debug!(target: "toolhost::agent::cli", "{line}");
+                        tracing::debug!(
+                            target: "toolhost::agent::cli",
+                            "{}",
+                            crate::audit::escape_controls(&line)
+                        );
                         t.push(&line);
                     }
                     Ok(Line::TooLong) => t.push("(a line of more than 8 KiB, not kept)"),

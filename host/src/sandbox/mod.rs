@@ -1780,10 +1780,10 @@ impl Sandbox {
                     permits,
                     ..
                 } = prepared;
-                store.data_mut().begin(cx);
                 // Its first slice starts now; instantiating it took the
                 // same fuel a sandbox built now would.
                 let now = now();
+                store.data_mut().begin(cx, now);
                 start_first_slice(&mut store, now);
                 (store, permits, Some(instance), now)
             }

@@ -37,6 +37,58 @@ pub(crate) struct CallState {
     /// When the current first slice started, until the first epoch tick
     /// after it (see `sandbox::start_first_slice`).
     pub(crate) first_slice: Option<std::time::Instant>,
+    /// Where the guest's monotonic clock starts: set again at hand-out.
+    clock: CallClock,
+}
+
+/// The guest's monotonic clock (`wasi:clocks/monotonic-clock`), counted
+/// from the call's start. wasmtime-wasi's own counts from when the WASI
+/// context was built: in a sandbox prepared ahead, that told the guest how
+/// long ago the previous call of its component in its scope, maybe another
+/// client's, was answered (found by review). The base is one shared number
+/// (nanoseconds since the process's first clock), not a lock: the guest
+/// reads it at every `now`.
+#[derive(Clone)]
+struct CallClock {
+    base: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The instant every `CallClock` counts from.
+static CLOCK_EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+impl CallClock {
+    fn since_epoch(at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(*CLOCK_EPOCH).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn starting(at: std::time::Instant) -> CallClock {
+        CallClock {
+            base: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(Self::since_epoch(at))),
+        }
+    }
+
+    fn restart(&self, at: std::time::Instant) {
+        self.base
+            .store(Self::since_epoch(at), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for CallClock {
+    fn resolution(&self) -> u64 {
+        // The host's monotonic clock's, as wasmtime-wasi's own reports.
+        static RESOLUTION: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+            wasmtime_wasi::HostMonotonicClock::resolution(
+                &wasmtime_wasi::clocks::MonotonicClock::new(),
+            )
+        });
+        *RESOLUTION
+    }
+
+    fn now(&self) -> u64 {
+        let base = self.base.load(std::sync::atomic::Ordering::Relaxed);
+        Self::since_epoch(std::time::Instant::now()).saturating_sub(base)
+    }
 }
 
 /// The most random bytes one `get-random-bytes` (or its insecure twin)
@@ -66,6 +118,8 @@ impl CallState {
         memory: &std::sync::Arc<crate::caps::limits::SharedMemory>,
     ) -> anyhow::Result<CallState> {
         let mut b = WasiCtxBuilder::new();
+        let clock = CallClock::starting(std::time::Instant::now());
+        b.monotonic_clock(clock.clone());
         let output = grants.stdio.apply(&mut b, cx.events);
         // No sockets and no DNS, ever: outbound traffic is wasi:http only.
         b.allow_tcp(false)
@@ -115,6 +169,7 @@ impl CallState {
             handle_limit,
             cpu: None,
             first_slice: None,
+            clock,
         })
     }
 }
@@ -124,8 +179,10 @@ impl CallState {
     /// event sink, no cancellation token) to its one call:
     /// everything that depends on the call is set here. The rest (WASI
     /// context, pipes, resource table, fs budgets, memory) was built for
-    /// this sandbox alone and is charged to this call from now on.
-    pub(crate) fn begin(&mut self, cx: super::CallContext) {
+    /// this sandbox alone and is charged to this call from now on. Its
+    /// monotonic clock starts again at `now`, the call's first slice.
+    pub(crate) fn begin(&mut self, cx: super::CallContext, now: std::time::Instant) {
+        self.clock.restart(now);
         self.output.attach(cx.events);
         // Prepared with the same grants (a sandbox prepared before a
         // reload is never handed to a call after it): only the client is

@@ -25,8 +25,8 @@
 //! sandbox, and none is prepared while a call waits for the pool; one no
 //! call takes within `prepared-idle` is dropped (`keep`, `expire`).
 //! Preparing runs under the component's own fuel and memory limits (and,
-//! after a reply, its scope's memory share), in the background within its
-//! timeout, after a reply within one slice.
+//! after a reply, its scope's memory share), within one slice: it is no
+//! call's, so it has no deadline or CPU turn of its own to run past.
 //!
 //! Owns: the warm sets, their sizing (by each component's recent call
 //! rate), the background refill, the preparation after a reply, the
@@ -120,7 +120,8 @@ pub(crate) struct WarmSet {
     rate: Mutex<Rate>,
 }
 
-/// Failed preparations after a reply before a component's calls build
+/// Failed preparations (after a reply or in the background, each within
+/// one slice) before a component's calls build
 /// their own sandboxes until the next reload, unless they are fewer than
 /// one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
 /// epoch tick within its instantiation, about one in a hundred), but a
@@ -444,7 +445,7 @@ impl Shared {
         set.refilling.store(false, Ordering::Release);
     }
 
-    /// A preparation after a reply failed: past [`MAX_FAILURES`], and
+    /// A preparation failed: past [`MAX_FAILURES`], and
     /// more than one in [`FAILURE_RATIO`], none is tried for `comp` again.
     fn failed(&self, comp: &LoadedComponent, why: &str) {
         self.failed.fetch_add(1, Ordering::Relaxed);
@@ -490,7 +491,10 @@ impl Shared {
         let set = &comp.warm;
         loop {
             let target = set.rate().target(self.max_per_component);
-            if set.len() >= target || self.waiting.load(Ordering::Acquire) > 0 {
+            if set.broken.load(Ordering::Relaxed)
+                || set.len() >= target
+                || self.waiting.load(Ordering::Acquire) > 0
+            {
                 return;
             }
             let generation = self.generation.load(Ordering::Acquire);
@@ -498,21 +502,25 @@ impl Shared {
                 return;
             };
             let started = Instant::now();
-            let prepared = match self.prepare(comp, permits, generation).await {
+            // Within one slice, as after a reply: a start-up run here is
+            // no call's, so it has no deadline and no CPU turn of its
+            // scope to run under. One that ran up to its timeout gave
+            // each call a second timeout of CPU, and its tenant a guest
+            // thread outside the turns (found by review).
+            // A failure is tried again until the component has failed
+            // often enough to be given up (an epoch tick can end a slice
+            // by timing alone). The call path builds its own sandbox and
+            // reports whatever stops this one.
+            let prepared = match self.prepare_now(comp, permits, generation, None) {
                 Ok(Some(p)) => p,
                 Ok(None) => return,
                 Err(e) => {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
-                    // The call path builds its own sandbox and reports
-                    // whatever stops this one.
-                    tracing::debug!(
-                        component = %comp.manifest.path.display(),
-                        "not preparing sandboxes: {e:#}"
-                    );
-                    set.broken.store(true, Ordering::Relaxed);
-                    return;
+                    self.failed(comp, &format!("{e:#}"));
+                    tokio::task::yield_now().await;
+                    continue;
                 }
             };
+            set.successes.fetch_add(1, Ordering::Relaxed);
             set.rate().note_prep(started.elapsed());
             if self.generation.load(Ordering::Acquire) != generation
                 || self.waiting.load(Ordering::Acquire) > 0
@@ -521,6 +529,9 @@ impl Shared {
                 return;
             }
             self.keep(set, prepared);
+            // Each preparation is one poll: let the other tasks of the
+            // background threads run between them.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -631,27 +642,10 @@ impl Shared {
         Some(p)
     }
 
-    /// Build and instantiate one sandbox of `comp` under its limits. `None`
-    /// if the memory budget has no room for it.
-    async fn prepare(
-        self: &Arc<Self>,
-        comp: &LoadedComponent,
-        permits: PoolPermits,
-        generation: u64,
-    ) -> anyhow::Result<Option<Prepared>> {
-        let Some((mut store, bound)) = self.new_sandbox_if_room(comp, &permits)? else {
-            return Ok(None);
-        };
-        let limits = &comp.grants.limits;
-        let instance = tokio::time::timeout(limits.timeout, bound.instantiate_ready(&mut store))
-            .await
-            .map_err(|_| anyhow::anyhow!("instantiating took over {:?}", limits.timeout))??;
-        Ok(self.charge(&comp.warm, store, instance, permits, generation))
-    }
-
-    /// [`Shared::prepare`] within one poll: an instantiation that would
-    /// wait (a start-up that runs past its first slice) is dropped, the
-    /// guest unwound, and reported as an error.
+    /// Build and instantiate one sandbox of `comp` under its limits,
+    /// within one poll: an instantiation that would wait (a start-up that
+    /// runs past its first slice) is dropped, the guest unwound, and
+    /// reported as an error. `None` if a budget has no room for it.
     fn prepare_now(
         self: &Arc<Self>,
         comp: &LoadedComponent,
