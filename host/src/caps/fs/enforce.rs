@@ -31,9 +31,9 @@
 //!   limit while the guest holds them.
 //! - **Host work**: a listing is read a batch at a time on the guest's
 //!   thread, within its turn ([`Listing`]); a file stream's reads and
-//!   writes run on blocking threads, at most [`STREAM_OPS`] of a call's
-//!   and [`ALL_STREAM_OPS`] of all calls' at once ([`FileInput`],
-//!   [`FileOutput`]).
+//!   writes run on blocking threads, at most [`STREAM_OPS`] of a call's,
+//!   its scope's `pool-share` of [`ALL_STREAM_OPS`], and `ALL_STREAM_OPS`
+//!   of all calls' at once ([`StreamOps`], [`FileInput`], [`FileOutput`]).
 //!
 //! How: the few `wasi:filesystem` functions that create descriptors,
 //! listings or streams, or write, are shadowed in the linker, each checking
@@ -130,6 +130,14 @@ pub(crate) struct DescriptorsExhausted {
 pub(crate) struct DescriptorShare {
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// The scope's share of [`ALL_STREAM_OPS`]: its `pool-share` of them,
+    /// at least one call's [`STREAM_OPS`]. One tenant's calls could hold
+    /// all 256 on slow storage, and every other tenant's file streams
+    /// waited (a residual of the thirteenth session's review).
+    ops_limit: AtomicUsize,
+    ops_used: AtomicUsize,
+    /// Woken as a place is given back, for an operation waiting for one.
+    ops_freed: tokio::sync::Notify,
 }
 
 impl DescriptorShare {
@@ -143,6 +151,44 @@ impl DescriptorShare {
 
     fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// A place for one of the scope's stream operations now, if it has
+    /// room.
+    fn try_op(self: &Arc<Self>) -> Option<ScopeOp> {
+        self.ops_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.ops_limit.load(Ordering::Acquire)).then_some(u + 1)
+            })
+            .ok()
+            .map(|_| ScopeOp(self.clone()))
+    }
+
+    /// A place for one of the scope's stream operations, waited for.
+    async fn op(self: &Arc<Self>) -> ScopeOp {
+        loop {
+            // Registered before looking, so a place given back between
+            // the look and the wait is not missed.
+            let freed = self.ops_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(op) = self.try_op() {
+                return op;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// A place among a scope's stream operations, given back on drop.
+struct ScopeOp(Arc<DescriptorShare>);
+
+impl Drop for ScopeOp {
+    fn drop(&mut self) {
+        self.0.ops_used.fetch_sub(1, Ordering::AcqRel);
+        // One waiter: a woken waiter dropped before it looks passes the
+        // wake on (tokio's `Notified`).
+        self.0.ops_freed.notify_one();
     }
 }
 
@@ -160,15 +206,22 @@ impl DescriptorShares {
     /// `scope`'s share, sized to `share` of what calls may hold from now on.
     pub(crate) fn of(&self, scope: &crate::catalog::Scope, share: f64) -> Arc<DescriptorShare> {
         let limit = ((process_budget().limit as f64 * share).floor() as usize).max(1);
+        let ops_limit = ((ALL_STREAM_OPS as f64 * share).floor() as usize).max(STREAM_OPS);
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = all.get(scope).and_then(std::sync::Weak::upgrade) {
             held.limit.store(limit, Ordering::Release);
+            if held.ops_limit.swap(ops_limit, Ordering::AcqRel) < ops_limit {
+                held.ops_freed.notify_waiters();
+            }
             return held;
         }
         all.retain(|_, s| s.strong_count() > 0);
         let fresh = Arc::new(DescriptorShare {
             limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
+            ops_limit: AtomicUsize::new(ops_limit),
+            ops_used: AtomicUsize::new(0),
+            ops_freed: tokio::sync::Notify::new(),
         });
         all.insert(scope.clone(), Arc::downgrade(&fresh));
         fresh
@@ -1086,7 +1139,7 @@ pub(crate) struct FsCall {
     notice: Arc<Notice>,
     /// Room for [`STREAM_OPS`] operations of its file streams at once
     /// (made with its first stream: most calls open none).
-    stream_ops: Option<Arc<tokio::sync::Semaphore>>,
+    stream_ops: Option<Arc<StreamOps>>,
 }
 
 /// The first limit a call hit, until it is passed on to the caller (once
@@ -1307,6 +1360,8 @@ const STREAM_CHUNK: usize = 64 << 10;
 /// storage: 64 calls filled the pool, and every other call's file
 /// operations waited behind them (found by the second review of the fix).
 /// The other half stays for the rest (opens, stats, reads of descriptors).
+/// Each scope's calls hold at most its `pool-share` of them
+/// ([`DescriptorShare`]).
 const ALL_STREAM_OPS: usize = 256;
 
 fn all_stream_ops() -> &'static Arc<tokio::sync::Semaphore> {
@@ -1315,29 +1370,57 @@ fn all_stream_ops() -> &'static Arc<tokio::sync::Semaphore> {
     &ALL
 }
 
-/// A running operation's places: among its call's and among all calls'.
+/// Where a call's file-stream operations take their places: among the
+/// call's own [`STREAM_OPS`], its scope's share of [`ALL_STREAM_OPS`] (once
+/// the call has joined its scope: looked up at each operation, so a stream
+/// a start-up made before the call joined counts too), and all calls'.
+struct StreamOps {
+    call: Arc<tokio::sync::Semaphore>,
+    descriptors: Option<Arc<CallDescriptors>>,
+}
+
+impl StreamOps {
+    fn scope(&self) -> Option<&Arc<DescriptorShare>> {
+        self.descriptors.as_ref().and_then(|d| d.scope.get())
+    }
+}
+
+/// A running operation's places: among its call's, its scope's and all
+/// calls'.
 struct Place {
     _call: tokio::sync::OwnedSemaphorePermit,
+    _scope: Option<ScopeOp>,
     _all: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// A place for an operation now, if its call and the process have room.
-fn try_place(ops: &Arc<tokio::sync::Semaphore>) -> Option<Place> {
-    let call = ops.clone().try_acquire_owned().ok()?;
+/// A place for an operation now, if its call, its scope and the process
+/// have room.
+fn try_place(ops: &StreamOps) -> Option<Place> {
+    let call = ops.call.clone().try_acquire_owned().ok()?;
+    let scope = match ops.scope() {
+        Some(s) => Some(s.try_op()?),
+        None => None,
+    };
     let all = all_stream_ops().clone().try_acquire_owned().ok()?;
     Some(Place {
         _call: call,
+        _scope: scope,
         _all: all,
     })
 }
 
 /// A place for an operation, waited for.
-async fn place(ops: &Arc<tokio::sync::Semaphore>) -> Place {
+async fn place(ops: &StreamOps) -> Place {
     let call = ops
+        .call
         .clone()
         .acquire_owned()
         .await
         .expect("the call's operations are never closed");
+    let scope = match ops.scope() {
+        Some(s) => Some(s.op().await),
+        None => None,
+    };
     let all = all_stream_ops()
         .clone()
         .acquire_owned()
@@ -1345,6 +1428,7 @@ async fn place(ops: &Arc<tokio::sync::Semaphore>) -> Place {
         .expect("never closed");
     Place {
         _call: call,
+        _scope: scope,
         _all: all,
     }
 }
@@ -1380,7 +1464,7 @@ struct FileInput {
     file: Arc<std::fs::File>,
     position: u64,
     state: ReadState,
-    ops: Arc<tokio::sync::Semaphore>,
+    ops: Arc<StreamOps>,
 }
 
 impl FileInput {
@@ -1496,7 +1580,7 @@ struct FileOutput {
     /// Where the next write goes; `None`: the end (an append stream).
     position: Option<u64>,
     state: WriteState,
-    ops: Arc<tokio::sync::Semaphore>,
+    ops: Arc<StreamOps>,
 }
 
 impl FileOutput {
@@ -1735,7 +1819,7 @@ impl OutputStream for HeldStream<DynOutputStream> {
 /// memory, and a share in its room for operations.
 struct Held {
     charge: crate::caps::limits::HostCharge,
-    ops: Arc<tokio::sync::Semaphore>,
+    ops: Arc<StreamOps>,
 }
 
 /// [`Held`] for a new file stream, or the note that its memory does not
@@ -1749,11 +1833,16 @@ fn hold_stream<T: FsEnforced>(store: &mut T) -> Option<Held> {
         ));
         return None;
     };
-    let ops = store
-        .fs_parts()
-        .0
+    let (call, _) = store.fs_parts();
+    let descriptors = call.descriptors.clone();
+    let ops = call
         .stream_ops
-        .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)))
+        .get_or_insert_with(|| {
+            Arc::new(StreamOps {
+                call: Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)),
+                descriptors,
+            })
+        })
         .clone();
     Some(Held { charge, ops })
 }
@@ -3316,6 +3405,83 @@ mod tests {
         assert!(e.to_string().contains("max-open"), "{e}");
         drop(file);
         let _t = capped.slot().unwrap();
+    }
+
+    /// A residual of the thirteenth session's review: one tenant's calls
+    /// could hold all 256 places of the process's file-stream operations
+    /// (on slow storage each runs long), and every other tenant's file
+    /// streams waited. A scope's calls now hold at most its `pool-share`
+    /// of them (at least one call's 8): past it an operation waits, though
+    /// each call has room of its own and the process has plenty; another
+    /// scope's operations go on; a place given back wakes the one waiting;
+    /// and a reload to a larger share lets waiting operations go at once.
+    #[tokio::test]
+    async fn a_scopes_file_streams_hold_at_most_its_share_of_operations() {
+        let shares = DescriptorShares::default();
+        let (a, b) = (
+            crate::catalog::Scope::new("a"),
+            crate::catalog::Scope::new("b"),
+        );
+        // A twentieth of 256: 12 places.
+        let share_a = shares.of(&a, 0.05);
+        let ops = |share: &Arc<DescriptorShare>| StreamOps {
+            call: Arc::new(tokio::sync::Semaphore::new(STREAM_OPS)),
+            descriptors: Some(call_in(share, 100)),
+        };
+        let calls: Vec<StreamOps> = (0..3).map(|_| ops(&share_a)).collect();
+        let mut held = Vec::new();
+        for c in &calls[..2] {
+            while held.len() < 12
+                && let Some(p) = try_place(c)
+            {
+                held.push(p);
+            }
+        }
+        assert_eq!(held.len(), 12);
+        // The third call has all its own 8 and the process room: the
+        // scope has none.
+        assert!(try_place(&calls[2]).is_none());
+        let share_b = shares.of(&b, 0.05);
+        let theirs = try_place(&ops(&share_b)).expect("another scope's operation goes on");
+        // One waiting, woken by a place given back.
+        let waiting = tokio::spawn({
+            let share = share_a.clone();
+            async move {
+                place(&StreamOps {
+                    call: Arc::new(tokio::sync::Semaphore::new(1)),
+                    descriptors: Some(call_in(&share, 100)),
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        held.pop();
+        let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("a place given back wakes the waiting operation")
+            .unwrap();
+        // Full again; a reload to a larger share (the same share, resized)
+        // lets the next waiting one go.
+        let next = tokio::spawn({
+            let share = share_a.clone();
+            async move {
+                place(&StreamOps {
+                    call: Arc::new(tokio::sync::Semaphore::new(1)),
+                    descriptors: Some(call_in(&share, 100)),
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!next.is_finished());
+        assert!(Arc::ptr_eq(&share_a, &shares.of(&a, 0.1)));
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("a larger share lets a waiting operation go")
+            .unwrap();
+        drop((held, got, theirs));
+        assert_eq!(share_a.ops_used.load(Ordering::Acquire), 0);
     }
 
     /// As if `q`'s last measure were long past and quick: its next charge
