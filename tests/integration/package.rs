@@ -9,7 +9,7 @@
 //! The registry and openssl come from `scripts/install-registry.sh`
 //! (`make test-deps`); without them these tests fail and say so.
 
-use crate::support::{component, root, sha256_hex};
+use crate::support::{component, listens_on, root, sha256_hex};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -55,9 +55,16 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let r = Registry { child, dir, addr };
+        let mut r = Registry { child, dir, addr };
+        // Ready when the registry itself listens (not whatever took the
+        // port between our look and its bind).
         let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(&r.addr).is_err() {
+        while !listens_on(r.child.id(), port) {
+            assert!(
+                matches!(r.child.try_wait(), Ok(None)),
+                "the registry exited: {} was not free",
+                r.addr
+            );
             assert!(
                 Instant::now() < deadline,
                 "the registry did not start on {}",

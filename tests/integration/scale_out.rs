@@ -12,7 +12,7 @@
 //! surviving replicas.
 
 use crate::mcp::{HttpServe, deps_dir, tools};
-use crate::support::root;
+use crate::support::{listens_on, root};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -99,7 +99,7 @@ http {{
             "nginx -t: {}",
             String::from_utf8_lossy(&test.stderr)
         );
-        let child = Command::new(NGINX)
+        let mut child = Command::new(NGINX)
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -108,9 +108,15 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Ready when it accepts connections.
+        // Ready when nginx itself listens (its master process, `daemon
+        // off`), not whatever took the port between our look and its bind.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !listens_on(child.id(), port) {
+            assert!(
+                matches!(child.try_wait(), Ok(None)),
+                "nginx exited: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
             assert!(
                 Instant::now() < deadline,
                 "nginx did not listen: {}",

@@ -285,3 +285,26 @@ pub async fn until_in_flight(core: &Core, n: f64) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Whether process `pid` itself holds the socket listening on
+/// 127.0.0.1:`port`. A test peer started on a port found free a moment
+/// before may fail to bind it (another process took it first): then
+/// whatever answers there is not the peer, and must not decide the test.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    // `sl local_address rem_address st ... inode`: 0100007F:PORT, state 0A.
+    let local = format!("0100007F:{port:04X}");
+    let Some(inode) = tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].to_string())
+    }) else {
+        return false;
+    };
+    let socket = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str()))
+    })
+}
