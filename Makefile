@@ -1,6 +1,8 @@
 # toolhost: build, tools, test, bench, run.
 
-CARGO       ?= cargo
+# `--locked`: builds, tests and benches take exactly the crates Cargo.lock
+# names (with their checksums), never a newer one resolved on the way.
+CARGO       ?= cargo --locked
 WASM_TARGET := wasm32-wasip2
 # Where cargo puts the guest builds (honours CARGO_TARGET_DIR). The same
 # directory the `artifacts` crate's build script uses, so `make tools` and

@@ -49,3 +49,11 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   "nginx-light=$NGINX" "nginx-common=$NGINX" >/dev/null
 have nginx-light "$NGINX_BASE" || { echo "nginx-light is not $NGINX_BASE" >&2; exit 1; }
 /usr/sbin/nginx -v
+# Not a service of this machine: the package enables one at boot (on all
+# interfaces), which the tests never use; they start their own.
+if command -v systemctl >/dev/null; then
+  $SUDO systemctl disable --quiet nginx.service 2>/dev/null || true
+fi
+if command -v update-rc.d >/dev/null; then
+  $SUDO update-rc.d nginx disable >/dev/null 2>&1 || true
+fi

@@ -43,4 +43,12 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   "docker-registry=$REGISTRY" openssl >/dev/null
 have docker-registry "$REGISTRY" || { echo "docker-registry is not $REGISTRY" >&2; exit 1; }
 docker-registry --version
+# Not a service of this machine: the package enables one at boot (on all
+# interfaces), which the tests never use; they start their own.
+if command -v systemctl >/dev/null; then
+  $SUDO systemctl disable --quiet docker-registry.service 2>/dev/null || true
+fi
+if command -v update-rc.d >/dev/null; then
+  $SUDO update-rc.d docker-registry disable >/dev/null 2>&1 || true
+fi
 openssl version

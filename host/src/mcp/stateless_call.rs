@@ -221,7 +221,10 @@ impl Call {
         ct: CancellationToken,
         parts: Parts,
     ) -> (StatusCode, Vec<u8>) {
-        tracing::debug!(tool = %self.params.name, "stateless call answered in the lane");
+        tracing::debug!(
+            tool = %crate::error::Shown(&self.params.name),
+            "stateless call answered in the lane"
+        );
         let mut ctx = RequestContext::new(self.id, self.peer);
         ctx.meta = self.meta;
         let ct_of_call = ct.clone();

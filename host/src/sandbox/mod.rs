@@ -1778,12 +1778,15 @@ impl Sandbox {
                     mut store,
                     instance,
                     permits,
+                    made,
                     ..
                 } = prepared;
                 // Its first slice starts now; instantiating it took the
                 // same fuel a sandbox built now would.
                 let now = now();
-                store.data_mut().begin(cx, now);
+                store
+                    .data_mut()
+                    .begin(cx, now.saturating_duration_since(made));
                 start_first_slice(&mut store, now);
                 (store, permits, Some(instance), now)
             }

@@ -37,12 +37,12 @@ pub(crate) struct CallState {
     /// When the current first slice started, until the first epoch tick
     /// after it (see `sandbox::start_first_slice`).
     pub(crate) first_slice: Option<std::time::Instant>,
-    /// Where the guest's monotonic clock starts: set again at hand-out.
+    /// Where the guest's monotonic clock starts: moved on at hand-out.
     clock: CallClock,
 }
 
 /// The guest's monotonic clock (`wasi:clocks/monotonic-clock`), counted
-/// from the call's start. wasmtime-wasi's own counts from when the WASI
+/// from the sandbox's making, less the time it sat prepared. wasmtime-wasi's own counts from when the WASI
 /// context was built: in a sandbox prepared ahead, that told the guest how
 /// long ago the previous call of its component in its scope, maybe another
 /// client's, was answered (found by review). The base is one shared number
@@ -68,9 +68,14 @@ impl CallClock {
         }
     }
 
-    fn restart(&self, at: std::time::Instant) {
+    /// Skip `waited`: the time the sandbox sat prepared, which the guest
+    /// does not see pass. Its start-up's readings stay behind the call's
+    /// (the clock never goes back: found by the review of the fix, which
+    /// set it to 0 at hand-out).
+    fn skip(&self, waited: std::time::Duration) {
+        let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.base
-            .store(Self::since_epoch(at), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -180,9 +185,11 @@ impl CallState {
     /// everything that depends on the call is set here. The rest (WASI
     /// context, pipes, resource table, fs budgets, memory) was built for
     /// this sandbox alone and is charged to this call from now on. Its
-    /// monotonic clock starts again at `now`, the call's first slice.
-    pub(crate) fn begin(&mut self, cx: super::CallContext, now: std::time::Instant) {
-        self.clock.restart(now);
+    /// monotonic clock skips the `waited` it sat prepared: the guest sees
+    /// its start-up and its call, not when it was made.
+    pub(crate) fn begin(&mut self, cx: super::CallContext, waited: std::time::Duration) {
+        self.clock.skip(waited);
+        self.fs.prepared_ahead(false);
         self.output.attach(cx.events);
         // Prepared with the same grants (a sandbox prepared before a
         // reload is never handed to a call after it): only the client is
@@ -190,6 +197,14 @@ impl CallState {
         self.client.attach(cx.client);
         self.cancel = cx.cancel;
         self.gate.run_on(cx.guests);
+    }
+
+    /// Built ahead of its call (see `sandbox::warm`): until [`begin`],
+    /// its start-up's file streams start nothing.
+    ///
+    /// [`begin`]: CallState::begin
+    pub(crate) fn prepared_ahead(&mut self) {
+        self.fs.prepared_ahead(true);
     }
 
     /// Take the call's name lookups from its scope's share too (see

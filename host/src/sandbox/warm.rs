@@ -54,7 +54,7 @@ pub(crate) struct Prepared {
     _memory: MemoryCharge,
     generation: u64,
     /// When it was prepared: unused for `prepared-idle`, it is dropped.
-    made: Instant,
+    pub(crate) made: Instant,
 }
 
 /// Linear memory charged to the warm budget, given back on drop (when a
@@ -451,10 +451,13 @@ impl Shared {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let n = comp.warm.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let ok = comp.warm.successes.load(Ordering::Relaxed);
+        // `why` may quote the component (its function names in a trap's
+        // backtrace).
         tracing::debug!(
             component = %comp.manifest.path.display(),
             failures = n,
-            "preparing a sandbox failed: {why}"
+            "preparing a sandbox failed: {}",
+            crate::audit::bounded(&crate::audit::escape_controls(why), 1024)
         );
         if n >= MAX_FAILURES && n.saturating_mul(FAILURE_RATIO) > ok {
             comp.warm.broken.store(true, Ordering::Relaxed);
@@ -489,6 +492,7 @@ impl Shared {
     /// says stop.
     async fn refill(self: &Arc<Self>, comp: &Arc<LoadedComponent>) {
         let set = &comp.warm;
+        let mut failed_here = 0;
         loop {
             let target = set.rate().target(self.max_per_component);
             if set.broken.load(Ordering::Relaxed)
@@ -507,15 +511,26 @@ impl Shared {
             // scope to run under. One that ran up to its timeout gave
             // each call a second timeout of CPU, and its tenant a guest
             // thread outside the turns (found by review).
-            // A failure is tried again until the component has failed
-            // often enough to be given up (an epoch tick can end a slice
-            // by timing alone). The call path builds its own sandbox and
+            // A failure is tried once more (an epoch tick can end a slice
+            // by timing alone), then the refill stops: the next call starts
+            // another, until the component has failed often enough to be
+            // given up. Not more here: each failure costs a whole slice of
+            // guest CPU outside any turn, and a component that banked
+            // successes could spend them as one long run of failures
+            // (found by review). The call path builds its own sandbox and
             // reports whatever stops this one.
             let prepared = match self.prepare_now(comp, permits, generation, None) {
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => {
+                    failed_here = 0;
+                    p
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.failed(comp, &format!("{e:#}"));
+                    failed_here += 1;
+                    if failed_here >= 2 {
+                        return;
+                    }
                     tokio::task::yield_now().await;
                     continue;
                 }
@@ -693,7 +708,10 @@ impl Shared {
             self.shape,
             &permits.memory,
         ) {
-            Ok(store) => Ok(Some((store, bound))),
+            Ok(mut store) => {
+                store.data_mut().prepared_ahead();
+                Ok(Some((store, bound)))
+            }
             Err(e)
                 if e.downcast_ref::<crate::caps::fs::DescriptorsExhausted>()
                     .is_some() =>

@@ -42,7 +42,17 @@ impl PackageDocs {
                     match decode(s.data()) {
                         Ok(v) if depth == 0 => top.push(v),
                         Ok(v) => nested.push(v),
-                        Err(e) => tracing::warn!("ignoring a malformed `{SECTION}` section: {e:#}"),
+                        // The error quotes the component's own text (an
+                        // unknown field's name): escaped and cut, or it
+                        // writes lines of its own into the log (found by
+                        // review).
+                        Err(e) => tracing::warn!(
+                            "ignoring a malformed `{SECTION}` section: {}",
+                            crate::audit::bounded(
+                                &crate::audit::escape_controls(&format!("{e:#}")),
+                                512
+                            )
+                        ),
                     }
                 }
                 _ => {}

@@ -247,6 +247,10 @@ pub(crate) struct CallDescriptors {
     opening: AtomicUsize,
     sockets: AtomicUsize,
     scope: OnceLock<Arc<DescriptorShare>>,
+    /// The sandbox is prepared ahead of its call (its start-up runs) and
+    /// has not joined its scope yet: its file streams start no operation
+    /// (see [`StreamOps`]).
+    ahead: std::sync::atomic::AtomicBool,
 }
 
 impl CallDescriptors {
@@ -257,6 +261,7 @@ impl CallDescriptors {
             opening: AtomicUsize::new(0),
             sockets: AtomicUsize::new(0),
             scope: OnceLock::new(),
+            ahead: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1223,6 +1228,15 @@ impl FsCall {
         }
     }
 
+    /// While `ahead` (a sandbox prepared before its call, until it is
+    /// handed to it), its file streams start no operation (see
+    /// `StreamOps::held_back`).
+    pub(crate) fn prepared_ahead(&self, ahead: bool) {
+        if let Some(d) = &self.descriptors {
+            d.ahead.store(ahead, Ordering::Release);
+        }
+    }
+
     /// Forget files nothing holds any more and give their share back;
     /// how many are open.
     fn reconcile(&mut self) -> usize {
@@ -1383,6 +1397,18 @@ impl StreamOps {
     fn scope(&self) -> Option<&Arc<DescriptorShare>> {
         self.descriptors.as_ref().and_then(|d| d.scope.get())
     }
+
+    /// Whether the sandbox is still being prepared ahead of its call: its
+    /// start-up's operations would count against no scope (it joins at
+    /// hand-out), and outlive the start-up (found by the review of the
+    /// fix: eight reads started in each start-up, left running on hung
+    /// storage, filled all 256 places in 32 replies). None starts then; a
+    /// start-up that waits for one is past its slice, so not prepared.
+    fn held_back(&self) -> bool {
+        self.descriptors
+            .as_ref()
+            .is_some_and(|d| d.ahead.load(Ordering::Acquire))
+    }
 }
 
 /// A running operation's places: among its call's, its scope's and all
@@ -1396,6 +1422,9 @@ struct Place {
 /// A place for an operation now, if its call, its scope and the process
 /// have room.
 fn try_place(ops: &StreamOps) -> Option<Place> {
+    if ops.held_back() {
+        return None;
+    }
     let call = ops.call.clone().try_acquire_owned().ok()?;
     let scope = match ops.scope() {
         Some(s) => Some(s.try_op()?),
@@ -1411,6 +1440,11 @@ fn try_place(ops: &StreamOps) -> Option<Place> {
 
 /// A place for an operation, waited for.
 async fn place(ops: &StreamOps) -> Place {
+    if ops.held_back() {
+        // Only a start-up prepared ahead waits here, within the one poll
+        // it has: it never comes back.
+        std::future::pending::<()>().await;
+    }
     let call = ops
         .call
         .clone()
@@ -3482,6 +3516,17 @@ mod tests {
             .unwrap();
         drop((held, got, theirs));
         assert_eq!(share_a.ops_used.load(Ordering::Acquire), 0);
+        // The fix review's bypass: a sandbox prepared ahead joins its
+        // scope only at hand-out, so its start-up's operations counted
+        // against no scope. None starts until then.
+        let prepared = ops(&share_b);
+        let descriptors = prepared.descriptors.as_ref().unwrap();
+        descriptors.ahead.store(true, Ordering::Release);
+        assert!(try_place(&prepared).is_none());
+        let waiting = place(&prepared);
+        assert!(futures::FutureExt::now_or_never(waiting).is_none());
+        descriptors.ahead.store(false, Ordering::Release);
+        assert!(try_place(&prepared).is_some());
     }
 
     /// As if `q`'s last measure were long past and quick: its next charge
