@@ -200,10 +200,10 @@ test-deps:
 	bash scripts/install-nginx.sh
 
 ## bench: the benchmarks; each prints a table (see BENCHMARKS.md).
-# The agent bench compares with the Python Claude Agent SDK at this version
-# (the newest on PyPI when it was last measured); a venv made for an older
-# pin is brought to it.
-AGENT_SDK_VERSION ?= 0.2.190
+# The agent bench compares with the Python Claude Agent SDK as locked in
+# scripts/locks/bench.txt (the newest on PyPI when it was last measured,
+# hashes checked); a venv made for an older lock is brought to it.
+# `make bench AGENT_SDK_VERSION=X` measures another version, unlocked.
 bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench sandbox
 	$(CARGO) bench -p toolhost-cli --bench mcp
@@ -212,7 +212,11 @@ bench: setup tools
 	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	$(CARGO) bench -p toolhost --bench inflight
 	@test -x .venv-bench/bin/python || python3 -m venv .venv-bench
-	@.venv-bench/bin/pip install -q --disable-pip-version-check claude-agent-sdk==$(AGENT_SDK_VERSION)
+	@if [ -n "$(AGENT_SDK_VERSION)" ]; then \
+		.venv-bench/bin/pip install -q --disable-pip-version-check claude-agent-sdk==$(AGENT_SDK_VERSION); \
+	else \
+		.venv-bench/bin/pip install -q --disable-pip-version-check --require-hashes --only-binary :all: -r scripts/locks/bench.txt; \
+	fi
 	TOOLHOST_BENCH_PYTHON=$(CURDIR)/.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 
 ## soak: a million calls through one `toolhost serve --http` (two tenants,

@@ -6,7 +6,11 @@
 # the newest the npm registry serves (`make test-agent-newest`). The CLI is
 # then DIR/node_modules/.bin/claude; the tests look in .claude-cli unless
 # TOOLHOST_CLAUDE_CLI names another executable. Idempotent.
+# The pinned version is installed exactly as locked in
+# scripts/locks/claude-cli/ (npm ci: every package's integrity checked);
+# `latest` is not locked, on purpose (SECURITY.md, "Operator hardening").
 set -euo pipefail
+source "$(dirname "$0")/lib-locked.sh"
 PINNED=2.1.332
 DIR=${1:-"$(cd "$(dirname "$0")/.." && pwd)/.claude-cli"}
 VERSION=${2:-$PINNED}
@@ -24,5 +28,11 @@ command -v npm >/dev/null || { echo "npm is required to install the claude CLI (
 mkdir -p "$DIR"
 # The package's platform binary comes from its optional dependency
 # (@anthropic-ai/claude-code-linux-x64 on this platform).
-npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$VERSION"
+if [ "$VERSION" = "$PINNED" ]; then
+  grep -q "\"@anthropic-ai/claude-code\": *\"$PINNED\"" "$LOCKS/claude-cli/package.json" \
+    || { echo "scripts/locks/claude-cli/ does not lock $PINNED: regenerate it" >&2; exit 1; }
+  npm_locked claude-cli "$DIR"
+else
+  npm install --prefix "$DIR" --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$VERSION"
+fi
 "$BIN" --version
