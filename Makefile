@@ -1,8 +1,13 @@
 # toolhost: build, tools, test, bench, run.
 
 # `--locked`: builds, tests and benches take exactly the crates Cargo.lock
-# names (with their checksums), never a newer one resolved on the way.
-CARGO       ?= cargo --locked
+# names (with their checksums), never a newer one resolved on the way;
+# added to a `CARGO` from the environment too (cargo sets one for what it
+# runs).
+CARGO       ?= cargo
+ifeq ($(filter --locked,$(CARGO)),)
+override CARGO := $(CARGO) --locked
+endif
 WASM_TARGET := wasm32-wasip2
 # Where cargo puts the guest builds (honours CARGO_TARGET_DIR). The same
 # directory the `artifacts` crate's build script uses, so `make tools` and

@@ -10,23 +10,23 @@
 # Exactly as locked in scripts/locks/ (guest-py, guest-js: the versions are
 # there), dependencies included, their digests checked.
 set -euo pipefail
-source "$(dirname "$0")/lib-locked.sh"
+source "$(dirname "$0")/lib-install.sh"
 
 DIR=${1:-${TOOLHOST_TOOLCHAINS:-"$(cd "$(dirname "$0")/.." && pwd)/.toolchains"}}
 mkdir -p "$DIR"
 STAMP="$DIR/installed"
 WANT="locks=$(lock_digest guest-py guest-js)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+  # Newer than what make compares it with (this script, its locks).
+  touch "$STAMP"
   exit 0
 fi
 rm -f "$STAMP"
 echo "installing guest toolchains into $DIR ($WANT)"
 
 command -v npm >/dev/null || { echo "npm is required (apt-get install npm)" >&2; exit 1; }
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-[ -n "$PYTHON" ] || { echo "python3 (>= 3.9) is required" >&2; exit 1; }
+locked_python >/dev/null
 
-"$PYTHON" -m venv "$DIR/py"
 pip_locked "$DIR/py" guest-py
 "$DIR/py/bin/componentize-py" --version
 

@@ -7,6 +7,7 @@
 # Needs root (or sudo) for apt-get; CI runs as root on Debian. Idempotent.
 #   scripts/install-nginx.sh
 set -euo pipefail
+source "$(dirname "$0")/lib-install.sh"
 # The pinned upstream release and Debian revision. Debian's security pocket
 # keeps only its newest update (deb12uN), so a pin on one update breaks
 # when the next one lands: the newest deb12uN of this revision is taken,
@@ -19,6 +20,7 @@ have() {
 }
 if have nginx-light "$NGINX_BASE"; then
   echo "nginx-light $(dpkg-query -W -f='${Version}' nginx-light) already installed"
+  no_boot_service nginx
   exit 0
 fi
 SUDO=
@@ -49,11 +51,4 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   "nginx-light=$NGINX" "nginx-common=$NGINX" >/dev/null
 have nginx-light "$NGINX_BASE" || { echo "nginx-light is not $NGINX_BASE" >&2; exit 1; }
 /usr/sbin/nginx -v
-# Not a service of this machine: the package enables one at boot (on all
-# interfaces), which the tests never use; they start their own.
-if command -v systemctl >/dev/null; then
-  $SUDO systemctl disable --quiet nginx.service 2>/dev/null || true
-fi
-if command -v update-rc.d >/dev/null; then
-  $SUDO update-rc.d nginx disable >/dev/null 2>&1 || true
-fi
+no_boot_service nginx

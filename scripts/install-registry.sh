@@ -11,6 +11,7 @@
 # Needs root (or sudo) for apt-get; CI runs as root on Debian. Idempotent.
 #   scripts/install-registry.sh
 set -euo pipefail
+source "$(dirname "$0")/lib-install.sh"
 REGISTRY=2.8.2+ds1-1
 
 have() {
@@ -18,6 +19,7 @@ have() {
 }
 if have docker-registry "$REGISTRY" && command -v openssl >/dev/null; then
   echo "docker-registry $REGISTRY and openssl already installed"
+  no_boot_service docker-registry
   exit 0
 fi
 SUDO=
@@ -43,12 +45,5 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   "docker-registry=$REGISTRY" openssl >/dev/null
 have docker-registry "$REGISTRY" || { echo "docker-registry is not $REGISTRY" >&2; exit 1; }
 docker-registry --version
-# Not a service of this machine: the package enables one at boot (on all
-# interfaces), which the tests never use; they start their own.
-if command -v systemctl >/dev/null; then
-  $SUDO systemctl disable --quiet docker-registry.service 2>/dev/null || true
-fi
-if command -v update-rc.d >/dev/null; then
-  $SUDO update-rc.d docker-registry disable >/dev/null 2>&1 || true
-fi
+no_boot_service docker-registry
 openssl version

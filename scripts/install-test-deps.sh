@@ -22,7 +22,7 @@
 # test-venv, kube: the versions are there, and nowhere else), dependencies
 # included, their digests checked (npm ci, pip --require-hashes).
 set -euo pipefail
-source "$(dirname "$0")/lib-locked.sh"
+source "$(dirname "$0")/lib-install.sh"
 
 DIR=${1:-${TOOLHOST_TEST_DEPS:-"$(cd "$(dirname "$0")/.." && pwd)/.test-deps"}}
 mkdir -p "$DIR"
@@ -35,8 +35,7 @@ fi
 rm -f "$STAMP"
 
 command -v npm >/dev/null || { echo "npm is required (apt-get install npm)" >&2; exit 1; }
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-[ -n "$PYTHON" ] || { echo "python3 (>= 3.10) is required" >&2; exit 1; }
+locked_python >/dev/null
 
 # npm prefix node/: the SDK clients, the Inspector, the conformance suite and
 # Node itself; conformance-next/: the next revision's suite.
@@ -44,11 +43,9 @@ npm_locked test-node "$DIR/node"
 npm_locked test-conformance-next "$DIR/conformance-next"
 "$DIR/node/node_modules/.bin/node" --version
 
-"$PYTHON" -m venv "$DIR/venv"
 pip_locked "$DIR/venv" test-venv
 "$DIR/venv/bin/python" -c 'import mcp, importlib.metadata as m; print("python mcp", m.version("mcp"))'
 
-"$PYTHON" -m venv "$DIR/kube"
 pip_locked "$DIR/kube" kube
 "$DIR/kube/bin/kubernetes-validate" --version
 

@@ -30,7 +30,7 @@ JS_SDK := $(wildcard guest-sdk/js/*.js)
 
 ## guest-toolchains: install the pinned componentize-py and componentize-js into .toolchains/.
 guest-toolchains: $(TOOLCHAINS_STAMP)
-$(TOOLCHAINS_STAMP): scripts/install-guest-toolchains.sh scripts/lib-locked.sh scripts/locks/guest-py.txt scripts/locks/guest-js/package-lock.json
+$(TOOLCHAINS_STAMP): scripts/install-guest-toolchains.sh scripts/lib-install.sh scripts/locks/guest-py.txt scripts/locks/guest-js/package-lock.json
 	bash scripts/install-guest-toolchains.sh $(TOOLCHAINS)
 
 ## lang-tools: build and deploy the Python and JavaScript tools (part of `make tools`).

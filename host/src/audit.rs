@@ -181,6 +181,17 @@ pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Untrusted `text` (a client's or a guest's) as a log line or a message
+/// shows it: [`escape_controls`], then cut to `max` bytes
+/// ([`bounded`]); borrowed when it is short and clean.
+pub(crate) fn shown(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let escaped = escape_controls(text);
+    if escaped.len() <= max {
+        return escaped;
+    }
+    std::borrow::Cow::Owned(bounded(&escaped, max))
+}
+
 /// `s` cut to at most `max` bytes (on a character boundary), `…` marking a
 /// cut.
 pub(crate) fn bounded(s: &str, max: usize) -> String {

@@ -1058,7 +1058,7 @@ impl Core {
                 // A guest's own text: escaped, as the audit log's.
                 Err(e) => tracing::debug!(
                     "resources/list: {}",
-                    crate::audit::escape_controls(&e.to_string())
+                    crate::audit::shown(&e.to_string(), 4096)
                 ),
             }
         }

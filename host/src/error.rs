@@ -466,11 +466,7 @@ impl CallError {
 /// server's log: a 3 MB name was copied whole into every log line, and a
 /// newline in one could start a line of its own (found by review).
 pub(crate) fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let escaped = crate::audit::escape_controls(name);
-    if escaped.len() <= crate::audit::MAX_TOOL {
-        return escaped;
-    }
-    std::borrow::Cow::Owned(crate::audit::bounded(&escaped, crate::audit::MAX_TOOL))
+    crate::audit::shown(name, crate::audit::MAX_TOOL)
 }
 
 /// [`shown_name`], formatted only when shown: for a tracing field, which a

@@ -13,7 +13,10 @@
 //! - it is handed to exactly one call and dropped with it, never put back;
 //! - what depends on the call is set at hand-out (`CallState::begin` and
 //!   the store's fuel and epoch deadline), so nothing charged to one call
-//!   is seen by another;
+//!   is seen by another; the guest's clock skips the time the sandbox sat
+//!   prepared (it learns nothing of when it was made), and until hand-out
+//!   its file streams start no operation (they would count against no
+//!   scope);
 //! - a reload bumps the generation before the new catalog is served: a
 //!   sandbox prepared before it is dropped, never used.
 //!
@@ -53,7 +56,8 @@ pub(crate) struct Prepared {
     /// Linear memory this sandbox holds against `prewarm-memory`.
     _memory: MemoryCharge,
     generation: u64,
-    /// When it was prepared: unused for `prepared-idle`, it is dropped.
+    /// When it was prepared: unused for `prepared-idle`, it is dropped; and
+    /// the guest's clock skips the time since then (`CallState::begin`).
     pub(crate) made: Instant,
 }
 
@@ -71,6 +75,15 @@ impl Drop for MemoryCharge {
             .memory_used
             .fetch_sub(self.bytes, Ordering::AcqRel);
         self.shared.ready.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A warm set's `refilling` flag, cleared on drop.
+struct Refilling<'a>(&'a WarmSet);
+
+impl Drop for Refilling<'_> {
+    fn drop(&mut self) {
+        self.0.refilling.store(false, Ordering::Release);
     }
 }
 
@@ -457,7 +470,7 @@ impl Shared {
             component = %comp.manifest.path.display(),
             failures = n,
             "preparing a sandbox failed: {}",
-            crate::audit::bounded(&crate::audit::escape_controls(why), 1024)
+            crate::audit::shown(why, 1024)
         );
         if n >= MAX_FAILURES && n.saturating_mul(FAILURE_RATIO) > ok {
             comp.warm.broken.store(true, Ordering::Relaxed);
@@ -483,8 +496,11 @@ impl Shared {
         let shared = self.clone();
         let comp = comp.clone();
         rt.spawn(async move {
+            // Cleared however the refill ends: a panic in it (its task
+            // unwinds) had left the flag set, and nothing was prepared for
+            // the component again until a reload.
+            let _done = Refilling(&comp.warm);
             shared.refill(&comp).await;
-            comp.warm.refilling.store(false, Ordering::Release);
         });
     }
 

@@ -48,10 +48,7 @@ impl PackageDocs {
                         // review).
                         Err(e) => tracing::warn!(
                             "ignoring a malformed `{SECTION}` section: {}",
-                            crate::audit::bounded(
-                                &crate::audit::escape_controls(&format!("{e:#}")),
-                                512
-                            )
+                            crate::audit::shown(&format!("{e:#}"), 512)
                         ),
                     }
                 }

@@ -123,21 +123,20 @@ pub(crate) struct DescriptorsExhausted {
 }
 
 /// A scope's share of the descriptors calls may hold (the files they
-/// open, their connections' sockets): its `pool-share` of the process's
-/// share for tools. Found by review: one tenant's calls holding sockets
-/// took every descriptor kept for tools, and another tenant's tools
-/// could open no file.
+/// open, their connections' sockets), and of the file-stream operations
+/// they run: its `pool-share` of the process's. Found by review: one
+/// tenant's calls holding sockets took every descriptor kept for tools,
+/// and another tenant's tools could open no file.
 pub(crate) struct DescriptorShare {
     limit: AtomicUsize,
     used: AtomicUsize,
-    /// The scope's share of [`ALL_STREAM_OPS`]: its `pool-share` of them,
-    /// at least one call's [`STREAM_OPS`]. One tenant's calls could hold
-    /// all 256 on slow storage, and every other tenant's file streams
-    /// waited (a residual of the thirteenth session's review).
-    ops_limit: AtomicUsize,
-    ops_used: AtomicUsize,
-    /// Woken as a place is given back, for an operation waiting for one.
-    ops_freed: tokio::sync::Notify,
+    /// The scope's places among [`ALL_STREAM_OPS`]: its `pool-share` of
+    /// them, at least one call's [`STREAM_OPS`]. One tenant's calls could
+    /// hold all 256 on slow storage, and every other tenant's file streams
+    /// waited (a residual of the thirteenth session's review). Resized in
+    /// place at a reload (`resize_permits`), with its total beside it.
+    ops: Arc<tokio::sync::Semaphore>,
+    ops_total: AtomicUsize,
 }
 
 impl DescriptorShare {
@@ -151,44 +150,6 @@ impl DescriptorShare {
 
     fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-
-    /// A place for one of the scope's stream operations now, if it has
-    /// room.
-    fn try_op(self: &Arc<Self>) -> Option<ScopeOp> {
-        self.ops_used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < self.ops_limit.load(Ordering::Acquire)).then_some(u + 1)
-            })
-            .ok()
-            .map(|_| ScopeOp(self.clone()))
-    }
-
-    /// A place for one of the scope's stream operations, waited for.
-    async fn op(self: &Arc<Self>) -> ScopeOp {
-        loop {
-            // Registered before looking, so a place given back between
-            // the look and the wait is not missed.
-            let freed = self.ops_freed.notified();
-            let mut freed = std::pin::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(op) = self.try_op() {
-                return op;
-            }
-            freed.await;
-        }
-    }
-}
-
-/// A place among a scope's stream operations, given back on drop.
-struct ScopeOp(Arc<DescriptorShare>);
-
-impl Drop for ScopeOp {
-    fn drop(&mut self) {
-        self.0.ops_used.fetch_sub(1, Ordering::AcqRel);
-        // One waiter: a woken waiter dropped before it looks passes the
-        // wake on (tokio's `Notified`).
-        self.0.ops_freed.notify_one();
     }
 }
 
@@ -206,22 +167,22 @@ impl DescriptorShares {
     /// `scope`'s share, sized to `share` of what calls may hold from now on.
     pub(crate) fn of(&self, scope: &crate::catalog::Scope, share: f64) -> Arc<DescriptorShare> {
         let limit = ((process_budget().limit as f64 * share).floor() as usize).max(1);
-        let ops_limit = ((ALL_STREAM_OPS as f64 * share).floor() as usize).max(STREAM_OPS);
+        let ops = ((ALL_STREAM_OPS as f64 * share).floor() as usize).max(STREAM_OPS);
         let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(held) = all.get(scope).and_then(std::sync::Weak::upgrade) {
             held.limit.store(limit, Ordering::Release);
-            if held.ops_limit.swap(ops_limit, Ordering::AcqRel) < ops_limit {
-                held.ops_freed.notify_waiters();
-            }
+            // Under the map's lock: one resize at a time.
+            let total = held.ops_total.load(Ordering::Acquire);
+            let total = crate::caps::limits::resize_permits(&held.ops, total, ops);
+            held.ops_total.store(total, Ordering::Release);
             return held;
         }
         all.retain(|_, s| s.strong_count() > 0);
         let fresh = Arc::new(DescriptorShare {
             limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
-            ops_limit: AtomicUsize::new(ops_limit),
-            ops_used: AtomicUsize::new(0),
-            ops_freed: tokio::sync::Notify::new(),
+            ops: Arc::new(tokio::sync::Semaphore::new(ops)),
+            ops_total: AtomicUsize::new(ops),
         });
         all.insert(scope.clone(), Arc::downgrade(&fresh));
         fresh
@@ -247,9 +208,9 @@ pub(crate) struct CallDescriptors {
     opening: AtomicUsize,
     sockets: AtomicUsize,
     scope: OnceLock<Arc<DescriptorShare>>,
-    /// The sandbox is prepared ahead of its call (its start-up runs) and
-    /// has not joined its scope yet: its file streams start no operation
-    /// (see [`StreamOps`]).
+    /// The sandbox is prepared ahead of its call (its start-up runs), until
+    /// it is handed to its call: its file streams start no operation (see
+    /// [`StreamOps`]).
     ahead: std::sync::atomic::AtomicBool,
 }
 
@@ -1415,7 +1376,7 @@ impl StreamOps {
 /// calls'.
 struct Place {
     _call: tokio::sync::OwnedSemaphorePermit,
-    _scope: Option<ScopeOp>,
+    _scope: Option<tokio::sync::OwnedSemaphorePermit>,
     _all: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -1427,7 +1388,7 @@ fn try_place(ops: &StreamOps) -> Option<Place> {
     }
     let call = ops.call.clone().try_acquire_owned().ok()?;
     let scope = match ops.scope() {
-        Some(s) => Some(s.try_op()?),
+        Some(s) => Some(s.ops.clone().try_acquire_owned().ok()?),
         None => None,
     };
     let all = all_stream_ops().clone().try_acquire_owned().ok()?;
@@ -1452,7 +1413,13 @@ async fn place(ops: &StreamOps) -> Place {
         .await
         .expect("the call's operations are never closed");
     let scope = match ops.scope() {
-        Some(s) => Some(s.op().await),
+        Some(s) => Some(
+            s.ops
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("a scope's operations are never closed"),
+        ),
         None => None,
     };
     let all = all_stream_ops()
@@ -3515,7 +3482,7 @@ mod tests {
             .expect("a larger share lets a waiting operation go")
             .unwrap();
         drop((held, got, theirs));
-        assert_eq!(share_a.ops_used.load(Ordering::Acquire), 0);
+        assert_eq!(share_a.ops.available_permits(), 25);
         // The fix review's bypass: a sandbox prepared ahead joins its
         // scope only at hand-out, so its start-up's operations counted
         // against no scope. None starts until then.
