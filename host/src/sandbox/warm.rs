@@ -28,8 +28,9 @@
 //! sandbox, and none is prepared while a call waits for the pool; one no
 //! call takes within `prepared-idle` is dropped (`keep`, `expire`).
 //! Preparing runs under the component's own fuel and memory limits (and,
-//! after a reply, its scope's memory share), within one slice: it is no
-//! call's, so it has no deadline or CPU turn of its own to run past.
+//! after a reply, its scope's memory share), within one slice after a
+//! reply and four in the background: it is no call's, so it has no
+//! deadline or CPU turn of its own to run past.
 //!
 //! Owns: the warm sets, their sizing (by each component's recent call
 //! rate), the background refill, the preparation after a reply, the
@@ -134,13 +135,18 @@ pub(crate) struct WarmSet {
 }
 
 /// Failed preparations (after a reply or in the background, each within
-/// one slice) before a component's calls build
+/// its slices) before a component's calls build
 /// their own sandboxes until the next reload, unless they are fewer than
 /// one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
 /// epoch tick within its instantiation, about one in a hundred), but a
 /// start-up that fails on purpose now and then (it can read the clock)
 /// stops being prepared as soon as it fails often enough to cost much.
 const MAX_FAILURES: u64 = 4;
+
+/// The most slices (polls) a background preparation's instantiation may
+/// take: a start-up past them is not prepared ahead. After a reply it is
+/// one (the replying task does not wait).
+const BACKGROUND_SLICES: u32 = 4;
 const FAILURE_RATIO: u64 = 16;
 
 /// Exponentially weighted gaps between calls and cost of one preparation.
@@ -522,11 +528,13 @@ impl Shared {
                 return;
             };
             let started = Instant::now();
-            // Within one slice, as after a reply: a start-up run here is
-            // no call's, so it has no deadline and no CPU turn of its
-            // scope to run under. One that ran up to its timeout gave
+            // Within a few slices (after a reply: one): a start-up run
+            // here is no call's, so it has no deadline and no CPU turn of
+            // its scope to run under. One that ran up to its timeout gave
             // each call a second timeout of CPU, and its tenant a guest
-            // thread outside the turns (found by review).
+            // thread outside the turns (found by review). More than one,
+            // as a process's first instantiations, cold, can take longer
+            // than a tick (two failed in a row in a full test run).
             // A failure is tried once more (an epoch tick can end a slice
             // by timing alone), then the refill stops: the next call starts
             // another, until the component has failed often enough to be
@@ -535,7 +543,10 @@ impl Shared {
             // successes could spend them as one long run of failures
             // (found by review). The call path builds its own sandbox and
             // reports whatever stops this one.
-            let prepared = match self.prepare_now(comp, permits, generation, None) {
+            let prepared = match self
+                .prepare_within(comp, permits, generation, None, BACKGROUND_SLICES)
+                .await
+            {
                 Ok(Some(p)) => {
                     failed_here = 0;
                     p
@@ -673,16 +684,34 @@ impl Shared {
         Some(p)
     }
 
-    /// Build and instantiate one sandbox of `comp` under its limits,
-    /// within one poll: an instantiation that would wait (a start-up that
-    /// runs past its first slice) is dropped, the guest unwound, and
-    /// reported as an error. `None` if a budget has no room for it.
+    /// [`Shared::prepare_within`] one slice, here and now (one poll).
     fn prepare_now(
         self: &Arc<Self>,
         comp: &LoadedComponent,
         permits: PoolPermits,
         generation: u64,
         scope: Option<&Arc<SharedMemory>>,
+    ) -> anyhow::Result<Option<Prepared>> {
+        use futures::FutureExt;
+        self.prepare_within(comp, permits, generation, scope, 1)
+            .now_or_never()
+            .expect("one slice is one poll")
+    }
+
+    /// Build and instantiate one sandbox of `comp` under its limits, within
+    /// `slices` polls of its instantiation (each at most one slice of guest
+    /// work: to the next epoch tick or `FUEL_FLUSH` units of fuel): one
+    /// that would go on (a start-up past them, or one waiting for the host)
+    /// is dropped, the guest unwound, and reported as an error. No call's,
+    /// so no call's deadline or CPU turn bounds it: this does. `None` if a
+    /// budget has no room for it.
+    async fn prepare_within(
+        self: &Arc<Self>,
+        comp: &LoadedComponent,
+        permits: PoolPermits,
+        generation: u64,
+        scope: Option<&Arc<SharedMemory>>,
+        slices: u32,
     ) -> anyhow::Result<Option<Prepared>> {
         use futures::FutureExt;
         let Some((mut store, bound)) = self.new_sandbox_if_room(comp, &permits)? else {
@@ -693,13 +722,27 @@ impl Shared {
         {
             return Ok(None);
         }
-        let instance = match bound.instantiate_ready(&mut store).now_or_never() {
+        let instantiated = {
+            let mut instantiating = std::pin::pin!(bound.instantiate_ready(&mut store));
+            let mut polls = 1;
+            loop {
+                if let Some(r) = instantiating.as_mut().now_or_never() {
+                    break Some(r);
+                }
+                if polls == slices {
+                    break None;
+                }
+                polls += 1;
+                tokio::task::yield_now().await;
+            }
+        };
+        let instance = match instantiated {
             Some(Ok(instance)) => instance,
             // Refused by a shared bound (the scope's share, the host's):
             // room another call holds now, not the component's fault.
             Some(Err(_)) if store.data().limiter.refused_shared() => return Ok(None),
             Some(Err(e)) => return Err(e.into()),
-            None => anyhow::bail!("instantiating did not finish in one slice"),
+            None => anyhow::bail!("instantiating did not finish in {slices} slice(s)"),
         };
         Ok(self.charge(&comp.warm, store, instance, permits, generation))
     }
