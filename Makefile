@@ -216,11 +216,11 @@ bench: setup tools
 	$(CARGO) bench -p toolhost-cli --bench startup
 	$(CARGO) bench -p toolhost --features unstable-bench --bench languages
 	$(CARGO) bench -p toolhost --bench inflight
-	@test -x .venv-bench/bin/python || python3 -m venv .venv-bench
 	@if [ -n "$(AGENT_SDK_VERSION)" ]; then \
+		test -x .venv-bench/bin/python || python3 -m venv .venv-bench; \
 		.venv-bench/bin/pip install -q --disable-pip-version-check claude-agent-sdk==$(AGENT_SDK_VERSION); \
 	else \
-		.venv-bench/bin/pip install -q --disable-pip-version-check --require-hashes --only-binary :all: -r scripts/locks/bench.txt; \
+		bash -c 'source scripts/lib-install.sh && pip_locked .venv-bench bench'; \
 	fi
 	TOOLHOST_BENCH_PYTHON=$(CURDIR)/.venv-bench/bin/python $(CARGO) bench -p toolhost --features agent --bench agent_control -- 3000
 

@@ -31,7 +31,7 @@ if [ "$VERSION" = "$PINNED" ]; then
     echo "claude CLI $VERSION already installed at $BIN"
     exit 0
   fi
-elif [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -qF "$VERSION"; then
+elif [ -x "$BIN" ] && [ "$("$BIN" --version 2>/dev/null | awk '{print $1}')" = "$VERSION" ]; then
   echo "claude CLI $VERSION already installed at $BIN"
   exit 0
 fi

@@ -31,8 +31,13 @@ pip_locked "$DIR/py" guest-py
 "$DIR/py/bin/componentize-py" --version
 
 npm_locked guest-js "$DIR/js"
-# The node that runs componentize-js: the project's.
-ln -sf "node_modules/.bin/node" "$DIR/js/node"
+# The node that runs componentize-js: the project's, where the locks have
+# one for this platform (Linux x64, arm64), else the system's (>= 20).
+if [ -x "$DIR/js/node_modules/.bin/node" ]; then
+  ln -sf "node_modules/.bin/node" "$DIR/js/node"
+else
+  ln -sf "$(command -v node)" "$DIR/js/node"
+fi
 "$DIR/js/node" "$DIR/js/node_modules/@bytecodealliance/componentize-js/src/cli.js" --version
 
 echo "$WANT" > "$STAMP"

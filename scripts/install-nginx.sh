@@ -20,7 +20,6 @@ have() {
 }
 if have nginx-light "$NGINX_BASE"; then
   echo "nginx-light $(dpkg-query -W -f='${Version}' nginx-light) already installed"
-  no_boot_service nginx
   exit 0
 fi
 SUDO=

@@ -19,7 +19,6 @@ have() {
 }
 if have docker-registry "$REGISTRY" && command -v openssl >/dev/null; then
   echo "docker-registry $REGISTRY and openssl already installed"
-  no_boot_service docker-registry
   exit 0
 fi
 SUDO=

@@ -40,18 +40,21 @@ pip_locked() {
 # lock_digest NAME...: one digest of the named locks, for install stamps
 # (a changed lock installs again).
 lock_digest() {
-  local n f
+  local n
   for n in "$@"; do
-    for f in "$LOCKS/$n/package-lock.json" "$LOCKS/$n.txt"; do
-      if [ -f "$f" ]; then cat "$f"; fi
-    done
+    [ -f "$LOCKS/$n/package-lock.json" ] || [ -f "$LOCKS/$n.txt" ] \
+      || { echo "no lock named $n in $LOCKS" >&2; exit 1; }
+  done
+  for n in "$@"; do
+    if [ -f "$LOCKS/$n/package-lock.json" ]; then cat "$LOCKS/$n/package-lock.json"; fi
+    if [ -f "$LOCKS/$n.txt" ]; then cat "$LOCKS/$n.txt"; fi
   done | sha256sum | cut -c1-16
 }
 
 # no_boot_service UNIT: a Debian package the tests run themselves (nginx,
-# the registry) is not also a service started at boot, on all interfaces.
-# Run on every install script's run, so a machine that installed it before
-# is brought to it too; never asks for a password (sudo -n).
+# the registry), installed by the script just now, is not also a service
+# started at boot, on all interfaces (one the machine had before is left
+# as it is: it may be the developer's own). Never asks for a password.
 no_boot_service() {
   local sudo=
   [ "$(id -u)" = 0 ] || sudo="sudo -n"

@@ -13,8 +13,8 @@
 //! - it is handed to exactly one call and dropped with it, never put back;
 //! - what depends on the call is set at hand-out (`CallState::begin` and
 //!   the store's fuel and epoch deadline), so nothing charged to one call
-//!   is seen by another; the guest's clock skips the time the sandbox sat
-//!   prepared (it learns nothing of when it was made), and until hand-out
+//!   is seen by another; the guest's monotonic clock skips the time the
+//!   sandbox sat prepared (the wall clock is the real one), and until hand-out
 //!   its file streams start no operation (they would count against no
 //!   scope);
 //! - a reload bumps the generation before the new catalog is served: a
@@ -79,12 +79,13 @@ impl Drop for MemoryCharge {
     }
 }
 
-/// A warm set's `refilling` flag, cleared on drop.
-struct Refilling<'a>(&'a WarmSet);
+/// A component whose warm set is being refilled: its `refilling` flag is
+/// cleared on drop.
+struct Refilling(Arc<LoadedComponent>);
 
-impl Drop for Refilling<'_> {
+impl Drop for Refilling {
     fn drop(&mut self) {
-        self.0.refilling.store(false, Ordering::Release);
+        self.0.warm.refilling.store(false, Ordering::Release);
     }
 }
 
@@ -137,8 +138,9 @@ pub(crate) struct WarmSet {
 /// Failed preparations (after a reply or in the background, each within
 /// its slices) before a component's calls build
 /// their own sandboxes until the next reload, unless they are fewer than
-/// one in [`FAILURE_RATIO`] of all. One may fail by timing alone (an
-/// epoch tick within its instantiation, about one in a hundred), but a
+/// one in [`FAILURE_RATIO`] of all. One may fail by timing alone (after a
+/// reply, an epoch tick within its instantiation, about one in a hundred;
+/// in the background, a cold instantiation past its four slices), but a
 /// start-up that fails on purpose now and then (it can read the clock)
 /// stops being prepared as soon as it fails often enough to cost much.
 const MAX_FAILURES: u64 = 4;
@@ -500,13 +502,13 @@ impl Shared {
             return;
         };
         let shared = self.clone();
-        let comp = comp.clone();
+        // Cleared however the refill ends, made before the task: a panic
+        // in it (its task unwinds), or a task dropped unpolled (a runtime
+        // shutting down), had left the flag set, and nothing was prepared
+        // for the component again until a reload.
+        let done = Refilling(comp.clone());
         rt.spawn(async move {
-            // Cleared however the refill ends: a panic in it (its task
-            // unwinds) had left the flag set, and nothing was prepared for
-            // the component again until a reload.
-            let _done = Refilling(&comp.warm);
-            shared.refill(&comp).await;
+            shared.refill(&done.0).await;
         });
     }
 
@@ -538,7 +540,7 @@ impl Shared {
             // A failure is tried once more (an epoch tick can end a slice
             // by timing alone), then the refill stops: the next call starts
             // another, until the component has failed often enough to be
-            // given up. Not more here: each failure costs a whole slice of
+            // given up. Not more here: each failure costs its slices of
             // guest CPU outside any turn, and a component that banked
             // successes could spend them as one long run of failures
             // (found by review). The call path builds its own sandbox and
@@ -729,7 +731,7 @@ impl Shared {
                 if let Some(r) = instantiating.as_mut().now_or_never() {
                     break Some(r);
                 }
-                if polls == slices {
+                if polls >= slices {
                     break None;
                 }
                 polls += 1;
