@@ -55,7 +55,16 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "tools", "--target", "wasm32-wasip2"])
+        // `--locked`: the crates Cargo.lock names, which the outer build
+        // has resolved (and written) before it runs this script.
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "tools",
+            "--target",
+            "wasm32-wasip2",
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         // Its own build directory too: the outer build holds the lock on
