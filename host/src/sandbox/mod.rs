@@ -2382,7 +2382,9 @@ fn convert_defs(defs: Vec<wit_tool::ToolDef>) -> Result<Vec<ToolDef>, LoadErrorK
     for d in defs {
         let bytes = d.input_schema.len()
             + d.output_schema.as_ref().map_or(0, String::len)
-            + d.description.len();
+            + d.description.len()
+            + d.title.as_ref().map_or(0, String::len)
+            + d.annotations.title.as_ref().map_or(0, String::len);
         describe_more(&mut described, bytes)
             .map_err(|reason| LoadErrorKind::Describe { reason })?;
         let name = d.name.clone();
@@ -2432,6 +2434,13 @@ fn check_name_and_description(name: &str, description: &str) -> Result<(), Strin
 
 fn convert_def(d: wit_tool::ToolDef) -> Result<ToolDef, String> {
     check_name_and_description(&d.name, &d.description)?;
+    // Held in the catalog for as long as the tool is served and copied
+    // into every `tools/list`: a 60 MiB title held 300 MB of the host and
+    // made each listing 125 MB (found by review). Bounded as a resource's
+    // or a prompt's title is.
+    for title in [&d.title, &d.annotations.title].into_iter().flatten() {
+        crate::served::bounded("a tool title", title, crate::served::MAX_NAME)?;
+    }
     let input_schema = parse_schema("input schema", &d.input_schema)?;
     if input_schema.get("type").and_then(|t| t.as_str()) != Some("object") {
         return Err("input schema must have \"type\": \"object\"".into());
@@ -2953,6 +2962,23 @@ mod tests {
             convert_defs(vec![big]),
             Err(LoadErrorKind::BadToolDef { .. })
         ));
+        // A title, the tool's or its annotations', past a resource title's
+        // bound (a 60 MiB one was held and copied into every listing).
+        let mut titled = def("titled".into());
+        titled.title = Some("t".repeat(crate::served::MAX_NAME + 1));
+        assert!(matches!(
+            convert_defs(vec![titled]),
+            Err(LoadErrorKind::BadToolDef { reason, .. }) if reason.contains("tool title")
+        ));
+        let mut titled = def("titled".into());
+        titled.annotations.title = Some("t".repeat(crate::served::MAX_NAME + 1));
+        assert!(matches!(
+            convert_defs(vec![titled]),
+            Err(LoadErrorKind::BadToolDef { reason, .. }) if reason.contains("tool title")
+        ));
+        let mut titled = def("titled".into());
+        titled.title = Some("t".repeat(crate::served::MAX_NAME));
+        assert!(convert_defs(vec![titled]).is_ok());
         let twice = vec![def("a".into()), def("a".into())];
         assert!(matches!(
             convert_defs(twice),
