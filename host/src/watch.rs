@@ -270,6 +270,24 @@ fn watched_dir(p: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A ConfigMap mount in `d` as the kubelet makes it: `file` in a new
+    /// `..{version}` directory, which `..data` then names (the first time
+    /// a link, later a new link renamed over it, as its atomic writer
+    /// does), and `file` a link through `..data`.
+    fn configmap_version(d: &Path, version: &str, file: &str, text: &str) {
+        use std::os::unix::fs::symlink;
+        let dir = format!("..{version}");
+        std::fs::create_dir(d.join(&dir)).unwrap();
+        std::fs::write(d.join(&dir).join(file), text).unwrap();
+        if d.join("..data").exists() {
+            symlink(&dir, d.join("..data_tmp")).unwrap();
+            std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        } else {
+            symlink(&dir, d.join("..data")).unwrap();
+            symlink(format!("..data/{file}"), d.join(file)).unwrap();
+        }
+    }
+
     /// Whether `changes` reports a change within half a second.
     async fn reported(changes: &mut Changes) -> bool {
         tokio::time::timeout(Duration::from_millis(500), changes.next())
@@ -283,23 +301,16 @@ mod tests {
     /// counts; an unrelated file beside it still does not.
     #[tokio::test]
     async fn a_configmap_swap_counts() {
-        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir(d.join("..v1")).unwrap();
-        std::fs::write(d.join("..v1/toolhost.toml"), "# one\n").unwrap();
-        symlink("..v1", d.join("..data")).unwrap();
-        symlink("..data/toolhost.toml", d.join("toolhost.toml")).unwrap();
+        configmap_version(d, "v1", "toolhost.toml", "# one\n");
         let mut changes =
             Changes::new(&[d.join("toolhost.toml")], Duration::from_millis(20)).unwrap();
         std::fs::write(d.join("audit.jsonl"), "{}\n").unwrap();
         assert!(!reported(&mut changes).await, "an unwatched file counted");
         // The kubelet's atomic writer: a new directory, a new link, renamed
         // over `..data`.
-        std::fs::create_dir(d.join("..v2")).unwrap();
-        std::fs::write(d.join("..v2/toolhost.toml"), "# two, longer\n").unwrap();
-        symlink("..v2", d.join("..data_tmp")).unwrap();
-        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        configmap_version(d, "v2", "toolhost.toml", "# two, longer\n");
         assert!(reported(&mut changes).await, "the swap did not count");
     }
 
@@ -308,20 +319,13 @@ mod tests {
     /// such names make a watched directory be looked at again).
     #[tokio::test]
     async fn a_configmap_swap_of_a_tools_directory_counts() {
-        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        std::fs::create_dir(d.join("..v1")).unwrap();
-        std::fs::write(d.join("..v1/echo.toml"), "# one\n").unwrap();
-        symlink("..v1", d.join("..data")).unwrap();
-        symlink("..data/echo.toml", d.join("echo.toml")).unwrap();
+        configmap_version(d, "v1", "echo.toml", "# one\n");
         let mut changes = Changes::new(&[d.to_path_buf()], Duration::from_millis(20)).unwrap();
         std::fs::write(d.join("notes.log"), "x\n").unwrap();
         assert!(!reported(&mut changes).await, "an unwatched file counted");
-        std::fs::create_dir(d.join("..v2")).unwrap();
-        std::fs::write(d.join("..v2/echo.toml"), "# two, longer\n").unwrap();
-        symlink("..v2", d.join("..data_tmp")).unwrap();
-        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        configmap_version(d, "v2", "echo.toml", "# two, longer\n");
         assert!(reported(&mut changes).await, "the swap did not count");
     }
 

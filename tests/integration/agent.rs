@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use toolhost::agent::{
-    AgentDefinition, AgentOptions, AgentSession, ContentBlock, HookEvent, HookOutput, Message,
-    Permission, ResultMessage, SettingSource, can_use_tool, hook, query,
+    AgentDefinition, AgentError, AgentOptions, AgentSession, ContentBlock, HookEvent, HookOutput,
+    Message, Permission, ResultMessage, SettingSource, can_use_tool, hook, query,
 };
 use toolhost::{Core, Rule, Scope};
 
@@ -831,10 +831,7 @@ time.sleep(100000)
     assert!(
         matches!(
             out.last(),
-            Some(Err(toolhost::agent::AgentError::ProcessExited {
-                code: None,
-                ..
-            }))
+            Some(Err(AgentError::ProcessExited { code: None, .. }))
         ),
         "{out:?}"
     );
@@ -955,10 +952,7 @@ async fn a_cli_where_a_tool_may_write_is_not_started() {
             .await
             .err()
             .unwrap();
-        assert!(
-            !matches!(e, toolhost::agent::AgentError::CliWritable { .. }),
-            "{e}"
-        );
+        assert!(!matches!(e, AgentError::CliWritable { .. }), "{e}");
         let tools = ToolDir::new();
         let grant = format!(
             "[[fs]]\nguest = \"/w\"\nhost = \"{}\"\nmode = \"rw\"\n",
@@ -973,7 +967,7 @@ async fn a_cli_where_a_tool_may_write_is_not_started() {
             .unwrap_or_else(|| panic!("started a CLI beside the `{name}` grant"));
         let msg = e.to_string();
         assert!(
-            matches!(e, toolhost::agent::AgentError::CliWritable { .. })
+            matches!(e, AgentError::CliWritable { .. })
                 && msg.contains(&dir.canonicalize().unwrap().display().to_string()),
             "{msg}"
         );
@@ -1003,10 +997,7 @@ async fn a_session_whose_cli_settings_a_tool_may_write_is_not_started() {
             .await
             .err()
             .unwrap_or_else(|| panic!("started a CLI whose {var} a tool may write"));
-        assert!(
-            matches!(e, toolhost::agent::AgentError::ConfigWritable { .. }),
-            "{var}: {e}"
-        );
+        assert!(matches!(e, AgentError::ConfigWritable { .. }), "{var}: {e}");
     }
 }
 
@@ -1200,7 +1191,7 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cli_writes_no_faster_than_its_messages_are_taken() {
         let env = Env::new().await;
-        let (mut session, mut cli) = connect(env.core.clone(), AgentOptions::default()).await;
+        let (mut session, cli) = connect(env.core.clone(), AgentOptions::default()).await;
         // Each line 1 MiB of text, 512 Ki values: 32 MiB as parsed.
         let line = {
             let zeros = vec!["0"; 512 << 10].join(",");
@@ -1210,23 +1201,35 @@ mod protocol {
             l.push('\n');
             l
         };
-        let lines = 12;
+        // Not taken, the writes stop (12 lines would be 384 MiB parsed);
+        // taken, they go on.
+        writes_wait_until_taken(&mut session, cli, line, 12, |m| assert!(m.is_ok(), "{m:?}")).await;
+    }
+
+    /// The CLI writes `line` `lines` times: the writes stop before the
+    /// last while no message is taken, and go on as the session's messages
+    /// are taken, each of which `taken` checks.
+    async fn writes_wait_until_taken(
+        session: &mut AgentSession,
+        mut cli: FakeCli,
+        line: String,
+        lines: usize,
+        taken: impl Fn(&Result<Message, AgentError>),
+    ) {
         let writing = tokio::spawn(async move {
             for _ in 0..lines {
                 cli.to_host.write_all(line.as_bytes()).await.unwrap();
             }
             cli
         });
-        // Not taken: the writes stop (12 lines would be 384 MiB parsed).
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!writing.is_finished(), "the CLI wrote all it had");
-        // Taken, they go on.
         for _ in 0..lines {
             let m = tokio::time::timeout(Duration::from_secs(20), session.next())
                 .await
                 .expect("a message")
                 .expect("the session is open");
-            assert!(m.is_ok(), "{m:?}");
+            taken(&m);
         }
         tokio::time::timeout(Duration::from_secs(20), writing)
             .await
@@ -1241,31 +1244,13 @@ mod protocol {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lines_that_are_not_json_count_what_they_keep() {
         let env = Env::new().await;
-        let (mut session, mut cli) = connect(env.core.clone(), AgentOptions::default()).await;
+        let (mut session, cli) = connect(env.core.clone(), AgentOptions::default()).await;
         let line = format!("{}\n", "€".repeat(2000));
-        let lines = 20_000; // 120 MB; at 1 KiB each, all would be queued
-        let writing = tokio::spawn(async move {
-            for _ in 0..lines {
-                cli.to_host.write_all(line.as_bytes()).await.unwrap();
-            }
-            cli
-        });
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(!writing.is_finished(), "every line was queued");
-        for _ in 0..lines {
-            let m = tokio::time::timeout(Duration::from_secs(20), session.next())
-                .await
-                .expect("a message")
-                .expect("the session is open");
-            assert!(
-                matches!(m, Err(toolhost::agent::AgentError::JsonDecode { .. })),
-                "{m:?}"
-            );
-        }
-        tokio::time::timeout(Duration::from_secs(20), writing)
-            .await
-            .expect("the writes went on")
-            .unwrap();
+        // 20,000 lines, 120 MB: at 1 KiB each, all would be queued.
+        writes_wait_until_taken(&mut session, cli, line, 20_000, |m| {
+            assert!(matches!(m, Err(AgentError::JsonDecode { .. })), "{m:?}")
+        })
+        .await;
     }
 
     /// Lines heavier than the session holds are not parsed (a 32 MiB line
@@ -1294,7 +1279,7 @@ mod protocol {
             .expect("a message")
             .expect("the session is open");
         assert!(
-            matches!(m, Err(toolhost::agent::AgentError::MessageTooLarge { .. })),
+            matches!(m, Err(AgentError::MessageTooLarge { .. })),
             "{m:?}"
         );
     }

@@ -77,7 +77,7 @@ async fn a_cached_component_whose_file_changed_is_refused() {
         let pinned = sha256_hex(&wasm);
         std::fs::copy(component("text"), &wasm).unwrap();
         let core = load(&d).await;
-        let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+        let errors = load_errors(&core);
         assert_eq!(errors.len(), 1, "{name}: {errors:?}");
         assert!(
             errors[0].contains("does not match its pinned sha256")
@@ -165,18 +165,12 @@ async fn a_component_that_is_not_a_regular_file_is_refused_at_once() {
     );
     std::os::unix::fs::symlink("/dev/zero", d.path().join("zero.wasm")).unwrap();
     for name in ["fifo", "zero"] {
-        d.write(
-            &format!("{name}.toml"),
-            &format!(
-                "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n",
-                "00".repeat(32)
-            ),
-        );
+        unchecked_manifest(&d, name, "00");
     }
     let core = tokio::time::timeout(std::time::Duration::from_secs(30), load(&d))
         .await
         .expect("the start never waits on such a file");
-    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let errors = load_errors(&core);
     assert_eq!(errors.len(), 2, "{errors:?}");
     for e in &errors {
         assert!(e.contains("is not a regular file"), "{e}");
@@ -316,7 +310,7 @@ async fn a_name_clash_serves_neither_and_names_both_files() {
             .iter()
             .any(|t| t.name.as_ref() == "echo")
     );
-    let mut errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let mut errors = load_errors(&core);
     errors.sort();
     assert_eq!(errors.len(), 3, "{errors:#?}");
     for e in &errors {
@@ -361,17 +355,11 @@ async fn a_fifo_a_dangling_link_or_a_huge_file_is_a_clear_load_error() {
         .unwrap()
         .set_len(1500 << 20)
         .unwrap();
-    d.write(
-        "huge.toml",
-        &format!(
-            "[component]\npath = \"huge.wasm\"\nsha256 = \"{}\"\n",
-            "ab".repeat(32)
-        ),
-    );
+    unchecked_manifest(&d, "huge", "ab");
     let core = tokio::time::timeout(std::time::Duration::from_secs(60), load(&d))
         .await
         .expect("the load hung");
-    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let errors = load_errors(&core);
     assert_eq!(errors.len(), 3, "{errors:#?}");
     let about = |file: &str| {
         errors
@@ -418,7 +406,7 @@ async fn a_named_selection_found_in_two_sources_takes_neither() {
     assert!(!names.contains(&"echo"), "{names:?}");
     assert!(!names.contains(&"list_dir"), "{names:?}");
     assert!(names.contains(&"json_query"), "{names:?}");
-    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let errors = load_errors(&core);
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
         errors[0].contains("names `echo`, which more than one tool source offers")
@@ -537,7 +525,7 @@ async fn names_that_clients_read_as_one_clash() {
         assert!(!names.contains(&name), "{name} is served: {names:?}");
         assert_not_served(&core, name).await;
     }
-    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let errors = load_errors(&core);
     for (file, tool) in [
         ("lookalike.toml", "json.query"),
         ("text.toml", "json_query"),
@@ -569,7 +557,7 @@ async fn a_tool_refused_for_its_grants_still_takes_its_name() {
     d.add("zecho", "echo", &grant);
     let core = load(&d).await;
     assert_not_served(&core, "echo").await;
-    let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+    let errors = load_errors(&core);
     assert!(
         errors
             .iter()
@@ -773,4 +761,21 @@ async fn a_cache_directory_open_to_other_users_is_never_used() {
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o777);
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}
+
+/// What the load of `core` refused, as the operator reads it.
+fn load_errors(core: &Core) -> Vec<String> {
+    core.load_errors().iter().map(|e| e.to_string()).collect()
+}
+
+/// `NAME.toml` in `d` for `NAME.wasm`, pinned to the digest of 32 `byte`s
+/// (never the file's: the load must refuse the file before its digest).
+fn unchecked_manifest(d: &ToolDir, name: &str, byte: &str) {
+    d.write(
+        &format!("{name}.toml"),
+        &format!(
+            "[component]\npath = \"{name}.wasm\"\nsha256 = \"{}\"\n",
+            byte.repeat(32)
+        ),
+    );
 }

@@ -3444,17 +3444,13 @@ mod tests {
         assert!(try_place(&calls[2]).is_none());
         let share_b = shares.of(&b, 0.05);
         let theirs = try_place(&ops(&share_b)).expect("another scope's operation goes on");
+        // An operation of another call of scope a, waiting for a place.
+        let wait_in_a = || {
+            let call = ops(&share_a);
+            tokio::spawn(async move { place(&call).await })
+        };
         // One waiting, woken by a place given back.
-        let waiting = tokio::spawn({
-            let share = share_a.clone();
-            async move {
-                place(&StreamOps {
-                    call: Arc::new(tokio::sync::Semaphore::new(1)),
-                    descriptors: Some(call_in(&share, 100)),
-                })
-                .await
-            }
-        });
+        let waiting = wait_in_a();
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         held.pop();
@@ -3464,16 +3460,7 @@ mod tests {
             .unwrap();
         // Full again; a reload to a larger share (the same share, resized)
         // lets the next waiting one go.
-        let next = tokio::spawn({
-            let share = share_a.clone();
-            async move {
-                place(&StreamOps {
-                    call: Arc::new(tokio::sync::Semaphore::new(1)),
-                    descriptors: Some(call_in(&share, 100)),
-                })
-                .await
-            }
-        });
+        let next = wait_in_a();
         tokio::task::yield_now().await;
         assert!(!next.is_finished());
         assert!(Arc::ptr_eq(&share_a, &shares.of(&a, 0.1)));
