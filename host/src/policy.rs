@@ -164,6 +164,13 @@ impl Rule {
 /// hooks): with `arg` (a JSON pointer) the value there must exist; its text
 /// (or, without `arg`, the whole arguments as JSON) must contain `contains`
 /// and match the glob `pattern`, each when given.
+///
+/// Numbers are matched in one spelling: a whole number written as a float
+/// (`1000.0`, `1e3`, `-0.0`) is the integer it equals (`1000`, `0`), as
+/// the tools that receive it read it (a typed tool's integer parameter,
+/// JavaScript, a JSON Schema `integer`). Matched as serde_json prints it,
+/// `{"n":1e3}` passed a rule denying `1000` and the tool ran with 1000
+/// (found by review).
 pub fn args_match(
     arg: Option<&str>,
     contains: Option<&str>,
@@ -174,12 +181,63 @@ pub fn args_match(
         Some(ptr) => match args.pointer(ptr) {
             None => return false,
             Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
+            Some(v) => one_spelling(v).to_string(),
         },
         None if contains.is_none() && pattern.is_none() => return true,
-        None => args.to_string(),
+        None => one_spelling(args).to_string(),
     };
     contains.is_none_or(|c| text.contains(c)) && pattern.is_none_or(|p| glob(p, &text))
+}
+
+/// `v` with every whole-number float as the integer it equals (see
+/// [`args_match`]); borrowed when it has none, so arguments without floats
+/// cost one walk and no copy.
+fn one_spelling(v: &Value) -> std::borrow::Cow<'_, Value> {
+    fn any(v: &Value) -> bool {
+        match v {
+            Value::Number(n) => whole(n).is_some(),
+            Value::Array(a) => a.iter().any(any),
+            Value::Object(o) => o.values().any(any),
+            _ => false,
+        }
+    }
+    fn respell(v: &mut Value) {
+        match v {
+            Value::Number(n) => {
+                if let Some(i) = whole(n) {
+                    *n = i;
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(respell),
+            Value::Object(o) => o.values_mut().for_each(respell),
+            _ => {}
+        }
+    }
+    if !any(v) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut v = v.clone();
+    respell(&mut v);
+    std::borrow::Cow::Owned(v)
+}
+
+/// The integer a float holding a whole number in `i64`'s or `u64`'s range
+/// equals; `None` for an integer already, a fraction, or a float past
+/// both ranges (which no integer parameter takes either).
+fn whole(n: &serde_json::Number) -> Option<serde_json::Number> {
+    let f = n.as_f64().filter(|_| n.is_f64())?;
+    if f.fract() != 0.0 {
+        return None;
+    }
+    // `-0.0 >= 0.0`: minus zero is 0. Both bounds are powers of two, so
+    // exact as floats, and every whole float below them converts exactly.
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        Some((f as u64).into())
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+        Some((f as i64).into())
+    } else {
+        None
+    }
 }
 
 impl Policy {
@@ -245,6 +303,54 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of a whole number is matched as the integer; a
+    /// fraction, a string of digits and a float past every integer stay as
+    /// they are.
+    #[test]
+    fn a_number_is_matched_in_one_spelling() {
+        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        for args in [
+            r#"{"n":1000}"#,
+            r#"{"n":1000.0}"#,
+            r#"{"n":1e3}"#,
+            r#"{"n":10000e-1}"#,
+            r#"{"n":1.0e+3}"#,
+        ] {
+            assert!(
+                args_match(Some("/n"), None, Some("1000"), &v(args)),
+                "{args}"
+            );
+            assert!(
+                args_match(None, Some(r#""n":1000}"#), None, &v(args)),
+                "{args}"
+            );
+            assert!(
+                args_match(None, None, Some(r#"*:1000}"#), &v(args)),
+                "{args}"
+            );
+        }
+        let nested = v(r#"{"a":[{"b":-0.0},2.5,"3.0",-4e0,1e30,1.8446744073709552e19]}"#);
+        assert_eq!(
+            one_spelling(&nested).to_string(),
+            r#"{"a":[{"b":0},2.5,"3.0",-4,1e+30,1.8446744073709552e+19]}"#
+        );
+        let big = v(r#"{"n":18446744073709549568.0,"m":-9223372036854775808.0}"#);
+        assert_eq!(
+            one_spelling(&big).to_string(),
+            r#"{"m":-9223372036854775808,"n":18446744073709549568}"#
+        );
+        assert!(matches!(
+            one_spelling(&v(r#"{"n":1,"s":"x"}"#)),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(!args_match(
+            Some("/n"),
+            None,
+            Some("1000"),
+            &v(r#"{"n":1000.5}"#)
+        ));
+    }
 
     #[test]
     fn globs() {

@@ -107,3 +107,53 @@ reason = "no secrets through echo"
     assert_eq!(recs[3]["caller"], "tester");
     assert_eq!(recs[0]["scope"], "default");
 }
+
+/// A review's case: a rule on a number argument matched the number's text
+/// as serde_json prints it, so `{"n":3.0}` and `{"n":3e0}` passed a rule
+/// denying 3, and the typed tool, which reads a whole float as its
+/// integer, ran with 3. Every spelling is now denied, by the argument's
+/// rule and by the rule on the whole arguments.
+#[tokio::test]
+async fn a_rule_on_a_number_sees_every_spelling_of_it() {
+    let d = ToolDir::new();
+    d.add("sink", "typed-kitchen-sink", "");
+    let config = HostConfig::parse(
+        std::path::Path::new("host.toml"),
+        r#"
+[[rule]]
+effect = "deny"
+tool = "big"
+arg = "/n"
+pattern = "3"
+reason = "never three bytes"
+[[rule]]
+effect = "deny"
+tool = "big"
+contains = ":5}"
+reason = "never five bytes"
+"#,
+    )
+    .unwrap()
+    .with_cache_dir(test_config().engine.cache_dir);
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    for (n, reason) in [("3", "never three"), ("5", "never five")] {
+        for spelling in [
+            n.to_string(),
+            format!("{n}.0"),
+            format!("{n}e0"),
+            format!("{n}0e-1"),
+        ] {
+            let args: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"n":{spelling}}}"#)).unwrap();
+            let err = call(&core, "big", args).await.unwrap_err();
+            assert!(err.to_string().contains(reason), "n = {spelling}: {err}");
+        }
+    }
+    let out = call(&core, "big", json!({"n": 4.0})).await.unwrap();
+    assert_eq!(out.structured.unwrap()["result"], json!([7, 7, 7, 7]));
+}
