@@ -215,16 +215,30 @@ pub enum CallEvent {
 /// [`EventStream`] ends with one [`CallEvent::Dropped`].
 #[derive(Debug, Clone)]
 pub struct EventSink {
-    tx: tokio::sync::mpsc::Sender<CallEvent>,
+    tx: tokio::sync::mpsc::Sender<Queued>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The receiving end of an [`EventSink`].
 #[derive(Debug)]
 pub struct EventStream {
-    rx: tokio::sync::mpsc::Receiver<CallEvent>,
+    rx: tokio::sync::mpsc::Receiver<Queued>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
     done: bool,
+}
+
+/// An event waiting for its caller, and the charge to its call's memory
+/// it holds until taken (a guest's events are host memory it caused:
+/// `caps::stdio`).
+struct Queued {
+    event: CallEvent,
+    _charge: Option<crate::caps::limits::HostCharge>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.event.fmt(f)
+    }
 }
 
 impl EventSink {
@@ -247,7 +261,16 @@ impl EventSink {
 
     /// Queue `event`, or count it as dropped if the queue is full.
     pub fn send(&self, event: CallEvent) {
-        if self.tx.try_send(event).is_err() {
+        self.queue(event, None);
+    }
+
+    /// [`EventSink::send`], `charge` held until the event is taken.
+    pub(crate) fn queue(&self, event: CallEvent, charge: Option<crate::caps::limits::HostCharge>) {
+        let queued = Queued {
+            event,
+            _charge: charge,
+        };
+        if self.tx.try_send(queued).is_err() {
             self.count_dropped();
         }
     }
@@ -262,8 +285,8 @@ impl EventStream {
     /// The next event; after the last sink is gone, one
     /// [`CallEvent::Dropped`] if any were dropped, then `None`.
     pub async fn recv(&mut self) -> Option<CallEvent> {
-        if let Some(e) = self.rx.recv().await {
-            return Some(e);
+        if let Some(q) = self.rx.recv().await {
+            return Some(q.event);
         }
         if self.done {
             return None;

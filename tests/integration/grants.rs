@@ -1597,6 +1597,45 @@ async fn a_grant_holding_a_symlink_on_the_path_of_the_hosts_files_is_refused() {
     assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
 }
 
+/// A review's case: captured stdout and stderr were kept whole in host
+/// memory no bound counted, up to `max-stdio` each (64 MiB allowed): a
+/// 4 MiB tool writing 60 MiB grew a real server by as much, and five such
+/// calls held 320 MB. Output is now counted, not kept (the last 4 KiB of
+/// stderr only): the same flood grows the server by a small part of it.
+#[test]
+fn captured_output_is_counted_not_held() {
+    use std::io::Write;
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "[limits]\nmemory = \"4 MiB\"\n");
+    let config = d.write("host.toml", "[output]\nmax-stdio = \"64 MiB\"\n");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+    cmd.args(["serve", "--stdio", "--watch", "false", "--config"])
+        .arg(&config)
+        .arg("--tools")
+        .arg(d.path())
+        .stderr(std::process::Stdio::null());
+    let (mut child, mut stdin, mut lines) = stdio_session(cmd);
+    let mut call = |id: u32, name: &str, args: serde_json::Value| -> serde_json::Value {
+        let msg = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":args}});
+        writeln!(stdin, "{msg}").unwrap();
+        let line = lines.next().expect("the server answers").unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let warm = call(2, "big_output", json!({"bytes": 3}));
+    assert_eq!(warm["result"]["content"][0]["text"], "012", "{warm}");
+    let base = peak_rss(child.id());
+    let flood = call(3, "flood", json!({"bytes": 60 << 20}));
+    assert_eq!(flood["result"]["content"][0]["text"], "flooded", "{flood}");
+    let grown = peak_rss(child.id()).saturating_sub(base);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        grown < 16 << 20,
+        "60 MiB of output grew the server by {} MiB",
+        grown >> 20
+    );
+}
+
 /// What a stdio server started by `cmd` lists as its tools, and what it
 /// wrote to stderr until its input closed.
 fn listed(cmd: std::process::Command) -> (String, String) {

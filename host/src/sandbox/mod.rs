@@ -1921,7 +1921,7 @@ impl Sandbox {
         e: wasmtime::Error,
     ) -> CallErrorKind {
         let max = grants.stdio.max_stdio;
-        if let Some(stream) = state.output.flooded(max) {
+        if let Some(stream) = state.output.flooded() {
             return CallErrorKind::StdioFlood { stream, limit: max };
         }
         match e.downcast_ref::<Trap>() {
@@ -1965,14 +1965,14 @@ impl Sandbox {
                 limit: state.handle_limit as u64,
             };
         }
-        // A Rust guest prints its panic message to stderr before aborting.
-        let stderr = String::from_utf8_lossy(&state.output.stderr.contents()).into_owned();
-        let detail = stderr
+        // A Rust guest prints its panic message to stderr before aborting:
+        // the last lines it wrote.
+        let stderr = state.output.stderr.tail();
+        let lines: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" | ");
+            .collect();
+        let detail = lines[lines.len().saturating_sub(3)..].join(" | ");
         let trap = match e.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
             None => text,

@@ -126,7 +126,8 @@ impl CallState {
         let mut b = WasiCtxBuilder::new();
         let clock = CallClock::starting(std::time::Instant::now());
         b.monotonic_clock(clock.clone());
-        let output = grants.stdio.apply(&mut b, cx.events);
+        let limiter = Limiter::new(grants.limits.memory, Some(memory.clone()), shape);
+        let output = grants.stdio.apply(&mut b, cx.events, limiter.budget());
         // No sockets and no DNS, ever: outbound traffic is wasi:http only.
         b.allow_tcp(false)
             .allow_udp(false)
@@ -148,7 +149,6 @@ impl CallState {
         table.set_max_capacity(handle_limit);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(HTTP_FIELD_LIMIT);
-        let limiter = Limiter::new(grants.limits.memory, Some(memory.clone()), shape);
         Ok(CallState {
             wasi: b.build(),
             table,
