@@ -405,6 +405,10 @@ impl Drop for Writer {
     }
 }
 
+/// A place in the audit queue, taken by [`Audit::room`] (the queue's
+/// semaphore permit).
+pub(crate) struct Room(OwnedSemaphorePermit);
+
 /// Where audit records go. A cheap-clone handle; the writer stops (after
 /// writing everything queued) when the last clone is dropped.
 #[derive(Clone, Default)]
@@ -523,17 +527,31 @@ impl Audit {
     /// Append a record, waiting for room in the queue if it is full and,
     /// with `fsync = "always"`, until it is on disk.
     pub async fn write(&self, rec: AuditRecord) {
-        let Some(w) = &self.w else { return };
-        let permit = match w.room.clone().try_acquire_owned() {
-            Ok(p) => p,
+        if let Some(room) = self.room().await {
+            self.send(rec, room).await;
+        }
+    }
+
+    /// A place in the queue, waited for if it is full (counted in
+    /// `toolhost_audit_queue_full_total`); `None` if records go nowhere.
+    /// Apart from [`Audit::send`] so that a caller can wait with its
+    /// record still in a guard that writes it if the wait is dropped.
+    pub(crate) async fn room(&self) -> Option<Room> {
+        let w = self.w.as_ref()?;
+        match w.room.clone().try_acquire_owned() {
+            Ok(p) => Some(Room(p)),
             Err(_) => {
                 w.counters.queue_full.inc();
-                match w.room.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return,
-                }
+                w.room.clone().acquire_owned().await.ok().map(Room)
             }
-        };
+        }
+    }
+
+    /// Append a record in the place `room` holds and, with `fsync =
+    /// "always"`, wait until it is on disk.
+    pub(crate) async fn send(&self, rec: AuditRecord, room: Room) {
+        let Some(w) = &self.w else { return };
+        let permit = room.0;
         let line = Audit::line(&rec);
         let (ack, done) = if w.config.fsync == FsyncPolicy::Always {
             let (tx, rx) = oneshot::channel();

@@ -1157,8 +1157,8 @@ impl Core {
         let args = Value::Object(req.arguments.unwrap_or_default());
         let live = self.inner.live.load_full();
         let scope = req.scope.as_str();
-        // Filled in as the call goes; written by the guard if the call's
-        // future is dropped before it ends.
+        // Filled in as the call goes; counted and written by the guard if
+        // the call's future is dropped before it is.
         let mut pending = Pending {
             core: self,
             rec: inner.audit.enabled().then(|| {
@@ -1170,15 +1170,15 @@ impl Core {
                 Box::new(r)
             }),
             scope,
-            metric_tool: crate::metrics::OTHER,
+            trace: Trace::default(),
+            usage: Arc::new(Usage::default()),
             started,
-            finished: false,
+            counted: false,
         };
         if let Some(rec) = &mut pending.rec {
             inner.audit.describe_arguments(rec, &args);
         }
-        let usage = Arc::new(Usage::default());
-        let mut trace = Trace::default();
+        let usage = pending.usage.clone();
         // Not boxed: this future is (see `Core::run`).
         let result = self
             .call_inner(
@@ -1188,7 +1188,7 @@ impl Core {
                 &req.tool,
                 &target,
                 args,
-                &mut trace,
+                &mut pending.trace,
                 &admission,
                 CallContext {
                     events: req.events,
@@ -1237,52 +1237,19 @@ impl Core {
             Err(e) => e.code(),
         };
         tracing::Span::current().record("outcome", outcome);
-        let elapsed = started.elapsed();
-        // Waited in the fair queue, then for the pool's own permits.
-        let queue_wait = usage.queue_wait();
-        match &trace.tool {
-            Some(t) => {
-                let series = series_of(&inner.metrics, scope, t);
-                inner.metrics.finished_in(series, outcome, elapsed);
-                if let Some(wait) = queue_wait {
-                    inner.metrics.queued_in(series, wait);
-                }
+        pending.end(outcome, result.as_ref().err());
+        if pending.rec.is_some() {
+            // Room in the queue is waited for with the record still in the
+            // guard: a call whose future is dropped while it waits (an
+            // embedder's timeout, a front end shutting down) is still
+            // written, or counted as dropped (it was lost, found by
+            // review).
+            // Both waits boxed: unboxed they would be part of every call's
+            // future, audited or not.
+            let room = Box::pin(inner.audit.room()).await;
+            if let (Some(rec), Some(room)) = (pending.rec.take(), room) {
+                Box::pin(inner.audit.send(*rec, room)).await;
             }
-            None => {
-                inner
-                    .metrics
-                    .finished(scope, crate::metrics::OTHER, outcome, elapsed);
-                if let Some(wait) = queue_wait {
-                    inner.metrics.queued(scope, wait);
-                }
-            }
-        }
-        pending.finished = true;
-        if let Some(mut rec) = pending.rec.take() {
-            rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
-            rec.tool_sha256 = trace
-                .component
-                .as_ref()
-                .map(|c| hex::encode(c.manifest.sha256));
-            rec.decision = trace.decision;
-            rec.rule = trace.rule.map(|i| i + 1);
-            if let Err(e) = &result {
-                if let CallErrorKind::Denied { reason } = e.kind() {
-                    rec.reason = Some(reason.clone());
-                }
-                rec.set_detail(e.to_string());
-            }
-            rec.outcome = outcome;
-            rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-            rec.queue_wait_us = queue_wait.map(|d| d.as_micros().min(u64::MAX as u128) as u64);
-            if let Some((fuel, mem)) = usage.costs() {
-                rec.fuel_used = Some(fuel);
-                rec.peak_memory = Some(mem);
-            }
-            // Boxed: the write holds the record across its waits, and
-            // unboxed it would be part of every call's future, audited or
-            // not (moved as a whole wherever the call's future is).
-            Box::pin(inner.audit.write(*rec)).await;
         }
         result
     }
@@ -1918,35 +1885,86 @@ impl Default for Trace<'_> {
     }
 }
 
-/// A call's audit record until it is written: if the call's future is
-/// dropped first (its client went away without cancelling), the record is
-/// written as `abandoned` so that no call is missing from the log.
-struct Pending<'a> {
+/// A call's metrics and audit record until they are counted and written:
+/// if the call's future is dropped first (its client went away without
+/// cancelling, an embedder's timeout), it is counted and recorded as
+/// `abandoned` with what it got to (its tool, the policy's decision, the
+/// guest's fuel and memory), so that no call is missing from the metrics
+/// or the log; one dropped after it ended, while it waited for room in the
+/// audit queue, is written as it ended.
+struct Pending<'a, 'c> {
     core: &'a Core,
     /// Boxed: a record is hundreds of bytes, which every call's future
     /// would carry (and copy), audited or not.
     rec: Option<Box<AuditRecord>>,
     scope: &'a str,
-    metric_tool: &'static str,
+    /// What the call found on its way: filled in by `call_inner`.
+    trace: Trace<'c>,
+    /// What its guest used: filled in by the sandbox, also when dropped.
+    usage: Arc<Usage>,
     started: Instant,
-    /// Whether the call ended (and was counted).
-    finished: bool,
+    /// Whether the call's end is counted (in the metrics, and in the
+    /// record).
+    counted: bool,
 }
 
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
+impl Pending<'_, '_> {
+    /// The call ended with `outcome` (`error` if it failed): count it, and
+    /// write its end into the record (once).
+    fn end(&mut self, outcome: &'static str, error: Option<&CallError>) {
         let elapsed = self.started.elapsed();
-        let inner = &self.core.inner;
-        inner
-            .metrics
-            .finished(self.scope, self.metric_tool, "abandoned", elapsed);
-        if let Some(mut rec) = self.rec.take() {
-            rec.outcome = "abandoned";
+        let queue_wait = self.usage.queue_wait();
+        let metrics = &self.core.inner.metrics;
+        match &self.trace.tool {
+            Some(t) => {
+                let series = series_of(metrics, self.scope, t);
+                metrics.finished_in(series, outcome, elapsed);
+                if let Some(wait) = queue_wait {
+                    metrics.queued_in(series, wait);
+                }
+            }
+            None => {
+                metrics.finished(self.scope, crate::metrics::OTHER, outcome, elapsed);
+                if let Some(wait) = queue_wait {
+                    metrics.queued(self.scope, wait);
+                }
+            }
+        }
+        self.counted = true;
+        if let Some(rec) = self.rec.as_deref_mut() {
+            rec.time = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+            rec.tool_sha256 = self
+                .trace
+                .component
+                .as_ref()
+                .map(|c| hex::encode(c.manifest.sha256));
+            rec.decision = self.trace.decision;
+            rec.rule = self.trace.rule.map(|i| i + 1);
+            if let Some(e) = error {
+                if let CallErrorKind::Denied { reason } = e.kind() {
+                    rec.reason = Some(reason.clone());
+                }
+                rec.set_detail(e.to_string());
+            }
+            rec.outcome = outcome;
             rec.duration_us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-            inner.audit.record(*rec);
+            rec.queue_wait_us = queue_wait.map(|d| d.as_micros().min(u64::MAX as u128) as u64);
+            if let Some((fuel, mem)) = self.usage.costs() {
+                rec.fuel_used = Some(fuel);
+                rec.peak_memory = Some(mem);
+            }
+        }
+    }
+}
+
+impl Drop for Pending<'_, '_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.end("abandoned", None);
+        }
+        if let Some(rec) = self.rec.take() {
+            // Without waiting: past a full queue it is counted as dropped.
+            self.core.inner.audit.record(*rec);
         }
     }
 }

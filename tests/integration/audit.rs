@@ -884,3 +884,90 @@ fn the_audit_table_prints_one_line_per_record_whatever_the_names_hold() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tool"], forged);
 }
+
+/// A review's case: a call whose future was dropped while it waited for
+/// room in a full audit queue (an embedder's timeout; a front end
+/// shutting down) had run, and its record was lost without a count. Here
+/// the log is a pipe nobody reads until the end, so the queue fills; calls
+/// past that are dropped by their callers' timeouts. Every call is then
+/// either written or counted as dropped, and the ones written as
+/// abandoned name their tool, its component and the policy's decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_while_the_audit_queue_is_full_is_written_or_counted() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The reader, opened first (without blocking) so that the host's open
+    // for writing does not wait; not read until the calls are done.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let config = host_config(dir.path(), "[audit]\npath = \"audit.pipe\"\nqueue = 1\n");
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let (mut calls, mut timed_out) = (0u32, 0u32);
+    while timed_out < 3 {
+        assert!(calls < 2_000, "the pipe never filled");
+        calls += 1;
+        let call = call(&core, "echo", json!({"text": format!("call {calls}")}));
+        if tokio::time::timeout(Duration::from_millis(500), call)
+            .await
+            .is_err()
+        {
+            timed_out += 1;
+        }
+    }
+    let dropped = || sample(&core.metrics().encode(), "toolhost_audit_dropped_total");
+    let mut text = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..400 {
+        let mut buf = [0u8; 1 << 16];
+        match reader.read(&mut buf) {
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        lines = String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>();
+        if lines.len() as f64 + dropped().unwrap_or(0.0) >= f64::from(calls) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let dropped = dropped().unwrap_or(0.0);
+    assert_eq!(
+        lines.len() as f64 + dropped,
+        f64::from(calls),
+        "{calls} calls, {} lines, {dropped} dropped",
+        lines.len()
+    );
+    for r in lines.iter().filter(|r| r["outcome"] == "abandoned") {
+        assert_eq!(r["decision"], "allow", "{r}");
+        assert!(r["tool_sha256"].is_string(), "{r}");
+    }
+    let m = core.metrics().encode();
+    let ended = |outcome: &str| {
+        sample(
+            &m,
+            &format!(r#"toolhost_calls_total{{tool="echo",scope="default",outcome="{outcome}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(ended("ok") + ended("abandoned"), f64::from(calls), "{m}");
+}

@@ -383,8 +383,9 @@ impl McpServer {
         let (switch, mut done) = Switch::new(parts, self.shared.tasks.clone(), cancel.clone());
         let tool: Arc<str> = Arc::from(request.tool.as_str());
         let request = request.cancel(cancel.clone()).client(switch.clone());
-        let (core, sw) = (self.shared.core.clone(), switch.clone());
+        let (core, sw, tool_name) = (self.shared.core.clone(), switch.clone(), tool.clone());
         self.shared.calls.spawn(async move {
+            use futures::FutureExt as _;
             // Events reach the request until the call becomes a task.
             let events = async {
                 tokio::select! {
@@ -392,8 +393,19 @@ impl McpServer {
                     () = sw.became_task() => {}
                 }
             };
-            let (outcome, ()) = tokio::join!(core.call(request), events);
-            sw.finish(outcome);
+            // A panic in the call still ends its task (else it stayed
+            // `working` for good, holding a place of the tenant's tasks),
+            // as `call_in_context` ends a panicking request with an error.
+            let call = std::panic::AssertUnwindSafe(core.call(request)).catch_unwind();
+            let (outcome, ()) = tokio::join!(call, events);
+            sw.finish(outcome.unwrap_or_else(|_| {
+                Err(CallError::new(
+                    &*tool_name,
+                    CallErrorKind::Internal {
+                        message: "the tool call panicked".into(),
+                    },
+                ))
+            }));
         });
         // Dropping the request (its client went away, or rmcp dropped the
         // handler) before it answered stops the call, and forgets its task
