@@ -900,10 +900,7 @@ async fn a_call_dropped_while_the_audit_queue_is_full_is_written_or_counted() {
     d.add("echo", "echo", "");
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("audit.pipe");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     // The reader, opened first (without blocking) so that the host's open
     // for writing does not wait; not read until the calls are done.
