@@ -368,8 +368,29 @@ impl Inputs {
         for s in &self.sources {
             s.protect(&mut host);
         }
-        if let Some(d) = sandbox.cache_dir() {
+        // The configured cache whether or not it opened: one that failed
+        // to (a mode its check refuses) is still the directory the next
+        // start opens, and a tool that wrote its key or artifacts meanwhile
+        // had its own native code run as another tool's (found by review).
+        for d in config
+            .engine
+            .cache_dir
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(sandbox.cache_dir())
+        {
             host.protect(d, "compile cache", true);
+        }
+        // The host's own executable, and the directory of the name it was
+        // started by (a symlink there is the executable too): a tool
+        // granted the directory holding it replaced it, and the next start
+        // ran the tool's program (found by review; as for the CLI).
+        // Reading them is harmless: only read-write grants are refused.
+        if let Ok(exe) = std::env::current_exe() {
+            host.protect_from_writes(&exe, "toolhost executable");
+        }
+        if let Some(dir) = started_by().as_deref().and_then(Path::parent) {
+            host.protect_from_writes(dir, "toolhost executable's directory");
         }
         config.protect_own_files(&mut host);
         if let Some(p) = audit.path() {
@@ -403,6 +424,19 @@ impl Inputs {
         }
         host
     }
+}
+
+/// The path the process was started by (`argv[0]`, looked up in `PATH`
+/// when it names no directory), as written: not resolved, so a symlink to
+/// the executable is where it is.
+fn started_by() -> Option<PathBuf> {
+    let arg0 = PathBuf::from(std::env::args_os().next()?);
+    if arg0.components().count() > 1 {
+        return std::path::absolute(&arg0).ok();
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(&arg0))
+        .find(|p| p.is_file())
 }
 
 /// What [`Core::reconfigure`] did.

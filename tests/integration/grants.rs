@@ -1636,6 +1636,58 @@ fn captured_output_is_counted_not_held() {
     );
 }
 
+/// A review's cases: the compile cache was protected from grants only if
+/// it opened (one its check refused, mode 0750, was the directory the
+/// next start opens, and a tool granted its parent wrote the cache's MAC
+/// key there); and the host's executable was not protected at all (a
+/// tool granted its directory read-write replaced it, and the next start
+/// ran the tool's program). Both are refused now; the executable's
+/// directory may still be granted read-only.
+#[tokio::test]
+async fn the_cache_that_failed_to_open_and_the_hosts_executable_are_never_granted() {
+    use std::os::unix::fs::PermissionsExt;
+    let outer = tempfile::tempdir().unwrap();
+    let cache = outer.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let exe_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut config = test_config();
+    config.engine.cache_dir = Some(cache.clone());
+    // Each alone: a tool granted only that, on a core of its own.
+    let load = |name: &str, component: &str, grant: String| {
+        let config = config.clone();
+        let d = ToolDir::new();
+        d.add(name, component, &grant);
+        async move {
+            let core = toolhost::Core::builder()
+                .config(config)
+                .source(toolhost::Scope::default(), d.path())
+                .build()
+                .await
+                .unwrap();
+            let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+            (core, errors)
+        }
+    };
+    let (_, errors) = load("cache", "writer", fs_grant("/c", outer.path(), "rw")).await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("contains the host's compile cache"),
+        "{errors:#?}"
+    );
+    let (_, errors) = load("exe", "hostile", fs_grant("/b", &exe_dir, "rw")).await;
+    assert!(
+        errors.len() == 1 && errors[0].contains("the host's toolhost executable"),
+        "{errors:#?}"
+    );
+    let (core, errors) = load("echo", "echo", fs_grant("/b", &exe_dir, "ro")).await;
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(core.tool(&toolhost::Scope::default(), "echo").is_some());
+}
+
 /// What a stdio server started by `cmd` lists as its tools, and what it
 /// wrote to stderr until its input closed.
 fn listed(cmd: std::process::Command) -> (String, String) {

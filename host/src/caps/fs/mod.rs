@@ -162,6 +162,9 @@ pub(crate) struct Protected {
     /// files are native code; a tools directory) or only grants that
     /// contain it (a file: the host config, a key).
     pub(crate) tree: bool,
+    /// Whether only read-write grants that contain it are refused (the
+    /// host's executable: anyone may read it, a tool must not replace it).
+    writes_only: bool,
 }
 
 /// The host's own state, which no grant may reach.
@@ -175,10 +178,25 @@ impl HostState {
     /// protected where it will be: its longest existing ancestor resolved,
     /// the rest as written).
     pub(crate) fn protect(&mut self, path: &Path, what: &'static str, tree: bool) {
+        self.push(path, what, tree, false);
+    }
+
+    /// Protect `path` from read-write grants that contain it (a grant
+    /// that may only read it, or its directory, is fine).
+    pub(crate) fn protect_from_writes(&mut self, path: &Path, what: &'static str) {
+        self.push(path, what, false, true);
+    }
+
+    fn push(&mut self, path: &Path, what: &'static str, tree: bool, writes_only: bool) {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let path = place::resolved_as_far_as_it_exists(&abs);
         let place = Place::of(&abs, &path);
-        self.protected.push(Protected { place, what, tree });
+        self.protected.push(Protected {
+            place,
+            what,
+            tree,
+            writes_only,
+        });
     }
 }
 
@@ -435,6 +453,9 @@ fn prepare_one(
     }
 
     for p in &host.protected {
+        if p.writes_only && r.mode != FsMode::ReadWrite {
+            continue;
+        }
         // A protected path reached through a symlink inside this directory:
         // a tool writing here could point it at files of its own (a config,
         // manifests, keys), read at the next load (found by review).
