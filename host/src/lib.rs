@@ -32,6 +32,7 @@ mod served;
 mod tenant;
 mod trust;
 mod typed;
+mod weight;
 
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -410,6 +410,33 @@ async fn a_result_too_costly_to_check_is_refused_unchecked() {
     still_serves(&core).await;
 }
 
+/// A review's case: a structured result is parsed into a tree many times
+/// its text (7 MB of small objects held 400 MiB) that no bound counted.
+/// Its weight is charged to the call's memory while it is made: a result
+/// within `max-output` whose tree would not fit is refused, and one that
+/// fits is served.
+#[tokio::test]
+async fn a_structured_result_is_charged_to_the_calls_memory_as_parsed() {
+    let (_d, core) = host("memory = \"48 MiB\"\nmax-output = \"8 MiB\"").await;
+    let ok = call(&core, "wide_output", json!({"bytes": 3_000}))
+        .await
+        .unwrap();
+    assert_eq!(ok.structured.unwrap()["r"].as_array().unwrap().len(), 3_000);
+    // 2 MB of text, a million values: 64 MB once parsed.
+    let err = call(&core, "wide_output", json!({"bytes": 1_000_000}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), CallErrorKind::ResourceExhausted { limit, .. } if *limit == 48 << 20),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("structured result, parsed"),
+        "{err}"
+    );
+    still_serves(&core).await;
+}
+
 #[tokio::test]
 async fn arguments_violating_the_input_schema_never_reach_the_guest() {
     let d = ToolDir::new();

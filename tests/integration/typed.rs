@@ -489,6 +489,33 @@ async fn typed_results_are_bounded_by_max_output_and_by_what_the_host_lifts() {
     assert_eq!(result(&core, "big", json!({"n": 1})).await, json!([7]));
 }
 
+/// A review's case: a typed result's JSON was bounded by its text
+/// (`max-output`), but a list of records builds a map node of 632 bytes a
+/// record, a hundred times its text. The JSON is charged to the call's
+/// memory while it is made: a result whose JSON would not fit is refused
+/// before it is built, one that fits is served.
+#[tokio::test]
+async fn a_typed_results_json_is_charged_to_the_calls_memory() {
+    let (_d, core) = sink("[limits]\nmemory = \"4 MiB\"").await;
+    let items = |n: usize| {
+        (0..n)
+            .map(|i| json!({"id": i % 1000, "name": "", "tags": []}))
+            .collect::<Vec<_>>()
+    };
+    let out = result(&core, "compound_echo-items", json!({"items": items(100)})).await;
+    assert_eq!(out.as_array().unwrap().len(), 100);
+    // 150 KB of text, about 7 MB as JSON.
+    let err = call(&core, "compound_echo-items", json!({"items": items(5_000)}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), CallErrorKind::ResourceExhausted { limit, .. } if *limit == 4 << 20),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("its result as JSON"), "{err}");
+    assert_eq!(result(&core, "big", json!({"n": 1})).await, json!([7]));
+}
+
 #[tokio::test]
 async fn typed_components_get_exactly_the_granted_wasi() {
     let data = tempfile::tempdir().unwrap();

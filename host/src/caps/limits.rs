@@ -486,6 +486,11 @@ impl MemoryBudget {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Bytes the call may hold.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes it holds now.
     pub(crate) fn used(&self) -> usize {
         self.held().used

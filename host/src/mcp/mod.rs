@@ -51,28 +51,7 @@ pub(crate) use server::{Finishing, call_past_loop};
 pub use stdio::{StdioReader, StdioWriter, stdio};
 pub use stdio_service::StdioService;
 
-/// Bytes of host memory a JSON text takes once parsed, past its own size
-/// (a request body, a task's kept result):
-/// [`VALUE_BYTES`] for each value in it (counted as the separators and
-/// openers outside strings, with one for the top; a string is one value
-/// whatever its length, its bytes already counted as the body's).
-/// `[0,0,0,…]` is 2 bytes a value in the body and a `serde_json::Value`
-/// of 32 bytes plus its share of the array once parsed.
-pub(crate) fn parsed_weight(body: &[u8]) -> usize {
-    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
-    for &b in body {
-        match (in_string, escaped, b) {
-            (true, true, _) => escaped = false,
-            (true, false, b'\\') => escaped = true,
-            (true, false, b'"') => in_string = false,
-            (true, false, _) => {}
-            (false, _, b'"') => in_string = true,
-            (false, _, b',' | b'[' | b'{' | b':') => values += 1,
-            (false, _, _) => {}
-        }
-    }
-    values.saturating_mul(VALUE_BYTES)
-}
+pub(crate) use crate::weight::parsed_weight;
 
 /// The most bytes of requests (each weighed by [`request_weight`]) one
 /// client holds at once by default: an HTTP server's (or tenant's)
@@ -87,10 +66,6 @@ pub(crate) const DEFAULT_REQUEST_BYTES: usize = 64 << 20;
 pub(crate) fn request_weight(text: &[u8]) -> usize {
     text.len().saturating_add(parsed_weight(text))
 }
-
-/// What one parsed JSON value is counted (a `serde_json::Value` is 32
-/// bytes; an object's entry adds its key and the map's node).
-pub(crate) const VALUE_BYTES: usize = 64;
 
 /// The longest request id or progress token (as JSON text) a server takes:
 /// rmcp keeps both with a request's channel, and a progress token is

@@ -1857,9 +1857,29 @@ impl Sandbox {
             });
         }
         match raw {
-            Raw::Toolhost(Ok(r)) => convert_result(r)
-                .map(Output::Tool)
-                .map_err(|details| CallErrorKind::BadResult { details }),
+            Raw::Toolhost(Ok(r)) => {
+                // Its structured part is parsed into a tree up to dozens of
+                // times its text (an object is a map node of 632 bytes):
+                // charged to the call's memory while it is made, beside the
+                // guest's, so that one call cannot make the host hold
+                // gigabytes past `max-output` (found by review: 7 MB of
+                // `{"":0},` held 400 MiB no bound counted). Once the
+                // sandbox is torn down the tree is smaller than what it
+                // gives back.
+                let weight = r
+                    .structured
+                    .as_deref()
+                    .map_or(0, |s| crate::weight::parsed_weight(s.as_bytes()));
+                let _charge = store.data().limiter.budget().hold(weight).ok_or(
+                    CallErrorKind::ResourceExhausted {
+                        what: "bytes of host memory for its structured result, parsed (charged to the call's memory)",
+                        limit: limits.memory,
+                    },
+                )?;
+                convert_result(r)
+                    .map(Output::Tool)
+                    .map_err(|details| CallErrorKind::BadResult { details })
+            }
             Raw::Toolhost(Err(e)) => Err(match e {
                 wit_tool::ToolError::InvalidArguments(m) => {
                     CallErrorKind::InvalidArguments { details: m }
@@ -2081,16 +2101,13 @@ fn new_store(
 /// host bytes: a string or a `list<u8>` into a `Vec<u8>` weighs its length,
 /// a typed tool's values 40 bytes an element. Its default, 128 MiB, is kept
 /// as the ceiling; below it, a call gets no more than it may hold in
-/// memory, but never so little that a result within `max-output` could not
-/// be lifted as values.
+/// memory. (It was at least 40 bytes for each byte of `max-output`, so that
+/// any result within it could be lifted as values: a 4 MiB typed tool with
+/// a 3 MiB `max-output` made the host lift 120 MiB, found by review. A
+/// typed tool returning large lists asks for the memory they take.)
 fn hostcall_fuel(limits: &caps::Limits) -> usize {
     const CEILING: u64 = 128 << 20;
-    const PER_VALUE: u64 = 40;
-    let fuel = limits
-        .memory
-        .max(limits.max_output.saturating_mul(PER_VALUE))
-        .min(CEILING);
-    usize::try_from(fuel).unwrap_or(usize::MAX)
+    usize::try_from(limits.memory.min(CEILING)).unwrap_or(usize::MAX)
 }
 
 /// The most component-model handles a call's store holds at once (its
@@ -2852,15 +2869,16 @@ mod tests {
     }
 
     #[test]
-    fn a_transfer_from_the_guest_is_bounded_but_fits_what_the_call_may_return() {
+    fn a_transfer_from_the_guest_is_bounded_by_the_calls_memory() {
         // The default limits (64 MiB of memory, 1 MiB of output): the
         // memory, half wasmtime's default.
         assert_eq!(hostcall_fuel(&caps::Limits::default()), 64 << 20);
+        // Not 40 bytes for each byte of max-output (10 MiB here): what the
+        // call may hold.
         let small = caps::Limits::default()
             .with_memory(2 << 20)
             .with_max_output(256 << 10);
-        // A typed result within max-output lifts at 40 bytes a value.
-        assert_eq!(hostcall_fuel(&small), 10 << 20);
+        assert_eq!(hostcall_fuel(&small), 2 << 20);
         let big = caps::Limits::default().with_memory(4 << 30);
         assert_eq!(hostcall_fuel(&big), 128 << 20, "never above the ceiling");
     }

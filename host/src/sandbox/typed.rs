@@ -203,10 +203,16 @@ impl Prepared<'_> {
         let mut results = vec![Val::Bool(false); usize::from(self.tool.func.sig.result.is_some())];
         func.call_async(&mut *store, &self.params, &mut results)
             .await?;
-        Ok(self.finish(results.pop(), max_output))
+        let budget = store.data().limiter.budget();
+        Ok(self.finish(results.pop(), max_output, &budget))
     }
 
-    fn finish(&self, result: Option<Val>, max_output: u64) -> Result<ToolOutput, CallErrorKind> {
+    fn finish(
+        &self,
+        result: Option<Val>,
+        max_output: u64,
+        memory: &Arc<crate::caps::limits::MemoryBudget>,
+    ) -> Result<ToolOutput, CallErrorKind> {
         let call = self;
         let bad = |details: String| CallErrorKind::BadResult { details };
         let too_large = |size: usize| CallErrorKind::OutputTooLarge {
@@ -215,11 +221,20 @@ impl Prepared<'_> {
         };
         // The output's text is at least as long as the value's compact
         // JSON: past `max_output`, it is refused before its JSON is made.
-        let to_json = |v: &Val, t: &Ty| {
+        // The JSON is charged to the call's memory while it is made and
+        // turned into text (a list of records takes a map node each).
+        let mut charges = Vec::new();
+        let mut to_json = |v: &Val, t: &Ty| {
             let least = typed::least_text_size(v);
             if least as u64 > max_output {
                 return Err(too_large(least));
             }
+            charges.push(memory.hold(typed::json_weight(v)).ok_or(
+                CallErrorKind::ResourceExhausted {
+                    what: "bytes of host memory for its result as JSON (charged to the call's memory)",
+                    limit: memory.limit() as u64,
+                },
+            )?);
             typed::to_json(v, t).map_err(|e| bad(e.to_string()))
         };
         let (value, failed) = match (&call.tool.func.sig.result, result) {

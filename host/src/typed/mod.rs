@@ -66,4 +66,4 @@ pub(crate) use describe::{DescribeError, TypedFunction, exports_toolhost_world, 
 pub(crate) use docs::PackageDocs;
 pub(crate) use schema::{input as input_schema, output as output_schema};
 pub(crate) use ty::{Signature, Ty};
-pub(crate) use value::{arguments, least_text_size, text, to_json};
+pub(crate) use value::{arguments, json_weight, least_text_size, text, to_json};

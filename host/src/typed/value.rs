@@ -737,6 +737,39 @@ fn from_val(v: &Val, ty: &Ty, path: &mut Path) -> Result<Value, ValueError> {
     })
 }
 
+/// The most host memory [`to_json`] makes of `v`, as
+/// `crate::weight::parsed_weight` weighs parsed JSON: a value each, a map
+/// node each object (a record, a variant or result with a payload, an
+/// option that may become `{"some":x}`), and the bytes of its strings and
+/// names. Walked without building anything, so a result whose JSON would
+/// not fit in the call's memory is refused before it is made (found by
+/// review: a list of records builds a map node of 632 bytes a record).
+pub fn json_weight(v: &Val) -> usize {
+    use crate::weight::{OBJECT_VALUES, VALUE_BYTES};
+    let object = |entries: usize| (1 + OBJECT_VALUES + 2 * entries) * VALUE_BYTES;
+    let sum = |items: &mut dyn Iterator<Item = usize>| items.fold(0usize, usize::saturating_add);
+    match v {
+        Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => VALUE_BYTES + s.len(),
+        Val::List(items) | Val::Tuple(items) => (1 + items.len())
+            .saturating_mul(VALUE_BYTES)
+            .saturating_add(sum(&mut items.iter().map(json_weight))),
+        Val::Record(fields) => object(fields.len()).saturating_add(sum(&mut fields
+            .iter()
+            .map(|(n, x)| n.len().saturating_add(json_weight(x))))),
+        Val::Variant(name, Some(x)) => (object(1) + name.len()).saturating_add(json_weight(x)),
+        Val::Flags(set) => (1 + set.len())
+            .saturating_mul(VALUE_BYTES)
+            .saturating_add(sum(&mut set
+                .iter()
+                .map(|n| n.len().saturating_add(VALUE_BYTES)))),
+        Val::Option(Some(x)) | Val::Result(Ok(Some(x)) | Err(Some(x))) => {
+            object(1).saturating_add(json_weight(x))
+        }
+        Val::Result(Ok(None) | Err(None)) => object(1),
+        _ => VALUE_BYTES,
+    }
+}
+
 /// The least length `v`'s text block ([`text`]) can have: a JSON string's
 /// own bytes, else its compact JSON's least (a string's bytes and quotes, one
 /// byte a number, a record's field names, the brackets and separators;
