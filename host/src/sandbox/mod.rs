@@ -1992,10 +1992,17 @@ impl Sandbox {
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("note:"))
             .collect();
-        let detail = lines[lines.len().saturating_sub(3)..].join(" | ");
+        // Each part cut to 2 KiB: a trap's text carries the guest's
+        // backtrace, frames named by the component (its name section
+        // unbounded: found by review), and the message travels to the
+        // caller, the audit log and the task store.
+        let detail = crate::audit::bounded(
+            &lines[lines.len().saturating_sub(3)..].join(" | "),
+            MAX_TRAP_PART,
+        );
         let trap = match e.downcast_ref::<Trap>() {
             Some(t) => t.to_string(),
-            None => text,
+            None => crate::audit::bounded(&text, MAX_TRAP_PART),
         };
         let message = if detail.is_empty() {
             trap
@@ -2095,6 +2102,10 @@ fn new_store(
     start_first_slice(&mut store, Instant::now());
     Ok(store)
 }
+
+/// The most bytes of each part of a trap's message (the guest's last
+/// stderr lines, wasmtime's text of the trap).
+const MAX_TRAP_PART: usize = 2 << 10;
 
 /// What one guest-to-host transfer (a host call's arguments, an export's
 /// results) may make the host allocate while lifting it. wasmtime counts
