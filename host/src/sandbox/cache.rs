@@ -120,8 +120,14 @@ impl Cache {
         match std::fs::symlink_metadata(dir) {
             Ok(meta) => private(dir, &meta, true)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Parents made are this user's alone too, whatever the
+                // umask (they were made 0777 under `umask 0`, so anyone
+                // could swap the cache beneath them: found by review).
                 if let Some(parent) = dir.parent() {
-                    std::fs::create_dir_all(parent)?;
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)?;
                 }
                 std::fs::DirBuilder::new().mode(0o700).create(dir)?;
                 private(dir, &std::fs::symlink_metadata(dir)?, true)?;
@@ -437,15 +443,24 @@ pub(crate) fn description_record(answer: &impl serde::Serialize) -> Option<Vec<u
 }
 
 /// Open the cache's file at `p` to read, if it is there: never through a
-/// symbolic link, and only if it is this user's alone.
+/// symbolic link, never waiting (a FIFO planted in its place held the load
+/// thread, and every later reload, for good: found by review), and only
+/// if it is a regular file and this user's alone.
 fn open(p: &Path) -> Result<Option<std::fs::File>, CacheError> {
     match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(p)
     {
         Ok(f) => {
-            private(p, &f.metadata()?, false)?;
+            let meta = f.metadata()?;
+            if !meta.is_file() {
+                return Err(CacheError::Io(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    p.display()
+                ))));
+            }
+            private(p, &meta, false)?;
             Ok(Some(f))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -676,6 +691,33 @@ mod tests {
         std::fs::write(d.join(format!("key.tmp{}", std::process::id())), b"").unwrap();
         Cache::new(&d, &engine()).unwrap();
         assert_eq!(std::fs::read(d.join("key")).unwrap().len(), 32);
+    }
+
+    /// A review's cases: the parents the cache makes were made with the
+    /// umask's mode (0777 under `umask 0`), and a FIFO planted in place of
+    /// an artifact held its reader for good.
+    #[test]
+    fn made_parents_are_private_and_a_planted_fifo_is_refused_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b/c");
+        // Made with the process's umask (022 when tests run: 0755 before).
+        let cache = Cache::new(&d, &engine()).unwrap();
+        for p in [t.path().join("a"), t.path().join("a/b")] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", p.display());
+        }
+        let sha = [9u8; 32];
+        let fifo =
+            std::ffi::CString::new(cache.path_for(&sha).as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let e = engine();
+        std::thread::spawn(move || tx.send(cache.get(&e, &sha).is_none()).unwrap());
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO in the cache is refused at once, not waited on");
+        assert!(refused);
     }
 
     #[test]
