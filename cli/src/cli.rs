@@ -623,16 +623,37 @@ fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
 /// else `TOOLHOST_STATE_KEY`, else a random key.
 fn state_key(opts: &ServeOpts) -> Result<toolhost::StateKey> {
     if let Some(path) = &opts.state_key_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--state-key-file {}", path.display()))?;
-        return toolhost::StateKey::from_hex_list(&text)
-            .with_context(|| format!("--state-key-file {}", path.display()));
+        let name = || format!("--state-key-file {}", path.display());
+        return state_key_file(path)
+            .and_then(|text| Ok(toolhost::StateKey::from_hex_list(&text)?))
+            .with_context(name);
     }
     match std::env::var("TOOLHOST_STATE_KEY") {
         Ok(text) => toolhost::StateKey::from_hex_list(&text).context("TOOLHOST_STATE_KEY"),
         Err(std::env::VarError::NotPresent) => Ok(toolhost::StateKey::random()),
         Err(e) => Err(e).context("TOOLHOST_STATE_KEY"),
     }
+}
+
+/// The state-key file's text: a regular file (a FIFO would hold the start
+/// up), of at most 64 KiB, that not every user may read or anyone but its
+/// owner and group write. Anyone who reads the ring can seal session ids
+/// and request state the replicas take as their own; it was read whatever
+/// its mode (found by review). Group-readable is fine: a Kubernetes secret
+/// is mounted `root:fsGroup`, `0440`.
+fn state_key_file(path: &Path) -> Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let (file, meta) = toolhost::files::open_probed(path, true)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o026 != 0 {
+        anyhow::bail!(
+            "it is open to other users (mode {mode:o}): anyone who reads it can seal session ids and request state; run `chmod 600` (or `640` for a group that runs toolhost)"
+        );
+    }
+    let mut text = String::new();
+    file.take(64 << 10).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 async fn serve_mcp(host: &HostOpts, opts: ServeOpts) -> Result<ExitCode> {

@@ -1707,7 +1707,7 @@ fn listed(cmd: std::process::Command) -> (String, String) {
 fn the_state_key_file_is_never_granted() {
     let secrets = tempfile::tempdir().unwrap();
     let keys = secrets.path().join("keys");
-    std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
+    write_private(&keys, format!("{}\n", "ab".repeat(32)));
     let d = ToolDir::new();
     d.add("peek", "hostile", &fs_grant("/k", secrets.path(), "ro"));
     d.add("echo", "echo", "");

@@ -201,7 +201,7 @@ fn three_replicas_behind_nginx_survive_a_sigkill_with_every_acknowledged_call_au
     let dir = scratch.path();
     // The shared key ring (two keys, as mid-rotation): a file, never an argument.
     let keys = dir.join("state-keys");
-    std::fs::write(&keys, format!("{}\n{}\n", "6b".repeat(32), "b6".repeat(32))).unwrap();
+    crate::support::write_private(&keys, format!("{}\n{}\n", "6b".repeat(32), "b6".repeat(32)));
     let mut replicas = Vec::new();
     let mut audits = Vec::new();
     for i in 0..3 {
@@ -378,7 +378,7 @@ fn a_bad_state_key_file_stops_the_server_naming_the_file() {
     let scratch = tempfile::tempdir().unwrap();
     let keys = scratch.path().join("state-keys");
     // The Secret's placeholder (deploy/kubernetes/secret.yaml): not a key.
-    std::fs::write(&keys, "REPLACE-WITH-64-HEX-DIGITS\n").unwrap();
+    crate::support::write_private(&keys, "REPLACE-WITH-64-HEX-DIGITS\n");
     let out = Command::new(crate::mcp::BIN)
         .args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
         .arg("--tools")
@@ -394,4 +394,40 @@ fn a_bad_state_key_file_stops_the_server_naming_the_file() {
         stderr.contains("--state-key-file") && stderr.contains("not hex"),
         "{stderr}"
     );
+    // A review's case: a key file every user may read was taken as it was
+    // (whoever reads it can seal session ids). Refused, naming its mode;
+    // group-readable (a Kubernetes secret's 0440) is fine.
+    let open_keys = scratch.path().join("open-keys");
+    std::fs::write(&open_keys, format!("{}\n", "ab".repeat(32))).unwrap();
+    for (mode, refused) in [(0o644, true), (0o620, true), (0o440, false)] {
+        std::fs::set_permissions(
+            &open_keys,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+        let mut server = Command::new(crate::mcp::BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
+            .arg("--tools")
+            .arg(scratch.path())
+            .arg("--state-key-file")
+            .arg(&open_keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while server.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = server.kill();
+        let out = server.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = stderr.contains(&format!("open to other users (mode {mode:o})"));
+        assert_eq!(said, refused, "mode {mode:o}: {stderr}");
+        assert!(
+            !(refused && out.status.success()),
+            "mode {mode:o}: refused, yet exited cleanly: {stderr}"
+        );
+    }
 }

@@ -258,6 +258,21 @@ pub fn stdio_session(
     (child, stdin, lines)
 }
 
+/// Write `text` to a new file at `path` that only its owner may read (a
+/// state-key file, which the server refuses if others may).
+pub fn write_private(path: &Path, text: impl AsRef<[u8]>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_ref())
+        .unwrap();
+}
+
 /// The value of the sample whose line starts with `series` (exactly).
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()

@@ -756,13 +756,12 @@ fn a_session_moves_between_replicas_sharing_the_key_but_never_to_another_tenant(
     // Two keys on the replicas (newest first), as mid-rotation; a third
     // replica that has only an unrelated key.
     let keys = root.join("state-keys");
-    std::fs::write(
+    crate::support::write_private(
         &keys,
         format!("# newest first\n{}\n{}\n", "5a".repeat(32), "a5".repeat(32)),
-    )
-    .unwrap();
+    );
     let stranger_keys = root.join("stranger-keys");
-    std::fs::write(&stranger_keys, "c3".repeat(32)).unwrap();
+    crate::support::write_private(&stranger_keys, "c3".repeat(32));
     let replica = |keys: &Path| {
         HttpServe::start_env(
             &[
