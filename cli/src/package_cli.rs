@@ -363,7 +363,9 @@ fn keygen(prefix: &Path, encrypt: bool) -> Result<ExitCode> {
     let private = PathBuf::from(format!("{}.key", prefix.display()));
     let public = PathBuf::from(format!("{}.pub", prefix.display()));
     for p in [&private, &public] {
-        if p.exists() {
+        // `symlink_metadata`: a dangling link is there too (`exists`
+        // follows it, and the key was written through it).
+        if std::fs::symlink_metadata(p).is_ok() {
             bail!("{} exists; not overwriting a key", p.display());
         }
     }
@@ -383,7 +385,20 @@ fn keygen(prefix: &Path, encrypt: bool) -> Result<ExitCode> {
             .with_context(|| private.display().to_string())?;
         f.write_all(pem.as_bytes())?;
     }
-    std::fs::write(&public, key.public().to_pem())?;
+    // Made new (never through a link left there), 0644 whatever the
+    // umask: a trust anchor others may write trusts them (found by
+    // review).
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&public)
+            .with_context(|| public.display().to_string())?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(key.public().to_pem().as_bytes())?;
+    }
     println!("{}", key.public().fingerprint());
     eprintln!(
         "wrote {} (private, keep it secret) and {} (trust it with [[trust]] keys = [\"{}\"])",

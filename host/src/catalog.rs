@@ -102,6 +102,9 @@ impl Source {
     pub(crate) fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
         let p = &self.path;
         let err = |reason: String| LoadError::new(p, LoadErrorKind::Source { reason });
+        if let Some(why) = crate::files::untrusted(p) {
+            return Err(err(format!("not loaded: {why}")));
+        }
         if p.is_dir() {
             let mut out: Vec<PathBuf> = std::fs::read_dir(p)
                 .map_err(|e| err(format!("cannot read tools directory: {e}")))?
@@ -783,6 +786,14 @@ async fn load_one(
     previous: Option<&Arc<LoadedComponent>>,
     reuse_whole: bool,
 ) -> Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError> {
+    if let Some(why) = crate::files::untrusted(mpath) {
+        return Err(LoadError::new(
+            mpath,
+            LoadErrorKind::Source {
+                reason: format!("not loaded: {why}"),
+            },
+        ));
+    }
     let text = crate::files::read_text(mpath, crate::files::MAX_MANIFEST_BYTES).map_err(|e| {
         LoadError::new(
             mpath,

@@ -97,6 +97,53 @@ pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Why `path` (a tools directory, a manifest, the host config, a trust
+/// anchor: what the host takes instructions from) is not in the hands of
+/// the host's user,
+/// if it is not: it must be owned by that user or root, and neither it nor
+/// a directory above it may be writable by every user (a sticky directory
+/// such as `/tmp` excepted: others cannot rename what is in it). A group
+/// may write it: sharing with a group is the operator's choice. Found by
+/// review: a tools directory of mode 0777 let any local user drop in a
+/// manifest granting `/etc`, which `--watch` loaded.
+pub fn untrusted(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "{} belongs to another user (uid {}), who could change what it says; it must be toolhost's user's ({me}) or root's",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mut at = Some(path.as_path());
+    while let Some(p) = at {
+        if let Ok(m) = std::fs::metadata(p) {
+            let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+            if m.mode() & 0o002 != 0 && !sticky_dir && !read_only(p) {
+                return Some(format!(
+                    "{} may be written by every user (mode {:o}), who could change what toolhost loads from {}; run `chmod o-w {}`",
+                    p.display(),
+                    m.mode() & 0o7777,
+                    path.display(),
+                    p.display()
+                ));
+            }
+        }
+        at = p.parent();
+    }
+    None
+}
+
+/// Whether `p` is on a file system mounted read-only (a Kubernetes
+/// ConfigMap's directory is mode 0777, read-only: no one writes it).
+fn read_only(p: &Path) -> bool {
+    rustix::fs::statvfs(p).is_ok_and(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
 fn kind(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_symlink() {

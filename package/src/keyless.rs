@@ -305,6 +305,9 @@ fn certificate_der(pem_text: &str) -> std::result::Result<Vec<u8>, String> {
 impl TrustedRoot {
     /// Read a trust root file (`trusted_root.json`).
     pub fn load(path: &Path) -> Result<TrustedRoot> {
+        if let Some(why) = toolhost::files::untrusted(path) {
+            return Err(Error::format(format!("trust root not read: {why}")));
+        }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_ROOT {
             return Err(Error::TooLarge {

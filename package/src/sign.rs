@@ -142,6 +142,11 @@ impl std::fmt::Debug for PublicKey {
 impl PublicKey {
     /// Read a PEM `PUBLIC KEY` (cosign.pub) file.
     pub fn load(path: &Path) -> Result<PublicKey> {
+        // A trust anchor another user may rewrite trusts that user (found
+        // by review: a key file left writable by `umask 0` was swapped).
+        if let Some(why) = toolhost::files::untrusted(path) {
+            return Err(Error::format(format!("trust key not read: {why}")));
+        }
         let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         PublicKey::from_pem(&pem, &path.display().to_string())
     }

@@ -779,3 +779,77 @@ fn unchecked_manifest(d: &ToolDir, name: &str, byte: &str) {
         ),
     );
 }
+
+/// A review's case: a tools directory any local user could write (mode
+/// 0777) was loaded as it was, and `--watch` took another user's manifest
+/// granting `/etc`. What others may write is not loaded (a sticky
+/// directory excepted: others cannot rename what is in it), nor what
+/// another user owns, nor a host config others may write.
+#[tokio::test]
+async fn tools_and_configs_others_may_write_are_not_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let load = || async {
+        let core = toolhost::Core::builder()
+            .config(test_config())
+            .source(toolhost::Scope::default(), d.path())
+            .build()
+            .await
+            .unwrap();
+        let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+        (
+            core.tool(&toolhost::Scope::default(), "echo").is_some(),
+            errors,
+        )
+    };
+    mode(d.path(), 0o777);
+    let (served, errors) = load().await;
+    assert!(!served);
+    assert!(
+        errors.len() == 1 && errors[0].contains("may be written by every user (mode 777)"),
+        "{errors:#?}"
+    );
+    mode(d.path(), 0o1777);
+    let (served, errors) = load().await;
+    assert!(
+        served && errors.is_empty(),
+        "a sticky directory: {errors:#?}"
+    );
+    mode(d.path(), 0o700);
+    let manifest = d.path().join("echo.toml");
+    mode(&manifest, 0o666);
+    let (served, errors) = load().await;
+    assert!(
+        !served
+            && errors.len() == 1
+            && errors[0].contains("echo.toml may be written by every user"),
+        "{errors:#?}"
+    );
+    mode(&manifest, 0o644);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&manifest, Some(12345), None).unwrap();
+        let (served, errors) = load().await;
+        assert!(
+            !served
+                && errors.len() == 1
+                && errors[0].contains("belongs to another user (uid 12345)"),
+            "{errors:#?}"
+        );
+        std::os::unix::fs::chown(&manifest, Some(0), None).unwrap();
+    }
+    let (served, errors) = load().await;
+    assert!(served && errors.is_empty(), "{errors:#?}");
+    let config = d.path().join("host.toml");
+    std::fs::write(&config, "").unwrap();
+    mode(&config, 0o646);
+    let e = toolhost::HostConfig::load(&config).unwrap_err().to_string();
+    assert!(
+        e.contains("host config not read") && e.contains("mode 646"),
+        "{e}"
+    );
+}

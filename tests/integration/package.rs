@@ -404,6 +404,60 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
         e.contains("no [[trust]] source in the host config covers"),
         "{e}"
     );
+
+    // A review's case: a trusted key's file any user may write (left so
+    // by `umask 0`) was trusted as it read; whoever rewrote it signed for
+    // the host. Now it is not read, and the install is refused.
+    ok(&[
+        "sign",
+        &pushed,
+        "--key",
+        &w.path("trusted.key").display().to_string(),
+    ]);
+    let config = w.config(
+        "trusting.toml",
+        &format!("{}/tools/*", reg.addr),
+        &[&trusted],
+        "",
+    );
+    std::fs::set_permissions(
+        &trusted,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let e = stderr(&w.install(&r, &config, &[]));
+    assert!(
+        e.contains("trust key not read") && e.contains("may be written by every user (mode 666)"),
+        "{e}"
+    );
+    std::fs::set_permissions(
+        &trusted,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    assert_ok(&w.install(&r, &config, &[]));
+}
+
+/// A review's case: `keygen` checked for an existing `.pub` through links
+/// and wrote it through them: a dangling link planted at the name made the
+/// trust anchor a file its planter chose. A link there is refused, and the
+/// public key is 0644 whatever the umask.
+#[test]
+fn keygen_never_writes_through_a_link_and_makes_its_public_key_0644() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    std::os::unix::fs::symlink(w.path("elsewhere"), w.path("op.pub")).unwrap();
+    let out = toolhost(&["keygen", &w.s("op")]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("op.pub exists; not overwriting a key"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!w.path("elsewhere").exists() && !w.path("op.key").exists());
+    let (_, public) = w.key("fresh");
+    let mode = std::fs::metadata(public).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
 }
 
 /// A keyless signature, attached as cosign attaches one (certificate,
