@@ -794,9 +794,9 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     let load = || async {
-        let core = toolhost::Core::builder()
+        let core = Core::builder()
             .config(test_config())
-            .source(toolhost::Scope::default(), d.path())
+            .source(Scope::default(), d.path())
             .build()
             .await
             .unwrap();
