@@ -801,10 +801,7 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
             .await
             .unwrap();
         let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
-        (
-            core.tool(&toolhost::Scope::default(), "echo").is_some(),
-            errors,
-        )
+        (core.tool(&Scope::default(), "echo").is_some(), errors)
     };
     mode(d.path(), 0o777);
     let (served, errors) = load().await;
