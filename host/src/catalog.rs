@@ -786,22 +786,15 @@ async fn load_one(
     previous: Option<&Arc<LoadedComponent>>,
     reuse_whole: bool,
 ) -> Result<(Arc<LoadedComponent>, Vec<CatalogTool>), LoadError> {
-    if let Some(why) = crate::files::untrusted(mpath) {
-        return Err(LoadError::new(
-            mpath,
-            LoadErrorKind::Source {
-                reason: format!("not loaded: {why}"),
-            },
-        ));
-    }
-    let text = crate::files::read_text(mpath, crate::files::MAX_MANIFEST_BYTES).map_err(|e| {
-        LoadError::new(
-            mpath,
-            LoadErrorKind::Source {
-                reason: format!("cannot read manifest: {e}"),
-            },
-        )
-    })?;
+    let text =
+        crate::files::read_trusted_text(mpath, crate::files::MAX_MANIFEST_BYTES).map_err(|e| {
+            LoadError::new(
+                mpath,
+                LoadErrorKind::Source {
+                    reason: format!("cannot read manifest: {e}"),
+                },
+            )
+        })?;
     let fingerprint = fingerprint(&text, mpath);
     let comp = match previous {
         Some(p) if reuse_whole && p.fingerprint == fingerprint && p.caps == *caps => p.clone(),

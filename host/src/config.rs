@@ -343,22 +343,15 @@ impl HostConfig {
     /// Read a host config file (TOML), starting from the defaults. Every
     /// problem of the file is returned, each with its line.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        if let Some(why) = crate::files::untrusted(path) {
-            return Err(Diagnostics {
-                items: vec![Diagnostic::file(
-                    path,
-                    format!("host config not read: {why}"),
-                )],
-            });
-        }
-        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
-            Diagnostics {
-                items: vec![Diagnostic::file(
-                    path,
-                    format!("cannot read host config: {e}"),
-                )],
-            }
-        })?;
+        let text =
+            crate::files::read_trusted_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
+                Diagnostics {
+                    items: vec![Diagnostic::file(
+                        path,
+                        format!("cannot read host config: {e}"),
+                    )],
+                }
+            })?;
         Self::parse(path, &text)
     }
 

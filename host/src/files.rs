@@ -97,35 +97,54 @@ pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// Why `path` (a tools directory, a manifest, the host config, a trust
-/// anchor: what the host takes instructions from) is not in the hands of
-/// the host's user,
-/// if it is not: it must be owned by that user or root, and neither it nor
-/// a directory above it may be writable by every user (a sticky directory
-/// such as `/tmp` excepted: others cannot rename what is in it). A group
-/// may write it: sharing with a group is the operator's choice. Found by
-/// review: a tools directory of mode 0777 let any local user drop in a
-/// manifest granting `/etc`, which `--watch` loaded.
+/// Why `path` (a tools directory, a manifest, the host config, a JWKS or
+/// rule file, a trust anchor, the state-key ring: what the host takes
+/// instructions or secrets from) is not in the hands of the host's user,
+/// if it is not. The file it names (links followed) must be owned by that
+/// user or root; no link on the way to it may be another user's; and
+/// neither it nor a directory above it, where it is written or where it
+/// is, may be writable by every user (a sticky directory such as `/tmp`
+/// excepted: others cannot rename what is in it). A read-only file system
+/// is exempt (a Kubernetes ConfigMap's directory is mode 0777, a bind
+/// mount `:ro` keeps its files' owners). A group may write them: sharing
+/// with a group is the operator's choice, but a file a group member made
+/// is theirs, and refused. Found by review: a tools directory of mode 0777
+/// let any local user drop in a manifest granting `/etc`, which `--watch`
+/// loaded; a link another user planted in a sticky directory did the same.
 pub fn untrusted(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let meta = std::fs::metadata(&path).ok()?;
-    if meta.uid() != me && meta.uid() != 0 {
+    let foreign = |uid: u32| uid != me && uid != 0;
+    let written = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let real = std::fs::canonicalize(&written).ok()?;
+    let meta = std::fs::metadata(&real).ok()?;
+    if foreign(meta.uid()) && !read_only(&real) {
         return Some(format!(
             "{} belongs to another user (uid {}), who could change what it says; it must be toolhost's user's ({me}) or root's",
-            path.display(),
+            real.display(),
             meta.uid()
         ));
     }
-    let mut at = Some(path.as_path());
-    while let Some(p) = at {
+    // Every link on the written path, and every directory on both paths.
+    for p in written.ancestors() {
+        if let Ok(m) = std::fs::symlink_metadata(p)
+            && m.file_type().is_symlink()
+            && foreign(m.uid())
+        {
+            return Some(format!(
+                "{} is a link another user (uid {}) made, who could point it elsewhere",
+                p.display(),
+                m.uid()
+            ));
+        }
+    }
+    for p in written.ancestors().chain(real.ancestors()) {
         if let Ok(m) = std::fs::metadata(p) {
             let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
             if m.mode() & 0o002 != 0 && !sticky_dir && !read_only(p) {
                 return Some(format!(
-                    "{} may be written by every user (mode {:o}), who could change what toolhost loads from {}; run `chmod o-w {}`",
+                    "{} may be written by every user (mode {:o}), who could change what toolhost reads from {}; run `chmod o-w {}`",
                     p.display(),
                     m.mode() & 0o7777,
                     path.display(),
@@ -133,9 +152,20 @@ pub fn untrusted(path: &Path) -> Option<String> {
                 ));
             }
         }
-        at = p.parent();
     }
     None
+}
+
+/// [`read_text`], of a file the host takes instructions or secrets from:
+/// refused if it is not in the hands of the host's user ([`untrusted`]).
+pub(crate) fn read_trusted_text(path: &Path, max: u64) -> std::io::Result<String> {
+    if let Some(why) = untrusted(path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
+        ));
+    }
+    read_text(path, max)
 }
 
 /// Whether `p` is on a file system mounted read-only (a Kubernetes

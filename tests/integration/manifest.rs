@@ -838,6 +838,17 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
             "{errors:#?}"
         );
         std::os::unix::fs::chown(&manifest, Some(0), None).unwrap();
+        // A link another user made, to a manifest of root's (in a sticky
+        // directory, where others may add links: the review of the fix).
+        let link = d.path().join("evil.toml");
+        std::os::unix::fs::symlink(&manifest, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(12345), None).unwrap();
+        let (_, errors) = load().await;
+        assert!(
+            errors.len() == 1 && errors[0].contains("is a link another user (uid 12345) made"),
+            "{errors:#?}"
+        );
+        std::fs::remove_file(&link).unwrap();
     }
     let (served, errors) = load().await;
     assert!(served && errors.is_empty(), "{errors:#?}");
@@ -846,7 +857,7 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
     mode(&config, 0o646);
     let e = toolhost::HostConfig::load(&config).unwrap_err().to_string();
     assert!(
-        e.contains("host config not read") && e.contains("mode 646"),
+        e.contains("cannot read host config") && e.contains("mode 646"),
         "{e}"
     );
 }

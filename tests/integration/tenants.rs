@@ -643,6 +643,35 @@ fn write_jwks(path: &Path, public: &[u8]) {
     std::fs::write(path, jwks.to_string()).unwrap();
 }
 
+/// A review's case: the JWKS file decides who a caller is, yet it was
+/// read whatever its mode: any local user who could write it put in her
+/// own key and signed in as any tenant. One others may write is refused;
+/// the same file, private, is read.
+#[test]
+fn a_jwks_file_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_, public) = ed25519();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    write_jwks(&jwks, &public);
+    let config = toolhost::HostConfig::parse(
+        &dir.path().join("host.toml"),
+        &format!(
+            "[[tenant]]\nname = \"t\"\ntools = [\"echo\"]\ntoken-sha256 = [\"{}\"]\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&jwks, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = toolhost::mcp::Tenancy::new(&config.tenants, &config.auth)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("may be written by every user (mode 666)"), "{e}");
+    std::fs::set_permissions(&jwks, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(toolhost::mcp::Tenancy::new(&config.tenants, &config.auth).is_ok());
+}
+
 #[test]
 fn jwts_select_the_tenant_and_bad_ones_are_refused() {
     let (key, public) = ed25519();

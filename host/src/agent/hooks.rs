@@ -207,7 +207,7 @@ impl RuleFile {
             path: path.to_path_buf(),
             message,
         };
-        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)
+        let text = crate::files::read_trusted_text(path, crate::files::MAX_CONFIG_BYTES)
             .map_err(|e| failed(e.to_string()))?;
         let file: RuleFile = toml::from_str(&text).map_err(|e| failed(e.to_string()))?;
         if let Some(r) = file.rule.iter().find(|r| r.scope.is_some()) {
@@ -301,6 +301,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The review of the fix's case: a rule file any user may write was
+    /// read (whoever rewrote it took its deny rules out). Refused, and
+    /// read once private.
+    #[test]
+    fn a_rule_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("rules.toml");
+        std::fs::write(&p, "[[rule]]\neffect = \"deny\"\ntool = \"Bash\"\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = RuleFile::load(&p).err().expect("refused").to_string();
+        assert!(e.contains("may be written by every user (mode 666)"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(RuleFile::load(&p).unwrap().rule.len(), 1);
+    }
 
     #[test]
     fn rule_files_speak_the_host_policy_language() {

@@ -108,18 +108,18 @@ impl Captured {
         p.overflowed || p.written >= p.capacity
     }
 
-    /// The last bytes written as text, starting at a whole line when
-    /// earlier ones were dropped.
+    /// The last bytes written as text, marked `…` at the start when
+    /// earlier ones were dropped (a partial first line kept: it may be all
+    /// there is of a long panic message).
     pub(crate) fn tail(&self) -> String {
         let p = self.pipe();
-        let mut tail = &p.tail[p.tail.len().saturating_sub(p.keep)..];
+        let tail = &p.tail[p.tail.len().saturating_sub(p.keep)..];
+        let text = String::from_utf8_lossy(tail);
         if p.written > tail.len() {
-            tail = tail
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(&[][..], |i| &tail[i + 1..]);
+            format!("…{text}")
+        } else {
+            text.into_owned()
         }
-        String::from_utf8_lossy(tail).into_owned()
     }
 }
 
@@ -365,10 +365,20 @@ mod tests {
         assert!(out.stderr.pipe().tail.len() <= 2 * KEPT);
         let tail = out.stderr.tail();
         assert!(
-            tail.len() <= KEPT && tail.ends_with("xyz\nboom\n"),
+            tail.len() <= KEPT + '…'.len_utf8() && tail.ends_with("xyz\nboom\n"),
             "{tail:?}"
         );
-        assert!(tail.starts_with("0123"), "from a whole line: {tail:?}");
+        assert!(tail.starts_with('…'), "marked as cut: {tail:?}");
+        // One line longer than what is kept: its end, marked as cut.
+        let long = Captured::new(1 << 20, KEPT);
+        let mut w = long.clone();
+        w.write(bytes::Bytes::from(format!(
+            "panicked: {}\n",
+            "x".repeat(3 * KEPT)
+        )))
+        .unwrap();
+        let tail = long.tail();
+        assert!(tail.starts_with('…') && tail.ends_with("xxx\n"), "{tail:?}");
         assert_eq!(out.flooded(), None);
 
         let room = stdout.check_write().unwrap();

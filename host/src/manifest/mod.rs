@@ -41,14 +41,12 @@ pub struct Manifest {
 impl Manifest {
     /// Read and check the manifest at `path`.
     pub fn load(path: &Path) -> Result<Manifest, Diagnostics> {
-        let text =
-            crate::files::read_text(path, crate::files::MAX_MANIFEST_BYTES).map_err(|e| {
-                Diagnostics {
-                    items: vec![crate::diagnostic::Diagnostic::file(
-                        path,
-                        format!("cannot read manifest: {e}"),
-                    )],
-                }
+        let text = crate::files::read_trusted_text(path, crate::files::MAX_MANIFEST_BYTES)
+            .map_err(|e| Diagnostics {
+                items: vec![crate::diagnostic::Diagnostic::file(
+                    path,
+                    format!("cannot read manifest: {e}"),
+                )],
             })?;
         Self::parse(path, &text)
     }

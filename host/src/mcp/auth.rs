@@ -137,7 +137,7 @@ impl JwtVerifier {
             path: c.jwks_file.clone(),
             reason,
         };
-        let text = crate::files::read_text(&c.jwks_file, crate::files::MAX_CONFIG_BYTES)
+        let text = crate::files::read_trusted_text(&c.jwks_file, crate::files::MAX_CONFIG_BYTES)
             .map_err(|e| bad(e.to_string()))?;
         let set: JwkSet = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let mut keys = Vec::new();

@@ -162,11 +162,20 @@ impl Cache {
     /// The key that authenticates artifacts: created once, 0600.
     fn mac_key(dir: &Path) -> Result<[u8; 32], CacheError> {
         let path = dir.join("key");
+        // Without waiting, and a regular file only (a FIFO planted as the
+        // key held the start for good: found by the review of the fix).
         let open = || {
-            std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)?;
+            if !f.metadata()?.is_file() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
+            Ok(f)
         };
         let mut file = match open() {
             Ok(f) => f,
@@ -679,6 +688,25 @@ mod tests {
         // Serializing stops at the bound: a name escaping six-fold.
         assert!(description_record(&"\u{1}".repeat(MAX_DESCRIPTION / 6 + 1)).is_none());
         assert!(description_record(&"\u{1}".repeat(MAX_DESCRIPTION / 7)).is_some());
+    }
+
+    /// The review of the fix's case: a FIFO planted as the cache's key
+    /// held the start for good. It is refused at once.
+    #[test]
+    fn a_fifo_planted_as_the_key_is_refused_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("c");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let key = std::ffi::CString::new(d.join("key").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path we own.
+        assert_eq!(unsafe { libc::mkfifo(key.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(Cache::new(&d, &engine()).is_err()).unwrap());
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("refused at once, not waited on")
+        );
     }
 
     #[test]

@@ -746,22 +746,24 @@ fn from_val(v: &Val, ty: &Ty, path: &mut Path) -> Result<Value, ValueError> {
 /// review: a list of records builds a map node of 632 bytes a record).
 pub fn json_weight(v: &Val) -> usize {
     use crate::weight::{OBJECT_VALUES, VALUE_BYTES};
-    let object = |entries: usize| (1 + OBJECT_VALUES + 2 * entries) * VALUE_BYTES;
+    // An object: itself, its node, and a key for each entry (each entry's
+    // value is its own weight).
+    let object = |entries: usize| (1 + OBJECT_VALUES + entries) * VALUE_BYTES;
     let sum = |items: &mut dyn Iterator<Item = usize>| items.fold(0usize, usize::saturating_add);
     match v {
         Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => VALUE_BYTES + s.len(),
-        Val::List(items) | Val::Tuple(items) => (1 + items.len())
-            .saturating_mul(VALUE_BYTES)
-            .saturating_add(sum(&mut items.iter().map(json_weight))),
+        // Itself, and each item its own weight (a value at least: its slot
+        // in the array, with room for the array's doubling).
+        Val::List(items) | Val::Tuple(items) => {
+            VALUE_BYTES.saturating_add(sum(&mut items.iter().map(json_weight)))
+        }
         Val::Record(fields) => object(fields.len()).saturating_add(sum(&mut fields
             .iter()
             .map(|(n, x)| n.len().saturating_add(json_weight(x))))),
         Val::Variant(name, Some(x)) => (object(1) + name.len()).saturating_add(json_weight(x)),
-        Val::Flags(set) => (1 + set.len())
-            .saturating_mul(VALUE_BYTES)
-            .saturating_add(sum(&mut set
-                .iter()
-                .map(|n| n.len().saturating_add(VALUE_BYTES)))),
+        Val::Flags(set) => VALUE_BYTES.saturating_add(sum(&mut set
+            .iter()
+            .map(|n| n.len().saturating_add(VALUE_BYTES)))),
         Val::Option(Some(x)) | Val::Result(Ok(Some(x)) | Err(Some(x))) => {
             object(1).saturating_add(json_weight(x))
         }
@@ -836,6 +838,26 @@ pub fn text(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a result's JSON is charged: a value an element of a list (the
+    /// first version counted each twice, and refused a 1 MB `list<u8>`
+    /// from a 64 MiB tool: found by the review of the fix), and a record
+    /// its node, a key a field and its fields.
+    #[test]
+    fn a_results_json_weighs_what_parsing_its_text_would() {
+        use crate::weight::{OBJECT_VALUES, VALUE_BYTES};
+        let bytes = Val::List(vec![Val::U8(7); 1000]);
+        assert_eq!(json_weight(&bytes), 1001 * VALUE_BYTES);
+        assert_eq!(
+            json_weight(&bytes),
+            crate::weight::parsed_weight(format!("[{}7]", "7,".repeat(999)).as_bytes())
+        );
+        let record = Val::Record(vec![("ab".into(), Val::U8(1)), ("c".into(), Val::U8(2))]);
+        assert_eq!(
+            json_weight(&record),
+            (1 + OBJECT_VALUES + 2 + 2) * VALUE_BYTES + 3
+        );
+    }
 
     /// The review's case: a list of empty objects against a record of
     /// optional fields with long names became gigabytes of values, on an
