@@ -312,7 +312,7 @@ mod tests {
         let p = d.path().join("rules.toml");
         std::fs::write(&p, "[[rule]]\neffect = \"deny\"\ntool = \"Bash\"\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = RuleFile::load(&p).err().expect("refused").to_string();
+        let e = RuleFile::load(&p).expect_err("refused").to_string();
         assert!(e.contains("may be written by every user (mode 666)"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(RuleFile::load(&p).unwrap().rule.len(), 1);
