@@ -102,7 +102,7 @@ impl Source {
     pub(crate) fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
         let p = &self.path;
         let err = |reason: String| LoadError::new(p, LoadErrorKind::Source { reason });
-        if let Some(why) = crate::files::untrusted(p) {
+        if let Err(why) = crate::files::trusted_path(p) {
             return Err(err(format!("not loaded: {why}")));
         }
         if p.is_dir() {

@@ -75,6 +75,11 @@ pub fn open_probed(
 /// bytes (links followed), with its length then.
 pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::File, u64)> {
     let (file, meta) = open_probed(path, true)?;
+    Ok((file, within(&meta, max)?))
+}
+
+/// The length of the file `meta` describes, if at most `max`.
+fn within(meta: &std::fs::Metadata, max: u64) -> std::io::Result<u64> {
     if meta.len() > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -85,7 +90,7 @@ pub(crate) fn open_regular(path: &Path, max: u64) -> std::io::Result<(std::fs::F
             ),
         ));
     }
-    Ok((file, meta.len()))
+    Ok(meta.len())
 }
 
 /// The text of the regular file `path`, of at most `max` bytes.
@@ -97,75 +102,150 @@ pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
-/// Why `path` (a tools directory, a manifest, the host config, a JWKS or
-/// rule file, a trust anchor, the state-key ring: what the host takes
-/// instructions or secrets from) is not in the hands of the host's user,
-/// if it is not. The file it names (links followed) must be owned by that
-/// user or root; no link on the way to it may be another user's; and
-/// neither it nor a directory above it, where it is written or where it
-/// is, may be writable by every user (a sticky directory such as `/tmp`
-/// excepted: others cannot rename what is in it). A read-only file system
-/// is exempt (a Kubernetes ConfigMap's directory is mode 0777, a bind
-/// mount `:ro` keeps its files' owners). A group may write them: sharing
-/// with a group is the operator's choice, but a file a group member made
-/// is theirs, and refused. Found by review: a tools directory of mode 0777
-/// let any local user drop in a manifest granting `/etc`, which `--watch`
-/// loaded; a link another user planted in a sticky directory did the same.
-pub fn untrusted(path: &Path) -> Option<String> {
+/// `path` (a tools directory, a manifest, the host config, a JWKS or rule
+/// file, a trust anchor, the state-key ring: what the host takes
+/// instructions or secrets from) resolved one name at a time, every link
+/// followed, to where it really is; or why it is not in the hands of the
+/// host's user. As `sshd`'s StrictModes: every directory passed through
+/// (the written path's, each link's, the real path's) and every link met
+/// must be owned by that user or root, and no such directory may be
+/// writable by every user unless sticky (`/tmp`: others cannot rename
+/// what is in it); then whoever else could change what the path names
+/// cannot, between this check and the read either. The file itself is
+/// checked once opened ([`open_trusted`]). A read-only file system is
+/// exempt: a Kubernetes ConfigMap's directory is mode 0777, a bind mount
+/// `:ro` keeps its files' owners (a read-only mount is taken as the
+/// operator's word that what is under it does not change). A group may
+/// write them: sharing with a group is the operator's choice.
+///
+/// Found by review: a tools directory of mode 0777 let any local user
+/// drop in a manifest granting `/etc`, which `--watch` loaded; a link
+/// another user planted in a sticky directory, or anywhere along a chain
+/// of links, chose which file was read; and the owner of a directory on
+/// the path swapped the file between the check and the read.
+pub fn trusted_path(path: &Path) -> Result<std::path::PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    let foreign = |uid: u32| uid != me && uid != 0;
-    let written = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let real = std::fs::canonicalize(&written).ok()?;
-    let meta = std::fs::metadata(&real).ok()?;
-    if foreign(meta.uid()) && !read_only(&real) {
-        return Some(format!(
-            "{} belongs to another user (uid {}), who could change what it says; it must be toolhost's user's ({me}) or root's",
-            real.display(),
-            meta.uid()
-        ));
-    }
-    // Every link on the written path, and every directory on both paths.
-    for p in written.ancestors() {
-        if let Ok(m) = std::fs::symlink_metadata(p)
-            && m.file_type().is_symlink()
-            && foreign(m.uid())
-        {
-            return Some(format!(
-                "{} is a link another user (uid {}) made, who could point it elsewhere",
-                p.display(),
+    let written = std::path::absolute(path).map_err(|e| e.to_string())?;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = Default::default();
+    let push_front = |todo: &mut std::collections::VecDeque<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            todo.push_front(c.as_os_str().to_owned());
+        }
+    };
+    push_front(&mut todo, &written);
+    let mut at = std::path::PathBuf::from("/");
+    let mut links = 0;
+    let dir_ok = |dir: &Path| -> Result<(), String> {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if read_only(dir) {
+            return Ok(());
+        }
+        if m.uid() != me && m.uid() != 0 {
+            return Err(format!(
+                "the directory {} belongs to another user (uid {}), who could swap what it holds; it must be toolhost's user's ({me}) or root's (`chown`, or mount it read-only)",
+                dir.display(),
                 m.uid()
             ));
         }
-    }
-    for p in written.ancestors().chain(real.ancestors()) {
-        if let Ok(m) = std::fs::metadata(p) {
-            let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
-            if m.mode() & 0o002 != 0 && !sticky_dir && !read_only(p) {
-                return Some(format!(
-                    "{} may be written by every user (mode {:o}), who could change what toolhost reads from {}; run `chmod o-w {}`",
-                    p.display(),
-                    m.mode() & 0o7777,
-                    path.display(),
-                    p.display()
-                ));
+        if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
+            return Err(format!(
+                "the directory {} may be written by every user (mode {:o}), who could swap what it holds; run `chmod o-w {}`",
+                dir.display(),
+                m.mode() & 0o7777,
+                dir.display()
+            ));
+        }
+        Ok(())
+    };
+    while let Some(name) = todo.pop_front() {
+        match Path::new(&name).components().next() {
+            Some(Component::RootDir) => at = "/".into(),
+            Some(Component::ParentDir) => {
+                at.pop();
             }
+            Some(Component::Normal(n)) => {
+                dir_ok(&at)?;
+                let next = at.join(n);
+                let m = std::fs::symlink_metadata(&next)
+                    .map_err(|e| format!("{}: {e}", next.display()))?;
+                if !m.file_type().is_symlink() {
+                    at = next;
+                    continue;
+                }
+                if m.uid() != me && m.uid() != 0 && !read_only(&at) {
+                    return Err(format!(
+                        "{} is a link another user (uid {}) made, who could point it elsewhere; name the file by its own path",
+                        next.display(),
+                        m.uid()
+                    ));
+                }
+                links += 1;
+                if links > 40 {
+                    return Err(format!("{}: too many levels of links", path.display()));
+                }
+                let target =
+                    std::fs::read_link(&next).map_err(|e| format!("{}: {e}", next.display()))?;
+                push_front(&mut todo, &target);
+            }
+            _ => {}
         }
     }
-    None
+    // A directory named (a tools directory) holds what is read.
+    if std::fs::metadata(&at).is_ok_and(|m| m.is_dir()) {
+        dir_ok(&at)?;
+    }
+    Ok(at)
 }
 
-/// [`read_text`], of a file the host takes instructions or secrets from:
-/// refused if it is not in the hands of the host's user ([`untrusted`]).
-pub(crate) fn read_trusted_text(path: &Path, max: u64) -> std::io::Result<String> {
-    if let Some(why) = untrusted(path) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            why,
-        ));
+/// `path` opened for reading as [`open_probed`] opens it, at the place
+/// [`trusted_path`] resolved it to, if it is in the hands of the host's
+/// user: the opened file itself too (owned by that user or root, and
+/// writable by every user only on a read-only file system).
+pub fn open_trusted(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::MetadataExt;
+    let denied = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    let real = trusted_path(path).map_err(denied)?;
+    let (file, meta) = open_probed(&real, false)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !read_only(&real) {
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(denied(format!(
+                "{} belongs to another user (uid {}), who could change what it says; it must be toolhost's user's ({me}) or root's (`chown`, or mount it read-only)",
+                real.display(),
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o002 != 0 {
+            return Err(denied(format!(
+                "{} may be written by every user (mode {:o}); run `chmod o-w {}`",
+                real.display(),
+                meta.mode() & 0o7777,
+                real.display()
+            )));
+        }
     }
-    read_text(path, max)
+    Ok((file, meta))
+}
+
+/// [`read_text`], of a file the host takes instructions or secrets from
+/// ([`open_trusted`]).
+pub(crate) fn read_trusted_text(path: &Path, max: u64) -> std::io::Result<String> {
+    let bytes = read_trusted(path, max)?;
+    String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()))
+}
+
+/// [`open_trusted`]'s whole file, of at most `max` bytes.
+pub fn read_trusted(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let (file, meta) = open_trusted(path)?;
+    let len = within(&meta, max)?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Whether `p` is on a file system mounted read-only (a Kubernetes

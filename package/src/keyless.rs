@@ -305,9 +305,6 @@ fn certificate_der(pem_text: &str) -> std::result::Result<Vec<u8>, String> {
 impl TrustedRoot {
     /// Read a trust root file (`trusted_root.json`).
     pub fn load(path: &Path) -> Result<TrustedRoot> {
-        if let Some(why) = toolhost::files::untrusted(path) {
-            return Err(Error::format(format!("trust root not read: {why}")));
-        }
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.len() > MAX_ROOT {
             return Err(Error::TooLarge {
@@ -315,7 +312,8 @@ impl TrustedRoot {
                 limit: MAX_ROOT,
             });
         }
-        let data = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let data = toolhost::files::read_trusted(path, MAX_ROOT)
+            .map_err(|e| Error::format(format!("trust root {} not read: {e}", path.display())))?;
         TrustedRoot::from_json(&data, &path.display().to_string())
     }
 

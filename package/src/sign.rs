@@ -144,10 +144,8 @@ impl PublicKey {
     pub fn load(path: &Path) -> Result<PublicKey> {
         // A trust anchor another user may rewrite trusts that user (found
         // by review: a key file left writable by `umask 0` was swapped).
-        if let Some(why) = toolhost::files::untrusted(path) {
-            return Err(Error::format(format!("trust key not read: {why}")));
-        }
-        let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let pem = toolhost::files::read_trusted(path, 1 << 20)
+            .map_err(|e| Error::format(format!("trust key {} not read: {e}", path.display())))?;
         PublicKey::from_pem(&pem, &path.display().to_string())
     }
 

@@ -849,6 +849,34 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
             "{errors:#?}"
         );
         std::fs::remove_file(&link).unwrap();
+        // The review of the fix's cases, through the host config: a link
+        // another user made in the middle of a chain of links; and a
+        // directory on the way that another user owns (who could swap the
+        // file between the check and the read), even at mode 0755.
+        let t = tempfile::tempdir().unwrap();
+        let (real, other) = (t.path().join("real"), t.path().join("other"));
+        std::fs::create_dir(&real).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(real.join("host.toml"), "").unwrap();
+        std::os::unix::fs::symlink(real.join("host.toml"), other.join("mid.toml")).unwrap();
+        std::os::unix::fs::lchown(other.join("mid.toml"), Some(12345), None).unwrap();
+        std::os::unix::fs::symlink(other.join("mid.toml"), t.path().join("host.toml")).unwrap();
+        let e = toolhost::HostConfig::load(&t.path().join("host.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mid.toml is a link another user (uid 12345) made"),
+            "{e}"
+        );
+        assert!(toolhost::HostConfig::load(&real.join("host.toml")).is_ok());
+        std::os::unix::fs::chown(&real, Some(12345), None).unwrap();
+        let e = toolhost::HostConfig::load(&real.join("host.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("directory") && e.contains("belongs to another user (uid 12345)"),
+            "{e}"
+        );
     }
     let (served, errors) = load().await;
     assert!(served && errors.is_empty(), "{errors:#?}");

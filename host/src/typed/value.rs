@@ -752,11 +752,14 @@ pub fn json_weight(v: &Val) -> usize {
     let sum = |items: &mut dyn Iterator<Item = usize>| items.fold(0usize, usize::saturating_add);
     match v {
         Val::String(s) | Val::Enum(s) | Val::Variant(s, None) => VALUE_BYTES + s.len(),
-        // Itself, and each item its own weight (a value at least: its slot
-        // in the array, with room for the array's doubling).
+        // Itself and its first slots (an array made without knowing its
+        // length holds at least four), and each item its own weight (a
+        // value at least: its slot, with room for the array's doubling).
         Val::List(items) | Val::Tuple(items) => {
-            VALUE_BYTES.saturating_add(sum(&mut items.iter().map(json_weight)))
+            (2 * VALUE_BYTES).saturating_add(sum(&mut items.iter().map(json_weight)))
         }
+        // Made into a string of its own.
+        Val::Char(_) => VALUE_BYTES + 32,
         Val::Record(fields) => object(fields.len()).saturating_add(sum(&mut fields
             .iter()
             .map(|(n, x)| n.len().saturating_add(json_weight(x))))),
@@ -847,11 +850,14 @@ mod tests {
     fn a_results_json_weighs_what_parsing_its_text_would() {
         use crate::weight::{OBJECT_VALUES, VALUE_BYTES};
         let bytes = Val::List(vec![Val::U8(7); 1000]);
-        assert_eq!(json_weight(&bytes), 1001 * VALUE_BYTES);
-        assert_eq!(
-            json_weight(&bytes),
-            crate::weight::parsed_weight(format!("[{}7]", "7,".repeat(999)).as_bytes())
+        assert_eq!(json_weight(&bytes), 1002 * VALUE_BYTES);
+        assert!(
+            json_weight(&bytes)
+                >= crate::weight::parsed_weight(format!("[{}7]", "7,".repeat(999)).as_bytes())
         );
+        // A list of one-element lists: each inner array holds four slots.
+        let nested = Val::List(vec![Val::List(vec![Val::U8(1)]); 10]);
+        assert_eq!(json_weight(&nested), (2 + 10 * 3) * VALUE_BYTES);
         let record = Val::Record(vec![("ab".into(), Val::U8(1)), ("c".into(), Val::U8(2))]);
         assert_eq!(
             json_weight(&record),
