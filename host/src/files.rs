@@ -1,12 +1,15 @@
 //! The host's own input files (manifests, components, the host config, a
 //! JWKS file): opened once, without blocking and without becoming a
 //! controlling terminal, read only if they are regular files, and only up
-//! to a bound checked before anything is read.
+//! to a bound checked before anything is read; and those it takes
+//! instructions or secrets from, only if no one but its user or root could
+//! have chosen or changed them (`trusted_path`, `open_trusted`).
 //!
 //! Found by review: a manifest swapped for a FIFO hung a reload (and every
 //! reload after it) in a blocking read, a 20 MB manifest took 1.9 GB to
-//! check, and a sparse 1.5 GB "component" was read whole before its digest
-//! was checked. Must not touch: what the files mean (their parsers).
+//! check, a sparse 1.5 GB "component" was read whole before its digest
+//! was checked, and a tools directory any user could write served their
+//! manifests. Must not touch: what the files mean (their parsers).
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;

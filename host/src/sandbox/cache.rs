@@ -698,15 +698,24 @@ mod tests {
         let d = t.path().join("c");
         std::fs::create_dir(&d).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let key = std::ffi::CString::new(d.join("key").as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo on a path we own.
-        assert_eq!(unsafe { libc::mkfifo(key.as_ptr(), 0o600) }, 0);
+        fifo(&d.join("key"));
+        assert!(at_once(move || Cache::new(&d, &engine()).is_err()));
+    }
+
+    /// Make a FIFO at `p`.
+    fn fifo(p: &Path) {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path of the test's own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// What `f` gives, within ten seconds (on a thread of its own, left
+    /// behind if it waits: what the test is there to catch).
+    fn at_once<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(Cache::new(&d, &engine()).is_err()).unwrap());
-        assert!(
-            rx.recv_timeout(std::time::Duration::from_secs(10))
-                .expect("refused at once, not waited on")
-        );
+        std::thread::spawn(move || tx.send(f()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("done at once, not waiting on a FIFO")
     }
 
     #[test]
@@ -735,17 +744,9 @@ mod tests {
             assert_eq!(mode, 0o700, "{}", p.display());
         }
         let sha = [9u8; 32];
-        let fifo =
-            std::ffi::CString::new(cache.path_for(&sha).as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo on a path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        let (tx, rx) = std::sync::mpsc::channel();
+        fifo(&cache.path_for(&sha));
         let e = engine();
-        std::thread::spawn(move || tx.send(cache.get(&e, &sha).is_none()).unwrap());
-        let refused = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a FIFO in the cache is refused at once, not waited on");
-        assert!(refused);
+        assert!(at_once(move || cache.get(&e, &sha).is_none()));
     }
 
     #[test]
