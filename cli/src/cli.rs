@@ -636,8 +636,9 @@ fn state_key(opts: &ServeOpts) -> Result<toolhost::StateKey> {
 }
 
 /// The state-key file's text: a regular file (a FIFO would hold the start
-/// up), of at most 64 KiB, that not every user may read or anyone but its
-/// owner and group write. Anyone who reads the ring can seal session ids
+/// up), of at most 64 KiB, in the hands of toolhost's user
+/// (`files::open_trusted`), that no other user may read except its group,
+/// and no one but its owner write. Anyone who reads the ring can seal session ids
 /// and request state the replicas take as their own; it was read whatever
 /// its mode (found by review). Group-readable is fine: a Kubernetes secret
 /// is mounted `root:fsGroup`, `0440`.
@@ -650,7 +651,7 @@ fn state_key_file(path: &Path) -> Result<String> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o026 != 0 {
         anyhow::bail!(
-            "it is open to other users (mode {mode:o}): anyone who reads it can seal session ids and request state; run `chmod 600` (or `640` for a group that runs toolhost)"
+            "it is open to other users (mode {mode:o}: readable by every user, or writable by others than its owner): anyone who reads it can seal session ids and request state; run `chmod 600` (or `640` for a group that runs toolhost)"
         );
     }
     let mut text = String::new();

@@ -305,15 +305,7 @@ fn certificate_der(pem_text: &str) -> std::result::Result<Vec<u8>, String> {
 impl TrustedRoot {
     /// Read a trust root file (`trusted_root.json`).
     pub fn load(path: &Path) -> Result<TrustedRoot> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.len() > MAX_ROOT {
-            return Err(Error::TooLarge {
-                what: format!("the trust root {}", path.display()),
-                limit: MAX_ROOT,
-            });
-        }
-        let data = toolhost::files::read_trusted(path, MAX_ROOT)
-            .map_err(|e| Error::format(format!("trust root {} not read: {e}", path.display())))?;
+        let data = toolhost::files::read_trusted(path, MAX_ROOT).map_err(|e| Error::io(path, e))?;
         TrustedRoot::from_json(&data, &path.display().to_string())
     }
 

@@ -139,13 +139,16 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// The largest public key file read (a PEM key is a few hundred bytes).
+const MAX_PUBLIC_KEY: u64 = 64 << 10;
+
 impl PublicKey {
     /// Read a PEM `PUBLIC KEY` (cosign.pub) file.
     pub fn load(path: &Path) -> Result<PublicKey> {
         // A trust anchor another user may rewrite trusts that user (found
         // by review: a key file left writable by `umask 0` was swapped).
-        let pem = toolhost::files::read_trusted(path, 1 << 20)
-            .map_err(|e| Error::format(format!("trust key {} not read: {e}", path.display())))?;
+        let pem =
+            toolhost::files::read_trusted(path, MAX_PUBLIC_KEY).map_err(|e| Error::io(path, e))?;
         PublicKey::from_pem(&pem, &path.display().to_string())
     }
 

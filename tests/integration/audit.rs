@@ -954,10 +954,6 @@ async fn a_call_dropped_while_the_audit_queue_is_full_is_written_or_counted() {
         "{calls} calls, {} lines, {dropped} dropped",
         lines.len()
     );
-    for r in lines.iter().filter(|r| r["outcome"] == "abandoned") {
-        assert_eq!(r["decision"], "allow", "{r}");
-        assert!(r["tool_sha256"].is_string(), "{r}");
-    }
     let m = core.metrics().encode();
     let ended = |outcome: &str| {
         sample(
@@ -967,4 +963,52 @@ async fn a_call_dropped_while_the_audit_queue_is_full_is_written_or_counted() {
         .unwrap_or(0.0)
     };
     assert_eq!(ended("ok") + ended("abandoned"), f64::from(calls), "{m}");
+}
+
+/// A review's case: a call whose future was dropped mid-run (its client
+/// gone without cancelling, an embedder's timeout) was recorded as
+/// undecided, without its component or costs, and counted under no tool.
+/// It is recorded with what it got to, and counted under its tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_call_is_recorded_with_what_it_got_to() {
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", "");
+    let dir = tempfile::tempdir().unwrap();
+    let config = host_config(dir.path(), "[audit]\npath = \"audit.jsonl\"\n");
+    let core = Core::builder()
+        .config(config)
+        .source(Scope::default(), d.path())
+        .build()
+        .await
+        .unwrap();
+    let sleeping = call(&core, "sleep", json!({"ms": 5000}));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), sleeping)
+            .await
+            .is_err()
+    );
+    let path = dir.path().join("audit.jsonl");
+    let mut found = None;
+    for _ in 0..100 {
+        found = records(&path)
+            .into_iter()
+            .find(|r| r["outcome"] == "abandoned");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = found.expect("the abandoned call is written");
+    assert_eq!(r["tool"], "sleep", "{r}");
+    assert_eq!(r["decision"], "allow", "{r}");
+    assert!(r["tool_sha256"].is_string(), "{r}");
+    let m = core.metrics().encode();
+    assert_eq!(
+        sample(
+            &m,
+            r#"toolhost_calls_total{tool="sleep",scope="default",outcome="abandoned"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
 }

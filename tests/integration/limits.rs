@@ -427,13 +427,10 @@ async fn a_structured_result_is_charged_to_the_calls_memory_as_parsed() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err.kind(), CallErrorKind::ResourceExhausted { limit, .. } if *limit == 48 << 20),
+        matches!(err.kind(), CallErrorKind::MemoryExhausted { limit } if *limit == 48 << 20),
         "{err:?}"
     );
-    assert!(
-        err.to_string().contains("structured result, parsed"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("raise `limits.memory`"), "{err}");
     still_serves(&core).await;
 }
 

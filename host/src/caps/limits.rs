@@ -450,6 +450,10 @@ pub(crate) struct MemoryBudget {
     host: Option<Arc<SharedMemory>>,
 }
 
+/// Host memory below which [`MemoryBudget::hold_or_refuse`] charges
+/// nothing: part of each call's fixed host state.
+pub(crate) const SMALL_HOLD: usize = 64 << 10;
+
 /// Host memory charged to a call's [`MemoryBudget`] until dropped (see
 /// [`MemoryBudget::hold`]).
 pub(crate) struct HostCharge {
@@ -484,11 +488,6 @@ impl MemoryBudget {
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Bytes the call may hold.
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
     }
 
     /// Bytes it holds now.
@@ -552,6 +551,40 @@ impl MemoryBudget {
             budget: self.clone(),
             bytes,
         })
+    }
+
+    /// Charge `bytes` of host memory the call's own work makes (its result
+    /// turned into JSON) for as long as the returned charge lives, or the
+    /// error the bound that refused it makes (the call's own limit, or a
+    /// shared one: not the tool's fault). Nothing is charged below
+    /// [`SMALL_HOLD`], a call's fixed slack: a small result costs no lock.
+    pub(crate) fn hold_or_refuse(
+        self: &Arc<Self>,
+        bytes: usize,
+    ) -> Result<Option<HostCharge>, crate::error::CallErrorKind> {
+        use crate::error::CallErrorKind;
+        if bytes < SMALL_HOLD {
+            return Ok(None);
+        }
+        match self.try_charge(bytes) {
+            Ok(()) => Ok(Some(HostCharge {
+                budget: self.clone(),
+                bytes,
+            })),
+            Err(Refusal::Own) => Err(CallErrorKind::MemoryExhausted {
+                limit: self.limit as u64,
+            }),
+            Err(by) => {
+                let shared = match by {
+                    Refusal::Scope => self.held().scope.as_ref().map_or(0, |m| m.limit()),
+                    _ => self.host.as_ref().map_or(0, |m| m.limit()),
+                };
+                Err(CallErrorKind::SharedMemoryExhausted {
+                    limit: shared,
+                    share: by == Refusal::Scope,
+                })
+            }
+        }
     }
 
     /// Give back what [`MemoryBudget::charge`] charged.

@@ -1870,12 +1870,7 @@ impl Sandbox {
                     .structured
                     .as_deref()
                     .map_or(0, |s| crate::weight::parsed_weight(s.as_bytes()));
-                let _charge = store.data().limiter.budget().hold(weight).ok_or(
-                    CallErrorKind::ResourceExhausted {
-                        what: "bytes of host memory for its structured result, parsed (charged to the call's memory)",
-                        limit: limits.memory,
-                    },
-                )?;
+                let _charge = store.data().limiter.budget().hold_or_refuse(weight)?;
                 convert_result(r)
                     .map(Output::Tool)
                     .map_err(|details| CallErrorKind::BadResult { details })

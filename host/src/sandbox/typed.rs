@@ -223,18 +223,13 @@ impl Prepared<'_> {
         // JSON: past `max_output`, it is refused before its JSON is made.
         // The JSON is charged to the call's memory while it is made and
         // turned into text (a list of records takes a map node each).
-        let mut charges = Vec::new();
+        let mut charge = None;
         let mut to_json = |v: &Val, t: &Ty| {
             let least = typed::least_text_size(v);
             if least as u64 > max_output {
                 return Err(too_large(least));
             }
-            charges.push(memory.hold(typed::json_weight(v)).ok_or(
-                CallErrorKind::ResourceExhausted {
-                    what: "bytes of host memory for its result as JSON (charged to the call's memory)",
-                    limit: memory.limit() as u64,
-                },
-            )?);
+            charge = memory.hold_or_refuse(typed::json_weight(v))?;
             typed::to_json(v, t).map_err(|e| bad(e.to_string()))
         };
         let (value, failed) = match (&call.tool.func.sig.result, result) {
