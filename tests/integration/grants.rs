@@ -1022,9 +1022,12 @@ async fn a_call_queued_across_a_reload_does_not_run_with_revoked_grants() {
     };
     d.add("hostile", "hostile", &manifest("rw"));
     let core = core(d.path()).await;
+    // Long enough that the queued call is seen waiting however slowly a
+    // loaded machine starts it (at 1.5 s, once, under `make test`, it was
+    // not: both had ended before the test looked).
     let busy = tokio::spawn({
         let core = core.clone();
-        async move { call(&core, "sleep", json!({"ms": 1500})).await }
+        async move { call(&core, "sleep", json!({"ms": 4000})).await }
     });
     until_in_flight(&core, 1.0).await;
     let queued = tokio::spawn({
