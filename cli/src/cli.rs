@@ -654,8 +654,11 @@ fn state_key_file(path: &Path) -> Result<String> {
             "it is open to other users (mode {mode:o}: readable by every user, or writable by others than its owner): anyone who reads it can seal session ids and request state; run `chmod 600` (or `640` for a group that runs toolhost)"
         );
     }
+    if meta.len() > 64 << 10 {
+        anyhow::bail!("{} bytes, more than a key ring of 64 KiB", meta.len());
+    }
     let mut text = String::new();
-    file.take(64 << 10).read_to_string(&mut text)?;
+    file.take(meta.len()).read_to_string(&mut text)?;
     Ok(text)
 }
 

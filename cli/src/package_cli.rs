@@ -357,6 +357,23 @@ async fn sign_in_registry(target: &str, key: &SigningKey, identity: Option<Strin
     Ok(())
 }
 
+/// Write `bytes` to a file made new at `path` (never through a link left
+/// there), of `mode` whatever the umask: a key others may read is not
+/// private, and a trust anchor others may write trusts them (found by
+/// review: a `.pub` made under `umask 0` was 0666).
+fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
 /// `keygen`: PREFIX.key (mode 0600, optionally encrypted) and PREFIX.pub.
 fn keygen(prefix: &Path, encrypt: bool) -> Result<ExitCode> {
     let key = SigningKey::generate()?;
@@ -375,30 +392,8 @@ fn keygen(prefix: &Path, encrypt: bool) -> Result<ExitCode> {
     } else {
         key.to_pem()?
     };
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&private)
-            .with_context(|| private.display().to_string())?;
-        f.write_all(pem.as_bytes())?;
-    }
-    // Made new (never through a link left there), 0644 whatever the
-    // umask: a trust anchor others may write trusts them (found by
-    // review).
-    {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&public)
-            .with_context(|| public.display().to_string())?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(key.public().to_pem().as_bytes())?;
-    }
+    write_new(&private, 0o600, pem.as_bytes())?;
+    write_new(&public, 0o644, key.public().to_pem().as_bytes())?;
     println!("{}", key.public().fingerprint());
     eprintln!(
         "wrote {} (private, keep it secret) and {} (trust it with [[trust]] keys = [\"{}\"])",

@@ -537,14 +537,23 @@ impl Audit {
     /// Apart from [`Audit::send`] so that a caller can wait with its
     /// record still in a guard that writes it if the wait is dropped.
     pub(crate) async fn room(&self) -> Option<Room> {
-        let w = self.w.as_ref()?;
-        match w.room.clone().try_acquire_owned() {
-            Ok(p) => Some(Room(p)),
-            Err(_) => {
-                w.counters.queue_full.inc();
-                w.room.clone().acquire_owned().await.ok().map(Room)
-            }
+        if let Some(room) = self.try_room() {
+            return Some(room);
         }
+        let w = self.w.as_ref()?;
+        w.counters.queue_full.inc();
+        w.room.clone().acquire_owned().await.ok().map(Room)
+    }
+
+    /// A place in the queue if one is free now, without waiting.
+    pub(crate) fn try_room(&self) -> Option<Room> {
+        self.w
+            .as_ref()?
+            .room
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Room)
     }
 
     /// Append a record in the place `room` holds and, with `fsync =

@@ -1212,7 +1212,6 @@ impl Core {
         if let Some(rec) = &mut pending.rec {
             inner.audit.describe_arguments(rec, &args);
         }
-        let usage = pending.usage.clone();
         // Not boxed: this future is (see `Core::run`).
         let result = self
             .call_inner(
@@ -1229,7 +1228,7 @@ impl Core {
                     cancel: Some(req.cancel),
                     client: req.client,
                     guests: None,
-                    usage: usage.clone(),
+                    usage: pending.usage.clone(),
                     turn: None,
                     spent: std::time::Duration::ZERO,
                     checked: None,
@@ -1263,7 +1262,7 @@ impl Core {
                     _ => e.to_string().len() as u64,
                 },
             };
-            admission.charge_output(result_bytes.saturating_add(usage.sent()));
+            admission.charge_output(result_bytes.saturating_add(pending.usage.sent()));
         }
         drop(admission);
         let outcome = match &result {
@@ -1279,8 +1278,11 @@ impl Core {
             // written, or counted as dropped (it was lost, found by
             // review).
             // Both waits boxed: unboxed they would be part of every call's
-            // future, audited or not.
-            let room = Box::pin(inner.audit.room()).await;
+            // future, audited or not; the first only if the queue is full.
+            let room = match inner.audit.try_room() {
+                Some(room) => Some(room),
+                None => Box::pin(inner.audit.room()).await,
+            };
             if let (Some(rec), Some(room)) = (pending.rec.take(), room) {
                 Box::pin(inner.audit.send(*rec, room)).await;
             }

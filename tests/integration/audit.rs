@@ -910,12 +910,7 @@ async fn a_call_dropped_while_the_audit_queue_is_full_is_written_or_counted() {
         .open(&fifo)
         .unwrap();
     let config = host_config(dir.path(), "[audit]\npath = \"audit.pipe\"\nqueue = 1\n");
-    let core = Core::builder()
-        .config(config)
-        .source(Scope::default(), d.path())
-        .build()
-        .await
-        .unwrap();
+    let core = core_with(config, d.path()).await;
     let (mut calls, mut timed_out) = (0u32, 0u32);
     while timed_out < 3 {
         assert!(calls < 2_000, "the pipe never filled");
@@ -975,12 +970,7 @@ async fn an_abandoned_call_is_recorded_with_what_it_got_to() {
     d.add("hostile", "hostile", "");
     let dir = tempfile::tempdir().unwrap();
     let config = host_config(dir.path(), "[audit]\npath = \"audit.jsonl\"\n");
-    let core = Core::builder()
-        .config(config)
-        .source(Scope::default(), d.path())
-        .build()
-        .await
-        .unwrap();
+    let core = core_with(config, d.path()).await;
     let sleeping = call(&core, "sleep", json!({"ms": 5000}));
     assert!(
         tokio::time::timeout(Duration::from_millis(500), sleeping)

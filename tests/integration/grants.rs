@@ -1666,13 +1666,8 @@ async fn the_cache_that_failed_to_open_and_the_hosts_executable_are_never_grante
         let d = ToolDir::new();
         d.add(name, component, &grant);
         async move {
-            let core = toolhost::Core::builder()
-                .config(config)
-                .source(toolhost::Scope::default(), d.path())
-                .build()
-                .await
-                .unwrap();
-            let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
+            let core = core_loading(config, d.path()).await;
+            let errors = load_error_texts(&core);
             (core, errors)
         }
     };

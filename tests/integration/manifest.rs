@@ -794,14 +794,11 @@ async fn tools_and_configs_others_may_write_are_not_loaded() {
     let d = ToolDir::new();
     d.add("echo", "echo", "");
     let load = || async {
-        let core = Core::builder()
-            .config(test_config())
-            .source(Scope::default(), d.path())
-            .build()
-            .await
-            .unwrap();
-        let errors: Vec<String> = core.load_errors().iter().map(|e| e.to_string()).collect();
-        (core.tool(&Scope::default(), "echo").is_some(), errors)
+        let core = load(&d).await;
+        (
+            core.tool(&Scope::default(), "echo").is_some(),
+            load_error_texts(&core),
+        )
     };
     mode(d.path(), 0o777);
     let (served, errors) = load().await;

@@ -135,12 +135,7 @@ reason = "never five bytes"
     )
     .unwrap()
     .with_cache_dir(test_config().engine.cache_dir);
-    let core = Core::builder()
-        .config(config)
-        .source(Scope::default(), d.path())
-        .build()
-        .await
-        .unwrap();
+    let core = core_with(config, d.path()).await;
     for (n, reason) in [("3", "never three"), ("5", "never five")] {
         for spelling in [
             n.to_string(),

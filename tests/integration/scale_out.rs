@@ -379,15 +379,17 @@ fn a_bad_state_key_file_stops_the_server_naming_the_file() {
     let keys = scratch.path().join("state-keys");
     // The Secret's placeholder (deploy/kubernetes/secret.yaml): not a key.
     crate::support::write_private(&keys, "REPLACE-WITH-64-HEX-DIGITS\n");
-    let out = Command::new(crate::mcp::BIN)
-        .args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
-        .arg("--tools")
-        .arg(scratch.path())
-        .arg("--state-key-file")
-        .arg(&keys)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let serve = |keys: &Path| {
+        let mut c = Command::new(crate::mcp::BIN);
+        c.args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
+            .arg("--tools")
+            .arg(scratch.path())
+            .arg("--state-key-file")
+            .arg(keys)
+            .stdin(Stdio::null());
+        c
+    };
+    let out = serve(&keys).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -405,13 +407,7 @@ fn a_bad_state_key_file_stops_the_server_naming_the_file() {
             std::os::unix::fs::PermissionsExt::from_mode(mode),
         )
         .unwrap();
-        let mut server = Command::new(crate::mcp::BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--watch", "false"])
-            .arg("--tools")
-            .arg(scratch.path())
-            .arg("--state-key-file")
-            .arg(&open_keys)
-            .stdin(Stdio::null())
+        let mut server = serve(&open_keys)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

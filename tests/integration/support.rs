@@ -170,18 +170,29 @@ pub async fn core(path: &Path) -> Core {
 
 /// [`core`] with `config`.
 pub async fn core_with(config: HostConfig, path: &Path) -> Core {
-    let core = Core::builder()
-        .config(config)
-        .source(Scope::default(), path)
-        .build()
-        .await
-        .unwrap();
+    let core = core_loading(config, path).await;
     assert!(
         core.load_errors().is_empty(),
         "load errors: {:?}",
         core.load_errors()
     );
     core
+}
+
+/// A core over `path` in the default scope with `config`, whatever failed
+/// to load (see [`load_error_texts`]).
+pub async fn core_loading(config: HostConfig, path: &Path) -> Core {
+    Core::builder()
+        .config(config)
+        .source(Scope::default(), path)
+        .build()
+        .await
+        .unwrap()
+}
+
+/// What failed to load in `core`, as its errors say it.
+pub fn load_error_texts(core: &Core) -> Vec<String> {
+    core.load_errors().iter().map(|e| e.to_string()).collect()
 }
 
 pub fn args(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {

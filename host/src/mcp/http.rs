@@ -422,7 +422,7 @@ impl TenantServer {
     /// `held` against `holds.request_bytes` as it arrives (429 past it;
     /// 413 if this body alone passes it). Counted as it arrives, not
     /// after: a slow upload holds its bytes too. Once whole, what parsing
-    /// it will take is counted too (see `mcp::parsed_weight`): a body of
+    /// it will take is counted too (see `weight::parsed_weight`): a body of
     /// small values parses to many times its size, twice (here and in
     /// rmcp), and the call keeps one.
     async fn read_body(
@@ -475,7 +475,7 @@ impl TenantServer {
         joined.shrink_to_fit();
         held.give_back(reserved.saturating_sub(joined.capacity()));
         let body = bytes::Bytes::from(joined);
-        self.take_body(who, held, super::parsed_weight(&body), max)?;
+        self.take_body(who, held, crate::weight::parsed_weight(&body), max)?;
         Ok(body)
     }
 

@@ -51,8 +51,6 @@ pub(crate) use server::{Finishing, call_past_loop};
 pub use stdio::{StdioReader, StdioWriter, stdio};
 pub use stdio_service::StdioService;
 
-pub(crate) use crate::weight::parsed_weight;
-
 /// The most bytes of requests (each weighed by [`request_weight`]) one
 /// client holds at once by default: an HTTP server's (or tenant's)
 /// `max-request-bytes`, a stdio connection's, and the agent's control
@@ -60,11 +58,12 @@ pub(crate) use crate::weight::parsed_weight;
 pub(crate) const DEFAULT_REQUEST_BYTES: usize = 64 << 20;
 
 /// What a request's text weighs while it is held: its bytes, and what
-/// parsing it makes ([`parsed_weight`]). A line-based front end (stdio,
+/// parsing it makes ([`crate::weight::parsed_weight`]). A line-based front end (stdio,
 /// the agent's control lines) charges each request this until it is
 /// answered, as HTTP charges a body against `max-request-bytes`.
 pub(crate) fn request_weight(text: &[u8]) -> usize {
-    text.len().saturating_add(parsed_weight(text))
+    text.len()
+        .saturating_add(crate::weight::parsed_weight(text))
 }
 
 /// The longest request id or progress token (as JSON text) a server takes:

@@ -586,13 +586,13 @@ impl Switch {
 
 /// A payload's size as sent (JSON) and as held (parsed: its JSON, and
 /// what each value in it takes, as a request body is weighed:
-/// `mcp::parsed_weight`).
+/// `weight::parsed_weight`).
 fn weigh(payload: &TaskPayload) -> (u64, u64) {
     match payload {
         TaskPayload::Completed { result: o } | TaskPayload::Failed { error: o } => {
             let json = serde_json::to_vec(o).unwrap_or_default();
             let bytes = json.len() as u64;
-            (bytes, bytes + super::parsed_weight(&json) as u64)
+            (bytes, bytes + crate::weight::parsed_weight(&json) as u64)
         }
         _ => (0, 0),
     }

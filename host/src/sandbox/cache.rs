@@ -164,19 +164,7 @@ impl Cache {
         let path = dir.join("key");
         // Without waiting, and a regular file only (a FIFO planted as the
         // key held the start for good: found by the review of the fix).
-        let open = || {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)?;
-            if !f.metadata()?.is_file() {
-                return Err(std::io::Error::other(format!(
-                    "{} is not a regular file",
-                    path.display()
-                )));
-            }
-            Ok(f)
-        };
+        let open = || crate::files::open_probed(&path, false).map(|(f, _)| f);
         let mut file = match open() {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -456,19 +444,8 @@ pub(crate) fn description_record(answer: &impl serde::Serialize) -> Option<Vec<u
 /// thread, and every later reload, for good: found by review), and only
 /// if it is a regular file and this user's alone.
 fn open(p: &Path) -> Result<Option<std::fs::File>, CacheError> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(p)
-    {
-        Ok(f) => {
-            let meta = f.metadata()?;
-            if !meta.is_file() {
-                return Err(CacheError::Io(std::io::Error::other(format!(
-                    "{} is not a regular file",
-                    p.display()
-                ))));
-            }
+    match crate::files::open_probed(p, false) {
+        Ok((f, meta)) => {
             private(p, &meta, false)?;
             Ok(Some(f))
         }
