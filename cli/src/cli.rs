@@ -644,16 +644,10 @@ fn state_key(opts: &ServeOpts) -> Result<toolhost::StateKey> {
 /// is mounted `root:fsGroup`, `0440`.
 fn state_key_file(path: &Path) -> Result<String> {
     use std::io::Read as _;
-    use std::os::unix::fs::PermissionsExt as _;
     // Who may replace it chooses the ring (found by the review of the
     // fix: a 0600 file in a directory every user may write).
     let (file, meta) = toolhost::files::open_trusted(path)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o026 != 0 {
-        anyhow::bail!(
-            "it is open to other users (mode {mode:o}: readable by every user, or writable by others than its owner): anyone who reads it can seal session ids and request state; run `chmod 600` (or `640` for a group that runs toolhost)"
-        );
-    }
+    toolhost::files::kept(path, &meta, toolhost::files::Keep::Secret)?;
     if meta.len() > 64 << 10 {
         anyhow::bail!("{} bytes, more than a key ring of 64 KiB", meta.len());
     }

@@ -3,7 +3,10 @@
 //! controlling terminal, read only if they are regular files, and only up
 //! to a bound checked before anything is read; and those it takes
 //! instructions or secrets from, only if no one but its user or root could
-//! have chosen or changed them (`trusted_path`, `open_trusted`).
+//! have chosen or changed them (`trusted_path`, `open_trusted`). Also the
+//! one rule of owners and modes (`Keep`, `kept`) for every file and
+//! directory the host trusts or keeps: its inputs, the state-key ring, the
+//! package store and the compile cache.
 //!
 //! Found by review: a manifest swapped for a FIFO hung a reload (and every
 //! reload after it) in a blocking read, a 20 MB manifest took 1.9 GB to
@@ -105,21 +108,150 @@ pub(crate) fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
     Ok(text)
 }
 
+/// Who besides the host's user may have a hand in a file or directory the
+/// host trusts or keeps: one rule of owners and modes, in four strengths
+/// ([`kept`]). Each refuses what would let another user change what the
+/// host does, or read what it keeps secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// What the host takes instructions from and the operator sets up (a
+    /// tools directory, a manifest, the host config, a JWKS or rule file, a
+    /// trust anchor): owned by the host's user or root, and writable by
+    /// every user only as a sticky directory (`/tmp`: no one renames
+    /// another's files there). Its group may write it (sharing with a
+    /// group is the operator's choice), and a read-only mount is exempt (a
+    /// Kubernetes ConfigMap's directory is mode 0777; a read-only mount is
+    /// taken as the operator's word that what is under it does not change).
+    Trusted,
+    /// A secret the operator sets up (the state-key ring): as [`Keep::Trusted`],
+    /// and also readable by no one outside its group and writable by its
+    /// owner alone, read-only mount or not (a Kubernetes secret is mounted
+    /// `root:fsGroup`, `0440`).
+    Secret,
+    /// What the host makes and others may read (the package store): the
+    /// host's user's, and writable by no one else.
+    Owned,
+    /// What the host makes and no one else may read (the compile cache and
+    /// its MAC key): the host's user's, and open to no one else.
+    Private,
+}
+
+/// Why a file or directory fails its [`Keep`] rule.
+#[derive(Debug, thiserror::Error)]
+pub enum NotKept {
+    /// Owned by someone the rule does not trust.
+    #[error(
+        "{} belongs to another user (uid {owner}), who could change it; it must be toolhost's user's ({me}){}",
+        shown(path, *dir),
+        if *root { " or root's (`chown`, or mount it read-only)" } else { " (`chown`)" }
+    )]
+    Owner {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Whether it is a directory.
+        dir: bool,
+        /// Its owner.
+        owner: u32,
+        /// The host's user.
+        me: u32,
+        /// Whether root may own it too.
+        root: bool,
+    },
+    /// Open to others beyond the rule.
+    #[error("{} {what} (mode {mode:o}): {why}; run `chmod {fix} {}`", shown(path, *dir), path.display())]
+    Mode {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Whether it is a directory.
+        dir: bool,
+        /// Its permission bits.
+        mode: u32,
+        /// Who may do what the rule refuses.
+        what: &'static str,
+        /// What they could do with it.
+        why: &'static str,
+        /// The mode change that mends it.
+        fix: &'static str,
+    },
+}
+
+fn shown(path: &Path, dir: bool) -> String {
+    if dir {
+        format!("the directory {}", path.display())
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Whether `meta`, of the file or directory `path` (a link is judged by
+/// what it names: pass what `symlink_metadata` says to refuse links), is
+/// in the hands `keep` allows.
+pub fn kept(path: &Path, meta: &std::fs::Metadata, keep: Keep) -> Result<(), NotKept> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    let dir = meta.is_dir();
+    let root = matches!(keep, Keep::Trusted | Keep::Secret);
+    let refused = |what, why, fix| NotKept::Mode {
+        path: path.to_owned(),
+        dir,
+        mode,
+        what,
+        why,
+        fix,
+    };
+    // No one writes a read-only mount: who owns it, and who may write it
+    // by its mode, cannot change it (a secret's readers still matter).
+    let exempt = root && read_only(path);
+    if !exempt && meta.uid() != me && !(root && meta.uid() == 0) {
+        return Err(NotKept::Owner {
+            path: path.to_owned(),
+            dir,
+            owner: meta.uid(),
+            me,
+            root,
+        });
+    }
+    match keep {
+        Keep::Trusted | Keep::Secret
+            if !exempt && mode & 0o002 != 0 && !(dir && mode & 0o1000 != 0) =>
+        {
+            Err(refused(
+                "may be written by every user",
+                "they could change what it says, or swap what it holds",
+                "o-w",
+            ))
+        }
+        Keep::Secret if mode & 0o026 != 0 => Err(refused(
+            "may be read by every user, or written by others than its owner",
+            "anyone who reads it can seal session ids and request state",
+            "600 (or 640 for a group that runs toolhost)",
+        )),
+        Keep::Owned if mode & 0o022 != 0 => Err(refused(
+            "may be written by other users",
+            "they could change what the host loads",
+            "go-w",
+        )),
+        Keep::Private if mode & 0o077 != 0 => Err(refused(
+            "is open to other users",
+            "they could read or change what the host keeps there",
+            "go-rwx",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `path` (a tools directory, a manifest, the host config, a JWKS or rule
 /// file, a trust anchor, the state-key ring: what the host takes
 /// instructions or secrets from) resolved one name at a time, every link
 /// followed, to where it really is; or why it is not in the hands of the
 /// host's user. As `sshd`'s StrictModes: every directory passed through
-/// (the written path's, each link's, the real path's) and every link met
-/// must be owned by that user or root, and no such directory may be
-/// writable by every user unless sticky (`/tmp`: others cannot rename
-/// what is in it); then whoever else could change what the path names
-/// cannot, between this check and the read either. The file itself is
-/// checked once opened ([`open_trusted`]). A read-only file system is
-/// exempt: a Kubernetes ConfigMap's directory is mode 0777, a bind mount
-/// `:ro` keeps its files' owners (a read-only mount is taken as the
-/// operator's word that what is under it does not change). A group may
-/// write them: sharing with a group is the operator's choice.
+/// (the written path's, each link's, the real path's) must be kept as
+/// [`Keep::Trusted`] says, and every link met be made by that user or
+/// root; then whoever else could change what the path names cannot,
+/// between this check and the read either. The file itself is checked
+/// once opened ([`open_trusted`]).
 ///
 /// Found by review: a tools directory of mode 0777 let any local user
 /// drop in a manifest granting `/etc`, which `--watch` loaded; a link
@@ -143,25 +275,7 @@ pub fn trusted_path(path: &Path) -> Result<std::path::PathBuf, String> {
     let mut links = 0;
     let dir_ok = |dir: &Path| -> Result<(), String> {
         let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if read_only(dir) {
-            return Ok(());
-        }
-        if m.uid() != me && m.uid() != 0 {
-            return Err(format!(
-                "the directory {} belongs to another user (uid {}), who could swap what it holds; it must be toolhost's user's ({me}) or root's (`chown`, or mount it read-only)",
-                dir.display(),
-                m.uid()
-            ));
-        }
-        if m.mode() & 0o002 != 0 && m.mode() & 0o1000 == 0 {
-            return Err(format!(
-                "the directory {} may be written by every user (mode {:o}), who could swap what it holds; run `chmod o-w {}`",
-                dir.display(),
-                m.mode() & 0o7777,
-                dir.display()
-            ));
-        }
-        Ok(())
+        kept(dir, &m, Keep::Trusted).map_err(|e| e.to_string())
     };
     while let Some(name) = todo.pop_front() {
         match Path::new(&name).components().next() {
@@ -208,29 +322,10 @@ pub fn trusted_path(path: &Path) -> Result<std::path::PathBuf, String> {
 /// user: the opened file itself too (owned by that user or root, and
 /// writable by every user only on a read-only file system).
 pub fn open_trusted(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    use std::os::unix::fs::MetadataExt;
     let denied = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
     let real = trusted_path(path).map_err(denied)?;
     let (file, meta) = open_probed(&real, false)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if !read_only(&real) {
-        if meta.uid() != me && meta.uid() != 0 {
-            return Err(denied(format!(
-                "{} belongs to another user (uid {}), who could change what it says; it must be toolhost's user's ({me}) or root's (`chown`, or mount it read-only)",
-                real.display(),
-                meta.uid()
-            )));
-        }
-        if meta.mode() & 0o002 != 0 {
-            return Err(denied(format!(
-                "{} may be written by every user (mode {:o}); run `chmod o-w {}`",
-                real.display(),
-                meta.mode() & 0o7777,
-                real.display()
-            )));
-        }
-    }
+    kept(&real, &meta, Keep::Trusted).map_err(|e| denied(e.to_string()))?;
     Ok((file, meta))
 }
 
@@ -277,6 +372,58 @@ fn kind(t: &std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The four strengths of the one rule, by mode, for a file and a
+    /// directory this user owns (the owner checks are the integration
+    /// tests', which `chown` as root).
+    #[test]
+    fn each_keep_refuses_the_modes_it_says() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let dir = t.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let cases: &[(Keep, u32, bool, bool)] = &[
+            // (rule, mode, file kept, directory kept)
+            (Keep::Trusted, 0o644, true, true),
+            (Keep::Trusted, 0o664, true, true),
+            (Keep::Trusted, 0o666, false, false),
+            (Keep::Trusted, 0o1777, false, true),
+            (Keep::Secret, 0o600, true, true),
+            (Keep::Secret, 0o440, true, true),
+            (Keep::Secret, 0o644, false, false),
+            (Keep::Secret, 0o620, false, false),
+            (Keep::Secret, 0o1777, false, false),
+            (Keep::Owned, 0o755, true, true),
+            (Keep::Owned, 0o775, false, false),
+            (Keep::Owned, 0o757, false, false),
+            (Keep::Private, 0o700, true, true),
+            (Keep::Private, 0o740, false, false),
+            (Keep::Private, 0o704, false, false),
+        ];
+        for &(keep, mode, file_kept, dir_kept) in cases {
+            for (path, want) in [(&file, file_kept), (&dir, dir_kept)] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+                let meta = std::fs::metadata(path).unwrap();
+                let got = kept(path, &meta, keep);
+                assert_eq!(
+                    got.is_ok(),
+                    want,
+                    "{keep:?} {mode:o} {}: {got:?}",
+                    path.display()
+                );
+                if let Err(e) = got {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains(&format!("(mode {mode:o})")) && e.contains("run `chmod"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
 
     #[test]
     fn only_bounded_regular_files_are_read() {

@@ -160,19 +160,9 @@ pub struct Listed {
 /// Refuse `dir` unless the user owns it and nobody else may write to it
 /// (a symlink is judged by what it names: the store's root may be one).
 fn owned_and_private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let mode = meta.permissions().mode() & 0o777;
-    if meta.uid() != me || mode & 0o022 != 0 {
-        return Err(Error::Format(format!(
-            "the package store {} is owned by uid {} with mode {mode:o}: it must be yours ({me}) and writable by nobody else (chmod go-w)",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    Ok(())
+    toolhost::files::kept(dir, &meta, toolhost::files::Keep::Owned)
+        .map_err(|e| Error::Format(format!("the package store: {e}")))
 }
 
 /// Whether directory `dir` and its files are the user's and writable by
@@ -735,7 +725,10 @@ mod tests {
         for dir in [root.clone(), root.join("sha256"), root.join(".staging")] {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
             let e = Store::open(&root).unwrap_err().to_string();
-            assert!(e.contains("writable by nobody else"), "{e}");
+            assert!(
+                e.contains("may be written by other users (mode 777)"),
+                "{e}"
+            );
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         Store::open(&root).unwrap();

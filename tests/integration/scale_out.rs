@@ -419,7 +419,7 @@ fn a_bad_state_key_file_stops_the_server_naming_the_file() {
         let _ = server.kill();
         let out = server.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let said = stderr.contains(&format!("open to other users (mode {mode:o}:"));
+        let said = stderr.contains(&format!("(mode {mode:o}): anyone who reads it can seal"));
         assert_eq!(said, refused, "mode {mode:o}: {stderr}");
         assert!(
             !(refused && out.status.success()),

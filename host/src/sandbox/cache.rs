@@ -25,7 +25,7 @@
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -76,21 +76,14 @@ pub(crate) enum CacheError {
     Symlink(PathBuf),
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
-    #[error("{path} is owned by uid {owner}, not by this user (uid {me})")]
-    Owner { path: PathBuf, owner: u32, me: u32 },
-    #[error("{path} is open to other users (mode {mode:o}); run `chmod 700 {path}`")]
-    Mode { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    NotKept(#[from] crate::files::NotKept),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-fn me() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
-}
-
 /// Whether `meta` (of a file or directory) belongs to this user and no one
-/// else may write it.
+/// else may read or write it.
 fn private(path: &Path, meta: &std::fs::Metadata, dir: bool) -> Result<(), CacheError> {
     if meta.file_type().is_symlink() {
         return Err(CacheError::Symlink(path.to_owned()));
@@ -98,21 +91,7 @@ fn private(path: &Path, meta: &std::fs::Metadata, dir: bool) -> Result<(), Cache
     if dir && !meta.is_dir() {
         return Err(CacheError::NotADirectory(path.to_owned()));
     }
-    if meta.uid() != me() {
-        return Err(CacheError::Owner {
-            path: path.to_owned(),
-            owner: meta.uid(),
-            me: me(),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CacheError::Mode {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    Ok(())
+    Ok(crate::files::kept(path, meta, crate::files::Keep::Private)?)
 }
 
 impl Cache {
@@ -546,6 +525,7 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn engine() -> Engine {
         Engine::default()
@@ -559,7 +539,7 @@ mod tests {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(
             Cache::new(&d, &engine()),
-            Err(CacheError::Mode { .. })
+            Err(CacheError::NotKept(crate::files::NotKept::Mode { .. }))
         ));
         let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o777, "left as it was");
