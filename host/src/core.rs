@@ -111,7 +111,6 @@ impl CallRequest {
     }
     /// The call was admitted under its tenant's quotas already (see
     /// `quota`); the core holds the admission for the whole call.
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn admitted(mut self, a: Admission) -> Self {
         self.admission = Some(a);
         self
@@ -889,6 +888,28 @@ impl Core {
         }
     }
 
+    /// `req` admitted under its tenant's quotas now, if a front end has
+    /// work to do for it before the core runs it (a stateless read or get
+    /// opens its round: decrypting the client's state, digesting its
+    /// arguments), so that a tenant over its quotas is refused before that
+    /// work, as a call is at the HTTP door (found by review: a tenant over
+    /// its quota had 2 MB states decrypted under every key of the ring,
+    /// and was told the state was bad). Kept if admitted already.
+    #[cfg(feature = "mcp")]
+    pub(crate) fn admit_early(&self, req: CallRequest) -> Result<CallRequest, CallError> {
+        if req
+            .admission
+            .as_ref()
+            .is_some_and(|a| a.scope() == &req.scope)
+        {
+            return Ok(req);
+        }
+        match self.admit(&req.scope, &req.caller, &req.tool, true) {
+            Ok(a) => Ok(req.admitted(a)),
+            Err(q) => Err(over_quota_error(&req.tool, q)),
+        }
+    }
+
     /// Count and audit a quota refusal of `what`, and return it.
     fn over_quota(&self, scope: &Scope, caller: &str, what: &str, refused: OverQuota) -> OverQuota {
         self.refused(scope, refused.quota, caller, what, &refused.message);
@@ -1177,14 +1198,7 @@ impl Core {
                 )
                 .map_err(|q| {
                     tracing::Span::current().record("outcome", "over_quota");
-                    CallError::new(
-                        req.tool.as_str(),
-                        CallErrorKind::OverQuota {
-                            quota: q.quota,
-                            message: q.message,
-                            retry_after: q.retry_after,
-                        },
-                    )
+                    over_quota_error(&req.tool, q)
                 })?,
         };
         let admission = Arc::new(admission);
@@ -1717,6 +1731,18 @@ async fn by_deadline<F: Future>(deadline: tokio::time::Instant, fut: F) -> Optio
 /// guest's own deadline, enforced on its task, has not fired (see the call
 /// path).
 const DEADLINE_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A refusal under a tenant's quota, as a call of `tool` reports it.
+fn over_quota_error(tool: &str, q: OverQuota) -> CallError {
+    CallError::new(
+        tool,
+        CallErrorKind::OverQuota {
+            quota: q.quota,
+            message: q.message,
+            retry_after: q.retry_after,
+        },
+    )
+}
 
 /// The CPU time the calling thread has used.
 fn thread_cpu_time() -> Option<std::time::Duration> {

@@ -2160,3 +2160,64 @@ fn a_body_of_tiny_chunks_holds_about_what_it_is_counted() {
     assert!(grown < 64 << 10, "the server grew by {grown} KiB");
     drop(uploads);
 }
+
+/// A tenant over its quota is refused a stateless `prompts/get` before its
+/// round is opened: the client's `requestState` was decrypted under every
+/// key of the ring (and its arguments digested) first, and a tenant over
+/// its `calls-per-minute` was told its bogus state was bad, the work done
+/// for nothing and charged to no one (found by review).
+#[test]
+fn a_get_over_quota_is_refused_before_its_state_is_opened() {
+    let dir = ToolDir::new();
+    let root = dir.path();
+    let base = root.join("base");
+    std::fs::create_dir(&base).unwrap();
+    copy_tool(&tools_dir(), "prompts", &base);
+    std::fs::write(
+        root.join("toolhost.toml"),
+        format!(
+            "[engine]\ncache-dir = \"{}\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"prompts\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 1\n",
+            crate::support::root().join("target/test-cache").display(),
+            sha(TOKEN_A)
+        ),
+    )
+    .unwrap();
+    let server = HttpServe::start_env(
+        &[
+            "--watch",
+            "false",
+            "--config",
+            &root.join("toolhost.toml").display().to_string(),
+            "--tools",
+            &base.display().to_string(),
+        ],
+        &[],
+    );
+    let addr = server.addr();
+    let get = |state: Option<&str>| {
+        let mut params = json!({"name": "summarize", "arguments": {"text": "a b c"}});
+        if let Some(s) = state {
+            params["requestState"] = s.into();
+        }
+        rpc(
+            &addr,
+            Some(TOKEN_A),
+            "prompts/get",
+            params,
+            Some("summarize"),
+        )
+    };
+    // Its one call a minute.
+    let (st, resp) = get(None);
+    assert_eq!(st, 200, "{resp}");
+    assert!(body_json(&resp)["result"]["messages"].is_array(), "{resp}");
+    // Over its quota, with a state this server never issued: the quota
+    // answers, not the state's check.
+    let (_, resp) = get(Some(&"A".repeat(4096)));
+    let v = body_json(&resp);
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("over its quota `calls-per-minute = 1`"),
+        "{v}"
+    );
+}

@@ -546,8 +546,16 @@ impl TenantServer {
 
     /// Answer a call the stateless lane took (see `stateless_call`) within
     /// the server's bounds. Its sandbox is reset, and the next one
-    /// prepared, once the answer has been written (`toolhost::reply_first`,
-    /// see `AfterTurn`), as stdio and the agent do.
+    /// prepared, once the connection's task has ended this turn
+    /// (`AfterReply::after_this_turn`), in which hyper writes the answer
+    /// it is handed: after the reply, as stdio and the agent do.
+    ///
+    /// Not when the response's body is dropped: a client that reads
+    /// nothing can stall the connection's writes for good, hyper then
+    /// never takes the body, and the finished sandbox (its pool slot, its
+    /// memory, its tenant's shares) was held for as long as the client
+    /// kept the connection: pipelined head-only requests filled the
+    /// write buffer (found by review).
     async fn answer_stateless(
         &self,
         held: Arc<OpenRequest>,
@@ -556,10 +564,11 @@ impl TenantServer {
     ) -> Response {
         let answer = call.answer(self.server.new_session(), self.streams.child_token(), parts);
         let ((status, body), after) = crate::reply_first(answer).await;
+        after.after_this_turn();
         let body = http_body_util::Full::new(bytes::Bytes::from(body));
         let mut response = Response::new(Body::new(Holding {
             inner: body,
-            _held: (held, AfterTurn(Some(after))),
+            _held: held,
         }));
         *response.status_mut() = status;
         response.headers_mut().insert(
@@ -567,20 +576,6 @@ impl TenantServer {
             header::HeaderValue::from_static("application/json"),
         );
         response
-    }
-}
-
-/// What a call left for after its reply, done once the connection's task
-/// has ended its turn: hyper drops a response's body when it has taken
-/// its last frame, before it writes and flushes the response, so done
-/// when the body drops it would delay the very response it follows.
-struct AfterTurn(Option<crate::AfterReply>);
-
-impl Drop for AfterTurn {
-    fn drop(&mut self) {
-        if let Some(after) = self.0.take() {
-            after.after_this_turn();
-        }
     }
 }
 

@@ -842,6 +842,13 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.closing()?;
+        // Admitted before its round opens (see `Core::admit_early`).
+        let request = self.request(&req.uri, None, &ctx);
+        let request = self
+            .shared
+            .core
+            .admit_early(request)
+            .map_err(served_error)?;
         let (round, client) = self.open_round(
             "resource",
             &req.uri,
@@ -850,7 +857,7 @@ impl ServerHandler for McpServer {
             req.request_state.as_deref(),
             req.input_responses,
         )?;
-        let request = self.request(&req.uri, None, &ctx).client(client);
+        let request = request.client(client);
         let r = self
             .shared
             .calls
@@ -911,7 +918,14 @@ impl ServerHandler for McpServer {
         ctx: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         self.closing()?;
-        let args = serde_json::Value::Object(req.arguments.clone().unwrap_or_default());
+        // Admitted before its round opens (see `Core::admit_early`).
+        let request = self.request(&req.name, None, &ctx);
+        let mut request = self
+            .shared
+            .core
+            .admit_early(request)
+            .map_err(served_error)?;
+        let args = serde_json::Value::Object(req.arguments.unwrap_or_default());
         let (round, client) = self.open_round(
             "prompt",
             &req.name,
@@ -920,7 +934,11 @@ impl ServerHandler for McpServer {
             req.request_state.as_deref(),
             req.input_responses,
         )?;
-        let request = self.request(&req.name, req.arguments, &ctx).client(client);
+        // The arguments back, not copied (a prompt's may be large).
+        if let serde_json::Value::Object(args) = args {
+            request.arguments = Some(args);
+        }
+        let request = request.client(client);
         let r = self
             .shared
             .calls
