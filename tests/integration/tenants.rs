@@ -731,6 +731,21 @@ fn jwts_select_the_tenant_and_bad_ones_are_refused() {
             let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&key).unwrap();
             format!("{signed}.{}", b64(pair.sign(signed.as_bytes()).as_ref()))
         }),
+        // The same, `crit` given twice (read as no `crit` at all, it
+        // would pass).
+        ("critical extensions", {
+            let h = b64(br#"{"alg":"EdDSA","kid":"k1","crit":["foo"],"crit":["foo"],"foo":1}"#);
+            let signed = format!("{h}.{}", b64(good.to_string().as_bytes()));
+            let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&key).unwrap();
+            format!("{signed}.{}", b64(pair.sign(signed.as_bytes()).as_ref()))
+        }),
+        // A review's case: a header of 48 KB, parsed once and then again
+        // for every key tried, by anyone: refused before it is decoded.
+        ("header is too large", {
+            let zeros = vec!["0"; 20_000].join(",");
+            let h = b64(format!(r#"{{"alg":"EdDSA","z":[{zeros}]}}"#).as_bytes());
+            format!("{h}.{}.{}", b64(good.to_string().as_bytes()), b64(&[0; 64]))
+        }),
     ];
     for (why, token) in refused {
         let (st, resp) = rpc(&addr, Some(&token), "tools/list", json!({}), None);
