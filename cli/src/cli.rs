@@ -581,7 +581,8 @@ struct ServeOpts {
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_connections_per_address: usize,
     /// How long an HTTP client may take to send a request's headers (also
-    /// the longest an idle keep-alive connection stays open).
+    /// the longest a request's body may send nothing, and the longest an
+    /// idle keep-alive connection stays open).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
     header_read_timeout: std::time::Duration,
     /// 2025-11-25 HTTP sessions held open at once per tenant (or by a

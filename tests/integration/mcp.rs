@@ -1880,6 +1880,64 @@ async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
     assert_eq!(status, 200);
 }
 
+/// A body that stops coming is refused once it has sent nothing for the
+/// header timeout, not held until the request's timeout: one tenant's
+/// silent bodies held every connection a host's descriptors allowed for
+/// 120 s each (found by review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = echo_http_server(|o| {
+        o.header_read_timeout = Duration::from_millis(300);
+        o.request_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    s.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..10]
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp))
+        .await
+        .expect("an answer well before the request timeout")
+        .unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 408") && resp.contains("request body stalled"),
+        "{resp}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "{resp}");
+    // A body that keeps coming, however slowly, is read whole.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for part in body.as_bytes().chunks(10) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(part).await.unwrap();
+    }
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!resp.starts_with("HTTP/1.1 408"), "{resp}");
+}
+
 /// `echo` served over HTTP in this process, with `opts` changed by `set`;
 /// its address.
 async fn echo_http_server(

@@ -2236,3 +2236,55 @@ fn a_get_over_quota_is_refused_before_its_state_is_opened() {
         "{v}"
     );
 }
+
+/// A tenant keeps at most half the connections the server accepts open,
+/// whatever its `max-open-requests` says: where the descriptor limit
+/// lowered the connections to 768, one tenant's default 1,024 silent
+/// requests held every one and locked the other tenants out (found by
+/// review).
+#[test]
+fn a_tenant_holds_at_most_half_the_connections() {
+    use std::io::Write as _;
+    let s = Setup::new("");
+    let root = s.dir.path();
+    let server = HttpServe::start_env(
+        &[
+            "--watch",
+            "false",
+            "--max-connections",
+            "8",
+            "--config",
+            &root.join("toolhost.toml").display().to_string(),
+            "--tools",
+            &root.join("base").display().to_string(),
+        ],
+        &[],
+    );
+    let addr = server.addr();
+    // Four requests whose bodies are on their way: alpha's most.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{{"
+        )
+        .unwrap();
+        held.push(c);
+    }
+    let over = (0..100).find_map(|_| {
+        let (st, resp) = rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None);
+        (st == 429).then_some(resp).or_else(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            None
+        })
+    });
+    let resp = over.expect("alpha's fifth request was not refused");
+    assert!(
+        resp.contains("tenant `alpha`") && resp.contains("max-open-requests = 4"),
+        "{resp}"
+    );
+    // Beta is served on the connections left.
+    assert!(!list(&addr, TOKEN_B).is_empty());
+    drop(held);
+}

@@ -52,13 +52,18 @@ pub(crate) struct Bounds {
 /// host keeps for itself allow (less room for its own files: the audit
 /// log, the compile cache, reloads).
 pub(super) fn connection_cap(wanted: usize) -> usize {
-    let room = crate::caps::fs::enforce::host_descriptors().saturating_sub(256);
+    let room = connection_room();
     if wanted > room {
         tracing::warn!(
             "max connections lowered from {wanted} to {room}: the process's descriptor limit leaves no more (raise `ulimit -n`)"
         );
     }
     wanted.min(room).max(1)
+}
+
+/// The connections the descriptors the host keeps for itself allow.
+pub(super) fn connection_room() -> usize {
+    crate::caps::fs::enforce::host_descriptors().saturating_sub(256)
 }
 
 /// The host a `Host` header names (an authority: `name`, `name:port`,

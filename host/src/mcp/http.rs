@@ -31,7 +31,6 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,8 +70,9 @@ pub struct HttpOptions {
     /// connection comes from its address (bound clients there, as its
     /// `limit_conn` does). Set it when clients connect directly.
     pub max_connections_per_address: usize,
-    /// How long a client may take to send a request's headers (and the
-    /// longest an idle keep-alive connection stays open).
+    /// How long a client may take to send a request's headers, the longest
+    /// a request's body may send nothing, and the longest an idle
+    /// keep-alive connection stays open.
     pub header_read_timeout: Duration,
     /// 2025-11-25 sessions held at once per tenant (or by a tenantless
     /// server), unless the tenant's `max-sessions` says otherwise: past
@@ -190,8 +190,26 @@ struct Services {
     config: StreamableHttpServerConfig,
     /// What a server may hold open when its tenant does not say.
     defaults: Holds,
-    /// Connections the endpoint accepts at once.
+    /// Connections the endpoint accepts at once: `--max-connections`, or
+    /// fewer if the process's descriptors allow no more.
     max_connections: usize,
+}
+
+impl Services {
+    /// The most requests one tenant keeps open: half the connections the
+    /// endpoint accepts, whatever its `max-open-requests` says. Where
+    /// descriptors lowered the connections to 768, one tenant's default
+    /// of 1,024 silent requests held every one of them (found by review).
+    fn most_open(&self) -> usize {
+        (self.max_connections / 2).max(1)
+    }
+
+    /// What `tenant` may hold open on this endpoint.
+    fn holds(&self, tenant: &crate::tenant::Tenant) -> Holds {
+        let mut h = self.defaults.with(&tenant.quotas);
+        h.open_requests = h.open_requests.min(self.most_open());
+        h
+    }
 }
 
 /// What one tenant (or a tenantless server) may hold open on this server.
@@ -418,7 +436,8 @@ impl TenantServer {
         too_many(&message, 1, None)
     }
 
-    /// Read a POST body whole (413 past `max_body`), each part counted in
+    /// Read a POST body whole (413 past `bounds.max`; 408 if no byte comes
+    /// for `bounds.idle`), each part counted in
     /// `held` against `holds.request_bytes` as it arrives (429 past it;
     /// 413 if this body alone passes it). Counted as it arrives, not
     /// after: a slow upload holds its bytes too. Once whole, what parsing
@@ -429,12 +448,13 @@ impl TenantServer {
         &self,
         who: &str,
         body: Body,
-        max_body: usize,
+        bounds: BodyBounds,
         holds: Holds,
         held: &mut OpenRequest,
     ) -> Result<bytes::Bytes, Response> {
         use http_body::Body as _;
         let max = holds.request_bytes;
+        let max_body = bounds.max;
         let mut body = http_body_util::Limited::new(body, max_body);
         // Each part is copied into one buffer as it comes, and what the
         // buffer reserves is counted: keeping the parts counted their bytes
@@ -448,7 +468,25 @@ impl TenantServer {
             self.take_body(who, held, n, max)?;
             joined.reserve_exact(n);
         }
-        while let Some(frame) = body.frame().await {
+        loop {
+            // A body that sends nothing for `idle` is refused: it held its
+            // connection and its tenant's count until the request's
+            // timeout (120 s), and one tenant's 1,024 silent bodies held
+            // every connection a host of 4,096 descriptors allows (found
+            // by review). The timer is made only for a part not there yet.
+            let mut idle =
+                crate::scheduler::LazyTimer::new(tokio::time::Instant::now() + bounds.idle);
+            let next = std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(f) = std::pin::Pin::new(&mut body).poll_frame(cx) {
+                    return std::task::Poll::Ready(Some(f));
+                }
+                idle.poll(cx).map(|()| None)
+            })
+            .await;
+            let Some(frame) = next else {
+                return Err(body_stalled(bounds.idle));
+            };
+            let Some(frame) = frame else { break };
             let Ok(frame) = frame else {
                 return Err(body_too_large(None));
             };
@@ -704,7 +742,7 @@ impl TenantTable {
                         .position(|x| x.tenant.name == *name)
                         .map(|i| o.servers[i].clone())
                 });
-                let holds = services.defaults.with(&g.tenant.quotas);
+                let holds = services.holds(&g.tenant);
                 match kept {
                     Some(kept) => {
                         kept.sessions.set_max(holds.sessions);
@@ -722,16 +760,15 @@ impl TenantTable {
                 }
             })
             .collect();
-        if tenancy.tenants.len() > 1 {
-            for g in &tenancy.tenants {
-                let n = services.defaults.with(&g.tenant.quotas).open_requests;
-                if n >= services.max_connections {
-                    tracing::warn!(
-                        "tenant `{}` may keep {n} requests open, as many as the {} connections the server accepts: its streams could take every connection from the other tenants; lower its max-open-requests or raise --max-connections",
-                        g.tenant.name,
-                        services.max_connections
-                    );
-                }
+        for g in &tenancy.tenants {
+            let n = services.defaults.with(&g.tenant.quotas).open_requests;
+            if n > services.most_open() {
+                tracing::warn!(
+                    "tenant `{}`: max-open-requests {n} lowered to {}, half the {} connections the server accepts, so that its requests cannot take every connection from the other tenants (raise --max-connections, or `ulimit -n` if descriptors lowered it)",
+                    g.tenant.name,
+                    services.most_open(),
+                    services.max_connections
+                );
             }
         }
         let resource = tenancy
@@ -852,7 +889,10 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(bound_addr(&listener), &opts, &sessions),
             defaults: Holds::of(&opts),
-            max_connections: opts.max_connections,
+            max_connections: opts
+                .max_connections
+                .min(super::accept::connection_room())
+                .max(1),
         };
         let owner = format!("scope:{}", server.scope().as_str());
         let served = services.make(server, owner, services.defaults);
@@ -887,7 +927,10 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(addr, &opts, &sessions),
             defaults: Holds::of(&opts),
-            max_connections: opts.max_connections,
+            max_connections: opts
+                .max_connections
+                .min(super::accept::connection_room())
+                .max(1),
         };
         let default_resource = format!("http://{addr}/mcp");
         let table = TenantTable::new(&core, &services, &default_resource, tenancy, None);
@@ -938,13 +981,13 @@ impl HttpServer {
                 .route("/mcp", axum::routing::any(single_mcp))
                 .with_state(SingleRoute {
                     served: served.clone(),
-                    max_body: self.opts.max_body_bytes,
+                    body: BodyBounds::of(&self.opts),
                     holds: Holds::of(&self.opts),
                 }),
             Front::Tenants(front) => {
                 let routes = TenantRoutes {
                     front: front.clone(),
-                    max_body: self.opts.max_body_bytes,
+                    body: BodyBounds::of(&self.opts),
                 };
                 axum::Router::new()
                     .route("/mcp", axum::routing::any(tenant_mcp))
@@ -1166,7 +1209,25 @@ async fn require_bearer(
 #[derive(Clone)]
 struct TenantRoutes {
     front: Arc<TenantFront>,
-    max_body: usize,
+    body: BodyBounds,
+}
+
+/// How a POST body is read: at most `max` bytes, and never `idle` without
+/// one.
+#[derive(Clone, Copy)]
+struct BodyBounds {
+    max: usize,
+    idle: Duration,
+}
+
+impl BodyBounds {
+    fn of(opts: &HttpOptions) -> BodyBounds {
+        BodyBounds {
+            max: opts.max_body_bytes,
+            // As long as the headers may take.
+            idle: opts.header_read_timeout.max(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Register a bound listener as toolhost's own: no tool may connect to it.
@@ -1258,7 +1319,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // server, and so its count.
     let (mut holds, mut held) = {
         let tenant = &table.tenancy.tenants[i].tenant;
-        let holds = r.front.services.defaults.with(&tenant.quotas);
+        let holds = r.front.services.holds(tenant);
         let server = &table.servers[i];
         match server.open(holds.open_requests) {
             Some(held) => (holds, held),
@@ -1279,7 +1340,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     let bytes = {
         let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
         match table.servers[i]
-            .read_body(&who, body, r.max_body, holds, &mut held)
+            .read_body(&who, body, r.body, holds, &mut held)
             .await
         {
             Ok(b) => b,
@@ -1299,7 +1360,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 // the tenant's (removed, then added again) has a count of
                 // its own.
                 let tenant = &now.tenancy.tenants[j].tenant;
-                holds = r.front.services.defaults.with(&tenant.quotas);
+                holds = r.front.services.holds(tenant);
                 if !now.servers[j].same_count(&table.servers[i]) {
                     let who = format!("tenant `{}`", tenant.name);
                     // The body as the old server counted it (its bytes and
@@ -1354,6 +1415,18 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             req,
         )
         .await
+}
+
+/// 408 for a body that sent nothing for `idle`.
+fn body_stalled(idle: Duration) -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "request body stalled: no byte of it for {} ms\n",
+            idle.as_millis()
+        ),
+    )
+        .into_response()
 }
 
 /// 413, naming the tenant's `max-request-bytes` when that is what a body
@@ -1444,7 +1517,7 @@ struct SingleRoute {
     /// Shared: axum clones the state for every request, and a server's
     /// clone copies its service's config (host and origin lists).
     served: Arc<TenantServer>,
-    max_body: usize,
+    body: BodyBounds,
     holds: Holds,
 }
 
@@ -1465,7 +1538,7 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let bytes = match r
         .served
-        .read_body(WHO, body, r.max_body, r.holds, &mut held)
+        .read_body(WHO, body, r.body, r.holds, &mut held)
         .await
     {
         Ok(b) => b,
