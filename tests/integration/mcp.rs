@@ -1904,7 +1904,7 @@ async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
     )
     .await
     .unwrap();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut resp = String::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_string(&mut resp))
         .await
