@@ -234,6 +234,26 @@ impl ScopeQuota {
         Ok(())
     }
 
+    /// The refusal of a request of this tenant's while its fuel budget is
+    /// spent, if it is; else `None`.
+    #[cfg(feature = "http")]
+    fn fuel_spent(&self) -> Option<OverQuota> {
+        let limits = self.limits.load();
+        limits
+            .fuel
+            .as_ref()
+            .and_then(|b| self.over(b, "fuel-per-minute"))
+    }
+
+    /// Charge `fuel` of host work done for this tenant outside a call to
+    /// its fuel budget, if it has one.
+    #[cfg(feature = "http")]
+    fn charge_fuel(&self, fuel: u64) {
+        if let Some(b) = &self.limits.load().fuel {
+            b.charge(fuel);
+        }
+    }
+
     /// Admit one call now, or say which quota it is over and when to retry.
     /// `rate`: count it against `calls-per-minute` (a listing is not a
     /// call, but still takes a slot and burns fuel).
@@ -331,6 +351,29 @@ impl QuotaBook {
     #[cfg(feature = "mcp")]
     pub(crate) fn resend(&self, scope: &Scope, bytes: u64) -> Result<(), OverQuota> {
         self.scopes.get(scope).map_or(Ok(()), |q| q.resend(bytes))
+    }
+
+    /// Whether `scope`'s tenant has a fuel budget (its host work is worth
+    /// measuring).
+    #[cfg(feature = "http")]
+    pub(crate) fn meters_fuel(&self, scope: &Scope) -> bool {
+        self.scopes
+            .get(scope)
+            .is_some_and(|q| q.limits.load().fuel.is_some())
+    }
+
+    /// The refusal of `scope`'s requests while its fuel budget is spent.
+    #[cfg(feature = "http")]
+    pub(crate) fn fuel_spent(&self, scope: &Scope) -> Option<OverQuota> {
+        self.scopes.get(scope)?.fuel_spent()
+    }
+
+    /// Charge `fuel` of host work done for `scope` outside a call.
+    #[cfg(feature = "http")]
+    pub(crate) fn charge_fuel(&self, scope: &Scope, fuel: u64) {
+        if let Some(q) = self.scopes.get(scope) {
+            q.charge_fuel(fuel);
+        }
     }
 
     /// Admit a call of `scope` now, or say which quota it is over (`rate`:

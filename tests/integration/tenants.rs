@@ -2288,3 +2288,55 @@ fn a_tenant_holds_at_most_half_the_connections() {
     assert!(!list(&addr, TOKEN_B).is_empty());
     drop(held);
 }
+
+/// The host's reading and parsing of a tenant's requests is charged to its
+/// `fuel-per-minute`, calls or not; while the budget is spent, its
+/// requests are refused (a large body before it is read) and only small
+/// notifications and answers still pass. A `tools/list` with 60,000 keys
+/// of junk in its parameters cost 44 ms of parsing, charged to no one, and
+/// two connections' worth slowed another tenant's calls 13-fold (found by
+/// review).
+#[test]
+fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
+    let (s, _log) = with_audited_tenant("parser", "parser-token", "fuel-per-minute = 1000000");
+    let server = s.serve();
+    let addr = server.addr();
+    let junk: serde_json::Map<String, Value> =
+        (0..60_000).map(|i| (format!("k{i}"), json!(0))).collect();
+    let list_with = |params: Value| rpc(&addr, Some("parser-token"), "tools/list", params, None);
+    // The budget is positive: served, and its parse overdraws it (about
+    // 40 ms of a debug build's CPU against 1 ms a minute).
+    let (st, resp) = list_with(json!({"junk": junk}));
+    assert_eq!(st, 200, "{resp}");
+    // Then a small request is refused after its parse, naming the quota...
+    let (st, resp) = list_with(json!({}));
+    assert_eq!(st, 429, "{resp}");
+    let v = body_json(&resp);
+    assert_eq!(v["id"], 7, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant `parser` is over its quota `fuel-per-minute = 1000000`"),
+        "{v}"
+    );
+    // ...a large one before it is read...
+    let (st, resp) = list_with(json!({"junk": junk}));
+    assert_eq!(st, 429, "{resp}");
+    assert!(resp.contains("fuel-per-minute"), "{resp}");
+    // ...and a notification still passes.
+    let (st, resp) = http(
+        &addr,
+        "POST",
+        "/mcp",
+        &[
+            ("Authorization", "Bearer parser-token"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "notifications/cancelled"),
+        ],
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "_meta": meta(json!({}))}}).to_string(),
+    );
+    assert_ne!(st, 429, "{resp}");
+    // Another tenant is not touched.
+    assert!(!list(&addr, TOKEN_A).is_empty());
+}

@@ -451,6 +451,7 @@ impl TenantServer {
         bounds: BodyBounds,
         holds: Holds,
         held: &mut OpenRequest,
+        cpu: Option<&mut Duration>,
     ) -> Result<bytes::Bytes, Response> {
         use http_body::Body as _;
         let max = holds.request_bytes;
@@ -513,7 +514,8 @@ impl TenantServer {
         joined.shrink_to_fit();
         held.give_back(reserved.saturating_sub(joined.capacity()));
         let body = bytes::Bytes::from(joined);
-        self.take_body(who, held, crate::weight::parsed_weight(&body), max)?;
+        let weight = measured(cpu, || crate::weight::parsed_weight(&body));
+        self.take_body(who, held, weight, max)?;
         Ok(body)
     }
 
@@ -1337,10 +1339,37 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             .serve(&who, holds, Arc::new(held), None, None, req)
             .await;
     }
+    // A tenant with a fuel budget pays for the host's reading and parsing
+    // of its requests (`Core::charge_request`); while the budget is spent,
+    // a body that is not small is refused before it is read. Small ones
+    // still are (a cancellation, an answer to the host's question), and
+    // refused after their parse if they are requests (calls are admitted
+    // at their own door, `admit_call`).
+    let metered = {
+        let scope = table.servers[i].server.scope();
+        let metered = r.front.core.meters_requests(scope);
+        let small = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n <= SMALL_BODY);
+        if metered
+            && !small
+            && let Some(q) = r.front.core.refuse_request(
+                scope,
+                &format!("mcp-http:{}", scope.as_str()),
+                "request",
+            )
+        {
+            return too_many(&q.message, q.retry_after.as_secs(), None);
+        }
+        metered
+    };
+    let mut cpu = metered.then_some(Duration::ZERO);
     let bytes = {
         let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
         match table.servers[i]
-            .read_body(&who, body, r.body, holds, &mut held)
+            .read_body(&who, body, r.body, holds, &mut held, cpu.as_mut())
             .await
         {
             Ok(b) => b,
@@ -1390,13 +1419,44 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     }
     let held = Arc::new(held);
     let server = &table.servers[i];
-    let post = match Post::read(server, &parts, &bytes) {
-        Ok(p) => p,
-        Err(refused) => return refused,
-    };
+    #[allow(clippy::result_large_err, reason = "the error is the response")]
+    let post = measured(cpu.as_mut(), || Post::read(server, &parts, &bytes));
     let tenant = &table.tenancy.tenants[i].tenant;
     let caller = format!("mcp-http:{}", tenant.name);
-    if let Err(refused) = server.admit_call(&caller, &post, &held, &mut parts) {
+    // Charged once the request is judged on the balance before it: the
+    // request (or call) that spends the budget is served, as a call that
+    // overdraws it runs. rmcp's service parses the body once more, as
+    // `Post::read` did.
+    let scope = server.server.scope();
+    let times = if matches!(post, Ok(Post::Rmcp(_))) {
+        2
+    } else {
+        1
+    };
+    let pay = || {
+        if let Some(cpu) = cpu {
+            r.front.core.charge_request(scope, cpu * times);
+        }
+    };
+    if cpu.is_some()
+        && let Ok(Post::Rmcp(p)) = &post
+        && p.call.is_none()
+        && p.id.is_some()
+        && let Some(q) = r.front.core.refuse_request(scope, &caller, "request")
+    {
+        pay();
+        return too_many(&q.message, q.retry_after.as_secs(), p.id.clone());
+    }
+    let post = match post {
+        Ok(p) => p,
+        Err(refused) => {
+            pay();
+            return refused;
+        }
+    };
+    let admitted = server.admit_call(&caller, &post, &held, &mut parts);
+    pay();
+    if let Err(refused) = admitted {
         return refused;
     }
     let parsed = match post {
@@ -1415,6 +1475,21 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             req,
         )
         .await
+}
+
+/// The largest body a tenant whose fuel budget is spent may still send
+/// (a cancellation, an answer to a question of the host's).
+const SMALL_BODY: usize = 64 << 10;
+
+/// `f()`, its thread's CPU time added to `cpu` if given.
+fn measured<T>(cpu: Option<&mut Duration>, f: impl FnOnce() -> T) -> T {
+    let Some(cpu) = cpu else { return f() };
+    let before = crate::core::thread_cpu_time();
+    let out = f();
+    if let Some((a, b)) = before.zip(crate::core::thread_cpu_time()) {
+        *cpu += b.saturating_sub(a);
+    }
+    out
 }
 
 /// 408 for a body that sent nothing for `idle`.
@@ -1538,7 +1613,7 @@ async fn single_mcp(State(r): State<SingleRoute>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let bytes = match r
         .served
-        .read_body(WHO, body, r.body, r.holds, &mut held)
+        .read_body(WHO, body, r.body, r.holds, &mut held, None)
         .await
     {
         Ok(b) => b,
