@@ -855,12 +855,13 @@ async fn reload(
             "a server started with `[[tenant]]`s keeps at least one; restart it to serve without tenants"
         ),
         Some(_) => Some(toolhost::mcp::Tenancy::new(&config.tenants, &config.auth)?),
-        None if !config.tenants.is_empty() && old.tenants.is_empty() => {
-            eprintln!(
-                "toolhost: the config now has `[[tenant]]`s; a server started without them serves them after a restart"
-            );
-            None
-        }
+        // Refused whole, not half applied: the tenants' caps and quotas
+        // would change while the server went on serving its one scope as
+        // before (found by review: an operator adding tenants to lock a
+        // server down was told it would take a restart, and was not).
+        None if !config.tenants.is_empty() && old.tenants.is_empty() => anyhow::bail!(
+            "a server started without `[[tenant]]`s serves its one scope until it is restarted; restart it to serve tenants"
+        ),
         None => None,
     };
     let sources = all_sources(host, &config)?;

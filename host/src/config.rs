@@ -117,7 +117,8 @@ pub struct EngineConfig {
     /// grows. Each scope (tenant, agent) may hold at most its `pool-share`
     /// of it. A call refused memory by this bound while under its own
     /// limit fails with [`CallErrorKind::SharedMemoryExhausted`](crate::CallErrorKind).
-    /// Default: half the machine's physical memory.
+    /// Default: half the lower of the machine's physical memory and the
+    /// process's cgroup memory limit (8 GiB if neither can be read).
     pub max_memory: u64,
     /// Granularity of wall-clock deadlines and cancellation.
     pub epoch_tick: Duration,
@@ -586,7 +587,7 @@ const TOP_KEYS: &str = "[engine], [limits], [fs], [env], [network], [client], [o
 const TASKS_KEYS: &str = "max, keep, after, max-bytes";
 const AUDIT_KEYS: &str =
     "path, fsync, fsync-interval, max-size, keep, queue, raw-arguments, redact";
-const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, prepare-after-reply, load-parallelism, describe-timeout, guest-priority, guest-threads";
+const ENGINE_KEYS: &str = "cache-dir, max-instances, max-memory, epoch-tick, max-wasm-stack, memory-keep-resident, pagemap-scan, prewarm, prewarm-memory, prepare-after-reply, prepared-idle, load-parallelism, describe-timeout, guest-priority, guest-threads";
 pub(crate) const LIMITS_KEYS: &str =
     "timeout, memory, fuel, max-output, max-concurrency, handles, pool-share";
 pub(crate) const FS_KEYS: &str = "roots, deny-rw, default-quota, max-quota, max-open";

@@ -89,6 +89,18 @@ impl Budget {
         self.refill(&mut s);
         s.0 -= n as f64;
     }
+
+    /// Take `n` off the balance, but never below a minute's worth of debt
+    /// (or below where it is): host work outside calls (parsing requests)
+    /// keeps a tenant waiting a minute at most, however much of it the
+    /// tenant sent meanwhile (its requests are refused then anyway).
+    #[cfg(feature = "http")]
+    fn charge_to_a_minute(&self, n: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.refill(&mut s);
+        let floor = (-(self.per_minute as f64)).min(s.0);
+        s.0 = (s.0 - n as f64).max(floor);
+    }
 }
 
 /// Whole seconds to wait (rounded up, at least 1): what `Retry-After` and
@@ -250,7 +262,7 @@ impl ScopeQuota {
     #[cfg(feature = "http")]
     fn charge_fuel(&self, fuel: u64) {
         if let Some(b) = &self.limits.load().fuel {
-            b.charge(fuel);
+            b.charge_to_a_minute(fuel);
         }
     }
 

@@ -2320,11 +2320,37 @@ fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
             .contains("tenant `parser` is over its quota `fuel-per-minute = 1000000`"),
         "{v}"
     );
-    // ...a large one before it is read...
+    // (however much the parse cost, the host's work outside calls leaves
+    // its tenant a minute's wait at most)...
+    let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=61).contains(&retry), "{resp}");
+    // ...a large one before it is read, a notification of 8 KB of junk
+    // too, and a body that is no message...
     let (st, resp) = list_with(json!({"junk": junk}));
     assert_eq!(st, 429, "{resp}");
     assert!(resp.contains("fuel-per-minute"), "{resp}");
-    // ...and a notification still passes.
+    let notify = |body: &str| {
+        http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", "Bearer parser-token"),
+                ("MCP-Protocol-Version", "2026-07-28"),
+                ("Mcp-Method", "notifications/cancelled"),
+            ],
+            body,
+        )
+    };
+    let heavy = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "junk": vec![json!([]); 4000]}});
+    let (st, resp) = notify(&heavy.to_string());
+    assert_eq!(st, 429, "{resp}");
+    let (st, resp) = notify(&"[".repeat(2000));
+    assert_eq!(st, 429, "{resp}");
+    // ...while a ping, and a small notification, still pass.
+    // (2026-07-28 has no `ping`: refused for that, not for the quota.)
+    let (st, resp) = rpc(&addr, Some("parser-token"), "ping", json!({}), None);
+    assert!(st != 429 && !resp.contains("quota"), "{resp}");
     let (st, resp) = http(
         &addr,
         "POST",
@@ -2339,4 +2365,57 @@ fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
     assert_ne!(st, 429, "{resp}");
     // Another tenant is not touched.
     assert!(!list(&addr, TOKEN_A).is_empty());
+}
+
+/// A server started without tenants refuses a reload that adds them,
+/// whole: it went on serving its one scope to anyone who could reach it
+/// while the new tenants' caps and quotas were applied to scopes no one
+/// reached, and said so only in a line that read like a plan (found by
+/// review).
+#[test]
+fn a_server_without_tenants_refuses_a_reload_that_adds_them() {
+    let dir = ToolDir::new();
+    let root = dir.path();
+    let base = root.join("base");
+    std::fs::create_dir(&base).unwrap();
+    copy_tool(&tools_dir(), "echo", &base);
+    let cfg = root.join("toolhost.toml");
+    let engine = format!(
+        "[engine]\ncache-dir = \"{}\"\n",
+        crate::support::root().join("target/test-cache").display()
+    );
+    std::fs::write(&cfg, &engine).unwrap();
+    let server = HttpServe::start_env(
+        &[
+            "--watch",
+            "false",
+            "--config",
+            &cfg.display().to_string(),
+            "--tools",
+            &base.display().to_string(),
+        ],
+        &[],
+    );
+    let addr = server.addr();
+    assert_eq!(rpc(&addr, None, "tools/list", json!({}), None).0, 200);
+    std::fs::write(
+        &cfg,
+        format!("{engine}{}", tenant_entry("alpha", "echo", TOKEN_A, "")),
+    )
+    .unwrap();
+    sighup(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server.stderr().contains("reload refused") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal in:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        server.stderr().contains("restart it to serve tenants"),
+        "{}",
+        server.stderr()
+    );
 }

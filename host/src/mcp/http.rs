@@ -1341,10 +1341,10 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     }
     // A tenant with a fuel budget pays for the host's reading and parsing
     // of its requests (`Core::charge_request`); while the budget is spent,
-    // a body that is not small is refused before it is read. Small ones
-    // still are (a cancellation, an answer to the host's question), and
-    // refused after their parse if they are requests (calls are admitted
-    // at their own door, `admit_call`).
+    // a body that is not small (or of no stated length) is refused before
+    // it is read. Small ones are read, and refused after their parse
+    // unless they are light (`Parsed::light`; calls are admitted at their
+    // own door, `admit_call`).
     let metered = {
         let scope = table.servers[i].server.scope();
         let metered = r.front.core.meters_requests(scope);
@@ -1357,7 +1357,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             && !small
             && let Some(q) = r.front.core.refuse_request(
                 scope,
-                &format!("mcp-http:{}", scope.as_str()),
+                &format!("mcp-http:{}", table.tenancy.tenants[i].tenant.name),
                 "request",
             )
         {
@@ -1441,7 +1441,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     if cpu.is_some()
         && let Ok(Post::Rmcp(p)) = &post
         && p.call.is_none()
-        && p.id.is_some()
+        && !p.light
         && let Some(q) = r.front.core.refuse_request(scope, &caller, "request")
     {
         pay();
@@ -1478,8 +1478,10 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
 }
 
 /// The largest body a tenant whose fuel budget is spent may still send
-/// (a cancellation, an answer to a question of the host's).
-const SMALL_BODY: usize = 64 << 10;
+/// (a cancellation, an answer to a question of the host's, a task's poll:
+/// about 150 bytes). 64 KiB of nested arrays took 50 ms to parse, twice,
+/// in a debug build (found by the review of the fix).
+const SMALL_BODY: usize = 4 << 10;
 
 /// `f()`, its thread's CPU time added to `cpu` if given.
 fn measured<T>(cpu: Option<&mut Duration>, f: impl FnOnce() -> T) -> T {
@@ -1554,6 +1556,11 @@ struct Parsed {
     /// An `initialize`'s parameters, to seal into the session's id.
     /// (Boxed: it is large and rare, and a `Post` holds it.)
     initialize: Option<Box<rmcp::model::InitializeRequestParams>>,
+    /// A message that passes while its tenant's fuel is spent: a
+    /// notification, an answer, a ping or a task's poll (what a client
+    /// owes the host, or a call paid for already). Not a body that does
+    /// not parse.
+    light: bool,
 }
 
 impl Parsed {
@@ -1568,9 +1575,17 @@ impl Parsed {
             id: None,
             call: None,
             initialize: None,
+            light: false,
         };
         let Some(message) = message else {
             return Ok(parsed);
+        };
+        parsed.light = match &message {
+            ClientJsonRpcMessage::Request(r) => matches!(
+                r.request.method(),
+                "ping" | "tasks/get" | "tasks/result" | "tasks/cancel"
+            ),
+            _ => true,
         };
         if let ClientJsonRpcMessage::Request(r) = &message {
             let id = serde_json::to_value(&r.id).unwrap_or_default();
