@@ -2238,10 +2238,11 @@ fn a_get_over_quota_is_refused_before_its_state_is_opened() {
 }
 
 /// A tenant keeps at most half the connections the server accepts open,
-/// whatever its `max-open-requests` says: where the descriptor limit
-/// lowered the connections to 768, one tenant's default 1,024 silent
-/// requests held every one and locked the other tenants out (found by
-/// review).
+/// idle or busy, whatever its `max-open-requests` says: where the
+/// descriptor limit lowered the connections to 768, one tenant's default
+/// 1,024 silent requests held every one and locked the other tenants out;
+/// and counting requests only, its idle keep-alive connections did the
+/// same (found by review and by the review of the fix).
 #[test]
 fn a_tenant_holds_at_most_half_the_connections() {
     use std::io::Write as _;
@@ -2261,6 +2262,52 @@ fn a_tenant_holds_at_most_half_the_connections() {
         &[],
     );
     let addr = server.addr();
+    // Four connections alpha used once and keeps open, idle: its most.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta(json!({}))}}).to_string();
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        use std::io::{BufRead as _, Read as _};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+        let mut len = 0;
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        r.read_exact(&mut vec![0; len]).unwrap();
+        idle.push(c);
+    }
+    let (st, resp) = rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None);
+    assert_eq!(st, 429, "{resp}");
+    assert!(
+        resp.contains("tenant `alpha` holds 4 connections")
+            && header(&resp, "connection") == Some("close"),
+        "{resp}"
+    );
+    assert!(!list(&addr, TOKEN_B).is_empty());
+    drop(idle);
+    // Closed, they are alpha's no more.
+    let freed = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None).0 == 200
+    });
+    assert!(freed, "alpha's closed connections still count");
+
     // Four requests whose bodies are on their way: alpha's most.
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -2281,7 +2328,7 @@ fn a_tenant_holds_at_most_half_the_connections() {
     });
     let resp = over.expect("alpha's fifth request was not refused");
     assert!(
-        resp.contains("tenant `alpha`") && resp.contains("max-open-requests = 4"),
+        resp.contains("tenant `alpha` holds 4 connections"),
         "{resp}"
     );
     // Beta is served on the connections left.

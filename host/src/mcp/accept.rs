@@ -19,7 +19,9 @@
 //! - On shutdown: stop accepting, then let open connections finish their
 //!   responses, within the grace period.
 //! - Each request carries its connection's peer address (axum's
-//!   `ConnectInfo`, as `axum::serve` would give it), for the audit log.
+//!   `ConnectInfo`, as `axum::serve` would give it), for the audit log,
+//!   and its [`ConnectionOwner`]: whose share of the connections it
+//!   counts against (a tenant's, claimed by the routes).
 //!
 //! Written here rather than `axum::serve` because that sets neither bound
 //! (M7 in SECURITY.md); hyper's own connection builder and hyper-util's
@@ -135,7 +137,7 @@ pub(crate) async fn serve(
         // wrapped once, not rebuilt (`Router::layer` wraps every route).
         let app = tower_layer::Layer::layer(
             &axum::Extension(axum::extract::ConnectInfo(peer)),
-            app.clone(),
+            tower_layer::Layer::layer(&axum::Extension(ConnectionOwner::default()), app.clone()),
         );
         let service = TowerToHyperService::new(app);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
@@ -161,6 +163,50 @@ pub(crate) async fn serve(
             bounds.grace
         );
         closing.cancel();
+    }
+}
+
+/// Whose share of the connections a connection counts against: the last
+/// one to claim it (a tenant, by a request it carried), until the
+/// connection closes or carries another's request. An idle keep-alive
+/// connection is its last tenant's: counting only requests in progress,
+/// one tenant's keep-alive connections, each busy now and then, held every
+/// connection the server accepts (found by review).
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionOwner(Arc<Mutex<Option<Claimed>>>);
+
+/// One connection counted in a share; uncounted when dropped.
+struct Claimed(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl ConnectionOwner {
+    /// Count this connection in `share` (at most `max` connections), if it
+    /// is not counted there already, and no longer in the one it was;
+    /// `false`, and nothing changed, if `share` holds `max`.
+    pub(crate) fn claim(&self, share: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut owner = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if owner.as_ref().is_some_and(|o| Arc::ptr_eq(&o.0, share)) {
+            return true;
+        }
+        if share
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        *owner = Some(Claimed(share.clone()));
+        true
     }
 }
 

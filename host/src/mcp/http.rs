@@ -196,19 +196,13 @@ struct Services {
 }
 
 impl Services {
-    /// The most requests one tenant keeps open: half the connections the
-    /// endpoint accepts, whatever its `max-open-requests` says. Where
-    /// descriptors lowered the connections to 768, one tenant's default
-    /// of 1,024 silent requests held every one of them (found by review).
-    fn most_open(&self) -> usize {
+    /// The most connections one tenant holds: half those the endpoint
+    /// accepts (see `accept::ConnectionOwner`), whatever its
+    /// `max-open-requests` says. Where descriptors lowered the connections
+    /// to 768, one tenant's default of 1,024 silent requests held every
+    /// one of them (found by review).
+    fn most_connections(&self) -> usize {
         (self.max_connections / 2).max(1)
-    }
-
-    /// What `tenant` may hold open on this endpoint.
-    fn holds(&self, tenant: &crate::tenant::Tenant) -> Holds {
-        let mut h = self.defaults.with(&tenant.quotas);
-        h.open_requests = h.open_requests.min(self.most_open());
-        h
     }
 }
 
@@ -273,6 +267,7 @@ impl Services {
             streams,
             sessions,
             open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            connections: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             body_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
@@ -292,6 +287,9 @@ struct TenantServer {
     sessions: Arc<SealedSessions>,
     /// Its requests in progress, counted against `max-open-requests`.
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// The connections whose last request was its tenant's (see
+    /// `accept::ConnectionOwner`), counted against half the server's.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Bytes of its requests' bodies held, counted against
     /// `max-request-bytes`.
     body_bytes: Arc<std::sync::atomic::AtomicUsize>,
@@ -347,6 +345,8 @@ enum Bound {
     Sessions,
     OpenRequests,
     RequestBytes,
+    /// Half the connections the server accepts (not a tenant's setting).
+    Connections,
 }
 
 impl Bound {
@@ -355,6 +355,7 @@ impl Bound {
             Bound::Sessions => "max-sessions",
             Bound::OpenRequests => "max-open-requests",
             Bound::RequestBytes => "max-request-bytes",
+            Bound::Connections => "max-connections",
         }
     }
 }
@@ -418,13 +419,25 @@ impl TenantServer {
             .refused(scope, bound.quota(), &caller, what, message);
     }
 
-    /// 429 for a request past `max-open-requests = n`.
+    /// 429 for a request past `max-open-requests = n`. The connection is
+    /// closed with it: kept, it would be a connection the tenant holds
+    /// with no request counted.
     fn too_many_open(&self, who: &str, n: usize) -> Response {
         let message = format!(
             "{who} is over its quota `max-open-requests = {n}`: {n} of its requests are in progress on this server; retry when one has finished"
         );
         self.refused(Bound::OpenRequests, "request", &message);
-        too_many(&message, 1, None)
+        closing(too_many(&message, 1, None))
+    }
+
+    /// 429, closing the connection, for a request on a connection `who`
+    /// would hold past `n`, half the server's.
+    fn too_many_connections(&self, who: &str, n: usize) -> Response {
+        let message = format!(
+            "{who} holds {n} connections to this server, half of those it accepts; retry on one of them, or once one has closed"
+        );
+        self.refused(Bound::Connections, "connection", &message);
+        closing(too_many(&message, 1, None))
     }
 
     /// 429 for a request whose body would pass `max-request-bytes = max`.
@@ -681,6 +694,15 @@ fn too_many(message: &str, retry_after: u64, id: Option<serde_json::Value>) -> R
         .into_response()
 }
 
+/// `response`, after which hyper closes its connection.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// The tenants a server serves now, and how to serve a new one.
 struct TenantFront {
     core: crate::Core,
@@ -744,7 +766,7 @@ impl TenantTable {
                         .position(|x| x.tenant.name == *name)
                         .map(|i| o.servers[i].clone())
                 });
-                let holds = services.holds(&g.tenant);
+                let holds = services.defaults.with(&g.tenant.quotas);
                 match kept {
                     Some(kept) => {
                         kept.sessions.set_max(holds.sessions);
@@ -762,17 +784,6 @@ impl TenantTable {
                 }
             })
             .collect();
-        for g in &tenancy.tenants {
-            let n = services.defaults.with(&g.tenant.quotas).open_requests;
-            if n > services.most_open() {
-                tracing::warn!(
-                    "tenant `{}`: max-open-requests {n} lowered to {}, half the {} connections the server accepts, so that its requests cannot take every connection from the other tenants (raise --max-connections, or `ulimit -n` if descriptors lowered it)",
-                    g.tenant.name,
-                    services.most_open(),
-                    services.max_connections
-                );
-            }
-        }
         let resource = tenancy
             .resource
             .clone()
@@ -1319,9 +1330,17 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // Counted from here (a slow upload holds a connection too) until the
     // response ends. Kept across a reload: a tenant that stays keeps its
     // server, and so its count.
+    // The connection counts in its tenant's share from now on.
+    if let Some(owner) = req.extensions().get::<super::accept::ConnectionOwner>() {
+        let most = r.front.services.most_connections();
+        if !owner.claim(&table.servers[i].connections, most) {
+            let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
+            return table.servers[i].too_many_connections(&who, most);
+        }
+    }
     let (mut holds, mut held) = {
         let tenant = &table.tenancy.tenants[i].tenant;
-        let holds = r.front.services.holds(tenant);
+        let holds = r.front.services.defaults.with(&tenant.quotas);
         let server = &table.servers[i];
         match server.open(holds.open_requests) {
             Some(held) => (holds, held),
@@ -1389,7 +1408,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
                 // the tenant's (removed, then added again) has a count of
                 // its own.
                 let tenant = &now.tenancy.tenants[j].tenant;
-                holds = r.front.services.holds(tenant);
+                holds = r.front.services.defaults.with(&tenant.quotas);
                 if !now.servers[j].same_count(&table.servers[i]) {
                     let who = format!("tenant `{}`", tenant.name);
                     // The body as the old server counted it (its bytes and
