@@ -917,6 +917,12 @@ impl Core {
         self.inner.quotas.load().meters_fuel(scope)
     }
 
+    /// Whether `scope`'s tenant's `fuel-per-minute` is spent now.
+    #[cfg(feature = "http")]
+    pub(crate) fn fuel_spent(&self, scope: &Scope) -> bool {
+        self.inner.quotas.load().fuel_spent(scope).is_some()
+    }
+
     /// Refuse one of `scope`'s requests (`what`) while its tenant's
     /// `fuel-per-minute` is spent (counted and audited like a refused
     /// call); `None` if it is not, or the tenant has none.
@@ -938,13 +944,19 @@ impl Core {
     /// host that with no quota counting it (found by review: 60,000 keys
     /// of junk in `tools/list` parameters cost 44 ms each, and two
     /// connections' worth slowed another tenant's calls 13-fold).
+    /// `spent`: the request was judged with the budget spent already (a
+    /// small, light one that still passes): its charge leaves at most a
+    /// minute's debt, so that answering the host keeps no one out for
+    /// long; a request judged on a positive balance pays in full, as a
+    /// call does (the review of the fix: capped, a burst of large ones
+    /// cost a minute's wait however much it cost the host).
     #[cfg(feature = "http")]
-    pub(crate) fn charge_request(&self, scope: &Scope, cpu: std::time::Duration) {
+    pub(crate) fn charge_request(&self, scope: &Scope, cpu: std::time::Duration, spent: bool) {
         let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
         self.inner
             .quotas
             .load()
-            .charge_fuel(scope, ns.saturating_mul(FUEL_PER_NANOSECOND));
+            .charge_fuel(scope, ns.saturating_mul(FUEL_PER_NANOSECOND), spent);
     }
 
     /// Count and audit a quota refusal of `what`, and return it.

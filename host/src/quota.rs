@@ -91,9 +91,8 @@ impl Budget {
     }
 
     /// Take `n` off the balance, but never below a minute's worth of debt
-    /// (or below where it is): host work outside calls (parsing requests)
-    /// keeps a tenant waiting a minute at most, however much of it the
-    /// tenant sent meanwhile (its requests are refused then anyway).
+    /// (or below where it is): the light requests a spent tenant may still
+    /// send keep it waiting a minute at most.
     #[cfg(feature = "http")]
     fn charge_to_a_minute(&self, n: u64) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,11 +257,16 @@ impl ScopeQuota {
     }
 
     /// Charge `fuel` of host work done for this tenant outside a call to
-    /// its fuel budget, if it has one.
+    /// its fuel budget, if it has one (`capped`: leaving at most a
+    /// minute's debt).
     #[cfg(feature = "http")]
-    fn charge_fuel(&self, fuel: u64) {
+    fn charge_fuel(&self, fuel: u64, capped: bool) {
         if let Some(b) = &self.limits.load().fuel {
-            b.charge_to_a_minute(fuel);
+            if capped {
+                b.charge_to_a_minute(fuel);
+            } else {
+                b.charge(fuel);
+            }
         }
     }
 
@@ -382,9 +386,9 @@ impl QuotaBook {
 
     /// Charge `fuel` of host work done for `scope` outside a call.
     #[cfg(feature = "http")]
-    pub(crate) fn charge_fuel(&self, scope: &Scope, fuel: u64) {
+    pub(crate) fn charge_fuel(&self, scope: &Scope, fuel: u64, capped: bool) {
         if let Some(q) = self.scopes.get(scope) {
-            q.charge_fuel(fuel);
+            q.charge_fuel(fuel, capped);
         }
     }
 

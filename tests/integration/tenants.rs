@@ -2307,33 +2307,6 @@ fn a_tenant_holds_at_most_half_the_connections() {
         rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None).0 == 200
     });
     assert!(freed, "alpha's closed connections still count");
-
-    // Four requests whose bodies are on their way: alpha's most.
-    let mut held = Vec::new();
-    for _ in 0..4 {
-        let mut c = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            c,
-            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{{"
-        )
-        .unwrap();
-        held.push(c);
-    }
-    let over = (0..100).find_map(|_| {
-        let (st, resp) = rpc(&addr, Some(TOKEN_A), "tools/list", json!({}), None);
-        (st == 429).then_some(resp).or_else(|| {
-            std::thread::sleep(Duration::from_millis(20));
-            None
-        })
-    });
-    let resp = over.expect("alpha's fifth request was not refused");
-    assert!(
-        resp.contains("tenant `alpha` holds 4 connections"),
-        "{resp}"
-    );
-    // Beta is served on the connections left.
-    assert!(!list(&addr, TOKEN_B).is_empty());
-    drop(held);
 }
 
 /// The host's reading and parsing of a tenant's requests is charged to its
@@ -2367,10 +2340,10 @@ fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
             .contains("tenant `parser` is over its quota `fuel-per-minute = 1000000`"),
         "{v}"
     );
-    // (however much the parse cost, the host's work outside calls leaves
-    // its tenant a minute's wait at most)...
+    // (the request judged on a positive balance paid its parse in full:
+    // 40 ms is 40 minutes of this budget)...
     let retry: u64 = header(&resp, "retry-after").unwrap().parse().unwrap();
-    assert!((1..=61).contains(&retry), "{resp}");
+    assert!(retry > 60, "{resp}");
     // ...a large one before it is read, a notification of 8 KB of junk
     // too, and a body that is no message...
     let (st, resp) = list_with(json!({"junk": junk}));

@@ -81,10 +81,9 @@ pub struct HttpOptions {
     pub max_sessions: usize,
     /// Requests in progress at once per tenant (or for a tenantless
     /// server), streamed responses included, unless the tenant's
-    /// `max-open-requests` says otherwise: past it, 429. A tenant's
-    /// requests then hold at most this many of the `max_connections`
-    /// (connections idle between requests belong to no tenant: a proxy's
-    /// per-address limits bound those).
+    /// `max-open-requests` says otherwise: past it, 429. However many it
+    /// says, a tenant holds at most half the `max_connections`, idle or
+    /// busy (a connection is the last tenant's whose request it carried).
     pub max_open_requests: usize,
     /// Bytes of request bodies one tenant's (or a tenantless server's)
     /// requests may hold at once, unless the tenant's `max-request-bytes`
@@ -1364,15 +1363,16 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // it is read. Small ones are read, and refused after their parse
     // unless they are light (`Parsed::light`; calls are admitted at their
     // own door, `admit_call`).
-    let metered = {
+    let (metered, spent) = {
         let scope = table.servers[i].server.scope();
         let metered = r.front.core.meters_requests(scope);
+        let spent = metered && r.front.core.fuel_spent(scope);
         let small = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
             .is_some_and(|n| n <= SMALL_BODY);
-        if metered
+        if spent
             && !small
             && let Some(q) = r.front.core.refuse_request(
                 scope,
@@ -1382,7 +1382,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         {
             return too_many(&q.message, q.retry_after.as_secs(), None);
         }
-        metered
+        (metered, spent)
     };
     let mut cpu = metered.then_some(Duration::ZERO);
     let bytes = {
@@ -1454,10 +1454,10 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     };
     let pay = || {
         if let Some(cpu) = cpu {
-            r.front.core.charge_request(scope, cpu * times);
+            r.front.core.charge_request(scope, cpu * times, spent);
         }
     };
-    if cpu.is_some()
+    if spent
         && let Ok(Post::Rmcp(p)) = &post
         && p.call.is_none()
         && !p.light
