@@ -111,6 +111,7 @@ impl CallRequest {
     }
     /// The call was admitted under its tenant's quotas already (see
     /// `quota`); the core holds the admission for the whole call.
+    #[cfg(feature = "mcp")]
     pub(crate) fn admitted(mut self, a: Admission) -> Self {
         self.admission = Some(a);
         self
@@ -896,67 +897,55 @@ impl Core {
     /// its quota had 2 MB states decrypted under every key of the ring,
     /// and was told the state was bad). Kept if admitted already.
     #[cfg(feature = "mcp")]
-    pub(crate) fn admit_early(&self, req: CallRequest) -> Result<CallRequest, CallError> {
-        if req
-            .admission
-            .as_ref()
-            .is_some_and(|a| a.scope() == &req.scope)
-        {
-            return Ok(req);
-        }
-        match self.admit(&req.scope, &req.caller, &req.tool, true) {
-            Ok(a) => Ok(req.admitted(a)),
-            Err(q) => Err(over_quota_error(&req.tool, q)),
-        }
+    pub(crate) fn admit_early(&self, mut req: CallRequest) -> Result<CallRequest, CallError> {
+        let held = req.admission.take();
+        let a = self.admission(held, &req.scope, &req.caller, &req.tool, true)?;
+        Ok(req.admitted(a))
     }
 
-    /// Whether the host work for `scope`'s requests is worth measuring:
-    /// its tenant has a `fuel-per-minute` (see [`Core::charge_request`]).
-    #[cfg(feature = "http")]
-    pub(crate) fn meters_requests(&self, scope: &Scope) -> bool {
-        self.inner.quotas.load().meters_fuel(scope)
-    }
-
-    /// Whether `scope`'s tenant's `fuel-per-minute` is spent now.
-    #[cfg(feature = "http")]
-    pub(crate) fn fuel_spent(&self, scope: &Scope) -> bool {
-        self.inner.quotas.load().fuel_spent(scope).is_some()
-    }
-
-    /// Refuse one of `scope`'s requests (`what`) while its tenant's
-    /// `fuel-per-minute` is spent (counted and audited like a refused
-    /// call); `None` if it is not, or the tenant has none.
-    #[cfg(feature = "http")]
-    pub(crate) fn refuse_request(
+    /// `held`, if it is an admission of `scope`'s (a front end's, made
+    /// early), else one made now under the tenant's quotas (`rate`:
+    /// counted in `calls-per-minute`), or the call's refusal.
+    fn admission(
         &self,
+        held: Option<Admission>,
+        scope: &Scope,
+        caller: &str,
+        tool: &str,
+        rate: bool,
+    ) -> Result<Admission, CallError> {
+        match held.filter(|a| a.scope() == scope) {
+            Some(a) => Ok(a),
+            None => self
+                .admit(scope, caller, tool, rate)
+                .map_err(|q| over_quota_error(tool, q)),
+        }
+    }
+
+    /// The meter of one of `scope`'s requests before it is a call, if its
+    /// tenant has a `fuel-per-minute` (see [`crate::quota::RequestMeter`]):
+    /// the host's reading and parsing of a request that is no call, or a
+    /// call refused, cost the host that with no quota counting it (found by
+    /// review: 60,000 keys of junk in `tools/list` parameters cost 44 ms
+    /// each, and two connections' worth slowed another tenant's calls
+    /// 13-fold).
+    #[cfg(feature = "http")]
+    pub(crate) fn meter_request(&self, scope: &Scope) -> Option<crate::quota::RequestMeter> {
+        self.inner.quotas.load().meter_request(scope)
+    }
+
+    /// Refuse the request `meter` measures (`what`, by `caller`): its
+    /// tenant's `fuel-per-minute` was spent when it began. Counted and
+    /// audited like a refused call.
+    #[cfg(feature = "http")]
+    pub(crate) fn refuse_metered(
+        &self,
+        meter: &crate::quota::RequestMeter,
         scope: &Scope,
         caller: &str,
         what: &str,
-    ) -> Option<OverQuota> {
-        let q = self.inner.quotas.load().fuel_spent(scope)?;
-        Some(self.over_quota(scope, caller, what, q))
-    }
-
-    /// Charge `cpu`, the host's CPU time reading and parsing one of
-    /// `scope`'s requests before it is a call (or when it is none), to its
-    /// tenant's `fuel-per-minute` at a guest's rate, as a call's schema
-    /// check is: a request that is no call, or a call refused, cost the
-    /// host that with no quota counting it (found by review: 60,000 keys
-    /// of junk in `tools/list` parameters cost 44 ms each, and two
-    /// connections' worth slowed another tenant's calls 13-fold).
-    /// `spent`: the request was judged with the budget spent already (a
-    /// small, light one that still passes): its charge leaves at most a
-    /// minute's debt, so that answering the host keeps no one out for
-    /// long; a request judged on a positive balance pays in full, as a
-    /// call does (the review of the fix: capped, a burst of large ones
-    /// cost a minute's wait however much it cost the host).
-    #[cfg(feature = "http")]
-    pub(crate) fn charge_request(&self, scope: &Scope, cpu: std::time::Duration, spent: bool) {
-        let ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
-        self.inner
-            .quotas
-            .load()
-            .charge_fuel(scope, ns.saturating_mul(FUEL_PER_NANOSECOND), spent);
+    ) -> OverQuota {
+        self.over_quota(scope, caller, what, meter.refusal())
     }
 
     /// Count and audit a quota refusal of `what`, and return it.
@@ -1236,20 +1225,12 @@ impl Core {
         let started = Instant::now();
         let inner = &self.inner;
         // Quotas first: a refused call is a decision, not a call.
-        let admission = match req.admission.filter(|a| a.scope() == &req.scope) {
-            Some(a) => a,
-            None => self
-                .admit(
-                    &req.scope,
-                    &req.caller,
-                    &req.tool,
-                    !matches!(target, Target::List { .. }),
-                )
-                .map_err(|q| {
-                    tracing::Span::current().record("outcome", "over_quota");
-                    over_quota_error(&req.tool, q)
-                })?,
-        };
+        let rate = !matches!(target, Target::List { .. });
+        let admission = self
+            .admission(req.admission, &req.scope, &req.caller, &req.tool, rate)
+            .inspect_err(|_| {
+                tracing::Span::current().record("outcome", "over_quota");
+            })?;
         let admission = Arc::new(admission);
         let args = Value::Object(req.arguments.unwrap_or_default());
         let live = self.inner.live.load_full();
@@ -1612,8 +1593,7 @@ impl Core {
             let before = admission.meters_fuel().then(thread_cpu_time).flatten();
             let out = f();
             if let Some((a, b)) = before.zip(thread_cpu_time()) {
-                let ns = u64::try_from(b.saturating_sub(a).as_nanos()).unwrap_or(u64::MAX);
-                admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
+                admission.charge_fuel(fuel_for(b.saturating_sub(a)));
             }
             drop(admission);
             out
@@ -1698,6 +1678,14 @@ impl Drop for Charge {
 /// second on the machines measured; `limits.fuel`'s documentation).
 const FUEL_PER_NANOSECOND: u64 = 1;
 
+/// The fuel host work of `cpu` is charged as: what a guest would have
+/// burned in that time.
+pub(crate) fn fuel_for(cpu: std::time::Duration) -> u64 {
+    u64::try_from(cpu.as_nanos())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(FUEL_PER_NANOSECOND)
+}
+
 /// Host work done for a call on the calling thread (schema checks: the
 /// schema is the tool's, the value the caller's or the tool's), measured
 /// to charge it to the call: its CPU time to the tenant's fuel, its wall
@@ -1741,8 +1729,7 @@ impl HostWork {
                 (Some(a), Some(b)) => b.saturating_sub(a),
                 _ => wall,
             };
-            let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
-            admission.charge_fuel(ns.saturating_mul(FUEL_PER_NANOSECOND));
+            admission.charge_fuel(fuel_for(used));
         }
         (wall, now)
     }

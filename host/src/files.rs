@@ -6,7 +6,8 @@
 //! have chosen or changed them (`trusted_path`, `open_trusted`). Also the
 //! one rule of owners and modes (`Keep`, `kept`) for every file and
 //! directory the host trusts or keeps: its inputs, the state-key ring, the
-//! package store and the compile cache.
+//! package store and the compile cache (`trusted_path` adds one of its
+//! own, for links: made by the host's user or root).
 //!
 //! Found by review: a manifest swapped for a FIFO hung a reload (and every
 //! reload after it) in a blocking read, a 20 MB manifest took 1.9 GB to
@@ -225,8 +226,8 @@ pub fn kept(path: &Path, meta: &std::fs::Metadata, keep: Keep) -> Result<(), Not
         }
         Keep::Secret if mode & 0o026 != 0 => Err(refused(
             "may be read by every user, or written by others than its owner",
-            "anyone who reads it can seal session ids and request state",
-            "600 (or 640 for a group that runs toolhost)",
+            "anyone who reads it can seal session ids and request state (`chmod 640` shares it with a group that runs toolhost)",
+            "600",
         )),
         Keep::Owned if mode & 0o022 != 0 => Err(refused(
             "may be written by other users",

@@ -721,7 +721,8 @@ mod serve {
                 self.listener,
                 app,
                 crate::mcp::accept::Bounds {
-                    max_connections: METRICS_CONNECTIONS,
+                    max_connections: crate::mcp::accept::connection_cap(METRICS_CONNECTIONS),
+                    claims: false,
                     // Else one client keeping 64 connections alive holds
                     // every slot, and the kubelet's probes (this port)
                     // fail (review); the kubelet and Prometheus each come

@@ -15,6 +15,13 @@
 //! and charges the budgets, so every front end and every embedder gets the
 //! same quotas.
 //!
+//! A stateless read or get is admitted early too, before its round opens
+//! (`Core::admit_early`). And the host's own work on a tenant's HTTP
+//! requests before they are calls (reading and parsing them) is charged
+//! to its fuel budget ([`RequestMeter`]): a request judged on a positive
+//! balance pays in full, as a call does; while the balance is spent, only
+//! small answers and notifications pass, leaving at most a minute's debt.
+//!
 //! Owns the quota state and arithmetic; who the tenants are is `tenant`'s,
 //! turning a refusal into a status code is the front end's.
 //!
@@ -245,31 +252,6 @@ impl ScopeQuota {
         Ok(())
     }
 
-    /// The refusal of a request of this tenant's while its fuel budget is
-    /// spent, if it is; else `None`.
-    #[cfg(feature = "http")]
-    fn fuel_spent(&self) -> Option<OverQuota> {
-        let limits = self.limits.load();
-        limits
-            .fuel
-            .as_ref()
-            .and_then(|b| self.over(b, "fuel-per-minute"))
-    }
-
-    /// Charge `fuel` of host work done for this tenant outside a call to
-    /// its fuel budget, if it has one (`capped`: leaving at most a
-    /// minute's debt).
-    #[cfg(feature = "http")]
-    fn charge_fuel(&self, fuel: u64, capped: bool) {
-        if let Some(b) = &self.limits.load().fuel {
-            if capped {
-                b.charge_to_a_minute(fuel);
-            } else {
-                b.charge(fuel);
-            }
-        }
-    }
-
     /// Admit one call now, or say which quota it is over and when to retry.
     /// `rate`: count it against `calls-per-minute` (a listing is not a
     /// call, but still takes a slot and burns fuel).
@@ -369,27 +351,20 @@ impl QuotaBook {
         self.scopes.get(scope).map_or(Ok(()), |q| q.resend(bytes))
     }
 
-    /// Whether `scope`'s tenant has a fuel budget (its host work is worth
-    /// measuring).
+    /// The meter of one of `scope`'s requests, if its tenant has a fuel
+    /// budget (see [`RequestMeter`]).
     #[cfg(feature = "http")]
-    pub(crate) fn meters_fuel(&self, scope: &Scope) -> bool {
-        self.scopes
-            .get(scope)
-            .is_some_and(|q| q.limits.load().fuel.is_some())
-    }
-
-    /// The refusal of `scope`'s requests while its fuel budget is spent.
-    #[cfg(feature = "http")]
-    pub(crate) fn fuel_spent(&self, scope: &Scope) -> Option<OverQuota> {
-        self.scopes.get(scope)?.fuel_spent()
-    }
-
-    /// Charge `fuel` of host work done for `scope` outside a call.
-    #[cfg(feature = "http")]
-    pub(crate) fn charge_fuel(&self, scope: &Scope, fuel: u64, capped: bool) {
-        if let Some(q) = self.scopes.get(scope) {
-            q.charge_fuel(fuel, capped);
-        }
+    pub(crate) fn meter_request(&self, scope: &Scope) -> Option<RequestMeter> {
+        let quota = self.scopes.get(scope)?;
+        let limits = quota.limits.load_full();
+        let budget = limits.fuel.as_ref()?;
+        let spent = quota.over(budget, "fuel-per-minute");
+        Some(RequestMeter {
+            limits,
+            spent,
+            cpu: Duration::ZERO,
+            last: Duration::ZERO,
+        })
     }
 
     /// Admit a call of `scope` now, or say which quota it is over (`rate`:
@@ -403,6 +378,89 @@ impl QuotaBook {
                 _slot: None,
                 _kept: None,
             }),
+        }
+    }
+}
+
+/// The largest body a tenant whose fuel budget is spent may still send
+/// (a cancellation, an answer to the host's question, a task's poll: about
+/// 150 bytes). 64 KiB of nested arrays took 50 ms to parse, twice, in a
+/// debug build (found by the review of the fix).
+#[cfg(feature = "http")]
+const SPENT_BODY: usize = 4 << 10;
+
+/// The host's work on one request of a tenant with a fuel budget before it
+/// is a call (reading, weighing and parsing it), measured on the thread's
+/// clock around synchronous work only ([`RequestMeter::measure`]) and
+/// charged to its `fuel-per-minute` at a guest's rate when the meter is
+/// dropped, whichever way the request ends. A request judged on a positive
+/// balance pays in full, as a call that overdraws the budget does; while
+/// the budget is spent only small, light messages pass, and what they cost
+/// leaves at most a minute's debt (capped for every request, a burst of
+/// large ones cost a minute's wait whatever it cost: the review of the
+/// fix).
+#[cfg(feature = "http")]
+pub(crate) struct RequestMeter {
+    limits: Arc<Limits>,
+    /// The refusal, if the budget was spent when the request began.
+    spent: Option<OverQuota>,
+    cpu: Duration,
+    /// The last span measured.
+    last: Duration,
+}
+
+#[cfg(feature = "http")]
+impl RequestMeter {
+    /// Whether a body of `len` bytes (`None`: not stated) is refused
+    /// before it is read: the budget is spent and it is not small.
+    pub(crate) fn refuses_unread(&self, len: Option<usize>) -> bool {
+        self.spent.is_some() && len.is_none_or(|n| n > SPENT_BODY)
+    }
+
+    /// Whether a parsed message is refused: the budget is spent and it is
+    /// not `light` (what the front end lets through while it is: an
+    /// answer, a notification, a task's poll).
+    pub(crate) fn refuses_parsed(&self, light: bool) -> bool {
+        self.spent.is_some() && !light
+    }
+
+    /// The refusal to give (see [`crate::Core::refuse_metered`]).
+    pub(crate) fn refusal(&self) -> OverQuota {
+        let mut q = self.spent.clone().expect("refused only when spent");
+        q.message.push_str(
+            " (the host's reading and parsing of the tenant's requests counts against it)",
+        );
+        q
+    }
+
+    /// `f()`, its thread's CPU time counted.
+    pub(crate) fn measure<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let before = crate::core::thread_cpu_time();
+        let out = f();
+        if let Some((a, b)) = before.zip(crate::core::thread_cpu_time()) {
+            self.last = b.saturating_sub(a);
+            self.cpu += self.last;
+        }
+        out
+    }
+
+    /// The last span measured, done once more elsewhere (a body rmcp's
+    /// service parses again, as the front end did).
+    pub(crate) fn again(&mut self) {
+        self.cpu += self.last;
+    }
+}
+
+#[cfg(feature = "http")]
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        if let Some(b) = &self.limits.fuel {
+            let fuel = crate::core::fuel_for(self.cpu);
+            if self.spent.is_some() {
+                b.charge_to_a_minute(fuel);
+            } else {
+                b.charge(fuel);
+            }
         }
     }
 }

@@ -158,8 +158,9 @@ pub struct Listed {
 }
 
 /// Refuse `dir` unless the user owns it and nobody else may write to it
-/// (a symlink is judged by what it names: the store's root may be one).
-fn owned_and_private(dir: &Path) -> Result<()> {
+/// (`files::Keep::Owned`; a symlink is judged by what it names: the
+/// store's root may be one).
+fn owned_and_unshared(dir: &Path) -> Result<()> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
     toolhost::files::kept(dir, &meta, toolhost::files::Keep::Owned)
         .map_err(|e| Error::Format(format!("the package store: {e}")))
@@ -168,11 +169,11 @@ fn owned_and_private(dir: &Path) -> Result<()> {
 /// Whether directory `dir` and its files are the user's and writable by
 /// nobody else (else whoever could write them could change them later).
 fn private_files(dir: &Path) -> bool {
-    owned_and_private(dir).is_ok()
+    owned_and_unshared(dir).is_ok()
         && std::fs::read_dir(dir).is_ok_and(|entries| {
             entries
                 .map(|e| e.map(|e| e.path()))
-                .all(|p| p.is_ok_and(|p| owned_and_private(&p).is_ok()))
+                .all(|p| p.is_ok_and(|p| owned_and_unshared(&p).is_ok()))
         })
 }
 
@@ -217,7 +218,7 @@ impl Store {
             root.join("sha256"),
             root.join(".staging"),
         ] {
-            owned_and_private(&dir)?;
+            owned_and_unshared(&dir)?;
         }
         Ok(Store {
             root: root.to_path_buf(),

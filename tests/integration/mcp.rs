@@ -1888,7 +1888,7 @@ async fn a_body_that_never_arrives_is_a_408_not_a_server_error() {
 async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = echo_http_server(|o| {
-        o.header_read_timeout = Duration::from_millis(300);
+        o.header_read_timeout = Duration::from_secs(1);
         o.request_timeout = Duration::from_secs(60);
     })
     .await;
@@ -1914,8 +1914,9 @@ async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
         resp.starts_with("HTTP/1.1 408") && resp.contains("request body stalled"),
         "{resp}"
     );
-    assert!(started.elapsed() >= Duration::from_millis(250), "{resp}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "{resp}");
     // A body that keeps coming, however slowly, is read whole.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!(
@@ -1927,7 +1928,7 @@ async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
     .await
     .unwrap();
     for part in body.as_bytes().chunks(10) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         s.write_all(part).await.unwrap();
     }
     let mut resp = String::new();
@@ -1935,7 +1936,7 @@ async fn a_body_that_stops_coming_is_refused_after_the_header_timeout() {
         .await
         .unwrap()
         .unwrap();
-    assert!(!resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
 /// `echo` served over HTTP in this process, with `opts` changed by `set`;

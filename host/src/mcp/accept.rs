@@ -18,10 +18,9 @@
 //!   is closed.
 //! - On shutdown: stop accepting, then let open connections finish their
 //!   responses, within the grace period.
-//! - Each request carries its connection's peer address (axum's
-//!   `ConnectInfo`, as `axum::serve` would give it), for the audit log,
-//!   and its [`ConnectionOwner`]: whose share of the connections it
-//!   counts against (a tenant's, claimed by the routes).
+//! - Each request carries its [`Connection`]: the peer's address, for the
+//!   audit log, and (`claims`) whose share of the connections it counts
+//!   against (a tenant's, claimed by the routes).
 //!
 //! Written here rather than `axum::serve` because that sets neither bound
 //! (M7 in SECURITY.md); hyper's own connection builder and hyper-util's
@@ -42,7 +41,11 @@ use tokio_util::sync::CancellationToken;
 
 /// How connections are bounded.
 pub(crate) struct Bounds {
+    /// At most this many at once (see [`connection_cap`]).
     pub(crate) max_connections: usize,
+    /// Whether connections count in the shares routes claim them for
+    /// ([`Connection::claim`]).
+    pub(crate) claims: bool,
     /// Connections per client address; 0: no limit.
     pub(crate) per_address: usize,
     pub(crate) header_read_timeout: Duration,
@@ -53,19 +56,14 @@ pub(crate) struct Bounds {
 /// At most `wanted` connections, and never more than the descriptors the
 /// host keeps for itself allow (less room for its own files: the audit
 /// log, the compile cache, reloads).
-pub(super) fn connection_cap(wanted: usize) -> usize {
-    let room = connection_room();
+pub(crate) fn connection_cap(wanted: usize) -> usize {
+    let room = crate::caps::fs::enforce::host_descriptors().saturating_sub(256);
     if wanted > room {
         tracing::warn!(
             "max connections lowered from {wanted} to {room}: the process's descriptor limit leaves no more (raise `ulimit -n`)"
         );
     }
     wanted.min(room).max(1)
-}
-
-/// The connections the descriptors the host keeps for itself allow.
-pub(super) fn connection_room() -> usize {
-    crate::caps::fs::enforce::host_descriptors().saturating_sub(256)
 }
 
 /// The host a `Host` header names (an authority: `name`, `name:port`,
@@ -89,7 +87,7 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     // Ends the connections still open when the grace period is over.
     let closing = CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(connection_cap(bounds.max_connections)));
+    let slots = Arc::new(Semaphore::new(bounds.max_connections.max(1)));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -135,10 +133,11 @@ pub(crate) async fn serve(
         // The client's address, for the audit lines of refused credentials
         // (`ConnectInfo`, as `axum::serve` would give it): the router
         // wrapped once, not rebuilt (`Router::layer` wraps every route).
-        let app = tower_layer::Layer::layer(
-            &axum::Extension(axum::extract::ConnectInfo(peer)),
-            tower_layer::Layer::layer(&axum::Extension(ConnectionOwner::default()), app.clone()),
-        );
+        let connection = Connection {
+            peer,
+            owner: bounds.claims.then(Default::default),
+        };
+        let app = tower_layer::Layer::layer(&axum::Extension(connection), app.clone());
         let service = TowerToHyperService::new(app);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
         let closing = closing.clone();
@@ -166,14 +165,19 @@ pub(crate) async fn serve(
     }
 }
 
-/// Whose share of the connections a connection counts against: the last
-/// one to claim it (a tenant, by a request it carried), until the
-/// connection closes or carries another's request. An idle keep-alive
-/// connection is its last tenant's: counting only requests in progress,
-/// one tenant's keep-alive connections, each busy now and then, held every
-/// connection the server accepts (found by review).
-#[derive(Clone, Default)]
-pub(crate) struct ConnectionOwner(Arc<Mutex<Option<Claimed>>>);
+/// What a request knows of its connection: the client's address (for
+/// the audit lines of refused credentials) and, on a server with tenants,
+/// whose share of the connections it counts against: the last one to
+/// claim it (a tenant, by a request it carried), until the connection
+/// closes or carries another's request. An idle keep-alive connection is
+/// its last tenant's: counting only requests in progress, one tenant's
+/// keep-alive connections, each busy now and then, held every connection
+/// the server accepts (found by review).
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub(crate) peer: std::net::SocketAddr,
+    owner: Option<Arc<Mutex<Option<Claimed>>>>,
+}
 
 /// One connection counted in a share; uncounted when dropped.
 struct Claimed(Arc<std::sync::atomic::AtomicUsize>);
@@ -184,14 +188,17 @@ impl Drop for Claimed {
     }
 }
 
-impl ConnectionOwner {
+impl Connection {
     /// Count this connection in `share` (at most `max` connections), if it
     /// is not counted there already, and no longer in the one it was;
-    /// `false`, and nothing changed, if `share` holds `max`.
+    /// `false`, and nothing changed, if `share` holds `max`. Always `true`
+    /// on a server that counts no shares.
     pub(crate) fn claim(&self, share: &Arc<std::sync::atomic::AtomicUsize>, max: usize) -> bool {
         use std::sync::atomic::Ordering;
-        let mut owner = self
-            .0
+        let Some(owner) = &self.owner else {
+            return true;
+        };
+        let mut owner = owner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if owner.as_ref().is_some_and(|o| Arc::ptr_eq(&o.0, share)) {

@@ -201,7 +201,7 @@ impl JwtVerifier {
             .next()
             .is_none_or(|h| h.len() > MAX_HEADER_SEGMENT)
         {
-            return Err("the token's header is too large");
+            return Err("the token's header is over 4096 bytes");
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
         // RFC 7515 §4.1.11: a token whose `crit` names extensions this

@@ -7,7 +7,13 @@
 //! - an optional bearer token, required to bind a non-loopback address;
 //!   or, with tenants, each request's credential selects the tenant whose
 //!   tools it sees, within that tenant's quotas (see `auth`);
-//! - a request body limit and a timeout until the response starts;
+//! - a request body limit, a body that sends nothing for the header
+//!   timeout refused (408), and a timeout until the response starts;
+//! - with tenants: each connection counted in the share of the tenant
+//!   whose request it last carried (at most half the connections), and
+//!   the host's reading and parsing of a tenant's requests charged to its
+//!   `fuel-per-minute` (`quota::RequestMeter`; while it is spent, only
+//!   small answers and notifications pass);
 //! - stateless (2026-07-28) requests answered as plain `application/json`
 //!   when they have nothing to stream; a tool call among them is answered
 //!   past rmcp's per-request service, when it can be exactly as rmcp would
@@ -196,7 +202,7 @@ struct Services {
 
 impl Services {
     /// The most connections one tenant holds: half those the endpoint
-    /// accepts (see `accept::ConnectionOwner`), whatever its
+    /// accepts (see `accept::Connection`), whatever its
     /// `max-open-requests` says. Where descriptors lowered the connections
     /// to 768, one tenant's default of 1,024 silent requests held every
     /// one of them (found by review).
@@ -287,7 +293,7 @@ struct TenantServer {
     /// Its requests in progress, counted against `max-open-requests`.
     open: Arc<std::sync::atomic::AtomicUsize>,
     /// The connections whose last request was its tenant's (see
-    /// `accept::ConnectionOwner`), counted against half the server's.
+    /// `accept::Connection`), counted against half the server's.
     connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Bytes of its requests' bodies held, counted against
     /// `max-request-bytes`.
@@ -387,7 +393,7 @@ impl TenantServer {
                 parts.extensions.insert(crate::quota::AdmittedCall::new(a));
                 Ok(())
             }
-            Err(q) => Err(too_many(&q.message, q.retry_after.as_secs(), Some(id))),
+            Err(q) => Err(over_quota(&q, Some(id))),
         }
     }
 
@@ -433,7 +439,7 @@ impl TenantServer {
     /// would hold past `n`, half the server's.
     fn too_many_connections(&self, who: &str, n: usize) -> Response {
         let message = format!(
-            "{who} holds {n} connections to this server, half of those it accepts; retry on one of them, or once one has closed"
+            "{who} holds {n} connections to this server, half of those it accepts (`--max-connections`, or fewer where descriptors lower it); retry on one of them, or once one has closed"
         );
         self.refused(Bound::Connections, "connection", &message);
         closing(too_many(&message, 1, None))
@@ -463,7 +469,7 @@ impl TenantServer {
         bounds: BodyBounds,
         holds: Holds,
         held: &mut OpenRequest,
-        cpu: Option<&mut Duration>,
+        meter: Option<&mut crate::quota::RequestMeter>,
     ) -> Result<bytes::Bytes, Response> {
         use http_body::Body as _;
         let max = holds.request_bytes;
@@ -481,21 +487,32 @@ impl TenantServer {
             self.take_body(who, held, n, max)?;
             joined.reserve_exact(n);
         }
+        // A body that sends nothing for `idle` is refused: it held its
+        // connection and its tenant's count until the request's timeout
+        // (120 s), and one tenant's 1,024 silent bodies held every
+        // connection a host of 4,096 descriptors allows (found by review).
+        // One timer a body, made only if a part is not there at once, and
+        // moved on when it fires after progress.
+        let mut since = tokio::time::Instant::now();
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
-            // A body that sends nothing for `idle` is refused: it held its
-            // connection and its tenant's count until the request's
-            // timeout (120 s), and one tenant's 1,024 silent bodies held
-            // every connection a host of 4,096 descriptors allows (found
-            // by review). The timer is made only for a part not there yet.
-            let mut idle =
-                crate::scheduler::LazyTimer::new(tokio::time::Instant::now() + bounds.idle);
             let next = std::future::poll_fn(|cx| {
-                if let std::task::Poll::Ready(f) = std::pin::Pin::new(&mut body).poll_frame(cx) {
-                    return std::task::Poll::Ready(Some(f));
+                use std::task::Poll;
+                if let Poll::Ready(f) = std::pin::Pin::new(&mut body).poll_frame(cx) {
+                    return Poll::Ready(Some(f));
                 }
-                idle.poll(cx).map(|()| None)
+                let t = timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(since + bounds.idle)));
+                while t.as_mut().poll(cx).is_ready() {
+                    if since + bounds.idle <= tokio::time::Instant::now() {
+                        return Poll::Ready(None);
+                    }
+                    t.as_mut().reset(since + bounds.idle);
+                }
+                Poll::Pending
             })
             .await;
+            since = tokio::time::Instant::now();
             let Some(frame) = next else {
                 return Err(body_stalled(bounds.idle));
             };
@@ -526,7 +543,11 @@ impl TenantServer {
         joined.shrink_to_fit();
         held.give_back(reserved.saturating_sub(joined.capacity()));
         let body = bytes::Bytes::from(joined);
-        let weight = measured(cpu, || crate::weight::parsed_weight(&body));
+        let weigh = || crate::weight::parsed_weight(&body);
+        let weight = match meter {
+            Some(m) => m.measure(weigh),
+            None => weigh(),
+        };
         self.take_body(who, held, weight, max)?;
         Ok(body)
     }
@@ -885,7 +906,7 @@ fn bound_addr(l: &tokio::net::TcpListener) -> SocketAddr {
 impl HttpServer {
     /// Check the options and bind the address (port 0 picks a free port:
     /// see [`HttpServer::local_addr`]).
-    pub async fn bind(server: McpServer, opts: HttpOptions) -> Result<HttpServer, HttpError> {
+    pub async fn bind(server: McpServer, mut opts: HttpOptions) -> Result<HttpServer, HttpError> {
         match opts.bearer_token.as_deref() {
             Some("") => return Err(HttpError::EmptyToken),
             Some(t) if t.len() < MIN_TOKEN_BYTES => return Err(HttpError::ShortToken(t.len())),
@@ -895,16 +916,14 @@ impl HttpServer {
             _ => {}
         }
         let listener = listen(opts.addr)?;
+        opts.max_connections = super::accept::connection_cap(opts.max_connections);
         let sessions = CancellationToken::new();
         let services = Services {
             key: server.state_key().clone(),
             ttl: opts.session_ttl,
             config: service_config(bound_addr(&listener), &opts, &sessions),
             defaults: Holds::of(&opts),
-            max_connections: opts
-                .max_connections
-                .min(super::accept::connection_room())
-                .max(1),
+            max_connections: opts.max_connections,
         };
         let owner = format!("scope:{}", server.scope().as_str());
         let served = services.make(server, owner, services.defaults);
@@ -926,12 +945,13 @@ impl HttpServer {
         core: crate::Core,
         tenancy: Tenancy,
         key: crate::StateKey,
-        opts: HttpOptions,
+        mut opts: HttpOptions,
     ) -> Result<HttpServer, HttpError> {
         if opts.bearer_token.is_some() {
             return Err(HttpError::TokenWithTenants);
         }
         let listener = listen(opts.addr)?;
+        opts.max_connections = super::accept::connection_cap(opts.max_connections);
         let addr = bound_addr(&listener);
         let sessions = CancellationToken::new();
         let services = Services {
@@ -939,10 +959,7 @@ impl HttpServer {
             ttl: opts.session_ttl,
             config: service_config(addr, &opts, &sessions),
             defaults: Holds::of(&opts),
-            max_connections: opts
-                .max_connections
-                .min(super::accept::connection_room())
-                .max(1),
+            max_connections: opts.max_connections,
         };
         let default_resource = format!("http://{addr}/mcp");
         let table = TenantTable::new(&core, &services, &default_resource, tenancy, None);
@@ -1033,6 +1050,7 @@ impl HttpServer {
                 require_bearer,
             ));
         }
+        let claims = matches!(self.front, Front::Tenants(_));
         let front = self.front;
         let grace = self.opts.shutdown_grace;
         let stop = async move {
@@ -1070,6 +1088,7 @@ impl HttpServer {
         tracing::info!("MCP over HTTP at http://{addr}/mcp");
         let bounds = super::accept::Bounds {
             max_connections: self.opts.max_connections,
+            claims,
             per_address: self.opts.max_connections_per_address,
             header_read_timeout: self.opts.header_read_timeout,
             grace,
@@ -1186,8 +1205,8 @@ async fn session_closed_no_content(req: Request, next: Next) -> Response {
 /// The client's address (see `accept`), for the audit log.
 fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
     extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
+        .get::<super::accept::Connection>()
+        .map(|c| c.peer)
 }
 
 /// 401 unless `Authorization: Bearer <token>` matches (in constant time).
@@ -1326,17 +1345,17 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         Ok(i) => i,
         Err(refused) => return refused,
     };
-    // Counted from here (a slow upload holds a connection too) until the
-    // response ends. Kept across a reload: a tenant that stays keeps its
-    // server, and so its count.
     // The connection counts in its tenant's share from now on.
-    if let Some(owner) = req.extensions().get::<super::accept::ConnectionOwner>() {
+    if let Some(connection) = req.extensions().get::<super::accept::Connection>() {
         let most = r.front.services.most_connections();
-        if !owner.claim(&table.servers[i].connections, most) {
+        if !connection.claim(&table.servers[i].connections, most) {
             let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
             return table.servers[i].too_many_connections(&who, most);
         }
     }
+    // Counted from here (a slow upload holds a connection too) until the
+    // response ends. Kept across a reload: a tenant that stays keeps its
+    // server, and so its count.
     let (mut holds, mut held) = {
         let tenant = &table.tenancy.tenants[i].tenant;
         let holds = r.front.services.defaults.with(&tenant.quotas);
@@ -1363,32 +1382,26 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // it is read. Small ones are read, and refused after their parse
     // unless they are light (`Parsed::light`; calls are admitted at their
     // own door, `admit_call`).
-    let (metered, spent) = {
+    let mut meter = {
         let scope = table.servers[i].server.scope();
-        let metered = r.front.core.meters_requests(scope);
-        let spent = metered && r.front.core.fuel_spent(scope);
-        let small = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|n| n <= SMALL_BODY);
-        if spent
-            && !small
-            && let Some(q) = r.front.core.refuse_request(
-                scope,
-                &format!("mcp-http:{}", table.tenancy.tenants[i].tenant.name),
-                "request",
-            )
-        {
-            return too_many(&q.message, q.retry_after.as_secs(), None);
+        let meter = r.front.core.meter_request(scope);
+        if let Some(m) = &meter {
+            let len = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+            if m.refuses_unread(len) {
+                let caller = format!("mcp-http:{}", table.tenancy.tenants[i].tenant.name);
+                let q = r.front.core.refuse_metered(m, scope, &caller, "request");
+                return over_quota(&q, None);
+            }
         }
-        (metered, spent)
+        meter
     };
-    let mut cpu = metered.then_some(Duration::ZERO);
     let bytes = {
         let who = format!("tenant `{}`", table.tenancy.tenants[i].tenant.name);
         match table.servers[i]
-            .read_body(&who, body, r.body, holds, &mut held, cpu.as_mut())
+            .read_body(&who, body, r.body, holds, &mut held, meter.as_mut())
             .await
         {
             Ok(b) => b,
@@ -1438,43 +1451,34 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     }
     let held = Arc::new(held);
     let server = &table.servers[i];
-    #[allow(clippy::result_large_err, reason = "the error is the response")]
-    let post = measured(cpu.as_mut(), || Post::read(server, &parts, &bytes));
+    #[expect(clippy::result_large_err, reason = "the error is the response")]
+    let read = || Post::read(server, &parts, &bytes);
+    let post = match meter.as_mut() {
+        Some(m) => m.measure(read),
+        None => read(),
+    };
     let tenant = &table.tenancy.tenants[i].tenant;
     let caller = format!("mcp-http:{}", tenant.name);
-    // Charged once the request is judged on the balance before it: the
-    // request (or call) that spends the budget is served, as a call that
-    // overdraws it runs. rmcp's service parses the body once more, as
-    // `Post::read` did.
-    let scope = server.server.scope();
-    let times = if matches!(post, Ok(Post::Rmcp(_))) {
-        2
-    } else {
-        1
-    };
-    let pay = || {
-        if let Some(cpu) = cpu {
-            r.front.core.charge_request(scope, cpu * times, spent);
-        }
-    };
-    if spent
+    if let Some(m) = meter.as_mut()
         && let Ok(Post::Rmcp(p)) = &post
-        && p.call.is_none()
-        && !p.light
-        && let Some(q) = r.front.core.refuse_request(scope, &caller, "request")
     {
-        pay();
-        return too_many(&q.message, q.retry_after.as_secs(), p.id.clone());
+        // rmcp's service parses the body once more.
+        m.again();
+        if p.call.is_none() && m.refuses_parsed(p.light) {
+            let q = r
+                .front
+                .core
+                .refuse_metered(m, server.server.scope(), &caller, "request");
+            return over_quota(&q, p.id.clone());
+        }
     }
     let post = match post {
         Ok(p) => p,
-        Err(refused) => {
-            pay();
-            return refused;
-        }
+        Err(refused) => return refused,
     };
     let admitted = server.admit_call(&caller, &post, &held, &mut parts);
-    pay();
+    // Charged now (the call, if it is one, judged on the balance before).
+    drop(meter);
     if let Err(refused) = admitted {
         return refused;
     }
@@ -1496,21 +1500,9 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
         .await
 }
 
-/// The largest body a tenant whose fuel budget is spent may still send
-/// (a cancellation, an answer to a question of the host's, a task's poll:
-/// about 150 bytes). 64 KiB of nested arrays took 50 ms to parse, twice,
-/// in a debug build (found by the review of the fix).
-const SMALL_BODY: usize = 4 << 10;
-
-/// `f()`, its thread's CPU time added to `cpu` if given.
-fn measured<T>(cpu: Option<&mut Duration>, f: impl FnOnce() -> T) -> T {
-    let Some(cpu) = cpu else { return f() };
-    let before = crate::core::thread_cpu_time();
-    let out = f();
-    if let Some((a, b)) = before.zip(crate::core::thread_cpu_time()) {
-        *cpu += b.saturating_sub(a);
-    }
-    out
+/// 429 for a refusal under a tenant's quota, answering `id` if given.
+fn over_quota(q: &crate::quota::OverQuota, id: Option<serde_json::Value>) -> Response {
+    too_many(&q.message, q.retry_after.as_secs(), id)
 }
 
 /// 408 for a body that sent nothing for `idle`.
