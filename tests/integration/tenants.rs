@@ -223,17 +223,7 @@ roots = ["data-b"]
     /// Like `serve`; `watch`: reload when the config or a tool changes.
     fn serve_watching(&self, watch: bool) -> HttpServe {
         let root = self.dir.path();
-        HttpServe::start_env(
-            &[
-                "--watch",
-                if watch { "true" } else { "false" },
-                "--config",
-                &root.join("toolhost.toml").display().to_string(),
-                "--tools",
-                &root.join("base").display().to_string(),
-            ],
-            &[],
-        )
+        serve_config(&root.join("toolhost.toml"), &root.join("base"), watch, &[])
     }
 }
 
@@ -1430,6 +1420,29 @@ fn edit_config(s: &Setup, edits: &[(&str, &str)]) {
     std::fs::rename(&tmp, &cfg).unwrap();
 }
 
+/// A server of the tools in `base` under the host config `cfg`,
+/// reloading on changes if `watch`, with `extra` flags.
+fn serve_config(cfg: &Path, base: &Path, watch: bool, extra: &[&str]) -> HttpServe {
+    let (cfg, base) = (cfg.display().to_string(), base.display().to_string());
+    let watch = if watch { "true" } else { "false" };
+    let mut args = vec!["--watch", watch, "--config", &cfg, "--tools", &base];
+    args.extend_from_slice(extra);
+    HttpServe::start_env(&args, &[])
+}
+
+/// Wait (up to 30 s) until `server` has said `text` on its stderr.
+fn wait_for_stderr(server: &HttpServe, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server.stderr().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{text}` in:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn sighup(server: &HttpServe) {
     let pid = server.pid().to_string();
     assert!(
@@ -1561,15 +1574,7 @@ fn a_config_reload_under_load_loses_no_call() {
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{good}\n[[tenant]]\nname = 3\n")).unwrap();
     sighup(&server);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !server.stderr().contains("reload refused") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal in:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_stderr(&server, "reload refused");
     assert!(
         server.stderr().contains("toolhost.toml:"),
         "{}",
@@ -2197,17 +2202,7 @@ fn a_get_over_quota_is_refused_before_its_state_is_opened() {
         ),
     )
     .unwrap();
-    let server = HttpServe::start_env(
-        &[
-            "--watch",
-            "false",
-            "--config",
-            &root.join("toolhost.toml").display().to_string(),
-            "--tools",
-            &base.display().to_string(),
-        ],
-        &[],
-    );
+    let server = serve_config(&root.join("toolhost.toml"), &base, false, &[]);
     let addr = server.addr();
     let get = |state: Option<&str>| {
         let mut params = json!({"name": "summarize", "arguments": {"text": "a b c"}});
@@ -2248,18 +2243,11 @@ fn a_tenant_holds_at_most_half_the_connections() {
     use std::io::Write as _;
     let s = Setup::new("");
     let root = s.dir.path();
-    let server = HttpServe::start_env(
-        &[
-            "--watch",
-            "false",
-            "--max-connections",
-            "8",
-            "--config",
-            &root.join("toolhost.toml").display().to_string(),
-            "--tools",
-            &root.join("base").display().to_string(),
-        ],
-        &[],
+    let server = serve_config(
+        &root.join("toolhost.toml"),
+        &root.join("base"),
+        false,
+        &["--max-connections", "8"],
     );
     let addr = server.addr();
     // Four connections alpha used once and keeps open, idle: its most.
@@ -2408,17 +2396,7 @@ fn a_server_without_tenants_refuses_a_reload_that_adds_them() {
         crate::support::root().join("target/test-cache").display()
     );
     std::fs::write(&cfg, &engine).unwrap();
-    let server = HttpServe::start_env(
-        &[
-            "--watch",
-            "false",
-            "--config",
-            &cfg.display().to_string(),
-            "--tools",
-            &base.display().to_string(),
-        ],
-        &[],
-    );
+    let server = serve_config(&cfg, &base, false, &[]);
     let addr = server.addr();
     assert_eq!(rpc(&addr, None, "tools/list", json!({}), None).0, 200);
     std::fs::write(
@@ -2427,18 +2405,6 @@ fn a_server_without_tenants_refuses_a_reload_that_adds_them() {
     )
     .unwrap();
     sighup(&server);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !server.stderr().contains("reload refused") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no refusal in:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        server.stderr().contains("restart it to serve tenants"),
-        "{}",
-        server.stderr()
-    );
+    wait_for_stderr(&server, "reload refused");
+    wait_for_stderr(&server, "restart it to serve tenants");
 }
