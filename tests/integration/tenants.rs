@@ -1430,6 +1430,21 @@ fn serve_config(cfg: &Path, base: &Path, watch: bool, extra: &[&str]) -> HttpSer
     HttpServe::start_env(&args, &[])
 }
 
+/// A directory with `base/` holding the example tool `tool`, and the
+/// `[engine]` section a test's host config starts with (the shared
+/// compile cache).
+fn with_tool(tool: &str) -> (ToolDir, std::path::PathBuf, String) {
+    let dir = ToolDir::new();
+    let base = dir.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    copy_tool(&tools_dir(), tool, &base);
+    let engine = format!(
+        "[engine]\ncache-dir = \"{}\"\n",
+        crate::support::root().join("target/test-cache").display()
+    );
+    (dir, base, engine)
+}
+
 /// Wait (up to 30 s) until `server` has said `text` on its stderr.
 fn wait_for_stderr(server: &HttpServe, text: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -2188,17 +2203,13 @@ fn a_body_of_tiny_chunks_holds_about_what_it_is_counted() {
 /// for nothing and charged to no one (found by review).
 #[test]
 fn a_get_over_quota_is_refused_before_its_state_is_opened() {
-    let dir = ToolDir::new();
+    let (dir, base, engine) = with_tool("prompts");
     let root = dir.path();
-    let base = root.join("base");
-    std::fs::create_dir(&base).unwrap();
-    copy_tool(&tools_dir(), "prompts", &base);
     std::fs::write(
         root.join("toolhost.toml"),
         format!(
-            "[engine]\ncache-dir = \"{}\"\n\n[[tenant]]\nname = \"alpha\"\ntools = [\"prompts\"]\ntoken-sha256 = [\"{}\"]\ncalls-per-minute = 1\n",
-            crate::support::root().join("target/test-cache").display(),
-            sha(TOKEN_A)
+            "{engine}{}",
+            tenant_entry("alpha", "prompts", TOKEN_A, "calls-per-minute = 1")
         ),
     )
     .unwrap();
@@ -2362,15 +2373,7 @@ fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
     // (2026-07-28 has no `ping`: refused for that, not for the quota.)
     let (st, resp) = rpc(&addr, Some("parser-token"), "ping", json!({}), None);
     assert!(st != 429 && !resp.contains("quota"), "{resp}");
-    let (st, resp) = http(
-        &addr,
-        "POST",
-        "/mcp",
-        &[
-            ("Authorization", "Bearer parser-token"),
-            ("MCP-Protocol-Version", "2026-07-28"),
-            ("Mcp-Method", "notifications/cancelled"),
-        ],
+    let (st, resp) = notify(
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "_meta": meta(json!({}))}}).to_string(),
     );
     assert_ne!(st, 429, "{resp}");
@@ -2385,16 +2388,8 @@ fn parsing_a_tenants_requests_is_charged_to_its_fuel() {
 /// review).
 #[test]
 fn a_server_without_tenants_refuses_a_reload_that_adds_them() {
-    let dir = ToolDir::new();
-    let root = dir.path();
-    let base = root.join("base");
-    std::fs::create_dir(&base).unwrap();
-    copy_tool(&tools_dir(), "echo", &base);
-    let cfg = root.join("toolhost.toml");
-    let engine = format!(
-        "[engine]\ncache-dir = \"{}\"\n",
-        crate::support::root().join("target/test-cache").display()
-    );
+    let (dir, base, engine) = with_tool("echo");
+    let cfg = dir.path().join("toolhost.toml");
     std::fs::write(&cfg, &engine).unwrap();
     let server = serve_config(&cfg, &base, false, &[]);
     let addr = server.addr();
