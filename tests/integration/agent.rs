@@ -1685,6 +1685,12 @@ mod protocol {
                 denied,
                 "{rid}: {r}"
             );
+            // The refusal names the agent cut, as every name a peer chose
+            // (it quoted the CLI's id whole).
+            if denied {
+                let said = r["response"]["response"]["message"].as_str().unwrap();
+                assert!(!said.contains(&long) && said.contains('…'), "{said}");
+            }
         }
     }
 

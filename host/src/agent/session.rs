@@ -234,8 +234,13 @@ impl Inner {
             (Some(id), None) => match lock(&self.agent_types).get(id) {
                 Some(t) => Some(t.clone()),
                 None => {
+                    // The CLI's words, cut and escaped as every name a
+                    // peer chose is (they were quoted whole: found by
+                    // review).
                     return Err(format!(
-                        "agent `{id}` is unknown to the host, so it may not use `{tool}`"
+                        "agent `{}` is unknown to the host, so it may not use `{}`",
+                        crate::error::shown_name(id),
+                        crate::error::shown_name(tool)
                     ));
                 }
             },
@@ -249,7 +254,10 @@ impl Inner {
         } else {
             Err(format!(
                 "{} is not entitled to the tools of `{server}`",
-                agent_type.map_or("the main thread".to_string(), |t| format!("agent `{t}`"))
+                agent_type.map_or("the main thread".to_string(), |t| format!(
+                    "agent `{}`",
+                    crate::error::shown_name(&t)
+                ))
             ))
         }
     }
