@@ -1377,7 +1377,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
             .await;
     }
     // A tenant with a fuel budget pays for the host's reading and parsing
-    // of its requests (`Core::charge_request`); while the budget is spent,
+    // of its requests (`quota::RequestMeter`); while the budget is spent,
     // a body that is not small (or of no stated length) is refused before
     // it is read. Small ones are read, and refused after their parse
     // unless they are light (`Parsed::light`; calls are admitted at their
