@@ -2005,6 +2005,47 @@ async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
     assert!(ok.text().contains("hello from inside"));
 }
 
+/// SECURITY.md L73: `metadata-hash` was wasmtime-wasi's SipHash of the
+/// file's device and inode under a fixed key, which a guest inverted into
+/// the host's numbers and compared across calls and tenants. It is equal
+/// within a call, different in the next, and not the fixed key's hash.
+#[tokio::test]
+async fn a_files_identity_says_nothing_of_the_host_nor_across_calls() {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("f"), "x").unwrap();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/data", data.path(), "ro"));
+    let core = core(d.path()).await;
+    let hashes = || async {
+        let out = call(&core, "identity", json!({"path": "/data/f"}))
+            .await
+            .unwrap();
+        let text = out.text();
+        let h: Vec<String> = text.split(' ').map(str::to_string).collect();
+        assert_eq!(h.len(), 3, "{text}");
+        assert!(!text.contains("refused"), "{text}");
+        h
+    };
+    let first = hashes().await;
+    assert_eq!(first[0], first[1], "equal within the call");
+    assert_ne!(first[0], first[2], "the file is not its directory");
+    let second = hashes().await;
+    assert_ne!(first[0], second[0], "unrelated across calls");
+    assert_ne!(first[2], second[2], "unrelated across calls");
+    for (path, seen) in [
+        (data.path().join("f"), &first[0]),
+        (data.path().to_path_buf(), &first[2]),
+    ] {
+        let m = std::fs::metadata(&path).unwrap();
+        let mut fixed = std::hash::DefaultHasher::new();
+        (m.dev(), m.ino()).hash(&mut fixed);
+        let lower = format!(":{:x}", fixed.finish());
+        assert!(!seen.ends_with(&lower), "{path:?}: the fixed key's hash");
+    }
+}
+
 /// SECURITY.md M2: a check before the open and the open itself were two
 /// steps, and a second call of the same tool renaming a FIFO over the name
 /// in between made the open block a host thread for good. Here one call

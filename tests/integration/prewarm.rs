@@ -746,6 +746,84 @@ async fn a_prepared_sandboxs_clock_starts_with_its_call() {
     );
 }
 
+/// Component `name` with a core instance added after the component's
+/// imports are all in place, whose start function reads
+/// `wasi:clocks/wall-clock.now` into address 16 of the main memory at
+/// every instantiation: what a start-up could keep of the time its sandbox
+/// was made (`start_up_wall` reads it back).
+fn with_wall_clock_spy(name: &str) -> Vec<u8> {
+    let text = wasmprinter::print_bytes(std::fs::read(component(name)).unwrap()).unwrap();
+    let fixup = text
+        .find("(core instance $fixup")
+        .expect("wit-component's fixup instance");
+    let end = closing_paren(&text, fixup) + 1;
+    let lowered = text
+        .lines()
+        .find(|l| {
+            l.contains("(core func $")
+                && l.contains("wall-clock@")
+                && l.contains("-now\" (@name")
+                && l.contains("canon lower")
+        })
+        .expect("the lowered wall-clock now");
+    let at = lowered.find("(core func ").unwrap() + "(core func ".len();
+    let func = &lowered[at..at + lowered[at..].find(" (@name").unwrap()];
+    let spy = format!(
+        "(core module $fixture_spy
+           (import \"m\" \"mem\" (memory 0))
+           (import \"c\" \"now\" (func $now (param i32)))
+           (func $s (call $now (i32.const 16)))
+           (start $s))
+         (core instance $fixture_spy_instance (instantiate $fixture_spy
+           (with \"m\" (instance (export \"mem\" (memory $memory))))
+           (with \"c\" (instance (export \"now\" (func {func}))))))"
+    );
+    let text = format!("{}{spy}{}", &text[..end], &text[end..]);
+    wat::parse_str(&text).expect("the fixture parses")
+}
+
+/// A prepared sandbox's wall clock shows its start-up no time of the
+/// host's: a start function that kept the time of its preparation in
+/// memory told the next call, maybe another client's, when the previous
+/// call was answered (found by review). The call itself reads the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_sandboxs_start_up_sees_no_time_of_the_host() {
+    let d = ToolDir::new();
+    d.add_bytes("spy", &with_wall_clock_spy("hostile"), "");
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    let seconds = |s: &str| -> f64 { s.parse().expect("seconds") };
+    let host_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // Built on its call's path, the start-up reads the host's clock.
+    let first = call_replying(&core, &scope, "start_up_wall", json!({}))
+        .await
+        .unwrap()
+        .text();
+    let (start_up, now) = first.split_once(' ').unwrap();
+    assert!((seconds(start_up) - host_now()).abs() < 60.0, "{first}");
+    assert!((seconds(now) - host_now()).abs() < 60.0, "{first}");
+    assert_eq!(core.prewarm_stats().ready, 1, "{:?}", core.prewarm_stats());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = call_replying(&core, &scope, "start_up_wall", json!({}))
+        .await
+        .unwrap()
+        .text();
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1), "{stats:?}");
+    let (start_up, now) = second.split_once(' ').unwrap();
+    assert!((seconds(now) - host_now()).abs() < 60.0, "{second}");
+    assert!(
+        seconds(start_up) < 60.0,
+        "the prepared start-up read {start_up}, {:.3} s before its call: when it was made",
+        seconds(now) - seconds(start_up)
+    );
+}
+
 /// The background refill (`[engine] prewarm`) starts a sandbox within one
 /// slice too. A start-up run ahead of demand is no call's: it has no
 /// deadline and no CPU turn of its tenant, so one that ran up to the

@@ -84,11 +84,13 @@ pub fn tools() -> Toolbox {
         .tool(Tool::new("random", "Ask the host for `len` random bytes at once; report how many came.", random))
         .tool(Tool::new("big_stream_write", "Write 1 MiB to a file stream of `path` at once, past what `check-write` permits; report the outcome.", big_stream_write))
         .tool(Tool::new("touch_following", "Set the times of `path` (symlinks followed) to now; report the outcome.", touch_following))
+        .tool(Tool::new("identity", "Return `metadata-hash-at` of `path` twice and `metadata-hash` of its preopened directory, each as `upper:lower` in hex, space-separated.", identity))
         .tool(Tool::new("ask_random", "Ask the client a question that differs on every run (a non-deterministic tool).", ask_random))
         .tool(Tool::new("ask_flood", "Ask the client `n` questions, ignoring every refusal; return how many were refused.", ask_flood))
         .tool(Tool::new("hold_listings", "Open `n` listings of directory `path` at once and keep them; report how many opened and the first refusal.", hold_listings))
         .tool(Tool::new("ask_batch", "Ask the client `n` questions at once (`request-clients`); return how many were refused.", ask_batch))
         .tool(Tool::new("ask_ignoring", "Ask the client a question, ignore that the answer must wait, return \"done anyway\".", ask_ignoring))
+        .tool(Tool::new("start_up_wall", "Return the wall-clock time a test fixture's start function left at address 16 of linear memory, then the wall clock's time now, each as seconds.nanoseconds, space-separated.", start_up_wall))
         .tool(Tool::new("uptime", "Return the guest's monotonic clock (`wasi:clocks/monotonic-clock.now`), in nanoseconds: how long this sandbox says it has been up.", uptime))
         .tool(Tool::new(
             "remember",
@@ -1087,6 +1089,39 @@ fn touch_following(a: PathArgs) -> Result<String, ToolError> {
             Err(e) => format!("refused: {}", e.name()),
         },
     )
+}
+
+fn start_up_wall(_: NoArgs) -> Result<String, ToolError> {
+    // SAFETY: addresses 16 to 28 are in linear memory (the shadow stack's
+    // far end, below anything this call uses); a fixture's start function
+    // wrote a `datetime` there, else they hold whatever they hold.
+    let (secs, nanos) = unsafe {
+        (
+            core::ptr::read_volatile(16 as *const u64),
+            core::ptr::read_volatile(24 as *const u32),
+        )
+    };
+    let now = wasi::clocks::wall_clock::now();
+    Ok(format!(
+        "{secs}.{nanos:09} {}.{:09}",
+        now.seconds, now.nanoseconds
+    ))
+}
+
+fn identity(a: PathArgs) -> Result<String, ToolError> {
+    use wasi::filesystem::types::{MetadataHashValue, PathFlags};
+    let dirs = wasi::filesystem::preopens::get_directories();
+    let (dir, rel) = preopened(&dirs, &a.path)?;
+    let shown = |h: Result<MetadataHashValue, wasi::filesystem::types::ErrorCode>| match h {
+        Ok(h) => format!("{:x}:{:x}", h.upper, h.lower),
+        Err(e) => format!("refused-{}", e.name()),
+    };
+    Ok(format!(
+        "{} {} {}",
+        shown(dir.metadata_hash_at(PathFlags::SYMLINK_FOLLOW, &rel)),
+        shown(dir.metadata_hash_at(PathFlags::SYMLINK_FOLLOW, &rel)),
+        shown(dir.metadata_hash())
+    ))
 }
 
 fn elicit_params(message: &str) -> serde_json::Value {

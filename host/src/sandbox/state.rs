@@ -2,8 +2,8 @@
 //! call. It is assembled from the component's prepared grants by each
 //! capability unit's `apply` step, and implements the host interfaces the
 //! guest imports (WASI, wasi:http through the network gate, and
-//! `toolhost:tool/host`). It owns the guest's monotonic clock
-//! (`CallClock`), which skips the time a sandbox sat prepared.
+//! `toolhost:tool/host`). It owns the guest's clocks (`CallClock`), which
+//! skip the time a sandbox sat prepared.
 
 use super::PoolShape;
 use super::bindings::v1::toolhost::tool::host as wit_host;
@@ -42,16 +42,25 @@ pub(crate) struct CallState {
     clock: CallClock,
 }
 
-/// The guest's monotonic clock (`wasi:clocks/monotonic-clock`), counted
-/// from the sandbox's making, less the time it sat prepared. wasmtime-wasi's own counts from when the WASI
+/// The guest's clocks, counted from the sandbox's making, less the time it
+/// sat prepared. wasmtime-wasi's monotonic clock counts from when the WASI
 /// context was built: in a sandbox prepared ahead, that told the guest how
 /// long ago the previous call of its component in its scope, maybe another
-/// client's, was answered (found by review). The base is one shared number
-/// (nanoseconds since the process's first clock), not a lock: the guest
-/// reads it at every `now`.
+/// client's, was answered (found by review). The wall clock told the same
+/// to a start-up that read it (found by a later review: a start function
+/// kept the time it was prepared in memory, and the next call subtracted).
+/// So until the sandbox is handed to its call, the wall clock reads the
+/// monotonic one from the Unix epoch (1970, plus the start-up's own time);
+/// from then on, the host's. The base is one shared number (nanoseconds
+/// since the process's first clock), not a lock: the guest reads it at
+/// every `now`.
 #[derive(Clone)]
-struct CallClock {
-    base: std::sync::Arc<std::sync::atomic::AtomicU64>,
+struct CallClock(std::sync::Arc<ClockBase>);
+
+struct ClockBase {
+    base: std::sync::atomic::AtomicU64,
+    /// Prepared ahead and not yet handed to its call.
+    ahead: std::sync::atomic::AtomicBool,
 }
 
 /// The instant every `CallClock` counts from.
@@ -64,19 +73,32 @@ impl CallClock {
     }
 
     fn starting(at: std::time::Instant) -> CallClock {
-        CallClock {
-            base: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(Self::since_epoch(at))),
-        }
+        CallClock(std::sync::Arc::new(ClockBase {
+            base: std::sync::atomic::AtomicU64::new(Self::since_epoch(at)),
+            ahead: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Prepared ahead of its call: the wall clock shows nothing of the
+    /// host's time until [`CallClock::skip`].
+    fn ahead(&self) {
+        self.0
+            .ahead
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Skip `waited`: the time the sandbox sat prepared, which the guest
     /// does not see pass. Its start-up's readings stay behind the call's
     /// (the clock never goes back: found by the review of the fix, which
-    /// set it to 0 at hand-out).
+    /// set it to 0 at hand-out). The wall clock is the host's from now on.
     fn skip(&self, waited: std::time::Duration) {
         let waited = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-        self.base
+        self.0
+            .base
             .fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .ahead
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -92,8 +114,32 @@ impl wasmtime_wasi::HostMonotonicClock for CallClock {
     }
 
     fn now(&self) -> u64 {
-        let base = self.base.load(std::sync::atomic::Ordering::Relaxed);
+        let base = self.0.base.load(std::sync::atomic::Ordering::Relaxed);
         Self::since_epoch(std::time::Instant::now()).saturating_sub(base)
+    }
+}
+
+/// The guest's wall clock (`wasi:clocks/wall-clock`): see [`CallClock`].
+struct CallWallClock(CallClock);
+
+impl wasmtime_wasi::HostWallClock for CallWallClock {
+    fn resolution(&self) -> std::time::Duration {
+        static RESOLUTION: std::sync::LazyLock<std::time::Duration> =
+            std::sync::LazyLock::new(|| {
+                wasmtime_wasi::HostWallClock::resolution(&wasmtime_wasi::clocks::WallClock::new())
+            });
+        *RESOLUTION
+    }
+
+    fn now(&self) -> std::time::Duration {
+        if self.0.0.ahead.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::time::Duration::from_nanos(wasmtime_wasi::HostMonotonicClock::now(
+                &self.0,
+            ));
+        }
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
     }
 }
 
@@ -126,6 +172,7 @@ impl CallState {
         let mut b = WasiCtxBuilder::new();
         let clock = CallClock::starting(std::time::Instant::now());
         b.monotonic_clock(clock.clone());
+        b.wall_clock(CallWallClock(clock.clone()));
         let limiter = Limiter::new(grants.limits.memory, Some(memory.clone()), shape);
         let output = grants.stdio.apply(&mut b, cx.events, limiter.budget());
         // No sockets and no DNS, ever: outbound traffic is wasi:http only.
@@ -186,7 +233,7 @@ impl CallState {
     /// everything that depends on the call is set here. The rest (WASI
     /// context, pipes, resource table, fs budgets, memory) was built for
     /// this sandbox alone and is charged to this call from now on. Its
-    /// monotonic clock skips the `waited` it sat prepared: the guest sees
+    /// clocks skip the `waited` it sat prepared: the guest sees
     /// its start-up and its call, not when it was made.
     pub(crate) fn begin(&mut self, cx: super::CallContext, waited: std::time::Duration) {
         self.clock.skip(waited);
@@ -201,11 +248,13 @@ impl CallState {
     }
 
     /// Built ahead of its call (see `sandbox::warm`): until [`begin`],
-    /// its start-up's file streams start nothing.
+    /// its start-up's file streams start nothing and its wall clock shows
+    /// no time of the host's.
     ///
     /// [`begin`]: CallState::begin
     pub(crate) fn prepared_ahead(&mut self) {
         self.fs.prepared_ahead(true);
+        self.clock.ahead();
     }
 
     /// Take the call's name lookups from its scope's share too (see
@@ -419,7 +468,7 @@ impl CallState {
 
 #[cfg(test)]
 mod tests {
-    use super::CallClock;
+    use super::{CallClock, CallWallClock};
     use std::time::{Duration, Instant};
     use wasmtime_wasi::HostMonotonicClock;
 
@@ -427,6 +476,25 @@ mod tests {
     /// skips the time it sat prepared at hand-out, and never goes back (a
     /// first fix set it to 0 at hand-out, behind what the start-up read:
     /// found by review).
+    /// Prepared ahead, the wall clock reads the start-up's own time from
+    /// 1970; handed to its call, the host's.
+    #[test]
+    fn a_prepared_wall_clock_shows_the_hosts_time_only_to_its_call() {
+        use wasmtime_wasi::HostWallClock;
+        let clock = CallClock::starting(Instant::now());
+        let wall = CallWallClock(clock.clone());
+        let host = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+        };
+        assert!(wall.now().abs_diff(host()) < Duration::from_secs(60));
+        clock.ahead();
+        assert!(wall.now() < Duration::from_secs(60), "{:?}", wall.now());
+        clock.skip(Duration::from_secs(1));
+        assert!(wall.now().abs_diff(host()) < Duration::from_secs(60));
+    }
+
     #[test]
     fn a_call_clock_skips_the_wait_and_never_goes_back() {
         let clock = CallClock::starting(Instant::now());

@@ -1106,6 +1106,9 @@ pub(crate) struct FsCall {
     /// Room for [`STREAM_OPS`] operations of its file streams at once
     /// (made with its first stream: most calls open none).
     stream_ops: Option<Arc<StreamOps>>,
+    /// The call's own key for `metadata-hash` (see
+    /// [`shadow_metadata_hashes`]), taken with its first hash.
+    hash_nonce: Option<u64>,
 }
 
 /// The first limit a call hit, until it is passed on to the caller (once
@@ -1170,7 +1173,17 @@ impl FsCall {
             grant_of: HashMap::new(),
             notice: Arc::default(),
             stream_ops: None,
+            hash_nonce: None,
         })
+    }
+
+    /// The call's own number for `metadata-hash`, taken from the
+    /// process's count with its first hash.
+    fn hash_nonce(&mut self) -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        *self
+            .hash_nonce
+            .get_or_insert_with(|| NEXT.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The call's open files and sockets together (see
@@ -2409,6 +2422,7 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
     shadow_rename_at(&mut i)?;
     shadow_output_streams(&mut i)?;
     shadow_input_streams(&mut i)?;
+    shadow_metadata_hashes(&mut i)?;
     Ok(())
 }
 
@@ -2946,6 +2960,79 @@ fn shadow_links<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<
         },
     )?;
     Ok(())
+}
+
+/// `metadata-hash` and `metadata-hash-at`: wasmtime-wasi hashes a file's
+/// device and inode numbers with SipHash under a fixed key, so a guest
+/// inverted its grant's hash in 0.1 s into the host's device and inode
+/// numbers, and read an identity of the directory that was the same in
+/// every call, tenant and restart (two tenants granted one directory could
+/// tell; found by review). WASI asks that the inputs not be computable from
+/// the hash. The host's value is hashed again, keyed by a secret of the
+/// process and a number of the call's own: equal within the call (what a
+/// guest compares it for, as `st_ino`), unrelated across calls.
+fn shadow_metadata_hashes<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
+    i.func_wrap_async(
+        "[method]descriptor.metadata-hash",
+        |mut store, (fd,): (Resource<t::Descriptor>,)| {
+            Box::new(async move {
+                let (call, mut view) = store.data_mut().fs_parts();
+                let nonce = call.hash_nonce();
+                Ok((
+                    match t::HostDescriptor::metadata_hash(&mut view, fd).await {
+                        Ok(v) => Ok(rekeyed(nonce, v)),
+                        Err(e) => Err(code(&mut view, e)?),
+                    },
+                ))
+            })
+        },
+    )?;
+    i.func_wrap_async(
+        "[method]descriptor.metadata-hash-at",
+        |mut store, (fd, pf, path): (Resource<t::Descriptor>, t::PathFlags, String)| {
+            Box::new(async move {
+                let (call, mut view) = store.data_mut().fs_parts();
+                let nonce = call.hash_nonce();
+                Ok((
+                    match t::HostDescriptor::metadata_hash_at(&mut view, fd, pf, path).await {
+                        Ok(v) => Ok(rekeyed(nonce, v)),
+                        Err(e) => Err(code(&mut view, e)?),
+                    },
+                ))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// `v` hashed again under the process's secret and the call's `nonce`.
+fn rekeyed(nonce: u64, v: t::MetadataHashValue) -> t::MetadataHashValue {
+    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        let mut key = [0u8; 32];
+        // The kernel's pool is ready long before a tool runs; a failure
+        // here (none is documented for 32 bytes) leaves a key of the
+        // process's address layout and the time, still not the fixed one.
+        if rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())
+            .ok()
+            .is_none_or(|n| n != key.len())
+        {
+            let seed = format!("{:p} {:?}", &key, std::time::SystemTime::now());
+            key = *blake3::hash(seed.as_bytes()).as_bytes();
+        }
+        key
+    });
+    let mut input = [0u8; 24];
+    input[..8].copy_from_slice(&nonce.to_le_bytes());
+    input[8..16].copy_from_slice(&v.lower.to_le_bytes());
+    input[16..].copy_from_slice(&v.upper.to_le_bytes());
+    let out = blake3::keyed_hash(secret, &input);
+    let word =
+        |k: usize| u64::from_le_bytes(out.as_bytes()[k..k + 8].try_into().unwrap_or_default());
+    t::MetadataHashValue {
+        lower: word(0),
+        upper: word(8),
+    }
 }
 
 /// `set-times-at` following symlinks. wasmtime-wasi sets a followed
