@@ -839,6 +839,45 @@ time.sleep(100000)
     assert_ends(&pidfile, Duration::from_secs(10), "the CLI's child").await;
 }
 
+/// A CLI that ends before answering `initialize` (not logged in, a
+/// version without the control protocol) was reported as "the agent
+/// session is closed", its exit code and its words lost (found by the
+/// user review). `connect` says how it exited and what it wrote, and so
+/// does `toolhost agent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_that_ends_before_answering_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = fake_cli(
+        &dir.path().join("logged-out-cli"),
+        "#!/bin/sh\necho 'Invalid API key - Please run /login' >&2\nexit 3\n",
+    );
+    let (tools, core) = echo_core().await;
+    let options = AgentOptions::default()
+        .cli(&cli)
+        .server("tools", Scope::default());
+    let err = match AgentSession::connect(core, options).await {
+        Ok(_) => panic!("the CLI that exited answered?"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, AgentError::ProcessExited { code: Some(3), stderr } if stderr.contains("Please run /login")),
+        "{err:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["agent", "-p", "hi", "--tools"])
+        .arg(tools.path())
+        .arg("--cli")
+        .arg(&cli)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("exited (code 3)") && stderr.contains("Please run /login"),
+        "{stderr}"
+    );
+}
+
 /// `script` written at `path`, executable: a CLI of the test's own.
 fn fake_cli(path: &std::path::Path, script: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

@@ -71,24 +71,38 @@ fn is_executable(p: &Path) -> bool {
     }
 }
 
-/// The last bytes the CLI wrote to stderr.
+/// The last bytes the CLI wrote to stderr, and whether it has ended.
 #[derive(Clone, Default)]
-pub(crate) struct StderrTail(Arc<Mutex<VecDeque<u8>>>);
+pub(crate) struct StderrTail(Arc<Tail>);
+
+#[derive(Default)]
+struct Tail {
+    bytes: Mutex<VecDeque<u8>>,
+    ended: tokio::sync::watch::Sender<bool>,
+}
 
 impl StderrTail {
     fn push(&self, line: &str) {
-        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
         b.extend(line.as_bytes());
         b.push_back(b'\n');
         let excess = b.len().saturating_sub(STDERR_TAIL);
         b.drain(..excess);
     }
     pub fn text(&self) -> String {
-        let b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let b = self.0.bytes.lock().unwrap_or_else(|e| e.into_inner());
         let (a, c) = b.as_slices();
         String::from_utf8_lossy(&[a, c].concat())
             .trim_end()
             .to_string()
+    }
+    /// The text once the CLI's stderr has ended, or `within` has passed
+    /// (for the message of a CLI that exited: its last lines, which say
+    /// why, can still be in the pipe when its exit is seen).
+    pub async fn ended_text(&self, within: Duration) -> String {
+        let mut ended = self.0.ended.subscribe();
+        let _ = tokio::time::timeout(within, ended.wait_for(|e| *e)).await;
+        self.text()
     }
 }
 
@@ -177,6 +191,7 @@ impl CliProcess {
                     Ok(Line::End) | Err(_) => break,
                 }
             }
+            t.0.ended.send_replace(true);
         });
         let group = child.id().and_then(|id| i32::try_from(id).ok());
         Ok((

@@ -112,6 +112,9 @@ const MIN_QUEUED_WEIGHT: usize = 1024;
 /// good: found by review).
 pub(crate) const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an exited CLI's stderr is waited for, to say why it ended.
+const STDERR_WAIT: Duration = Duration::from_secs(1);
+
 /// A message of the CLI's, or an error in its place, with the bytes of
 /// [`MAX_QUEUED_BYTES`] it holds until the session's reader takes it.
 type Queued = (
@@ -774,9 +777,18 @@ impl AgentSession {
                 // No session to drop: close the CLI's input here, and stop
                 // the CLI (a hung one ignores its input's end), or the
                 // reader (which holds `inner`) and the CLI outlive the error.
+                // A CLI that ended before answering (not logged in, a
+                // version without the control protocol) is reported with
+                // its exit code and what it said, not as a closed session.
                 inner.out.close();
                 if let Some(p) = process.lock().await.as_mut() {
-                    p.shutdown(Duration::from_secs(2)).await;
+                    let code = p.shutdown(Duration::from_secs(2)).await;
+                    if matches!(e, AgentError::Closed) {
+                        return Err(AgentError::ProcessExited {
+                            code,
+                            stderr: p.stderr.ended_text(STDERR_WAIT).await,
+                        });
+                    }
                 }
                 return Err(e);
             }
@@ -1149,7 +1161,7 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
             let _ = messages.send((
                 Err(AgentError::ProcessExited {
                     code,
-                    stderr: p.stderr.text(),
+                    stderr: p.stderr.ended_text(STDERR_WAIT).await,
                 }),
                 None,
             ));
