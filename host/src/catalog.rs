@@ -457,6 +457,29 @@ impl Catalog {
                 }
             }
         }
+        // A name no source of its scope offers: a typo, or a tool not
+        // installed. Said, where it was an empty scope and silence (found
+        // by the user review).
+        let mut missing = std::collections::HashSet::new();
+        for s in sources {
+            for name in s.only.iter().flat_map(|o| o.iter()) {
+                let key = (s.scope.clone(), name.clone());
+                if !picked.contains_key(&key) && missing.insert(key) {
+                    cat.fail(
+                        LoadError::new(
+                            &s.path,
+                            LoadErrorKind::Source {
+                                reason: format!(
+                                    "scope `{}` names `{name}`, which no manifest of its tool sources offers (a typo, or a tool not installed), so the scope has no tool by that name",
+                                    s.scope
+                                ),
+                            },
+                        ),
+                        on_event,
+                    );
+                }
+            }
+        }
         for ((scope, name), from) in picked {
             if from.len() > 1 {
                 cat.ambiguous(&scope, &name, &from, on_event);

@@ -374,6 +374,39 @@ async fn a_fifo_a_dangling_link_or_a_huge_file_is_a_clear_load_error() {
     assert!(call(&core, "echo", json!({"text": "x"})).await.is_ok());
 }
 
+/// A tenant's or agent's `tools` naming what no source offers (a typo)
+/// left its scope without the tool and said nothing (found by the user
+/// review): it is a load error naming the scope and the name; the names
+/// that are offered are served.
+#[tokio::test]
+async fn a_named_selection_of_a_name_nothing_offers_is_a_load_error() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let alpha = Scope::new("alpha");
+    let core = Core::builder()
+        .config(test_config())
+        .add_source(
+            toolhost::Source::new(alpha.clone(), d.path())
+                .only_tools(["echo".to_string(), "ecoh".to_string()]),
+        )
+        .build()
+        .await
+        .unwrap();
+    let names: Vec<String> = core
+        .tools(&alpha)
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(names, ["echo"]);
+    let errors = load_errors(&core);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0]
+            .contains("scope `alpha` names `ecoh`, which no manifest of its tool sources offers"),
+        "{errors:#?}"
+    );
+}
+
 /// A review's case: a tenant's named tools (`tools = ["echo"]`) are taken
 /// from every `--tools` source, by tool name or by manifest name, so a
 /// writer of a second directory who added an `echo.toml` (here the files
