@@ -1904,6 +1904,13 @@ fn a_tenant_cannot_hold_more_sessions_or_open_requests_than_its_bounds() {
         "",
     );
     assert!(st == 200 || st == 204, "{resp}");
+    // Ended, its id is a session that is no more here: 404, as the spec
+    // says, not restored from the id (found by the user review).
+    let again = in_session(
+        &sids[1],
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+    );
+    assert_eq!(again.0, 404, "{}", again.1);
     let (st, resp) = initialize(&addr, "gamma-token");
     assert_eq!(st, 200, "{resp}");
     sids[1] = header(&resp, "mcp-session-id").unwrap().to_string();

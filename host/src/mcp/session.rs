@@ -19,9 +19,11 @@
 //! What does not travel: the session's `logging/setLevel` (a restored
 //! session starts at `info`), and server-to-client streams (a GET stream or
 //! a call in flight on a replica that dies ends; the client reconnects or
-//! retries). `DELETE` ends the session on the replica that holds it; the id
-//! itself stays valid until it expires (nothing is shared to revoke it), so
-//! its holder, who could open a new session anyway, may use it again.
+//! retries). `DELETE` ends the session on the replica that holds it, and
+//! that replica answers its id 404 from then on (it remembers the ended
+//! ids of each tenant until they expire, at most [`MAX_ENDED`]); another
+//! replica does not know (nothing is shared to revoke it) and restores it,
+//! for its holder, who could open a new session anyway.
 //!
 //! Owns: sealing and opening session ids, and the session manager and store
 //! rmcp's Streamable HTTP service uses. Knows nothing of tools or calls.
@@ -62,7 +64,14 @@ pub(crate) struct SessionSeal {
     /// `tenant:NAME` or `scope:NAME`: what an id is bound to.
     owner: Arc<str>,
     ttl: Duration,
+    /// Sessions ended here by `DELETE`: `SID` to its expiry.
+    ended: Arc<std::sync::Mutex<std::collections::HashMap<u128, u64>>>,
 }
+
+/// Most ended sessions remembered per tenant (24 bytes each, about 200
+/// KiB). Past it the expired are forgotten, then those expiring soonest:
+/// such an id opens again, for its holder only, as on another replica.
+const MAX_ENDED: usize = 8192;
 
 /// The plaintext of a sealed session id.
 #[derive(Debug, Serialize, Deserialize)]
@@ -91,6 +100,8 @@ pub(crate) enum SealError {
     Expired,
     #[error("issued in the future (clock skew between replicas?)")]
     Future,
+    #[error("its session was ended (DELETE)")]
+    Ended,
 }
 
 fn now_secs() -> u64 {
@@ -106,7 +117,30 @@ impl SessionSeal {
             key,
             owner: owner.into(),
             ttl,
+            ended: Arc::default(),
         }
+    }
+
+    /// `id`'s session was ended by its holder: it opens no more here. An id
+    /// that does not open is not remembered (anyone can send a `DELETE`).
+    pub(crate) fn end(&self, id: &str) {
+        let Ok(exp) = self.open_claims(id).map(|c| c.exp) else {
+            return;
+        };
+        let Some(sid) = id.get(..32).and_then(|s| u128::from_str_radix(s, 16).ok()) else {
+            return;
+        };
+        let mut ended = lock(&self.ended);
+        if ended.len() >= MAX_ENDED {
+            let now = now_secs();
+            ended.retain(|_, exp| *exp > now);
+        }
+        if ended.len() >= MAX_ENDED
+            && let Some(soonest) = ended.iter().min_by_key(|(_, exp)| **exp).map(|(s, _)| *s)
+        {
+            ended.remove(&soonest);
+        }
+        ended.insert(sid, exp);
     }
 
     fn aad(&self, sid: &str) -> Vec<u8> {
@@ -143,8 +177,18 @@ impl SessionSeal {
     }
 
     /// The `initialize` parameters sealed in `id`, if it is genuine, this
-    /// owner's and unexpired.
+    /// owner's, unexpired and not ended here.
     pub(crate) fn open(&self, id: &str) -> Result<InitializeRequestParams, SealError> {
+        let c = self.open_claims(id)?;
+        let sid = id.get(..32).and_then(|s| u128::from_str_radix(s, 16).ok());
+        if sid.is_some_and(|sid| lock(&self.ended).contains_key(&sid)) {
+            return Err(SealError::Ended);
+        }
+        Ok(c.p)
+    }
+
+    /// The claims of `id`, if it is genuine, this owner's and unexpired.
+    fn open_claims(&self, id: &str) -> Result<Claims, SealError> {
         if id.len() > MAX_ID {
             return Err(SealError::Malformed);
         }
@@ -178,7 +222,7 @@ impl SessionSeal {
         if c.iat > now + SKEW {
             return Err(SealError::Future);
         }
-        Ok(c.p)
+        Ok(c)
     }
 }
 
@@ -729,7 +773,9 @@ impl SessionStore for SealedStore {
         Ok(())
     }
 
-    async fn delete(&self, _: &str) -> Result<(), SessionStoreError> {
+    /// rmcp's `DELETE`, after the session is closed: remembered as ended.
+    async fn delete(&self, session_id: &str) -> Result<(), SessionStoreError> {
+        self.0.end(session_id);
         Ok(())
     }
 }
@@ -759,6 +805,30 @@ mod tests {
         let other_replica = seal(&StateKey::from_hex(&"42".repeat(32)).unwrap(), "tenant:a");
         assert_eq!(other_replica.open(&id).unwrap().client_info.name, "client");
         assert_eq!(audit_id(&id).len(), 32);
+    }
+
+    /// An ended id opens no more on the seal (and its clones) that ended
+    /// it; ids that do not open are not remembered; at most `MAX_ENDED`
+    /// are, the soonest to expire forgotten first.
+    #[test]
+    fn an_ended_session_does_not_open_and_the_ended_are_bounded() {
+        let key = StateKey::random();
+        let a = seal(&key, "tenant:a");
+        let id = a.seal(&params());
+        let kept = a.seal(&params());
+        a.clone().end(&id);
+        assert_eq!(a.open(&id).unwrap_err(), SealError::Ended);
+        assert!(a.open(&kept).is_ok());
+        // Another replica (its own seal) knows nothing of it.
+        assert!(seal(&key, "tenant:a").open(&id).is_ok());
+        a.end("forged");
+        a.end(&seal(&key, "tenant:b").seal(&params()));
+        assert_eq!(lock(&a.ended).len(), 1);
+        let base = now_secs();
+        for i in 0..MAX_ENDED as u64 + 10 {
+            a.end(&a.seal_at(&params(), base - 100 + i % 50));
+        }
+        assert_eq!(lock(&a.ended).len(), MAX_ENDED);
     }
 
     #[test]
