@@ -395,6 +395,16 @@ impl Catalog {
                 };
                 let reuse = reusable.get(&(&source.scope, mpath.as_path())).copied();
                 let result = load_one(sandbox, &mpath, &caps, host, reuse, whole).await;
+                if let Ok((comp, _)) = &result {
+                    let uncapped = caps.uncapped(&comp.manifest);
+                    if !uncapped.is_empty() {
+                        tracing::warn!(
+                            "{}: granted as its manifest asks, with no host config cap: {} (bound what tools may have with `[fs] roots`, `[env] pass` and `[network] allow` in the host config)",
+                            mpath.display(),
+                            uncapped.join(", ")
+                        );
+                    }
+                }
                 // The previous load kept whole: nothing was compiled or
                 // asked now.
                 let kept = matches!((&result, reuse), (Ok((c, _)), Some(p)) if Arc::ptr_eq(c, p));

@@ -2005,6 +2005,59 @@ async fn opening_a_fifo_in_a_grant_is_refused_instead_of_blocking_the_host() {
     assert!(ok.text().contains("hello from inside"));
 }
 
+/// A manifest is its author's word: with no host config (the README's
+/// first commands), a vendor's `/etc` or a secret variable was granted
+/// without a word (found by the user review). Each grant no operator cap
+/// bounds is named in a warning at load; with a host config whose caps
+/// cover them, nothing is said.
+#[test]
+fn grants_no_host_config_bounds_are_named_at_load() {
+    let t = tree();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "{}[env]\npass = [\"VENDOR_TEST_SECRET\"]\n",
+            fs_grant("/data", &t.granted, "ro")
+        ),
+    );
+    let run = |config: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+        cmd.args([
+            "call",
+            "getenv",
+            r#"{"name":"VENDOR_TEST_SECRET"}"#,
+            "--tools",
+        ])
+        .arg(d.path());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let said = run(None);
+    assert!(
+        said.contains("granted as its manifest asks, with no host config cap")
+            && said.contains(&format!("directory /data -> {}", t.granted.display()))
+            && said.contains("host variable VENDOR_TEST_SECRET"),
+        "{said}"
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let host = cfg.path().join("host.toml");
+    write_private(
+        &host,
+        &format!(
+            "[fs]\nroots = [\"{}\"]\n[env]\npass = [\"VENDOR_TEST_*\"]\n[network]\nallow = []\n",
+            t.granted.parent().unwrap().display()
+        ),
+    );
+    let said = run(Some(&host));
+    assert!(!said.contains("granted as its manifest asks"), "{said}");
+}
+
 /// SECURITY.md L73: `metadata-hash` was wasmtime-wasi's SipHash of the
 /// file's device and inode under a fixed key, which a guest inverted into
 /// the host's numbers and compared across calls and tenants. It is equal

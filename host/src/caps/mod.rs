@@ -63,6 +63,11 @@ impl<T: Clone> AllowList<T> {
         AllowList { lists: Vec::new() }
     }
 
+    /// Whether it allows anything (no list: the operator set no cap).
+    pub(crate) fn is_any(&self) -> bool {
+        self.lists.is_empty()
+    }
+
     /// Only these (an empty list allows nothing).
     pub fn only(items: impl IntoIterator<Item = T>) -> Self {
         AllowList {
@@ -146,6 +151,28 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// What manifest `m` asks for that no cap of the operator's bounds (a
+    /// unit whose allow-list allows anything), shown as a manifest writes
+    /// it: a manifest is its author's word, and a vendor's `/etc` or an
+    /// `AWS_SECRET_ACCESS_KEY` granted without a word (no host config, as
+    /// in the README's first commands) was found by the user review.
+    pub(crate) fn uncapped(&self, m: &Manifest) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.fs.roots.is_any() {
+            out.extend(
+                m.fs.iter()
+                    .map(|d| format!("directory {} -> {} ({})", d.guest, d.host.display(), d.mode)),
+            );
+        }
+        if self.env.pass.is_any() {
+            out.extend(m.env.pass.iter().map(|v| format!("host variable {v}")));
+        }
+        if self.net.allow.is_any() {
+            out.extend(m.network.allow.iter().map(|h| format!("host {h}")));
+        }
+        out
+    }
+
     /// Both at once: each unit's caps intersected.
     pub fn intersect(&self, other: &Caps) -> Caps {
         Caps {
