@@ -1651,12 +1651,18 @@ fn http_rejects_foreign_hosts_and_origins() {
     );
     let addr = server.addr();
     assert_eq!(http_post(&addr, &[], INIT).0, 200);
-    assert_eq!(
-        http_post(&addr, &[("Host", "evil.example.com")], INIT).0,
-        403
+    // The refusal says what to do (rmcp's named neither the check nor the
+    // fix: found by the user review), and does not echo the header.
+    let (st, resp) = http_post(&addr, &[("Host", "evil.example.com")], INIT);
+    assert_eq!(st, 403, "{resp}");
+    assert!(
+        resp.contains("--allow-host NAME") && !resp.contains("evil.example.com"),
+        "{resp}"
     );
     let evil = [("Origin", "http://evil.example.com")];
-    assert_eq!(http_post(&addr, &evil, INIT).0, 403);
+    let (st, resp) = http_post(&addr, &evil, INIT);
+    assert_eq!(st, 403, "{resp}");
+    assert!(!resp.contains("--allow-host"), "{resp}");
     let local = [("Origin", "http://localhost:3000")];
     assert_eq!(http_post(&addr, &local, INIT).0, 200);
 }

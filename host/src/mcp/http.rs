@@ -1036,6 +1036,7 @@ impl HttpServer {
                 respond_within(timeout, req, next)
             }))
             .layer(middleware::from_fn(session_closed_no_content))
+            .layer(middleware::from_fn(host_refusal_says_how))
             .layer(middleware::from_fn_with_state(
                 responses.clone(),
                 track_responses,
@@ -1199,6 +1200,36 @@ async fn session_closed_no_content(req: Request, next: Next) -> Response {
     if delete && resp.status() == StatusCode::ACCEPTED {
         *resp.status_mut() = StatusCode::NO_CONTENT;
     }
+    resp
+}
+
+/// rmcp refuses a request whose `Host` is not allowed with "Forbidden: Host
+/// header is not allowed", which names neither the check nor the fix: the
+/// first request through a load balancer under a public name met it (found
+/// by the user review). Its refusal says what to do; the header itself is
+/// not echoed.
+async fn host_refusal_says_how(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::FORBIDDEN {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    // rmcp's refusals are a line of text; anything longer is not this one.
+    let Ok(bytes) = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 4096))
+        .await
+        .map(|c| c.to_bytes())
+    else {
+        return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+    };
+    let body = if bytes.starts_with(b"Forbidden: Host header is not allowed") {
+        Body::from(
+            "Forbidden: the request's Host header is not a name this server answers to (it guards against DNS rebinding); start it with `--allow-host NAME` for each name clients use (`HttpConfig::allowed_hosts`)",
+        )
+    } else {
+        Body::from(bytes)
+    };
+    let mut resp = Response::from_parts(parts, body);
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
     resp
 }
 
