@@ -30,7 +30,9 @@ pub struct AuditArgs {
     /// (`denied`, `timeout`, `cancelled`, …).
     #[arg(long)]
     outcome: Option<String>,
-    /// Only this caller (`mcp-http`, `cli`, `agent:NAME`, …).
+    /// Only this caller (`mcp-http`, `cli`, `agent:NAME`, …); a name
+    /// without `:` also matches its `NAME:…` callers (`mcp-http` matches
+    /// every tenant's `mcp-http:TENANT`).
     #[arg(long)]
     caller: Option<String>,
     /// Only records since this time: RFC 3339 (`2026-12-03T04:00:00Z`) or
@@ -100,7 +102,14 @@ pub fn run(a: AuditArgs) -> Result<ExitCode> {
             let outcome = s(&v, "outcome");
             let keep = a.tenant.as_ref().is_none_or(|t| *t == s(&v, "tenant"))
                 && a.tool.as_ref().is_none_or(|t| *t == s(&v, "tool"))
-                && a.caller.as_ref().is_none_or(|c| *c == s(&v, "caller"))
+                && a.caller.as_ref().is_none_or(|c| {
+                    let caller = s(&v, "caller");
+                    caller == *c
+                        || (!c.contains(':')
+                            && caller
+                                .strip_prefix(c.as_str())
+                                .is_some_and(|r| r.starts_with(':')))
+                })
                 && a.outcome.as_deref().is_none_or(|o| match o {
                     "error" => outcome != "ok",
                     o => o == outcome,

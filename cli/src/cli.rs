@@ -23,9 +23,8 @@ struct Cli {
 #[derive(Args, Clone)]
 struct HostOpts {
     /// Tools directory, manifest or .wasm for the default scope (repeatable).
-    /// No default: a host loads only what it is named (a default of
-    /// `./tools` loaded whatever the working directory held, such as a
-    /// cloned project's, found by review).
+    /// No default: a host loads only what it is named, never whatever the
+    /// working directory holds.
     #[arg(
         long = "tools",
         short = 't',
@@ -340,7 +339,12 @@ async fn list(host: &HostOpts, scope: &str, json: bool) -> Result<ExitCode> {
             println!("{:w$}  {}", t.name, shown(first));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // What failed to load was printed as it failed: a script sees it too.
+    Ok(if core.load_errors().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `call`: one call of `tool`, its log and progress on stderr, its result
@@ -455,7 +459,7 @@ async fn check(paths: &[PathBuf], config: &Option<PathBuf>) -> Result<ExitCode> 
         Ok(ExitCode::SUCCESS)
     } else {
         println!(
-            "{} problem(s); {} tools loaded fine",
+            "{} manifest(s) or source(s) with problems (each printed above); {} tools loaded fine",
             errors.len(),
             tools.len()
         );

@@ -481,6 +481,44 @@ fn a_server_killed_right_after_answering_has_every_answered_calls_line() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
 }
 
+/// `--caller mcp-http` matched only the tenantless server's calls, never a
+/// tenant's `mcp-http:alpha`, though the help gave it as the example
+/// (found by the user review): a name without `:` matches its `NAME:…`
+/// callers too; a whole name matches only itself.
+#[test]
+fn audit_caller_names_match_their_tenants_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let line = |caller: &str| {
+        format!(
+            r#"{{"time":"2026-12-07T10:00:00Z","caller":"{caller}","tool":"echo","outcome":"ok","duration_us":5}}"#
+        )
+    };
+    let lines: Vec<String> = [
+        "mcp-http",
+        "mcp-http:alpha",
+        "mcp-http:beta",
+        "mcp-httpx",
+        "cli",
+    ]
+    .iter()
+    .map(|c| line(c))
+    .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let count = |caller: &str| {
+        let out = Command::new(BIN)
+            .args(["audit", log.to_str().unwrap(), "--json", "--caller", caller])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(count("mcp-http"), 3);
+    assert_eq!(count("mcp-http:alpha"), 1);
+    assert_eq!(count("mcp"), 0);
+    assert_eq!(count("cli"), 1);
+}
+
 fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

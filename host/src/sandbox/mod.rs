@@ -1995,9 +1995,18 @@ impl Sandbox {
             &lines[lines.len().saturating_sub(3)..].join(" | "),
             MAX_TRAP_PART,
         );
-        let trap = match e.downcast_ref::<Trap>() {
-            Some(t) => t.to_string(),
-            None => crate::audit::bounded(&text, MAX_TRAP_PART),
+        let trap = if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            // Said as what it is, not as wasmtime's backtrace of the exit
+            // (found by the user review).
+            format!(
+                "the tool exited with status {} in the middle of its call",
+                exit.0
+            )
+        } else {
+            match e.downcast_ref::<Trap>() {
+                Some(t) => t.to_string(),
+                None => crate::audit::bounded(&text, MAX_TRAP_PART),
+            }
         };
         let message = if detail.is_empty() {
             trap
