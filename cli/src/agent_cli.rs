@@ -108,11 +108,36 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
         o.model = a.model.clone();
     }
     o.cli = a.cli.clone();
-    o.system_prompt = a.system_prompt.clone();
+    if a.system_prompt.is_some() {
+        o.system_prompt = a.system_prompt.clone();
+    }
     o.permission_mode = a.permission_mode;
     o.setting_sources = a.setting_sources.iter().map(|&s| s.into()).collect();
     o.strict_mcp_config = !a.project_mcp;
     o.inherit_env = a.inherit_env.clone();
+    // A short name is a tool of the served scope: a typo was allowed as
+    // `mcp__tools__ecoh`, and the real tool silently went without its
+    // allow (found by the user review).
+    if let Some(server) = o.servers.iter().find(|s| s.name == SERVER) {
+        let tools = core.tools(&server.scope);
+        let known: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
+        for n in a.allow.iter().chain(&a.deny) {
+            if tool_name(n).starts_with(&format!("mcp__{SERVER}__"))
+                && !n.contains("__")
+                && !known.contains(&n.as_str())
+            {
+                anyhow::bail!(
+                    "--allow/--deny `{n}`: no such tool in scope `{}` (its tools: {}); a built-in tool is named with a capital (`Read`), another server's in full (`mcp__SERVER__TOOL`)",
+                    server.scope,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            }
+        }
+    }
     // Default: every tool of the served scopes (what `from_config` allowed,
     // or the one scope's server).
     if !a.allow.is_empty() {

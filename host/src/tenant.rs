@@ -861,7 +861,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("research")).unwrap();
         let cfg = dir.path().join("toolhost.toml");
-        let text = "[[agent]]\nname = \"main\"\ntools = [\"echo\"]\nsubagents = [\"researcher\"]\nmodel = \"sonnet\"\nmax-concurrent = 4\n[agent.limits]\ntimeout = \"5s\"\n\n[[agent]]\nname = \"researcher\"\ntools = [\"research/\"]\ndescription = \"Looks things up\"\nprompt = \"You research.\"\n";
+        let text = "[[agent]]\nname = \"main\"\ntools = [\"echo\"]\nsubagents = [\"researcher\"]\nmodel = \"sonnet\"\nprompt = \"You lead.\"\nmax-concurrent = 4\n[agent.limits]\ntimeout = \"5s\"\n\n[[agent]]\nname = \"researcher\"\ntools = [\"research/\"]\ndescription = \"Looks things up\"\nprompt = \"You research.\"\n";
         let c = HostConfig::parse(&cfg, text).unwrap_or_else(|e| panic!("{}", e.render()));
         assert!(c.tenants.is_empty());
         assert_eq!(c.agents.len(), 2);
@@ -889,6 +889,7 @@ mod tests {
         assert_eq!(servers, [("tools", "main"), ("researcher", "researcher")]);
         assert_eq!(o.agents["researcher"].servers, ["researcher"]);
         assert_eq!(o.agents["researcher"].prompt, "You research.");
+        assert_eq!(o.system_prompt.as_deref(), Some("You lead."));
         assert_eq!(o.allowed_tools, ["mcp__tools", "mcp__researcher"]);
         let Err(e) = crate::agent::AgentOptions::from_config(&c, "nobody") else {
             panic!("an unknown agent was found");

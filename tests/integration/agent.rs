@@ -878,6 +878,45 @@ async fn a_cli_that_ends_before_answering_says_why() {
     );
 }
 
+/// `--allow ecoh` became `mcp__tools__ecoh`: the typo allowed nothing and
+/// the real tool lost its allow, without a word (found by the user
+/// review). A short name that is no tool of the served scope is refused
+/// before the CLI starts, with the scope's tools; built-in and full names
+/// pass as they are.
+#[test]
+fn agent_allow_and_deny_name_tools_of_the_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let cli = fake_cli(
+        &dir.path().join("cli"),
+        &format!("#!/bin/sh\ntouch {}\nexit 3\n", started.display()),
+    );
+    let tools = ToolDir::new();
+    tools.add("echo", "echo", "");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+            .args(["agent", "-p", "hi", "--tools"])
+            .arg(tools.path())
+            .arg("--cli")
+            .arg(&cli)
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    for bad in [["--allow", "ecoh"], ["--deny", "ecoh"]] {
+        let said = run(&bad);
+        assert!(
+            said.contains("`ecoh`: no such tool in scope `default` (its tools: echo)"),
+            "{said}"
+        );
+        assert!(!started.exists(), "the CLI was started");
+    }
+    let said = run(&["--allow", "echo,Read,mcp__other__x"]);
+    assert!(!said.contains("no such tool"), "{said}");
+    assert!(started.exists(), "the CLI was not started: {said}");
+}
+
 /// `script` written at `path`, executable: a CLI of the test's own.
 fn fake_cli(path: &std::path::Path, script: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

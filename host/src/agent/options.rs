@@ -323,8 +323,8 @@ impl AgentOptions {
     /// The options of `[[agent]]` `name` of a host config: its tools served
     /// as the SDK server `tools`, each of its subagents defined with its
     /// own `[[agent]]`'s tools (served as an SDK server named after it, to
-    /// that subagent alone), and the agent's MCP tools allowed without
-    /// asking. The core serving them must load the config's sources
+    /// that subagent alone), its `model` and `prompt` (the system prompt),
+    /// and the agent's MCP tools allowed without asking. The core serving them must load the config's sources
     /// ([`HostConfig::sources`](crate::HostConfig::sources)); their quotas
     /// are the core's.
     pub fn from_config(
@@ -353,6 +353,11 @@ impl AgentOptions {
             .allow(format!("mcp__{server}"));
         if let Some(m) = &agent.model {
             o = o.model(m);
+        }
+        // Its system prompt, as a subagent's is (it was read and dropped:
+        // found by the user review).
+        if let Some(p) = &agent.prompt {
+            o = o.system_prompt(p);
         }
         for sub in &agent.subagents {
             // Checked when the config was read: each is an `[[agent]]`.
