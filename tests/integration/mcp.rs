@@ -1659,6 +1659,17 @@ fn http_rejects_foreign_hosts_and_origins() {
         resp.contains("--allow-host NAME") && !resp.contains("evil.example.com"),
         "{resp}"
     );
+    // An unknown protocol version is refused naming the ones it speaks.
+    let (st, resp) = http_post(
+        &addr,
+        &[("MCP-Protocol-Version", "2099-01-01")],
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    );
+    assert_eq!(st, 400, "{resp}");
+    assert!(
+        resp.contains("this server speaks") && resp.contains("2025-11-25"),
+        "{resp}"
+    );
     let evil = [("Origin", "http://evil.example.com")];
     let (st, resp) = http_post(&addr, &evil, INIT);
     assert_eq!(st, 403, "{resp}");

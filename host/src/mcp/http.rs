@@ -1036,7 +1036,7 @@ impl HttpServer {
                 respond_within(timeout, req, next)
             }))
             .layer(middleware::from_fn(session_closed_no_content))
-            .layer(middleware::from_fn(host_refusal_says_how))
+            .layer(middleware::from_fn(rmcp_refusals_say_how))
             .layer(middleware::from_fn_with_state(
                 responses.clone(),
                 track_responses,
@@ -1203,28 +1203,42 @@ async fn session_closed_no_content(req: Request, next: Next) -> Response {
     resp
 }
 
-/// rmcp refuses a request whose `Host` is not allowed with "Forbidden: Host
-/// header is not allowed", which names neither the check nor the fix: the
-/// first request through a load balancer under a public name met it (found
-/// by the user review). Its refusal says what to do; the header itself is
-/// not echoed.
-async fn host_refusal_says_how(req: Request, next: Next) -> Response {
+/// rmcp's refusals of a request's headers, said so a user can act on them.
+/// A `Host` not allowed was "Forbidden: Host header is not allowed", which
+/// named neither the check nor the fix: the first request through a load
+/// balancer under a public name met it; an unknown `MCP-Protocol-Version`
+/// did not say which this server speaks (found by the user review). The
+/// client's header is not echoed further than rmcp does.
+async fn rmcp_refusals_say_how(req: Request, next: Next) -> Response {
+    use http_body::Body as _;
     let resp = next.run(req).await;
-    if resp.status() != StatusCode::FORBIDDEN {
+    // rmcp's refusals are a line of text; a longer body is not one.
+    if !matches!(
+        resp.status(),
+        StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST
+    ) || resp.body().size_hint().upper().is_none_or(|n| n > 4096)
+    {
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    // rmcp's refusals are a line of text; anything longer is not this one.
-    let Ok(bytes) = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 4096))
+    let Ok(bytes) = http_body_util::BodyExt::collect(body)
         .await
         .map(|c| c.to_bytes())
     else {
-        return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+        return Response::from_parts(parts, Body::empty());
     };
     let body = if bytes.starts_with(b"Forbidden: Host header is not allowed") {
         Body::from(
             "Forbidden: the request's Host header is not a name this server answers to (it guards against DNS rebinding); start it with `--allow-host NAME` for each name clients use (`HttpConfig::allowed_hosts`)",
         )
+    } else if bytes.starts_with(b"Bad Request: Unsupported MCP-Protocol-Version") {
+        let known: Vec<&str> = rmcp::model::ProtocolVersion::KNOWN_VERSIONS
+            .iter()
+            .map(|v| v.as_str())
+            .collect();
+        let mut text = bytes.to_vec();
+        text.extend_from_slice(format!(" (this server speaks {})", known.join(", ")).as_bytes());
+        Body::from(text)
     } else {
         Body::from(bytes)
     };
