@@ -282,7 +282,7 @@ pub fn describe(code: &ErrorCode) -> String {
     use ErrorCode as E;
     let words: String = match code {
         E::HttpRequestDenied => {
-            "denied by the host: this tool's manifest does not grant that destination".into()
+            "denied by the host: that destination is not granted (not in the tool's manifest, or narrowed by the host config's `[network] allow`)".into()
         }
         E::DnsTimeout => "DNS lookup timed out".into(),
         E::DnsError(p) => match &p.rcode {
@@ -377,7 +377,7 @@ mod tests {
         );
         assert_eq!(
             describe(&ErrorCode::HttpRequestDenied),
-            "denied by the host: this tool's manifest does not grant that destination (HttpRequestDenied)"
+            "denied by the host: that destination is not granted (not in the tool's manifest, or narrowed by the host config's `[network] allow`) (HttpRequestDenied)"
         );
         assert_eq!(
             describe(&ErrorCode::InternalError(Some("boom".into()))),
