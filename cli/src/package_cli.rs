@@ -441,6 +441,7 @@ async fn install(
     let (what, was) = match &installed.replaced {
         Some(old) if installed.downgrade => ("downgraded", format!(" (was {})", &old[..19])),
         Some(old) => ("upgraded", format!(" (was {})", &old[..19])),
+        None if installed.reinstalled => ("already installed:", String::new()),
         None => ("installed", String::new()),
     };
     eprintln!(

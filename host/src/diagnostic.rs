@@ -225,7 +225,15 @@ pub(crate) fn section<T: serde::de::DeserializeOwned>(
                         }
                     }
                     _ => {
-                        cx.error(e.span(), msg, None);
+                        let missing = msg
+                            .strip_prefix("missing field `")
+                            .and_then(|r| r.split_once('`'))
+                            .map(|(k, _)| k);
+                        let hint = missing.map(|k| match k {
+                            "sha256" => "pin the component: `sha256 = \"…\"`, the 64 hex digits `sha256sum` prints for it".to_string(),
+                            k => format!("add `{k}` (the keys here: {allowed})"),
+                        });
+                        cx.error(e.span(), msg, hint);
                         return None;
                     }
                 }

@@ -144,6 +144,9 @@ pub struct Installed {
     pub downgrade: bool,
     /// Warnings to print (an unverified install).
     pub warnings: Vec<String>,
+    /// The same digest was already installed under this name (its files
+    /// checked, and restored where they differed).
+    pub reinstalled: bool,
 }
 
 /// An installed package as listed.
@@ -473,6 +476,7 @@ impl Store {
         idx.version = 1;
         idx.packages.insert(name.clone(), entry.clone());
         self.write_index(&idx)?;
+        let reinstalled = previous.as_ref().is_some_and(|p| p.digest == entry.digest);
         let replaced = previous
             .filter(|p| p.digest != entry.digest)
             .map(|p| p.digest);
@@ -487,6 +491,7 @@ impl Store {
             replaced,
             downgrade,
             warnings,
+            reinstalled,
         })
     }
 

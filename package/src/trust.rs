@@ -246,7 +246,7 @@ impl TrustPolicy {
             }
             if rules.is_empty() {
                 notes.push(format!(
-                    "a signature for {identity}, which no [[trust]] source in the host config covers"
+                    "a signature for {identity}, which no [[trust]] source covers (a host config's `[[trust]]` entries name the signers to trust; pass it with --config)"
                 ));
             } else {
                 let keys: Vec<String> = rules

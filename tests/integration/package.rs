@@ -280,6 +280,9 @@ async fn push_then_install_by_tag_and_by_digest_then_call_it() {
     let comp = format!("sha256/{}/component.wasm", &digest[7..]);
     assert!(manifest.contains(&comp), "{manifest}");
     assert_eq!(call_echo_from(&w.store()).await, "from the store");
+    // Again: said to be there already (it said "installed" as if new).
+    let again = assert_ok(&w.install(&r, &config, &[]));
+    assert!(again.contains("already installed: echo"), "{again}");
 
     // By digest, into a second store: the same package.
     let by_digest = format!("{}/tools/echo@{digest}", reg.addr);

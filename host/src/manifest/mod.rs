@@ -236,6 +236,18 @@ mod tests {
 
     const HEAD: &str = "[component]\npath = \"t.wasm\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
 
+    /// A missing key says what to add; for `sha256`, how to get it (the
+    /// user review: "missing field `sha256`" said neither).
+    #[test]
+    fn a_missing_key_says_what_to_add() {
+        let e = parse("[component]\npath = \"t.wasm\"\n").unwrap_err();
+        let text = e.render();
+        assert!(
+            text.contains("missing field `sha256`") && text.contains("sha256sum"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn every_problem_of_a_file_is_reported_at_once() {
         let text = format!(
