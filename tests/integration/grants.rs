@@ -2049,7 +2049,7 @@ fn grants_no_host_config_bounds_are_named_at_load() {
     let host = cfg.path().join("host.toml");
     write_private(
         &host,
-        &format!(
+        format!(
             "[fs]\nroots = [\"{}\"]\n[env]\npass = [\"VENDOR_TEST_*\"]\n[network]\nallow = []\n",
             t.granted.parent().unwrap().display()
         ),
