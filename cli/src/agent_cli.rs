@@ -89,14 +89,6 @@ impl From<SettingSourceArg> for SettingSource {
     }
 }
 
-fn tool_name(n: &str) -> String {
-    if n.contains("__") || n.chars().next().is_some_and(char::is_uppercase) {
-        n.to_string()
-    } else {
-        format!("mcp__{SERVER}__{n}")
-    }
-}
-
 pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCode> {
     let mut o = match &a.agent {
         Some(name) => AgentOptions::from_config(config, name)?,
@@ -115,37 +107,48 @@ pub async fn run(core: Core, config: &HostConfig, a: AgentArgs) -> Result<ExitCo
     o.setting_sources = a.setting_sources.iter().map(|&s| s.into()).collect();
     o.strict_mcp_config = !a.project_mcp;
     o.inherit_env = a.inherit_env.clone();
-    // A short name is a tool of the served scope: a typo was allowed as
-    // `mcp__tools__ecoh`, and the real tool silently went without its
-    // allow (found by the user review).
-    if let Some(server) = o.servers.iter().find(|s| s.name == SERVER) {
-        let tools = core.tools(&server.scope);
-        let known: Vec<&str> = tools.iter().map(|t| &*t.name).collect();
-        for n in a.allow.iter().chain(&a.deny) {
-            if tool_name(n).starts_with(&format!("mcp__{SERVER}__"))
-                && !n.contains("__")
-                && !known.contains(&n.as_str())
-            {
-                anyhow::bail!(
-                    "--allow/--deny `{n}`: no such tool in scope `{}` (its tools: {}); a built-in tool is named with a capital (`Read`), another server's in full (`mcp__SERVER__TOOL`)",
-                    server.scope,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-            }
+    // A name of a tool of the served scope is that tool
+    // (`mcp__tools__NAME`), whatever it looks like; any other is a
+    // built-in (a capital) or another server's tool in full (`mcp__…`).
+    // A typo was allowed as `mcp__tools__ecoh` in silence (found by the
+    // user review), and a scope tool named `Bash` or `delete__all` was
+    // taken for a built-in or a full name (found by the review of the fix).
+    let (scope, known): (String, Vec<String>) = o
+        .servers
+        .iter()
+        .find(|s| s.name == SERVER)
+        .map(|s| {
+            let tools = core.tools(&s.scope);
+            (
+                s.scope.to_string(),
+                tools.iter().map(|t| t.name.to_string()).collect(),
+            )
+        })
+        .unwrap_or_default();
+    let tool_name = |n: &String| -> Result<String> {
+        if known.contains(n) {
+            return Ok(format!("mcp__{SERVER}__{n}"));
         }
-    }
+        if n.starts_with("mcp__") || n.chars().next().is_some_and(char::is_uppercase) {
+            return Ok(n.clone());
+        }
+        anyhow::bail!(
+            "--allow/--deny `{n}`: no such tool in scope `{scope}` (its tools: {}); a built-in tool is named with a capital (`Read`), another server's in full (`mcp__SERVER__TOOL`)",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    };
     // Default: every tool of the served scopes (what `from_config` allowed,
     // or the one scope's server).
     if !a.allow.is_empty() {
-        o.allowed_tools = a.allow.iter().map(|n| tool_name(n)).collect();
+        o.allowed_tools = a.allow.iter().map(tool_name).collect::<Result<_>>()?;
     } else if o.allowed_tools.is_empty() {
         o.allowed_tools = vec![format!("mcp__{SERVER}")];
     }
-    o.disallowed_tools = a.deny.iter().map(|n| tool_name(n)).collect();
+    o.disallowed_tools = a.deny.iter().map(tool_name).collect::<Result<_>>()?;
     if let Some(p) = &a.rules {
         o.rules.rules = RuleFile::load(p)?.rules();
     }

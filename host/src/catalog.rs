@@ -398,11 +398,15 @@ impl Catalog {
                 if let Ok((comp, _)) = &result {
                     let uncapped = caps.uncapped(&comp.manifest);
                     if !uncapped.is_empty() {
-                        tracing::warn!(
+                        // Escaped: the paths and names are the manifest
+                        // author's, and a newline forged a log line
+                        // (found by review).
+                        let said = format!(
                             "{}: granted as its manifest asks, with no host config cap: {} (bound what tools may have with `[fs] roots`, `[env] pass` and `[network] allow` in the host config)",
                             mpath.display(),
                             uncapped.join(", ")
                         );
+                        tracing::warn!("{}", crate::audit::escape_controls(&said));
                     }
                 }
                 // The previous load kept whole: nothing was compiled or
@@ -480,7 +484,7 @@ impl Catalog {
                             &s.path,
                             LoadErrorKind::Source {
                                 reason: format!(
-                                    "scope `{}` names `{name}`, which no manifest of its tool sources offers (a typo, or a tool not installed), so the scope has no tool by that name",
+                                    "scope `{}` names `{name}`, which no manifest of its tool sources offers (a typo, a tool not installed, or one whose manifest failed to load: see the errors above), so the scope has no tool by that name",
                                     s.scope
                                 ),
                             },

@@ -2056,6 +2056,34 @@ fn grants_no_host_config_bounds_are_named_at_load() {
     );
     let said = run(Some(&host));
     assert!(!said.contains("granted as its manifest asks"), "{said}");
+
+    // The manifest's name and grants are its author's: a newline in them
+    // forged a line of the operator's log (found by the review of the
+    // fix). The name is escaped; a guest path or variable name with a
+    // control character is refused.
+    let forged = ToolDir::new();
+    let m = forged.add("hostile", "hostile", &fs_grant("/data", &t.granted, "ro"));
+    std::fs::rename(&m, forged.path().join("x\nFORGED line.toml")).unwrap();
+    forged.write(
+        "other.toml",
+        &std::fs::read_to_string(forged.path().join("x\nFORGED line.toml"))
+            .unwrap()
+            .replace("guest = \"/data\"", "guest = \"/data\\nFORGED guest\"")
+            .replace("[[fs]]", "[env]\npass = [\"HOME\\nFORGED env\"]\n[[fs]]"),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args(["list", "--tools"])
+        .arg(forged.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("granted as its manifest asks"), "{said}");
+    assert!(
+        said.contains("holds control characters")
+            && said.contains("is not a valid environment variable name"),
+        "{said}"
+    );
+    assert!(!said.lines().any(|l| l.starts_with("FORGED")), "{said}");
 }
 
 /// SECURITY.md L73: `metadata-hash` was wasmtime-wasi's SipHash of the

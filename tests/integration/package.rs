@@ -404,7 +404,7 @@ async fn a_package_signed_by_an_untrusted_key_is_refused() {
     ok(&["sign", &pushed, "--key", &w.key("acme").0]);
     let e = stderr(&w.install(&r, &config, &[]));
     assert!(
-        e.contains("no [[trust]] source in the host config covers"),
+        e.contains("which no [[trust]] source covers") && e.contains("pass it with --config"),
         "{e}"
     );
 

@@ -747,11 +747,11 @@ async fn a_prepared_sandboxs_clock_starts_with_its_call() {
 }
 
 /// Component `name` with a core instance added after the component's
-/// imports are all in place, whose start function reads
-/// `wasi:clocks/wall-clock.now` into address 16 of the main memory at
-/// every instantiation: what a start-up could keep of the time its sandbox
-/// was made (`start_up_wall` reads it back).
-fn with_wall_clock_spy(name: &str) -> Vec<u8> {
+/// imports are all in place, whose start function runs `body` with the
+/// lowered function `func` of WASI interface `iface` imported as `$f` of
+/// type `sig`, and the main memory as `$mem`: what a start-up could do
+/// once every import works.
+fn with_start_calling(name: &str, iface: &str, func: &str, sig: &str, body: &str) -> Vec<u8> {
     let text = wasmprinter::print_bytes(std::fs::read(component(name)).unwrap()).unwrap();
     let fixup = text
         .find("(core instance $fixup")
@@ -760,26 +760,99 @@ fn with_wall_clock_spy(name: &str) -> Vec<u8> {
     let lowered = text
         .lines()
         .find(|l| {
+            // Lowered through wit-component's shim when it takes memory
+            // (named after its interface), else directly (named after the
+            // function alone: `subscribe-duration` is only the clock's).
             l.contains("(core func $")
-                && l.contains("wall-clock@")
-                && l.contains("-now\" (@name")
                 && l.contains("canon lower")
+                && ((l.contains(&format!("/{iface}@")) && l.contains(&format!("-{func}\" (@name")))
+                    || (iface == "monotonic-clock"
+                        && l.contains(&format!(" {func}\" (@name \"{func}\")"))))
         })
-        .expect("the lowered wall-clock now");
+        .unwrap_or_else(|| panic!("the lowered {iface} {func}"));
     let at = lowered.find("(core func ").unwrap() + "(core func ".len();
     let func = &lowered[at..at + lowered[at..].find(" (@name").unwrap()];
     let spy = format!(
         "(core module $fixture_spy
-           (import \"m\" \"mem\" (memory 0))
-           (import \"c\" \"now\" (func $now (param i32)))
-           (func $s (call $now (i32.const 16)))
+           (import \"m\" \"mem\" (memory $mem 0))
+           (import \"c\" \"f\" (func $f {sig}))
+           (func $s {body})
            (start $s))
          (core instance $fixture_spy_instance (instantiate $fixture_spy
            (with \"m\" (instance (export \"mem\" (memory $memory))))
-           (with \"c\" (instance (export \"now\" (func {func}))))))"
+           (with \"c\" (instance (export \"f\" (func {func}))))))"
     );
     let text = format!("{}{spy}{}", &text[..end], &text[end..]);
     wat::parse_str(&text).expect("the fixture parses")
+}
+
+/// Component `name` whose start function reads
+/// `wasi:clocks/wall-clock.now` into address 16 of the main memory at
+/// every instantiation: what a start-up could keep of the time its sandbox
+/// was made (`start_up_wall` reads it back).
+fn with_wall_clock_spy(name: &str) -> Vec<u8> {
+    with_start_calling(
+        name,
+        "wall-clock",
+        "now",
+        "(param i32)",
+        "(call $f (i32.const 16))",
+    )
+}
+
+/// A component granted a read-write directory is never prepared ahead: a
+/// start-up run in the background (four slices) could write to it before
+/// any call existed, and read the host's time back from the file's times
+/// (found by review). Its calls build their own sandboxes and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_with_a_read_write_directory_is_never_prepared_ahead() {
+    let out = tempfile::tempdir().unwrap();
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        &format!(
+            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\n",
+            out.path().display()
+        ),
+    );
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    for i in 0..3 {
+        call_replying(&core, &scope, "uptime", json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+    }
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+}
+
+/// A start-up that makes a clock's pollable (its deadline the host's
+/// time) measured, waiting on it in the call, how long its sandbox sat
+/// prepared (found by review). Such a start-up traps when run ahead, so
+/// the component is prepared no more; each call builds its own sandbox
+/// and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_that_sets_a_timer_is_never_run_ahead() {
+    let d = ToolDir::new();
+    let timer = with_start_calling(
+        "hostile",
+        "monotonic-clock",
+        "subscribe-duration",
+        "(param i64) (result i32)",
+        "(drop (call $f (i64.const 3000000000)))",
+    );
+    d.add_bytes("timer", &timer, "");
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    for i in 0..4 {
+        call_replying(&core, &scope, "uptime", json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+    }
+    let stats = core.prewarm_stats();
+    assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+    assert!(stats.failed >= 1, "{stats:?}");
 }
 
 /// A prepared sandbox's wall clock shows its start-up no time of the

@@ -76,8 +76,11 @@ pub(crate) struct EnvRefusal {
     pub(crate) hint: String,
 }
 
+/// Not empty, no `=`, no control characters (a name is shown in the
+/// operator's log and review: a newline in one forged a log line; found
+/// by review).
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && !n.contains('=') && !n.contains('\0')
+    !n.is_empty() && !n.contains('=') && !n.chars().any(char::is_control)
 }
 
 /// Read `[env]`; every problem is recorded.
@@ -87,7 +90,10 @@ pub(crate) fn parse(raw: &schema::Env, cx: &mut Collector<'_>) -> EnvRequest {
         if !valid_name(k) {
             cx.error(
                 Some(v.span()),
-                format!("`{k}` is not a valid environment variable name"),
+                format!(
+                    "`{}` is not a valid environment variable name",
+                    crate::audit::escape_controls(k)
+                ),
                 None,
             );
             continue;
@@ -107,7 +113,10 @@ pub(crate) fn parse(raw: &schema::Env, cx: &mut Collector<'_>) -> EnvRequest {
         if !valid_name(n) {
             cx.error(
                 Some(name.span()),
-                format!("`{n}` is not a valid environment variable name"),
+                format!(
+                    "`{}` is not a valid environment variable name",
+                    crate::audit::escape_controls(n)
+                ),
                 None,
             );
         } else if req.set.iter().any(|(k, _)| k == n) {

@@ -131,6 +131,10 @@ impl SessionSeal {
             return;
         };
         let mut ended = lock(&self.ended);
+        // Ended already: nothing to do (a repeated DELETE costs no scan).
+        if ended.contains_key(&sid) {
+            return;
+        }
         if ended.len() >= MAX_ENDED {
             let now = now_secs();
             ended.retain(|_, exp| *exp > now);

@@ -385,9 +385,19 @@ impl LoadedComponent {
     /// components (a typed tool's call instantiates its function's
     /// component as part of running it) without network grants (a
     /// start-up that opened a request would keep it going while the
-    /// sandbox waits, outside any call's deadline and audit).
+    /// sandbox waits, outside any call's deadline and audit) nor a
+    /// read-write directory (a start-up in the background, given four
+    /// slices, could write before any call exists, and read the host's
+    /// time back from what it wrote: found by review).
     fn prewarmable(&self) -> bool {
-        matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any()
+        matches!(self.kind, Kind::Toolhost(_))
+            && !self.grants.net.any()
+            && !self
+                .grants
+                .fs
+                .dirs
+                .iter()
+                .any(|d| d.mode == caps::fs::FsMode::ReadWrite)
     }
 
     /// For a typed-WIT tool, a check of its arguments that converts them
@@ -876,6 +886,7 @@ fn linkers(engine: &Engine) -> anyhow::Result<(Linker<CallState>, Linker<CallSta
     let mut linker: Linker<CallState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     caps::fs::enforce::add_to_linker(&mut linker)?;
+    state::add_clocks_to_linker(&mut linker)?;
     bindings::v1::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
     bindings::v2::Toolhost::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
     let mut linker_http = linker.clone();

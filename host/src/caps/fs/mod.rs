@@ -654,6 +654,14 @@ impl Prepared {
 
 /// A guest path: absolute, normalized, no `.`/`..`, not `/` itself.
 fn check_guest_path(p: &str) -> Result<(), String> {
+    // Shown in the operator's log and review: a newline forged a log line
+    // (found by review).
+    if p.chars().any(char::is_control) {
+        return Err(format!(
+            "guest path `{}` holds control characters",
+            crate::audit::escape_controls(p)
+        ));
+    }
     if !p.starts_with('/') {
         return Err(format!("guest path `{p}` must be absolute, e.g. `/data`"));
     }
