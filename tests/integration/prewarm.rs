@@ -832,9 +832,13 @@ async fn a_component_with_a_read_write_directory_is_never_prepared_ahead() {
 /// prepared (found by review). Such a start-up traps when run ahead, so
 /// the component is prepared no more; each call builds its own sandbox
 /// and runs.
+///
+/// So is one that asks for its directories: its file operations would run
+/// outside any call (a blocking one outliving the failed preparation),
+/// and what they returned told it whether it ran ahead (found by review).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_up_that_sets_a_timer_is_never_run_ahead() {
-    let d = ToolDir::new();
+async fn a_start_up_that_sets_a_timer_or_opens_its_directories_is_never_run_ahead() {
+    let data = tempfile::tempdir().unwrap();
     let timer = with_start_calling(
         "hostile",
         "monotonic-clock",
@@ -842,17 +846,34 @@ async fn a_start_up_that_sets_a_timer_is_never_run_ahead() {
         "(param i64) (result i32)",
         "(drop (call $f (i64.const 3000000000)))",
     );
-    d.add_bytes("timer", &timer, "");
-    let core = core_replying(d.path(), true).await;
-    let scope = Scope::default();
-    for i in 0..4 {
-        call_replying(&core, &scope, "uptime", json!({}))
-            .await
-            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+    let dirs = with_start_calling(
+        "hostile",
+        "preopens",
+        "get-directories",
+        "(param i32)",
+        "(call $f (i32.const 16))",
+    );
+    for fixture in [timer, dirs] {
+        let d = ToolDir::new();
+        d.add_bytes(
+            "start-up",
+            &fixture,
+            &format!(
+                "[[fs]]\nguest = \"/data\"\nhost = \"{}\"\nmode = \"ro\"\n",
+                data.path().display()
+            ),
+        );
+        let core = core_replying(d.path(), true).await;
+        let scope = Scope::default();
+        for i in 0..4 {
+            call_replying(&core, &scope, "uptime", json!({}))
+                .await
+                .unwrap_or_else(|e| panic!("call {i}: {e}"));
+        }
+        let stats = core.prewarm_stats();
+        assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+        assert!(stats.failed >= 1, "{stats:?}");
     }
-    let stats = core.prewarm_stats();
-    assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
-    assert!(stats.failed >= 1, "{stats:?}");
 }
 
 /// A prepared sandbox's wall clock shows its start-up no time of the

@@ -1211,6 +1211,14 @@ impl FsCall {
         }
     }
 
+    /// Whether the sandbox is prepared ahead and not yet handed to its
+    /// call (only one with directories granted says so).
+    fn is_ahead(&self) -> bool {
+        self.descriptors
+            .as_ref()
+            .is_some_and(|d| d.ahead.load(Ordering::Acquire))
+    }
+
     /// Forget files nothing holds any more and give their share back;
     /// how many are open.
     fn reconcile(&mut self) -> usize {
@@ -2431,6 +2439,17 @@ pub(crate) fn add_to_linker<T: FsEnforced>(linker: &mut Linker<T>) -> anyhow::Re
 fn shadow_get_directories<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyhow::Result<()> {
     i.func_wrap("get-directories", |mut store, (): ()| {
         let (call, mut view) = store.data_mut().fs_parts();
+        // A start-up run ahead of its call touches no file: its operations
+        // would run outside any call (a blocking one outlived the failed
+        // preparation, charged to no one), and what they returned, or did
+        // not, told the start-up it ran ahead (found by review). Without
+        // the preopens it has no descriptor; asking for them traps, and
+        // the component is then started by each call.
+        if call.is_ahead() {
+            return Err(wasmtime::Error::msg(
+                "the component's start-up asks for its directories; it is started with each call instead of ahead of it",
+            ));
+        }
         let dirs = preopens::Host::get_directories(&mut view)?;
         for (d, guest) in &dirs {
             if let Some(i) = call.grants.iter().position(|(g, _)| g == guest) {
