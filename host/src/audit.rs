@@ -223,6 +223,10 @@ pub struct AuditRecord {
     /// The client's session, when the front end knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Whom the caller acts for, when the front end knows it (an HTTP
+    /// tenant's JWT `sub`, escaped and cut to 256 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// The tool named, as the client wrote it (cut to 256 bytes, ending
     /// in `…` when cut).
     pub tool: String,
@@ -283,6 +287,7 @@ impl AuditRecord {
             scope: scope.to_string(),
             caller: caller.to_string(),
             session: None,
+            subject: None,
             tool: bounded(tool, MAX_TOOL),
             tool_sha256: None,
             args_sha256: None,

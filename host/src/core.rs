@@ -56,6 +56,9 @@ pub struct CallRequest {
     pub caller: Arc<str>,
     /// The client's session, for the audit log, when the front end knows it.
     pub session: Option<Arc<str>>,
+    /// Whom the caller acts for (an HTTP tenant's JWT `sub`), for the audit
+    /// log, when the front end knows it.
+    pub subject: Option<Arc<str>>,
     /// The caller's client, for the requests a tool's manifest grants
     /// (sampling, elicitation). `None`: such requests fail cleanly.
     pub client: Option<Arc<dyn ClientRequests>>,
@@ -85,6 +88,7 @@ impl CallRequest {
                 LIBRARY.clone()
             },
             session: None,
+            subject: None,
             client: None,
             admission: None,
         }
@@ -97,6 +101,12 @@ impl CallRequest {
     /// Name the client's session in the audit log.
     pub fn session(mut self, session: impl AsRef<str>) -> Self {
         self.session = Some(Arc::from(session.as_ref()));
+        self
+    }
+    /// Name whom the caller acts for (a user, as an identity provider
+    /// names them) in the audit log.
+    pub fn subject(mut self, subject: impl AsRef<str>) -> Self {
+        self.subject = Some(Arc::from(subject.as_ref()));
         self
     }
     /// Send the tool's log and progress events to `events`.
@@ -1126,6 +1136,7 @@ impl Core {
                 .caller(&*req.caller)
                 .cancel(req.cancel.clone());
             one.session = req.session.clone();
+            one.subject = req.subject.clone();
             let target = Target::List {
                 manifest: manifest.clone(),
             };
@@ -1242,6 +1253,7 @@ impl Core {
             rec: inner.audit.enabled().then(|| {
                 let mut r = AuditRecord::new(scope, &req.caller, &req.tool);
                 r.session = req.session.as_deref().map(str::to_string);
+                r.subject = req.subject.as_deref().map(str::to_string);
                 if !matches!(target, Target::Call) {
                     r.event = target.method();
                 }

@@ -662,6 +662,73 @@ fn a_jwks_file_others_may_write_is_refused() {
     assert!(toolhost::mcp::Tenancy::new(&config.tenants, &config.auth).is_ok());
 }
 
+/// With many users behind a tenant's JWTs, "who ran what" needs the
+/// user: each call's audit record names the JWT's `sub` (escaped, as
+/// every peer's text; found by the user review), and a static token's
+/// call names none. `toolhost audit --subject` finds them.
+#[test]
+fn a_jwts_subject_is_recorded_with_each_call() {
+    let (key, public) = ed25519();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("audit.jsonl");
+    let s = Setup::new(&format!(
+        "\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\ntenant-claim = \"org\"\n[audit]\npath = \"{}\"\nfsync = \"always\"\n",
+        log.display()
+    ));
+    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    let server = s.serve();
+    let addr = server.addr();
+    let token = |sub: &str| {
+        jwt(
+            &key,
+            json!({
+                "iss": "https://auth.example",
+                "aud": "https://tools.example/mcp",
+                "exp": now() + 600,
+                "org": "alpha",
+                "sub": sub,
+            }),
+        )
+    };
+    for (who, text) in [
+        (token("alice@example.com"), "from alice"),
+        (token("mallory\nforged"), "from mallory"),
+        (TOKEN_A.to_string(), "from the static token"),
+    ] {
+        let (st, resp) = call(&addr, &who, "echo", json!({"text": text}));
+        assert_eq!(st, 200, "{resp}");
+    }
+    drop(server);
+    let calls: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "call" && v["tool"] == "echo")
+        .collect();
+    let subjects: Vec<&Value> = calls.iter().map(|c| &c["subject"]).collect();
+    assert_eq!(
+        subjects,
+        [
+            &json!("alice@example.com"),
+            &json!("mallory\\u{a}forged"),
+            &Value::Null
+        ],
+        "{calls:#?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
+        .args([
+            "audit",
+            log.to_str().unwrap(),
+            "--json",
+            "--subject",
+            "alice@example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
 #[test]
 fn jwts_select_the_tenant_and_bad_ones_are_refused() {
     let (key, public) = ed25519();

@@ -17,6 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 
@@ -82,8 +83,12 @@ impl Tenancy {
         })
     }
 
-    /// The tenant `token` belongs to (its index), or why not.
-    pub(crate) fn authenticate(&self, token: &str) -> Result<usize, &'static str> {
+    /// The tenant `token` belongs to (its index) and, for a JWT, the
+    /// subject it names (`sub`), or why not.
+    pub(crate) fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<(usize, Option<Subject>), &'static str> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every digest is compared, matched or not: how long this takes
         // says nothing about which tenant, or whether any, matched.
@@ -96,11 +101,11 @@ impl Tenancy {
             }
         }
         if let Some(i) = found {
-            return Ok(i);
+            return Ok((i, None));
         }
         match &self.jwt {
             Some(v) if token.split('.').count() == 3 => {
-                let name = v.verify(token)?;
+                let (name, subject) = v.verify(token)?;
                 // A tenant JWTs may not select is the same as one that does
                 // not exist.
                 let allowed = v.tenants.as_ref().is_none_or(|t| t.contains(&name));
@@ -108,10 +113,27 @@ impl Tenancy {
                     .iter()
                     .position(|g| g.tenant.name == name)
                     .filter(|_| allowed)
+                    .map(|i| (i, subject))
                     .ok_or("the token's tenant is not served here")
             }
             _ => Err("the token is not valid here"),
         }
+    }
+}
+
+/// Whom a request's JWT names (its `sub` claim), for the audit log: the
+/// issuer's word, shown as every peer's text is (control characters
+/// escaped, cut to 256 bytes). Carried in the request's extensions from
+/// the HTTP door to the call.
+#[derive(Clone, Debug)]
+pub(crate) struct Subject(pub(crate) Arc<str>);
+
+impl Subject {
+    fn of(sub: &str) -> Subject {
+        Subject(Arc::from(&*crate::audit::shown(
+            sub,
+            crate::audit::MAX_TOOL,
+        )))
     }
 }
 
@@ -189,8 +211,8 @@ impl JwtVerifier {
         })
     }
 
-    /// The tenant a valid token names.
-    fn verify(&self, token: &str) -> Result<String, &'static str> {
+    /// The tenant a valid token names, and its subject (`sub`), if any.
+    fn verify(&self, token: &str) -> Result<(String, Option<Subject>), &'static str> {
         use jsonwebtoken::errors::ErrorKind;
         // Before anything is decoded: the header is parsed once here and
         // again for every key tried, and any client may send one (found by
@@ -231,12 +253,18 @@ impl JwtVerifier {
                 token, &k.key, &v,
             ) {
                 Ok(data) => {
-                    return data
+                    let tenant = data
                         .claims
                         .get(&self.claim)
                         .and_then(|t| t.as_str())
                         .map(String::from)
-                        .ok_or("the token names no tenant");
+                        .ok_or("the token names no tenant")?;
+                    let subject = data
+                        .claims
+                        .get("sub")
+                        .and_then(|s| s.as_str())
+                        .map(Subject::of);
+                    return Ok((tenant, subject));
                 }
                 Err(e) => {
                     last = match e.kind() {

@@ -1355,14 +1355,15 @@ fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
         .into_response()
 }
 
-/// The tenant of `table` whose credential `headers` carry, or the 401.
+/// The tenant of `table` whose credential `headers` carry, and the
+/// subject its JWT names, or the 401.
 #[allow(clippy::result_large_err, reason = "the error is the response")]
 fn authenticate(
     front: &TenantFront,
     table: &TenantTable,
     headers: &header::HeaderMap,
     extensions: &http::Extensions,
-) -> Result<usize, Response> {
+) -> Result<(usize, Option<super::auth::Subject>), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -1386,10 +1387,21 @@ fn authenticate(
 async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // The tenants as they are now.
     let mut table = r.front.table.load_full();
-    let mut i = match authenticate(&r.front, &table, req.headers(), req.extensions()) {
-        Ok(i) => i,
+    let (mut i, subject) = match authenticate(&r.front, &table, req.headers(), req.extensions()) {
+        Ok(found) => found,
         Err(refused) => return refused,
     };
+    let mut req = req;
+    // Whom the token names, for the audit log of the request's calls;
+    // never one the client set (extensions are the server's own).
+    match subject {
+        Some(s) => {
+            req.extensions_mut().insert(s);
+        }
+        None => {
+            req.extensions_mut().remove::<super::auth::Subject>();
+        }
+    }
     // The connection counts in its tenant's share from now on.
     if let Some(connection) = req.extensions().get::<super::accept::Connection>() {
         let most = r.front.services.most_connections();
@@ -1461,7 +1473,7 @@ async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     if !Arc::ptr_eq(&now, &table) {
         let was = &table.tenancy.tenants[i].tenant.name;
         match authenticate(&r.front, &now, &parts.headers, &parts.extensions) {
-            Ok(j) if now.tenancy.tenants[j].tenant.name == *was => {
+            Ok((j, _)) if now.tenancy.tenants[j].tenant.name == *was => {
                 // Counted by the server that serves it: one that replaced
                 // the tenant's (removed, then added again) has a count of
                 // its own.
