@@ -807,7 +807,10 @@ impl Reloads {
                         );
                         // The tools may have changed all the same.
                         let errors = core.reload().await;
-                        eprintln!("toolhost: tools reloaded ({} load errors)", errors.len());
+                        eprintln!(
+                            "toolhost: tools reloaded under the previous configuration ({} load errors)",
+                            errors.len()
+                        );
                     }
                 }
                 // The tool paths may have changed with the config: the new

@@ -260,6 +260,7 @@ impl CoreBuilder {
         let metrics = self.metrics.unwrap_or_default();
         metrics.attach_audit(&audit);
         metrics.attach_memory(&sandbox.memory());
+        metrics.loaded(catalog.errors.len());
         metrics.set_ready(true);
         Ok(Core {
             inner: Arc::new(Inner {
@@ -850,6 +851,7 @@ impl Core {
             .map(|s| (*s).clone())
             .collect();
         let errors = new.catalog.errors.clone();
+        self.inner.metrics.loaded(errors.len());
         // No sandbox prepared before this reload is used after it, and
         // each scope's share is sized again from its caps now.
         self.inner.sandbox.invalidate_prepared();

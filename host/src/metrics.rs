@@ -110,6 +110,8 @@ struct Inner {
     queue_wait: HistogramFamily<ScopeLabels>,
     in_flight: Family<ScopeLabels, Gauge>,
     quota: Family<QuotaLabels, Counter>,
+    loads: Counter,
+    load_errors: Gauge,
     tools: Bounded,
     scopes: Bounded,
     ready: AtomicBool,
@@ -179,6 +181,20 @@ impl Metrics {
             "Calls refused because a quota was used up",
             quota.clone(),
         );
+        // A reload that leaves tools out says so on stderr; an operator's
+        // alert needs it as a number (found by the user review).
+        let loads = Counter::default();
+        r.register(
+            "toolhost_loads",
+            "Catalog loads: the first, and each reload applied",
+            loads.clone(),
+        );
+        let load_errors = Gauge::default();
+        r.register(
+            "toolhost_load_errors",
+            "Manifests or sources that failed to load in the catalog served now",
+            load_errors.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(r),
@@ -188,6 +204,8 @@ impl Metrics {
                 queue_wait,
                 in_flight,
                 quota,
+                loads,
+                load_errors,
                 tools: Bounded::default(),
                 scopes: Bounded::default(),
                 ready: AtomicBool::new(false),
@@ -381,6 +399,14 @@ impl Metrics {
                 quota,
             })
             .inc();
+    }
+
+    /// A catalog was loaded (or reloaded) with `errors` that failed.
+    pub(crate) fn loaded(&self, errors: usize) {
+        self.inner.loads.inc();
+        self.inner
+            .load_errors
+            .set(i64::try_from(errors).unwrap_or(i64::MAX));
     }
 
     /// Mark the host ready (its catalog is loaded) or not: `/readyz`.

@@ -407,6 +407,25 @@ async fn a_named_selection_of_a_name_nothing_offers_is_a_load_error() {
     );
 }
 
+/// What failed to load is a number an operator can alert on: each load
+/// and reload counts in `toolhost_loads_total` and sets
+/// `toolhost_load_errors` (a reload that left tools out said so only on
+/// stderr; found by the user review).
+#[tokio::test]
+async fn load_errors_are_a_metric() {
+    let d = ToolDir::new();
+    d.add("echo", "echo", "");
+    let core = core(d.path()).await;
+    let text = core.metrics().encode();
+    assert_eq!(sample(&text, "toolhost_loads_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "toolhost_load_errors"), Some(0.0), "{text}");
+    d.write("broken.toml", "[component]\npath = \"nothing.wasm\"\n");
+    assert_eq!(core.reload().await.len(), 1);
+    let text = core.metrics().encode();
+    assert_eq!(sample(&text, "toolhost_loads_total"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "toolhost_load_errors"), Some(1.0), "{text}");
+}
+
 /// A review's case: a tenant's named tools (`tools = ["echo"]`) are taken
 /// from every `--tools` source, by tool name or by manifest name, so a
 /// writer of a second directory who added an `echo.toml` (here the files
