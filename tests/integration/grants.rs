@@ -29,13 +29,6 @@ fn tree() -> Tree {
     }
 }
 
-fn fs_grant(guest: &str, host: &std::path::Path, mode: &str) -> String {
-    format!(
-        "[[fs]]\nguest = \"{guest}\"\nhost = \"{}\"\nmode = \"{mode}\"\n",
-        host.display()
-    )
-}
-
 fn tool_error_text(r: Result<toolhost::ToolOutput, CallError>) -> String {
     match r {
         Err(e) => match e.kind() {

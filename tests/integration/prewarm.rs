@@ -808,23 +808,23 @@ fn with_wall_clock_spy(name: &str) -> Vec<u8> {
 async fn a_component_with_a_read_write_directory_is_never_prepared_ahead() {
     let out = tempfile::tempdir().unwrap();
     let d = ToolDir::new();
-    d.add(
-        "hostile",
-        "hostile",
-        &format!(
-            "[[fs]]\nguest = \"/out\"\nhost = \"{}\"\nmode = \"rw\"\n",
-            out.path().display()
-        ),
-    );
-    let core = core_replying(d.path(), true).await;
+    d.add("hostile", "hostile", &fs_grant("/out", out.path(), "rw"));
+    never_prepared(d.path()).await;
+}
+
+/// Four calls of `uptime` from the tools at `path`, answered as front ends
+/// answer them, all run, none in a prepared sandbox; the prewarm stats.
+async fn never_prepared(path: &std::path::Path) -> toolhost::PrewarmStats {
+    let core = core_replying(path, true).await;
     let scope = Scope::default();
-    for i in 0..3 {
+    for i in 0..4 {
         call_replying(&core, &scope, "uptime", json!({}))
             .await
             .unwrap_or_else(|e| panic!("call {i}: {e}"));
     }
     let stats = core.prewarm_stats();
     assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+    stats
 }
 
 /// A start-up that makes a clock's pollable (its deadline the host's
@@ -855,23 +855,8 @@ async fn a_start_up_that_sets_a_timer_or_opens_its_directories_is_never_run_ahea
     );
     for fixture in [timer, dirs] {
         let d = ToolDir::new();
-        d.add_bytes(
-            "start-up",
-            &fixture,
-            &format!(
-                "[[fs]]\nguest = \"/data\"\nhost = \"{}\"\nmode = \"ro\"\n",
-                data.path().display()
-            ),
-        );
-        let core = core_replying(d.path(), true).await;
-        let scope = Scope::default();
-        for i in 0..4 {
-            call_replying(&core, &scope, "uptime", json!({}))
-                .await
-                .unwrap_or_else(|e| panic!("call {i}: {e}"));
-        }
-        let stats = core.prewarm_stats();
-        assert_eq!((stats.hits, stats.ready), (0, 0), "{stats:?}");
+        d.add_bytes("start-up", &fixture, &fs_grant("/data", data.path(), "ro"));
+        let stats = never_prepared(d.path()).await;
         assert!(stats.failed >= 1, "{stats:?}");
     }
 }

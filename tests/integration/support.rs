@@ -190,6 +190,14 @@ pub async fn core_loading(config: HostConfig, path: &Path) -> Core {
         .unwrap()
 }
 
+/// A manifest's `[[fs]]` grant of `host` at `guest`, `mode` `ro` or `rw`.
+pub fn fs_grant(guest: &str, host: &Path, mode: &str) -> String {
+    format!(
+        "[[fs]]\nguest = \"{guest}\"\nhost = \"{}\"\nmode = \"{mode}\"\n",
+        host.display()
+    )
+}
+
 /// What failed to load in `core`, as its errors say it.
 pub fn load_error_texts(core: &Core) -> Vec<String> {
     core.load_errors().iter().map(|e| e.to_string()).collect()

@@ -633,6 +633,32 @@ fn write_jwks(path: &Path, public: &[u8]) {
     std::fs::write(path, jwks.to_string()).unwrap();
 }
 
+/// A setup whose `[auth.jwt]` (issuer `https://auth.example`, audience
+/// `https://tools.example/mcp`, plus `jwt_keys`) trusts a fresh Ed25519
+/// key, its JWKS written, then `extra`: the key's PKCS#8, and the setup.
+fn jwt_setup(jwt_keys: &str, extra: &str) -> (Vec<u8>, Setup) {
+    let (key, public) = ed25519();
+    let s = Setup::new(&format!(
+        "\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\n{jwt_keys}\n{extra}"
+    ));
+    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    (key, s)
+}
+
+/// A token of `key` for [`jwt_setup`]'s issuer and audience, valid ten
+/// minutes, with `claims` besides.
+fn token_with(key: &[u8], claims: Value) -> String {
+    let mut c = json!({
+        "iss": "https://auth.example",
+        "aud": "https://tools.example/mcp",
+        "exp": now() + 600,
+    });
+    if let (Some(c), Value::Object(more)) = (c.as_object_mut(), claims) {
+        c.extend(more);
+    }
+    jwt(key, c)
+}
+
 /// A review's case: the JWKS file decides who a caller is, yet it was
 /// read whatever its mode: any local user who could write it put in her
 /// own key and signed in as any tenant. One others may write is refused;
@@ -668,28 +694,18 @@ fn a_jwks_file_others_may_write_is_refused() {
 /// call names none. `toolhost audit --subject` finds them.
 #[test]
 fn a_jwts_subject_is_recorded_with_each_call() {
-    let (key, public) = ed25519();
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("audit.jsonl");
-    let s = Setup::new(&format!(
-        "\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\ntenant-claim = \"org\"\n[audit]\npath = \"{}\"\nfsync = \"always\"\n",
-        log.display()
-    ));
-    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    let (key, s) = jwt_setup(
+        "tenant-claim = \"org\"",
+        &format!(
+            "[audit]\npath = \"{}\"\nfsync = \"always\"\n",
+            log.display()
+        ),
+    );
     let server = s.serve();
     let addr = server.addr();
-    let token = |sub: &str| {
-        jwt(
-            &key,
-            json!({
-                "iss": "https://auth.example",
-                "aud": "https://tools.example/mcp",
-                "exp": now() + 600,
-                "org": "alpha",
-                "sub": sub,
-            }),
-        )
-    };
+    let token = |sub: &str| token_with(&key, json!({"org": "alpha", "sub": sub}));
     for (who, text) in [
         (token("alice@example.com"), "from alice"),
         (token("mallory\nforged"), "from mallory"),
@@ -1851,24 +1867,10 @@ fn failures_count_against_the_output_quota() {
 /// token naming another tenant is refused like one naming no tenant.
 #[test]
 fn jwts_select_only_the_tenants_listed_for_them() {
-    let (key, public) = ed25519();
-    let s = Setup::new(
-        "\n[auth.jwt]\nissuer = \"https://auth.example\"\naudience = \"https://tools.example/mcp\"\njwks-file = \"jwks.json\"\ntenants = [\"beta\"]\n",
-    );
-    write_jwks(&s.dir.path().join("jwks.json"), &public);
+    let (key, s) = jwt_setup("tenants = [\"beta\"]", "");
     let server = s.serve();
     let addr = server.addr();
-    let token = |tenant: &str| {
-        jwt(
-            &key,
-            json!({
-                "iss": "https://auth.example",
-                "aud": "https://tools.example/mcp",
-                "exp": now() + 600,
-                "tenant": tenant,
-            }),
-        )
-    };
+    let token = |tenant: &str| token_with(&key, json!({"tenant": tenant}));
     assert_eq!(list(&addr, &token("beta")), list(&addr, TOKEN_B));
     let (st, alpha) = rpc(&addr, Some(&token("alpha")), "tools/list", json!({}), None);
     let (st_none, nobody) = rpc(&addr, Some(&token("nobody")), "tools/list", json!({}), None);
