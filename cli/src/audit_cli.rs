@@ -35,9 +35,9 @@ pub struct AuditArgs {
     /// every tenant's `mcp-http:TENANT`).
     #[arg(long)]
     caller: Option<String>,
-    /// Only calls made for this subject (an HTTP tenant's JWT `sub`).
+    /// Only calls made for this principal (an HTTP tenant's JWT `sub`).
     #[arg(long)]
-    subject: Option<String>,
+    principal: Option<String>,
     /// Only records since this time: RFC 3339 (`2026-12-03T04:00:00Z`) or
     /// a duration ago (`15m`, `2h`, `1day`).
     #[arg(long)]
@@ -105,7 +105,9 @@ pub fn run(a: AuditArgs) -> Result<ExitCode> {
             let outcome = s(&v, "outcome");
             let keep = a.tenant.as_ref().is_none_or(|t| *t == s(&v, "tenant"))
                 && a.tool.as_ref().is_none_or(|t| *t == s(&v, "tool"))
-                && a.subject.as_ref().is_none_or(|t| *t == s(&v, "subject"))
+                && a.principal
+                    .as_ref()
+                    .is_none_or(|t| *t == s(&v, "principal"))
                 && a.caller.as_ref().is_none_or(|c| {
                     let caller = s(&v, "caller");
                     caller == *c

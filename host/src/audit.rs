@@ -157,22 +157,25 @@ impl Thinned {
     }
 }
 
+/// Whether `c` can forge what a reader sees of a line: a control
+/// character (a newline, a terminal escape) or a bidi control.
+pub(crate) fn forges(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `text` with control characters (newlines, terminal escapes) and bidi
 /// controls escaped (`\u{1b}`): how a client's or a tool's text is shown
 /// where a reader takes lines and columns at face value (a log, the audit
 /// table). A newline in a tool name had printed a forged record of another
 /// tenant on a line of its own (found by review).
 pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let forged = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.chars().any(forged) {
+    if !text.chars().any(forges) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if forged(c) {
+        if forges(c) {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -224,9 +227,9 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// Whom the caller acts for, when the front end knows it (an HTTP
-    /// tenant's JWT `sub`, escaped and cut to 256 bytes).
+    /// tenant's JWT `sub`), cut to 256 bytes as `tool` is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    pub principal: Option<String>,
     /// The tool named, as the client wrote it (cut to 256 bytes, ending
     /// in `…` when cut).
     pub tool: String,
@@ -287,7 +290,7 @@ impl AuditRecord {
             scope: scope.to_string(),
             caller: caller.to_string(),
             session: None,
-            subject: None,
+            principal: None,
             tool: bounded(tool, MAX_TOOL),
             tool_sha256: None,
             args_sha256: None,

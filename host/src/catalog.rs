@@ -889,11 +889,7 @@ async fn load_one(
 /// whatever it says of itself.
 fn honest(mut def: ToolDef, comp: &LoadedComponent) -> ToolDef {
     let g = &comp.grants;
-    if g.fs
-        .dirs
-        .iter()
-        .any(|d| d.mode == crate::caps::FsMode::ReadWrite)
-    {
+    if g.fs.writes() {
         def.annotations.read_only = Some(false);
     }
     if g.net.any() {

@@ -58,7 +58,7 @@ pub struct CallRequest {
     pub session: Option<Arc<str>>,
     /// Whom the caller acts for (an HTTP tenant's JWT `sub`), for the audit
     /// log, when the front end knows it.
-    pub subject: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
     /// The caller's client, for the requests a tool's manifest grants
     /// (sampling, elicitation). `None`: such requests fail cleanly.
     pub client: Option<Arc<dyn ClientRequests>>,
@@ -88,7 +88,7 @@ impl CallRequest {
                 LIBRARY.clone()
             },
             session: None,
-            subject: None,
+            principal: None,
             client: None,
             admission: None,
         }
@@ -105,8 +105,8 @@ impl CallRequest {
     }
     /// Name whom the caller acts for (a user, as an identity provider
     /// names them) in the audit log.
-    pub fn subject(mut self, subject: impl AsRef<str>) -> Self {
-        self.subject = Some(Arc::from(subject.as_ref()));
+    pub fn principal(mut self, principal: impl AsRef<str>) -> Self {
+        self.principal = Some(Arc::from(principal.as_ref()));
         self
     }
     /// Send the tool's log and progress events to `events`.
@@ -1138,7 +1138,7 @@ impl Core {
                 .caller(&*req.caller)
                 .cancel(req.cancel.clone());
             one.session = req.session.clone();
-            one.subject = req.subject.clone();
+            one.principal = req.principal.clone();
             let target = Target::List {
                 manifest: manifest.clone(),
             };
@@ -1255,7 +1255,10 @@ impl Core {
             rec: inner.audit.enabled().then(|| {
                 let mut r = AuditRecord::new(scope, &req.caller, &req.tool);
                 r.session = req.session.as_deref().map(str::to_string);
-                r.subject = req.subject.as_deref().map(str::to_string);
+                r.principal = req
+                    .principal
+                    .as_deref()
+                    .map(|p| crate::audit::bounded(p, crate::audit::MAX_TOOL));
                 if !matches!(target, Target::Call) {
                     r.event = target.method();
                 }

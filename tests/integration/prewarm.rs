@@ -810,6 +810,30 @@ async fn a_component_with_a_read_write_directory_is_never_prepared_ahead() {
     let d = ToolDir::new();
     d.add("hostile", "hostile", &fs_grant("/out", out.path(), "rw"));
     never_prepared(d.path()).await;
+    // Read-only, it is prepared ahead (its calls ask for their
+    // directories, its instantiation does not), and a call in a prepared
+    // sandbox reads through the grant (one that reads yields, so it ends
+    // past its reply and leaves nothing prepared: the others do not).
+    std::fs::write(out.path().join("f"), "through the grant").unwrap();
+    let d = ToolDir::new();
+    d.add("hostile", "hostile", &fs_grant("/data", out.path(), "ro"));
+    let core = core_replying(d.path(), true).await;
+    let scope = Scope::default();
+    for i in 0..3 {
+        call_replying(&core, &scope, "uptime", json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e}"));
+    }
+    let read = call_replying(&core, &scope, "read_path", json!({"path": "/data/f"}))
+        .await
+        .unwrap();
+    assert_eq!(read.text(), "through the grant");
+    let stats = core.prewarm_stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.failed),
+        (3, 1, 0),
+        "{stats:?}"
+    );
 }
 
 /// Four calls of `uptime` from the tools at `path`, answered as front ends

@@ -689,11 +689,12 @@ fn a_jwks_file_others_may_write_is_refused() {
 }
 
 /// With many users behind a tenant's JWTs, "who ran what" needs the
-/// user: each call's audit record names the JWT's `sub` (escaped, as
-/// every peer's text; found by the user review), and a static token's
-/// call names none. `toolhost audit --subject` finds them.
+/// user: each call's audit record names the JWT's `sub` as its
+/// `principal` (found by the user review), without a session and in one,
+/// and a static token's call names none. `toolhost audit --principal`
+/// finds them.
 #[test]
-fn a_jwts_subject_is_recorded_with_each_call() {
+fn a_jwts_principal_is_recorded_with_each_call() {
     let log_dir = tempfile::tempdir().unwrap();
     let log = log_dir.path().join("audit.jsonl");
     let (key, s) = jwt_setup(
@@ -706,14 +707,38 @@ fn a_jwts_subject_is_recorded_with_each_call() {
     let server = s.serve();
     let addr = server.addr();
     let token = |sub: &str| token_with(&key, json!({"org": "alpha", "sub": sub}));
+    let alice = token("alice@example.com");
     for (who, text) in [
-        (token("alice@example.com"), "from alice"),
+        (alice.clone(), "from alice"),
         (token("mallory\nforged"), "from mallory"),
         (TOKEN_A.to_string(), "from the static token"),
     ] {
         let (st, resp) = call(&addr, &who, "echo", json!({"text": text}));
         assert_eq!(st, 200, "{resp}");
     }
+    // In a 2025-11-25 session.
+    let (st, resp) = initialize(&addr, &alice);
+    assert_eq!(st, 200, "{resp}");
+    let sid = header(&resp, "mcp-session-id").unwrap().to_string();
+    let bearer = format!("Bearer {alice}");
+    let in_session = |body: &str| {
+        http(
+            &addr,
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", &bearer),
+                ("Mcp-Session-Id", &sid),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ],
+            body,
+        )
+    };
+    in_session(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let (st, resp) = in_session(
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"in a session"}}}"#,
+    );
+    assert!(st == 200 && resp.contains("in a session"), "{resp}");
     drop(server);
     let calls: Vec<Value> = std::fs::read_to_string(&log)
         .unwrap()
@@ -721,28 +746,25 @@ fn a_jwts_subject_is_recorded_with_each_call() {
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["event"] == "call" && v["tool"] == "echo")
         .collect();
-    let subjects: Vec<&Value> = calls.iter().map(|c| &c["subject"]).collect();
+    let principals: Vec<&Value> = calls.iter().map(|c| &c["principal"]).collect();
     assert_eq!(
-        subjects,
+        principals,
         [
             &json!("alice@example.com"),
-            &json!("mallory\\u{a}forged"),
-            &Value::Null
+            &json!("mallory\nforged"),
+            &Value::Null,
+            &json!("alice@example.com"),
         ],
         "{calls:#?}"
     );
+    assert!(calls[3]["session"].is_string(), "{calls:#?}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"))
-        .args([
-            "audit",
-            log.to_str().unwrap(),
-            "--json",
-            "--subject",
-            "alice@example.com",
-        ])
+        .args(["audit", log.to_str().unwrap(), "--json"])
+        .args(["--principal", "alice@example.com"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
 
 #[test]

@@ -76,11 +76,11 @@ pub(crate) struct EnvRefusal {
     pub(crate) hint: String,
 }
 
-/// Not empty, no `=`, no control characters (a name is shown in the
+/// Not empty, no `=`, no control or bidi characters (a name is shown in the
 /// operator's log and review: a newline in one forged a log line; found
 /// by review).
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && !n.contains('=') && !n.chars().any(char::is_control)
+    !n.is_empty() && !n.contains('=') && !n.chars().any(crate::audit::forges)
 }
 
 /// Read `[env]`; every problem is recorded.

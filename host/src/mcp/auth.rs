@@ -84,11 +84,11 @@ impl Tenancy {
     }
 
     /// The tenant `token` belongs to (its index) and, for a JWT, the
-    /// subject it names (`sub`), or why not.
+    /// principal it names (its `sub`), or why not.
     pub(crate) fn authenticate(
         &self,
         token: &str,
-    ) -> Result<(usize, Option<Subject>), &'static str> {
+    ) -> Result<(usize, Option<Principal>), &'static str> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every digest is compared, matched or not: how long this takes
         // says nothing about which tenant, or whether any, matched.
@@ -105,7 +105,7 @@ impl Tenancy {
         }
         match &self.jwt {
             Some(v) if token.split('.').count() == 3 => {
-                let (name, subject) = v.verify(token)?;
+                let (name, principal) = v.verify(token)?;
                 // A tenant JWTs may not select is the same as one that does
                 // not exist.
                 let allowed = v.tenants.as_ref().is_none_or(|t| t.contains(&name));
@@ -113,7 +113,7 @@ impl Tenancy {
                     .iter()
                     .position(|g| g.tenant.name == name)
                     .filter(|_| allowed)
-                    .map(|i| (i, subject))
+                    .map(|i| (i, principal))
                     .ok_or("the token's tenant is not served here")
             }
             _ => Err("the token is not valid here"),
@@ -121,21 +121,11 @@ impl Tenancy {
     }
 }
 
-/// Whom a request's JWT names (its `sub` claim), for the audit log: the
-/// issuer's word, shown as every peer's text is (control characters
-/// escaped, cut to 256 bytes). Carried in the request's extensions from
-/// the HTTP door to the call.
+/// Whom a request's JWT names (its `sub` claim): the issuer's word,
+/// carried in the request's extensions from the HTTP door to its calls'
+/// audit records (where it is cut, as every name a peer chose).
 #[derive(Clone, Debug)]
-pub(crate) struct Subject(pub(crate) Arc<str>);
-
-impl Subject {
-    fn of(sub: &str) -> Subject {
-        Subject(Arc::from(&*crate::audit::shown(
-            sub,
-            crate::audit::MAX_TOOL,
-        )))
-    }
-}
+pub(crate) struct Principal(pub(crate) Arc<str>);
 
 /// Checks bearer JWTs against one issuer's keys.
 struct JwtVerifier {
@@ -211,8 +201,8 @@ impl JwtVerifier {
         })
     }
 
-    /// The tenant a valid token names, and its subject (`sub`), if any.
-    fn verify(&self, token: &str) -> Result<(String, Option<Subject>), &'static str> {
+    /// The tenant a valid token names, and its principal (`sub`), if any.
+    fn verify(&self, token: &str) -> Result<(String, Option<Principal>), &'static str> {
         use jsonwebtoken::errors::ErrorKind;
         // Before anything is decoded: the header is parsed once here and
         // again for every key tried, and any client may send one (found by
@@ -259,12 +249,12 @@ impl JwtVerifier {
                         .and_then(|t| t.as_str())
                         .map(String::from)
                         .ok_or("the token names no tenant")?;
-                    let subject = data
+                    let principal = data
                         .claims
                         .get("sub")
                         .and_then(|s| s.as_str())
-                        .map(Subject::of);
-                    return Ok((tenant, subject));
+                        .map(|s| Principal(Arc::from(s)));
+                    return Ok((tenant, principal));
                 }
                 Err(e) => {
                     last = match e.kind() {

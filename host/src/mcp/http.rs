@@ -1227,9 +1227,9 @@ async fn rmcp_refusals_say_how(req: Request, next: Next) -> Response {
     else {
         return Response::from_parts(parts, Body::empty());
     };
-    let body = if bytes.starts_with(b"Forbidden: Host header is not allowed") {
-        Body::from(
-            "Forbidden: the request's Host header is not a name this server answers to (it guards against DNS rebinding); start it with `--allow-host NAME` for each name clients use (`HttpConfig::allowed_hosts`)",
+    let text = if bytes.starts_with(b"Forbidden: Host header is not allowed") {
+        bytes::Bytes::from_static(
+            b"Forbidden: the request's Host header is not a name this server answers to (it guards against DNS rebinding); start it with `--allow-host NAME` for each name clients use (`HttpConfig::allowed_hosts`)",
         )
     } else if bytes.starts_with(b"Bad Request: Unsupported MCP-Protocol-Version") {
         let known: Vec<&str> = rmcp::model::ProtocolVersion::KNOWN_VERSIONS
@@ -1238,11 +1238,12 @@ async fn rmcp_refusals_say_how(req: Request, next: Next) -> Response {
             .collect();
         let mut text = bytes.to_vec();
         text.extend_from_slice(format!(" (this server speaks {})", known.join(", ")).as_bytes());
-        Body::from(text)
+        bytes::Bytes::from(text)
     } else {
-        Body::from(bytes)
+        return Response::from_parts(parts, Body::from(bytes));
     };
-    let mut resp = Response::from_parts(parts, body);
+    // Its length is the new text's (set by hyper).
+    let mut resp = Response::from_parts(parts, Body::from(text));
     resp.headers_mut().remove(header::CONTENT_LENGTH);
     resp
 }
@@ -1356,14 +1357,14 @@ fn unauthorized(r: &TenantTable, why: Option<&str>) -> Response {
 }
 
 /// The tenant of `table` whose credential `headers` carry, and the
-/// subject its JWT names, or the 401.
+/// principal its JWT names, or the 401.
 #[allow(clippy::result_large_err, reason = "the error is the response")]
 fn authenticate(
     front: &TenantFront,
     table: &TenantTable,
     headers: &header::HeaderMap,
     extensions: &http::Extensions,
-) -> Result<(usize, Option<super::auth::Subject>), Response> {
+) -> Result<(usize, Option<super::auth::Principal>), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -1387,19 +1388,19 @@ fn authenticate(
 async fn tenant_mcp(State(r): State<TenantRoutes>, req: Request) -> Response {
     // The tenants as they are now.
     let mut table = r.front.table.load_full();
-    let (mut i, subject) = match authenticate(&r.front, &table, req.headers(), req.extensions()) {
+    let (mut i, principal) = match authenticate(&r.front, &table, req.headers(), req.extensions()) {
         Ok(found) => found,
         Err(refused) => return refused,
     };
     let mut req = req;
     // Whom the token names, for the audit log of the request's calls;
     // never one the client set (extensions are the server's own).
-    match subject {
+    match principal {
         Some(s) => {
             req.extensions_mut().insert(s);
         }
         None => {
-            req.extensions_mut().remove::<super::auth::Subject>();
+            req.extensions_mut().remove::<super::auth::Principal>();
         }
     }
     // The connection counts in its tenant's share from now on.

@@ -470,8 +470,8 @@ impl McpServer {
                 request = request.admitted(a);
             }
             // Whom the tenant's JWT names, for the audit log.
-            if let Some(s) = parts.and_then(|p| p.extensions.get::<super::auth::Subject>()) {
-                request.subject = Some(s.0.clone());
+            if let Some(p) = parts.and_then(|p| p.extensions.get::<super::auth::Principal>()) {
+                request.principal = Some(p.0.clone());
             }
             // The HTTP session (2025-11-25 clients), for the audit log. A
             // request served without a session has none: whatever

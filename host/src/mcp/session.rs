@@ -88,6 +88,13 @@ struct Claims {
     p: InitializeRequestParams,
 }
 
+impl Claims {
+    /// The `SID` as a number (its 32 hex digits were checked at opening).
+    fn sid(&self) -> Option<u128> {
+        u128::from_str_radix(&self.s, 16).ok()
+    }
+}
+
 /// Why a session id does not open. Never shown to the client (every case is
 /// a 404, so an attacker learns nothing from which), but logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -124,10 +131,10 @@ impl SessionSeal {
     /// `id`'s session was ended by its holder: it opens no more here. An id
     /// that does not open is not remembered (anyone can send a `DELETE`).
     pub(crate) fn end(&self, id: &str) {
-        let Ok(exp) = self.open_claims(id).map(|c| c.exp) else {
+        let Ok(c) = self.open_claims(id) else {
             return;
         };
-        let Some(sid) = id.get(..32).and_then(|s| u128::from_str_radix(s, 16).ok()) else {
+        let (Some(sid), exp) = (c.sid(), c.exp) else {
             return;
         };
         let mut ended = lock(&self.ended);
@@ -181,11 +188,19 @@ impl SessionSeal {
     }
 
     /// The `initialize` parameters sealed in `id`, if it is genuine, this
-    /// owner's, unexpired and not ended here.
+    /// owner's and unexpired.
     pub(crate) fn open(&self, id: &str) -> Result<InitializeRequestParams, SealError> {
+        self.open_claims(id).map(|c| c.p)
+    }
+
+    /// [`SessionSeal::open`], and not ended here: what restores a session
+    /// this replica does not hold (one it holds was closed by its
+    /// `DELETE`, so only a restore needs the ended ids and their lock).
+    pub(crate) fn restore(&self, id: &str) -> Result<InitializeRequestParams, SealError> {
         let c = self.open_claims(id)?;
-        let sid = id.get(..32).and_then(|s| u128::from_str_radix(s, 16).ok());
-        if sid.is_some_and(|sid| lock(&self.ended).contains_key(&sid)) {
+        if c.sid()
+            .is_some_and(|sid| lock(&self.ended).contains_key(&sid))
+        {
             return Err(SealError::Ended);
         }
         Ok(c.p)
@@ -757,14 +772,15 @@ impl<S: Stream<Item = ServerSseMessage> + Send + 'static> Drop for Tracked<S> {
     }
 }
 
-/// The "store" rmcp restores sessions from: the id itself. Nothing is stored
-/// or deleted; loading opens the id.
+/// The "store" rmcp restores sessions from: the id itself. Nothing is
+/// stored; loading opens the id (unless it was ended here), deleting
+/// remembers it as ended.
 pub(crate) struct SealedStore(pub(crate) SessionSeal);
 
 #[async_trait::async_trait]
 impl SessionStore for SealedStore {
     async fn load(&self, session_id: &str) -> Result<Option<SessionState>, SessionStoreError> {
-        match self.0.open(session_id) {
+        match self.0.restore(session_id) {
             Ok(p) => Ok(Some(SessionState::new(p))),
             Err(e) => {
                 tracing::debug!("session id refused: {e}");
@@ -821,18 +837,26 @@ mod tests {
         let id = a.seal(&params());
         let kept = a.seal(&params());
         a.clone().end(&id);
-        assert_eq!(a.open(&id).unwrap_err(), SealError::Ended);
-        assert!(a.open(&kept).is_ok());
+        assert_eq!(a.restore(&id).unwrap_err(), SealError::Ended);
+        assert!(a.restore(&kept).is_ok());
         // Another replica (its own seal) knows nothing of it.
-        assert!(seal(&key, "tenant:a").open(&id).is_ok());
+        assert!(seal(&key, "tenant:a").restore(&id).is_ok());
         a.end("forged");
         a.end(&seal(&key, "tenant:b").seal(&params()));
         assert_eq!(lock(&a.ended).len(), 1);
+        // Full: the soonest to expire is forgotten first.
         let base = now_secs();
-        for i in 0..MAX_ENDED as u64 + 10 {
+        let soonest = a.seal_at(&params(), base - 200);
+        a.end(&soonest);
+        for i in 0..MAX_ENDED as u64 {
             a.end(&a.seal_at(&params(), base - 100 + i % 50));
         }
         assert_eq!(lock(&a.ended).len(), MAX_ENDED);
+        assert!(
+            a.restore(&soonest).is_ok(),
+            "the soonest to expire was kept"
+        );
+        assert_eq!(a.restore(&id).unwrap_err(), SealError::Ended);
     }
 
     #[test]

@@ -390,14 +390,7 @@ impl LoadedComponent {
     /// slices, could write before any call exists, and read the host's
     /// time back from what it wrote: found by review).
     fn prewarmable(&self) -> bool {
-        matches!(self.kind, Kind::Toolhost(_))
-            && !self.grants.net.any()
-            && !self
-                .grants
-                .fs
-                .dirs
-                .iter()
-                .any(|d| d.mode == caps::fs::FsMode::ReadWrite)
+        matches!(self.kind, Kind::Toolhost(_)) && !self.grants.net.any() && !self.grants.fs.writes()
     }
 
     /// For a typed-WIT tool, a check of its arguments that converts them

@@ -152,9 +152,10 @@ const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
 /// clock: one made by a start-up and waited on by the call measured how
 /// long the sandbox sat prepared, so when the previous call was answered,
 /// past both clocks' skipping (found by review: 1.5, 0.2 and 2.5 s
-/// pauses read back to the millisecond). The start-up traps; the
-/// component is then prepared no more, and each call builds its own
-/// sandbox, where the clocks are the call's from the start.
+/// pauses read back to the millisecond). The start-up traps, and the
+/// call builds its own sandbox, where the clocks are the call's from the
+/// start; after four such failures the component is prepared no more
+/// (`warm::MAX_FAILURES`).
 pub(super) fn add_clocks_to_linker(
     linker: &mut wasmtime::component::Linker<CallState>,
 ) -> anyhow::Result<()> {
@@ -520,10 +521,6 @@ mod tests {
     use std::time::{Duration, Instant};
     use wasmtime_wasi::HostMonotonicClock;
 
-    /// The clock of a sandbox prepared ahead: it counts from its making,
-    /// skips the time it sat prepared at hand-out, and never goes back (a
-    /// first fix set it to 0 at hand-out, behind what the start-up read:
-    /// found by review).
     /// Prepared ahead, the wall clock reads the start-up's own time from
     /// 1970; handed to its call, the host's.
     #[test]
@@ -543,6 +540,10 @@ mod tests {
         assert!(wall.now().abs_diff(host()) < Duration::from_secs(60));
     }
 
+    /// The clock of a sandbox prepared ahead: it counts from its making,
+    /// skips the time it sat prepared at hand-out, and never goes back (a
+    /// first fix set it to 0 at hand-out, behind what the start-up read:
+    /// found by review).
     #[test]
     fn a_call_clock_skips_the_wait_and_never_goes_back() {
         let clock = CallClock::starting(Instant::now());

@@ -2443,8 +2443,8 @@ fn shadow_get_directories<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyho
         // would run outside any call (a blocking one outlived the failed
         // preparation, charged to no one), and what they returned, or did
         // not, told the start-up it ran ahead (found by review). Without
-        // the preopens it has no descriptor; asking for them traps, and
-        // the component is then started by each call.
+        // the preopens it has no descriptor; asking for them traps (the
+        // call builds its own sandbox; after four failures, every call).
         if call.is_ahead() {
             return Err(wasmtime::Error::msg(
                 "the component's start-up asks for its directories; it is started with each call instead of ahead of it",
@@ -2999,7 +2999,7 @@ fn shadow_metadata_hashes<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyho
                 let nonce = call.hash_nonce();
                 Ok((
                     match t::HostDescriptor::metadata_hash(&mut view, fd).await {
-                        Ok(v) => Ok(rekeyed(nonce, v)),
+                        Ok(v) => Ok(rekeyed(nonce, v).ok_or_else(no_secret)?),
                         Err(e) => Err(code(&mut view, e)?),
                     },
                 ))
@@ -3014,7 +3014,7 @@ fn shadow_metadata_hashes<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyho
                 let nonce = call.hash_nonce();
                 Ok((
                     match t::HostDescriptor::metadata_hash_at(&mut view, fd, pf, path).await {
-                        Ok(v) => Ok(rekeyed(nonce, v)),
+                        Ok(v) => Ok(rekeyed(nonce, v).ok_or_else(no_secret)?),
                         Err(e) => Err(code(&mut view, e)?),
                     },
                 ))
@@ -3024,23 +3024,26 @@ fn shadow_metadata_hashes<T: FsEnforced>(i: &mut LinkerInstance<'_, T>) -> anyho
     Ok(())
 }
 
-/// `v` hashed again under the process's secret and the call's `nonce`.
-fn rekeyed(nonce: u64, v: t::MetadataHashValue) -> t::MetadataHashValue {
-    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
-    let secret = SECRET.get_or_init(|| {
-        let mut key = [0u8; 32];
-        // The kernel's pool is ready long before a tool runs; a failure
-        // here (none is documented for 32 bytes) leaves a key of the
-        // process's address layout and the time, still not the fixed one.
-        if rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())
-            .ok()
-            .is_none_or(|n| n != key.len())
-        {
-            let seed = format!("{:p} {:?}", &key, std::time::SystemTime::now());
-            key = *blake3::hash(seed.as_bytes()).as_bytes();
-        }
-        key
-    });
+fn no_secret() -> wasmtime::Error {
+    wasmtime::Error::msg("the host has no random key to hash file identities with")
+}
+
+/// `v` hashed again under the process's secret and the call's `nonce`;
+/// `None` (the call traps) if the kernel gave no secret: no key is made
+/// up in its place.
+fn rekeyed(nonce: u64, v: t::MetadataHashValue) -> Option<t::MetadataHashValue> {
+    static SECRET: OnceLock<Option<[u8; 32]>> = OnceLock::new();
+    let secret = SECRET
+        .get_or_init(|| {
+            let mut key = [0u8; 32];
+            // The kernel's pool is ready long before a tool runs; 32 bytes
+            // come whole or not at all.
+            rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty())
+                .ok()
+                .filter(|n| *n == key.len())
+                .map(|_| key)
+        })
+        .as_ref()?;
     let mut input = [0u8; 24];
     input[..8].copy_from_slice(&nonce.to_le_bytes());
     input[8..16].copy_from_slice(&v.lower.to_le_bytes());
@@ -3048,10 +3051,10 @@ fn rekeyed(nonce: u64, v: t::MetadataHashValue) -> t::MetadataHashValue {
     let out = blake3::keyed_hash(secret, &input);
     let word =
         |k: usize| u64::from_le_bytes(out.as_bytes()[k..k + 8].try_into().unwrap_or_default());
-    t::MetadataHashValue {
+    Some(t::MetadataHashValue {
         lower: word(0),
         upper: word(8),
-    }
+    })
 }
 
 /// `set-times-at` following symlinks. wasmtime-wasi sets a followed

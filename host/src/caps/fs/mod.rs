@@ -254,6 +254,13 @@ pub(crate) struct Prepared {
     pub(crate) max_open: usize,
 }
 
+impl Prepared {
+    /// Whether any granted directory is read-write.
+    pub(crate) fn writes(&self) -> bool {
+        self.dirs.iter().any(|d| d.mode == FsMode::ReadWrite)
+    }
+}
+
 impl Default for Prepared {
     fn default() -> Self {
         Prepared {
@@ -656,7 +663,7 @@ impl Prepared {
 fn check_guest_path(p: &str) -> Result<(), String> {
     // Shown in the operator's log and review: a newline forged a log line
     // (found by review).
-    if p.chars().any(char::is_control) {
+    if p.chars().any(crate::audit::forges) {
         return Err(format!(
             "guest path `{}` holds control characters",
             crate::audit::escape_controls(p)
