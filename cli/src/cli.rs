@@ -447,13 +447,45 @@ fn print_result(result: &Result<ToolOutput, toolhost::CallError>, json: bool) ->
 
 /// `check`: load `paths` as the default scope, every problem printed.
 async fn check(paths: &[PathBuf], config: &Option<PathBuf>) -> Result<ExitCode> {
-    let core = Core::builder().config(host_config(config)?);
+    let host = host_config(config)?;
+    let core = Core::builder().config(host.clone());
     let core = paths
         .iter()
         .fold(core, |b, p| b.source(Scope::default(), p));
     let core = core.on_load(load_printer(true)).build().await?;
     let errors = core.load_errors();
     let tools = core.tools(&Scope::default());
+    // What the host config narrows without refusing (a network allow-list,
+    // a capped limit) loads fine and is met only by a call: said here, as
+    // `install` says it (found by the user review).
+    for p in paths {
+        let manifests = toolhost::Source::new(Scope::default(), p)
+            .manifests()
+            .unwrap_or_default();
+        for m in manifests {
+            let Ok(manifest) = toolhost::Manifest::load(&m) else {
+                continue;
+            };
+            let review = toolhost_package::grants::review(&manifest, &host, &[]);
+            let narrowed: Vec<String> = review
+                .lines
+                .iter()
+                .filter_map(|(kind, what, v)| match v {
+                    toolhost_package::grants::Verdict::Narrowed(why) => {
+                        Some(shown(&format!("  {kind}: {what}: narrowed: {why}")))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !narrowed.is_empty() {
+                println!(
+                    "{}: this host narrows (its host config, or the default caps):\n{}",
+                    shown(&m.display().to_string()),
+                    narrowed.join("\n")
+                );
+            }
+        }
+    }
     if errors.is_empty() {
         println!("ok: {} tools, no problems", tools.len());
         Ok(ExitCode::SUCCESS)

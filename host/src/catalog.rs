@@ -98,8 +98,11 @@ impl Source {
         self
     }
 
-    /// Manifest files this source names, sorted.
-    pub(crate) fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
+    /// Manifest files this source names, sorted: every `*.toml` of a
+    /// directory, a manifest itself, or the one beside a `.wasm`. An error
+    /// if the path is not one a host loads from (see the README, "Using
+    /// it").
+    pub fn manifests(&self) -> Result<Vec<PathBuf>, LoadError> {
         let p = &self.path;
         let err = |reason: String| LoadError::new(p, LoadErrorKind::Source { reason });
         if let Err(why) = crate::files::trusted_path(p) {

@@ -522,6 +522,45 @@ fn manifest_file_names_reach_the_terminal_escaped() {
     );
 }
 
+/// `toolhost check --config` said "ok" of a tool whose network grant the
+/// host config narrows, which `install` showed and a call would meet
+/// (found by the user review): each narrowed grant is named; without the
+/// cap, that grant is not.
+#[test]
+fn check_names_what_the_host_config_narrows() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[network]\nallow = [\"127.0.0.1:9\"]\n",
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let host = cfg.path().join("host.toml");
+    write_private(&host, "[network]\nallow = [\"example.org\"]\n");
+    let check = |config: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_toolhost"));
+        cmd.arg("check").arg(d.path());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = cmd
+            .env("XDG_CACHE_HOME", d.path().join("cache"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let said = check(Some(&host));
+    assert!(
+        said.contains("this host narrows")
+            && said
+                .contains("network: 127.0.0.1:9: narrowed: outside this host's network allow-list"),
+        "{said}"
+    );
+    let said = check(None);
+    assert!(!said.contains("network:"), "{said}");
+}
+
 /// A review's case: a "tool directory" that also held another package's
 /// packed layout (`index.json`) was pushed as that layout, so the manifest
 /// the operator reviewed was not what went out. Such a directory is
