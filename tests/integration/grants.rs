@@ -646,6 +646,43 @@ async fn http_reaches_only_granted_hosts() {
     );
 }
 
+/// The guest gets only an error code for a refused request; why (the
+/// manifest, or the operator's allow-list) was in the host's debug log
+/// alone (found by the user review). The caller is told, once per call,
+/// in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_tells_the_caller_which_list_refused_it() {
+    let d = ToolDir::new();
+    d.add(
+        "hostile",
+        "hostile",
+        "[network]\nallow = [\"127.0.0.1:9\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = toolhost::HostConfig::parse(
+        &dir.path().join("host.toml"),
+        "[network]\nallow = [\"example.org\"]\n",
+    )
+    .unwrap();
+    config.engine = test_config().engine;
+    let core = core_with(config, d.path()).await;
+    for (url, why) in [
+        (
+            "http://127.0.0.1:9/",
+            "a request to 127.0.0.1:9 was refused: the manifest grants it, the host config's `[network] allow` does not",
+        ),
+        (
+            "http://127.0.0.1:10/",
+            "a request to 127.0.0.1:10 was refused: the tool's manifest does not grant it",
+        ),
+    ] {
+        let (r, warnings) = call_with_events(&core, "http_get", json!({"url": url})).await;
+        assert!(tool_error_text(r).to_lowercase().contains("denied"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with(why), "{warnings:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_name_that_resolves_to_this_machine_reaches_nothing() {
     // The grant names `localhost`, and `localhost` is 127.0.0.1: an allowed

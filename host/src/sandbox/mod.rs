@@ -1841,6 +1841,7 @@ impl Sandbox {
     ) -> Result<Output, CallErrorKind> {
         let limits = &comp.grants.limits;
         caps::fs::enforce::warn(store.data_mut());
+        store.data_mut().warn_refused_request();
 
         // A call that must wait for its client's answers ends here, whatever
         // the guest made of being told so (it is run again with them).

@@ -290,6 +290,14 @@ impl CallState {
         self.clock.ahead();
     }
 
+    /// Tell the caller why the call's first refused request was refused
+    /// (a warning event), once.
+    pub(crate) fn warn_refused_request(&mut self) {
+        if let Some(why) = self.gate.take_refusal() {
+            FsEnforced::fs_warn(self, why);
+        }
+    }
+
     /// A trap if the sandbox is prepared ahead of its call (see
     /// [`add_clocks_to_linker`]).
     fn no_clock_ahead(&self) -> wasmtime::Result<()> {

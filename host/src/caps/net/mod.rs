@@ -249,6 +249,7 @@ impl Prepared {
             closed: None,
             guests: None,
             descriptors: None,
+            refused: None,
         }
     }
 }
@@ -339,6 +340,11 @@ pub(crate) struct Gate {
     /// scope's share. A gate without them (one that grants nothing)
     /// connects nowhere.
     descriptors: Option<Arc<crate::caps::fs::CallDescriptors>>,
+    /// Why the first refused request was refused, until the call's caller
+    /// is told (a warning event at the call's end): the guest gets only an
+    /// error code, and the host's reason (the manifest, or the operator's
+    /// allow-list) was in its debug log alone (found by the user review).
+    refused: Option<String>,
 }
 
 impl Drop for Gate {
@@ -446,8 +452,16 @@ impl Gate {
     }
 
     /// Whether a request to `uri` is granted.
-    pub(crate) fn permits(&self, uri: &http::Uri) -> bool {
-        let Some(host) = uri.host() else { return false };
+    #[cfg(test)]
+    fn permits(&self, uri: &http::Uri) -> bool {
+        self.refusal(uri).is_none()
+    }
+
+    /// Why a request to `uri` is refused, if it is.
+    fn refusal(&self, uri: &http::Uri) -> Option<String> {
+        let Some(host) = uri.host() else {
+            return Some("a request without a host was refused".into());
+        };
         let port = uri
             .port_u16()
             .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -455,8 +469,23 @@ impl Gate {
             } else {
                 80
             });
-        self.manifest.iter().any(|p| p.matches(host, port))
-            && self.operator.allows(|p| p.matches(host, port))
+        let shown = crate::audit::shown(host, 256);
+        if !self.manifest.iter().any(|p| p.matches(host, port)) {
+            return Some(format!(
+                "a request to {shown}:{port} was refused: the tool's manifest does not grant it (`[network] allow`)"
+            ));
+        }
+        if !self.operator.allows(|p| p.matches(host, port)) {
+            return Some(format!(
+                "a request to {shown}:{port} was refused: the manifest grants it, the host config's `[network] allow` does not"
+            ));
+        }
+        None
+    }
+
+    /// Why the call's first refused request was refused, once.
+    pub(crate) fn take_refusal(&mut self) -> Option<String> {
+        self.refused.take()
     }
 }
 
@@ -474,8 +503,9 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
                 )>,
             > + Send,
     > {
-        if !self.permits(request.uri()) {
-            tracing::debug!(uri = %request.uri(), "outbound request denied: host not granted");
+        if let Some(why) = self.refusal(request.uri()) {
+            tracing::debug!("outbound request denied: {why}");
+            self.refused.get_or_insert(why);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let charge = match &self.budget {
