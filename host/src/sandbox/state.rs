@@ -79,6 +79,11 @@ impl CallClock {
         }))
     }
 
+    /// Whether it is prepared ahead and not yet handed to its call.
+    fn is_ahead(&self) -> bool {
+        self.0.ahead.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Prepared ahead of its call: the wall clock shows nothing of the
     /// host's time until [`CallClock::skip`].
     fn ahead(&self) {
@@ -132,7 +137,7 @@ impl wasmtime_wasi::HostWallClock for CallWallClock {
     }
 
     fn now(&self) -> std::time::Duration {
-        if self.0.0.ahead.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.0.is_ahead() {
             return std::time::Duration::from_nanos(wasmtime_wasi::HostMonotonicClock::now(
                 &self.0,
             ));
@@ -294,19 +299,25 @@ impl CallState {
     /// (a warning event), once.
     pub(crate) fn warn_refused_request(&mut self) {
         if let Some(why) = self.gate.take_refusal() {
-            FsEnforced::fs_warn(self, why);
+            self.warn(why);
         }
+    }
+
+    /// A warning event to the call's caller (counted in its output).
+    fn warn(&mut self, message: String) {
+        self.output.emit(
+            message.len(),
+            CallEvent::Log {
+                level: LogLevel::Warning,
+                message,
+            },
+        );
     }
 
     /// A trap if the sandbox is prepared ahead of its call (see
     /// [`add_clocks_to_linker`]).
     fn no_clock_ahead(&self) -> wasmtime::Result<()> {
-        if self
-            .clock
-            .0
-            .ahead
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.clock.is_ahead() {
             return Err(wasmtime::Error::msg(
                 "the component's start-up waits on a clock; it is started with each call instead of ahead of it",
             ));
@@ -360,13 +371,7 @@ impl FsEnforced for CallState {
     }
 
     fn fs_warn(&mut self, message: String) {
-        self.output.emit(
-            message.len(),
-            CallEvent::Log {
-                level: LogLevel::Warning,
-                message,
-            },
-        );
+        self.warn(message);
     }
 }
 

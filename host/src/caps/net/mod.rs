@@ -457,10 +457,10 @@ impl Gate {
         self.refusal(uri).is_none()
     }
 
-    /// Why a request to `uri` is refused, if it is.
-    fn refusal(&self, uri: &http::Uri) -> Option<String> {
+    /// Which list refuses a request to `uri`, if one does.
+    fn refusal(&self, uri: &http::Uri) -> Option<&'static str> {
         let Some(host) = uri.host() else {
-            return Some("a request without a host was refused".into());
+            return Some("it names no host");
         };
         let port = uri
             .port_u16()
@@ -469,16 +469,11 @@ impl Gate {
             } else {
                 80
             });
-        let shown = crate::audit::shown(host, 256);
         if !self.manifest.iter().any(|p| p.matches(host, port)) {
-            return Some(format!(
-                "a request to {shown}:{port} was refused: the tool's manifest does not grant it (`[network] allow`)"
-            ));
+            return Some("the tool's manifest does not grant it (`[network] allow`)");
         }
         if !self.operator.allows(|p| p.matches(host, port)) {
-            return Some(format!(
-                "a request to {shown}:{port} was refused: the manifest grants it, the host config's `[network] allow` does not"
-            ));
+            return Some("the manifest grants it, the host config's `[network] allow` does not");
         }
         None
     }
@@ -504,8 +499,17 @@ impl wasmtime_wasi_http::WasiHttpHooks for Gate {
             > + Send,
     > {
         if let Some(why) = self.refusal(request.uri()) {
-            tracing::debug!("outbound request denied: {why}");
-            self.refused.get_or_insert(why);
+            tracing::debug!(uri = %request.uri(), "outbound request denied: {why}");
+            // The first only: a guest's loop of refused requests formats
+            // nothing more.
+            if self.refused.is_none() {
+                let uri = request.uri();
+                let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+                self.refused = Some(format!(
+                    "a request to {}{port} was refused: {why}",
+                    crate::audit::shown(uri.host().unwrap_or(""), 256)
+                ));
+            }
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let charge = match &self.budget {
